@@ -1,1 +1,39 @@
-fn main() {}
+//! `crust`: the command-line front end. CRIU's verbs (dump, restore, pre-dump, check) and
+//! crit's verbs (show, decode, encode, x, info), each a thin layer over `crust-engine` and
+//! `crust-images`.
+
+mod crit;
+mod cr;
+
+use clap::Parser;
+
+/// Checkpoint/restore for Linux processes, wire-compatible with CRIU's images.
+#[derive(Parser)]
+#[command(name = "crust", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    #[command(flatten)]
+    Cr(cr::CrCmd),
+    #[command(flatten)]
+    Crit(crit::CritCmd),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Cr(cmd) => cr::run(cmd),
+        Command::Crit(cmd) => crit::run(cmd),
+    };
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(error) => {
+            eprintln!("crust: {error:#}");
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,1 +1,36 @@
-fn main() {}
+//! `cargo xtest VERB`: the project's task runner (zdtm, demo, fuzz, bench, qemu).
+
+mod fuzz;
+mod zdtm;
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((verb, rest)) = args.split_first() else {
+        print_usage();
+        std::process::exit(2);
+    };
+    match verb.as_str() {
+        "zdtm" => zdtm::run_zdtm(rest),
+        "demo" => zdtm::run_demo(rest),
+        "fuzz" => fuzz::run(rest),
+        "help" | "--help" | "-h" => {
+            print_usage();
+            Ok(())
+        }
+        other => {
+            eprintln!("xtask: unknown verb {other}");
+            print_usage();
+            std::process::exit(2);
+        }
+    }
+}
+
+fn print_usage() {
+    eprintln!(
+        "usage: cargo xtest <verb> [options]\n\
+         verbs:\n  \
+         demo                 build crust, checkpoint a live counter, restore it, show it going on\n  \
+         zdtm [options]       run the zdtm suite (--filter, --iters N, --snap, --keep, --json PATH)\n  \
+         fuzz [--target T] [--time S]   run the cargo-fuzz targets"
+    );
+}
