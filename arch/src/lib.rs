@@ -1,1 +1,198 @@
-//! placeholder
+//! The contract between the engine and each CPU architecture.
+//!
+//! Two traits, split by *where code can run*:
+//! - [`Abi`]: pure facts and conversions (register layouts, syscall numbers, how an
+//!   injected syscall is set up, how an interrupted syscall restarts). Every backend
+//!   implements it and it compiles and is unit-tested on any host.
+//! - [`Host`]: talks to live threads of the running architecture (read and write
+//!   register sets with ptrace, the restorer blob). Only the host architecture implements
+//!   it, and [`HostArch`] names that implementation: it is the one `cfg(target_arch)`
+//!   the engine sees.
+#![deny(unsafe_code)]
+
+pub mod aarch64;
+pub mod ppc64le;
+pub mod s390x;
+pub mod x86_64;
+
+use std::fmt::Debug;
+
+/// The syscalls the engine injects or asks the restorer to run, by meaning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sys {
+    Read,
+    Close,
+    Mmap,
+    Mprotect,
+    Munmap,
+    Brk,
+    RtSigaction,
+    RtSigprocmask,
+    Pread64,
+    Madvise,
+    Getitimer,
+    Setitimer,
+    Sigaltstack,
+    Personality,
+    Prctl,
+    Setresuid,
+    Setresgid,
+    Setgroups,
+    RtSigqueueinfo,
+    RtTgsigqueueinfo,
+    Prlimit64,
+    Getpid,
+    ExitGroup,
+    Mremap,
+    Umask,
+    /// x86_64 only: `arch_prctl`, used for ARCH_MAP_VDSO_64.
+    ArchPrctl,
+}
+
+/// Pure ABI of one architecture: compiles and is tested on every host.
+pub trait Abi {
+    /// Name as used on the command line and in reports (`x86_64`, `aarch64`, ...).
+    const NAME: &'static str;
+    /// CRIU's `seize_task_state`-independent machine type (`CoreEntry.mtype`).
+    const CORE_MTYPE: i32;
+    /// The general-purpose register set, as the kernel's NT_PRSTATUS regset.
+    type Regs: Copy + Debug + Default + PartialEq;
+
+    /// The number of a syscall, `None` where the architecture lacks it.
+    fn syscall_number(call: Sys) -> Option<u64>;
+    /// Instruction pointer.
+    fn ip(regs: &Self::Regs) -> u64;
+    /// Stack pointer.
+    fn sp(regs: &Self::Regs) -> u64;
+    /// Registers that run syscall `nr` with `args` from the instruction at `syscall_ip`,
+    /// starting from `saved` (so segment and flag registers stay valid).
+    fn syscall_regs(saved: &Self::Regs, syscall_ip: u64, nr: u64, args: [u64; 6]) -> Self::Regs;
+    /// The return value of a syscall that just finished.
+    fn syscall_result(regs: &Self::Regs) -> i64;
+    /// Rewrites registers caught inside an interrupted syscall so that, resumed without a
+    /// signal handler running, the thread restarts the syscall exactly as the kernel would.
+    /// `restart_block_usable` says whether the thread's kernel restart block survives (it
+    /// does while the thread lives; it does not across a restore, where the original
+    /// syscall is re-executed instead).
+    fn resume_regs(regs: &Self::Regs, restart_block_usable: bool) -> Self::Regs;
+    /// Registers as raw bytes in the kernel's layout (NT_PRSTATUS).
+    fn regs_to_bytes(regs: &Self::Regs) -> Vec<u8>;
+    /// Registers from the kernel's layout.
+    fn regs_from_bytes(bytes: &[u8]) -> Option<Self::Regs>;
+}
+
+/// One operation of the restorer's syscall program: run syscall `nr` with `args`, then
+/// check its result, store it, and go on; a check that fails stops the program.
+///
+/// The layout is shared with the restorer blobs of every architecture: ten u64 words.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RestorerOp {
+    /// Syscall number; [`RestorerOp::END`] ends the program.
+    pub nr: u64,
+    /// The six arguments.
+    pub args: [u64; 6],
+    /// How the result is checked: one of the `CHECK_*` constants.
+    pub check: u64,
+    /// The value compared against with [`RestorerOp::CHECK_EQ`].
+    pub expect: u64,
+    /// Written by the restorer: the syscall's return value.
+    pub result: u64,
+}
+
+impl RestorerOp {
+    /// Number that ends the program.
+    pub const END: u64 = u64::MAX;
+    /// The result must equal `expect`.
+    pub const CHECK_EQ: u64 = 0;
+    /// The result must not be an error (-4095..-1).
+    pub const CHECK_OK: u64 = 1;
+    /// The result is not checked.
+    pub const CHECK_NONE: u64 = 2;
+    /// Size of one op in bytes.
+    pub const SIZE: usize = 80;
+
+    /// The op as bytes in native order, for copying into the restorer's area.
+    pub fn to_ne_bytes(&self) -> [u8; Self::SIZE] {
+        let mut out = [0u8; Self::SIZE];
+        let words = [
+            self.nr,
+            self.args[0],
+            self.args[1],
+            self.args[2],
+            self.args[3],
+            self.args[4],
+            self.args[5],
+            self.check,
+            self.expect,
+            self.result,
+        ];
+        for (index, word) in words.iter().enumerate() {
+            out[index * 8..index * 8 + 8].copy_from_slice(&word.to_ne_bytes());
+        }
+        out
+    }
+}
+
+/// How the restorer program stopped, as read from the stopped thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RestorerOutcome {
+    /// Every op ran and passed its check.
+    Done,
+    /// Op number `index` failed its check with `result`.
+    Failed { index: u64, result: i64 },
+}
+
+/// Errors of host register access.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("{op} tid {tid}: {source}")]
+    Ptrace { op: &'static str, tid: i32, source: std::io::Error },
+    #[error("architecture {0} is not supported as a host yet")]
+    Unsupported(&'static str),
+}
+
+/// The complete user-visible CPU state of one thread, as the host reads it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ThreadRegs<R> {
+    /// General-purpose registers.
+    pub gpr: R,
+    /// The extended state (x86: the XSAVE area as NT_X86_XSTATE gives it).
+    pub ext: Vec<u8>,
+}
+
+/// Live-thread operations of the running architecture.
+pub trait Host: Abi {
+    /// Reads a stopped tracee's registers (PTRACE_GETREGSET).
+    fn read_regs(tid: i32) -> Result<ThreadRegs<Self::Regs>, HostError>;
+    /// Writes a stopped tracee's general-purpose registers.
+    fn write_gpr(tid: i32, regs: &Self::Regs) -> Result<(), HostError>;
+    /// Writes a stopped tracee's extended state.
+    fn write_ext(tid: i32, ext: &[u8]) -> Result<(), HostError>;
+    /// The restorer blob: position-independent code that runs a program of
+    /// [`RestorerOp`]s and traps.
+    fn restorer_blob() -> &'static [u8];
+    /// Offset in the blob of its entry point, called with the op program's address as
+    /// the first argument register; needs no stack.
+    fn restorer_entry_offset() -> usize;
+    /// Offset in the blob of a lone syscall instruction the tracer can use to inject
+    /// a syscall into the restored thread.
+    fn restorer_syscall_offset() -> usize;
+    /// Reads how the restorer program stopped from its trapped thread's registers.
+    fn restorer_outcome(regs: &Self::Regs, program_address: u64) -> RestorerOutcome;
+    /// Jumps to the restorer at `entry` with `program` as its argument; never returns.
+    fn enter_restorer(entry: u64, program: u64) -> !;
+}
+
+/// The host architecture's backend: the only `cfg(target_arch)` the engine sees.
+#[cfg(target_arch = "x86_64")]
+pub type HostArch = x86_64::X86_64;
+/// The host architecture's backend: the only `cfg(target_arch)` the engine sees.
+#[cfg(target_arch = "aarch64")]
+pub type HostArch = aarch64::Aarch64;
+/// The host architecture's backend: the only `cfg(target_arch)` the engine sees.
+#[cfg(target_arch = "powerpc64")]
+pub type HostArch = ppc64le::Ppc64le;
+/// The host architecture's backend: the only `cfg(target_arch)` the engine sees.
+#[cfg(target_arch = "s390x")]
+pub type HostArch = s390x::S390x;

@@ -1,0 +1,66 @@
+//! s390x backend: not written yet beyond what lets the workspace build for s390x hosts.
+//! Every host operation reports `Unsupported`.
+
+use crate::{Abi, Sys};
+
+/// The s390x backend.
+pub struct S390x;
+
+impl Abi for S390x {
+    const NAME: &'static str = "s390x";
+    const CORE_MTYPE: i32 = 0;
+    type Regs = [u64; 32];
+
+    fn syscall_number(_call: Sys) -> Option<u64> {
+        None
+    }
+    fn ip(_regs: &Self::Regs) -> u64 {
+        0
+    }
+    fn sp(_regs: &Self::Regs) -> u64 {
+        0
+    }
+    fn syscall_regs(saved: &Self::Regs, _ip: u64, _nr: u64, _args: [u64; 6]) -> Self::Regs {
+        *saved
+    }
+    fn syscall_result(_regs: &Self::Regs) -> i64 {
+        -38
+    }
+    fn resume_regs(regs: &Self::Regs, _restart_block_usable: bool) -> Self::Regs {
+        *regs
+    }
+    fn regs_to_bytes(regs: &Self::Regs) -> Vec<u8> {
+        regs.iter().flat_map(|w| w.to_ne_bytes()).collect()
+    }
+    fn regs_from_bytes(_bytes: &[u8]) -> Option<Self::Regs> {
+        None
+    }
+}
+
+#[cfg(target_arch = "s390x")]
+impl crate::Host for S390x {
+    fn read_regs(_tid: i32) -> Result<crate::ThreadRegs<Self::Regs>, crate::HostError> {
+        Err(crate::HostError::Unsupported(Self::NAME))
+    }
+    fn write_gpr(_tid: i32, _regs: &Self::Regs) -> Result<(), crate::HostError> {
+        Err(crate::HostError::Unsupported(Self::NAME))
+    }
+    fn write_ext(_tid: i32, _ext: &[u8]) -> Result<(), crate::HostError> {
+        Err(crate::HostError::Unsupported(Self::NAME))
+    }
+    fn restorer_blob() -> &'static [u8] {
+        &[]
+    }
+    fn restorer_entry_offset() -> usize {
+        0
+    }
+    fn restorer_syscall_offset() -> usize {
+        0
+    }
+    fn restorer_outcome(_regs: &Self::Regs, _program: u64) -> crate::RestorerOutcome {
+        crate::RestorerOutcome::Failed { index: 0, result: -38 }
+    }
+    fn enter_restorer(_entry: u64, _program: u64) -> ! {
+        std::process::abort()
+    }
+}

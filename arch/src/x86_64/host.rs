@@ -1,0 +1,167 @@
+//! x86_64 host side: ptrace register access and the restorer blob.
+//!
+//! Guarantees: every ptrace call passes buffers that outlive the call and whose size the
+//! kernel is told; the restorer blob is position independent, uses no stack and no
+//! memory but the op program it is given.
+#![allow(unsafe_code)]
+
+use super::{Regs, X86_64, REGS_WORDS};
+use crate::{Host, HostError, RestorerOp, RestorerOutcome, ThreadRegs};
+
+const NT_PRSTATUS: libc::c_int = 1;
+const NT_X86_XSTATE: libc::c_int = 0x202;
+/// Upper bound of the XSAVE area (AVX-512 + PKRU + AMX would be larger; 16 KiB covers all).
+const XSTATE_MAX: usize = 16384;
+
+// The restorer: rdi = address of the op program (an array of RestorerOp, 80 bytes each).
+// For each op: load nr and six args, syscall, store the result, check it. At the END
+// marker set r12 = 0 and trap; on a failed check set r12 = 1 and trap, with rbx on the op.
+std::arch::global_asm!(
+    ".pushsection .text.crust_restorer,\"ax\",@progbits",
+    ".balign 16",
+    ".globl crust_x86_64_restorer_start",
+    "crust_x86_64_restorer_start:",
+    "    mov rbx, rdi",
+    "2:",
+    "    mov rax, [rbx]",
+    "    cmp rax, -1",
+    "    je 5f",
+    "    mov rdi, [rbx + 8]",
+    "    mov rsi, [rbx + 16]",
+    "    mov rdx, [rbx + 24]",
+    "    mov r10, [rbx + 32]",
+    "    mov r8, [rbx + 40]",
+    "    mov r9, [rbx + 48]",
+    "    syscall",
+    "    mov [rbx + 72], rax",
+    "    mov rcx, [rbx + 56]",
+    "    cmp rcx, 2",
+    "    je 4f",
+    "    cmp rcx, 1",
+    "    je 3f",
+    "    cmp rax, [rbx + 64]",
+    "    jne 6f",
+    "    jmp 4f",
+    "3:",
+    "    cmp rax, -4095",
+    "    jae 6f",
+    "4:",
+    "    add rbx, 80",
+    "    jmp 2b",
+    "5:",
+    "    xor r12, r12",
+    "    int3",
+    "    ud2",
+    "6:",
+    "    mov r12, 1",
+    "    int3",
+    "    ud2",
+    ".globl crust_x86_64_restorer_syscall",
+    "crust_x86_64_restorer_syscall:",
+    "    syscall",
+    "    int3",
+    "    ud2",
+    ".globl crust_x86_64_restorer_end",
+    "crust_x86_64_restorer_end:",
+    ".popsection",
+);
+
+extern "C" {
+    static crust_x86_64_restorer_start: u8;
+    static crust_x86_64_restorer_syscall: u8;
+    static crust_x86_64_restorer_end: u8;
+}
+
+fn blob_bounds() -> (usize, usize, usize) {
+    // Only the addresses of the asm labels are taken, never read through.
+    (
+        std::ptr::addr_of!(crust_x86_64_restorer_start) as usize,
+        std::ptr::addr_of!(crust_x86_64_restorer_syscall) as usize,
+        std::ptr::addr_of!(crust_x86_64_restorer_end) as usize,
+    )
+}
+
+fn get_regset(tid: i32, note: libc::c_int, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    // SAFETY: iov points at `buf`, writable for iov_len bytes, alive for the call.
+    let rc = unsafe { libc::ptrace(libc::PTRACE_GETREGSET, tid, note as usize, &mut iov) };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(iov.iov_len)
+}
+
+fn set_regset(tid: i32, note: libc::c_int, buf: &[u8]) -> std::io::Result<()> {
+    let mut iov = libc::iovec { iov_base: buf.as_ptr() as *mut _, iov_len: buf.len() };
+    // SAFETY: iov points at `buf`, readable for iov_len bytes; the kernel only reads it.
+    let rc = unsafe { libc::ptrace(libc::PTRACE_SETREGSET, tid, note as usize, &mut iov) };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+impl Host for X86_64 {
+    fn read_regs(tid: i32) -> Result<ThreadRegs<Regs>, HostError> {
+        let mut gpr = [0u8; REGS_WORDS * 8];
+        get_regset(tid, NT_PRSTATUS, &mut gpr)
+            .map_err(|source| HostError::Ptrace { op: "PTRACE_GETREGSET(NT_PRSTATUS)", tid, source })?;
+        let mut ext = vec![0u8; XSTATE_MAX];
+        let len = get_regset(tid, NT_X86_XSTATE, &mut ext)
+            .map_err(|source| HostError::Ptrace { op: "PTRACE_GETREGSET(NT_X86_XSTATE)", tid, source })?;
+        ext.truncate(len);
+        let gpr = <X86_64 as crate::Abi>::regs_from_bytes(&gpr).expect("buffer has REGS_WORDS words");
+        Ok(ThreadRegs { gpr, ext })
+    }
+
+    fn write_gpr(tid: i32, regs: &Regs) -> Result<(), HostError> {
+        let bytes = <X86_64 as crate::Abi>::regs_to_bytes(regs);
+        set_regset(tid, NT_PRSTATUS, &bytes)
+            .map_err(|source| HostError::Ptrace { op: "PTRACE_SETREGSET(NT_PRSTATUS)", tid, source })
+    }
+
+    fn write_ext(tid: i32, ext: &[u8]) -> Result<(), HostError> {
+        set_regset(tid, NT_X86_XSTATE, ext)
+            .map_err(|source| HostError::Ptrace { op: "PTRACE_SETREGSET(NT_X86_XSTATE)", tid, source })
+    }
+
+    fn restorer_blob() -> &'static [u8] {
+        let (start, _, end) = blob_bounds();
+        // SAFETY: start..end is the restorer's code in this binary's text, immutable and
+        // alive for the whole program.
+        unsafe { std::slice::from_raw_parts(start as *const u8, end - start) }
+    }
+
+    fn restorer_entry_offset() -> usize {
+        0
+    }
+
+    fn restorer_syscall_offset() -> usize {
+        let (start, syscall, _) = blob_bounds();
+        syscall - start
+    }
+
+    fn restorer_outcome(regs: &Regs, program_address: u64) -> RestorerOutcome {
+        if regs.r12 == 0 {
+            RestorerOutcome::Done
+        } else {
+            RestorerOutcome::Failed {
+                index: regs.bx.wrapping_sub(program_address) / RestorerOp::SIZE as u64,
+                result: regs.ax as i64,
+            }
+        }
+    }
+
+    fn enter_restorer(entry: u64, program: u64) -> ! {
+        // SAFETY: the caller mapped the restorer blob at `entry` and a valid op program at
+        // `program`; the blob never returns (it traps for the tracer).
+        unsafe {
+            std::arch::asm!(
+                "jmp {entry}",
+                entry = in(reg) entry,
+                in("rdi") program,
+                options(noreturn)
+            )
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! x86_64: register layout, syscall numbers, syscall restart rules, and (on an x86_64
+//! host) ptrace register access and the restorer blob.
+
+#[cfg(target_arch = "x86_64")]
+mod host;
+
+use crate::Sys;
+
+/// The x86_64 backend.
+pub struct X86_64;
+
+/// `struct user_regs_struct` of x86_64, the NT_PRSTATUS regset.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Regs {
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub bp: u64,
+    pub bx: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub ax: u64,
+    pub cx: u64,
+    pub dx: u64,
+    pub si: u64,
+    pub di: u64,
+    pub orig_ax: u64,
+    pub ip: u64,
+    pub cs: u64,
+    pub flags: u64,
+    pub sp: u64,
+    pub ss: u64,
+    pub fs_base: u64,
+    pub gs_base: u64,
+    pub ds: u64,
+    pub es: u64,
+    pub fs: u64,
+    pub gs: u64,
+}
+
+/// Number of u64 words in [`Regs`].
+pub const REGS_WORDS: usize = 27;
+
+impl Regs {
+    /// The registers as words in kernel order.
+    pub fn to_words(&self) -> [u64; REGS_WORDS] {
+        [
+            self.r15, self.r14, self.r13, self.r12, self.bp, self.bx, self.r11, self.r10,
+            self.r9, self.r8, self.ax, self.cx, self.dx, self.si, self.di, self.orig_ax,
+            self.ip, self.cs, self.flags, self.sp, self.ss, self.fs_base, self.gs_base,
+            self.ds, self.es, self.fs, self.gs,
+        ]
+    }
+
+    /// Registers from words in kernel order.
+    pub fn from_words(w: [u64; REGS_WORDS]) -> Self {
+        Regs {
+            r15: w[0], r14: w[1], r13: w[2], r12: w[3], bp: w[4], bx: w[5], r11: w[6],
+            r10: w[7], r9: w[8], r8: w[9], ax: w[10], cx: w[11], dx: w[12], si: w[13],
+            di: w[14], orig_ax: w[15], ip: w[16], cs: w[17], flags: w[18], sp: w[19],
+            ss: w[20], fs_base: w[21], gs_base: w[22], ds: w[23], es: w[24], fs: w[25],
+            gs: w[26],
+        }
+    }
+}
+
+/// Kernel-internal errno values a syscall interrupted by a stop leaves in `ax`.
+const ERESTARTSYS: i64 = 512;
+const ERESTARTNOINTR: i64 = 513;
+const ERESTARTNOHAND: i64 = 514;
+const ERESTART_RESTARTBLOCK: i64 = 516;
+const EINTR: i64 = 4;
+const NR_RESTART_SYSCALL: u64 = 219;
+/// Length of the `syscall` instruction (0f 05).
+const SYSCALL_INSN_LEN: u64 = 2;
+
+impl crate::Abi for X86_64 {
+    const NAME: &'static str = "x86_64";
+    const CORE_MTYPE: i32 = 1;
+    type Regs = Regs;
+
+    fn syscall_number(call: Sys) -> Option<u64> {
+        Some(match call {
+            Sys::Read => 0,
+            Sys::Close => 3,
+            Sys::Mmap => 9,
+            Sys::Mprotect => 10,
+            Sys::Munmap => 11,
+            Sys::Brk => 12,
+            Sys::RtSigaction => 13,
+            Sys::RtSigprocmask => 14,
+            Sys::Pread64 => 17,
+            Sys::Mremap => 25,
+            Sys::Madvise => 28,
+            Sys::Getitimer => 36,
+            Sys::Setitimer => 38,
+            Sys::Getpid => 39,
+            Sys::Umask => 95,
+            Sys::Setgroups => 116,
+            Sys::Setresuid => 117,
+            Sys::Setresgid => 119,
+            Sys::RtSigqueueinfo => 129,
+            Sys::Sigaltstack => 131,
+            Sys::Personality => 135,
+            Sys::Prctl => 157,
+            Sys::ArchPrctl => 158,
+            Sys::ExitGroup => 231,
+            Sys::RtTgsigqueueinfo => 297,
+            Sys::Prlimit64 => 302,
+        })
+    }
+
+    fn ip(regs: &Regs) -> u64 {
+        regs.ip
+    }
+
+    fn sp(regs: &Regs) -> u64 {
+        regs.sp
+    }
+
+    fn syscall_regs(saved: &Regs, syscall_ip: u64, nr: u64, args: [u64; 6]) -> Regs {
+        Regs {
+            ip: syscall_ip,
+            ax: nr,
+            // No syscall in progress: the kernel must not apply restart rules.
+            orig_ax: u64::MAX,
+            di: args[0],
+            si: args[1],
+            dx: args[2],
+            r10: args[3],
+            r8: args[4],
+            r9: args[5],
+            ..*saved
+        }
+    }
+
+    fn syscall_result(regs: &Regs) -> i64 {
+        regs.ax as i64
+    }
+
+    fn resume_regs(regs: &Regs, restart_block_usable: bool) -> Regs {
+        let mut out = *regs;
+        out.orig_ax = u64::MAX;
+        if (regs.orig_ax as i64) < 0 {
+            return out;
+        }
+        match -(regs.ax as i64) {
+            ERESTARTSYS | ERESTARTNOINTR | ERESTARTNOHAND => {
+                out.ax = regs.orig_ax;
+                out.ip = regs.ip - SYSCALL_INSN_LEN;
+            }
+            ERESTART_RESTARTBLOCK if restart_block_usable => {
+                out.ax = NR_RESTART_SYSCALL;
+                out.ip = regs.ip - SYSCALL_INSN_LEN;
+            }
+            ERESTART_RESTARTBLOCK if regs.orig_ax != NR_RESTART_SYSCALL => {
+                // The restart block dies with the thread: run the syscall again from
+                // its original arguments (a relative sleep sleeps its full time again).
+                out.ax = regs.orig_ax;
+                out.ip = regs.ip - SYSCALL_INSN_LEN;
+            }
+            ERESTART_RESTARTBLOCK => out.ax = (-EINTR) as u64,
+            _ => {}
+        }
+        out
+    }
+
+    fn regs_to_bytes(regs: &Regs) -> Vec<u8> {
+        regs.to_words().iter().flat_map(|w| w.to_ne_bytes()).collect()
+    }
+
+    fn regs_from_bytes(bytes: &[u8]) -> Option<Regs> {
+        if bytes.len() < REGS_WORDS * 8 {
+            return None;
+        }
+        let mut words = [0u64; REGS_WORDS];
+        for (index, word) in words.iter_mut().enumerate() {
+            *word = u64::from_ne_bytes(bytes[index * 8..index * 8 + 8].try_into().ok()?);
+        }
+        Some(Regs::from_words(words))
+    }
+}
+
+/// XSAVE layout facts used to split the NT_X86_XSTATE area into image fields.
+pub mod xsave {
+    /// Size of the legacy FXSAVE region.
+    pub const LEGACY_SIZE: usize = 512;
+    /// Offset of the XSAVE header (xstate_bv, xcomp_bv).
+    pub const HEADER_OFFSET: usize = 512;
+    /// Standard-format offsets and sizes of the extended components, by feature bit.
+    /// (CPUID leaf 0xD gives these; they are the same on every CPU that has them.)
+    pub const COMPONENTS: [(u32, usize, usize); 7] = [
+        (2, 576, 256),   // AVX: upper halves of ymm0-15
+        (3, 960, 64),    // MPX BNDREGS
+        (4, 1024, 64),   // MPX BNDCSR
+        (5, 1088, 64),   // AVX-512 opmask k0-k7
+        (6, 1152, 512),  // AVX-512 ZMM_Hi256: upper halves of zmm0-15
+        (7, 1664, 1024), // AVX-512 Hi16_ZMM: zmm16-31
+        (9, 2688, 8),    // PKRU
+    ];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Abi;
+
+    #[test]
+    fn regs_bytes_round_trip() {
+        let mut words = [0u64; REGS_WORDS];
+        for (i, w) in words.iter_mut().enumerate() {
+            *w = (i as u64 + 1) * 0x1111;
+        }
+        let regs = Regs::from_words(words);
+        let bytes = X86_64::regs_to_bytes(&regs);
+        assert_eq!(bytes.len(), 216);
+        assert_eq!(X86_64::regs_from_bytes(&bytes), Some(regs));
+        assert_eq!(X86_64::regs_from_bytes(&bytes[..100]), None);
+    }
+
+    #[test]
+    fn interrupted_read_restarts() {
+        let regs = Regs { orig_ax: 0, ax: (-ERESTARTSYS) as u64, ip: 0x1002, ..Default::default() };
+        let out = X86_64::resume_regs(&regs, false);
+        assert_eq!((out.ax, out.ip, out.orig_ax), (0, 0x1000, u64::MAX));
+    }
+
+    #[test]
+    fn interrupted_nanosleep_uses_restart_block_only_while_alive() {
+        let regs = Regs {
+            orig_ax: 35,
+            ax: (-ERESTART_RESTARTBLOCK) as u64,
+            ip: 0x2002,
+            ..Default::default()
+        };
+        assert_eq!(X86_64::resume_regs(&regs, true).ax, NR_RESTART_SYSCALL);
+        let restored = X86_64::resume_regs(&regs, false);
+        assert_eq!((restored.ax, restored.ip), (35, 0x2000));
+    }
+
+    #[test]
+    fn user_space_regs_untouched() {
+        let regs = Regs { orig_ax: u64::MAX, ax: 7, ip: 0x3000, ..Default::default() };
+        assert_eq!(X86_64::resume_regs(&regs, false), regs);
+    }
+
+    #[test]
+    fn syscall_regs_place_arguments() {
+        let saved = Regs { cs: 0x33, ss: 0x2b, ..Default::default() };
+        let r = X86_64::syscall_regs(&saved, 0x4000, 9, [1, 2, 3, 4, 5, 6]);
+        assert_eq!((r.ip, r.ax, r.di, r.si, r.dx, r.r10, r.r8, r.r9), (0x4000, 9, 1, 2, 3, 4, 5, 6));
+        assert_eq!((r.cs, r.ss, r.orig_ax), (0x33, 0x2b, u64::MAX));
+    }
+}
