@@ -34,7 +34,11 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     } else {
         for target in &options.targets {
             if !all_targets.contains(target) {
-                bail!("fuzz: no target {target} in {} (have: {})", layout.manifest().display(), all_targets.join(", "));
+                bail!(
+                    "fuzz: no target {target} in {} (have: {})",
+                    layout.manifest().display(),
+                    all_targets.join(", ")
+                );
             }
         }
         options.targets.clone()
@@ -64,7 +68,10 @@ struct FuzzOptions {
 
 impl FuzzOptions {
     fn parse(args: &[String]) -> anyhow::Result<Self> {
-        let mut options = FuzzOptions { seconds_per_target: 60, ..FuzzOptions::default() };
+        let mut options = FuzzOptions {
+            seconds_per_target: 60,
+            ..FuzzOptions::default()
+        };
         let mut args = args.iter();
         while let Some(arg) = args.next() {
             match arg.as_str() {
@@ -74,8 +81,9 @@ impl FuzzOptions {
                 }
                 "--time" => {
                     let seconds = args.next().context("fuzz: --time needs seconds")?;
-                    options.seconds_per_target =
-                        seconds.parse().with_context(|| format!("fuzz: --time {seconds}: not a number of seconds"))?;
+                    options.seconds_per_target = seconds.parse().with_context(|| {
+                        format!("fuzz: --time {seconds}: not a number of seconds")
+                    })?;
                 }
                 "--replay" => options.replay = true,
                 "--list" => options.list = true,
@@ -106,7 +114,10 @@ impl FuzzLayout {
         if !fuzz_dir.join("Cargo.toml").is_file() {
             bail!("fuzz: no fuzz crate at {}", fuzz_dir.display());
         }
-        Ok(FuzzLayout { repo_root, fuzz_dir })
+        Ok(FuzzLayout {
+            repo_root,
+            fuzz_dir,
+        })
     }
 
     fn manifest(&self) -> PathBuf {
@@ -129,7 +140,10 @@ impl FuzzLayout {
     }
 
     fn log_path(&self, target: &str) -> PathBuf {
-        self.fuzz_dir.join("artifacts").join(target).join("last-run.log")
+        self.fuzz_dir
+            .join("artifacts")
+            .join(target)
+            .join("last-run.log")
     }
 
     /// Directories holding image fixtures, in the images crate.
@@ -156,7 +170,11 @@ struct FuzzRunStats {
     failure_inputs: Vec<PathBuf>,
 }
 
-fn fuzz_targets(layout: &FuzzLayout, targets: &[String], options: &FuzzOptions) -> anyhow::Result<()> {
+fn fuzz_targets(
+    layout: &FuzzLayout,
+    targets: &[String],
+    options: &FuzzOptions,
+) -> anyhow::Result<()> {
     eprintln!("fuzz: building {} targets", targets.len());
     let mut build = cargo_fuzz(layout, &["build"]);
     run_checked(&mut build, "cargo fuzz build")?;
@@ -165,7 +183,10 @@ fn fuzz_targets(layout: &FuzzLayout, targets: &[String], options: &FuzzOptions) 
     let mut failed_targets = Vec::new();
     for target in targets {
         let seeds = seed_corpus(layout, target)?;
-        eprintln!("fuzz: {target}: {seeds} seed inputs, {}s", options.seconds_per_target);
+        eprintln!(
+            "fuzz: {target}: {seeds} seed inputs, {}s",
+            options.seconds_per_target
+        );
         let corpus = layout.corpus_dir(target);
         let max_total_time = format!("-max_total_time={}", options.seconds_per_target);
         let mut command = cargo_fuzz(
@@ -220,7 +241,17 @@ fn replay_regressions(layout: &FuzzLayout, targets: &[String]) -> anyhow::Result
             continue;
         }
         eprintln!("fuzz: replaying {} inputs of {target}", inputs.len());
-        let mut command = cargo_fuzz(layout, &["run", target, path_str(&directory)?, "--", "-runs=0", "-timeout=10"]);
+        let mut command = cargo_fuzz(
+            layout,
+            &[
+                "run",
+                target,
+                path_str(&directory)?,
+                "--",
+                "-runs=0",
+                "-timeout=10",
+            ],
+        );
         let (succeeded, output) = run_logged(&mut command, &layout.log_path(target))?;
         replayed += inputs.len();
         if !succeeded {
@@ -232,7 +263,10 @@ fn replay_regressions(layout: &FuzzLayout, targets: &[String]) -> anyhow::Result
     println!("fuzz replay: {replayed} regression inputs");
     println!("{passed_targets} passed, {} failed", failures.len());
     if !failures.is_empty() {
-        bail!("fuzz replay: regressions still fail in {}", failures.join(", "));
+        bail!(
+            "fuzz replay: regressions still fail in {}",
+            failures.join(", ")
+        );
     }
     Ok(())
 }
@@ -253,16 +287,29 @@ fn check_cargo_fuzz() -> anyhow::Result<()> {
 /// what understands `+nightly`, and `CARGO` points at the stable toolchain's binary.
 fn cargo_fuzz(layout: &FuzzLayout, args: &[&str]) -> Command {
     let mut command = Command::new("cargo");
-    command.arg("+nightly").arg("fuzz").args(args).current_dir(&layout.fuzz_dir);
+    command
+        .arg("+nightly")
+        .arg("fuzz")
+        .args(args)
+        .current_dir(&layout.fuzz_dir);
     // The outer `cargo run` of xtask sets these for the stable toolchain.
-    for variable in ["CARGO", "RUSTC", "RUSTDOC", "RUSTUP_TOOLCHAIN", "CARGO_TARGET_DIR", "CARGO_MANIFEST_DIR"] {
+    for variable in [
+        "CARGO",
+        "RUSTC",
+        "RUSTDOC",
+        "RUSTUP_TOOLCHAIN",
+        "CARGO_TARGET_DIR",
+        "CARGO_MANIFEST_DIR",
+    ] {
         command.env_remove(variable);
     }
     command
 }
 
 fn run_checked(command: &mut Command, what: &str) -> anyhow::Result<()> {
-    let status = command.status().with_context(|| format!("fuzz: spawn {what}"))?;
+    let status = command
+        .status()
+        .with_context(|| format!("fuzz: spawn {what}"))?;
     if !status.success() {
         bail!("fuzz: {what}: {status}");
     }
@@ -275,7 +322,8 @@ fn run_logged(command: &mut Command, log_path: &Path) -> anyhow::Result<(bool, S
     if let Some(parent) = log_path.parent() {
         fs::create_dir_all(parent).with_context(|| format!("fuzz: create {}", parent.display()))?;
     }
-    let log = fs::File::create(log_path).with_context(|| format!("fuzz: create {}", log_path.display()))?;
+    let log = fs::File::create(log_path)
+        .with_context(|| format!("fuzz: create {}", log_path.display()))?;
     let log_for_stdout = log.try_clone().context("fuzz: clone log file handle")?;
     let status = command
         .stdin(Stdio::null())
@@ -283,8 +331,12 @@ fn run_logged(command: &mut Command, log_path: &Path) -> anyhow::Result<(bool, S
         .stderr(log)
         .status()
         .context("fuzz: spawn cargo fuzz")?;
-    let output = fs::read(log_path).with_context(|| format!("fuzz: read {}", log_path.display()))?;
-    Ok((status.success(), String::from_utf8_lossy(&output).into_owned()))
+    let output =
+        fs::read(log_path).with_context(|| format!("fuzz: read {}", log_path.display()))?;
+    Ok((
+        status.success(),
+        String::from_utf8_lossy(&output).into_owned(),
+    ))
 }
 
 /// Reads libFuzzer's closing lines: the last `#N ... cov: X ft: Y corp: C/..
@@ -295,7 +347,9 @@ fn parse_libfuzzer_output(output: &str) -> FuzzRunStats {
     for line in output.lines() {
         let line = line.trim();
         if let Some(rest) = line.strip_prefix("stat::") {
-            let Some((key, value)) = rest.split_once(':') else { continue };
+            let Some((key, value)) = rest.split_once(':') else {
+                continue;
+            };
             let value = value.trim().parse().ok();
             match key.trim() {
                 "number_of_executed_units" => stats.executions = value,
@@ -310,12 +364,19 @@ fn parse_libfuzzer_output(output: &str) -> FuzzRunStats {
                 stats.executions = stats.executions.max(Some(executions));
             }
             for pair in words.windows(2) {
-                let number = || pair[1].split('/').next().and_then(|count| count.parse().ok());
+                let number = || {
+                    pair[1]
+                        .split('/')
+                        .next()
+                        .and_then(|count| count.parse().ok())
+                };
                 match pair[0] {
                     "cov:" => stats.coverage = number(),
                     "ft:" => stats.features = number(),
                     "corp:" => stats.corpus_units = number(),
-                    "exec/s:" if stats.executions_per_second.is_none() => stats.executions_per_second = number(),
+                    "exec/s:" if stats.executions_per_second.is_none() => {
+                        stats.executions_per_second = number()
+                    }
                     _ => {}
                 }
             }
@@ -328,7 +389,8 @@ fn parse_libfuzzer_output(output: &str) -> FuzzRunStats {
 }
 
 fn format_summary(summary: &[(String, bool, FuzzRunStats)]) -> String {
-    let show = |value: Option<u64>| value.map_or_else(|| "-".to_string(), |number| number.to_string());
+    let show =
+        |value: Option<u64>| value.map_or_else(|| "-".to_string(), |number| number.to_string());
     let mut text = format!(
         "{:<16} {:>6} {:>10} {:>8} {:>6} {:>6} {:>6} {:>6}\n",
         "target", "result", "execs", "exec/s", "cov", "ft", "corpus", "rss_mb"
@@ -348,19 +410,36 @@ fn format_summary(summary: &[(String, bool, FuzzRunStats)]) -> String {
         );
     }
     let failed = summary.iter().filter(|(_, passed, _)| !passed).count();
-    let _ = write!(text, "fuzz: {} passed, {} failed", summary.len() - failed, failed);
+    let _ = write!(
+        text,
+        "fuzz: {} passed, {} failed",
+        summary.len() - failed,
+        failed
+    );
     text
 }
 
 /// Copies a failing input into fuzz/regressions/<target>/ under its libFuzzer name.
 fn save_regression(layout: &FuzzLayout, target: &str, input: &Path) -> anyhow::Result<PathBuf> {
-    let input = if input.is_absolute() { input.to_path_buf() } else { layout.fuzz_dir.join(input) };
+    let input = if input.is_absolute() {
+        input.to_path_buf()
+    } else {
+        layout.fuzz_dir.join(input)
+    };
     let directory = layout.regressions_dir(target);
-    fs::create_dir_all(&directory).with_context(|| format!("fuzz: create {}", directory.display()))?;
-    let name = input.file_name().context("fuzz: failing input has no file name")?;
+    fs::create_dir_all(&directory)
+        .with_context(|| format!("fuzz: create {}", directory.display()))?;
+    let name = input
+        .file_name()
+        .context("fuzz: failing input has no file name")?;
     let destination = directory.join(name);
-    fs::copy(&input, &destination)
-        .with_context(|| format!("fuzz: copy {} to {}", input.display(), destination.display()))?;
+    fs::copy(&input, &destination).with_context(|| {
+        format!(
+            "fuzz: copy {} to {}",
+            input.display(),
+            destination.display()
+        )
+    })?;
     Ok(destination)
 }
 
@@ -379,12 +458,36 @@ enum SeedSource {
 fn seed_source(target: &str) -> Option<SeedSource> {
     Some(match target {
         "image_any" => SeedSource::ImageFiles(&[""]),
-        "image_core" => SeedSource::ImageFiles(&["core-", "pstree", "ids-", "fs-", "inventory", "creds-", "seccomp"]),
+        "image_core" => SeedSource::ImageFiles(&[
+            "core-",
+            "pstree",
+            "ids-",
+            "fs-",
+            "inventory",
+            "creds-",
+            "seccomp",
+        ]),
         "image_mm" => SeedSource::ImageFiles(&["mm-", "pagemap-"]),
-        "image_files" => {
-            SeedSource::ImageFiles(&["files", "fdinfo-", "pipes", "fifo", "sk-", "unixsk", "inetsk", "reg-files", "tty"])
-        }
-        "image_misc" => SeedSource::ImageFiles(&["stats-", "timens-", "utsns-", "ipcns-", "netns-", "cgroup", "mountpoints-"]),
+        "image_files" => SeedSource::ImageFiles(&[
+            "files",
+            "fdinfo-",
+            "pipes",
+            "fifo",
+            "sk-",
+            "unixsk",
+            "inetsk",
+            "reg-files",
+            "tty",
+        ]),
+        "image_misc" => SeedSource::ImageFiles(&[
+            "stats-",
+            "timens-",
+            "utsns-",
+            "ipcns-",
+            "netns-",
+            "cgroup",
+            "mountpoints-",
+        ]),
         "dump_dir" => SeedSource::DumpDirectories,
         "json" => SeedSource::Json,
         _ => return None,
@@ -396,21 +499,30 @@ fn seed_source(target: &str) -> Option<SeedSource> {
 fn seed_corpus(layout: &FuzzLayout, target: &str) -> anyhow::Result<usize> {
     let corpus = layout.corpus_dir(target);
     fs::create_dir_all(&corpus).with_context(|| format!("fuzz: create {}", corpus.display()))?;
-    let Some(source) = seed_source(target) else { return Ok(0) };
+    let Some(source) = seed_source(target) else {
+        return Ok(0);
+    };
     let mut seeds: Vec<(String, Vec<u8>)> = Vec::new();
     for root in layout.fixture_roots() {
         for file in walk_files(&root)? {
-            let name = file.file_name().and_then(|name| name.to_str()).unwrap_or_default();
-            let is_image = name.ends_with(".img") || name == "stats-dump" || name == "stats-restore";
+            let name = file
+                .file_name()
+                .and_then(|name| name.to_str())
+                .unwrap_or_default();
+            let is_image =
+                name.ends_with(".img") || name == "stats-dump" || name == "stats-restore";
             let wanted = match &source {
                 SeedSource::ImageFiles(prefixes) => {
-                    is_image && !name.starts_with("pages-") && prefixes.iter().any(|prefix| name.starts_with(prefix))
+                    is_image
+                        && !name.starts_with("pages-")
+                        && prefixes.iter().any(|prefix| name.starts_with(prefix))
                 }
                 SeedSource::Json => name.ends_with(".json"),
                 SeedSource::DumpDirectories => false,
             };
             if wanted {
-                let bytes = fs::read(&file).with_context(|| format!("fuzz: read {}", file.display()))?;
+                let bytes =
+                    fs::read(&file).with_context(|| format!("fuzz: read {}", file.display()))?;
                 seeds.push((seed_name(&root, &file), bytes));
             }
         }
@@ -430,8 +542,15 @@ fn seed_corpus(layout: &FuzzLayout, target: &str) -> anyhow::Result<usize> {
 
 /// `seed-<path below the fixture root, with / as ->`.
 fn seed_name(root: &Path, file: &Path) -> String {
-    let root_name = root.file_name().and_then(|name| name.to_str()).unwrap_or("fixtures");
-    let relative = file.strip_prefix(root).unwrap_or(file).to_string_lossy().replace('/', "--");
+    let root_name = root
+        .file_name()
+        .and_then(|name| name.to_str())
+        .unwrap_or("fixtures");
+    let relative = file
+        .strip_prefix(root)
+        .unwrap_or(file)
+        .to_string_lossy()
+        .replace('/', "--");
     format!("seed-{root_name}--{relative}")
 }
 
@@ -445,11 +564,15 @@ const SEED_PAGES_BYTES: usize = 8192;
 fn encode_dump_directory(directory: &Path) -> anyhow::Result<Vec<u8>> {
     let mut encoded = Vec::new();
     for file in list_files(directory)? {
-        let name = file.file_name().and_then(|name| name.to_str()).unwrap_or_default();
+        let name = file
+            .file_name()
+            .and_then(|name| name.to_str())
+            .unwrap_or_default();
         if name.is_empty() || name.len() > usize::from(u8::MAX) {
             continue;
         }
-        let mut bytes = fs::read(&file).with_context(|| format!("fuzz: read {}", file.display()))?;
+        let mut bytes =
+            fs::read(&file).with_context(|| format!("fuzz: read {}", file.display()))?;
         if name.starts_with("pages-") {
             bytes.truncate(SEED_PAGES_BYTES);
         }
@@ -481,8 +604,12 @@ fn list_files(directory: &Path) -> anyhow::Result<Vec<PathBuf>> {
         return Ok(Vec::new());
     }
     let mut files = Vec::new();
-    for entry in fs::read_dir(directory).with_context(|| format!("fuzz: read {}", directory.display()))? {
-        let path = entry.with_context(|| format!("fuzz: read {}", directory.display()))?.path();
+    for entry in
+        fs::read_dir(directory).with_context(|| format!("fuzz: read {}", directory.display()))?
+    {
+        let path = entry
+            .with_context(|| format!("fuzz: read {}", directory.display()))?
+            .path();
         if path.is_file() {
             files.push(path);
         }
@@ -496,8 +623,12 @@ fn walk_files(root: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     let mut pending = vec![root.to_path_buf()];
     while let Some(directory) = pending.pop() {
-        for entry in fs::read_dir(&directory).with_context(|| format!("fuzz: read {}", directory.display()))? {
-            let path = entry.with_context(|| format!("fuzz: read {}", directory.display()))?.path();
+        for entry in fs::read_dir(&directory)
+            .with_context(|| format!("fuzz: read {}", directory.display()))?
+        {
+            let path = entry
+                .with_context(|| format!("fuzz: read {}", directory.display()))?
+                .path();
             if path.is_dir() {
                 pending.push(path);
             } else if path.is_file() {
@@ -532,7 +663,8 @@ fn bin_names_in_manifest(manifest: &str) -> Vec<String> {
 }
 
 fn path_str(path: &Path) -> anyhow::Result<&str> {
-    path.to_str().with_context(|| format!("fuzz: path {} is not UTF-8", path.display()))
+    path.to_str()
+        .with_context(|| format!("fuzz: path {} is not UTF-8", path.display()))
 }
 
 fn last_lines(text: &str, count: usize) -> String {
@@ -582,7 +714,10 @@ artifact_prefix='/w/fuzz/artifacts/json/'; Test unit written to /w/fuzz/artifact
 Base64: AAAA
 ";
         let stats = parse_libfuzzer_output(output);
-        assert_eq!(stats.failure_inputs, vec![PathBuf::from("/w/fuzz/artifacts/json/crash-da39a3ee")]);
+        assert_eq!(
+            stats.failure_inputs,
+            vec![PathBuf::from("/w/fuzz/artifacts/json/crash-da39a3ee")]
+        );
         assert_eq!(stats.coverage, None);
     }
 
@@ -607,12 +742,16 @@ name = "json"
 
     #[test]
     fn encodes_dump_directory_files_in_name_order() {
-        let directory = std::env::temp_dir().join(format!("crust-xtask-fuzz-{}", std::process::id()));
+        let directory =
+            std::env::temp_dir().join(format!("crust-xtask-fuzz-{}", std::process::id()));
         fs::create_dir_all(&directory).expect("create temp dir");
         fs::write(directory.join("b.img"), b"BB").expect("write b");
         fs::write(directory.join("a.img"), b"A").expect("write a");
         let encoded = encode_dump_directory(&directory).expect("encode");
         fs::remove_dir_all(&directory).expect("remove temp dir");
-        assert_eq!(encoded, b"\x05a.img\x01\0\0\0A\x05b.img\x02\0\0\0BB".to_vec());
+        assert_eq!(
+            encoded,
+            b"\x05a.img\x01\0\0\0A\x05b.img\x02\0\0\0BB".to_vec()
+        );
     }
 }
