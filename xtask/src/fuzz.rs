@@ -139,11 +139,9 @@ impl FuzzLayout {
         self.fuzz_dir.join("regressions").join(target)
     }
 
+    /// Not under artifacts/: cargo-fuzz takes the newest file there as the crash input.
     fn log_path(&self, target: &str) -> PathBuf {
-        self.fuzz_dir
-            .join("artifacts")
-            .join(target)
-            .join("last-run.log")
+        self.fuzz_dir.join("logs").join(format!("{target}.log"))
     }
 
     /// Directories holding image fixtures, in the images crate.
@@ -210,7 +208,7 @@ fn fuzz_targets(
             saved.push(save_regression(layout, target, input)?);
         }
         if !succeeded || !saved.is_empty() {
-            eprintln!("{}", last_lines(&output, 40));
+            eprintln!("{}", failure_excerpt(&output));
             for path in &saved {
                 eprintln!("fuzz: {target}: failing input saved as {}", path.display());
             }
@@ -233,6 +231,7 @@ fn fuzz_targets(
 
 fn replay_regressions(layout: &FuzzLayout, targets: &[String]) -> anyhow::Result<()> {
     let mut replayed = 0usize;
+    let mut replayed_targets = 0usize;
     let mut failures = Vec::new();
     for target in targets {
         let directory = layout.regressions_dir(target);
@@ -254,14 +253,15 @@ fn replay_regressions(layout: &FuzzLayout, targets: &[String]) -> anyhow::Result
         );
         let (succeeded, output) = run_logged(&mut command, &layout.log_path(target))?;
         replayed += inputs.len();
+        replayed_targets += 1;
         if !succeeded {
-            eprintln!("{}", last_lines(&output, 40));
+            eprintln!("{}", failure_excerpt(&output));
             failures.push(target.clone());
         }
     }
-    let passed_targets = targets.len() - failures.len();
-    println!("fuzz replay: {replayed} regression inputs");
-    println!("{passed_targets} passed, {} failed", failures.len());
+    let passed_targets = replayed_targets - failures.len();
+    println!("fuzz replay: {replayed} regression inputs of {replayed_targets} targets");
+    println!("replay: {passed_targets} passed, {} failed", failures.len());
     if !failures.is_empty() {
         bail!(
             "fuzz replay: regressions still fail in {}",
@@ -662,14 +662,43 @@ fn bin_names_in_manifest(manifest: &str) -> Vec<String> {
     names
 }
 
+/// A stack frame line outside the code under test (std, libFuzzer, the sanitizer), or
+/// the source location line of a Rust backtrace frame.
+fn is_uninteresting_frame(line: &str) -> bool {
+    let line = line.trim_start();
+    let is_frame = line.starts_with("at /")
+        || (line.starts_with('#') && line.contains(" 0x"))
+        || line
+            .split_once(':')
+            .is_some_and(|(number, _)| number.parse::<u32>().is_ok());
+    is_frame
+        && !(line.contains("fuzz_targets") || line.contains("crust") || line.contains("images/src"))
+}
+
 fn path_str(path: &Path) -> anyhow::Result<&str> {
     path.to_str()
         .with_context(|| format!("fuzz: path {} is not UTF-8", path.display()))
 }
 
-fn last_lines(text: &str, count: usize) -> String {
+/// The part of a failed run's output worth reading: from the panic or sanitizer report
+/// on, without the stack frames' source locations, at most 60 lines.
+fn failure_excerpt(text: &str) -> String {
     let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(count)..].join("\n")
+    let start = lines
+        .iter()
+        .position(|line| {
+            line.contains("panicked at") || line.contains("ERROR: ") || line.starts_with("error")
+        })
+        .unwrap_or_else(|| lines.len().saturating_sub(40));
+    lines[start..]
+        .iter()
+        // cargo-fuzz's own reproduction banner follows libFuzzer's report.
+        .take_while(|line| !line.starts_with("────"))
+        .filter(|line| !is_uninteresting_frame(line))
+        .take(60)
+        .map(|line| line.chars().take(300).collect::<String>())
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[cfg(test)]
