@@ -10,6 +10,7 @@ impl Abi for Aarch64 {
     const NAME: &'static str = "aarch64";
     const CORE_MTYPE: i32 = 0;
     type Regs = [u64; 32];
+    const SYSCALL_INSN: &'static [u8] = &[];
 
     fn syscall_number(_call: Sys) -> Option<u64> {
         None
@@ -34,6 +35,14 @@ impl Abi for Aarch64 {
     }
     fn regs_from_bytes(_bytes: &[u8]) -> Option<Self::Regs> {
         None
+    }
+    const TASK_SIZE: u64 = 0;
+    fn map_vdso_ops(_vdso_start: u64) -> Vec<crate::RestorerOp> {
+        Vec::new()
+    }
+    fn regs_to_core(_core: &mut crust_images::pb::CoreEntry, _regs: &crate::ThreadRegs<Self::Regs>, _clear_tid_addr: u64) {}
+    fn regs_from_core(_core: &crust_images::pb::CoreEntry, _ext: &[u8]) -> Result<crate::ThreadRegs<Self::Regs>, String> {
+        Err(format!("{} registers are not supported yet", Self::NAME))
     }
 }
 

@@ -57,6 +57,8 @@ pub trait Abi {
     const CORE_MTYPE: i32;
     /// The general-purpose register set, as the kernel's NT_PRSTATUS regset.
     type Regs: Copy + Debug + Default + PartialEq;
+    /// The bytes of the syscall instruction (searched for in the target's vDSO).
+    const SYSCALL_INSN: &'static [u8];
 
     /// The number of a syscall, `None` where the architecture lacks it.
     fn syscall_number(call: Sys) -> Option<u64>;
@@ -79,6 +81,16 @@ pub trait Abi {
     fn regs_to_bytes(regs: &Self::Regs) -> Vec<u8>;
     /// Registers from the kernel's layout.
     fn regs_from_bytes(bytes: &[u8]) -> Option<Self::Regs>;
+    /// Restorer ops that put the vDSO (and the vvar pages the kernel lays beside it) at
+    /// `vdso_start`, in an address space where no vDSO is mapped.
+    fn map_vdso_ops(vdso_start: u64) -> Vec<RestorerOp>;
+    /// Highest user address + 1 (TASK_SIZE) assumed for the restorer's unmap.
+    const TASK_SIZE: u64;
+    /// Puts a thread's registers into the image's per-arch thread info of `core`.
+    fn regs_to_core(core: &mut crust_images::pb::CoreEntry, regs: &ThreadRegs<Self::Regs>, clear_tid_addr: u64);
+    /// Reads a thread's registers back from `core`; `ext_template` is the host's own
+    /// extended-state area (its size and layout), into which the image's parts go.
+    fn regs_from_core(core: &crust_images::pb::CoreEntry, ext_template: &[u8]) -> Result<ThreadRegs<Self::Regs>, String>;
 }
 
 /// One operation of the restorer's syscall program: run syscall `nr` with `args`, then

@@ -3,6 +3,7 @@
 
 #[cfg(target_arch = "x86_64")]
 mod host;
+mod image;
 
 use crate::Sys;
 
@@ -82,6 +83,7 @@ impl crate::Abi for X86_64 {
     const NAME: &'static str = "x86_64";
     const CORE_MTYPE: i32 = 1;
     type Regs = Regs;
+    const SYSCALL_INSN: &'static [u8] = &[0x0f, 0x05];
 
     fn syscall_number(call: Sys) -> Option<u64> {
         Some(match call {
@@ -182,6 +184,27 @@ impl crate::Abi for X86_64 {
             *word = u64::from_ne_bytes(bytes[index * 8..index * 8 + 8].try_into().ok()?);
         }
         Some(Regs::from_words(words))
+    }
+
+    const TASK_SIZE: u64 = 0x7fff_ffff_f000;
+
+    fn map_vdso_ops(vdso_start: u64) -> Vec<crate::RestorerOp> {
+        const ARCH_MAP_VDSO_64: u64 = 0x2003;
+        vec![crate::RestorerOp {
+            nr: 158,
+            args: [ARCH_MAP_VDSO_64, vdso_start, 0, 0, 0, 0],
+            check: crate::RestorerOp::CHECK_OK,
+            ..Default::default()
+        }]
+    }
+
+    fn regs_to_core(core: &mut crust_images::pb::CoreEntry, regs: &crate::ThreadRegs<Regs>, clear_tid_addr: u64) {
+        core.thread_info = Some(image::thread_info(regs, clear_tid_addr));
+    }
+
+    fn regs_from_core(core: &crust_images::pb::CoreEntry, ext_template: &[u8]) -> Result<crate::ThreadRegs<Regs>, String> {
+        let info = core.thread_info.as_ref().ok_or("core has no x86 thread_info")?;
+        image::thread_regs(info, ext_template)
     }
 }
 
