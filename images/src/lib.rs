@@ -8,6 +8,7 @@
 pub mod error;
 pub mod image;
 pub mod magic;
+pub mod pagemap;
 
 /// Generated protobuf types (package `criu`), e.g. [`pb::CoreEntry`].
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
@@ -25,3 +26,4 @@ pub use image::{
     ImageWriter, RawEntry, RawImage, MAX_ENTRY_SIZE,
 };
 pub use magic::{Framing, ImageKind, IMG_COMMON_MAGIC, IMG_SERVICE_MAGIC};
+pub use pagemap::{PageRun, PagemapReader, PE_LAZY, PE_PARENT, PE_PRESENT};
