@@ -1,15 +1,192 @@
-//! CRIU's verbs: check, dump, pre-dump, restore.
+//! CRIU's verbs: check, dump, pre-dump, restore, with CRIU's flags and exit codes.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use crust_engine::dump::{DumpOptions, DumpStep};
+use crust_engine::restore::RestoreOptions;
 
 /// Checkpoint/restore commands (CRIU-compatible).
 #[derive(clap::Subcommand)]
 pub enum CrCmd {
-    /// Check that the kernel has what crust needs
+    /// Check that the kernel has what crust needs; non-zero exit if something is missing
     Check,
+    /// Checkpoint a running process into image files (kills it unless --leave-running)
+    Dump(DumpArgs),
+    /// Pre-dump memory while the process keeps running (not supported yet)
+    PreDump(DumpArgs),
+    /// Restore a process from image files, with the same PID
+    Restore(RestoreArgs),
+}
+
+/// Flags every verb shares.
+#[derive(clap::Args)]
+pub struct CommonArgs {
+    /// Directory of the image files
+    #[arg(short = 'D', long = "images-dir", default_value = ".")]
+    pub images_dir: PathBuf,
+    /// Log file, relative to the images directory unless absolute
+    #[arg(short = 'o', long = "log-file")]
+    pub log_file: Option<PathBuf>,
+    /// Verbosity 0-4 (`-v4` logs everything)
+    #[arg(short = 'v', num_args = 0..=1, default_missing_value = "3", require_equals = false)]
+    pub verbosity: Option<u8>,
+    /// The process is a shell job: keep the caller's session and terminal
+    #[arg(short = 'j', long = "shell-job")]
+    pub shell_job: bool,
+}
+
+/// `crust dump` flags.
+#[derive(clap::Args)]
+pub struct DumpArgs {
+    /// PID of the process to dump
+    #[arg(short = 't', long = "tree")]
+    pub pid: i32,
+    /// Leave the process running after a good dump
+    #[arg(short = 'R', long = "leave-running")]
+    pub leave_running: bool,
+    /// Testing: fail the dump right after this step (seize, collect, parasite, memory,
+    /// files, images); the target must keep running unchanged
+    #[arg(long = "fault-inject", hide = true)]
+    pub fault_inject: Option<String>,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// `crust restore` flags.
+#[derive(clap::Args)]
+pub struct RestoreArgs {
+    /// Detach once the restored process runs (otherwise wait for it and return its status)
+    #[arg(short = 'd', long = "restore-detached")]
+    pub detach: bool,
+    /// Write the restored process's PID to this file
+    #[arg(long = "pidfile")]
+    pub pidfile: Option<PathBuf>,
+    #[command(flatten)]
+    pub common: CommonArgs,
 }
 
 /// Runs one C/R verb; returns the process exit code.
 pub fn run(cmd: CrCmd) -> anyhow::Result<i32> {
     match cmd {
-        CrCmd::Check => anyhow::bail!("check: not implemented yet"),
+        CrCmd::Check => {
+            let features = crust_engine::check::check_features();
+            let mut missing = 0;
+            for f in &features {
+                println!("{:<8} {} ({})", if f.present { "ok" } else { "MISSING" }, f.name, f.detail);
+                missing += usize::from(!f.present);
+            }
+            if missing == 0 {
+                println!("Looks good.");
+                Ok(0)
+            } else {
+                println!("{missing} feature(s) missing");
+                Ok(1)
+            }
+        }
+        CrCmd::PreDump(args) => {
+            anyhow::bail!("pre-dump pid {}: not supported yet (needs dirty-page tracking; use dump)", args.pid)
+        }
+        CrCmd::Dump(args) => {
+            init_logging(&args.common)?;
+            let fail_after = match &args.fault_inject {
+                Some(name) => Some(DumpStep::from_name(name).with_context(|| format!("unknown dump step {name}"))?),
+                None => None,
+            };
+            let options = DumpOptions {
+                pid: args.pid,
+                dir: args.common.images_dir.clone(),
+                leave_running: args.leave_running,
+                shell_job: args.common.shell_job,
+                fail_after,
+            };
+            let report = crust_engine::dump::dump(&options).inspect_err(|e| log::error!("{e}"))?;
+            log::info!(
+                "dumped pid {}: {} vmas, {} pages, frozen {:?}, total {:?}",
+                args.pid, report.vmas, report.pages, report.frozen, report.total
+            );
+            if args.common.verbosity.unwrap_or(0) >= 3 {
+                eprintln!(
+                    "crust: dumped pid {} ({} pages, frozen {:.1} ms, total {:.1} ms)",
+                    args.pid,
+                    report.pages,
+                    report.frozen.as_secs_f64() * 1e3,
+                    report.total.as_secs_f64() * 1e3
+                );
+            }
+            Ok(0)
+        }
+        CrCmd::Restore(args) => {
+            init_logging(&args.common)?;
+            let options = RestoreOptions {
+                dir: args.common.images_dir.clone(),
+                detach: args.detach,
+                pidfile: args.pidfile.clone(),
+                shell_job: args.common.shell_job,
+            };
+            let report = crust_engine::restore::restore(&options).inspect_err(|e| log::error!("{e}"))?;
+            log::info!("restored pid {} in {:?}", report.pid, report.total);
+            Ok(report.exit_code.unwrap_or(0))
+        }
     }
+}
+
+/// A logger writing to the `-o` file (or stderr for warnings and errors without one).
+struct FileLogger {
+    file: Option<std::sync::Mutex<std::fs::File>>,
+    level: log::LevelFilter,
+}
+
+impl log::Log for FileLogger {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        metadata.level() <= self.level
+    }
+
+    fn log(&self, record: &log::Record) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let line = format!("({:>10.6}) {}: {}\n", uptime(), record.level(), record.args());
+        match &self.file {
+            Some(file) => {
+                if let Ok(mut f) = file.lock() {
+                    let _ = f.write_all(line.as_bytes());
+                }
+            }
+            None if record.level() <= log::Level::Warn => eprint!("{line}"),
+            None => {}
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+fn uptime() -> f64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START.get_or_init(std::time::Instant::now).elapsed().as_secs_f64()
+}
+
+fn init_logging(common: &CommonArgs) -> anyhow::Result<()> {
+    let level = match common.verbosity.unwrap_or(2) {
+        0 | 1 => log::LevelFilter::Error,
+        2 => log::LevelFilter::Warn,
+        3 => log::LevelFilter::Info,
+        _ => log::LevelFilter::Debug,
+    };
+    let file = match &common.log_file {
+        Some(path) => {
+            let path = if path.is_absolute() { path.clone() } else { common.images_dir.join(path) };
+            std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))
+                .with_context(|| format!("create log directory for {}", path.display()))?;
+            Some(std::sync::Mutex::new(
+                std::fs::File::create(&path).with_context(|| format!("create log file {}", path.display()))?,
+            ))
+        }
+        None => None,
+    };
+    let _ = uptime();
+    log::set_boxed_logger(Box::new(FileLogger { file, level })).ok();
+    log::set_max_level(level);
+    Ok(())
 }

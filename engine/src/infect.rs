@@ -1,0 +1,84 @@
+//! Remote syscalls in a seized thread (what CRIU's compel does with a parasite, done
+//! here one syscall at a time through ptrace).
+//!
+//! The thread is pointed at an existing `syscall` instruction (in the target's vDSO, or
+//! in the restorer blob), resumed with PTRACE_SYSCALL to the syscall's entry and exit,
+//! and its result read. No byte of the target's memory is written, except the scratch
+//! page this module maps and unmaps itself. While a session is open every signal is
+//! blocked in the thread, so nothing is delivered (or lost) behind the engine's back.
+
+use crust_arch::{Abi, Host, HostArch, Sys};
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+
+use crate::sys;
+
+type Regs = <HostArch as Abi>::Regs;
+
+/// Why a remote syscall failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InfectError {
+    #[error("tid {tid}: {op}: {source}")]
+    Io { tid: i32, op: &'static str, source: io::Error },
+    #[error("tid {tid}: {0}", tid = .1)]
+    Arch(crust_arch::HostError, i32),
+    #[error("tid {tid}: unexpected stop (signal {signal}, event {event}) during remote {call:?}")]
+    UnexpectedStop { tid: i32, signal: i32, event: i32, call: Sys },
+    #[error("tid {tid}: exited during remote {call:?}")]
+    Exited { tid: i32, call: Sys },
+    #[error("tid {tid}: {call:?} has no number on this architecture")]
+    NoSyscall { tid: i32, call: Sys },
+    #[error("tid {tid}: no syscall instruction found in the vdso at {vdso:#x}")]
+    NoSyscallInsn { tid: i32, vdso: u64 },
+}
+
+/// A seized, stopped thread into which syscalls can be injected.
+pub struct RemoteThread {
+    pub tid: i32,
+    syscall_ip: u64,
+    base: Regs,
+}
+
+impl RemoteThread {
+    /// Prepares to run syscalls in `tid` from the syscall instruction at `syscall_ip`;
+    /// `base` are the thread's registers (segment and flag registers are kept from it).
+    pub fn new(tid: i32, syscall_ip: u64, base: Regs) -> Self {
+        RemoteThread { tid, syscall_ip, base }
+    }
+
+    /// Runs one syscall in the thread and returns its raw result (negative errno on
+    /// failure). The thread ends stopped at the syscall's exit.
+    pub fn syscall(&mut self, call: Sys, args: [u64; 6]) -> Result<i64, InfectError> {
+        let tid = self.tid;
+        let nr = HostArch::syscall_number(call).ok_or(InfectError::NoSyscall { tid, call })?;
+        let regs = HostArch::syscall_regs(&self.base, self.syscall_ip, nr, args);
+        HostArch::write_gpr(tid, &regs).map_err(|e| InfectError::Arch(e, tid))?;
+        for _stage in ["entry", "exit"] {
+            sys::continue_to_syscall(tid)
+                .map_err(|source| InfectError::Io { tid, op: "PTRACE_SYSCALL", source })?;
+            match sys::wait_thread(tid).map_err(|source| InfectError::Io { tid, op: "waitpid", source })? {
+                sys::WaitEvent::Stopped { signal, .. } if signal == (libc::SIGTRAP | 0x80) => {}
+                sys::WaitEvent::Stopped { signal, event } => {
+                    return Err(InfectError::UnexpectedStop { tid, signal, event, call })
+                }
+                _ => return Err(InfectError::Exited { tid, call }),
+            }
+        }
+        let after = HostArch::read_regs(tid).map_err(|e| InfectError::Arch(e, tid))?;
+        Ok(HostArch::syscall_result(&after.gpr))
+    }
+}
+
+/// Finds a syscall instruction in the target's vDSO text, read through /proc/PID/mem.
+pub fn find_syscall_in_vdso(tid: i32, mem: &File, vdso_start: u64, vdso_end: u64) -> Result<u64, InfectError> {
+    let mut text = vec![0u8; (vdso_end - vdso_start) as usize];
+    mem.read_exact_at(&mut text, vdso_start)
+        .map_err(|source| InfectError::Io { tid, op: "read vdso", source })?;
+    let pattern = HostArch::SYSCALL_INSN;
+    text.windows(pattern.len())
+        .position(|w| w == pattern)
+        .map(|offset| vdso_start + offset as u64)
+        .ok_or(InfectError::NoSyscallInsn { tid, vdso: vdso_start })
+}
+

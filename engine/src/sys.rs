@@ -1,0 +1,348 @@
+//! Raw kernel requests the engine needs that std does not offer: ptrace, waitpid,
+//! clone3 with set_tid, prlimit, and a few process-wide calls used by the restore child.
+//!
+//! Guarantees: every pointer handed to the kernel points at memory owned by the caller
+//! that outlives the call, and every size passed is that memory's size. Errors come back
+//! as `std::io::Error` from errno.
+#![allow(unsafe_code)]
+
+use std::io;
+
+fn check(rc: libc::c_long) -> io::Result<libc::c_long> {
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+/// `PTRACE_SEIZE`: attach to `tid` without stopping it.
+#[doc(alias = "PTRACE_SEIZE")]
+pub fn seize_thread(tid: i32, options: libc::c_int) -> io::Result<()> {
+    // SAFETY: PTRACE_SEIZE takes no pointers; options travel in the data word.
+    check(unsafe { libc::ptrace(libc::PTRACE_SEIZE, tid, 0usize, options as usize) })?;
+    Ok(())
+}
+
+/// `PTRACE_INTERRUPT`: stop a seized thread.
+#[doc(alias = "PTRACE_INTERRUPT")]
+pub fn interrupt_thread(tid: i32) -> io::Result<()> {
+    // SAFETY: no pointers.
+    check(unsafe { libc::ptrace(libc::PTRACE_INTERRUPT, tid, 0usize, 0usize) })?;
+    Ok(())
+}
+
+/// `PTRACE_CONT` with `signal` delivered (0 for none).
+#[doc(alias = "PTRACE_CONT")]
+pub fn continue_thread(tid: i32, signal: i32) -> io::Result<()> {
+    // SAFETY: no pointers; the signal travels in the data word.
+    check(unsafe { libc::ptrace(libc::PTRACE_CONT, tid, 0usize, signal as usize) })?;
+    Ok(())
+}
+
+/// `PTRACE_SYSCALL`: resume until the next syscall entry or exit.
+#[doc(alias = "PTRACE_SYSCALL")]
+pub fn continue_to_syscall(tid: i32) -> io::Result<()> {
+    // SAFETY: no pointers.
+    check(unsafe { libc::ptrace(libc::PTRACE_SYSCALL, tid, 0usize, 0usize) })?;
+    Ok(())
+}
+
+/// `PTRACE_DETACH` with `signal` delivered (0 for none).
+#[doc(alias = "PTRACE_DETACH")]
+pub fn detach_thread(tid: i32, signal: i32) -> io::Result<()> {
+    // SAFETY: no pointers.
+    check(unsafe { libc::ptrace(libc::PTRACE_DETACH, tid, 0usize, signal as usize) })?;
+    Ok(())
+}
+
+/// `PTRACE_GETSIGMASK`: the thread's blocked-signal mask.
+#[doc(alias = "PTRACE_GETSIGMASK")]
+pub fn read_sigmask(tid: i32) -> io::Result<u64> {
+    let mut mask = 0u64;
+    // SAFETY: the kernel writes 8 bytes (the size passed) into `mask`.
+    check(unsafe { libc::ptrace(libc::PTRACE_GETSIGMASK, tid, 8usize, &mut mask as *mut u64) })?;
+    Ok(mask)
+}
+
+/// `PTRACE_SETSIGMASK`: sets the thread's blocked-signal mask.
+#[doc(alias = "PTRACE_SETSIGMASK")]
+pub fn write_sigmask(tid: i32, mask: u64) -> io::Result<()> {
+    // SAFETY: the kernel reads 8 bytes (the size passed) from `mask`.
+    check(unsafe { libc::ptrace(libc::PTRACE_SETSIGMASK, tid, 8usize, &mask as *const u64) })?;
+    Ok(())
+}
+
+/// Size of a kernel siginfo.
+pub const SIGINFO_SIZE: usize = 128;
+
+/// `PTRACE_PEEKSIGINFO`: the pending signals of a thread (`shared`: of its process) as raw
+/// siginfo records, without dequeuing them.
+#[doc(alias = "PTRACE_PEEKSIGINFO")]
+pub fn peek_pending_signals(tid: i32, shared: bool) -> io::Result<Vec<[u8; SIGINFO_SIZE]>> {
+    #[repr(C)]
+    struct PeekArgs {
+        off: u64,
+        flags: u32,
+        nr: i32,
+    }
+    const PTRACE_PEEKSIGINFO: libc::c_uint = 0x4209;
+    const PTRACE_PEEKSIGINFO_SHARED: u32 = 1;
+    let mut out = Vec::new();
+    loop {
+        let mut buf = [[0u8; SIGINFO_SIZE]; 32];
+        let args = PeekArgs {
+            off: out.len() as u64,
+            flags: if shared { PTRACE_PEEKSIGINFO_SHARED } else { 0 },
+            nr: buf.len() as i32,
+        };
+        // SAFETY: args is a valid ptrace_peeksiginfo_args; buf holds `nr` siginfo records.
+        let n = check(unsafe {
+            libc::ptrace(PTRACE_PEEKSIGINFO, tid, &args as *const PeekArgs, buf.as_mut_ptr())
+        })? as usize;
+        out.extend_from_slice(&buf[..n]);
+        if n < buf.len() {
+            return Ok(out);
+        }
+    }
+}
+
+/// How a waited-for thread changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitEvent {
+    /// Exited with a status.
+    Exited(i32),
+    /// Killed by a signal.
+    Signaled(i32),
+    /// Stopped: the raw status word (signal in bits 8-15, ptrace event in bits 16-23).
+    Stopped { signal: i32, event: i32 },
+}
+
+/// `waitpid(tid, __WALL)`: waits for the next change of a traced or child thread.
+#[doc(alias = "waitpid")]
+pub fn wait_thread(tid: i32) -> io::Result<WaitEvent> {
+    let mut status = 0;
+    loop {
+        // SAFETY: the kernel writes the status word into `status`.
+        let rc = unsafe { libc::waitpid(tid, &mut status, libc::__WALL) };
+        if rc < 0 {
+            let error = io::Error::last_os_error();
+            if error.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(error);
+        }
+        break;
+    }
+    Ok(if libc::WIFEXITED(status) {
+        WaitEvent::Exited(libc::WEXITSTATUS(status))
+    } else if libc::WIFSIGNALED(status) {
+        WaitEvent::Signaled(libc::WTERMSIG(status))
+    } else {
+        WaitEvent::Stopped { signal: (status >> 8) & 0xff, event: (status >> 16) & 0xff }
+    })
+}
+
+/// `kill(pid, signal)`.
+pub fn send_signal(pid: i32, signal: i32) -> io::Result<()> {
+    // SAFETY: no pointers.
+    check(unsafe { libc::kill(pid, signal) } as libc::c_long)?;
+    Ok(())
+}
+
+/// `prlimit64(pid, resource, NULL, &old)`: reads one resource limit of another process.
+#[doc(alias = "prlimit64")]
+pub fn read_rlimit(pid: i32, resource: u32) -> io::Result<(u64, u64)> {
+    let mut old = libc::rlimit64 { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: new limit is NULL; the kernel writes the old one into `old`.
+    check(unsafe { libc::prlimit64(pid, resource as _, std::ptr::null(), &mut old) } as libc::c_long)?;
+    Ok((old.rlim_cur, old.rlim_max))
+}
+
+/// `clone3` with `set_tid = [pid]`: forks this process into a child that gets exactly
+/// `pid`. Returns 0 in the child and the child's pid in the parent.
+///
+/// The caller must be single-threaded: the child continues on a copy of this stack.
+#[doc(alias = "clone3")]
+pub fn fork_with_pid(pid: i32) -> io::Result<i32> {
+    #[repr(C)]
+    #[derive(Default)]
+    struct CloneArgs {
+        flags: u64,
+        pidfd: u64,
+        child_tid: u64,
+        parent_tid: u64,
+        exit_signal: u64,
+        stack: u64,
+        stack_size: u64,
+        tls: u64,
+        set_tid: u64,
+        set_tid_size: u64,
+        cgroup: u64,
+    }
+    let tids = [pid as libc::pid_t];
+    let args = CloneArgs {
+        exit_signal: libc::SIGCHLD as u64,
+        set_tid: tids.as_ptr() as u64,
+        set_tid_size: 1,
+        ..Default::default()
+    };
+    // SAFETY: args is a valid clone_args of the size passed; without CLONE_VM the child
+    // gets its own copy of memory and returns here like fork().
+    let rc = unsafe {
+        libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>())
+    };
+    check(rc).map(|v| v as i32)
+}
+
+/// Blocks every signal in the calling thread (`rt_sigprocmask(SIG_SETMASK, all)`).
+pub fn block_all_signals() -> io::Result<()> {
+    // SAFETY: set is a valid sigset_t filled by sigfillset; old set is not wanted.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut set);
+        check(libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) as libc::c_long)?;
+    }
+    Ok(())
+}
+
+/// `mmap(addr, len, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE)`.
+pub fn map_anonymous_at(addr: u64, len: usize, prot: i32) -> io::Result<()> {
+    // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping, so no memory this
+    // program uses can change under it.
+    let ptr = unsafe {
+        libc::mmap(
+            addr as *mut libc::c_void,
+            len,
+            prot,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+            -1,
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    if ptr as u64 != addr {
+        return Err(io::Error::new(io::ErrorKind::AddrInUse, "mapping landed elsewhere"));
+    }
+    Ok(())
+}
+
+/// Copies `bytes` to `addr` in this process, a range mapped writable by
+/// [`map_anonymous_at`].
+///
+/// # Safety
+/// `addr..addr+bytes.len()` must be a writable mapping that nothing else refers to.
+pub unsafe fn copy_to_address(addr: u64, bytes: &[u8]) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), addr as *mut u8, bytes.len()) }
+}
+
+/// `mprotect(addr, len, prot)`.
+pub fn protect(addr: u64, len: usize, prot: i32) -> io::Result<()> {
+    // SAFETY: only changes protections of a range this program mapped for itself.
+    check(unsafe { libc::mprotect(addr as *mut libc::c_void, len, prot) } as libc::c_long)?;
+    Ok(())
+}
+
+/// `setsid()`.
+pub fn new_session() -> io::Result<()> {
+    // SAFETY: no pointers.
+    check(unsafe { libc::setsid() } as libc::c_long)?;
+    Ok(())
+}
+
+/// `setpgid(0, pgid)`.
+pub fn set_process_group(pgid: i32) -> io::Result<()> {
+    // SAFETY: no pointers.
+    check(unsafe { libc::setpgid(0, pgid) } as libc::c_long)?;
+    Ok(())
+}
+
+/// `umask(mask)`.
+pub fn set_umask(mask: u32) {
+    // SAFETY: no pointers; umask cannot fail.
+    unsafe { libc::umask(mask as libc::mode_t) };
+}
+
+/// `dup2(old, new)` then sets or clears FD_CLOEXEC on `new`.
+pub fn place_fd(old: i32, new: i32, cloexec: bool) -> io::Result<()> {
+    if old != new {
+        // SAFETY: no pointers; both are fd numbers.
+        check(unsafe { libc::dup2(old, new) } as libc::c_long)?;
+    }
+    // SAFETY: no pointers.
+    check(unsafe { libc::fcntl(new, libc::F_SETFD, if cloexec { libc::FD_CLOEXEC } else { 0 }) }
+        as libc::c_long)?;
+    Ok(())
+}
+
+/// `close(fd)`, errors ignored.
+pub fn close_fd(fd: i32) {
+    // SAFETY: no pointers; closing an fd this process owns.
+    unsafe { libc::close(fd) };
+}
+
+/// `_exit(code)`: leaves without running destructors or atexit handlers.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: terminates the process.
+    unsafe { libc::_exit(code) }
+}
+
+/// `lseek(fd, pos, SEEK_SET)`.
+pub fn seek_to(fd: i32, pos: u64) -> io::Result<()> {
+    // SAFETY: no pointers.
+    check(unsafe { libc::lseek(fd, pos as libc::off_t, libc::SEEK_SET) } as libc::c_long)?;
+    Ok(())
+}
+
+/// `open(path, flags, mode)` returning the raw fd.
+pub fn open_raw(path: &std::path::Path, flags: i32, mode: u32) -> io::Result<i32> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path has a NUL byte"))?;
+    // SAFETY: c_path is a NUL-terminated string alive for the call.
+    check(unsafe { libc::open(c_path.as_ptr(), flags, mode as libc::c_uint) } as libc::c_long)
+        .map(|v| v as i32)
+}
+
+/// `prctl(PR_SET_NAME, name)`.
+pub fn set_comm(name: &str) -> io::Result<()> {
+    let mut buf = [0u8; 16];
+    let len = name.len().min(15);
+    buf[..len].copy_from_slice(&name.as_bytes()[..len]);
+    // SAFETY: buf is NUL-terminated and 16 bytes, what PR_SET_NAME reads at most.
+    check(unsafe { libc::prctl(libc::PR_SET_NAME, buf.as_ptr(), 0, 0, 0) } as libc::c_long)?;
+    Ok(())
+}
+
+/// `chroot(path)`.
+pub fn change_root(path: &std::path::Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path has a NUL byte"))?;
+    // SAFETY: c_path is NUL-terminated and alive for the call.
+    check(unsafe { libc::chroot(c_path.as_ptr()) } as libc::c_long)?;
+    Ok(())
+}
+
+/// The system page size (`sysconf(_SC_PAGESIZE)`).
+pub fn page_size() -> u64 {
+    // SAFETY: sysconf takes no pointers.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if size > 0 {
+        size as u64
+    } else {
+        4096
+    }
+}
+
+/// `prctl(PR_SET_MM, PR_SET_MM_MAP_SIZE)`: the size of `struct prctl_mm_map` the kernel
+/// expects, or `None` without PR_SET_MM_MAP.
+pub fn prctl_mm_map_size() -> Option<u32> {
+    let mut size: u32 = 0;
+    // SAFETY: the kernel writes one u32 into `size`.
+    let rc = unsafe { libc::prctl(libc::PR_SET_MM, libc::PR_SET_MM_MAP_SIZE, &mut size as *mut u32, 0, 0) };
+    (rc == 0).then_some(size)
+}
