@@ -12,12 +12,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect();
     proto_files.sort();
 
-    let descriptor_set = protox::compile(&proto_files, [&proto_dir])?;
+    let mut compiler = protox::Compiler::new([&proto_dir])?;
+    compiler.include_imports(true).include_source_info(false);
+    compiler.open_files(&proto_files)?;
+    // The encoded set keeps the `(criu)` field options, which prost-types would drop.
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(
         out_dir.join("criu_descriptor_set.bin"),
-        prost::Message::encode_to_vec(&descriptor_set),
+        compiler.encode_file_descriptor_set(),
     )?;
+    let descriptor_set = compiler.file_descriptor_set();
 
     prost_build::Config::new().compile_fds(descriptor_set)?;
     Ok(())

@@ -7,6 +7,7 @@
 
 pub mod error;
 pub mod image;
+pub mod json;
 pub mod magic;
 pub mod pagemap;
 
