@@ -26,7 +26,7 @@ done
 # cross gcc only recommends them and --no-install-recommends would drop them.
 ci_apt_packages=(
     ca-certificates
-    gcc
+    gcc g++
     libc6-dev
     pkg-config
     debootstrap

@@ -1,0 +1,6 @@
+//! Fuzzes the parser of memory images (mm, pagemap).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|bytes: &[u8]| {
+    let _ = crust_fuzz::fuzz_image(crust_fuzz::ImageFamily::Memory, bytes);
+});
