@@ -47,6 +47,7 @@ pub enum Sys {
     Umask,
     /// x86_64 only: `arch_prctl`, used for ARCH_MAP_VDSO_64.
     ArchPrctl,
+    Rseq,
 }
 
 /// Pure ABI of one architecture: compiles and is tested on every host.
@@ -81,9 +82,10 @@ pub trait Abi {
     fn regs_to_bytes(regs: &Self::Regs) -> Vec<u8>;
     /// Registers from the kernel's layout.
     fn regs_from_bytes(bytes: &[u8]) -> Option<Self::Regs>;
-    /// Restorer ops that put the vDSO (and the vvar pages the kernel lays beside it) at
-    /// `vdso_start`, in an address space where no vDSO is mapped.
-    fn map_vdso_ops(vdso_start: u64) -> Vec<RestorerOp>;
+    /// Restorer ops that map the kernel's vDSO block (vvar pages and vDSO text, laid out
+    /// as this kernel lays them) starting at `block_start`, in an address space where no
+    /// vDSO is mapped.
+    fn map_vdso_ops(block_start: u64) -> Vec<RestorerOp>;
     /// Highest user address + 1 (TASK_SIZE) assumed for the restorer's unmap.
     const TASK_SIZE: u64;
     /// Puts a thread's registers into the image's per-arch thread info of `core`.
@@ -192,6 +194,8 @@ pub trait Host: Abi {
     fn restorer_syscall_offset() -> usize;
     /// Reads how the restorer program stopped from its trapped thread's registers.
     fn restorer_outcome(regs: &Self::Regs, program_address: u64) -> RestorerOutcome;
+    /// The calling thread's thread pointer (x86_64: the fs base).
+    fn thread_pointer() -> u64;
     /// Jumps to the restorer at `entry` with `program` as its argument; never returns.
     fn enter_restorer(entry: u64, program: u64) -> !;
 }

@@ -69,6 +69,9 @@ impl crate::Host for S390x {
     fn restorer_outcome(_regs: &Self::Regs, _program: u64) -> crate::RestorerOutcome {
         crate::RestorerOutcome::Failed { index: 0, result: -38 }
     }
+    fn thread_pointer() -> u64 {
+        0
+    }
     fn enter_restorer(_entry: u64, _program: u64) -> ! {
         std::process::abort()
     }

@@ -113,6 +113,7 @@ fn io_err(pid: i32, what: impl Into<String>) -> impl FnOnce(io::Error) -> DumpEr
 /// One stopped thread and what is needed to let it go unchanged.
 struct FrozenThread {
     tid: i32,
+    rseq: Option<sys::RseqConfig>,
     regs: ThreadRegs<Regs>,
     sigmask: u64,
 }
@@ -151,7 +152,8 @@ impl Frozen {
             }
             let regs = HostArch::read_regs(tid).map_err(|source| DumpError::Arch { pid, source })?;
             let sigmask = sys::read_sigmask(tid).map_err(io_err(pid, "PTRACE_GETSIGMASK"))?;
-            frozen.threads.push(FrozenThread { tid, regs, sigmask });
+            let rseq = sys::read_rseq_config(tid).map_err(io_err(pid, "PTRACE_GET_RSEQ_CONFIGURATION"))?;
+            frozen.threads.push(FrozenThread { tid, rseq, regs, sigmask });
         }
         Ok(frozen)
     }
@@ -780,6 +782,11 @@ fn write_images(
             signals_p: Some(siginfos(&task.private_pending)),
             creds: Some(creds),
             comm: Some(stat.comm.clone()),
+            rseq_entry: thread.rseq.map(|r| pb::RseqEntry {
+                rseq_abi_pointer: r.pointer,
+                rseq_abi_size: r.size,
+                signature: r.signature,
+            }),
             ..Default::default()
         }),
         ..Default::default()

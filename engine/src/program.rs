@@ -45,6 +45,7 @@ impl Program {
 
     /// Appends a ready-made op.
     pub fn raw(&mut self, op: RestorerOp, description: String) {
+        log::debug!("restorer op {}: {description}: nr {} args {:x?}", self.ops.len(), op.nr, op.args);
         self.ops.push(op);
         self.descriptions.push(description);
     }

@@ -326,9 +326,9 @@ fn plan(options: &RestoreOptions, images: &Images) -> Result<Plan, RestoreError>
         "unmap above the restorer".into(),
     );
     // 2. vDSO and vvar where they were.
-    if let Some(vdso_start) = check_vdso {
-        for op in HostArch::map_vdso_ops(vdso_start) {
-            program.raw(op, format!("map vdso at {vdso_start:#x}"));
+    if let Some(block_start) = check_vdso {
+        for op in HostArch::map_vdso_ops(block_start) {
+            program.raw(op, format!("map vdso block at {block_start:#x}"));
         }
     }
     // 3. Every memory area, with its pages.
@@ -426,6 +426,16 @@ fn plan(options: &RestoreOptions, images: &Images) -> Result<Plan, RestoreError>
     if let Some(dumpable) = mm.dumpable {
         program.call(Sys::Prctl, [libc::PR_SET_DUMPABLE as u64, dumpable as u64, 0, 0, 0, 0], RestorerOp::CHECK_NONE, 0, "set dumpable".into());
     }
+    // The thread's rseq area, registered again at its dumped address.
+    if let Some(rseq) = images.core.thread_core.as_ref().and_then(|t| t.rseq_entry.as_ref()) {
+        program.call(
+            Sys::Rseq,
+            [rseq.rseq_abi_pointer, rseq.rseq_abi_size as u64, 0, rseq.signature as u64, 0, 0],
+            RestorerOp::CHECK_EQ,
+            0,
+            format!("register rseq at {:#x}", rseq.rseq_abi_pointer),
+        );
+    }
     // 5. Signal handlers, altstack, timers, limits, personality.
     let tc = images.core.tc.clone().unwrap_or_default();
     let signals = (1..=64u64).filter(|&s| s != libc::SIGKILL as u64 && s != libc::SIGSTOP as u64);
@@ -494,6 +504,9 @@ fn plan(options: &RestoreOptions, images: &Images) -> Result<Plan, RestoreError>
         }
     }
 
+    for (fd, path, flags) in &helpers {
+        log::debug!("helper fd {fd}: {} (flags {flags:#o})", path.display());
+    }
     let ops_bytes = program.finish_ops();
     let ops_offset = code_size + round_up(program.data.len() as u64, 16);
     let area_size = round_up(ops_offset + ops_bytes.len() as u64, page);
@@ -515,7 +528,7 @@ fn plan(options: &RestoreOptions, images: &Images) -> Result<Plan, RestoreError>
 }
 
 /// Checks that this kernel's vDSO and vvar pages have the sizes and relative places the
-/// image recorded, and returns where the vDSO goes.
+/// image recorded, and returns where the block of vvar and vDSO pages starts.
 fn check_vdso_layout(pid: i32, mm: &pb::MmEntry) -> Result<Option<u64>, RestoreError> {
     let image_special: Vec<(u64, u64, bool)> = mm
         .vmas
@@ -545,7 +558,7 @@ fn check_vdso_layout(pid: i32, mm: &pb::MmEntry) -> Result<Option<u64>, RestoreE
             ),
         });
     }
-    Ok(Some(vdso_start))
+    Ok(image_special.iter().map(|v| v.0).min())
 }
 
 /// Finds an address range free both in the target's layout and in ours, for the restorer.
@@ -644,6 +657,7 @@ fn child_setup(plan: &Plan, images: &Images, options: &RestoreOptions, sync: Own
         sys::set_comm(&tc.comm).map_err(|e| format!("set comm: {e}"))?;
     }
     sys::block_all_signals().map_err(|e| format!("block signals: {e}"))?;
+    sys::unregister_own_rseq(HostArch::thread_pointer()).map_err(|e| format!("unregister own rseq: {e}"))?;
 
     // Map the restorer area and jump.
     let area = plan.area;
@@ -760,9 +774,16 @@ fn finish_thread(pid: i32, plan: &Plan, images: &Images) -> Result<(), RestoreEr
     let now = HostArch::read_regs(pid).map_err(|source| RestoreError::Arch { pid, source })?;
     let syscall_ip = plan.area + HostArch::restorer_syscall_offset() as u64;
     let mut remote = RemoteThread::new(pid, syscall_ip, now.gpr);
-    let result = remote
-        .syscall(Sys::Munmap, [plan.area, plan.area_size, 0, 0, 0, 0])
-        .map_err(|source| RestoreError::Infect { pid, source })?;
+    log::debug!("restorer done at ip {:#x}; unmapping {:#x}+{:#x} via syscall at {syscall_ip:#x}", HostArch::ip(&now.gpr), plan.area, plan.area_size);
+    let result = remote.syscall(Sys::Munmap, [plan.area, plan.area_size, 0, 0, 0, 0]).map_err(|source| {
+        if let Ok(regs) = HostArch::read_regs(pid) {
+            log::error!("restored thread stopped at ip {:#x} sp {:#x}", HostArch::ip(&regs.gpr), HostArch::sp(&regs.gpr));
+        }
+        if let Ok(maps) = fs::read_to_string(format!("/proc/{pid}/maps")) {
+            log::debug!("maps of the restored process:\n{maps}");
+        }
+        RestoreError::Infect { pid, source }
+    })?;
     if result != 0 {
         return Err(RestoreError::Child { pid, what: format!("unmap restorer: {}", io::Error::from_raw_os_error(-result as i32)) });
     }

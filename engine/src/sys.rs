@@ -346,3 +346,66 @@ pub fn prctl_mm_map_size() -> Option<u32> {
     let rc = unsafe { libc::prctl(libc::PR_SET_MM, libc::PR_SET_MM_MAP_SIZE, &mut size as *mut u32, 0, 0) };
     (rc == 0).then_some(size)
 }
+
+/// A thread's rseq registration, as PTRACE_GET_RSEQ_CONFIGURATION reports it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RseqConfig {
+    pub pointer: u64,
+    pub size: u32,
+    pub flags: u32,
+    pub signature: u32,
+}
+
+/// `PTRACE_GET_RSEQ_CONFIGURATION`: the rseq area a stopped tracee registered, if any.
+#[doc(alias = "PTRACE_GET_RSEQ_CONFIGURATION")]
+pub fn read_rseq_config(tid: i32) -> io::Result<Option<RseqConfig>> {
+    const PTRACE_GET_RSEQ_CONFIGURATION: libc::c_uint = 0x420f;
+    #[repr(C)]
+    #[derive(Default)]
+    struct Raw {
+        pointer: u64,
+        size: u32,
+        signature: u32,
+        flags: u32,
+        pad: u32,
+    }
+    let mut raw = Raw::default();
+    // SAFETY: the kernel writes at most the size passed into `raw`.
+    check(unsafe {
+        libc::ptrace(PTRACE_GET_RSEQ_CONFIGURATION, tid, std::mem::size_of::<Raw>(), &mut raw as *mut Raw)
+    })?;
+    Ok((raw.pointer != 0).then_some(RseqConfig {
+        pointer: raw.pointer,
+        size: raw.size,
+        flags: raw.flags,
+        signature: raw.signature,
+    }))
+}
+
+/// Unregisters the calling thread's glibc rseq area, which the restorer is about to
+/// unmap (the kernel would fault on it at the next return to user space).
+pub fn unregister_own_rseq(thread_pointer: u64) -> io::Result<()> {
+    extern "C" {
+        static __rseq_offset: isize;
+        static __rseq_size: u32;
+    }
+    // SAFETY: glibc (2.35+) exports these read-only after startup.
+    let (offset, size) = unsafe { (__rseq_offset, __rseq_size) };
+    if size == 0 {
+        return Ok(());
+    }
+    let area = (thread_pointer as i64 + offset as i64) as u64;
+    const RSEQ_FLAG_UNREGISTER: u64 = 1;
+    const RSEQ_SIG: u64 = 0x5305_3053;
+    let mut last = io::Error::from_raw_os_error(libc::EINVAL);
+    // glibc registers 32 bytes; newer ones advertise a smaller feature size.
+    for len in [32u64, size as u64] {
+        // SAFETY: unregistering takes no memory from us; the kernel only compares args.
+        let rc = unsafe { libc::syscall(libc::SYS_rseq, area, len, RSEQ_FLAG_UNREGISTER, RSEQ_SIG) };
+        if rc == 0 {
+            return Ok(());
+        }
+        last = io::Error::last_os_error();
+    }
+    Err(last)
+}

@@ -152,6 +152,14 @@ impl Host for X86_64 {
         }
     }
 
+    fn thread_pointer() -> u64 {
+        let pointer: u64;
+        // SAFETY: glibc's x86_64 TCB starts with a pointer to itself at fs:0; reading it
+        // has no side effects.
+        unsafe { std::arch::asm!("mov {}, fs:0", out(reg) pointer, options(nostack, readonly, preserves_flags)) };
+        pointer
+    }
+
     fn enter_restorer(entry: u64, program: u64) -> ! {
         // SAFETY: the caller mapped the restorer blob at `entry` and a valid op program at
         // `program`; the blob never returns (it traps for the tracer).

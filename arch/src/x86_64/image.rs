@@ -37,7 +37,7 @@ fn put_u64s(b: &mut [u8], off: usize, values: &[u64]) {
 }
 
 /// The image message for a thread's registers.
-pub fn thread_info(regs: &ThreadRegs<Regs>, clear_tid_addr: u64) -> pb::ThreadInfoX86 {
+pub fn thread_info(regs: &ThreadRegs<Regs>, clear_tid_addr: u64, layout: &xsave::Layout) -> pb::ThreadInfoX86 {
     let r = &regs.gpr;
     let x = &regs.ext;
     let gpregs = pb::UserX86RegsEntry {
@@ -48,8 +48,8 @@ pub fn thread_info(regs: &ThreadRegs<Regs>, clear_tid_addr: u64) -> pb::ThreadIn
         mode: Some(pb::UserX86RegsMode::Native as i32),
     };
     let xstate_bv = u64_at(x, xsave::HEADER_OFFSET);
-    let component = |bit: u32| xsave::COMPONENTS.iter().find(|c| c.0 == bit).map(|c| (c.1, c.2)).expect("known bit");
-    let has = |bit: u32| x.len() >= { let (o, s) = component(bit); o + s };
+    let component = |bit: u32| layout.iter().find(|c| c.0 == bit).map(|c| (c.1, c.2)).unwrap_or((usize::MAX / 2, 0));
+    let has = |bit: u32| xstate_bv & (1 << bit) != 0 && x.len() >= { let (o, s) = component(bit); o + s };
     let xsave_entry = (x.len() > xsave::LEGACY_SIZE).then(|| pb::UserX86XsaveEntry {
         xstate_bv,
         ymmh_space: if has(2) { u32s(x, component(2).0, 64) } else { Vec::new() },
@@ -79,7 +79,7 @@ pub fn thread_info(regs: &ThreadRegs<Regs>, clear_tid_addr: u64) -> pb::ThreadIn
 
 /// A thread's registers from the image; the extended state is laid into a copy of
 /// `ext_template` (the host's own XSAVE area, for its size).
-pub fn thread_regs(info: &pb::ThreadInfoX86, ext_template: &[u8]) -> Result<ThreadRegs<Regs>, String> {
+pub fn thread_regs(info: &pb::ThreadInfoX86, ext_template: &[u8], layout: &xsave::Layout) -> Result<ThreadRegs<Regs>, String> {
     let g = &info.gpregs;
     let gpr = Regs {
         r15: g.r15, r14: g.r14, r13: g.r13, r12: g.r12, bp: g.bp, bx: g.bx, r11: g.r11,
@@ -103,31 +103,34 @@ pub fn thread_regs(info: &pb::ThreadInfoX86, ext_template: &[u8]) -> Result<Thre
     put_u32s(&mut x, 32, &f.st_space);
     put_u32s(&mut x, 160, &f.xmm_space);
     if let Some(xs) = &f.xsave {
-        let host_bv = u64_at(&x, xsave::HEADER_OFFSET);
-        // Keep only features this host's area has room for.
-        let mut bv = xs.xstate_bv & (host_bv | 0b11);
-        for &(bit, off, size) in xsave::COMPONENTS.iter() {
-            if x.len() < off + size {
-                bv &= !(1 << bit);
+        // The image carries x87, SSE and the components in BITS; nothing else.
+        let carried = xsave::BITS.iter().fold(0b11u64, |acc, bit| acc | (1 << bit));
+        let bv = xs.xstate_bv & carried;
+        for &bit in xsave::BITS.iter().filter(|&&bit| bv & (1 << bit) != 0) {
+            match layout.iter().find(|c| c.0 == bit) {
+                Some(&(_, off, size)) if x.len() >= off + size => {}
+                _ => {
+                    return Err(format!(
+                        "image has XSAVE feature {bit} (xstate_bv {:#x}) that this CPU's {}-byte XSAVE area lacks",
+                        xs.xstate_bv,
+                        x.len()
+                    ))
+                }
             }
-        }
-        if xs.xstate_bv & !bv & !0b11 != 0 {
-            return Err(format!(
-                "image has XSAVE features {:#x} this CPU lacks (host has {:#x})",
-                xs.xstate_bv, host_bv
-            ));
         }
         put(&mut x, xsave::HEADER_OFFSET, &bv.to_le_bytes());
         let place32 = |x: &mut Vec<u8>, bit: u32, v: &[u32]| {
             if bv & (1 << bit) != 0 {
-                let off = xsave::COMPONENTS.iter().find(|c| c.0 == bit).expect("known").1;
-                put_u32s(x, off, v);
+                if let Some(&(_, off, _)) = layout.iter().find(|c| c.0 == bit) {
+                    put_u32s(x, off, v);
+                }
             }
         };
         let place64 = |x: &mut Vec<u8>, bit: u32, v: &[u64]| {
             if bv & (1 << bit) != 0 {
-                let off = xsave::COMPONENTS.iter().find(|c| c.0 == bit).expect("known").1;
-                put_u64s(x, off, v);
+                if let Some(&(_, off, _)) = layout.iter().find(|c| c.0 == bit) {
+                    put_u64s(x, off, v);
+                }
             }
         };
         place32(&mut x, 2, &xs.ymmh_space);
@@ -155,13 +158,34 @@ mod tests {
         ext[512..520].copy_from_slice(&0x2e7u64.to_le_bytes());
         ext[520..576].fill(0);
         let regs = ThreadRegs { gpr: Regs { ip: 0x401000, sp: 0x7ffe0000, ..Default::default() }, ext: ext.clone() };
-        let info = thread_info(&regs, 0x1234);
+        let layout = xsave::intel_layout();
+        let info = thread_info(&regs, 0x1234, &layout);
         assert_eq!(info.clear_tid_addr, 0x1234);
         assert_eq!(info.fpregs.xsave.as_ref().unwrap().zmm_upper.len(), 64);
-        let back = thread_regs(&info, &ext).unwrap();
+        let back = thread_regs(&info, &ext, &layout).unwrap();
         assert_eq!(back.gpr, regs.gpr);
         // Everything the image carries comes back; the padding and sw bytes stay as the
         // host template had them, which here is the same.
         assert_eq!(back.ext, ext);
+    }
+
+    #[test]
+    fn amd_layout_moves_components() {
+        // AMD has no MPX hole: AVX-512 state starts right after AVX.
+        let amd: xsave::Layout = vec![(2, 576, 256), (5, 832, 64), (6, 896, 512), (7, 1408, 1024)];
+        let mut ext = vec![0u8; 2432];
+        ext[512..520].copy_from_slice(&0xe7u64.to_le_bytes());
+        ext[832] = 0x5a; // k0
+        ext[1408] = 0xa5; // zmm16
+        let regs = ThreadRegs { gpr: Regs::default(), ext: ext.clone() };
+        let info = thread_info(&regs, 0, &amd);
+        let xs = info.fpregs.xsave.as_ref().unwrap();
+        assert_eq!(xs.opmask_reg[0], 0x5a);
+        assert_eq!(xs.hi16_zmm[0], 0xa5);
+        // Restored on an Intel layout, the values land at Intel's offsets.
+        let intel = xsave::intel_layout();
+        let back = thread_regs(&info, &vec![0u8; 2696], &intel).unwrap();
+        assert_eq!(back.ext[1088], 0x5a);
+        assert_eq!(back.ext[1664], 0xa5);
     }
 }

@@ -113,6 +113,7 @@ impl crate::Abi for X86_64 {
             Sys::ExitGroup => 231,
             Sys::RtTgsigqueueinfo => 297,
             Sys::Prlimit64 => 302,
+            Sys::Rseq => 334,
         })
     }
 
@@ -188,23 +189,24 @@ impl crate::Abi for X86_64 {
 
     const TASK_SIZE: u64 = 0x7fff_ffff_f000;
 
-    fn map_vdso_ops(vdso_start: u64) -> Vec<crate::RestorerOp> {
+    fn map_vdso_ops(block_start: u64) -> Vec<crate::RestorerOp> {
+        // ARCH_MAP_VDSO_64 takes where the block (vvar first, then text) begins.
         const ARCH_MAP_VDSO_64: u64 = 0x2003;
         vec![crate::RestorerOp {
             nr: 158,
-            args: [ARCH_MAP_VDSO_64, vdso_start, 0, 0, 0, 0],
+            args: [ARCH_MAP_VDSO_64, block_start, 0, 0, 0, 0],
             check: crate::RestorerOp::CHECK_OK,
             ..Default::default()
         }]
     }
 
     fn regs_to_core(core: &mut crust_images::pb::CoreEntry, regs: &crate::ThreadRegs<Regs>, clear_tid_addr: u64) {
-        core.thread_info = Some(image::thread_info(regs, clear_tid_addr));
+        core.thread_info = Some(image::thread_info(regs, clear_tid_addr, &xsave::host_layout()));
     }
 
     fn regs_from_core(core: &crust_images::pb::CoreEntry, ext_template: &[u8]) -> Result<crate::ThreadRegs<Regs>, String> {
         let info = core.thread_info.as_ref().ok_or("core has no x86 thread_info")?;
-        image::thread_regs(info, ext_template)
+        image::thread_regs(info, ext_template, &xsave::host_layout())
     }
 }
 
@@ -214,17 +216,39 @@ pub mod xsave {
     pub const LEGACY_SIZE: usize = 512;
     /// Offset of the XSAVE header (xstate_bv, xcomp_bv).
     pub const HEADER_OFFSET: usize = 512;
-    /// Standard-format offsets and sizes of the extended components, by feature bit.
-    /// (CPUID leaf 0xD gives these; they are the same on every CPU that has them.)
-    pub const COMPONENTS: [(u32, usize, usize); 7] = [
-        (2, 576, 256),   // AVX: upper halves of ymm0-15
-        (3, 960, 64),    // MPX BNDREGS
-        (4, 1024, 64),   // MPX BNDCSR
-        (5, 1088, 64),   // AVX-512 opmask k0-k7
-        (6, 1152, 512),  // AVX-512 ZMM_Hi256: upper halves of zmm0-15
-        (7, 1664, 1024), // AVX-512 Hi16_ZMM: zmm16-31
-        (9, 2688, 8),    // PKRU
-    ];
+    /// The extended components the image carries, by feature bit: AVX (upper ymm
+    /// halves), MPX BNDREGS and BNDCSR, AVX-512 opmask, ZMM_Hi256 and Hi16_ZMM, PKRU.
+    pub const BITS: [u32; 7] = [2, 3, 4, 5, 6, 7, 9];
+
+    /// (feature bit, offset, size) of each component in the standard (non-compacted)
+    /// XSAVE format.
+    pub type Layout = Vec<(u32, usize, usize)>;
+
+    /// Intel's offsets, used where the CPU cannot be asked (tests, other hosts).
+    pub fn intel_layout() -> Layout {
+        vec![(2, 576, 256), (3, 960, 64), (4, 1024, 64), (5, 1088, 64), (6, 1152, 512), (7, 1664, 1024), (9, 2688, 8)]
+    }
+
+    /// The running CPU's layout from CPUID leaf 0xD (AMD, for one, has no MPX hole).
+    pub fn host_layout() -> Layout {
+        #[cfg(target_arch = "x86_64")]
+        {
+            static LAYOUT: std::sync::OnceLock<Layout> = std::sync::OnceLock::new();
+            LAYOUT
+                .get_or_init(|| {
+                    BITS.iter()
+                        .filter_map(|&bit| {
+                            // CPUID exists on every x86_64 CPU and has no side effects.
+                            let leaf = std::arch::x86_64::__cpuid_count(0xd, bit);
+                            (leaf.eax != 0).then_some((bit, leaf.ebx as usize, leaf.eax as usize))
+                        })
+                        .collect()
+                })
+                .clone()
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        intel_layout()
+    }
 }
 
 #[cfg(test)]
