@@ -161,7 +161,6 @@ pub fn image_to_json(file: &str, bytes: &[u8], options: &JsonOptions) -> Result<
     let image = parse(file, bytes)?;
     let kind = image.header.kind;
     let mut entries = Vec::with_capacity(image.entries.len());
-    let mut ghost_chunks = false;
     for (index, raw) in image.entries.iter().enumerate() {
         let descriptor = message_for_entry(kind, index)?;
         let message = DynamicMessage::decode(descriptor.clone(), raw.message.as_slice()).map_err(
@@ -173,12 +172,6 @@ pub fn image_to_json(file: &str, bytes: &[u8], options: &JsonOptions) -> Result<
             },
         )?;
         let mut object = message_to_json(&message, options.pretty);
-        if kind == ImageKind::GhostFile && index == 0 {
-            ghost_chunks = matches!(
-                message.get_field_by_name("chunks").as_deref(),
-                Some(Value::Bool(true))
-            );
-        }
         if let Some(payload) = &raw.payload {
             let ghost = kind == ImageKind::GhostFile;
             if options.no_payload {
@@ -209,7 +202,6 @@ pub fn image_to_json(file: &str, bytes: &[u8], options: &JsonOptions) -> Result<
         }
         entries.push(Json::Object(object));
     }
-    let _ = ghost_chunks;
     let mut envelope = Map::new();
     envelope.insert("magic".into(), Json::String(kind.name().to_owned()));
     envelope.insert("entries".into(), Json::Array(entries));
@@ -961,7 +953,7 @@ fn decode_base64_json(json: &Json, path: &str) -> Result<Vec<u8>, JsonError> {
 
 /// Python's `quopri.encodestring` (quoted-printable, `quotetabs=False`), used for unix
 /// socket names.
-fn encode_quoted_printable(bytes: &[u8]) -> String {
+pub fn encode_quoted_printable(bytes: &[u8]) -> String {
     const MAX_LINE: usize = 76;
     let mut output = String::new();
     let mut lines: Vec<&[u8]> = bytes.split(|byte| *byte == b'\n').collect();
@@ -1003,7 +995,7 @@ fn encode_quoted_printable(bytes: &[u8]) -> String {
     output
 }
 
-fn decode_quoted_printable(text: &str) -> Vec<u8> {
+pub fn decode_quoted_printable(text: &str) -> Vec<u8> {
     let bytes = text.as_bytes();
     let mut output = Vec::with_capacity(bytes.len());
     let mut position = 0;
