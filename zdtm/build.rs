@@ -1,1 +1,48 @@
-fn main() {}
+//! Builds the C zdtm tests: each `c/NAME.c` (but the library `zdtmtst.c`) is linked with
+//! `zdtmtst.c` into the executable `$OUT_DIR/c-tests/NAME`; `static_bin.c` is linked
+//! `-static`. The directory is handed to the crate as `ZDTM_C_DIR`.
+
+use std::path::{Path, PathBuf};
+
+fn main() {
+    let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let c_dir = manifest_dir.join("c");
+    let bin_dir = out_dir.join("c-tests");
+    std::fs::create_dir_all(&bin_dir).expect("create OUT_DIR/c-tests");
+    println!("cargo:rerun-if-changed=c");
+    println!("cargo:rustc-env=ZDTM_C_DIR={}", bin_dir.display());
+
+    let mut sources: Vec<PathBuf> = std::fs::read_dir(&c_dir)
+        .expect("read zdtm/c")
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "c"))
+        .filter(|path| path.file_stem().is_some_and(|stem| stem != "zdtmtst"))
+        .collect();
+    sources.sort();
+    for source in sources {
+        println!("cargo:rerun-if-changed={}", source.display());
+        compile_test(&source, &c_dir, &bin_dir);
+    }
+}
+
+fn compile_test(source: &Path, c_dir: &Path, bin_dir: &Path) {
+    let name = source.file_stem().expect("source has a stem").to_string_lossy().into_owned();
+    let output = bin_dir.join(&name);
+    // -O1: enough to keep the loops tight, little enough that the compiler keeps the
+    // memory accesses the tests rely on. No vector flags: AVX-512 code is enabled per
+    // function with __attribute__((target)).
+    let mut command = cc::Build::new().cargo_metadata(false).get_compiler().to_command();
+    command
+        .args(["-O1", "-g", "-Wall", "-Wextra", "-Wno-unused-parameter", "-std=gnu11", "-o"])
+        .arg(&output)
+        .arg("-I")
+        .arg(c_dir)
+        .arg(source)
+        .arg(c_dir.join("zdtmtst.c"));
+    if name == "static_bin" {
+        command.arg("-static");
+    }
+    let status = command.status().unwrap_or_else(|error| panic!("run C compiler for {name}: {error}"));
+    assert!(status.success(), "compile zdtm/c/{name}.c: {status}");
+}

@@ -1,11 +1,84 @@
-//! `cargo xtest zdtm` and `cargo xtest demo`.
+//! `cargo xtest zdtm` and `cargo xtest demo`: build `crust` and the zdtm programs in
+//! release mode, then hand over to the harness binary `zdtm-runner` (crate crust-zdtm),
+//! which must be the process that runs the tests: it is their child subreaper.
+//!
+//! Options of both verbs besides the harness's own: `--engine PATH` checkpoints with
+//! another binary that speaks CRIU's command line (e.g. `ci/criu`) instead of building
+//! `crust`.
+
+use anyhow::{bail, Context};
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 /// Entry point of the zdtm verb.
-pub fn run_zdtm(_args: &[String]) -> anyhow::Result<()> {
-    anyhow::bail!("zdtm: not implemented yet")
+pub fn run_zdtm(args: &[String]) -> anyhow::Result<()> {
+    hand_over("run", args)
 }
 
 /// Entry point of the demo verb.
-pub fn run_demo(_args: &[String]) -> anyhow::Result<()> {
-    anyhow::bail!("demo: not implemented yet")
+pub fn run_demo(args: &[String]) -> anyhow::Result<()> {
+    hand_over("demo", args)
+}
+
+fn hand_over(verb: &str, args: &[String]) -> anyhow::Result<()> {
+    let workspace = workspace_root();
+    let (engine, rest) = split_engine_option(args)?;
+    let build_crust = engine.is_none();
+    build(&workspace, build_crust)?;
+    let release = target_dir(&workspace).join("release");
+    let engine = match engine {
+        Some(path) => std::fs::canonicalize(&path).with_context(|| format!("engine {}", path.display()))?,
+        None => release.join("crust"),
+    };
+    let runner = release.join("zdtm-runner");
+    let status = Command::new(&runner)
+        .arg(verb)
+        .arg("--engine")
+        .arg(&engine)
+        .arg("--workdir")
+        .arg(target_dir(&workspace).join("zdtm"))
+        .args(&rest)
+        .status()
+        .with_context(|| format!("run {}", runner.display()))?;
+    if !status.success() {
+        std::process::exit(status.code().unwrap_or(1));
+    }
+    Ok(())
+}
+
+/// `$CARGO build --release -p crust-zdtm [-p crust]`.
+fn build(workspace: &Path, build_crust: bool) -> anyhow::Result<()> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(cargo);
+    command.current_dir(workspace).args(["build", "--release", "-p", "crust-zdtm"]);
+    if build_crust {
+        command.args(["-p", "crust"]);
+    }
+    let status = command.status().context("run cargo build")?;
+    if !status.success() {
+        bail!("cargo build --release of crust and crust-zdtm failed: {status}");
+    }
+    Ok(())
+}
+
+fn split_engine_option(args: &[String]) -> anyhow::Result<(Option<PathBuf>, Vec<String>)> {
+    let mut engine = None;
+    let mut rest = Vec::new();
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        if arg == "--engine" {
+            engine = Some(PathBuf::from(args.next().context("--engine needs a path")?));
+        } else {
+            rest.push(arg.clone());
+        }
+    }
+    Ok((engine, rest))
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace root").to_path_buf()
+}
+
+fn target_dir(workspace: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace.join("target"))
 }

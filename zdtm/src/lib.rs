@@ -1,1 +1,77 @@
-//! placeholder
+//! crust's zdtm suite: test programs that build state, get checkpointed and restored by
+//! `crust`, and check that the state survived; and the harness that drives them.
+//!
+//! # Protocol
+//! 1. The harness is a child subreaper and reaps every child at once (`reaper`).
+//! 2. It starts a test with `ZDTM_READY_FD` (write end of a pipe) and `ZDTM_OUTDIR` in the
+//!    env. The test forks; the parent exits; the child calls setsid, points stdio at
+//!    /dev/null and `<outdir>/<name>.log`, builds its state from randomness, writes
+//!    `<pid> <token>\n` (or `skip <reason>\n`) into the pipe and closes it. The harness reads
+//!    to EOF, so no pipe is held at dump time.
+//! 3. The harness records /proc state, runs `crust dump`, checks the target is gone,
+//!    runs `crust restore -d`, and compares the restored process's /proc state.
+//! 4. It sends SIGTERM. The test's handler sets a flag; the test checks its state against
+//!    what it recorded before the dump and writes `PASS` or `FAIL: reason`, then
+//!    `token <token>`, to `<outdir>/<name>.out`, and exits 0/1. A program that was re-run
+//!    instead of restored has a new token and fails.
+//!
+//! `testlib` is the Rust side of the test library; `c/zdtmtst.{h,c}` the C side.
+#![deny(unsafe_code)]
+
+pub mod catalog;
+pub mod demo;
+pub mod harness;
+pub mod procfs;
+pub mod reaper;
+pub mod report;
+pub mod snapshot;
+pub mod testlib;
+
+use anyhow::Context;
+use harness::{Config, Harness, HostInfo, Verdict, ZdtmTest};
+use report::{Report, TestResult};
+
+/// Runs the suite with `config`; prints the table and summary; returns the report.
+pub fn run_suite(config: Config) -> anyhow::Result<Report> {
+    let host = HostInfo::probe(config.big);
+    let json_path = config.json.clone();
+    let filter = config.filter.clone();
+    let harness = Harness::new(config)?;
+    let mut report = Report::default();
+    println!("{}", report::table_header());
+    for spec in catalog::TESTS {
+        if filter.as_deref().is_some_and(|filter| !spec.name.contains(filter)) {
+            continue;
+        }
+        let outcome = match spec.can_run(&host) {
+            Err(reason) => harness::TestOutcome { verdict: Verdict::Skipped(reason), dump_ms: None, restore_ms: None },
+            Ok(()) => spec.run(&harness),
+        };
+        let result = TestResult { name: spec.name.to_string(), outcome };
+        println!("{}", report::table_row(&result));
+        if let Verdict::Failed(error) = &result.outcome.verdict {
+            for line in format!("{error:#}").lines().skip(1) {
+                println!("    {line}");
+            }
+        }
+        report.results.push(result);
+    }
+    let skipped: Vec<&TestResult> =
+        report.results.iter().filter(|result| matches!(result.outcome.verdict, Verdict::Skipped(_))).collect();
+    if !skipped.is_empty() {
+        println!("skipped:");
+        for result in skipped {
+            if let Verdict::Skipped(reason) = &result.outcome.verdict {
+                println!("  {}: {reason}", result.name);
+            }
+        }
+    }
+    if let Some(path) = json_path {
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        let json = report.to_json(std::env::consts::ARCH, kernel.trim());
+        let text = serde_json::to_string_pretty(&json).context("serialise report")?;
+        std::fs::write(&path, text + "\n").with_context(|| format!("write {}", path.display()))?;
+    }
+    println!("{}", report.summary_line());
+    Ok(report)
+}

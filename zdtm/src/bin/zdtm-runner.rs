@@ -1,0 +1,81 @@
+//! `zdtm-runner`: the harness binary `cargo xtest zdtm` and `cargo xtest demo` exec.
+//!
+//! zdtm-runner run --engine PATH --workdir DIR [--filter S] [--iters N] [--snap] [--keep] [--big] [--json PATH]
+//! zdtm-runner demo --engine PATH --workdir DIR
+//! zdtm-runner list
+#![deny(unsafe_code)]
+
+use anyhow::{bail, Context};
+use crust_zdtm::harness::Config;
+use std::path::PathBuf;
+
+fn main() {
+    match run() {
+        Ok(code) => std::process::exit(code),
+        Err(error) => {
+            eprintln!("zdtm: {error:#}");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn run() -> anyhow::Result<i32> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((verb, rest)) = args.split_first() else {
+        bail!("usage: zdtm-runner run|demo|list [options]");
+    };
+    match verb.as_str() {
+        "list" => {
+            for spec in crust_zdtm::catalog::TESTS {
+                println!("{}", spec.name);
+            }
+            Ok(0)
+        }
+        "run" => {
+            let report = crust_zdtm::run_suite(parse_config(rest)?)?;
+            Ok(if report.counts().1 == 0 { 0 } else { 1 })
+        }
+        "demo" => {
+            crust_zdtm::demo::run_demo(parse_config(rest)?)?;
+            Ok(0)
+        }
+        other => bail!("unknown verb {other}"),
+    }
+}
+
+fn parse_config(args: &[String]) -> anyhow::Result<Config> {
+    let mut config = Config {
+        engine: PathBuf::new(),
+        workdir: PathBuf::from("target/zdtm"),
+        filter: None,
+        iters: 1,
+        snap: false,
+        keep: false,
+        big: false,
+        json: None,
+    };
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| args.next().cloned().with_context(|| format!("{name} needs a value"));
+        match arg.as_str() {
+            "--engine" => config.engine = PathBuf::from(value("--engine")?),
+            "--workdir" => config.workdir = PathBuf::from(value("--workdir")?),
+            "--filter" => config.filter = Some(value("--filter")?),
+            "--iters" => {
+                config.iters = value("--iters")?.parse().context("--iters takes a number")?;
+                if config.iters == 0 {
+                    bail!("--iters must be at least 1");
+                }
+            }
+            "--json" => config.json = Some(PathBuf::from(value("--json")?)),
+            "--snap" => config.snap = true,
+            "--keep" => config.keep = true,
+            "--big" => config.big = true,
+            other => bail!("unknown option {other}"),
+        }
+    }
+    if config.engine.as_os_str().is_empty() {
+        bail!("--engine PATH is required");
+    }
+    Ok(config)
+}

@@ -1,0 +1,106 @@
+//! The zdtm test list: every test's name, program, arguments and requirements. Adding a
+//! test is one entry here plus its program (a module of `src/bin/zdtm-rs/` or a file
+//! `c/NAME.c`).
+
+/// Which executable a test runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Program {
+    /// A test of the multiplexed Rust binary `zdtm-rs`, by its subcommand.
+    Rust(&'static str),
+    /// A C program built from `c/NAME.c` by build.rs.
+    C(&'static str),
+}
+
+/// Something a test needs from the host before it can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requirement {
+    /// Must run as root (uid 0).
+    Root,
+    /// A `/proc/cpuinfo` flag (e.g. `avx512f`).
+    CpuFlag(&'static str),
+    /// Only with `--big`: slow or memory-hungry.
+    Big,
+    /// Transparent huge pages configured (`/sys/kernel/mm/transparent_hugepage`).
+    TransparentHugePages,
+}
+
+/// One entry of the suite.
+#[derive(Debug, Clone, Copy)]
+pub struct TestSpec {
+    /// Unique name; also the stem of the verdict file.
+    pub name: &'static str,
+    /// What to execute.
+    pub program: Program,
+    /// Extra command-line arguments.
+    pub args: &'static [&'static str],
+    /// What the host must offer, checked by `can_run`.
+    pub requirements: &'static [Requirement],
+    /// `/proc/PID/status` keys this test changes by itself while running (an itimer makes
+    /// SIGALRM pending now and then), left out of the comparison.
+    pub volatile_status: &'static [&'static str],
+}
+
+const fn rust(name: &'static str) -> TestSpec {
+    TestSpec { name, program: Program::Rust(name), args: &[], requirements: &[], volatile_status: &[] }
+}
+
+const fn c(name: &'static str) -> TestSpec {
+    TestSpec { name, program: Program::C(name), args: &[], requirements: &[], volatile_status: &[] }
+}
+
+/// Every test, in the order they run.
+pub const TESTS: &[TestSpec] = &[
+    TestSpec { args: &["--alpha", "two words", "", "ünïcode"], ..rust("env_args_auxv") },
+    rust("pid_kept"),
+    rust("anon_4k"),
+    rust("anon_64m"),
+    rust("anon_256m"),
+    TestSpec { requirements: &[Requirement::Big], ..rust("anon_1g") },
+    c("holes_guard"),
+    rust("private_file_cow"),
+    rust("shared_file"),
+    rust("shared_anon"),
+    c("brk_heap"),
+    c("stack_growsdown"),
+    rust("mprotect_split"),
+    TestSpec { requirements: &[Requirement::TransparentHugePages], ..rust("madvise_flags") },
+    c("fpu_sse"),
+    TestSpec { requirements: &[Requirement::CpuFlag("avx")], ..c("fpu_avx") },
+    TestSpec { requirements: &[Requirement::CpuFlag("avx512f")], ..c("fpu_avx512") },
+    c("sigactions"),
+    c("sigpending"),
+    rust("sigaltstack"),
+    TestSpec { volatile_status: &["SigPnd", "ShdPnd"], ..c("itimer") },
+    rust("sleep_nanosleep"),
+    c("sleep_pause"),
+    rust("sleep_poll"),
+    rust("busy_counter"),
+    rust("cwd"),
+    rust("file_offsets"),
+    rust("unlinked_file"),
+    c("high_fd"),
+    c("static_bin"),
+    rust("rust_std"),
+    rust("umask"),
+    c("personality"),
+    TestSpec { requirements: &[Requirement::Root], ..rust("rlimits") },
+    rust("comm"),
+    c("vdso"),
+];
+
+/// The counter program the demo checkpoints (not part of the suite).
+pub const DEMO_COUNTER: TestSpec = rust("counter");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_there_are_enough() {
+        let mut names: Vec<&str> = TESTS.iter().map(|spec| spec.name).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), TESTS.len());
+        assert!(TESTS.len() >= 25);
+    }
+}
