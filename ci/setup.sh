@@ -103,7 +103,14 @@ install_apt_packages "${ci_apt_packages[@]}"
 if [ "$want_full" = 1 ]; then
     install_apt_packages "${full_apt_packages[@]}"
 fi
-install_rust_targets stable
+# The toolchain cargo uses in this repo (a rust-toolchain.toml may pin one), and stable.
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+active_toolchain="$(cd "$repo_root" && rustup show active-toolchain | cut -d' ' -f1)"
+install_rust_targets "$active_toolchain"
+case "$active_toolchain" in
+    stable|stable-*) ;;
+    *) install_rust_targets stable ;;
+esac
 if rustup toolchain list | grep -q '^nightly'; then
     rustup +nightly component list --installed | grep -q '^rust-src' \
         || rustup +nightly component add rust-src
