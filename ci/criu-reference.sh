@@ -7,6 +7,8 @@
 #
 #   ci/criu-reference.sh          install if missing, then verify
 #   ci/criu-reference.sh --fresh  throw the root away and install it again
+#   ci/criu-reference.sh --self-test  also dump a sleeping process with the reference
+#                                 criu and decode its core image with crit (root only)
 #   CRUST_CRIU_ROOT=DIR           install somewhere else (ci/criu and ci/crit honour it)
 set -euo pipefail
 
@@ -17,9 +19,14 @@ suite=sid
 
 log() { printf 'criu-reference: %s\n' "$*" >&2; }
 
-if [ "${1:-}" = --fresh ]; then
-    rm -rf -- "$criu_root"
-fi
+want_self_test=0
+for arg in "$@"; do
+    case "$arg" in
+        --fresh) rm -rf -- "$criu_root" ;;
+        --self-test) want_self_test=1 ;;
+        *) log "unknown option $arg"; exit 2 ;;
+    esac
+done
 
 # The Debian mirror this machine's apt uses (deb822 debian.sources or sources.list).
 debian_mirror() {
@@ -52,8 +59,29 @@ verify() {
     "$repo_root/ci/crit" --help >/dev/null
 }
 
+# Dumps `sleep` with the reference criu and checks crit decodes its core image.
+self_test() {
+    local scratch sleeper
+    scratch="$(mktemp -d /tmp/crust-criu-self-test.XXXXXX)"
+    setsid sleep 1000 </dev/null &>/dev/null &
+    sleeper=$!
+    disown "$sleeper"
+    sleep 0.2
+    if "$repo_root/ci/criu" dump -t "$sleeper" -D "$scratch" -o dump.log \
+        && "$repo_root/ci/crit" show "$scratch/core-$sleeper.img" >"$scratch/core.json" \
+        && grep -q '"magic": "CORE"' "$scratch/core.json"; then
+        log "self-test passed: dumped pid $sleeper, crit decoded core-$sleeper.img"
+        rm -rf -- "$scratch"
+    else
+        kill -9 "$sleeper" 2>/dev/null || true
+        log "self-test failed: see $scratch/dump.log"
+        exit 1
+    fi
+}
+
 if [ -f "$stamp" ] && verify 2>/dev/null; then
     log "ready: $(cat "$stamp")"
+    if [ "$want_self_test" = 1 ]; then self_test; fi
     exit 0
 fi
 
@@ -97,3 +125,4 @@ criu_version="$("$repo_root/ci/criu" --version | tr '\n' ' ')"
 pkg_version="$(in_root dpkg-query -W -f='${Version}' criu)"
 echo "criu $pkg_version ($criu_version) from debian $suite, installed $(date -u +%FT%TZ)" >"$stamp"
 log "ready in $((SECONDS - started))s: $(cat "$stamp")"
+if [ "$want_self_test" = 1 ]; then self_test; fi
