@@ -314,7 +314,7 @@ fn explore_ps(dump: &Dump, out: &mut impl Write) -> anyhow::Result<()> {
         let core = dump.core(process.pid)?;
         comms.insert(process.pid, core.tc.map(|tc| tc.comm).unwrap_or_default());
     }
-    writeln!(out, "{:>7}{:>7}{:>7}   {}", "PID", "PGID", "SID", "COMM")?;
+    writeln!(out, "{:>7}{:>7}{:>7}   COMM", "PID", "PGID", "SID")?;
     let Some(root) = tree.iter().find(|process| process.ppid == 0) else {
         return Ok(());
     };
@@ -519,8 +519,8 @@ fn info_dir(dump: &mut Dump, out: &mut impl Write) -> anyhow::Result<()> {
     )?;
     writeln!(
         out,
-        "{:>7} {:>7} {:>7} {:>7}  {}",
-        "PID", "PPID", "PGID", "THREADS", "COMM"
+        "{:>7} {:>7} {:>7} {:>7}  COMM",
+        "PID", "PPID", "PGID", "THREADS"
     )?;
     for process in &tree {
         let comm = dump
@@ -624,5 +624,80 @@ fn human_size(bytes: u64) -> String {
         format!("{bytes} B")
     } else {
         format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture_dump() -> Dump {
+        Dump::new(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../images/tests/fixtures/dump"))
+    }
+
+    fn render(explore: impl FnOnce(&mut Dump, &mut Vec<u8>) -> anyhow::Result<()>) -> String {
+        let mut out = Vec::new();
+        explore(&mut fixture_dump(), &mut out).expect("fixture dump explores");
+        String::from_utf8(out).expect("utf-8 output")
+    }
+
+    #[test]
+    fn x_ps_prints_the_tree() {
+        let text = render(|dump, out| explore_ps(dump, out));
+        assert_eq!(
+            text,
+            "    PID   PGID    SID   COMM\n   1000   1000   1000   parent\n   1001   1000   1000       child\n"
+        );
+    }
+
+    #[test]
+    fn x_fds_names_files_like_crit() {
+        let text = render(|dump, out| explore_fds(dump, out));
+        let first_task: Vec<&str> = text.lines().take(8).collect();
+        assert_eq!(
+            first_task,
+            [
+                "1000",
+                "\t      0: /usr/bin/sleeper",
+                "\t      1: pipe[77]",
+                "\t      2: unix[31337 (31338) =00abstract=3Dsock]",
+                "\t      3: INETSK.6",
+                "\t      4: EVENTFD.7",
+                "\t    cwd: /home/user",
+                "\t   root: /",
+            ]
+        );
+    }
+
+    #[test]
+    fn x_mems_marks_areas() {
+        let text = render(|dump, out| explore_mems(dump, out));
+        assert!(
+            text.contains("\t00400000-00401000                   r-x /usr/bin/sleeper\n"),
+            "{text}"
+        );
+        assert!(text.contains("rw- [stack]\n"), "{text}");
+        assert!(text.contains("r-x [vdso]\n"), "{text}");
+    }
+
+    #[test]
+    fn x_rss_matches_runs_to_areas() {
+        let text = render(|dump, out| explore_rss(dump, out));
+        assert!(
+            text.starts_with("1000\n\t602000 / 2              00602000 / 2       \n"),
+            "{text}"
+        );
+        assert!(text.contains("\t7ffd00002000 / 1        ~\n"), "{text}");
+    }
+
+    #[test]
+    fn info_dir_summarizes() {
+        let text = render(|dump, out| info_dir(dump, out));
+        assert!(text.starts_with("tree: 2 processes, 3 threads\n"), "{text}");
+        assert!(
+            text.contains("files: 8 (EVENTFD 1, INETSK 2, PIPE 1, REG 3, UNIXSK 1)"),
+            "{text}"
+        );
+        assert!(text.contains("3 pages dumped"), "{text}");
     }
 }
