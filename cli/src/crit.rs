@@ -652,7 +652,7 @@ mod tests {
 
     #[test]
     fn x_fds_names_files_like_crit() {
-        let text = render(|dump, out| explore_fds(dump, out));
+        let text = render(explore_fds);
         let first_task: Vec<&str> = text.lines().take(8).collect();
         assert_eq!(
             first_task,
@@ -671,7 +671,7 @@ mod tests {
 
     #[test]
     fn x_mems_marks_areas() {
-        let text = render(|dump, out| explore_mems(dump, out));
+        let text = render(explore_mems);
         assert!(
             text.contains("\t00400000-00401000                   r-x /usr/bin/sleeper\n"),
             "{text}"
@@ -682,7 +682,7 @@ mod tests {
 
     #[test]
     fn x_rss_matches_runs_to_areas() {
-        let text = render(|dump, out| explore_rss(dump, out));
+        let text = render(explore_rss);
         assert!(
             text.starts_with("1000\n\t602000 / 2              00602000 / 2       \n"),
             "{text}"
@@ -692,7 +692,7 @@ mod tests {
 
     #[test]
     fn info_dir_summarizes() {
-        let text = render(|dump, out| info_dir(dump, out));
+        let text = render(info_dir);
         assert!(text.starts_with("tree: 2 processes, 3 threads\n"), "{text}");
         assert!(
             text.contains("files: 8 (EVENTFD 1, INETSK 2, PIPE 1, REG 3, UNIXSK 1)"),
