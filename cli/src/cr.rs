@@ -154,7 +154,8 @@ impl log::Log for FileLogger {
                     let _ = f.write_all(line.as_bytes());
                 }
             }
-            None if record.level() <= log::Level::Warn => eprint!("{line}"),
+            // Errors reach stderr once, from main.
+            None if record.level() == log::Level::Warn => eprint!("{line}"),
             None => {}
         }
     }

@@ -162,8 +162,13 @@ impl Frozen {
     fn release(&mut self) {
         for thread in &self.threads {
             if self.touched {
+                // The thread stopped at an injected syscall's exit: restart what it was
+                // doing the way the kernel would have.
                 let resume = HostArch::resume_regs(&thread.regs.gpr, true);
-                let _ = HostArch::write_gpr(thread.tid, &resume);
+                let restarts = HostArch::ip(&resume) != HostArch::ip(&thread.regs.gpr);
+                if infect::release_thread(thread.tid, &resume, restarts, thread.sigmask).is_ok() {
+                    continue;
+                }
             }
             let _ = sys::write_sigmask(thread.tid, thread.sigmask);
             let _ = sys::detach_thread(thread.tid, 0);

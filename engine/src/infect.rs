@@ -82,3 +82,28 @@ pub fn find_syscall_in_vdso(tid: i32, mem: &File, vdso_start: u64, vdso_end: u64
         .ok_or(InfectError::NoSyscallInsn { tid, vdso: vdso_start })
 }
 
+
+/// Lets a stopped thread go with `regs` and `sigmask`.
+///
+/// When `regs` re-enter an interrupted syscall (`restarts` true), the thread is first
+/// run, with every signal blocked, to that syscall's entry, and released there: a signal
+/// sent right after the release then interrupts the syscall exactly as it would have
+/// without the checkpoint, instead of being handled in user space just before the
+/// syscall starts again (and then sleeping through it).
+pub fn release_thread(tid: i32, regs: &Regs, restarts: bool, sigmask: u64) -> Result<(), InfectError> {
+    HostArch::write_gpr(tid, regs).map_err(|e| InfectError::Arch(e, tid))?;
+    if restarts {
+        sys::write_sigmask(tid, !0u64).map_err(|source| InfectError::Io { tid, op: "PTRACE_SETSIGMASK", source })?;
+        sys::continue_to_syscall(tid).map_err(|source| InfectError::Io { tid, op: "PTRACE_SYSCALL", source })?;
+        match sys::wait_thread(tid).map_err(|source| InfectError::Io { tid, op: "waitpid", source })? {
+            sys::WaitEvent::Stopped { signal, .. } if signal == (libc::SIGTRAP | 0x80) => {}
+            sys::WaitEvent::Stopped { signal, event } => {
+                return Err(InfectError::UnexpectedStop { tid, signal, event, call: Sys::Getpid })
+            }
+            _ => return Err(InfectError::Exited { tid, call: Sys::Getpid }),
+        }
+    }
+    sys::write_sigmask(tid, sigmask).map_err(|source| InfectError::Io { tid, op: "PTRACE_SETSIGMASK", source })?;
+    sys::detach_thread(tid, 0).map_err(|source| InfectError::Io { tid, op: "PTRACE_DETACH", source })?;
+    Ok(())
+}

@@ -790,7 +790,7 @@ fn finish_thread(pid: i32, plan: &Plan, images: &Images) -> Result<(), RestoreEr
     let dumped = HostArch::regs_from_core(&images.core, &now.ext)
         .map_err(|what| RestoreError::BadImage { image: format!("core-{pid}.img"), what })?;
     let gpr = HostArch::resume_regs(&dumped.gpr, false);
-    HostArch::write_gpr(pid, &gpr).map_err(|source| RestoreError::Arch { pid, source })?;
+    let restarts = HostArch::ip(&gpr) != HostArch::ip(&dumped.gpr);
     HostArch::write_ext(pid, &dumped.ext).map_err(|source| RestoreError::Arch { pid, source })?;
     let mask = images
         .core
@@ -799,7 +799,6 @@ fn finish_thread(pid: i32, plan: &Plan, images: &Images) -> Result<(), RestoreEr
         .and_then(|t| t.blk_sigset)
         .or(images.core.tc.as_ref().map(|t| t.blk_sigset))
         .unwrap_or(0);
-    sys::write_sigmask(pid, mask).map_err(io_err(pid, "PTRACE_SETSIGMASK"))?;
-    sys::detach_thread(pid, 0).map_err(io_err(pid, "detach"))?;
+    crate::infect::release_thread(pid, &gpr, restarts, mask).map_err(|source| RestoreError::Infect { pid, source })?;
     Ok(())
 }

@@ -1,0 +1,179 @@
+//! End-to-end checks of `crust dump` and `crust restore` on a real C process: a fault
+//! injected after every dump step leaves the target running unchanged, and a dump and
+//! restore bring back the same process (same pid, same memory, still responding).
+
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+fn crust() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_crust"))
+}
+
+/// Why this machine cannot run these tests, if it cannot.
+fn skip_reason() -> Option<String> {
+    if !std::fs::read_to_string("/proc/self/status").unwrap_or_default().lines().any(|l| l.starts_with("Uid:\t0\t")) {
+        return Some("needs root (ptrace, clone3 set_tid)".into());
+    }
+    if Command::new("cc").arg("--version").stdout(Stdio::null()).status().map(|s| !s.success()).unwrap_or(true) {
+        return Some("needs a C compiler (cc)".into());
+    }
+    None
+}
+
+fn build_target(dir: &Path) -> PathBuf {
+    let binary = dir.join("pattern");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pattern.c");
+    let status = Command::new("cc").args(["-O2", "-o"]).arg(&binary).arg(&source).status().unwrap();
+    assert!(status.success(), "compile pattern.c");
+    binary
+}
+
+fn subreaper() {
+    // SAFETY-free: prctl through std is not offered; libc call with no pointers.
+    #[allow(unsafe_code)]
+    // SAFETY: PR_SET_CHILD_SUBREAPER takes no pointers.
+    unsafe {
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    }
+}
+
+/// Starts the target with a ready pipe on fd 3 and waits until it closes it.
+fn start_target(binary: &Path, out: &Path, mib: u32) -> i32 {
+    let (mut read, write) = std::io::pipe().unwrap();
+    let write = OwnedFd::from(write);
+    let raw = write.as_raw_fd();
+    let mut command = Command::new(binary);
+    command.arg(out).arg(mib.to_string()).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    #[allow(unsafe_code)]
+    // SAFETY: the closure only calls dup2, which is async-signal-safe.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        command.pre_exec(move || {
+            if libc::dup2(raw, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = command.spawn().unwrap();
+    drop(write);
+    drop(command);
+    let mut text = String::new();
+    read.read_to_string(&mut text).unwrap();
+    assert_eq!(text.trim(), child.id().to_string(), "target wrote its pid");
+    child.id() as i32
+}
+
+fn wait_exit(pid: i32) -> i32 {
+    let mut status = 0;
+    #[allow(unsafe_code)]
+    // SAFETY: status is a valid out-pointer for the call.
+    let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert_eq!(rc, pid, "waitpid {pid}");
+    status
+}
+
+fn signal(pid: i32, sig: i32) {
+    #[allow(unsafe_code)]
+    // SAFETY: no pointers.
+    unsafe {
+        libc::kill(pid, sig);
+    }
+}
+
+fn state(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("State:"))
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn failed_dump_leaves_target_running_unchanged() {
+    if let Some(reason) = skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    subreaper();
+    let dir = tempdir("fault");
+    let binary = build_target(&dir);
+    for step in ["seize", "collect", "parasite", "memory", "files", "images"] {
+        let out = dir.join(format!("{step}.out"));
+        let pid = start_target(&binary, &out, 16);
+        let maps_before = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+        let output = crust()
+            .args(["dump", "-t", &pid.to_string(), "-D"])
+            .arg(dir.join(format!("img-{step}")))
+            .args(["--fault-inject", step])
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "dump with a fault after {step} must fail");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(&format!("fault injected after step {step}")), "{stderr}");
+        assert_eq!(std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap(), maps_before, "maps after {step}");
+        assert!(!state(pid).contains("stopped") && !state(pid).contains("tracing"), "{step}: {}", state(pid));
+        signal(pid, libc::SIGUSR1);
+        let status = wait_exit(pid);
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "PASS\n", "after a fault at {step}");
+        assert_eq!(status, 0);
+    }
+}
+
+#[test]
+fn dump_and_restore_keep_pid_and_memory() {
+    if let Some(reason) = skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    subreaper();
+    let dir = tempdir("roundtrip");
+    let binary = build_target(&dir);
+    let out = dir.join("roundtrip.out");
+    let pid = start_target(&binary, &out, 64);
+    let maps_before = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let images = dir.join("img");
+    let status = crust().args(["dump", "-t", &pid.to_string(), "-D"]).arg(&images).args(["-o", "dump.log", "-v4"]).status().unwrap();
+    assert!(status.success(), "dump: {}", std::fs::read_to_string(images.join("dump.log")).unwrap_or_default());
+    // The target is gone (killed by the dump): reap it so its pid is free.
+    let killed = wait_exit(pid);
+    assert!(libc::WIFSIGNALED(killed) && libc::WTERMSIG(killed) == libc::SIGKILL, "target killed by the dump");
+    let status = crust().args(["restore", "-d", "-D"]).arg(&images).args(["-o", "restore.log", "-v4"]).status().unwrap();
+    assert!(status.success(), "restore: {}", std::fs::read_to_string(images.join("restore.log")).unwrap_or_default());
+    let maps_after = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    assert_eq!(merge_maps(&maps_after), merge_maps(&maps_before));
+    signal(pid, libc::SIGUSR1);
+    let status = wait_exit(pid);
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "PASS\n");
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+}
+
+/// maps with adjacent lines of identical properties merged (the kernel merges such
+/// areas when they are mapped again one by one).
+fn merge_maps(text: &str) -> Vec<String> {
+    let mut out: Vec<(u64, u64, String)> = Vec::new();
+    for line in text.lines() {
+        let (range, rest) = line.split_once(' ').unwrap();
+        let (start, end) = range.split_once('-').unwrap();
+        let (start, end) = (u64::from_str_radix(start, 16).unwrap(), u64::from_str_radix(end, 16).unwrap());
+        let props: String = rest.split_whitespace().collect::<Vec<_>>().join(" ");
+        if let Some(last) = out.last_mut() {
+            if last.1 == start && last.2 == props && props.split(' ').nth(3) == Some("0") {
+                last.1 = end;
+                continue;
+            }
+        }
+        out.push((start, end, props));
+    }
+    out.into_iter().map(|(s, e, p)| format!("{s:x}-{e:x} {p}")).collect()
+}
+
+fn tempdir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("crust-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
