@@ -139,7 +139,12 @@ pub fn entry_message_name(kind: ImageKind) -> Option<&'static str> {
         Timens => "criu.timens_entry",
         StatsDump | StatsRestore => "criu.stats_entry",
         IrmapCache => "criu.irmap_cache_entry",
-        Pages | Mnts | Netdev | Netns | Cpuinfo => return None,
+        Mnts => "criu.mnt_entry",
+        Netdev => "criu.net_device_entry",
+        Netns => "criu.netns_entry",
+        Cpuinfo => "criu.cpuinfo_entry",
+        BpfmapFile => "criu.bpfmap_file_entry",
+        Pages => return None,
     })
 }
 
@@ -513,9 +518,7 @@ fn json_to_value(
                     .map(i128::from)
                     .or_else(|| number.as_i64().map(i128::from))
                     .ok_or_else(|| error(format!("{number} is not an integer")))?,
-                Json::String(text) => {
-                    string_to_integer(field, style, text).map_err(&error)?
-                }
+                Json::String(text) => string_to_integer(field, style, text).map_err(&error)?,
                 _ => return Err(error("expected an integer".into())),
             };
             let out_of_range = || error(format!("{number} does not fit {integer_kind:?}"));
@@ -1122,6 +1125,20 @@ fn write_python_string(output: &mut String, text: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_framed_kind_has_a_schema() {
+        for &kind in ImageKind::ALL {
+            if kind == ImageKind::Pages {
+                continue;
+            }
+            let name = entry_message_name(kind).expect("schema for every framed kind");
+            assert!(
+                descriptor_pool().get_message_by_name(name).is_some(),
+                "{name}"
+            );
+        }
+    }
 
     #[test]
     fn base64_matches_python_encodebytes() {

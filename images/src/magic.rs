@@ -126,11 +126,11 @@ image_kinds! {
     FanotifyFile = (0x5509_6122, "FANOTIFY_FILE", Common, "fanotify.img"),
     /// fanotify-mark.img
     FanotifyMark = (0x5650_6035, "FANOTIFY_MARK", Common, "fanotify-mark.img"),
-    /// mountpoints-N.img (no schema here yet)
+    /// mountpoints-N.img
     Mnts = (0x5556_3928, "MNTS", Common, "mountpoints-{}.img"),
-    /// netdev-N.img (no schema here yet)
+    /// netdev-N.img
     Netdev = (0x5737_3951, "NETDEV", Common, "netdev-{}.img"),
-    /// netns-N.img (no schema here yet)
+    /// netns-N.img
     Netns = (0x5593_3752, "NETNS", Common, "netns-{}.img"),
     /// tty.img
     TtyFiles = (0x5943_3025, "TTY_FILES", Common, "tty.img"),
@@ -156,7 +156,7 @@ image_kinds! {
     Cgroup = (0x5938_3330, "CGROUP", Common, "cgroup.img"),
     /// timerfd.img
     Timerfd = (0x5049_3712, "TIMERFD", Common, "timerfd.img"),
-    /// cpuinfo.img (no schema here yet)
+    /// cpuinfo.img
     Cpuinfo = (0x6140_4013, "CPUINFO", Common, "cpuinfo.img"),
     /// userns-N.img
     Userns = (0x5547_4906, "USERNS", Common, "userns-{}.img"),
@@ -168,6 +168,8 @@ image_kinds! {
     MemfdInode = (0x4845_3499, "MEMFD_INODE", Common, "memfd.img"),
     /// timens-N.img
     Timens = (0x4311_4433, "TIMENS", Common, "timens-{}.img"),
+    /// bpfmap-file.img
+    BpfmapFile = (0x5750_6142, "BPFMAP_FILE", Common, "bpfmap-file.img"),
     /// stats-dump.img
     StatsDump = (0x5709_3306, "STATS", Service, "stats-dump.img"),
     /// stats-restore.img; same magic as [`ImageKind::StatsDump`].

@@ -298,6 +298,27 @@ pub fn dump_fixtures() -> Vec<Fixture> {
         writer.into_inner().expect("vec")
     });
     add(
+        ImageKind::Mnts.file_name(1),
+        image(
+            ImageKind::Mnts,
+            le,
+            &[pb::MntEntry {
+                fstype: pb::Fstype::Tmpfs as u32,
+                mnt_id: 22,
+                root_dev: (0 << 20) | 45,
+                parent_mnt_id: 1,
+                flags: 0x6,
+                root: "/".into(),
+                mountpoint: "/tmp".into(),
+                source: "tmpfs".into(),
+                options: "size=65536k".into(),
+                shared_id: Some(3),
+                sb_flags: Some(0x1),
+                ..Default::default()
+            }],
+        ),
+    );
+    add(
         "stats-dump.img".into(),
         image(
             ImageKind::StatsDump,
