@@ -83,7 +83,7 @@ pub const TESTS: &[TestSpec] = &[
     rust("rust_std"),
     rust("umask"),
     c("personality"),
-    TestSpec { requirements: &[Requirement::Root], ..rust("rlimits") },
+    rust("rlimits"),
     rust("comm"),
     c("vdso"),
 ];

@@ -95,7 +95,9 @@ impl ZdtmTest for TestSpec {
     }
 
     fn can_run(&self, host: &HostInfo) -> Result<(), String> {
-        for requirement in self.requirements {
+        // Every test: restoring a process under its old pid takes CAP_SYS_ADMIN (clone3
+        // set_tid), and dumping a process one did not start takes CAP_SYS_PTRACE.
+        for requirement in std::iter::once(&Requirement::Root).chain(self.requirements) {
             match requirement {
                 Requirement::Root if !host.is_root => return Err("needs root".into()),
                 Requirement::CpuFlag(flag) if !host.cpu_flags.iter().any(|have| have == flag) => {
@@ -241,6 +243,9 @@ impl Harness {
 
         let message = read_to_eof_with_timeout(&mut ready_reader, READY_TIMEOUT)
             .with_context(|| format!("wait for {} to get ready", spec.name))?;
+        if message.is_empty() {
+            bail!("{} exited before it was ready", spec.name);
+        }
         match self.reaper.wait_exit(launcher_pid, GONE_TIMEOUT) {
             Some(ExitStatus::Exited(0)) => {}
             Some(status) => bail!("launcher of {} ended with {status}; ready message {message:?}", spec.name),
@@ -291,7 +296,10 @@ impl Harness {
         let mut test_pid = None;
         outcome.verdict = match self.drive(spec, &outdir, &mut test_pid, &mut outcome) {
             Ok(verdict) => verdict,
-            Err(error) => Verdict::Failed(error.context(log_tail(&outdir.join(format!("{}.log", spec.name)), "test log"))),
+            Err(error) => {
+                let tail = log_tail(&outdir.join(format!("{}.log", spec.name)), "test log");
+                Verdict::Failed(anyhow::anyhow!("{error:#}\n{tail}"))
+            }
         };
         if let Some(pid) = test_pid {
             self.reaper.kill_and_reap(pid);
@@ -502,7 +510,7 @@ mod tests {
 
     #[test]
     fn requirements_turn_into_skip_reasons() {
-        let host = HostInfo { is_root: false, cpu_flags: vec!["avx".into()], big: false, transparent_huge_pages: true };
+        let host = HostInfo { is_root: true, cpu_flags: vec!["avx".into()], big: false, transparent_huge_pages: true };
         let spec = TestSpec {
             name: "x",
             program: Program::C("x"),
@@ -511,7 +519,8 @@ mod tests {
             volatile_status: &[],
         };
         assert_eq!(spec.can_run(&host), Err("cpu lacks avx512f".to_string()));
-        let root_spec = TestSpec { requirements: &[Requirement::Root], ..spec };
-        assert_eq!(root_spec.can_run(&host), Err("needs root".to_string()));
+        let user = HostInfo { is_root: false, ..host };
+        let plain = TestSpec { requirements: &[], ..spec };
+        assert_eq!(plain.can_run(&user), Err("needs root".to_string()));
     }
 }

@@ -78,26 +78,54 @@ pub fn parse_maps_line(line: &str) -> Result<MapsEntry, ParseError> {
 }
 
 /// True for the pseudo-file that backs a `MAP_SHARED|MAP_ANONYMOUS` mapping: its inode
-/// and device are picked by the kernel at mmap time and cannot survive a restore.
+/// and device are picked by the kernel at mmap time and cannot survive a restore. CRIU
+/// restores such memory from a memfd named after it (`/memfd:/dev/zero (deleted)`), which
+/// only /proc can tell apart, so that name counts as the same mapping.
 pub fn is_shared_anon(entry: &MapsEntry) -> bool {
-    entry.path == "/dev/zero (deleted)" || entry.path.starts_with("/SYSV") || entry.path == "[anon_shmem]"
+    matches!(entry.path.as_str(), "/dev/zero (deleted)" | "/memfd:/dev/zero (deleted)" | "[anon_shmem]")
 }
 
 /// The text of a maps entry with what must differ across a restore blanked out.
 pub fn normalised_maps_line(entry: &MapsEntry) -> String {
-    let (device, inode) = if is_shared_anon(entry) {
-        ("*".to_string(), "*".to_string())
+    let (device, inode, path) = if is_shared_anon(entry) {
+        ("*".to_string(), "*".to_string(), "/dev/zero (deleted)")
     } else {
-        (entry.device.clone(), entry.inode.to_string())
+        (entry.device.clone(), entry.inode.to_string(), entry.path.as_str())
     };
-    format!(
-        "{:x}-{:x} {} {:08x} {} {} {}",
-        entry.start, entry.end, entry.perms, entry.offset, device, inode, entry.path
-    )
+    format!("{:x}-{:x} {} {:08x} {} {} {}", entry.start, entry.end, entry.perms, entry.offset, device, inode, path)
+}
+
+/// Joins neighbouring VMAs the kernel would have merged but for bookkeeping a restore
+/// cannot reproduce (two anonymous VMAs with different `anon_vma`s look the same from
+/// user space): same perms, file, flags, adjacent addresses and, for files, offsets.
+/// Each entry comes with its VmFlags.
+pub fn merge_adjacent(entries: Vec<(MapsEntry, Vec<String>)>) -> Vec<(MapsEntry, Vec<String>)> {
+    let mut merged: Vec<(MapsEntry, Vec<String>)> = Vec::with_capacity(entries.len());
+    for (entry, flags) in entries {
+        if let Some((last, last_flags)) = merged.last_mut() {
+            let anonymous = entry.inode == 0 && last.inode == 0;
+            let offsets_follow = anonymous || last.offset + (last.end - last.start) == entry.offset;
+            let same_kind = last.perms == entry.perms
+                && last.device == entry.device
+                && last.inode == entry.inode
+                && last.path == entry.path
+                && *last_flags == flags;
+            // [stack] and friends have one VMA each; never fold them into a neighbour.
+            let plain = !entry.path.starts_with('[') || entry.path == "[heap]";
+            if last.end == entry.start && same_kind && offsets_follow && plain {
+                last.end = entry.end;
+                continue;
+            }
+        }
+        merged.push((entry, flags));
+    }
+    merged
 }
 
 /// VmFlags of each VMA in `/proc/PID/smaps`, keyed by start address. Flags the kernel
-/// sets by itself and a restore cannot keep (`sd`, soft-dirty) are dropped.
+/// sets by itself and a restore cannot be asked to keep are dropped: `sd` (soft-dirty,
+/// set on every new VMA) and `ac` (VM_ACCOUNT, which a restorer gets on a read-only
+/// mapping it had to map writable to fill in, as CRIU does).
 pub fn parse_smaps_vmflags(text: &str) -> Result<BTreeMap<u64, Vec<String>>, ParseError> {
     let mut flags_by_start = BTreeMap::new();
     let mut current_start = None;
@@ -109,7 +137,7 @@ pub fn parse_smaps_vmflags(text: &str) -> Result<BTreeMap<u64, Vec<String>>, Par
                 what: "VmFlags before any VMA header",
             })?;
             let mut flags: Vec<String> =
-                flags.split_whitespace().filter(|flag| *flag != "sd").map(str::to_string).collect();
+                flags.split_whitespace().filter(|flag| !IGNORED_VMFLAGS.contains(flag)).map(str::to_string).collect();
             flags.sort();
             flags_by_start.insert(start, flags);
         } else if is_smaps_header(line) {
@@ -118,6 +146,8 @@ pub fn parse_smaps_vmflags(text: &str) -> Result<BTreeMap<u64, Vec<String>>, Par
     }
     Ok(flags_by_start)
 }
+
+const IGNORED_VMFLAGS: &[&str] = &["sd", "ac"];
 
 fn is_smaps_header(line: &str) -> bool {
     // Header lines start with `start-end`; attribute lines with `Name:`.
@@ -189,6 +219,21 @@ mod tests {
     }
 
     #[test]
+    fn adjacent_anonymous_vmas_merge_but_different_perms_do_not() {
+        let entry = |line: &str| parse_maps_line(line).expect("parses");
+        let flags = || vec!["rd".to_string(), "wr".to_string()];
+        let merged = merge_adjacent(vec![
+            (entry("1000-2000 rw-p 00000000 00:00 0"), flags()),
+            (entry("2000-3000 rw-p 00000000 00:00 0"), flags()),
+            (entry("3000-4000 r--p 00000000 00:00 0"), flags()),
+            (entry("4000-5000 r--p 00000000 fd:01 7 /f"), flags()),
+            (entry("5000-6000 r--p 00002000 fd:01 7 /f"), flags()),
+        ]);
+        let ranges: Vec<(u64, u64)> = merged.iter().map(|(entry, _)| (entry.start, entry.end)).collect();
+        assert_eq!(ranges, vec![(0x1000, 0x3000), (0x3000, 0x4000), (0x4000, 0x5000), (0x5000, 0x6000)]);
+    }
+
+    #[test]
     fn maps_line_with_spaces_in_path() {
         let entry = parse_maps_line("1000-2000 rw-p 00000000 00:00 0   /tmp/a b (deleted)").expect("parses");
         assert_eq!(entry.path, "/tmp/a b (deleted)");
@@ -204,7 +249,7 @@ mod tests {
         let smaps = "\
 7f00-8000 rw-p 00000000 00:00 0
 Size:                  4 kB
-VmFlags: rd wr mr mw me sd dc
+VmFlags: rd wr mr mw me sd dc ac
 8000-9000 r--p 00000000 00:00 0 [vvar]
 VmFlags: rd mr pf io
 ";

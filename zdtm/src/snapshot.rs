@@ -2,7 +2,7 @@
 //! restore: VMAs (with VmFlags), the parts of `status` a restore must keep, open fds with
 //! position and flags, cwd, root and exe.
 
-use crate::procfs::{self, FdInfo, MapsEntry};
+use crate::procfs::{self, FdInfo};
 use anyhow::Context;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -29,7 +29,15 @@ impl ProcSnapshot {
         };
         let maps = procfs::parse_maps(&read("maps")?)?;
         let vmflags = procfs::parse_smaps_vmflags(&read("smaps")?)?;
-        let vmas = maps.iter().map(|entry| describe_vma(entry, &vmflags)).collect();
+        let with_flags =
+            maps.into_iter().map(|entry| {
+                let flags = vmflags.get(&entry.start).cloned().unwrap_or_default();
+                (entry, flags)
+            });
+        let vmas = procfs::merge_adjacent(with_flags.collect())
+            .iter()
+            .map(|(entry, flags)| format!("{} [{}]", procfs::normalised_maps_line(entry), flags.join(" ")))
+            .collect();
 
         let all_status = procfs::parse_key_values(&read("status")?);
         let status = procfs::STATUS_KEYS_KEPT
@@ -96,11 +104,6 @@ impl ProcSnapshot {
         }
         differences
     }
-}
-
-fn describe_vma(entry: &MapsEntry, vmflags: &BTreeMap<u64, Vec<String>>) -> String {
-    let flags = vmflags.get(&entry.start).map(|flags| flags.join(" ")).unwrap_or_default();
-    format!("{} [{}]", procfs::normalised_maps_line(entry), flags)
 }
 
 /// Line diff of two ordered lists: reports lines only before (`-`) or only after (`+`).

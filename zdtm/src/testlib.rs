@@ -57,6 +57,7 @@ impl Test {
         // SAFETY: setsid takes no arguments.
         unsafe { libc::setsid() };
         redirect_stdio(&outdir.join(format!("{name}.log")));
+        close_inherited_fds(ready_fd);
         // SAFETY: `action` is fully initialised (zeroed, then handler and mask set); the
         // handler only stores to an atomic, which is async-signal-safe.
         unsafe {
@@ -157,6 +158,21 @@ fn redirect_stdio(log_path: &std::path::Path) {
                 libc::close(log_fd);
             }
         }
+    }
+}
+
+/// Closes every fd above 2 but the ready pipe: whatever the harness's own parent leaked
+/// must not be open at dump time.
+#[doc(alias = "close_range")]
+fn close_inherited_fds(keep: Option<RawFd>) {
+    let ranges: Vec<(u32, u32)> = match keep {
+        Some(fd) if fd > 3 => vec![(3, fd as u32 - 1), (fd as u32 + 1, u32::MAX)],
+        Some(3) => vec![(4, u32::MAX)],
+        _ => vec![(3, u32::MAX)],
+    };
+    for (first, last) in ranges {
+        // SAFETY: close_range only closes descriptors; none of them backs a Rust object yet.
+        unsafe { libc::syscall(libc::SYS_close_range, first, last, 0u32) };
     }
 }
 

@@ -123,7 +123,17 @@ pub fn umask(test: &mut Test) -> Result<(), String> {
     ensure(mode == 0o644 & !mask, || format!("new file mode {mode:o}, expected {:o}", 0o644 & !mask))
 }
 
-/// Resource limits with random soft values (and a raised RTPRIO hard limit: root).
+fn has_cap_sys_resource() -> bool {
+    const CAP_SYS_RESOURCE: u32 = 24;
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    crust_zdtm::procfs::parse_key_values(&status)
+        .get("CapEff")
+        .and_then(|caps| u64::from_str_radix(caps, 16).ok())
+        .is_some_and(|caps| caps & (1 << CAP_SYS_RESOURCE) != 0)
+}
+
+/// Resource limits with random soft values, lowered hard limits (and a raised RTPRIO hard
+/// limit where CAP_SYS_RESOURCE allows).
 pub fn rlimits(test: &mut Test) -> Result<(), String> {
     let resources = [
         libc::RLIMIT_NOFILE,
@@ -141,10 +151,12 @@ pub fn rlimits(test: &mut Test) -> Result<(), String> {
         // SAFETY: getrlimit fills the struct on our stack.
         unsafe { libc::getrlimit(resource, &mut limit) };
         let random = random_u64();
-        if resource == libc::RLIMIT_RTPRIO {
-            limit.rlim_max = 10 + random % 80;
+        if resource == libc::RLIMIT_RTPRIO && has_cap_sys_resource() {
+            limit.rlim_max = limit.rlim_max.max(10 + random % 80);
         } else if limit.rlim_max == libc::RLIM_INFINITY {
             limit.rlim_max = 1_000_000 + random % 1_000_000;
+        } else if limit.rlim_max > 100_000 {
+            limit.rlim_max -= random % 1000;
         }
         // Keep the process workable: enough fds, and CPU seconds it will never reach.
         let floor = match resource {
