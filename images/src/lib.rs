@@ -5,6 +5,7 @@
 //! pure (`&[u8]` in, types out) and the file helpers are thin wrappers around them.
 #![deny(unsafe_code)]
 
+pub mod dir;
 pub mod error;
 pub mod image;
 pub mod json;
@@ -21,6 +22,7 @@ pub mod pb {
 pub const DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/criu_descriptor_set.bin"));
 
+pub use dir::{ImageDir, PagesWriter};
 pub use error::ImageError;
 pub use image::{
     parse, parse_header, read_entries, read_single, write_entries, ByteOrder, Header, ImageReader,

@@ -305,7 +305,7 @@ pub fn dump_fixtures() -> Vec<Fixture> {
             &[pb::MntEntry {
                 fstype: pb::Fstype::Tmpfs as u32,
                 mnt_id: 22,
-                root_dev: (0 << 20) | 45,
+                root_dev: 45,
                 parent_mnt_id: 1,
                 flags: 0x6,
                 root: "/".into(),
