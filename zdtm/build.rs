@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 fn main() {
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let manifest_dir = PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"),
+    );
     let c_dir = manifest_dir.join("c");
     let bin_dir = out_dir.join("c-tests");
     std::fs::create_dir_all(&bin_dir).expect("create OUT_DIR/c-tests");
@@ -27,14 +29,29 @@ fn main() {
 }
 
 fn compile_test(source: &Path, c_dir: &Path, bin_dir: &Path) {
-    let name = source.file_stem().expect("source has a stem").to_string_lossy().into_owned();
+    let name = source
+        .file_stem()
+        .expect("source has a stem")
+        .to_string_lossy()
+        .into_owned();
     let output = bin_dir.join(&name);
     // -O1: enough to keep the loops tight, little enough that the compiler keeps the
     // memory accesses the tests rely on. No vector flags: AVX-512 code is enabled per
     // function with __attribute__((target)).
-    let mut command = cc::Build::new().cargo_metadata(false).get_compiler().to_command();
+    let mut command = cc::Build::new()
+        .cargo_metadata(false)
+        .get_compiler()
+        .to_command();
     command
-        .args(["-O1", "-g", "-Wall", "-Wextra", "-Wno-unused-parameter", "-std=gnu11", "-o"])
+        .args([
+            "-O1",
+            "-g",
+            "-Wall",
+            "-Wextra",
+            "-Wno-unused-parameter",
+            "-std=gnu11",
+            "-o",
+        ])
         .arg(&output)
         .arg("-I")
         .arg(c_dir)
@@ -43,6 +60,8 @@ fn compile_test(source: &Path, c_dir: &Path, bin_dir: &Path) {
     if name == "static_bin" {
         command.arg("-static");
     }
-    let status = command.status().unwrap_or_else(|error| panic!("run C compiler for {name}: {error}"));
+    let status = command
+        .status()
+        .unwrap_or_else(|error| panic!("run C compiler for {name}: {error}"));
     assert!(status.success(), "compile zdtm/c/{name}.c: {status}");
 }

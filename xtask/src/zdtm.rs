@@ -27,7 +27,9 @@ fn hand_over(verb: &str, args: &[String]) -> anyhow::Result<()> {
     build(&workspace, build_crust)?;
     let release = target_dir(&workspace).join("release");
     let engine = match engine {
-        Some(path) => std::fs::canonicalize(&path).with_context(|| format!("engine {}", path.display()))?,
+        Some(path) => {
+            std::fs::canonicalize(&path).with_context(|| format!("engine {}", path.display()))?
+        }
         None => release.join("crust"),
     };
     let runner = release.join("zdtm-runner");
@@ -50,7 +52,9 @@ fn hand_over(verb: &str, args: &[String]) -> anyhow::Result<()> {
 fn build(workspace: &Path, build_crust: bool) -> anyhow::Result<()> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);
-    command.current_dir(workspace).args(["build", "--release", "-p", "crust-zdtm"]);
+    command
+        .current_dir(workspace)
+        .args(["build", "--release", "-p", "crust-zdtm"]);
     if build_crust {
         command.args(["-p", "crust"]);
     }
@@ -76,9 +80,14 @@ fn split_engine_option(args: &[String]) -> anyhow::Result<(Option<PathBuf>, Vec<
 }
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace root").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace root")
+        .to_path_buf()
 }
 
 fn target_dir(workspace: &Path) -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace.join("target"))
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace.join("target"))
 }

@@ -41,21 +41,39 @@ pub struct TestSpec {
 }
 
 const fn rust(name: &'static str) -> TestSpec {
-    TestSpec { name, program: Program::Rust(name), args: &[], requirements: &[], volatile_status: &[] }
+    TestSpec {
+        name,
+        program: Program::Rust(name),
+        args: &[],
+        requirements: &[],
+        volatile_status: &[],
+    }
 }
 
 const fn c(name: &'static str) -> TestSpec {
-    TestSpec { name, program: Program::C(name), args: &[], requirements: &[], volatile_status: &[] }
+    TestSpec {
+        name,
+        program: Program::C(name),
+        args: &[],
+        requirements: &[],
+        volatile_status: &[],
+    }
 }
 
 /// Every test, in the order they run.
 pub const TESTS: &[TestSpec] = &[
-    TestSpec { args: &["--alpha", "two words", "", "ünïcode"], ..rust("env_args_auxv") },
+    TestSpec {
+        args: &["--alpha", "two words", "", "ünïcode"],
+        ..rust("env_args_auxv")
+    },
     rust("pid_kept"),
     rust("anon_4k"),
     rust("anon_64m"),
     rust("anon_256m"),
-    TestSpec { requirements: &[Requirement::Big], ..rust("anon_1g") },
+    TestSpec {
+        requirements: &[Requirement::Big],
+        ..rust("anon_1g")
+    },
     c("holes_guard"),
     rust("private_file_cow"),
     rust("shared_file"),
@@ -63,14 +81,26 @@ pub const TESTS: &[TestSpec] = &[
     c("brk_heap"),
     c("stack_growsdown"),
     rust("mprotect_split"),
-    TestSpec { requirements: &[Requirement::TransparentHugePages], ..rust("madvise_flags") },
+    TestSpec {
+        requirements: &[Requirement::TransparentHugePages],
+        ..rust("madvise_flags")
+    },
     c("fpu_sse"),
-    TestSpec { requirements: &[Requirement::CpuFlag("avx")], ..c("fpu_avx") },
-    TestSpec { requirements: &[Requirement::CpuFlag("avx512f")], ..c("fpu_avx512") },
+    TestSpec {
+        requirements: &[Requirement::CpuFlag("avx")],
+        ..c("fpu_avx")
+    },
+    TestSpec {
+        requirements: &[Requirement::CpuFlag("avx512f")],
+        ..c("fpu_avx512")
+    },
     c("sigactions"),
     c("sigpending"),
     rust("sigaltstack"),
-    TestSpec { volatile_status: &["SigPnd", "ShdPnd"], ..c("itimer") },
+    TestSpec {
+        volatile_status: &["SigPnd", "ShdPnd"],
+        ..c("itimer")
+    },
     rust("sleep_nanosleep"),
     c("sleep_pause"),
     rust("sleep_poll"),

@@ -84,7 +84,8 @@ impl HostInfo {
             is_root,
             cpu_flags,
             big,
-            transparent_huge_pages: Path::new("/sys/kernel/mm/transparent_hugepage/enabled").exists(),
+            transparent_huge_pages: Path::new("/sys/kernel/mm/transparent_hugepage/enabled")
+                .exists(),
         }
     }
 }
@@ -175,18 +176,29 @@ impl Harness {
     pub fn new(mut config: Config) -> anyhow::Result<Harness> {
         let reaper = Reaper::start()?;
         let own_exe = std::env::current_exe().context("locate own executable")?;
-        let exe_dir = own_exe.parent().context("own executable has no directory")?;
+        let exe_dir = own_exe
+            .parent()
+            .context("own executable has no directory")?;
         let rust_tests_exe = exe_dir.join("zdtm-rs");
         if !rust_tests_exe.exists() {
-            bail!("{} missing: build with cargo build --release -p crust-zdtm", rust_tests_exe.display());
+            bail!(
+                "{} missing: build with cargo build --release -p crust-zdtm",
+                rust_tests_exe.display()
+            );
         }
-        std::fs::create_dir_all(&config.workdir).with_context(|| format!("create {}", config.workdir.display()))?;
+        std::fs::create_dir_all(&config.workdir)
+            .with_context(|| format!("create {}", config.workdir.display()))?;
         // Absolute paths: they are handed to crust and to tests running elsewhere.
         config.workdir = std::fs::canonicalize(&config.workdir)
             .with_context(|| format!("resolve {}", config.workdir.display()))?;
-        config.engine =
-            std::fs::canonicalize(&config.engine).with_context(|| format!("resolve {}", config.engine.display()))?;
-        Ok(Harness { config, reaper, rust_tests_exe, c_tests_dir: PathBuf::from(env!("ZDTM_C_DIR")) })
+        config.engine = std::fs::canonicalize(&config.engine)
+            .with_context(|| format!("resolve {}", config.engine.display()))?;
+        Ok(Harness {
+            config,
+            reaper,
+            rust_tests_exe,
+            c_tests_dir: PathBuf::from(env!("ZDTM_C_DIR")),
+        })
     }
 
     /// Executable and leading arguments for a program.
@@ -201,7 +213,8 @@ impl Harness {
     pub fn test_dir(&self, name: &str) -> anyhow::Result<PathBuf> {
         let dir = self.config.workdir.join(name);
         if dir.exists() {
-            std::fs::remove_dir_all(&dir).with_context(|| format!("remove old {}", dir.display()))?;
+            std::fs::remove_dir_all(&dir)
+                .with_context(|| format!("remove old {}", dir.display()))?;
         }
         std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
         Ok(dir)
@@ -236,7 +249,9 @@ impl Harness {
                 Ok(())
             });
         }
-        let launcher = command.spawn().with_context(|| format!("spawn {}", exe.display()))?;
+        let launcher = command
+            .spawn()
+            .with_context(|| format!("spawn {}", exe.display()))?;
         let launcher_pid = launcher.id() as i32;
         self.reaper.child_started();
         drop(ready_writer);
@@ -248,7 +263,10 @@ impl Harness {
         }
         match self.reaper.wait_exit(launcher_pid, GONE_TIMEOUT) {
             Some(ExitStatus::Exited(0)) => {}
-            Some(status) => bail!("launcher of {} ended with {status}; ready message {message:?}", spec.name),
+            Some(status) => bail!(
+                "launcher of {} ended with {status}; ready message {message:?}",
+                spec.name
+            ),
             None => {
                 self.reaper.kill_and_reap(launcher_pid);
                 bail!("launcher of {} did not exit", spec.name)
@@ -259,10 +277,15 @@ impl Harness {
 
     /// Runs `engine ARGS`, stdout and stderr into `<log_dir>/<stage>.stderr`; returns the
     /// status and the wall time.
-    pub fn run_engine(&self, args: &[String], log_dir: &Path, stage: &str) -> anyhow::Result<(ExitStatus, Duration)> {
+    pub fn run_engine(
+        &self,
+        args: &[String],
+        log_dir: &Path,
+        stage: &str,
+    ) -> anyhow::Result<(ExitStatus, Duration)> {
         let stderr_path = log_dir.join(format!("{stage}.stderr"));
-        let stderr_file =
-            std::fs::File::create(&stderr_path).with_context(|| format!("create {}", stderr_path.display()))?;
+        let stderr_file = std::fs::File::create(&stderr_path)
+            .with_context(|| format!("create {}", stderr_path.display()))?;
         let stdout_file = stderr_file.try_clone().context("dup engine log fd")?;
         let started = Instant::now();
         let child = Command::new(&self.config.engine)
@@ -278,14 +301,21 @@ impl Harness {
             Some(status) => Ok((status, started.elapsed())),
             None => {
                 self.reaper.kill_and_reap(pid);
-                bail!("{stage}: engine did not finish in {}s", ENGINE_TIMEOUT.as_secs())
+                bail!(
+                    "{stage}: engine did not finish in {}s",
+                    ENGINE_TIMEOUT.as_secs()
+                )
             }
         }
     }
 
     /// The standard test: launch, `iters` × (record, dump, restore, compare), check.
     pub fn run_program_test(&self, spec: &TestSpec) -> TestOutcome {
-        let mut outcome = TestOutcome { verdict: Verdict::Passed, dump_ms: None, restore_ms: None };
+        let mut outcome = TestOutcome {
+            verdict: Verdict::Passed,
+            dump_ms: None,
+            restore_ms: None,
+        };
         let outdir = match self.test_dir(spec.name) {
             Ok(dir) => dir,
             Err(error) => {
@@ -328,11 +358,14 @@ impl Harness {
         }
         for iteration in 0..self.config.iters {
             let images = outdir.join(format!("img-{iteration}"));
-            std::fs::create_dir_all(&images).with_context(|| format!("create {}", images.display()))?;
+            std::fs::create_dir_all(&images)
+                .with_context(|| format!("create {}", images.display()))?;
             let mut before = ProcSnapshot::capture(pid).context("record state before dump")?;
             forget_volatile(&mut before, spec);
 
-            let mut dump_args: Vec<String> = ["dump", "-t", &pid.to_string(), "-D"].map(String::from).to_vec();
+            let mut dump_args: Vec<String> = ["dump", "-t", &pid.to_string(), "-D"]
+                .map(String::from)
+                .to_vec();
             dump_args.push(images.display().to_string());
             dump_args.extend(["-o", "dump.log", "-v4"].map(String::from));
             if self.config.snap {
@@ -341,7 +374,10 @@ impl Harness {
             let (status, elapsed) = self.run_engine(&dump_args, &images, "dump")?;
             *outcome.dump_ms.get_or_insert(0) += elapsed.as_millis() as u64;
             if status != ExitStatus::Exited(0) {
-                bail!("iteration {iteration}: crust dump: {status}\n{}", engine_logs(&images, "dump"));
+                bail!(
+                    "iteration {iteration}: crust dump: {status}\n{}",
+                    engine_logs(&images, "dump")
+                );
             }
             if self.config.snap {
                 if !self.reaper.is_alive_child(pid) {
@@ -349,7 +385,10 @@ impl Harness {
                 }
                 self.reaper.kill_and_reap(pid);
             } else if self.reaper.wait_exit(pid, GONE_TIMEOUT).is_none() {
-                bail!("iteration {iteration}: pid {pid} still alive {}s after dump", GONE_TIMEOUT.as_secs());
+                bail!(
+                    "iteration {iteration}: pid {pid} still alive {}s after dump",
+                    GONE_TIMEOUT.as_secs()
+                );
             }
             self.reaper.forget(pid);
 
@@ -362,11 +401,17 @@ impl Harness {
             let (status, elapsed) = self.run_engine(&restore_args, &images, "restore")?;
             *outcome.restore_ms.get_or_insert(0) += elapsed.as_millis() as u64;
             if status != ExitStatus::Exited(0) {
-                bail!("iteration {iteration}: crust restore: {status}\n{}", engine_logs(&images, "restore"));
+                bail!(
+                    "iteration {iteration}: crust restore: {status}\n{}",
+                    engine_logs(&images, "restore")
+                );
             }
             if let Ok(text) = std::fs::read_to_string(&pidfile) {
                 if text.trim() != pid.to_string() {
-                    bail!("iteration {iteration}: restored pid {} differs from dumped pid {pid}", text.trim());
+                    bail!(
+                        "iteration {iteration}: restored pid {} differs from dumped pid {pid}",
+                        text.trim()
+                    );
                 }
             }
             if !self.reaper.is_alive_child(pid) {
@@ -379,7 +424,10 @@ impl Harness {
             forget_volatile(&mut after, spec);
             let differences = before.differences(&after);
             if !differences.is_empty() {
-                bail!("iteration {iteration}: restored /proc state differs:\n  {}", differences.join("\n  "));
+                bail!(
+                    "iteration {iteration}: restored /proc state differs:\n  {}",
+                    differences.join("\n  ")
+                );
             }
         }
 
@@ -398,7 +446,11 @@ impl Harness {
             }
             Some(ExitStatus::Exited(0)) if verdict_line == "PASS" => {}
             Some(status) => {
-                let said = if verdict_line.is_empty() { "no verdict".to_string() } else { verdict_line };
+                let said = if verdict_line.is_empty() {
+                    "no verdict".to_string()
+                } else {
+                    verdict_line
+                };
                 bail!("test ended with {status}: {said}")
             }
         }
@@ -421,9 +473,16 @@ pub fn parse_ready_message(message: &str) -> anyhow::Result<Launched> {
     if let Some(reason) = line.strip_prefix("skip ") {
         return Ok(Launched::Skip(reason.to_string()));
     }
-    let (pid, token) = line.split_once(' ').with_context(|| format!("bad ready message {line:?}"))?;
-    let pid = pid.parse().with_context(|| format!("bad pid in ready message {line:?}"))?;
-    Ok(Launched::Ready { pid, token: token.to_string() })
+    let (pid, token) = line
+        .split_once(' ')
+        .with_context(|| format!("bad ready message {line:?}"))?;
+    let pid = pid
+        .parse()
+        .with_context(|| format!("bad pid in ready message {line:?}"))?;
+    Ok(Launched::Ready {
+        pid,
+        token: token.to_string(),
+    })
 }
 
 /// `pipe2(O_CLOEXEC)` as (read end, write end).
@@ -440,17 +499,34 @@ fn cloexec_pipe() -> std::io::Result<(std::fs::File, std::fs::File)> {
 }
 
 /// Reads until EOF, failing if that takes longer than `timeout`.
-fn read_to_eof_with_timeout(reader: &mut std::fs::File, timeout: Duration) -> anyhow::Result<String> {
+fn read_to_eof_with_timeout(
+    reader: &mut std::fs::File,
+    timeout: Duration,
+) -> anyhow::Result<String> {
     let deadline = Instant::now() + timeout;
     let mut bytes = Vec::new();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            bail!("no EOF on the ready pipe after {}s (got {:?})", timeout.as_secs(), String::from_utf8_lossy(&bytes));
+            bail!(
+                "no EOF on the ready pipe after {}s (got {:?})",
+                timeout.as_secs(),
+                String::from_utf8_lossy(&bytes)
+            );
         }
-        let mut poll_fd = libc::pollfd { fd: reader.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let mut poll_fd = libc::pollfd {
+            fd: reader.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
         // SAFETY: one valid pollfd on the stack, count 1.
-        let ready = unsafe { libc::poll(&mut poll_fd, 1, left.as_millis().min(i32::MAX as u128) as i32) };
+        let ready = unsafe {
+            libc::poll(
+                &mut poll_fd,
+                1,
+                left.as_millis().min(i32::MAX as u128) as i32,
+            )
+        };
         if ready < 0 {
             let error = std::io::Error::last_os_error();
             if error.kind() == std::io::ErrorKind::Interrupted {
@@ -474,8 +550,14 @@ fn read_to_eof_with_timeout(reader: &mut std::fs::File, timeout: Duration) -> an
 pub fn engine_logs(images: &Path, stage: &str) -> String {
     format!(
         "{}\n{}",
-        log_tail(&images.join(format!("{stage}.log")), &format!("{stage}.log")),
-        log_tail(&images.join(format!("{stage}.stderr")), &format!("{stage} stderr"))
+        log_tail(
+            &images.join(format!("{stage}.log")),
+            &format!("{stage}.log")
+        ),
+        log_tail(
+            &images.join(format!("{stage}.stderr")),
+            &format!("{stage} stderr")
+        )
     )
 }
 
@@ -504,13 +586,20 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
-        assert!(matches!(parse_ready_message("skip no avx\n"), Ok(Launched::Skip(reason)) if reason == "no avx"));
+        assert!(
+            matches!(parse_ready_message("skip no avx\n"), Ok(Launched::Skip(reason)) if reason == "no avx")
+        );
         assert!(parse_ready_message("").is_err());
     }
 
     #[test]
     fn requirements_turn_into_skip_reasons() {
-        let host = HostInfo { is_root: true, cpu_flags: vec!["avx".into()], big: false, transparent_huge_pages: true };
+        let host = HostInfo {
+            is_root: true,
+            cpu_flags: vec!["avx".into()],
+            big: false,
+            transparent_huge_pages: true,
+        };
         let spec = TestSpec {
             name: "x",
             program: Program::C("x"),
@@ -519,8 +608,14 @@ mod tests {
             volatile_status: &[],
         };
         assert_eq!(spec.can_run(&host), Err("cpu lacks avx512f".to_string()));
-        let user = HostInfo { is_root: false, ..host };
-        let plain = TestSpec { requirements: &[], ..spec };
+        let user = HostInfo {
+            is_root: false,
+            ..host
+        };
+        let plain = TestSpec {
+            requirements: &[],
+            ..spec
+        };
         assert_eq!(plain.can_run(&user), Err("needs root".to_string()));
     }
 }

@@ -40,14 +40,24 @@ pub fn run_suite(config: Config) -> anyhow::Result<Report> {
     let mut report = Report::default();
     println!("{}", report::table_header());
     for spec in catalog::TESTS {
-        if filter.as_deref().is_some_and(|filter| !spec.name.contains(filter)) {
+        if filter
+            .as_deref()
+            .is_some_and(|filter| !spec.name.contains(filter))
+        {
             continue;
         }
         let outcome = match spec.can_run(&host) {
-            Err(reason) => harness::TestOutcome { verdict: Verdict::Skipped(reason), dump_ms: None, restore_ms: None },
+            Err(reason) => harness::TestOutcome {
+                verdict: Verdict::Skipped(reason),
+                dump_ms: None,
+                restore_ms: None,
+            },
             Ok(()) => spec.run(&harness),
         };
-        let result = TestResult { name: spec.name.to_string(), outcome };
+        let result = TestResult {
+            name: spec.name.to_string(),
+            outcome,
+        };
         println!("{}", report::table_row(&result));
         if let Verdict::Failed(error) = &result.outcome.verdict {
             for line in format!("{error:#}").lines().skip(1) {
@@ -56,8 +66,11 @@ pub fn run_suite(config: Config) -> anyhow::Result<Report> {
         }
         report.results.push(result);
     }
-    let skipped: Vec<&TestResult> =
-        report.results.iter().filter(|result| matches!(result.outcome.verdict, Verdict::Skipped(_))).collect();
+    let skipped: Vec<&TestResult> = report
+        .results
+        .iter()
+        .filter(|result| matches!(result.outcome.verdict, Verdict::Skipped(_)))
+        .collect();
     if !skipped.is_empty() {
         println!("skipped:");
         for result in skipped {

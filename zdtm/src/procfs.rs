@@ -44,12 +44,19 @@ impl std::error::Error for ParseError {}
 
 /// Parses the whole text of `/proc/PID/maps`.
 pub fn parse_maps(text: &str) -> Result<Vec<MapsEntry>, ParseError> {
-    text.lines().filter(|line| !line.trim().is_empty()).map(parse_maps_line).collect()
+    text.lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(parse_maps_line)
+        .collect()
 }
 
 /// Parses one line of `/proc/PID/maps` (or a VMA header line of `smaps`).
 pub fn parse_maps_line(line: &str) -> Result<MapsEntry, ParseError> {
-    let error = |what| ParseError { file: "maps", line: line.to_string(), what };
+    let error = |what| ParseError {
+        file: "maps",
+        line: line.to_string(),
+        what,
+    };
     let mut rest = line;
     let mut next_field = || -> Option<&str> {
         let trimmed = rest.trim_start();
@@ -59,12 +66,18 @@ pub fn parse_maps_line(line: &str) -> Result<MapsEntry, ParseError> {
         (!field.is_empty()).then_some(field)
     };
     let range = next_field().ok_or_else(|| error("missing range"))?;
-    let perms = next_field().ok_or_else(|| error("missing perms"))?.to_string();
+    let perms = next_field()
+        .ok_or_else(|| error("missing perms"))?
+        .to_string();
     let offset = next_field().ok_or_else(|| error("missing offset"))?;
-    let device = next_field().ok_or_else(|| error("missing device"))?.to_string();
+    let device = next_field()
+        .ok_or_else(|| error("missing device"))?
+        .to_string();
     let inode = next_field().ok_or_else(|| error("missing inode"))?;
     let path = rest.trim_start().to_string();
-    let (start, end) = range.split_once('-').ok_or_else(|| error("range without '-'"))?;
+    let (start, end) = range
+        .split_once('-')
+        .ok_or_else(|| error("range without '-'"))?;
     let hex = |text: &str| u64::from_str_radix(text, 16).map_err(|_| error("bad hex number"));
     Ok(MapsEntry {
         start: hex(start)?,
@@ -82,7 +95,10 @@ pub fn parse_maps_line(line: &str) -> Result<MapsEntry, ParseError> {
 /// restores such memory from a memfd named after it (`/memfd:/dev/zero (deleted)`), which
 /// only /proc can tell apart, so that name counts as the same mapping.
 pub fn is_shared_anon(entry: &MapsEntry) -> bool {
-    matches!(entry.path.as_str(), "/dev/zero (deleted)" | "/memfd:/dev/zero (deleted)" | "[anon_shmem]")
+    matches!(
+        entry.path.as_str(),
+        "/dev/zero (deleted)" | "/memfd:/dev/zero (deleted)" | "[anon_shmem]"
+    )
 }
 
 /// The text of a maps entry with what must differ across a restore blanked out.
@@ -90,9 +106,16 @@ pub fn normalised_maps_line(entry: &MapsEntry) -> String {
     let (device, inode, path) = if is_shared_anon(entry) {
         ("*".to_string(), "*".to_string(), "/dev/zero (deleted)")
     } else {
-        (entry.device.clone(), entry.inode.to_string(), entry.path.as_str())
+        (
+            entry.device.clone(),
+            entry.inode.to_string(),
+            entry.path.as_str(),
+        )
     };
-    format!("{:x}-{:x} {} {:08x} {} {} {}", entry.start, entry.end, entry.perms, entry.offset, device, inode, path)
+    format!(
+        "{:x}-{:x} {} {:08x} {} {} {}",
+        entry.start, entry.end, entry.perms, entry.offset, device, inode, path
+    )
 }
 
 /// Joins neighbouring VMAs the kernel would have merged but for bookkeeping a restore
@@ -136,8 +159,11 @@ pub fn parse_smaps_vmflags(text: &str) -> Result<BTreeMap<u64, Vec<String>>, Par
                 line: line.to_string(),
                 what: "VmFlags before any VMA header",
             })?;
-            let mut flags: Vec<String> =
-                flags.split_whitespace().filter(|flag| !IGNORED_VMFLAGS.contains(flag)).map(str::to_string).collect();
+            let mut flags: Vec<String> = flags
+                .split_whitespace()
+                .filter(|flag| !IGNORED_VMFLAGS.contains(flag))
+                .map(str::to_string)
+                .collect();
             flags.sort();
             flags_by_start.insert(start, flags);
         } else if is_smaps_header(line) {
@@ -152,22 +178,47 @@ const IGNORED_VMFLAGS: &[&str] = &["sd", "ac"];
 fn is_smaps_header(line: &str) -> bool {
     // Header lines start with `start-end`; attribute lines with `Name:`.
     let first = line.split(' ').next().unwrap_or("");
-    !first.ends_with(':') && first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
+    !first.ends_with(':')
+        && first.contains('-')
+        && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
 }
 
 /// `Key:\tvalue` lines of `/proc/PID/status` (or `fdinfo`), values trimmed.
 pub fn parse_key_values(text: &str) -> BTreeMap<String, String> {
     text.lines()
         .filter_map(|line| line.split_once(':'))
-        .map(|(key, value)| (key.trim().to_string(), value.split_whitespace().collect::<Vec<_>>().join(" ")))
+        .map(|(key, value)| {
+            (
+                key.trim().to_string(),
+                value.split_whitespace().collect::<Vec<_>>().join(" "),
+            )
+        })
         .collect()
 }
 
 /// Keys of `/proc/PID/status` that a restore must keep as they were.
 pub const STATUS_KEYS_KEPT: &[&str] = &[
-    "Name", "Umask", "Tgid", "Pid", "PPid", "Uid", "Gid", "Groups", "NoNewPrivs", "Seccomp",
-    "SigPnd", "ShdPnd", "SigBlk", "SigIgn", "SigCgt", "CapInh", "CapPrm", "CapEff", "CapBnd",
-    "CapAmb", "Threads",
+    "Name",
+    "Umask",
+    "Tgid",
+    "Pid",
+    "PPid",
+    "Uid",
+    "Gid",
+    "Groups",
+    "NoNewPrivs",
+    "Seccomp",
+    "SigPnd",
+    "ShdPnd",
+    "SigBlk",
+    "SigIgn",
+    "SigCgt",
+    "CapInh",
+    "CapPrm",
+    "CapEff",
+    "CapBnd",
+    "CapAmb",
+    "Threads",
 ];
 
 /// The fields of one fd's `fdinfo` that a restore must keep: position and open flags.
@@ -182,10 +233,17 @@ pub struct FdInfo {
 /// Parses `/proc/PID/fdinfo/FD`.
 pub fn parse_fdinfo(text: &str) -> Result<FdInfo, ParseError> {
     let fields = parse_key_values(text);
-    let error = |what| ParseError { file: "fdinfo", line: text.lines().next().unwrap_or("").to_string(), what };
+    let error = |what| ParseError {
+        file: "fdinfo",
+        line: text.lines().next().unwrap_or("").to_string(),
+        what,
+    };
     let pos = fields.get("pos").ok_or_else(|| error("no pos"))?;
     let flags = fields.get("flags").ok_or_else(|| error("no flags"))?;
-    Ok(FdInfo { pos: pos.parse().map_err(|_| error("bad pos"))?, flags: flags.clone() })
+    Ok(FdInfo {
+        pos: pos.parse().map_err(|_| error("bad pos"))?,
+        flags: flags.clone(),
+    })
 }
 
 #[cfg(test)]
@@ -214,7 +272,9 @@ mod tests {
     #[test]
     fn shared_anon_inode_is_normalised_but_files_are_not() {
         let entries = parse_maps(MAPS).expect("fixture parses");
-        assert!(normalised_maps_line(&entries[1]).ends_with("rw-s 00000000 * * /dev/zero (deleted)"));
+        assert!(
+            normalised_maps_line(&entries[1]).ends_with("rw-s 00000000 * * /dev/zero (deleted)")
+        );
         assert!(normalised_maps_line(&entries[0]).contains("fd:01 1315 /usr/bin/cat"));
     }
 
@@ -229,13 +289,25 @@ mod tests {
             (entry("4000-5000 r--p 00000000 fd:01 7 /f"), flags()),
             (entry("5000-6000 r--p 00002000 fd:01 7 /f"), flags()),
         ]);
-        let ranges: Vec<(u64, u64)> = merged.iter().map(|(entry, _)| (entry.start, entry.end)).collect();
-        assert_eq!(ranges, vec![(0x1000, 0x3000), (0x3000, 0x4000), (0x4000, 0x5000), (0x5000, 0x6000)]);
+        let ranges: Vec<(u64, u64)> = merged
+            .iter()
+            .map(|(entry, _)| (entry.start, entry.end))
+            .collect();
+        assert_eq!(
+            ranges,
+            vec![
+                (0x1000, 0x3000),
+                (0x3000, 0x4000),
+                (0x4000, 0x5000),
+                (0x5000, 0x6000)
+            ]
+        );
     }
 
     #[test]
     fn maps_line_with_spaces_in_path() {
-        let entry = parse_maps_line("1000-2000 rw-p 00000000 00:00 0   /tmp/a b (deleted)").expect("parses");
+        let entry = parse_maps_line("1000-2000 rw-p 00000000 00:00 0   /tmp/a b (deleted)")
+            .expect("parses");
         assert_eq!(entry.path, "/tmp/a b (deleted)");
     }
 
@@ -263,7 +335,14 @@ VmFlags: rd mr pf io
         let status = parse_key_values("Name:\tcat\nSigBlk:\t0000000000010000\nUid:\t0\t0\t0\t0\n");
         assert_eq!(status["Name"], "cat");
         assert_eq!(status["Uid"], "0 0 0 0");
-        let fdinfo = parse_fdinfo("pos:\t42\nflags:\t02100002\nmnt_id:\t21\nino:\t77\n").expect("parses");
-        assert_eq!(fdinfo, FdInfo { pos: 42, flags: "02100002".into() });
+        let fdinfo =
+            parse_fdinfo("pos:\t42\nflags:\t02100002\nmnt_id:\t21\nino:\t77\n").expect("parses");
+        assert_eq!(
+            fdinfo,
+            FdInfo {
+                pos: 42,
+                flags: "02100002".into()
+            }
+        );
     }
 }

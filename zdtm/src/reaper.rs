@@ -47,9 +47,14 @@ impl Reaper {
         // SAFETY: prctl with integer arguments only; no memory is passed to the kernel.
         let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
         if rc != 0 {
-            anyhow::bail!("prctl(PR_SET_CHILD_SUBREAPER): {}", std::io::Error::last_os_error());
+            anyhow::bail!(
+                "prctl(PR_SET_CHILD_SUBREAPER): {}",
+                std::io::Error::last_os_error()
+            );
         }
-        let reaper = Reaper { shared: Arc::new((Mutex::new(Exits::default()), Condvar::new())) };
+        let reaper = Reaper {
+            shared: Arc::new((Mutex::new(Exits::default()), Condvar::new())),
+        };
         let thread_reaper = reaper.clone();
         std::thread::Builder::new()
             .name("zdtm-reaper".into())
@@ -70,14 +75,18 @@ impl Reaper {
                 } else {
                     ExitStatus::Exited(libc::WEXITSTATUS(raw_status))
                 };
-                let mut guard = exits.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                let mut guard = exits
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
                 guard.by_pid.insert(pid, status);
                 wakeup.notify_all();
                 continue;
             }
             // ECHILD (no children right now) or EINTR: nothing to reap yet. Idle on the
             // condvar; a new child wakes us through `child_started`, or the timeout does.
-            let guard = exits.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let guard = exits
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
             let _ = wakeup.wait_timeout(guard, Duration::from_millis(20));
         }
     }
@@ -92,7 +101,9 @@ impl Reaper {
     pub fn wait_exit(&self, pid: i32, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
         let (exits, wakeup) = &*self.shared;
-        let mut guard = exits.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut guard = exits
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         loop {
             if let Some(status) = guard.by_pid.remove(&pid) {
                 return Some(status);
@@ -101,13 +112,20 @@ impl Reaper {
             if now >= deadline {
                 return None;
             }
-            guard = wakeup.wait_timeout(guard, deadline - now).unwrap_or_else(|poisoned| poisoned.into_inner()).0;
+            guard = wakeup
+                .wait_timeout(guard, deadline - now)
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .0;
         }
     }
 
     /// Forgets any recorded exit of `pid` (used before a restore brings the pid back).
     pub fn forget(&self, pid: i32) {
-        let mut guard = self.shared.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut guard = self
+            .shared
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         guard.by_pid.remove(&pid);
     }
 
@@ -117,8 +135,11 @@ impl Reaper {
             return false;
         };
         let fields = crate::procfs::parse_key_values(&status);
-        let parent_is_us = fields.get("PPid").map(String::as_str) == Some(&std::process::id().to_string());
-        let zombie = fields.get("State").is_some_and(|state| state.starts_with('Z'));
+        let parent_is_us =
+            fields.get("PPid").map(String::as_str) == Some(&std::process::id().to_string());
+        let zombie = fields
+            .get("State")
+            .is_some_and(|state| state.starts_with('Z'));
         parent_is_us && !zombie
     }
 

@@ -78,7 +78,10 @@ pub fn result_and_reason(verdict: &Verdict) -> (&'static str, Option<String>) {
 
 /// Header of the human table.
 pub fn table_header() -> String {
-    format!("{:<20} {:<6} {:>9} {:>11}  {}", "test", "result", "dump ms", "restore ms", "reason")
+    format!(
+        "{:<20} {:<6} {:>9} {:>11}  {}",
+        "test", "result", "dump ms", "restore ms", "reason"
+    )
 }
 
 /// One row of the human table; a failure's reason keeps only its first line (the full
@@ -86,7 +89,10 @@ pub fn table_header() -> String {
 pub fn table_row(result: &TestResult) -> String {
     let (kind, reason) = result_and_reason(&result.outcome.verdict);
     let millis = |value: Option<u64>| value.map(|ms| ms.to_string()).unwrap_or_else(|| "-".into());
-    let first_line = reason.as_deref().and_then(|text| text.lines().next()).unwrap_or("");
+    let first_line = reason
+        .as_deref()
+        .and_then(|text| text.lines().next())
+        .unwrap_or("");
     format!(
         "{:<20} {:<6} {:>9} {:>11}  {}",
         result.name,
@@ -102,7 +108,14 @@ mod tests {
     use super::*;
 
     fn result(name: &str, verdict: Verdict) -> TestResult {
-        TestResult { name: name.into(), outcome: TestOutcome { verdict, dump_ms: Some(12), restore_ms: None } }
+        TestResult {
+            name: name.into(),
+            outcome: TestOutcome {
+                verdict,
+                dump_ms: Some(12),
+                restore_ms: None,
+            },
+        }
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! What the harness records about a test process before a dump and compares after the
-//! restore: VMAs (with VmFlags), the parts of `status` a restore must keep, open fds with
-//! position and flags, cwd, root and exe.
+//! restore: VMAs (with VmFlags), the parts of `status` a restore must keep, personality,
+//! open fds with position and flags, cwd, root and exe.
 
 use crate::procfs::{self, FdInfo};
 use anyhow::Context;
@@ -25,31 +25,51 @@ impl ProcSnapshot {
     pub fn capture(pid: i32) -> anyhow::Result<Self> {
         let proc_dir = PathBuf::from(format!("/proc/{pid}"));
         let read = |name: &str| {
-            std::fs::read_to_string(proc_dir.join(name)).with_context(|| format!("read /proc/{pid}/{name}"))
+            std::fs::read_to_string(proc_dir.join(name))
+                .with_context(|| format!("read /proc/{pid}/{name}"))
         };
         let maps = procfs::parse_maps(&read("maps")?)?;
         let vmflags = procfs::parse_smaps_vmflags(&read("smaps")?)?;
-        let with_flags =
-            maps.into_iter().map(|entry| {
-                let flags = vmflags.get(&entry.start).cloned().unwrap_or_default();
-                (entry, flags)
-            });
+        let with_flags = maps.into_iter().map(|entry| {
+            let flags = vmflags.get(&entry.start).cloned().unwrap_or_default();
+            (entry, flags)
+        });
         let vmas = procfs::merge_adjacent(with_flags.collect())
             .iter()
-            .map(|(entry, flags)| format!("{} [{}]", procfs::normalised_maps_line(entry), flags.join(" ")))
+            .map(|(entry, flags)| {
+                format!(
+                    "{} [{}]",
+                    procfs::normalised_maps_line(entry),
+                    flags.join(" ")
+                )
+            })
             .collect();
 
         let all_status = procfs::parse_key_values(&read("status")?);
-        let status = procfs::STATUS_KEYS_KEPT
+        let mut status: BTreeMap<String, String> = procfs::STATUS_KEYS_KEPT
             .iter()
-            .filter_map(|key| all_status.get(*key).map(|value| (key.to_string(), value.clone())))
+            .filter_map(|key| {
+                all_status
+                    .get(*key)
+                    .map(|value| (key.to_string(), value.clone()))
+            })
             .collect();
+        // Not in `status`, but as much a part of the task: /proc/PID/personality.
+        if let Ok(personality) = read("personality") {
+            status.insert("personality".to_string(), personality.trim().to_string());
+        }
 
         let mut fds = BTreeMap::new();
         let fd_dir = proc_dir.join("fd");
-        for dir_entry in std::fs::read_dir(&fd_dir).with_context(|| format!("list {}", fd_dir.display()))? {
+        for dir_entry in
+            std::fs::read_dir(&fd_dir).with_context(|| format!("list {}", fd_dir.display()))?
+        {
             let dir_entry = dir_entry.with_context(|| format!("list {}", fd_dir.display()))?;
-            let Some(fd) = dir_entry.file_name().to_str().and_then(|name| name.parse::<i32>().ok()) else {
+            let Some(fd) = dir_entry
+                .file_name()
+                .to_str()
+                .and_then(|name| name.parse::<i32>().ok())
+            else {
                 continue;
             };
             let target = std::fs::read_link(dir_entry.path())
@@ -66,7 +86,12 @@ impl ProcSnapshot {
                 .with_context(|| format!("readlink /proc/{pid}/{name}"))?;
             links.insert(name, target.to_string_lossy().into_owned());
         }
-        Ok(ProcSnapshot { vmas, status, fds, links })
+        Ok(ProcSnapshot {
+            vmas,
+            status,
+            fds,
+            links,
+        })
     }
 
     /// Human-readable differences between `self` (before dump) and `after` (restored);
@@ -77,7 +102,9 @@ impl ProcSnapshot {
         for (key, before_value) in &self.status {
             match after.status.get(key) {
                 Some(after_value) if after_value == before_value => {}
-                Some(after_value) => differences.push(format!("status {key}: {before_value} -> {after_value}")),
+                Some(after_value) => {
+                    differences.push(format!("status {key}: {before_value} -> {after_value}"))
+                }
                 None => differences.push(format!("status {key}: {before_value} -> missing")),
             }
         }
@@ -86,7 +113,12 @@ impl ProcSnapshot {
                 Some(after_fd) if after_fd == before_fd => {}
                 Some(after_fd) => differences.push(format!(
                     "fd {fd}: {} pos {} flags {} -> {} pos {} flags {}",
-                    before_fd.0, before_fd.1.pos, before_fd.1.flags, after_fd.0, after_fd.1.pos, after_fd.1.flags
+                    before_fd.0,
+                    before_fd.1.pos,
+                    before_fd.1.flags,
+                    after_fd.0,
+                    after_fd.1.pos,
+                    after_fd.1.flags
                 )),
                 None => differences.push(format!("fd {fd}: {} -> missing", before_fd.0)),
             }
@@ -97,7 +129,11 @@ impl ProcSnapshot {
             }
         }
         for (name, before_target) in &self.links {
-            let after_target = after.links.get(name).map(String::as_str).unwrap_or("missing");
+            let after_target = after
+                .links
+                .get(name)
+                .map(String::as_str)
+                .unwrap_or("missing");
             if before_target != after_target {
                 differences.push(format!("{name}: {before_target} -> {after_target}"));
             }
@@ -125,8 +161,21 @@ mod tests {
     fn snapshot(vmas: &[&str], sigblk: &str, pos: u64) -> ProcSnapshot {
         ProcSnapshot {
             vmas: vmas.iter().map(|line| line.to_string()).collect(),
-            status: [("SigBlk".to_string(), sigblk.to_string())].into_iter().collect(),
-            fds: [(3, ("/tmp/f".to_string(), FdInfo { pos, flags: "02".into() }))].into_iter().collect(),
+            status: [("SigBlk".to_string(), sigblk.to_string())]
+                .into_iter()
+                .collect(),
+            fds: [(
+                3,
+                (
+                    "/tmp/f".to_string(),
+                    FdInfo {
+                        pos,
+                        flags: "02".into(),
+                    },
+                ),
+            )]
+            .into_iter()
+            .collect(),
             links: [("cwd", "/tmp".to_string())].into_iter().collect(),
         }
     }

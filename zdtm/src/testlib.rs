@@ -39,11 +39,15 @@ impl Test {
     /// at `<outdir>/<name>.log`, and installs the SIGTERM handler (no SA_RESTART, so sleeps
     /// end with EINTR). Exits with status 2 when the env is not set up by a harness.
     pub fn init(name: &str) -> Test {
-        let outdir = std::env::var_os(OUTDIR_ENV).map(PathBuf::from).unwrap_or_else(|| {
-            eprintln!("{name}: {OUTDIR_ENV} not set: run me from the zdtm harness");
-            std::process::exit(2)
-        });
-        let ready_fd = std::env::var(READY_FD_ENV).ok().and_then(|fd| fd.parse::<RawFd>().ok());
+        let outdir = std::env::var_os(OUTDIR_ENV)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                eprintln!("{name}: {OUTDIR_ENV} not set: run me from the zdtm harness");
+                std::process::exit(2)
+            });
+        let ready_fd = std::env::var(READY_FD_ENV)
+            .ok()
+            .and_then(|fd| fd.parse::<RawFd>().ok());
         // SAFETY: the test is single-threaded here; the parent only calls _exit.
         match unsafe { libc::fork() } {
             -1 => {
@@ -66,7 +70,12 @@ impl Test {
             libc::sigemptyset(&mut action.sa_mask);
             libc::sigaction(libc::SIGTERM, &action, std::ptr::null_mut());
         }
-        Test { name: name.to_string(), outdir, ready_fd, token: random_u64() }
+        Test {
+            name: name.to_string(),
+            outdir,
+            ready_fd,
+            token: random_u64(),
+        }
     }
 
     /// Tells the harness the state is built: writes `<pid> <token>` into the ready pipe
@@ -139,12 +148,17 @@ impl Test {
 
 fn redirect_stdio(log_path: &std::path::Path) {
     let dev_null = CString::new("/dev/null").expect("no NUL in a literal");
-    let log = CString::new(log_path.as_os_str().as_encoded_bytes()).unwrap_or_else(|_| dev_null.clone());
+    let log =
+        CString::new(log_path.as_os_str().as_encoded_bytes()).unwrap_or_else(|_| dev_null.clone());
     // SAFETY: both paths are NUL-terminated C strings that outlive the calls; dup2 onto
     // 0/1/2 replaces the inherited descriptors.
     unsafe {
         let null_fd = libc::open(dev_null.as_ptr(), libc::O_RDONLY);
-        let log_fd = libc::open(log.as_ptr(), libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND, 0o644);
+        let log_fd = libc::open(
+            log.as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND,
+            0o644,
+        );
         if null_fd >= 0 {
             libc::dup2(null_fd, 0);
             if null_fd > 2 {
@@ -185,7 +199,9 @@ pub fn random_u64() -> u64 {
     let got = unsafe { libc::getrandom((&mut value as *mut u64).cast(), 8, 0) };
     if got != 8 {
         // Mix in time and pid instead: still different on every run.
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         value = now.as_nanos() as u64 ^ (u64::from(std::process::id()) << 32);
     }
     value

@@ -56,13 +56,19 @@ fn parse_config(args: &[String]) -> anyhow::Result<Config> {
     };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
-        let mut value = |name: &str| args.next().cloned().with_context(|| format!("{name} needs a value"));
+        let mut value = |name: &str| {
+            args.next()
+                .cloned()
+                .with_context(|| format!("{name} needs a value"))
+        };
         match arg.as_str() {
             "--engine" => config.engine = PathBuf::from(value("--engine")?),
             "--workdir" => config.workdir = PathBuf::from(value("--workdir")?),
             "--filter" => config.filter = Some(value("--filter")?),
             "--iters" => {
-                config.iters = value("--iters")?.parse().context("--iters takes a number")?;
+                config.iters = value("--iters")?
+                    .parse()
+                    .context("--iters takes a number")?;
                 if config.iters == 0 {
                     bail!("--iters must be at least 1");
                 }

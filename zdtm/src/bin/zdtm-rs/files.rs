@@ -17,7 +17,12 @@ fn pattern_bytes(len: usize, seed: u64) -> Vec<u8> {
 
 fn fd_flags(fd: i32) -> (i32, i32) {
     // SAFETY: fcntl queries on an fd we own.
-    unsafe { (libc::fcntl(fd, libc::F_GETFL), libc::fcntl(fd, libc::F_GETFD)) }
+    unsafe {
+        (
+            libc::fcntl(fd, libc::F_GETFL),
+            libc::fcntl(fd, libc::F_GETFD),
+        )
+    }
 }
 
 /// The working directory: a random directory inside the output dir.
@@ -31,9 +36,14 @@ pub fn cwd(test: &mut Test) -> Result<(), String> {
     test.ready();
     test.wait_for_term();
     let now = std::env::current_dir().map_err(|error| format!("getcwd: {error}"))?;
-    ensure(now == expected, || format!("cwd {}, was {}", now.display(), expected.display()))?;
-    let read_back = std::fs::read_to_string("marker").map_err(|error| format!("read ./marker: {error}"))?;
-    ensure(read_back == marker, || "relative ./marker has other content".into())
+    ensure(now == expected, || {
+        format!("cwd {}, was {}", now.display(), expected.display())
+    })?;
+    let read_back =
+        std::fs::read_to_string("marker").map_err(|error| format!("read ./marker: {error}"))?;
+    ensure(read_back == marker, || {
+        "relative ./marker has other content".into()
+    })
 }
 
 /// Regular files: read-only at a random offset, read-write at a random offset, O_APPEND,
@@ -45,9 +55,12 @@ pub fn file_offsets(test: &mut Test) -> Result<(), String> {
     let data_path = test.path("data.bin");
     std::fs::write(&data_path, &content).map_err(|error| format!("write data: {error}"))?;
 
-    let mut read_only = std::fs::File::open(&data_path).map_err(|error| format!("open ro: {error}"))?;
+    let mut read_only =
+        std::fs::File::open(&data_path).map_err(|error| format!("open ro: {error}"))?;
     let read_offset = (random_u64() % (len as u64 / 2)) & !7;
-    read_only.seek(SeekFrom::Start(read_offset)).map_err(|error| format!("seek: {error}"))?;
+    read_only
+        .seek(SeekFrom::Start(read_offset))
+        .map_err(|error| format!("seek: {error}"))?;
     // SAFETY: dup of an fd we own; the new fd is wrapped at once.
     let shared_fd = unsafe { libc::dup(read_only.as_raw_fd()) };
     ensure(shared_fd >= 0, || "dup failed".into())?;
@@ -62,9 +75,13 @@ pub fn file_offsets(test: &mut Test) -> Result<(), String> {
         .truncate(true)
         .open(&rw_path)
         .map_err(|error| format!("open rw: {error}"))?;
-    read_write.write_all(&content[..len / 2]).map_err(|error| format!("write rw: {error}"))?;
+    read_write
+        .write_all(&content[..len / 2])
+        .map_err(|error| format!("write rw: {error}"))?;
     let rw_offset = random_u64() % (len as u64 / 2);
-    read_write.seek(SeekFrom::Start(rw_offset)).map_err(|error| format!("seek rw: {error}"))?;
+    read_write
+        .seek(SeekFrom::Start(rw_offset))
+        .map_err(|error| format!("seek rw: {error}"))?;
 
     let append_path = test.path("append.log");
     let mut append = std::fs::OpenOptions::new()
@@ -73,41 +90,76 @@ pub fn file_offsets(test: &mut Test) -> Result<(), String> {
         .open(&append_path)
         .map_err(|error| format!("open append: {error}"))?;
     let first_line = format!("before {:016x}\n", random_u64());
-    append.write_all(first_line.as_bytes()).map_err(|error| format!("append: {error}"))?;
+    append
+        .write_all(first_line.as_bytes())
+        .map_err(|error| format!("append: {error}"))?;
 
-    let mut cloexec_less = std::fs::File::open(&data_path).map_err(|error| format!("open: {error}"))?;
+    let mut cloexec_less =
+        std::fs::File::open(&data_path).map_err(|error| format!("open: {error}"))?;
     // SAFETY: clears FD_CLOEXEC on our own fd.
     unsafe { libc::fcntl(cloexec_less.as_raw_fd(), libc::F_SETFD, 0) };
-    cloexec_less.seek(SeekFrom::End(0)).map_err(|error| format!("seek end: {error}"))?;
+    cloexec_less
+        .seek(SeekFrom::End(0))
+        .map_err(|error| format!("seek end: {error}"))?;
 
-    let fds = [read_only.as_raw_fd(), shared.as_raw_fd(), read_write.as_raw_fd(), append.as_raw_fd(), cloexec_less.as_raw_fd()];
+    let fds = [
+        read_only.as_raw_fd(),
+        shared.as_raw_fd(),
+        read_write.as_raw_fd(),
+        append.as_raw_fd(),
+        cloexec_less.as_raw_fd(),
+    ];
     let flags_before: Vec<(i32, i32)> = fds.iter().map(|fd| fd_flags(*fd)).collect();
     test.ready();
     test.wait_for_term();
 
     for (fd, before) in fds.iter().zip(&flags_before) {
         let after = fd_flags(*fd);
-        ensure(after == *before, || format!("fd {fd}: F_GETFL/F_GETFD {after:?}, was {before:?}"))?;
+        ensure(after == *before, || {
+            format!("fd {fd}: F_GETFL/F_GETFD {after:?}, was {before:?}")
+        })?;
     }
-    let position = |file: &mut std::fs::File| file.stream_position().map_err(|error| format!("tell: {error}"));
-    ensure(position(&mut read_only)? == read_offset, || "read-only offset changed".into())?;
-    ensure(position(&mut read_write)? == rw_offset, || "read-write offset changed".into())?;
-    ensure(position(&mut append)? == first_line.len() as u64, || "append offset changed".into())?;
-    ensure(position(&mut cloexec_less)? == len as u64, || "end offset changed".into())?;
+    let position = |file: &mut std::fs::File| {
+        file.stream_position()
+            .map_err(|error| format!("tell: {error}"))
+    };
+    ensure(position(&mut read_only)? == read_offset, || {
+        "read-only offset changed".into()
+    })?;
+    ensure(position(&mut read_write)? == rw_offset, || {
+        "read-write offset changed".into()
+    })?;
+    ensure(position(&mut append)? == first_line.len() as u64, || {
+        "append offset changed".into()
+    })?;
+    ensure(position(&mut cloexec_less)? == len as u64, || {
+        "end offset changed".into()
+    })?;
     let mut word = [0u8; 8];
-    read_only.read_exact(&mut word).map_err(|error| format!("read: {error}"))?;
+    read_only
+        .read_exact(&mut word)
+        .map_err(|error| format!("read: {error}"))?;
     let at = read_offset as usize;
-    ensure(word == content[at..at + 8], || "data at the offset differs".into())?;
+    ensure(word == content[at..at + 8], || {
+        "data at the offset differs".into()
+    })?;
     let mut shared_for_tell = shared;
     ensure(position(&mut shared_for_tell)? == read_offset + 8, || {
         "dup'd fd no longer shares the file description (offset did not move with it)".into()
     })?;
     let second_line = "after restore\n";
-    append.write_all(second_line.as_bytes()).map_err(|error| format!("append after: {error}"))?;
-    let appended = std::fs::read_to_string(&append_path).map_err(|error| format!("read append: {error}"))?;
-    ensure(appended == format!("{first_line}{second_line}"), || format!("append file holds {appended:?}"))?;
+    append
+        .write_all(second_line.as_bytes())
+        .map_err(|error| format!("append after: {error}"))?;
+    let appended =
+        std::fs::read_to_string(&append_path).map_err(|error| format!("read append: {error}"))?;
+    ensure(appended == format!("{first_line}{second_line}"), || {
+        format!("append file holds {appended:?}")
+    })?;
     let mut rw_word = [0u8; 8];
-    read_write.read_exact_at(&mut rw_word, 0).map_err(|error| format!("pread rw: {error}"))?;
+    read_write
+        .read_exact_at(&mut rw_word, 0)
+        .map_err(|error| format!("pread rw: {error}"))?;
     ensure(rw_word == content[..8], || "rw file content differs".into())
 }
 
@@ -125,20 +177,34 @@ pub fn unlinked_file(test: &mut Test) -> Result<(), String> {
         .truncate(true)
         .open(&path)
         .map_err(|error| format!("open: {error}"))?;
-    file.write_all(&content).map_err(|error| format!("write: {error}"))?;
+    file.write_all(&content)
+        .map_err(|error| format!("write: {error}"))?;
     let offset = random_u64() % len as u64;
-    file.seek(SeekFrom::Start(offset)).map_err(|error| format!("seek: {error}"))?;
+    file.seek(SeekFrom::Start(offset))
+        .map_err(|error| format!("seek: {error}"))?;
     std::fs::remove_file(&path).map_err(|error| format!("unlink: {error}"))?;
     test.ready();
     test.wait_for_term();
     let metadata = file.metadata().map_err(|error| format!("fstat: {error}"))?;
-    ensure(metadata.nlink() == 0, || format!("nlink {} after restore, expected 0", metadata.nlink()))?;
-    ensure(metadata.len() == len as u64, || format!("size {}, was {len}", metadata.len()))?;
-    ensure(file.stream_position().ok() == Some(offset), || "offset changed".into())?;
+    ensure(metadata.nlink() == 0, || {
+        format!("nlink {} after restore, expected 0", metadata.nlink())
+    })?;
+    ensure(metadata.len() == len as u64, || {
+        format!("size {}, was {len}", metadata.len())
+    })?;
+    ensure(file.stream_position().ok() == Some(offset), || {
+        "offset changed".into()
+    })?;
     let mut read_back = vec![0u8; len];
-    file.read_exact_at(&mut read_back, 0).map_err(|error| format!("pread: {error}"))?;
-    ensure(read_back == content, || "unlinked file content differs".into())?;
-    let link = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).map_err(|error| format!("readlink: {error}"))?;
-    ensure(link.to_string_lossy().ends_with(" (deleted)"), || format!("fd link {} is not deleted", link.display()))?;
+    file.read_exact_at(&mut read_back, 0)
+        .map_err(|error| format!("pread: {error}"))?;
+    ensure(read_back == content, || {
+        "unlinked file content differs".into()
+    })?;
+    let link = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
+        .map_err(|error| format!("readlink: {error}"))?;
+    ensure(link.to_string_lossy().ends_with(" (deleted)"), || {
+        format!("fd link {} is not deleted", link.display())
+    })?;
     ensure(!path.exists(), || "the unlinked name came back".into())
 }

@@ -17,7 +17,10 @@ pub fn map(len: usize, prot: i32, flags: i32, fd: i32, offset: i64) -> Result<*m
     // SAFETY: a fresh mapping at an address the kernel picks; nothing existing is replaced.
     let address = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags, fd, offset) };
     if address == libc::MAP_FAILED {
-        return Err(format!("mmap {len} bytes: {}", std::io::Error::last_os_error()));
+        return Err(format!(
+            "mmap {len} bytes: {}",
+            std::io::Error::last_os_error()
+        ));
     }
     Ok(address.cast())
 }
@@ -34,25 +37,38 @@ pub unsafe fn words<'a>(address: *mut u8, len: usize) -> &'a mut [u64] {
 }
 
 fn anon_private(test: &mut Test, len: usize) -> Result<(), String> {
-    let address = map(len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)?;
+    let address = map(
+        len,
+        libc::PROT_READ | libc::PROT_WRITE,
+        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+        -1,
+        0,
+    )?;
     let seed = random_u64();
     // SAFETY: just mapped RW, len bytes, only this slice uses it.
     let memory = unsafe { words(address, len) };
     fill_pattern(memory, seed);
     test.ready();
     test.wait_for_term();
-    check_pattern(memory, seed).map_err(|error| format!("{len} byte mapping at {address:p}: {error}"))?;
+    check_pattern(memory, seed)
+        .map_err(|error| format!("{len} byte mapping at {address:p}: {error}"))?;
     mapped_at(address as u64, len as u64, "rw-p")
 }
 
 /// Checks /proc/self/maps has one VMA covering `[start, start+len)` with `perms`.
 fn mapped_at(start: u64, len: u64, perms: &str) -> Result<(), String> {
-    let maps = std::fs::read_to_string("/proc/self/maps").map_err(|error| format!("read maps: {error}"))?;
+    let maps = std::fs::read_to_string("/proc/self/maps")
+        .map_err(|error| format!("read maps: {error}"))?;
     let entries = crust_zdtm::procfs::parse_maps(&maps).map_err(|error| error.to_string())?;
-    let covering = entries.iter().find(|entry| entry.start <= start && start + len <= entry.end);
+    let covering = entries
+        .iter()
+        .find(|entry| entry.start <= start && start + len <= entry.end);
     match covering {
         Some(entry) if entry.perms == perms => Ok(()),
-        Some(entry) => Err(format!("vma {:#x}-{:#x} has perms {}, expected {perms}", entry.start, entry.end, entry.perms)),
+        Some(entry) => Err(format!(
+            "vma {:#x}-{:#x} has perms {}, expected {perms}",
+            entry.start, entry.end, entry.perms
+        )),
         None => Err(format!("no vma covers {start:#x}+{len:#x} after restore")),
     }
 }
@@ -86,10 +102,21 @@ pub fn private_file_cow(test: &mut Test) -> Result<(), String> {
     let file_seed = random_u64();
     let mut file_words = vec![0u64; len / 8];
     fill_pattern(&mut file_words, file_seed);
-    let file_bytes: Vec<u8> = file_words.iter().flat_map(|word| word.to_ne_bytes()).collect();
-    std::fs::write(&path, &file_bytes).map_err(|error| format!("write {}: {error}", path.display()))?;
-    let file = std::fs::File::open(&path).map_err(|error| format!("open {}: {error}", path.display()))?;
-    let address = map(len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE, file.as_raw_fd(), 0)?;
+    let file_bytes: Vec<u8> = file_words
+        .iter()
+        .flat_map(|word| word.to_ne_bytes())
+        .collect();
+    std::fs::write(&path, &file_bytes)
+        .map_err(|error| format!("write {}: {error}", path.display()))?;
+    let file =
+        std::fs::File::open(&path).map_err(|error| format!("open {}: {error}", path.display()))?;
+    let address = map(
+        len,
+        libc::PROT_READ | libc::PROT_WRITE,
+        libc::MAP_PRIVATE,
+        file.as_raw_fd(),
+        0,
+    )?;
     drop(file);
     let cow_seed = random_u64();
     for page in (0..PAGES).step_by(2) {
@@ -103,14 +130,20 @@ pub fn private_file_cow(test: &mut Test) -> Result<(), String> {
         // SAFETY: as above.
         let page_words = unsafe { words(address.add(page * PAGE), PAGE) };
         if page % 2 == 0 {
-            check_pattern(page_words, cow_seed ^ page as u64).map_err(|error| format!("COW'd page {page}: {error}"))?;
+            check_pattern(page_words, cow_seed ^ page as u64)
+                .map_err(|error| format!("COW'd page {page}: {error}"))?;
         } else {
             let expected = &file_words[page * PAGE / 8..(page + 1) * PAGE / 8];
-            ensure(page_words == expected, || format!("untouched page {page} differs from the file"))?;
+            ensure(page_words == expected, || {
+                format!("untouched page {page} differs from the file")
+            })?;
         }
     }
-    let on_disk = std::fs::read(&path).map_err(|error| format!("read {}: {error}", path.display()))?;
-    ensure(on_disk == file_bytes, || "private writes leaked into the file".into())?;
+    let on_disk =
+        std::fs::read(&path).map_err(|error| format!("read {}: {error}", path.display()))?;
+    ensure(on_disk == file_bytes, || {
+        "private writes leaked into the file".into()
+    })?;
     mapped_at(address as u64, len as u64, "rw-p")
 }
 
@@ -127,8 +160,15 @@ pub fn shared_file(test: &mut Test) -> Result<(), String> {
         .truncate(true)
         .open(&path)
         .map_err(|error| format!("open {}: {error}", path.display()))?;
-    file.set_len(len as u64).map_err(|error| format!("truncate: {error}"))?;
-    let address = map(len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, file.as_raw_fd(), 0)?;
+    file.set_len(len as u64)
+        .map_err(|error| format!("truncate: {error}"))?;
+    let address = map(
+        len,
+        libc::PROT_READ | libc::PROT_WRITE,
+        libc::MAP_SHARED,
+        file.as_raw_fd(),
+        0,
+    )?;
     drop(file);
     let seed = random_u64();
     // SAFETY: RW shared mapping of len bytes made above.
@@ -143,25 +183,40 @@ pub fn shared_file(test: &mut Test) -> Result<(), String> {
         .open(&path)
         .map_err(|error| format!("reopen {}: {error}", path.display()))?;
     let mut on_disk = vec![0u8; len];
-    file.read_exact_at(&mut on_disk, 0).map_err(|error| format!("read file: {error}"))?;
+    file.read_exact_at(&mut on_disk, 0)
+        .map_err(|error| format!("read file: {error}"))?;
     let memory_bytes: Vec<u8> = memory.iter().flat_map(|word| word.to_ne_bytes()).collect();
-    ensure(on_disk == memory_bytes, || "file content differs from the shared mapping".into())?;
+    ensure(on_disk == memory_bytes, || {
+        "file content differs from the shared mapping".into()
+    })?;
     // Still shared, not a private copy: a write through the file shows in the mapping
     // and a write through the mapping shows in the file.
     let marker = random_u64();
-    file.write_all_at(&marker.to_ne_bytes(), PAGE as u64).map_err(|error| format!("pwrite: {error}"))?;
-    ensure(memory[PAGE / 8] == marker, || "write to the file not seen in the mapping: mapping is not shared".into())?;
+    file.write_all_at(&marker.to_ne_bytes(), PAGE as u64)
+        .map_err(|error| format!("pwrite: {error}"))?;
+    ensure(memory[PAGE / 8] == marker, || {
+        "write to the file not seen in the mapping: mapping is not shared".into()
+    })?;
     memory[0] = !marker;
     let mut first = [0u8; 8];
-    file.read_exact_at(&mut first, 0).map_err(|error| format!("pread: {error}"))?;
-    ensure(u64::from_ne_bytes(first) == !marker, || "write to the mapping not seen in the file".into())?;
+    file.read_exact_at(&mut first, 0)
+        .map_err(|error| format!("pread: {error}"))?;
+    ensure(u64::from_ne_bytes(first) == !marker, || {
+        "write to the mapping not seen in the file".into()
+    })?;
     mapped_at(address as u64, len as u64, "rw-s")
 }
 
 /// Shared anonymous memory (`/dev/zero (deleted)`).
 pub fn shared_anon(test: &mut Test) -> Result<(), String> {
     let len = 1 << 20;
-    let address = map(len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1, 0)?;
+    let address = map(
+        len,
+        libc::PROT_READ | libc::PROT_WRITE,
+        libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+        -1,
+        0,
+    )?;
     let seed = random_u64();
     // SAFETY: RW mapping of len bytes made above.
     let memory = unsafe { words(address, len) };
@@ -177,7 +232,13 @@ pub fn shared_anon(test: &mut Test) -> Result<(), String> {
 pub fn mprotect_split(test: &mut Test) -> Result<(), String> {
     const PAGES: usize = 10;
     let len = PAGES * PAGE;
-    let address = map(len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)?;
+    let address = map(
+        len,
+        libc::PROT_READ | libc::PROT_WRITE,
+        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+        -1,
+        0,
+    )?;
     let seed = random_u64();
     // SAFETY: RW mapping made above.
     fill_pattern(unsafe { words(address, len) }, seed);
@@ -201,11 +262,15 @@ pub fn mprotect_split(test: &mut Test) -> Result<(), String> {
             .find(|(first, count, _, _)| (*first..first + count).contains(&page))
             .map(|(_, _, _, perms)| *perms)
             .unwrap_or("rw-p");
-        mapped_at(address as u64 + (page * PAGE) as u64, PAGE as u64, perms).map_err(|error| format!("page {page}: {error}"))?;
+        mapped_at(address as u64 + (page * PAGE) as u64, PAGE as u64, perms)
+            .map_err(|error| format!("page {page}: {error}"))?;
     }
     // SAFETY: inside our mapping; makes the PROT_NONE page readable to check its content.
     if unsafe { libc::mprotect(address.add(3 * PAGE).cast(), PAGE, libc::PROT_READ) } != 0 {
-        return Err(format!("mprotect back: {}", std::io::Error::last_os_error()));
+        return Err(format!(
+            "mprotect back: {}",
+            std::io::Error::last_os_error()
+        ));
     }
     // SAFETY: every page is readable now; the slice is only read.
     let memory = unsafe { std::slice::from_raw_parts(address.cast::<u64>(), len / 8) };
@@ -224,10 +289,19 @@ pub fn madvise_flags(test: &mut Test) -> Result<(), String> {
     ];
     let mut regions = Vec::new();
     for (advice, flag) in advice {
-        let address = map(len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)?;
+        let address = map(
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )?;
         // SAFETY: advising our own fresh mapping.
         if unsafe { libc::madvise(address.cast(), len, *advice) } != 0 {
-            return Err(format!("madvise {flag}: {}", std::io::Error::last_os_error()));
+            return Err(format!(
+                "madvise {flag}: {}",
+                std::io::Error::last_os_error()
+            ));
         }
         let seed = random_u64();
         // SAFETY: RW mapping made above.
@@ -236,15 +310,23 @@ pub fn madvise_flags(test: &mut Test) -> Result<(), String> {
     }
     test.ready();
     test.wait_for_term();
-    let smaps = std::fs::read_to_string("/proc/self/smaps").map_err(|error| format!("read smaps: {error}"))?;
-    let flags = crust_zdtm::procfs::parse_smaps_vmflags(&smaps).map_err(|error| error.to_string())?;
+    let smaps = std::fs::read_to_string("/proc/self/smaps")
+        .map_err(|error| format!("read smaps: {error}"))?;
+    let flags =
+        crust_zdtm::procfs::parse_smaps_vmflags(&smaps).map_err(|error| error.to_string())?;
     for (address, seed, flag) in regions {
-        let vma_flags = flags.get(&(address as u64)).ok_or_else(|| format!("no vma starts at {address:p}"))?;
+        let vma_flags = flags
+            .get(&(address as u64))
+            .ok_or_else(|| format!("no vma starts at {address:p}"))?;
         ensure(vma_flags.iter().any(|have| have == flag), || {
-            format!("vma {address:p} lost VmFlag {flag}: has {}", vma_flags.join(" "))
+            format!(
+                "vma {address:p} lost VmFlag {flag}: has {}",
+                vma_flags.join(" ")
+            )
         })?;
         // SAFETY: RW mapping made above, still mapped.
-        check_pattern(unsafe { words(address, len) }, seed).map_err(|error| format!("{flag} region: {error}"))?;
+        check_pattern(unsafe { words(address, len) }, seed)
+            .map_err(|error| format!("{flag} region: {error}"))?;
     }
     Ok(())
 }

@@ -11,7 +11,8 @@ use std::hint::black_box;
 use std::io::Write;
 
 fn read_proc(file: &str) -> Result<Vec<u8>, String> {
-    std::fs::read(format!("/proc/self/{file}")).map_err(|error| format!("read /proc/self/{file}: {error}"))
+    std::fs::read(format!("/proc/self/{file}"))
+        .map_err(|error| format!("read /proc/self/{file}: {error}"))
 }
 
 /// argv, environment and auxv (including the AT_RANDOM bytes) stay as they were.
@@ -29,21 +30,36 @@ pub fn env_args_auxv(test: &mut Test) -> Result<(), String> {
     let args: Vec<String> = std::env::args().collect();
     test.ready();
     test.wait_for_term();
-    ensure(read_proc("cmdline")? == cmdline, || "/proc/self/cmdline changed".into())?;
-    ensure(read_proc("environ")? == environ, || "/proc/self/environ changed".into())?;
-    ensure(read_proc("auxv")? == auxv, || "/proc/self/auxv changed".into())?;
+    ensure(read_proc("cmdline")? == cmdline, || {
+        "/proc/self/cmdline changed".into()
+    })?;
+    ensure(read_proc("environ")? == environ, || {
+        "/proc/self/environ changed".into()
+    })?;
+    ensure(read_proc("auxv")? == auxv, || {
+        "/proc/self/auxv changed".into()
+    })?;
     // SAFETY: as above.
     let at_random_after = unsafe { libc::getauxval(libc::AT_RANDOM) } as *const u8;
-    ensure(at_random_after == at_random, || format!("AT_RANDOM moved {at_random:p} -> {at_random_after:p}"))?;
+    ensure(at_random_after == at_random, || {
+        format!("AT_RANDOM moved {at_random:p} -> {at_random_after:p}")
+    })?;
     // SAFETY: as above.
     let random_after = unsafe { std::slice::from_raw_parts(at_random, 16) };
-    ensure(random_after == random_bytes.as_slice(), || "AT_RANDOM bytes changed".into())?;
-    ensure(std::env::var("ZDTM_ENV_VALUE").ok().as_deref() == Some(env_value.as_str()), || {
-        "setenv'd variable lost".into()
+    ensure(random_after == random_bytes.as_slice(), || {
+        "AT_RANDOM bytes changed".into()
     })?;
+    ensure(
+        std::env::var("ZDTM_ENV_VALUE").ok().as_deref() == Some(env_value.as_str()),
+        || "setenv'd variable lost".into(),
+    )?;
     let expected_args = ["env_args_auxv", "--alpha", "two words", "", "ünïcode"];
-    ensure(args.len() == 6 && args[1..] == expected_args, || format!("args {args:?}"))?;
-    ensure(std::env::args().collect::<Vec<_>>() == args, || "std::env::args changed".into())?;
+    ensure(args.len() == 6 && args[1..] == expected_args, || {
+        format!("args {args:?}")
+    })?;
+    ensure(std::env::args().collect::<Vec<_>>() == args, || {
+        "std::env::args changed".into()
+    })?;
     Ok(())
 }
 
@@ -53,11 +69,19 @@ pub fn pid_kept(test: &mut Test) -> Result<(), String> {
     test.ready();
     test.wait_for_term();
     // SAFETY: raw syscalls without arguments.
-    let (raw_pid, raw_tid) = unsafe { (libc::syscall(libc::SYS_getpid), libc::syscall(libc::SYS_gettid)) };
+    let (raw_pid, raw_tid) = unsafe {
+        (
+            libc::syscall(libc::SYS_getpid),
+            libc::syscall(libc::SYS_gettid),
+        )
+    };
     ensure(raw_pid == pid, || format!("getpid {raw_pid}, was {pid}"))?;
     ensure(raw_tid == pid, || format!("gettid {raw_tid}, was {pid}"))?;
-    let self_link = std::fs::read_link("/proc/self").map_err(|error| format!("readlink /proc/self: {error}"))?;
-    ensure(self_link.to_string_lossy() == pid.to_string(), || format!("/proc/self -> {}", self_link.display()))
+    let self_link = std::fs::read_link("/proc/self")
+        .map_err(|error| format!("readlink /proc/self: {error}"))?;
+    ensure(self_link.to_string_lossy() == pid.to_string(), || {
+        format!("/proc/self -> {}", self_link.display())
+    })
 }
 
 /// A counter incremented in a tight loop with no syscalls, running (state R) at dump.
@@ -85,24 +109,43 @@ pub fn rust_std(test: &mut Test) -> Result<(), String> {
     for index in 0..2000u64 {
         map.insert(format!("key-{:016x}", random_u64()), index);
     }
-    let keys: Vec<(String, u64)> = map.iter().map(|(key, value)| (key.clone(), *value)).collect();
-    let boxed: Vec<Box<[u64]>> = (0..64).map(|i| vec![random_u64() ^ i; 100].into_boxed_slice()).collect();
-    let sums: Vec<u64> = boxed.iter().map(|slice| slice.iter().fold(0u64, |a, b| a.wrapping_add(*b))).collect();
+    let keys: Vec<(String, u64)> = map
+        .iter()
+        .map(|(key, value)| (key.clone(), *value))
+        .collect();
+    let boxed: Vec<Box<[u64]>> = (0..64)
+        .map(|i| vec![random_u64() ^ i; 100].into_boxed_slice())
+        .collect();
+    let sums: Vec<u64> = boxed
+        .iter()
+        .map(|slice| slice.iter().fold(0u64, |a, b| a.wrapping_add(*b)))
+        .collect();
     let started = std::time::Instant::now();
     let exe = std::env::current_exe().map_err(|error| format!("current_exe: {error}"))?;
     test.ready();
     test.wait_for_term();
     for (key, value) in &keys {
-        ensure(map.get(key) == Some(value), || format!("HashMap lost {key}: hasher keys or buckets changed"))?;
+        ensure(map.get(key) == Some(value), || {
+            format!("HashMap lost {key}: hasher keys or buckets changed")
+        })?;
     }
     map.insert("after-restore".into(), 7);
-    ensure(map.len() == keys.len() + 1, || "HashMap insert after restore".into())?;
+    ensure(map.len() == keys.len() + 1, || {
+        "HashMap insert after restore".into()
+    })?;
     for (slice, sum) in boxed.iter().zip(&sums) {
-        ensure(slice.iter().fold(0u64, |a, b| a.wrapping_add(*b)) == *sum, || "boxed slice changed".into())?;
+        ensure(
+            slice.iter().fold(0u64, |a, b| a.wrapping_add(*b)) == *sum,
+            || "boxed slice changed".into(),
+        )?;
     }
-    ensure(started.elapsed().as_secs() < 3600, || "Instant went backwards or jumped".into())?;
+    ensure(started.elapsed().as_secs() < 3600, || {
+        "Instant went backwards or jumped".into()
+    })?;
     let exe_after = std::env::current_exe().map_err(|error| format!("current_exe: {error}"))?;
-    ensure(exe_after == exe, || format!("exe {} -> {}", exe.display(), exe_after.display()))
+    ensure(exe_after == exe, || {
+        format!("exe {} -> {}", exe.display(), exe_after.display())
+    })
 }
 
 /// umask: a random value kept; new files get it applied.
@@ -116,11 +159,20 @@ pub fn umask(test: &mut Test) -> Result<(), String> {
     let after = unsafe { libc::umask(mask) };
     ensure(after == mask, || format!("umask {after:o}, was {mask:o}"))?;
     let path = test.path("umask.file");
-    let file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).open(&path);
-    let metadata = file.and_then(|file| file.metadata()).map_err(|error| format!("create {}: {error}", path.display()))?;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path);
+    let metadata = file
+        .and_then(|file| file.metadata())
+        .map_err(|error| format!("create {}: {error}", path.display()))?;
     use std::os::unix::fs::PermissionsExt;
     let mode = metadata.permissions().mode() & 0o777;
-    ensure(mode == 0o644 & !mask, || format!("new file mode {mode:o}, expected {:o}", 0o644 & !mask))
+    // std creates files with mode 0o666 before the umask.
+    ensure(mode == 0o666 & !mask, || {
+        format!("new file mode {mode:o}, expected {:o}", 0o666 & !mask)
+    })
 }
 
 fn has_cap_sys_resource() -> bool {
@@ -147,7 +199,10 @@ pub fn rlimits(test: &mut Test) -> Result<(), String> {
     ];
     let mut expected = Vec::new();
     for resource in resources {
-        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
         // SAFETY: getrlimit fills the struct on our stack.
         unsafe { libc::getrlimit(resource, &mut limit) };
         let random = random_u64();
@@ -168,18 +223,27 @@ pub fn rlimits(test: &mut Test) -> Result<(), String> {
         limit.rlim_cur = floor + (random >> 20) % (limit.rlim_max - floor + 1);
         // SAFETY: setrlimit reads the struct on our stack.
         if unsafe { libc::setrlimit(resource, &limit) } != 0 {
-            return Err(format!("setrlimit {resource}: {}", std::io::Error::last_os_error()));
+            return Err(format!(
+                "setrlimit {resource}: {}",
+                std::io::Error::last_os_error()
+            ));
         }
         expected.push((resource, limit.rlim_cur, limit.rlim_max));
     }
     test.ready();
     test.wait_for_term();
     for (resource, soft, hard) in expected {
-        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
         // SAFETY: as above.
         unsafe { libc::getrlimit(resource, &mut limit) };
         ensure(limit.rlim_cur == soft && limit.rlim_max == hard, || {
-            format!("rlimit {resource}: {}/{}, was {soft}/{hard}", limit.rlim_cur, limit.rlim_max)
+            format!(
+                "rlimit {resource}: {}/{}, was {soft}/{hard}",
+                limit.rlim_cur, limit.rlim_max
+            )
         })?;
     }
     Ok(())
@@ -196,10 +260,14 @@ pub fn comm(test: &mut Test) -> Result<(), String> {
     let mut buffer = [0u8; 16];
     // SAFETY: PR_GET_NAME writes at most 16 bytes into the buffer.
     unsafe { libc::prctl(libc::PR_GET_NAME, buffer.as_mut_ptr()) };
-    let got = String::from_utf8_lossy(buffer.split(|byte| *byte == 0).next().unwrap_or(&[])).into_owned();
+    let got =
+        String::from_utf8_lossy(buffer.split(|byte| *byte == 0).next().unwrap_or(&[])).into_owned();
     ensure(got == name, || format!("PR_GET_NAME {got:?}, was {name:?}"))?;
-    let comm = std::fs::read_to_string("/proc/self/comm").map_err(|error| format!("read comm: {error}"))?;
-    ensure(comm.trim_end() == name, || format!("/proc/self/comm {comm:?}, was {name:?}"))
+    let comm = std::fs::read_to_string("/proc/self/comm")
+        .map_err(|error| format!("read comm: {error}"))?;
+    ensure(comm.trim_end() == name, || {
+        format!("/proc/self/comm {comm:?}, was {name:?}")
+    })
 }
 
 /// The demo's counter: `count N` appended to `<outdir>/counter.log` every ~100 ms.
