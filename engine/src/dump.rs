@@ -679,6 +679,7 @@ fn collect_fds(pid: i32, options: &DumpOptions, files: &mut FileTable) -> Result
         .collect();
     numbers.sort_unstable();
     let mut out = Vec::new();
+    let mut by_inode: BTreeMap<(u64, u64), Vec<usize>> = BTreeMap::new();
     for fd in numbers {
         let fd_path = PathBuf::from(format!("/proc/{pid}/fd/{fd}"));
         let link = fs::read_link(&fd_path).map_err(io_err(pid, format!("readlink fd {fd}")))?;
@@ -696,6 +697,23 @@ fn collect_fds(pid: i32, options: &DumpOptions, files: &mut FileTable) -> Result
         }
         let cloexec = info.flags & libc::O_CLOEXEC as u32 != 0;
         let open_flags = (info.flags & !(libc::O_CLOEXEC as u32)) as i32;
+        // An fd sharing its open file description with an earlier one (dup, fork)
+        // names the same file id.
+        // Only fds of the same file can share a description: kcmp within those.
+        let same_file = by_inode.entry((meta.dev(), meta.ino())).or_default();
+        let mut shared = None;
+        for &index in same_file.iter() {
+            let earlier: &DumpedFd = &out[index];
+            if sys::same_file_description(pid, earlier.fd, fd).map_err(io_err(pid, format!("kcmp fd {fd}")))? {
+                shared = Some(earlier.id);
+                break;
+            }
+        }
+        same_file.push(out.len());
+        if let Some(id) = shared {
+            out.push(DumpedFd { fd, id, cloexec });
+            continue;
+        }
         let id = files.next_id();
         if let Some(original) = link_text.strip_suffix(" (deleted)").filter(|_| kind == libc::S_IFREG && meta.nlink() == 0) {
             let ghost_id = files.ghosts.len() as u32 + 1;

@@ -7,7 +7,7 @@
 //! PTRACE_O_EXITKILL, so if anything fails (or crust dies) it is killed: no
 //! half-restored process outlives a failed restore.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -606,11 +606,15 @@ fn fd_file(fd: i32) -> fs::File {
 
 fn child_setup(plan: &Plan, images: &Images, options: &RestoreOptions, sync: OwnedFd, error: OwnedFd) -> Result<(), String> {
     let pid = images.pstree.pid as i32;
-    // Move the pipes to their helper numbers, then close every other fd we inherited.
-    sys::place_fd(error.as_raw_fd(), plan.error_fd, true).map_err(|e| format!("place error pipe: {e}"))?;
-    sys::place_fd(sync.as_raw_fd(), plan.sync_fd, true).map_err(|e| format!("place sync pipe: {e}"))?;
-    std::mem::forget(error);
-    std::mem::forget(sync);
+    // Move the pipes to their helper numbers (through copies above both, so neither
+    // lands on the other), then close every other fd we inherited.
+    let above = plan.error_fd.max(plan.sync_fd) + 1;
+    let error_copy = sys::dup_at_least(error.as_raw_fd(), above).map_err(|e| format!("copy error pipe: {e}"))?;
+    let sync_copy = sys::dup_at_least(sync.as_raw_fd(), above).map_err(|e| format!("copy sync pipe: {e}"))?;
+    drop(error);
+    drop(sync);
+    sys::place_fd(error_copy, plan.error_fd, true).map_err(|e| format!("place error pipe: {e}"))?;
+    sys::place_fd(sync_copy, plan.sync_fd, true).map_err(|e| format!("place sync pipe: {e}"))?;
     let inherited: Vec<i32> = fs::read_dir("/proc/self/fd")
         .map_err(|e| format!("list own fds: {e}"))?
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
@@ -676,10 +680,17 @@ fn child_setup(plan: &Plan, images: &Images, options: &RestoreOptions, sync: Own
     HostArch::enter_restorer(area + HostArch::restorer_entry_offset() as u64, area + plan.ops_offset)
 }
 
-/// Opens every fd of the image at its number, with its flags and offset.
+/// Opens every fd of the image at its number, with its flags and offset. Fds that shared
+/// one open file description (one file id) share one again: the first is opened, the
+/// others are duplicated from it.
 fn restore_fds(images: &Images, options: &RestoreOptions) -> Result<(), String> {
-    let mut placed = BTreeSet::new();
+    let mut first_fd_of: BTreeMap<u32, i32> = BTreeMap::new();
     for fd in &images.fds {
+        let cloexec = fd.flags & libc::FD_CLOEXEC as u32 != 0;
+        if let Some(&first) = first_fd_of.get(&fd.id) {
+            sys::place_fd(first, fd.fd as i32, cloexec).map_err(|e| format!("fd {}: dup of fd {first}: {e}", fd.fd))?;
+            continue;
+        }
         let reg = images.files.get(&fd.id).ok_or(format!("fd {}: file id {} missing", fd.fd, fd.id))?;
         let flags = reg.flags as i32 & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_CLOEXEC);
         let opened = if let Some(ghost_id) = images.ghosts.get(&fd.id) {
@@ -690,12 +701,11 @@ fn restore_fds(images: &Images, options: &RestoreOptions) -> Result<(), String> 
         if reg.pos != 0 {
             sys::seek_to(opened, reg.pos).map_err(|e| format!("fd {}: seek {}: {e}", fd.fd, reg.name))?;
         }
-        let cloexec = fd.flags & libc::FD_CLOEXEC as u32 != 0;
         sys::place_fd(opened, fd.fd as i32, cloexec).map_err(|e| format!("fd {}: place: {e}", fd.fd))?;
-        if opened != fd.fd as i32 && !placed.contains(&opened) {
+        if opened != fd.fd as i32 {
             sys::close_fd(opened);
         }
-        placed.insert(fd.fd as i32);
+        first_fd_of.insert(fd.id, fd.fd as i32);
     }
     Ok(())
 }

@@ -284,6 +284,22 @@ pub fn close_fd(fd: i32) {
     unsafe { libc::close(fd) };
 }
 
+/// `fcntl(fd, F_DUPFD, min)`: a copy of `fd` at the lowest free number ≥ `min`.
+pub fn dup_at_least(fd: i32, min: i32) -> io::Result<i32> {
+    // SAFETY: no pointers.
+    check(unsafe { libc::fcntl(fd, libc::F_DUPFD, min) } as libc::c_long).map(|v| v as i32)
+}
+
+/// `kcmp(pid, pid, KCMP_FILE, fd1, fd2)`: whether two fds of a process share one open
+/// file description.
+#[doc(alias = "kcmp")]
+pub fn same_file_description(pid: i32, fd1: u32, fd2: u32) -> io::Result<bool> {
+    const KCMP_FILE: libc::c_long = 0;
+    // SAFETY: KCMP_FILE takes no pointers.
+    let rc = check(unsafe { libc::syscall(libc::SYS_kcmp, pid, pid, KCMP_FILE, fd1 as libc::c_long, fd2 as libc::c_long) })?;
+    Ok(rc == 0)
+}
+
 /// `_exit(code)`: leaves without running destructors or atexit handlers.
 pub fn exit_now(code: i32) -> ! {
     // SAFETY: terminates the process.
