@@ -176,15 +176,10 @@ impl Harness {
     pub fn new(mut config: Config) -> anyhow::Result<Harness> {
         let reaper = Reaper::start()?;
         let own_exe = std::env::current_exe().context("locate own executable")?;
-        let exe_dir = own_exe
-            .parent()
-            .context("own executable has no directory")?;
-        let rust_tests_exe = exe_dir.join("zdtm-rs");
-        if !rust_tests_exe.exists() {
-            bail!(
-                "{} missing: build with cargo build --release -p crust-zdtm",
-                rust_tests_exe.display()
-            );
+        let exe_dir = own_exe.parent().context("own executable has no directory")?;
+        let built_rust_tests = exe_dir.join("zdtm-rs");
+        if !built_rust_tests.exists() {
+            bail!("{} missing: build with cargo build --release -p crust-zdtm", built_rust_tests.display());
         }
         std::fs::create_dir_all(&config.workdir)
             .with_context(|| format!("create {}", config.workdir.display()))?;
@@ -193,12 +188,22 @@ impl Harness {
             .with_context(|| format!("resolve {}", config.workdir.display()))?;
         config.engine = std::fs::canonicalize(&config.engine)
             .with_context(|| format!("resolve {}", config.engine.display()))?;
-        Ok(Harness {
-            config,
-            reaper,
-            rust_tests_exe,
-            c_tests_dir: PathBuf::from(env!("ZDTM_C_DIR")),
-        })
+        // Run the tests from private copies: target/release is shared with whoever builds
+        // next, and a test whose executable is replaced mid-run shows `(deleted)` maps.
+        let bin_dir = config.workdir.join("bin");
+        let c_tests_dir = bin_dir.join("c-tests");
+        if bin_dir.exists() {
+            std::fs::remove_dir_all(&bin_dir).with_context(|| format!("remove {}", bin_dir.display()))?;
+        }
+        std::fs::create_dir_all(&c_tests_dir).with_context(|| format!("create {}", c_tests_dir.display()))?;
+        let rust_tests_exe = bin_dir.join("zdtm-rs");
+        copy_file(&built_rust_tests, &rust_tests_exe)?;
+        let built_c_tests = PathBuf::from(env!("ZDTM_C_DIR"));
+        for entry in std::fs::read_dir(&built_c_tests).with_context(|| format!("list {}", built_c_tests.display()))? {
+            let entry = entry.with_context(|| format!("list {}", built_c_tests.display()))?;
+            copy_file(&entry.path(), &c_tests_dir.join(entry.file_name()))?;
+        }
+        Ok(Harness { config, reaper, rust_tests_exe, c_tests_dir })
     }
 
     /// Executable and leading arguments for a program.
@@ -465,6 +470,11 @@ fn forget_volatile(snapshot: &mut ProcSnapshot, spec: &TestSpec) {
     for key in spec.volatile_status {
         snapshot.status.remove(*key);
     }
+}
+
+fn copy_file(from: &Path, to: &Path) -> anyhow::Result<()> {
+    std::fs::copy(from, to).with_context(|| format!("copy {} to {}", from.display(), to.display()))?;
+    Ok(())
 }
 
 /// Parses `<pid> <token>` or `skip <reason>`.
