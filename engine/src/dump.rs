@@ -6,9 +6,9 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Write};
-use std::os::unix::fs::{FileExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crust_arch::{Abi, Host, HostArch, Sys, ThreadRegs};
@@ -16,9 +16,9 @@ use crust_images::pb;
 use crust_images::{ImageKind, ImageWriter};
 
 use crate::infect::{self, RemoteThread};
-use crate::procfs::{self, MapsLine};
+use crate::files::{DumpedFd, FileTable};
+use crate::procfs;
 use crate::sys;
-use crate::vma_status as vs;
 
 type Regs = <HostArch as Abi>::Regs;
 
@@ -105,7 +105,7 @@ pub enum DumpError {
     FaultInjected { pid: i32, step: &'static str },
 }
 
-fn io_err(pid: i32, what: impl Into<String>) -> impl FnOnce(io::Error) -> DumpError {
+pub(crate) fn io_err(pid: i32, what: impl Into<String>) -> impl FnOnce(io::Error) -> DumpError {
     let what = what.into();
     move |source| DumpError::Io { pid, what, source }
 }
@@ -239,10 +239,10 @@ pub fn dump(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     fault(DumpStep::Parasite)?;
 
     let mut files = FileTable::default();
-    let (vmas, pages) = dump_memory(pid, &options.dir, &collected, &mem, &mut files)?;
+    let (vmas, pages) = crate::memory::dump_memory(pid, &options.dir, &collected, &mem, &mut files)?;
     fault(DumpStep::Memory)?;
 
-    let fds = collect_fds(pid, options, &mut files)?;
+    let fds = crate::files::collect_fds(pid, options.shell_job, &mut files)?;
     let cwd_id = files.add_path(pid, &collected.cwd, libc::O_RDONLY | libc::O_DIRECTORY)?;
     let root_id = files.add_path(pid, &collected.root, libc::O_RDONLY | libc::O_DIRECTORY)?;
     let exe_id = files.add_path(pid, &collected.exe, libc::O_RDONLY)?;
@@ -279,10 +279,10 @@ fn check_supported_shape(pid: i32) -> Result<(), DumpError> {
 }
 
 /// What /proc tells about the target.
-struct Collected {
+pub(crate) struct Collected {
     stat: procfs::Stat,
     status: BTreeMap<String, String>,
-    smaps: Vec<procfs::SmapsEntry>,
+    pub(crate) smaps: Vec<procfs::SmapsEntry>,
     auxv: Vec<u64>,
     exe: PathBuf,
     cwd: PathBuf,
@@ -413,320 +413,6 @@ fn query_task(frozen: &Frozen, collected: &Collected, mem: &File) -> Result<Task
     Ok(TaskQueries { sigactions, altstack, itimers, brk, clear_tid_addr, dumpable, shared_pending, private_pending })
 }
 
-/// The files the images refer to, by id (files.img), plus ghost copies of unlinked ones.
-#[derive(Default)]
-struct FileTable {
-    entries: Vec<pb::FileEntry>,
-    by_path: BTreeMap<(PathBuf, i32), u32>,
-    /// (reg file id, ghost id, source to copy from)
-    ghosts: Vec<(u32, u32, PathBuf, fs::Metadata)>,
-}
-
-impl FileTable {
-    fn next_id(&self) -> u32 {
-        self.entries.len() as u32 + 1
-    }
-
-    fn reg_entry(id: u32, name: &Path, flags: i32, pos: u64, meta: Option<&fs::Metadata>) -> pb::FileEntry {
-        pb::FileEntry {
-            r#type: pb::FdTypes::Reg as i32,
-            id,
-            reg: Some(pb::RegFileEntry {
-                id,
-                flags: flags as u32,
-                pos,
-                fown: pb::FownEntry::default(),
-                name: name.to_string_lossy().into_owned(),
-                size: meta.map(|m| m.len()),
-                mode: meta.map(|m| m.mode()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
-    }
-
-    /// A file by path, shared among the areas and fs entries that name it.
-    fn add_path(&mut self, pid: i32, path: &Path, flags: i32) -> Result<u32, DumpError> {
-        if let Some(&id) = self.by_path.get(&(path.to_path_buf(), flags)) {
-            return Ok(id);
-        }
-        let meta = fs::metadata(path).map_err(io_err(pid, format!("stat {}", path.display())))?;
-        let id = self.next_id();
-        self.entries.push(Self::reg_entry(id, path, flags, 0, Some(&meta)));
-        self.by_path.insert((path.to_path_buf(), flags), id);
-        Ok(id)
-    }
-}
-
-/// Dumps every memory area and the pages that hold data.
-fn dump_memory(
-    pid: i32,
-    dir: &Path,
-    collected: &Collected,
-    mem: &File,
-    files: &mut FileTable,
-) -> Result<(Vec<pb::VmaEntry>, u64), DumpError> {
-    let page = sys::page_size();
-    let pagemap = File::open(format!("/proc/{pid}/pagemap")).map_err(io_err(pid, "open pagemap"))?;
-    let pages_path = dir.join(ImageKind::Pages.file_name(1));
-    let mut pages_out = BufWriter::with_capacity(
-        1 << 20,
-        File::create(&pages_path).map_err(io_err(pid, format!("create {}", pages_path.display())))?,
-    );
-    let mut pagemap_out = ImageWriter::create(dir, ImageKind::Pagemap, pid as u64)
-        .map_err(|source| DumpError::Image { pid, source })?;
-    pagemap_out
-        .write_entry(&pb::PagemapHead { pages_id: 1 })
-        .map_err(|source| DumpError::Image { pid, source })?;
-
-    let mut vmas = Vec::new();
-    let mut total_pages = 0u64;
-    let mut buffer = Vec::new();
-    for entry in &collected.smaps {
-        let map = &entry.map;
-        let Some(mut vma) = classify_vma(pid, map, &entry.vm_flags, files)? else { continue };
-        let status = vma.status;
-        let want = |bits: u64| -> bool {
-            let present = bits & (1 << 63) != 0;
-            let swapped = bits & (1 << 62) != 0;
-            let file_or_shared = bits & (1 << 61) != 0;
-            if status & (vs::VDSO | vs::VVAR | vs::VSYSCALL) != 0 || status & vs::FILE_SHARED != 0 {
-                false
-            } else if status & vs::FILE_PRIVATE != 0 {
-                (present && !file_or_shared) || swapped
-            } else {
-                present || swapped
-            }
-        };
-        let npages = (map.end - map.start) / page;
-        let mut index = 0u64;
-        const CHUNK: u64 = 65536;
-        while index < npages {
-            let count = CHUNK.min(npages - index);
-            let mut bits = vec![0u8; (count * 8) as usize];
-            pagemap
-                .read_exact_at(&mut bits, (map.start / page + index) * 8)
-                .map_err(io_err(pid, format!("read pagemap at {:#x}", map.start + index * page)))?;
-            let mut run_start: Option<u64> = None;
-            for i in 0..=count {
-                let dump_it = i < count && want(u64::from_ne_bytes(bits[(i * 8) as usize..(i * 8 + 8) as usize].try_into().expect("8 bytes")));
-                match (dump_it, run_start) {
-                    (true, None) => run_start = Some(i),
-                    (false, Some(first)) => {
-                        let addr = map.start + (index + first) * page;
-                        let run = i - first;
-                        copy_pages(pid, mem, addr, run * page, &mut buffer, &mut pages_out)?;
-                        pagemap_out
-                            .write_entry(&pb::PagemapEntry {
-                                vaddr: addr,
-                                nr_pages: run as u32,
-                                flags: Some(PE_PRESENT),
-                                ..Default::default()
-                            })
-                            .map_err(|source| DumpError::Image { pid, source })?;
-                        total_pages += run;
-                        run_start = None;
-                    }
-                    _ => {}
-                }
-            }
-            index += count;
-        }
-        vma.fd = -1;
-        vmas.push(vma);
-    }
-    pages_out.flush().map_err(io_err(pid, "write pages"))?;
-    pagemap_out.finish().map_err(|source| DumpError::Image { pid, source })?;
-    Ok((vmas, total_pages))
-}
-
-/// CRIU's pagemap entry flag: the pages are in this image's pages file.
-const PE_PRESENT: u32 = 1 << 2;
-
-fn copy_pages(
-    pid: i32,
-    mem: &File,
-    addr: u64,
-    len: u64,
-    buffer: &mut Vec<u8>,
-    out: &mut impl Write,
-) -> Result<(), DumpError> {
-    const MAX: u64 = 8 << 20;
-    let mut done = 0;
-    while done < len {
-        let step = MAX.min(len - done);
-        buffer.resize(step as usize, 0);
-        mem.read_exact_at(buffer, addr + done)
-            .map_err(io_err(pid, format!("read memory at {:#x}", addr + done)))?;
-        out.write_all(buffer).map_err(io_err(pid, "write pages"))?;
-        done += step;
-    }
-    Ok(())
-}
-
-/// madvise bits CRIU records, keyed by smaps VmFlags.
-const MADV_BY_FLAG: [(&str, u32); 7] = [
-    ("sr", libc::MADV_SEQUENTIAL as u32),
-    ("rr", libc::MADV_RANDOM as u32),
-    ("dc", libc::MADV_DONTFORK as u32),
-    ("mg", libc::MADV_MERGEABLE as u32),
-    ("hg", libc::MADV_HUGEPAGE as u32),
-    ("nh", libc::MADV_NOHUGEPAGE as u32),
-    ("dd", libc::MADV_DONTDUMP as u32),
-];
-
-fn classify_vma(
-    pid: i32,
-    map: &MapsLine,
-    vm_flags: &[String],
-    files: &mut FileTable,
-) -> Result<Option<pb::VmaEntry>, DumpError> {
-    let has = |f: &str| vm_flags.iter().any(|v| v == f);
-    let mut prot = 0;
-    if map.read {
-        prot |= libc::PROT_READ;
-    }
-    if map.write {
-        prot |= libc::PROT_WRITE;
-    }
-    if map.exec {
-        prot |= libc::PROT_EXEC;
-    }
-    let mut flags = if map.shared { libc::MAP_SHARED } else { libc::MAP_PRIVATE };
-    if has("gd") {
-        flags |= libc::MAP_GROWSDOWN;
-    }
-    let mut madv = 0u64;
-    for (flag, advice) in MADV_BY_FLAG {
-        if has(flag) {
-            madv |= 1 << advice;
-        }
-    }
-    if has("wf") {
-        madv |= 1 << libc::MADV_WIPEONFORK;
-    }
-    let mut vma = pb::VmaEntry {
-        start: map.start,
-        end: map.end,
-        pgoff: map.offset,
-        shmid: 0,
-        prot: prot as u32,
-        flags: flags as u32,
-        status: vs::REGULAR,
-        fd: -1,
-        madv: Some(madv),
-        fdflags: None,
-    };
-    let name = map.name.as_str();
-    match name {
-        "[vsyscall]" => return Ok(None),
-        "[vdso]" => vma.status |= vs::VDSO,
-        "[vvar]" | "[vvar_vclock]" => vma.status |= vs::VVAR,
-        "[stack]" | "[heap]" | "" => {
-            vma.status |= vs::ANON_PRIVATE;
-            if name == "[stack]" {
-                vma.status |= vs::STACK;
-            }
-            if name == "[heap]" {
-                vma.status |= vs::HEAP;
-            }
-            vma.flags |= libc::MAP_ANONYMOUS as u32;
-            vma.pgoff = 0;
-            if map.shared {
-                vma.status = vs::REGULAR | vs::ANON_SHARED;
-                vma.shmid = map.inode;
-            }
-        }
-        _ if name.starts_with("[anon:") => {
-            vma.status |= if map.shared { vs::ANON_SHARED } else { vs::ANON_PRIVATE };
-            vma.flags |= libc::MAP_ANONYMOUS as u32;
-            vma.pgoff = 0;
-        }
-        _ if map.shared && name.starts_with("/dev/zero") => {
-            vma.status |= vs::ANON_SHARED;
-            vma.flags |= libc::MAP_ANONYMOUS as u32;
-            vma.shmid = map.inode;
-        }
-        _ if name.starts_with('/') && !name.ends_with(" (deleted)") && !name.starts_with("/memfd:") && !name.starts_with("/SYSV") => {
-            let open_flags = if map.shared && has("mw") { libc::O_RDWR } else { libc::O_RDONLY };
-            let id = files.add_path(pid, Path::new(name), open_flags)?;
-            vma.shmid = id as u64;
-            vma.fdflags = Some(open_flags as u32);
-            vma.status |= if map.shared { vs::FILE_SHARED } else { vs::FILE_PRIVATE };
-        }
-        _ => {
-            return Err(DumpError::Unsupported {
-                pid,
-                what: format!("memory area {:#x}-{:#x} {name:?}", map.start, map.end),
-            })
-        }
-    }
-    Ok(Some(vma))
-}
-
-/// One open fd of the target.
-struct DumpedFd {
-    fd: u32,
-    id: u32,
-    cloexec: bool,
-}
-
-fn collect_fds(pid: i32, options: &DumpOptions, files: &mut FileTable) -> Result<Vec<DumpedFd>, DumpError> {
-    let dir = format!("/proc/{pid}/fd");
-    let mut numbers: Vec<u32> = fs::read_dir(&dir)
-        .map_err(io_err(pid, format!("read {dir}")))?
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
-    numbers.sort_unstable();
-    let mut out = Vec::new();
-    let mut by_inode: BTreeMap<(u64, u64), Vec<usize>> = BTreeMap::new();
-    for fd in numbers {
-        let fd_path = PathBuf::from(format!("/proc/{pid}/fd/{fd}"));
-        let link = fs::read_link(&fd_path).map_err(io_err(pid, format!("readlink fd {fd}")))?;
-        let info_text = fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
-            .map_err(io_err(pid, format!("read fdinfo {fd}")))?;
-        let info = procfs::parse_fdinfo(&info_text).map_err(|source| DumpError::Parse { pid, source })?;
-        let meta = fs::metadata(&fd_path).map_err(io_err(pid, format!("stat fd {fd}")))?;
-        let kind = meta.mode() & libc::S_IFMT;
-        let link_text = link.to_string_lossy().into_owned();
-        let is_tty = kind == libc::S_IFCHR && (link_text.starts_with("/dev/pts/") || link_text.starts_with("/dev/tty"));
-        let supported = link_text.starts_with('/')
-            && (kind == libc::S_IFREG || kind == libc::S_IFDIR || (kind == libc::S_IFCHR && (!is_tty || options.shell_job)));
-        if !supported {
-            return Err(DumpError::Unsupported { pid, what: format!("fd {fd} ({link_text})") });
-        }
-        let cloexec = info.flags & libc::O_CLOEXEC as u32 != 0;
-        let open_flags = (info.flags & !(libc::O_CLOEXEC as u32)) as i32;
-        // An fd sharing its open file description with an earlier one (dup, fork)
-        // names the same file id.
-        // Only fds of the same file can share a description: kcmp within those.
-        let same_file = by_inode.entry((meta.dev(), meta.ino())).or_default();
-        let mut shared = None;
-        for &index in same_file.iter() {
-            let earlier: &DumpedFd = &out[index];
-            if sys::same_file_description(pid, earlier.fd, fd).map_err(io_err(pid, format!("kcmp fd {fd}")))? {
-                shared = Some(earlier.id);
-                break;
-            }
-        }
-        same_file.push(out.len());
-        if let Some(id) = shared {
-            out.push(DumpedFd { fd, id, cloexec });
-            continue;
-        }
-        let id = files.next_id();
-        if let Some(original) = link_text.strip_suffix(" (deleted)").filter(|_| kind == libc::S_IFREG && meta.nlink() == 0) {
-            let ghost_id = files.ghosts.len() as u32 + 1;
-            files.entries.push(FileTable::reg_entry(id, Path::new(original), open_flags, info.pos, Some(&meta)));
-            files.ghosts.push((id, ghost_id, fd_path, meta));
-        } else {
-            files.entries.push(FileTable::reg_entry(id, &link, open_flags, info.pos, Some(&meta)));
-        }
-        out.push(DumpedFd { fd, id, cloexec });
-    }
-    Ok(out)
-}
-
 #[allow(clippy::too_many_arguments)]
 fn write_images(
     options: &DumpOptions,
@@ -841,24 +527,7 @@ fn write_images(
     w.write_entry(&mm).map_err(image)?;
     w.finish().map_err(image)?;
 
-    let mut w = ImageWriter::create(dir, ImageKind::Files, 0).map_err(image)?;
-    for entry in &files.entries {
-        w.write_entry(entry).map_err(image)?;
-    }
-    w.finish().map_err(image)?;
-
-    let mut w = ImageWriter::create(dir, ImageKind::Fdinfo, ids.files_id as u64).map_err(image)?;
-    for fd in fds {
-        w.write_entry(&pb::FdinfoEntry {
-            id: fd.id,
-            flags: if fd.cloexec { libc::FD_CLOEXEC as u32 } else { 0 },
-            r#type: pb::FdTypes::Reg as i32,
-            fd: fd.fd,
-            ..Default::default()
-        })
-        .map_err(image)?;
-    }
-    w.finish().map_err(image)?;
+    crate::files::write_images(pid, dir, files, fds, ids.files_id)?;
 
     let umask = collected.status.get("Umask").and_then(|v| u32::from_str_radix(v, 8).ok());
     let mut w = ImageWriter::create(dir, ImageKind::Fs, pid as u64).map_err(image)?;
@@ -869,40 +538,6 @@ fn write_images(
     w.write_entry(&ids).map_err(image)?;
     w.finish().map_err(image)?;
 
-    if !files.ghosts.is_empty() {
-        let mut remap = ImageWriter::create(dir, ImageKind::RemapFpath, 0).map_err(image)?;
-        for (reg_id, ghost_id, source, meta) in &files.ghosts {
-            let mut w = ImageWriter::create(dir, ImageKind::GhostFile, *ghost_id as u64).map_err(image)?;
-            w.write_entry(&pb::GhostFileEntry {
-                uid: meta.uid(),
-                gid: meta.gid(),
-                mode: meta.mode(),
-                dev: Some(meta.dev() as u32),
-                ino: Some(meta.ino()),
-                size: Some(meta.len()),
-                ..Default::default()
-            })
-            .map_err(image)?;
-            let mut contents = File::open(source).map_err(io_err(pid, format!("open {}", source.display())))?;
-            let mut chunk = vec![0u8; 1 << 20];
-            loop {
-                let n = io::Read::read(&mut contents, &mut chunk).map_err(io_err(pid, "read unlinked file"))?;
-                if n == 0 {
-                    break;
-                }
-                w.write_payload(&chunk[..n]).map_err(image)?;
-            }
-            w.finish().map_err(image)?;
-            remap
-                .write_entry(&pb::RemapFilePathEntry {
-                    orig_id: *reg_id,
-                    remap_id: *ghost_id,
-                    remap_type: Some(pb::RemapType::Ghost as i32),
-                })
-                .map_err(image)?;
-        }
-        remap.finish().map_err(image)?;
-    }
     Ok(())
 }
 

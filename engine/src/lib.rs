@@ -12,3 +12,5 @@ mod vma_status;
 mod program;
 pub mod restore;
 pub mod check;
+mod files;
+mod memory;

@@ -645,7 +645,7 @@ fn child_setup(plan: &Plan, images: &Images, options: &RestoreOptions, sync: Own
             sys::close_fd(fd);
         }
     }
-    restore_fds(images, options).map_err(|e| format!("pid {pid}: {e}"))?;
+    crate::files::restore_fds(&images.files, &images.fds, &images.ghosts, &options.dir).map_err(|e| format!("pid {pid}: {e}"))?;
     let cwd = images.files.get(&images.fs.cwd_id).map(|r| PathBuf::from(&r.name));
     let root = images.files.get(&images.fs.root_id).map(|r| PathBuf::from(&r.name));
     if let Some(root) = root.filter(|r| r != Path::new("/")) {
@@ -678,66 +678,6 @@ fn child_setup(plan: &Plan, images: &Images, options: &RestoreOptions, sync: Own
     sys::protect(area, plan.code_size as usize, libc::PROT_READ | libc::PROT_EXEC)
         .map_err(|e| format!("protect restorer code: {e}"))?;
     HostArch::enter_restorer(area + HostArch::restorer_entry_offset() as u64, area + plan.ops_offset)
-}
-
-/// Opens every fd of the image at its number, with its flags and offset. Fds that shared
-/// one open file description (one file id) share one again: the first is opened, the
-/// others are duplicated from it.
-fn restore_fds(images: &Images, options: &RestoreOptions) -> Result<(), String> {
-    let mut first_fd_of: BTreeMap<u32, i32> = BTreeMap::new();
-    for fd in &images.fds {
-        let cloexec = fd.flags & libc::FD_CLOEXEC as u32 != 0;
-        if let Some(&first) = first_fd_of.get(&fd.id) {
-            sys::place_fd(first, fd.fd as i32, cloexec).map_err(|e| format!("fd {}: dup of fd {first}: {e}", fd.fd))?;
-            continue;
-        }
-        let reg = images.files.get(&fd.id).ok_or(format!("fd {}: file id {} missing", fd.fd, fd.id))?;
-        let flags = reg.flags as i32 & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_CLOEXEC);
-        let opened = if let Some(ghost_id) = images.ghosts.get(&fd.id) {
-            open_ghost(options, *ghost_id, reg, flags)?
-        } else {
-            sys::open_raw(Path::new(&reg.name), flags, 0).map_err(|e| format!("fd {}: open {}: {e}", fd.fd, reg.name))?
-        };
-        if reg.pos != 0 {
-            sys::seek_to(opened, reg.pos).map_err(|e| format!("fd {}: seek {}: {e}", fd.fd, reg.name))?;
-        }
-        sys::place_fd(opened, fd.fd as i32, cloexec).map_err(|e| format!("fd {}: place: {e}", fd.fd))?;
-        if opened != fd.fd as i32 {
-            sys::close_fd(opened);
-        }
-        first_fd_of.insert(fd.id, fd.fd as i32);
-    }
-    Ok(())
-}
-
-/// Recreates an unlinked file from its ghost image: written beside its old name,
-/// opened with the dumped flags, then unlinked again.
-fn open_ghost(options: &RestoreOptions, ghost_id: u32, reg: &pb::RegFileEntry, flags: i32) -> Result<i32, String> {
-    let image = options.dir.join(ImageKind::GhostFile.file_name(ghost_id as u64));
-    let name = image.display().to_string();
-    let mut reader = ImageReader::open(&image).map_err(|e| format!("{name}: {e}"))?;
-    let entry: pb::GhostFileEntry = reader
-        .next_entry()
-        .map_err(|e| format!("{name}: {e}"))?
-        .ok_or(format!("{name}: no ghost_file_entry"))?;
-    let contents = reader.read_payload(entry.size.unwrap_or(0)).map_err(|e| format!("{name}: {e}"))?;
-    let mut path = PathBuf::from(&reg.name);
-    if path.exists() {
-        path = PathBuf::from(format!("{}.crust-ghost-{ghost_id}", reg.name));
-    }
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(entry.mode & 0o7777)
-            .open(&path)
-            .map_err(|e| format!("create ghost {}: {e}", path.display()))?;
-        file.write_all(&contents).map_err(|e| format!("write ghost {}: {e}", path.display()))?;
-    }
-    let fd = sys::open_raw(&path, flags, 0).map_err(|e| format!("open ghost {}: {e}", path.display()));
-    let _ = fs::remove_file(&path);
-    fd
 }
 
 fn wait_for_restorer(pid: i32, plan: &Plan, error_read: OwnedFd) -> Result<(), RestoreError> {

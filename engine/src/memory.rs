@@ -1,0 +1,224 @@
+//! Memory of a stopped process: which areas it has, what each is (CRIU's VMA status),
+//! and which pages hold data worth writing (present or swapped, and not what a file
+//! already holds).
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use crust_images::pb;
+use crust_images::{ImageKind, ImageWriter};
+
+use crate::dump::{io_err, Collected, DumpError};
+use crate::files::FileTable;
+use crate::procfs::MapsLine;
+use crate::sys;
+use crate::vma_status as vs;
+
+/// Dumps every memory area and the pages that hold data.
+pub(crate) fn dump_memory(
+    pid: i32,
+    dir: &Path,
+    collected: &Collected,
+    mem: &File,
+    files: &mut FileTable,
+) -> Result<(Vec<pb::VmaEntry>, u64), DumpError> {
+    let page = sys::page_size();
+    let pagemap = File::open(format!("/proc/{pid}/pagemap")).map_err(io_err(pid, "open pagemap"))?;
+    let pages_path = dir.join(ImageKind::Pages.file_name(1));
+    let mut pages_out = BufWriter::with_capacity(
+        1 << 20,
+        File::create(&pages_path).map_err(io_err(pid, format!("create {}", pages_path.display())))?,
+    );
+    let mut pagemap_out = ImageWriter::create(dir, ImageKind::Pagemap, pid as u64)
+        .map_err(|source| DumpError::Image { pid, source })?;
+    pagemap_out
+        .write_entry(&pb::PagemapHead { pages_id: 1 })
+        .map_err(|source| DumpError::Image { pid, source })?;
+
+    let mut vmas = Vec::new();
+    let mut total_pages = 0u64;
+    let mut buffer = Vec::new();
+    for entry in &collected.smaps {
+        let map = &entry.map;
+        let Some(mut vma) = classify_vma(pid, map, &entry.vm_flags, files)? else { continue };
+        let status = vma.status;
+        let want = |bits: u64| -> bool {
+            let present = bits & (1 << 63) != 0;
+            let swapped = bits & (1 << 62) != 0;
+            let file_or_shared = bits & (1 << 61) != 0;
+            if status & (vs::VDSO | vs::VVAR | vs::VSYSCALL) != 0 || status & vs::FILE_SHARED != 0 {
+                false
+            } else if status & vs::FILE_PRIVATE != 0 {
+                (present && !file_or_shared) || swapped
+            } else {
+                present || swapped
+            }
+        };
+        let npages = (map.end - map.start) / page;
+        let mut index = 0u64;
+        const CHUNK: u64 = 65536;
+        while index < npages {
+            let count = CHUNK.min(npages - index);
+            let mut bits = vec![0u8; (count * 8) as usize];
+            pagemap
+                .read_exact_at(&mut bits, (map.start / page + index) * 8)
+                .map_err(io_err(pid, format!("read pagemap at {:#x}", map.start + index * page)))?;
+            let mut run_start: Option<u64> = None;
+            for i in 0..=count {
+                let dump_it = i < count && want(u64::from_ne_bytes(bits[(i * 8) as usize..(i * 8 + 8) as usize].try_into().expect("8 bytes")));
+                match (dump_it, run_start) {
+                    (true, None) => run_start = Some(i),
+                    (false, Some(first)) => {
+                        let addr = map.start + (index + first) * page;
+                        let run = i - first;
+                        copy_pages(pid, mem, addr, run * page, &mut buffer, &mut pages_out)?;
+                        pagemap_out
+                            .write_entry(&pb::PagemapEntry {
+                                vaddr: addr,
+                                nr_pages: run as u32,
+                                flags: Some(PE_PRESENT),
+                                ..Default::default()
+                            })
+                            .map_err(|source| DumpError::Image { pid, source })?;
+                        total_pages += run;
+                        run_start = None;
+                    }
+                    _ => {}
+                }
+            }
+            index += count;
+        }
+        vma.fd = -1;
+        vmas.push(vma);
+    }
+    pages_out.flush().map_err(io_err(pid, "write pages"))?;
+    pagemap_out.finish().map_err(|source| DumpError::Image { pid, source })?;
+    Ok((vmas, total_pages))
+}
+
+/// CRIU's pagemap entry flag: the pages are in this image's pages file.
+const PE_PRESENT: u32 = 1 << 2;
+
+fn copy_pages(
+    pid: i32,
+    mem: &File,
+    addr: u64,
+    len: u64,
+    buffer: &mut Vec<u8>,
+    out: &mut impl Write,
+) -> Result<(), DumpError> {
+    const MAX: u64 = 8 << 20;
+    let mut done = 0;
+    while done < len {
+        let step = MAX.min(len - done);
+        buffer.resize(step as usize, 0);
+        mem.read_exact_at(buffer, addr + done)
+            .map_err(io_err(pid, format!("read memory at {:#x}", addr + done)))?;
+        out.write_all(buffer).map_err(io_err(pid, "write pages"))?;
+        done += step;
+    }
+    Ok(())
+}
+
+/// madvise bits CRIU records, keyed by smaps VmFlags.
+const MADV_BY_FLAG: [(&str, u32); 7] = [
+    ("sr", libc::MADV_SEQUENTIAL as u32),
+    ("rr", libc::MADV_RANDOM as u32),
+    ("dc", libc::MADV_DONTFORK as u32),
+    ("mg", libc::MADV_MERGEABLE as u32),
+    ("hg", libc::MADV_HUGEPAGE as u32),
+    ("nh", libc::MADV_NOHUGEPAGE as u32),
+    ("dd", libc::MADV_DONTDUMP as u32),
+];
+
+fn classify_vma(
+    pid: i32,
+    map: &MapsLine,
+    vm_flags: &[String],
+    files: &mut FileTable,
+) -> Result<Option<pb::VmaEntry>, DumpError> {
+    let has = |f: &str| vm_flags.iter().any(|v| v == f);
+    let mut prot = 0;
+    if map.read {
+        prot |= libc::PROT_READ;
+    }
+    if map.write {
+        prot |= libc::PROT_WRITE;
+    }
+    if map.exec {
+        prot |= libc::PROT_EXEC;
+    }
+    let mut flags = if map.shared { libc::MAP_SHARED } else { libc::MAP_PRIVATE };
+    if has("gd") {
+        flags |= libc::MAP_GROWSDOWN;
+    }
+    let mut madv = 0u64;
+    for (flag, advice) in MADV_BY_FLAG {
+        if has(flag) {
+            madv |= 1 << advice;
+        }
+    }
+    if has("wf") {
+        madv |= 1 << libc::MADV_WIPEONFORK;
+    }
+    let mut vma = pb::VmaEntry {
+        start: map.start,
+        end: map.end,
+        pgoff: map.offset,
+        shmid: 0,
+        prot: prot as u32,
+        flags: flags as u32,
+        status: vs::REGULAR,
+        fd: -1,
+        madv: Some(madv),
+        fdflags: None,
+    };
+    let name = map.name.as_str();
+    match name {
+        "[vsyscall]" => return Ok(None),
+        "[vdso]" => vma.status |= vs::VDSO,
+        "[vvar]" | "[vvar_vclock]" => vma.status |= vs::VVAR,
+        "[stack]" | "[heap]" | "" => {
+            vma.status |= vs::ANON_PRIVATE;
+            if name == "[stack]" {
+                vma.status |= vs::STACK;
+            }
+            if name == "[heap]" {
+                vma.status |= vs::HEAP;
+            }
+            vma.flags |= libc::MAP_ANONYMOUS as u32;
+            vma.pgoff = 0;
+            if map.shared {
+                vma.status = vs::REGULAR | vs::ANON_SHARED;
+                vma.shmid = map.inode;
+            }
+        }
+        _ if name.starts_with("[anon:") => {
+            vma.status |= if map.shared { vs::ANON_SHARED } else { vs::ANON_PRIVATE };
+            vma.flags |= libc::MAP_ANONYMOUS as u32;
+            vma.pgoff = 0;
+        }
+        _ if map.shared && name.starts_with("/dev/zero") => {
+            vma.status |= vs::ANON_SHARED;
+            vma.flags |= libc::MAP_ANONYMOUS as u32;
+            vma.shmid = map.inode;
+        }
+        _ if name.starts_with('/') && !name.ends_with(" (deleted)") && !name.starts_with("/memfd:") && !name.starts_with("/SYSV") => {
+            let open_flags = if map.shared && has("mw") { libc::O_RDWR } else { libc::O_RDONLY };
+            let id = files.add_path(pid, Path::new(name), open_flags)?;
+            vma.shmid = id as u64;
+            vma.fdflags = Some(open_flags as u32);
+            vma.status |= if map.shared { vs::FILE_SHARED } else { vs::FILE_PRIVATE };
+        }
+        _ => {
+            return Err(DumpError::Unsupported {
+                pid,
+                what: format!("memory area {:#x}-{:#x} {name:?}", map.start, map.end),
+            })
+        }
+    }
+    Ok(Some(vma))
+}
+
