@@ -146,11 +146,15 @@ impl FuzzLayout {
 
     /// Directories holding image fixtures, in the images crate.
     fn fixture_roots(&self) -> Vec<PathBuf> {
-        ["images/tests/fixtures", "images/tests/criu-fixtures"]
-            .iter()
-            .map(|relative| self.repo_root.join(relative))
-            .filter(|path| path.is_dir())
-            .collect()
+        [
+            "images/tests/fixtures",
+            "images/tests/criu-fixtures",
+            "images/tests/snapshots",
+        ]
+        .iter()
+        .map(|relative| self.repo_root.join(relative))
+        .filter(|path| path.is_dir())
+        .collect()
     }
 }
 
@@ -454,39 +458,65 @@ enum SeedSource {
     Json,
 }
 
-/// Seeds of each target. A target missing here starts from an empty corpus.
+/// Seeds of each target. A target missing here starts from an empty corpus. The
+/// prefixes follow `ImageFamily::of` in fuzz/src/lib.rs.
 fn seed_source(target: &str) -> Option<SeedSource> {
     Some(match target {
         "image_any" => SeedSource::ImageFiles(&[""]),
         "image_core" => SeedSource::ImageFiles(&[
-            "core-",
+            "inventory",
             "pstree",
+            "core-",
             "ids-",
             "fs-",
-            "inventory",
             "creds-",
             "seccomp",
+            "sigacts-",
+            "itimers-",
+            "posix-timers-",
+            "rlimit-",
+            "signal-",
         ]),
-        "image_mm" => SeedSource::ImageFiles(&["mm-", "pagemap-"]),
+        "image_mm" => SeedSource::ImageFiles(&["mm-", "vmas-", "pagemap-"]),
         "image_files" => SeedSource::ImageFiles(&[
             "files",
             "fdinfo-",
             "pipes",
             "fifo",
-            "sk-",
             "unixsk",
             "inetsk",
+            "packetsk",
+            "netlinksk",
+            "sk-queues",
+            "tcp-stream-",
             "reg-files",
+            "ext-files",
+            "remap-fpath",
+            "ghost-file-",
+            "eventfd",
+            "eventpoll",
+            "signalfd",
+            "inotify",
+            "fanotify",
             "tty",
+            "filelocks",
+            "tunfile",
+            "timerfd",
+            "memfd",
+            "bpfmap",
+            "ns-files",
         ]),
         "image_misc" => SeedSource::ImageFiles(&[
             "stats-",
+            "irmap-cache",
             "timens-",
             "utsns-",
-            "ipcns-",
+            "mountpoints-",
+            "netdev-",
             "netns-",
             "cgroup",
-            "mountpoints-",
+            "userns-",
+            "cpuinfo",
         ]),
         "dump_dir" => SeedSource::DumpDirectories,
         "json" => SeedSource::Json,
@@ -517,12 +547,15 @@ fn seed_corpus(layout: &FuzzLayout, target: &str) -> anyhow::Result<usize> {
                         && !name.starts_with("pages-")
                         && prefixes.iter().any(|prefix| name.starts_with(prefix))
                 }
-                SeedSource::Json => name.ends_with(".json"),
+                SeedSource::Json => name.ends_with(".json") || name.ends_with(".snap"),
                 SeedSource::DumpDirectories => false,
             };
             if wanted {
-                let bytes =
+                let mut bytes =
                     fs::read(&file).with_context(|| format!("fuzz: read {}", file.display()))?;
+                if name.ends_with(".snap") {
+                    bytes = snapshot_body(&bytes).to_vec();
+                }
                 seeds.push((seed_name(&root, &file), bytes));
             }
         }
@@ -538,6 +571,23 @@ fn seed_corpus(layout: &FuzzLayout, target: &str) -> anyhow::Result<usize> {
         fs::write(&path, bytes).with_context(|| format!("fuzz: write {}", path.display()))?;
     }
     Ok(seeds.len())
+}
+
+/// What an insta snapshot file holds after its `---` metadata header (crit JSON in
+/// the images crate's snapshots).
+fn snapshot_body(snapshot: &[u8]) -> &[u8] {
+    let mut separators = 0;
+    let mut offset = 0;
+    for line in snapshot.split_inclusive(|&byte| byte == b'\n') {
+        offset += line.len();
+        if line.trim_ascii_end() == b"---" {
+            separators += 1;
+            if separators == 2 {
+                return &snapshot[offset..];
+            }
+        }
+    }
+    snapshot
 }
 
 /// `seed-<path below the fixture root, with / as ->`.
@@ -748,6 +798,13 @@ Base64: AAAA
             vec![PathBuf::from("/w/fuzz/artifacts/json/crash-da39a3ee")]
         );
         assert_eq!(stats.coverage, None);
+    }
+
+    #[test]
+    fn takes_the_body_of_a_snapshot() {
+        let snapshot = b"---\nsource: images/tests/fixtures.rs\nexpression: text\n---\n{\"magic\": \"CORE\"}\n";
+        assert_eq!(snapshot_body(snapshot), b"{\"magic\": \"CORE\"}\n");
+        assert_eq!(snapshot_body(b"{}"), b"{}");
     }
 
     #[test]

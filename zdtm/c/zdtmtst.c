@@ -39,7 +39,7 @@ void test_init(const char *name, int argc, char **argv)
 		fprintf(stderr, "%s: ZDTM_OUTDIR not set: run me from the zdtm harness\n", name);
 		exit(2);
 	}
-	if (fd_text)
+	if (fd_text && *fd_text)
 		ready_fd = atoi(fd_text);
 
 	pid_t pid = fork();
