@@ -954,50 +954,64 @@ fn decode_base64_json(json: &Json, path: &str) -> Result<Vec<u8>, JsonError> {
     })
 }
 
-/// Python's `quopri.encodestring` (quoted-printable, `quotetabs=False`), used for unix
-/// socket names.
-pub fn encode_quoted_printable(bytes: &[u8]) -> String {
+/// Python's `quopri.encodestring` (CPython's `binascii.b2a_qp` in text mode, tabs and
+/// spaces unquoted, 76-column lines), used for unix socket names.
+pub fn encode_quoted_printable(data: &[u8]) -> String {
     const MAX_LINE: usize = 76;
-    let mut output = String::new();
-    let mut lines: Vec<&[u8]> = bytes.split(|byte| *byte == b'\n').collect();
-    let ends_with_newline = bytes.last() == Some(&b'\n');
-    if ends_with_newline {
-        lines.pop();
-    }
-    let line_count = lines.len();
-    for (position, line) in lines.into_iter().enumerate() {
-        let mut encoded: Vec<String> = line
-            .iter()
-            .map(|&byte| {
-                if byte == b'=' || !(byte == b' ' || byte == b'\t' || (33..=126).contains(&byte)) {
-                    format!("={byte:02X}")
-                } else {
-                    (byte as char).to_string()
-                }
-            })
-            .collect();
-        if let Some(last) = encoded.last_mut() {
-            if last == " " || last == "\t" {
-                *last = format!("={:02X}", last.as_bytes()[0]);
+    let crlf = data
+        .iter()
+        .position(|&byte| byte == b'\n')
+        .is_some_and(|newline| newline > 0 && data[newline - 1] == b'\r');
+    let line_break: &[u8] = if crlf { b"\r\n" } else { b"\n" };
+    let hex = |byte: u8| format!("={byte:02X}").into_bytes();
+    let mut out: Vec<u8> = Vec::with_capacity(data.len() * 3);
+    let mut line_len = 0usize;
+    let mut position = 0usize;
+    while position < data.len() {
+        let byte = data[position];
+        let next = data.get(position + 1).copied();
+        let at_end = position + 1 == data.len();
+        let must_quote = byte > 126
+            || byte == b'='
+            || (byte == b'.'
+                && line_len == 0
+                && (at_end || matches!(next, Some(b'\n' | b'\r' | 0))))
+            || ((byte == b'\t' || byte == b' ') && at_end)
+            || (byte < 33 && byte != b'\r' && byte != b'\n' && byte != b'\t' && byte != b' ');
+        if must_quote {
+            if line_len + 3 >= MAX_LINE {
+                out.push(b'=');
+                out.extend_from_slice(line_break);
+                line_len = 0;
             }
-        }
-        let mut current = String::new();
-        for piece in encoded {
-            if current.len() + piece.len() > MAX_LINE - 1 {
-                output.push_str(&current);
-                output.push_str("=\n");
-                current.clear();
+            out.extend(hex(byte));
+            line_len += 3;
+            position += 1;
+        } else if byte == b'\n' || (byte == b'\r' && next == Some(b'\n')) {
+            line_len = 0;
+            // whitespace at the end of a line is quoted
+            if let Some(&last @ (b' ' | b'\t')) = out.last() {
+                out.pop();
+                out.extend(hex(last));
             }
-            current.push_str(&piece);
-        }
-        output.push_str(&current);
-        if position + 1 < line_count || ends_with_newline {
-            output.push('\n');
+            out.extend_from_slice(line_break);
+            position += if byte == b'\r' { 2 } else { 1 };
+        } else {
+            if !at_end && next != Some(b'\n') && line_len + 1 >= MAX_LINE {
+                out.push(b'=');
+                out.extend_from_slice(line_break);
+                line_len = 0;
+            }
+            line_len += 1;
+            out.push(byte);
+            position += 1;
         }
     }
-    output
+    // every byte above 126 was quoted, so this is ASCII
+    String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Python's `quopri.decodestring`: `=XX` escapes and `=` soft line breaks.
 pub fn decode_quoted_printable(text: &str) -> Vec<u8> {
     let bytes = text.as_bytes();
     let mut output = Vec::with_capacity(bytes.len());
@@ -1007,6 +1021,10 @@ pub fn decode_quoted_printable(text: &str) -> Vec<u8> {
         if byte == b'=' {
             if bytes.get(position + 1) == Some(&b'\n') {
                 position += 2;
+                continue;
+            }
+            if bytes.get(position + 1..position + 3) == Some(b"\r\n") {
+                position += 3;
                 continue;
             }
             let hex = bytes
@@ -1207,12 +1225,26 @@ mod tests {
     }
 
     #[test]
-    fn quoted_printable_round_trips() {
-        let name = b"\0abstract=name \xff";
-        let text = encode_quoted_printable(name);
-        assert_eq!(text, "=00abstract=3Dname =FF");
-        assert_eq!(decode_quoted_printable(&text), name);
-        assert_eq!(encode_quoted_printable(b"/tmp/sock "), "/tmp/sock=20");
+    fn quoted_printable_matches_python_quopri() {
+        // expected strings produced by CPython's quopri.encodestring
+        let cases: [(&[u8], &str); 7] = [
+            (b"\0abstract=name \xff", "=00abstract=3Dname =FF"),
+            (b"/tmp/sock ", "/tmp/sock=20"),
+            (b"a\rb", "a\rb"),
+            (&[b'x'; 80], "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx=\nxxxxx"),
+            (b".\n", "=2E\n"),
+            (b"line one \nline two\t\n", "line one=20\nline two=09\n"),
+            (
+                &[b'=', 0xe7, b'=', 0xe7, b'=', 0xe7, b'=', 0xe7, b'=', 0xe7, b'=', 0xe7, b'=', 0xe7, b'=', 0xe7, b'=', 0xe7, b'=', 0xe7, b'=', 0xe7, b'=', 0xe7, b'=', 0xe7],
+                "=3D=E7=3D=E7=3D=E7=3D=E7=3D=E7=3D=E7=3D=E7=3D=E7=3D=E7=3D=E7=3D=E7=3D=E7=3D=\n=E7",
+            ),
+        ];
+        for (raw, expected) in cases {
+            assert_eq!(encode_quoted_printable(raw), expected, "{raw:?}");
+            assert_eq!(decode_quoted_printable(expected), raw, "{expected:?}");
+        }
+        let all: Vec<u8> = (0..=255).collect();
+        assert_eq!(decode_quoted_printable(&encode_quoted_printable(&all)), all);
     }
 
     #[test]
