@@ -82,10 +82,16 @@ pub trait Abi {
     fn regs_to_bytes(regs: &Self::Regs) -> Vec<u8>;
     /// Registers from the kernel's layout.
     fn regs_from_bytes(bytes: &[u8]) -> Option<Self::Regs>;
-    /// Restorer ops that map the kernel's vDSO block (vvar pages and vDSO text, laid out
-    /// as this kernel lays them) starting at `block_start`, in an address space where no
-    /// vDSO is mapped.
-    fn map_vdso_ops(block_start: u64) -> Vec<RestorerOp>;
+    /// Whether the restorer keeps crust's own vDSO block (vvar pages and vDSO text)
+    /// mapped and moves it into place, for architectures without a "map the vDSO here"
+    /// call; otherwise the block is unmapped with everything else and mapped anew.
+    const MOVES_OWN_VDSO: bool;
+    /// Restorer ops that put the kernel's vDSO block at `target_block_start` (the
+    /// engine checked that this kernel lays the block out as the image recorded).
+    /// `own_block` lists crust's own vvar/vDSO areas (still mapped when
+    /// [`Abi::MOVES_OWN_VDSO`]); `scratch` is a free range as large as the block, for
+    /// moves whose source and destination overlap.
+    fn map_vdso_ops(target_block_start: u64, own_block: &[(u64, u64)], scratch: u64) -> Vec<RestorerOp>;
     /// Highest user address + 1 (TASK_SIZE) assumed for the restorer's unmap.
     const TASK_SIZE: u64;
     /// Puts a thread's registers into the image's per-arch thread info of `core`.

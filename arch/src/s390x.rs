@@ -37,7 +37,8 @@ impl Abi for S390x {
         None
     }
     const TASK_SIZE: u64 = 0;
-    fn map_vdso_ops(_vdso_start: u64) -> Vec<crate::RestorerOp> {
+    const MOVES_OWN_VDSO: bool = true;
+    fn map_vdso_ops(_target: u64, _own_block: &[(u64, u64)], _scratch: u64) -> Vec<crate::RestorerOp> {
         Vec::new()
     }
     fn regs_to_core(_core: &mut crust_images::pb::CoreEntry, _regs: &crate::ThreadRegs<Self::Regs>, _clear_tid_addr: u64) {}

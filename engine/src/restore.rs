@@ -247,8 +247,6 @@ struct Plan {
     sync_fd: i32,
 }
 
-const PAGE: u64 = 4096;
-
 fn round_up(value: u64, to: u64) -> u64 {
     value.div_ceil(to) * to
 }
@@ -312,22 +310,35 @@ fn plan(options: &RestoreOptions, images: &Images) -> Result<Plan, RestoreError>
     let code = HostArch::restorer_blob();
     let code_size = round_up(code.len() as u64, page);
     let estimate = code_size + round_up(64 * 1024 + (mm.vmas.len() as u64 + images.pagemap.len() as u64) * 4 * 80 + 32 * 1024, page);
-    let area = find_gap(pid, mm, estimate)?;
+    let area = find_gap(pid, mm, estimate, &[])?;
+    let own_block = own_vdso_block(pid)?;
+    let block_size = own_block.iter().map(|&(s, e)| e - s).sum::<u64>().max(page);
+    let scratch = find_gap(pid, mm, block_size, &[(area, area + estimate)])?;
     let mut program = Program::new(area + code_size);
 
-    // 1. Drop everything but the area (the child's own crust mappings and vDSO go too).
-    let top = HostArch::TASK_SIZE;
-    program.call(Sys::Munmap, [0, area, 0, 0, 0, 0], RestorerOp::CHECK_EQ, 0, "unmap below the restorer".into());
-    program.call(
-        Sys::Munmap,
-        [area + estimate, top - (area + estimate), 0, 0, 0, 0],
-        RestorerOp::CHECK_EQ,
-        0,
-        "unmap above the restorer".into(),
-    );
+    // 1. Drop everything but the area (and, where the architecture moves it, crust's
+    //    own vDSO block): crust's own mappings go.
+    let mut keep: Vec<(u64, u64)> = vec![(area, area + estimate)];
+    if HostArch::MOVES_OWN_VDSO {
+        keep.extend(own_block.iter().copied());
+    }
+    keep.sort_unstable();
+    let mut from = 0u64;
+    for &(start, end) in keep.iter().chain(std::iter::once(&(HostArch::TASK_SIZE, HostArch::TASK_SIZE))) {
+        if start > from {
+            program.call(
+                Sys::Munmap,
+                [from, start - from, 0, 0, 0, 0],
+                RestorerOp::CHECK_EQ,
+                0,
+                format!("unmap {from:#x}-{start:#x}"),
+            );
+        }
+        from = from.max(end);
+    }
     // 2. vDSO and vvar where they were.
     if let Some(block_start) = check_vdso {
-        for op in HostArch::map_vdso_ops(block_start) {
+        for op in HostArch::map_vdso_ops(block_start, &own_block, scratch) {
             program.raw(op, format!("map vdso block at {block_start:#x}"));
         }
     }
@@ -561,19 +572,29 @@ fn check_vdso_layout(pid: i32, mm: &pb::MmEntry) -> Result<Option<u64>, RestoreE
     Ok(image_special.iter().map(|v| v.0).min())
 }
 
-/// Finds an address range free both in the target's layout and in ours, for the restorer.
-fn find_gap(pid: i32, mm: &pb::MmEntry, size: u64) -> Result<u64, RestoreError> {
+/// crust's own vvar and vDSO areas, in address order.
+fn own_vdso_block(pid: i32) -> Result<Vec<(u64, u64)>, RestoreError> {
+    let own = procfs::parse_maps(&fs::read_to_string("/proc/self/maps").map_err(io_err(pid, "read /proc/self/maps"))?)
+        .map_err(|e| RestoreError::Child { pid, what: e.to_string() })?;
+    Ok(own.iter().filter(|m| m.name == "[vdso]" || m.name.starts_with("[vvar")).map(|m| (m.start, m.end)).collect())
+}
+
+/// Finds an address range free both in the target's layout and in ours (and outside
+/// `also_used`), for the restorer.
+fn find_gap(pid: i32, mm: &pb::MmEntry, size: u64, also_used: &[(u64, u64)]) -> Result<u64, RestoreError> {
     let own = procfs::parse_maps(&fs::read_to_string("/proc/self/maps").map_err(io_err(pid, "read /proc/self/maps"))?)
         .map_err(|e| RestoreError::Child { pid, what: e.to_string() })?;
     let mut used: Vec<(u64, u64)> = mm.vmas.iter().map(|v| (v.start, v.end)).collect();
     used.extend(own.iter().map(|m| (m.start, m.end)));
+    used.extend(also_used.iter().copied());
     used.retain(|&(s, _)| s < HostArch::TASK_SIZE);
     used.sort_unstable();
-    let guard = 16 * PAGE;
+    let page = sys::page_size();
+    let guard = 16 * page;
     let mut candidate_end = HostArch::TASK_SIZE - (1 << 30);
     for &(start, end) in used.iter().rev() {
         if end + guard + size + guard <= candidate_end && end < candidate_end {
-            return Ok(round_up(candidate_end - guard - size - PAGE, PAGE) - PAGE);
+            return Ok((candidate_end - guard - size) / page * page);
         }
         candidate_end = candidate_end.min(start);
     }

@@ -189,7 +189,9 @@ impl crate::Abi for X86_64 {
 
     const TASK_SIZE: u64 = 0x7fff_ffff_f000;
 
-    fn map_vdso_ops(block_start: u64) -> Vec<crate::RestorerOp> {
+    const MOVES_OWN_VDSO: bool = false;
+
+    fn map_vdso_ops(block_start: u64, _own_block: &[(u64, u64)], _scratch: u64) -> Vec<crate::RestorerOp> {
         // ARCH_MAP_VDSO_64 takes where the block (vvar first, then text) begins.
         const ARCH_MAP_VDSO_64: u64 = 0x2003;
         vec![crate::RestorerOp {
