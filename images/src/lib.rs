@@ -1,8 +1,33 @@
 //! CRIU-compatible image files: our own `.proto` schema, the on-disk framing, page maps
 //! and crit's JSON.
 //!
+//! - [`pb`]: the generated messages (`pb::CoreEntry`, `pb::MmEntry`, ...). prost makes
+//!   `required` scalars plain fields, `optional` ones `Option`s, and `required` messages
+//!   plain (non-`Option`) fields.
+//! - [`image`]: [`ImageWriter`] / [`ImageReader`] and the pure [`parse`]; integers in the
+//!   framing are in the writer's byte order, found again from the magic on read.
+//! - [`magic`]: [`ImageKind`], CRIU's magic numbers and file names.
+//! - [`pagemap`]: [`PagemapReader`], from virtual addresses to offsets in `pages-N.img`.
+//! - [`dir`]: [`ImageDir`], typed access to one dump directory, and [`PagesWriter`].
+//! - [`json`]: crit's JSON, both directions.
+//!
 //! Invariant: this crate knows nothing about ptrace or live processes; every parser is
 //! pure (`&[u8]` in, types out) and the file helpers are thin wrappers around them.
+//!
+//! ```
+//! use crust_images::{pb, ByteOrder, ImageKind, ImageReader, ImageWriter};
+//!
+//! let mut writer = ImageWriter::with_sink(Vec::new(), "pstree.img", ImageKind::Pstree, ByteOrder::Big)?;
+//! writer.write_entry(&pb::PstreeEntry { pid: 1, ppid: 0, pgid: 1, sid: 1, threads: vec![1] })?;
+//! let bytes = writer.into_inner()?;
+//!
+//! let mut reader = ImageReader::from_bytes("pstree.img", bytes)?;
+//! assert_eq!(reader.kind(), ImageKind::Pstree);
+//! assert_eq!(reader.byte_order(), ByteOrder::Big);
+//! let entry: pb::PstreeEntry = reader.next_entry()?.expect("one entry");
+//! assert_eq!(entry.threads, [1]);
+//! # Ok::<(), crust_images::ImageError>(())
+//! ```
 #![deny(unsafe_code)]
 
 pub mod dir;
