@@ -103,6 +103,7 @@ pub const TESTS: &[TestSpec] = &[
     },
     rust("sleep_nanosleep"),
     c("sleep_pause"),
+    c("sleep_sigsuspend"),
     rust("sleep_poll"),
     rust("busy_counter"),
     rust("cwd"),

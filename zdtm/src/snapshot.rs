@@ -181,6 +181,26 @@ mod tests {
     }
 
     #[test]
+    fn a_sleeping_process_reads_the_same_twice() {
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().expect("spawn sleep");
+        let pid = child.id() as i32;
+        // Wait until it sleeps in (clock_)nanosleep, so ld.so is done mapping libraries.
+        let asleep = |syscall: String| matches!(syscall.split(' ').next(), Some("35" | "230"));
+        while !std::fs::read_to_string(format!("/proc/{pid}/syscall")).is_ok_and(asleep) {
+            std::thread::yield_now();
+        }
+        let first = ProcSnapshot::capture(pid);
+        let second = ProcSnapshot::capture(pid);
+        let _ = child.kill();
+        let _ = child.wait();
+        let (first, second) = (first.expect("capture"), second.expect("capture"));
+        assert!(first.vmas.iter().any(|vma| vma.contains("[stack]")), "{:?}", first.vmas);
+        assert!(first.status.contains_key("SigBlk"));
+        assert!(first.fds.contains_key(&0));
+        assert_eq!(first.differences(&second), Vec::<String>::new());
+    }
+
+    #[test]
     fn identical_snapshots_have_no_differences() {
         let before = snapshot(&["1000-2000 rw-p"], "0", 7);
         assert!(before.differences(&before.clone()).is_empty());
