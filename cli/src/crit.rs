@@ -599,8 +599,10 @@ fn info_dir(dump: &mut Dump, out: &mut impl Write) -> anyhow::Result<()> {
         .filter_map(|entry| entry.ok())
         .filter_map(|entry| {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let size = entry.metadata().ok()?.len();
-            name.ends_with(".img").then_some((name, size))
+            let metadata = entry.metadata().ok()?;
+            // stats-dump and irmap-cache have no .img suffix
+            let is_image = name.ends_with(".img") || ImageKind::from_file_name(&name).is_some();
+            (metadata.is_file() && is_image).then_some((name, metadata.len()))
         })
         .collect();
     images.sort();

@@ -170,12 +170,12 @@ image_kinds! {
     Timens = (0x4311_4433, "TIMENS", Common, "timens-{}.img"),
     /// bpfmap-file.img
     BpfmapFile = (0x5750_6142, "BPFMAP_FILE", Common, "bpfmap-file.img"),
-    /// stats-dump.img
-    StatsDump = (0x5709_3306, "STATS", Service, "stats-dump.img"),
-    /// stats-restore.img; same magic as [`ImageKind::StatsDump`].
-    StatsRestore = (0x5709_3306, "STATS", Service, "stats-restore.img"),
-    /// irmap-cache.img
-    IrmapCache = (0x5700_4059, "IRMAP_CACHE", Service, "irmap-cache.img"),
+    /// stats-dump (no .img suffix, as CRIU names it)
+    StatsDump = (0x5709_3306, "STATS", Service, "stats-dump"),
+    /// stats-restore; same magic as [`ImageKind::StatsDump`].
+    StatsRestore = (0x5709_3306, "STATS", Service, "stats-restore"),
+    /// irmap-cache
+    IrmapCache = (0x5700_4059, "IRMAP_CACHE", Service, "irmap-cache"),
 }
 
 impl ImageKind {

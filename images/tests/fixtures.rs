@@ -147,8 +147,8 @@ fn pagemap_fixture_maps_addresses() {
 
 #[test]
 fn signal_kinds_follow_the_file_name() {
-    let bytes = std::fs::read(fixtures_dir().join("dump/stats-dump.img")).expect("stats");
-    let reader = ImageReader::from_bytes("stats-dump.img", bytes).expect("header");
+    let bytes = std::fs::read(fixtures_dir().join("dump/stats-dump")).expect("stats");
+    let reader = ImageReader::from_bytes("stats-dump", bytes).expect("header");
     assert_eq!(reader.kind(), ImageKind::StatsDump);
     assert_eq!(reader.kind().name(), "STATS");
 }

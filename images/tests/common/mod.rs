@@ -319,7 +319,7 @@ pub fn dump_fixtures() -> Vec<Fixture> {
         ),
     );
     add(
-        "stats-dump.img".into(),
+        "stats-dump".into(),
         image(
             ImageKind::StatsDump,
             le,
