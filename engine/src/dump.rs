@@ -239,7 +239,7 @@ pub fn dump(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     fault(DumpStep::Parasite)?;
 
     let mut files = FileTable::default();
-    let (vmas, pages) = crate::memory::dump_memory(pid, &options.dir, &collected, &mem, &mut files)?;
+    let (vmas, pages) = crate::memory::dump_memory(pid, &options.dir, &collected, &mem, &mut files, 1)?;
     fault(DumpStep::Memory)?;
 
     let fds = crate::files::collect_fds(pid, options.shell_job, &mut files)?;

@@ -23,10 +23,11 @@ pub(crate) fn dump_memory(
     collected: &Collected,
     mem: &File,
     files: &mut FileTable,
+    pages_id: u32,
 ) -> Result<(Vec<pb::VmaEntry>, u64), DumpError> {
     let page = sys::page_size();
     let pagemap = File::open(format!("/proc/{pid}/pagemap")).map_err(io_err(pid, "open pagemap"))?;
-    let pages_path = dir.join(ImageKind::Pages.file_name(1));
+    let pages_path = dir.join(ImageKind::Pages.file_name(pages_id as u64));
     let mut pages_out = BufWriter::with_capacity(
         1 << 20,
         File::create(&pages_path).map_err(io_err(pid, format!("create {}", pages_path.display())))?,
@@ -34,7 +35,7 @@ pub(crate) fn dump_memory(
     let mut pagemap_out = ImageWriter::create(dir, ImageKind::Pagemap, pid as u64)
         .map_err(|source| DumpError::Image { pid, source })?;
     pagemap_out
-        .write_entry(&pb::PagemapHead { pages_id: 1 })
+        .write_entry(&pb::PagemapHead { pages_id })
         .map_err(|source| DumpError::Image { pid, source })?;
 
     let mut vmas = Vec::new();
