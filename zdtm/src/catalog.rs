@@ -85,6 +85,7 @@ pub const TESTS: &[TestSpec] = &[
         requirements: &[Requirement::TransparentHugePages],
         ..rust("madvise_flags")
     },
+    rust("gpr_asm"),
     c("fpu_sse"),
     TestSpec {
         requirements: &[Requirement::CpuFlag("avx")],

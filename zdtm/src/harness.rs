@@ -176,10 +176,15 @@ impl Harness {
     pub fn new(mut config: Config) -> anyhow::Result<Harness> {
         let reaper = Reaper::start()?;
         let own_exe = std::env::current_exe().context("locate own executable")?;
-        let exe_dir = own_exe.parent().context("own executable has no directory")?;
+        let exe_dir = own_exe
+            .parent()
+            .context("own executable has no directory")?;
         let built_rust_tests = exe_dir.join("zdtm-rs");
         if !built_rust_tests.exists() {
-            bail!("{} missing: build with cargo build --release -p crust-zdtm", built_rust_tests.display());
+            bail!(
+                "{} missing: build with cargo build --release -p crust-zdtm",
+                built_rust_tests.display()
+            );
         }
         std::fs::create_dir_all(&config.workdir)
             .with_context(|| format!("create {}", config.workdir.display()))?;
@@ -193,17 +198,26 @@ impl Harness {
         let bin_dir = config.workdir.join("bin");
         let c_tests_dir = bin_dir.join("c-tests");
         if bin_dir.exists() {
-            std::fs::remove_dir_all(&bin_dir).with_context(|| format!("remove {}", bin_dir.display()))?;
+            std::fs::remove_dir_all(&bin_dir)
+                .with_context(|| format!("remove {}", bin_dir.display()))?;
         }
-        std::fs::create_dir_all(&c_tests_dir).with_context(|| format!("create {}", c_tests_dir.display()))?;
+        std::fs::create_dir_all(&c_tests_dir)
+            .with_context(|| format!("create {}", c_tests_dir.display()))?;
         let rust_tests_exe = bin_dir.join("zdtm-rs");
         copy_file(&built_rust_tests, &rust_tests_exe)?;
         let built_c_tests = PathBuf::from(env!("ZDTM_C_DIR"));
-        for entry in std::fs::read_dir(&built_c_tests).with_context(|| format!("list {}", built_c_tests.display()))? {
+        for entry in std::fs::read_dir(&built_c_tests)
+            .with_context(|| format!("list {}", built_c_tests.display()))?
+        {
             let entry = entry.with_context(|| format!("list {}", built_c_tests.display()))?;
             copy_file(&entry.path(), &c_tests_dir.join(entry.file_name()))?;
         }
-        Ok(Harness { config, reaper, rust_tests_exe, c_tests_dir })
+        Ok(Harness {
+            config,
+            reaper,
+            rust_tests_exe,
+            c_tests_dir,
+        })
     }
 
     /// Executable and leading arguments for a program.
@@ -473,7 +487,8 @@ fn forget_volatile(snapshot: &mut ProcSnapshot, spec: &TestSpec) {
 }
 
 fn copy_file(from: &Path, to: &Path) -> anyhow::Result<()> {
-    std::fs::copy(from, to).with_context(|| format!("copy {} to {}", from.display(), to.display()))?;
+    std::fs::copy(from, to)
+        .with_context(|| format!("copy {} to {}", from.display(), to.display()))?;
     Ok(())
 }
 

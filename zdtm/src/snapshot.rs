@@ -182,7 +182,10 @@ mod tests {
 
     #[test]
     fn a_sleeping_process_reads_the_same_twice() {
-        let mut child = std::process::Command::new("sleep").arg("30").spawn().expect("spawn sleep");
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn sleep");
         let pid = child.id() as i32;
         // Wait until it sleeps in (clock_)nanosleep, so ld.so is done mapping libraries.
         let asleep = |syscall: String| matches!(syscall.split(' ').next(), Some("35" | "230"));
@@ -194,7 +197,11 @@ mod tests {
         let _ = child.kill();
         let _ = child.wait();
         let (first, second) = (first.expect("capture"), second.expect("capture"));
-        assert!(first.vmas.iter().any(|vma| vma.contains("[stack]")), "{:?}", first.vmas);
+        assert!(
+            first.vmas.iter().any(|vma| vma.contains("[stack]")),
+            "{:?}",
+            first.vmas
+        );
         assert!(first.status.contains_key("SigBlk"));
         assert!(first.fds.contains_key(&0));
         assert_eq!(first.differences(&second), Vec::<String>::new());

@@ -84,6 +84,20 @@ impl Test {
         self.send_ready(&format!("{} {:016x}\n", std::process::id(), self.token));
     }
 
+    /// For tests that must send the ready message themselves from inside an asm block
+    /// (so registers loaded there are provably held at dump time): the pipe fd (-1 when
+    /// run without a harness) and the message. The caller writes the message and closes
+    /// the fd; `ready` becomes a no-op.
+    pub fn take_ready_for_asm(&mut self) -> (RawFd, String) {
+        let message = format!("{} {:016x}\n", std::process::id(), self.token);
+        (self.ready_fd.take().unwrap_or(-1), message)
+    }
+
+    /// Address of the word the SIGTERM handler sets to 1, for asm spin loops.
+    pub fn term_flag_address(&self) -> *const u32 {
+        TERM_RECEIVED.as_ptr()
+    }
+
     /// Tells the harness this test cannot run here, then exits.
     pub fn skip(mut self, reason: &str) -> ! {
         self.send_ready(&format!("skip {reason}\n"));

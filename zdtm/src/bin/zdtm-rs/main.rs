@@ -9,6 +9,7 @@
 mod files;
 mod memory;
 mod process;
+mod registers;
 mod signals;
 
 use crust_zdtm::testlib::Test;
@@ -29,6 +30,7 @@ const TESTS: &[(&str, TestBody)] = &[
     ("mprotect_split", memory::mprotect_split),
     ("madvise_flags", memory::madvise_flags),
     ("sigaltstack", signals::sigaltstack),
+    ("gpr_asm", registers::gpr_asm),
     ("sleep_nanosleep", signals::sleep_nanosleep),
     ("sleep_poll", signals::sleep_poll),
     ("busy_counter", process::busy_counter),
