@@ -53,5 +53,5 @@ pub use image::{
     parse, parse_header, read_entries, read_single, write_entries, ByteOrder, Header, ImageReader,
     ImageWriter, RawEntry, RawImage, MAX_ENTRY_SIZE,
 };
-pub use magic::{Framing, ImageKind, IMG_COMMON_MAGIC, IMG_SERVICE_MAGIC};
+pub use magic::{Framing, ImageKind, IMAGES_VERSION, IMG_COMMON_MAGIC, IMG_SERVICE_MAGIC};
 pub use pagemap::{PageRun, PagemapReader, PE_LAZY, PE_PARENT, PE_PRESENT};

@@ -5,6 +5,10 @@ pub const IMG_COMMON_MAGIC: u32 = 0x5456_4319;
 /// First word of service files: stats and irmap cache (CRIU's `IMG_SERVICE_MAGIC`).
 pub const IMG_SERVICE_MAGIC: u32 = 0x5510_5940;
 
+/// `inventory_entry.img_version` of images with the common magic in every file
+/// (CRIU's `CRTOOLS_IMAGES_V1_1`); the only version CRIU 3.x and 4.x write.
+pub const IMAGES_VERSION: u32 = 2;
+
 /// Which leading word an image kind is framed with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Framing {
