@@ -414,6 +414,8 @@ pub struct ImageWriter<W: Write = BufWriter<File>> {
     path: Option<PathBuf>,
     kind: ImageKind,
     byte_order: ByteOrder,
+    offset: u64,
+    entries_written: usize,
 }
 
 impl ImageWriter<BufWriter<File>> {
@@ -454,6 +456,8 @@ impl<W: Write> ImageWriter<W> {
             path: None,
             kind,
             byte_order,
+            offset: 0,
+            entries_written: 0,
         };
         match kind.framing() {
             Framing::Common => writer.put(&byte_order.write_u32(IMG_COMMON_MAGIC))?,
@@ -471,6 +475,16 @@ impl<W: Write> ImageWriter<W> {
         self.kind
     }
 
+    /// Bytes written so far, header included.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Entries written so far.
+    pub fn entries_written(&self) -> usize {
+        self.entries_written
+    }
+
     /// Encodes `message` as the next entry.
     pub fn write_entry<M: Message>(&mut self, message: &M) -> Result<(), ImageError> {
         self.write_raw_entry(&message.encode_to_vec())
@@ -483,13 +497,15 @@ impl<W: Write> ImageWriter<W> {
             .filter(|&size| u64::from(size) <= MAX_ENTRY_SIZE)
             .ok_or_else(|| ImageError::EntryTooLarge {
                 file: self.file.clone(),
-                offset: 0,
-                index: 0,
+                offset: self.offset,
+                index: self.entries_written,
                 size: message.len() as u64,
                 limit: MAX_ENTRY_SIZE,
             })?;
         self.put(&self.byte_order.write_u32(size))?;
-        self.put(message)
+        self.put(message)?;
+        self.entries_written += 1;
+        Ok(())
     }
 
     /// Writes raw bytes after the last entry (pipe data, ghost file contents, pages).
@@ -511,7 +527,9 @@ impl<W: Write> ImageWriter<W> {
 
     fn put(&mut self, bytes: &[u8]) -> Result<(), ImageError> {
         let result = self.sink.write_all(bytes);
-        self.check(result)
+        self.check(result)?;
+        self.offset += bytes.len() as u64;
+        Ok(())
     }
 
     fn check(&self, result: std::io::Result<()>) -> Result<(), ImageError> {
@@ -586,6 +604,21 @@ mod tests {
             writer.into_inner().expect("vec sink"),
             0x5831_3116u32.to_le_bytes()
         );
+    }
+
+    #[test]
+    fn writer_counts_offset_and_entries() {
+        let mut writer = ImageWriter::with_sink(
+            Vec::new(),
+            "pstree.img",
+            ImageKind::Pstree,
+            ByteOrder::Little,
+        )
+        .expect("vec sink");
+        assert_eq!((writer.offset(), writer.entries_written()), (8, 0));
+        writer.write_entry(&sample()).expect("vec sink");
+        assert_eq!(writer.offset(), 8 + 4 + sample().encoded_len() as u64);
+        assert_eq!(writer.entries_written(), 1);
     }
 
     #[test]
