@@ -1,11 +1,11 @@
-//! The dump pipeline: freeze, collect, dump memory and files, write images, then kill or
-//! release the target.
+//! The dump pipeline: freeze a process tree (every thread of every process), collect,
+//! dump memory and files, write images, then kill or release the tree.
 //!
-//! Invariant: until the last image is written the target is only ever stopped; any
-//! error (or an injected fault) releases it exactly as it was, through [`Frozen`]'s Drop.
+//! Invariant: until the last image is written the tree is only ever stopped; any error
+//! (or an injected fault) releases it exactly as it was, through [`Frozen`]'s Drop.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
+use std::fs;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
@@ -78,10 +78,14 @@ pub struct DumpReport {
     pub frozen: Duration,
     /// Wall time of the whole dump.
     pub total: Duration,
-    /// Pages written to pages-1.img.
+    /// Pages written, over all processes.
     pub pages: u64,
-    /// Memory areas recorded.
+    /// Memory areas recorded, over all processes.
     pub vmas: usize,
+    /// Processes dumped (zombies included).
+    pub processes: usize,
+    /// Threads dumped.
+    pub threads: usize,
 }
 
 /// Why a dump failed. The target was released unchanged.
@@ -118,69 +122,119 @@ struct FrozenThread {
     sigmask: u64,
 }
 
-/// The seized target. Dropping it releases every thread exactly as it was.
-struct Frozen {
+/// One process of the tree.
+struct FrozenProcess {
     pid: i32,
+    ppid: i32,
+    /// /proc/PID/stat as read before the seize (state, session, group).
+    stat: procfs::Stat,
+    /// Seized threads, the leader first; empty for a zombie.
     threads: Vec<FrozenThread>,
+    /// It was stopped (SIGSTOP/SIGTSTP) before the dump.
+    stopped: bool,
+}
+
+impl FrozenProcess {
+    fn is_zombie(&self) -> bool {
+        self.stat.state == 'Z'
+    }
+}
+
+/// The seized tree. Dropping it releases every thread exactly as it was.
+struct Frozen {
+    processes: Vec<FrozenProcess>,
     /// Registers were changed by remote syscalls and must be put back.
     touched: bool,
     finished: bool,
 }
 
+fn seize_one(pid: i32, tid: i32) -> Result<FrozenThread, DumpError> {
+    sys::seize_thread(tid, libc::PTRACE_O_TRACESYSGOOD).map_err(io_err(pid, format!("seize tid {tid}")))?;
+    sys::interrupt_thread(tid).map_err(io_err(pid, format!("interrupt tid {tid}")))?;
+    loop {
+        match sys::wait_thread(tid).map_err(io_err(pid, format!("wait tid {tid}")))? {
+            sys::WaitEvent::Stopped { event, .. } if event == libc::PTRACE_EVENT_STOP => break,
+            sys::WaitEvent::Stopped { signal, .. } => {
+                // A signal arrived first: keep it for the thread, stop again.
+                sys::continue_thread(tid, signal).map_err(io_err(pid, "re-inject signal"))?;
+            }
+            _ => {
+                return Err(DumpError::Io {
+                    pid,
+                    what: format!("tid {tid} exited while being seized"),
+                    source: io::Error::from_raw_os_error(libc::ESRCH),
+                })
+            }
+        }
+    }
+    let regs = HostArch::read_regs(tid).map_err(|source| DumpError::Arch { pid, source })?;
+    let sigmask = sys::read_sigmask(tid).map_err(io_err(pid, "PTRACE_GETSIGMASK"))?;
+    let rseq = sys::read_rseq_config(tid).map_err(io_err(pid, "PTRACE_GET_RSEQ_CONFIGURATION"))?;
+    Ok(FrozenThread { tid, rseq, regs, sigmask })
+}
+
 impl Frozen {
-    fn seize(pid: i32) -> Result<Frozen, DumpError> {
-        let mut frozen = Frozen { pid, threads: Vec::new(), touched: false, finished: false };
-        for tid in list_threads(pid)? {
-            sys::seize_thread(tid, libc::PTRACE_O_TRACESYSGOOD)
-                .map_err(io_err(pid, format!("seize tid {tid}")))?;
-            sys::interrupt_thread(tid).map_err(io_err(pid, format!("interrupt tid {tid}")))?;
+    /// Seizes `root` and every descendant, each process's threads until no new one
+    /// appears, parents before children (a stopped process cannot fork).
+    fn seize_tree(root: i32) -> Result<Frozen, DumpError> {
+        let mut frozen = Frozen { processes: Vec::new(), touched: false, finished: false };
+        let mut queue = std::collections::VecDeque::from([(root, 0)]);
+        while let Some((pid, ppid)) = queue.pop_front() {
+            let stat = read_stat(pid)?;
+            let process = FrozenProcess { pid, ppid, stopped: stat.state == 'T', stat, threads: Vec::new() };
+            if process.is_zombie() {
+                frozen.processes.push(process);
+                continue;
+            }
+            frozen.processes.push(process);
+            let index = frozen.processes.len() - 1;
             loop {
-                match sys::wait_thread(tid).map_err(io_err(pid, format!("wait tid {tid}")))? {
-                    sys::WaitEvent::Stopped { event, .. } if event == libc::PTRACE_EVENT_STOP => break,
-                    sys::WaitEvent::Stopped { signal, .. } => {
-                        // A signal arrived first: keep it for the thread, stop again.
-                        sys::continue_thread(tid, signal).map_err(io_err(pid, "re-inject signal"))?;
-                    }
-                    _ => {
-                        return Err(DumpError::Io {
-                            pid,
-                            what: format!("tid {tid} exited while being seized"),
-                            source: io::Error::from_raw_os_error(libc::ESRCH),
-                        })
-                    }
+                let known: Vec<i32> = frozen.processes[index].threads.iter().map(|t| t.tid).collect();
+                let fresh: Vec<i32> = list_threads(pid)?.into_iter().filter(|t| !known.contains(t)).collect();
+                if fresh.is_empty() {
+                    break;
+                }
+                for tid in fresh {
+                    let thread = seize_one(pid, tid)?;
+                    frozen.processes[index].threads.push(thread);
                 }
             }
-            let regs = HostArch::read_regs(tid).map_err(|source| DumpError::Arch { pid, source })?;
-            let sigmask = sys::read_sigmask(tid).map_err(io_err(pid, "PTRACE_GETSIGMASK"))?;
-            let rseq = sys::read_rseq_config(tid).map_err(io_err(pid, "PTRACE_GET_RSEQ_CONFIGURATION"))?;
-            frozen.threads.push(FrozenThread { tid, rseq, regs, sigmask });
+            for child in children_of(pid, &frozen.processes[index].threads)? {
+                queue.push_back((child, pid));
+            }
         }
         Ok(frozen)
     }
 
-    /// Puts registers and masks back and detaches.
+    /// Puts registers and masks back and detaches every thread.
     fn release(&mut self) {
-        for thread in &self.threads {
-            if self.touched {
-                // The thread stopped at an injected syscall's exit: restart what it was
-                // doing the way the kernel would have.
-                let resume = HostArch::resume_regs(&thread.regs.gpr, true);
-                let restarts = HostArch::ip(&resume) != HostArch::ip(&thread.regs.gpr);
-                if infect::release_thread(thread.tid, &resume, restarts, thread.sigmask).is_ok() {
-                    continue;
+        for process in &self.processes {
+            for thread in &process.threads {
+                if self.touched {
+                    // The thread stopped at an injected syscall's exit: restart what it
+                    // was doing the way the kernel would have.
+                    let resume = HostArch::resume_regs(&thread.regs.gpr, true);
+                    let restarts = HostArch::ip(&resume) != HostArch::ip(&thread.regs.gpr);
+                    if infect::release_thread(thread.tid, &resume, restarts, thread.sigmask).is_ok() {
+                        continue;
+                    }
                 }
+                let _ = sys::write_sigmask(thread.tid, thread.sigmask);
+                let _ = sys::detach_thread(thread.tid, 0);
             }
-            let _ = sys::write_sigmask(thread.tid, thread.sigmask);
-            let _ = sys::detach_thread(thread.tid, 0);
         }
         self.finished = true;
     }
 
-    /// Kills the target after a good dump and waits until it is gone.
+    /// Kills the tree after a good dump and waits until every thread is gone.
     fn kill(&mut self) {
-        let _ = sys::send_signal(self.pid, libc::SIGKILL);
-        for thread in &self.threads {
-            while let Ok(sys::WaitEvent::Stopped { .. }) = sys::wait_thread(thread.tid) {}
+        for process in &self.processes {
+            let _ = sys::send_signal(process.pid, libc::SIGKILL);
+        }
+        for process in &self.processes {
+            for thread in &process.threads {
+                while let Ok(sys::WaitEvent::Stopped { .. }) = sys::wait_thread(thread.tid) {}
+            }
         }
         self.finished = true;
     }
@@ -194,6 +248,11 @@ impl Drop for Frozen {
     }
 }
 
+fn read_stat(pid: i32) -> Result<procfs::Stat, DumpError> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).map_err(io_err(pid, "read stat"))?;
+    procfs::parse_stat(&text).map_err(|source| DumpError::Parse { pid, source })
+}
+
 fn list_threads(pid: i32) -> Result<Vec<i32>, DumpError> {
     let dir = format!("/proc/{pid}/task");
     let mut tids: Vec<i32> = fs::read_dir(&dir)
@@ -203,79 +262,99 @@ fn list_threads(pid: i32) -> Result<Vec<i32>, DumpError> {
     tids.sort_unstable();
     // The leader first.
     if let Some(index) = tids.iter().position(|&t| t == pid) {
-        tids.swap(0, index);
+        tids.remove(index);
+        tids.insert(0, pid);
     }
     Ok(tids)
 }
 
-/// Dumps one process into `options.dir`.
+/// The children of every thread of a stopped process, in pid order.
+fn children_of(pid: i32, threads: &[FrozenThread]) -> Result<Vec<i32>, DumpError> {
+    let mut children = Vec::new();
+    for thread in threads {
+        let path = format!("/proc/{pid}/task/{}/children", thread.tid);
+        let text = fs::read_to_string(&path).map_err(io_err(pid, format!("read {path}")))?;
+        children.extend(text.split_whitespace().filter_map(|c| c.parse::<i32>().ok()));
+    }
+    children.sort_unstable();
+    children.dedup();
+    Ok(children)
+}
+
+/// Dumps the process tree rooted at `options.pid` into `options.dir`.
 pub fn dump(options: &DumpOptions) -> Result<DumpReport, DumpError> {
-    let pid = options.pid;
+    let root = options.pid;
     let started = Instant::now();
     let fault = |step: DumpStep| -> Result<(), DumpError> {
         if options.fail_after == Some(step) {
-            return Err(DumpError::FaultInjected { pid, step: step.name() });
+            return Err(DumpError::FaultInjected { pid: root, step: step.name() });
         }
         Ok(())
     };
-    fs::create_dir_all(&options.dir).map_err(io_err(pid, format!("create {}", options.dir.display())))?;
-    check_supported_shape(pid)?;
+    fs::create_dir_all(&options.dir).map_err(io_err(root, format!("create {}", options.dir.display())))?;
+    if read_stat(root)?.state == 'Z' {
+        return Err(DumpError::Unsupported { pid: root, what: "a zombie as the root of the tree".into() });
+    }
 
-    let mut frozen = Frozen::seize(pid)?;
+    let mut frozen = Frozen::seize_tree(root)?;
     let frozen_at = Instant::now();
-    log::info!("seized pid {pid} ({} threads)", frozen.threads.len());
+    log::info!(
+        "seized {} processes, {} threads",
+        frozen.processes.len(),
+        frozen.processes.iter().map(|p| p.threads.len()).sum::<usize>()
+    );
     fault(DumpStep::Seize)?;
 
-    let collected = collect(pid)?;
+    let mut collected = Vec::new();
+    for process in frozen.processes.iter().filter(|p| !p.is_zombie()) {
+        collected.push(collect(process.pid)?);
+    }
     fault(DumpStep::Collect)?;
 
-    let mem = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(format!("/proc/{pid}/mem"))
-        .map_err(io_err(pid, "open /proc/PID/mem"))?;
     frozen.touched = true;
-    let task = query_task(&frozen, &collected, &mem)?;
+    let mut queries = Vec::new();
+    for (process, collected) in frozen.processes.iter().filter(|p| !p.is_zombie()).zip(&collected) {
+        queries.push(query_process(process, collected)?);
+    }
     fault(DumpStep::Parasite)?;
 
     let mut files = FileTable::default();
-    let (vmas, pages) = crate::memory::dump_memory(pid, &options.dir, &collected, &mem, &mut files, 1)?;
+    let mut memory = Vec::new();
+    let (mut pages, mut vma_count) = (0, 0);
+    for (index, (process, collected)) in frozen.processes.iter().filter(|p| !p.is_zombie()).zip(&collected).enumerate() {
+        let pid = process.pid;
+        let mem = fs::File::open(format!("/proc/{pid}/mem")).map_err(io_err(pid, "open /proc/PID/mem"))?;
+        let (vmas, written) =
+            crate::memory::dump_memory(pid, &options.dir, collected, &mem, &mut files, index as u32 + 1)?;
+        pages += written;
+        vma_count += vmas.len();
+        memory.push(vmas);
+    }
     fault(DumpStep::Memory)?;
 
-    let fds = crate::files::collect_fds(pid, options.shell_job, &mut files)?;
-    let cwd_id = files.add_path(pid, &collected.cwd, libc::O_RDONLY | libc::O_DIRECTORY)?;
-    let root_id = files.add_path(pid, &collected.root, libc::O_RDONLY | libc::O_DIRECTORY)?;
-    let exe_id = files.add_path(pid, &collected.exe, libc::O_RDONLY)?;
+    let mut process_files = Vec::new();
+    for (process, collected) in frozen.processes.iter().filter(|p| !p.is_zombie()).zip(&collected) {
+        let pid = process.pid;
+        let fds = crate::files::collect_fds(pid, options.shell_job, &mut files)?;
+        let cwd_id = files.add_path(pid, &collected.cwd, libc::O_RDONLY | libc::O_DIRECTORY)?;
+        let root_id = files.add_path(pid, &collected.root, libc::O_RDONLY | libc::O_DIRECTORY)?;
+        let exe_id = files.add_path(pid, &collected.exe, libc::O_RDONLY)?;
+        process_files.push((fds, cwd_id, root_id, exe_id));
+    }
     fault(DumpStep::Files)?;
 
-    write_images(options, &frozen, &collected, &task, &files, &fds, vmas.clone(), (cwd_id, root_id, exe_id))?;
+    write_images(options, &frozen, &collected, &queries, &files, &process_files, memory)?;
     fault(DumpStep::Images)?;
 
+    let processes = frozen.processes.len();
+    let threads = frozen.processes.iter().map(|p| p.threads.len()).sum();
     if options.leave_running {
         frozen.release();
     } else {
         frozen.kill();
     }
     let frozen_for = frozen_at.elapsed();
-    Ok(DumpReport { frozen: frozen_for, total: started.elapsed(), pages, vmas: vmas.len() })
-}
-
-fn check_supported_shape(pid: i32) -> Result<(), DumpError> {
-    let threads = list_threads(pid)?;
-    if threads.len() > 1 {
-        return Err(DumpError::Unsupported {
-            pid,
-            what: format!("a process with {} threads", threads.len()),
-        });
-    }
-    let children = fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-    if !children.trim().is_empty() {
-        return Err(DumpError::Unsupported {
-            pid,
-            what: format!("a process with children ({})", children.trim()),
-        });
-    }
-    Ok(())
+    Ok(DumpReport { frozen: frozen_for, total: started.elapsed(), pages, vmas: vma_count, processes, threads })
 }
 
 /// What /proc tells about the target.
@@ -321,46 +400,53 @@ fn collect(pid: i32) -> Result<Collected, DumpError> {
     })
 }
 
-/// Task state only the task itself can tell, asked through remote syscalls.
-struct TaskQueries {
-    sigactions: Vec<pb::SaEntry>,
+/// Per-thread state only the thread itself can tell, asked through remote syscalls.
+struct ThreadQueries {
     altstack: pb::ThreadSasEntry,
-    itimers: [pb::ItimerEntry; 3],
-    brk: u64,
     clear_tid_addr: u64,
-    dumpable: i32,
-    shared_pending: Vec<[u8; sys::SIGINFO_SIZE]>,
     private_pending: Vec<[u8; sys::SIGINFO_SIZE]>,
+    robust_list: (u64, u64),
+    comm: String,
 }
 
-fn query_task(frozen: &Frozen, collected: &Collected, mem: &File) -> Result<TaskQueries, DumpError> {
-    let pid = frozen.pid;
-    let thread = &frozen.threads[0];
-    let shared_pending =
-        sys::peek_pending_signals(thread.tid, true).map_err(io_err(pid, "PTRACE_PEEKSIGINFO shared"))?;
-    let private_pending =
-        sys::peek_pending_signals(thread.tid, false).map_err(io_err(pid, "PTRACE_PEEKSIGINFO"))?;
-    // Nothing is delivered while syscalls run in the thread.
-    sys::write_sigmask(thread.tid, !0u64).map_err(io_err(pid, "PTRACE_SETSIGMASK"))?;
+/// Per-process state asked through remote syscalls (in the leader).
+struct ProcessQueries {
+    sigactions: Vec<pb::SaEntry>,
+    itimers: [pb::ItimerEntry; 3],
+    brk: u64,
+    dumpable: i32,
+    shared_pending: Vec<[u8; sys::SIGINFO_SIZE]>,
+    threads: Vec<ThreadQueries>,
+}
 
+fn query_process(process: &FrozenProcess, collected: &Collected) -> Result<ProcessQueries, DumpError> {
+    let pid = process.pid;
+    let leader = &process.threads[0];
+    let shared_pending =
+        sys::peek_pending_signals(leader.tid, true).map_err(io_err(pid, "PTRACE_PEEKSIGINFO shared"))?;
+    let mem = fs::File::open(format!("/proc/{pid}/mem")).map_err(io_err(pid, "open /proc/PID/mem"))?;
     let vdso = collected
         .smaps
         .iter()
         .find(|e| e.map.name == "[vdso]")
         .ok_or_else(|| DumpError::Unsupported { pid, what: "a process without a vdso".into() })?;
-    let syscall_ip = infect::find_syscall_in_vdso(thread.tid, mem, vdso.map.start, vdso.map.end)
+    let syscall_ip = infect::find_syscall_in_vdso(leader.tid, &mem, vdso.map.start, vdso.map.end)
         .map_err(|source| DumpError::Infect { pid, source })?;
-    let mut remote = RemoteThread::new(thread.tid, syscall_ip, thread.regs.gpr);
-    let mut call = |call: Sys, args: [u64; 6]| -> Result<i64, DumpError> {
+    // Nothing is delivered while syscalls run in the threads.
+    for thread in &process.threads {
+        sys::write_sigmask(thread.tid, !0u64).map_err(io_err(pid, "PTRACE_SETSIGMASK"))?;
+    }
+    let call = |remote: &mut RemoteThread, call: Sys, args: [u64; 6]| -> Result<i64, DumpError> {
         let result = remote.syscall(call, args).map_err(|source| DumpError::Infect { pid, source })?;
         if (-4095..0).contains(&result) {
             return Err(DumpError::RemoteSyscall { pid, call, errno: -result });
         }
         Ok(result)
     };
-
+    let mut remote = RemoteThread::new(leader.tid, syscall_ip, leader.regs.gpr);
     let page = sys::page_size();
     let scratch = call(
+        &mut remote,
         Sys::Mmap,
         [0, page, (libc::PROT_READ | libc::PROT_WRITE) as u64, (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64, u64::MAX, 0],
     )? as u64;
@@ -377,7 +463,7 @@ fn query_task(frozen: &Frozen, collected: &Collected, mem: &File) -> Result<Task
             if signal == libc::SIGKILL as u64 || signal == libc::SIGSTOP as u64 {
                 continue;
             }
-            call(Sys::RtSigaction, [signal, 0, scratch, 8, 0, 0])?;
+            call(&mut remote, Sys::RtSigaction, [signal, 0, scratch, 8, 0, 0])?;
             let b = read_scratch(32)?;
             sigactions.push(pb::SaEntry {
                 sigaction: word(&b, 0),
@@ -387,162 +473,201 @@ fn query_task(frozen: &Frozen, collected: &Collected, mem: &File) -> Result<Task
                 ..Default::default()
             });
         }
-        call(Sys::Sigaltstack, [0, scratch, 0, 0, 0, 0])?;
-        let b = read_scratch(24)?;
-        let altstack = pb::ThreadSasEntry {
-            ss_sp: word(&b, 0),
-            ss_flags: word(&b, 1) as u32,
-            ss_size: word(&b, 2),
-        };
         let mut itimers: [pb::ItimerEntry; 3] = Default::default();
         for (which, timer) in itimers.iter_mut().enumerate() {
-            call(Sys::Getitimer, [which as u64, scratch, 0, 0, 0, 0])?;
+            call(&mut remote, Sys::Getitimer, [which as u64, scratch, 0, 0, 0, 0])?;
             let b = read_scratch(32)?;
             *timer = pb::ItimerEntry { isec: word(&b, 0), iusec: word(&b, 1), vsec: word(&b, 2), vusec: word(&b, 3) };
         }
-        let brk = call(Sys::Brk, [0; 6])? as u64;
-        call(Sys::Prctl, [libc::PR_GET_TID_ADDRESS as u64, scratch, 0, 0, 0, 0])?;
-        let clear_tid_addr = word(&read_scratch(8)?, 0);
-        let dumpable = call(Sys::Prctl, [libc::PR_GET_DUMPABLE as u64, 0, 0, 0, 0, 0])? as i32;
-        Ok((sigactions, altstack, itimers, brk, clear_tid_addr, dumpable))
+        let brk = call(&mut remote, Sys::Brk, [0; 6])? as u64;
+        let dumpable = call(&mut remote, Sys::Prctl, [libc::PR_GET_DUMPABLE as u64, 0, 0, 0, 0, 0])? as i32;
+        let mut threads = Vec::new();
+        for thread in &process.threads {
+            let mut remote = RemoteThread::new(thread.tid, syscall_ip, thread.regs.gpr);
+            call(&mut remote, Sys::Sigaltstack, [0, scratch, 0, 0, 0, 0])?;
+            let b = read_scratch(24)?;
+            let altstack = pb::ThreadSasEntry { ss_sp: word(&b, 0), ss_flags: word(&b, 1) as u32, ss_size: word(&b, 2) };
+            call(&mut remote, Sys::Prctl, [libc::PR_GET_TID_ADDRESS as u64, scratch, 0, 0, 0, 0])?;
+            let clear_tid_addr = word(&read_scratch(8)?, 0);
+            let private_pending =
+                sys::peek_pending_signals(thread.tid, false).map_err(io_err(pid, "PTRACE_PEEKSIGINFO"))?;
+            let robust_list = sys::read_robust_list(thread.tid).map_err(io_err(pid, "get_robust_list"))?;
+            let comm = fs::read_to_string(format!("/proc/{pid}/task/{}/comm", thread.tid))
+                .map_err(io_err(pid, "read thread comm"))?
+                .trim_end_matches('\n')
+                .to_string();
+            threads.push(ThreadQueries { altstack, clear_tid_addr, private_pending, robust_list, comm });
+        }
+        Ok((sigactions, itimers, brk, dumpable, threads))
     })();
     // The scratch page goes whatever happened.
-    let unmapped = call(Sys::Munmap, [scratch, page, 0, 0, 0, 0]);
-    let (sigactions, altstack, itimers, brk, clear_tid_addr, dumpable) = result?;
+    let unmapped = call(&mut remote, Sys::Munmap, [scratch, page, 0, 0, 0, 0]);
+    let (sigactions, itimers, brk, dumpable, threads) = result?;
     unmapped?;
-    Ok(TaskQueries { sigactions, altstack, itimers, brk, clear_tid_addr, dumpable, shared_pending, private_pending })
+    Ok(ProcessQueries { sigactions, itimers, brk, dumpable, shared_pending, threads })
 }
 
-#[allow(clippy::too_many_arguments)]
+/// CRIU's task states.
+const TASK_ALIVE: u32 = 1;
+const TASK_DEAD: u32 = 2;
+const TASK_STOPPED: u32 = 3;
+
 fn write_images(
     options: &DumpOptions,
     frozen: &Frozen,
-    collected: &Collected,
-    task: &TaskQueries,
+    collected: &[Collected],
+    queries: &[ProcessQueries],
     files: &FileTable,
-    fds: &[DumpedFd],
-    vmas: Vec<pb::VmaEntry>,
-    (cwd_id, root_id, exe_id): (u32, u32, u32),
+    process_files: &[(Vec<DumpedFd>, u32, u32, u32)],
+    memory: Vec<Vec<pb::VmaEntry>>,
 ) -> Result<(), DumpError> {
-    let pid = options.pid;
+    let root = options.pid;
     let dir = &options.dir;
-    let image = |source| DumpError::Image { pid, source };
-    let thread = &frozen.threads[0];
-    let ids = pb::TaskKobjIdsEntry { vm_id: 1, files_id: 1, fs_id: 1, sighand_id: 1, ..Default::default() };
+    let image = |pid: i32| move |source| DumpError::Image { pid, source };
+    let ids_of = |index: usize| {
+        let id = index as u32 + 1;
+        pb::TaskKobjIdsEntry { vm_id: id, files_id: id, fs_id: id, sighand_id: id, ..Default::default() }
+    };
 
-    let mut w = ImageWriter::create(dir, ImageKind::Inventory, 0).map_err(image)?;
+    let mut w = ImageWriter::create(dir, ImageKind::Inventory, 0).map_err(image(root))?;
     w.write_entry(&pb::InventoryEntry {
         img_version: 2,
         fdinfo_per_id: Some(true),
-        root_ids: Some(ids.clone()),
+        root_ids: Some(ids_of(0)),
         ns_per_id: Some(true),
         lsmtype: Some(pb::Lsmtype::NoLsm as i32),
         ..Default::default()
     })
-    .map_err(image)?;
-    w.finish().map_err(image)?;
+    .map_err(image(root))?;
+    w.finish().map_err(image(root))?;
 
-    let stat = &collected.stat;
-    let (pgid, sid) = if options.shell_job { (stat.pgid, stat.sid) } else { (stat.pgid, stat.sid) };
-    let mut w = ImageWriter::create(dir, ImageKind::Pstree, 0).map_err(image)?;
-    w.write_entry(&pb::PstreeEntry {
-        pid: pid as u32,
-        ppid: 0,
-        pgid: pgid as u32,
-        sid: sid as u32,
-        threads: frozen.threads.iter().map(|t| t.tid as u32).collect(),
-    })
-    .map_err(image)?;
-    w.finish().map_err(image)?;
+    let mut w = ImageWriter::create(dir, ImageKind::Pstree, 0).map_err(image(root))?;
+    for process in &frozen.processes {
+        let threads = if process.is_zombie() { vec![process.pid as u32] } else { process.threads.iter().map(|t| t.tid as u32).collect() };
+        w.write_entry(&pb::PstreeEntry {
+            pid: process.pid as u32,
+            ppid: process.ppid as u32,
+            pgid: process.stat.pgid as u32,
+            sid: process.stat.sid as u32,
+            threads,
+        })
+        .map_err(image(root))?;
+    }
+    w.finish().map_err(image(root))?;
 
     let siginfos = |list: &[[u8; sys::SIGINFO_SIZE]]| pb::SignalQueueEntry {
         signals: list.iter().map(|s| pb::SiginfoEntry { siginfo: s.to_vec() }).collect(),
     };
-    let creds = creds_from_status(&collected.status);
-    let mut core = pb::CoreEntry {
-        mtype: HostArch::CORE_MTYPE,
-        
-        tc: Some(pb::TaskCoreEntry {
-            task_state: TASK_ALIVE,
-            exit_code: 0,
-            personality: collected.personality,
-            flags: stat.flags as u32,
-            blk_sigset: thread.sigmask,
-            comm: stat.comm.clone(),
-            timers: Some(pb::TaskTimersEntry {
-                real: task.itimers[0],
-                virt: task.itimers[1],
-                prof: task.itimers[2],
-                posix: Vec::new(),
-            }),
-            rlimits: Some(pb::TaskRlimitsEntry {
-                rlimits: collected.rlimits.iter().map(|&(cur, max)| pb::RlimitEntry { cur, max }).collect(),
-            }),
-            signals_s: Some(siginfos(&task.shared_pending)),
-            sigactions: task.sigactions.clone(),
-            ..Default::default()
-        }),
-        ids: Some(ids.clone()),
-        thread_core: Some(pb::ThreadCoreEntry {
-            futex_rla: 0,
-            futex_rla_len: 0,
-            blk_sigset: Some(thread.sigmask),
-            sas: Some(task.altstack),
-            signals_p: Some(siginfos(&task.private_pending)),
-            creds: Some(creds),
-            comm: Some(stat.comm.clone()),
-            rseq_entry: thread.rseq.map(|r| pb::RseqEntry {
-                rseq_abi_pointer: r.pointer,
-                rseq_abi_size: r.size,
-                signature: r.signature,
+    // Zombies: a core with the exit status only.
+    for process in frozen.processes.iter().filter(|p| p.is_zombie()) {
+        let core = pb::CoreEntry {
+            mtype: HostArch::CORE_MTYPE,
+            tc: Some(pb::TaskCoreEntry {
+                task_state: TASK_DEAD,
+                exit_code: process.stat.exit_code as u32,
+                comm: process.stat.comm.clone(),
+                ..Default::default()
             }),
             ..Default::default()
-        }),
-        ..Default::default()
-    };
-    HostArch::regs_to_core(&mut core, &thread.regs, task.clear_tid_addr);
-    let mut w = ImageWriter::create(dir, ImageKind::Core, pid as u64).map_err(image)?;
-    w.write_entry(&core).map_err(image)?;
-    w.finish().map_err(image)?;
+        };
+        let mut w = ImageWriter::create(dir, ImageKind::Core, process.pid as u64).map_err(image(process.pid))?;
+        w.write_entry(&core).map_err(image(process.pid))?;
+        w.finish().map_err(image(process.pid))?;
+    }
 
-    let mm = pb::MmEntry {
-        mm_start_code: stat.start_code,
-        mm_end_code: stat.end_code,
-        mm_start_data: stat.start_data,
-        mm_end_data: stat.end_data,
-        mm_start_stack: stat.start_stack,
-        mm_start_brk: stat.start_brk,
-        mm_brk: task.brk,
-        mm_arg_start: stat.arg_start,
-        mm_arg_end: stat.arg_end,
-        mm_env_start: stat.env_start,
-        mm_env_end: stat.env_end,
-        exe_file_id: exe_id,
-        mm_saved_auxv: collected.auxv.clone(),
-        vmas,
-        dumpable: Some(task.dumpable),
-        ..Default::default()
-    };
-    let mut w = ImageWriter::create(dir, ImageKind::Mm, pid as u64).map_err(image)?;
-    w.write_entry(&mm).map_err(image)?;
-    w.finish().map_err(image)?;
+    let live = frozen.processes.iter().filter(|p| !p.is_zombie());
+    for (index, (((process, collected), queries), vmas)) in live.zip(collected).zip(queries).zip(memory).enumerate() {
+        let pid = process.pid;
+        let ids = ids_of(index);
+        let stat = &collected.stat;
+        let creds = creds_from_status(&collected.status);
+        for (thread_index, (thread, tq)) in process.threads.iter().zip(&queries.threads).enumerate() {
+            let mut core = pb::CoreEntry {
+                mtype: HostArch::CORE_MTYPE,
+                ids: Some(ids.clone()),
+                thread_core: Some(pb::ThreadCoreEntry {
+                    futex_rla: tq.robust_list.0,
+                    futex_rla_len: tq.robust_list.1 as u32,
+                    blk_sigset: Some(thread.sigmask),
+                    sas: Some(tq.altstack),
+                    signals_p: Some(siginfos(&tq.private_pending)),
+                    creds: Some(creds.clone()),
+                    comm: Some(tq.comm.clone()),
+                    rseq_entry: thread.rseq.map(|r| pb::RseqEntry {
+                        rseq_abi_pointer: r.pointer,
+                        rseq_abi_size: r.size,
+                        signature: r.signature,
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            if thread_index == 0 {
+                core.tc = Some(pb::TaskCoreEntry {
+                    task_state: if process.stopped { TASK_STOPPED } else { TASK_ALIVE },
+                    exit_code: 0,
+                    personality: collected.personality,
+                    flags: stat.flags as u32,
+                    blk_sigset: thread.sigmask,
+                    comm: stat.comm.clone(),
+                    timers: Some(pb::TaskTimersEntry {
+                        real: queries.itimers[0],
+                        virt: queries.itimers[1],
+                        prof: queries.itimers[2],
+                        posix: Vec::new(),
+                    }),
+                    rlimits: Some(pb::TaskRlimitsEntry {
+                        rlimits: collected.rlimits.iter().map(|&(cur, max)| pb::RlimitEntry { cur, max }).collect(),
+                    }),
+                    signals_s: Some(siginfos(&queries.shared_pending)),
+                    sigactions: queries.sigactions.clone(),
+                    stop_signo: process.stopped.then_some(libc::SIGSTOP as u32),
+                    ..Default::default()
+                });
+            }
+            HostArch::regs_to_core(&mut core, &thread.regs, tq.clear_tid_addr);
+            let mut w = ImageWriter::create(dir, ImageKind::Core, thread.tid as u64).map_err(image(pid))?;
+            w.write_entry(&core).map_err(image(pid))?;
+            w.finish().map_err(image(pid))?;
+        }
 
-    crate::files::write_images(pid, dir, files, fds, ids.files_id)?;
+        let (fds, cwd_id, root_id, exe_id) = &process_files[index];
+        let mm = pb::MmEntry {
+            mm_start_code: stat.start_code,
+            mm_end_code: stat.end_code,
+            mm_start_data: stat.start_data,
+            mm_end_data: stat.end_data,
+            mm_start_stack: stat.start_stack,
+            mm_start_brk: stat.start_brk,
+            mm_brk: queries.brk,
+            mm_arg_start: stat.arg_start,
+            mm_arg_end: stat.arg_end,
+            mm_env_start: stat.env_start,
+            mm_env_end: stat.env_end,
+            exe_file_id: *exe_id,
+            mm_saved_auxv: collected.auxv.clone(),
+            vmas,
+            dumpable: Some(queries.dumpable),
+            ..Default::default()
+        };
+        let mut w = ImageWriter::create(dir, ImageKind::Mm, pid as u64).map_err(image(pid))?;
+        w.write_entry(&mm).map_err(image(pid))?;
+        w.finish().map_err(image(pid))?;
 
-    let umask = collected.status.get("Umask").and_then(|v| u32::from_str_radix(v, 8).ok());
-    let mut w = ImageWriter::create(dir, ImageKind::Fs, pid as u64).map_err(image)?;
-    w.write_entry(&pb::FsEntry { cwd_id, root_id, umask }).map_err(image)?;
-    w.finish().map_err(image)?;
+        crate::files::write_fdinfo(pid, dir, fds, ids.files_id)?;
 
-    let mut w = ImageWriter::create(dir, ImageKind::Ids, pid as u64).map_err(image)?;
-    w.write_entry(&ids).map_err(image)?;
-    w.finish().map_err(image)?;
+        let umask = collected.status.get("Umask").and_then(|v| u32::from_str_radix(v, 8).ok());
+        let mut w = ImageWriter::create(dir, ImageKind::Fs, pid as u64).map_err(image(pid))?;
+        w.write_entry(&pb::FsEntry { cwd_id: *cwd_id, root_id: *root_id, umask }).map_err(image(pid))?;
+        w.finish().map_err(image(pid))?;
 
+        let mut w = ImageWriter::create(dir, ImageKind::Ids, pid as u64).map_err(image(pid))?;
+        w.write_entry(&ids).map_err(image(pid))?;
+        w.finish().map_err(image(pid))?;
+    }
+    crate::files::write_images(root, dir, files)?;
     Ok(())
 }
-
-/// CRIU's task state for a live task.
-const TASK_ALIVE: u32 = 1;
 
 fn creds_from_status(status: &BTreeMap<String, String>) -> pb::CredsEntry {
     let ids = |key: &str| status.get(key).and_then(|v| procfs::parse_id_quad(v)).unwrap_or([0; 4]);

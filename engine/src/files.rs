@@ -22,6 +22,9 @@ use crate::sys;
 pub(crate) struct FileTable {
     pub(crate) entries: Vec<pb::FileEntry>,
     by_path: BTreeMap<(PathBuf, i32), u32>,
+    /// Every dumped fd of every process so far, by (dev, inode) of its file: only fds of
+    /// one file can share an open file description, so kcmp runs within these.
+    by_inode: BTreeMap<(u64, u64), Vec<(i32, u32, u32)>>,
     /// (reg file id, ghost id, source to copy from)
     ghosts: Vec<(u32, u32, PathBuf, fs::Metadata)>,
 }
@@ -77,7 +80,6 @@ pub(crate) fn collect_fds(pid: i32, shell_job: bool, files: &mut FileTable) -> R
         .collect();
     numbers.sort_unstable();
     let mut out = Vec::new();
-    let mut by_inode: BTreeMap<(u64, u64), Vec<usize>> = BTreeMap::new();
     for fd in numbers {
         let fd_path = PathBuf::from(format!("/proc/{pid}/fd/{fd}"));
         let link = fs::read_link(&fd_path).map_err(io_err(pid, format!("readlink fd {fd}")))?;
@@ -98,21 +100,19 @@ pub(crate) fn collect_fds(pid: i32, shell_job: bool, files: &mut FileTable) -> R
         // An fd sharing its open file description with an earlier one (dup, fork)
         // names the same file id.
         // Only fds of the same file can share a description: kcmp within those.
-        let same_file = by_inode.entry((meta.dev(), meta.ino())).or_default();
         let mut shared = None;
-        for &index in same_file.iter() {
-            let earlier: &DumpedFd = &out[index];
-            if sys::same_file_description(pid, earlier.fd, fd).map_err(io_err(pid, format!("kcmp fd {fd}")))? {
-                shared = Some(earlier.id);
+        for &(other_pid, other_fd, other_id) in files.by_inode.get(&(meta.dev(), meta.ino())).into_iter().flatten() {
+            if sys::same_file_description(other_pid, other_fd, pid, fd).map_err(io_err(pid, format!("kcmp fd {fd}")))? {
+                shared = Some(other_id);
                 break;
             }
         }
-        same_file.push(out.len());
-        if let Some(id) = shared {
+        let id = shared.unwrap_or_else(|| files.next_id());
+        files.by_inode.entry((meta.dev(), meta.ino())).or_default().push((pid, fd, id));
+        if shared.is_some() {
             out.push(DumpedFd { fd, id, cloexec });
             continue;
         }
-        let id = files.next_id();
         if let Some(original) = link_text.strip_suffix(" (deleted)").filter(|_| kind == libc::S_IFREG && meta.nlink() == 0) {
             let ghost_id = files.ghosts.len() as u32 + 1;
             files.entries.push(FileTable::reg_entry(id, Path::new(original), open_flags, info.pos, Some(&meta)));
@@ -127,16 +127,10 @@ pub(crate) fn collect_fds(pid: i32, shell_job: bool, files: &mut FileTable) -> R
 
 
 /// Writes files.img, fdinfo-N.img and, for unlinked files, ghost-file and remap-fpath.
-pub(crate) fn write_images(pid: i32, dir: &Path, files: &FileTable, fds: &[DumpedFd], files_id: u32) -> Result<(), DumpError> {
+/// Writes one process's fd table, fdinfo-N.img (N is its files id).
+pub(crate) fn write_fdinfo(pid: i32, dir: &Path, fds: &[DumpedFd], files_id: u32) -> Result<(), DumpError> {
     let image = |source| DumpError::Image { pid, source };
-    let ids = pb::TaskKobjIdsEntry { files_id, ..Default::default() };
-    let mut w = ImageWriter::create(dir, ImageKind::Files, 0).map_err(image)?;
-    for entry in &files.entries {
-        w.write_entry(entry).map_err(image)?;
-    }
-    w.finish().map_err(image)?;
-
-    let mut w = ImageWriter::create(dir, ImageKind::Fdinfo, ids.files_id as u64).map_err(image)?;
+    let mut w = ImageWriter::create(dir, ImageKind::Fdinfo, files_id as u64).map_err(image)?;
     for fd in fds {
         w.write_entry(&pb::FdinfoEntry {
             id: fd.id,
@@ -146,6 +140,17 @@ pub(crate) fn write_images(pid: i32, dir: &Path, files: &FileTable, fds: &[Dumpe
             ..Default::default()
         })
         .map_err(image)?;
+    }
+    w.finish().map_err(image)?;
+    Ok(())
+}
+
+/// Writes the tree's files.img and, for unlinked files, ghost-file and remap-fpath.
+pub(crate) fn write_images(pid: i32, dir: &Path, files: &FileTable) -> Result<(), DumpError> {
+    let image = |source| DumpError::Image { pid, source };
+    let mut w = ImageWriter::create(dir, ImageKind::Files, 0).map_err(image)?;
+    for entry in &files.entries {
+        w.write_entry(entry).map_err(image)?;
     }
     w.finish().map_err(image)?;
 

@@ -290,13 +290,13 @@ pub fn dup_at_least(fd: i32, min: i32) -> io::Result<i32> {
     check(unsafe { libc::fcntl(fd, libc::F_DUPFD, min) } as libc::c_long).map(|v| v as i32)
 }
 
-/// `kcmp(pid, pid, KCMP_FILE, fd1, fd2)`: whether two fds of a process share one open
-/// file description.
+/// `kcmp(pid1, pid2, KCMP_FILE, fd1, fd2)`: whether two fds (of one process or two)
+/// share one open file description.
 #[doc(alias = "kcmp")]
-pub fn same_file_description(pid: i32, fd1: u32, fd2: u32) -> io::Result<bool> {
+pub fn same_file_description(pid1: i32, fd1: u32, pid2: i32, fd2: u32) -> io::Result<bool> {
     const KCMP_FILE: libc::c_long = 0;
     // SAFETY: KCMP_FILE takes no pointers.
-    let rc = check(unsafe { libc::syscall(libc::SYS_kcmp, pid, pid, KCMP_FILE, fd1 as libc::c_long, fd2 as libc::c_long) })?;
+    let rc = check(unsafe { libc::syscall(libc::SYS_kcmp, pid1, pid2, KCMP_FILE, fd1 as libc::c_long, fd2 as libc::c_long) })?;
     Ok(rc == 0)
 }
 
@@ -424,4 +424,14 @@ pub fn unregister_own_rseq(thread_pointer: u64) -> io::Result<()> {
         last = io::Error::last_os_error();
     }
     Err(last)
+}
+
+/// `get_robust_list(tid)`: the head and length of a thread's robust futex list.
+#[doc(alias = "get_robust_list")]
+pub fn read_robust_list(tid: i32) -> io::Result<(u64, u64)> {
+    let mut head: u64 = 0;
+    let mut len: usize = 0;
+    // SAFETY: the kernel writes one pointer into `head` and one size into `len`.
+    check(unsafe { libc::syscall(libc::SYS_get_robust_list, tid, &mut head as *mut u64, &mut len as *mut usize) })?;
+    Ok((head, len as u64))
 }
