@@ -1,4 +1,4 @@
-//! Fuzzes the parser of any image kind, chosen by its magic.
+//! Fuzzes every image kind: framing, typed entries, crit JSON both ways.
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|bytes: &[u8]| {

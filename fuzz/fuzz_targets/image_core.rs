@@ -1,4 +1,4 @@
-//! Fuzzes the parser of task-state images (core, pstree, ids, fs, creds, inventory, seccomp).
+//! Fuzzes task-state images (inventory, pstree, core, ids, fs, creds, signals, timers).
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|bytes: &[u8]| {

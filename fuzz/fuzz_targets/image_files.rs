@@ -1,4 +1,4 @@
-//! Fuzzes the parser of file images (files, fdinfo, pipes, sockets, socket queues).
+//! Fuzzes file and socket images (files, fdinfo, pipes, sockets, queues, ghost files...).
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|bytes: &[u8]| {

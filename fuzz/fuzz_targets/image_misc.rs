@@ -1,4 +1,4 @@
-//! Fuzzes the parser of the other images (stats, timens, namespaces, cgroups).
+//! Fuzzes the other images (stats, namespaces, mounts, cgroups, net devices, cpuinfo).
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|bytes: &[u8]| {

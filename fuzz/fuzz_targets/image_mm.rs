@@ -1,4 +1,4 @@
-//! Fuzzes the parser of memory images (mm, pagemap).
+//! Fuzzes memory images (mm, vmas, pagemap, checked as restore walks it).
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|bytes: &[u8]| {

@@ -1,4 +1,4 @@
-//! Fuzzes the crit JSON path: JSON text to an image and back.
+//! Fuzzes crit JSON to image and back (plain and pretty), as `crit encode` does.
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|bytes: &[u8]| {
