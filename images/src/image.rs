@@ -393,6 +393,25 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<RawImage, ImageError> {
                     .map_err(|source| decode_error("GhostChunkEntry", source))?;
                 Some(reader.read_payload(entry.len)?)
             }
+            ImageKind::IpcnsShm => {
+                let entry = pb::IpcShmEntry::decode(message.as_slice())
+                    .map_err(|source| decode_error("IpcShmEntry", source))?;
+                if entry.in_pagemaps == Some(true) {
+                    None
+                } else {
+                    Some(reader.read_payload(round_up(entry.size, 4))?)
+                }
+            }
+            ImageKind::IpcnsSem => {
+                let entry = pb::IpcSemEntry::decode(message.as_slice())
+                    .map_err(|source| decode_error("IpcSemEntry", source))?;
+                Some(reader.read_payload(round_up(u64::from(entry.nsems) * 2, 8))?)
+            }
+            ImageKind::IpcnsMsg => {
+                let entry = pb::IpcMsgEntry::decode(message.as_slice())
+                    .map_err(|source| decode_error("IpcMsgEntry", source))?;
+                Some(read_ipc_messages(&mut reader, entry.qnum)?)
+            }
             _ => None,
         };
         entries.push(RawEntry {
@@ -405,6 +424,41 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<RawImage, ImageError> {
         header: reader.header,
         entries,
     })
+}
+
+/// `x` rounded up to a multiple of `to` (a power of two), saturating.
+pub(crate) fn round_up(x: u64, to: u64) -> u64 {
+    x.checked_add(to - 1)
+        .map_or(u64::MAX, |sum| sum & !(to - 1))
+}
+
+/// The framed messages of one System V message queue: `qnum` times a size word, an
+/// `ipc_msg`, and its `msize` bytes padded to 8. A queue cut short at a message
+/// boundary ends there, as crit reads it.
+fn read_ipc_messages(reader: &mut ImageReader, qnum: u32) -> Result<Vec<u8>, ImageError> {
+    let start = reader.position;
+    for _ in 0..qnum {
+        if reader.is_at_end() {
+            break;
+        }
+        let offset = reader.offset();
+        let index = reader.entry_index();
+        let file = reader.file.clone();
+        let Some(bytes) = reader.next_raw_entry()? else {
+            break;
+        };
+        let message = pb::IpcMsg::decode(bytes).map_err(|source| ImageError::Decode {
+            file,
+            offset,
+            index,
+            message: "IpcMsg".to_owned(),
+            source,
+        })?;
+        // the messages are part of the queue's entry, not entries of their own
+        reader.entry_index -= 1;
+        reader.skip_payload(round_up(u64::from(message.msize), 8))?;
+    }
+    Ok(reader.data[start..reader.position].to_vec())
 }
 
 /// A buffered writer of one image file.

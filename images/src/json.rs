@@ -144,6 +144,11 @@ pub fn entry_message_name(kind: ImageKind) -> Option<&'static str> {
         Netns => "criu.netns_entry",
         Cpuinfo => "criu.cpuinfo_entry",
         BpfmapFile => "criu.bpfmap_file_entry",
+        IpcVar => "criu.ipc_var_entry",
+        IpcnsShm => "criu.ipc_shm_entry",
+        IpcnsMsg => "criu.ipc_msg_entry",
+        IpcnsSem => "criu.ipc_sem_entry",
+        Pidns => "criu.pidns_entry",
         Pages => return None,
     })
 }
@@ -178,31 +183,15 @@ pub fn image_to_json(file: &str, bytes: &[u8], options: &JsonOptions) -> Result<
         )?;
         let mut object = message_to_json(&message, options.pretty);
         if let Some(payload) = &raw.payload {
-            let ghost = kind == ImageKind::GhostFile;
-            if options.no_payload {
-                if !ghost {
-                    object.insert(
-                        "extra".into(),
-                        Json::String(format!("... <{}>", human_readable(payload.len() as u64))),
-                    );
-                }
-            } else if kind == ImageKind::TcpStream {
-                let inq_len = match message.get_field_by_name("inq_len").as_deref() {
-                    Some(Value::U32(len)) => (*len as usize).min(payload.len()),
-                    _ => 0,
-                };
-                let mut extra = Map::new();
-                extra.insert(
-                    "inq".into(),
-                    Json::String(encode_base64(&payload[..inq_len])),
-                );
-                extra.insert(
-                    "outq".into(),
-                    Json::String(encode_base64(&payload[inq_len..])),
-                );
-                object.insert("extra".into(), Json::Object(extra));
-            } else {
-                object.insert("extra".into(), Json::String(encode_base64(payload)));
+            let extra = payload_to_json(kind, &message, payload, image.header.byte_order, options)
+                .map_err(|source| JsonError::Decode {
+                    file: file.to_owned(),
+                    index,
+                    message: "ipc_msg".to_owned(),
+                    source,
+                })?;
+            if let Some(extra) = extra {
+                object.insert("extra".into(), extra);
             }
         }
         entries.push(Json::Object(object));
@@ -211,6 +200,111 @@ pub fn image_to_json(file: &str, bytes: &[u8], options: &JsonOptions) -> Result<
     envelope.insert("magic".into(), Json::String(kind.name().to_owned()));
     envelope.insert("entries".into(), Json::Array(entries));
     Ok(Json::Object(envelope))
+}
+
+/// crit's `extra` member for the raw bytes after an entry; `None` where crit prints none.
+fn payload_to_json(
+    kind: ImageKind,
+    message: &DynamicMessage,
+    payload: &[u8],
+    byte_order: ByteOrder,
+    options: &JsonOptions,
+) -> Result<Option<Json>, prost::DecodeError> {
+    let number = |name: &str| match message.get_field_by_name(name).as_deref() {
+        Some(Value::U32(value)) => u64::from(*value),
+        Some(Value::U64(value)) => *value,
+        _ => 0,
+    };
+    let clamp = |len: u64| {
+        usize::try_from(len)
+            .unwrap_or(usize::MAX)
+            .min(payload.len())
+    };
+    match kind {
+        ImageKind::GhostFile if options.no_payload => Ok(None),
+        ImageKind::TcpStream if !options.no_payload => {
+            let inq_len = clamp(number("inq_len"));
+            let mut extra = Map::new();
+            extra.insert(
+                "inq".into(),
+                Json::String(encode_base64(&payload[..inq_len])),
+            );
+            extra.insert(
+                "outq".into(),
+                Json::String(encode_base64(&payload[inq_len..])),
+            );
+            Ok(Some(Json::Object(extra)))
+        }
+        ImageKind::IpcnsShm => {
+            let size = number("size");
+            Ok(Some(if options.no_payload {
+                Json::String(format!("... <{}>", human_readable(size)))
+            } else {
+                Json::String(encode_base64(&payload[..clamp(size)]))
+            }))
+        }
+        ImageKind::IpcnsSem => {
+            let size = number("nsems") * 2;
+            if options.no_payload {
+                return Ok(Some(Json::String(format!(
+                    "... <{}>",
+                    human_readable(size)
+                ))));
+            }
+            let values = payload[..clamp(size)]
+                .chunks_exact(2)
+                .map(|pair| {
+                    let pair = [pair[0], pair[1]];
+                    Json::from(match byte_order {
+                        ByteOrder::Little => u16::from_le_bytes(pair),
+                        ByteOrder::Big => u16::from_be_bytes(pair),
+                    })
+                })
+                .collect();
+            Ok(Some(Json::Array(values)))
+        }
+        ImageKind::IpcnsMsg => {
+            let mut items = Vec::new();
+            let mut total = 0u64;
+            let mut rest = payload;
+            while rest.len() >= 4 {
+                let size = byte_order.read_u32([rest[0], rest[1], rest[2], rest[3]]) as usize;
+                let body = rest.get(4..4 + size).unwrap_or_default();
+                let ipc_msg = DynamicMessage::decode(ipc_msg_descriptor(), body)?;
+                let msize = match ipc_msg.get_field_by_name("msize").as_deref() {
+                    Some(Value::U32(msize)) => *msize as usize,
+                    _ => 0,
+                };
+                let data_start = (4 + size).min(rest.len());
+                let data = &rest[data_start..(data_start + msize).min(rest.len())];
+                total += (size + msize) as u64;
+                // crit renders queued messages plainly, even in pretty mode
+                items.push(Json::Object(message_to_json(&ipc_msg, false)));
+                items.push(Json::String(encode_base64(data)));
+                let padded =
+                    usize::try_from(crate::image::round_up(msize as u64, 8)).unwrap_or(usize::MAX);
+                rest = rest
+                    .get(data_start.saturating_add(padded)..)
+                    .unwrap_or_default();
+            }
+            Ok(Some(if options.no_payload {
+                Json::String(format!("... <{}>", human_readable(total)))
+            } else {
+                Json::Array(items)
+            }))
+        }
+        _ if options.no_payload => Ok(Some(Json::String(format!(
+            "... <{}>",
+            human_readable(payload.len() as u64)
+        )))),
+        _ => Ok(Some(Json::String(encode_base64(payload)))),
+    }
+}
+
+fn ipc_msg_descriptor() -> MessageDescriptor {
+    descriptor_pool()
+        .get_message_by_name("criu.ipc_msg")
+        .expect("ipc_msg is in our schema")
 }
 
 /// Encodes crit's JSON back into image bytes, framed in `byte_order`.
@@ -276,10 +370,102 @@ pub fn json_to_image(json: &Json, byte_order: ByteOrder) -> Result<Vec<u8>, Json
                     extra.ok_or_else(|| field_error(&extra_path, "missing chunk contents"))?;
                 writer.write_payload(&decode_base64_json(extra, &extra_path)?)?;
             }
+            ImageKind::IpcnsShm | ImageKind::IpcnsSem | ImageKind::IpcnsMsg => {
+                if let Some(extra) = extra.filter(|extra| is_truthy(extra)) {
+                    let payload =
+                        ipc_payload_from_json(kind, &message, extra, byte_order, &extra_path)?;
+                    writer.write_payload(&payload)?;
+                }
+            }
             _ => {}
         }
     }
     Ok(writer.into_inner()?)
+}
+
+/// The bytes after an IPC entry, from crit's `extra`: segment contents padded to 4,
+/// semaphore values padded to 8, or framed queued messages with data padded to 8.
+fn ipc_payload_from_json(
+    kind: ImageKind,
+    message: &DynamicMessage,
+    extra: &Json,
+    byte_order: ByteOrder,
+    path: &str,
+) -> Result<Vec<u8>, JsonError> {
+    let error = |reason: String| JsonError::Field {
+        path: path.to_owned(),
+        reason,
+    };
+    let number =
+        |message: &DynamicMessage, name: &str| match message.get_field_by_name(name).as_deref() {
+            Some(Value::U32(value)) => u64::from(*value),
+            Some(Value::U64(value)) => *value,
+            _ => 0,
+        };
+    let padded = |mut bytes: Vec<u8>, len: u64, align: u64| -> Result<Vec<u8>, JsonError> {
+        let len =
+            usize::try_from(len).map_err(|_| error(format!("{len} bytes do not fit in memory")))?;
+        if bytes.len() < len {
+            return Err(error(format!("{} bytes of data for {len}", bytes.len())));
+        }
+        bytes.truncate(len);
+        let total =
+            usize::try_from(crate::image::round_up(len as u64, align)).unwrap_or(usize::MAX);
+        bytes.resize(total, 0);
+        Ok(bytes)
+    };
+    match kind {
+        ImageKind::IpcnsShm => padded(decode_base64_json(extra, path)?, number(message, "size"), 4),
+        ImageKind::IpcnsSem => {
+            let values = extra
+                .as_array()
+                .ok_or_else(|| error("expected a list of semaphore values".into()))?;
+            if values.len() as u64 != number(message, "nsems") {
+                return Err(error(format!(
+                    "{} values for nsems {}",
+                    values.len(),
+                    number(message, "nsems")
+                )));
+            }
+            let mut bytes = Vec::with_capacity(values.len() * 2 + 8);
+            for value in values {
+                let value = value
+                    .as_u64()
+                    .and_then(|value| u16::try_from(value).ok())
+                    .ok_or_else(|| error(format!("{value} is not a 16-bit semaphore value")))?;
+                bytes.extend_from_slice(&match byte_order {
+                    ByteOrder::Little => value.to_le_bytes(),
+                    ByteOrder::Big => value.to_be_bytes(),
+                });
+            }
+            let len = bytes.len() as u64;
+            padded(bytes, len, 8)
+        }
+        _ => {
+            let items = extra
+                .as_array()
+                .ok_or_else(|| error("expected [message, data, ...]".into()))?;
+            let mut bytes = Vec::new();
+            for (position, pair) in items.chunks(2).enumerate() {
+                let item_path = format!("{path}[{}]", position * 2);
+                let object = pair[0]
+                    .as_object()
+                    .ok_or_else(|| error(format!("item {} is not a message", position * 2)))?;
+                let ipc_msg = json_to_message(object, &ipc_msg_descriptor(), &item_path)?;
+                let encoded = ipc_msg.encode_to_vec();
+                let size =
+                    u32::try_from(encoded.len()).map_err(|_| error("message too large".into()))?;
+                bytes.extend_from_slice(&byte_order.write_u32(size));
+                bytes.extend_from_slice(&encoded);
+                let data_json = pair
+                    .get(1)
+                    .ok_or_else(|| error(format!("item {} has no data", position * 2)))?;
+                let data = decode_base64_json(data_json, &format!("{path}[{}]", position * 2 + 1))?;
+                bytes.extend(padded(data, number(&ipc_msg, "msize"), 8)?);
+            }
+            Ok(bytes)
+        }
+    }
 }
 
 /// Renders one message as crit's `pb2dict` does: set fields only, in field-number order.

@@ -172,6 +172,16 @@ image_kinds! {
     MemfdInode = (0x4845_3499, "MEMFD_INODE", Common, "memfd.img"),
     /// timens-N.img
     Timens = (0x4311_4433, "TIMENS", Common, "timens-{}.img"),
+    /// ipcns-var-N.img: System V IPC limits.
+    IpcVar = (0x5311_5007, "IPC_VAR", Common, "ipcns-var-{}.img"),
+    /// ipcns-shm-N.img: shared memory segments and their contents.
+    IpcnsShm = (0x4628_3044, "IPCNS_SHM", Common, "ipcns-shm-{}.img"),
+    /// ipcns-msg-N.img: message queues and their messages.
+    IpcnsMsg = (0x5545_3737, "IPCNS_MSG", Common, "ipcns-msg-{}.img"),
+    /// ipcns-sem-N.img: semaphore sets and their values.
+    IpcnsSem = (0x5957_3019, "IPCNS_SEM", Common, "ipcns-sem-{}.img"),
+    /// pidns-N.img
+    Pidns = (0x6115_7326, "PIDNS", Common, "pidns-{}.img"),
     /// bpfmap-file.img
     BpfmapFile = (0x5750_6142, "BPFMAP_FILE", Common, "bpfmap-file.img"),
     /// stats-dump (no .img suffix, as CRIU names it)

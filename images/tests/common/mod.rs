@@ -318,6 +318,97 @@ pub fn dump_fixtures() -> Vec<Fixture> {
             }],
         ),
     );
+    let ipc_desc = |id: u32| pb::IpcDescEntry {
+        key: 0x1234 + id,
+        uid: 1000,
+        gid: 1000,
+        cuid: 1000,
+        cgid: 1000,
+        mode: 0o600,
+        id,
+    };
+    add(
+        ImageKind::IpcVar.file_name(1),
+        image(
+            ImageKind::IpcVar,
+            le,
+            &[pb::IpcVarEntry {
+                sem_ctls: vec![32000, 1_024_000_000, 500, 32000],
+                msg_ctlmax: 8192,
+                msg_ctlmnb: 16384,
+                msg_ctlmni: 32000,
+                auto_msgmni: 0,
+                shm_ctlmax: u64::MAX - (1 << 24),
+                shm_ctlall: u64::MAX - (1 << 24),
+                shm_ctlmni: 4096,
+                shm_rmid_forced: 0,
+                mq_queues_max: 256,
+                mq_msg_max: 10,
+                mq_msgsize_max: 8192,
+                mq_msg_default: Some(10),
+                mq_msgsize_default: Some(8192),
+            }],
+        ),
+    );
+    add(ImageKind::IpcnsShm.file_name(1), {
+        let mut writer =
+            ImageWriter::with_sink(Vec::new(), "ipcns-shm-1.img", ImageKind::IpcnsShm, le)
+                .expect("vec");
+        writer
+            .write_entry(&pb::IpcShmEntry {
+                desc: ipc_desc(1),
+                size: 5,
+                in_pagemaps: None,
+            })
+            .expect("vec");
+        writer.write_payload(b"shm!!\0\0\0").expect("vec");
+        writer
+            .write_entry(&pb::IpcShmEntry {
+                desc: ipc_desc(2),
+                size: 4096,
+                in_pagemaps: Some(true),
+            })
+            .expect("vec");
+        writer.into_inner().expect("vec")
+    });
+    add(ImageKind::IpcnsSem.file_name(1), {
+        let mut writer =
+            ImageWriter::with_sink(Vec::new(), "ipcns-sem-1.img", ImageKind::IpcnsSem, le)
+                .expect("vec");
+        writer
+            .write_entry(&pb::IpcSemEntry {
+                desc: ipc_desc(3),
+                nsems: 3,
+            })
+            .expect("vec");
+        writer
+            .write_payload(&[1, 0, 2, 0, 0xff, 0xff, 0, 0])
+            .expect("vec");
+        writer.into_inner().expect("vec")
+    });
+    add(ImageKind::IpcnsMsg.file_name(1), {
+        let mut writer =
+            ImageWriter::with_sink(Vec::new(), "ipcns-msg-1.img", ImageKind::IpcnsMsg, le)
+                .expect("vec");
+        writer
+            .write_entry(&pb::IpcMsgEntry {
+                desc: ipc_desc(4),
+                qbytes: 16384,
+                qnum: 2,
+            })
+            .expect("vec");
+        writer
+            .write_entry(&pb::IpcMsg { mtype: 1, msize: 5 })
+            .expect("vec");
+        writer.write_payload(b"hello\0\0\0").expect("vec");
+        writer
+            .write_entry(&pb::IpcMsg { mtype: 7, msize: 9 })
+            .expect("vec");
+        writer
+            .write_payload(b"123456789\0\0\0\0\0\0\0")
+            .expect("vec");
+        writer.into_inner().expect("vec")
+    });
     add(
         "stats-dump".into(),
         image(
