@@ -203,6 +203,9 @@ pub fn image_to_json(file: &str, bytes: &[u8], options: &JsonOptions) -> Result<
 }
 
 /// crit's `extra` member for the raw bytes after an entry; `None` where crit prints none.
+/// One deliberate difference: a shared memory segment kept in the pagemaps
+/// (`in_pagemaps`) has no bytes here and gets no `extra`, where crit would read the
+/// next entry as segment data.
 fn payload_to_json(
     kind: ImageKind,
     message: &DynamicMessage,
