@@ -263,6 +263,11 @@ fn replay_regressions(layout: &FuzzLayout, targets: &[String]) -> anyhow::Result
             failures.push(target.clone());
         }
     }
+    if replayed_targets == 0 {
+        // No "0 passed, 0 failed" line: CI would read it as a run of no tests.
+        println!("fuzz replay: no regression inputs in fuzz/regressions/");
+        return Ok(());
+    }
     let passed_targets = replayed_targets - failures.len();
     println!("fuzz replay: {replayed} regression inputs of {replayed_targets} targets");
     println!("replay: {passed_targets} passed, {} failed", failures.len());
