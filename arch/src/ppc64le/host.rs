@@ -1,0 +1,223 @@
+//! ppc64le host side: ptrace register access (NT_PRSTATUS, NT_PRFPREG, NT_PPC_VMX,
+//! NT_PPC_VSX) and the restorer blob.
+//!
+//! Guarantees: every ptrace call passes buffers that outlive the call and whose size the
+//! kernel is told; the restorer blob is position independent, uses no stack and no
+//! memory but the op program it is given.
+#![allow(unsafe_code)]
+
+use super::{ext, Ppc64le, Regs, REGSET_SIZE};
+use crate::{Host, HostError, RestorerOp, RestorerOutcome, ThreadRegs};
+
+const NT_PRSTATUS: libc::c_int = 1;
+const NT_PRFPREG: libc::c_int = 2;
+const NT_PPC_VMX: libc::c_int = 0x100;
+const NT_PPC_VSX: libc::c_int = 0x102;
+
+// The restorer: r3 = address of the op program (an array of RestorerOp, 80 bytes each),
+// kept in r15 (non-volatile across `sc`). For each op: nr into r0, six args into r3..r8,
+// sc, turn an error (CR0.SO) into -errno, store r3, check it. At the END marker r14 = 0
+// and trap; on a failed check r14 = 1 and trap, with r15 on the op and r3 its result; in
+// a thread just created by a CHECK_CLONE op (result 0) r14 = 2 and trap.
+std::arch::global_asm!(
+    ".pushsection .text.crust_restorer,\"ax\",@progbits",
+    ".balign 16",
+    ".globl crust_ppc64le_restorer_start",
+    "crust_ppc64le_restorer_start:",
+    "    mr 15, 3",
+    "2:",
+    "    ld 0, 0(15)",
+    "    cmpdi 0, -1",
+    "    beq 5f",
+    "    ld 3, 8(15)",
+    "    ld 4, 16(15)",
+    "    ld 5, 24(15)",
+    "    ld 6, 32(15)",
+    "    ld 7, 40(15)",
+    "    ld 8, 48(15)",
+    "    sc",
+    "    bns 8f",
+    "    neg 3, 3",
+    "8:",
+    "    std 3, 72(15)",
+    "    ld 9, 56(15)",
+    "    cmpdi 9, 2",
+    "    beq 4f",
+    "    cmpdi 9, 1",
+    "    beq 3f",
+    "    cmpdi 9, 3",
+    "    bne 7f",
+    "    cmpdi 3, 0",
+    "    bne 7f",
+    // A new thread: trap at once for the tracer.
+    "    li 14, 2",
+    "    trap",
+    "7:",
+    "    ld 10, 64(15)",
+    "    cmpd 3, 10",
+    "    bne 6f",
+    "    b 4f",
+    "3:",
+    // An error is -4095..-1, i.e. unsigned >= -4095.
+    "    li 10, -4095",
+    "    cmpld 3, 10",
+    "    bge 6f",
+    "4:",
+    "    addi 15, 15, 80",
+    "    b 2b",
+    "5:",
+    "    li 14, 0",
+    "    trap",
+    "6:",
+    "    li 14, 1",
+    "    trap",
+    ".globl crust_ppc64le_restorer_syscall",
+    "crust_ppc64le_restorer_syscall:",
+    "    sc",
+    "    trap",
+    ".globl crust_ppc64le_restorer_end",
+    "crust_ppc64le_restorer_end:",
+    ".popsection",
+);
+
+extern "C" {
+    static crust_ppc64le_restorer_start: u8;
+    static crust_ppc64le_restorer_syscall: u8;
+    static crust_ppc64le_restorer_end: u8;
+}
+
+fn blob_bounds() -> (usize, usize, usize) {
+    // Only the addresses of the asm labels are taken, never read through.
+    (
+        std::ptr::addr_of!(crust_ppc64le_restorer_start) as usize,
+        std::ptr::addr_of!(crust_ppc64le_restorer_syscall) as usize,
+        std::ptr::addr_of!(crust_ppc64le_restorer_end) as usize,
+    )
+}
+
+/// Reads regset `note` of a stopped tracee into `buf` (PTRACE_GETREGSET); returns the
+/// length the kernel filled.
+#[doc(alias = "PTRACE_GETREGSET")]
+fn read_regset(tid: i32, note: libc::c_int, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    // SAFETY: iov points at `buf`, writable for iov_len bytes, alive for the call.
+    let rc = unsafe { libc::ptrace(libc::PTRACE_GETREGSET, tid, note as usize, &mut iov) };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(iov.iov_len)
+}
+
+/// Writes regset `note` of a stopped tracee from `buf` (PTRACE_SETREGSET).
+#[doc(alias = "PTRACE_SETREGSET")]
+fn write_regset(tid: i32, note: libc::c_int, buf: &[u8]) -> std::io::Result<()> {
+    let mut iov = libc::iovec { iov_base: buf.as_ptr() as *mut _, iov_len: buf.len() };
+    // SAFETY: iov points at `buf`, readable for iov_len bytes; the kernel only reads it.
+    let rc = unsafe { libc::ptrace(libc::PTRACE_SETREGSET, tid, note as usize, &mut iov) };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The optional regsets: (note, offset in ext, size, flag, name).
+const OPTIONAL: [(libc::c_int, usize, usize, u64, &str); 2] = [
+    (NT_PPC_VMX, ext::VMX, ext::VMX_SIZE, ext::HAS_VMX, "PTRACE_SETREGSET(NT_PPC_VMX)"),
+    (NT_PPC_VSX, ext::VSX, ext::VSX_SIZE, ext::HAS_VSX, "PTRACE_SETREGSET(NT_PPC_VSX)"),
+];
+
+impl Host for Ppc64le {
+    fn read_regs(tid: i32) -> Result<ThreadRegs<Regs>, HostError> {
+        let mut gpr = [0u8; REGSET_SIZE];
+        read_regset(tid, NT_PRSTATUS, &mut gpr)
+            .map_err(|source| HostError::Ptrace { op: "PTRACE_GETREGSET(NT_PRSTATUS)", tid, source })?;
+        let mut x = vec![0u8; ext::SIZE];
+        read_regset(tid, NT_PRFPREG, &mut x[ext::FPR..ext::FPR + ext::FPR_SIZE])
+            .map_err(|source| HostError::Ptrace { op: "PTRACE_GETREGSET(NT_PRFPREG)", tid, source })?;
+        // Altivec and VSX exist on every POWER7+ CPU, but not on every ppc64.
+        let mut flags = 0u64;
+        for (note, offset, size, flag, _) in OPTIONAL {
+            if read_regset(tid, note, &mut x[offset..offset + size]).is_ok() {
+                flags |= flag;
+            }
+        }
+        x[ext::FLAGS..ext::FLAGS + 8].copy_from_slice(&flags.to_le_bytes());
+        let gpr = <Ppc64le as crate::Abi>::regs_from_bytes(&gpr).expect("buffer has REGSET_SIZE bytes");
+        Ok(ThreadRegs { gpr, ext: x })
+    }
+
+    fn write_gpr(tid: i32, regs: &Regs) -> Result<(), HostError> {
+        let bytes = <Ppc64le as crate::Abi>::regs_to_bytes(regs);
+        write_regset(tid, NT_PRSTATUS, &bytes)
+            .map_err(|source| HostError::Ptrace { op: "PTRACE_SETREGSET(NT_PRSTATUS)", tid, source })
+    }
+
+    fn write_ext(tid: i32, x: &[u8]) -> Result<(), HostError> {
+        if x.len() < ext::SIZE {
+            return Err(HostError::Ptrace {
+                op: "PTRACE_SETREGSET(NT_PRFPREG)",
+                tid,
+                source: std::io::Error::from_raw_os_error(libc::EINVAL),
+            });
+        }
+        write_regset(tid, NT_PRFPREG, &x[ext::FPR..ext::FPR + ext::FPR_SIZE])
+            .map_err(|source| HostError::Ptrace { op: "PTRACE_SETREGSET(NT_PRFPREG)", tid, source })?;
+        let flags = super::word_at(x, ext::FLAGS);
+        for (note, offset, size, flag, name) in OPTIONAL {
+            if flags & flag != 0 {
+                write_regset(tid, note, &x[offset..offset + size])
+                    .map_err(|source| HostError::Ptrace { op: name, tid, source })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn restorer_blob() -> &'static [u8] {
+        let (start, _, end) = blob_bounds();
+        // SAFETY: start..end is the restorer's code in this binary's text, immutable and
+        // alive for the whole program.
+        unsafe { std::slice::from_raw_parts(start as *const u8, end - start) }
+    }
+
+    fn restorer_entry_offset() -> usize {
+        0
+    }
+
+    fn restorer_syscall_offset() -> usize {
+        let (start, syscall, _) = blob_bounds();
+        syscall - start
+    }
+
+    fn restorer_outcome(regs: &Regs, program_address: u64) -> RestorerOutcome {
+        match regs.gpr[14] {
+            0 => RestorerOutcome::Done,
+            2 => RestorerOutcome::NewThread,
+            _ => RestorerOutcome::Failed {
+                index: regs.gpr[15].wrapping_sub(program_address) / RestorerOp::SIZE as u64,
+                result: regs.gpr[3] as i64,
+            },
+        }
+    }
+
+    /// r13, which glibc's `__rseq_offset` is relative to.
+    fn thread_pointer() -> u64 {
+        let pointer: u64;
+        // SAFETY: reading r13 has no side effects.
+        unsafe { std::arch::asm!("mr {}, 13", out(reg) pointer, options(nostack, nomem, preserves_flags)) };
+        pointer
+    }
+
+    fn enter_restorer(entry: u64, program: u64) -> ! {
+        // SAFETY: the caller mapped the restorer blob at `entry` and a valid op program at
+        // `program`; the blob never returns (it traps for the tracer).
+        unsafe {
+            std::arch::asm!(
+                "mtctr {entry}",
+                "bctr",
+                entry = in(reg) entry,
+                in("r3") program,
+                options(noreturn)
+            )
+        }
+    }
+}
