@@ -8,7 +8,7 @@
 //! async-signal-safe `fcntl`.
 #![allow(unsafe_code)]
 
-use crate::catalog::{Program, Requirement, TestSpec};
+use crate::catalog::{AtDump, Program, Requirement, TestSpec};
 use crate::reaper::{ExitStatus, Reaper};
 use crate::snapshot::ProcSnapshot;
 use crate::testlib::{OUTDIR_ENV, READY_FD_ENV};
@@ -375,6 +375,9 @@ impl Harness {
         if !self.reaper.is_alive_child(pid) {
             bail!("test pid {pid} is not alive as the harness's child after ready");
         }
+        if spec.at_dump == AtDump::Asleep {
+            wait_until_asleep(pid, READY_TIMEOUT)?;
+        }
         for iteration in 0..self.config.iters {
             let images = outdir.join(format!("img-{iteration}"));
             std::fs::create_dir_all(&images)
@@ -439,6 +442,13 @@ impl Harness {
                     engine_logs(&images, "restore")
                 );
             }
+            // `restore -d` returns once the task runs on its own, which may be on its way
+            // back into the syscall it slept in (sigsuspend puts its temporary mask back
+            // only then): record it where it was recorded before the dump.
+            if spec.at_dump == AtDump::Asleep {
+                wait_until_asleep(pid, READY_TIMEOUT)
+                    .with_context(|| format!("iteration {iteration}: after restore"))?;
+            }
             let mut after = ProcSnapshot::capture(pid).context("record state after restore")?;
             forget_volatile(&mut after, spec);
             let differences = before.differences(&after);
@@ -477,6 +487,30 @@ impl Harness {
             bail!("verdict token {token_line:?} is not the pre-dump token {token}: the program was re-run, not restored");
         }
         Ok(Verdict::Passed)
+    }
+}
+
+/// Waits until /proc/PID/stat shows the task asleep (`S`). Polls: the kernel offers no
+/// notification for "went to sleep"; the test has already said it is about to.
+fn wait_until_asleep(pid: i32, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .with_context(|| format!("read /proc/{pid}/stat"))?;
+        // `pid (comm) S ...`: the state follows the last ')'.
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next());
+        if state == Some("S") {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "pid {pid} not asleep {}s after ready (state {state:?})",
+                timeout.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 
@@ -631,6 +665,7 @@ mod tests {
             args: &[],
             requirements: &[Requirement::CpuFlag("avx512f")],
             volatile_status: &[],
+            at_dump: AtDump::Asleep,
         };
         assert_eq!(spec.can_run(&host), Err("cpu lacks avx512f".to_string()));
         let user = HostInfo {
