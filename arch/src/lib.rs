@@ -48,6 +48,9 @@ pub enum Sys {
     /// x86_64 only: `arch_prctl`, used for ARCH_MAP_VDSO_64.
     ArchPrctl,
     Rseq,
+    Clone3,
+    SetRobustList,
+    SetTidAddress,
 }
 
 /// Pure ABI of one architecture: compiles and is tested on every host.
@@ -96,6 +99,8 @@ pub trait Abi {
     const TASK_SIZE: u64;
     /// Puts a thread's registers into the image's per-arch thread info of `core`.
     fn regs_to_core(core: &mut crust_images::pb::CoreEntry, regs: &ThreadRegs<Self::Regs>, clear_tid_addr: u64);
+    /// The thread's clear_child_tid address recorded in `core`, if any.
+    fn clear_tid_address(core: &crust_images::pb::CoreEntry) -> Option<u64>;
     /// Reads a thread's registers back from `core`; `ext_template` is the host's own
     /// extended-state area (its size and layout), into which the image's parts go.
     fn regs_from_core(core: &crust_images::pb::CoreEntry, ext_template: &[u8]) -> Result<ThreadRegs<Self::Regs>, String>;
@@ -129,6 +134,9 @@ impl RestorerOp {
     pub const CHECK_OK: u64 = 1;
     /// The result is not checked.
     pub const CHECK_NONE: u64 = 2;
+    /// A clone: in the new thread (result 0) trap at once as [`RestorerOutcome::NewThread`];
+    /// in the caller the result must equal `expect` (the new thread's tid).
+    pub const CHECK_CLONE: u64 = 3;
     /// Size of one op in bytes.
     pub const SIZE: usize = 80;
 
@@ -161,6 +169,8 @@ pub enum RestorerOutcome {
     Done,
     /// Op number `index` failed its check with `result`.
     Failed { index: u64, result: i64 },
+    /// A thread created by a [`RestorerOp::CHECK_CLONE`] op, trapped at its first step.
+    NewThread,
 }
 
 /// Errors of host register access.

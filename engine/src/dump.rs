@@ -231,8 +231,9 @@ impl Frozen {
         for process in &self.processes {
             let _ = sys::send_signal(process.pid, libc::SIGKILL);
         }
+        // Other threads first: a leader's exit is reported only after theirs.
         for process in &self.processes {
-            for thread in &process.threads {
+            for thread in process.threads.iter().rev() {
                 while let Ok(sys::WaitEvent::Stopped { .. }) = sys::wait_thread(thread.tid) {}
             }
         }

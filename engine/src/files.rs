@@ -199,8 +199,10 @@ pub(crate) fn restore_fds(
     fds: &[pb::FdinfoEntry],
     ghosts: &BTreeMap<u32, u32>,
     dir: &Path,
+    inherited: &BTreeMap<u32, i32>,
 ) -> Result<(), String> {
-    let mut first_fd_of: BTreeMap<u32, i32> = BTreeMap::new();
+    // Fds handed down by the parent stand for their file ids, like a first fd would.
+    let mut first_fd_of: BTreeMap<u32, i32> = inherited.clone();
     for fd in fds {
         let cloexec = fd.flags & libc::FD_CLOEXEC as u32 != 0;
         if let Some(&first) = first_fd_of.get(&fd.id) {

@@ -1,9 +1,11 @@
-//! The restore pipeline: read the images, fork a child with the dumped PID, let it
-//! rebuild its fds and then run the restorer's op program, which replaces its whole
-//! address space with the dumped one; finally put the registers back through ptrace and
-//! let it go.
+//! The restore pipeline: read the images of a process tree, fork every process with its
+//! dumped PID (parents fork their children, so parentage, sessions and groups come out
+//! right), let each rebuild its fds and then run the restorer's op program, which
+//! replaces its whole address space with the dumped one and creates its threads with
+//! their dumped TIDs; finally put every thread's registers back through ptrace and let
+//! the tree go.
 //!
-//! Invariant: until the restored process is released, it is traced with
+//! Invariant: until the restored tree is released, every task in it is traced with
 //! PTRACE_O_EXITKILL, so if anything fails (or crust dies) it is killed: no
 //! half-restored process outlives a failed restore.
 
@@ -40,8 +42,10 @@ pub struct RestoreOptions {
 /// How a restore ended.
 #[derive(Clone, Debug)]
 pub struct RestoreReport {
-    /// The restored process.
+    /// The restored root process.
     pub pid: i32,
+    /// Processes restored (zombies included).
+    pub processes: usize,
     /// Wall time until it ran on its own.
     pub total: Duration,
     /// With `detach` off: the restored process's exit code once it ended.
@@ -76,20 +80,6 @@ fn io_err(pid: i32, what: impl Into<String>) -> impl FnOnce(io::Error) -> Restor
     move |source| RestoreError::Io { pid, what, source }
 }
 
-/// Everything read from the images for one process.
-struct Images {
-    pstree: pb::PstreeEntry,
-    core: pb::CoreEntry,
-    mm: pb::MmEntry,
-    pages_id: u32,
-    pagemap: Vec<pb::PagemapEntry>,
-    files: BTreeMap<u32, pb::RegFileEntry>,
-    fds: Vec<pb::FdinfoEntry>,
-    fs: pb::FsEntry,
-    /// reg-file id → ghost id
-    ghosts: BTreeMap<u32, u32>,
-}
-
 fn image_path(dir: &Path, kind: ImageKind, id: u64) -> PathBuf {
     dir.join(kind.file_name(id))
 }
@@ -112,43 +102,99 @@ fn read_one<M: prost::Message + Default>(dir: &Path, kind: ImageKind, id: u64) -
     Ok(all.remove(0))
 }
 
+
+/// The images of one process.
+struct ProcessImages {
+    pstree: pb::PstreeEntry,
+    /// One core per thread, in `pstree.threads` order (the leader first).
+    cores: Vec<pb::CoreEntry>,
+    /// Everything below is empty for a zombie.
+    mm: pb::MmEntry,
+    pages_id: u32,
+    pagemap: Vec<pb::PagemapEntry>,
+    fds: Vec<pb::FdinfoEntry>,
+    fs: pb::FsEntry,
+}
+
+impl ProcessImages {
+    fn pid(&self) -> i32 {
+        self.pstree.pid as i32
+    }
+
+    fn task_state(&self) -> u32 {
+        self.cores[0].tc.as_ref().map(|t| t.task_state).unwrap_or(TASK_ALIVE)
+    }
+
+    fn is_zombie(&self) -> bool {
+        self.task_state() == TASK_DEAD
+    }
+}
+
+/// CRIU's task states.
+const TASK_ALIVE: u32 = 1;
+const TASK_DEAD: u32 = 2;
+const TASK_STOPPED: u32 = 3;
+
+/// Everything read from the images of a tree.
+struct Images {
+    /// In pstree order: the root first, every parent before its children.
+    processes: Vec<ProcessImages>,
+    files: BTreeMap<u32, pb::RegFileEntry>,
+    /// reg-file id → ghost id
+    ghosts: BTreeMap<u32, u32>,
+}
+
 fn read_images(dir: &Path) -> Result<Images, RestoreError> {
     let pstrees: Vec<pb::PstreeEntry> = read_all(dir, ImageKind::Pstree, 0)?;
-    let pstree_name = image_path(dir, ImageKind::Pstree, 0).display().to_string();
-    let pstree = match pstrees.as_slice() {
-        [one] => one.clone(),
-        [] => return Err(RestoreError::BadImage { image: pstree_name, what: "no process".into() }),
-        many => {
-            return Err(RestoreError::Unsupported { pid: many[0].pid as i32, what: format!("a tree of {} processes", many.len()) })
+    if pstrees.is_empty() {
+        let image = image_path(dir, ImageKind::Pstree, 0).display().to_string();
+        return Err(RestoreError::BadImage { image, what: "no process".into() });
+    }
+    let mut processes = Vec::new();
+    for pstree in pstrees {
+        let pid = pstree.pid as u64;
+        let mut cores = Vec::new();
+        for &tid in &pstree.threads {
+            cores.push(read_one::<pb::CoreEntry>(dir, ImageKind::Core, tid as u64)?);
         }
-    };
-    let pid = pstree.pid as u64;
-    if pstree.threads.len() > 1 {
-        return Err(RestoreError::Unsupported { pid: pid as i32, what: format!("{} threads", pstree.threads.len()) });
+        if cores.is_empty() {
+            cores.push(read_one::<pb::CoreEntry>(dir, ImageKind::Core, pid)?);
+        }
+        let zombie = cores[0].tc.as_ref().is_some_and(|t| t.task_state == TASK_DEAD);
+        if zombie {
+            processes.push(ProcessImages {
+                pstree,
+                cores,
+                mm: Default::default(),
+                pages_id: 0,
+                pagemap: Vec::new(),
+                fds: Vec::new(),
+                fs: Default::default(),
+            });
+            continue;
+        }
+        let mm: pb::MmEntry = read_one(dir, ImageKind::Mm, pid)?;
+        let pagemap_path = image_path(dir, ImageKind::Pagemap, pid);
+        let pagemap_name = pagemap_path.display().to_string();
+        let image_err = |source| RestoreError::Image { image: pagemap_name.clone(), source };
+        let mut reader = ImageReader::open(&pagemap_path).map_err(image_err)?;
+        let head: pb::PagemapHead = reader
+            .next_entry()
+            .map_err(image_err)?
+            .ok_or_else(|| RestoreError::BadImage { image: pagemap_name.clone(), what: "no pagemap head".into() })?;
+        let mut pagemap = Vec::new();
+        while let Some(entry) = reader.next_entry::<pb::PagemapEntry>().map_err(image_err)? {
+            pagemap.push(entry);
+        }
+        let ids = cores[0].ids.clone().unwrap_or_default();
+        let fds = read_all(dir, ImageKind::Fdinfo, ids.files_id as u64)?;
+        let fs = read_one(dir, ImageKind::Fs, pid)?;
+        processes.push(ProcessImages { pstree, cores, mm, pages_id: head.pages_id, pagemap, fds, fs });
     }
-    let core: pb::CoreEntry = read_one(dir, ImageKind::Core, pid)?;
-    let mm: pb::MmEntry = read_one(dir, ImageKind::Mm, pid)?;
-
-    let pagemap_path = image_path(dir, ImageKind::Pagemap, pid);
-    let pagemap_name = pagemap_path.display().to_string();
-    let image_err = |source| RestoreError::Image { image: pagemap_name.clone(), source };
-    let mut reader = ImageReader::open(&pagemap_path).map_err(image_err)?;
-    let head: pb::PagemapHead = reader
-        .next_entry()
-        .map_err(image_err)?
-        .ok_or_else(|| RestoreError::BadImage { image: pagemap_name.clone(), what: "no pagemap head".into() })?;
-    let mut pagemap = Vec::new();
-    while let Some(entry) = reader.next_entry::<pb::PagemapEntry>().map_err(image_err)? {
-        pagemap.push(entry);
-    }
-
     let files = read_all::<pb::FileEntry>(dir, ImageKind::Files, 0)?
         .into_iter()
         .filter_map(|f| f.reg.map(|reg| (f.id, reg)))
         .collect();
-    let ids = core.ids.clone().unwrap_or_default();
-    let fds = read_all(dir, ImageKind::Fdinfo, ids.files_id as u64)?;
-    let fs = read_one(dir, ImageKind::Fs, pid)?;
     let ghosts = if image_path(dir, ImageKind::RemapFpath, 0).exists() {
         read_all::<pb::RemapFilePathEntry>(dir, ImageKind::RemapFpath, 0)?
             .into_iter()
@@ -157,70 +203,94 @@ fn read_images(dir: &Path) -> Result<Images, RestoreError> {
     } else {
         BTreeMap::new()
     };
-    Ok(Images { pstree, core, mm, pages_id: head.pages_id, pagemap, files, fds, fs, ghosts })
+    Ok(Images { processes, files, ghosts })
 }
 
-/// Restores the process dumped in `options.dir`.
+/// Restores the process tree dumped in `options.dir`.
 pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
     let started = Instant::now();
     let images = read_images(&options.dir)?;
-    let pid = images.pstree.pid as i32;
-    if Path::new(&format!("/proc/{pid}")).exists() {
-        return Err(RestoreError::PidBusy { pid });
+    let root = images.processes[0].pid();
+    for process in &images.processes {
+        for &tid in process.pstree.threads.iter().chain(std::iter::once(&process.pstree.pid)) {
+            if Path::new(&format!("/proc/{tid}")).exists() {
+                return Err(RestoreError::PidBusy { pid: tid as i32 });
+            }
+        }
     }
-    let plan = plan(options, &images)?;
+    let tree = plan_tree(options, &images)?;
 
-    let (sync_read, sync_write) = pipe(pid)?;
-    let (error_read, error_write) = pipe(pid)?;
-    let child = match sys::fork_with_pid(pid) {
+    let (sync_read, sync_write) = pipe(root)?;
+    let (error_read, error_write) = pipe(root)?;
+    let child = match sys::fork_with_pid(root) {
         Ok(0) => {
             drop(sync_write);
             drop(error_read);
-            child_main(&plan, &images, options, sync_read, error_write)
+            root_main(&tree, &images, options, sync_read, error_write)
         }
         Ok(child) => child,
-        Err(error) if error.raw_os_error() == Some(libc::EEXIST) => return Err(RestoreError::PidBusy { pid }),
-        Err(error) => return Err(RestoreError::Io { pid, what: "clone3 with set_tid".into(), source: error }),
+        Err(error) if error.raw_os_error() == Some(libc::EEXIST) => return Err(RestoreError::PidBusy { pid: root }),
+        Err(error) => return Err(RestoreError::Io { pid: root, what: "clone3 with set_tid".into(), source: error }),
     };
     drop(sync_read);
     drop(error_write);
-    let mut guard = ChildGuard { pid: child, released: false };
-    sys::seize_thread(child, libc::PTRACE_O_TRACESYSGOOD | libc::PTRACE_O_EXITKILL)
-        .map_err(io_err(pid, "seize restored child"))?;
+    let mut guard = TreeGuard { pids: images.processes.iter().map(|p| p.pid()).collect(), released: false };
+    let options_word = libc::PTRACE_O_TRACESYSGOOD
+        | libc::PTRACE_O_EXITKILL
+        | libc::PTRACE_O_TRACEFORK
+        | libc::PTRACE_O_TRACEVFORK
+        | libc::PTRACE_O_TRACECLONE;
+    sys::seize_thread(child, options_word).map_err(io_err(root, "seize restored root"))?;
     let mut sync_write = fs::File::from(sync_write);
-    sync_write.write_all(b"g").map_err(io_err(pid, "release child"))?;
+    sync_write.write_all(b"g").map_err(io_err(root, "release child"))?;
     drop(sync_write);
 
-    wait_for_restorer(pid, &plan, error_read)?;
-    finish_thread(pid, &plan, &images)?;
+    wait_for_restorers(&tree, &images, error_read)?;
+    for (process, plan) in images.processes.iter().zip(&tree.plans) {
+        if let Some(plan) = plan {
+            finish_process(process, plan)?;
+        }
+    }
+    for process in images.processes.iter().filter(|p| p.task_state() == TASK_STOPPED) {
+        let _ = sys::send_signal(process.pid(), libc::SIGSTOP);
+    }
     guard.released = true;
     if let Some(pidfile) = &options.pidfile {
-        fs::write(pidfile, format!("{pid}")).map_err(io_err(pid, format!("write {}", pidfile.display())))?;
+        fs::write(pidfile, format!("{root}")).map_err(io_err(root, format!("write {}", pidfile.display())))?;
     }
     let total = started.elapsed();
     let exit_code = if options.detach {
         None
     } else {
-        match sys::wait_thread(pid).map_err(io_err(pid, "wait for restored process"))? {
+        match sys::wait_thread(root).map_err(io_err(root, "wait for restored process"))? {
             sys::WaitEvent::Exited(code) => Some(code),
             sys::WaitEvent::Signaled(signal) => Some(128 + signal),
             sys::WaitEvent::Stopped { .. } => None,
         }
     };
-    Ok(RestoreReport { pid, total, exit_code })
+    Ok(RestoreReport { pid: root, processes: images.processes.len(), total, exit_code })
 }
 
-/// Kills the child unless it was released.
-struct ChildGuard {
-    pid: i32,
+/// Kills the tree unless it was released.
+struct TreeGuard {
+    pids: Vec<i32>,
     released: bool,
 }
 
-impl Drop for ChildGuard {
+impl Drop for TreeGuard {
     fn drop(&mut self) {
-        if !self.released {
-            let _ = sys::send_signal(self.pid, libc::SIGKILL);
-            while let Ok(sys::WaitEvent::Stopped { .. }) = sys::wait_thread(self.pid) {}
+        if self.released {
+            return;
+        }
+        for &pid in &self.pids {
+            let _ = sys::send_signal(pid, libc::SIGKILL);
+        }
+        // Reap (as tracer and, for the root, as parent) until nothing is left.
+        loop {
+            match sys::wait_any() {
+                Ok(_) => continue,
+                Err(_) => break,
+            }
         }
     }
 }
@@ -230,7 +300,7 @@ fn pipe(pid: i32) -> Result<(OwnedFd, OwnedFd), RestoreError> {
     Ok((OwnedFd::from(read), OwnedFd::from(write)))
 }
 
-/// What the child needs, computed before the fork.
+/// What one live process needs, computed before the first fork.
 struct Plan {
     area: u64,
     area_size: u64,
@@ -242,35 +312,96 @@ struct Plan {
     descriptions: Vec<String>,
     /// Helper fds: (number, path, open flags) opened in the child before the restorer.
     helpers: Vec<(i32, PathBuf, i32)>,
-    /// Helper fd numbers for the error and sync pipes.
+    /// Per thread (the leader first): syscalls the tracer injects before release.
+    thread_ops: Vec<Vec<(Sys, [u64; 6], String)>>,
+}
+
+/// Plans of the whole tree.
+struct TreePlan {
+    /// One per process, `None` for zombies.
+    plans: Vec<Option<Plan>>,
+    /// fd numbers every process keeps free for crust: the error pipe, the root's sync
+    /// pipe, then fds handed from parent to child.
     error_fd: i32,
     sync_fd: i32,
+    transfer_base: i32,
 }
 
 fn round_up(value: u64, to: u64) -> u64 {
     value.div_ceil(to) * to
 }
 
-fn plan(options: &RestoreOptions, images: &Images) -> Result<Plan, RestoreError> {
-    let pid = images.pstree.pid as i32;
+fn plan_tree(options: &RestoreOptions, images: &Images) -> Result<TreePlan, RestoreError> {
+    let max_fd = images.processes.iter().flat_map(|p| p.fds.iter().map(|f| f.fd as i32)).max().unwrap_or(2).max(2);
+    let error_fd = max_fd + 1;
+    let sync_fd = max_fd + 2;
+    let transfer_base = max_fd + 3;
+    check_tree_shape(options, images)?;
+    let mut plans = Vec::new();
+    for process in &images.processes {
+        plans.push(if process.is_zombie() { None } else { Some(plan(options, images, process, transfer_base, error_fd, sync_fd)?) });
+    }
+    Ok(TreePlan { plans, error_fd, sync_fd, transfer_base })
+}
+
+/// Refuses trees whose sessions or groups this restore cannot rebuild.
+fn check_tree_shape(options: &RestoreOptions, images: &Images) -> Result<(), RestoreError> {
+    let by_pid: BTreeMap<u32, &ProcessImages> = images.processes.iter().map(|p| (p.pstree.pid, p)).collect();
+    for (index, process) in images.processes.iter().enumerate() {
+        let p = &process.pstree;
+        let parent = if index == 0 { None } else { by_pid.get(&p.ppid) };
+        if index > 0 && parent.is_none() {
+            return Err(RestoreError::BadImage { image: "pstree.img".into(), what: format!("pid {} has parent {} outside the tree", p.pid, p.ppid) });
+        }
+        let inherited_sid = parent.map(|q| q.pstree.sid);
+        let session_ok = p.sid == p.pid || inherited_sid == Some(p.sid) || (index == 0 && options.shell_job);
+        if !session_ok {
+            return Err(RestoreError::Unsupported {
+                pid: p.pid as i32,
+                what: format!(
+                    "session {} whose leader is not its parent's session{}",
+                    p.sid,
+                    if index == 0 { " (try --shell-job)" } else { "" }
+                ),
+            });
+        }
+        // A group must be led by the process itself or an ancestor in the same session.
+        let mut ancestor = parent.copied();
+        let mut group_ok = p.pgid == p.pid || (index == 0 && options.shell_job);
+        while let (false, Some(a)) = (group_ok, ancestor) {
+            group_ok = a.pstree.pgid == p.pgid;
+            ancestor = by_pid.get(&a.pstree.ppid).copied().filter(|_| a.pstree.pid != images.processes[0].pstree.pid);
+        }
+        if !group_ok {
+            return Err(RestoreError::Unsupported { pid: p.pid as i32, what: format!("process group {} led outside its ancestors", p.pgid) });
+        }
+    }
+    Ok(())
+}
+
+fn plan(
+    options: &RestoreOptions,
+    images: &Images,
+    process: &ProcessImages,
+    helper_base: i32,
+    error_fd: i32,
+    sync_fd: i32,
+) -> Result<Plan, RestoreError> {
+    let pid = process.pid();
     let page = sys::page_size();
-    let mm = &images.mm;
+    let mm = &process.mm;
+    let leader_core = &process.cores[0];
     let check_vdso = check_vdso_layout(pid, mm)?;
 
-    // Helper fds live above every fd the target has.
-    let max_target_fd = images.fds.iter().map(|f| f.fd as i32).max().unwrap_or(2).max(2);
-    let base = max_target_fd + 1;
-    let error_fd = base;
-    let sync_fd = base + 1;
     let mut helpers: Vec<(i32, PathBuf, i32)> = Vec::new();
-    let pages_path = options.dir.join(ImageKind::Pages.file_name(images.pages_id as u64));
-    let pages_fd = base + 2;
+    let pages_path = options.dir.join(ImageKind::Pages.file_name(process.pages_id as u64));
+    let pages_fd = helper_base;
     helpers.push((pages_fd, pages_path, libc::O_RDONLY));
     let mut file_fds: BTreeMap<u32, i32> = BTreeMap::new();
     for vma in &mm.vmas {
         if vma.status & (vs::FILE_PRIVATE | vs::FILE_SHARED) != 0 && !file_fds.contains_key(&(vma.shmid as u32)) {
             let reg = images.files.get(&(vma.shmid as u32)).ok_or_else(|| RestoreError::BadImage {
-                image: "mm".into(),
+                image: format!("mm-{pid}.img"),
                 what: format!("vma {:#x} names file id {} that files.img lacks", vma.start, vma.shmid),
             })?;
             let path = PathBuf::from(&reg.name);
@@ -281,21 +412,21 @@ fn plan(options: &RestoreOptions, images: &Images) -> Result<Plan, RestoreError>
                     source: io::Error::from_raw_os_error(libc::ENOENT),
                 });
             }
-            let fd = base + 3 + file_fds.len() as i32;
+            let fd = helper_base + 1 + file_fds.len() as i32;
             file_fds.insert(vma.shmid as u32, fd);
             helpers.push((fd, path, (vma.fdflags.unwrap_or(0) as i32) & libc::O_ACCMODE));
         }
     }
-    let exe_fd = base + 3 + file_fds.len() as i32;
+    let exe_fd = helper_base + 1 + file_fds.len() as i32;
     let exe = images.files.get(&mm.exe_file_id).ok_or_else(|| RestoreError::BadImage {
-        image: "mm".into(),
+        image: format!("mm-{pid}.img"),
         what: format!("exe_file_id {} not in files.img", mm.exe_file_id),
     })?;
     helpers.push((exe_fd, PathBuf::from(&exe.name), libc::O_RDONLY));
-    for fd in &images.fds {
+    for fd in &process.fds {
         let reg = images.files.get(&fd.id).ok_or_else(|| RestoreError::BadImage {
             image: "fdinfo".into(),
-            what: format!("fd {} names file id {} that files.img lacks", fd.fd, fd.id),
+            what: format!("pid {pid} fd {} names file id {} that files.img lacks", fd.fd, fd.id),
         })?;
         if !images.ghosts.contains_key(&fd.id) && !Path::new(&reg.name).exists() {
             return Err(RestoreError::Io {
@@ -309,7 +440,11 @@ fn plan(options: &RestoreOptions, images: &Images) -> Result<Plan, RestoreError>
     // The area: code, then data, then ops; size estimated generously first.
     let code = HostArch::restorer_blob();
     let code_size = round_up(code.len() as u64, page);
-    let estimate = code_size + round_up(64 * 1024 + (mm.vmas.len() as u64 + images.pagemap.len() as u64) * 4 * 80 + 32 * 1024, page);
+    let estimate = code_size
+        + round_up(
+            64 * 1024 + (mm.vmas.len() as u64 + process.pagemap.len() as u64 + process.cores.len() as u64) * 4 * 80 + 32 * 1024,
+            page,
+        );
     let area = find_gap(pid, mm, estimate, &[])?;
     let own_block = own_vdso_block(pid)?;
     let block_size = own_block.iter().map(|&(s, e)| e - s).sum::<u64>().max(page);
@@ -326,13 +461,7 @@ fn plan(options: &RestoreOptions, images: &Images) -> Result<Plan, RestoreError>
     let mut from = 0u64;
     for &(start, end) in keep.iter().chain(std::iter::once(&(HostArch::TASK_SIZE, HostArch::TASK_SIZE))) {
         if start > from {
-            program.call(
-                Sys::Munmap,
-                [from, start - from, 0, 0, 0, 0],
-                RestorerOp::CHECK_EQ,
-                0,
-                format!("unmap {from:#x}-{start:#x}"),
-            );
+            program.call(Sys::Munmap, [from, start - from, 0, 0, 0, 0], RestorerOp::CHECK_EQ, 0, format!("unmap {from:#x}-{start:#x}"));
         }
         from = from.max(end);
     }
@@ -344,7 +473,7 @@ fn plan(options: &RestoreOptions, images: &Images) -> Result<Plan, RestoreError>
     }
     // 3. Every memory area, with its pages.
     let mut page_offset = 0u64;
-    let mut pagemap = images.pagemap.iter().peekable();
+    let mut pagemap = process.pagemap.iter().peekable();
     for vma in &mm.vmas {
         if vma.status & (vs::VDSO | vs::VVAR | vs::VSYSCALL) != 0 {
             continue;
@@ -389,7 +518,7 @@ fn plan(options: &RestoreOptions, images: &Images) -> Result<Plan, RestoreError>
                 [pages_fd as u64, addr, bytes, file_offset, 0, 0],
                 RestorerOp::CHECK_EQ,
                 bytes,
-                format!("read pages {:#x}-{:#x} from pages-{}.img", addr, addr + bytes, images.pages_id),
+                format!("read pages {:#x}-{:#x} from pages-{}.img", addr, addr + bytes, process.pages_id),
             );
         }
         if map_prot != prot {
@@ -437,27 +566,12 @@ fn plan(options: &RestoreOptions, images: &Images) -> Result<Plan, RestoreError>
     if let Some(dumpable) = mm.dumpable {
         program.call(Sys::Prctl, [libc::PR_SET_DUMPABLE as u64, dumpable as u64, 0, 0, 0, 0], RestorerOp::CHECK_NONE, 0, "set dumpable".into());
     }
-    // The thread's rseq area, registered again at its dumped address.
-    if let Some(rseq) = images.core.thread_core.as_ref().and_then(|t| t.rseq_entry.as_ref()) {
-        program.call(
-            Sys::Rseq,
-            [rseq.rseq_abi_pointer, rseq.rseq_abi_size as u64, 0, rseq.signature as u64, 0, 0],
-            RestorerOp::CHECK_EQ,
-            0,
-            format!("register rseq at {:#x}", rseq.rseq_abi_pointer),
-        );
-    }
     // 5. Signal handlers, altstack, timers, limits, personality.
-    let tc = images.core.tc.clone().unwrap_or_default();
+    let tc = leader_core.tc.clone().unwrap_or_default();
     let signals = (1..=64u64).filter(|&s| s != libc::SIGKILL as u64 && s != libc::SIGSTOP as u64);
     for (signal, sa) in signals.zip(tc.sigactions.iter()) {
         let act = program.words(&[sa.sigaction, sa.flags, sa.restorer, sa.mask]);
         program.call(Sys::RtSigaction, [signal, act, 0, 8, 0, 0], RestorerOp::CHECK_EQ, 0, format!("sigaction {signal}"));
-    }
-    let thread_core = images.core.thread_core.clone().unwrap_or_default();
-    if let Some(sas) = thread_core.sas.filter(|s| s.ss_flags & libc::SS_DISABLE as u32 == 0) {
-        let stack = program.words(&[sas.ss_sp, (sas.ss_flags & !(libc::SS_ONSTACK as u32)) as u64, sas.ss_size]);
-        program.call(Sys::Sigaltstack, [stack, 0, 0, 0, 0, 0], RestorerOp::CHECK_EQ, 0, "sigaltstack".into());
     }
     if let Some(timers) = &tc.timers {
         for (which, t) in [&timers.real, &timers.virt, &timers.prof].into_iter().enumerate() {
@@ -477,32 +591,30 @@ fn plan(options: &RestoreOptions, images: &Images) -> Result<Plan, RestoreError>
         }
     }
     program.call(Sys::Personality, [tc.personality as u64, 0, 0, 0, 0, 0], RestorerOp::CHECK_NONE, 0, "personality".into());
-    // 6. Pending signals (every signal is blocked until the tracer sets the real mask).
-    let queue = |program: &mut Program, list: &Option<pb::SignalQueueEntry>, private: bool| {
-        for info in list.iter().flat_map(|q| q.signals.iter()) {
-            let signo = info.siginfo.get(..4).map(|b| i32::from_ne_bytes(b.try_into().expect("4 bytes"))).unwrap_or(0);
-            let mut bytes = info.siginfo.clone();
-            bytes.resize(sys::SIGINFO_SIZE, 0);
-            let addr = program.data(&bytes);
-            if private {
-                program.call(Sys::RtTgsigqueueinfo, [pid as u64, pid as u64, signo as u64, addr, 0, 0], RestorerOp::CHECK_EQ, 0, format!("queue signal {signo} (thread)"));
-            } else {
-                program.call(Sys::RtSigqueueinfo, [pid as u64, signo as u64, addr, 0, 0, 0], RestorerOp::CHECK_EQ, 0, format!("queue signal {signo}"));
-            }
-        }
-    };
-    queue(&mut program, &tc.signals_s, false);
-    queue(&mut program, &thread_core.signals_p, true);
-    // 7. Close the helpers, then drop privileges last.
+    // 6. Pending signals of the process (every signal is blocked until the tracer sets
+    //    the real masks); each thread's own are queued by the thread itself, later.
+    for info in tc.signals_s.iter().flat_map(|q| q.signals.iter()) {
+        let (signo, addr) = siginfo_data(&mut program, &info.siginfo);
+        program.call(Sys::RtSigqueueinfo, [pid as u64, signo, addr, 0, 0, 0], RestorerOp::CHECK_EQ, 0, format!("queue signal {signo}"));
+    }
+    // 7. The other threads, each with its dumped tid; each traps at once for the tracer.
+    for &tid in process.pstree.threads.iter().skip(1) {
+        let tids = program.words(&[tid as u64]);
+        let flags = (libc::CLONE_VM | libc::CLONE_FS | libc::CLONE_FILES | libc::CLONE_SIGHAND | libc::CLONE_THREAD | libc::CLONE_SYSVSEM) as u64;
+        // struct clone_args: flags, pidfd, child_tid, parent_tid, exit_signal, stack,
+        // stack_size, tls, set_tid, set_tid_size, cgroup.
+        let args = program.words(&[flags, 0, 0, 0, 0, 0, 0, 0, tids, 1, 0]);
+        program.call(Sys::Clone3, [args, 88, 0, 0, 0, 0], RestorerOp::CHECK_CLONE, tid as u64, format!("create thread {tid}"));
+    }
+    // 8. Close the helpers, then drop privileges last.
     for (fd, _, _) in &helpers {
         program.call(Sys::Close, [*fd as u64, 0, 0, 0, 0, 0], RestorerOp::CHECK_EQ, 0, format!("close helper fd {fd}"));
     }
     for fd in [error_fd, sync_fd] {
         program.call(Sys::Close, [fd as u64, 0, 0, 0, 0, 0], RestorerOp::CHECK_NONE, 0, format!("close helper fd {fd}"));
     }
+    let thread_core = leader_core.thread_core.clone().unwrap_or_default();
     if let Some(creds) = &thread_core.creds {
-        let (uid, gid) = (creds.uid, creds.gid);
-        // SAFETY-free: getuid/getgid through std is not offered; compare against /proc.
         let own = procfs::parse_key_values(&fs::read_to_string("/proc/self/status").unwrap_or_default());
         let own_uid = own.get("Uid").and_then(|v| procfs::parse_id_quad(v)).unwrap_or([0; 4]);
         let own_gid = own.get("Gid").and_then(|v| procfs::parse_id_quad(v)).unwrap_or([0; 4]);
@@ -510,13 +622,45 @@ fn plan(options: &RestoreOptions, images: &Images) -> Result<Plan, RestoreError>
             let groups: Vec<u8> = creds.groups.iter().flat_map(|g| g.to_ne_bytes()).collect();
             let groups_addr = program.data(&groups);
             program.call(Sys::Setgroups, [creds.groups.len() as u64, groups_addr, 0, 0, 0, 0], RestorerOp::CHECK_EQ, 0, "setgroups".into());
-            program.call(Sys::Setresgid, [gid as u64, creds.egid as u64, creds.sgid as u64, 0, 0, 0], RestorerOp::CHECK_EQ, 0, "setresgid".into());
-            program.call(Sys::Setresuid, [uid as u64, creds.euid as u64, creds.suid as u64, 0, 0, 0], RestorerOp::CHECK_EQ, 0, "setresuid".into());
+            program.call(Sys::Setresgid, [creds.gid as u64, creds.egid as u64, creds.sgid as u64, 0, 0, 0], RestorerOp::CHECK_EQ, 0, "setresgid".into());
+            program.call(Sys::Setresuid, [creds.uid as u64, creds.euid as u64, creds.suid as u64, 0, 0, 0], RestorerOp::CHECK_EQ, 0, "setresuid".into());
         }
     }
 
+    // Per-thread state the tracer injects into each thread, with its data in the arena.
+    let mut thread_ops = Vec::new();
+    for (core, &tid) in process.cores.iter().zip(process.pstree.threads.iter()) {
+        let mut ops: Vec<(Sys, [u64; 6], String)> = Vec::new();
+        let tcore = core.thread_core.clone().unwrap_or_default();
+        if let Some(rseq) = &tcore.rseq_entry {
+            ops.push((Sys::Rseq, [rseq.rseq_abi_pointer, rseq.rseq_abi_size as u64, 0, rseq.signature as u64, 0, 0], format!("tid {tid}: register rseq")));
+        }
+        if let Some(sas) = tcore.sas.filter(|s| s.ss_flags & libc::SS_DISABLE as u32 == 0) {
+            let stack = program.words(&[sas.ss_sp, (sas.ss_flags & !(libc::SS_ONSTACK as u32)) as u64, sas.ss_size]);
+            ops.push((Sys::Sigaltstack, [stack, 0, 0, 0, 0, 0], format!("tid {tid}: sigaltstack")));
+        }
+        if tcore.futex_rla != 0 {
+            ops.push((Sys::SetRobustList, [tcore.futex_rla, tcore.futex_rla_len as u64, 0, 0, 0, 0], format!("tid {tid}: set_robust_list")));
+        }
+        if let Some(clear_tid) = HostArch::clear_tid_address(core) {
+            ops.push((Sys::SetTidAddress, [clear_tid, 0, 0, 0, 0, 0], format!("tid {tid}: set_tid_address")));
+        }
+        if let Some(comm) = &tcore.comm {
+            let mut bytes = comm.as_bytes().to_vec();
+            bytes.truncate(15);
+            bytes.push(0);
+            let name = program.data(&bytes);
+            ops.push((Sys::Prctl, [libc::PR_SET_NAME as u64, name, 0, 0, 0, 0], format!("tid {tid}: set name")));
+        }
+        for info in tcore.signals_p.iter().flat_map(|q| q.signals.iter()) {
+            let (signo, addr) = siginfo_data(&mut program, &info.siginfo);
+            ops.push((Sys::RtTgsigqueueinfo, [pid as u64, tid as u64, signo, addr, 0, 0], format!("tid {tid}: queue signal {signo}")));
+        }
+        thread_ops.push(ops);
+    }
+
     for (fd, path, flags) in &helpers {
-        log::debug!("helper fd {fd}: {} (flags {flags:#o})", path.display());
+        log::debug!("pid {pid} helper fd {fd}: {} (flags {flags:#o})", path.display());
     }
     let ops_bytes = program.finish_ops();
     let ops_offset = code_size + round_up(program.data.len() as u64, 16);
@@ -533,9 +677,16 @@ fn plan(options: &RestoreOptions, images: &Images) -> Result<Plan, RestoreError>
         ops_bytes,
         descriptions: program.descriptions,
         helpers,
-        error_fd,
-        sync_fd,
+        thread_ops,
     })
+}
+
+/// Puts a siginfo in the arena; returns its signal number and address.
+fn siginfo_data(program: &mut Program, siginfo: &[u8]) -> (u64, u64) {
+    let signo = siginfo.get(..4).map(|b| i32::from_ne_bytes(b.try_into().expect("4 bytes"))).unwrap_or(0);
+    let mut bytes = siginfo.to_vec();
+    bytes.resize(sys::SIGINFO_SIZE, 0);
+    (signo as u64, program.data(&bytes))
 }
 
 /// Checks that this kernel's vDSO and vvar pages have the sizes and relative places the
@@ -604,16 +755,169 @@ fn find_gap(pid: i32, mm: &pb::MmEntry, size: u64, also_used: &[(u64, u64)]) -> 
     Err(RestoreError::Unsupported { pid, what: "an address space with no room for the restorer".into() })
 }
 
-/// The restored process's first life: crust code, forked with the right PID. Rebuilds
-/// session, fds, fs state, then maps the restorer and jumps to it. Never returns.
-fn child_main(plan: &Plan, images: &Images, options: &RestoreOptions, sync: OwnedFd, error: OwnedFd) -> ! {
-    let message = match child_setup(plan, images, options, sync, error) {
-        Ok(()) => "restorer returned".to_string(),
-        Err(message) => message,
-    };
-    let mut out = fd_file(plan.error_fd);
-    let _ = out.write_all(message.as_bytes());
+/// The restored root's first life: crust code, forked with the root's PID. Moves its
+/// pipes out of the way, waits until the tracer has seized it, and becomes the root.
+fn root_main(tree: &TreePlan, images: &Images, options: &RestoreOptions, sync: OwnedFd, error: OwnedFd) -> ! {
+    let result = (|| -> Result<(), String> {
+        // Move the pipes to their numbers (through copies above both, so neither lands on
+        // the other).
+        let above = tree.transfer_base + 4096;
+        let error_copy = sys::dup_at_least(error.as_raw_fd(), above).map_err(|e| format!("copy error pipe: {e}"))?;
+        let sync_copy = sys::dup_at_least(sync.as_raw_fd(), above).map_err(|e| format!("copy sync pipe: {e}"))?;
+        drop(error);
+        drop(sync);
+        sys::place_fd(error_copy, tree.error_fd, true).map_err(|e| format!("place error pipe: {e}"))?;
+        sys::place_fd(sync_copy, tree.sync_fd, true).map_err(|e| format!("place sync pipe: {e}"))?;
+        sys::close_fd(error_copy);
+        sys::close_fd(sync_copy);
+        close_all_but(&[tree.error_fd, tree.sync_fd])?;
+        // Wait until the tracer has seized us.
+        let mut byte = [0u8; 1];
+        let mut sync_file = fd_file(tree.sync_fd);
+        sync_file.read_exact(&mut byte).map_err(|e| format!("wait for tracer: {e}"))?;
+        std::mem::forget(sync_file);
+        Ok(())
+    })();
+    match result {
+        Ok(()) => process_main(tree, images, options, 0, &BTreeMap::new()),
+        Err(message) => die(tree, images.processes[0].pid(), &message),
+    }
+}
+
+/// Writes `message` to the error pipe and exits.
+fn die(tree: &TreePlan, pid: i32, message: &str) -> ! {
+    let mut out = fd_file(tree.error_fd);
+    let _ = out.write_all(format!("pid {pid}: {message}\n").as_bytes());
+    std::mem::forget(out);
     sys::exit_now(1)
+}
+
+/// Closes every fd of this process but `keep`.
+fn close_all_but(keep: &[i32]) -> Result<(), String> {
+    let open: Vec<i32> = fs::read_dir("/proc/self/fd")
+        .map_err(|e| format!("list own fds: {e}"))?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    for fd in open {
+        if !keep.contains(&fd) {
+            sys::close_fd(fd);
+        }
+    }
+    Ok(())
+}
+
+/// One process of the tree, in crust code with its dumped PID: session and group, fds
+/// (those shared with the parent arrive in `inherited`, file id → fd), children, then
+/// the restorer. Never returns.
+fn process_main(tree: &TreePlan, images: &Images, options: &RestoreOptions, index: usize, inherited: &BTreeMap<u32, i32>) -> ! {
+    let process = &images.processes[index];
+    let pid = process.pid();
+    let result = (|| -> Result<(), String> {
+        let p = &process.pstree;
+        if !(index == 0 && options.shell_job) {
+            if p.sid == p.pid {
+                sys::new_session().map_err(|e| format!("setsid: {e}"))?;
+            } else if p.pgid == p.pid {
+                sys::set_process_group(0).map_err(|e| format!("setpgid: {e}"))?;
+            } else {
+                sys::set_process_group(p.pgid as i32).map_err(|e| format!("setpgid {}: {e}", p.pgid))?;
+            }
+            if p.sid == p.pid && p.pgid != p.pid {
+                sys::set_process_group(p.pgid as i32).map_err(|e| format!("setpgid {}: {e}", p.pgid))?;
+            }
+        }
+        if process.is_zombie() {
+            if let Some(tc) = &process.cores[0].tc {
+                let _ = sys::set_comm(&tc.comm);
+            }
+            let status = process.cores[0].tc.as_ref().map(|t| t.exit_code as i32).unwrap_or(0);
+            let _ = close_all_but(&[]);
+            if libc::WIFSIGNALED(status) {
+                let _ = sys::send_signal(pid, libc::WTERMSIG(status));
+            }
+            sys::exit_now(libc::WEXITSTATUS(status));
+        }
+        let keep: Vec<i32> = std::iter::once(tree.error_fd).chain(inherited.values().copied()).collect();
+        close_all_but(&keep)?;
+        crate::files::restore_fds(&images.files, &process.fds, &images.ghosts, &options.dir, inherited)?;
+        for fd in inherited.values() {
+            if !process.fds.iter().any(|f| f.fd as i32 == *fd) {
+                sys::close_fd(*fd);
+            }
+        }
+        // Children, in pstree order, each handed the fds it shares with us.
+        for (child_index, child) in images.processes.iter().enumerate().skip(index + 1) {
+            if child.pstree.ppid != p.pid {
+                continue;
+            }
+            let mut handed = BTreeMap::new();
+            for fd in &child.fds {
+                if handed.contains_key(&fd.id) {
+                    continue;
+                }
+                if let Some(mine) = process.fds.iter().find(|f| f.id == fd.id) {
+                    let number = tree.transfer_base + handed.len() as i32;
+                    sys::place_fd(mine.fd as i32, number, false).map_err(|e| format!("hand fd {} to {}: {e}", mine.fd, child.pid()))?;
+                    handed.insert(fd.id, number);
+                }
+            }
+            match sys::fork_with_pid(child.pid()) {
+                Ok(0) => process_main(tree, images, options, child_index, &handed),
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => return Err(format!("child pid {} is busy", child.pid())),
+                Err(e) => return Err(format!("fork child {}: {e}", child.pid())),
+            }
+            for fd in handed.values() {
+                if !process.fds.iter().any(|f| f.fd as i32 == *fd) {
+                    sys::close_fd(*fd);
+                }
+            }
+        }
+        let plan = tree.plans[index].as_ref().expect("live processes have a plan");
+        for (number, path, flags) in &plan.helpers {
+            let fd = sys::open_raw(path, *flags | libc::O_CLOEXEC, 0).map_err(|e| format!("open {}: {e}", path.display()))?;
+            if fd != *number {
+                sys::place_fd(fd, *number, true).map_err(|e| format!("place {}: {e}", path.display()))?;
+                sys::close_fd(fd);
+            }
+        }
+        let cwd = images.files.get(&process.fs.cwd_id).map(|r| PathBuf::from(&r.name));
+        let root = images.files.get(&process.fs.root_id).map(|r| PathBuf::from(&r.name));
+        if let Some(root) = root.filter(|r| r != Path::new("/")) {
+            sys::change_root(&root).map_err(|e| format!("chroot {}: {e}", root.display()))?;
+        }
+        if let Some(cwd) = cwd {
+            std::env::set_current_dir(&cwd).map_err(|e| format!("chdir {}: {e}", cwd.display()))?;
+        }
+        if let Some(umask) = process.fs.umask {
+            sys::set_umask(umask);
+        }
+        if let Some(tc) = &process.cores[0].tc {
+            sys::set_comm(&tc.comm).map_err(|e| format!("set comm: {e}"))?;
+        }
+        sys::block_all_signals().map_err(|e| format!("block signals: {e}"))?;
+        sys::unregister_own_rseq(HostArch::thread_pointer()).map_err(|e| format!("unregister own rseq: {e}"))?;
+
+        // Map the restorer area and jump.
+        let area = plan.area;
+        sys::map_anonymous_at(area, plan.area_size as usize, libc::PROT_READ | libc::PROT_WRITE)
+            .map_err(|e| format!("map restorer area at {area:#x}: {e}"))?;
+        #[allow(unsafe_code)]
+        // SAFETY: area..area+area_size was just mapped writable for this purpose; code,
+        // data and ops fit in it (checked when planning).
+        unsafe {
+            sys::copy_to_address(area, HostArch::restorer_blob());
+            sys::copy_to_address(area + plan.code_size, &plan.data);
+            sys::copy_to_address(area + plan.ops_offset, &plan.ops_bytes);
+        }
+        sys::protect(area, plan.code_size as usize, libc::PROT_READ | libc::PROT_EXEC)
+            .map_err(|e| format!("protect restorer code: {e}"))?;
+        HostArch::enter_restorer(area + HostArch::restorer_entry_offset() as u64, area + plan.ops_offset)
+    })();
+    match result {
+        Ok(()) => die(tree, pid, "restorer returned"),
+        Err(message) => die(tree, pid, &message),
+    }
 }
 
 /// A `File` over a raw fd the restore child owns for the rest of its life.
@@ -625,151 +929,120 @@ fn fd_file(fd: i32) -> fs::File {
     }
 }
 
-fn child_setup(plan: &Plan, images: &Images, options: &RestoreOptions, sync: OwnedFd, error: OwnedFd) -> Result<(), String> {
-    let pid = images.pstree.pid as i32;
-    // Move the pipes to their helper numbers (through copies above both, so neither
-    // lands on the other), then close every other fd we inherited.
-    let above = plan.error_fd.max(plan.sync_fd) + 1;
-    let error_copy = sys::dup_at_least(error.as_raw_fd(), above).map_err(|e| format!("copy error pipe: {e}"))?;
-    let sync_copy = sys::dup_at_least(sync.as_raw_fd(), above).map_err(|e| format!("copy sync pipe: {e}"))?;
-    drop(error);
-    drop(sync);
-    sys::place_fd(error_copy, plan.error_fd, true).map_err(|e| format!("place error pipe: {e}"))?;
-    sys::place_fd(sync_copy, plan.sync_fd, true).map_err(|e| format!("place sync pipe: {e}"))?;
-    let inherited: Vec<i32> = fs::read_dir("/proc/self/fd")
-        .map_err(|e| format!("list own fds: {e}"))?
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
-    for fd in inherited {
-        if fd != plan.error_fd && fd != plan.sync_fd {
-            sys::close_fd(fd);
+/// Runs the tree until every live process's restorer has finished and every new thread
+/// has trapped; zombies are counted as they exit.
+fn wait_for_restorers(tree: &TreePlan, images: &Images, error_read: OwnedFd) -> Result<(), RestoreError> {
+    let root = images.processes[0].pid();
+    let mut pending_leaders: BTreeMap<i32, usize> = BTreeMap::new();
+    let mut pending_threads: Vec<i32> = Vec::new();
+    let mut pending_zombies: Vec<i32> = Vec::new();
+    for (index, process) in images.processes.iter().enumerate() {
+        if process.is_zombie() {
+            pending_zombies.push(process.pid());
+        } else {
+            pending_leaders.insert(process.pid(), index);
+            pending_threads.extend(process.pstree.threads.iter().skip(1).map(|&t| t as i32));
         }
     }
-    // Wait until the tracer has seized us.
-    let mut byte = [0u8; 1];
-    let mut sync_file = fd_file(plan.sync_fd);
-    sync_file.read_exact(&mut byte).map_err(|e| format!("wait for tracer: {e}"))?;
-    std::mem::forget(sync_file);
-
-    let leader = images.pstree.sid == images.pstree.pid;
-    if !options.shell_job {
-        if leader {
-            sys::new_session().map_err(|e| format!("setsid: {e}"))?;
-        } else if images.pstree.pgid == images.pstree.pid {
-            sys::set_process_group(0).map_err(|e| format!("setpgid: {e}"))?;
+    let mut error_read = Some(error_read);
+    let child_error = |error_read: &mut Option<OwnedFd>, pid: i32, fallback: String| -> RestoreError {
+        let mut message = String::new();
+        if let Some(fd) = error_read.take() {
+            let _ = fs::File::from(fd).read_to_string(&mut message);
         }
-    }
-    for (number, path, flags) in &plan.helpers {
-        let fd = sys::open_raw(path, *flags | libc::O_CLOEXEC, 0).map_err(|e| format!("open {}: {e}", path.display()))?;
-        if fd != *number {
-            sys::place_fd(fd, *number, true).map_err(|e| format!("place {}: {e}", path.display()))?;
-            sys::close_fd(fd);
-        }
-    }
-    crate::files::restore_fds(&images.files, &images.fds, &images.ghosts, &options.dir).map_err(|e| format!("pid {pid}: {e}"))?;
-    let cwd = images.files.get(&images.fs.cwd_id).map(|r| PathBuf::from(&r.name));
-    let root = images.files.get(&images.fs.root_id).map(|r| PathBuf::from(&r.name));
-    if let Some(root) = root.filter(|r| r != Path::new("/")) {
-        sys::change_root(&root).map_err(|e| format!("chroot {}: {e}", root.display()))?;
-    }
-    if let Some(cwd) = cwd {
-        std::env::set_current_dir(&cwd).map_err(|e| format!("chdir {}: {e}", cwd.display()))?;
-    }
-    if let Some(umask) = images.fs.umask {
-        sys::set_umask(umask);
-    }
-    if let Some(tc) = &images.core.tc {
-        sys::set_comm(&tc.comm).map_err(|e| format!("set comm: {e}"))?;
-    }
-    sys::block_all_signals().map_err(|e| format!("block signals: {e}"))?;
-    sys::unregister_own_rseq(HostArch::thread_pointer()).map_err(|e| format!("unregister own rseq: {e}"))?;
-
-    // Map the restorer area and jump.
-    let area = plan.area;
-    sys::map_anonymous_at(area, plan.area_size as usize, libc::PROT_READ | libc::PROT_WRITE)
-        .map_err(|e| format!("map restorer area at {area:#x}: {e}"))?;
-    #[allow(unsafe_code)]
-    // SAFETY: area..area+area_size was just mapped writable for this purpose; code,
-    // data and ops fit in it (checked when planning).
-    unsafe {
-        sys::copy_to_address(area, HostArch::restorer_blob());
-        sys::copy_to_address(area + plan.code_size, &plan.data);
-        sys::copy_to_address(area + plan.ops_offset, &plan.ops_bytes);
-    }
-    sys::protect(area, plan.code_size as usize, libc::PROT_READ | libc::PROT_EXEC)
-        .map_err(|e| format!("protect restorer code: {e}"))?;
-    HostArch::enter_restorer(area + HostArch::restorer_entry_offset() as u64, area + plan.ops_offset)
-}
-
-fn wait_for_restorer(pid: i32, plan: &Plan, error_read: OwnedFd) -> Result<(), RestoreError> {
-    loop {
-        match sys::wait_thread(pid).map_err(io_err(pid, "wait for restorer"))? {
-            sys::WaitEvent::Stopped { signal, .. } if signal == libc::SIGTRAP => {
-                let regs = HostArch::read_regs(pid).map_err(|source| RestoreError::Arch { pid, source })?;
-                return match HostArch::restorer_outcome(&regs.gpr, plan.area + plan.ops_offset) {
-                    RestorerOutcome::Done => Ok(()),
-                    RestorerOutcome::Failed { index, result } => Err(RestoreError::RestorerStep {
-                        pid,
-                        index,
-                        description: plan.descriptions.get(index as usize).cloned().unwrap_or_default(),
-                        errno: io::Error::from_raw_os_error(-result as i32).to_string(),
-                    }),
+        RestoreError::Child { pid, what: if message.trim().is_empty() { fallback } else { message.trim().to_string() } }
+    };
+    while !(pending_leaders.is_empty() && pending_threads.is_empty() && pending_zombies.is_empty()) {
+        let (tid, event) = sys::wait_any().map_err(io_err(root, "wait for restorers"))?;
+        match event {
+            sys::WaitEvent::Stopped { signal, event: 0 } if signal == libc::SIGTRAP => {
+                let regs = HostArch::read_regs(tid).map_err(|source| RestoreError::Arch { pid: tid, source })?;
+                let owner = images.processes.iter().position(|p| p.pstree.threads.contains(&(tid as u32)));
+                let Some(index) = owner else {
+                    return Err(RestoreError::Child { pid: tid, what: "unexpected task in the restored tree".into() });
                 };
+                let plan = tree.plans[index].as_ref().expect("live process");
+                match HostArch::restorer_outcome(&regs.gpr, plan.area + plan.ops_offset) {
+                    RestorerOutcome::Done => {
+                        pending_leaders.remove(&tid);
+                    }
+                    RestorerOutcome::NewThread => pending_threads.retain(|&t| t != tid),
+                    RestorerOutcome::Failed { index: op, result } => {
+                        return Err(RestoreError::RestorerStep {
+                            pid: tid,
+                            index: op,
+                            description: plan.descriptions.get(op as usize).cloned().unwrap_or_default(),
+                            errno: io::Error::from_raw_os_error(-result as i32).to_string(),
+                        })
+                    }
+                }
             }
-            sys::WaitEvent::Stopped { signal, event } if event != 0 => {
-                let _ = signal;
-                sys::continue_thread(pid, 0).map_err(io_err(pid, "continue"))?;
+            // Fork/clone events, and the first stop of auto-attached tasks: let them run.
+            sys::WaitEvent::Stopped { event, .. } if event != 0 => {
+                sys::continue_thread(tid, 0).map_err(io_err(tid, "continue"))?;
+            }
+            sys::WaitEvent::Stopped { signal, .. } if signal == libc::SIGCHLD => {
+                sys::continue_thread(tid, 0).map_err(io_err(tid, "continue"))?;
             }
             sys::WaitEvent::Stopped { signal, .. } => {
-                let regs = HostArch::read_regs(pid).ok();
-                return Err(RestoreError::Child {
-                    pid,
-                    what: format!(
-                        "restorer got signal {signal} at ip {:#x}",
-                        regs.map(|r| HostArch::ip(&r.gpr)).unwrap_or(0)
-                    ),
-                });
+                let ip = HostArch::read_regs(tid).map(|r| HostArch::ip(&r.gpr)).unwrap_or(0);
+                return Err(child_error(&mut error_read, tid, format!("restorer got signal {signal} at ip {ip:#x}")));
             }
-            sys::WaitEvent::Exited(_) | sys::WaitEvent::Signaled(_) => {
-                let mut message = String::new();
-                let _ = fs::File::from(error_read).read_to_string(&mut message);
-                return Err(RestoreError::Child { pid, what: if message.is_empty() { "child died".into() } else { message } });
+            sys::WaitEvent::Exited(_) | sys::WaitEvent::Signaled(_) if pending_zombies.contains(&tid) => {
+                pending_zombies.retain(|&z| z != tid);
+            }
+            sys::WaitEvent::Exited(code) => {
+                return Err(child_error(&mut error_read, tid, format!("exited with {code} during restore")));
+            }
+            sys::WaitEvent::Signaled(signal) => {
+                return Err(child_error(&mut error_read, tid, format!("killed by signal {signal} during restore")));
             }
         }
     }
+    Ok(())
 }
 
-/// Unmaps the restorer through one injected syscall, then sets the dumped registers and
-/// signal mask and lets the process go.
-fn finish_thread(pid: i32, plan: &Plan, images: &Images) -> Result<(), RestoreError> {
-    let now = HostArch::read_regs(pid).map_err(|source| RestoreError::Arch { pid, source })?;
+/// For one process: injects each thread's own state, unmaps the restorer through one
+/// injected syscall, then sets every thread's dumped registers and signal mask and lets
+/// it go.
+fn finish_process(process: &ProcessImages, plan: &Plan) -> Result<(), RestoreError> {
+    let pid = process.pid();
     let syscall_ip = plan.area + HostArch::restorer_syscall_offset() as u64;
-    let mut remote = RemoteThread::new(pid, syscall_ip, now.gpr);
-    log::debug!("restorer done at ip {:#x}; unmapping {:#x}+{:#x} via syscall at {syscall_ip:#x}", HostArch::ip(&now.gpr), plan.area, plan.area_size);
-    let result = remote.syscall(Sys::Munmap, [plan.area, plan.area_size, 0, 0, 0, 0]).map_err(|source| {
-        if let Ok(regs) = HostArch::read_regs(pid) {
-            log::error!("restored thread stopped at ip {:#x} sp {:#x}", HostArch::ip(&regs.gpr), HostArch::sp(&regs.gpr));
+    let tids: Vec<i32> = process.pstree.threads.iter().map(|&t| t as i32).collect();
+    let mut ext_templates = Vec::new();
+    for (&tid, ops) in tids.iter().zip(&plan.thread_ops) {
+        let now = HostArch::read_regs(tid).map_err(|source| RestoreError::Arch { pid: tid, source })?;
+        let mut remote = RemoteThread::new(tid, syscall_ip, now.gpr);
+        for (call, args, description) in ops {
+            let result = remote.syscall(*call, *args).map_err(|source| RestoreError::Infect { pid: tid, source })?;
+            if (-4095..0).contains(&result) {
+                return Err(RestoreError::Child { pid: tid, what: format!("{description}: {}", io::Error::from_raw_os_error(-result as i32)) });
+            }
         }
-        if let Ok(maps) = fs::read_to_string(format!("/proc/{pid}/maps")) {
-            log::debug!("maps of the restored process:\n{maps}");
-        }
-        RestoreError::Infect { pid, source }
-    })?;
+        ext_templates.push(now.ext);
+    }
+    let leader_regs = HostArch::read_regs(pid).map_err(|source| RestoreError::Arch { pid, source })?;
+    let mut remote = RemoteThread::new(pid, syscall_ip, leader_regs.gpr);
+    log::debug!("pid {pid}: unmapping restorer {:#x}+{:#x}", plan.area, plan.area_size);
+    let result = remote
+        .syscall(Sys::Munmap, [plan.area, plan.area_size, 0, 0, 0, 0])
+        .map_err(|source| RestoreError::Infect { pid, source })?;
     if result != 0 {
         return Err(RestoreError::Child { pid, what: format!("unmap restorer: {}", io::Error::from_raw_os_error(-result as i32)) });
     }
-    let dumped = HostArch::regs_from_core(&images.core, &now.ext)
-        .map_err(|what| RestoreError::BadImage { image: format!("core-{pid}.img"), what })?;
-    let gpr = HostArch::resume_regs(&dumped.gpr, false);
-    let restarts = HostArch::ip(&gpr) != HostArch::ip(&dumped.gpr);
-    HostArch::write_ext(pid, &dumped.ext).map_err(|source| RestoreError::Arch { pid, source })?;
-    let mask = images
-        .core
-        .thread_core
-        .as_ref()
-        .and_then(|t| t.blk_sigset)
-        .or(images.core.tc.as_ref().map(|t| t.blk_sigset))
-        .unwrap_or(0);
-    crate::infect::release_thread(pid, &gpr, restarts, mask).map_err(|source| RestoreError::Infect { pid, source })?;
+    for ((&tid, core), ext) in tids.iter().zip(&process.cores).zip(&ext_templates) {
+        let dumped = HostArch::regs_from_core(core, ext)
+            .map_err(|what| RestoreError::BadImage { image: format!("core-{tid}.img"), what })?;
+        let gpr = HostArch::resume_regs(&dumped.gpr, false);
+        let restarts = HostArch::ip(&gpr) != HostArch::ip(&dumped.gpr);
+        HostArch::write_ext(tid, &dumped.ext).map_err(|source| RestoreError::Arch { pid: tid, source })?;
+        let mask = core
+            .thread_core
+            .as_ref()
+            .and_then(|t| t.blk_sigset)
+            .or(core.tc.as_ref().map(|t| t.blk_sigset))
+            .unwrap_or(0);
+        crate::infect::release_thread(tid, &gpr, restarts, mask).map_err(|source| RestoreError::Infect { pid: tid, source })?;
+    }
     Ok(())
 }

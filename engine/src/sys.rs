@@ -134,13 +134,35 @@ pub fn wait_thread(tid: i32) -> io::Result<WaitEvent> {
         }
         break;
     }
-    Ok(if libc::WIFEXITED(status) {
+    Ok(decode_status(status))
+}
+
+/// `waitpid(-1, __WALL)`: waits for the next change of any traced task or child.
+pub fn wait_any() -> io::Result<(i32, WaitEvent)> {
+    let mut status = 0;
+    let pid = loop {
+        // SAFETY: the kernel writes the status word into `status`.
+        let rc = unsafe { libc::waitpid(-1, &mut status, libc::__WALL) };
+        if rc < 0 {
+            let error = io::Error::last_os_error();
+            if error.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(error);
+        }
+        break rc;
+    };
+    Ok((pid, decode_status(status)))
+}
+
+fn decode_status(status: i32) -> WaitEvent {
+    if libc::WIFEXITED(status) {
         WaitEvent::Exited(libc::WEXITSTATUS(status))
     } else if libc::WIFSIGNALED(status) {
         WaitEvent::Signaled(libc::WTERMSIG(status))
     } else {
         WaitEvent::Stopped { signal: (status >> 8) & 0xff, event: (status >> 16) & 0xff }
-    })
+    }
 }
 
 /// `kill(pid, signal)`.

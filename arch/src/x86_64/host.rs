@@ -15,7 +15,8 @@ const XSTATE_MAX: usize = 16384;
 
 // The restorer: rdi = address of the op program (an array of RestorerOp, 80 bytes each).
 // For each op: load nr and six args, syscall, store the result, check it. At the END
-// marker set r12 = 0 and trap; on a failed check set r12 = 1 and trap, with rbx on the op.
+// marker set r12 = 0 and trap; on a failed check set r12 = 1 and trap, with rbx on the op;
+// in a thread just created by a CHECK_CLONE op (result 0) set r12 = 2 and trap.
 std::arch::global_asm!(
     ".pushsection .text.crust_restorer,\"ax\",@progbits",
     ".balign 16",
@@ -39,6 +40,15 @@ std::arch::global_asm!(
     "    je 4f",
     "    cmp rcx, 1",
     "    je 3f",
+    "    cmp rcx, 3",
+    "    jne 7f",
+    "    test rax, rax",
+    "    jnz 7f",
+    // A new thread: trap at once for the tracer.
+    "    mov r12, 2",
+    "    int3",
+    "    ud2",
+    "7:",
     "    cmp rax, [rbx + 64]",
     "    jne 6f",
     "    jmp 4f",
@@ -144,6 +154,8 @@ impl Host for X86_64 {
     fn restorer_outcome(regs: &Regs, program_address: u64) -> RestorerOutcome {
         if regs.r12 == 0 {
             RestorerOutcome::Done
+        } else if regs.r12 == 2 {
+            RestorerOutcome::NewThread
         } else {
             RestorerOutcome::Failed {
                 index: regs.bx.wrapping_sub(program_address) / RestorerOp::SIZE as u64,

@@ -114,6 +114,9 @@ impl crate::Abi for X86_64 {
             Sys::RtTgsigqueueinfo => 297,
             Sys::Prlimit64 => 302,
             Sys::Rseq => 334,
+            Sys::Clone3 => 435,
+            Sys::SetRobustList => 273,
+            Sys::SetTidAddress => 218,
         })
     }
 
@@ -204,6 +207,10 @@ impl crate::Abi for X86_64 {
 
     fn regs_to_core(core: &mut crust_images::pb::CoreEntry, regs: &crate::ThreadRegs<Regs>, clear_tid_addr: u64) {
         core.thread_info = Some(image::thread_info(regs, clear_tid_addr, &xsave::host_layout()));
+    }
+
+    fn clear_tid_address(core: &crust_images::pb::CoreEntry) -> Option<u64> {
+        core.thread_info.as_ref().map(|t| t.clear_tid_addr).filter(|&a| a != 0)
     }
 
     fn regs_from_core(core: &crust_images::pb::CoreEntry, ext_template: &[u8]) -> Result<crate::ThreadRegs<Regs>, String> {
