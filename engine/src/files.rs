@@ -191,41 +191,83 @@ pub(crate) fn write_images(pid: i32, dir: &Path, files: &FileTable) -> Result<()
     Ok(())
 }
 
-/// Opens every fd of the image at its number, with its flags and offset. Fds that shared
-/// one open file description (one file id) share one again: the first is opened, the
-/// others are duplicated from it.
-pub(crate) fn restore_fds(
-    files: &BTreeMap<u32, pb::RegFileEntry>,
-    fds: &[pb::FdinfoEntry],
-    ghosts: &BTreeMap<u32, u32>,
-    dir: &Path,
-    inherited: &BTreeMap<u32, i32>,
-) -> Result<(), String> {
-    // Fds handed down by the parent stand for their file ids, like a first fd would.
-    let mut first_fd_of: BTreeMap<u32, i32> = inherited.clone();
-    for fd in fds {
-        let cloexec = fd.flags & libc::FD_CLOEXEC as u32 != 0;
-        if let Some(&first) = first_fd_of.get(&fd.id) {
-            sys::place_fd(first, fd.fd as i32, cloexec).map_err(|e| format!("fd {}: dup of fd {first}: {e}", fd.fd))?;
-            continue;
+/// Every open file description of a restored tree, opened once by crust before the
+/// first fork, at fd numbers above every fd of the tree: each restored process inherits
+/// them all through fork, installs the ones it holds at their numbers, and closes the
+/// rest. Descriptions shared between fds, or between processes, so stay shared.
+pub(crate) struct Broker {
+    /// file id → broker fd
+    pub(crate) fds: BTreeMap<u32, i32>,
+}
+
+impl Broker {
+    /// Opens the description of every file id that some process holds, at `base`,
+    /// `base + 1`, ... Runs in crust: errors name the file and leave nothing behind.
+    pub(crate) fn open(
+        files: &BTreeMap<u32, pb::RegFileEntry>,
+        ghosts: &BTreeMap<u32, u32>,
+        dir: &Path,
+        ids: impl IntoIterator<Item = u32>,
+        base: i32,
+    ) -> Result<Broker, String> {
+        let mut broker = Broker { fds: BTreeMap::new() };
+        for id in ids {
+            if broker.fds.contains_key(&id) {
+                continue;
+            }
+            let number = base + broker.fds.len() as i32;
+            let reg = files.get(&id).ok_or(format!("file id {id} is not in files.img"))?;
+            let flags = reg.flags as i32 & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_CLOEXEC);
+            let opened = match ghosts.get(&id) {
+                Some(ghost_id) => open_ghost(dir, *ghost_id, reg, flags),
+                None => sys::open_raw(Path::new(&reg.name), flags, 0).map_err(|e| format!("open {}: {e}", reg.name)),
+            };
+            let opened = match opened {
+                Ok(fd) => fd,
+                Err(error) => {
+                    broker.close();
+                    return Err(error);
+                }
+            };
+            let placed = (|| {
+                if reg.pos != 0 {
+                    sys::seek_to(opened, reg.pos).map_err(|e| format!("seek {} to {}: {e}", reg.name, reg.pos))?;
+                }
+                sys::place_fd(opened, number, true).map_err(|e| format!("place {} at fd {number}: {e}", reg.name))
+            })();
+            if opened != number {
+                sys::close_fd(opened);
+            }
+            if let Err(error) = placed {
+                broker.close();
+                return Err(error);
+            }
+            broker.fds.insert(id, number);
         }
-        let reg = files.get(&fd.id).ok_or(format!("fd {}: file id {} missing", fd.fd, fd.id))?;
-        let flags = reg.flags as i32 & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_CLOEXEC);
-        let opened = if let Some(ghost_id) = ghosts.get(&fd.id) {
-            open_ghost(dir, *ghost_id, reg, flags)?
-        } else {
-            sys::open_raw(Path::new(&reg.name), flags, 0).map_err(|e| format!("fd {}: open {}: {e}", fd.fd, reg.name))?
-        };
-        if reg.pos != 0 {
-            sys::seek_to(opened, reg.pos).map_err(|e| format!("fd {}: seek {}: {e}", fd.fd, reg.name))?;
-        }
-        sys::place_fd(opened, fd.fd as i32, cloexec).map_err(|e| format!("fd {}: place: {e}", fd.fd))?;
-        if opened != fd.fd as i32 {
-            sys::close_fd(opened);
-        }
-        first_fd_of.insert(fd.id, fd.fd as i32);
+        Ok(broker)
     }
-    Ok(())
+
+    /// The broker's fd numbers.
+    pub(crate) fn numbers(&self) -> Vec<i32> {
+        self.fds.values().copied().collect()
+    }
+
+    /// Closes every broker fd in this process.
+    pub(crate) fn close(&self) {
+        for &fd in self.fds.values() {
+            sys::close_fd(fd);
+        }
+    }
+
+    /// Installs one process's fds at their numbers, with their close-on-exec flags.
+    pub(crate) fn install(&self, fds: &[pb::FdinfoEntry]) -> Result<(), String> {
+        for fd in fds {
+            let source = self.fds.get(&fd.id).ok_or(format!("fd {}: file id {} was not opened", fd.fd, fd.id))?;
+            let cloexec = fd.flags & libc::FD_CLOEXEC as u32 != 0;
+            sys::place_fd(*source, fd.fd as i32, cloexec).map_err(|e| format!("fd {}: {e}", fd.fd))?;
+        }
+        Ok(())
+    }
 }
 
 /// Recreates an unlinked file from its ghost image: written beside its old name,

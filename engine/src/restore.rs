@@ -219,6 +219,10 @@ pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> 
         }
     }
     let tree = plan_tree(options, &images)?;
+    sys::raise_nofile_limit().map_err(io_err(root, "raise RLIMIT_NOFILE"))?;
+    let ids = images.processes.iter().flat_map(|p| p.fds.iter().map(|f| f.id));
+    let broker = crate::files::Broker::open(&images.files, &images.ghosts, &options.dir, ids, tree.broker_base)
+        .map_err(|what| RestoreError::Child { pid: root, what })?;
 
     let (sync_read, sync_write) = pipe(root)?;
     let (error_read, error_write) = pipe(root)?;
@@ -226,7 +230,7 @@ pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> 
         Ok(0) => {
             drop(sync_write);
             drop(error_read);
-            root_main(&tree, &images, options, sync_read, error_write)
+            root_main(&tree, &images, options, &broker, sync_read, error_write)
         }
         Ok(child) => child,
         Err(error) if error.raw_os_error() == Some(libc::EEXIST) => return Err(RestoreError::PidBusy { pid: root }),
@@ -234,6 +238,7 @@ pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> 
     };
     drop(sync_read);
     drop(error_write);
+    broker.close();
     let mut guard = TreeGuard { pids: images.processes.iter().map(|p| p.pid()).collect(), released: false };
     let options_word = libc::PTRACE_O_TRACESYSGOOD
         | libc::PTRACE_O_EXITKILL
@@ -320,11 +325,11 @@ struct Plan {
 struct TreePlan {
     /// One per process, `None` for zombies.
     plans: Vec<Option<Plan>>,
-    /// fd numbers every process keeps free for crust: the error pipe, the root's sync
-    /// pipe, then fds handed from parent to child.
+    /// fd numbers above every fd of the tree, kept for crust: the error pipe, the
+    /// root's sync pipe, then the broker's descriptions, then each process's helpers.
     error_fd: i32,
     sync_fd: i32,
-    transfer_base: i32,
+    broker_base: i32,
 }
 
 fn round_up(value: u64, to: u64) -> u64 {
@@ -335,13 +340,15 @@ fn plan_tree(options: &RestoreOptions, images: &Images) -> Result<TreePlan, Rest
     let max_fd = images.processes.iter().flat_map(|p| p.fds.iter().map(|f| f.fd as i32)).max().unwrap_or(2).max(2);
     let error_fd = max_fd + 1;
     let sync_fd = max_fd + 2;
-    let transfer_base = max_fd + 3;
+    let broker_base = max_fd + 3;
+    let descriptions: std::collections::BTreeSet<u32> = images.processes.iter().flat_map(|p| p.fds.iter().map(|f| f.id)).collect();
+    let helper_base = broker_base + descriptions.len() as i32;
     check_tree_shape(options, images)?;
     let mut plans = Vec::new();
     for process in &images.processes {
-        plans.push(if process.is_zombie() { None } else { Some(plan(options, images, process, transfer_base, error_fd, sync_fd)?) });
+        plans.push(if process.is_zombie() { None } else { Some(plan(options, images, process, helper_base, error_fd, sync_fd)?) });
     }
-    Ok(TreePlan { plans, error_fd, sync_fd, transfer_base })
+    Ok(TreePlan { plans, error_fd, sync_fd, broker_base })
 }
 
 /// Refuses trees whose sessions or groups this restore cannot rebuild.
@@ -757,11 +764,11 @@ fn find_gap(pid: i32, mm: &pb::MmEntry, size: u64, also_used: &[(u64, u64)]) -> 
 
 /// The restored root's first life: crust code, forked with the root's PID. Moves its
 /// pipes out of the way, waits until the tracer has seized it, and becomes the root.
-fn root_main(tree: &TreePlan, images: &Images, options: &RestoreOptions, sync: OwnedFd, error: OwnedFd) -> ! {
+fn root_main(tree: &TreePlan, images: &Images, options: &RestoreOptions, broker: &crate::files::Broker, sync: OwnedFd, error: OwnedFd) -> ! {
     let result = (|| -> Result<(), String> {
         // Move the pipes to their numbers (through copies above both, so neither lands on
         // the other).
-        let above = tree.transfer_base + 4096;
+        let above = tree.broker_base + broker.fds.len() as i32 + 4096;
         let error_copy = sys::dup_at_least(error.as_raw_fd(), above).map_err(|e| format!("copy error pipe: {e}"))?;
         let sync_copy = sys::dup_at_least(sync.as_raw_fd(), above).map_err(|e| format!("copy sync pipe: {e}"))?;
         drop(error);
@@ -770,7 +777,9 @@ fn root_main(tree: &TreePlan, images: &Images, options: &RestoreOptions, sync: O
         sys::place_fd(sync_copy, tree.sync_fd, true).map_err(|e| format!("place sync pipe: {e}"))?;
         sys::close_fd(error_copy);
         sys::close_fd(sync_copy);
-        close_all_but(&[tree.error_fd, tree.sync_fd])?;
+        let mut keep = broker.numbers();
+        keep.extend([tree.error_fd, tree.sync_fd]);
+        close_all_but(&keep)?;
         // Wait until the tracer has seized us.
         let mut byte = [0u8; 1];
         let mut sync_file = fd_file(tree.sync_fd);
@@ -779,7 +788,7 @@ fn root_main(tree: &TreePlan, images: &Images, options: &RestoreOptions, sync: O
         Ok(())
     })();
     match result {
-        Ok(()) => process_main(tree, images, options, 0, &BTreeMap::new()),
+        Ok(()) => process_main(tree, images, options, 0, broker),
         Err(message) => die(tree, images.processes[0].pid(), &message),
     }
 }
@@ -807,9 +816,9 @@ fn close_all_but(keep: &[i32]) -> Result<(), String> {
 }
 
 /// One process of the tree, in crust code with its dumped PID: session and group, fds
-/// (those shared with the parent arrive in `inherited`, file id → fd), children, then
+/// (installed from the broker's descriptions, inherited through fork), children, then
 /// the restorer. Never returns.
-fn process_main(tree: &TreePlan, images: &Images, options: &RestoreOptions, index: usize, inherited: &BTreeMap<u32, i32>) -> ! {
+fn process_main(tree: &TreePlan, images: &Images, options: &RestoreOptions, index: usize, broker: &crate::files::Broker) -> ! {
     let process = &images.processes[index];
     let pid = process.pid();
     let result = (|| -> Result<(), String> {
@@ -837,42 +846,23 @@ fn process_main(tree: &TreePlan, images: &Images, options: &RestoreOptions, inde
             }
             sys::exit_now(libc::WEXITSTATUS(status));
         }
-        let keep: Vec<i32> = std::iter::once(tree.error_fd).chain(inherited.values().copied()).collect();
+        let mut keep = broker.numbers();
+        keep.push(tree.error_fd);
         close_all_but(&keep)?;
-        crate::files::restore_fds(&images.files, &process.fds, &images.ghosts, &options.dir, inherited)?;
-        for fd in inherited.values() {
-            if !process.fds.iter().any(|f| f.fd as i32 == *fd) {
-                sys::close_fd(*fd);
-            }
-        }
-        // Children, in pstree order, each handed the fds it shares with us.
+        broker.install(&process.fds)?;
+        // Children, in pstree order; they inherit the broker too.
         for (child_index, child) in images.processes.iter().enumerate().skip(index + 1) {
             if child.pstree.ppid != p.pid {
                 continue;
             }
-            let mut handed = BTreeMap::new();
-            for fd in &child.fds {
-                if handed.contains_key(&fd.id) {
-                    continue;
-                }
-                if let Some(mine) = process.fds.iter().find(|f| f.id == fd.id) {
-                    let number = tree.transfer_base + handed.len() as i32;
-                    sys::place_fd(mine.fd as i32, number, false).map_err(|e| format!("hand fd {} to {}: {e}", mine.fd, child.pid()))?;
-                    handed.insert(fd.id, number);
-                }
-            }
             match sys::fork_with_pid(child.pid()) {
-                Ok(0) => process_main(tree, images, options, child_index, &handed),
+                Ok(0) => process_main(tree, images, options, child_index, broker),
                 Ok(_) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EEXIST) => return Err(format!("child pid {} is busy", child.pid())),
                 Err(e) => return Err(format!("fork child {}: {e}", child.pid())),
             }
-            for fd in handed.values() {
-                if !process.fds.iter().any(|f| f.fd as i32 == *fd) {
-                    sys::close_fd(*fd);
-                }
-            }
         }
+        broker.close();
         let plan = tree.plans[index].as_ref().expect("live processes have a plan");
         for (number, path, flags) in &plan.helpers {
             let fd = sys::open_raw(path, *flags | libc::O_CLOEXEC, 0).map_err(|e| format!("open {}: {e}", path.display()))?;

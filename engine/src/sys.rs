@@ -457,3 +457,16 @@ pub fn read_robust_list(tid: i32) -> io::Result<(u64, u64)> {
     check(unsafe { libc::syscall(libc::SYS_get_robust_list, tid, &mut head as *mut u64, &mut len as *mut usize) })?;
     Ok((head, len as u64))
 }
+
+/// Raises this process's RLIMIT_NOFILE soft limit to its hard limit (crust holds every
+/// description of a restored tree at once).
+pub fn raise_nofile_limit() -> io::Result<()> {
+    let mut limit = libc::rlimit64 { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: the kernel writes the current limit into `limit`, then reads the new one.
+    unsafe {
+        check(libc::getrlimit64(libc::RLIMIT_NOFILE, &mut limit) as libc::c_long)?;
+        limit.rlim_cur = limit.rlim_max;
+        check(libc::setrlimit64(libc::RLIMIT_NOFILE, &limit) as libc::c_long)?;
+    }
+    Ok(())
+}
