@@ -1,6 +1,7 @@
 //! `cargo xtest VERB`: the project's task runner (zdtm, demo, fuzz, bench, qemu).
 
 mod fuzz;
+mod qemu;
 mod zdtm;
 
 fn main() -> anyhow::Result<()> {
@@ -13,6 +14,8 @@ fn main() -> anyhow::Result<()> {
         "zdtm" => zdtm::run_zdtm(rest),
         "demo" => zdtm::run_demo(rest),
         "fuzz" => fuzz::run(rest),
+        "qemu" => qemu::run_qemu_verb(rest),
+        "nightly" => qemu::run_nightly(rest),
         "help" | "--help" | "-h" => {
             print_usage();
             Ok(())
@@ -31,6 +34,9 @@ fn print_usage() {
          verbs:\n  \
          demo                 build crust, checkpoint a live counter, restore it, show it going on\n  \
          zdtm [options]       run the zdtm suite (--filter, --iters N, --snap, --keep, --json PATH)\n  \
+         zdtm --arch A|all    the same inside a qemu-system VM (aarch64, ppc64le, s390x, x86_64)\n  \
+         nightly              zdtm on all four architectures in VMs, kernels refreshed\n  \
+         qemu fetch A|all     fetch and cache the VM kernels\n  \
          fuzz [--target T] [--time S]   run the cargo-fuzz targets"
     );
 }

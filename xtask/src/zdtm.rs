@@ -12,6 +12,9 @@ use std::process::Command;
 
 /// Entry point of the zdtm verb.
 pub fn run_zdtm(args: &[String]) -> anyhow::Result<()> {
+    if let Some(result) = crate::qemu::zdtm_with_arch(args) {
+        return result;
+    }
     hand_over("run", args)
 }
 

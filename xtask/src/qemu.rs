@@ -1,0 +1,536 @@
+//! `cargo xtest zdtm --arch A` and `cargo xtest nightly`: the zdtm suite inside a
+//! qemu-system VM of another (or the same) architecture.
+//!
+//! Per architecture: a Debian kernel fetched once with apt against a private state
+//! directory and cached under `.cache/qemu/ARCH/`; static cross builds of `crust` and
+//! the zdtm programs (`target/cross/TRIPLE/release`); an initramfs (cpio `newc`) holding
+//! a static `/init` (`ci/qemu/init.c`), those binaries, the C tests at the path the
+//! harness was built to look in, and the cross libc for them. qemu's exit code says
+//! nothing, so the verdict is read from the console: `/init` prints the harness's JSON
+//! report between markers and powers off. Every run is bounded by a timeout.
+//!
+//! qemu-user cannot run the tests (it has no ptrace), and /dev/kvm here cannot boot a
+//! stock kernel, so every architecture, x86_64 included, runs under TCG.
+
+use anyhow::{bail, Context};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// One architecture the VM runs can target.
+#[derive(Debug, Clone, Copy)]
+pub struct ArchSpec {
+    /// Name on the command line and in reports.
+    pub name: &'static str,
+    /// Rust target triple.
+    pub triple: &'static str,
+    /// Debian architecture.
+    pub debian: &'static str,
+    /// Debian kernel flavour (`linux-image-FLAVOUR` is the metapackage).
+    pub flavour: &'static str,
+    /// GNU triple of the cross toolchain (`TRIPLE-gcc`, `/usr/TRIPLE/lib`).
+    pub gnu: &'static str,
+    /// qemu-system binary.
+    pub qemu: &'static str,
+    /// Machine options.
+    pub machine: &'static [&'static str],
+    /// Kernel console device.
+    pub console: &'static str,
+    /// Prefix of the kernel file under the package's `boot/`.
+    pub kernel_prefix: &'static str,
+    /// The dynamic loader the cross toolchain's binaries ask for.
+    pub interpreter: &'static str,
+}
+
+/// Every architecture, in the order `--arch all` runs them.
+pub const ARCHES: &[ArchSpec] = &[
+    ArchSpec {
+        name: "aarch64",
+        triple: "aarch64-unknown-linux-gnu",
+        debian: "arm64",
+        flavour: "arm64",
+        gnu: "aarch64-linux-gnu",
+        qemu: "qemu-system-aarch64",
+        // pauth-impdef: QEMU's own pointer-auth hash, 3x faster than the architected one.
+        machine: &["-M", "virt", "-cpu", "max,pauth-impdef=on"],
+        console: "ttyAMA0",
+        kernel_prefix: "vmlinuz-",
+        interpreter: "/lib/ld-linux-aarch64.so.1",
+    },
+    ArchSpec {
+        name: "ppc64le",
+        triple: "powerpc64le-unknown-linux-gnu",
+        debian: "ppc64el",
+        flavour: "powerpc64le",
+        gnu: "powerpc64le-linux-gnu",
+        qemu: "qemu-system-ppc64",
+        // x-vof: QEMU's built-in firmware instead of SLOF (6 s less per boot).
+        machine: &["-M", "pseries,x-vof=on"],
+        console: "hvc0",
+        kernel_prefix: "vmlinux-",
+        interpreter: "/lib64/ld64.so.2",
+    },
+    ArchSpec {
+        name: "s390x",
+        triple: "s390x-unknown-linux-gnu",
+        debian: "s390x",
+        flavour: "s390x",
+        gnu: "s390x-linux-gnu",
+        qemu: "qemu-system-s390x",
+        machine: &["-M", "s390-ccw-virtio"],
+        console: "ttysclp0",
+        kernel_prefix: "vmlinuz-",
+        interpreter: "/lib/ld64.so.1",
+    },
+    ArchSpec {
+        name: "x86_64",
+        triple: "x86_64-unknown-linux-gnu",
+        debian: "amd64",
+        flavour: "amd64",
+        gnu: "x86_64-linux-gnu",
+        qemu: "qemu-system-x86_64",
+        machine: &["-M", "q35"],
+        console: "ttyS0",
+        kernel_prefix: "vmlinuz-",
+        interpreter: "/lib64/ld-linux-x86-64.so.2",
+    },
+];
+
+/// Markers `/init` prints around the harness's JSON report.
+const JSON_BEGIN: &str = "CRUST-ZDTM-JSON-BEGIN";
+const JSON_END: &str = "CRUST-ZDTM-JSON-END";
+const EXIT_MARKER: &str = "CRUST-ZDTM-EXIT ";
+
+/// Options of a VM run besides the harness's own.
+#[derive(Debug, Clone)]
+pub struct VmOptions {
+    /// Arguments handed to `zdtm-runner run` inside the VM (`--filter`, `--iters`, ...).
+    pub harness_args: Vec<String>,
+    /// Wall-clock limit of one VM run.
+    pub timeout: Duration,
+    /// Fetch the kernel again even if one is cached.
+    pub refresh_kernel: bool,
+}
+
+/// What one architecture's run gave.
+#[derive(Debug)]
+pub struct ArchResult {
+    pub arch: &'static str,
+    pub passed: u64,
+    pub failed: u64,
+    pub skipped: u64,
+    pub wall: Duration,
+    /// Why the run produced no report, if it did not.
+    pub error: Option<String>,
+}
+
+/// `cargo xtest zdtm ...`: `Some` when `--arch` is among the arguments (the run goes to
+/// VMs), `None` to let the native run go on.
+pub fn zdtm_with_arch(args: &[String]) -> Option<anyhow::Result<()>> {
+    let index = args.iter().position(|a| a == "--arch")?;
+    let Some(value) = args.get(index + 1) else { return Some(Err(anyhow::anyhow!("--arch needs a value"))) };
+    let mut rest: Vec<String> = args.to_vec();
+    rest.drain(index..index + 2);
+    Some(run_arches(value, rest))
+}
+
+/// `cargo xtest nightly`: the whole suite on all four architectures, kernels refreshed.
+pub fn run_nightly(args: &[String]) -> anyhow::Result<()> {
+    let mut rest = args.to_vec();
+    if !rest.iter().any(|a| a == "--refresh-kernel") {
+        rest.push("--refresh-kernel".into());
+    }
+    run_arches("all", rest)
+}
+
+/// `cargo xtest qemu fetch ARCH|all`: only fetch and cache the kernels.
+pub fn run_qemu_verb(args: &[String]) -> anyhow::Result<()> {
+    match args {
+        [verb, arch] if verb == "fetch" => {
+            let workspace = workspace_root();
+            for spec in select(arch)? {
+                let (kernel, version) = ensure_kernel(&workspace, spec, true)?;
+                println!("{}: {} ({version})", spec.name, kernel.display());
+            }
+            Ok(())
+        }
+        _ => bail!("usage: cargo xtest qemu fetch ARCH|all"),
+    }
+}
+
+fn select(arch: &str) -> anyhow::Result<Vec<&'static ArchSpec>> {
+    if arch == "all" {
+        return Ok(ARCHES.iter().collect());
+    }
+    let names: Vec<&str> = ARCHES.iter().map(|a| a.name).collect();
+    arch.split(',')
+        .map(|name| {
+            ARCHES.iter().find(|a| a.name == name).with_context(|| format!("unknown arch {name} (have {names:?} or all)"))
+        })
+        .collect()
+}
+
+fn run_arches(arch: &str, args: Vec<String>) -> anyhow::Result<()> {
+    let specs = select(arch)?;
+    let mut options = VmOptions { harness_args: Vec::new(), timeout: Duration::from_secs(1800), refresh_kernel: false };
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--timeout" => {
+                options.timeout = Duration::from_secs(
+                    args.next().context("--timeout needs seconds")?.parse().context("--timeout takes seconds")?,
+                )
+            }
+            "--refresh-kernel" => options.refresh_kernel = true,
+            "--engine" | "--workdir" | "--json" => bail!("{arg} is chosen by the VM run"),
+            _ => options.harness_args.push(arg),
+        }
+    }
+    let workspace = workspace_root();
+    let mut results = Vec::new();
+    for spec in specs {
+        let started = Instant::now();
+        let result = run_one(&workspace, spec, &options).unwrap_or_else(|error| ArchResult {
+            arch: spec.name,
+            passed: 0,
+            failed: 0,
+            skipped: 0,
+            wall: started.elapsed(),
+            error: Some(format!("{error:#}")),
+        });
+        results.push(result);
+    }
+    println!("\n{:<10} {:>7} {:>7} {:>8} {:>9}  note", "arch", "passed", "failed", "skipped", "wall");
+    let mut bad = false;
+    for r in &results {
+        println!(
+            "{:<10} {:>7} {:>7} {:>8} {:>8.0}s  {}",
+            r.arch,
+            r.passed,
+            r.failed,
+            r.skipped,
+            r.wall.as_secs_f64(),
+            r.error.as_deref().unwrap_or("")
+        );
+        bad |= r.failed > 0 || r.error.is_some();
+    }
+    if bad {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// Build, pack, boot and read the report of one architecture.
+fn run_one(workspace: &Path, spec: &ArchSpec, options: &VmOptions) -> anyhow::Result<ArchResult> {
+    let started = Instant::now();
+    let (kernel, version) = ensure_kernel(workspace, spec, options.refresh_kernel)?;
+    let release = cross_build(workspace, spec)?;
+    let work = cross_target_dir(workspace).join(format!("qemu-{}", spec.name));
+    let initrd = pack_initramfs(workspace, spec, &release, &work, &options.harness_args)?;
+    println!("== {}: booting {version} in {} ({}s limit)", spec.name, spec.qemu, options.timeout.as_secs());
+    let console = work.join("console.log");
+    let lines = boot(spec, &kernel, &initrd, &console, options.timeout)?;
+    let report = parse_report(&lines)
+        .with_context(|| format!("{}: no report on the console (see {})", spec.name, console.display()))?;
+    let json_path = cross_target_dir(workspace).join(format!("zdtm-{}.json", spec.name));
+    std::fs::write(&json_path, serde_json::to_vec_pretty(&report)?).with_context(|| format!("write {}", json_path.display()))?;
+    let count = |key: &str| report.get(key).and_then(|v| v.as_u64()).unwrap_or(0);
+    Ok(ArchResult {
+        arch: spec.name,
+        passed: count("passed"),
+        failed: count("failed"),
+        skipped: count("skipped"),
+        wall: started.elapsed(),
+        error: None,
+    })
+}
+
+/// The JSON report between the markers.
+pub fn parse_report(lines: &[String]) -> Option<serde_json::Value> {
+    let begin = lines.iter().position(|l| l.trim_end() == JSON_BEGIN)?;
+    let end = lines[begin..].iter().position(|l| l.trim_end() == JSON_END)? + begin;
+    let text: String = lines[begin + 1..end].join("\n");
+    serde_json::from_str(text.trim()).ok()
+}
+
+/// The cached kernel of `spec` and its package version, fetched if missing.
+fn ensure_kernel(workspace: &Path, spec: &ArchSpec, refresh: bool) -> anyhow::Result<(PathBuf, String)> {
+    let cache = workspace.join(".cache/qemu").join(spec.name);
+    let kernel = cache.join("kernel");
+    let version_file = cache.join("kernel.version");
+    if !refresh && kernel.exists() {
+        if let Ok(version) = std::fs::read_to_string(&version_file) {
+            return Ok((kernel, version.trim().to_string()));
+        }
+    }
+    std::fs::create_dir_all(&cache).with_context(|| format!("create {}", cache.display()))?;
+    let state = workspace.join(".cache/qemu").join(format!("apt-{}", spec.debian));
+    for dir in ["lists/partial", "cache/archives/partial"] {
+        std::fs::create_dir_all(state.join(dir)).with_context(|| format!("create {}", state.join(dir).display()))?;
+    }
+    let apt_options = |command: &mut Command| {
+        command
+            .arg("-o")
+            .arg(format!("APT::Architecture={}", spec.debian))
+            .arg("-o")
+            .arg(format!("APT::Architectures::={}", spec.debian))
+            .arg("-o")
+            .arg(format!("Dir::State::Lists={}", state.join("lists").display()))
+            .arg("-o")
+            .arg(format!("Dir::Cache={}", state.join("cache").display()))
+            .arg("-o")
+            .arg("Dir::State::status=/dev/null")
+            .arg("-o")
+            .arg("Debug::NoLocking=1");
+    };
+    println!("== {}: apt-get update ({})", spec.name, spec.debian);
+    let mut update = Command::new("apt-get");
+    apt_options(&mut update);
+    run_quiet(update.args(["-q", "update"]), "apt-get update")?;
+    // The metapackage names the current ABI; point releases remove older ones.
+    let mut depends = Command::new("apt-cache");
+    apt_options(&mut depends);
+    let output = depends.args(["depends", &format!("linux-image-{}", spec.flavour)]).output().context("run apt-cache")?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let package = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Depends: "))
+        .map(|p| p.trim().to_string())
+        .find(|p| p.starts_with("linux-image-") && !p.ends_with("-unsigned"))
+        .with_context(|| format!("linux-image-{} has no linux-image dependency: {text}", spec.flavour))?;
+    let debs = cache.join("deb");
+    let _ = std::fs::remove_dir_all(&debs);
+    std::fs::create_dir_all(&debs)?;
+    let mut download = Command::new("apt-get");
+    apt_options(&mut download);
+    run_quiet(download.current_dir(&debs).args(["-q", "download", &format!("{package}:{}", spec.debian)]), "apt-get download")?;
+    let deb = std::fs::read_dir(&debs)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .context("apt-get download left no .deb")?;
+    let extracted = debs.join("x");
+    run_quiet(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&extracted), "dpkg-deb -x")?;
+    let boot = extracted.join("boot");
+    let image = std::fs::read_dir(&boot)
+        .with_context(|| format!("list {}", boot.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(spec.kernel_prefix)))
+        .with_context(|| format!("no {}* in {}", spec.kernel_prefix, boot.display()))?;
+    std::fs::copy(&image, &kernel).with_context(|| format!("copy {}", image.display()))?;
+    let version = deb.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or(package);
+    std::fs::write(&version_file, &version)?;
+    let _ = std::fs::remove_dir_all(&debs);
+    Ok((kernel, version))
+}
+
+fn run_quiet(command: &mut Command, what: &str) -> anyhow::Result<()> {
+    let output = command.output().with_context(|| format!("run {what}"))?;
+    if !output.status.success() {
+        bail!("{what} failed ({}): {}", output.status, String::from_utf8_lossy(&output.stderr));
+    }
+    Ok(())
+}
+
+/// `target/cross`: the cross builds keep their own target directory, so they neither
+/// wait on nor invalidate the native one.
+fn cross_target_dir(workspace: &Path) -> PathBuf {
+    workspace.join("target/cross")
+}
+
+/// Static release builds of crust and the zdtm programs for `spec`; returns the
+/// release directory.
+fn cross_build(workspace: &Path, spec: &ArchSpec) -> anyhow::Result<PathBuf> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let upper = spec.triple.to_uppercase().replace('-', "_");
+    let gcc = format!("{}-gcc", spec.gnu);
+    println!("== {}: cargo build --release --target {}", spec.name, spec.triple);
+    let status = Command::new(cargo)
+        .current_dir(workspace)
+        .env(format!("CARGO_TARGET_{upper}_LINKER"), &gcc)
+        .env(format!("CARGO_TARGET_{upper}_RUSTFLAGS"), "-C target-feature=+crt-static")
+        .env(format!("CC_{}", spec.triple.replace('-', "_")), &gcc)
+        .env("CARGO_TARGET_DIR", cross_target_dir(workspace))
+        .args(["build", "--release", "-p", "crust", "-p", "crust-zdtm", "--target", spec.triple])
+        .status()
+        .context("run cargo build")?;
+    if !status.success() {
+        bail!("cargo build --release --target {} failed: {status}", spec.triple);
+    }
+    Ok(cross_target_dir(workspace).join(spec.triple).join("release"))
+}
+
+/// Lays out the VM's root and packs it as a `newc` cpio; returns the archive.
+fn pack_initramfs(workspace: &Path, spec: &ArchSpec, release: &Path, work: &Path, harness_args: &[String]) -> anyhow::Result<PathBuf> {
+    let root = work.join("root");
+    if root.exists() {
+        std::fs::remove_dir_all(&root).with_context(|| format!("remove {}", root.display()))?;
+    }
+    let crust_dir = root.join("crust");
+    std::fs::create_dir_all(&crust_dir)?;
+    // /init: static, from ci/qemu/init.c.
+    let init_source = workspace.join("ci/qemu/init.c");
+    let status = Command::new(format!("{}-gcc", spec.gnu))
+        .args(["-static", "-O2", "-Wall", "-o"])
+        .arg(root.join("init"))
+        .arg(&init_source)
+        .status()
+        .with_context(|| format!("run {}-gcc", spec.gnu))?;
+    if !status.success() {
+        bail!("compile {}: {status}", init_source.display());
+    }
+    for name in ["crust", "zdtm-runner", "zdtm-rs"] {
+        let built = release.join(name);
+        let placed = crust_dir.join(name);
+        std::fs::copy(&built, &placed).with_context(|| format!("copy {}", built.display()))?;
+        // Debug info only makes the initramfs (held in the VM's memory) bigger.
+        let _ = Command::new(format!("{}-strip", spec.gnu)).arg(&placed).status();
+    }
+    let mut args = vec!["run".to_string(), "--engine".into(), "/crust/crust".into()];
+    args.extend(["--workdir".into(), "/tmp/zdtm".into(), "--json".into(), "/tmp/zdtm-report.json".into()]);
+    args.extend(harness_args.iter().cloned());
+    std::fs::write(crust_dir.join("args"), args.join("\n") + "\n")?;
+    // The C tests where the harness was built to find them (an absolute build path).
+    let runner = std::fs::read(release.join("zdtm-runner")).context("read zdtm-runner")?;
+    let candidates: Vec<PathBuf> = std::fs::read_dir(release.join("build"))
+        .context("list the build scripts' output")?
+        .filter_map(|e| e.ok().map(|e| e.path().join("out/c-tests")))
+        .filter(|p| p.is_dir())
+        .collect();
+    let c_dir = embedded_c_tests_dir(&runner, &candidates).context("zdtm-runner names no c-tests directory")?;
+    let c_dest = root.join(c_dir.strip_prefix("/").unwrap_or(&c_dir));
+    std::fs::create_dir_all(&c_dest)?;
+    for entry in std::fs::read_dir(&c_dir).with_context(|| format!("list {}", c_dir.display()))? {
+        let entry = entry?;
+        std::fs::copy(entry.path(), c_dest.join(entry.file_name()))?;
+    }
+    // The cross libc for the dynamically linked C tests.
+    let sysroot = if spec.triple.starts_with("x86_64") { PathBuf::from("/lib/x86_64-linux-gnu") } else { PathBuf::from(format!("/usr/{}/lib", spec.gnu)) };
+    let interpreter_name = Path::new(spec.interpreter).file_name().expect("interpreter has a name");
+    let lib_dir = root.join("lib").join(spec.gnu);
+    std::fs::create_dir_all(&lib_dir)?;
+    let interp_dest = root.join(spec.interpreter.trim_start_matches('/'));
+    std::fs::create_dir_all(interp_dest.parent().expect("interpreter has a directory"))?;
+    std::fs::copy(sysroot.join(interpreter_name), &interp_dest)
+        .with_context(|| format!("copy {}", sysroot.join(interpreter_name).display()))?;
+    for lib in ["libc.so.6", "libm.so.6"] {
+        std::fs::copy(sysroot.join(lib), lib_dir.join(lib)).with_context(|| format!("copy {}", sysroot.join(lib).display()))?;
+    }
+    for dir in ["proc", "sys", "dev", "tmp"] {
+        std::fs::create_dir_all(root.join(dir))?;
+    }
+    let initrd = work.join("initrd.cpio");
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!("find . | LC_ALL=C sort | cpio --quiet -o -H newc > '{}'", initrd.display()))
+        .current_dir(&root)
+        .status()
+        .context("run cpio")?;
+    if !status.success() {
+        bail!("cpio: {status}");
+    }
+    Ok(initrd)
+}
+
+/// The `ZDTM_C_DIR` path compiled into the harness binary: the candidate (a build
+/// script's `out/c-tests`) whose path the binary contains.
+pub fn embedded_c_tests_dir(binary: &[u8], candidates: &[PathBuf]) -> Option<PathBuf> {
+    candidates
+        .iter()
+        .find(|c| {
+            let needle = c.to_string_lossy();
+            binary.windows(needle.len()).any(|w| w == needle.as_bytes())
+        })
+        .cloned()
+}
+
+/// Boots the VM, echoes and records its console, and returns the console's lines.
+/// The run is killed after `timeout`.
+fn boot(spec: &ArchSpec, kernel: &Path, initrd: &Path, console_log: &Path, timeout: Duration) -> anyhow::Result<Vec<String>> {
+    let mut command = Command::new(spec.qemu);
+    command
+        .args(spec.machine)
+        .args(["-m", "1G", "-smp", "1", "-nographic", "-no-reboot", "-kernel"])
+        .arg(kernel)
+        .arg("-initrd")
+        .arg(initrd)
+        .arg("-append")
+        .arg(format!("console={} panic=-1 rdinit=/init quiet", spec.console))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut child = command.spawn().with_context(|| format!("run {} (ci/qemu-setup.sh installs it)", spec.qemu))?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let log_path = console_log.to_path_buf();
+    let reader = std::thread::spawn(move || -> Vec<String> {
+        let mut log = std::fs::File::create(&log_path).ok();
+        let mut lines = Vec::new();
+        for line in BufReader::new(stdout).split(b'\n') {
+            let Ok(line) = line else { break };
+            let text = String::from_utf8_lossy(&line).trim_end_matches('\r').to_string();
+            if let Some(log) = log.as_mut() {
+                let _ = writeln!(log, "{text}");
+            }
+            println!("  | {text}");
+            lines.push(text);
+        }
+        lines
+    });
+    let deadline = Instant::now() + timeout;
+    let mut timed_out = false;
+    loop {
+        if child.try_wait().context("wait for qemu")?.is_some() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            timed_out = true;
+            let _ = child.kill();
+            let _ = child.wait();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let lines = reader.join().map_err(|_| anyhow::anyhow!("console reader panicked"))?;
+    if timed_out && parse_report(&lines).is_none() {
+        bail!("{} timed out after {}s", spec.qemu, timeout.as_secs());
+    }
+    if let Some(code) = lines.iter().find_map(|l| l.strip_prefix(EXIT_MARKER)) {
+        println!("== {}: harness exit status {}", spec.name, code.trim());
+    }
+    Ok(lines)
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace root").to_path_buf()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_is_read_between_the_markers() {
+        let lines: Vec<String> =
+            ["boot noise", JSON_BEGIN, "{\"passed\": 3,", "\"failed\": 0}", "", JSON_END, "CRUST-ZDTM-EXIT 0"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+        assert_eq!(parse_report(&lines).unwrap()["passed"], 3);
+        assert!(parse_report(&lines[..3]).is_none());
+    }
+
+    #[test]
+    fn c_tests_dir_is_found_in_the_binary() {
+        let binary = b"garbage/usr/x/work/x/build/crust-zdtm-2/out/c-testsmore";
+        let candidates = [PathBuf::from("/work/x/build/crust-zdtm-1/out/c-tests"), PathBuf::from("/work/x/build/crust-zdtm-2/out/c-tests")];
+        assert_eq!(embedded_c_tests_dir(binary, &candidates).unwrap(), candidates[1]);
+        assert!(embedded_c_tests_dir(b"none", &candidates).is_none());
+    }
+
+    #[test]
+    fn arches_are_selected_by_name() {
+        assert_eq!(select("all").unwrap().len(), 4);
+        assert_eq!(select("s390x,aarch64").unwrap()[1].debian, "arm64");
+        assert!(select("mips").is_err());
+    }
+}
