@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -42,6 +43,7 @@ void test_init(const char *name, int argc, char **argv)
 	if (fd_text && *fd_text)
 		ready_fd = atoi(fd_text);
 
+	pid_t launcher = getpid();
 	pid_t pid = fork();
 	if (pid < 0) {
 		perror("fork");
@@ -49,6 +51,10 @@ void test_init(const char *name, int argc, char **argv)
 	}
 	if (pid > 0)
 		_exit(0);
+	/* Wait until the launcher is gone and we are the subreaper's child, so the process
+	 * tree is settled before the test builds its state. */
+	while (getppid() == launcher)
+		sched_yield();
 	setsid();
 
 	char log[4096];

@@ -93,6 +93,8 @@ pub const TESTS: &[TestSpec] = &[
     rust("private_file_cow"),
     rust("shared_file"),
     rust("shared_anon"),
+    rust("mapped_deleted_file"),
+    rust("mremap_moved"),
     c("brk_heap"),
     c("stack_growsdown"),
     rust("mprotect_split"),
@@ -105,6 +107,7 @@ pub const TESTS: &[TestSpec] = &[
         ..rust("gpr_asm")
     },
     TestSpec {
+        requirements: &[Requirement::CpuFlag("sse2")],
         at_dump: AtDump::Running,
         ..c("fpu_sse")
     },
@@ -143,6 +146,11 @@ pub const TESTS: &[TestSpec] = &[
     c("personality"),
     rust("rlimits"),
     rust("comm"),
+    TestSpec {
+        requirements: &[Requirement::Root],
+        ..rust("caps_ids")
+    },
+    rust("prctl_flags"),
     c("vdso"),
 ];
 

@@ -105,6 +105,10 @@ pub fn is_shared_anon(entry: &MapsEntry) -> bool {
 pub fn normalised_maps_line(entry: &MapsEntry) -> String {
     let (device, inode, path) = if is_shared_anon(entry) {
         ("*".to_string(), "*".to_string(), "/dev/zero (deleted)")
+    } else if entry.path.ends_with(" (deleted)") {
+        // An unlinked file cannot be opened again by name: a restorer brings its content
+        // back in a new file (CRIU's ghost files), so only the inode may differ.
+        (entry.device.clone(), "*".to_string(), entry.path.as_str())
     } else {
         (
             entry.device.clone(),

@@ -48,6 +48,8 @@ impl Test {
         let ready_fd = std::env::var(READY_FD_ENV)
             .ok()
             .and_then(|fd| fd.parse::<RawFd>().ok());
+        // SAFETY: getpid takes no arguments.
+        let launcher_pid = unsafe { libc::getpid() };
         // SAFETY: the test is single-threaded here; the parent only calls _exit.
         match unsafe { libc::fork() } {
             -1 => {
@@ -57,6 +59,14 @@ impl Test {
             0 => {}
             // SAFETY: _exit never returns and touches no Rust state.
             _ => unsafe { libc::_exit(0) },
+        }
+        // Wait until the launcher is gone and we are the subreaper's child, so the
+        // process tree (and anything tied to the parent, like PR_SET_PDEATHSIG) is
+        // settled before the test builds its state.
+        // SAFETY: getppid takes no arguments.
+        while unsafe { libc::getppid() } == launcher_pid {
+            // SAFETY: sched_yield takes no arguments.
+            unsafe { libc::sched_yield() };
         }
         // SAFETY: setsid takes no arguments.
         unsafe { libc::setsid() };

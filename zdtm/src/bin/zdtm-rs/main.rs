@@ -27,6 +27,8 @@ const TESTS: &[(&str, TestBody)] = &[
     ("private_file_cow", memory::private_file_cow),
     ("shared_file", memory::shared_file),
     ("shared_anon", memory::shared_anon),
+    ("mapped_deleted_file", memory::mapped_deleted_file),
+    ("mremap_moved", memory::mremap_moved),
     ("mprotect_split", memory::mprotect_split),
     ("madvise_flags", memory::madvise_flags),
     ("sigaltstack", signals::sigaltstack),
@@ -41,6 +43,8 @@ const TESTS: &[(&str, TestBody)] = &[
     ("umask", process::umask),
     ("rlimits", process::rlimits),
     ("comm", process::comm),
+    ("caps_ids", process::caps_ids),
+    ("prctl_flags", process::prctl_flags),
     ("counter", process::counter),
 ];
 

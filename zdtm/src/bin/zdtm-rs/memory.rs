@@ -330,3 +330,143 @@ pub fn madvise_flags(test: &mut Test) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Mappings of a file that was unlinked after mmap: one shared (written through), one
+/// private with COW'd pages. Content and the `(deleted)` path survive.
+pub fn mapped_deleted_file(test: &mut Test) -> Result<(), String> {
+    const PAGES: usize = 8;
+    let len = PAGES * PAGE;
+    let path = test.path("mapped-then-unlinked.dat");
+    let file_seed = random_u64();
+    let mut file_words = vec![0u64; len / 8];
+    fill_pattern(&mut file_words, file_seed);
+    let file_bytes: Vec<u8> = file_words
+        .iter()
+        .flat_map(|word| word.to_ne_bytes())
+        .collect();
+    std::fs::write(&path, &file_bytes)
+        .map_err(|error| format!("write {}: {error}", path.display()))?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|error| format!("open {}: {error}", path.display()))?;
+    let shared = map(
+        len,
+        libc::PROT_READ | libc::PROT_WRITE,
+        libc::MAP_SHARED,
+        file.as_raw_fd(),
+        0,
+    )?;
+    let private = map(
+        len,
+        libc::PROT_READ | libc::PROT_WRITE,
+        libc::MAP_PRIVATE,
+        file.as_raw_fd(),
+        0,
+    )?;
+    drop(file);
+    std::fs::remove_file(&path).map_err(|error| format!("unlink: {error}"))?;
+    let shared_seed = random_u64();
+    // SAFETY: the first half of the RW shared mapping made above.
+    fill_pattern(unsafe { words(shared, len / 2) }, shared_seed);
+    let cow_seed = random_u64();
+    // SAFETY: the last page of the RW private mapping made above.
+    fill_pattern(unsafe { words(private.add(len - PAGE), PAGE) }, cow_seed);
+    test.ready();
+    test.wait_for_term();
+    // SAFETY: both mappings are still mapped RW; slices are only read.
+    let (shared_words, private_words) = unsafe { (words(shared, len), words(private, len)) };
+    check_pattern(&shared_words[..len / 16], shared_seed)
+        .map_err(|error| format!("shared half: {error}"))?;
+    ensure(shared_words[len / 16..] == file_words[len / 16..], || {
+        "shared mapping's untouched half differs".into()
+    })?;
+    check_pattern(&private_words[(len - PAGE) / 8..], cow_seed)
+        .map_err(|error| format!("COW'd page: {error}"))?;
+    // The private mapping sees the file, which the shared mapping wrote to.
+    ensure(
+        private_words[..len / 16] == shared_words[..len / 16],
+        || {
+            "private mapping's untouched pages do not show the shared writes: not the same file"
+                .into()
+        },
+    )?;
+    let maps = std::fs::read_to_string("/proc/self/maps")
+        .map_err(|error| format!("read maps: {error}"))?;
+    let entries = crust_zdtm::procfs::parse_maps(&maps).map_err(|error| error.to_string())?;
+    for address in [shared as u64, private as u64] {
+        let entry = entries
+            .iter()
+            .find(|entry| entry.start == address)
+            .ok_or_else(|| format!("no vma at {address:#x}"))?;
+        ensure(
+            entry.path.ends_with("mapped-then-unlinked.dat (deleted)"),
+            || format!("vma {address:#x} maps {:?}", entry.path),
+        )?;
+    }
+    ensure(!path.exists(), || "the unlinked name came back".into())
+}
+
+/// A region moved and grown with mremap (its pages now live away from where they were
+/// first mapped), and one shrunk in place.
+pub fn mremap_moved(test: &mut Test) -> Result<(), String> {
+    let len = 64 * PAGE;
+    let first = map(
+        len,
+        libc::PROT_READ | libc::PROT_WRITE,
+        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+        -1,
+        0,
+    )?;
+    let seed = random_u64();
+    // SAFETY: RW mapping made above.
+    fill_pattern(unsafe { words(first, len) }, seed);
+    // SAFETY: moves our own mapping; no Rust reference to it is live.
+    let moved = unsafe { libc::mremap(first.cast(), len, 2 * len, libc::MREMAP_MAYMOVE) };
+    if moved == libc::MAP_FAILED {
+        return Err(format!("mremap: {}", std::io::Error::last_os_error()));
+    }
+    let moved: *mut u8 = moved.cast();
+    let tail_seed = random_u64();
+    // SAFETY: the grown second half of the moved mapping.
+    fill_pattern(unsafe { words(moved.add(len), len) }, tail_seed);
+    let shrunk = map(
+        len,
+        libc::PROT_READ | libc::PROT_WRITE,
+        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+        -1,
+        0,
+    )?;
+    let shrunk_seed = random_u64();
+    // SAFETY: RW mapping made above.
+    fill_pattern(unsafe { words(shrunk, len) }, shrunk_seed);
+    // SAFETY: shrinks our own mapping in place.
+    if unsafe { libc::mremap(shrunk.cast(), len, len / 4, 0) } == libc::MAP_FAILED {
+        return Err(format!(
+            "mremap shrink: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    test.ready();
+    test.wait_for_term();
+    // SAFETY: both mappings are mapped RW at these sizes.
+    unsafe {
+        check_pattern(words(moved, len), seed).map_err(|error| format!("moved part: {error}"))?;
+        check_pattern(words(moved.add(len), len), tail_seed)
+            .map_err(|error| format!("grown part: {error}"))?;
+        check_pattern(words(shrunk, len / 4), shrunk_seed)
+            .map_err(|error| format!("shrunk: {error}"))?;
+    }
+    mapped_at(moved as u64, 2 * len as u64, "rw-p")?;
+    let maps = std::fs::read_to_string("/proc/self/maps")
+        .map_err(|error| format!("read maps: {error}"))?;
+    let entries = crust_zdtm::procfs::parse_maps(&maps).map_err(|error| error.to_string())?;
+    let past_shrunk = shrunk as u64 + (len / 4) as u64;
+    ensure(
+        !entries.iter().any(|entry| {
+            entry.start <= past_shrunk && past_shrunk < entry.end && entry.start > shrunk as u64
+        }),
+        || "the shrunk-away part is mapped again".into(),
+    )
+}

@@ -287,3 +287,164 @@ pub fn counter(test: &mut Test) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Credentials as root: random supplementary groups and a random subset of capabilities dropped from the effective,
+/// permitted, inheritable and bounding sets.
+pub fn caps_ids(test: &mut Test) -> Result<(), String> {
+    let groups: Vec<libc::gid_t> = (0..1 + random_u64() % 6)
+        .map(|_| 1000 + (random_u64() % 50000) as u32)
+        .collect();
+    // The gids stay: with other ids than the dumper's, reading the task's rlimits
+    // (prlimit) takes CAP_SYS_RESOURCE, which a container may not grant.
+    // SAFETY: setgroups reads `groups.len()` gids.
+    if unsafe { libc::setgroups(groups.len(), groups.as_ptr()) } != 0 {
+        return Err(format!("setgroups: {}", std::io::Error::last_os_error()));
+    }
+    // Drop capabilities the rest of the test does not need. Keep CAP_DAC_OVERRIDE (1),
+    // CAP_DAC_READ_SEARCH (2) and CAP_FOWNER (3): the verdict is written as root into a
+    // directory that may be group-owned by the old gid.
+    let droppable: Vec<u32> = (5..38).filter(|cap| *cap != 21).collect();
+    let mut dropped = Vec::new();
+    let bits = random_u64();
+    for (index, cap) in droppable.iter().enumerate() {
+        if bits & (1 << index) != 0 {
+            dropped.push(*cap);
+        }
+    }
+    for cap in &dropped {
+        // SAFETY: PR_CAPBSET_DROP takes an integer.
+        unsafe { libc::prctl(libc::PR_CAPBSET_DROP, *cap as libc::c_ulong, 0, 0, 0) };
+    }
+    let (mut effective, mut permitted, mut inheritable) = read_caps()?;
+    let mask: u64 = dropped.iter().fold(0, |mask, cap| mask | (1 << cap));
+    effective &= !mask;
+    permitted &= !mask;
+    inheritable = (inheritable | (permitted & 0b1110)) & !mask;
+    write_caps(effective, permitted, inheritable)?;
+    let before = read_caps()?;
+    let status_before =
+        std::fs::read_to_string("/proc/self/status").map_err(|error| error.to_string())?;
+    let bounding_before = crust_zdtm::procfs::parse_key_values(&status_before)
+        .get("CapBnd")
+        .cloned();
+    test.ready();
+    test.wait_for_term();
+    let after = read_caps()?;
+    ensure(after == before, || {
+        format!("capabilities (eff, prm, inh) {after:x?}, were {before:x?}")
+    })?;
+    let status_after =
+        std::fs::read_to_string("/proc/self/status").map_err(|error| error.to_string())?;
+    let bounding_after = crust_zdtm::procfs::parse_key_values(&status_after)
+        .get("CapBnd")
+        .cloned();
+    ensure(bounding_after == bounding_before, || {
+        format!("CapBnd {bounding_after:?}, was {bounding_before:?}")
+    })?;
+    let mut now = vec![0 as libc::gid_t; 64];
+    // SAFETY: getgroups writes at most 64 gids into the buffer.
+    let count = unsafe { libc::getgroups(64, now.as_mut_ptr()) };
+    now.truncate(count.max(0) as usize);
+    let mut expected = groups.clone();
+    expected.sort_unstable();
+    expected.dedup();
+    now.sort_unstable();
+    ensure(now == expected, || {
+        format!("groups {now:?}, were {expected:?}")
+    })
+}
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+/// `capget(2)`: (effective, permitted, inheritable) as 64-bit masks.
+#[doc(alias = "capget")]
+fn read_caps() -> Result<(u64, u64, u64), String> {
+    let mut header = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: version 3 takes one header and two data structs, all on our stack.
+    if unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) } != 0 {
+        return Err(format!("capget: {}", std::io::Error::last_os_error()));
+    }
+    let join = |low: u32, high: u32| u64::from(low) | (u64::from(high) << 32);
+    Ok((
+        join(data[0].effective, data[1].effective),
+        join(data[0].permitted, data[1].permitted),
+        join(data[0].inheritable, data[1].inheritable),
+    ))
+}
+
+/// `capset(2)` from 64-bit masks.
+#[doc(alias = "capset")]
+fn write_caps(effective: u64, permitted: u64, inheritable: u64) -> Result<(), String> {
+    let mut header = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let data = [
+        CapData {
+            effective: effective as u32,
+            permitted: permitted as u32,
+            inheritable: inheritable as u32,
+        },
+        CapData {
+            effective: (effective >> 32) as u32,
+            permitted: (permitted >> 32) as u32,
+            inheritable: (inheritable >> 32) as u32,
+        },
+    ];
+    // SAFETY: as in read_caps; capset only reads the data.
+    if unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) } != 0 {
+        return Err(format!("capset: {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// prctl state: no_new_privs, child subreaper, THP disabled. (No timer slack: CRIU keeps
+/// none. No
+/// parent-death signal: with `restore -d` the restorer is the parent for a moment and its
+/// exit would fire it.)
+pub fn prctl_flags(test: &mut Test) -> Result<(), String> {
+    // SAFETY: prctl setters with integer arguments.
+    unsafe {
+        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
+    test.ready();
+    test.wait_for_term();
+    let mut subreaper: libc::c_int = 0;
+    // SAFETY: getters write one int through the pointer, or return the value.
+    let (no_new_privs, thp_disabled) = unsafe {
+        libc::prctl(
+            libc::PR_GET_CHILD_SUBREAPER,
+            &mut subreaper as *mut libc::c_int,
+            0,
+            0,
+            0,
+        );
+        (
+            libc::prctl(libc::PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0),
+            libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0),
+        )
+    };
+    ensure(no_new_privs == 1, || "no_new_privs lost".into())?;
+    ensure(subreaper == 1, || "child subreaper flag lost".into())?;
+    ensure(thp_disabled == 1, || "THP disable lost".into())
+}
