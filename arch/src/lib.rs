@@ -51,6 +51,9 @@ pub enum Sys {
     Clone3,
     SetRobustList,
     SetTidAddress,
+    Setfsuid,
+    Setfsgid,
+    Capset,
 }
 
 /// Pure ABI of one architecture: compiles and is tested on every host.

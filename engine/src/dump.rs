@@ -408,6 +408,8 @@ struct ThreadQueries {
     private_pending: Vec<[u8; sys::SIGINFO_SIZE]>,
     robust_list: (u64, u64),
     comm: String,
+    creds: pb::CredsEntry,
+    pdeath_sig: u32,
 }
 
 /// Per-process state asked through remote syscalls (in the leader).
@@ -418,6 +420,8 @@ struct ProcessQueries {
     dumpable: i32,
     shared_pending: Vec<[u8; sys::SIGINFO_SIZE]>,
     threads: Vec<ThreadQueries>,
+    child_subreaper: bool,
+    thp_disabled: bool,
 }
 
 fn query_process(process: &FrozenProcess, collected: &Collected) -> Result<ProcessQueries, DumpError> {
@@ -497,15 +501,24 @@ fn query_process(process: &FrozenProcess, collected: &Collected) -> Result<Proce
                 .map_err(io_err(pid, "read thread comm"))?
                 .trim_end_matches('\n')
                 .to_string();
-            threads.push(ThreadQueries { altstack, clear_tid_addr, private_pending, robust_list, comm });
+            let status = fs::read_to_string(format!("/proc/{pid}/task/{}/status", thread.tid))
+                .map_err(io_err(pid, "read thread status"))?;
+            let mut creds = creds_from_status(&procfs::parse_key_values(&status));
+            creds.secbits = call(&mut remote, Sys::Prctl, [libc::PR_GET_SECUREBITS as u64, 0, 0, 0, 0, 0])? as u32;
+            call(&mut remote, Sys::Prctl, [libc::PR_GET_PDEATHSIG as u64, scratch, 0, 0, 0, 0])?;
+            let pdeath_sig = word(&read_scratch(8)?, 0) as u32;
+            threads.push(ThreadQueries { altstack, clear_tid_addr, private_pending, robust_list, comm, creds, pdeath_sig });
         }
-        Ok((sigactions, itimers, brk, dumpable, threads))
+        call(&mut remote, Sys::Prctl, [libc::PR_GET_CHILD_SUBREAPER as u64, scratch, 0, 0, 0, 0])?;
+        let child_subreaper = word(&read_scratch(8)?, 0) as u32 != 0;
+        let thp_disabled = call(&mut remote, Sys::Prctl, [libc::PR_GET_THP_DISABLE as u64, 0, 0, 0, 0, 0])? != 0;
+        Ok((sigactions, itimers, brk, dumpable, threads, child_subreaper, thp_disabled))
     })();
     // The scratch page goes whatever happened.
     let unmapped = call(&mut remote, Sys::Munmap, [scratch, page, 0, 0, 0, 0]);
-    let (sigactions, itimers, brk, dumpable, threads) = result?;
+    let (sigactions, itimers, brk, dumpable, threads, child_subreaper, thp_disabled) = result?;
     unmapped?;
-    Ok(ProcessQueries { sigactions, itimers, brk, dumpable, shared_pending, threads })
+    Ok(ProcessQueries { sigactions, itimers, brk, dumpable, shared_pending, threads, child_subreaper, thp_disabled })
 }
 
 /// CRIU's task states.
@@ -581,7 +594,6 @@ fn write_images(
         let pid = process.pid;
         let ids = ids_of(index);
         let stat = &collected.stat;
-        let creds = creds_from_status(&collected.status);
         for (thread_index, (thread, tq)) in process.threads.iter().zip(&queries.threads).enumerate() {
             let mut core = pb::CoreEntry {
                 mtype: HostArch::CORE_MTYPE,
@@ -592,7 +604,8 @@ fn write_images(
                     blk_sigset: Some(thread.sigmask),
                     sas: Some(tq.altstack),
                     signals_p: Some(siginfos(&tq.private_pending)),
-                    creds: Some(creds.clone()),
+                    creds: Some(tq.creds.clone()),
+                    pdeath_sig: Some(tq.pdeath_sig),
                     comm: Some(tq.comm.clone()),
                     rseq_entry: thread.rseq.map(|r| pb::RseqEntry {
                         rseq_abi_pointer: r.pointer,
@@ -623,6 +636,7 @@ fn write_images(
                     signals_s: Some(siginfos(&queries.shared_pending)),
                     sigactions: queries.sigactions.clone(),
                     stop_signo: process.stopped.then_some(libc::SIGSTOP as u32),
+                    child_subreaper: Some(queries.child_subreaper),
                     ..Default::default()
                 });
             }
@@ -649,6 +663,7 @@ fn write_images(
             mm_saved_auxv: collected.auxv.clone(),
             vmas,
             dumpable: Some(queries.dumpable),
+            thp_disabled: Some(queries.thp_disabled),
             ..Default::default()
         };
         let mut w = ImageWriter::create(dir, ImageKind::Mm, pid as u64).map_err(image(pid))?;
@@ -693,6 +708,7 @@ fn creds_from_status(status: &BTreeMap<String, String>) -> pb::CredsEntry {
         cap_bnd: caps("CapBnd"),
         cap_amb: caps("CapAmb"),
         secbits: 0,
+        no_new_privs: status.get("NoNewPrivs").and_then(|v| v.parse().ok()),
         groups: status
             .get("Groups")
             .map(|g| g.split_whitespace().filter_map(|v| v.parse().ok()).collect())

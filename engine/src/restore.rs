@@ -570,8 +570,11 @@ fn plan(
         0,
         "prctl(PR_SET_MM_MAP)".into(),
     );
-    if let Some(dumpable) = mm.dumpable {
-        program.call(Sys::Prctl, [libc::PR_SET_DUMPABLE as u64, dumpable as u64, 0, 0, 0, 0], RestorerOp::CHECK_NONE, 0, "set dumpable".into());
+    if mm.thp_disabled == Some(true) {
+        program.call(Sys::Prctl, [libc::PR_SET_THP_DISABLE as u64, 1, 0, 0, 0, 0], RestorerOp::CHECK_EQ, 0, "disable THP".into());
+    }
+    if leader_core.tc.as_ref().and_then(|t| t.child_subreaper) == Some(true) {
+        program.call(Sys::Prctl, [libc::PR_SET_CHILD_SUBREAPER as u64, 1, 0, 0, 0, 0], RestorerOp::CHECK_EQ, 0, "child subreaper".into());
     }
     // 5. Signal handlers, altstack, timers, limits, personality.
     let tc = leader_core.tc.clone().unwrap_or_default();
@@ -620,20 +623,6 @@ fn plan(
     for fd in [error_fd, sync_fd] {
         program.call(Sys::Close, [fd as u64, 0, 0, 0, 0, 0], RestorerOp::CHECK_NONE, 0, format!("close helper fd {fd}"));
     }
-    let thread_core = leader_core.thread_core.clone().unwrap_or_default();
-    if let Some(creds) = &thread_core.creds {
-        let own = procfs::parse_key_values(&fs::read_to_string("/proc/self/status").unwrap_or_default());
-        let own_uid = own.get("Uid").and_then(|v| procfs::parse_id_quad(v)).unwrap_or([0; 4]);
-        let own_gid = own.get("Gid").and_then(|v| procfs::parse_id_quad(v)).unwrap_or([0; 4]);
-        if own_uid != [creds.uid, creds.euid, creds.suid, creds.fsuid] || own_gid != [creds.gid, creds.egid, creds.sgid, creds.fsgid] {
-            let groups: Vec<u8> = creds.groups.iter().flat_map(|g| g.to_ne_bytes()).collect();
-            let groups_addr = program.data(&groups);
-            program.call(Sys::Setgroups, [creds.groups.len() as u64, groups_addr, 0, 0, 0, 0], RestorerOp::CHECK_EQ, 0, "setgroups".into());
-            program.call(Sys::Setresgid, [creds.gid as u64, creds.egid as u64, creds.sgid as u64, 0, 0, 0], RestorerOp::CHECK_EQ, 0, "setresgid".into());
-            program.call(Sys::Setresuid, [creds.uid as u64, creds.euid as u64, creds.suid as u64, 0, 0, 0], RestorerOp::CHECK_EQ, 0, "setresuid".into());
-        }
-    }
-
     // Per-thread state the tracer injects into each thread, with its data in the arena.
     let mut thread_ops = Vec::new();
     for (core, &tid) in process.cores.iter().zip(process.pstree.threads.iter()) {
@@ -663,6 +652,16 @@ fn plan(
             let (signo, addr) = siginfo_data(&mut program, &info.siginfo);
             ops.push((Sys::RtTgsigqueueinfo, [pid as u64, tid as u64, signo, addr, 0, 0], format!("tid {tid}: queue signal {signo}")));
         }
+        if let Some(signal) = tcore.pdeath_sig.filter(|&s| s != 0) {
+            ops.push((Sys::Prctl, [libc::PR_SET_PDEATHSIG as u64, signal as u64, 0, 0, 0, 0], format!("tid {tid}: pdeathsig")));
+        }
+        if let Some(creds) = &tcore.creds {
+            ops.extend(creds_ops(&mut program, creds, tid));
+        }
+        // Changing credentials resets dumpable: the process's own value goes last.
+        if let (Some(dumpable), true) = (mm.dumpable, tid as i32 == pid) {
+            ops.push((Sys::Prctl, [libc::PR_SET_DUMPABLE as u64, dumpable as u64, 0, 0, 0, 0], format!("tid {tid}: dumpable")));
+        }
         thread_ops.push(ops);
     }
 
@@ -686,6 +685,69 @@ fn plan(
         helpers,
         thread_ops,
     })
+}
+
+/// The syscalls that give a thread its dumped credentials, in an order that keeps the
+/// privilege each step needs until it is done: groups, xids (with SECURE_NO_SETUID_FIXUP
+/// so capabilities survive leaving root), securebits, bounding set, capabilities,
+/// ambient capabilities, no_new_privs. Nothing when they equal crust's own.
+fn creds_ops(program: &mut Program, creds: &pb::CredsEntry, tid: u32) -> Vec<(Sys, [u64; 6], String)> {
+    let own = procfs::parse_key_values(&fs::read_to_string("/proc/thread-self/status").unwrap_or_default());
+    let quad = |key: &str| own.get(key).and_then(|v| procfs::parse_id_quad(v)).unwrap_or([0; 4]);
+    let caps = |key: &str| own.get(key).and_then(|v| u64::from_str_radix(v, 16).ok()).unwrap_or(0);
+    let image_caps = |words: &[u32]| words.iter().enumerate().fold(0u64, |acc, (i, w)| acc | ((*w as u64) << (32 * i)));
+    let own_groups: Vec<u32> = own.get("Groups").map(|g| g.split_whitespace().filter_map(|v| v.parse().ok()).collect()).unwrap_or_default();
+    let same = quad("Uid") == [creds.uid, creds.euid, creds.suid, creds.fsuid]
+        && quad("Gid") == [creds.gid, creds.egid, creds.sgid, creds.fsgid]
+        && own_groups == creds.groups
+        && caps("CapInh") == image_caps(&creds.cap_inh)
+        && caps("CapPrm") == image_caps(&creds.cap_prm)
+        && caps("CapEff") == image_caps(&creds.cap_eff)
+        && caps("CapBnd") == image_caps(&creds.cap_bnd)
+        && caps("CapAmb") == image_caps(&creds.cap_amb)
+        && creds.secbits == 0;
+    let mut ops = Vec::new();
+    if !same {
+        const SECURE_NO_SETUID_FIXUP: u64 = 1 << 2;
+        let groups: Vec<u8> = creds.groups.iter().flat_map(|g| g.to_ne_bytes()).collect();
+        let groups_addr = program.data(&groups);
+        ops.push((Sys::Setgroups, [creds.groups.len() as u64, groups_addr, 0, 0, 0, 0], format!("tid {tid}: setgroups")));
+        ops.push((Sys::Prctl, [libc::PR_SET_SECUREBITS as u64, SECURE_NO_SETUID_FIXUP, 0, 0, 0, 0], format!("tid {tid}: keep caps across setuid")));
+        ops.push((Sys::Setresgid, [creds.gid as u64, creds.egid as u64, creds.sgid as u64, 0, 0, 0], format!("tid {tid}: setresgid")));
+        ops.push((Sys::Setfsgid, [creds.fsgid as u64, 0, 0, 0, 0, 0], format!("tid {tid}: setfsgid")));
+        ops.push((Sys::Setresuid, [creds.uid as u64, creds.euid as u64, creds.suid as u64, 0, 0, 0], format!("tid {tid}: setresuid")));
+        ops.push((Sys::Setfsuid, [creds.fsuid as u64, 0, 0, 0, 0, 0], format!("tid {tid}: setfsuid")));
+        ops.push((Sys::Prctl, [libc::PR_SET_SECUREBITS as u64, creds.secbits as u64, 0, 0, 0, 0], format!("tid {tid}: securebits")));
+        let last_cap: u64 = fs::read_to_string("/proc/sys/kernel/cap_last_cap").ok().and_then(|v| v.trim().parse().ok()).unwrap_or(40);
+        let bounding = image_caps(&creds.cap_bnd);
+        for cap in 0..=last_cap {
+            if bounding & (1 << cap) == 0 {
+                ops.push((Sys::Prctl, [libc::PR_CAPBSET_DROP as u64, cap, 0, 0, 0, 0], format!("tid {tid}: drop cap {cap} from the bounding set")));
+            }
+        }
+        // capset: header {version 3, pid 0}, then two {effective, permitted, inheritable}.
+        let header = program.data(&[0x22, 0x05, 0x08, 0x20, 0, 0, 0, 0]);
+        let word = |v: &[u32], i: usize| v.get(i).copied().unwrap_or(0);
+        let data: Vec<u8> = [
+            word(&creds.cap_eff, 0), word(&creds.cap_prm, 0), word(&creds.cap_inh, 0),
+            word(&creds.cap_eff, 1), word(&creds.cap_prm, 1), word(&creds.cap_inh, 1),
+        ]
+        .iter()
+        .flat_map(|w| w.to_ne_bytes())
+        .collect();
+        let data_addr = program.data(&data);
+        ops.push((Sys::Capset, [header, data_addr, 0, 0, 0, 0], format!("tid {tid}: capset")));
+        let ambient = image_caps(&creds.cap_amb);
+        for cap in 0..=last_cap {
+            if ambient & (1 << cap) != 0 {
+                ops.push((Sys::Prctl, [libc::PR_CAP_AMBIENT as u64, libc::PR_CAP_AMBIENT_RAISE as u64, cap, 0, 0, 0], format!("tid {tid}: ambient cap {cap}")));
+            }
+        }
+    }
+    if creds.no_new_privs == Some(1) {
+        ops.push((Sys::Prctl, [libc::PR_SET_NO_NEW_PRIVS as u64, 1, 0, 0, 0, 0], format!("tid {tid}: no_new_privs")));
+    }
+    ops
 }
 
 /// Puts a siginfo in the arena; returns its signal number and address.

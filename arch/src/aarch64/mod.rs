@@ -123,6 +123,9 @@ impl crate::Abi for Aarch64 {
             Sys::Clone3 => 435,
             Sys::SetRobustList => 99,
             Sys::SetTidAddress => 96,
+            Sys::Setfsuid => 151,
+            Sys::Setfsgid => 152,
+            Sys::Capset => 91,
         })
     }
 

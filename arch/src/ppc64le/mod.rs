@@ -151,6 +151,9 @@ impl crate::Abi for Ppc64le {
             Sys::Clone3 => 435,
             Sys::SetRobustList => 300,
             Sys::SetTidAddress => 232,
+            Sys::Setfsuid => 138,
+            Sys::Setfsgid => 139,
+            Sys::Capset => 184,
         })
     }
 

@@ -106,6 +106,9 @@ impl crate::Abi for S390x {
             Sys::Clone3 => 435,
             Sys::SetRobustList => 304,
             Sys::SetTidAddress => 252,
+            Sys::Setfsuid => 215,
+            Sys::Setfsgid => 216,
+            Sys::Capset => 185,
         })
     }
 

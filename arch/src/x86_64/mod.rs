@@ -117,6 +117,9 @@ impl crate::Abi for X86_64 {
             Sys::Clone3 => 435,
             Sys::SetRobustList => 273,
             Sys::SetTidAddress => 218,
+            Sys::Setfsuid => 122,
+            Sys::Setfsgid => 123,
+            Sys::Capset => 126,
         })
     }
 
