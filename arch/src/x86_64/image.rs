@@ -59,6 +59,7 @@ pub fn thread_info(regs: &ThreadRegs<Regs>, clear_tid_addr: u64, layout: &xsave:
         zmm_upper: if has(6) { u64s(x, component(6).0, 64) } else { Vec::new() },
         hi16_zmm: if has(7) { u64s(x, component(7).0, 128) } else { Vec::new() },
         pkru: if has(9) { u32s(x, component(9).0, 2) } else { Vec::new() },
+        ..Default::default()
     });
     let fpregs = pb::UserX86FpregsEntry {
         cwd: u16_at(x, 0),
