@@ -611,6 +611,7 @@ fn write_images(
                         rseq_abi_pointer: r.pointer,
                         rseq_abi_size: r.size,
                         signature: r.signature,
+                        ..Default::default()
                     }),
                     ..Default::default()
                 }),
