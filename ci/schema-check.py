@@ -6,7 +6,7 @@ import os
 import sys
 
 import google.protobuf.descriptor as descriptor
-from google.protobuf.descriptor_pb2 import FieldDescriptorProto
+from google.protobuf.descriptor_pb2 import FieldDescriptorProto, FileDescriptorProto
 import pycriu.images  # noqa: F401  (puts the *_pb2 modules on sys.path and loads them)
 import opts_pb2
 
@@ -29,6 +29,28 @@ def criu_options(field):
     return {option.name: value for option, value in criu.ListFields()}
 
 
+def explicit_defaults(file_descriptor):
+    """(message full name, field name) -> the [default = ...] text, as written in the .proto."""
+    file_proto = FileDescriptorProto.FromString(file_descriptor.serialized_pb)
+    defaults = {}
+
+    def walk(message_proto, prefix):
+        full_name = prefix + message_proto.name
+        for field_proto in message_proto.field:
+            if field_proto.HasField("default_value"):
+                defaults[(full_name, field_proto.name)] = field_proto.default_value
+        for nested in message_proto.nested_type:
+            walk(nested, full_name + ".")
+
+    package = file_proto.package + "." if file_proto.package else ""
+    for message_proto in file_proto.message_type:
+        walk(message_proto, package)
+    return defaults
+
+
+DEFAULTS = {}
+
+
 def field_json(field):
     type_name = ""
     if field.message_type is not None:
@@ -41,6 +63,7 @@ def field_json(field):
         "label": LABELS[field.label],
         "type": TYPES[field.type],
         "type_name": type_name,
+        "default": DEFAULTS.get((field.containing_type.full_name, field.name)),
         "options": criu_options(field),
     }
 
@@ -71,16 +94,32 @@ def main():
             continue
         module = __import__(module_file[: -len(".py")])
         file_descriptor = module.DESCRIPTOR
+        DEFAULTS.update(explicit_defaults(file_descriptor))
         for message in file_descriptor.message_types_by_name.values():
             walk_message(message, file_descriptor.name, messages, enums)
         for enum in file_descriptor.enum_types_by_name.values():
             walk_enum(enum, file_descriptor.name, enums)
-    json.dump(
-        {"messages": dict(sorted(messages.items())), "enums": dict(sorted(enums.items()))},
-        sys.stdout,
-        indent=1,
-    )
-    sys.stdout.write("\n")
+    write_compact(messages, enums, sys.stdout)
+
+
+def write_compact(messages, enums, out):
+    """One message per block and one field per line, so a diff names the field."""
+    def line(value):
+        return json.dumps(value, sort_keys=False)
+
+    out.write('{\n "messages": {\n')
+    for index, (name, message) in enumerate(sorted(messages.items())):
+        out.write('  %s: {"file": %s, "fields": [' % (line(name), line(message["file"])))
+        fields = message["fields"]
+        for field_index, field in enumerate(fields):
+            out.write("\n   " + line(field) + ("," if field_index + 1 < len(fields) else ""))
+        out.write("\n  ]}" if fields else "]}")
+        out.write(",\n" if index + 1 < len(messages) else "\n")
+    out.write(' },\n "enums": {\n')
+    for index, (name, enum) in enumerate(sorted(enums.items())):
+        out.write("  %s: {\"file\": %s, \"values\": %s}" % (line(name), line(enum["file"]), line(enum["values"])))
+        out.write(",\n" if index + 1 < len(enums) else "\n")
+    out.write(" }\n}\n")
 
 
 main()

@@ -446,11 +446,11 @@ fn explore_rss(dump: &mut Dump, out: &mut impl Write) -> anyhow::Result<()> {
         let mut vma_index = 0usize;
         let mut previous_vma: Option<usize> = None;
         for run in runs {
-            let run_text = format!("\t{:x} / {:<8}", run.vaddr, run.nr_pages);
+            let run_text = format!("\t{:x} / {:<8}", run.vaddr, run.page_count());
             while vma_index < vmas.len() && vmas[vma_index].end <= run.vaddr {
                 vma_index += 1;
             }
-            let run_end = run.vaddr + (u64::from(run.nr_pages) << 12);
+            let run_end = run.vaddr + (run.page_count() << 12);
             let mut vma_text = String::new();
             while vma_index < vmas.len() && vmas[vma_index].start < run_end {
                 let vma = &vmas[vma_index];
@@ -563,7 +563,7 @@ fn info_dir(dump: &mut Dump, out: &mut impl Write) -> anyhow::Result<()> {
                         run.flags.unwrap_or(crust_images::PE_PRESENT) & crust_images::PE_PRESENT
                             != 0
                     })
-                    .map(|run| u64::from(run.nr_pages))
+                    .map(|run| run.page_count())
                     .sum();
             }
         }

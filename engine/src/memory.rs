@@ -76,12 +76,7 @@ pub(crate) fn dump_memory(
                         let run = i - first;
                         copy_pages(pid, mem, addr, run * page, &mut buffer, &mut pages_out)?;
                         pagemap_out
-                            .write_entry(&pb::PagemapEntry {
-                                vaddr: addr,
-                                nr_pages: run as u32,
-                                flags: Some(PE_PRESENT),
-                                ..Default::default()
-                            })
+                            .write_entry(&pb::PagemapEntry::run(addr, run, PE_PRESENT))
                             .map_err(|source| DumpError::Image { pid, source })?;
                         total_pages += run;
                         run_start = None;

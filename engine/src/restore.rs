@@ -491,11 +491,11 @@ fn plan(
             if entry.vaddr >= vma.end {
                 break;
             }
-            let bytes = entry.nr_pages as u64 * page;
+            let bytes = entry.page_count() * page;
             if entry.vaddr < vma.start || entry.vaddr + bytes > vma.end {
                 return Err(RestoreError::BadImage {
                     image: "pagemap".into(),
-                    what: format!("entry {:#x}+{} pages crosses vma {:#x}-{:#x}", entry.vaddr, entry.nr_pages, vma.start, vma.end),
+                    what: format!("entry {:#x}+{} pages crosses vma {:#x}-{:#x}", entry.vaddr, entry.page_count(), vma.start, vma.end),
                 });
             }
             runs.push((entry.vaddr, bytes, page_offset));

@@ -15,6 +15,27 @@ pub const PE_LAZY: u32 = 1 << 1;
 /// `pagemap_entry.flags`: the pages are stored in this dump's pages file.
 pub const PE_PRESENT: u32 = 1 << 2;
 
+impl pb::PagemapEntry {
+    /// A run of `nr_pages` pages at `vaddr`, written as CRIU 4.2 reads it (`nr_pages`,
+    /// field 5) and as older readers do (`compat_nr_pages`, field 2, when it fits).
+    pub fn run(vaddr: u64, nr_pages: u64, flags: u32) -> pb::PagemapEntry {
+        pb::PagemapEntry {
+            vaddr,
+            compat_nr_pages: u32::try_from(nr_pages).unwrap_or(0),
+            in_parent: None,
+            flags: Some(flags),
+            nr_pages: Some(nr_pages),
+        }
+    }
+
+    /// The run's page count: `nr_pages` (field 5) when present, else `compat_nr_pages`
+    /// (images from before CRIU 4.2).
+    pub fn page_count(&self) -> u64 {
+        self.nr_pages
+            .unwrap_or_else(|| u64::from(self.compat_nr_pages))
+    }
+}
+
 /// One run of pages from a pagemap.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PageRun {
@@ -77,7 +98,7 @@ impl PagemapReader {
         let mut pages_offset = 0u64;
         for (position, entry) in entries.iter().enumerate() {
             let index = position + 1; // the head is entry 0
-            let nr_pages = u64::from(entry.nr_pages);
+            let nr_pages = entry.page_count();
             let overflow = || ImageError::PagemapOverflow {
                 file: file.to_owned(),
                 index,
@@ -209,13 +230,8 @@ mod tests {
 
     const PAGE: u64 = 4096;
 
-    fn entry(vaddr: u64, nr_pages: u32, flags: u32) -> pb::PagemapEntry {
-        pb::PagemapEntry {
-            vaddr,
-            nr_pages,
-            in_parent: None,
-            flags: Some(flags),
-        }
+    fn entry(vaddr: u64, nr_pages: u64, flags: u32) -> pb::PagemapEntry {
+        pb::PagemapEntry::run(vaddr, nr_pages, flags)
     }
 
     fn head() -> pb::PagemapHead {
@@ -246,20 +262,39 @@ mod tests {
         let old = [
             pb::PagemapEntry {
                 vaddr: 0x1000,
-                nr_pages: 1,
+                compat_nr_pages: 1,
                 in_parent: Some(true),
                 flags: None,
+                nr_pages: None,
             },
             pb::PagemapEntry {
                 vaddr: 0x2000,
-                nr_pages: 1,
+                compat_nr_pages: 1,
                 in_parent: None,
                 flags: None,
+                nr_pages: None,
             },
         ];
         let map = PagemapReader::from_parts("p", &head(), &old, PAGE, PAGE).expect("valid");
         assert_eq!(map.offset_of(0x1000), None);
         assert_eq!(map.offset_of(0x2000), Some(0));
+    }
+
+    #[test]
+    fn nr_pages_wins_over_compat_nr_pages() {
+        // CRIU 4.2 writes 0 in compat_nr_pages and the count in nr_pages
+        let criu_4_2 = [pb::PagemapEntry {
+            vaddr: 0x1000,
+            compat_nr_pages: 0,
+            in_parent: None,
+            flags: Some(PE_PRESENT),
+            nr_pages: Some(3),
+        }];
+        let map = PagemapReader::from_parts("p", &head(), &criu_4_2, 3 * PAGE, PAGE).expect("valid");
+        assert_eq!(map.offset_of(0x3fff), Some(0x2fff));
+        assert_eq!(map.stored_pages(), 3);
+        let big = pb::PagemapEntry::run(0, 1 << 33, PE_PRESENT);
+        assert_eq!((big.compat_nr_pages, big.page_count()), (0, 1 << 33));
     }
 
     #[test]

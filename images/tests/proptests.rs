@@ -207,8 +207,8 @@ proptest! {
     }
 
     #[test]
-    fn arbitrary_pagemaps_never_panic(entries in proptest::collection::vec((any::<u64>(), any::<u32>(), proptest::option::of(any::<u32>()), proptest::option::of(any::<bool>())), 0..8), pages_len in any::<u64>(), page_shift in 0u32..20) {
-        let entries: Vec<pb::PagemapEntry> = entries.into_iter().map(|(vaddr, nr_pages, flags, in_parent)| pb::PagemapEntry { vaddr, nr_pages, in_parent, flags }).collect();
+    fn arbitrary_pagemaps_never_panic(entries in proptest::collection::vec((any::<u64>(), any::<u32>(), proptest::option::of(any::<u32>()), proptest::option::of(any::<bool>()), proptest::option::of(any::<u64>())), 0..8), pages_len in any::<u64>(), page_shift in 0u32..20) {
+        let entries: Vec<pb::PagemapEntry> = entries.into_iter().map(|(vaddr, compat_nr_pages, flags, in_parent, nr_pages)| pb::PagemapEntry { vaddr, compat_nr_pages, in_parent, flags, nr_pages }).collect();
         if let Ok(map) = PagemapReader::from_parts("p", &pb::PagemapHead { pages_id: 1 }, &entries, pages_len, 1 << page_shift) {
             for entry in &entries {
                 let _ = map.offset_of(entry.vaddr);

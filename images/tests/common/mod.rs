@@ -236,11 +236,6 @@ pub fn dump_fixtures() -> Vec<Fixture> {
                 id_for: 5,
                 length: 4,
                 scm: vec![],
-                ucred: Some(pb::SkUcredEntry {
-                    uid: 0,
-                    gid: 0,
-                    pid: 1000,
-                }),
             })
             .expect("vec");
         writer.write_payload(b"ping").expect("vec");
@@ -268,6 +263,7 @@ pub fn dump_fixtures() -> Vec<Fixture> {
                 }),
                 chunks: None,
                 size: Some(6),
+                symlnk_target: None,
             })
             .expect("vec");
         writer.write_payload(b"ghost\n").expect("vec");
@@ -347,6 +343,9 @@ pub fn dump_fixtures() -> Vec<Fixture> {
                 mq_msgsize_max: 8192,
                 mq_msg_default: Some(10),
                 mq_msgsize_default: Some(8192),
+                msg_next_id: Some(u32::MAX),
+                sem_next_id: None,
+                shm_next_id: None,
             }],
         ),
     );
@@ -359,6 +358,7 @@ pub fn dump_fixtures() -> Vec<Fixture> {
                 desc: ipc_desc(1),
                 size: 5,
                 in_pagemaps: None,
+                hugetlb_flag: None,
             })
             .expect("vec");
         writer.write_payload(b"shm!!\0\0\0").expect("vec");
@@ -367,6 +367,7 @@ pub fn dump_fixtures() -> Vec<Fixture> {
                 desc: ipc_desc(2),
                 size: 4096,
                 in_pagemaps: Some(true),
+                hugetlb_flag: None,
             })
             .expect("vec");
         writer.into_inner().expect("vec")
@@ -653,7 +654,7 @@ fn x86_thread_info(tid: u32) -> pb::ThreadInfoX86 {
             read_exec_only: true,
             limit_in_pages: false,
             seg_not_present: true,
-            useable: false,
+            usable: false,
         }],
     }
 }
@@ -737,24 +738,16 @@ pub fn pagemap_and_pages(pid: u32) -> (Vec<u8>, Vec<u8>) {
         .write_entry(&pb::PagemapHead { pages_id: pid })
         .expect("vec");
     for entry in [
-        pb::PagemapEntry {
-            vaddr: 0x60_2000,
-            nr_pages: 2,
-            in_parent: None,
-            flags: Some(crust_images::PE_PRESENT),
-        },
+        pb::PagemapEntry::run(0x60_2000, 2, crust_images::PE_PRESENT),
+        // as written before CRIU 4.2: the count only in compat_nr_pages
         pb::PagemapEntry {
             vaddr: 0x7ffd_0000_1000,
-            nr_pages: 1,
+            compat_nr_pages: 1,
             in_parent: None,
             flags: Some(crust_images::PE_PARENT),
+            nr_pages: None,
         },
-        pb::PagemapEntry {
-            vaddr: 0x7ffd_0000_2000,
-            nr_pages: 1,
-            in_parent: None,
-            flags: Some(crust_images::PE_PRESENT),
-        },
+        pb::PagemapEntry::run(0x7ffd_0000_2000, 1, crust_images::PE_PRESENT),
     ] {
         writer.write_entry(&entry).expect("vec");
     }
