@@ -1,0 +1,222 @@
+//! `crust-bench`: runs the side-by-side benchmark (`cargo xtest bench` builds crust and
+//! this binary, then hands over here).
+//!
+//! ```text
+//! crust-bench --crust PATH [--quick] [--vs-criu PATH] [--sizes 64M,256M,1G] [--reps N]
+//!             [--only NAME,...] [--out DIR] [--scratch DIR]
+//! ```
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use crust_benches::engine::{run_round, Engine, EngineKind, Outcome, RoundPlace};
+use crust_benches::report::{failure_notes, markdown_table, time_vs_size_svg, Row, Summary};
+use crust_benches::sys;
+use crust_benches::workload::{parse_size, Workload};
+
+/// What the command line asks for.
+struct Options {
+    crust: PathBuf,
+    criu: Option<PathBuf>,
+    quick: bool,
+    sizes: Vec<u64>,
+    reps: usize,
+    only: Option<Vec<String>>,
+    out: Option<PathBuf>,
+    scratch: PathBuf,
+}
+
+fn main() -> anyhow::Result<()> {
+    let options = parse_options(std::env::args().skip(1).collect())?;
+    sys::become_subreaper().context("become a child subreaper")?;
+    let workloads = select_workloads(&options);
+    let mut engines = vec![Engine { kind: EngineKind::Crust, path: options.crust.clone() }];
+    if let Some(criu) = &options.criu {
+        engines.push(Engine { kind: EngineKind::Criu, path: criu.clone() });
+    }
+    std::fs::create_dir_all(&options.scratch).with_context(|| format!("create {}", options.scratch.display()))?;
+    let place = RoundPlace { scratch: &options.scratch };
+
+    // outcomes[workload][engine]
+    let mut outcomes: Vec<Vec<Vec<Outcome>>> = vec![vec![Vec::new(); engines.len()]; workloads.len()];
+    for rep in 0..options.reps {
+        for (w, workload) in workloads.iter().enumerate() {
+            // Alternate which engine goes first, so neither always meets a warm cache.
+            let mut order: Vec<usize> = (0..engines.len()).collect();
+            if rep % 2 == 1 {
+                order.reverse();
+            }
+            for e in order {
+                let engine = &engines[e];
+                // A refusal does not change between rounds; a round over 30 s is not repeated
+                // (the default run must stay short).
+                let earlier_refusal = outcomes[w][e].iter().any(|o| matches!(o, Outcome::Unsupported(_)));
+                let too_slow = outcomes[w][e].iter().any(|o| matches!(o, Outcome::Measured(f) if f.dump_ms + f.restore_ms > 30_000.0));
+                if earlier_refusal || too_slow {
+                    continue;
+                }
+                let outcome = match run_round(engine, workload, &place) {
+                    Ok(outcome) => outcome,
+                    Err(error) => Outcome::Failed(format!("harness: {error:#}")),
+                };
+                eprintln!("[{}/{}] {:<12} {:<5} {}", rep + 1, options.reps, workload.name, engine.name(), describe(&outcome));
+                outcomes[w][e].push(outcome);
+            }
+        }
+    }
+
+    let rows: Vec<Row> = workloads
+        .iter()
+        .zip(&outcomes)
+        .map(|(workload, per_engine)| Row {
+            workload: workload.clone(),
+            crust: Summary::from_outcomes(&per_engine[0]),
+            criu: (engines.len() > 1).then(|| Summary::from_outcomes(&per_engine[1])),
+        })
+        .collect();
+    let table = markdown_table(&rows);
+    println!("{table}");
+    for note in failure_notes(&rows) {
+        println!("- {note}");
+    }
+
+    let out = options.out.clone().unwrap_or_else(|| {
+        if options.quick {
+            options.scratch.join("report")
+        } else {
+            PathBuf::from("docs/bench")
+        }
+    });
+    std::fs::create_dir_all(&out).with_context(|| format!("create {}", out.display()))?;
+    let report = report_markdown(&options, &engines, &table, &failure_notes(&rows));
+    std::fs::write(out.join("report.md"), report).with_context(|| format!("write {}/report.md", out.display()))?;
+    std::fs::write(out.join("time_vs_size.svg"), time_vs_size_svg(&rows))
+        .with_context(|| format!("write {}/time_vs_size.svg", out.display()))?;
+    eprintln!("wrote {}/report.md and time_vs_size.svg", out.display());
+    let broken = rows.iter().any(|r| matches!(r.crust, Summary::Failed(_)));
+    if broken {
+        bail!("a crust round failed on a workload it did not refuse (see the table)");
+    }
+    Ok(())
+}
+
+fn describe(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Measured(f) => format!(
+            "freeze {} ms, dump {:.1} ms, restore {:.1} ms, image {:.1} MiB, rss {}/{} MiB, verified",
+            f.freeze_ms.map(|v| format!("{v:.1}")).unwrap_or_else(|| "?".into()),
+            f.dump_ms,
+            f.restore_ms,
+            f.image_bytes as f64 / (1 << 20) as f64,
+            f.dump_rss_kib / 1024,
+            f.restore_rss_kib / 1024
+        ),
+        Outcome::Unsupported(reason) => format!("unsupported: {reason}"),
+        Outcome::Failed(reason) => format!("FAILED: {reason}"),
+    }
+}
+
+fn select_workloads(options: &Options) -> Vec<Workload> {
+    let mut workloads = vec![Workload::idle()];
+    workloads.extend(options.sizes.iter().map(|&bytes| Workload::anon(bytes)));
+    workloads.push(Workload::counted("vmas", 10_000));
+    workloads.push(Workload::counted("threads", 100));
+    workloads.push(Workload::counted("tree", 100));
+    workloads.push(Workload::counted("fds", 10_000));
+    if let Some(only) = &options.only {
+        workloads.retain(|w| only.iter().any(|name| name == &w.name || name == w.kind));
+    }
+    workloads
+}
+
+fn parse_options(args: Vec<String>) -> anyhow::Result<Options> {
+    let mut crust = None;
+    let mut criu = None;
+    let mut quick = false;
+    let mut sizes = None;
+    let mut reps = None;
+    let mut only = None;
+    let mut out = None;
+    let mut scratch = PathBuf::from("target/bench");
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| args.next().with_context(|| format!("{name} needs a value"));
+        match arg.as_str() {
+            "--crust" => crust = Some(PathBuf::from(value("--crust")?)),
+            "--vs-criu" => criu = Some(PathBuf::from(value("--vs-criu")?)),
+            "--quick" => quick = true,
+            "--sizes" => {
+                sizes = Some(value("--sizes")?.split(',').map(parse_size).collect::<anyhow::Result<Vec<u64>>>()?)
+            }
+            "--reps" => reps = Some(value("--reps")?.parse().context("--reps N")?),
+            "--only" => only = Some(value("--only")?.split(',').map(str::to_string).collect()),
+            "--out" => out = Some(PathBuf::from(value("--out")?)),
+            "--scratch" => scratch = PathBuf::from(value("--scratch")?),
+            other => bail!("crust-bench: unknown option {other}"),
+        }
+    }
+    let crust = crust.context("--crust PATH is required")?;
+    let criu = match criu {
+        Some(path) => Some(std::fs::canonicalize(&path).with_context(|| format!("--vs-criu {}", path.display()))?),
+        None => None,
+    };
+    let default_sizes = if quick { vec![64 << 20, 256 << 20] } else { vec![64 << 20, 256 << 20, 1 << 30] };
+    Ok(Options {
+        crust: std::fs::canonicalize(&crust).with_context(|| format!("--crust {}", crust.display()))?,
+        criu,
+        quick,
+        sizes: sizes.unwrap_or(default_sizes),
+        reps: reps.unwrap_or(if quick { 1 } else { 3 }),
+        only,
+        out,
+        scratch: std::path::absolute(&scratch).unwrap_or(scratch),
+    })
+}
+
+fn report_markdown(options: &Options, engines: &[Engine], table: &str, notes: &[String]) -> String {
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let commit = std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let criu_version = options
+        .criu
+        .as_ref()
+        .and_then(|path| std::process::Command::new(path).arg("--version").output().ok())
+        .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").trim().to_string());
+    let mut text = String::new();
+    text.push_str("# crust benchmarks: freeze, dump and restore\n\n");
+    text.push_str("Written by `cargo xtest bench");
+    if options.criu.is_some() {
+        text.push_str(" --vs-criu ci/criu");
+    }
+    text.push_str("`. ");
+    text.push_str(&format!(
+        "Medians of {} round(s) per cell, engines alternating; kernel {}, crust {}{}, images on local disk (page cache warm).\n\n",
+        options.reps,
+        kernel.trim(),
+        if commit.is_empty() { "?" } else { &commit },
+        criu_version.map(|v| format!(", CRIU {v}")).unwrap_or_default()
+    ));
+    text.push_str(&format!(
+        "Engines: {}. Each round starts the workload, dumps it (the dump kills it), restores it with `restore -d`, \
+         and checks the restored process's memory checksum, threads, children and fds against the ones it had \
+         before the dump: a round that restores a different process counts as failed, never as a time.\n\n",
+        engines.iter().map(|e| e.name()).collect::<Vec<_>>().join(", ")
+    ));
+    text.push_str(
+        "freeze: how long the target was stopped (crust: seize to kill, from `-v3`; CRIU: `frozen_time` of \
+         stats-dump). dump/restore: wall time of the command. RSS: peak resident set of the command (wait4).\n\n",
+    );
+    text.push_str(table);
+    if !notes.is_empty() {
+        text.push('\n');
+        for note in notes {
+            text.push_str(&format!("- {note}\n"));
+        }
+    }
+    text.push_str("\n![time against memory size](time_vs_size.svg)\n");
+    text
+}
