@@ -1,5 +1,6 @@
 //! `cargo xtest VERB`: the project's task runner (zdtm, demo, fuzz, bench, qemu).
 
+mod bench;
 mod fuzz;
 mod qemu;
 mod zdtm;
@@ -14,6 +15,7 @@ fn main() -> anyhow::Result<()> {
         "zdtm" => zdtm::run_zdtm(rest),
         "demo" => zdtm::run_demo(rest),
         "fuzz" => fuzz::run(rest),
+        "bench" => bench::run(rest),
         "qemu" => qemu::run_qemu_verb(rest),
         "nightly" => qemu::run_nightly(rest),
         "help" | "--help" | "-h" => {
@@ -37,6 +39,7 @@ fn print_usage() {
          zdtm --arch A|all    the same inside a qemu-system VM (aarch64, ppc64le, s390x, x86_64)\n  \
          nightly              zdtm on all four architectures in VMs, kernels refreshed\n  \
          qemu fetch A|all     fetch and cache the VM kernels\n  \
-         fuzz [--target T] [--time S]   run the cargo-fuzz targets"
+         fuzz [--target T] [--time S]   run the cargo-fuzz targets\n  \
+         bench [--quick] [--vs-criu PATH] [--sizes 64M,1G] [--criterion]   freeze/dump/restore figures, docs/bench/"
     );
 }
