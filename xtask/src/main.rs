@@ -1,6 +1,7 @@
 //! `cargo xtest VERB`: the project's task runner (zdtm, demo, fuzz, bench, qemu).
 
 mod bench;
+mod ci;
 mod fuzz;
 mod qemu;
 mod zdtm;
@@ -12,6 +13,7 @@ fn main() -> anyhow::Result<()> {
         std::process::exit(2);
     };
     match verb.as_str() {
+        "ci" => ci::run(rest),
         "zdtm" => zdtm::run_zdtm(rest),
         "demo" => zdtm::run_demo(rest),
         "fuzz" => fuzz::run(rest),
@@ -34,6 +36,7 @@ fn print_usage() {
     eprintln!(
         "usage: cargo xtest <verb> [options]\n\
          verbs:\n  \
+         ci [--quick]         the test command: unit tests, zdtm, fuzz replay and a short fuzz run\n  \
          demo                 build crust, checkpoint a live counter, restore it, show it going on\n  \
          zdtm [options]       run the zdtm suite (--filter, --iters N, --snap, --keep, --json PATH)\n  \
          zdtm --arch A|all    the same inside a qemu-system VM (aarch64, ppc64le, s390x, x86_64)\n  \
