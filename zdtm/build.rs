@@ -1,6 +1,7 @@
 //! Builds the C zdtm tests: each `c/NAME.c` (but the library `zdtmtst.c`) is linked with
 //! `zdtmtst.c` into the executable `$OUT_DIR/c-tests/NAME`; `static_bin.c` is linked
-//! `-static`. The directory is handed to the crate as `ZDTM_C_DIR`.
+//! `-static`. `rs-static/NAME.rs` is compiled by plain rustc with a static C runtime
+//! (`+crt-static`) into the same directory, handed to the crate as `ZDTM_C_DIR`.
 
 use std::path::{Path, PathBuf};
 
@@ -29,6 +30,21 @@ fn main() {
         println!("cargo:rerun-if-changed={}", source.display());
         compile_test(&source, &c_dir, &bin_dir);
     }
+    println!("cargo:rerun-if-changed=rs-static");
+    compile_static_rust(&manifest_dir.join("rs-static/static_rust.rs"), &bin_dir);
+}
+
+/// `rustc -C target-feature=+crt-static`: std only, no crate dependencies.
+fn compile_static_rust(source: &Path, bin_dir: &Path) {
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let name = source.file_stem().expect("source has a stem");
+    let status = std::process::Command::new(rustc)
+        .args(["--edition", "2021", "-O", "-g", "-C", "target-feature=+crt-static", "-o"])
+        .arg(bin_dir.join(name))
+        .arg(source)
+        .status()
+        .unwrap_or_else(|error| panic!("run rustc for {}: {error}", source.display()));
+    assert!(status.success(), "compile {}: {status}", source.display());
 }
 
 fn compile_test(source: &Path, c_dir: &Path, bin_dir: &Path) {

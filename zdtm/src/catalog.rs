@@ -7,7 +7,7 @@
 pub enum Program {
     /// A test of the multiplexed Rust binary `zdtm-rs`, by its subcommand.
     Rust(&'static str),
-    /// A C program built from `c/NAME.c` by build.rs.
+    /// A program built by build.rs: `c/NAME.c`, or `rs-static/NAME.rs` (static Rust).
     C(&'static str),
 }
 
@@ -141,6 +141,7 @@ pub const TESTS: &[TestSpec] = &[
     rust("unlinked_file"),
     c("high_fd"),
     c("static_bin"),
+    c("static_rust"),
     rust("rust_std"),
     rust("umask"),
     c("personality"),
