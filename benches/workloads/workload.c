@@ -7,7 +7,7 @@
  * It starts its own session, builds its state, writes "RESULT_PATH.ready" with a summary
  * (memory checksum, threads, live children, open fds) and closes the ready pipe: from
  * then on it holds no fd but stdio (on /dev/null) and the ones it made for the workload.
- * On SIGUSR1 it computes the same summary again and writes it to RESULT_PATH (through a
+ * On SIGUSR1 its handler computes the same summary again and writes it to RESULT_PATH (through a
  * temporary file and rename, so the reader never sees half a line). A restore that lost a
  * page, a thread, a child or an fd gives another summary than the ready one.
  */
@@ -26,7 +26,6 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-static volatile sig_atomic_t requested;
 static const char *result_path;
 static uint64_t *memory_words;
 static size_t memory_word_count;
@@ -62,16 +61,25 @@ static uint64_t checksum(void) {
     return sum;
 }
 
+/* async-signal-safe: opendir/readdir are not */
 static long count_threads(void) {
-    DIR *dir = opendir("/proc/self/task");
+    char buffer[4096];
     long count = 0;
-    struct dirent *entry;
-    if (!dir)
+    int fd = open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
         return -1;
-    while ((entry = readdir(dir)))
-        if (entry->d_name[0] != '.')
-            count++;
-    closedir(dir);
+    for (;;) {
+        long n = syscall(SYS_getdents64, fd, buffer, sizeof(buffer));
+        if (n <= 0)
+            break;
+        for (long offset = 0; offset < n;) {
+            struct dirent64 *entry = (struct dirent64 *)(buffer + offset);
+            if (entry->d_name[0] != '.')
+                count++;
+            offset += entry->d_reclen;
+        }
+    }
+    close(fd);
     return count;
 }
 
@@ -91,24 +99,56 @@ static long count_fds(void) {
     return open_count;
 }
 
+static char *put_text(char *out, const char *text) {
+    while (*text)
+        *out++ = *text++;
+    return out;
+}
+
+static char *put_number(char *out, unsigned long long value, unsigned base, int min_digits) {
+    char digits[32];
+    int n = 0;
+    do {
+        digits[n++] = "0123456789abcdef"[value % base];
+        value /= base;
+    } while (value || n < min_digits);
+    while (n)
+        *out++ = digits[--n];
+    return out;
+}
+
+/* "sum=%016llx threads=%ld children=%ld fds=%ld\n", written with async-signal-safe calls
+ * only: it runs in the SIGUSR1 handler, so no signal can slip between a check and a
+ * pause() and be lost */
 static void write_summary(const char *path) {
-    char tmp[4096], line[256];
-    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    int len = snprintf(line, sizeof(line), "sum=%016llx threads=%ld children=%ld fds=%ld\n",
-                       (unsigned long long)checksum(), count_threads(), count_children(), count_fds());
+    char tmp[4096], line[256], *out = line;
+    size_t path_len = strlen(path);
+    if (path_len + 5 > sizeof(tmp))
+        _exit(3);
+    memcpy(tmp, path, path_len);
+    memcpy(tmp + path_len, ".tmp", 5);
+    out = put_text(out, "sum=");
+    out = put_number(out, checksum(), 16, 16);
+    out = put_text(out, " threads=");
+    out = put_number(out, count_threads(), 10, 1);
+    out = put_text(out, " children=");
+    out = put_number(out, count_children(), 10, 1);
+    out = put_text(out, " fds=");
+    out = put_number(out, count_fds(), 10, 1);
+    out = put_text(out, "\n");
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0)
-        die("open summary");
-    if (write(fd, line, len) != len)
-        die("write summary");
+        _exit(4);
+    if (write(fd, line, out - line) != out - line)
+        _exit(5);
     close(fd);
     if (rename(tmp, path))
-        die("rename summary");
+        _exit(6);
 }
 
 static void on_usr1(int sig) {
     (void)sig;
-    requested = 1;
+    write_summary(result_path);
 }
 
 static void *idle_thread(void *arg) {
@@ -226,11 +266,6 @@ int main(int argc, char **argv) {
     write_summary(ready_path);
     close(ready_wr);
 
-    for (;;) {
+    for (;;)
         pause();
-        if (requested) {
-            requested = 0;
-            write_summary(result_path);
-        }
-    }
 }
