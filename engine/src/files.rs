@@ -27,6 +27,8 @@ pub(crate) struct FileTable {
     by_inode: BTreeMap<(u64, u64), Vec<(i32, u32, u32)>>,
     /// (reg file id, ghost id, source to copy from)
     ghosts: Vec<(u32, u32, PathBuf, fs::Metadata)>,
+    /// Ghosts of mapped unlinked files, by (dev, inode).
+    ghost_by_inode: BTreeMap<(u64, u64), u32>,
 }
 
 impl FileTable {
@@ -61,6 +63,24 @@ impl FileTable {
         let id = self.next_id();
         self.entries.push(Self::reg_entry(id, path, flags, 0, Some(&meta)));
         self.by_path.insert((path.to_path_buf(), flags), id);
+        Ok(id)
+    }
+
+    /// A mapped file that was unlinked: its contents are copied into a ghost image from
+    /// `/proc/PID/map_files/START-END`; one ghost per inode, whoever maps it.
+    pub(crate) fn add_deleted_mapping(&mut self, pid: i32, start: u64, end: u64, name: &str, flags: i32) -> Result<u32, DumpError> {
+        let source = PathBuf::from(format!("/proc/{pid}/map_files/{start:x}-{end:x}"));
+        let meta = fs::metadata(&source).map_err(io_err(pid, format!("stat {}", source.display())))?;
+        let key = (meta.dev(), meta.ino());
+        if let Some(&id) = self.ghost_by_inode.get(&key) {
+            return Ok(id);
+        }
+        let original = name.strip_suffix(" (deleted)").unwrap_or(name);
+        let id = self.next_id();
+        let ghost_id = self.ghosts.len() as u32 + 1;
+        self.entries.push(Self::reg_entry(id, Path::new(original), flags, 0, Some(&meta)));
+        self.ghosts.push((id, ghost_id, source, meta));
+        self.ghost_by_inode.insert(key, id);
         Ok(id)
     }
 }

@@ -208,6 +208,15 @@ fn classify_vma(
             vma.fdflags = Some(open_flags as u32);
             vma.status |= if map.shared { vs::FILE_SHARED } else { vs::FILE_PRIVATE };
         }
+        _ if name.starts_with('/') && name.ends_with(" (deleted)") && !name.starts_with("/memfd:") && !name.starts_with("/SYSV") && !name.starts_with("/dev/zero") => {
+            // crust recreates the file, so it can always open it for writing; every area
+            // mapping the inode shares one ghost.
+            let open_flags = libc::O_RDWR;
+            let id = files.add_deleted_mapping(pid, map.start, map.end, name, open_flags)?;
+            vma.shmid = id as u64;
+            vma.fdflags = Some(open_flags as u32);
+            vma.status |= if map.shared { vs::FILE_SHARED } else { vs::FILE_PRIVATE };
+        }
         _ => {
             return Err(DumpError::Unsupported {
                 pid,

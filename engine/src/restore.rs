@@ -220,8 +220,7 @@ pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> 
     }
     let tree = plan_tree(options, &images)?;
     sys::raise_nofile_limit().map_err(io_err(root, "raise RLIMIT_NOFILE"))?;
-    let ids = images.processes.iter().flat_map(|p| p.fds.iter().map(|f| f.id));
-    let broker = crate::files::Broker::open(&images.files, &images.ghosts, &options.dir, ids, tree.broker_base)
+    let broker = crate::files::Broker::open(&images.files, &images.ghosts, &options.dir, broker_ids(&images), tree.broker_base)
         .map_err(|what| RestoreError::Child { pid: root, what })?;
 
     let (sync_read, sync_write) = pipe(root)?;
@@ -317,6 +316,8 @@ struct Plan {
     descriptions: Vec<String>,
     /// Helper fds: (number, path, open flags) opened in the child before the restorer.
     helpers: Vec<(i32, PathBuf, i32)>,
+    /// Helper fds copied from the broker (unlinked mapped files): (number, file id).
+    broker_helpers: Vec<(i32, u32)>,
     /// Per thread (the leader first): syscalls the tracer injects before release.
     thread_ops: Vec<Vec<(Sys, [u64; 6], String)>>,
 }
@@ -332,6 +333,18 @@ struct TreePlan {
     broker_base: i32,
 }
 
+/// The file ids the broker opens: every fd's, and every unlinked mapped file's.
+fn broker_ids(images: &Images) -> std::collections::BTreeSet<u32> {
+    let fds = images.processes.iter().flat_map(|p| p.fds.iter().map(|f| f.id));
+    let mapped_ghosts = images
+        .processes
+        .iter()
+        .flat_map(|p| p.mm.vmas.iter())
+        .filter(|v| v.status & (vs::FILE_PRIVATE | vs::FILE_SHARED) != 0 && images.ghosts.contains_key(&(v.shmid as u32)))
+        .map(|v| v.shmid as u32);
+    fds.chain(mapped_ghosts).collect()
+}
+
 fn round_up(value: u64, to: u64) -> u64 {
     value.div_ceil(to) * to
 }
@@ -341,7 +354,7 @@ fn plan_tree(options: &RestoreOptions, images: &Images) -> Result<TreePlan, Rest
     let error_fd = max_fd + 1;
     let sync_fd = max_fd + 2;
     let broker_base = max_fd + 3;
-    let descriptions: std::collections::BTreeSet<u32> = images.processes.iter().flat_map(|p| p.fds.iter().map(|f| f.id)).collect();
+    let descriptions = broker_ids(images);
     let helper_base = broker_base + descriptions.len() as i32;
     check_tree_shape(options, images)?;
     let mut plans = Vec::new();
@@ -405,8 +418,16 @@ fn plan(
     let pages_fd = helper_base;
     helpers.push((pages_fd, pages_path, libc::O_RDONLY));
     let mut file_fds: BTreeMap<u32, i32> = BTreeMap::new();
+    let mut broker_helpers = Vec::new();
     for vma in &mm.vmas {
-        if vma.status & (vs::FILE_PRIVATE | vs::FILE_SHARED) != 0 && !file_fds.contains_key(&(vma.shmid as u32)) {
+        let id = vma.shmid as u32;
+        if vma.status & (vs::FILE_PRIVATE | vs::FILE_SHARED) != 0 && !file_fds.contains_key(&id) && images.ghosts.contains_key(&id) {
+            let fd = helper_base + 1 + file_fds.len() as i32;
+            file_fds.insert(id, fd);
+            broker_helpers.push((fd, id));
+            continue;
+        }
+        if vma.status & (vs::FILE_PRIVATE | vs::FILE_SHARED) != 0 && !file_fds.contains_key(&id) {
             let reg = images.files.get(&(vma.shmid as u32)).ok_or_else(|| RestoreError::BadImage {
                 image: format!("mm-{pid}.img"),
                 what: format!("vma {:#x} names file id {} that files.img lacks", vma.start, vma.shmid),
@@ -617,8 +638,8 @@ fn plan(
         program.call(Sys::Clone3, [args, 88, 0, 0, 0, 0], RestorerOp::CHECK_CLONE, tid as u64, format!("create thread {tid}"));
     }
     // 8. Close the helpers, then drop privileges last.
-    for (fd, _, _) in &helpers {
-        program.call(Sys::Close, [*fd as u64, 0, 0, 0, 0, 0], RestorerOp::CHECK_EQ, 0, format!("close helper fd {fd}"));
+    for fd in helpers.iter().map(|h| h.0).chain(broker_helpers.iter().map(|h| h.0)) {
+        program.call(Sys::Close, [fd as u64, 0, 0, 0, 0, 0], RestorerOp::CHECK_EQ, 0, format!("close helper fd {fd}"));
     }
     for fd in [error_fd, sync_fd] {
         program.call(Sys::Close, [fd as u64, 0, 0, 0, 0, 0], RestorerOp::CHECK_NONE, 0, format!("close helper fd {fd}"));
@@ -683,6 +704,7 @@ fn plan(
         ops_bytes,
         descriptions: program.descriptions,
         helpers,
+        broker_helpers,
         thread_ops,
     })
 }
@@ -924,8 +946,12 @@ fn process_main(tree: &TreePlan, images: &Images, options: &RestoreOptions, inde
                 Err(e) => return Err(format!("fork child {}: {e}", child.pid())),
             }
         }
-        broker.close();
         let plan = tree.plans[index].as_ref().expect("live processes have a plan");
+        for &(number, id) in &plan.broker_helpers {
+            let source = broker.fds.get(&id).ok_or(format!("mapped file id {id} was not opened"))?;
+            sys::place_fd(*source, number, true).map_err(|e| format!("place mapped file {id}: {e}"))?;
+        }
+        broker.close();
         for (number, path, flags) in &plan.helpers {
             let fd = sys::open_raw(path, *flags | libc::O_CLOEXEC, 0).map_err(|e| format!("open {}: {e}", path.display()))?;
             if fd != *number {
