@@ -245,7 +245,8 @@ impl Harness {
         let (exe, mut args) = self.command_for(spec.program);
         args.extend(spec.args.iter().map(|arg| arg.to_string()));
         if !exe.exists() {
-            bail!("test program {} missing", exe.display());
+            // build.rs leaves out what cannot be built for the target (x86 asm elsewhere).
+            return Ok(Launched::Skip(format!("{} not built for this target", exe.display())));
         }
         let (mut ready_reader, ready_writer) = cloexec_pipe().context("create ready pipe")?;
         let writer_fd = ready_writer.as_raw_fd();

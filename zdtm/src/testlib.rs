@@ -109,7 +109,7 @@ impl Test {
     }
 
     /// Tells the harness this test cannot run here, then exits.
-    pub fn skip(mut self, reason: &str) -> ! {
+    pub fn skip(&mut self, reason: &str) -> ! {
         self.send_ready(&format!("skip {reason}\n"));
         std::process::exit(0)
     }
