@@ -222,6 +222,19 @@ pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> 
     sys::raise_nofile_limit().map_err(io_err(root, "raise RLIMIT_NOFILE"))?;
     let broker = crate::files::Broker::open(&images.files, &images.ghosts, &options.dir, broker_ids(&images), tree.broker_base)
         .map_err(|what| RestoreError::Child { pid: root, what })?;
+    for (&shmid, &(number, size)) in &tree.shmem {
+        let created = sys::create_shared_anon(size).and_then(|fd| {
+            sys::place_fd(fd, number, true)?;
+            if fd != number {
+                sys::close_fd(fd);
+            }
+            Ok(())
+        });
+        if let Err(source) = created {
+            broker.close();
+            return Err(RestoreError::Io { pid: root, what: format!("create shared anonymous memory {shmid} of {size} bytes"), source });
+        }
+    }
 
     let (sync_read, sync_write) = pipe(root)?;
     let (error_read, error_write) = pipe(root)?;
@@ -238,6 +251,9 @@ pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> 
     drop(sync_read);
     drop(error_write);
     broker.close();
+    for &(number, _) in tree.shmem.values() {
+        sys::close_fd(number);
+    }
     let mut guard = TreeGuard { pids: images.processes.iter().map(|p| p.pid()).collect(), released: false };
     let options_word = libc::PTRACE_O_TRACESYSGOOD
         | libc::PTRACE_O_EXITKILL
@@ -318,6 +334,8 @@ struct Plan {
     helpers: Vec<(i32, PathBuf, i32)>,
     /// Helper fds copied from the broker (unlinked mapped files): (number, file id).
     broker_helpers: Vec<(i32, u32)>,
+    /// Shared anonymous objects this process maps (their fds are closed by the restorer).
+    shmem_used: Vec<u64>,
     /// Per thread (the leader first): syscalls the tracer injects before release.
     thread_ops: Vec<Vec<(Sys, [u64; 6], String)>>,
 }
@@ -331,6 +349,9 @@ struct TreePlan {
     error_fd: i32,
     sync_fd: i32,
     broker_base: i32,
+    /// Shared anonymous memory objects (MAP_SHARED|MAP_ANONYMOUS areas, shared through
+    /// fork): shmid → (fd number, size). crust creates each before the first fork.
+    shmem: BTreeMap<u64, (i32, u64)>,
 }
 
 /// The file ids the broker opens: every fd's, and every unlinked mapped file's.
@@ -355,13 +376,20 @@ fn plan_tree(options: &RestoreOptions, images: &Images) -> Result<TreePlan, Rest
     let sync_fd = max_fd + 2;
     let broker_base = max_fd + 3;
     let descriptions = broker_ids(images);
-    let helper_base = broker_base + descriptions.len() as i32;
+    let mut shmem: BTreeMap<u64, (i32, u64)> = BTreeMap::new();
+    for vma in images.processes.iter().flat_map(|p| p.mm.vmas.iter()).filter(|v| v.status & vs::ANON_SHARED != 0) {
+        let end = vma.pgoff + (vma.end - vma.start);
+        let next = broker_base + descriptions.len() as i32 + shmem.len() as i32;
+        let entry = shmem.entry(vma.shmid).or_insert((next, 0));
+        entry.1 = entry.1.max(end);
+    }
+    let helper_base = broker_base + descriptions.len() as i32 + shmem.len() as i32;
     check_tree_shape(options, images)?;
     let mut plans = Vec::new();
     for process in &images.processes {
-        plans.push(if process.is_zombie() { None } else { Some(plan(options, images, process, helper_base, error_fd, sync_fd)?) });
+        plans.push(if process.is_zombie() { None } else { Some(plan(options, images, process, helper_base, error_fd, sync_fd, &shmem)?) });
     }
-    Ok(TreePlan { plans, error_fd, sync_fd, broker_base })
+    Ok(TreePlan { plans, error_fd, sync_fd, broker_base, shmem })
 }
 
 /// Refuses trees whose sessions or groups this restore cannot rebuild.
@@ -406,6 +434,7 @@ fn plan(
     helper_base: i32,
     error_fd: i32,
     sync_fd: i32,
+    shmem: &BTreeMap<u64, (i32, u64)>,
 ) -> Result<Plan, RestoreError> {
     let pid = process.pid();
     let page = sys::page_size();
@@ -526,9 +555,13 @@ fn plan(
         let prot = vma.prot as i32;
         let map_prot = if runs.is_empty() { prot } else { prot | libc::PROT_WRITE };
         let keep = libc::MAP_SHARED | libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_GROWSDOWN;
-        let flags = (vma.flags as i32 & keep) | libc::MAP_FIXED;
+        let mut flags = (vma.flags as i32 & keep) | libc::MAP_FIXED;
         let fd = if vma.status & (vs::FILE_PRIVATE | vs::FILE_SHARED) != 0 {
             file_fds[&(vma.shmid as u32)] as i64 as u64
+        } else if vma.status & vs::ANON_SHARED != 0 {
+            // One shmem object per shmid, shared by every process (and area) mapping it.
+            flags &= !libc::MAP_ANONYMOUS;
+            shmem[&vma.shmid].0 as u64
         } else {
             u64::MAX
         };
@@ -638,7 +671,13 @@ fn plan(
         program.call(Sys::Clone3, [args, 88, 0, 0, 0, 0], RestorerOp::CHECK_CLONE, tid as u64, format!("create thread {tid}"));
     }
     // 8. Close the helpers, then drop privileges last.
-    for fd in helpers.iter().map(|h| h.0).chain(broker_helpers.iter().map(|h| h.0)) {
+    let shmem_used: Vec<u64> = {
+        let mut used: Vec<u64> = mm.vmas.iter().filter(|v| v.status & vs::ANON_SHARED != 0).map(|v| v.shmid).collect();
+        used.sort_unstable();
+        used.dedup();
+        used
+    };
+    for fd in helpers.iter().map(|h| h.0).chain(broker_helpers.iter().map(|h| h.0)).chain(shmem_used.iter().map(|id| shmem[id].0)) {
         program.call(Sys::Close, [fd as u64, 0, 0, 0, 0, 0], RestorerOp::CHECK_EQ, 0, format!("close helper fd {fd}"));
     }
     for fd in [error_fd, sync_fd] {
@@ -705,6 +744,7 @@ fn plan(
         descriptions: program.descriptions,
         helpers,
         broker_helpers,
+        shmem_used,
         thread_ops,
     })
 }
@@ -863,6 +903,7 @@ fn root_main(tree: &TreePlan, images: &Images, options: &RestoreOptions, broker:
         sys::close_fd(sync_copy);
         let mut keep = broker.numbers();
         keep.extend([tree.error_fd, tree.sync_fd]);
+        keep.extend(tree.shmem.values().map(|s| s.0));
         close_all_but(&keep)?;
         // Wait until the tracer has seized us.
         let mut byte = [0u8; 1];
@@ -932,6 +973,7 @@ fn process_main(tree: &TreePlan, images: &Images, options: &RestoreOptions, inde
         }
         let mut keep = broker.numbers();
         keep.push(tree.error_fd);
+        keep.extend(tree.shmem.values().map(|s| s.0));
         close_all_but(&keep)?;
         broker.install(&process.fds)?;
         // Children, in pstree order; they inherit the broker too.
@@ -952,6 +994,12 @@ fn process_main(tree: &TreePlan, images: &Images, options: &RestoreOptions, inde
             sys::place_fd(*source, number, true).map_err(|e| format!("place mapped file {id}: {e}"))?;
         }
         broker.close();
+        // Shared anonymous objects stay at their numbers until the restorer maps them.
+        for (&shmid, &(number, _)) in &tree.shmem {
+            if !plan.shmem_used.contains(&shmid) {
+                sys::close_fd(number);
+            }
+        }
         for (number, path, flags) in &plan.helpers {
             let fd = sys::open_raw(path, *flags | libc::O_CLOEXEC, 0).map_err(|e| format!("open {}: {e}", path.display()))?;
             if fd != *number {

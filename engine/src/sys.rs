@@ -470,3 +470,23 @@ pub fn raise_nofile_limit() -> io::Result<()> {
     }
     Ok(())
 }
+
+/// A new shared anonymous memory object of `size` bytes, as an fd: mapped
+/// MAP_SHARED|MAP_ANONYMOUS, reopened through /proc/self/map_files (so areas mapped from
+/// it show as `/dev/zero (deleted)` like the original), then unmapped.
+pub fn create_shared_anon(size: u64) -> io::Result<i32> {
+    let len = size.max(1) as usize;
+    // SAFETY: a fresh mapping at an address the kernel picks; nothing else uses it.
+    let ptr = unsafe {
+        libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1, 0)
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    let start = ptr as u64;
+    let end = start + (len as u64).div_ceil(page_size()) * page_size();
+    let opened = open_raw(std::path::Path::new(&format!("/proc/self/map_files/{start:x}-{end:x}")), libc::O_RDWR, 0);
+    // SAFETY: unmaps exactly the mapping made above.
+    unsafe { libc::munmap(ptr, len) };
+    opened
+}

@@ -1,0 +1,350 @@
+//! The raw kernel requests behind pipes, sockets and the anon-inode fd types: one typed
+//! function each, for the dump side (borrowing a target's fd, peeking at queues without
+//! consuming them) and the restore side (creating the objects again).
+//!
+//! Guarantees: every pointer handed to the kernel points at memory owned by the caller
+//! that outlives the call, and every size passed is that memory's size. Fds created here
+//! come back as `OwnedFd`, so an early error closes them. Errors are errno.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+fn check(rc: libc::c_long) -> io::Result<libc::c_long> {
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+fn owned(rc: libc::c_long) -> io::Result<OwnedFd> {
+    let fd = check(rc)? as RawFd;
+    // SAFETY: the kernel just returned this fd to us; nobody else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `pidfd_open(pid, 0)`.
+#[doc(alias = "pidfd_open")]
+pub fn open_pidfd(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: no pointers.
+    owned(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) })
+}
+
+/// `pidfd_getfd(pidfd, fd, 0)`: a copy (close-on-exec) of another process's fd, sharing
+/// its open file description. Needs ptrace access to the process, which the dumper has.
+#[doc(alias = "pidfd_getfd")]
+pub fn borrow_fd(pid: i32, fd: u32) -> io::Result<OwnedFd> {
+    let pidfd = open_pidfd(pid)?;
+    // SAFETY: no pointers.
+    owned(unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd as libc::c_long, 0) })
+}
+
+/// `pipe2(O_CLOEXEC)`: (read end, write end).
+pub fn create_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut ends = [0 as libc::c_int; 2];
+    // SAFETY: `ends` is two c_ints, as pipe2 wants.
+    check(unsafe { libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC) } as libc::c_long)?;
+    // SAFETY: both fds were just created for us.
+    Ok(unsafe { (OwnedFd::from_raw_fd(ends[0]), OwnedFd::from_raw_fd(ends[1])) })
+}
+
+/// `fcntl(fd, F_GETPIPE_SZ)`.
+pub fn pipe_size(fd: RawFd) -> io::Result<u32> {
+    // SAFETY: no pointers.
+    Ok(check(unsafe { libc::fcntl(fd, libc::F_GETPIPE_SZ) } as libc::c_long)? as u32)
+}
+
+/// `fcntl(fd, F_SETPIPE_SZ, size)`.
+pub fn set_pipe_size(fd: RawFd, size: u32) -> io::Result<()> {
+    // SAFETY: no pointers.
+    check(unsafe { libc::fcntl(fd, libc::F_SETPIPE_SZ, size as libc::c_int) } as libc::c_long)?;
+    Ok(())
+}
+
+/// `ioctl(fd, FIONREAD)`: bytes waiting in a pipe or socket.
+pub fn bytes_queued(fd: RawFd) -> io::Result<u32> {
+    let mut count: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int to the pointer.
+    check(unsafe { libc::ioctl(fd, libc::FIONREAD, &mut count) } as libc::c_long)?;
+    Ok(count as u32)
+}
+
+/// `tee(from, to, len, SPLICE_F_NONBLOCK)`: copies pipe contents without consuming them.
+#[doc(alias = "tee")]
+pub fn copy_pipe(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
+    // SAFETY: no pointers.
+    Ok(check(unsafe { libc::tee(from, to, len, libc::SPLICE_F_NONBLOCK) } as libc::c_long)? as usize)
+}
+
+/// `fcntl(fd, F_GETFL)`.
+pub fn status_flags(fd: RawFd) -> io::Result<i32> {
+    // SAFETY: no pointers.
+    Ok(check(unsafe { libc::fcntl(fd, libc::F_GETFL) } as libc::c_long)? as i32)
+}
+
+/// `fcntl(fd, F_SETFL, flags)`: only O_APPEND, O_ASYNC, O_DIRECT, O_NOATIME and
+/// O_NONBLOCK can change.
+pub fn set_status_flags(fd: RawFd, flags: i32) -> io::Result<()> {
+    // SAFETY: no pointers.
+    check(unsafe { libc::fcntl(fd, libc::F_SETFL, flags) } as libc::c_long)?;
+    Ok(())
+}
+
+/// `read(fd, buf)`.
+pub fn read_some(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: buf is writable for its length.
+    Ok(check(unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) } as libc::c_long)? as usize)
+}
+
+/// `write(fd, buf)` until all of it is written.
+pub fn write_all(fd: RawFd, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        // SAFETY: buf is readable for its length.
+        let n = check(unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) } as libc::c_long)? as usize;
+        buf = &buf[n..];
+    }
+    Ok(())
+}
+
+/// `open(/proc/self/fd/N, flags)`: a new open file description of the object behind an
+/// fd (a second description of one pipe end, a FIFO).
+pub fn reopen(fd: RawFd, flags: i32) -> io::Result<OwnedFd> {
+    let path = std::ffi::CString::new(format!("/proc/self/fd/{fd}")).expect("no NUL in a number");
+    // SAFETY: path is a NUL-terminated string that outlives the call.
+    owned(unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC) } as libc::c_long)
+}
+
+/// `open(path, flags)` for a FIFO or an fd through /proc.
+pub fn open_path(path: &str, flags: i32) -> io::Result<OwnedFd> {
+    let path = std::ffi::CString::new(path).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: path is a NUL-terminated string that outlives the call.
+    owned(unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC) } as libc::c_long)
+}
+
+/// `getsockopt(fd, level, name)` of an int option.
+pub fn socket_option(fd: RawFd, level: i32, name: i32) -> io::Result<i32> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: value and len are valid for writing; len holds value's size.
+    check(unsafe { libc::getsockopt(fd, level, name, (&mut value as *mut libc::c_int).cast(), &mut len) }
+        as libc::c_long)?;
+    Ok(value)
+}
+
+/// `setsockopt(fd, level, name, value)` of an int option.
+pub fn set_socket_option(fd: RawFd, level: i32, name: i32, value: i32) -> io::Result<()> {
+    // SAFETY: value lives across the call; the size passed is its size.
+    check(unsafe {
+        libc::setsockopt(fd, level, name, (&value as *const libc::c_int).cast(), std::mem::size_of::<libc::c_int>() as u32)
+    } as libc::c_long)?;
+    Ok(())
+}
+
+/// One message peeked from a socket's receive queue.
+pub struct Peeked {
+    pub len: usize,
+    /// The message was longer than the buffer.
+    pub truncated: bool,
+    /// Ancillary data (SCM_RIGHTS, credentials) came with it.
+    pub has_control: bool,
+}
+
+/// `recvmsg(fd, MSG_PEEK | MSG_DONTWAIT)`: with SO_PEEK_OFF set, each call returns the
+/// next message (datagram) or the next bytes (stream) without consuming them.
+pub fn peek_message(fd: RawFd, buf: &mut [u8]) -> io::Result<Peeked> {
+    let mut control = [0u64; 64];
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    // SAFETY: msghdr is plain data; all-zero is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control);
+    // SAFETY: msg points at iov (buf) and control, both live and sized as stated.
+    let n = check(unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_PEEK | libc::MSG_DONTWAIT) } as libc::c_long)?;
+    Ok(Peeked {
+        len: n as usize,
+        truncated: msg.msg_flags & libc::MSG_TRUNC != 0,
+        has_control: msg.msg_controllen > 0,
+    })
+}
+
+/// `socket(domain, type | SOCK_CLOEXEC, 0)`.
+pub fn create_socket(domain: i32, kind: i32) -> io::Result<OwnedFd> {
+    // SAFETY: no pointers.
+    owned(unsafe { libc::socket(domain, kind | libc::SOCK_CLOEXEC, 0) } as libc::c_long)
+}
+
+/// `socketpair(domain, type | SOCK_CLOEXEC, 0)`.
+pub fn create_socketpair(domain: i32, kind: i32) -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut ends = [0 as libc::c_int; 2];
+    // SAFETY: `ends` is two c_ints, as socketpair wants.
+    check(unsafe { libc::socketpair(domain, kind | libc::SOCK_CLOEXEC, 0, ends.as_mut_ptr()) } as libc::c_long)?;
+    // SAFETY: both fds were just created for us.
+    Ok(unsafe { (OwnedFd::from_raw_fd(ends[0]), OwnedFd::from_raw_fd(ends[1])) })
+}
+
+fn unix_address(name: &[u8]) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> {
+    // SAFETY: sockaddr_un is plain data; all-zero is valid.
+    let mut address: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    if name.len() >= address.sun_path.len() {
+        return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+    }
+    address.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (slot, byte) in address.sun_path.iter_mut().zip(name) {
+        *slot = *byte as libc::c_char;
+    }
+    let len = std::mem::size_of::<libc::sa_family_t>() + name.len();
+    Ok((address, len as libc::socklen_t))
+}
+
+/// `bind(fd, AF_UNIX name)`; an abstract name starts with a NUL byte.
+pub fn bind_unix(fd: RawFd, name: &[u8]) -> io::Result<()> {
+    let (address, len) = unix_address(name)?;
+    // SAFETY: address lives across the call and len is within its size.
+    check(unsafe { libc::bind(fd, (&address as *const libc::sockaddr_un).cast(), len) } as libc::c_long)?;
+    Ok(())
+}
+
+/// `connect(fd, AF_UNIX name)`.
+pub fn connect_unix(fd: RawFd, name: &[u8]) -> io::Result<()> {
+    let (address, len) = unix_address(name)?;
+    // SAFETY: address lives across the call and len is within its size.
+    check(unsafe { libc::connect(fd, (&address as *const libc::sockaddr_un).cast(), len) } as libc::c_long)?;
+    Ok(())
+}
+
+/// `listen(fd, backlog)`.
+pub fn listen(fd: RawFd, backlog: u32) -> io::Result<()> {
+    // SAFETY: no pointers.
+    check(unsafe { libc::listen(fd, backlog as libc::c_int) } as libc::c_long)?;
+    Ok(())
+}
+
+/// `send(fd, buf, MSG_DONTWAIT)`: one message (datagram) or bytes (stream), all of it.
+pub fn send_message(fd: RawFd, buf: &[u8]) -> io::Result<()> {
+    let mut sent = 0;
+    loop {
+        // SAFETY: buf is readable for its length.
+        let n = check(unsafe { libc::send(fd, buf[sent..].as_ptr().cast(), buf.len() - sent, libc::MSG_DONTWAIT) }
+            as libc::c_long)? as usize;
+        sent += n;
+        if sent >= buf.len() {
+            return Ok(());
+        }
+    }
+}
+
+/// `eventfd(count, flags)`.
+pub fn create_eventfd(count: u32, flags: i32) -> io::Result<OwnedFd> {
+    // SAFETY: no pointers.
+    owned(unsafe { libc::eventfd(count, flags | libc::EFD_CLOEXEC) } as libc::c_long)
+}
+
+/// `signalfd(-1, mask, flags)`.
+pub fn create_signalfd(mask: u64, flags: i32) -> io::Result<OwnedFd> {
+    // The kernel's sigset is 64 bits here; glibc's sigset_t is larger and zero-padded.
+    // SAFETY: sigset_t is plain data; all-zero is the empty set.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    for signal in 1..=64 {
+        if mask & (1u64 << (signal - 1)) != 0 {
+            // SAFETY: set is a valid sigset_t.
+            unsafe { libc::sigaddset(&mut set, signal) };
+        }
+    }
+    // SAFETY: set lives across the call.
+    owned(unsafe { libc::signalfd(-1, &set, flags | libc::SFD_CLOEXEC) } as libc::c_long)
+}
+
+/// `timerfd_create(clock, flags)` then `timerfd_settime(fd, 0, value/interval)`, relative.
+pub fn create_timerfd(clock: i32, flags: i32, value: (u64, u64), interval: (u64, u64)) -> io::Result<OwnedFd> {
+    // SAFETY: no pointers.
+    let fd = owned(unsafe { libc::timerfd_create(clock, flags | libc::TFD_CLOEXEC) } as libc::c_long)?;
+    let spec = libc::itimerspec {
+        it_interval: libc::timespec { tv_sec: interval.0 as libc::time_t, tv_nsec: interval.1 as libc::c_long },
+        it_value: libc::timespec { tv_sec: value.0 as libc::time_t, tv_nsec: value.1 as libc::c_long },
+    };
+    // SAFETY: spec lives across the call; the old value is not asked for.
+    check(unsafe { libc::timerfd_settime(fd.as_raw_fd(), 0, &spec, std::ptr::null_mut()) } as libc::c_long)?;
+    Ok(fd)
+}
+
+/// `ioctl(fd, TFD_IOC_SET_TICKS, &ticks)`: expirations not yet read.
+pub fn set_timerfd_ticks(fd: RawFd, ticks: u64) -> io::Result<()> {
+    const TFD_IOC_SET_TICKS: libc::c_ulong = 0x4008_5400;
+    // SAFETY: the ioctl reads one u64 from the pointer.
+    check(unsafe { libc::ioctl(fd, TFD_IOC_SET_TICKS, &ticks) } as libc::c_long)?;
+    Ok(())
+}
+
+/// `epoll_create1(EPOLL_CLOEXEC)`.
+pub fn create_epoll() -> io::Result<OwnedFd> {
+    // SAFETY: no pointers.
+    owned(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) } as libc::c_long)
+}
+
+/// `epoll_ctl(epfd, EPOLL_CTL_ADD, fd, {events, data})`.
+pub fn epoll_add(epfd: RawFd, fd: RawFd, events: u32, data: u64) -> io::Result<()> {
+    let mut event = libc::epoll_event { events, u64: data };
+    // SAFETY: event lives across the call.
+    check(unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, fd, &mut event) } as libc::c_long)?;
+    Ok(())
+}
+
+/// `kcmp(pid, pid, KCMP_EPOLL_TFD, fd, {epfd, tfd, 0})`: whether the file epoll `epfd`
+/// watches under number `tfd` is the one at `fd`.
+#[doc(alias = "kcmp")]
+pub fn epoll_watches_file(pid: i32, epfd: u32, tfd: u32, fd: u32) -> io::Result<bool> {
+    const KCMP_EPOLL_TFD: libc::c_long = 7;
+    #[repr(C)]
+    struct Slot {
+        efd: u32,
+        tfd: u32,
+        toff: u32,
+    }
+    let slot = Slot { efd: epfd, tfd, toff: 0 };
+    // SAFETY: slot lives across the call and has the kernel's kcmp_epoll_slot layout.
+    let rc = check(unsafe { libc::syscall(libc::SYS_kcmp, pid, pid, KCMP_EPOLL_TFD, fd as libc::c_long, &slot as *const Slot) })?;
+    Ok(rc == 0)
+}
+
+/// One sock_diag request for every AF_UNIX socket of this network namespace, with names,
+/// peers, queue lengths and shutdown state; returns the raw netlink replies.
+#[doc(alias = "SOCK_DIAG_BY_FAMILY")]
+pub fn unix_diag_dump() -> io::Result<Vec<u8>> {
+    const NETLINK_SOCK_DIAG: i32 = 4;
+    const SOCK_DIAG_BY_FAMILY: u16 = 20;
+    // UDIAG_SHOW_NAME | PEER | ICONS | RQLEN | SHUTDOWN? (shutdown comes with any)
+    const SHOW: u32 = 0x1 | 0x4 | 0x8 | 0x10;
+    let sock = owned(
+        // SAFETY: no pointers.
+        unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, NETLINK_SOCK_DIAG) } as libc::c_long,
+    )?;
+    let mut request = Vec::with_capacity(40);
+    request.extend_from_slice(&40u32.to_ne_bytes());
+    request.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    request.extend_from_slice(&((libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16).to_ne_bytes());
+    request.extend_from_slice(&1u32.to_ne_bytes());
+    request.extend_from_slice(&0u32.to_ne_bytes());
+    request.extend_from_slice(&[libc::AF_UNIX as u8, 0, 0, 0]);
+    request.extend_from_slice(&u32::MAX.to_ne_bytes());
+    request.extend_from_slice(&0u32.to_ne_bytes());
+    request.extend_from_slice(&SHOW.to_ne_bytes());
+    request.extend_from_slice(&[0xff; 8]);
+    // SAFETY: request is readable for its length; no address (the kernel is the default).
+    check(unsafe { libc::send(sock.as_raw_fd(), request.as_ptr().cast(), request.len(), 0) } as libc::c_long)?;
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = read_some(sock.as_raw_fd(), &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+        if super::unix::diag_done(&buf[..n]) {
+            break;
+        }
+    }
+    Ok(out)
+}
