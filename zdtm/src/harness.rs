@@ -168,6 +168,8 @@ pub struct Harness {
     pub reaper: Reaper,
     rust_tests_exe: PathBuf,
     c_tests_dir: PathBuf,
+    /// `flock`ed `<workdir>/.lock`, held while this harness lives.
+    _workdir_lock: std::fs::File,
 }
 
 impl Harness {
@@ -193,6 +195,8 @@ impl Harness {
             .with_context(|| format!("resolve {}", config.workdir.display()))?;
         config.engine = std::fs::canonicalize(&config.engine)
             .with_context(|| format!("resolve {}", config.engine.display()))?;
+        // One run per workdir at a time: test dirs and program copies have fixed names.
+        let workdir_lock = lock_workdir(&config.workdir)?;
         // Run the tests from private copies: target/release is shared with whoever builds
         // next, and a test whose executable is replaced mid-run shows `(deleted)` maps.
         let bin_dir = config.workdir.join("bin");
@@ -217,6 +221,7 @@ impl Harness {
             reaper,
             rust_tests_exe,
             c_tests_dir,
+            _workdir_lock: workdir_lock,
         })
     }
 
@@ -246,7 +251,10 @@ impl Harness {
         args.extend(spec.args.iter().map(|arg| arg.to_string()));
         if !exe.exists() {
             // build.rs leaves out what cannot be built for the target (x86 asm elsewhere).
-            return Ok(Launched::Skip(format!("{} not built for this target", exe.display())));
+            return Ok(Launched::Skip(format!(
+                "{} not built for this target",
+                exe.display()
+            )));
         }
         let (mut ready_reader, ready_writer) = cloexec_pipe().context("create ready pipe")?;
         let writer_fd = ready_writer.as_raw_fd();
@@ -519,6 +527,29 @@ fn forget_volatile(snapshot: &mut ProcSnapshot, spec: &TestSpec) {
     for key in spec.volatile_status {
         snapshot.status.remove(*key);
     }
+}
+
+/// Takes `flock(LOCK_EX)` on `<workdir>/.lock`, waiting (and saying so) while another
+/// run holds it.
+#[doc(alias = "flock")]
+fn lock_workdir(workdir: &Path) -> anyhow::Result<std::fs::File> {
+    let path = workdir.join(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("open {}", path.display()))?;
+    // SAFETY: flock on an fd we own; no memory is passed.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        eprintln!("zdtm: another run holds {}; waiting for it", path.display());
+        // SAFETY: as above, blocking this time.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("lock {}", path.display()));
+        }
+    }
+    Ok(file)
 }
 
 fn copy_file(from: &Path, to: &Path) -> anyhow::Result<()> {
