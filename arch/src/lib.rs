@@ -66,6 +66,9 @@ pub trait Abi {
     type Regs: Copy + Debug + Default + PartialEq;
     /// The bytes of the syscall instruction (searched for in the target's vDSO).
     const SYSCALL_INSN: &'static [u8];
+    /// glibc's `RSEQ_SIG` here: the signature its rseq registration carries, which
+    /// unregistering it (crust's own, before the restorer) must repeat.
+    const RSEQ_SIG: u32;
 
     /// The number of a syscall, `None` where the architecture lacks it.
     fn syscall_number(call: Sys) -> Option<u64>;

@@ -434,7 +434,7 @@ pub fn unregister_own_rseq(thread_pointer: u64) -> io::Result<()> {
     }
     let area = (thread_pointer as i64 + offset as i64) as u64;
     const RSEQ_FLAG_UNREGISTER: u64 = 1;
-    const RSEQ_SIG: u64 = 0x5305_3053;
+    const RSEQ_SIG: u64 = <crust_arch::HostArch as crust_arch::Abi>::RSEQ_SIG as u64;
     let mut last = io::Error::from_raw_os_error(libc::EINVAL);
     // glibc registers 32 bytes; newer ones advertise a smaller feature size.
     for len in [32u64, size as u64] {

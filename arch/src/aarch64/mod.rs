@@ -88,6 +88,8 @@ impl crate::Abi for Aarch64 {
     const CORE_MTYPE: i32 = pb::core_entry::March::Aarch64 as i32;
     type Regs = Regs;
     const SYSCALL_INSN: &'static [u8] = &SVC_0;
+    /// `brk #0x45e0` as data, little endian.
+    const RSEQ_SIG: u32 = 0xd428_bc00;
 
     /// The generic table (include/uapi/asm-generic/unistd.h); aarch64 has no
     /// `arch_prctl`.

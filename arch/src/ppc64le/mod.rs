@@ -117,6 +117,7 @@ impl crate::Abi for Ppc64le {
     const CORE_MTYPE: i32 = pb::core_entry::March::Ppc64 as i32;
     type Regs = Regs;
     const SYSCALL_INSN: &'static [u8] = &SC;
+    const RSEQ_SIG: u32 = 0x0fe5_000b;
 
     /// arch/powerpc/kernel/syscalls/syscall.tbl (uapi asm/unistd_64.h).
     fn syscall_number(call: Sys) -> Option<u64> {

@@ -71,6 +71,7 @@ impl crate::Abi for S390x {
     const CORE_MTYPE: i32 = pb::core_entry::March::S390 as i32;
     type Regs = Regs;
     const SYSCALL_INSN: &'static [u8] = &SVC_0;
+    const RSEQ_SIG: u32 = 0xb2ff_0fff;
 
     /// arch/s390/kernel/syscalls/syscall.tbl (uapi asm/unistd_64.h). `Mmap` is
     /// `sys_old_mmap`, whose one argument points at the six usual ones.

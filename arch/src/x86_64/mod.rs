@@ -84,6 +84,7 @@ impl crate::Abi for X86_64 {
     const CORE_MTYPE: i32 = 1;
     type Regs = Regs;
     const SYSCALL_INSN: &'static [u8] = &[0x0f, 0x05];
+    const RSEQ_SIG: u32 = 0x5305_3053;
 
     fn syscall_number(call: Sys) -> Option<u64> {
         Some(match call {
