@@ -2,6 +2,7 @@
  * filesystems, runs the zdtm harness with the arguments listed in /crust/args (one per
  * line), prints its JSON report to the console between markers, and powers off.
  * Built static with the target's cross gcc by xtask/src/qemu.rs. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -9,6 +10,7 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/reboot.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -37,6 +39,33 @@ static void print_file(const char *path)
 	close(fd);
 }
 
+/* Prints every crust log under dir (depth-limited): after a failed run the console is
+ * all there is to read. */
+static void print_logs(const char *dir, int depth)
+{
+	struct dirent *entry;
+	char path[1024];
+	DIR *d;
+
+	if (depth > 3 || !(d = opendir(dir)))
+		return;
+	while ((entry = readdir(d))) {
+		size_t len = strlen(entry->d_name);
+
+		if (entry->d_name[0] == '.' || !strcmp(entry->d_name, "bin"))
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, entry->d_name);
+		if (entry->d_type == DT_DIR) {
+			print_logs(path, depth + 1);
+		} else if (len > 4 && !strcmp(entry->d_name + len - 4, ".log")) {
+			printf("--- %s ---\n", path);
+			print_file(path);
+			printf("\n");
+		}
+	}
+	closedir(d);
+}
+
 int main(void)
 {
 	char *argv[64];
@@ -49,8 +78,17 @@ int main(void)
 	must_mount("proc", "/proc", "proc");
 	must_mount("sysfs", "/sys", "sysfs");
 	must_mount("devtmpfs", "/dev", "devtmpfs");
-	must_mount("tmpfs", "/tmp", "tmpfs");
+	/* /tmp stays on the initramfs (already a tmpfs): the C tests may live under it. */
+	mkdir("/tmp", 01777);
 	setvbuf(stdout, NULL, _IONBF, 0);
+	/* As on the CI hosts (a container's 1048576), not the kernel's 1024 for init: crust
+	 * parks descriptors far above the target's. */
+	{
+		struct rlimit files = { 1048576, 1048576 };
+
+		if (setrlimit(RLIMIT_NOFILE, &files) != 0)
+			printf("crust-init: RLIMIT_NOFILE: %s\n", strerror(errno));
+	}
 
 	argv[argc++] = "/crust/zdtm-runner";
 	fd = open("/crust/args", O_RDONLY);
@@ -86,6 +124,8 @@ int main(void)
 			break;
 	}
 	printf("\ncrust-init: harness exit status %d\n", WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+	if (status != 0)
+		print_logs("/tmp/zdtm", 0);
 	printf("CRUST-ZDTM-JSON-BEGIN\n");
 	print_file("/tmp/zdtm-report.json");
 	printf("\nCRUST-ZDTM-JSON-END\n");
