@@ -342,6 +342,7 @@ pub fn dump(options: &DumpOptions) -> Result<DumpReport, DumpError> {
         let exe_id = files.add_path(pid, &collected.exe, libc::O_RDONLY)?;
         process_files.push((fds, cwd_id, root_id, exe_id));
     }
+    crate::files::check_tree(&files)?;
     fault(DumpStep::Files)?;
 
     write_images(options, &frozen, &collected, &queries, &files, &process_files, memory)?;

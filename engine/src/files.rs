@@ -17,6 +17,11 @@ use crate::dump::{io_err, DumpError};
 use crate::procfs;
 use crate::sys;
 
+mod anon;
+mod kernel;
+mod pipe;
+mod unix;
+
 /// The files the images refer to, by id (files.img), plus ghost copies of unlinked ones.
 #[derive(Default)]
 pub(crate) struct FileTable {
@@ -29,6 +34,15 @@ pub(crate) struct FileTable {
     ghosts: Vec<(u32, u32, PathBuf, fs::Metadata)>,
     /// Ghosts of mapped unlinked files, by (dev, inode).
     ghost_by_inode: BTreeMap<(u64, u64), u32>,
+    /// Unread data of pipes (pipes-data.img) and FIFOs (fifo-data.img), once per pipe.
+    pipe_data: BTreeMap<u32, pipe::PipeContents>,
+    fifo_data: BTreeMap<u32, pipe::PipeContents>,
+    /// Every AF_UNIX socket of the network namespace, read once per dump.
+    unix_diag: Option<BTreeMap<u32, unix::UnixDiag>>,
+    /// Queued messages of unix sockets (sk-queues.img): (socket file id, message).
+    sk_queues: Vec<(u32, Vec<u8>)>,
+    /// Unix sockets dumped: (pid, fd, inode, peer inode), to check every peer is dumped.
+    unix_dumped: Vec<(i32, u32, u32, u32)>,
 }
 
 impl FileTable {
@@ -90,6 +104,61 @@ pub(crate) struct DumpedFd {
     fd: u32,
     id: u32,
     cloexec: bool,
+    kind: pb::FdTypes,
+}
+
+/// What kind of file an fd is, from its /proc link and file type.
+fn classify(link: &str, mode: u32, shell_job: bool) -> Result<pb::FdTypes, String> {
+    let kind = mode & libc::S_IFMT;
+    let is_tty = kind == libc::S_IFCHR && (link.starts_with("/dev/pts/") || link.starts_with("/dev/tty"));
+    Ok(match kind {
+        libc::S_IFIFO if link.starts_with("pipe:[") => pb::FdTypes::Pipe,
+        libc::S_IFIFO if link.starts_with('/') => pb::FdTypes::Fifo,
+        libc::S_IFSOCK => pb::FdTypes::Unixsk,
+        libc::S_IFREG if link.starts_with("/memfd:") => return Err("memfd".into()),
+        libc::S_IFREG | libc::S_IFDIR if link.starts_with('/') => pb::FdTypes::Reg,
+        libc::S_IFCHR if link.starts_with('/') && (!is_tty || shell_job) => pb::FdTypes::Reg,
+        libc::S_IFCHR if link.starts_with("/dev/ptmx") || link.starts_with("/dev/pts/") => {
+            return Err("pty (try --shell-job for the controlling terminal)".into())
+        }
+        libc::S_IFCHR => return Err("tty (try --shell-job)".into()),
+        _ => match link {
+            "anon_inode:[eventfd]" => pb::FdTypes::Eventfd,
+            "anon_inode:[eventpoll]" => pb::FdTypes::Eventpoll,
+            "anon_inode:[signalfd]" => pb::FdTypes::Signalfd,
+            "anon_inode:[timerfd]" => pb::FdTypes::Timerfd,
+            "anon_inode:inotify" => return Err("inotify".into()),
+            "anon_inode:[fanotify]" => return Err("fanotify".into()),
+            "anon_inode:[pidfd]" => return Err("pidfd".into()),
+            "anon_inode:[io_uring]" => return Err("io_uring".into()),
+            "anon_inode:bpf-map" | "anon_inode:bpf-prog" => return Err("bpf".into()),
+            _ if link.starts_with("anon_inode:") => return Err(link.trim_start_matches("anon_inode:").to_string()),
+            _ => return Err("file of an unknown kind".into()),
+        },
+    })
+}
+
+/// "inet stream socket", "netlink socket": what a socket is, for error messages.
+fn socket_description(pid: i32, fd: u32) -> String {
+    let Ok(socket) = kernel::borrow_fd(pid, fd) else { return "socket".into() };
+    use std::os::fd::AsRawFd;
+    let get = |name| kernel::socket_option(socket.as_raw_fd(), libc::SOL_SOCKET, name).unwrap_or(-1);
+    let family = match get(libc::SO_DOMAIN) {
+        libc::AF_INET => "inet",
+        libc::AF_INET6 => "inet6",
+        libc::AF_NETLINK => "netlink",
+        libc::AF_PACKET => "packet",
+        libc::AF_UNIX => "unix",
+        _ => "other-family",
+    };
+    let kind = match get(libc::SO_TYPE) {
+        libc::SOCK_STREAM => " stream",
+        libc::SOCK_DGRAM => " datagram",
+        libc::SOCK_SEQPACKET => " seqpacket",
+        libc::SOCK_RAW => " raw",
+        _ => "",
+    };
+    format!("{family}{kind} socket")
 }
 
 pub(crate) fn collect_fds(pid: i32, shell_job: bool, files: &mut FileTable) -> Result<Vec<DumpedFd>, DumpError> {
@@ -107,14 +176,11 @@ pub(crate) fn collect_fds(pid: i32, shell_job: bool, files: &mut FileTable) -> R
             .map_err(io_err(pid, format!("read fdinfo {fd}")))?;
         let info = procfs::parse_fdinfo(&info_text).map_err(|source| DumpError::Parse { pid, source })?;
         let meta = fs::metadata(&fd_path).map_err(io_err(pid, format!("stat fd {fd}")))?;
-        let kind = meta.mode() & libc::S_IFMT;
         let link_text = link.to_string_lossy().into_owned();
-        let is_tty = kind == libc::S_IFCHR && (link_text.starts_with("/dev/pts/") || link_text.starts_with("/dev/tty"));
-        let supported = link_text.starts_with('/')
-            && (kind == libc::S_IFREG || kind == libc::S_IFDIR || (kind == libc::S_IFCHR && (!is_tty || shell_job)));
-        if !supported {
-            return Err(DumpError::Unsupported { pid, what: format!("fd {fd} ({link_text})") });
-        }
+        let kind = classify(&link_text, meta.mode(), shell_job).map_err(|what| DumpError::Unsupported {
+            pid,
+            what: format!("fd {fd} ({link_text}, {what})"),
+        })?;
         let cloexec = info.flags & libc::O_CLOEXEC as u32 != 0;
         let open_flags = (info.flags & !(libc::O_CLOEXEC as u32)) as i32;
         // An fd sharing its open file description with an earlier one (dup, fork)
@@ -130,21 +196,148 @@ pub(crate) fn collect_fds(pid: i32, shell_job: bool, files: &mut FileTable) -> R
         let id = shared.unwrap_or_else(|| files.next_id());
         files.by_inode.entry((meta.dev(), meta.ino())).or_default().push((pid, fd, id));
         if shared.is_some() {
-            out.push(DumpedFd { fd, id, cloexec });
+            out.push(DumpedFd { fd, id, cloexec, kind });
             continue;
         }
-        if let Some(original) = link_text.strip_suffix(" (deleted)").filter(|_| kind == libc::S_IFREG && meta.nlink() == 0) {
-            let ghost_id = files.ghosts.len() as u32 + 1;
-            files.entries.push(FileTable::reg_entry(id, Path::new(original), open_flags, info.pos, Some(&meta)));
-            files.ghosts.push((id, ghost_id, fd_path, meta));
-        } else {
-            files.entries.push(FileTable::reg_entry(id, &link, open_flags, info.pos, Some(&meta)));
+        let unsupported = |what: String| DumpError::Unsupported { pid, what: format!("fd {fd} ({link_text}): {what}") };
+        let entry = |kind: pb::FdTypes| pb::FileEntry { r#type: kind as i32, id, ..Default::default() };
+        match kind {
+            pb::FdTypes::Reg => {
+                if let Some(original) =
+                    link_text.strip_suffix(" (deleted)").filter(|_| meta.mode() & libc::S_IFMT == libc::S_IFREG && meta.nlink() == 0)
+                {
+                    let ghost_id = files.ghosts.len() as u32 + 1;
+                    files.entries.push(FileTable::reg_entry(id, Path::new(original), open_flags, info.pos, Some(&meta)));
+                    files.ghosts.push((id, ghost_id, fd_path, meta));
+                } else {
+                    files.entries.push(FileTable::reg_entry(id, &link, open_flags, info.pos, Some(&meta)));
+                }
+            }
+            pb::FdTypes::Pipe | pb::FdTypes::Fifo => {
+                let pipe_id = meta.ino() as u32;
+                let data = if kind == pb::FdTypes::Pipe { &mut files.pipe_data } else { &mut files.fifo_data };
+                if !data.contains_key(&pipe_id) {
+                    let contents = pipe::read_contents(pid, fd).map_err(io_err(pid, format!("read unread data of fd {fd} ({link_text})")))?;
+                    data.insert(pipe_id, contents);
+                }
+                if kind == pb::FdTypes::Pipe {
+                    files.entries.push(pb::FileEntry {
+                        pipe: Some(pb::PipeEntry { id, pipe_id, flags: open_flags as u32, fown: Default::default() }),
+                        ..entry(kind)
+                    });
+                } else {
+                    // The FIFO's path is a reg entry of its own, as CRIU writes it.
+                    files.entries.push(pb::FileEntry {
+                        fifo: Some(pb::FifoEntry { id, pipe_id, regf_id: Some(id + 1) }),
+                        ..entry(kind)
+                    });
+                    files.entries.push(FileTable::reg_entry(id + 1, &link, open_flags, 0, Some(&meta)));
+                }
+            }
+            pb::FdTypes::Unixsk => {
+                let entry_for = unix_entry(pid, fd, id, meta.ino() as u32, open_flags, files).map_err(|what| {
+                    DumpError::Unsupported { pid, what: format!("fd {fd} ({link_text}, {})", what.unwrap_or_else(|| socket_description(pid, fd))) }
+                })?;
+                files.entries.push(pb::FileEntry { usk: Some(entry_for), ..entry(kind) });
+            }
+            pb::FdTypes::Eventfd => {
+                let efd = anon::parse_eventfd(id, open_flags as u32, &info_text).map_err(unsupported)?;
+                files.entries.push(pb::FileEntry { efd: Some(efd), ..entry(kind) });
+            }
+            pb::FdTypes::Signalfd => {
+                let sgfd = anon::parse_signalfd(id, open_flags as u32, &info_text).map_err(unsupported)?;
+                files.entries.push(pb::FileEntry { sgfd: Some(sgfd), ..entry(kind) });
+            }
+            pb::FdTypes::Timerfd => {
+                let tfd = anon::parse_timerfd(id, open_flags as u32, &info_text).map_err(unsupported)?;
+                files.entries.push(pb::FileEntry { tfd: Some(tfd), ..entry(kind) });
+            }
+            pb::FdTypes::Eventpoll => {
+                let watches = anon::parse_epoll_watches(id, &info_text).map_err(unsupported)?;
+                for watch in &watches {
+                    // The watch is keyed by (file, fd number): the process must hold that
+                    // file at that number, so adding it again from here rebuilds it.
+                    let same = kernel::epoll_watches_file(pid, fd, watch.tfd, watch.tfd).unwrap_or(false);
+                    if !same {
+                        return Err(unsupported(format!("epoll watch of fd {} that this process no longer holds at that number", watch.tfd)));
+                    }
+                }
+                files.entries.push(pb::FileEntry {
+                    epfd: Some(pb::EventpollFileEntry { id, flags: open_flags as u32, fown: Default::default(), tfd: watches }),
+                    ..entry(kind)
+                });
+            }
+            _ => unreachable!("classify returns only the kinds handled here"),
         }
-        out.push(DumpedFd { fd, id, cloexec });
+        out.push(DumpedFd { fd, id, cloexec, kind });
     }
     Ok(out)
 }
 
+
+/// A unix socket's entry, from sock_diag and the socket itself (borrowed with
+/// pidfd_getfd); its queued messages go to `files.sk_queues`. `Err(None)`: not a unix
+/// socket (the caller names what it is).
+fn unix_entry(pid: i32, fd: u32, id: u32, ino: u32, flags: i32, files: &mut FileTable) -> Result<pb::UnixSkEntry, Option<String>> {
+    if files.unix_diag.is_none() {
+        let bytes = kernel::unix_diag_dump().map_err(|e| Some(format!("sock_diag: {e}")))?;
+        files.unix_diag = Some(unix::parse_diag(&bytes).map_err(Some)?);
+    }
+    let diag = files.unix_diag.as_ref().and_then(|d| d.get(&ino)).cloned().ok_or(None)?;
+    if !matches!(diag.kind as i32, libc::SOCK_STREAM | libc::SOCK_DGRAM | libc::SOCK_SEQPACKET) {
+        return Err(Some(format!("unix socket of type {}", diag.kind)));
+    }
+    if diag.state == unix::STATE_LISTEN && diag.rqueue > 0 {
+        return Err(Some(format!("listening unix socket with {} connections waiting for accept", diag.rqueue)));
+    }
+    if diag.name.first().is_some_and(|b| *b != 0) && !diag.name.starts_with(b"/") {
+        return Err(Some("unix socket bound to a relative path".into()));
+    }
+    let socket = kernel::borrow_fd(pid, fd).map_err(|e| Some(format!("pidfd_getfd: {e}")))?;
+    if diag.state != unix::STATE_LISTEN {
+        for message in unix::peek_queue(&socket).map_err(Some)? {
+            files.sk_queues.push((id, message));
+        }
+    }
+    files.unix_dumped.push((pid, fd, ino, diag.peer));
+    Ok(pb::UnixSkEntry {
+        id,
+        ino,
+        r#type: diag.kind as u32,
+        state: diag.state as u32,
+        flags: flags as u32,
+        uflags: 0,
+        backlog: if diag.state == unix::STATE_LISTEN { diag.wqueue } else { 0 },
+        peer: diag.peer,
+        fown: Default::default(),
+        opts: unix::read_options(&socket),
+        name: diag.name.clone(),
+        shutdown: Some(diag.shutdown as i32),
+        ..Default::default()
+    })
+}
+
+/// Checks, once every process's fds are collected, that each connected unix socket's
+/// peer was dumped too or has a name to connect to again.
+pub(crate) fn check_tree(files: &FileTable) -> Result<(), DumpError> {
+    let dumped: std::collections::BTreeSet<u32> = files.unix_dumped.iter().map(|u| u.2).collect();
+    let diag = |ino: u32| files.unix_diag.as_ref().and_then(|d| d.get(&ino));
+    for &(pid, fd, ino, peer) in &files.unix_dumped {
+        if peer == 0 || dumped.contains(&peer) {
+            continue;
+        }
+        // A datagram socket sending to a named one outside (/dev/log) connects again.
+        let datagram = diag(ino).is_some_and(|d| d.kind as i32 == libc::SOCK_DGRAM);
+        let named = datagram && diag(peer).is_some_and(|p| !p.name.is_empty());
+        if !named {
+            return Err(DumpError::Unsupported {
+                pid,
+                what: format!("fd {fd} (unix socket connected to socket:[{peer}] outside the dumped tree)"),
+            });
+        }
+    }
+    Ok(())
+}
 
 /// Writes files.img, fdinfo-N.img and, for unlinked files, ghost-file and remap-fpath.
 /// Writes one process's fd table, fdinfo-N.img (N is its files id).
@@ -155,7 +348,7 @@ pub(crate) fn write_fdinfo(pid: i32, dir: &Path, fds: &[DumpedFd], files_id: u32
         w.write_entry(&pb::FdinfoEntry {
             id: fd.id,
             flags: if fd.cloexec { libc::FD_CLOEXEC as u32 } else { 0 },
-            r#type: pb::FdTypes::Reg as i32,
+            r#type: fd.kind as i32,
             fd: fd.fd,
             ..Default::default()
         })
@@ -173,6 +366,27 @@ pub(crate) fn write_images(pid: i32, dir: &Path, files: &FileTable) -> Result<()
         w.write_entry(entry).map_err(image)?;
     }
     w.finish().map_err(image)?;
+
+    for (kind, data) in [(ImageKind::PipesData, &files.pipe_data), (ImageKind::FifoData, &files.fifo_data)] {
+        if data.is_empty() {
+            continue;
+        }
+        let mut w = ImageWriter::create(dir, kind, 0).map_err(image)?;
+        for (pipe_id, contents) in data {
+            w.write_entry(&pb::PipeDataEntry { pipe_id: *pipe_id, bytes: contents.data.len() as u32, size: Some(contents.size) })
+                .map_err(image)?;
+            w.write_payload(&contents.data).map_err(image)?;
+        }
+        w.finish().map_err(image)?;
+    }
+    if !files.sk_queues.is_empty() {
+        let mut w = ImageWriter::create(dir, ImageKind::SkQueues, 0).map_err(image)?;
+        for (id_for, message) in &files.sk_queues {
+            w.write_entry(&pb::SkPacketEntry { id_for: *id_for, length: message.len() as u32, scm: Vec::new() }).map_err(image)?;
+            w.write_payload(message).map_err(image)?;
+        }
+        w.finish().map_err(image)?;
+    }
 
     if !files.ghosts.is_empty() {
         let mut remap = ImageWriter::create(dir, ImageKind::RemapFpath, 0).map_err(image)?;
@@ -218,11 +432,93 @@ pub(crate) fn write_images(pid: i32, dir: &Path, files: &FileTable) -> Result<()
 pub(crate) struct Broker {
     /// file id → broker fd
     pub(crate) fds: BTreeMap<u32, i32>,
+    /// Epoll instances by file id: their watches are added after install.
+    epolls: BTreeMap<u32, pb::EventpollFileEntry>,
+}
+
+/// The extra images of pipes, FIFOs and sockets, read into memory for the broker.
+fn read_pipe_data(dir: &Path, kind: ImageKind) -> Result<BTreeMap<u32, pipe::PipeContents>, String> {
+    let path = dir.join(kind.file_name(0));
+    let mut out = BTreeMap::new();
+    if !path.exists() {
+        return Ok(out);
+    }
+    let name = path.display().to_string();
+    let mut reader = ImageReader::open(&path).map_err(|e| format!("{name}: {e}"))?;
+    while let Some(entry) = reader.next_entry::<pb::PipeDataEntry>().map_err(|e| format!("{name}: {e}"))? {
+        let data = reader.read_payload(entry.bytes as u64).map_err(|e| format!("{name}: {e}"))?;
+        out.insert(entry.pipe_id, pipe::PipeContents { size: entry.size.unwrap_or(0), data });
+    }
+    Ok(out)
+}
+
+fn read_sk_queues(dir: &Path) -> Result<BTreeMap<u32, Vec<Vec<u8>>>, String> {
+    let path = dir.join(ImageKind::SkQueues.file_name(0));
+    let mut out: BTreeMap<u32, Vec<Vec<u8>>> = BTreeMap::new();
+    if !path.exists() {
+        return Ok(out);
+    }
+    let name = path.display().to_string();
+    let mut reader = ImageReader::open(&path).map_err(|e| format!("{name}: {e}"))?;
+    while let Some(entry) = reader.next_entry::<pb::SkPacketEntry>().map_err(|e| format!("{name}: {e}"))? {
+        if !entry.scm.is_empty() {
+            return Err(format!("{name}: queued message for socket {} carries fds (SCM_RIGHTS), not supported yet", entry.id_for));
+        }
+        let data = reader.read_payload(entry.length as u64).map_err(|e| format!("{name}: {e}"))?;
+        out.entry(entry.id_for).or_default().push(data);
+    }
+    Ok(out)
+}
+
+/// Creates every pipe, FIFO, socket and anon-inode file of files.img: file id → fd.
+fn create_special_files(dir: &Path, regs: &BTreeMap<u32, pb::RegFileEntry>) -> Result<(BTreeMap<u32, std::os::fd::OwnedFd>, BTreeMap<u32, pb::EventpollFileEntry>), String> {
+    let path = dir.join(ImageKind::Files.file_name(0));
+    let entries = crust_images::read_entries::<pb::FileEntry>(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let (mut pipes, mut fifos, mut sockets) = (Vec::new(), Vec::new(), Vec::new());
+    let mut made = BTreeMap::new();
+    let mut epolls = BTreeMap::new();
+    for entry in entries {
+        let kind = pb::FdTypes::try_from(entry.r#type).unwrap_or(pb::FdTypes::Und);
+        let missing = || format!("{}: file {} of type {kind:?} has no {kind:?} entry", path.display(), entry.id);
+        match kind {
+            pb::FdTypes::Reg => {}
+            pb::FdTypes::Pipe => pipes.push(entry.pipe.ok_or_else(missing)?),
+            pb::FdTypes::Fifo => fifos.push(entry.fifo.ok_or_else(missing)?),
+            pb::FdTypes::Unixsk => sockets.push(entry.usk.ok_or_else(missing)?),
+            pb::FdTypes::Eventfd => {
+                made.insert(entry.id, anon::create_eventfd(entry.efd.as_ref().ok_or_else(missing)?)?);
+            }
+            pb::FdTypes::Signalfd => {
+                made.insert(entry.id, anon::create_signalfd(entry.sgfd.as_ref().ok_or_else(missing)?)?);
+            }
+            pb::FdTypes::Timerfd => {
+                made.insert(entry.id, anon::create_timerfd(entry.tfd.as_ref().ok_or_else(missing)?)?);
+            }
+            pb::FdTypes::Eventpoll => {
+                let epoll = entry.epfd.ok_or_else(missing)?;
+                made.insert(entry.id, anon::create_epoll(&epoll)?);
+                epolls.insert(entry.id, epoll);
+            }
+            other => return Err(format!("{}: file {} of type {other:?} is not supported yet", path.display(), entry.id)),
+        }
+    }
+    if !pipes.is_empty() {
+        made.extend(pipe::create_pipes(&pipes, &read_pipe_data(dir, ImageKind::PipesData)?)?);
+    }
+    if !fifos.is_empty() {
+        made.extend(pipe::open_fifos(&fifos, regs, &read_pipe_data(dir, ImageKind::FifoData)?)?);
+    }
+    if !sockets.is_empty() {
+        made.extend(unix::create_sockets(&sockets, &read_sk_queues(dir)?)?);
+    }
+    Ok((made, epolls))
 }
 
 impl Broker {
     /// Opens the description of every file id that some process holds, at `base`,
     /// `base + 1`, ... Runs in crust: errors name the file and leave nothing behind.
+    /// Pipes, sockets and anon-inode files are created first (both ends of a pipe or a
+    /// socketpair at once), then every description is put at its number.
     pub(crate) fn open(
         files: &BTreeMap<u32, pb::RegFileEntry>,
         ghosts: &BTreeMap<u32, u32>,
@@ -230,9 +526,28 @@ impl Broker {
         ids: impl IntoIterator<Item = u32>,
         base: i32,
     ) -> Result<Broker, String> {
-        let mut broker = Broker { fds: BTreeMap::new() };
+        let ids: Vec<u32> = ids.into_iter().collect();
+        let (made, epolls) = create_special_files(dir, files)?;
+        // Created fds sit at the lowest free numbers, perhaps where the broker's go:
+        // move them above every broker number first.
+        let above = base + ids.len() as i32 + 8;
+        let mut made_high = BTreeMap::new();
+        for (id, fd) in made {
+            made_high.insert(id, kernel::move_above(fd, above).map_err(|e| format!("move file {id} above {above}: {e}"))?);
+        }
+        let mut broker = Broker { fds: BTreeMap::new(), epolls };
         for id in ids {
             if broker.fds.contains_key(&id) {
+                continue;
+            }
+            if let Some(fd) = made_high.get(&id) {
+                use std::os::fd::AsRawFd;
+                let number = base + broker.fds.len() as i32;
+                if let Err(e) = sys::place_fd(fd.as_raw_fd(), number, true) {
+                    broker.close();
+                    return Err(format!("place file {id} at fd {number}: {e}"));
+                }
+                broker.fds.insert(id, number);
                 continue;
             }
             let number = base + broker.fds.len() as i32;
@@ -265,6 +580,18 @@ impl Broker {
             broker.fds.insert(id, number);
         }
         Ok(broker)
+    }
+
+    /// Rebuilds what depends on this process's own fd numbers, once its fds are installed:
+    /// the watches of every epoll it is the first in the tree to hold (`earlier`: the file
+    /// ids of the processes restored before it, whose fork children inherit the watches).
+    pub(crate) fn after_install(&self, fds: &[pb::FdinfoEntry], earlier: &std::collections::BTreeSet<u32>) -> Result<(), String> {
+        for fd in fds {
+            if let Some(epoll) = self.epolls.get(&fd.id).filter(|_| !earlier.contains(&fd.id)) {
+                anon::add_watches(fd.fd as i32, epoll)?;
+            }
+        }
+        Ok(())
     }
 
     /// The broker's fd numbers.

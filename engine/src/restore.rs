@@ -480,7 +480,7 @@ fn plan(
         what: format!("exe_file_id {} not in files.img", mm.exe_file_id),
     })?;
     helpers.push((exe_fd, PathBuf::from(&exe.name), libc::O_RDONLY));
-    for fd in &process.fds {
+    for fd in process.fds.iter().filter(|fd| fd.r#type == pb::FdTypes::Reg as i32) {
         let reg = images.files.get(&fd.id).ok_or_else(|| RestoreError::BadImage {
             image: "fdinfo".into(),
             what: format!("pid {pid} fd {} names file id {} that files.img lacks", fd.fd, fd.id),
@@ -976,6 +976,8 @@ fn process_main(tree: &TreePlan, images: &Images, options: &RestoreOptions, inde
         keep.extend(tree.shmem.values().map(|s| s.0));
         close_all_but(&keep)?;
         broker.install(&process.fds)?;
+        let earlier = images.processes[..index].iter().flat_map(|p| p.fds.iter().map(|f| f.id)).collect();
+        broker.after_install(&process.fds, &earlier)?;
         // Children, in pstree order; they inherit the broker too.
         for (child_index, child) in images.processes.iter().enumerate().skip(index + 1) {
             if child.pstree.ppid != p.pid {

@@ -153,6 +153,10 @@ pub const TESTS: &[TestSpec] = &[
     },
     rust("prctl_flags"),
     c("vdso"),
+    rust("pipe_data"),
+    rust("fifo_data"),
+    rust("unix_sockets"),
+    rust("event_fds"),
 ];
 
 /// The counter program the demo checkpoints (not part of the suite).

@@ -76,6 +76,11 @@ impl ProcSnapshot {
                 .with_context(|| format!("readlink /proc/{pid}/fd/{fd}"))?
                 .to_string_lossy()
                 .into_owned();
+            // A restored pipe or socket is a new object: its inode number differs.
+            let target = match target.split_once(":[") {
+                Some((kind @ ("pipe" | "socket"), _)) => format!("{kind}:[]"),
+                _ => target,
+            };
             let fdinfo = procfs::parse_fdinfo(&read(&format!("fdinfo/{fd}"))?)?;
             fds.insert(fd, (target, fdinfo));
         }

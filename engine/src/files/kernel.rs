@@ -40,6 +40,12 @@ pub fn borrow_fd(pid: i32, fd: u32) -> io::Result<OwnedFd> {
     owned(unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd as libc::c_long, 0) })
 }
 
+/// `fcntl(fd, F_DUPFD_CLOEXEC, min)`: moves an fd to the lowest free number ≥ `min`.
+pub fn move_above(fd: OwnedFd, min: i32) -> io::Result<OwnedFd> {
+    // SAFETY: no pointers.
+    owned(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, min) } as libc::c_long)
+}
+
 /// `pipe2(O_CLOEXEC)`: (read end, write end).
 pub fn create_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut ends = [0 as libc::c_int; 2];
@@ -75,12 +81,6 @@ pub fn bytes_queued(fd: RawFd) -> io::Result<u32> {
 pub fn copy_pipe(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
     // SAFETY: no pointers.
     Ok(check(unsafe { libc::tee(from, to, len, libc::SPLICE_F_NONBLOCK) } as libc::c_long)? as usize)
-}
-
-/// `fcntl(fd, F_GETFL)`.
-pub fn status_flags(fd: RawFd) -> io::Result<i32> {
-    // SAFETY: no pointers.
-    Ok(check(unsafe { libc::fcntl(fd, libc::F_GETFL) } as libc::c_long)? as i32)
 }
 
 /// `fcntl(fd, F_SETFL, flags)`: only O_APPEND, O_ASYNC, O_DIRECT, O_NOATIME and

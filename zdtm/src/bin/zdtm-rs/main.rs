@@ -6,6 +6,7 @@
 //! module opts in and says what it touches.
 #![deny(unsafe_code)]
 
+mod fds;
 mod files;
 mod memory;
 mod process;
@@ -46,6 +47,10 @@ const TESTS: &[(&str, TestBody)] = &[
     ("caps_ids", process::caps_ids),
     ("prctl_flags", process::prctl_flags),
     ("counter", process::counter),
+    ("pipe_data", fds::pipe_data),
+    ("fifo_data", fds::fifo_data),
+    ("unix_sockets", fds::unix_sockets),
+    ("event_fds", fds::event_fds),
 ];
 
 fn main() {

@@ -1,0 +1,115 @@
+//! Pipes and FIFOs: their unread data is copied at dump with `tee` (nothing is consumed,
+//! so a `--leave-running` target reads exactly what it would have), and written back into
+//! a new pipe by the broker, which creates both ends at once so ends held by different
+//! processes stay one pipe.
+
+use std::collections::BTreeMap;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use crust_images::pb;
+
+use super::kernel;
+
+/// What a pipe (or FIFO) holds: capacity and unread bytes.
+pub(crate) struct PipeContents {
+    pub(crate) size: u32,
+    pub(crate) data: Vec<u8>,
+}
+
+/// Reads the capacity and unread data of the pipe or FIFO behind `/proc/PID/fd/FD`
+/// without consuming it: a new read description is opened through /proc and its
+/// buffers are `tee`d into a pipe of ours.
+pub(crate) fn read_contents(pid: i32, fd: u32) -> std::io::Result<PipeContents> {
+    let source = kernel::open_path(&format!("/proc/{pid}/fd/{fd}"), libc::O_RDONLY | libc::O_NONBLOCK)?;
+    let size = kernel::pipe_size(source.as_raw_fd())?;
+    let queued = kernel::bytes_queued(source.as_raw_fd())? as usize;
+    let mut data = Vec::new();
+    if queued > 0 {
+        let (read_end, write_end) = kernel::create_pipe()?;
+        kernel::set_pipe_size(write_end.as_raw_fd(), size)?;
+        let copied = kernel::copy_pipe(source.as_raw_fd(), write_end.as_raw_fd(), queued)?;
+        if copied != queued {
+            return Err(std::io::Error::other(format!("tee copied {copied} of {queued} queued bytes")));
+        }
+        data.resize(queued, 0);
+        let mut at = 0;
+        while at < queued {
+            let n = kernel::read_some(read_end.as_raw_fd(), &mut data[at..])?;
+            if n == 0 {
+                break;
+            }
+            at += n;
+        }
+    }
+    Ok(PipeContents { size, data })
+}
+
+/// Creates every pipe of the image once, both ends, with its capacity and unread data,
+/// and one open description per pipe entry (a second description of one end is a reopen
+/// through /proc). Returns file id → fd, with each description's status flags set.
+pub(crate) fn create_pipes(
+    pipes: &[pb::PipeEntry],
+    contents: &BTreeMap<u32, PipeContents>,
+) -> Result<BTreeMap<u32, OwnedFd>, String> {
+    let mut by_pipe: BTreeMap<u32, Vec<&pb::PipeEntry>> = BTreeMap::new();
+    for pipe in pipes {
+        by_pipe.entry(pipe.pipe_id).or_default().push(pipe);
+    }
+    let mut out = BTreeMap::new();
+    for (pipe_id, ends) in by_pipe {
+        let (read_end, write_end) = kernel::create_pipe().map_err(|e| format!("pipe {pipe_id}: pipe2: {e}"))?;
+        if let Some(contents) = contents.get(&pipe_id) {
+            kernel::set_pipe_size(write_end.as_raw_fd(), contents.size)
+                .map_err(|e| format!("pipe {pipe_id}: set size {}: {e}", contents.size))?;
+            kernel::write_all(write_end.as_raw_fd(), &contents.data)
+                .map_err(|e| format!("pipe {pipe_id}: write {} unread bytes: {e}", contents.data.len()))?;
+        }
+        let (mut read_used, mut write_used) = (false, false);
+        for end in ends {
+            let reading = end.flags as i32 & libc::O_ACCMODE == libc::O_RDONLY;
+            let (original, used) = if reading { (&read_end, &mut read_used) } else { (&write_end, &mut write_used) };
+            let fd = if *used {
+                kernel::reopen(original.as_raw_fd(), end.flags as i32 & libc::O_ACCMODE)
+            } else {
+                original.try_clone()
+            }
+            .map_err(|e| format!("pipe {pipe_id}: end {}: {e}", end.id))?;
+            *used = true;
+            kernel::set_status_flags(fd.as_raw_fd(), end.flags as i32)
+                .map_err(|e| format!("pipe {pipe_id}: flags of end {}: {e}", end.id))?;
+            out.insert(end.id, fd);
+        }
+    }
+    Ok(out)
+}
+
+/// Opens every FIFO entry at its path with its flags; the FIFO's unread data is written
+/// first, through a read-write description held while the others open (so no open
+/// blocks waiting for the other side).
+pub(crate) fn open_fifos(
+    fifos: &[pb::FifoEntry],
+    regs: &BTreeMap<u32, pb::RegFileEntry>,
+    contents: &BTreeMap<u32, PipeContents>,
+) -> Result<BTreeMap<u32, OwnedFd>, String> {
+    let mut holders: BTreeMap<u32, OwnedFd> = BTreeMap::new();
+    let mut out = BTreeMap::new();
+    for fifo in fifos {
+        let reg_id = fifo.regf_id.unwrap_or(fifo.id);
+        let reg = regs.get(&reg_id).ok_or(format!("fifo {}: reg file {reg_id} is not in files.img", fifo.id))?;
+        if !holders.contains_key(&fifo.pipe_id) {
+            let holder = kernel::open_path(&reg.name, libc::O_RDWR | libc::O_NONBLOCK)
+                .map_err(|e| format!("open fifo {}: {e}", reg.name))?;
+            if let Some(contents) = contents.get(&fifo.pipe_id) {
+                kernel::set_pipe_size(holder.as_raw_fd(), contents.size)
+                    .map_err(|e| format!("fifo {}: set size {}: {e}", reg.name, contents.size))?;
+                kernel::write_all(holder.as_raw_fd(), &contents.data)
+                    .map_err(|e| format!("fifo {}: write {} unread bytes: {e}", reg.name, contents.data.len()))?;
+            }
+            holders.insert(fifo.pipe_id, holder);
+        }
+        let flags = reg.flags as i32 & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_CLOEXEC);
+        let fd = kernel::open_path(&reg.name, flags).map_err(|e| format!("open fifo {}: {e}", reg.name))?;
+        out.insert(fifo.id, fd);
+    }
+    Ok(out)
+}
