@@ -14,3 +14,4 @@ pub mod restore;
 pub mod check;
 mod files;
 mod memory;
+pub mod fast_pages;

@@ -3,7 +3,6 @@
 //! already holds).
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
@@ -11,6 +10,7 @@ use crust_images::pb;
 use crust_images::{ImageKind, ImageWriter};
 
 use crate::dump::{io_err, Collected, DumpError};
+use crate::fast_pages::{page_runs, PageCopier};
 use crate::files::FileTable;
 use crate::procfs::MapsLine;
 use crate::sys;
@@ -28,10 +28,9 @@ pub(crate) fn dump_memory(
     let page = sys::page_size();
     let pagemap = File::open(format!("/proc/{pid}/pagemap")).map_err(io_err(pid, "open pagemap"))?;
     let pages_path = dir.join(ImageKind::Pages.file_name(pages_id as u64));
-    let mut pages_out = BufWriter::with_capacity(
-        1 << 20,
-        File::create(&pages_path).map_err(io_err(pid, format!("create {}", pages_path.display())))?,
-    );
+    let pages_file =
+        File::create(&pages_path).map_err(io_err(pid, format!("create {}", pages_path.display())))?;
+    let mut pages_out = PageCopier::new(pid, pages_file).map_err(io_err(pid, "start the pages writer"))?;
     let mut pagemap_out = ImageWriter::create(dir, ImageKind::Pagemap, pid as u64)
         .map_err(|source| DumpError::Image { pid, source })?;
     pagemap_out
@@ -40,56 +39,39 @@ pub(crate) fn dump_memory(
 
     let mut vmas = Vec::new();
     let mut total_pages = 0u64;
-    let mut buffer = Vec::new();
+    let mut bytes = Vec::new();
+    let mut entries = Vec::new();
     for entry in &collected.smaps {
         let map = &entry.map;
         let Some(mut vma) = classify_vma(pid, map, &entry.vm_flags, files)? else { continue };
         let status = vma.status;
-        let want = |bits: u64| -> bool {
-            let present = bits & (1 << 63) != 0;
-            let swapped = bits & (1 << 62) != 0;
-            let file_or_shared = bits & (1 << 61) != 0;
-            if status & (vs::VDSO | vs::VVAR | vs::VSYSCALL) != 0 || status & vs::FILE_SHARED != 0 {
-                false
-            } else if status & vs::FILE_PRIVATE != 0 {
-                (present && !file_or_shared) || swapped
-            } else {
-                present || swapped
-            }
-        };
         let npages = (map.end - map.start) / page;
         let mut index = 0u64;
         const CHUNK: u64 = 65536;
         while index < npages {
             let count = CHUNK.min(npages - index);
-            let mut bits = vec![0u8; (count * 8) as usize];
+            bytes.resize((count * 8) as usize, 0);
             pagemap
-                .read_exact_at(&mut bits, (map.start / page + index) * 8)
+                .read_exact_at(&mut bytes, (map.start / page + index) * 8)
                 .map_err(io_err(pid, format!("read pagemap at {:#x}", map.start + index * page)))?;
-            let mut run_start: Option<u64> = None;
-            for i in 0..=count {
-                let dump_it = i < count && want(u64::from_ne_bytes(bits[(i * 8) as usize..(i * 8 + 8) as usize].try_into().expect("8 bytes")));
-                match (dump_it, run_start) {
-                    (true, None) => run_start = Some(i),
-                    (false, Some(first)) => {
-                        let addr = map.start + (index + first) * page;
-                        let run = i - first;
-                        copy_pages(pid, mem, addr, run * page, &mut buffer, &mut pages_out)?;
-                        pagemap_out
-                            .write_entry(&pb::PagemapEntry::run(addr, run, PE_PRESENT))
-                            .map_err(|source| DumpError::Image { pid, source })?;
-                        total_pages += run;
-                        run_start = None;
-                    }
-                    _ => {}
-                }
+            entries.clear();
+            entries.extend(bytes.chunks_exact(8).map(|b| u64::from_ne_bytes(b.try_into().expect("8 bytes"))));
+            for (first, run) in page_runs(&entries, |bits| wants_page(status, bits)) {
+                let addr = map.start + (index + first) * page;
+                pages_out
+                    .copy(mem, addr, run * page, map.read)
+                    .map_err(io_err(pid, format!("copy pages {:#x}-{:#x}", addr, addr + run * page)))?;
+                pagemap_out
+                    .write_entry(&pb::PagemapEntry::run(addr, run, PE_PRESENT))
+                    .map_err(|source| DumpError::Image { pid, source })?;
+                total_pages += run;
             }
             index += count;
         }
         vma.fd = -1;
         vmas.push(vma);
     }
-    pages_out.flush().map_err(io_err(pid, "write pages"))?;
+    pages_out.finish().map_err(io_err(pid, "write pages"))?;
     pagemap_out.finish().map_err(|source| DumpError::Image { pid, source })?;
     Ok((vmas, total_pages))
 }
@@ -97,25 +79,20 @@ pub(crate) fn dump_memory(
 /// CRIU's pagemap entry flag: the pages are in this image's pages file.
 const PE_PRESENT: u32 = 1 << 2;
 
-fn copy_pages(
-    pid: i32,
-    mem: &File,
-    addr: u64,
-    len: u64,
-    buffer: &mut Vec<u8>,
-    out: &mut impl Write,
-) -> Result<(), DumpError> {
-    const MAX: u64 = 8 << 20;
-    let mut done = 0;
-    while done < len {
-        let step = MAX.min(len - done);
-        buffer.resize(step as usize, 0);
-        mem.read_exact_at(buffer, addr + done)
-            .map_err(io_err(pid, format!("read memory at {:#x}", addr + done)))?;
-        out.write_all(buffer).map_err(io_err(pid, "write pages"))?;
-        done += step;
+/// Whether a page with pagemap entry `bits`, in an area of VMA status `status`, goes into
+/// the image: present or swapped pages, but never what a file or the kernel holds (the
+/// vDSO, shared file pages, unmodified pages of a private file mapping).
+fn wants_page(status: u32, bits: u64) -> bool {
+    let present = bits & (1 << 63) != 0;
+    let swapped = bits & (1 << 62) != 0;
+    let file_or_shared = bits & (1 << 61) != 0;
+    if status & (vs::VDSO | vs::VVAR | vs::VSYSCALL) != 0 || status & vs::FILE_SHARED != 0 {
+        false
+    } else if status & vs::FILE_PRIVATE != 0 {
+        (present && !file_or_shared) || swapped
+    } else {
+        present || swapped
     }
-    Ok(())
 }
 
 /// madvise bits CRIU records, keyed by smaps VmFlags.

@@ -1,0 +1,246 @@
+//! Fast page transfer from a stopped process into its pages image, and the pure run
+//! building over pagemap entries that decides what to transfer.
+//!
+//! [`PageCopier`] reads the target's pages with `process_vm_readv(2)` into 1 MiB buffers
+//! (pages pinned in batches and copied once, where `/proc/PID/mem` goes through a one-page
+//! bounce buffer) and a writer thread writes them to `pages-N.img` while the next buffer
+//! fills, in 256 KiB `write(2)`s: measured on the development machine's ext4 (kernel 6.18),
+//! writing 1 GiB of fresh file data as 8 MiB writes takes 8-11 s, as 256 KiB writes
+//! 1.5-2 s, since a big write asks for large page-cache folios whose allocation stalls.
+//! Areas the target cannot read itself (no PROT_READ) and ranges `process_vm_readv`
+//! refuses go through `/proc/PID/mem`, which reads them with FOLL_FORCE.
+//!
+//! Guarantees of the unsafe code here: `process_vm_readv` is only given iovecs over a
+//! live, exclusively borrowed local slice, and the remote side is only read.
+#![allow(unsafe_code)]
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::sync::mpsc::{channel, sync_channel, Receiver, SyncSender};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+/// Size of one read buffer: one `process_vm_readv` per buffer at most (per run when runs
+/// are short).
+pub const READ_BUFFER: usize = 1 << 20;
+/// Size of one `write(2)` of page data.
+pub const WRITE_CHUNK: usize = 256 << 10;
+/// Buffers in flight between the reader and the writer.
+const BUFFERS: usize = 4;
+/// Progress is logged every this many bytes.
+const PROGRESS_EVERY: u64 = 256 << 20;
+
+/// Runs of consecutive pages in `entries` (one pagemap entry per page) that `want`
+/// accepts, as `(first index, page count)`.
+pub fn page_runs(entries: &[u64], want: impl Fn(u64) -> bool) -> Vec<(u64, u64)> {
+    let mut runs = Vec::new();
+    let mut run_start: Option<usize> = None;
+    for (index, &entry) in entries.iter().enumerate() {
+        match (want(entry), run_start) {
+            (true, None) => run_start = Some(index),
+            (false, Some(first)) => {
+                runs.push((first as u64, (index - first) as u64));
+                run_start = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(first) = run_start {
+        runs.push((first as u64, (entries.len() - first) as u64));
+    }
+    runs
+}
+
+/// Copies ranges of a stopped process's memory to the end of a pages image, in order.
+pub struct PageCopier {
+    pid: i32,
+    current: Vec<u8>,
+    to_writer: Option<SyncSender<Vec<u8>>>,
+    free_buffers: Receiver<Vec<u8>>,
+    writer: Option<JoinHandle<io::Result<()>>>,
+    copied: u64,
+    started: Instant,
+    next_progress: u64,
+}
+
+impl PageCopier {
+    /// Starts the writer thread over `out` (positioned where the pages go).
+    pub fn new(pid: i32, out: File) -> io::Result<PageCopier> {
+        let (to_writer, filled) = sync_channel::<Vec<u8>>(BUFFERS);
+        let (give_back, free_buffers) = channel::<Vec<u8>>();
+        for _ in 1..BUFFERS {
+            give_back.send(Vec::with_capacity(READ_BUFFER)).expect("receiver is alive here");
+        }
+        let writer = std::thread::Builder::new()
+            .name("crust-pages".into())
+            .spawn(move || write_buffers(out, filled, give_back))?;
+        Ok(PageCopier {
+            pid,
+            current: Vec::with_capacity(READ_BUFFER),
+            to_writer: Some(to_writer),
+            free_buffers,
+            writer: Some(writer),
+            copied: 0,
+            started: Instant::now(),
+            next_progress: PROGRESS_EVERY,
+        })
+    }
+
+    /// Appends `len` bytes of the target's memory at `addr`. `readable`: the area has
+    /// PROT_READ, so `process_vm_readv` may read it; otherwise `mem` (`/proc/PID/mem`)
+    /// does.
+    pub fn copy(&mut self, mem: &File, addr: u64, len: u64, readable: bool) -> io::Result<()> {
+        let mut done = 0u64;
+        while done < len {
+            if self.current.len() == READ_BUFFER {
+                self.send_current()?;
+            }
+            let room = (READ_BUFFER - self.current.len()) as u64;
+            let step = room.min(len - done) as usize;
+            let start = self.current.len();
+            self.current.resize(start + step, 0);
+            let target = &mut self.current[start..];
+            let read = if readable { read_remote(self.pid, target, addr + done).unwrap_or(0) } else { 0 };
+            if read < step {
+                // What process_vm_readv would not read (not readable, or a fault): the
+                // kernel's forced access through /proc/PID/mem, whose error names it.
+                mem.read_exact_at(&mut target[read..], addr + done + read as u64)?;
+            }
+            done += step as u64;
+            self.copied += step as u64;
+        }
+        if self.copied >= self.next_progress {
+            let seconds = self.started.elapsed().as_secs_f64().max(1e-6);
+            log::info!(
+                target: "crust::progress",
+                "pid {}: {} MiB of pages written, {:.0} MiB/s",
+                self.pid,
+                self.copied >> 20,
+                (self.copied >> 20) as f64 / seconds
+            );
+            self.next_progress = (self.copied / PROGRESS_EVERY + 1) * PROGRESS_EVERY;
+        }
+        Ok(())
+    }
+
+    /// Bytes appended so far.
+    pub fn copied(&self) -> u64 {
+        self.copied
+    }
+
+    /// Writes what is left and waits for the writer; its error if it had one.
+    pub fn finish(mut self) -> io::Result<u64> {
+        if !self.current.is_empty() {
+            self.send_current()?;
+        }
+        self.to_writer.take();
+        self.join_writer()?;
+        Ok(self.copied)
+    }
+
+    fn send_current(&mut self) -> io::Result<()> {
+        let next = match self.free_buffers.recv() {
+            Ok(buffer) => buffer,
+            // The writer ended: it failed.
+            Err(_) => return Err(self.writer_error()),
+        };
+        let full = std::mem::replace(&mut self.current, next);
+        let sender = self.to_writer.as_ref().expect("sender lives until finish");
+        if sender.send(full).is_err() {
+            return Err(self.writer_error());
+        }
+        Ok(())
+    }
+
+    fn writer_error(&mut self) -> io::Error {
+        self.to_writer.take();
+        match self.join_writer() {
+            Err(error) => error,
+            Ok(()) => io::Error::other("pages writer thread ended early"),
+        }
+    }
+
+    fn join_writer(&mut self) -> io::Result<()> {
+        match self.writer.take() {
+            Some(handle) => handle.join().map_err(|_| io::Error::other("pages writer thread panicked"))?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for PageCopier {
+    fn drop(&mut self) {
+        self.to_writer.take();
+        let _ = self.join_writer();
+    }
+}
+
+fn write_buffers(mut out: File, filled: Receiver<Vec<u8>>, give_back: std::sync::mpsc::Sender<Vec<u8>>) -> io::Result<()> {
+    while let Ok(mut buffer) = filled.recv() {
+        for chunk in buffer.chunks(WRITE_CHUNK) {
+            out.write_all(chunk)?;
+        }
+        buffer.clear();
+        // The reader may be done already: then nobody wants the buffer back.
+        let _ = give_back.send(buffer);
+    }
+    Ok(())
+}
+
+/// `process_vm_readv(pid, [local], [addr..addr+len])`: bytes read, which is short when a
+/// page in the range cannot be read.
+#[doc(alias = "process_vm_readv")]
+fn read_remote(pid: i32, local: &mut [u8], addr: u64) -> io::Result<usize> {
+    let mut total = 0usize;
+    while total < local.len() {
+        let rest = &mut local[total..];
+        let local_iov = libc::iovec { iov_base: rest.as_mut_ptr().cast(), iov_len: rest.len() };
+        let remote_iov = libc::iovec { iov_base: (addr + total as u64) as *mut libc::c_void, iov_len: rest.len() };
+        // SAFETY: local_iov covers `rest`, exclusively borrowed for this call; the remote
+        // iovec is only read from, in another process, and checked by the kernel.
+        let n = unsafe { libc::process_vm_readv(pid, &local_iov, 1, &remote_iov, 1, 0) };
+        if n < 0 {
+            let error = io::Error::last_os_error();
+            if error.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return if total > 0 { Ok(total) } else { Err(error) };
+        }
+        if n == 0 {
+            break;
+        }
+        total += n as usize;
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_of_wanted_pages() {
+        let entries = [1, 1, 0, 1, 0, 0, 1, 1, 1];
+        assert_eq!(page_runs(&entries, |e| e == 1), vec![(0, 2), (3, 1), (6, 3)]);
+        assert_eq!(page_runs(&[], |_| true), vec![]);
+        assert_eq!(page_runs(&[0, 0], |e| e == 1), vec![]);
+    }
+
+    #[test]
+    fn copies_own_memory_in_order() {
+        let data: Vec<u8> = (0..3 * READ_BUFFER + 12345).map(|i| (i * 7 % 251) as u8).collect();
+        let dir = std::env::temp_dir().join(format!("crust-fast-pages-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("pages.img");
+        let mem = File::open("/proc/self/mem").expect("open own mem");
+        let mut copier = PageCopier::new(std::process::id() as i32, File::create(&path).expect("create")).expect("copier");
+        let base = data.as_ptr() as u64;
+        copier.copy(&mem, base, 100, true).expect("small run");
+        copier.copy(&mem, base + 100, (data.len() - 200) as u64, true).expect("big run");
+        copier.copy(&mem, base + data.len() as u64 - 100, 100, false).expect("through /proc/self/mem");
+        assert_eq!(copier.finish().expect("finish"), data.len() as u64);
+        assert_eq!(std::fs::read(&path).expect("read back"), data);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
