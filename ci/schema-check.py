@@ -8,6 +8,8 @@ import sys
 import google.protobuf.descriptor as descriptor
 from google.protobuf.descriptor_pb2 import FieldDescriptorProto, FileDescriptorProto
 import pycriu.images  # noqa: F401  (puts the *_pb2 modules on sys.path and loads them)
+from pycriu.images import images as crit_images
+from pycriu.images import magic as crit_magic
 import opts_pb2
 
 LABELS = {
@@ -99,10 +101,30 @@ def main():
             walk_message(message, file_descriptor.name, messages, enums)
         for enum in file_descriptor.enum_types_by_name.values():
             walk_enum(enum, file_descriptor.name, enums)
-    write_compact(messages, enums, sys.stdout)
+    write_compact(messages, enums, image_kinds(), sys.stdout)
 
 
-def write_compact(messages, enums, out):
+def image_kinds():
+    """Magic name -> its value and what crit decodes its entries as: the message, and
+    the extra handler for raw payloads after entries (or the special handler class)."""
+    kinds = {}
+    for name, value in sorted(crit_magic.by_name.items()):
+        kind = {"magic": value}
+        handler = crit_images.handlers.get(name)
+        if handler is not None:
+            payload = getattr(handler, "payload", None)
+            if payload is not None:
+                kind["message"] = payload.DESCRIPTOR.full_name
+            else:
+                kind["special"] = type(handler).__name__
+            extra = getattr(handler, "extra_handler", None)
+            if extra is not None:
+                kind["extra"] = type(extra).__name__
+        kinds[name] = kind
+    return kinds
+
+
+def write_compact(messages, enums, kinds, out):
     """One message per block and one field per line, so a diff names the field."""
     def line(value):
         return json.dumps(value, sort_keys=False)
@@ -119,6 +141,10 @@ def write_compact(messages, enums, out):
     for index, (name, enum) in enumerate(sorted(enums.items())):
         out.write("  %s: {\"file\": %s, \"values\": %s}" % (line(name), line(enum["file"]), line(enum["values"])))
         out.write(",\n" if index + 1 < len(enums) else "\n")
+    out.write(' },\n "images": {\n')
+    for index, (name, kind) in enumerate(kinds.items()):
+        out.write("  %s: %s" % (line(name), line(kind)))
+        out.write(",\n" if index + 1 < len(kinds) else "\n")
     out.write(" }\n}\n")
 
 

@@ -338,8 +338,8 @@ pub struct RawImage {
 
 /// Splits image bytes into entries and payloads. Pure: does no I/O and never panics, so
 /// it is the fuzzing entry point. Payload lengths come from the entry that precedes them
-/// (pipe data `bytes`, socket queue `length`, tcp stream `inq_len + outq_len`, ghost
-/// file chunks), as crit reads them.
+/// (pipe data `bytes`, socket queue `length`, tcp stream `inq_len + outq_len`, BPF map
+/// data `keys_bytes + values_bytes`, ghost file chunks), as crit reads them.
 pub fn parse(file: &str, bytes: &[u8]) -> Result<RawImage, ImageError> {
     let mut reader = ImageReader::from_bytes(file, bytes.to_vec())?;
     if let Some((named_kind, _)) = ImageKind::from_file_name(file) {
@@ -372,6 +372,13 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<RawImage, ImageError> {
                 let entry = pb::SkPacketEntry::decode(message.as_slice())
                     .map_err(|source| decode_error("SkPacketEntry", source))?;
                 Some(reader.read_payload(u64::from(entry.length))?)
+            }
+            ImageKind::BpfmapData => {
+                let entry = pb::BpfmapDataEntry::decode(message.as_slice())
+                    .map_err(|source| decode_error("BpfmapDataEntry", source))?;
+                Some(reader.read_payload(
+                    u64::from(entry.keys_bytes) + u64::from(entry.values_bytes),
+                )?)
             }
             ImageKind::TcpStream => {
                 let entry = pb::TcpStreamEntry::decode(message.as_slice())

@@ -144,6 +144,11 @@ pub fn entry_message_name(kind: ImageKind) -> Option<&'static str> {
         Netns => "criu.netns_entry",
         Cpuinfo => "criu.cpuinfo_entry",
         BpfmapFile => "criu.bpfmap_file_entry",
+        BpfmapData => "criu.bpfmap_data_entry",
+        Apparmor => "criu.apparmor_entry",
+        Autofs => "criu.autofs_entry",
+        BinfmtMisc => "criu.binfmt_misc_entry",
+        Pidfd => "criu.pidfd_entry",
         IpcVar => "criu.ipc_var_entry",
         IpcnsShm => "criu.ipc_shm_entry",
         IpcnsMsg => "criu.ipc_msg_entry",
@@ -346,7 +351,10 @@ pub fn json_to_image(json: &Json, byte_order: ByteOrder) -> Result<Vec<u8>, Json
         let extra = object.get("extra");
         let extra_path = format!("{path}.extra");
         match kind {
-            ImageKind::PipesData | ImageKind::FifoData | ImageKind::SkQueues => {
+            ImageKind::PipesData
+            | ImageKind::FifoData
+            | ImageKind::SkQueues
+            | ImageKind::BpfmapData => {
                 if let Some(extra) = extra.filter(|extra| is_truthy(extra)) {
                     writer.write_payload(&decode_base64_json(extra, &extra_path)?)?;
                 }

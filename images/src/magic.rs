@@ -184,6 +184,16 @@ image_kinds! {
     Pidns = (0x6115_7326, "PIDNS", Common, "pidns-{}.img"),
     /// bpfmap-file.img
     BpfmapFile = (0x5750_6142, "BPFMAP_FILE", Common, "bpfmap-file.img"),
+    /// bpfmap-data.img: keys and values of BPF maps, as raw bytes after each entry.
+    BpfmapData = (0x6432_4033, "BPFMAP_DATA", Common, "bpfmap-data.img"),
+    /// apparmor.img: AppArmor namespaces and policies.
+    Apparmor = (0x5942_3047, "APPARMOR", Common, "apparmor.img"),
+    /// autofs-N.img
+    Autofs = (0x4935_3943, "AUTOFS", Common, "autofs-{}.img"),
+    /// binfmt-misc-N.img: binfmt_misc handlers (crit 4.2 has no handler for it).
+    BinfmtMisc = (0x6734_3323, "BINFMT_MISC", Common, "binfmt-misc-{}.img"),
+    /// pidfd.img: pidfds (crit 4.2 has no handler for it).
+    Pidfd = (0x5443_5556, "PIDFD", Common, "pidfd.img"),
     /// stats-dump (no .img suffix, as CRIU names it)
     StatsDump = (0x5709_3306, "STATS", Service, "stats-dump"),
     /// stats-restore; same magic as [`ImageKind::StatsDump`].

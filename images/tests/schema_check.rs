@@ -306,3 +306,43 @@ fn committed_schema_is_fresh() {
         "images/tests/criu-schema.json is stale: run ci/schema-check > images/tests/criu-schema.json"
     );
 }
+
+/// Every image kind of ours has CRIU's magic under CRIU's name, and its entries decode as
+/// the message crit decodes them as.
+#[test]
+fn image_kinds_match_criu() {
+    let criu = load_committed_schema();
+    let criu_images = criu["images"].as_object().expect("images");
+    let mut problems = Vec::new();
+    for &kind in crust_images::ImageKind::ALL {
+        if kind == crust_images::ImageKind::Pages {
+            continue; // raw, no magic
+        }
+        let Some(criu_kind) = criu_images.get(kind.name()) else {
+            problems.push(format!("{kind:?}: CRIU has no magic named {}", kind.name()));
+            continue;
+        };
+        if criu_kind["magic"].as_u64() != Some(u64::from(kind.magic())) {
+            problems.push(format!(
+                "{kind:?}: magic {:#x}, CRIU's {} is {}",
+                kind.magic(),
+                kind.name(),
+                criu_kind["magic"]
+            ));
+        }
+        let ours = crust_images::json::entry_message_name(kind).map(strip_package);
+        if let Some(message) = criu_kind.get("message").and_then(Json::as_str) {
+            if ours != Some(message) {
+                problems.push(format!("{kind:?}: entries are {ours:?} in ours, {message} in crit"));
+            }
+        }
+    }
+    let ours: Vec<&str> = crust_images::ImageKind::ALL.iter().map(|kind| kind.name()).collect();
+    let lacking: Vec<&String> = criu_images
+        .iter()
+        .filter(|(name, kind)| kind.get("magic").is_some() && !ours.contains(&name.as_str()))
+        .map(|(name, _)| name)
+        .collect();
+    eprintln!("image magics CRIU has and we lack ({}): {lacking:?}", lacking.len());
+    assert!(problems.is_empty(), "image kinds differ from CRIU's:\n{}", problems.join("\n"));
+}

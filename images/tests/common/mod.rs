@@ -227,6 +227,38 @@ pub fn dump_fixtures() -> Vec<Fixture> {
         writer.write_payload(b"inqou").expect("vec");
         writer.into_inner().expect("vec")
     });
+    add("bpfmap-data.img".into(), {
+        let mut writer =
+            ImageWriter::with_sink(Vec::new(), "bpfmap-data.img", ImageKind::BpfmapData, le)
+                .expect("vec");
+        writer
+            .write_entry(&pb::BpfmapDataEntry {
+                map_id: 7,
+                keys_bytes: 8,
+                values_bytes: 6,
+                count: 2,
+            })
+            .expect("vec");
+        writer.write_payload(b"key1key2valval").expect("vec");
+        writer.into_inner().expect("vec")
+    });
+    add(
+        "apparmor.img".into(),
+        image(
+            ImageKind::Apparmor,
+            le,
+            &[pb::ApparmorEntry {
+                namespaces: vec![pb::AaNamespace {
+                    name: "root".into(),
+                    policies: vec![pb::AaPolicy {
+                        name: "crust-test".into(),
+                        blob: b"\x04\x08policy".to_vec(),
+                    }],
+                    namespaces: vec![],
+                }],
+            }],
+        ),
+    );
     add("sk-queues.img".into(), {
         let mut writer =
             ImageWriter::with_sink(Vec::new(), "sk-queues.img", ImageKind::SkQueues, le)
