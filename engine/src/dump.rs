@@ -143,6 +143,10 @@ impl FrozenProcess {
 /// The seized tree. Dropping it releases every thread exactly as it was.
 struct Frozen {
     processes: Vec<FrozenProcess>,
+    /// Pids and tids as the tree sees them (its own pid namespace), by host pid.
+    virt: BTreeMap<i32, i32>,
+    /// The tree runs in a pid namespace of its own, whose init is the root.
+    own_pid_ns: bool,
     /// Registers were changed by remote syscalls and must be put back.
     touched: bool,
     finished: bool,
@@ -177,7 +181,15 @@ impl Frozen {
     /// Seizes `root` and every descendant, each process's threads until no new one
     /// appears, parents before children (a stopped process cannot fork).
     fn seize_tree(root: i32) -> Result<Frozen, DumpError> {
-        let mut frozen = Frozen { processes: Vec::new(), touched: false, finished: false };
+        let mut frozen = Frozen { processes: Vec::new(), virt: BTreeMap::new(), own_pid_ns: false, touched: false, finished: false };
+        let ns_of = |pid: i32| fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
+        frozen.own_pid_ns = ns_of(root) != fs::read_link("/proc/self/ns/pid").ok();
+        if frozen.own_pid_ns && virtual_pid(root)? != 1 {
+            return Err(DumpError::Unsupported {
+                pid: root,
+                what: "a tree in a pid namespace whose root is not the namespace's init (pid 1)".into(),
+            });
+        }
         let mut queue = std::collections::VecDeque::from([(root, 0)]);
         while let Some((pid, ppid)) = queue.pop_front() {
             let stat = read_stat(pid)?;
@@ -201,6 +213,12 @@ impl Frozen {
             }
             for child in children_of(pid, &frozen.processes[index].threads)? {
                 queue.push_back((child, pid));
+            }
+        }
+        for process in &frozen.processes {
+            frozen.virt.insert(process.pid, virtual_pid(process.pid)?);
+            for thread in &process.threads {
+                frozen.virt.insert(thread.tid, virtual_pid_of_thread(process.pid, thread.tid)?);
             }
         }
         Ok(frozen)
@@ -231,8 +249,10 @@ impl Frozen {
         for process in &self.processes {
             let _ = sys::send_signal(process.pid, libc::SIGKILL);
         }
-        // Other threads first: a leader's exit is reported only after theirs.
-        for process in &self.processes {
+        // Children before parents and other threads before leaders: a leader's exit is
+        // reported only after its threads', and a pid namespace's init finishes dying
+        // only once every other task in it is gone.
+        for process in self.processes.iter().rev() {
             for thread in process.threads.iter().rev() {
                 while let Ok(sys::WaitEvent::Stopped { .. }) = sys::wait_thread(thread.tid) {}
             }
@@ -245,6 +265,31 @@ impl Drop for Frozen {
     fn drop(&mut self) {
         if !self.finished {
             self.release();
+        }
+    }
+}
+
+/// A pid as its own (innermost) pid namespace sees it: the last `NSpid:` field.
+fn virtual_pid(pid: i32) -> Result<i32, DumpError> {
+    virtual_pid_of_thread(pid, pid)
+}
+
+fn virtual_pid_of_thread(pid: i32, tid: i32) -> Result<i32, DumpError> {
+    let status = fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).map_err(io_err(pid, "read status"))?;
+    procfs::parse_key_values(&status)
+        .get("NSpid")
+        .and_then(|v| v.split_whitespace().last()?.parse().ok())
+        .ok_or_else(|| DumpError::Unsupported { pid, what: format!("tid {tid} without an NSpid line") })
+}
+
+impl Frozen {
+    /// The tree's own view of a host pid; outside the tree, the host pid itself unless
+    /// the tree has its own pid namespace (then the pid cannot be represented).
+    fn to_virtual(&self, host: i32, what: &str) -> Result<i32, DumpError> {
+        match self.virt.get(&host) {
+            Some(&v) => Ok(v),
+            None if !self.own_pid_ns => Ok(host),
+            None => Err(DumpError::Unsupported { pid: host, what: format!("{what} {host} outside the dumped pid namespace") }),
         }
     }
 }
@@ -327,6 +372,13 @@ pub fn dump(options: &DumpOptions) -> Result<DumpReport, DumpError> {
         let mem = fs::File::open(format!("/proc/{pid}/mem")).map_err(io_err(pid, "open /proc/PID/mem"))?;
         let (vmas, written) =
             crate::memory::dump_memory(pid, &options.dir, collected, &mem, &mut files, index as u32 + 1)?;
+        let vpid = frozen.to_virtual(pid, "pid")?;
+        if vpid != pid {
+            // Images name processes by their pid in the tree's own namespace.
+            let host_name = options.dir.join(ImageKind::Pagemap.file_name(pid as u64));
+            let virt_name = options.dir.join(ImageKind::Pagemap.file_name(vpid as u64));
+            fs::rename(&host_name, &virt_name).map_err(io_err(pid, format!("rename {}", host_name.display())))?;
+        }
         pages += written;
         vma_count += vmas.len();
         memory.push(vmas);
@@ -539,10 +591,12 @@ fn write_images(
     let root = options.pid;
     let dir = &options.dir;
     let image = |pid: i32| move |source| DumpError::Image { pid, source };
+    let pid_ns_id = frozen.own_pid_ns.then_some(1);
     let ids_of = |index: usize| {
         let id = index as u32 + 1;
-        pb::TaskKobjIdsEntry { vm_id: id, files_id: id, fs_id: id, sighand_id: id, ..Default::default() }
+        pb::TaskKobjIdsEntry { vm_id: id, files_id: id, fs_id: id, sighand_id: id, pid_ns_id, ..Default::default() }
     };
+    let v = |host: i32, what: &str| frozen.to_virtual(host, what);
 
     let mut w = ImageWriter::create(dir, ImageKind::Inventory, 0).map_err(image(root))?;
     w.write_entry(&pb::InventoryEntry {
@@ -558,12 +612,17 @@ fn write_images(
 
     let mut w = ImageWriter::create(dir, ImageKind::Pstree, 0).map_err(image(root))?;
     for process in &frozen.processes {
-        let threads = if process.is_zombie() { vec![process.pid as u32] } else { process.threads.iter().map(|t| t.tid as u32).collect() };
+        let threads: Vec<u32> = if process.is_zombie() {
+            vec![v(process.pid, "pid")? as u32]
+        } else {
+            process.threads.iter().map(|t| v(t.tid, "tid").map(|t| t as u32)).collect::<Result<_, _>>()?
+        };
+        let ppid = if process.pid == root { 0 } else { v(process.ppid, "parent")? as u32 };
         w.write_entry(&pb::PstreeEntry {
-            pid: process.pid as u32,
-            ppid: process.ppid as u32,
-            pgid: process.stat.pgid as u32,
-            sid: process.stat.sid as u32,
+            pid: v(process.pid, "pid")? as u32,
+            ppid,
+            pgid: v(process.stat.pgid, "process group")? as u32,
+            sid: if process.stat.sid == 0 { 0 } else { v(process.stat.sid, "session")? as u32 },
             threads,
         })
         .map_err(image(root))?;
@@ -585,7 +644,7 @@ fn write_images(
             }),
             ..Default::default()
         };
-        let mut w = ImageWriter::create(dir, ImageKind::Core, process.pid as u64).map_err(image(process.pid))?;
+        let mut w = ImageWriter::create(dir, ImageKind::Core, v(process.pid, "pid")? as u64).map_err(image(process.pid))?;
         w.write_entry(&core).map_err(image(process.pid))?;
         w.finish().map_err(image(process.pid))?;
     }
@@ -643,7 +702,7 @@ fn write_images(
                 });
             }
             HostArch::regs_to_core(&mut core, &thread.regs, tq.clear_tid_addr);
-            let mut w = ImageWriter::create(dir, ImageKind::Core, thread.tid as u64).map_err(image(pid))?;
+            let mut w = ImageWriter::create(dir, ImageKind::Core, v(thread.tid, "tid")? as u64).map_err(image(pid))?;
             w.write_entry(&core).map_err(image(pid))?;
             w.finish().map_err(image(pid))?;
         }
@@ -668,18 +727,19 @@ fn write_images(
             thp_disabled: Some(queries.thp_disabled),
             ..Default::default()
         };
-        let mut w = ImageWriter::create(dir, ImageKind::Mm, pid as u64).map_err(image(pid))?;
+        let vpid = v(pid, "pid")? as u64;
+        let mut w = ImageWriter::create(dir, ImageKind::Mm, vpid).map_err(image(pid))?;
         w.write_entry(&mm).map_err(image(pid))?;
         w.finish().map_err(image(pid))?;
 
         crate::files::write_fdinfo(pid, dir, fds, ids.files_id)?;
 
         let umask = collected.status.get("Umask").and_then(|v| u32::from_str_radix(v, 8).ok());
-        let mut w = ImageWriter::create(dir, ImageKind::Fs, pid as u64).map_err(image(pid))?;
+        let mut w = ImageWriter::create(dir, ImageKind::Fs, vpid).map_err(image(pid))?;
         w.write_entry(&pb::FsEntry { cwd_id: *cwd_id, root_id: *root_id, umask }).map_err(image(pid))?;
         w.finish().map_err(image(pid))?;
 
-        let mut w = ImageWriter::create(dir, ImageKind::Ids, pid as u64).map_err(image(pid))?;
+        let mut w = ImageWriter::create(dir, ImageKind::Ids, vpid).map_err(image(pid))?;
         w.write_entry(&ids).map_err(image(pid))?;
         w.finish().map_err(image(pid))?;
     }

@@ -211,10 +211,18 @@ pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> 
     let started = Instant::now();
     let images = read_images(&options.dir)?;
     let root = images.processes[0].pid();
-    for process in &images.processes {
-        for &tid in process.pstree.threads.iter().chain(std::iter::once(&process.pstree.pid)) {
-            if Path::new(&format!("/proc/{tid}")).exists() {
-                return Err(RestoreError::PidBusy { pid: tid as i32 });
+    // A tree dumped in its own pid namespace comes back in a new one, where its pids are
+    // always free; otherwise every pid and tid must be free here.
+    let new_pid_ns = images.processes[0].cores[0].ids.as_ref().and_then(|i| i.pid_ns_id).is_some();
+    if new_pid_ns && root != 1 {
+        return Err(RestoreError::BadImage { image: "pstree.img".into(), what: format!("pid namespace root has pid {root}, not 1") });
+    }
+    if !new_pid_ns {
+        for process in &images.processes {
+            for &tid in process.pstree.threads.iter().chain(std::iter::once(&process.pstree.pid)) {
+                if Path::new(&format!("/proc/{tid}")).exists() {
+                    return Err(RestoreError::PidBusy { pid: tid as i32 });
+                }
             }
         }
     }
@@ -238,7 +246,8 @@ pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> 
 
     let (sync_read, sync_write) = pipe(root)?;
     let (error_read, error_write) = pipe(root)?;
-    let child = match sys::fork_with_pid(root) {
+    let forked = if new_pid_ns { sys::fork_into_new_pid_ns() } else { sys::fork_with_pid(root) };
+    let child = match forked {
         Ok(0) => {
             drop(sync_write);
             drop(error_read);
@@ -254,7 +263,9 @@ pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> 
     for &(number, _) in tree.shmem.values() {
         sys::close_fd(number);
     }
-    let mut guard = TreeGuard { pids: images.processes.iter().map(|p| p.pid()).collect(), released: false };
+    // In a new pid namespace, killing its init (`child`) kills the whole tree.
+    let guard_pids = if new_pid_ns { vec![child] } else { images.processes.iter().map(|p| p.pid()).collect() };
+    let mut guard = TreeGuard { pids: guard_pids, released: false };
     let options_word = libc::PTRACE_O_TRACESYSGOOD
         | libc::PTRACE_O_EXITKILL
         | libc::PTRACE_O_TRACEFORK
@@ -265,16 +276,18 @@ pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> 
     sync_write.write_all(b"g").map_err(io_err(root, "release child"))?;
     drop(sync_write);
 
-    wait_for_restorers(&tree, &images, error_read)?;
+    let host = wait_for_restorers(&tree, &images, error_read)?;
     for (process, plan) in images.processes.iter().zip(&tree.plans) {
         if let Some(plan) = plan {
-            finish_process(process, plan)?;
+            finish_process(process, plan, &host)?;
         }
     }
     for process in images.processes.iter().filter(|p| p.task_state() == TASK_STOPPED) {
-        let _ = sys::send_signal(process.pid(), libc::SIGSTOP);
+        let _ = sys::send_signal(host[&process.pid()], libc::SIGSTOP);
     }
     guard.released = true;
+    // From here on, the root is named by its pid on this host.
+    let root = child;
     if let Some(pidfile) = &options.pidfile {
         fs::write(pidfile, format!("{root}")).map_err(io_err(root, format!("write {}", pidfile.display())))?;
     }
@@ -1059,7 +1072,16 @@ fn fd_file(fd: i32) -> fs::File {
 
 /// Runs the tree until every live process's restorer has finished and every new thread
 /// has trapped; zombies are counted as they exit.
-fn wait_for_restorers(tree: &TreePlan, images: &Images, error_read: OwnedFd) -> Result<(), RestoreError> {
+fn wait_for_restorers(tree: &TreePlan, images: &Images, error_read: OwnedFd) -> Result<BTreeMap<i32, i32>, RestoreError> {
+    // Tasks are reported by host tid; images name them by their tid in their own pid
+    // namespace (the same number outside a new namespace).
+    let mut host: BTreeMap<i32, i32> = BTreeMap::new();
+    let virtual_of = |tid: i32| -> i32 {
+        fs::read_to_string(format!("/proc/{tid}/status"))
+            .ok()
+            .and_then(|s| procfs::parse_key_values(&s).get("NSpid").and_then(|v| v.split_whitespace().last()?.parse().ok()))
+            .unwrap_or(tid)
+    };
     let root = images.processes[0].pid();
     let mut pending_leaders: BTreeMap<i32, usize> = BTreeMap::new();
     let mut pending_threads: Vec<i32> = Vec::new();
@@ -1081,10 +1103,18 @@ fn wait_for_restorers(tree: &TreePlan, images: &Images, error_read: OwnedFd) -> 
         RestoreError::Child { pid, what: if message.trim().is_empty() { fallback } else { message.trim().to_string() } }
     };
     while !(pending_leaders.is_empty() && pending_threads.is_empty() && pending_zombies.is_empty()) {
-        let (tid, event) = sys::wait_any().map_err(io_err(root, "wait for restorers"))?;
+        let (host_tid, event) = sys::wait_any().map_err(io_err(root, "wait for restorers"))?;
+        let tid = match event {
+            sys::WaitEvent::Stopped { .. } => {
+                let tid = virtual_of(host_tid);
+                host.insert(tid, host_tid);
+                tid
+            }
+            _ => host.iter().find(|(_, &h)| h == host_tid).map(|(&v, _)| v).unwrap_or(host_tid),
+        };
         match event {
             sys::WaitEvent::Stopped { signal, event: 0 } if signal == libc::SIGTRAP => {
-                let regs = HostArch::read_regs(tid).map_err(|source| RestoreError::Arch { pid: tid, source })?;
+                let regs = HostArch::read_regs(host_tid).map_err(|source| RestoreError::Arch { pid: tid, source })?;
                 let owner = images.processes.iter().position(|p| p.pstree.threads.contains(&(tid as u32)));
                 let Some(index) = owner else {
                     return Err(RestoreError::Child { pid: tid, what: "unexpected task in the restored tree".into() });
@@ -1107,13 +1137,13 @@ fn wait_for_restorers(tree: &TreePlan, images: &Images, error_read: OwnedFd) -> 
             }
             // Fork/clone events, and the first stop of auto-attached tasks: let them run.
             sys::WaitEvent::Stopped { event, .. } if event != 0 => {
-                sys::continue_thread(tid, 0).map_err(io_err(tid, "continue"))?;
+                sys::continue_thread(host_tid, 0).map_err(io_err(tid, "continue"))?;
             }
             sys::WaitEvent::Stopped { signal, .. } if signal == libc::SIGCHLD => {
-                sys::continue_thread(tid, 0).map_err(io_err(tid, "continue"))?;
+                sys::continue_thread(host_tid, 0).map_err(io_err(tid, "continue"))?;
             }
             sys::WaitEvent::Stopped { signal, .. } => {
-                let ip = HostArch::read_regs(tid).map(|r| HostArch::ip(&r.gpr)).unwrap_or(0);
+                let ip = HostArch::read_regs(host_tid).map(|r| HostArch::ip(&r.gpr)).unwrap_or(0);
                 return Err(child_error(&mut error_read, tid, format!("restorer got signal {signal} at ip {ip:#x}")));
             }
             sys::WaitEvent::Exited(_) | sys::WaitEvent::Signaled(_) if pending_zombies.contains(&tid) => {
@@ -1127,16 +1157,16 @@ fn wait_for_restorers(tree: &TreePlan, images: &Images, error_read: OwnedFd) -> 
             }
         }
     }
-    Ok(())
+    Ok(host)
 }
 
 /// For one process: injects each thread's own state, unmaps the restorer through one
 /// injected syscall, then sets every thread's dumped registers and signal mask and lets
 /// it go.
-fn finish_process(process: &ProcessImages, plan: &Plan) -> Result<(), RestoreError> {
-    let pid = process.pid();
+fn finish_process(process: &ProcessImages, plan: &Plan, host: &BTreeMap<i32, i32>) -> Result<(), RestoreError> {
+    let pid = host[&process.pid()];
     let syscall_ip = plan.area + HostArch::restorer_syscall_offset() as u64;
-    let tids: Vec<i32> = process.pstree.threads.iter().map(|&t| t as i32).collect();
+    let tids: Vec<i32> = process.pstree.threads.iter().map(|&t| host[&(t as i32)]).collect();
     let mut ext_templates = Vec::new();
     for (&tid, ops) in tids.iter().zip(&plan.thread_ops) {
         let now = HostArch::read_regs(tid).map_err(|source| RestoreError::Arch { pid: tid, source })?;

@@ -187,6 +187,16 @@ pub fn read_rlimit(pid: i32, resource: u32) -> io::Result<(u64, u64)> {
 /// The caller must be single-threaded: the child continues on a copy of this stack.
 #[doc(alias = "clone3")]
 pub fn fork_with_pid(pid: i32) -> io::Result<i32> {
+    clone_fork(0, pid)
+}
+
+/// `clone3(CLONE_NEWPID)`: forks into a child that is pid 1 of a new pid namespace.
+/// Returns 0 in the child and its pid (on this host) in the parent.
+pub fn fork_into_new_pid_ns() -> io::Result<i32> {
+    clone_fork(libc::CLONE_NEWPID as u64, 1)
+}
+
+fn clone_fork(flags: u64, pid: i32) -> io::Result<i32> {
     #[repr(C)]
     #[derive(Default)]
     struct CloneArgs {
@@ -204,6 +214,7 @@ pub fn fork_with_pid(pid: i32) -> io::Result<i32> {
     }
     let tids = [pid as libc::pid_t];
     let args = CloneArgs {
+        flags,
         exit_signal: libc::SIGCHLD as u64,
         set_tid: tids.as_ptr() as u64,
         set_tid_size: 1,
