@@ -18,6 +18,7 @@ use crate::procfs;
 use crate::sys;
 
 mod anon;
+mod inet;
 mod kernel;
 mod pipe;
 mod unix;
@@ -41,6 +42,8 @@ pub(crate) struct FileTable {
     unix_diag: Option<BTreeMap<u32, unix::UnixDiag>>,
     /// Queued messages of unix sockets (sk-queues.img): (socket file id, message).
     sk_queues: Vec<(u32, Vec<u8>)>,
+    /// TCP listeners by inode: (connections waiting, backlog), read once per dump.
+    tcp_listeners: Option<BTreeMap<u32, (u32, u32)>>,
     /// Unix sockets dumped: (pid, fd, inode, peer inode), to check every peer is dumped.
     unix_dumped: Vec<(i32, u32, u32, u32)>,
 }
@@ -196,9 +199,12 @@ pub(crate) fn collect_fds(pid: i32, shell_job: bool, files: &mut FileTable) -> R
         let id = shared.unwrap_or_else(|| files.next_id());
         files.by_inode.entry((meta.dev(), meta.ino())).or_default().push((pid, fd, id));
         if shared.is_some() {
+            // The first fd's entry says what it is (a socket may be unix or inet).
+            let kind = files.entries.iter().find(|e| e.id == id).and_then(|e| pb::FdTypes::try_from(e.r#type).ok()).unwrap_or(kind);
             out.push(DumpedFd { fd, id, cloexec, kind });
             continue;
         }
+        let mut kind = kind;
         let unsupported = |what: String| DumpError::Unsupported { pid, what: format!("fd {fd} ({link_text}): {what}") };
         let entry = |kind: pb::FdTypes| pb::FileEntry { r#type: kind as i32, id, ..Default::default() };
         match kind {
@@ -234,12 +240,21 @@ pub(crate) fn collect_fds(pid: i32, shell_job: bool, files: &mut FileTable) -> R
                     files.entries.push(FileTable::reg_entry(id + 1, &link, open_flags, 0, Some(&meta)));
                 }
             }
-            pb::FdTypes::Unixsk => {
-                let entry_for = unix_entry(pid, fd, id, meta.ino() as u32, open_flags, files).map_err(|what| {
-                    DumpError::Unsupported { pid, what: format!("fd {fd} ({link_text}, {})", what.unwrap_or_else(|| socket_description(pid, fd))) }
-                })?;
-                files.entries.push(pb::FileEntry { usk: Some(entry_for), ..entry(kind) });
-            }
+            pb::FdTypes::Unixsk => match unix_entry(pid, fd, id, meta.ino() as u32, open_flags, files) {
+                Ok(usk) => files.entries.push(pb::FileEntry { usk: Some(usk), ..entry(kind) }),
+                Err(Some(what)) => return Err(unsupported(what)),
+                Err(None) => {
+                    let description = socket_description(pid, fd);
+                    if !description.starts_with("inet") {
+                        return Err(unsupported(description));
+                    }
+                    let (isk, queue) = inet::dump_socket(pid, fd, id, meta.ino() as u32, open_flags, &mut files.tcp_listeners)
+                        .map_err(|what| unsupported(format!("{description}: {what}")))?;
+                    files.sk_queues.extend(queue.into_iter().map(|message| (id, message)));
+                    kind = pb::FdTypes::Inetsk;
+                    files.entries.push(pb::FileEntry { isk: Some(isk), ..entry(kind) });
+                }
+            },
             pb::FdTypes::Eventfd => {
                 let efd = anon::parse_eventfd(id, open_flags as u32, &info_text).map_err(unsupported)?;
                 files.entries.push(pb::FileEntry { efd: Some(efd), ..entry(kind) });
@@ -474,7 +489,7 @@ fn read_sk_queues(dir: &Path) -> Result<BTreeMap<u32, Vec<Vec<u8>>>, String> {
 fn create_special_files(dir: &Path, regs: &BTreeMap<u32, pb::RegFileEntry>) -> Result<(BTreeMap<u32, std::os::fd::OwnedFd>, BTreeMap<u32, pb::EventpollFileEntry>), String> {
     let path = dir.join(ImageKind::Files.file_name(0));
     let entries = crust_images::read_entries::<pb::FileEntry>(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let (mut pipes, mut fifos, mut sockets) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut pipes, mut fifos, mut sockets, mut inet_sockets) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut made = BTreeMap::new();
     let mut epolls = BTreeMap::new();
     for entry in entries {
@@ -485,6 +500,7 @@ fn create_special_files(dir: &Path, regs: &BTreeMap<u32, pb::RegFileEntry>) -> R
             pb::FdTypes::Pipe => pipes.push(entry.pipe.ok_or_else(missing)?),
             pb::FdTypes::Fifo => fifos.push(entry.fifo.ok_or_else(missing)?),
             pb::FdTypes::Unixsk => sockets.push(entry.usk.ok_or_else(missing)?),
+            pb::FdTypes::Inetsk => inet_sockets.push(entry.isk.ok_or_else(missing)?),
             pb::FdTypes::Eventfd => {
                 made.insert(entry.id, anon::create_eventfd(entry.efd.as_ref().ok_or_else(missing)?)?);
             }
@@ -508,8 +524,12 @@ fn create_special_files(dir: &Path, regs: &BTreeMap<u32, pb::RegFileEntry>) -> R
     if !fifos.is_empty() {
         made.extend(pipe::open_fifos(&fifos, regs, &read_pipe_data(dir, ImageKind::FifoData)?)?);
     }
+    let queues = if sockets.is_empty() && inet_sockets.is_empty() { BTreeMap::new() } else { read_sk_queues(dir)? };
     if !sockets.is_empty() {
-        made.extend(unix::create_sockets(&sockets, &read_sk_queues(dir)?)?);
+        made.extend(unix::create_sockets(&sockets, &queues)?);
+    }
+    for socket in &inet_sockets {
+        made.insert(socket.id, inet::create_socket(socket, queues.get(&socket.id).map(Vec::as_slice).unwrap_or(&[]))?);
     }
     Ok((made, epolls))
 }

@@ -157,6 +157,7 @@ pub const TESTS: &[TestSpec] = &[
     rust("fifo_data"),
     rust("unix_sockets"),
     rust("event_fds"),
+    rust("inet_sockets"),
 ];
 
 /// The counter program the demo checkpoints (not part of the suite).

@@ -309,31 +309,25 @@ pub fn epoll_watches_file(pid: i32, epfd: u32, tfd: u32, fd: u32) -> io::Result<
     Ok(rc == 0)
 }
 
-/// One sock_diag request for every AF_UNIX socket of this network namespace, with names,
-/// peers, queue lengths and shutdown state; returns the raw netlink replies.
+/// Sends one sock_diag dump request (`request`: the family's request struct, after the
+/// netlink header) and returns the raw netlink replies until DONE or ERROR.
 #[doc(alias = "SOCK_DIAG_BY_FAMILY")]
-pub fn unix_diag_dump() -> io::Result<Vec<u8>> {
+pub fn sock_diag_dump(request: &[u8]) -> io::Result<Vec<u8>> {
     const NETLINK_SOCK_DIAG: i32 = 4;
     const SOCK_DIAG_BY_FAMILY: u16 = 20;
-    // UDIAG_SHOW_NAME | PEER | ICONS | RQLEN | SHUTDOWN? (shutdown comes with any)
-    const SHOW: u32 = 0x1 | 0x4 | 0x8 | 0x10;
     let sock = owned(
         // SAFETY: no pointers.
         unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, NETLINK_SOCK_DIAG) } as libc::c_long,
     )?;
-    let mut request = Vec::with_capacity(40);
-    request.extend_from_slice(&40u32.to_ne_bytes());
-    request.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-    request.extend_from_slice(&((libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16).to_ne_bytes());
-    request.extend_from_slice(&1u32.to_ne_bytes());
-    request.extend_from_slice(&0u32.to_ne_bytes());
-    request.extend_from_slice(&[libc::AF_UNIX as u8, 0, 0, 0]);
-    request.extend_from_slice(&u32::MAX.to_ne_bytes());
-    request.extend_from_slice(&0u32.to_ne_bytes());
-    request.extend_from_slice(&SHOW.to_ne_bytes());
-    request.extend_from_slice(&[0xff; 8]);
-    // SAFETY: request is readable for its length; no address (the kernel is the default).
-    check(unsafe { libc::send(sock.as_raw_fd(), request.as_ptr().cast(), request.len(), 0) } as libc::c_long)?;
+    let mut message = Vec::with_capacity(16 + request.len());
+    message.extend_from_slice(&(16 + request.len() as u32).to_ne_bytes());
+    message.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    message.extend_from_slice(&((libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16).to_ne_bytes());
+    message.extend_from_slice(&1u32.to_ne_bytes());
+    message.extend_from_slice(&0u32.to_ne_bytes());
+    message.extend_from_slice(request);
+    // SAFETY: message is readable for its length; no address (the kernel is the default).
+    check(unsafe { libc::send(sock.as_raw_fd(), message.as_ptr().cast(), message.len(), 0) } as libc::c_long)?;
     let mut out = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -347,4 +341,108 @@ pub fn unix_diag_dump() -> io::Result<Vec<u8>> {
         }
     }
     Ok(out)
+}
+
+/// One sock_diag request for every AF_UNIX socket of this network namespace, with names,
+/// peers, queue lengths and shutdown state.
+pub fn unix_diag_dump() -> io::Result<Vec<u8>> {
+    // UDIAG_SHOW_NAME | PEER | ICONS | RQLEN
+    const SHOW: u32 = 0x1 | 0x4 | 0x8 | 0x10;
+    let mut request = Vec::with_capacity(24);
+    request.extend_from_slice(&[libc::AF_UNIX as u8, 0, 0, 0]);
+    request.extend_from_slice(&u32::MAX.to_ne_bytes());
+    request.extend_from_slice(&0u32.to_ne_bytes());
+    request.extend_from_slice(&SHOW.to_ne_bytes());
+    request.extend_from_slice(&[0xff; 8]);
+    sock_diag_dump(&request)
+}
+
+/// One inet_diag request for the TCP listeners of one family (inet_diag_req_v2).
+pub fn tcp_listener_diag_dump(family: i32) -> io::Result<Vec<u8>> {
+    let mut request = vec![family as u8, libc::IPPROTO_TCP as u8, 0, 0];
+    request.extend_from_slice(&(1u32 << 10).to_ne_bytes());
+    request.extend_from_slice(&[0u8; 48]);
+    sock_diag_dump(&request)
+}
+
+/// An inet address: family, address bytes (4 or 16), port (host order), v6 scope.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InetAddress {
+    pub family: i32,
+    pub addr: Vec<u8>,
+    pub port: u16,
+}
+
+fn inet_from_storage(storage: &libc::sockaddr_storage) -> Option<InetAddress> {
+    match storage.ss_family as i32 {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in.
+            let sin = unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            Some(InetAddress { family: libc::AF_INET, addr: sin.sin_addr.s_addr.to_ne_bytes().to_vec(), port: u16::from_be(sin.sin_port) })
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says the storage holds a sockaddr_in6.
+            let sin6 = unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            Some(InetAddress { family: libc::AF_INET6, addr: sin6.sin6_addr.s6_addr.to_vec(), port: u16::from_be(sin6.sin6_port) })
+        }
+        _ => None,
+    }
+}
+
+fn inet_to_storage(address: &InetAddress) -> io::Result<(libc::sockaddr_storage, libc::socklen_t)> {
+    // SAFETY: sockaddr_storage is plain data; all-zero is valid.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    match (address.family, address.addr.len()) {
+        (libc::AF_INET, 4) => {
+            // SAFETY: storage is large enough for a sockaddr_in and suitably aligned.
+            let sin = unsafe { &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = address.port.to_be();
+            sin.sin_addr.s_addr = u32::from_ne_bytes(address.addr[..4].try_into().expect("4 bytes"));
+            Ok((storage, std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t))
+        }
+        (libc::AF_INET6, 16) => {
+            // SAFETY: storage is large enough for a sockaddr_in6 and suitably aligned.
+            let sin6 = unsafe { &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = address.port.to_be();
+            sin6.sin6_addr.s6_addr.copy_from_slice(&address.addr);
+            Ok((storage, std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t))
+        }
+        _ => Err(io::Error::from_raw_os_error(libc::EAFNOSUPPORT)),
+    }
+}
+
+/// `getsockname(fd)` (`peer`: `getpeername`) of an inet socket; `None` when not connected.
+pub fn inet_name(fd: RawFd, peer: bool) -> io::Result<Option<InetAddress>> {
+    // SAFETY: sockaddr_storage is plain data.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    let pointer = (&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr>();
+    // SAFETY: storage and len are writable; len holds storage's size.
+    let rc = unsafe { if peer { libc::getpeername(fd, pointer, &mut len) } else { libc::getsockname(fd, pointer, &mut len) } };
+    if rc < 0 {
+        let error = io::Error::last_os_error();
+        return if peer && error.raw_os_error() == Some(libc::ENOTCONN) { Ok(None) } else { Err(error) };
+    }
+    Ok(inet_from_storage(&storage))
+}
+
+/// `bind(fd, address)` (`connect`: `connect(fd, address)`) for an inet socket.
+pub fn inet_bind_or_connect(fd: RawFd, address: &InetAddress, connect: bool) -> io::Result<()> {
+    let (storage, len) = inet_to_storage(address)?;
+    let pointer = (&storage as *const libc::sockaddr_storage).cast::<libc::sockaddr>();
+    // SAFETY: storage lives across the call; len is within its size.
+    check(unsafe { if connect { libc::connect(fd, pointer, len) } else { libc::bind(fd, pointer, len) } } as libc::c_long)?;
+    Ok(())
+}
+
+/// `sendto(fd, buf, address)`: one datagram.
+pub fn send_to(fd: RawFd, buf: &[u8], address: &InetAddress) -> io::Result<()> {
+    let (storage, len) = inet_to_storage(address)?;
+    // SAFETY: buf and storage live across the call; sizes are theirs.
+    check(unsafe {
+        libc::sendto(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_DONTWAIT, (&storage as *const libc::sockaddr_storage).cast(), len)
+    } as libc::c_long)?;
+    Ok(())
 }

@@ -418,3 +418,51 @@ pub fn event_fds(test: &mut Test) -> Result<(), String> {
     expected.sort();
     ensure(seen == expected, || format!("epoll reported data {seen:x?}, expected {expected:x?}"))
 }
+
+/// Inet sockets: TCP listeners on 127.0.0.1 and ::1 (same port after restore, accepting),
+/// a UDP socket bound on 127.0.0.1 with datagrams queued from a UDP client connected to
+/// it (the client stays connected).
+pub fn inet_sockets(test: &mut Test) -> Result<(), String> {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream, UdpSocket};
+    let mut listeners = vec![TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind tcp v4: {e}"))?];
+    match TcpListener::bind("[::1]:0") {
+        Ok(listener) => listeners.push(listener),
+        Err(e) => eprintln!("no IPv6 loopback ({e}): v6 listener left out"),
+    }
+    let addresses: Vec<_> = listeners.iter().map(|l| l.local_addr()).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
+    let server = UdpSocket::bind("127.0.0.1:0").map_err(|e| format!("bind udp: {e}"))?;
+    server.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let server_address = server.local_addr().map_err(|e| e.to_string())?;
+    let client = UdpSocket::bind("127.0.0.1:0").map_err(|e| format!("bind udp client: {e}"))?;
+    client.connect(server_address).map_err(|e| format!("connect udp: {e}"))?;
+    let datagrams = [random_bytes(33), random_bytes(1200)];
+    for d in &datagrams {
+        client.send(d).map_err(|e| format!("send: {e}"))?;
+    }
+    while queued(std::os::fd::AsRawFd::as_raw_fd(&server)) == 0 {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    test.ready();
+    test.wait_for_term();
+
+    for (listener, address) in listeners.iter().zip(&addresses) {
+        ensure(listener.local_addr().ok().as_ref() == Some(address), || format!("listener moved from {address}"))?;
+        let mut connection = TcpStream::connect(address).map_err(|e| format!("connect {address}: {e}"))?;
+        let (mut accepted, _) = listener.accept().map_err(|e| format!("accept on {address}: {e}"))?;
+        connection.write_all(b"tcp").map_err(|e| e.to_string())?;
+        let mut word = [0u8; 3];
+        accepted.read_exact(&mut word).map_err(|e| e.to_string())?;
+        ensure(&word == b"tcp", || "no data through the accepted connection".into())?;
+    }
+    ensure(server.local_addr().ok() == Some(server_address), || "udp socket moved".into())?;
+    let mut buf = vec![0u8; 65536];
+    for d in &datagrams {
+        let n = server.recv(&mut buf).map_err(|e| format!("recv queued datagram: {e}"))?;
+        ensure(buf[..n] == d[..], || format!("{}-byte datagram came back as {n} bytes", d.len()))?;
+    }
+    client.send(b"again").map_err(|e| format!("send after restore: {e}"))?;
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let n = server.recv(&mut buf).map_err(|e| format!("recv after restore: {e}"))?;
+    ensure(&buf[..n] == b"again", || "udp client no longer reaches the server".into())
+}

@@ -51,6 +51,7 @@ const TESTS: &[(&str, TestBody)] = &[
     ("fifo_data", fds::fifo_data),
     ("unix_sockets", fds::unix_sockets),
     ("event_fds", fds::event_fds),
+    ("inet_sockets", fds::inet_sockets),
 ];
 
 fn main() {

@@ -1,0 +1,181 @@
+//! Inet sockets (IPv4 and IPv6): TCP listeners and unconnected TCP sockets, UDP sockets
+//! bound and/or connected with their queued datagrams. The socket is borrowed from the
+//! target (pidfd_getfd) to read its names and options; a listener's backlog and waiting
+//! connections come from inet_diag. Established TCP connections are refused (they need
+//! TCP_REPAIR, not done yet).
+
+use std::collections::BTreeMap;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use crust_images::pb;
+
+use super::kernel::{self, InetAddress};
+
+const TCP_ESTABLISHED: u32 = 1;
+const TCP_CLOSE: u32 = 7;
+const TCP_LISTEN: u32 = 10;
+
+/// Listeners by inode: (connections waiting for accept, backlog). Pure.
+pub(crate) fn parse_listeners(bytes: &[u8]) -> BTreeMap<u32, (u32, u32)> {
+    let mut out = BTreeMap::new();
+    let mut at = 0usize;
+    while let Some(header) = bytes.get(at..at + 16) {
+        let len = u32::from_ne_bytes(header[0..4].try_into().expect("4 bytes")) as usize;
+        let kind = u16::from_ne_bytes(header[4..6].try_into().expect("2 bytes"));
+        if len < 16 || kind == 2 || kind == 3 {
+            break;
+        }
+        if let Some(message) = bytes.get(at + 16..at + len).filter(|m| m.len() >= 72) {
+            let word = |i: usize| u32::from_ne_bytes(message[i..i + 4].try_into().expect("4 bytes"));
+            out.insert(word(68), (word(56), word(60)));
+        }
+        at += (len + 3) & !3;
+    }
+    out
+}
+
+fn words(address: &InetAddress) -> Vec<u32> {
+    address.addr.chunks(4).map(|c| u32::from_ne_bytes(c.try_into().expect("4-byte chunks"))).collect()
+}
+
+fn address(family: u32, words: &[u32], port: u32) -> InetAddress {
+    InetAddress { family: family as i32, addr: words.iter().flat_map(|w| w.to_ne_bytes()).collect(), port: port as u16 }
+}
+
+/// An inet socket's entry; its queued datagrams are returned alongside. `Err` names
+/// what is not supported.
+pub(crate) fn dump_socket(
+    pid: i32,
+    fd: u32,
+    id: u32,
+    ino: u32,
+    flags: i32,
+    listeners: &mut Option<BTreeMap<u32, (u32, u32)>>,
+) -> Result<(pb::InetSkEntry, Vec<Vec<u8>>), String> {
+    let socket = kernel::borrow_fd(pid, fd).map_err(|e| format!("pidfd_getfd: {e}"))?;
+    let raw = socket.as_raw_fd();
+    let get = |level, name| kernel::socket_option(raw, level, name).map_err(|e| format!("getsockopt {name}: {e}"));
+    let family = get(libc::SOL_SOCKET, libc::SO_DOMAIN)?;
+    let kind = get(libc::SOL_SOCKET, libc::SO_TYPE)?;
+    let protocol = get(libc::SOL_SOCKET, libc::SO_PROTOCOL)?;
+    let listening = get(libc::SOL_SOCKET, libc::SO_ACCEPTCONN)? != 0;
+    let what = match (family, kind) {
+        (libc::AF_INET | libc::AF_INET6, libc::SOCK_STREAM) if protocol == libc::IPPROTO_TCP => "tcp",
+        (libc::AF_INET | libc::AF_INET6, libc::SOCK_DGRAM) if protocol == libc::IPPROTO_UDP => "udp",
+        _ => return Err(format!("inet socket of type {kind} protocol {protocol}")),
+    };
+    let local = kernel::inet_name(raw, false).map_err(|e| format!("getsockname: {e}"))?.unwrap_or_default();
+    let peer = kernel::inet_name(raw, true).map_err(|e| format!("getpeername: {e}"))?;
+    let mut queue = Vec::new();
+    let (state, backlog) = if what == "tcp" {
+        if peer.is_some() {
+            return Err("established TCP connection (TCP_REPAIR is not supported yet)".into());
+        }
+        if listening {
+            if listeners.is_none() {
+                let mut all = BTreeMap::new();
+                for family in [libc::AF_INET, libc::AF_INET6] {
+                    let bytes = kernel::tcp_listener_diag_dump(family).map_err(|e| format!("inet_diag: {e}"))?;
+                    all.extend(parse_listeners(&bytes));
+                }
+                *listeners = Some(all);
+            }
+            let (waiting, backlog) = listeners.as_ref().and_then(|l| l.get(&ino)).copied().unwrap_or((0, 128));
+            if waiting > 0 {
+                return Err(format!("TCP listener with {waiting} connections waiting for accept"));
+            }
+            (TCP_LISTEN, backlog)
+        } else {
+            (TCP_CLOSE, 0)
+        }
+    } else {
+        queue = super::unix::peek_queue(&socket)?;
+        (if peer.is_some() { TCP_ESTABLISHED } else { TCP_CLOSE }, 0)
+    };
+    let v6only = if family == libc::AF_INET6 { Some(get(libc::IPPROTO_IPV6, libc::IPV6_V6ONLY)? != 0) } else { None };
+    let mut opts = super::unix::read_options(&socket);
+    opts.reuseaddr = Some(get(libc::SOL_SOCKET, libc::SO_REUSEADDR)? != 0);
+    opts.so_reuseport = Some(get(libc::SOL_SOCKET, libc::SO_REUSEPORT)? != 0);
+    let peer = peer.unwrap_or(InetAddress { family, addr: vec![0; local.addr.len()], port: 0 });
+    Ok((
+        pb::InetSkEntry {
+            id,
+            ino,
+            family: family as u32,
+            r#type: kind as u32,
+            proto: protocol as u32,
+            state,
+            src_port: local.port as u32,
+            dst_port: peer.port as u32,
+            flags: flags as u32,
+            backlog,
+            src_addr: words(&local),
+            dst_addr: words(&peer),
+            fown: Default::default(),
+            opts,
+            v6only,
+            ..Default::default()
+        },
+        queue,
+    ))
+}
+
+/// Creates an inet socket: options, bind, listen or connect, queued datagrams (sent to
+/// it again from a socket of crust's: their source address is not kept).
+pub(crate) fn create_socket(entry: &pb::InetSkEntry, queue: &[Vec<u8>]) -> Result<OwnedFd, String> {
+    let what = format!("inet socket {} (ino {})", entry.id, entry.ino);
+    let family = entry.family as i32;
+    let fd = kernel::create_socket(family, entry.r#type as i32).map_err(|e| format!("{what}: socket: {e}"))?;
+    let raw = fd.as_raw_fd();
+    let set = |level, name, value: bool| kernel::set_socket_option(raw, level, name, value as i32);
+    if let Some(v6only) = entry.v6only {
+        set(libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, v6only).map_err(|e| format!("{what}: IPV6_V6ONLY: {e}"))?;
+    }
+    set(libc::SOL_SOCKET, libc::SO_REUSEADDR, entry.opts.reuseaddr.unwrap_or(false)).map_err(|e| format!("{what}: SO_REUSEADDR: {e}"))?;
+    set(libc::SOL_SOCKET, libc::SO_REUSEPORT, entry.opts.so_reuseport.unwrap_or(false)).map_err(|e| format!("{what}: SO_REUSEPORT: {e}"))?;
+    let local = address(entry.family, &entry.src_addr, entry.src_port);
+    let bound = entry.src_port != 0;
+    if bound {
+        kernel::inet_bind_or_connect(raw, &local, false)
+            .map_err(|e| format!("{what}: bind {:?} port {}: {e}", local.addr, local.port))?;
+    }
+    if entry.state == TCP_LISTEN {
+        kernel::listen(raw, entry.backlog).map_err(|e| format!("{what}: listen: {e}"))?;
+    }
+    if entry.state == TCP_ESTABLISHED && entry.dst_port != 0 {
+        let peer = address(entry.family, &entry.dst_addr, entry.dst_port);
+        kernel::inet_bind_or_connect(raw, &peer, true).map_err(|e| format!("{what}: connect port {}: {e}", peer.port))?;
+    }
+    if !queue.is_empty() && bound {
+        let mut target = local.clone();
+        if target.addr.iter().all(|b| *b == 0) {
+            // Bound to any address: send over loopback.
+            target.addr = if family == libc::AF_INET { vec![127, 0, 0, 1] } else { [0u8; 15].iter().copied().chain([1]).collect() };
+        }
+        let sender = kernel::create_socket(family, libc::SOCK_DGRAM).map_err(|e| format!("{what}: socket: {e}"))?;
+        for datagram in queue {
+            kernel::send_to(sender.as_raw_fd(), datagram, &target).map_err(|e| format!("{what}: requeue datagram: {e}"))?;
+        }
+    }
+    kernel::set_status_flags(raw, entry.flags as i32).map_err(|e| format!("{what}: flags: {e}"))?;
+    Ok(fd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listener_backlog_and_waiting() {
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&(16u32 + 72).to_ne_bytes());
+        bytes.extend_from_slice(&20u16.to_ne_bytes());
+        bytes.extend_from_slice(&[0; 10]);
+        let mut message = vec![0u8; 72];
+        message[56..60].copy_from_slice(&2u32.to_ne_bytes());
+        message[60..64].copy_from_slice(&64u32.to_ne_bytes());
+        message[68..72].copy_from_slice(&4242u32.to_ne_bytes());
+        bytes.extend(message);
+        assert_eq!(parse_listeners(&bytes)[&4242], (2, 64));
+    }
+}
