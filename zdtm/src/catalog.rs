@@ -9,6 +9,29 @@ pub enum Program {
     Rust(&'static str),
     /// A program built by build.rs: `c/NAME.c`, or `rs-static/NAME.rs` (static Rust).
     C(&'static str),
+    /// A language runtime running `runtime/FILE` (`.py` python3, `.java` java, `.js`
+    /// node, `.go` built with `go build`), daemonized by `c/rt_daemon.c`.
+    Runtime(&'static str),
+}
+
+/// How the harness runs a test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// As the harness's child in the host's pid namespace, restored under its old pid.
+    Host,
+    /// Under a tiny init (`c/ns_init.c`) that is pid 1 of a new pid namespace; the init
+    /// and everything under it is dumped and restored into a new pid namespace.
+    Ns,
+}
+
+impl Flavor {
+    /// `host` or `ns`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Flavor::Host => "host",
+            Flavor::Ns => "ns",
+        }
+    }
 }
 
 /// Something a test needs from the host before it can run.
@@ -51,6 +74,11 @@ pub struct TestSpec {
     pub volatile_status: &'static [&'static str],
     /// Where the test is when it gets dumped.
     pub at_dump: AtDump,
+    /// Why the test does not fit the `ns` flavor (it compares host-visible pids, say);
+    /// `None`: it runs in both.
+    pub host_only: Option<&'static str>,
+    /// The test's group (`--group`): `"runtime"` for language runtimes, else `"core"`.
+    pub group: &'static str,
 }
 
 const fn rust(name: &'static str) -> TestSpec {
@@ -61,6 +89,8 @@ const fn rust(name: &'static str) -> TestSpec {
         requirements: &[],
         volatile_status: &[],
         at_dump: AtDump::Asleep,
+        host_only: None,
+        group: "core",
     }
 }
 
@@ -72,6 +102,8 @@ const fn c(name: &'static str) -> TestSpec {
         requirements: &[],
         volatile_status: &[],
         at_dump: AtDump::Asleep,
+        host_only: None,
+        group: "core",
     }
 }
 
@@ -158,6 +190,7 @@ pub const TESTS: &[TestSpec] = &[
     rust("unix_sockets"),
     rust("event_fds"),
     rust("inet_sockets"),
+    rust("file_locks"),
 ];
 
 /// The counter program the demo checkpoints (not part of the suite).

@@ -8,9 +8,9 @@
 //! async-signal-safe `fcntl`.
 #![allow(unsafe_code)]
 
-use crate::catalog::{AtDump, Program, Requirement, TestSpec};
+use crate::catalog::{AtDump, Flavor, Program, Requirement, TestSpec};
 use crate::reaper::{ExitStatus, Reaper};
-use crate::snapshot::ProcSnapshot;
+use crate::tree::{ns_pid_of, TreeSnapshot};
 use crate::testlib::{OUTDIR_ENV, READY_FD_ENV};
 use anyhow::{bail, Context};
 use std::io::Read;
@@ -49,8 +49,8 @@ pub trait ZdtmTest {
     fn name(&self) -> &str;
     /// `Err(reason)` when the host lacks something the test needs.
     fn can_run(&self, host: &HostInfo) -> Result<(), String>;
-    /// Runs the test under `harness`.
-    fn run(&self, harness: &Harness) -> TestOutcome;
+    /// Runs the test under `harness` in `flavor`.
+    fn run(&self, harness: &Harness, flavor: Flavor) -> TestOutcome;
 }
 
 /// What the host offers, checked against test requirements.
@@ -114,8 +114,8 @@ impl ZdtmTest for TestSpec {
         Ok(())
     }
 
-    fn run(&self, harness: &Harness) -> TestOutcome {
-        harness.run_program_test(self)
+    fn run(&self, harness: &Harness, flavor: Flavor) -> TestOutcome {
+        harness.run_program_test(self, flavor)
     }
 }
 
@@ -138,6 +138,11 @@ pub struct Config {
     pub big: bool,
     /// Write the JSON report here.
     pub json: Option<PathBuf>,
+    /// Flavors to run each test in (`--flavor host|ns|all`).
+    pub flavors: Vec<Flavor>,
+    /// Only tests of this group (`--group core|runtime`); `None`: `core` unless the
+    /// filter names a runtime test.
+    pub group: Option<String>,
 }
 
 /// How long a test may take to become ready, to check itself, and crust to work.
@@ -151,8 +156,10 @@ const GONE_TIMEOUT: Duration = Duration::from_secs(20);
 pub enum Launched {
     /// Ready for the dump: the daemon's pid and its incarnation token.
     Ready {
-        /// Pid of the daemonized test.
+        /// Pid of the daemonized test (in its own pid namespace for the `ns` flavor).
         pid: i32,
+        /// `ns` flavor: host pid of the namespace's init.
+        init: Option<i32>,
         /// Random token the test chose at start; its verdict must carry the same one.
         token: String,
     },
@@ -168,6 +175,9 @@ pub struct Harness {
     pub reaper: Reaper,
     rust_tests_exe: PathBuf,
     c_tests_dir: PathBuf,
+    runtime_dir: PathBuf,
+    /// Host pid of the ns init of the test being launched, once it reported itself.
+    pending_init: std::cell::Cell<Option<i32>>,
     /// `flock`ed `<workdir>/.lock`, held while this harness lives.
     _workdir_lock: std::fs::File,
 }
@@ -216,20 +226,46 @@ impl Harness {
             let entry = entry.with_context(|| format!("list {}", built_c_tests.display()))?;
             copy_file(&entry.path(), &c_tests_dir.join(entry.file_name()))?;
         }
+        let runtime_dir = bin_dir.join("runtime");
+        std::fs::create_dir_all(&runtime_dir)
+            .with_context(|| format!("create {}", runtime_dir.display()))?;
+        let runtime_sources = Path::new(env!("CARGO_MANIFEST_DIR")).join("runtime");
+        for entry in std::fs::read_dir(&runtime_sources)
+            .with_context(|| format!("list {}", runtime_sources.display()))?
+        {
+            let entry = entry.with_context(|| format!("list {}", runtime_sources.display()))?;
+            copy_file(&entry.path(), &runtime_dir.join(entry.file_name()))?;
+        }
         Ok(Harness {
             config,
             reaper,
             rust_tests_exe,
             c_tests_dir,
+            runtime_dir,
+            pending_init: std::cell::Cell::new(None),
             _workdir_lock: workdir_lock,
         })
     }
 
-    /// Executable and leading arguments for a program.
-    pub fn command_for(&self, program: Program) -> (PathBuf, Vec<String>) {
+    /// Executable and leading arguments for a program (`Err(reason)`: cannot run here).
+    pub fn command_for(&self, program: Program, name: &str) -> Result<(PathBuf, Vec<String>), String> {
         match program {
-            Program::Rust(name) => (self.rust_tests_exe.clone(), vec![name.to_string()]),
-            Program::C(name) => (self.c_tests_dir.join(name), Vec::new()),
+            Program::Rust(test) => Ok((self.rust_tests_exe.clone(), vec![test.to_string()])),
+            Program::C(test) => Ok((self.c_tests_dir.join(test), Vec::new())),
+            Program::Runtime(file) => {
+                let script = self.runtime_dir.join(file);
+                let interpreter: Vec<String> = match file.rsplit_once('.').map(|(_, ext)| ext) {
+                    Some("py") => vec![find_python()?],
+                    Some("java") => vec![which("java")?],
+                    Some("js") => vec![which("node")?],
+                    Some("go") => return Ok((self.c_tests_dir.join("rt_daemon"), vec![name.to_string(), build_go(&script)?.display().to_string()])),
+                    _ => return Err(format!("no runtime for {file}")),
+                };
+                let mut args = vec![name.to_string()];
+                args.extend(interpreter);
+                args.push(script.display().to_string());
+                Ok((self.c_tests_dir.join("rt_daemon"), args))
+            }
         }
     }
 
@@ -245,9 +281,13 @@ impl Harness {
     }
 
     /// Starts a test program with the ready pipe and output dir in its env, and reads the
-    /// pipe until EOF (the daemon closes it once its state is built).
-    pub fn launch(&self, spec: &TestSpec, outdir: &Path) -> anyhow::Result<Launched> {
-        let (exe, mut args) = self.command_for(spec.program);
+    /// pipe until EOF (the daemon closes it once its state is built). In the `ns` flavor
+    /// the program runs under `ns_init`, which reports `nsinit <host pid>` first.
+    pub fn launch(&self, spec: &TestSpec, outdir: &Path, flavor: Flavor) -> anyhow::Result<Launched> {
+        let (mut exe, mut args) = match self.command_for(spec.program, spec.name) {
+            Ok(command) => command,
+            Err(reason) => return Ok(Launched::Skip(reason)),
+        };
         args.extend(spec.args.iter().map(|arg| arg.to_string()));
         if !exe.exists() {
             // build.rs leaves out what cannot be built for the target (x86 asm elsewhere).
@@ -255,6 +295,10 @@ impl Harness {
                 "{} not built for this target",
                 exe.display()
             )));
+        }
+        if flavor == Flavor::Ns {
+            args.insert(0, exe.display().to_string());
+            exe = self.c_tests_dir.join("ns_init");
         }
         let (mut ready_reader, ready_writer) = cloexec_pipe().context("create ready pipe")?;
         let writer_fd = ready_writer.as_raw_fd();
@@ -284,10 +328,16 @@ impl Harness {
         self.reaper.child_started();
         drop(ready_writer);
 
-        let message = read_to_eof_with_timeout(&mut ready_reader, READY_TIMEOUT)
-            .with_context(|| format!("wait for {} to get ready", spec.name))?;
-        if message.is_empty() {
-            bail!("{} exited before it was ready", spec.name);
+        let message = read_to_eof_with_timeout(&mut ready_reader, READY_TIMEOUT);
+        // The init reports itself first: remember it even when the test then fails, so
+        // the caller can kill the namespace.
+        let (init, rest) = split_init_line(message.as_deref().unwrap_or(""));
+        if let Some(init) = init {
+            self.pending_init.set(Some(init));
+        }
+        let message = message.with_context(|| format!("wait for {} to get ready", spec.name))?;
+        if rest.is_empty() {
+            bail!("{} exited before it was ready (got {message:?})", spec.name);
         }
         match self.reaper.wait_exit(launcher_pid, GONE_TIMEOUT) {
             Some(ExitStatus::Exited(0)) => {}
@@ -300,7 +350,13 @@ impl Harness {
                 bail!("launcher of {} did not exit", spec.name)
             }
         }
-        parse_ready_message(&message)
+        if flavor == Flavor::Ns && init.is_none() {
+            bail!("ns_init did not report its pid (got {message:?})");
+        }
+        Ok(match parse_ready_message(&rest)? {
+            Launched::Ready { pid, token, .. } => Launched::Ready { pid, init, token },
+            skip => skip,
+        })
     }
 
     /// Runs `engine ARGS`, stdout and stderr into `<log_dir>/<stage>.stderr`; returns the
@@ -338,7 +394,7 @@ impl Harness {
     }
 
     /// The standard test: launch, `iters` × (record, dump, restore, compare), check.
-    pub fn run_program_test(&self, spec: &TestSpec) -> TestOutcome {
+    pub fn run_program_test(&self, spec: &TestSpec, flavor: Flavor) -> TestOutcome {
         let mut outcome = TestOutcome {
             verdict: Verdict::Passed,
             dump_ms: None,
@@ -351,17 +407,19 @@ impl Harness {
                 return outcome;
             }
         };
-        let mut test_pid = None;
-        outcome.verdict = match self.drive(spec, &outdir, &mut test_pid, &mut outcome) {
+        let mut live = LiveTree::default();
+        self.pending_init.set(None);
+        outcome.verdict = match self.drive(spec, flavor, &outdir, &mut live, &mut outcome) {
             Ok(verdict) => verdict,
             Err(error) => {
                 let tail = log_tail(&outdir.join(format!("{}.log", spec.name)), "test log");
                 Verdict::Failed(anyhow::anyhow!("{error:#}\n{tail}"))
             }
         };
-        if let Some(pid) = test_pid {
-            self.reaper.kill_and_reap(pid);
+        if let Some(init) = self.pending_init.take() {
+            live.root = Some(init);
         }
+        self.kill_tree(&live);
         let failed = matches!(outcome.verdict, Verdict::Failed(_));
         if !(failed && self.config.keep) {
             let _ = std::fs::remove_dir_all(&outdir);
@@ -369,20 +427,48 @@ impl Harness {
         outcome
     }
 
+    /// SIGKILLs what is left of a test: the root (the ns init takes its namespace with
+    /// it), every descendant, and whatever still sits in the test's session.
+    fn kill_tree(&self, live: &LiveTree) {
+        let mut victims = Vec::new();
+        if let Some(root) = live.root {
+            victims.extend(crate::tree::descendants(root).into_iter().rev());
+        }
+        if let Some(session) = live.session {
+            victims.extend(processes_in_session(session));
+        }
+        for pid in &victims {
+            if self.reaper.is_alive_child(*pid) || *pid != live.root.unwrap_or(0) {
+                // Only our children or members of the test's own session/tree.
+                // SAFETY: kill takes integers only.
+                unsafe { libc::kill(*pid, libc::SIGKILL) };
+            }
+        }
+        if let Some(root) = live.root {
+            self.reaper.kill_and_reap(root);
+        }
+    }
+
     fn drive(
         &self,
         spec: &TestSpec,
+        flavor: Flavor,
         outdir: &Path,
-        test_pid: &mut Option<i32>,
+        live: &mut LiveTree,
         outcome: &mut TestOutcome,
     ) -> anyhow::Result<Verdict> {
-        let (pid, token) = match self.launch(spec, outdir)? {
-            Launched::Ready { pid, token } => (pid, token),
+        let (ns_pid, init, token) = match self.launch(spec, outdir, flavor)? {
+            Launched::Ready { pid, init, token } => (pid, init, token),
             Launched::Skip(reason) => return Ok(Verdict::Skipped(reason)),
         };
-        *test_pid = Some(pid);
-        if !self.reaper.is_alive_child(pid) {
-            bail!("test pid {pid} is not alive as the harness's child after ready");
+        // Host flavor: the test is the dumped root and the harness's child. Ns flavor:
+        // the init is, and the test is found under it by its namespace pid.
+        let mut root = init.unwrap_or(ns_pid);
+        live.root = Some(root);
+        let mut pid = self.locate(flavor, root, ns_pid)?;
+        live.session = Some(pid);
+        if !self.reaper.is_alive_child(root) {
+            bail!("root pid {root} is not alive as the harness's child after ready");
         }
         if spec.at_dump == AtDump::Asleep {
             wait_until_asleep(pid, READY_TIMEOUT)?;
@@ -391,10 +477,10 @@ impl Harness {
             let images = outdir.join(format!("img-{iteration}"));
             std::fs::create_dir_all(&images)
                 .with_context(|| format!("create {}", images.display()))?;
-            let mut before = ProcSnapshot::capture(pid).context("record state before dump")?;
-            forget_volatile(&mut before, spec);
+            let before = TreeSnapshot::capture(root, spec.volatile_status)
+                .context("record state before dump")?;
 
-            let mut dump_args: Vec<String> = ["dump", "-t", &pid.to_string(), "-D"]
+            let mut dump_args: Vec<String> = ["dump", "-t", &root.to_string(), "-D"]
                 .map(String::from)
                 .to_vec();
             dump_args.push(images.display().to_string());
@@ -410,18 +496,22 @@ impl Harness {
                     engine_logs(&images, "dump")
                 );
             }
+            let old_tree = crate::tree::descendants(root);
             if self.config.snap {
-                if !self.reaper.is_alive_child(pid) {
-                    bail!("iteration {iteration}: pid {pid} gone after dump --leave-running");
+                if !self.reaper.is_alive_child(root) {
+                    bail!("iteration {iteration}: pid {root} gone after dump --leave-running");
                 }
-                self.reaper.kill_and_reap(pid);
-            } else if self.reaper.wait_exit(pid, GONE_TIMEOUT).is_none() {
+                self.kill_tree(live);
+            } else if self.reaper.wait_exit(root, GONE_TIMEOUT).is_none() {
                 bail!(
-                    "iteration {iteration}: pid {pid} still alive {}s after dump",
+                    "iteration {iteration}: pid {root} still alive {}s after dump",
                     GONE_TIMEOUT.as_secs()
                 );
             }
-            self.reaper.forget(pid);
+            // Children of the root are gone with it: wait until their pids are free.
+            wait_all_gone(&old_tree, GONE_TIMEOUT)
+                .with_context(|| format!("iteration {iteration}: after dump"))?;
+            self.reaper.forget(root);
 
             let pidfile = images.join("restore.pid");
             let mut restore_args: Vec<String> = ["restore", "-D"].map(String::from).to_vec();
@@ -431,26 +521,48 @@ impl Harness {
             restore_args.extend(["-o", "restore.log", "-v4"].map(String::from));
             let (status, elapsed) = self.run_engine(&restore_args, &images, "restore")?;
             *outcome.restore_ms.get_or_insert(0) += elapsed.as_millis() as u64;
+            let restored_root = std::fs::read_to_string(&pidfile)
+                .ok()
+                .and_then(|text| text.trim().parse::<i32>().ok());
+            if let Some(restored) = restored_root {
+                if flavor == Flavor::Ns {
+                    live.root = Some(restored);
+                }
+            }
             if status != ExitStatus::Exited(0) {
                 bail!(
                     "iteration {iteration}: crust restore: {status}\n{}",
                     engine_logs(&images, "restore")
                 );
             }
-            if let Ok(text) = std::fs::read_to_string(&pidfile) {
-                if text.trim() != pid.to_string() {
-                    bail!(
-                        "iteration {iteration}: restored pid {} differs from dumped pid {pid}",
-                        text.trim()
-                    );
-                }
+            match (flavor, restored_root) {
+                (Flavor::Host, Some(restored)) if restored != root => bail!(
+                    "iteration {iteration}: restored pid {restored} differs from dumped pid {root}"
+                ),
+                (Flavor::Ns, None) => bail!(
+                    "iteration {iteration}: no pid in {} after restore",
+                    pidfile.display()
+                ),
+                (Flavor::Ns, Some(restored)) => root = restored,
+                _ => {}
             }
-            if !self.reaper.is_alive_child(pid) {
+            if !self.reaper.is_alive_child(root) {
                 bail!(
-                    "iteration {iteration}: pid {pid} not running as our child after restore\n{}",
+                    "iteration {iteration}: pid {root} not running as our child after restore\n{}",
                     engine_logs(&images, "restore")
                 );
             }
+            if flavor == Flavor::Ns {
+                match ns_pid_of(root) {
+                    Some(1) => {}
+                    other => bail!(
+                        "iteration {iteration}: restored root {root} has namespace pid {other:?}, not 1\n{}",
+                        engine_logs(&images, "restore")
+                    ),
+                }
+            }
+            pid = self.locate(flavor, root, ns_pid)
+                .with_context(|| format!("iteration {iteration}: after restore\n{}", engine_logs(&images, "restore")))?;
             // `restore -d` returns once the task runs on its own, which may be on its way
             // back into the syscall it slept in (sigsuspend puts its temporary mask back
             // only then): record it where it was recorded before the dump.
@@ -458,8 +570,8 @@ impl Harness {
                 wait_until_asleep(pid, READY_TIMEOUT)
                     .with_context(|| format!("iteration {iteration}: after restore"))?;
             }
-            let mut after = ProcSnapshot::capture(pid).context("record state after restore")?;
-            forget_volatile(&mut after, spec);
+            let after = TreeSnapshot::capture(root, spec.volatile_status)
+                .context("record state after restore")?;
             let differences = before.differences(&after);
             if !differences.is_empty() {
                 bail!(
@@ -469,19 +581,23 @@ impl Harness {
             }
         }
 
-        self.reaper.signal_child(pid, libc::SIGTERM);
-        let status = self.reaper.wait_exit(pid, VERDICT_TIMEOUT);
-        *test_pid = None;
+        // SAFETY: kill takes integers only; `pid` was just found in the test's tree.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let status = match flavor {
+            Flavor::Host => self.reaper.wait_exit(pid, VERDICT_TIMEOUT),
+            // The test is the init's child: the init reaps it; its status stays inside.
+            Flavor::Ns => wait_all_gone(&[pid], VERDICT_TIMEOUT).ok().map(|()| ExitStatus::Exited(0)),
+        };
+        if flavor == Flavor::Host {
+            live.root = None;
+        }
         let verdict_path = outdir.join(format!("{}.out", spec.name));
         let verdict_text = std::fs::read_to_string(&verdict_path).unwrap_or_default();
         let mut lines = verdict_text.lines();
         let verdict_line = lines.next().unwrap_or("").to_string();
         let token_line = lines.next().unwrap_or("").to_string();
         match status {
-            None => {
-                self.reaper.kill_and_reap(pid);
-                bail!("no exit {}s after SIGTERM", VERDICT_TIMEOUT.as_secs())
-            }
+            None => bail!("no exit {}s after SIGTERM", VERDICT_TIMEOUT.as_secs()),
             Some(ExitStatus::Exited(0)) if verdict_line == "PASS" => {}
             Some(status) => {
                 let said = if verdict_line.is_empty() {
@@ -497,6 +613,130 @@ impl Harness {
         }
         Ok(Verdict::Passed)
     }
+
+    /// Host pid of the test: itself in the host flavor, found under the init by its
+    /// namespace pid in the `ns` flavor.
+    fn locate(&self, flavor: Flavor, root: i32, ns_pid: i32) -> anyhow::Result<i32> {
+        match flavor {
+            Flavor::Host => Ok(root),
+            Flavor::Ns => crate::tree::find_by_ns_pid(root, ns_pid)
+                .with_context(|| format!("no process with namespace pid {ns_pid} under init {root}")),
+        }
+    }
+}
+
+/// What is left to kill after a test.
+#[derive(Debug, Default)]
+pub struct LiveTree {
+    /// The dumped root: the test (host flavor) or the ns init.
+    pub root: Option<i32>,
+    /// The test's session (it calls setsid), host pid.
+    pub session: Option<i32>,
+}
+
+/// Host pids whose session (field 6 of /proc/PID/stat) is `session`.
+fn processes_in_session(session: i32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let (_, rest) = stat.rsplit_once(')')?;
+                    rest.split_whitespace().nth(4)?.parse::<i32>().ok()
+                })
+                == Some(session)
+        })
+        .collect()
+}
+
+/// Waits until none of `pids` exists any more (or is a zombie nobody reaps yet).
+fn wait_all_gone(pids: &[i32], timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left: Vec<i32> = pids
+            .iter()
+            .copied()
+            .filter(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
+            .collect();
+        if left.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("pids {left:?} still there {}s later", timeout.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Splits the `nsinit <pid>` line the ns flavor's init writes off the test's message.
+fn split_init_line(message: &str) -> (Option<i32>, String) {
+    let mut init = None;
+    let mut rest = String::new();
+    for line in message.lines() {
+        match line.strip_prefix("nsinit ").and_then(|pid| pid.trim().parse().ok()) {
+            Some(pid) => init = Some(pid),
+            None => {
+                rest.push_str(line);
+                rest.push('\n');
+            }
+        }
+    }
+    (init, rest)
+}
+
+/// `PATH` lookup of a program.
+fn which(program: &str) -> Result<String, String> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+        .map(|found| found.display().to_string())
+        .ok_or_else(|| format!("{program} not installed"))
+}
+
+/// The real python3 executable (not a pyenv shim script).
+fn find_python() -> Result<String, String> {
+    let output = Command::new(which("python3")?)
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .map_err(|error| format!("run python3: {error}"))?;
+    let path = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    if output.status.success() && !path.is_empty() {
+        Ok(path)
+    } else {
+        Err("python3 does not start".into())
+    }
+}
+
+/// `go build` of one file next to it; `Err` (a skip reason) without a Go toolchain.
+fn build_go(source: &Path) -> Result<PathBuf, String> {
+    let go = which("go").or_else(|_| {
+        let debian = "/usr/lib/go/bin/go";
+        if Path::new(debian).exists() { Ok(debian.to_string()) } else { Err("go not installed".to_string()) }
+    })?;
+    let output = source.with_extension("");
+    if output.exists() {
+        return Ok(output);
+    }
+    let dir = source.parent().unwrap_or(Path::new("."));
+    let result = Command::new(go)
+        .arg("build")
+        .arg("-o")
+        .arg(&output)
+        .arg(source)
+        .current_dir(dir)
+        .env("GOCACHE", dir.join("gocache"))
+        .env("GO111MODULE", "off")
+        .output()
+        .map_err(|error| format!("run go build: {error}"))?;
+    if !result.status.success() {
+        return Err(format!("go build failed: {}", String::from_utf8_lossy(&result.stderr).trim()));
+    }
+    Ok(output)
 }
 
 /// Waits until /proc/PID/stat shows the task asleep (`S`). Polls: the kernel offers no
@@ -520,12 +760,6 @@ fn wait_until_asleep(pid: i32, timeout: Duration) -> anyhow::Result<()> {
             );
         }
         std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
-fn forget_volatile(snapshot: &mut ProcSnapshot, spec: &TestSpec) {
-    for key in spec.volatile_status {
-        snapshot.status.remove(*key);
     }
 }
 
@@ -572,6 +806,7 @@ pub fn parse_ready_message(message: &str) -> anyhow::Result<Launched> {
         .with_context(|| format!("bad pid in ready message {line:?}"))?;
     Ok(Launched::Ready {
         pid,
+        init: None,
         token: token.to_string(),
     })
 }
@@ -671,7 +906,7 @@ mod tests {
     #[test]
     fn ready_messages() {
         match parse_ready_message("4711 00ff00ff00ff00ff\n").expect("parses") {
-            Launched::Ready { pid, token } => {
+            Launched::Ready { pid, token, .. } => {
                 assert_eq!(pid, 4711);
                 assert_eq!(token, "00ff00ff00ff00ff");
             }
@@ -698,6 +933,8 @@ mod tests {
             requirements: &[Requirement::CpuFlag("avx512f")],
             volatile_status: &[],
             at_dump: AtDump::Asleep,
+            host_only: None,
+            group: "core",
         };
         assert_eq!(spec.can_run(&host), Err("cpu lacks avx512f".to_string()));
         let user = HostInfo {

@@ -26,6 +26,7 @@ pub mod reaper;
 pub mod report;
 pub mod snapshot;
 pub mod testlib;
+pub mod tree;
 
 use anyhow::Context;
 use harness::{Config, Harness, HostInfo, Verdict, ZdtmTest};
@@ -37,25 +38,42 @@ pub fn run_suite(config: Config) -> anyhow::Result<Report> {
     let json_path = config.json.clone();
     let filter = config.filter.clone();
     let harness = Harness::new(config)?;
+    let flavors = harness.config.flavors.clone();
+    let group = harness.config.group.clone();
     let mut report = Report::default();
     println!("{}", report::table_header());
+    for flavor in flavors {
     for spec in catalog::TESTS {
         if filter
             .as_deref()
-            .is_some_and(|filter| !spec.name.contains(filter))
+            .is_some_and(|filter| !spec.name.contains(filter) && filter != spec.group)
         {
             continue;
         }
-        let outcome = match spec.can_run(&host) {
-            Err(reason) => harness::TestOutcome {
+        // The runtime group is slow: it runs when asked for by group or filter.
+        let wanted_group = group.as_deref().unwrap_or(match filter.as_deref() {
+            Some(filter) if filter == spec.group || spec.name.contains(filter) => spec.group,
+            _ => "core",
+        });
+        if wanted_group != "all" && wanted_group != spec.group {
+            continue;
+        }
+        let outcome = match (spec.can_run(&host), flavor, spec.host_only) {
+            (Err(reason), _, _) => harness::TestOutcome {
                 verdict: Verdict::Skipped(reason),
                 dump_ms: None,
                 restore_ms: None,
             },
-            Ok(()) => spec.run(&harness),
+            (Ok(()), catalog::Flavor::Ns, Some(reason)) => harness::TestOutcome {
+                verdict: Verdict::Skipped(format!("not in a pid namespace: {reason}")),
+                dump_ms: None,
+                restore_ms: None,
+            },
+            (Ok(()), _, _) => spec.run(&harness, flavor),
         };
         let result = TestResult {
             name: spec.name.to_string(),
+            flavor: flavor.name(),
             outcome,
         };
         println!("{}", report::table_row(&result));
@@ -66,6 +84,7 @@ pub fn run_suite(config: Config) -> anyhow::Result<Report> {
         }
         report.results.push(result);
     }
+    }
     let skipped: Vec<&TestResult> = report
         .results
         .iter()
@@ -75,7 +94,7 @@ pub fn run_suite(config: Config) -> anyhow::Result<Report> {
         println!("skipped:");
         for result in skipped {
             if let Verdict::Skipped(reason) = &result.outcome.verdict {
-                println!("  {}: {reason}", result.name);
+                println!("  {} [{}]: {reason}", result.name, result.flavor);
             }
         }
     }

@@ -8,6 +8,8 @@ use crate::harness::{TestOutcome, Verdict};
 pub struct TestResult {
     /// Test name.
     pub name: String,
+    /// `host` or `ns`.
+    pub flavor: &'static str,
     /// Its outcome.
     pub outcome: TestOutcome,
 }
@@ -49,6 +51,7 @@ impl Report {
                 let (kind, reason) = result_and_reason(&result.outcome.verdict);
                 serde_json::json!({
                     "name": result.name,
+                    "flavor": result.flavor,
                     "result": kind,
                     "reason": reason,
                     "dump_ms": result.outcome.dump_ms,
@@ -79,8 +82,8 @@ pub fn result_and_reason(verdict: &Verdict) -> (&'static str, Option<String>) {
 /// Header of the human table.
 pub fn table_header() -> String {
     format!(
-        "{:<20} {:<6} {:>9} {:>11}  {}",
-        "test", "result", "dump ms", "restore ms", "reason"
+        "{:<20} {:<4} {:<6} {:>9} {:>11}  {}",
+        "test", "flav", "result", "dump ms", "restore ms", "reason"
     )
 }
 
@@ -94,8 +97,9 @@ pub fn table_row(result: &TestResult) -> String {
         .and_then(|text| text.lines().next())
         .unwrap_or("");
     format!(
-        "{:<20} {:<6} {:>9} {:>11}  {}",
+        "{:<20} {:<4} {:<6} {:>9} {:>11}  {}",
         result.name,
+        result.flavor,
         kind,
         millis(result.outcome.dump_ms),
         millis(result.outcome.restore_ms),
@@ -110,6 +114,7 @@ mod tests {
     fn result(name: &str, verdict: Verdict) -> TestResult {
         TestResult {
             name: name.into(),
+            flavor: "host",
             outcome: TestOutcome {
                 verdict,
                 dump_ms: Some(12),
@@ -134,9 +139,9 @@ mod tests {
             serde_json::json!({
                 "arch": "x86_64", "kernel": "6.1.0", "passed": 1, "failed": 1, "skipped": 1,
                 "tests": [
-                    {"name": "a", "result": "pass", "reason": null, "dump_ms": 12, "restore_ms": null},
-                    {"name": "b", "result": "skip", "reason": "needs root", "dump_ms": 12, "restore_ms": null},
-                    {"name": "c", "result": "fail", "reason": "dump failed", "dump_ms": 12, "restore_ms": null},
+                    {"name": "a", "flavor": "host", "result": "pass", "reason": null, "dump_ms": 12, "restore_ms": null},
+                    {"name": "b", "flavor": "host", "result": "skip", "reason": "needs root", "dump_ms": 12, "restore_ms": null},
+                    {"name": "c", "flavor": "host", "result": "fail", "reason": "dump failed", "dump_ms": 12, "restore_ms": null},
                 ]
             })
         );

@@ -1,11 +1,12 @@
 //! `zdtm-runner`: the harness binary `cargo xtest zdtm` and `cargo xtest demo` exec.
 //!
-//! zdtm-runner run --engine PATH --workdir DIR [--filter S] [--iters N] [--snap] [--keep] [--big] [--json PATH]
+//! zdtm-runner run --engine PATH --workdir DIR [--filter S] [--iters N] [--snap] [--keep] [--big] [--json PATH] [--flavor host|ns|all] [--group core|runtime|all]
 //! zdtm-runner demo --engine PATH --workdir DIR
 //! zdtm-runner list
 #![deny(unsafe_code)]
 
 use anyhow::{bail, Context};
+use crust_zdtm::catalog::Flavor;
 use crust_zdtm::harness::Config;
 use std::path::PathBuf;
 
@@ -53,6 +54,8 @@ fn parse_config(args: &[String]) -> anyhow::Result<Config> {
         keep: false,
         big: false,
         json: None,
+        flavors: vec![Flavor::Host],
+        group: None,
     };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -74,6 +77,15 @@ fn parse_config(args: &[String]) -> anyhow::Result<Config> {
                 }
             }
             "--json" => config.json = Some(PathBuf::from(value("--json")?)),
+            "--flavor" => {
+                config.flavors = match value("--flavor")?.as_str() {
+                    "host" => vec![Flavor::Host],
+                    "ns" => vec![Flavor::Ns],
+                    "all" => vec![Flavor::Host, Flavor::Ns],
+                    other => bail!("--flavor takes host, ns or all, not {other}"),
+                }
+            }
+            "--group" => config.group = Some(value("--group")?),
             "--snap" => config.snap = true,
             "--keep" => config.keep = true,
             "--big" => config.big = true,

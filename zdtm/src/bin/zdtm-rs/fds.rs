@@ -466,3 +466,87 @@ pub fn inet_sockets(test: &mut Test) -> Result<(), String> {
     let n = server.recv(&mut buf).map_err(|e| format!("recv after restore: {e}"))?;
     ensure(&buf[..n] == b"again", || "udp client no longer reaches the server".into())
 }
+
+fn lock_range(fd: RawFd, command: i32, kind: i32, start: i64, len: i64) -> i32 {
+    // SAFETY: flock is plain data; all-zero is valid.
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = kind as libc::c_short;
+    lock.l_whence = libc::SEEK_SET as libc::c_short;
+    lock.l_start = start;
+    lock.l_len = len;
+    // SAFETY: lock lives across the call.
+    unsafe { libc::fcntl(fd, command, &lock) }
+}
+
+/// The lock lines of an fd without pid and inode (both change across restore).
+fn lock_lines(fd: RawFd) -> Vec<String> {
+    std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("lock:"))
+        .map(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            format!("{} {} {} {} {}", words[2], words[3], words[4], words.get(7).unwrap_or(&""), words.get(8).unwrap_or(&""))
+        })
+        .collect()
+}
+
+/// File locks: flock (exclusive), POSIX (a write range and a read range to EOF) and an
+/// OFD lock; after restore they are listed again and still conflict with new ones.
+pub fn file_locks(test: &mut Test) -> Result<(), String> {
+    let open = |name: &str| -> Result<std::fs::File, String> {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(test.path(name))
+            .map_err(|e| format!("open {name}: {e}"))
+    };
+    use std::os::fd::AsRawFd;
+    let flocked = open("flock.dat")?;
+    // SAFETY: no pointers.
+    check(unsafe { libc::flock(flocked.as_raw_fd(), libc::LOCK_EX) } as i64, "flock")?;
+    let posix = open("posix.dat")?;
+    check(lock_range(posix.as_raw_fd(), libc::F_SETLK, libc::F_WRLCK, 10, 10) as i64, "F_SETLK write")?;
+    check(lock_range(posix.as_raw_fd(), libc::F_SETLK, libc::F_RDLCK, 100, 0) as i64, "F_SETLK read")?;
+    let ofd = open("ofd.dat")?;
+    check(lock_range(ofd.as_raw_fd(), libc::F_OFD_SETLK, libc::F_WRLCK, 0, 4096) as i64, "F_OFD_SETLK")?;
+    let fds = [flocked.as_raw_fd(), posix.as_raw_fd(), ofd.as_raw_fd()];
+    let before: Vec<Vec<String>> = fds.iter().map(|fd| lock_lines(*fd)).collect();
+    test.ready();
+    test.wait_for_term();
+
+    let after: Vec<Vec<String>> = fds.iter().map(|fd| lock_lines(*fd)).collect();
+    ensure(after == before, || format!("locks {after:?}, were {before:?}"))?;
+    let other = open("flock.dat")?;
+    // SAFETY: no pointers.
+    let rc = unsafe { libc::flock(other.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    ensure(rc != 0, || "flock no longer held: a second description took it".into())?;
+    let other = open("ofd.dat")?;
+    let rc = lock_range(other.as_raw_fd(), libc::F_OFD_SETLK, libc::F_WRLCK, 100, 1);
+    ensure(rc != 0, || "OFD lock no longer held".into())?;
+    // A POSIX lock conflicts only with other processes.
+    let path = test.path("posix.dat");
+    // SAFETY: single-threaded; the child only tries a lock and _exits.
+    let child = unsafe { libc::fork() };
+    if child == 0 {
+        let code = match std::fs::OpenOptions::new().read(true).write(true).open(&path) {
+            Ok(file) => {
+                let write_conflict = lock_range(file.as_raw_fd(), libc::F_SETLK, libc::F_WRLCK, 15, 1) != 0;
+                let read_conflict = lock_range(file.as_raw_fd(), libc::F_SETLK, libc::F_WRLCK, 5000, 1) != 0;
+                let free = lock_range(file.as_raw_fd(), libc::F_SETLK, libc::F_WRLCK, 50, 1) == 0;
+                if write_conflict && read_conflict && free { 0 } else { 1 }
+            }
+            Err(_) => 2,
+        };
+        // SAFETY: leaving the child at once.
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    unsafe { libc::waitpid(child, &mut status, 0) };
+    ensure(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, || {
+        format!("POSIX locks do not conflict as before (child status {status:#x})")
+    })
+}

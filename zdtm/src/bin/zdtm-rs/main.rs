@@ -52,6 +52,7 @@ const TESTS: &[(&str, TestBody)] = &[
     ("unix_sockets", fds::unix_sockets),
     ("event_fds", fds::event_fds),
     ("inet_sockets", fds::inet_sockets),
+    ("file_locks", fds::file_locks),
 ];
 
 fn main() {
