@@ -11,7 +11,7 @@ use crate::{Host, HostError, RestorerOp, RestorerOutcome, ThreadRegs};
 
 const NT_PRSTATUS: libc::c_int = 1;
 const NT_PRFPREG: libc::c_int = 2;
-const NT_S390_SYSTEM_CALL: libc::c_int = 0x303;
+const NT_S390_SYSTEM_CALL: libc::c_int = 0x307;
 const NT_S390_VXRS_LOW: libc::c_int = 0x309;
 const NT_S390_VXRS_HIGH: libc::c_int = 0x30a;
 
