@@ -135,8 +135,15 @@ pub fn zdtm_with_arch(args: &[String]) -> Option<anyhow::Result<()>> {
     Some(run_arches(value, rest))
 }
 
-/// `cargo xtest nightly`: the whole suite on all four architectures, kernels refreshed.
+/// `cargo xtest nightly`: the whole suite on all four architectures, kernels refreshed,
+/// after `ci/qemu-setup.sh` made sure qemu and the cross toolchains are there (so it
+/// runs from a fresh clone).
 pub fn run_nightly(args: &[String]) -> anyhow::Result<()> {
+    let setup = workspace_root().join("ci/qemu-setup.sh");
+    let status = Command::new("sh").arg(&setup).status().with_context(|| format!("run {}", setup.display()))?;
+    if !status.success() {
+        bail!("{}: {status}", setup.display());
+    }
     let mut rest = args.to_vec();
     if !rest.iter().any(|a| a == "--refresh-kernel") {
         rest.push("--refresh-kernel".into());
