@@ -29,6 +29,11 @@ const CRIT_QUIRKS: &[(&str, &str)] = &[
          \"extra\": \"\" at the end of the file and eats the next entry otherwise), and its \
          encode of an ipcns-shm image fails (TypeError in ipc_shm_handler.dump)",
     ),
+    (
+        "bpfmap-data",
+        "crit's encode of a bpfmap-data image fails (TypeError in \
+         bpfmap_data_extra_handler.dump, as for ipcns-shm)",
+    ),
 ];
 
 fn repo_root() -> PathBuf {
