@@ -20,6 +20,7 @@ use crate::sys;
 mod anon;
 mod inet;
 mod kernel;
+mod locks;
 mod pipe;
 mod unix;
 
@@ -42,6 +43,9 @@ pub(crate) struct FileTable {
     unix_diag: Option<BTreeMap<u32, unix::UnixDiag>>,
     /// Queued messages of unix sockets (sk-queues.img): (socket file id, message).
     sk_queues: Vec<(u32, Vec<u8>)>,
+    /// File locks (filelocks.img), with what identifies a POSIX lock so each is once.
+    locks: Vec<pb::FileLockEntry>,
+    posix_locks_seen: std::collections::BTreeSet<(i32, u64, u64, i64, i64)>,
     /// TCP listeners by inode: (connections waiting, backlog), read once per dump.
     tcp_listeners: Option<BTreeMap<u32, (u32, u32)>>,
     /// Unix sockets dumped: (pid, fd, inode, peer inode), to check every peer is dumped.
@@ -141,6 +145,17 @@ fn classify(link: &str, mode: u32, shell_job: bool) -> Result<pb::FdTypes, Strin
     })
 }
 
+/// A pid as the process's own pid namespace sees it (the last `NSpid:` field): the pid
+/// the restored process will have.
+fn namespace_pid(pid: i32) -> io::Result<i32> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+    Ok(status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))
+        .and_then(|v| v.split_whitespace().last()?.parse().ok())
+        .unwrap_or(pid))
+}
+
 /// "inet stream socket", "netlink socket": what a socket is, for error messages.
 fn socket_description(pid: i32, fd: u32) -> String {
     let Ok(socket) = kernel::borrow_fd(pid, fd) else { return "socket".into() };
@@ -194,6 +209,30 @@ pub(crate) fn collect_fds(pid: i32, shell_job: bool, files: &mut FileTable) -> R
             if sys::same_file_description(other_pid, other_fd, pid, fd).map_err(io_err(pid, format!("kcmp fd {fd}")))? {
                 shared = Some(other_id);
                 break;
+            }
+        }
+        if info_text.contains("\nlock:") {
+            let lines = locks::parse_lock_lines(&info_text)
+                .map_err(|what| DumpError::Unsupported { pid, what: format!("fd {fd} ({link_text}): {what}") })?;
+            let owner = namespace_pid(pid).map_err(io_err(pid, "read NSpid"))?;
+            for lock in lines {
+                // POSIX locks belong to the process (listed on each of its fds of the
+                // file); flock and OFD locks to the description (listed on each fd of it).
+                let first = if lock.flag == locks::FL_POSIX {
+                    files.posix_locks_seen.insert((pid, meta.dev(), meta.ino(), lock.start, lock.len))
+                } else {
+                    shared.is_none()
+                };
+                if first {
+                    files.locks.push(pb::FileLockEntry {
+                        flag: lock.flag,
+                        r#type: if lock.write { libc::F_WRLCK } else { libc::F_RDLCK } as u32,
+                        pid: owner,
+                        fd: fd as i32,
+                        start: lock.start,
+                        len: lock.len,
+                    });
+                }
             }
         }
         let id = shared.unwrap_or_else(|| files.next_id());
@@ -394,6 +433,13 @@ pub(crate) fn write_images(pid: i32, dir: &Path, files: &FileTable) -> Result<()
         }
         w.finish().map_err(image)?;
     }
+    if !files.locks.is_empty() {
+        let mut w = ImageWriter::create(dir, ImageKind::FileLocks, 0).map_err(image)?;
+        for lock in &files.locks {
+            w.write_entry(lock).map_err(image)?;
+        }
+        w.finish().map_err(image)?;
+    }
     if !files.sk_queues.is_empty() {
         let mut w = ImageWriter::create(dir, ImageKind::SkQueues, 0).map_err(image)?;
         for (id_for, message) in &files.sk_queues {
@@ -449,6 +495,8 @@ pub(crate) struct Broker {
     pub(crate) fds: BTreeMap<u32, i32>,
     /// Epoll instances by file id: their watches are added after install.
     epolls: BTreeMap<u32, pb::EventpollFileEntry>,
+    /// File locks, each taken again by its owner (by pid) after install.
+    locks: Vec<pb::FileLockEntry>,
 }
 
 /// The extra images of pipes, FIFOs and sockets, read into memory for the broker.
@@ -555,7 +603,13 @@ impl Broker {
         for (id, fd) in made {
             made_high.insert(id, kernel::move_above(fd, above).map_err(|e| format!("move file {id} above {above}: {e}"))?);
         }
-        let mut broker = Broker { fds: BTreeMap::new(), epolls };
+        let locks_path = dir.join(ImageKind::FileLocks.file_name(0));
+        let locks = if locks_path.exists() {
+            crust_images::read_entries::<pb::FileLockEntry>(&locks_path).map_err(|e| format!("{}: {e}", locks_path.display()))?
+        } else {
+            Vec::new()
+        };
+        let mut broker = Broker { fds: BTreeMap::new(), epolls, locks };
         for id in ids {
             if broker.fds.contains_key(&id) {
                 continue;
@@ -610,6 +664,16 @@ impl Broker {
             if let Some(epoll) = self.epolls.get(&fd.id).filter(|_| !earlier.contains(&fd.id)) {
                 anon::add_watches(fd.fd as i32, epoll)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Takes the file locks this process owns again. Runs after `close`: closing any fd
+    /// of a file drops the process's POSIX locks on it.
+    pub(crate) fn take_locks(&self) -> Result<(), String> {
+        let me = std::process::id() as i32;
+        for lock in self.locks.iter().filter(|l| l.pid == me) {
+            locks::take_lock(lock)?;
         }
         Ok(())
     }

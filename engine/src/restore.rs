@@ -1009,6 +1009,7 @@ fn process_main(tree: &TreePlan, images: &Images, options: &RestoreOptions, inde
             sys::place_fd(*source, number, true).map_err(|e| format!("place mapped file {id}: {e}"))?;
         }
         broker.close();
+        broker.take_locks()?;
         // Shared anonymous objects stay at their numbers until the restorer maps them.
         for (&shmid, &(number, _)) in &tree.shmem {
             if !plan.shmem_used.contains(&shmid) {

@@ -46,6 +46,26 @@ pub fn move_above(fd: OwnedFd, min: i32) -> io::Result<OwnedFd> {
     owned(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, min) } as libc::c_long)
 }
 
+/// `flock(fd, op | LOCK_NB)`.
+pub fn flock(fd: RawFd, op: i32) -> io::Result<()> {
+    // SAFETY: no pointers.
+    check(unsafe { libc::flock(fd, op | libc::LOCK_NB) } as libc::c_long)?;
+    Ok(())
+}
+
+/// `fcntl(fd, F_SETLK or F_OFD_SETLK, {type, SEEK_SET, start, len})`.
+pub fn fcntl_lock(fd: RawFd, command: i32, kind: i32, start: i64, len: i64) -> io::Result<()> {
+    // SAFETY: flock is plain data; all-zero is valid (and l_pid must be 0 for OFD).
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = kind as libc::c_short;
+    lock.l_whence = libc::SEEK_SET as libc::c_short;
+    lock.l_start = start;
+    lock.l_len = len;
+    // SAFETY: lock lives across the call.
+    check(unsafe { libc::fcntl(fd, command, &lock) } as libc::c_long)?;
+    Ok(())
+}
+
 /// `pipe2(O_CLOEXEC)`: (read end, write end).
 pub fn create_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut ends = [0 as libc::c_int; 2];

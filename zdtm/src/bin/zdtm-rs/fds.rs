@@ -494,13 +494,14 @@ fn lock_lines(fd: RawFd) -> Vec<String> {
 /// File locks: flock (exclusive), POSIX (a write range and a read range to EOF) and an
 /// OFD lock; after restore they are listed again and still conflict with new ones.
 pub fn file_locks(test: &mut Test) -> Result<(), String> {
+    let dir = test.outdir.clone();
     let open = |name: &str| -> Result<std::fs::File, String> {
         std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            .open(test.path(name))
+            .open(dir.join(name))
             .map_err(|e| format!("open {name}: {e}"))
     };
     use std::os::fd::AsRawFd;
