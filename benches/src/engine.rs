@@ -105,7 +105,12 @@ fn measure(engine: &Engine, workload: &Workload, scratch: &Path, images: &Path) 
 
     let restore = run_engine(engine, &["restore", "-d", "-D"], images, "restore.log")?;
     if restore.usage.code != 0 {
-        let reason = failure_reason(&restore.stderr, &images.join("restore.log"));
+        let reason = format!(
+            "{} (after a good dump: {:.0} ms, frozen {} ms)",
+            failure_reason(&restore.stderr, &images.join("restore.log")),
+            dump.wall.as_secs_f64() * 1e3,
+            freeze_ms.map(|v| format!("{v:.0}")).unwrap_or_else(|| "?".into())
+        );
         running.kill();
         return Ok(classify(engine, "restore", reason));
     }
