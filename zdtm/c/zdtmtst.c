@@ -35,6 +35,9 @@ void test_init(const char *name, int argc, char **argv)
 	(void)argc;
 	(void)argv;
 	test_name = name;
+	/* One program may serve several catalog entries (different arguments). */
+	if (getenv("ZDTM_NAME") && *getenv("ZDTM_NAME"))
+		test_name = getenv("ZDTM_NAME");
 	outdir = getenv("ZDTM_OUTDIR");
 	if (!outdir) {
 		fprintf(stderr, "%s: ZDTM_OUTDIR not set: run me from the zdtm harness\n", name);

@@ -107,6 +107,23 @@ const fn c(name: &'static str) -> TestSpec {
     }
 }
 
+/// A C program under another catalog name (one program, several argument sets).
+const fn cas(name: &'static str, program: &'static str) -> TestSpec {
+    TestSpec {
+        program: Program::C(program),
+        ..c(name)
+    }
+}
+
+/// A language runtime running `runtime/FILE`.
+const fn runtime(name: &'static str, file: &'static str) -> TestSpec {
+    TestSpec {
+        program: Program::Runtime(file),
+        group: "runtime",
+        ..c(name)
+    }
+}
+
 /// Every test, in the order they run.
 pub const TESTS: &[TestSpec] = &[
     TestSpec {
@@ -191,6 +208,57 @@ pub const TESTS: &[TestSpec] = &[
     rust("event_fds"),
     rust("inet_sockets"),
     rust("file_locks"),
+    // Issue 4: process trees.
+    c("tree_child"),
+    TestSpec { args: &["wide", "16"], ..cas("tree_wide", "tree_shapes") },
+    TestSpec { args: &["deep", "12"], ..cas("tree_deep", "tree_shapes") },
+    TestSpec { args: &["mixed", "4"], ..cas("tree_mixed", "tree_shapes") },
+    TestSpec { args: &["groups"], ..cas("tree_pgids", "tree_groups") },
+    TestSpec { args: &["sessions"], ..cas("tree_sessions", "tree_groups") },
+    TestSpec { args: &["orphans"], ..cas("tree_orphans", "tree_groups") },
+    TestSpec { args: &["session_gone"], ..cas("tree_session_gone", "tree_groups") },
+    TestSpec { args: &["group_gone"], ..cas("tree_group_gone", "tree_groups") },
+    TestSpec { args: &["exit"], ..cas("zombie_exit", "zombies") },
+    TestSpec { args: &["signal"], ..cas("zombie_signal", "zombies") },
+    TestSpec { args: &["nested"], ..cas("zombie_nested", "zombies") },
+    TestSpec { args: &["SIGSTOP"], ..cas("stopped_sigstop", "stopped") },
+    TestSpec { args: &["SIGTSTP"], ..cas("stopped_sigtstp", "stopped") },
+    TestSpec { args: &["mixed"], ..cas("stopped_mixed", "stopped") },
+    // Issue 4: threads.
+    TestSpec {
+        args: &["spin", "16"],
+        requirements: &[Requirement::CpuFlag("sse2")],
+        at_dump: AtDump::Running,
+        ..cas("threads_spin", "threads")
+    },
+    TestSpec { args: &["tls", "8"], ..cas("threads_tls", "threads") },
+    TestSpec { args: &["sigmask", "12"], ..cas("threads_sigmask", "threads") },
+    TestSpec { args: &["pending", "8"], ..cas("threads_pending", "threads") },
+    TestSpec { args: &["altstack", "6"], ..cas("threads_altstack", "threads") },
+    TestSpec { args: &["rseq", "6"], ..cas("threads_rseq", "threads") },
+    TestSpec { args: &["robust", "4"], ..cas("threads_robust", "threads") },
+    TestSpec { args: &["join", "8"], ..cas("threads_join", "threads") },
+    TestSpec { args: &["join", "100"], ..cas("threads_100", "threads") },
+    TestSpec { args: &["names", "8"], ..cas("threads_names", "threads") },
+    TestSpec { args: &["leader", "4"], ..cas("threads_leader_gone", "threads") },
+    TestSpec { args: &["children", "3"], ..cas("threads_children", "threads") },
+    // Issue 4: state across a tree.
+    TestSpec { args: &["shm"], ..cas("tree_shm", "tree_state") },
+    TestSpec { args: &["cow"], ..cas("tree_cow", "tree_state") },
+    TestSpec {
+        args: &["creds"],
+        requirements: &[Requirement::Root],
+        ..cas("tree_creds", "tree_state")
+    },
+    TestSpec { args: &["prctl"], ..cas("tree_prctl", "tree_state") },
+    TestSpec { args: &["misc"], ..cas("tree_misc", "tree_state") },
+    TestSpec { args: &["itimers"], ..cas("tree_itimers", "tree_state") },
+    TestSpec { args: &["posix_timers"], ..cas("posix_timers", "tree_state") },
+    // Issue 4: real language runtimes (`--group runtime`).
+    runtime("rt_python", "threads.py"),
+    runtime("rt_java", "Threads.java"),
+    runtime("rt_node", "threads.js"),
+    runtime("rt_go", "threads.go"),
 ];
 
 /// The counter program the demo checkpoints (not part of the suite).

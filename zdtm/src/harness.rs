@@ -307,6 +307,7 @@ impl Harness {
             .args(&args)
             .env(READY_FD_ENV, writer_fd.to_string())
             .env(OUTDIR_ENV, outdir)
+            .env("ZDTM_NAME", spec.name)
             .current_dir(outdir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
