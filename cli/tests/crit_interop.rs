@@ -53,9 +53,13 @@ fn reference_crit(test: &str) -> Option<PathBuf> {
     let root = std::env::var_os("CRUST_CRIU_ROOT")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join(".cache/criu-root"));
-    let missing = ["lib64/ld-linux-x86-64.so.2", "usr/bin/crit", "usr/bin/python3"]
-        .into_iter()
-        .find(|file| !root.join(file).exists());
+    let missing = [
+        "lib64/ld-linux-x86-64.so.2",
+        "usr/bin/crit",
+        "usr/bin/python3",
+    ]
+    .into_iter()
+    .find(|file| !root.join(file).exists());
     let reason = match missing {
         None if cfg!(target_arch = "x86_64") => return Some(repo_root().join("ci/crit")),
         None => "the reference root is an x86_64 one".to_string(),
@@ -64,7 +68,10 @@ fn reference_crit(test: &str) -> Option<PathBuf> {
             root.join(file).display()
         ),
     };
-    assert!(!in_ci(), "{test}: CI=true needs the reference crit: {reason}");
+    assert!(
+        !in_ci(),
+        "{test}: CI=true needs the reference crit: {reason}"
+    );
     eprintln!("{test}: skipped: {reason}");
     None
 }
@@ -90,7 +97,10 @@ fn run(command: &mut Command) -> Vec<u8> {
 
 fn json_of(bytes: &[u8], what: &str) -> Json {
     serde_json::from_slice(bytes).unwrap_or_else(|error| {
-        panic!("{what}: not JSON ({error}): {}", String::from_utf8_lossy(bytes))
+        panic!(
+            "{what}: not JSON ({error}): {}",
+            String::from_utf8_lossy(bytes)
+        )
     })
 }
 
@@ -200,7 +210,11 @@ fn compare_show_and_decode(crit: &Path, image: &Path) -> usize {
         if name.starts_with("ipcns-shm") {
             crit_json = without_invented_shm_extra(crit_json);
         }
-        assert_same_json(&crust_json, &crit_json, &format!("{args:?} {}", image.display()));
+        assert_same_json(
+            &crust_json,
+            &crit_json,
+            &format!("{args:?} {}", image.display()),
+        );
         compared += 1;
     }
     compared
@@ -298,9 +312,17 @@ fn crust_decodes_what_crit_encodes() {
                 continue;
             }
             for pretty in [false, true] {
-                let json = scratch.join(format!("{}-{name}.json", if pretty { "pretty" } else { "plain" }));
+                let json = scratch.join(format!(
+                    "{}-{name}.json",
+                    if pretty { "pretty" } else { "plain" }
+                ));
                 let mut decode = crust();
-                decode.arg("decode").arg("-i").arg(&image).arg("-o").arg(&json);
+                decode
+                    .arg("decode")
+                    .arg("-i")
+                    .arg(&image)
+                    .arg("-o")
+                    .arg(&json);
                 if pretty {
                     decode.arg("--pretty");
                 }
@@ -313,7 +335,12 @@ fn crust_decodes_what_crit_encodes() {
         let dir = scratch.join(format!("{index}"));
         std::fs::create_dir_all(&dir).expect("scratch dir");
         let crit_image = dir.join(image_name);
-        run(Command::new(&crit).arg("encode").arg("-i").arg(json).arg("-o").arg(&crit_image));
+        run(Command::new(&crit)
+            .arg("encode")
+            .arg("-i")
+            .arg(json)
+            .arg("-o")
+            .arg(&crit_image));
         let mut decode = crust();
         decode.arg("decode").arg("-i").arg(&crit_image);
         if *pretty {
@@ -321,11 +348,21 @@ fn crust_decodes_what_crit_encodes() {
         }
         let decoded = json_of(&run(&mut decode), "crust decode");
         let expected = json_of(&std::fs::read(json).expect("read json"), "json source");
-        assert_same_json(&decoded, &expected, &format!("crit encode of {}", json.display()));
+        assert_same_json(
+            &decoded,
+            &expected,
+            &format!("crit encode of {}", json.display()),
+        );
         let crust_image = dir.join(format!("crust-{image_name}"));
-        run(crust().arg("encode").arg("-i").arg(json).arg("-o").arg(&crust_image));
+        run(crust()
+            .arg("encode")
+            .arg("-i")
+            .arg(json)
+            .arg("-o")
+            .arg(&crust_image));
         assert!(
-            std::fs::read(&crust_image).expect("crust image") == std::fs::read(&crit_image).expect("crit image"),
+            std::fs::read(&crust_image).expect("crust image")
+                == std::fs::read(&crit_image).expect("crit image"),
             "crust encode and crit encode of {} give different bytes",
             json.display()
         );
@@ -346,7 +383,12 @@ fn crust_reads_criu_dumps_as_crit_does() {
     let mut committed = 0;
     for dir in criu_fixture_dirs() {
         let images = images_in(&dir);
-        assert!(images.len() >= 10, "{}: only {} images", dir.display(), images.len());
+        assert!(
+            images.len() >= 10,
+            "{}: only {} images",
+            dir.display(),
+            images.len()
+        );
         for image in &images {
             let name = file_name(image);
             let stem = name.strip_suffix(".img").unwrap_or(name);
@@ -356,10 +398,22 @@ fn crust_reads_criu_dumps_as_crit_does() {
                     .unwrap_or_else(|error| panic!("{}: {error}", crit_json_path.display())),
                 "committed crit JSON",
             );
-            let ours = json_of(&run(crust().args(["decode", "--pretty", "-i"]).arg(image)), "crust");
-            assert_same_json(&ours, &crit_json, &format!("decode --pretty {}", image.display()));
+            let ours = json_of(
+                &run(crust().args(["decode", "--pretty", "-i"]).arg(image)),
+                "crust",
+            );
+            assert_same_json(
+                &ours,
+                &crit_json,
+                &format!("decode --pretty {}", image.display()),
+            );
             let encoded = scratch.join(name);
-            run(crust().arg("encode").arg("-i").arg(&crit_json_path).arg("-o").arg(&encoded));
+            run(crust()
+                .arg("encode")
+                .arg("-i")
+                .arg(&crit_json_path)
+                .arg("-o")
+                .arg(&encoded));
             assert!(
                 std::fs::read(&encoded).expect("encoded") == std::fs::read(image).expect("image"),
                 "crust encode of {} does not give back {} byte for byte",
@@ -370,7 +424,9 @@ fn crust_reads_criu_dumps_as_crit_does() {
         }
     }
     let _ = std::fs::remove_dir_all(&scratch);
-    eprintln!("CRIU dumps: {committed} images equal crit's committed JSON and re-encode identically");
+    eprintln!(
+        "CRIU dumps: {committed} images equal crit's committed JSON and re-encode identically"
+    );
     let Some(crit) = reference_crit("crust_reads_criu_dumps_as_crit_does (live crit)") else {
         return;
     };
@@ -392,7 +448,10 @@ fn crust_reads_criu_dumps_as_crit_does() {
                 continue;
             }
             let ours = json_of(&run(crust().arg("info").arg(&image)), "crust info");
-            let theirs = json_of(&run(Command::new(&crit).arg("info").arg(&image)), "crit info");
+            let theirs = json_of(
+                &run(Command::new(&crit).arg("info").arg(&image)),
+                "crit info",
+            );
             assert_eq!(ours, theirs, "info {}", image.display());
         }
     }
@@ -469,7 +528,10 @@ fn dump_skip_reason() -> Option<String> {
     if !status.lines().any(|line| line.starts_with("Uid:\t0\t")) {
         return Some("crust dump needs root (ptrace)".into());
     }
-    let compiler = Command::new("cc").arg("--version").stdout(Stdio::null()).status();
+    let compiler = Command::new("cc")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status();
     if !compiler.is_ok_and(|status| status.success()) {
         return Some("needs a C compiler (cc)".into());
     }
@@ -496,7 +558,11 @@ fn start_tree(binary: &Path, files: &Path) -> (i32, std::process::Child) {
     let write = OwnedFd::from(write);
     let raw = write.as_raw_fd();
     let mut command = Command::new(binary);
-    command.arg(files).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    command
+        .arg(files)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     #[allow(unsafe_code)]
     // SAFETY: the closure only calls dup2, which is async-signal-safe.
     unsafe {
@@ -513,7 +579,11 @@ fn start_tree(binary: &Path, files: &Path) -> (i32, std::process::Child) {
     drop(command);
     let mut text = String::new();
     read.read_to_string(&mut text).expect("read the ready pipe");
-    assert_eq!(text.trim(), child.id().to_string(), "the tree wrote its pid");
+    assert_eq!(
+        text.trim(),
+        child.id().to_string(),
+        "the tree wrote its pid"
+    );
     (child.id() as i32, child)
 }
 
@@ -522,7 +592,10 @@ fn start_tree(binary: &Path, files: &Path) -> (i32, std::process::Child) {
 #[test]
 fn crit_reads_a_crust_dump_as_crust_does() {
     if let Some(reason) = dump_skip_reason() {
-        assert!(!in_ci(), "CI=true must run the crust dump interop test: {reason}");
+        assert!(
+            !in_ci(),
+            "CI=true must run the crust dump interop test: {reason}"
+        );
         eprintln!("crit_reads_a_crust_dump_as_crust_does: skipped: {reason}");
         return;
     }
@@ -533,7 +606,10 @@ fn crit_reads_a_crust_dump_as_crust_does() {
     let source = dir.join("tree.c");
     std::fs::write(&source, TREE_PROGRAM).expect("write tree.c");
     let binary = dir.join("tree");
-    run(Command::new("cc").args(["-O2", "-pthread", "-o"]).arg(&binary).arg(&source));
+    run(Command::new("cc")
+        .args(["-O2", "-pthread", "-o"])
+        .arg(&binary)
+        .arg(&source));
     let files = dir.join("files");
     std::fs::create_dir_all(&files).expect("files dir");
     let (pid, mut child) = start_tree(&binary, &files);
@@ -564,18 +640,46 @@ fn crit_reads_a_crust_dump_as_crust_does() {
         *kinds.entry(image_kind(name).to_string()).or_default() += 1;
         // crit's JSON back to bytes through crust: the bytes crust dumped
         let crit_json = scratch.join(format!("{name}.json"));
-        run(Command::new(&crit).arg("decode").arg("-i").arg(&image).arg("-o").arg(&crit_json));
+        run(Command::new(&crit)
+            .arg("decode")
+            .arg("-i")
+            .arg(&image)
+            .arg("-o")
+            .arg(&crit_json));
         let encoded = scratch.join(name);
-        run(crust().arg("encode").arg("-i").arg(&crit_json).arg("-o").arg(&encoded));
+        run(crust()
+            .arg("encode")
+            .arg("-i")
+            .arg(&crit_json)
+            .arg("-o")
+            .arg(&encoded));
         assert!(
             std::fs::read(&encoded).expect("encoded") == std::fs::read(&image).expect("image"),
             "crust encode of crit's JSON of {name} differs from what crust dumped"
         );
     }
     compare_explore(&crit, &images);
-    for required in ["core", "fdinfo", "files", "fs", "ghost-file", "ids", "inventory", "mm", "pagemap", "pstree", "remap-fpath"] {
-        assert!(kinds.contains_key(required), "crust dump wrote no {required} image: {kinds:?}");
+    for required in [
+        "core",
+        "fdinfo",
+        "files",
+        "fs",
+        "ghost-file",
+        "ids",
+        "inventory",
+        "mm",
+        "pagemap",
+        "pstree",
+        "remap-fpath",
+    ] {
+        assert!(
+            kinds.contains_key(required),
+            "crust dump wrote no {required} image: {kinds:?}"
+        );
     }
-    eprintln!("crust dump: {} images ({kinds:?}), {comparisons} show/decode outputs equal crit's", kinds.values().sum::<usize>());
+    eprintln!(
+        "crust dump: {} images ({kinds:?}), {comparisons} show/decode outputs equal crit's",
+        kinds.values().sum::<usize>()
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -110,16 +110,22 @@ impl PagesWriter {
     /// whole number of pages; `vaddr` must be page aligned and above the previous run.
     pub fn add_present(&mut self, vaddr: u64, contents: &[u8]) -> Result<(), ImageError> {
         let nr_pages = self.check_run(vaddr, contents.len() as u64)?;
-        self.pagemap
-            .write_entry(&pb::PagemapEntry::run(vaddr, u64::from(nr_pages), PE_PRESENT))?;
+        self.pagemap.write_entry(&pb::PagemapEntry::run(
+            vaddr,
+            u64::from(nr_pages),
+            PE_PRESENT,
+        ))?;
         self.pages.write_payload(contents)
     }
 
     /// Adds a run of pages that the parent (pre-dump) images hold.
     pub fn add_in_parent(&mut self, vaddr: u64, nr_pages: u32) -> Result<(), ImageError> {
         self.check_run(vaddr, u64::from(nr_pages) * self.page_size)?;
-        self.pagemap
-            .write_entry(&pb::PagemapEntry::run(vaddr, u64::from(nr_pages), PE_PARENT))
+        self.pagemap.write_entry(&pb::PagemapEntry::run(
+            vaddr,
+            u64::from(nr_pages),
+            PE_PARENT,
+        ))
     }
 
     /// Flushes both files.

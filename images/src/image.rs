@@ -376,9 +376,11 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<RawImage, ImageError> {
             ImageKind::BpfmapData => {
                 let entry = pb::BpfmapDataEntry::decode(message.as_slice())
                     .map_err(|source| decode_error("BpfmapDataEntry", source))?;
-                Some(reader.read_payload(
-                    u64::from(entry.keys_bytes) + u64::from(entry.values_bytes),
-                )?)
+                Some(
+                    reader.read_payload(
+                        u64::from(entry.keys_bytes) + u64::from(entry.values_bytes),
+                    )?,
+                )
             }
             ImageKind::TcpStream => {
                 let entry = pb::TcpStreamEntry::decode(message.as_slice())

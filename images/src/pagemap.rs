@@ -290,7 +290,8 @@ mod tests {
             flags: Some(PE_PRESENT),
             nr_pages: Some(3),
         }];
-        let map = PagemapReader::from_parts("p", &head(), &criu_4_2, 3 * PAGE, PAGE).expect("valid");
+        let map =
+            PagemapReader::from_parts("p", &head(), &criu_4_2, 3 * PAGE, PAGE).expect("valid");
         assert_eq!(map.offset_of(0x3fff), Some(0x2fff));
         assert_eq!(map.stored_pages(), 3);
         let big = pb::PagemapEntry::run(0, 1 << 33, PE_PRESENT);

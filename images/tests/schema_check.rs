@@ -137,9 +137,9 @@ fn field_json(field: &FieldDescriptor, extension: &prost_reflect::ExtensionDescr
 }
 
 fn allowed(message: &str, number: u64, what: &str) -> bool {
-    ALLOWED
-        .iter()
-        .any(|allowed| allowed.message == message && u64::from(allowed.number) == number && allowed.what == what)
+    ALLOWED.iter().any(|allowed| {
+        allowed.message == message && u64::from(allowed.number) == number && allowed.what == what
+    })
 }
 
 fn fields_by_number(message: &Json) -> BTreeMap<u64, &Json> {
@@ -244,12 +244,18 @@ fn list_what_criu_has_and_we_lack() {
             .keys()
             .filter(|name| !our_names.contains_key(*name))
             .collect();
-        eprintln!("{section} CRIU has and we lack ({}): {missing:?}", missing.len());
+        eprintln!(
+            "{section} CRIU has and we lack ({}): {missing:?}",
+            missing.len()
+        );
         let ours_only: Vec<&String> = our_names
             .keys()
             .filter(|name| !criu_names.contains_key(*name) && name.as_str() != "CRIU_Opts")
             .collect();
-        assert!(ours_only.is_empty(), "{section} of ours CRIU does not have: {ours_only:?}");
+        assert!(
+            ours_only.is_empty(),
+            "{section} of ours CRIU does not have: {ours_only:?}"
+        );
     }
 }
 
@@ -261,7 +267,10 @@ fn every_allowed_difference_is_still_needed() {
         let criu_message = &criu["messages"][allowed.message];
         let our_message = &ours["messages"][allowed.message];
         let number = u64::from(allowed.number);
-        let criu_field = fields_by_number(criu_message).get(&number).copied().cloned();
+        let criu_field = fields_by_number(criu_message)
+            .get(&number)
+            .copied()
+            .cloned();
         let our_field = fields_by_number(our_message).get(&number).copied().cloned();
         let still_differs = match allowed.what {
             "missing" => criu_field.is_some() && our_field.is_none(),
@@ -338,7 +347,9 @@ fn image_kinds_match_criu() {
         let ours = crust_images::json::entry_message_name(kind).map(strip_package);
         if let Some(message) = criu_kind.get("message").and_then(Json::as_str) {
             if ours != Some(message) {
-                problems.push(format!("{kind:?}: entries are {ours:?} in ours, {message} in crit"));
+                problems.push(format!(
+                    "{kind:?}: entries are {ours:?} in ours, {message} in crit"
+                ));
             }
         }
     }
@@ -348,15 +359,28 @@ fn image_kinds_match_criu() {
         ("CRTOOLS_IMAGES_V1_1", crust_images::IMAGES_VERSION),
     ] {
         if criu_images[name]["magic"].as_u64() != Some(u64::from(ours)) {
-            problems.push(format!("{name}: {ours:#x} in ours, {} in CRIU", criu_images[name]["magic"]));
+            problems.push(format!(
+                "{name}: {ours:#x} in ours, {} in CRIU",
+                criu_images[name]["magic"]
+            ));
         }
     }
     let framing = ["IMG_COMMON", "IMG_SERVICE", "CRTOOLS_IMAGES_V1_1"];
-    let ours: Vec<&str> = crust_images::ImageKind::ALL.iter().map(|kind| kind.name()).collect();
+    let ours: Vec<&str> = crust_images::ImageKind::ALL
+        .iter()
+        .map(|kind| kind.name())
+        .collect();
     let lacking: Vec<&String> = criu_images
         .keys()
         .filter(|name| !ours.contains(&name.as_str()) && !framing.contains(&name.as_str()))
         .collect();
-    eprintln!("image magics CRIU has and we lack ({}): {lacking:?}", lacking.len());
-    assert!(problems.is_empty(), "image kinds differ from CRIU's:\n{}", problems.join("\n"));
+    eprintln!(
+        "image magics CRIU has and we lack ({}): {lacking:?}",
+        lacking.len()
+    );
+    assert!(
+        problems.is_empty(),
+        "image kinds differ from CRIU's:\n{}",
+        problems.join("\n")
+    );
 }
