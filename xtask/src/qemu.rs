@@ -90,7 +90,7 @@ pub const ARCHES: &[ArchSpec] = &[
         flavour: "amd64",
         gnu: "x86_64-linux-gnu",
         qemu: "qemu-system-x86_64",
-        machine: &["-M", "q35"],
+        machine: &["-M", "q35", "-cpu", "max"],
         console: "ttyS0",
         kernel_prefix: "vmlinuz-",
         interpreter: "/lib64/ld-linux-x86-64.so.2",
