@@ -62,7 +62,7 @@ void test_init(const char *name, int argc, char **argv)
 
 	char log[4096];
 	int null_fd = open("/dev/null", O_RDONLY);
-	snprintf(log, sizeof(log), "%s/%s.log", outdir, name);
+	snprintf(log, sizeof(log), "%s/%s.log", outdir, test_name);
 	int log_fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
 	if (null_fd >= 0) {
 		dup2(null_fd, 0);

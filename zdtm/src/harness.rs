@@ -481,6 +481,7 @@ impl Harness {
             let before = TreeSnapshot::capture(root, spec.volatile_status)
                 .context("record state before dump")?;
 
+            let old_tree = crate::tree::descendants(root);
             let mut dump_args: Vec<String> = ["dump", "-t", &root.to_string(), "-D"]
                 .map(String::from)
                 .to_vec();
@@ -497,7 +498,6 @@ impl Harness {
                     engine_logs(&images, "dump")
                 );
             }
-            let old_tree = crate::tree::descendants(root);
             if self.config.snap {
                 if !self.reaper.is_alive_child(root) {
                     bail!("iteration {iteration}: pid {root} gone after dump --leave-running");
