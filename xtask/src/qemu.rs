@@ -361,14 +361,25 @@ fn cross_build(workspace: &Path, spec: &ArchSpec) -> anyhow::Result<PathBuf> {
         .env(format!("CARGO_TARGET_{upper}_LINKER"), &gcc)
         .env(format!("CARGO_TARGET_{upper}_RUSTFLAGS"), "-C target-feature=+crt-static")
         .env(format!("CC_{}", spec.triple.replace('-', "_")), &gcc)
-        .env("CARGO_TARGET_DIR", cross_target_dir(workspace))
+        .env("CARGO_TARGET_DIR", build_target_dir(workspace, spec))
         .args(["build", "--release", "-p", "crust", "-p", "crust-zdtm", "--target", spec.triple])
         .status()
         .context("run cargo build")?;
     if !status.success() {
         bail!("cargo build --release --target {} failed: {status}", spec.triple);
     }
-    Ok(cross_target_dir(workspace).join(spec.triple).join("release"))
+    Ok(build_target_dir(workspace, spec).join(spec.triple).join("release"))
+}
+
+/// Where `spec`'s build goes: `target/cross`, except for the host's own architecture,
+/// whose `CARGO_TARGET_<TRIPLE>_RUSTFLAGS` (crt-static) also reach the build scripts and
+/// would make every other arch's build rebuild them (`target/cross-host`).
+fn build_target_dir(workspace: &Path, spec: &ArchSpec) -> PathBuf {
+    if spec.name == std::env::consts::ARCH {
+        workspace.join("target/cross-host")
+    } else {
+        cross_target_dir(workspace)
+    }
 }
 
 /// Lays out the VM's root and packs it as a `newc` cpio; returns the archive.
