@@ -55,8 +55,10 @@ pub fn page_runs(entries: &[u64], want: impl Fn(u64) -> bool) -> Vec<(u64, u64)>
 /// Copies ranges of a stopped process's memory to the end of a pages image, in order.
 pub struct PageCopier {
     pid: i32,
+    /// Always `READ_BUFFER` long (zeroed once, never again); `filled` bytes hold pages.
     current: Vec<u8>,
-    to_writer: Option<SyncSender<Vec<u8>>>,
+    filled: usize,
+    to_writer: Option<SyncSender<(Vec<u8>, usize)>>,
     free_buffers: Receiver<Vec<u8>>,
     writer: Option<JoinHandle<io::Result<()>>>,
     copied: u64,
@@ -67,17 +69,18 @@ pub struct PageCopier {
 impl PageCopier {
     /// Starts the writer thread over `out` (positioned where the pages go).
     pub fn new(pid: i32, out: File) -> io::Result<PageCopier> {
-        let (to_writer, filled) = sync_channel::<Vec<u8>>(BUFFERS);
+        let (to_writer, filled) = sync_channel::<(Vec<u8>, usize)>(BUFFERS);
         let (give_back, free_buffers) = channel::<Vec<u8>>();
         for _ in 1..BUFFERS {
-            give_back.send(Vec::with_capacity(READ_BUFFER)).expect("receiver is alive here");
+            give_back.send(vec![0; READ_BUFFER]).expect("receiver is alive here");
         }
         let writer = std::thread::Builder::new()
             .name("crust-pages".into())
             .spawn(move || write_buffers(out, filled, give_back))?;
         Ok(PageCopier {
             pid,
-            current: Vec::with_capacity(READ_BUFFER),
+            current: vec![0; READ_BUFFER],
+            filled: 0,
             to_writer: Some(to_writer),
             free_buffers,
             writer: Some(writer),
@@ -93,20 +96,19 @@ impl PageCopier {
     pub fn copy(&mut self, mem: &File, addr: u64, len: u64, readable: bool) -> io::Result<()> {
         let mut done = 0u64;
         while done < len {
-            if self.current.len() == READ_BUFFER {
+            if self.filled == READ_BUFFER {
                 self.send_current()?;
             }
-            let room = (READ_BUFFER - self.current.len()) as u64;
+            let room = (READ_BUFFER - self.filled) as u64;
             let step = room.min(len - done) as usize;
-            let start = self.current.len();
-            self.current.resize(start + step, 0);
-            let target = &mut self.current[start..];
+            let target = &mut self.current[self.filled..self.filled + step];
             let read = if readable { read_remote(self.pid, target, addr + done).unwrap_or(0) } else { 0 };
             if read < step {
                 // What process_vm_readv would not read (not readable, or a fault): the
                 // kernel's forced access through /proc/PID/mem, whose error names it.
                 mem.read_exact_at(&mut target[read..], addr + done + read as u64)?;
             }
+            self.filled += step;
             done += step as u64;
             self.copied += step as u64;
         }
@@ -131,7 +133,7 @@ impl PageCopier {
 
     /// Writes what is left and waits for the writer; its error if it had one.
     pub fn finish(mut self) -> io::Result<u64> {
-        if !self.current.is_empty() {
+        if self.filled > 0 {
             self.send_current()?;
         }
         self.to_writer.take();
@@ -146,8 +148,9 @@ impl PageCopier {
             Err(_) => return Err(self.writer_error()),
         };
         let full = std::mem::replace(&mut self.current, next);
+        let filled = std::mem::take(&mut self.filled);
         let sender = self.to_writer.as_ref().expect("sender lives until finish");
-        if sender.send(full).is_err() {
+        if sender.send((full, filled)).is_err() {
             return Err(self.writer_error());
         }
         Ok(())
@@ -176,12 +179,15 @@ impl Drop for PageCopier {
     }
 }
 
-fn write_buffers(mut out: File, filled: Receiver<Vec<u8>>, give_back: std::sync::mpsc::Sender<Vec<u8>>) -> io::Result<()> {
-    while let Ok(mut buffer) = filled.recv() {
-        for chunk in buffer.chunks(WRITE_CHUNK) {
+fn write_buffers(
+    mut out: File,
+    filled: Receiver<(Vec<u8>, usize)>,
+    give_back: std::sync::mpsc::Sender<Vec<u8>>,
+) -> io::Result<()> {
+    while let Ok((buffer, len)) = filled.recv() {
+        for chunk in buffer[..len].chunks(WRITE_CHUNK) {
             out.write_all(chunk)?;
         }
-        buffer.clear();
         // The reader may be done already: then nobody wants the buffer back.
         let _ = give_back.send(buffer);
     }
