@@ -32,7 +32,16 @@ fn main() {
     match result {
         Ok(code) => std::process::exit(code),
         Err(error) => {
-            eprintln!("crust: {error:#}");
+            // Library errors already carry their cause's text: print each cause once.
+            let mut message = error.to_string();
+            for cause in error.chain().skip(1) {
+                let text = cause.to_string();
+                if !message.contains(&text) {
+                    message.push_str(": ");
+                    message.push_str(&text);
+                }
+            }
+            eprintln!("crust: {message}");
             std::process::exit(1);
         }
     }

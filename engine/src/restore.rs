@@ -55,7 +55,7 @@ pub struct RestoreReport {
 /// Why a restore failed. No restored process is left behind.
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
-    #[error("restore: {image}: {source}")]
+    #[error("restore: {image}: {source}", image = image.rsplit_once('/').map(|d| d.0).unwrap_or("."))]
     Image { image: String, source: crust_images::ImageError },
     #[error("restore: {image}: {what}")]
     BadImage { image: String, what: String },
@@ -67,6 +67,9 @@ pub enum RestoreError {
     Unsupported { pid: i32, what: String },
     #[error("restore pid {pid}: {what}")]
     Child { pid: i32, what: String },
+    /// What a restored process reported before it died (the message names its pid).
+    #[error("restore: {what}")]
+    ChildReported { what: String },
     #[error("restore pid {pid}: restorer step {index} ({description}) failed: {errno}")]
     RestorerStep { pid: i32, index: u64, description: String, errno: String },
     #[error("restore pid {pid}: {source}")]
@@ -1101,7 +1104,11 @@ fn wait_for_restorers(tree: &TreePlan, images: &Images, error_read: OwnedFd) -> 
         if let Some(fd) = error_read.take() {
             let _ = fs::File::from(fd).read_to_string(&mut message);
         }
-        RestoreError::Child { pid, what: if message.trim().is_empty() { fallback } else { message.trim().to_string() } }
+        if message.trim().is_empty() {
+            RestoreError::Child { pid, what: fallback }
+        } else {
+            RestoreError::ChildReported { what: message.trim().to_string() }
+        }
     };
     while !(pending_leaders.is_empty() && pending_threads.is_empty() && pending_zombies.is_empty()) {
         let (host_tid, event) = sys::wait_any().map_err(io_err(root, "wait for restorers"))?;
