@@ -261,9 +261,8 @@ pub(crate) fn collect_fds(pid: i32, shell_job: bool, files: &mut FileTable) -> R
             pb::FdTypes::Pipe | pb::FdTypes::Fifo => {
                 let pipe_id = meta.ino() as u32;
                 let data = if kind == pb::FdTypes::Pipe { &mut files.pipe_data } else { &mut files.fifo_data };
-                if !data.contains_key(&pipe_id) {
-                    let contents = pipe::read_contents(pid, fd).map_err(io_err(pid, format!("read unread data of fd {fd} ({link_text})")))?;
-                    data.insert(pipe_id, contents);
+                if let std::collections::btree_map::Entry::Vacant(slot) = data.entry(pipe_id) {
+                    slot.insert(pipe::read_contents(pid, fd).map_err(io_err(pid, format!("read unread data of fd {fd} ({link_text})")))?);
                 }
                 if kind == pb::FdTypes::Pipe {
                     files.entries.push(pb::FileEntry {
@@ -534,7 +533,10 @@ fn read_sk_queues(dir: &Path) -> Result<BTreeMap<u32, Vec<Vec<u8>>>, String> {
 }
 
 /// Creates every pipe, FIFO, socket and anon-inode file of files.img: file id → fd.
-fn create_special_files(dir: &Path, regs: &BTreeMap<u32, pb::RegFileEntry>) -> Result<(BTreeMap<u32, std::os::fd::OwnedFd>, BTreeMap<u32, pb::EventpollFileEntry>), String> {
+/// What `create_special_files` made: file id → fd, and the epolls whose watches come later.
+type SpecialFiles = (BTreeMap<u32, std::os::fd::OwnedFd>, BTreeMap<u32, pb::EventpollFileEntry>);
+
+fn create_special_files(dir: &Path, regs: &BTreeMap<u32, pb::RegFileEntry>) -> Result<SpecialFiles, String> {
     let path = dir.join(ImageKind::Files.file_name(0));
     let entries = crust_images::read_entries::<pb::FileEntry>(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let (mut pipes, mut fifos, mut sockets, mut inet_sockets) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());

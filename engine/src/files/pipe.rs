@@ -96,7 +96,7 @@ pub(crate) fn open_fifos(
     for fifo in fifos {
         let reg_id = fifo.regf_id.unwrap_or(fifo.id);
         let reg = regs.get(&reg_id).ok_or(format!("fifo {}: reg file {reg_id} is not in files.img", fifo.id))?;
-        if !holders.contains_key(&fifo.pipe_id) {
+        if let std::collections::btree_map::Entry::Vacant(slot) = holders.entry(fifo.pipe_id) {
             let holder = kernel::open_path(&reg.name, libc::O_RDWR | libc::O_NONBLOCK)
                 .map_err(|e| format!("open fifo {}: {e}", reg.name))?;
             if let Some(contents) = contents.get(&fifo.pipe_id) {
@@ -105,7 +105,7 @@ pub(crate) fn open_fifos(
                 kernel::write_all(holder.as_raw_fd(), &contents.data)
                     .map_err(|e| format!("fifo {}: write {} unread bytes: {e}", reg.name, contents.data.len()))?;
             }
-            holders.insert(fifo.pipe_id, holder);
+            slot.insert(holder);
         }
         let flags = reg.flags as i32 & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_CLOEXEC);
         let fd = kernel::open_path(&reg.name, flags).map_err(|e| format!("open fifo {}: {e}", reg.name))?;
