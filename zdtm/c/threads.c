@@ -61,6 +61,8 @@ static void wait_term_thread(void)
 	/* Threads other than the main one wait on the same flag the handler sets. */
 	while (!test_sig_received())
 		syscall(SYS_futex, test_sig_flag(), FUTEX_WAIT_PRIVATE, 0, NULL, NULL, 0);
+	/* The handler only sets the flag: wake the threads still asleep on it. */
+	syscall(SYS_futex, test_sig_flag(), FUTEX_WAKE_PRIVATE, 1 << 30, NULL, NULL, 0);
 }
 
 static uint64_t get_fs(void)
@@ -296,7 +298,7 @@ static int process_with_threads(void *arg)
 {
 	start_threads();
 	child_ready();
-	test_waitsig();
+	wait_term_thread();
 	char why[300];
 	if (join_all(why, sizeof(why)))
 		CHILD_FAIL("%s", why);
@@ -319,7 +321,7 @@ int main(int argc, char **argv)
 			kids[i] = fork_child(process_with_threads, NULL);
 		start_threads();
 		test_ready();
-		test_waitsig();
+		wait_term_thread();
 		if (join_all(why, sizeof(why)))
 			fail("%s", why);
 		for (int i = 0; i < n; i++)
@@ -368,7 +370,7 @@ int main(int argc, char **argv)
 		pthread_exit(NULL);
 	}
 	test_ready();
-	test_waitsig();
+	wait_term_thread();
 	if (!strcmp(mode, "pending")) {
 		sigset_t pending;
 		sigpending(&pending);

@@ -256,7 +256,7 @@ impl Harness {
                 let script = self.runtime_dir.join(file);
                 let interpreter: Vec<String> = match file.rsplit_once('.').map(|(_, ext)| ext) {
                     Some("py") => vec![find_python()?],
-                    Some("java") => vec![which("java")?],
+                    Some("java") => vec![which("java")?, "--add-opens".into(), "java.base/java.io=ALL-UNNAMED".into()],
                     Some("js") => vec![which("node")?],
                     Some("go") => return Ok((self.c_tests_dir.join("rt_daemon"), vec![name.to_string(), build_go(&script)?.display().to_string()])),
                     _ => return Err(format!("no runtime for {file}")),

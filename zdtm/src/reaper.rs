@@ -129,7 +129,8 @@ impl Reaper {
         guard.by_pid.remove(&pid);
     }
 
-    /// Whether `pid` is alive and our child (not yet reaped, not a zombie).
+    /// Whether `pid` is alive and our child (not yet reaped, not a zombie; a thread group
+    /// whose leader exited counts as alive).
     pub fn is_alive_child(&self, pid: i32) -> bool {
         let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
             return false;
@@ -137,9 +138,15 @@ impl Reaper {
         let fields = crate::procfs::parse_key_values(&status);
         let parent_is_us =
             fields.get("PPid").map(String::as_str) == Some(&std::process::id().to_string());
-        let zombie = fields
-            .get("State")
-            .is_some_and(|state| state.starts_with('Z'));
+        // A leader that exited while its other threads run also shows `Z`: alive.
+        let threads: u32 = fields
+            .get("Threads")
+            .and_then(|count| count.parse().ok())
+            .unwrap_or(1);
+        let zombie = threads <= 1
+            && fields
+                .get("State")
+                .is_some_and(|state| state.starts_with('Z'));
         parent_is_us && !zombie
     }
 

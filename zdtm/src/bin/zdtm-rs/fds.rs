@@ -551,3 +551,48 @@ pub fn file_locks(test: &mut Test) -> Result<(), String> {
         format!("POSIX locks do not conflict as before (child status {status:#x})")
     })
 }
+
+/// inotify: a directory watched for IN_CREATE and a file for IN_MODIFY; after restore
+/// the watches keep their watch descriptors and masks and report new events.
+pub fn inotify_watches(test: &mut Test) -> Result<(), String> {
+    let dir = test.path(&format!("watched-{:08x}", random_u64() as u32));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("mkdir: {e}"))?;
+    let file = test.path("watched.txt");
+    std::fs::write(&file, b"x").map_err(|e| format!("write: {e}"))?;
+    // SAFETY: no pointers.
+    let fd = check(unsafe { libc::inotify_init1(libc::IN_NONBLOCK) } as i64, "inotify_init1")? as RawFd;
+    let add = |path: &std::path::Path, mask: u32| -> Result<i32, String> {
+        let c_path = std::ffi::CString::new(path.to_string_lossy().as_bytes()).map_err(|e| e.to_string())?;
+        // SAFETY: c_path is NUL-terminated.
+        Ok(check(unsafe { libc::inotify_add_watch(fd, c_path.as_ptr(), mask) } as i64, "inotify_add_watch")? as i32)
+    };
+    let dir_wd = add(&dir, libc::IN_CREATE)?;
+    let file_wd = add(&file, libc::IN_MODIFY)?;
+    let watch_lines = |fd: RawFd| -> Vec<String> {
+        std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with("inotify"))
+            .map(|l| l.split_whitespace().filter(|w| w.starts_with("wd:") || w.starts_with("mask:")).collect::<Vec<_>>().join(" "))
+            .collect()
+    };
+    let before = watch_lines(fd);
+    test.ready();
+    test.wait_for_term();
+
+    ensure(watch_lines(fd) == before, || format!("watches {:?}, were {before:?}", watch_lines(fd)))?;
+    std::fs::write(dir.join("new-file"), b"y").map_err(|e| format!("create in watched dir: {e}"))?;
+    std::fs::OpenOptions::new().append(true).open(&file).and_then(|mut f| std::io::Write::write_all(&mut f, b"z")).map_err(|e| format!("modify: {e}"))?;
+    let events = read_once(fd, 4096).map_err(|e| format!("read inotify: {e}"))?;
+    let mut wds = Vec::new();
+    let mut at = 0;
+    while at + 16 <= events.len() {
+        let wd = i32::from_ne_bytes(events[at..at + 4].try_into().map_err(|_| "short event")?);
+        let len = u32::from_ne_bytes(events[at + 12..at + 16].try_into().map_err(|_| "short event")?) as usize;
+        wds.push(wd);
+        at += 16 + len;
+    }
+    ensure(wds.contains(&dir_wd) && wds.contains(&file_wd), || {
+        format!("events for wds {wds:?}, expected {dir_wd} and {file_wd}")
+    })
+}

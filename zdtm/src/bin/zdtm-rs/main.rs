@@ -53,6 +53,7 @@ const TESTS: &[(&str, TestBody)] = &[
     ("event_fds", fds::event_fds),
     ("inet_sockets", fds::inet_sockets),
     ("file_locks", fds::file_locks),
+    ("inotify_watches", fds::inotify_watches),
 ];
 
 fn main() {
