@@ -148,7 +148,8 @@ pub struct Config {
 /// How long a test may take to become ready, to check itself, and crust to work.
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 const VERDICT_TIMEOUT: Duration = Duration::from_secs(120);
-const ENGINE_TIMEOUT: Duration = Duration::from_secs(600);
+// A hung restore (seen with killed-by-signal zombies) must not stall the suite.
+const ENGINE_TIMEOUT: Duration = Duration::from_secs(120);
 const GONE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A started test program after its ready message.
