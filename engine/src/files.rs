@@ -19,6 +19,7 @@ use crate::sys;
 
 mod anon;
 mod inet;
+mod inotify;
 mod kernel;
 mod locks;
 mod pipe;
@@ -134,7 +135,7 @@ fn classify(link: &str, mode: u32, shell_job: bool) -> Result<pb::FdTypes, Strin
             "anon_inode:[eventpoll]" => pb::FdTypes::Eventpoll,
             "anon_inode:[signalfd]" => pb::FdTypes::Signalfd,
             "anon_inode:[timerfd]" => pb::FdTypes::Timerfd,
-            "anon_inode:inotify" => return Err("inotify".into()),
+            "anon_inode:inotify" => pb::FdTypes::Inotify,
             "anon_inode:[fanotify]" => return Err("fanotify".into()),
             "anon_inode:[pidfd]" => return Err("pidfd".into()),
             "anon_inode:[io_uring]" => return Err("io_uring".into()),
@@ -304,6 +305,10 @@ pub(crate) fn collect_fds(pid: i32, shell_job: bool, files: &mut FileTable) -> R
             pb::FdTypes::Timerfd => {
                 let tfd = anon::parse_timerfd(id, open_flags as u32, &info_text).map_err(unsupported)?;
                 files.entries.push(pb::FileEntry { tfd: Some(tfd), ..entry(kind) });
+            }
+            pb::FdTypes::Inotify => {
+                let ify = inotify::dump_inotify(pid, id, open_flags as u32, &info_text).map_err(unsupported)?;
+                files.entries.push(pb::FileEntry { ify: Some(ify), ..entry(kind) });
             }
             pb::FdTypes::Eventpoll => {
                 let watches = anon::parse_epoll_watches(id, &info_text).map_err(unsupported)?;
@@ -559,6 +564,9 @@ fn create_special_files(dir: &Path, regs: &BTreeMap<u32, pb::RegFileEntry>) -> R
             }
             pb::FdTypes::Timerfd => {
                 made.insert(entry.id, anon::create_timerfd(entry.tfd.as_ref().ok_or_else(missing)?)?);
+            }
+            pb::FdTypes::Inotify => {
+                made.insert(entry.id, inotify::create_inotify(entry.ify.as_ref().ok_or_else(missing)?)?);
             }
             pb::FdTypes::Eventpoll => {
                 let epoll = entry.epfd.ok_or_else(missing)?;

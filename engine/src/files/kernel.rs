@@ -66,6 +66,37 @@ pub fn fcntl_lock(fd: RawFd, command: i32, kind: i32, start: i64, len: i64) -> i
     Ok(())
 }
 
+/// `open_by_handle_at(mount_fd, {bytes, type, handle}, O_PATH)`: the file a handle names.
+pub fn open_by_handle(mount_fd: RawFd, kind: i32, handle: &[u8]) -> io::Result<OwnedFd> {
+    let mut buf = vec![0u8; 8 + handle.len()];
+    buf[0..4].copy_from_slice(&(handle.len() as u32).to_ne_bytes());
+    buf[4..8].copy_from_slice(&kind.to_ne_bytes());
+    buf[8..].copy_from_slice(handle);
+    // SAFETY: buf holds a struct file_handle (bytes, type, then `bytes` bytes) and lives
+    // across the call.
+    owned(unsafe { libc::syscall(libc::SYS_open_by_handle_at, mount_fd, buf.as_mut_ptr(), libc::O_PATH | libc::O_CLOEXEC) })
+}
+
+/// `inotify_init1(flags)`.
+pub fn create_inotify(flags: i32) -> io::Result<OwnedFd> {
+    // SAFETY: no pointers.
+    owned(unsafe { libc::inotify_init1(flags | libc::IN_CLOEXEC) } as libc::c_long)
+}
+
+/// `inotify_add_watch(fd, path, mask)`: the watch descriptor.
+pub fn inotify_add(fd: RawFd, path: &str, mask: u32) -> io::Result<i32> {
+    let path = std::ffi::CString::new(path).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: path is NUL-terminated and outlives the call.
+    Ok(check(unsafe { libc::inotify_add_watch(fd, path.as_ptr(), mask) } as libc::c_long)? as i32)
+}
+
+/// `inotify_rm_watch(fd, wd)`.
+pub fn inotify_remove(fd: RawFd, wd: i32) -> io::Result<()> {
+    // SAFETY: no pointers.
+    check(unsafe { libc::inotify_rm_watch(fd, wd) } as libc::c_long)?;
+    Ok(())
+}
+
 /// `pipe2(O_CLOEXEC)`: (read end, write end).
 pub fn create_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut ends = [0 as libc::c_int; 2];
