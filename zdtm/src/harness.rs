@@ -177,6 +177,8 @@ pub struct Harness {
     rust_tests_exe: PathBuf,
     c_tests_dir: PathBuf,
     runtime_dir: PathBuf,
+    /// Interpreters (`py`) and built programs (`go`) resolved before the reaper started.
+    runtimes: std::collections::HashMap<&'static str, Result<Vec<String>, String>>,
     /// Host pid of the ns init of the test being launched, once it reported itself.
     pending_init: std::cell::Cell<Option<i32>>,
     /// `flock`ed `<workdir>/.lock`, held while this harness lives.
@@ -187,7 +189,6 @@ impl Harness {
     /// Becomes a subreaper and locates the test programs (`zdtm-rs` next to this
     /// executable, the C programs in build.rs's output directory).
     pub fn new(mut config: Config) -> anyhow::Result<Harness> {
-        let reaper = Reaper::start()?;
         let own_exe = std::env::current_exe().context("locate own executable")?;
         let exe_dir = own_exe
             .parent()
@@ -237,7 +238,21 @@ impl Harness {
             let entry = entry.with_context(|| format!("list {}", runtime_sources.display()))?;
             copy_file(&entry.path(), &runtime_dir.join(entry.file_name()))?;
         }
+        // Runtimes are resolved (and Go built) now: once the reaper thread runs, it
+        // collects every child, including those `Command::output` waits for.
+        let wants_runtimes = matches!(config.group.as_deref(), Some("runtime" | "all"))
+            || config.filter.as_deref().is_some_and(|f| f == "runtime" || f.starts_with("rt"));
+        let mut runtimes = std::collections::HashMap::new();
+        if wants_runtimes {
+            runtimes.insert("py", find_python().map(|python| vec![python]));
+            runtimes.insert(
+                "go",
+                build_go(&runtime_dir.join("threads.go")).map(|exe| vec![exe.display().to_string()]),
+            );
+        }
+        let reaper = Reaper::start()?;
         Ok(Harness {
+            runtimes,
             config,
             reaper,
             rust_tests_exe,
@@ -256,10 +271,14 @@ impl Harness {
             Program::Runtime(file) => {
                 let script = self.runtime_dir.join(file);
                 let interpreter: Vec<String> = match file.rsplit_once('.').map(|(_, ext)| ext) {
-                    Some("py") => vec![find_python()?],
+                    Some("py") => self.runtime("py")?,
                     Some("java") => vec![which("java")?, "--add-opens".into(), "java.base/java.io=ALL-UNNAMED".into()],
                     Some("js") => vec![which("node")?],
-                    Some("go") => return Ok((self.c_tests_dir.join("rt_daemon"), vec![name.to_string(), build_go(&script)?.display().to_string()])),
+                    Some("go") => {
+                        let mut args = vec![name.to_string()];
+                        args.extend(self.runtime("go")?);
+                        return Ok((self.c_tests_dir.join("rt_daemon"), args));
+                    }
                     _ => return Err(format!("no runtime for {file}")),
                 };
                 let mut args = vec![name.to_string()];
@@ -268,6 +287,13 @@ impl Harness {
                 Ok((self.c_tests_dir.join("rt_daemon"), args))
             }
         }
+    }
+
+    fn runtime(&self, kind: &str) -> Result<Vec<String>, String> {
+        self.runtimes
+            .get(kind)
+            .cloned()
+            .unwrap_or_else(|| Err(format!("{kind} runtime not resolved: run with --group runtime")))
     }
 
     /// Fresh output directory for a test (the previous run's is removed).
