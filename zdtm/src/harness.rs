@@ -444,8 +444,9 @@ impl Harness {
                 Verdict::Failed(anyhow::anyhow!("{error:#}\n{tail}"))
             }
         };
+        // The init reported itself but the launch failed before `drive` knew the root.
         if let Some(init) = self.pending_init.take() {
-            live.root = Some(init);
+            live.root.get_or_insert(init);
         }
         self.kill_tree(&live);
         let failed = matches!(outcome.verdict, Verdict::Failed(_));
@@ -616,7 +617,7 @@ impl Harness {
             // The test is the init's child: the init reaps it; its status stays inside.
             Flavor::Ns => wait_all_gone(&[pid], VERDICT_TIMEOUT).ok().map(|()| ExitStatus::Exited(0)),
         };
-        if flavor == Flavor::Host {
+        if flavor == Flavor::Host && status.is_some() {
             live.root = None;
         }
         let verdict_path = outdir.join(format!("{}.out", spec.name));
@@ -674,7 +675,8 @@ fn processes_in_session(session: i32) -> Vec<i32> {
                 .ok()
                 .and_then(|stat| {
                     let (_, rest) = stat.rsplit_once(')')?;
-                    rest.split_whitespace().nth(4)?.parse::<i32>().ok()
+                    // `) S ppid pgrp session ...`
+                    rest.split_whitespace().nth(3)?.parse::<i32>().ok()
                 })
                 == Some(session)
         })
