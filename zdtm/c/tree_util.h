@@ -34,6 +34,9 @@ static pid_t fork_child(int (*fn)(void *), void *arg)
 			close(test_ready_fd());
 		test_ready_sent();
 		close(ends[0]);
+		/* Not the parent's own ready pipe: its parent waits for that one's EOF. */
+		if (tree_ready_pipe >= 0)
+			close(tree_ready_pipe);
 		tree_ready_pipe = ends[1];
 		_exit(fn(arg));
 	}
@@ -41,6 +44,9 @@ static pid_t fork_child(int (*fn)(void *), void *arg)
 	char byte;
 	if (read(ends[0], &byte, 1) != 1)
 		fail("child %d ended before it was ready", pid);
+	/* EOF: the child has closed its end too, so no stray pipe is open at dump time. */
+	while (read(ends[0], &byte, 1) > 0)
+		;
 	close(ends[0]);
 	return pid;
 }
