@@ -144,6 +144,13 @@ impl log::Log for FileLogger {
     }
 
     fn log(&self, record: &log::Record) {
+        // Progress of long dumps goes to a terminal whatever the verbosity.
+        if record.target() == "crust::progress" {
+            use std::io::IsTerminal;
+            if std::io::stderr().is_terminal() {
+                eprint!("\rcrust: {}   ", record.args());
+            }
+        }
         if !self.enabled(record.metadata()) {
             return;
         }
@@ -188,6 +195,7 @@ fn init_logging(common: &CommonArgs) -> anyhow::Result<()> {
     };
     let _ = uptime();
     log::set_boxed_logger(Box::new(FileLogger { file, level })).ok();
-    log::set_max_level(level);
+    // Info records pass the global filter for the progress lines; `enabled` filters the rest.
+    log::set_max_level(level.max(log::LevelFilter::Info));
     Ok(())
 }

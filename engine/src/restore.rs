@@ -1187,8 +1187,11 @@ fn finish_process(process: &ProcessImages, plan: &Plan, host: &BTreeMap<i32, i32
         }
         ext_templates.push(now.ext);
     }
-    let leader_regs = HostArch::read_regs(pid).map_err(|source| RestoreError::Arch { pid, source })?;
-    let mut remote = RemoteThread::new(pid, syscall_ip, leader_regs.gpr);
+    // The last injected call starts from the dumped registers, so any register the
+    // kernel keeps from the syscall stop (aarch64's x7) is already the dumped one.
+    let leader_dumped = HostArch::regs_from_core(&process.cores[0], &ext_templates[0])
+        .map_err(|what| RestoreError::BadImage { image: format!("core-{}.img", process.pid()), what })?;
+    let mut remote = RemoteThread::new(pid, syscall_ip, leader_dumped.gpr);
     log::debug!("pid {pid}: unmapping restorer {:#x}+{:#x}", plan.area, plan.area_size);
     let result = remote
         .syscall(Sys::Munmap, [plan.area, plan.area_size, 0, 0, 0, 0])
