@@ -214,6 +214,8 @@ pub const TESTS: &[TestSpec] = &[
     TestSpec { args: &["wide", "16"], ..cas("tree_wide", "tree_shapes") },
     TestSpec { args: &["deep", "12"], ..cas("tree_deep", "tree_shapes") },
     TestSpec { args: &["mixed", "4"], ..cas("tree_mixed", "tree_shapes") },
+    // 10 children with 10 grandchildren each: 111 processes with the root.
+    TestSpec { args: &["mixed", "10"], ..cas("tree_111", "tree_shapes") },
     TestSpec { args: &["groups"], ..cas("tree_pgids", "tree_groups") },
     TestSpec { args: &["sessions"], ..cas("tree_sessions", "tree_groups") },
     TestSpec { args: &["orphans"], ..cas("tree_orphans", "tree_groups") },
