@@ -323,14 +323,17 @@ pub fn dup_at_least(fd: i32, min: i32) -> io::Result<i32> {
     check(unsafe { libc::fcntl(fd, libc::F_DUPFD, min) } as libc::c_long).map(|v| v as i32)
 }
 
-/// `kcmp(pid1, pid2, KCMP_FILE, fd1, fd2)`: whether two fds (of one process or two)
-/// share one open file description.
-#[doc(alias = "kcmp")]
-pub fn same_file_description(pid1: i32, fd1: u32, pid2: i32, fd2: u32) -> io::Result<bool> {
+/// `kcmp(pid1, pid2, KCMP_FILE, fd1, fd2)` as an order: equal when both fds share one
+/// open file description; otherwise the kernel's (stable) order of the two descriptions.
+pub fn order_file_descriptions(pid1: i32, fd1: u32, pid2: i32, fd2: u32) -> io::Result<std::cmp::Ordering> {
     const KCMP_FILE: libc::c_long = 0;
     // SAFETY: KCMP_FILE takes no pointers.
     let rc = check(unsafe { libc::syscall(libc::SYS_kcmp, pid1, pid2, KCMP_FILE, fd1 as libc::c_long, fd2 as libc::c_long) })?;
-    Ok(rc == 0)
+    Ok(match rc {
+        0 => std::cmp::Ordering::Equal,
+        1 => std::cmp::Ordering::Less,
+        _ => std::cmp::Ordering::Greater,
+    })
 }
 
 /// `_exit(code)`: leaves without running destructors or atexit handlers.
