@@ -198,6 +198,18 @@ impl Frozen {
                 frozen.processes.push(process);
                 continue;
             }
+            // A stopped (SIGSTOP/SIGTSTP) process would re-enter its group stop before any
+            // injected syscall ran: continue it first, and stop it again on release (the
+            // images record it as stopped, so restore stops it too).
+            if process.stopped {
+                sys::send_signal(pid, libc::SIGCONT).map_err(io_err(pid, "SIGCONT a stopped process"))?;
+                for _ in 0..2000 {
+                    if read_stat(pid)?.state != 'T' {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            }
             frozen.processes.push(process);
             let index = frozen.processes.len() - 1;
             loop {
@@ -239,6 +251,9 @@ impl Frozen {
                 }
                 let _ = sys::write_sigmask(thread.tid, thread.sigmask);
                 let _ = sys::detach_thread(thread.tid, 0);
+            }
+            if process.stopped {
+                let _ = sys::send_signal(process.pid, libc::SIGSTOP);
             }
         }
         self.finished = true;

@@ -1147,6 +1147,10 @@ fn wait_for_restorers(tree: &TreePlan, images: &Images, error_read: OwnedFd) -> 
             sys::WaitEvent::Stopped { event, .. } if event != 0 => {
                 sys::continue_thread(host_tid, 0).map_err(io_err(tid, "continue"))?;
             }
+            // A zombie killing itself with its dumped signal: let the signal through.
+            sys::WaitEvent::Stopped { signal, event: 0 } if pending_zombies.contains(&tid) => {
+                sys::continue_thread(host_tid, signal).map_err(io_err(tid, "continue"))?;
+            }
             sys::WaitEvent::Stopped { signal, .. } if signal == libc::SIGCHLD => {
                 sys::continue_thread(host_tid, 0).map_err(io_err(tid, "continue"))?;
             }
