@@ -138,6 +138,15 @@ impl FrozenProcess {
     fn is_zombie(&self) -> bool {
         self.stat.state == 'Z'
     }
+
+    /// The signal that stopped a stopped process (stat's exit_code holds it).
+    fn stop_signal(&self) -> i32 {
+        if (1..32).contains(&self.stat.exit_code) {
+            self.stat.exit_code
+        } else {
+            libc::SIGSTOP
+        }
+    }
 }
 
 /// The seized tree. Dropping it releases every thread exactly as it was.
@@ -253,7 +262,7 @@ impl Frozen {
                 let _ = sys::detach_thread(thread.tid, 0);
             }
             if process.stopped {
-                let _ = sys::send_signal(process.pid, libc::SIGSTOP);
+                let _ = sys::send_signal(process.pid, process.stop_signal());
             }
         }
         self.finished = true;
@@ -711,8 +720,9 @@ fn write_images(
                     }),
                     signals_s: Some(siginfos(&queries.shared_pending)),
                     sigactions: queries.sigactions.clone(),
-                    stop_signo: process.stopped.then_some(libc::SIGSTOP as u32),
+                    stop_signo: process.stopped.then_some(process.stop_signal() as u32),
                     child_subreaper: Some(queries.child_subreaper),
+                    oom_score_adj: fs::read_to_string(format!("/proc/{pid}/oom_score_adj")).ok().and_then(|v| v.trim().parse().ok()),
                     ..Default::default()
                 });
             }

@@ -127,6 +127,9 @@ fn classify_vma(
     if has("gd") {
         flags |= libc::MAP_GROWSDOWN;
     }
+    if has("nr") {
+        flags |= libc::MAP_NORESERVE;
+    }
     let mut madv = 0u64;
     for (flag, advice) in MADV_BY_FLAG {
         if has(flag) {

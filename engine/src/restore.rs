@@ -280,13 +280,20 @@ pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> 
     drop(sync_write);
 
     let host = wait_for_restorers(&tree, &images, error_read)?;
+    for process in images.processes.iter().filter(|p| !p.is_zombie()) {
+        if let Some(adj) = process.cores[0].tc.as_ref().and_then(|t| t.oom_score_adj) {
+            let path = format!("/proc/{}/oom_score_adj", host[&process.pid()]);
+            fs::write(&path, adj.to_string()).map_err(io_err(process.pid(), format!("write {path}")))?;
+        }
+    }
     for (process, plan) in images.processes.iter().zip(&tree.plans) {
         if let Some(plan) = plan {
             finish_process(process, plan, &host)?;
         }
     }
     for process in images.processes.iter().filter(|p| p.task_state() == TASK_STOPPED) {
-        let _ = sys::send_signal(host[&process.pid()], libc::SIGSTOP);
+        let signal = process.cores[0].tc.as_ref().and_then(|t| t.stop_signo).filter(|&s| s > 0 && s < 32).unwrap_or(libc::SIGSTOP as u32);
+        let _ = sys::send_signal(host[&process.pid()], signal as i32);
     }
     guard.released = true;
     // From here on, the root is named by its pid on this host.
@@ -570,7 +577,7 @@ fn plan(
         }
         let prot = vma.prot as i32;
         let map_prot = if runs.is_empty() { prot } else { prot | libc::PROT_WRITE };
-        let keep = libc::MAP_SHARED | libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_GROWSDOWN;
+        let keep = libc::MAP_SHARED | libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_GROWSDOWN | libc::MAP_NORESERVE;
         let mut flags = (vma.flags as i32 & keep) | libc::MAP_FIXED;
         let fd = if vma.status & (vs::FILE_PRIVATE | vs::FILE_SHARED) != 0 {
             file_fds[&(vma.shmid as u32)] as i64 as u64
@@ -649,8 +656,15 @@ fn plan(
     // 5. Signal handlers, altstack, timers, limits, personality.
     let tc = leader_core.tc.clone().unwrap_or_default();
     let signals = (1..=64u64).filter(|&s| s != libc::SIGKILL as u64 && s != libc::SIGSTOP as u64);
+    // SIGTRAP's action goes in after the restorer's traps: a trap while the signal is
+    // blocked resets its action to the default.
+    let mut sigtrap_action = None;
     for (signal, sa) in signals.zip(tc.sigactions.iter()) {
         let act = program.words(&[sa.sigaction, sa.flags, sa.restorer, sa.mask]);
+        if signal == libc::SIGTRAP as u64 {
+            sigtrap_action = Some(act);
+            continue;
+        }
         program.call(Sys::RtSigaction, [signal, act, 0, 8, 0, 0], RestorerOp::CHECK_EQ, 0, format!("sigaction {signal}"));
     }
     if let Some(timers) = &tc.timers {
@@ -700,7 +714,7 @@ fn plan(
         program.call(Sys::Close, [fd as u64, 0, 0, 0, 0, 0], RestorerOp::CHECK_NONE, 0, format!("close helper fd {fd}"));
     }
     // Per-thread state the tracer injects into each thread, with its data in the arena.
-    let mut thread_ops = Vec::new();
+    let mut thread_ops: Vec<Vec<(Sys, [u64; 6], String)>> = Vec::new();
     for (core, &tid) in process.cores.iter().zip(process.pstree.threads.iter()) {
         let mut ops: Vec<(Sys, [u64; 6], String)> = Vec::new();
         let tcore = core.thread_core.clone().unwrap_or_default();
@@ -733,6 +747,9 @@ fn plan(
         }
         if let Some(creds) = &tcore.creds {
             ops.extend(creds_ops(&mut program, creds, tid));
+        }
+        if let (Some(act), true) = (sigtrap_action, tid as i32 == pid) {
+            ops.push((Sys::RtSigaction, [libc::SIGTRAP as u64, act, 0, 8, 0, 0], "sigaction SIGTRAP".into()));
         }
         // Changing credentials resets dumpable: the process's own value goes last.
         if let (Some(dumpable), true) = (mm.dumpable, tid as i32 == pid) {
