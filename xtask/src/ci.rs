@@ -11,7 +11,7 @@ const STEPS: &[&[&str]] = &[
     &["test", "--manifest-path", "fuzz/Cargo.toml"],
     &["xtest", "zdtm"],
     &["xtest", "fuzz", "--replay"],
-    &["xtest", "fuzz", "--time", "20"],
+    &["xtest", "fuzz", "--time", "10"],
 ];
 
 /// Entry point of the ci verb.
