@@ -11,6 +11,8 @@
 #![deny(unsafe_code)]
 
 pub mod aarch64;
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "powerpc64", target_arch = "s390x"))]
+mod regset;
 pub mod ppc64le;
 pub mod s390x;
 pub mod x86_64;
