@@ -1000,7 +1000,7 @@ fn process_main(tree: &TreePlan, images: &Images, options: &RestoreOptions, inde
             let status = process.cores[0].tc.as_ref().map(|t| t.exit_code as i32).unwrap_or(0);
             let _ = close_all_but(&[]);
             if libc::WIFSIGNALED(status) {
-                let _ = sys::send_signal(pid, libc::WTERMSIG(status));
+                sys::die_by_signal(libc::WTERMSIG(status));
             }
             sys::exit_now(libc::WEXITSTATUS(status));
         }

@@ -504,3 +504,17 @@ pub fn create_shared_anon(size: u64) -> io::Result<i32> {
     unsafe { libc::munmap(ptr, len) };
     opened
 }
+
+/// Dies by `signal` as a process killed by it would: its action reset to the default (Rust
+/// starts with SIGPIPE ignored), unblocked, then raised.
+pub fn die_by_signal(signal: i32) {
+    // SAFETY: sets a default disposition and an empty-but-one mask; no pointers kept.
+    unsafe {
+        libc::signal(signal, libc::SIG_DFL);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, signal);
+        libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::raise(signal);
+    }
+}
