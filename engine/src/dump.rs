@@ -394,15 +394,10 @@ pub fn dump(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     for (index, (process, collected)) in frozen.processes.iter().filter(|p| !p.is_zombie()).zip(&collected).enumerate() {
         let pid = process.pid;
         let mem = fs::File::open(format!("/proc/{pid}/mem")).map_err(io_err(pid, "open /proc/PID/mem"))?;
+        // Images name processes by their pid in the tree's own namespace.
+        let image_pid = frozen.to_virtual(pid, "pid")?;
         let (vmas, written) =
-            crate::memory::dump_memory(pid, &options.dir, collected, &mem, &mut files, index as u32 + 1)?;
-        let vpid = frozen.to_virtual(pid, "pid")?;
-        if vpid != pid {
-            // Images name processes by their pid in the tree's own namespace.
-            let host_name = options.dir.join(ImageKind::Pagemap.file_name(pid as u64));
-            let virt_name = options.dir.join(ImageKind::Pagemap.file_name(vpid as u64));
-            fs::rename(&host_name, &virt_name).map_err(io_err(pid, format!("rename {}", host_name.display())))?;
-        }
+            crate::memory::dump_memory(pid, &options.dir, collected, &mem, &mut files, index as u32 + 1, image_pid)?;
         pages += written;
         vma_count += vmas.len();
         memory.push(vmas);

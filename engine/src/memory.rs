@@ -24,6 +24,7 @@ pub(crate) fn dump_memory(
     mem: &File,
     files: &mut FileTable,
     pages_id: u32,
+    image_pid: i32,
 ) -> Result<(Vec<pb::VmaEntry>, u64), DumpError> {
     let page = sys::page_size();
     let pagemap = File::open(format!("/proc/{pid}/pagemap")).map_err(io_err(pid, "open pagemap"))?;
@@ -31,7 +32,7 @@ pub(crate) fn dump_memory(
     let pages_file =
         File::create(&pages_path).map_err(io_err(pid, format!("create {}", pages_path.display())))?;
     let mut pages_out = PageCopier::new(pid, pages_file).map_err(io_err(pid, "start the pages writer"))?;
-    let mut pagemap_out = ImageWriter::create(dir, ImageKind::Pagemap, pid as u64)
+    let mut pagemap_out = ImageWriter::create(dir, ImageKind::Pagemap, image_pid as u64)
         .map_err(|source| DumpError::Image { pid, source })?;
     pagemap_out
         .write_entry(&pb::PagemapHead { pages_id })
