@@ -863,13 +863,7 @@ fn check_vdso_layout(pid: i32, mm: &pb::MmEntry) -> Result<Option<u64>, RestoreE
         .map(|v| (v.start, v.end, v.status & vs::VDSO != 0))
         .collect();
     let Some(&(vdso_start, _, _)) = image_special.iter().find(|v| v.2) else { return Ok(None) };
-    let own = procfs::parse_maps(&fs::read_to_string("/proc/self/maps").map_err(io_err(pid, "read /proc/self/maps"))?)
-        .map_err(|e| RestoreError::Child { pid, what: e.to_string() })?;
-    let own_special: Vec<(u64, u64, bool)> = own
-        .iter()
-        .filter(|m| m.name == "[vdso]" || m.name.starts_with("[vvar"))
-        .map(|m| (m.start, m.end, m.name == "[vdso]"))
-        .collect();
+    let own_special = own_special_areas(pid)?;
     let own_vdso = own_special.iter().find(|v| v.2).map(|v| v.0).unwrap_or(0);
     let relative = |list: &[(u64, u64, bool)], base: u64| -> Vec<(i64, u64, bool)> {
         list.iter().map(|&(s, e, is_vdso)| (s as i64 - base as i64, e - s, is_vdso)).collect()
@@ -887,11 +881,20 @@ fn check_vdso_layout(pid: i32, mm: &pb::MmEntry) -> Result<Option<u64>, RestoreE
     Ok(image_special.iter().map(|v| v.0).min())
 }
 
-/// crust's own vvar and vDSO areas, in address order.
-fn own_vdso_block(pid: i32) -> Result<Vec<(u64, u64)>, RestoreError> {
+/// crust's own vvar and vDSO areas in address order: (start, end, is the vDSO).
+fn own_special_areas(pid: i32) -> Result<Vec<(u64, u64, bool)>, RestoreError> {
     let own = procfs::parse_maps(&fs::read_to_string("/proc/self/maps").map_err(io_err(pid, "read /proc/self/maps"))?)
         .map_err(|e| RestoreError::Child { pid, what: e.to_string() })?;
-    Ok(own.iter().filter(|m| m.name == "[vdso]" || m.name.starts_with("[vvar")).map(|m| (m.start, m.end)).collect())
+    Ok(own
+        .iter()
+        .filter(|m| m.name == "[vdso]" || m.name.starts_with("[vvar"))
+        .map(|m| (m.start, m.end, m.name == "[vdso]"))
+        .collect())
+}
+
+/// crust's own vvar and vDSO areas, in address order.
+fn own_vdso_block(pid: i32) -> Result<Vec<(u64, u64)>, RestoreError> {
+    Ok(own_special_areas(pid)?.into_iter().map(|(start, end, _)| (start, end)).collect())
 }
 
 /// Finds an address range free both in the target's layout and in ours (and outside
