@@ -93,6 +93,15 @@ pub fn anon_1g(test: &mut Test) -> Result<(), String> {
     anon_private(test, 1 << 30)
 }
 
+/// Writes `len` bytes of the pattern of `seed` to `path`; returns them as words and bytes.
+fn write_pattern_file(path: &std::path::Path, len: usize, seed: u64) -> Result<(Vec<u64>, Vec<u8>), String> {
+    let mut words = vec![0u64; len / 8];
+    fill_pattern(&mut words, seed);
+    let bytes: Vec<u8> = words.iter().flat_map(|word| word.to_ne_bytes()).collect();
+    std::fs::write(path, &bytes).map_err(|error| format!("write {}: {error}", path.display()))?;
+    Ok((words, bytes))
+}
+
 /// A private file mapping: even pages written (COW'd into anonymous pages), odd pages
 /// untouched (still the file's); the file itself must stay unchanged.
 pub fn private_file_cow(test: &mut Test) -> Result<(), String> {
@@ -100,14 +109,7 @@ pub fn private_file_cow(test: &mut Test) -> Result<(), String> {
     let len = PAGES * PAGE;
     let path = test.path("cow.dat");
     let file_seed = random_u64();
-    let mut file_words = vec![0u64; len / 8];
-    fill_pattern(&mut file_words, file_seed);
-    let file_bytes: Vec<u8> = file_words
-        .iter()
-        .flat_map(|word| word.to_ne_bytes())
-        .collect();
-    std::fs::write(&path, &file_bytes)
-        .map_err(|error| format!("write {}: {error}", path.display()))?;
+    let (file_words, file_bytes) = write_pattern_file(&path, len, file_seed)?;
     let file =
         std::fs::File::open(&path).map_err(|error| format!("open {}: {error}", path.display()))?;
     let address = map(
@@ -338,14 +340,7 @@ pub fn mapped_deleted_file(test: &mut Test) -> Result<(), String> {
     let len = PAGES * PAGE;
     let path = test.path("mapped-then-unlinked.dat");
     let file_seed = random_u64();
-    let mut file_words = vec![0u64; len / 8];
-    fill_pattern(&mut file_words, file_seed);
-    let file_bytes: Vec<u8> = file_words
-        .iter()
-        .flat_map(|word| word.to_ne_bytes())
-        .collect();
-    std::fs::write(&path, &file_bytes)
-        .map_err(|error| format!("write {}: {error}", path.display()))?;
+    let (file_words, _) = write_pattern_file(&path, len, file_seed)?;
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
