@@ -721,10 +721,13 @@ fn plan(
         if let Some(rseq) = &tcore.rseq_entry {
             ops.push((Sys::Rseq, [rseq.rseq_abi_pointer, rseq.rseq_abi_size as u64, 0, rseq.signature as u64, 0, 0], format!("tid {tid}: register rseq")));
         }
-        if let Some(sas) = tcore.sas.filter(|s| s.ss_flags & libc::SS_DISABLE as u32 == 0) {
-            let stack = program.words(&[sas.ss_sp, (sas.ss_flags & !(libc::SS_ONSTACK as u32)) as u64, sas.ss_size]);
-            ops.push((Sys::Sigaltstack, [stack, 0, 0, 0, 0, 0], format!("tid {tid}: sigaltstack")));
-        }
+        // Always set: a disabled altstack must be disabled explicitly, or the leader keeps
+        // the one it inherited from crust's forking thread (now unmapped), and the first
+        // SA_ONSTACK handler would fault building its frame there.
+        let disabled = pb::ThreadSasEntry { ss_sp: 0, ss_size: 0, ss_flags: libc::SS_DISABLE as u32 };
+        let sas = tcore.sas.filter(|s| s.ss_flags & libc::SS_DISABLE as u32 == 0).unwrap_or(disabled);
+        let stack = program.words(&[sas.ss_sp, (sas.ss_flags & !(libc::SS_ONSTACK as u32)) as u64, sas.ss_size]);
+        ops.push((Sys::Sigaltstack, [stack, 0, 0, 0, 0, 0], format!("tid {tid}: sigaltstack")));
         if tcore.futex_rla != 0 {
             ops.push((Sys::SetRobustList, [tcore.futex_rla, tcore.futex_rla_len as u64, 0, 0, 0, 0], format!("tid {tid}: set_robust_list")));
         }

@@ -26,7 +26,9 @@ def worker(index):
         work.task_done()
 
 def feeder():
-    while not term.is_set():
+    # Feeds until the process exits (not until SIGTERM): the verdict, which runs after
+    # SIGTERM, needs the workers to have work.
+    while True:
         for _ in range(8):
             work.put(1)
         time.sleep(0.001)

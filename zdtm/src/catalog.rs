@@ -180,6 +180,7 @@ pub const TESTS: &[TestSpec] = &[
     c("sigactions"),
     c("sigpending"),
     rust("sigaltstack"),
+    c("altstack_off"),
     TestSpec {
         volatile_status: &["SigPnd", "ShdPnd"],
         ..c("itimer")
