@@ -94,6 +94,23 @@ pub fn ns_pid_of(pid: i32) -> Option<i32> {
     innermost(&procfs::parse_key_values(&text), "NSpid")
 }
 
+/// A `volatile_status` pseudo-key: the test's runtime maps and unmaps anonymous memory
+/// on its own threads at any time (a JVM's malloc arenas, code cache and thread stacks),
+/// so only file-backed and special mappings are compared; the test checks its memory
+/// contents itself.
+pub const VOLATILE_ANON_MAPS: &str = "maps:anon";
+
+/// Whether a normalised maps line (`START-END PERMS OFFSET DEV INODE [PATH] [FLAGS]`)
+/// followed by ` [VmFlags]`) is anonymous memory: no path, the heap or a named anon area.
+fn is_anonymous_vma(line: &str) -> bool {
+    // Drop the ` [VmFlags]` suffix the snapshot appends.
+    let maps = line.rsplit_once(" [").map_or(line, |(maps, _)| maps);
+    match maps.split_whitespace().nth(5) {
+        None => true,
+        Some(path) => path == "[heap]" || path.starts_with("[anon:"),
+    }
+}
+
 impl TreeSnapshot {
     /// Records the tree under host pid `root`, leaving out `volatile` status keys.
     pub fn capture(root: i32, volatile: &[&str]) -> anyhow::Result<TreeSnapshot> {
@@ -149,6 +166,9 @@ impl TreeSnapshot {
                 // Host ids: compared namespace-local above instead.
                 for key in ["Tgid", "Pid", "PPid"].iter().chain(volatile) {
                     snapshot.status.remove(*key);
+                }
+                if volatile.contains(&VOLATILE_ANON_MAPS) {
+                    snapshot.vmas.retain(|line| !is_anonymous_vma(line));
                 }
                 Some(snapshot)
             };
