@@ -56,6 +56,11 @@ pub enum Sys {
     Setfsuid,
     Setfsgid,
     Capset,
+    TimerCreate,
+    TimerSettime,
+    TimerGettime,
+    TimerGetoverrun,
+    TimerDelete,
 }
 
 /// Pure ABI of one architecture: compiles and is tested on every host.

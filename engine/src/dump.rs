@@ -488,6 +488,8 @@ struct ThreadQueries {
 struct ProcessQueries {
     sigactions: Vec<pb::SaEntry>,
     itimers: [pb::ItimerEntry; 3],
+    /// POSIX timers, `notify_thread_id` still the host tid.
+    posix_timers: Vec<pb::PosixTimerEntry>,
     brk: u64,
     dumpable: i32,
     shared_pending: Vec<[u8; sys::SIGINFO_SIZE]>,
@@ -556,6 +558,31 @@ fn query_process(process: &FrozenProcess, collected: &Collected) -> Result<Proce
             let b = read_scratch(32)?;
             *timer = pb::ItimerEntry { isec: word(&b, 0), iusec: word(&b, 1), vsec: word(&b, 2), vusec: word(&b, 3) };
         }
+        let timers_text =
+            fs::read_to_string(format!("/proc/{pid}/timers")).map_err(io_err(pid, "read /proc/PID/timers"))?;
+        let listed = procfs::parse_timers(&timers_text)
+            .map_err(|e| DumpError::Unsupported { pid, what: format!("/proc/{pid}/timers that does not parse ({e})") })?;
+        let mut posix_timers = Vec::new();
+        for timer in listed {
+            call(&mut remote, Sys::TimerGettime, [timer.id as u64, scratch, 0, 0, 0, 0])?;
+            let b = read_scratch(32)?;
+            let overrun = call(&mut remote, Sys::TimerGetoverrun, [timer.id as u64, 0, 0, 0, 0, 0])?;
+            posix_timers.push(pb::PosixTimerEntry {
+                it_id: timer.id,
+                clock_id: timer.clock,
+                si_signo: timer.signo,
+                it_sigev_notify: timer.notify,
+                sival_ptr: timer.sival,
+                overrun: overrun as u32,
+                isec: word(&b, 0),
+                insec: word(&b, 1),
+                vsec: word(&b, 2),
+                vnsec: word(&b, 3),
+                notify_thread_id: (timer.notify & SIGEV_THREAD_ID != 0).then_some(timer.notify_pid),
+            });
+        }
+        // The kernel lists them newest first.
+        posix_timers.sort_by_key(|t| t.it_id);
         let brk = call(&mut remote, Sys::Brk, [0; 6])? as u64;
         let dumpable = call(&mut remote, Sys::Prctl, [libc::PR_GET_DUMPABLE as u64, 0, 0, 0, 0, 0])? as i32;
         let mut threads = Vec::new();
@@ -584,14 +611,17 @@ fn query_process(process: &FrozenProcess, collected: &Collected) -> Result<Proce
         call(&mut remote, Sys::Prctl, [libc::PR_GET_CHILD_SUBREAPER as u64, scratch, 0, 0, 0, 0])?;
         let child_subreaper = word(&read_scratch(8)?, 0) as u32 != 0;
         let thp_disabled = call(&mut remote, Sys::Prctl, [libc::PR_GET_THP_DISABLE as u64, 0, 0, 0, 0, 0])? != 0;
-        Ok((sigactions, itimers, brk, dumpable, threads, child_subreaper, thp_disabled))
+        Ok((sigactions, itimers, posix_timers, brk, dumpable, threads, child_subreaper, thp_disabled))
     })();
     // The scratch page goes whatever happened.
     let unmapped = call(&mut remote, Sys::Munmap, [scratch, page, 0, 0, 0, 0]);
-    let (sigactions, itimers, brk, dumpable, threads, child_subreaper, thp_disabled) = result?;
+    let (sigactions, itimers, posix_timers, brk, dumpable, threads, child_subreaper, thp_disabled) = result?;
     unmapped?;
-    Ok(ProcessQueries { sigactions, itimers, brk, dumpable, shared_pending, threads, child_subreaper, thp_disabled })
+    Ok(ProcessQueries { sigactions, itimers, posix_timers, brk, dumpable, shared_pending, threads, child_subreaper, thp_disabled })
 }
+
+/// `sigev_notify`'s flag for a timer that signals one thread.
+const SIGEV_THREAD_ID: u32 = 4;
 
 /// CRIU's task states.
 const TASK_ALIVE: u32 = 1;
@@ -697,6 +727,12 @@ fn write_images(
                 ..Default::default()
             };
             if thread_index == 0 {
+                let mut posix_timers = queries.posix_timers.clone();
+                for timer in &mut posix_timers {
+                    if let Some(host_tid) = timer.notify_thread_id {
+                        timer.notify_thread_id = Some(v(host_tid, "timer's thread")?);
+                    }
+                }
                 core.tc = Some(pb::TaskCoreEntry {
                     task_state: if process.stopped { TASK_STOPPED } else { TASK_ALIVE },
                     exit_code: 0,
@@ -708,7 +744,7 @@ fn write_images(
                         real: queries.itimers[0],
                         virt: queries.itimers[1],
                         prof: queries.itimers[2],
-                        posix: Vec::new(),
+                        posix: posix_timers.clone(),
                     }),
                     rlimits: Some(pb::TaskRlimitsEntry {
                         rlimits: collected.rlimits.iter().map(|&(cur, max)| pb::RlimitEntry { cur, max }).collect(),

@@ -228,6 +228,70 @@ pub fn parse_id_quad(value: &str) -> Option<[u32; 4]> {
     ids.try_into().ok()
 }
 
+/// One POSIX timer of /proc/PID/timers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PosixTimer {
+    pub id: u32,
+    /// `sigev_signo` (0 for SIGEV_NONE timers).
+    pub signo: u32,
+    pub sival: u64,
+    /// `sigev_notify` as the kernel stores it: SIGEV_SIGNAL 0, SIGEV_NONE 1, SIGEV_THREAD
+    /// 2, with SIGEV_THREAD_ID (4) added when a thread is the target.
+    pub notify: u32,
+    /// The process or thread notified, as the reader's pid namespace numbers it.
+    pub notify_pid: i32,
+    pub clock: u32,
+}
+
+/// Parses /proc/PID/timers: blocks of `ID:`, `signal: SIGNO/SIVAL`,
+/// `notify: KIND/pid.N` or `KIND/tid.N`, `ClockID:`.
+pub fn parse_timers(text: &str) -> Result<Vec<PosixTimer>, ParseError> {
+    let what = "timers";
+    let mut timers = Vec::new();
+    let mut current: Option<PosixTimer> = None;
+    for (index, raw) in text.lines().enumerate() {
+        let line = index + 1;
+        let bad = |reason: &str| ParseError { what, line, reason: reason.to_string() };
+        let (key, value) = raw.split_once(": ").ok_or_else(|| bad("no `key: value`"))?;
+        if key == "ID" {
+            if let Some(done) = current.take() {
+                timers.push(done);
+            }
+            let id = value.parse().map_err(|_| bad("bad timer id"))?;
+            current = Some(PosixTimer { id, signo: 0, sival: 0, notify: 0, notify_pid: 0, clock: 0 });
+            continue;
+        }
+        let timer = current.as_mut().ok_or_else(|| bad("a field before the first ID"))?;
+        match key {
+            "signal" => {
+                let (signo, sival) = value.split_once('/').ok_or_else(|| bad("signal is not SIGNO/VALUE"))?;
+                timer.signo = signo.parse().map_err(|_| bad("bad signal number"))?;
+                timer.sival = hex(sival, what, line)?;
+            }
+            "notify" => {
+                let (kind, target) = value.split_once('/').ok_or_else(|| bad("notify is not KIND/TARGET"))?;
+                let base = match kind {
+                    "signal" => 0,
+                    "none" => 1,
+                    "thread" => 2,
+                    _ => return Err(bad("unknown notify kind")),
+                };
+                let (scope, pid) = target.split_once('.').ok_or_else(|| bad("notify target is not pid.N or tid.N"))?;
+                timer.notify = match scope {
+                    "pid" => base,
+                    "tid" => base | 4,
+                    _ => return Err(bad("notify target is neither pid nor tid")),
+                };
+                timer.notify_pid = pid.parse().map_err(|_| bad("bad notify pid"))?;
+            }
+            "ClockID" => timer.clock = value.parse().map_err(|_| bad("bad clock id"))?,
+            _ => {}
+        }
+    }
+    timers.extend(current);
+    Ok(timers)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,5 +364,20 @@ VmFlags: rd mr pf io de dd
         let kv = parse_key_values("Name:\tcat\nSigBlk:\t0000000000010000\nUid:\t0\t1\t2\t3\n");
         assert_eq!(parse_sigmask(&kv["SigBlk"]), Some(0x10000));
         assert_eq!(parse_id_quad(&kv["Uid"]), Some([0, 1, 2, 3]));
+    }
+
+    #[test]
+    fn timers() {
+        let text = "ID: 2\nsignal: 0/0000000000000000\nnotify: none/pid.16737\nClockID: 0\n\
+                    ID: 1\nsignal: 10/0000000000000000\nnotify: signal/tid.16738\nClockID: 1\n\
+                    ID: 0\nsignal: 37/000000001234abcd\nnotify: signal/pid.16737\nClockID: 7\n";
+        let timers = parse_timers(text).unwrap();
+        assert_eq!(timers.len(), 3);
+        assert_eq!(timers[0], PosixTimer { id: 2, signo: 0, sival: 0, notify: 1, notify_pid: 16737, clock: 0 });
+        assert_eq!(timers[1], PosixTimer { id: 1, signo: 10, sival: 0, notify: 4, notify_pid: 16738, clock: 1 });
+        assert_eq!(timers[2], PosixTimer { id: 0, signo: 37, sival: 0x1234abcd, notify: 0, notify_pid: 16737, clock: 7 });
+        assert!(parse_timers("").unwrap().is_empty());
+        assert!(parse_timers("signal: 1/0\n").is_err());
+        assert!(parse_timers("ID: 1\nnotify: bogus/pid.1\n").is_err());
     }
 }

@@ -87,6 +87,100 @@ fn image_path(dir: &Path, kind: ImageKind, id: u64) -> PathBuf {
     dir.join(kind.file_name(id))
 }
 
+/// Ops that recreate POSIX timers with their ids, signals, values and intervals. With
+/// Linux 6.17's PR_TIMER_CREATE_RESTORE_IDS the id is asked for; before it, a fresh
+/// process hands out ids 0, 1, 2, ... in order, so gaps are filled with placeholder
+/// timers, deleted afterwards, and each wanted id is checked to exist.
+fn posix_timers(program: &mut Program, pid: i32, timers: &[pb::PosixTimerEntry]) -> Result<(), RestoreError> {
+    if timers.is_empty() {
+        return Ok(());
+    }
+    const SIGEV_NONE: u32 = 1;
+    const SIGEV_THREAD_ID: u32 = 4;
+    const MAX_PLACEHOLDERS: u32 = 4096;
+    let mut sorted: Vec<&pb::PosixTimerEntry> = timers.iter().collect();
+    sorted.sort_by_key(|t| t.it_id);
+    if sorted.windows(2).any(|w| w[0].it_id == w[1].it_id) {
+        return Err(RestoreError::BadImage { image: format!("core-{pid}.img"), what: "two POSIX timers with one id (tc.timers.posix.it_id)".into() });
+    }
+    // struct sigevent: sigval, int signo, int notify, int tid, padding to 64 bytes.
+    let sigevent = |program: &mut Program, sival: u64, signo: u32, notify: u32, tid: i32| {
+        let mut bytes = [0u8; 64];
+        bytes[0..8].copy_from_slice(&sival.to_ne_bytes());
+        bytes[8..12].copy_from_slice(&signo.to_ne_bytes());
+        bytes[12..16].copy_from_slice(&notify.to_ne_bytes());
+        bytes[16..20].copy_from_slice(&tid.to_ne_bytes());
+        program.data(&bytes)
+    };
+    let by_id = sys::timer_restore_ids_supported();
+    let mut placeholders = Vec::new();
+    if by_id {
+        program.call(
+            Sys::Prctl,
+            [sys::PR_TIMER_CREATE_RESTORE_IDS, sys::PR_TIMER_CREATE_RESTORE_IDS_ON, 0, 0, 0, 0],
+            RestorerOp::CHECK_EQ,
+            0,
+            "timer ids: restore mode on".into(),
+        );
+    } else if let Some(last) = sorted.last().filter(|t| t.it_id >= MAX_PLACEHOLDERS) {
+        return Err(RestoreError::Unsupported {
+            pid,
+            what: format!("POSIX timer id {} on a kernel without PR_TIMER_CREATE_RESTORE_IDS (Linux 6.17)", last.it_id),
+        });
+    }
+    let mut next = 0u32;
+    for timer in &sorted {
+        if timer.it_sigev_notify & !SIGEV_THREAD_ID > SIGEV_NONE {
+            return Err(RestoreError::BadImage {
+                image: format!("core-{pid}.img"),
+                what: format!("POSIX timer {} has unknown sigev_notify {} (tc.timers.posix.it_sigev_notify)", timer.it_id, timer.it_sigev_notify),
+            });
+        }
+        if !by_id {
+            while next < timer.it_id {
+                let event = sigevent(program, 0, 0, SIGEV_NONE, 0);
+                let id = program.words(&[0]);
+                program.call(Sys::TimerCreate, [libc::CLOCK_MONOTONIC as u64, event, id, 0, 0, 0], RestorerOp::CHECK_EQ, 0, format!("placeholder timer {next}"));
+                placeholders.push(next);
+                next += 1;
+            }
+            next = timer.it_id + 1;
+        }
+        let tid = timer.notify_thread_id.unwrap_or(0);
+        let event = sigevent(program, timer.sival_ptr, timer.si_signo, timer.it_sigev_notify, tid);
+        let id = program.data(&(timer.it_id as i32).to_ne_bytes());
+        program.call(
+            Sys::TimerCreate,
+            [timer.clock_id as u64, event, id, 0, 0, 0],
+            RestorerOp::CHECK_EQ,
+            0,
+            format!("timer_create id {} clock {}", timer.it_id, timer.clock_id),
+        );
+        if timer.vsec | timer.vnsec != 0 {
+            let spec = program.words(&[timer.isec, timer.insec, timer.vsec, timer.vnsec]);
+            program.call(Sys::TimerSettime, [timer.it_id as u64, 0, spec, 0, 0, 0], RestorerOp::CHECK_EQ, 0, format!("timer_settime id {}", timer.it_id));
+        }
+    }
+    if by_id {
+        program.call(
+            Sys::Prctl,
+            [sys::PR_TIMER_CREATE_RESTORE_IDS, sys::PR_TIMER_CREATE_RESTORE_IDS_OFF, 0, 0, 0, 0],
+            RestorerOp::CHECK_EQ,
+            0,
+            "timer ids: restore mode off".into(),
+        );
+    }
+    for id in placeholders {
+        program.call(Sys::TimerDelete, [id as u64, 0, 0, 0, 0, 0], RestorerOp::CHECK_EQ, 0, format!("delete placeholder timer {id}"));
+    }
+    // Each wanted id must be there (without the prctl the kernel chose them).
+    for timer in &sorted {
+        let spec = program.words(&[0; 4]);
+        program.call(Sys::TimerGettime, [timer.it_id as u64, spec, 0, 0, 0, 0], RestorerOp::CHECK_EQ, 0, format!("timer {} exists", timer.it_id));
+    }
+    Ok(())
+}
+
 fn read_all<M: prost::Message + Default>(dir: &Path, kind: ImageKind, id: u64) -> Result<Vec<M>, RestoreError> {
     let path = image_path(dir, kind, id);
     crust_images::read_entries::<M>(&path)
@@ -699,6 +793,10 @@ fn plan(
         // stack_size, tls, set_tid, set_tid_size, cgroup.
         let args = program.words(&[flags, 0, 0, 0, 0, 0, 0, 0, tids, 1, 0]);
         program.call(Sys::Clone3, [args, 88, 0, 0, 0, 0], RestorerOp::CHECK_CLONE, tid as u64, format!("create thread {tid}"));
+    }
+    // 7b. POSIX timers, once the threads they may signal exist.
+    if let Some(timers) = &tc.timers {
+        posix_timers(&mut program, pid, &timers.posix)?;
     }
     // 8. Close the helpers, then drop privileges last.
     let shmem_used: Vec<u64> = {

@@ -380,6 +380,19 @@ pub fn change_root(path: &std::path::Path) -> io::Result<()> {
 }
 
 /// The system page size (`sysconf(_SC_PAGESIZE)`).
+/// `prctl(PR_TIMER_CREATE_RESTORE_IDS, ...)` (Linux 6.17): while on, `timer_create`
+/// takes the timer id to use from its third argument.
+pub const PR_TIMER_CREATE_RESTORE_IDS: u64 = 77;
+pub const PR_TIMER_CREATE_RESTORE_IDS_OFF: u64 = 0;
+pub const PR_TIMER_CREATE_RESTORE_IDS_ON: u64 = 1;
+const PR_TIMER_CREATE_RESTORE_IDS_GET: u64 = 2;
+
+/// Whether this kernel lets `timer_create` restore a given timer id.
+pub fn timer_restore_ids_supported() -> bool {
+    // SAFETY: the GET form takes no pointers and only reads the caller's mode.
+    unsafe { libc::prctl(PR_TIMER_CREATE_RESTORE_IDS as libc::c_int, PR_TIMER_CREATE_RESTORE_IDS_GET, 0, 0, 0) >= 0 }
+}
+
 pub fn page_size() -> u64 {
     // SAFETY: sysconf takes no pointers.
     let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };

@@ -195,6 +195,8 @@ static int diverge(const char *mode, int side, uint64_t r)
 	return 0;
 }
 
+static int posix_ticker(uint64_t r);
+
 static int posix_timers(struct state *st, uint64_t r)
 {
 	for (int i = 0; i < 3; i++) {
@@ -211,11 +213,64 @@ static int posix_timers(struct state *st, uint64_t r)
 			return -1;
 		timer_gettime(st->posix[i], &st->posix_spec[i]);
 	}
-	return 0;
+	return posix_ticker(r);
+}
+
+/* A fourth timer signals this thread every 10 ms with a blocked signal; a deleted timer
+ * before it leaves a gap in the ids. */
+static timer_t ticker;
+static int ticker_value;
+
+static int posix_ticker(uint64_t r)
+{
+	timer_t gap;
+	struct sigevent event;
+	sigset_t block;
+	memset(&event, 0, sizeof(event));
+	event.sigev_notify = SIGEV_NONE;
+	if (timer_create(CLOCK_MONOTONIC, &event, &gap) || timer_delete(gap))
+		return -1;
+	sigemptyset(&block);
+	sigaddset(&block, SIGRTMIN + 6);
+	sigprocmask(SIG_BLOCK, &block, NULL);
+	ticker_value = (int)(r >> 7) | 1;
+	event.sigev_notify = SIGEV_THREAD_ID;
+	event.sigev_signo = SIGRTMIN + 6;
+	event.sigev_value.sival_int = ticker_value;
+	event._sigev_un._tid = (pid_t)syscall(SYS_gettid);
+	if (timer_create(CLOCK_MONOTONIC, &event, &ticker))
+		return -1;
+	struct itimerspec spec = { { 0, 10 * 1000 * 1000 }, { 0, 10 * 1000 * 1000 } };
+	return timer_settime(ticker, 0, &spec, NULL);
+}
+
+/* Pending ticks may be requeued copies: drain them, then a new one must come from the
+ * live timer, with its value and id. */
+static const char *check_ticker(char *why, size_t size)
+{
+	sigset_t set;
+	siginfo_t info;
+	struct timespec zero = { 0, 0 }, wait = { 10, 0 };
+	sigemptyset(&set);
+	sigaddset(&set, SIGRTMIN + 6);
+	while (sigtimedwait(&set, &info, &zero) > 0)
+		;
+	if (sigtimedwait(&set, &info, &wait) < 0) {
+		snprintf(why, size, "no tick from the 10 ms timer in 10 s: %m");
+		return why;
+	}
+	if (info.si_code != SI_TIMER || info.si_value.sival_int != ticker_value || info.si_timerid != (int)(long)ticker) {
+		snprintf(why, size, "tick with code %d value %#x timer %d, expected %d %#x %d", info.si_code, info.si_value.sival_int, info.si_timerid, SI_TIMER,
+			 ticker_value, (int)(long)ticker);
+		return why;
+	}
+	return NULL;
 }
 
 static const char *check_posix_timers(struct state *st, char *why, size_t size)
 {
+	if (check_ticker(why, size))
+		return why;
 	for (int i = 0; i < 3; i++) {
 		struct itimerspec now;
 		if (timer_gettime(st->posix[i], &now)) {

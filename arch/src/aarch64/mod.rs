@@ -128,6 +128,11 @@ impl crate::Abi for Aarch64 {
             Sys::Setfsuid => 151,
             Sys::Setfsgid => 152,
             Sys::Capset => 91,
+            Sys::TimerCreate => 107,
+            Sys::TimerSettime => 110,
+            Sys::TimerGettime => 108,
+            Sys::TimerGetoverrun => 109,
+            Sys::TimerDelete => 111,
         })
     }
 

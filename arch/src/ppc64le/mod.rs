@@ -155,6 +155,11 @@ impl crate::Abi for Ppc64le {
             Sys::Setfsuid => 138,
             Sys::Setfsgid => 139,
             Sys::Capset => 184,
+            Sys::TimerCreate => 240,
+            Sys::TimerSettime => 241,
+            Sys::TimerGettime => 242,
+            Sys::TimerGetoverrun => 243,
+            Sys::TimerDelete => 244,
         })
     }
 

@@ -110,6 +110,11 @@ impl crate::Abi for S390x {
             Sys::Setfsuid => 215,
             Sys::Setfsgid => 216,
             Sys::Capset => 185,
+            Sys::TimerCreate => 254,
+            Sys::TimerSettime => 255,
+            Sys::TimerGettime => 256,
+            Sys::TimerGetoverrun => 257,
+            Sys::TimerDelete => 258,
         })
     }
 

@@ -121,6 +121,11 @@ impl crate::Abi for X86_64 {
             Sys::Setfsuid => 122,
             Sys::Setfsgid => 123,
             Sys::Capset => 126,
+            Sys::TimerCreate => 222,
+            Sys::TimerSettime => 223,
+            Sys::TimerGettime => 224,
+            Sys::TimerGetoverrun => 225,
+            Sys::TimerDelete => 226,
         })
     }
 
