@@ -620,6 +620,24 @@ fn query_process(process: &FrozenProcess, collected: &Collected) -> Result<Proce
     Ok(ProcessQueries { sigactions, itimers, posix_timers, brk, dumpable, shared_pending, threads, child_subreaper, thp_disabled })
 }
 
+/// A process's group or session id as its own pid namespace numbers it: through the
+/// dumped tree's pid map, or, for a leader that already exited (so is not in the tree),
+/// from the innermost `NSpgid`/`NSsid` of /proc/PID/status.
+fn ns_group_id(frozen: &Frozen, pid: i32, host_id: i32, key: &str, what: &str) -> Result<i32, DumpError> {
+    match frozen.to_virtual(host_id, what) {
+        Ok(id) => Ok(id),
+        Err(error) => {
+            let status = fs::read_to_string(format!("/proc/{pid}/status")).map_err(io_err(pid, "read status"))?;
+            let inner = procfs::parse_key_values(&status)
+                .get(key)
+                .and_then(|v| v.split_whitespace().last()?.parse::<i32>().ok())
+                .filter(|&id| id > 0);
+            // 0 there: the leader lives outside the namespace (a parent namespace's session).
+            inner.ok_or(error)
+        }
+    }
+}
+
 /// `sigev_notify`'s flag for a timer that signals one thread.
 const SIGEV_THREAD_ID: u32 = 4;
 
@@ -670,8 +688,8 @@ fn write_images(
         w.write_entry(&pb::PstreeEntry {
             pid: v(process.pid, "pid")? as u32,
             ppid,
-            pgid: v(process.stat.pgid, "process group")? as u32,
-            sid: if process.stat.sid == 0 { 0 } else { v(process.stat.sid, "session")? as u32 },
+            pgid: ns_group_id(frozen, process.pid, process.stat.pgid, "NSpgid", "process group")? as u32,
+            sid: if process.stat.sid == 0 { 0 } else { ns_group_id(frozen, process.pid, process.stat.sid, "NSsid", "session")? as u32 },
             threads,
         })
         .map_err(image(root))?;

@@ -459,6 +459,8 @@ struct Plan {
 
 /// Plans of the whole tree.
 struct TreePlan {
+    /// Stand-ins for session and group leaders that had exited at dump time.
+    helpers: Vec<HelperPlan>,
     /// One per process, `None` for zombies.
     plans: Vec<Option<Plan>>,
     /// fd numbers above every fd of the tree, kept for crust: the error pipe, the
@@ -501,47 +503,159 @@ fn plan_tree(options: &RestoreOptions, images: &Images) -> Result<TreePlan, Rest
         entry.1 = entry.1.max(end);
     }
     let helper_base = broker_base + descriptions.len() as i32 + shmem.len() as i32;
-    check_tree_shape(options, images)?;
+    let helpers = plan_helpers(options, images)?;
     let mut plans = Vec::new();
     for process in &images.processes {
         plans.push(if process.is_zombie() { None } else { Some(plan(options, images, process, helper_base, error_fd, sync_fd, &shmem)?) });
     }
-    Ok(TreePlan { plans, error_fd, sync_fd, broker_base, shmem })
+    Ok(TreePlan { helpers, plans, error_fd, sync_fd, broker_base, shmem })
 }
 
-/// Refuses trees whose sessions or groups this restore cannot rebuild.
-fn check_tree_shape(options: &RestoreOptions, images: &Images) -> Result<(), RestoreError> {
+/// A session or process group whose leader had exited at dump time. A helper process
+/// with the leader's pid, forked by the members' parent, calls setsid() (a session) or
+/// setpgid(0, 0) (a group), forks the members and exits: they are orphaned to their
+/// parent, which must therefore be a child subreaper (or its pid namespace's init), as
+/// it was when they were first orphaned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct HelperPlan {
+    pid: u32,
+    /// The process that forks the helper and then reaps it.
+    parent: u32,
+    session: bool,
+    /// Indices into `images.processes`, in the order they are forked.
+    members: Vec<usize>,
+}
+
+/// Checks that every session and group can be rebuilt and plans the helpers for those
+/// whose leader is gone; refuses the shapes this restore cannot rebuild.
+fn plan_helpers(options: &RestoreOptions, images: &Images) -> Result<Vec<HelperPlan>, RestoreError> {
     let by_pid: BTreeMap<u32, &ProcessImages> = images.processes.iter().map(|p| (p.pstree.pid, p)).collect();
+    let root_pid = images.processes[0].pstree.pid;
+    let mut helpers: Vec<HelperPlan> = Vec::new();
     for (index, process) in images.processes.iter().enumerate() {
         let p = &process.pstree;
-        let parent = if index == 0 { None } else { by_pid.get(&p.ppid) };
+        let parent = if index == 0 { None } else { by_pid.get(&p.ppid).copied() };
         if index > 0 && parent.is_none() {
             return Err(RestoreError::BadImage { image: "pstree.img".into(), what: format!("pid {} has parent {} outside the tree", p.pid, p.ppid) });
         }
+        if index == 0 && options.shell_job {
+            continue;
+        }
+        let gone = |id: u32| !by_pid.contains_key(&id);
+        let mut helper: Option<(u32, bool)> = None;
         let inherited_sid = parent.map(|q| q.pstree.sid);
-        let session_ok = p.sid == p.pid || inherited_sid == Some(p.sid) || (index == 0 && options.shell_job);
-        if !session_ok {
+        if p.sid != p.pid && inherited_sid != Some(p.sid) {
+            if index == 0 || !gone(p.sid) {
+                return Err(RestoreError::Unsupported {
+                    pid: p.pid as i32,
+                    what: format!(
+                        "session {} whose leader is not its parent's session{}",
+                        p.sid,
+                        if index == 0 { " (try --shell-job)" } else { "" }
+                    ),
+                });
+            }
+            helper = Some((p.sid, true));
+        }
+        // A group is led by the process itself, by an ancestor in the same session, by a
+        // sibling (forked first), or by the session helper; else by a group helper.
+        let mut group_ok = p.pgid == p.pid || helper.is_some_and(|(sid, _)| sid == p.pgid);
+        let mut ancestor = parent;
+        while let (false, Some(a)) = (group_ok, ancestor) {
+            group_ok = a.pstree.pgid == p.pgid && a.pstree.sid == p.sid;
+            ancestor = by_pid.get(&a.pstree.ppid).copied().filter(|_| a.pstree.pid != root_pid);
+        }
+        if !group_ok {
+            if let Some(leader) = by_pid.get(&p.pgid) {
+                let l = &leader.pstree;
+                let sibling = index > 0 && l.ppid == p.ppid && l.pgid == l.pid && l.sid == p.sid && l.sid != l.pid;
+                if !sibling {
+                    return Err(RestoreError::Unsupported { pid: p.pid as i32, what: format!("process group {} led outside its ancestors and siblings", p.pgid) });
+                }
+            } else if helper.is_none() && index > 0 {
+                helper = Some((p.pgid, false));
+            } else {
+                return Err(RestoreError::Unsupported {
+                    pid: p.pid as i32,
+                    what: format!("process group {} and session {} both led by exited processes", p.pgid, p.sid),
+                });
+            }
+        }
+        let Some((helper_pid, session)) = helper else { continue };
+        let parent = parent.expect("index > 0");
+        let subreaper = parent.cores.first().and_then(|c| c.tc.as_ref()).and_then(|t| t.child_subreaper) == Some(true);
+        if !(subreaper || parent.pstree.pid == 1) {
             return Err(RestoreError::Unsupported {
                 pid: p.pid as i32,
                 what: format!(
-                    "session {} whose leader is not its parent's session{}",
-                    p.sid,
-                    if index == 0 { " (try --shell-job)" } else { "" }
+                    "{} {helper_pid} whose leader exited, with members under pid {}, which is not a child subreaper",
+                    if session { "session" } else { "process group" },
+                    p.ppid
                 ),
             });
         }
-        // A group must be led by the process itself or an ancestor in the same session.
-        let mut ancestor = parent.copied();
-        let mut group_ok = p.pgid == p.pid || (index == 0 && options.shell_job);
-        while let (false, Some(a)) = (group_ok, ancestor) {
-            group_ok = a.pstree.pgid == p.pgid;
-            ancestor = by_pid.get(&a.pstree.ppid).copied().filter(|_| a.pstree.pid != images.processes[0].pstree.pid);
-        }
-        if !group_ok {
-            return Err(RestoreError::Unsupported { pid: p.pid as i32, what: format!("process group {} led outside its ancestors", p.pgid) });
+        match helpers.iter_mut().find(|h| h.pid == helper_pid) {
+            Some(h) if h.parent == p.ppid && h.session == session => h.members.push(index),
+            Some(_) => {
+                return Err(RestoreError::Unsupported {
+                    pid: p.pid as i32,
+                    what: format!("exited leader {helper_pid} whose members have different parents or kinds"),
+                })
+            }
+            None => helpers.push(HelperPlan { pid: helper_pid, parent: p.ppid, session, members: vec![index] }),
         }
     }
-    Ok(())
+    for helper in &mut helpers {
+        let leaders_first = fork_order(images, &helper.members);
+        helper.members = leaders_first;
+    }
+    Ok(helpers)
+}
+
+/// `children` (indices into `images.processes`) reordered so that group leaders come
+/// first: their siblings may join their groups.
+fn fork_order(images: &Images, children: &[usize]) -> Vec<usize> {
+    let leads = |&index: &usize| {
+        let p = &images.processes[index].pstree;
+        p.pgid == p.pid
+    };
+    children.iter().copied().filter(leads).chain(children.iter().copied().filter(|i| !leads(i))).collect()
+}
+
+/// Makes a just-forked child the leader of its group from the parent's side, so that
+/// siblings forked after it can join the group whatever the scheduler does. A session
+/// leader makes its group itself (setsid fails for a group leader). Errors are left to
+/// the child's own setpgid: this fails only once the child has done it and exited.
+fn lead_group_early(images: &Images, index: usize, host_pid: i32) {
+    let p = &images.processes[index].pstree;
+    if p.pgid == p.pid && p.sid != p.pid {
+        let _ = sys::set_child_process_group(host_pid, host_pid);
+    }
+}
+
+/// A helper for an exited session or group leader: see [`HelperPlan`]. Never returns.
+fn helper_main(tree: &TreePlan, images: &Images, options: &RestoreOptions, helper: &HelperPlan, broker: &crate::files::Broker) -> ! {
+    let result = (|| -> Result<(), String> {
+        if helper.session {
+            sys::new_session().map_err(|e| format!("setsid: {e}"))?;
+        } else {
+            sys::set_process_group(0).map_err(|e| format!("setpgid: {e}"))?;
+        }
+        for &index in &helper.members {
+            let member = images.processes[index].pid();
+            match sys::fork_with_pid(member) {
+                Ok(0) => process_main(tree, images, options, index, broker),
+                Ok(host) => lead_group_early(images, index, host),
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => return Err(format!("pid {member} is busy")),
+                Err(e) => return Err(format!("fork {member}: {e}")),
+            }
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => sys::exit_now(0),
+        Err(message) => die(tree, helper.pid as i32, &format!("helper for exited leader: {message}")),
+    }
 }
 
 fn plan(
@@ -1115,17 +1229,47 @@ fn process_main(tree: &TreePlan, images: &Images, options: &RestoreOptions, inde
         broker.install(&process.fds)?;
         let earlier = images.processes[..index].iter().flat_map(|p| p.fds.iter().map(|f| f.id)).collect();
         broker.after_install(&process.fds, &earlier)?;
-        // Children, in pstree order; they inherit the broker too.
-        for (child_index, child) in images.processes.iter().enumerate().skip(index + 1) {
-            if child.pstree.ppid != p.pid {
-                continue;
-            }
+        // Orphans of a helper come here only if this process is a subreaper already.
+        if process.cores.first().and_then(|c| c.tc.as_ref()).and_then(|t| t.child_subreaper) == Some(true) {
+            sys::become_child_subreaper().map_err(|e| format!("become child subreaper: {e}"))?;
+        }
+        // Children, group leaders first, then the helpers of exited leaders (which fork
+        // their members and exit, leaving them to us); they inherit the broker too.
+        let by_helper: Vec<usize> = tree.helpers.iter().flat_map(|h| h.members.iter().copied()).collect();
+        let own: Vec<usize> = (index + 1..images.processes.len())
+            .filter(|&i| images.processes[i].pstree.ppid == p.pid && !by_helper.contains(&i))
+            .collect();
+        let ordered = fork_order(images, &own);
+        let (leaders, others) = ordered.split_at(ordered.iter().take_while(|&&i| images.processes[i].pstree.pgid == images.processes[i].pstree.pid).count());
+        let fork_child = |child_index: usize| -> Result<(), String> {
+            let child = &images.processes[child_index];
             match sys::fork_with_pid(child.pid()) {
                 Ok(0) => process_main(tree, images, options, child_index, broker),
-                Ok(_) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => return Err(format!("child pid {} is busy", child.pid())),
-                Err(e) => return Err(format!("fork child {}: {e}", child.pid())),
+                Ok(host) => {
+                    lead_group_early(images, child_index, host);
+                    Ok(())
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Err(format!("child pid {} is busy", child.pid())),
+                Err(e) => Err(format!("fork child {}: {e}", child.pid())),
             }
+        };
+        for &child_index in leaders {
+            fork_child(child_index)?;
+        }
+        for helper in tree.helpers.iter().filter(|h| h.parent == p.pid) {
+            match sys::fork_with_pid(helper.pid as i32) {
+                Ok(0) => helper_main(tree, images, options, helper, broker),
+                Ok(host) => match sys::wait_thread(host) {
+                    Ok(sys::WaitEvent::Exited(0)) => {}
+                    Ok(other) => return Err(format!("helper {} for an exited leader ended with {other:?}", helper.pid)),
+                    Err(e) => return Err(format!("wait for helper {}: {e}", helper.pid)),
+                },
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => return Err(format!("pid {} (exited session or group leader) is busy", helper.pid)),
+                Err(e) => return Err(format!("fork helper {}: {e}", helper.pid)),
+            }
+        }
+        for &child_index in others {
+            fork_child(child_index)?;
         }
         let plan = tree.plans[index].as_ref().expect("live processes have a plan");
         for &(number, id) in &plan.broker_helpers {
@@ -1211,6 +1355,7 @@ fn wait_for_restorers(tree: &TreePlan, images: &Images, error_read: OwnedFd) -> 
     let mut pending_leaders: BTreeMap<i32, usize> = BTreeMap::new();
     let mut pending_threads: Vec<i32> = Vec::new();
     let mut pending_zombies: Vec<i32> = Vec::new();
+    let mut pending_helpers: Vec<i32> = tree.helpers.iter().map(|h| h.pid as i32).collect();
     for (index, process) in images.processes.iter().enumerate() {
         if process.is_zombie() {
             pending_zombies.push(process.pid());
@@ -1231,7 +1376,7 @@ fn wait_for_restorers(tree: &TreePlan, images: &Images, error_read: OwnedFd) -> 
             RestoreError::ChildReported { what: message.trim().to_string() }
         }
     };
-    while !(pending_leaders.is_empty() && pending_threads.is_empty() && pending_zombies.is_empty()) {
+    while !(pending_leaders.is_empty() && pending_threads.is_empty() && pending_zombies.is_empty() && pending_helpers.is_empty()) {
         let (host_tid, event) = sys::wait_any().map_err(io_err(root, "wait for restorers"))?;
         let tid = match event {
             sys::WaitEvent::Stopped { .. } => {
@@ -1281,6 +1426,9 @@ fn wait_for_restorers(tree: &TreePlan, images: &Images, error_read: OwnedFd) -> 
             }
             sys::WaitEvent::Exited(_) | sys::WaitEvent::Signaled(_) if pending_zombies.contains(&tid) => {
                 pending_zombies.retain(|&z| z != tid);
+            }
+            sys::WaitEvent::Exited(0) if pending_helpers.contains(&tid) => {
+                pending_helpers.retain(|&h| h != tid);
             }
             sys::WaitEvent::Exited(code) => {
                 return Err(child_error(&mut error_read, tid, format!("exited with {code} during restore")));

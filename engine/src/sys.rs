@@ -293,6 +293,20 @@ pub fn set_process_group(pgid: i32) -> io::Result<()> {
     Ok(())
 }
 
+/// `setpgid(pid, pgid)` on a child that has not exec'd.
+pub fn set_child_process_group(pid: i32, pgid: i32) -> io::Result<()> {
+    // SAFETY: no pointers.
+    check(unsafe { libc::setpgid(pid, pgid) } as libc::c_long)?;
+    Ok(())
+}
+
+/// `prctl(PR_SET_CHILD_SUBREAPER, 1)`: orphaned descendants come to this process.
+pub fn become_child_subreaper() -> io::Result<()> {
+    // SAFETY: no pointers.
+    check(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } as libc::c_long)?;
+    Ok(())
+}
+
 /// `umask(mask)`.
 pub fn set_umask(mask: u32) {
     // SAFETY: no pointers; umask cannot fail.
