@@ -458,7 +458,16 @@ fn collect(pid: i32) -> Result<Collected, DumpError> {
     let personality = u32::from_str_radix(read("personality")?.trim(), 16).unwrap_or(0);
     let mut rlimits = Vec::new();
     for resource in 0..16u32 {
-        rlimits.push(sys::read_rlimit(pid, resource).map_err(io_err(pid, format!("prlimit {resource}")))?);
+        match sys::read_rlimit(pid, resource) {
+            Ok(limit) => rlimits.push(limit),
+            // Another user's limits need CAP_SYS_RESOURCE: the process itself tells them
+            // (`query_process`).
+            Err(error) if error.raw_os_error() == Some(libc::EPERM) => {
+                rlimits.clear();
+                break;
+            }
+            Err(error) => return Err(io_err(pid, format!("prlimit {resource}"))(error)),
+        }
     }
     Ok(Collected {
         stat,
@@ -488,6 +497,8 @@ struct ThreadQueries {
 struct ProcessQueries {
     sigactions: Vec<pb::SaEntry>,
     itimers: [pb::ItimerEntry; 3],
+    /// Resource limits, asked here when `Collected::rlimits` could not read them.
+    rlimits: Vec<(u64, u64)>,
     /// POSIX timers, `notify_thread_id` still the host tid.
     posix_timers: Vec<pb::PosixTimerEntry>,
     brk: u64,
@@ -583,6 +594,14 @@ fn query_process(process: &FrozenProcess, collected: &Collected) -> Result<Proce
         }
         // The kernel lists them newest first.
         posix_timers.sort_by_key(|t| t.it_id);
+        let mut rlimits = collected.rlimits.clone();
+        if rlimits.is_empty() {
+            for resource in 0..16u64 {
+                call(&mut remote, Sys::Prlimit64, [0, resource, 0, scratch, 0, 0])?;
+                let b = read_scratch(16)?;
+                rlimits.push((word(&b, 0), word(&b, 1)));
+            }
+        }
         let brk = call(&mut remote, Sys::Brk, [0; 6])? as u64;
         let dumpable = call(&mut remote, Sys::Prctl, [libc::PR_GET_DUMPABLE as u64, 0, 0, 0, 0, 0])? as i32;
         let mut threads = Vec::new();
@@ -611,13 +630,13 @@ fn query_process(process: &FrozenProcess, collected: &Collected) -> Result<Proce
         call(&mut remote, Sys::Prctl, [libc::PR_GET_CHILD_SUBREAPER as u64, scratch, 0, 0, 0, 0])?;
         let child_subreaper = word(&read_scratch(8)?, 0) as u32 != 0;
         let thp_disabled = call(&mut remote, Sys::Prctl, [libc::PR_GET_THP_DISABLE as u64, 0, 0, 0, 0, 0])? != 0;
-        Ok((sigactions, itimers, posix_timers, brk, dumpable, threads, child_subreaper, thp_disabled))
+        Ok((sigactions, itimers, rlimits, posix_timers, brk, dumpable, threads, child_subreaper, thp_disabled))
     })();
     // The scratch page goes whatever happened.
     let unmapped = call(&mut remote, Sys::Munmap, [scratch, page, 0, 0, 0, 0]);
-    let (sigactions, itimers, posix_timers, brk, dumpable, threads, child_subreaper, thp_disabled) = result?;
+    let (sigactions, itimers, rlimits, posix_timers, brk, dumpable, threads, child_subreaper, thp_disabled) = result?;
     unmapped?;
-    Ok(ProcessQueries { sigactions, itimers, posix_timers, brk, dumpable, shared_pending, threads, child_subreaper, thp_disabled })
+    Ok(ProcessQueries { sigactions, itimers, rlimits, posix_timers, brk, dumpable, shared_pending, threads, child_subreaper, thp_disabled })
 }
 
 /// A process's group or session id as its own pid namespace numbers it: through the
@@ -765,7 +784,7 @@ fn write_images(
                         posix: posix_timers.clone(),
                     }),
                     rlimits: Some(pb::TaskRlimitsEntry {
-                        rlimits: collected.rlimits.iter().map(|&(cur, max)| pb::RlimitEntry { cur, max }).collect(),
+                        rlimits: queries.rlimits.iter().map(|&(cur, max)| pb::RlimitEntry { cur, max }).collect(),
                     }),
                     signals_s: Some(siginfos(&queries.shared_pending)),
                     sigactions: queries.sigactions.clone(),

@@ -266,7 +266,6 @@ pub const TESTS: &[TestSpec] = &[
     TestSpec {
         args: &["creds"],
         requirements: &[Requirement::Root],
-        group: UNSUPPORTED,
         ..cas("tree_creds", "tree_state")
     },
     TestSpec { args: &["prctl"], ..cas("tree_prctl", "tree_state") },
