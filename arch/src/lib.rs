@@ -61,6 +61,7 @@ pub enum Sys {
     TimerGettime,
     TimerGetoverrun,
     TimerDelete,
+    Seccomp,
 }
 
 /// Pure ABI of one architecture: compiles and is tested on every host.

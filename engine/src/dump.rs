@@ -120,6 +120,9 @@ struct FrozenThread {
     rseq: Option<sys::RseqConfig>,
     regs: ThreadRegs<Regs>,
     sigmask: u64,
+    /// SECCOMP_MODE_* of the thread, and its filters oldest first (filter mode).
+    seccomp_mode: u32,
+    seccomp_filters: Vec<Vec<u8>>,
 }
 
 /// One process of the tree.
@@ -162,7 +165,16 @@ struct Frozen {
 }
 
 fn seize_one(pid: i32, tid: i32) -> Result<FrozenThread, DumpError> {
-    sys::seize_thread(tid, libc::PTRACE_O_TRACESYSGOOD).map_err(io_err(pid, format!("seize tid {tid}")))?;
+    // Seccomp filters must not see the injected syscalls (strict mode would kill the
+    // target at the first one): suspend them while seized, if crust may (CAP_SYS_ADMIN).
+    let suspended = match sys::seize_thread(tid, libc::PTRACE_O_TRACESYSGOOD | sys::PTRACE_O_SUSPEND_SECCOMP) {
+        Ok(()) => true,
+        Err(error) if error.raw_os_error() == Some(libc::EPERM) => {
+            sys::seize_thread(tid, libc::PTRACE_O_TRACESYSGOOD).map_err(io_err(pid, format!("seize tid {tid}")))?;
+            false
+        }
+        Err(error) => return Err(io_err(pid, format!("seize tid {tid}"))(error)),
+    };
     sys::interrupt_thread(tid).map_err(io_err(pid, format!("interrupt tid {tid}")))?;
     loop {
         match sys::wait_thread(tid).map_err(io_err(pid, format!("wait tid {tid}")))? {
@@ -183,7 +195,20 @@ fn seize_one(pid: i32, tid: i32) -> Result<FrozenThread, DumpError> {
     let regs = HostArch::read_regs(tid).map_err(|source| DumpError::Arch { pid, source })?;
     let sigmask = sys::read_sigmask(tid).map_err(io_err(pid, "PTRACE_GETSIGMASK"))?;
     let rseq = sys::read_rseq_config(tid).map_err(io_err(pid, "PTRACE_GET_RSEQ_CONFIGURATION"))?;
-    Ok(FrozenThread { tid, rseq, regs, sigmask })
+    let status = fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).map_err(io_err(pid, "read thread status"))?;
+    let seccomp_mode: u32 = procfs::parse_key_values(&status).get("Seccomp").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let mut seccomp_filters = Vec::new();
+    if seccomp_mode != 0 && !suspended {
+        return Err(DumpError::Unsupported { pid, what: format!("tid {tid} under seccomp without CAP_SYS_ADMIN to suspend it") });
+    }
+    if seccomp_mode == SECCOMP_MODE_FILTER {
+        while let Some(filter) =
+            sys::read_seccomp_filter(tid, seccomp_filters.len() as u64).map_err(io_err(pid, format!("tid {tid}: PTRACE_SECCOMP_GET_FILTER")))?
+        {
+            seccomp_filters.push(filter);
+        }
+    }
+    Ok(FrozenThread { tid, rseq, regs, sigmask, seccomp_mode, seccomp_filters })
 }
 
 impl Frozen {
@@ -657,6 +682,8 @@ fn ns_group_id(frozen: &Frozen, pid: i32, host_id: i32, key: &str, what: &str) -
     }
 }
 
+const SECCOMP_MODE_FILTER: u32 = 2;
+
 /// `sigev_notify`'s flag for a timer that signals one thread.
 const SIGEV_THREAD_ID: u32 = 4;
 
@@ -695,6 +722,30 @@ fn write_images(
     })
     .map_err(image(root))?;
     w.finish().map_err(image(root))?;
+
+    // seccomp.img: every distinct filter once, chained to the one before it; a thread
+    // names its newest.
+    let mut seccomp = pb::SeccompEntry::default();
+    let mut seccomp_index: BTreeMap<(Option<u32>, &[u8]), u32> = BTreeMap::new();
+    let mut newest_filter: BTreeMap<i32, u32> = BTreeMap::new();
+    for thread in frozen.processes.iter().flat_map(|p| p.threads.iter()) {
+        let mut prev = None;
+        for filter in &thread.seccomp_filters {
+            let index = *seccomp_index.entry((prev, filter.as_slice())).or_insert_with(|| {
+                seccomp.seccomp_filters.push(pb::SeccompFilter { filter: filter.clone(), prev, flags: None });
+                seccomp.seccomp_filters.len() as u32 - 1
+            });
+            prev = Some(index);
+        }
+        if let Some(index) = prev {
+            newest_filter.insert(thread.tid, index);
+        }
+    }
+    if !seccomp.seccomp_filters.is_empty() {
+        let mut w = ImageWriter::create(dir, ImageKind::Seccomp, 0).map_err(image(root))?;
+        w.write_entry(&seccomp).map_err(image(root))?;
+        w.finish().map_err(image(root))?;
+    }
 
     let mut w = ImageWriter::create(dir, ImageKind::Pstree, 0).map_err(image(root))?;
     for process in &frozen.processes {
@@ -753,6 +804,8 @@ fn write_images(
                     creds: Some(tq.creds.clone()),
                     pdeath_sig: Some(tq.pdeath_sig),
                     comm: Some(tq.comm.clone()),
+                    seccomp_mode: (thread.seccomp_mode != 0).then_some(thread.seccomp_mode as i32),
+                    seccomp_filter: newest_filter.get(&thread.tid).copied(),
                     rseq_entry: thread.rseq.map(|r| pb::RseqEntry {
                         rseq_abi_pointer: r.pointer,
                         rseq_abi_size: r.size,

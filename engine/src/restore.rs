@@ -239,6 +239,8 @@ struct Images {
     files: BTreeMap<u32, pb::RegFileEntry>,
     /// reg-file id → ghost id
     ghosts: BTreeMap<u32, u32>,
+    /// seccomp.img's filters (threads name their newest by index).
+    seccomp: Vec<pb::SeccompFilter>,
 }
 
 fn read_images(dir: &Path) -> Result<Images, RestoreError> {
@@ -300,7 +302,12 @@ fn read_images(dir: &Path) -> Result<Images, RestoreError> {
     } else {
         BTreeMap::new()
     };
-    Ok(Images { processes, files, ghosts })
+    let seccomp = if image_path(dir, ImageKind::Seccomp, 0).exists() {
+        read_all::<pb::SeccompEntry>(dir, ImageKind::Seccomp, 0)?.into_iter().flat_map(|e| e.seccomp_filters).collect()
+    } else {
+        Vec::new()
+    };
+    Ok(Images { processes, files, ghosts, seccomp })
 }
 
 /// Restores the process tree dumped in `options.dir`.
@@ -363,11 +370,16 @@ pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> 
     // In a new pid namespace, killing its init (`child`) kills the whole tree.
     let guard_pids = if new_pid_ns { vec![child] } else { images.processes.iter().map(|p| p.pid()).collect() };
     let mut guard = TreeGuard { pids: guard_pids, released: false };
+    let uses_seccomp = images.processes.iter().flat_map(|p| p.cores.iter()).any(|c| {
+        c.thread_core.as_ref().and_then(|t| t.seccomp_mode).unwrap_or(0) != 0
+    });
     let options_word = libc::PTRACE_O_TRACESYSGOOD
         | libc::PTRACE_O_EXITKILL
         | libc::PTRACE_O_TRACEFORK
         | libc::PTRACE_O_TRACEVFORK
-        | libc::PTRACE_O_TRACECLONE;
+        | libc::PTRACE_O_TRACECLONE
+        // Filters installed by the restorer must not see the tracer's calls after them.
+        | if uses_seccomp { sys::PTRACE_O_SUSPEND_SECCOMP } else { 0 };
     sys::seize_thread(child, options_word).map_err(io_err(root, "seize restored root"))?;
     let mut sync_write = fs::File::from(sync_write);
     sync_write.write_all(b"g").map_err(io_err(root, "release child"))?;
@@ -960,6 +972,21 @@ fn plan(
         if let Some(signal) = tcore.pdeath_sig.filter(|&s| s != 0) {
             ops.push((Sys::Prctl, [libc::PR_SET_PDEATHSIG as u64, signal as u64, 0, 0, 0, 0], format!("tid {tid}: pdeathsig")));
         }
+        // Filters go in while the thread is still root (installing one needs
+        // CAP_SYS_ADMIN or no_new_privs); the tracer suspends them for what follows.
+        let seccomp_mode = tcore.seccomp_mode.unwrap_or(0) as u32;
+        if seccomp_mode == SECCOMP_MODE_FILTER {
+            for filter in seccomp_chain(&images.seccomp, tid, tcore.seccomp_filter)? {
+                let code = program.data(filter);
+                let mut fprog = [0u8; 16];
+                fprog[0..2].copy_from_slice(&((filter.len() / 8) as u16).to_ne_bytes());
+                fprog[8..16].copy_from_slice(&code.to_ne_bytes());
+                let fprog = program.data(&fprog);
+                ops.push((Sys::Seccomp, [SECCOMP_SET_MODE_FILTER, 0, fprog, 0, 0, 0], format!("tid {tid}: seccomp filter")));
+            }
+        } else if seccomp_mode > SECCOMP_MODE_FILTER {
+            return Err(RestoreError::BadImage { image: format!("core-{tid}.img"), what: format!("unknown seccomp mode {seccomp_mode} (thread_core.seccomp_mode)") });
+        }
         if let Some(creds) = &tcore.creds {
             ops.extend(creds_ops(&mut program, creds, tid));
         }
@@ -969,6 +996,10 @@ fn plan(
         // Changing credentials resets dumpable: the process's own value goes last.
         if let (Some(dumpable), true) = (mm.dumpable, tid as i32 == pid) {
             ops.push((Sys::Prctl, [libc::PR_SET_DUMPABLE as u64, dumpable as u64, 0, 0, 0, 0], format!("tid {tid}: dumpable")));
+        }
+        // Strict mode allows almost nothing: last (the tracer's calls are not filtered).
+        if seccomp_mode == SECCOMP_MODE_STRICT {
+            ops.push((Sys::Seccomp, [SECCOMP_SET_MODE_STRICT, 0, 0, 0, 0, 0], format!("tid {tid}: seccomp strict mode")));
         }
         thread_ops.push(ops);
     }
@@ -995,6 +1026,33 @@ fn plan(
         shmem_used,
         thread_ops,
     })
+}
+
+const SECCOMP_MODE_STRICT: u32 = 1;
+const SECCOMP_MODE_FILTER: u32 = 2;
+const SECCOMP_SET_MODE_STRICT: u64 = 0;
+const SECCOMP_SET_MODE_FILTER: u64 = 1;
+
+/// A thread's seccomp filters, oldest first: from its newest (`newest`, an index into
+/// seccomp.img) back through each filter's `prev`.
+fn seccomp_chain(filters: &[pb::SeccompFilter], tid: u32, newest: Option<u32>) -> Result<Vec<&[u8]>, RestoreError> {
+    let bad = |what: String| RestoreError::BadImage { image: "seccomp.img".into(), what };
+    let mut chain = Vec::new();
+    let mut next = Some(newest.ok_or_else(|| bad(format!("thread {tid} in filter mode names no filter (thread_core.seccomp_filter)")))?);
+    while let Some(index) = next {
+        let filter = filters.get(index as usize).ok_or_else(|| bad(format!("thread {tid}: no filter {index} (seccomp_filters)")))?;
+        let instructions = filter.filter.len() / 8;
+        if filter.filter.len() % 8 != 0 || instructions == 0 || instructions > 4096 {
+            return Err(bad(format!("filter {index} is {} bytes, not 1 to 4096 8-byte instructions (seccomp_filters.filter)", filter.filter.len())));
+        }
+        if chain.len() >= filters.len() {
+            return Err(bad(format!("filter {index} is part of a loop (seccomp_filters.prev)")));
+        }
+        chain.push(filter.filter.as_slice());
+        next = filter.prev;
+    }
+    chain.reverse();
+    Ok(chain)
 }
 
 /// The syscalls that give a thread its dumped credentials, in an order that keeps the

@@ -461,6 +461,35 @@ pub fn read_rseq_config(tid: i32) -> io::Result<Option<RseqConfig>> {
     }))
 }
 
+/// `PTRACE_O_SUSPEND_SECCOMP`: while traced, the tracee's seccomp filters and strict
+/// mode do not apply (needs CAP_SYS_ADMIN), so injected syscalls are not filtered.
+pub const PTRACE_O_SUSPEND_SECCOMP: libc::c_int = 0x0020_0000;
+
+/// The `index`-th seccomp filter of a stopped tracee (0 is the oldest) as raw
+/// `struct sock_filter` instructions; `None` past the newest.
+#[doc(alias = "PTRACE_SECCOMP_GET_FILTER")]
+pub fn read_seccomp_filter(tid: i32, index: u64) -> io::Result<Option<Vec<u8>>> {
+    const PTRACE_SECCOMP_GET_FILTER: libc::c_uint = 0x420c;
+    const INSN_BYTES: usize = 8;
+    // SAFETY: with a null buffer the kernel only returns the instruction count.
+    let count = match check(unsafe { libc::ptrace(PTRACE_SECCOMP_GET_FILTER, tid, index as usize, 0usize) }) {
+        Ok(count) => count as usize,
+        Err(error) if error.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
+        Err(error) => return Err(error),
+    };
+    // BPF_MAXINSNS is 4096: a bigger count is not a filter.
+    if count > 4096 {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("seccomp filter of {count} instructions")));
+    }
+    let mut buf = vec![0u8; count * INSN_BYTES];
+    // SAFETY: the kernel writes `count` 8-byte instructions, the size of `buf`.
+    let written = check(unsafe { libc::ptrace(PTRACE_SECCOMP_GET_FILTER, tid, index as usize, buf.as_mut_ptr()) })? as usize;
+    if written != count {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "seccomp filter changed size while read"));
+    }
+    Ok(Some(buf))
+}
+
 /// Unregisters the calling thread's glibc rseq area, which the restorer is about to
 /// unmap (the kernel would fault on it at the next return to user space).
 pub fn unregister_own_rseq(thread_pointer: u64) -> io::Result<()> {

@@ -271,6 +271,8 @@ pub const TESTS: &[TestSpec] = &[
     TestSpec { args: &["prctl"], ..cas("tree_prctl", "tree_state") },
     TestSpec { args: &["misc"], ..cas("tree_misc", "tree_state") },
     TestSpec { args: &["itimers"], ..cas("tree_itimers", "tree_state") },
+    TestSpec { args: &["filter"], requirements: &[Requirement::Root], ..cas("seccomp_filter", "seccomp") },
+    TestSpec { args: &["strict"], requirements: &[Requirement::Root], ..cas("seccomp_strict", "seccomp") },
     TestSpec { args: &["posix_timers"], volatile_status: &["SigPnd", "ShdPnd"], ..cas("posix_timers", "tree_state") },
     // Issue 4: real language runtimes (`--group runtime`).
     runtime("rt_python", "threads.py"),

@@ -132,7 +132,7 @@ pub struct Config {
     pub iters: u32,
     /// Dump with `--leave-running`, kill the original, then restore.
     pub snap: bool,
-    /// Keep images and logs of failed tests.
+    /// Keep every test's images and logs (else they are removed).
     pub keep: bool,
     /// Also run tests gated behind `Requirement::Big`.
     pub big: bool,
@@ -449,8 +449,7 @@ impl Harness {
             live.root.get_or_insert(init);
         }
         self.kill_tree(&live);
-        let failed = matches!(outcome.verdict, Verdict::Failed(_));
-        if !(failed && self.config.keep) {
+        if !self.config.keep {
             let _ = std::fs::remove_dir_all(&outdir);
         }
         outcome

@@ -133,6 +133,7 @@ impl crate::Abi for Aarch64 {
             Sys::TimerGettime => 108,
             Sys::TimerGetoverrun => 109,
             Sys::TimerDelete => 111,
+            Sys::Seccomp => 277,
         })
     }
 

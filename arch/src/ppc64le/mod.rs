@@ -160,6 +160,7 @@ impl crate::Abi for Ppc64le {
             Sys::TimerGettime => 242,
             Sys::TimerGetoverrun => 243,
             Sys::TimerDelete => 244,
+            Sys::Seccomp => 358,
         })
     }
 

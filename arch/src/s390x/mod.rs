@@ -115,6 +115,7 @@ impl crate::Abi for S390x {
             Sys::TimerGettime => 256,
             Sys::TimerGetoverrun => 257,
             Sys::TimerDelete => 258,
+            Sys::Seccomp => 348,
         })
     }
 

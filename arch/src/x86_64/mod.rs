@@ -126,6 +126,7 @@ impl crate::Abi for X86_64 {
             Sys::TimerGettime => 224,
             Sys::TimerGetoverrun => 225,
             Sys::TimerDelete => 226,
+            Sys::Seccomp => 317,
         })
     }
 
