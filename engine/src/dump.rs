@@ -279,7 +279,7 @@ impl Frozen {
                     // was doing the way the kernel would have.
                     let resume = HostArch::resume_regs(&thread.regs.gpr, true);
                     let restarts = HostArch::ip(&resume) != HostArch::ip(&thread.regs.gpr);
-                    if infect::release_thread(thread.tid, &resume, restarts, thread.sigmask).is_ok() {
+                    if infect::release_thread(thread.tid, &resume, restarts, thread.sigmask, 0).is_ok() {
                         continue;
                     }
                 }

@@ -4,7 +4,7 @@
 //! Dump side runs in crust against /proc of the stopped target; restore side runs in the
 //! forked child before the restorer, where fds are still ordinary fds of "this" process.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
@@ -648,25 +648,14 @@ impl Broker {
                 continue;
             }
             let number = base + broker.fds.len() as i32;
-            let reg = files.get(&id).ok_or(format!("file id {id} is not in files.img"))?;
-            let flags = reg.flags as i32 & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_CLOEXEC);
-            let opened = match ghosts.get(&id) {
-                Some(ghost_id) => open_ghost(dir, *ghost_id, reg, flags),
-                None => sys::open_raw(Path::new(&reg.name), flags, 0).map_err(|e| format!("open {}: {e}", reg.name)),
-            };
-            let opened = match opened {
+            let opened = match open_regular(files, ghosts, dir, id) {
                 Ok(fd) => fd,
                 Err(error) => {
                     broker.close();
                     return Err(error);
                 }
             };
-            let placed = (|| {
-                if reg.pos != 0 {
-                    sys::seek_to(opened, reg.pos).map_err(|e| format!("seek {} to {}: {e}", reg.name, reg.pos))?;
-                }
-                sys::place_fd(opened, number, true).map_err(|e| format!("place {} at fd {number}: {e}", reg.name))
-            })();
+            let placed = sys::place_fd(opened, number, true).map_err(|e| format!("place file {id} at fd {number}: {e}"));
             if opened != number {
                 sys::close_fd(opened);
             }
@@ -713,15 +702,79 @@ impl Broker {
         }
     }
 
-    /// Installs one process's fds at their numbers, with their close-on-exec flags.
-    pub(crate) fn install(&self, fds: &[pb::FdinfoEntry]) -> Result<(), String> {
+    /// Installs one process's fds at their numbers, with their close-on-exec flags. A
+    /// regular file only this process holds is not in the broker (see [`broker_ids`]):
+    /// it is opened here, once, and its other fds are copies of the first.
+    pub(crate) fn install(&self, fds: &[pb::FdinfoEntry], files: &BTreeMap<u32, pb::RegFileEntry>, dir: &Path) -> Result<(), String> {
+        let mut private: BTreeMap<u32, i32> = BTreeMap::new();
         for fd in fds {
-            let source = self.fds.get(&fd.id).ok_or(format!("fd {}: file id {} was not opened", fd.fd, fd.id))?;
+            let number = fd.fd as i32;
             let cloexec = fd.flags & libc::FD_CLOEXEC as u32 != 0;
-            sys::place_fd(*source, fd.fd as i32, cloexec).map_err(|e| format!("fd {}: {e}", fd.fd))?;
+            let source = match (self.fds.get(&fd.id), private.get(&fd.id)) {
+                (Some(&source), _) | (None, Some(&source)) => source,
+                (None, None) if files.contains_key(&fd.id) => {
+                    let opened = open_regular(files, &BTreeMap::new(), dir, fd.id).map_err(|e| format!("fd {number}: {e}"))?;
+                    let placed = sys::place_fd(opened, number, cloexec).map_err(|e| format!("fd {number}: {e}"));
+                    if opened != number {
+                        sys::close_fd(opened);
+                    }
+                    placed?;
+                    private.insert(fd.id, number);
+                    continue;
+                }
+                (None, None) => return Err(format!("fd {number}: file id {} was not opened", fd.id)),
+            };
+            sys::place_fd(source, number, cloexec).map_err(|e| format!("fd {number}: {e}"))?;
         }
         Ok(())
     }
+}
+
+/// The file ids the broker opens before the first fork: every description but a regular
+/// file that one process alone holds (opened by that process itself, so a process with
+/// thousands of files does not need a second fd for each under RLIMIT_NOFILE), plus
+/// unlinked files that are mapped. `ghosts`: reg-file id → ghost id.
+pub(crate) fn broker_ids<'a>(
+    processes: impl IntoIterator<Item = (&'a [pb::FdinfoEntry], &'a [pb::VmaEntry])>,
+    files: &BTreeMap<u32, pb::RegFileEntry>,
+    ghosts: &BTreeMap<u32, u32>,
+    mapped_status: u32,
+) -> BTreeSet<u32> {
+    let mut holders: BTreeMap<u32, usize> = BTreeMap::new();
+    let mut ids = BTreeSet::new();
+    for (fds, vmas) in processes {
+        let own: BTreeSet<u32> = fds.iter().map(|f| f.id).collect();
+        for id in own {
+            *holders.entry(id).or_default() += 1;
+        }
+        ids.extend(
+            vmas.iter().filter(|v| v.status & mapped_status != 0 && ghosts.contains_key(&(v.shmid as u32))).map(|v| v.shmid as u32),
+        );
+    }
+    for (id, count) in holders {
+        if count > 1 || !files.contains_key(&id) || ghosts.contains_key(&id) {
+            ids.insert(id);
+        }
+    }
+    ids
+}
+
+/// Opens regular file `id` (or brings back its ghost) with its dumped flags and offset,
+/// at the lowest free fd.
+fn open_regular(files: &BTreeMap<u32, pb::RegFileEntry>, ghosts: &BTreeMap<u32, u32>, dir: &Path, id: u32) -> Result<i32, String> {
+    let reg = files.get(&id).ok_or(format!("file id {id} is not in files.img"))?;
+    let flags = reg.flags as i32 & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_CLOEXEC);
+    let opened = match ghosts.get(&id) {
+        Some(ghost_id) => open_ghost(dir, *ghost_id, reg, flags)?,
+        None => sys::open_raw(Path::new(&reg.name), flags, 0).map_err(|e| format!("open {}: {e}", reg.name))?,
+    };
+    if reg.pos != 0 {
+        if let Err(e) = sys::seek_to(opened, reg.pos) {
+            sys::close_fd(opened);
+            return Err(format!("seek {} to {}: {e}", reg.name, reg.pos));
+        }
+    }
+    Ok(opened)
 }
 
 /// Recreates an unlinked file from its ghost image: written beside its old name,

@@ -90,7 +90,9 @@ pub fn find_syscall_in_vdso(tid: i32, mem: &File, vdso_start: u64, vdso_end: u64
 /// sent right after the release then interrupts the syscall exactly as it would have
 /// without the checkpoint, instead of being handled in user space just before the
 /// syscall starts again (and then sleeping through it).
-pub fn release_thread(tid: i32, regs: &Regs, restarts: bool, sigmask: u64) -> Result<(), InfectError> {
+/// `detach_signal` (0: none) is sent to the thread as it leaves its syscall stop: a
+/// stop signal there stops it before it runs a single user instruction.
+pub fn release_thread(tid: i32, regs: &Regs, restarts: bool, sigmask: u64, detach_signal: i32) -> Result<(), InfectError> {
     HostArch::write_gpr(tid, regs).map_err(|e| InfectError::Arch(e, tid))?;
     if restarts {
         sys::write_sigmask(tid, !0u64).map_err(|source| InfectError::Io { tid, op: "PTRACE_SETSIGMASK", source })?;
@@ -104,6 +106,6 @@ pub fn release_thread(tid: i32, regs: &Regs, restarts: bool, sigmask: u64) -> Re
         }
     }
     sys::write_sigmask(tid, sigmask).map_err(|source| InfectError::Io { tid, op: "PTRACE_SETSIGMASK", source })?;
-    sys::detach_thread(tid, 0).map_err(|source| InfectError::Io { tid, op: "PTRACE_DETACH", source })?;
+    sys::detach_thread(tid, detach_signal).map_err(|source| InfectError::Io { tid, op: "PTRACE_DETACH", source })?;
     Ok(())
 }

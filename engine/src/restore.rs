@@ -225,6 +225,11 @@ impl ProcessImages {
     fn is_zombie(&self) -> bool {
         self.task_state() == TASK_DEAD
     }
+
+    /// The signal that stopped a stopped task (SIGSTOP when the image does not say).
+    fn stop_signal(&self) -> i32 {
+        self.cores[0].tc.as_ref().and_then(|t| t.stop_signo).filter(|&s| s > 0 && s < 32).unwrap_or(libc::SIGSTOP as u32) as i32
+    }
 }
 
 /// CRIU's task states.
@@ -397,9 +402,11 @@ pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> 
             finish_process(process, plan, &host)?;
         }
     }
+    // Return only once the stopped ones are stopped (their stop is already pending).
     for process in images.processes.iter().filter(|p| p.task_state() == TASK_STOPPED) {
-        let signal = process.cores[0].tc.as_ref().and_then(|t| t.stop_signo).filter(|&s| s > 0 && s < 32).unwrap_or(libc::SIGSTOP as u32);
-        let _ = sys::send_signal(host[&process.pid()], signal as i32);
+        for &tid in &process.pstree.threads {
+            wait_until_stopped(process.pid(), host[&(tid as i32)])?;
+        }
     }
     guard.released = true;
     // From here on, the root is named by its pid on this host.
@@ -418,6 +425,22 @@ pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> 
         }
     };
     Ok(RestoreReport { pid: root, processes: images.processes.len(), total, exit_code })
+}
+
+/// Waits until host task `tid` shows state T in /proc (its stop signal is pending: the
+/// kernel acts on it as soon as the task is scheduled), for at most two seconds.
+fn wait_until_stopped(pid: i32, tid: i32) -> Result<(), RestoreError> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let stat = fs::read_to_string(format!("/proc/{tid}/stat")).map_err(io_err(pid, "read stat of a stopped task"))?;
+        if procfs::parse_stat(&stat).is_ok_and(|s| s.state == 'T') {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(RestoreError::Child { pid, what: format!("task {tid} did not stop within 2 s of its stop signal") });
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
 }
 
 /// Kills the tree unless it was released.
@@ -487,14 +510,12 @@ struct TreePlan {
 
 /// The file ids the broker opens: every fd's, and every unlinked mapped file's.
 fn broker_ids(images: &Images) -> std::collections::BTreeSet<u32> {
-    let fds = images.processes.iter().flat_map(|p| p.fds.iter().map(|f| f.id));
-    let mapped_ghosts = images
-        .processes
-        .iter()
-        .flat_map(|p| p.mm.vmas.iter())
-        .filter(|v| v.status & (vs::FILE_PRIVATE | vs::FILE_SHARED) != 0 && images.ghosts.contains_key(&(v.shmid as u32)))
-        .map(|v| v.shmid as u32);
-    fds.chain(mapped_ghosts).collect()
+    crate::files::broker_ids(
+        images.processes.iter().map(|p| (p.fds.as_slice(), p.mm.vmas.as_slice())),
+        &images.files,
+        &images.ghosts,
+        vs::FILE_PRIVATE | vs::FILE_SHARED,
+    )
 }
 
 fn round_up(value: u64, to: u64) -> u64 {
@@ -1284,7 +1305,7 @@ fn process_main(tree: &TreePlan, images: &Images, options: &RestoreOptions, inde
         keep.push(tree.error_fd);
         keep.extend(tree.shmem.values().map(|s| s.0));
         close_all_but(&keep)?;
-        broker.install(&process.fds)?;
+        broker.install(&process.fds, &images.files, &options.dir)?;
         let earlier = images.processes[..index].iter().flat_map(|p| p.fds.iter().map(|f| f.id)).collect();
         broker.after_install(&process.fds, &earlier)?;
         // Orphans of a helper come here only if this process is a subreaper already.
@@ -1530,7 +1551,11 @@ fn finish_process(process: &ProcessImages, plan: &Plan, host: &BTreeMap<i32, i32
     if result != 0 {
         return Err(RestoreError::Child { pid, what: format!("unmap restorer: {}", io::Error::from_raw_os_error(-result as i32)) });
     }
-    for ((&tid, core), ext) in tids.iter().zip(&process.cores).zip(&ext_templates) {
+    // A stopped process gets its stop signal as its last thread leaves the tracer: the
+    // whole group stops before any of it runs.
+    let stop_signal = (process.task_state() == TASK_STOPPED).then(|| process.stop_signal()).unwrap_or(0);
+    for (index, ((&tid, core), ext)) in tids.iter().zip(&process.cores).zip(&ext_templates).enumerate() {
+        let detach_signal = if index + 1 == tids.len() { stop_signal } else { 0 };
         let dumped = HostArch::regs_from_core(core, ext)
             .map_err(|what| RestoreError::BadImage { image: format!("core-{tid}.img"), what })?;
         let gpr = HostArch::resume_regs(&dumped.gpr, false);
@@ -1542,7 +1567,7 @@ fn finish_process(process: &ProcessImages, plan: &Plan, host: &BTreeMap<i32, i32
             .and_then(|t| t.blk_sigset)
             .or(core.tc.as_ref().map(|t| t.blk_sigset))
             .unwrap_or(0);
-        crate::infect::release_thread(tid, &gpr, restarts, mask).map_err(|source| RestoreError::Infect { pid: tid, source })?;
+        crate::infect::release_thread(tid, &gpr, restarts, mask, detach_signal).map_err(|source| RestoreError::Infect { pid: tid, source })?;
     }
     Ok(())
 }
