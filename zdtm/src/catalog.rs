@@ -198,6 +198,7 @@ pub const TESTS: &[TestSpec] = &[
     rust("file_offsets"),
     rust("unlinked_file"),
     c("high_fd"),
+    c("fds_many"),
     c("static_bin"),
     c("static_rust"),
     rust("rust_std"),
