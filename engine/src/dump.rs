@@ -889,7 +889,7 @@ fn write_images(
         w.write_entry(&ids).map_err(image(pid))?;
         w.finish().map_err(image(pid))?;
     }
-    crate::files::write_images(root, dir, files)?;
+    crate::files::write_images(root, dir, files, collected.len() as u32 + 1)?;
     Ok(())
 }
 

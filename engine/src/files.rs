@@ -22,6 +22,7 @@ mod inet;
 mod inotify;
 mod kernel;
 mod locks;
+mod memfd;
 mod pipe;
 mod unix;
 
@@ -51,6 +52,10 @@ pub(crate) struct FileTable {
     tcp_listeners: Option<BTreeMap<u32, (u32, u32)>>,
     /// Unix sockets dumped: (pid, fd, inode, peer inode), to check every peer is dumped.
     unix_dumped: Vec<(i32, u32, u32, u32)>,
+    /// memfd inodes (memfd.img) and the MEMFD file entries made for mappings, by
+    /// (inode id, open flags).
+    memfds: memfd::MemfdInodes,
+    memfd_mappings: BTreeMap<(u32, i32), u32>,
 }
 
 impl FileTable {
@@ -107,6 +112,30 @@ impl FileTable {
     }
 }
 
+impl FileTable {
+    /// A mapped memfd (`name` as /proc/PID/maps shows it): a MEMFD file entry opened
+    /// with `flags`, one per inode and flags, whoever maps it.
+    pub(crate) fn add_memfd_mapping(&mut self, pid: i32, start: u64, end: u64, name: &str, flags: i32) -> Result<u32, DumpError> {
+        let source = PathBuf::from(format!("/proc/{pid}/map_files/{start:x}-{end:x}"));
+        let inode_id = self
+            .memfds
+            .add(&source, name)
+            .map_err(|what| DumpError::Unsupported { pid, what: format!("memory area {start:#x}-{end:#x} ({name}): {what}") })?;
+        if let Some(&id) = self.memfd_mappings.get(&(inode_id, flags)) {
+            return Ok(id);
+        }
+        let id = self.next_id();
+        self.entries.push(pb::FileEntry {
+            r#type: pb::FdTypes::Memfd as i32,
+            id,
+            memfd: Some(pb::MemfdFileEntry { id, flags: flags as u32, pos: 0, fown: Default::default(), inode_id }),
+            ..Default::default()
+        });
+        self.memfd_mappings.insert((inode_id, flags), id);
+        Ok(id)
+    }
+}
+
 /// One open fd of the target.
 pub(crate) struct DumpedFd {
     fd: u32,
@@ -123,7 +152,7 @@ fn classify(link: &str, mode: u32, shell_job: bool) -> Result<pb::FdTypes, Strin
         libc::S_IFIFO if link.starts_with("pipe:[") => pb::FdTypes::Pipe,
         libc::S_IFIFO if link.starts_with('/') => pb::FdTypes::Fifo,
         libc::S_IFSOCK => pb::FdTypes::Unixsk,
-        libc::S_IFREG if link.starts_with("/memfd:") => return Err("memfd".into()),
+        libc::S_IFREG if link.starts_with("/memfd:") => pb::FdTypes::Memfd,
         libc::S_IFREG | libc::S_IFDIR if link.starts_with('/') => pb::FdTypes::Reg,
         libc::S_IFCHR if link.starts_with('/') && (!is_tty || shell_job) => pb::FdTypes::Reg,
         libc::S_IFCHR if link.starts_with("/dev/ptmx") || link.starts_with("/dev/pts/") => {
@@ -271,6 +300,13 @@ pub(crate) fn collect_fds(pid: i32, shell_job: bool, files: &mut FileTable) -> R
                 } else {
                     files.entries.push(FileTable::reg_entry(id, &link, open_flags, info.pos, Some(&meta)));
                 }
+            }
+            pb::FdTypes::Memfd => {
+                let inode_id = files.memfds.add(&fd_path, &link_text).map_err(unsupported)?;
+                files.entries.push(pb::FileEntry {
+                    memfd: Some(pb::MemfdFileEntry { id, flags: open_flags as u32, pos: info.pos, fown: Default::default(), inode_id }),
+                    ..entry(kind)
+                });
             }
             pb::FdTypes::Pipe | pb::FdTypes::Fifo => {
                 let pipe_id = meta.ino() as u32;
@@ -430,7 +466,7 @@ pub(crate) fn write_fdinfo(pid: i32, dir: &Path, fds: &[DumpedFd], files_id: u32
 }
 
 /// Writes the tree's files.img and, for unlinked files, ghost-file and remap-fpath.
-pub(crate) fn write_images(pid: i32, dir: &Path, files: &FileTable) -> Result<(), DumpError> {
+pub(crate) fn write_images(pid: i32, dir: &Path, files: &FileTable, first_shmem_pages_id: u32) -> Result<(), DumpError> {
     let image = |source| DumpError::Image { pid, source };
     let mut w = ImageWriter::create(dir, ImageKind::Files, 0).map_err(image)?;
     for entry in &files.entries {
@@ -450,6 +486,8 @@ pub(crate) fn write_images(pid: i32, dir: &Path, files: &FileTable) -> Result<()
         }
         w.finish().map_err(image)?;
     }
+    // memfd data takes pages ids after every process's.
+    files.memfds.write(dir, first_shmem_pages_id).map_err(|what| DumpError::Unsupported { pid, what: format!("memfd data: {what}") })?;
     if !files.locks.is_empty() {
         let mut w = ImageWriter::create(dir, ImageKind::FileLocks, 0).map_err(image)?;
         for lock in &files.locks {
@@ -558,6 +596,7 @@ fn create_special_files(dir: &Path, regs: &BTreeMap<u32, pb::RegFileEntry>) -> R
     let path = dir.join(ImageKind::Files.file_name(0));
     let entries = crust_images::read_entries::<pb::FileEntry>(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let (mut pipes, mut fifos, mut sockets, mut inet_sockets) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut memfds = Vec::new();
     let mut made = BTreeMap::new();
     let mut epolls = BTreeMap::new();
     for entry in entries {
@@ -581,12 +620,19 @@ fn create_special_files(dir: &Path, regs: &BTreeMap<u32, pb::RegFileEntry>) -> R
             pb::FdTypes::Inotify => {
                 made.insert(entry.id, inotify::create_inotify(entry.ify.as_ref().ok_or_else(missing)?)?);
             }
+            pb::FdTypes::Memfd => memfds.push(entry.memfd.ok_or_else(missing)?),
             pb::FdTypes::Eventpoll => {
                 let epoll = entry.epfd.ok_or_else(missing)?;
                 made.insert(entry.id, anon::create_epoll(&epoll)?);
                 epolls.insert(entry.id, epoll);
             }
             other => return Err(format!("{}: file {} of type {other:?} is not supported yet", path.display(), entry.id)),
+        }
+    }
+    if !memfds.is_empty() {
+        let inodes = memfd::create_inodes(dir)?;
+        for entry in &memfds {
+            made.insert(entry.id, memfd::open_description(&inodes, entry)?);
         }
     }
     if !pipes.is_empty() {
@@ -747,8 +793,12 @@ pub(crate) fn broker_ids<'a>(
         for id in own {
             *holders.entry(id).or_default() += 1;
         }
+        // Unlinked files and memfds that are mapped: the restorer maps them from a copy
+        // of the broker's fd (they cannot be opened by name).
         ids.extend(
-            vmas.iter().filter(|v| v.status & mapped_status != 0 && ghosts.contains_key(&(v.shmid as u32))).map(|v| v.shmid as u32),
+            vmas.iter()
+                .filter(|v| v.status & mapped_status != 0 && (ghosts.contains_key(&(v.shmid as u32)) || !files.contains_key(&(v.shmid as u32))))
+                .map(|v| v.shmid as u32),
         );
     }
     for (id, count) in holders {

@@ -182,6 +182,13 @@ fn classify_vma(
             vma.flags |= libc::MAP_ANONYMOUS as u32;
             vma.shmid = map.inode;
         }
+        _ if name.starts_with("/memfd:") => {
+            let open_flags = if map.shared && has("mw") { libc::O_RDWR } else { libc::O_RDONLY };
+            let id = files.add_memfd_mapping(pid, map.start, map.end, name, open_flags)?;
+            vma.shmid = id as u64;
+            vma.fdflags = Some(open_flags as u32);
+            vma.status |= vs::MEMFD | if map.shared { vs::FILE_SHARED } else { vs::FILE_PRIVATE };
+        }
         _ if name.starts_with('/') && !name.ends_with(" (deleted)") && !name.starts_with("/memfd:") && !name.starts_with("/SYSV") => {
             let open_flags = if map.shared && has("mw") { libc::O_RDWR } else { libc::O_RDONLY };
             let id = files.add_path(pid, Path::new(name), open_flags)?;

@@ -714,7 +714,9 @@ fn plan(
     let mut broker_helpers = Vec::new();
     for vma in &mm.vmas {
         let id = vma.shmid as u32;
-        if vma.status & (vs::FILE_PRIVATE | vs::FILE_SHARED) != 0 && !file_fds.contains_key(&id) && images.ghosts.contains_key(&id) {
+        // Unlinked files and memfds cannot be opened by name: the broker has them.
+        let from_broker = images.ghosts.contains_key(&id) || !images.files.contains_key(&id);
+        if vma.status & (vs::FILE_PRIVATE | vs::FILE_SHARED) != 0 && !file_fds.contains_key(&id) && from_broker {
             let fd = helper_base + 1 + file_fds.len() as i32;
             file_fds.insert(id, fd);
             broker_helpers.push((fd, id));

@@ -90,7 +90,7 @@ pub fn entry_message_name(kind: ImageKind) -> Option<&'static str> {
         Inventory => "criu.inventory_entry",
         Pstree => "criu.pstree_entry",
         Fdinfo => "criu.fdinfo_entry",
-        Pagemap => "criu.pagemap_entry",
+        Pagemap | PagemapShmem => "criu.pagemap_entry",
         Core => "criu.core_entry",
         Ids => "criu.task_kobj_ids_entry",
         Vmas => "criu.vma_entry",
@@ -161,7 +161,7 @@ pub fn entry_message_name(kind: ImageKind) -> Option<&'static str> {
 /// Message of entry `index` of an image of `kind`.
 fn message_for_entry(kind: ImageKind, index: usize) -> Result<MessageDescriptor, JsonError> {
     let name = match (kind, index) {
-        (ImageKind::Pagemap, 0) => "criu.pagemap_head",
+        (ImageKind::Pagemap | ImageKind::PagemapShmem, 0) => "criu.pagemap_head",
         (ImageKind::GhostFile, 0) => "criu.ghost_file_entry",
         _ => entry_message_name(kind).ok_or(JsonError::NoSchema { kind: kind.name() })?,
     };

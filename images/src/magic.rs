@@ -66,6 +66,9 @@ image_kinds! {
     Fdinfo = (0x5621_3732, "FDINFO", Common, "fdinfo-{}.img"),
     /// pagemap-N.img: which pages of a task were dumped where.
     Pagemap = (0x5608_4025, "PAGEMAP", Common, "pagemap-{}.img"),
+    /// pagemap-shmem-N.img: which pages of shared memory object N (a memfd's inode)
+    /// were dumped where; PAGEMAP's magic and messages.
+    PagemapShmem = (0x5608_4025, "PAGEMAP", Common, "pagemap-shmem-{}.img"),
     /// pages-N.img: raw page contents.
     Pages = (0, "PAGES", Raw, "pages-{}.img"),
     /// core-N.img: one thread's registers and task state.

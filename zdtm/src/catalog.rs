@@ -199,6 +199,7 @@ pub const TESTS: &[TestSpec] = &[
     rust("unlinked_file"),
     c("high_fd"),
     c("fds_many"),
+    c("memfd_data"),
     c("static_bin"),
     c("static_rust"),
     rust("rust_std"),

@@ -497,3 +497,42 @@ pub fn send_to(fd: RawFd, buf: &[u8], address: &InetAddress) -> io::Result<()> {
     } as libc::c_long)?;
     Ok(())
 }
+
+/// `memfd_create(name, flags)`.
+#[doc(alias = "memfd_create")]
+pub fn create_memfd(name: &str, flags: u32) -> io::Result<OwnedFd> {
+    let name = std::ffi::CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: name is a NUL-terminated string that outlives the call.
+    owned(unsafe { libc::syscall(libc::SYS_memfd_create, name.as_ptr(), flags as libc::c_long) })
+}
+
+/// `fcntl(fd, F_GET_SEALS)`.
+pub fn seals(fd: RawFd) -> io::Result<u32> {
+    // SAFETY: no pointers.
+    check(unsafe { libc::fcntl(fd, libc::F_GET_SEALS) } as libc::c_long).map(|v| v as u32)
+}
+
+/// `fcntl(fd, F_ADD_SEALS, seals)`.
+pub fn add_seals(fd: RawFd, seals: u32) -> io::Result<()> {
+    // SAFETY: no pointers.
+    check(unsafe { libc::fcntl(fd, libc::F_ADD_SEALS, seals as libc::c_int) } as libc::c_long).map(|_| ())
+}
+
+/// `lseek(fd, offset, SEEK_DATA or SEEK_HOLE)`: `None` past the last data (ENXIO).
+pub fn seek_data_or_hole(fd: RawFd, offset: u64, data: bool) -> io::Result<Option<u64>> {
+    let whence = if data { libc::SEEK_DATA } else { libc::SEEK_HOLE };
+    // SAFETY: no pointers.
+    match check(unsafe { libc::lseek(fd, offset as libc::off_t, whence) } as libc::c_long) {
+        Ok(at) => Ok(Some(at as u64)),
+        Err(error) if error.raw_os_error() == Some(libc::ENXIO) => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
+/// `fchown` and `fchmod` of a file crust created.
+pub fn set_owner_and_mode(fd: RawFd, uid: u32, gid: u32, mode: u32) -> io::Result<()> {
+    // SAFETY: no pointers.
+    check(unsafe { libc::fchown(fd, uid, gid) } as libc::c_long)?;
+    // SAFETY: no pointers.
+    check(unsafe { libc::fchmod(fd, mode as libc::mode_t) } as libc::c_long).map(|_| ())
+}

@@ -1,0 +1,196 @@
+//! memfd files. Each inode (name, size, mode, owner, seals) goes once to memfd.img and
+//! its data pages to pagemap-shmem-INO.img plus a pages image, as CRIU writes them; each
+//! open description, and each mapping, is a MEMFD entry of files.img naming the inode.
+//! Restore creates the inode with memfd_create and opens every description of it again
+//! through /proc/self/fd, so fds, mappings and processes keep sharing one inode.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use crust_images::{pb, ImageKind, ImageReader, ImageWriter};
+
+use super::kernel;
+use crate::sys;
+
+/// CRIU's pagemap entry flag: the pages are in this image's pages file.
+const PE_PRESENT: u32 = 1 << 2;
+/// Largest read or write of memfd data at once.
+const CHUNK: u64 = 1 << 20;
+
+/// Every memfd inode met during a dump, by inode number.
+#[derive(Default)]
+pub(crate) struct MemfdInodes {
+    by_ino: BTreeMap<u64, u32>,
+    /// Each inode's entry and a path its data can be read through.
+    entries: Vec<(pb::MemfdInodeEntry, PathBuf)>,
+}
+
+impl MemfdInodes {
+    /// The inode id of the memfd behind `source` (a /proc/PID/fd or map_files link of the
+    /// target); `link` is its name as /proc shows it (`/memfd:NAME (deleted)`).
+    pub(crate) fn add(&mut self, source: &Path, link: &str) -> Result<u32, String> {
+        let file = File::open(source).map_err(|e| format!("open {}: {e}", source.display()))?;
+        let meta = file.metadata().map_err(|e| format!("stat {}: {e}", source.display()))?;
+        if let Some(&id) = self.by_ino.get(&meta.ino()) {
+            return Ok(id);
+        }
+        if meta.blksize() > sys::page_size() {
+            return Err("hugetlb memfd".into());
+        }
+        // Without MFD_ALLOW_SEALING the kernel reports F_SEAL_SEAL: recreated the same.
+        let seals = kernel::seals(file.as_raw_fd()).map_err(|e| format!("F_GET_SEALS: {e}"))?;
+        let name = link.strip_prefix("/memfd:").map(|n| n.strip_suffix(" (deleted)").unwrap_or(n)).unwrap_or(link);
+        let id = self.entries.len() as u32 + 1;
+        self.entries.push((
+            pb::MemfdInodeEntry {
+                name: name.to_string(),
+                uid: meta.uid(),
+                gid: meta.gid(),
+                size: meta.len(),
+                shmid: meta.ino() as u32,
+                seals,
+                inode_id: id as u64,
+                hugetlb_flag: None,
+                mode: Some(meta.mode() & 0o7777),
+            },
+            source.to_path_buf(),
+        ));
+        self.by_ino.insert(meta.ino(), id);
+        Ok(id)
+    }
+
+    /// Writes memfd.img and each inode's data: pages-N.img from `first_pages_id` on.
+    /// Holes are skipped (SEEK_DATA), so sparse memfds stay sparse.
+    pub(crate) fn write(&self, dir: &Path, first_pages_id: u32) -> Result<(), String> {
+        if self.entries.is_empty() {
+            return Ok(());
+        }
+        let err = |what: String| move |e: crust_images::ImageError| format!("{what}: {e}");
+        let mut w = ImageWriter::create(dir, ImageKind::MemfdInode, 0).map_err(err("memfd.img".into()))?;
+        for (entry, _) in &self.entries {
+            w.write_entry(entry).map_err(err("memfd.img".into()))?;
+        }
+        w.finish().map_err(err("memfd.img".into()))?;
+        let page = sys::page_size();
+        for (index, (entry, source)) in self.entries.iter().enumerate() {
+            let pages_id = first_pages_id + index as u32;
+            let pagemap_name = ImageKind::PagemapShmem.file_name(entry.shmid as u64);
+            let mut pagemap = ImageWriter::create(dir, ImageKind::PagemapShmem, entry.shmid as u64).map_err(err(pagemap_name.clone()))?;
+            pagemap.write_entry(&pb::PagemapHead { pages_id }).map_err(err(pagemap_name.clone()))?;
+            let pages_path = dir.join(ImageKind::Pages.file_name(pages_id as u64));
+            let pages = File::create(&pages_path).map_err(|e| format!("create {}: {e}", pages_path.display()))?;
+            let file = File::open(source).map_err(|e| format!("open {}: {e}", source.display()))?;
+            let end = entry.size.div_ceil(page) * page;
+            let (mut at, mut written) = (0u64, 0u64);
+            let mut buf = Vec::new();
+            while at < end {
+                let Some(data) = kernel::seek_data_or_hole(file.as_raw_fd(), at, true).map_err(|e| format!("SEEK_DATA in memfd {}: {e}", entry.name))? else {
+                    break;
+                };
+                let hole = kernel::seek_data_or_hole(file.as_raw_fd(), data, false)
+                    .map_err(|e| format!("SEEK_HOLE in memfd {}: {e}", entry.name))?
+                    .unwrap_or(entry.size);
+                let (start, stop) = (data / page * page, (hole.div_ceil(page) * page).min(end));
+                if stop <= start {
+                    break;
+                }
+                let mut offset = start;
+                while offset < stop {
+                    let len = CHUNK.min(stop - offset) as usize;
+                    buf.clear();
+                    buf.resize(len, 0);
+                    // Past the size the page reads short: the rest stays zero.
+                    let mut got = 0;
+                    while got < len {
+                        match file.read_at(&mut buf[got..], offset + got as u64) {
+                            Ok(0) => break,
+                            Ok(n) => got += n,
+                            Err(e) => return Err(format!("read memfd {} at {}: {e}", entry.name, offset + got as u64)),
+                        }
+                    }
+                    pages.write_all_at(&buf, written).map_err(|e| format!("write {}: {e}", pages_path.display()))?;
+                    written += len as u64;
+                    offset += len as u64;
+                }
+                pagemap
+                    .write_entry(&pb::PagemapEntry::run(start, (stop - start) / page, PE_PRESENT))
+                    .map_err(err(pagemap_name.clone()))?;
+                at = stop;
+            }
+            pagemap.finish().map_err(err(pagemap_name))?;
+        }
+        Ok(())
+    }
+}
+
+/// Creates every inode of memfd.img with its data, owner, mode and seals: inode id → fd.
+pub(crate) fn create_inodes(dir: &Path) -> Result<BTreeMap<u32, OwnedFd>, String> {
+    let path = dir.join(ImageKind::MemfdInode.file_name(0));
+    let mut made = BTreeMap::new();
+    if !path.exists() {
+        return Ok(made);
+    }
+    let entries = crust_images::read_entries::<pb::MemfdInodeEntry>(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    for entry in entries {
+        let fd = create_inode(dir, &entry)?;
+        made.insert(entry.inode_id as u32, fd);
+    }
+    Ok(made)
+}
+
+fn create_inode(dir: &Path, entry: &pb::MemfdInodeEntry) -> Result<OwnedFd, String> {
+    let page = sys::page_size();
+    let fd = kernel::create_memfd(&entry.name, libc::MFD_ALLOW_SEALING | libc::MFD_CLOEXEC)
+        .map_err(|e| format!("memfd_create {}: {e}", entry.name))?;
+    let file = File::from(fd);
+    file.set_len(entry.size).map_err(|e| format!("memfd {}: set size {}: {e}", entry.name, entry.size))?;
+    let pagemap_path = dir.join(ImageKind::PagemapShmem.file_name(entry.shmid as u64));
+    let name = pagemap_path.display().to_string();
+    let mut reader = ImageReader::open(&pagemap_path).map_err(|e| format!("{name}: {e}"))?;
+    let head: pb::PagemapHead = reader.next_entry().map_err(|e| format!("{name}: {e}"))?.ok_or(format!("{name}: no pagemap head"))?;
+    let pages_path = dir.join(ImageKind::Pages.file_name(head.pages_id as u64));
+    let pages = File::open(&pages_path).map_err(|e| format!("open {}: {e}", pages_path.display()))?;
+    let end = entry.size.div_ceil(page) * page;
+    let mut from = 0u64;
+    let mut buf = Vec::new();
+    while let Some(run) = reader.next_entry::<pb::PagemapEntry>().map_err(|e| format!("{name}: {e}"))? {
+        let count = run.nr_pages.unwrap_or(run.compat_nr_pages as u64);
+        let bytes = count.checked_mul(page).filter(|&b| run.vaddr % page == 0 && run.vaddr.checked_add(b).is_some_and(|e| e <= end));
+        let Some(bytes) = bytes else {
+            return Err(format!("{name}: pages at offset {:#x} ({count} pages) outside memfd {} of {} bytes (pagemap_entry.vaddr)", run.vaddr, entry.name, entry.size));
+        };
+        let mut done = 0;
+        while done < bytes {
+            let len = CHUNK.min(bytes - done) as usize;
+            buf.resize(len, 0);
+            pages.read_exact_at(&mut buf, from).map_err(|e| format!("read {} at {from}: {e}", pages_path.display()))?;
+            // The last page reaches past the size: write only up to it.
+            let keep = len.min(entry.size.saturating_sub(run.vaddr + done) as usize);
+            file.write_all_at(&buf[..keep], run.vaddr + done).map_err(|e| format!("fill memfd {}: {e}", entry.name))?;
+            from += len as u64;
+            done += len as u64;
+        }
+    }
+    let fd = OwnedFd::from(file);
+    kernel::set_owner_and_mode(fd.as_raw_fd(), entry.uid, entry.gid, entry.mode.unwrap_or(0o777))
+        .map_err(|e| format!("memfd {}: owner and mode: {e}", entry.name))?;
+    if entry.seals != 0 {
+        kernel::add_seals(fd.as_raw_fd(), entry.seals).map_err(|e| format!("memfd {}: add seals {:#x}: {e}", entry.name, entry.seals))?;
+    }
+    Ok(fd)
+}
+
+/// One open description of a memfd inode: opened again through /proc/self/fd with the
+/// dumped flags, at the dumped offset.
+pub(crate) fn open_description(inodes: &BTreeMap<u32, OwnedFd>, entry: &pb::MemfdFileEntry) -> Result<OwnedFd, String> {
+    let inode = inodes.get(&entry.inode_id).ok_or(format!("memfd file {} names inode {}, not in memfd.img (memfd_file_entry.inode_id)", entry.id, entry.inode_id))?;
+    let flags = entry.flags as i32 & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_CLOEXEC);
+    let fd = kernel::reopen(inode.as_raw_fd(), flags).map_err(|e| format!("open memfd file {}: {e}", entry.id))?;
+    if entry.pos != 0 {
+        sys::seek_to(fd.as_raw_fd(), entry.pos).map_err(|e| format!("seek memfd file {} to {}: {e}", entry.id, entry.pos))?;
+    }
+    Ok(fd)
+}
