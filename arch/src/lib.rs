@@ -62,6 +62,9 @@ pub enum Sys {
     TimerGetoverrun,
     TimerDelete,
     Seccomp,
+    PidfdOpen,
+    Dup3,
+    Fcntl,
 }
 
 /// Pure ABI of one architecture: compiles and is tested on every host.

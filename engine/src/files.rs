@@ -56,6 +56,8 @@ pub(crate) struct FileTable {
     /// (inode id, open flags).
     memfds: memfd::MemfdInodes,
     memfd_mappings: BTreeMap<(u32, i32), u32>,
+    /// pidfds: (holder pid, fd, file id, target as this host numbers it, -1: exited).
+    pidfds: Vec<(i32, u32, u32, i32)>,
 }
 
 impl FileTable {
@@ -166,7 +168,7 @@ fn classify(link: &str, mode: u32, shell_job: bool) -> Result<pb::FdTypes, Strin
             "anon_inode:[timerfd]" => pb::FdTypes::Timerfd,
             "anon_inode:inotify" => pb::FdTypes::Inotify,
             "anon_inode:[fanotify]" => return Err("fanotify".into()),
-            "anon_inode:[pidfd]" => return Err("pidfd".into()),
+            "anon_inode:[pidfd]" => pb::FdTypes::Pidfd,
             "anon_inode:[io_uring]" => return Err("io_uring".into()),
             "anon_inode:bpf-map" | "anon_inode:bpf-prog" => return Err("bpf".into()),
             _ if link.starts_with("anon_inode:") => return Err(link.trim_start_matches("anon_inode:").to_string()),
@@ -308,6 +310,20 @@ pub(crate) fn collect_fds(pid: i32, shell_job: bool, files: &mut FileTable) -> R
                     ..entry(kind)
                 });
             }
+            pb::FdTypes::Pidfd => {
+                let target: i32 = procfs::parse_key_values(&info_text)
+                    .get("Pid")
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| unsupported("pidfd without a Pid: line in fdinfo".into()))?;
+                if target == 0 {
+                    return Err(unsupported("pidfd of a process outside this pid namespace".into()));
+                }
+                files.pidfds.push((pid, fd, id, target));
+                files.entries.push(pb::FileEntry {
+                    pidfd: Some(pb::PidfdEntry { id, ino: meta.ino() as u32, flags: open_flags as u32, nspid: target, fown: Default::default() }),
+                    ..entry(kind)
+                });
+            }
             pb::FdTypes::Pipe | pb::FdTypes::Fifo => {
                 let pipe_id = meta.ino() as u32;
                 let data = if kind == pb::FdTypes::Pipe { &mut files.pipe_data } else { &mut files.fifo_data };
@@ -422,6 +438,26 @@ fn unix_entry(pid: i32, fd: u32, id: u32, ino: u32, flags: i32, files: &mut File
         shutdown: Some(diag.shutdown as i32),
         ..Default::default()
     })
+}
+
+/// Names each pidfd's process as the dumped tree numbers it: `virtual_of` gives the
+/// tree's number of a host pid or tid of the tree, `None` outside it. A pidfd of a
+/// process that has exited keeps -1.
+pub(crate) fn resolve_pidfds(files: &mut FileTable, virtual_of: impl Fn(i32) -> Option<i32>) -> Result<(), DumpError> {
+    for &(pid, fd, id, target) in &files.pidfds {
+        let nspid = if target == -1 {
+            -1
+        } else {
+            virtual_of(target).ok_or_else(|| DumpError::Unsupported {
+                pid,
+                what: format!("fd {fd} (pidfd of process {target}, outside the dumped tree)"),
+            })?
+        };
+        if let Some(entry) = files.entries.iter_mut().find(|e| e.id == id).and_then(|e| e.pidfd.as_mut()) {
+            entry.nspid = nspid;
+        }
+    }
+    Ok(())
 }
 
 /// Checks, once every process's fds are collected, that each connected unix socket's
@@ -552,6 +588,12 @@ pub(crate) struct Broker {
     epolls: BTreeMap<u32, pb::EventpollFileEntry>,
     /// File locks, each taken again by its owner (by pid) after install.
     locks: Vec<pb::FileLockEntry>,
+    /// pidfds of live processes: opened in their holder once the whole tree exists
+    /// (`restore::finish_process`), skipped here.
+    late: BTreeSet<u32>,
+    /// pidfds of exited processes: (broker number, flags), made by the restored root in
+    /// the tree's pid namespace (`make_dead_pidfds`), whose processes may signal them.
+    dead_pidfds: Vec<(i32, i32)>,
 }
 
 /// The extra images of pipes, FIFOs and sockets, read into memory for the broker.
@@ -590,13 +632,15 @@ fn read_sk_queues(dir: &Path) -> Result<BTreeMap<u32, Vec<Vec<u8>>>, String> {
 
 /// Creates every pipe, FIFO, socket and anon-inode file of files.img: file id → fd.
 /// What `create_special_files` made: file id → fd, and the epolls whose watches come later.
-type SpecialFiles = (BTreeMap<u32, std::os::fd::OwnedFd>, BTreeMap<u32, pb::EventpollFileEntry>);
+type SpecialFiles = (BTreeMap<u32, std::os::fd::OwnedFd>, BTreeMap<u32, pb::EventpollFileEntry>, BTreeSet<u32>, BTreeMap<u32, i32>);
 
 fn create_special_files(dir: &Path, regs: &BTreeMap<u32, pb::RegFileEntry>) -> Result<SpecialFiles, String> {
     let path = dir.join(ImageKind::Files.file_name(0));
     let entries = crust_images::read_entries::<pb::FileEntry>(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let (mut pipes, mut fifos, mut sockets, mut inet_sockets) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut memfds = Vec::new();
+    let mut late = BTreeSet::new();
+    let mut dead_pidfds = BTreeMap::new();
     let mut made = BTreeMap::new();
     let mut epolls = BTreeMap::new();
     for entry in entries {
@@ -621,6 +665,14 @@ fn create_special_files(dir: &Path, regs: &BTreeMap<u32, pb::RegFileEntry>) -> R
                 made.insert(entry.id, inotify::create_inotify(entry.ify.as_ref().ok_or_else(missing)?)?);
             }
             pb::FdTypes::Memfd => memfds.push(entry.memfd.ok_or_else(missing)?),
+            pb::FdTypes::Pidfd => {
+                let pidfd = entry.pidfd.ok_or_else(missing)?;
+                if pidfd.nspid == -1 {
+                    dead_pidfds.insert(entry.id, pidfd.flags as i32 & (libc::O_NONBLOCK | libc::O_EXCL));
+                } else {
+                    late.insert(entry.id);
+                }
+            }
             pb::FdTypes::Eventpoll => {
                 let epoll = entry.epfd.ok_or_else(missing)?;
                 made.insert(entry.id, anon::create_epoll(&epoll)?);
@@ -648,7 +700,7 @@ fn create_special_files(dir: &Path, regs: &BTreeMap<u32, pb::RegFileEntry>) -> R
     for socket in &inet_sockets {
         made.insert(socket.id, inet::create_socket(socket, queues.get(&socket.id).map(Vec::as_slice).unwrap_or(&[]))?);
     }
-    Ok((made, epolls))
+    Ok((made, epolls, late, dead_pidfds))
 }
 
 impl Broker {
@@ -664,7 +716,7 @@ impl Broker {
         base: i32,
     ) -> Result<Broker, String> {
         let ids: Vec<u32> = ids.into_iter().collect();
-        let (made, epolls) = create_special_files(dir, files)?;
+        let (made, epolls, late, dead_pidfd_flags) = create_special_files(dir, files)?;
         // Created fds sit at the lowest free numbers, perhaps where the broker's go:
         // move them above every broker number first.
         let above = base + ids.len() as i32 + 8;
@@ -678,9 +730,15 @@ impl Broker {
         } else {
             Vec::new()
         };
-        let mut broker = Broker { fds: BTreeMap::new(), epolls, locks };
+        let mut broker = Broker { fds: BTreeMap::new(), epolls, locks, late, dead_pidfds: Vec::new() };
         for id in ids {
-            if broker.fds.contains_key(&id) {
+            if broker.fds.contains_key(&id) || broker.late.contains(&id) {
+                continue;
+            }
+            if let Some(&flags) = dead_pidfd_flags.get(&id) {
+                let number = base + broker.fds.len() as i32;
+                broker.fds.insert(id, number);
+                broker.dead_pidfds.push((number, flags));
                 continue;
             }
             if let Some(fd) = made_high.get(&id) {
@@ -736,6 +794,21 @@ impl Broker {
         Ok(())
     }
 
+    /// Makes the pidfds of exited processes at their broker numbers; runs in the
+    /// restored root, in the tree's pid namespace.
+    pub(crate) fn make_dead_pidfds(&self) -> Result<(), String> {
+        use std::os::fd::AsRawFd;
+        for &(number, flags) in &self.dead_pidfds {
+            let fd = kernel::dead_pidfd(flags).map_err(|e| format!("pidfd of an exited process: {e}"))?;
+            sys::place_fd(fd.as_raw_fd(), number, true).map_err(|e| format!("place pidfd at fd {number}: {e}"))?;
+            if fd.as_raw_fd() == number {
+                // Already where it belongs: keep it open.
+                let _ = std::os::fd::IntoRawFd::into_raw_fd(fd);
+            }
+        }
+        Ok(())
+    }
+
     /// The broker's fd numbers.
     pub(crate) fn numbers(&self) -> Vec<i32> {
         self.fds.values().copied().collect()
@@ -753,7 +826,7 @@ impl Broker {
     /// it is opened here, once, and its other fds are copies of the first.
     pub(crate) fn install(&self, fds: &[pb::FdinfoEntry], files: &BTreeMap<u32, pb::RegFileEntry>, dir: &Path) -> Result<(), String> {
         let mut private: BTreeMap<u32, i32> = BTreeMap::new();
-        for fd in fds {
+        for fd in fds.iter().filter(|fd| !self.late.contains(&fd.id)) {
             let number = fd.fd as i32;
             let cloexec = fd.flags & libc::FD_CLOEXEC as u32 != 0;
             let source = match (self.fds.get(&fd.id), private.get(&fd.id)) {

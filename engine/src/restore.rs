@@ -246,6 +246,8 @@ struct Images {
     ghosts: BTreeMap<u32, u32>,
     /// seccomp.img's filters (threads name their newest by index).
     seccomp: Vec<pb::SeccompFilter>,
+    /// pidfd entries of files.img by file id.
+    pidfds: BTreeMap<u32, pb::PidfdEntry>,
 }
 
 fn read_images(dir: &Path) -> Result<Images, RestoreError> {
@@ -295,10 +297,9 @@ fn read_images(dir: &Path) -> Result<Images, RestoreError> {
         let fs = read_one(dir, ImageKind::Fs, pid)?;
         processes.push(ProcessImages { pstree, cores, mm, pages_id: head.pages_id, pagemap, fds, fs });
     }
-    let files = read_all::<pb::FileEntry>(dir, ImageKind::Files, 0)?
-        .into_iter()
-        .filter_map(|f| f.reg.map(|reg| (f.id, reg)))
-        .collect();
+    let file_entries = read_all::<pb::FileEntry>(dir, ImageKind::Files, 0)?;
+    let pidfds = file_entries.iter().filter_map(|f| f.pidfd.clone().map(|p| (f.id, p))).collect();
+    let files = file_entries.into_iter().filter_map(|f| f.reg.map(|reg| (f.id, reg))).collect();
     let ghosts = if image_path(dir, ImageKind::RemapFpath, 0).exists() {
         read_all::<pb::RemapFilePathEntry>(dir, ImageKind::RemapFpath, 0)?
             .into_iter()
@@ -312,7 +313,7 @@ fn read_images(dir: &Path) -> Result<Images, RestoreError> {
     } else {
         Vec::new()
     };
-    Ok(Images { processes, files, ghosts, seccomp })
+    Ok(Images { processes, files, ghosts, seccomp, pidfds })
 }
 
 /// Restores the process tree dumped in `options.dir`.
@@ -490,6 +491,9 @@ struct Plan {
     shmem_used: Vec<u64>,
     /// Per thread (the leader first): syscalls the tracer injects before release.
     thread_ops: Vec<Vec<(Sys, [u64; 6], String)>>,
+    /// pidfds of live processes of the tree, opened by the leader once every process
+    /// exists: (fd number, pid as the tree numbers it, pidfd_open flags, close-on-exec).
+    pidfds: Vec<(i32, i32, u64, bool)>,
 }
 
 /// Plans of the whole tree.
@@ -1036,7 +1040,17 @@ fn plan(
     if area_size > estimate {
         return Err(RestoreError::Unsupported { pid, what: format!("a restorer program of {area_size} bytes") });
     }
+    let pidfds = process
+        .fds
+        .iter()
+        .filter_map(|fd| {
+            let entry = images.pidfds.get(&fd.id).filter(|p| p.nspid != -1)?;
+            let flags = (entry.flags as i32 & (libc::O_NONBLOCK | libc::O_EXCL)) as u64;
+            Some((fd.fd as i32, entry.nspid, flags, fd.flags & libc::FD_CLOEXEC as u32 != 0))
+        })
+        .collect();
     Ok(Plan {
+        pidfds,
         area,
         area_size: estimate,
         code_size,
@@ -1237,6 +1251,7 @@ fn root_main(tree: &TreePlan, images: &Images, options: &RestoreOptions, broker:
         keep.extend([tree.error_fd, tree.sync_fd]);
         keep.extend(tree.shmem.values().map(|s| s.0));
         close_all_but(&keep)?;
+        broker.make_dead_pidfds()?;
         // Wait until the tracer has seized us.
         let mut byte = [0u8; 1];
         let mut sync_file = fd_file(tree.sync_fd);
@@ -1529,6 +1544,29 @@ fn finish_process(process: &ProcessImages, plan: &Plan, host: &BTreeMap<i32, i32
     let pid = host[&process.pid()];
     let syscall_ip = plan.area + HostArch::restorer_syscall_offset() as u64;
     let tids: Vec<i32> = process.pstree.threads.iter().map(|&t| host[&(t as i32)]).collect();
+    // pidfds first: every process of the tree exists now. pidfd_open puts the fd at the
+    // lowest free number; dup3 moves it to its own.
+    if !plan.pidfds.is_empty() {
+        let now = HostArch::read_regs(pid).map_err(|source| RestoreError::Arch { pid, source })?;
+        let mut remote = RemoteThread::new(pid, syscall_ip, now.gpr);
+        for &(number, target, flags, cloexec) in &plan.pidfds {
+            let mut call = |call: Sys, args: [u64; 6], what: &str| -> Result<i64, RestoreError> {
+                let result = remote.syscall(call, args).map_err(|source| RestoreError::Infect { pid, source })?;
+                if (-4095..0).contains(&result) {
+                    return Err(RestoreError::Child { pid, what: format!("fd {number}: {what} of pid {target}: {}", io::Error::from_raw_os_error(-result as i32)) });
+                }
+                Ok(result)
+            };
+            let fd = call(Sys::PidfdOpen, [target as u64, flags, 0, 0, 0, 0], "pidfd_open")?;
+            let cloexec_flag = if cloexec { libc::O_CLOEXEC as u64 } else { 0 };
+            if fd != number as i64 {
+                call(Sys::Dup3, [fd as u64, number as u64, cloexec_flag, 0, 0, 0], "dup3 pidfd")?;
+                call(Sys::Close, [fd as u64, 0, 0, 0, 0, 0], "close pidfd")?;
+            } else if !cloexec {
+                call(Sys::Fcntl, [number as u64, libc::F_SETFD as u64, 0, 0, 0, 0], "clear close-on-exec of pidfd")?;
+            }
+        }
+    }
     let mut ext_templates = Vec::new();
     for (&tid, ops) in tids.iter().zip(&plan.thread_ops) {
         let now = HostArch::read_regs(tid).map_err(|source| RestoreError::Arch { pid: tid, source })?;

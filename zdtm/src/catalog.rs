@@ -200,6 +200,7 @@ pub const TESTS: &[TestSpec] = &[
     c("high_fd"),
     c("fds_many"),
     c("memfd_data"),
+    c("pidfds"),
     c("static_bin"),
     c("static_rust"),
     rust("rust_std"),

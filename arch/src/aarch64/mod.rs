@@ -134,6 +134,9 @@ impl crate::Abi for Aarch64 {
             Sys::TimerGetoverrun => 109,
             Sys::TimerDelete => 111,
             Sys::Seccomp => 277,
+            Sys::PidfdOpen => 434,
+            Sys::Dup3 => 24,
+            Sys::Fcntl => 25,
         })
     }
 

@@ -161,6 +161,9 @@ impl crate::Abi for Ppc64le {
             Sys::TimerGetoverrun => 243,
             Sys::TimerDelete => 244,
             Sys::Seccomp => 358,
+            Sys::PidfdOpen => 434,
+            Sys::Dup3 => 316,
+            Sys::Fcntl => 55,
         })
     }
 

@@ -116,6 +116,9 @@ impl crate::Abi for S390x {
             Sys::TimerGetoverrun => 257,
             Sys::TimerDelete => 258,
             Sys::Seccomp => 348,
+            Sys::PidfdOpen => 434,
+            Sys::Dup3 => 326,
+            Sys::Fcntl => 55,
         })
     }
 

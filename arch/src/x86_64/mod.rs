@@ -127,6 +127,9 @@ impl crate::Abi for X86_64 {
             Sys::TimerGetoverrun => 225,
             Sys::TimerDelete => 226,
             Sys::Seccomp => 317,
+            Sys::PidfdOpen => 434,
+            Sys::Dup3 => 292,
+            Sys::Fcntl => 72,
         })
     }
 

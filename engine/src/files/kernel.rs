@@ -536,3 +536,39 @@ pub fn set_owner_and_mode(fd: RawFd, uid: u32, gid: u32, mode: u32) -> io::Resul
     // SAFETY: no pointers.
     check(unsafe { libc::fchmod(fd, mode as libc::mode_t) } as libc::c_long).map(|_| ())
 }
+
+/// A pidfd of a process that has exited: of a child forked for it (CLONE_UNTRACED, so a
+/// tracer of the caller sees nothing of it), which exits at once and is reaped. `flags`:
+/// PIDFD_NONBLOCK, PIDFD_THREAD. The pidfd lives in the caller's pid namespace.
+pub fn dead_pidfd(flags: i32) -> io::Result<OwnedFd> {
+    #[repr(C)]
+    #[derive(Default)]
+    struct CloneArgs {
+        flags: u64,
+        pidfd: u64,
+        child_tid: u64,
+        parent_tid: u64,
+        exit_signal: u64,
+        stack: u64,
+        stack_size: u64,
+        tls: u64,
+        set_tid: u64,
+        set_tid_size: u64,
+        cgroup: u64,
+    }
+    let args = CloneArgs { flags: libc::CLONE_UNTRACED as u64, exit_signal: libc::SIGCHLD as u64, ..Default::default() };
+    // SAFETY: args is a valid clone_args of the size passed; without a stack the child
+    // runs on a copy of ours and calls only _exit, which is async-signal-safe.
+    let child = unsafe { libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>()) };
+    if child == 0 {
+        // SAFETY: _exit takes no pointers and never returns.
+        unsafe { libc::_exit(0) };
+    }
+    let child = check(child)? as libc::pid_t;
+    // SAFETY: no pointers.
+    let fd = owned(unsafe { libc::syscall(libc::SYS_pidfd_open, child, flags as libc::c_long) });
+    let mut status = 0;
+    // SAFETY: the kernel writes the status word into `status`.
+    unsafe { libc::waitpid(child, &mut status, 0) };
+    fd
+}
