@@ -46,6 +46,11 @@ pub struct DumpArgs {
     /// Leave the process running after a good dump
     #[arg(short = 'R', long = "leave-running")]
     pub leave_running: bool,
+    /// Dump established TCP connections (TCP_REPAIR). Each is locked with an nftables
+    /// table `crust_tcp_INODE` that drops its packets until `crust restore` removes it;
+    /// needs the nft command
+    #[arg(long = "tcp-established")]
+    pub tcp_established: bool,
     /// Testing: fail the dump right after this step (seize, collect, parasite, memory,
     /// files, images); the target must keep running unchanged
     #[arg(long = "fault-inject", hide = true)]
@@ -98,6 +103,7 @@ pub fn run(cmd: CrCmd) -> anyhow::Result<i32> {
                 pid: args.pid,
                 dir: args.common.images_dir.clone(),
                 leave_running: args.leave_running,
+                tcp_established: args.tcp_established,
                 shell_job: args.common.shell_job,
                 fail_after,
             };

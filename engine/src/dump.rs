@@ -31,6 +31,9 @@ pub struct DumpOptions {
     pub dir: PathBuf,
     /// Leave the target running after a good dump (default: kill it).
     pub leave_running: bool,
+    /// Dump established TCP connections with TCP_REPAIR, locking them with nftables
+    /// until the restore.
+    pub tcp_established: bool,
     /// The target is attached to the caller's terminal session.
     pub shell_job: bool,
     /// Fault injection for tests: fail right after this step.
@@ -414,6 +417,7 @@ pub fn dump(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     fault(DumpStep::Parasite)?;
 
     let mut files = FileTable::default();
+    files.tcp_established = options.tcp_established;
     let mut memory = Vec::new();
     let (mut pages, mut vma_count) = (0, 0);
     for (index, (process, collected)) in frozen.processes.iter().filter(|p| !p.is_zombie()).zip(&collected).enumerate() {
@@ -451,8 +455,10 @@ pub fn dump(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     let processes = frozen.processes.len();
     let threads = frozen.processes.iter().map(|p| p.threads.len()).sum();
     if options.leave_running {
+        files.release_tcp();
         frozen.release();
     } else {
+        files.keep_tcp_locked();
         frozen.kill();
     }
     let frozen_for = frozen_at.elapsed();

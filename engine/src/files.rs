@@ -24,6 +24,7 @@ mod kernel;
 mod locks;
 mod memfd;
 mod pipe;
+mod tcp;
 mod unix;
 
 /// The files the images refer to, by id (files.img), plus ghost copies of unlinked ones.
@@ -58,6 +59,53 @@ pub(crate) struct FileTable {
     memfd_mappings: BTreeMap<(u32, i32), u32>,
     /// pidfds: (holder pid, fd, file id, target as this host numbers it, -1: exited).
     pidfds: Vec<(i32, u32, u32, i32)>,
+    /// Dump established TCP connections (`--tcp-established`).
+    pub(crate) tcp_established: bool,
+    /// Established connections taken in repair mode.
+    tcp: TcpRepairGuard,
+}
+
+/// Established TCP connections in repair mode and locked during a dump. Dropped without
+/// `keep_locked` (a failed dump), each leaves repair mode and is unlocked: the target
+/// goes on as before. After `keep_locked` (the target is killed) the sockets close in
+/// repair mode, sending nothing, and the locks stay until the restore.
+#[derive(Default)]
+struct TcpRepairGuard {
+    connections: Vec<(u32, inet::Established)>,
+    keep_locked: bool,
+}
+
+impl TcpRepairGuard {
+    fn release(&mut self) {
+        for (ino, connection) in self.connections.drain(..) {
+            let _ = tcp::set_repair(&connection.socket, false);
+            if let Err(e) = tcp::unlock(ino, connection.family) {
+                log::warn!("unlock TCP connection of socket {ino}: {e}");
+            }
+        }
+    }
+}
+
+impl Drop for TcpRepairGuard {
+    fn drop(&mut self) {
+        if !self.keep_locked {
+            self.release();
+        }
+    }
+}
+
+impl FileTable {
+    /// After a good dump that leaves the target running: its connections leave repair
+    /// mode and are unlocked (before the target runs again).
+    pub(crate) fn release_tcp(&mut self) {
+        self.tcp.release();
+    }
+
+    /// After a good dump that kills the target: its connections stay locked for the
+    /// restore and close silently (in repair mode).
+    pub(crate) fn keep_tcp_locked(&mut self) {
+        self.tcp.keep_locked = true;
+    }
 }
 
 impl FileTable {
@@ -352,7 +400,7 @@ pub(crate) fn collect_fds(pid: i32, shell_job: bool, files: &mut FileTable) -> R
                     if !description.starts_with("inet") {
                         return Err(unsupported(description));
                     }
-                    let (isk, queue) = inet::dump_socket(pid, fd, id, meta.ino() as u32, open_flags, &mut files.tcp_listeners)
+                    let (isk, queue) = inet::dump_socket(pid, fd, id, meta.ino() as u32, open_flags, &mut files.tcp_listeners, files.tcp_established, &mut files.tcp.connections)
                         .map_err(|what| unsupported(format!("{description}: {what}")))?;
                     files.sk_queues.extend(queue.into_iter().map(|message| (id, message)));
                     kind = pb::FdTypes::Inetsk;
@@ -522,6 +570,13 @@ pub(crate) fn write_images(pid: i32, dir: &Path, files: &FileTable, first_shmem_
         }
         w.finish().map_err(image)?;
     }
+    for (ino, connection) in &files.tcp.connections {
+        let mut w = ImageWriter::create(dir, ImageKind::TcpStream, *ino as u64).map_err(image)?;
+        w.write_entry(&connection.stream).map_err(image)?;
+        w.write_payload(&connection.inq).map_err(image)?;
+        w.write_payload(&connection.outq).map_err(image)?;
+        w.finish().map_err(image)?;
+    }
     // memfd data takes pages ids after every process's.
     files.memfds.write(dir, first_shmem_pages_id).map_err(|what| DumpError::Unsupported { pid, what: format!("memfd data: {what}") })?;
     if !files.locks.is_empty() {
@@ -630,6 +685,32 @@ fn read_sk_queues(dir: &Path) -> Result<BTreeMap<u32, Vec<Vec<u8>>>, String> {
     Ok(out)
 }
 
+/// tcp-stream-INO.img: the stream state, then the receive and send queues.
+fn read_tcp_stream(dir: &Path, ino: u32) -> Result<(pb::TcpStreamEntry, Vec<u8>, Vec<u8>), String> {
+    let path = dir.join(ImageKind::TcpStream.file_name(ino as u64));
+    let name = path.display().to_string();
+    let mut reader = ImageReader::open(&path).map_err(|e| format!("{name}: {e}"))?;
+    let stream: pb::TcpStreamEntry = reader.next_entry().map_err(|e| format!("{name}: {e}"))?.ok_or(format!("{name}: no tcp_stream_entry"))?;
+    let inq = reader.read_payload(stream.inq_len as u64).map_err(|e| format!("{name}: receive queue (inq_len): {e}"))?;
+    let outq = reader.read_payload(stream.outq_len as u64).map_err(|e| format!("{name}: send queue (outq_len): {e}"))?;
+    if stream.unsq_len.unwrap_or(0) > stream.outq_len {
+        return Err(format!("{name}: unsq_len {} beyond outq_len {}", stream.unsq_len.unwrap_or(0), stream.outq_len));
+    }
+    Ok((stream, inq, outq))
+}
+
+/// Removes the locks of the restored established TCP connections: their traffic flows.
+pub(crate) fn unlock_tcp(dir: &Path) -> Result<(), String> {
+    let path = dir.join(ImageKind::Files.file_name(0));
+    let entries = crust_images::read_entries::<pb::FileEntry>(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    for isk in entries.iter().filter_map(|e| e.isk.as_ref()) {
+        if isk.proto == libc::IPPROTO_TCP as u32 && isk.state == 1 {
+            tcp::unlock(isk.ino, isk.family as i32).map_err(|e| format!("unlock TCP connection of socket {}: {e}", isk.ino))?;
+        }
+    }
+    Ok(())
+}
+
 /// Creates every pipe, FIFO, socket and anon-inode file of files.img: file id → fd.
 /// What `create_special_files` made: file id → fd, and the epolls whose watches come later.
 type SpecialFiles = (BTreeMap<u32, std::os::fd::OwnedFd>, BTreeMap<u32, pb::EventpollFileEntry>, BTreeSet<u32>, BTreeMap<u32, i32>);
@@ -698,7 +779,8 @@ fn create_special_files(dir: &Path, regs: &BTreeMap<u32, pb::RegFileEntry>) -> R
         made.extend(unix::create_sockets(&sockets, &queues)?);
     }
     for socket in &inet_sockets {
-        made.insert(socket.id, inet::create_socket(socket, queues.get(&socket.id).map(Vec::as_slice).unwrap_or(&[]))?);
+        let stream = if socket.proto == libc::IPPROTO_TCP as u32 && socket.state == 1 { Some(read_tcp_stream(dir, socket.ino)?) } else { None };
+        made.insert(socket.id, inet::create_socket(socket, queues.get(&socket.id).map(Vec::as_slice).unwrap_or(&[]), stream.as_ref())?);
     }
     Ok((made, epolls, late, dead_pidfds))
 }

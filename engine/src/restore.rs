@@ -403,6 +403,8 @@ pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> 
             finish_process(process, plan, &host)?;
         }
     }
+    // The tree runs: let the traffic of its TCP connections through again.
+    crate::files::unlock_tcp(&options.dir).map_err(|what| RestoreError::Child { pid: root, what })?;
     // Return only once the stopped ones are stopped (their stop is already pending).
     for process in images.processes.iter().filter(|p| p.task_state() == TASK_STOPPED) {
         for &tid in &process.pstree.threads {

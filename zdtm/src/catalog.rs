@@ -78,6 +78,8 @@ pub struct TestSpec {
     /// Why the test does not fit the `ns` flavor (it compares host-visible pids, say);
     /// `None`: it runs in both.
     pub host_only: Option<&'static str>,
+    /// Extra `crust dump` flags (`--tcp-established`).
+    pub dump_args: &'static [&'static str],
     /// The test's group (`--group`): `"runtime"` for language runtimes, else `"core"`.
     pub group: &'static str,
 }
@@ -98,6 +100,7 @@ const fn rust(name: &'static str) -> TestSpec {
         volatile_status: &[],
         at_dump: AtDump::Asleep,
         host_only: None,
+        dump_args: &[],
         group: "core",
     }
 }
@@ -111,6 +114,7 @@ const fn c(name: &'static str) -> TestSpec {
         volatile_status: &[],
         at_dump: AtDump::Asleep,
         host_only: None,
+        dump_args: &[],
         group: "core",
     }
 }
@@ -201,6 +205,14 @@ pub const TESTS: &[TestSpec] = &[
     c("fds_many"),
     c("memfd_data"),
     c("pidfds"),
+    TestSpec {
+        dump_args: &["--tcp-established"],
+        requirements: &[Requirement::Root],
+        at_dump: AtDump::Running,
+        // The peer is adopted by the harness; under an ns init it would be dumped too.
+        host_only: Some("its peer must live outside the dumped tree"),
+        ..c("tcp_established")
+    },
     c("static_bin"),
     c("static_rust"),
     rust("rust_std"),

@@ -517,6 +517,7 @@ impl Harness {
             if self.config.snap {
                 dump_args.push("--leave-running".into());
             }
+            dump_args.extend(spec.dump_args.iter().map(|a| a.to_string()));
             let (status, elapsed) = self.run_engine(&dump_args, &images, "dump")?;
             *outcome.dump_ms.get_or_insert(0) += elapsed.as_millis() as u64;
             if status != ExitStatus::Exited(0) {
@@ -963,6 +964,7 @@ mod tests {
             volatile_status: &[],
             at_dump: AtDump::Asleep,
             host_only: None,
+            dump_args: &[],
             group: "core",
         };
         assert_eq!(spec.can_run(&host), Err("cpu lacks avx512f".to_string()));

@@ -1,8 +1,8 @@
 //! Inet sockets (IPv4 and IPv6): TCP listeners and unconnected TCP sockets, UDP sockets
 //! bound and/or connected with their queued datagrams. The socket is borrowed from the
 //! target (pidfd_getfd) to read its names and options; a listener's backlog and waiting
-//! connections come from inet_diag. Established TCP connections are refused (they need
-//! TCP_REPAIR, not done yet).
+//! connections come from inet_diag. Established TCP connections are dumped with
+//! TCP_REPAIR when the dump asks for it (`--tcp-established`, see `tcp.rs`).
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -44,6 +44,17 @@ fn address(family: u32, words: &[u32], port: u32) -> InetAddress {
 
 /// An inet socket's entry; its queued datagrams are returned alongside. `Err` names
 /// what is not supported.
+/// An established TCP connection taken in repair mode: its socket (kept open, locked and
+/// in repair mode, until the dump ends) and its stream state.
+pub(crate) struct Established {
+    pub(crate) socket: OwnedFd,
+    pub(crate) family: i32,
+    pub(crate) stream: pb::TcpStreamEntry,
+    pub(crate) inq: Vec<u8>,
+    pub(crate) outq: Vec<u8>,
+}
+
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn dump_socket(
     pid: i32,
     fd: u32,
@@ -51,6 +62,8 @@ pub(crate) fn dump_socket(
     ino: u32,
     flags: i32,
     listeners: &mut Option<BTreeMap<u32, (u32, u32)>>,
+    tcp_established: bool,
+    established: &mut Vec<(u32, Established)>,
 ) -> Result<(pb::InetSkEntry, Vec<Vec<u8>>), String> {
     let socket = kernel::borrow_fd(pid, fd).map_err(|e| format!("pidfd_getfd: {e}"))?;
     let raw = socket.as_raw_fd();
@@ -68,10 +81,35 @@ pub(crate) fn dump_socket(
     let peer = kernel::inet_name(raw, true).map_err(|e| format!("getpeername: {e}"))?;
     let mut queue = Vec::new();
     let (state, backlog) = if what == "tcp" {
-        if peer.is_some() {
-            return Err("established TCP connection (TCP_REPAIR is not supported yet)".into());
-        }
-        if listening {
+        if let Some(peer) = &peer {
+            if !tcp_established {
+                return Err("established TCP connection (dump with --tcp-established)".into());
+            }
+            let mut info = [0u8; 8];
+            kernel::socket_option_bytes(raw, libc::IPPROTO_TCP, libc::TCP_INFO, &mut info).map_err(|e| format!("TCP_INFO: {e}"))?;
+            if info[0] as u32 != TCP_ESTABLISHED {
+                return Err(format!("TCP connection in state {} (only established ones are dumped)", info[0]));
+            }
+            super::tcp::lock(ino, &local, peer).map_err(|e| format!("lock the connection: {e}"))?;
+            let socket = socket.try_clone().map_err(|e| format!("dup socket: {e}"))?;
+            if let Err(e) = super::tcp::set_repair(&socket, true) {
+                let _ = super::tcp::unlock(ino, family);
+                return Err(format!("TCP_REPAIR: {e}"));
+            }
+            // From here the dump's guard takes repair mode off and the lock away again
+            // if the dump fails.
+            let dumped = super::tcp::dump_stream(&socket);
+            let (stream, inq, outq) = match dumped {
+                Ok(parts) => parts,
+                Err(e) => {
+                    let _ = super::tcp::set_repair(&socket, false);
+                    let _ = super::tcp::unlock(ino, family);
+                    return Err(e);
+                }
+            };
+            established.push((ino, Established { socket, family, stream, inq, outq }));
+            (TCP_ESTABLISHED, 0)
+        } else if listening {
             if listeners.is_none() {
                 let mut all = BTreeMap::new();
                 for family in [libc::AF_INET, libc::AF_INET6] {
@@ -122,7 +160,11 @@ pub(crate) fn dump_socket(
 
 /// Creates an inet socket: options, bind, listen or connect, queued datagrams (sent to
 /// it again from a socket of crust's: their source address is not kept).
-pub(crate) fn create_socket(entry: &pb::InetSkEntry, queue: &[Vec<u8>]) -> Result<OwnedFd, String> {
+pub(crate) fn create_socket(
+    entry: &pb::InetSkEntry,
+    queue: &[Vec<u8>],
+    stream: Option<&(pb::TcpStreamEntry, Vec<u8>, Vec<u8>)>,
+) -> Result<OwnedFd, String> {
     let what = format!("inet socket {} (ino {})", entry.id, entry.ino);
     let family = entry.family as i32;
     let fd = kernel::create_socket(family, entry.r#type as i32).map_err(|e| format!("{what}: socket: {e}"))?;
@@ -135,14 +177,19 @@ pub(crate) fn create_socket(entry: &pb::InetSkEntry, queue: &[Vec<u8>]) -> Resul
     set(libc::SOL_SOCKET, libc::SO_REUSEPORT, entry.opts.so_reuseport.unwrap_or(false)).map_err(|e| format!("{what}: SO_REUSEPORT: {e}"))?;
     let local = address(entry.family, &entry.src_addr, entry.src_port);
     let bound = entry.src_port != 0;
-    if bound {
+    let repaired = entry.proto == libc::IPPROTO_TCP as u32 && entry.state == TCP_ESTABLISHED;
+    if bound && !repaired {
         kernel::inet_bind_or_connect(raw, &local, false)
             .map_err(|e| format!("{what}: bind {:?} port {}: {e}", local.addr, local.port))?;
     }
     if entry.state == TCP_LISTEN {
         kernel::listen(raw, entry.backlog).map_err(|e| format!("{what}: listen: {e}"))?;
     }
-    if entry.state == TCP_ESTABLISHED && entry.dst_port != 0 {
+    if entry.proto == libc::IPPROTO_TCP as u32 && entry.state == TCP_ESTABLISHED {
+        let stream = stream.ok_or(format!("{what}: established TCP connection without its tcp-stream image"))?;
+        let peer = address(entry.family, &entry.dst_addr, entry.dst_port);
+        super::tcp::restore_stream(&fd, &local, &peer, &stream.0, &stream.1, &stream.2).map_err(|e| format!("{what}: {e}"))?;
+    } else if entry.state == TCP_ESTABLISHED && entry.dst_port != 0 {
         let peer = address(entry.family, &entry.dst_addr, entry.dst_port);
         kernel::inet_bind_or_connect(raw, &peer, true).map_err(|e| format!("{what}: connect port {}: {e}", peer.port))?;
     }

@@ -572,3 +572,32 @@ pub fn dead_pidfd(flags: i32) -> io::Result<OwnedFd> {
     unsafe { libc::waitpid(child, &mut status, 0) };
     fd
 }
+
+/// `getsockopt` of a structure or buffer: the bytes the kernel wrote.
+pub fn socket_option_bytes(fd: RawFd, level: i32, name: i32, buf: &mut [u8]) -> io::Result<usize> {
+    let mut len = buf.len() as libc::socklen_t;
+    // SAFETY: buf is writable for len bytes; len holds its size.
+    check(unsafe { libc::getsockopt(fd, level, name, buf.as_mut_ptr().cast(), &mut len) } as libc::c_long)?;
+    Ok(len as usize)
+}
+
+/// `setsockopt` of a structure or buffer.
+pub fn set_socket_option_bytes(fd: RawFd, level: i32, name: i32, buf: &[u8]) -> io::Result<()> {
+    // SAFETY: buf is readable for its length, the size passed.
+    check(unsafe { libc::setsockopt(fd, level, name, buf.as_ptr().cast(), buf.len() as libc::socklen_t) } as libc::c_long)?;
+    Ok(())
+}
+
+/// `ioctl(fd, request, &int)` of a request that reports an int (SIOCINQ, SIOCOUTQ).
+pub fn ioctl_int(fd: RawFd, request: u64) -> io::Result<i32> {
+    let mut value: libc::c_int = 0;
+    // SAFETY: the kernel writes one int into `value`.
+    check(unsafe { libc::ioctl(fd, request as _, &mut value as *mut libc::c_int) } as libc::c_long)?;
+    Ok(value)
+}
+
+/// `recv(fd, buf, MSG_PEEK | MSG_DONTWAIT)`: bytes copied without consuming them.
+pub fn peek_bytes(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: buf is writable for its length.
+    Ok(check(unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_PEEK | libc::MSG_DONTWAIT) } as libc::c_long)? as usize)
+}

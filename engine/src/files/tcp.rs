@@ -1,0 +1,221 @@
+//! Established TCP connections, with TCP_REPAIR (`--tcp-established`). Dump: the
+//! connection is locked with an nftables table of its own (`crust_tcp_INODE`, dropping
+//! its packets both ways), the socket is put in repair mode and its sequence numbers,
+//! queues (sent-but-unacknowledged, unsent, received-but-unread), options and window
+//! are read into tcp-stream-INODE.img. A socket closed in repair mode goes silently, so
+//! the killed target sends no FIN or RST; after a failed dump (or `--leave-running`)
+//! repair mode is left and the lock removed. Restore builds the socket in repair mode
+//! (sequence numbers, bind, connect without a handshake, options, queues, window),
+//! leaves repair mode and, once the tree runs, removes the lock: the peer's
+//! retransmissions arrive and nothing was lost.
+
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::process::{Command, Stdio};
+
+use crust_images::pb;
+
+use super::kernel::{self, InetAddress};
+
+const TCP_REPAIR: i32 = 19;
+const TCP_REPAIR_QUEUE: i32 = 20;
+const TCP_QUEUE_SEQ: i32 = 21;
+const TCP_REPAIR_OPTIONS: i32 = 22;
+const TCP_TIMESTAMP: i32 = 24;
+const TCP_REPAIR_WINDOW: i32 = 29;
+const TCP_RECV_QUEUE: i32 = 1;
+const TCP_SEND_QUEUE: i32 = 2;
+const SIOCINQ: u64 = 0x541B;
+const SIOCOUTQ: u64 = 0x5411;
+const SIOCOUTQNSD: u64 = 0x894B;
+/// TCP_INFO's tcpi_options bits.
+const TCPI_OPT_TIMESTAMPS: u32 = 1;
+const TCPI_OPT_SACK: u32 = 2;
+const TCPI_OPT_WSCALE: u32 = 4;
+/// TCP option kinds for TCP_REPAIR_OPTIONS.
+const TCPOPT_MAXSEG: u32 = 2;
+const TCPOPT_WINDOW: u32 = 3;
+const TCPOPT_SACK_PERM: u32 = 4;
+const TCPOPT_TIMESTAMP: u32 = 8;
+
+/// The nftables table that locks the connection of socket `ino`.
+pub(crate) fn lock_table(ino: u32) -> String {
+    format!("crust_tcp_{ino}")
+}
+
+fn nft(script: &str) -> Result<(), String> {
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("run nft (install nftables): {e}"))?;
+    child.stdin.take().expect("piped").write_all(script.as_bytes()).map_err(|e| format!("write to nft: {e}"))?;
+    let output = child.wait_with_output().map_err(|e| format!("wait for nft: {e}"))?;
+    if !output.status.success() {
+        return Err(format!("nft: {}", String::from_utf8_lossy(&output.stderr).trim()));
+    }
+    Ok(())
+}
+
+fn ip_text(address: &InetAddress) -> String {
+    if address.family == libc::AF_INET {
+        address.addr.iter().map(|b| b.to_string()).collect::<Vec<_>>().join(".")
+    } else {
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&address.addr[..16]);
+        std::net::Ipv6Addr::from(bytes).to_string()
+    }
+}
+
+/// Drops every packet of the connection local↔peer, both ways, until `unlock`.
+pub(crate) fn lock(ino: u32, local: &InetAddress, peer: &InetAddress) -> Result<(), String> {
+    let (family, ip) = if local.family == libc::AF_INET { ("ip", "ip") } else { ("ip6", "ip6") };
+    let table = lock_table(ino);
+    let (l, p) = (ip_text(local), ip_text(peer));
+    nft(&format!(
+        "table {family} {table} {{\n\
+         chain in {{ type filter hook input priority -150; policy accept; {ip} saddr {p} tcp sport {pp} {ip} daddr {l} tcp dport {lp} drop; }}\n\
+         chain out {{ type filter hook output priority -150; policy accept; {ip} saddr {l} tcp sport {lp} {ip} daddr {p} tcp dport {pp} drop; }}\n\
+         }}\n",
+        pp = peer.port,
+        lp = local.port,
+    ))
+}
+
+/// Removes the lock of socket `ino` (IPv4 or IPv6 table, whichever exists).
+pub(crate) fn unlock(ino: u32, family: i32) -> Result<(), String> {
+    let family = if family == libc::AF_INET { "ip" } else { "ip6" };
+    nft(&format!("delete table {family} {}\n", lock_table(ino)))
+}
+
+fn set(fd: RawFd, name: i32, value: i32) -> Result<(), String> {
+    kernel::set_socket_option(fd, libc::IPPROTO_TCP, name, value).map_err(|e| format!("setsockopt TCP {name}={value}: {e}"))
+}
+
+fn get(fd: RawFd, name: i32) -> Result<i32, String> {
+    kernel::socket_option(fd, libc::IPPROTO_TCP, name).map_err(|e| format!("getsockopt TCP {name}: {e}"))
+}
+
+/// Puts the (locked) socket in repair mode or takes it out.
+pub(crate) fn set_repair(socket: &OwnedFd, on: bool) -> Result<(), String> {
+    set(socket.as_raw_fd(), TCP_REPAIR, on as i32)
+}
+
+fn read_queue(fd: RawFd, queue: i32, len: usize) -> Result<(u32, Vec<u8>), String> {
+    set(fd, TCP_REPAIR_QUEUE, queue)?;
+    let seq = get(fd, TCP_QUEUE_SEQ)? as u32;
+    let mut data = vec![0u8; len];
+    if len > 0 {
+        let got = kernel::peek_bytes(fd, &mut data).map_err(|e| format!("peek queue {queue}: {e}"))?;
+        if got != len {
+            return Err(format!("queue {queue}: peeked {got} of {len} bytes"));
+        }
+    }
+    Ok((seq, data))
+}
+
+/// The state of a locked socket in repair mode, and its queues: received-but-unread
+/// (inq), then sent-but-unacknowledged followed by unsent (outq).
+pub(crate) fn dump_stream(socket: &OwnedFd) -> Result<(pb::TcpStreamEntry, Vec<u8>, Vec<u8>), String> {
+    let fd = socket.as_raw_fd();
+    let inq_len = kernel::ioctl_int(fd, SIOCINQ).map_err(|e| format!("SIOCINQ: {e}"))? as usize;
+    let outq_len = kernel::ioctl_int(fd, SIOCOUTQ).map_err(|e| format!("SIOCOUTQ: {e}"))? as usize;
+    let unsent = kernel::ioctl_int(fd, SIOCOUTQNSD).map_err(|e| format!("SIOCOUTQNSD: {e}"))? as u32;
+    let (inq_seq, inq) = read_queue(fd, TCP_RECV_QUEUE, inq_len)?;
+    let (outq_seq, outq) = read_queue(fd, TCP_SEND_QUEUE, outq_len)?;
+    let mut info = [0u8; 104];
+    kernel::socket_option_bytes(fd, libc::IPPROTO_TCP, libc::TCP_INFO, &mut info).map_err(|e| format!("TCP_INFO: {e}"))?;
+    let options = info[5] as u32;
+    let (snd_wscale, rcv_wscale) = ((info[6] & 0x0f) as u32, (info[6] >> 4) as u32);
+    let mss_clamp = get(fd, libc::TCP_MAXSEG)? as u32;
+    let timestamp = if options & TCPI_OPT_TIMESTAMPS != 0 { Some(get(fd, TCP_TIMESTAMP)? as u32) } else { None };
+    let mut window = [0u8; 20];
+    kernel::socket_option_bytes(fd, libc::IPPROTO_TCP, TCP_REPAIR_WINDOW, &mut window).map_err(|e| format!("TCP_REPAIR_WINDOW: {e}"))?;
+    let w = |i: usize| u32::from_ne_bytes(window[i * 4..i * 4 + 4].try_into().expect("4 bytes"));
+    let entry = pb::TcpStreamEntry {
+        inq_len: inq_len as u32,
+        inq_seq,
+        outq_len: outq_len as u32,
+        outq_seq,
+        opt_mask: options,
+        snd_wscale,
+        mss_clamp,
+        rcv_wscale: Some(rcv_wscale),
+        timestamp,
+        cork: Some(get(fd, libc::TCP_CORK)? != 0),
+        nodelay: Some(get(fd, libc::TCP_NODELAY)? != 0),
+        unsq_len: Some(unsent),
+        snd_wl1: Some(w(0)),
+        snd_wnd: Some(w(1)),
+        max_window: Some(w(2)),
+        rcv_wnd: Some(w(3)),
+        rcv_wup: Some(w(4)),
+    };
+    Ok((entry, inq, outq))
+}
+
+/// An established connection rebuilt from its stream state: a socket in repair mode,
+/// bound and "connected" without a handshake, with its queues, options and window;
+/// then out of repair mode, live (its packets still dropped until `unlock`).
+pub(crate) fn restore_stream(
+    socket: &OwnedFd,
+    local: &InetAddress,
+    peer: &InetAddress,
+    stream: &pb::TcpStreamEntry,
+    inq: &[u8],
+    outq: &[u8],
+) -> Result<(), String> {
+    let fd = socket.as_raw_fd();
+    set(fd, TCP_REPAIR, 1)?;
+    // The dumped sequence numbers are those after each queue; refilling the queues
+    // below moves them there again.
+    set(fd, TCP_REPAIR_QUEUE, TCP_RECV_QUEUE)?;
+    set(fd, TCP_QUEUE_SEQ, stream.inq_seq.wrapping_sub(stream.inq_len) as i32)?;
+    set(fd, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE)?;
+    set(fd, TCP_QUEUE_SEQ, stream.outq_seq.wrapping_sub(stream.outq_len) as i32)?;
+    kernel::inet_bind_or_connect(fd, local, false).map_err(|e| format!("bind port {}: {e}", local.port))?;
+    kernel::inet_bind_or_connect(fd, peer, true).map_err(|e| format!("connect (repair) port {}: {e}", peer.port))?;
+    let mut options: Vec<u32> = vec![TCPOPT_MAXSEG, stream.mss_clamp];
+    if stream.opt_mask & TCPI_OPT_WSCALE != 0 {
+        options.extend([TCPOPT_WINDOW, stream.snd_wscale | (stream.rcv_wscale.unwrap_or(0) << 16)]);
+    }
+    if stream.opt_mask & TCPI_OPT_SACK != 0 {
+        options.extend([TCPOPT_SACK_PERM, 0]);
+    }
+    if stream.opt_mask & TCPI_OPT_TIMESTAMPS != 0 {
+        options.extend([TCPOPT_TIMESTAMP, 0]);
+    }
+    let bytes: Vec<u8> = options.iter().flat_map(|v| v.to_ne_bytes()).collect();
+    kernel::set_socket_option_bytes(fd, libc::IPPROTO_TCP, TCP_REPAIR_OPTIONS, &bytes).map_err(|e| format!("TCP_REPAIR_OPTIONS: {e}"))?;
+    if let Some(timestamp) = stream.timestamp {
+        set(fd, TCP_TIMESTAMP, timestamp as i32)?;
+    }
+    // Queues: in repair mode a send lands in the queue selected.
+    let unsent = stream.unsq_len.unwrap_or(0) as usize;
+    let sent = outq.len().saturating_sub(unsent);
+    set(fd, TCP_REPAIR_QUEUE, TCP_RECV_QUEUE)?;
+    send_all(fd, inq).map_err(|e| format!("refill receive queue: {e}"))?;
+    set(fd, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE)?;
+    send_all(fd, &outq[..sent]).map_err(|e| format!("refill send queue: {e}"))?;
+    if let (Some(snd_wl1), Some(snd_wnd), Some(max_window), Some(rcv_wnd), Some(rcv_wup)) =
+        (stream.snd_wl1, stream.snd_wnd, stream.max_window, stream.rcv_wnd, stream.rcv_wup)
+    {
+        let window: Vec<u8> = [snd_wl1, snd_wnd, max_window, rcv_wnd, rcv_wup].iter().flat_map(|v| v.to_ne_bytes()).collect();
+        kernel::set_socket_option_bytes(fd, libc::IPPROTO_TCP, TCP_REPAIR_WINDOW, &window).map_err(|e| format!("TCP_REPAIR_WINDOW: {e}"))?;
+    }
+    set(fd, TCP_REPAIR, 0)?;
+    // The unsent part goes out as ordinary data.
+    send_all(fd, &outq[sent..]).map_err(|e| format!("send unsent data: {e}"))?;
+    set(fd, libc::TCP_NODELAY, stream.nodelay.unwrap_or(false) as i32)?;
+    set(fd, libc::TCP_CORK, stream.cork.unwrap_or(false) as i32)?;
+    Ok(())
+}
+
+fn send_all(fd: RawFd, data: &[u8]) -> std::io::Result<()> {
+    if data.is_empty() {
+        return Ok(());
+    }
+    kernel::send_message(fd, data)
+}
