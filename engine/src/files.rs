@@ -44,8 +44,15 @@ pub(crate) struct FileTable {
     fifo_data: BTreeMap<u32, pipe::PipeContents>,
     /// Every AF_UNIX socket of the network namespace, read once per dump.
     unix_diag: Option<BTreeMap<u32, unix::UnixDiag>>,
-    /// Queued messages of unix sockets (sk-queues.img): (socket file id, message).
-    sk_queues: Vec<(u32, Vec<u8>)>,
+    /// Queued messages of unix sockets (sk-queues.img): (socket file id, message, file
+    /// ids of the fds in flight with it).
+    sk_queues: Vec<(u32, Vec<u8>, Vec<u32>)>,
+    /// fds in flight just peeked, dumped once their socket's entry is in:
+    /// (index into `sk_queues`, crust's copies).
+    in_flight_pending: Vec<(usize, Vec<std::os::fd::OwnedFd>)>,
+    /// crust's copies of the fds in flight, open until the dump ends (kcmp compares
+    /// later fds with them).
+    in_flight: Vec<std::os::fd::OwnedFd>,
     /// File locks (filelocks.img), with what identifies a POSIX lock so each is once.
     locks: Vec<pb::FileLockEntry>,
     posix_locks_seen: std::collections::BTreeSet<(i32, u64, u64, i64, i64)>,
@@ -268,183 +275,212 @@ pub(crate) fn collect_fds(pid: i32, shell_job: bool, files: &mut FileTable) -> R
     numbers.sort_unstable();
     let mut out = Vec::new();
     for fd in numbers {
-        let fd_path = PathBuf::from(format!("/proc/{pid}/fd/{fd}"));
-        let link = fs::read_link(&fd_path).map_err(io_err(pid, format!("readlink fd {fd}")))?;
-        let info_text = fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
-            .map_err(io_err(pid, format!("read fdinfo {fd}")))?;
-        let info = procfs::parse_fdinfo(&info_text).map_err(|source| DumpError::Parse { pid, source })?;
-        let meta = fs::metadata(&fd_path).map_err(io_err(pid, format!("stat fd {fd}")))?;
-        let link_text = link.to_string_lossy().into_owned();
-        let kind = classify(&link_text, meta.mode(), shell_job).map_err(|what| DumpError::Unsupported {
-            pid,
-            what: format!("fd {fd} ({link_text}, {what})"),
-        })?;
-        let cloexec = info.flags & libc::O_CLOEXEC as u32 != 0;
-        let open_flags = (info.flags & !(libc::O_CLOEXEC as u32)) as i32;
-        // An fd sharing its open file description with an earlier one (dup, fork)
-        // names the same file id.
-        // Only fds of the same file can share a description: within those, kcmp's total
-        // order on descriptions keeps the list sorted, so a binary search finds a shared
-        // one in O(log n) calls (10,000 fds of /dev/null stay fast).
-        let same_file = files.by_inode.get(&(meta.dev(), meta.ino())).map(Vec::as_slice).unwrap_or(&[]);
-        let (mut low, mut high) = (0, same_file.len());
-        let mut shared = None;
-        while low < high {
-            let middle = (low + high) / 2;
-            let (other_pid, other_fd, other_id) = same_file[middle];
-            match sys::order_file_descriptions(pid, fd, other_pid, other_fd).map_err(io_err(pid, format!("kcmp fd {fd}")))? {
-                std::cmp::Ordering::Equal => {
-                    shared = Some(other_id);
-                    break;
-                }
-                std::cmp::Ordering::Less => high = middle,
-                std::cmp::Ordering::Greater => low = middle + 1,
-            }
-        }
-        let insert_at = low;
-        if info_text.contains("\nlock:") {
-            let lines = locks::parse_lock_lines(&info_text)
-                .map_err(|what| DumpError::Unsupported { pid, what: format!("fd {fd} ({link_text}): {what}") })?;
-            let owner = namespace_pid(pid).map_err(io_err(pid, "read NSpid"))?;
-            for lock in lines {
-                // POSIX locks belong to the process (listed on each of its fds of the
-                // file); flock and OFD locks to the description (listed on each fd of it).
-                let first = if lock.flag == locks::FL_POSIX {
-                    files.posix_locks_seen.insert((pid, meta.dev(), meta.ino(), lock.start, lock.len))
-                } else {
-                    shared.is_none()
-                };
-                if first {
-                    files.locks.push(pb::FileLockEntry {
-                        flag: lock.flag,
-                        r#type: if lock.write { libc::F_WRLCK } else { libc::F_RDLCK } as u32,
-                        pid: owner,
-                        fd: fd as i32,
-                        start: lock.start,
-                        len: lock.len,
-                    });
-                }
-            }
-        }
-        let id = shared.unwrap_or_else(|| files.next_id());
-        if shared.is_none() {
-            files.by_inode.entry((meta.dev(), meta.ino())).or_default().insert(insert_at, (pid, fd, id));
-        }
-        if shared.is_some() {
-            // The first fd's entry says what it is (a socket may be unix or inet).
-            let kind = files.entries.iter().find(|e| e.id == id).and_then(|e| pb::FdTypes::try_from(e.r#type).ok()).unwrap_or(kind);
-            out.push(DumpedFd { fd, id, cloexec, kind });
-            continue;
-        }
-        let mut kind = kind;
-        let unsupported = |what: String| DumpError::Unsupported { pid, what: format!("fd {fd} ({link_text}): {what}") };
-        let entry = |kind: pb::FdTypes| pb::FileEntry { r#type: kind as i32, id, ..Default::default() };
-        match kind {
-            pb::FdTypes::Reg => {
-                if let Some(original) =
-                    link_text.strip_suffix(" (deleted)").filter(|_| meta.mode() & libc::S_IFMT == libc::S_IFREG && meta.nlink() == 0)
-                {
-                    let ghost_id = files.ghosts.len() as u32 + 1;
-                    files.entries.push(FileTable::reg_entry(id, Path::new(original), open_flags, info.pos, Some(&meta)));
-                    files.ghosts.push((id, ghost_id, fd_path, meta));
-                } else {
-                    files.entries.push(FileTable::reg_entry(id, &link, open_flags, info.pos, Some(&meta)));
-                }
-            }
-            pb::FdTypes::Memfd => {
-                let inode_id = files.memfds.add(&fd_path, &link_text).map_err(unsupported)?;
-                files.entries.push(pb::FileEntry {
-                    memfd: Some(pb::MemfdFileEntry { id, flags: open_flags as u32, pos: info.pos, fown: Default::default(), inode_id }),
-                    ..entry(kind)
-                });
-            }
-            pb::FdTypes::Pidfd => {
-                let target: i32 = procfs::parse_key_values(&info_text)
-                    .get("Pid")
-                    .and_then(|v| v.parse().ok())
-                    .ok_or_else(|| unsupported("pidfd without a Pid: line in fdinfo".into()))?;
-                if target == 0 {
-                    return Err(unsupported("pidfd of a process outside this pid namespace".into()));
-                }
-                files.pidfds.push((pid, fd, id, target));
-                files.entries.push(pb::FileEntry {
-                    pidfd: Some(pb::PidfdEntry { id, ino: meta.ino() as u32, flags: open_flags as u32, nspid: target, fown: Default::default() }),
-                    ..entry(kind)
-                });
-            }
-            pb::FdTypes::Pipe | pb::FdTypes::Fifo => {
-                let pipe_id = meta.ino() as u32;
-                let data = if kind == pb::FdTypes::Pipe { &mut files.pipe_data } else { &mut files.fifo_data };
-                if let std::collections::btree_map::Entry::Vacant(slot) = data.entry(pipe_id) {
-                    slot.insert(pipe::read_contents(pid, fd).map_err(io_err(pid, format!("read unread data of fd {fd} ({link_text})")))?);
-                }
-                if kind == pb::FdTypes::Pipe {
-                    files.entries.push(pb::FileEntry {
-                        pipe: Some(pb::PipeEntry { id, pipe_id, flags: open_flags as u32, fown: Default::default() }),
-                        ..entry(kind)
-                    });
-                } else {
-                    // The FIFO's path is a reg entry of its own, as CRIU writes it.
-                    files.entries.push(pb::FileEntry {
-                        fifo: Some(pb::FifoEntry { id, pipe_id, regf_id: Some(id + 1) }),
-                        ..entry(kind)
-                    });
-                    files.entries.push(FileTable::reg_entry(id + 1, &link, open_flags, 0, Some(&meta)));
-                }
-            }
-            pb::FdTypes::Unixsk => match unix_entry(pid, fd, id, meta.ino() as u32, open_flags, files) {
-                Ok(usk) => files.entries.push(pb::FileEntry { usk: Some(usk), ..entry(kind) }),
-                Err(Some(what)) => return Err(unsupported(what)),
-                Err(None) => {
-                    let description = socket_description(pid, fd);
-                    if !description.starts_with("inet") {
-                        return Err(unsupported(description));
-                    }
-                    let (isk, queue) = inet::dump_socket(pid, fd, id, meta.ino() as u32, open_flags, &mut files.tcp_listeners, files.tcp_established, &mut files.tcp.connections)
-                        .map_err(|what| unsupported(format!("{description}: {what}")))?;
-                    files.sk_queues.extend(queue.into_iter().map(|message| (id, message)));
-                    kind = pb::FdTypes::Inetsk;
-                    files.entries.push(pb::FileEntry { isk: Some(isk), ..entry(kind) });
-                }
-            },
-            pb::FdTypes::Eventfd => {
-                let efd = anon::parse_eventfd(id, open_flags as u32, &info_text).map_err(unsupported)?;
-                files.entries.push(pb::FileEntry { efd: Some(efd), ..entry(kind) });
-            }
-            pb::FdTypes::Signalfd => {
-                let sgfd = anon::parse_signalfd(id, open_flags as u32, &info_text).map_err(unsupported)?;
-                files.entries.push(pb::FileEntry { sgfd: Some(sgfd), ..entry(kind) });
-            }
-            pb::FdTypes::Timerfd => {
-                let tfd = anon::parse_timerfd(id, open_flags as u32, &info_text).map_err(unsupported)?;
-                files.entries.push(pb::FileEntry { tfd: Some(tfd), ..entry(kind) });
-            }
-            pb::FdTypes::Inotify => {
-                let ify = inotify::dump_inotify(pid, id, open_flags as u32, &info_text).map_err(unsupported)?;
-                files.entries.push(pb::FileEntry { ify: Some(ify), ..entry(kind) });
-            }
-            pb::FdTypes::Eventpoll => {
-                let watches = anon::parse_epoll_watches(id, &info_text).map_err(unsupported)?;
-                for watch in &watches {
-                    // The watch is keyed by (file, fd number): the process must hold that
-                    // file at that number, so adding it again from here rebuilds it.
-                    let same = kernel::epoll_watches_file(pid, fd, watch.tfd, watch.tfd).unwrap_or(false);
-                    if !same {
-                        return Err(unsupported(format!("epoll watch of fd {} that this process no longer holds at that number", watch.tfd)));
-                    }
-                }
-                files.entries.push(pb::FileEntry {
-                    epfd: Some(pb::EventpollFileEntry { id, flags: open_flags as u32, fown: Default::default(), tfd: watches }),
-                    ..entry(kind)
-                });
-            }
-            _ => unreachable!("classify returns only the kinds handled here"),
-        }
-        out.push(DumpedFd { fd, id, cloexec, kind });
+        out.push(dump_fd(pid, fd, shell_job, files)?);
     }
     Ok(out)
 }
 
+/// One fd of process `pid` (crust's own pid for an fd it holds: one taken out of a
+/// socket queue): its file entry (once per open file description) and fdinfo.
+fn dump_fd(pid: i32, fd: u32, shell_job: bool, files: &mut FileTable) -> Result<DumpedFd, DumpError> {
+    let fd_path = PathBuf::from(format!("/proc/{pid}/fd/{fd}"));
+    let link = fs::read_link(&fd_path).map_err(io_err(pid, format!("readlink fd {fd}")))?;
+    let info_text = fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
+        .map_err(io_err(pid, format!("read fdinfo {fd}")))?;
+    let info = procfs::parse_fdinfo(&info_text).map_err(|source| DumpError::Parse { pid, source })?;
+    let meta = fs::metadata(&fd_path).map_err(io_err(pid, format!("stat fd {fd}")))?;
+    let link_text = link.to_string_lossy().into_owned();
+    let kind = classify(&link_text, meta.mode(), shell_job).map_err(|what| DumpError::Unsupported {
+        pid,
+        what: format!("fd {fd} ({link_text}, {what})"),
+    })?;
+    let cloexec = info.flags & libc::O_CLOEXEC as u32 != 0;
+    let open_flags = (info.flags & !(libc::O_CLOEXEC as u32)) as i32;
+    // An fd sharing its open file description with an earlier one (dup, fork)
+    // names the same file id.
+    // Only fds of the same file can share a description: within those, kcmp's total
+    // order on descriptions keeps the list sorted, so a binary search finds a shared
+    // one in O(log n) calls (10,000 fds of /dev/null stay fast).
+    let same_file = files.by_inode.get(&(meta.dev(), meta.ino())).map(Vec::as_slice).unwrap_or(&[]);
+    let (mut low, mut high) = (0, same_file.len());
+    let mut shared = None;
+    while low < high {
+        let middle = (low + high) / 2;
+        let (other_pid, other_fd, other_id) = same_file[middle];
+        match sys::order_file_descriptions(pid, fd, other_pid, other_fd).map_err(io_err(pid, format!("kcmp fd {fd}")))? {
+            std::cmp::Ordering::Equal => {
+                shared = Some(other_id);
+                break;
+            }
+            std::cmp::Ordering::Less => high = middle,
+            std::cmp::Ordering::Greater => low = middle + 1,
+        }
+    }
+    let insert_at = low;
+    if info_text.contains("\nlock:") {
+        let lines = locks::parse_lock_lines(&info_text)
+            .map_err(|what| DumpError::Unsupported { pid, what: format!("fd {fd} ({link_text}): {what}") })?;
+        let owner = namespace_pid(pid).map_err(io_err(pid, "read NSpid"))?;
+        for lock in lines {
+            // POSIX locks belong to the process (listed on each of its fds of the
+            // file); flock and OFD locks to the description (listed on each fd of it).
+            let first = if lock.flag == locks::FL_POSIX {
+                files.posix_locks_seen.insert((pid, meta.dev(), meta.ino(), lock.start, lock.len))
+            } else {
+                shared.is_none()
+            };
+            if first {
+                files.locks.push(pb::FileLockEntry {
+                    flag: lock.flag,
+                    r#type: if lock.write { libc::F_WRLCK } else { libc::F_RDLCK } as u32,
+                    pid: owner,
+                    fd: fd as i32,
+                    start: lock.start,
+                    len: lock.len,
+                });
+            }
+        }
+    }
+    let id = shared.unwrap_or_else(|| files.next_id());
+    if shared.is_none() {
+        files.by_inode.entry((meta.dev(), meta.ino())).or_default().insert(insert_at, (pid, fd, id));
+    }
+    if shared.is_some() {
+        // The first fd's entry says what it is (a socket may be unix or inet).
+        let kind = files.entries.iter().find(|e| e.id == id).and_then(|e| pb::FdTypes::try_from(e.r#type).ok()).unwrap_or(kind);
+        return Ok(DumpedFd { fd, id, cloexec, kind });
+    }
+    let mut kind = kind;
+    let unsupported = |what: String| DumpError::Unsupported { pid, what: format!("fd {fd} ({link_text}): {what}") };
+    let entry = |kind: pb::FdTypes| pb::FileEntry { r#type: kind as i32, id, ..Default::default() };
+    match kind {
+        pb::FdTypes::Reg => {
+            if let Some(original) =
+                link_text.strip_suffix(" (deleted)").filter(|_| meta.mode() & libc::S_IFMT == libc::S_IFREG && meta.nlink() == 0)
+            {
+                let ghost_id = files.ghosts.len() as u32 + 1;
+                files.entries.push(FileTable::reg_entry(id, Path::new(original), open_flags, info.pos, Some(&meta)));
+                files.ghosts.push((id, ghost_id, fd_path, meta));
+            } else {
+                files.entries.push(FileTable::reg_entry(id, &link, open_flags, info.pos, Some(&meta)));
+            }
+        }
+        pb::FdTypes::Memfd => {
+            let inode_id = files.memfds.add(&fd_path, &link_text).map_err(unsupported)?;
+            files.entries.push(pb::FileEntry {
+                memfd: Some(pb::MemfdFileEntry { id, flags: open_flags as u32, pos: info.pos, fown: Default::default(), inode_id }),
+                ..entry(kind)
+            });
+        }
+        pb::FdTypes::Pidfd => {
+            let target: i32 = procfs::parse_key_values(&info_text)
+                .get("Pid")
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| unsupported("pidfd without a Pid: line in fdinfo".into()))?;
+            if target == 0 {
+                return Err(unsupported("pidfd of a process outside this pid namespace".into()));
+            }
+            files.pidfds.push((pid, fd, id, target));
+            files.entries.push(pb::FileEntry {
+                pidfd: Some(pb::PidfdEntry { id, ino: meta.ino() as u32, flags: open_flags as u32, nspid: target, fown: Default::default() }),
+                ..entry(kind)
+            });
+        }
+        pb::FdTypes::Pipe | pb::FdTypes::Fifo => {
+            let pipe_id = meta.ino() as u32;
+            let data = if kind == pb::FdTypes::Pipe { &mut files.pipe_data } else { &mut files.fifo_data };
+            if let std::collections::btree_map::Entry::Vacant(slot) = data.entry(pipe_id) {
+                slot.insert(pipe::read_contents(pid, fd).map_err(io_err(pid, format!("read unread data of fd {fd} ({link_text})")))?);
+            }
+            if kind == pb::FdTypes::Pipe {
+                files.entries.push(pb::FileEntry {
+                    pipe: Some(pb::PipeEntry { id, pipe_id, flags: open_flags as u32, fown: Default::default() }),
+                    ..entry(kind)
+                });
+            } else {
+                // The FIFO's path is a reg entry of its own, as CRIU writes it.
+                files.entries.push(pb::FileEntry {
+                    fifo: Some(pb::FifoEntry { id, pipe_id, regf_id: Some(id + 1) }),
+                    ..entry(kind)
+                });
+                files.entries.push(FileTable::reg_entry(id + 1, &link, open_flags, 0, Some(&meta)));
+            }
+        }
+        pb::FdTypes::Unixsk => match unix_entry(pid, fd, id, meta.ino() as u32, open_flags, files) {
+            Ok(usk) => {
+                files.entries.push(pb::FileEntry { usk: Some(usk), ..entry(kind) });
+                dump_in_flight(files)?;
+            }
+            Err(Some(what)) => return Err(unsupported(what)),
+            Err(None) => {
+                let description = socket_description(pid, fd);
+                if !description.starts_with("inet") {
+                    return Err(unsupported(description));
+                }
+                let (isk, queue) = inet::dump_socket(pid, fd, id, meta.ino() as u32, open_flags, &mut files.tcp_listeners, files.tcp_established, &mut files.tcp.connections)
+                    .map_err(|what| unsupported(format!("{description}: {what}")))?;
+                files.sk_queues.extend(queue.into_iter().map(|message| (id, message, Vec::new())));
+                kind = pb::FdTypes::Inetsk;
+                files.entries.push(pb::FileEntry { isk: Some(isk), ..entry(kind) });
+            }
+        },
+        pb::FdTypes::Eventfd => {
+            let efd = anon::parse_eventfd(id, open_flags as u32, &info_text).map_err(unsupported)?;
+            files.entries.push(pb::FileEntry { efd: Some(efd), ..entry(kind) });
+        }
+        pb::FdTypes::Signalfd => {
+            let sgfd = anon::parse_signalfd(id, open_flags as u32, &info_text).map_err(unsupported)?;
+            files.entries.push(pb::FileEntry { sgfd: Some(sgfd), ..entry(kind) });
+        }
+        pb::FdTypes::Timerfd => {
+            let tfd = anon::parse_timerfd(id, open_flags as u32, &info_text).map_err(unsupported)?;
+            files.entries.push(pb::FileEntry { tfd: Some(tfd), ..entry(kind) });
+        }
+        pb::FdTypes::Inotify => {
+            let ify = inotify::dump_inotify(pid, id, open_flags as u32, &info_text).map_err(unsupported)?;
+            files.entries.push(pb::FileEntry { ify: Some(ify), ..entry(kind) });
+        }
+        pb::FdTypes::Eventpoll => {
+            let watches = anon::parse_epoll_watches(id, &info_text).map_err(unsupported)?;
+            for watch in &watches {
+                // The watch is keyed by (file, fd number): the process must hold that
+                // file at that number, so adding it again from here rebuilds it.
+                let same = kernel::epoll_watches_file(pid, fd, watch.tfd, watch.tfd).unwrap_or(false);
+                if !same {
+                    return Err(unsupported(format!("epoll watch of fd {} that this process no longer holds at that number", watch.tfd)));
+                }
+            }
+            files.entries.push(pb::FileEntry {
+                epfd: Some(pb::EventpollFileEntry { id, flags: open_flags as u32, fown: Default::default(), tfd: watches }),
+                ..entry(kind)
+            });
+        }
+        _ => unreachable!("classify returns only the kinds handled here"),
+    }
+    Ok(DumpedFd { fd, id, cloexec, kind })
+}
+
+
+/// Dumps the fds in flight in the queue just read (SCM_RIGHTS) as files of their own, as
+/// crust holds them: a file also open in the tree keeps its id (kcmp), so it stays one
+/// description. A socket in flight has its own queue read in turn.
+fn dump_in_flight(files: &mut FileTable) -> Result<(), DumpError> {
+    use std::os::fd::AsRawFd;
+    let me = std::process::id() as i32;
+    while let Some((index, fds)) = files.in_flight_pending.pop() {
+        let mut ids = Vec::new();
+        for fd in fds {
+            let dumped = dump_fd(me, fd.as_raw_fd() as u32, false, files).map_err(|e| match e {
+                DumpError::Unsupported { what, .. } => DumpError::Unsupported { pid: me, what: format!("a file in flight in a unix socket queue: {what}") },
+                other => other,
+            })?;
+            ids.push(dumped.id);
+            files.in_flight.push(fd);
+        }
+        files.sk_queues[index].2 = ids;
+    }
+    Ok(())
+}
 
 /// A unix socket's entry, from sock_diag and the socket itself (borrowed with
 /// pidfd_getfd); its queued messages go to `files.sk_queues`. `Err(None)`: not a unix
@@ -466,8 +502,11 @@ fn unix_entry(pid: i32, fd: u32, id: u32, ino: u32, flags: i32, files: &mut File
     }
     let socket = kernel::borrow_fd(pid, fd).map_err(|e| Some(format!("pidfd_getfd: {e}")))?;
     if diag.state != unix::STATE_LISTEN {
-        for message in unix::peek_queue(&socket).map_err(Some)? {
-            files.sk_queues.push((id, message));
+        for (message, fds) in unix::peek_queue(&socket).map_err(Some)? {
+            if !fds.is_empty() {
+                files.in_flight_pending.push((files.sk_queues.len(), fds));
+            }
+            files.sk_queues.push((id, message, Vec::new()));
         }
     }
     files.unix_dumped.push((pid, fd, ino, diag.peer));
@@ -588,8 +627,9 @@ pub(crate) fn write_images(pid: i32, dir: &Path, files: &FileTable, first_shmem_
     }
     if !files.sk_queues.is_empty() {
         let mut w = ImageWriter::create(dir, ImageKind::SkQueues, 0).map_err(image)?;
-        for (id_for, message) in &files.sk_queues {
-            w.write_entry(&pb::SkPacketEntry { id_for: *id_for, length: message.len() as u32, scm: Vec::new() }).map_err(image)?;
+        for (id_for, message, in_flight) in &files.sk_queues {
+            let scm = if in_flight.is_empty() { Vec::new() } else { vec![pb::ScmEntry { r#type: libc::SCM_RIGHTS as u32, rights: in_flight.clone() }] };
+            w.write_entry(&pb::SkPacketEntry { id_for: *id_for, length: message.len() as u32, scm }).map_err(image)?;
             w.write_payload(message).map_err(image)?;
         }
         w.finish().map_err(image)?;
@@ -667,22 +707,39 @@ fn read_pipe_data(dir: &Path, kind: ImageKind) -> Result<BTreeMap<u32, pipe::Pip
     Ok(out)
 }
 
-fn read_sk_queues(dir: &Path) -> Result<BTreeMap<u32, Vec<Vec<u8>>>, String> {
+/// The queued messages of sockets (sk-queues.img): the queues without fds in flight,
+/// and, apart, those of sockets where some message carries fds (SCM_RIGHTS: file ids),
+/// which are sent once every file exists.
+type SocketQueues = (BTreeMap<u32, Vec<Vec<u8>>>, BTreeMap<u32, Vec<(Vec<u8>, Vec<u32>)>>);
+
+fn read_sk_queues(dir: &Path) -> Result<SocketQueues, String> {
     let path = dir.join(ImageKind::SkQueues.file_name(0));
-    let mut out: BTreeMap<u32, Vec<Vec<u8>>> = BTreeMap::new();
+    let mut all: BTreeMap<u32, Vec<(Vec<u8>, Vec<u32>)>> = BTreeMap::new();
     if !path.exists() {
-        return Ok(out);
+        return Ok(Default::default());
     }
     let name = path.display().to_string();
     let mut reader = ImageReader::open(&path).map_err(|e| format!("{name}: {e}"))?;
     while let Some(entry) = reader.next_entry::<pb::SkPacketEntry>().map_err(|e| format!("{name}: {e}"))? {
-        if !entry.scm.is_empty() {
-            return Err(format!("{name}: queued message for socket {} carries fds (SCM_RIGHTS), not supported yet", entry.id_for));
+        let mut rights = Vec::new();
+        for scm in &entry.scm {
+            if scm.r#type != libc::SCM_RIGHTS as u32 {
+                return Err(format!("{name}: queued message for socket {} carries control message type {} (sk_packet_entry.scm.type)", entry.id_for, scm.r#type));
+            }
+            rights.extend(&scm.rights);
         }
         let data = reader.read_payload(entry.length as u64).map_err(|e| format!("{name}: {e}"))?;
-        out.entry(entry.id_for).or_default().push(data);
+        all.entry(entry.id_for).or_default().push((data, rights));
     }
-    Ok(out)
+    let (deferred, plain): (BTreeMap<_, _>, BTreeMap<_, _>) = all.into_iter().partition(|(_, messages)| messages.iter().any(|m| !m.1.is_empty()));
+    Ok((plain.into_iter().map(|(id, messages)| (id, messages.into_iter().map(|m| m.0).collect())).collect(), deferred))
+}
+
+/// File ids of the files in flight in socket queues: the broker opens them though no
+/// process holds them.
+pub(crate) fn in_flight_ids(dir: &Path) -> Result<BTreeSet<u32>, String> {
+    let (_, deferred) = read_sk_queues(dir)?;
+    Ok(deferred.values().flatten().flat_map(|m| m.1.iter().copied()).collect())
 }
 
 /// tcp-stream-INO.img: the stream state, then the receive and send queues.
@@ -713,7 +770,13 @@ pub(crate) fn unlock_tcp(dir: &Path) -> Result<(), String> {
 
 /// Creates every pipe, FIFO, socket and anon-inode file of files.img: file id → fd.
 /// What `create_special_files` made: file id → fd, and the epolls whose watches come later.
-type SpecialFiles = (BTreeMap<u32, std::os::fd::OwnedFd>, BTreeMap<u32, pb::EventpollFileEntry>, BTreeSet<u32>, BTreeMap<u32, i32>);
+type SpecialFiles = (
+    BTreeMap<u32, std::os::fd::OwnedFd>,
+    BTreeMap<u32, pb::EventpollFileEntry>,
+    BTreeSet<u32>,
+    BTreeMap<u32, i32>,
+    Vec<(u32, Vec<(Vec<u8>, Vec<u32>)>)>,
+);
 
 fn create_special_files(dir: &Path, regs: &BTreeMap<u32, pb::RegFileEntry>) -> Result<SpecialFiles, String> {
     let path = dir.join(ImageKind::Files.file_name(0));
@@ -774,15 +837,25 @@ fn create_special_files(dir: &Path, regs: &BTreeMap<u32, pb::RegFileEntry>) -> R
     if !fifos.is_empty() {
         made.extend(pipe::open_fifos(&fifos, regs, &read_pipe_data(dir, ImageKind::FifoData)?)?);
     }
-    let queues = if sockets.is_empty() && inet_sockets.is_empty() { BTreeMap::new() } else { read_sk_queues(dir)? };
+    let (queues, deferred_queues) = if sockets.is_empty() && inet_sockets.is_empty() { Default::default() } else { read_sk_queues(dir)? };
     if !sockets.is_empty() {
         made.extend(unix::create_sockets(&sockets, &queues)?);
+    }
+    // Queues with fds in flight are sent by the socket's peer once every file exists.
+    let mut deferred = Vec::new();
+    for (id, messages) in deferred_queues {
+        let socket = sockets.iter().find(|s| s.id == id).ok_or(format!("fds in flight to socket {id}, which is not a unix socket of files.img"))?;
+        let peer = sockets
+            .iter()
+            .find(|s| s.ino == socket.peer && socket.peer != 0)
+            .ok_or(format!("unix socket {id} has fds in flight but its peer (ino {}) is not in the dump", socket.peer))?;
+        deferred.push((peer.id, messages));
     }
     for socket in &inet_sockets {
         let stream = if socket.proto == libc::IPPROTO_TCP as u32 && socket.state == 1 { Some(read_tcp_stream(dir, socket.ino)?) } else { None };
         made.insert(socket.id, inet::create_socket(socket, queues.get(&socket.id).map(Vec::as_slice).unwrap_or(&[]), stream.as_ref())?);
     }
-    Ok((made, epolls, late, dead_pidfds))
+    Ok((made, epolls, late, dead_pidfds, deferred))
 }
 
 impl Broker {
@@ -798,7 +871,7 @@ impl Broker {
         base: i32,
     ) -> Result<Broker, String> {
         let ids: Vec<u32> = ids.into_iter().collect();
-        let (made, epolls, late, dead_pidfd_flags) = create_special_files(dir, files)?;
+        let (made, epolls, late, dead_pidfd_flags, deferred) = create_special_files(dir, files)?;
         // Created fds sit at the lowest free numbers, perhaps where the broker's go:
         // move them above every broker number first.
         let above = base + ids.len() as i32 + 8;
@@ -850,6 +923,24 @@ impl Broker {
                 return Err(error);
             }
             broker.fds.insert(id, number);
+        }
+        // Messages with fds in flight, sent from the peer with the broker's copies.
+        for (sender, messages) in deferred {
+            let result = (|| -> Result<(), String> {
+                let from = *broker.fds.get(&sender).ok_or(format!("socket {sender} (sender of fds in flight) was not opened"))?;
+                for (data, ids) in &messages {
+                    let fds = ids
+                        .iter()
+                        .map(|id| broker.fds.get(id).copied().ok_or(format!("file {id} in flight was not opened")))
+                        .collect::<Result<Vec<i32>, String>>()?;
+                    kernel::send_with_fds(from, data, &fds).map_err(|e| format!("requeue {} bytes with {} fds from socket {sender}: {e}", data.len(), fds.len()))?;
+                }
+                Ok(())
+            })();
+            if let Err(error) = result {
+                broker.close();
+                return Err(error);
+            }
         }
         Ok(broker)
     }

@@ -248,6 +248,8 @@ struct Images {
     seccomp: Vec<pb::SeccompFilter>,
     /// pidfd entries of files.img by file id.
     pidfds: BTreeMap<u32, pb::PidfdEntry>,
+    /// Files in flight in socket queues (SCM_RIGHTS), which no process holds.
+    in_flight: std::collections::BTreeSet<u32>,
 }
 
 fn read_images(dir: &Path) -> Result<Images, RestoreError> {
@@ -313,7 +315,8 @@ fn read_images(dir: &Path) -> Result<Images, RestoreError> {
     } else {
         Vec::new()
     };
-    Ok(Images { processes, files, ghosts, seccomp, pidfds })
+    let in_flight = crate::files::in_flight_ids(dir).map_err(|what| RestoreError::BadImage { image: "sk-queues.img".into(), what })?;
+    Ok(Images { processes, files, ghosts, seccomp, pidfds, in_flight })
 }
 
 /// Restores the process tree dumped in `options.dir`.
@@ -516,12 +519,14 @@ struct TreePlan {
 
 /// The file ids the broker opens: every fd's, and every unlinked mapped file's.
 fn broker_ids(images: &Images) -> std::collections::BTreeSet<u32> {
-    crate::files::broker_ids(
+    let mut ids = crate::files::broker_ids(
         images.processes.iter().map(|p| (p.fds.as_slice(), p.mm.vmas.as_slice())),
         &images.files,
         &images.ghosts,
         vs::FILE_PRIVATE | vs::FILE_SHARED,
-    )
+    );
+    ids.extend(images.in_flight.iter().copied());
+    ids
 }
 
 fn round_up(value: u64, to: u64) -> u64 {

@@ -205,6 +205,7 @@ pub const TESTS: &[TestSpec] = &[
     c("fds_many"),
     c("memfd_data"),
     c("pidfds"),
+    c("unix_scm"),
     TestSpec {
         dump_args: &["--tcp-established"],
         requirements: &[Requirement::Root],

@@ -127,7 +127,7 @@ pub(crate) fn dump_socket(
             (TCP_CLOSE, 0)
         }
     } else {
-        queue = super::unix::peek_queue(&socket)?;
+        queue = super::unix::peek_queue(&socket)?.into_iter().map(|(data, _)| data).collect();
         (if peer.is_some() { TCP_ESTABLISHED } else { TCP_CLOSE }, 0)
     };
     let v6only = if family == libc::AF_INET6 { Some(get(libc::IPPROTO_IPV6, libc::IPV6_V6ONLY)? != 0) } else { None };

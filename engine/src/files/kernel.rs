@@ -197,14 +197,19 @@ pub struct Peeked {
     pub len: usize,
     /// The message was longer than the buffer.
     pub truncated: bool,
-    /// Ancillary data (SCM_RIGHTS, credentials) came with it.
-    pub has_control: bool,
+    /// Copies (close-on-exec) of the fds in flight with it (SCM_RIGHTS): peeking
+    /// installs them in the caller, the message keeps its own.
+    pub fds: Vec<OwnedFd>,
+    /// Other ancillary data (credentials) came with it, or the control buffer was short.
+    pub other_control: bool,
 }
 
-/// `recvmsg(fd, MSG_PEEK | MSG_DONTWAIT)`: with SO_PEEK_OFF set, each call returns the
-/// next message (datagram) or the next bytes (stream) without consuming them.
+/// `recvmsg(fd, MSG_PEEK | MSG_DONTWAIT | MSG_CMSG_CLOEXEC)`: with SO_PEEK_OFF set, each
+/// call returns the next message (datagram) or the next bytes (stream) without
+/// consuming them.
 pub fn peek_message(fd: RawFd, buf: &mut [u8]) -> io::Result<Peeked> {
-    let mut control = [0u64; 64];
+    // Room for SCM_MAX_FD (253) fds.
+    let mut control = [0u64; 160];
     let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
     // SAFETY: msghdr is plain data; all-zero is a valid empty header.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
@@ -213,12 +218,63 @@ pub fn peek_message(fd: RawFd, buf: &mut [u8]) -> io::Result<Peeked> {
     msg.msg_control = control.as_mut_ptr().cast();
     msg.msg_controllen = std::mem::size_of_val(&control);
     // SAFETY: msg points at iov (buf) and control, both live and sized as stated.
-    let n = check(unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_PEEK | libc::MSG_DONTWAIT) } as libc::c_long)?;
-    Ok(Peeked {
-        len: n as usize,
-        truncated: msg.msg_flags & libc::MSG_TRUNC != 0,
-        has_control: msg.msg_controllen > 0,
-    })
+    let n = check(unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_PEEK | libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC) } as libc::c_long)?;
+    let mut fds = Vec::new();
+    let mut other_control = msg.msg_flags & libc::MSG_CTRUNC != 0;
+    // SAFETY: the CMSG_* macros walk the control buffer the kernel just filled, within
+    // msg_controllen; SCM_RIGHTS data is an array of ints, each an fd now ours.
+    unsafe {
+        let mut header = libc::CMSG_FIRSTHDR(&msg);
+        while !header.is_null() {
+            if (*header).cmsg_level == libc::SOL_SOCKET && (*header).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(header) as *const libc::c_int;
+                let count = ((*header).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / std::mem::size_of::<libc::c_int>();
+                for i in 0..count {
+                    fds.push(OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(i))));
+                }
+            } else {
+                other_control = true;
+            }
+            header = libc::CMSG_NXTHDR(&msg, header);
+        }
+    }
+    Ok(Peeked { len: n as usize, truncated: msg.msg_flags & libc::MSG_TRUNC != 0, fds, other_control })
+}
+
+/// `sendmsg(fd, buf)` with `fds` in flight (SCM_RIGHTS), not blocking.
+pub fn send_with_fds(fd: RawFd, buf: &[u8], fds: &[RawFd]) -> io::Result<()> {
+    let mut control = [0u64; 160];
+    let space = if fds.is_empty() { 0 } else {
+        // SAFETY: CMSG_SPACE only computes a size.
+        unsafe { libc::CMSG_SPACE(std::mem::size_of_val(fds) as u32) as usize }
+    };
+    if space > std::mem::size_of_val(&control) {
+        return Err(io::Error::from_raw_os_error(libc::E2BIG));
+    }
+    let mut iov = libc::iovec { iov_base: buf.as_ptr() as *mut libc::c_void, iov_len: buf.len() };
+    // SAFETY: msghdr is plain data; all-zero is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if !fds.is_empty() {
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        // SAFETY: the control buffer holds `space` bytes, enough for one header with
+        // the fds, which are copied into its data.
+        unsafe {
+            let header = libc::CMSG_FIRSTHDR(&msg);
+            (*header).cmsg_level = libc::SOL_SOCKET;
+            (*header).cmsg_type = libc::SCM_RIGHTS;
+            (*header).cmsg_len = libc::CMSG_LEN(std::mem::size_of_val(fds) as u32) as _;
+            std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(header) as *mut libc::c_int, fds.len());
+        }
+    }
+    // SAFETY: msg points at iov (buf) and control, both live and sized as stated.
+    let n = check(unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT) } as libc::c_long)? as usize;
+    if n != buf.len() {
+        return Err(io::Error::new(io::ErrorKind::WriteZero, format!("sent {n} of {} bytes", buf.len())));
+    }
+    Ok(())
 }
 
 /// `socket(domain, type | SOCK_CLOEXEC, 0)`.

@@ -101,7 +101,7 @@ pub(crate) fn parse_diag(bytes: &[u8]) -> Result<BTreeMap<u32, UnixDiag>, String
 /// Every message queued for reading on a socket, in order, without consuming any: the
 /// socket (borrowed from the target) is peeked with SO_PEEK_OFF walking forward, then its
 /// peek offset is put back.
-pub(crate) fn peek_queue(socket: &OwnedFd) -> Result<Vec<Vec<u8>>, String> {
+pub(crate) fn peek_queue(socket: &OwnedFd) -> Result<Vec<(Vec<u8>, Vec<OwnedFd>)>, String> {
     let fd = socket.as_raw_fd();
     let old_offset = kernel::socket_option(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF).map_err(|e| format!("SO_PEEK_OFF: {e}"))?;
     kernel::set_socket_option(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0).map_err(|e| format!("set SO_PEEK_OFF: {e}"))?;
@@ -109,10 +109,10 @@ pub(crate) fn peek_queue(socket: &OwnedFd) -> Result<Vec<Vec<u8>>, String> {
     let mut buf = vec![0u8; 4 << 20];
     let result = loop {
         match kernel::peek_message(fd, &mut buf) {
-            Ok(p) if p.has_control => break Err("a queued message carries fds or credentials (SCM_RIGHTS in flight)".to_string()),
+            Ok(p) if p.other_control => break Err("a queued message carries credentials or more fds than fit".to_string()),
             Ok(p) if p.truncated => break Err(format!("a queued message is larger than {} bytes", buf.len())),
-            Ok(p) if p.len == 0 => break Ok(()),
-            Ok(p) => out.push(buf[..p.len].to_vec()),
+            Ok(p) if p.len == 0 && p.fds.is_empty() => break Ok(()),
+            Ok(p) => out.push((buf[..p.len].to_vec(), p.fds)),
             Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => break Ok(()),
             Err(e) => break Err(format!("peek queue: {e}")),
         }
