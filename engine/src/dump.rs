@@ -443,10 +443,12 @@ pub fn dump(options: &DumpOptions) -> Result<DumpReport, DumpError> {
         process_files.push((fds, cwd_id, root_id, exe_id));
     }
     crate::files::check_tree(&files)?;
-    crate::files::resolve_pidfds(&mut files, |host| {
+    let virtual_of = |host: i32| {
         let in_tree = frozen.processes.iter().any(|p| p.pid == host || p.threads.iter().any(|t| t.tid == host));
-        in_tree.then(|| frozen.to_virtual(host, "pidfd's process").ok()).flatten()
-    })?;
+        in_tree.then(|| frozen.to_virtual(host, "pid").ok()).flatten()
+    };
+    crate::files::resolve_pidfds(&mut files, virtual_of)?;
+    crate::files::finish_ptys(&mut files, options.shell_job, virtual_of)?;
     fault(DumpStep::Files)?;
 
     write_images(options, &frozen, &collected, &queries, &files, &process_files, memory)?;

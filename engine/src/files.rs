@@ -24,6 +24,7 @@ mod kernel;
 mod locks;
 mod memfd;
 mod pipe;
+mod pty;
 mod tcp;
 mod unix;
 
@@ -68,6 +69,12 @@ pub(crate) struct FileTable {
     pidfds: Vec<(i32, u32, u32, i32)>,
     /// Dump established TCP connections (`--tcp-established`).
     pub(crate) tcp_established: bool,
+    /// Pty ends: (pid, fd, file id, pty index, is the master), and a copy of each
+    /// master by index (its state is read through it once every fd is collected).
+    pty_files: Vec<(i32, u32, u32, u32, bool)>,
+    pty_masters: BTreeMap<u32, std::os::fd::OwnedFd>,
+    /// tty-info.img entries.
+    tty_infos: Vec<pb::TtyInfoEntry>,
     /// Established connections taken in repair mode.
     tcp: TcpRepairGuard,
 }
@@ -206,6 +213,7 @@ fn classify(link: &str, mode: u32, shell_job: bool) -> Result<pb::FdTypes, Strin
     let kind = mode & libc::S_IFMT;
     let is_tty = kind == libc::S_IFCHR && (link.starts_with("/dev/pts/") || link.starts_with("/dev/tty"));
     Ok(match kind {
+        libc::S_IFCHR if pty::is_master(link) || pty::slave_index(link).is_some() => pb::FdTypes::Tty,
         libc::S_IFIFO if link.starts_with("pipe:[") => pb::FdTypes::Pipe,
         libc::S_IFIFO if link.starts_with('/') => pb::FdTypes::Fifo,
         libc::S_IFSOCK => pb::FdTypes::Unixsk,
@@ -372,6 +380,26 @@ fn dump_fd(pid: i32, fd: u32, shell_job: bool, files: &mut FileTable) -> Result<
                 ..entry(kind)
             });
         }
+        pb::FdTypes::Tty => {
+            let master = pty::is_master(&link_text);
+            let index = if master {
+                let copy = kernel::borrow_fd(pid, fd).map_err(|e| unsupported(format!("pidfd_getfd: {e}")))?;
+                let index = pty::master_index(&copy).map_err(unsupported)?;
+                if files.pty_masters.insert(index, copy).is_some() {
+                    return Err(unsupported(format!("a second open file description of the master of pty {index}")));
+                }
+                index
+            } else {
+                pty::slave_index(&link_text).expect("classified as a pty slave")
+            };
+            files.pty_files.push((pid, fd, id, index, master));
+            // The path is a reg entry of its own, as CRIU writes it.
+            files.entries.push(pb::FileEntry {
+                tty: Some(pb::TtyFileEntry { id, tty_info_id: index, flags: open_flags as u32, fown: Default::default(), regf_id: Some(id + 1) }),
+                ..entry(kind)
+            });
+            files.entries.push(FileTable::reg_entry(id + 1, &link, open_flags, 0, Some(&meta)));
+        }
         pb::FdTypes::Pidfd => {
             let target: i32 = procfs::parse_key_values(&info_text)
                 .get("Pid")
@@ -527,6 +555,42 @@ fn unix_entry(pid: i32, fd: u32, id: u32, ino: u32, flags: i32, files: &mut File
     })
 }
 
+/// Once every fd is collected: each pty whose master is in the tree gets its tty-info
+/// (session and foreground group as the tree numbers them, `virtual_of`); a slave whose
+/// master is elsewhere is the caller's terminal, reopened by path with `--shell-job`.
+pub(crate) fn finish_ptys(files: &mut FileTable, shell_job: bool, virtual_of: impl Fn(i32) -> Option<i32>) -> Result<(), DumpError> {
+    for &(pid, fd, id, index, master) in &files.pty_files {
+        if master || files.pty_masters.contains_key(&index) {
+            continue;
+        }
+        if !shell_job {
+            return Err(DumpError::Unsupported {
+                pid,
+                what: format!("fd {fd} (/dev/pts/{index}, a pty whose master is not in the dumped tree; try --shell-job)"),
+            });
+        }
+        if let Some(entry) = files.entries.iter_mut().find(|e| e.id == id) {
+            let flags = entry.tty.as_ref().map(|t| t.flags).unwrap_or(libc::O_RDWR as u32);
+            let path = PathBuf::from(format!("/dev/pts/{index}"));
+            *entry = FileTable::reg_entry(id, &path, flags as i32, 0, fs::metadata(&path).ok().as_ref());
+        }
+    }
+    for (&index, master) in &files.pty_masters {
+        let holder = files.pty_files.iter().find(|f| f.3 == index && f.4).map(|f| f.0).unwrap_or(0);
+        let mut info = pty::dump_info(index, master).map_err(|what| DumpError::Unsupported { pid: holder, what: format!("pty {index}: {what}") })?;
+        for (value, what) in [(&mut info.sid, "session"), (&mut info.pgrp, "foreground process group")] {
+            if *value != 0 {
+                *value = virtual_of(*value as i32).ok_or_else(|| DumpError::Unsupported {
+                    pid: holder,
+                    what: format!("pty {index}, whose {what} {value} is outside the dumped tree"),
+                })? as u32;
+            }
+        }
+        files.tty_infos.push(info);
+    }
+    Ok(())
+}
+
 /// Names each pidfd's process as the dumped tree numbers it: `virtual_of` gives the
 /// tree's number of a host pid or tid of the tree, `None` outside it. A pidfd of a
 /// process that has exited keeps -1.
@@ -606,6 +670,13 @@ pub(crate) fn write_images(pid: i32, dir: &Path, files: &FileTable, first_shmem_
             w.write_entry(&pb::PipeDataEntry { pipe_id: *pipe_id, bytes: contents.data.len() as u32, size: Some(contents.size) })
                 .map_err(image)?;
             w.write_payload(&contents.data).map_err(image)?;
+        }
+        w.finish().map_err(image)?;
+    }
+    if !files.tty_infos.is_empty() {
+        let mut w = ImageWriter::create(dir, ImageKind::TtyInfo, 0).map_err(image)?;
+        for info in &files.tty_infos {
+            w.write_entry(info).map_err(image)?;
         }
         w.finish().map_err(image)?;
     }
@@ -689,6 +760,8 @@ pub(crate) struct Broker {
     /// pidfds of exited processes: (broker number, flags), made by the restored root in
     /// the tree's pid namespace (`make_dead_pidfds`), whose processes may signal them.
     dead_pidfds: Vec<(i32, i32)>,
+    /// Ptys that are a session's controlling terminal: (session, foreground group, index).
+    controlling: Vec<(u32, u32, u32)>,
 }
 
 /// The extra images of pipes, FIFOs and sockets, read into memory for the broker.
@@ -776,6 +849,7 @@ type SpecialFiles = (
     BTreeSet<u32>,
     BTreeMap<u32, i32>,
     Vec<(u32, Vec<(Vec<u8>, Vec<u32>)>)>,
+    Vec<(u32, u32, u32)>,
 );
 
 fn create_special_files(dir: &Path, regs: &BTreeMap<u32, pb::RegFileEntry>) -> Result<SpecialFiles, String> {
@@ -783,6 +857,7 @@ fn create_special_files(dir: &Path, regs: &BTreeMap<u32, pb::RegFileEntry>) -> R
     let entries = crust_images::read_entries::<pb::FileEntry>(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let (mut pipes, mut fifos, mut sockets, mut inet_sockets) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut memfds = Vec::new();
+    let mut ttys = Vec::new();
     let mut late = BTreeSet::new();
     let mut dead_pidfds = BTreeMap::new();
     let mut made = BTreeMap::new();
@@ -809,6 +884,7 @@ fn create_special_files(dir: &Path, regs: &BTreeMap<u32, pb::RegFileEntry>) -> R
                 made.insert(entry.id, inotify::create_inotify(entry.ify.as_ref().ok_or_else(missing)?)?);
             }
             pb::FdTypes::Memfd => memfds.push(entry.memfd.ok_or_else(missing)?),
+            pb::FdTypes::Tty => ttys.push(entry.tty.ok_or_else(missing)?),
             pb::FdTypes::Pidfd => {
                 let pidfd = entry.pidfd.ok_or_else(missing)?;
                 if pidfd.nspid == -1 {
@@ -823,6 +899,31 @@ fn create_special_files(dir: &Path, regs: &BTreeMap<u32, pb::RegFileEntry>) -> R
                 epolls.insert(entry.id, epoll);
             }
             other => return Err(format!("{}: file {} of type {other:?} is not supported yet", path.display(), entry.id)),
+        }
+    }
+    let mut controlling = Vec::new();
+    if !ttys.is_empty() {
+        let path = dir.join(ImageKind::TtyInfo.file_name(0));
+        let infos = crust_images::read_entries::<pb::TtyInfoEntry>(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut masters = BTreeMap::new();
+        for info in &infos {
+            if info.r#type != pb::TtyType::Pty as i32 {
+                return Err(format!("{}: tty {} of type {} is not supported (tty_info_entry.type)", path.display(), info.id, info.r#type));
+            }
+            masters.insert(info.id, pty::create(info)?);
+            if info.sid != 0 {
+                controlling.push((info.sid, info.pgrp, info.pty.as_ref().map(|p| p.index).unwrap_or(info.id)));
+            }
+        }
+        for tty in &ttys {
+            let name = tty.regf_id.and_then(|r| regs.get(&r)).map(|r| r.name.clone()).ok_or(format!("tty file {} has no path (tty_file_entry.regf_id)", tty.id))?;
+            let fd = if pty::is_master(&name) {
+                masters.remove(&tty.tty_info_id).ok_or(format!("tty file {}: pty {} has no state in tty-info.img, or a second master", tty.id, tty.tty_info_id))?
+            } else {
+                let flags = tty.flags as i32 & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_CLOEXEC);
+                kernel::open_path(&name, flags | libc::O_NOCTTY).map_err(|e| format!("open {name}: {e}"))?
+            };
+            made.insert(tty.id, fd);
         }
     }
     if !memfds.is_empty() {
@@ -855,7 +956,7 @@ fn create_special_files(dir: &Path, regs: &BTreeMap<u32, pb::RegFileEntry>) -> R
         let stream = if socket.proto == libc::IPPROTO_TCP as u32 && socket.state == 1 { Some(read_tcp_stream(dir, socket.ino)?) } else { None };
         made.insert(socket.id, inet::create_socket(socket, queues.get(&socket.id).map(Vec::as_slice).unwrap_or(&[]), stream.as_ref())?);
     }
-    Ok((made, epolls, late, dead_pidfds, deferred))
+    Ok((made, epolls, late, dead_pidfds, deferred, controlling))
 }
 
 impl Broker {
@@ -871,7 +972,7 @@ impl Broker {
         base: i32,
     ) -> Result<Broker, String> {
         let ids: Vec<u32> = ids.into_iter().collect();
-        let (made, epolls, late, dead_pidfd_flags, deferred) = create_special_files(dir, files)?;
+        let (made, epolls, late, dead_pidfd_flags, deferred, controlling) = create_special_files(dir, files)?;
         // Created fds sit at the lowest free numbers, perhaps where the broker's go:
         // move them above every broker number first.
         let above = base + ids.len() as i32 + 8;
@@ -885,7 +986,7 @@ impl Broker {
         } else {
             Vec::new()
         };
-        let mut broker = Broker { fds: BTreeMap::new(), epolls, locks, late, dead_pidfds: Vec::new() };
+        let mut broker = Broker { fds: BTreeMap::new(), epolls, locks, late, dead_pidfds: Vec::new(), controlling };
         for id in ids {
             if broker.fds.contains_key(&id) || broker.late.contains(&id) {
                 continue;
@@ -963,6 +1064,19 @@ impl Broker {
         let me = std::process::id() as i32;
         for lock in self.locks.iter().filter(|l| l.pid == me) {
             locks::take_lock(lock)?;
+        }
+        Ok(())
+    }
+
+    /// In restored process `pid` (in its session and group already): takes back the
+    /// controlling terminal it leads, or the foreground of the one its group had.
+    pub(crate) fn terminals(&self, pid: u32, sid: u32, pgid: u32) -> Result<(), String> {
+        for &(tty_sid, pgrp, index) in &self.controlling {
+            if tty_sid == pid {
+                pty::take_controlling(index, (pgrp == pid).then_some(pgrp as i32))?;
+            } else if pgrp == pid && pgid == pid && sid == tty_sid {
+                pty::set_foreground(index, pgrp as i32)?;
+            }
         }
         Ok(())
     }

@@ -1314,6 +1314,9 @@ fn process_main(tree: &TreePlan, images: &Images, options: &RestoreOptions, inde
                 sys::set_process_group(p.pgid as i32).map_err(|e| format!("setpgid {}: {e}", p.pgid))?;
             }
         }
+        if !(index == 0 && options.shell_job) {
+            broker.terminals(p.pid, p.sid, p.pgid)?;
+        }
         if process.is_zombie() {
             if let Some(tc) = &process.cores[0].tc {
                 let _ = sys::set_comm(&tc.comm);

@@ -206,6 +206,7 @@ pub const TESTS: &[TestSpec] = &[
     c("memfd_data"),
     c("pidfds"),
     c("unix_scm"),
+    c("pty_pair"),
     TestSpec {
         dump_args: &["--tcp-established"],
         requirements: &[Requirement::Root],

@@ -657,3 +657,61 @@ pub fn peek_bytes(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: buf is writable for its length.
     Ok(check(unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_PEEK | libc::MSG_DONTWAIT) } as libc::c_long)? as usize)
 }
+
+/// `ioctl(fd, request, &int)` that writes or reads one int argument.
+pub fn ioctl_int_arg(fd: RawFd, request: u64, value: i32) -> io::Result<i32> {
+    let mut value: libc::c_int = value;
+    // SAFETY: the kernel reads or writes one int at `value`.
+    check(unsafe { libc::ioctl(fd, request as _, &mut value as *mut libc::c_int) } as libc::c_long)?;
+    Ok(value)
+}
+
+/// `ioctl(fd, request, value)` whose argument is a plain number (TIOCSCTTY, TIOCPKT's
+/// pointer-free forms are not used: see callers).
+pub fn ioctl_value(fd: RawFd, request: u64, value: u64) -> io::Result<()> {
+    // SAFETY: the request takes its argument by value, no pointer.
+    check(unsafe { libc::ioctl(fd, request as _, value as libc::c_ulong) } as libc::c_long)?;
+    Ok(())
+}
+
+/// Terminal attributes (TCGETS) and window size (TIOCGWINSZ).
+pub fn terminal_state(fd: RawFd) -> io::Result<(libc::termios, libc::winsize)> {
+    // SAFETY: termios and winsize are plain data; the kernel fills at most their size.
+    unsafe {
+        let mut termios: libc::termios = std::mem::zeroed();
+        check(libc::ioctl(fd, libc::TCGETS as _, &mut termios as *mut libc::termios) as libc::c_long)?;
+        let mut winsize: libc::winsize = std::mem::zeroed();
+        check(libc::ioctl(fd, libc::TIOCGWINSZ as _, &mut winsize as *mut libc::winsize) as libc::c_long)?;
+        Ok((termios, winsize))
+    }
+}
+
+/// Sets terminal attributes (TCSETS) and window size (TIOCSWINSZ).
+pub fn set_terminal_state(fd: RawFd, termios: &libc::termios, winsize: &libc::winsize) -> io::Result<()> {
+    // SAFETY: both structures live across the calls; the kernel only reads them.
+    unsafe {
+        check(libc::ioctl(fd, libc::TCSETS as _, termios as *const libc::termios) as libc::c_long)?;
+        check(libc::ioctl(fd, libc::TIOCSWINSZ as _, winsize as *const libc::winsize) as libc::c_long)?;
+    }
+    Ok(())
+}
+
+/// An all-zero `termios` (plain data).
+pub fn zeroed_termios() -> libc::termios {
+    // SAFETY: termios is plain integers; all-zero is a valid value.
+    unsafe { std::mem::zeroed() }
+}
+
+/// Blocks (`true`) or unblocks SIGTTOU in the calling thread: a background process
+/// setting its terminal's foreground group would otherwise be stopped.
+pub fn block_sigttou(block: bool) -> io::Result<()> {
+    // SAFETY: set is plain data initialised by sigemptyset/sigaddset before use.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTTOU);
+        let how = if block { libc::SIG_BLOCK } else { libc::SIG_UNBLOCK };
+        check(libc::pthread_sigmask(how, &set, std::ptr::null_mut()) as libc::c_long)?;
+    }
+    Ok(())
+}
