@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -717,17 +717,32 @@ pub(crate) fn write_images(pid: i32, dir: &Path, files: &FileTable, first_shmem_
                 dev: Some(meta.dev() as u32),
                 ino: Some(meta.ino()),
                 size: Some(meta.len()),
+                chunks: Some(true),
                 ..Default::default()
             })
             .map_err(image)?;
-            let mut contents = File::open(source).map_err(io_err(pid, format!("open {}", source.display())))?;
+            // Data runs only (SEEK_DATA/SEEK_HOLE), a MiB at a time: holes stay holes and
+            // a big file never sits in memory whole.
+            let contents = File::open(source).map_err(io_err(pid, format!("open {}", source.display())))?;
+            let raw = std::os::fd::AsRawFd::as_raw_fd(&contents);
             let mut chunk = vec![0u8; 1 << 20];
-            loop {
-                let n = io::Read::read(&mut contents, &mut chunk).map_err(io_err(pid, "read unlinked file"))?;
-                if n == 0 {
+            let mut at = 0u64;
+            while at < meta.len() {
+                let Some(data) = kernel::seek_data_or_hole(raw, at, true).map_err(io_err(pid, "SEEK_DATA in unlinked file"))? else { break };
+                let hole = kernel::seek_data_or_hole(raw, data, false).map_err(io_err(pid, "SEEK_HOLE in unlinked file"))?.unwrap_or(meta.len()).min(meta.len());
+                if hole <= data {
                     break;
                 }
-                w.write_payload(&chunk[..n]).map_err(image)?;
+                w.write_entry(&pb::GhostChunkEntry { len: hole - data, off: data }).map_err(image)?;
+                let mut offset = data;
+                while offset < hole {
+                    let want = chunk.len().min((hole - offset) as usize);
+                    std::os::unix::fs::FileExt::read_exact_at(&contents, &mut chunk[..want], offset)
+                        .map_err(io_err(pid, format!("read unlinked file at {offset}")))?;
+                    w.write_payload(&chunk[..want]).map_err(image)?;
+                    offset += want as u64;
+                }
+                at = hole;
             }
             w.finish().map_err(image)?;
             remap
@@ -1190,27 +1205,51 @@ fn open_regular(files: &BTreeMap<u32, pb::RegFileEntry>, ghosts: &BTreeMap<u32, 
 /// Recreates an unlinked file from its ghost image: written beside its old name,
 /// opened with the dumped flags, then unlinked again.
 fn open_ghost(dir: &Path, ghost_id: u32, reg: &pb::RegFileEntry, flags: i32) -> Result<i32, String> {
+    use std::os::unix::fs::FileExt;
     let image = dir.join(ImageKind::GhostFile.file_name(ghost_id as u64));
     let name = image.display().to_string();
-    let mut reader = ImageReader::open(&image).map_err(|e| format!("{name}: {e}"))?;
+    let mut reader = crust_images::StreamReader::open(&image).map_err(|e| format!("{name}: {e}"))?;
     let entry: pb::GhostFileEntry = reader
         .next_entry()
         .map_err(|e| format!("{name}: {e}"))?
         .ok_or(format!("{name}: no ghost_file_entry"))?;
-    let contents = reader.read_payload(entry.size.unwrap_or(0)).map_err(|e| format!("{name}: {e}"))?;
+    let size = entry.size.unwrap_or(0);
     let mut path = PathBuf::from(&reg.name);
     if path.exists() {
         path = PathBuf::from(format!("{}.crust-ghost-{ghost_id}", reg.name));
     }
-    {
+    let filled = (|| -> Result<(), String> {
         use std::os::unix::fs::OpenOptionsExt;
-        let mut file = fs::OpenOptions::new()
+        let file = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(entry.mode & 0o7777)
             .open(&path)
             .map_err(|e| format!("create ghost {}: {e}", path.display()))?;
-        file.write_all(&contents).map_err(|e| format!("write ghost {}: {e}", path.display()))?;
+        let file = &file;
+        let write_at = |mut at: u64| {
+            move |piece: &[u8]| -> io::Result<()> {
+                file.write_all_at(piece, at)?;
+                at += piece.len() as u64;
+                Ok(())
+            }
+        };
+        if entry.chunks == Some(true) {
+            file.set_len(size).map_err(|e| format!("size ghost {}: {e}", path.display()))?;
+            while let Some(chunk) = reader.next_entry::<pb::GhostChunkEntry>().map_err(|e| format!("{name}: {e}"))? {
+                if chunk.off.checked_add(chunk.len).is_none_or(|end| end > size) {
+                    return Err(format!("{name}: chunk {}+{} beyond the file's {size} bytes (ghost_chunk_entry)", chunk.off, chunk.len));
+                }
+                reader.copy_payload(chunk.len, write_at(chunk.off)).map_err(|e| format!("{name}: {e}"))?;
+            }
+        } else {
+            reader.copy_payload(size, write_at(0)).map_err(|e| format!("{name}: {e}"))?;
+        }
+        Ok(())
+    })();
+    if let Err(error) = filled {
+        let _ = fs::remove_file(&path);
+        return Err(error);
     }
     let fd = sys::open_raw(&path, flags, 0).map_err(|e| format!("open ghost {}: {e}", path.display()));
     let _ = fs::remove_file(&path);

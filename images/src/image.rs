@@ -896,3 +896,99 @@ mod tests {
         std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 }
+
+/// A pull reader that holds only the current entry in memory and hands payload over in
+/// pieces: for images whose payload may be larger than memory allows (ghost files).
+pub struct StreamReader {
+    file: String,
+    inner: std::io::BufReader<std::fs::File>,
+    header: Header,
+    position: u64,
+    entry_index: usize,
+}
+
+impl StreamReader {
+    /// Opens `path` and parses its header.
+    pub fn open(path: &Path) -> Result<StreamReader, ImageError> {
+        use std::io::Read;
+        let read_error = |source| ImageError::ReadFile { path: path.to_owned(), source };
+        let file_name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
+        let mut inner = std::io::BufReader::new(std::fs::File::open(path).map_err(read_error)?);
+        let mut first = Vec::with_capacity(8);
+        inner.by_ref().take(8).read_to_end(&mut first).map_err(read_error)?;
+        let header = parse_header(&file_name, &first)?;
+        // A bare header is 4 bytes: the other 4 already read belong to the first entry.
+        if header.len < first.len() {
+            inner.seek_relative(header.len as i64 - first.len() as i64).map_err(read_error)?;
+        }
+        Ok(StreamReader { file: file_name, inner, position: header.len as u64, header, entry_index: 0 })
+    }
+
+    /// The kind of image.
+    pub fn kind(&self) -> ImageKind {
+        self.header.kind
+    }
+
+    /// Reads `buf.len()` bytes, or fewer at the end of the file.
+    fn fill(&mut self, buf: &mut [u8]) -> Result<usize, ImageError> {
+        use std::io::Read;
+        let mut got = 0;
+        while got < buf.len() {
+            match self.inner.read(&mut buf[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(source) => return Err(ImageError::ReadFile { path: PathBuf::from(self.file.clone()), source }),
+            }
+        }
+        self.position += got as u64;
+        Ok(got)
+    }
+
+    /// The next entry, or `None` at a clean end of file.
+    pub fn next_entry<M: Message + Default>(&mut self) -> Result<Option<M>, ImageError> {
+        let size_offset = self.position;
+        let index = self.entry_index;
+        let mut size_bytes = [0u8; 4];
+        match self.fill(&mut size_bytes)? {
+            0 => return Ok(None),
+            4 => {}
+            n => return Err(ImageError::Truncated { file: self.file.clone(), offset: size_offset, index, what: "size", needed: 4, available: n as u64 }),
+        }
+        let size = u64::from(self.header.byte_order.read_u32(size_bytes));
+        if size > MAX_ENTRY_SIZE {
+            return Err(ImageError::EntryTooLarge { file: self.file.clone(), offset: size_offset, index, size, limit: MAX_ENTRY_SIZE });
+        }
+        let mut bytes = vec![0u8; size as usize];
+        let got = self.fill(&mut bytes)?;
+        if got as u64 != size {
+            return Err(ImageError::Truncated { file: self.file.clone(), offset: size_offset + 4, index, what: "entry", needed: size, available: got as u64 });
+        }
+        self.entry_index += 1;
+        M::decode(bytes.as_slice()).map(Some).map_err(|source| ImageError::Decode {
+            file: self.file.clone(),
+            offset: size_offset,
+            index,
+            message: short_type_name::<M>().to_owned(),
+            source,
+        })
+    }
+
+    /// Hands the `len` payload bytes after the last entry to `sink`, a piece (at most
+    /// 1 MiB) at a time; the payload is never whole in memory.
+    pub fn copy_payload(&mut self, len: u64, mut sink: impl FnMut(&[u8]) -> std::io::Result<()>) -> Result<(), ImageError> {
+        let mut buf = vec![0u8; len.min(1 << 20) as usize];
+        let mut left = len;
+        while left > 0 {
+            let want = left.min(buf.len() as u64) as usize;
+            let at = self.position;
+            let got = self.fill(&mut buf[..want])?;
+            if got != want {
+                return Err(ImageError::Truncated { file: self.file.clone(), offset: at, index: self.entry_index, what: "payload", needed: left, available: got as u64 });
+            }
+            sink(&buf[..got]).map_err(|source| ImageError::ReadFile { path: PathBuf::from(self.file.clone()), source })?;
+            left -= got as u64;
+        }
+        Ok(())
+    }
+}

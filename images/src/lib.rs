@@ -51,7 +51,7 @@ pub use dir::{ImageDir, PagesWriter};
 pub use error::ImageError;
 pub use image::{
     parse, parse_header, read_entries, read_single, write_entries, ByteOrder, Header, ImageReader,
-    ImageWriter, RawEntry, RawImage, MAX_ENTRY_SIZE,
+    ImageWriter, RawEntry, RawImage, StreamReader, MAX_ENTRY_SIZE,
 };
 pub use magic::{Framing, ImageKind, IMAGES_VERSION, IMG_COMMON_MAGIC, IMG_SERVICE_MAGIC};
 pub use pagemap::{PageRun, PagemapReader, PE_LAZY, PE_PARENT, PE_PRESENT};

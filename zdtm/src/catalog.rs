@@ -201,6 +201,7 @@ pub const TESTS: &[TestSpec] = &[
     rust("cwd"),
     rust("file_offsets"),
     rust("unlinked_file"),
+    c("file_flags"),
     c("high_fd"),
     c("fds_many"),
     c("memfd_data"),
