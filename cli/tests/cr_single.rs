@@ -177,3 +177,37 @@ fn tempdir(name: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// A file the dump names but that is gone at restore time (here the program's own
+/// binary) is a one-line error naming it, a non-zero exit, and nothing left running;
+/// once the file is back, the same images restore.
+#[test]
+fn restore_names_a_missing_file_and_leaves_nothing() {
+    if let Some(reason) = skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    subreaper();
+    let dir = tempdir("missing");
+    let binary = build_target(&dir);
+    let out = dir.join("missing.out");
+    let pid = start_target(&binary, &out, 4);
+    let images = dir.join("img");
+    let status = crust().args(["dump", "-t", &pid.to_string(), "-D"]).arg(&images).status().unwrap();
+    assert!(status.success(), "dump");
+    wait_exit(pid);
+    let away = dir.join("pattern.away");
+    std::fs::rename(&binary, &away).unwrap();
+    let output = crust().args(["restore", "-d", "-D"]).arg(&images).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "restore without the binary succeeded");
+    assert!(stderr.contains(&binary.display().to_string()), "the error names the missing file: {stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    assert!(!Path::new(&format!("/proc/{pid}")).exists(), "nothing left of pid {pid} after the failed restore");
+    std::fs::rename(&away, &binary).unwrap();
+    let status = crust().args(["restore", "-d", "-D"]).arg(&images).status().unwrap();
+    assert!(status.success(), "restore once the file is back");
+    signal(pid, libc::SIGUSR1);
+    assert_eq!(wait_exit(pid), 0);
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "PASS\n");
+}
