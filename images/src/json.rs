@@ -350,6 +350,7 @@ pub fn json_to_image(json: &Json, byte_order: ByteOrder) -> Result<Vec<u8>, Json
         }
         let extra = object.get("extra");
         let extra_path = format!("{path}.extra");
+        let payload_start = writer.offset();
         match kind {
             ImageKind::PipesData
             | ImageKind::FifoData
@@ -390,8 +391,45 @@ pub fn json_to_image(json: &Json, byte_order: ByteOrder) -> Result<Vec<u8>, Json
             }
             _ => {}
         }
+        // The bytes after the entry must be as many as a reader takes for it, or the
+        // image would read back as other entries.
+        if let Some(expected) = expected_payload(kind, index, ghost_chunks, &message) {
+            let written = writer.offset() - payload_start;
+            if written != expected {
+                return Err(JsonError::Field {
+                    path: extra_path,
+                    reason: format!("{written} payload bytes where the entry says {expected}"),
+                });
+            }
+        }
     }
     Ok(writer.into_inner()?)
+}
+
+/// How many payload bytes a reader takes after entry `index` of `kind` (see
+/// `image::parse`); `None` where that is not a fixed count (an unchunked ghost file's
+/// rest, queued IPC messages).
+fn expected_payload(kind: ImageKind, index: usize, ghost_chunks: bool, message: &DynamicMessage) -> Option<u64> {
+    let number = |name: &str| match message.get_field_by_name(name).as_deref() {
+        Some(Value::U32(value)) => u64::from(*value),
+        Some(Value::U64(value)) => *value,
+        _ => 0,
+    };
+    let round_up = |x: u64, to: u64| x.checked_add(to - 1).map_or(u64::MAX, |v| v / to * to);
+    match kind {
+        ImageKind::PipesData | ImageKind::FifoData => Some(number("bytes")),
+        ImageKind::SkQueues => Some(number("length")),
+        ImageKind::BpfmapData => Some(number("keys_bytes").saturating_add(number("values_bytes"))),
+        ImageKind::TcpStream => Some(number("inq_len").saturating_add(number("outq_len"))),
+        ImageKind::GhostFile if index > 0 && ghost_chunks => Some(number("len")),
+        ImageKind::IpcnsShm => {
+            let in_pagemaps = matches!(message.get_field_by_name("in_pagemaps").as_deref(), Some(Value::Bool(true)));
+            Some(if in_pagemaps { 0 } else { round_up(number("size"), 4) })
+        }
+        ImageKind::IpcnsSem => Some(round_up(number("nsems").saturating_mul(2), 8)),
+        ImageKind::IpcnsMsg if number("qnum") == 0 => Some(0),
+        _ => None,
+    }
 }
 
 /// The bytes after an IPC entry, from crit's `extra`: segment contents padded to 4,
