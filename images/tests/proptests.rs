@@ -195,6 +195,45 @@ proptest! {
     }
 
     #[test]
+    fn ghost_images_stream_back(chunks in proptest::collection::vec((0u64..1 << 30, proptest::collection::vec(any::<u8>(), 0..300)), 0..4), order in byte_order()) {
+        // A chunked ghost file read through StreamReader gives back every chunk's place
+        // and bytes; arbitrary bytes after the header never panic it.
+        let mut writer = ImageWriter::with_sink(Vec::new(), "ghost-file-1.img", ImageKind::GhostFile, order).expect("vec");
+        writer.write_entry(&pb::GhostFileEntry { chunks: Some(true), size: Some(1 << 31), ..Default::default() }).expect("vec");
+        for (off, data) in &chunks {
+            writer.write_entry(&pb::GhostChunkEntry { len: data.len() as u64, off: *off }).expect("vec");
+            writer.write_payload(data).expect("vec");
+        }
+        let bytes = writer.into_inner().expect("vec");
+        let dir = std::env::temp_dir().join(format!("crust-stream-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("ghost-file-1.img");
+        std::fs::write(&path, &bytes).expect("write");
+        let mut reader = crust_images::StreamReader::open(&path).expect("own image");
+        let head: pb::GhostFileEntry = reader.next_entry().expect("head").expect("present");
+        prop_assert_eq!(head.chunks, Some(true));
+        for (off, data) in &chunks {
+            let chunk: pb::GhostChunkEntry = reader.next_entry().expect("chunk").expect("present");
+            prop_assert_eq!(chunk.off, *off);
+            let mut got = Vec::new();
+            reader.copy_payload(chunk.len, |piece| { got.extend_from_slice(piece); Ok(()) }).expect("payload");
+            prop_assert_eq!(&got, data);
+        }
+        prop_assert!(reader.next_entry::<pb::GhostChunkEntry>().expect("end").is_none());
+        let mut garbage = bytes[..8].to_vec();
+        garbage.extend(chunks.iter().flat_map(|c| c.1.iter().copied()));
+        std::fs::write(&path, &garbage).expect("write");
+        if let Ok(mut reader) = crust_images::StreamReader::open(&path) {
+            while let Ok(Some(chunk)) = reader.next_entry::<pb::GhostChunkEntry>() {
+                if reader.copy_payload(chunk.len.min(1 << 20), |_| Ok(())).is_err() {
+                    break;
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn arbitrary_entries_after_a_valid_header_never_panic(kind_index in 0..ImageKind::ALL.len(), tail in proptest::collection::vec(any::<u8>(), 0..256), order in byte_order()) {
         let kind = ImageKind::ALL[kind_index];
         let mut bytes = ImageWriter::with_sink(Vec::new(), "x", kind, order).expect("vec").into_inner().expect("vec");
