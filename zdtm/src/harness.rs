@@ -505,6 +505,9 @@ impl Harness {
             let images = outdir.join(format!("img-{iteration}"));
             std::fs::create_dir_all(&images)
                 .with_context(|| format!("create {}", images.display()))?;
+            if flavor == Flavor::Ns {
+                wait_init_reaped(root, READY_TIMEOUT)?;
+            }
             let before = TreeSnapshot::capture(root, spec.volatile_status)
                 .context("record state before dump")?;
 
@@ -771,6 +774,28 @@ fn build_go(source: &Path) -> Result<PathBuf, String> {
 
 /// Waits until /proc/PID/stat shows the task asleep (`S`). Polls: the kernel offers no
 /// notification for "went to sleep"; the test has already said it is about to.
+/// Ns flavor: waits until the namespace's init `init` has reaped every zombie child
+/// (the test daemonizes: its first process exits under the init, which reaps it when
+/// next scheduled), so the recorded tree holds no zombie the dump will not see.
+fn wait_init_reaped(init: i32, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let zombie = crate::tree::descendants(init).into_iter().skip(1).find(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                let mut fields = stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace()).into_iter().flatten();
+                let state = fields.next();
+                let parent = fields.next().and_then(|p| p.parse::<i32>().ok());
+                state == Some("Z") && parent == Some(init)
+            })
+        });
+        let Some(zombie) = zombie else { return Ok(()) };
+        if Instant::now() >= deadline {
+            bail!("ns init {init} left its child {zombie} a zombie for {}s", timeout.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 fn wait_until_asleep(pid: i32, timeout: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
