@@ -57,6 +57,11 @@ pub struct Figures {
     pub dump_rss_kib: u64,
     /// Peak RSS of the restore command, KiB.
     pub restore_rss_kib: u64,
+    /// User plus system CPU time of the dump command and the children it waited for, ms
+    /// (not the target's: CRIU's parasite and both restorers run in the target).
+    pub dump_cpu_ms: f64,
+    /// The same for `restore -d`, ms.
+    pub restore_cpu_ms: f64,
 }
 
 /// What one round came to.
@@ -126,6 +131,8 @@ fn measure(engine: &Engine, workload: &Workload, scratch: &Path, images: &Path) 
         image_bytes,
         dump_rss_kib: dump.usage.max_rss_kib,
         restore_rss_kib: restore.usage.max_rss_kib,
+        dump_cpu_ms: dump.usage.cpu.as_secs_f64() * 1e3,
+        restore_cpu_ms: restore.usage.cpu.as_secs_f64() * 1e3,
     }))
 }
 

@@ -44,6 +44,8 @@ impl Summary {
             image_bytes: median_of(&|f| f.image_bytes as f64) as u64,
             dump_rss_kib: median_of(&|f| f.dump_rss_kib as f64) as u64,
             restore_rss_kib: median_of(&|f| f.restore_rss_kib as f64) as u64,
+            dump_cpu_ms: median_of(&|f| f.dump_cpu_ms),
+            restore_cpu_ms: median_of(&|f| f.restore_cpu_ms),
         };
         let failed = outcomes.len() - measured.len();
         let note = first_problem.map(|p| match p {
@@ -86,10 +88,12 @@ pub struct Row {
     pub criu: Option<Summary>,
 }
 
-const COLUMNS: [(&str, fn(&Figures) -> Option<f64>); 6] = [
+const COLUMNS: [(&str, fn(&Figures) -> Option<f64>); 8] = [
     ("freeze ms", |f| f.freeze_ms),
     ("dump ms", |f| Some(f.dump_ms)),
     ("restore ms", |f| Some(f.restore_ms)),
+    ("dump CPU ms", |f| Some(f.dump_cpu_ms)),
+    ("restore CPU ms", |f| Some(f.restore_cpu_ms)),
     ("image MiB", |f| Some(f.image_bytes as f64 / (1 << 20) as f64)),
     ("dump RSS MiB", |f| Some(f.dump_rss_kib as f64 / 1024.0)),
     ("restore RSS MiB", |f| Some(f.restore_rss_kib as f64 / 1024.0)),
@@ -332,7 +336,7 @@ mod tests {
     use super::*;
 
     fn figures(dump_ms: f64) -> Figures {
-        Figures { freeze_ms: Some(1.0), dump_ms, restore_ms: dump_ms / 2.0, image_bytes: 1 << 20, dump_rss_kib: 1024, restore_rss_kib: 2048 }
+        Figures { freeze_ms: Some(1.0), dump_ms, restore_ms: dump_ms / 2.0, image_bytes: 1 << 20, dump_rss_kib: 1024, restore_rss_kib: 2048, dump_cpu_ms: dump_ms / 4.0, restore_cpu_ms: dump_ms / 8.0 }
     }
 
     #[test]

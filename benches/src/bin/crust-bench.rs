@@ -103,10 +103,12 @@ fn main() -> anyhow::Result<()> {
 fn describe(outcome: &Outcome) -> String {
     match outcome {
         Outcome::Measured(f) => format!(
-            "freeze {} ms, dump {:.1} ms, restore {:.1} ms, image {:.1} MiB, rss {}/{} MiB, verified",
+            "freeze {} ms, dump {:.1} ms (cpu {:.0}), restore {:.1} ms (cpu {:.0}), image {:.1} MiB, rss {}/{} MiB, verified",
             f.freeze_ms.map(|v| format!("{v:.1}")).unwrap_or_else(|| "?".into()),
             f.dump_ms,
+            f.dump_cpu_ms,
             f.restore_ms,
+            f.restore_cpu_ms,
             f.image_bytes as f64 / (1 << 20) as f64,
             f.dump_rss_kib / 1024,
             f.restore_rss_kib / 1024
