@@ -65,6 +65,8 @@ pub enum Sys {
     PidfdOpen,
     Dup3,
     Fcntl,
+    Pipe2,
+    Vmsplice,
 }
 
 /// Pure ABI of one architecture: compiles and is tested on every host.

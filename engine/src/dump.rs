@@ -425,8 +425,9 @@ pub fn dump(options: &DumpOptions) -> Result<DumpReport, DumpError> {
         let mem = fs::File::open(format!("/proc/{pid}/mem")).map_err(io_err(pid, "open /proc/PID/mem"))?;
         // Images name processes by their pid in the tree's own namespace.
         let image_pid = frozen.to_virtual(pid, "pid")?;
+        let pipes = open_page_pipes(process, collected, &mem);
         let (vmas, written) =
-            crate::memory::dump_memory(pid, &options.dir, collected, &mem, &mut files, index as u32 + 1, image_pid)?;
+            crate::memory::dump_memory(pid, &options.dir, collected, &mem, &mut files, index as u32 + 1, image_pid, pipes)?;
         pages += written;
         vma_count += vmas.len();
         memory.push(vmas);
@@ -544,6 +545,28 @@ struct ProcessQueries {
     threads: Vec<ThreadQueries>,
     child_subreaper: bool,
     thp_disabled: bool,
+}
+
+/// Pipes the target fills with its own pages (`remote_pipes.rs`), or `None` where they
+/// cannot be made (no vDSO, no free fd, ...): its pages are then copied through crust.
+fn open_page_pipes(
+    process: &FrozenProcess,
+    collected: &Collected,
+    mem: &fs::File,
+) -> Option<(crate::remote_pipes::RemotePipes, Vec<std::os::fd::OwnedFd>)> {
+    let pid = process.pid;
+    let leader = process.threads.first()?;
+    let vdso = collected.smaps.iter().find(|e| e.map.name == "[vdso]")?;
+    let opened = infect::find_syscall_in_vdso(leader.tid, mem, vdso.map.start, vdso.map.end)
+        .map_err(std::io::Error::other)
+        .and_then(|syscall_ip| crate::remote_pipes::RemotePipes::open(pid, leader.tid, syscall_ip, leader.regs.gpr));
+    match opened {
+        Ok(pipes) => Some(pipes),
+        Err(error) => {
+            log::debug!("pid {pid}: pages copied through crust, no pipes in the target: {error}");
+            None
+        }
+    }
 }
 
 fn query_process(process: &FrozenProcess, collected: &Collected) -> Result<ProcessQueries, DumpError> {

@@ -10,12 +10,20 @@
 //! Areas the target cannot read itself (no PROT_READ) and ranges `process_vm_readv`
 //! refuses go through `/proc/PID/mem`, which reads them with FOLL_FORCE.
 //!
+//! Where the target can put its own pages into pipes (`vmsplice(2)` injected into it, see
+//! `remote_pipes.rs`), [`PageCopier::copy_spliced`] skips the copy into crust: the writer
+//! `splice(2)`s the pipe into the image, so each page is copied once, by the kernel, into
+//! the page cache (measured on 1 GiB: crust's dump CPU 0.50-0.55 s with the extra
+//! `process_vm_readv` copy, see docs/bench/README.md for the figures after).
+//!
 //! Guarantees of the unsafe code here: `process_vm_readv` is only given iovecs over a
-//! live, exclusively borrowed local slice, and the remote side is only read.
+//! live, exclusively borrowed local slice, and the remote side is only read; `splice`
+//! only passes file descriptors and null offsets.
 #![allow(unsafe_code)]
 
 use std::fs::File;
 use std::io::{self, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::sync::mpsc::{channel, sync_channel, Receiver, SyncSender};
 use std::thread::JoinHandle;
@@ -52,13 +60,26 @@ pub fn page_runs(entries: &[u64], want: impl Fn(u64) -> bool) -> Vec<(u64, u64)>
     runs
 }
 
+/// What the writer thread appends next.
+enum Job {
+    /// `len` bytes at the start of the buffer (which then goes back to the reader).
+    Buffer(Vec<u8>, usize),
+    /// `len` bytes waiting in pipe number `index` (which then goes back, empty).
+    Pipe(usize, usize),
+}
+
 /// Copies ranges of a stopped process's memory to the end of a pages image, in order.
 pub struct PageCopier {
     pid: i32,
     /// Always `READ_BUFFER` long (zeroed once, never again); `filled` bytes hold pages.
     current: Vec<u8>,
     filled: usize,
-    to_writer: Option<SyncSender<(Vec<u8>, usize)>>,
+    to_writer: Option<SyncSender<Job>>,
+    /// Pipes (by index) the writer has emptied; only the writer sends, so a writer that
+    /// ended shows as a closed channel.
+    free_pipes: Option<Receiver<usize>>,
+    /// An empty pipe taken but not used.
+    spare_pipe: Option<usize>,
     free_buffers: Receiver<Vec<u8>>,
     writer: Option<JoinHandle<io::Result<()>>>,
     copied: u64,
@@ -69,19 +90,31 @@ pub struct PageCopier {
 impl PageCopier {
     /// Starts the writer thread over `out` (positioned where the pages go).
     pub fn new(pid: i32, out: File) -> io::Result<PageCopier> {
-        let (to_writer, filled) = sync_channel::<(Vec<u8>, usize)>(BUFFERS);
+        PageCopier::with_pipes(pid, out, Vec::new())
+    }
+
+    /// The same, with the read ends of pipes that [`PageCopier::copy_spliced`] fills.
+    pub fn with_pipes(pid: i32, out: File, pipes: Vec<OwnedFd>) -> io::Result<PageCopier> {
+        let (to_writer, filled) = sync_channel::<Job>(BUFFERS + pipes.len());
         let (give_back, free_buffers) = channel::<Vec<u8>>();
         for _ in 1..BUFFERS {
             give_back.send(vec![0; READ_BUFFER]).expect("receiver is alive here");
         }
+        let (pipe_back, free_pipes) = channel::<usize>();
+        for index in 0..pipes.len() {
+            pipe_back.send(index).expect("receiver is alive here");
+        }
+        let free_pipes = (!pipes.is_empty()).then_some(free_pipes);
         let writer = std::thread::Builder::new()
             .name("crust-pages".into())
-            .spawn(move || write_buffers(out, filled, give_back))?;
+            .spawn(move || write_jobs(out, filled, give_back, pipes, pipe_back))?;
         Ok(PageCopier {
             pid,
             current: vec![0; READ_BUFFER],
             filled: 0,
             to_writer: Some(to_writer),
+            free_pipes,
+            spare_pipe: None,
             free_buffers,
             writer: Some(writer),
             copied: 0,
@@ -112,6 +145,57 @@ impl PageCopier {
             done += step as u64;
             self.copied += step as u64;
         }
+        self.log_progress();
+        Ok(())
+    }
+
+    /// Appends `len` bytes of the target's memory at `addr` through the pipes:
+    /// `vmsplice(pipe index, addr, len)` asks the target to put (at most `len` bytes of)
+    /// those pages into the pipe and says how many it did. Whatever it refuses (an
+    /// error, or nothing spliced) is copied as [`PageCopier::copy`] would.
+    pub fn copy_spliced(
+        &mut self,
+        mem: &File,
+        addr: u64,
+        len: u64,
+        readable: bool,
+        vmsplice: &mut dyn FnMut(usize, u64, u64) -> io::Result<u64>,
+    ) -> io::Result<()> {
+        if self.free_pipes.is_none() || !readable {
+            return self.copy(mem, addr, len, readable);
+        }
+        // Buffered pages go first: the writer appends in the order it is given work.
+        if self.filled > 0 {
+            self.send_current()?;
+        }
+        let mut done = 0u64;
+        while done < len {
+            let index = match self.spare_pipe.take() {
+                Some(index) => index,
+                None => match self.free_pipes.as_ref().expect("checked above").recv() {
+                    Ok(index) => index,
+                    Err(_) => return Err(self.writer_error()),
+                },
+            };
+            let spliced = match vmsplice(index, addr + done, len - done) {
+                Ok(n) if n > 0 => n.min(len - done),
+                _ => {
+                    self.spare_pipe = Some(index);
+                    return self.copy(mem, addr + done, len - done, readable);
+                }
+            };
+            let sender = self.to_writer.as_ref().expect("sender lives until finish");
+            if sender.send(Job::Pipe(index, spliced as usize)).is_err() {
+                return Err(self.writer_error());
+            }
+            done += spliced;
+            self.copied += spliced;
+        }
+        self.log_progress();
+        Ok(())
+    }
+
+    fn log_progress(&mut self) {
         if self.copied >= self.next_progress {
             let seconds = self.started.elapsed().as_secs_f64().max(1e-6);
             log::info!(
@@ -123,7 +207,6 @@ impl PageCopier {
             );
             self.next_progress = (self.copied / PROGRESS_EVERY + 1) * PROGRESS_EVERY;
         }
-        Ok(())
     }
 
     /// Bytes appended so far.
@@ -150,7 +233,7 @@ impl PageCopier {
         let full = std::mem::replace(&mut self.current, next);
         let filled = std::mem::take(&mut self.filled);
         let sender = self.to_writer.as_ref().expect("sender lives until finish");
-        if sender.send((full, filled)).is_err() {
+        if sender.send(Job::Buffer(full, filled)).is_err() {
             return Err(self.writer_error());
         }
         Ok(())
@@ -179,19 +262,67 @@ impl Drop for PageCopier {
     }
 }
 
-fn write_buffers(
+fn write_jobs(
     mut out: File,
-    filled: Receiver<(Vec<u8>, usize)>,
+    jobs: Receiver<Job>,
     give_back: std::sync::mpsc::Sender<Vec<u8>>,
+    pipes: Vec<OwnedFd>,
+    pipe_back: std::sync::mpsc::Sender<usize>,
 ) -> io::Result<()> {
-    while let Ok((buffer, len)) = filled.recv() {
-        for chunk in buffer[..len].chunks(WRITE_CHUNK) {
-            out.write_all(chunk)?;
+    while let Ok(job) = jobs.recv() {
+        match job {
+            Job::Buffer(buffer, len) => {
+                for chunk in buffer[..len].chunks(WRITE_CHUNK) {
+                    out.write_all(chunk)?;
+                }
+                // The reader may be done already: then nobody wants the buffer back.
+                let _ = give_back.send(buffer);
+            }
+            Job::Pipe(index, mut len) => {
+                while len > 0 {
+                    let moved = splice_to_file(&pipes[index], &out, len)?;
+                    if moved == 0 {
+                        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "pipe of pages ended early"));
+                    }
+                    len -= moved;
+                }
+                let _ = pipe_back.send(index);
+            }
         }
-        // The reader may be done already: then nobody wants the buffer back.
-        let _ = give_back.send(buffer);
     }
     Ok(())
+}
+
+/// `splice(pipe, NULL, out, NULL, len, SPLICE_F_MOVE)`: bytes moved from the pipe to the
+/// file at its position.
+#[doc(alias = "splice")]
+fn splice_to_file(pipe: &OwnedFd, out: &File, len: usize) -> io::Result<usize> {
+    loop {
+        // SAFETY: two file descriptors, null offsets (the pipe has none, the file's
+        // position is used), no memory passed.
+        let n = unsafe {
+            libc::splice(pipe.as_raw_fd(), std::ptr::null_mut(), out.as_raw_fd(), std::ptr::null_mut(), len, libc::SPLICE_F_MOVE)
+        };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let error = io::Error::last_os_error();
+        if error.kind() != io::ErrorKind::Interrupted {
+            return Err(error);
+        }
+    }
+}
+
+/// `fcntl(pipe, F_SETPIPE_SZ, bytes)`: the pipe's new capacity in bytes.
+#[doc(alias = "F_SETPIPE_SZ")]
+pub fn set_pipe_size(pipe: &OwnedFd, bytes: usize) -> io::Result<usize> {
+    // SAFETY: no pointers.
+    let n = unsafe { libc::fcntl(pipe.as_raw_fd(), libc::F_SETPIPE_SZ, bytes as libc::c_int) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
 }
 
 /// `process_vm_readv(pid, [local], [addr..addr+len])`: bytes read, which is short when a

@@ -20,7 +20,7 @@ use crate::sys;
 mod anon;
 mod inet;
 mod inotify;
-mod kernel;
+pub(crate) mod kernel;
 mod locks;
 mod memfd;
 mod pipe;

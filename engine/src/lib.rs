@@ -14,4 +14,5 @@ pub mod restore;
 pub mod check;
 mod files;
 mod memory;
+mod remote_pipes;
 pub mod fast_pages;

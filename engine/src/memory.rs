@@ -3,6 +3,7 @@
 //! already holds).
 
 use std::fs::File;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
@@ -13,6 +14,7 @@ use crate::dump::{io_err, Collected, DumpError};
 use crate::fast_pages::{page_runs, PageCopier};
 use crate::files::FileTable;
 use crate::procfs::MapsLine;
+use crate::remote_pipes::RemotePipes;
 use crate::sys;
 use crate::vma_status as vs;
 
@@ -25,13 +27,19 @@ pub(crate) fn dump_memory(
     files: &mut FileTable,
     pages_id: u32,
     image_pid: i32,
+    pipes: Option<(RemotePipes, Vec<OwnedFd>)>,
 ) -> Result<(Vec<pb::VmaEntry>, u64), DumpError> {
+    let (mut remote_pipes, read_ends) = match pipes {
+        Some((remote, read_ends)) => (Some(remote), read_ends),
+        None => (None, Vec::new()),
+    };
     let page = sys::page_size();
     let pagemap = File::open(format!("/proc/{pid}/pagemap")).map_err(io_err(pid, "open pagemap"))?;
     let pages_path = dir.join(ImageKind::Pages.file_name(pages_id as u64));
     let pages_file =
         File::create(&pages_path).map_err(io_err(pid, format!("create {}", pages_path.display())))?;
-    let mut pages_out = PageCopier::new(pid, pages_file).map_err(io_err(pid, "start the pages writer"))?;
+    let mut pages_out =
+        PageCopier::with_pipes(pid, pages_file, read_ends).map_err(io_err(pid, "start the pages writer"))?;
     let mut pagemap_out = ImageWriter::create(dir, ImageKind::Pagemap, image_pid as u64)
         .map_err(|source| DumpError::Image { pid, source })?;
     pagemap_out
@@ -59,8 +67,13 @@ pub(crate) fn dump_memory(
             entries.extend(bytes.chunks_exact(8).map(|b| u64::from_ne_bytes(b.try_into().expect("8 bytes"))));
             for (first, run) in page_runs(&entries, |bits| wants_page(status, bits)) {
                 let addr = map.start + (index + first) * page;
-                pages_out
-                    .copy(mem, addr, run * page, map.read)
+                let copied = match remote_pipes.as_mut() {
+                    Some(remote) => pages_out.copy_spliced(mem, addr, run * page, map.read, &mut |index, from, len| {
+                        remote.vmsplice(index, from, len)
+                    }),
+                    None => pages_out.copy(mem, addr, run * page, map.read),
+                };
+                copied
                     .map_err(io_err(pid, format!("copy pages {:#x}-{:#x}", addr, addr + run * page)))?;
                 pagemap_out
                     .write_entry(&pb::PagemapEntry::run(addr, run, PE_PRESENT))
@@ -72,7 +85,11 @@ pub(crate) fn dump_memory(
         vma.fd = -1;
         vmas.push(vma);
     }
+    // The writer has emptied every pipe once it finished: only then may they close.
     pages_out.finish().map_err(io_err(pid, "write pages"))?;
+    if let Some(remote) = remote_pipes {
+        remote.close().map_err(io_err(pid, "close the page pipes in the target"))?;
+    }
     pagemap_out.finish().map_err(|source| DumpError::Image { pid, source })?;
     Ok((vmas, total_pages))
 }

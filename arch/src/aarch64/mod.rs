@@ -137,6 +137,8 @@ impl crate::Abi for Aarch64 {
             Sys::PidfdOpen => 434,
             Sys::Dup3 => 24,
             Sys::Fcntl => 25,
+            Sys::Pipe2 => 59,
+            Sys::Vmsplice => 75,
         })
     }
 

@@ -164,6 +164,8 @@ impl crate::Abi for Ppc64le {
             Sys::PidfdOpen => 434,
             Sys::Dup3 => 316,
             Sys::Fcntl => 55,
+            Sys::Pipe2 => 317,
+            Sys::Vmsplice => 285,
         })
     }
 

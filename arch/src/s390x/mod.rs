@@ -119,6 +119,8 @@ impl crate::Abi for S390x {
             Sys::PidfdOpen => 434,
             Sys::Dup3 => 326,
             Sys::Fcntl => 55,
+            Sys::Pipe2 => 325,
+            Sys::Vmsplice => 309,
         })
     }
 

@@ -130,6 +130,8 @@ impl crate::Abi for X86_64 {
             Sys::PidfdOpen => 434,
             Sys::Dup3 => 292,
             Sys::Fcntl => 72,
+            Sys::Pipe2 => 293,
+            Sys::Vmsplice => 278,
         })
     }
 
