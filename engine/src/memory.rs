@@ -18,7 +18,9 @@ use crate::remote_pipes::RemotePipes;
 use crate::sys;
 use crate::vma_status as vs;
 
-/// Dumps every memory area and the pages that hold data.
+/// Dumps every memory area and the pages that hold data; `pipes`: the target's page
+/// pipes (`remote_pipes.rs`) and their read ends, when it has them.
+#[allow(clippy::too_many_arguments)] // one caller, each argument a different thing it owns
 pub(crate) fn dump_memory(
     pid: i32,
     dir: &Path,
