@@ -547,6 +547,9 @@ struct ProcessQueries {
     thp_disabled: bool,
 }
 
+/// A process with fewer resident bytes has its pages copied without pipes.
+const PIPES_FROM_RESIDENT: u64 = 16 << 20;
+
 /// Pipes the target fills with its own pages (`remote_pipes.rs`), or `None` where they
 /// cannot be made (no vDSO, no free fd, ...): its pages are then copied through crust.
 fn open_page_pipes(
@@ -555,6 +558,13 @@ fn open_page_pipes(
     mem: &fs::File,
 ) -> Option<(crate::remote_pipes::RemotePipes, Vec<std::os::fd::OwnedFd>)> {
     let pid = process.pid;
+    // Setting the pipes up costs about 14 injected syscalls: not worth it for a small
+    // process (its resident pages from /proc/PID/statm).
+    let statm = fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let resident_pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    if resident_pages * sys::page_size() < PIPES_FROM_RESIDENT {
+        return None;
+    }
     let leader = process.threads.first()?;
     let vdso = collected.smaps.iter().find(|e| e.map.name == "[vdso]")?;
     let opened = infect::find_syscall_in_vdso(leader.tid, mem, vdso.map.start, vdso.map.end)
