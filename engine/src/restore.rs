@@ -954,8 +954,14 @@ fn plan(
             if t.isec | t.iusec | t.vsec | t.vusec == 0 {
                 continue;
             }
+            // The kernel adds a tick to CPU-time timers as they are set: take it off
+            // again, or each dump and restore would push the expiry a tick later.
+            let mut left = t.vsec.saturating_mul(1_000_000).saturating_add(t.vusec);
+            if which != libc::ITIMER_REAL as usize {
+                left = left.saturating_sub(sys::cpu_itimer_tick_us());
+            }
             // A timer due at this very moment still has to fire.
-            let (vsec, vusec) = if t.vsec | t.vusec == 0 { (0, 1) } else { (t.vsec, t.vusec) };
+            let (vsec, vusec) = if left == 0 { (0, 1) } else { (left / 1_000_000, left % 1_000_000) };
             let value = program.words(&[t.isec, t.iusec, vsec, vusec]);
             program.call(Sys::Setitimer, [which as u64, value, 0, 0, 0, 0], RestorerOp::CHECK_EQ, 0, format!("setitimer {which}"));
         }

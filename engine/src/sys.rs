@@ -407,6 +407,31 @@ pub fn timer_restore_ids_supported() -> bool {
     unsafe { libc::prctl(PR_TIMER_CREATE_RESTORE_IDS as libc::c_int, PR_TIMER_CREATE_RESTORE_IDS_GET, 0, 0, 0) >= 0 }
 }
 
+/// The tick (µs) the kernel adds to a CPU-time itimer's value when it is set
+/// (ITIMER_VIRTUAL, ITIMER_PROF: "never fire early"), so a restored timer is set that
+/// much shorter. Measured once on crust's own ITIMER_PROF and rounded to 1/HZ for
+/// HZ = 100, 250, 300 or 1000; 0 if it cannot be measured.
+pub fn cpu_itimer_tick_us() -> u64 {
+    static TICK: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TICK.get_or_init(|| {
+        let second = libc::itimerval { it_interval: libc::timeval { tv_sec: 0, tv_usec: 0 }, it_value: libc::timeval { tv_sec: 1, tv_usec: 0 } };
+        let off = libc::itimerval { it_interval: libc::timeval { tv_sec: 0, tv_usec: 0 }, it_value: libc::timeval { tv_sec: 0, tv_usec: 0 } };
+        let mut now = off;
+        // SAFETY: the itimervals live across the calls; crust's own ITIMER_PROF is set
+        // for a second of CPU time and cleared right after, before it could fire.
+        let ok = unsafe {
+            libc::setitimer(libc::ITIMER_PROF, &second, std::ptr::null_mut()) == 0
+                && libc::getitimer(libc::ITIMER_PROF, &mut now) == 0
+                && libc::setitimer(libc::ITIMER_PROF, &off, std::ptr::null_mut()) == 0
+        };
+        if !ok {
+            return 0;
+        }
+        let excess = (now.it_value.tv_sec as i64 * 1_000_000 + now.it_value.tv_usec as i64 - 1_000_000).max(0) as u64;
+        [10_000u64, 4_000, 3_333, 1_000].into_iter().min_by_key(|tick| tick.abs_diff(excess)).filter(|_| excess > 0).unwrap_or(0)
+    })
+}
+
 pub fn page_size() -> u64 {
     // SAFETY: sysconf takes no pointers.
     let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
