@@ -116,6 +116,20 @@ pub trait Abi {
     fn map_vdso_ops(target_block_start: u64, own_block: &[(u64, u64)], scratch: u64) -> Vec<RestorerOp>;
     /// Highest user address + 1 (TASK_SIZE) assumed for the restorer's unmap.
     const TASK_SIZE: u64;
+    /// Bytes below the stack pointer that still belong to the interrupted code (the
+    /// ABI's red zone): scratch memory put on a thread's stack goes below them.
+    const STACK_RED_ZONE: u64;
+    /// Whether `mmap` takes a single pointer to a block of its six arguments (s390x's
+    /// `sys_old_mmap`) instead of six registers; a remote mmap then first writes the
+    /// block into the target (see [`Abi::mmap_arg_block`]).
+    const MMAP_ARGS_IN_MEMORY: bool;
+    /// The argument block of `mmap` where [`Abi::MMAP_ARGS_IN_MEMORY`]: six native
+    /// words (`struct mmap_arg_struct`), in the target's byte order.
+    fn mmap_arg_block(args: [u64; 6]) -> Vec<u8> {
+        args.iter().flat_map(|word| Self::word_bytes(*word)).collect()
+    }
+    /// A 64-bit word in the architecture's byte order.
+    fn word_bytes(word: u64) -> [u8; 8];
     /// Puts a thread's registers into the image's per-arch thread info of `core`.
     fn regs_to_core(core: &mut crust_images::pb::CoreEntry, regs: &ThreadRegs<Self::Regs>, clear_tid_addr: u64);
     /// The thread's clear_child_tid address recorded in `core`, if any.

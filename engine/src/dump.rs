@@ -584,7 +584,12 @@ fn query_process(process: &FrozenProcess, collected: &Collected) -> Result<Proce
     let leader = &process.threads[0];
     let shared_pending =
         sys::peek_pending_signals(leader.tid, true).map_err(io_err(pid, "PTRACE_PEEKSIGINFO shared"))?;
-    let mem = fs::File::open(format!("/proc/{pid}/mem")).map_err(io_err(pid, "open /proc/PID/mem"))?;
+    // Written only where mmap's arguments go through memory (`RemoteThread::mmap`).
+    let mem = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(format!("/proc/{pid}/mem"))
+        .map_err(io_err(pid, "open /proc/PID/mem"))?;
     let vdso = collected
         .smaps
         .iter()
@@ -605,11 +610,16 @@ fn query_process(process: &FrozenProcess, collected: &Collected) -> Result<Proce
     };
     let mut remote = RemoteThread::new(leader.tid, syscall_ip, leader.regs.gpr);
     let page = sys::page_size();
-    let scratch = call(
-        &mut remote,
-        Sys::Mmap,
-        [0, page, (libc::PROT_READ | libc::PROT_WRITE) as u64, (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64, u64::MAX, 0],
-    )? as u64;
+    let scratch = remote
+        .mmap(
+            &mem,
+            [0, page, (libc::PROT_READ | libc::PROT_WRITE) as u64, (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64, u64::MAX, 0],
+        )
+        .map_err(|source| DumpError::Infect { pid, source })?;
+    if (-4095..0).contains(&scratch) {
+        return Err(DumpError::RemoteSyscall { pid, call: Sys::Mmap, errno: -scratch });
+    }
+    let scratch = scratch as u64;
     let read_scratch = |len: usize| -> Result<Vec<u8>, DumpError> {
         let mut buf = vec![0u8; len];
         mem.read_exact_at(&mut buf, scratch).map_err(io_err(pid, "read scratch page"))?;

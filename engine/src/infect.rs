@@ -4,7 +4,8 @@
 //! The thread is pointed at an existing `syscall` instruction (in the target's vDSO, or
 //! in the restorer blob), resumed with PTRACE_SYSCALL to the syscall's entry and exit,
 //! and its result read. No byte of the target's memory is written, except the scratch
-//! page this module maps and unmaps itself. While a session is open every signal is
+//! page this module maps and unmaps itself (and, on s390x, whose mmap takes a pointer
+//! to its arguments, a 48-byte block below the stack pointer, put back after the call). While a session is open every signal is
 //! blocked in the thread, so nothing is delivered (or lost) behind the engine's back.
 
 use crust_arch::{Abi, Host, HostArch, Sys};
@@ -29,6 +30,8 @@ pub enum InfectError {
     Exited { tid: i32, call: Sys },
     #[error("tid {tid}: {call:?} has no number on this architecture")]
     NoSyscall { tid: i32, call: Sys },
+    #[error("tid {tid}: mmap argument block on the stack at {address:#x}: {source}")]
+    MmapArgBlock { tid: i32, address: u64, source: io::Error },
     #[error("tid {tid}: no syscall instruction found in the vdso at {vdso:#x}")]
     NoSyscallInsn { tid: i32, vdso: u64 },
 }
@@ -67,6 +70,31 @@ impl RemoteThread {
         }
         let after = HostArch::read_regs(tid).map_err(|e| InfectError::Arch(e, tid))?;
         Ok(HostArch::syscall_result(&after.gpr))
+    }
+
+    /// Runs `mmap(args...)` in the thread; returns the raw result like [`Self::syscall`].
+    ///
+    /// Where mmap takes a pointer to its arguments ([`Abi::MMAP_ARGS_IN_MEMORY`], s390x)
+    /// the thread has no memory of crust's yet, so the block goes on its stack below the
+    /// stack pointer and the red zone (signals are blocked, so nothing else writes
+    /// there), written through `mem` (`/proc/TID/mem`), and the bytes it covered are
+    /// put back after the call.
+    pub fn mmap(&mut self, mem: &File, args: [u64; 6]) -> Result<i64, InfectError> {
+        if !HostArch::MMAP_ARGS_IN_MEMORY {
+            return self.syscall(Sys::Mmap, args);
+        }
+        let tid = self.tid;
+        let block = HostArch::mmap_arg_block(args);
+        let address = (HostArch::sp(&self.base) - HostArch::STACK_RED_ZONE - block.len() as u64) & !15;
+        let block_err = |source| InfectError::MmapArgBlock { tid, address, source };
+        let mut covered = vec![0u8; block.len()];
+        mem.read_exact_at(&mut covered, address).map_err(block_err)?;
+        mem.write_all_at(&block, address).map_err(block_err)?;
+        let result = self.syscall(Sys::Mmap, [address, 0, 0, 0, 0, 0]);
+        let put_back = mem.write_all_at(&covered, address).map_err(block_err);
+        let result = result?;
+        put_back?;
+        Ok(result)
     }
 }
 

@@ -198,6 +198,12 @@ impl crate::Abi for Aarch64 {
 
     /// 48-bit user addresses (4 KiB and 64 KiB pages alike; 52 bits only on request).
     const TASK_SIZE: u64 = 1 << 48;
+    const STACK_RED_ZONE: u64 = 0;
+    const MMAP_ARGS_IN_MEMORY: bool = false;
+
+    fn word_bytes(word: u64) -> [u8; 8] {
+        word.to_le_bytes()
+    }
 
     fn regs_to_core(core: &mut pb::CoreEntry, regs: &ThreadRegs<Regs>, clear_tid_addr: u64) {
         core.ti_aarch64 = Some(thread_info(regs, clear_tid_addr));

@@ -256,6 +256,12 @@ impl crate::Abi for Ppc64le {
 
     /// The default 128 TiB map window; higher addresses are only handed out on request.
     const TASK_SIZE: u64 = 1 << 47;
+    const STACK_RED_ZONE: u64 = 288;
+    const MMAP_ARGS_IN_MEMORY: bool = false;
+
+    fn word_bytes(word: u64) -> [u8; 8] {
+        word.to_le_bytes()
+    }
 
     fn regs_to_core(core: &mut pb::CoreEntry, regs: &ThreadRegs<Regs>, clear_tid_addr: u64) {
         core.ti_ppc64 = Some(thread_info(regs, clear_tid_addr));

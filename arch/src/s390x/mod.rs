@@ -5,8 +5,9 @@
 //! ptrace register access and the restorer blob.
 //!
 //! s390x is big endian: the extended state's words are read as such on any host, and
-//! `mmap` is the old single-pointer call (`sys_old_mmap`), which the restorer handles by
-//! passing a pointer to the op's own six arguments.
+//! `mmap` is the old single-pointer call (`sys_old_mmap`): the restorer handles it by
+//! passing a pointer to the op's own six arguments, a remote mmap at dump time by
+//! writing them below the thread's stack pointer ([`crate::Abi::mmap_arg_block`]).
 
 #[cfg(target_arch = "s390x")]
 mod host;
@@ -206,6 +207,12 @@ impl crate::Abi for S390x {
     /// STACK_TOP of a 64-bit task (_REGION2_SIZE): the default layout stays below it;
     /// higher addresses need a page-table upgrade that only a hint asks for.
     const TASK_SIZE: u64 = 1 << 42;
+    const STACK_RED_ZONE: u64 = 0;
+    const MMAP_ARGS_IN_MEMORY: bool = true;
+
+    fn word_bytes(word: u64) -> [u8; 8] {
+        word.to_be_bytes()
+    }
 
     fn regs_to_core(core: &mut pb::CoreEntry, regs: &ThreadRegs<Regs>, clear_tid_addr: u64) {
         core.ti_s390 = Some(thread_info(regs, clear_tid_addr));
@@ -303,6 +310,16 @@ pub fn thread_regs(info: &pb::ThreadInfoS390) -> Result<ThreadRegs<Regs>, String
 mod tests {
     use super::*;
     use crate::Abi;
+
+    #[test]
+    fn mmap_arguments_are_a_big_endian_block() {
+        assert!(S390x::MMAP_ARGS_IN_MEMORY);
+        let block = S390x::mmap_arg_block([0x1000, 0x2000, 3, 0x22, u64::MAX, 0]);
+        assert_eq!(block.len(), 48);
+        assert_eq!(&block[..8], &[0, 0, 0, 0, 0, 0, 0x10, 0]);
+        assert_eq!(&block[24..32], &[0, 0, 0, 0, 0, 0, 0, 0x22]);
+        assert_eq!(&block[32..40], &[0xff; 8]);
+    }
 
     fn sample() -> ThreadRegs<Regs> {
         let mut regs = Regs {

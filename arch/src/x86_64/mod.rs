@@ -206,6 +206,12 @@ impl crate::Abi for X86_64 {
     }
 
     const TASK_SIZE: u64 = 0x7fff_ffff_f000;
+    const STACK_RED_ZONE: u64 = 128;
+    const MMAP_ARGS_IN_MEMORY: bool = false;
+
+    fn word_bytes(word: u64) -> [u8; 8] {
+        word.to_le_bytes()
+    }
 
     const MOVES_OWN_VDSO: bool = false;
 
