@@ -349,11 +349,11 @@ impl Harness {
                 Ok(())
             });
         }
-        let launcher = command
-            .spawn()
+        let launcher = self
+            .reaper
+            .spawn(&mut command)
             .with_context(|| format!("spawn {}", exe.display()))?;
         let launcher_pid = launcher.id() as i32;
-        self.reaper.child_started();
         drop(ready_writer);
 
         let message = read_to_eof_with_timeout(&mut ready_reader, READY_TIMEOUT);
@@ -400,15 +400,17 @@ impl Harness {
             .with_context(|| format!("create {}", stderr_path.display()))?;
         let stdout_file = stderr_file.try_clone().context("dup engine log fd")?;
         let started = Instant::now();
-        let child = Command::new(&self.config.engine)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(stdout_file)
-            .stderr(stderr_file)
-            .spawn()
+        let child = self
+            .reaper
+            .spawn(
+                Command::new(&self.config.engine)
+                    .args(args)
+                    .stdin(Stdio::null())
+                    .stdout(stdout_file)
+                    .stderr(stderr_file),
+            )
             .with_context(|| format!("spawn {}", self.config.engine.display()))?;
         let pid = child.id() as i32;
-        self.reaper.child_started();
         match self.reaper.wait_exit(pid, ENGINE_TIMEOUT) {
             Some(status) => Ok((status, started.elapsed())),
             None => {

@@ -2,9 +2,13 @@
 //! behind (daemonized tests, restored trees), ends up as its child, and a background thread
 //! reaps each one the moment it exits and files the status by pid.
 //!
-//! Unsafe here: `prctl(PR_SET_CHILD_SUBREAPER)`, `waitpid(-1)`, `kill`. Guarantee: the reaper
-//! thread is the only caller of `waitpid` in the harness process, so nobody else may use
-//! `std::process::Child::wait`; wait through [`Reaper::wait_exit`] instead.
+//! Unsafe here: `prctl(PR_SET_CHILD_SUBREAPER)`, `waitid`/`waitpid`, `kill`. Guarantee: the
+//! reaper thread is the only caller of `waitpid` in the harness process once a child has
+//! started, so nobody else may use `std::process::Child::wait`; wait through
+//! [`Reaper::wait_exit`] instead, and start children with [`Reaper::spawn`]: std waits
+//! for a child whose exec failed itself (and panics if it finds it gone), so the reaper
+//! only looks at an exited child (`WNOWAIT`) while no spawn is in progress and reaps it
+//! after the spawn is over.
 #![allow(unsafe_code)]
 
 use std::collections::HashMap;
@@ -38,6 +42,8 @@ struct Exits {
 #[derive(Clone)]
 pub struct Reaper {
     shared: Arc<(Mutex<Exits>, Condvar)>,
+    /// Held while `std::process::Command::spawn` runs (it may wait for its child).
+    spawning: Arc<Mutex<()>>,
 }
 
 impl Reaper {
@@ -54,6 +60,7 @@ impl Reaper {
         }
         let reaper = Reaper {
             shared: Arc::new((Mutex::new(Exits::default()), Condvar::new())),
+            spawning: Arc::new(Mutex::new(())),
         };
         let thread_reaper = reaper.clone();
         std::thread::Builder::new()
@@ -66,20 +73,34 @@ impl Reaper {
     fn reap_forever(&self) {
         let (exits, wakeup) = &*self.shared;
         loop {
-            let mut raw_status = 0;
-            // SAFETY: waitpid writes one int into `raw_status`, which lives on this stack.
-            let pid = unsafe { libc::waitpid(-1, &mut raw_status, libc::__WALL) };
-            if pid > 0 {
-                let status = if libc::WIFSIGNALED(raw_status) {
-                    ExitStatus::Signaled(libc::WTERMSIG(raw_status))
-                } else {
-                    ExitStatus::Exited(libc::WEXITSTATUS(raw_status))
-                };
-                let mut guard = exits
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
-                guard.by_pid.insert(pid, status);
-                wakeup.notify_all();
+            // SAFETY: siginfo_t is plain data; all zeroes is a valid value.
+            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+            // SAFETY: waitid writes one siginfo_t into `info`, which lives on this stack;
+            // WNOWAIT leaves the child a zombie.
+            let rc = unsafe {
+                libc::waitid(libc::P_ALL, 0, &mut info, libc::WEXITED | libc::WNOWAIT | libc::__WALL)
+            };
+            // SAFETY: waitid filled `info` for a child that changed state.
+            let exited = if rc == 0 { unsafe { info.si_pid() } } else { 0 };
+            if exited > 0 {
+                // A spawn in progress may be about to wait for this very child itself.
+                let spawning = self.spawning.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                let mut raw_status = 0;
+                // SAFETY: waitpid writes one int into `raw_status`, which lives on this stack.
+                let pid = unsafe { libc::waitpid(exited, &mut raw_status, libc::WNOHANG | libc::__WALL) };
+                drop(spawning);
+                if pid == exited {
+                    let status = if libc::WIFSIGNALED(raw_status) {
+                        ExitStatus::Signaled(libc::WTERMSIG(raw_status))
+                    } else {
+                        ExitStatus::Exited(libc::WEXITSTATUS(raw_status))
+                    };
+                    let mut guard = exits
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner());
+                    guard.by_pid.insert(pid, status);
+                    wakeup.notify_all();
+                }
                 continue;
             }
             // ECHILD (no children right now) or EINTR: nothing to reap yet. Idle on the
@@ -89,6 +110,16 @@ impl Reaper {
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             let _ = wakeup.wait_timeout(guard, Duration::from_millis(20));
         }
+    }
+
+    /// `command.spawn()`, safe against the reaper: while it runs the reaper reaps
+    /// nothing, so when the exec fails std can wait for its child itself.
+    pub fn spawn(&self, command: &mut std::process::Command) -> std::io::Result<std::process::Child> {
+        let spawning = self.spawning.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let child = command.spawn();
+        drop(spawning);
+        self.child_started();
+        child
     }
 
     /// Tells the reaper a child was just started, so it stops idling.

@@ -9,7 +9,12 @@ use crust_zdtm::testlib::{check_pattern, ensure, fill_pattern, random_u64, Test}
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 
-const PAGE: usize = 4096;
+/// The page size, read at run time: 4 KiB on most kernels, 64 KiB on Debian's ppc64el.
+fn page_size() -> usize {
+    // SAFETY: sysconf only reads a system constant.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(size).ok().filter(|size| *size > 0).unwrap_or(4096)
+}
 
 /// `mmap(NULL, len, prot, flags, fd, offset)`.
 #[doc(alias = "mmap")]
@@ -75,7 +80,7 @@ fn mapped_at(start: u64, len: u64, perms: &str) -> Result<(), String> {
 
 /// 4 KiB of private anonymous memory.
 pub fn anon_4k(test: &mut Test) -> Result<(), String> {
-    anon_private(test, PAGE)
+    anon_private(test, page_size())
 }
 
 /// 64 MiB of private anonymous memory.
@@ -106,7 +111,7 @@ fn write_pattern_file(path: &std::path::Path, len: usize, seed: u64) -> Result<(
 /// untouched (still the file's); the file itself must stay unchanged.
 pub fn private_file_cow(test: &mut Test) -> Result<(), String> {
     const PAGES: usize = 16;
-    let len = PAGES * PAGE;
+    let len = PAGES * page_size();
     let path = test.path("cow.dat");
     let file_seed = random_u64();
     let (file_words, file_bytes) = write_pattern_file(&path, len, file_seed)?;
@@ -123,19 +128,19 @@ pub fn private_file_cow(test: &mut Test) -> Result<(), String> {
     let cow_seed = random_u64();
     for page in (0..PAGES).step_by(2) {
         // SAFETY: page lies inside the RW mapping made above.
-        let page_words = unsafe { words(address.add(page * PAGE), PAGE) };
+        let page_words = unsafe { words(address.add(page * page_size()), page_size()) };
         fill_pattern(page_words, cow_seed ^ page as u64);
     }
     test.ready();
     test.wait_for_term();
     for page in 0..PAGES {
         // SAFETY: as above.
-        let page_words = unsafe { words(address.add(page * PAGE), PAGE) };
+        let page_words = unsafe { words(address.add(page * page_size()), page_size()) };
         if page % 2 == 0 {
             check_pattern(page_words, cow_seed ^ page as u64)
                 .map_err(|error| format!("COW'd page {page}: {error}"))?;
         } else {
-            let expected = &file_words[page * PAGE / 8..(page + 1) * PAGE / 8];
+            let expected = &file_words[page * page_size() / 8..(page + 1) * page_size() / 8];
             ensure(page_words == expected, || {
                 format!("untouched page {page} differs from the file")
             })?;
@@ -153,7 +158,7 @@ pub fn private_file_cow(test: &mut Test) -> Result<(), String> {
 /// file and the mapping still agree both ways.
 pub fn shared_file(test: &mut Test) -> Result<(), String> {
     const PAGES: usize = 8;
-    let len = PAGES * PAGE;
+    let len = PAGES * page_size();
     let path = test.path("shared.dat");
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -194,9 +199,9 @@ pub fn shared_file(test: &mut Test) -> Result<(), String> {
     // Still shared, not a private copy: a write through the file shows in the mapping
     // and a write through the mapping shows in the file.
     let marker = random_u64();
-    file.write_all_at(&marker.to_ne_bytes(), PAGE as u64)
+    file.write_all_at(&marker.to_ne_bytes(), page_size() as u64)
         .map_err(|error| format!("pwrite: {error}"))?;
-    ensure(memory[PAGE / 8] == marker, || {
+    ensure(memory[page_size() / 8] == marker, || {
         "write to the file not seen in the mapping: mapping is not shared".into()
     })?;
     memory[0] = !marker;
@@ -233,7 +238,7 @@ pub fn shared_anon(test: &mut Test) -> Result<(), String> {
 /// page, made readable again after restore) must come back.
 pub fn mprotect_split(test: &mut Test) -> Result<(), String> {
     const PAGES: usize = 10;
-    let len = PAGES * PAGE;
+    let len = PAGES * page_size();
     let address = map(
         len,
         libc::PROT_READ | libc::PROT_WRITE,
@@ -252,7 +257,7 @@ pub fn mprotect_split(test: &mut Test) -> Result<(), String> {
     ];
     for (first, count, prot, _) in plan {
         // SAFETY: the range lies inside our mapping; no Rust reference is live over it.
-        if unsafe { libc::mprotect(address.add(first * PAGE).cast(), count * PAGE, *prot) } != 0 {
+        if unsafe { libc::mprotect(address.add(first * page_size()).cast(), count * page_size(), *prot) } != 0 {
             return Err(format!("mprotect: {}", std::io::Error::last_os_error()));
         }
     }
@@ -264,11 +269,11 @@ pub fn mprotect_split(test: &mut Test) -> Result<(), String> {
             .find(|(first, count, _, _)| (*first..first + count).contains(&page))
             .map(|(_, _, _, perms)| *perms)
             .unwrap_or("rw-p");
-        mapped_at(address as u64 + (page * PAGE) as u64, PAGE as u64, perms)
+        mapped_at(address as u64 + (page * page_size()) as u64, page_size() as u64, perms)
             .map_err(|error| format!("page {page}: {error}"))?;
     }
     // SAFETY: inside our mapping; makes the PROT_NONE page readable to check its content.
-    if unsafe { libc::mprotect(address.add(3 * PAGE).cast(), PAGE, libc::PROT_READ) } != 0 {
+    if unsafe { libc::mprotect(address.add(3 * page_size()).cast(), page_size(), libc::PROT_READ) } != 0 {
         return Err(format!(
             "mprotect back: {}",
             std::io::Error::last_os_error()
@@ -337,7 +342,7 @@ pub fn madvise_flags(test: &mut Test) -> Result<(), String> {
 /// private with COW'd pages. Content and the `(deleted)` path survive.
 pub fn mapped_deleted_file(test: &mut Test) -> Result<(), String> {
     const PAGES: usize = 8;
-    let len = PAGES * PAGE;
+    let len = PAGES * page_size();
     let path = test.path("mapped-then-unlinked.dat");
     let file_seed = random_u64();
     let (file_words, _) = write_pattern_file(&path, len, file_seed)?;
@@ -367,7 +372,7 @@ pub fn mapped_deleted_file(test: &mut Test) -> Result<(), String> {
     fill_pattern(unsafe { words(shared, len / 2) }, shared_seed);
     let cow_seed = random_u64();
     // SAFETY: the last page of the RW private mapping made above.
-    fill_pattern(unsafe { words(private.add(len - PAGE), PAGE) }, cow_seed);
+    fill_pattern(unsafe { words(private.add(len - page_size()), page_size()) }, cow_seed);
     test.ready();
     test.wait_for_term();
     // SAFETY: both mappings are still mapped RW; slices are only read.
@@ -377,7 +382,7 @@ pub fn mapped_deleted_file(test: &mut Test) -> Result<(), String> {
     ensure(shared_words[len / 16..] == file_words[len / 16..], || {
         "shared mapping's untouched half differs".into()
     })?;
-    check_pattern(&private_words[(len - PAGE) / 8..], cow_seed)
+    check_pattern(&private_words[(len - page_size()) / 8..], cow_seed)
         .map_err(|error| format!("COW'd page: {error}"))?;
     // The private mapping sees the file, which the shared mapping wrote to.
     ensure(
@@ -406,7 +411,7 @@ pub fn mapped_deleted_file(test: &mut Test) -> Result<(), String> {
 /// A region moved and grown with mremap (its pages now live away from where they were
 /// first mapped), and one shrunk in place.
 pub fn mremap_moved(test: &mut Test) -> Result<(), String> {
-    let len = 64 * PAGE;
+    let len = 64 * page_size();
     let first = map(
         len,
         libc::PROT_READ | libc::PROT_WRITE,
