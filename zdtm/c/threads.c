@@ -1,6 +1,6 @@
 /* threads: `threads MODE [N]`, one multi-threaded state each; all threads are created
  * before the dump and checked after it, each by itself (its own verdict slot):
- *   spin     N threads spinning with integer and SSE register invariants (running at dump)
+ *   spin     N threads spinning with integer and floating-point register invariants (running at dump)
  *   tls      __thread values and the fs base (thread pointer) of every thread
  *   sigmask  a random blocked mask per thread
  *   pending  per-thread pending signals (tgkill and rt_tgsigqueueinfo with values to

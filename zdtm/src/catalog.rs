@@ -257,7 +257,6 @@ pub const TESTS: &[TestSpec] = &[
     // Issue 4: threads.
     TestSpec {
         args: &["spin", "16"],
-        requirements: &[Requirement::CpuFlag("sse2")],
         at_dump: AtDump::Running,
         ..cas("threads_spin", "threads")
     },
