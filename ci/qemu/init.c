@@ -1,6 +1,7 @@
 /* /init of the crust test VMs (cargo xtest zdtm --arch ...): mounts the pseudo
  * filesystems, runs the zdtm harness with the arguments listed in /crust/args (one per
- * line), prints its JSON report to the console between markers, and powers off.
+ * line), prints its JSON report to the console between markers (and, when /crust/export
+ * names a directory, its image files in hex), and powers off.
  * Built static with the target's cross gcc by xtask/src/qemu.rs. */
 #include <dirent.h>
 #include <errno.h>
@@ -66,6 +67,47 @@ static void print_logs(const char *dir, int depth)
 	closedir(d);
 }
 
+/* Prints every *.img file of dir in hex between markers (`cargo xtest qemu export`
+ * turns them back into files): "CRUST-FILE name size", 32 bytes a line, "CRUST-FILE-END". */
+static void export_images(const char *dir)
+{
+	static const char digits[] = "0123456789abcdef";
+	struct dirent *entry;
+	char path[2048], line[80];
+	unsigned char buf[32];
+	struct stat st;
+	ssize_t n;
+	DIR *d = opendir(dir);
+
+	if (!d) {
+		printf("crust-init: export %s: %s\n", dir, strerror(errno));
+		return;
+	}
+	while ((entry = readdir(d))) {
+		size_t len = strlen(entry->d_name);
+		int fd;
+
+		if (len < 5 || strcmp(entry->d_name + len - 4, ".img"))
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, entry->d_name);
+		if (stat(path, &st) || !S_ISREG(st.st_mode) || (fd = open(path, O_RDONLY)) < 0)
+			continue;
+		printf("CRUST-FILE %s %lld\n", entry->d_name, (long long)st.st_size);
+		while ((n = read(fd, buf, sizeof(buf))) > 0) {
+			for (ssize_t i = 0; i < n; i++) {
+				line[2 * i] = digits[buf[i] >> 4];
+				line[2 * i + 1] = digits[buf[i] & 15];
+			}
+			line[2 * n] = '\n';
+			if (write(1, line, 2 * n + 1) != 2 * n + 1)
+				break;
+		}
+		close(fd);
+		printf("CRUST-FILE-END\n");
+	}
+	closedir(d);
+}
+
 int main(void)
 {
 	char *argv[64];
@@ -126,6 +168,19 @@ int main(void)
 	printf("\ncrust-init: harness exit status %d\n", WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
 	if (status != 0)
 		print_logs("/tmp/zdtm", 0);
+	/* /crust/export names a directory of images to hand back to the host. */
+	fd = open("/crust/export", O_RDONLY);
+	if (fd >= 0) {
+		static char export_dir[1024];
+		ssize_t got = read(fd, export_dir, sizeof(export_dir) - 1);
+
+		close(fd);
+		if (got > 0) {
+			export_dir[got] = 0;
+			export_dir[strcspn(export_dir, "\n")] = 0;
+			export_images(export_dir);
+		}
+	}
 	printf("CRUST-ZDTM-JSON-BEGIN\n");
 	print_file("/tmp/zdtm-report.json");
 	printf("\nCRUST-ZDTM-JSON-END\n");

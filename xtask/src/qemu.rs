@@ -111,6 +111,9 @@ pub struct VmOptions {
     pub timeout: Duration,
     /// Fetch the kernel again even if one is cached.
     pub refresh_kernel: bool,
+    /// A directory of images inside the VM whose files `/init` prints to the console,
+    /// and the host directory they are written to (`qemu export`).
+    pub export: Option<(String, PathBuf)>,
 }
 
 /// What one architecture's run gave.
@@ -152,6 +155,9 @@ pub fn run_nightly(args: &[String]) -> anyhow::Result<()> {
 }
 
 /// `cargo xtest qemu fetch ARCH|all`: only fetch and cache the kernels.
+/// `cargo xtest qemu export ARCH TEST OUT_DIR`: run one test in the VM with its images
+/// kept and copy its first dump's `*.img` files to `OUT_DIR` (how the s390x fixture
+/// under `images/tests/fixtures/s390x-dump/` was made).
 pub fn run_qemu_verb(args: &[String]) -> anyhow::Result<()> {
     match args {
         [verb, arch] if verb == "fetch" => {
@@ -162,7 +168,20 @@ pub fn run_qemu_verb(args: &[String]) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        _ => bail!("usage: cargo xtest qemu fetch ARCH|all"),
+        [verb, arch, test, out] if verb == "export" => {
+            let spec = select(arch)?.into_iter().next().context("one arch")?;
+            let out = PathBuf::from(out);
+            let options = VmOptions {
+                harness_args: vec!["--filter".into(), test.clone(), "--keep".into()],
+                timeout: Duration::from_secs(1800),
+                refresh_kernel: false,
+                export: Some((format!("/tmp/zdtm/{test}/img-0"), out.clone())),
+            };
+            let result = run_one(&workspace_root(), spec, &options)?;
+            println!("{}: {} passed, {} failed; images in {}", spec.name, result.passed, result.failed, out.display());
+            Ok(())
+        }
+        _ => bail!("usage: cargo xtest qemu fetch ARCH|all | qemu export ARCH TEST OUT_DIR"),
     }
 }
 
@@ -180,7 +199,8 @@ fn select(arch: &str) -> anyhow::Result<Vec<&'static ArchSpec>> {
 
 fn run_arches(arch: &str, args: Vec<String>) -> anyhow::Result<()> {
     let specs = select(arch)?;
-    let mut options = VmOptions { harness_args: Vec::new(), timeout: Duration::from_secs(1800), refresh_kernel: false };
+    let mut options =
+        VmOptions { harness_args: Vec::new(), timeout: Duration::from_secs(1800), refresh_kernel: false, export: None };
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -234,10 +254,20 @@ fn run_one(workspace: &Path, spec: &ArchSpec, options: &VmOptions) -> anyhow::Re
     let (kernel, version) = ensure_kernel(workspace, spec, options.refresh_kernel)?;
     let release = cross_build(workspace, spec)?;
     let work = cross_target_dir(workspace).join(format!("qemu-{}", spec.name));
-    let initrd = pack_initramfs(workspace, spec, &release, &work, &options.harness_args)?;
+    let initrd = pack_initramfs(workspace, spec, &release, &work, &options.harness_args, options.export.as_ref())?;
     println!("== {}: booting {version} in {} ({}s limit)", spec.name, spec.qemu, options.timeout.as_secs());
     let console = work.join("console.log");
     let lines = boot(spec, &kernel, &initrd, &console, options.timeout)?;
+    if let Some((_, out)) = &options.export {
+        let files = parse_exported_files(&lines);
+        if files.is_empty() {
+            bail!("{}: no exported images on the console (see {})", spec.name, console.display());
+        }
+        std::fs::create_dir_all(out).with_context(|| format!("create {}", out.display()))?;
+        for (name, bytes) in files {
+            std::fs::write(out.join(&name), bytes).with_context(|| format!("write {}/{name}", out.display()))?;
+        }
+    }
     let report = parse_report(&lines)
         .with_context(|| format!("{}: no report on the console (see {})", spec.name, console.display()))?;
     let json_path = cross_target_dir(workspace).join(format!("zdtm-{}.json", spec.name));
@@ -259,6 +289,42 @@ pub fn parse_report(lines: &[String]) -> Option<serde_json::Value> {
     let end = lines[begin..].iter().position(|l| l.trim_end() == JSON_END)? + begin;
     let text: String = lines[begin + 1..end].join("\n");
     serde_json::from_str(text.trim()).ok()
+}
+
+/// The files `/init` printed in hex: `CRUST-FILE NAME SIZE`, hex lines, `CRUST-FILE-END`.
+/// A file whose bytes do not add up to its size is left out.
+pub fn parse_exported_files(lines: &[String]) -> Vec<(String, Vec<u8>)> {
+    let mut files = Vec::new();
+    let mut current: Option<(String, usize, Vec<u8>)> = None;
+    for line in lines {
+        let line = line.trim_end();
+        if let Some(rest) = line.strip_prefix("CRUST-FILE ") {
+            let mut words = rest.split(' ');
+            if let (Some(name), Some(Ok(size))) = (words.next(), words.next().map(str::parse)) {
+                // Only plain names: nothing is written outside the output directory.
+                if !name.contains('/') && !name.starts_with('.') {
+                    current = Some((name.to_string(), size, Vec::with_capacity(size)));
+                }
+            }
+        } else if line == "CRUST-FILE-END" {
+            if let Some((name, size, bytes)) = current.take() {
+                if bytes.len() == size {
+                    files.push((name, bytes));
+                }
+            }
+        } else if let Some((_, _, bytes)) = current.as_mut() {
+            let digits = line.as_bytes();
+            let value = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+            for pair in digits.chunks(2) {
+                if let [high, low] = pair {
+                    if let (Some(high), Some(low)) = (value(*high), value(*low)) {
+                        bytes.push(high << 4 | low);
+                    }
+                }
+            }
+        }
+    }
+    files
 }
 
 /// The cached kernel of `spec` and its package version, fetched if missing.
@@ -383,7 +449,14 @@ fn build_target_dir(workspace: &Path, spec: &ArchSpec) -> PathBuf {
 }
 
 /// Lays out the VM's root and packs it as a `newc` cpio; returns the archive.
-fn pack_initramfs(workspace: &Path, spec: &ArchSpec, release: &Path, work: &Path, harness_args: &[String]) -> anyhow::Result<PathBuf> {
+fn pack_initramfs(
+    workspace: &Path,
+    spec: &ArchSpec,
+    release: &Path,
+    work: &Path,
+    harness_args: &[String],
+    export: Option<&(String, PathBuf)>,
+) -> anyhow::Result<PathBuf> {
     let root = work.join("root");
     if root.exists() {
         std::fs::remove_dir_all(&root).with_context(|| format!("remove {}", root.display()))?;
@@ -412,6 +485,10 @@ fn pack_initramfs(workspace: &Path, spec: &ArchSpec, release: &Path, work: &Path
     args.extend(["--workdir".into(), "/tmp/zdtm".into(), "--json".into(), "/tmp/zdtm-report.json".into()]);
     args.extend(harness_args.iter().cloned());
     std::fs::write(crust_dir.join("args"), args.join("\n") + "\n")?;
+    let export_file = crust_dir.join("export");
+    if let Some((dir, _)) = export {
+        std::fs::write(&export_file, format!("{dir}\n"))?;
+    }
     // The C tests where the harness was built to find them (an absolute build path).
     let runner = std::fs::read(release.join("zdtm-runner")).context("read zdtm-runner")?;
     let candidates: Vec<PathBuf> = std::fs::read_dir(release.join("build"))
@@ -487,13 +564,23 @@ fn boot(spec: &ArchSpec, kernel: &Path, initrd: &Path, console_log: &Path, timeo
     let reader = std::thread::spawn(move || -> Vec<String> {
         let mut log = std::fs::File::create(&log_path).ok();
         let mut lines = Vec::new();
+        // Exported files' hex lines go to the log and the result, not the terminal.
+        let mut in_file = false;
         for line in BufReader::new(stdout).split(b'\n') {
             let Ok(line) = line else { break };
             let text = String::from_utf8_lossy(&line).trim_end_matches('\r').to_string();
             if let Some(log) = log.as_mut() {
                 let _ = writeln!(log, "{text}");
             }
-            println!("  | {text}");
+            if text.starts_with("CRUST-FILE ") {
+                in_file = true;
+            }
+            if !in_file {
+                println!("  | {text}");
+            }
+            if text == "CRUST-FILE-END" {
+                in_file = false;
+            }
             lines.push(text);
         }
         lines
@@ -547,6 +634,27 @@ mod tests {
         let candidates = [PathBuf::from("/work/x/build/crust-zdtm-1/out/c-tests"), PathBuf::from("/work/x/build/crust-zdtm-2/out/c-tests")];
         assert_eq!(embedded_c_tests_dir(binary, &candidates).unwrap(), candidates[1]);
         assert!(embedded_c_tests_dir(b"none", &candidates).is_none());
+    }
+
+    #[test]
+    fn exported_files_are_read_back() {
+        let lines: Vec<String> = [
+            "noise",
+            "CRUST-FILE core-1.img 3",
+            "0a0b",
+            "ff",
+            "CRUST-FILE-END",
+            "CRUST-FILE short.img 4",
+            "00",
+            "CRUST-FILE-END",
+            "CRUST-FILE ../evil.img 1",
+            "00",
+            "CRUST-FILE-END",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(parse_exported_files(&lines), vec![("core-1.img".to_string(), vec![0x0a, 0x0b, 0xff])]);
     }
 
     #[test]
