@@ -231,19 +231,21 @@ impl Harness {
         let runtime_dir = bin_dir.join("runtime");
         std::fs::create_dir_all(&runtime_dir)
             .with_context(|| format!("create {}", runtime_dir.display()))?;
-        let runtime_sources = Path::new(env!("CARGO_MANIFEST_DIR")).join("runtime");
-        for entry in std::fs::read_dir(&runtime_sources)
-            .with_context(|| format!("list {}", runtime_sources.display()))?
-        {
-            let entry = entry.with_context(|| format!("list {}", runtime_sources.display()))?;
-            copy_file(&entry.path(), &runtime_dir.join(entry.file_name()))?;
-        }
         // Runtimes are resolved (and Go built) now: once the reaper thread runs, it
-        // collects every child, including those `Command::output` waits for.
+        // collects every child, including those `Command::output` waits for. Their
+        // sources come from the source tree, which only runs that want them need (a VM
+        // has the binaries, not the tree).
         let wants_runtimes = matches!(config.group.as_deref(), Some("runtime" | "all"))
             || config.filter.as_deref().is_some_and(|f| f == "runtime" || f.starts_with("rt"));
         let mut runtimes = std::collections::HashMap::new();
         if wants_runtimes {
+            let runtime_sources = Path::new(env!("CARGO_MANIFEST_DIR")).join("runtime");
+            for entry in std::fs::read_dir(&runtime_sources)
+                .with_context(|| format!("list {}", runtime_sources.display()))?
+            {
+                let entry = entry.with_context(|| format!("list {}", runtime_sources.display()))?;
+                copy_file(&entry.path(), &runtime_dir.join(entry.file_name()))?;
+            }
             runtimes.insert("py", find_python().map(|python| vec![python]));
             runtimes.insert(
                 "go",
