@@ -626,6 +626,9 @@ fn query_process(process: &FrozenProcess, collected: &Collected) -> Result<Proce
         Ok(buf)
     };
     let word = |b: &[u8], i: usize| u64::from_ne_bytes(b[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+    // An `int` the kernel wrote at byte `offset` (the first half of a word only on
+    // little-endian hosts).
+    let int = |b: &[u8], offset: usize| u32::from_ne_bytes(b[offset..offset + 4].try_into().expect("4 bytes"));
 
     let result = (|| {
         let mut sigactions = Vec::new();
@@ -689,7 +692,7 @@ fn query_process(process: &FrozenProcess, collected: &Collected) -> Result<Proce
             let mut remote = RemoteThread::new(thread.tid, syscall_ip, thread.regs.gpr);
             call(&mut remote, Sys::Sigaltstack, [0, scratch, 0, 0, 0, 0])?;
             let b = read_scratch(24)?;
-            let altstack = pb::ThreadSasEntry { ss_sp: word(&b, 0), ss_flags: word(&b, 1) as u32, ss_size: word(&b, 2) };
+            let altstack = pb::ThreadSasEntry { ss_sp: word(&b, 0), ss_flags: int(&b, 8), ss_size: word(&b, 2) };
             call(&mut remote, Sys::Prctl, [libc::PR_GET_TID_ADDRESS as u64, scratch, 0, 0, 0, 0])?;
             let clear_tid_addr = word(&read_scratch(8)?, 0);
             let private_pending =
@@ -704,11 +707,11 @@ fn query_process(process: &FrozenProcess, collected: &Collected) -> Result<Proce
             let mut creds = creds_from_status(&procfs::parse_key_values(&status));
             creds.secbits = call(&mut remote, Sys::Prctl, [libc::PR_GET_SECUREBITS as u64, 0, 0, 0, 0, 0])? as u32;
             call(&mut remote, Sys::Prctl, [libc::PR_GET_PDEATHSIG as u64, scratch, 0, 0, 0, 0])?;
-            let pdeath_sig = word(&read_scratch(8)?, 0) as u32;
+            let pdeath_sig = int(&read_scratch(4)?, 0);
             threads.push(ThreadQueries { altstack, clear_tid_addr, private_pending, robust_list, comm, creds, pdeath_sig });
         }
         call(&mut remote, Sys::Prctl, [libc::PR_GET_CHILD_SUBREAPER as u64, scratch, 0, 0, 0, 0])?;
-        let child_subreaper = word(&read_scratch(8)?, 0) as u32 != 0;
+        let child_subreaper = int(&read_scratch(4)?, 0) != 0;
         let thp_disabled = call(&mut remote, Sys::Prctl, [libc::PR_GET_THP_DISABLE as u64, 0, 0, 0, 0, 0])? != 0;
         Ok((sigactions, itimers, rlimits, posix_timers, brk, dumpable, threads, child_subreaper, thp_disabled))
     })();

@@ -920,8 +920,11 @@ fn plan(
         mm.mm_brk, mm.mm_start_stack, mm.mm_arg_start, mm.mm_arg_end, mm.mm_env_start,
         mm.mm_env_end, auxv,
     ];
-    mm_map.push((mm.mm_saved_auxv.len() as u64 * 8) | ((exe_fd as u64) << 32));
-    let mm_map_addr = program.words(&mm_map);
+    // `struct prctl_mm_map` ends in two u32s (auxv_size, exe_fd), in the host's order.
+    let mut mm_map_bytes: Vec<u8> = mm_map.iter().flat_map(|word| word.to_ne_bytes()).collect();
+    mm_map_bytes.extend_from_slice(&(mm.mm_saved_auxv.len() as u32 * 8).to_ne_bytes());
+    mm_map_bytes.extend_from_slice(&(exe_fd as u32).to_ne_bytes());
+    let mm_map_addr = program.data(&mm_map_bytes);
     program.call(
         Sys::Prctl,
         [libc::PR_SET_MM as u64, libc::PR_SET_MM_MAP as u64, mm_map_addr, 104, 0, 0],
@@ -1018,7 +1021,12 @@ fn plan(
         // SA_ONSTACK handler would fault building its frame there.
         let disabled = pb::ThreadSasEntry { ss_sp: 0, ss_size: 0, ss_flags: libc::SS_DISABLE as u32 };
         let sas = tcore.sas.filter(|s| s.ss_flags & libc::SS_DISABLE as u32 == 0).unwrap_or(disabled);
-        let stack = program.words(&[sas.ss_sp, (sas.ss_flags & !(libc::SS_ONSTACK as u32)) as u64, sas.ss_size]);
+        // `stack_t`: ss_sp, the int ss_flags and its padding, ss_size.
+        let mut stack_bytes = sas.ss_sp.to_ne_bytes().to_vec();
+        stack_bytes.extend_from_slice(&(sas.ss_flags & !(libc::SS_ONSTACK as u32)).to_ne_bytes());
+        stack_bytes.extend_from_slice(&[0; 4]);
+        stack_bytes.extend_from_slice(&sas.ss_size.to_ne_bytes());
+        let stack = program.data(&stack_bytes);
         ops.push((Sys::Sigaltstack, [stack, 0, 0, 0, 0, 0], format!("tid {tid}: sigaltstack")));
         if tcore.futex_rla != 0 {
             ops.push((Sys::SetRobustList, [tcore.futex_rla, tcore.futex_rla_len as u64, 0, 0, 0, 0], format!("tid {tid}: set_robust_list")));
