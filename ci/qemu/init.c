@@ -1,18 +1,23 @@
 /* /init of the crust test VMs (cargo xtest zdtm --arch ...): mounts the pseudo
  * filesystems, runs the zdtm harness with the arguments listed in /crust/args (one per
  * line), prints its JSON report to the console between markers (and, when /crust/export
- * names a directory, its image files in hex), and powers off.
+ * names a directory, its image files in hex), and powers off. Before the harness it loads
+ * the modules in /modules (sock_diag) and brings the loopback interface up.
  * Built static with the target's cross gcc by xtask/src/qemu.rs. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <net/if.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/reboot.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -108,6 +113,49 @@ static void export_images(const char *dir)
 	closedir(d);
 }
 
+/* Loads every module under /modules in name order (the sock_diag modules, which
+ * Debian builds as modules; xtask numbers them in load order). */
+static void load_modules(void)
+{
+	struct dirent **entries;
+	char path[512];
+	int count = scandir("/modules", &entries, NULL, alphasort);
+
+	for (int i = 0; i < count; i++) {
+		int fd;
+
+		if (entries[i]->d_name[0] != '.') {
+			snprintf(path, sizeof(path), "/modules/%s", entries[i]->d_name);
+			fd = open(path, O_RDONLY | O_CLOEXEC);
+			if (fd < 0 || syscall(SYS_finit_module, fd, "", 0) != 0)
+				printf("crust-init: load %s: %s\n", path, strerror(errno));
+			if (fd >= 0)
+				close(fd);
+		}
+		free(entries[i]);
+	}
+	if (count >= 0)
+		free(entries);
+}
+
+/* Brings the loopback interface up: the socket tests bind and connect on it. */
+static void loopback_up(void)
+{
+	struct ifreq request = { 0 };
+	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+	strcpy(request.ifr_name, "lo");
+	if (fd < 0 || ioctl(fd, SIOCGIFFLAGS, &request) != 0) {
+		printf("crust-init: lo: %s\n", strerror(errno));
+	} else {
+		request.ifr_flags |= IFF_UP | IFF_RUNNING;
+		if (ioctl(fd, SIOCSIFFLAGS, &request) != 0)
+			printf("crust-init: lo up: %s\n", strerror(errno));
+	}
+	if (fd >= 0)
+		close(fd);
+}
+
 int main(void)
 {
 	char *argv[64];
@@ -123,6 +171,8 @@ int main(void)
 	/* /tmp stays on the initramfs (already a tmpfs): the C tests may live under it. */
 	mkdir("/tmp", 01777);
 	setvbuf(stdout, NULL, _IONBF, 0);
+	load_modules();
+	loopback_up();
 	/* As on the CI hosts (a container's 1048576), not the kernel's 1024 for init: crust
 	 * parks descriptors far above the target's. */
 	{

@@ -683,3 +683,27 @@ fn crit_reads_a_crust_dump_as_crust_does() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `crust show` reads the real s390x dump (`images/tests/fixtures/s390x-dump`, big
+/// endian) on any host, as the images crate does; crit cannot (little-endian framing
+/// only), so this needs no reference.
+#[test]
+fn crust_shows_an_s390x_dump() {
+    let dir = repo_root().join("images/tests/fixtures/s390x-dump");
+    let images = images_in(&dir);
+    assert!(images.len() >= 8, "only {} images in {}", images.len(), dir.display());
+    let mut saw_core = false;
+    for image in &images {
+        assert!(is_big_endian(image), "{} is not big endian", image.display());
+        let shown = json_of(&run(crust().arg("show").arg(image)), "crust show");
+        let bytes = std::fs::read(image).expect("read image");
+        let options = crust_images::json::JsonOptions { pretty: false, no_payload: false };
+        let decoded = crust_images::json::image_to_json(file_name(image), &bytes, &options).expect("decodes");
+        assert_same_json(&shown, &decoded, file_name(image));
+        if file_name(image).starts_with("core-") {
+            saw_core = true;
+            assert_eq!(shown["entries"][0]["mtype"], "S390", "{}", file_name(image));
+        }
+    }
+    assert!(saw_core, "no core image in {}", dir.display());
+}

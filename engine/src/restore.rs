@@ -984,7 +984,8 @@ fn plan(
     }
     // 7. The other threads, each with its dumped tid; each traps at once for the tracer.
     for &tid in process.pstree.threads.iter().skip(1) {
-        let tids = program.words(&[tid as u64]);
+        // set_tid is an array of pid_t.
+        let tids = program.data(&tid.to_ne_bytes());
         let flags = (libc::CLONE_VM | libc::CLONE_FS | libc::CLONE_FILES | libc::CLONE_SIGHAND | libc::CLONE_THREAD | libc::CLONE_SYSVSEM) as u64;
         // struct clone_args: flags, pidfd, child_tid, parent_tid, exit_signal, stack,
         // stack_size, tls, set_tid, set_tid_size, cgroup.
@@ -1185,7 +1186,10 @@ fn creds_ops(program: &mut Program, creds: &pb::CredsEntry, tid: u32) -> Vec<(Sy
             }
         }
         // capset: header {version 3, pid 0}, then two {effective, permitted, inheritable}.
-        let header = program.data(&[0x22, 0x05, 0x08, 0x20, 0, 0, 0, 0]);
+        const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+        let mut header_bytes = LINUX_CAPABILITY_VERSION_3.to_ne_bytes().to_vec();
+        header_bytes.extend_from_slice(&0i32.to_ne_bytes());
+        let header = program.data(&header_bytes);
         let word = |v: &[u32], i: usize| v.get(i).copied().unwrap_or(0);
         let data: Vec<u8> = [
             word(&creds.cap_eff, 0), word(&creds.cap_prm, 0), word(&creds.cap_inh, 0),

@@ -270,7 +270,7 @@ mod tests {
     fn fixtures_pass_the_image_target() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../images/tests");
         let mut checked = 0;
-        for fixture_dir in ["fixtures/dump", "fixtures/arch", "criu-fixtures/threads", "criu-fixtures/pipe"] {
+        for fixture_dir in ["fixtures/dump", "fixtures/arch", "fixtures/s390x-dump", "criu-fixtures/threads", "criu-fixtures/pipe"] {
             let Ok(entries) = fs::read_dir(root.join(fixture_dir)) else { continue };
             for entry in entries.flatten() {
                 if entry.path().is_file() {

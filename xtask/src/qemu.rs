@@ -332,7 +332,8 @@ fn ensure_kernel(workspace: &Path, spec: &ArchSpec, refresh: bool) -> anyhow::Re
     let cache = workspace.join(".cache/qemu").join(spec.name);
     let kernel = cache.join("kernel");
     let version_file = cache.join("kernel.version");
-    if !refresh && kernel.exists() {
+    let modules = cache.join("modules");
+    if !refresh && kernel.exists() && modules.is_dir() {
         if let Ok(version) = std::fs::read_to_string(&version_file) {
             return Ok((kernel, version.trim().to_string()));
         }
@@ -395,10 +396,46 @@ fn ensure_kernel(workspace: &Path, spec: &ArchSpec, refresh: bool) -> anyhow::Re
         .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(spec.kernel_prefix)))
         .with_context(|| format!("no {}* in {}", spec.kernel_prefix, boot.display()))?;
     std::fs::copy(&image, &kernel).with_context(|| format!("copy {}", image.display()))?;
+    copy_diag_modules(&extracted, &modules)?;
     let version = deb.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or(package);
     std::fs::write(&version_file, &version)?;
     let _ = std::fs::remove_dir_all(&debs);
     Ok((kernel, version))
+}
+
+/// The sock_diag modules crust's dump of sockets needs, in load order (Debian builds
+/// them as modules; the VM has no modprobe, so `/init` loads them from `/modules`).
+const DIAG_MODULES: &[&str] = &["net/ipv4/inet_diag", "net/ipv4/tcp_diag", "net/ipv4/udp_diag", "net/unix/unix_diag"];
+
+/// Copies [`DIAG_MODULES`] from the unpacked kernel package to `dest` as `N-NAME.ko`
+/// (uncompressed), N giving the load order. A module built into the kernel is simply
+/// not there.
+fn copy_diag_modules(extracted: &Path, dest: &Path) -> anyhow::Result<()> {
+    let _ = std::fs::remove_dir_all(dest);
+    std::fs::create_dir_all(dest).with_context(|| format!("create {}", dest.display()))?;
+    let Some(release_dir) = std::fs::read_dir(extracted.join("lib/modules"))
+        .ok()
+        .and_then(|mut entries| entries.find_map(|e| e.ok().map(|e| e.path())))
+    else {
+        return Ok(());
+    };
+    for (index, module) in DIAG_MODULES.iter().enumerate() {
+        let base = release_dir.join("kernel").join(module);
+        let name = Path::new(module).file_name().expect("module has a name").to_string_lossy().into_owned();
+        let placed = dest.join(format!("{index}-{name}.ko"));
+        let plain = base.with_extension("ko");
+        let xz = base.with_extension("ko.xz");
+        if plain.exists() {
+            std::fs::copy(&plain, &placed).with_context(|| format!("copy {}", plain.display()))?;
+        } else if xz.exists() {
+            let output = Command::new("xz").arg("-dc").arg(&xz).output().context("run xz")?;
+            if !output.status.success() {
+                bail!("xz -d {}: {}", xz.display(), String::from_utf8_lossy(&output.stderr));
+            }
+            std::fs::write(&placed, output.stdout)?;
+        }
+    }
+    Ok(())
 }
 
 fn run_quiet(command: &mut Command, what: &str) -> anyhow::Result<()> {
@@ -514,6 +551,13 @@ fn pack_initramfs(
         .with_context(|| format!("copy {}", sysroot.join(interpreter_name).display()))?;
     for lib in ["libc.so.6", "libm.so.6"] {
         std::fs::copy(sysroot.join(lib), lib_dir.join(lib)).with_context(|| format!("copy {}", sysroot.join(lib).display()))?;
+    }
+    let modules = workspace.join(".cache/qemu").join(spec.name).join("modules");
+    let modules_dest = root.join("modules");
+    std::fs::create_dir_all(&modules_dest)?;
+    for entry in std::fs::read_dir(&modules).with_context(|| format!("list {}", modules.display()))? {
+        let entry = entry?;
+        std::fs::copy(entry.path(), modules_dest.join(entry.file_name()))?;
     }
     for dir in ["proc", "sys", "dev", "tmp"] {
         std::fs::create_dir_all(root.join(dir))?;

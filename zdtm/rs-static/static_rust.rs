@@ -24,7 +24,15 @@ extern "C" {
 }
 
 const SIGTERM: i32 = 15;
+/// `futex`: its number differs per architecture (close_range's does not).
+#[cfg(target_arch = "x86_64")]
 const SYS_FUTEX: i64 = 202;
+#[cfg(target_arch = "aarch64")]
+const SYS_FUTEX: i64 = 98;
+#[cfg(target_arch = "powerpc64")]
+const SYS_FUTEX: i64 = 221;
+#[cfg(target_arch = "s390x")]
+const SYS_FUTEX: i64 = 238;
 const SYS_CLOSE_RANGE: i64 = 436;
 const FUTEX_WAIT_PRIVATE: i32 = 128;
 
