@@ -1,5 +1,5 @@
-//! A real big-endian dump, made by crust on s390x (`static_bin` in a qemu-system VM,
-//! `cargo xtest qemu export s390x static_bin images/tests/fixtures/s390x-dump`), read on
+//! A real big-endian dump, made by crust on s390x (`static_tiny` in a qemu-system VM,
+//! `cargo xtest qemu export s390x static_tiny images/tests/fixtures/s390x-dump`), read on
 //! whatever host runs the tests: the byte order comes from the magic, every image
 //! decodes to the snapshotted crit JSON and encodes back byte for byte, and the parts
 //! that belong together (pagemap and pages, core and mm) agree.
@@ -80,12 +80,12 @@ fn core_is_an_s390x_thread_with_its_registers() {
     let core: pb::CoreEntry = read_single(&dump_dir().join(name));
     assert_eq!(core.mtype, pb::core_entry::March::S390 as i32);
     let info = core.ti_s390.expect("thread_info_s390");
-    let regs = info.gpregs.expect("user_s390_regs");
+    let regs = info.gpregs;
     // A 64-bit user task: EA and BA set in the mask, the address in user space.
     assert_eq!(regs.psw_mask & 0x0000_0001_8000_0000, 0x0000_0001_8000_0000, "psw mask {:#x}", regs.psw_mask);
     assert!(regs.psw_addr != 0 && regs.psw_addr < 1 << 42, "psw addr {:#x}", regs.psw_addr);
     assert_eq!(regs.gprs.len(), 16);
-    assert_eq!(info.fpregs.expect("fp regs").fprs.len(), 16);
+    assert_eq!(info.fpregs.fprs.len(), 16);
 }
 
 #[test]

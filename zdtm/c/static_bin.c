@@ -1,5 +1,7 @@
 /* static_bin: a -static program (no ld.so, no libc.so mappings): memory pattern, brk
- * data and a counter, restored without any shared object behind them. */
+ * data and a counter, restored without any shared object behind them. `static_bin
+ * tiny` keeps its memory small (16 KiB mapped, 4 KiB of heap): the s390x dump kept as a
+ * fixture in images/tests/fixtures/s390x-dump is of that one. */
 #define _GNU_SOURCE
 #include "zdtmtst.h"
 
@@ -15,14 +17,16 @@ int main(int argc, char **argv)
 {
 	test_init("static_bin", argc, argv);
 	uint64_t seed = test_rand64();
-	size_t len = 8 << 20;
+	int tiny = argc > 1 && !strcmp(argv[argc - 1], "tiny");
+	size_t len = tiny ? 16 << 10 : 8 << 20;
+	size_t heap_len = tiny ? 4 << 10 : 1 << 16;
 	char *anon = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (anon == MAP_FAILED)
 		fail("mmap: %m");
 	test_fill(anon, len, seed);
 	test_fill(data_pattern, sizeof(data_pattern), ~seed);
-	char *heap = malloc(1 << 16);
-	test_fill(heap, 1 << 16, seed + 1);
+	char *heap = malloc(heap_len);
+	test_fill(heap, heap_len, seed + 1);
 	pid_t pid = getpid();
 
 	test_ready();
@@ -31,7 +35,7 @@ int main(int argc, char **argv)
 	if (getpid() != pid)
 		fail("pid %d, was %d", getpid(), pid);
 	if (test_check(anon, len, seed) >= 0 || test_check(data_pattern, sizeof(data_pattern), ~seed) >= 0 ||
-	    test_check(heap, 1 << 16, seed + 1) >= 0)
+	    test_check(heap, heap_len, seed + 1) >= 0)
 		fail("memory changed");
 	FILE *maps = fopen("/proc/self/maps", "r");
 	char line[512];

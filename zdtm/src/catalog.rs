@@ -217,6 +217,8 @@ pub const TESTS: &[TestSpec] = &[
         ..c("tcp_established")
     },
     c("static_bin"),
+    // The s390x dump under images/tests/fixtures/s390x-dump is of this one.
+    TestSpec { args: &["tiny"], ..cas("static_tiny", "static_bin") },
     c("static_rust"),
     rust("rust_std"),
     rust("umask"),
