@@ -130,6 +130,12 @@ pub trait Abi {
     }
     /// A 64-bit word in the architecture's byte order.
     fn word_bytes(word: u64) -> [u8; 8];
+    /// `_IOW(kind, nr, size)`: an ioctl request that passes `size` bytes to the kernel.
+    /// The direction bits differ per architecture (bit 30 here, bit 31 on powerpc).
+    fn ioctl_write(kind: u8, nr: u8, size: u16) -> u64 {
+        const IOC_WRITE: u64 = 1;
+        (IOC_WRITE << 30) | (u64::from(size) << 16) | (u64::from(kind) << 8) | u64::from(nr)
+    }
     /// Puts a thread's registers into the image's per-arch thread info of `core`.
     fn regs_to_core(core: &mut crust_images::pb::CoreEntry, regs: &ThreadRegs<Self::Regs>, clear_tid_addr: u64);
     /// The thread's clear_child_tid address recorded in `core`, if any.

@@ -263,6 +263,13 @@ impl crate::Abi for Ppc64le {
         word.to_le_bytes()
     }
 
+    /// powerpc's ioctl encoding: 13 size bits, the write direction is 4 at bit 29
+    /// (arch/powerpc/include/uapi/asm/ioctl.h).
+    fn ioctl_write(kind: u8, nr: u8, size: u16) -> u64 {
+        const IOC_WRITE: u64 = 4;
+        (IOC_WRITE << 29) | (u64::from(size & 0x1fff) << 16) | (u64::from(kind) << 8) | u64::from(nr)
+    }
+
     fn regs_to_core(core: &mut pb::CoreEntry, regs: &ThreadRegs<Regs>, clear_tid_addr: u64) {
         core.ti_ppc64 = Some(thread_info(regs, clear_tid_addr));
     }
@@ -376,6 +383,14 @@ pub fn thread_regs(info: &pb::ThreadInfoPpc64) -> Result<ThreadRegs<Regs>, Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ioctl_write_has_powerpc_direction_bits() {
+        use crate::Abi;
+        // TFD_IOC_SET_TICKS = _IOW('T', 0, u64)
+        assert_eq!(Ppc64le::ioctl_write(b'T', 0, 8), 0x8008_5400);
+        assert_eq!(crate::x86_64::X86_64::ioctl_write(b'T', 0, 8), 0x4008_5400);
+    }
     use crate::Abi;
 
     fn sample() -> ThreadRegs<Regs> {

@@ -379,9 +379,10 @@ pub fn create_timerfd(clock: i32, flags: i32, value: (u64, u64), interval: (u64,
 
 /// `ioctl(fd, TFD_IOC_SET_TICKS, &ticks)`: expirations not yet read.
 pub fn set_timerfd_ticks(fd: RawFd, ticks: u64) -> io::Result<()> {
-    const TFD_IOC_SET_TICKS: libc::c_ulong = 0x4008_5400;
+    use crust_arch::{Abi, HostArch};
+    let tfd_ioc_set_ticks = HostArch::ioctl_write(b'T', 0, 8) as libc::c_ulong;
     // SAFETY: the ioctl reads one u64 from the pointer.
-    check(unsafe { libc::ioctl(fd, TFD_IOC_SET_TICKS, &ticks) } as libc::c_long)?;
+    check(unsafe { libc::ioctl(fd, tfd_ioc_set_ticks, &ticks) } as libc::c_long)?;
     Ok(())
 }
 
