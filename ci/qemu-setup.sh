@@ -1,12 +1,13 @@
 #!/bin/sh
 # Installs what `cargo xtest zdtm --arch ...` and `cargo xtest nightly` need: qemu-system
 # for the four architectures, the Debian cross compilers with their libc (named: with
-# --no-install-recommends the cross libc is not pulled in by gcc), cpio, and the Rust
+# --no-install-recommends the cross libc is not pulled in by gcc), cpio, xz (for kernel
+# modules, should a kernel ship them compressed), and the Rust
 # targets. Idempotent: installs only what is missing.
 set -eu
 
 need=""
-for pkg in qemu-system-arm qemu-system-ppc qemu-system-misc qemu-system-x86 cpio \
+for pkg in qemu-system-arm qemu-system-ppc qemu-system-misc qemu-system-x86 cpio xz-utils \
 	gcc-aarch64-linux-gnu libc6-dev-arm64-cross \
 	gcc-powerpc64le-linux-gnu libc6-dev-ppc64el-cross \
 	gcc-s390x-linux-gnu libc6-dev-s390x-cross \
