@@ -45,6 +45,8 @@ pub enum Requirement {
     Big,
     /// Transparent huge pages configured (`/sys/kernel/mm/transparent_hugepage`).
     TransparentHugePages,
+    /// A program crust runs, found in `PATH` (`nft` for `--tcp-established`).
+    Program(&'static str),
 }
 
 /// What the test does between its ready message and the dump; the harness waits for it
@@ -210,7 +212,7 @@ pub const TESTS: &[TestSpec] = &[
     c("pty_pair"),
     TestSpec {
         dump_args: &["--tcp-established"],
-        requirements: &[Requirement::Root],
+        requirements: &[Requirement::Root, Requirement::Program("nft")],
         at_dump: AtDump::Running,
         // The peer is adopted by the harness; under an ns init it would be dumped too.
         host_only: Some("its peer must live outside the dumped tree"),

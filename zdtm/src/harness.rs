@@ -108,6 +108,7 @@ impl ZdtmTest for TestSpec {
                 Requirement::TransparentHugePages if !host.transparent_huge_pages => {
                     return Err("kernel has no transparent huge pages".into());
                 }
+                Requirement::Program(program) => which(program).map(|_| ())?,
                 _ => {}
             }
         }
