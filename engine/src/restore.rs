@@ -915,7 +915,7 @@ fn plan(
     }
     // 4. The mm fields, auxv and exe link.
     let auxv = program.words(&mm.mm_saved_auxv);
-    let mut mm_map = vec![
+    let mm_map = [
         mm.mm_start_code, mm.mm_end_code, mm.mm_start_data, mm.mm_end_data, mm.mm_start_brk,
         mm.mm_brk, mm.mm_start_stack, mm.mm_arg_start, mm.mm_arg_end, mm.mm_env_start,
         mm.mm_env_end, auxv,
