@@ -852,7 +852,7 @@ fn write_images(
         for (thread_index, (thread, tq)) in process.threads.iter().zip(&queries.threads).enumerate() {
             let mut core = pb::CoreEntry {
                 mtype: HostArch::CORE_MTYPE,
-                ids: Some(ids.clone()),
+                ids: Some(ids),
                 thread_core: Some(pb::ThreadCoreEntry {
                     futex_rla: tq.robust_list.0,
                     futex_rla_len: tq.robust_list.1 as u32,

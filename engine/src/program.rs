@@ -23,7 +23,7 @@ impl Program {
 
     /// Puts `bytes` in the arena (16-byte aligned) and returns their future address.
     pub fn data(&mut self, bytes: &[u8]) -> u64 {
-        while self.data.len() % 16 != 0 {
+        while !self.data.len().is_multiple_of(16) {
             self.data.push(0);
         }
         let address = self.data_base + self.data.len() as u64;

@@ -294,13 +294,13 @@ fn read_images(dir: &Path) -> Result<Images, RestoreError> {
         while let Some(entry) = reader.next_entry::<pb::PagemapEntry>().map_err(image_err)? {
             pagemap.push(entry);
         }
-        let ids = cores[0].ids.clone().unwrap_or_default();
+        let ids = cores[0].ids.unwrap_or_default();
         let fds = read_all(dir, ImageKind::Fdinfo, ids.files_id as u64)?;
         let fs = read_one(dir, ImageKind::Fs, pid)?;
         processes.push(ProcessImages { pstree, cores, mm, pages_id: head.pages_id, pagemap, fds, fs });
     }
     let file_entries = read_all::<pb::FileEntry>(dir, ImageKind::Files, 0)?;
-    let pidfds = file_entries.iter().filter_map(|f| f.pidfd.clone().map(|p| (f.id, p))).collect();
+    let pidfds = file_entries.iter().filter_map(|f| f.pidfd.map(|p| (f.id, p))).collect();
     let files = file_entries.into_iter().filter_map(|f| f.reg.map(|reg| (f.id, reg))).collect();
     let ghosts = if image_path(dir, ImageKind::RemapFpath, 0).exists() {
         read_all::<pb::RemapFilePathEntry>(dir, ImageKind::RemapFpath, 0)?
@@ -1654,7 +1654,7 @@ fn finish_process(process: &ProcessImages, plan: &Plan, host: &BTreeMap<i32, i32
     }
     // A stopped process gets its stop signal as its last thread leaves the tracer: the
     // whole group stops before any of it runs.
-    let stop_signal = (process.task_state() == TASK_STOPPED).then(|| process.stop_signal()).unwrap_or(0);
+    let stop_signal = if process.task_state() == TASK_STOPPED { process.stop_signal() } else { 0 };
     for (index, ((&tid, core), ext)) in tids.iter().zip(&process.cores).zip(&ext_templates).enumerate() {
         let detach_signal = if index + 1 == tids.len() { stop_signal } else { 0 };
         let dumped = HostArch::regs_from_core(core, ext)

@@ -427,7 +427,7 @@ pub fn cpu_itimer_tick_us() -> u64 {
         if !ok {
             return 0;
         }
-        let excess = (now.it_value.tv_sec as i64 * 1_000_000 + now.it_value.tv_usec as i64 - 1_000_000).max(0) as u64;
+        let excess = (now.it_value.tv_sec * 1_000_000 + now.it_value.tv_usec - 1_000_000).max(0) as u64;
         [10_000u64, 4_000, 3_333, 1_000].into_iter().min_by_key(|tick| tick.abs_diff(excess)).filter(|_| excess > 0).unwrap_or(0)
     })
 }

@@ -27,7 +27,7 @@ pub(crate) fn is_master(path: &str) -> bool {
 
 /// The index of the pty a master fd (crust's copy) drives.
 pub(crate) fn master_index(master: &OwnedFd) -> Result<u32, String> {
-    kernel::ioctl_int_arg(master.as_raw_fd(), libc::TIOCGPTN as u64, 0).map(|v| v as u32).map_err(|e| format!("TIOCGPTN: {e}"))
+    kernel::ioctl_int_arg(master.as_raw_fd(), libc::TIOCGPTN, 0).map(|v| v as u32).map_err(|e| format!("TIOCGPTN: {e}"))
 }
 
 /// The state of pty `index` through its master: sid and pgrp as this host numbers
@@ -35,14 +35,14 @@ pub(crate) fn master_index(master: &OwnedFd) -> Result<u32, String> {
 pub(crate) fn dump_info(index: u32, master: &OwnedFd) -> Result<pb::TtyInfoEntry, String> {
     let m = master.as_raw_fd();
     let get = |request: u64| kernel::ioctl_int_arg(m, request, 0);
-    let locked = get(libc::TIOCGPTLCK as u64).map_err(|e| format!("TIOCGPTLCK: {e}"))? != 0;
-    let packet_mode = get(libc::TIOCGPKT as u64).map_err(|e| format!("TIOCGPKT: {e}"))? != 0;
+    let locked = get(libc::TIOCGPTLCK).map_err(|e| format!("TIOCGPTLCK: {e}"))? != 0;
+    let packet_mode = get(libc::TIOCGPKT).map_err(|e| format!("TIOCGPKT: {e}"))? != 0;
     // On the master these tell the slave's session and foreground group.
-    let sid = get(libc::TIOCGSID as u64).unwrap_or(0).max(0) as u32;
-    let pgrp = get(libc::TIOCGPGRP as u64).unwrap_or(0).max(0) as u32;
+    let sid = get(libc::TIOCGSID).unwrap_or(0).max(0) as u32;
+    let pgrp = get(libc::TIOCGPGRP).unwrap_or(0).max(0) as u32;
     let path = format!("/dev/pts/{index}");
     let slave = kernel::open_path(&path, libc::O_RDWR | libc::O_NOCTTY | libc::O_NONBLOCK).map_err(|e| format!("open {path}: {e}"))?;
-    let exclusive = kernel::ioctl_int_arg(slave.as_raw_fd(), libc::TIOCGEXCL as u64, 0).map_err(|e| format!("TIOCGEXCL: {e}"))? != 0;
+    let exclusive = kernel::ioctl_int_arg(slave.as_raw_fd(), libc::TIOCGEXCL, 0).map_err(|e| format!("TIOCGEXCL: {e}"))? != 0;
     let (termios, winsize) = kernel::terminal_state(slave.as_raw_fd()).map_err(|e| format!("{path}: termios: {e}"))?;
     let meta = std::fs::metadata(&path).map_err(|e| format!("stat {path}: {e}"))?;
     use std::os::unix::fs::MetadataExt;
@@ -97,7 +97,7 @@ pub(crate) fn create(info: &pb::TtyInfoEntry) -> Result<OwnedFd, String> {
     };
     drop(held);
     let m = master.as_raw_fd();
-    kernel::ioctl_int_arg(m, libc::TIOCSPTLCK as u64, 0).map_err(|e| format!("unlock pty {index}: {e}"))?;
+    kernel::ioctl_int_arg(m, libc::TIOCSPTLCK, 0).map_err(|e| format!("unlock pty {index}: {e}"))?;
     let path = format!("/dev/pts/{index}");
     let slave = kernel::open_path(&path, libc::O_RDWR | libc::O_NOCTTY).map_err(|e| format!("open {path}: {e}"))?;
     if let (Some(t), Some(w)) = (&info.termios, &info.winsize) {
@@ -114,16 +114,16 @@ pub(crate) fn create(info: &pb::TtyInfoEntry) -> Result<OwnedFd, String> {
         kernel::set_terminal_state(slave.as_raw_fd(), &termios, &winsize).map_err(|e| format!("{path}: termios: {e}"))?;
     }
     if info.packet_mode {
-        kernel::ioctl_int_arg(m, libc::TIOCPKT as u64, 1).map_err(|e| format!("pty {index}: packet mode: {e}"))?;
+        kernel::ioctl_int_arg(m, libc::TIOCPKT, 1).map_err(|e| format!("pty {index}: packet mode: {e}"))?;
     }
     if info.exclusive {
-        kernel::ioctl_value(slave.as_raw_fd(), libc::TIOCEXCL as u64, 0).map_err(|e| format!("pty {index}: exclusive: {e}"))?;
+        kernel::ioctl_value(slave.as_raw_fd(), libc::TIOCEXCL, 0).map_err(|e| format!("pty {index}: exclusive: {e}"))?;
     }
     if let (Some(uid), Some(gid)) = (info.uid, info.gid) {
         let _ = std::os::unix::fs::chown(&path, Some(uid), Some(gid));
     }
     if info.locked {
-        kernel::ioctl_int_arg(m, libc::TIOCSPTLCK as u64, 1).map_err(|e| format!("lock pty {index}: {e}"))?;
+        kernel::ioctl_int_arg(m, libc::TIOCSPTLCK, 1).map_err(|e| format!("lock pty {index}: {e}"))?;
     }
     Ok(master)
 }
@@ -133,9 +133,9 @@ pub(crate) fn create(info: &pb::TtyInfoEntry) -> Result<OwnedFd, String> {
 pub(crate) fn take_controlling(index: u32, foreground: Option<i32>) -> Result<(), String> {
     let path = format!("/dev/pts/{index}");
     let slave = kernel::open_path(&path, libc::O_RDWR | libc::O_NOCTTY).map_err(|e| format!("open {path}: {e}"))?;
-    kernel::ioctl_value(slave.as_raw_fd(), libc::TIOCSCTTY as u64, 0).map_err(|e| format!("{path}: TIOCSCTTY: {e}"))?;
+    kernel::ioctl_value(slave.as_raw_fd(), libc::TIOCSCTTY, 0).map_err(|e| format!("{path}: TIOCSCTTY: {e}"))?;
     if let Some(pgrp) = foreground {
-        kernel::ioctl_int_arg(slave.as_raw_fd(), libc::TIOCSPGRP as u64, pgrp).map_err(|e| format!("{path}: TIOCSPGRP {pgrp}: {e}"))?;
+        kernel::ioctl_int_arg(slave.as_raw_fd(), libc::TIOCSPGRP, pgrp).map_err(|e| format!("{path}: TIOCSPGRP {pgrp}: {e}"))?;
     }
     Ok(())
 }
@@ -146,7 +146,7 @@ pub(crate) fn set_foreground(index: u32, pgrp: i32) -> Result<(), String> {
     let path = format!("/dev/pts/{index}");
     let slave = kernel::open_path(&path, libc::O_RDWR | libc::O_NOCTTY).map_err(|e| format!("open {path}: {e}"))?;
     kernel::block_sigttou(true).map_err(|e| format!("block SIGTTOU: {e}"))?;
-    let result = kernel::ioctl_int_arg(slave.as_raw_fd(), libc::TIOCSPGRP as u64, pgrp);
+    let result = kernel::ioctl_int_arg(slave.as_raw_fd(), libc::TIOCSPGRP, pgrp);
     let _ = kernel::block_sigttou(false);
     result.map(|_| ()).map_err(|e| format!("{path}: TIOCSPGRP {pgrp}: {e}"))
 }
