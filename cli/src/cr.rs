@@ -79,8 +79,13 @@ pub fn run(cmd: CrCmd) -> anyhow::Result<i32> {
             let features = crust_engine::check::check_features();
             let mut missing = 0;
             for f in &features {
-                println!("{:<8} {} ({})", if f.present { "ok" } else { "MISSING" }, f.name, f.detail);
-                missing += usize::from(!f.present);
+                let state = match (f.present, f.optional) {
+                    (true, _) => "ok",
+                    (false, false) => "MISSING",
+                    (false, true) => "absent",
+                };
+                println!("{state:<8} {} ({})", f.name, f.detail);
+                missing += usize::from(!f.present && !f.optional);
             }
             if missing == 0 {
                 println!("Looks good.");

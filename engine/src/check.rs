@@ -11,12 +11,14 @@ pub struct Feature {
     pub present: bool,
     /// How it was found out, or why it is missing.
     pub detail: String,
+    /// Only some dumps need it (it says which); its absence does not fail `check`.
+    pub optional: bool,
 }
 
 /// Probes every feature the dump and restore pipelines use.
 pub fn check_features() -> Vec<Feature> {
     let mut out = Vec::new();
-    let mut add = |name, present, detail: String| out.push(Feature { name, present, detail });
+    let mut add = |name, present, detail: String| out.push(Feature { name, present, detail, optional: false });
     let root = std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| crate::procfs::parse_key_values(&s).get("CapEff").cloned())
@@ -28,6 +30,7 @@ pub fn check_features() -> Vec<Feature> {
         ("/proc/PID/map_files", "/proc/self/map_files"),
         ("/proc/PID/auxv", "/proc/self/auxv"),
         ("/proc/PID/task/TID/children", "/proc/self/task"),
+        ("/proc/PID/timers (POSIX timers)", "/proc/self/timers"),
     ] {
         add(name, Path::new(path).exists(), path.into());
     }
@@ -36,6 +39,16 @@ pub fn check_features() -> Vec<Feature> {
     let (major, minor) = kernel_version();
     add("clone3 with set_tid (5.5+)", (major, minor) >= (5, 5), format!("kernel {major}.{minor}"));
     add("PTRACE_GET/SETSIGMASK, PEEKSIGINFO (3.11+)", (major, minor) >= (3, 11), format!("kernel {major}.{minor}"));
+    let mut optional = |name, present, detail: String| out.push(Feature { name, present, detail, optional: true });
+    optional(
+        "POSIX timer ids (PR_TIMER_CREATE_RESTORE_IDS, 6.17+; else placeholder timers, ids up to 4096)",
+        crate::sys::timer_restore_ids_supported(),
+        "prctl(PR_TIMER_CREATE_RESTORE_IDS, GET)".into(),
+    );
+    let nft = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join("nft").is_file()))
+        .unwrap_or(false);
+    optional("nft (dump --tcp-established locks connections)", nft, "nft in PATH".into());
     out
 }
 
