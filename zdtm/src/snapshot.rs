@@ -187,8 +187,13 @@ mod tests {
 
     #[test]
     fn a_sleeping_process_reads_the_same_twice() {
+        // Its stdio on /dev/null: an inherited log file would move under it as other
+        // tests write (CI's output is a file).
         let mut child = std::process::Command::new("sleep")
             .arg("30")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
             .spawn()
             .expect("spawn sleep");
         let pid = child.id() as i32;
