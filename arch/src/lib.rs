@@ -67,6 +67,7 @@ pub enum Sys {
     Fcntl,
     Pipe2,
     Vmsplice,
+    Shmat,
 }
 
 /// Pure ABI of one architecture: compiles and is tested on every host.

@@ -402,6 +402,8 @@ pub fn dump(options: &DumpOptions) -> Result<DumpReport, DumpError> {
         frozen.processes.iter().map(|p| p.threads.len()).sum::<usize>()
     );
     fault(DumpStep::Seize)?;
+    let live: Vec<i32> = frozen.processes.iter().filter(|p| !p.is_zombie()).map(|p| p.pid).collect();
+    let own_ipc_ns = crate::ipc::tree_has_own_namespace(&live).map_err(|(pid, what)| DumpError::Unsupported { pid, what })?;
 
     let mut collected = Vec::new();
     for process in frozen.processes.iter().filter(|p| !p.is_zombie()) {
@@ -452,7 +454,17 @@ pub fn dump(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     crate::files::finish_ptys(&mut files, options.shell_job, virtual_of)?;
     fault(DumpStep::Files)?;
 
-    write_images(options, &frozen, &collected, &queries, &files, &process_files, memory)?;
+    if own_ipc_ns {
+        let dumped = crate::ipc::dump_namespace(root, &options.dir)
+            .map_err(|what| DumpError::Io { pid: root, what: "System V IPC namespace".into(), source: io::Error::other(what) })?;
+        log::info!(
+            "IPC namespace: {} shared memory segments, {} semaphore sets, {} message queues",
+            dumped.segments,
+            dumped.semaphore_sets,
+            dumped.queues
+        );
+    }
+    write_images(options, &frozen, &collected, &queries, &files, &process_files, memory, own_ipc_ns)?;
     fault(DumpStep::Images)?;
 
     let processes = frozen.processes.len();
@@ -750,6 +762,7 @@ const TASK_ALIVE: u32 = 1;
 const TASK_DEAD: u32 = 2;
 const TASK_STOPPED: u32 = 3;
 
+#[allow(clippy::too_many_arguments)] // one caller; each argument is a different part of the dump
 fn write_images(
     options: &DumpOptions,
     frozen: &Frozen,
@@ -758,6 +771,7 @@ fn write_images(
     files: &FileTable,
     process_files: &[(Vec<DumpedFd>, u32, u32, u32)],
     memory: Vec<Vec<pb::VmaEntry>>,
+    own_ipc_ns: bool,
 ) -> Result<(), DumpError> {
     let root = options.pid;
     let dir = &options.dir;
@@ -765,7 +779,8 @@ fn write_images(
     let pid_ns_id = frozen.own_pid_ns.then_some(1);
     let ids_of = |index: usize| {
         let id = index as u32 + 1;
-        pb::TaskKobjIdsEntry { vm_id: id, files_id: id, fs_id: id, sighand_id: id, pid_ns_id, ..Default::default() }
+        let ipc_ns_id = own_ipc_ns.then_some(crate::ipc::NS_ID);
+        pb::TaskKobjIdsEntry { vm_id: id, files_id: id, fs_id: id, sighand_id: id, pid_ns_id, ipc_ns_id, ..Default::default() }
     };
     let v = |host: i32, what: &str| frozen.to_virtual(host, what);
 

@@ -22,7 +22,7 @@ mod inet;
 mod inotify;
 pub(crate) mod kernel;
 mod locks;
-mod memfd;
+pub(crate) mod memfd;
 mod pipe;
 mod pty;
 mod tcp;

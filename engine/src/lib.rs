@@ -13,6 +13,7 @@ mod program;
 pub mod restore;
 pub mod check;
 mod files;
+mod ipc;
 mod memory;
 mod remote_pipes;
 pub mod fast_pages;

@@ -106,7 +106,7 @@ fn wants_page(status: u32, bits: u64) -> bool {
     let present = bits & (1 << 63) != 0;
     let swapped = bits & (1 << 62) != 0;
     let file_or_shared = bits & (1 << 61) != 0;
-    if status & (vs::VDSO | vs::VVAR | vs::VSYSCALL) != 0 || status & vs::FILE_SHARED != 0 {
+    if status & (vs::VDSO | vs::VVAR | vs::VSYSCALL | vs::SYSVIPC) != 0 || status & vs::FILE_SHARED != 0 {
         false
     } else if status & vs::FILE_PRIVATE != 0 {
         (present && !file_or_shared) || swapped
@@ -200,6 +200,13 @@ fn classify_vma(
             vma.status |= vs::ANON_SHARED;
             vma.flags |= libc::MAP_ANONYMOUS as u32;
             vma.shmid = map.inode;
+        }
+        // A System V shared memory attach: "/SYSV<key> (deleted)", the inode is the
+        // segment's id. Its pages belong to the segment (ipc.rs), not to the process.
+        _ if map.shared && name.starts_with("/SYSV") => {
+            vma.status |= vs::SYSVIPC;
+            vma.shmid = map.inode;
+            vma.fdflags = Some(if has("mw") { libc::O_RDWR } else { libc::O_RDONLY } as u32);
         }
         _ if name.starts_with("/memfd:") => {
             let open_flags = if map.shared && has("mw") { libc::O_RDWR } else { libc::O_RDONLY };

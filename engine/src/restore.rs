@@ -359,7 +359,7 @@ pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> 
 
     let (sync_read, sync_write) = pipe(root)?;
     let (error_read, error_write) = pipe(root)?;
-    let forked = if new_pid_ns { sys::fork_into_new_pid_ns() } else { sys::fork_with_pid(root) };
+    let forked = sys::fork_root(root, new_pid_ns, tree.new_ipc_ns);
     let child = match forked {
         Ok(0) => {
             drop(sync_write);
@@ -405,6 +405,11 @@ pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> 
         if let Some(plan) = plan {
             finish_process(process, plan, &host)?;
         }
+    }
+    // Segments removed while attached go again, now that every process has attached them.
+    if tree.new_ipc_ns {
+        let removed = crate::ipc::removed_segments(&options.dir).map_err(|what| RestoreError::BadImage { image: "ipcns-shm".into(), what })?;
+        crate::ipc::remove_segments(child, &removed).map_err(|what| RestoreError::Child { pid: root, what })?;
     }
     // The tree runs: let the traffic of its TCP connections through again.
     crate::files::unlock_tcp(&options.dir).map_err(|what| RestoreError::Child { pid: root, what })?;
@@ -515,6 +520,8 @@ struct TreePlan {
     /// Shared anonymous memory objects (MAP_SHARED|MAP_ANONYMOUS areas, shared through
     /// fork): shmid → (fd number, size). crust creates each before the first fork.
     shmem: BTreeMap<u64, (i32, u64)>,
+    /// The tree had an IPC namespace of its own: the root makes a new one.
+    new_ipc_ns: bool,
 }
 
 /// The file ids the broker opens: every fd's, and every unlinked mapped file's.
@@ -552,7 +559,14 @@ fn plan_tree(options: &RestoreOptions, images: &Images) -> Result<TreePlan, Rest
     for process in &images.processes {
         plans.push(if process.is_zombie() { None } else { Some(plan(options, images, process, helper_base, error_fd, sync_fd, &shmem)?) });
     }
-    Ok(TreePlan { helpers, plans, error_fd, sync_fd, broker_base, shmem })
+    let new_ipc_ns = images.processes[0].cores[0].ids.as_ref().and_then(|i| i.ipc_ns_id).is_some();
+    if new_ipc_ns && !crate::ipc::image_has_namespace(&options.dir) {
+        return Err(RestoreError::BadImage {
+            image: ImageKind::IpcVar.file_name(crate::ipc::NS_ID as u64),
+            what: "missing, but the tree had an IPC namespace of its own (ids.ipc_ns_id)".into(),
+        });
+    }
+    Ok(TreePlan { helpers, plans, error_fd, sync_fd, broker_base, shmem, new_ipc_ns })
 }
 
 /// A session or process group whose leader had exited at dump time. A helper process
@@ -779,10 +793,14 @@ fn plan(
             64 * 1024 + (mm.vmas.len() as u64 + process.pagemap.len() as u64 + process.cores.len() as u64) * 4 * 80 + 32 * 1024,
             page,
         );
-    let area = find_gap(pid, mm, estimate, &[])?;
+    let attaches = sysv_attaches(pid, &options.dir, mm)?;
+    let whole: Vec<(u64, u64)> = attaches.iter().map(|a| (a.base, a.base + a.segment_len)).collect();
+    let area = find_gap(pid, mm, estimate, &whole)?;
     let own_block = own_vdso_block(pid)?;
     let block_size = own_block.iter().map(|&(s, e)| e - s).sum::<u64>().max(page);
-    let scratch = find_gap(pid, mm, block_size, &[(area, area + estimate)])?;
+    let mut used = whole.clone();
+    used.push((area, area + estimate));
+    let scratch = find_gap(pid, mm, block_size, &used)?;
     let mut program = Program::new(area + code_size);
 
     // 1. Drop everything but the area (and, where the architecture moves it, crust's
@@ -805,7 +823,24 @@ fn plan(
             program.raw(op, format!("map vdso block at {block_start:#x}"));
         }
     }
-    // 3. Every memory area, with its pages.
+    // 3. System V shared memory, attached before the other areas are mapped: a partial
+    //    attach maps the whole segment first and unmaps what the process had not kept.
+    for attach in &attaches {
+        let flags = SHM_REMAP | if attach.writable { 0 } else { libc::SHM_RDONLY as u64 };
+        program.call(
+            Sys::Shmat,
+            [attach.id as u64, attach.base, flags, 0, 0, 0],
+            RestorerOp::CHECK_EQ,
+            attach.base,
+            format!("attach System V shared memory {} at {:#x}", attach.id, attach.base),
+        );
+        for (from, to) in [(attach.base, attach.start), (attach.end, attach.base + attach.segment_len)] {
+            if to > from {
+                program.call(Sys::Munmap, [from, to - from, 0, 0, 0, 0], RestorerOp::CHECK_EQ, 0, format!("unmap {from:#x}-{to:#x} of shared memory {}", attach.id));
+            }
+        }
+    }
+    // 4. Every memory area, with its pages.
     let mut page_offset = 0u64;
     let mut pagemap = process.pagemap.iter().peekable();
     for vma in &mm.vmas {
@@ -830,6 +865,17 @@ fn plan(
             pagemap.next();
         }
         let prot = vma.prot as i32;
+        if vma.status & vs::SYSVIPC != 0 {
+            if !runs.is_empty() {
+                return Err(RestoreError::BadImage {
+                    image: "pagemap".into(),
+                    what: format!("pages at {:#x} in System V shared memory, whose pages the segment holds", vma.start),
+                });
+            }
+            program.call(Sys::Mprotect, [vma.start, len, prot as u64, 0, 0, 0], RestorerOp::CHECK_EQ, 0, format!("protect vma {:#x}-{:#x}", vma.start, vma.end));
+            add_madvise(&mut program, vma, len);
+            continue;
+        }
         let map_prot = if runs.is_empty() { prot } else { prot | libc::PROT_WRITE };
         let keep = libc::MAP_SHARED | libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_GROWSDOWN | libc::MAP_NORESERVE;
         let mut flags = (vma.flags as i32 & keep) | libc::MAP_FIXED;
@@ -897,23 +943,12 @@ fn plan(
                 format!("protect vma {:#x}-{:#x}", vma.start, vma.end),
             );
         }
-        for advice in 0..64u64 {
-            if madv & (1 << advice) != 0 {
-                let lenient = advice == libc::MADV_HUGEPAGE as u64 || advice == libc::MADV_NOHUGEPAGE as u64;
-                program.call(
-                    Sys::Madvise,
-                    [vma.start, len, advice, 0, 0, 0],
-                    if lenient { RestorerOp::CHECK_NONE } else { RestorerOp::CHECK_EQ },
-                    0,
-                    format!("madvise({advice}) vma {:#x}-{:#x}", vma.start, vma.end),
-                );
-            }
-        }
+        add_madvise(&mut program, vma, len);
     }
     if pagemap.peek().is_some() {
         return Err(RestoreError::BadImage { image: "pagemap".into(), what: "entries outside every vma".into() });
     }
-    // 4. The mm fields, auxv and exe link.
+    // 5. The mm fields, auxv and exe link.
     let auxv = program.words(&mm.mm_saved_auxv);
     let mm_map = [
         mm.mm_start_code, mm.mm_end_code, mm.mm_start_data, mm.mm_end_data, mm.mm_start_brk,
@@ -1267,6 +1302,74 @@ fn own_vdso_block(pid: i32) -> Result<Vec<(u64, u64)>, RestoreError> {
 
 /// Finds an address range free both in the target's layout and in ours (and outside
 /// `also_used`), for the restorer.
+/// The madvise calls that give area `vma` its advice bits.
+fn add_madvise(program: &mut Program, vma: &pb::VmaEntry, len: u64) {
+    let madv = vma.madv.unwrap_or(0);
+    for advice in 0..64u64 {
+        if madv & (1 << advice) != 0 {
+            let lenient = advice == libc::MADV_HUGEPAGE as u64 || advice == libc::MADV_NOHUGEPAGE as u64;
+            program.call(
+                Sys::Madvise,
+                [vma.start, len, advice, 0, 0, 0],
+                if lenient { RestorerOp::CHECK_NONE } else { RestorerOp::CHECK_EQ },
+                0,
+                format!("madvise({advice}) vma {:#x}-{:#x}", vma.start, vma.end),
+            );
+        }
+    }
+}
+
+/// `shmat` flag: replace whatever is mapped there.
+const SHM_REMAP: u64 = 0o40000;
+
+/// One System V shared memory attach to make again: consecutive areas of one segment,
+/// at consecutive offsets, are one attach (an mprotect split it).
+struct SysvAttach {
+    id: i32,
+    /// Where the whole segment goes, and its length in whole pages.
+    base: u64,
+    segment_len: u64,
+    /// The part the process had kept.
+    start: u64,
+    end: u64,
+    writable: bool,
+}
+
+/// The System V attaches of `mm`, each checked against its segment: the dumped one of
+/// the tree's own IPC namespace, or one that must still exist in crust's.
+fn sysv_attaches(pid: i32, dir: &Path, mm: &pb::MmEntry) -> Result<Vec<SysvAttach>, RestoreError> {
+    let page = sys::page_size();
+    let dumped = if crate::ipc::image_has_namespace(dir) {
+        Some(crate::ipc::segment_sizes(dir).map_err(|what| RestoreError::BadImage { image: "ipcns-shm".into(), what })?)
+    } else {
+        None
+    };
+    let mut out: Vec<SysvAttach> = Vec::new();
+    for vma in mm.vmas.iter().filter(|v| v.status & vs::SYSVIPC != 0) {
+        let id = vma.shmid as i32;
+        let writable = vma.fdflags.unwrap_or(0) as i32 & libc::O_ACCMODE == libc::O_RDWR;
+        if let Some(last) = out.last_mut() {
+            if last.id == id && last.end == vma.start && vma.pgoff == last.end - last.base {
+                last.end = vma.end;
+                last.writable |= writable;
+                continue;
+            }
+        }
+        let bad = |what: String| RestoreError::BadImage { image: format!("mm-{pid}.img"), what };
+        let size = match &dumped {
+            Some(sizes) => *sizes.get(&id).ok_or_else(|| bad(format!("vma {:#x} attaches System V shared memory {id}, not in ipcns-shm (vma_entry.shmid)", vma.start)))?,
+            None => crate::ipc::host_segment_size(id).map_err(|what| RestoreError::Child { pid, what })?,
+        };
+        let segment_len = size.div_ceil(page) * page;
+        let base = vma.start.checked_sub(vma.pgoff).filter(|_| vma.pgoff % page == 0 && vma.pgoff + (vma.end - vma.start) <= segment_len);
+        let Some(base) = base else {
+            return Err(bad(format!("vma {:#x}-{:#x} at offset {:#x} outside System V shared memory {id} of {size} bytes (vma_entry.pgoff)", vma.start, vma.end, vma.pgoff)));
+        };
+        out.push(SysvAttach { id, base, segment_len, start: vma.start, end: vma.end, writable });
+    }
+    Ok(out)
+}
+
 fn find_gap(pid: i32, mm: &pb::MmEntry, size: u64, also_used: &[(u64, u64)]) -> Result<u64, RestoreError> {
     let own = procfs::parse_maps(&fs::read_to_string("/proc/self/maps").map_err(io_err(pid, "read /proc/self/maps"))?)
         .map_err(|e| RestoreError::Child { pid, what: e.to_string() })?;
@@ -1310,6 +1413,10 @@ fn root_main(tree: &TreePlan, images: &Images, options: &RestoreOptions, broker:
         keep.extend(tree.shmem.values().map(|s| s.0));
         close_all_but(&keep)?;
         broker.make_dead_pidfds()?;
+        // The tree's IPC objects, before any process attaches a segment.
+        if tree.new_ipc_ns {
+            crate::ipc::restore_namespace(&options.dir).map_err(|e| format!("System V IPC namespace: {e}"))?;
+        }
         // Wait until the tracer has seized us.
         let mut byte = [0u8; 1];
         let mut sync_file = fd_file(tree.sync_fd);

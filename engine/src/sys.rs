@@ -190,10 +190,18 @@ pub fn fork_with_pid(pid: i32) -> io::Result<i32> {
     clone_fork(0, pid)
 }
 
-/// `clone3(CLONE_NEWPID)`: forks into a child that is pid 1 of a new pid namespace.
-/// Returns 0 in the child and its pid (on this host) in the parent.
-pub fn fork_into_new_pid_ns() -> io::Result<i32> {
-    clone_fork(libc::CLONE_NEWPID as u64, 1)
+/// The restored root's fork: `pid` (1 in a new pid namespace when `new_pid_ns`), in a
+/// new IPC namespace when `new_ipc_ns`. Returns 0 in the child and its pid (on this
+/// host) in the parent.
+pub fn fork_root(pid: i32, new_pid_ns: bool, new_ipc_ns: bool) -> io::Result<i32> {
+    let mut flags = 0u64;
+    if new_pid_ns {
+        flags |= libc::CLONE_NEWPID as u64;
+    }
+    if new_ipc_ns {
+        flags |= libc::CLONE_NEWIPC as u64;
+    }
+    clone_fork(flags, if new_pid_ns { 1 } else { pid })
 }
 
 fn clone_fork(flags: u64, pid: i32) -> io::Result<i32> {

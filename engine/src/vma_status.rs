@@ -9,5 +9,6 @@ pub const FILE_PRIVATE: u32 = 1 << 6;
 pub const FILE_SHARED: u32 = 1 << 7;
 pub const ANON_SHARED: u32 = 1 << 8;
 pub const ANON_PRIVATE: u32 = 1 << 9;
+pub const SYSVIPC: u32 = 1 << 10;
 pub const VVAR: u32 = 1 << 12;
 pub const MEMFD: u32 = 1 << 14;

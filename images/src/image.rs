@@ -974,6 +974,20 @@ impl StreamReader {
         })
     }
 
+    /// Skips the `len` payload bytes after the last entry without reading them.
+    pub fn skip_payload(&mut self, len: u64) -> Result<(), ImageError> {
+        let read_error = |source| ImageError::ReadFile { path: PathBuf::from(self.file.clone()), source };
+        let size = self.inner.get_ref().metadata().map_err(read_error)?.len();
+        let available = size.saturating_sub(self.position);
+        if available < len {
+            return Err(ImageError::Truncated { file: self.file.clone(), offset: self.position, index: self.entry_index, what: "payload", needed: len, available });
+        }
+        let offset = i64::try_from(len).map_err(|_| read_error(std::io::Error::other("payload too long")))?;
+        self.inner.seek_relative(offset).map_err(|source| ImageError::ReadFile { path: PathBuf::from(self.file.clone()), source })?;
+        self.position += len;
+        Ok(())
+    }
+
     /// Hands the `len` payload bytes after the last entry to `sink`, a piece (at most
     /// 1 MiB) at a time; the payload is never whole in memory.
     pub fn copy_payload(&mut self, len: u64, mut sink: impl FnMut(&[u8]) -> std::io::Result<()>) -> Result<(), ImageError> {

@@ -1,5 +1,5 @@
 /* ns_init.c: not a test. The `ns` flavor's init: `ns_init PROGRAM ARGS...` unshares a
- * new pid namespace and forks its pid 1, writes "nsinit <host pid of it>" into the ready
+ * new pid and IPC namespace and forks its pid 1, writes "nsinit <host pid of it>" into the ready
  * pipe and exits. The init starts PROGRAM (the test, which daemonizes under it as usual)
  * and reaps whatever ends up as its child, forever. */
 #define _GNU_SOURCE
@@ -21,8 +21,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: ZDTM_READY_FD=N ns_init PROGRAM ARGS...\n");
 		return 2;
 	}
-	if (unshare(CLONE_NEWPID) != 0) {
-		dprintf(ready_fd, "skip unshare(CLONE_NEWPID): %s\n", strerror(errno));
+	if (unshare(CLONE_NEWPID | CLONE_NEWIPC) != 0) {
+		dprintf(ready_fd, "skip unshare(CLONE_NEWPID | CLONE_NEWIPC): %s\n", strerror(errno));
 		return 0;
 	}
 	pid_t init = fork();

@@ -207,6 +207,7 @@ pub const TESTS: &[TestSpec] = &[
     c("high_fd"),
     c("fds_many"),
     c("memfd_data"),
+    TestSpec { requirements: &[Requirement::Root], ..c("sysv_ipc") },
     c("pidfds"),
     c("unix_scm"),
     c("pty_pair"),

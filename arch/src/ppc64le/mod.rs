@@ -166,6 +166,7 @@ impl crate::Abi for Ppc64le {
             Sys::Fcntl => 55,
             Sys::Pipe2 => 317,
             Sys::Vmsplice => 285,
+            Sys::Shmat => 397,
         })
     }
 

@@ -74,56 +74,96 @@ impl MemfdInodes {
             w.write_entry(entry).map_err(err("memfd.img".into()))?;
         }
         w.finish().map_err(err("memfd.img".into()))?;
-        let page = sys::page_size();
         for (index, (entry, source)) in self.entries.iter().enumerate() {
-            let pages_id = first_pages_id + index as u32;
-            let pagemap_name = ImageKind::PagemapShmem.file_name(entry.shmid as u64);
-            let mut pagemap = ImageWriter::create(dir, ImageKind::PagemapShmem, entry.shmid as u64).map_err(err(pagemap_name.clone()))?;
-            pagemap.write_entry(&pb::PagemapHead { pages_id }).map_err(err(pagemap_name.clone()))?;
-            let pages_path = dir.join(ImageKind::Pages.file_name(pages_id as u64));
-            let pages = File::create(&pages_path).map_err(|e| format!("create {}: {e}", pages_path.display()))?;
             let file = File::open(source).map_err(|e| format!("open {}: {e}", source.display()))?;
-            let end = entry.size.div_ceil(page) * page;
-            let (mut at, mut written) = (0u64, 0u64);
-            let mut buf = Vec::new();
-            while at < end {
-                let Some(data) = kernel::seek_data_or_hole(file.as_raw_fd(), at, true).map_err(|e| format!("SEEK_DATA in memfd {}: {e}", entry.name))? else {
-                    break;
-                };
-                let hole = kernel::seek_data_or_hole(file.as_raw_fd(), data, false)
-                    .map_err(|e| format!("SEEK_HOLE in memfd {}: {e}", entry.name))?
-                    .unwrap_or(entry.size);
-                let (start, stop) = (data / page * page, (hole.div_ceil(page) * page).min(end));
-                if stop <= start {
-                    break;
-                }
-                let mut offset = start;
-                while offset < stop {
-                    let len = CHUNK.min(stop - offset) as usize;
-                    buf.clear();
-                    buf.resize(len, 0);
-                    // Past the size the page reads short: the rest stays zero.
-                    let mut got = 0;
-                    while got < len {
-                        match file.read_at(&mut buf[got..], offset + got as u64) {
-                            Ok(0) => break,
-                            Ok(n) => got += n,
-                            Err(e) => return Err(format!("read memfd {} at {}: {e}", entry.name, offset + got as u64)),
-                        }
-                    }
-                    pages.write_all_at(&buf, written).map_err(|e| format!("write {}: {e}", pages_path.display()))?;
-                    written += len as u64;
-                    offset += len as u64;
-                }
-                pagemap
-                    .write_entry(&pb::PagemapEntry::run(start, (stop - start) / page, PE_PRESENT))
-                    .map_err(err(pagemap_name.clone()))?;
-                at = stop;
-            }
-            pagemap.finish().map_err(err(pagemap_name))?;
+            let what = format!("memfd {}", entry.name);
+            write_shmem_pages(&file, entry.size, dir, entry.shmid as u64, first_pages_id + index as u32, &what)?;
         }
         Ok(())
     }
+}
+
+/// Writes the data of a shmem file (a memfd, a System V segment) of `size` bytes as
+/// pagemap-shmem-`shmid`.img and pages-`pages_id`.img, as CRIU lays them out. Holes are
+/// skipped (SEEK_DATA), so sparse files stay sparse.
+pub(crate) fn write_shmem_pages(file: &File, size: u64, dir: &Path, shmid: u64, pages_id: u32, what: &str) -> Result<(), String> {
+    let err = |what: String| move |e: crust_images::ImageError| format!("{what}: {e}");
+    let page = sys::page_size();
+    let pagemap_name = ImageKind::PagemapShmem.file_name(shmid);
+    let mut pagemap = ImageWriter::create(dir, ImageKind::PagemapShmem, shmid).map_err(err(pagemap_name.clone()))?;
+    pagemap.write_entry(&pb::PagemapHead { pages_id }).map_err(err(pagemap_name.clone()))?;
+    let pages_path = dir.join(ImageKind::Pages.file_name(pages_id as u64));
+    let pages = File::create(&pages_path).map_err(|e| format!("create {}: {e}", pages_path.display()))?;
+    let end = size.div_ceil(page) * page;
+    let (mut at, mut written) = (0u64, 0u64);
+    let mut buf = Vec::new();
+    while at < end {
+        let Some(data) = kernel::seek_data_or_hole(file.as_raw_fd(), at, true).map_err(|e| format!("SEEK_DATA in {what}: {e}"))? else {
+            break;
+        };
+        let hole = kernel::seek_data_or_hole(file.as_raw_fd(), data, false)
+            .map_err(|e| format!("SEEK_HOLE in {what}: {e}"))?
+            .unwrap_or(size);
+        let (start, stop) = (data / page * page, (hole.div_ceil(page) * page).min(end));
+        if stop <= start {
+            break;
+        }
+        let mut offset = start;
+        while offset < stop {
+            let len = CHUNK.min(stop - offset) as usize;
+            buf.clear();
+            buf.resize(len, 0);
+            // Past the size the page reads short: the rest stays zero.
+            let mut got = 0;
+            while got < len {
+                match file.read_at(&mut buf[got..], offset + got as u64) {
+                    Ok(0) => break,
+                    Ok(n) => got += n,
+                    Err(e) => return Err(format!("read {what} at {}: {e}", offset + got as u64)),
+                }
+            }
+            pages.write_all_at(&buf, written).map_err(|e| format!("write {}: {e}", pages_path.display()))?;
+            written += len as u64;
+            offset += len as u64;
+        }
+        pagemap.write_entry(&pb::PagemapEntry::run(start, (stop - start) / page, PE_PRESENT)).map_err(err(pagemap_name.clone()))?;
+        at = stop;
+    }
+    pagemap.finish().map_err(err(pagemap_name))
+}
+
+/// Fills a shmem file of `size` bytes from pagemap-shmem-`shmid`.img and its pages image
+/// (what `write_shmem_pages` wrote); `what` names the object in errors.
+pub(crate) fn fill_shmem_pages(file: &File, size: u64, dir: &Path, shmid: u64, what: &str) -> Result<(), String> {
+    let page = sys::page_size();
+    let pagemap_path = dir.join(ImageKind::PagemapShmem.file_name(shmid));
+    let name = pagemap_path.display().to_string();
+    let mut reader = ImageReader::open(&pagemap_path).map_err(|e| format!("{name}: {e}"))?;
+    let head: pb::PagemapHead = reader.next_entry().map_err(|e| format!("{name}: {e}"))?.ok_or(format!("{name}: no pagemap head"))?;
+    let pages_path = dir.join(ImageKind::Pages.file_name(head.pages_id as u64));
+    let pages = File::open(&pages_path).map_err(|e| format!("open {}: {e}", pages_path.display()))?;
+    let end = size.div_ceil(page) * page;
+    let mut from = 0u64;
+    let mut buf = Vec::new();
+    while let Some(run) = reader.next_entry::<pb::PagemapEntry>().map_err(|e| format!("{name}: {e}"))? {
+        let count = run.nr_pages.unwrap_or(run.compat_nr_pages as u64);
+        let bytes = count.checked_mul(page).filter(|&b| run.vaddr % page == 0 && run.vaddr.checked_add(b).is_some_and(|e| e <= end));
+        let Some(bytes) = bytes else {
+            return Err(format!("{name}: pages at offset {:#x} ({count} pages) outside {what} of {size} bytes (pagemap_entry.vaddr)", run.vaddr));
+        };
+        let mut done = 0;
+        while done < bytes {
+            let len = CHUNK.min(bytes - done) as usize;
+            buf.resize(len, 0);
+            pages.read_exact_at(&mut buf, from).map_err(|e| format!("read {} at {from}: {e}", pages_path.display()))?;
+            // The last page reaches past the size: write only up to it.
+            let keep = len.min(size.saturating_sub(run.vaddr + done) as usize);
+            file.write_all_at(&buf[..keep], run.vaddr + done).map_err(|e| format!("fill {what}: {e}"))?;
+            from += len as u64;
+            done += len as u64;
+        }
+    }
+    Ok(())
 }
 
 /// Creates every inode of memfd.img with its data, owner, mode and seals: inode id → fd.
@@ -142,38 +182,11 @@ pub(crate) fn create_inodes(dir: &Path) -> Result<BTreeMap<u32, OwnedFd>, String
 }
 
 fn create_inode(dir: &Path, entry: &pb::MemfdInodeEntry) -> Result<OwnedFd, String> {
-    let page = sys::page_size();
     let fd = kernel::create_memfd(&entry.name, libc::MFD_ALLOW_SEALING | libc::MFD_CLOEXEC)
         .map_err(|e| format!("memfd_create {}: {e}", entry.name))?;
     let file = File::from(fd);
     file.set_len(entry.size).map_err(|e| format!("memfd {}: set size {}: {e}", entry.name, entry.size))?;
-    let pagemap_path = dir.join(ImageKind::PagemapShmem.file_name(entry.shmid as u64));
-    let name = pagemap_path.display().to_string();
-    let mut reader = ImageReader::open(&pagemap_path).map_err(|e| format!("{name}: {e}"))?;
-    let head: pb::PagemapHead = reader.next_entry().map_err(|e| format!("{name}: {e}"))?.ok_or(format!("{name}: no pagemap head"))?;
-    let pages_path = dir.join(ImageKind::Pages.file_name(head.pages_id as u64));
-    let pages = File::open(&pages_path).map_err(|e| format!("open {}: {e}", pages_path.display()))?;
-    let end = entry.size.div_ceil(page) * page;
-    let mut from = 0u64;
-    let mut buf = Vec::new();
-    while let Some(run) = reader.next_entry::<pb::PagemapEntry>().map_err(|e| format!("{name}: {e}"))? {
-        let count = run.nr_pages.unwrap_or(run.compat_nr_pages as u64);
-        let bytes = count.checked_mul(page).filter(|&b| run.vaddr % page == 0 && run.vaddr.checked_add(b).is_some_and(|e| e <= end));
-        let Some(bytes) = bytes else {
-            return Err(format!("{name}: pages at offset {:#x} ({count} pages) outside memfd {} of {} bytes (pagemap_entry.vaddr)", run.vaddr, entry.name, entry.size));
-        };
-        let mut done = 0;
-        while done < bytes {
-            let len = CHUNK.min(bytes - done) as usize;
-            buf.resize(len, 0);
-            pages.read_exact_at(&mut buf, from).map_err(|e| format!("read {} at {from}: {e}", pages_path.display()))?;
-            // The last page reaches past the size: write only up to it.
-            let keep = len.min(entry.size.saturating_sub(run.vaddr + done) as usize);
-            file.write_all_at(&buf[..keep], run.vaddr + done).map_err(|e| format!("fill memfd {}: {e}", entry.name))?;
-            from += len as u64;
-            done += len as u64;
-        }
-    }
+    fill_shmem_pages(&file, entry.size, dir, entry.shmid as u64, &format!("memfd {}", entry.name))?;
     let fd = OwnedFd::from(file);
     kernel::set_owner_and_mode(fd.as_raw_fd(), entry.uid, entry.gid, entry.mode.unwrap_or(0o777))
         .map_err(|e| format!("memfd {}: owner and mode: {e}", entry.name))?;
