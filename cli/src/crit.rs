@@ -593,6 +593,25 @@ fn info_dir(dump: &mut Dump, out: &mut impl Write) -> anyhow::Result<()> {
         .collect();
     writeln!(out, "files: {} ({})", files.len(), types.join(", "))?;
 
+    // System V IPC of the tree's own IPC namespace (ids.ipc_ns_id names its images).
+    let ipc_ns = tree.first().and_then(|root| dump.core(root.pid).ok()).and_then(|core| core.ids).and_then(|ids| ids.ipc_ns_id);
+    if let Some(ns) = ipc_ns {
+        let count = |kind: ImageKind| -> String {
+            let path = dump.path(kind, ns.into());
+            match std::fs::read(&path).map_err(anyhow::Error::from).and_then(|bytes| Ok(crust_images::parse(&path.display().to_string(), &bytes)?)) {
+                Ok(image) => image.entries.len().to_string(),
+                Err(_) => "?".into(),
+            }
+        };
+        writeln!(
+            out,
+            "ipc namespace {ns}: {} shared memory segments, {} semaphore sets, {} message queues",
+            count(ImageKind::IpcnsShm),
+            count(ImageKind::IpcnsSem),
+            count(ImageKind::IpcnsMsg)
+        )?;
+    }
+
     writeln!(out, "images:")?;
     let mut images: Vec<(String, u64)> = std::fs::read_dir(&dump.dir)
         .with_context(|| format!("read {}", dump.dir.display()))?
