@@ -208,6 +208,7 @@ pub const TESTS: &[TestSpec] = &[
     c("fds_many"),
     c("memfd_data"),
     TestSpec { requirements: &[Requirement::Root], ..c("sysv_ipc") },
+    c("sysv_shm_host"),
     c("pidfds"),
     c("unix_scm"),
     c("pty_pair"),
