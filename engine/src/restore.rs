@@ -504,6 +504,83 @@ struct Plan {
     /// pidfds of live processes of the tree, opened by the leader once every process
     /// exists: (fd number, pid as the tree numbers it, pidfd_open flags, close-on-exec).
     pidfds: Vec<(i32, i32, u64, bool)>,
+    /// Private anonymous areas filled before the children are forked (`premap`).
+    premap: Vec<Premap>,
+    /// This process's pages image.
+    pages_path: PathBuf,
+}
+
+/// A private anonymous area shared copy-on-write with a parent or child at dump time: it
+/// is filled in a slot of the premap arena before the children are forked, so that they
+/// inherit its pages; a child that inherited the slot rewrites only the pages whose
+/// contents differ, drops the pages it did not have, and so keeps sharing the rest. The
+/// restorer moves the slot into place with mremap.
+#[derive(Debug)]
+struct Premap {
+    slot: u64,
+    start: u64,
+    end: u64,
+    /// The slot came from the parent through fork (else it is mapped here).
+    inherited: bool,
+    /// The area's runs of dumped pages: (address, bytes, offset in the pages image).
+    runs: Vec<(u64, u64, u64)>,
+    noreserve: bool,
+    no_huge: bool,
+}
+
+/// Whether an area may be premapped: private anonymous memory that is not a stack.
+fn premappable(v: &pb::VmaEntry) -> bool {
+    v.status & vs::ANON_PRIVATE != 0
+        && v.status & (vs::STACK | vs::VDSO | vs::VVAR | vs::VSYSCALL | vs::SYSVIPC) == 0
+        && v.flags as i32 & libc::MAP_PRIVATE != 0
+        && v.flags as i32 & libc::MAP_GROWSDOWN == 0
+}
+
+/// The premap arena of the tree: per process, the slot of each premapped area (by its
+/// start) and whether it is inherited from the parent; and the arena's range. An area
+/// is premapped when the parent or a child has an area of the same range (fork left
+/// them sharing pages); one that is not inherited gets a slot of its own.
+fn plan_premaps(pid: i32, images: &Images) -> Result<(Vec<BTreeMap<u64, (u64, bool)>>, Option<(u64, u64)>), RestoreError> {
+    let page = sys::page_size();
+    let live = |p: &ProcessImages| !p.is_zombie();
+    let index_of: BTreeMap<u32, usize> = images.processes.iter().enumerate().map(|(i, p)| (p.pstree.pid, i)).collect();
+    let ranges = |p: &ProcessImages| -> std::collections::BTreeSet<(u64, u64)> {
+        p.mm.vmas.iter().filter(|v| premappable(v)).map(|v| (v.start, v.end)).collect()
+    };
+    let all_ranges: Vec<_> = images.processes.iter().map(|p| if live(p) { ranges(p) } else { Default::default() }).collect();
+    // Offsets inside the arena first; addresses once its size is known.
+    let mut slots: Vec<BTreeMap<u64, (u64, bool)>> = vec![BTreeMap::new(); images.processes.len()];
+    let mut arena_len = 0u64;
+    for (index, process) in images.processes.iter().enumerate() {
+        if !live(process) {
+            continue;
+        }
+        let parent = index_of.get(&process.pstree.ppid).copied().filter(|&i| i < index);
+        let children: Vec<usize> = images.processes.iter().enumerate().filter(|(i, c)| *i > index && c.pstree.ppid == process.pstree.pid && live(c)).map(|(i, _)| i).collect();
+        for &(start, end) in &all_ranges[index] {
+            let from_parent = parent.and_then(|p| slots[p].get(&start).copied()).filter(|_| parent.is_some_and(|p| all_ranges[p].contains(&(start, end))));
+            if let Some((offset, _)) = from_parent {
+                slots[index].insert(start, (offset, true));
+            } else if children.iter().any(|&c| all_ranges[c].contains(&(start, end))) {
+                slots[index].insert(start, (arena_len, false));
+                arena_len += end - start + page;
+            }
+        }
+    }
+    if arena_len == 0 {
+        return Ok((slots, None));
+    }
+    let mut used: Vec<(u64, u64)> = images.processes.iter().flat_map(|p| p.mm.vmas.iter().map(|v| (v.start, v.end))).collect();
+    let own = procfs::parse_maps(&fs::read_to_string("/proc/self/maps").map_err(io_err(pid, "read /proc/self/maps"))?)
+        .map_err(|e| RestoreError::Child { pid, what: e.to_string() })?;
+    used.extend(own.iter().map(|m| (m.start, m.end)));
+    let base = gap_below_top(pid, used, arena_len)?;
+    for map in &mut slots {
+        for slot in map.values_mut() {
+            slot.0 += base;
+        }
+    }
+    Ok((slots, Some((base, base + arena_len))))
 }
 
 /// Plans of the whole tree.
@@ -555,9 +632,14 @@ fn plan_tree(options: &RestoreOptions, images: &Images) -> Result<TreePlan, Rest
     }
     let helper_base = broker_base + descriptions.len() as i32 + shmem.len() as i32;
     let helpers = plan_helpers(options, images)?;
+    let (premaps, arena) = plan_premaps(images.processes[0].pid(), images)?;
     let mut plans = Vec::new();
-    for process in &images.processes {
-        plans.push(if process.is_zombie() { None } else { Some(plan(options, images, process, helper_base, error_fd, sync_fd, &shmem)?) });
+    for (process, premapped) in images.processes.iter().zip(&premaps) {
+        plans.push(if process.is_zombie() {
+            None
+        } else {
+            Some(plan(options, images, process, helper_base, error_fd, sync_fd, &shmem, premapped, arena)?)
+        });
     }
     let new_ipc_ns = images.processes[0].cores[0].ids.as_ref().and_then(|i| i.ipc_ns_id).is_some();
     if new_ipc_ns && !crate::ipc::image_has_namespace(&options.dir) {
@@ -716,6 +798,7 @@ fn helper_main(tree: &TreePlan, images: &Images, options: &RestoreOptions, helpe
     }
 }
 
+#[allow(clippy::too_many_arguments)] // one caller, which plans the whole tree
 fn plan(
     options: &RestoreOptions,
     images: &Images,
@@ -724,6 +807,8 @@ fn plan(
     error_fd: i32,
     sync_fd: i32,
     shmem: &BTreeMap<u64, (i32, u64)>,
+    premapped: &BTreeMap<u64, (u64, bool)>,
+    arena: Option<(u64, u64)>,
 ) -> Result<Plan, RestoreError> {
     let pid = process.pid();
     let page = sys::page_size();
@@ -734,7 +819,7 @@ fn plan(
     let mut helpers: Vec<(i32, PathBuf, i32)> = Vec::new();
     let pages_path = options.dir.join(ImageKind::Pages.file_name(process.pages_id as u64));
     let pages_fd = helper_base;
-    helpers.push((pages_fd, pages_path, libc::O_RDONLY));
+    helpers.push((pages_fd, pages_path.clone(), libc::O_RDONLY));
     let mut file_fds: BTreeMap<u32, i32> = BTreeMap::new();
     let mut broker_helpers = Vec::new();
     for vma in &mm.vmas {
@@ -794,7 +879,8 @@ fn plan(
             page,
         );
     let attaches = sysv_attaches(pid, &options.dir, mm)?;
-    let whole: Vec<(u64, u64)> = attaches.iter().map(|a| (a.base, a.base + a.segment_len)).collect();
+    let mut whole: Vec<(u64, u64)> = attaches.iter().map(|a| (a.base, a.base + a.segment_len)).collect();
+    whole.extend(arena);
     let area = find_gap(pid, mm, estimate, &whole)?;
     let own_block = own_vdso_block(pid)?;
     let block_size = own_block.iter().map(|&(s, e)| e - s).sum::<u64>().max(page);
@@ -808,6 +894,11 @@ fn plan(
     let mut keep: Vec<(u64, u64)> = vec![(area, area + estimate)];
     if HostArch::MOVES_OWN_VDSO {
         keep.extend(own_block.iter().copied());
+    }
+    // This process's premapped slots stay until they move into place.
+    for vma in mm.vmas.iter().filter(|v| premapped.contains_key(&v.start)) {
+        let slot = premapped[&vma.start].0;
+        keep.push((slot, slot + vma.end - vma.start));
     }
     keep.sort_unstable();
     let mut from = 0u64;
@@ -840,7 +931,8 @@ fn plan(
             }
         }
     }
-    // 4. Every memory area, with its pages.
+    // 4. Every memory area, with its pages (premapped ones are moved into place).
+    let mut premap = Vec::new();
     let mut page_offset = 0u64;
     let mut pagemap = process.pagemap.iter().peekable();
     for vma in &mm.vmas {
@@ -865,6 +957,30 @@ fn plan(
             pagemap.next();
         }
         let prot = vma.prot as i32;
+        if let Some(&(slot, inherited)) = premapped.get(&vma.start) {
+            let madv = vma.madv.unwrap_or(0);
+            premap.push(Premap {
+                slot,
+                start: vma.start,
+                end: vma.end,
+                inherited,
+                runs,
+                noreserve: vma.flags as i32 & libc::MAP_NORESERVE != 0,
+                no_huge: madv & (1 << libc::MADV_NOHUGEPAGE) != 0,
+            });
+            program.call(
+                Sys::Mremap,
+                [slot, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, vma.start, 0],
+                RestorerOp::CHECK_EQ,
+                vma.start,
+                format!("move premapped vma {:#x}-{:#x} into place from {slot:#x}", vma.start, vma.end),
+            );
+            if prot != libc::PROT_READ | libc::PROT_WRITE {
+                program.call(Sys::Mprotect, [vma.start, len, prot as u64, 0, 0, 0], RestorerOp::CHECK_EQ, 0, format!("protect vma {:#x}-{:#x}", vma.start, vma.end));
+            }
+            add_madvise(&mut program, vma, len);
+            continue;
+        }
         if vma.status & vs::SYSVIPC != 0 {
             if !runs.is_empty() {
                 return Err(RestoreError::BadImage {
@@ -1147,8 +1263,14 @@ fn plan(
         broker_helpers,
         shmem_used,
         thread_ops,
+        premap,
+        pages_path,
     })
 }
+
+/// `mremap` flags.
+const MREMAP_MAYMOVE: u64 = 1;
+const MREMAP_FIXED: u64 = 2;
 
 /// `madvise` advice that faults a range in for writing (Linux 5.14), `<linux/mman.h>`.
 const MADV_POPULATE_WRITE: u64 = 23;
@@ -1376,6 +1498,12 @@ fn find_gap(pid: i32, mm: &pb::MmEntry, size: u64, also_used: &[(u64, u64)]) -> 
     let mut used: Vec<(u64, u64)> = mm.vmas.iter().map(|v| (v.start, v.end)).collect();
     used.extend(own.iter().map(|m| (m.start, m.end)));
     used.extend(also_used.iter().copied());
+    gap_below_top(pid, used, size)
+}
+
+/// The highest gap of `size` bytes (with guard pages) below the top 1 GiB of the address
+/// space that overlaps nothing in `used`.
+fn gap_below_top(pid: i32, mut used: Vec<(u64, u64)>, size: u64) -> Result<u64, RestoreError> {
     used.retain(|&(s, _)| s < HostArch::TASK_SIZE);
     used.sort_unstable();
     let page = sys::page_size();
@@ -1497,6 +1625,9 @@ fn process_main(tree: &TreePlan, images: &Images, options: &RestoreOptions, inde
         if process.cores.first().and_then(|c| c.tc.as_ref()).and_then(|t| t.child_subreaper) == Some(true) {
             sys::become_child_subreaper().map_err(|e| format!("become child subreaper: {e}"))?;
         }
+        let plan = tree.plans[index].as_ref().expect("live processes have a plan");
+        // Areas shared copy-on-write with children: filled before they are forked.
+        fill_premapped(&plan.premap, &plan.pages_path)?;
         // Children, group leaders first, then the helpers of exited leaders (which fork
         // their members and exit, leaving them to us); they inherit the broker too.
         let by_helper: Vec<usize> = tree.helpers.iter().flat_map(|h| h.members.iter().copied()).collect();
@@ -1535,7 +1666,6 @@ fn process_main(tree: &TreePlan, images: &Images, options: &RestoreOptions, inde
         for &child_index in others {
             fork_child(child_index)?;
         }
-        let plan = tree.plans[index].as_ref().expect("live processes have a plan");
         for &(number, id) in &plan.broker_helpers {
             let source = broker.fds.get(&id).ok_or(format!("mapped file id {id} was not opened"))?;
             sys::place_fd(*source, number, true).map_err(|e| format!("place mapped file {id}: {e}"))?;
@@ -1592,6 +1722,62 @@ fn process_main(tree: &TreePlan, images: &Images, options: &RestoreOptions, inde
         Ok(()) => die(tree, pid, "restorer returned"),
         Err(message) => die(tree, pid, &message),
     }
+}
+
+/// Fills this process's premapped slots (crust code, before the children are forked): a
+/// slot of its own is mapped and its pages read in; an inherited one keeps every page
+/// whose contents are already right (still shared with the parent), gets the others
+/// written, and drops the pages this process did not have.
+fn fill_premapped(premap: &[Premap], pages_path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::FileExt;
+    if premap.is_empty() {
+        return Ok(());
+    }
+    let page = sys::page_size();
+    let pages = fs::File::open(pages_path).map_err(|e| format!("open {}: {e}", pages_path.display()))?;
+    let mut buf = vec![0u8; 1 << 20];
+    for area in premap {
+        let len = area.end - area.start;
+        let at = |addr: u64| area.slot + (addr - area.start);
+        if !area.inherited {
+            sys::map_private_anon_at(area.slot, len as usize, area.noreserve).map_err(|e| format!("premap {:#x}-{:#x} at {:#x}: {e}", area.start, area.end, area.slot))?;
+            if area.no_huge {
+                sys::advise(area.slot, len as usize, libc::MADV_NOHUGEPAGE).map_err(|e| format!("premap {:#x}: MADV_NOHUGEPAGE: {e}", area.slot))?;
+            }
+        }
+        let mut covered = area.start;
+        for &(addr, bytes, offset) in &area.runs {
+            if area.inherited && addr > covered {
+                // Pages the parent had here and this process did not.
+                sys::advise(at(covered), (addr - covered) as usize, libc::MADV_DONTNEED).map_err(|e| format!("drop premapped pages at {covered:#x}: {e}"))?;
+            }
+            covered = addr + bytes;
+            #[allow(unsafe_code)]
+            // SAFETY: the slot maps [at(start), at(end)) read-write in this process (mapped
+            // above or inherited through fork), and the run lies inside the area (checked
+            // when planning); nothing else refers to that memory while crust fills it.
+            let target = unsafe { sys::memory_at(at(addr), bytes as usize) };
+            if !area.inherited {
+                pages.read_exact_at(target, offset).map_err(|e| format!("read pages {addr:#x}+{bytes} from {}: {e}", pages_path.display()))?;
+                continue;
+            }
+            let mut done = 0usize;
+            while done < target.len() {
+                let n = buf.len().min(target.len() - done);
+                pages.read_exact_at(&mut buf[..n], offset + done as u64).map_err(|e| format!("read pages {addr:#x}+{bytes} from {}: {e}", pages_path.display()))?;
+                for (mine, want) in target[done..done + n].chunks_mut(page as usize).zip(buf[..n].chunks(page as usize)) {
+                    if mine != want {
+                        mine.copy_from_slice(want);
+                    }
+                }
+                done += n;
+            }
+        }
+        if area.inherited && area.end > covered {
+            sys::advise(at(covered), (area.end - covered) as usize, libc::MADV_DONTNEED).map_err(|e| format!("drop premapped pages at {covered:#x}: {e}"))?;
+        }
+    }
+    Ok(())
 }
 
 /// A `File` over a raw fd the restore child owns for the rest of its life.

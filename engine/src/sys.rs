@@ -280,6 +280,40 @@ pub unsafe fn copy_to_address(addr: u64, bytes: &[u8]) {
     unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), addr as *mut u8, bytes.len()) }
 }
 
+/// Maps private anonymous read-write memory at exactly `addr` (never over a mapping).
+pub fn map_private_anon_at(addr: u64, len: usize, noreserve: bool) -> io::Result<()> {
+    let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE | if noreserve { libc::MAP_NORESERVE } else { 0 };
+    // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping, so no memory this
+    // program uses can change under it.
+    let ptr = unsafe { libc::mmap(addr as *mut libc::c_void, len, libc::PROT_READ | libc::PROT_WRITE, flags, -1, 0) };
+    if ptr == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    if ptr as u64 != addr {
+        // SAFETY: ptr..ptr+len was just mapped by this call and nothing refers to it.
+        unsafe { libc::munmap(ptr, len) };
+        return Err(io::Error::from_raw_os_error(libc::EEXIST));
+    }
+    Ok(())
+}
+
+/// `madvise(addr, len, advice)` on memory this program mapped for a restored process.
+pub fn advise(addr: u64, len: usize, advice: i32) -> io::Result<()> {
+    // SAFETY: the advice applies to the restored process's memory crust mapped (premap
+    // slots), which no Rust value refers to.
+    check(unsafe { libc::madvise(addr as *mut libc::c_void, len, advice) } as libc::c_long).map(|_| ())
+}
+
+/// The `len` bytes at `addr` as a slice.
+///
+/// # Safety
+/// `addr..addr+len` must be mapped readable and writable in this process for as long as
+/// the slice lives, and nothing else may access it meanwhile.
+pub unsafe fn memory_at(addr: u64, len: usize) -> &'static mut [u8] {
+    // SAFETY: guaranteed by the caller.
+    unsafe { std::slice::from_raw_parts_mut(addr as *mut u8, len) }
+}
+
 /// `mprotect(addr, len, prot)`.
 pub fn protect(addr: u64, len: usize, prot: i32) -> io::Result<()> {
     // SAFETY: only changes protections of a range this program mapped for itself.

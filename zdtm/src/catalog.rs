@@ -209,6 +209,7 @@ pub const TESTS: &[TestSpec] = &[
     c("memfd_data"),
     TestSpec { requirements: &[Requirement::Root], ..c("sysv_ipc") },
     c("sysv_shm_host"),
+    c("cow_shared"),
     c("pidfds"),
     c("unix_scm"),
     c("pty_pair"),
