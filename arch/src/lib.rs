@@ -68,6 +68,8 @@ pub enum Sys {
     Pipe2,
     Vmsplice,
     Shmat,
+    /// `exit`: ends the calling thread only.
+    Exit,
 }
 
 /// Pure ABI of one architecture: compiles and is tested on every host.

@@ -138,11 +138,22 @@ struct FrozenProcess {
     threads: Vec<FrozenThread>,
     /// It was stopped (SIGSTOP/SIGTSTP) before the dump.
     stopped: bool,
+    /// Its leader thread exited (pthread_exit) while other threads run on: /proc/PID
+    /// then shows a zombie with no memory or files, which only the live threads'
+    /// /proc entries show.
+    leader_gone: bool,
 }
 
 impl FrozenProcess {
     fn is_zombie(&self) -> bool {
-        self.stat.state == 'Z'
+        self.stat.state == 'Z' && !self.leader_gone
+    }
+
+    /// The pid whose /proc entries (memory, files, cwd) and whose ptrace stop serve for
+    /// the whole process: the leader, or its first live thread once the leader is gone.
+    /// /proc/TID works for any thread, listed or not.
+    fn proc_pid(&self) -> i32 {
+        self.threads.first().map(|t| t.tid).unwrap_or(self.pid)
     }
 
     /// The signal that stopped a stopped process (stat's exit_code holds it).
@@ -230,7 +241,8 @@ impl Frozen {
         let mut queue = std::collections::VecDeque::from([(root, 0)]);
         while let Some((pid, ppid)) = queue.pop_front() {
             let stat = read_stat(pid)?;
-            let process = FrozenProcess { pid, ppid, stopped: stat.state == 'T', stat, threads: Vec::new() };
+            let leader_gone = stat.state == 'Z' && list_threads(pid)?.iter().any(|&t| t != pid);
+            let process = FrozenProcess { pid, ppid, stopped: stat.state == 'T', stat, threads: Vec::new(), leader_gone };
             if process.is_zombie() {
                 frozen.processes.push(process);
                 continue;
@@ -251,7 +263,8 @@ impl Frozen {
             let index = frozen.processes.len() - 1;
             loop {
                 let known: Vec<i32> = frozen.processes[index].threads.iter().map(|t| t.tid).collect();
-                let fresh: Vec<i32> = list_threads(pid)?.into_iter().filter(|t| !known.contains(t)).collect();
+                let gone = frozen.processes[index].leader_gone;
+                let fresh: Vec<i32> = list_threads(pid)?.into_iter().filter(|t| !known.contains(t) && !(gone && *t == pid)).collect();
                 if fresh.is_empty() {
                     break;
                 }
@@ -390,7 +403,7 @@ pub fn dump(options: &DumpOptions) -> Result<DumpReport, DumpError> {
         Ok(())
     };
     fs::create_dir_all(&options.dir).map_err(io_err(root, format!("create {}", options.dir.display())))?;
-    if read_stat(root)?.state == 'Z' {
+    if read_stat(root)?.state == 'Z' && !list_threads(root)?.iter().any(|&t| t != root) {
         return Err(DumpError::Unsupported { pid: root, what: "a zombie as the root of the tree".into() });
     }
 
@@ -402,12 +415,12 @@ pub fn dump(options: &DumpOptions) -> Result<DumpReport, DumpError> {
         frozen.processes.iter().map(|p| p.threads.len()).sum::<usize>()
     );
     fault(DumpStep::Seize)?;
-    let live: Vec<i32> = frozen.processes.iter().filter(|p| !p.is_zombie()).map(|p| p.pid).collect();
+    let live: Vec<i32> = frozen.processes.iter().filter(|p| !p.is_zombie()).map(|p| p.proc_pid()).collect();
     let own_ipc_ns = crate::ipc::tree_has_own_namespace(&live).map_err(|(pid, what)| DumpError::Unsupported { pid, what })?;
 
     let mut collected = Vec::new();
     for process in frozen.processes.iter().filter(|p| !p.is_zombie()) {
-        collected.push(collect(process.pid)?);
+        collected.push(collect(process.proc_pid())?);
     }
     fault(DumpStep::Collect)?;
 
@@ -423,10 +436,10 @@ pub fn dump(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     let mut memory = Vec::new();
     let (mut pages, mut vma_count) = (0, 0);
     for (index, (process, collected)) in frozen.processes.iter().filter(|p| !p.is_zombie()).zip(&collected).enumerate() {
-        let pid = process.pid;
+        let pid = process.proc_pid();
         let mem = fs::File::open(format!("/proc/{pid}/mem")).map_err(io_err(pid, "open /proc/PID/mem"))?;
         // Images name processes by their pid in the tree's own namespace.
-        let image_pid = frozen.to_virtual(pid, "pid")?;
+        let image_pid = frozen.to_virtual(process.pid, "pid")?;
         let pipes = open_page_pipes(process, collected, &mem);
         let (vmas, written) =
             crate::memory::dump_memory(pid, &options.dir, collected, &mem, &mut files, index as u32 + 1, image_pid, pipes)?;
@@ -438,7 +451,7 @@ pub fn dump(options: &DumpOptions) -> Result<DumpReport, DumpError> {
 
     let mut process_files = Vec::new();
     for (process, collected) in frozen.processes.iter().filter(|p| !p.is_zombie()).zip(&collected) {
-        let pid = process.pid;
+        let pid = process.proc_pid();
         let fds = crate::files::collect_fds(pid, options.shell_job, &mut files)?;
         let cwd_id = files.add_path(pid, &collected.cwd, libc::O_RDONLY | libc::O_DIRECTORY)?;
         let root_id = files.add_path(pid, &collected.root, libc::O_RDONLY | libc::O_DIRECTORY)?;
@@ -455,7 +468,7 @@ pub fn dump(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     fault(DumpStep::Files)?;
 
     if own_ipc_ns {
-        let dumped = crate::ipc::dump_namespace(root, &options.dir)
+        let dumped = crate::ipc::dump_namespace(frozen.processes[0].proc_pid(), &options.dir)
             .map_err(|what| DumpError::Io { pid: root, what: "System V IPC namespace".into(), source: io::Error::other(what) })?;
         log::info!(
             "IPC namespace: {} shared memory segments, {} semaphore sets, {} message queues",
@@ -569,7 +582,7 @@ fn open_page_pipes(
     collected: &Collected,
     mem: &fs::File,
 ) -> Option<(crate::remote_pipes::RemotePipes, Vec<std::os::fd::OwnedFd>)> {
-    let pid = process.pid;
+    let pid = process.proc_pid();
     // Setting the pipes up costs about 14 injected syscalls: not worth it for a small
     // process (its resident pages from /proc/PID/statm).
     let statm = fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
@@ -592,7 +605,7 @@ fn open_page_pipes(
 }
 
 fn query_process(process: &FrozenProcess, collected: &Collected) -> Result<ProcessQueries, DumpError> {
-    let pid = process.pid;
+    let pid = process.proc_pid();
     let leader = &process.threads[0];
     let shared_pending =
         sys::peek_pending_signals(leader.tid, true).map_err(io_err(pid, "PTRACE_PEEKSIGINFO shared"))?;
@@ -822,11 +835,14 @@ fn write_images(
 
     let mut w = ImageWriter::create(dir, ImageKind::Pstree, 0).map_err(image(root))?;
     for process in &frozen.processes {
-        let threads: Vec<u32> = if process.is_zombie() {
+        let mut threads: Vec<u32> = if process.is_zombie() || process.leader_gone {
             vec![v(process.pid, "pid")? as u32]
         } else {
-            process.threads.iter().map(|t| v(t.tid, "tid").map(|t| t as u32)).collect::<Result<_, _>>()?
+            Vec::new()
         };
+        for thread in &process.threads {
+            threads.push(v(thread.tid, "tid")? as u32);
+        }
         let ppid = if process.pid == root { 0 } else { v(process.ppid, "parent")? as u32 };
         w.write_entry(&pb::PstreeEntry {
             pid: v(process.pid, "pid")? as u32,
@@ -864,6 +880,50 @@ fn write_images(
         let pid = process.pid;
         let ids = ids_of(index);
         let stat = &collected.stat;
+        let mut posix_timers = queries.posix_timers.clone();
+        for timer in &mut posix_timers {
+            if let Some(host_tid) = timer.notify_thread_id {
+                timer.notify_thread_id = Some(v(host_tid, "timer's thread")?);
+            }
+        }
+        let tc = pb::TaskCoreEntry {
+            task_state: if process.stopped { TASK_STOPPED } else { TASK_ALIVE },
+            exit_code: 0,
+            personality: collected.personality,
+            flags: stat.flags as u32,
+            blk_sigset: process.threads[0].sigmask,
+            comm: stat.comm.clone(),
+            timers: Some(pb::TaskTimersEntry {
+                real: queries.itimers[0],
+                virt: queries.itimers[1],
+                prof: queries.itimers[2],
+                posix: posix_timers,
+            }),
+            rlimits: Some(pb::TaskRlimitsEntry {
+                rlimits: queries.rlimits.iter().map(|&(cur, max)| pb::RlimitEntry { cur, max }).collect(),
+            }),
+            signals_s: Some(siginfos(&queries.shared_pending)),
+            sigactions: queries.sigactions.clone(),
+            stop_signo: process.stopped.then_some(process.stop_signal() as u32),
+            child_subreaper: Some(queries.child_subreaper),
+            oom_score_adj: fs::read_to_string(format!("/proc/{}/oom_score_adj", process.proc_pid())).ok().and_then(|v| v.trim().parse().ok()),
+            ..Default::default()
+        };
+        if process.leader_gone {
+            // The exited leader: the process's own state, its name, and no registers
+            // (restore has it exit again once its threads exist).
+            let comm = fs::read_to_string(format!("/proc/{pid}/task/{pid}/comm")).map(|c| c.trim_end_matches('\n').to_string()).ok();
+            let core = pb::CoreEntry {
+                mtype: HostArch::CORE_MTYPE,
+                ids: Some(ids),
+                tc: Some(tc.clone()),
+                thread_core: Some(pb::ThreadCoreEntry { comm, ..Default::default() }),
+                ..Default::default()
+            };
+            let mut w = ImageWriter::create(dir, ImageKind::Core, v(pid, "pid")? as u64).map_err(image(pid))?;
+            w.write_entry(&core).map_err(image(pid))?;
+            w.finish().map_err(image(pid))?;
+        }
         for (thread_index, (thread, tq)) in process.threads.iter().zip(&queries.threads).enumerate() {
             let mut core = pb::CoreEntry {
                 mtype: HostArch::CORE_MTYPE,
@@ -889,36 +949,8 @@ fn write_images(
                 }),
                 ..Default::default()
             };
-            if thread_index == 0 {
-                let mut posix_timers = queries.posix_timers.clone();
-                for timer in &mut posix_timers {
-                    if let Some(host_tid) = timer.notify_thread_id {
-                        timer.notify_thread_id = Some(v(host_tid, "timer's thread")?);
-                    }
-                }
-                core.tc = Some(pb::TaskCoreEntry {
-                    task_state: if process.stopped { TASK_STOPPED } else { TASK_ALIVE },
-                    exit_code: 0,
-                    personality: collected.personality,
-                    flags: stat.flags as u32,
-                    blk_sigset: thread.sigmask,
-                    comm: stat.comm.clone(),
-                    timers: Some(pb::TaskTimersEntry {
-                        real: queries.itimers[0],
-                        virt: queries.itimers[1],
-                        prof: queries.itimers[2],
-                        posix: posix_timers.clone(),
-                    }),
-                    rlimits: Some(pb::TaskRlimitsEntry {
-                        rlimits: queries.rlimits.iter().map(|&(cur, max)| pb::RlimitEntry { cur, max }).collect(),
-                    }),
-                    signals_s: Some(siginfos(&queries.shared_pending)),
-                    sigactions: queries.sigactions.clone(),
-                    stop_signo: process.stopped.then_some(process.stop_signal() as u32),
-                    child_subreaper: Some(queries.child_subreaper),
-                    oom_score_adj: fs::read_to_string(format!("/proc/{pid}/oom_score_adj")).ok().and_then(|v| v.trim().parse().ok()),
-                    ..Default::default()
-                });
+            if thread_index == 0 && !process.leader_gone {
+                core.tc = Some(tc.clone());
             }
             HostArch::regs_to_core(&mut core, &thread.regs, tq.clear_tid_addr);
             let mut w = ImageWriter::create(dir, ImageKind::Core, v(thread.tid, "tid")? as u64).map_err(image(pid))?;

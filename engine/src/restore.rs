@@ -226,6 +226,24 @@ impl ProcessImages {
         self.task_state() == TASK_DEAD
     }
 
+    /// The leader thread had exited while the others ran on: its core has no registers.
+    /// Restore recreates it to run the restorer, then has it exit again.
+    fn leader_gone(&self) -> bool {
+        let leader = &self.cores[0];
+        !self.is_zombie()
+            && self.cores.len() > 1
+            && leader.thread_info.is_none()
+            && leader.ti_aarch64.is_none()
+            && leader.ti_ppc64.is_none()
+            && leader.ti_s390.is_none()
+    }
+
+    /// Index of the thread that acts for the process once restored: the leader, or the
+    /// first live thread when the leader had exited.
+    fn acting_thread(&self) -> usize {
+        usize::from(self.leader_gone())
+    }
+
     /// The signal that stopped a stopped task (SIGSTOP when the image does not say).
     fn stop_signal(&self) -> i32 {
         self.cores[0].tc.as_ref().and_then(|t| t.stop_signo).filter(|&s| s > 0 && s < 32).unwrap_or(libc::SIGSTOP as u32) as i32
@@ -415,7 +433,7 @@ pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> 
     crate::files::unlock_tcp(&options.dir).map_err(|what| RestoreError::Child { pid: root, what })?;
     // Return only once the stopped ones are stopped (their stop is already pending).
     for process in images.processes.iter().filter(|p| p.task_state() == TASK_STOPPED) {
-        for &tid in &process.pstree.threads {
+        for &tid in process.pstree.threads.iter().skip(process.acting_thread()) {
             wait_until_stopped(process.pid(), host[&(tid as i32)])?;
         }
     }
@@ -1162,9 +1180,22 @@ fn plan(
     }
     // Per-thread state the tracer injects into each thread, with its data in the arena.
     let mut thread_ops: Vec<Vec<(Sys, [u64; 6], String)>> = Vec::new();
-    for (core, &tid) in process.cores.iter().zip(process.pstree.threads.iter()) {
+    let acting = process.pstree.threads[process.acting_thread()] as i32;
+    for (index, (core, &tid)) in process.cores.iter().zip(process.pstree.threads.iter()).enumerate() {
         let mut ops: Vec<(Sys, [u64; 6], String)> = Vec::new();
         let tcore = core.thread_core.clone().unwrap_or_default();
+        if index == 0 && process.leader_gone() {
+            // It only exits again (`finish_process`), under its own name.
+            if let Some(comm) = &tcore.comm {
+                let mut bytes = comm.as_bytes().to_vec();
+                bytes.truncate(15);
+                bytes.push(0);
+                let name = program.data(&bytes);
+                ops.push((Sys::Prctl, [libc::PR_SET_NAME as u64, name, 0, 0, 0, 0], format!("tid {tid}: set name")));
+            }
+            thread_ops.push(ops);
+            continue;
+        }
         if let Some(rseq) = &tcore.rseq_entry {
             ops.push((Sys::Rseq, [rseq.rseq_abi_pointer, rseq.rseq_abi_size as u64, 0, rseq.signature as u64, 0, 0], format!("tid {tid}: register rseq")));
         }
@@ -1218,11 +1249,11 @@ fn plan(
         if let Some(creds) = &tcore.creds {
             ops.extend(creds_ops(&mut program, creds, tid));
         }
-        if let (Some(act), true) = (sigtrap_action, tid as i32 == pid) {
+        if let (Some(act), true) = (sigtrap_action, tid as i32 == acting) {
             ops.push((Sys::RtSigaction, [libc::SIGTRAP as u64, act, 0, 8, 0, 0], "sigaction SIGTRAP".into()));
         }
         // Changing credentials resets dumpable: the process's own value goes last.
-        if let (Some(dumpable), true) = (mm.dumpable, tid as i32 == pid) {
+        if let (Some(dumpable), true) = (mm.dumpable, tid as i32 == acting) {
             ops.push((Sys::Prctl, [libc::PR_SET_DUMPABLE as u64, dumpable as u64, 0, 0, 0, 0], format!("tid {tid}: dumpable")));
         }
         // Strict mode allows almost nothing: last (the tracer's calls are not filtered).
@@ -1724,6 +1755,36 @@ fn process_main(tree: &TreePlan, images: &Images, options: &RestoreOptions, inde
     }
 }
 
+/// Has the stopped, traced thread `tid` call exit(0) from the syscall instruction at
+/// `syscall_ip`, and lets it go once it is past user space (PTRACE_EVENT_EXIT): a leader
+/// whose threads live on stays a zombie, as it was at dump time.
+fn exit_thread(tid: i32, syscall_ip: u64) -> Result<(), RestoreError> {
+    let now = HostArch::read_regs(tid).map_err(|source| RestoreError::Arch { pid: tid, source })?;
+    let nr = HostArch::syscall_number(Sys::Exit).ok_or(RestoreError::Unsupported { pid: tid, what: "exit on this architecture".into() })?;
+    let regs = HostArch::syscall_regs(&now.gpr, syscall_ip, nr, [0; 6]);
+    HostArch::write_gpr(tid, &regs).map_err(|source| RestoreError::Arch { pid: tid, source })?;
+    sys::add_trace_exit(tid).map_err(io_err(tid, "PTRACE_SETOPTIONS exit"))?;
+    sys::continue_thread(tid, 0).map_err(io_err(tid, "PTRACE_CONT to exit"))?;
+    match sys::wait_thread(tid).map_err(io_err(tid, "wait for the exiting leader"))? {
+        sys::WaitEvent::Stopped { event, .. } if event == libc::PTRACE_EVENT_EXIT => {}
+        other => return Err(RestoreError::Child { pid: tid, what: format!("leader thread did not reach its exit: {other:?}") }),
+    }
+    sys::detach_thread(tid, 0).map_err(io_err(tid, "PTRACE_DETACH the exiting leader"))?;
+    // Its exit goes on without the tracer (a leader with live threads is never reported
+    // to wait): return once it is the zombie it was, its memory and files let go.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let stat = fs::read_to_string(format!("/proc/{tid}/stat")).map_err(io_err(tid, "read stat of the exiting leader"))?;
+        if procfs::parse_stat(&stat).is_ok_and(|s| s.state == 'Z') {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(RestoreError::Child { pid: tid, what: "leader thread did not finish its exit within 2 s".into() });
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
 /// Fills this process's premapped slots (crust code, before the children are forked): a
 /// slot of its own is mapped and its pages read in; an inherited one keeps every page
 /// whose contents are already right (still shared with the parent), gets the others
@@ -1895,9 +1956,11 @@ fn wait_for_restorers(tree: &TreePlan, images: &Images, error_read: OwnedFd) -> 
 /// injected syscall, then sets every thread's dumped registers and signal mask and lets
 /// it go.
 fn finish_process(process: &ProcessImages, plan: &Plan, host: &BTreeMap<i32, i32>) -> Result<(), RestoreError> {
-    let pid = host[&process.pid()];
     let syscall_ip = plan.area + HostArch::restorer_syscall_offset() as u64;
     let tids: Vec<i32> = process.pstree.threads.iter().map(|&t| host[&(t as i32)]).collect();
+    // The thread that makes the process's remaining calls (the leader, unless it exits).
+    let acting = process.acting_thread();
+    let pid = tids[acting];
     // pidfds first: every process of the tree exists now. pidfd_open puts the fd at the
     // lowest free number; dup3 moves it to its own.
     if !plan.pidfds.is_empty() {
@@ -1933,10 +1996,14 @@ fn finish_process(process: &ProcessImages, plan: &Plan, host: &BTreeMap<i32, i32
         }
         ext_templates.push(now.ext);
     }
+    if process.leader_gone() {
+        // Before the restorer's code goes: the leader runs its exit from there.
+        exit_thread(tids[0], syscall_ip)?;
+    }
     // The last injected call starts from the dumped registers, so any register the
     // kernel keeps from the syscall stop (aarch64's x7) is already the dumped one.
-    let leader_dumped = HostArch::regs_from_core(&process.cores[0], &ext_templates[0])
-        .map_err(|what| RestoreError::BadImage { image: format!("core-{}.img", process.pid()), what })?;
+    let leader_dumped = HostArch::regs_from_core(&process.cores[acting], &ext_templates[acting])
+        .map_err(|what| RestoreError::BadImage { image: format!("core-{}.img", process.pstree.threads[acting]), what })?;
     let mut remote = RemoteThread::new(pid, syscall_ip, leader_dumped.gpr);
     log::debug!("pid {pid}: unmapping restorer {:#x}+{:#x}", plan.area, plan.area_size);
     let result = remote
@@ -1948,7 +2015,7 @@ fn finish_process(process: &ProcessImages, plan: &Plan, host: &BTreeMap<i32, i32
     // A stopped process gets its stop signal as its last thread leaves the tracer: the
     // whole group stops before any of it runs.
     let stop_signal = if process.task_state() == TASK_STOPPED { process.stop_signal() } else { 0 };
-    for (index, ((&tid, core), ext)) in tids.iter().zip(&process.cores).zip(&ext_templates).enumerate() {
+    for (index, ((&tid, core), ext)) in tids.iter().zip(&process.cores).zip(&ext_templates).enumerate().skip(acting) {
         let detach_signal = if index + 1 == tids.len() { stop_signal } else { 0 };
         let dumped = HostArch::regs_from_core(core, ext)
             .map_err(|what| RestoreError::BadImage { image: format!("core-{tid}.img"), what })?;

@@ -48,6 +48,15 @@ pub fn continue_to_syscall(tid: i32) -> io::Result<()> {
     Ok(())
 }
 
+/// `PTRACE_SETOPTIONS` for a thread whose remaining life is its exit: stop at the exit
+/// (PTRACE_O_TRACEEXIT), syscall stops marked, killed if crust dies.
+pub fn add_trace_exit(tid: i32) -> io::Result<()> {
+    let options = libc::PTRACE_O_TRACESYSGOOD | libc::PTRACE_O_EXITKILL | libc::PTRACE_O_TRACEEXIT;
+    // SAFETY: no pointers; the options travel in the data word.
+    check(unsafe { libc::ptrace(libc::PTRACE_SETOPTIONS, tid, 0usize, options as usize) })?;
+    Ok(())
+}
+
 /// `PTRACE_DETACH` with `signal` delivered (0 for none).
 #[doc(alias = "PTRACE_DETACH")]
 pub fn detach_thread(tid: i32, signal: i32) -> io::Result<()> {

@@ -280,7 +280,6 @@ pub const TESTS: &[TestSpec] = &[
         args: &["leader", "4"],
         // The leader is a zombie: nothing to wait for.
         at_dump: AtDump::Running,
-        group: UNSUPPORTED,
         ..cas("threads_leader_gone", "threads")
     },
     TestSpec { args: &["children", "3"], ..cas("threads_children", "threads") },

@@ -790,7 +790,9 @@ fn wait_init_reaped(init: i32, timeout: Duration) -> anyhow::Result<()> {
                 let mut fields = stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace()).into_iter().flatten();
                 let state = fields.next();
                 let parent = fields.next().and_then(|p| p.parse::<i32>().ok());
-                state == Some("Z") && parent == Some(init)
+                // A leader thread that exited while its threads run on is no zombie.
+                let threads = std::fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.count()).unwrap_or(1);
+                state == Some("Z") && parent == Some(init) && threads <= 1
             })
         });
         let Some(zombie) = zombie else { return Ok(()) };

@@ -23,7 +23,23 @@ pub struct ProcSnapshot {
 impl ProcSnapshot {
     /// Reads `/proc/PID/{maps,smaps,status,fd,fdinfo,cwd,root,exe}`.
     pub fn capture(pid: i32) -> anyhow::Result<Self> {
-        let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+        // A process whose leader thread exited shows its memory and files only under its
+        // live threads: read those of the first one (/proc/TID works for any thread).
+        let leader_state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next()));
+        let live_thread = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .ok()
+            .into_iter()
+            .flatten()
+            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|&tid| tid != pid)
+            .min();
+        let leader_gone = leader_state == Some('Z') && live_thread.is_some();
+        let proc_dir = match live_thread {
+            Some(tid) if leader_gone => PathBuf::from(format!("/proc/{tid}")),
+            _ => PathBuf::from(format!("/proc/{pid}")),
+        };
         let read = |name: &str| {
             std::fs::read_to_string(proc_dir.join(name))
                 .with_context(|| format!("read /proc/{pid}/{name}"))
@@ -54,6 +70,9 @@ impl ProcSnapshot {
                     .map(|value| (key.to_string(), value.clone()))
             })
             .collect();
+        if leader_gone {
+            status.insert("leader thread".to_string(), "exited".to_string());
+        }
         // Not in `status`, but as much a part of the task: /proc/PID/personality.
         if let Ok(personality) = read("personality") {
             status.insert("personality".to_string(), personality.trim().to_string());

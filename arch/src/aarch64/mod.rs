@@ -140,6 +140,7 @@ impl crate::Abi for Aarch64 {
             Sys::Pipe2 => 59,
             Sys::Vmsplice => 75,
             Sys::Shmat => 196,
+            Sys::Exit => 93,
         })
     }
 

@@ -167,6 +167,7 @@ impl crate::Abi for Ppc64le {
             Sys::Pipe2 => 317,
             Sys::Vmsplice => 285,
             Sys::Shmat => 397,
+            Sys::Exit => 1,
         })
     }
 

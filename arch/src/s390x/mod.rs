@@ -123,6 +123,7 @@ impl crate::Abi for S390x {
             Sys::Pipe2 => 325,
             Sys::Vmsplice => 309,
             Sys::Shmat => 397,
+            Sys::Exit => 1,
         })
     }
 

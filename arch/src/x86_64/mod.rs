@@ -133,6 +133,7 @@ impl crate::Abi for X86_64 {
             Sys::Pipe2 => 293,
             Sys::Vmsplice => 278,
             Sys::Shmat => 30,
+            Sys::Exit => 60,
         })
     }
 

@@ -24,11 +24,17 @@ fn owned(rc: libc::c_long) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// `pidfd_open(pid, 0)`.
+/// `pidfd_open(pid, 0)`; for a thread that is not a leader (the live thread of a process
+/// whose leader exited), `pidfd_open(tid, PIDFD_THREAD)`.
 #[doc(alias = "pidfd_open")]
 pub fn open_pidfd(pid: i32) -> io::Result<OwnedFd> {
     // SAFETY: no pointers.
-    owned(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) })
+    match owned(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) }) {
+        // PIDFD_THREAD is O_EXCL (Linux 6.9).
+        // SAFETY: no pointers.
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => owned(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, libc::O_EXCL as libc::c_long) }),
+        other => other,
+    }
 }
 
 /// `pidfd_getfd(pidfd, fd, 0)`: a copy (close-on-exec) of another process's fd, sharing
