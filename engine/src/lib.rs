@@ -15,5 +15,6 @@ pub mod check;
 mod files;
 mod ipc;
 mod memory;
+mod page_sources;
 mod remote_pipes;
 pub mod fast_pages;

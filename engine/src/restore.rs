@@ -524,8 +524,9 @@ struct Plan {
     pidfds: Vec<(i32, i32, u64, bool)>,
     /// Private anonymous areas filled before the children are forked (`premap`).
     premap: Vec<Premap>,
-    /// This process's pages image.
-    pages_path: PathBuf,
+    /// The pages images this process's pages are in (this dump's first, then parent
+    /// dumps'), as `Premap` runs name them.
+    page_files: Vec<PathBuf>,
 }
 
 /// A private anonymous area shared copy-on-write with a parent or child at dump time: it
@@ -540,8 +541,9 @@ struct Premap {
     end: u64,
     /// The slot came from the parent through fork (else it is mapped here).
     inherited: bool,
-    /// The area's runs of dumped pages: (address, bytes, offset in the pages image).
-    runs: Vec<(u64, u64, u64)>,
+    /// The area's runs of dumped pages: (address, bytes, index of the pages image in
+    /// `Plan::page_files`, offset in it).
+    runs: Vec<(u64, u64, usize, u64)>,
     noreserve: bool,
     no_huge: bool,
 }
@@ -874,6 +876,16 @@ fn plan(
         what: format!("exe_file_id {} not in files.img", mm.exe_file_id),
     })?;
     helpers.push((exe_fd, PathBuf::from(&exe.name), libc::O_RDONLY));
+    // Where every dumped page is: this dump's pages file (helper fd `pages_fd`), or a
+    // parent dump's (pre-dump), each of those a helper fd after the exe's.
+    let sources = crate::page_sources::resolve(&options.dir, pid as u64, page)
+        .map_err(|what| RestoreError::BadImage { image: format!("pagemap-{pid}.img"), what })?;
+    let mut page_fds = vec![pages_fd];
+    for (index, path) in sources.files.iter().enumerate().skip(1) {
+        let fd = exe_fd + index as i32;
+        helpers.push((fd, path.clone(), libc::O_RDONLY));
+        page_fds.push(fd);
+    }
     for fd in process.fds.iter().filter(|fd| fd.r#type == pb::FdTypes::Reg as i32) {
         let reg = images.files.get(&fd.id).ok_or_else(|| RestoreError::BadImage {
             image: "fdinfo".into(),
@@ -951,8 +963,7 @@ fn plan(
     }
     // 4. Every memory area, with its pages (premapped ones are moved into place).
     let mut premap = Vec::new();
-    let mut page_offset = 0u64;
-    let mut pagemap = process.pagemap.iter().peekable();
+    let mut pagemap = sources.runs.iter().peekable();
     for vma in &mm.vmas {
         if vma.status & (vs::VDSO | vs::VVAR | vs::VSYSCALL) != 0 {
             continue;
@@ -963,15 +974,13 @@ fn plan(
             if entry.vaddr >= vma.end {
                 break;
             }
-            let bytes = entry.page_count() * page;
-            if entry.vaddr < vma.start || entry.vaddr + bytes > vma.end {
+            if entry.vaddr < vma.start || entry.vaddr + entry.bytes > vma.end {
                 return Err(RestoreError::BadImage {
-                    image: "pagemap".into(),
-                    what: format!("entry {:#x}+{} pages crosses vma {:#x}-{:#x}", entry.vaddr, entry.page_count(), vma.start, vma.end),
+                    image: format!("pagemap-{pid}.img"),
+                    what: format!("pages {:#x}+{:#x} cross vma {:#x}-{:#x}", entry.vaddr, entry.bytes, vma.start, vma.end),
                 });
             }
-            runs.push((entry.vaddr, bytes, page_offset));
-            page_offset += bytes;
+            runs.push((entry.vaddr, entry.bytes, entry.file, entry.offset));
             pagemap.next();
         }
         let prot = vma.prot as i32;
@@ -1046,7 +1055,7 @@ fn plan(
             );
         }
         let private = vma.flags as i32 & libc::MAP_PRIVATE != 0;
-        for (addr, bytes, file_offset) in runs {
+        for (addr, bytes, file, file_offset) in runs {
             if private && bytes >= POPULATE_AT_LEAST {
                 // Fault the run's pages in with one call (batched, no exception per page)
                 // before pread copies into them: measured here on 1 GiB, populate + pread
@@ -1062,10 +1071,10 @@ fn plan(
             }
             program.call(
                 Sys::Pread64,
-                [pages_fd as u64, addr, bytes, file_offset, 0, 0],
+                [page_fds[file] as u64, addr, bytes, file_offset, 0, 0],
                 RestorerOp::CHECK_EQ,
                 bytes,
-                format!("read pages {:#x}-{:#x} from pages-{}.img", addr, addr + bytes, process.pages_id),
+                format!("read pages {:#x}-{:#x} from {}", addr, addr + bytes, sources.files[file].display()),
             );
         }
         if map_prot != prot {
@@ -1295,7 +1304,7 @@ fn plan(
         shmem_used,
         thread_ops,
         premap,
-        pages_path,
+        page_files: sources.files.clone(),
     })
 }
 
@@ -1658,7 +1667,7 @@ fn process_main(tree: &TreePlan, images: &Images, options: &RestoreOptions, inde
         }
         let plan = tree.plans[index].as_ref().expect("live processes have a plan");
         // Areas shared copy-on-write with children: filled before they are forked.
-        fill_premapped(&plan.premap, &plan.pages_path)?;
+        fill_premapped(&plan.premap, &plan.page_files)?;
         // Children, group leaders first, then the helpers of exited leaders (which fork
         // their members and exit, leaving them to us); they inherit the broker too.
         let by_helper: Vec<usize> = tree.helpers.iter().flat_map(|h| h.members.iter().copied()).collect();
@@ -1789,13 +1798,16 @@ fn exit_thread(tid: i32, syscall_ip: u64) -> Result<(), RestoreError> {
 /// slot of its own is mapped and its pages read in; an inherited one keeps every page
 /// whose contents are already right (still shared with the parent), gets the others
 /// written, and drops the pages this process did not have.
-fn fill_premapped(premap: &[Premap], pages_path: &Path) -> Result<(), String> {
+fn fill_premapped(premap: &[Premap], page_files: &[PathBuf]) -> Result<(), String> {
     use std::os::unix::fs::FileExt;
     if premap.is_empty() {
         return Ok(());
     }
     let page = sys::page_size();
-    let pages = fs::File::open(pages_path).map_err(|e| format!("open {}: {e}", pages_path.display()))?;
+    let mut files = Vec::new();
+    for path in page_files {
+        files.push(fs::File::open(path).map_err(|e| format!("open {}: {e}", path.display()))?);
+    }
     let mut buf = vec![0u8; 1 << 20];
     for area in premap {
         let len = area.end - area.start;
@@ -1807,7 +1819,8 @@ fn fill_premapped(premap: &[Premap], pages_path: &Path) -> Result<(), String> {
             }
         }
         let mut covered = area.start;
-        for &(addr, bytes, offset) in &area.runs {
+        for &(addr, bytes, file, offset) in &area.runs {
+            let (pages, pages_path) = (&files[file], &page_files[file]);
             if area.inherited && addr > covered {
                 // Pages the parent had here and this process did not.
                 sys::advise(at(covered), (addr - covered) as usize, libc::MADV_DONTNEED).map_err(|e| format!("drop premapped pages at {covered:#x}: {e}"))?;
