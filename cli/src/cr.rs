@@ -14,7 +14,8 @@ pub enum CrCmd {
     Check,
     /// Checkpoint a running process into image files (kills it unless --leave-running)
     Dump(DumpArgs),
-    /// Pre-dump memory while the process keeps running (not supported yet)
+    /// Dump while the process keeps running, for a later dump to build on
+    /// (`dump --prev-images-dir`): that dump then writes only the pages that changed
     PreDump(DumpArgs),
     /// Restore a process from image files, with the same PID
     Restore(RestoreArgs),
@@ -55,6 +56,15 @@ pub struct DumpArgs {
     /// files, images); the target must keep running unchanged
     #[arg(long = "fault-inject", hide = true)]
     pub fault_inject: Option<String>,
+    /// An earlier dump (a pre-dump) to build on, relative to the images directory:
+    /// pages still equal to its pages are not written again and restore reads them from
+    /// there (the images directory gets a `parent` link to it)
+    #[arg(long = "prev-images-dir")]
+    pub prev_images_dir: Option<PathBuf>,
+    /// Accepted for CRIU's scripts: crust finds the changed pages by comparing them with
+    /// the parent dump's, with or without this flag (no soft-dirty tracking needed)
+    #[arg(long = "track-mem")]
+    pub track_mem: bool,
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -95,8 +105,11 @@ pub fn run(cmd: CrCmd) -> anyhow::Result<i32> {
                 Ok(1)
             }
         }
-        CrCmd::PreDump(args) => {
-            anyhow::bail!("pre-dump pid {}: not supported yet (needs dirty-page tracking; use dump)", args.pid)
+        CrCmd::PreDump(mut args) => {
+            // A whole dump the tree survives: every image, so that it is also a
+            // complete checkpoint of its own.
+            args.leave_running = true;
+            run(CrCmd::Dump(args))
         }
         CrCmd::Dump(args) => {
             init_logging(&args.common)?;
@@ -111,6 +124,7 @@ pub fn run(cmd: CrCmd) -> anyhow::Result<i32> {
                 tcp_established: args.tcp_established,
                 shell_job: args.common.shell_job,
                 fail_after,
+                parent: args.prev_images_dir.clone(),
             };
             let report = crust_engine::dump::dump(&options).inspect_err(|e| log::error!("{e}"))?;
             log::info!(

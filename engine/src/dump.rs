@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crust_arch::{Abi, Host, HostArch, Sys, ThreadRegs};
@@ -38,6 +38,9 @@ pub struct DumpOptions {
     pub shell_job: bool,
     /// Fault injection for tests: fail right after this step.
     pub fail_after: Option<DumpStep>,
+    /// An earlier dump (a pre-dump) this one builds on, relative to `dir` unless
+    /// absolute: pages equal to its pages are not written again (`--prev-images-dir`).
+    pub parent: Option<PathBuf>,
 }
 
 /// The steps of a dump, in order (fault injection names them).
@@ -403,6 +406,7 @@ pub fn dump(options: &DumpOptions) -> Result<DumpReport, DumpError> {
         Ok(())
     };
     fs::create_dir_all(&options.dir).map_err(io_err(root, format!("create {}", options.dir.display())))?;
+    let parent_dir = options.parent.as_ref().map(|p| link_parent(root, &options.dir, p)).transpose()?;
     if read_stat(root)?.state == 'Z' && !list_threads(root)?.iter().any(|&t| t != root) {
         return Err(DumpError::Unsupported { pid: root, what: "a zombie as the root of the tree".into() });
     }
@@ -440,9 +444,23 @@ pub fn dump(options: &DumpOptions) -> Result<DumpReport, DumpError> {
         let mem = fs::File::open(format!("/proc/{pid}/mem")).map_err(io_err(pid, "open /proc/PID/mem"))?;
         // Images name processes by their pid in the tree's own namespace.
         let image_pid = frozen.to_virtual(process.pid, "pid")?;
-        let pipes = open_page_pipes(process, collected, &mem);
-        let (vmas, written) =
-            crate::memory::dump_memory(pid, &options.dir, collected, &mem, &mut files, index as u32 + 1, image_pid, pipes)?;
+        let parent = match &parent_dir {
+            Some(dir) => crate::incremental::Parent::open(dir, image_pid as u64, sys::page_size())
+                .map_err(|what| DumpError::Io { pid, what: "read the parent dump".into(), source: io::Error::other(what) })?,
+            None => None,
+        };
+        let pipes = if parent.is_some() { None } else { open_page_pipes(process, collected, &mem) };
+        let (vmas, written) = crate::memory::dump_memory(
+            pid,
+            &options.dir,
+            collected,
+            &mem,
+            &mut files,
+            index as u32 + 1,
+            image_pid,
+            pipes,
+            parent.as_ref(),
+        )?;
         pages += written;
         vma_count += vmas.len();
         memory.push(vmas);
@@ -491,6 +509,23 @@ pub fn dump(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     }
     let frozen_for = frozen_at.elapsed();
     Ok(DumpReport { frozen: frozen_for, total: started.elapsed(), pages, vmas: vma_count, processes, threads })
+}
+
+/// Links `dir/parent` to the parent dump `parent` (kept as given, like CRIU, so a
+/// relative path stays relative to `dir`) and returns the link.
+fn link_parent(pid: i32, dir: &Path, parent: &Path) -> Result<PathBuf, DumpError> {
+    let link = dir.join(crate::page_sources::PARENT_LINK);
+    let target = if parent.is_absolute() { parent.to_path_buf() } else { dir.join(parent) };
+    if !target.join(ImageKind::Inventory.file_name(0)).exists() {
+        return Err(DumpError::Io {
+            pid,
+            what: format!("--prev-images-dir {}: no dump there ({} has no inventory.img)", parent.display(), target.display()),
+            source: io::Error::from_raw_os_error(libc::ENOENT),
+        });
+    }
+    let _ = fs::remove_file(&link);
+    std::os::unix::fs::symlink(parent, &link).map_err(io_err(pid, format!("link {} to {}", link.display(), parent.display())))?;
+    Ok(link)
 }
 
 /// What /proc tells about the target.

@@ -16,5 +16,6 @@ mod files;
 mod ipc;
 mod memory;
 mod page_sources;
+mod incremental;
 mod remote_pipes;
 pub mod fast_pages;

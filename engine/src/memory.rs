@@ -13,6 +13,7 @@ use crust_images::{ImageKind, ImageWriter};
 use crate::dump::{io_err, Collected, DumpError};
 use crate::fast_pages::{page_runs, PageCopier};
 use crate::files::FileTable;
+use crate::incremental::Parent;
 use crate::procfs::MapsLine;
 use crate::remote_pipes::RemotePipes;
 use crate::sys;
@@ -30,6 +31,7 @@ pub(crate) fn dump_memory(
     pages_id: u32,
     image_pid: i32,
     pipes: Option<(RemotePipes, Vec<OwnedFd>)>,
+    parent: Option<&Parent>,
 ) -> Result<(Vec<pb::VmaEntry>, u64), DumpError> {
     let (mut remote_pipes, read_ends) = match pipes {
         Some((remote, read_ends)) => (Some(remote), read_ends),
@@ -69,6 +71,21 @@ pub(crate) fn dump_memory(
             entries.extend(bytes.chunks_exact(8).map(|b| u64::from_ne_bytes(b.try_into().expect("8 bytes"))));
             for (first, run) in page_runs(&entries, |bits| wants_page(status, bits)) {
                 let addr = map.start + (index + first) * page;
+                if let Some(parent) = parent {
+                    // Pages equal to the parent dump's are not written again.
+                    let pieces = parent
+                        .split(mem, addr, run * page, page)
+                        .map_err(io_err(pid, format!("compare pages {:#x}-{:#x} with the parent dump", addr, addr + run * page)))?;
+                    for (start, bytes, same) in pieces {
+                        if !same {
+                            pages_out.copy(mem, start, bytes, map.read).map_err(io_err(pid, format!("copy pages {:#x}-{:#x}", start, start + bytes)))?;
+                            total_pages += bytes / page;
+                        }
+                        let flags = if same { PE_PARENT } else { PE_PRESENT };
+                        pagemap_out.write_entry(&pb::PagemapEntry::run(start, bytes / page, flags)).map_err(|source| DumpError::Image { pid, source })?;
+                    }
+                    continue;
+                }
                 let copied = match remote_pipes.as_mut() {
                     Some(remote) => pages_out.copy_spliced(mem, addr, run * page, map.read, &mut |index, from, len| {
                         remote.vmsplice(index, from, len)
@@ -96,8 +113,10 @@ pub(crate) fn dump_memory(
     Ok((vmas, total_pages))
 }
 
-/// CRIU's pagemap entry flag: the pages are in this image's pages file.
+/// CRIU's pagemap entry flags: the pages are in this image's pages file, or in the
+/// parent dump's.
 const PE_PRESENT: u32 = 1 << 2;
+const PE_PARENT: u32 = 1 << 0;
 
 /// Whether a page with pagemap entry `bits`, in an area of VMA status `status`, goes into
 /// the image: present or swapped pages, but never what a file or the kernel holds (the

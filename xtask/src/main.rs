@@ -38,7 +38,7 @@ fn print_usage() {
          verbs:\n  \
          ci [--quick]         the test command: unit tests, zdtm, fuzz replay and a short fuzz run\n  \
          demo                 build crust, checkpoint a live counter, restore it, show it going on\n  \
-         zdtm [options]       run the zdtm suite (--filter, --iters N, --snap, --keep, --json PATH)\n  \
+         zdtm [options]       run the zdtm suite (--filter, --iters N, --snap, --pre-dump, --keep, --json PATH)\n  \
          zdtm --arch A|all    the same inside a qemu-system VM (aarch64, ppc64le, s390x, x86_64)\n  \
          nightly              zdtm on all four architectures in VMs, kernels refreshed\n  \
          qemu fetch A|all     fetch and cache the VM kernels\n  \

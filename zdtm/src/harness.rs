@@ -133,6 +133,9 @@ pub struct Config {
     pub iters: u32,
     /// Dump with `--leave-running`, kill the original, then restore.
     pub snap: bool,
+    /// Pre-dump first (`crust pre-dump` into `img-N-pre`), then dump with
+    /// `--prev-images-dir` on it: the restore reads unchanged pages from the pre-dump.
+    pub pre_dump: bool,
     /// Keep every test's images and logs (else they are removed).
     pub keep: bool,
     /// Also run tests gated behind `Requirement::Big`.
@@ -513,6 +516,18 @@ impl Harness {
             if flavor == Flavor::Ns {
                 wait_init_reaped(root, READY_TIMEOUT)?;
             }
+            let pre_dir = outdir.join(format!("img-{iteration}-pre"));
+            if self.config.pre_dump {
+                std::fs::create_dir_all(&pre_dir).with_context(|| format!("create {}", pre_dir.display()))?;
+                let mut args: Vec<String> = ["pre-dump", "-t", &root.to_string(), "-D"].map(String::from).to_vec();
+                args.push(pre_dir.display().to_string());
+                args.extend(["-o", "dump.log", "-v4"].map(String::from));
+                args.extend(spec.dump_args.iter().map(|a| a.to_string()));
+                let (status, _) = self.run_engine(&args, &pre_dir, "dump")?;
+                if status != ExitStatus::Exited(0) {
+                    bail!("iteration {iteration}: crust pre-dump: {status}\n{}", engine_logs(&pre_dir, "dump"));
+                }
+            }
             let before = TreeSnapshot::capture(root, spec.volatile_status)
                 .context("record state before dump")?;
 
@@ -524,6 +539,9 @@ impl Harness {
             dump_args.extend(["-o", "dump.log", "-v4"].map(String::from));
             if self.config.snap {
                 dump_args.push("--leave-running".into());
+            }
+            if self.config.pre_dump {
+                dump_args.extend(["--prev-images-dir".to_string(), format!("../img-{iteration}-pre")]);
             }
             dump_args.extend(spec.dump_args.iter().map(|a| a.to_string()));
             let (status, elapsed) = self.run_engine(&dump_args, &images, "dump")?;

@@ -1,6 +1,6 @@
 //! `zdtm-runner`: the harness binary `cargo xtest zdtm` and `cargo xtest demo` exec.
 //!
-//! zdtm-runner run --engine PATH --workdir DIR [--filter S] [--iters N] [--snap] [--keep] [--big] [--json PATH] [--flavor host|ns|all] [--group core|runtime|all]
+//! zdtm-runner run --engine PATH --workdir DIR [--filter S] [--iters N] [--snap] [--pre-dump] [--keep] [--big] [--json PATH] [--flavor host|ns|all] [--group core|runtime|all]
 //! zdtm-runner demo --engine PATH --workdir DIR
 //! zdtm-runner list
 #![deny(unsafe_code)]
@@ -51,6 +51,7 @@ fn parse_config(args: &[String]) -> anyhow::Result<Config> {
         filter: None,
         iters: 1,
         snap: false,
+        pre_dump: false,
         keep: false,
         big: false,
         json: None,
@@ -87,6 +88,7 @@ fn parse_config(args: &[String]) -> anyhow::Result<Config> {
             }
             "--group" => config.group = Some(value("--group")?),
             "--snap" => config.snap = true,
+            "--pre-dump" => config.pre_dump = true,
             "--keep" => config.keep = true,
             "--big" => config.big = true,
             other => bail!("unknown option {other}"),
