@@ -267,7 +267,7 @@ impl Frozen {
             loop {
                 let known: Vec<i32> = frozen.processes[index].threads.iter().map(|t| t.tid).collect();
                 let gone = frozen.processes[index].leader_gone;
-                let fresh: Vec<i32> = list_threads(pid)?.into_iter().filter(|t| !known.contains(t) && !(gone && *t == pid)).collect();
+                let fresh: Vec<i32> = list_threads(pid)?.into_iter().filter(|t| !known.contains(t) && (!gone || *t != pid)).collect();
                 if fresh.is_empty() {
                     break;
                 }

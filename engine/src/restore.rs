@@ -560,7 +560,10 @@ fn premappable(v: &pb::VmaEntry) -> bool {
 /// start) and whether it is inherited from the parent; and the arena's range. An area
 /// is premapped when the parent or a child has an area of the same range (fork left
 /// them sharing pages); one that is not inherited gets a slot of its own.
-fn plan_premaps(pid: i32, images: &Images) -> Result<(Vec<BTreeMap<u64, (u64, bool)>>, Option<(u64, u64)>), RestoreError> {
+/// Per process: premapped area start → (slot address, inherited from the parent).
+type PremapSlots = BTreeMap<u64, (u64, bool)>;
+
+fn plan_premaps(pid: i32, images: &Images) -> Result<(Vec<PremapSlots>, Option<(u64, u64)>), RestoreError> {
     let page = sys::page_size();
     let live = |p: &ProcessImages| !p.is_zombie();
     let index_of: BTreeMap<u32, usize> = images.processes.iter().enumerate().map(|(i, p)| (p.pstree.pid, i)).collect();
@@ -569,7 +572,7 @@ fn plan_premaps(pid: i32, images: &Images) -> Result<(Vec<BTreeMap<u64, (u64, bo
     };
     let all_ranges: Vec<_> = images.processes.iter().map(|p| if live(p) { ranges(p) } else { Default::default() }).collect();
     // Offsets inside the arena first; addresses once its size is known.
-    let mut slots: Vec<BTreeMap<u64, (u64, bool)>> = vec![BTreeMap::new(); images.processes.len()];
+    let mut slots: Vec<PremapSlots> = vec![BTreeMap::new(); images.processes.len()];
     let mut arena_len = 0u64;
     for (index, process) in images.processes.iter().enumerate() {
         if !live(process) {
@@ -827,7 +830,7 @@ fn plan(
     error_fd: i32,
     sync_fd: i32,
     shmem: &BTreeMap<u64, (i32, u64)>,
-    premapped: &BTreeMap<u64, (u64, bool)>,
+    premapped: &PremapSlots,
     arena: Option<(u64, u64)>,
 ) -> Result<Plan, RestoreError> {
     let pid = process.pid();
