@@ -556,13 +556,13 @@ fn premappable(v: &pb::VmaEntry) -> bool {
         && v.flags as i32 & libc::MAP_GROWSDOWN == 0
 }
 
+/// Per process: premapped area start → (slot address, inherited from the parent).
+type PremapSlots = BTreeMap<u64, (u64, bool)>;
+
 /// The premap arena of the tree: per process, the slot of each premapped area (by its
 /// start) and whether it is inherited from the parent; and the arena's range. An area
 /// is premapped when the parent or a child has an area of the same range (fork left
 /// them sharing pages); one that is not inherited gets a slot of its own.
-/// Per process: premapped area start → (slot address, inherited from the parent).
-type PremapSlots = BTreeMap<u64, (u64, bool)>;
-
 fn plan_premaps(pid: i32, images: &Images) -> Result<(Vec<PremapSlots>, Option<(u64, u64)>), RestoreError> {
     let page = sys::page_size();
     let live = |p: &ProcessImages| !p.is_zombie();
