@@ -556,6 +556,17 @@ impl Harness {
                 if !self.reaper.is_alive_child(root) {
                     bail!("iteration {iteration}: pid {root} gone after dump --leave-running");
                 }
+                // The root's descendants, then the root, waiting until its exit is
+                // recorded: an exit recorded after the `forget` below would be taken for
+                // the restored root's.
+                for pid in crate::tree::descendants(root).into_iter().rev().filter(|&pid| pid != root) {
+                    // SAFETY: kill takes integers only; the pid is in the test's tree.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+                self.reaper.signal_child(root, libc::SIGKILL);
+                if self.reaper.wait_exit(root, GONE_TIMEOUT).is_none() {
+                    bail!("iteration {iteration}: pid {root} still alive {}s after SIGKILL", GONE_TIMEOUT.as_secs());
+                }
                 self.kill_tree(live);
             } else if self.reaper.wait_exit(root, GONE_TIMEOUT).is_none() {
                 bail!(

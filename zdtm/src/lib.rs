@@ -40,6 +40,7 @@ pub fn run_suite(config: Config) -> anyhow::Result<Report> {
     let harness = Harness::new(config)?;
     let flavors = harness.config.flavors.clone();
     let group = harness.config.group.clone();
+    let config_snap = harness.config.snap;
     let mut report = Report::default();
     println!("{}", report::table_header());
     for flavor in flavors {
@@ -66,6 +67,13 @@ pub fn run_suite(config: Config) -> anyhow::Result<Report> {
             },
             (Ok(()), catalog::Flavor::Ns, Some(reason)) => harness::TestOutcome {
                 verdict: Verdict::Skipped(format!("not in a pid namespace: {reason}")),
+                dump_ms: None,
+                restore_ms: None,
+            },
+            // A connection cannot live on in two processes: killing the original after
+            // `--leave-running` resets it under the restored one.
+            (Ok(()), _, _) if config_snap && spec.dump_args.contains(&"--tcp-established") => harness::TestOutcome {
+                verdict: Verdict::Skipped("--snap: killing the original resets its TCP connection".into()),
                 dump_ms: None,
                 restore_ms: None,
             },

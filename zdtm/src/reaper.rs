@@ -194,7 +194,14 @@ impl Reaper {
 
     /// SIGKILLs `pid` if it is still our child and waits for the reaper to collect it.
     pub fn kill_and_reap(&self, pid: i32) {
-        if self.signal_child(pid, libc::SIGKILL) {
+        self.signal_child(pid, libc::SIGKILL);
+        // Still ours, alive or a zombie (killed already, say by `kill_tree`): wait until
+        // the reaper has recorded its exit, or that exit would be recorded after the
+        // `forget` below and taken later for the exit of a restored process with its pid.
+        let ours = std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|status| {
+            crate::procfs::parse_key_values(&status).get("PPid").map(String::as_str) == Some(&std::process::id().to_string())
+        });
+        if ours {
             let _ = self.wait_exit(pid, Duration::from_secs(10));
         }
         self.forget(pid);

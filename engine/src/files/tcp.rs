@@ -87,7 +87,15 @@ pub(crate) fn lock(ino: u32, local: &InetAddress, peer: &InetAddress) -> Result<
 /// Removes the lock of socket `ino` (IPv4 or IPv6 table, whichever exists).
 pub(crate) fn unlock(ino: u32, family: i32) -> Result<(), String> {
     let family = if family == libc::AF_INET { "ip" } else { "ip6" };
-    nft(&format!("delete table {family} {}\n", lock_table(ino)))
+    match nft(&format!("delete table {family} {}\n", lock_table(ino))) {
+        // No lock: the dump left the tree running (`--leave-running` unlocks at once),
+        // or the lock was lifted by hand.
+        Err(error) if error.contains("No such file or directory") => {
+            log::debug!("TCP connection of socket {ino}: no lock table to remove");
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 fn set(fd: RawFd, name: i32, value: i32) -> Result<(), String> {
