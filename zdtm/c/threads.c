@@ -264,6 +264,26 @@ static void *body(void *arg)
 	if (!strcmp(mode, "leader")) {
 		volatile uint64_t value = s->seed;
 		pthread_barrier_wait(&barrier);
+		if (s->index == 0) {
+			/* Ready only once the leader is a zombie: the dump must see it gone. */
+			/* /proc/self is the thread group: its stat is the leader's (and names the
+			 * right process in a pid namespace without its own /proc). */
+			char stat[512];
+			for (long spins = 0;; spins++) {
+				FILE *f = fopen("/proc/self/stat", "r");
+				size_t n = f ? fread(stat, 1, sizeof(stat) - 1, f) : 0;
+				if (f)
+					fclose(f);
+				stat[n] = 0;
+				char *end = strrchr(stat, ')');
+				if (end && end[1] == ' ' && end[2] == 'Z')
+					break;
+				if (spins > 10000000)
+					fail("the leader thread did not exit");
+				sched_yield();
+			}
+			test_ready();
+		}
 		wait_term_thread();
 		if (value != s->seed)
 			return TFAIL(s, "tid %d: value changed", tid);
@@ -393,8 +413,7 @@ int main(int argc, char **argv)
 		pthread_barrier_wait(&barrier);
 	}
 	if (!strcmp(mode, "leader")) {
-		test_ready();
-		/* A thread waits for the verdict; the leader is gone. */
+		/* Thread 0 tells the harness once this thread is gone, and gives the verdict. */
 		pthread_exit(NULL);
 	}
 	test_ready();
