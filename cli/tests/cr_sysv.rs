@@ -128,3 +128,54 @@ fn host_segment_is_attached_again_and_its_absence_is_named() {
     assert!(!Path::new(&format!("/proc/{pid}")).exists(), "nothing left of pid {pid} after the failed restore");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// POSIX message queues in the tree's own IPC namespace cannot be taken along: the dump
+/// fails with one line naming them and the target runs on.
+#[test]
+fn posix_queues_in_the_namespace_fail_the_dump_by_name() {
+    if let Some(reason) = skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    subreaper();
+    let dir = tempdir("mqueue");
+    let binary = dir.join("mqueue");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/mqueue.c");
+    assert!(Command::new("cc").args(["-O2", "-o"]).arg(&binary).arg(&source).arg("-lrt").status().unwrap().success(), "compile mqueue.c");
+    let (mut read, write) = std::io::pipe().unwrap();
+    let write = OwnedFd::from(write);
+    let raw = write.as_raw_fd();
+    let mut command = Command::new(&binary);
+    command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    #[allow(unsafe_code)]
+    // SAFETY: the closure only calls dup2, which is async-signal-safe.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        command.pre_exec(move || {
+            if libc::dup2(raw, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = command.spawn().unwrap();
+    drop(write);
+    drop(command);
+    let mut text = String::new();
+    read.read_to_string(&mut text).unwrap();
+    let pid = child.id() as i32;
+    assert_eq!(text.trim(), pid.to_string(), "program wrote its pid");
+    let output = crust().args(["dump", "-t", &pid.to_string(), "-D"]).arg(dir.join("img")).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "dump with a POSIX queue succeeded");
+    assert!(stderr.contains("POSIX message queues (crust-test)"), "the error names the queue: {stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    assert!(!std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap().contains(") Z"), "the target runs on");
+    #[allow(unsafe_code)]
+    // SAFETY: no pointers.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+    }
+    wait_exit(pid);
+    let _ = std::fs::remove_dir_all(&dir);
+}

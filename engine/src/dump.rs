@@ -487,7 +487,7 @@ pub fn dump(options: &DumpOptions) -> Result<DumpReport, DumpError> {
 
     if own_ipc_ns {
         let dumped = crate::ipc::dump_namespace(frozen.processes[0].proc_pid(), &options.dir)
-            .map_err(|what| DumpError::Io { pid: root, what: "System V IPC namespace".into(), source: io::Error::other(what) })?;
+            .map_err(|what| DumpError::Io { pid: root, what: "IPC namespace".into(), source: io::Error::other(what) })?;
         log::info!(
             "IPC namespace: {} shared memory segments, {} semaphore sets, {} message queues",
             dumped.segments,

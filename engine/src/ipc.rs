@@ -175,6 +175,19 @@ pub(crate) fn dump_namespace(root: i32, dir: &Path) -> Result<Dumped, String> {
     in_namespace_of(root, || {
         let image = |kind: ImageKind| move |e: crust_images::ImageError| format!("{}: {e}", kind.file_name(NS_ID as u64));
         let var = read_var()?;
+        // POSIX message queues live in the namespace too, and crust cannot take them:
+        // refuse rather than lose them.
+        let scratch = std::env::temp_dir().join(format!("crust-mqueue-{}", std::process::id()));
+        fs::create_dir_all(&scratch).map_err(|e| format!("create {}: {e}", scratch.display()))?;
+        let queues = sysv::posix_queue_names(&scratch);
+        let _ = fs::remove_dir(&scratch);
+        match queues {
+            Ok(names) if !names.is_empty() => {
+                return Err(format!("POSIX message queues ({}) in the tree's IPC namespace are not supported yet", names.join(", ")))
+            }
+            Ok(_) => {}
+            Err(e) => log::warn!("could not list the POSIX message queues of the tree's IPC namespace: {e}"),
+        }
         let mut w = ImageWriter::create(dir, ImageKind::IpcVar, NS_ID as u64).map_err(image(ImageKind::IpcVar))?;
         w.write_entry(&var).map_err(image(ImageKind::IpcVar))?;
         w.finish().map_err(image(ImageKind::IpcVar))?;

@@ -36,6 +36,27 @@ pub fn enter_namespace_of(pid: i32) -> io::Result<()> {
     check(unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWIPC) } as libc::c_long).map(|_| ())
 }
 
+/// The names of the POSIX message queues of the calling thread's IPC namespace: the
+/// thread takes its own fs and mount namespace, mounts that namespace's mqueue
+/// filesystem on `scratch` and lists it (the mount goes with the thread's namespace).
+pub fn posix_queue_names(scratch: &std::path::Path) -> io::Result<Vec<String>> {
+    use std::os::unix::ffi::OsStrExt;
+    // SAFETY: no pointers; affects only the calling thread.
+    check(unsafe { libc::unshare(libc::CLONE_FS | libc::CLONE_NEWNS) } as libc::c_long)?;
+    let root = c"/";
+    // SAFETY: root is a NUL-terminated string; the other pointers may be null for
+    // MS_REC | MS_PRIVATE (this thread's new mount namespace only).
+    check(unsafe { libc::mount(std::ptr::null(), root.as_ptr(), std::ptr::null(), libc::MS_REC | libc::MS_PRIVATE, std::ptr::null()) } as libc::c_long)?;
+    let target = std::ffi::CString::new(scratch.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    let kind = c"mqueue";
+    // SAFETY: every string is NUL-terminated and outlives the call; no data.
+    check(unsafe { libc::mount(kind.as_ptr(), target.as_ptr(), kind.as_ptr(), 0, std::ptr::null()) } as libc::c_long)?;
+    let names = std::fs::read_dir(scratch).map(|dir| dir.filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned())).collect());
+    // SAFETY: target is NUL-terminated; the thread's mount namespace dies with it anyway.
+    unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+    names
+}
+
 /// The owner and mode part common to every object.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Perm {
