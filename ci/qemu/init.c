@@ -168,6 +168,12 @@ int main(void)
 	must_mount("proc", "/proc", "proc");
 	must_mount("sysfs", "/sys", "sysfs");
 	must_mount("devtmpfs", "/dev", "devtmpfs");
+	/* ptys (pty_pair, --shell-job): devpts, and /dev/ptmx if devtmpfs has none. */
+	mkdir("/dev/pts", 0755);
+	if (mount("devpts", "/dev/pts", "devpts", 0, "ptmxmode=0666,mode=0620") != 0)
+		printf("crust-init: mount devpts on /dev/pts: %s\n", strerror(errno));
+	if (access("/dev/ptmx", F_OK) != 0 && symlink("pts/ptmx", "/dev/ptmx") != 0)
+		printf("crust-init: /dev/ptmx: %s\n", strerror(errno));
 	/* /tmp stays on the initramfs (already a tmpfs): the C tests may live under it. */
 	mkdir("/tmp", 01777);
 	setvbuf(stdout, NULL, _IONBF, 0);

@@ -358,6 +358,13 @@ pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> 
         }
     }
     let tree = plan_tree(options, &images)?;
+    // The premap arena is reserved at once (inaccessible, no memory): nothing crust maps
+    // from here on (a buffer, a thread stack) may land where the slots go. The tree
+    // inherits the reservation; each process maps its slots over it and its restorer
+    // drops the rest.
+    if let Some((start, end)) = tree.premap_arena {
+        sys::reserve_at(start, (end - start) as usize).map_err(io_err(root, format!("reserve the premap arena {start:#x}-{end:#x}")))?;
+    }
     sys::raise_nofile_limit().map_err(io_err(root, "raise RLIMIT_NOFILE"))?;
     let broker = crate::files::Broker::open(&images.files, &images.ghosts, &options.dir, broker_ids(&images), tree.broker_base)
         .map_err(|what| RestoreError::Child { pid: root, what })?;
@@ -391,6 +398,9 @@ pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> 
     drop(sync_read);
     drop(error_write);
     broker.close();
+    if let Some((start, end)) = tree.premap_arena {
+        sys::release_reservation(start, (end - start) as usize);
+    }
     for &(number, _) in tree.shmem.values() {
         sys::close_fd(number);
     }
@@ -622,6 +632,8 @@ struct TreePlan {
     shmem: BTreeMap<u64, (i32, u64)>,
     /// The tree had an IPC namespace of its own: the root makes a new one.
     new_ipc_ns: bool,
+    /// The premap arena (`plan_premaps`), reserved before the root is forked.
+    premap_arena: Option<(u64, u64)>,
 }
 
 /// The file ids the broker opens: every fd's, and every unlinked mapped file's.
@@ -671,7 +683,7 @@ fn plan_tree(options: &RestoreOptions, images: &Images) -> Result<TreePlan, Rest
             what: "missing, but the tree had an IPC namespace of its own (ids.ipc_ns_id)".into(),
         });
     }
-    Ok(TreePlan { helpers, plans, error_fd, sync_fd, broker_base, shmem, new_ipc_ns })
+    Ok(TreePlan { helpers, plans, error_fd, sync_fd, broker_base, shmem, new_ipc_ns, premap_arena: arena })
 }
 
 /// A session or process group whose leader had exited at dump time. A helper process
@@ -1816,7 +1828,7 @@ fn fill_premapped(premap: &[Premap], page_files: &[PathBuf]) -> Result<(), Strin
         let len = area.end - area.start;
         let at = |addr: u64| area.slot + (addr - area.start);
         if !area.inherited {
-            sys::map_private_anon_at(area.slot, len as usize, area.noreserve).map_err(|e| format!("premap {:#x}-{:#x} at {:#x}: {e}", area.start, area.end, area.slot))?;
+            sys::map_private_anon_over_reservation(area.slot, len as usize, area.noreserve).map_err(|e| format!("premap {:#x}-{:#x} at {:#x}: {e}", area.start, area.end, area.slot))?;
             if area.no_huge {
                 sys::advise(area.slot, len as usize, libc::MADV_NOHUGEPAGE).map_err(|e| format!("premap {:#x}: MADV_NOHUGEPAGE: {e}", area.slot))?;
             }

@@ -289,12 +289,13 @@ pub unsafe fn copy_to_address(addr: u64, bytes: &[u8]) {
     unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), addr as *mut u8, bytes.len()) }
 }
 
-/// Maps private anonymous read-write memory at exactly `addr` (never over a mapping).
-pub fn map_private_anon_at(addr: u64, len: usize, noreserve: bool) -> io::Result<()> {
-    let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE | if noreserve { libc::MAP_NORESERVE } else { 0 };
+/// Reserves `addr..addr+len` (inaccessible, no memory behind it) so that nothing else
+/// is mapped there; never over an existing mapping.
+pub fn reserve_at(addr: u64, len: usize) -> io::Result<()> {
+    let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED_NOREPLACE;
     // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping, so no memory this
     // program uses can change under it.
-    let ptr = unsafe { libc::mmap(addr as *mut libc::c_void, len, libc::PROT_READ | libc::PROT_WRITE, flags, -1, 0) };
+    let ptr = unsafe { libc::mmap(addr as *mut libc::c_void, len, libc::PROT_NONE, flags, -1, 0) };
     if ptr == libc::MAP_FAILED {
         return Err(io::Error::last_os_error());
     }
@@ -302,6 +303,25 @@ pub fn map_private_anon_at(addr: u64, len: usize, noreserve: bool) -> io::Result
         // SAFETY: ptr..ptr+len was just mapped by this call and nothing refers to it.
         unsafe { libc::munmap(ptr, len) };
         return Err(io::Error::from_raw_os_error(libc::EEXIST));
+    }
+    Ok(())
+}
+
+/// Drops a reservation made by [`reserve_at`].
+pub fn release_reservation(addr: u64, len: usize) {
+    // SAFETY: the range is a PROT_NONE reservation of this program that nothing uses.
+    unsafe { libc::munmap(addr as *mut libc::c_void, len) };
+}
+
+/// Maps private anonymous read-write memory at exactly `addr`, over (part of) a
+/// reservation made by [`reserve_at`] (inherited through fork).
+pub fn map_private_anon_over_reservation(addr: u64, len: usize, noreserve: bool) -> io::Result<()> {
+    let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED | if noreserve { libc::MAP_NORESERVE } else { 0 };
+    // SAFETY: the caller names a range of the premap reservation, which holds no memory
+    // anything in this program refers to; MAP_FIXED replaces only that.
+    let ptr = unsafe { libc::mmap(addr as *mut libc::c_void, len, libc::PROT_READ | libc::PROT_WRITE, flags, -1, 0) };
+    if ptr == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
     }
     Ok(())
 }
