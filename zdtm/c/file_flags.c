@@ -54,6 +54,10 @@ int main(int argc, char **argv)
 			fail("pwrite sparse: %m");
 	if (unlink(sparse_path))
 		fail("unlink: %m");
+	/* Holes are as fine as the file system's blocks or pages (64 KiB on ppc64el's
+	 * tmpfs): the first one is where it is now, whatever that is. */
+	off_t hole_before = lseek(sparse, 0, SEEK_HOLE);
+	lseek(sparse, 0, SEEK_SET);
 	test_ready();
 	test_waitsig();
 
@@ -84,8 +88,9 @@ int main(int argc, char **argv)
 		if (pread(sparse, back, data_len[i], data_at[i]) != (ssize_t)data_len[i] || memcmp(back, block, data_len[i]))
 			fail("sparse data %d changed", i);
 	off_t hole = lseek(sparse, 0, SEEK_HOLE), next = lseek(sparse, hole, SEEK_DATA);
-	if (hole != 4096 || next != data_at[1])
-		fail("sparse file: first hole at %ld, next data at %ld (were 4096 and %ld)", (long)hole, (long)next, (long)data_at[1]);
+	if (hole != hole_before || next != data_at[1])
+		fail("sparse file: first hole at %ld, next data at %ld (were %ld and %ld)", (long)hole, (long)next, (long)hole_before,
+		     (long)data_at[1]);
 	/* Allocated blocks: the data, not 256 MiB of zeros. */
 	if (st.st_blocks * 512L > 16L << 20)
 		fail("sparse file takes %ld bytes on disk", (long)st.st_blocks * 512L);
