@@ -3,49 +3,13 @@
 //! PE_PARENT runs read from the pre-dump), and the restore brings every page back with
 //! the content it had at the dump. Without the pre-dump the restore fails, naming it.
 
+mod common;
+
 use std::io::Read;
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 
-fn crust() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_crust"))
-}
-
-fn skip_reason() -> Option<String> {
-    if !std::fs::read_to_string("/proc/self/status").unwrap_or_default().lines().any(|l| l.starts_with("Uid:\t0\t")) {
-        return Some("needs root (ptrace, clone3 set_tid)".into());
-    }
-    if Command::new("cc").arg("--version").stdout(Stdio::null()).status().map(|s| !s.success()).unwrap_or(true) {
-        return Some("needs a C compiler (cc)".into());
-    }
-    None
-}
-
-#[allow(unsafe_code)]
-fn subreaper() {
-    // SAFETY: PR_SET_CHILD_SUBREAPER takes no pointers.
-    unsafe {
-        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
-    }
-}
-
-#[allow(unsafe_code)]
-fn wait_exit(pid: i32) -> i32 {
-    let mut status = 0;
-    // SAFETY: status is a valid out-pointer for the call.
-    let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
-    assert_eq!(rc, pid, "waitpid {pid}");
-    status
-}
-
-#[allow(unsafe_code)]
-fn signal(pid: i32, sig: i32) {
-    // SAFETY: no pointers.
-    unsafe {
-        libc::kill(pid, sig);
-    }
-}
+use common::{compile, crust, signal, skip_reason, start_with_pipes, subreaper, tempdir, wait_exit};
 
 fn dir_bytes(dir: &Path, prefix: &str) -> u64 {
     std::fs::read_dir(dir).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with(prefix)).map(|e| e.metadata().unwrap().len()).sum()
@@ -58,37 +22,16 @@ fn dump_after_pre_dump_writes_only_changed_pages() {
         return;
     }
     subreaper();
-    let dir: PathBuf = std::env::temp_dir().join(format!("crust-cr-incremental-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let binary = dir.join("incremental");
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/incremental.c");
-    assert!(Command::new("cc").args(["-O2", "-o"]).arg(&binary).arg(&source).status().unwrap().success(), "compile incremental.c");
+    let dir = tempdir("incremental");
+    let binary = compile(&dir, "incremental", &[]);
     let out = dir.join("out");
-
-    let (mut ready, ready_w) = std::io::pipe().unwrap();
-    let (mut modified, modified_w) = std::io::pipe().unwrap();
-    let (ready_w, modified_w) = (OwnedFd::from(ready_w), OwnedFd::from(modified_w));
-    let (r, m) = (ready_w.as_raw_fd(), modified_w.as_raw_fd());
+    // fd 3: ready (the pid); fd 4: one byte once the pages changed.
     let mut command = Command::new(&binary);
-    command.arg(&out).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
-    #[allow(unsafe_code)]
-    // SAFETY: the closure only calls dup2, which is async-signal-safe.
-    unsafe {
-        use std::os::unix::process::CommandExt;
-        command.pre_exec(move || {
-            if libc::dup2(r, 3) < 0 || libc::dup2(m, 4) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let child = command.spawn().unwrap();
-    drop((ready_w, modified_w, command));
-    let mut text = String::new();
-    ready.read_to_string(&mut text).unwrap();
+    command.arg(&out);
+    let (child, text, mut pipes) = start_with_pipes(&mut command, 1);
     let pid: i32 = text.trim().parse().unwrap();
     assert_eq!(pid, child.id() as i32);
+    let mut modified = pipes.remove(0);
 
     let pre = dir.join("pre");
     assert!(crust().args(["pre-dump", "-t", &pid.to_string(), "-D"]).arg(&pre).status().unwrap().success(), "pre-dump");

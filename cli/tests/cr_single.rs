@@ -2,85 +2,23 @@
 //! injected after every dump step leaves the target running unchanged, and a dump and
 //! restore bring back the same process (same pid, same memory, still responding).
 
-use std::io::Read;
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+mod common;
 
-fn crust() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_crust"))
+use std::path::Path;
+
+use common::{compile, crust, signal, skip_reason, subreaper, tempdir, wait_exit};
+
+fn build_target(dir: &Path) -> std::path::PathBuf {
+    compile(dir, "pattern", &[])
 }
 
-/// Why this machine cannot run these tests, if it cannot.
-fn skip_reason() -> Option<String> {
-    if !std::fs::read_to_string("/proc/self/status").unwrap_or_default().lines().any(|l| l.starts_with("Uid:\t0\t")) {
-        return Some("needs root (ptrace, clone3 set_tid)".into());
-    }
-    if Command::new("cc").arg("--version").stdout(Stdio::null()).status().map(|s| !s.success()).unwrap_or(true) {
-        return Some("needs a C compiler (cc)".into());
-    }
-    None
-}
-
-fn build_target(dir: &Path) -> PathBuf {
-    let binary = dir.join("pattern");
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pattern.c");
-    let status = Command::new("cc").args(["-O2", "-o"]).arg(&binary).arg(&source).status().unwrap();
-    assert!(status.success(), "compile pattern.c");
-    binary
-}
-
-fn subreaper() {
-    // SAFETY-free: prctl through std is not offered; libc call with no pointers.
-    #[allow(unsafe_code)]
-    // SAFETY: PR_SET_CHILD_SUBREAPER takes no pointers.
-    unsafe {
-        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
-    }
-}
-
-/// Starts the target with a ready pipe on fd 3 and waits until it closes it.
+/// Starts the pattern target (`out`, `mib` MiB) and waits until it is ready.
 fn start_target(binary: &Path, out: &Path, mib: u32) -> i32 {
-    let (mut read, write) = std::io::pipe().unwrap();
-    let write = OwnedFd::from(write);
-    let raw = write.as_raw_fd();
-    let mut command = Command::new(binary);
-    command.arg(out).arg(mib.to_string()).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
-    #[allow(unsafe_code)]
-    // SAFETY: the closure only calls dup2, which is async-signal-safe.
-    unsafe {
-        use std::os::unix::process::CommandExt;
-        command.pre_exec(move || {
-            if libc::dup2(raw, 3) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let child = command.spawn().unwrap();
-    drop(write);
-    drop(command);
-    let mut text = String::new();
-    read.read_to_string(&mut text).unwrap();
+    let mut command = std::process::Command::new(binary);
+    command.arg(out).arg(mib.to_string());
+    let (child, text, _) = common::start_with_pipes(&mut command, 0);
     assert_eq!(text.trim(), child.id().to_string(), "target wrote its pid");
     child.id() as i32
-}
-
-fn wait_exit(pid: i32) -> i32 {
-    let mut status = 0;
-    #[allow(unsafe_code)]
-    // SAFETY: status is a valid out-pointer for the call.
-    let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
-    assert_eq!(rc, pid, "waitpid {pid}");
-    status
-}
-
-fn signal(pid: i32, sig: i32) {
-    #[allow(unsafe_code)]
-    // SAFETY: no pointers.
-    unsafe {
-        libc::kill(pid, sig);
-    }
 }
 
 fn state(pid: i32) -> String {
@@ -171,12 +109,6 @@ fn merge_maps(text: &str) -> Vec<String> {
     out.into_iter().map(|(s, e, p)| format!("{s:x}-{e:x} {p}")).collect()
 }
 
-fn tempdir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("crust-test-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// A file the dump names but that is gone at restore time (here the program's own
 /// binary) is a one-line error naming it, a non-zero exit, and nothing left running;

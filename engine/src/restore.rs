@@ -469,14 +469,20 @@ pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> 
 /// Waits until host task `tid` shows state T in /proc (its stop signal is pending: the
 /// kernel acts on it as soon as the task is scheduled), for at most two seconds.
 fn wait_until_stopped(pid: i32, tid: i32) -> Result<(), RestoreError> {
+    wait_for_state(pid, tid, 'T', "stop within 2 s of its stop signal")
+}
+
+/// Waits until task `tid` (of process `pid`) shows `state` in /proc, at most 2 s;
+/// `what` says what it failed to do.
+fn wait_for_state(pid: i32, tid: i32, state: char, what: &str) -> Result<(), RestoreError> {
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
-        let stat = fs::read_to_string(format!("/proc/{tid}/stat")).map_err(io_err(pid, "read stat of a stopped task"))?;
-        if procfs::parse_stat(&stat).is_ok_and(|s| s.state == 'T') {
+        let stat = fs::read_to_string(format!("/proc/{tid}/stat")).map_err(io_err(pid, format!("read /proc/{tid}/stat")))?;
+        if procfs::parse_stat(&stat).is_ok_and(|s| s.state == state) {
             return Ok(());
         }
         if Instant::now() > deadline {
-            return Err(RestoreError::Child { pid, what: format!("task {tid} did not stop within 2 s of its stop signal") });
+            return Err(RestoreError::Child { pid, what: format!("task {tid} did not {what}") });
         }
         std::thread::sleep(Duration::from_micros(200));
     }
@@ -1796,17 +1802,7 @@ fn exit_thread(tid: i32, syscall_ip: u64) -> Result<(), RestoreError> {
     sys::detach_thread(tid, 0).map_err(io_err(tid, "PTRACE_DETACH the exiting leader"))?;
     // Its exit goes on without the tracer (a leader with live threads is never reported
     // to wait): return once it is the zombie it was, its memory and files let go.
-    let deadline = Instant::now() + Duration::from_secs(2);
-    loop {
-        let stat = fs::read_to_string(format!("/proc/{tid}/stat")).map_err(io_err(tid, "read stat of the exiting leader"))?;
-        if procfs::parse_stat(&stat).is_ok_and(|s| s.state == 'Z') {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err(RestoreError::Child { pid: tid, what: "leader thread did not finish its exit within 2 s".into() });
-        }
-        std::thread::sleep(Duration::from_micros(200));
-    }
+    wait_for_state(tid, tid, 'Z', "finish its exit within 2 s")
 }
 
 /// Fills this process's premapped slots (crust code, before the children are forked): a

@@ -1,0 +1,102 @@
+//! What the end-to-end tests of `crust` share: the binary, the skip check, a child
+//! subreaper, C targets compiled from `tests/data`, and starting one with pipes on
+//! chosen fd numbers.
+#![allow(dead_code)] // each test file uses a part
+#![allow(unsafe_code)]
+
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// The `crust` binary under test.
+pub fn crust() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_crust"))
+}
+
+/// Why this machine cannot run these tests, if it cannot.
+pub fn skip_reason() -> Option<String> {
+    if !std::fs::read_to_string("/proc/self/status").unwrap_or_default().lines().any(|l| l.starts_with("Uid:\t0\t")) {
+        return Some("needs root (ptrace, clone3 set_tid)".into());
+    }
+    if Command::new("cc").arg("--version").stdout(Stdio::null()).status().map(|s| !s.success()).unwrap_or(true) {
+        return Some("needs a C compiler (cc)".into());
+    }
+    None
+}
+
+/// Makes the test process the child subreaper of what it starts (restored processes
+/// end up as its children and are reaped by `wait_exit`).
+pub fn subreaper() {
+    // SAFETY: PR_SET_CHILD_SUBREAPER takes no pointers.
+    unsafe {
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    }
+}
+
+/// A fresh scratch directory for test `name`.
+pub fn tempdir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("crust-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Compiles `tests/data/NAME.c` (with `extra` flags) into `dir/NAME`.
+pub fn compile(dir: &Path, name: &str, extra: &[&str]) -> PathBuf {
+    let binary = dir.join(name);
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/data/{name}.c"));
+    let status = Command::new("cc").args(["-O2", "-o"]).arg(&binary).arg(&source).args(extra).status().unwrap();
+    assert!(status.success(), "compile {name}.c");
+    binary
+}
+
+/// Starts `command` with a pipe's write end on fd 3 (closed by the target once it is
+/// ready) and the write ends of `more` pipes on fds 4, 5, ...; returns the child, what
+/// it wrote on fd 3, and the read ends of the other pipes.
+pub fn start_with_pipes(command: &mut Command, more: usize) -> (Child, String, Vec<std::io::PipeReader>) {
+    let (mut ready, ready_w) = std::io::pipe().unwrap();
+    let mut writers = vec![OwnedFd::from(ready_w)];
+    let mut readers = Vec::new();
+    for _ in 0..more {
+        let (r, w) = std::io::pipe().unwrap();
+        writers.push(OwnedFd::from(w));
+        readers.push(r);
+    }
+    let raw: Vec<i32> = writers.iter().map(|w| w.as_raw_fd()).collect();
+    command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    // SAFETY: the closure only calls dup2, which is async-signal-safe.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        command.pre_exec(move || {
+            for (index, &fd) in raw.iter().enumerate() {
+                if libc::dup2(fd, 3 + index as i32) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let child = command.spawn().unwrap();
+    drop(writers);
+    let mut text = String::new();
+    ready.read_to_string(&mut text).unwrap();
+    (child, text, readers)
+}
+
+/// Waits for child (or adopted) `pid` and returns its raw wait status.
+pub fn wait_exit(pid: i32) -> i32 {
+    let mut status = 0;
+    // SAFETY: status is a valid out-pointer for the call.
+    let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert_eq!(rc, pid, "waitpid {pid}");
+    status
+}
+
+/// `kill(pid, sig)`.
+pub fn signal(pid: i32, sig: i32) {
+    // SAFETY: no pointers.
+    unsafe {
+        libc::kill(pid, sig);
+    }
+}
