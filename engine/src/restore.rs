@@ -1217,11 +1217,7 @@ fn plan(
         if index == 0 && process.leader_gone() {
             // It only exits again (`finish_process`), under its own name.
             if let Some(comm) = &tcore.comm {
-                let mut bytes = comm.as_bytes().to_vec();
-                bytes.truncate(15);
-                bytes.push(0);
-                let name = program.data(&bytes);
-                ops.push((Sys::Prctl, [libc::PR_SET_NAME as u64, name, 0, 0, 0, 0], format!("tid {tid}: set name")));
+                ops.push(set_name_op(&mut program, comm, tid));
             }
             thread_ops.push(ops);
             continue;
@@ -1248,11 +1244,7 @@ fn plan(
             ops.push((Sys::SetTidAddress, [clear_tid, 0, 0, 0, 0, 0], format!("tid {tid}: set_tid_address")));
         }
         if let Some(comm) = &tcore.comm {
-            let mut bytes = comm.as_bytes().to_vec();
-            bytes.truncate(15);
-            bytes.push(0);
-            let name = program.data(&bytes);
-            ops.push((Sys::Prctl, [libc::PR_SET_NAME as u64, name, 0, 0, 0, 0], format!("tid {tid}: set name")));
+            ops.push(set_name_op(&mut program, comm, tid));
         }
         for info in tcore.signals_p.iter().flat_map(|q| q.signals.iter()) {
             let (signo, addr) = siginfo_data(&mut program, &info.siginfo);
@@ -1429,6 +1421,16 @@ fn creds_ops(program: &mut Program, creds: &pb::CredsEntry, tid: u32) -> Vec<(Sy
         ops.push((Sys::Prctl, [libc::PR_SET_NO_NEW_PRIVS as u64, 1, 0, 0, 0, 0], format!("tid {tid}: no_new_privs")));
     }
     ops
+}
+
+/// The injected `prctl(PR_SET_NAME)` giving thread `tid` the name `comm` (at most 15
+/// bytes, as the kernel keeps it).
+fn set_name_op(program: &mut Program, comm: &str, tid: u32) -> (Sys, [u64; 6], String) {
+    let mut bytes = comm.as_bytes().to_vec();
+    bytes.truncate(15);
+    bytes.push(0);
+    let name = program.data(&bytes);
+    (Sys::Prctl, [libc::PR_SET_NAME as u64, name, 0, 0, 0, 0], format!("tid {tid}: set name"))
 }
 
 /// Puts a siginfo in the arena; returns its signal number and address.
