@@ -36,6 +36,9 @@ pub struct DumpOptions {
     pub tcp_established: bool,
     /// The target is attached to the caller's terminal session.
     pub shell_job: bool,
+    /// With `leave_running`: copy every page while the tree is frozen, instead of
+    /// the copy-on-write snapshot (`snapshot.rs`) that releases the tree first.
+    pub frozen_copy: bool,
     /// Fault injection for tests: fail right after this step.
     pub fail_after: Option<DumpStep>,
 }
@@ -49,12 +52,15 @@ pub enum DumpStep {
     Memory,
     Files,
     Images,
+    /// Pages copied after the tree runs again (copy-on-write `--leave-running`); an
+    /// injected fault hits halfway through them.
+    Pages,
 }
 
 impl DumpStep {
     /// All steps in order.
-    pub const ALL: [DumpStep; 6] =
-        [Self::Seize, Self::Collect, Self::Parasite, Self::Memory, Self::Files, Self::Images];
+    pub const ALL: [DumpStep; 7] =
+        [Self::Seize, Self::Collect, Self::Parasite, Self::Memory, Self::Files, Self::Images, Self::Pages];
 
     /// The step's name on the command line.
     pub fn name(self) -> &'static str {
@@ -65,6 +71,7 @@ impl DumpStep {
             Self::Memory => "memory",
             Self::Files => "files",
             Self::Images => "images",
+            Self::Pages => "pages",
         }
     }
 
@@ -110,6 +117,8 @@ pub enum DumpError {
     RemoteSyscall { pid: i32, call: Sys, errno: i64 },
     #[error("dump pid {pid}: fault injected after step {step}")]
     FaultInjected { pid: i32, step: &'static str },
+    #[error("dump pid {pid}: {source}")]
+    Snapshot { pid: i32, source: crate::snapshot::CopyError },
 }
 
 pub(crate) fn io_err(pid: i32, what: impl Into<String>) -> impl FnOnce(io::Error) -> DumpError {
@@ -381,6 +390,18 @@ fn children_of(pid: i32, threads: &[FrozenThread]) -> Result<Vec<i32>, DumpError
 
 /// Dumps the process tree rooted at `options.pid` into `options.dir`.
 pub fn dump(options: &DumpOptions) -> Result<DumpReport, DumpError> {
+    match dump_once(options) {
+        Err(DumpError::Snapshot { pid, source: source @ crate::snapshot::CopyError::Broken { .. } }) => {
+            // The target runs on unharmed; a dump that copies while frozen does not
+            // depend on what it does next.
+            log::warn!("dump pid {pid}: {source}; dumping again, copying the pages while frozen");
+            dump_once(&DumpOptions { frozen_copy: true, ..options.clone() })
+        }
+        other => other,
+    }
+}
+
+fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     let root = options.pid;
     let started = Instant::now();
     let fault = |step: DumpStep| -> Result<(), DumpError> {
@@ -420,11 +441,30 @@ pub fn dump(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     files.tcp_established = options.tcp_established;
     let mut memory = Vec::new();
     let (mut pages, mut vma_count) = (0, 0);
+    // Processes whose pages are copied after the release (copy-on-write snapshot); their
+    // userfaultfds close (lifting every protection) on every error path.
+    let mut armed = Vec::new();
+    let snapshot = options.leave_running && !options.frozen_copy;
     for (index, (process, collected)) in frozen.processes.iter().filter(|p| !p.is_zombie()).zip(&collected).enumerate() {
         let pid = process.pid;
         let mem = fs::File::open(format!("/proc/{pid}/mem")).map_err(io_err(pid, "open /proc/PID/mem"))?;
         // Images name processes by their pid in the tree's own namespace.
         let image_pid = frozen.to_virtual(pid, "pid")?;
+        if snapshot {
+            match open_snapshot(process, collected, &mem) {
+                Ok(arming) => {
+                    let (vmas, written, process_armed) = crate::memory::dump_memory_armed(
+                        pid, &options.dir, collected, &mem, &mut files, index as u32 + 1, image_pid, arming,
+                    )?;
+                    pages += written;
+                    vma_count += vmas.len();
+                    memory.push(vmas);
+                    armed.push(process_armed);
+                    continue;
+                }
+                Err(error) => log::info!("pid {pid}: no copy-on-write snapshot, pages copied while frozen: {error}"),
+            }
+        }
         let pipes = open_page_pipes(process, collected, &mem);
         let (vmas, written) =
             crate::memory::dump_memory(pid, &options.dir, collected, &mem, &mut files, index as u32 + 1, image_pid, pipes)?;
@@ -458,13 +498,27 @@ pub fn dump(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     let processes = frozen.processes.len();
     let threads = frozen.processes.iter().map(|p| p.threads.len()).sum();
     if options.leave_running {
+        if armed.is_empty() {
+            fault(DumpStep::Pages)?;
+        }
         files.release_tcp();
         frozen.release();
     } else {
+        fault(DumpStep::Pages)?;
         files.keep_tcp_locked();
         frozen.kill();
     }
     let frozen_for = frozen_at.elapsed();
+    if !armed.is_empty() {
+        let mut copy_options = crate::snapshot::CopyOptions::default();
+        if options.fail_after == Some(DumpStep::Pages) {
+            copy_options.fail_after_pages = Some(pages / 2);
+        }
+        crate::snapshot::copy(armed, copy_options).map_err(|source| match source {
+            crate::snapshot::CopyError::FaultInjected => DumpError::FaultInjected { pid: root, step: DumpStep::Pages.name() },
+            source => DumpError::Snapshot { pid: root, source },
+        })?;
+    }
     Ok(DumpReport { frozen: frozen_for, total: started.elapsed(), pages, vmas: vma_count, processes, threads })
 }
 
@@ -577,6 +631,19 @@ fn open_page_pipes(
             None
         }
     }
+}
+
+/// The process's userfaultfd for the copy-on-write snapshot (`snapshot.rs`), made in its
+/// leader; an error where it cannot have one (then its pages are copied while frozen).
+fn open_snapshot(
+    process: &FrozenProcess,
+    collected: &Collected,
+    mem: &fs::File,
+) -> Result<crate::snapshot::Arming, String> {
+    let leader = process.threads.first().ok_or("no thread")?;
+    let vdso = collected.smaps.iter().find(|e| e.map.name == "[vdso]").ok_or("no vdso")?;
+    let syscall_ip = infect::find_syscall_in_vdso(leader.tid, mem, vdso.map.start, vdso.map.end).map_err(|e| e.to_string())?;
+    crate::snapshot::Arming::open(process.pid, leader.tid, syscall_ip, leader.regs.gpr).map_err(|e| format!("userfaultfd: {e}"))
 }
 
 fn query_process(process: &FrozenProcess, collected: &Collected) -> Result<ProcessQueries, DumpError> {

@@ -16,3 +16,5 @@ mod files;
 mod memory;
 mod remote_pipes;
 pub mod fast_pages;
+mod snapshot;
+mod uffd;

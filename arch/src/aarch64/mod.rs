@@ -139,6 +139,7 @@ impl crate::Abi for Aarch64 {
             Sys::Fcntl => 25,
             Sys::Pipe2 => 59,
             Sys::Vmsplice => 75,
+            Sys::Userfaultfd => 282,
         })
     }
 

@@ -122,6 +122,7 @@ impl crate::Abi for S390x {
             Sys::Fcntl => 55,
             Sys::Pipe2 => 325,
             Sys::Vmsplice => 309,
+            Sys::Userfaultfd => 355,
         })
     }
 

@@ -132,6 +132,7 @@ impl crate::Abi for X86_64 {
             Sys::Fcntl => 72,
             Sys::Pipe2 => 293,
             Sys::Vmsplice => 278,
+            Sys::Userfaultfd => 323,
         })
     }
 
