@@ -57,7 +57,8 @@ pub struct DumpArgs {
     pub frozen_copy: bool,
     /// Testing: fail the dump right after this step (seize, collect, parasite, memory,
     /// files, images, pages: halfway through the pages copied after a copy-on-write
-    /// release); the target must keep running unchanged
+    /// release, pages-killed: crust SIGKILLs itself there); the target must keep running
+    /// unchanged
     #[arg(long = "fault-inject", hide = true)]
     pub fault_inject: Option<String>,
     #[command(flatten)]

@@ -55,12 +55,23 @@ pub enum DumpStep {
     /// Pages copied after the tree runs again (copy-on-write `--leave-running`); an
     /// injected fault hits halfway through them.
     Pages,
+    /// The same place, but crust kills itself (SIGKILL) instead of failing: what the
+    /// kernel does with the target when crust dies mid-copy.
+    PagesKilled,
 }
 
 impl DumpStep {
     /// All steps in order.
-    pub const ALL: [DumpStep; 7] =
-        [Self::Seize, Self::Collect, Self::Parasite, Self::Memory, Self::Files, Self::Images, Self::Pages];
+    pub const ALL: [DumpStep; 8] = [
+        Self::Seize,
+        Self::Collect,
+        Self::Parasite,
+        Self::Memory,
+        Self::Files,
+        Self::Images,
+        Self::Pages,
+        Self::PagesKilled,
+    ];
 
     /// The step's name on the command line.
     pub fn name(self) -> &'static str {
@@ -72,6 +83,7 @@ impl DumpStep {
             Self::Files => "files",
             Self::Images => "images",
             Self::Pages => "pages",
+            Self::PagesKilled => "pages-killed",
         }
     }
 
@@ -500,19 +512,22 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     if options.leave_running {
         if armed.is_empty() {
             fault(DumpStep::Pages)?;
+            fault(DumpStep::PagesKilled)?;
         }
         files.release_tcp();
         frozen.release();
     } else {
         fault(DumpStep::Pages)?;
+        fault(DumpStep::PagesKilled)?;
         files.keep_tcp_locked();
         frozen.kill();
     }
     let frozen_for = frozen_at.elapsed();
     if !armed.is_empty() {
         let mut copy_options = crate::snapshot::CopyOptions::default();
-        if options.fail_after == Some(DumpStep::Pages) {
+        if matches!(options.fail_after, Some(DumpStep::Pages | DumpStep::PagesKilled)) {
             copy_options.fail_after_pages = Some(pages / 2);
+            copy_options.kill_instead = options.fail_after == Some(DumpStep::PagesKilled);
         }
         crate::snapshot::copy(armed, copy_options).map_err(|source| match source {
             crate::snapshot::CopyError::FaultInjected => DumpError::FaultInjected { pid: root, step: DumpStep::Pages.name() },

@@ -160,6 +160,8 @@ pub(crate) struct ArmedProcess {
 pub(crate) struct CopyOptions {
     /// For tests: fail once this many pages of a process are copied.
     pub fail_after_pages: Option<u64>,
+    /// For tests: there, crust kills itself instead.
+    pub kill_instead: bool,
 }
 
 /// Copies the pages of every armed process (the tree runs meanwhile) and lifts the
@@ -442,6 +444,9 @@ fn copy_runs(
                     return Err(CopyError::Broken { pid, reason });
                 }
                 if options.fail_after_pages.is_some_and(|limit| copied >= limit) {
+                    if options.kill_instead {
+                        let _ = sys::send_signal(std::process::id() as i32, libc::SIGKILL);
+                    }
                     return Err(CopyError::FaultInjected);
                 }
                 let count = chunk_pages.min(run.pages - first);
@@ -505,10 +510,14 @@ fn write_jobs(out: File, jobs: Receiver<WriteJob>, give_back: Sender<Vec<u8>>) -
 fn handle_faults(processes: &[Arc<Shared>], stop: OwnedFd) -> usize {
     let mut faults = 0;
     let mut messages = vec![0u8; uffd::MESSAGE_SIZE * 64];
+    // Blocks read but not unprotected yet (EAGAIN: the kernel is between an event and
+    // the end of its munmap, mremap or madvise), per process.
+    let mut waiting: Vec<Vec<ReadBlock>> = processes.iter().map(|_| Vec::new()).collect();
     loop {
         let mut fds: Vec<BorrowedFd> = processes.iter().map(|p| p.uffd()).collect();
         fds.push(stop.as_fd());
-        let ready = match uffd::poll_readable(&fds, -1) {
+        let timeout_ms = if waiting.iter().any(|w| !w.is_empty()) { 1 } else { -1 };
+        let ready = match uffd::poll_readable(&fds, timeout_ms) {
             Ok(ready) => ready,
             Err(error) => {
                 for process in processes {
@@ -520,7 +529,7 @@ fn handle_faults(processes: &[Arc<Shared>], stop: OwnedFd) -> usize {
         if ready[processes.len()] {
             return faults;
         }
-        for (process, _) in processes.iter().zip(&ready).filter(|(_, ready)| **ready) {
+        for ((process, _), waiting) in processes.iter().zip(&ready).zip(&mut waiting).filter(|((_, ready), _)| **ready) {
             loop {
                 let n = match uffd::read_messages(process.uffd(), &mut messages) {
                     Ok(n) => n,
@@ -534,18 +543,30 @@ fn handle_faults(processes: &[Arc<Shared>], stop: OwnedFd) -> usize {
                 }
                 for bytes in messages[..n].chunks_exact(uffd::MESSAGE_SIZE) {
                     let message = uffd::parse_message(bytes.try_into().expect("message size"));
-                    faults += handle_message(process, message);
+                    faults += handle_message(process, message, waiting);
+                }
+            }
+        }
+        for (process, waiting) in processes.iter().zip(&mut waiting) {
+            let blocks = std::mem::take(waiting);
+            for block in blocks {
+                if let Some(block) = finish_block(process, block) {
+                    waiting.push(block);
                 }
             }
         }
     }
 }
 
-fn handle_message(process: &Shared, message: uffd::Message) -> usize {
+fn handle_message(process: &Shared, message: uffd::Message, waiting: &mut Vec<ReadBlock>) -> usize {
     let page = process.page;
     match message {
         uffd::Message::PageFault { address, .. } => {
-            serve_fault(process, address & !(page - 1));
+            for block in serve_fault(process, address & !(page - 1)) {
+                if let Some(block) = finish_block(process, block) {
+                    waiting.push(block);
+                }
+            }
             1
         }
         uffd::Message::Remove { start, end } | uffd::Message::Unmap { start, end } => {
@@ -567,9 +588,41 @@ fn handle_message(process: &Shared, message: uffd::Message) -> usize {
     }
 }
 
-/// Copies the block around the faulting page (its pages nobody claimed yet), lifts
-/// their protection (waking the thread) and marks them done.
-fn serve_fault(process: &Shared, fault_page: u64) {
+/// Pages the fault handler claimed and read, to unprotect, write and mark done.
+struct ReadBlock {
+    area_index: usize,
+    run_index: usize,
+    run: Run,
+    first: u64,
+    count: u64,
+    data: Vec<u8>,
+}
+
+/// Lifts the protection of a block read by the handler (waking the faulting thread),
+/// writes it and marks it done; the block back if the kernel said EAGAIN (to try again
+/// once the event behind it is read).
+fn finish_block(process: &Shared, block: ReadBlock) -> Option<ReadBlock> {
+    let page = process.page;
+    let addr = block.run.addr + block.first * page;
+    if let Err(error) = process.unprotect(addr, block.count * page, false) {
+        if error.raw_os_error() == Some(libc::EAGAIN) && process.state().broken.is_none() {
+            return Some(block);
+        }
+        process.break_snapshot(format!("unprotect {addr:#x}: {error}"));
+        return None;
+    }
+    if let Err(error) = process.out.write_all_at(&block.data, block.run.offset + block.first * page) {
+        process.break_snapshot(format!("write pages: {error}"));
+        return None;
+    }
+    process.state().mark_done(block.area_index, block.run_index, block.first, block.count);
+    process.changed.notify_all();
+    None
+}
+
+/// Claims and reads the block around the faulting page (its pages nobody claimed yet),
+/// for [`finish_block`].
+fn serve_fault(process: &Shared, fault_page: u64) -> Vec<ReadBlock> {
     let page = process.page;
     let mut claims = Vec::new();
     let readable;
@@ -579,7 +632,7 @@ fn serve_fault(process: &Shared, fault_page: u64) {
             drop(state);
             // Not an area of the snapshot (moved away: the snapshot is broken already).
             let _ = process.unprotect(fault_page, page, false);
-            return;
+            return Vec::new();
         };
         let area = &state.areas[area_index];
         readable = area.readable;
@@ -610,34 +663,19 @@ fn serve_fault(process: &Shared, fault_page: u64) {
             if !in_run {
                 let _ = process.unprotect(fault_page, page, false);
             }
-            return;
+            return Vec::new();
         }
     }
-    let mut buffer = vec![0u8; FAULT_BLOCK as usize];
+    let mut blocks = Vec::new();
     for (area_index, run_index, run, first, count) in claims {
         let addr = run.addr + first * page;
-        let len = (count * page) as usize;
-        if let Err(error) = process.read(&mut buffer[..len], addr, readable) {
-            process.break_snapshot(format!("read {:#x}-{:#x}: {error}", addr, addr + len as u64));
-            let _ = process.unprotect(addr, len as u64, false);
+        let mut data = vec![0u8; (count * page) as usize];
+        if let Err(error) = process.read(&mut data, addr, readable) {
+            process.break_snapshot(format!("read {:#x}-{:#x}: {error}", addr, addr + count * page));
+            let _ = process.unprotect(addr, count * page, false);
             continue;
         }
-        // EAGAIN here means an event waits in this very fd: give up the wait rather than
-        // block the only reader (the copier's own unprotect of the chunk wakes the thread
-        // later, or the close at the end does).
-        if let Err(error) = process.unprotect(addr, len as u64, false) {
-            if error.raw_os_error() == Some(libc::EAGAIN) {
-                process.break_snapshot(format!("unprotect {addr:#x} while the target changed its memory map"));
-            } else {
-                process.break_snapshot(format!("unprotect {addr:#x}: {error}"));
-            }
-            continue;
-        }
-        if let Err(error) = process.out.write_all_at(&buffer[..len], run.offset + first * page) {
-            process.break_snapshot(format!("write pages: {error}"));
-            continue;
-        }
-        process.state().mark_done(area_index, run_index, first, count);
-        process.changed.notify_all();
+        blocks.push(ReadBlock { area_index, run_index, run, first, count, data });
     }
+    blocks
 }

@@ -1,5 +1,5 @@
 /* A process whose threads keep stamping generations into their memory, to prove that a
- * dump is a snapshot of one instant. argv: OUT MIB THREADS.
+ * dump is a snapshot of one instant. argv: OUT MIB THREADS [churn].
  *
  * Each of THREADS threads owns MIB/THREADS MiB of private anonymous memory and, for
  * generation g = 1, 2, ..., visits its pages in order: a page must hold generation g-1
@@ -11,7 +11,11 @@
  * The process writes its pid on fd 3 and closes it once every page holds generation 0
  * and the threads run. On SIGUSR1 every thread finishes the generation after the
  * current one (so each page is checked at least once after the signal), and the process
- * writes "PASS" or "FAIL ..." to OUT and exits 0 or 1. */
+ * writes "PASS" or "FAIL ..." to OUT and exits 0 or 1.
+ *
+ * With "churn", one more thread keeps dropping (madvise MADV_DONTNEED) and refilling a
+ * 4 MiB area mapped before the others, whose content is not checked: a snapshot has to
+ * notice pages it did not copy yet going away. */
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -36,6 +40,17 @@ struct region {
 };
 
 static struct region regions[MAX_THREADS];
+static _Atomic int churn_stop;
+
+static void *churn(void *arg) {
+    char *area = arg;
+    while (!atomic_load(&churn_stop)) {
+        madvise(area, 4 << 20, MADV_DONTNEED);
+        for (size_t off = 0; off < (4 << 20); off += 4096)
+            area[off] = 1;
+    }
+    return NULL;
+}
 
 static uint64_t check_word(const struct region *r, uint64_t gen, size_t page) {
     return r->seed ^ (gen * 0x9E3779B97F4A7C15ull) ^ (page * 0x2545F4914F6CDD1Dull);
@@ -64,7 +79,7 @@ static void *stamp(void *arg) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 4)
+    if (argc != 4 && argc != 5)
         return 2;
     size_t mib = (size_t)atol(argv[2]);
     int threads = atoi(argv[3]);
@@ -75,6 +90,14 @@ int main(int argc, char **argv) {
     sigemptyset(&usr1);
     sigaddset(&usr1, SIGUSR1);
     pthread_sigmask(SIG_BLOCK, &usr1, NULL); /* the threads inherit it; main sigwaits */
+    char *churn_area = NULL;
+    if (argc == 5) {
+        churn_area = mmap(NULL, 4 << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (churn_area == MAP_FAILED)
+            return 3;
+        for (size_t off = 0; off < (4 << 20); off += 4096)
+            churn_area[off] = 1;
+    }
     size_t region_bytes = (mib << 20) / (size_t)threads;
     for (int t = 0; t < threads; t++) {
         struct region *r = &regions[t];
@@ -92,12 +115,19 @@ int main(int argc, char **argv) {
     }
     for (int t = 0; t < threads; t++)
         pthread_create(&regions[t].thread, NULL, stamp, &regions[t]);
+    pthread_t churner;
+    if (churn_area)
+        pthread_create(&churner, NULL, churn, churn_area);
     dprintf(3, "%d\n", getpid());
     close(3);
     int sig;
     sigwait(&usr1, &sig);
     for (int t = 0; t < threads; t++)
         atomic_store(&regions[t].stop_gen, atomic_load(&regions[t].done_gen) + 2);
+    if (churn_area) {
+        atomic_store(&churn_stop, 1);
+        pthread_join(churner, NULL);
+    }
     uint64_t bad = 0;
     for (int t = 0; t < threads; t++) {
         pthread_join(regions[t].thread, NULL);
