@@ -456,13 +456,13 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     // Processes whose pages are copied after the release (copy-on-write snapshot); their
     // userfaultfds close (lifting every protection) on every error path.
     let mut armed = Vec::new();
-    let snapshot = options.leave_running && !options.frozen_copy;
+    let cow = options.leave_running && !options.frozen_copy;
     for (index, (process, collected)) in frozen.processes.iter().filter(|p| !p.is_zombie()).zip(&collected).enumerate() {
         let pid = process.pid;
         let mem = fs::File::open(format!("/proc/{pid}/mem")).map_err(io_err(pid, "open /proc/PID/mem"))?;
         // Images name processes by their pid in the tree's own namespace.
         let image_pid = frozen.to_virtual(pid, "pid")?;
-        if snapshot {
+        if cow {
             match open_snapshot(process, collected, &mem) {
                 Ok(arming) => {
                     let (vmas, written, process_armed) = crate::memory::dump_memory_armed(
@@ -484,6 +484,9 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
         vma_count += vmas.len();
         memory.push(vmas);
     }
+    // The fault handler runs from here on: the tree stays frozen until the images are
+    // written, but a thread leaving its stop may already write a protected page.
+    let snapshot = crate::snapshot::Snapshot::start(armed).map_err(io_err(root, "start the userfaultfd handler"))?;
     fault(DumpStep::Memory)?;
 
     let mut process_files = Vec::new();
@@ -510,7 +513,7 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     let processes = frozen.processes.len();
     let threads = frozen.processes.iter().map(|p| p.threads.len()).sum();
     if options.leave_running {
-        if armed.is_empty() {
+        if snapshot.is_empty() {
             fault(DumpStep::Pages)?;
             fault(DumpStep::PagesKilled)?;
         }
@@ -523,13 +526,13 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
         frozen.kill();
     }
     let frozen_for = frozen_at.elapsed();
-    if !armed.is_empty() {
+    if !snapshot.is_empty() {
         let mut copy_options = crate::snapshot::CopyOptions::default();
         if matches!(options.fail_after, Some(DumpStep::Pages | DumpStep::PagesKilled)) {
             copy_options.fail_after_pages = Some(pages / 2);
             copy_options.kill_instead = options.fail_after == Some(DumpStep::PagesKilled);
         }
-        crate::snapshot::copy(armed, copy_options).map_err(|source| match source {
+        snapshot.copy(copy_options).map_err(|source| match source {
             crate::snapshot::CopyError::FaultInjected => DumpError::FaultInjected { pid: root, step: DumpStep::Pages.name() },
             source => DumpError::Snapshot { pid: root, source },
         })?;

@@ -126,48 +126,92 @@ pub(crate) fn dump_memory_armed(
         .write_entry(&pb::PagemapHead { pages_id })
         .map_err(|source| DumpError::Image { pid, source })?;
 
-    let mut vmas = Vec::new();
-    let mut total_pages = 0u64;
-    let mut offset = 0u64;
-    let mut buffer = Vec::new();
+    // Classify every area, and register the ones the snapshot may protect.
+    let mut areas = Vec::new();
     for entry in &collected.smaps {
         let map = &entry.map;
         let Some(mut vma) = classify_vma(pid, map, &entry.vm_flags, files)? else { continue };
-        let status = vma.status;
-        let mut runs = Vec::new();
-        for_each_run(pid, &pagemap, map.start, map.end, status, |addr, pages| {
-            runs.push(Run { addr, pages, offset });
-            offset += pages * page;
-        })?;
-        for run in &runs {
-            pagemap_out
-                .write_entry(&pb::PagemapEntry::run(run.addr, run.pages, PE_PRESENT))
-                .map_err(|source| DumpError::Image { pid, source })?;
-            total_pages += run.pages;
-        }
-        let armed = !runs.is_empty() && snapshot_can_protect(status, map.shared, &entry.vm_flags) && {
-            match arming.protect(map.start, map.end, map.read, runs.clone()) {
+        vma.fd = -1;
+        let registered = snapshot_can_protect(vma.status, map.shared, &entry.vm_flags)
+            && match arming.register(map.start, map.end) {
                 Ok(()) => true,
                 Err(error) => {
-                    log::info!(
-                        "pid {pid}: area {:#x}-{:#x} copied while frozen: not write-protected: {error}",
-                        map.start,
-                        map.end
-                    );
+                    log::info!("pid {pid}: area {:#x}-{:#x} copied while frozen: not registered: {error}", map.start, map.end);
                     false
                 }
+            };
+        areas.push((map, vma, registered));
+    }
+    let protected: Vec<(u64, u64)> = areas.iter().filter(|a| a.2).map(|a| (a.0.start, a.0.end)).collect();
+
+    // Write-protect them on a second core while this one reads the pagemap (both only
+    // walk the page tables of the frozen process, so neither changes what the other sees)
+    // and copies the areas that stay unprotected.
+    let mut total_pages = 0u64;
+    let mut offset = 0u64;
+    let mut buffer = Vec::new();
+    let timer = std::time::Instant::now();
+    let arming_ref = &arming;
+    let (protect_results, protect_time, area_runs) = std::thread::scope(|scope| -> Result<_, DumpError> {
+        let protecting = scope.spawn(move || {
+            let timer = std::time::Instant::now();
+            (arming_ref.write_protect(&protected), timer.elapsed())
+        });
+        let mut area_runs = Vec::new();
+        let walked = (|| -> Result<(), DumpError> {
+            for (map, vma, registered) in &areas {
+                let mut runs = Vec::new();
+                for_each_run(pid, &pagemap, map.start, map.end, vma.status, |addr, pages| {
+                    runs.push(Run { addr, pages, offset });
+                    offset += pages * page;
+                })?;
+                for run in &runs {
+                    pagemap_out
+                        .write_entry(&pb::PagemapEntry::run(run.addr, run.pages, PE_PRESENT))
+                        .map_err(|source| DumpError::Image { pid, source })?;
+                    total_pages += run.pages;
+                }
+                if !registered {
+                    for run in &runs {
+                        copy_now(pid, mem, &pages_file, run, map.read, &mut buffer)?;
+                    }
+                }
+                area_runs.push(runs);
             }
-        };
-        if !armed {
-            for run in &runs {
-                copy_now(pid, mem, &pages_file, run, map.read, &mut buffer)?;
+            Ok(())
+        })();
+        let (results, protect_time) = protecting.join().map_err(|_| DumpError::Io {
+            pid,
+            what: "write-protect thread".into(),
+            source: std::io::Error::other("panicked"),
+        })?;
+        walked?;
+        Ok((results, protect_time, area_runs))
+    })?;
+    let walk_time = timer.elapsed();
+    let mut protect_results = protect_results.into_iter();
+    let mut vmas = Vec::new();
+    for ((map, vma, registered), runs) in areas.into_iter().zip(area_runs) {
+        if registered {
+            match protect_results.next().expect("one result per protected area") {
+                Ok(()) if !runs.is_empty() => arming.arm(map.start, map.end, map.read, runs),
+                Ok(()) => {}
+                Err(error) => {
+                    log::info!("pid {pid}: area {:#x}-{:#x} copied while frozen: not write-protected: {error}", map.start, map.end);
+                    for run in &runs {
+                        copy_now(pid, mem, &pages_file, run, map.read, &mut buffer)?;
+                    }
+                }
             }
         }
-        vma.fd = -1;
         vmas.push(vma);
     }
     pagemap_out.finish().map_err(|source| DumpError::Image { pid, source })?;
-    log::info!("pid {pid}: {} of {total_pages} pages left to copy after release", arming.pages());
+    log::info!(
+        "pid {pid}: {} of {total_pages} pages left to copy after release (frozen: pagemap read and other \
+         areas copied {walk_time:?}, beside it write-protect {protect_time:?})",
+        arming.pages()
+    );
     let own_mem = File::open(format!("/proc/{pid}/mem")).map_err(io_err(pid, "open /proc/PID/mem"))?;
     Ok((vmas, total_pages, arming.finish(pages_file, own_mem)))
 }

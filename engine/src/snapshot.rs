@@ -8,7 +8,8 @@
 //! anonymous area that has pages to dump with UFFDIO_REGISTER_MODE_WP and
 //! write-protects it ([`Arming`]). The pagemap is read in the same frozen instant, so the
 //! runs to copy and their place in `pages-N.img` are fixed before the target runs.
-//! Then [`copy`] runs after the tree is released:
+//! A fault handler thread is started before the tree is released ([`Snapshot::start`]),
+//! and [`Snapshot::copy`] runs once it is:
 //!
 //! - the copier walks the runs in 1 MiB chunks: reads a chunk (`process_vm_readv`),
 //!   *claims* its pages that nobody handled yet, lifts the write protection of those
@@ -119,18 +120,27 @@ impl Arming {
         Ok(Arming { pid, uffd, areas: Vec::new() })
     }
 
-    /// Registers `start..end` for write-protect faults and write-protects its pages;
-    /// `runs`: its pages to dump, copied later by [`copy`]. On an error the area is not
-    /// armed (its pages must be copied now).
-    pub(crate) fn protect(&mut self, start: u64, end: u64, readable: bool, runs: Vec<Run>) -> io::Result<()> {
+    /// Registers `start..end` for write-protect faults (UFFDIO_REGISTER_MODE_WP); its
+    /// pages are protected by [`Arming::write_protect`] and handed over by [`Arming::arm`].
+    pub(crate) fn register(&mut self, start: u64, end: u64) -> io::Result<()> {
         if !uffd::register_write_protect(self.uffd.as_fd(), start, end - start)? {
             // Registered but without UFFDIO_WRITEPROTECT: closing the fd at the end
             // unregisters it.
             return Err(io::Error::other("UFFDIO_WRITEPROTECT not offered for the area"));
         }
-        uffd::write_protect(self.uffd.as_fd(), start, end - start, true)?;
-        self.areas.push(ArmedArea { start, end, readable, runs });
         Ok(())
+    }
+
+    /// Write-protects the pages of registered areas (`ranges`); one result per range.
+    /// Takes `&self` only, so it can run beside the pagemap reads.
+    pub(crate) fn write_protect(&self, ranges: &[(u64, u64)]) -> Vec<io::Result<()>> {
+        ranges.iter().map(|&(start, end)| uffd::write_protect(self.uffd.as_fd(), start, end - start, true)).collect()
+    }
+
+    /// Hands a registered, write-protected area and its pages to dump (`runs`) to the
+    /// snapshot: [`Snapshot::copy`] copies them.
+    pub(crate) fn arm(&mut self, start: u64, end: u64, readable: bool, runs: Vec<Run>) {
+        self.areas.push(ArmedArea { start, end, readable, runs });
     }
 
     /// Pages armed so far.
@@ -138,14 +148,14 @@ impl Arming {
         self.areas.iter().flat_map(|a| &a.runs).map(|r| r.pages).sum()
     }
 
-    /// The armed process, whose pages [`copy`] writes into `out` (`mem`: its
+    /// The armed process, whose pages [`Snapshot::copy`] writes into `out` (`mem`: its
     /// /proc/PID/mem, for areas without PROT_READ).
     pub(crate) fn finish(self, out: File, mem: File) -> ArmedProcess {
         ArmedProcess { pid: self.pid, uffd: self.uffd, out, mem, areas: self.areas }
     }
 }
 
-/// One process whose memory is write-protected, waiting for [`copy`]. Dropping it closes
+/// One process whose memory is write-protected, waiting for [`Snapshot::copy`]. Dropping it closes
 /// the userfaultfd, which lifts every protection.
 pub(crate) struct ArmedProcess {
     pid: i32,
@@ -155,7 +165,7 @@ pub(crate) struct ArmedProcess {
     areas: Vec<ArmedArea>,
 }
 
-/// Options of [`copy`].
+/// Options of [`Snapshot::copy`].
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct CopyOptions {
     /// For tests: fail once this many pages of a process are copied.
@@ -164,57 +174,87 @@ pub(crate) struct CopyOptions {
     pub kill_instead: bool,
 }
 
-/// Copies the pages of every armed process (the tree runs meanwhile) and lifts the
-/// protection; pages written over all processes.
-pub(crate) fn copy(processes: Vec<ArmedProcess>, options: CopyOptions) -> Result<u64, CopyError> {
-    if processes.is_empty() {
-        return Ok(0);
+/// The armed processes with their fault handler running: started before the tree is
+/// released (a thread that writes a protected page on its way out of the ptrace stop,
+/// its stack say, must find the handler there), then [`Snapshot::copy`] once it runs.
+/// Dropping it stops the handler and closes the userfaultfds, which lifts every
+/// protection and wakes every waiting thread.
+pub(crate) struct Snapshot {
+    shared: Vec<Arc<Shared>>,
+    handler: Option<std::thread::JoinHandle<usize>>,
+    stop: Option<io::PipeWriter>,
+}
+
+impl Snapshot {
+    /// Starts the fault handler over the armed processes.
+    pub(crate) fn start(processes: Vec<ArmedProcess>) -> io::Result<Snapshot> {
+        if processes.is_empty() {
+            return Ok(Snapshot { shared: Vec::new(), handler: None, stop: None });
+        }
+        let shared: Vec<Arc<Shared>> = processes.into_iter().map(|p| Arc::new(Shared::new(p))).collect();
+        let (stop_read, stop_write) = io::pipe()?;
+        let handler = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("crust-uffd".into())
+                .spawn(move || handle_faults(&shared, OwnedFd::from(stop_read)))?
+        };
+        Ok(Snapshot { shared, handler: Some(handler), stop: Some(stop_write) })
     }
-    let started = Instant::now();
-    let shared: Vec<Arc<Shared>> = processes.into_iter().map(|p| Arc::new(Shared::new(p))).collect();
-    let (stop_read, stop_write) = io::pipe().map_err(|source| CopyError::Write { pid: shared[0].pid, source })?;
-    let first_pid = shared[0].pid;
-    let handler = {
-        let shared = shared.clone();
-        std::thread::Builder::new()
-            .name("crust-uffd".into())
-            .spawn(move || handle_faults(&shared, OwnedFd::from(stop_read)))
-            .map_err(|source| CopyError::Write { pid: first_pid, source })?
-    };
-    let mut result = Ok(0);
-    for process in &shared {
-        match copy_process(process, options) {
-            Ok(pages) => {
-                if let Ok(total) = result.as_mut() {
-                    *total += pages;
+
+    /// Whether no process was armed.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.shared.is_empty()
+    }
+
+    /// Copies the pages of every armed process (the tree runs meanwhile) and lifts the
+    /// protection; pages written over all processes.
+    pub(crate) fn copy(mut self, options: CopyOptions) -> Result<u64, CopyError> {
+        let started = Instant::now();
+        let mut result = Ok(0);
+        for process in &self.shared {
+            match copy_process(process, options) {
+                Ok(pages) => {
+                    if let Ok(total) = result.as_mut() {
+                        *total += pages;
+                    }
+                }
+                Err(error) => {
+                    result = Err(error);
+                    break;
                 }
             }
-            Err(error) => {
-                result = Err(error);
-                break;
+        }
+        let faults = self.stop_handler();
+        if result.is_ok() {
+            for process in &self.shared {
+                if let Some(reason) = process.state().broken.clone() {
+                    result = Err(CopyError::Broken { pid: process.pid, reason });
+                    break;
+                }
             }
         }
-    }
-    drop(stop_write);
-    let handled = handler.join();
-    if result.is_ok() {
-        for process in &shared {
-            if let Some(reason) = process.state().broken.clone() {
-                result = Err(CopyError::Broken { pid: process.pid, reason });
-                break;
-            }
-        }
-    }
-    if let Ok(faults) = handled {
         log::info!(
             "copy-on-write: {} pages copied after release in {:?}, {faults} write faults served",
             result.as_ref().copied().unwrap_or(0),
             started.elapsed()
         );
+        // Dropping `self` closes the userfaultfds: every area unregistered, every waiting
+        // thread woken.
+        result
     }
-    // Dropping `shared` closes the userfaultfds: every area unregistered, every waiting
-    // thread woken.
-    result
+
+    /// Stops the handler thread; the faults it served.
+    fn stop_handler(&mut self) -> usize {
+        self.stop.take();
+        self.handler.take().and_then(|handler| handler.join().ok()).unwrap_or(0)
+    }
+}
+
+impl Drop for Snapshot {
+    fn drop(&mut self) {
+        self.stop_handler();
+    }
 }
 
 /// What a page of a run is.
