@@ -100,9 +100,9 @@ pub(crate) fn dump_memory(
 /// Dumps every memory area like [`dump_memory`], for a process that stays frozen only
 /// until its memory is write-protected (`snapshot.rs`): the pagemap is read now, pages
 /// are placed in `pages-N.img` in pagemap order at fixed offsets, the private anonymous
-/// areas with pages to dump are registered with `arming`'s userfaultfd and
-/// write-protected, and the pages of every other area (or of an area the kernel would
-/// not register) are copied now. The armed process's pages are copied by
+/// areas are registered with `arming`'s userfaultfd and write-protected (on a second
+/// thread, while the pagemap is read), and the pages of every other area (or of an
+/// area the kernel would not register or protect) are copied now. The armed process's pages are copied by
 /// [`crate::snapshot::copy`] once the tree runs again.
 #[allow(clippy::too_many_arguments)] // one caller, each argument a different thing it owns
 pub(crate) fn dump_memory_armed(

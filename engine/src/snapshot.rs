@@ -31,7 +31,12 @@
 //! target running with its memory as it made it.
 //!
 //! Not covered (the frozen copy has the same limits): device DMA into pages pinned before
-//! the freeze (io_uring fixed buffers, RDMA), which bypasses the page tables.
+//! the freeze (io_uring fixed buffers, RDMA), which bypasses the page tables. Visible to
+//! the target during the copy: its own UFFDIO_REGISTER of an armed area fails with EBUSY.
+//!
+//! Why userfaultfd and not a forked copy of the target (the kernel's own COW): a child
+//! of the target is visible to it (a pid, `wait(__WALL)` reaping it, SIGCHLD, its
+//! `/proc/PID/task/*/children`), and it would need the target's cooperation to fork.
 
 use std::fs::File;
 use std::io;
@@ -538,7 +543,14 @@ fn copy_runs(
 fn write_jobs(out: File, jobs: Receiver<WriteJob>, give_back: Sender<Vec<u8>>) -> io::Result<()> {
     while let Ok(job) = jobs.recv() {
         for (from, offset, len) in job.pieces {
-            out.write_all_at(&job.buffer[from..from + len], offset)?;
+            // In WRITE_CHUNK writes: big writes stall on large page-cache folios
+            // (fast_pages.rs).
+            let mut done = 0;
+            while done < len {
+                let step = (len - done).min(crate::fast_pages::WRITE_CHUNK);
+                out.write_all_at(&job.buffer[from + done..from + done + step], offset + done as u64)?;
+                done += step;
+            }
         }
         let _ = give_back.send(job.buffer);
     }

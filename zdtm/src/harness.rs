@@ -539,6 +539,10 @@ impl Harness {
                     bail!("iteration {iteration}: pid {root} gone after dump --leave-running");
                 }
                 self.kill_tree(live);
+                // Take the original's exit status now: the reaper records it just after
+                // its pid leaves /proc, so `forget` below could come first and the
+                // restored process (same pid) would inherit this SIGKILL as its end.
+                let _ = self.reaper.wait_exit(root, GONE_TIMEOUT);
             } else if self.reaper.wait_exit(root, GONE_TIMEOUT).is_none() {
                 bail!(
                     "iteration {iteration}: pid {root} still alive {}s after dump",
