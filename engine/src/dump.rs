@@ -129,8 +129,10 @@ pub enum DumpError {
     RemoteSyscall { pid: i32, call: Sys, errno: i64 },
     #[error("dump pid {pid}: fault injected after step {step}")]
     FaultInjected { pid: i32, step: &'static str },
+    /// The copy after a copy-on-write release failed; `frozen`: how long the tree had
+    /// been frozen before that release.
     #[error("dump pid {pid}: {source}")]
-    Snapshot { pid: i32, source: crate::snapshot::CopyError },
+    Snapshot { pid: i32, source: crate::snapshot::CopyError, frozen: Duration },
 }
 
 pub(crate) fn io_err(pid: i32, what: impl Into<String>) -> impl FnOnce(io::Error) -> DumpError {
@@ -403,11 +405,13 @@ fn children_of(pid: i32, threads: &[FrozenThread]) -> Result<Vec<i32>, DumpError
 /// Dumps the process tree rooted at `options.pid` into `options.dir`.
 pub fn dump(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     match dump_once(options) {
-        Err(DumpError::Snapshot { pid, source: source @ crate::snapshot::CopyError::Broken { .. } }) => {
+        Err(DumpError::Snapshot { pid, source: source @ crate::snapshot::CopyError::Broken { .. }, frozen }) => {
             // The target runs on unharmed; a dump that copies while frozen does not
-            // depend on what it does next.
+            // depend on what it does next. The report counts both freezes.
             log::warn!("dump pid {pid}: {source}; dumping again, copying the pages while frozen");
-            dump_once(&DumpOptions { frozen_copy: true, ..options.clone() })
+            let mut report = dump_once(&DumpOptions { frozen_copy: true, ..options.clone() })?;
+            report.frozen += frozen;
+            Ok(report)
         }
         other => other,
     }
@@ -534,7 +538,7 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
         }
         snapshot.copy(copy_options).map_err(|source| match source {
             crate::snapshot::CopyError::FaultInjected => DumpError::FaultInjected { pid: root, step: DumpStep::Pages.name() },
-            source => DumpError::Snapshot { pid: root, source },
+            source => DumpError::Snapshot { pid: root, source, frozen: frozen_for },
         })?;
     }
     Ok(DumpReport { frozen: frozen_for, total: started.elapsed(), pages, vmas: vma_count, processes, threads })
