@@ -454,9 +454,17 @@ fn copy_process(process: &Shared, options: CopyOptions) -> Result<u64, CopyError
     let copied = copied?;
     written.map_err(|source| CopyError::Write { pid, source })?;
     // Pages the fault handler claimed may still be on their way.
+    let deadline = Instant::now() + Duration::from_secs(30);
     let mut state = process.state();
     while state.left > 0 && state.broken.is_none() {
-        state = process.changed.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
+        let now = Instant::now();
+        if now >= deadline {
+            // The handler thread stopped serving (it cannot, short of a bug): give up
+            // rather than wait for ever; the close at the end frees the target.
+            state.broken = Some(format!("{} pages still claimed by the fault handler after 30 s", state.left));
+            break;
+        }
+        state = process.changed.wait_timeout(state, deadline - now).unwrap_or_else(|poisoned| poisoned.into_inner()).0;
     }
     if let Some(reason) = state.broken.clone() {
         return Err(CopyError::Broken { pid, reason });
