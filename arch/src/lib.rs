@@ -70,6 +70,8 @@ pub enum Sys {
     Shmat,
     /// `exit`: ends the calling thread only.
     Exit,
+    /// `userfaultfd(2)`: the copy-on-write snapshot of `dump --leave-running`.
+    Userfaultfd,
 }
 
 /// Pure ABI of one architecture: compiles and is tested on every host.
@@ -138,6 +140,12 @@ pub trait Abi {
     fn ioctl_write(kind: u8, nr: u8, size: u16) -> u64 {
         const IOC_WRITE: u64 = 1;
         (IOC_WRITE << 30) | (u64::from(size) << 16) | (u64::from(kind) << 8) | u64::from(nr)
+    }
+    /// `_IOWR(kind, nr, size)`: an ioctl request that passes `size` bytes to the kernel
+    /// and back (the userfaultfd requests). Direction bits 30-31 here, 29-31 on powerpc.
+    fn ioctl_read_write(kind: u8, nr: u8, size: u16) -> u64 {
+        const IOC_READ_WRITE: u64 = 3;
+        (IOC_READ_WRITE << 30) | (u64::from(size) << 16) | (u64::from(kind) << 8) | u64::from(nr)
     }
     /// Puts a thread's registers into the image's per-arch thread info of `core`.
     fn regs_to_core(core: &mut crust_images::pb::CoreEntry, regs: &ThreadRegs<Self::Regs>, clear_tid_addr: u64);

@@ -30,6 +30,9 @@ pub struct Engine {
     pub kind: EngineKind,
     /// Its binary or wrapper script.
     pub path: PathBuf,
+    /// Extra arguments of its dump command (`--frozen-copy` to measure crust's old
+    /// `--leave-running` path).
+    pub dump_args: Vec<String>,
 }
 
 impl Engine {
@@ -45,7 +48,8 @@ impl Engine {
 /// The figures of one good round.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Figures {
-    /// How long the target was stopped (crust: seize to kill; CRIU: `frozen_time`), ms.
+    /// How long the target was stopped (crust: seize to kill or release; CRIU:
+    /// `frozen_time`), ms.
     pub freeze_ms: Option<f64>,
     /// Wall time of the dump command, ms.
     pub dump_ms: f64,
@@ -95,11 +99,25 @@ fn measure(engine: &Engine, workload: &Workload, scratch: &Path, images: &Path) 
     let mut running = Running::start(workload, scratch)?;
     let pid = running.pid;
 
-    let dump = run_engine(engine, &["dump", "-t", &pid.to_string(), "-D"], images, "dump.log")?;
+    let pid_text = pid.to_string();
+    let mut dump_args = vec!["dump", "-t", &pid_text];
+    if workload.leave_running {
+        dump_args.push("--leave-running");
+    }
+    dump_args.extend(engine.dump_args.iter().map(String::as_str));
+    dump_args.push("-D");
+    let dump = run_engine(engine, &dump_args, images, "dump.log")?;
     if dump.usage.code != 0 {
         let reason = failure_reason(&dump.stderr, &images.join("dump.log"));
         running.kill();
         return Ok(classify(engine, "dump", reason));
+    }
+    if workload.leave_running {
+        // The original ran on: it must be the process it was.
+        if let Err(error) = running.verify(Duration::from_secs(60)) {
+            running.kill();
+            return Ok(Outcome::Failed(format!("{} dump --leave-running: the original after the dump: {error:#}", engine.name())));
+        }
     }
     running.reap_after_dump();
     let freeze_ms = match engine.kind {
@@ -226,7 +244,7 @@ mod tests {
 
     #[test]
     fn classifies_unsupported() {
-        let engine = Engine { kind: EngineKind::Crust, path: "crust".into() };
+        let engine = Engine { kind: EngineKind::Crust, path: "crust".into(), dump_args: Vec::new() };
         let outcome = classify(&engine, "dump", "dump pid 1: not supported: a process with 100 threads".into());
         assert!(matches!(outcome, Outcome::Unsupported(_)));
         assert!(matches!(classify(&engine, "dump", "EPERM".into()), Outcome::Failed(_)));

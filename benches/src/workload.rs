@@ -24,22 +24,30 @@ pub struct Workload {
     pub kind: &'static str,
     /// Its COUNT argument (bytes for `anon`).
     pub count: u64,
+    /// Dumped with `--leave-running`: the original must still be intact after the dump
+    /// (checked before it is killed for the restore).
+    pub leave_running: bool,
 }
 
 impl Workload {
     /// An idle small process.
     pub fn idle() -> Workload {
-        Workload { name: "idle".into(), kind: "idle", count: 0 }
+        Workload { name: "idle".into(), kind: "idle", count: 0, leave_running: false }
     }
 
     /// `bytes` of touched anonymous memory (distinct non-zero pages).
     pub fn anon(bytes: u64) -> Workload {
-        Workload { name: format!("anon-{}", size_label(bytes)), kind: "anon", count: bytes }
+        Workload { name: format!("anon-{}", size_label(bytes)), kind: "anon", count: bytes, leave_running: false }
+    }
+
+    /// The same, dumped with `--leave-running` (named `anon-1G-R`).
+    pub fn anon_leave_running(bytes: u64) -> Workload {
+        Workload { name: format!("anon-{}-R", size_label(bytes)), leave_running: true, ..Workload::anon(bytes) }
     }
 
     /// Any other kind with a count: `vmas`, `threads`, `tree`, `fds`.
     pub fn counted(kind: &'static str, count: u64) -> Workload {
-        Workload { name: format!("{kind}-{count}"), kind, count }
+        Workload { name: format!("{kind}-{count}"), kind, count, leave_running: false }
     }
 
     /// Anonymous memory size, for the time-against-size plot.

@@ -52,8 +52,14 @@ pub struct DumpArgs {
     /// needs the nft command
     #[arg(long = "tcp-established")]
     pub tcp_established: bool,
+    /// With --leave-running: keep the tree frozen while its pages are copied, instead
+    /// of the copy-on-write snapshot that lets it run during the copy
+    #[arg(long = "frozen-copy")]
+    pub frozen_copy: bool,
     /// Testing: fail the dump right after this step (seize, collect, parasite, memory,
-    /// files, images); the target must keep running unchanged
+    /// files, images, pages: halfway through the pages copied after a copy-on-write
+    /// release, pages-killed: crust SIGKILLs itself there); the target must keep running
+    /// unchanged
     #[arg(long = "fault-inject", hide = true)]
     pub fault_inject: Option<String>,
     /// An earlier dump (a pre-dump) to build on, relative to the images directory:
@@ -121,6 +127,7 @@ pub fn run(cmd: CrCmd) -> anyhow::Result<i32> {
                 pid: args.pid,
                 dir: args.common.images_dir.clone(),
                 leave_running: args.leave_running,
+                frozen_copy: args.frozen_copy,
                 tcp_established: args.tcp_established,
                 shell_job: args.common.shell_job,
                 fail_after,

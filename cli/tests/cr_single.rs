@@ -39,7 +39,7 @@ fn failed_dump_leaves_target_running_unchanged() {
     subreaper();
     let dir = tempdir("fault");
     let binary = build_target(&dir);
-    for step in ["seize", "collect", "parasite", "memory", "files", "images"] {
+    for step in ["seize", "collect", "parasite", "memory", "files", "images", "pages"] {
         let out = dir.join(format!("{step}.out"));
         let pid = start_target(&binary, &out, 16);
         let maps_before = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();

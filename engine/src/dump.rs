@@ -36,6 +36,9 @@ pub struct DumpOptions {
     pub tcp_established: bool,
     /// The target is attached to the caller's terminal session.
     pub shell_job: bool,
+    /// With `leave_running`: copy every page while the tree is frozen, instead of
+    /// the copy-on-write snapshot (`snapshot.rs`) that releases the tree first.
+    pub frozen_copy: bool,
     /// Fault injection for tests: fail right after this step.
     pub fail_after: Option<DumpStep>,
     /// An earlier dump (a pre-dump) this one builds on, relative to `dir` unless
@@ -52,12 +55,26 @@ pub enum DumpStep {
     Memory,
     Files,
     Images,
+    /// Pages copied after the tree runs again (copy-on-write `--leave-running`); an
+    /// injected fault hits halfway through them.
+    Pages,
+    /// The same place, but crust kills itself (SIGKILL) instead of failing: what the
+    /// kernel does with the target when crust dies mid-copy.
+    PagesKilled,
 }
 
 impl DumpStep {
     /// All steps in order.
-    pub const ALL: [DumpStep; 6] =
-        [Self::Seize, Self::Collect, Self::Parasite, Self::Memory, Self::Files, Self::Images];
+    pub const ALL: [DumpStep; 8] = [
+        Self::Seize,
+        Self::Collect,
+        Self::Parasite,
+        Self::Memory,
+        Self::Files,
+        Self::Images,
+        Self::Pages,
+        Self::PagesKilled,
+    ];
 
     /// The step's name on the command line.
     pub fn name(self) -> &'static str {
@@ -68,6 +85,8 @@ impl DumpStep {
             Self::Memory => "memory",
             Self::Files => "files",
             Self::Images => "images",
+            Self::Pages => "pages",
+            Self::PagesKilled => "pages-killed",
         }
     }
 
@@ -113,6 +132,10 @@ pub enum DumpError {
     RemoteSyscall { pid: i32, call: Sys, errno: i64 },
     #[error("dump pid {pid}: fault injected after step {step}")]
     FaultInjected { pid: i32, step: &'static str },
+    /// The copy after a copy-on-write release failed; `frozen`: how long the tree had
+    /// been frozen before that release.
+    #[error("dump pid {pid}: {source}")]
+    Snapshot { pid: i32, source: crate::snapshot::CopyError, frozen: Duration },
 }
 
 pub(crate) fn io_err(pid: i32, what: impl Into<String>) -> impl FnOnce(io::Error) -> DumpError {
@@ -397,10 +420,28 @@ fn children_of(pid: i32, threads: &[FrozenThread]) -> Result<Vec<i32>, DumpError
 
 /// Dumps the process tree rooted at `options.pid` into `options.dir`.
 pub fn dump(options: &DumpOptions) -> Result<DumpReport, DumpError> {
+    match dump_once(options) {
+        Err(DumpError::Snapshot { pid, source: source @ crate::snapshot::CopyError::Broken { .. }, frozen }) => {
+            // The target runs on unharmed; a dump that copies while frozen does not
+            // depend on what it does next. The report counts both freezes.
+            log::warn!("dump pid {pid}: {source}; dumping again, copying the pages while frozen");
+            let mut report = dump_once(&DumpOptions { frozen_copy: true, ..options.clone() })?;
+            report.frozen += frozen;
+            Ok(report)
+        }
+        other => other,
+    }
+}
+
+fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     let root = options.pid;
     let started = Instant::now();
     let fault = |step: DumpStep| -> Result<(), DumpError> {
         if options.fail_after == Some(step) {
+            if step == DumpStep::PagesKilled {
+                // What the kernel does with the target when crust dies right here.
+                let _ = sys::send_signal(std::process::id() as i32, libc::SIGKILL);
+            }
             return Err(DumpError::FaultInjected { pid: root, step: step.name() });
         }
         Ok(())
@@ -439,6 +480,10 @@ pub fn dump(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     files.tcp_established = options.tcp_established;
     let mut memory = Vec::new();
     let (mut pages, mut vma_count) = (0, 0);
+    // Processes whose pages are copied after the release (copy-on-write snapshot); their
+    // userfaultfds close (lifting every protection) on every error path.
+    let mut armed = Vec::new();
+    let cow = options.leave_running && !options.frozen_copy;
     for (index, (process, collected)) in frozen.processes.iter().filter(|p| !p.is_zombie()).zip(&collected).enumerate() {
         let pid = process.proc_pid();
         let mem = fs::File::open(format!("/proc/{pid}/mem")).map_err(io_err(pid, "open /proc/PID/mem"))?;
@@ -449,6 +494,22 @@ pub fn dump(options: &DumpOptions) -> Result<DumpReport, DumpError> {
                 .map_err(|what| DumpError::Io { pid, what: "read the parent dump".into(), source: io::Error::other(what) })?,
             None => None,
         };
+        // Pages compared with a parent dump are read while frozen: no snapshot then.
+        if cow && parent.is_none() {
+            match open_snapshot(process, collected, &mem) {
+                Ok(arming) => {
+                    let (vmas, written, process_armed) = crate::memory::dump_memory_armed(
+                        pid, &options.dir, collected, &mem, &mut files, index as u32 + 1, image_pid, arming,
+                    )?;
+                    pages += written;
+                    vma_count += vmas.len();
+                    memory.push(vmas);
+                    armed.push(process_armed);
+                    continue;
+                }
+                Err(error) => log::info!("pid {pid}: no copy-on-write snapshot, pages copied while frozen: {error}"),
+            }
+        }
         let pipes = if parent.is_some() { None } else { open_page_pipes(process, collected, &mem) };
         let (vmas, written) = crate::memory::dump_memory(
             pid,
@@ -465,6 +526,9 @@ pub fn dump(options: &DumpOptions) -> Result<DumpReport, DumpError> {
         vma_count += vmas.len();
         memory.push(vmas);
     }
+    // The fault handler runs from here on: the tree stays frozen until the images are
+    // written, but a thread leaving its stop may already write a protected page.
+    let snapshot = crate::snapshot::Snapshot::start(armed).map_err(io_err(root, "start the userfaultfd handler"))?;
     fault(DumpStep::Memory)?;
 
     let mut process_files = Vec::new();
@@ -501,13 +565,30 @@ pub fn dump(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     let processes = frozen.processes.len();
     let threads = frozen.processes.iter().map(|p| p.threads.len()).sum();
     if options.leave_running {
+        if snapshot.is_empty() {
+            fault(DumpStep::Pages)?;
+            fault(DumpStep::PagesKilled)?;
+        }
         files.release_tcp();
         frozen.release();
     } else {
+        fault(DumpStep::Pages)?;
+        fault(DumpStep::PagesKilled)?;
         files.keep_tcp_locked();
         frozen.kill();
     }
     let frozen_for = frozen_at.elapsed();
+    if !snapshot.is_empty() {
+        let mut copy_options = crate::snapshot::CopyOptions::default();
+        if matches!(options.fail_after, Some(DumpStep::Pages | DumpStep::PagesKilled)) {
+            copy_options.fail_after_pages = Some(pages / 2);
+            copy_options.kill_instead = options.fail_after == Some(DumpStep::PagesKilled);
+        }
+        snapshot.copy(copy_options).map_err(|source| match source {
+            crate::snapshot::CopyError::FaultInjected => DumpError::FaultInjected { pid: root, step: DumpStep::Pages.name() },
+            source => DumpError::Snapshot { pid: root, source, frozen: frozen_for },
+        })?;
+    }
     Ok(DumpReport { frozen: frozen_for, total: started.elapsed(), pages, vmas: vma_count, processes, threads })
 }
 
@@ -637,6 +718,19 @@ fn open_page_pipes(
             None
         }
     }
+}
+
+/// The process's userfaultfd for the copy-on-write snapshot (`snapshot.rs`), made in its
+/// leader; an error where it cannot have one (then its pages are copied while frozen).
+fn open_snapshot(
+    process: &FrozenProcess,
+    collected: &Collected,
+    mem: &fs::File,
+) -> Result<crate::snapshot::Arming, String> {
+    let leader = process.threads.first().ok_or("no thread")?;
+    let vdso = collected.smaps.iter().find(|e| e.map.name == "[vdso]").ok_or("no vdso")?;
+    let syscall_ip = infect::find_syscall_in_vdso(leader.tid, mem, vdso.map.start, vdso.map.end).map_err(|e| e.to_string())?;
+    crate::snapshot::Arming::open(process.proc_pid(), leader.tid, syscall_ip, leader.regs.gpr).map_err(|e| format!("userfaultfd: {e}"))
 }
 
 fn query_process(process: &FrozenProcess, collected: &Collected) -> Result<ProcessQueries, DumpError> {

@@ -331,7 +331,7 @@ pub fn set_pipe_size(pipe: &OwnedFd, bytes: usize) -> io::Result<usize> {
 /// `process_vm_readv(pid, [local], [addr..addr+len])`: bytes read, which is short when a
 /// page in the range cannot be read.
 #[doc(alias = "process_vm_readv")]
-fn read_remote(pid: i32, local: &mut [u8], addr: u64) -> io::Result<usize> {
+pub(crate) fn read_remote(pid: i32, local: &mut [u8], addr: u64) -> io::Result<usize> {
     let mut total = 0usize;
     while total < local.len() {
         let rest = &mut local[total..];

@@ -19,3 +19,5 @@ mod page_sources;
 mod incremental;
 mod remote_pipes;
 pub mod fast_pages;
+mod snapshot;
+mod uffd;

@@ -16,6 +16,7 @@ use crate::files::FileTable;
 use crate::incremental::Parent;
 use crate::procfs::MapsLine;
 use crate::remote_pipes::RemotePipes;
+use crate::snapshot::{ArmedProcess, Arming, Run};
 use crate::sys;
 use crate::vma_status as vs;
 
@@ -111,6 +112,207 @@ pub(crate) fn dump_memory(
     }
     pagemap_out.finish().map_err(|source| DumpError::Image { pid, source })?;
     Ok((vmas, total_pages))
+}
+
+/// Dumps every memory area like [`dump_memory`], for a process that stays frozen only
+/// until its memory is write-protected (`snapshot.rs`): the pagemap is read now, pages
+/// are placed in `pages-N.img` in pagemap order at fixed offsets, the private anonymous
+/// areas are registered with `arming`'s userfaultfd and write-protected (on a second
+/// thread, while the pagemap is read), and the pages of every other area (or of an
+/// area the kernel would not register or protect) are copied now. The armed process's pages are copied by
+/// [`crate::snapshot::copy`] once the tree runs again.
+#[allow(clippy::too_many_arguments)] // one caller, each argument a different thing it owns
+pub(crate) fn dump_memory_armed(
+    pid: i32,
+    dir: &Path,
+    collected: &Collected,
+    mem: &File,
+    files: &mut FileTable,
+    pages_id: u32,
+    image_pid: i32,
+    mut arming: Arming,
+) -> Result<(Vec<pb::VmaEntry>, u64, ArmedProcess), DumpError> {
+    let page = sys::page_size();
+    let pagemap = File::open(format!("/proc/{pid}/pagemap")).map_err(io_err(pid, "open pagemap"))?;
+    let pages_path = dir.join(ImageKind::Pages.file_name(pages_id as u64));
+    let pages_file =
+        File::create(&pages_path).map_err(io_err(pid, format!("create {}", pages_path.display())))?;
+    let mut pagemap_out = ImageWriter::create(dir, ImageKind::Pagemap, image_pid as u64)
+        .map_err(|source| DumpError::Image { pid, source })?;
+    pagemap_out
+        .write_entry(&pb::PagemapHead { pages_id })
+        .map_err(|source| DumpError::Image { pid, source })?;
+
+    // Classify every area, and register the ones the snapshot may protect.
+    let mut areas = Vec::new();
+    for entry in &collected.smaps {
+        let map = &entry.map;
+        let Some(mut vma) = classify_vma(pid, map, &entry.vm_flags, files)? else { continue };
+        vma.fd = -1;
+        let registered = snapshot_can_protect(vma.status, map.shared, &entry.vm_flags)
+            && match arming.register(map.start, map.end) {
+                Ok(()) => true,
+                Err(error) => {
+                    log::info!("pid {pid}: area {:#x}-{:#x} copied while frozen: not registered: {error}", map.start, map.end);
+                    false
+                }
+            };
+        areas.push((map, vma, registered));
+    }
+    let protected: Vec<(u64, u64)> = areas.iter().filter(|a| a.2).map(|a| (a.0.start, a.0.end)).collect();
+
+    // Write-protect them on a second core while this one reads the pagemap (both only
+    // walk the page tables of the frozen process, so neither changes what the other sees)
+    // and copies the areas that stay unprotected.
+    let mut total_pages = 0u64;
+    let mut offset = 0u64;
+    let mut buffer = Vec::new();
+    let timer = std::time::Instant::now();
+    let arming_ref = &arming;
+    let (protect_results, protect_time, area_runs) = std::thread::scope(|scope| -> Result<_, DumpError> {
+        let protecting = scope.spawn(move || {
+            let timer = std::time::Instant::now();
+            (arming_ref.write_protect(&protected), timer.elapsed())
+        });
+        let mut area_runs = Vec::new();
+        let walked = (|| -> Result<(), DumpError> {
+            for (map, vma, registered) in &areas {
+                let mut runs = Vec::new();
+                for_each_run(pid, &pagemap, map.start, map.end, vma.status, |addr, pages| {
+                    runs.push(Run { addr, pages, offset });
+                    offset += pages * page;
+                })?;
+                for run in &runs {
+                    pagemap_out
+                        .write_entry(&pb::PagemapEntry::run(run.addr, run.pages, PE_PRESENT))
+                        .map_err(|source| DumpError::Image { pid, source })?;
+                    total_pages += run.pages;
+                }
+                if !registered {
+                    for run in &runs {
+                        copy_now(pid, mem, &pages_file, run, map.read, &mut buffer)?;
+                    }
+                }
+                area_runs.push(runs);
+            }
+            Ok(())
+        })();
+        let (results, protect_time) = protecting.join().map_err(|_| DumpError::Io {
+            pid,
+            what: "write-protect thread".into(),
+            source: std::io::Error::other("panicked"),
+        })?;
+        walked?;
+        Ok((results, protect_time, area_runs))
+    })?;
+    let walk_time = timer.elapsed();
+    let mut protect_results = protect_results.into_iter();
+    let mut vmas = Vec::new();
+    for ((map, vma, registered), runs) in areas.into_iter().zip(area_runs) {
+        if registered {
+            match protect_results.next().expect("one result per protected area") {
+                Ok(()) if !runs.is_empty() => arming.arm(map.start, map.end, map.read, runs),
+                Ok(()) => {}
+                Err(error) => {
+                    log::info!("pid {pid}: area {:#x}-{:#x} copied while frozen: not write-protected: {error}", map.start, map.end);
+                    for run in &runs {
+                        copy_now(pid, mem, &pages_file, run, map.read, &mut buffer)?;
+                    }
+                }
+            }
+        }
+        vmas.push(vma);
+    }
+    pagemap_out.finish().map_err(|source| DumpError::Image { pid, source })?;
+    log::info!(
+        "pid {pid}: {} of {total_pages} pages left to copy after release (frozen: pagemap read and other \
+         areas copied {walk_time:?}, beside it write-protect {protect_time:?})",
+        arming.pages()
+    );
+    let own_mem = File::open(format!("/proc/{pid}/mem")).map_err(io_err(pid, "open /proc/PID/mem"))?;
+    Ok((vmas, total_pages, arming.finish(pages_file, own_mem)))
+}
+
+/// Whether an area's pages may be left to the copy-on-write snapshot: private anonymous
+/// memory (heap and stacks too) that no userfaultfd of the target's own watches and that
+/// KSM does not merge. Everything else (file and shared memory, the vDSO) is copied
+/// while frozen.
+fn snapshot_can_protect(status: u32, shared: bool, vm_flags: &[String]) -> bool {
+    let has = |f: &str| vm_flags.iter().any(|v| v == f);
+    status & vs::ANON_PRIVATE != 0
+        && !shared
+        && !has("uf")
+        && !has("uw")
+        && !has("ui")
+        && !has("mg")
+        && status & (vs::VDSO | vs::VVAR | vs::VSYSCALL) == 0
+}
+
+/// Reads the pagemap of `start..end` and calls `run(addr, pages)` for each run of pages
+/// the image keeps ([`wants_page`]).
+fn for_each_run(
+    pid: i32,
+    pagemap: &File,
+    start: u64,
+    end: u64,
+    status: u32,
+    mut run: impl FnMut(u64, u64),
+) -> Result<(), DumpError> {
+    let page = sys::page_size();
+    let npages = (end - start) / page;
+    let mut bytes = Vec::new();
+    let mut entries = Vec::new();
+    let mut index = 0u64;
+    const CHUNK: u64 = 65536;
+    // A run that goes on across a chunk boundary is reported once.
+    let mut open: Option<(u64, u64)> = None;
+    while index < npages {
+        let count = CHUNK.min(npages - index);
+        bytes.resize((count * 8) as usize, 0);
+        pagemap
+            .read_exact_at(&mut bytes, (start / page + index) * 8)
+            .map_err(io_err(pid, format!("read pagemap at {:#x}", start + index * page)))?;
+        entries.clear();
+        entries.extend(bytes.chunks_exact(8).map(|b| u64::from_ne_bytes(b.try_into().expect("8 bytes"))));
+        for (first, pages) in page_runs(&entries, |bits| wants_page(status, bits)) {
+            let addr = start + (index + first) * page;
+            match open.as_mut() {
+                Some((open_addr, open_pages)) if *open_addr + *open_pages * page == addr => *open_pages += pages,
+                _ => {
+                    if let Some((a, p)) = open.take() {
+                        run(a, p);
+                    }
+                    open = Some((addr, pages));
+                }
+            }
+        }
+        index += count;
+    }
+    if let Some((a, p)) = open {
+        run(a, p);
+    }
+    Ok(())
+}
+
+/// Copies a run of a stopped process into the pages file at the run's offset.
+fn copy_now(pid: i32, mem: &File, out: &File, run: &Run, readable: bool, buffer: &mut Vec<u8>) -> Result<(), DumpError> {
+    let page = sys::page_size();
+    let len = run.pages * page;
+    let mut done = 0u64;
+    buffer.resize(crate::fast_pages::READ_BUFFER, 0);
+    while done < len {
+        let step = (len - done).min(buffer.len() as u64) as usize;
+        let target = &mut buffer[..step];
+        let addr = run.addr + done;
+        let read = if readable { crate::fast_pages::read_remote(pid, target, addr).unwrap_or(0) } else { 0 };
+        if read < step {
+            mem.read_exact_at(&mut target[read..], addr + read as u64)
+                .map_err(io_err(pid, format!("read pages at {:#x}", addr + read as u64)))?;
+        }
+        out.write_all_at(target, run.offset + done).map_err(io_err(pid, "write pages"))?;
+        done += step as u64;
+    }
+    Ok(())
 }
 
 /// CRIU's pagemap entry flags: the pages are in this image's pages file, or in the

@@ -141,6 +141,7 @@ impl crate::Abi for Aarch64 {
             Sys::Vmsplice => 75,
             Sys::Shmat => 196,
             Sys::Exit => 93,
+            Sys::Userfaultfd => 282,
         })
     }
 

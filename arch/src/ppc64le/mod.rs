@@ -168,6 +168,7 @@ impl crate::Abi for Ppc64le {
             Sys::Vmsplice => 285,
             Sys::Shmat => 397,
             Sys::Exit => 1,
+            Sys::Userfaultfd => 364,
         })
     }
 
@@ -270,6 +271,11 @@ impl crate::Abi for Ppc64le {
     fn ioctl_write(kind: u8, nr: u8, size: u16) -> u64 {
         const IOC_WRITE: u64 = 4;
         (IOC_WRITE << 29) | (u64::from(size & 0x1fff) << 16) | (u64::from(kind) << 8) | u64::from(nr)
+    }
+
+    fn ioctl_read_write(kind: u8, nr: u8, size: u16) -> u64 {
+        const IOC_READ_WRITE: u64 = 2 | 4;
+        (IOC_READ_WRITE << 29) | (u64::from(size & 0x1fff) << 16) | (u64::from(kind) << 8) | u64::from(nr)
     }
 
     fn regs_to_core(core: &mut pb::CoreEntry, regs: &ThreadRegs<Regs>, clear_tid_addr: u64) {
@@ -392,6 +398,11 @@ mod tests {
         // TFD_IOC_SET_TICKS = _IOW('T', 0, u64)
         assert_eq!(Ppc64le::ioctl_write(b'T', 0, 8), 0x8008_5400);
         assert_eq!(crate::x86_64::X86_64::ioctl_write(b'T', 0, 8), 0x4008_5400);
+        // UFFDIO_REGISTER = _IOWR(0xAA, 0x00, struct uffdio_register): 0xc020aa00 on x86.
+        assert_eq!(crate::x86_64::X86_64::ioctl_read_write(0xAA, 0, 32), 0xc020_aa00);
+        assert_eq!(Ppc64le::ioctl_read_write(0xAA, 0, 32), 0xc020_aa00);
+        // UFFDIO_API = _IOWR(0xAA, 0x3F, struct uffdio_api).
+        assert_eq!(crate::x86_64::X86_64::ioctl_read_write(0xAA, 0x3f, 24), 0xc018_aa3f);
     }
     use crate::Abi;
 

@@ -124,6 +124,7 @@ impl crate::Abi for S390x {
             Sys::Vmsplice => 309,
             Sys::Shmat => 397,
             Sys::Exit => 1,
+            Sys::Userfaultfd => 355,
         })
     }
 

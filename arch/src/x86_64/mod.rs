@@ -134,6 +134,7 @@ impl crate::Abi for X86_64 {
             Sys::Vmsplice => 278,
             Sys::Shmat => 30,
             Sys::Exit => 60,
+            Sys::Userfaultfd => 323,
         })
     }
 

@@ -3,7 +3,14 @@
 //!
 //! ```text
 //! crust-bench --crust PATH [--quick] [--vs-criu PATH] [--sizes 64M,256M,1G] [--reps N]
-//!             [--only NAME,...] [--out DIR] [--scratch DIR]
+//!             [--only NAME,...] [--out DIR] [--scratch DIR] [--leave-running] [--frozen-copy]
+//! ```
+//!
+//! `--leave-running` adds an `anon-SIZE-R` workload per size, dumped with
+//! `--leave-running`; `--frozen-copy` passes crust's `--frozen-copy` (its pages copied
+//! while the target is frozen, the path before the copy-on-write snapshot).
+//!
+//! ```text
 //! ```
 
 use std::path::PathBuf;
@@ -24,15 +31,18 @@ struct Options {
     only: Option<Vec<String>>,
     out: Option<PathBuf>,
     scratch: PathBuf,
+    leave_running: bool,
+    frozen_copy: bool,
 }
 
 fn main() -> anyhow::Result<()> {
     let options = parse_options(std::env::args().skip(1).collect())?;
     sys::become_subreaper().context("become a child subreaper")?;
     let workloads = select_workloads(&options);
-    let mut engines = vec![Engine { kind: EngineKind::Crust, path: options.crust.clone() }];
+    let crust_dump_args = if options.frozen_copy { vec!["--frozen-copy".to_string()] } else { Vec::new() };
+    let mut engines = vec![Engine { kind: EngineKind::Crust, path: options.crust.clone(), dump_args: crust_dump_args }];
     if let Some(criu) = &options.criu {
-        engines.push(Engine { kind: EngineKind::Criu, path: criu.clone() });
+        engines.push(Engine { kind: EngineKind::Criu, path: criu.clone(), dump_args: Vec::new() });
     }
     std::fs::create_dir_all(&options.scratch).with_context(|| format!("create {}", options.scratch.display()))?;
     let place = RoundPlace { scratch: &options.scratch };
@@ -121,6 +131,9 @@ fn describe(outcome: &Outcome) -> String {
 fn select_workloads(options: &Options) -> Vec<Workload> {
     let mut workloads = vec![Workload::idle()];
     workloads.extend(options.sizes.iter().map(|&bytes| Workload::anon(bytes)));
+    if options.leave_running {
+        workloads.extend(options.sizes.iter().map(|&bytes| Workload::anon_leave_running(bytes)));
+    }
     workloads.push(Workload::counted("vmas", 10_000));
     workloads.push(Workload::counted("threads", 100));
     workloads.push(Workload::counted("tree", 100));
@@ -140,6 +153,8 @@ fn parse_options(args: Vec<String>) -> anyhow::Result<Options> {
     let mut only = None;
     let mut out = None;
     let mut scratch = PathBuf::from("target/bench");
+    let mut leave_running = false;
+    let mut frozen_copy = false;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().with_context(|| format!("{name} needs a value"));
@@ -154,6 +169,8 @@ fn parse_options(args: Vec<String>) -> anyhow::Result<Options> {
             "--only" => only = Some(value("--only")?.split(',').map(str::to_string).collect()),
             "--out" => out = Some(PathBuf::from(value("--out")?)),
             "--scratch" => scratch = PathBuf::from(value("--scratch")?),
+            "--leave-running" => leave_running = true,
+            "--frozen-copy" => frozen_copy = true,
             other => bail!("crust-bench: unknown option {other}"),
         }
     }
@@ -172,6 +189,8 @@ fn parse_options(args: Vec<String>) -> anyhow::Result<Options> {
         only,
         out,
         scratch: std::path::absolute(&scratch).unwrap_or(scratch),
+        leave_running,
+        frozen_copy,
     })
 }
 
@@ -209,8 +228,10 @@ fn report_markdown(options: &Options, engines: &[Engine], table: &str, notes: &[
         engines.iter().map(|e| e.name()).collect::<Vec<_>>().join(", ")
     ));
     text.push_str(
-        "freeze: how long the target was stopped (crust: seize to kill, from `-v3`; CRIU: `frozen_time` of \
-         stats-dump). dump/restore: wall time of the command. RSS: peak resident set of the command (wait4).\n\n",
+        "freeze: how long the target was stopped (crust: seize to kill, or to release with `--leave-running`, \
+         from `-v3`; CRIU: `frozen_time` of stats-dump). `-R` workloads are dumped with `--leave-running`: the \
+         original is checked after the dump, then killed, and the images restored. dump/restore: wall time of the \
+         command. RSS: peak resident set of the command (wait4).\n\n",
     );
     text.push_str(table);
     if !notes.is_empty() {

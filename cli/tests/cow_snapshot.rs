@@ -1,0 +1,206 @@
+//! `crust dump --leave-running` with the copy-on-write snapshot, on a process whose
+//! threads keep writing while their pages are copied (`tests/data/stamper.c`): the image
+//! is the memory of one instant (the restored process, continuing from that instant's
+//! registers, finds every page where it left it), the original keeps running with its
+//! memory intact, also when the dump fails or crust is killed halfway through the copy.
+
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+fn crust() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_crust"))
+}
+
+/// Why this machine cannot run these tests, if it cannot.
+fn skip_reason() -> Option<String> {
+    if !std::fs::read_to_string("/proc/self/status").unwrap_or_default().lines().any(|l| l.starts_with("Uid:\t0\t")) {
+        return Some("needs root (ptrace, clone3 set_tid)".into());
+    }
+    if Command::new("cc").arg("--version").stdout(Stdio::null()).status().map(|s| !s.success()).unwrap_or(true) {
+        return Some("needs a C compiler (cc)".into());
+    }
+    if !Path::new("/proc/sys/vm/unprivileged_userfaultfd").exists() {
+        return Some("kernel without userfaultfd".into());
+    }
+    None
+}
+
+fn tempdir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("crust-test-cow-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn build_stamper(dir: &Path) -> PathBuf {
+    let binary = dir.join("stamper");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/stamper.c");
+    let status = Command::new("cc").args(["-O2", "-pthread", "-o"]).arg(&binary).arg(&source).status().unwrap();
+    assert!(status.success(), "compile stamper.c");
+    binary
+}
+
+fn subreaper() {
+    #[allow(unsafe_code)]
+    // SAFETY: PR_SET_CHILD_SUBREAPER takes no pointers.
+    unsafe {
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    }
+}
+
+/// Starts the stamper with a ready pipe on fd 3 and waits until it closes it.
+fn start_stamper(binary: &Path, out: &Path, args: &[&str]) -> i32 {
+    let (mut read, write) = std::io::pipe().unwrap();
+    let write = OwnedFd::from(write);
+    let raw = write.as_raw_fd();
+    let mut command = Command::new(binary);
+    command.arg(out).args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    #[allow(unsafe_code)]
+    // SAFETY: the closure only calls dup2, which is async-signal-safe.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        command.pre_exec(move || {
+            if libc::dup2(raw, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = command.spawn().unwrap();
+    drop(write);
+    drop(command);
+    let mut text = String::new();
+    read.read_to_string(&mut text).unwrap();
+    assert_eq!(text.trim(), child.id().to_string(), "stamper wrote its pid");
+    child.id() as i32
+}
+
+fn wait_exit(pid: i32) -> i32 {
+    let mut status = 0;
+    #[allow(unsafe_code)]
+    // SAFETY: status is a valid out-pointer for the call.
+    let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert_eq!(rc, pid, "waitpid {pid}");
+    status
+}
+
+fn signal(pid: i32, sig: i32) {
+    #[allow(unsafe_code)]
+    // SAFETY: no pointers.
+    unsafe {
+        libc::kill(pid, sig);
+    }
+}
+
+/// Asks the stamper to finish (one more full generation, every page checked) and
+/// returns its verdict.
+fn verdict(pid: i32, out: &Path) -> String {
+    signal(pid, libc::SIGUSR1);
+    let status = wait_exit(pid);
+    let text = std::fs::read_to_string(out).unwrap_or_default();
+    assert!(libc::WIFEXITED(status), "stamper {pid} did not exit normally ({status:#x}): {text}");
+    text
+}
+
+fn state(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("State:"))
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Pages the dump left to the copy after release, from its -v4 log.
+fn pages_copied_after_release(log: &str) -> Option<u64> {
+    let line = log.lines().find(|l| l.contains("pages left to copy after release"))?;
+    let before = line.split(" of ").next()?;
+    before.split_whitespace().last()?.parse().ok()
+}
+
+fn dump_and_restore(name: &str, stamper_args: &[&str]) {
+    if let Some(reason) = skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    subreaper();
+    let dir = tempdir(name);
+    let binary = build_stamper(&dir);
+    let out = dir.join("stamper.out");
+    let pid = start_stamper(&binary, &out, stamper_args);
+    let images = dir.join("img");
+    let status = crust()
+        .args(["dump", "--leave-running", "-t", &pid.to_string(), "-D"])
+        .arg(&images)
+        .args(["-o", "dump.log", "-v4"])
+        .status()
+        .unwrap();
+    let log = std::fs::read_to_string(images.join("dump.log")).unwrap_or_default();
+    assert!(status.success(), "dump: {log}");
+    let left = pages_copied_after_release(&log).unwrap_or(0);
+    assert!(left > 0, "the copy-on-write snapshot was used: {log}");
+    assert!(!state(pid).contains("stopped") && !state(pid).contains("tracing"), "{}", state(pid));
+    // The original, which ran on during the copy, still finds its memory as it left it.
+    assert_eq!(verdict(pid, &out), "PASS\n", "the original after the dump");
+    std::fs::remove_file(&out).unwrap();
+    // The restored process goes on from the registers of the freeze: its memory must be
+    // that same instant's.
+    let status = crust().args(["restore", "-d", "-D"]).arg(&images).args(["-o", "restore.log", "-v4"]).status().unwrap();
+    assert!(status.success(), "restore: {}", std::fs::read_to_string(images.join("restore.log")).unwrap_or_default());
+    assert_eq!(verdict(pid, &out), "PASS\n", "the restored process; dump log: {log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn snapshot_while_threads_write_is_one_instant() {
+    dump_and_restore("instant", &["64", "2"]);
+}
+
+/// A thread keeps dropping pages the snapshot has not copied yet (madvise DONTNEED):
+/// the dump notices, is done again frozen, and is still one instant.
+#[test]
+fn snapshot_with_dropped_pages_is_one_instant() {
+    dump_and_restore("churn", &["64", "2", "churn"]);
+}
+
+#[test]
+fn failure_or_death_during_the_copy_leaves_the_target_intact() {
+    if let Some(reason) = skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    subreaper();
+    let dir = tempdir("fault");
+    let binary = build_stamper(&dir);
+    for step in ["pages", "pages-killed"] {
+        let out = dir.join(format!("{step}.out"));
+        let pid = start_stamper(&binary, &out, &["64", "2"]);
+        let maps_before = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+        let output = crust()
+            .args(["dump", "--leave-running", "-t", &pid.to_string(), "-D"])
+            .arg(dir.join(format!("img-{step}")))
+            .args(["--fault-inject", step])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if step == "pages" {
+            assert!(stderr.contains("fault injected after step pages"), "{stderr}");
+        } else {
+            use std::os::unix::process::ExitStatusExt;
+            assert_eq!(output.status.signal(), Some(libc::SIGKILL), "crust killed itself mid-copy: {stderr}");
+        }
+        assert!(!output.status.success());
+        assert_eq!(std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap(), maps_before, "maps after {step}");
+        // No area is left registered with crust's userfaultfd.
+        let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
+        assert!(
+            !smaps.lines().any(|l| l.starts_with("VmFlags:") && l.split_whitespace().any(|f| f == "uw")),
+            "{step}: an area is still write-protect registered"
+        );
+        assert!(!state(pid).contains("stopped") && !state(pid).contains("tracing"), "{step}: {}", state(pid));
+        assert_eq!(verdict(pid, &out), "PASS\n", "after a fault at {step}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

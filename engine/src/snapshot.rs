@@ -1,0 +1,745 @@
+//! The copy-on-write snapshot of `dump --leave-running`: the target is frozen only while
+//! its state is collected and its memory is write-protected, and runs again while its
+//! pages are written out; the image still holds every page as it was at the freeze.
+//!
+//! While the tree is frozen, each process makes a userfaultfd (an injected
+//! `userfaultfd(O_CLOEXEC|O_NONBLOCK)`, borrowed with `pidfd_getfd` and closed in the
+//! target at once, so crust holds the only reference), and crust registers each private
+//! anonymous area that has pages to dump with UFFDIO_REGISTER_MODE_WP and
+//! write-protects it ([`Arming`]). The pagemap is read in the same frozen instant, so the
+//! runs to copy and their place in `pages-N.img` are fixed before the target runs.
+//! A fault handler thread is started before the tree is released ([`Snapshot::start`]),
+//! and [`Snapshot::copy`] runs once it is:
+//!
+//! - the copier walks the runs in 1 MiB chunks: reads a chunk (`process_vm_readv`),
+//!   *claims* its pages that nobody handled yet, lifts the write protection of those
+//!   pages, marks them done and hands the bytes to a writer thread (`pwrite` at the
+//!   page's fixed offset);
+//! - a handler thread reads the userfaultfds: a write fault on a protected page makes it
+//!   claim, read, unprotect (which wakes the faulting thread) and write the 64 KiB block
+//!   around the page first, so a page is always read before anybody may write it.
+//!
+//! Every page's bytes are read while its write protection is still on, so they are the
+//! bytes of the freeze. What write protection cannot see is reported as an event the
+//! kernel holds the target on until crust reads it: madvise(DONTNEED/FREE) before it
+//! drops pages, munmap and mremap after (UFFDIO_WRITEPROTECT fails with EAGAIN from the
+//! start of those until the event is read, and a page is marked done only after its
+//! unprotect succeeded). An event over a page not yet done makes the snapshot
+//! [`CopyError::Broken`]: the dump is then done again with the frozen copy. At the end
+//! crust closes the userfaultfds, which unregisters every area and lets any thread still
+//! waiting go; the kernel does the same when crust dies, so a killed crust leaves the
+//! target running with its memory as it made it.
+//!
+//! Not covered (the frozen copy has the same limits): device DMA into pages pinned before
+//! the freeze (io_uring fixed buffers, RDMA), which bypasses the page tables. Visible to
+//! the target during the copy: its own UFFDIO_REGISTER of an armed area fails with EBUSY.
+//!
+//! Why userfaultfd and not a forked copy of the target (the kernel's own COW): a child
+//! of the target is visible to it (a pid, `wait(__WALL)` reaping it, SIGCHLD, its
+//! `/proc/PID/task/*/children`), and it would need the target's cooperation to fork.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::FileExt;
+use std::sync::mpsc::{channel, sync_channel, Receiver, Sender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crust_arch::{Abi, HostArch, Sys};
+
+use crate::infect::RemoteThread;
+use crate::sys;
+use crate::uffd;
+
+type Regs = <HostArch as Abi>::Regs;
+
+/// Bytes the copier reads (and unprotects) at a time.
+const CHUNK: u64 = 1 << 20;
+/// Bytes the fault handler copies around a faulting page.
+const FAULT_BLOCK: u64 = 64 << 10;
+/// Events the snapshot asks for: every way the target can drop or move pages.
+const FEATURES: u64 = uffd::FEATURE_EVENT_REMAP | uffd::FEATURE_EVENT_REMOVE | uffd::FEATURE_EVENT_UNMAP;
+
+/// Why the copy-on-write copy did not produce the pages.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    /// The snapshot could not be kept (the target dropped or moved memory not yet copied,
+    /// or a page could not be read): nothing is wrong with the target, the dump must be
+    /// done again frozen.
+    #[error("pid {pid}: copy-on-write snapshot given up: {reason}")]
+    Broken { pid: i32, reason: String },
+    /// Writing the pages image failed.
+    #[error("pid {pid}: write pages: {source}")]
+    Write { pid: i32, source: io::Error },
+    /// A fault injected by a test.
+    #[error("fault injected while pages were copied")]
+    FaultInjected,
+}
+
+/// A userfaultfd of one process, made while the process is frozen, for [`Arming::protect`].
+pub(crate) struct Arming {
+    pid: i32,
+    uffd: OwnedFd,
+    areas: Vec<ArmedArea>,
+}
+
+/// A run of pages to copy: `pages` pages at `addr`, at byte `offset` of the pages file.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Run {
+    pub addr: u64,
+    pub pages: u64,
+    pub offset: u64,
+}
+
+struct ArmedArea {
+    start: u64,
+    end: u64,
+    readable: bool,
+    runs: Vec<Run>,
+}
+
+impl Arming {
+    /// Makes the process's userfaultfd: `userfaultfd(O_CLOEXEC|O_NONBLOCK)` injected into
+    /// its stopped thread `tid` (every signal blocked) from the syscall instruction at
+    /// `syscall_ip`, taken with pidfd_getfd, closed in the target, and its API enabled with
+    /// the remap, remove and unmap events. Without CAP_SYS_PTRACE in the target (or
+    /// vm.unprivileged_userfaultfd) the kernel refuses: crust does not fall back to
+    /// UFFD_USER_MODE_ONLY, under which a write by the kernel (`read(2)` into a protected
+    /// page) would fail with EFAULT in the target instead of waiting.
+    pub(crate) fn open(pid: i32, tid: i32, syscall_ip: u64, regs: Regs) -> io::Result<Arming> {
+        let mut remote = RemoteThread::new(tid, syscall_ip, regs);
+        let flags = (libc::O_CLOEXEC | libc::O_NONBLOCK) as u64;
+        let fd = remote.syscall(Sys::Userfaultfd, [flags, 0, 0, 0, 0, 0]).map_err(io::Error::other)?;
+        if (-4095..0).contains(&fd) {
+            return Err(io::Error::from_raw_os_error(-fd as i32));
+        }
+        let borrowed = crate::files::kernel::borrow_fd(pid, fd as u32);
+        let closed = remote.syscall(Sys::Close, [fd as u64, 0, 0, 0, 0, 0]).map_err(io::Error::other);
+        let uffd = borrowed?;
+        closed?;
+        let features = uffd::enable_api(uffd.as_fd(), FEATURES)?;
+        if features & FEATURES != FEATURES {
+            return Err(io::Error::other(format!("userfaultfd events {FEATURES:#x} not all offered ({features:#x})")));
+        }
+        Ok(Arming { pid, uffd, areas: Vec::new() })
+    }
+
+    /// Registers `start..end` for write-protect faults (UFFDIO_REGISTER_MODE_WP); its
+    /// pages are protected by [`Arming::write_protect`] and handed over by [`Arming::arm`].
+    pub(crate) fn register(&mut self, start: u64, end: u64) -> io::Result<()> {
+        if !uffd::register_write_protect(self.uffd.as_fd(), start, end - start)? {
+            // Registered but without UFFDIO_WRITEPROTECT: closing the fd at the end
+            // unregisters it.
+            return Err(io::Error::other("UFFDIO_WRITEPROTECT not offered for the area"));
+        }
+        Ok(())
+    }
+
+    /// Write-protects the pages of registered areas (`ranges`); one result per range.
+    /// Takes `&self` only, so it can run beside the pagemap reads.
+    pub(crate) fn write_protect(&self, ranges: &[(u64, u64)]) -> Vec<io::Result<()>> {
+        ranges.iter().map(|&(start, end)| uffd::write_protect(self.uffd.as_fd(), start, end - start, true)).collect()
+    }
+
+    /// Hands a registered, write-protected area and its pages to dump (`runs`) to the
+    /// snapshot: [`Snapshot::copy`] copies them.
+    pub(crate) fn arm(&mut self, start: u64, end: u64, readable: bool, runs: Vec<Run>) {
+        self.areas.push(ArmedArea { start, end, readable, runs });
+    }
+
+    /// Pages armed so far.
+    pub(crate) fn pages(&self) -> u64 {
+        self.areas.iter().flat_map(|a| &a.runs).map(|r| r.pages).sum()
+    }
+
+    /// The armed process, whose pages [`Snapshot::copy`] writes into `out` (`mem`: its
+    /// /proc/PID/mem, for areas without PROT_READ).
+    pub(crate) fn finish(self, out: File, mem: File) -> ArmedProcess {
+        ArmedProcess { pid: self.pid, uffd: self.uffd, out, mem, areas: self.areas }
+    }
+}
+
+/// One process whose memory is write-protected, waiting for [`Snapshot::copy`]. Dropping it closes
+/// the userfaultfd, which lifts every protection.
+pub(crate) struct ArmedProcess {
+    pid: i32,
+    uffd: OwnedFd,
+    out: File,
+    mem: File,
+    areas: Vec<ArmedArea>,
+}
+
+/// Options of [`Snapshot::copy`].
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct CopyOptions {
+    /// For tests: fail once this many pages of a process are copied.
+    pub fail_after_pages: Option<u64>,
+    /// For tests: there, crust kills itself instead.
+    pub kill_instead: bool,
+}
+
+/// The armed processes with their fault handler running: started before the tree is
+/// released (a thread that writes a protected page on its way out of the ptrace stop,
+/// its stack say, must find the handler there), then [`Snapshot::copy`] once it runs.
+/// Dropping it stops the handler and closes the userfaultfds, which lifts every
+/// protection and wakes every waiting thread.
+pub(crate) struct Snapshot {
+    shared: Vec<Arc<Shared>>,
+    handler: Option<std::thread::JoinHandle<usize>>,
+    stop: Option<io::PipeWriter>,
+}
+
+impl Snapshot {
+    /// Starts the fault handler over the armed processes.
+    pub(crate) fn start(processes: Vec<ArmedProcess>) -> io::Result<Snapshot> {
+        if processes.is_empty() {
+            return Ok(Snapshot { shared: Vec::new(), handler: None, stop: None });
+        }
+        let shared: Vec<Arc<Shared>> = processes.into_iter().map(|p| Arc::new(Shared::new(p))).collect();
+        let (stop_read, stop_write) = io::pipe()?;
+        let handler = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("crust-uffd".into())
+                .spawn(move || handle_faults(&shared, OwnedFd::from(stop_read)))?
+        };
+        Ok(Snapshot { shared, handler: Some(handler), stop: Some(stop_write) })
+    }
+
+    /// Whether no process was armed.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.shared.is_empty()
+    }
+
+    /// Copies the pages of every armed process (the tree runs meanwhile) and lifts the
+    /// protection; pages written over all processes.
+    pub(crate) fn copy(mut self, options: CopyOptions) -> Result<u64, CopyError> {
+        let started = Instant::now();
+        let mut result = Ok(0);
+        for process in &self.shared {
+            match copy_process(process, options) {
+                Ok(pages) => {
+                    if let Ok(total) = result.as_mut() {
+                        *total += pages;
+                    }
+                }
+                Err(error) => {
+                    result = Err(error);
+                    break;
+                }
+            }
+        }
+        let faults = self.stop_handler();
+        if result.is_ok() {
+            for process in &self.shared {
+                if let Some(reason) = process.state().broken.clone() {
+                    result = Err(CopyError::Broken { pid: process.pid, reason });
+                    break;
+                }
+            }
+        }
+        log::info!(
+            "copy-on-write: {} pages copied after release in {:?}, {faults} write faults served",
+            result.as_ref().copied().unwrap_or(0),
+            started.elapsed()
+        );
+        // Dropping `self` closes the userfaultfds: every area unregistered, every waiting
+        // thread woken.
+        result
+    }
+
+    /// Stops the handler thread; the faults it served.
+    fn stop_handler(&mut self) -> usize {
+        self.stop.take();
+        self.handler.take().and_then(|handler| handler.join().ok()).unwrap_or(0)
+    }
+}
+
+impl Drop for Snapshot {
+    fn drop(&mut self) {
+        self.stop_handler();
+    }
+}
+
+/// What a page of a run is.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum PageState {
+    /// Still write-protected, not read.
+    Pending,
+    /// Someone read it (or is reading it) and is lifting its protection.
+    Claimed,
+    /// Read before any write, protection lifted.
+    Done,
+}
+
+struct RunState {
+    run: Run,
+    pages: Vec<PageState>,
+}
+
+struct AreaState {
+    start: u64,
+    end: u64,
+    readable: bool,
+    runs: Vec<RunState>,
+}
+
+struct PagesState {
+    areas: Vec<AreaState>,
+    /// Why the snapshot cannot be kept, once it cannot.
+    broken: Option<String>,
+    /// Pages not done yet.
+    left: u64,
+}
+
+struct Shared {
+    pid: i32,
+    uffd: OwnedFd,
+    out: File,
+    mem: File,
+    page: u64,
+    state: Mutex<PagesState>,
+    /// Signalled when pages become done or the snapshot breaks.
+    changed: Condvar,
+}
+
+impl Shared {
+    fn new(process: ArmedProcess) -> Shared {
+        let page = sys::page_size();
+        let mut left = 0;
+        let areas = process
+            .areas
+            .into_iter()
+            .map(|area| AreaState {
+                start: area.start,
+                end: area.end,
+                readable: area.readable,
+                runs: area
+                    .runs
+                    .into_iter()
+                    .map(|run| {
+                        left += run.pages;
+                        RunState { run, pages: vec![PageState::Pending; run.pages as usize] }
+                    })
+                    .collect(),
+            })
+            .collect();
+        Shared {
+            pid: process.pid,
+            uffd: process.uffd,
+            out: process.out,
+            mem: process.mem,
+            page,
+            state: Mutex::new(PagesState { areas, broken: None, left }),
+            changed: Condvar::new(),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, PagesState> {
+        // A panic elsewhere poisons the lock; the state itself stays meaningful.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn uffd(&self) -> BorrowedFd<'_> {
+        self.uffd.as_fd()
+    }
+
+    fn break_snapshot(&self, reason: String) {
+        let mut state = self.state();
+        if state.broken.is_none() {
+            log::warn!("pid {}: copy-on-write snapshot given up: {reason}", self.pid);
+            state.broken = Some(reason);
+        }
+        drop(state);
+        self.changed.notify_all();
+    }
+
+    /// Reads `buf.len()` bytes at `addr` of the target.
+    fn read(&self, buf: &mut [u8], addr: u64, readable: bool) -> io::Result<()> {
+        let read = if readable { crate::fast_pages::read_remote(self.pid, buf, addr).unwrap_or(0) } else { 0 };
+        if read < buf.len() {
+            self.mem.read_exact_at(&mut buf[read..], addr + read as u64)?;
+        }
+        Ok(())
+    }
+
+    /// Lifts the protection of `addr..addr+len` and wakes its waiters, retrying while the
+    /// kernel says an event is not read yet (`wait` false: give up at once with EAGAIN).
+    fn unprotect(&self, addr: u64, len: u64, wait: bool) -> io::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match uffd::write_protect(self.uffd(), addr, len, false) {
+                Err(error) if error.raw_os_error() == Some(libc::EAGAIN) && wait => {
+                    if self.state().broken.is_some() || Instant::now() > deadline {
+                        return Err(error);
+                    }
+                    std::thread::sleep(Duration::from_micros(50));
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+impl PagesState {
+    /// Claims the pending pages of run `(area, run)` among its pages `first..first+count`;
+    /// the claimed stretches as `(first page, pages)`.
+    fn claim(&mut self, area: usize, run: usize, first: u64, count: u64) -> Vec<(u64, u64)> {
+        let pages = &mut self.areas[area].runs[run].pages;
+        let mut claimed: Vec<(u64, u64)> = Vec::new();
+        for index in first..first + count {
+            if pages[index as usize] != PageState::Pending {
+                continue;
+            }
+            pages[index as usize] = PageState::Claimed;
+            match claimed.last_mut() {
+                Some((start, len)) if *start + *len == index => *len += 1,
+                _ => claimed.push((index, 1)),
+            }
+        }
+        claimed
+    }
+
+    fn mark_done(&mut self, area: usize, run: usize, first: u64, count: u64) {
+        let pages = &mut self.areas[area].runs[run].pages;
+        for state in &mut pages[first as usize..(first + count) as usize] {
+            debug_assert_eq!(*state, PageState::Claimed);
+            *state = PageState::Done;
+        }
+        self.left -= count;
+    }
+
+    /// Whether any page of `start..end` is not done.
+    fn any_not_done(&self, start: u64, end: u64, page: u64) -> bool {
+        for area in self.areas.iter().filter(|a| a.start < end && start < a.end) {
+            for run in &area.runs {
+                let run_end = run.run.addr + run.run.pages * page;
+                if run.run.addr >= end || start >= run_end {
+                    continue;
+                }
+                let first = (start.max(run.run.addr) - run.run.addr) / page;
+                let last = (end.min(run_end) - run.run.addr).div_ceil(page);
+                if run.pages[first as usize..last as usize].iter().any(|s| *s != PageState::Done) {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+}
+
+/// Bytes read from the target and where they go in the pages file.
+struct WriteJob {
+    buffer: Vec<u8>,
+    /// `(offset in buffer, offset in file, length)`.
+    pieces: Vec<(usize, u64, usize)>,
+}
+
+fn copy_process(process: &Shared, options: CopyOptions) -> Result<u64, CopyError> {
+    let pid = process.pid;
+    let (to_writer, jobs) = sync_channel::<WriteJob>(4);
+    let (give_back, free_buffers) = channel::<Vec<u8>>();
+    for _ in 0..4 {
+        give_back.send(vec![0u8; CHUNK as usize]).expect("receiver alive");
+    }
+    let out = process.out.try_clone().map_err(|source| CopyError::Write { pid, source })?;
+    let writer = std::thread::Builder::new()
+        .name("crust-pages".into())
+        .spawn(move || write_jobs(out, jobs, give_back))
+        .map_err(|source| CopyError::Write { pid, source })?;
+    let copied = copy_runs(process, options, &to_writer, &free_buffers);
+    drop(to_writer);
+    let written = writer.join().map_err(|_| CopyError::Write { pid, source: io::Error::other("pages writer panicked") })?;
+    let copied = copied?;
+    written.map_err(|source| CopyError::Write { pid, source })?;
+    // Pages the fault handler claimed may still be on their way.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut state = process.state();
+    while state.left > 0 && state.broken.is_none() {
+        let now = Instant::now();
+        if now >= deadline {
+            // The handler thread stopped serving (it cannot, short of a bug): give up
+            // rather than wait for ever; the close at the end frees the target.
+            state.broken = Some(format!("{} pages still claimed by the fault handler after 30 s", state.left));
+            break;
+        }
+        state = process.changed.wait_timeout(state, deadline - now).unwrap_or_else(|poisoned| poisoned.into_inner()).0;
+    }
+    if let Some(reason) = state.broken.clone() {
+        return Err(CopyError::Broken { pid, reason });
+    }
+    Ok(copied)
+}
+
+fn copy_runs(
+    process: &Shared,
+    options: CopyOptions,
+    to_writer: &std::sync::mpsc::SyncSender<WriteJob>,
+    free_buffers: &Receiver<Vec<u8>>,
+) -> Result<u64, CopyError> {
+    let pid = process.pid;
+    let page = process.page;
+    let chunk_pages = CHUNK / page;
+    let mut copied = 0u64;
+    // Pages gone through, whoever copied them (this loop or the fault handler): where
+    // an injected fault strikes, however much the target writes meanwhile.
+    let mut visited = 0u64;
+    let areas: Vec<(usize, bool, Vec<Run>)> = process
+        .state()
+        .areas
+        .iter()
+        .enumerate()
+        .map(|(index, area)| (index, area.readable, area.runs.iter().map(|r| r.run).collect()))
+        .collect();
+    for (area_index, readable, runs) in areas {
+        for (run_index, run) in runs.iter().enumerate() {
+            let mut first = 0u64;
+            while first < run.pages {
+                if let Some(reason) = process.state().broken.clone() {
+                    return Err(CopyError::Broken { pid, reason });
+                }
+                if options.fail_after_pages.is_some_and(|limit| visited >= limit) {
+                    if options.kill_instead {
+                        let _ = sys::send_signal(std::process::id() as i32, libc::SIGKILL);
+                    }
+                    return Err(CopyError::FaultInjected);
+                }
+                let count = chunk_pages.min(run.pages - first);
+                let addr = run.addr + first * page;
+                let mut buffer = free_buffers.recv().map_err(|_| CopyError::Write {
+                    pid,
+                    source: io::Error::other("pages writer ended early"),
+                })?;
+                let len = (count * page) as usize;
+                if let Err(error) = process.read(&mut buffer[..len], addr, readable) {
+                    let reason = format!("read {:#x}-{:#x}: {error}", addr, addr + count * page);
+                    process.break_snapshot(reason.clone());
+                    return Err(CopyError::Broken { pid, reason });
+                }
+                let claimed = process.state().claim(area_index, run_index, first, count);
+                let mut pieces = Vec::new();
+                for &(claim_first, claim_count) in &claimed {
+                    let claim_addr = run.addr + claim_first * page;
+                    if let Err(error) = process.unprotect(claim_addr, claim_count * page, true) {
+                        let reason = format!("unprotect {:#x}-{:#x}: {error}", claim_addr, claim_addr + claim_count * page);
+                        process.break_snapshot(reason.clone());
+                        return Err(CopyError::Broken { pid, reason });
+                    }
+                    pieces.push((
+                        ((claim_first - first) * page) as usize,
+                        run.offset + claim_first * page,
+                        (claim_count * page) as usize,
+                    ));
+                }
+                {
+                    let mut state = process.state();
+                    for &(claim_first, claim_count) in &claimed {
+                        state.mark_done(area_index, run_index, claim_first, claim_count);
+                        copied += claim_count;
+                    }
+                }
+                process.changed.notify_all();
+                to_writer.send(WriteJob { buffer, pieces }).map_err(|_| CopyError::Write {
+                    pid,
+                    source: io::Error::other("pages writer ended early"),
+                })?;
+                first += count;
+                visited += count;
+            }
+        }
+    }
+    Ok(copied)
+}
+
+fn write_jobs(out: File, jobs: Receiver<WriteJob>, give_back: Sender<Vec<u8>>) -> io::Result<()> {
+    while let Ok(job) = jobs.recv() {
+        for (from, offset, len) in job.pieces {
+            // In WRITE_CHUNK writes: big writes stall on large page-cache folios
+            // (fast_pages.rs).
+            let mut done = 0;
+            while done < len {
+                let step = (len - done).min(crate::fast_pages::WRITE_CHUNK);
+                out.write_all_at(&job.buffer[from + done..from + done + step], offset + done as u64)?;
+                done += step;
+            }
+        }
+        let _ = give_back.send(job.buffer);
+    }
+    Ok(())
+}
+
+/// The handler thread: serves write faults and watches for events until `stop` hangs up;
+/// the number of faults served.
+fn handle_faults(processes: &[Arc<Shared>], stop: OwnedFd) -> usize {
+    let mut faults = 0;
+    let mut messages = vec![0u8; uffd::MESSAGE_SIZE * 64];
+    // Blocks read but not unprotected yet (EAGAIN: the kernel is between an event and
+    // the end of its munmap, mremap or madvise), per process.
+    let mut waiting: Vec<Vec<ReadBlock>> = processes.iter().map(|_| Vec::new()).collect();
+    loop {
+        let mut fds: Vec<BorrowedFd> = processes.iter().map(|p| p.uffd()).collect();
+        fds.push(stop.as_fd());
+        let timeout_ms = if waiting.iter().any(|w| !w.is_empty()) { 1 } else { -1 };
+        let ready = match uffd::poll_readable(&fds, timeout_ms) {
+            Ok(ready) => ready,
+            Err(error) => {
+                for process in processes {
+                    process.break_snapshot(format!("poll userfaultfd: {error}"));
+                }
+                return faults;
+            }
+        };
+        if ready[processes.len()] {
+            return faults;
+        }
+        for ((process, _), waiting) in processes.iter().zip(&ready).zip(&mut waiting).filter(|((_, ready), _)| **ready) {
+            loop {
+                let n = match uffd::read_messages(process.uffd(), &mut messages) {
+                    Ok(n) => n,
+                    Err(error) => {
+                        process.break_snapshot(format!("read userfaultfd: {error}"));
+                        break;
+                    }
+                };
+                if n == 0 {
+                    break;
+                }
+                for bytes in messages[..n].chunks_exact(uffd::MESSAGE_SIZE) {
+                    let message = uffd::parse_message(bytes.try_into().expect("message size"));
+                    faults += handle_message(process, message, waiting);
+                }
+            }
+        }
+        for (process, waiting) in processes.iter().zip(&mut waiting) {
+            let blocks = std::mem::take(waiting);
+            for block in blocks {
+                if let Some(block) = finish_block(process, block) {
+                    waiting.push(block);
+                }
+            }
+        }
+    }
+}
+
+fn handle_message(process: &Shared, message: uffd::Message, waiting: &mut Vec<ReadBlock>) -> usize {
+    let page = process.page;
+    match message {
+        uffd::Message::PageFault { address, .. } => {
+            for block in serve_fault(process, address & !(page - 1)) {
+                if let Some(block) = finish_block(process, block) {
+                    waiting.push(block);
+                }
+            }
+            1
+        }
+        uffd::Message::Remove { start, end } | uffd::Message::Unmap { start, end } => {
+            if process.state().any_not_done(start, end, page) {
+                process.break_snapshot(format!("the target dropped {start:#x}-{end:#x} before it was copied"));
+            }
+            0
+        }
+        uffd::Message::Remap { from, to, len } => {
+            if process.state().any_not_done(from, from + len, page) {
+                process.break_snapshot(format!("the target moved {from:#x}-{:#x} to {to:#x} before it was copied", from + len));
+            }
+            0
+        }
+        uffd::Message::Other(event) => {
+            process.break_snapshot(format!("unexpected userfaultfd event {event:#x}"));
+            0
+        }
+    }
+}
+
+/// Pages the fault handler claimed and read, to unprotect, write and mark done.
+struct ReadBlock {
+    area_index: usize,
+    run_index: usize,
+    run: Run,
+    first: u64,
+    count: u64,
+    data: Vec<u8>,
+}
+
+/// Lifts the protection of a block read by the handler (waking the faulting thread),
+/// writes it and marks it done; the block back if the kernel said EAGAIN (to try again
+/// once the event behind it is read).
+fn finish_block(process: &Shared, block: ReadBlock) -> Option<ReadBlock> {
+    let page = process.page;
+    let addr = block.run.addr + block.first * page;
+    if let Err(error) = process.unprotect(addr, block.count * page, false) {
+        if error.raw_os_error() == Some(libc::EAGAIN) && process.state().broken.is_none() {
+            return Some(block);
+        }
+        process.break_snapshot(format!("unprotect {addr:#x}: {error}"));
+        return None;
+    }
+    if let Err(error) = process.out.write_all_at(&block.data, block.run.offset + block.first * page) {
+        process.break_snapshot(format!("write pages: {error}"));
+        return None;
+    }
+    process.state().mark_done(block.area_index, block.run_index, block.first, block.count);
+    process.changed.notify_all();
+    None
+}
+
+/// Claims and reads the block around the faulting page (its pages nobody claimed yet),
+/// for [`finish_block`].
+fn serve_fault(process: &Shared, fault_page: u64) -> Vec<ReadBlock> {
+    let page = process.page;
+    let mut claims = Vec::new();
+    let readable;
+    {
+        let mut state = process.state();
+        let Some(area_index) = state.areas.iter().position(|a| a.start <= fault_page && fault_page < a.end) else {
+            drop(state);
+            // Not an area of the snapshot (moved away: the snapshot is broken already).
+            let _ = process.unprotect(fault_page, page, false);
+            return Vec::new();
+        };
+        let area = &state.areas[area_index];
+        readable = area.readable;
+        let block_start = (fault_page & !(FAULT_BLOCK - 1)).max(area.start);
+        let block_end = ((fault_page & !(FAULT_BLOCK - 1)) + FAULT_BLOCK).min(area.end);
+        let overlapping: Vec<(usize, Run)> = area
+            .runs
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.run.addr < block_end && block_start < r.run.addr + r.run.pages * page)
+            .map(|(index, r)| (index, r.run))
+            .collect();
+        for (run_index, run) in overlapping {
+            let first = (block_start.max(run.addr) - run.addr) / page;
+            let last = (block_end.min(run.addr + run.pages * page) - run.addr) / page;
+            for (claim_first, claim_count) in state.claim(area_index, run_index, first, last - first) {
+                claims.push((area_index, run_index, run, claim_first, claim_count));
+            }
+        }
+        if claims.is_empty() {
+            let in_run = state.areas[area_index]
+                .runs
+                .iter()
+                .any(|r| (r.run.addr..r.run.addr + r.run.pages * page).contains(&fault_page));
+            drop(state);
+            // Done already (its waiters were woken then) or claimed by the copier (which
+            // wakes them); a page outside every run was not in the image: let it go.
+            if !in_run {
+                let _ = process.unprotect(fault_page, page, false);
+            }
+            return Vec::new();
+        }
+    }
+    let mut blocks = Vec::new();
+    for (area_index, run_index, run, first, count) in claims {
+        let addr = run.addr + first * page;
+        let mut data = vec![0u8; (count * page) as usize];
+        if let Err(error) = process.read(&mut data, addr, readable) {
+            process.break_snapshot(format!("read {:#x}-{:#x}: {error}", addr, addr + count * page));
+            let _ = process.unprotect(addr, count * page, false);
+            continue;
+        }
+        blocks.push(ReadBlock { area_index, run_index, run, first, count, data });
+    }
+    blocks
+}
