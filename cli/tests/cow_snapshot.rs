@@ -4,94 +4,32 @@
 //! registers, finds every page where it left it), the original keeps running with its
 //! memory intact, also when the dump fails or crust is killed halfway through the copy.
 
-use std::io::Read;
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+mod common;
 
-fn crust() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_crust"))
-}
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{compile, crust, signal, subreaper, tempdir, wait_exit};
 
 /// Why this machine cannot run these tests, if it cannot.
 fn skip_reason() -> Option<String> {
-    if !std::fs::read_to_string("/proc/self/status").unwrap_or_default().lines().any(|l| l.starts_with("Uid:\t0\t")) {
-        return Some("needs root (ptrace, clone3 set_tid)".into());
-    }
-    if Command::new("cc").arg("--version").stdout(Stdio::null()).status().map(|s| !s.success()).unwrap_or(true) {
-        return Some("needs a C compiler (cc)".into());
-    }
     if !Path::new("/proc/sys/vm/unprivileged_userfaultfd").exists() {
         return Some("kernel without userfaultfd".into());
     }
-    None
-}
-
-fn tempdir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("crust-test-cow-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::skip_reason()
 }
 
 fn build_stamper(dir: &Path) -> PathBuf {
-    let binary = dir.join("stamper");
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/stamper.c");
-    let status = Command::new("cc").args(["-O2", "-pthread", "-o"]).arg(&binary).arg(&source).status().unwrap();
-    assert!(status.success(), "compile stamper.c");
-    binary
-}
-
-fn subreaper() {
-    #[allow(unsafe_code)]
-    // SAFETY: PR_SET_CHILD_SUBREAPER takes no pointers.
-    unsafe {
-        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
-    }
+    compile(dir, "stamper", &["-pthread"])
 }
 
 /// Starts the stamper with a ready pipe on fd 3 and waits until it closes it.
 fn start_stamper(binary: &Path, out: &Path, args: &[&str]) -> i32 {
-    let (mut read, write) = std::io::pipe().unwrap();
-    let write = OwnedFd::from(write);
-    let raw = write.as_raw_fd();
     let mut command = Command::new(binary);
-    command.arg(out).args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
-    #[allow(unsafe_code)]
-    // SAFETY: the closure only calls dup2, which is async-signal-safe.
-    unsafe {
-        use std::os::unix::process::CommandExt;
-        command.pre_exec(move || {
-            if libc::dup2(raw, 3) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let child = command.spawn().unwrap();
-    drop(write);
-    drop(command);
-    let mut text = String::new();
-    read.read_to_string(&mut text).unwrap();
+    command.arg(out).args(args);
+    let (child, text, _) = common::start_with_pipes(&mut command, 0);
     assert_eq!(text.trim(), child.id().to_string(), "stamper wrote its pid");
     child.id() as i32
-}
-
-fn wait_exit(pid: i32) -> i32 {
-    let mut status = 0;
-    #[allow(unsafe_code)]
-    // SAFETY: status is a valid out-pointer for the call.
-    let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
-    assert_eq!(rc, pid, "waitpid {pid}");
-    status
-}
-
-fn signal(pid: i32, sig: i32) {
-    #[allow(unsafe_code)]
-    // SAFETY: no pointers.
-    unsafe {
-        libc::kill(pid, sig);
-    }
 }
 
 /// Asks the stamper to finish (one more full generation, every page checked) and
