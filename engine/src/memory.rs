@@ -39,17 +39,9 @@ pub(crate) fn dump_memory(
         None => (None, Vec::new()),
     };
     let page = sys::page_size();
-    let pagemap = File::open(format!("/proc/{pid}/pagemap")).map_err(io_err(pid, "open pagemap"))?;
-    let pages_path = dir.join(ImageKind::Pages.file_name(pages_id as u64));
-    let pages_file =
-        File::create(&pages_path).map_err(io_err(pid, format!("create {}", pages_path.display())))?;
+    let (pagemap, pages_file, mut pagemap_out) = open_outputs(pid, dir, pages_id, image_pid)?;
     let mut pages_out =
         PageCopier::with_pipes(pid, pages_file, read_ends).map_err(io_err(pid, "start the pages writer"))?;
-    let mut pagemap_out = ImageWriter::create(dir, ImageKind::Pagemap, image_pid as u64)
-        .map_err(|source| DumpError::Image { pid, source })?;
-    pagemap_out
-        .write_entry(&pb::PagemapHead { pages_id })
-        .map_err(|source| DumpError::Image { pid, source })?;
 
     let mut vmas = Vec::new();
     let mut total_pages = 0u64;
@@ -133,15 +125,7 @@ pub(crate) fn dump_memory_armed(
     mut arming: Arming,
 ) -> Result<(Vec<pb::VmaEntry>, u64, ArmedProcess), DumpError> {
     let page = sys::page_size();
-    let pagemap = File::open(format!("/proc/{pid}/pagemap")).map_err(io_err(pid, "open pagemap"))?;
-    let pages_path = dir.join(ImageKind::Pages.file_name(pages_id as u64));
-    let pages_file =
-        File::create(&pages_path).map_err(io_err(pid, format!("create {}", pages_path.display())))?;
-    let mut pagemap_out = ImageWriter::create(dir, ImageKind::Pagemap, image_pid as u64)
-        .map_err(|source| DumpError::Image { pid, source })?;
-    pagemap_out
-        .write_entry(&pb::PagemapHead { pages_id })
-        .map_err(|source| DumpError::Image { pid, source })?;
+    let (pagemap, pages_file, mut pagemap_out) = open_outputs(pid, dir, pages_id, image_pid)?;
 
     // Classify every area, and register the ones the snapshot may protect.
     let mut areas = Vec::new();
@@ -313,6 +297,18 @@ fn copy_now(pid: i32, mem: &File, out: &File, run: &Run, readable: bool, buffer:
         done += step as u64;
     }
     Ok(())
+}
+
+/// What both memory dumpers open: the target's /proc pagemap, `pages-N.img`, and
+/// `pagemap-PID.img` with its head written.
+fn open_outputs(pid: i32, dir: &Path, pages_id: u32, image_pid: i32) -> Result<(File, File, ImageWriter), DumpError> {
+    let pagemap = File::open(format!("/proc/{pid}/pagemap")).map_err(io_err(pid, "open pagemap"))?;
+    let pages_path = dir.join(ImageKind::Pages.file_name(pages_id as u64));
+    let pages_file = File::create(&pages_path).map_err(io_err(pid, format!("create {}", pages_path.display())))?;
+    let mut pagemap_out =
+        ImageWriter::create(dir, ImageKind::Pagemap, image_pid as u64).map_err(|source| DumpError::Image { pid, source })?;
+    pagemap_out.write_entry(&pb::PagemapHead { pages_id }).map_err(|source| DumpError::Image { pid, source })?;
+    Ok((pagemap, pages_file, pagemap_out))
 }
 
 /// CRIU's pagemap entry flags: the pages are in this image's pages file, or in the
