@@ -1524,6 +1524,9 @@ struct SysvAttach {
 /// the tree's own IPC namespace, or one that must still exist in crust's.
 fn sysv_attaches(pid: i32, dir: &Path, mm: &pb::MmEntry) -> Result<Vec<SysvAttach>, RestoreError> {
     let page = sys::page_size();
+    if !mm.vmas.iter().any(|v| v.status & vs::SYSVIPC != 0) {
+        return Ok(Vec::new());
+    }
     let dumped = if crate::ipc::image_has_namespace(dir) {
         Some(crate::ipc::segment_sizes(dir).map_err(|what| RestoreError::BadImage { image: "ipcns-shm".into(), what })?)
     } else {
