@@ -1,0 +1,525 @@
+//! CRIU's RPC, driven the way runtimes drive criu: a client spawns `crust swrk 3` with
+//! one end of a SOCK_SEQPACKET socketpair (or connects to `crust service`), sends
+//! criu_req messages, acknowledges NOTIFY callbacks and reads the responses.
+//!
+//! Two clients: one written here from rpc.proto (every request type, every field of
+//! the answers, refused options, failed hooks), first checked against the reference
+//! CRIU (`ci/criu swrk`) so it is known to speak the real protocol; and the rust-criu
+//! crate from crates.io, which runs crust under the name `criu`. A dumped process is
+//! restored with its pid and checks its own memory (tests/data/pattern.c).
+
+mod common;
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
+
+use common::{compile, signal, skip_reason, subreaper, tempdir, wait_exit};
+use crust_images::rpc::{CriuFeatures, CriuOpts, CriuReq, CriuReqType, CriuResp};
+use nix::sys::socket::{self, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType, UnixAddr};
+use prost::Message;
+
+/// The tests of this file spawn clients and targets one test at a time: rust-criu
+/// makes its socketpair without close-on-exec, so a target spawned meanwhile by
+/// another test would hold the swrk end open.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn serialized() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A CRIU RPC client written from rpc.proto.
+struct Client {
+    socket: OwnedFd,
+    server: Option<Child>,
+}
+
+/// A NOTIFY seen by the client: the script name and the pid it carried.
+#[derive(Clone, Debug, PartialEq)]
+struct Notification {
+    script: String,
+    pid: Option<i32>,
+}
+
+impl Client {
+    /// Starts `program swrk 3` with the server's end of the socketpair as its fd 3.
+    fn swrk(program: &Path) -> Client {
+        let (client, server) =
+            socket::socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC).expect("socketpair");
+        let server_fd = server.as_raw_fd();
+        let mut command = Command::new(program);
+        command.args(["swrk", "3"]).stdin(Stdio::null());
+        // SAFETY: dup2 is async-signal-safe; the new fd 3 is not close-on-exec.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::dup2(server_fd, 3) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = command.spawn().unwrap_or_else(|error| panic!("spawn {} swrk: {error}", program.display()));
+        drop(server);
+        Client::with_timeout(client, Some(child))
+    }
+
+    /// Connects to a `crust service` socket.
+    fn connect(path: &Path) -> Client {
+        let socket = socket::socket(AddressFamily::Unix, SockType::SeqPacket, SockFlag::SOCK_CLOEXEC, None).expect("socket");
+        socket::connect(socket.as_raw_fd(), &UnixAddr::new(path).expect("socket path")).expect("connect to the service");
+        Client::with_timeout(socket, None)
+    }
+
+    /// A hung server fails the test instead of hanging it.
+    fn with_timeout(socket: OwnedFd, server: Option<Child>) -> Client {
+        let timeout = nix::sys::time::TimeVal::new(120, 0);
+        socket::setsockopt(&socket, socket::sockopt::ReceiveTimeout, &timeout).expect("SO_RCVTIMEO");
+        Client { socket, server }
+    }
+
+    fn send(&self, request: &CriuReq) {
+        socket::send(self.socket.as_raw_fd(), &request.encode_to_vec(), MsgFlags::empty()).expect("send a request");
+    }
+
+    /// The next message and the fds that came with it; `None` at EOF.
+    fn receive(&self) -> Option<(CriuResp, Vec<OwnedFd>)> {
+        let mut buffer = vec![0u8; 1 << 16];
+        let mut control = nix::cmsg_space!([RawFd; 4]);
+        let mut iov = [std::io::IoSliceMut::new(&mut buffer)];
+        let message = socket::recvmsg::<()>(self.socket.as_raw_fd(), &mut iov, Some(&mut control), MsgFlags::MSG_CMSG_CLOEXEC)
+            .expect("receive a response (timed out?)");
+        let mut fds = Vec::new();
+        for cmsg in message.cmsgs().expect("control messages") {
+            if let ControlMessageOwned::ScmRights(raw) = cmsg {
+                // SAFETY: SCM_RIGHTS fds are new in this process and owned by nobody else.
+                fds.extend(raw.into_iter().map(|fd| unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) }));
+            }
+        }
+        let length = message.bytes;
+        if length == 0 {
+            return None;
+        }
+        Some((CriuResp::decode(&buffer[..length]).expect("criu_resp decodes"), fds))
+    }
+
+    /// Sends `request`, answers every NOTIFY with `ack(script)` and returns the final
+    /// response with the notifications seen, in order.
+    fn call(&self, request: &CriuReq, ack: impl Fn(&str) -> bool) -> (CriuResp, Vec<Notification>) {
+        self.send(request);
+        let mut seen = Vec::new();
+        loop {
+            let (response, _fds) = self.receive().expect("a response before EOF");
+            if response.r#type != CriuReqType::Notify as i32 {
+                return (response, seen);
+            }
+            assert!(response.success, "a NOTIFY says success");
+            let notify = response.notify.expect("a NOTIFY carries criu_notify");
+            let script = notify.script.unwrap_or_default();
+            let success = ack(&script);
+            seen.push(Notification { script, pid: notify.pid });
+            self.send(&CriuReq { r#type: CriuReqType::Notify as i32, notify_success: Some(success), ..CriuReq::default() });
+            if !success {
+                // As libcriu: a failed hook ends the exchange on the client's side, but
+                // the server still answers the request.
+                let (response, _fds) = self.receive().expect("a response after a failed hook");
+                return (response, seen);
+            }
+        }
+    }
+
+    /// Closes the client's end and waits for the swrk process.
+    fn finish(self) -> Option<ExitStatus> {
+        drop(self.socket);
+        self.server.map(|mut child| child.wait().expect("wait for swrk"))
+    }
+}
+
+fn request(kind: CriuReqType) -> CriuReq {
+    CriuReq { r#type: kind as i32, ..CriuReq::default() }
+}
+
+fn crust_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_crust"))
+}
+
+/// The reference CRIU's wrapper, if its root is installed (`ci/criu-reference.sh`).
+fn reference_criu() -> Result<PathBuf, String> {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("cli/ sits in the repository");
+    let root = std::env::var_os("CRUST_CRIU_ROOT").map(PathBuf::from).unwrap_or_else(|| repo.join(".cache/criu-root"));
+    if !root.join("usr/sbin/criu").exists() {
+        return Err(format!("reference CRIU not installed at {} (run ci/criu-reference.sh)", root.display()));
+    }
+    Ok(repo.join("ci/criu"))
+}
+
+/// VERSION and FEATURE_CHECK through this file's client: the reference CRIU first (so
+/// the client is known to speak CRIU's protocol), then crust, whose answers must have
+/// the same shape and what crust honestly has.
+#[test]
+fn version_and_feature_check_answer_like_criu() {
+    let _one = serialized();
+    let mut servers = vec![("crust", crust_binary())];
+    match reference_criu() {
+        Ok(criu) => servers.insert(0, ("reference criu", criu)),
+        Err(reason) if std::env::var("CI").is_ok_and(|value| value == "true") => panic!("{reason}"),
+        Err(reason) => eprintln!("skipped the reference half: {reason}"),
+    }
+    let mut shapes = Vec::new();
+    for (name, program) in &servers {
+        let client = Client::swrk(program);
+        let mut version_request = request(CriuReqType::Version);
+        version_request.keep_open = Some(true);
+        let (version, notes) = client.call(&version_request, |_| true);
+        assert!(notes.is_empty());
+        assert!(version.success && version.r#type == CriuReqType::Version as i32, "{name}: {version:?}");
+        let numbers = version.version.clone().expect("VERSION carries criu_version");
+        // What go-criu and runc compute: major*10000 + minor*100 + sublevel, >= 30000.
+        let level = numbers.major_number * 10000 + numbers.minor_number * 100 + numbers.sublevel.unwrap_or(0);
+        assert!(level >= 40200 && numbers.gitid.is_none(), "{name}: version {numbers:?}");
+        let mut check = request(CriuReqType::FeatureCheck);
+        check.features = Some(CriuFeatures { mem_track: Some(true), lazy_pages: Some(true), pidfd_store: Some(true) });
+        let (answer, _) = client.call(&check, |_| true);
+        assert!(answer.success && answer.r#type == CriuReqType::FeatureCheck as i32, "{name}: {answer:?}");
+        let features = answer.features.clone().expect("FEATURE_CHECK carries criu_features");
+        assert!(features.mem_track.is_some() && features.lazy_pages.is_some() && features.pidfd_store.is_some(), "{name}: every feature answered: {features:?}");
+        eprintln!("{name}: version {numbers:?}, features {features:?}");
+        if *name == "crust" {
+            // Pre-dumps work without soft-dirty (pages are compared); no lazy pages, no pidfd store.
+            assert_eq!((features.mem_track, features.lazy_pages, features.pidfd_store), (Some(true), Some(false), Some(false)));
+            assert!(numbers.name.as_deref().is_some_and(|n| n.starts_with("crust ")), "{numbers:?}");
+        }
+        let status = client.finish().expect("a swrk child");
+        assert!(status.success(), "{name} swrk exits 0 once the client closes: {status}");
+        let fields = |response: &CriuResp| {
+            (response.dump.is_some(), response.restore.is_some(), response.notify.is_some(), response.cr_errno.is_some(), response.version.is_some(), response.features.is_some())
+        };
+        shapes.push((fields(&version), fields(&answer)));
+    }
+    if shapes.len() == 2 {
+        assert_eq!(shapes[0], shapes[1], "crust's responses have the reference's fields");
+    }
+}
+
+/// CHECK: success where crust has what it needs (root), a failure naming what is
+/// missing otherwise; never an unknown-request error.
+#[test]
+fn check_answers() {
+    let _one = serialized();
+    let client = Client::swrk(&crust_binary());
+    let (response, _) = client.call(&request(CriuReqType::Check), |_| true);
+    assert_eq!(response.r#type, CriuReqType::Check as i32);
+    if skip_reason().is_none() {
+        assert!(response.success, "{:?}", response.cr_errmsg);
+    } else {
+        assert!(response.success || response.cr_errmsg.is_some_and(|m| m.starts_with("missing: ")));
+    }
+    client.finish();
+}
+
+/// Starts the pattern target (4 MiB) and returns its pid once it is ready.
+fn start_pattern(dir: &Path, out: &Path) -> i32 {
+    let binary = dir.join("pattern");
+    if !binary.exists() {
+        compile(dir, "pattern", &[]);
+    }
+    let mut command = Command::new(&binary);
+    command.arg(out).arg("4");
+    let (child, text, _) = common::start_with_pipes(&mut command, 0);
+    assert_eq!(text.trim(), child.id().to_string(), "target wrote its pid");
+    child.id() as i32
+}
+
+fn state(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|line| line.starts_with("State:"))
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The target checks every byte of its memory and exits 0 if all are as it wrote them.
+fn check_and_reap(pid: i32, out: &Path) {
+    signal(pid, libc::SIGUSR1);
+    let status = wait_exit(pid);
+    assert_eq!(std::fs::read_to_string(out).unwrap_or_default(), "PASS\n");
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "status {status:#x}");
+}
+
+fn dump_opts(pid: i32, images: &std::fs::File) -> CriuOpts {
+    CriuOpts {
+        images_dir_fd: images.as_raw_fd(),
+        pid: Some(pid),
+        log_file: Some("dump.log".into()),
+        log_level: Some(4),
+        notify_scripts: Some(true),
+        ..CriuOpts::default()
+    }
+}
+
+/// DUMP of a sleeping process into images_dir_fd, then RESTORE of it: the notify
+/// callbacks arrive in CRIU's order and wait for their acknowledgements, the restore
+/// response carries the pid, and the process is the same one, alive, with its memory.
+#[test]
+fn dump_and_restore_through_swrk() {
+    if let Some(reason) = skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let _one = serialized();
+    subreaper();
+    let dir = tempdir("rpc-roundtrip");
+    let out = dir.join("pattern.out");
+    let pid = start_pattern(&dir, &out);
+    let images_path = dir.join("img");
+    std::fs::create_dir(&images_path).unwrap();
+    let images = std::fs::File::open(&images_path).unwrap();
+
+    let client = Client::swrk(&crust_binary());
+    let mut dump = request(CriuReqType::Dump);
+    dump.opts = Some(dump_opts(pid, &images));
+    let (response, notes) = client.call(&dump, |_| true);
+    let log = std::fs::read_to_string(images_path.join("dump.log")).unwrap_or_default();
+    assert!(response.success, "dump: {:?}\n{log}", response.cr_errmsg);
+    assert_eq!(response.r#type, CriuReqType::Dump as i32);
+    assert_eq!(response.dump.and_then(|d| d.restored), Some(false), "CRIU sets restored=false on a plain dump");
+    let scripts: Vec<&str> = notes.iter().map(|n| n.script.as_str()).collect();
+    assert_eq!(scripts, ["pre-dump", "post-dump"], "no network scripts for a tree in crust's net namespace");
+    assert!(client.finish().unwrap().success());
+    assert!(log.contains("dumped pid"), "the log file is in the images dir at level 4:\n{log}");
+    let killed = wait_exit(pid);
+    assert!(libc::WIFSIGNALED(killed), "the dump killed the target");
+
+    let client = Client::swrk(&crust_binary());
+    let mut restore = request(CriuReqType::Restore);
+    restore.opts = Some(CriuOpts {
+        images_dir_fd: images.as_raw_fd(),
+        log_file: Some("restore.log".into()),
+        log_level: Some(4),
+        notify_scripts: Some(true),
+        // runc sets these on every restore; they change nothing here.
+        evasive_devices: Some(true),
+        orphan_pts_master: Some(true),
+        ..CriuOpts::default()
+    });
+    let (response, notes) = client.call(&restore, |_| true);
+    let log = std::fs::read_to_string(images_path.join("restore.log")).unwrap_or_default();
+    assert!(response.success, "restore: {:?}\n{log}", response.cr_errmsg);
+    assert_eq!(response.restore.map(|r| r.pid), Some(pid), "the response names the restored root");
+    let expected = [
+        ("pre-restore", None),
+        ("setup-namespaces", Some(pid)),
+        ("post-setup-namespaces", None),
+        ("post-restore", Some(pid)),
+        ("pre-resume", None),
+        ("post-resume", None),
+    ];
+    let expected: Vec<Notification> = expected.iter().map(|(script, pid)| Notification { script: script.to_string(), pid: *pid }).collect();
+    assert_eq!(notes, expected);
+    assert!(client.finish().unwrap().success());
+    assert!(!state(pid).is_empty() && !state(pid).contains("zombie"), "restored pid {pid} runs: {}", state(pid));
+    check_and_reap(pid, &out);
+}
+
+/// An option crust cannot honour gets an error response naming it (and errno
+/// EOPNOTSUPP), before anything touches the target, which runs on unchanged.
+#[test]
+fn unsupported_options_are_refused_by_name() {
+    if let Some(reason) = skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let _one = serialized();
+    subreaper();
+    let dir = tempdir("rpc-refused");
+    let out = dir.join("pattern.out");
+    let pid = start_pattern(&dir, &out);
+    let images = std::fs::File::open(&dir).unwrap();
+    let maps_before = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+
+    let client = Client::swrk(&crust_binary());
+    let mut dump = request(CriuReqType::Dump);
+    dump.opts = Some(CriuOpts {
+        freeze_cgroup: Some("/sys/fs/cgroup/freezer/none".into()),
+        lazy_pages: Some(true),
+        ..dump_opts(pid, &images)
+    });
+    let (response, notes) = client.call(&dump, |_| true);
+    assert!(!response.success && response.r#type == CriuReqType::Dump as i32);
+    assert!(notes.is_empty(), "refused before the pre-dump point: {notes:?}");
+    let message = response.cr_errmsg.unwrap_or_default();
+    assert!(message.contains("freeze_cgroup") && message.contains("lazy_pages"), "{message}");
+    assert_eq!(response.cr_errno, Some(libc::EOPNOTSUPP));
+    assert!(!client.finish().unwrap().success(), "swrk exits non-zero after a failed request");
+
+    let client = Client::swrk(&crust_binary());
+    let mut restore = request(CriuReqType::Restore);
+    restore.opts = Some(CriuOpts { images_dir_fd: images.as_raw_fd(), rst_sibling: Some(true), ..CriuOpts::default() });
+    let (response, _) = client.call(&restore, |_| true);
+    assert!(!response.success && response.cr_errmsg.unwrap_or_default().contains("rst_sibling"));
+    client.finish();
+
+    assert_eq!(std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap(), maps_before);
+    assert!(!state(pid).contains("stopped") && !state(pid).contains("tracing"), "{}", state(pid));
+    check_and_reap(pid, &out);
+}
+
+/// A client whose pre-dump hook fails gets a failed DUMP naming the hook, and the
+/// target was never touched.
+#[test]
+fn a_failed_hook_aborts_the_dump() {
+    if let Some(reason) = skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let _one = serialized();
+    subreaper();
+    let dir = tempdir("rpc-hook");
+    let out = dir.join("pattern.out");
+    let pid = start_pattern(&dir, &out);
+    let images = std::fs::File::open(&dir).unwrap();
+    let client = Client::swrk(&crust_binary());
+    let mut dump = request(CriuReqType::Dump);
+    dump.opts = Some(dump_opts(pid, &images));
+    let (response, notes) = client.call(&dump, |script| script != "pre-dump");
+    assert_eq!(notes.len(), 1);
+    assert!(!response.success);
+    assert!(response.cr_errmsg.unwrap_or_default().contains("pre-dump"));
+    client.finish();
+    assert!(!dir.join(format!("core-{pid}.img")).exists() && !dir.join("pstree.img").exists(), "nothing dumped");
+    check_and_reap(pid, &out);
+}
+
+/// runc's pre-copy on one socket: PRE_DUMP (the tree runs on), then DUMP with
+/// parent_img and track_mem; the final images build on the pre-dump and restore.
+#[test]
+fn pre_dump_then_dump_on_one_socket() {
+    if let Some(reason) = skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let _one = serialized();
+    subreaper();
+    let dir = tempdir("rpc-predump");
+    let out = dir.join("pattern.out");
+    let pid = start_pattern(&dir, &out);
+    for name in ["pre", "final"] {
+        std::fs::create_dir(dir.join(name)).unwrap();
+    }
+    let pre = std::fs::File::open(dir.join("pre")).unwrap();
+    let last = std::fs::File::open(dir.join("final")).unwrap();
+    let client = Client::swrk(&crust_binary());
+    let mut pre_dump = request(CriuReqType::PreDump);
+    pre_dump.opts = Some(CriuOpts { track_mem: Some(true), ..dump_opts(pid, &pre) });
+    let (response, notes) = client.call(&pre_dump, |_| true);
+    assert!(response.success && response.r#type == CriuReqType::PreDump as i32, "{:?}", response.cr_errmsg);
+    assert!(notes.is_empty(), "CRIU runs no scripts around a pre-dump: {notes:?}");
+    assert!(!state(pid).contains("stopped") && !state(pid).contains("tracing"), "{}", state(pid));
+    let mut dump = request(CriuReqType::Dump);
+    dump.opts = Some(CriuOpts { parent_img: Some("../pre".into()), track_mem: Some(true), ..dump_opts(pid, &last) });
+    let (response, _) = client.call(&dump, |_| true);
+    assert!(response.success, "{:?}", response.cr_errmsg);
+    assert!(client.finish().unwrap().success());
+    assert_eq!(std::fs::read_link(dir.join("final/parent")).unwrap(), Path::new("../pre"));
+    wait_exit(pid);
+
+    let client = Client::swrk(&crust_binary());
+    let mut restore = request(CriuReqType::Restore);
+    restore.opts = Some(CriuOpts { images_dir_fd: last.as_raw_fd(), ..CriuOpts::default() });
+    let (response, notes) = client.call(&restore, |_| true);
+    assert!(response.success, "{:?}", response.cr_errmsg);
+    assert!(notes.is_empty(), "no notify_scripts, no notifications");
+    client.finish();
+    check_and_reap(pid, &out);
+}
+
+static RUST_CRIU_NOTES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+fn record_note(script: &str, _notify: &rust_criu::rust_criu_protobuf::rpc::Criu_notify, _fd: Option<RawFd>) -> i32 {
+    RUST_CRIU_NOTES.lock().unwrap().push(script.to_string());
+    0
+}
+
+/// The rust-criu crate drives crust installed as `criu`: version, dump (with a notify
+/// callback), restore.
+#[test]
+fn rust_criu_drives_crust_as_criu() {
+    let _one = serialized();
+    let dir = tempdir("rpc-rust-criu");
+    let criu = dir.join("criu");
+    std::os::unix::fs::symlink(crust_binary(), &criu).unwrap();
+    let mut client = rust_criu::Criu::new_with_criu_path(criu.display().to_string()).unwrap();
+    assert_eq!(client.get_criu_version().expect("VERSION through rust-criu"), 40201);
+    if let Some(reason) = skip_reason() {
+        eprintln!("skipped the dump and restore: {reason}");
+        return;
+    }
+    subreaper();
+    let out = dir.join("pattern.out");
+    let pid = start_pattern(&dir, &out);
+    let images_path = dir.join("img");
+    std::fs::create_dir(&images_path).unwrap();
+    let images = std::fs::File::open(&images_path).unwrap();
+    client.set_pid(pid);
+    client.set_images_dir_fd(images.as_raw_fd());
+    client.set_log_file("dump.log".into());
+    client.set_log_level(4);
+    client.set_notify_scripts(true);
+    client.set_notify_cb(record_note);
+    client.dump().unwrap_or_else(|error| {
+        panic!("rust-criu dump: {error}\n{}", std::fs::read_to_string(images_path.join("dump.log")).unwrap_or_default())
+    });
+    assert_eq!(*RUST_CRIU_NOTES.lock().unwrap(), ["pre-dump", "post-dump"]);
+    wait_exit(pid);
+    client.set_images_dir_fd(images.as_raw_fd());
+    client.set_log_file("restore.log".into());
+    client.set_log_level(4);
+    client.restore().unwrap_or_else(|error| {
+        panic!("rust-criu restore: {error}\n{}", std::fs::read_to_string(images_path.join("restore.log")).unwrap_or_default())
+    });
+    check_and_reap(pid, &out);
+}
+
+/// `crust service --daemon --pidfile --status-fd`: the status fd gets one zero byte once
+/// the socket listens, each connection is served, SIGTERM removes the socket.
+#[test]
+fn service_mode_serves_connections() {
+    let _one = serialized();
+    subreaper();
+    let dir = tempdir("rpc-service");
+    let address = dir.join("criu_service.socket");
+    let pidfile = dir.join("service.pid");
+    let (mut status_read, status_write) = std::io::pipe().unwrap();
+    let status_raw = OwnedFd::from(status_write);
+    let raw = status_raw.as_raw_fd();
+    let mut command = Command::new(crust_binary());
+    command.arg("service").arg("--address").arg(&address).arg("--pidfile").arg(&pidfile).args(["--daemon", "--status-fd", "5"]);
+    command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    // SAFETY: dup2 is async-signal-safe.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::dup2(raw, 5) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let status = command.status().unwrap();
+    drop(status_raw);
+    assert!(status.success(), "service --daemon returns once it listens");
+    let mut ready = Vec::new();
+    std::io::Read::read_to_end(&mut status_read, &mut ready).unwrap();
+    assert_eq!(ready, [0], "one zero byte on the status fd");
+    let daemon: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    for _ in 0..2 {
+        let client = Client::connect(&address);
+        let (response, _) = client.call(&request(CriuReqType::Version), |_| true);
+        assert!(response.success && response.version.is_some());
+        client.finish();
+    }
+    signal(daemon, libc::SIGTERM);
+    wait_exit(daemon);
+    assert!(!address.exists(), "the socket is removed on SIGTERM");
+}
