@@ -523,3 +523,88 @@ fn service_mode_serves_connections() {
     wait_exit(daemon);
     assert!(!address.exists(), "the socket is removed on SIGTERM");
 }
+
+/// Where Debian's golang-github-checkpoint-restore-go-criu-dev puts go-criu.
+const GO_CRIU_SOURCE: &str = "/usr/share/gocode/src/github.com/checkpoint-restore/go-criu";
+
+/// Builds tests/data/go-criu-client.go against Debian's go-criu (GOPATH mode, offline)
+/// into the target's scratch directory; `Err` says why it cannot.
+fn build_go_criu_client() -> Result<PathBuf, String> {
+    let has_go = Command::new("go").arg("version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
+    if !has_go || !Path::new(GO_CRIU_SOURCE).join("main.go").exists() {
+        return Err("needs go and go-criu (ci/setup.sh installs golang-go and golang-github-checkpoint-restore-go-criu-dev)".into());
+    }
+    let scratch = Path::new(env!("CARGO_TARGET_TMPDIR")).join("go-criu");
+    let package = scratch.join("gopath/src/crust-go-criu-client");
+    std::fs::create_dir_all(&package).map_err(|e| e.to_string())?;
+    std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/go-criu-client.go"), package.join("main.go")).map_err(|e| e.to_string())?;
+    // go-criu imports itself as .../go-criu/v5, which GOPATH mode finds only under
+    // that name: a link gives Debian's copy that name.
+    let versioned = scratch.join("gopath/src/github.com/checkpoint-restore/go-criu/v5");
+    if !versioned.exists() {
+        std::fs::create_dir_all(versioned.parent().expect("a parent")).map_err(|e| e.to_string())?;
+        std::os::unix::fs::symlink(GO_CRIU_SOURCE, &versioned).map_err(|e| e.to_string())?;
+    }
+    let binary = scratch.join("go-criu-client");
+    let output = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&binary)
+        .arg(".")
+        .current_dir(&package)
+        .env("GO111MODULE", "off")
+        .env("GOPATH", format!("{}:/usr/share/gocode", scratch.join("gopath").display()))
+        .env("GOCACHE", scratch.join("cache"))
+        .env("GOFLAGS", "")
+        .output()
+        .map_err(|e| e.to_string())?;
+    assert!(output.status.success(), "go build: {}", String::from_utf8_lossy(&output.stderr));
+    Ok(binary)
+}
+
+fn run_go_client(client: &Path, args: &[&str]) -> String {
+    let output = Command::new(client).args(args).stdin(Stdio::null()).output().expect("run go-criu-client");
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(output.status.success(), "go-criu-client {args:?}: {}{stdout}", String::from_utf8_lossy(&output.stderr));
+    stdout
+}
+
+/// go-criu (what runc and podman link) gets the answers it expects: a version runc
+/// accepts (>= 3.0.0), a feature check, and a dump and restore with its callbacks.
+#[test]
+fn go_criu_drives_crust() {
+    let client = match build_go_criu_client() {
+        Ok(client) => client,
+        Err(reason) if std::env::var("CI").is_ok_and(|value| value == "true") => panic!("{reason}"),
+        Err(reason) => {
+            eprintln!("skipped: {reason}");
+            return;
+        }
+    };
+    let _one = serialized();
+    let crust = crust_binary().display().to_string();
+    assert_eq!(run_go_client(&client, &[&crust, "version"]), "version 40201\nfeature check ok\n");
+    if let Ok(criu) = reference_criu() {
+        // The same client, the same answers from the reference.
+        assert_eq!(run_go_client(&client, &[&criu.display().to_string(), "version"]), "version 40201\nfeature check ok\n");
+    }
+    if let Some(reason) = skip_reason() {
+        eprintln!("skipped the dump and restore: {reason}");
+        return;
+    }
+    subreaper();
+    let dir = tempdir("rpc-go-criu");
+    let out = dir.join("pattern.out");
+    let pid = start_pattern(&dir, &out);
+    let images = dir.join("img");
+    std::fs::create_dir(&images).unwrap();
+    let images_arg = images.display().to_string();
+    let dumped = run_go_client(&client, &[&crust, "dump", &pid.to_string(), &images_arg]);
+    assert_eq!(dumped, "dump notify pre-dump,post-dump\n");
+    wait_exit(pid);
+    let restored = run_go_client(&client, &[&crust, "restore", &images_arg]);
+    assert_eq!(
+        restored,
+        format!("restore notify pre-restore,setup-namespaces:{pid},post-setup-namespaces,post-restore:{pid},post-resume\n")
+    );
+    check_and_reap(pid, &out);
+}
