@@ -578,6 +578,47 @@ mod tests {
         assert!(failure.message.starts_with("open x: "), "{}", failure.message);
     }
 
+    /// orphan-pts-master's way: a NOTIFY with an fd attached (SCM_RIGHTS), which the
+    /// client gets as a new fd of its own, then acknowledges.
+    #[test]
+    #[allow(unsafe_code)] // taking ownership of the fd that came over the socket
+    fn a_notification_can_carry_an_fd() {
+        use std::io::{Read, Write};
+        use std::os::fd::AsFd;
+
+        let (client, server) = super::super::transport::pair().unwrap();
+        let session = Session { connection: server, peer: std::process::id() as i32, notify_scripts: true };
+        let (mut reader, writer) = std::io::pipe().unwrap();
+        let acknowledging = std::thread::spawn(move || {
+            let fd = nix::sys::socket::recvmsg::<()>(
+                std::os::fd::AsRawFd::as_raw_fd(&client.as_fd()),
+                &mut [std::io::IoSliceMut::new(&mut [0u8; 256])],
+                Some(&mut nix::cmsg_space!([std::os::fd::RawFd; 1])),
+                nix::sys::socket::MsgFlags::empty(),
+            )
+            .unwrap()
+            .cmsgs()
+            .unwrap()
+            .find_map(|cmsg| match cmsg {
+                nix::sys::socket::ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
+                _ => None,
+            })
+            .expect("an fd came with the NOTIFY");
+            // SAFETY: the fd arrived with the message; nothing else owns it.
+            let mut passed = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+            passed.write_all(b"through the socket").unwrap();
+            drop(passed);
+            let ack = CriuReq { r#type: CriuReqType::Notify as i32, notify_success: Some(true), ..CriuReq::default() };
+            client.send(&ack.encode_to_vec()).unwrap();
+        });
+        session.notify_with_fd("orphan-pts-master", None, Some(writer.as_fd())).unwrap();
+        drop(writer);
+        acknowledging.join().unwrap();
+        let mut text = String::new();
+        reader.read_to_string(&mut text).unwrap();
+        assert_eq!(text, "through the socket");
+    }
+
     #[test]
     fn a_session_answers_version_and_ends_without_keep_open() {
         let (client, server) = super::super::transport::pair().unwrap();
