@@ -182,7 +182,7 @@ fn version_and_feature_check_answer_like_criu() {
         check.features = Some(CriuFeatures { mem_track: Some(true), lazy_pages: Some(true), pidfd_store: Some(true) });
         let (answer, _) = client.call(&check, |_| true);
         assert!(answer.success && answer.r#type == CriuReqType::FeatureCheck as i32, "{name}: {answer:?}");
-        let features = answer.features.clone().expect("FEATURE_CHECK carries criu_features");
+        let features = answer.features.expect("FEATURE_CHECK carries criu_features");
         assert!(features.mem_track.is_some() && features.lazy_pages.is_some() && features.pidfd_store.is_some(), "{name}: every feature answered: {features:?}");
         eprintln!("{name}: version {numbers:?}, features {features:?}");
         if *name == "crust" {

@@ -80,6 +80,8 @@ impl fmt::Display for OptionError {
 /// the file), `skip_file_rwx_check` (crust checks no modes), `pre_dump_mode` (crust
 /// picks its own way of reading pages), `display_stats`, `network_lock` NFTABLES
 /// (crust's lock), `manage_cgroups` off or `IGNORE`/`CG_NONE`.
+// Options the engine gains later take their defaults (`..Default::default()`).
+#[allow(clippy::needless_update)]
 pub fn engine_options(action: Action, opts: &CriuOpts, dirs: &RequestDirs) -> Result<EngineRequest, OptionError> {
     let refused = refusals(action, opts);
     if !refused.is_empty() {
@@ -148,7 +150,7 @@ const UNHONOURED: &[Unhonoured] = &[
     Unhonoured {
         option: "root",
         scope: Scope::Both,
-        asks: |o| o.root.as_deref().is_some_and(|root| root.trim_end_matches('/') != ""),
+        asks: |o| o.root.as_deref().is_some_and(|root| !root.trim_end_matches('/').is_empty()),
         why: "mount namespaces are not dumped or restored yet",
     },
     Unhonoured { option: "ext_mnt", scope: Scope::Both, asks: |o| !o.ext_mnt.is_empty(), why: "mount namespaces are not dumped or restored yet" },
