@@ -620,6 +620,18 @@ mod tests {
     }
 
     #[test]
+    fn bytes_that_are_no_request_get_an_error_and_end_the_session() {
+        let (client, server) = super::super::transport::pair().unwrap();
+        client.send(&[0xff, 0xff, 0xff]).unwrap();
+        let worker = std::thread::spawn(move || serve(server));
+        let response = CriuResp::decode(client.receive().unwrap().unwrap().as_slice()).unwrap();
+        assert_eq!(worker.join().unwrap(), 1);
+        assert!(!response.success);
+        assert_eq!((response.r#type, response.cr_errno), (CriuReqType::Empty as i32, Some(libc::EINVAL)));
+        assert!(response.cr_errmsg.unwrap().contains("does not decode as criu_req"));
+    }
+
+    #[test]
     fn a_session_answers_version_and_ends_without_keep_open() {
         let (client, server) = super::super::transport::pair().unwrap();
         let request = CriuReq { r#type: CriuReqType::Version as i32, ..CriuReq::default() };
