@@ -620,6 +620,8 @@ fn run_go_client(client: &Path, args: &[&str]) -> String {
 /// accepts (>= 3.0.0), a feature check, and a dump and restore with its callbacks.
 #[test]
 fn go_criu_drives_crust() {
+    // `go build` is a spawn too (see ONE_AT_A_TIME).
+    let _one = serialized();
     let client = match build_go_criu_client() {
         Ok(client) => client,
         Err(reason) if std::env::var("CI").is_ok_and(|value| value == "true") => panic!("{reason}"),
@@ -628,7 +630,6 @@ fn go_criu_drives_crust() {
             return;
         }
     };
-    let _one = serialized();
     let crust = crust_binary().display().to_string();
     assert_eq!(run_go_client(&client, &[&crust, "version"]), "version 40201\nfeature check ok\n");
     if let Ok(criu) = reference_criu() {
