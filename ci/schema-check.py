@@ -1,6 +1,8 @@
 # ci/schema-check.py: run by ci/schema-check with the reference root's own python3.
 # Prints every message and enum of pycriu's compiled descriptors (CRIU's own schema) as
 # JSON: per message its fields with number, label, type, type name and (criu) options.
+# Besides the image protos (pycriu/images) it walks pycriu's rpc_pb2: the RPC messages
+# `crust swrk` and `crust service` speak.
 import json
 import os
 import sys
@@ -90,11 +92,14 @@ def walk_enum(enum, file_name, enums):
 
 def main():
     images_dir = os.path.dirname(pycriu.images.__file__)
+    modules = [
+        __import__(module_file[: -len(".py")])
+        for module_file in sorted(os.listdir(images_dir))
+        if module_file.endswith("_pb2.py")
+    ]
+    modules.append(rpc_module())
     messages, enums = {}, {}
-    for module_file in sorted(os.listdir(images_dir)):
-        if not module_file.endswith("_pb2.py"):
-            continue
-        module = __import__(module_file[: -len(".py")])
+    for module in modules:
         file_descriptor = module.DESCRIPTOR
         DEFAULTS.update(explicit_defaults(file_descriptor))
         for message in file_descriptor.message_types_by_name.values():
@@ -102,6 +107,17 @@ def main():
         for enum in file_descriptor.enum_types_by_name.values():
             walk_enum(enum, file_descriptor.name, enums)
     write_compact(messages, enums, image_kinds(), sys.stdout)
+
+
+def rpc_module():
+    """pycriu's rpc_pb2 (CRIU's rpc.proto), which sits beside images/ in the package."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(pycriu.__file__), "rpc_pb2.py")
+    spec = importlib.util.spec_from_file_location("rpc_pb2", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def image_kinds():

@@ -23,7 +23,8 @@ for arg in "$@"; do
 done
 
 # Packages .ci/run needs. The libc6-dev-*-cross packages are named explicitly: the
-# cross gcc only recommends them and --no-install-recommends would drop them.
+# cross gcc only recommends them and --no-install-recommends would drop them. Go and
+# go-criu build the go-criu client of cli/tests/rpc.rs (offline, GOPATH mode).
 ci_apt_packages=(
     ca-certificates
     gcc g++
@@ -35,6 +36,7 @@ ci_apt_packages=(
     gcc-s390x-linux-gnu libc6-dev-s390x-cross
     nftables
     iproute2
+    golang-go golang-github-checkpoint-restore-go-criu-dev
 )
 # Packages only the nightly/optional jobs need.
 full_apt_packages=(

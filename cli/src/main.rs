@@ -1,9 +1,10 @@
-//! `crust`: the command-line front end. CRIU's verbs (dump, restore, pre-dump, check) and
-//! crit's verbs (show, decode, encode, x, info), each a thin layer over `crust-engine` and
-//! `crust-images`.
+//! `crust`: the command-line front end. CRIU's verbs (dump, restore, pre-dump, check),
+//! its RPC verbs (swrk, service) and crit's verbs (show, decode, encode, x, info), each a
+//! thin layer over `crust-engine` and `crust-images`.
 
 mod crit;
 mod cr;
+mod rpc;
 
 use clap::Parser;
 
@@ -20,6 +21,8 @@ enum Command {
     #[command(flatten)]
     Cr(cr::CrCmd),
     #[command(flatten)]
+    Rpc(rpc::RpcCmd),
+    #[command(flatten)]
     Crit(crit::CritCmd),
 }
 
@@ -27,6 +30,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Cr(cmd) => cr::run(cmd),
+        Command::Rpc(cmd) => rpc::run(cmd),
         Command::Crit(cmd) => crit::run(cmd),
     };
     match result {

@@ -43,6 +43,13 @@ pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/criu.rs"));
 }
 
+/// Generated protobuf types of CRIU's RPC (package `criu.rpc`), e.g. [`rpc::CriuReq`]:
+/// what `crust swrk` and `crust service` speak with their clients.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod rpc {
+    include!(concat!(env!("OUT_DIR"), "/criu.rpc.rs"));
+}
+
 /// The encoded `FileDescriptorSet` of all our `.proto` files (for field options at run time).
 pub const DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/criu_descriptor_set.bin"));

@@ -42,7 +42,8 @@ fn load_committed_schema() -> Json {
     serde_json::from_str(&text).expect("criu-schema.json is JSON")
 }
 
-/// Our schema in the shape `ci/schema-check` prints, names without the `criu.` package.
+/// Our schema in the shape `ci/schema-check` prints, names without the `criu.` and
+/// `criu.rpc.` packages.
 fn our_schema() -> Json {
     let pool = DescriptorPool::decode(crust_images::DESCRIPTOR_SET).expect("our descriptor set");
     let extension = pool
@@ -79,8 +80,10 @@ fn our_schema() -> Json {
     json!({ "messages": messages, "enums": enums })
 }
 
+/// CRIU's name of one of ours: images live in package `criu`, the RPC in `criu.rpc`
+/// (CRIU's protos have no package).
 fn strip_package(name: &str) -> &str {
-    name.strip_prefix("criu.").unwrap_or(name)
+    name.strip_prefix("criu.rpc.").or_else(|| name.strip_prefix("criu.")).unwrap_or(name)
 }
 
 fn field_json(field: &FieldDescriptor, extension: &prost_reflect::ExtensionDescriptor) -> Json {
@@ -383,4 +386,28 @@ fn image_kinds_match_criu() {
         "image kinds differ from CRIU's:\n{}",
         problems.join("\n")
     );
+}
+
+/// Every message and enum of CRIU's rpc.proto is ours too, in our rpc.proto: the RPC
+/// server (`crust swrk`, `crust service`) must decode whatever a CRIU client sends.
+#[test]
+fn rpc_schema_is_complete() {
+    let criu = load_committed_schema();
+    let ours = our_schema();
+    let mut missing = Vec::new();
+    for section in ["messages", "enums"] {
+        for (name, criu_item) in criu[section].as_object().expect("section") {
+            if criu_item["file"] != "rpc.proto" {
+                continue;
+            }
+            match ours[section].get(name) {
+                Some(our_item) if our_item["file"] == "rpc.proto" => {}
+                Some(our_item) => missing.push(format!("{name} is in our {}", our_item["file"])),
+                None => missing.push(format!("{section} {name} missing")),
+            }
+        }
+    }
+    assert!(missing.is_empty(), "rpc.proto differs from CRIU's: {missing:?}");
+    let rpc_messages = criu["messages"].as_object().expect("messages").values().filter(|m| m["file"] == "rpc.proto").count();
+    assert!(rpc_messages >= 15, "CRIU's schema has {rpc_messages} rpc messages: refresh criu-schema.json");
 }

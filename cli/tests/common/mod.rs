@@ -55,6 +55,7 @@ pub fn compile(dir: &Path, name: &str, extra: &[&str]) -> PathBuf {
 /// ready) and the write ends of `more` pipes on fds 4, 5, ...; returns the child, what
 /// it wrote on fd 3, and the read ends of the other pipes.
 pub fn start_with_pipes(command: &mut Command, more: usize) -> (Child, String, Vec<std::io::PipeReader>) {
+    assert!(more < 16, "at most 16 pipes");
     let (mut ready, ready_w) = std::io::pipe().unwrap();
     let mut writers = vec![OwnedFd::from(ready_w)];
     let mut readers = Vec::new();
@@ -65,11 +66,21 @@ pub fn start_with_pipes(command: &mut Command, more: usize) -> (Child, String, V
     }
     let raw: Vec<i32> = writers.iter().map(|w| w.as_raw_fd()).collect();
     command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
-    // SAFETY: the closure only calls dup2, which is async-signal-safe.
+    // SAFETY: the closure only calls fcntl and dup2, which are async-signal-safe.
     unsafe {
         use std::os::unix::process::CommandExt;
         command.pre_exec(move || {
+            // Each write end first goes above the target numbers, so that placing one
+            // never closes another still to be placed, and dup2 never meets an fd
+            // already at its number (which would keep close-on-exec).
+            let mut high = [0i32; 16];
             for (index, &fd) in raw.iter().enumerate() {
+                high[index] = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3 + raw.len() as i32);
+                if high[index] < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            for (index, &fd) in high[..raw.len()].iter().enumerate() {
                 if libc::dup2(fd, 3 + index as i32) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
