@@ -623,7 +623,7 @@ impl CriuOptions {
         }
         const CGROUPS: &str = "crust neither dumps nor restores cgroups";
         const MOUNTS: &str = "crust neither dumps nor restores mount namespaces";
-        let checks: [(bool, &str, &str); 22] = [
+        let checks: [(bool, &str, &str); 23] = [
             (self.leave_stopped, "--leave-stopped", "needs the engine to leave the tasks stopped"),
             (restores && self.restore_sibling, "--restore-sibling", "needs the engine to create the root with CLONE_PARENT"),
             (self.lazy_pages, "--lazy-pages", "needs a lazy-pages daemon"),
@@ -642,7 +642,8 @@ impl CriuOptions {
             (restores && self.lsm_mount_context.is_some(), "--lsm-mount-context", MOUNTS),
             (self.network_lock == NetworkLock::Skip, "--network-lock skip", "crust always locks the connections it dumps"),
             (!self.cgroup_root.is_empty(), "--cgroup-root", CGROUPS),
-            (self.cgroup_props.is_some() || self.cgroup_props_file.is_some(), "--cgroup-props", CGROUPS),
+            (self.cgroup_props.is_some(), "--cgroup-props", CGROUPS),
+            (self.cgroup_props_file.is_some(), "--cgroup-props-file", CGROUPS),
             (!self.cgroup_dump_controller.is_empty(), "--cgroup-dump-controller", CGROUPS),
             (self.cgroup_yard.is_some(), "--cgroup-yard", CGROUPS),
             (self.file_validation.is_some(), "--file-validation", "crust checks only that each file exists"),
