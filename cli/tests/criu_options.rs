@@ -363,3 +363,69 @@ fn unknown_options_and_words_are_one_line_errors() {
         assert_eq!(stderr.trim(), expected, "{args:?}");
     }
 }
+
+/// `--action-script` runs at pre-dump, pre-restore and post-resume with CRIU's
+/// environment; a failing pre-dump script fails the dump before the tree is touched.
+#[test]
+fn action_scripts_get_criu_s_environment() {
+    if let Some(reason) = skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    subreaper();
+    let scratch = tempdir("hooks");
+    let binary = compile(&scratch, "pattern", &[]);
+    let record = scratch.join("record");
+    let hook = scratch.join("hook.sh");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\necho \"$CRTOOLS_SCRIPT_ACTION $CRTOOLS_IMAGE_DIR ${{CRTOOLS_INIT_PID:-none}}\" >> {}\n[ ! -e {}/fail ]\n",
+            record.display(),
+            scratch.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut target = Target::start(&binary, scratch.join("out"));
+    let images = scratch.join("img");
+    std::fs::create_dir_all(&images).unwrap();
+    let images = images.canonicalize().unwrap();
+
+    std::fs::write(scratch.join("fail"), "").unwrap();
+    let output = crust().args(["dump", "-t", &target.pid.to_string(), "-D"]).arg(&images).arg("--action-script").arg(&hook).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("failed at pre-dump"), "{stderr}");
+    assert!(target.ended().is_none(), "the target runs on after a failed pre-dump script");
+    std::fs::remove_file(scratch.join("fail")).unwrap();
+
+    let output = crust()
+        .args(["dump", "-t", &target.pid.to_string(), "-D"])
+        .arg(&images)
+        .args(["-o", "dump.log"])
+        .arg("--action-script")
+        .arg(&hook)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    wait_exit(target.pid);
+    let output = crust()
+        .args(["restore", "-d", "-D"])
+        .arg(&images)
+        .args(["-o", "restore.log"])
+        .arg(format!("--action-script={}", hook.display()))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    target.check_restored("restore with an action script");
+    let pid = target.pid;
+    let dir = images.display();
+    assert_eq!(
+        std::fs::read_to_string(&record).unwrap(),
+        format!("pre-dump {dir} {pid}\npre-dump {dir} {pid}\npre-restore {dir} none\npost-resume {dir} {pid}\n")
+    );
+    // The steps crust cannot run yet are named in the log.
+    let log = std::fs::read_to_string(images.join("restore.log")).unwrap();
+    assert!(log.contains("action scripts are not run at setup-namespaces, post-setup-namespaces, post-restore, pre-resume yet"), "{log}");
+}

@@ -37,7 +37,7 @@ pub fn text(program: Program) -> String {
          or --no-default-config is given), then $CRIU_CONFIG_FILE, then --config FILE, then the\n\
          command line; a later one wins. Exit codes are CRIU's: 0, or 1 on any error.\n\
          Below each option: `accepted:` crust already behaves as asked, and why; `not yet:` it is\n\
-         refused in one line (`{name}: --OPTION is not supported yet`); no note: implemented.\n",
+         refused in one line (`{name}: --OPTION is not supported yet`); otherwise it is implemented.\n",
         if program == Program::Crust {
             "  exec           deprecated in CRIU (exit 255)\n  show, decode, encode, x, info: crit's verbs (crust show --help)"
         } else {
@@ -61,6 +61,7 @@ pub fn text(program: Program) -> String {
             out.push_str(&wrap(spec.help, pad));
             let note = match spec.state {
                 State::Implemented => None,
+                State::ImplementedNote(why) => Some(format!("note: {why}")),
                 State::Accepted(_) | State::NotYet(_) => spec.state.why().map(|why| format!("{}: {why}", spec.state.label())),
                 State::ByValue(why) => Some(why.to_string()),
                 State::Deprecated => Some(format!("deprecated: {name} refuses it, as CRIU does")),
@@ -124,6 +125,36 @@ mod tests {
         assert!(help.contains("not yet: needs lazy pages"));
         assert!(!help.contains("fault-inject"));
         assert!(text(Program::Criu).starts_with("Usage:\n  criu dump"));
+    }
+
+    /// The README's option table, written from the same table as `--help`.
+    fn readme_table() -> String {
+        let mut out = String::from("| option | state | why / what it needs |\n|---|---|---|\n");
+        for spec in OPTIONS.iter().filter(|s| !s.hidden) {
+            let head = option_head(spec).trim().replace('|', "\\|");
+            let why = spec.state.why().unwrap_or("").replace('|', "\\|");
+            out.push_str(&format!("| `{head}` | {} | {why} |\n", spec.state.label()));
+        }
+        out
+    }
+
+    /// The README holds the option table as the code has it (`CRUST_BLESS_README=1`
+    /// rewrites it).
+    #[test]
+    fn readme_option_table_is_current() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+        let readme = std::fs::read_to_string(&path).unwrap();
+        let (begin, end) = ("<!-- options:begin -->\n", "<!-- options:end -->");
+        let start = readme.find(begin).expect("README has the options:begin marker") + begin.len();
+        let stop = readme.find(end).expect("README has the options:end marker");
+        let table = readme_table();
+        if readme[start..stop] != table {
+            if std::env::var_os("CRUST_BLESS_README").is_some() {
+                std::fs::write(&path, format!("{}{table}{}", &readme[..start], &readme[stop..])).unwrap();
+            } else {
+                panic!("README's option table is stale; run with CRUST_BLESS_README=1:\n{table}");
+            }
+        }
     }
 
     #[test]

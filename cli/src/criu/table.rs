@@ -21,6 +21,8 @@ pub enum Arg {
 pub enum State {
     /// Done as CRIU does it.
     Implemented,
+    /// Done as CRIU does it, with a difference the text says.
+    ImplementedNote(&'static str),
     /// Accepted: crust already behaves the way the option asks, for the reason given.
     Accepted(&'static str),
     /// Refused in one line (`crust: --opt is not supported yet`), with what it needs.
@@ -35,7 +37,7 @@ impl State {
     /// The short word for tables: implemented, accepted, not yet, by value, deprecated.
     pub fn label(&self) -> &'static str {
         match self {
-            State::Implemented => "implemented",
+            State::Implemented | State::ImplementedNote(_) => "implemented",
             State::Accepted(_) => "accepted",
             State::NotYet(_) => "not yet",
             State::ByValue(_) => "by value",
@@ -47,7 +49,7 @@ impl State {
     pub fn why(&self) -> Option<&'static str> {
         match self {
             State::Implemented | State::Deprecated => None,
-            State::Accepted(why) | State::NotYet(why) | State::ByValue(why) => Some(why),
+            State::ImplementedNote(why) | State::Accepted(why) | State::NotYet(why) | State::ByValue(why) => Some(why),
         }
     }
 }
@@ -212,9 +214,9 @@ pub static OPTIONS: &[Spec] = &[
         Flag,
         Special,
         "checkpoint and restore established TCP connections",
-        Accepted(
-            "implemented on dump (TCP_REPAIR, with the connection locked by an nftables table until the restore); \
-             on restore crust rebuilds every connection the images hold, with or without it",
+        ImplementedNote(
+            "dump: TCP_REPAIR, each connection locked by an nftables table (crust_tcp_INODE) until the restore; \
+             restore rebuilds every connection the images hold, with or without it",
         ),
     )),
     spec("close", None, Req("FD"), Other, "close file descriptor FD before doing anything", Implemented),
@@ -285,7 +287,7 @@ pub static OPTIONS: &[Spec] = &[
         Flag,
         Special,
         "dump and restore file locks (flock, POSIX, OFD)",
-        Accepted("crust dumps and restores file locks with or without it; CRIU refuses a tree that holds locks without it, crust does not yet"),
+        ImplementedNote("without it crust still dumps and restores the locks, where CRIU refuses a tree that holds one"),
     )),
     negatable(spec(
         "page-server",
