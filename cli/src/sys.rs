@@ -173,7 +173,7 @@ pub fn ptrace_set_options(pid: i32, options: libc::c_int) -> io::Result<()> {
 pub fn ptrace_seccomp_filter_length(pid: i32) -> io::Result<i64> {
     const PTRACE_SECCOMP_GET_FILTER: libc::c_uint = 0x420c;
     // SAFETY: a null buffer asks only for the length.
-    check(unsafe { libc::ptrace(PTRACE_SECCOMP_GET_FILTER, pid, 0usize, 0usize) }).map(|n| n as i64)
+    check(unsafe { libc::ptrace(PTRACE_SECCOMP_GET_FILTER, pid, 0usize, 0usize) })
 }
 
 /// `PTRACE_GET_RSEQ_CONFIGURATION` of a traced, stopped thread.

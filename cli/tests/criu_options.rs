@@ -318,8 +318,8 @@ fn restore_waits_for_the_root() {
     std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let mut restore = crust();
     restore.args(["restore", "-D"]).arg(&images).arg("--action-script").arg(&hook);
-    // SAFETY: the closure only clears FD_CLOEXEC on one fd (fcntl is async-signal-safe).
     let fd = ready_w.as_raw_fd();
+    // SAFETY: the closure only clears FD_CLOEXEC on one fd (fcntl is async-signal-safe).
     unsafe {
         use std::os::unix::process::CommandExt;
         restore.pre_exec(move || {

@@ -117,7 +117,7 @@ fn run(program: Program, args: &[String]) -> anyhow::Result<i32> {
             bail!("unexpected argument {extra}: {} takes options only", verb.name());
         }
     }
-    if !line.after_dashes.is_empty() && !(verb == Verb::Restore && options.exec_cmd) {
+    if !(line.after_dashes.is_empty() || verb == Verb::Restore && options.exec_cmd) {
         bail!("the words after -- are the command of restore --exec-cmd");
     }
     for &fd in &options.close_fds {

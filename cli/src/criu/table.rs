@@ -628,8 +628,10 @@ pub static OPTIONS: &[Spec] = &[
         Generic,
         "how TCP connections are locked between dump and restore: iptables (CRIU's default), nftables or skip",
         ByValue(
-            "nftables implemented (crust's lock: an nftables table per connection); iptables accepted with the same lock \
-             (iptables here is iptables-nft, whose rules are nf_tables rules too, so the kernel drops the same packets); \
+            "nftables implemented (crust's lock: an nftables table per connection); iptables accepted with the same \
+             lock: the connection's packets are dropped by crust's nftables table instead of iptables rules, and where \
+             iptables is iptables-nft (Debian 10 and later; on the machine of 2026-12-06, CRIU 4.2.1's own iptables lock \
+             shows in `nft list ruleset` as rules of table ip filter) both are nf_tables rules dropping the same packets; \
              skip not yet (crust always locks the connections it dumps)",
         ),
     ),
