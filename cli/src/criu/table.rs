@@ -226,7 +226,7 @@ pub static OPTIONS: &[Spec] = &[
         Flag,
         Logging,
         "a separate log file per process (FILE.PID)",
-        Accepted("all of crust's work happens in the crust process (restored processes run no crust code that logs), so the one log file has every record"),
+        Accepted("the restored processes report to the crust process (through an error pipe), which writes the one log file, naming pids"),
     )),
     spec("version", Some('V'), Flag, Other, "show the version (`Version: 4.2` first, as CRIU prints it)", Implemented),
     negatable(spec(
