@@ -15,7 +15,7 @@
 mod log;
 pub mod options;
 pub mod server;
-mod service;
+pub mod service;
 mod sys;
 pub mod transport;
 

@@ -1,0 +1,292 @@
+//! CRIU's command line: its verbs (dump, pre-dump, restore, check, and the ones crust
+//! answers "not supported yet"), every option of CRIU 4.2 (`table.rs`), its
+//! configuration files and their order of precedence, its exit codes, and the same
+//! behaviour when the binary is called `criu`.
+//!
+//! The flow: `parse` takes the words apart, `options::CriuOptions` gathers the
+//! configuration files' settings and then the command line's, `CriuOptions::refusal`
+//! answers for what crust cannot do yet, and the verb runs over the engine.
+
+mod check;
+mod help;
+mod hooks;
+mod logging;
+pub mod options;
+pub mod parse;
+pub mod table;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context};
+
+use hooks::{Action, ActionScripts};
+use options::{CriuOptions, Verb};
+
+/// The name the binary was called by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Program {
+    Crust,
+    /// Called as `criu` (through a link): CRIU's verbs only, CRIU's messages.
+    Criu,
+}
+
+impl Program {
+    /// From argv\[0\]: `criu` if its file name is `criu`.
+    pub fn from_argv0(argv0: Option<&std::ffi::OsStr>) -> Self {
+        match argv0.map(Path::new).and_then(Path::file_name) {
+            Some(name) if name == "criu" => Program::Criu,
+            _ => Program::Crust,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Program::Crust => "crust",
+            Program::Criu => "criu",
+        }
+    }
+}
+
+/// The version CRIU's tools parse: runc (before its VERSION RPC) and LXC read
+/// `Version: X.Y[.Z]` from the first line and take any `-` in the output for a git
+/// version, so the output has none.
+pub fn version_text() -> String {
+    format!("Version: 4.2\ncrust {}: CRIU 4.2 images and command line\n", env!("CARGO_PKG_VERSION"))
+}
+
+/// Runs one CRIU command line; returns the exit code (0, or 1 on any error, as CRIU).
+pub fn main(program: Program, args: &[String]) -> i32 {
+    match run(program, args) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("{}: {}", program.name(), one_line(&error));
+            1
+        }
+    }
+}
+
+/// An error and its causes on one line, each cause once (library errors already carry
+/// their cause's text).
+pub fn one_line(error: &anyhow::Error) -> String {
+    let mut message = error.to_string();
+    for cause in error.chain().skip(1) {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+    }
+    message
+}
+
+fn run(program: Program, args: &[String]) -> anyhow::Result<i32> {
+    let line = parse::parse_args(args)?;
+    // The command line alone decides --help, --version and which files are read.
+    let mut command_line = CriuOptions::default();
+    for setting in &line.settings {
+        command_line.apply(setting).map_err(|e| anyhow!(e))?;
+    }
+    if command_line.help {
+        print!("{}", help::text(program));
+        return Ok(0);
+    }
+    if command_line.version {
+        print!("{}", version_text());
+        return Ok(0);
+    }
+    let mut options = CriuOptions::default();
+    for (path, text) in config_files(program, &command_line)? {
+        for setting in parse::parse_config(&text, &path)? {
+            options.apply(&setting).map_err(|e| anyhow!("{}: {e}", setting.origin))?;
+        }
+    }
+    for setting in &line.settings {
+        options.apply(setting).map_err(|e| anyhow!(e))?;
+    }
+    let Some((verb, used)) = Verb::parse(&line.positionals) else {
+        return match line.positionals.first() {
+            Some(word) => Err(anyhow!("unknown command {word} ({} --help lists them)", program.name())),
+            None => {
+                eprint!("{}", help::usage(program));
+                Ok(1)
+            }
+        };
+    };
+    if let Some(extra) = line.positionals.get(used) {
+        if matches!(verb, Verb::Dump | Verb::PreDump | Verb::Restore | Verb::Check | Verb::Dedup) {
+            bail!("unexpected argument {extra}: {} takes options only", verb.name());
+        }
+    }
+    if !(line.after_dashes.is_empty() || verb == Verb::Restore && options.exec_cmd) {
+        bail!("the words after -- are the command of restore --exec-cmd");
+    }
+    for &fd in &options.close_fds {
+        crate::sys::close_fd(fd);
+    }
+    if options.ms {
+        bail!("--ms is deprecated; see \"Check options\" of {} --help", program.name());
+    }
+    match verb {
+        Verb::Dump | Verb::PreDump => dump(program, verb, options),
+        Verb::Restore => restore(program, options, &line.after_dashes),
+        Verb::Check => check::run(program, &options),
+        Verb::Exec => {
+            eprintln!("{}: the exec action is deprecated by the Compel library", program.name());
+            Ok(255)
+        }
+        Verb::Show => {
+            eprintln!("{}: the show action is deprecated by crit: use `crust show IMAGE` (or `crit show`)", program.name());
+            Ok(255)
+        }
+        Verb::Swrk => {
+            let word = line.positionals.get(used).ok_or_else(|| anyhow!("swrk needs the fd number of its socket (swrk FD)"))?;
+            let fd = word.parse().map_err(|_| anyhow!("swrk {word}: not an fd number"))?;
+            crate::rpc::run(crate::rpc::RpcCmd::Swrk { fd })
+        }
+        Verb::Service => crate::rpc::run(crate::rpc::RpcCmd::Service(crate::rpc::service::ServiceArgs {
+            address: options.address.clone().unwrap_or_else(|| "criu_service.socket".into()).into(),
+            daemon: options.daemon,
+            pidfile: options.pidfile.clone(),
+            status_fd: options.status_fd,
+        })),
+        Verb::PageServer | Verb::LazyPages | Verb::Dedup | Verb::CpuinfoDump | Verb::CpuinfoCheck => {
+            bail!("{} is not supported yet", verb.name())
+        }
+    }
+}
+
+/// The configuration files to read, in CRIU's order (a later one overrides an earlier
+/// one, and the command line overrides them all): /etc/criu/default.conf and
+/// $HOME/.criu/default.conf unless `--config` or `--no-default-config` is given, then
+/// $CRIU_CONFIG_FILE, then `--config FILE`. A file that is not there is skipped (a named
+/// one with a warning), as CRIU skips it.
+fn config_files(program: Program, command_line: &CriuOptions) -> anyhow::Result<Vec<(PathBuf, String)>> {
+    let mut paths: Vec<(PathBuf, bool)> = Vec::new();
+    if command_line.config.is_none() && !command_line.no_default_config {
+        paths.push((PathBuf::from("/etc/criu/default.conf"), false));
+        if let Some(home) = std::env::var_os("HOME") {
+            paths.push((Path::new(&home).join(".criu/default.conf"), false));
+        }
+    }
+    if let Some(path) = std::env::var_os("CRIU_CONFIG_FILE").filter(|p| !p.is_empty()) {
+        paths.push((PathBuf::from(path), true));
+    }
+    if let Some(path) = &command_line.config {
+        paths.push((path.clone(), true));
+    }
+    let mut out = Vec::new();
+    for (path, named) in paths {
+        match std::fs::read_to_string(&path) {
+            Ok(text) => out.push((path, text)),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                if named {
+                    eprintln!("{}: warning: configuration file {} not found, skipped", program.name(), path.display());
+                }
+            }
+            Err(error) => return Err(error).with_context(|| format!("read configuration file {}", path.display())),
+        }
+    }
+    Ok(out)
+}
+
+/// Makes the images directory absolute (creating it for a dump) and changes to the
+/// work directory (the images directory unless `-W`), as CRIU does: relative log
+/// files, pidfiles and action scripts are then found there.
+fn enter_work_dir(options: &mut CriuOptions, create_images: bool) -> anyhow::Result<()> {
+    let images = options.images_dir();
+    if create_images {
+        std::fs::create_dir_all(&images).with_context(|| format!("create images directory {}", images.display()))?;
+    }
+    let images = images.canonicalize().with_context(|| format!("images directory {}", images.display()))?;
+    let work = options.work_dir.clone().unwrap_or_else(|| images.clone());
+    std::env::set_current_dir(&work).with_context(|| format!("work directory {}", work.display()))?;
+    options.images_dir = Some(images);
+    Ok(())
+}
+
+fn dump(program: Program, verb: Verb, mut options: CriuOptions) -> anyhow::Result<i32> {
+    if let Some(refusal) = options.refusal(verb) {
+        bail!(refusal);
+    }
+    options.dump_options(verb).map_err(|e| anyhow!(e))?;
+    enter_work_dir(&mut options, true)?;
+    logging::init(&options)?;
+    if let Some(cgroup) = &options.freeze_cgroup {
+        if !cgroup.exists() {
+            bail!("--freeze-cgroup {}: no such cgroup", cgroup.display());
+        }
+    }
+    let scripts = ActionScripts::new(&options);
+    scripts.warn_unrun(verb);
+    let dump = options.dump_options(verb).map_err(|e| anyhow!(e))?;
+    scripts.run(Action::PreDump, Some(dump.pid)).map_err(|e| anyhow!(e))?;
+    let report = crust_engine::dump::dump(&dump).inspect_err(|e| log::error!("{e}"))?;
+    log::info!(
+        "dumped pid {}: {} processes, {} threads, {} vmas, {} pages, frozen {:?}, total {:?}",
+        dump.pid, report.processes, report.threads, report.vmas, report.pages, report.frozen, report.total
+    );
+    if options.verbosity >= 3 {
+        eprintln!(
+            "{}: dumped pid {} ({} pages, frozen {:.1} ms, total {:.1} ms)",
+            program.name(),
+            dump.pid,
+            report.pages,
+            report.frozen.as_secs_f64() * 1e3,
+            report.total.as_secs_f64() * 1e3
+        );
+    }
+    if options.display_stats {
+        print!(
+            "Displaying dump stats:\nFrozen time: {} us\nDump time: {} us\nProcesses: {}\nThreads: {}\nMemory areas: {}\nMemory pages written: {} (0x{:x})\n",
+            report.frozen.as_micros(),
+            report.total.as_micros(),
+            report.processes,
+            report.threads,
+            report.vmas,
+            report.pages,
+            report.pages
+        );
+    }
+    Ok(0)
+}
+
+fn restore(program: Program, mut options: CriuOptions, command: &[String]) -> anyhow::Result<i32> {
+    if let Some(refusal) = options.refusal(Verb::Restore) {
+        bail!(refusal);
+    }
+    if options.exec_cmd && command.is_empty() {
+        bail!("--exec-cmd needs the command after --: restore --exec-cmd -- COMMAND [ARGS]");
+    }
+    enter_work_dir(&mut options, false)?;
+    logging::init(&options)?;
+    let scripts = ActionScripts::new(&options);
+    scripts.warn_unrun(Verb::Restore);
+    scripts.run(Action::PreRestore, None).map_err(|e| anyhow!(e))?;
+    let report = crust_engine::restore::restore(&options.restore_options()).inspect_err(|e| log::error!("{e}"))?;
+    log::info!("restored pid {} ({} processes) in {:?}", report.pid, report.processes, report.total);
+    if let Err(error) = scripts.run(Action::PostResume, Some(report.pid)) {
+        // The tree runs: as in CRIU, a failed post-resume script is reported, not undone.
+        log::error!("{error}");
+        eprintln!("{}: {error}", program.name());
+    }
+    if options.display_stats {
+        print!(
+            "Displaying restore stats:\nRestore time: {} us\nProcesses: {}\n",
+            report.total.as_micros(),
+            report.processes
+        );
+    }
+    if options.exec_cmd {
+        use std::os::unix::process::CommandExt;
+        let error = std::process::Command::new(&command[0]).args(&command[1..]).exec();
+        bail!("--exec-cmd {}: {error} (the restored tree, pid {}, runs on)", command[0], report.pid);
+    }
+    if !options.restore_detached {
+        // CRIU waits for the restored root and then exits 0, whatever its status.
+        match crate::sys::wait_child(report.pid) {
+            Ok(status) => log::info!("restored root {} ended: {status}", report.pid),
+            Err(error) => log::warn!("wait for the restored root {}: {error}", report.pid),
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,431 @@
+//! Every option of CRIU 4.2's command line, walked through `crust dump` and `crust
+//! restore` of a sleeping process. The list comes from the reference CRIU's own texts,
+//! committed as fixtures (`tests/data/criu-4.2-help.txt`, its `criu --help`, and
+//! `tests/data/criu-4.2-options.txt`, its getopt table), never from running CRIU. Each
+//! option must be done, or refused in one line with exit 1: never a usage error (exit
+//! 2, a usage text) or a panic. Where the dump and restore go through, the restored
+//! process must be the same one (same pid, its memory intact).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use common::{compile, crust, signal, skip_reason, subreaper, tempdir, wait_exit};
+
+/// The options of the two fixtures: long name → argument kind (0 none, 1 required,
+/// 2 optional), plus every short letter the help text shows.
+fn criu_options() -> (BTreeMap<String, u8>, Vec<(char, String)>) {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let mut long = BTreeMap::new();
+    let mut short = Vec::new();
+    for line in std::fs::read_to_string(data.join("criu-4.2-options.txt")).unwrap().lines() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let words: Vec<&str> = line.split_whitespace().collect();
+        long.insert(words[0].to_string(), words[1].parse().unwrap());
+        if words[2] != "-" {
+            short.push((words[2].chars().next().unwrap(), words[0].to_string()));
+        }
+    }
+    let help = std::fs::read_to_string(data.join("criu-4.2-help.txt")).unwrap();
+    for word in help.split(|c: char| c.is_whitespace() || c == '\'' || c == '(' || c == ')' || c == ',') {
+        // `-t|--tree`, `-v[v...]|--verbosity`, `-vNUM|--verbosity=NUM`.
+        if let Some((letters, rest)) = word.split_once("|--") {
+            let name: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
+            let letter = letters.trim_start_matches('-').chars().next().unwrap();
+            assert!(long.contains_key(&name), "--{name} of the help text is in the getopt table");
+            if !short.iter().any(|(l, _)| *l == letter) {
+                short.push((letter, name));
+            }
+        }
+        let mut rest = word;
+        while let Some(at) = rest.find("--") {
+            let name: String = rest[at + 2..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
+            // (`--no-` alone is the help's note on negation.)
+            if !name.is_empty() && !name.ends_with('-') {
+                assert!(long.contains_key(&name), "--{name} of the help text is in the getopt table");
+            }
+            rest = &rest[at + 2..];
+        }
+    }
+    (long, short)
+}
+
+/// A value each option that takes one gets in the walk.
+fn sample_value(name: &str, scratch: &Path) -> String {
+    let value = match name {
+        "images-dir" | "tree" => unreachable!("filled in per target"),
+        "work-dir" => return scratch.join("work").display().to_string(),
+        "config" => return scratch.join("empty.conf").display().to_string(),
+        "action-script" => return scratch.join("hook.sh").display().to_string(),
+        "log-file" => "walk.log",
+        "pidfile" => "walk.pid",
+        "root" => "/",
+        "join-ns" => "net:/proc/self/ns/net",
+        "close" | "status-fd" | "ps-socket" => "99",
+        "veth-pair" => "eth0=veth0",
+        "address" => "127.0.0.1",
+        "port" => "12345",
+        "libdir" => "/usr/lib/criu",
+        "ext-mount-map" => "/mnt:/mnt",
+        "cgroup-root" => "/",
+        "inherit-fd" => "fd[99]:/dev/null",
+        "feature" => "mnt_id",
+        "skip-mnt" => "/proc",
+        "enable-fs" => "all",
+        "freeze-cgroup" | "cgroup-yard" => "/sys/fs/cgroup",
+        "ghost-limit" => "1M",
+        "irmap-scan-path" => "/",
+        "lsm-profile" => "apparmor:unconfined",
+        "timeout" => "10",
+        "external" => "unix[12345]",
+        "empty-ns" => "net",
+        "cgroup-props" => "\"cpu\":\n - \"strategy\": \"merge\"",
+        "cgroup-props-file" => "/dev/null",
+        "cgroup-dump-controller" => "cpu",
+        "tls-cacert" | "tls-cacrl" | "tls-cert" | "tls-key" => "/dev/null",
+        "pre-dump-mode" => "splice",
+        "file-validation" => "filesize",
+        "lsm-mount-context" => "system_u:object_r:container_file_t:s0",
+        "network-lock" => "nftables",
+        "prev-images-dir" => "../pre",
+        other => panic!("no sample value for --{other}: add one"),
+    };
+    value.to_string()
+}
+
+/// The walks: each is the words of one option as a script would write them.
+fn walks(scratch: &Path) -> Vec<(String, Vec<String>)> {
+    let (long, short) = criu_options();
+    let mut out = Vec::new();
+    for (name, arg) in &long {
+        let words = match (name.as_str(), arg) {
+            ("tree" | "images-dir", _) => continue, // every walk passes them
+            (_, 0) | (_, 2) => vec![format!("--{name}")],
+            (_, _) => vec![format!("--{name}"), sample_value(name, scratch)],
+        };
+        out.push((format!("--{name}"), words));
+        if *arg == 1 {
+            out.push((format!("--{name}="), vec![format!("--{name}={}", sample_value(name, scratch))]));
+        }
+    }
+    for (letter, name) in short {
+        let words = match (name.as_str(), long[&name]) {
+            ("tree" | "images-dir", _) => continue,
+            (_, 1) => vec![format!("-{letter}"), sample_value(&name, scratch)],
+            _ => vec![format!("-{letter}")],
+        };
+        out.push((format!("-{letter}"), words));
+    }
+    // Optional values, and CRIU's verbosity forms.
+    for words in [
+        &["--manage-cgroups=ignore"][..],
+        &["--manage-cgroups=soft"],
+        &["--cpu-cap=none"],
+        &["--cpu-cap=fpu"],
+        &["--cpu-cap=cpu"],
+        &["--ext-unix-sk=12345"],
+        &["-v4"],
+        &["-vvvv"],
+        &["--verbosity=4"],
+        &["--network-lock", "iptables"],
+        &["--network-lock", "skip"],
+        &["--root", "/tmp"],
+    ] {
+        out.push((words.join(" "), words.iter().map(|w| w.to_string()).collect()));
+    }
+    out
+}
+
+/// A started target, killed and reaped on drop if still there.
+struct Target {
+    pid: i32,
+    out: PathBuf,
+    reaped: bool,
+}
+
+impl Target {
+    fn start(binary: &Path, out: PathBuf) -> Target {
+        let mut command = std::process::Command::new(binary);
+        command.arg(&out).arg("1");
+        let (child, text, _) = common::start_with_pipes(&mut command, 0);
+        assert_eq!(text.trim(), child.id().to_string(), "target wrote its pid");
+        Target { pid: child.id() as i32, out, reaped: false }
+    }
+
+    /// Its wait status if it has ended (reaping it), `None` if it still runs.
+    fn ended(&mut self) -> Option<i32> {
+        let mut status = 0;
+        // SAFETY: status is a valid out-pointer.
+        let rc = unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG) };
+        if rc == self.pid {
+            self.reaped = true;
+            Some(status)
+        } else {
+            None
+        }
+    }
+
+    fn kill(&mut self) {
+        if !self.reaped {
+            signal(self.pid, libc::SIGKILL);
+            wait_exit(self.pid);
+            self.reaped = true;
+        }
+    }
+
+    /// The restored process answers: SIGUSR1 makes it check its memory and exit 0.
+    fn check_restored(&mut self, what: &str) {
+        signal(self.pid, libc::SIGUSR1);
+        let status = wait_exit(self.pid);
+        self.reaped = true;
+        assert_eq!(std::fs::read_to_string(&self.out).unwrap_or_default(), "PASS\n", "{what}: restored memory");
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "{what}: status {status:#x}");
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        if !self.reaped {
+            signal(self.pid, libc::SIGKILL);
+            let mut status = 0;
+            // SAFETY: status is a valid out-pointer.
+            unsafe { libc::waitpid(self.pid, &mut status, 0) };
+        }
+    }
+}
+
+/// Runs `command` to its end, failing the test (and killing it) if that takes more than
+/// a minute: a crust that waits where it should not must not hang the suite.
+fn output_within(mut command: std::process::Command, what: &str) -> Output {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let child = command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    // SAFETY: pidfd_open takes integers; the fd it returns is ours.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(libc::syscall(libc::SYS_pidfd_open, child.id(), 0) as i32) };
+    let mut poll = libc::pollfd { fd: pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd.
+    let ready = unsafe { libc::poll(&mut poll, 1, 60_000) };
+    if ready != 1 {
+        signal(child.id() as i32, libc::SIGKILL);
+        let _ = child.wait_with_output();
+        panic!("{what}: still running after a minute");
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// No usage error, no panic, and a failure is one line naming crust.
+fn assert_no_usage_error(what: &str, output: &Output) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_ne!(output.status.code(), Some(2), "{what}: exit 2\n{stderr}");
+    assert_ne!(output.status.code(), Some(101), "{what}: panic\n{stderr}");
+    assert!(!stderr.contains("panicked"), "{what}: panic\n{stderr}");
+    assert!(!stderr.contains("Usage:") && !stderr.contains("error: "), "{what}: usage text\n{stderr}");
+    if !output.status.success() {
+        assert_eq!(output.status.code(), Some(1), "{what}: exit code\n{stderr}");
+        let lines: Vec<&str> = stderr.trim().lines().collect();
+        assert_eq!(lines.len(), 1, "{what}: one line\n{stderr}");
+        assert!(lines[0].starts_with("crust: "), "{what}: {stderr}");
+    }
+}
+
+#[test]
+fn every_criu_option_goes_through_dump_and_restore() {
+    if let Some(reason) = skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    subreaper();
+    let scratch = tempdir("walk");
+    let binary = compile(&scratch, "pattern", &[]);
+    std::fs::create_dir_all(scratch.join("work")).unwrap();
+    std::fs::write(scratch.join("empty.conf"), "# nothing\n").unwrap();
+    std::fs::write(scratch.join("hook.sh"), "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(scratch.join("hook.sh"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let (mut dumped, mut restored, mut refused) = (0, 0, Vec::new());
+    for (index, (what, words)) in walks(&scratch).into_iter().enumerate() {
+        let images = scratch.join(format!("img-{index}"));
+        std::fs::create_dir_all(&images).unwrap();
+        let mut target = Target::start(&binary, scratch.join(format!("out-{index}")));
+        if words.iter().any(|w| w.contains("prev-images-dir")) {
+            let _ = std::fs::remove_dir_all(scratch.join("pre"));
+            let pre = crust().args(["pre-dump", "-t", &target.pid.to_string(), "-D"]).arg(scratch.join("pre")).output().unwrap();
+            assert!(pre.status.success(), "{what}: pre-dump: {}", String::from_utf8_lossy(&pre.stderr));
+            // The sample value `../pre` is relative to the images directory.
+        }
+        let mut dump = crust();
+        dump.args(["dump", "-t", &target.pid.to_string(), "-D"]).arg(&images).args(["-o", "dump.log"]).args(&words);
+        let dump = output_within(dump, &format!("dump {what}"));
+        assert_no_usage_error(&format!("dump {what}"), &dump);
+        if target.ended().is_none() {
+            // Refused, --leave-running, --help or --version: the target runs on.
+            target.kill();
+        }
+        if !dump.status.success() {
+            refused.push(format!("dump {what}: {}", String::from_utf8_lossy(&dump.stderr).trim()));
+            continue;
+        }
+        if !images.join("inventory.img").exists() {
+            continue; // --help, --version: no dump was asked for
+        }
+        dumped += 1;
+        // The option first: `-d` after it keeps the restore detached even for
+        // --no-restore-detached (whose waiting `restore_waits_for_the_root` tests).
+        let mut restore = crust();
+        restore.arg("restore").args(&words).args(["-d", "-D"]).arg(&images).args(["-o", "restore.log"]);
+        if words[0] == "--exec-cmd" {
+            restore.args(["--", "/bin/true"]);
+        }
+        let output = output_within(restore, &format!("restore {what}"));
+        assert_no_usage_error(&format!("restore {what}"), &output);
+        if output.status.success() && std::path::Path::new(&format!("/proc/{}", target.pid)).exists() {
+            restored += 1;
+            target.reaped = false;
+            target.check_restored(&format!("restore {what}"));
+        } else {
+            refused.push(format!("restore {what}: {}", String::from_utf8_lossy(&output.stderr).trim()));
+            // Nothing of a refused restore runs.
+            assert!(!Path::new(&format!("/proc/{}", target.pid)).exists(), "restore {what} left pid {}", target.pid);
+        }
+    }
+    eprintln!("{dumped} dumps and {restored} restores went through; refused in one line:\n{}", refused.join("\n"));
+    assert!(dumped > 80 && restored > 60, "{dumped} dumps, {restored} restores");
+}
+
+/// Without `-d`, restore waits until the restored root ends and then exits 0 whatever
+/// the root's status, as CRIU does; `-d` returns at once.
+#[test]
+fn restore_waits_for_the_root() {
+    if let Some(reason) = skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    subreaper();
+    let scratch = tempdir("wait");
+    let binary = compile(&scratch, "pattern", &[]);
+    let mut target = Target::start(&binary, scratch.join("out"));
+    let images = scratch.join("img");
+    let dump = crust().args(["dump", "-t", &target.pid.to_string(), "-D"]).arg(&images).output().unwrap();
+    assert!(dump.status.success(), "{}", String::from_utf8_lossy(&dump.stderr));
+    wait_exit(target.pid);
+    use std::os::fd::AsRawFd;
+    let (mut ready, ready_w) = std::io::pipe().unwrap();
+    // The post-resume script tells the test the tree runs (and which pid it has).
+    let hook = scratch.join("hook.sh");
+    std::fs::write(&hook, format!("#!/bin/sh\n[ \"$CRTOOLS_SCRIPT_ACTION\" = post-resume ] && echo $CRTOOLS_INIT_PID >&{}\nexit 0\n", ready_w.as_raw_fd())).unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut restore = crust();
+    restore.args(["restore", "-D"]).arg(&images).arg("--action-script").arg(&hook);
+    let fd = ready_w.as_raw_fd();
+    // SAFETY: the closure only clears FD_CLOEXEC on one fd (fcntl is async-signal-safe).
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        restore.pre_exec(move || {
+            libc::fcntl(fd, libc::F_SETFD, 0);
+            Ok(())
+        });
+    }
+    let mut child = restore.spawn().unwrap();
+    drop(ready_w);
+    // One line (crust itself holds the pipe open while it waits).
+    let mut text = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(&mut ready), &mut text).unwrap();
+    assert_eq!(text.trim(), target.pid.to_string(), "post-resume names the restored root");
+    assert!(child.try_wait().unwrap().is_none(), "restore without -d returned while the root runs");
+    // The root dies of a signal: crust still exits 0, as CRIU.
+    signal(target.pid, libc::SIGKILL);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    // crust reaped its child; the test reaps nothing more.
+    target.reaped = true;
+}
+
+/// Options before the verb, unknown options and stray words: one line, exit 1.
+#[test]
+fn unknown_options_and_words_are_one_line_errors() {
+    for (args, expected) in [
+        (&["dump", "--bogus"][..], "crust: unknown option --bogus"),
+        (&["--bogus", "restore"], "crust: unknown option --bogus"),
+        (&["restore", "-Z"], "crust: unknown option -Z"),
+        (&["restore", "-D"], "crust: option -D needs an argument"),
+        (&["restore", "--tcp-established=yes"], "crust: option --tcp-established takes no argument"),
+        (&["dump", "-t", "1", "extra"], "crust: unexpected argument extra: dump takes options only"),
+        (&["restore", "--manage-cgroups=sometimes"], "crust: unknown cgroups mode `sometimes' (none, props, soft, full, strict, ignore)"),
+        (&["restore", "--network-lock", "pf"], "crust: invalid value for --network-lock: pf (iptables, nftables or skip)"),
+        (&["frob"], "crust: unknown command frob (crust --help lists them)"),
+        (&["lazy-pages"], "crust: lazy-pages is not supported yet"),
+        (&["dump"], "crust: dump needs the tree's root: -t PID"),
+    ] {
+        let output = crust().args(args).env("HOME", "/nonexistent").output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim(), expected, "{args:?}");
+    }
+}
+
+/// `--action-script` runs at pre-dump, pre-restore and post-resume with CRIU's
+/// environment; a failing pre-dump script fails the dump before the tree is touched.
+#[test]
+fn action_scripts_get_criu_s_environment() {
+    if let Some(reason) = skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    subreaper();
+    let scratch = tempdir("hooks");
+    let binary = compile(&scratch, "pattern", &[]);
+    let record = scratch.join("record");
+    let hook = scratch.join("hook.sh");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\necho \"$CRTOOLS_SCRIPT_ACTION $CRTOOLS_IMAGE_DIR ${{CRTOOLS_INIT_PID:-none}}\" >> {}\n[ ! -e {}/fail ]\n",
+            record.display(),
+            scratch.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut target = Target::start(&binary, scratch.join("out"));
+    let images = scratch.join("img");
+    std::fs::create_dir_all(&images).unwrap();
+    let images = images.canonicalize().unwrap();
+
+    std::fs::write(scratch.join("fail"), "").unwrap();
+    let output = crust().args(["dump", "-t", &target.pid.to_string(), "-D"]).arg(&images).arg("--action-script").arg(&hook).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("failed at pre-dump"), "{stderr}");
+    assert!(target.ended().is_none(), "the target runs on after a failed pre-dump script");
+    std::fs::remove_file(scratch.join("fail")).unwrap();
+
+    let output = crust()
+        .args(["dump", "-t", &target.pid.to_string(), "-D"])
+        .arg(&images)
+        .args(["-o", "dump.log"])
+        .arg("--action-script")
+        .arg(&hook)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    wait_exit(target.pid);
+    let output = crust()
+        .args(["restore", "-d", "-D"])
+        .arg(&images)
+        .args(["-o", "restore.log"])
+        .arg(format!("--action-script={}", hook.display()))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    target.check_restored("restore with an action script");
+    let pid = target.pid;
+    let dir = images.display();
+    assert_eq!(
+        std::fs::read_to_string(&record).unwrap(),
+        format!("pre-dump {dir} {pid}\npre-dump {dir} {pid}\npre-restore {dir} none\npost-resume {dir} {pid}\n")
+    );
+    // The steps crust cannot run yet are named in the log.
+    let log = std::fs::read_to_string(images.join("restore.log")).unwrap();
+    assert!(log.contains("action scripts are not run at setup-namespaces, post-setup-namespaces, post-restore, pre-resume yet"), "{log}");
+}
