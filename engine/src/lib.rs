@@ -1,23 +1,25 @@
-//! The checkpoint/restore engine: freeze, collect, dump and restore pipelines.
+//! The checkpoint/restore engine. Two pipelines that say what happens in which order
+//! ([`dump`], [`restore`]), the subsystems below them that own each kind of state
+//! (`memory/`, `files/`, `ipc/`), the task model they share (`model`), the raw kernel
+//! calls (`sys/`) and the remote syscalls into a stopped thread (`infect`). See
+//! `docs/ARCHITECTURE.md` for the map.
 //!
-//! The engine talks to the CPU only through `crust_arch::HostArch`, and to disk only
-//! through `crust_images`.
+//! The engine talks to the CPU only through `crust_arch::HostArch` (and, for planning,
+//! any `crust_arch::Abi`), and to disk only through `crust_images`.
 #![deny(unsafe_code)]
 
-pub mod procfs;
-mod sys;
-pub mod dump;
-mod infect;
-mod vma_status;
-mod program;
-pub mod restore;
 pub mod check;
+pub mod dump;
+pub mod procfs;
+pub mod restore;
+
+mod error;
 mod files;
+mod infect;
 mod ipc;
 mod memory;
-mod page_sources;
-mod incremental;
-mod remote_pipes;
-pub mod fast_pages;
-mod snapshot;
-mod uffd;
+mod model;
+mod sys;
+
+/// Fast page transfer and the pure run building over pagemap entries (`memory/pages.rs`).
+pub use memory::pages as fast_pages;

@@ -7,7 +7,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 
 use crust_images::pb;
 
-use super::kernel;
+use crate::sys::fd as kernel;
 use crate::procfs::parse_key_values;
 
 /// EFD_SEMAPHORE, kept in bit 0 of `eventfd_file_entry.flags`: an eventfd's file flags

@@ -9,7 +9,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 
 use crust_images::pb;
 
-use super::kernel::{self, InetAddress};
+use crate::sys::fd::{self as kernel, InetAddress};
 
 const TCP_ESTABLISHED: u32 = 1;
 const TCP_CLOSE: u32 = 7;

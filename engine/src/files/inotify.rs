@@ -6,7 +6,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 
 use crust_images::pb;
 
-use super::kernel;
+use crate::sys::fd as kernel;
 
 /// One `inotify wd:...` line. Pure.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -5,7 +5,7 @@
 
 use crust_images::pb;
 
-use super::kernel;
+use crate::sys::fd as kernel;
 
 /// CRIU's lock kinds (`file_lock_entry.flag`), the kernel's FL_* values.
 pub(crate) const FL_POSIX: u32 = 1;

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use crust_images::{pb, ImageKind, ImageReader, ImageWriter};
 
-use super::kernel;
+use crate::sys::fd as kernel;
 use crate::sys;
 
 /// CRIU's pagemap entry flag: the pages are in this image's pages file.

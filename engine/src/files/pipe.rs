@@ -8,7 +8,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 
 use crust_images::pb;
 
-use super::kernel;
+use crate::sys::fd as kernel;
 
 /// What a pipe (or FIFO) holds: capacity and unread bytes.
 pub(crate) struct PipeContents {

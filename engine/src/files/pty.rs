@@ -10,7 +10,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 
 use crust_images::pb;
 
-use super::kernel;
+use crate::sys::fd as kernel;
 
 /// Kernel NCCS: control characters kept.
 const NCCS: usize = 19;

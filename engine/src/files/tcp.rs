@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 
 use crust_images::pb;
 
-use super::kernel::{self, InetAddress};
+use crate::sys::fd::{self as kernel, InetAddress};
 
 const TCP_REPAIR: i32 = 19;
 const TCP_REPAIR_QUEUE: i32 = 20;

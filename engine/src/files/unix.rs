@@ -8,7 +8,8 @@ use std::os::fd::{AsRawFd, OwnedFd};
 
 use crust_images::pb;
 
-use super::kernel;
+use crate::sys::fd as kernel;
+use crate::sys::fd::{netlink_messages as messages, NLMSG_DONE, NLMSG_ERROR};
 
 /// One AF_UNIX socket as sock_diag reports it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -28,30 +29,6 @@ pub(crate) struct UnixDiag {
 
 /// TCP_LISTEN, as unix sockets report it.
 pub(crate) const STATE_LISTEN: u8 = 10;
-
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-
-/// Whether a netlink reply chunk ends the dump (DONE or ERROR).
-pub(crate) fn diag_done(bytes: &[u8]) -> bool {
-    messages(bytes).any(|(kind, _)| kind == NLMSG_DONE || kind == NLMSG_ERROR)
-}
-
-/// The netlink messages of a reply: (type, payload).
-fn messages(bytes: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    let mut at = 0usize;
-    std::iter::from_fn(move || {
-        let header = bytes.get(at..at + 16)?;
-        let len = u32::from_ne_bytes(header[0..4].try_into().expect("4 bytes")) as usize;
-        let kind = u16::from_ne_bytes(header[4..6].try_into().expect("2 bytes"));
-        if len < 16 || at + len > bytes.len() {
-            return None;
-        }
-        let payload = &bytes[at + 16..at + len];
-        at += (len + 3) & !3;
-        Some((kind, payload))
-    })
-}
 
 /// Parses sock_diag replies for AF_UNIX into sockets by inode. Pure.
 pub(crate) fn parse_diag(bytes: &[u8]) -> Result<BTreeMap<u32, UnixDiag>, String> {
@@ -277,7 +254,7 @@ mod tests {
         payload.extend(attr(4, &[3u32.to_ne_bytes(), 0u32.to_ne_bytes()].concat()));
         let mut bytes = message(20, &payload);
         bytes.extend(message(NLMSG_DONE, &[0; 4]));
-        assert!(diag_done(&bytes));
+        assert!(crate::sys::fd::diag_done(&bytes));
         let sockets = parse_diag(&bytes).unwrap();
         let s = &sockets[&77];
         assert_eq!((s.kind, s.state, s.peer, s.rqueue), (1, 1, 78, 3));

@@ -464,12 +464,9 @@ pub fn change_root(path: &std::path::Path) -> io::Result<()> {
     Ok(())
 }
 
-/// The system page size (`sysconf(_SC_PAGESIZE)`).
 /// `prctl(PR_TIMER_CREATE_RESTORE_IDS, ...)` (Linux 6.17): while on, `timer_create`
 /// takes the timer id to use from its third argument.
-pub const PR_TIMER_CREATE_RESTORE_IDS: u64 = 77;
-pub const PR_TIMER_CREATE_RESTORE_IDS_OFF: u64 = 0;
-pub const PR_TIMER_CREATE_RESTORE_IDS_ON: u64 = 1;
+const PR_TIMER_CREATE_RESTORE_IDS: u64 = 77;
 const PR_TIMER_CREATE_RESTORE_IDS_GET: u64 = 2;
 
 /// Whether this kernel lets `timer_create` restore a given timer id.
@@ -503,6 +500,7 @@ pub fn cpu_itimer_tick_us() -> u64 {
     })
 }
 
+/// The system page size (`sysconf(_SC_PAGESIZE)`).
 pub fn page_size() -> u64 {
     // SAFETY: sysconf takes no pointers.
     let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };

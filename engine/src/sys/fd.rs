@@ -450,7 +450,7 @@ pub fn sock_diag_dump(request: &[u8]) -> io::Result<Vec<u8>> {
             break;
         }
         out.extend_from_slice(&buf[..n]);
-        if super::unix::diag_done(&buf[..n]) {
+        if diag_done(&buf[..n]) {
             break;
         }
     }
@@ -722,3 +722,28 @@ pub fn block_sigttou(block: bool) -> io::Result<()> {
     }
     Ok(())
 }
+
+pub(crate) const NLMSG_ERROR: u16 = 2;
+pub(crate) const NLMSG_DONE: u16 = 3;
+
+/// Whether a netlink reply chunk ends the dump (DONE or ERROR).
+pub(crate) fn diag_done(bytes: &[u8]) -> bool {
+    netlink_messages(bytes).any(|(kind, _)| kind == NLMSG_DONE || kind == NLMSG_ERROR)
+}
+
+/// The netlink messages of a reply: (type, payload).
+pub(crate) fn netlink_messages(bytes: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    let mut at = 0usize;
+    std::iter::from_fn(move || {
+        let header = bytes.get(at..at + 16)?;
+        let len = u32::from_ne_bytes(header[0..4].try_into().expect("4 bytes")) as usize;
+        let kind = u16::from_ne_bytes(header[4..6].try_into().expect("2 bytes"));
+        if len < 16 || at + len > bytes.len() {
+            return None;
+        }
+        let payload = &bytes[at + 16..at + len];
+        at += (len + 3) & !3;
+        Some((kind, payload))
+    })
+}
+

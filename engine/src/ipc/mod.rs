@@ -13,7 +13,7 @@
 //! GETALL, segment data through a read-only attach (which the kernel counts in the
 //! segment's attach time and last pid). Semaphore undo lists are not dumped.
 
-mod sysv;
+use crate::sys::sysv;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
