@@ -176,7 +176,12 @@ pub(crate) fn load(dir: &Path, page_size: u64) -> Result<Images, ImagesError> {
         while let Some(entry) = reader.next_entry::<pb::PagemapEntry>().map_err(image_err)? {
             pagemap.push(entry);
         }
-        let ids = cores[0].ids.unwrap_or_default();
+        // crust keeps the ids in the core; CRIU in ids-PID.img.
+        let ids = match cores[0].ids {
+            Some(ids) => ids,
+            None if dir.exists(ImageKind::Ids, pid) => read_one::<pb::TaskKobjIdsEntry>(&dir, ImageKind::Ids, pid)?,
+            None => Default::default(),
+        };
         let fds = read_all(&dir, ImageKind::Fdinfo, ids.files_id as u64)?;
         let fs = read_one(&dir, ImageKind::Fs, pid)?;
         let pages = page_sources::resolve(dir.path(), pid, page_size)?;
