@@ -2,13 +2,14 @@
 //! unmapping everything but the restorer area, the System V attaches, and every area
 //! with its pages (premapped ones moved into place).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 
 use crust_arch::{Abi, RestorerOp, Sys};
 use crust_images::{pb, ImageKind};
 
 use super::{Program, Shmem};
+use crate::memory::page_sources::Run;
 use crate::model::vma as vs;
 use crate::restore::images::{Images, ProcessImages};
 use crate::restore::memory::{Premap, PremapSlots, SysvAttach, SHM_REMAP};
@@ -143,25 +144,37 @@ pub(crate) fn map_areas<A: Abi>(
     let pid = process.pid();
     let sources = &process.pages;
     let mut premap = Vec::new();
-    let mut pagemap = sources.runs.iter().peekable();
+    let mut pagemap: VecDeque<Run> = sources.runs.iter().copied().collect();
     for vma in &process.mm.vmas {
         if vma.status & (vs::VDSO | vs::VVAR | vs::VSYSCALL) != 0 {
+            // The kernel's own pages (CRIU dumps the vDSO's): this kernel's are mapped.
+            while pagemap.front().is_some_and(|r| r.vaddr >= vma.start && r.vaddr + r.bytes <= vma.end) {
+                pagemap.pop_front();
+            }
             continue;
         }
         let len = vma.end - vma.start;
         let mut runs = Vec::new();
-        while let Some(entry) = pagemap.peek() {
+        while let Some(entry) = pagemap.front().copied() {
             if entry.vaddr >= vma.end {
                 break;
             }
-            if entry.vaddr < vma.start || entry.vaddr + entry.bytes > vma.end {
+            if entry.vaddr < vma.start {
                 return Err(PlanError::BadImage {
                     image: format!("pagemap-{pid}.img"),
                     what: format!("pages {:#x}+{:#x} cross vma {:#x}-{:#x}", entry.vaddr, entry.bytes, vma.start, vma.end),
                 });
             }
+            pagemap.pop_front();
+            if entry.vaddr + entry.bytes > vma.end {
+                // A run that goes on into the next area (CRIU writes one run over
+                // adjacent areas): this area's part here, the rest for the next one.
+                let here = vma.end - entry.vaddr;
+                runs.push((entry.vaddr, here, entry.file, entry.offset));
+                pagemap.push_front(Run { vaddr: vma.end, bytes: entry.bytes - here, file: entry.file, offset: entry.offset + here });
+                break;
+            }
             runs.push((entry.vaddr, entry.bytes, entry.file, entry.offset));
-            pagemap.next();
         }
         let prot = vma.prot as i32;
         if let Some(&(slot, inherited)) = premapped.get(&vma.start) {
@@ -262,7 +275,7 @@ pub(crate) fn map_areas<A: Abi>(
         }
         add_madvise(program, vma, len);
     }
-    if pagemap.peek().is_some() {
+    if !pagemap.is_empty() {
         return Err(PlanError::BadImage { image: "pagemap".into(), what: "entries outside every vma".into() });
     }
     Ok(premap)
