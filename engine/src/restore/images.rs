@@ -30,6 +30,7 @@ pub enum ImagesError {
 }
 
 /// The images of one process.
+#[derive(Clone)]
 pub(crate) struct ProcessImages {
     pub(crate) pstree: pb::PstreeEntry,
     /// One core per thread, in `pstree.threads` order (the leader first).

@@ -147,3 +147,54 @@ impl HostLayout {
         Ok(image_special.iter().map(|v| v.0).min())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crust_arch::x86_64::X86_64;
+
+    fn layout(own_maps: Vec<(u64, u64)>, own_special: Vec<(u64, u64, bool)>) -> HostLayout {
+        HostLayout {
+            page_size: 4096,
+            own_maps,
+            own_special,
+            restorer_code_size: 4096,
+            timer_restore_ids: true,
+            cpu_itimer_tick_us: 0,
+            own_creds: OwnCreds::default(),
+            cap_last_cap: 40,
+        }
+    }
+
+    #[test]
+    fn the_gap_is_the_highest_below_the_top_gigabyte_with_guards() {
+        let top = X86_64::TASK_SIZE - (1 << 30);
+        let host = layout(vec![], vec![]);
+        // Nothing used: right below the top gigabyte, 16 guard pages off.
+        assert_eq!(host.gap_below_top::<X86_64>(1, vec![], 0x10000).expect("gap"), (top - 16 * 4096 - 0x10000) / 4096 * 4096);
+        // Something near the top: below it.
+        let used = vec![(top - 0x100000, top + 0x1000)];
+        let gap = host.gap_below_top::<X86_64>(1, used, 0x10000).expect("gap");
+        assert_eq!(gap, top - 0x100000 - 16 * 4096 - 0x10000);
+        // A full address space: no room.
+        let error = host.gap_below_top::<X86_64>(1, vec![(0, X86_64::TASK_SIZE)], 0x10000).expect_err("full").to_string();
+        assert_eq!(error, "restore pid 1: an address space with no room for the restorer is not supported yet");
+    }
+
+    #[test]
+    fn the_vdso_block_must_have_this_kernels_layout() {
+        let special = |start: u64, end: u64, vdso: bool| pb::VmaEntry {
+            start,
+            end,
+            status: vs::REGULAR | if vdso { vs::VDSO } else { vs::VVAR },
+            ..Default::default()
+        };
+        let mm = pb::MmEntry { vmas: vec![special(0x7000_0000, 0x7000_4000, false), special(0x7000_4000, 0x7000_6000, true)], ..Default::default() };
+        let same = layout(vec![], vec![(0x9000_0000, 0x9000_4000, false), (0x9000_4000, 0x9000_6000, true)]);
+        assert_eq!(same.check_vdso_layout(3, &mm).expect("same layout"), Some(0x7000_0000));
+        let other = layout(vec![], vec![(0x9000_0000, 0x9000_3000, false), (0x9000_3000, 0x9000_5000, true)]);
+        let error = other.check_vdso_layout(3, &mm).expect_err("other layout").to_string();
+        assert!(error.starts_with("restore pid 3: a vdso/vvar layout"), "{error}");
+        assert_eq!(same.check_vdso_layout(3, &pb::MmEntry::default()).expect("no vdso"), None);
+    }
+}

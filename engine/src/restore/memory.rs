@@ -94,6 +94,7 @@ pub(crate) const SHM_REMAP: u64 = 0o40000;
 
 /// One System V shared memory attach to make again: consecutive areas of one segment,
 /// at consecutive offsets, are one attach (an mprotect split it).
+#[derive(Debug)]
 pub(crate) struct SysvAttach {
     pub(crate) id: i32,
     /// Where the whole segment goes, and its length in whole pages.
@@ -166,4 +167,57 @@ pub(crate) fn segment_sizes(images: &Images) -> Result<SegmentSizes, PlanError> 
         }
     }
     Ok(SegmentSizes::Host(sizes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attach(start: u64, end: u64, pgoff: u64, id: u64, writable: bool) -> pb::VmaEntry {
+        pb::VmaEntry {
+            start,
+            end,
+            pgoff,
+            shmid: id,
+            status: vs::REGULAR | vs::SYSVIPC,
+            fdflags: Some(if writable { libc::O_RDWR } else { libc::O_RDONLY } as u32),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn areas_of_one_segment_are_one_attach_of_the_whole_segment() {
+        // Segment 7 of 5 pages and a bit, attached at 0x10000; the process keeps pages
+        // 1-3, the middle one made read-only by an mprotect.
+        let mm = pb::MmEntry {
+            vmas: vec![attach(0x11000, 0x12000, 0x1000, 7, true), attach(0x12000, 0x14000, 0x2000, 7, false)],
+            ..Default::default()
+        };
+        let sizes = SegmentSizes::Dumped(BTreeMap::from([(7, 5 * 4096 + 10)]));
+        let attaches = sysv_attaches(42, &mm, &sizes, 4096).expect("plan");
+        assert_eq!(attaches.len(), 1);
+        let a = &attaches[0];
+        assert_eq!((a.id, a.base, a.segment_len, a.start, a.end, a.writable), (7, 0x10000, 6 * 4096, 0x11000, 0x14000, true));
+    }
+
+    #[test]
+    fn an_attach_outside_its_segment_is_a_bad_image() {
+        let mm = pb::MmEntry { vmas: vec![attach(0x11000, 0x13000, 0x1000, 7, true)], ..Default::default() };
+        let sizes = SegmentSizes::Dumped(BTreeMap::from([(7, 4096)]));
+        let error = sysv_attaches(42, &mm, &sizes, 4096).expect_err("outside").to_string();
+        assert!(error.starts_with("restore: mm-42.img: vma 0x11000-0x13000 at offset 0x1000 outside System V shared memory 7"), "{error}");
+        let missing = SegmentSizes::Dumped(BTreeMap::new());
+        let error = sysv_attaches(42, &mm, &missing, 4096).expect_err("not dumped").to_string();
+        assert!(error.contains("not in ipcns-shm"), "{error}");
+    }
+
+    #[test]
+    fn stacks_and_shared_areas_are_not_premapped() {
+        let area = |status: u32, flags: i32| pb::VmaEntry { status, flags: flags as u32, ..Default::default() };
+        assert!(premappable(&area(vs::REGULAR | vs::ANON_PRIVATE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS)));
+        assert!(!premappable(&area(vs::REGULAR | vs::ANON_PRIVATE | vs::STACK, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS)));
+        assert!(!premappable(&area(vs::REGULAR | vs::ANON_PRIVATE, libc::MAP_PRIVATE | libc::MAP_GROWSDOWN)));
+        assert!(!premappable(&area(vs::REGULAR | vs::ANON_SHARED, libc::MAP_SHARED | libc::MAP_ANONYMOUS)));
+        assert!(!premappable(&area(vs::REGULAR | vs::FILE_PRIVATE, libc::MAP_PRIVATE)));
+    }
 }

@@ -31,6 +31,9 @@ pub(crate) mod plan;
 pub(crate) mod program;
 pub(crate) mod tree;
 
+#[cfg(test)]
+mod fixtures;
+
 pub use finish::FinishError;
 pub use images::ImagesError;
 pub use layout::HostLayout;

@@ -175,3 +175,73 @@ pub(crate) fn fork_order(images: &Images, children: &[usize]) -> Vec<usize> {
     };
     children.iter().copied().filter(leads).chain(children.iter().copied().filter(|i| !leads(i))).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::restore::fixtures;
+    use crust_arch::x86_64::X86_64;
+
+    #[test]
+    fn fd_numbers_sit_above_every_fd_of_the_tree() {
+        let images = fixtures::parent_and_child();
+        let layout = fixtures::layout(&images, X86_64::TASK_SIZE);
+        let tree = plan_tree::<X86_64>(&images, &layout, false).expect("plan");
+        let max_fd = images.processes.iter().flat_map(|p| p.fds.iter().map(|f| f.fd as i32)).max().expect("fds");
+        assert_eq!((tree.error_fd, tree.sync_fd, tree.broker_base), (max_fd + 1, max_fd + 2, max_fd + 3));
+        let descriptions = images.broker_ids().len() as i32;
+        assert_eq!(tree.helper_base, tree.broker_base + descriptions + tree.shmem.len() as i32);
+        assert!(tree.helpers.is_empty());
+        assert!(!tree.new_ipc_ns);
+    }
+
+    #[test]
+    fn an_area_shared_with_a_child_gets_one_premap_slot() {
+        let images = fixtures::parent_and_child();
+        let layout = fixtures::layout(&images, X86_64::TASK_SIZE);
+        let tree = plan_tree::<X86_64>(&images, &layout, false).expect("plan");
+        // Parent and child both have the heap: the parent maps the slot, the child
+        // inherits it.
+        let heap = images.processes[0].mm.vmas.iter().find(|v| v.status & vs::HEAP != 0).expect("a heap");
+        let (root_slot, root_inherited) = tree.premaps[0][&heap.start];
+        let (child_slot, child_inherited) = tree.premaps[1][&heap.start];
+        assert_eq!((root_inherited, child_inherited), (false, true));
+        assert_eq!(root_slot, child_slot);
+        let (start, end) = tree.premap_arena.expect("an arena");
+        assert!(start <= root_slot && root_slot + heap.end - heap.start <= end);
+        // Free in every process's layout and crust's.
+        for (s, e) in images.processes.iter().flat_map(|p| p.mm.vmas.iter().map(|v| (v.start, v.end))).chain(layout.own_maps.iter().copied()) {
+            assert!(e <= start || s >= end, "{s:#x}-{e:#x} overlaps the arena {start:#x}-{end:#x}");
+        }
+    }
+
+    #[test]
+    fn a_group_whose_leader_exited_gets_a_stand_in_under_a_subreaper() {
+        let mut images = fixtures::parent_and_child();
+        images.processes[1].pstree.pgid = 999;
+        let error = plan_helpers(&images, false).expect_err("the parent is no subreaper").to_string();
+        assert!(error.contains("process group 999 whose leader exited") && error.contains("not a child subreaper"), "{error}");
+        images.processes[0].cores[0].tc.as_mut().expect("task core").child_subreaper = Some(true);
+        let helpers = plan_helpers(&images, false).expect("plan");
+        assert_eq!(helpers, vec![HelperPlan { pid: 999, parent: 12122, session: false, members: vec![1] }]);
+    }
+
+    #[test]
+    fn a_root_in_a_foreign_session_needs_shell_job() {
+        let mut images = fixtures::parent_and_child();
+        images.processes[0].pstree.sid = 5;
+        images.processes[1].pstree.sid = 5;
+        let error = plan_helpers(&images, false).expect_err("session led outside").to_string();
+        assert!(error.contains("session 5 whose leader is not its parent's session (try --shell-job)"), "{error}");
+        assert!(plan_helpers(&images, true).is_ok());
+    }
+
+    #[test]
+    fn group_leaders_are_forked_first() {
+        let mut images = fixtures::parent_and_child();
+        images.processes[1].pstree.pgid = images.processes[1].pstree.pid;
+        assert_eq!(fork_order(&images, &[0, 1]), vec![0, 1]);
+        images.processes[0].pstree.pgid = 12200;
+        assert_eq!(fork_order(&images, &[0, 1]), vec![1, 0]);
+    }
+}

@@ -32,6 +32,9 @@ mod memory;
 mod task;
 mod thread;
 
+#[cfg(test)]
+mod tests;
+
 /// A syscall the tracer injects into a restored thread: number by meaning, arguments,
 /// and what it does (for errors).
 pub(crate) type InjectedCall = (Sys, [u64; 6], String);
