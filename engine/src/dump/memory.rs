@@ -127,15 +127,24 @@ fn open_page_pipes(
     }
 }
 
+/// Why a process gets no copy-on-write snapshot (its pages are then copied while frozen).
+#[derive(Debug, thiserror::Error)]
+enum NoSnapshot {
+    #[error("no thread")]
+    NoThread,
+    #[error("no vdso")]
+    NoVdso,
+    #[error(transparent)]
+    Infect(#[from] infect::InfectError),
+    #[error("userfaultfd: {0}")]
+    Userfaultfd(io::Error),
+}
+
 /// The process's userfaultfd for the copy-on-write snapshot (`snapshot.rs`), made in its
 /// leader; an error where it cannot have one (then its pages are copied while frozen).
-fn open_snapshot(
-    process: &FrozenProcess,
-    collected: &Collected,
-    mem: &fs::File,
-) -> Result<crate::memory::snapshot::Arming, String> {
-    let leader = process.threads.first().ok_or("no thread")?;
-    let vdso = collected.smaps.iter().find(|e| e.map.name == "[vdso]").ok_or("no vdso")?;
-    let syscall_ip = infect::find_syscall_in_vdso(leader.tid, mem, vdso.map.start, vdso.map.end).map_err(|e| e.to_string())?;
-    crate::memory::snapshot::Arming::open(process.proc_pid(), leader.tid, syscall_ip, leader.regs.gpr).map_err(|e| format!("userfaultfd: {e}"))
+fn open_snapshot(process: &FrozenProcess, collected: &Collected, mem: &fs::File) -> Result<crate::memory::snapshot::Arming, NoSnapshot> {
+    let leader = process.threads.first().ok_or(NoSnapshot::NoThread)?;
+    let vdso = collected.smaps.iter().find(|e| e.map.name == "[vdso]").ok_or(NoSnapshot::NoVdso)?;
+    let syscall_ip = infect::find_syscall_in_vdso(leader.tid, mem, vdso.map.start, vdso.map.end)?;
+    crate::memory::snapshot::Arming::open(process.proc_pid(), leader.tid, syscall_ip, leader.regs.gpr).map_err(NoSnapshot::Userfaultfd)
 }

@@ -16,6 +16,7 @@ use crust_images::ImageKind;
 
 use crate::error::io_failure;
 use crate::files::{FileDumpError, FileTable};
+use crate::ipc::IpcError;
 use crate::memory::snapshot::{CopyError, CopyOptions};
 use crate::sys;
 
@@ -142,8 +143,8 @@ pub enum DumpError {
     Memory(#[from] MemoryError),
     #[error(transparent)]
     Files(#[from] FileDumpError),
-    #[error("dump pid {pid}: IPC namespace: {what}")]
-    IpcNamespace { pid: i32, what: String },
+    #[error("dump pid {pid}: IPC namespace: {source}")]
+    IpcNamespace { pid: i32, source: IpcError },
     #[error(transparent)]
     Write(#[from] WriteError),
     #[error("dump pid {pid}: fault injected after step {step}")]
@@ -224,7 +225,7 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
 
     if own_ipc_ns {
         let dumped = crate::ipc::dump_namespace(frozen.processes[0].proc_pid(), &options.dir)
-            .map_err(|what| DumpError::IpcNamespace { pid: root, what })?;
+            .map_err(|source| DumpError::IpcNamespace { pid: root, source })?;
         log::info!(
             "IPC namespace: {} shared memory segments, {} semaphore sets, {} message queues",
             dumped.segments,

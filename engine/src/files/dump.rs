@@ -9,14 +9,14 @@ use std::path::{Path, PathBuf};
 
 use crust_images::pb;
 
-use super::{anon, inet, inotify, locks, pipe, pty, unix, DumpedFd, FileDumpError, FileTable};
+use super::{anon, file_io, inet, inotify, locks, pipe, pty, unix, DumpedFd, FileDumpError, FileError, FileTable};
 use super::io_err;
 use crate::procfs;
 use crate::sys;
 use crate::sys::fd as kernel;
 
 /// What kind of file an fd is, from its /proc link and file type.
-fn classify(link: &str, mode: u32, shell_job: bool) -> Result<pb::FdTypes, String> {
+fn classify(link: &str, mode: u32, shell_job: bool) -> Result<pb::FdTypes, FileError> {
     let kind = mode & libc::S_IFMT;
     let is_tty = kind == libc::S_IFCHR && (link.starts_with("/dev/pts/") || link.starts_with("/dev/tty"));
     Ok(match kind {
@@ -28,21 +28,21 @@ fn classify(link: &str, mode: u32, shell_job: bool) -> Result<pb::FdTypes, Strin
         libc::S_IFREG | libc::S_IFDIR if link.starts_with('/') => pb::FdTypes::Reg,
         libc::S_IFCHR if link.starts_with('/') && (!is_tty || shell_job) => pb::FdTypes::Reg,
         libc::S_IFCHR if link.starts_with("/dev/ptmx") || link.starts_with("/dev/pts/") => {
-            return Err("pty (try --shell-job for the controlling terminal)".into())
+            return Err(FileError::refused("pty (try --shell-job for the controlling terminal)"))
         }
-        libc::S_IFCHR => return Err("tty (try --shell-job)".into()),
+        libc::S_IFCHR => return Err(FileError::refused("tty (try --shell-job)")),
         _ => match link {
             "anon_inode:[eventfd]" => pb::FdTypes::Eventfd,
             "anon_inode:[eventpoll]" => pb::FdTypes::Eventpoll,
             "anon_inode:[signalfd]" => pb::FdTypes::Signalfd,
             "anon_inode:[timerfd]" => pb::FdTypes::Timerfd,
             "anon_inode:inotify" => pb::FdTypes::Inotify,
-            "anon_inode:[fanotify]" => return Err("fanotify".into()),
+            "anon_inode:[fanotify]" => return Err(FileError::refused("fanotify")),
             "anon_inode:[pidfd]" => pb::FdTypes::Pidfd,
-            "anon_inode:[io_uring]" => return Err("io_uring".into()),
-            "anon_inode:bpf-map" | "anon_inode:bpf-prog" => return Err("bpf".into()),
-            _ if link.starts_with("anon_inode:") => return Err(link.trim_start_matches("anon_inode:").to_string()),
-            _ => return Err("file of an unknown kind".into()),
+            "anon_inode:[io_uring]" => return Err(FileError::refused("io_uring")),
+            "anon_inode:bpf-map" | "anon_inode:bpf-prog" => return Err(FileError::refused("bpf")),
+            _ if link.starts_with("anon_inode:") => return Err(FileError::refused(link.trim_start_matches("anon_inode:"))),
+            _ => return Err(FileError::refused("file of an unknown kind")),
         },
     })
 }
@@ -181,7 +181,7 @@ fn dump_fd(pid: i32, fd: u32, shell_job: bool, files: &mut FileTable) -> Result<
             }
         }
         pb::FdTypes::Memfd => {
-            let inode_id = files.memfds.add(&fd_path, &link_text).map_err(unsupported)?;
+            let inode_id = files.memfds.add(&fd_path, &link_text).map_err(|e| unsupported(e.to_string()))?;
             files.entries.push(pb::FileEntry {
                 memfd: Some(pb::MemfdFileEntry { id, flags: open_flags as u32, pos: info.pos, fown: Default::default(), inode_id }),
                 ..entry(kind)
@@ -191,7 +191,7 @@ fn dump_fd(pid: i32, fd: u32, shell_job: bool, files: &mut FileTable) -> Result<
             let master = pty::is_master(&link_text);
             let index = if master {
                 let copy = kernel::borrow_fd(pid, fd).map_err(|e| unsupported(format!("pidfd_getfd: {e}")))?;
-                let index = pty::master_index(&copy).map_err(unsupported)?;
+                let index = pty::master_index(&copy).map_err(|e| unsupported(e.to_string()))?;
                 if files.pty_masters.insert(index, copy).is_some() {
                     return Err(unsupported(format!("a second open file description of the master of pty {index}")));
                 }
@@ -246,7 +246,7 @@ fn dump_fd(pid: i32, fd: u32, shell_job: bool, files: &mut FileTable) -> Result<
                 files.entries.push(pb::FileEntry { usk: Some(usk), ..entry(kind) });
                 dump_in_flight(files)?;
             }
-            Err(Some(what)) => return Err(unsupported(what)),
+            Err(Some(what)) => return Err(unsupported(what.to_string())),
             Err(None) => {
                 let description = socket_description(pid, fd);
                 if !description.starts_with("inet") {
@@ -260,23 +260,23 @@ fn dump_fd(pid: i32, fd: u32, shell_job: bool, files: &mut FileTable) -> Result<
             }
         },
         pb::FdTypes::Eventfd => {
-            let efd = anon::parse_eventfd(id, open_flags as u32, &info_text).map_err(unsupported)?;
+            let efd = anon::parse_eventfd(id, open_flags as u32, &info_text).map_err(|e| unsupported(e.to_string()))?;
             files.entries.push(pb::FileEntry { efd: Some(efd), ..entry(kind) });
         }
         pb::FdTypes::Signalfd => {
-            let sgfd = anon::parse_signalfd(id, open_flags as u32, &info_text).map_err(unsupported)?;
+            let sgfd = anon::parse_signalfd(id, open_flags as u32, &info_text).map_err(|e| unsupported(e.to_string()))?;
             files.entries.push(pb::FileEntry { sgfd: Some(sgfd), ..entry(kind) });
         }
         pb::FdTypes::Timerfd => {
-            let tfd = anon::parse_timerfd(id, open_flags as u32, &info_text).map_err(unsupported)?;
+            let tfd = anon::parse_timerfd(id, open_flags as u32, &info_text).map_err(|e| unsupported(e.to_string()))?;
             files.entries.push(pb::FileEntry { tfd: Some(tfd), ..entry(kind) });
         }
         pb::FdTypes::Inotify => {
-            let ify = inotify::dump_inotify(pid, id, open_flags as u32, &info_text).map_err(unsupported)?;
+            let ify = inotify::dump_inotify(pid, id, open_flags as u32, &info_text).map_err(|e| unsupported(e.to_string()))?;
             files.entries.push(pb::FileEntry { ify: Some(ify), ..entry(kind) });
         }
         pb::FdTypes::Eventpoll => {
-            let watches = anon::parse_epoll_watches(id, &info_text).map_err(unsupported)?;
+            let watches = anon::parse_epoll_watches(id, &info_text).map_err(|e| unsupported(e.to_string()))?;
             for watch in &watches {
                 // The watch is keyed by (file, fd number): the process must hold that
                 // file at that number, so adding it again from here rebuilds it.
@@ -320,22 +320,22 @@ fn dump_in_flight(files: &mut FileTable) -> Result<(), FileDumpError> {
 /// A unix socket's entry, from sock_diag and the socket itself (borrowed with
 /// pidfd_getfd); its queued messages go to `files.sk_queues`. `Err(None)`: not a unix
 /// socket (the caller names what it is).
-fn unix_entry(pid: i32, fd: u32, id: u32, ino: u32, flags: i32, files: &mut FileTable) -> Result<pb::UnixSkEntry, Option<String>> {
+fn unix_entry(pid: i32, fd: u32, id: u32, ino: u32, flags: i32, files: &mut FileTable) -> Result<pb::UnixSkEntry, Option<FileError>> {
     if files.unix_diag.is_none() {
-        let bytes = kernel::unix_diag_dump().map_err(|e| Some(format!("sock_diag: {e}")))?;
+        let bytes = kernel::unix_diag_dump().map_err(|e| Some(file_io("sock_diag")(e)))?;
         files.unix_diag = Some(unix::parse_diag(&bytes).map_err(Some)?);
     }
     let diag = files.unix_diag.as_ref().and_then(|d| d.get(&ino)).cloned().ok_or(None)?;
     if !matches!(diag.kind as i32, libc::SOCK_STREAM | libc::SOCK_DGRAM | libc::SOCK_SEQPACKET) {
-        return Err(Some(format!("unix socket of type {}", diag.kind)));
+        return Err(Some(FileError::refused(format!("unix socket of type {}", diag.kind))));
     }
     if diag.state == unix::STATE_LISTEN && diag.rqueue > 0 {
-        return Err(Some(format!("listening unix socket with {} connections waiting for accept", diag.rqueue)));
+        return Err(Some(FileError::refused(format!("listening unix socket with {} connections waiting for accept", diag.rqueue))));
     }
     if diag.name.first().is_some_and(|b| *b != 0) && !diag.name.starts_with(b"/") {
-        return Err(Some("unix socket bound to a relative path".into()));
+        return Err(Some(FileError::refused("unix socket bound to a relative path")));
     }
-    let socket = kernel::borrow_fd(pid, fd).map_err(|e| Some(format!("pidfd_getfd: {e}")))?;
+    let socket = kernel::borrow_fd(pid, fd).map_err(|e| Some(file_io("pidfd_getfd")(e)))?;
     if diag.state != unix::STATE_LISTEN {
         for (message, fds) in unix::peek_queue(&socket).map_err(Some)? {
             if !fds.is_empty() {

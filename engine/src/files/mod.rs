@@ -53,6 +53,44 @@ pub enum FileDumpError {
 }
 io_failure!(FileDumpError);
 
+/// What went wrong with one file or one image of files, without the process and fd it
+/// belongs to (the caller names those): a failed step, a bad image, or something crust
+/// refuses (a state it does not handle, an image that contradicts itself, a host that
+/// cannot give it back).
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// `what` names the file and the step.
+    #[error("{what}: {source}")]
+    Io { what: String, source: io::Error },
+    /// An image (the error names it).
+    #[error(transparent)]
+    Image(#[from] crust_images::ImageError),
+    #[error("{what}")]
+    Refused { what: String },
+    /// A failure inside a bigger step: `what` names that step.
+    #[error("{what}: {source}")]
+    Within { what: String, source: Box<FileError> },
+}
+
+impl FileError {
+    /// Something crust refuses, said in `what`.
+    pub(crate) fn refused(what: impl Into<String>) -> FileError {
+        FileError::Refused { what: what.into() }
+    }
+}
+
+/// For `map_err`: the step `what` failed on the way.
+pub(crate) fn file_within<E: Into<FileError>>(what: impl Into<String>) -> impl FnOnce(E) -> FileError {
+    let what = what.into();
+    move |source| FileError::Within { what, source: Box::new(source.into()) }
+}
+
+/// For `map_err`: step `what` on a file failed.
+pub(crate) fn file_io(what: impl Into<String>) -> impl FnOnce(io::Error) -> FileError {
+    let what = what.into();
+    move |source| FileError::Io { what, source }
+}
+
 /// The files the images refer to, by id (files.img), plus ghost copies of unlinked ones.
 #[derive(Default)]
 pub(crate) struct FileTable {

@@ -7,6 +7,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use super::{file_io, file_within, FileError};
 use crust_images::pb;
 use crust_images::{ImageKind, ImageReader};
 
@@ -36,16 +37,15 @@ pub(crate) struct Broker {
 }
 
 /// The extra images of pipes, FIFOs and sockets, read into memory for the broker.
-fn read_pipe_data(dir: &Path, kind: ImageKind) -> Result<BTreeMap<u32, pipe::PipeContents>, String> {
+fn read_pipe_data(dir: &Path, kind: ImageKind) -> Result<BTreeMap<u32, pipe::PipeContents>, FileError> {
     let path = dir.join(kind.file_name(0));
     let mut out = BTreeMap::new();
     if !path.exists() {
         return Ok(out);
     }
-    let name = path.display().to_string();
-    let mut reader = ImageReader::open(&path).map_err(|e| format!("{name}: {e}"))?;
-    while let Some(entry) = reader.next_entry::<pb::PipeDataEntry>().map_err(|e| format!("{name}: {e}"))? {
-        let data = reader.read_payload(entry.bytes as u64).map_err(|e| format!("{name}: {e}"))?;
+    let mut reader = ImageReader::open(&path)?;
+    while let Some(entry) = reader.next_entry::<pb::PipeDataEntry>()? {
+        let data = reader.read_payload(entry.bytes as u64)?;
         out.insert(entry.pipe_id, pipe::PipeContents { size: entry.size.unwrap_or(0), data });
     }
     Ok(out)
@@ -56,23 +56,23 @@ fn read_pipe_data(dir: &Path, kind: ImageKind) -> Result<BTreeMap<u32, pipe::Pip
 /// which are sent once every file exists.
 type SocketQueues = (BTreeMap<u32, Vec<Vec<u8>>>, BTreeMap<u32, Vec<(Vec<u8>, Vec<u32>)>>);
 
-fn read_sk_queues(dir: &Path) -> Result<SocketQueues, String> {
+fn read_sk_queues(dir: &Path) -> Result<SocketQueues, FileError> {
     let path = dir.join(ImageKind::SkQueues.file_name(0));
     let mut all: BTreeMap<u32, Vec<(Vec<u8>, Vec<u32>)>> = BTreeMap::new();
     if !path.exists() {
         return Ok(Default::default());
     }
     let name = path.display().to_string();
-    let mut reader = ImageReader::open(&path).map_err(|e| format!("{name}: {e}"))?;
-    while let Some(entry) = reader.next_entry::<pb::SkPacketEntry>().map_err(|e| format!("{name}: {e}"))? {
+    let mut reader = ImageReader::open(&path)?;
+    while let Some(entry) = reader.next_entry::<pb::SkPacketEntry>()? {
         let mut rights = Vec::new();
         for scm in &entry.scm {
             if scm.r#type != libc::SCM_RIGHTS as u32 {
-                return Err(format!("{name}: queued message for socket {} carries control message type {} (sk_packet_entry.scm.type)", entry.id_for, scm.r#type));
+                return Err(FileError::refused(format!("{name}: queued message for socket {} carries control message type {} (sk_packet_entry.scm.type)", entry.id_for, scm.r#type)));
             }
             rights.extend(&scm.rights);
         }
-        let data = reader.read_payload(entry.length as u64).map_err(|e| format!("{name}: {e}"))?;
+        let data = reader.read_payload(entry.length as u64)?;
         all.entry(entry.id_for).or_default().push((data, rights));
     }
     let (deferred, plain): (BTreeMap<_, _>, BTreeMap<_, _>) = all.into_iter().partition(|(_, messages)| messages.iter().any(|m| !m.1.is_empty()));
@@ -81,32 +81,32 @@ fn read_sk_queues(dir: &Path) -> Result<SocketQueues, String> {
 
 /// File ids of the files in flight in socket queues: the broker opens them though no
 /// process holds them.
-pub(crate) fn in_flight_ids(dir: &Path) -> Result<BTreeSet<u32>, String> {
+pub(crate) fn in_flight_ids(dir: &Path) -> Result<BTreeSet<u32>, FileError> {
     let (_, deferred) = read_sk_queues(dir)?;
     Ok(deferred.values().flatten().flat_map(|m| m.1.iter().copied()).collect())
 }
 
 /// tcp-stream-INO.img: the stream state, then the receive and send queues.
-fn read_tcp_stream(dir: &Path, ino: u32) -> Result<(pb::TcpStreamEntry, Vec<u8>, Vec<u8>), String> {
+fn read_tcp_stream(dir: &Path, ino: u32) -> Result<(pb::TcpStreamEntry, Vec<u8>, Vec<u8>), FileError> {
     let path = dir.join(ImageKind::TcpStream.file_name(ino as u64));
     let name = path.display().to_string();
-    let mut reader = ImageReader::open(&path).map_err(|e| format!("{name}: {e}"))?;
-    let stream: pb::TcpStreamEntry = reader.next_entry().map_err(|e| format!("{name}: {e}"))?.ok_or(format!("{name}: no tcp_stream_entry"))?;
-    let inq = reader.read_payload(stream.inq_len as u64).map_err(|e| format!("{name}: receive queue (inq_len): {e}"))?;
-    let outq = reader.read_payload(stream.outq_len as u64).map_err(|e| format!("{name}: send queue (outq_len): {e}"))?;
+    let mut reader = ImageReader::open(&path)?;
+    let stream: pb::TcpStreamEntry = reader.next_entry()?.ok_or_else(|| FileError::refused(format!("{name}: no tcp_stream_entry")))?;
+    let inq = reader.read_payload(stream.inq_len as u64).map_err(file_within("receive queue (inq_len)"))?;
+    let outq = reader.read_payload(stream.outq_len as u64).map_err(file_within("send queue (outq_len)"))?;
     if stream.unsq_len.unwrap_or(0) > stream.outq_len {
-        return Err(format!("{name}: unsq_len {} beyond outq_len {}", stream.unsq_len.unwrap_or(0), stream.outq_len));
+        return Err(FileError::refused(format!("{name}: unsq_len {} beyond outq_len {}", stream.unsq_len.unwrap_or(0), stream.outq_len)));
     }
     Ok((stream, inq, outq))
 }
 
 /// Removes the locks of the restored established TCP connections: their traffic flows.
-pub(crate) fn unlock_tcp(dir: &Path) -> Result<(), String> {
+pub(crate) fn unlock_tcp(dir: &Path) -> Result<(), FileError> {
     let path = dir.join(ImageKind::Files.file_name(0));
-    let entries = crust_images::read_entries::<pb::FileEntry>(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let entries = crust_images::read_entries::<pb::FileEntry>(&path)?;
     for isk in entries.iter().filter_map(|e| e.isk.as_ref()) {
         if isk.proto == libc::IPPROTO_TCP as u32 && isk.state == 1 {
-            tcp::unlock(isk.ino, isk.family as i32).map_err(|e| format!("unlock TCP connection of socket {}: {e}", isk.ino))?;
+            tcp::unlock(isk.ino, isk.family as i32).map_err(file_within(format!("unlock TCP connection of socket {}", isk.ino)))?;
         }
     }
     Ok(())
@@ -123,9 +123,9 @@ type SpecialFiles = (
     Vec<(u32, u32, u32)>,
 );
 
-fn create_special_files(dir: &Path, regs: &BTreeMap<u32, pb::RegFileEntry>) -> Result<SpecialFiles, String> {
+fn create_special_files(dir: &Path, regs: &BTreeMap<u32, pb::RegFileEntry>) -> Result<SpecialFiles, FileError> {
     let path = dir.join(ImageKind::Files.file_name(0));
-    let entries = crust_images::read_entries::<pb::FileEntry>(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let entries = crust_images::read_entries::<pb::FileEntry>(&path)?;
     let (mut pipes, mut fifos, mut sockets, mut inet_sockets) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut memfds = Vec::new();
     let mut ttys = Vec::new();
@@ -135,7 +135,7 @@ fn create_special_files(dir: &Path, regs: &BTreeMap<u32, pb::RegFileEntry>) -> R
     let mut epolls = BTreeMap::new();
     for entry in entries {
         let kind = pb::FdTypes::try_from(entry.r#type).unwrap_or(pb::FdTypes::Und);
-        let missing = || format!("{}: file {} of type {kind:?} has no {kind:?} entry", path.display(), entry.id);
+        let missing = || FileError::refused(format!("{}: file {} of type {kind:?} has no {kind:?} entry", path.display(), entry.id));
         match kind {
             pb::FdTypes::Reg => {}
             pb::FdTypes::Pipe => pipes.push(entry.pipe.ok_or_else(missing)?),
@@ -169,17 +169,17 @@ fn create_special_files(dir: &Path, regs: &BTreeMap<u32, pb::RegFileEntry>) -> R
                 made.insert(entry.id, anon::create_epoll(&epoll)?);
                 epolls.insert(entry.id, epoll);
             }
-            other => return Err(format!("{}: file {} of type {other:?} is not supported yet", path.display(), entry.id)),
+            other => return Err(FileError::refused(format!("{}: file {} of type {other:?} is not supported yet", path.display(), entry.id))),
         }
     }
     let mut controlling = Vec::new();
     if !ttys.is_empty() {
         let path = dir.join(ImageKind::TtyInfo.file_name(0));
-        let infos = crust_images::read_entries::<pb::TtyInfoEntry>(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let infos = crust_images::read_entries::<pb::TtyInfoEntry>(&path)?;
         let mut masters = BTreeMap::new();
         for info in &infos {
             if info.r#type != pb::TtyType::Pty as i32 {
-                return Err(format!("{}: tty {} of type {} is not supported (tty_info_entry.type)", path.display(), info.id, info.r#type));
+                return Err(FileError::refused(format!("{}: tty {} of type {} is not supported (tty_info_entry.type)", path.display(), info.id, info.r#type)));
             }
             masters.insert(info.id, pty::create(info)?);
             if info.sid != 0 {
@@ -187,12 +187,12 @@ fn create_special_files(dir: &Path, regs: &BTreeMap<u32, pb::RegFileEntry>) -> R
             }
         }
         for tty in &ttys {
-            let name = tty.regf_id.and_then(|r| regs.get(&r)).map(|r| r.name.clone()).ok_or(format!("tty file {} has no path (tty_file_entry.regf_id)", tty.id))?;
+            let name = tty.regf_id.and_then(|r| regs.get(&r)).map(|r| r.name.clone()).ok_or_else(|| FileError::refused(format!("tty file {} has no path (tty_file_entry.regf_id)", tty.id)))?;
             let fd = if pty::is_master(&name) {
-                masters.remove(&tty.tty_info_id).ok_or(format!("tty file {}: pty {} has no state in tty-info.img, or a second master", tty.id, tty.tty_info_id))?
+                masters.remove(&tty.tty_info_id).ok_or_else(|| FileError::refused(format!("tty file {}: pty {} has no state in tty-info.img, or a second master", tty.id, tty.tty_info_id)))?
             } else {
                 let flags = tty.flags as i32 & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_CLOEXEC);
-                kernel::open_path(&name, flags | libc::O_NOCTTY).map_err(|e| format!("open {name}: {e}"))?
+                kernel::open_path(&name, flags | libc::O_NOCTTY).map_err(file_io(format!("open {name}")))?
             };
             made.insert(tty.id, fd);
         }
@@ -216,11 +216,11 @@ fn create_special_files(dir: &Path, regs: &BTreeMap<u32, pb::RegFileEntry>) -> R
     // Queues with fds in flight are sent by the socket's peer once every file exists.
     let mut deferred = Vec::new();
     for (id, messages) in deferred_queues {
-        let socket = sockets.iter().find(|s| s.id == id).ok_or(format!("fds in flight to socket {id}, which is not a unix socket of files.img"))?;
+        let socket = sockets.iter().find(|s| s.id == id).ok_or_else(|| FileError::refused(format!("fds in flight to socket {id}, which is not a unix socket of files.img")))?;
         let peer = sockets
             .iter()
             .find(|s| s.ino == socket.peer && socket.peer != 0)
-            .ok_or(format!("unix socket {id} has fds in flight but its peer (ino {}) is not in the dump", socket.peer))?;
+            .ok_or_else(|| FileError::refused(format!("unix socket {id} has fds in flight but its peer (ino {}) is not in the dump", socket.peer)))?;
         deferred.push((peer.id, messages));
     }
     for socket in &inet_sockets {
@@ -241,7 +241,7 @@ impl Broker {
         dir: &Path,
         ids: impl IntoIterator<Item = u32>,
         base: i32,
-    ) -> Result<Broker, String> {
+    ) -> Result<Broker, FileError> {
         let ids: Vec<u32> = ids.into_iter().collect();
         let (made, epolls, late, dead_pidfd_flags, deferred, controlling) = create_special_files(dir, files)?;
         // Created fds sit at the lowest free numbers, perhaps where the broker's go:
@@ -249,11 +249,11 @@ impl Broker {
         let above = base + ids.len() as i32 + 8;
         let mut made_high = BTreeMap::new();
         for (id, fd) in made {
-            made_high.insert(id, kernel::move_above(fd, above).map_err(|e| format!("move file {id} above {above}: {e}"))?);
+            made_high.insert(id, kernel::move_above(fd, above).map_err(file_io(format!("move file {id} above {above}")))?);
         }
         let locks_path = dir.join(ImageKind::FileLocks.file_name(0));
         let locks = if locks_path.exists() {
-            crust_images::read_entries::<pb::FileLockEntry>(&locks_path).map_err(|e| format!("{}: {e}", locks_path.display()))?
+            crust_images::read_entries::<pb::FileLockEntry>(&locks_path)?
         } else {
             Vec::new()
         };
@@ -273,7 +273,7 @@ impl Broker {
                 let number = base + broker.fds.len() as i32;
                 if let Err(e) = sys::place_fd(fd.as_raw_fd(), number, true) {
                     broker.close();
-                    return Err(format!("place file {id} at fd {number}: {e}"));
+                    return Err(FileError::Io { what: format!("place file {id} at fd {number}"), source: e });
                 }
                 broker.fds.insert(id, number);
                 continue;
@@ -286,7 +286,7 @@ impl Broker {
                     return Err(error);
                 }
             };
-            let placed = sys::place_fd(opened, number, true).map_err(|e| format!("place file {id} at fd {number}: {e}"));
+            let placed = sys::place_fd(opened, number, true).map_err(file_io(format!("place file {id} at fd {number}")));
             if opened != number {
                 sys::close_fd(opened);
             }
@@ -298,14 +298,14 @@ impl Broker {
         }
         // Messages with fds in flight, sent from the peer with the broker's copies.
         for (sender, messages) in deferred {
-            let result = (|| -> Result<(), String> {
-                let from = *broker.fds.get(&sender).ok_or(format!("socket {sender} (sender of fds in flight) was not opened"))?;
+            let result = (|| -> Result<(), FileError> {
+                let from = *broker.fds.get(&sender).ok_or_else(|| FileError::refused(format!("socket {sender} (sender of fds in flight) was not opened")))?;
                 for (data, ids) in &messages {
                     let fds = ids
                         .iter()
-                        .map(|id| broker.fds.get(id).copied().ok_or(format!("file {id} in flight was not opened")))
-                        .collect::<Result<Vec<i32>, String>>()?;
-                    kernel::send_with_fds(from, data, &fds).map_err(|e| format!("requeue {} bytes with {} fds from socket {sender}: {e}", data.len(), fds.len()))?;
+                        .map(|id| broker.fds.get(id).copied().ok_or_else(|| FileError::refused(format!("file {id} in flight was not opened"))))
+                        .collect::<Result<Vec<i32>, FileError>>()?;
+                    kernel::send_with_fds(from, data, &fds).map_err(file_io(format!("requeue {} bytes with {} fds from socket {sender}", data.len(), fds.len())))?;
                 }
                 Ok(())
             })();
@@ -320,7 +320,7 @@ impl Broker {
     /// Rebuilds what depends on this process's own fd numbers, once its fds are installed:
     /// the watches of every epoll it is the first in the tree to hold (`earlier`: the file
     /// ids of the processes restored before it, whose fork children inherit the watches).
-    pub(crate) fn after_install(&self, fds: &[pb::FdinfoEntry], earlier: &std::collections::BTreeSet<u32>) -> Result<(), String> {
+    pub(crate) fn after_install(&self, fds: &[pb::FdinfoEntry], earlier: &std::collections::BTreeSet<u32>) -> Result<(), FileError> {
         for fd in fds {
             if let Some(epoll) = self.epolls.get(&fd.id).filter(|_| !earlier.contains(&fd.id)) {
                 anon::add_watches(fd.fd as i32, epoll)?;
@@ -331,7 +331,7 @@ impl Broker {
 
     /// Takes the file locks this process owns again. Runs after `close`: closing any fd
     /// of a file drops the process's POSIX locks on it.
-    pub(crate) fn take_locks(&self) -> Result<(), String> {
+    pub(crate) fn take_locks(&self) -> Result<(), FileError> {
         let me = std::process::id() as i32;
         for lock in self.locks.iter().filter(|l| l.pid == me) {
             locks::take_lock(lock)?;
@@ -341,7 +341,7 @@ impl Broker {
 
     /// In restored process `pid` (in its session and group already): takes back the
     /// controlling terminal it leads, or the foreground of the one its group had.
-    pub(crate) fn terminals(&self, pid: u32, sid: u32, pgid: u32) -> Result<(), String> {
+    pub(crate) fn terminals(&self, pid: u32, sid: u32, pgid: u32) -> Result<(), FileError> {
         for &(tty_sid, pgrp, index) in &self.controlling {
             if tty_sid == pid {
                 pty::take_controlling(index, (pgrp == pid).then_some(pgrp as i32))?;
@@ -354,11 +354,11 @@ impl Broker {
 
     /// Makes the pidfds of exited processes at their broker numbers; runs in the
     /// restored root, in the tree's pid namespace.
-    pub(crate) fn make_dead_pidfds(&self) -> Result<(), String> {
+    pub(crate) fn make_dead_pidfds(&self) -> Result<(), FileError> {
         use std::os::fd::AsRawFd;
         for &(number, flags) in &self.dead_pidfds {
-            let fd = kernel::dead_pidfd(flags).map_err(|e| format!("pidfd of an exited process: {e}"))?;
-            sys::place_fd(fd.as_raw_fd(), number, true).map_err(|e| format!("place pidfd at fd {number}: {e}"))?;
+            let fd = kernel::dead_pidfd(flags).map_err(file_io("pidfd of an exited process"))?;
+            sys::place_fd(fd.as_raw_fd(), number, true).map_err(file_io(format!("place pidfd at fd {number}")))?;
             if fd.as_raw_fd() == number {
                 // Already where it belongs: keep it open.
                 let _ = std::os::fd::IntoRawFd::into_raw_fd(fd);
@@ -382,7 +382,7 @@ impl Broker {
     /// Installs one process's fds at their numbers, with their close-on-exec flags. A
     /// regular file only this process holds is not in the broker (see [`broker_ids`]):
     /// it is opened here, once, and its other fds are copies of the first.
-    pub(crate) fn install(&self, fds: &[pb::FdinfoEntry], files: &BTreeMap<u32, pb::RegFileEntry>, dir: &Path) -> Result<(), String> {
+    pub(crate) fn install(&self, fds: &[pb::FdinfoEntry], files: &BTreeMap<u32, pb::RegFileEntry>, dir: &Path) -> Result<(), FileError> {
         let mut private: BTreeMap<u32, i32> = BTreeMap::new();
         for fd in fds.iter().filter(|fd| !self.late.contains(&fd.id)) {
             let number = fd.fd as i32;
@@ -390,8 +390,8 @@ impl Broker {
             let source = match (self.fds.get(&fd.id), private.get(&fd.id)) {
                 (Some(&source), _) | (None, Some(&source)) => source,
                 (None, None) if files.contains_key(&fd.id) => {
-                    let opened = open_regular(files, &BTreeMap::new(), dir, fd.id).map_err(|e| format!("fd {number}: {e}"))?;
-                    let placed = sys::place_fd(opened, number, cloexec).map_err(|e| format!("fd {number}: {e}"));
+                    let opened = open_regular(files, &BTreeMap::new(), dir, fd.id).map_err(file_within(format!("fd {number}")))?;
+                    let placed = sys::place_fd(opened, number, cloexec).map_err(file_io(format!("fd {number}")));
                     if opened != number {
                         sys::close_fd(opened);
                     }
@@ -399,9 +399,9 @@ impl Broker {
                     private.insert(fd.id, number);
                     continue;
                 }
-                (None, None) => return Err(format!("fd {number}: file id {} was not opened", fd.id)),
+                (None, None) => return Err(FileError::refused(format!("fd {number}: file id {} was not opened", fd.id))),
             };
-            sys::place_fd(source, number, cloexec).map_err(|e| format!("fd {number}: {e}"))?;
+            sys::place_fd(source, number, cloexec).map_err(file_io(format!("fd {number}")))?;
         }
         Ok(())
     }
@@ -442,17 +442,17 @@ pub(crate) fn broker_ids<'a>(
 
 /// Opens regular file `id` (or brings back its ghost) with its dumped flags and offset,
 /// at the lowest free fd.
-fn open_regular(files: &BTreeMap<u32, pb::RegFileEntry>, ghosts: &BTreeMap<u32, u32>, dir: &Path, id: u32) -> Result<i32, String> {
-    let reg = files.get(&id).ok_or(format!("file id {id} is not in files.img"))?;
+fn open_regular(files: &BTreeMap<u32, pb::RegFileEntry>, ghosts: &BTreeMap<u32, u32>, dir: &Path, id: u32) -> Result<i32, FileError> {
+    let reg = files.get(&id).ok_or_else(|| FileError::refused(format!("file id {id} is not in files.img")))?;
     let flags = reg.flags as i32 & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_CLOEXEC);
     let opened = match ghosts.get(&id) {
         Some(ghost_id) => open_ghost(dir, *ghost_id, reg, flags)?,
-        None => sys::open_raw(Path::new(&reg.name), flags, 0).map_err(|e| format!("open {}: {e}", reg.name))?,
+        None => sys::open_raw(Path::new(&reg.name), flags, 0).map_err(file_io(format!("open {}", reg.name)))?,
     };
     if reg.pos != 0 {
         if let Err(e) = sys::seek_to(opened, reg.pos) {
             sys::close_fd(opened);
-            return Err(format!("seek {} to {}: {e}", reg.name, reg.pos));
+            return Err(FileError::Io { what: format!("seek {} to {}", reg.name, reg.pos), source: e });
         }
     }
     Ok(opened)
@@ -460,28 +460,28 @@ fn open_regular(files: &BTreeMap<u32, pb::RegFileEntry>, ghosts: &BTreeMap<u32, 
 
 /// Recreates an unlinked file from its ghost image: written beside its old name,
 /// opened with the dumped flags, then unlinked again.
-fn open_ghost(dir: &Path, ghost_id: u32, reg: &pb::RegFileEntry, flags: i32) -> Result<i32, String> {
+fn open_ghost(dir: &Path, ghost_id: u32, reg: &pb::RegFileEntry, flags: i32) -> Result<i32, FileError> {
     use std::os::unix::fs::FileExt;
     let image = dir.join(ImageKind::GhostFile.file_name(ghost_id as u64));
     let name = image.display().to_string();
-    let mut reader = crust_images::StreamReader::open(&image).map_err(|e| format!("{name}: {e}"))?;
+    let mut reader = crust_images::StreamReader::open(&image)?;
     let entry: pb::GhostFileEntry = reader
         .next_entry()
-        .map_err(|e| format!("{name}: {e}"))?
-        .ok_or(format!("{name}: no ghost_file_entry"))?;
+        ?
+        .ok_or_else(|| FileError::refused(format!("{name}: no ghost_file_entry")))?;
     let size = entry.size.unwrap_or(0);
     let mut path = PathBuf::from(&reg.name);
     if path.exists() {
         path = PathBuf::from(format!("{}.crust-ghost-{ghost_id}", reg.name));
     }
-    let filled = (|| -> Result<(), String> {
+    let filled = (|| -> Result<(), FileError> {
         use std::os::unix::fs::OpenOptionsExt;
         let file = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(entry.mode & 0o7777)
             .open(&path)
-            .map_err(|e| format!("create ghost {}: {e}", path.display()))?;
+            .map_err(file_io(format!("create ghost {}", path.display())))?;
         let file = &file;
         let write_at = |mut at: u64| {
             move |piece: &[u8]| -> io::Result<()> {
@@ -491,15 +491,15 @@ fn open_ghost(dir: &Path, ghost_id: u32, reg: &pb::RegFileEntry, flags: i32) -> 
             }
         };
         if entry.chunks == Some(true) {
-            file.set_len(size).map_err(|e| format!("size ghost {}: {e}", path.display()))?;
-            while let Some(chunk) = reader.next_entry::<pb::GhostChunkEntry>().map_err(|e| format!("{name}: {e}"))? {
+            file.set_len(size).map_err(file_io(format!("size ghost {}", path.display())))?;
+            while let Some(chunk) = reader.next_entry::<pb::GhostChunkEntry>()? {
                 if chunk.off.checked_add(chunk.len).is_none_or(|end| end > size) {
-                    return Err(format!("{name}: chunk {}+{} beyond the file's {size} bytes (ghost_chunk_entry)", chunk.off, chunk.len));
+                    return Err(FileError::refused(format!("{name}: chunk {}+{} beyond the file's {size} bytes (ghost_chunk_entry)", chunk.off, chunk.len)));
                 }
-                reader.copy_payload(chunk.len, write_at(chunk.off)).map_err(|e| format!("{name}: {e}"))?;
+                reader.copy_payload(chunk.len, write_at(chunk.off))?;
             }
         } else {
-            reader.copy_payload(size, write_at(0)).map_err(|e| format!("{name}: {e}"))?;
+            reader.copy_payload(size, write_at(0))?;
         }
         Ok(())
     })();
@@ -507,7 +507,7 @@ fn open_ghost(dir: &Path, ghost_id: u32, reg: &pb::RegFileEntry, flags: i32) -> 
         let _ = fs::remove_file(&path);
         return Err(error);
     }
-    let fd = sys::open_raw(&path, flags, 0).map_err(|e| format!("open ghost {}: {e}", path.display()));
+    let fd = sys::open_raw(&path, flags, 0).map_err(file_io(format!("open ghost {}", path.display())));
     let _ = fs::remove_file(&path);
     fd
 }

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, OwnedFd};
 
+use super::{file_io, file_within, FileError};
 use crust_images::pb;
 
 use crate::sys::fd as kernel;
@@ -31,18 +32,18 @@ pub(crate) struct UnixDiag {
 pub(crate) const STATE_LISTEN: u8 = 10;
 
 /// Parses sock_diag replies for AF_UNIX into sockets by inode. Pure.
-pub(crate) fn parse_diag(bytes: &[u8]) -> Result<BTreeMap<u32, UnixDiag>, String> {
+pub(crate) fn parse_diag(bytes: &[u8]) -> Result<BTreeMap<u32, UnixDiag>, FileError> {
     let mut out = BTreeMap::new();
     for (kind, payload) in messages(bytes) {
         match kind {
             NLMSG_DONE => break,
             NLMSG_ERROR => {
                 let errno = payload.get(0..4).map(|b| i32::from_ne_bytes(b.try_into().expect("4 bytes"))).unwrap_or(0);
-                return Err(format!("sock_diag: {}", std::io::Error::from_raw_os_error(-errno)));
+                return Err(FileError::refused(format!("sock_diag: {}", std::io::Error::from_raw_os_error(-errno))));
             }
             _ => {}
         }
-        let Some(head) = payload.get(0..16) else { return Err("sock_diag: short unix_diag_msg".into()) };
+        let Some(head) = payload.get(0..16) else { return Err(FileError::refused("sock_diag: short unix_diag_msg")) };
         let mut socket = UnixDiag {
             kind: head[1],
             state: head[2],
@@ -78,20 +79,20 @@ pub(crate) fn parse_diag(bytes: &[u8]) -> Result<BTreeMap<u32, UnixDiag>, String
 /// Every message queued for reading on a socket, in order, without consuming any: the
 /// socket (borrowed from the target) is peeked with SO_PEEK_OFF walking forward, then its
 /// peek offset is put back.
-pub(crate) fn peek_queue(socket: &OwnedFd) -> Result<Vec<(Vec<u8>, Vec<OwnedFd>)>, String> {
+pub(crate) fn peek_queue(socket: &OwnedFd) -> Result<Vec<(Vec<u8>, Vec<OwnedFd>)>, FileError> {
     let fd = socket.as_raw_fd();
-    let old_offset = kernel::socket_option(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF).map_err(|e| format!("SO_PEEK_OFF: {e}"))?;
-    kernel::set_socket_option(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0).map_err(|e| format!("set SO_PEEK_OFF: {e}"))?;
+    let old_offset = kernel::socket_option(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF).map_err(file_io("SO_PEEK_OFF"))?;
+    kernel::set_socket_option(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0).map_err(file_io("set SO_PEEK_OFF"))?;
     let mut out = Vec::new();
     let mut buf = vec![0u8; 4 << 20];
     let result = loop {
         match kernel::peek_message(fd, &mut buf) {
-            Ok(p) if p.other_control => break Err("a queued message carries credentials or more fds than fit".to_string()),
-            Ok(p) if p.truncated => break Err(format!("a queued message is larger than {} bytes", buf.len())),
+            Ok(p) if p.other_control => break Err(FileError::refused("a queued message carries credentials or more fds than fit")),
+            Ok(p) if p.truncated => break Err(FileError::refused(format!("a queued message is larger than {} bytes", buf.len()))),
             Ok(p) if p.len == 0 && p.fds.is_empty() => break Ok(()),
             Ok(p) => out.push((buf[..p.len].to_vec(), p.fds)),
             Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => break Ok(()),
-            Err(e) => break Err(format!("peek queue: {e}")),
+            Err(e) => break Err(FileError::refused(format!("peek queue: {e}"))),
         }
     };
     let _ = kernel::set_socket_option(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, old_offset);
@@ -114,14 +115,14 @@ pub(crate) fn read_options(socket: &OwnedFd) -> pb::SkOptsEntry {
 pub(crate) fn create_sockets(
     sockets: &[pb::UnixSkEntry],
     queues: &BTreeMap<u32, Vec<Vec<u8>>>,
-) -> Result<BTreeMap<u32, OwnedFd>, String> {
+) -> Result<BTreeMap<u32, OwnedFd>, FileError> {
     let by_ino: BTreeMap<u32, &pb::UnixSkEntry> = sockets.iter().map(|s| (s.ino, s)).collect();
     let mut out: BTreeMap<u32, OwnedFd> = BTreeMap::new();
     let empty = Vec::new();
     let queue_of = |id: u32| queues.get(&id).unwrap_or(&empty);
-    let send_all = |from: &OwnedFd, messages: &[Vec<u8>], what: &str| -> Result<(), String> {
+    let send_all = |from: &OwnedFd, messages: &[Vec<u8>], what: &str| -> Result<(), FileError> {
         for message in messages {
-            kernel::send_message(from.as_raw_fd(), message).map_err(|e| format!("{what}: requeue {} bytes: {e}", message.len()))?;
+            kernel::send_message(from.as_raw_fd(), message).map_err(file_io(format!("{what}: requeue {} bytes", message.len())))?;
         }
         Ok(())
     };
@@ -138,7 +139,7 @@ pub(crate) fn create_sockets(
         let mutual = peer.filter(|p| p.peer == socket.ino && p.ino != socket.ino);
         if let Some(peer) = mutual {
             let (mine, theirs) =
-                kernel::create_socketpair(libc::AF_UNIX, kind).map_err(|e| format!("{what}: socketpair: {e}"))?;
+                kernel::create_socketpair(libc::AF_UNIX, kind).map_err(file_io(format!("{what}: socketpair")))?;
             send_all(&theirs, queue_of(socket.id), &what)?;
             send_all(&mine, queue_of(peer.id), &what)?;
             out.insert(socket.id, mine);
@@ -146,34 +147,34 @@ pub(crate) fn create_sockets(
             continue;
         }
         let fd = if socket.state as u8 == STATE_LISTEN || (!socket.name.is_empty() && socket.peer == 0) {
-            let fd = kernel::create_socket(libc::AF_UNIX, kind).map_err(|e| format!("{what}: socket: {e}"))?;
-            bind_name(&fd, &socket.name).map_err(|e| format!("{what}: {e}"))?;
+            let fd = kernel::create_socket(libc::AF_UNIX, kind).map_err(file_io(format!("{what}: socket")))?;
+            bind_name(&fd, &socket.name).map_err(file_within(what.clone()))?;
             if socket.state as u8 == STATE_LISTEN {
-                kernel::listen(fd.as_raw_fd(), socket.backlog).map_err(|e| format!("{what}: listen: {e}"))?;
+                kernel::listen(fd.as_raw_fd(), socket.backlog).map_err(file_io(format!("{what}: listen")))?;
             } else if !queue_of(socket.id).is_empty() {
-                let sender = kernel::create_socket(libc::AF_UNIX, kind).map_err(|e| format!("{what}: socket: {e}"))?;
-                kernel::connect_unix(sender.as_raw_fd(), &socket.name).map_err(|e| format!("{what}: connect to requeue: {e}"))?;
+                let sender = kernel::create_socket(libc::AF_UNIX, kind).map_err(file_io(format!("{what}: socket")))?;
+                kernel::connect_unix(sender.as_raw_fd(), &socket.name).map_err(file_io(format!("{what}: connect to requeue")))?;
                 send_all(&sender, queue_of(socket.id), &what)?;
             }
             fd
         } else if let Some(peer) = peer.filter(|p| !p.name.is_empty()) {
             // Connected to a named socket that is not its peer in turn (a datagram socket
             // sending to a bound one): connect to the name again.
-            let fd = kernel::create_socket(libc::AF_UNIX, kind).map_err(|e| format!("{what}: socket: {e}"))?;
+            let fd = kernel::create_socket(libc::AF_UNIX, kind).map_err(file_io(format!("{what}: socket")))?;
             if !socket.name.is_empty() {
-                bind_name(&fd, &socket.name).map_err(|e| format!("{what}: {e}"))?;
+                bind_name(&fd, &socket.name).map_err(file_within(what.clone()))?;
             }
-            kernel::connect_unix(fd.as_raw_fd(), &peer.name).map_err(|e| format!("{what}: connect: {e}"))?;
+            kernel::connect_unix(fd.as_raw_fd(), &peer.name).map_err(file_io(format!("{what}: connect")))?;
             fd
         } else if socket.peer != 0 || !queue_of(socket.id).is_empty() || socket.shutdown.unwrap_or(0) != 0 {
             // The peer is gone: a pair whose other end sends the queue and is closed.
             let (mine, theirs) =
-                kernel::create_socketpair(libc::AF_UNIX, kind).map_err(|e| format!("{what}: socketpair: {e}"))?;
+                kernel::create_socketpair(libc::AF_UNIX, kind).map_err(file_io(format!("{what}: socketpair")))?;
             send_all(&theirs, queue_of(socket.id), &what)?;
             drop(theirs);
             mine
         } else {
-            kernel::create_socket(libc::AF_UNIX, kind).map_err(|e| format!("{what}: socket: {e}"))?
+            kernel::create_socket(libc::AF_UNIX, kind).map_err(file_io(format!("{what}: socket")))?
         };
         out.insert(socket.id, fd);
     }
@@ -181,14 +182,14 @@ pub(crate) fn create_sockets(
         let fd = out.get(&socket.id).expect("every socket was created above");
         set_buffers(fd, &socket.opts);
         kernel::set_status_flags(fd.as_raw_fd(), socket.flags as i32)
-            .map_err(|e| format!("unix socket {}: flags: {e}", socket.id))?;
+            .map_err(file_io(format!("unix socket {}: flags", socket.id)))?;
     }
     Ok(out)
 }
 
 /// Binds to a name; a path still there from the dumped process (a stale socket file) is
 /// removed first.
-fn bind_name(fd: &OwnedFd, name: &[u8]) -> Result<(), String> {
+fn bind_name(fd: &OwnedFd, name: &[u8]) -> Result<(), FileError> {
     if name.is_empty() {
         return Ok(());
     }
@@ -202,7 +203,7 @@ fn bind_name(fd: &OwnedFd, name: &[u8]) -> Result<(), String> {
             let _ = std::fs::remove_file(path);
         }
     }
-    kernel::bind_unix(fd.as_raw_fd(), name).map_err(|e| format!("bind {}: {e}", String::from_utf8_lossy(name)))
+    kernel::bind_unix(fd.as_raw_fd(), name).map_err(file_io(format!("bind {}", String::from_utf8_lossy(name))))
 }
 
 fn set_buffers(fd: &OwnedFd, opts: &pb::SkOptsEntry) {

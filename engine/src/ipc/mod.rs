@@ -26,6 +26,37 @@ use std::os::unix::fs::FileExt;
 use crust_images::StreamReader;
 
 use crate::files::memfd::fill_shmem_pages;
+use crate::files::FileError;
+
+/// Why a System V IPC namespace could not be dumped or made again.
+#[derive(Debug, thiserror::Error)]
+pub enum IpcError {
+    /// `what` names the object and the step.
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+    /// An image (the error names it).
+    #[error(transparent)]
+    Image(#[from] crust_images::ImageError),
+    /// A segment's pages (the error names the segment).
+    #[error(transparent)]
+    Pages(#[from] FileError),
+    /// What crust refuses: an object it does not handle, an image that contradicts
+    /// itself, a namespace that is not the tree's.
+    #[error("{what}")]
+    Refused { what: String },
+}
+
+impl IpcError {
+    fn refused(what: impl Into<String>) -> IpcError {
+        IpcError::Refused { what: what.into() }
+    }
+}
+
+/// For `map_err`: step `what` failed.
+fn ipc_io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> IpcError {
+    let what = what.into();
+    move |source| IpcError::Io { what, source }
+}
 
 /// Largest piece of segment data read or written at once.
 const CHUNK: u64 = 1 << 20;
@@ -58,15 +89,15 @@ fn show(link: &Option<std::path::PathBuf>) -> String {
 
 /// Runs `work` in a thread of its own that has entered `pid`'s IPC namespace (the
 /// namespace is a property of the thread; crust's other threads stay where they are).
-fn in_namespace_of<T: Send>(pid: i32, work: impl FnOnce() -> Result<T, String> + Send) -> Result<T, String> {
+fn in_namespace_of<T: Send>(pid: i32, work: impl FnOnce() -> Result<T, IpcError> + Send) -> Result<T, IpcError> {
     std::thread::scope(|scope| {
         scope
             .spawn(|| {
-                sysv::enter_namespace_of(pid).map_err(|e| format!("enter the IPC namespace of pid {pid}: {e}"))?;
+                sysv::enter_namespace_of(pid).map_err(ipc_io(format!("enter the IPC namespace of pid {pid}")))?;
                 work()
             })
             .join()
-            .unwrap_or_else(|_| Err("the IPC thread panicked".into()))
+            .unwrap_or_else(|_| Err(IpcError::refused("the IPC thread panicked")))
     })
 }
 
@@ -84,18 +115,18 @@ fn desc(id: i32, perm: &sysv::Perm) -> pb::IpcDescEntry {
 
 const SYSCTL: &str = "/proc/sys";
 
-fn read_sysctl(name: &str) -> Result<Vec<i128>, String> {
+fn read_sysctl(name: &str) -> Result<Vec<i128>, IpcError> {
     let path = format!("{SYSCTL}/{name}");
-    let text = fs::read_to_string(&path).map_err(|e| format!("read {path}: {e}"))?;
-    text.split_whitespace().map(|w| w.parse::<i128>().map_err(|e| format!("{path}: {w:?}: {e}"))).collect()
+    let text = fs::read_to_string(&path).map_err(ipc_io(format!("read {path}")))?;
+    text.split_whitespace().map(|w| w.parse::<i128>().map_err(|e| IpcError::refused(format!("{path}: {w:?}: {e}")))).collect()
 }
 
-fn read_one(name: &str) -> Result<i128, String> {
-    read_sysctl(name)?.first().copied().ok_or(format!("{SYSCTL}/{name} is empty"))
+fn read_one(name: &str) -> Result<i128, IpcError> {
+    read_sysctl(name)?.first().copied().ok_or_else(|| IpcError::refused(format!("{SYSCTL}/{name} is empty")))
 }
 
 /// Like `read_one`, for a sysctl older kernels lack.
-fn read_optional(name: &str) -> Result<Option<i128>, String> {
+fn read_optional(name: &str) -> Result<Option<i128>, IpcError> {
     if Path::new(&format!("{SYSCTL}/{name}")).exists() {
         read_one(name).map(Some)
     } else {
@@ -103,13 +134,13 @@ fn read_optional(name: &str) -> Result<Option<i128>, String> {
     }
 }
 
-fn write_sysctl(name: &str, value: &str) -> Result<(), String> {
+fn write_sysctl(name: &str, value: &str) -> Result<(), IpcError> {
     let path = format!("{SYSCTL}/{name}");
-    fs::write(&path, value).map_err(|e| format!("write {value} to {path}: {e}"))
+    fs::write(&path, value).map_err(ipc_io(format!("write {value} to {path}")))
 }
 
 /// The namespace's limits and next ids, as the calling thread's namespace has them.
-fn read_var() -> Result<pb::IpcVarEntry, String> {
+fn read_var() -> Result<pb::IpcVarEntry, IpcError> {
     let u32_of = |v: i128| v as u32;
     Ok(pb::IpcVarEntry {
         sem_ctls: read_sysctl("kernel/sem")?.into_iter().map(u32_of).collect(),
@@ -133,7 +164,7 @@ fn read_var() -> Result<pb::IpcVarEntry, String> {
 }
 
 /// Sets the namespace's limits (the calling process's namespace) from `var`.
-fn write_var(var: &pb::IpcVarEntry) -> Result<(), String> {
+fn write_var(var: &pb::IpcVarEntry) -> Result<(), IpcError> {
     if !var.sem_ctls.is_empty() {
         let text: Vec<String> = var.sem_ctls.iter().map(|v| v.to_string()).collect();
         write_sysctl("kernel/sem", &text.join(" "))?;
@@ -171,33 +202,32 @@ pub(crate) struct Dumped {
 }
 
 /// Writes every object of `root`'s IPC namespace and its limits into `dir`.
-pub(crate) fn dump_namespace(root: i32, dir: &Path) -> Result<Dumped, String> {
+pub(crate) fn dump_namespace(root: i32, dir: &Path) -> Result<Dumped, IpcError> {
     in_namespace_of(root, || {
-        let image = |kind: ImageKind| move |e: crust_images::ImageError| format!("{}: {e}", kind.file_name(NS_ID as u64));
         let var = read_var()?;
         // POSIX message queues live in the namespace too, and crust cannot take them:
         // refuse rather than lose them.
         let scratch = std::env::temp_dir().join(format!("crust-mqueue-{}", std::process::id()));
-        fs::create_dir_all(&scratch).map_err(|e| format!("create {}: {e}", scratch.display()))?;
+        fs::create_dir_all(&scratch).map_err(ipc_io(format!("create {}", scratch.display())))?;
         let queues = sysv::posix_queue_names(&scratch);
         let _ = fs::remove_dir(&scratch);
         match queues {
             Ok(names) if !names.is_empty() => {
-                return Err(format!("POSIX message queues ({}) in the tree's IPC namespace are not supported yet", names.join(", ")))
+                return Err(IpcError::refused(format!("POSIX message queues ({}) in the tree's IPC namespace are not supported yet", names.join(", "))))
             }
             Ok(_) => {}
             Err(e) => log::warn!("could not list the POSIX message queues of the tree's IPC namespace: {e}"),
         }
-        let mut w = ImageWriter::create(dir, ImageKind::IpcVar, NS_ID as u64).map_err(image(ImageKind::IpcVar))?;
-        w.write_entry(&var).map_err(image(ImageKind::IpcVar))?;
-        w.finish().map_err(image(ImageKind::IpcVar))?;
+        let mut w = ImageWriter::create(dir, ImageKind::IpcVar, NS_ID as u64)?;
+        w.write_entry(&var)?;
+        w.finish()?;
 
-        let segments = sysv::list_shm().map_err(|e| format!("list shared memory segments: {e}"))?;
-        let mut w = ImageWriter::create(dir, ImageKind::IpcnsShm, NS_ID as u64).map_err(image(ImageKind::IpcnsShm))?;
+        let segments = sysv::list_shm().map_err(ipc_io("list shared memory segments"))?;
+        let mut w = ImageWriter::create(dir, ImageKind::IpcnsShm, NS_ID as u64)?;
         for shm in &segments {
             // The data follows the entry, as crit reads it (it does not know in_pagemaps).
             let entry = pb::IpcShmEntry { desc: desc(shm.id, &shm.perm), size: shm.size, in_pagemaps: None, hugetlb_flag: None };
-            w.write_entry(&entry).map_err(image(ImageKind::IpcnsShm))?;
+            w.write_entry(&entry)?;
             let data = shmem_file(shm.id, shm.size, false)?;
             let padded = shm.size.next_multiple_of(4);
             let mut buf = vec![0u8; CHUNK.min(padded) as usize];
@@ -211,45 +241,45 @@ pub(crate) fn dump_namespace(root: i32, dir: &Path) -> Result<Dumped, String> {
                     match data.read_at(&mut buf[got..len], at + got as u64) {
                         Ok(0) => break,
                         Ok(n) => got += n,
-                        Err(e) => return Err(format!("read System V shared memory {} at {}: {e}", shm.id, at + got as u64)),
+                        Err(e) => return Err(IpcError::refused(format!("read System V shared memory {} at {}: {e}", shm.id, at + got as u64))),
                     }
                 }
-                w.write_payload(&buf[..len]).map_err(image(ImageKind::IpcnsShm))?;
+                w.write_payload(&buf[..len])?;
                 at += len as u64;
             }
         }
-        w.finish().map_err(image(ImageKind::IpcnsShm))?;
+        w.finish()?;
 
-        let sets = sysv::list_sem().map_err(|e| format!("list semaphore sets: {e}"))?;
-        let mut w = ImageWriter::create(dir, ImageKind::IpcnsSem, NS_ID as u64).map_err(image(ImageKind::IpcnsSem))?;
+        let sets = sysv::list_sem().map_err(ipc_io("list semaphore sets"))?;
+        let mut w = ImageWriter::create(dir, ImageKind::IpcnsSem, NS_ID as u64)?;
         for set in &sets {
-            let values = sysv::sem_values(set.id, set.nsems).map_err(|e| format!("GETALL of semaphore set {}: {e}", set.id))?;
-            w.write_entry(&pb::IpcSemEntry { desc: desc(set.id, &set.perm), nsems: set.nsems }).map_err(image(ImageKind::IpcnsSem))?;
+            let values = sysv::sem_values(set.id, set.nsems).map_err(ipc_io(format!("GETALL of semaphore set {}", set.id)))?;
+            w.write_entry(&pb::IpcSemEntry { desc: desc(set.id, &set.perm), nsems: set.nsems })?;
             let mut bytes: Vec<u8> = values.iter().flat_map(|v| v.to_ne_bytes()).collect();
             bytes.resize(bytes.len().next_multiple_of(8), 0);
-            w.write_payload(&bytes).map_err(image(ImageKind::IpcnsSem))?;
+            w.write_payload(&bytes)?;
         }
-        w.finish().map_err(image(ImageKind::IpcnsSem))?;
+        w.finish()?;
 
-        let queues = sysv::list_msg().map_err(|e| format!("list message queues: {e}"))?;
-        let mut w = ImageWriter::create(dir, ImageKind::IpcnsMsg, NS_ID as u64).map_err(image(ImageKind::IpcnsMsg))?;
+        let queues = sysv::list_msg().map_err(ipc_io("list message queues"))?;
+        let mut w = ImageWriter::create(dir, ImageKind::IpcnsMsg, NS_ID as u64)?;
         // No message is longer than msgmax was when it was sent; allow for a lowered limit.
         let max = (var.msg_ctlmax as usize).max(var.msg_ctlmnb as usize).max(1 << 16);
         for queue in &queues {
             let mut messages = Vec::new();
             for index in 0..queue.qnum {
-                messages.push(sysv::copy_message(queue.id, index, max).map_err(|e| format!("MSG_COPY of message {index} of queue {}: {e}", queue.id))?);
+                messages.push(sysv::copy_message(queue.id, index, max).map_err(ipc_io(format!("MSG_COPY of message {index} of queue {}", queue.id)))?);
             }
             let entry = pb::IpcMsgEntry { desc: desc(queue.id, &queue.perm), qbytes: queue.qbytes as u32, qnum: messages.len() as u32 };
-            w.write_entry(&entry).map_err(image(ImageKind::IpcnsMsg))?;
+            w.write_entry(&entry)?;
             for (mtype, text) in &messages {
-                w.write_entry(&pb::IpcMsg { mtype: *mtype as u64, msize: text.len() as u32 }).map_err(image(ImageKind::IpcnsMsg))?;
+                w.write_entry(&pb::IpcMsg { mtype: *mtype as u64, msize: text.len() as u32 })?;
                 let mut bytes = text.clone();
                 bytes.resize(bytes.len().next_multiple_of(8), 0);
-                w.write_payload(&bytes).map_err(image(ImageKind::IpcnsMsg))?;
+                w.write_payload(&bytes)?;
             }
         }
-        w.finish().map_err(image(ImageKind::IpcnsMsg))?;
+        w.finish()?;
         Ok(Dumped { segments: segments.len(), semaphore_sets: sets.len(), queues: queues.len() })
     })
 }
@@ -257,14 +287,14 @@ pub(crate) fn dump_namespace(root: i32, dir: &Path) -> Result<Dumped, String> {
 /// Segment `id` as a shmem file: attached for a moment (read-only or read-write) to open
 /// it through /proc/self/map_files, which gives the segment's shmem inode with its own
 /// read, write and SEEK_DATA.
-fn shmem_file(id: i32, size: u64, writable: bool) -> Result<File, String> {
-    let attached = sysv::Attached::new(id, writable).map_err(|e| format!("attach System V shared memory {id}: {e}"))?;
+fn shmem_file(id: i32, size: u64, writable: bool) -> Result<File, IpcError> {
+    let attached = sysv::Attached::new(id, writable).map_err(ipc_io(format!("attach System V shared memory {id}")))?;
     let start = attached.addr as u64;
     let end = start + size.div_ceil(crate::sys::page_size()) * crate::sys::page_size();
     let path = format!("/proc/self/map_files/{start:x}-{end:x}");
     let mut options = fs::OpenOptions::new();
     options.read(true).write(writable);
-    options.open(&path).map_err(|e| format!("open {path} (System V shared memory {id}): {e}"))
+    options.open(&path).map_err(ipc_io(format!("open {path} (System V shared memory {id})")))
 }
 
 /// Whether the dump in `dir` holds an IPC namespace.
@@ -272,42 +302,41 @@ pub(crate) fn image_has_namespace(dir: &Path) -> bool {
     dir.join(ImageKind::IpcVar.file_name(NS_ID as u64)).exists()
 }
 
-fn read_raw(dir: &Path, kind: ImageKind) -> Result<Option<crust_images::RawImage>, String> {
+fn read_raw(dir: &Path, kind: ImageKind) -> Result<Option<crust_images::RawImage>, IpcError> {
     let path = dir.join(kind.file_name(NS_ID as u64));
     if !path.exists() {
         return Ok(None);
     }
     let name = path.display().to_string();
-    let bytes = fs::read(&path).map_err(|e| format!("read {name}: {e}"))?;
-    crust_images::parse(&name, &bytes).map(Some).map_err(|e| e.to_string())
+    let bytes = fs::read(&path).map_err(ipc_io(format!("read {name}")))?;
+    Ok(Some(crust_images::parse(&name, &bytes)?))
 }
 
-fn decode<M: prost::Message + Default>(kind: ImageKind, index: usize, bytes: &[u8]) -> Result<M, String> {
-    M::decode(bytes).map_err(|e| format!("{}: entry {index}: {e}", kind.file_name(NS_ID as u64)))
+fn decode<M: prost::Message + Default>(kind: ImageKind, index: usize, bytes: &[u8]) -> Result<M, IpcError> {
+    M::decode(bytes).map_err(|e| IpcError::refused(format!("{}: entry {index}: {e}", kind.file_name(NS_ID as u64))))
 }
 
 /// Creates every object of the dumped IPC namespace in the calling process's (new,
 /// empty) namespace, under its old id, then sets the namespace's limits.
-pub(crate) fn restore_namespace(dir: &Path) -> Result<(), String> {
+pub(crate) fn restore_namespace(dir: &Path) -> Result<(), IpcError> {
     let var_path = dir.join(ImageKind::IpcVar.file_name(NS_ID as u64));
     let var: pb::IpcVarEntry = {
-        let mut reader = ImageReader::open(&var_path).map_err(|e| format!("{}: {e}", var_path.display()))?;
-        reader.next_entry().map_err(|e| format!("{}: {e}", var_path.display()))?.ok_or(format!("{}: no entry", var_path.display()))?
+        let mut reader = ImageReader::open(&var_path)?;
+        reader.next_entry()?.ok_or_else(|| IpcError::refused(format!("{}: no entry", var_path.display())))?
     };
     let wrong_id = |kind: ImageKind, index: usize, want: u32, got: i32| {
-        format!("{}: entry {index}: created with id {got}, not {want} (ipc_desc_entry.id; is the namespace new?)", kind.file_name(NS_ID as u64))
+        IpcError::refused(format!("{}: entry {index}: created with id {got}, not {want} (ipc_desc_entry.id; is the namespace new?)", kind.file_name(NS_ID as u64)))
     };
 
     let shm_path = dir.join(ImageKind::IpcnsShm.file_name(NS_ID as u64));
     if shm_path.exists() {
-        let image_err = |e: crust_images::ImageError| e.to_string();
-        let mut reader = StreamReader::open(&shm_path).map_err(image_err)?;
+        let mut reader = StreamReader::open(&shm_path)?;
         let mut index = 0;
-        while let Some(entry) = reader.next_entry::<pb::IpcShmEntry>().map_err(image_err)? {
+        while let Some(entry) = reader.next_entry::<pb::IpcShmEntry>()? {
             let d = &entry.desc;
             let name = format!("System V shared memory {} (key {:#x})", d.id, d.key);
             write_sysctl("kernel/shm_next_id", &(d.id as i32).to_string())?;
-            let id = sysv::create_shm(d.key as i32, entry.size, d.mode).map_err(|e| format!("create {name} of {} bytes: {e}", entry.size))?;
+            let id = sysv::create_shm(d.key as i32, entry.size, d.mode).map_err(ipc_io(format!("create {name} of {} bytes", entry.size)))?;
             if id != d.id as i32 {
                 return Err(wrong_id(ImageKind::IpcnsShm, index, d.id, id));
             }
@@ -326,11 +355,11 @@ pub(crate) fn restore_namespace(dir: &Path) -> Result<(), String> {
                         at += piece.len() as u64;
                         Ok(())
                     })
-                    .map_err(|e| format!("{name}: {e}"))?;
+                    .map_err(|e| IpcError::refused(format!("{name}: {e}")))?;
             }
-            sysv::set_shm_owner(id, d.uid, d.gid, d.mode).map_err(|e| format!("owner and mode of {name}: {e}"))?;
+            sysv::set_shm_owner(id, d.uid, d.gid, d.mode).map_err(ipc_io(format!("owner and mode of {name}")))?;
             if d.mode & SHM_LOCKED != 0 {
-                sysv::lock_shm(id).map_err(|e| format!("SHM_LOCK {name}: {e}"))?;
+                sysv::lock_shm(id).map_err(ipc_io(format!("SHM_LOCK {name}")))?;
             }
             index += 1;
         }
@@ -343,16 +372,16 @@ pub(crate) fn restore_namespace(dir: &Path) -> Result<(), String> {
             let name = format!("semaphore set {} (key {:#x})", d.id, d.key);
             let data = raw.payload.as_deref().unwrap_or(&[]);
             if data.len() < entry.nsems as usize * 2 {
-                return Err(format!("{}: entry {index}: {} bytes of values for {} semaphores (ipc_sem_entry.nsems)", ImageKind::IpcnsSem.file_name(NS_ID as u64), data.len(), entry.nsems));
+                return Err(IpcError::refused(format!("{}: entry {index}: {} bytes of values for {} semaphores (ipc_sem_entry.nsems)", ImageKind::IpcnsSem.file_name(NS_ID as u64), data.len(), entry.nsems)));
             }
             let values: Vec<u16> = data[..entry.nsems as usize * 2].chunks_exact(2).map(|c| u16::from_ne_bytes([c[0], c[1]])).collect();
             write_sysctl("kernel/sem_next_id", &(d.id as i32).to_string())?;
-            let id = sysv::create_sem(d.key as i32, entry.nsems, d.mode).map_err(|e| format!("create {name}: {e}"))?;
+            let id = sysv::create_sem(d.key as i32, entry.nsems, d.mode).map_err(ipc_io(format!("create {name}")))?;
             if id != d.id as i32 {
                 return Err(wrong_id(ImageKind::IpcnsSem, index, d.id, id));
             }
-            sysv::set_sem_values(id, &values).map_err(|e| format!("SETALL of {name}: {e}"))?;
-            sysv::set_sem_owner(id, d.uid, d.gid, d.mode).map_err(|e| format!("owner and mode of {name}: {e}"))?;
+            sysv::set_sem_values(id, &values).map_err(ipc_io(format!("SETALL of {name}")))?;
+            sysv::set_sem_owner(id, d.uid, d.gid, d.mode).map_err(ipc_io(format!("owner and mode of {name}")))?;
         }
     }
 
@@ -362,7 +391,7 @@ pub(crate) fn restore_namespace(dir: &Path) -> Result<(), String> {
             let d = &entry.desc;
             let name = format!("message queue {} (key {:#x})", d.id, d.key);
             let messages = split_messages(raw.payload.as_deref().unwrap_or(&[]), entry.qnum).map_err(|what| {
-                format!("{}: entry {index}: {what}", ImageKind::IpcnsMsg.file_name(NS_ID as u64))
+                IpcError::refused(format!("{}: entry {index}: {what}", ImageKind::IpcnsMsg.file_name(NS_ID as u64)))
             })?;
             // A new queue's byte limit is msgmnb's; the limit itself may go above msgmnb
             // only with CAP_SYS_RESOURCE, so msgmnb is raised while the queue is made.
@@ -370,14 +399,14 @@ pub(crate) fn restore_namespace(dir: &Path) -> Result<(), String> {
             let longest = messages.iter().map(|m| m.1.len()).max().unwrap_or(0).max(var.msg_ctlmax as usize);
             write_sysctl("kernel/msgmax", &longest.to_string())?;
             write_sysctl("kernel/msg_next_id", &(d.id as i32).to_string())?;
-            let id = sysv::create_msg(d.key as i32, d.mode).map_err(|e| format!("create {name}: {e}"))?;
+            let id = sysv::create_msg(d.key as i32, d.mode).map_err(ipc_io(format!("create {name}")))?;
             if id != d.id as i32 {
                 return Err(wrong_id(ImageKind::IpcnsMsg, index, d.id, id));
             }
             for (number, (mtype, text)) in messages.iter().enumerate() {
-                sysv::send_message(id, *mtype, text).map_err(|e| format!("queue message {number} ({} bytes) into {name}: {e}", text.len()))?;
+                sysv::send_message(id, *mtype, text).map_err(ipc_io(format!("queue message {number} ({} bytes) into {name}", text.len())))?;
             }
-            sysv::set_msg_owner(id, d.uid, d.gid, d.mode, entry.qbytes as u64).map_err(|e| format!("owner and mode of {name}: {e}"))?;
+            sysv::set_msg_owner(id, d.uid, d.gid, d.mode, entry.qbytes as u64).map_err(ipc_io(format!("owner and mode of {name}")))?;
         }
     }
     write_var(&var)
@@ -385,17 +414,17 @@ pub(crate) fn restore_namespace(dir: &Path) -> Result<(), String> {
 
 /// The messages of one queue's payload: a size word, an `ipc_msg` and its text padded to
 /// 8, `qnum` times.
-fn split_messages(mut data: &[u8], qnum: u32) -> Result<Vec<(i64, Vec<u8>)>, String> {
+fn split_messages(mut data: &[u8], qnum: u32) -> Result<Vec<(i64, Vec<u8>)>, IpcError> {
     let mut out = Vec::new();
     for number in 0..qnum {
         if data.len() < 4 {
-            return Err(format!("message {number} of {qnum} missing (ipc_msg_entry.qnum)"));
+            return Err(IpcError::refused(format!("message {number} of {qnum} missing (ipc_msg_entry.qnum)")));
         }
         let len = u32::from_ne_bytes(data[..4].try_into().expect("4 bytes")) as usize;
-        let message = data.get(4..4 + len).ok_or(format!("message {number} cut short"))?;
-        let head = <pb::IpcMsg as prost::Message>::decode(message).map_err(|e| format!("message {number}: {e}"))?;
+        let message = data.get(4..4 + len).ok_or_else(|| IpcError::refused(format!("message {number} cut short")))?;
+        let head = <pb::IpcMsg as prost::Message>::decode(message).map_err(|e| IpcError::refused(format!("message {number}: {e}")))?;
         let padded = (head.msize as usize).next_multiple_of(8);
-        let text = data.get(4 + len..4 + len + head.msize as usize).ok_or(format!("text of message {number} cut short (ipc_msg.msize {})", head.msize))?;
+        let text = data.get(4 + len..4 + len + head.msize as usize).ok_or_else(|| IpcError::refused(format!("text of message {number} cut short (ipc_msg.msize {})", head.msize)))?;
         out.push((head.mtype as i64, text.to_vec()));
         data = data.get(4 + len + padded..).unwrap_or(&[]);
     }
@@ -403,17 +432,16 @@ fn split_messages(mut data: &[u8], qnum: u32) -> Result<Vec<(i64, Vec<u8>)>, Str
 }
 
 /// The segment entries of the dumped namespace, their data skipped.
-fn shm_entries(dir: &Path) -> Result<Vec<pb::IpcShmEntry>, String> {
+fn shm_entries(dir: &Path) -> Result<Vec<pb::IpcShmEntry>, IpcError> {
     let path = dir.join(ImageKind::IpcnsShm.file_name(NS_ID as u64));
     if !path.exists() {
         return Ok(Vec::new());
     }
-    let image_err = |e: crust_images::ImageError| e.to_string();
-    let mut reader = StreamReader::open(&path).map_err(image_err)?;
+    let mut reader = StreamReader::open(&path)?;
     let mut out = Vec::new();
-    while let Some(entry) = reader.next_entry::<pb::IpcShmEntry>().map_err(image_err)? {
+    while let Some(entry) = reader.next_entry::<pb::IpcShmEntry>()? {
         if entry.in_pagemaps != Some(true) {
-            reader.skip_payload(entry.size.next_multiple_of(4)).map_err(image_err)?;
+            reader.skip_payload(entry.size.next_multiple_of(4))?;
         }
         out.push(entry);
     }
@@ -422,37 +450,37 @@ fn shm_entries(dir: &Path) -> Result<Vec<pb::IpcShmEntry>, String> {
 
 /// Ids of the segments the dump found already removed (still attached), to remove again
 /// once every process has attached them.
-pub(crate) fn removed_segments(dir: &Path) -> Result<Vec<i32>, String> {
+pub(crate) fn removed_segments(dir: &Path) -> Result<Vec<i32>, IpcError> {
     Ok(shm_entries(dir)?.iter().filter(|e| e.desc.mode & SHM_DEST != 0).map(|e| e.desc.id as i32).collect())
 }
 
 /// Removes segments `ids` in `pid`'s IPC namespace.
-pub(crate) fn remove_segments(pid: i32, ids: &[i32]) -> Result<(), String> {
+pub(crate) fn remove_segments(pid: i32, ids: &[i32]) -> Result<(), IpcError> {
     if ids.is_empty() {
         return Ok(());
     }
     in_namespace_of(pid, || {
         for &id in ids {
-            sysv::remove_shm(id).map_err(|e| format!("remove System V shared memory {id}: {e}"))?;
+            sysv::remove_shm(id).map_err(ipc_io(format!("remove System V shared memory {id}")))?;
         }
         Ok(())
     })
 }
 
 /// The size of every segment of the dumped namespace, by id.
-pub(crate) fn segment_sizes(dir: &Path) -> Result<BTreeMap<i32, u64>, String> {
+pub(crate) fn segment_sizes(dir: &Path) -> Result<BTreeMap<i32, u64>, IpcError> {
     Ok(shm_entries(dir)?.iter().map(|e| (e.desc.id as i32, e.size)).collect())
 }
 
 /// The size of segment `id` of crust's own IPC namespace, which a tree sharing that
 /// namespace had attached: the segment must still exist, since the dump could not take
 /// it along.
-pub(crate) fn host_segment_size(id: i32) -> Result<u64, String> {
+pub(crate) fn host_segment_size(id: i32) -> Result<u64, IpcError> {
     match sysv::stat_shm(id) {
         Ok(Some(shm)) => Ok(shm.size),
-        Ok(None) => Err(format!(
+        Ok(None) => Err(IpcError::refused(format!(
             "System V shared memory {id} no longer exists: the tree shared this host's IPC namespace, whose segments a dump does not take along (give the tree an IPC namespace of its own to dump them)"
-        )),
-        Err(e) => Err(format!("IPC_STAT of System V shared memory {id}: {e}")),
+        ))),
+        Err(e) => Err(IpcError::refused(format!("IPC_STAT of System V shared memory {id}: {e}"))),
     }
 }

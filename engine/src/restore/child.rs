@@ -23,6 +23,34 @@ use crate::restore::program::Plan;
 use crate::restore::tree::{fork_order, HelperPlan, TreePlan};
 use crate::sys;
 
+/// Why a restored process could not get to its restorer; written to the error pipe as
+/// `pid PID: MESSAGE` by [`die`].
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ChildError {
+    /// `what` names the step.
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+    #[error(transparent)]
+    Files(#[from] crate::files::FileError),
+    #[error("System V IPC namespace: {0}")]
+    IpcNamespace(crate::ipc::IpcError),
+    /// A pid taken, a helper that did not end well.
+    #[error("{what}")]
+    Refused { what: String },
+}
+
+impl ChildError {
+    fn refused(what: impl Into<String>) -> ChildError {
+        ChildError::Refused { what: what.into() }
+    }
+}
+
+/// For `map_err`: step `what` failed.
+fn child_io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ChildError {
+    let what = what.into();
+    move |source| ChildError::Io { what, source }
+}
+
 /// What every process of the tree works from after the fork.
 #[derive(Clone, Copy)]
 pub(crate) struct Run<'a> {
@@ -49,19 +77,19 @@ pub(crate) fn lead_group_early(images: &Images, index: usize, host_pid: i32) {
 /// A helper for an exited session or group leader: see [`HelperPlan`]. Never returns.
 fn helper_main(run: &Run, helper: &HelperPlan) -> ! {
     let Run { tree, images, .. } = *run;
-    let result = (|| -> Result<(), String> {
+    let result = (|| -> Result<(), ChildError> {
         if helper.session {
-            sys::new_session().map_err(|e| format!("setsid: {e}"))?;
+            sys::new_session().map_err(child_io("setsid"))?;
         } else {
-            sys::set_process_group(0).map_err(|e| format!("setpgid: {e}"))?;
+            sys::set_process_group(0).map_err(child_io("setpgid"))?;
         }
         for &index in &helper.members {
             let member = images.processes[index].pid();
             match sys::fork_with_pid(member) {
                 Ok(0) => process_main(run, index),
                 Ok(host) => lead_group_early(images, index, host),
-                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => return Err(format!("pid {member} is busy")),
-                Err(e) => return Err(format!("fork {member}: {e}")),
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => return Err(ChildError::refused(format!("pid {member} is busy"))),
+                Err(e) => return Err(ChildError::refused(format!("fork {member}: {e}"))),
             }
         }
         Ok(())
@@ -76,16 +104,16 @@ fn helper_main(run: &Run, helper: &HelperPlan) -> ! {
 /// pipes out of the way, waits until the tracer has seized it, and becomes the root.
 pub(crate) fn root_main(run: &Run, sync: OwnedFd, error: OwnedFd) -> ! {
     let Run { tree, images, broker, .. } = *run;
-    let result = (|| -> Result<(), String> {
+    let result = (|| -> Result<(), ChildError> {
         // Move the pipes to their numbers (through copies above both, so neither lands on
         // the other).
         let above = tree.broker_base + broker.fds.len() as i32 + 4096;
-        let error_copy = sys::dup_at_least(error.as_raw_fd(), above).map_err(|e| format!("copy error pipe: {e}"))?;
-        let sync_copy = sys::dup_at_least(sync.as_raw_fd(), above).map_err(|e| format!("copy sync pipe: {e}"))?;
+        let error_copy = sys::dup_at_least(error.as_raw_fd(), above).map_err(child_io("copy error pipe"))?;
+        let sync_copy = sys::dup_at_least(sync.as_raw_fd(), above).map_err(child_io("copy sync pipe"))?;
         drop(error);
         drop(sync);
-        sys::place_fd(error_copy, tree.error_fd, true).map_err(|e| format!("place error pipe: {e}"))?;
-        sys::place_fd(sync_copy, tree.sync_fd, true).map_err(|e| format!("place sync pipe: {e}"))?;
+        sys::place_fd(error_copy, tree.error_fd, true).map_err(child_io("place error pipe"))?;
+        sys::place_fd(sync_copy, tree.sync_fd, true).map_err(child_io("place sync pipe"))?;
         sys::close_fd(error_copy);
         sys::close_fd(sync_copy);
         let mut keep = broker.numbers();
@@ -95,18 +123,18 @@ pub(crate) fn root_main(run: &Run, sync: OwnedFd, error: OwnedFd) -> ! {
         broker.make_dead_pidfds()?;
         // The tree's IPC objects, before any process attaches a segment.
         if tree.new_ipc_ns {
-            crate::ipc::restore_namespace(images.dir.path()).map_err(|e| format!("System V IPC namespace: {e}"))?;
+            crate::ipc::restore_namespace(images.dir.path()).map_err(ChildError::IpcNamespace)?;
         }
         // Wait until the tracer has seized us.
         let mut byte = [0u8; 1];
         let mut sync_file = fd_file(tree.sync_fd);
-        sync_file.read_exact(&mut byte).map_err(|e| format!("wait for tracer: {e}"))?;
+        sync_file.read_exact(&mut byte).map_err(child_io("wait for tracer"))?;
         std::mem::forget(sync_file);
         Ok(())
     })();
     match result {
         Ok(()) => process_main(run, 0),
-        Err(message) => die(tree, images.processes[0].pid(), &message),
+        Err(message) => die(tree, images.processes[0].pid(), &message.to_string()),
     }
 }
 
@@ -119,9 +147,9 @@ pub(crate) fn die(tree: &TreePlan, pid: i32, message: &str) -> ! {
 }
 
 /// Closes every fd of this process but `keep`.
-fn close_all_but(keep: &[i32]) -> Result<(), String> {
+fn close_all_but(keep: &[i32]) -> Result<(), ChildError> {
     let open: Vec<i32> = fs::read_dir("/proc/self/fd")
-        .map_err(|e| format!("list own fds: {e}"))?
+        .map_err(child_io("list own fds"))?
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
         .collect();
     for fd in open {
@@ -139,18 +167,18 @@ fn process_main(run: &Run, index: usize) -> ! {
     let Run { tree, plans, images, broker, shell_job } = *run;
     let process = &images.processes[index];
     let pid = process.pid();
-    let result = (|| -> Result<(), String> {
+    let result = (|| -> Result<(), ChildError> {
         let p = &process.pstree;
         if !(index == 0 && shell_job) {
             if p.sid == p.pid {
-                sys::new_session().map_err(|e| format!("setsid: {e}"))?;
+                sys::new_session().map_err(child_io("setsid"))?;
             } else if p.pgid == p.pid {
-                sys::set_process_group(0).map_err(|e| format!("setpgid: {e}"))?;
+                sys::set_process_group(0).map_err(child_io("setpgid"))?;
             } else {
-                sys::set_process_group(p.pgid as i32).map_err(|e| format!("setpgid {}: {e}", p.pgid))?;
+                sys::set_process_group(p.pgid as i32).map_err(child_io(format!("setpgid {}", p.pgid)))?;
             }
             if p.sid == p.pid && p.pgid != p.pid {
-                sys::set_process_group(p.pgid as i32).map_err(|e| format!("setpgid {}: {e}", p.pgid))?;
+                sys::set_process_group(p.pgid as i32).map_err(child_io(format!("setpgid {}", p.pgid)))?;
             }
         }
         if !(index == 0 && shell_job) {
@@ -176,7 +204,7 @@ fn process_main(run: &Run, index: usize) -> ! {
         broker.after_install(&process.fds, &earlier)?;
         // Orphans of a helper come here only if this process is a subreaper already.
         if process.cores.first().and_then(|c| c.tc.as_ref()).and_then(|t| t.child_subreaper) == Some(true) {
-            sys::become_child_subreaper().map_err(|e| format!("become child subreaper: {e}"))?;
+            sys::become_child_subreaper().map_err(child_io("become child subreaper"))?;
         }
         let plan = plans[index].as_ref().expect("live processes have a plan");
         // Areas shared copy-on-write with children: filled before they are forked.
@@ -189,7 +217,7 @@ fn process_main(run: &Run, index: usize) -> ! {
             .collect();
         let ordered = fork_order(images, &own);
         let (leaders, others) = ordered.split_at(ordered.iter().take_while(|&&i| images.processes[i].pstree.pgid == images.processes[i].pstree.pid).count());
-        let fork_child = |child_index: usize| -> Result<(), String> {
+        let fork_child = |child_index: usize| -> Result<(), ChildError> {
             let child = &images.processes[child_index];
             match sys::fork_with_pid(child.pid()) {
                 Ok(0) => process_main(run, child_index),
@@ -197,8 +225,8 @@ fn process_main(run: &Run, index: usize) -> ! {
                     lead_group_early(images, child_index, host);
                     Ok(())
                 }
-                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Err(format!("child pid {} is busy", child.pid())),
-                Err(e) => Err(format!("fork child {}: {e}", child.pid())),
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Err(ChildError::refused(format!("child pid {} is busy", child.pid()))),
+                Err(e) => Err(ChildError::refused(format!("fork child {}: {e}", child.pid()))),
             }
         };
         for &child_index in leaders {
@@ -209,19 +237,19 @@ fn process_main(run: &Run, index: usize) -> ! {
                 Ok(0) => helper_main(run, helper),
                 Ok(host) => match sys::wait_thread(host) {
                     Ok(sys::WaitEvent::Exited(0)) => {}
-                    Ok(other) => return Err(format!("helper {} for an exited leader ended with {other:?}", helper.pid)),
-                    Err(e) => return Err(format!("wait for helper {}: {e}", helper.pid)),
+                    Ok(other) => return Err(ChildError::refused(format!("helper {} for an exited leader ended with {other:?}", helper.pid))),
+                    Err(e) => return Err(ChildError::refused(format!("wait for helper {}: {e}", helper.pid))),
                 },
-                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => return Err(format!("pid {} (exited session or group leader) is busy", helper.pid)),
-                Err(e) => return Err(format!("fork helper {}: {e}", helper.pid)),
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => return Err(ChildError::refused(format!("pid {} (exited session or group leader) is busy", helper.pid))),
+                Err(e) => return Err(ChildError::refused(format!("fork helper {}: {e}", helper.pid))),
             }
         }
         for &child_index in others {
             fork_child(child_index)?;
         }
         for &(number, id) in &plan.broker_helpers {
-            let source = broker.fds.get(&id).ok_or(format!("mapped file id {id} was not opened"))?;
-            sys::place_fd(*source, number, true).map_err(|e| format!("place mapped file {id}: {e}"))?;
+            let source = broker.fds.get(&id).ok_or_else(|| ChildError::refused(format!("mapped file id {id} was not opened")))?;
+            sys::place_fd(*source, number, true).map_err(child_io(format!("place mapped file {id}")))?;
         }
         broker.close();
         broker.take_locks()?;
@@ -232,33 +260,33 @@ fn process_main(run: &Run, index: usize) -> ! {
             }
         }
         for (number, path, flags) in &plan.helpers {
-            let fd = sys::open_raw(path, *flags | libc::O_CLOEXEC, 0).map_err(|e| format!("open {}: {e}", path.display()))?;
+            let fd = sys::open_raw(path, *flags | libc::O_CLOEXEC, 0).map_err(child_io(format!("open {}", path.display())))?;
             if fd != *number {
-                sys::place_fd(fd, *number, true).map_err(|e| format!("place {}: {e}", path.display()))?;
+                sys::place_fd(fd, *number, true).map_err(child_io(format!("place {}", path.display())))?;
                 sys::close_fd(fd);
             }
         }
         let cwd = images.files.get(&process.fs.cwd_id).map(|r| PathBuf::from(&r.name));
         let root = images.files.get(&process.fs.root_id).map(|r| PathBuf::from(&r.name));
         if let Some(root) = root.filter(|r| r != Path::new("/")) {
-            sys::change_root(&root).map_err(|e| format!("chroot {}: {e}", root.display()))?;
+            sys::change_root(&root).map_err(child_io(format!("chroot {}", root.display())))?;
         }
         if let Some(cwd) = cwd {
-            std::env::set_current_dir(&cwd).map_err(|e| format!("chdir {}: {e}", cwd.display()))?;
+            std::env::set_current_dir(&cwd).map_err(child_io(format!("chdir {}", cwd.display())))?;
         }
         if let Some(umask) = process.fs.umask {
             sys::set_umask(umask);
         }
         if let Some(tc) = &process.cores[0].tc {
-            sys::set_comm(&tc.comm).map_err(|e| format!("set comm: {e}"))?;
+            sys::set_comm(&tc.comm).map_err(child_io("set comm"))?;
         }
-        sys::block_all_signals().map_err(|e| format!("block signals: {e}"))?;
-        sys::unregister_own_rseq(HostArch::thread_pointer()).map_err(|e| format!("unregister own rseq: {e}"))?;
+        sys::block_all_signals().map_err(child_io("block signals"))?;
+        sys::unregister_own_rseq(HostArch::thread_pointer()).map_err(child_io("unregister own rseq"))?;
 
         // Map the restorer area and jump.
         let area = plan.area;
         sys::map_anonymous_at(area, plan.area_size as usize, libc::PROT_READ | libc::PROT_WRITE)
-            .map_err(|e| format!("map restorer area at {area:#x}: {e}"))?;
+            .map_err(child_io(format!("map restorer area at {area:#x}")))?;
         #[allow(unsafe_code)]
         // SAFETY: area..area+area_size was just mapped writable for this purpose; code,
         // data and ops fit in it (checked when planning).
@@ -268,12 +296,12 @@ fn process_main(run: &Run, index: usize) -> ! {
             sys::copy_to_address(area + plan.ops_offset, &plan.ops_bytes);
         }
         sys::protect(area, plan.code_size as usize, libc::PROT_READ | libc::PROT_EXEC)
-            .map_err(|e| format!("protect restorer code: {e}"))?;
+            .map_err(child_io("protect restorer code"))?;
         HostArch::enter_restorer(area + HostArch::restorer_entry_offset() as u64, area + plan.ops_offset)
     })();
     match result {
         Ok(()) => die(tree, pid, "restorer returned"),
-        Err(message) => die(tree, pid, &message),
+        Err(message) => die(tree, pid, &message.to_string()),
     }
 }
 
@@ -281,23 +309,23 @@ fn process_main(run: &Run, index: usize) -> ! {
 /// slot of its own is mapped and its pages read in; an inherited one keeps every page
 /// whose contents are already right (still shared with the parent), gets the others
 /// written, and drops the pages this process did not have.
-fn fill_premapped(premap: &[Premap], page_files: &[PathBuf]) -> Result<(), String> {
+fn fill_premapped(premap: &[Premap], page_files: &[PathBuf]) -> Result<(), ChildError> {
     if premap.is_empty() {
         return Ok(());
     }
     let page = sys::page_size();
     let mut files = Vec::new();
     for path in page_files {
-        files.push(fs::File::open(path).map_err(|e| format!("open {}: {e}", path.display()))?);
+        files.push(fs::File::open(path).map_err(child_io(format!("open {}", path.display())))?);
     }
     let mut buf = vec![0u8; 1 << 20];
     for area in premap {
         let len = area.end - area.start;
         let at = |addr: u64| area.slot + (addr - area.start);
         if !area.inherited {
-            sys::map_private_anon_over_reservation(area.slot, len as usize, area.noreserve).map_err(|e| format!("premap {:#x}-{:#x} at {:#x}: {e}", area.start, area.end, area.slot))?;
+            sys::map_private_anon_over_reservation(area.slot, len as usize, area.noreserve).map_err(child_io(format!("premap {:#x}-{:#x} at {:#x}", area.start, area.end, area.slot)))?;
             if area.no_huge {
-                sys::advise(area.slot, len as usize, libc::MADV_NOHUGEPAGE).map_err(|e| format!("premap {:#x}: MADV_NOHUGEPAGE: {e}", area.slot))?;
+                sys::advise(area.slot, len as usize, libc::MADV_NOHUGEPAGE).map_err(child_io(format!("premap {:#x}: MADV_NOHUGEPAGE", area.slot)))?;
             }
         }
         let mut covered = area.start;
@@ -305,7 +333,7 @@ fn fill_premapped(premap: &[Premap], page_files: &[PathBuf]) -> Result<(), Strin
             let (pages, pages_path) = (&files[file], &page_files[file]);
             if area.inherited && addr > covered {
                 // Pages the parent had here and this process did not.
-                sys::advise(at(covered), (addr - covered) as usize, libc::MADV_DONTNEED).map_err(|e| format!("drop premapped pages at {covered:#x}: {e}"))?;
+                sys::advise(at(covered), (addr - covered) as usize, libc::MADV_DONTNEED).map_err(child_io(format!("drop premapped pages at {covered:#x}")))?;
             }
             covered = addr + bytes;
             #[allow(unsafe_code)]
@@ -314,13 +342,13 @@ fn fill_premapped(premap: &[Premap], page_files: &[PathBuf]) -> Result<(), Strin
             // when planning); nothing else refers to that memory while crust fills it.
             let target = unsafe { sys::memory_at(at(addr), bytes as usize) };
             if !area.inherited {
-                pages.read_exact_at(target, offset).map_err(|e| format!("read pages {addr:#x}+{bytes} from {}: {e}", pages_path.display()))?;
+                pages.read_exact_at(target, offset).map_err(child_io(format!("read pages {addr:#x}+{bytes} from {}", pages_path.display())))?;
                 continue;
             }
             let mut done = 0usize;
             while done < target.len() {
                 let n = buf.len().min(target.len() - done);
-                pages.read_exact_at(&mut buf[..n], offset + done as u64).map_err(|e| format!("read pages {addr:#x}+{bytes} from {}: {e}", pages_path.display()))?;
+                pages.read_exact_at(&mut buf[..n], offset + done as u64).map_err(child_io(format!("read pages {addr:#x}+{bytes} from {}", pages_path.display())))?;
                 for (mine, want) in target[done..done + n].chunks_mut(page as usize).zip(buf[..n].chunks(page as usize)) {
                     if mine != want {
                         mine.copy_from_slice(want);
@@ -330,7 +358,7 @@ fn fill_premapped(premap: &[Premap], page_files: &[PathBuf]) -> Result<(), Strin
             }
         }
         if area.inherited && area.end > covered {
-            sys::advise(at(covered), (area.end - covered) as usize, libc::MADV_DONTNEED).map_err(|e| format!("drop premapped pages at {covered:#x}: {e}"))?;
+            sys::advise(at(covered), (area.end - covered) as usize, libc::MADV_DONTNEED).map_err(child_io(format!("drop premapped pages at {covered:#x}")))?;
         }
     }
     Ok(())

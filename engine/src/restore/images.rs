@@ -201,7 +201,7 @@ pub(crate) fn load(dir: &Path, page_size: u64) -> Result<Images, ImagesError> {
     } else {
         Vec::new()
     };
-    let in_flight = crate::files::in_flight_ids(dir.path()).map_err(|what| ImagesError::BadImage { image: "sk-queues.img".into(), what })?;
+    let in_flight = crate::files::in_flight_ids(dir.path()).map_err(|what| ImagesError::BadImage { image: "sk-queues.img".into(), what: what.to_string() })?;
     let ipc_namespace = crate::ipc::image_has_namespace(dir.path());
     Ok(Images { dir, processes, files, ghosts, seccomp, pidfds, in_flight, ipc_namespace })
 }

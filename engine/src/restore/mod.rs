@@ -126,7 +126,7 @@ pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> 
     }
     sys::raise_nofile_limit().map_err(io_err(root, "raise RLIMIT_NOFILE"))?;
     let broker = crate::files::Broker::open(&images.files, &images.ghosts, &options.dir, images.broker_ids(), tree.broker_base)
-        .map_err(|what| RestoreError::Child { pid: root, what })?;
+        .map_err(|what| RestoreError::Child { pid: root, what: what.to_string() })?;
     for (&shmid, &(number, size)) in &tree.shmem {
         let created = sys::create_shared_anon(size).and_then(|fd| {
             sys::place_fd(fd, number, true)?;
@@ -196,11 +196,11 @@ pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> 
     }
     // Segments removed while attached go again, now that every process has attached them.
     if tree.new_ipc_ns {
-        let removed = crate::ipc::removed_segments(&options.dir).map_err(|what| RestoreError::BadImage { image: "ipcns-shm".into(), what })?;
-        crate::ipc::remove_segments(child, &removed).map_err(|what| RestoreError::Child { pid: root, what })?;
+        let removed = crate::ipc::removed_segments(&options.dir).map_err(|what| RestoreError::BadImage { image: "ipcns-shm".into(), what: what.to_string() })?;
+        crate::ipc::remove_segments(child, &removed).map_err(|what| RestoreError::Child { pid: root, what: what.to_string() })?;
     }
     // The tree runs: let the traffic of its TCP connections through again.
-    crate::files::unlock_tcp(&options.dir).map_err(|what| RestoreError::Child { pid: root, what })?;
+    crate::files::unlock_tcp(&options.dir).map_err(|what| RestoreError::Child { pid: root, what: what.to_string() })?;
     // Return only once the stopped ones are stopped (their stop is already pending).
     for process in images.processes.iter().filter(|p| p.task_state() == TASK_STOPPED) {
         for &tid in process.pstree.threads.iter().skip(process.acting_thread()) {
