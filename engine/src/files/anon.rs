@@ -8,7 +8,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use super::{file_io, FileError};
 use crust_images::pb;
 
-use crate::sys::fd as kernel;
+use crate::sys;
 use crate::procfs::parse_key_values;
 
 /// EFD_SEMAPHORE, kept in bit 0 of `eventfd_file_entry.flags`: an eventfd's file flags
@@ -84,44 +84,44 @@ pub(crate) fn parse_epoll_watches(id: u32, fdinfo: &str) -> Result<Vec<pb::Event
 /// Creates an eventfd with its counter, mode and status flags.
 pub(crate) fn create_eventfd(entry: &pb::EventfdFileEntry) -> Result<OwnedFd, FileError> {
     let semaphore = if entry.flags & EVENTFD_SEMAPHORE != 0 { libc::EFD_SEMAPHORE } else { 0 };
-    let fd = kernel::create_eventfd(0, semaphore).map_err(file_io(format!("eventfd {}", entry.id)))?;
+    let fd = sys::file::create_eventfd(0, semaphore).map_err(file_io(format!("eventfd {}", entry.id)))?;
     if entry.counter > 0 {
-        kernel::write_all(fd.as_raw_fd(), &entry.counter.to_ne_bytes()).map_err(file_io(format!("eventfd {}: set counter", entry.id)))?;
+        sys::file::write_all(&fd, &entry.counter.to_ne_bytes()).map_err(file_io(format!("eventfd {}: set counter", entry.id)))?;
     }
     let flags = entry.flags as i32 & !(EVENTFD_SEMAPHORE as i32);
-    kernel::set_status_flags(fd.as_raw_fd(), flags).map_err(file_io(format!("eventfd {}: flags", entry.id)))?;
+    sys::file::set_status_flags(&fd, flags).map_err(file_io(format!("eventfd {}: flags", entry.id)))?;
     Ok(fd)
 }
 
 /// Creates a signalfd with its mask and status flags.
 pub(crate) fn create_signalfd(entry: &pb::SignalfdEntry) -> Result<OwnedFd, FileError> {
-    let fd = kernel::create_signalfd(entry.sigmask, 0).map_err(file_io(format!("signalfd {}", entry.id)))?;
-    kernel::set_status_flags(fd.as_raw_fd(), entry.flags as i32).map_err(file_io(format!("signalfd {}: flags", entry.id)))?;
+    let fd = sys::file::create_signalfd(entry.sigmask, 0).map_err(file_io(format!("signalfd {}", entry.id)))?;
+    sys::file::set_status_flags(&fd, entry.flags as i32).map_err(file_io(format!("signalfd {}: flags", entry.id)))?;
     Ok(fd)
 }
 
 /// Creates a timerfd armed with the time that was left, its interval and unread ticks.
 pub(crate) fn create_timerfd(entry: &pb::TimerfdEntry) -> Result<OwnedFd, FileError> {
-    let fd = kernel::create_timerfd(entry.clockid as i32, 0, (entry.vsec, entry.vnsec), (entry.isec, entry.insec))
+    let fd = sys::file::create_timerfd(entry.clockid as i32, 0, (entry.vsec, entry.vnsec), (entry.isec, entry.insec))
         .map_err(file_io(format!("timerfd {}", entry.id)))?;
     if entry.ticks > 0 {
-        kernel::set_timerfd_ticks(fd.as_raw_fd(), entry.ticks).map_err(file_io(format!("timerfd {}: set ticks", entry.id)))?;
+        sys::file::set_timerfd_ticks(fd.as_raw_fd(), entry.ticks).map_err(file_io(format!("timerfd {}: set ticks", entry.id)))?;
     }
-    kernel::set_status_flags(fd.as_raw_fd(), entry.flags as i32).map_err(file_io(format!("timerfd {}: flags", entry.id)))?;
+    sys::file::set_status_flags(&fd, entry.flags as i32).map_err(file_io(format!("timerfd {}: flags", entry.id)))?;
     Ok(fd)
 }
 
 /// Creates an empty epoll instance; its watches are added by the owning process.
 pub(crate) fn create_epoll(entry: &pb::EventpollFileEntry) -> Result<OwnedFd, FileError> {
-    let fd = kernel::create_epoll().map_err(file_io(format!("epoll {}", entry.id)))?;
-    kernel::set_status_flags(fd.as_raw_fd(), entry.flags as i32).map_err(file_io(format!("epoll {}: flags", entry.id)))?;
+    let fd = sys::file::create_epoll().map_err(file_io(format!("epoll {}", entry.id)))?;
+    sys::file::set_status_flags(&fd, entry.flags as i32).map_err(file_io(format!("epoll {}: flags", entry.id)))?;
     Ok(fd)
 }
 
 /// Adds an epoll's watches from the process that holds it, with its fds installed.
 pub(crate) fn add_watches(epfd: i32, entry: &pb::EventpollFileEntry) -> Result<(), FileError> {
     for watch in &entry.tfd {
-        kernel::epoll_add(epfd, watch.tfd as i32, watch.events, watch.data)
+        sys::fd::epoll_add(epfd, watch.tfd as i32, watch.events, watch.data)
             .map_err(file_io(format!("epoll fd {epfd}: watch fd {}", watch.tfd)))?;
     }
     Ok(())

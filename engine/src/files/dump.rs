@@ -13,7 +13,6 @@ use super::{anon, file_io, inet, inotify, locks, pipe, pty, unix, DumpedFd, File
 use super::io_err;
 use crate::procfs;
 use crate::sys;
-use crate::sys::fd as kernel;
 
 /// What kind of file an fd is, from its /proc link and file type.
 fn classify(link: &str, mode: u32, shell_job: bool) -> Result<pb::FdTypes, FileError> {
@@ -60,9 +59,9 @@ fn namespace_pid(pid: i32) -> io::Result<i32> {
 
 /// "inet stream socket", "netlink socket": what a socket is, for error messages.
 fn socket_description(pid: i32, fd: u32) -> String {
-    let Ok(socket) = kernel::borrow_fd(pid, fd) else { return "socket".into() };
+    let Ok(socket) = sys::process::borrow_fd(pid, fd) else { return "socket".into() };
     use std::os::fd::AsRawFd;
-    let get = |name| kernel::socket_option(socket.as_raw_fd(), libc::SOL_SOCKET, name).unwrap_or(-1);
+    let get = |name| sys::socket::socket_option(socket.as_raw_fd(), libc::SOL_SOCKET, name).unwrap_or(-1);
     let family = match get(libc::SO_DOMAIN) {
         libc::AF_INET => "inet",
         libc::AF_INET6 => "inet6",
@@ -122,7 +121,7 @@ fn dump_fd(pid: i32, fd: u32, shell_job: bool, files: &mut FileTable) -> Result<
     while low < high {
         let middle = (low + high) / 2;
         let (other_pid, other_fd, other_id) = same_file[middle];
-        match sys::order_file_descriptions(pid, fd, other_pid, other_fd).map_err(io_err(pid, format!("kcmp fd {fd}")))? {
+        match sys::kcmp::order_file_descriptions(pid, fd, other_pid, other_fd).map_err(io_err(pid, format!("kcmp fd {fd}")))? {
             std::cmp::Ordering::Equal => {
                 shared = Some(other_id);
                 break;
@@ -190,7 +189,7 @@ fn dump_fd(pid: i32, fd: u32, shell_job: bool, files: &mut FileTable) -> Result<
         pb::FdTypes::Tty => {
             let master = pty::is_master(&link_text);
             let index = if master {
-                let copy = kernel::borrow_fd(pid, fd).map_err(|e| unsupported(format!("pidfd_getfd: {e}")))?;
+                let copy = sys::process::borrow_fd(pid, fd).map_err(|e| unsupported(format!("pidfd_getfd: {e}")))?;
                 let index = pty::master_index(&copy).map_err(|e| unsupported(e.to_string()))?;
                 if files.pty_masters.insert(index, copy).is_some() {
                     return Err(unsupported(format!("a second open file description of the master of pty {index}")));
@@ -280,7 +279,7 @@ fn dump_fd(pid: i32, fd: u32, shell_job: bool, files: &mut FileTable) -> Result<
             for watch in &watches {
                 // The watch is keyed by (file, fd number): the process must hold that
                 // file at that number, so adding it again from here rebuilds it.
-                let same = kernel::epoll_watches_file(pid, fd, watch.tfd, watch.tfd).unwrap_or(false);
+                let same = sys::kcmp::epoll_watches_file(pid, fd, watch.tfd, watch.tfd).unwrap_or(false);
                 if !same {
                     return Err(unsupported(format!("epoll watch of fd {} that this process no longer holds at that number", watch.tfd)));
                 }
@@ -322,7 +321,7 @@ fn dump_in_flight(files: &mut FileTable) -> Result<(), FileDumpError> {
 /// socket (the caller names what it is).
 fn unix_entry(pid: i32, fd: u32, id: u32, ino: u32, flags: i32, files: &mut FileTable) -> Result<pb::UnixSkEntry, Option<FileError>> {
     if files.unix_diag.is_none() {
-        let bytes = kernel::unix_diag_dump().map_err(|e| Some(file_io("sock_diag")(e)))?;
+        let bytes = sys::netlink::unix_diag_dump().map_err(|e| Some(file_io("sock_diag")(e)))?;
         files.unix_diag = Some(unix::parse_diag(&bytes).map_err(Some)?);
     }
     let diag = files.unix_diag.as_ref().and_then(|d| d.get(&ino)).cloned().ok_or(None)?;
@@ -335,7 +334,7 @@ fn unix_entry(pid: i32, fd: u32, id: u32, ino: u32, flags: i32, files: &mut File
     if diag.name.first().is_some_and(|b| *b != 0) && !diag.name.starts_with(b"/") {
         return Err(Some(FileError::refused("unix socket bound to a relative path")));
     }
-    let socket = kernel::borrow_fd(pid, fd).map_err(|e| Some(file_io("pidfd_getfd")(e)))?;
+    let socket = sys::process::borrow_fd(pid, fd).map_err(|e| Some(file_io("pidfd_getfd")(e)))?;
     if diag.state != unix::STATE_LISTEN {
         for (message, fds) in unix::peek_queue(&socket).map_err(Some)? {
             if !fds.is_empty() {

@@ -10,7 +10,8 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use super::{file_io, file_within, FileError};
 use crust_images::pb;
 
-use crate::sys::fd::{self as kernel, InetAddress};
+use crate::sys;
+use crate::sys::socket::InetAddress;
 
 const TCP_ESTABLISHED: u32 = 1;
 const TCP_CLOSE: u32 = 7;
@@ -66,9 +67,9 @@ pub(crate) fn dump_socket(
     tcp_established: bool,
     established: &mut Vec<(u32, Established)>,
 ) -> Result<(pb::InetSkEntry, Vec<Vec<u8>>), FileError> {
-    let socket = kernel::borrow_fd(pid, fd).map_err(file_io("pidfd_getfd"))?;
+    let socket = sys::process::borrow_fd(pid, fd).map_err(file_io("pidfd_getfd"))?;
     let raw = socket.as_raw_fd();
-    let get = |level, name| kernel::socket_option(raw, level, name).map_err(file_io(format!("getsockopt {name}")));
+    let get = |level, name| sys::socket::socket_option(raw, level, name).map_err(file_io(format!("getsockopt {name}")));
     let family = get(libc::SOL_SOCKET, libc::SO_DOMAIN)?;
     let kind = get(libc::SOL_SOCKET, libc::SO_TYPE)?;
     let protocol = get(libc::SOL_SOCKET, libc::SO_PROTOCOL)?;
@@ -78,8 +79,8 @@ pub(crate) fn dump_socket(
         (libc::AF_INET | libc::AF_INET6, libc::SOCK_DGRAM) if protocol == libc::IPPROTO_UDP => "udp",
         _ => return Err(FileError::refused(format!("inet socket of type {kind} protocol {protocol}"))),
     };
-    let local = kernel::inet_name(raw, false).map_err(file_io("getsockname"))?.unwrap_or_default();
-    let peer = kernel::inet_name(raw, true).map_err(file_io("getpeername"))?;
+    let local = sys::socket::inet_name(raw, false).map_err(file_io("getsockname"))?.unwrap_or_default();
+    let peer = sys::socket::inet_name(raw, true).map_err(file_io("getpeername"))?;
     let mut queue = Vec::new();
     let (state, backlog) = if what == "tcp" {
         if let Some(peer) = &peer {
@@ -87,7 +88,7 @@ pub(crate) fn dump_socket(
                 return Err(FileError::refused("established TCP connection (dump with --tcp-established)"));
             }
             let mut info = [0u8; 8];
-            kernel::socket_option_bytes(raw, libc::IPPROTO_TCP, libc::TCP_INFO, &mut info).map_err(file_io("TCP_INFO"))?;
+            sys::socket::socket_option_bytes(raw, libc::IPPROTO_TCP, libc::TCP_INFO, &mut info).map_err(file_io("TCP_INFO"))?;
             if info[0] as u32 != TCP_ESTABLISHED {
                 return Err(FileError::refused(format!("TCP connection in state {} (only established ones are dumped)", info[0])));
             }
@@ -114,7 +115,7 @@ pub(crate) fn dump_socket(
             if listeners.is_none() {
                 let mut all = BTreeMap::new();
                 for family in [libc::AF_INET, libc::AF_INET6] {
-                    let bytes = kernel::tcp_listener_diag_dump(family).map_err(file_io("inet_diag"))?;
+                    let bytes = sys::netlink::tcp_listener_diag_dump(family).map_err(file_io("inet_diag"))?;
                     all.extend(parse_listeners(&bytes));
                 }
                 *listeners = Some(all);
@@ -168,9 +169,9 @@ pub(crate) fn create_socket(
 ) -> Result<OwnedFd, FileError> {
     let what = format!("inet socket {} (ino {})", entry.id, entry.ino);
     let family = entry.family as i32;
-    let fd = kernel::create_socket(family, entry.r#type as i32).map_err(file_io(format!("{what}: socket")))?;
+    let fd = sys::socket::create_socket(family, entry.r#type as i32).map_err(file_io(format!("{what}: socket")))?;
     let raw = fd.as_raw_fd();
-    let set = |level, name, value: bool| kernel::set_socket_option(raw, level, name, value as i32);
+    let set = |level, name, value: bool| sys::socket::set_socket_option(raw, level, name, value as i32);
     if let Some(v6only) = entry.v6only {
         set(libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, v6only).map_err(file_io(format!("{what}: IPV6_V6ONLY")))?;
     }
@@ -180,11 +181,11 @@ pub(crate) fn create_socket(
     let bound = entry.src_port != 0;
     let repaired = entry.proto == libc::IPPROTO_TCP as u32 && entry.state == TCP_ESTABLISHED;
     if bound && !repaired {
-        kernel::inet_bind_or_connect(raw, &local, false)
+        sys::socket::inet_bind_or_connect(raw, &local, false)
             .map_err(file_io(format!("{what}: bind {:?} port {}", local.addr, local.port)))?;
     }
     if entry.state == TCP_LISTEN {
-        kernel::listen(raw, entry.backlog).map_err(file_io(format!("{what}: listen")))?;
+        sys::socket::listen(raw, entry.backlog).map_err(file_io(format!("{what}: listen")))?;
     }
     if entry.proto == libc::IPPROTO_TCP as u32 && entry.state == TCP_ESTABLISHED {
         let stream = stream.ok_or_else(|| FileError::refused(format!("{what}: established TCP connection without its tcp-stream image")))?;
@@ -192,7 +193,7 @@ pub(crate) fn create_socket(
         super::tcp::restore_stream(&fd, &local, &peer, &stream.0, &stream.1, &stream.2).map_err(file_within(what.clone()))?;
     } else if entry.state == TCP_ESTABLISHED && entry.dst_port != 0 {
         let peer = address(entry.family, &entry.dst_addr, entry.dst_port);
-        kernel::inet_bind_or_connect(raw, &peer, true).map_err(file_io(format!("{what}: connect port {}", peer.port)))?;
+        sys::socket::inet_bind_or_connect(raw, &peer, true).map_err(file_io(format!("{what}: connect port {}", peer.port)))?;
     }
     if !queue.is_empty() && bound {
         let mut target = local.clone();
@@ -200,12 +201,12 @@ pub(crate) fn create_socket(
             // Bound to any address: send over loopback.
             target.addr = if family == libc::AF_INET { vec![127, 0, 0, 1] } else { [0u8; 15].iter().copied().chain([1]).collect() };
         }
-        let sender = kernel::create_socket(family, libc::SOCK_DGRAM).map_err(file_io(format!("{what}: socket")))?;
+        let sender = sys::socket::create_socket(family, libc::SOCK_DGRAM).map_err(file_io(format!("{what}: socket")))?;
         for datagram in queue {
-            kernel::send_to(sender.as_raw_fd(), datagram, &target).map_err(file_io(format!("{what}: requeue datagram")))?;
+            sys::socket::send_to(sender.as_raw_fd(), datagram, &target).map_err(file_io(format!("{what}: requeue datagram")))?;
         }
     }
-    kernel::set_status_flags(raw, entry.flags as i32).map_err(file_io(format!("{what}: flags")))?;
+    sys::file::set_status_flags(&fd, entry.flags as i32).map_err(file_io(format!("{what}: flags")))?;
     Ok(fd)
 }
 

@@ -4,10 +4,10 @@
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
+use crate::sys;
 use super::{file_io, FileError};
 use crust_images::pb;
 
-use crate::sys::fd as kernel;
 
 /// One `inotify wd:...` line. Pure.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -60,14 +60,14 @@ pub(crate) fn watched_path(pid: i32, watch: &WatchLine) -> Result<String, FileEr
         }
         let Some(mount_point) = words.get(4) else { continue };
         let mount_path = format!("/proc/{pid}/root{mount_point}");
-        let mount = match kernel::open_path(&mount_path, libc::O_RDONLY | libc::O_DIRECTORY) {
+        let mount = match sys::file::open_path(&mount_path, libc::O_RDONLY | libc::O_DIRECTORY) {
             Ok(fd) => fd,
             Err(e) => {
                 last_error = format!("open mount {mount_point}: {e}");
                 continue;
             }
         };
-        match kernel::open_by_handle(mount.as_raw_fd(), watch.handle_type, &watch.handle) {
+        match sys::file::open_by_handle(mount.as_raw_fd(), watch.handle_type, &watch.handle) {
             Ok(file) => {
                 let link = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).map_err(file_io("readlink"))?;
                 return Ok(link.to_string_lossy().into_owned());
@@ -112,7 +112,7 @@ pub(crate) fn dump_inotify(pid: i32, id: u32, flags: u32, fdinfo: &str) -> Resul
 /// Creates an inotify instance with every watch at its old watch descriptor (watch
 /// descriptors count up, so a gap is crossed by adding and removing the watch again).
 pub(crate) fn create_inotify(entry: &pb::InotifyFileEntry) -> Result<OwnedFd, FileError> {
-    let fd = kernel::create_inotify(0).map_err(file_io(format!("inotify {}", entry.id)))?;
+    let fd = sys::file::create_inotify(0).map_err(file_io(format!("inotify {}", entry.id)))?;
     let mut wds: Vec<&pb::InotifyWdEntry> = entry.wd.iter().collect();
     wds.sort_by_key(|w| w.wd);
     for watch in wds {
@@ -120,17 +120,17 @@ pub(crate) fn create_inotify(entry: &pb::InotifyFileEntry) -> Result<OwnedFd, Fi
         // IN_MASK_ADD etc. are not part of the stored mask; only event bits and flags.
         let mask = watch.mask & !(libc::IN_MASK_ADD);
         loop {
-            let wd = kernel::inotify_add(fd.as_raw_fd(), path, mask).map_err(file_io(format!("inotify {}: watch {path}", entry.id)))?;
+            let wd = sys::file::inotify_add(fd.as_raw_fd(), path, mask).map_err(file_io(format!("inotify {}: watch {path}", entry.id)))?;
             if wd as u32 == watch.wd {
                 break;
             }
             if wd as u32 > watch.wd {
                 return Err(FileError::refused(format!("inotify {}: watch {path} got wd {wd}, wanted {}", entry.id, watch.wd)));
             }
-            kernel::inotify_remove(fd.as_raw_fd(), wd).map_err(file_io(format!("inotify {}: remove wd {wd}", entry.id)))?;
+            sys::file::inotify_remove(fd.as_raw_fd(), wd).map_err(file_io(format!("inotify {}: remove wd {wd}", entry.id)))?;
         }
     }
-    kernel::set_status_flags(fd.as_raw_fd(), entry.flags as i32).map_err(file_io(format!("inotify {}: flags", entry.id)))?;
+    sys::file::set_status_flags(&fd, entry.flags as i32).map_err(file_io(format!("inotify {}: flags", entry.id)))?;
     Ok(fd)
 }
 

@@ -3,10 +3,10 @@
 //! POSIX locks its process owns on the file) into filelocks.img entries, and taken again
 //! by the owning process once its fds are installed.
 
+use crate::sys;
 use super::{file_io, FileError};
 use crust_images::pb;
 
-use crate::sys::fd as kernel;
 
 /// CRIU's lock kinds (`file_lock_entry.flag`), the kernel's FL_* values.
 pub(crate) const FL_POSIX: u32 = 1;
@@ -63,10 +63,10 @@ pub(crate) fn take_lock(lock: &pb::FileLockEntry) -> Result<(), FileError> {
     let fd = lock.fd;
     let write = lock.r#type == libc::F_WRLCK as u32;
     match lock.flag {
-        FL_FLOCK => kernel::flock(fd, if write { libc::LOCK_EX } else { libc::LOCK_SH }),
+        FL_FLOCK => sys::fd::flock(fd, if write { libc::LOCK_EX } else { libc::LOCK_SH }),
         FL_POSIX | FL_OFDLCK => {
             let command = if lock.flag == FL_POSIX { libc::F_SETLK } else { libc::F_OFD_SETLK };
-            kernel::fcntl_lock(fd, command, if write { libc::F_WRLCK } else { libc::F_RDLCK }, lock.start, lock.len)
+            sys::fd::fcntl_lock(fd, command, if write { libc::F_WRLCK } else { libc::F_RDLCK }, lock.start, lock.len)
         }
         other => return Err(FileError::refused(format!("fd {fd}: lock kind {other} is not supported"))),
     }

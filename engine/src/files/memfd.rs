@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 use super::{file_io, FileError};
 use crust_images::{pb, ImageKind, ImageReader, ImageWriter};
 
-use crate::sys::fd as kernel;
 use crate::sys;
 
 /// CRIU's pagemap entry flag: the pages are in this image's pages file.
@@ -42,7 +41,7 @@ impl MemfdInodes {
             return Err(FileError::refused("hugetlb memfd"));
         }
         // Without MFD_ALLOW_SEALING the kernel reports F_SEAL_SEAL: recreated the same.
-        let seals = kernel::seals(file.as_raw_fd()).map_err(file_io("F_GET_SEALS"))?;
+        let seals = sys::file::seals(&file).map_err(file_io("F_GET_SEALS"))?;
         let name = link.strip_prefix("/memfd:").map(|n| n.strip_suffix(" (deleted)").unwrap_or(n)).unwrap_or(link);
         let id = self.entries.len() as u32 + 1;
         self.entries.push((
@@ -96,10 +95,10 @@ pub(crate) fn write_shmem_pages(file: &File, size: u64, dir: &Path, shmid: u64, 
     let (mut at, mut written) = (0u64, 0u64);
     let mut buf = Vec::new();
     while at < end {
-        let Some(data) = kernel::seek_data_or_hole(file.as_raw_fd(), at, true).map_err(file_io(format!("SEEK_DATA in {what}")))? else {
+        let Some(data) = sys::file::seek_data_or_hole(file, at, true).map_err(file_io(format!("SEEK_DATA in {what}")))? else {
             break;
         };
-        let hole = kernel::seek_data_or_hole(file.as_raw_fd(), data, false)
+        let hole = sys::file::seek_data_or_hole(file, data, false)
             .map_err(file_io(format!("SEEK_HOLE in {what}")))?
             .unwrap_or(size);
         let (start, stop) = (data / page * page, (hole.div_ceil(page) * page).min(end));
@@ -180,16 +179,16 @@ pub(crate) fn create_inodes(dir: &Path) -> Result<BTreeMap<u32, OwnedFd>, FileEr
 }
 
 fn create_inode(dir: &Path, entry: &pb::MemfdInodeEntry) -> Result<OwnedFd, FileError> {
-    let fd = kernel::create_memfd(&entry.name, libc::MFD_ALLOW_SEALING | libc::MFD_CLOEXEC)
+    let fd = sys::file::create_memfd(&entry.name, libc::MFD_ALLOW_SEALING | libc::MFD_CLOEXEC)
         .map_err(file_io(format!("memfd_create {}", entry.name)))?;
     let file = File::from(fd);
     file.set_len(entry.size).map_err(file_io(format!("memfd {}: set size {}", entry.name, entry.size)))?;
     fill_shmem_pages(&file, entry.size, dir, entry.shmid as u64, &format!("memfd {}", entry.name))?;
     let fd = OwnedFd::from(file);
-    kernel::set_owner_and_mode(fd.as_raw_fd(), entry.uid, entry.gid, entry.mode.unwrap_or(0o777))
+    sys::file::set_owner_and_mode(&fd, entry.uid, entry.gid, entry.mode.unwrap_or(0o777))
         .map_err(file_io(format!("memfd {}: owner and mode", entry.name)))?;
     if entry.seals != 0 {
-        kernel::add_seals(fd.as_raw_fd(), entry.seals).map_err(file_io(format!("memfd {}: add seals {:#x}", entry.name, entry.seals)))?;
+        sys::file::add_seals(&fd, entry.seals).map_err(file_io(format!("memfd {}: add seals {:#x}", entry.name, entry.seals)))?;
     }
     Ok(fd)
 }
@@ -199,7 +198,7 @@ fn create_inode(dir: &Path, entry: &pb::MemfdInodeEntry) -> Result<OwnedFd, File
 pub(crate) fn open_description(inodes: &BTreeMap<u32, OwnedFd>, entry: &pb::MemfdFileEntry) -> Result<OwnedFd, FileError> {
     let inode = inodes.get(&entry.inode_id).ok_or_else(|| FileError::refused(format!("memfd file {} names inode {}, not in memfd.img (memfd_file_entry.inode_id)", entry.id, entry.inode_id)))?;
     let flags = entry.flags as i32 & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_CLOEXEC);
-    let fd = kernel::reopen(inode.as_raw_fd(), flags).map_err(file_io(format!("open memfd file {}", entry.id)))?;
+    let fd = sys::file::reopen(inode, flags).map_err(file_io(format!("open memfd file {}", entry.id)))?;
     if entry.pos != 0 {
         sys::seek_to(fd.as_raw_fd(), entry.pos).map_err(file_io(format!("seek memfd file {} to {}", entry.id, entry.pos)))?;
     }

@@ -8,10 +8,10 @@
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
+use crate::sys;
 use super::{file_io, FileError};
 use crust_images::pb;
 
-use crate::sys::fd as kernel;
 
 /// Kernel NCCS: control characters kept.
 const NCCS: usize = 19;
@@ -28,23 +28,23 @@ pub(crate) fn is_master(path: &str) -> bool {
 
 /// The index of the pty a master fd (crust's copy) drives.
 pub(crate) fn master_index(master: &OwnedFd) -> Result<u32, FileError> {
-    kernel::ioctl_int_arg(master.as_raw_fd(), libc::TIOCGPTN, 0).map(|v| v as u32).map_err(file_io("TIOCGPTN"))
+    sys::tty::ioctl_int_arg(master.as_raw_fd(), libc::TIOCGPTN, 0).map(|v| v as u32).map_err(file_io("TIOCGPTN"))
 }
 
 /// The state of pty `index` through its master: sid and pgrp as this host numbers
 /// them (0: none), converted by the caller.
 pub(crate) fn dump_info(index: u32, master: &OwnedFd) -> Result<pb::TtyInfoEntry, FileError> {
     let m = master.as_raw_fd();
-    let get = |request: u64| kernel::ioctl_int_arg(m, request, 0);
+    let get = |request: u64| sys::tty::ioctl_int_arg(m, request, 0);
     let locked = get(libc::TIOCGPTLCK).map_err(file_io("TIOCGPTLCK"))? != 0;
     let packet_mode = get(libc::TIOCGPKT).map_err(file_io("TIOCGPKT"))? != 0;
     // On the master these tell the slave's session and foreground group.
     let sid = get(libc::TIOCGSID).unwrap_or(0).max(0) as u32;
     let pgrp = get(libc::TIOCGPGRP).unwrap_or(0).max(0) as u32;
     let path = format!("/dev/pts/{index}");
-    let slave = kernel::open_path(&path, libc::O_RDWR | libc::O_NOCTTY | libc::O_NONBLOCK).map_err(file_io(format!("open {path}")))?;
-    let exclusive = kernel::ioctl_int_arg(slave.as_raw_fd(), libc::TIOCGEXCL, 0).map_err(file_io("TIOCGEXCL"))? != 0;
-    let (termios, winsize) = kernel::terminal_state(slave.as_raw_fd()).map_err(file_io(format!("{path}: termios")))?;
+    let slave = sys::file::open_path(&path, libc::O_RDWR | libc::O_NOCTTY | libc::O_NONBLOCK).map_err(file_io(format!("open {path}")))?;
+    let exclusive = sys::tty::ioctl_int_arg(slave.as_raw_fd(), libc::TIOCGEXCL, 0).map_err(file_io("TIOCGEXCL"))? != 0;
+    let (termios, winsize) = sys::tty::terminal_state(slave.as_raw_fd()).map_err(file_io(format!("{path}: termios")))?;
     let meta = std::fs::metadata(&path).map_err(file_io(format!("stat {path}")))?;
     use std::os::unix::fs::MetadataExt;
     Ok(pb::TtyInfoEntry {
@@ -86,7 +86,7 @@ pub(crate) fn create(info: &pb::TtyInfoEntry) -> Result<OwnedFd, FileError> {
     let index = info.pty.as_ref().map(|p| p.index).ok_or_else(|| FileError::refused(format!("tty-info {} of type PTY without a pty index (tty_info_entry.pty)", info.id)))?;
     let mut held = Vec::new();
     let master = loop {
-        let master = kernel::open_path("/dev/ptmx", libc::O_RDWR | libc::O_NOCTTY).map_err(file_io("open /dev/ptmx"))?;
+        let master = sys::file::open_path("/dev/ptmx", libc::O_RDWR | libc::O_NOCTTY).map_err(file_io("open /dev/ptmx"))?;
         let got = master_index(&master)?;
         if got == index {
             break master;
@@ -98,11 +98,11 @@ pub(crate) fn create(info: &pb::TtyInfoEntry) -> Result<OwnedFd, FileError> {
     };
     drop(held);
     let m = master.as_raw_fd();
-    kernel::ioctl_int_arg(m, libc::TIOCSPTLCK, 0).map_err(file_io(format!("unlock pty {index}")))?;
+    sys::tty::ioctl_int_arg(m, libc::TIOCSPTLCK, 0).map_err(file_io(format!("unlock pty {index}")))?;
     let path = format!("/dev/pts/{index}");
-    let slave = kernel::open_path(&path, libc::O_RDWR | libc::O_NOCTTY).map_err(file_io(format!("open {path}")))?;
+    let slave = sys::file::open_path(&path, libc::O_RDWR | libc::O_NOCTTY).map_err(file_io(format!("open {path}")))?;
     if let (Some(t), Some(w)) = (&info.termios, &info.winsize) {
-        let mut termios = kernel::zeroed_termios();
+        let mut termios = sys::tty::zeroed_termios();
         termios.c_iflag = t.c_iflag;
         termios.c_oflag = t.c_oflag;
         termios.c_cflag = t.c_cflag;
@@ -112,19 +112,19 @@ pub(crate) fn create(info: &pb::TtyInfoEntry) -> Result<OwnedFd, FileError> {
             *slot = c as libc::cc_t;
         }
         let winsize = libc::winsize { ws_row: w.ws_row as u16, ws_col: w.ws_col as u16, ws_xpixel: w.ws_xpixel as u16, ws_ypixel: w.ws_ypixel as u16 };
-        kernel::set_terminal_state(slave.as_raw_fd(), &termios, &winsize).map_err(file_io(format!("{path}: termios")))?;
+        sys::tty::set_terminal_state(slave.as_raw_fd(), &termios, &winsize).map_err(file_io(format!("{path}: termios")))?;
     }
     if info.packet_mode {
-        kernel::ioctl_int_arg(m, libc::TIOCPKT, 1).map_err(file_io(format!("pty {index}: packet mode")))?;
+        sys::tty::ioctl_int_arg(m, libc::TIOCPKT, 1).map_err(file_io(format!("pty {index}: packet mode")))?;
     }
     if info.exclusive {
-        kernel::ioctl_value(slave.as_raw_fd(), libc::TIOCEXCL, 0).map_err(file_io(format!("pty {index}: exclusive")))?;
+        sys::tty::ioctl_value(slave.as_raw_fd(), libc::TIOCEXCL, 0).map_err(file_io(format!("pty {index}: exclusive")))?;
     }
     if let (Some(uid), Some(gid)) = (info.uid, info.gid) {
         let _ = std::os::unix::fs::chown(&path, Some(uid), Some(gid));
     }
     if info.locked {
-        kernel::ioctl_int_arg(m, libc::TIOCSPTLCK, 1).map_err(file_io(format!("lock pty {index}")))?;
+        sys::tty::ioctl_int_arg(m, libc::TIOCSPTLCK, 1).map_err(file_io(format!("lock pty {index}")))?;
     }
     Ok(master)
 }
@@ -133,10 +133,10 @@ pub(crate) fn create(info: &pb::TtyInfoEntry) -> Result<OwnedFd, FileError> {
 /// again, and, when the leader's own group was in the foreground, the foreground group.
 pub(crate) fn take_controlling(index: u32, foreground: Option<i32>) -> Result<(), FileError> {
     let path = format!("/dev/pts/{index}");
-    let slave = kernel::open_path(&path, libc::O_RDWR | libc::O_NOCTTY).map_err(file_io(format!("open {path}")))?;
-    kernel::ioctl_value(slave.as_raw_fd(), libc::TIOCSCTTY, 0).map_err(file_io(format!("{path}: TIOCSCTTY")))?;
+    let slave = sys::file::open_path(&path, libc::O_RDWR | libc::O_NOCTTY).map_err(file_io(format!("open {path}")))?;
+    sys::tty::ioctl_value(slave.as_raw_fd(), libc::TIOCSCTTY, 0).map_err(file_io(format!("{path}: TIOCSCTTY")))?;
     if let Some(pgrp) = foreground {
-        kernel::ioctl_int_arg(slave.as_raw_fd(), libc::TIOCSPGRP, pgrp).map_err(file_io(format!("{path}: TIOCSPGRP {pgrp}")))?;
+        sys::tty::ioctl_int_arg(slave.as_raw_fd(), libc::TIOCSPGRP, pgrp).map_err(file_io(format!("{path}: TIOCSPGRP {pgrp}")))?;
     }
     Ok(())
 }
@@ -145,9 +145,9 @@ pub(crate) fn take_controlling(index: u32, foreground: Option<i32>) -> Result<()
 /// (its session's controlling terminal).
 pub(crate) fn set_foreground(index: u32, pgrp: i32) -> Result<(), FileError> {
     let path = format!("/dev/pts/{index}");
-    let slave = kernel::open_path(&path, libc::O_RDWR | libc::O_NOCTTY).map_err(file_io(format!("open {path}")))?;
-    kernel::block_sigttou(true).map_err(file_io("block SIGTTOU"))?;
-    let result = kernel::ioctl_int_arg(slave.as_raw_fd(), libc::TIOCSPGRP, pgrp);
-    let _ = kernel::block_sigttou(false);
+    let slave = sys::file::open_path(&path, libc::O_RDWR | libc::O_NOCTTY).map_err(file_io(format!("open {path}")))?;
+    sys::tty::block_sigttou(true).map_err(file_io("block SIGTTOU"))?;
+    let result = sys::tty::ioctl_int_arg(slave.as_raw_fd(), libc::TIOCSPGRP, pgrp);
+    let _ = sys::tty::block_sigttou(false);
     result.map(|_| ()).map_err(file_io(format!("{path}: TIOCSPGRP {pgrp}")))
 }

@@ -13,7 +13,6 @@ use crust_images::{ImageKind, ImageReader};
 
 use super::{anon, inet, inotify, locks, memfd, pipe, pty, tcp, unix};
 use crate::sys;
-use crate::sys::fd as kernel;
 
 /// Every open file description of a restored tree, opened once by crust before the
 /// first fork, at fd numbers above every fd of the tree: each restored process inherits
@@ -192,7 +191,7 @@ fn create_special_files(dir: &Path, regs: &BTreeMap<u32, pb::RegFileEntry>) -> R
                 masters.remove(&tty.tty_info_id).ok_or_else(|| FileError::refused(format!("tty file {}: pty {} has no state in tty-info.img, or a second master", tty.id, tty.tty_info_id)))?
             } else {
                 let flags = tty.flags as i32 & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_CLOEXEC);
-                kernel::open_path(&name, flags | libc::O_NOCTTY).map_err(file_io(format!("open {name}")))?
+                sys::file::open_path(&name, flags | libc::O_NOCTTY).map_err(file_io(format!("open {name}")))?
             };
             made.insert(tty.id, fd);
         }
@@ -249,7 +248,7 @@ impl Broker {
         let above = base + ids.len() as i32 + 8;
         let mut made_high = BTreeMap::new();
         for (id, fd) in made {
-            made_high.insert(id, kernel::move_above(fd, above).map_err(file_io(format!("move file {id} above {above}")))?);
+            made_high.insert(id, sys::file::move_above(fd, above).map_err(file_io(format!("move file {id} above {above}")))?);
         }
         let locks_path = dir.join(ImageKind::FileLocks.file_name(0));
         let locks = if locks_path.exists() {
@@ -305,7 +304,7 @@ impl Broker {
                         .iter()
                         .map(|id| broker.fds.get(id).copied().ok_or_else(|| FileError::refused(format!("file {id} in flight was not opened"))))
                         .collect::<Result<Vec<i32>, FileError>>()?;
-                    kernel::send_with_fds(from, data, &fds).map_err(file_io(format!("requeue {} bytes with {} fds from socket {sender}", data.len(), fds.len())))?;
+                    sys::socket::send_with_fds(from, data, &fds).map_err(file_io(format!("requeue {} bytes with {} fds from socket {sender}", data.len(), fds.len())))?;
                 }
                 Ok(())
             })();
@@ -357,7 +356,7 @@ impl Broker {
     pub(crate) fn make_dead_pidfds(&self) -> Result<(), FileError> {
         use std::os::fd::AsRawFd;
         for &(number, flags) in &self.dead_pidfds {
-            let fd = kernel::dead_pidfd(flags).map_err(file_io("pidfd of an exited process"))?;
+            let fd = sys::process::dead_pidfd(flags).map_err(file_io("pidfd of an exited process"))?;
             sys::place_fd(fd.as_raw_fd(), number, true).map_err(file_io(format!("place pidfd at fd {number}")))?;
             if fd.as_raw_fd() == number {
                 // Already where it belongs: keep it open.

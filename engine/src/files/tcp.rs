@@ -16,7 +16,8 @@ use std::process::{Command, Stdio};
 use super::{file_io, FileError};
 use crust_images::pb;
 
-use crate::sys::fd::{self as kernel, InetAddress};
+use crate::sys;
+use crate::sys::socket::InetAddress;
 
 const TCP_REPAIR: i32 = 19;
 const TCP_REPAIR_QUEUE: i32 = 20;
@@ -100,11 +101,11 @@ pub(crate) fn unlock(ino: u32, family: i32) -> Result<(), FileError> {
 }
 
 fn set(fd: RawFd, name: i32, value: i32) -> Result<(), FileError> {
-    kernel::set_socket_option(fd, libc::IPPROTO_TCP, name, value).map_err(file_io(format!("setsockopt TCP {name}={value}")))
+    sys::socket::set_socket_option(fd, libc::IPPROTO_TCP, name, value).map_err(file_io(format!("setsockopt TCP {name}={value}")))
 }
 
 fn get(fd: RawFd, name: i32) -> Result<i32, FileError> {
-    kernel::socket_option(fd, libc::IPPROTO_TCP, name).map_err(file_io(format!("getsockopt TCP {name}")))
+    sys::socket::socket_option(fd, libc::IPPROTO_TCP, name).map_err(file_io(format!("getsockopt TCP {name}")))
 }
 
 /// Puts the (locked) socket in repair mode or takes it out.
@@ -117,7 +118,7 @@ fn read_queue(fd: RawFd, queue: i32, len: usize) -> Result<(u32, Vec<u8>), FileE
     let seq = get(fd, TCP_QUEUE_SEQ)? as u32;
     let mut data = vec![0u8; len];
     if len > 0 {
-        let got = kernel::peek_bytes(fd, &mut data).map_err(file_io(format!("peek queue {queue}")))?;
+        let got = sys::socket::peek_bytes(fd, &mut data).map_err(file_io(format!("peek queue {queue}")))?;
         if got != len {
             return Err(FileError::refused(format!("queue {queue}: peeked {got} of {len} bytes")));
         }
@@ -129,19 +130,19 @@ fn read_queue(fd: RawFd, queue: i32, len: usize) -> Result<(u32, Vec<u8>), FileE
 /// (inq), then sent-but-unacknowledged followed by unsent (outq).
 pub(crate) fn dump_stream(socket: &OwnedFd) -> Result<(pb::TcpStreamEntry, Vec<u8>, Vec<u8>), FileError> {
     let fd = socket.as_raw_fd();
-    let inq_len = kernel::ioctl_int(fd, SIOCINQ).map_err(file_io("SIOCINQ"))? as usize;
-    let outq_len = kernel::ioctl_int(fd, SIOCOUTQ).map_err(file_io("SIOCOUTQ"))? as usize;
-    let unsent = kernel::ioctl_int(fd, SIOCOUTQNSD).map_err(file_io("SIOCOUTQNSD"))? as u32;
+    let inq_len = sys::socket::ioctl_int(fd, SIOCINQ).map_err(file_io("SIOCINQ"))? as usize;
+    let outq_len = sys::socket::ioctl_int(fd, SIOCOUTQ).map_err(file_io("SIOCOUTQ"))? as usize;
+    let unsent = sys::socket::ioctl_int(fd, SIOCOUTQNSD).map_err(file_io("SIOCOUTQNSD"))? as u32;
     let (inq_seq, inq) = read_queue(fd, TCP_RECV_QUEUE, inq_len)?;
     let (outq_seq, outq) = read_queue(fd, TCP_SEND_QUEUE, outq_len)?;
     let mut info = [0u8; 104];
-    kernel::socket_option_bytes(fd, libc::IPPROTO_TCP, libc::TCP_INFO, &mut info).map_err(file_io("TCP_INFO"))?;
+    sys::socket::socket_option_bytes(fd, libc::IPPROTO_TCP, libc::TCP_INFO, &mut info).map_err(file_io("TCP_INFO"))?;
     let options = info[5] as u32;
     let (snd_wscale, rcv_wscale) = ((info[6] & 0x0f) as u32, (info[6] >> 4) as u32);
     let mss_clamp = get(fd, libc::TCP_MAXSEG)? as u32;
     let timestamp = if options & TCPI_OPT_TIMESTAMPS != 0 { Some(get(fd, TCP_TIMESTAMP)? as u32) } else { None };
     let mut window = [0u8; 20];
-    kernel::socket_option_bytes(fd, libc::IPPROTO_TCP, TCP_REPAIR_WINDOW, &mut window).map_err(file_io("TCP_REPAIR_WINDOW"))?;
+    sys::socket::socket_option_bytes(fd, libc::IPPROTO_TCP, TCP_REPAIR_WINDOW, &mut window).map_err(file_io("TCP_REPAIR_WINDOW"))?;
     let w = |i: usize| u32::from_ne_bytes(window[i * 4..i * 4 + 4].try_into().expect("4 bytes"));
     let entry = pb::TcpStreamEntry {
         inq_len: inq_len as u32,
@@ -184,8 +185,8 @@ pub(crate) fn restore_stream(
     set(fd, TCP_QUEUE_SEQ, stream.inq_seq.wrapping_sub(stream.inq_len) as i32)?;
     set(fd, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE)?;
     set(fd, TCP_QUEUE_SEQ, stream.outq_seq.wrapping_sub(stream.outq_len) as i32)?;
-    kernel::inet_bind_or_connect(fd, local, false).map_err(file_io(format!("bind port {}", local.port)))?;
-    kernel::inet_bind_or_connect(fd, peer, true).map_err(file_io(format!("connect (repair) port {}", peer.port)))?;
+    sys::socket::inet_bind_or_connect(fd, local, false).map_err(file_io(format!("bind port {}", local.port)))?;
+    sys::socket::inet_bind_or_connect(fd, peer, true).map_err(file_io(format!("connect (repair) port {}", peer.port)))?;
     let mut options: Vec<u32> = vec![TCPOPT_MAXSEG, stream.mss_clamp];
     if stream.opt_mask & TCPI_OPT_WSCALE != 0 {
         options.extend([TCPOPT_WINDOW, stream.snd_wscale | (stream.rcv_wscale.unwrap_or(0) << 16)]);
@@ -197,7 +198,7 @@ pub(crate) fn restore_stream(
         options.extend([TCPOPT_TIMESTAMP, 0]);
     }
     let bytes: Vec<u8> = options.iter().flat_map(|v| v.to_ne_bytes()).collect();
-    kernel::set_socket_option_bytes(fd, libc::IPPROTO_TCP, TCP_REPAIR_OPTIONS, &bytes).map_err(file_io("TCP_REPAIR_OPTIONS"))?;
+    sys::socket::set_socket_option_bytes(fd, libc::IPPROTO_TCP, TCP_REPAIR_OPTIONS, &bytes).map_err(file_io("TCP_REPAIR_OPTIONS"))?;
     if let Some(timestamp) = stream.timestamp {
         set(fd, TCP_TIMESTAMP, timestamp as i32)?;
     }
@@ -212,7 +213,7 @@ pub(crate) fn restore_stream(
         (stream.snd_wl1, stream.snd_wnd, stream.max_window, stream.rcv_wnd, stream.rcv_wup)
     {
         let window: Vec<u8> = [snd_wl1, snd_wnd, max_window, rcv_wnd, rcv_wup].iter().flat_map(|v| v.to_ne_bytes()).collect();
-        kernel::set_socket_option_bytes(fd, libc::IPPROTO_TCP, TCP_REPAIR_WINDOW, &window).map_err(file_io("TCP_REPAIR_WINDOW"))?;
+        sys::socket::set_socket_option_bytes(fd, libc::IPPROTO_TCP, TCP_REPAIR_WINDOW, &window).map_err(file_io("TCP_REPAIR_WINDOW"))?;
     }
     set(fd, TCP_REPAIR, 0)?;
     // The unsent part goes out as ordinary data.
@@ -226,5 +227,5 @@ fn send_all(fd: RawFd, data: &[u8]) -> std::io::Result<()> {
     if data.is_empty() {
         return Ok(());
     }
-    kernel::send_message(fd, data)
+    sys::socket::send_message(fd, data)
 }

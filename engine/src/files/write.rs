@@ -9,9 +9,9 @@ use std::path::Path;
 use crust_images::pb;
 use crust_images::{ImageKind, ImageWriter};
 
+use crate::sys;
 use super::{DumpedFd, FileDumpError, FileTable};
 use super::io_err;
-use crate::sys::fd as kernel;
 
 /// Writes one process's fd table, fdinfo-N.img (N is its files id).
 pub(crate) fn write_fdinfo(pid: i32, dir: &Path, fds: &[DumpedFd], files_id: u32) -> Result<(), FileDumpError> {
@@ -103,12 +103,11 @@ pub(crate) fn write_images(pid: i32, dir: &Path, files: &FileTable, first_shmem_
             // Data runs only (SEEK_DATA/SEEK_HOLE), a MiB at a time: holes stay holes and
             // a big file never sits in memory whole.
             let contents = File::open(source).map_err(io_err(pid, format!("open {}", source.display())))?;
-            let raw = std::os::fd::AsRawFd::as_raw_fd(&contents);
             let mut chunk = vec![0u8; 1 << 20];
             let mut at = 0u64;
             while at < meta.len() {
-                let Some(data) = kernel::seek_data_or_hole(raw, at, true).map_err(io_err(pid, "SEEK_DATA in unlinked file"))? else { break };
-                let hole = kernel::seek_data_or_hole(raw, data, false).map_err(io_err(pid, "SEEK_HOLE in unlinked file"))?.unwrap_or(meta.len()).min(meta.len());
+                let Some(data) = sys::file::seek_data_or_hole(&contents, at, true).map_err(io_err(pid, "SEEK_DATA in unlinked file"))? else { break };
+                let hole = sys::file::seek_data_or_hole(&contents, data, false).map_err(io_err(pid, "SEEK_HOLE in unlinked file"))?.unwrap_or(meta.len()).min(meta.len());
                 if hole <= data {
                     break;
                 }

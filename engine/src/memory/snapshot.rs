@@ -114,7 +114,7 @@ impl Arming {
         if (-4095..0).contains(&fd) {
             return Err(io::Error::from_raw_os_error(-fd as i32));
         }
-        let borrowed = crate::sys::fd::borrow_fd(pid, fd as u32);
+        let borrowed = crate::sys::process::borrow_fd(pid, fd as u32);
         let closed = remote.syscall(Sys::Close, [fd as u64, 0, 0, 0, 0, 0]).map_err(io::Error::other);
         let uffd = borrowed?;
         closed?;

@@ -325,7 +325,7 @@ fn fill_premapped(premap: &[Premap], page_files: &[PathBuf]) -> Result<(), Child
         if !area.inherited {
             sys::map_private_anon_over_reservation(area.slot, len as usize, area.noreserve).map_err(child_io(format!("premap {:#x}-{:#x} at {:#x}", area.start, area.end, area.slot)))?;
             if area.no_huge {
-                sys::advise(area.slot, len as usize, libc::MADV_NOHUGEPAGE).map_err(child_io(format!("premap {:#x}: MADV_NOHUGEPAGE", area.slot)))?;
+                sys::advise(area.slot, len as usize, nix::sys::mman::MmapAdvise::MADV_NOHUGEPAGE).map_err(child_io(format!("premap {:#x}: MADV_NOHUGEPAGE", area.slot)))?;
             }
         }
         let mut covered = area.start;
@@ -333,7 +333,7 @@ fn fill_premapped(premap: &[Premap], page_files: &[PathBuf]) -> Result<(), Child
             let (pages, pages_path) = (&files[file], &page_files[file]);
             if area.inherited && addr > covered {
                 // Pages the parent had here and this process did not.
-                sys::advise(at(covered), (addr - covered) as usize, libc::MADV_DONTNEED).map_err(child_io(format!("drop premapped pages at {covered:#x}")))?;
+                sys::advise(at(covered), (addr - covered) as usize, nix::sys::mman::MmapAdvise::MADV_DONTNEED).map_err(child_io(format!("drop premapped pages at {covered:#x}")))?;
             }
             covered = addr + bytes;
             #[allow(unsafe_code)]
@@ -358,7 +358,7 @@ fn fill_premapped(premap: &[Premap], page_files: &[PathBuf]) -> Result<(), Child
             }
         }
         if area.inherited && area.end > covered {
-            sys::advise(at(covered), (area.end - covered) as usize, libc::MADV_DONTNEED).map_err(child_io(format!("drop premapped pages at {covered:#x}")))?;
+            sys::advise(at(covered), (area.end - covered) as usize, nix::sys::mman::MmapAdvise::MADV_DONTNEED).map_err(child_io(format!("drop premapped pages at {covered:#x}")))?;
         }
     }
     Ok(())
