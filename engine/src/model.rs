@@ -22,7 +22,7 @@ pub const SECCOMP_MODE_FILTER: u32 = 2;
 pub const SIGEV_THREAD_ID: u32 = 4;
 
 /// Size of a kernel siginfo.
-pub const SIGINFO_SIZE: usize = 128;
+pub use crate::sys::ptrace::SIGINFO_SIZE;
 
 /// CRIU's `VmaEntry.status` bits (image ABI).
 pub mod vma {

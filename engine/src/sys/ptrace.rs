@@ -18,7 +18,9 @@ use nix::sys::ptrace::{self, Options};
 use nix::unistd::Pid;
 
 use super::check;
-use crate::model::SIGINFO_SIZE;
+
+/// Size of a kernel siginfo.
+pub const SIGINFO_SIZE: usize = 128;
 
 /// `PTRACE_O_SUSPEND_SECCOMP`: while traced, the tracee's seccomp filters and strict
 /// mode do not apply (needs CAP_SYS_ADMIN), so injected syscalls are not filtered.
