@@ -50,11 +50,7 @@ fn classify(link: &str, mode: u32, shell_job: bool) -> Result<pb::FdTypes, FileE
 /// the restored process will have.
 fn namespace_pid(pid: i32) -> io::Result<i32> {
     let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
-    Ok(status
-        .lines()
-        .find_map(|l| l.strip_prefix("NSpid:"))
-        .and_then(|v| v.split_whitespace().last()?.parse().ok())
-        .unwrap_or(pid))
+    Ok(procfs::parse_nspid(&status).unwrap_or(pid))
 }
 
 /// "inet stream socket", "netlink socket": what a socket is, for error messages.
