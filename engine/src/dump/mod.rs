@@ -198,7 +198,7 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     );
     fault(DumpStep::Seize)?;
     let live: Vec<i32> = frozen.processes.iter().filter(|p| !p.is_zombie()).map(|p| p.proc_pid()).collect();
-    let own_ipc_ns = crate::ipc::tree_has_own_namespace(&live).map_err(|(pid, what)| DumpError::Unsupported { pid, what })?;
+    let own_ipc_ns = crate::ipc::tree_has_own_namespace(&live).map_err(|e| DumpError::Unsupported { pid: e.pid, what: e.to_string() })?;
 
     let mut collected = Vec::new();
     for process in frozen.processes.iter().filter(|p| !p.is_zombie()) {
@@ -213,8 +213,7 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     }
     fault(DumpStep::Parasite)?;
 
-    let mut file_table = FileTable::default();
-    file_table.tcp_established = options.tcp_established;
+    let mut file_table = FileTable { tcp_established: options.tcp_established, ..Default::default() };
     let cow = options.leave_running && !options.frozen_copy;
     let memory::DumpedMemory { vmas: memory, pages, vma_count, snapshot } =
         memory::dump_tree_memory(&frozen, &collected, &options.dir, parent_dir.as_deref(), cow, &mut file_table)?;

@@ -91,6 +91,9 @@ pub(crate) fn file_io(what: impl Into<String>) -> impl FnOnce(io::Error) -> File
     move |source| FileError::Io { what, source }
 }
 
+/// An fd already dumped, for kcmp: (pid, fd number, file id).
+pub(crate) type FdOfFile = (i32, u32, u32);
+
 /// The files the images refer to, by id (files.img), plus ghost copies of unlinked ones.
 #[derive(Default)]
 pub(crate) struct FileTable {
@@ -98,7 +101,7 @@ pub(crate) struct FileTable {
     pub(crate) by_path: BTreeMap<(PathBuf, i32), u32>,
     /// Every dumped fd of every process so far, by (dev, inode) of its file: only fds of
     /// one file can share an open file description, so kcmp runs within these.
-    pub(crate) by_inode: BTreeMap<(u64, u64), Vec<(i32, u32, u32)>>,
+    pub(crate) by_inode: BTreeMap<(u64, u64), Vec<FdOfFile>>,
     /// (reg file id, ghost id, source to copy from)
     pub(crate) ghosts: Vec<(u32, u32, PathBuf, fs::Metadata)>,
     /// Ghosts of mapped unlinked files, by (dev, inode).

@@ -53,11 +53,14 @@ fn read_pipe_data(dir: &Path, kind: ImageKind) -> Result<BTreeMap<u32, pipe::Pip
 /// The queued messages of sockets (sk-queues.img): the queues without fds in flight,
 /// and, apart, those of sockets where some message carries fds (SCM_RIGHTS: file ids),
 /// which are sent once every file exists.
+/// A queued message: its bytes and the file ids of the fds in flight with it.
+type QueuedMessage = (Vec<u8>, Vec<u32>);
+
 type SocketQueues = (BTreeMap<u32, Vec<Vec<u8>>>, BTreeMap<u32, Vec<(Vec<u8>, Vec<u32>)>>);
 
 fn read_sk_queues(dir: &Path) -> Result<SocketQueues, FileError> {
     let path = dir.join(ImageKind::SkQueues.file_name(0));
-    let mut all: BTreeMap<u32, Vec<(Vec<u8>, Vec<u32>)>> = BTreeMap::new();
+    let mut all: BTreeMap<u32, Vec<QueuedMessage>> = BTreeMap::new();
     if !path.exists() {
         return Ok(Default::default());
     }

@@ -76,10 +76,13 @@ pub(crate) fn parse_diag(bytes: &[u8]) -> Result<BTreeMap<u32, UnixDiag>, FileEr
     Ok(out)
 }
 
+/// A message peeked from a queue and crust's copies of the fds in flight with it.
+pub(crate) type Peeked = (Vec<u8>, Vec<OwnedFd>);
+
 /// Every message queued for reading on a socket, in order, without consuming any: the
 /// socket (borrowed from the target) is peeked with SO_PEEK_OFF walking forward, then its
 /// peek offset is put back.
-pub(crate) fn peek_queue(socket: &OwnedFd) -> Result<Vec<(Vec<u8>, Vec<OwnedFd>)>, FileError> {
+pub(crate) fn peek_queue(socket: &OwnedFd) -> Result<Vec<Peeked>, FileError> {
     let fd = socket.as_raw_fd();
     let old_offset = sys::socket::socket_option(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF).map_err(file_io("SO_PEEK_OFF"))?;
     sys::socket::set_socket_option(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0).map_err(file_io("set SO_PEEK_OFF"))?;

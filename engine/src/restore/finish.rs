@@ -80,12 +80,7 @@ impl Drop for TreeGuard {
             let _ = sys::send_signal(pid, libc::SIGKILL);
         }
         // Reap (as tracer and, for the root, as parent) until nothing is left.
-        loop {
-            match sys::wait_any() {
-                Ok(_) => continue,
-                Err(_) => break,
-            }
-        }
+        while sys::wait_any().is_ok() {}
     }
 }
 

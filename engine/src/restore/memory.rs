@@ -43,11 +43,14 @@ pub(crate) fn premappable(v: &pb::VmaEntry) -> bool {
 /// Per process: premapped area start → (slot address, inherited from the parent).
 pub(crate) type PremapSlots = BTreeMap<u64, (u64, bool)>;
 
+/// The premap plan of a tree: each process's slots, and the arena's range if any.
+pub(crate) type PremapPlan = (Vec<PremapSlots>, Option<(u64, u64)>);
+
 /// The premap arena of the tree: per process, the slot of each premapped area (by its
 /// start) and whether it is inherited from the parent; and the arena's range. An area
 /// is premapped when the parent or a child has an area of the same range (fork left
 /// them sharing pages); one that is not inherited gets a slot of its own.
-pub(crate) fn plan_premaps<A: Abi>(images: &Images, layout: &HostLayout) -> Result<(Vec<PremapSlots>, Option<(u64, u64)>), PlanError> {
+pub(crate) fn plan_premaps<A: Abi>(images: &Images, layout: &HostLayout) -> Result<PremapPlan, PlanError> {
     let pid = images.processes[0].pid();
     let page = layout.page_size;
     let live = |p: &ProcessImages| !p.is_zombie();
