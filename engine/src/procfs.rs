@@ -228,6 +228,24 @@ pub fn parse_id_quad(value: &str) -> Option<[u32; 4]> {
     ids.try_into().ok()
 }
 
+/// The innermost pid of a /proc/PID/status text: the last number of its `NSpid:` line,
+/// the pid as the process's own pid namespace sees it. The one place NSpid is parsed.
+pub fn parse_nspid(status: &str) -> Option<i32> {
+    status.lines().find_map(|l| l.strip_prefix("NSpid:"))?.split_whitespace().last()?.parse().ok()
+}
+
+/// The innermost id of a `NSpgid:`/`NSsid:`-style line of /proc/PID/status (`key`
+/// without its colon); `None` when absent or 0 (a leader outside the namespace).
+pub fn parse_innermost_id(status: &str, key: &str) -> Option<i32> {
+    parse_key_values(status).get(key)?.split_whitespace().last()?.parse().ok().filter(|&id: &i32| id > 0)
+}
+
+/// The supplementary groups of a `Groups:` value of /proc/PID/status. The one place
+/// Groups is parsed.
+pub fn parse_groups(value: &str) -> Vec<u32> {
+    value.split_whitespace().filter_map(|v| v.parse().ok()).collect()
+}
+
 /// One POSIX timer of /proc/PID/timers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PosixTimer {
@@ -364,6 +382,17 @@ VmFlags: rd mr pf io de dd
         let kv = parse_key_values("Name:\tcat\nSigBlk:\t0000000000010000\nUid:\t0\t1\t2\t3\n");
         assert_eq!(parse_sigmask(&kv["SigBlk"]), Some(0x10000));
         assert_eq!(parse_id_quad(&kv["Uid"]), Some([0, 1, 2, 3]));
+    }
+
+    #[test]
+    fn nspid_groups_and_namespace_ids() {
+        let status = "Name:\tsh\nNSpid:\t4711\t12\t1\nNSpgid:\t4700\t0\nNSsid:\t4711\t12\nGroups:\t4 24 27 \n";
+        assert_eq!(parse_nspid(status), Some(1));
+        assert_eq!(parse_nspid("Name:\tsh\n"), None);
+        assert_eq!(parse_innermost_id(status, "NSpgid"), None);
+        assert_eq!(parse_innermost_id(status, "NSsid"), Some(12));
+        assert_eq!(parse_groups(&parse_key_values(status)["Groups"]), vec![4, 24, 27]);
+        assert_eq!(parse_groups(""), Vec::<u32>::new());
     }
 
     #[test]

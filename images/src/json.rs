@@ -33,6 +33,12 @@ pub struct JsonOptions {
     pub no_payload: bool,
 }
 
+/// Why a JSON value does not give the number, address or bytes its field needs; the
+/// caller names the field ([`JsonError::Field`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BadValue(pub String);
+
 /// What went wrong converting between an image and JSON.
 #[derive(Debug, thiserror::Error)]
 pub enum JsonError {
@@ -653,7 +659,7 @@ pub fn json_to_message(
                     parse_ip(text)
                         .map_err(|reason| JsonError::Field {
                             path: field_path.clone(),
-                            reason,
+                            reason: reason.0,
                         })?
                         .into_iter()
                         .map(Value::U32)
@@ -707,7 +713,7 @@ fn json_to_value(
                 .ok_or_else(|| error("expected a string".into()))?;
             let bytes = match style.conv.as_deref() {
                 Some("unix_name") => decode_quoted_printable(text),
-                _ => decode_base64(text).map_err(&error)?,
+                _ => decode_base64(text).map_err(|bad| error(bad.0))?,
             };
             Ok(Value::Bytes(prost::bytes::Bytes::from(bytes)))
         }
@@ -753,7 +759,7 @@ fn json_to_value(
                     .map(i128::from)
                     .or_else(|| number.as_i64().map(i128::from))
                     .ok_or_else(|| error(format!("{number} is not an integer")))?,
-                Json::String(text) => string_to_integer(field, style, text).map_err(&error)?,
+                Json::String(text) => string_to_integer(field, style, text).map_err(|bad| error(bad.0))?,
                 _ => return Err(error("expected an integer".into())),
             };
             let out_of_range = || error(format!("{number} does not fit {integer_kind:?}"));
@@ -777,7 +783,7 @@ fn string_to_integer(
     field: &FieldDescriptor,
     style: &FieldStyle,
     text: &str,
-) -> Result<i128, String> {
+) -> Result<i128, BadValue> {
     if style.dev {
         return parse_dev(text, style.odev).map(i128::from);
     }
@@ -976,7 +982,7 @@ fn map_flags(value: u64, table: FlagTable) -> String {
     parts.join(" | ")
 }
 
-fn unmap_flags(text: &str, table: FlagTable) -> Result<i128, String> {
+fn unmap_flags(text: &str, table: FlagTable) -> Result<i128, BadValue> {
     if text.is_empty() {
         return Ok(0);
     }
@@ -1008,14 +1014,14 @@ fn format_dev(value: u64, old_encoding: bool) -> String {
     }
 }
 
-fn parse_dev(text: &str, old_encoding: bool) -> Result<u64, String> {
+fn parse_dev(text: &str, old_encoding: bool) -> Result<u64, BadValue> {
     let (major, minor) = text
         .split_once(':')
-        .ok_or_else(|| format!("{text:?} is not major:minor"))?;
+        .ok_or_else(|| BadValue(format!("{text:?} is not major:minor")))?;
     let parse = |part: &str| {
         part.trim()
             .parse::<u64>()
-            .map_err(|_| format!("{text:?} is not major:minor"))
+            .map_err(|_| BadValue(format!("{text:?} is not major:minor")))
     };
     let (major, minor) = (parse(major)?, parse(minor)?);
     Ok(if old_encoding {
@@ -1054,13 +1060,13 @@ fn render_ip(words: &[Value]) -> Option<String> {
     }
 }
 
-fn parse_ip(text: &str) -> Result<Vec<u32>, String> {
+fn parse_ip(text: &str) -> Result<Vec<u32>, BadValue> {
     if let Ok(v4) = text.parse::<Ipv4Addr>() {
         return Ok(vec![u32::from_le_bytes(v4.octets())]);
     }
     let v6 = text
         .parse::<Ipv6Addr>()
-        .map_err(|_| format!("{text:?} is not an IP address"))?;
+        .map_err(|_| BadValue(format!("{text:?} is not an IP address")))?;
     let octets = v6.octets();
     Ok(octets
         .chunks(4)
@@ -1110,8 +1116,8 @@ fn python_hex(number: i128) -> String {
 }
 
 /// Python's `int(text, 0)`: decimal, or `0x`/`0o`/`0b` prefixed, optional sign and underscores.
-fn python_int(text: &str) -> Result<i128, String> {
-    let invalid = || format!("{text:?} is not an integer");
+fn python_int(text: &str) -> Result<i128, BadValue> {
+    let invalid = || BadValue(format!("{text:?} is not an integer"));
     let trimmed = text.trim().replace('_', "");
     let (negative, digits) = match trimmed.strip_prefix('-') {
         Some(rest) => (true, rest.to_owned()),
@@ -1168,14 +1174,14 @@ pub fn encode_base64(bytes: &[u8]) -> String {
 }
 
 /// Python's `base64.decodebytes`: whitespace and newlines are ignored.
-pub fn decode_base64(text: &str) -> Result<Vec<u8>, String> {
+pub fn decode_base64(text: &str) -> Result<Vec<u8>, BadValue> {
     let compact: String = text
         .chars()
         .filter(|character| !character.is_ascii_whitespace())
         .collect();
     base64::engine::general_purpose::STANDARD
         .decode(compact)
-        .map_err(|error| format!("bad base64: {error}"))
+        .map_err(|error| BadValue(format!("bad base64: {error}")))
 }
 
 fn decode_base64_json(json: &Json, path: &str) -> Result<Vec<u8>, JsonError> {
@@ -1185,7 +1191,7 @@ fn decode_base64_json(json: &Json, path: &str) -> Result<Vec<u8>, JsonError> {
     })?;
     decode_base64(text).map_err(|reason| JsonError::Field {
         path: path.to_owned(),
-        reason,
+        reason: reason.0,
     })
 }
 

@@ -5,9 +5,10 @@
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
+use super::{file_io, FileError};
 use crust_images::pb;
 
-use super::kernel;
+use crate::sys;
 use crate::procfs::parse_key_values;
 
 /// EFD_SEMAPHORE, kept in bit 0 of `eventfd_file_entry.flags`: an eventfd's file flags
@@ -15,12 +16,12 @@ use crate::procfs::parse_key_values;
 pub(crate) const EVENTFD_SEMAPHORE: u32 = 1;
 
 /// Builds an eventfd entry from its fdinfo text.
-pub(crate) fn parse_eventfd(id: u32, flags: u32, fdinfo: &str) -> Result<pb::EventfdFileEntry, String> {
+pub(crate) fn parse_eventfd(id: u32, flags: u32, fdinfo: &str) -> Result<pb::EventfdFileEntry, FileError> {
     let kv = parse_key_values(fdinfo);
     let counter = kv
         .get("eventfd-count")
         .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .ok_or("fdinfo has no eventfd-count")?;
+        .ok_or_else(|| FileError::refused("fdinfo has no eventfd-count"))?;
     let semaphore = kv.get("eventfd-semaphore").is_some_and(|v| v.trim() == "1");
     Ok(pb::EventfdFileEntry {
         id,
@@ -31,9 +32,9 @@ pub(crate) fn parse_eventfd(id: u32, flags: u32, fdinfo: &str) -> Result<pb::Eve
 }
 
 /// Builds a signalfd entry from its fdinfo text (`sigmask:` is the mask as given).
-pub(crate) fn parse_signalfd(id: u32, flags: u32, fdinfo: &str) -> Result<pb::SignalfdEntry, String> {
+pub(crate) fn parse_signalfd(id: u32, flags: u32, fdinfo: &str) -> Result<pb::SignalfdEntry, FileError> {
     let kv = parse_key_values(fdinfo);
-    let sigmask = kv.get("sigmask").and_then(|v| u64::from_str_radix(v.trim(), 16).ok()).ok_or("fdinfo has no sigmask")?;
+    let sigmask = kv.get("sigmask").and_then(|v| u64::from_str_radix(v.trim(), 16).ok()).ok_or_else(|| FileError::refused("fdinfo has no sigmask"))?;
     Ok(pb::SignalfdEntry { id, flags, fown: Default::default(), sigmask })
 }
 
@@ -44,13 +45,13 @@ fn pair(value: &str) -> Option<(u64, u64)> {
 }
 
 /// Builds a timerfd entry from its fdinfo text; `it_value` is the time left.
-pub(crate) fn parse_timerfd(id: u32, flags: u32, fdinfo: &str) -> Result<pb::TimerfdEntry, String> {
+pub(crate) fn parse_timerfd(id: u32, flags: u32, fdinfo: &str) -> Result<pb::TimerfdEntry, FileError> {
     let kv = parse_key_values(fdinfo);
-    let clockid = kv.get("clockid").and_then(|v| v.parse().ok()).ok_or("fdinfo has no clockid")?;
-    let ticks = kv.get("ticks").and_then(|v| v.parse().ok()).ok_or("fdinfo has no ticks")?;
+    let clockid = kv.get("clockid").and_then(|v| v.parse().ok()).ok_or_else(|| FileError::refused("fdinfo has no clockid"))?;
+    let ticks = kv.get("ticks").and_then(|v| v.parse().ok()).ok_or_else(|| FileError::refused("fdinfo has no ticks"))?;
     let settime_flags = kv.get("settime flags").and_then(|v| u32::from_str_radix(v, 8).ok()).unwrap_or(0);
-    let value = kv.get("it_value").and_then(|v| pair(v)).ok_or("fdinfo has no it_value")?;
-    let interval = kv.get("it_interval").and_then(|v| pair(v)).ok_or("fdinfo has no it_interval")?;
+    let value = kv.get("it_value").and_then(|v| pair(v)).ok_or_else(|| FileError::refused("fdinfo has no it_value"))?;
+    let interval = kv.get("it_interval").and_then(|v| pair(v)).ok_or_else(|| FileError::refused("fdinfo has no it_interval"))?;
     Ok(pb::TimerfdEntry {
         id,
         flags,
@@ -66,12 +67,12 @@ pub(crate) fn parse_timerfd(id: u32, flags: u32, fdinfo: &str) -> Result<pb::Tim
 }
 
 /// Parses the `tfd:` lines of an epoll's fdinfo: (fd number, events, data).
-pub(crate) fn parse_epoll_watches(id: u32, fdinfo: &str) -> Result<Vec<pb::EventpollTfdEntry>, String> {
+pub(crate) fn parse_epoll_watches(id: u32, fdinfo: &str) -> Result<Vec<pb::EventpollTfdEntry>, FileError> {
     let mut out = Vec::new();
     for line in fdinfo.lines().filter(|l| l.starts_with("tfd:")) {
         let words: Vec<&str> = line.split_whitespace().collect();
         let field = |key: &str| words.iter().position(|w| *w == key).and_then(|i| words.get(i + 1)).copied();
-        let bad = || format!("bad epoll fdinfo line {line:?}");
+        let bad = || FileError::refused(format!("bad epoll fdinfo line {line:?}"));
         let tfd = field("tfd:").and_then(|v| v.parse().ok()).ok_or_else(bad)?;
         let events = field("events:").and_then(|v| u32::from_str_radix(v, 16).ok()).ok_or_else(bad)?;
         let data = field("data:").and_then(|v| u64::from_str_radix(v, 16).ok()).ok_or_else(bad)?;
@@ -81,47 +82,47 @@ pub(crate) fn parse_epoll_watches(id: u32, fdinfo: &str) -> Result<Vec<pb::Event
 }
 
 /// Creates an eventfd with its counter, mode and status flags.
-pub(crate) fn create_eventfd(entry: &pb::EventfdFileEntry) -> Result<OwnedFd, String> {
+pub(crate) fn create_eventfd(entry: &pb::EventfdFileEntry) -> Result<OwnedFd, FileError> {
     let semaphore = if entry.flags & EVENTFD_SEMAPHORE != 0 { libc::EFD_SEMAPHORE } else { 0 };
-    let fd = kernel::create_eventfd(0, semaphore).map_err(|e| format!("eventfd {}: {e}", entry.id))?;
+    let fd = sys::file::create_eventfd(0, semaphore).map_err(file_io(format!("eventfd {}", entry.id)))?;
     if entry.counter > 0 {
-        kernel::write_all(fd.as_raw_fd(), &entry.counter.to_ne_bytes()).map_err(|e| format!("eventfd {}: set counter: {e}", entry.id))?;
+        sys::file::write_all(&fd, &entry.counter.to_ne_bytes()).map_err(file_io(format!("eventfd {}: set counter", entry.id)))?;
     }
     let flags = entry.flags as i32 & !(EVENTFD_SEMAPHORE as i32);
-    kernel::set_status_flags(fd.as_raw_fd(), flags).map_err(|e| format!("eventfd {}: flags: {e}", entry.id))?;
+    sys::file::set_status_flags(&fd, flags).map_err(file_io(format!("eventfd {}: flags", entry.id)))?;
     Ok(fd)
 }
 
 /// Creates a signalfd with its mask and status flags.
-pub(crate) fn create_signalfd(entry: &pb::SignalfdEntry) -> Result<OwnedFd, String> {
-    let fd = kernel::create_signalfd(entry.sigmask, 0).map_err(|e| format!("signalfd {}: {e}", entry.id))?;
-    kernel::set_status_flags(fd.as_raw_fd(), entry.flags as i32).map_err(|e| format!("signalfd {}: flags: {e}", entry.id))?;
+pub(crate) fn create_signalfd(entry: &pb::SignalfdEntry) -> Result<OwnedFd, FileError> {
+    let fd = sys::file::create_signalfd(entry.sigmask, 0).map_err(file_io(format!("signalfd {}", entry.id)))?;
+    sys::file::set_status_flags(&fd, entry.flags as i32).map_err(file_io(format!("signalfd {}: flags", entry.id)))?;
     Ok(fd)
 }
 
 /// Creates a timerfd armed with the time that was left, its interval and unread ticks.
-pub(crate) fn create_timerfd(entry: &pb::TimerfdEntry) -> Result<OwnedFd, String> {
-    let fd = kernel::create_timerfd(entry.clockid as i32, 0, (entry.vsec, entry.vnsec), (entry.isec, entry.insec))
-        .map_err(|e| format!("timerfd {}: {e}", entry.id))?;
+pub(crate) fn create_timerfd(entry: &pb::TimerfdEntry) -> Result<OwnedFd, FileError> {
+    let fd = sys::file::create_timerfd(entry.clockid as i32, 0, (entry.vsec, entry.vnsec), (entry.isec, entry.insec))
+        .map_err(file_io(format!("timerfd {}", entry.id)))?;
     if entry.ticks > 0 {
-        kernel::set_timerfd_ticks(fd.as_raw_fd(), entry.ticks).map_err(|e| format!("timerfd {}: set ticks: {e}", entry.id))?;
+        sys::file::set_timerfd_ticks(fd.as_raw_fd(), entry.ticks).map_err(file_io(format!("timerfd {}: set ticks", entry.id)))?;
     }
-    kernel::set_status_flags(fd.as_raw_fd(), entry.flags as i32).map_err(|e| format!("timerfd {}: flags: {e}", entry.id))?;
+    sys::file::set_status_flags(&fd, entry.flags as i32).map_err(file_io(format!("timerfd {}: flags", entry.id)))?;
     Ok(fd)
 }
 
 /// Creates an empty epoll instance; its watches are added by the owning process.
-pub(crate) fn create_epoll(entry: &pb::EventpollFileEntry) -> Result<OwnedFd, String> {
-    let fd = kernel::create_epoll().map_err(|e| format!("epoll {}: {e}", entry.id))?;
-    kernel::set_status_flags(fd.as_raw_fd(), entry.flags as i32).map_err(|e| format!("epoll {}: flags: {e}", entry.id))?;
+pub(crate) fn create_epoll(entry: &pb::EventpollFileEntry) -> Result<OwnedFd, FileError> {
+    let fd = sys::file::create_epoll().map_err(file_io(format!("epoll {}", entry.id)))?;
+    sys::file::set_status_flags(&fd, entry.flags as i32).map_err(file_io(format!("epoll {}: flags", entry.id)))?;
     Ok(fd)
 }
 
 /// Adds an epoll's watches from the process that holds it, with its fds installed.
-pub(crate) fn add_watches(epfd: i32, entry: &pb::EventpollFileEntry) -> Result<(), String> {
+pub(crate) fn add_watches(epfd: i32, entry: &pb::EventpollFileEntry) -> Result<(), FileError> {
     for watch in &entry.tfd {
-        kernel::epoll_add(epfd, watch.tfd as i32, watch.events, watch.data)
-            .map_err(|e| format!("epoll fd {epfd}: watch fd {}: {e}", watch.tfd))?;
+        sys::fd::epoll_add(epfd, watch.tfd as i32, watch.events, watch.data)
+            .map_err(file_io(format!("epoll fd {epfd}: watch fd {}", watch.tfd)))?;
     }
     Ok(())
 }

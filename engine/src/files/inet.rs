@@ -7,9 +7,11 @@
 use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, OwnedFd};
 
+use super::{file_io, file_within, FileError};
 use crust_images::pb;
 
-use super::kernel::{self, InetAddress};
+use crate::sys;
+use crate::sys::socket::InetAddress;
 
 const TCP_ESTABLISHED: u32 = 1;
 const TCP_CLOSE: u32 = 7;
@@ -64,10 +66,10 @@ pub(crate) fn dump_socket(
     listeners: &mut Option<BTreeMap<u32, (u32, u32)>>,
     tcp_established: bool,
     established: &mut Vec<(u32, Established)>,
-) -> Result<(pb::InetSkEntry, Vec<Vec<u8>>), String> {
-    let socket = kernel::borrow_fd(pid, fd).map_err(|e| format!("pidfd_getfd: {e}"))?;
+) -> Result<(pb::InetSkEntry, Vec<Vec<u8>>), FileError> {
+    let socket = sys::process::borrow_fd(pid, fd).map_err(file_io("pidfd_getfd"))?;
     let raw = socket.as_raw_fd();
-    let get = |level, name| kernel::socket_option(raw, level, name).map_err(|e| format!("getsockopt {name}: {e}"));
+    let get = |level, name| sys::socket::socket_option(raw, level, name).map_err(file_io(format!("getsockopt {name}")));
     let family = get(libc::SOL_SOCKET, libc::SO_DOMAIN)?;
     let kind = get(libc::SOL_SOCKET, libc::SO_TYPE)?;
     let protocol = get(libc::SOL_SOCKET, libc::SO_PROTOCOL)?;
@@ -75,26 +77,26 @@ pub(crate) fn dump_socket(
     let what = match (family, kind) {
         (libc::AF_INET | libc::AF_INET6, libc::SOCK_STREAM) if protocol == libc::IPPROTO_TCP => "tcp",
         (libc::AF_INET | libc::AF_INET6, libc::SOCK_DGRAM) if protocol == libc::IPPROTO_UDP => "udp",
-        _ => return Err(format!("inet socket of type {kind} protocol {protocol}")),
+        _ => return Err(FileError::refused(format!("inet socket of type {kind} protocol {protocol}"))),
     };
-    let local = kernel::inet_name(raw, false).map_err(|e| format!("getsockname: {e}"))?.unwrap_or_default();
-    let peer = kernel::inet_name(raw, true).map_err(|e| format!("getpeername: {e}"))?;
+    let local = sys::socket::inet_name(raw, false).map_err(file_io("getsockname"))?.unwrap_or_default();
+    let peer = sys::socket::inet_name(raw, true).map_err(file_io("getpeername"))?;
     let mut queue = Vec::new();
     let (state, backlog) = if what == "tcp" {
         if let Some(peer) = &peer {
             if !tcp_established {
-                return Err("established TCP connection (dump with --tcp-established)".into());
+                return Err(FileError::refused("established TCP connection (dump with --tcp-established)"));
             }
             let mut info = [0u8; 8];
-            kernel::socket_option_bytes(raw, libc::IPPROTO_TCP, libc::TCP_INFO, &mut info).map_err(|e| format!("TCP_INFO: {e}"))?;
+            sys::socket::socket_option_bytes(raw, libc::IPPROTO_TCP, libc::TCP_INFO, &mut info).map_err(file_io("TCP_INFO"))?;
             if info[0] as u32 != TCP_ESTABLISHED {
-                return Err(format!("TCP connection in state {} (only established ones are dumped)", info[0]));
+                return Err(FileError::refused(format!("TCP connection in state {} (only established ones are dumped)", info[0])));
             }
-            super::tcp::lock(ino, &local, peer).map_err(|e| format!("lock the connection: {e}"))?;
-            let socket = socket.try_clone().map_err(|e| format!("dup socket: {e}"))?;
+            super::tcp::lock(ino, &local, peer).map_err(file_within("lock the connection"))?;
+            let socket = socket.try_clone().map_err(file_io("dup socket"))?;
             if let Err(e) = super::tcp::set_repair(&socket, true) {
                 let _ = super::tcp::unlock(ino, family);
-                return Err(format!("TCP_REPAIR: {e}"));
+                return Err(FileError::refused(format!("TCP_REPAIR: {e}")));
             }
             // From here the dump's guard takes repair mode off and the lock away again
             // if the dump fails.
@@ -113,14 +115,14 @@ pub(crate) fn dump_socket(
             if listeners.is_none() {
                 let mut all = BTreeMap::new();
                 for family in [libc::AF_INET, libc::AF_INET6] {
-                    let bytes = kernel::tcp_listener_diag_dump(family).map_err(|e| format!("inet_diag: {e}"))?;
+                    let bytes = sys::netlink::tcp_listener_diag_dump(family).map_err(file_io("inet_diag"))?;
                     all.extend(parse_listeners(&bytes));
                 }
                 *listeners = Some(all);
             }
             let (waiting, backlog) = listeners.as_ref().and_then(|l| l.get(&ino)).copied().unwrap_or((0, 128));
             if waiting > 0 {
-                return Err(format!("TCP listener with {waiting} connections waiting for accept"));
+                return Err(FileError::refused(format!("TCP listener with {waiting} connections waiting for accept")));
             }
             (TCP_LISTEN, backlog)
         } else {
@@ -164,34 +166,34 @@ pub(crate) fn create_socket(
     entry: &pb::InetSkEntry,
     queue: &[Vec<u8>],
     stream: Option<&(pb::TcpStreamEntry, Vec<u8>, Vec<u8>)>,
-) -> Result<OwnedFd, String> {
+) -> Result<OwnedFd, FileError> {
     let what = format!("inet socket {} (ino {})", entry.id, entry.ino);
     let family = entry.family as i32;
-    let fd = kernel::create_socket(family, entry.r#type as i32).map_err(|e| format!("{what}: socket: {e}"))?;
+    let fd = sys::socket::create_socket(family, entry.r#type as i32).map_err(file_io(format!("{what}: socket")))?;
     let raw = fd.as_raw_fd();
-    let set = |level, name, value: bool| kernel::set_socket_option(raw, level, name, value as i32);
+    let set = |level, name, value: bool| sys::socket::set_socket_option(raw, level, name, value as i32);
     if let Some(v6only) = entry.v6only {
-        set(libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, v6only).map_err(|e| format!("{what}: IPV6_V6ONLY: {e}"))?;
+        set(libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, v6only).map_err(file_io(format!("{what}: IPV6_V6ONLY")))?;
     }
-    set(libc::SOL_SOCKET, libc::SO_REUSEADDR, entry.opts.reuseaddr.unwrap_or(false)).map_err(|e| format!("{what}: SO_REUSEADDR: {e}"))?;
-    set(libc::SOL_SOCKET, libc::SO_REUSEPORT, entry.opts.so_reuseport.unwrap_or(false)).map_err(|e| format!("{what}: SO_REUSEPORT: {e}"))?;
+    set(libc::SOL_SOCKET, libc::SO_REUSEADDR, entry.opts.reuseaddr.unwrap_or(false)).map_err(file_io(format!("{what}: SO_REUSEADDR")))?;
+    set(libc::SOL_SOCKET, libc::SO_REUSEPORT, entry.opts.so_reuseport.unwrap_or(false)).map_err(file_io(format!("{what}: SO_REUSEPORT")))?;
     let local = address(entry.family, &entry.src_addr, entry.src_port);
     let bound = entry.src_port != 0;
     let repaired = entry.proto == libc::IPPROTO_TCP as u32 && entry.state == TCP_ESTABLISHED;
     if bound && !repaired {
-        kernel::inet_bind_or_connect(raw, &local, false)
-            .map_err(|e| format!("{what}: bind {:?} port {}: {e}", local.addr, local.port))?;
+        sys::socket::inet_bind_or_connect(raw, &local, false)
+            .map_err(file_io(format!("{what}: bind {:?} port {}", local.addr, local.port)))?;
     }
     if entry.state == TCP_LISTEN {
-        kernel::listen(raw, entry.backlog).map_err(|e| format!("{what}: listen: {e}"))?;
+        sys::socket::listen(raw, entry.backlog).map_err(file_io(format!("{what}: listen")))?;
     }
     if entry.proto == libc::IPPROTO_TCP as u32 && entry.state == TCP_ESTABLISHED {
-        let stream = stream.ok_or(format!("{what}: established TCP connection without its tcp-stream image"))?;
+        let stream = stream.ok_or_else(|| FileError::refused(format!("{what}: established TCP connection without its tcp-stream image")))?;
         let peer = address(entry.family, &entry.dst_addr, entry.dst_port);
-        super::tcp::restore_stream(&fd, &local, &peer, &stream.0, &stream.1, &stream.2).map_err(|e| format!("{what}: {e}"))?;
+        super::tcp::restore_stream(&fd, &local, &peer, &stream.0, &stream.1, &stream.2).map_err(file_within(what.clone()))?;
     } else if entry.state == TCP_ESTABLISHED && entry.dst_port != 0 {
         let peer = address(entry.family, &entry.dst_addr, entry.dst_port);
-        kernel::inet_bind_or_connect(raw, &peer, true).map_err(|e| format!("{what}: connect port {}: {e}", peer.port))?;
+        sys::socket::inet_bind_or_connect(raw, &peer, true).map_err(file_io(format!("{what}: connect port {}", peer.port)))?;
     }
     if !queue.is_empty() && bound {
         let mut target = local.clone();
@@ -199,12 +201,12 @@ pub(crate) fn create_socket(
             // Bound to any address: send over loopback.
             target.addr = if family == libc::AF_INET { vec![127, 0, 0, 1] } else { [0u8; 15].iter().copied().chain([1]).collect() };
         }
-        let sender = kernel::create_socket(family, libc::SOCK_DGRAM).map_err(|e| format!("{what}: socket: {e}"))?;
+        let sender = sys::socket::create_socket(family, libc::SOCK_DGRAM).map_err(file_io(format!("{what}: socket")))?;
         for datagram in queue {
-            kernel::send_to(sender.as_raw_fd(), datagram, &target).map_err(|e| format!("{what}: requeue datagram: {e}"))?;
+            sys::socket::send_to(sender.as_raw_fd(), datagram, &target).map_err(file_io(format!("{what}: requeue datagram")))?;
         }
     }
-    kernel::set_status_flags(raw, entry.flags as i32).map_err(|e| format!("{what}: flags: {e}"))?;
+    sys::file::set_status_flags(&fd, entry.flags as i32).map_err(file_io(format!("{what}: flags")))?;
     Ok(fd)
 }
 

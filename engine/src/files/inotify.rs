@@ -4,9 +4,10 @@
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
+use crate::sys;
+use super::{file_io, FileError};
 use crust_images::pb;
 
-use super::kernel;
 
 /// One `inotify wd:...` line. Pure.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -21,16 +22,16 @@ pub(crate) struct WatchLine {
 }
 
 /// Parses the watch lines of an inotify fdinfo.
-pub(crate) fn parse_watches(fdinfo: &str) -> Result<Vec<WatchLine>, String> {
+pub(crate) fn parse_watches(fdinfo: &str) -> Result<Vec<WatchLine>, FileError> {
     let mut out = Vec::new();
     for line in fdinfo.lines().filter_map(|l| l.strip_prefix("inotify ")) {
         let field = |key: &str| line.split_whitespace().find_map(|w| w.strip_prefix(key));
-        let hex = |key: &str| field(key).and_then(|v| u64::from_str_radix(v, 16).ok()).ok_or(format!("inotify line {line:?}: no {key}"));
-        let handle_text = field("f_handle:").ok_or(format!("inotify line {line:?}: no f_handle"))?;
+        let hex = |key: &str| field(key).and_then(|v| u64::from_str_radix(v, 16).ok()).ok_or_else(|| FileError::refused(format!("inotify line {line:?}: no {key}")));
+        let handle_text = field("f_handle:").ok_or_else(|| FileError::refused(format!("inotify line {line:?}: no f_handle")))?;
         let handle = (0..handle_text.len() / 2)
             .map(|i| u8::from_str_radix(&handle_text[2 * i..2 * i + 2], 16))
             .collect::<Result<Vec<u8>, _>>()
-            .map_err(|_| format!("inotify line {line:?}: bad f_handle"))?;
+            .map_err(|_| FileError::refused(format!("inotify line {line:?}: bad f_handle")))?;
         out.push(WatchLine {
             wd: hex("wd:")? as u32,
             ino: hex("ino:")?,
@@ -46,10 +47,10 @@ pub(crate) fn parse_watches(fdinfo: &str) -> Result<Vec<WatchLine>, String> {
 
 /// The path of a watched file: its handle opened on the mount of its device (from
 /// /proc/PID/mountinfo), read back through /proc/self/fd.
-pub(crate) fn watched_path(pid: i32, watch: &WatchLine) -> Result<String, String> {
+pub(crate) fn watched_path(pid: i32, watch: &WatchLine) -> Result<String, FileError> {
     // The kernel's dev_t: 12 bits of major above 20 bits of minor.
     let (major, minor) = (watch.sdev >> 20, watch.sdev & 0xf_ffff);
-    let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).map_err(|e| format!("read mountinfo: {e}"))?;
+    let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).map_err(file_io("read mountinfo"))?;
     let wanted = format!("{major}:{minor}");
     let mut last_error = format!("no mount of device {wanted}");
     for line in mountinfo.lines() {
@@ -59,31 +60,31 @@ pub(crate) fn watched_path(pid: i32, watch: &WatchLine) -> Result<String, String
         }
         let Some(mount_point) = words.get(4) else { continue };
         let mount_path = format!("/proc/{pid}/root{mount_point}");
-        let mount = match kernel::open_path(&mount_path, libc::O_RDONLY | libc::O_DIRECTORY) {
+        let mount = match sys::file::open_path(&mount_path, libc::O_RDONLY | libc::O_DIRECTORY) {
             Ok(fd) => fd,
             Err(e) => {
                 last_error = format!("open mount {mount_point}: {e}");
                 continue;
             }
         };
-        match kernel::open_by_handle(mount.as_raw_fd(), watch.handle_type, &watch.handle) {
+        match sys::file::open_by_handle(mount.as_raw_fd(), watch.handle_type, &watch.handle) {
             Ok(file) => {
-                let link = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).map_err(|e| format!("readlink: {e}"))?;
+                let link = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).map_err(file_io("readlink"))?;
                 return Ok(link.to_string_lossy().into_owned());
             }
             Err(e) => last_error = format!("open_by_handle_at on {mount_point}: {e}"),
         }
     }
-    Err(format!("watch {}: {last_error}", watch.wd))
+    Err(FileError::refused(format!("watch {}: {last_error}", watch.wd)))
 }
 
 /// An inotify entry from its fdinfo; `Err` names what failed.
-pub(crate) fn dump_inotify(pid: i32, id: u32, flags: u32, fdinfo: &str) -> Result<pb::InotifyFileEntry, String> {
+pub(crate) fn dump_inotify(pid: i32, id: u32, flags: u32, fdinfo: &str) -> Result<pb::InotifyFileEntry, FileError> {
     let mut wds = Vec::new();
     for watch in parse_watches(fdinfo)? {
         let path = watched_path(pid, &watch)?;
         if path.ends_with(" (deleted)") {
-            return Err(format!("watch {} of a deleted file {path}", watch.wd));
+            return Err(FileError::refused(format!("watch {} of a deleted file {path}", watch.wd)));
         }
         wds.push(pb::InotifyWdEntry {
             id,
@@ -110,26 +111,26 @@ pub(crate) fn dump_inotify(pid: i32, id: u32, flags: u32, fdinfo: &str) -> Resul
 
 /// Creates an inotify instance with every watch at its old watch descriptor (watch
 /// descriptors count up, so a gap is crossed by adding and removing the watch again).
-pub(crate) fn create_inotify(entry: &pb::InotifyFileEntry) -> Result<OwnedFd, String> {
-    let fd = kernel::create_inotify(0).map_err(|e| format!("inotify {}: {e}", entry.id))?;
+pub(crate) fn create_inotify(entry: &pb::InotifyFileEntry) -> Result<OwnedFd, FileError> {
+    let fd = sys::file::create_inotify(0).map_err(file_io(format!("inotify {}", entry.id)))?;
     let mut wds: Vec<&pb::InotifyWdEntry> = entry.wd.iter().collect();
     wds.sort_by_key(|w| w.wd);
     for watch in wds {
-        let path = watch.f_handle.path.as_deref().ok_or(format!("inotify {}: watch {} has no path", entry.id, watch.wd))?;
+        let path = watch.f_handle.path.as_deref().ok_or_else(|| FileError::refused(format!("inotify {}: watch {} has no path", entry.id, watch.wd)))?;
         // IN_MASK_ADD etc. are not part of the stored mask; only event bits and flags.
         let mask = watch.mask & !(libc::IN_MASK_ADD);
         loop {
-            let wd = kernel::inotify_add(fd.as_raw_fd(), path, mask).map_err(|e| format!("inotify {}: watch {path}: {e}", entry.id))?;
+            let wd = sys::file::inotify_add(fd.as_raw_fd(), path, mask).map_err(file_io(format!("inotify {}: watch {path}", entry.id)))?;
             if wd as u32 == watch.wd {
                 break;
             }
             if wd as u32 > watch.wd {
-                return Err(format!("inotify {}: watch {path} got wd {wd}, wanted {}", entry.id, watch.wd));
+                return Err(FileError::refused(format!("inotify {}: watch {path} got wd {wd}, wanted {}", entry.id, watch.wd)));
             }
-            kernel::inotify_remove(fd.as_raw_fd(), wd).map_err(|e| format!("inotify {}: remove wd {wd}: {e}", entry.id))?;
+            sys::file::inotify_remove(fd.as_raw_fd(), wd).map_err(file_io(format!("inotify {}: remove wd {wd}", entry.id)))?;
         }
     }
-    kernel::set_status_flags(fd.as_raw_fd(), entry.flags as i32).map_err(|e| format!("inotify {}: flags: {e}", entry.id))?;
+    sys::file::set_status_flags(&fd, entry.flags as i32).map_err(file_io(format!("inotify {}: flags", entry.id)))?;
     Ok(fd)
 }
 

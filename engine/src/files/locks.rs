@@ -3,9 +3,10 @@
 //! POSIX locks its process owns on the file) into filelocks.img entries, and taken again
 //! by the owning process once its fds are installed.
 
+use crate::sys;
+use super::{file_io, FileError};
 use crust_images::pb;
 
-use super::kernel;
 
 /// CRIU's lock kinds (`file_lock_entry.flag`), the kernel's FL_* values.
 pub(crate) const FL_POSIX: u32 = 1;
@@ -23,7 +24,7 @@ pub(crate) struct LockLine {
 }
 
 /// Parses the `lock:` lines of an fdinfo text. Pure. `Err` names an unsupported lock.
-pub(crate) fn parse_lock_lines(fdinfo: &str) -> Result<Vec<LockLine>, String> {
+pub(crate) fn parse_lock_lines(fdinfo: &str) -> Result<Vec<LockLine>, FileError> {
     let mut out = Vec::new();
     for line in fdinfo.lines().filter_map(|l| l.strip_prefix("lock:")) {
         // "1: POSIX  ADVISORY  WRITE 4567 00:2a:1234 0 EOF"; a blocked waiter starts "-> ".
@@ -31,20 +32,20 @@ pub(crate) fn parse_lock_lines(fdinfo: &str) -> Result<Vec<LockLine>, String> {
         if words.get(1) == Some(&"->") {
             continue;
         }
-        let bad = || format!("lock line {line:?}");
+        let bad = || FileError::refused(format!("lock line {line:?}"));
         let flag = match *words.get(1).ok_or_else(bad)? {
             "POSIX" => FL_POSIX,
             "FLOCK" => FL_FLOCK,
             "OFDLCK" => FL_OFDLCK,
-            other => return Err(format!("{other} lock")),
+            other => return Err(FileError::refused(format!("{other} lock"))),
         };
         if words.get(2) != Some(&"ADVISORY") {
-            return Err(format!("{} lock", words.get(2).unwrap_or(&"?")));
+            return Err(FileError::refused(format!("{} lock", words.get(2).unwrap_or(&"?"))));
         }
         let write = match *words.get(3).ok_or_else(bad)? {
             "WRITE" => true,
             "READ" => false,
-            other => return Err(format!("{other} lock")),
+            other => return Err(FileError::refused(format!("{other} lock"))),
         };
         let pid = words.get(4).and_then(|w| w.parse().ok()).ok_or_else(bad)?;
         let start: i64 = words.get(6).and_then(|w| w.parse().ok()).ok_or_else(bad)?;
@@ -58,18 +59,18 @@ pub(crate) fn parse_lock_lines(fdinfo: &str) -> Result<Vec<LockLine>, String> {
 }
 
 /// Takes one lock again on `fd` of this process.
-pub(crate) fn take_lock(lock: &pb::FileLockEntry) -> Result<(), String> {
+pub(crate) fn take_lock(lock: &pb::FileLockEntry) -> Result<(), FileError> {
     let fd = lock.fd;
     let write = lock.r#type == libc::F_WRLCK as u32;
     match lock.flag {
-        FL_FLOCK => kernel::flock(fd, if write { libc::LOCK_EX } else { libc::LOCK_SH }),
+        FL_FLOCK => sys::fd::flock(fd, if write { libc::LOCK_EX } else { libc::LOCK_SH }),
         FL_POSIX | FL_OFDLCK => {
             let command = if lock.flag == FL_POSIX { libc::F_SETLK } else { libc::F_OFD_SETLK };
-            kernel::fcntl_lock(fd, command, if write { libc::F_WRLCK } else { libc::F_RDLCK }, lock.start, lock.len)
+            sys::fd::fcntl_lock(fd, command, if write { libc::F_WRLCK } else { libc::F_RDLCK }, lock.start, lock.len)
         }
-        other => return Err(format!("fd {fd}: lock kind {other} is not supported")),
+        other => return Err(FileError::refused(format!("fd {fd}: lock kind {other} is not supported"))),
     }
-    .map_err(|e| format!("fd {fd}: take lock {}..+{}: {e}", lock.start, lock.len))
+    .map_err(file_io(format!("fd {fd}: take lock {}..+{}", lock.start, lock.len)))
 }
 
 #[cfg(test)]

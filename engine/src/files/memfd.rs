@@ -10,9 +10,9 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
+use super::{file_io, FileError};
 use crust_images::{pb, ImageKind, ImageReader, ImageWriter};
 
-use super::kernel;
 use crate::sys;
 
 /// CRIU's pagemap entry flag: the pages are in this image's pages file.
@@ -31,17 +31,17 @@ pub(crate) struct MemfdInodes {
 impl MemfdInodes {
     /// The inode id of the memfd behind `source` (a /proc/PID/fd or map_files link of the
     /// target); `link` is its name as /proc shows it (`/memfd:NAME (deleted)`).
-    pub(crate) fn add(&mut self, source: &Path, link: &str) -> Result<u32, String> {
-        let file = File::open(source).map_err(|e| format!("open {}: {e}", source.display()))?;
-        let meta = file.metadata().map_err(|e| format!("stat {}: {e}", source.display()))?;
+    pub(crate) fn add(&mut self, source: &Path, link: &str) -> Result<u32, FileError> {
+        let file = File::open(source).map_err(file_io(format!("open {}", source.display())))?;
+        let meta = file.metadata().map_err(file_io(format!("stat {}", source.display())))?;
         if let Some(&id) = self.by_ino.get(&meta.ino()) {
             return Ok(id);
         }
         if meta.blksize() > sys::page_size() {
-            return Err("hugetlb memfd".into());
+            return Err(FileError::refused("hugetlb memfd"));
         }
         // Without MFD_ALLOW_SEALING the kernel reports F_SEAL_SEAL: recreated the same.
-        let seals = kernel::seals(file.as_raw_fd()).map_err(|e| format!("F_GET_SEALS: {e}"))?;
+        let seals = sys::file::seals(&file).map_err(file_io("F_GET_SEALS"))?;
         let name = link.strip_prefix("/memfd:").map(|n| n.strip_suffix(" (deleted)").unwrap_or(n)).unwrap_or(link);
         let id = self.entries.len() as u32 + 1;
         self.entries.push((
@@ -64,18 +64,17 @@ impl MemfdInodes {
 
     /// Writes memfd.img and each inode's data: pages-N.img from `first_pages_id` on.
     /// Holes are skipped (SEEK_DATA), so sparse memfds stay sparse.
-    pub(crate) fn write(&self, dir: &Path, first_pages_id: u32) -> Result<(), String> {
+    pub(crate) fn write(&self, dir: &Path, first_pages_id: u32) -> Result<(), FileError> {
         if self.entries.is_empty() {
             return Ok(());
         }
-        let err = |what: String| move |e: crust_images::ImageError| format!("{what}: {e}");
-        let mut w = ImageWriter::create(dir, ImageKind::MemfdInode, 0).map_err(err("memfd.img".into()))?;
+        let mut w = ImageWriter::create(dir, ImageKind::MemfdInode, 0)?;
         for (entry, _) in &self.entries {
-            w.write_entry(entry).map_err(err("memfd.img".into()))?;
+            w.write_entry(entry)?;
         }
-        w.finish().map_err(err("memfd.img".into()))?;
+        w.finish()?;
         for (index, (entry, source)) in self.entries.iter().enumerate() {
-            let file = File::open(source).map_err(|e| format!("open {}: {e}", source.display()))?;
+            let file = File::open(source).map_err(file_io(format!("open {}", source.display())))?;
             let what = format!("memfd {}", entry.name);
             write_shmem_pages(&file, entry.size, dir, entry.shmid as u64, first_pages_id + index as u32, &what)?;
         }
@@ -86,23 +85,21 @@ impl MemfdInodes {
 /// Writes the data of a shmem file (a memfd, a System V segment) of `size` bytes as
 /// pagemap-shmem-`shmid`.img and pages-`pages_id`.img, as CRIU lays them out. Holes are
 /// skipped (SEEK_DATA), so sparse files stay sparse.
-pub(crate) fn write_shmem_pages(file: &File, size: u64, dir: &Path, shmid: u64, pages_id: u32, what: &str) -> Result<(), String> {
-    let err = |what: String| move |e: crust_images::ImageError| format!("{what}: {e}");
+pub(crate) fn write_shmem_pages(file: &File, size: u64, dir: &Path, shmid: u64, pages_id: u32, what: &str) -> Result<(), FileError> {
     let page = sys::page_size();
-    let pagemap_name = ImageKind::PagemapShmem.file_name(shmid);
-    let mut pagemap = ImageWriter::create(dir, ImageKind::PagemapShmem, shmid).map_err(err(pagemap_name.clone()))?;
-    pagemap.write_entry(&pb::PagemapHead { pages_id }).map_err(err(pagemap_name.clone()))?;
+    let mut pagemap = ImageWriter::create(dir, ImageKind::PagemapShmem, shmid)?;
+    pagemap.write_entry(&pb::PagemapHead { pages_id })?;
     let pages_path = dir.join(ImageKind::Pages.file_name(pages_id as u64));
-    let pages = File::create(&pages_path).map_err(|e| format!("create {}: {e}", pages_path.display()))?;
+    let pages = File::create(&pages_path).map_err(file_io(format!("create {}", pages_path.display())))?;
     let end = size.div_ceil(page) * page;
     let (mut at, mut written) = (0u64, 0u64);
     let mut buf = Vec::new();
     while at < end {
-        let Some(data) = kernel::seek_data_or_hole(file.as_raw_fd(), at, true).map_err(|e| format!("SEEK_DATA in {what}: {e}"))? else {
+        let Some(data) = sys::file::seek_data_or_hole(file, at, true).map_err(file_io(format!("SEEK_DATA in {what}")))? else {
             break;
         };
-        let hole = kernel::seek_data_or_hole(file.as_raw_fd(), data, false)
-            .map_err(|e| format!("SEEK_HOLE in {what}: {e}"))?
+        let hole = sys::file::seek_data_or_hole(file, data, false)
+            .map_err(file_io(format!("SEEK_HOLE in {what}")))?
             .unwrap_or(size);
         let (start, stop) = (data / page * page, (hole.div_ceil(page) * page).min(end));
         if stop <= start {
@@ -119,46 +116,46 @@ pub(crate) fn write_shmem_pages(file: &File, size: u64, dir: &Path, shmid: u64, 
                 match file.read_at(&mut buf[got..], offset + got as u64) {
                     Ok(0) => break,
                     Ok(n) => got += n,
-                    Err(e) => return Err(format!("read {what} at {}: {e}", offset + got as u64)),
+                    Err(source) => return Err(FileError::Io { what: format!("read {what} at {}", offset + got as u64), source }),
                 }
             }
-            pages.write_all_at(&buf, written).map_err(|e| format!("write {}: {e}", pages_path.display()))?;
+            pages.write_all_at(&buf, written).map_err(file_io(format!("write {}", pages_path.display())))?;
             written += len as u64;
             offset += len as u64;
         }
-        pagemap.write_entry(&pb::PagemapEntry::run(start, (stop - start) / page, PE_PRESENT)).map_err(err(pagemap_name.clone()))?;
+        pagemap.write_entry(&pb::PagemapEntry::run(start, (stop - start) / page, PE_PRESENT))?;
         at = stop;
     }
-    pagemap.finish().map_err(err(pagemap_name))
+    Ok(pagemap.finish()?)
 }
 
 /// Fills a shmem file of `size` bytes from pagemap-shmem-`shmid`.img and its pages image
 /// (what `write_shmem_pages` wrote); `what` names the object in errors.
-pub(crate) fn fill_shmem_pages(file: &File, size: u64, dir: &Path, shmid: u64, what: &str) -> Result<(), String> {
+pub(crate) fn fill_shmem_pages(file: &File, size: u64, dir: &Path, shmid: u64, what: &str) -> Result<(), FileError> {
     let page = sys::page_size();
     let pagemap_path = dir.join(ImageKind::PagemapShmem.file_name(shmid));
     let name = pagemap_path.display().to_string();
-    let mut reader = ImageReader::open(&pagemap_path).map_err(|e| format!("{name}: {e}"))?;
-    let head: pb::PagemapHead = reader.next_entry().map_err(|e| format!("{name}: {e}"))?.ok_or(format!("{name}: no pagemap head"))?;
+    let mut reader = ImageReader::open(&pagemap_path)?;
+    let head: pb::PagemapHead = reader.next_entry()?.ok_or_else(|| FileError::refused(format!("{name}: no pagemap head")))?;
     let pages_path = dir.join(ImageKind::Pages.file_name(head.pages_id as u64));
-    let pages = File::open(&pages_path).map_err(|e| format!("open {}: {e}", pages_path.display()))?;
+    let pages = File::open(&pages_path).map_err(file_io(format!("open {}", pages_path.display())))?;
     let end = size.div_ceil(page) * page;
     let mut from = 0u64;
     let mut buf = Vec::new();
-    while let Some(run) = reader.next_entry::<pb::PagemapEntry>().map_err(|e| format!("{name}: {e}"))? {
+    while let Some(run) = reader.next_entry::<pb::PagemapEntry>()? {
         let count = run.nr_pages.unwrap_or(run.compat_nr_pages as u64);
         let bytes = count.checked_mul(page).filter(|&b| run.vaddr % page == 0 && run.vaddr.checked_add(b).is_some_and(|e| e <= end));
         let Some(bytes) = bytes else {
-            return Err(format!("{name}: pages at offset {:#x} ({count} pages) outside {what} of {size} bytes (pagemap_entry.vaddr)", run.vaddr));
+            return Err(FileError::refused(format!("{name}: pages at offset {:#x} ({count} pages) outside {what} of {size} bytes (pagemap_entry.vaddr)", run.vaddr)));
         };
         let mut done = 0;
         while done < bytes {
             let len = CHUNK.min(bytes - done) as usize;
             buf.resize(len, 0);
-            pages.read_exact_at(&mut buf, from).map_err(|e| format!("read {} at {from}: {e}", pages_path.display()))?;
+            pages.read_exact_at(&mut buf, from).map_err(file_io(format!("read {} at {from}", pages_path.display())))?;
             // The last page reaches past the size: write only up to it.
             let keep = len.min(size.saturating_sub(run.vaddr + done) as usize);
-            file.write_all_at(&buf[..keep], run.vaddr + done).map_err(|e| format!("fill {what}: {e}"))?;
+            file.write_all_at(&buf[..keep], run.vaddr + done).map_err(file_io(format!("fill {what}")))?;
             from += len as u64;
             done += len as u64;
         }
@@ -167,13 +164,13 @@ pub(crate) fn fill_shmem_pages(file: &File, size: u64, dir: &Path, shmid: u64, w
 }
 
 /// Creates every inode of memfd.img with its data, owner, mode and seals: inode id → fd.
-pub(crate) fn create_inodes(dir: &Path) -> Result<BTreeMap<u32, OwnedFd>, String> {
+pub(crate) fn create_inodes(dir: &Path) -> Result<BTreeMap<u32, OwnedFd>, FileError> {
     let path = dir.join(ImageKind::MemfdInode.file_name(0));
     let mut made = BTreeMap::new();
     if !path.exists() {
         return Ok(made);
     }
-    let entries = crust_images::read_entries::<pb::MemfdInodeEntry>(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let entries = crust_images::read_entries::<pb::MemfdInodeEntry>(&path)?;
     for entry in entries {
         let fd = create_inode(dir, &entry)?;
         made.insert(entry.inode_id as u32, fd);
@@ -181,29 +178,29 @@ pub(crate) fn create_inodes(dir: &Path) -> Result<BTreeMap<u32, OwnedFd>, String
     Ok(made)
 }
 
-fn create_inode(dir: &Path, entry: &pb::MemfdInodeEntry) -> Result<OwnedFd, String> {
-    let fd = kernel::create_memfd(&entry.name, libc::MFD_ALLOW_SEALING | libc::MFD_CLOEXEC)
-        .map_err(|e| format!("memfd_create {}: {e}", entry.name))?;
+fn create_inode(dir: &Path, entry: &pb::MemfdInodeEntry) -> Result<OwnedFd, FileError> {
+    let fd = sys::file::create_memfd(&entry.name, libc::MFD_ALLOW_SEALING | libc::MFD_CLOEXEC)
+        .map_err(file_io(format!("memfd_create {}", entry.name)))?;
     let file = File::from(fd);
-    file.set_len(entry.size).map_err(|e| format!("memfd {}: set size {}: {e}", entry.name, entry.size))?;
+    file.set_len(entry.size).map_err(file_io(format!("memfd {}: set size {}", entry.name, entry.size)))?;
     fill_shmem_pages(&file, entry.size, dir, entry.shmid as u64, &format!("memfd {}", entry.name))?;
     let fd = OwnedFd::from(file);
-    kernel::set_owner_and_mode(fd.as_raw_fd(), entry.uid, entry.gid, entry.mode.unwrap_or(0o777))
-        .map_err(|e| format!("memfd {}: owner and mode: {e}", entry.name))?;
+    sys::file::set_owner_and_mode(&fd, entry.uid, entry.gid, entry.mode.unwrap_or(0o777))
+        .map_err(file_io(format!("memfd {}: owner and mode", entry.name)))?;
     if entry.seals != 0 {
-        kernel::add_seals(fd.as_raw_fd(), entry.seals).map_err(|e| format!("memfd {}: add seals {:#x}: {e}", entry.name, entry.seals))?;
+        sys::file::add_seals(&fd, entry.seals).map_err(file_io(format!("memfd {}: add seals {:#x}", entry.name, entry.seals)))?;
     }
     Ok(fd)
 }
 
 /// One open description of a memfd inode: opened again through /proc/self/fd with the
 /// dumped flags, at the dumped offset.
-pub(crate) fn open_description(inodes: &BTreeMap<u32, OwnedFd>, entry: &pb::MemfdFileEntry) -> Result<OwnedFd, String> {
-    let inode = inodes.get(&entry.inode_id).ok_or(format!("memfd file {} names inode {}, not in memfd.img (memfd_file_entry.inode_id)", entry.id, entry.inode_id))?;
+pub(crate) fn open_description(inodes: &BTreeMap<u32, OwnedFd>, entry: &pb::MemfdFileEntry) -> Result<OwnedFd, FileError> {
+    let inode = inodes.get(&entry.inode_id).ok_or_else(|| FileError::refused(format!("memfd file {} names inode {}, not in memfd.img (memfd_file_entry.inode_id)", entry.id, entry.inode_id)))?;
     let flags = entry.flags as i32 & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_CLOEXEC);
-    let fd = kernel::reopen(inode.as_raw_fd(), flags).map_err(|e| format!("open memfd file {}: {e}", entry.id))?;
+    let fd = sys::file::reopen(inode, flags).map_err(file_io(format!("open memfd file {}", entry.id)))?;
     if entry.pos != 0 {
-        sys::seek_to(fd.as_raw_fd(), entry.pos).map_err(|e| format!("seek memfd file {} to {}: {e}", entry.id, entry.pos))?;
+        sys::seek_to(fd.as_raw_fd(), entry.pos).map_err(file_io(format!("seek memfd file {} to {}", entry.id, entry.pos)))?;
     }
     Ok(fd)
 }

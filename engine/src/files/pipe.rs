@@ -6,9 +6,10 @@
 use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, OwnedFd};
 
+use crate::sys;
+use super::{file_io, FileError};
 use crust_images::pb;
 
-use super::kernel;
 
 /// What a pipe (or FIFO) holds: capacity and unread bytes.
 pub(crate) struct PipeContents {
@@ -20,21 +21,21 @@ pub(crate) struct PipeContents {
 /// without consuming it: a new read description is opened through /proc and its
 /// buffers are `tee`d into a pipe of ours.
 pub(crate) fn read_contents(pid: i32, fd: u32) -> std::io::Result<PipeContents> {
-    let source = kernel::open_path(&format!("/proc/{pid}/fd/{fd}"), libc::O_RDONLY | libc::O_NONBLOCK)?;
-    let size = kernel::pipe_size(source.as_raw_fd())?;
-    let queued = kernel::bytes_queued(source.as_raw_fd())? as usize;
+    let source = sys::file::open_path(&format!("/proc/{pid}/fd/{fd}"), libc::O_RDONLY | libc::O_NONBLOCK)?;
+    let size = sys::file::pipe_size(&source)?;
+    let queued = sys::file::bytes_queued(source.as_raw_fd())? as usize;
     let mut data = Vec::new();
     if queued > 0 {
-        let (read_end, write_end) = kernel::create_pipe()?;
-        kernel::set_pipe_size(write_end.as_raw_fd(), size)?;
-        let copied = kernel::copy_pipe(source.as_raw_fd(), write_end.as_raw_fd(), queued)?;
+        let (read_end, write_end) = sys::file::create_pipe()?;
+        sys::file::set_pipe_size(&write_end, size)?;
+        let copied = sys::file::copy_pipe(&source, &write_end, queued)?;
         if copied != queued {
             return Err(std::io::Error::other(format!("tee copied {copied} of {queued} queued bytes")));
         }
         data.resize(queued, 0);
         let mut at = 0;
         while at < queued {
-            let n = kernel::read_some(read_end.as_raw_fd(), &mut data[at..])?;
+            let n = sys::file::read_some(&read_end, &mut data[at..])?;
             if n == 0 {
                 break;
             }
@@ -50,33 +51,33 @@ pub(crate) fn read_contents(pid: i32, fd: u32) -> std::io::Result<PipeContents> 
 pub(crate) fn create_pipes(
     pipes: &[pb::PipeEntry],
     contents: &BTreeMap<u32, PipeContents>,
-) -> Result<BTreeMap<u32, OwnedFd>, String> {
+) -> Result<BTreeMap<u32, OwnedFd>, FileError> {
     let mut by_pipe: BTreeMap<u32, Vec<&pb::PipeEntry>> = BTreeMap::new();
     for pipe in pipes {
         by_pipe.entry(pipe.pipe_id).or_default().push(pipe);
     }
     let mut out = BTreeMap::new();
     for (pipe_id, ends) in by_pipe {
-        let (read_end, write_end) = kernel::create_pipe().map_err(|e| format!("pipe {pipe_id}: pipe2: {e}"))?;
+        let (read_end, write_end) = sys::file::create_pipe().map_err(file_io(format!("pipe {pipe_id}: pipe2")))?;
         if let Some(contents) = contents.get(&pipe_id) {
-            kernel::set_pipe_size(write_end.as_raw_fd(), contents.size)
-                .map_err(|e| format!("pipe {pipe_id}: set size {}: {e}", contents.size))?;
-            kernel::write_all(write_end.as_raw_fd(), &contents.data)
-                .map_err(|e| format!("pipe {pipe_id}: write {} unread bytes: {e}", contents.data.len()))?;
+            sys::file::set_pipe_size(&write_end, contents.size)
+                .map_err(file_io(format!("pipe {pipe_id}: set size {}", contents.size)))?;
+            sys::file::write_all(&write_end, &contents.data)
+                .map_err(file_io(format!("pipe {pipe_id}: write {} unread bytes", contents.data.len())))?;
         }
         let (mut read_used, mut write_used) = (false, false);
         for end in ends {
             let reading = end.flags as i32 & libc::O_ACCMODE == libc::O_RDONLY;
             let (original, used) = if reading { (&read_end, &mut read_used) } else { (&write_end, &mut write_used) };
             let fd = if *used {
-                kernel::reopen(original.as_raw_fd(), end.flags as i32 & libc::O_ACCMODE)
+                sys::file::reopen(original, end.flags as i32 & libc::O_ACCMODE)
             } else {
                 original.try_clone()
             }
-            .map_err(|e| format!("pipe {pipe_id}: end {}: {e}", end.id))?;
+            .map_err(file_io(format!("pipe {pipe_id}: end {}", end.id)))?;
             *used = true;
-            kernel::set_status_flags(fd.as_raw_fd(), end.flags as i32)
-                .map_err(|e| format!("pipe {pipe_id}: flags of end {}: {e}", end.id))?;
+            sys::file::set_status_flags(&fd, end.flags as i32)
+                .map_err(file_io(format!("pipe {pipe_id}: flags of end {}", end.id)))?;
             out.insert(end.id, fd);
         }
     }
@@ -90,25 +91,25 @@ pub(crate) fn open_fifos(
     fifos: &[pb::FifoEntry],
     regs: &BTreeMap<u32, pb::RegFileEntry>,
     contents: &BTreeMap<u32, PipeContents>,
-) -> Result<BTreeMap<u32, OwnedFd>, String> {
+) -> Result<BTreeMap<u32, OwnedFd>, FileError> {
     let mut holders: BTreeMap<u32, OwnedFd> = BTreeMap::new();
     let mut out = BTreeMap::new();
     for fifo in fifos {
         let reg_id = fifo.regf_id.unwrap_or(fifo.id);
-        let reg = regs.get(&reg_id).ok_or(format!("fifo {}: reg file {reg_id} is not in files.img", fifo.id))?;
+        let reg = regs.get(&reg_id).ok_or_else(|| FileError::refused(format!("fifo {}: reg file {reg_id} is not in files.img", fifo.id)))?;
         if let std::collections::btree_map::Entry::Vacant(slot) = holders.entry(fifo.pipe_id) {
-            let holder = kernel::open_path(&reg.name, libc::O_RDWR | libc::O_NONBLOCK)
-                .map_err(|e| format!("open fifo {}: {e}", reg.name))?;
+            let holder = sys::file::open_path(&reg.name, libc::O_RDWR | libc::O_NONBLOCK)
+                .map_err(file_io(format!("open fifo {}", reg.name)))?;
             if let Some(contents) = contents.get(&fifo.pipe_id) {
-                kernel::set_pipe_size(holder.as_raw_fd(), contents.size)
-                    .map_err(|e| format!("fifo {}: set size {}: {e}", reg.name, contents.size))?;
-                kernel::write_all(holder.as_raw_fd(), &contents.data)
-                    .map_err(|e| format!("fifo {}: write {} unread bytes: {e}", reg.name, contents.data.len()))?;
+                sys::file::set_pipe_size(&holder, contents.size)
+                    .map_err(file_io(format!("fifo {}: set size {}", reg.name, contents.size)))?;
+                sys::file::write_all(&holder, &contents.data)
+                    .map_err(file_io(format!("fifo {}: write {} unread bytes", reg.name, contents.data.len())))?;
             }
             slot.insert(holder);
         }
         let flags = reg.flags as i32 & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_CLOEXEC);
-        let fd = kernel::open_path(&reg.name, flags).map_err(|e| format!("open fifo {}: {e}", reg.name))?;
+        let fd = sys::file::open_path(&reg.name, flags).map_err(file_io(format!("open fifo {}", reg.name)))?;
         out.insert(fifo.id, fd);
     }
     Ok(out)

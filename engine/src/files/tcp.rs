@@ -13,9 +13,11 @@ use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::process::{Command, Stdio};
 
+use super::{file_io, FileError};
 use crust_images::pb;
 
-use super::kernel::{self, InetAddress};
+use crate::sys;
+use crate::sys::socket::InetAddress;
 
 const TCP_REPAIR: i32 = 19;
 const TCP_REPAIR_QUEUE: i32 = 20;
@@ -43,18 +45,18 @@ pub(crate) fn lock_table(ino: u32) -> String {
     format!("crust_tcp_{ino}")
 }
 
-fn nft(script: &str) -> Result<(), String> {
+fn nft(script: &str) -> Result<(), FileError> {
     let mut child = Command::new("nft")
         .args(["-f", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("run nft (install nftables): {e}"))?;
-    child.stdin.take().expect("piped").write_all(script.as_bytes()).map_err(|e| format!("write to nft: {e}"))?;
-    let output = child.wait_with_output().map_err(|e| format!("wait for nft: {e}"))?;
+        .map_err(file_io("run nft (install nftables)"))?;
+    child.stdin.take().expect("piped").write_all(script.as_bytes()).map_err(file_io("write to nft"))?;
+    let output = child.wait_with_output().map_err(file_io("wait for nft"))?;
     if !output.status.success() {
-        return Err(format!("nft: {}", String::from_utf8_lossy(&output.stderr).trim()));
+        return Err(FileError::refused(format!("nft: {}", String::from_utf8_lossy(&output.stderr).trim())));
     }
     Ok(())
 }
@@ -70,7 +72,7 @@ fn ip_text(address: &InetAddress) -> String {
 }
 
 /// Drops every packet of the connection local↔peer, both ways, until `unlock`.
-pub(crate) fn lock(ino: u32, local: &InetAddress, peer: &InetAddress) -> Result<(), String> {
+pub(crate) fn lock(ino: u32, local: &InetAddress, peer: &InetAddress) -> Result<(), FileError> {
     let (family, ip) = if local.family == libc::AF_INET { ("ip", "ip") } else { ("ip6", "ip6") };
     let table = lock_table(ino);
     let (l, p) = (ip_text(local), ip_text(peer));
@@ -85,12 +87,12 @@ pub(crate) fn lock(ino: u32, local: &InetAddress, peer: &InetAddress) -> Result<
 }
 
 /// Removes the lock of socket `ino` (IPv4 or IPv6 table, whichever exists).
-pub(crate) fn unlock(ino: u32, family: i32) -> Result<(), String> {
+pub(crate) fn unlock(ino: u32, family: i32) -> Result<(), FileError> {
     let family = if family == libc::AF_INET { "ip" } else { "ip6" };
     match nft(&format!("delete table {family} {}\n", lock_table(ino))) {
         // No lock: the dump left the tree running (`--leave-running` unlocks at once),
         // or the lock was lifted by hand.
-        Err(error) if error.contains("No such file or directory") => {
+        Err(error) if error.to_string().contains("No such file or directory") => {
             log::debug!("TCP connection of socket {ino}: no lock table to remove");
             Ok(())
         }
@@ -98,27 +100,27 @@ pub(crate) fn unlock(ino: u32, family: i32) -> Result<(), String> {
     }
 }
 
-fn set(fd: RawFd, name: i32, value: i32) -> Result<(), String> {
-    kernel::set_socket_option(fd, libc::IPPROTO_TCP, name, value).map_err(|e| format!("setsockopt TCP {name}={value}: {e}"))
+fn set(fd: RawFd, name: i32, value: i32) -> Result<(), FileError> {
+    sys::socket::set_socket_option(fd, libc::IPPROTO_TCP, name, value).map_err(file_io(format!("setsockopt TCP {name}={value}")))
 }
 
-fn get(fd: RawFd, name: i32) -> Result<i32, String> {
-    kernel::socket_option(fd, libc::IPPROTO_TCP, name).map_err(|e| format!("getsockopt TCP {name}: {e}"))
+fn get(fd: RawFd, name: i32) -> Result<i32, FileError> {
+    sys::socket::socket_option(fd, libc::IPPROTO_TCP, name).map_err(file_io(format!("getsockopt TCP {name}")))
 }
 
 /// Puts the (locked) socket in repair mode or takes it out.
-pub(crate) fn set_repair(socket: &OwnedFd, on: bool) -> Result<(), String> {
+pub(crate) fn set_repair(socket: &OwnedFd, on: bool) -> Result<(), FileError> {
     set(socket.as_raw_fd(), TCP_REPAIR, on as i32)
 }
 
-fn read_queue(fd: RawFd, queue: i32, len: usize) -> Result<(u32, Vec<u8>), String> {
+fn read_queue(fd: RawFd, queue: i32, len: usize) -> Result<(u32, Vec<u8>), FileError> {
     set(fd, TCP_REPAIR_QUEUE, queue)?;
     let seq = get(fd, TCP_QUEUE_SEQ)? as u32;
     let mut data = vec![0u8; len];
     if len > 0 {
-        let got = kernel::peek_bytes(fd, &mut data).map_err(|e| format!("peek queue {queue}: {e}"))?;
+        let got = sys::socket::peek_bytes(fd, &mut data).map_err(file_io(format!("peek queue {queue}")))?;
         if got != len {
-            return Err(format!("queue {queue}: peeked {got} of {len} bytes"));
+            return Err(FileError::refused(format!("queue {queue}: peeked {got} of {len} bytes")));
         }
     }
     Ok((seq, data))
@@ -126,21 +128,21 @@ fn read_queue(fd: RawFd, queue: i32, len: usize) -> Result<(u32, Vec<u8>), Strin
 
 /// The state of a locked socket in repair mode, and its queues: received-but-unread
 /// (inq), then sent-but-unacknowledged followed by unsent (outq).
-pub(crate) fn dump_stream(socket: &OwnedFd) -> Result<(pb::TcpStreamEntry, Vec<u8>, Vec<u8>), String> {
+pub(crate) fn dump_stream(socket: &OwnedFd) -> Result<(pb::TcpStreamEntry, Vec<u8>, Vec<u8>), FileError> {
     let fd = socket.as_raw_fd();
-    let inq_len = kernel::ioctl_int(fd, SIOCINQ).map_err(|e| format!("SIOCINQ: {e}"))? as usize;
-    let outq_len = kernel::ioctl_int(fd, SIOCOUTQ).map_err(|e| format!("SIOCOUTQ: {e}"))? as usize;
-    let unsent = kernel::ioctl_int(fd, SIOCOUTQNSD).map_err(|e| format!("SIOCOUTQNSD: {e}"))? as u32;
+    let inq_len = sys::socket::ioctl_int(fd, SIOCINQ).map_err(file_io("SIOCINQ"))? as usize;
+    let outq_len = sys::socket::ioctl_int(fd, SIOCOUTQ).map_err(file_io("SIOCOUTQ"))? as usize;
+    let unsent = sys::socket::ioctl_int(fd, SIOCOUTQNSD).map_err(file_io("SIOCOUTQNSD"))? as u32;
     let (inq_seq, inq) = read_queue(fd, TCP_RECV_QUEUE, inq_len)?;
     let (outq_seq, outq) = read_queue(fd, TCP_SEND_QUEUE, outq_len)?;
     let mut info = [0u8; 104];
-    kernel::socket_option_bytes(fd, libc::IPPROTO_TCP, libc::TCP_INFO, &mut info).map_err(|e| format!("TCP_INFO: {e}"))?;
+    sys::socket::socket_option_bytes(fd, libc::IPPROTO_TCP, libc::TCP_INFO, &mut info).map_err(file_io("TCP_INFO"))?;
     let options = info[5] as u32;
     let (snd_wscale, rcv_wscale) = ((info[6] & 0x0f) as u32, (info[6] >> 4) as u32);
     let mss_clamp = get(fd, libc::TCP_MAXSEG)? as u32;
     let timestamp = if options & TCPI_OPT_TIMESTAMPS != 0 { Some(get(fd, TCP_TIMESTAMP)? as u32) } else { None };
     let mut window = [0u8; 20];
-    kernel::socket_option_bytes(fd, libc::IPPROTO_TCP, TCP_REPAIR_WINDOW, &mut window).map_err(|e| format!("TCP_REPAIR_WINDOW: {e}"))?;
+    sys::socket::socket_option_bytes(fd, libc::IPPROTO_TCP, TCP_REPAIR_WINDOW, &mut window).map_err(file_io("TCP_REPAIR_WINDOW"))?;
     let w = |i: usize| u32::from_ne_bytes(window[i * 4..i * 4 + 4].try_into().expect("4 bytes"));
     let entry = pb::TcpStreamEntry {
         inq_len: inq_len as u32,
@@ -174,7 +176,7 @@ pub(crate) fn restore_stream(
     stream: &pb::TcpStreamEntry,
     inq: &[u8],
     outq: &[u8],
-) -> Result<(), String> {
+) -> Result<(), FileError> {
     let fd = socket.as_raw_fd();
     set(fd, TCP_REPAIR, 1)?;
     // The dumped sequence numbers are those after each queue; refilling the queues
@@ -183,8 +185,8 @@ pub(crate) fn restore_stream(
     set(fd, TCP_QUEUE_SEQ, stream.inq_seq.wrapping_sub(stream.inq_len) as i32)?;
     set(fd, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE)?;
     set(fd, TCP_QUEUE_SEQ, stream.outq_seq.wrapping_sub(stream.outq_len) as i32)?;
-    kernel::inet_bind_or_connect(fd, local, false).map_err(|e| format!("bind port {}: {e}", local.port))?;
-    kernel::inet_bind_or_connect(fd, peer, true).map_err(|e| format!("connect (repair) port {}: {e}", peer.port))?;
+    sys::socket::inet_bind_or_connect(fd, local, false).map_err(file_io(format!("bind port {}", local.port)))?;
+    sys::socket::inet_bind_or_connect(fd, peer, true).map_err(file_io(format!("connect (repair) port {}", peer.port)))?;
     let mut options: Vec<u32> = vec![TCPOPT_MAXSEG, stream.mss_clamp];
     if stream.opt_mask & TCPI_OPT_WSCALE != 0 {
         options.extend([TCPOPT_WINDOW, stream.snd_wscale | (stream.rcv_wscale.unwrap_or(0) << 16)]);
@@ -196,7 +198,7 @@ pub(crate) fn restore_stream(
         options.extend([TCPOPT_TIMESTAMP, 0]);
     }
     let bytes: Vec<u8> = options.iter().flat_map(|v| v.to_ne_bytes()).collect();
-    kernel::set_socket_option_bytes(fd, libc::IPPROTO_TCP, TCP_REPAIR_OPTIONS, &bytes).map_err(|e| format!("TCP_REPAIR_OPTIONS: {e}"))?;
+    sys::socket::set_socket_option_bytes(fd, libc::IPPROTO_TCP, TCP_REPAIR_OPTIONS, &bytes).map_err(file_io("TCP_REPAIR_OPTIONS"))?;
     if let Some(timestamp) = stream.timestamp {
         set(fd, TCP_TIMESTAMP, timestamp as i32)?;
     }
@@ -204,18 +206,18 @@ pub(crate) fn restore_stream(
     let unsent = stream.unsq_len.unwrap_or(0) as usize;
     let sent = outq.len().saturating_sub(unsent);
     set(fd, TCP_REPAIR_QUEUE, TCP_RECV_QUEUE)?;
-    send_all(fd, inq).map_err(|e| format!("refill receive queue: {e}"))?;
+    send_all(fd, inq).map_err(file_io("refill receive queue"))?;
     set(fd, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE)?;
-    send_all(fd, &outq[..sent]).map_err(|e| format!("refill send queue: {e}"))?;
+    send_all(fd, &outq[..sent]).map_err(file_io("refill send queue"))?;
     if let (Some(snd_wl1), Some(snd_wnd), Some(max_window), Some(rcv_wnd), Some(rcv_wup)) =
         (stream.snd_wl1, stream.snd_wnd, stream.max_window, stream.rcv_wnd, stream.rcv_wup)
     {
         let window: Vec<u8> = [snd_wl1, snd_wnd, max_window, rcv_wnd, rcv_wup].iter().flat_map(|v| v.to_ne_bytes()).collect();
-        kernel::set_socket_option_bytes(fd, libc::IPPROTO_TCP, TCP_REPAIR_WINDOW, &window).map_err(|e| format!("TCP_REPAIR_WINDOW: {e}"))?;
+        sys::socket::set_socket_option_bytes(fd, libc::IPPROTO_TCP, TCP_REPAIR_WINDOW, &window).map_err(file_io("TCP_REPAIR_WINDOW"))?;
     }
     set(fd, TCP_REPAIR, 0)?;
     // The unsent part goes out as ordinary data.
-    send_all(fd, &outq[sent..]).map_err(|e| format!("send unsent data: {e}"))?;
+    send_all(fd, &outq[sent..]).map_err(file_io("send unsent data"))?;
     set(fd, libc::TCP_NODELAY, stream.nodelay.unwrap_or(false) as i32)?;
     set(fd, libc::TCP_CORK, stream.cork.unwrap_or(false) as i32)?;
     Ok(())
@@ -225,5 +227,5 @@ fn send_all(fd: RawFd, data: &[u8]) -> std::io::Result<()> {
     if data.is_empty() {
         return Ok(());
     }
-    kernel::send_message(fd, data)
+    sys::socket::send_message(fd, data)
 }

@@ -6,9 +6,11 @@
 use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, OwnedFd};
 
+use super::{file_io, file_within, FileError};
 use crust_images::pb;
 
-use super::kernel;
+use crate::sys;
+use crate::sys::netlink::{netlink_messages as messages, NLMSG_DONE, NLMSG_ERROR};
 
 /// One AF_UNIX socket as sock_diag reports it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -29,43 +31,19 @@ pub(crate) struct UnixDiag {
 /// TCP_LISTEN, as unix sockets report it.
 pub(crate) const STATE_LISTEN: u8 = 10;
 
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-
-/// Whether a netlink reply chunk ends the dump (DONE or ERROR).
-pub(crate) fn diag_done(bytes: &[u8]) -> bool {
-    messages(bytes).any(|(kind, _)| kind == NLMSG_DONE || kind == NLMSG_ERROR)
-}
-
-/// The netlink messages of a reply: (type, payload).
-fn messages(bytes: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    let mut at = 0usize;
-    std::iter::from_fn(move || {
-        let header = bytes.get(at..at + 16)?;
-        let len = u32::from_ne_bytes(header[0..4].try_into().expect("4 bytes")) as usize;
-        let kind = u16::from_ne_bytes(header[4..6].try_into().expect("2 bytes"));
-        if len < 16 || at + len > bytes.len() {
-            return None;
-        }
-        let payload = &bytes[at + 16..at + len];
-        at += (len + 3) & !3;
-        Some((kind, payload))
-    })
-}
-
 /// Parses sock_diag replies for AF_UNIX into sockets by inode. Pure.
-pub(crate) fn parse_diag(bytes: &[u8]) -> Result<BTreeMap<u32, UnixDiag>, String> {
+pub(crate) fn parse_diag(bytes: &[u8]) -> Result<BTreeMap<u32, UnixDiag>, FileError> {
     let mut out = BTreeMap::new();
     for (kind, payload) in messages(bytes) {
         match kind {
             NLMSG_DONE => break,
             NLMSG_ERROR => {
                 let errno = payload.get(0..4).map(|b| i32::from_ne_bytes(b.try_into().expect("4 bytes"))).unwrap_or(0);
-                return Err(format!("sock_diag: {}", std::io::Error::from_raw_os_error(-errno)));
+                return Err(FileError::refused(format!("sock_diag: {}", std::io::Error::from_raw_os_error(-errno))));
             }
             _ => {}
         }
-        let Some(head) = payload.get(0..16) else { return Err("sock_diag: short unix_diag_msg".into()) };
+        let Some(head) = payload.get(0..16) else { return Err(FileError::refused("sock_diag: short unix_diag_msg")) };
         let mut socket = UnixDiag {
             kind: head[1],
             state: head[2],
@@ -98,32 +76,35 @@ pub(crate) fn parse_diag(bytes: &[u8]) -> Result<BTreeMap<u32, UnixDiag>, String
     Ok(out)
 }
 
+/// A message peeked from a queue and crust's copies of the fds in flight with it.
+pub(crate) type Peeked = (Vec<u8>, Vec<OwnedFd>);
+
 /// Every message queued for reading on a socket, in order, without consuming any: the
 /// socket (borrowed from the target) is peeked with SO_PEEK_OFF walking forward, then its
 /// peek offset is put back.
-pub(crate) fn peek_queue(socket: &OwnedFd) -> Result<Vec<(Vec<u8>, Vec<OwnedFd>)>, String> {
+pub(crate) fn peek_queue(socket: &OwnedFd) -> Result<Vec<Peeked>, FileError> {
     let fd = socket.as_raw_fd();
-    let old_offset = kernel::socket_option(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF).map_err(|e| format!("SO_PEEK_OFF: {e}"))?;
-    kernel::set_socket_option(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0).map_err(|e| format!("set SO_PEEK_OFF: {e}"))?;
+    let old_offset = sys::socket::socket_option(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF).map_err(file_io("SO_PEEK_OFF"))?;
+    sys::socket::set_socket_option(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0).map_err(file_io("set SO_PEEK_OFF"))?;
     let mut out = Vec::new();
     let mut buf = vec![0u8; 4 << 20];
     let result = loop {
-        match kernel::peek_message(fd, &mut buf) {
-            Ok(p) if p.other_control => break Err("a queued message carries credentials or more fds than fit".to_string()),
-            Ok(p) if p.truncated => break Err(format!("a queued message is larger than {} bytes", buf.len())),
+        match sys::socket::peek_message(fd, &mut buf) {
+            Ok(p) if p.other_control => break Err(FileError::refused("a queued message carries credentials or more fds than fit")),
+            Ok(p) if p.truncated => break Err(FileError::refused(format!("a queued message is larger than {} bytes", buf.len()))),
             Ok(p) if p.len == 0 && p.fds.is_empty() => break Ok(()),
             Ok(p) => out.push((buf[..p.len].to_vec(), p.fds)),
             Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => break Ok(()),
-            Err(e) => break Err(format!("peek queue: {e}")),
+            Err(e) => break Err(FileError::refused(format!("peek queue: {e}"))),
         }
     };
-    let _ = kernel::set_socket_option(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, old_offset);
+    let _ = sys::socket::set_socket_option(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, old_offset);
     result.map(|()| out)
 }
 
 /// Socket options kept: buffer sizes (timeouts are left at their defaults).
 pub(crate) fn read_options(socket: &OwnedFd) -> pb::SkOptsEntry {
-    let get = |name| kernel::socket_option(socket.as_raw_fd(), libc::SOL_SOCKET, name).unwrap_or(0) as u32;
+    let get = |name| sys::socket::socket_option(socket.as_raw_fd(), libc::SOL_SOCKET, name).unwrap_or(0) as u32;
     pb::SkOptsEntry {
         so_sndbuf: get(libc::SO_SNDBUF),
         so_rcvbuf: get(libc::SO_RCVBUF),
@@ -137,14 +118,14 @@ pub(crate) fn read_options(socket: &OwnedFd) -> pb::SkOptsEntry {
 pub(crate) fn create_sockets(
     sockets: &[pb::UnixSkEntry],
     queues: &BTreeMap<u32, Vec<Vec<u8>>>,
-) -> Result<BTreeMap<u32, OwnedFd>, String> {
+) -> Result<BTreeMap<u32, OwnedFd>, FileError> {
     let by_ino: BTreeMap<u32, &pb::UnixSkEntry> = sockets.iter().map(|s| (s.ino, s)).collect();
     let mut out: BTreeMap<u32, OwnedFd> = BTreeMap::new();
     let empty = Vec::new();
     let queue_of = |id: u32| queues.get(&id).unwrap_or(&empty);
-    let send_all = |from: &OwnedFd, messages: &[Vec<u8>], what: &str| -> Result<(), String> {
+    let send_all = |from: &OwnedFd, messages: &[Vec<u8>], what: &str| -> Result<(), FileError> {
         for message in messages {
-            kernel::send_message(from.as_raw_fd(), message).map_err(|e| format!("{what}: requeue {} bytes: {e}", message.len()))?;
+            sys::socket::send_message(from.as_raw_fd(), message).map_err(file_io(format!("{what}: requeue {} bytes", message.len())))?;
         }
         Ok(())
     };
@@ -161,7 +142,7 @@ pub(crate) fn create_sockets(
         let mutual = peer.filter(|p| p.peer == socket.ino && p.ino != socket.ino);
         if let Some(peer) = mutual {
             let (mine, theirs) =
-                kernel::create_socketpair(libc::AF_UNIX, kind).map_err(|e| format!("{what}: socketpair: {e}"))?;
+                sys::socket::create_socketpair(libc::AF_UNIX, kind).map_err(file_io(format!("{what}: socketpair")))?;
             send_all(&theirs, queue_of(socket.id), &what)?;
             send_all(&mine, queue_of(peer.id), &what)?;
             out.insert(socket.id, mine);
@@ -169,49 +150,49 @@ pub(crate) fn create_sockets(
             continue;
         }
         let fd = if socket.state as u8 == STATE_LISTEN || (!socket.name.is_empty() && socket.peer == 0) {
-            let fd = kernel::create_socket(libc::AF_UNIX, kind).map_err(|e| format!("{what}: socket: {e}"))?;
-            bind_name(&fd, &socket.name).map_err(|e| format!("{what}: {e}"))?;
+            let fd = sys::socket::create_socket(libc::AF_UNIX, kind).map_err(file_io(format!("{what}: socket")))?;
+            bind_name(&fd, &socket.name).map_err(file_within(what.clone()))?;
             if socket.state as u8 == STATE_LISTEN {
-                kernel::listen(fd.as_raw_fd(), socket.backlog).map_err(|e| format!("{what}: listen: {e}"))?;
+                sys::socket::listen(fd.as_raw_fd(), socket.backlog).map_err(file_io(format!("{what}: listen")))?;
             } else if !queue_of(socket.id).is_empty() {
-                let sender = kernel::create_socket(libc::AF_UNIX, kind).map_err(|e| format!("{what}: socket: {e}"))?;
-                kernel::connect_unix(sender.as_raw_fd(), &socket.name).map_err(|e| format!("{what}: connect to requeue: {e}"))?;
+                let sender = sys::socket::create_socket(libc::AF_UNIX, kind).map_err(file_io(format!("{what}: socket")))?;
+                sys::socket::connect_unix(sender.as_raw_fd(), &socket.name).map_err(file_io(format!("{what}: connect to requeue")))?;
                 send_all(&sender, queue_of(socket.id), &what)?;
             }
             fd
         } else if let Some(peer) = peer.filter(|p| !p.name.is_empty()) {
             // Connected to a named socket that is not its peer in turn (a datagram socket
             // sending to a bound one): connect to the name again.
-            let fd = kernel::create_socket(libc::AF_UNIX, kind).map_err(|e| format!("{what}: socket: {e}"))?;
+            let fd = sys::socket::create_socket(libc::AF_UNIX, kind).map_err(file_io(format!("{what}: socket")))?;
             if !socket.name.is_empty() {
-                bind_name(&fd, &socket.name).map_err(|e| format!("{what}: {e}"))?;
+                bind_name(&fd, &socket.name).map_err(file_within(what.clone()))?;
             }
-            kernel::connect_unix(fd.as_raw_fd(), &peer.name).map_err(|e| format!("{what}: connect: {e}"))?;
+            sys::socket::connect_unix(fd.as_raw_fd(), &peer.name).map_err(file_io(format!("{what}: connect")))?;
             fd
         } else if socket.peer != 0 || !queue_of(socket.id).is_empty() || socket.shutdown.unwrap_or(0) != 0 {
             // The peer is gone: a pair whose other end sends the queue and is closed.
             let (mine, theirs) =
-                kernel::create_socketpair(libc::AF_UNIX, kind).map_err(|e| format!("{what}: socketpair: {e}"))?;
+                sys::socket::create_socketpair(libc::AF_UNIX, kind).map_err(file_io(format!("{what}: socketpair")))?;
             send_all(&theirs, queue_of(socket.id), &what)?;
             drop(theirs);
             mine
         } else {
-            kernel::create_socket(libc::AF_UNIX, kind).map_err(|e| format!("{what}: socket: {e}"))?
+            sys::socket::create_socket(libc::AF_UNIX, kind).map_err(file_io(format!("{what}: socket")))?
         };
         out.insert(socket.id, fd);
     }
     for socket in sockets {
         let fd = out.get(&socket.id).expect("every socket was created above");
         set_buffers(fd, &socket.opts);
-        kernel::set_status_flags(fd.as_raw_fd(), socket.flags as i32)
-            .map_err(|e| format!("unix socket {}: flags: {e}", socket.id))?;
+        sys::file::set_status_flags(fd, socket.flags as i32)
+            .map_err(file_io(format!("unix socket {}: flags", socket.id)))?;
     }
     Ok(out)
 }
 
 /// Binds to a name; a path still there from the dumped process (a stale socket file) is
 /// removed first.
-fn bind_name(fd: &OwnedFd, name: &[u8]) -> Result<(), String> {
+fn bind_name(fd: &OwnedFd, name: &[u8]) -> Result<(), FileError> {
     if name.is_empty() {
         return Ok(());
     }
@@ -225,18 +206,18 @@ fn bind_name(fd: &OwnedFd, name: &[u8]) -> Result<(), String> {
             let _ = std::fs::remove_file(path);
         }
     }
-    kernel::bind_unix(fd.as_raw_fd(), name).map_err(|e| format!("bind {}: {e}", String::from_utf8_lossy(name)))
+    sys::socket::bind_unix(fd.as_raw_fd(), name).map_err(file_io(format!("bind {}", String::from_utf8_lossy(name))))
 }
 
 fn set_buffers(fd: &OwnedFd, opts: &pb::SkOptsEntry) {
     // The kernel doubles what is set and reports the doubled value.
     for (name, value) in [(libc::SO_SNDBUF, opts.so_sndbuf), (libc::SO_RCVBUF, opts.so_rcvbuf)] {
         if value > 0 {
-            let _ = kernel::set_socket_option(fd.as_raw_fd(), libc::SOL_SOCKET, name, (value / 2) as i32);
+            let _ = sys::socket::set_socket_option(fd.as_raw_fd(), libc::SOL_SOCKET, name, (value / 2) as i32);
         }
     }
     if opts.so_passcred == Some(true) {
-        let _ = kernel::set_socket_option(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_PASSCRED, 1);
+        let _ = sys::socket::set_socket_option(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_PASSCRED, 1);
     }
 }
 
@@ -277,7 +258,7 @@ mod tests {
         payload.extend(attr(4, &[3u32.to_ne_bytes(), 0u32.to_ne_bytes()].concat()));
         let mut bytes = message(20, &payload);
         bytes.extend(message(NLMSG_DONE, &[0; 4]));
-        assert!(diag_done(&bytes));
+        assert!(crate::sys::netlink::diag_done(&bytes));
         let sockets = parse_diag(&bytes).unwrap();
         let s = &sockets[&77];
         assert_eq!((s.kind, s.state, s.peer, s.rqueue), (1, 1, 78, 3));

@@ -6,6 +6,24 @@ use std::path::{Path, PathBuf};
 
 use crust_images::{PagemapReader, PE_PARENT};
 
+/// Why the pages of a process cannot be found. Each message names the pagemap (or the
+/// directory) it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum PageSourcesError {
+    #[error(transparent)]
+    Image(#[from] crust_images::ImageError),
+    #[error("{}: more than {MAX_DEPTH} parent dumps (a loop of `parent` links?)", dir.display())]
+    TooDeep { dir: PathBuf },
+    #[error("{pagemap}: pages at {vaddr:#x} are neither in this dump nor in its parent (pagemap_entry.flags {flags:#x})")]
+    NotDumped { pagemap: String, vaddr: u64, flags: u32 },
+    #[error("{pagemap}: pages at {vaddr:#x} are in the parent dump, but {} does not lead to one", link.display())]
+    NoParent { pagemap: String, vaddr: u64, link: PathBuf },
+    #[error("{pagemap}: pages {start:#x}-{end:#x} are marked as in the parent dump, which does not have them")]
+    ParentLacks { pagemap: String, start: u64, end: u64 },
+    #[error("open {}: {source}", path.display())]
+    OpenPages { path: PathBuf, source: std::io::Error },
+}
+
 /// The longest chain of parent dumps followed (a loop of links ends here too).
 const MAX_DEPTH: usize = 64;
 
@@ -20,7 +38,7 @@ pub(crate) struct Run {
 
 /// Every dumped page of one process: runs in address order, and the pages files they
 /// are in (this dump's first).
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct PageSources {
     pub files: Vec<PathBuf>,
     pub runs: Vec<Run>,
@@ -30,7 +48,7 @@ pub(crate) struct PageSources {
 pub(crate) const PARENT_LINK: &str = "parent";
 
 /// The page sources of the process whose pagemap is `pagemap-{id}.img` in `dir`.
-pub(crate) fn resolve(dir: &Path, id: u64, page: u64) -> Result<PageSources, String> {
+pub(crate) fn resolve(dir: &Path, id: u64, page: u64) -> Result<PageSources, PageSourcesError> {
     let mut sources = PageSources::default();
     sources.runs = resolve_in(dir, id, page, 0, &mut sources.files)?;
     Ok(sources)
@@ -46,11 +64,11 @@ fn file_index(files: &mut Vec<PathBuf>, path: &Path) -> usize {
     }
 }
 
-fn resolve_in(dir: &Path, id: u64, page: u64, depth: usize, files: &mut Vec<PathBuf>) -> Result<Vec<Run>, String> {
+fn resolve_in(dir: &Path, id: u64, page: u64, depth: usize, files: &mut Vec<PathBuf>) -> Result<Vec<Run>, PageSourcesError> {
     if depth > MAX_DEPTH {
-        return Err(format!("{}: more than {MAX_DEPTH} parent dumps (a loop of `parent` links?)", dir.display()));
+        return Err(PageSourcesError::TooDeep { dir: dir.to_path_buf() });
     }
-    let reader = PagemapReader::open(dir, id, page).map_err(|e| e.to_string())?;
+    let reader = PagemapReader::open(dir, id, page)?;
     let own = file_index(files, reader.pages_path().expect("opened from a directory"));
     let mut parent: Option<Vec<Run>> = None;
     let mut runs = Vec::new();
@@ -62,12 +80,12 @@ fn resolve_in(dir: &Path, id: u64, page: u64, depth: usize, files: &mut Vec<Path
         }
         let pagemap_name = || dir.join(crust_images::ImageKind::Pagemap.file_name(id)).display().to_string();
         if run.flags & PE_PARENT == 0 {
-            return Err(format!("{}: pages at {:#x} are neither in this dump nor in its parent (pagemap_entry.flags {:#x})", pagemap_name(), run.vaddr, run.flags));
+            return Err(PageSourcesError::NotDumped { pagemap: pagemap_name(), vaddr: run.vaddr, flags: run.flags });
         }
         if parent.is_none() {
             let link = dir.join(PARENT_LINK);
             if !link.exists() {
-                return Err(format!("{}: pages at {:#x} are in the parent dump, but {} does not lead to one", pagemap_name(), run.vaddr, link.display()));
+                return Err(PageSourcesError::NoParent { pagemap: pagemap_name(), vaddr: run.vaddr, link });
             }
             parent = Some(resolve_in(&link, id, page, depth + 1, files)?);
         }
@@ -84,7 +102,7 @@ fn resolve_in(dir: &Path, id: u64, page: u64, depth: usize, files: &mut Vec<Path
             at = take_end;
         }
         if at < end {
-            return Err(format!("{}: pages {at:#x}-{end:#x} are marked as in the parent dump, which does not have them", pagemap_name()));
+            return Err(PageSourcesError::ParentLacks { pagemap: pagemap_name(), start: at, end });
         }
     }
     Ok(runs)
@@ -129,7 +147,7 @@ mod tests {
         );
         // A parent run the pre-dump lacks is an error naming the pages.
         write_dump(&dump, &[(0x30000, 1, PE_PARENT)], 1, &[]);
-        let error = resolve(&dump, 1, page).unwrap_err();
+        let error = resolve(&dump, 1, page).unwrap_err().to_string();
         assert!(error.contains("0x30000"), "{error}");
         let _ = std::fs::remove_dir_all(&base);
     }

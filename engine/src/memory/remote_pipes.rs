@@ -16,7 +16,7 @@ use std::os::unix::fs::FileExt;
 
 use crust_arch::{Abi, HostArch, Sys};
 
-use crate::fast_pages::set_pipe_size;
+use crate::sys::set_pipe_size;
 use crate::infect::RemoteThread;
 use crate::sys;
 
@@ -67,7 +67,7 @@ impl RemotePipes {
             let read_end = i32::from_ne_bytes(fds[0..4].try_into().expect("4 bytes"));
             let write_end = i32::from_ne_bytes(fds[4..8].try_into().expect("4 bytes"));
             pipes.write_ends.push(write_end);
-            let borrowed = crate::files::kernel::borrow_fd(pid, read_end as u32);
+            let borrowed = crate::sys::process::borrow_fd(pid, read_end as u32);
             pipes.call(Sys::Close, [read_end as u64, 0, 0, 0, 0, 0])?;
             let borrowed = borrowed?;
             // A pipe left at its default size still works: vmsplice says how much it took.

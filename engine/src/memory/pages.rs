@@ -16,18 +16,18 @@
 //! the page cache (measured on 1 GiB: crust's dump CPU 0.50-0.55 s with the extra
 //! `process_vm_readv` copy, see docs/bench/README.md for the figures after).
 //!
-//! Guarantees of the unsafe code here: `process_vm_readv` is only given iovecs over a
-//! live, exclusively borrowed local slice, and the remote side is only read; `splice`
-//! only passes file descriptors and null offsets.
-#![allow(unsafe_code)]
+//! The kernel calls (process_vm_readv, splice, F_SETPIPE_SZ) are nix's, through `sys/`.
 
 use std::fs::File;
 use std::io::{self, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
 use std::sync::mpsc::{channel, sync_channel, Receiver, SyncSender};
 use std::thread::JoinHandle;
 use std::time::Instant;
+
+use crate::sys;
+pub(crate) use crate::sys::read_remote;
 
 /// Size of one read buffer: one `process_vm_readv` per buffer at most (per run when runs
 /// are short).
@@ -283,7 +283,7 @@ fn write_jobs(
             }
             Job::Pipe(index, mut len) => {
                 while len > 0 {
-                    let moved = splice_to_file(&pipes[index], &out, len)?;
+                    let moved = sys::splice_to_file(&pipes[index], &out, len)?;
                     if moved == 0 {
                         return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "pipe of pages ended early"));
                     }
@@ -294,65 +294,6 @@ fn write_jobs(
         }
     }
     Ok(())
-}
-
-/// `splice(pipe, NULL, out, NULL, len, SPLICE_F_MOVE)`: bytes moved from the pipe to the
-/// file at its position.
-#[doc(alias = "splice")]
-fn splice_to_file(pipe: &OwnedFd, out: &File, len: usize) -> io::Result<usize> {
-    loop {
-        // SAFETY: two file descriptors, null offsets (the pipe has none, the file's
-        // position is used), no memory passed.
-        let n = unsafe {
-            libc::splice(pipe.as_raw_fd(), std::ptr::null_mut(), out.as_raw_fd(), std::ptr::null_mut(), len, libc::SPLICE_F_MOVE)
-        };
-        if n >= 0 {
-            return Ok(n as usize);
-        }
-        let error = io::Error::last_os_error();
-        if error.kind() != io::ErrorKind::Interrupted {
-            return Err(error);
-        }
-    }
-}
-
-/// `fcntl(pipe, F_SETPIPE_SZ, bytes)`: the pipe's new capacity in bytes.
-#[doc(alias = "F_SETPIPE_SZ")]
-pub fn set_pipe_size(pipe: &OwnedFd, bytes: usize) -> io::Result<usize> {
-    // SAFETY: no pointers.
-    let n = unsafe { libc::fcntl(pipe.as_raw_fd(), libc::F_SETPIPE_SZ, bytes as libc::c_int) };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
-}
-
-/// `process_vm_readv(pid, [local], [addr..addr+len])`: bytes read, which is short when a
-/// page in the range cannot be read.
-#[doc(alias = "process_vm_readv")]
-pub(crate) fn read_remote(pid: i32, local: &mut [u8], addr: u64) -> io::Result<usize> {
-    let mut total = 0usize;
-    while total < local.len() {
-        let rest = &mut local[total..];
-        let local_iov = libc::iovec { iov_base: rest.as_mut_ptr().cast(), iov_len: rest.len() };
-        let remote_iov = libc::iovec { iov_base: (addr + total as u64) as *mut libc::c_void, iov_len: rest.len() };
-        // SAFETY: local_iov covers `rest`, exclusively borrowed for this call; the remote
-        // iovec is only read from, in another process, and checked by the kernel.
-        let n = unsafe { libc::process_vm_readv(pid, &local_iov, 1, &remote_iov, 1, 0) };
-        if n < 0 {
-            let error = io::Error::last_os_error();
-            if error.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return if total > 0 { Ok(total) } else { Err(error) };
-        }
-        if n == 0 {
-            break;
-        }
-        total += n as usize;
-    }
-    Ok(total)
 }
 
 #[cfg(test)]
@@ -386,7 +327,6 @@ mod tests {
 
     #[test]
     fn splices_and_copies_in_order() {
-        use std::os::fd::FromRawFd;
         let data: Vec<u8> = (0..6 * READ_BUFFER).map(|i| (i * 13 % 253) as u8).collect();
         let dir = std::env::temp_dir().join(format!("crust-fast-pages-splice-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
@@ -394,26 +334,24 @@ mod tests {
         let mem = File::open("/proc/self/mem").expect("open own mem");
         let (mut read_ends, mut write_ends) = (Vec::new(), Vec::new());
         for _ in 0..2 {
-            let mut fds = [0i32; 2];
-            // SAFETY: fds has room for the two descriptors pipe2 writes.
-            assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
-            // SAFETY: pipe2 just made these descriptors and nothing else owns them.
-            let (read_end, write_end) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+            let (read_end, write_end) = crate::sys::file::create_pipe().expect("pipe2");
             read_ends.push(read_end);
             write_ends.push(write_end);
         }
         let mut copier = PageCopier::with_pipes(std::process::id() as i32, File::create(&path).expect("create"), read_ends)
             .expect("copier");
         let mut calls = 0;
+        let base = data.as_ptr() as u64;
         let mut vmsplice = |index: usize, addr: u64, len: u64| -> io::Result<u64> {
             calls += 1;
-            let iov = libc::iovec { iov_base: addr as *mut libc::c_void, iov_len: len.min(64 << 10) as usize };
-            // SAFETY: the iovec covers part of `data`, alive and unchanged until the
-            // copier has finished (the pipe holds references to its pages until then).
-            let n = unsafe { libc::vmsplice(write_ends[index].as_raw_fd(), &iov, 1, libc::SPLICE_F_NONBLOCK) };
-            if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as u64) }
+            let from = (addr - base) as usize;
+            let piece = [std::io::IoSlice::new(&data[from..from + len.min(64 << 10) as usize])];
+            #[allow(unsafe_code)]
+            // SAFETY: `data` stays alive and unchanged until the copier has finished (the
+            // pipe holds references to its pages until then).
+            let n = unsafe { nix::fcntl::vmsplice(&write_ends[index], &piece, nix::fcntl::SpliceFFlags::SPLICE_F_NONBLOCK) }?;
+            Ok(n as u64)
         };
-        let base = data.as_ptr() as u64;
         let page = 4096u64;
         copier.copy(&mem, base, page, true).expect("copied first");
         copier.copy_spliced(&mem, base + page, 2 * READ_BUFFER as u64, true, &mut vmsplice).expect("spliced");

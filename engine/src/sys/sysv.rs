@@ -1,6 +1,8 @@
-//! The raw System V IPC calls behind `ipc.rs`: entering an IPC namespace, listing its
+//! The System V IPC calls behind `ipc/`: entering an IPC namespace, listing its
 //! objects by index (`*_STAT_ANY`), reading them without changing them (`MSG_COPY`,
-//! `GETALL`, a read-only attach) and creating them again.
+//! `GETALL`, a read-only attach) and creating them again. nix has no System V IPC, so
+//! shmget/shmat/shmdt/shmctl, semget/semctl and msgget/msgsnd/msgrcv/msgctl are
+//! wrapped here; setns, unshare and mount go through nix.
 //!
 //! Guarantees: every pointer handed to the kernel points at memory owned by the caller
 //! that outlives the call, sized as the kernel's (glibc's 64-bit) struct for that
@@ -9,7 +11,6 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
 
 /// `shmctl`/`semctl`/`msgctl` commands the libc crate lacks.
 const SHM_STAT_ANY: i32 = 15;
@@ -21,39 +22,29 @@ const SHM_LOCK: i32 = 11;
 pub const SHM_DEST: u32 = 0o1000;
 pub const SHM_LOCKED: u32 = 0o2000;
 
-fn check(rc: libc::c_long) -> io::Result<libc::c_long> {
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(rc)
-    }
-}
+use super::check;
 
 /// Moves the calling thread into the IPC namespace of `pid` (`setns(CLONE_NEWIPC)`).
+#[doc(alias = "setns")]
 pub fn enter_namespace_of(pid: i32) -> io::Result<()> {
     let ns = File::open(format!("/proc/{pid}/ns/ipc"))?;
-    // SAFETY: no pointers; the fd is open for the call.
-    check(unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWIPC) } as libc::c_long).map(|_| ())
+    Ok(nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWIPC)?)
 }
 
 /// The names of the POSIX message queues of the calling thread's IPC namespace: the
 /// thread takes its own fs and mount namespace, mounts that namespace's mqueue
 /// filesystem on `scratch` and lists it (the mount goes with the thread's namespace).
 pub fn posix_queue_names(scratch: &std::path::Path) -> io::Result<Vec<String>> {
-    use std::os::unix::ffi::OsStrExt;
-    // SAFETY: no pointers; affects only the calling thread.
-    check(unsafe { libc::unshare(libc::CLONE_FS | libc::CLONE_NEWNS) } as libc::c_long)?;
-    let root = c"/";
-    // SAFETY: root is a NUL-terminated string; the other pointers may be null for
-    // MS_REC | MS_PRIVATE (this thread's new mount namespace only).
-    check(unsafe { libc::mount(std::ptr::null(), root.as_ptr(), std::ptr::null(), libc::MS_REC | libc::MS_PRIVATE, std::ptr::null()) } as libc::c_long)?;
-    let target = std::ffi::CString::new(scratch.as_os_str().as_bytes()).map_err(io::Error::other)?;
-    let kind = c"mqueue";
-    // SAFETY: every string is NUL-terminated and outlives the call; no data.
-    check(unsafe { libc::mount(kind.as_ptr(), target.as_ptr(), kind.as_ptr(), 0, std::ptr::null()) } as libc::c_long)?;
+    use nix::mount::{mount, umount2, MntFlags, MsFlags};
+    use nix::sched::{unshare, CloneFlags};
+    // Affects only the calling thread.
+    unshare(CloneFlags::CLONE_FS | CloneFlags::CLONE_NEWNS)?;
+    // This thread's new mount namespace only.
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)?;
+    mount(Some("mqueue"), scratch, Some("mqueue"), MsFlags::empty(), None::<&str>)?;
     let names = std::fs::read_dir(scratch).map(|dir| dir.filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned())).collect());
-    // SAFETY: target is NUL-terminated; the thread's mount namespace dies with it anyway.
-    unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+    // The thread's mount namespace dies with it anyway.
+    let _ = umount2(scratch, MntFlags::MNT_DETACH);
     names
 }
 

@@ -50,7 +50,7 @@ use crust_arch::{Abi, HostArch, Sys};
 
 use crate::infect::RemoteThread;
 use crate::sys;
-use crate::uffd;
+use crate::sys::uffd;
 
 type Regs = <HostArch as Abi>::Regs;
 
@@ -114,7 +114,7 @@ impl Arming {
         if (-4095..0).contains(&fd) {
             return Err(io::Error::from_raw_os_error(-fd as i32));
         }
-        let borrowed = crate::files::kernel::borrow_fd(pid, fd as u32);
+        let borrowed = crate::sys::process::borrow_fd(pid, fd as u32);
         let closed = remote.syscall(Sys::Close, [fd as u64, 0, 0, 0, 0, 0]).map_err(io::Error::other);
         let uffd = borrowed?;
         closed?;
@@ -357,7 +357,7 @@ impl Shared {
 
     /// Reads `buf.len()` bytes at `addr` of the target.
     fn read(&self, buf: &mut [u8], addr: u64, readable: bool) -> io::Result<()> {
-        let read = if readable { crate::fast_pages::read_remote(self.pid, buf, addr).unwrap_or(0) } else { 0 };
+        let read = if readable { super::pages::read_remote(self.pid, buf, addr).unwrap_or(0) } else { 0 };
         if read < buf.len() {
             self.mem.read_exact_at(&mut buf[read..], addr + read as u64)?;
         }
@@ -559,7 +559,7 @@ fn write_jobs(out: File, jobs: Receiver<WriteJob>, give_back: Sender<Vec<u8>>) -
             // (fast_pages.rs).
             let mut done = 0;
             while done < len {
-                let step = (len - done).min(crate::fast_pages::WRITE_CHUNK);
+                let step = (len - done).min(super::pages::WRITE_CHUNK);
                 out.write_all_at(&job.buffer[from + done..from + done + step], offset + done as u64)?;
                 done += step;
             }

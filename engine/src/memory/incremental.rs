@@ -12,7 +12,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use crate::page_sources::{self, PageSources};
+use super::page_sources::{self, PageSources, PageSourcesError};
 
 /// The pages of one process in the parent dump, open for comparing.
 pub(crate) struct Parent {
@@ -23,14 +23,14 @@ pub(crate) struct Parent {
 impl Parent {
     /// The parent dump's pages of process `id` (its pagemap-ID.img), or `None` when the
     /// parent has no such process.
-    pub(crate) fn open(parent_dir: &Path, id: u64, page: u64) -> Result<Option<Parent>, String> {
+    pub(crate) fn open(parent_dir: &Path, id: u64, page: u64) -> Result<Option<Parent>, PageSourcesError> {
         if !parent_dir.join(crust_images::ImageKind::Pagemap.file_name(id)).exists() {
             return Ok(None);
         }
         let sources = page_sources::resolve(parent_dir, id, page)?;
         let mut files = Vec::new();
         for path in &sources.files {
-            files.push(File::open(path).map_err(|e| format!("open {}: {e}", path.display()))?);
+            files.push(File::open(path).map_err(|source| PageSourcesError::OpenPages { path: path.clone(), source })?);
         }
         Ok(Some(Parent { sources, files }))
     }

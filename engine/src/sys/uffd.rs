@@ -1,5 +1,6 @@
 //! The userfaultfd requests behind the copy-on-write snapshot of `dump --leave-running`
-//! (`snapshot.rs`): one typed function per ioctl on a userfaultfd that the target made
+//! (`memory/snapshot.rs`): one typed function per ioctl (nix has no userfaultfd; read and
+//! poll of it go through nix) on a userfaultfd that the target made
 //! (an injected `userfaultfd(2)`) and crust borrowed with `pidfd_getfd`, so every request
 //! here acts on the target's memory, not crust's. Messages read from it are parsed by the
 //! pure [`parse_message`].
@@ -115,34 +116,27 @@ pub fn write_protect(uffd: BorrowedFd, start: u64, len: u64, protect: bool) -> i
 #[doc(alias = "read")]
 pub fn read_messages(uffd: BorrowedFd, buf: &mut [u8]) -> io::Result<usize> {
     loop {
-        // SAFETY: `buf` is exclusively borrowed and `buf.len()` bytes long.
-        let n = unsafe { libc::read(uffd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-        if n >= 0 {
-            return Ok(n as usize);
-        }
-        let error = io::Error::last_os_error();
-        match error.raw_os_error() {
-            Some(libc::EINTR) => continue,
-            Some(libc::EAGAIN) => return Ok(0),
-            _ => return Err(error),
+        match nix::unistd::read(uffd, buf) {
+            Ok(n) => return Ok(n),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(nix::errno::Errno::EAGAIN) => return Ok(0),
+            Err(error) => return Err(error.into()),
         }
     }
 }
 
-/// `poll(fds, POLLIN, timeout_ms)`: which of `fds` are readable (or hung up).
+/// `poll(fds, POLLIN, timeout_ms)`: which of `fds` are readable (or hung up); a
+/// negative timeout waits for ever.
 #[doc(alias = "poll")]
 pub fn poll_readable(fds: &[BorrowedFd], timeout_ms: i32) -> io::Result<Vec<bool>> {
-    let mut polled: Vec<libc::pollfd> =
-        fds.iter().map(|fd| libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 }).collect();
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut polled: Vec<PollFd> = fds.iter().map(|fd| PollFd::new(*fd, PollFlags::POLLIN)).collect();
+    let timeout = if timeout_ms < 0 { PollTimeout::NONE } else { PollTimeout::try_from(timeout_ms).unwrap_or(PollTimeout::MAX) };
     loop {
-        // SAFETY: `polled` is a live array of `polled.len()` pollfds.
-        let n = unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, timeout_ms) };
-        if n >= 0 {
-            return Ok(polled.iter().map(|p| p.revents != 0).collect());
-        }
-        let error = io::Error::last_os_error();
-        if error.raw_os_error() != Some(libc::EINTR) {
-            return Err(error);
+        match poll(&mut polled, timeout) {
+            Ok(_) => return Ok(polled.iter().map(|p| p.revents().is_some_and(|r| !r.is_empty())).collect()),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(error) => return Err(error.into()),
         }
     }
 }

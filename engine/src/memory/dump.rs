@@ -1,6 +1,6 @@
-//! Memory of a stopped process: which areas it has, what each is (CRIU's VMA status),
-//! and which pages hold data worth writing (present or swapped, and not what a file
-//! already holds).
+//! The dump half of memory: which areas a stopped process has, what each is (CRIU's
+//! VMA status), and which pages hold data worth writing (present or swapped, and not
+//! what a file already holds), copied into `pages-N.img` with `pagemap-PID.img`.
 
 use std::fs::File;
 use std::os::fd::OwnedFd;
@@ -10,15 +10,17 @@ use std::path::Path;
 use crust_images::pb;
 use crust_images::{ImageKind, ImageWriter};
 
-use crate::dump::{io_err, Collected, DumpError};
-use crate::fast_pages::{page_runs, PageCopier};
+use super::incremental::Parent;
+use super::pages::{page_runs, PageCopier};
+use super::remote_pipes::RemotePipes;
+use super::snapshot::{ArmedProcess, Arming, Run};
+use super::MemDumpError;
+use super::io_err;
 use crate::files::FileTable;
-use crate::incremental::Parent;
+use crate::model::vma as vs;
+use crate::model::Collected;
 use crate::procfs::MapsLine;
-use crate::remote_pipes::RemotePipes;
-use crate::snapshot::{ArmedProcess, Arming, Run};
 use crate::sys;
-use crate::vma_status as vs;
 
 /// Dumps every memory area and the pages that hold data; `pipes`: the target's page
 /// pipes (`remote_pipes.rs`) and their read ends, when it has them.
@@ -33,7 +35,7 @@ pub(crate) fn dump_memory(
     image_pid: i32,
     pipes: Option<(RemotePipes, Vec<OwnedFd>)>,
     parent: Option<&Parent>,
-) -> Result<(Vec<pb::VmaEntry>, u64), DumpError> {
+) -> Result<(Vec<pb::VmaEntry>, u64), MemDumpError> {
     let (mut remote_pipes, read_ends) = match pipes {
         Some((remote, read_ends)) => (Some(remote), read_ends),
         None => (None, Vec::new()),
@@ -75,7 +77,7 @@ pub(crate) fn dump_memory(
                             total_pages += bytes / page;
                         }
                         let flags = if same { PE_PARENT } else { PE_PRESENT };
-                        pagemap_out.write_entry(&pb::PagemapEntry::run(start, bytes / page, flags)).map_err(|source| DumpError::Image { pid, source })?;
+                        pagemap_out.write_entry(&pb::PagemapEntry::run(start, bytes / page, flags)).map_err(|source| MemDumpError::Image { pid, source })?;
                     }
                     continue;
                 }
@@ -89,7 +91,7 @@ pub(crate) fn dump_memory(
                     .map_err(io_err(pid, format!("copy pages {:#x}-{:#x}", addr, addr + run * page)))?;
                 pagemap_out
                     .write_entry(&pb::PagemapEntry::run(addr, run, PE_PRESENT))
-                    .map_err(|source| DumpError::Image { pid, source })?;
+                    .map_err(|source| MemDumpError::Image { pid, source })?;
                 total_pages += run;
             }
             index += count;
@@ -102,7 +104,7 @@ pub(crate) fn dump_memory(
     if let Some(remote) = remote_pipes {
         remote.close().map_err(io_err(pid, "close the page pipes in the target"))?;
     }
-    pagemap_out.finish().map_err(|source| DumpError::Image { pid, source })?;
+    pagemap_out.finish().map_err(|source| MemDumpError::Image { pid, source })?;
     Ok((vmas, total_pages))
 }
 
@@ -112,7 +114,7 @@ pub(crate) fn dump_memory(
 /// areas are registered with `arming`'s userfaultfd and write-protected (on a second
 /// thread, while the pagemap is read), and the pages of every other area (or of an
 /// area the kernel would not register or protect) are copied now. The armed process's pages are copied by
-/// [`crate::snapshot::copy`] once the tree runs again.
+/// [`super::snapshot::Snapshot::copy`] once the tree runs again.
 #[allow(clippy::too_many_arguments)] // one caller, each argument a different thing it owns
 pub(crate) fn dump_memory_armed(
     pid: i32,
@@ -123,7 +125,7 @@ pub(crate) fn dump_memory_armed(
     pages_id: u32,
     image_pid: i32,
     mut arming: Arming,
-) -> Result<(Vec<pb::VmaEntry>, u64, ArmedProcess), DumpError> {
+) -> Result<(Vec<pb::VmaEntry>, u64, ArmedProcess), MemDumpError> {
     let page = sys::page_size();
     let (pagemap, pages_file, mut pagemap_out) = open_outputs(pid, dir, pages_id, image_pid)?;
 
@@ -153,13 +155,13 @@ pub(crate) fn dump_memory_armed(
     let mut buffer = Vec::new();
     let timer = std::time::Instant::now();
     let arming_ref = &arming;
-    let (protect_results, protect_time, area_runs) = std::thread::scope(|scope| -> Result<_, DumpError> {
+    let (protect_results, protect_time, area_runs) = std::thread::scope(|scope| -> Result<_, MemDumpError> {
         let protecting = scope.spawn(move || {
             let timer = std::time::Instant::now();
             (arming_ref.write_protect(&protected), timer.elapsed())
         });
         let mut area_runs = Vec::new();
-        let walked = (|| -> Result<(), DumpError> {
+        let walked = (|| -> Result<(), MemDumpError> {
             for (map, vma, registered) in &areas {
                 let mut runs = Vec::new();
                 for_each_run(pid, &pagemap, map.start, map.end, vma.status, |addr, pages| {
@@ -169,7 +171,7 @@ pub(crate) fn dump_memory_armed(
                 for run in &runs {
                     pagemap_out
                         .write_entry(&pb::PagemapEntry::run(run.addr, run.pages, PE_PRESENT))
-                        .map_err(|source| DumpError::Image { pid, source })?;
+                        .map_err(|source| MemDumpError::Image { pid, source })?;
                     total_pages += run.pages;
                 }
                 if !registered {
@@ -181,7 +183,7 @@ pub(crate) fn dump_memory_armed(
             }
             Ok(())
         })();
-        let (results, protect_time) = protecting.join().map_err(|_| DumpError::Io {
+        let (results, protect_time) = protecting.join().map_err(|_| MemDumpError::Io {
             pid,
             what: "write-protect thread".into(),
             source: std::io::Error::other("panicked"),
@@ -207,7 +209,7 @@ pub(crate) fn dump_memory_armed(
         }
         vmas.push(vma);
     }
-    pagemap_out.finish().map_err(|source| DumpError::Image { pid, source })?;
+    pagemap_out.finish().map_err(|source| MemDumpError::Image { pid, source })?;
     log::info!(
         "pid {pid}: {} of {total_pages} pages left to copy after release (frozen: pagemap read and other \
          areas copied {walk_time:?}, beside it write-protect {protect_time:?})",
@@ -241,7 +243,7 @@ fn for_each_run(
     end: u64,
     status: u32,
     mut run: impl FnMut(u64, u64),
-) -> Result<(), DumpError> {
+) -> Result<(), MemDumpError> {
     let page = sys::page_size();
     let npages = (end - start) / page;
     let mut bytes = Vec::new();
@@ -279,16 +281,16 @@ fn for_each_run(
 }
 
 /// Copies a run of a stopped process into the pages file at the run's offset.
-fn copy_now(pid: i32, mem: &File, out: &File, run: &Run, readable: bool, buffer: &mut Vec<u8>) -> Result<(), DumpError> {
+fn copy_now(pid: i32, mem: &File, out: &File, run: &Run, readable: bool, buffer: &mut Vec<u8>) -> Result<(), MemDumpError> {
     let page = sys::page_size();
     let len = run.pages * page;
     let mut done = 0u64;
-    buffer.resize(crate::fast_pages::READ_BUFFER, 0);
+    buffer.resize(super::pages::READ_BUFFER, 0);
     while done < len {
         let step = (len - done).min(buffer.len() as u64) as usize;
         let target = &mut buffer[..step];
         let addr = run.addr + done;
-        let read = if readable { crate::fast_pages::read_remote(pid, target, addr).unwrap_or(0) } else { 0 };
+        let read = if readable { super::pages::read_remote(pid, target, addr).unwrap_or(0) } else { 0 };
         if read < step {
             mem.read_exact_at(&mut target[read..], addr + read as u64)
                 .map_err(io_err(pid, format!("read pages at {:#x}", addr + read as u64)))?;
@@ -301,13 +303,13 @@ fn copy_now(pid: i32, mem: &File, out: &File, run: &Run, readable: bool, buffer:
 
 /// What both memory dumpers open: the target's /proc pagemap, `pages-N.img`, and
 /// `pagemap-PID.img` with its head written.
-fn open_outputs(pid: i32, dir: &Path, pages_id: u32, image_pid: i32) -> Result<(File, File, ImageWriter), DumpError> {
+fn open_outputs(pid: i32, dir: &Path, pages_id: u32, image_pid: i32) -> Result<(File, File, ImageWriter), MemDumpError> {
     let pagemap = File::open(format!("/proc/{pid}/pagemap")).map_err(io_err(pid, "open pagemap"))?;
     let pages_path = dir.join(ImageKind::Pages.file_name(pages_id as u64));
     let pages_file = File::create(&pages_path).map_err(io_err(pid, format!("create {}", pages_path.display())))?;
     let mut pagemap_out =
-        ImageWriter::create(dir, ImageKind::Pagemap, image_pid as u64).map_err(|source| DumpError::Image { pid, source })?;
-    pagemap_out.write_entry(&pb::PagemapHead { pages_id }).map_err(|source| DumpError::Image { pid, source })?;
+        ImageWriter::create(dir, ImageKind::Pagemap, image_pid as u64).map_err(|source| MemDumpError::Image { pid, source })?;
+    pagemap_out.write_entry(&pb::PagemapHead { pages_id }).map_err(|source| MemDumpError::Image { pid, source })?;
     Ok((pagemap, pages_file, pagemap_out))
 }
 
@@ -348,7 +350,7 @@ fn classify_vma(
     map: &MapsLine,
     vm_flags: &[String],
     files: &mut FileTable,
-) -> Result<Option<pb::VmaEntry>, DumpError> {
+) -> Result<Option<pb::VmaEntry>, MemDumpError> {
     let has = |f: &str| vm_flags.iter().any(|v| v == f);
     let mut prot = 0;
     if map.read {
@@ -449,7 +451,7 @@ fn classify_vma(
             vma.status |= if map.shared { vs::FILE_SHARED } else { vs::FILE_PRIVATE };
         }
         _ => {
-            return Err(DumpError::Unsupported {
+            return Err(MemDumpError::Unsupported {
                 pid,
                 what: format!("memory area {:#x}-{:#x} {name:?}", map.start, map.end),
             })

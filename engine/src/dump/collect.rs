@@ -1,0 +1,59 @@
+//! The collect stage of a dump: what /proc tells about each stopped process (stat,
+//! status, smaps, auxv, links, personality, resource limits).
+
+use std::fs;
+use std::io;
+
+use crate::error::io_failure;
+use crate::model::Collected;
+use crate::procfs;
+use crate::sys;
+
+/// Why /proc of a stopped process could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum CollectError {
+    #[error("dump pid {pid}: {what}: {source}")]
+    Io { pid: i32, what: String, source: io::Error },
+    #[error("dump pid {pid}: {source}")]
+    Parse { pid: i32, source: procfs::ParseError },
+}
+io_failure!(CollectError);
+
+pub(crate) fn collect(pid: i32) -> Result<Collected, CollectError> {
+    let read = |name: &str| {
+        fs::read_to_string(format!("/proc/{pid}/{name}")).map_err(io_err(pid, format!("read /proc/{pid}/{name}")))
+    };
+    let link = |name: &str| {
+        fs::read_link(format!("/proc/{pid}/{name}")).map_err(io_err(pid, format!("readlink /proc/{pid}/{name}")))
+    };
+    let stat = procfs::parse_stat(&read("stat")?).map_err(|source| CollectError::Parse { pid, source })?;
+    let status = procfs::parse_key_values(&read("status")?);
+    let smaps = procfs::parse_smaps(&read("smaps")?).map_err(|source| CollectError::Parse { pid, source })?;
+    let auxv_bytes = fs::read(format!("/proc/{pid}/auxv")).map_err(io_err(pid, "read auxv"))?;
+    let auxv = auxv_bytes.chunks_exact(8).map(|c| u64::from_ne_bytes(c.try_into().expect("8 bytes"))).collect();
+    let personality = u32::from_str_radix(read("personality")?.trim(), 16).unwrap_or(0);
+    let mut rlimits = Vec::new();
+    for resource in 0..16u32 {
+        match sys::read_rlimit(pid, resource) {
+            Ok(limit) => rlimits.push(limit),
+            // Another user's limits need CAP_SYS_RESOURCE: the process itself tells them
+            // (`query_process`).
+            Err(error) if error.raw_os_error() == Some(libc::EPERM) => {
+                rlimits.clear();
+                break;
+            }
+            Err(error) => return Err(io_err(pid, format!("prlimit {resource}"))(error)),
+        }
+    }
+    Ok(Collected {
+        stat,
+        status,
+        smaps,
+        auxv,
+        exe: link("exe")?,
+        cwd: link("cwd")?,
+        root: link("root")?,
+        personality,
+        rlimits,
+    })
+}

@@ -1,0 +1,41 @@
+//! The files stage of a dump: every fd of every live process, its cwd, root and exe
+//! (`files/`), then what needs the whole tree: unix socket peers, the processes pidfds
+//! name, the ptys' sessions.
+
+use crate::dump::freeze::Frozen;
+use crate::files::{self, DumpedFd, FileDumpError, FileTable};
+use crate::model::Collected;
+
+/// One process's fd table and the file ids of its cwd, root and exe.
+pub(crate) struct ProcessFiles {
+    pub(crate) fds: Vec<DumpedFd>,
+    pub(crate) cwd_id: u32,
+    pub(crate) root_id: u32,
+    pub(crate) exe_id: u32,
+}
+
+/// Collects the files of every live process of `frozen` (in tree order) into `table`.
+pub(crate) fn dump_tree_files(
+    frozen: &Frozen,
+    collected: &[Collected],
+    shell_job: bool,
+    table: &mut FileTable,
+) -> Result<Vec<ProcessFiles>, FileDumpError> {
+    let mut process_files = Vec::new();
+    for (process, collected) in frozen.processes.iter().filter(|p| !p.is_zombie()).zip(collected) {
+        let pid = process.proc_pid();
+        let fds = files::collect_fds(pid, shell_job, table)?;
+        let cwd_id = table.add_path(pid, &collected.cwd, libc::O_RDONLY | libc::O_DIRECTORY)?;
+        let root_id = table.add_path(pid, &collected.root, libc::O_RDONLY | libc::O_DIRECTORY)?;
+        let exe_id = table.add_path(pid, &collected.exe, libc::O_RDONLY)?;
+        process_files.push(ProcessFiles { fds, cwd_id, root_id, exe_id });
+    }
+    files::check_tree(table)?;
+    let virtual_of = |host: i32| {
+        let in_tree = frozen.processes.iter().any(|p| p.pid == host || p.threads.iter().any(|t| t.tid == host));
+        in_tree.then(|| frozen.to_virtual(host, "pid").ok()).flatten()
+    };
+    files::resolve_pidfds(table, virtual_of)?;
+    files::finish_ptys(table, shell_job, virtual_of)?;
+    Ok(process_files)
+}

@@ -1,0 +1,316 @@
+//! The freeze stage of a dump: seize every thread of every process of the tree, parents
+//! before children, and keep what is needed to let each go exactly as it was.
+//!
+//! Invariant: [`Frozen`]'s Drop releases every thread unchanged (registers, signal mask,
+//! stop state) unless the tree was released or killed on purpose.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+
+use crust_arch::{Abi, Host, HostArch, ThreadRegs};
+
+use crate::error::io_failure;
+use crate::infect;
+use crate::model::SECCOMP_MODE_FILTER;
+use crate::procfs;
+use crate::sys;
+
+type Regs = <HostArch as Abi>::Regs;
+
+/// Why the tree could not be seized. Nothing is left stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SeizeError {
+    #[error("dump pid {pid}: {what}: {source}")]
+    Io { pid: i32, what: String, source: io::Error },
+    #[error("dump pid {pid}: {source}")]
+    Parse { pid: i32, source: procfs::ParseError },
+    #[error("dump pid {pid}: {source}")]
+    Arch { pid: i32, source: crust_arch::HostError },
+    #[error("dump pid {pid}: {what} is not supported yet")]
+    Unsupported { pid: i32, what: String },
+}
+io_failure!(SeizeError);
+
+/// A pid the images must name as the tree's pid namespace numbers it, but which lives
+/// outside that namespace.
+#[derive(Debug, thiserror::Error)]
+#[error("dump pid {pid}: {what} is not supported yet")]
+pub struct OutsideNamespace {
+    pub pid: i32,
+    pub what: String,
+}
+
+/// One stopped thread and what is needed to let it go unchanged.
+pub(crate) struct FrozenThread {
+    pub(crate) tid: i32,
+    pub(crate) rseq: Option<sys::RseqConfig>,
+    pub(crate) regs: ThreadRegs<Regs>,
+    pub(crate) sigmask: u64,
+    /// SECCOMP_MODE_* of the thread, and its filters oldest first (filter mode).
+    pub(crate) seccomp_mode: u32,
+    pub(crate) seccomp_filters: Vec<Vec<u8>>,
+}
+
+/// One process of the tree.
+pub(crate) struct FrozenProcess {
+    pub(crate) pid: i32,
+    pub(crate) ppid: i32,
+    /// /proc/PID/stat as read before the seize (state, session, group).
+    pub(crate) stat: procfs::Stat,
+    /// Seized threads, the leader first; empty for a zombie.
+    pub(crate) threads: Vec<FrozenThread>,
+    /// It was stopped (SIGSTOP/SIGTSTP) before the dump.
+    pub(crate) stopped: bool,
+    /// Its leader thread exited (pthread_exit) while other threads run on: /proc/PID
+    /// then shows a zombie with no memory or files, which only the live threads'
+    /// /proc entries show.
+    pub(crate) leader_gone: bool,
+}
+
+impl FrozenProcess {
+    pub(crate) fn is_zombie(&self) -> bool {
+        self.stat.state == 'Z' && !self.leader_gone
+    }
+
+    /// The pid whose /proc entries (memory, files, cwd) and whose ptrace stop serve for
+    /// the whole process: the leader, or its first live thread once the leader is gone.
+    /// /proc/TID works for any thread, listed or not.
+    pub(crate) fn proc_pid(&self) -> i32 {
+        self.threads.first().map(|t| t.tid).unwrap_or(self.pid)
+    }
+
+    /// The signal that stopped a stopped process (stat's exit_code holds it).
+    pub(crate) fn stop_signal(&self) -> i32 {
+        if (1..32).contains(&self.stat.exit_code) {
+            self.stat.exit_code
+        } else {
+            libc::SIGSTOP
+        }
+    }
+}
+
+/// The seized tree. Dropping it releases every thread exactly as it was.
+pub(crate) struct Frozen {
+    pub(crate) processes: Vec<FrozenProcess>,
+    /// Pids and tids as the tree sees them (its own pid namespace), by host pid.
+    pub(crate) virt: BTreeMap<i32, i32>,
+    /// The tree runs in a pid namespace of its own, whose init is the root.
+    pub(crate) own_pid_ns: bool,
+    /// Registers were changed by remote syscalls and must be put back.
+    pub(crate) touched: bool,
+    finished: bool,
+}
+
+fn seize_one(pid: i32, tid: i32) -> Result<FrozenThread, SeizeError> {
+    // Seccomp filters must not see the injected syscalls (strict mode would kill the
+    // target at the first one): suspend them while seized, if crust may (CAP_SYS_ADMIN).
+    let suspended = match sys::seize_thread(tid, libc::PTRACE_O_TRACESYSGOOD | sys::PTRACE_O_SUSPEND_SECCOMP) {
+        Ok(()) => true,
+        Err(error) if error.raw_os_error() == Some(libc::EPERM) => {
+            sys::seize_thread(tid, libc::PTRACE_O_TRACESYSGOOD).map_err(io_err(pid, format!("seize tid {tid}")))?;
+            false
+        }
+        Err(error) => return Err(io_err(pid, format!("seize tid {tid}"))(error)),
+    };
+    sys::interrupt_thread(tid).map_err(io_err(pid, format!("interrupt tid {tid}")))?;
+    loop {
+        match sys::wait_thread(tid).map_err(io_err(pid, format!("wait tid {tid}")))? {
+            sys::WaitEvent::Stopped { event, .. } if event == libc::PTRACE_EVENT_STOP => break,
+            sys::WaitEvent::Stopped { signal, .. } => {
+                // A signal arrived first: keep it for the thread, stop again.
+                sys::continue_thread(tid, signal).map_err(io_err(pid, "re-inject signal"))?;
+            }
+            _ => {
+                return Err(SeizeError::Io {
+                    pid,
+                    what: format!("tid {tid} exited while being seized"),
+                    source: io::Error::from_raw_os_error(libc::ESRCH),
+                })
+            }
+        }
+    }
+    let regs = HostArch::read_regs(tid).map_err(|source| SeizeError::Arch { pid, source })?;
+    let sigmask = sys::read_sigmask(tid).map_err(io_err(pid, "PTRACE_GETSIGMASK"))?;
+    let rseq = sys::read_rseq_config(tid).map_err(io_err(pid, "PTRACE_GET_RSEQ_CONFIGURATION"))?;
+    let status = fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).map_err(io_err(pid, "read thread status"))?;
+    let seccomp_mode: u32 = procfs::parse_key_values(&status).get("Seccomp").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let mut seccomp_filters = Vec::new();
+    if seccomp_mode != 0 && !suspended {
+        return Err(SeizeError::Unsupported { pid, what: format!("tid {tid} under seccomp without CAP_SYS_ADMIN to suspend it") });
+    }
+    if seccomp_mode == SECCOMP_MODE_FILTER {
+        while let Some(filter) =
+            sys::read_seccomp_filter(tid, seccomp_filters.len() as u64).map_err(io_err(pid, format!("tid {tid}: PTRACE_SECCOMP_GET_FILTER")))?
+        {
+            seccomp_filters.push(filter);
+        }
+    }
+    Ok(FrozenThread { tid, rseq, regs, sigmask, seccomp_mode, seccomp_filters })
+}
+
+impl Frozen {
+    /// Seizes `root` and every descendant, each process's threads until no new one
+    /// appears, parents before children (a stopped process cannot fork).
+    pub(crate) fn seize_tree(root: i32) -> Result<Frozen, SeizeError> {
+        let mut frozen = Frozen { processes: Vec::new(), virt: BTreeMap::new(), own_pid_ns: false, touched: false, finished: false };
+        let ns_of = |pid: i32| fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
+        frozen.own_pid_ns = ns_of(root) != fs::read_link("/proc/self/ns/pid").ok();
+        if frozen.own_pid_ns && virtual_pid(root)? != 1 {
+            return Err(SeizeError::Unsupported {
+                pid: root,
+                what: "a tree in a pid namespace whose root is not the namespace's init (pid 1)".into(),
+            });
+        }
+        let mut queue = std::collections::VecDeque::from([(root, 0)]);
+        while let Some((pid, ppid)) = queue.pop_front() {
+            let stat = read_stat(pid)?;
+            let leader_gone = stat.state == 'Z' && list_threads(pid)?.iter().any(|&t| t != pid);
+            let process = FrozenProcess { pid, ppid, stopped: stat.state == 'T', stat, threads: Vec::new(), leader_gone };
+            if process.is_zombie() {
+                frozen.processes.push(process);
+                continue;
+            }
+            // A stopped (SIGSTOP/SIGTSTP) process would re-enter its group stop before any
+            // injected syscall ran: continue it first, and stop it again on release (the
+            // images record it as stopped, so restore stops it too).
+            if process.stopped {
+                sys::send_signal(pid, libc::SIGCONT).map_err(io_err(pid, "SIGCONT a stopped process"))?;
+                for _ in 0..2000 {
+                    if read_stat(pid)?.state != 'T' {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            }
+            frozen.processes.push(process);
+            let index = frozen.processes.len() - 1;
+            loop {
+                let known: Vec<i32> = frozen.processes[index].threads.iter().map(|t| t.tid).collect();
+                let gone = frozen.processes[index].leader_gone;
+                let fresh: Vec<i32> = list_threads(pid)?.into_iter().filter(|t| !known.contains(t) && (!gone || *t != pid)).collect();
+                if fresh.is_empty() {
+                    break;
+                }
+                for tid in fresh {
+                    let thread = seize_one(pid, tid)?;
+                    frozen.processes[index].threads.push(thread);
+                }
+            }
+            for child in children_of(pid, &frozen.processes[index].threads)? {
+                queue.push_back((child, pid));
+            }
+        }
+        for process in &frozen.processes {
+            frozen.virt.insert(process.pid, virtual_pid(process.pid)?);
+            for thread in &process.threads {
+                frozen.virt.insert(thread.tid, virtual_pid_of_thread(process.pid, thread.tid)?);
+            }
+        }
+        Ok(frozen)
+    }
+
+    /// Puts registers and masks back and detaches every thread.
+    pub(crate) fn release(&mut self) {
+        for process in &self.processes {
+            for thread in &process.threads {
+                if self.touched {
+                    // The thread stopped at an injected syscall's exit: restart what it
+                    // was doing the way the kernel would have.
+                    let resume = HostArch::resume_regs(&thread.regs.gpr, true);
+                    let restarts = HostArch::ip(&resume) != HostArch::ip(&thread.regs.gpr);
+                    if infect::release_thread(thread.tid, &resume, restarts, thread.sigmask, 0).is_ok() {
+                        continue;
+                    }
+                }
+                let _ = sys::write_sigmask(thread.tid, thread.sigmask);
+                let _ = sys::detach_thread(thread.tid, 0);
+            }
+            if process.stopped {
+                let _ = sys::send_signal(process.pid, process.stop_signal());
+            }
+        }
+        self.finished = true;
+    }
+
+    /// Kills the tree after a good dump and waits until every thread is gone.
+    pub(crate) fn kill(&mut self) {
+        for process in &self.processes {
+            let _ = sys::send_signal(process.pid, libc::SIGKILL);
+        }
+        // Children before parents and other threads before leaders: a leader's exit is
+        // reported only after its threads', and a pid namespace's init finishes dying
+        // only once every other task in it is gone.
+        for process in self.processes.iter().rev() {
+            for thread in process.threads.iter().rev() {
+                while let Ok(sys::WaitEvent::Stopped { .. }) = sys::wait_thread(thread.tid) {}
+            }
+        }
+        self.finished = true;
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.release();
+        }
+    }
+}
+
+/// A pid as its own (innermost) pid namespace sees it: the last `NSpid:` field.
+fn virtual_pid(pid: i32) -> Result<i32, SeizeError> {
+    virtual_pid_of_thread(pid, pid)
+}
+
+fn virtual_pid_of_thread(pid: i32, tid: i32) -> Result<i32, SeizeError> {
+    let status = fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).map_err(io_err(pid, "read status"))?;
+    procfs::parse_nspid(&status)
+        .ok_or_else(|| SeizeError::Unsupported { pid, what: format!("tid {tid} without an NSpid line") })
+}
+
+impl Frozen {
+    /// The tree's own view of a host pid; outside the tree, the host pid itself unless
+    /// the tree has its own pid namespace (then the pid cannot be represented).
+    pub(crate) fn to_virtual(&self, host: i32, what: &str) -> Result<i32, OutsideNamespace> {
+        match self.virt.get(&host) {
+            Some(&v) => Ok(v),
+            None if !self.own_pid_ns => Ok(host),
+            None => Err(OutsideNamespace { pid: host, what: format!("{what} {host} outside the dumped pid namespace") }),
+        }
+    }
+}
+
+pub(crate) fn read_stat(pid: i32) -> Result<procfs::Stat, SeizeError> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).map_err(io_err(pid, "read stat"))?;
+    procfs::parse_stat(&text).map_err(|source| SeizeError::Parse { pid, source })
+}
+
+pub(crate) fn list_threads(pid: i32) -> Result<Vec<i32>, SeizeError> {
+    let dir = format!("/proc/{pid}/task");
+    let mut tids: Vec<i32> = fs::read_dir(&dir)
+        .map_err(io_err(pid, format!("read {dir}")))?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    tids.sort_unstable();
+    // The leader first.
+    if let Some(index) = tids.iter().position(|&t| t == pid) {
+        tids.remove(index);
+        tids.insert(0, pid);
+    }
+    Ok(tids)
+}
+
+/// The children of every thread of a stopped process, in pid order.
+fn children_of(pid: i32, threads: &[FrozenThread]) -> Result<Vec<i32>, SeizeError> {
+    let mut children = Vec::new();
+    for thread in threads {
+        let path = format!("/proc/{pid}/task/{}/children", thread.tid);
+        let text = fs::read_to_string(&path).map_err(io_err(pid, format!("read {path}")))?;
+        children.extend(text.split_whitespace().filter_map(|c| c.parse::<i32>().ok()));
+    }
+    children.sort_unstable();
+    children.dedup();
+    Ok(children)
+}
+

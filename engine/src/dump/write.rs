@@ -1,0 +1,274 @@
+//! The write stage of a dump: the images of the tree, from what the earlier stages
+//! found (inventory, seccomp, pstree, core, mm, fdinfo, fs, ids, and the files'
+//! images through `files/`).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::path::Path;
+
+use crust_arch::{Abi, HostArch};
+use crust_images::pb;
+use crust_images::{ImageKind, ImageWriter};
+
+use crate::dump::files::ProcessFiles;
+use crate::dump::freeze::{Frozen, OutsideNamespace};
+use crate::dump::queries::ProcessQueries;
+use crate::error::io_failure;
+use crate::files::{FileDumpError, FileTable};
+use crate::model::{Collected, SIGINFO_SIZE, TASK_ALIVE, TASK_DEAD, TASK_STOPPED};
+use crate::procfs;
+
+/// Why the images could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("dump pid {pid}: {what}: {source}")]
+    Io { pid: i32, what: String, source: io::Error },
+    #[error("dump pid {pid}: {source}")]
+    Image { pid: i32, source: crust_images::ImageError },
+    #[error(transparent)]
+    OutsideNamespace(#[from] OutsideNamespace),
+    #[error(transparent)]
+    Files(#[from] FileDumpError),
+}
+io_failure!(WriteError);
+
+/// A process's group or session id as its own pid namespace numbers it: through the
+/// dumped tree's pid map, or, for a leader that already exited (so is not in the tree),
+/// from the innermost `NSpgid`/`NSsid` of /proc/PID/status.
+fn ns_group_id(frozen: &Frozen, pid: i32, host_id: i32, key: &str, what: &str) -> Result<i32, WriteError> {
+    match frozen.to_virtual(host_id, what) {
+        Ok(id) => Ok(id),
+        Err(error) => {
+            let status = fs::read_to_string(format!("/proc/{pid}/status")).map_err(io_err(pid, "read status"))?;
+            // 0 there: the leader lives outside the namespace (a parent namespace's session).
+            Ok(procfs::parse_innermost_id(&status, key).ok_or(error)?)
+        }
+    }
+}
+
+/// Everything the earlier stages found, for [`write_images`].
+pub(crate) struct Dumped<'a> {
+    pub(crate) frozen: &'a Frozen,
+    pub(crate) collected: &'a [Collected],
+    pub(crate) queries: &'a [ProcessQueries],
+    pub(crate) files: &'a FileTable,
+    pub(crate) process_files: &'a [ProcessFiles],
+    /// Each live process's areas, in tree order.
+    pub(crate) memory: Vec<Vec<pb::VmaEntry>>,
+    pub(crate) own_ipc_ns: bool,
+}
+
+/// Writes the images of the tree rooted at `root` into `dir`: inventory, seccomp,
+/// pstree, core, mm, fdinfo, fs, ids and the files' images.
+pub(crate) fn write_images(root: i32, dir: &Path, dumped: Dumped) -> Result<(), WriteError> {
+    let Dumped { frozen, collected, queries, files, process_files, memory, own_ipc_ns } = dumped;
+    let image = |pid: i32| move |source| WriteError::Image { pid, source };
+    let pid_ns_id = frozen.own_pid_ns.then_some(1);
+    let ids_of = |index: usize| {
+        let id = index as u32 + 1;
+        let ipc_ns_id = own_ipc_ns.then_some(crate::ipc::NS_ID);
+        pb::TaskKobjIdsEntry { vm_id: id, files_id: id, fs_id: id, sighand_id: id, pid_ns_id, ipc_ns_id, ..Default::default() }
+    };
+    let v = |host: i32, what: &str| frozen.to_virtual(host, what);
+
+    let mut w = ImageWriter::create(dir, ImageKind::Inventory, 0).map_err(image(root))?;
+    w.write_entry(&pb::InventoryEntry {
+        img_version: 2,
+        fdinfo_per_id: Some(true),
+        root_ids: Some(ids_of(0)),
+        ns_per_id: Some(true),
+        lsmtype: Some(pb::Lsmtype::NoLsm as i32),
+        ..Default::default()
+    })
+    .map_err(image(root))?;
+    w.finish().map_err(image(root))?;
+
+    // seccomp.img: every distinct filter once, chained to the one before it; a thread
+    // names its newest.
+    let mut seccomp = pb::SeccompEntry::default();
+    let mut seccomp_index: BTreeMap<(Option<u32>, &[u8]), u32> = BTreeMap::new();
+    let mut newest_filter: BTreeMap<i32, u32> = BTreeMap::new();
+    for thread in frozen.processes.iter().flat_map(|p| p.threads.iter()) {
+        let mut prev = None;
+        for filter in &thread.seccomp_filters {
+            let index = *seccomp_index.entry((prev, filter.as_slice())).or_insert_with(|| {
+                seccomp.seccomp_filters.push(pb::SeccompFilter { filter: filter.clone(), prev, flags: None });
+                seccomp.seccomp_filters.len() as u32 - 1
+            });
+            prev = Some(index);
+        }
+        if let Some(index) = prev {
+            newest_filter.insert(thread.tid, index);
+        }
+    }
+    if !seccomp.seccomp_filters.is_empty() {
+        let mut w = ImageWriter::create(dir, ImageKind::Seccomp, 0).map_err(image(root))?;
+        w.write_entry(&seccomp).map_err(image(root))?;
+        w.finish().map_err(image(root))?;
+    }
+
+    let mut w = ImageWriter::create(dir, ImageKind::Pstree, 0).map_err(image(root))?;
+    for process in &frozen.processes {
+        let mut threads: Vec<u32> = if process.is_zombie() || process.leader_gone {
+            vec![v(process.pid, "pid")? as u32]
+        } else {
+            Vec::new()
+        };
+        for thread in &process.threads {
+            threads.push(v(thread.tid, "tid")? as u32);
+        }
+        let ppid = if process.pid == root { 0 } else { v(process.ppid, "parent")? as u32 };
+        w.write_entry(&pb::PstreeEntry {
+            pid: v(process.pid, "pid")? as u32,
+            ppid,
+            pgid: ns_group_id(frozen, process.pid, process.stat.pgid, "NSpgid", "process group")? as u32,
+            sid: if process.stat.sid == 0 { 0 } else { ns_group_id(frozen, process.pid, process.stat.sid, "NSsid", "session")? as u32 },
+            threads,
+        })
+        .map_err(image(root))?;
+    }
+    w.finish().map_err(image(root))?;
+
+    let siginfos = |list: &[[u8; SIGINFO_SIZE]]| pb::SignalQueueEntry {
+        signals: list.iter().map(|s| pb::SiginfoEntry { siginfo: s.to_vec() }).collect(),
+    };
+    // Zombies: a core with the exit status only.
+    for process in frozen.processes.iter().filter(|p| p.is_zombie()) {
+        let core = pb::CoreEntry {
+            mtype: HostArch::CORE_MTYPE,
+            tc: Some(pb::TaskCoreEntry {
+                task_state: TASK_DEAD,
+                exit_code: process.stat.exit_code as u32,
+                comm: process.stat.comm.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut w = ImageWriter::create(dir, ImageKind::Core, v(process.pid, "pid")? as u64).map_err(image(process.pid))?;
+        w.write_entry(&core).map_err(image(process.pid))?;
+        w.finish().map_err(image(process.pid))?;
+    }
+
+    let live = frozen.processes.iter().filter(|p| !p.is_zombie());
+    for (index, (((process, collected), queries), vmas)) in live.zip(collected).zip(queries).zip(memory).enumerate() {
+        let pid = process.pid;
+        let ids = ids_of(index);
+        let stat = &collected.stat;
+        let mut posix_timers = queries.posix_timers.clone();
+        for timer in &mut posix_timers {
+            if let Some(host_tid) = timer.notify_thread_id {
+                timer.notify_thread_id = Some(v(host_tid, "timer's thread")?);
+            }
+        }
+        let tc = pb::TaskCoreEntry {
+            task_state: if process.stopped { TASK_STOPPED } else { TASK_ALIVE },
+            exit_code: 0,
+            personality: collected.personality,
+            flags: stat.flags as u32,
+            blk_sigset: process.threads[0].sigmask,
+            comm: stat.comm.clone(),
+            timers: Some(pb::TaskTimersEntry {
+                real: queries.itimers[0],
+                virt: queries.itimers[1],
+                prof: queries.itimers[2],
+                posix: posix_timers,
+            }),
+            rlimits: Some(pb::TaskRlimitsEntry {
+                rlimits: queries.rlimits.iter().map(|&(cur, max)| pb::RlimitEntry { cur, max }).collect(),
+            }),
+            signals_s: Some(siginfos(&queries.shared_pending)),
+            sigactions: queries.sigactions.clone(),
+            stop_signo: process.stopped.then_some(process.stop_signal() as u32),
+            child_subreaper: Some(queries.child_subreaper),
+            oom_score_adj: fs::read_to_string(format!("/proc/{}/oom_score_adj", process.proc_pid())).ok().and_then(|v| v.trim().parse().ok()),
+            ..Default::default()
+        };
+        if process.leader_gone {
+            // The exited leader: the process's own state, its name, and no registers
+            // (restore has it exit again once its threads exist).
+            let comm = fs::read_to_string(format!("/proc/{pid}/task/{pid}/comm")).map(|c| c.trim_end_matches('\n').to_string()).ok();
+            let core = pb::CoreEntry {
+                mtype: HostArch::CORE_MTYPE,
+                ids: Some(ids),
+                tc: Some(tc.clone()),
+                thread_core: Some(pb::ThreadCoreEntry { comm, ..Default::default() }),
+                ..Default::default()
+            };
+            let mut w = ImageWriter::create(dir, ImageKind::Core, v(pid, "pid")? as u64).map_err(image(pid))?;
+            w.write_entry(&core).map_err(image(pid))?;
+            w.finish().map_err(image(pid))?;
+        }
+        for (thread_index, (thread, tq)) in process.threads.iter().zip(&queries.threads).enumerate() {
+            let mut core = pb::CoreEntry {
+                mtype: HostArch::CORE_MTYPE,
+                ids: Some(ids),
+                thread_core: Some(pb::ThreadCoreEntry {
+                    futex_rla: tq.robust_list.0,
+                    futex_rla_len: tq.robust_list.1 as u32,
+                    blk_sigset: Some(thread.sigmask),
+                    sas: Some(tq.altstack),
+                    signals_p: Some(siginfos(&tq.private_pending)),
+                    creds: Some(tq.creds.clone()),
+                    pdeath_sig: Some(tq.pdeath_sig),
+                    comm: Some(tq.comm.clone()),
+                    seccomp_mode: (thread.seccomp_mode != 0).then_some(thread.seccomp_mode as i32),
+                    seccomp_filter: newest_filter.get(&thread.tid).copied(),
+                    rseq_entry: thread.rseq.map(|r| pb::RseqEntry {
+                        rseq_abi_pointer: r.pointer,
+                        rseq_abi_size: r.size,
+                        signature: r.signature,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            if thread_index == 0 && !process.leader_gone {
+                core.tc = Some(tc.clone());
+            }
+            HostArch::regs_to_core(&mut core, &thread.regs, tq.clear_tid_addr);
+            let mut w = ImageWriter::create(dir, ImageKind::Core, v(thread.tid, "tid")? as u64).map_err(image(pid))?;
+            w.write_entry(&core).map_err(image(pid))?;
+            w.finish().map_err(image(pid))?;
+        }
+
+        let ProcessFiles { fds, cwd_id, root_id, exe_id } = &process_files[index];
+        let mm = pb::MmEntry {
+            mm_start_code: stat.start_code,
+            mm_end_code: stat.end_code,
+            mm_start_data: stat.start_data,
+            mm_end_data: stat.end_data,
+            mm_start_stack: stat.start_stack,
+            mm_start_brk: stat.start_brk,
+            mm_brk: queries.brk,
+            mm_arg_start: stat.arg_start,
+            mm_arg_end: stat.arg_end,
+            mm_env_start: stat.env_start,
+            mm_env_end: stat.env_end,
+            exe_file_id: *exe_id,
+            mm_saved_auxv: collected.auxv.clone(),
+            vmas,
+            dumpable: Some(queries.dumpable),
+            thp_disabled: Some(queries.thp_disabled),
+            ..Default::default()
+        };
+        let vpid = v(pid, "pid")? as u64;
+        let mut w = ImageWriter::create(dir, ImageKind::Mm, vpid).map_err(image(pid))?;
+        w.write_entry(&mm).map_err(image(pid))?;
+        w.finish().map_err(image(pid))?;
+
+        crate::files::write_fdinfo(pid, dir, fds, ids.files_id)?;
+
+        let umask = collected.status.get("Umask").and_then(|v| u32::from_str_radix(v, 8).ok());
+        let mut w = ImageWriter::create(dir, ImageKind::Fs, vpid).map_err(image(pid))?;
+        w.write_entry(&pb::FsEntry { cwd_id: *cwd_id, root_id: *root_id, umask }).map_err(image(pid))?;
+        w.finish().map_err(image(pid))?;
+
+        let mut w = ImageWriter::create(dir, ImageKind::Ids, vpid).map_err(image(pid))?;
+        w.write_entry(&ids).map_err(image(pid))?;
+        w.finish().map_err(image(pid))?;
+    }
+    crate::files::write_images(root, dir, files, collected.len() as u32 + 1)?;
+    Ok(())
+}

@@ -1,0 +1,276 @@
+//! Open files, a subsystem with its dump half and its restore half:
+//! - dump (`dump.rs`): which fds a process holds and what each is, one `file_entry`
+//!   per open file description (kcmp finds sharing across the tree), into a
+//!   [`FileTable`]; `write.rs` writes files.img, fdinfo-N.img and the per-kind images;
+//! - restore (`restore.rs`): the [`Broker`] opens every description of the tree once in
+//!   crust before the first fork, each restored process installs its fds from it.
+//!
+//! One module per kind: `anon` (eventfd, signalfd, timerfd, epoll), `inet`, `tcp`
+//! (`--tcp-established`), `unix`, `pipe` (and FIFOs), `memfd`, `pty`, `inotify`,
+//! `locks`. A new kind of file goes here, next to them.
+//!
+//! Invariant: imports no pipeline; the kernel calls go through `sys/`.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use crust_images::pb;
+
+use crate::error::io_failure;
+use crate::procfs;
+
+mod anon;
+mod dump;
+mod inet;
+mod inotify;
+mod locks;
+pub(crate) mod memfd;
+mod pipe;
+mod pty;
+mod restore;
+mod tcp;
+mod unix;
+mod write;
+
+pub(crate) use dump::{check_tree, collect_fds, finish_ptys, resolve_pidfds};
+pub(crate) use restore::{broker_ids, in_flight_ids, unlock_tcp, Broker};
+pub(crate) use write::{write_fdinfo, write_images};
+
+/// Why the files of a process could not be dumped.
+#[derive(Debug, thiserror::Error)]
+pub enum FileDumpError {
+    #[error("dump pid {pid}: {what}: {source}")]
+    Io { pid: i32, what: String, source: io::Error },
+    #[error("dump pid {pid}: {source}")]
+    Parse { pid: i32, source: procfs::ParseError },
+    #[error("dump pid {pid}: {source}")]
+    Image { pid: i32, source: crust_images::ImageError },
+    #[error("dump pid {pid}: {what} is not supported yet")]
+    Unsupported { pid: i32, what: String },
+}
+io_failure!(FileDumpError);
+
+/// What went wrong with one file or one image of files, without the process and fd it
+/// belongs to (the caller names those): a failed step, a bad image, or something crust
+/// refuses (a state it does not handle, an image that contradicts itself, a host that
+/// cannot give it back).
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// `what` names the file and the step.
+    #[error("{what}: {source}")]
+    Io { what: String, source: io::Error },
+    /// An image (the error names it).
+    #[error(transparent)]
+    Image(#[from] crust_images::ImageError),
+    #[error("{what}")]
+    Refused { what: String },
+    /// A failure inside a bigger step: `what` names that step.
+    #[error("{what}: {source}")]
+    Within { what: String, source: Box<FileError> },
+}
+
+impl FileError {
+    /// Something crust refuses, said in `what`.
+    pub(crate) fn refused(what: impl Into<String>) -> FileError {
+        FileError::Refused { what: what.into() }
+    }
+}
+
+/// For `map_err`: the step `what` failed on the way.
+pub(crate) fn file_within<E: Into<FileError>>(what: impl Into<String>) -> impl FnOnce(E) -> FileError {
+    let what = what.into();
+    move |source| FileError::Within { what, source: Box::new(source.into()) }
+}
+
+/// For `map_err`: step `what` on a file failed.
+pub(crate) fn file_io(what: impl Into<String>) -> impl FnOnce(io::Error) -> FileError {
+    let what = what.into();
+    move |source| FileError::Io { what, source }
+}
+
+/// An fd already dumped, for kcmp: (pid, fd number, file id).
+pub(crate) type FdOfFile = (i32, u32, u32);
+
+/// The files the images refer to, by id (files.img), plus ghost copies of unlinked ones.
+#[derive(Default)]
+pub(crate) struct FileTable {
+    pub(crate) entries: Vec<pb::FileEntry>,
+    pub(crate) by_path: BTreeMap<(PathBuf, i32), u32>,
+    /// Every dumped fd of every process so far, by (dev, inode) of its file: only fds of
+    /// one file can share an open file description, so kcmp runs within these.
+    pub(crate) by_inode: BTreeMap<(u64, u64), Vec<FdOfFile>>,
+    /// (reg file id, ghost id, source to copy from)
+    pub(crate) ghosts: Vec<(u32, u32, PathBuf, fs::Metadata)>,
+    /// Ghosts of mapped unlinked files, by (dev, inode).
+    pub(crate) ghost_by_inode: BTreeMap<(u64, u64), u32>,
+    /// Unread data of pipes (pipes-data.img) and FIFOs (fifo-data.img), once per pipe.
+    pub(crate) pipe_data: BTreeMap<u32, pipe::PipeContents>,
+    pub(crate) fifo_data: BTreeMap<u32, pipe::PipeContents>,
+    /// Every AF_UNIX socket of the network namespace, read once per dump.
+    pub(crate) unix_diag: Option<BTreeMap<u32, unix::UnixDiag>>,
+    /// Queued messages of unix sockets (sk-queues.img): (socket file id, message, file
+    /// ids of the fds in flight with it).
+    pub(crate) sk_queues: Vec<(u32, Vec<u8>, Vec<u32>)>,
+    /// fds in flight just peeked, dumped once their socket's entry is in:
+    /// (index into `sk_queues`, crust's copies).
+    pub(crate) in_flight_pending: Vec<(usize, Vec<std::os::fd::OwnedFd>)>,
+    /// crust's copies of the fds in flight, open until the dump ends (kcmp compares
+    /// later fds with them).
+    pub(crate) in_flight: Vec<std::os::fd::OwnedFd>,
+    /// File locks (filelocks.img), with what identifies a POSIX lock so each is once.
+    pub(crate) locks: Vec<pb::FileLockEntry>,
+    pub(crate) posix_locks_seen: std::collections::BTreeSet<(i32, u64, u64, i64, i64)>,
+    /// TCP listeners by inode: (connections waiting, backlog), read once per dump.
+    pub(crate) tcp_listeners: Option<BTreeMap<u32, (u32, u32)>>,
+    /// Unix sockets dumped: (pid, fd, inode, peer inode), to check every peer is dumped.
+    pub(crate) unix_dumped: Vec<(i32, u32, u32, u32)>,
+    /// memfd inodes (memfd.img) and the MEMFD file entries made for mappings, by
+    /// (inode id, open flags).
+    pub(crate) memfds: memfd::MemfdInodes,
+    pub(crate) memfd_mappings: BTreeMap<(u32, i32), u32>,
+    /// pidfds: (holder pid, fd, file id, target as this host numbers it, -1: exited).
+    pub(crate) pidfds: Vec<(i32, u32, u32, i32)>,
+    /// Dump established TCP connections (`--tcp-established`).
+    pub(crate) tcp_established: bool,
+    /// Pty ends: (pid, fd, file id, pty index, is the master), and a copy of each
+    /// master by index (its state is read through it once every fd is collected).
+    pub(crate) pty_files: Vec<(i32, u32, u32, u32, bool)>,
+    pub(crate) pty_masters: BTreeMap<u32, std::os::fd::OwnedFd>,
+    /// tty-info.img entries.
+    pub(crate) tty_infos: Vec<pb::TtyInfoEntry>,
+    /// Established connections taken in repair mode.
+    pub(crate) tcp: TcpRepairGuard,
+}
+
+/// Established TCP connections in repair mode and locked during a dump. Dropped without
+/// `keep_locked` (a failed dump), each leaves repair mode and is unlocked: the target
+/// goes on as before. After `keep_locked` (the target is killed) the sockets close in
+/// repair mode, sending nothing, and the locks stay until the restore.
+#[derive(Default)]
+pub(crate) struct TcpRepairGuard {
+    pub(crate) connections: Vec<(u32, inet::Established)>,
+    pub(crate) keep_locked: bool,
+}
+
+impl TcpRepairGuard {
+    pub(crate) fn release(&mut self) {
+        for (ino, connection) in self.connections.drain(..) {
+            let _ = tcp::set_repair(&connection.socket, false);
+            if let Err(e) = tcp::unlock(ino, connection.family) {
+                log::warn!("unlock TCP connection of socket {ino}: {e}");
+            }
+        }
+    }
+}
+
+impl Drop for TcpRepairGuard {
+    fn drop(&mut self) {
+        if !self.keep_locked {
+            self.release();
+        }
+    }
+}
+
+impl FileTable {
+    /// After a good dump that leaves the target running: its connections leave repair
+    /// mode and are unlocked (before the target runs again).
+    pub(crate) fn release_tcp(&mut self) {
+        self.tcp.release();
+    }
+
+    /// After a good dump that kills the target: its connections stay locked for the
+    /// restore and close silently (in repair mode).
+    pub(crate) fn keep_tcp_locked(&mut self) {
+        self.tcp.keep_locked = true;
+    }
+}
+
+impl FileTable {
+    pub(crate) fn next_id(&self) -> u32 {
+        self.entries.len() as u32 + 1
+    }
+
+    pub(crate) fn reg_entry(id: u32, name: &Path, flags: i32, pos: u64, meta: Option<&fs::Metadata>) -> pb::FileEntry {
+        pb::FileEntry {
+            r#type: pb::FdTypes::Reg as i32,
+            id,
+            reg: Some(pb::RegFileEntry {
+                id,
+                flags: flags as u32,
+                pos,
+                fown: pb::FownEntry::default(),
+                name: name.to_string_lossy().into_owned(),
+                size: meta.map(|m| m.len()),
+                mode: meta.map(|m| m.mode()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// A file by path, shared among the areas and fs entries that name it.
+    pub(crate) fn add_path(&mut self, pid: i32, path: &Path, flags: i32) -> Result<u32, FileDumpError> {
+        if let Some(&id) = self.by_path.get(&(path.to_path_buf(), flags)) {
+            return Ok(id);
+        }
+        let meta = fs::metadata(path).map_err(io_err(pid, format!("stat {}", path.display())))?;
+        let id = self.next_id();
+        self.entries.push(Self::reg_entry(id, path, flags, 0, Some(&meta)));
+        self.by_path.insert((path.to_path_buf(), flags), id);
+        Ok(id)
+    }
+
+    /// A mapped file that was unlinked: its contents are copied into a ghost image from
+    /// `/proc/PID/map_files/START-END`; one ghost per inode, whoever maps it.
+    pub(crate) fn add_deleted_mapping(&mut self, pid: i32, start: u64, end: u64, name: &str, flags: i32) -> Result<u32, FileDumpError> {
+        let source = PathBuf::from(format!("/proc/{pid}/map_files/{start:x}-{end:x}"));
+        let meta = fs::metadata(&source).map_err(io_err(pid, format!("stat {}", source.display())))?;
+        let key = (meta.dev(), meta.ino());
+        if let Some(&id) = self.ghost_by_inode.get(&key) {
+            return Ok(id);
+        }
+        let original = name.strip_suffix(" (deleted)").unwrap_or(name);
+        let id = self.next_id();
+        let ghost_id = self.ghosts.len() as u32 + 1;
+        self.entries.push(Self::reg_entry(id, Path::new(original), flags, 0, Some(&meta)));
+        self.ghosts.push((id, ghost_id, source, meta));
+        self.ghost_by_inode.insert(key, id);
+        Ok(id)
+    }
+}
+
+impl FileTable {
+    /// A mapped memfd (`name` as /proc/PID/maps shows it): a MEMFD file entry opened
+    /// with `flags`, one per inode and flags, whoever maps it.
+    pub(crate) fn add_memfd_mapping(&mut self, pid: i32, start: u64, end: u64, name: &str, flags: i32) -> Result<u32, FileDumpError> {
+        let source = PathBuf::from(format!("/proc/{pid}/map_files/{start:x}-{end:x}"));
+        let inode_id = self
+            .memfds
+            .add(&source, name)
+            .map_err(|what| FileDumpError::Unsupported { pid, what: format!("memory area {start:#x}-{end:#x} ({name}): {what}") })?;
+        if let Some(&id) = self.memfd_mappings.get(&(inode_id, flags)) {
+            return Ok(id);
+        }
+        let id = self.next_id();
+        self.entries.push(pb::FileEntry {
+            r#type: pb::FdTypes::Memfd as i32,
+            id,
+            memfd: Some(pb::MemfdFileEntry { id, flags: flags as u32, pos: 0, fown: Default::default(), inode_id }),
+            ..Default::default()
+        });
+        self.memfd_mappings.insert((inode_id, flags), id);
+        Ok(id)
+    }
+}
+
+/// One open fd of the target.
+pub(crate) struct DumpedFd {
+    pub(crate) fd: u32,
+    pub(crate) id: u32,
+    pub(crate) cloexec: bool,
+    pub(crate) kind: pb::FdTypes,
+}
+

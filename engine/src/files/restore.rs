@@ -1,0 +1,517 @@
+//! The restore half of files: the [`Broker`] creates every pipe, socket, pty and
+//! anon-inode file of files.img and opens every other description once, in crust,
+//! before the first fork; each restored process installs its own fds from it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use super::{file_io, file_within, FileError};
+use crust_images::pb;
+use crust_images::{ImageKind, ImageReader};
+
+use super::{anon, inet, inotify, locks, memfd, pipe, pty, tcp, unix};
+use crate::sys;
+
+/// Every open file description of a restored tree, opened once by crust before the
+/// first fork, at fd numbers above every fd of the tree: each restored process inherits
+/// them all through fork, installs the ones it holds at their numbers, and closes the
+/// rest. Descriptions shared between fds, or between processes, so stay shared.
+pub(crate) struct Broker {
+    /// file id → broker fd
+    pub(crate) fds: BTreeMap<u32, i32>,
+    /// Epoll instances by file id: their watches are added after install.
+    epolls: BTreeMap<u32, pb::EventpollFileEntry>,
+    /// File locks, each taken again by its owner (by pid) after install.
+    locks: Vec<pb::FileLockEntry>,
+    /// pidfds of live processes: opened in their holder once the whole tree exists
+    /// (`restore::finish_process`), skipped here.
+    late: BTreeSet<u32>,
+    /// pidfds of exited processes: (broker number, flags), made by the restored root in
+    /// the tree's pid namespace (`make_dead_pidfds`), whose processes may signal them.
+    dead_pidfds: Vec<(i32, i32)>,
+    /// Ptys that are a session's controlling terminal: (session, foreground group, index).
+    controlling: Vec<(u32, u32, u32)>,
+}
+
+/// The extra images of pipes, FIFOs and sockets, read into memory for the broker.
+fn read_pipe_data(dir: &Path, kind: ImageKind) -> Result<BTreeMap<u32, pipe::PipeContents>, FileError> {
+    let path = dir.join(kind.file_name(0));
+    let mut out = BTreeMap::new();
+    if !path.exists() {
+        return Ok(out);
+    }
+    let mut reader = ImageReader::open(&path)?;
+    while let Some(entry) = reader.next_entry::<pb::PipeDataEntry>()? {
+        let data = reader.read_payload(entry.bytes as u64)?;
+        out.insert(entry.pipe_id, pipe::PipeContents { size: entry.size.unwrap_or(0), data });
+    }
+    Ok(out)
+}
+
+/// The queued messages of sockets (sk-queues.img): the queues without fds in flight,
+/// and, apart, those of sockets where some message carries fds (SCM_RIGHTS: file ids),
+/// which are sent once every file exists.
+/// A queued message: its bytes and the file ids of the fds in flight with it.
+type QueuedMessage = (Vec<u8>, Vec<u32>);
+
+type SocketQueues = (BTreeMap<u32, Vec<Vec<u8>>>, BTreeMap<u32, Vec<(Vec<u8>, Vec<u32>)>>);
+
+fn read_sk_queues(dir: &Path) -> Result<SocketQueues, FileError> {
+    let path = dir.join(ImageKind::SkQueues.file_name(0));
+    let mut all: BTreeMap<u32, Vec<QueuedMessage>> = BTreeMap::new();
+    if !path.exists() {
+        return Ok(Default::default());
+    }
+    let name = path.display().to_string();
+    let mut reader = ImageReader::open(&path)?;
+    while let Some(entry) = reader.next_entry::<pb::SkPacketEntry>()? {
+        let mut rights = Vec::new();
+        for scm in &entry.scm {
+            if scm.r#type != libc::SCM_RIGHTS as u32 {
+                return Err(FileError::refused(format!("{name}: queued message for socket {} carries control message type {} (sk_packet_entry.scm.type)", entry.id_for, scm.r#type)));
+            }
+            rights.extend(&scm.rights);
+        }
+        let data = reader.read_payload(entry.length as u64)?;
+        all.entry(entry.id_for).or_default().push((data, rights));
+    }
+    let (deferred, plain): (BTreeMap<_, _>, BTreeMap<_, _>) = all.into_iter().partition(|(_, messages)| messages.iter().any(|m| !m.1.is_empty()));
+    Ok((plain.into_iter().map(|(id, messages)| (id, messages.into_iter().map(|m| m.0).collect())).collect(), deferred))
+}
+
+/// File ids of the files in flight in socket queues: the broker opens them though no
+/// process holds them.
+pub(crate) fn in_flight_ids(dir: &Path) -> Result<BTreeSet<u32>, FileError> {
+    let (_, deferred) = read_sk_queues(dir)?;
+    Ok(deferred.values().flatten().flat_map(|m| m.1.iter().copied()).collect())
+}
+
+/// tcp-stream-INO.img: the stream state, then the receive and send queues.
+fn read_tcp_stream(dir: &Path, ino: u32) -> Result<(pb::TcpStreamEntry, Vec<u8>, Vec<u8>), FileError> {
+    let path = dir.join(ImageKind::TcpStream.file_name(ino as u64));
+    let name = path.display().to_string();
+    let mut reader = ImageReader::open(&path)?;
+    let stream: pb::TcpStreamEntry = reader.next_entry()?.ok_or_else(|| FileError::refused(format!("{name}: no tcp_stream_entry")))?;
+    let inq = reader.read_payload(stream.inq_len as u64).map_err(file_within("receive queue (inq_len)"))?;
+    let outq = reader.read_payload(stream.outq_len as u64).map_err(file_within("send queue (outq_len)"))?;
+    if stream.unsq_len.unwrap_or(0) > stream.outq_len {
+        return Err(FileError::refused(format!("{name}: unsq_len {} beyond outq_len {}", stream.unsq_len.unwrap_or(0), stream.outq_len)));
+    }
+    Ok((stream, inq, outq))
+}
+
+/// Removes the locks of the restored established TCP connections: their traffic flows.
+pub(crate) fn unlock_tcp(dir: &Path) -> Result<(), FileError> {
+    let path = dir.join(ImageKind::Files.file_name(0));
+    let entries = crust_images::read_entries::<pb::FileEntry>(&path)?;
+    for isk in entries.iter().filter_map(|e| e.isk.as_ref()) {
+        if isk.proto == libc::IPPROTO_TCP as u32 && isk.state == 1 {
+            tcp::unlock(isk.ino, isk.family as i32).map_err(file_within(format!("unlock TCP connection of socket {}", isk.ino)))?;
+        }
+    }
+    Ok(())
+}
+
+/// Creates every pipe, FIFO, socket and anon-inode file of files.img: file id → fd.
+/// What `create_special_files` made: file id → fd, and the epolls whose watches come later.
+type SpecialFiles = (
+    BTreeMap<u32, std::os::fd::OwnedFd>,
+    BTreeMap<u32, pb::EventpollFileEntry>,
+    BTreeSet<u32>,
+    BTreeMap<u32, i32>,
+    Vec<(u32, Vec<(Vec<u8>, Vec<u32>)>)>,
+    Vec<(u32, u32, u32)>,
+);
+
+fn create_special_files(dir: &Path, regs: &BTreeMap<u32, pb::RegFileEntry>) -> Result<SpecialFiles, FileError> {
+    let path = dir.join(ImageKind::Files.file_name(0));
+    let entries = crust_images::read_entries::<pb::FileEntry>(&path)?;
+    let (mut pipes, mut fifos, mut sockets, mut inet_sockets) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut memfds = Vec::new();
+    let mut ttys = Vec::new();
+    let mut late = BTreeSet::new();
+    let mut dead_pidfds = BTreeMap::new();
+    let mut made = BTreeMap::new();
+    let mut epolls = BTreeMap::new();
+    for entry in entries {
+        let kind = pb::FdTypes::try_from(entry.r#type).unwrap_or(pb::FdTypes::Und);
+        let missing = || FileError::refused(format!("{}: file {} of type {kind:?} has no {kind:?} entry", path.display(), entry.id));
+        match kind {
+            pb::FdTypes::Reg => {}
+            pb::FdTypes::Pipe => pipes.push(entry.pipe.ok_or_else(missing)?),
+            pb::FdTypes::Fifo => fifos.push(entry.fifo.ok_or_else(missing)?),
+            pb::FdTypes::Unixsk => sockets.push(entry.usk.ok_or_else(missing)?),
+            pb::FdTypes::Inetsk => inet_sockets.push(entry.isk.ok_or_else(missing)?),
+            pb::FdTypes::Eventfd => {
+                made.insert(entry.id, anon::create_eventfd(entry.efd.as_ref().ok_or_else(missing)?)?);
+            }
+            pb::FdTypes::Signalfd => {
+                made.insert(entry.id, anon::create_signalfd(entry.sgfd.as_ref().ok_or_else(missing)?)?);
+            }
+            pb::FdTypes::Timerfd => {
+                made.insert(entry.id, anon::create_timerfd(entry.tfd.as_ref().ok_or_else(missing)?)?);
+            }
+            pb::FdTypes::Inotify => {
+                made.insert(entry.id, inotify::create_inotify(entry.ify.as_ref().ok_or_else(missing)?)?);
+            }
+            pb::FdTypes::Memfd => memfds.push(entry.memfd.ok_or_else(missing)?),
+            pb::FdTypes::Tty => ttys.push(entry.tty.ok_or_else(missing)?),
+            pb::FdTypes::Pidfd => {
+                let pidfd = entry.pidfd.ok_or_else(missing)?;
+                if pidfd.nspid == -1 {
+                    dead_pidfds.insert(entry.id, pidfd.flags as i32 & (libc::O_NONBLOCK | libc::O_EXCL));
+                } else {
+                    late.insert(entry.id);
+                }
+            }
+            pb::FdTypes::Eventpoll => {
+                let epoll = entry.epfd.ok_or_else(missing)?;
+                made.insert(entry.id, anon::create_epoll(&epoll)?);
+                epolls.insert(entry.id, epoll);
+            }
+            other => return Err(FileError::refused(format!("{}: file {} of type {other:?} is not supported yet", path.display(), entry.id))),
+        }
+    }
+    let mut controlling = Vec::new();
+    if !ttys.is_empty() {
+        let path = dir.join(ImageKind::TtyInfo.file_name(0));
+        let infos = crust_images::read_entries::<pb::TtyInfoEntry>(&path)?;
+        let mut masters = BTreeMap::new();
+        for info in &infos {
+            if info.r#type != pb::TtyType::Pty as i32 {
+                return Err(FileError::refused(format!("{}: tty {} of type {} is not supported (tty_info_entry.type)", path.display(), info.id, info.r#type)));
+            }
+            masters.insert(info.id, pty::create(info)?);
+            if info.sid != 0 {
+                controlling.push((info.sid, info.pgrp, info.pty.as_ref().map(|p| p.index).unwrap_or(info.id)));
+            }
+        }
+        for tty in &ttys {
+            let name = tty.regf_id.and_then(|r| regs.get(&r)).map(|r| r.name.clone()).ok_or_else(|| FileError::refused(format!("tty file {} has no path (tty_file_entry.regf_id)", tty.id)))?;
+            let fd = if pty::is_master(&name) {
+                masters.remove(&tty.tty_info_id).ok_or_else(|| FileError::refused(format!("tty file {}: pty {} has no state in tty-info.img, or a second master", tty.id, tty.tty_info_id)))?
+            } else {
+                let flags = tty.flags as i32 & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_CLOEXEC);
+                sys::file::open_path(&name, flags | libc::O_NOCTTY).map_err(file_io(format!("open {name}")))?
+            };
+            made.insert(tty.id, fd);
+        }
+    }
+    if !memfds.is_empty() {
+        let inodes = memfd::create_inodes(dir)?;
+        for entry in &memfds {
+            made.insert(entry.id, memfd::open_description(&inodes, entry)?);
+        }
+    }
+    if !pipes.is_empty() {
+        made.extend(pipe::create_pipes(&pipes, &read_pipe_data(dir, ImageKind::PipesData)?)?);
+    }
+    if !fifos.is_empty() {
+        made.extend(pipe::open_fifos(&fifos, regs, &read_pipe_data(dir, ImageKind::FifoData)?)?);
+    }
+    let (queues, deferred_queues) = if sockets.is_empty() && inet_sockets.is_empty() { Default::default() } else { read_sk_queues(dir)? };
+    if !sockets.is_empty() {
+        made.extend(unix::create_sockets(&sockets, &queues)?);
+    }
+    // Queues with fds in flight are sent by the socket's peer once every file exists.
+    let mut deferred = Vec::new();
+    for (id, messages) in deferred_queues {
+        let socket = sockets.iter().find(|s| s.id == id).ok_or_else(|| FileError::refused(format!("fds in flight to socket {id}, which is not a unix socket of files.img")))?;
+        let peer = sockets
+            .iter()
+            .find(|s| s.ino == socket.peer && socket.peer != 0)
+            .ok_or_else(|| FileError::refused(format!("unix socket {id} has fds in flight but its peer (ino {}) is not in the dump", socket.peer)))?;
+        deferred.push((peer.id, messages));
+    }
+    for socket in &inet_sockets {
+        let stream = if socket.proto == libc::IPPROTO_TCP as u32 && socket.state == 1 { Some(read_tcp_stream(dir, socket.ino)?) } else { None };
+        made.insert(socket.id, inet::create_socket(socket, queues.get(&socket.id).map(Vec::as_slice).unwrap_or(&[]), stream.as_ref())?);
+    }
+    Ok((made, epolls, late, dead_pidfds, deferred, controlling))
+}
+
+impl Broker {
+    /// Opens the description of every file id that some process holds, at `base`,
+    /// `base + 1`, ... Runs in crust: errors name the file and leave nothing behind.
+    /// Pipes, sockets and anon-inode files are created first (both ends of a pipe or a
+    /// socketpair at once), then every description is put at its number.
+    pub(crate) fn open(
+        files: &BTreeMap<u32, pb::RegFileEntry>,
+        ghosts: &BTreeMap<u32, u32>,
+        dir: &Path,
+        ids: impl IntoIterator<Item = u32>,
+        base: i32,
+    ) -> Result<Broker, FileError> {
+        let ids: Vec<u32> = ids.into_iter().collect();
+        let (made, epolls, late, dead_pidfd_flags, deferred, controlling) = create_special_files(dir, files)?;
+        // Created fds sit at the lowest free numbers, perhaps where the broker's go:
+        // move them above every broker number first.
+        let above = base + ids.len() as i32 + 8;
+        let mut made_high = BTreeMap::new();
+        for (id, fd) in made {
+            made_high.insert(id, sys::file::move_above(fd, above).map_err(file_io(format!("move file {id} above {above}")))?);
+        }
+        let locks_path = dir.join(ImageKind::FileLocks.file_name(0));
+        let locks = if locks_path.exists() {
+            crust_images::read_entries::<pb::FileLockEntry>(&locks_path)?
+        } else {
+            Vec::new()
+        };
+        let mut broker = Broker { fds: BTreeMap::new(), epolls, locks, late, dead_pidfds: Vec::new(), controlling };
+        for id in ids {
+            if broker.fds.contains_key(&id) || broker.late.contains(&id) {
+                continue;
+            }
+            if let Some(&flags) = dead_pidfd_flags.get(&id) {
+                let number = base + broker.fds.len() as i32;
+                broker.fds.insert(id, number);
+                broker.dead_pidfds.push((number, flags));
+                continue;
+            }
+            if let Some(fd) = made_high.get(&id) {
+                use std::os::fd::AsRawFd;
+                let number = base + broker.fds.len() as i32;
+                if let Err(e) = sys::place_fd(fd.as_raw_fd(), number, true) {
+                    broker.close();
+                    return Err(FileError::Io { what: format!("place file {id} at fd {number}"), source: e });
+                }
+                broker.fds.insert(id, number);
+                continue;
+            }
+            let number = base + broker.fds.len() as i32;
+            let opened = match open_regular(files, ghosts, dir, id) {
+                Ok(fd) => fd,
+                Err(error) => {
+                    broker.close();
+                    return Err(error);
+                }
+            };
+            let placed = sys::place_fd(opened, number, true).map_err(file_io(format!("place file {id} at fd {number}")));
+            if opened != number {
+                sys::close_fd(opened);
+            }
+            if let Err(error) = placed {
+                broker.close();
+                return Err(error);
+            }
+            broker.fds.insert(id, number);
+        }
+        // Messages with fds in flight, sent from the peer with the broker's copies.
+        for (sender, messages) in deferred {
+            let result = (|| -> Result<(), FileError> {
+                let from = *broker.fds.get(&sender).ok_or_else(|| FileError::refused(format!("socket {sender} (sender of fds in flight) was not opened")))?;
+                for (data, ids) in &messages {
+                    let fds = ids
+                        .iter()
+                        .map(|id| broker.fds.get(id).copied().ok_or_else(|| FileError::refused(format!("file {id} in flight was not opened"))))
+                        .collect::<Result<Vec<i32>, FileError>>()?;
+                    sys::socket::send_with_fds(from, data, &fds).map_err(file_io(format!("requeue {} bytes with {} fds from socket {sender}", data.len(), fds.len())))?;
+                }
+                Ok(())
+            })();
+            if let Err(error) = result {
+                broker.close();
+                return Err(error);
+            }
+        }
+        Ok(broker)
+    }
+
+    /// Rebuilds what depends on this process's own fd numbers, once its fds are installed:
+    /// the watches of every epoll it is the first in the tree to hold (`earlier`: the file
+    /// ids of the processes restored before it, whose fork children inherit the watches).
+    pub(crate) fn after_install(&self, fds: &[pb::FdinfoEntry], earlier: &std::collections::BTreeSet<u32>) -> Result<(), FileError> {
+        for fd in fds {
+            if let Some(epoll) = self.epolls.get(&fd.id).filter(|_| !earlier.contains(&fd.id)) {
+                anon::add_watches(fd.fd as i32, epoll)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes the file locks this process owns again. Runs after `close`: closing any fd
+    /// of a file drops the process's POSIX locks on it.
+    pub(crate) fn take_locks(&self) -> Result<(), FileError> {
+        let me = std::process::id() as i32;
+        for lock in self.locks.iter().filter(|l| l.pid == me) {
+            locks::take_lock(lock)?;
+        }
+        Ok(())
+    }
+
+    /// In restored process `pid` (in its session and group already): takes back the
+    /// controlling terminal it leads, or the foreground of the one its group had.
+    pub(crate) fn terminals(&self, pid: u32, sid: u32, pgid: u32) -> Result<(), FileError> {
+        for &(tty_sid, pgrp, index) in &self.controlling {
+            if tty_sid == pid {
+                pty::take_controlling(index, (pgrp == pid).then_some(pgrp as i32))?;
+            } else if pgrp == pid && pgid == pid && sid == tty_sid {
+                pty::set_foreground(index, pgrp as i32)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the pidfds of exited processes at their broker numbers; runs in the
+    /// restored root, in the tree's pid namespace.
+    pub(crate) fn make_dead_pidfds(&self) -> Result<(), FileError> {
+        use std::os::fd::AsRawFd;
+        for &(number, flags) in &self.dead_pidfds {
+            let fd = sys::process::dead_pidfd(flags).map_err(file_io("pidfd of an exited process"))?;
+            sys::place_fd(fd.as_raw_fd(), number, true).map_err(file_io(format!("place pidfd at fd {number}")))?;
+            if fd.as_raw_fd() == number {
+                // Already where it belongs: keep it open.
+                let _ = std::os::fd::IntoRawFd::into_raw_fd(fd);
+            }
+        }
+        Ok(())
+    }
+
+    /// The broker's fd numbers.
+    pub(crate) fn numbers(&self) -> Vec<i32> {
+        self.fds.values().copied().collect()
+    }
+
+    /// Closes every broker fd in this process.
+    pub(crate) fn close(&self) {
+        for &fd in self.fds.values() {
+            sys::close_fd(fd);
+        }
+    }
+
+    /// Installs one process's fds at their numbers, with their close-on-exec flags. A
+    /// regular file only this process holds is not in the broker (see [`broker_ids`]):
+    /// it is opened here, once, and its other fds are copies of the first.
+    pub(crate) fn install(&self, fds: &[pb::FdinfoEntry], files: &BTreeMap<u32, pb::RegFileEntry>, dir: &Path) -> Result<(), FileError> {
+        let mut private: BTreeMap<u32, i32> = BTreeMap::new();
+        for fd in fds.iter().filter(|fd| !self.late.contains(&fd.id)) {
+            let number = fd.fd as i32;
+            let cloexec = fd.flags & libc::FD_CLOEXEC as u32 != 0;
+            let source = match (self.fds.get(&fd.id), private.get(&fd.id)) {
+                (Some(&source), _) | (None, Some(&source)) => source,
+                (None, None) if files.contains_key(&fd.id) => {
+                    let opened = open_regular(files, &BTreeMap::new(), dir, fd.id).map_err(file_within(format!("fd {number}")))?;
+                    let placed = sys::place_fd(opened, number, cloexec).map_err(file_io(format!("fd {number}")));
+                    if opened != number {
+                        sys::close_fd(opened);
+                    }
+                    placed?;
+                    private.insert(fd.id, number);
+                    continue;
+                }
+                (None, None) => return Err(FileError::refused(format!("fd {number}: file id {} was not opened", fd.id))),
+            };
+            sys::place_fd(source, number, cloexec).map_err(file_io(format!("fd {number}")))?;
+        }
+        Ok(())
+    }
+}
+
+/// The file ids the broker opens before the first fork: every description but a regular
+/// file that one process alone holds (opened by that process itself, so a process with
+/// thousands of files does not need a second fd for each under RLIMIT_NOFILE), plus
+/// unlinked files that are mapped. `ghosts`: reg-file id → ghost id.
+pub(crate) fn broker_ids<'a>(
+    processes: impl IntoIterator<Item = (&'a [pb::FdinfoEntry], &'a [pb::VmaEntry])>,
+    files: &BTreeMap<u32, pb::RegFileEntry>,
+    ghosts: &BTreeMap<u32, u32>,
+    mapped_status: u32,
+) -> BTreeSet<u32> {
+    let mut holders: BTreeMap<u32, usize> = BTreeMap::new();
+    let mut ids = BTreeSet::new();
+    for (fds, vmas) in processes {
+        let own: BTreeSet<u32> = fds.iter().map(|f| f.id).collect();
+        for id in own {
+            *holders.entry(id).or_default() += 1;
+        }
+        // Unlinked files and memfds that are mapped: the restorer maps them from a copy
+        // of the broker's fd (they cannot be opened by name).
+        ids.extend(
+            vmas.iter()
+                .filter(|v| v.status & mapped_status != 0 && (ghosts.contains_key(&(v.shmid as u32)) || !files.contains_key(&(v.shmid as u32))))
+                .map(|v| v.shmid as u32),
+        );
+    }
+    for (id, count) in holders {
+        if count > 1 || !files.contains_key(&id) || ghosts.contains_key(&id) {
+            ids.insert(id);
+        }
+    }
+    ids
+}
+
+/// Opens regular file `id` (or brings back its ghost) with its dumped flags and offset,
+/// at the lowest free fd.
+fn open_regular(files: &BTreeMap<u32, pb::RegFileEntry>, ghosts: &BTreeMap<u32, u32>, dir: &Path, id: u32) -> Result<i32, FileError> {
+    let reg = files.get(&id).ok_or_else(|| FileError::refused(format!("file id {id} is not in files.img")))?;
+    let flags = reg.flags as i32 & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_CLOEXEC);
+    let opened = match ghosts.get(&id) {
+        Some(ghost_id) => open_ghost(dir, *ghost_id, reg, flags)?,
+        None => sys::open_raw(Path::new(&reg.name), flags, 0).map_err(file_io(format!("open {}", reg.name)))?,
+    };
+    if reg.pos != 0 {
+        if let Err(e) = sys::seek_to(opened, reg.pos) {
+            sys::close_fd(opened);
+            return Err(FileError::Io { what: format!("seek {} to {}", reg.name, reg.pos), source: e });
+        }
+    }
+    Ok(opened)
+}
+
+/// Recreates an unlinked file from its ghost image: written beside its old name,
+/// opened with the dumped flags, then unlinked again.
+fn open_ghost(dir: &Path, ghost_id: u32, reg: &pb::RegFileEntry, flags: i32) -> Result<i32, FileError> {
+    use std::os::unix::fs::FileExt;
+    let image = dir.join(ImageKind::GhostFile.file_name(ghost_id as u64));
+    let name = image.display().to_string();
+    let mut reader = crust_images::StreamReader::open(&image)?;
+    let entry: pb::GhostFileEntry = reader
+        .next_entry()
+        ?
+        .ok_or_else(|| FileError::refused(format!("{name}: no ghost_file_entry")))?;
+    let size = entry.size.unwrap_or(0);
+    let mut path = PathBuf::from(&reg.name);
+    if path.exists() {
+        path = PathBuf::from(format!("{}.crust-ghost-{ghost_id}", reg.name));
+    }
+    let filled = (|| -> Result<(), FileError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(entry.mode & 0o7777)
+            .open(&path)
+            .map_err(file_io(format!("create ghost {}", path.display())))?;
+        let file = &file;
+        let write_at = |mut at: u64| {
+            move |piece: &[u8]| -> io::Result<()> {
+                file.write_all_at(piece, at)?;
+                at += piece.len() as u64;
+                Ok(())
+            }
+        };
+        if entry.chunks == Some(true) {
+            file.set_len(size).map_err(file_io(format!("size ghost {}", path.display())))?;
+            while let Some(chunk) = reader.next_entry::<pb::GhostChunkEntry>()? {
+                if chunk.off.checked_add(chunk.len).is_none_or(|end| end > size) {
+                    return Err(FileError::refused(format!("{name}: chunk {}+{} beyond the file's {size} bytes (ghost_chunk_entry)", chunk.off, chunk.len)));
+                }
+                reader.copy_payload(chunk.len, write_at(chunk.off))?;
+            }
+        } else {
+            reader.copy_payload(size, write_at(0))?;
+        }
+        Ok(())
+    })();
+    if let Err(error) = filled {
+        let _ = fs::remove_file(&path);
+        return Err(error);
+    }
+    let fd = sys::open_raw(&path, flags, 0).map_err(file_io(format!("open ghost {}", path.display())));
+    let _ = fs::remove_file(&path);
+    fd
+}
+
+

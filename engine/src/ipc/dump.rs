@@ -1,0 +1,163 @@
+//! The dump half of System V IPC: whether the tree has an IPC namespace of its own, and
+//! every object of it with the namespace's limits, read without changing anything.
+
+use std::fs;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use crust_images::{pb, ImageKind, ImageWriter};
+
+use super::{in_namespace_of, ipc_io, ns_link, read_one, read_optional, read_sysctl, shmem_file, IpcError, CHUNK, NS_ID};
+use crate::sys::sysv;
+
+/// A process of the tree in an IPC namespace other than the root's.
+#[derive(Debug, thiserror::Error)]
+#[error("an IPC namespace ({namespace}) other than the tree root's ({root})")]
+pub(crate) struct ForeignNamespace {
+    pub(crate) pid: i32,
+    namespace: String,
+    root: String,
+}
+
+/// Whether the processes `pids` (the root first) live in an IPC namespace of their own.
+pub(crate) fn tree_has_own_namespace(pids: &[i32]) -> Result<bool, ForeignNamespace> {
+    let root = ns_link(pids[0]);
+    for &pid in &pids[1..] {
+        let ns = ns_link(pid);
+        if ns != root {
+            return Err(ForeignNamespace { pid, namespace: show(&ns), root: show(&root) });
+        }
+    }
+    Ok(root != fs::read_link("/proc/self/ns/ipc").ok())
+}
+
+fn show(link: &Option<std::path::PathBuf>) -> String {
+    link.as_ref().map(|l| l.display().to_string()).unwrap_or_else(|| "?".into())
+}
+
+fn desc(id: i32, perm: &sysv::Perm) -> pb::IpcDescEntry {
+    pb::IpcDescEntry {
+        key: perm.key as u32,
+        uid: perm.uid,
+        gid: perm.gid,
+        cuid: perm.cuid,
+        cgid: perm.cgid,
+        mode: perm.mode,
+        id: id as u32,
+    }
+}
+
+/// The namespace's limits and next ids, as the calling thread's namespace has them.
+fn read_var() -> Result<pb::IpcVarEntry, IpcError> {
+    let u32_of = |v: i128| v as u32;
+    Ok(pb::IpcVarEntry {
+        sem_ctls: read_sysctl("kernel/sem")?.into_iter().map(u32_of).collect(),
+        msg_ctlmax: u32_of(read_one("kernel/msgmax")?),
+        msg_ctlmnb: u32_of(read_one("kernel/msgmnb")?),
+        msg_ctlmni: u32_of(read_one("kernel/msgmni")?),
+        auto_msgmni: read_optional("kernel/auto_msgmni")?.map(u32_of).unwrap_or(0),
+        shm_ctlmax: read_one("kernel/shmmax")? as u64,
+        shm_ctlall: read_one("kernel/shmall")? as u64,
+        shm_ctlmni: u32_of(read_one("kernel/shmmni")?),
+        shm_rmid_forced: u32_of(read_one("kernel/shm_rmid_forced")?),
+        mq_queues_max: u32_of(read_one("fs/mqueue/queues_max")?),
+        mq_msg_max: u32_of(read_one("fs/mqueue/msg_max")?),
+        mq_msgsize_max: u32_of(read_one("fs/mqueue/msgsize_max")?),
+        mq_msg_default: read_optional("fs/mqueue/msg_default")?.map(u32_of),
+        mq_msgsize_default: read_optional("fs/mqueue/msgsize_default")?.map(u32_of),
+        msg_next_id: read_optional("kernel/msg_next_id")?.map(u32_of),
+        sem_next_id: read_optional("kernel/sem_next_id")?.map(u32_of),
+        shm_next_id: read_optional("kernel/shm_next_id")?.map(u32_of),
+    })
+}
+
+/// What a dump of the namespace wrote.
+pub(crate) struct Dumped {
+    pub segments: usize,
+    pub semaphore_sets: usize,
+    pub queues: usize,
+}
+
+/// Writes every object of `root`'s IPC namespace and its limits into `dir`.
+pub(crate) fn dump_namespace(root: i32, dir: &Path) -> Result<Dumped, IpcError> {
+    in_namespace_of(root, || {
+        let var = read_var()?;
+        // POSIX message queues live in the namespace too, and crust cannot take them:
+        // refuse rather than lose them.
+        let scratch = std::env::temp_dir().join(format!("crust-mqueue-{}", std::process::id()));
+        fs::create_dir_all(&scratch).map_err(ipc_io(format!("create {}", scratch.display())))?;
+        let queues = sysv::posix_queue_names(&scratch);
+        let _ = fs::remove_dir(&scratch);
+        match queues {
+            Ok(names) if !names.is_empty() => {
+                return Err(IpcError::refused(format!("POSIX message queues ({}) in the tree's IPC namespace are not supported yet", names.join(", "))))
+            }
+            Ok(_) => {}
+            Err(e) => log::warn!("could not list the POSIX message queues of the tree's IPC namespace: {e}"),
+        }
+        let mut w = ImageWriter::create(dir, ImageKind::IpcVar, NS_ID as u64)?;
+        w.write_entry(&var)?;
+        w.finish()?;
+
+        let segments = sysv::list_shm().map_err(ipc_io("list shared memory segments"))?;
+        let mut w = ImageWriter::create(dir, ImageKind::IpcnsShm, NS_ID as u64)?;
+        for shm in &segments {
+            // The data follows the entry, as crit reads it (it does not know in_pagemaps).
+            let entry = pb::IpcShmEntry { desc: desc(shm.id, &shm.perm), size: shm.size, in_pagemaps: None, hugetlb_flag: None };
+            w.write_entry(&entry)?;
+            let data = shmem_file(shm.id, shm.size, false)?;
+            let padded = shm.size.next_multiple_of(4);
+            let mut buf = vec![0u8; CHUNK.min(padded) as usize];
+            let mut at = 0u64;
+            while at < padded {
+                let len = CHUNK.min(padded - at) as usize;
+                buf[..len].fill(0);
+                // Holes read as zeros without filling the segment; past its size, zeros.
+                let mut got = 0;
+                while got < len && at + (got as u64) < shm.size {
+                    match data.read_at(&mut buf[got..len], at + got as u64) {
+                        Ok(0) => break,
+                        Ok(n) => got += n,
+                        Err(e) => return Err(IpcError::refused(format!("read System V shared memory {} at {}: {e}", shm.id, at + got as u64))),
+                    }
+                }
+                w.write_payload(&buf[..len])?;
+                at += len as u64;
+            }
+        }
+        w.finish()?;
+
+        let sets = sysv::list_sem().map_err(ipc_io("list semaphore sets"))?;
+        let mut w = ImageWriter::create(dir, ImageKind::IpcnsSem, NS_ID as u64)?;
+        for set in &sets {
+            let values = sysv::sem_values(set.id, set.nsems).map_err(ipc_io(format!("GETALL of semaphore set {}", set.id)))?;
+            w.write_entry(&pb::IpcSemEntry { desc: desc(set.id, &set.perm), nsems: set.nsems })?;
+            let mut bytes: Vec<u8> = values.iter().flat_map(|v| v.to_ne_bytes()).collect();
+            bytes.resize(bytes.len().next_multiple_of(8), 0);
+            w.write_payload(&bytes)?;
+        }
+        w.finish()?;
+
+        let queues = sysv::list_msg().map_err(ipc_io("list message queues"))?;
+        let mut w = ImageWriter::create(dir, ImageKind::IpcnsMsg, NS_ID as u64)?;
+        // No message is longer than msgmax was when it was sent; allow for a lowered limit.
+        let max = (var.msg_ctlmax as usize).max(var.msg_ctlmnb as usize).max(1 << 16);
+        for queue in &queues {
+            let mut messages = Vec::new();
+            for index in 0..queue.qnum {
+                messages.push(sysv::copy_message(queue.id, index, max).map_err(ipc_io(format!("MSG_COPY of message {index} of queue {}", queue.id)))?);
+            }
+            let entry = pb::IpcMsgEntry { desc: desc(queue.id, &queue.perm), qbytes: queue.qbytes as u32, qnum: messages.len() as u32 };
+            w.write_entry(&entry)?;
+            for (mtype, text) in &messages {
+                w.write_entry(&pb::IpcMsg { mtype: *mtype as u64, msize: text.len() as u32 })?;
+                let mut bytes = text.clone();
+                bytes.resize(bytes.len().next_multiple_of(8), 0);
+                w.write_payload(&bytes)?;
+            }
+        }
+        w.finish()?;
+        Ok(Dumped { segments: segments.len(), semaphore_sets: sets.len(), queues: queues.len() })
+    })
+}
+

@@ -1,0 +1,37 @@
+//! Memory, a subsystem with its dump half and its restore half:
+//! - dump: `dump.rs` classifies each area (CRIU's VMA status) and writes the pages worth
+//!   keeping into `pages-N.img` with `pagemap-PID.img`; `pages.rs` moves them
+//!   (process_vm_readv and a writer thread, or splice from pipes the target fills
+//!   itself, `remote_pipes.rs`); `incremental.rs` compares them with a parent dump;
+//!   `snapshot.rs` is the copy-on-write snapshot of `--leave-running`;
+//! - restore: `page_sources.rs` finds each dumped page through the chain of parent
+//!   dumps. The restorer's memory ops are planned by `restore/program/memory.rs`.
+//!
+//! Invariant: imports no pipeline.
+
+use std::io;
+
+use crate::files::FileDumpError;
+
+pub(crate) mod dump;
+pub(crate) mod incremental;
+pub(crate) mod page_sources;
+pub mod pages;
+pub(crate) mod remote_pipes;
+pub(crate) mod snapshot;
+
+pub use page_sources::PageSourcesError;
+
+/// Why the memory of a process could not be dumped.
+#[derive(Debug, thiserror::Error)]
+pub enum MemDumpError {
+    #[error("dump pid {pid}: {what}: {source}")]
+    Io { pid: i32, what: String, source: io::Error },
+    #[error("dump pid {pid}: {source}")]
+    Image { pid: i32, source: crust_images::ImageError },
+    #[error("dump pid {pid}: {what} is not supported yet")]
+    Unsupported { pid: i32, what: String },
+    #[error(transparent)]
+    Files(#[from] FileDumpError),
+}
+crate::error::io_failure!(MemDumpError);

@@ -1,0 +1,374 @@
+//! The restored processes' first life, in crust code forked with their dumped pids:
+//! the root takes its pipes and (with its own IPC namespace) creates the tree's System V
+//! objects; every process sets its session and group, installs its fds from the
+//! broker, fills its premapped areas, forks its children (and the stand-ins for exited
+//! leaders), opens its helper fds, and jumps into the restorer. Errors go to the error
+//! pipe (`pid PID: ...`) and the process exits; the tracer reports them.
+//!
+//! The unsafe spots of the restore are here: filling premapped slots through a raw
+//! slice, copying the restorer into its area, and wrapping the pipes' fds in `File`s.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crust_arch::{Host, HostArch};
+
+use crate::files::Broker;
+use crate::restore::images::Images;
+use crate::restore::memory::Premap;
+use crate::restore::program::Plan;
+use crate::restore::tree::{fork_order, HelperPlan, TreePlan};
+use crate::sys;
+
+/// Why a restored process could not get to its restorer; written to the error pipe as
+/// `pid PID: MESSAGE` by [`die`].
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ChildError {
+    /// `what` names the step.
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+    #[error(transparent)]
+    Files(#[from] crate::files::FileError),
+    #[error("System V IPC namespace: {0}")]
+    IpcNamespace(crate::ipc::IpcError),
+    /// A pid taken, a helper that did not end well.
+    #[error("{what}")]
+    Refused { what: String },
+}
+
+impl ChildError {
+    fn refused(what: impl Into<String>) -> ChildError {
+        ChildError::Refused { what: what.into() }
+    }
+}
+
+/// For `map_err`: step `what` failed.
+fn child_io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ChildError {
+    let what = what.into();
+    move |source| ChildError::Io { what, source }
+}
+
+/// What every process of the tree works from after the fork.
+#[derive(Clone, Copy)]
+pub(crate) struct Run<'a> {
+    pub(crate) tree: &'a TreePlan,
+    /// One per process, `None` for zombies.
+    pub(crate) plans: &'a [Option<Plan>],
+    pub(crate) images: &'a Images,
+    pub(crate) broker: &'a Broker,
+    /// Keep the caller's session and process group for the root.
+    pub(crate) shell_job: bool,
+}
+
+/// Makes a just-forked child the leader of its group from the parent's side, so that
+/// siblings forked after it can join the group whatever the scheduler does. A session
+/// leader makes its group itself (setsid fails for a group leader). Errors are left to
+/// the child's own setpgid: this fails only once the child has done it and exited.
+pub(crate) fn lead_group_early(images: &Images, index: usize, host_pid: i32) {
+    let p = &images.processes[index].pstree;
+    if p.pgid == p.pid && p.sid != p.pid {
+        let _ = sys::set_child_process_group(host_pid, host_pid);
+    }
+}
+
+/// A helper for an exited session or group leader: see [`HelperPlan`]. Never returns.
+fn helper_main(run: &Run, helper: &HelperPlan) -> ! {
+    let Run { tree, images, .. } = *run;
+    let result = (|| -> Result<(), ChildError> {
+        if helper.session {
+            sys::new_session().map_err(child_io("setsid"))?;
+        } else {
+            sys::set_process_group(0).map_err(child_io("setpgid"))?;
+        }
+        for &index in &helper.members {
+            let member = images.processes[index].pid();
+            match sys::fork_with_pid(member) {
+                Ok(0) => process_main(run, index),
+                Ok(host) => lead_group_early(images, index, host),
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => return Err(ChildError::refused(format!("pid {member} is busy"))),
+                Err(e) => return Err(ChildError::refused(format!("fork {member}: {e}"))),
+            }
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => sys::exit_now(0),
+        Err(message) => die(tree, helper.pid as i32, &format!("helper for exited leader: {message}")),
+    }
+}
+
+/// The restored root's first life: crust code, forked with the root's PID. Moves its
+/// pipes out of the way, waits until the tracer has seized it, and becomes the root.
+pub(crate) fn root_main(run: &Run, sync: OwnedFd, error: OwnedFd) -> ! {
+    let Run { tree, images, broker, .. } = *run;
+    let result = (|| -> Result<(), ChildError> {
+        // Move the pipes to their numbers (through copies above both, so neither lands on
+        // the other).
+        let above = tree.broker_base + broker.fds.len() as i32 + 4096;
+        let error_copy = sys::dup_at_least(error.as_raw_fd(), above).map_err(child_io("copy error pipe"))?;
+        let sync_copy = sys::dup_at_least(sync.as_raw_fd(), above).map_err(child_io("copy sync pipe"))?;
+        drop(error);
+        drop(sync);
+        sys::place_fd(error_copy, tree.error_fd, true).map_err(child_io("place error pipe"))?;
+        sys::place_fd(sync_copy, tree.sync_fd, true).map_err(child_io("place sync pipe"))?;
+        sys::close_fd(error_copy);
+        sys::close_fd(sync_copy);
+        let mut keep = broker.numbers();
+        keep.extend([tree.error_fd, tree.sync_fd]);
+        keep.extend(tree.shmem.values().map(|s| s.0));
+        close_all_but(&keep)?;
+        broker.make_dead_pidfds()?;
+        // The tree's IPC objects, before any process attaches a segment.
+        if tree.new_ipc_ns {
+            crate::ipc::restore_namespace(images.dir.path()).map_err(ChildError::IpcNamespace)?;
+        }
+        // Wait until the tracer has seized us.
+        let mut byte = [0u8; 1];
+        let mut sync_file = fd_file(tree.sync_fd);
+        sync_file.read_exact(&mut byte).map_err(child_io("wait for tracer"))?;
+        std::mem::forget(sync_file);
+        Ok(())
+    })();
+    match result {
+        Ok(()) => process_main(run, 0),
+        Err(message) => die(tree, images.processes[0].pid(), &message.to_string()),
+    }
+}
+
+/// Writes `message` to the error pipe and exits.
+pub(crate) fn die(tree: &TreePlan, pid: i32, message: &str) -> ! {
+    let mut out = fd_file(tree.error_fd);
+    let _ = out.write_all(format!("pid {pid}: {message}\n").as_bytes());
+    std::mem::forget(out);
+    sys::exit_now(1)
+}
+
+/// Closes every fd of this process but `keep`.
+fn close_all_but(keep: &[i32]) -> Result<(), ChildError> {
+    let open: Vec<i32> = fs::read_dir("/proc/self/fd")
+        .map_err(child_io("list own fds"))?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    for fd in open {
+        if !keep.contains(&fd) {
+            sys::close_fd(fd);
+        }
+    }
+    Ok(())
+}
+
+/// One process of the tree, in crust code with its dumped PID: session and group, fds
+/// (installed from the broker's descriptions, inherited through fork), children, then
+/// the restorer. Never returns.
+fn process_main(run: &Run, index: usize) -> ! {
+    let Run { tree, plans, images, broker, shell_job } = *run;
+    let process = &images.processes[index];
+    let pid = process.pid();
+    let result = (|| -> Result<(), ChildError> {
+        let p = &process.pstree;
+        if !(index == 0 && shell_job) {
+            if p.sid == p.pid {
+                sys::new_session().map_err(child_io("setsid"))?;
+            } else if p.pgid == p.pid {
+                sys::set_process_group(0).map_err(child_io("setpgid"))?;
+            } else {
+                sys::set_process_group(p.pgid as i32).map_err(child_io(format!("setpgid {}", p.pgid)))?;
+            }
+            if p.sid == p.pid && p.pgid != p.pid {
+                sys::set_process_group(p.pgid as i32).map_err(child_io(format!("setpgid {}", p.pgid)))?;
+            }
+        }
+        if !(index == 0 && shell_job) {
+            broker.terminals(p.pid, p.sid, p.pgid)?;
+        }
+        if process.is_zombie() {
+            if let Some(tc) = &process.cores[0].tc {
+                let _ = sys::set_comm(&tc.comm);
+            }
+            let status = process.cores[0].tc.as_ref().map(|t| t.exit_code as i32).unwrap_or(0);
+            let _ = close_all_but(&[]);
+            if libc::WIFSIGNALED(status) {
+                sys::die_by_signal(libc::WTERMSIG(status));
+            }
+            sys::exit_now(libc::WEXITSTATUS(status));
+        }
+        let mut keep = broker.numbers();
+        keep.push(tree.error_fd);
+        keep.extend(tree.shmem.values().map(|s| s.0));
+        close_all_but(&keep)?;
+        broker.install(&process.fds, &images.files, images.dir.path())?;
+        let earlier = images.processes[..index].iter().flat_map(|p| p.fds.iter().map(|f| f.id)).collect();
+        broker.after_install(&process.fds, &earlier)?;
+        // Orphans of a helper come here only if this process is a subreaper already.
+        if process.cores.first().and_then(|c| c.tc.as_ref()).and_then(|t| t.child_subreaper) == Some(true) {
+            sys::become_child_subreaper().map_err(child_io("become child subreaper"))?;
+        }
+        let plan = plans[index].as_ref().expect("live processes have a plan");
+        // Areas shared copy-on-write with children: filled before they are forked.
+        fill_premapped(&plan.premap, &plan.page_files)?;
+        // Children, group leaders first, then the helpers of exited leaders (which fork
+        // their members and exit, leaving them to us); they inherit the broker too.
+        let by_helper: Vec<usize> = tree.helpers.iter().flat_map(|h| h.members.iter().copied()).collect();
+        let own: Vec<usize> = (index + 1..images.processes.len())
+            .filter(|&i| images.processes[i].pstree.ppid == p.pid && !by_helper.contains(&i))
+            .collect();
+        let ordered = fork_order(images, &own);
+        let (leaders, others) = ordered.split_at(ordered.iter().take_while(|&&i| images.processes[i].pstree.pgid == images.processes[i].pstree.pid).count());
+        let fork_child = |child_index: usize| -> Result<(), ChildError> {
+            let child = &images.processes[child_index];
+            match sys::fork_with_pid(child.pid()) {
+                Ok(0) => process_main(run, child_index),
+                Ok(host) => {
+                    lead_group_early(images, child_index, host);
+                    Ok(())
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Err(ChildError::refused(format!("child pid {} is busy", child.pid()))),
+                Err(e) => Err(ChildError::refused(format!("fork child {}: {e}", child.pid()))),
+            }
+        };
+        for &child_index in leaders {
+            fork_child(child_index)?;
+        }
+        for helper in tree.helpers.iter().filter(|h| h.parent == p.pid) {
+            match sys::fork_with_pid(helper.pid as i32) {
+                Ok(0) => helper_main(run, helper),
+                Ok(host) => match sys::wait_thread(host) {
+                    Ok(sys::WaitEvent::Exited(0)) => {}
+                    Ok(other) => return Err(ChildError::refused(format!("helper {} for an exited leader ended with {other:?}", helper.pid))),
+                    Err(e) => return Err(ChildError::refused(format!("wait for helper {}: {e}", helper.pid))),
+                },
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => return Err(ChildError::refused(format!("pid {} (exited session or group leader) is busy", helper.pid))),
+                Err(e) => return Err(ChildError::refused(format!("fork helper {}: {e}", helper.pid))),
+            }
+        }
+        for &child_index in others {
+            fork_child(child_index)?;
+        }
+        for &(number, id) in &plan.broker_helpers {
+            let source = broker.fds.get(&id).ok_or_else(|| ChildError::refused(format!("mapped file id {id} was not opened")))?;
+            sys::place_fd(*source, number, true).map_err(child_io(format!("place mapped file {id}")))?;
+        }
+        broker.close();
+        broker.take_locks()?;
+        // Shared anonymous objects stay at their numbers until the restorer maps them.
+        for (&shmid, &(number, _)) in &tree.shmem {
+            if !plan.shmem_used.contains(&shmid) {
+                sys::close_fd(number);
+            }
+        }
+        for (number, path, flags) in &plan.helpers {
+            let fd = sys::open_raw(path, *flags | libc::O_CLOEXEC, 0).map_err(child_io(format!("open {}", path.display())))?;
+            if fd != *number {
+                sys::place_fd(fd, *number, true).map_err(child_io(format!("place {}", path.display())))?;
+                sys::close_fd(fd);
+            }
+        }
+        let cwd = images.files.get(&process.fs.cwd_id).map(|r| PathBuf::from(&r.name));
+        let root = images.files.get(&process.fs.root_id).map(|r| PathBuf::from(&r.name));
+        if let Some(root) = root.filter(|r| r != Path::new("/")) {
+            sys::change_root(&root).map_err(child_io(format!("chroot {}", root.display())))?;
+        }
+        if let Some(cwd) = cwd {
+            std::env::set_current_dir(&cwd).map_err(child_io(format!("chdir {}", cwd.display())))?;
+        }
+        if let Some(umask) = process.fs.umask {
+            sys::set_umask(umask);
+        }
+        if let Some(tc) = &process.cores[0].tc {
+            sys::set_comm(&tc.comm).map_err(child_io("set comm"))?;
+        }
+        sys::block_all_signals().map_err(child_io("block signals"))?;
+        sys::unregister_own_rseq(HostArch::thread_pointer()).map_err(child_io("unregister own rseq"))?;
+
+        // Map the restorer area and jump.
+        let area = plan.area;
+        sys::map_anonymous_at(area, plan.area_size as usize, libc::PROT_READ | libc::PROT_WRITE)
+            .map_err(child_io(format!("map restorer area at {area:#x}")))?;
+        #[allow(unsafe_code)]
+        // SAFETY: area..area+area_size was just mapped writable for this purpose; code,
+        // data and ops fit in it (checked when planning).
+        unsafe {
+            sys::copy_to_address(area, HostArch::restorer_blob());
+            sys::copy_to_address(area + plan.code_size, &plan.data);
+            sys::copy_to_address(area + plan.ops_offset, &plan.ops_bytes);
+        }
+        sys::protect(area, plan.code_size as usize, libc::PROT_READ | libc::PROT_EXEC)
+            .map_err(child_io("protect restorer code"))?;
+        HostArch::enter_restorer(area + HostArch::restorer_entry_offset() as u64, area + plan.ops_offset)
+    })();
+    match result {
+        Ok(()) => die(tree, pid, "restorer returned"),
+        Err(message) => die(tree, pid, &message.to_string()),
+    }
+}
+
+/// Fills this process's premapped slots (crust code, before the children are forked): a
+/// slot of its own is mapped and its pages read in; an inherited one keeps every page
+/// whose contents are already right (still shared with the parent), gets the others
+/// written, and drops the pages this process did not have.
+fn fill_premapped(premap: &[Premap], page_files: &[PathBuf]) -> Result<(), ChildError> {
+    if premap.is_empty() {
+        return Ok(());
+    }
+    let page = sys::page_size();
+    let mut files = Vec::new();
+    for path in page_files {
+        files.push(fs::File::open(path).map_err(child_io(format!("open {}", path.display())))?);
+    }
+    let mut buf = vec![0u8; 1 << 20];
+    for area in premap {
+        let len = area.end - area.start;
+        let at = |addr: u64| area.slot + (addr - area.start);
+        if !area.inherited {
+            sys::map_private_anon_over_reservation(area.slot, len as usize, area.noreserve).map_err(child_io(format!("premap {:#x}-{:#x} at {:#x}", area.start, area.end, area.slot)))?;
+            if area.no_huge {
+                sys::advise(area.slot, len as usize, nix::sys::mman::MmapAdvise::MADV_NOHUGEPAGE).map_err(child_io(format!("premap {:#x}: MADV_NOHUGEPAGE", area.slot)))?;
+            }
+        }
+        let mut covered = area.start;
+        for &(addr, bytes, file, offset) in &area.runs {
+            let (pages, pages_path) = (&files[file], &page_files[file]);
+            if area.inherited && addr > covered {
+                // Pages the parent had here and this process did not.
+                sys::advise(at(covered), (addr - covered) as usize, nix::sys::mman::MmapAdvise::MADV_DONTNEED).map_err(child_io(format!("drop premapped pages at {covered:#x}")))?;
+            }
+            covered = addr + bytes;
+            #[allow(unsafe_code)]
+            // SAFETY: the slot maps [at(start), at(end)) read-write in this process (mapped
+            // above or inherited through fork), and the run lies inside the area (checked
+            // when planning); nothing else refers to that memory while crust fills it.
+            let target = unsafe { sys::memory_at(at(addr), bytes as usize) };
+            if !area.inherited {
+                pages.read_exact_at(target, offset).map_err(child_io(format!("read pages {addr:#x}+{bytes} from {}", pages_path.display())))?;
+                continue;
+            }
+            let mut done = 0usize;
+            while done < target.len() {
+                let n = buf.len().min(target.len() - done);
+                pages.read_exact_at(&mut buf[..n], offset + done as u64).map_err(child_io(format!("read pages {addr:#x}+{bytes} from {}", pages_path.display())))?;
+                for (mine, want) in target[done..done + n].chunks_mut(page as usize).zip(buf[..n].chunks(page as usize)) {
+                    if mine != want {
+                        mine.copy_from_slice(want);
+                    }
+                }
+                done += n;
+            }
+        }
+        if area.inherited && area.end > covered {
+            sys::advise(at(covered), (area.end - covered) as usize, nix::sys::mman::MmapAdvise::MADV_DONTNEED).map_err(child_io(format!("drop premapped pages at {covered:#x}")))?;
+        }
+    }
+    Ok(())
+}
+
+/// A `File` over a raw fd the restore child owns for the rest of its life.
+fn fd_file(fd: i32) -> fs::File {
+    #[allow(unsafe_code)]
+    // SAFETY: `fd` is open in this child and nothing else closes it before exit.
+    unsafe {
+        fs::File::from_raw_fd(fd)
+    }
+}

@@ -1,0 +1,293 @@
+//! The finish of a restore, in the parent: wait until every restorer has run its
+//! program and every new thread has trapped, then for each process inject the calls
+//! each thread still needs, unmap the restorer with one injected munmap, put the dumped
+//! registers and signal masks back and let every thread go (a stopped process with its
+//! stop signal). [`TreeGuard`] kills the tree on every error path.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Read};
+use std::os::fd::OwnedFd;
+use std::time::{Duration, Instant};
+
+use crust_arch::{Abi, Host, HostArch, RestorerOutcome, Sys};
+
+use crate::infect::RemoteThread;
+use crate::model::TASK_STOPPED;
+use crate::procfs;
+use crate::restore::images::{Images, ProcessImages};
+use crate::restore::program::Plan;
+use crate::restore::tree::TreePlan;
+use crate::sys;
+
+/// Why the restored tree could not be finished. The tree is killed.
+#[derive(Debug, thiserror::Error)]
+pub enum FinishError {
+    #[error("restore: {image}: {what}")]
+    BadImage { image: String, what: String },
+    #[error("restore pid {pid}: {what}: {source}")]
+    Io { pid: i32, what: String, source: io::Error },
+    #[error("restore pid {pid}: {what} is not supported yet")]
+    Unsupported { pid: i32, what: String },
+    #[error("restore pid {pid}: {what}")]
+    Child { pid: i32, what: String },
+    /// What a restored process reported before it died (the message names its pid).
+    #[error("restore: {what}")]
+    ChildReported { what: String },
+    #[error("restore pid {pid}: restorer step {index} ({description}) failed: {errno}")]
+    RestorerStep { pid: i32, index: u64, description: String, errno: String },
+    #[error("restore pid {pid}: {source}")]
+    Arch { pid: i32, source: crust_arch::HostError },
+    #[error("restore pid {pid}: {source}")]
+    Infect { pid: i32, source: crate::infect::InfectError },
+}
+crate::error::io_failure!(FinishError);
+
+/// Waits until host task `tid` shows state T in /proc (its stop signal is pending: the
+/// kernel acts on it as soon as the task is scheduled), for at most two seconds.
+pub(crate) fn wait_until_stopped(pid: i32, tid: i32) -> Result<(), FinishError> {
+    wait_for_state(pid, tid, 'T', "stop within 2 s of its stop signal")
+}
+
+/// Waits until task `tid` (of process `pid`) shows `state` in /proc, at most 2 s;
+/// `what` says what it failed to do.
+fn wait_for_state(pid: i32, tid: i32, state: char, what: &str) -> Result<(), FinishError> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let stat = fs::read_to_string(format!("/proc/{tid}/stat")).map_err(io_err(pid, format!("read /proc/{tid}/stat")))?;
+        if procfs::parse_stat(&stat).is_ok_and(|s| s.state == state) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(FinishError::Child { pid, what: format!("task {tid} did not {what}") });
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+/// Kills the tree unless it was released.
+pub(crate) struct TreeGuard {
+    pub(crate) pids: Vec<i32>,
+    pub(crate) released: bool,
+}
+
+impl Drop for TreeGuard {
+    fn drop(&mut self) {
+        if self.released {
+            return;
+        }
+        for &pid in &self.pids {
+            let _ = sys::send_signal(pid, libc::SIGKILL);
+        }
+        // Reap (as tracer and, for the root, as parent) until nothing is left.
+        while sys::wait_any().is_ok() {}
+    }
+}
+
+pub(crate) fn pipe(pid: i32) -> Result<(OwnedFd, OwnedFd), FinishError> {
+    let (read, write) = std::io::pipe().map_err(io_err(pid, "pipe"))?;
+    Ok((OwnedFd::from(read), OwnedFd::from(write)))
+}
+
+/// Has the stopped, traced thread `tid` call exit(0) from the syscall instruction at
+/// `syscall_ip`, and lets it go once it is past user space (PTRACE_EVENT_EXIT): a leader
+/// whose threads live on stays a zombie, as it was at dump time.
+fn exit_thread(tid: i32, syscall_ip: u64) -> Result<(), FinishError> {
+    let now = HostArch::read_regs(tid).map_err(|source| FinishError::Arch { pid: tid, source })?;
+    let nr = HostArch::syscall_number(Sys::Exit).ok_or(FinishError::Unsupported { pid: tid, what: "exit on this architecture".into() })?;
+    let regs = HostArch::syscall_regs(&now.gpr, syscall_ip, nr, [0; 6]);
+    HostArch::write_gpr(tid, &regs).map_err(|source| FinishError::Arch { pid: tid, source })?;
+    sys::add_trace_exit(tid).map_err(io_err(tid, "PTRACE_SETOPTIONS exit"))?;
+    sys::continue_thread(tid, 0).map_err(io_err(tid, "PTRACE_CONT to exit"))?;
+    match sys::wait_thread(tid).map_err(io_err(tid, "wait for the exiting leader"))? {
+        sys::WaitEvent::Stopped { event, .. } if event == libc::PTRACE_EVENT_EXIT => {}
+        other => return Err(FinishError::Child { pid: tid, what: format!("leader thread did not reach its exit: {other:?}") }),
+    }
+    sys::detach_thread(tid, 0).map_err(io_err(tid, "PTRACE_DETACH the exiting leader"))?;
+    // Its exit goes on without the tracer (a leader with live threads is never reported
+    // to wait): return once it is the zombie it was, its memory and files let go.
+    wait_for_state(tid, tid, 'Z', "finish its exit within 2 s")
+}
+
+/// Runs the tree until every live process's restorer has finished and every new thread
+/// has trapped; zombies are counted as they exit.
+pub(crate) fn wait_for_restorers(tree: &TreePlan, plans: &[Option<Plan>], images: &Images, error_read: OwnedFd) -> Result<BTreeMap<i32, i32>, FinishError> {
+    // Tasks are reported by host tid; images name them by their tid in their own pid
+    // namespace (the same number outside a new namespace).
+    let mut host: BTreeMap<i32, i32> = BTreeMap::new();
+    let virtual_of = |tid: i32| -> i32 {
+        fs::read_to_string(format!("/proc/{tid}/status"))
+            .ok()
+            .and_then(|s| procfs::parse_nspid(&s))
+            .unwrap_or(tid)
+    };
+    let root = images.processes[0].pid();
+    let mut pending_leaders: BTreeMap<i32, usize> = BTreeMap::new();
+    let mut pending_threads: Vec<i32> = Vec::new();
+    let mut pending_zombies: Vec<i32> = Vec::new();
+    let mut pending_helpers: Vec<i32> = tree.helpers.iter().map(|h| h.pid as i32).collect();
+    for (index, process) in images.processes.iter().enumerate() {
+        if process.is_zombie() {
+            pending_zombies.push(process.pid());
+        } else {
+            pending_leaders.insert(process.pid(), index);
+            pending_threads.extend(process.pstree.threads.iter().skip(1).map(|&t| t as i32));
+        }
+    }
+    let mut error_read = Some(error_read);
+    let child_error = |error_read: &mut Option<OwnedFd>, pid: i32, fallback: String| -> FinishError {
+        let mut message = String::new();
+        if let Some(fd) = error_read.take() {
+            let _ = fs::File::from(fd).read_to_string(&mut message);
+        }
+        if message.trim().is_empty() {
+            FinishError::Child { pid, what: fallback }
+        } else {
+            FinishError::ChildReported { what: message.trim().to_string() }
+        }
+    };
+    while !(pending_leaders.is_empty() && pending_threads.is_empty() && pending_zombies.is_empty() && pending_helpers.is_empty()) {
+        let (host_tid, event) = sys::wait_any().map_err(io_err(root, "wait for restorers"))?;
+        let tid = match event {
+            sys::WaitEvent::Stopped { .. } => {
+                let tid = virtual_of(host_tid);
+                host.insert(tid, host_tid);
+                tid
+            }
+            _ => host.iter().find(|(_, &h)| h == host_tid).map(|(&v, _)| v).unwrap_or(host_tid),
+        };
+        match event {
+            sys::WaitEvent::Stopped { signal, event: 0 } if signal == libc::SIGTRAP => {
+                let regs = HostArch::read_regs(host_tid).map_err(|source| FinishError::Arch { pid: tid, source })?;
+                let owner = images.processes.iter().position(|p| p.pstree.threads.contains(&(tid as u32)));
+                let Some(index) = owner else {
+                    return Err(FinishError::Child { pid: tid, what: "unexpected task in the restored tree".into() });
+                };
+                let plan = plans[index].as_ref().expect("live process");
+                match HostArch::restorer_outcome(&regs.gpr, plan.area + plan.ops_offset) {
+                    RestorerOutcome::Done => {
+                        pending_leaders.remove(&tid);
+                    }
+                    RestorerOutcome::NewThread => pending_threads.retain(|&t| t != tid),
+                    RestorerOutcome::Failed { index: op, result } => {
+                        return Err(FinishError::RestorerStep {
+                            pid: tid,
+                            index: op,
+                            description: plan.descriptions.get(op as usize).cloned().unwrap_or_default(),
+                            errno: io::Error::from_raw_os_error(-result as i32).to_string(),
+                        })
+                    }
+                }
+            }
+            // Fork/clone events, and the first stop of auto-attached tasks: let them run.
+            sys::WaitEvent::Stopped { event, .. } if event != 0 => {
+                sys::continue_thread(host_tid, 0).map_err(io_err(tid, "continue"))?;
+            }
+            // A zombie killing itself with its dumped signal: let the signal through.
+            sys::WaitEvent::Stopped { signal, event: 0 } if pending_zombies.contains(&tid) => {
+                sys::continue_thread(host_tid, signal).map_err(io_err(tid, "continue"))?;
+            }
+            sys::WaitEvent::Stopped { signal, .. } if signal == libc::SIGCHLD => {
+                sys::continue_thread(host_tid, 0).map_err(io_err(tid, "continue"))?;
+            }
+            sys::WaitEvent::Stopped { signal, .. } => {
+                let ip = HostArch::read_regs(host_tid).map(|r| HostArch::ip(&r.gpr)).unwrap_or(0);
+                return Err(child_error(&mut error_read, tid, format!("restorer got signal {signal} at ip {ip:#x}")));
+            }
+            sys::WaitEvent::Exited(_) | sys::WaitEvent::Signaled(_) if pending_zombies.contains(&tid) => {
+                pending_zombies.retain(|&z| z != tid);
+            }
+            sys::WaitEvent::Exited(0) if pending_helpers.contains(&tid) => {
+                pending_helpers.retain(|&h| h != tid);
+            }
+            sys::WaitEvent::Exited(code) => {
+                return Err(child_error(&mut error_read, tid, format!("exited with {code} during restore")));
+            }
+            sys::WaitEvent::Signaled(signal) => {
+                return Err(child_error(&mut error_read, tid, format!("killed by signal {signal} during restore")));
+            }
+        }
+    }
+    Ok(host)
+}
+
+/// For one process: injects each thread's own state, unmaps the restorer through one
+/// injected syscall, then sets every thread's dumped registers and signal mask and lets
+/// it go.
+pub(crate) fn finish_process(process: &ProcessImages, plan: &Plan, host: &BTreeMap<i32, i32>) -> Result<(), FinishError> {
+    let syscall_ip = plan.area + HostArch::restorer_syscall_offset() as u64;
+    let tids: Vec<i32> = process.pstree.threads.iter().map(|&t| host[&(t as i32)]).collect();
+    // The thread that makes the process's remaining calls (the leader, unless it exits).
+    let acting = process.acting_thread();
+    let pid = tids[acting];
+    // pidfds first: every process of the tree exists now. pidfd_open puts the fd at the
+    // lowest free number; dup3 moves it to its own.
+    if !plan.pidfds.is_empty() {
+        let now = HostArch::read_regs(pid).map_err(|source| FinishError::Arch { pid, source })?;
+        let mut remote = RemoteThread::new(pid, syscall_ip, now.gpr);
+        for &(number, target, flags, cloexec) in &plan.pidfds {
+            let mut call = |call: Sys, args: [u64; 6], what: &str| -> Result<i64, FinishError> {
+                let result = remote.syscall(call, args).map_err(|source| FinishError::Infect { pid, source })?;
+                if (-4095..0).contains(&result) {
+                    return Err(FinishError::Child { pid, what: format!("fd {number}: {what} of pid {target}: {}", io::Error::from_raw_os_error(-result as i32)) });
+                }
+                Ok(result)
+            };
+            let fd = call(Sys::PidfdOpen, [target as u64, flags, 0, 0, 0, 0], "pidfd_open")?;
+            let cloexec_flag = if cloexec { libc::O_CLOEXEC as u64 } else { 0 };
+            if fd != number as i64 {
+                call(Sys::Dup3, [fd as u64, number as u64, cloexec_flag, 0, 0, 0], "dup3 pidfd")?;
+                call(Sys::Close, [fd as u64, 0, 0, 0, 0, 0], "close pidfd")?;
+            } else if !cloexec {
+                call(Sys::Fcntl, [number as u64, libc::F_SETFD as u64, 0, 0, 0, 0], "clear close-on-exec of pidfd")?;
+            }
+        }
+    }
+    let mut ext_templates = Vec::new();
+    for (&tid, ops) in tids.iter().zip(&plan.thread_ops) {
+        let now = HostArch::read_regs(tid).map_err(|source| FinishError::Arch { pid: tid, source })?;
+        let mut remote = RemoteThread::new(tid, syscall_ip, now.gpr);
+        for (call, args, description) in ops {
+            let result = remote.syscall(*call, *args).map_err(|source| FinishError::Infect { pid: tid, source })?;
+            if (-4095..0).contains(&result) {
+                return Err(FinishError::Child { pid: tid, what: format!("{description}: {}", io::Error::from_raw_os_error(-result as i32)) });
+            }
+        }
+        ext_templates.push(now.ext);
+    }
+    if process.leader_gone() {
+        // Before the restorer's code goes: the leader runs its exit from there.
+        exit_thread(tids[0], syscall_ip)?;
+    }
+    // The last injected call starts from the dumped registers, so any register the
+    // kernel keeps from the syscall stop (aarch64's x7) is already the dumped one.
+    let leader_dumped = HostArch::regs_from_core(&process.cores[acting], &ext_templates[acting])
+        .map_err(|what| FinishError::BadImage { image: format!("core-{}.img", process.pstree.threads[acting]), what })?;
+    let mut remote = RemoteThread::new(pid, syscall_ip, leader_dumped.gpr);
+    log::debug!("pid {pid}: unmapping restorer {:#x}+{:#x}", plan.area, plan.area_size);
+    let result = remote
+        .syscall(Sys::Munmap, [plan.area, plan.area_size, 0, 0, 0, 0])
+        .map_err(|source| FinishError::Infect { pid, source })?;
+    if result != 0 {
+        return Err(FinishError::Child { pid, what: format!("unmap restorer: {}", io::Error::from_raw_os_error(-result as i32)) });
+    }
+    // A stopped process gets its stop signal as its last thread leaves the tracer: the
+    // whole group stops before any of it runs.
+    let stop_signal = if process.task_state() == TASK_STOPPED { process.stop_signal() } else { 0 };
+    for (index, ((&tid, core), ext)) in tids.iter().zip(&process.cores).zip(&ext_templates).enumerate().skip(acting) {
+        let detach_signal = if index + 1 == tids.len() { stop_signal } else { 0 };
+        let dumped = HostArch::regs_from_core(core, ext)
+            .map_err(|what| FinishError::BadImage { image: format!("core-{tid}.img"), what })?;
+        let gpr = HostArch::resume_regs(&dumped.gpr, false);
+        let restarts = HostArch::ip(&gpr) != HostArch::ip(&dumped.gpr);
+        HostArch::write_ext(tid, &dumped.ext).map_err(|source| FinishError::Arch { pid: tid, source })?;
+        let mask = core
+            .thread_core
+            .as_ref()
+            .and_then(|t| t.blk_sigset)
+            .or(core.tc.as_ref().map(|t| t.blk_sigset))
+            .unwrap_or(0);
+        crate::infect::release_thread(tid, &gpr, restarts, mask, detach_signal).map_err(|source| FinishError::Infect { pid: tid, source })?;
+    }
+    Ok(())
+}

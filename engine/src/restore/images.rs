@@ -1,0 +1,242 @@
+//! The images of a tree, loaded for restore on top of [`ImageDir`]: per process its
+//! pstree entry, cores, mm, pagemap (resolved through parent dumps to the pages files
+//! that hold each run), fds and fs; for the tree its regular files, ghosts, seccomp
+//! filters, pidfds and the files in flight in socket queues. Then the checks that need
+//! the host's filesystem (every file still there), before anything is planned.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::path::Path;
+
+use crust_images::pb;
+use crust_images::{ImageDir, ImageKind, ImageReader};
+
+use crate::memory::page_sources::{self, PageSources, PageSourcesError};
+use crate::model::vma as vs;
+use crate::model::{TASK_ALIVE, TASK_DEAD};
+
+/// Why the images could not be read, or do not hold together.
+#[derive(Debug, thiserror::Error)]
+pub enum ImagesError {
+    #[error("restore: {image}: {source}", image = image.rsplit_once('/').map(|d| d.0).unwrap_or("."))]
+    Image { image: String, source: crust_images::ImageError },
+    #[error("restore: {image}: {what}")]
+    BadImage { image: String, what: String },
+    /// The pages of a process could not be found (the error names the pagemap).
+    #[error("restore: {0}")]
+    PageSources(#[from] PageSourcesError),
+    #[error("restore pid {pid}: {what}: {source}")]
+    Missing { pid: i32, what: String, source: io::Error },
+}
+
+/// The images of one process.
+#[derive(Clone)]
+pub(crate) struct ProcessImages {
+    pub(crate) pstree: pb::PstreeEntry,
+    /// One core per thread, in `pstree.threads` order (the leader first).
+    pub(crate) cores: Vec<pb::CoreEntry>,
+    /// Everything below is empty for a zombie.
+    pub(crate) mm: pb::MmEntry,
+    pub(crate) pages_id: u32,
+    pub(crate) pagemap: Vec<pb::PagemapEntry>,
+    /// Where each dumped page is: this dump's pages file or a parent dump's.
+    pub(crate) pages: PageSources,
+    pub(crate) fds: Vec<pb::FdinfoEntry>,
+    pub(crate) fs: pb::FsEntry,
+}
+
+impl ProcessImages {
+    pub(crate) fn pid(&self) -> i32 {
+        self.pstree.pid as i32
+    }
+
+    pub(crate) fn task_state(&self) -> u32 {
+        self.cores[0].tc.as_ref().map(|t| t.task_state).unwrap_or(TASK_ALIVE)
+    }
+
+    pub(crate) fn is_zombie(&self) -> bool {
+        self.task_state() == TASK_DEAD
+    }
+
+    /// The leader thread had exited while the others ran on: its core has no registers.
+    /// Restore recreates it to run the restorer, then has it exit again.
+    pub(crate) fn leader_gone(&self) -> bool {
+        let leader = &self.cores[0];
+        !self.is_zombie()
+            && self.cores.len() > 1
+            && leader.thread_info.is_none()
+            && leader.ti_aarch64.is_none()
+            && leader.ti_ppc64.is_none()
+            && leader.ti_s390.is_none()
+    }
+
+    /// Index of the thread that acts for the process once restored: the leader, or the
+    /// first live thread when the leader had exited.
+    pub(crate) fn acting_thread(&self) -> usize {
+        usize::from(self.leader_gone())
+    }
+
+    /// The signal that stopped a stopped task (SIGSTOP when the image does not say).
+    pub(crate) fn stop_signal(&self) -> i32 {
+        self.cores[0].tc.as_ref().and_then(|t| t.stop_signo).filter(|&s| s > 0 && s < 32).unwrap_or(libc::SIGSTOP as u32) as i32
+    }
+}
+
+/// Everything read from the images of a tree.
+pub(crate) struct Images {
+    /// The directory they were read from.
+    pub(crate) dir: ImageDir,
+    /// In pstree order: the root first, every parent before its children.
+    pub(crate) processes: Vec<ProcessImages>,
+    pub(crate) files: BTreeMap<u32, pb::RegFileEntry>,
+    /// reg-file id → ghost id
+    pub(crate) ghosts: BTreeMap<u32, u32>,
+    /// seccomp.img's filters (threads name their newest by index).
+    pub(crate) seccomp: Vec<pb::SeccompFilter>,
+    /// pidfd entries of files.img by file id.
+    pub(crate) pidfds: BTreeMap<u32, pb::PidfdEntry>,
+    /// Files in flight in socket queues (SCM_RIGHTS), which no process holds.
+    pub(crate) in_flight: BTreeSet<u32>,
+    /// The dump holds an IPC namespace of its own (ipcns-var.img).
+    pub(crate) ipc_namespace: bool,
+}
+
+impl Images {
+    /// The file ids the broker opens: every fd's, and every unlinked mapped file's.
+    pub(crate) fn broker_ids(&self) -> BTreeSet<u32> {
+        let mut ids = crate::files::broker_ids(
+            self.processes.iter().map(|p| (p.fds.as_slice(), p.mm.vmas.as_slice())),
+            &self.files,
+            &self.ghosts,
+            vs::FILE_PRIVATE | vs::FILE_SHARED,
+        );
+        ids.extend(self.in_flight.iter().copied());
+        ids
+    }
+}
+
+fn read_all<M: prost::Message + Default>(dir: &ImageDir, kind: ImageKind, id: u64) -> Result<Vec<M>, ImagesError> {
+    dir.read_entries::<M>(kind, id)
+        .map_err(|source| ImagesError::Image { image: dir.image_path(kind, id).display().to_string(), source })
+}
+
+fn read_one<M: prost::Message + Default>(dir: &ImageDir, kind: ImageKind, id: u64) -> Result<M, ImagesError> {
+    let mut all = read_all::<M>(dir, kind, id)?;
+    if all.len() != 1 {
+        return Err(ImagesError::BadImage {
+            image: dir.image_path(kind, id).display().to_string(),
+            what: format!("expected one entry, found {}", all.len()),
+        });
+    }
+    Ok(all.remove(0))
+}
+
+/// Reads the images of the tree in `dir`; `page_size`: the pages' size, to resolve
+/// each process's pages through its parent dumps.
+pub(crate) fn load(dir: &Path, page_size: u64) -> Result<Images, ImagesError> {
+    let dir = ImageDir::new(dir);
+    let pstrees: Vec<pb::PstreeEntry> = read_all(&dir, ImageKind::Pstree, 0)?;
+    if pstrees.is_empty() {
+        let image = dir.image_path(ImageKind::Pstree, 0).display().to_string();
+        return Err(ImagesError::BadImage { image, what: "no process".into() });
+    }
+    let mut processes = Vec::new();
+    for pstree in pstrees {
+        let pid = pstree.pid as u64;
+        let mut cores = Vec::new();
+        for &tid in &pstree.threads {
+            cores.push(read_one::<pb::CoreEntry>(&dir, ImageKind::Core, tid as u64)?);
+        }
+        if cores.is_empty() {
+            cores.push(read_one::<pb::CoreEntry>(&dir, ImageKind::Core, pid)?);
+        }
+        let zombie = cores[0].tc.as_ref().is_some_and(|t| t.task_state == TASK_DEAD);
+        if zombie {
+            processes.push(ProcessImages {
+                pstree,
+                cores,
+                mm: Default::default(),
+                pages_id: 0,
+                pagemap: Vec::new(),
+                pages: PageSources::default(),
+                fds: Vec::new(),
+                fs: Default::default(),
+            });
+            continue;
+        }
+        let mm: pb::MmEntry = read_one(&dir, ImageKind::Mm, pid)?;
+        let pagemap_path = dir.image_path(ImageKind::Pagemap, pid);
+        let pagemap_name = pagemap_path.display().to_string();
+        let image_err = |source| ImagesError::Image { image: pagemap_name.clone(), source };
+        let mut reader = ImageReader::open(&pagemap_path).map_err(image_err)?;
+        let head: pb::PagemapHead = reader
+            .next_entry()
+            .map_err(image_err)?
+            .ok_or_else(|| ImagesError::BadImage { image: pagemap_name.clone(), what: "no pagemap head".into() })?;
+        let mut pagemap = Vec::new();
+        while let Some(entry) = reader.next_entry::<pb::PagemapEntry>().map_err(image_err)? {
+            pagemap.push(entry);
+        }
+        // crust keeps the ids in the core; CRIU in ids-PID.img.
+        let ids = match cores[0].ids {
+            Some(ids) => ids,
+            None if dir.exists(ImageKind::Ids, pid) => read_one::<pb::TaskKobjIdsEntry>(&dir, ImageKind::Ids, pid)?,
+            None => Default::default(),
+        };
+        let fds = read_all(&dir, ImageKind::Fdinfo, ids.files_id as u64)?;
+        let fs = read_one(&dir, ImageKind::Fs, pid)?;
+        let pages = page_sources::resolve(dir.path(), pid, page_size)?;
+        processes.push(ProcessImages { pstree, cores, mm, pages_id: head.pages_id, pagemap, pages, fds, fs });
+    }
+    let file_entries = read_all::<pb::FileEntry>(&dir, ImageKind::Files, 0)?;
+    let pidfds = file_entries.iter().filter_map(|f| f.pidfd.map(|p| (f.id, p))).collect();
+    let files = file_entries.into_iter().filter_map(|f| f.reg.map(|reg| (f.id, reg))).collect();
+    let ghosts = if dir.exists(ImageKind::RemapFpath, 0) {
+        read_all::<pb::RemapFilePathEntry>(&dir, ImageKind::RemapFpath, 0)?.into_iter().map(|r| (r.orig_id, r.remap_id)).collect()
+    } else {
+        BTreeMap::new()
+    };
+    let seccomp = if dir.exists(ImageKind::Seccomp, 0) {
+        read_all::<pb::SeccompEntry>(&dir, ImageKind::Seccomp, 0)?.into_iter().flat_map(|e| e.seccomp_filters).collect()
+    } else {
+        Vec::new()
+    };
+    let in_flight = crate::files::in_flight_ids(dir.path()).map_err(|what| ImagesError::BadImage { image: "sk-queues.img".into(), what: what.to_string() })?;
+    let ipc_namespace = crate::ipc::image_has_namespace(dir.path());
+    Ok(Images { dir, processes, files, ghosts, seccomp, pidfds, in_flight, ipc_namespace })
+}
+
+/// Checks that every file the tree maps or holds open (not an unlinked one, which
+/// comes back from its ghost image) is still on this host.
+pub(crate) fn check_files(images: &Images) -> Result<(), ImagesError> {
+    for process in images.processes.iter().filter(|p| !p.is_zombie()) {
+        let pid = process.pid();
+        let mut seen = BTreeSet::new();
+        for vma in &process.mm.vmas {
+            let id = vma.shmid as u32;
+            let from_broker = images.ghosts.contains_key(&id) || !images.files.contains_key(&id);
+            if vma.status & (vs::FILE_PRIVATE | vs::FILE_SHARED) == 0 || from_broker || !seen.insert(id) {
+                continue;
+            }
+            let reg = &images.files[&id];
+            if !Path::new(&reg.name).exists() {
+                return Err(ImagesError::Missing {
+                    pid,
+                    what: format!("file {} mapped at {:#x}", reg.name, vma.start),
+                    source: io::Error::from_raw_os_error(libc::ENOENT),
+                });
+            }
+        }
+        for fd in process.fds.iter().filter(|fd| fd.r#type == pb::FdTypes::Reg as i32) {
+            let Some(reg) = images.files.get(&fd.id) else { continue };
+            if !images.ghosts.contains_key(&fd.id) && !Path::new(&reg.name).exists() {
+                return Err(ImagesError::Missing {
+                    pid,
+                    what: format!("file {} for fd {}", reg.name, fd.fd),
+                    source: io::Error::from_raw_os_error(libc::ENOENT),
+                });
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,228 @@
+//! The restore pipeline: what happens in which order, and nothing else. Read and
+//! check the images ([`images`]), read the host layout once ([`layout`]) and plan
+//! (pure: [`tree`], [`memory`], [`program`]); open every file description in crust
+//! (the files broker), fork the root with its dumped pid ([`child`]: each process then
+//! rebuilds its fds, forks its children and runs the restorer's op program, which
+//! replaces its whole address space with the dumped one and creates its threads);
+//! finally put every thread's registers back through ptrace and let the tree go
+//! ([`finish`]).
+//!
+//! Invariant: until the restored tree is released, every task in it is traced with
+//! PTRACE_O_EXITKILL, so if anything fails (or crust dies) it is killed: no
+//! half-restored process outlives a failed restore.
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crust_arch::{Host, HostArch};
+
+use crate::error::io_failure;
+use crate::model::TASK_STOPPED;
+use crate::sys;
+
+pub(crate) mod child;
+pub(crate) mod finish;
+pub(crate) mod images;
+pub mod layout;
+pub(crate) mod memory;
+pub(crate) mod plan;
+pub(crate) mod program;
+pub(crate) mod tree;
+
+#[cfg(test)]
+mod fixtures;
+
+pub use finish::FinishError;
+pub use images::ImagesError;
+pub use layout::HostLayout;
+pub use plan::PlanError;
+
+/// What `crust restore` was asked to do.
+#[derive(Clone, Debug, Default)]
+pub struct RestoreOptions {
+    /// Directory holding the images.
+    pub dir: PathBuf,
+    /// Return once the restored process runs on its own (`-d`).
+    pub detach: bool,
+    /// Write the restored root's PID here.
+    pub pidfile: Option<PathBuf>,
+    /// Keep the caller's session and process group.
+    pub shell_job: bool,
+}
+
+/// How a restore ended.
+#[derive(Clone, Debug)]
+pub struct RestoreReport {
+    /// The restored root process.
+    pub pid: i32,
+    /// Processes restored (zombies included).
+    pub processes: usize,
+    /// Wall time until it ran on its own.
+    pub total: Duration,
+    /// With `detach` off: the restored process's exit code once it ended.
+    pub exit_code: Option<i32>,
+}
+
+/// Why a restore failed. No restored process is left behind. Each stage's error keeps
+/// its own message (`restore pid PID: ...`, `restore: IMAGE: ...`).
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("restore: {image}: {what}")]
+    BadImage { image: String, what: String },
+    #[error("restore pid {pid}: {what}: {source}")]
+    Io { pid: i32, what: String, source: io::Error },
+    #[error("restore pid {pid}: pid is busy (a process with that pid exists); kill it or restore in a new pid namespace")]
+    PidBusy { pid: i32 },
+    #[error("restore pid {pid}: {what}")]
+    Child { pid: i32, what: String },
+    #[error(transparent)]
+    Images(#[from] ImagesError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Finish(#[from] FinishError),
+}
+io_failure!(RestoreError);
+
+
+
+/// Restores the process tree dumped in `options.dir`.
+pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
+    let started = Instant::now();
+    let images = images::load(&options.dir, sys::page_size())?;
+    let root = images.processes[0].pid();
+    // A tree dumped in its own pid namespace comes back in a new one, where its pids are
+    // always free; otherwise every pid and tid must be free here.
+    let new_pid_ns = images.processes[0].cores[0].ids.as_ref().and_then(|i| i.pid_ns_id).is_some();
+    if new_pid_ns && root != 1 {
+        return Err(RestoreError::BadImage { image: "pstree.img".into(), what: format!("pid namespace root has pid {root}, not 1") });
+    }
+    if !new_pid_ns {
+        for process in &images.processes {
+            for &tid in process.pstree.threads.iter().chain(std::iter::once(&process.pstree.pid)) {
+                if Path::new(&format!("/proc/{tid}")).exists() {
+                    return Err(RestoreError::PidBusy { pid: tid as i32 });
+                }
+            }
+        }
+    }
+    images::check_files(&images)?;
+    // Planning is pure: the host is read once, here.
+    let layout = HostLayout::read(root, HostArch::restorer_blob().len() as u64)?;
+    let tree = tree::plan_tree::<HostArch>(&images, &layout, options.shell_job)?;
+    let sysv = memory::segment_sizes(&images)?;
+    let mut plans = Vec::new();
+    for (index, process) in images.processes.iter().enumerate() {
+        plans.push(if process.is_zombie() { None } else { Some(program::plan_process::<HostArch>(&images, index, &tree, &sysv, &layout)?) });
+    }
+    // The premap arena is reserved at once (inaccessible, no memory): nothing crust maps
+    // from here on (a buffer, a thread stack) may land where the slots go. The tree
+    // inherits the reservation; each process maps its slots over it and its restorer
+    // drops the rest.
+    if let Some((start, end)) = tree.premap_arena {
+        sys::reserve_at(start, (end - start) as usize).map_err(io_err(root, format!("reserve the premap arena {start:#x}-{end:#x}")))?;
+    }
+    sys::raise_nofile_limit().map_err(io_err(root, "raise RLIMIT_NOFILE"))?;
+    let broker = crate::files::Broker::open(&images.files, &images.ghosts, &options.dir, images.broker_ids(), tree.broker_base)
+        .map_err(|what| RestoreError::Child { pid: root, what: what.to_string() })?;
+    for (&shmid, &(number, size)) in &tree.shmem {
+        let created = sys::create_shared_anon(size).and_then(|fd| {
+            sys::place_fd(fd, number, true)?;
+            if fd != number {
+                sys::close_fd(fd);
+            }
+            Ok(())
+        });
+        if let Err(source) = created {
+            broker.close();
+            return Err(RestoreError::Io { pid: root, what: format!("create shared anonymous memory {shmid} of {size} bytes"), source });
+        }
+    }
+
+    let (sync_read, sync_write) = finish::pipe(root)?;
+    let (error_read, error_write) = finish::pipe(root)?;
+    let forked = sys::fork_root(root, new_pid_ns, tree.new_ipc_ns);
+    let child = match forked {
+        Ok(0) => {
+            drop(sync_write);
+            drop(error_read);
+            let run = child::Run { tree: &tree, plans: &plans, images: &images, broker: &broker, shell_job: options.shell_job };
+            child::root_main(&run, sync_read, error_write)
+        }
+        Ok(child) => child,
+        Err(error) if error.raw_os_error() == Some(libc::EEXIST) => return Err(RestoreError::PidBusy { pid: root }),
+        Err(error) => return Err(RestoreError::Io { pid: root, what: "clone3 with set_tid".into(), source: error }),
+    };
+    drop(sync_read);
+    drop(error_write);
+    broker.close();
+    if let Some((start, end)) = tree.premap_arena {
+        sys::release_reservation(start, (end - start) as usize);
+    }
+    for &(number, _) in tree.shmem.values() {
+        sys::close_fd(number);
+    }
+    // In a new pid namespace, killing its init (`child`) kills the whole tree.
+    let guard_pids = if new_pid_ns { vec![child] } else { images.processes.iter().map(|p| p.pid()).collect() };
+    let mut guard = finish::TreeGuard { pids: guard_pids, released: false };
+    let uses_seccomp = images.processes.iter().flat_map(|p| p.cores.iter()).any(|c| {
+        c.thread_core.as_ref().and_then(|t| t.seccomp_mode).unwrap_or(0) != 0
+    });
+    let options_word = libc::PTRACE_O_TRACESYSGOOD
+        | libc::PTRACE_O_EXITKILL
+        | libc::PTRACE_O_TRACEFORK
+        | libc::PTRACE_O_TRACEVFORK
+        | libc::PTRACE_O_TRACECLONE
+        // Filters installed by the restorer must not see the tracer's calls after them.
+        | if uses_seccomp { sys::PTRACE_O_SUSPEND_SECCOMP } else { 0 };
+    sys::seize_thread(child, options_word).map_err(io_err(root, "seize restored root"))?;
+    let mut sync_write = fs::File::from(sync_write);
+    sync_write.write_all(b"g").map_err(io_err(root, "release child"))?;
+    drop(sync_write);
+
+    let host = finish::wait_for_restorers(&tree, &plans, &images, error_read)?;
+    for process in images.processes.iter().filter(|p| !p.is_zombie()) {
+        if let Some(adj) = process.cores[0].tc.as_ref().and_then(|t| t.oom_score_adj) {
+            let path = format!("/proc/{}/oom_score_adj", host[&process.pid()]);
+            fs::write(&path, adj.to_string()).map_err(io_err(process.pid(), format!("write {path}")))?;
+        }
+    }
+    for (process, plan) in images.processes.iter().zip(&plans) {
+        if let Some(plan) = plan {
+            finish::finish_process(process, plan, &host)?;
+        }
+    }
+    // Segments removed while attached go again, now that every process has attached them.
+    if tree.new_ipc_ns {
+        let removed = crate::ipc::removed_segments(&options.dir).map_err(|what| RestoreError::BadImage { image: "ipcns-shm".into(), what: what.to_string() })?;
+        crate::ipc::remove_segments(child, &removed).map_err(|what| RestoreError::Child { pid: root, what: what.to_string() })?;
+    }
+    // The tree runs: let the traffic of its TCP connections through again.
+    crate::files::unlock_tcp(&options.dir).map_err(|what| RestoreError::Child { pid: root, what: what.to_string() })?;
+    // Return only once the stopped ones are stopped (their stop is already pending).
+    for process in images.processes.iter().filter(|p| p.task_state() == TASK_STOPPED) {
+        for &tid in process.pstree.threads.iter().skip(process.acting_thread()) {
+            finish::wait_until_stopped(process.pid(), host[&(tid as i32)])?;
+        }
+    }
+    guard.released = true;
+    // From here on, the root is named by its pid on this host.
+    let root = child;
+    if let Some(pidfile) = &options.pidfile {
+        fs::write(pidfile, format!("{root}")).map_err(io_err(root, format!("write {}", pidfile.display())))?;
+    }
+    let total = started.elapsed();
+    let exit_code = if options.detach {
+        None
+    } else {
+        match sys::wait_thread(root).map_err(io_err(root, "wait for restored process"))? {
+            sys::WaitEvent::Exited(code) => Some(code),
+            sys::WaitEvent::Signaled(signal) => Some(128 + signal),
+            sys::WaitEvent::Stopped { .. } => None,
+        }
+    };
+    Ok(RestoreReport { pid: root, processes: images.processes.len(), total, exit_code })
+}
+

@@ -1,0 +1,289 @@
+//! The op-program builder of a restore: for one process, the restorer's program of
+//! syscalls (each with a check) and its data arena, the helper fds it reads from, and
+//! the syscalls the tracer injects into each thread afterwards. Generic over the
+//! architecture's [`Abi`] and a pure function of the images, the tree plan and the
+//! [`HostLayout`], so every architecture's program is built and snapshotted on any
+//! host (`snapshots/`): syscall numbers, the vDSO block's ops, the address-space top
+//! and the byte order of every struct in the arena are the target's.
+//!
+//! Sections, in program order:
+//! - [`memory`]: unmap everything but the restorer area, the vDSO block, System V
+//!   attaches, every area with its pages (premapped ones moved into place);
+//! - [`task`]: mm fields, auxv and exe, process prctls, signal actions, itimers,
+//!   limits, personality, pending signals, the other threads, POSIX timers;
+//! - closing the helper fds;
+//! - [`thread`]: per thread, what the tracer injects (rseq, altstack, robust list,
+//!   clear_tid, name, signals, pdeath signal, seccomp, credentials, dumpable).
+
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
+use std::path::PathBuf;
+
+use crust_arch::{Abi, RestorerOp, Sys};
+use crust_images::pb;
+
+use crate::restore::images::{Images, ProcessImages};
+use crate::restore::layout::HostLayout;
+use crate::restore::memory::{sysv_attaches, Premap, SegmentSizes};
+use crate::restore::plan::{round_up, PlanError};
+use crate::restore::tree::TreePlan;
+
+mod memory;
+mod task;
+mod thread;
+
+#[cfg(test)]
+mod tests;
+
+/// A syscall the tracer injects into a restored thread: number by meaning, arguments,
+/// and what it does (for errors).
+pub(crate) type InjectedCall = (Sys, [u64; 6], String);
+
+/// What one live process needs, computed before the first fork.
+pub(crate) struct Plan {
+    pub(crate) area: u64,
+    pub(crate) area_size: u64,
+    pub(crate) code_size: u64,
+    /// Bytes of the data arena followed by the ops.
+    pub(crate) data: Vec<u8>,
+    pub(crate) ops_offset: u64,
+    pub(crate) ops_bytes: Vec<u8>,
+    /// The ops, as built (`ops_bytes` is what runs).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) ops: Vec<RestorerOp>,
+    pub(crate) descriptions: Vec<String>,
+    /// Helper fds: (number, path, open flags) opened in the child before the restorer.
+    pub(crate) helpers: Vec<(i32, PathBuf, i32)>,
+    /// Helper fds copied from the broker (unlinked mapped files): (number, file id).
+    pub(crate) broker_helpers: Vec<(i32, u32)>,
+    /// Shared anonymous objects this process maps (their fds are closed by the restorer).
+    pub(crate) shmem_used: Vec<u64>,
+    /// Per thread (the leader first): syscalls the tracer injects before release.
+    pub(crate) thread_ops: Vec<Vec<InjectedCall>>,
+    /// pidfds of live processes of the tree, opened by the leader once every process
+    /// exists: (fd number, pid as the tree numbers it, pidfd_open flags, close-on-exec).
+    pub(crate) pidfds: Vec<(i32, i32, u64, bool)>,
+    /// Private anonymous areas filled before the children are forked (`premap`).
+    pub(crate) premap: Vec<Premap>,
+    /// The pages images this process's pages are in (this dump's first, then parent
+    /// dumps'), as `Premap` runs name them.
+    pub(crate) page_files: Vec<PathBuf>,
+}
+
+/// A restorer program under construction for architecture `A`, whose data arena is
+/// loaded at a fixed address.
+pub(crate) struct Program<A: Abi> {
+    /// Address the data arena will have.
+    data_base: u64,
+    /// The arena's bytes.
+    pub(crate) data: Vec<u8>,
+    /// The ops, in order.
+    pub(crate) ops: Vec<RestorerOp>,
+    /// What each op does, for error messages.
+    pub(crate) descriptions: Vec<String>,
+    /// The first syscall `A` has no number for.
+    missing: Option<Sys>,
+    abi: PhantomData<A>,
+}
+
+impl<A: Abi> Program<A> {
+    /// A new program whose data arena starts at `data_base`.
+    pub(crate) fn new(data_base: u64) -> Self {
+        Program { data_base, data: Vec::new(), ops: Vec::new(), descriptions: Vec::new(), missing: None, abi: PhantomData }
+    }
+
+    /// Puts `bytes` in the arena (16-byte aligned) and returns their future address.
+    pub(crate) fn data(&mut self, bytes: &[u8]) -> u64 {
+        while !self.data.len().is_multiple_of(16) {
+            self.data.push(0);
+        }
+        let address = self.data_base + self.data.len() as u64;
+        self.data.extend_from_slice(bytes);
+        address
+    }
+
+    /// Puts 64-bit words in the arena, in `A`'s byte order; returns their address.
+    pub(crate) fn words(&mut self, words: &[u64]) -> u64 {
+        let bytes: Vec<u8> = words.iter().flat_map(|&w| A::word_bytes(w)).collect();
+        self.data(&bytes)
+    }
+
+    /// Appends a syscall op.
+    pub(crate) fn call(&mut self, call: Sys, args: [u64; 6], check: u64, expect: u64, description: String) {
+        let nr = match A::syscall_number(call) {
+            Some(nr) => nr,
+            None => {
+                self.missing.get_or_insert(call);
+                u64::MAX - 1
+            }
+        };
+        self.raw(RestorerOp { nr, args, check, expect, result: 0 }, description);
+    }
+
+    /// Appends a ready-made op.
+    pub(crate) fn raw(&mut self, op: RestorerOp, description: String) {
+        log::debug!("restorer op {}: {description}: nr {} args {:x?}", self.ops.len(), op.nr, op.args);
+        self.ops.push(op);
+        self.descriptions.push(description);
+    }
+
+    /// Ends the program and returns the ops as bytes in `A`'s byte order (ten words
+    /// each, the layout every restorer blob reads); `pid` names the process in errors.
+    pub(crate) fn finish_ops(&mut self, pid: i32) -> Result<Vec<u8>, PlanError> {
+        if let Some(call) = self.missing {
+            return Err(PlanError::Unsupported { pid, what: format!("{call:?} on {}", A::NAME) });
+        }
+        self.raw(RestorerOp { nr: RestorerOp::END, ..Default::default() }, "end".into());
+        Ok(self
+            .ops
+            .iter()
+            .flat_map(|op| {
+                let [a0, a1, a2, a3, a4, a5] = op.args;
+                [op.nr, a0, a1, a2, a3, a4, a5, op.check, op.expect, op.result]
+            })
+            .flat_map(A::word_bytes)
+            .collect())
+    }
+}
+
+/// Whether `A` is little-endian (its word 1 starts with the 1).
+fn little_endian<A: Abi>() -> bool {
+    A::word_bytes(1)[0] == 1
+}
+
+/// A u16 in `A`'s byte order.
+pub(crate) fn u16_bytes<A: Abi>(value: u16) -> [u8; 2] {
+    if little_endian::<A>() { value.to_le_bytes() } else { value.to_be_bytes() }
+}
+
+/// A u32 in `A`'s byte order.
+pub(crate) fn u32_bytes<A: Abi>(value: u32) -> [u8; 4] {
+    if little_endian::<A>() { value.to_le_bytes() } else { value.to_be_bytes() }
+}
+
+/// An i32 in `A`'s byte order.
+pub(crate) fn i32_bytes<A: Abi>(value: i32) -> [u8; 4] {
+    u32_bytes::<A>(value as u32)
+}
+
+/// An i32 from bytes in `A`'s byte order.
+pub(crate) fn i32_from<A: Abi>(bytes: [u8; 4]) -> i32 {
+    if little_endian::<A>() { i32::from_le_bytes(bytes) } else { i32::from_be_bytes(bytes) }
+}
+
+/// Plans process `index` of the tree for architecture `A`: its helper fds, the
+/// restorer area (a gap free in its layout, crust's and the premap arena), the op
+/// program and each thread's injected calls.
+pub(crate) fn plan_process<A: Abi>(
+    images: &Images,
+    index: usize,
+    tree: &TreePlan,
+    sysv: &SegmentSizes,
+    layout: &HostLayout,
+) -> Result<Plan, PlanError> {
+    let process = &images.processes[index];
+    let premapped = &tree.premaps[index];
+    let pid = process.pid();
+    let page = layout.page_size;
+    let mm = &process.mm;
+    let check_vdso = layout.check_vdso_layout(pid, mm)?;
+    let helpers = memory::helper_fds(images, process, tree.helper_base)?;
+    check_fd_files(images, process)?;
+
+    // The area: code, then data, then ops; size estimated generously first.
+    let code_size = round_up(layout.restorer_code_size, page);
+    let estimate = code_size
+        + round_up(
+            64 * 1024 + (mm.vmas.len() as u64 + process.pagemap.len() as u64 + process.cores.len() as u64) * 4 * 80 + 32 * 1024,
+            page,
+        );
+    let attaches = sysv_attaches(pid, mm, sysv, page)?;
+    let mut whole: Vec<(u64, u64)> = attaches.iter().map(|a| (a.base, a.base + a.segment_len)).collect();
+    whole.extend(tree.premap_arena);
+    let area = layout.find_gap::<A>(pid, mm, estimate, &whole)?;
+    let own_block = layout.own_vdso_block();
+    let block_size = own_block.iter().map(|&(s, e)| e - s).sum::<u64>().max(page);
+    let mut used = whole.clone();
+    used.push((area, area + estimate));
+    let scratch = layout.find_gap::<A>(pid, mm, block_size, &used)?;
+    let mut program = Program::<A>::new(area + code_size);
+
+    memory::unmap_all_but(&mut program, mm, premapped, (area, area + estimate), &own_block);
+    if let Some(block_start) = check_vdso {
+        for op in A::map_vdso_ops(block_start, &own_block, scratch) {
+            program.raw(op, format!("map vdso block at {block_start:#x}"));
+        }
+    }
+    memory::attach_sysv(&mut program, &attaches);
+    let premap = memory::map_areas(&mut program, process, &helpers, &tree.shmem, premapped)?;
+    task::set_mm(&mut program, mm, helpers.exe_fd);
+    let sigtrap_action = task::process_state(&mut program, process, layout)?;
+
+    // Close the helpers, then drop privileges last.
+    let shmem_used: Vec<u64> = {
+        let mut used: Vec<u64> = mm.vmas.iter().filter(|v| v.status & crate::model::vma::ANON_SHARED != 0).map(|v| v.shmid).collect();
+        used.sort_unstable();
+        used.dedup();
+        used
+    };
+    let helper_numbers = helpers.opened.iter().map(|h| h.0).chain(helpers.from_broker.iter().map(|h| h.0));
+    for fd in helper_numbers.chain(shmem_used.iter().map(|id| tree.shmem[id].0)) {
+        program.call(Sys::Close, [fd as u64, 0, 0, 0, 0, 0], RestorerOp::CHECK_EQ, 0, format!("close helper fd {fd}"));
+    }
+    for fd in [tree.error_fd, tree.sync_fd] {
+        program.call(Sys::Close, [fd as u64, 0, 0, 0, 0, 0], RestorerOp::CHECK_NONE, 0, format!("close helper fd {fd}"));
+    }
+    let thread_ops = thread::thread_ops(&mut program, images, process, sigtrap_action, layout)?;
+
+    for (fd, path, flags) in &helpers.opened {
+        log::debug!("pid {pid} helper fd {fd}: {} (flags {flags:#o})", path.display());
+    }
+    let ops_bytes = program.finish_ops(pid)?;
+    let ops_offset = code_size + round_up(program.data.len() as u64, 16);
+    let area_size = round_up(ops_offset + ops_bytes.len() as u64, page);
+    if area_size > estimate {
+        return Err(PlanError::Unsupported { pid, what: format!("a restorer program of {area_size} bytes") });
+    }
+    let pidfds = process
+        .fds
+        .iter()
+        .filter_map(|fd| {
+            let entry = images.pidfds.get(&fd.id).filter(|p| p.nspid != -1)?;
+            let flags = (entry.flags as i32 & (libc::O_NONBLOCK | libc::O_EXCL)) as u64;
+            Some((fd.fd as i32, entry.nspid, flags, fd.flags & libc::FD_CLOEXEC as u32 != 0))
+        })
+        .collect();
+    Ok(Plan {
+        pidfds,
+        area,
+        area_size: estimate,
+        code_size,
+        data: program.data,
+        ops_offset,
+        ops_bytes,
+        ops: program.ops,
+        descriptions: program.descriptions,
+        helpers: helpers.opened,
+        broker_helpers: helpers.from_broker,
+        shmem_used,
+        thread_ops,
+        premap,
+        page_files: process.pages.files.clone(),
+    })
+}
+
+/// Every regular file a process holds must be in files.img.
+fn check_fd_files(images: &Images, process: &ProcessImages) -> Result<(), PlanError> {
+    for fd in process.fds.iter().filter(|fd| fd.r#type == pb::FdTypes::Reg as i32) {
+        if !images.files.contains_key(&fd.id) {
+            return Err(PlanError::BadImage {
+                image: "fdinfo".into(),
+                what: format!("pid {} fd {} names file id {} that files.img lacks", process.pid(), fd.fd, fd.id),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The shared anonymous objects of the tree: shmid → (fd number, size).
+pub(crate) type Shmem = BTreeMap<u64, (i32, u64)>;

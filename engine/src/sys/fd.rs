@@ -1,0 +1,89 @@
+//! Requests on fd *numbers*: the fd table a restored process is given (the broker's
+//! numbers, each target fd at its number, the helpers of the restorer) and the locks
+//! taken on its fds. These numbers are owned by no Rust value (they are the layout
+//! being built, or a target's), while nix's fd functions take `OwnedFd`/`AsFd`; so they
+//! are wrapped here: dup2 + F_SETFD, close, F_DUPFD, lseek, open returning the number,
+//! flock and fcntl locks, and epoll_ctl between two numbers.
+//!
+//! Guarantees: every pointer handed to the kernel points at memory owned by the caller
+//! that outlives the call. Errors are errno.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+
+use super::check;
+
+/// `dup2(old, new)` then sets or clears FD_CLOEXEC on `new`.
+#[doc(alias = "dup2")]
+pub fn place_fd(old: i32, new: i32, cloexec: bool) -> io::Result<()> {
+    if old != new {
+        // SAFETY: no pointers; both are fd numbers.
+        check(unsafe { libc::dup2(old, new) } as libc::c_long)?;
+    }
+    // SAFETY: no pointers.
+    check(unsafe { libc::fcntl(new, libc::F_SETFD, if cloexec { libc::FD_CLOEXEC } else { 0 }) } as libc::c_long)?;
+    Ok(())
+}
+
+/// `close(fd)`, errors ignored.
+#[doc(alias = "close")]
+pub fn close_fd(fd: i32) {
+    // SAFETY: no pointers; closing an fd number this process owns.
+    unsafe { libc::close(fd) };
+}
+
+/// `fcntl(fd, F_DUPFD, min)`: a copy of `fd` at the lowest free number ≥ `min`.
+#[doc(alias = "F_DUPFD")]
+pub fn dup_at_least(fd: i32, min: i32) -> io::Result<i32> {
+    // SAFETY: no pointers.
+    check(unsafe { libc::fcntl(fd, libc::F_DUPFD, min) } as libc::c_long).map(|v| v as i32)
+}
+
+/// `lseek(fd, pos, SEEK_SET)`.
+#[doc(alias = "lseek")]
+pub fn seek_to(fd: i32, pos: u64) -> io::Result<()> {
+    // SAFETY: no pointers.
+    check(unsafe { libc::lseek(fd, pos as libc::off_t, libc::SEEK_SET) } as libc::c_long)?;
+    Ok(())
+}
+
+/// `open(path, flags, mode)` returning the fd number (the caller places it).
+#[doc(alias = "open")]
+pub fn open_raw(path: &std::path::Path, flags: i32, mode: u32) -> io::Result<i32> {
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path has a NUL byte"))?;
+    // SAFETY: c_path is a NUL-terminated string alive for the call.
+    check(unsafe { libc::open(c_path.as_ptr(), flags, mode as libc::c_uint) } as libc::c_long).map(|v| v as i32)
+}
+
+/// `flock(fd, op | LOCK_NB)`.
+pub fn flock(fd: i32, op: i32) -> io::Result<()> {
+    // SAFETY: no pointers.
+    check(unsafe { libc::flock(fd, op | libc::LOCK_NB) } as libc::c_long)?;
+    Ok(())
+}
+
+/// `fcntl(fd, F_SETLK or F_OFD_SETLK, {type, SEEK_SET, start, len})`.
+#[doc(alias = "F_SETLK")]
+pub fn fcntl_lock(fd: i32, command: i32, kind: i32, start: i64, len: i64) -> io::Result<()> {
+    // SAFETY: flock is plain data; all-zero is valid (and l_pid must be 0 for OFD).
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = kind as libc::c_short;
+    lock.l_whence = libc::SEEK_SET as libc::c_short;
+    lock.l_start = start;
+    lock.l_len = len;
+    // SAFETY: lock lives across the call.
+    check(unsafe { libc::fcntl(fd, command, &lock) } as libc::c_long)?;
+    Ok(())
+}
+
+/// `epoll_ctl(epfd, EPOLL_CTL_ADD, fd, {events, data})` between two fd numbers of this
+/// process (an epoll it holds and the fd number the watch names).
+#[doc(alias = "epoll_ctl")]
+pub fn epoll_add(epfd: i32, fd: i32, events: u32, data: u64) -> io::Result<()> {
+    let mut event = libc::epoll_event { events, u64: data };
+    // SAFETY: event lives across the call.
+    check(unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, fd, &mut event) } as libc::c_long)?;
+    Ok(())
+}
