@@ -462,17 +462,17 @@ impl Session {
             ..succeeded(CriuReqType::Notify)
         };
         let fds: Vec<BorrowedFd<'_>> = hook.fd.into_iter().collect();
-        let failed = |what: String, error: &io::Error| match error.raw_os_error() {
+        let io_failure = |what: &str, error: &io::Error| match error.raw_os_error() {
             Some(errno) => HookError::with_errno(point, format!("notify {point}: {what}: {error}"), errno),
             None => HookError::new(point, format!("notify {point}: {what}: {error}")),
         };
-        self.connection.send_with_fds(&message.encode_to_vec(), &fds).map_err(|error| failed("send".into(), &error))?;
+        self.connection.send_with_fds(&message.encode_to_vec(), &fds).map_err(|error| io_failure("send", &error))?;
         let ack = match self.connection.receive() {
             Ok(Some(bytes)) => CriuReq::decode(bytes.as_slice()).map_err(|error| {
                 HookError::with_errno(point, format!("notify {point}: acknowledgement does not decode: {error}"), libc::EINVAL)
             })?,
             Ok(None) => return Err(HookError::with_errno(point, format!("notify {point}: the client closed the connection"), libc::EPIPE)),
-            Err(error) => return Err(failed("receive".into(), &error)),
+            Err(error) => return Err(io_failure("receive", &error)),
         };
         if ack.r#type != CriuReqType::Notify as i32 {
             return Err(HookError::with_errno(
