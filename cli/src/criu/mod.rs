@@ -9,18 +9,19 @@
 
 mod check;
 mod help;
-mod hooks;
 mod logging;
 pub mod options;
 pub mod parse;
+mod scripts;
 pub mod table;
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context};
 
-use hooks::{Action, ActionScripts};
+use crate::hooks::{Hook, HookPoint, HookSink};
 use options::{CriuOptions, Verb};
+use scripts::ActionScripts;
 
 /// The name the binary was called by.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,9 +97,7 @@ fn run(program: Program, args: &[String]) -> anyhow::Result<i32> {
     }
     let mut options = CriuOptions::default();
     for (path, text) in config_files(program, &command_line)? {
-        for setting in parse::parse_config(&text, &path)? {
-            options.apply(&setting).map_err(|e| anyhow!("{}: {e}", setting.origin))?;
-        }
+        options.apply_config(&text, &path).map_err(|e| anyhow!(e))?;
     }
     for setting in &line.settings {
         options.apply(setting).map_err(|e| anyhow!(e))?;
@@ -141,14 +140,19 @@ fn run(program: Program, args: &[String]) -> anyhow::Result<i32> {
         Verb::Swrk => {
             let word = line.positionals.get(used).ok_or_else(|| anyhow!("swrk needs the fd number of its socket (swrk FD)"))?;
             let fd = word.parse().map_err(|_| anyhow!("swrk {word}: not an fd number"))?;
-            crate::rpc::run(crate::rpc::RpcCmd::Swrk { fd })
+            // Each request starts from these options (the configuration files' and the
+            // command line's), as CRIU's requests do.
+            crate::rpc::run(crate::rpc::RpcCmd::Swrk { fd }, options)
         }
-        Verb::Service => crate::rpc::run(crate::rpc::RpcCmd::Service(crate::rpc::service::ServiceArgs {
-            address: options.address.clone().unwrap_or_else(|| "criu_service.socket".into()).into(),
-            daemon: options.daemon,
-            pidfile: options.pidfile.clone(),
-            status_fd: options.status_fd,
-        })),
+        Verb::Service => {
+            let args = crate::rpc::service::ServiceArgs {
+                address: options.address.clone().unwrap_or_else(|| "criu_service.socket".into()).into(),
+                daemon: options.daemon,
+                pidfile: options.pidfile.clone(),
+                status_fd: options.status_fd,
+            };
+            crate::rpc::run(crate::rpc::RpcCmd::Service(args), options)
+        }
         Verb::PageServer | Verb::LazyPages | Verb::Dedup | Verb::CpuinfoDump | Verb::CpuinfoCheck => {
             bail!("{} is not supported yet", verb.name())
         }
@@ -211,15 +215,10 @@ fn dump(program: Program, verb: Verb, mut options: CriuOptions) -> anyhow::Resul
     options.dump_options(verb).map_err(|e| anyhow!(e))?;
     enter_work_dir(&mut options, true)?;
     logging::init(&options)?;
-    if let Some(cgroup) = &options.freeze_cgroup {
-        if !cgroup.exists() {
-            bail!("--freeze-cgroup {}: no such cgroup", cgroup.display());
-        }
-    }
-    let scripts = ActionScripts::new(&options);
+    let scripts = ActionScripts::new(program, &options);
     scripts.warn_unrun(verb);
     let dump = options.dump_options(verb).map_err(|e| anyhow!(e))?;
-    scripts.run(Action::PreDump, Some(dump.pid)).map_err(|e| anyhow!(e))?;
+    scripts.hook(Hook::at(HookPoint::PreDump, Some(dump.pid)))?;
     let report = crust_engine::dump::dump(&dump).inspect_err(|e| log::error!("{e}"))?;
     log::info!(
         "dumped pid {}: {} processes, {} threads, {} vmas, {} pages, frozen {:?}, total {:?}",
@@ -259,16 +258,13 @@ fn restore(program: Program, mut options: CriuOptions, command: &[String]) -> an
     }
     enter_work_dir(&mut options, false)?;
     logging::init(&options)?;
-    let scripts = ActionScripts::new(&options);
+    let scripts = ActionScripts::new(program, &options);
     scripts.warn_unrun(Verb::Restore);
-    scripts.run(Action::PreRestore, None).map_err(|e| anyhow!(e))?;
+    scripts.hook(Hook::at(HookPoint::PreRestore, None))?;
     let report = crust_engine::restore::restore(&options.restore_options()).inspect_err(|e| log::error!("{e}"))?;
     log::info!("restored pid {} ({} processes) in {:?}", report.pid, report.processes, report.total);
-    if let Err(error) = scripts.run(Action::PostResume, Some(report.pid)) {
-        // The tree runs: as in CRIU, a failed post-resume script is reported, not undone.
-        log::error!("{error}");
-        eprintln!("{}: {error}", program.name());
-    }
+    // The tree runs: as in CRIU, a failed post-resume script is reported, not undone.
+    scripts.hook(Hook::at(HookPoint::PostResume, Some(report.pid)))?;
     if options.display_stats {
         print!(
             "Displaying restore stats:\nRestore time: {} us\nProcesses: {}\n",
