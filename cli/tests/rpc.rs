@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
 
-use common::{compile, signal, skip_reason, subreaper, tempdir, wait_exit};
+use common::{compile, signal, skip_reason, subreaper, tempdir, wait_exit, KillOnDrop};
 use crust_images::rpc::{CriuFeatures, CriuOpts, CriuReq, CriuReqType, CriuResp};
 use nix::sys::socket::{self, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType, UnixAddr};
 use prost::Message;
@@ -539,6 +539,7 @@ fn service_mode_serves_connections() {
     std::io::Read::read_to_end(&mut status_read, &mut ready).unwrap();
     assert_eq!(ready, [0], "one zero byte on the status fd");
     let daemon: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    let mut daemon_guard = KillOnDrop(daemon);
     for _ in 0..2 {
         let client = Client::connect(&address);
         let (response, _) = client.call(&request(CriuReqType::Version), |_| true);
@@ -570,6 +571,7 @@ fn service_mode_serves_connections() {
     }
     signal(daemon, libc::SIGTERM);
     wait_exit(daemon);
+    daemon_guard.disarm();
     assert!(!address.exists(), "the socket is removed on SIGTERM");
 }
 

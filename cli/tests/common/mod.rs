@@ -104,6 +104,28 @@ pub fn wait_exit(pid: i32) -> i32 {
     status
 }
 
+/// A child that is SIGKILLed and reaped when this guard drops (a failed assertion then
+/// leaves nothing running); `disarm` once the test has ended it itself.
+pub struct KillOnDrop(pub i32);
+
+impl KillOnDrop {
+    /// The test reaped the process itself.
+    pub fn disarm(&mut self) {
+        self.0 = 0;
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if self.0 > 0 {
+            signal(self.0, libc::SIGKILL);
+            let mut status = 0;
+            // SAFETY: status is a valid out-pointer for the call.
+            unsafe { libc::waitpid(self.0, &mut status, 0) };
+        }
+    }
+}
+
 /// `kill(pid, sig)`.
 pub fn signal(pid: i32, sig: i32) {
     // SAFETY: no pointers.
