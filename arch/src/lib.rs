@@ -13,8 +13,11 @@
 pub mod aarch64;
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "powerpc64", target_arch = "s390x"))]
 mod regset;
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "powerpc64", target_arch = "s390x"))]
+mod restorer;
 pub mod ppc64le;
 pub mod s390x;
+pub mod vdso;
 pub mod x86_64;
 
 use std::fmt::Debug;
@@ -153,7 +156,10 @@ pub trait Abi {
     fn clear_tid_address(core: &crust_images::pb::CoreEntry) -> Option<u64>;
     /// Reads a thread's registers back from `core`; `ext_template` is the host's own
     /// extended-state area (its size and layout), into which the image's parts go.
-    fn regs_from_core(core: &crust_images::pb::CoreEntry, ext_template: &[u8]) -> Result<ThreadRegs<Self::Regs>, String>;
+    fn regs_from_core(core: &crust_images::pb::CoreEntry, ext_template: &[u8]) -> Result<ThreadRegs<Self::Regs>, RegsFromCoreError>;
+    /// Reads how the restorer program stopped from its trapped thread's registers
+    /// (`program_address`: where the op program starts in the thread's memory).
+    fn restorer_outcome(regs: &Self::Regs, program_address: u64) -> RestorerOutcome;
 }
 
 /// One operation of the restorer's syscall program: run syscall `nr` with `args`, then
@@ -223,6 +229,30 @@ pub enum RestorerOutcome {
     NewThread,
 }
 
+/// Why a thread's registers could not be read back from its image
+/// ([`Abi::regs_from_core`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegsFromCoreError {
+    /// The core carries no thread info for this architecture.
+    #[error("core has no {info}")]
+    MissingThreadInfo { info: &'static str },
+    /// A register array of the thread info has the wrong length.
+    #[error("{info} has {found} {what}, not {expected}")]
+    WrongCount { info: &'static str, what: &'static str, found: usize, expected: usize },
+    /// Only part of a register set that comes in parts is present.
+    #[error("{info} has an incomplete {what}")]
+    Incomplete { info: &'static str, what: &'static str },
+    /// State the image carries that crust cannot put back.
+    #[error("{info} has {what}, which is not supported")]
+    Unsupported { info: &'static str, what: &'static str },
+    /// The host's XSAVE area is smaller than the legacy FXSAVE region.
+    #[error("host XSAVE area is only {len} bytes")]
+    XsaveAreaTooSmall { len: usize },
+    /// The image has an XSAVE component the host's area has no room for.
+    #[error("image has XSAVE feature {bit} (xstate_bv {xstate_bv:#x}) that this CPU's {len}-byte XSAVE area lacks")]
+    XsaveFeatureMissing { bit: u32, xstate_bv: u64, len: usize },
+}
+
 /// Errors of host register access.
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
@@ -258,8 +288,6 @@ pub trait Host: Abi {
     /// Offset in the blob of a lone syscall instruction the tracer can use to inject
     /// a syscall into the restored thread.
     fn restorer_syscall_offset() -> usize;
-    /// Reads how the restorer program stopped from its trapped thread's registers.
-    fn restorer_outcome(regs: &Self::Regs, program_address: u64) -> RestorerOutcome;
     /// The calling thread's thread pointer (x86_64: the fs base).
     fn thread_pointer() -> u64;
     /// Jumps to the restorer at `entry` with `program` as its argument; never returns.

@@ -7,7 +7,7 @@
 #![allow(unsafe_code)]
 
 use super::{ext, Aarch64, Regs, REGS_WORDS};
-use crate::{Host, HostError, RestorerOp, RestorerOutcome, ThreadRegs};
+use crate::{Host, HostError, ThreadRegs};
 
 const NT_PRSTATUS: libc::c_int = 1;
 const NT_PRFPREG: libc::c_int = 2;
@@ -24,8 +24,8 @@ const NT_ARM_PAC_ENABLED_KEYS: libc::c_int = 0x40a;
 std::arch::global_asm!(
     ".pushsection .text.crust_restorer,\"ax\",%progbits",
     ".balign 16",
-    ".globl crust_aarch64_restorer_start",
-    "crust_aarch64_restorer_start:",
+    ".globl crust_restorer_start",
+    "crust_restorer_start:",
     "    mov x20, x0",
     "2:",
     "    ldr x8, [x20]",
@@ -65,29 +65,15 @@ std::arch::global_asm!(
     "6:",
     "    mov x19, #1",
     "    brk #0",
-    ".globl crust_aarch64_restorer_syscall",
-    "crust_aarch64_restorer_syscall:",
+    ".globl crust_restorer_syscall",
+    "crust_restorer_syscall:",
     "    svc #0",
     "    brk #0",
-    ".globl crust_aarch64_restorer_end",
-    "crust_aarch64_restorer_end:",
+    ".globl crust_restorer_end",
+    "crust_restorer_end:",
     ".popsection",
 );
 
-extern "C" {
-    static crust_aarch64_restorer_start: u8;
-    static crust_aarch64_restorer_syscall: u8;
-    static crust_aarch64_restorer_end: u8;
-}
-
-fn blob_bounds() -> (usize, usize, usize) {
-    // Only the addresses of the asm labels are taken, never read through.
-    (
-        std::ptr::addr_of!(crust_aarch64_restorer_start) as usize,
-        std::ptr::addr_of!(crust_aarch64_restorer_syscall) as usize,
-        std::ptr::addr_of!(crust_aarch64_restorer_end) as usize,
-    )
-}
 
 use crate::regset::{read_regset, write_regset};
 
@@ -148,32 +134,7 @@ impl Host for Aarch64 {
         Ok(())
     }
 
-    fn restorer_blob() -> &'static [u8] {
-        let (start, _, end) = blob_bounds();
-        // SAFETY: start..end is the restorer's code in this binary's text, immutable and
-        // alive for the whole program.
-        unsafe { std::slice::from_raw_parts(start as *const u8, end - start) }
-    }
-
-    fn restorer_entry_offset() -> usize {
-        0
-    }
-
-    fn restorer_syscall_offset() -> usize {
-        let (start, syscall, _) = blob_bounds();
-        syscall - start
-    }
-
-    fn restorer_outcome(regs: &Regs, program_address: u64) -> RestorerOutcome {
-        match regs.x[19] {
-            0 => RestorerOutcome::Done,
-            2 => RestorerOutcome::NewThread,
-            _ => RestorerOutcome::Failed {
-                index: regs.x[20].wrapping_sub(program_address) / RestorerOp::SIZE as u64,
-                result: regs.x[0] as i64,
-            },
-        }
-    }
+    crate::restorer::host_restorer_methods!();
 
     fn thread_pointer() -> u64 {
         let pointer: u64;

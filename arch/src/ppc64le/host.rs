@@ -7,7 +7,7 @@
 #![allow(unsafe_code)]
 
 use super::{ext, Ppc64le, Regs, REGSET_SIZE};
-use crate::{Host, HostError, RestorerOp, RestorerOutcome, ThreadRegs};
+use crate::{Host, HostError, ThreadRegs};
 
 const NT_PRSTATUS: libc::c_int = 1;
 const NT_PRFPREG: libc::c_int = 2;
@@ -22,8 +22,8 @@ const NT_PPC_VSX: libc::c_int = 0x102;
 std::arch::global_asm!(
     ".pushsection .text.crust_restorer,\"ax\",@progbits",
     ".balign 16",
-    ".globl crust_ppc64le_restorer_start",
-    "crust_ppc64le_restorer_start:",
+    ".globl crust_restorer_start",
+    "crust_restorer_start:",
     "    mr 15, 3",
     "2:",
     "    ld 0, 0(15)",
@@ -71,29 +71,15 @@ std::arch::global_asm!(
     "6:",
     "    li 14, 1",
     "    trap",
-    ".globl crust_ppc64le_restorer_syscall",
-    "crust_ppc64le_restorer_syscall:",
+    ".globl crust_restorer_syscall",
+    "crust_restorer_syscall:",
     "    sc",
     "    trap",
-    ".globl crust_ppc64le_restorer_end",
-    "crust_ppc64le_restorer_end:",
+    ".globl crust_restorer_end",
+    "crust_restorer_end:",
     ".popsection",
 );
 
-extern "C" {
-    static crust_ppc64le_restorer_start: u8;
-    static crust_ppc64le_restorer_syscall: u8;
-    static crust_ppc64le_restorer_end: u8;
-}
-
-fn blob_bounds() -> (usize, usize, usize) {
-    // Only the addresses of the asm labels are taken, never read through.
-    (
-        std::ptr::addr_of!(crust_ppc64le_restorer_start) as usize,
-        std::ptr::addr_of!(crust_ppc64le_restorer_syscall) as usize,
-        std::ptr::addr_of!(crust_ppc64le_restorer_end) as usize,
-    )
-}
 
 use crate::regset::{read_regset, write_regset};
 
@@ -149,32 +135,7 @@ impl Host for Ppc64le {
         Ok(())
     }
 
-    fn restorer_blob() -> &'static [u8] {
-        let (start, _, end) = blob_bounds();
-        // SAFETY: start..end is the restorer's code in this binary's text, immutable and
-        // alive for the whole program.
-        unsafe { std::slice::from_raw_parts(start as *const u8, end - start) }
-    }
-
-    fn restorer_entry_offset() -> usize {
-        0
-    }
-
-    fn restorer_syscall_offset() -> usize {
-        let (start, syscall, _) = blob_bounds();
-        syscall - start
-    }
-
-    fn restorer_outcome(regs: &Regs, program_address: u64) -> RestorerOutcome {
-        match regs.gpr[14] {
-            0 => RestorerOutcome::Done,
-            2 => RestorerOutcome::NewThread,
-            _ => RestorerOutcome::Failed {
-                index: regs.gpr[15].wrapping_sub(program_address) / RestorerOp::SIZE as u64,
-                result: regs.gpr[3] as i64,
-            },
-        }
-    }
+    crate::restorer::host_restorer_methods!();
 
     /// r13, which glibc's `__rseq_offset` is relative to.
     fn thread_pointer() -> u64 {

@@ -6,7 +6,7 @@
 #![allow(unsafe_code)]
 
 use super::{Regs, X86_64, REGS_WORDS};
-use crate::{Host, HostError, RestorerOp, RestorerOutcome, ThreadRegs};
+use crate::{Host, HostError, ThreadRegs};
 
 const NT_PRSTATUS: libc::c_int = 1;
 const NT_X86_XSTATE: libc::c_int = 0x202;
@@ -20,8 +20,8 @@ const XSTATE_MAX: usize = 16384;
 std::arch::global_asm!(
     ".pushsection .text.crust_restorer,\"ax\",@progbits",
     ".balign 16",
-    ".globl crust_x86_64_restorer_start",
-    "crust_x86_64_restorer_start:",
+    ".globl crust_restorer_start",
+    "crust_restorer_start:",
     "    mov rbx, rdi",
     "2:",
     "    mov rax, [rbx]",
@@ -66,30 +66,16 @@ std::arch::global_asm!(
     "    mov r12, 1",
     "    int3",
     "    ud2",
-    ".globl crust_x86_64_restorer_syscall",
-    "crust_x86_64_restorer_syscall:",
+    ".globl crust_restorer_syscall",
+    "crust_restorer_syscall:",
     "    syscall",
     "    int3",
     "    ud2",
-    ".globl crust_x86_64_restorer_end",
-    "crust_x86_64_restorer_end:",
+    ".globl crust_restorer_end",
+    "crust_restorer_end:",
     ".popsection",
 );
 
-extern "C" {
-    static crust_x86_64_restorer_start: u8;
-    static crust_x86_64_restorer_syscall: u8;
-    static crust_x86_64_restorer_end: u8;
-}
-
-fn blob_bounds() -> (usize, usize, usize) {
-    // Only the addresses of the asm labels are taken, never read through.
-    (
-        std::ptr::addr_of!(crust_x86_64_restorer_start) as usize,
-        std::ptr::addr_of!(crust_x86_64_restorer_syscall) as usize,
-        std::ptr::addr_of!(crust_x86_64_restorer_end) as usize,
-    )
-}
 
 use crate::regset::{read_regset as get_regset, write_regset as set_regset};
 
@@ -117,34 +103,7 @@ impl Host for X86_64 {
             .map_err(|source| HostError::Ptrace { op: "PTRACE_SETREGSET(NT_X86_XSTATE)", tid, source })
     }
 
-    fn restorer_blob() -> &'static [u8] {
-        let (start, _, end) = blob_bounds();
-        // SAFETY: start..end is the restorer's code in this binary's text, immutable and
-        // alive for the whole program.
-        unsafe { std::slice::from_raw_parts(start as *const u8, end - start) }
-    }
-
-    fn restorer_entry_offset() -> usize {
-        0
-    }
-
-    fn restorer_syscall_offset() -> usize {
-        let (start, syscall, _) = blob_bounds();
-        syscall - start
-    }
-
-    fn restorer_outcome(regs: &Regs, program_address: u64) -> RestorerOutcome {
-        if regs.r12 == 0 {
-            RestorerOutcome::Done
-        } else if regs.r12 == 2 {
-            RestorerOutcome::NewThread
-        } else {
-            RestorerOutcome::Failed {
-                index: regs.bx.wrapping_sub(program_address) / RestorerOp::SIZE as u64,
-                result: regs.ax as i64,
-            }
-        }
-    }
+    crate::restorer::host_restorer_methods!();
 
     fn thread_pointer() -> u64 {
         let pointer: u64;

@@ -5,7 +5,7 @@
 mod host;
 mod image;
 
-use crate::Sys;
+use crate::{RegsFromCoreError, RestorerOp, RestorerOutcome, Sys};
 
 /// The x86_64 backend.
 pub struct X86_64;
@@ -194,7 +194,7 @@ impl crate::Abi for X86_64 {
     }
 
     fn regs_to_bytes(regs: &Regs) -> Vec<u8> {
-        regs.to_words().iter().flat_map(|w| w.to_ne_bytes()).collect()
+        regs.to_words().iter().flat_map(|w| w.to_le_bytes()).collect()
     }
 
     fn regs_from_bytes(bytes: &[u8]) -> Option<Regs> {
@@ -203,7 +203,7 @@ impl crate::Abi for X86_64 {
         }
         let mut words = [0u64; REGS_WORDS];
         for (index, word) in words.iter_mut().enumerate() {
-            *word = u64::from_ne_bytes(bytes[index * 8..index * 8 + 8].try_into().ok()?);
+            *word = u64::from_le_bytes(bytes[index * 8..index * 8 + 8].try_into().ok()?);
         }
         Some(Regs::from_words(words))
     }
@@ -237,9 +237,25 @@ impl crate::Abi for X86_64 {
         core.thread_info.as_ref().map(|t| t.clear_tid_addr).filter(|&a| a != 0)
     }
 
-    fn regs_from_core(core: &crust_images::pb::CoreEntry, ext_template: &[u8]) -> Result<crate::ThreadRegs<Regs>, String> {
-        let info = core.thread_info.as_ref().ok_or("core has no x86 thread_info")?;
+    fn regs_from_core(
+        core: &crust_images::pb::CoreEntry,
+        ext_template: &[u8],
+    ) -> Result<crate::ThreadRegs<Regs>, RegsFromCoreError> {
+        let info = core.thread_info.as_ref().ok_or(RegsFromCoreError::MissingThreadInfo { info: "x86 thread_info" })?;
         image::thread_regs(info, ext_template, &xsave::host_layout())
+    }
+
+    /// The restorer leaves its status in r12 (0 done, 1 failed, 2 new thread), the
+    /// failed op's address in rbx and its result in rax.
+    fn restorer_outcome(regs: &Regs, program_address: u64) -> RestorerOutcome {
+        match regs.r12 {
+            0 => RestorerOutcome::Done,
+            2 => RestorerOutcome::NewThread,
+            _ => RestorerOutcome::Failed {
+                index: regs.bx.wrapping_sub(program_address) / RestorerOp::SIZE as u64,
+                result: regs.ax as i64,
+            },
+        }
     }
 }
 
@@ -326,6 +342,32 @@ mod tests {
     fn user_space_regs_untouched() {
         let regs = Regs { orig_ax: u64::MAX, ax: 7, ip: 0x3000, ..Default::default() };
         assert_eq!(X86_64::resume_regs(&regs, false), regs);
+    }
+
+    #[test]
+    fn regs_bytes_are_little_endian_on_any_host() {
+        let regs = Regs { r15: 0x0102_0304_0506_0708, ip: 0x0040_1000, ..Default::default() };
+        let bytes = X86_64::regs_to_bytes(&regs);
+        assert_eq!(bytes[..8], [0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01]);
+        assert_eq!(bytes[16 * 8..16 * 8 + 8], [0x00, 0x10, 0x40, 0, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn restorer_outcome_reads_r12_rbx_rax() {
+        let done = Regs { r12: 0, ..Default::default() };
+        assert_eq!(X86_64::restorer_outcome(&done, 0x1000), RestorerOutcome::Done);
+        let thread = Regs { r12: 2, ..Default::default() };
+        assert_eq!(X86_64::restorer_outcome(&thread, 0x1000), RestorerOutcome::NewThread);
+        let failed = Regs { r12: 1, bx: 0x1000 + 3 * 80, ax: (-17i64) as u64, ..Default::default() };
+        assert_eq!(X86_64::restorer_outcome(&failed, 0x1000), RestorerOutcome::Failed { index: 3, result: -17 });
+    }
+
+    #[test]
+    fn core_without_thread_info_is_a_typed_error() {
+        let core = crust_images::pb::CoreEntry::default();
+        let error = X86_64::regs_from_core(&core, &[0; 1024]).unwrap_err();
+        assert_eq!(error, RegsFromCoreError::MissingThreadInfo { info: "x86 thread_info" });
+        assert_eq!(error.to_string(), "core has no x86 thread_info");
     }
 
     #[test]
