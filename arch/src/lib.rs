@@ -17,10 +17,13 @@ mod regset;
 mod restorer;
 pub mod ppc64le;
 pub mod s390x;
+pub mod sigframe;
 pub mod vdso;
 pub mod x86_64;
 
 use std::fmt::Debug;
+
+pub use sigframe::{SigframeError, SigreturnFrame};
 
 /// The syscalls the engine injects or asks the restorer to run, by meaning.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,6 +78,13 @@ pub enum Sys {
     Exit,
     /// `userfaultfd(2)`: the copy-on-write snapshot of `dump --leave-running`.
     Userfaultfd,
+    /// `rt_sigreturn`: the parasite's return to the thread's own context (the
+    /// restorer's [`RestorerOp::SIGRETURN`] op runs it).
+    RtSigreturn,
+    /// `write`: the parasite's replies on its control socket.
+    Write,
+    /// `socketpair`: the parasite's control channel.
+    Socketpair,
 }
 
 /// Pure ABI of one architecture: compiles and is tested on every host.
@@ -160,12 +170,28 @@ pub trait Abi {
     /// Reads how the restorer program stopped from its trapped thread's registers
     /// (`program_address`: where the op program starts in the thread's memory).
     fn restorer_outcome(regs: &Self::Regs, program_address: u64) -> RestorerOutcome;
+    /// Alignment the address of a sigreturn frame must have.
+    const SIGFRAME_ALIGN: u64;
+    /// The kernel's rt_sigreturn frame (`struct rt_sigframe`) that puts a thread back to
+    /// `regs` (GPRs and the extended state as [`Host::read_regs`] reads them) with
+    /// signal mask `sigmask`, built to be written at `address` (a multiple of
+    /// [`Abi::SIGFRAME_ALIGN`]), in the target's byte order, with the stack pointer the
+    /// thread must hold when it runs rt_sigreturn. Each backend's `sigframe.rs` says
+    /// what the frame restores and what rt_sigreturn cannot put back.
+    fn sigreturn_frame(regs: &ThreadRegs<Self::Regs>, sigmask: u64, address: u64) -> Result<SigreturnFrame, SigframeError>;
 }
 
 /// One operation of the restorer's syscall program: run syscall `nr` with `args`, then
-/// check its result, store it, and go on; a check that fails stops the program.
+/// store its result, check it, and go on; a check that fails stops the program.
 ///
-/// The layout is shared with the restorer blobs of every architecture: ten u64 words.
+/// The same interpreter runs the restore program (which ends in [`RestorerOp::END`] and
+/// traps for the tracer) and a dump-time parasite program, which must be safe to run to
+/// its end with no tracer at all: it loops with [`RestorerOp::CHECK_BRANCH_POSITIVE`]
+/// and ends in [`RestorerOp::SIGRETURN`], and uses only the checks that never trap
+/// ([`RestorerOp::CHECK_NONE`] and the branch), since a trap kills an untraced thread.
+///
+/// The layout is shared with the restorer blobs of every architecture: ten u64 words,
+/// in the target's byte order.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RestorerOp {
@@ -182,8 +208,15 @@ pub struct RestorerOp {
 }
 
 impl RestorerOp {
-    /// Number that ends the program.
+    /// Number that ends the program: the interpreter traps for the tracer.
     pub const END: u64 = u64::MAX;
+    /// Number of the op that leaves the program for good: the interpreter sets the
+    /// stack pointer to `args[0]` and runs rt_sigreturn, which takes the thread back to
+    /// the context in the frame there ([`Abi::sigreturn_frame`] builds it and gives the
+    /// stack pointer). It does not return; should the kernel refuse the frame, it kills
+    /// the thread with SIGSEGV (and if rt_sigreturn ever returned, the op would count as
+    /// failed).
+    pub const SIGRETURN: u64 = u64::MAX - 1;
     /// The result must equal `expect`.
     pub const CHECK_EQ: u64 = 0;
     /// The result must not be an error (-4095..-1).
@@ -193,13 +226,37 @@ impl RestorerOp {
     /// A clone: in the new thread (result 0) trap at once as [`RestorerOutcome::NewThread`];
     /// in the caller the result must equal `expect` (the new thread's tid).
     pub const CHECK_CLONE: u64 = 3;
+    /// A branch: if the result, as a signed number, is greater than zero, the program
+    /// goes on at op index `expect` (counted from the program's start); otherwise at the
+    /// next op. A parasite's `read` of its control socket uses it to loop over commands
+    /// and to fall through to its [`RestorerOp::SIGRETURN`] epilogue on end of file or
+    /// error; a `write` reply uses it to jump back to that read.
+    pub const CHECK_BRANCH_POSITIVE: u64 = 4;
     /// Size of one op in bytes.
     pub const SIZE: usize = 80;
 
-    /// The op as bytes in native order, for copying into the restorer's area.
+    /// The op as bytes in native order, for copying into the host's own restorer area.
     pub fn to_ne_bytes(&self) -> [u8; Self::SIZE] {
         let mut out = [0u8; Self::SIZE];
-        let words = [
+        for (index, word) in self.words().iter().enumerate() {
+            out[index * 8..index * 8 + 8].copy_from_slice(&word.to_ne_bytes());
+        }
+        out
+    }
+
+    /// The op as bytes in architecture `A`'s byte order, for a program built on one
+    /// host for any architecture.
+    pub fn to_bytes<A: Abi>(&self) -> [u8; Self::SIZE] {
+        let mut out = [0u8; Self::SIZE];
+        for (index, word) in self.words().iter().enumerate() {
+            out[index * 8..index * 8 + 8].copy_from_slice(&A::word_bytes(*word));
+        }
+        out
+    }
+
+    /// The ten words in layout order.
+    fn words(&self) -> [u64; 10] {
+        [
             self.nr,
             self.args[0],
             self.args[1],
@@ -210,11 +267,7 @@ impl RestorerOp {
             self.check,
             self.expect,
             self.result,
-        ];
-        for (index, word) in words.iter().enumerate() {
-            out[index * 8..index * 8 + 8].copy_from_slice(&word.to_ne_bytes());
-        }
-        out
+        ]
     }
 }
 

@@ -5,12 +5,16 @@
 
 #[cfg(target_arch = "aarch64")]
 mod host;
+mod sigframe;
 
 use crate::{RegsFromCoreError, RestorerOp, RestorerOutcome, Sys, ThreadRegs};
 use crust_images::pb;
 
 /// The aarch64 backend.
 pub struct Aarch64;
+
+/// `rt_sigreturn`, which the restorer's SIGRETURN op runs.
+pub(crate) const NR_RT_SIGRETURN: u64 = 139;
 
 /// `struct user_pt_regs`, the NT_PRSTATUS regset: x0..x30, sp, pc, pstate.
 ///
@@ -142,6 +146,9 @@ impl crate::Abi for Aarch64 {
             Sys::Shmat => 196,
             Sys::Exit => 93,
             Sys::Userfaultfd => 282,
+            Sys::RtSigreturn => NR_RT_SIGRETURN,
+            Sys::Write => 64,
+            Sys::Socketpair => 199,
         })
     }
 
@@ -219,6 +226,12 @@ impl crate::Abi for Aarch64 {
     fn regs_from_core(core: &pb::CoreEntry, _ext_template: &[u8]) -> Result<ThreadRegs<Regs>, RegsFromCoreError> {
         let info = core.ti_aarch64.as_ref().ok_or(RegsFromCoreError::MissingThreadInfo { info: INFO })?;
         thread_regs(info)
+    }
+
+    const SIGFRAME_ALIGN: u64 = sigframe::ALIGN;
+
+    fn sigreturn_frame(regs: &ThreadRegs<Regs>, sigmask: u64, address: u64) -> Result<crate::SigreturnFrame, crate::SigframeError> {
+        sigframe::build(regs, sigmask, address)
     }
 
     /// The restorer leaves its status in x19 (0 done, 1 failed, 2 new thread), the

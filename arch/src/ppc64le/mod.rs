@@ -6,12 +6,16 @@
 
 #[cfg(target_arch = "powerpc64")]
 mod host;
+mod sigframe;
 
 use crate::{RegsFromCoreError, RestorerOp, RestorerOutcome, Sys, ThreadRegs};
 use crust_images::pb;
 
 /// The ppc64le backend.
 pub struct Ppc64le;
+
+/// `rt_sigreturn`, which the restorer's SIGRETURN op runs.
+pub(crate) const NR_RT_SIGRETURN: u64 = 172;
 
 /// The NT_PRSTATUS regset: `struct pt_regs` of the uapi (44 words; the regset is
 /// ELF_NGREG = 48 words, the last four unused).
@@ -169,6 +173,9 @@ impl crate::Abi for Ppc64le {
             Sys::Shmat => 397,
             Sys::Exit => 1,
             Sys::Userfaultfd => 364,
+            Sys::RtSigreturn => NR_RT_SIGRETURN,
+            Sys::Write => 4,
+            Sys::Socketpair => 333,
         })
     }
 
@@ -289,6 +296,12 @@ impl crate::Abi for Ppc64le {
     fn regs_from_core(core: &pb::CoreEntry, _ext_template: &[u8]) -> Result<ThreadRegs<Regs>, RegsFromCoreError> {
         let info = core.ti_ppc64.as_ref().ok_or(RegsFromCoreError::MissingThreadInfo { info: INFO })?;
         thread_regs(info)
+    }
+
+    const SIGFRAME_ALIGN: u64 = sigframe::ALIGN;
+
+    fn sigreturn_frame(regs: &ThreadRegs<Regs>, sigmask: u64, address: u64) -> Result<crate::SigreturnFrame, crate::SigframeError> {
+        sigframe::build(regs, sigmask, address)
     }
 
     /// The restorer leaves its status in r14 (0 done, 1 failed, 2 new thread), the

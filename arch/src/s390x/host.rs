@@ -3,11 +3,12 @@
 //!
 //! Guarantees: every ptrace call passes buffers that outlive the call and whose size the
 //! kernel is told; the restorer blob is position independent, uses no stack and no
-//! memory but the op program it is given.
+//! memory but the op program it is given (and, for its SIGRETURN op, the frame the
+//! op points at).
 #![allow(unsafe_code)]
 
 use super::{ext, Regs, S390x, REGSET_SIZE};
-use crate::{Host, HostError, ThreadRegs};
+use crate::{Host, HostError, RestorerOp, ThreadRegs};
 
 const NT_PRSTATUS: libc::c_int = 1;
 const NT_PRFPREG: libc::c_int = 2;
@@ -21,17 +22,22 @@ const NT_S390_VXRS_HIGH: libc::c_int = 0x30a;
 // store r2, check it. At the END marker r8 = 0 and trap (0x0001, which the kernel turns
 // into SIGTRAP for a traced task); on a failed check r8 = 1 and trap, with r9 on the op
 // and r2 its result; in a thread just created by a CHECK_CLONE op (result 0) r8 = 2 and
-// trap.
+// trap. The program's start stays in r10: CHECK_BRANCH_POSITIVE continues at op
+// `expect` when the result is > 0. SIGRETURN: r15 = args[0], rt_sigreturn (if it ever
+// returns, the op failed).
 std::arch::global_asm!(
     ".pushsection .text.crust_restorer,\"ax\",@progbits",
     ".balign 16",
     ".globl crust_restorer_start",
     "crust_restorer_start:",
     "    lgr %r9, %r2",
+    "    lgr %r10, %r2",
     "2:",
     "    lg %r1, 0(%r9)",
     "    cghi %r1, -1",
     "    je 5f",
+    "    cghi %r1, -2",
+    "    je 9f",
     "    lg %r2, 8(%r9)",
     "    lg %r3, 16(%r9)",
     "    lg %r4, 24(%r9)",
@@ -49,6 +55,8 @@ std::arch::global_asm!(
     "    je 4f",
     "    cghi %r0, 1",
     "    je 3f",
+    "    cghi %r0, {branch}",
+    "    je 10f",
     "    cghi %r0, 3",
     "    jne 7f",
     "    cghi %r2, 0",
@@ -74,6 +82,22 @@ std::arch::global_asm!(
     "6:",
     "    lghi %r8, 1",
     "    .short 0x0001",
+    // CHECK_BRANCH_POSITIVE: a signed result > 0 goes to op `expect`.
+    "10:",
+    "    cghi %r2, 0",
+    "    jle 4b",
+    "    lg %r11, 64(%r9)",
+    "    mghi %r11, 80",
+    "    lgr %r9, %r10",
+    "    agr %r9, %r11",
+    "    j 2b",
+    // SIGRETURN: the frame's context replaces this one.
+    "9:",
+    "    lg %r15, 8(%r9)",
+    "    lghi %r1, {nr_rt_sigreturn}",
+    "    svc 0",
+    "    stg %r2, 72(%r9)",
+    "    j 6b",
     ".globl crust_restorer_syscall",
     "crust_restorer_syscall:",
     "    svc 0",
@@ -81,6 +105,8 @@ std::arch::global_asm!(
     ".globl crust_restorer_end",
     "crust_restorer_end:",
     ".popsection",
+    branch = const RestorerOp::CHECK_BRANCH_POSITIVE,
+    nr_rt_sigreturn = const super::NR_RT_SIGRETURN,
 );
 
 

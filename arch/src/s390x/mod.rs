@@ -11,12 +11,16 @@
 
 #[cfg(target_arch = "s390x")]
 mod host;
+mod sigframe;
 
 use crate::{RegsFromCoreError, RestorerOp, RestorerOutcome, Sys, ThreadRegs};
 use crust_images::pb;
 
 /// The s390x backend.
 pub struct S390x;
+
+/// `rt_sigreturn`, which the restorer's SIGRETURN op runs.
+pub(crate) const NR_RT_SIGRETURN: u64 = 173;
 
 /// The NT_PRSTATUS regset (`s390_regs`), followed by `system_call`, which ptrace shows
 /// through NT_S390_SYSTEM_CALL: the interrupted syscall's interruption code (ilc << 16
@@ -125,6 +129,9 @@ impl crate::Abi for S390x {
             Sys::Shmat => 397,
             Sys::Exit => 1,
             Sys::Userfaultfd => 355,
+            Sys::RtSigreturn => NR_RT_SIGRETURN,
+            Sys::Write => 4,
+            Sys::Socketpair => 360,
         })
     }
 
@@ -228,6 +235,12 @@ impl crate::Abi for S390x {
     fn regs_from_core(core: &pb::CoreEntry, _ext_template: &[u8]) -> Result<ThreadRegs<Regs>, RegsFromCoreError> {
         let info = core.ti_s390.as_ref().ok_or(RegsFromCoreError::MissingThreadInfo { info: INFO })?;
         thread_regs(info)
+    }
+
+    const SIGFRAME_ALIGN: u64 = sigframe::ALIGN;
+
+    fn sigreturn_frame(regs: &ThreadRegs<Regs>, sigmask: u64, address: u64) -> Result<crate::SigreturnFrame, crate::SigframeError> {
+        sigframe::build(regs, sigmask, address)
     }
 
     /// The restorer leaves its status in r8 (0 done, 1 failed, 2 new thread), the failed

@@ -4,11 +4,15 @@
 #[cfg(target_arch = "x86_64")]
 mod host;
 mod image;
+mod sigframe;
 
 use crate::{RegsFromCoreError, RestorerOp, RestorerOutcome, Sys};
 
 /// The x86_64 backend.
 pub struct X86_64;
+
+/// `rt_sigreturn`, which the restorer's SIGRETURN op runs.
+pub(crate) const NR_RT_SIGRETURN: u64 = 15;
 
 /// `struct user_regs_struct` of x86_64, the NT_PRSTATUS regset.
 #[repr(C)]
@@ -135,6 +139,9 @@ impl crate::Abi for X86_64 {
             Sys::Shmat => 30,
             Sys::Exit => 60,
             Sys::Userfaultfd => 323,
+            Sys::RtSigreturn => NR_RT_SIGRETURN,
+            Sys::Write => 1,
+            Sys::Socketpair => 53,
         })
     }
 
@@ -245,6 +252,12 @@ impl crate::Abi for X86_64 {
         image::thread_regs(info, ext_template, &xsave::host_layout())
     }
 
+    const SIGFRAME_ALIGN: u64 = sigframe::ALIGN;
+
+    fn sigreturn_frame(regs: &crate::ThreadRegs<Regs>, sigmask: u64, address: u64) -> Result<crate::SigreturnFrame, crate::SigframeError> {
+        sigframe::build(regs, sigmask, address, &xsave::host_layout())
+    }
+
     /// The restorer leaves its status in r12 (0 done, 1 failed, 2 new thread), the
     /// failed op's address in rbx and its result in rax.
     fn restorer_outcome(regs: &Regs, program_address: u64) -> RestorerOutcome {
@@ -269,13 +282,27 @@ pub mod xsave {
     /// halves), MPX BNDREGS and BNDCSR, AVX-512 opmask, ZMM_Hi256 and Hi16_ZMM, PKRU.
     pub const BITS: [u32; 7] = [2, 3, 4, 5, 6, 7, 9];
 
+    /// Every user component a thread's area can hold: [`BITS`] plus AMX TILECFG and
+    /// TILEDATA (17, 18), which a signal frame must size for.
+    pub const USER_BITS: [u32; 9] = [2, 3, 4, 5, 6, 7, 9, 17, 18];
+
     /// (feature bit, offset, size) of each component in the standard (non-compacted)
     /// XSAVE format.
     pub type Layout = Vec<(u32, usize, usize)>;
 
     /// Intel's offsets, used where the CPU cannot be asked (tests, other hosts).
     pub fn intel_layout() -> Layout {
-        vec![(2, 576, 256), (3, 960, 64), (4, 1024, 64), (5, 1088, 64), (6, 1152, 512), (7, 1664, 1024), (9, 2688, 8)]
+        vec![
+            (2, 576, 256),
+            (3, 960, 64),
+            (4, 1024, 64),
+            (5, 1088, 64),
+            (6, 1152, 512),
+            (7, 1664, 1024),
+            (9, 2688, 8),
+            (17, 2752, 64),
+            (18, 2816, 8192),
+        ]
     }
 
     /// The running CPU's layout from CPUID leaf 0xD (AMD, for one, has no MPX hole).
@@ -285,7 +312,7 @@ pub mod xsave {
             static LAYOUT: std::sync::OnceLock<Layout> = std::sync::OnceLock::new();
             LAYOUT
                 .get_or_init(|| {
-                    BITS.iter()
+                    USER_BITS.iter()
                         .filter_map(|&bit| {
                             // CPUID exists on every x86_64 CPU and has no side effects.
                             let leaf = std::arch::x86_64::__cpuid_count(0xd, bit);
