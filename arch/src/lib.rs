@@ -359,3 +359,47 @@ pub type HostArch = ppc64le::Ppc64le;
 /// The host architecture's backend: the only `cfg(target_arch)` the engine sees.
 #[cfg(target_arch = "s390x")]
 pub type HostArch = s390x::S390x;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ops_are_written_in_the_targets_byte_order() {
+        let op = RestorerOp { nr: 0x0102_0304_0506_0708, check: RestorerOp::CHECK_BRANCH_POSITIVE, expect: 3, ..Default::default() };
+        let little = op.to_bytes::<x86_64::X86_64>();
+        let big = op.to_bytes::<s390x::S390x>();
+        assert_eq!(little[..8], [8, 7, 6, 5, 4, 3, 2, 1]);
+        assert_eq!(big[..8], [1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!((little[56], big[63], little[64], big[71]), (4, 4, 3, 3));
+        assert_eq!(op.to_bytes::<aarch64::Aarch64>(), op.to_bytes::<ppc64le::Ppc64le>());
+    }
+
+    #[test]
+    fn special_op_numbers_and_checks_are_distinct() {
+        assert_eq!((RestorerOp::END, RestorerOp::SIGRETURN), (u64::MAX, u64::MAX - 1));
+        let checks = [
+            RestorerOp::CHECK_EQ,
+            RestorerOp::CHECK_OK,
+            RestorerOp::CHECK_NONE,
+            RestorerOp::CHECK_CLONE,
+            RestorerOp::CHECK_BRANCH_POSITIVE,
+        ];
+        assert_eq!(checks, [0, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn parasite_syscalls_exist_everywhere() {
+        let numbers = |sys| {
+            [
+                x86_64::X86_64::syscall_number(sys),
+                aarch64::Aarch64::syscall_number(sys),
+                ppc64le::Ppc64le::syscall_number(sys),
+                s390x::S390x::syscall_number(sys),
+            ]
+        };
+        assert_eq!(numbers(Sys::RtSigreturn), [Some(15), Some(139), Some(172), Some(173)]);
+        assert_eq!(numbers(Sys::Write), [Some(1), Some(64), Some(4), Some(4)]);
+        assert_eq!(numbers(Sys::Socketpair), [Some(53), Some(199), Some(333), Some(360)]);
+    }
+}

@@ -108,7 +108,6 @@ std::arch::global_asm!(
     nr_rt_sigreturn = const super::NR_RT_SIGRETURN,
 );
 
-
 use crate::regset::{read_regset, write_regset};
 
 /// The optional regsets: (note, offset in ext, size, flag, name).

@@ -109,7 +109,6 @@ std::arch::global_asm!(
     nr_rt_sigreturn = const super::NR_RT_SIGRETURN,
 );
 
-
 use crate::regset::{read_regset, write_regset};
 
 impl Host for S390x {

@@ -346,7 +346,7 @@ mod tests {
 
     #[test]
     fn mmap_arguments_are_a_big_endian_block() {
-        assert!(S390x::MMAP_ARGS_IN_MEMORY);
+        const { assert!(S390x::MMAP_ARGS_IN_MEMORY) };
         let block = S390x::mmap_arg_block([0x1000, 0x2000, 3, 0x22, u64::MAX, 0]);
         assert_eq!(block.len(), 48);
         assert_eq!(&block[..8], &[0, 0, 0, 0, 0, 0, 0x10, 0]);

@@ -101,7 +101,6 @@ std::arch::global_asm!(
     nr_rt_sigreturn = const super::NR_RT_SIGRETURN,
 );
 
-
 use crate::regset::{read_regset as get_regset, write_regset as set_regset};
 
 impl Host for X86_64 {
