@@ -6,8 +6,8 @@
 #                        headers, qemu-user-static (cargo xtest arch), debootstrap
 #                        (for ci/criu-reference.sh), nftables, rustup cross targets,
 #                        rust-src, cargo-fuzz on nightly
-#   ci/setup.sh --full   the --ci set plus optional tools (qemu system emulators for
-#                        `cargo xtest qemu`, gdb, strace)
+#   ci/setup.sh --full   the --ci set plus optional tools (qemu system emulators and
+#                        cpio for `cargo xtest zdtm --arch`, gdb, strace)
 #   ci/setup.sh --no-fuzz  skip building cargo-fuzz (it takes minutes the first time)
 set -euo pipefail
 
@@ -41,6 +41,7 @@ ci_apt_packages=(
 # Packages only the nightly/optional jobs need.
 full_apt_packages=(
     qemu-system-x86 qemu-system-arm qemu-system-ppc qemu-system-misc
+    cpio xz-utils
     gdb strace
 )
 rust_targets=(aarch64-unknown-linux-gnu powerpc64le-unknown-linux-gnu s390x-unknown-linux-gnu)
