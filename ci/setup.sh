@@ -3,10 +3,11 @@
 # nightly) needs to build and test crust. Idempotent and fast when all is there.
 #
 #   ci/setup.sh [--ci]   the set .ci/run needs: cross compilers with their libc
-#                        headers, debootstrap (for ci/criu-reference.sh), nftables,
-#                        rustup cross targets, rust-src, cargo-fuzz on nightly
-#   ci/setup.sh --full   the --ci set plus optional tools (qemu system emulators for
-#                        `cargo xtest qemu`, gdb, strace)
+#                        headers, qemu-user-static (cargo xtest arch), debootstrap
+#                        (for ci/criu-reference.sh), nftables, rustup cross targets,
+#                        rust-src, cargo-fuzz on nightly
+#   ci/setup.sh --full   the --ci set plus optional tools (qemu system emulators and
+#                        cpio for `cargo xtest zdtm --arch`, gdb, strace)
 #   ci/setup.sh --no-fuzz  skip building cargo-fuzz (it takes minutes the first time)
 set -euo pipefail
 
@@ -17,7 +18,7 @@ for arg in "$@"; do
         --ci) ;;
         --full) want_full=1 ;;
         --no-fuzz) want_fuzz=0 ;;
-        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
         *) echo "setup.sh: unknown option $arg" >&2; exit 2 ;;
     esac
 done
@@ -34,6 +35,7 @@ ci_apt_packages=(
     gcc-aarch64-linux-gnu libc6-dev-arm64-cross
     gcc-powerpc64le-linux-gnu libc6-dev-ppc64el-cross
     gcc-s390x-linux-gnu libc6-dev-s390x-cross
+    qemu-user-static
     nftables
     iproute2
     golang-go golang-github-checkpoint-restore-go-criu-dev
@@ -41,7 +43,7 @@ ci_apt_packages=(
 # Packages only the nightly/optional jobs need.
 full_apt_packages=(
     qemu-system-x86 qemu-system-arm qemu-system-ppc qemu-system-misc
-    qemu-user-static
+    cpio xz-utils
     gdb strace
 )
 rust_targets=(aarch64-unknown-linux-gnu powerpc64le-unknown-linux-gnu s390x-unknown-linux-gnu)

@@ -1,5 +1,6 @@
-//! `cargo xtest VERB`: the project's task runner (zdtm, demo, fuzz, bench, qemu).
+//! `cargo xtest VERB`: the project's task runner (zdtm, demo, fuzz, bench, qemu, arch).
 
+mod arch;
 mod bench;
 mod ci;
 mod fuzz;
@@ -14,6 +15,7 @@ fn main() -> anyhow::Result<()> {
     };
     match verb.as_str() {
         "ci" => ci::run(rest),
+        "arch" => arch::run(rest),
         "zdtm" => zdtm::run_zdtm(rest),
         "demo" => zdtm::run_demo(rest),
         "fuzz" => fuzz::run(rest),
@@ -40,6 +42,8 @@ fn print_usage() {
          demo                 build crust, checkpoint a live counter, restore it, show it going on\n  \
          zdtm [options]       run the zdtm suite (--filter, --iters N, --snap, --pre-dump, --keep, --json PATH)\n  \
          zdtm --arch A|all    the same inside a qemu-system VM (aarch64, ppc64le, s390x, x86_64)\n  \
+         arch [--arch A|all]  the arch crate's tests (with the live sigreturn test) for aarch64,\n                       \
+         ppc64le and s390x under qemu-user\n  \
          nightly              zdtm on all four architectures in VMs, kernels refreshed\n  \
          qemu fetch A|all     fetch and cache the VM kernels\n  \
          fuzz [--target T] [--time S]   run the cargo-fuzz targets\n  \

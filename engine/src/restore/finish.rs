@@ -262,7 +262,7 @@ pub(crate) fn finish_process(process: &ProcessImages, plan: &Plan, host: &BTreeM
     // The last injected call starts from the dumped registers, so any register the
     // kernel keeps from the syscall stop (aarch64's x7) is already the dumped one.
     let leader_dumped = HostArch::regs_from_core(&process.cores[acting], &ext_templates[acting])
-        .map_err(|what| FinishError::BadImage { image: format!("core-{}.img", process.pstree.threads[acting]), what })?;
+        .map_err(|what| FinishError::BadImage { image: format!("core-{}.img", process.pstree.threads[acting]), what: what.to_string() })?;
     let mut remote = RemoteThread::new(pid, syscall_ip, leader_dumped.gpr);
     log::debug!("pid {pid}: unmapping restorer {:#x}+{:#x}", plan.area, plan.area_size);
     let result = remote
@@ -277,7 +277,7 @@ pub(crate) fn finish_process(process: &ProcessImages, plan: &Plan, host: &BTreeM
     for (index, ((&tid, core), ext)) in tids.iter().zip(&process.cores).zip(&ext_templates).enumerate().skip(acting) {
         let detach_signal = if index + 1 == tids.len() { stop_signal } else { 0 };
         let dumped = HostArch::regs_from_core(core, ext)
-            .map_err(|what| FinishError::BadImage { image: format!("core-{tid}.img"), what })?;
+            .map_err(|what| FinishError::BadImage { image: format!("core-{tid}.img"), what: what.to_string() })?;
         let gpr = HostArch::resume_regs(&dumped.gpr, false);
         let restarts = HostArch::ip(&gpr) != HostArch::ip(&dumped.gpr);
         HostArch::write_ext(tid, &dumped.ext).map_err(|source| FinishError::Arch { pid: tid, source })?;
