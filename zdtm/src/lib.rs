@@ -21,6 +21,7 @@
 pub mod catalog;
 pub mod demo;
 pub mod harness;
+pub mod leftovers;
 pub mod procfs;
 pub mod reaper;
 pub mod report;
