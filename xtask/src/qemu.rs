@@ -596,6 +596,9 @@ fn cross_build(workspace: &Path, spec: &ArchSpec) -> anyhow::Result<PathBuf> {
         .env(format!("CARGO_TARGET_{upper}_LINKER"), &gcc)
         .env(format!("CARGO_TARGET_{upper}_RUSTFLAGS"), "-C target-feature=+crt-static")
         .env(format!("CC_{}", spec.triple.replace('-', "_")), &gcc)
+        // The binaries are stripped into the initramfs: debug info would only cost
+        // build time.
+        .env("CARGO_PROFILE_RELEASE_DEBUG", "0")
         .env("CARGO_TARGET_DIR", build_target_dir(workspace, spec))
         .args(["build", "--release", "-p", "crust", "-p", "crust-zdtm", "--target", spec.triple])
         .status()

@@ -250,7 +250,7 @@ impl Harness {
         // sources come from the source tree, which only runs that want them need (a VM
         // has the binaries, not the tree).
         let wants_runtimes = matches!(config.group.as_deref(), Some("runtime" | "all"))
-            || config.filter.as_deref().is_some_and(|f| f == "runtime" || f.starts_with("rt"));
+            || config.filter.as_deref().is_some_and(|f| f.split(',').any(|word| word == "runtime" || word.starts_with("rt")));
         let mut runtimes = std::collections::HashMap::new();
         let runtime_sources = Path::new(env!("CARGO_MANIFEST_DIR")).join("runtime");
         let runtime_unavailable = (!runtime_sources.is_dir())
