@@ -366,12 +366,21 @@ fn run_one(workspace: &Path, spec: &ArchSpec, options: &VmOptions) -> anyhow::Re
     crate::tools::require(&format!("zdtm --arch {}", spec.name), &crate::tools::vm_run(spec))?;
     let started = Instant::now();
     let (kernel, version) = ensure_kernel(workspace, spec, options.refresh_kernel)?;
+    let kernel_done = Instant::now();
     let release = cross_build(workspace, spec)?;
     let work = cross_target_dir(workspace).join(format!("qemu-{}", spec.name));
     let initrd = pack_initramfs(workspace, spec, &release, &work, options)?;
+    let build_done = Instant::now();
     println!("== {}: booting {version} in {} ({}s limit)", spec.name, spec.qemu, options.timeout.as_secs());
     let console = work.join("console.log");
     let lines = boot(spec, &kernel, &initrd, &console, options.timeout)?;
+    println!(
+        "== {}: kernel {:.0}s, cross build and initramfs {:.0}s, VM {:.0}s",
+        spec.name,
+        (kernel_done - started).as_secs_f64(),
+        (build_done - kernel_done).as_secs_f64(),
+        build_done.elapsed().as_secs_f64()
+    );
     let exported_to = match &options.export {
         Some((_, out)) => Some(out.clone()),
         None if options.keep_logs => Some(work.join("zdtm")),
