@@ -66,9 +66,12 @@ impl ArchSpec {
     }
 }
 
-/// The architecture CI's VM smoke run uses (`cargo xtest ci`): of the three foreign
-/// ones the quickest under TCG, measured on 2026-12-06. `ci/setup.sh --ci` installs its
-/// qemu; the others come with `--full`.
+/// The architecture CI's VM smoke run uses (`cargo xtest ci`). Measured on 2026-12-06
+/// (2 cores, load 7-19 from other builds), VM time of the smoke tests with the builds
+/// done: aarch64 15 and 20 s, ppc64le 19 and 16 s, s390x 29 and 30 s; of 33 thread, anon
+/// and tree tests: aarch64 175 and 114 s, ppc64le 98 and 159 s. aarch64 and ppc64le tie,
+/// s390x is slowest. `ci/setup.sh --ci` installs this arch's qemu; the others come with
+/// `--full`.
 pub const SMOKE_ARCH: &str = "aarch64";
 
 /// Every architecture, in the order `--arch all` runs them.
