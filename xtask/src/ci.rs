@@ -4,9 +4,11 @@
 //! Nothing may be left behind. The ci verb is the child subreaper of everything its
 //! steps start, so whatever a step leaves running ends up as its child. After each step
 //! it looks for what the step left: processes (its own descendants, and anything running
-//! a program from the target directory), nftables tables named `crust_*`, mounts under
-//! the workspace or crust's scratch directories in `$TMPDIR`. It removes them and fails
-//! the run, naming the step.
+//! a program from the target directory), nftables tables named `crust_*` that appeared
+//! during the step, mounts under the workspace or crust's scratch directories in
+//! `$TMPDIR`. It removes them and fails the run, naming the step. A table is removed
+//! only under CI (`CI=true`): on a machine shared with other runs it may be theirs, so
+//! there the message gives the command instead.
 //!
 //! Unsafe here: `prctl(PR_SET_CHILD_SUBREAPER)`, `waitpid(-1, WNOHANG)` between steps (no
 //! other wait is in flight then), `kill` of a leftover pid, `umount2(MNT_DETACH)`.
@@ -65,11 +67,12 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         let step_started = Instant::now();
         let name = format!("cargo {}", step.args.join(" "));
         println!("\n=== ci: {name}");
+        let tables_before = if scope.check_tables { crust_tables() } else { Vec::new() };
         let status = Command::new(&cargo).args(step.args).status().with_context(|| format!("run {name}"))?;
         println!("=== ci: {name}: {} in {:.0}s", if status.success() { "ok" } else { "FAILED" }, step_started.elapsed().as_secs_f64());
-        let left = scope.collect(GRACE);
+        let left = scope.collect(GRACE, &tables_before);
         if !left.is_empty() {
-            anyhow::bail!("ci step `{name}` left behind (removed since): {}", left.join("; "));
+            anyhow::bail!("ci step `{name}` left behind (removed unless said otherwise): {}", left.join("; "));
         }
         if !status.success() {
             anyhow::bail!("ci step `{name}` failed ({status})");
@@ -88,6 +91,8 @@ struct LeftoverScope {
     mount_roots: Vec<PathBuf>,
     /// Look at nftables tables (not in unit tests: the machine's tables are not theirs).
     check_tables: bool,
+    /// Delete a leftover table (under CI, where every table is this run's).
+    remove_tables: bool,
 }
 
 impl LeftoverScope {
@@ -100,16 +105,19 @@ impl LeftoverScope {
                 entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("crust"))),
             );
         }
-        LeftoverScope { target_dir, mount_roots, check_tables: true }
+        let remove_tables = std::env::var("CI").is_ok_and(|value| value == "true");
+        LeftoverScope { target_dir, mount_roots, check_tables: true, remove_tables }
     }
 
     /// What is left (after `grace` for processes and tables to go by themselves), each
-    /// removed; empty when nothing is. A table counts only if it was there when the
-    /// step ended and still is after the grace (a table of another run on the same
-    /// machine comes and goes within a dump and a restore).
-    fn collect(&self, grace: Duration) -> Vec<String> {
+    /// removed; empty when nothing is. A table counts only if it was not there before
+    /// the step (`tables_before`), was there when the step ended and still is after the
+    /// grace (a table of another run on the same machine comes and goes within a dump
+    /// and a restore).
+    fn collect(&self, grace: Duration, tables_before: &[(String, String)]) -> Vec<String> {
         let deadline = Instant::now() + grace;
-        let tables_at_end = if self.check_tables { crust_tables() } else { Vec::new() };
+        let mut tables_at_end = if self.check_tables { crust_tables() } else { Vec::new() };
+        tables_at_end.retain(|table| !tables_before.contains(table));
         let (mut processes, mut tables);
         loop {
             reap_adopted();
@@ -129,8 +137,12 @@ impl LeftoverScope {
             left.push(format!("pid {pid} ({what})"));
         }
         for (family, name) in &tables {
-            let _ = Command::new("nft").args(["delete", "table", family, name]).stderr(Stdio::null()).status();
-            left.push(format!("nftables table {family} {name}"));
+            if self.remove_tables {
+                let _ = Command::new("nft").args(["delete", "table", family, name]).stderr(Stdio::null()).status();
+                left.push(format!("nftables table {family} {name}"));
+            } else {
+                left.push(format!("nftables table {family} {name} (not removed: outside CI it may be another run's; `nft delete table {family} {name}`)"));
+            }
         }
         for mount in self.mounts() {
             let _ = detach_mount(&mount);
@@ -292,9 +304,14 @@ mod tests {
 
     #[test]
     fn a_leftover_child_is_found_and_removed() {
-        let scope = LeftoverScope { target_dir: PathBuf::from("/nonexistent-target"), mount_roots: Vec::new(), check_tables: false };
+        let scope = LeftoverScope {
+            target_dir: PathBuf::from("/nonexistent-target"),
+            mount_roots: Vec::new(),
+            check_tables: false,
+            remove_tables: false,
+        };
         let mut child = Command::new("sleep").arg("1000").spawn().expect("spawn sleep");
-        let left = scope.collect(Duration::from_millis(100));
+        let left = scope.collect(Duration::from_millis(100), &[]);
         let _ = child.wait();
         assert!(left.iter().any(|l| l.starts_with(&format!("pid {} (sleep", child.id()))), "{left:?}");
         assert!(scope.processes().is_empty());
