@@ -10,6 +10,8 @@
 //! - [`pagemap`]: [`PagemapReader`], from virtual addresses to offsets in `pages-N.img`.
 //! - [`dir`]: [`ImageDir`], typed access to one dump directory, and [`PagesWriter`].
 //! - [`json`]: crit's JSON, both directions.
+//! - [`iproute`]: iproute2 save streams (raw `ifaddr-N`, `route-N`, `route6-N`,
+//!   `rule-N` images), typed with netlink-packet-route.
 //!
 //! Invariant: this crate knows nothing about ptrace or live processes; every parser is
 //! pure (`&[u8]` in, types out) and the file helpers are thin wrappers around them.
@@ -33,6 +35,7 @@
 pub mod dir;
 pub mod error;
 pub mod image;
+pub mod iproute;
 pub mod json;
 pub mod magic;
 pub mod pagemap;
