@@ -12,6 +12,8 @@
 //! - [`json`]: crit's JSON, both directions.
 //! - [`iproute`]: iproute2 save streams (raw `ifaddr-N`, `route-N`, `route6-N`,
 //!   `rule-N` images), typed with netlink-packet-route.
+//! - [`tar`]: GNU tar archives (raw `tmpfs-dev-N.tar.gz` images): a writer and a
+//!   reader of the format CRIU's `tar` invocation makes, sparse files included.
 //!
 //! Invariant: this crate knows nothing about ptrace or live processes; every parser is
 //! pure (`&[u8]` in, types out) and the file helpers are thin wrappers around them.
@@ -39,6 +41,7 @@ pub mod iproute;
 pub mod json;
 pub mod magic;
 pub mod pagemap;
+pub mod tar;
 
 /// Generated protobuf types (package `criu`), e.g. [`pb::CoreEntry`].
 #[allow(missing_docs, clippy::all, clippy::pedantic)]

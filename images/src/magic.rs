@@ -216,9 +216,9 @@ image_kinds! {
     NetnsCt = (0, "NETNF_CT", Raw, "netns-ct-{}.img"),
     /// netns-exp-N.img: raw conntrack expectations.
     NetnsExp = (0, "NETNF_EXP", Raw, "netns-exp-{}.img"),
-    /// tmpfs-dev-N.tar.gz.img: raw, a tmpfs superblock's contents; N is the
-    /// superblock's `s_dev` in the kernel's encoding (`major << 20 | minor`);
-    /// gzipped GNU tar.
+    /// tmpfs-dev-N.tar.gz.img: raw, a tmpfs superblock's contents as gzipped GNU tar;
+    /// N is the superblock's `s_dev` in the kernel's encoding (`major << 20 | minor`);
+    /// see [`crate::tar`].
     TmpfsDev = (0, "TMPFS_DEV", Raw, "tmpfs-dev-{}.tar.gz.img"),
     /// tmpfs-N.tar.gz.img: the older name of a tmpfs archive, by mount id (read only).
     TmpfsImg = (0, "TMPFS_IMG", Raw, "tmpfs-{}.tar.gz.img"),
