@@ -221,6 +221,18 @@ pub enum SaveStreamError {
         /// the expected message
         expected: &'static str,
     },
+    /// A message given as bytes is longer than its `nlmsg_len` (two messages, or junk).
+    #[error("{kind} stream: message {index}: nlmsg_len {length} but {given} bytes given")]
+    LengthMismatch {
+        /// the stream
+        kind: SaveStreamKind,
+        /// index of the message
+        index: usize,
+        /// `nlmsg_len`
+        length: usize,
+        /// bytes given
+        given: usize,
+    },
     /// A message to write encodes longer than `ip ... restore` reads.
     #[error(
         "{kind} stream: message {index}: {length} bytes is over the {MAX_MESSAGE_LEN} byte limit"
@@ -235,14 +247,54 @@ pub enum SaveStreamError {
     },
 }
 
-/// One save stream: its kind and its messages, headers included (`ip ... save` keeps the
-/// kernel's: `NLM_F_MULTI`, the dump's sequence number and port id).
+/// One save stream: its kind and its messages.
+///
+/// Each message keeps its bytes as read (or as encoded when pushed), so a stream writes
+/// back byte for byte; the typed form decoded from them is what callers inspect.
+/// netlink-packet-route does not re-encode every attribute it does not know exactly as
+/// it read it (flag bits of unknown attributes), so bytes, not the typed form, are
+/// what is written.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SaveStream {
     /// which stream
     pub kind: SaveStreamKind,
-    /// the messages, in file order; each is an `InnerMessage` of the stream's type
-    pub messages: Vec<NetlinkMessage<RouteNetlinkMessage>>,
+    messages: Vec<SavedMessage>,
+}
+
+/// One message of a stream: its bytes (`nlmsg_len` of them, the padding to 4 is not
+/// kept) and the typed message decoded from them; the type is the stream's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SavedMessage {
+    bytes: Vec<u8>,
+    message: NetlinkMessage<RouteNetlinkMessage>,
+}
+
+impl SavedMessage {
+    /// The message's bytes, header included, without padding.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The decoded message, header included.
+    pub fn message(&self) -> &NetlinkMessage<RouteNetlinkMessage> {
+        &self.message
+    }
+
+    /// The rtnetlink message (`NewAddress`, `NewRoute` or `NewRule`).
+    pub fn inner(&self) -> Option<&RouteNetlinkMessage> {
+        match &self.message.payload {
+            NetlinkPayload::InnerMessage(inner) => Some(inner),
+            _ => None,
+        }
+    }
+}
+
+/// Where a message sits, for errors: the image and the byte offset, or a stream being
+/// built.
+struct MessagePlace<'a> {
+    file: &'a str,
+    offset: usize,
+    index: usize,
 }
 
 impl SaveStream {
@@ -282,57 +334,24 @@ impl SaveStream {
         let mut stream = SaveStream::new(kind);
         let mut offset = 4;
         while !rest.is_empty() {
-            let index = stream.messages.len();
-            let Some(length_bytes) = rest.first_chunk::<4>() else {
-                return Err(SaveStreamError::Truncated {
-                    file: file.to_owned(),
-                    offset,
-                    index,
-                    needed: NLMSG_HEADER_LEN,
-                    available: rest.len(),
-                });
+            let place = MessagePlace {
+                file,
+                offset,
+                index: stream.messages.len(),
             };
-            let length = u32::from_ne_bytes(*length_bytes);
-            let length_usize = length as usize;
-            if !(NLMSG_HEADER_LEN..=MAX_MESSAGE_LEN).contains(&length_usize) {
-                return Err(SaveStreamError::BadLength {
-                    file: file.to_owned(),
-                    offset,
-                    index,
-                    length,
-                });
-            }
-            let padded = align4(length_usize);
+            let length = message_length(&place, rest)?;
+            let padded = align4(length);
             if rest.len() < padded {
                 return Err(SaveStreamError::Truncated {
                     file: file.to_owned(),
                     offset,
-                    index,
+                    index: place.index,
                     needed: padded,
                     available: rest.len(),
                 });
             }
-            let message_bytes = &rest[..length_usize];
-            let message_type = u16::from_ne_bytes([message_bytes[4], message_bytes[5]]);
-            if message_type != kind.message_type() {
-                return Err(SaveStreamError::WrongMessageType {
-                    file: file.to_owned(),
-                    offset,
-                    index,
-                    kind,
-                    found: message_type,
-                    expected: kind.message_name(),
-                    expected_type: kind.message_type(),
-                });
-            }
-            let message = NetlinkMessage::<RouteNetlinkMessage>::deserialize(message_bytes)
-                .map_err(|source| SaveStreamError::Decode {
-                    file: file.to_owned(),
-                    offset,
-                    index,
-                    source,
-                })?;
-            stream.messages.push(message);
+            let saved = decode_message(kind, &place, &rest[..length])?;
+            stream.messages.push(saved);
             rest = &rest[padded..];
             offset += padded;
         }
@@ -360,104 +379,188 @@ impl SaveStream {
     }
 
     /// Appends a message with the header the kernel gives dump replies (`NLM_F_MULTI`,
-    /// sequence and port 0); the length and type are set from the message.
-    pub fn push(&mut self, message: RouteNetlinkMessage) {
+    /// sequence and port 0); the length and type are set from the message, which must
+    /// be of the stream's type.
+    pub fn push(&mut self, message: RouteNetlinkMessage) -> Result<(), SaveStreamError> {
+        let index = self.messages.len();
+        let expected_variant = matches!(
+            (&message, self.kind),
+            (
+                RouteNetlinkMessage::NewAddress(_),
+                SaveStreamKind::Addresses
+            ) | (RouteNetlinkMessage::NewRoute(_), SaveStreamKind::Routes)
+                | (RouteNetlinkMessage::NewRule(_), SaveStreamKind::Rules)
+        );
+        if !expected_variant {
+            let found = format!("{message:?}");
+            return Err(SaveStreamError::WrongMessageToWrite {
+                kind: self.kind,
+                index,
+                found: found.split('(').next().unwrap_or("message").to_owned(),
+                expected: self.kind.message_name(),
+            });
+        }
         let mut header = NetlinkHeader::default();
         header.flags = NLM_F_MULTI;
         let mut message = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(message));
         message.finalize();
-        self.messages.push(message);
+        let length = message.buffer_len();
+        if length > MAX_MESSAGE_LEN {
+            return Err(SaveStreamError::MessageTooLong {
+                kind: self.kind,
+                index,
+                length,
+            });
+        }
+        let mut bytes = vec![0u8; length];
+        message.serialize(&mut bytes);
+        self.push_raw(&bytes)
     }
 
-    /// The addresses of an address stream (other messages are skipped).
+    /// Appends one netlink message given as bytes (a kernel dump reply, kept verbatim):
+    /// `nlmsg_len` must be the length of `bytes` (or of `bytes` without its padding),
+    /// and the message must decode as the stream's type.
+    pub fn push_raw(&mut self, bytes: &[u8]) -> Result<(), SaveStreamError> {
+        let file = format!("new {} stream", self.kind);
+        let place = MessagePlace {
+            file: &file,
+            offset: self.to_bytes_len(),
+            index: self.messages.len(),
+        };
+        let length = message_length(&place, bytes)?;
+        if bytes.len() != length && bytes.len() != align4(length) {
+            return Err(SaveStreamError::LengthMismatch {
+                kind: self.kind,
+                index: place.index,
+                length,
+                given: bytes.len(),
+            });
+        }
+        let saved = decode_message(self.kind, &place, &bytes[..length])?;
+        self.messages.push(saved);
+        Ok(())
+    }
+
+    /// The messages, in file order.
+    pub fn messages(&self) -> &[SavedMessage] {
+        &self.messages
+    }
+
+    /// The addresses of an address stream.
     pub fn addresses(&self) -> impl Iterator<Item = &AddressMessage> {
-        self.inner_messages().filter_map(|message| match message {
-            RouteNetlinkMessage::NewAddress(address) => Some(address),
-            _ => None,
-        })
+        self.messages
+            .iter()
+            .filter_map(|message| match message.inner() {
+                Some(RouteNetlinkMessage::NewAddress(address)) => Some(address),
+                _ => None,
+            })
     }
 
     /// The routes of a route stream.
     pub fn routes(&self) -> impl Iterator<Item = &RouteMessage> {
-        self.inner_messages().filter_map(|message| match message {
-            RouteNetlinkMessage::NewRoute(route) => Some(route),
-            _ => None,
-        })
+        self.messages
+            .iter()
+            .filter_map(|message| match message.inner() {
+                Some(RouteNetlinkMessage::NewRoute(route)) => Some(route),
+                _ => None,
+            })
     }
 
     /// The rules of a rule stream.
     pub fn rules(&self) -> impl Iterator<Item = &RuleMessage> {
-        self.inner_messages().filter_map(|message| match message {
-            RouteNetlinkMessage::NewRule(rule) => Some(rule),
-            _ => None,
-        })
-    }
-
-    /// The stream's bytes: magic in this host's byte order, then each message with its
-    /// length recomputed (`nlmsg_len`) and padded to 4.
-    pub fn to_bytes(&self) -> Result<Vec<u8>, SaveStreamError> {
-        let mut bytes = self.kind.magic().to_ne_bytes().to_vec();
-        for (index, message) in self.messages.iter().enumerate() {
-            let expected_variant = matches!(
-                (&message.payload, self.kind),
-                (
-                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(_)),
-                    SaveStreamKind::Addresses
-                ) | (
-                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(_)),
-                    SaveStreamKind::Routes
-                ) | (
-                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRule(_)),
-                    SaveStreamKind::Rules
-                )
-            );
-            if !expected_variant {
-                return Err(SaveStreamError::WrongMessageToWrite {
-                    kind: self.kind,
-                    index,
-                    found: describe_payload(&message.payload),
-                    expected: self.kind.message_name(),
-                });
-            }
-            let mut message = message.clone();
-            message.finalize();
-            let length = message.buffer_len();
-            if length > MAX_MESSAGE_LEN {
-                return Err(SaveStreamError::MessageTooLong {
-                    kind: self.kind,
-                    index,
-                    length,
-                });
-            }
-            let start = bytes.len();
-            bytes.resize(start + align4(length), 0);
-            message.serialize(&mut bytes[start..start + length]);
-        }
-        Ok(bytes)
-    }
-
-    fn inner_messages(&self) -> impl Iterator<Item = &RouteNetlinkMessage> {
         self.messages
             .iter()
-            .filter_map(|message| match &message.payload {
-                NetlinkPayload::InnerMessage(inner) => Some(inner),
+            .filter_map(|message| match message.inner() {
+                Some(RouteNetlinkMessage::NewRule(rule)) => Some(rule),
                 _ => None,
             })
     }
+
+    /// The stream's bytes: the magic in this host's byte order, then each message's
+    /// bytes padded with zeros to 4, as `ip ... restore` reads them.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(self.to_bytes_len());
+        bytes.extend_from_slice(&self.kind.magic().to_ne_bytes());
+        for message in &self.messages {
+            bytes.extend_from_slice(&message.bytes);
+            bytes.resize(align4(bytes.len()), 0);
+        }
+        bytes
+    }
+
+    fn to_bytes_len(&self) -> usize {
+        4 + self
+            .messages
+            .iter()
+            .map(|message| align4(message.bytes.len()))
+            .sum::<usize>()
+    }
 }
 
-fn describe_payload(payload: &NetlinkPayload<RouteNetlinkMessage>) -> String {
-    match payload {
-        NetlinkPayload::InnerMessage(inner) => {
-            let text = format!("{inner:?}");
-            text.split('(').next().unwrap_or("message").to_owned()
-        }
-        NetlinkPayload::Done(_) => "NLMSG_DONE".to_owned(),
-        NetlinkPayload::Error(_) => "NLMSG_ERROR".to_owned(),
-        NetlinkPayload::Noop => "NLMSG_NOOP".to_owned(),
-        NetlinkPayload::Overrun(_) => "NLMSG_OVERRUN".to_owned(),
-        _ => "a control message".to_owned(),
+/// `nlmsg_len` of the message at the start of `bytes`, checked against the header size,
+/// iproute2's limit and what is there.
+fn message_length(place: &MessagePlace<'_>, bytes: &[u8]) -> Result<usize, SaveStreamError> {
+    let Some(length_bytes) = bytes.first_chunk::<4>() else {
+        return Err(SaveStreamError::Truncated {
+            file: place.file.to_owned(),
+            offset: place.offset,
+            index: place.index,
+            needed: NLMSG_HEADER_LEN,
+            available: bytes.len(),
+        });
+    };
+    let length = u32::from_ne_bytes(*length_bytes);
+    let length_usize = length as usize;
+    if !(NLMSG_HEADER_LEN..=MAX_MESSAGE_LEN).contains(&length_usize) {
+        return Err(SaveStreamError::BadLength {
+            file: place.file.to_owned(),
+            offset: place.offset,
+            index: place.index,
+            length,
+        });
     }
+    if bytes.len() < length_usize {
+        return Err(SaveStreamError::Truncated {
+            file: place.file.to_owned(),
+            offset: place.offset,
+            index: place.index,
+            needed: length_usize,
+            available: bytes.len(),
+        });
+    }
+    Ok(length_usize)
+}
+
+/// Checks the type and decodes one message of exactly `nlmsg_len` bytes.
+fn decode_message(
+    kind: SaveStreamKind,
+    place: &MessagePlace<'_>,
+    bytes: &[u8],
+) -> Result<SavedMessage, SaveStreamError> {
+    let message_type = u16::from_ne_bytes([bytes[4], bytes[5]]);
+    if message_type != kind.message_type() {
+        return Err(SaveStreamError::WrongMessageType {
+            file: place.file.to_owned(),
+            offset: place.offset,
+            index: place.index,
+            kind,
+            found: message_type,
+            expected: kind.message_name(),
+            expected_type: kind.message_type(),
+        });
+    }
+    let message = NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes).map_err(|source| {
+        SaveStreamError::Decode {
+            file: place.file.to_owned(),
+            offset: place.offset,
+            index: place.index,
+            source,
+        }
+    })?;
+    Ok(SavedMessage {
+        bytes: bytes.to_vec(),
+        message,
+    })
 }
 
 fn align4(length: usize) -> usize {
@@ -497,12 +600,30 @@ mod tests {
         address
             .attributes
             .push(AddressAttribute::Label("lo".to_owned()));
-        stream.push(RouteNetlinkMessage::NewAddress(address));
-        let bytes = stream.to_bytes().expect("encode");
+        stream
+            .push(RouteNetlinkMessage::NewAddress(address.clone()))
+            .expect("push");
+        let bytes = stream.to_bytes();
         assert_eq!(bytes.len() % 4, 0);
         let parsed = SaveStream::parse("ifaddr-1.img", &bytes).expect("parse");
         assert_eq!(parsed, stream);
-        assert_eq!(parsed.to_bytes().expect("encode"), bytes);
+        assert_eq!(parsed.to_bytes(), bytes);
+        assert_eq!(parsed.addresses().collect::<Vec<_>>(), [&address]);
+
+        let mut raw = SaveStream::new(SaveStreamKind::Addresses);
+        raw.push_raw(stream.messages()[0].bytes())
+            .expect("push raw");
+        assert_eq!(raw, stream);
+        let one = stream.messages()[0].bytes();
+        let error = raw.push_raw(&[one, one].concat()).unwrap_err().to_string();
+        assert_eq!(
+            error,
+            format!(
+                "ip addr save stream: message 1: nlmsg_len {} but {} bytes given",
+                one.len(),
+                2 * one.len()
+            )
+        );
     }
 
     #[test]
@@ -535,8 +656,10 @@ mod tests {
     #[test]
     fn writing_a_foreign_message_is_refused() {
         let mut stream = SaveStream::new(SaveStreamKind::Rules);
-        stream.push(RouteNetlinkMessage::NewRoute(RouteMessage::default()));
-        let error = stream.to_bytes().unwrap_err().to_string();
+        let error = stream
+            .push(RouteNetlinkMessage::NewRoute(RouteMessage::default()))
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             error,
             "ip rule save stream: message 0: NewRoute is not RTM_NEWRULE"

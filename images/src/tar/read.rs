@@ -361,12 +361,6 @@ impl<R: Read> ArchiveReader<R> {
             }
             let now = extent.length.min(chunk.len() as u64) as usize;
             let offset = extent.offset;
-            let needed = self
-                .data_left
-                .iter()
-                .map(|extent| extent.length)
-                .sum::<u64>();
-            let entry = &self.last_entry;
             let got = read_full(&mut self.source, &mut chunk[..now]).map_err(|source| {
                 TarReadError::Read {
                     file: self.file.clone(),
@@ -376,10 +370,11 @@ impl<R: Read> ArchiveReader<R> {
             })?;
             self.offset += got as u64;
             if got < now {
+                let needed: u64 = self.data_left.iter().map(|extent| extent.length).sum();
                 return Err(TarReadError::Truncated {
                     file: self.file.clone(),
                     offset: self.offset,
-                    entry: entry.clone(),
+                    entry: self.last_entry.clone(),
                     what: "data",
                     needed: needed - got as u64,
                 });
