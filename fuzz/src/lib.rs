@@ -413,7 +413,7 @@ mod tests {
                     std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(bytes.as_slice()), &mut plain).expect("gunzip");
                     assert!(read_tar(ArchiveReader::new(name.as_str(), plain.as_slice())).is_some(), "{name}");
                     target(&plain);
-                } else if !name.ends_with(".img") {
+                } else if !name.ends_with(".img") && !name.ends_with(".tar") {
                     continue;
                 }
                 target(&bytes);

@@ -461,8 +461,9 @@ enum SeedSource {
     DumpDirectories,
     /// crit's JSON decoding of images (`*.json` beside the fixtures).
     Json,
-    /// Gzipped tar archives (`*.tar.gz`, `*.tar.gz.img`), each also decompressed with
-    /// `gzip -dc` so the fuzzer mutates the tar structure behind the gzip checksum.
+    /// Tar archives: plain ones (`*.tar`) as they are, gzipped ones (`*.tar.gz`,
+    /// `*.tar.gz.img`) also decompressed with `gzip -dc` so the fuzzer mutates the tar
+    /// structure behind the gzip checksum.
     TarArchives,
 }
 
@@ -559,7 +560,9 @@ fn seed_corpus(layout: &FuzzLayout, target: &str) -> anyhow::Result<usize> {
                 }
                 SeedSource::Json => name.ends_with(".json") || name.ends_with(".snap"),
                 SeedSource::TarArchives => {
-                    name.ends_with(".tar.gz") || name.ends_with(".tar.gz.img")
+                    name.ends_with(".tar")
+                        || name.ends_with(".tar.gz")
+                        || name.ends_with(".tar.gz.img")
                 }
                 SeedSource::DumpDirectories => false,
             };
@@ -569,7 +572,7 @@ fn seed_corpus(layout: &FuzzLayout, target: &str) -> anyhow::Result<usize> {
                 if name.ends_with(".snap") {
                     bytes = snapshot_body(&bytes).to_vec();
                 }
-                if let SeedSource::TarArchives = source {
+                if matches!(source, SeedSource::TarArchives) && !name.ends_with(".tar") {
                     seeds.push((format!("{}.plain", seed_name(&root, &file)), gunzip(&file)?));
                 }
                 seeds.push((seed_name(&root, &file), bytes));

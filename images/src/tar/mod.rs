@@ -11,8 +11,9 @@
 //! - names and link targets over 100 bytes in `././@LongLink` pseudo-entries (`L`
 //!   for the name, `K` for the target);
 //! - files with holes as old-GNU sparse entries (`S`): the data extents in the header
-//!   and in extension blocks, the stored bytes being only the data, and a closing
-//!   zero-length extent at the file's size;
+//!   and in extension blocks, with a closing zero-length extent at the file's size; the
+//!   header's size is the sum of the extents, and each extent's bytes start on a block
+//!   boundary (on a tmpfs holes are whole pages, so only the last can be short);
 //! - hard links (`1`) naming the first archived name of the inode;
 //! - two zero blocks at the end, padded to a 10240-byte record.
 //!
@@ -155,6 +156,19 @@ impl FileLayout {
             covered_to = covered_to.max(extent.end());
         }
         covered_to < self.size
+    }
+
+    /// The first data extent, if any, that GNU tar's sparse format cannot hold: one that
+    /// is not the last and whose length is not a whole number of 512-byte blocks. GNU
+    /// tar extracts each extent from its own blocks but skips a member by its summed
+    /// size, so only the last extent may end mid-block (on a tmpfs holes are whole pages:
+    /// only the extent ending at the file's end can). The writer and the reader refuse
+    /// such a layout for a file with holes.
+    pub fn unaligned_extent(&self) -> Option<usize> {
+        let last = self.data.len().checked_sub(1)?;
+        self.data[..last]
+            .iter()
+            .position(|extent| extent.length % 512 != 0)
     }
 
     /// Bytes the archive stores for the file: the sum of the extents.

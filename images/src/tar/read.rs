@@ -137,6 +137,32 @@ pub enum TarReadError {
     },
 }
 
+/// One run of a file's data in the archive: GNU tar stores each data extent of a sparse
+/// file from a block boundary and pads it to the next one (a plain file is one run).
+#[derive(Clone, Copy, Debug)]
+struct DataRun {
+    /// file offset of the bytes still to read
+    offset: u64,
+    /// bytes still to read
+    length: u64,
+    /// zeros after them, to the block boundary
+    padding: u64,
+}
+
+impl DataRun {
+    fn of(extent: &Extent) -> DataRun {
+        DataRun {
+            offset: extent.offset,
+            length: extent.length,
+            padding: header::padding(extent.length),
+        }
+    }
+
+    fn archive_bytes(&self) -> u64 {
+        self.length.saturating_add(self.padding)
+    }
+}
+
 /// Bytes read from the source at once when copying or skipping data.
 const CHUNK: usize = 64 * 1024;
 
@@ -149,8 +175,8 @@ pub struct ArchiveReader<R: Read> {
     offset: u64,
     /// the name of the entry last returned (for messages)
     last_entry: String,
-    /// data extents of the current file still to read, in order
-    data_left: VecDeque<Extent>,
+    /// data runs of the current file still to read, in order
+    data_left: VecDeque<DataRun>,
     /// other bytes of the current entry to skip (data of non-files, padding)
     skip_left: u64,
     ended: bool,
@@ -262,13 +288,13 @@ impl<R: Read> ArchiveReader<R> {
                 typeflag::REGULAR_OLD if is_directory_name => EntryKind::Directory,
                 typeflag::REGULAR | typeflag::REGULAR_OLD | typeflag::CONTIGUOUS => {
                     let layout = FileLayout::dense(size);
-                    data.extend(layout.data.iter().copied());
+                    data.extend(layout.data.iter().map(DataRun::of));
                     skip = 0;
                     EntryKind::File(layout)
                 }
                 typeflag::SPARSE => {
                     let layout = self.read_sparse_map(&fields, size)?;
-                    data.extend(layout.data.iter().copied());
+                    data.extend(layout.data.iter().map(DataRun::of));
                     skip = 0;
                     EntryKind::File(layout)
                 }
@@ -318,12 +344,8 @@ impl<R: Read> ArchiveReader<R> {
             };
             check_path(&name)
                 .map_err(|reason| self.unsafe_path(header_offset, &entry_name, "name", reason))?;
-            let stored = match &kind {
-                EntryKind::File(layout) => layout.stored_len(),
-                _ => size,
-            };
             self.data_left = data;
-            self.skip_left = skip.saturating_add(header::padding(stored));
+            self.skip_left = skip.saturating_add(header::padding(skip));
             self.last_entry = entry_name;
             return Ok(Some(Entry {
                 path: path_from(trim_trailing_slashes(&name)),
@@ -354,13 +376,14 @@ impl<R: Read> ArchiveReader<R> {
         chunk: &mut [u8],
         sink: &mut dyn FnMut(u64, &[u8]) -> io::Result<()>,
     ) -> Result<(), TarReadError> {
-        while let Some(extent) = self.data_left.front_mut() {
-            if extent.length == 0 {
+        while let Some(run) = self.data_left.front().copied() {
+            if run.length == 0 {
+                let entry = self.last_entry.clone();
+                self.skip_bytes(&entry, run.padding, "data")?;
                 self.data_left.pop_front();
                 continue;
             }
-            let now = extent.length.min(chunk.len() as u64) as usize;
-            let offset = extent.offset;
+            let now = run.length.min(chunk.len() as u64) as usize;
             let got = read_full(&mut self.source, &mut chunk[..now]).map_err(|source| {
                 TarReadError::Read {
                     file: self.file.clone(),
@@ -370,7 +393,10 @@ impl<R: Read> ArchiveReader<R> {
             })?;
             self.offset += got as u64;
             if got < now {
-                let needed: u64 = self.data_left.iter().map(|extent| extent.length).sum();
+                let needed = self
+                    .data_left
+                    .iter()
+                    .fold(0u64, |sum, run| sum.saturating_add(run.archive_bytes()));
                 return Err(TarReadError::Truncated {
                     file: self.file.clone(),
                     offset: self.offset,
@@ -379,14 +405,14 @@ impl<R: Read> ArchiveReader<R> {
                     needed: needed - got as u64,
                 });
             }
-            if let Some(extent) = self.data_left.front_mut() {
-                extent.offset += now as u64;
-                extent.length -= now as u64;
+            if let Some(front) = self.data_left.front_mut() {
+                front.offset += now as u64;
+                front.length -= now as u64;
             }
-            sink(offset, &chunk[..now]).map_err(|source| TarReadError::Sink {
+            sink(run.offset, &chunk[..now]).map_err(|source| TarReadError::Sink {
                 file: self.file.clone(),
                 entry: self.last_entry.clone(),
-                offset,
+                offset: run.offset,
                 length: now,
                 source,
             })?;
@@ -396,7 +422,10 @@ impl<R: Read> ArchiveReader<R> {
 
     /// Skips what is left of the current entry.
     fn skip_current(&mut self) -> Result<(), TarReadError> {
-        let data: u64 = self.data_left.drain(..).map(|extent| extent.length).sum();
+        let data = self
+            .data_left
+            .drain(..)
+            .fold(0u64, |sum, run| sum.saturating_add(run.archive_bytes()));
         let total = data.saturating_add(self.skip_left);
         self.skip_left = 0;
         let entry = self.last_entry.clone();
@@ -624,15 +653,23 @@ impl<R: Read> ArchiveReader<R> {
             total += slot.length; // extents are disjoint and inside real_size: no overflow
             data.push(*slot);
         }
+        let layout = FileLayout {
+            size: real_size,
+            data,
+        };
+        if let Some(index) = layout.unaligned_extent() {
+            let extent = layout.data[index];
+            return Err(fields.sparse_error(format!(
+                "data extent {index} ({} bytes at {}) is not the last and not whole 512-byte blocks",
+                extent.length, extent.offset
+            )));
+        }
         if total != stored {
             return Err(fields.sparse_error(format!(
                 "the extents hold {total} bytes, the header's size says {stored}"
             )));
         }
-        Ok(FileLayout {
-            size: real_size,
-            data,
-        })
+        Ok(layout)
     }
 
     fn after_last(&self) -> String {

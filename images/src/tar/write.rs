@@ -253,10 +253,17 @@ impl<W: Write> ArchiveWriter<W> {
             self.put(&entry_name, extension)?;
         }
         if let Some(layout) = layout {
+            // A sparse file's extents each start on a block boundary, as GNU tar
+            // stores and extracts them; a plain file's data is one run.
             for extent in &layout.data {
                 self.copy_extent(entry, *extent, contents)?;
+                if flag == typeflag::SPARSE {
+                    self.pad(&entry_name, extent.length)?;
+                }
             }
-            self.pad(&entry_name, stored)?;
+            if flag != typeflag::SPARSE {
+                self.pad(&entry_name, stored)?;
+            }
         }
         Ok(true)
     }
@@ -388,6 +395,18 @@ fn check_layout(entry: &Entry, layout: &FileLayout) -> Result<(), TarWriteError>
             ));
         }
         previous_end = extent.end();
+    }
+    if layout.has_holes() {
+        if let Some(index) = layout.unaligned_extent() {
+            let extent = layout.data[index];
+            return Err(bad_entry(
+                entry,
+                format!(
+                    "data extent {index} ({} bytes at {}) is not the last and not whole 512-byte blocks: GNU tar's sparse format cannot hold it",
+                    extent.length, extent.offset
+                ),
+            ));
+        }
     }
     Ok(())
 }
