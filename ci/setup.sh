@@ -35,6 +35,9 @@ ci_apt_packages=(
     gcc-s390x-linux-gnu libc6-dev-s390x-cross
     nftables
     iproute2
+    # GNU tar and gzip (essential in Debian, named for what uses them): the tmpfs
+    # archive interop tests run GNU tar, `cargo xtest fuzz` seeds with `gzip -dc`
+    tar gzip
 )
 # Packages only the nightly/optional jobs need.
 full_apt_packages=(
