@@ -184,6 +184,36 @@ impl Entry {
     pub fn display_name(&self) -> String {
         self.path.to_string_lossy().into_owned()
     }
+
+    /// The path below the archive's root, without the leading `./` (empty for the
+    /// root itself): what to create relative to the mount being extracted into.
+    pub fn relative_path(&self) -> &std::path::Path {
+        relative_to_root(&self.path)
+    }
+}
+
+/// The member name GNU tar gives a path below the root it archives as `.`: `.` for the
+/// root (empty `relative`), `./a/b` for `a/b`. Use it for entry paths and hard link
+/// targets so the archive reads as CRIU's do.
+pub fn member_path(relative: &std::path::Path) -> PathBuf {
+    if relative.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        std::path::Path::new(".").join(relative)
+    }
+}
+
+/// [`member_path`]'s inverse: `./a/b` -> `a/b`, `.` -> empty; other names are returned as
+/// they are (without leading `./` components).
+pub fn relative_to_root(member: &std::path::Path) -> &std::path::Path {
+    let mut rest = member;
+    while let Ok(stripped) = rest.strip_prefix(".") {
+        if stripped == rest {
+            break;
+        }
+        rest = stripped;
+    }
+    rest
 }
 
 /// A writer of a gzipped archive (what `tar --gzip` makes): level 6, as gzip's
@@ -240,5 +270,24 @@ mod tests {
         };
         assert!(all_hole.has_holes());
         assert_eq!(tail_hole.stored_len(), 4096);
+    }
+
+    #[test]
+    fn member_paths_are_gnu_tars() {
+        use std::path::Path;
+        assert_eq!(member_path(Path::new("")), Path::new("."));
+        assert_eq!(member_path(Path::new("a/b")).as_os_str(), "./a/b");
+        assert_eq!(relative_to_root(Path::new(".")), Path::new(""));
+        assert_eq!(relative_to_root(Path::new("./a/b")), Path::new("a/b"));
+        assert_eq!(relative_to_root(Path::new("a")), Path::new("a"));
+        let entry = Entry {
+            path: member_path(Path::new("dir/file")),
+            kind: EntryKind::Fifo,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+        };
+        assert_eq!(entry.relative_path(), Path::new("dir/file"));
     }
 }
