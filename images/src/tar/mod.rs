@@ -24,8 +24,39 @@
 //! image, the offset and the entry. Both are pure over `Read`/`Write`; gzip is flate2's
 //! pure-Rust backend ([`gzip_writer`], [`gzip_reader`]).
 //!
-//! Entry order is the caller's: GNU tar emits a directory's entries in `readdir` order,
-//! each directory before what it holds.
+//! What the caller does, as GNU tar does it: walk the tree from its root (`.` first,
+//! each directory before what it holds, in `readdir` order), name entries with
+//! [`member_path`], give a file's data extents from `SEEK_DATA`/`SEEK_HOLE`, make the
+//! second and later names of an inode with more than one link [`EntryKind::HardLink`]s
+//! to the first, and pass owners as the tree sees them. On extraction, create each entry
+//! below the mount ([`Entry::relative_path`]), write the data pieces at their offsets,
+//! set the size (a trailing hole), then owners, modes and mtimes (directories last).
+//!
+//! ```
+//! use crust_images::tar::{gzip_reader, gzip_writer, member_path, Entry, EntryKind, Extent, FileLayout};
+//! use std::path::Path;
+//!
+//! let entry = |path: &str, kind| Entry { path: member_path(Path::new(path)), kind, mode: 0o644, uid: 0, gid: 0, mtime: 0 };
+//! let mut file = vec![0u8; 8192];
+//! file[4096..4100].copy_from_slice(b"data");
+//! let layout = FileLayout { size: 8192, data: vec![Extent { offset: 4096, length: 4096 }] };
+//!
+//! let mut writer = gzip_writer(Vec::new());
+//! writer.append(&entry("", EntryKind::Directory))?;
+//! writer.append_file(&entry("holes", EntryKind::File(layout.clone())), &mut file.as_slice())?;
+//! let archive = writer.finish_gzip()?;
+//!
+//! let mut reader = gzip_reader("tmpfs-dev-42.tar.gz.img", archive.as_slice());
+//! assert_eq!(reader.next_entry()?.map(|root| root.path), Some(".".into()));
+//! let holes = reader.next_entry()?.expect("the file");
+//! assert_eq!(holes.relative_path(), Path::new("holes"));
+//! assert_eq!(holes.kind, EntryKind::File(layout));
+//! let mut pieces = Vec::new();
+//! reader.read_data(|offset, bytes| Ok(pieces.push((offset, bytes.len()))))?;
+//! assert_eq!(pieces, [(4096, 4096)]);
+//! assert!(reader.next_entry()?.is_none());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod header;
 mod read;
