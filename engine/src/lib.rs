@@ -19,8 +19,6 @@ mod infect;
 mod ipc;
 mod memory;
 mod model;
-// Not yet reached from the pipelines.
-#[allow(dead_code)]
 mod net;
 mod sys;
 

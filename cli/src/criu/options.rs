@@ -680,7 +680,7 @@ impl CriuOptions {
         }
         const CGROUPS: &str = "crust neither dumps nor restores cgroups";
         const MOUNTS: &str = "crust neither dumps nor restores mount namespaces";
-        let checks: [(bool, &'static str, Option<&str>, &str); 23] = [
+        let checks: [(bool, &'static str, Option<&str>, &str); 22] = [
             (self.leave_stopped, "leave-stopped", None, "needs the engine to leave the tasks stopped"),
             (restores && self.restore_sibling, "restore-sibling", None, "needs the engine to create the root with CLONE_PARENT"),
             (self.lazy_pages, "lazy-pages", None, "needs a lazy-pages daemon"),
@@ -689,11 +689,10 @@ impl CriuOptions {
             (self.auto_dedup, "auto-dedup", None, "needs deduplication"),
             (self.tcp_close, "tcp-close", None, "needs the engine to dump established connections closed"),
             (self.ext_unix_sk.is_some(), "ext-unix-sk", None, "needs the engine to dump a unix socket whose peer is outside the tree"),
-            (!self.external.is_empty(), "external", None, "needs external-resource support in the engine"),
+            (self.external.iter().any(|r| !r.starts_with("veth[")), "external", None, "needs external-resource support in the engine (only veth[IN]:OUT[@BRIDGE] is done)"),
             (restores && !self.inherit_fd.is_empty(), "inherit-fd", None, "needs the engine to take an inherited fd for a file"),
             (restores && !self.join_ns.is_empty(), "join-ns", None, "needs namespace support in the engine"),
             (restores && self.empty_ns.is_some(), "empty-ns", None, "needs network namespace support in the engine"),
-            (restores && !self.veth_pairs.is_empty(), "veth-pair", None, "needs network namespace support in the engine"),
             (!self.ext_mount_map.is_empty(), "ext-mount-map", None, MOUNTS),
             (restores && self.lsm_profile.is_some(), "lsm-profile", None, "crust does not restore LSM profiles"),
             (restores && self.lsm_mount_context.is_some(), "lsm-mount-context", None, MOUNTS),
@@ -761,7 +760,16 @@ impl CriuOptions {
             detach: true,
             pidfile: self.pidfile.clone(),
             shell_job: self.shell_job,
+            veths: self.veths(),
         }
+    }
+
+    /// The veth host ends asked for: `--veth-pair IN=OUT[@BR]` and `--external
+    /// veth[IN]:OUT[@BR]`, as (IN, OUT[@BR]).
+    pub fn veths(&self) -> Vec<(String, String)> {
+        let pairs = self.veth_pairs.iter().filter_map(|pair| pair.split_once('='));
+        let external = self.external.iter().filter_map(|resource| resource.strip_prefix("veth[")?.split_once("]:"));
+        pairs.chain(external).map(|(inner, outer)| (inner.to_string(), outer.to_string())).collect()
     }
 }
 

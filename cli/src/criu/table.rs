@@ -250,8 +250,8 @@ pub static OPTIONS: &[Spec] = &[
         None,
         Req("IN=OUT"),
         External,
-        "restore: names of the outside ends of veth devices",
-        NotYet("needs network namespace support in the engine"),
+        "restore: name OUT[@BRIDGE] for the host end of the tree's veth IN (its peer was outside the dump), made in crust's network namespace and enslaved to BRIDGE; the same as --external veth[IN]:OUT[@BRIDGE]",
+        Implemented,
     ),
     spec(
         "action-script",

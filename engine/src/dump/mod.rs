@@ -145,6 +145,8 @@ pub enum DumpError {
     Files(#[from] FileDumpError),
     #[error("dump pid {pid}: IPC namespace: {source}")]
     IpcNamespace { pid: i32, source: IpcError },
+    #[error("dump pid {pid}: network namespace: {source}")]
+    NetNamespace { pid: i32, source: crate::net::NetError },
     #[error(transparent)]
     Write(#[from] WriteError),
     #[error("dump pid {pid}: fault injected after step {step}")]
@@ -199,6 +201,9 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     fault(DumpStep::Seize)?;
     let live: Vec<i32> = frozen.processes.iter().filter(|p| !p.is_zombie()).map(|p| p.proc_pid()).collect();
     let own_ipc_ns = crate::ipc::tree_has_own_namespace(&live).map_err(|e| DumpError::Unsupported { pid: e.pid, what: e.to_string() })?;
+    let own_net_ns = crate::net::dump::tree_has_own_namespace(&live).map_err(|(pid, e)| DumpError::Unsupported { pid, what: e.to_string() })?;
+    // CRIU numbers the tree's own namespaces from 9 in kind order (pid, net, ...).
+    let net_ns_id = own_net_ns.then_some(if frozen.own_pid_ns { 10 } else { 9 });
 
     let mut collected = Vec::new();
     for process in frozen.processes.iter().filter(|p| !p.is_zombie()) {
@@ -232,6 +237,18 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
             dumped.queues
         );
     }
+    if let Some(ns_id) = net_ns_id {
+        let dumped = crate::net::dump::dump_namespace(frozen.processes[0].proc_pid(), ns_id, &options.dir)
+            .map_err(|source| DumpError::NetNamespace { pid: root, source })?;
+        log::info!(
+            "network namespace {ns_id}: {} links, {} addresses, {} routes, {} rules, nftables ruleset of {} bytes",
+            dumped.links,
+            dumped.addresses,
+            dumped.routes,
+            dumped.rules,
+            dumped.nftables_bytes
+        );
+    }
     let dumped = write::Dumped {
         frozen: &frozen,
         collected: &collected,
@@ -240,6 +257,7 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
         process_files: &process_files,
         memory,
         own_ipc_ns,
+        net_ns_id,
     };
     write::write_images(root, &options.dir, dumped)?;
     fault(DumpStep::Images)?;

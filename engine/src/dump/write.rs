@@ -57,18 +57,20 @@ pub(crate) struct Dumped<'a> {
     /// Each live process's areas, in tree order.
     pub(crate) memory: Vec<Vec<pb::VmaEntry>>,
     pub(crate) own_ipc_ns: bool,
+    /// The id of the tree's own network namespace.
+    pub(crate) net_ns_id: Option<u32>,
 }
 
 /// Writes the images of the tree rooted at `root` into `dir`: inventory, seccomp,
 /// pstree, core, mm, fdinfo, fs, ids and the files' images.
 pub(crate) fn write_images(root: i32, dir: &Path, dumped: Dumped) -> Result<(), WriteError> {
-    let Dumped { frozen, collected, queries, files, process_files, memory, own_ipc_ns } = dumped;
+    let Dumped { frozen, collected, queries, files, process_files, memory, own_ipc_ns, net_ns_id } = dumped;
     let image = |pid: i32| move |source| WriteError::Image { pid, source };
     let pid_ns_id = frozen.own_pid_ns.then_some(1);
     let ids_of = |index: usize| {
         let id = index as u32 + 1;
         let ipc_ns_id = own_ipc_ns.then_some(crate::ipc::NS_ID);
-        pb::TaskKobjIdsEntry { vm_id: id, files_id: id, fs_id: id, sighand_id: id, pid_ns_id, ipc_ns_id, ..Default::default() }
+        pb::TaskKobjIdsEntry { vm_id: id, files_id: id, fs_id: id, sighand_id: id, pid_ns_id, ipc_ns_id, net_ns_id, ..Default::default() }
     };
     let v = |host: i32, what: &str| frozen.to_virtual(host, what);
 
@@ -76,7 +78,8 @@ pub(crate) fn write_images(root: i32, dir: &Path, dumped: Dumped) -> Result<(), 
     w.write_entry(&pb::InventoryEntry {
         img_version: 2,
         fdinfo_per_id: Some(true),
-        root_ids: Some(ids_of(0)),
+        // The tree's own network namespace is not the dumping tool's.
+        root_ids: Some(pb::TaskKobjIdsEntry { net_ns_id: None, ..ids_of(0) }),
         ns_per_id: Some(true),
         lsmtype: Some(pb::Lsmtype::NoLsm as i32),
         ..Default::default()

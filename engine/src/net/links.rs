@@ -188,7 +188,7 @@ pub(crate) fn restore_links(
                     set_link(host, host_index, &format!("host end {name} of veth {}", entry.name), vec![LinkAttribute::Controller(bridge_index)])?;
                 }
                 if entry.flags & libc::IFF_UP as u32 != 0 {
-                    set_flags(host, host_index, &name, libc::IFF_UP as u32)?;
+                    set_flags(host, host_index, &name, libc::IFF_UP as u32, libc::IFF_UP as u32)?;
                 }
                 log::info!("veth {}: host end {name}{}", entry.name, wanted.bridge.as_ref().map(|b| format!(" on bridge {b}")).unwrap_or_default());
                 made.push(MadeHostEnd { inner: entry.name.clone(), name });
@@ -207,7 +207,7 @@ pub(crate) fn restore_links(
 /// Sets every link's flags (UP last of all link settings, so routes can be added).
 pub(crate) fn set_all_flags(inside: &mut Netlink, entries: &[pb::NetDeviceEntry]) -> Result<(), NetError> {
     for entry in entries {
-        set_flags(inside, entry.ifindex, &entry.name, entry.flags)?;
+        set_flags(inside, entry.ifindex, &entry.name, entry.flags, SETTABLE_FLAGS)?;
     }
     Ok(())
 }
@@ -239,12 +239,13 @@ fn set_link(socket: &mut Netlink, index: u32, what: &str, attributes: Vec<LinkAt
     socket.request(&format!("set {what}"), RouteNetlinkMessage::NewLink(link), 0)
 }
 
-/// Sets the user-settable flags of link `index` to those of `flags`.
-fn set_flags(socket: &mut Netlink, index: u32, name: &str, flags: u32) -> Result<(), NetError> {
+/// Sets the flags of link `index` under `mask` (at most the user-settable ones) to
+/// those of `flags`.
+fn set_flags(socket: &mut Netlink, index: u32, name: &str, flags: u32, mask: u32) -> Result<(), NetError> {
     let mut link = LinkMessage::default();
     link.header.index = index;
-    link.header.flags = LinkFlags::from_bits_retain(flags & SETTABLE_FLAGS);
-    link.header.change_mask = LinkFlags::from_bits_retain(SETTABLE_FLAGS);
+    link.header.flags = LinkFlags::from_bits_retain(flags & mask & SETTABLE_FLAGS);
+    link.header.change_mask = LinkFlags::from_bits_retain(mask & SETTABLE_FLAGS);
     socket.request(&format!("set the flags of {name} to {flags:#x}"), RouteNetlinkMessage::NewLink(link), 0)
 }
 

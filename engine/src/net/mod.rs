@@ -5,6 +5,13 @@
 //! - [`netlink`]: the synchronous netlink client every part speaks through;
 //! - [`links`]: loopback and veth pairs (the host end created in crust's namespace),
 //!   link state, MTU, MAC, ifindex;
+//! - [`streams`]: addresses, routes (every table but `local`) and rules, the kernel's
+//!   dump replies kept verbatim in iproute2's save streams, replayed on restore;
+//! - [`sysctl`]: the namespace's and each device's `net.ipv4.conf`/`net.ipv6.conf`
+//!   values (positional lists, CRIU's order), `net.unix.max_dgram_qlen`,
+//!   `net.ipv4.ping_group_range`;
+//! - [`dump`] and [`restore`]: the two halves, each entered in one place by the
+//!   pipelines; the nftables ruleset goes through the `nft` program (text).
 //!
 //! Everything that reads or changes the namespace runs in a crust thread that entered
 //! it ([`in_namespace`]); programs run in a child that entered it before exec.
@@ -12,8 +19,12 @@
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 
+pub(crate) mod dump;
 pub(crate) mod links;
 pub(crate) mod netlink;
+pub(crate) mod restore;
+pub(crate) mod streams;
+pub(crate) mod sysctl;
 
 use crate::sys;
 
@@ -60,20 +71,6 @@ impl NetError {
 pub(crate) fn net_io(what: impl Into<String>) -> impl FnOnce(io::Error) -> NetError {
     let what = what.into();
     move |source| NetError::Io { what, source }
-}
-
-/// Runs `work` in a thread of crust that entered the network namespace `netns`. What
-/// it opens there (netlink sockets, /proc/sys/net files) stays in that namespace.
-pub(crate) fn in_namespace<T: Send>(netns: BorrowedFd<'_>, work: impl FnOnce() -> Result<T, NetError> + Send) -> Result<T, NetError> {
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                sys::netns::enter_net_namespace(netns).map_err(net_io("enter the network namespace"))?;
-                work()
-            })
-            .join()
-            .unwrap_or_else(|_| Err(NetError::refused("the network namespace's thread panicked")))
-    })
 }
 
 /// Runs `work` in a thread of crust that entered the network namespace `netns`, giving

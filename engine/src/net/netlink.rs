@@ -2,7 +2,7 @@
 //! namespace it was opened in, requests with an acknowledgement, and dumps. rtnetlink
 //! messages are built and read with netlink-packet-route (the versions `crust_images`
 //! re-exports, so the images' save streams and the live dumps are the same types);
-//! nftables messages (`lock.rs`, `nft.rs`) are bytes built by their modules. Every
+//! other messages are bytes built by their modules (`streams.rs`). Every
 //! reply is also kept as the kernel's bytes, which is what the iproute2 save streams
 //! store.
 
@@ -47,12 +47,6 @@ impl Netlink {
     /// An rtnetlink socket (`NETLINK_ROUTE`) in the calling thread's network namespace.
     pub(crate) fn route() -> io::Result<Netlink> {
         Netlink::open(protocols::NETLINK_ROUTE)
-    }
-
-    /// A netfilter socket (`NETLINK_NETFILTER`, nftables) in the calling thread's
-    /// network namespace.
-    pub(crate) fn netfilter() -> io::Result<Netlink> {
-        Netlink::open(protocols::NETLINK_NETFILTER)
     }
 
     fn open(protocol: isize) -> io::Result<Netlink> {

@@ -50,6 +50,9 @@ pub struct RestoreOptions {
     pub pidfile: Option<PathBuf>,
     /// Keep the caller's session and process group.
     pub shell_job: bool,
+    /// Host ends of the tree's veths whose peer was outside the dump: (inner name,
+    /// `NAME[@BRIDGE]`), from `--veth-pair IN=OUT[@BR]` / `--external veth[IN]:OUT[@BR]`.
+    pub veths: Vec<(String, String)>,
 }
 
 /// How a restore ended.
@@ -125,6 +128,23 @@ pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> 
         sys::reserve_at(start, (end - start) as usize).map_err(io_err(root, format!("reserve the premap arena {start:#x}-{end:#x}")))?;
     }
     sys::raise_nofile_limit().map_err(io_err(root, "raise RLIMIT_NOFILE"))?;
+    // A tree with a network namespace of its own: crust's main thread makes it and stays
+    // in it until the root is cloned, so that the sockets the broker opens and the root
+    // are in it.
+    let net_images = match images.processes[0].cores[0].ids.as_ref().and_then(|i| i.net_ns_id) {
+        Some(id) if crate::net::restore::has_namespace(&options.dir, id) => {
+            Some(crate::net::restore::read(&options.dir, id).map_err(|e| RestoreError::BadImage { image: format!("netns-{id}.img"), what: e.to_string() })?)
+        }
+        _ => None,
+    };
+    let host_ends = crate::net::restore::host_ends(&options.veths);
+    if net_images.is_none() && !host_ends.is_empty() {
+        return Err(RestoreError::BadImage { image: "ids".into(), what: "veth host ends are named, but the tree had no network namespace of its own".into() });
+    }
+    let entered_netns = match &net_images {
+        Some(net) => Some(net.make(&host_ends).map_err(|e| RestoreError::Child { pid: root, what: format!("network namespace {}: {e}", net.ns_id) })?),
+        None => None,
+    };
     let broker = crate::files::Broker::open(&images.files, &images.ghosts, &options.dir, images.broker_ids(), tree.broker_base)
         .map_err(|what| RestoreError::Child { pid: root, what: what.to_string() })?;
     for (&shmid, &(number, size)) in &tree.shmem {
@@ -158,6 +178,15 @@ pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> 
     drop(sync_read);
     drop(error_write);
     broker.close();
+    if let Some(entered) = entered_netns {
+        for (inner, outer) in &entered.host_ends {
+            log::info!("network namespace: veth {inner}'s host end is {outer}");
+        }
+        if let Err(e) = entered.leave() {
+            let _ = sys::send_signal(child, libc::SIGKILL);
+            return Err(RestoreError::Child { pid: root, what: e.to_string() });
+        }
+    }
     if let Some((start, end)) = tree.premap_arena {
         sys::release_reservation(start, (end - start) as usize);
     }

@@ -24,12 +24,6 @@ pub fn open_own_net_namespace() -> io::Result<OwnedFd> {
     Ok(File::open("/proc/thread-self/ns/net")?.into())
 }
 
-/// Opens a network namespace file (`/proc/PID/ns/net`, a bind mount of one under
-/// `/run/netns`, ...).
-pub fn open_net_namespace_file(path: &std::path::Path) -> io::Result<OwnedFd> {
-    Ok(File::open(path)?.into())
-}
-
 /// Moves the calling thread into the network namespace `netns` (`setns(CLONE_NEWNET)`).
 /// A thread may: only its own view of the network changes.
 #[doc(alias = "setns")]
@@ -59,22 +53,6 @@ pub fn run_in_net_namespace(command: &mut Command, netns: RawFd) {
     unsafe {
         command.pre_exec(move || {
             if libc::setns(netns, libc::CLONE_NEWNET) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-}
-
-/// Makes `command` run in a new, empty network namespace of its own (`unshare` between
-/// fork and exec), where it cannot change anything another process sees.
-#[doc(alias = "unshare")]
-pub fn run_in_new_net_namespace(command: &mut Command) {
-    // SAFETY: the hook runs in the forked child before exec and calls only unshare,
-    // which is async-signal-safe; it captures nothing.
-    unsafe {
-        command.pre_exec(|| {
-            if libc::unshare(libc::CLONE_NEWNET) != 0 {
                 return Err(io::Error::last_os_error());
             }
             Ok(())
