@@ -46,6 +46,8 @@ ci_apt_packages=(
     qemu-user-static
     nftables
     iproute2
+    # nsenter (cli/tests/cr_netns.rs builds and reads a network namespace with it)
+    util-linux
     xz-utils
     qemu-system-arm
     golang-go golang-github-checkpoint-restore-go-criu-dev
