@@ -162,10 +162,38 @@ impl NetImages {
             log::info!("network namespace {}: {made} {} made, {existed} there already", self.ns_id, stream.describe());
         }
         if let Some(text) = &self.nftables {
-            load_ruleset(text)?;
+            load_ruleset(&without_criu_lock(text))?;
         }
         Ok(entered)
     }
+}
+
+/// The ruleset without CRIU's network lock: a dump made by CRIU holds, in the `ip` and
+/// `ip6` `filter` tables, its chain `CRIU` (accept CRIU's mark, drop the rest) and a
+/// `jump CRIU` rule in each base chain, which CRIU removes after its own restore; loaded
+/// as they are, they would drop every packet of the namespace. Pure.
+pub(crate) fn without_criu_lock(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut in_lock_chain = false;
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if in_lock_chain {
+            if trimmed == "}" {
+                in_lock_chain = false;
+            }
+            continue;
+        }
+        if trimmed == "chain CRIU {" {
+            in_lock_chain = true;
+            continue;
+        }
+        if trimmed.ends_with("jump CRIU") {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 /// Loads an nftables ruleset (`nft -f -`) into the calling thread's network namespace.
@@ -185,4 +213,21 @@ fn load_ruleset(text: &str) -> Result<(), NetError> {
         return Err(NetError::refused(format!("nft -f - (the dumped nftables ruleset): {}: {}", output.status, String::from_utf8_lossy(&output.stderr).trim())));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn criu_s_lock_chains_are_left_out_of_the_ruleset() {
+        // As CRIU 4.2 wrote it for a namespace with a table of its own.
+        let criu = "table ip filter {\n\tchain CRIU {\n\t\tmeta mark 0x0000c114 counter packets 0 bytes 0 accept\n\t\tcounter packets 0 bytes 0 drop\n\t}\n\n\tchain INPUT {\n\t\ttype filter hook input priority filter; policy accept;\n\t\tcounter packets 0 bytes 0 jump CRIU\n\t}\n}\ntable inet t1 {\n\tchain c1 {\n\t\ttype filter hook input priority filter; policy accept;\n\t\ttcp dport 9 drop\n\t}\n}\n";
+        let kept = without_criu_lock(criu);
+        assert_eq!(
+            kept,
+            "table ip filter {\n\n\tchain INPUT {\n\t\ttype filter hook input priority filter; policy accept;\n\t}\n}\ntable inet t1 {\n\tchain c1 {\n\t\ttype filter hook input priority filter; policy accept;\n\t\ttcp dport 9 drop\n\t}\n}\n"
+        );
+        assert_eq!(without_criu_lock(&kept), kept, "a ruleset without the lock stays as it is");
+    }
 }
