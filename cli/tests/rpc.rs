@@ -338,10 +338,10 @@ fn dump_and_restore_through_swrk() {
     let log = std::fs::read_to_string(images_path.join("restore.log")).unwrap_or_default();
     assert!(response.success, "restore: {:?}\n{log}", response.cr_errmsg);
     assert_eq!(response.restore.map(|r| r.pid), Some(pid), "the response names the restored root");
+    // The reference CRIU 4.2.1 reaches no namespace point for a tree in its own
+    // namespaces; the pid goes with post-restore only.
     let expected = [
         ("pre-restore", None),
-        ("setup-namespaces", Some(pid)),
-        ("post-setup-namespaces", None),
         ("post-restore", Some(pid)),
         ("pre-resume", None),
         ("post-resume", None),
@@ -656,7 +656,9 @@ fn go_criu_drives_crust() {
     let restored = run_go_client(&client, &[&crust, "restore", &images_arg]);
     assert_eq!(
         restored,
-        format!("restore notify pre-restore,setup-namespaces:{pid},post-setup-namespaces,post-restore:{pid},post-resume\n")
+        // As the reference CRIU 4.2.1: no namespace points for a tree in crust's
+        // namespaces (go-criu has no pre-resume callback).
+        format!("restore notify pre-restore,post-restore:{pid},post-resume\n")
     );
     check_and_reap(pid, &out);
 }

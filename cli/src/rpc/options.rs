@@ -559,8 +559,7 @@ mod tests {
         let error = request(Verb::Dump, &opts).unwrap_err();
         assert_eq!(
             error.to_string(),
-            "options not supported yet: network_lock skip (crust always locks the connections it dumps), \
-             cpu_cap cpu (needs cpuinfo.img; only none and fpu)"
+            "option not supported yet: cpu_cap cpu (needs cpuinfo.img; only none and fpu)"
         );
     }
 

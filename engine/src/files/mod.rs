@@ -50,6 +50,10 @@ pub enum FileDumpError {
     Image { pid: i32, source: crust_images::ImageError },
     #[error("dump pid {pid}: {what} is not supported yet")]
     Unsupported { pid: i32, what: String },
+    /// Something the options ask crust to refuse (a file lock without `--file-locks`,
+    /// an unlinked file over `--ghost-limit`); `what` says which option lets it through.
+    #[error("dump pid {pid}: {what}")]
+    Refused { pid: i32, what: String },
 }
 io_failure!(FileDumpError);
 
@@ -135,6 +139,17 @@ pub(crate) struct FileTable {
     pub(crate) pidfds: Vec<(i32, u32, u32, i32)>,
     /// Dump established TCP connections (`--tcp-established`).
     pub(crate) tcp_established: bool,
+    /// Dump file locks (`--file-locks`); without it a lock fails the dump.
+    pub(crate) file_locks: bool,
+    /// The largest unlinked file carried in a ghost image (`--ghost-limit`); `None`:
+    /// any size.
+    pub(crate) ghost_limit: Option<u64>,
+    /// Leave connections unlocked (`--network-lock skip`).
+    pub(crate) network_lock_skip: bool,
+    /// Dump established connections closed (`--tcp-close`).
+    pub(crate) tcp_close: bool,
+    /// Leave out a listener's connections waiting for accept (`--skip-in-flight`).
+    pub(crate) skip_in_flight: bool,
     /// Pty ends: (pid, fd, file id, pty index, is the master), and a copy of each
     /// master by index (its state is read through it once every fd is collected).
     pub(crate) pty_files: Vec<(i32, u32, u32, u32, bool)>,
@@ -175,6 +190,16 @@ impl Drop for TcpRepairGuard {
 }
 
 impl FileTable {
+    /// What the options say about TCP sockets.
+    pub(crate) fn tcp_options(&self) -> inet::TcpOptions {
+        inet::TcpOptions {
+            established: self.tcp_established,
+            close: self.tcp_close,
+            lock: !self.network_lock_skip,
+            skip_in_flight: self.skip_in_flight,
+        }
+    }
+
     /// After a good dump that leaves the target running: its connections leave repair
     /// mode and are unlocked (before the target runs again).
     pub(crate) fn release_tcp(&mut self) {
