@@ -4,14 +4,19 @@
  *   holder OUT lock PATH       an exclusive flock on PATH (fd 5)
  *   holder OUT ghost PATH SIZE an unlinked file of SIZE bytes of a pattern (fd 5)
  *   holder OUT vfork           a vfork child that never execs: the parent stays in
- *                              uninterruptible sleep (it cannot stop for a tracer) */
+ *                              uninterruptible sleep (it cannot stop for a tracer)
+ *   holder OUT listen PORTFILE a TCP listener on 127.0.0.1 (fd 5) that accepts nothing
+ *                              until SIGUSR1; its port goes to PORTFILE */
 #define _GNU_SOURCE
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -41,6 +46,17 @@ int main(int argc, char **argv) {
             if (pwrite(5, block, n, at) != n) return 3;
         }
         unlink(argv[3]);
+    } else if (!strcmp(argv[2], "listen")) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in address = { .sin_family = AF_INET };
+        address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        socklen_t length = sizeof address;
+        if (fd < 0 || dup2(fd, 5) < 0 || close(fd) < 0 || bind(5, (struct sockaddr *)&address, sizeof address) < 0 || listen(5, 8) < 0
+            || getsockname(5, (struct sockaddr *)&address, &length) < 0)
+            return 3;
+        FILE *port = fopen(argv[3], "w");
+        fprintf(port, "%d\n", ntohs(address.sin_port));
+        fclose(port);
     } else if (!strcmp(argv[2], "vfork")) {
         dprintf(3, "%d\n", getpid());
         close(3);
@@ -58,6 +74,8 @@ int main(int argc, char **argv) {
         /* The lock is ours again: another description of the file cannot take it. */
         int other = open(argv[3], O_RDWR);
         ok = other >= 0 && flock(other, LOCK_EX | LOCK_NB) < 0;
+    } else if (!strcmp(argv[2], "listen")) {
+        ok = accept(5, NULL, NULL) >= 0;
     } else if (!strcmp(argv[2], "ghost")) {
         char block[4096];
         for (long at = 0; ok && at < size; at += sizeof block) {
