@@ -633,3 +633,36 @@ fn timeout_bounds_the_seize() {
         wait_exit(child.parse().unwrap());
     }
 }
+
+/// `--restore-sibling`: the restored root is the child of crust's parent (here the
+/// test), which reaps it; without `-d` the restore is refused as CRIU refuses it.
+#[test]
+fn restore_sibling_makes_the_root_the_caller_s_child() {
+    if let Some(reason) = skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    subreaper();
+    let scratch = tempdir("sibling");
+    let binary = compile(&scratch, "pattern", &[]);
+    let mut target = Target::start(&binary, scratch.join("out"));
+    let images = scratch.join("img");
+    let output = dump_of(&target, &images, &[]);
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    wait_exit(target.pid);
+    let mut restore = crust();
+    restore.args(["restore", "--restore-sibling", "-D"]).arg(&images);
+    let output = output_within(restore, "restore without -d");
+    assert_eq!(stderr_of(&output), "crust: --restore-sibling only makes sense with --restore-detached (-d)");
+    // Through a shell: the root must be the shell's child, not crust's (orphaned when
+    // crust exits, it would go to the test, a subreaper).
+    let crust_path = env!("CARGO_BIN_EXE_crust");
+    let script = format!("\"$0\" restore -d --restore-sibling -D {} || exit 1; cut -d' ' -f4 /proc/{}/stat; echo $$", images.display(), target.pid);
+    let output = std::process::Command::new("sh").arg("-c").arg(&script).arg(crust_path).output().unwrap();
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    let lines: Vec<String> = String::from_utf8_lossy(&output.stdout).lines().map(String::from).collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0], lines[1], "the restored root is the child of crust's parent");
+    target.reaped = false;
+    target.check_restored("restore --restore-sibling");
+}

@@ -257,6 +257,10 @@ fn restore(program: Program, mut options: CriuOptions, command: &[String]) -> an
     if let Some(refusal) = options.refusal(Verb::Restore) {
         bail!(refusal);
     }
+    if options.restore_sibling && !options.restore_detached {
+        // As CRIU: the root becomes the child of crust's parent, which waits for it.
+        bail!("--restore-sibling only makes sense with --restore-detached (-d)");
+    }
     if options.exec_cmd && command.is_empty() {
         bail!("--exec-cmd needs the command after --: restore --exec-cmd -- COMMAND [ARGS]");
     }

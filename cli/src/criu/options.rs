@@ -680,8 +680,7 @@ impl CriuOptions {
         }
         const CGROUPS: &str = "crust neither dumps nor restores cgroups";
         const MOUNTS: &str = "crust neither dumps nor restores mount namespaces";
-        let checks: [(bool, &'static str, Option<&str>, &str); 20] = [
-            (restores && self.restore_sibling, "restore-sibling", None, "needs the engine to create the root with CLONE_PARENT"),
+        let checks: [(bool, &'static str, Option<&str>, &str); 19] = [
             (self.lazy_pages, "lazy-pages", None, "needs a lazy-pages daemon"),
             (self.stream, "stream", None, "needs criu-image-streamer's protocol"),
             (self.page_server, "page-server", None, "needs a page server"),
@@ -769,6 +768,7 @@ impl CriuOptions {
             pidfile: self.pidfile.clone(),
             shell_job: self.shell_job,
             leave_stopped: self.leave_stopped,
+            restore_sibling: self.restore_sibling,
             ..Default::default()
         }
     }
@@ -883,7 +883,7 @@ mod tests {
         assert_eq!(refused("--root /", Verb::Restore), None);
         assert_eq!(refused("--root /x", Verb::Restore).as_deref(), Some("--root /x"));
         assert_eq!(refused("--restore-sibling", Verb::Dump), None);
-        assert_eq!(refused("--restore-sibling", Verb::Restore).as_deref(), Some("--restore-sibling"));
+        assert_eq!(refused("--restore-sibling", Verb::Restore), None);
         assert_eq!(refused("--inherit-fd fd[3]:/x", Verb::Dump), None);
         assert_eq!(refused("--cpu-cap=none", Verb::Restore), None);
         assert_eq!(refused("--cpu-cap", Verb::Restore).as_deref(), Some("--cpu-cap cpu,ins"));

@@ -163,7 +163,7 @@ pub static OPTIONS: &[Spec] = &[
         Flag,
         Generic,
         "restore the root task as a sibling of crust (a child of crust's parent)",
-        NotYet("needs the engine to create the root with CLONE_PARENT"),
+        ImplementedNote("the root is created with CLONE_PARENT and still traced by crust until it runs; needs -d, as in CRIU"),
     )),
     negatable(spec(
         "daemon",

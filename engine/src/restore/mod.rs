@@ -161,7 +161,7 @@ pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> 
 
     let (sync_read, sync_write) = finish::pipe(root)?;
     let (error_read, error_write) = finish::pipe(root)?;
-    let forked = sys::fork_root(root, new_pid_ns, tree.new_ipc_ns);
+    let forked = sys::fork_root(root, new_pid_ns, tree.new_ipc_ns, options.restore_sibling);
     let child = match forked {
         Ok(0) => {
             drop(sync_write);
@@ -171,6 +171,9 @@ pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> 
         }
         Ok(child) => child,
         Err(error) if error.raw_os_error() == Some(libc::EEXIST) => return Err(RestoreError::PidBusy { pid: root }),
+        Err(error) if options.restore_sibling && error.raw_os_error() == Some(libc::EINVAL) => {
+            return Err(RestoreError::Io { pid: root, what: "clone3 with CLONE_PARENT (--restore-sibling: crust must not be a pid namespace's init)".into(), source: error })
+        }
         Err(error) => return Err(RestoreError::Io { pid: root, what: "clone3 with set_tid".into(), source: error }),
     };
     drop(sync_read);
@@ -248,7 +251,8 @@ pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> 
     }
     let total = started.elapsed();
     stage(Stage::PostResume, Some(root))?;
-    let exit_code = if options.detach {
+    // A sibling root is its parent's to wait for, not crust's.
+    let exit_code = if options.detach || options.restore_sibling {
         None
     } else {
         match sys::wait_thread(root).map_err(io_err(root, "wait for restored process"))? {
