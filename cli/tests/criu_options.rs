@@ -666,3 +666,58 @@ fn restore_sibling_makes_the_root_the_caller_s_child() {
     target.reaped = false;
     target.check_restored("restore --restore-sibling");
 }
+
+/// `--inherit-fd fd[N]:pipe:[INO]`, runc's way of handing a restored container new
+/// stdio: the dumped pipe's end is crust's fd N in the restored process, so what it
+/// writes reaches the new pipe.
+#[test]
+fn inherit_fd_stands_for_a_dumped_pipe() {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    if let Some(reason) = skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    subreaper();
+    let scratch = tempdir("inherit-fd");
+    let binary = compile(&scratch, "holder", &[]);
+    let mut command = std::process::Command::new(&binary);
+    command.arg(scratch.join("out")).arg("pipe");
+    let (child, text, mut readers) = common::start_with_pipes(&mut command, 2);
+    let mut target = Target { pid: child.id() as i32, out: scratch.join("out"), reaped: false };
+    assert_eq!(text.trim(), target.pid.to_string());
+    let link = std::fs::read_link(format!("/proc/{}/fd/5", target.pid)).unwrap().display().to_string();
+    assert!(link.starts_with("pipe:["), "{link}");
+    let images = scratch.join("img");
+    let output = dump_of(&target, &images, &[]);
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    wait_exit(target.pid);
+
+    let (mut fresh_r, fresh_w) = std::io::pipe().unwrap();
+    let mut restore = crust();
+    restore.args(["restore", "-d", "-D"]).arg(&images).args(["-o", "restore.log", "--inherit-fd", &format!("fd[7]:{link}")]);
+    let fd = fresh_w.as_raw_fd();
+    // SAFETY: the closure only calls dup2 and fcntl, which are async-signal-safe.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        restore.pre_exec(move || {
+            // dup2 onto itself would keep close-on-exec.
+            let rc = if fd == 7 { libc::fcntl(7, libc::F_SETFD, 0) } else { libc::dup2(fd, 7) };
+            if rc < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
+        });
+    }
+    let output = output_within(restore, "restore --inherit-fd");
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    drop(fresh_w);
+    target.reaped = false;
+    signal(target.pid, libc::SIGUSR1);
+    let status = wait_exit(target.pid);
+    target.reaped = true;
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "status {status:#x}");
+    let mut text = String::new();
+    fresh_r.read_to_string(&mut text).unwrap();
+    assert_eq!(text, format!("hello from {}\n", target.pid), "the restored fd 5 is the inherited pipe");
+    let mut old = String::new();
+    readers[1].read_to_string(&mut old).unwrap();
+    assert_eq!(old, "", "nothing went to the dumped pipe");
+}

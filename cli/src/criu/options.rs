@@ -680,14 +680,13 @@ impl CriuOptions {
         }
         const CGROUPS: &str = "crust neither dumps nor restores cgroups";
         const MOUNTS: &str = "crust neither dumps nor restores mount namespaces";
-        let checks: [(bool, &'static str, Option<&str>, &str); 19] = [
+        let checks: [(bool, &'static str, Option<&str>, &str); 18] = [
             (self.lazy_pages, "lazy-pages", None, "needs a lazy-pages daemon"),
             (self.stream, "stream", None, "needs criu-image-streamer's protocol"),
             (self.page_server, "page-server", None, "needs a page server"),
             (self.auto_dedup, "auto-dedup", None, "needs deduplication"),
             (self.ext_unix_sk.is_some(), "ext-unix-sk", None, "needs the engine to dump a unix socket whose peer is outside the tree"),
             (!self.external.is_empty(), "external", None, "needs external-resource support in the engine"),
-            (restores && !self.inherit_fd.is_empty(), "inherit-fd", None, "needs the engine to take an inherited fd for a file"),
             (restores && !self.join_ns.is_empty(), "join-ns", None, "needs namespace support in the engine"),
             (restores && self.empty_ns.is_some(), "empty-ns", None, "needs network namespace support in the engine"),
             (restores && !self.veth_pairs.is_empty(), "veth-pair", None, "needs network namespace support in the engine"),
@@ -769,6 +768,12 @@ impl CriuOptions {
             shell_job: self.shell_job,
             leave_stopped: self.leave_stopped,
             restore_sibling: self.restore_sibling,
+            // Checked when set (`parse_inherit_fd`).
+            inherit_fds: self
+                .inherit_fd
+                .iter()
+                .filter_map(|spec| parse_inherit_fd(spec).ok().map(|(fd, key)| (fd, key.to_string())))
+                .collect(),
             ..Default::default()
         }
     }
@@ -941,6 +946,8 @@ mod tests {
         assert_eq!((dump.ghost_limit, dump.timeout), (1 << 20, Some(std::time::Duration::from_secs(10))));
         assert_eq!(options("-t 42 --timeout 0").unwrap().dump_options(Verb::Dump).unwrap().timeout, None);
         assert!(options("-D /img -s").unwrap().restore_options().leave_stopped);
+        let inherit = options("-D /img --inherit-fd fd[7]:pipe:[4242] --inherit-fd fd[8]:/var/log/x").unwrap().restore_options().inherit_fds;
+        assert_eq!(inherit, [(7, "pipe:[4242]".to_string()), (8, "/var/log/x".to_string())]);
         assert!(options("-D /x").unwrap().dump_options(Verb::Dump).unwrap_err().contains("-t PID"));
         let restore = options("-D /img --pidfile p").unwrap().restore_options();
         assert!(restore.detach);

@@ -389,7 +389,7 @@ pub static OPTIONS: &[Spec] = &[
         Req("fd[NUM]:RES"),
         External,
         "restore: use crust's fd NUM for the resource RES (tty[rdev:dev], pipe[inode], socket[inode], file[mnt_id:inode], path)",
-        NotYet("needs the engine to take an inherited fd in place of opening a file"),
+        ImplementedNote("keys pipe:[INO], socket:[INO] and a file's path; tty[...] and file[mnt_id:inode] match nothing crust dumps (logged); dump ignores it, as CRIU"),
     ),
     spec(
         "feature",

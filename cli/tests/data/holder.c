@@ -5,6 +5,8 @@
  *   holder OUT ghost PATH SIZE an unlinked file of SIZE bytes of a pattern (fd 5)
  *   holder OUT vfork           a vfork child that never execs: the parent stays in
  *                              uninterruptible sleep (it cannot stop for a tracer)
+ *   holder OUT pipe            writes "hello from PID" into fd 5 (a pipe the test gives
+ *                              it) on SIGUSR1
  *   holder OUT listen PORTFILE a TCP listener on 127.0.0.1 (fd 5) that accepts nothing
  *                              until SIGUSR1; its port goes to PORTFILE */
 #define _GNU_SOURCE
@@ -28,7 +30,8 @@ int main(int argc, char **argv) {
     setsid();
     int null = open("/dev/null", O_RDWR);
     dup2(null, 0); dup2(null, 1); dup2(null, 2); close(null);
-    for (int fd = 4; fd < 1024; fd++) close(fd);
+    for (int fd = 4; fd < 1024; fd++)
+        if (fd != 5 || strcmp(argv[2], "pipe")) close(fd);
     struct sigaction sa = { .sa_handler = on_usr1 };
     sigaction(SIGUSR1, &sa, NULL);
     long size = 0;
@@ -76,6 +79,8 @@ int main(int argc, char **argv) {
         ok = other >= 0 && flock(other, LOCK_EX | LOCK_NB) < 0;
     } else if (!strcmp(argv[2], "listen")) {
         ok = accept(5, NULL, NULL) >= 0;
+    } else if (!strcmp(argv[2], "pipe")) {
+        ok = dprintf(5, "hello from %d\n", getpid()) > 0;
     } else if (!strcmp(argv[2], "ghost")) {
         char block[4096];
         for (long at = 0; ok && at < size; at += sizeof block) {

@@ -143,7 +143,7 @@ pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> 
         sys::reserve_at(start, (end - start) as usize).map_err(io_err(root, format!("reserve the premap arena {start:#x}-{end:#x}")))?;
     }
     sys::raise_nofile_limit().map_err(io_err(root, "raise RLIMIT_NOFILE"))?;
-    let broker = crate::files::Broker::open(&images.files, &images.ghosts, &options.dir, images.broker_ids(), tree.broker_base)
+    let broker = crate::files::Broker::open(&images.files, &images.ghosts, &options.dir, images.broker_ids(), tree.broker_base, &options.inherit_fds)
         .map_err(|what| RestoreError::Child { pid: root, what: what.to_string() })?;
     for (&shmid, &(number, size)) in &tree.shmem {
         let created = sys::create_shared_anon(size).and_then(|fd| {
