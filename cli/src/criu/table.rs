@@ -215,8 +215,10 @@ pub static OPTIONS: &[Spec] = &[
         Special,
         "checkpoint and restore established TCP connections",
         ImplementedNote(
-            "dump: TCP_REPAIR, each connection locked by an nftables table (crust_tcp_INODE) until the restore; \
-             restore rebuilds every connection the images hold, with or without it",
+            "dump: TCP_REPAIR, each connection locked by an nftables table (inet crust_tcp_INODE, CRIU's layout) until \
+             the restore; the table is crust's over netlink (NFT_TABLE_F_OWNER), so a crust killed mid-dump takes it \
+             along, and it is kept (NFT_TABLE_F_PERSIST, Linux 6.9) only once the tree is killed; older kernels get it \
+             from the nft command; restore rebuilds every connection the images hold, with or without it",
         ),
     )),
     spec("close", None, Req("FD"), Other, "close file descriptor FD before doing anything", Implemented),

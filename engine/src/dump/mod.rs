@@ -320,13 +320,16 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     } else {
         fault(DumpStep::Pages)?;
         fault(DumpStep::PagesKilled)?;
-        file_table.keep_tcp_locked();
         network.keep_locked();
+        file_table.silence_tcp(root)?;
         if options.leave_stopped {
             frozen.release_stopped();
         } else {
             frozen.kill();
         }
+        // Only now may the locks outlive crust: a crust killed before this point takes
+        // them with it, and the tree runs on (released by the kernel) or is gone.
+        file_table.keep_tcp_locked(root)?;
     }
     let frozen_for = frozen_at.elapsed();
     if !snapshot.is_empty() {

@@ -50,10 +50,11 @@ fn address(family: u32, words: &[u32], port: u32) -> InetAddress {
 /// in repair mode, until the dump ends) and its stream state.
 pub(crate) struct Established {
     pub(crate) socket: OwnedFd,
-    pub(crate) family: i32,
     pub(crate) stream: pb::TcpStreamEntry,
     pub(crate) inq: Vec<u8>,
     pub(crate) outq: Vec<u8>,
+    /// Its lock (none with `--network-lock skip`).
+    pub(crate) lock: Option<super::netlock::NetworkLock>,
 }
 
 /// How a dump treats TCP sockets (CRIU's options).
@@ -110,28 +111,31 @@ pub(crate) fn dump_socket(
             if info[0] as u32 != TCP_ESTABLISHED {
                 return Err(FileError::refused(format!("TCP connection in state {} (only established ones are dumped)", info[0])));
             }
-            if tcp.lock {
-                super::tcp::lock(ino, &local, peer).map_err(file_within("lock the connection"))?;
+            // Until it is in the dump's guard, a failure drops the lock (its table goes).
+            let lock = if tcp.lock {
+                let mut lock = super::netlock::NetworkLock::new(&super::tcp::lock_table(ino));
+                lock.add(&local, peer).map_err(file_within("lock the connection"))?;
+                Some(lock)
             } else {
                 log::info!("TCP connection of socket {ino}: not locked (--network-lock skip)");
-            }
+                None
+            };
             let socket = socket.try_clone().map_err(file_io("dup socket"))?;
             if let Err(e) = super::tcp::set_repair(&socket, true) {
-                let _ = super::tcp::unlock(ino, family);
                 return Err(FileError::refused(format!("TCP_REPAIR: {e}")));
             }
             // From here the dump's guard takes repair mode off and the lock away again
             // if the dump fails.
             let dumped = super::tcp::dump_stream(&socket);
-            let (stream, inq, outq) = match dumped {
-                Ok(parts) => parts,
-                Err(e) => {
+            let left = super::tcp::leave_repair(&socket);
+            let (stream, inq, outq) = match (dumped, left) {
+                (Ok(parts), Ok(())) => parts,
+                (Err(e), _) | (_, Err(e)) => {
                     let _ = super::tcp::set_repair(&socket, false);
-                    let _ = super::tcp::unlock(ino, family);
                     return Err(e);
                 }
             };
-            established.push((ino, Established { socket, family, stream, inq, outq }));
+            established.push((ino, Established { socket, stream, inq, outq, lock }));
             (TCP_ESTABLISHED, 0)
         } else if listening {
             if listeners.is_none() {

@@ -27,6 +27,7 @@ mod dump;
 mod inet;
 mod inotify;
 mod locks;
+mod netlock;
 pub(crate) mod memfd;
 mod pipe;
 mod pty;
@@ -36,7 +37,7 @@ mod unix;
 mod write;
 
 pub(crate) use dump::{check_tree, collect_fds, finish_ptys, resolve_pidfds};
-pub(crate) use restore::{broker_ids, in_flight_ids, unlock_tcp, Broker};
+pub(crate) use restore::{broker_ids, in_flight_ids, kept_lock_tables, unlock_tcp, Broker};
 pub(crate) use write::{write_fdinfo, write_images};
 
 /// Why the files of a process could not be dumped.
@@ -172,12 +173,34 @@ pub(crate) struct TcpRepairGuard {
 
 impl TcpRepairGuard {
     pub(crate) fn release(&mut self) {
-        for (ino, connection) in self.connections.drain(..) {
+        for (ino, mut connection) in self.connections.drain(..) {
             let _ = tcp::set_repair(&connection.socket, false);
-            if let Err(e) = tcp::unlock(ino, connection.family) {
+            if let Some(Err(e)) = connection.lock.as_mut().map(|lock| lock.remove()) {
                 log::warn!("unlock TCP connection of socket {ino}: {e}");
             }
         }
+    }
+
+    /// Puts every socket in repair mode again, so that it closes silently with the
+    /// killed tree. `Err` names the first that could not (the dump fails, the tree runs
+    /// on).
+    fn silence(&mut self) -> Result<(), (u32, FileError)> {
+        for (ino, connection) in &self.connections {
+            tcp::set_repair(&connection.socket, true).map_err(|e| (*ino, e))?;
+        }
+        Ok(())
+    }
+
+    /// Keeps every lock past crust's exit (the tree is killed or left stopped): the
+    /// restore lifts them. `Err` names the first that could not be kept.
+    fn keep(&mut self) -> Result<(), (u32, FileError)> {
+        self.keep_locked = true;
+        for (ino, connection) in &mut self.connections {
+            if let Some(lock) = connection.lock.as_mut() {
+                lock.keep().map_err(|e| (*ino, e))?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -206,10 +229,23 @@ impl FileTable {
         self.tcp.release();
     }
 
-    /// After a good dump that kills the target: its connections stay locked for the
-    /// restore and close silently (in repair mode).
-    pub(crate) fn keep_tcp_locked(&mut self) {
-        self.tcp.keep_locked = true;
+    /// After a good dump, just before the tree is killed (or left stopped): its TCP
+    /// sockets go into repair mode again, to close without a word.
+    pub(crate) fn silence_tcp(&mut self, pid: i32) -> Result<(), FileDumpError> {
+        self.tcp.silence().map_err(|(ino, error)| FileDumpError::Refused {
+            pid,
+            what: format!("TCP connection socket:[{ino}]: repair mode before the tree is killed: {error}"),
+        })
+    }
+
+    /// After a good dump, once the tree is killed (or left stopped): its connections
+    /// stay locked for the restore, past crust's exit, and close silently (in repair
+    /// mode). `Err`: a lock could not be kept (the connection is lost to the restore).
+    pub(crate) fn keep_tcp_locked(&mut self, pid: i32) -> Result<(), FileDumpError> {
+        self.tcp.keep().map_err(|(ino, error)| FileDumpError::Refused {
+            pid,
+            what: format!("keeping the lock of TCP connection socket:[{ino}] for the restore: {error}"),
+        })
     }
 }
 

@@ -108,10 +108,28 @@ pub(crate) fn unlock_tcp(dir: &Path) -> Result<(), FileError> {
     let entries = crust_images::read_entries::<pb::FileEntry>(&path)?;
     for isk in entries.iter().filter_map(|e| e.isk.as_ref()) {
         if isk.proto == libc::IPPROTO_TCP as u32 && isk.state == 1 {
-            tcp::unlock(isk.ino, isk.family as i32).map_err(file_within(format!("unlock TCP connection of socket {}", isk.ino)))?;
+            tcp::unlock(isk.ino).map_err(file_within(format!("unlock TCP connection of socket {}", isk.ino)))?;
         }
     }
     Ok(())
+}
+
+/// The lock tables of the dump's TCP connections that are there now, each with the
+/// command that removes it by hand (what a failed restore leaves, on purpose: the
+/// connections stay blocked for another restore).
+pub(crate) fn kept_lock_tables(dir: &Path) -> Vec<(String, String)> {
+    let Ok(entries) = crust_images::read_entries::<pb::FileEntry>(&dir.join(ImageKind::Files.file_name(0))) else { return Vec::new() };
+    entries
+        .iter()
+        .filter_map(|e| e.isk.as_ref())
+        .filter(|isk| isk.proto == libc::IPPROTO_TCP as u32 && isk.state == 1)
+        .map(|isk| tcp::lock_table(isk.ino))
+        .filter(|table| super::netlock::table_exists(table))
+        .map(|table| {
+            let command = super::netlock::delete_command(&table);
+            (format!("inet {table}"), command)
+        })
+        .collect()
 }
 
 /// Creates every pipe, FIFO, socket and anon-inode file of files.img: file id → fd.

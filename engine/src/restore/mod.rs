@@ -106,6 +106,18 @@ io_failure!(RestoreError);
 
 /// Restores the process tree dumped in `options.dir`.
 pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
+    let restored = restore_tree(options);
+    if restored.is_err() {
+        // The dumped connections stay blocked for another restore: say how to let
+        // them go instead.
+        for (table, command) in crate::files::kept_lock_tables(&options.dir) {
+            log::warn!("restore failed: the TCP lock table {table} stays, so the dumped connections stay blocked for another restore; to let them go: {command}");
+        }
+    }
+    restored
+}
+
+fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
     let started = Instant::now();
     let stage = |stage: Stage, root: Option<i32>| options.stages.reach(stage, root).map_err(|source| RestoreError::Stage { stage, source });
     stage(Stage::PreRestore, None)?;
