@@ -49,6 +49,9 @@ ci_apt_packages=(
     xz-utils
     qemu-system-arm
     golang-go golang-github-checkpoint-restore-go-criu-dev
+    # GNU tar and gzip (essential in Debian, named for what uses them): the tmpfs
+    # archive interop tests run GNU tar, `cargo xtest fuzz` seeds with `gzip -dc`
+    tar gzip
 )
 # Packages of the verbs CI does not run: the other VM architectures, the runtime group.
 full_apt_packages=(
