@@ -16,10 +16,11 @@ mod scripts;
 pub mod table;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context};
 
-use crate::hooks::{Hook, HookPoint, HookSink};
+use crate::hooks::{self, Hook, HookPoint, HookSink};
 use options::{CriuOptions, Verb};
 use scripts::ActionScripts;
 
@@ -215,9 +216,12 @@ fn dump(program: Program, verb: Verb, mut options: CriuOptions) -> anyhow::Resul
     options.dump_options(verb).map_err(|e| anyhow!(e))?;
     enter_work_dir(&mut options, true)?;
     logging::init(&options)?;
-    let scripts = ActionScripts::new(program, &options);
-    scripts.warn_unrun(verb);
-    let dump = options.dump_options(verb).map_err(|e| anyhow!(e))?;
+    let scripts = Arc::new(ActionScripts::new(program, &options));
+    let mut dump = options.dump_options(verb).map_err(|e| anyhow!(e))?;
+    if verb == Verb::Dump {
+        // CRIU's pre-dump verb reaches no point inside the dump.
+        dump.stages = hooks::engine_stages(scripts.clone());
+    }
     scripts.hook(Hook::at(HookPoint::PreDump, Some(dump.pid)))?;
     let report = crust_engine::dump::dump(&dump).inspect_err(|e| log::error!("{e}"))?;
     log::info!(
@@ -253,18 +257,20 @@ fn restore(program: Program, mut options: CriuOptions, command: &[String]) -> an
     if let Some(refusal) = options.refusal(Verb::Restore) {
         bail!(refusal);
     }
+    if options.restore_sibling && !options.restore_detached {
+        // As CRIU: the root becomes the child of crust's parent, which waits for it.
+        bail!("--restore-sibling only makes sense with --restore-detached (-d)");
+    }
     if options.exec_cmd && command.is_empty() {
         bail!("--exec-cmd needs the command after --: restore --exec-cmd -- COMMAND [ARGS]");
     }
     enter_work_dir(&mut options, false)?;
     logging::init(&options)?;
-    let scripts = ActionScripts::new(program, &options);
-    scripts.warn_unrun(Verb::Restore);
-    scripts.hook(Hook::at(HookPoint::PreRestore, None))?;
-    let report = crust_engine::restore::restore(&options.restore_options()).inspect_err(|e| log::error!("{e}"))?;
+    let scripts = Arc::new(ActionScripts::new(program, &options));
+    let mut restore = options.restore_options();
+    restore.stages = hooks::engine_stages(scripts);
+    let report = crust_engine::restore::restore(&restore).inspect_err(|e| log::error!("{e}"))?;
     log::info!("restored pid {} ({} processes) in {:?}", report.pid, report.processes, report.total);
-    // The tree runs: as in CRIU, a failed post-resume script is reported, not undone.
-    scripts.hook(Hook::at(HookPoint::PostResume, Some(report.pid)))?;
     if options.display_stats {
         print!(
             "Displaying restore stats:\nRestore time: {} us\nProcesses: {}\n",
