@@ -10,6 +10,8 @@
 //! - [`pagemap`]: [`PagemapReader`], from virtual addresses to offsets in `pages-N.img`.
 //! - [`dir`]: [`ImageDir`], typed access to one dump directory, and [`PagesWriter`].
 //! - [`json`]: crit's JSON, both directions.
+//! - [`checksums`]: `crust-checksums.img`, crust's own image (no CRIU kind): the
+//!   list of images of a dump and the CRC-32C of every run of pages.
 //!
 //! Invariant: this crate knows nothing about ptrace or live processes; every parser is
 //! pure (`&[u8]` in, types out) and the file helpers are thin wrappers around them.
@@ -30,6 +32,7 @@
 //! ```
 #![deny(unsafe_code)]
 
+pub mod checksums;
 pub mod dir;
 pub mod error;
 pub mod image;

@@ -195,7 +195,10 @@ fn config_files(program: Program, command_line: &CriuOptions) -> anyhow::Result<
 fn enter_work_dir(options: &mut CriuOptions, create_images: bool) -> anyhow::Result<()> {
     let images = options.images_dir();
     if create_images {
-        std::fs::create_dir_all(&images).with_context(|| format!("create images directory {}", images.display()))?;
+        // Images hold process memory: a new directory is 0700, and none that others
+        // can write is used.
+        crust_engine::private::create_dir(&images).with_context(|| format!("create images directory {}", images.display()))?;
+        crust_engine::private::check_dir(&images).map_err(|e| anyhow!("images directory {e}"))?;
     }
     let images = images.canonicalize().with_context(|| format!("images directory {}", images.display()))?;
     let work = options.work_dir.clone().unwrap_or_else(|| images.clone());

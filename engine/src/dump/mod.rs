@@ -133,6 +133,9 @@ pub enum DumpError {
     Io { pid: i32, what: String, source: io::Error },
     #[error("dump pid {pid}: {what} is not supported yet")]
     Unsupported { pid: i32, what: String },
+    /// crust will not dump there, or may not dump that process.
+    #[error("dump pid {pid}: {what}")]
+    Refused { pid: i32, what: String },
     #[error(transparent)]
     Seize(#[from] SeizeError),
     #[error(transparent)]
@@ -147,6 +150,8 @@ pub enum DumpError {
     IpcNamespace { pid: i32, source: IpcError },
     #[error(transparent)]
     Write(#[from] WriteError),
+    #[error("dump pid {pid}: page checksums: {source}")]
+    Checksums { pid: i32, source: crate::memory::ChecksumError },
     #[error("dump pid {pid}: fault injected after step {step}")]
     FaultInjected { pid: i32, step: &'static str },
     /// The copy after a copy-on-write release failed; `frozen`: how long the tree had
@@ -183,7 +188,8 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
         }
         Ok(())
     };
-    fs::create_dir_all(&options.dir).map_err(io_err(root, format!("create {}", options.dir.display())))?;
+    crate::private::create_dir(&options.dir).map_err(io_err(root, format!("create {}", options.dir.display())))?;
+    crate::private::check_dir(&options.dir).map_err(|error| DumpError::Refused { pid: root, what: error.to_string() })?;
     let parent_dir = options.parent.as_ref().map(|p| link_parent(root, &options.dir, p)).transpose()?;
     if freeze::read_stat(root)?.state == 'Z' && !freeze::list_threads(root)?.iter().any(|&t| t != root) {
         return Err(DumpError::Unsupported { pid: root, what: "a zombie as the root of the tree".into() });
@@ -215,7 +221,7 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
 
     let mut file_table = FileTable { tcp_established: options.tcp_established, ..Default::default() };
     let cow = options.leave_running && !options.frozen_copy;
-    let memory::DumpedMemory { vmas: memory, pages, vma_count, snapshot } =
+    let memory::DumpedMemory { vmas: memory, pages, vma_count, snapshot, pieces } =
         memory::dump_tree_memory(&frozen, &collected, &options.dir, parent_dir.as_deref(), cow, &mut file_table)?;
     fault(DumpStep::Memory)?;
 
@@ -242,6 +248,11 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
         own_ipc_ns,
     };
     write::write_images(root, &options.dir, dumped)?;
+    // With every page written (unless the snapshot copies them later): the checksums
+    // and the list of images, before the tree is let go or killed.
+    if snapshot.is_empty() {
+        crate::memory::checksums::write(&options.dir, &pieces, sys::page_size()).map_err(|source| DumpError::Checksums { pid: root, source })?;
+    }
     fault(DumpStep::Images)?;
 
     let processes = frozen.processes.len();
@@ -270,6 +281,7 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
             CopyError::FaultInjected => DumpError::FaultInjected { pid: root, step: DumpStep::Pages.name() },
             source => DumpError::Snapshot { pid: root, source, frozen: frozen_for },
         })?;
+        crate::memory::checksums::write(&options.dir, &pieces, sys::page_size()).map_err(|source| DumpError::Checksums { pid: root, source })?;
     }
     Ok(DumpReport { frozen: frozen_for, total: started.elapsed(), pages, vmas: vma_count, processes, threads })
 }

@@ -248,7 +248,7 @@ impl Broker {
         let (made, epolls, late, dead_pidfd_flags, deferred, controlling) = create_special_files(dir, files)?;
         // Created fds sit at the lowest free numbers, perhaps where the broker's go:
         // move them above every broker number first.
-        let above = base + ids.len() as i32 + 8;
+        let above = base.saturating_add(i32::try_from(ids.len()).unwrap_or(i32::MAX)).saturating_add(8);
         let mut made_high = BTreeMap::new();
         for (id, fd) in made {
             made_high.insert(id, sys::file::move_above(fd, above).map_err(file_io(format!("move file {id} above {above}")))?);

@@ -10,6 +10,7 @@ use std::path::Path;
 use crust_images::pb;
 use crust_images::{ImageKind, ImageWriter};
 
+use super::checksums::Piece;
 use super::incremental::Parent;
 use super::pages::{page_runs, PageCopier};
 use super::remote_pipes::RemotePipes;
@@ -35,7 +36,7 @@ pub(crate) fn dump_memory(
     image_pid: i32,
     pipes: Option<(RemotePipes, Vec<OwnedFd>)>,
     parent: Option<&Parent>,
-) -> Result<(Vec<pb::VmaEntry>, u64), MemDumpError> {
+) -> Result<(Vec<pb::VmaEntry>, u64, Vec<Piece>), MemDumpError> {
     let (mut remote_pipes, read_ends) = match pipes {
         Some((remote, read_ends)) => (Some(remote), read_ends),
         None => (None, Vec::new()),
@@ -99,13 +100,14 @@ pub(crate) fn dump_memory(
         vma.fd = -1;
         vmas.push(vma);
     }
+    let pieces = pages_out.take_pieces();
     // The writer has emptied every pipe once it finished: only then may they close.
     pages_out.finish().map_err(io_err(pid, "write pages"))?;
     if let Some(remote) = remote_pipes {
         remote.close().map_err(io_err(pid, "close the page pipes in the target"))?;
     }
     pagemap_out.finish().map_err(|source| MemDumpError::Image { pid, source })?;
-    Ok((vmas, total_pages))
+    Ok((vmas, total_pages, pieces))
 }
 
 /// Dumps every memory area like [`dump_memory`], for a process that stays frozen only
@@ -306,7 +308,7 @@ fn copy_now(pid: i32, mem: &File, out: &File, run: &Run, readable: bool, buffer:
 fn open_outputs(pid: i32, dir: &Path, pages_id: u32, image_pid: i32) -> Result<(File, File, ImageWriter), MemDumpError> {
     let pagemap = File::open(format!("/proc/{pid}/pagemap")).map_err(io_err(pid, "open pagemap"))?;
     let pages_path = dir.join(ImageKind::Pages.file_name(pages_id as u64));
-    let pages_file = File::create(&pages_path).map_err(io_err(pid, format!("create {}", pages_path.display())))?;
+    let pages_file = crate::private::create_file(&pages_path).map_err(io_err(pid, format!("create {}", pages_path.display())))?;
     let mut pagemap_out =
         ImageWriter::create(dir, ImageKind::Pagemap, image_pid as u64).map_err(|source| MemDumpError::Image { pid, source })?;
     pagemap_out.write_entry(&pb::PagemapHead { pages_id }).map_err(|source| MemDumpError::Image { pid, source })?;

@@ -30,6 +30,7 @@ pub(crate) mod memory;
 pub(crate) mod plan;
 pub(crate) mod program;
 pub(crate) mod tree;
+pub(crate) mod validate;
 
 #[cfg(test)]
 mod fixtures;
@@ -38,6 +39,7 @@ pub use finish::FinishError;
 pub use images::ImagesError;
 pub use layout::HostLayout;
 pub use plan::PlanError;
+pub use validate::ValidateError;
 
 /// What `crust restore` was asked to do.
 #[derive(Clone, Debug, Default)]
@@ -50,6 +52,9 @@ pub struct RestoreOptions {
     pub pidfile: Option<PathBuf>,
     /// Keep the caller's session and process group.
     pub shell_job: bool,
+    /// Do not verify the pages against `crust-checksums.img` (nor the images against
+    /// its list) before restoring (`--skip-checksums`).
+    pub skip_checksums: bool,
 }
 
 /// How a restore ended.
@@ -80,6 +85,10 @@ pub enum RestoreError {
     #[error(transparent)]
     Images(#[from] ImagesError),
     #[error(transparent)]
+    Validate(#[from] ValidateError),
+    #[error("restore: {0}")]
+    Checksums(#[from] crate::memory::ChecksumError),
+    #[error(transparent)]
     Plan(#[from] PlanError),
     #[error(transparent)]
     Finish(#[from] FinishError),
@@ -91,7 +100,9 @@ io_failure!(RestoreError);
 /// Restores the process tree dumped in `options.dir`.
 pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
     let started = Instant::now();
-    let images = images::load(&options.dir, sys::page_size())?;
+    let images = images::load_with(&options.dir, sys::page_size(), !options.skip_checksums)?;
+    // Nothing is created before every image is known good.
+    validate::validate(&images, &validate::Limits::read())?;
     let root = images.processes[0].pid();
     // A tree dumped in its own pid namespace comes back in a new one, where its pids are
     // always free; otherwise every pid and tid must be free here.
@@ -109,6 +120,20 @@ pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> 
         }
     }
     images::check_files(&images)?;
+    // Every page read before the first fork: a damaged image fails here, naming the run.
+    if options.skip_checksums {
+        log::info!("page checksums not verified (--skip-checksums)");
+    } else {
+        let verifying = Instant::now();
+        let verified = crate::memory::checksums::verify(&options.dir, sys::page_size())?;
+        log::info!(
+            "page checksums verified: {} MiB in {} dumps{} in {:?}",
+            verified.bytes >> 20,
+            verified.dumps,
+            if verified.without > 0 { format!(" ({} without checksums, made by CRIU)", verified.without) } else { String::new() },
+            verifying.elapsed()
+        );
+    }
     // Planning is pure: the host is read once, here.
     let layout = HostLayout::read(root, HostArch::restorer_blob().len() as u64)?;
     let tree = tree::plan_tree::<HostArch>(&images, &layout, options.shell_job)?;
