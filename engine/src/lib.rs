@@ -14,6 +14,7 @@ pub mod private;
 pub mod procfs;
 pub mod restore;
 
+mod access;
 mod error;
 mod files;
 mod infect;
@@ -21,6 +22,8 @@ mod ipc;
 mod memory;
 mod model;
 mod sys;
+
+pub use access::AccessError;
 
 /// Fast page transfer and the pure run building over pagemap entries (`memory/pages.rs`).
 pub use memory::pages as fast_pages;

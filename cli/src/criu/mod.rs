@@ -211,7 +211,9 @@ fn dump(program: Program, verb: Verb, mut options: CriuOptions) -> anyhow::Resul
     if let Some(refusal) = options.refusal(verb) {
         bail!(refusal);
     }
-    options.dump_options(verb).map_err(|e| anyhow!(e))?;
+    let target = options.dump_options(verb).map_err(|e| anyhow!(e))?.pid;
+    // A refused dump leaves nothing behind: no images directory, no log.
+    crust_engine::dump::check_access(target)?;
     enter_work_dir(&mut options, true)?;
     logging::init(&options)?;
     if let Some(cgroup) = &options.freeze_cgroup {
@@ -260,6 +262,7 @@ fn restore(program: Program, mut options: CriuOptions, command: &[String]) -> an
     if options.exec_cmd && command.is_empty() {
         bail!("--exec-cmd needs the command after --: restore --exec-cmd -- COMMAND [ARGS]");
     }
+    crust_engine::restore::check_access()?;
     enter_work_dir(&mut options, false)?;
     logging::init(&options)?;
     let scripts = ActionScripts::new(&options);

@@ -136,6 +136,9 @@ pub enum DumpError {
     /// crust will not dump there, or may not dump that process.
     #[error("dump pid {pid}: {what}")]
     Refused { pid: i32, what: String },
+    /// crust may not dump that process (not this user's, traced already, no capability).
+    #[error("dump: {0}")]
+    Access(#[from] crate::AccessError),
     #[error(transparent)]
     Seize(#[from] SeizeError),
     #[error(transparent)]
@@ -160,6 +163,14 @@ pub enum DumpError {
     Snapshot { pid: i32, source: CopyError, frozen: Duration },
 }
 io_failure!(DumpError);
+/// Whether crust may dump `pid` (it exists, is this user's or crust has
+/// CAP_SYS_PTRACE, nobody traces it, crust has CAP_SYS_ADMIN or
+/// CAP_CHECKPOINT_RESTORE): asked before anything is created, so that a refused dump
+/// leaves nothing behind. [`dump`] asks it first too.
+pub fn check_access(pid: i32) -> Result<(), DumpError> {
+    Ok(crate::access::dump(pid)?)
+}
+
 /// Dumps the process tree rooted at `options.pid` into `options.dir`.
 pub fn dump(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     match dump_once(options) {
@@ -188,6 +199,7 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
         }
         Ok(())
     };
+    check_access(root)?;
     crate::private::create_dir(&options.dir).map_err(io_err(root, format!("create {}", options.dir.display())))?;
     crate::private::check_dir(&options.dir).map_err(|error| DumpError::Refused { pid: root, what: error.to_string() })?;
     let parent_dir = options.parent.as_ref().map(|p| link_parent(root, &options.dir, p)).transpose()?;

@@ -84,6 +84,8 @@ pub enum RestoreError {
     Child { pid: i32, what: String },
     #[error(transparent)]
     Images(#[from] ImagesError),
+    #[error("restore: {0}")]
+    Access(#[from] crate::AccessError),
     #[error(transparent)]
     Validate(#[from] ValidateError),
     #[error("restore: {0}")]
@@ -97,9 +99,16 @@ io_failure!(RestoreError);
 
 
 
+/// Whether crust may restore (CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE, for clone3's
+/// set_tid); [`restore`] asks it first.
+pub fn check_access() -> Result<(), RestoreError> {
+    Ok(crate::access::restore()?)
+}
+
 /// Restores the process tree dumped in `options.dir`.
 pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
     let started = Instant::now();
+    check_access()?;
     let images = images::load_with(&options.dir, sys::page_size(), !options.skip_checksums)?;
     // Nothing is created before every image is known good.
     validate::validate(&images, &validate::Limits::read())?;
