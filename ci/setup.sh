@@ -35,6 +35,7 @@ ci_apt_packages=(
     gcc-powerpc64le-linux-gnu libc6-dev-ppc64el-cross
     gcc-s390x-linux-gnu libc6-dev-s390x-cross
     nftables
+    util-linux
     iproute2
     golang-go golang-github-checkpoint-restore-go-criu-dev
 )

@@ -5,13 +5,15 @@ use std::process::Command;
 use std::time::Instant;
 
 /// The test steps: unit and integration tests, the fuzz crate's own tests, the zdtm
-/// suite, the fuzz regression fixtures, and a short run of every fuzz target.
+/// suite, the fuzz regression fixtures, a short run of every fuzz target, and a short
+/// restore fuzz (mutated zdtm dumps through `crust restore`).
 const STEPS: &[&[&str]] = &[
     &["test", "--workspace"],
     &["test", "--manifest-path", "fuzz/Cargo.toml"],
     &["xtest", "zdtm"],
     &["xtest", "fuzz", "--replay"],
     &["xtest", "fuzz", "--time", "10"],
+    &["xtest", "restore-fuzz", "--time", "90"],
 ];
 
 /// Entry point of the ci verb.

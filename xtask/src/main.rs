@@ -4,6 +4,7 @@ mod bench;
 mod ci;
 mod fuzz;
 mod qemu;
+mod restore_fuzz;
 mod zdtm;
 
 fn main() -> anyhow::Result<()> {
@@ -17,9 +18,14 @@ fn main() -> anyhow::Result<()> {
         "zdtm" => zdtm::run_zdtm(rest),
         "demo" => zdtm::run_demo(rest),
         "fuzz" => fuzz::run(rest),
+        "restore-fuzz" => restore_fuzz::run(rest),
         "bench" => bench::run(rest),
         "qemu" => qemu::run_qemu_verb(rest),
-        "nightly" => qemu::run_nightly(rest),
+        "nightly" => {
+            // The long restore fuzz first (the VMs take the machine after it).
+            restore_fuzz::run(&["--time".into(), "600".into()])?;
+            qemu::run_nightly(rest)
+        }
         "help" | "--help" | "-h" => {
             print_usage();
             Ok(())
@@ -40,9 +46,10 @@ fn print_usage() {
          demo                 build crust, checkpoint a live counter, restore it, show it going on\n  \
          zdtm [options]       run the zdtm suite (--filter, --iters N, --snap, --pre-dump, --keep, --json PATH)\n  \
          zdtm --arch A|all    the same inside a qemu-system VM (aarch64, ppc64le, s390x, x86_64)\n  \
-         nightly              zdtm on all four architectures in VMs, kernels refreshed\n  \
+         nightly              restore-fuzz for 10 minutes, then zdtm on all four architectures in VMs\n  \
          qemu fetch A|all     fetch and cache the VM kernels\n  \
          fuzz [--target T] [--time S]   run the cargo-fuzz targets\n  \
+         restore-fuzz [--time S] [--seed N]   mutated zdtm dumps through crust restore in throwaway namespaces\n  \
          bench [--quick] [--vs-criu PATH] [--sizes 64M,1G] [--criterion]   freeze/dump/restore figures, docs/bench/"
     );
 }

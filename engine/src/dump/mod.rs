@@ -233,7 +233,7 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
 
     let mut file_table = FileTable { tcp_established: options.tcp_established, ..Default::default() };
     let cow = options.leave_running && !options.frozen_copy;
-    let memory::DumpedMemory { vmas: memory, pages, vma_count, snapshot, pieces } =
+    let memory::DumpedMemory { vmas: memory, pages, vma_count, snapshot, mut pieces } =
         memory::dump_tree_memory(&frozen, &collected, &options.dir, parent_dir.as_deref(), cow, &mut file_table)?;
     fault(DumpStep::Memory)?;
 
@@ -289,10 +289,13 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
             copy_options.fail_after_pages = Some(pages / 2);
             copy_options.kill_instead = options.fail_after == Some(DumpStep::PagesKilled);
         }
-        snapshot.copy(copy_options).map_err(|source| match source {
+        let (_, copied) = snapshot.copy(copy_options).map_err(|source| match source {
             CopyError::FaultInjected => DumpError::FaultInjected { pid: root, step: DumpStep::Pages.name() },
             source => DumpError::Snapshot { pid: root, source, frozen: frozen_for },
         })?;
+        for (pages_file, copied) in copied {
+            pieces.entry(pages_file).or_default().extend(copied);
+        }
         crate::memory::checksums::write(&options.dir, &pieces, sys::page_size()).map_err(|source| DumpError::Checksums { pid: root, source })?;
     }
     Ok(DumpReport { frozen: frozen_for, total: started.elapsed(), pages, vmas: vma_count, processes, threads })

@@ -155,6 +155,7 @@ pub(crate) fn dump_memory_armed(
     let mut total_pages = 0u64;
     let mut offset = 0u64;
     let mut buffer = Vec::new();
+    let mut frozen_pieces = Vec::new();
     let timer = std::time::Instant::now();
     let arming_ref = &arming;
     let (protect_results, protect_time, area_runs) = std::thread::scope(|scope| -> Result<_, MemDumpError> {
@@ -178,7 +179,7 @@ pub(crate) fn dump_memory_armed(
                 }
                 if !registered {
                     for run in &runs {
-                        copy_now(pid, mem, &pages_file, run, map.read, &mut buffer)?;
+                        copy_now(pid, mem, &pages_file, run, map.read, &mut buffer, &mut frozen_pieces)?;
                     }
                 }
                 area_runs.push(runs);
@@ -204,7 +205,7 @@ pub(crate) fn dump_memory_armed(
                 Err(error) => {
                     log::info!("pid {pid}: area {:#x}-{:#x} copied while frozen: not write-protected: {error}", map.start, map.end);
                     for run in &runs {
-                        copy_now(pid, mem, &pages_file, run, map.read, &mut buffer)?;
+                        copy_now(pid, mem, &pages_file, run, map.read, &mut buffer, &mut frozen_pieces)?;
                     }
                 }
             }
@@ -218,7 +219,8 @@ pub(crate) fn dump_memory_armed(
         arming.pages()
     );
     let own_mem = File::open(format!("/proc/{pid}/mem")).map_err(io_err(pid, "open /proc/PID/mem"))?;
-    Ok((vmas, total_pages, arming.finish(pages_file, own_mem)))
+    let pages_name = ImageKind::Pages.file_name(pages_id.into());
+    Ok((vmas, total_pages, arming.finish(pages_file, own_mem, pages_name, frozen_pieces)))
 }
 
 /// Whether an area's pages may be left to the copy-on-write snapshot: private anonymous
@@ -282,8 +284,9 @@ fn for_each_run(
     Ok(())
 }
 
-/// Copies a run of a stopped process into the pages file at the run's offset.
-fn copy_now(pid: i32, mem: &File, out: &File, run: &Run, readable: bool, buffer: &mut Vec<u8>) -> Result<(), MemDumpError> {
+/// Copies a run of a stopped process into the pages file at the run's offset, with the
+/// checksum of each piece.
+fn copy_now(pid: i32, mem: &File, out: &File, run: &Run, readable: bool, buffer: &mut Vec<u8>, pieces: &mut Vec<Piece>) -> Result<(), MemDumpError> {
     let page = sys::page_size();
     let len = run.pages * page;
     let mut done = 0u64;
@@ -298,6 +301,7 @@ fn copy_now(pid: i32, mem: &File, out: &File, run: &Run, readable: bool, buffer:
                 .map_err(io_err(pid, format!("read pages at {:#x}", addr + read as u64)))?;
         }
         out.write_all_at(target, run.offset + done).map_err(io_err(pid, "write pages"))?;
+        pieces.push(Piece { offset: run.offset + done, len: step as u64, crc: super::checksums::crc32c(target) });
         done += step as u64;
     }
     Ok(())

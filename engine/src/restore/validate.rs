@@ -158,6 +158,9 @@ fn tree(images: &Images, limits: &Limits) -> Result<(), ValidateError> {
         owner.insert(p.pid, index);
         check_id("pgid", p.pgid)?;
         check_id("sid", p.sid)?;
+        if p.threads.is_empty() && !process.is_zombie() {
+            return Err(refuse(&pstree, format!("entry {index}: pid {} lists no thread: a live process has at least its leader", p.pid)));
+        }
         if let Some(&leader) = p.threads.first() {
             if leader != p.pid {
                 return Err(refuse(&pstree, format!("entry {index}: threads[0] is {leader}, not the process's pid {} (the leader comes first)", p.pid)));
@@ -261,6 +264,9 @@ fn cores(images: &Images, process: &ProcessImages) -> Result<(), ValidateError> 
                     if words.len() > CAP_WORDS {
                         return Err(refuse(&image, format!("thread_core.creds.{name} has {} words, a capability set has {CAP_WORDS}", words.len())));
                     }
+                }
+                if creds.no_new_privs.is_some_and(|n| n > 1) {
+                    return Err(refuse(&image, format!("thread_core.creds.no_new_privs {} is neither 0 nor 1", creds.no_new_privs.unwrap_or(0))));
                 }
                 if creds.groups.len() > NGROUPS_MAX {
                     return Err(refuse(&image, format!("thread_core.creds.groups has {} groups, over NGROUPS_MAX ({NGROUPS_MAX})", creds.groups.len())));
@@ -377,6 +383,9 @@ fn fds(process: &ProcessImages, files: &BTreeMap<u32, pb::FdTypes>, limits: &Lim
 /// fs-PID.img: cwd and root are files of files.img.
 fn fs(process: &ProcessImages, files: &BTreeMap<u32, pb::FdTypes>) -> Result<(), ValidateError> {
     let image = ImageKind::Fs.file_name(process.pstree.pid.into());
+    if let Some(umask) = process.fs.umask.filter(|&u| u > 0o777) {
+        return Err(refuse(&image, format!("umask {umask:#o} has bits beyond 0777")));
+    }
     for (field, id) in [("cwd_id", process.fs.cwd_id), ("root_id", process.fs.root_id)] {
         if !files.contains_key(&id) {
             return Err(refuse(&image, format!("{field} {id} is not a file of {}", ImageKind::Files.file_name(0))));
@@ -544,6 +553,20 @@ mod tests {
             last.pgoff = u64::MAX - 100;
         });
         assert!(message.contains("plus its size wraps"), "{message}");
+    }
+
+    /// restore-fuzz, 2026-12-06: a live process whose pstree entry lists no thread
+    /// panicked in planning (index out of bounds in program/thread.rs).
+    #[test]
+    fn live_process_without_threads() {
+        let message = refusal("criu-fixtures/pipe", |images| images.processes[0].pstree.threads.clear());
+        assert_eq!(message, "restore: pstree.img: entry 0: pid 11769 lists no thread: a live process has at least its leader");
+    }
+
+    #[test]
+    fn umask_beyond_0777() {
+        let message = refusal("criu-fixtures/pipe", |images| images.processes[0].fs.umask = Some(0o22 * 4096));
+        assert!(message.starts_with("restore: fs-11769.img: umask"), "{message}");
     }
 
     #[test]
