@@ -145,10 +145,12 @@ fn make_seeds(dir: &Path, options: &Options) -> anyhow::Result<Vec<PathBuf>> {
     }
     let mut seeds = dump_dirs(dir);
     let have: Vec<String> = seeds.iter().map(|s| s.display().to_string()).collect();
-    for test in &options.tests {
-        if have.iter().any(|s| s.contains(&format!("/{test}/")) || s.contains(&format!("/{test}-"))) {
-            continue;
-        }
+    let missing: Vec<&String> =
+        options.tests.iter().filter(|test| !have.iter().any(|s| s.contains(&format!("/{test}/")) || s.contains(&format!("/{test}-")))).collect();
+    if !missing.is_empty() {
+        crate::zdtm::build_harness()?;
+    }
+    for test in missing {
         for flavor in ["host", "ns"] {
             // A test that fails or is skipped here gives no seed; the others do.
             let args: Vec<String> = ["--filter", test, "--flavor", flavor, "--keep"].map(String::from).to_vec();

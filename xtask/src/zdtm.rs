@@ -24,11 +24,15 @@ pub fn run_demo(args: &[String]) -> anyhow::Result<()> {
     hand_over("demo", args)
 }
 
+/// Builds the release `crust` and the harness, for [`run_harness`].
+pub(crate) fn build_harness() -> anyhow::Result<()> {
+    build(&workspace_root(), true)
+}
+
 /// The harness (`zdtm-runner run`) with `args`, its work in `workdir` (the restore
-/// fuzzer's seeds); crust and the harness built first.
+/// fuzzer's seeds); [`build_harness`] first.
 pub(crate) fn run_harness(args: &[String], workdir: &Path) -> anyhow::Result<()> {
     let workspace = workspace_root();
-    build(&workspace, true)?;
     let release = target_dir(&workspace).join("release");
     let runner = release.join("zdtm-runner");
     let status = Command::new(&runner)

@@ -97,6 +97,8 @@ pub(crate) fn read(dir: &Path) -> Result<Option<Checksums>, ChecksumError> {
 /// of images, and the checksum of every stored run of every pagemap, from `pieces`
 /// where they cover a run exactly, else from the pages file.
 pub(crate) fn write(dir: &Path, pieces: &Pieces, page_size: u64) -> Result<(), ChecksumError> {
+    let started = std::time::Instant::now();
+    let mut read_back = 0u64;
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .map_err(|source| ChecksumError::Io { what: "read", path: dir.to_path_buf(), source })?
         .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
@@ -125,6 +127,7 @@ pub(crate) fn write(dir: &Path, pieces: &Pieces, page_size: u64) -> Result<(), C
                         file = Some(File::open(&pages_path).map_err(|source| ChecksumError::Io { what: "open", path: pages_path.clone(), source })?);
                     }
                     let file = file.as_ref().expect("opened above");
+                    read_back += len;
                     crc_of_range(file, offset, len, &mut buffer).map_err(|source| ChecksumError::Io { what: "read", path: pages_path.clone(), source })?
                 }
             };
@@ -134,7 +137,9 @@ pub(crate) fn write(dir: &Path, pieces: &Pieces, page_size: u64) -> Result<(), C
     }
     let bytes = checksums::encode(&out.to_entries(), ByteOrder::native());
     let path = dir.join(CHECKSUMS_FILE);
-    crate::private::write_file(&path, &bytes).map_err(|source| ChecksumError::Io { what: "write", path, source })
+    crate::private::write_file(&path, &bytes).map_err(|source| ChecksumError::Io { what: "write", path, source })?;
+    log::info!("{CHECKSUMS_FILE}: {} images, {} pagemaps, {} KiB of pages read back, in {:?}", out.images.len(), out.pagemaps.len(), read_back >> 10, started.elapsed());
+    Ok(())
 }
 
 /// The CRC-32C of `offset..offset+len` from pieces that tile it exactly.

@@ -94,6 +94,8 @@ pub struct PageCopier {
     pieces: Vec<Piece>,
     /// Where spliced pages are read once more for their checksum.
     scratch: Vec<u8>,
+    /// Time spent on checksums (logged, for the bench).
+    checksum_time: std::time::Duration,
 }
 
 impl PageCopier {
@@ -131,6 +133,7 @@ impl PageCopier {
             next_progress: PROGRESS_EVERY,
             pieces: Vec::new(),
             scratch: Vec::new(),
+            checksum_time: std::time::Duration::ZERO,
         })
     }
 
@@ -152,7 +155,9 @@ impl PageCopier {
                 // kernel's forced access through /proc/PID/mem, whose error names it.
                 mem.read_exact_at(&mut target[read..], addr + done + read as u64)?;
             }
+            let timer = Instant::now();
             self.pieces.push(Piece { offset: self.copied, len: step as u64, crc: crc32c(target) });
+            self.checksum_time += timer.elapsed();
             self.filled += step;
             done += step as u64;
             self.copied += step as u64;
@@ -198,7 +203,9 @@ impl PageCopier {
             };
             // The checksum of what the pipe holds, read from the stopped target now,
             // which also brings the pages into the cache for the splice that copies them.
+            let timer = Instant::now();
             let crc = self.checksum_remote(mem, addr + done, spliced)?;
+            self.checksum_time += timer.elapsed();
             self.pieces.push(Piece { offset: self.copied, len: spliced, crc });
             let sender = self.to_writer.as_ref().expect("sender lives until finish");
             if sender.send(Job::Pipe(index, spliced as usize)).is_err() {
@@ -232,6 +239,7 @@ impl PageCopier {
 
     /// The checksums of what was appended so far, by piece.
     pub(crate) fn take_pieces(&mut self) -> Vec<Piece> {
+        log::info!("pid {}: page checksums of {} MiB took {:?}", self.pid, self.copied >> 20, self.checksum_time);
         std::mem::take(&mut self.pieces)
     }
 

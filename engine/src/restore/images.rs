@@ -107,6 +107,8 @@ pub(crate) struct Images {
     /// Every entry of files.img as (id, type), in image order (duplicates kept, for
     /// the validation to name them).
     pub(crate) file_entries: Vec<(u32, i32)>,
+    /// Unix sockets' names by file id (sun_path holds 108 bytes).
+    pub(crate) unix_names: BTreeMap<u32, usize>,
     /// The names of the files in the images directory.
     pub(crate) names: BTreeSet<String>,
     /// The images crust's `crust-checksums.img` says the dump wrote (none for a CRIU
@@ -236,6 +238,7 @@ pub(crate) fn load_with(dir: &Path, page_size: u64, listed: bool) -> Result<Imag
     // the fds that name one.
     let file_entries = if dir.exists(ImageKind::Files, 0) { read_all::<pb::FileEntry>(&dir, ImageKind::Files, 0)? } else { Vec::new() };
     let file_kinds = file_entries.iter().map(|f| (f.id, f.r#type)).collect();
+    let unix_names = file_entries.iter().filter_map(|f| Some((f.id, f.usk.as_ref()?.name.len()))).collect();
     let pidfds = file_entries.iter().filter_map(|f| f.pidfd.map(|p| (f.id, p))).collect();
     let files = file_entries.into_iter().filter_map(|f| f.reg.map(|reg| (f.id, reg))).collect();
     let ghosts = if dir.exists(ImageKind::RemapFpath, 0) {
@@ -257,7 +260,7 @@ pub(crate) fn load_with(dir: &Path, page_size: u64, listed: bool) -> Result<Imag
     } else {
         None
     };
-    Ok(Images { dir, processes, files, ghosts, seccomp, pidfds, in_flight, ipc_namespace, inventory, file_entries: file_kinds, names, listed })
+    Ok(Images { dir, processes, files, ghosts, seccomp, pidfds, in_flight, ipc_namespace, inventory, file_entries: file_kinds, unix_names, names, listed })
 }
 
 /// Checks that every file the tree maps or holds open (not an unlinked one, which

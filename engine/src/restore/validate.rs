@@ -68,6 +68,8 @@ pub(crate) const COMM_MAX: usize = 15;
 pub(crate) const SIGACTIONS: usize = 62;
 /// RLIM_NLIMITS.
 pub(crate) const RLIMITS: usize = 16;
+/// sizeof(sun_path).
+pub(crate) const SUN_PATH: usize = 108;
 /// PATH_MAX, with its NUL.
 pub(crate) const PATH_MAX: usize = 4096;
 /// Entries of `mm->saved_auxv` (AT_VECTOR_SIZE, the largest over architectures).
@@ -199,6 +201,11 @@ fn file_entries(images: &Images) -> Result<BTreeMap<u32, pb::FdTypes>, ValidateE
         let kind = fd_type(raw_type).ok_or_else(|| refuse(&image, format!("entry {index}: type {raw_type} is not a file type (fd_types)")))?;
         if files.insert(id, kind).is_some() {
             return Err(refuse(&image, format!("entry {index}: id {id} appears twice")));
+        }
+    }
+    for (&id, &len) in &images.unix_names {
+        if len > SUN_PATH {
+            return Err(refuse(&image, format!("file {id}: usk.name is {len} bytes, a unix socket's address holds {SUN_PATH} (sun_path)")));
         }
     }
     for (&id, reg) in &images.files {
