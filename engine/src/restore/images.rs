@@ -179,14 +179,28 @@ pub(crate) fn load_with(dir: &Path, page_size: u64, listed: bool) -> Result<Imag
         return Err(ImagesError::BadImage { image, what: "no process".into() });
     }
     let mut processes = Vec::new();
-    for pstree in pstrees {
+    for mut pstree in pstrees {
         let pid = pstree.pid as u64;
+        // The process's own core first: a zombie has only that one (CRIU 4.2 writes
+        // whatever it had in memory as a zombie's thread id).
+        let own = read_one::<pb::CoreEntry>(&dir, ImageKind::Core, pid)?;
         let mut cores = Vec::new();
-        for &tid in &pstree.threads {
-            cores.push(read_one::<pb::CoreEntry>(&dir, ImageKind::Core, tid as u64)?);
-        }
-        if cores.is_empty() {
-            cores.push(read_one::<pb::CoreEntry>(&dir, ImageKind::Core, pid)?);
+        if own.tc.as_ref().is_some_and(|t| t.task_state == TASK_DEAD) || pstree.threads.is_empty() {
+            if own.tc.as_ref().is_some_and(|t| t.task_state == TASK_DEAD) {
+                pstree.threads = vec![pstree.pid];
+            }
+            cores.push(own);
+        } else {
+            let mut own = Some(own);
+            for &tid in &pstree.threads {
+                match own.take() {
+                    Some(core) if u64::from(tid) == pid => cores.push(core),
+                    other => {
+                        own = other;
+                        cores.push(read_one::<pb::CoreEntry>(&dir, ImageKind::Core, tid as u64)?);
+                    }
+                }
+            }
         }
         let zombie = cores[0].tc.as_ref().is_some_and(|t| t.task_state == TASK_DEAD);
         if zombie {

@@ -163,12 +163,14 @@ fn tree(images: &Images, limits: &Limits) -> Result<(), ValidateError> {
         if p.threads.is_empty() && !process.is_zombie() {
             return Err(refuse(&pstree, format!("entry {index}: pid {} lists no thread: a live process has at least its leader", p.pid)));
         }
-        if let Some(&leader) = p.threads.first() {
+        // A zombie's thread list is not read (CRIU writes an arbitrary id there).
+        let threads: &[u32] = if process.is_zombie() { &[] } else { &p.threads };
+        if let Some(&leader) = threads.first() {
             if leader != p.pid {
                 return Err(refuse(&pstree, format!("entry {index}: threads[0] is {leader}, not the process's pid {} (the leader comes first)", p.pid)));
             }
         }
-        for (thread, &tid) in p.threads.iter().enumerate().skip(1) {
+        for (thread, &tid) in threads.iter().enumerate().skip(1) {
             check_id("thread id", tid)?;
             if let Some(&first) = owner.get(&tid) {
                 return Err(refuse(&pstree, format!("entry {index}: threads[{thread}] {tid} appears twice (entry {first} has it too)")));
@@ -223,7 +225,7 @@ fn fd_type(raw: i32) -> Option<pb::FdTypes> {
 
 /// Each thread's core: task state, comm, signal actions, limits, credentials, seccomp.
 fn cores(images: &Images, process: &ProcessImages) -> Result<(), ValidateError> {
-    let threads: Vec<u32> = if process.pstree.threads.is_empty() { vec![process.pstree.pid] } else { process.pstree.threads.clone() };
+    let threads: Vec<u32> = if process.pstree.threads.is_empty() || process.is_zombie() { vec![process.pstree.pid] } else { process.pstree.threads.clone() };
     for (&tid, core) in threads.iter().zip(&process.cores) {
         let image = ImageKind::Core.file_name(tid.into());
         if core.tc.is_none() && tid == process.pstree.pid {
