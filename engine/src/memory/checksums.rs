@@ -26,8 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crust_images::checksums::{self, Checksums, CHECKSUMS_FILE};
-use crust_images::pagemap::read_head_and_entries;
-use crust_images::{ByteOrder, ImageKind, ImageReader, PagemapReader};
+use crust_images::{pb, ByteOrder, ImageKind, ImageReader, PagemapReader};
 
 /// CRC-32C of `bytes`.
 pub(crate) fn crc32c(bytes: &[u8]) -> u32 {
@@ -188,8 +187,13 @@ fn crc_of_range(file: &File, offset: u64, len: u64, buffer: &mut Vec<u8>) -> io:
 /// A pagemap (of a process or of shared memory) checked against its pages file, and
 /// that file's path.
 fn open_pagemap(dir: &Path, name: &str, page_size: u64) -> Result<(PagemapReader, PathBuf), ChecksumError> {
+    // Process and shared-memory pagemaps share PAGEMAP's magic and messages.
     let mut reader = ImageReader::open(&dir.join(name))?;
-    let (head, entries) = read_head_and_entries(&mut reader)?;
+    let head: pb::PagemapHead = reader.next_entry()?.ok_or_else(|| crust_images::ImageError::Empty { file: name.to_owned() })?;
+    let mut entries = Vec::new();
+    while let Some(entry) = reader.next_entry::<pb::PagemapEntry>()? {
+        entries.push(entry);
+    }
     let pages_path = dir.join(ImageKind::Pages.file_name(head.pages_id.into()));
     let pages_len = match std::fs::metadata(&pages_path) {
         Ok(metadata) => metadata.len(),
@@ -333,7 +337,7 @@ fn checksum_runs(file: &File, runs: &[(u64, u64)]) -> io::Result<Vec<u32>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crust_images::{pb, ImageWriter, PE_PARENT, PE_PRESENT};
+    use crust_images::{ImageWriter, PE_PARENT, PE_PRESENT};
 
     fn write_dump(dir: &Path, runs: &[(u64, u64, u32)], data: &[u8]) {
         std::fs::create_dir_all(dir).unwrap();
