@@ -45,6 +45,7 @@ ci_apt_packages=(
     gcc-s390x-linux-gnu binutils-s390x-linux-gnu libc6-dev-s390x-cross
     qemu-user-static
     nftables
+    util-linux procps
     iproute2
     xz-utils
     qemu-system-arm
