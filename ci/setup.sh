@@ -45,6 +45,7 @@ ci_apt_packages=(
     gcc-s390x-linux-gnu binutils-s390x-linux-gnu libc6-dev-s390x-cross
     qemu-user-static
     nftables
+    util-linux procps
     iproute2
     # nsenter (cli/tests/cr_netns.rs builds and reads a network namespace with it)
     util-linux
