@@ -47,7 +47,7 @@ ci_apt_packages=(
     nftables
     util-linux procps
     iproute2
-    # nsenter (cli/tests/cr_netns.rs builds and reads a network namespace with it)
+    # nsenter: cli/tests/cr_netns.rs builds and reads a network namespace with it
     util-linux
     xz-utils
     qemu-system-arm

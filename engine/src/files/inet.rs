@@ -111,6 +111,13 @@ pub(crate) fn dump_socket(
             if info[0] as u32 != TCP_ESTABLISHED {
                 return Err(FileError::refused(format!("TCP connection in state {} (only established ones are dumped)", info[0])));
             }
+            // crust's lock tables live in crust's own network namespace, where they do
+            // not see a connection of another one.
+            if tcp.lock && crate::net::dump::tree_has_own_namespace(&[pid]).unwrap_or(true) {
+                return Err(FileError::refused(
+                    "established TCP connection in a network namespace of the tree's own: locking it there is not supported yet (--tcp-close restores it closed)",
+                ));
+            }
             // Until it is in the dump's guard, a failure drops the lock (its table goes).
             let lock = if tcp.lock {
                 let mut lock = super::netlock::NetworkLock::new(&super::tcp::lock_table(ino));
