@@ -6,7 +6,6 @@
 //! installed). Nothing in the namespace is changed.
 
 use std::fs;
-use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -114,10 +113,10 @@ pub(crate) fn dump_namespace(pid: i32, ns_id: u32, dir: &Path) -> Result<DumpedN
     Ok(dumped)
 }
 
+/// Writes a raw image (0600, as every image).
 fn write_raw(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), NetError> {
     let path = dir.join(name);
-    let mut file = fs::File::create(&path).map_err(net_io(format!("create {}", path.display())))?;
-    file.write_all(bytes).map_err(net_io(format!("write {}", path.display())))
+    crate::private::write_file(&path, bytes).map_err(net_io(format!("write {}", path.display())))
 }
 
 /// The namespace's nftables ruleset (`nft list ruleset` run in it); `None` when `nft`
