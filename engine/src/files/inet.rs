@@ -40,7 +40,7 @@ fn words(address: &InetAddress) -> Vec<u32> {
     address.addr.chunks(4).map(|c| u32::from_ne_bytes(c.try_into().expect("4-byte chunks"))).collect()
 }
 
-fn address(family: u32, words: &[u32], port: u32) -> InetAddress {
+pub(crate) fn address(family: u32, words: &[u32], port: u32) -> InetAddress {
     InetAddress { family: family as i32, addr: words.iter().flat_map(|w| w.to_ne_bytes()).collect(), port: port as u16 }
 }
 
@@ -50,7 +50,6 @@ fn address(family: u32, words: &[u32], port: u32) -> InetAddress {
 /// in repair mode, until the dump ends) and its stream state.
 pub(crate) struct Established {
     pub(crate) socket: OwnedFd,
-    pub(crate) family: i32,
     pub(crate) stream: pb::TcpStreamEntry,
     pub(crate) inq: Vec<u8>,
     pub(crate) outq: Vec<u8>,
@@ -65,7 +64,7 @@ pub(crate) fn dump_socket(
     flags: i32,
     listeners: &mut Option<BTreeMap<u32, (u32, u32)>>,
     tcp_established: bool,
-    established: &mut Vec<(u32, Established)>,
+    established: &mut super::TcpRepairGuard,
 ) -> Result<(pb::InetSkEntry, Vec<Vec<u8>>), FileError> {
     let socket = sys::process::borrow_fd(pid, fd).map_err(file_io("pidfd_getfd"))?;
     let raw = socket.as_raw_fd();
@@ -92,10 +91,12 @@ pub(crate) fn dump_socket(
             if info[0] as u32 != TCP_ESTABLISHED {
                 return Err(FileError::refused(format!("TCP connection in state {} (only established ones are dumped)", info[0])));
             }
-            super::tcp::lock(ino, &local, peer).map_err(file_within("lock the connection"))?;
+            let run_id = established.run_id.clone();
+            super::tcp::lock(&run_id, &local, peer).map_err(file_within("lock the connection"))?;
+            established.locked = true;
             let socket = socket.try_clone().map_err(file_io("dup socket"))?;
             if let Err(e) = super::tcp::set_repair(&socket, true) {
-                let _ = super::tcp::unlock(ino, family);
+                let _ = super::tcp::unlock_connection(&run_id, &local, peer);
                 return Err(FileError::refused(format!("TCP_REPAIR: {e}")));
             }
             // From here the dump's guard takes repair mode off and the lock away again
@@ -105,11 +106,11 @@ pub(crate) fn dump_socket(
                 Ok(parts) => parts,
                 Err(e) => {
                     let _ = super::tcp::set_repair(&socket, false);
-                    let _ = super::tcp::unlock(ino, family);
+                    let _ = super::tcp::unlock_connection(&run_id, &local, peer);
                     return Err(e);
                 }
             };
-            established.push((ino, Established { socket, family, stream, inq, outq }));
+            established.connections.push((ino, Established { socket, stream, inq, outq }));
             (TCP_ESTABLISHED, 0)
         } else if listening {
             if listeners.is_none() {

@@ -141,7 +141,7 @@ pub(crate) struct FileTable {
     pub(crate) pty_masters: BTreeMap<u32, std::os::fd::OwnedFd>,
     /// tty-info.img entries.
     pub(crate) tty_infos: Vec<pb::TtyInfoEntry>,
-    /// Established connections taken in repair mode.
+    /// Established connections taken in repair mode, and the dump's lock.
     pub(crate) tcp: TcpRepairGuard,
 }
 
@@ -153,14 +153,20 @@ pub(crate) struct FileTable {
 pub(crate) struct TcpRepairGuard {
     pub(crate) connections: Vec<(u32, inet::Established)>,
     pub(crate) keep_locked: bool,
+    /// The dump's id: its lock table is named after it (`tcp::lock_table`).
+    pub(crate) run_id: String,
+    /// The lock table was made.
+    pub(crate) locked: bool,
 }
 
 impl TcpRepairGuard {
     pub(crate) fn release(&mut self) {
-        for (ino, connection) in self.connections.drain(..) {
+        for (_, connection) in self.connections.drain(..) {
             let _ = tcp::set_repair(&connection.socket, false);
-            if let Err(e) = tcp::unlock(ino, connection.family) {
-                log::warn!("unlock TCP connection of socket {ino}: {e}");
+        }
+        if std::mem::take(&mut self.locked) {
+            if let Err(e) = tcp::remove_lock(&self.run_id) {
+                log::warn!("unlock the TCP connections (table inet {}): {e}", tcp::lock_table(&self.run_id));
             }
         }
     }

@@ -102,17 +102,56 @@ fn read_tcp_stream(dir: &Path, ino: u32) -> Result<(pb::TcpStreamEntry, Vec<u8>,
     Ok((stream, inq, outq))
 }
 
-/// Removes the locks of the restored established TCP connections: their traffic flows.
+/// Removes the lock of the restored established TCP connections: their traffic flows.
+/// The inventory says how the dump locked them (`network_lock_method`): CRIU's nftables
+/// table named after the dump's run id (crust's dumps, and CRIU's with `--network-lock
+/// nftables`), or CRIU's default iptables rules, one pair per connection. Without a
+/// method (crust before 2026-12-06) the table crust made per connection.
 pub(crate) fn unlock_tcp(dir: &Path) -> Result<(), FileError> {
     let path = dir.join(ImageKind::Files.file_name(0));
     let entries = crust_images::read_entries::<pb::FileEntry>(&path)?;
-    for isk in entries.iter().filter_map(|e| e.isk.as_ref()) {
-        if isk.proto == libc::IPPROTO_TCP as u32 && isk.state == 1 {
-            tcp::unlock(isk.ino, isk.family as i32).map_err(file_within(format!("unlock TCP connection of socket {}", isk.ino)))?;
+    let established: Vec<&pb::InetSkEntry> =
+        entries.iter().filter_map(|e| e.isk.as_ref()).filter(|isk| isk.proto == libc::IPPROTO_TCP as u32 && isk.state == 1).collect();
+    if established.is_empty() {
+        return Ok(());
+    }
+    let inventory = crust_images::read_entries::<pb::InventoryEntry>(&dir.join(ImageKind::Inventory.file_name(0)))?;
+    let inventory = inventory.first();
+    let method = inventory.and_then(|i| i.network_lock_method);
+    let run_id = inventory.and_then(|i| i.dump_criu_run_id.clone());
+    match (method, run_id) {
+        (Some(NETWORK_LOCK_NFTABLES), Some(run_id)) => {
+            if !tcp::remove_lock(&run_id).map_err(file_within(format!("remove the TCP lock table inet {}", tcp::lock_table(&run_id))))? {
+                log::debug!("no TCP lock table inet {} to remove", tcp::lock_table(&run_id));
+            }
+        }
+        (Some(NETWORK_LOCK_NFTABLES), None) => {
+            return Err(FileError::refused("inventory.img: network_lock_method nftables without dump_criu_run_id, which names the lock table"));
+        }
+        (Some(NETWORK_LOCK_SKIP), _) => {}
+        (method, _) => {
+            for isk in established {
+                let local = inet::address(isk.family, &isk.src_addr, isk.src_port);
+                let peer = inet::address(isk.family, &isk.dst_addr, isk.dst_port);
+                let what = format!("unlock TCP connection of socket {}", isk.ino);
+                if method.is_none() && tcp::remove_old_crust_lock(isk.ino, isk.family as i32).map_err(file_within(what.clone()))? {
+                    continue;
+                }
+                match tcp::remove_iptables_lock(&local, &peer) {
+                    Ok(true) => {}
+                    Ok(false) => log::debug!("TCP connection of socket {}: no lock to remove", isk.ino),
+                    Err(error) if method.is_none() => log::debug!("TCP connection of socket {}: no lock found ({error})", isk.ino),
+                    Err(error) => return Err(file_within(what)(error)),
+                }
+            }
         }
     }
     Ok(())
 }
+
+/// CRIU's `network_lock_method` numbers (iptables is 0).
+const NETWORK_LOCK_NFTABLES: u32 = 1;
+const NETWORK_LOCK_SKIP: u32 = 2;
 
 /// Creates every pipe, FIFO, socket and anon-inode file of files.img: file id → fd.
 /// What `create_special_files` made: file id → fd, and the epolls whose watches come later.
@@ -178,20 +217,22 @@ fn create_special_files(dir: &Path, regs: &BTreeMap<u32, pb::RegFileEntry>) -> R
     if !ttys.is_empty() {
         let path = dir.join(ImageKind::TtyInfo.file_name(0));
         let infos = crust_images::read_entries::<pb::TtyInfoEntry>(&path)?;
+        if let Some(info) = infos.iter().find(|i| i.r#type != pb::TtyType::Pty as i32) {
+            return Err(FileError::refused(format!("{}: tty {} of type {} is not supported (tty_info_entry.type)", path.display(), info.id, info.r#type)));
+        }
+        let (ptys, index_of) = pty::merge_infos(&infos).map_err(file_within(path.display().to_string()))?;
         let mut masters = BTreeMap::new();
-        for info in &infos {
-            if info.r#type != pb::TtyType::Pty as i32 {
-                return Err(FileError::refused(format!("{}: tty {} of type {} is not supported (tty_info_entry.type)", path.display(), info.id, info.r#type)));
-            }
-            masters.insert(info.id, pty::create(info)?);
+        for (&index, info) in &ptys {
+            masters.insert(index, pty::create(info)?);
             if info.sid != 0 {
-                controlling.push((info.sid, info.pgrp, info.pty.as_ref().map(|p| p.index).unwrap_or(info.id)));
+                controlling.push((info.sid, info.pgrp, index));
             }
         }
         for tty in &ttys {
             let name = tty.regf_id.and_then(|r| regs.get(&r)).map(|r| r.name.clone()).ok_or_else(|| FileError::refused(format!("tty file {} has no path (tty_file_entry.regf_id)", tty.id)))?;
             let fd = if pty::is_master(&name) {
-                masters.remove(&tty.tty_info_id).ok_or_else(|| FileError::refused(format!("tty file {}: pty {} has no state in tty-info.img, or a second master", tty.id, tty.tty_info_id)))?
+                let index = index_of.get(&tty.tty_info_id).copied();
+                index.and_then(|i| masters.remove(&i)).ok_or_else(|| FileError::refused(format!("tty file {}: tty-info {} has no state in tty-info.img, or a second master", tty.id, tty.tty_info_id)))?
             } else {
                 let flags = tty.flags as i32 & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_CLOEXEC);
                 sys::file::open_path(&name, flags | libc::O_NOCTTY).map_err(file_io(format!("open {name}")))?
@@ -501,7 +542,13 @@ fn open_ghost(dir: &Path, ghost_id: u32, reg: &pb::RegFileEntry, flags: i32) -> 
                 reader.copy_payload(chunk.len, write_at(chunk.off))?;
             }
         } else {
-            reader.copy_payload(size, write_at(0))?;
+            // The bytes follow the entry: `size` of them, or (CRIU, files up to 8 KiB,
+            // whose entry has no size) everything to the end of the image.
+            let len = match entry.size {
+                Some(size) => size,
+                None => reader.remaining()?,
+            };
+            reader.copy_payload(len, write_at(0))?;
         }
         Ok(())
     })();

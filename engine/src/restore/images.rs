@@ -14,6 +14,7 @@ use crust_images::{ImageDir, ImageKind, ImageReader};
 use crate::memory::page_sources::{self, PageSources, PageSourcesError};
 use crate::model::vma as vs;
 use crate::model::{TASK_ALIVE, TASK_DEAD};
+use crate::restore::namespaces::{plan_namespaces, TreeNamespaces};
 
 /// Why the images could not be read, or do not hold together.
 #[derive(Debug, thiserror::Error)]
@@ -33,8 +34,11 @@ pub enum ImagesError {
 #[derive(Clone)]
 pub(crate) struct ProcessImages {
     pub(crate) pstree: pb::PstreeEntry,
-    /// One core per thread, in `pstree.threads` order (the leader first).
+    /// One core per thread, in `pstree.threads` order (the leader first); a zombie's
+    /// one core.
     pub(crate) cores: Vec<pb::CoreEntry>,
+    /// Kernel-object and namespace ids (ids-PID.img; a zombie has none).
+    pub(crate) ids: pb::TaskKobjIdsEntry,
     /// Everything below is empty for a zombie.
     pub(crate) mm: pb::MmEntry,
     pub(crate) pages_id: u32,
@@ -97,8 +101,8 @@ pub(crate) struct Images {
     pub(crate) pidfds: BTreeMap<u32, pb::PidfdEntry>,
     /// Files in flight in socket queues (SCM_RIGHTS), which no process holds.
     pub(crate) in_flight: BTreeSet<u32>,
-    /// The dump holds an IPC namespace of its own (ipcns-var.img).
-    pub(crate) ipc_namespace: bool,
+    /// The namespaces of the tree's own that the restore makes again.
+    pub(crate) namespaces: TreeNamespaces,
 }
 
 impl Images {
@@ -140,21 +144,23 @@ pub(crate) fn load(dir: &Path, page_size: u64) -> Result<Images, ImagesError> {
         let image = dir.image_path(ImageKind::Pstree, 0).display().to_string();
         return Err(ImagesError::BadImage { image, what: "no process".into() });
     }
+    let inventory: Option<pb::InventoryEntry> = read_all(&dir, ImageKind::Inventory, 0)?.into_iter().next();
+    let root_ids = inventory.and_then(|i| i.root_ids);
     let mut processes = Vec::new();
     for pstree in pstrees {
         let pid = pstree.pid as u64;
-        let mut cores = Vec::new();
-        for &tid in &pstree.threads {
-            cores.push(read_one::<pb::CoreEntry>(&dir, ImageKind::Core, tid as u64)?);
-        }
-        if cores.is_empty() {
-            cores.push(read_one::<pb::CoreEntry>(&dir, ImageKind::Core, pid)?);
-        }
-        let zombie = cores[0].tc.as_ref().is_some_and(|t| t.task_state == TASK_DEAD);
-        if zombie {
+        // A zombie has only core-PID.img (CRIU's pstree entry of a zombie holds one
+        // meaningless thread id); a live process one core per thread.
+        let leader = if dir.exists(ImageKind::Core, pid) || pstree.threads.is_empty() {
+            Some(read_one::<pb::CoreEntry>(&dir, ImageKind::Core, pid)?)
+        } else {
+            None
+        };
+        if let Some(core) = leader.as_ref().filter(|c| c.tc.as_ref().is_some_and(|t| t.task_state == TASK_DEAD)) {
             processes.push(ProcessImages {
                 pstree,
-                cores,
+                cores: vec![core.clone()],
+                ids: Default::default(),
                 mm: Default::default(),
                 pages_id: 0,
                 pagemap: Vec::new(),
@@ -163,6 +169,16 @@ pub(crate) fn load(dir: &Path, page_size: u64) -> Result<Images, ImagesError> {
                 fs: Default::default(),
             });
             continue;
+        }
+        let mut cores = Vec::new();
+        for &tid in &pstree.threads {
+            match &leader {
+                Some(core) if tid as u64 == pid => cores.push(core.clone()),
+                _ => cores.push(read_one::<pb::CoreEntry>(&dir, ImageKind::Core, tid as u64)?),
+            }
+        }
+        if cores.is_empty() {
+            cores.extend(leader);
         }
         let mm: pb::MmEntry = read_one(&dir, ImageKind::Mm, pid)?;
         let pagemap_path = dir.image_path(ImageKind::Pagemap, pid);
@@ -177,16 +193,17 @@ pub(crate) fn load(dir: &Path, page_size: u64) -> Result<Images, ImagesError> {
         while let Some(entry) = reader.next_entry::<pb::PagemapEntry>().map_err(image_err)? {
             pagemap.push(entry);
         }
-        // crust keeps the ids in the core; CRIU in ids-PID.img.
-        let ids = match cores[0].ids {
-            Some(ids) => ids,
-            None if dir.exists(ImageKind::Ids, pid) => read_one::<pb::TaskKobjIdsEntry>(&dir, ImageKind::Ids, pid)?,
-            None => Default::default(),
+        // ids-PID.img (CRIU's place, and crust's); crust before 2026-12-06 also kept
+        // them in the core.
+        let ids = if dir.exists(ImageKind::Ids, pid) {
+            read_one::<pb::TaskKobjIdsEntry>(&dir, ImageKind::Ids, pid)?
+        } else {
+            cores[0].ids.unwrap_or_default()
         };
         let fds = read_all(&dir, ImageKind::Fdinfo, ids.files_id as u64)?;
         let fs = read_one(&dir, ImageKind::Fs, pid)?;
         let pages = page_sources::resolve(dir.path(), pid, page_size)?;
-        processes.push(ProcessImages { pstree, cores, mm, pages_id: head.pages_id, pagemap, pages, fds, fs });
+        processes.push(ProcessImages { pstree, cores, ids, mm, pages_id: head.pages_id, pagemap, pages, fds, fs });
     }
     let file_entries = read_all::<pb::FileEntry>(&dir, ImageKind::Files, 0)?;
     let pidfds = file_entries.iter().filter_map(|f| f.pidfd.map(|p| (f.id, p))).collect();
@@ -202,8 +219,10 @@ pub(crate) fn load(dir: &Path, page_size: u64) -> Result<Images, ImagesError> {
         Vec::new()
     };
     let in_flight = crate::files::in_flight_ids(dir.path()).map_err(|what| ImagesError::BadImage { image: "sk-queues.img".into(), what: what.to_string() })?;
-    let ipc_namespace = crate::ipc::image_has_namespace(dir.path());
-    Ok(Images { dir, processes, files, ghosts, seccomp, pidfds, in_flight, ipc_namespace })
+    let live: Vec<(u32, &pb::TaskKobjIdsEntry)> = processes.iter().filter(|p| !p.is_zombie()).map(|p| (p.pstree.pid, &p.ids)).collect();
+    let namespaces = plan_namespaces(&live, root_ids.as_ref(), |id| crate::ipc::image_has_namespace(dir.path(), id))
+        .map_err(|refused| ImagesError::BadImage { image: refused.image, what: refused.what })?;
+    Ok(Images { dir, processes, files, ghosts, seccomp, pidfds, in_flight, namespaces })
 }
 
 /// Checks that every file the tree maps or holds open (not an unlinked one, which
