@@ -4,6 +4,7 @@
 #
 #   ci/setup.sh [--ci]   the set .ci/run needs: cross compilers with their libc
 #                        headers, debootstrap (for ci/criu-reference.sh), nftables,
+#                        iptables (restore lifts CRIU's default TCP lock with it),
 #                        rustup cross targets, rust-src, cargo-fuzz on nightly
 #   ci/setup.sh --full   the --ci set plus optional tools (qemu system emulators for
 #                        `cargo xtest qemu`, gdb, strace)
@@ -35,6 +36,7 @@ ci_apt_packages=(
     gcc-powerpc64le-linux-gnu libc6-dev-ppc64el-cross
     gcc-s390x-linux-gnu libc6-dev-s390x-cross
     nftables
+    iptables
     iproute2
     golang-go golang-github-checkpoint-restore-go-criu-dev
 )

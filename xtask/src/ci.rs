@@ -5,11 +5,15 @@ use std::process::Command;
 use std::time::Instant;
 
 /// The test steps: unit and integration tests, the fuzz crate's own tests, the zdtm
-/// suite, the fuzz regression fixtures, and a short run of every fuzz target.
+/// suite, the same with the reference CRIU dumping and crust restoring and the reverse
+/// (the core group in the host flavor, about a minute each), the fuzz regression
+/// fixtures, and a short run of every fuzz target.
 const STEPS: &[&[&str]] = &[
     &["test", "--workspace"],
     &["test", "--manifest-path", "fuzz/Cargo.toml"],
     &["xtest", "zdtm"],
+    &["xtest", "zdtm", "--dump-with", "ci/criu"],
+    &["xtest", "zdtm", "--restore-with", "ci/criu"],
     &["xtest", "fuzz", "--replay"],
     &["xtest", "fuzz", "--time", "10"],
 ];
