@@ -471,6 +471,8 @@ const TREE_PROGRAM: &str = r#"
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <sys/syscall.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -501,10 +503,18 @@ int main(int argc, char **argv) {
     raise(SIGUSR1);
     struct itimerval timer = { .it_interval = { 1000, 0 }, .it_value = { 1000, 0 } };
     setitimer(ITIMER_REAL, &timer, NULL);
-    if (fork() == 0) {
+    /* An OFD lock (filelocks.img), a pty pair (two tty-info entries), a pidfd. */
+    struct flock lock = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 4 };
+    if (fcntl(kept, F_OFD_SETLK, &lock)) return 1;
+    int master = posix_openpt(O_RDWR | O_NOCTTY);
+    if (master < 0 || grantpt(master) || unlockpt(master)) return 1;
+    if (open(ptsname(master), O_RDWR | O_NOCTTY) < 0) return 1;
+    pid_t child = fork();
+    if (child == 0) {
         close(3);
         for (;;) pause();
     }
+    if (syscall(SYS_pidfd_open, child, 0) < 0) return 1;
     pthread_t thread;
     pthread_create(&thread, NULL, sleeper, NULL);
     dprintf(3, "%d\n", getpid());
@@ -588,7 +598,10 @@ fn start_tree(binary: &Path, files: &Path) -> (i32, std::process::Child) {
 }
 
 /// (a) crit reads a real `crust dump` of a process tree with threads as crust does; crit's
-/// JSON encodes back (through crust) to the bytes crust dumped.
+/// JSON encodes back (through crust) to the bytes crust dumped. The tree also holds what
+/// CRIU's image set has besides (an OFD lock, a pty pair, a pidfd), so every image kind
+/// crust writes for CRIU 4.2 (seccomp, timens, stats-dump, tty-info with both sides,
+/// filelocks) is compared.
 #[test]
 fn crit_reads_a_crust_dump_as_crust_does() {
     if let Some(reason) = dump_skip_reason() {
@@ -662,6 +675,7 @@ fn crit_reads_a_crust_dump_as_crust_does() {
     for required in [
         "core",
         "fdinfo",
+        "filelocks",
         "files",
         "fs",
         "ghost-file",
@@ -671,6 +685,10 @@ fn crit_reads_a_crust_dump_as_crust_does() {
         "pagemap",
         "pstree",
         "remap-fpath",
+        "seccomp",
+        "stats-dump",
+        "timens",
+        "tty-info",
     ] {
         assert!(
             kinds.contains_key(required),
