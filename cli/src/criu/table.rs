@@ -215,8 +215,9 @@ pub static OPTIONS: &[Spec] = &[
         Special,
         "checkpoint and restore established TCP connections",
         ImplementedNote(
-            "dump: TCP_REPAIR, each connection locked by an nftables table (crust_tcp_INODE) until the restore; \
-             restore rebuilds every connection the images hold, with or without it",
+            "dump: TCP_REPAIR, the connections locked in CRIU's nftables table for the dump (inet CRIU-<run id>) \
+             until the restore; restore rebuilds every connection the images hold, with or without it, and lifts \
+             the dump's lock (crust's or CRIU's, nftables or iptables)",
         ),
     )),
     spec("close", None, Req("FD"), Other, "close file descriptor FD before doing anything", Implemented),
@@ -628,8 +629,9 @@ pub static OPTIONS: &[Spec] = &[
         Generic,
         "how TCP connections are locked between dump and restore: iptables (CRIU's default), nftables or skip",
         ByValue(
-            "nftables implemented (crust's lock: an nftables table per connection); iptables accepted with the same \
-             lock: the connection's packets are dropped by crust's nftables table instead of iptables rules, and where \
+            "nftables implemented (CRIU's lock: one nftables table for the dump, inet CRIU-<run id>, which CRIU's \
+             restore lifts, as crust's restore lifts CRIU's nftables or iptables lock); iptables accepted with the same \
+             lock: the connection's packets are dropped by the nftables table instead of iptables rules, and where \
              iptables is iptables-nft (Debian 10 and later; on the machine of 2026-12-06, CRIU 4.2.1's own iptables lock \
              shows in `nft list ruleset` as rules of table ip filter) both are nf_tables rules dropping the same packets; \
              skip not yet (crust always locks the connections it dumps)",
