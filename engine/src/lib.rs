@@ -13,6 +13,7 @@ pub mod dump;
 pub mod procfs;
 pub mod restore;
 
+mod cgroups;
 mod error;
 mod files;
 mod infect;

@@ -95,8 +95,8 @@ pub(crate) fn write_images(root: i32, dir: &Path, dumped: Dumped) -> Result<(), 
         fdinfo_per_id: Some(true),
         root_ids: Some(tree_ids.root),
         ns_per_id: Some(true),
-        // crust's own cgroups; a task elsewhere would name a set of cgroup.img.
-        root_cg_set: Some(1),
+        // crust's own cgroups; a process elsewhere names a set of cgroup.img.
+        root_cg_set: Some(crate::cgroups::OWN_SET),
         lsmtype: Some(pb::Lsmtype::NoLsm as i32),
         network_lock_method: Some(NETWORK_LOCK_NFTABLES),
         plugins_entry: Some(Default::default()),
@@ -182,6 +182,16 @@ pub(crate) fn write_images(root: i32, dir: &Path, dumped: Dumped) -> Result<(), 
         w.finish().map_err(image(process.pid))?;
     }
 
+    // cgroup.img, when a process is outside crust's own cgroups (CRIU's rule).
+    let memberships: Vec<crate::cgroups::Membership> =
+        frozen.processes.iter().filter(|p| !p.is_zombie()).map(|p| crate::cgroups::read(&p.proc_pid().to_string())).collect();
+    let cgroup_sets = crate::cgroups::sets(&crate::cgroups::read("self"), &memberships);
+    if let Some(entry) = &cgroup_sets.image {
+        let mut w = ImageWriter::create(dir, ImageKind::Cgroup, 0).map_err(image(root))?;
+        w.write_entry(entry).map_err(image(root))?;
+        w.finish().map_err(image(root))?;
+    }
+
     let live = frozen.processes.iter().filter(|p| !p.is_zombie());
     for (index, (((process, collected), queries), vmas)) in live.zip(collected).zip(queries).zip(memory).enumerate() {
         let pid = process.pid;
@@ -244,6 +254,7 @@ pub(crate) fn write_images(root: i32, dir: &Path, dumped: Dumped) -> Result<(), 
                     comm: Some(tq.comm.clone()),
                     seccomp_mode: (thread.seccomp_mode != 0).then_some(thread.seccomp_mode as i32),
                     seccomp_filter: newest_filter.get(&thread.tid).copied(),
+                    cg_set: Some(cgroup_sets.per_process[index]),
                     rseq_entry: thread.rseq.map(|r| pb::RseqEntry {
                         rseq_abi_pointer: r.pointer,
                         rseq_abi_size: r.size,
