@@ -1,11 +1,11 @@
 //! The check that every image of a dump is one this restore reads (or may leave
-//! unread), so that a CRIU dump holding state crust cannot restore yet (a mount tree, a
+//! unread), and that the inventory asks for nothing it cannot do, so that a CRIU dump holding state crust cannot restore yet (a mount tree, a
 //! network namespace, a tty's unread data, ...) fails in one line naming the image,
 //! before anything is created, instead of coming back without it.
 
 use std::path::Path;
 
-use crust_images::ImageKind;
+use crust_images::{pb, ImageKind};
 
 use crate::restore::images::ImagesError;
 
@@ -35,9 +35,36 @@ pub(crate) fn handling(kind: ImageKind) -> Handling {
     }
 }
 
+/// What inventory.img may say that this restore cannot honour: an image layout older
+/// than CRIU's current one (`img_version` 2, fdinfo and namespace images named by id),
+/// a dump that needs a CRIU plugin, or one made with uprobes allowed. Pure.
+pub(crate) fn check_inventory(inventory: &pb::InventoryEntry) -> Result<(), ImagesError> {
+    let refuse = |what: String| Err(ImagesError::BadImage { image: ImageKind::Inventory.file_name(0), what });
+    if inventory.img_version != 2 {
+        return refuse(format!("image version {} (img_version) is not supported; crust reads version 2", inventory.img_version));
+    }
+    if inventory.fdinfo_per_id != Some(true) || inventory.ns_per_id == Some(false) {
+        return refuse("images named per task rather than per id (fdinfo_per_id, ns_per_id) are not supported".into());
+    }
+    if let Some(plugin) = inventory.plugins_entry.as_ref().and_then(|p| p.plugins.first()) {
+        return refuse(format!("the dump needs CRIU's {plugin} plugin (plugins_entry), which crust does not have"));
+    }
+    if inventory.allow_uprobes == Some(true) {
+        return refuse("a dump made with uprobes allowed (allow_uprobes) is not supported yet".into());
+    }
+    Ok(())
+}
+
 /// Checks every image in `dir` (files named as CRIU names images; anything else, like
-/// logs, is left alone).
+/// logs, is left alone) and what the inventory asks for.
 pub(crate) fn check(dir: &Path) -> Result<(), ImagesError> {
+    let inventory_path = dir.join(ImageKind::Inventory.file_name(0));
+    let inventory = crust_images::read_entries::<pb::InventoryEntry>(&inventory_path)
+        .map_err(|source| ImagesError::Image { image: inventory_path.display().to_string(), source })?;
+    match inventory.first() {
+        Some(inventory) => check_inventory(inventory)?,
+        None => return Err(ImagesError::BadImage { image: ImageKind::Inventory.file_name(0), what: "no entry".into() }),
+    }
     let entries = std::fs::read_dir(dir).map_err(|source| ImagesError::Missing { pid: 0, what: format!("list {}", dir.display()), source })?;
     let mut names: Vec<String> = entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
     names.sort();
@@ -58,11 +85,30 @@ pub(crate) fn check(dir: &Path) -> Result<(), ImagesError> {
 mod tests {
     use super::*;
 
+    fn inventory() -> pb::InventoryEntry {
+        pb::InventoryEntry { img_version: 2, fdinfo_per_id: Some(true), ns_per_id: Some(true), ..Default::default() }
+    }
+
+    #[test]
+    fn what_the_inventory_asks_for_is_checked() {
+        check_inventory(&inventory()).expect("CRIU 4.2's layout");
+        let plugin = pb::InventoryEntry { plugins_entry: Some(pb::PluginsEntry { plugins: vec!["amdgpu".into()] }), ..inventory() };
+        assert_eq!(
+            check_inventory(&plugin).expect_err("plugin").to_string(),
+            "restore: inventory.img: the dump needs CRIU's amdgpu plugin (plugins_entry), which crust does not have"
+        );
+        assert!(check_inventory(&pb::InventoryEntry { img_version: 1, ..inventory() }).is_err());
+        assert!(check_inventory(&pb::InventoryEntry { fdinfo_per_id: None, ..inventory() }).is_err());
+    }
+
     #[test]
     fn images_crust_cannot_restore_are_refused_by_name() {
         let dir = std::env::temp_dir().join(format!("crust-image-set-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
-        for name in ["inventory.img", "core-1.img", "stats-dump", "timens-0.img", "dump.log", "restore.pid"] {
+        let mut writer = crust_images::ImageWriter::create(&dir, ImageKind::Inventory, 0).expect("inventory");
+        writer.write_entry(&inventory()).expect("entry");
+        writer.finish().expect("finish");
+        for name in ["core-1.img", "stats-dump", "timens-0.img", "dump.log", "restore.pid"] {
             std::fs::write(dir.join(name), b"").expect("file");
         }
         check(&dir).expect("all read or harmless");
