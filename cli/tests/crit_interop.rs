@@ -628,10 +628,11 @@ fn crit_reads_a_crust_dump_as_crust_does() {
     let (pid, mut child) = start_tree(&binary, &files);
     let guard = TreeGuard(pid);
     let images = dir.join("img");
+    // The OFD lock is dumped only when asked, as CRIU's.
     let output = crust()
         .args(["dump", "-t", &pid.to_string(), "-D"])
         .arg(&images)
-        .args(["-o", "dump.log", "-v4"])
+        .args(["-o", "dump.log", "-v4", "--file-locks"])
         .output()
         .expect("run crust dump");
     assert!(
@@ -726,4 +727,35 @@ fn crust_shows_an_s390x_dump() {
         }
     }
     assert!(saw_core, "no core image in {}", dir.display());
+}
+
+/// Raw images (iproute2 streams, tmpfs archives) have no CRIU header: crit refuses them
+/// with "Unknown magic" on stderr and exit status 1, and so does `crust show`.
+#[test]
+fn crust_refuses_raw_images_as_crit_does() {
+    let fixtures = repo_root().join("images/tests/fixtures");
+    let images = [
+        fixtures.join("netns/ifaddr-10.img"),
+        fixtures.join("netns/route-10.img"),
+        fixtures.join("netns/route6-10.img"),
+        fixtures.join("netns/rule-10.img"),
+        fixtures.join("tmpfs/tmpfs-dev-42.tar.gz.img"),
+    ];
+    let crit = reference_crit("crust_refuses_raw_images_as_crit_does");
+    for image in &images {
+        let bytes = std::fs::read(image).expect("read image");
+        let magic = u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes"));
+        let expected = format!(
+            "Unknown magic {magic:#x}.\nMaybe you are feeding me an image with raw data(i.e. pages.img)?\n"
+        );
+        let output = crust().arg("show").arg(image).stdin(Stdio::null()).output().expect("run crust show");
+        assert_eq!(output.status.code(), Some(1), "{}", image.display());
+        assert!(output.stdout.is_empty(), "{}", image.display());
+        assert_eq!(String::from_utf8_lossy(&output.stderr), expected, "{}", image.display());
+        if let Some(crit) = &crit {
+            let crit_output = Command::new(crit).arg("show").arg(image).stdin(Stdio::null()).output().expect("run crit");
+            assert_eq!(crit_output.status.code(), Some(1), "crit show {}", image.display());
+            assert_eq!(String::from_utf8_lossy(&crit_output.stderr), expected, "crit show {}", image.display());
+        }
+    }
 }

@@ -3,13 +3,19 @@
 //! restores, a process tree with state of many kinds (`tests/data/interop.c`: memory,
 //! threads asleep in syscalls, a read the restore must restart, pipe and socket data, a
 //! file offset, a pty's control characters, a child in a group of its own). The
-//! program checks itself after the restore. Without the reference CRIU the tests say
-//! `skipped: <reason>`; under `CI=true` a missing reference fails.
+//! program checks itself after the restore. An established TCP connection goes across
+//! too (`tests/data/tcp_lock.c`): the restoring tool lifts the dumping tool's lock,
+//! named by the inventory (CRIU's nftables table for the dump, or its iptables rules).
+//! Without the reference CRIU the tests say `skipped: <reason>`; under `CI=true` a
+//! missing reference fails.
 
 mod common;
 
+use std::io::{Read, Write};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use common::{compile, crust, signal, skip_reason, subreaper, tempdir, wait_exit};
 
@@ -102,4 +108,113 @@ fn crust_dumps_criu_restores() {
 fn criu_dumps_crust_restores() {
     let Some(criu) = reference_criu("criu_dumps_crust_restores") else { return };
     cross("criu-to-crust", &mut || Command::new(&criu), &mut crust);
+}
+
+/// How the dump locked its connection, as the inventory says, and whether that lock is
+/// there now (CRIU's nftables table for the dump, or its iptables rule for the port).
+fn lock_present(images: &Path, port: u16) -> (u32, bool) {
+    let inventory = crust_images::read_entries::<crust_images::pb::InventoryEntry>(&images.join("inventory.img")).unwrap().remove(0);
+    let method = inventory.network_lock_method.expect("the inventory names the lock method");
+    let present = match method {
+        1 => {
+            let run_id = inventory.dump_criu_run_id.expect("nftables names its table by the run id");
+            let tables = Command::new("nft").args(["list", "tables"]).output().unwrap();
+            String::from_utf8_lossy(&tables.stdout).contains(&format!("table inet CRIU-{}", &run_id[..21]))
+        }
+        0 => {
+            let rules = Command::new("iptables").args(["-w", "-S"]).output().unwrap();
+            String::from_utf8_lossy(&rules.stdout).lines().any(|rule| rule.contains(&format!("--dport {port} ")) || rule.contains(&format!("--sport {port} ")))
+        }
+        _ => false,
+    };
+    (method, present)
+}
+
+/// tests/data/tcp_lock.c, connected to a listener of the test, dumped with
+/// `--tcp-established` by `dumper` (with `dump_extra`) and restored by `restorer`: the
+/// dump leaves the connection locked, the restore lifts that lock and the restored
+/// process answers on its connection. Returns the lock method the inventory named.
+fn cross_tcp(name: &str, dumper: &mut dyn FnMut() -> Command, dump_extra: &[&str], restorer: &mut dyn FnMut() -> Command) -> u32 {
+    subreaper();
+    let dir = tempdir(name);
+    let binary = compile(&dir, "tcp_lock", &[]);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut command = Command::new(&binary);
+    command.arg(dir.join("lock")).arg(port.to_string());
+    let (child, text, _) = common::start_with_pipes(&mut command, 0);
+    let pid = child.id() as i32;
+    assert_eq!(text.trim(), pid.to_string(), "the program wrote its pid");
+    let (mut peer, _) = listener.accept().unwrap();
+    peer.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut ask = |byte: u8| {
+        peer.write_all(&[byte]).unwrap();
+        let mut answer = [0u8; 1];
+        peer.read_exact(&mut answer).map(|_| answer[0])
+    };
+    assert_eq!(ask(b'a').unwrap(), b'b');
+
+    let images = dir.join("img");
+    std::fs::create_dir_all(&images).unwrap();
+    let dumped = dumper()
+        .args(["dump", "-t", &pid.to_string(), "-D"])
+        .arg(&images)
+        .args(["-o", "dump.log", "-v4", "--tcp-established", "--file-locks"])
+        .args(dump_extra)
+        .output()
+        .unwrap();
+    let log = |file: &str| std::fs::read_to_string(images.join(file)).unwrap_or_default();
+    assert!(dumped.status.success(), "dump: {}\n{}", String::from_utf8_lossy(&dumped.stderr), log("dump.log"));
+    wait_exit(pid);
+    let (method, locked) = lock_present(&images, port);
+    assert!(locked, "the dump left the connection locked (network_lock_method {method})");
+
+    let pidfile = dir.join("restored.pid");
+    let restored = restorer()
+        .args(["restore", "-D"])
+        .arg(&images)
+        .args(["-d", "--pidfile"])
+        .arg(&pidfile)
+        .args(["-o", "restore.log", "-v4", "--tcp-established", "--file-locks"])
+        .output()
+        .unwrap();
+    assert!(restored.status.success(), "restore: {}\n{}", String::from_utf8_lossy(&restored.stderr), log("restore.log"));
+    let root: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    assert_eq!(root, pid, "restored under its pid");
+    let (_, locked) = lock_present(&images, port);
+    let answer = ask(b'x');
+    if locked || answer.is_err() {
+        signal(root, libc::SIGKILL);
+        wait_exit(root);
+    }
+    assert!(!locked, "the restore lifted the dump's lock (network_lock_method {method})\n{}", log("restore.log"));
+    assert_eq!(answer.unwrap(), b'y', "the restored process answers on its connection");
+    drop(peer);
+    let status = wait_exit(root);
+    assert_eq!(status, 0, "the restored process saw its peer close and ended");
+    method
+}
+
+#[test]
+fn crust_dumps_criu_restores_a_tcp_connection() {
+    let Some(criu) = reference_criu("crust_dumps_criu_restores_a_tcp_connection") else { return };
+    let method = cross_tcp("tcp-crust-to-criu", &mut crust, &[], &mut || Command::new(&criu));
+    assert_eq!(method, 1, "crust locks with nftables, in CRIU's table");
+}
+
+#[test]
+fn criu_dumps_crust_restores_a_tcp_connection_locked_with_nftables() {
+    let Some(criu) = reference_criu("criu_dumps_crust_restores_a_tcp_connection_locked_with_nftables") else { return };
+    cross_tcp("tcp-criu-nft-to-crust", &mut || Command::new(&criu), &["--network-lock", "nftables"], &mut crust);
+}
+
+#[test]
+fn criu_dumps_crust_restores_a_tcp_connection_locked_with_iptables() {
+    let Some(criu) = reference_criu("criu_dumps_crust_restores_a_tcp_connection_locked_with_iptables") else { return };
+    if Command::new("iptables").arg("--version").output().is_err() {
+        eprintln!("criu_dumps_crust_restores_a_tcp_connection_locked_with_iptables: skipped: needs iptables (ci/setup.sh installs it)");
+        return;
+    }
+    let method = cross_tcp("tcp-criu-ipt-to-crust", &mut || Command::new(&criu), &[], &mut crust);
+    assert_eq!(method, 0, "CRIU's default lock is iptables");
 }

@@ -12,6 +12,7 @@ pub mod check;
 pub mod dump;
 pub mod procfs;
 pub mod restore;
+pub mod stages;
 
 mod cgroups;
 mod error;

@@ -27,6 +27,7 @@ pub fn run_demo(args: &[String]) -> anyhow::Result<()> {
 }
 
 fn hand_over(verb: &str, args: &[String]) -> anyhow::Result<()> {
+    crate::tools::require(if verb == "run" { "zdtm" } else { verb }, &crate::tools::native_zdtm())?;
     let workspace = workspace_root();
     let (engine, rest) = split_engine_option(args)?;
     let build_crust = engine.is_none();

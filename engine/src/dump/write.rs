@@ -67,10 +67,6 @@ pub(crate) struct Dumped<'a> {
     pub(crate) run_id: &'a str,
 }
 
-/// `inventory.network_lock_method`: how the dump locked its TCP connections (CRIU's
-/// numbers: 0 iptables, 1 nftables, 2 skip). crust locks with nftables, in CRIU's
-/// table (`files::tcp`), so CRIU's restore lifts crust's lock and crust's CRIU's.
-pub(crate) const NETWORK_LOCK_NFTABLES: u32 = 1;
 
 /// The auxiliary vector as CRIU keeps it: without the terminating AT_NULL pair (the
 /// kernel's vector holds at most 44 words besides it on x86_64, and CRIU's restore
@@ -98,7 +94,10 @@ pub(crate) fn write_images(root: i32, dir: &Path, dumped: Dumped) -> Result<(), 
         // crust's own cgroups; a process elsewhere names a set of cgroup.img.
         root_cg_set: Some(crate::cgroups::OWN_SET),
         lsmtype: Some(pb::Lsmtype::NoLsm as i32),
-        network_lock_method: Some(NETWORK_LOCK_NFTABLES),
+        // How the TCP connections were locked: with nftables in CRIU's table
+        // (`files::netlock`), so CRIU's restore lifts crust's lock and crust's CRIU's;
+        // not at all with `--network-lock skip`, recorded as CRIU records it.
+        network_lock_method: Some(if files.network_lock_skip { crate::files::NETWORK_LOCK_SKIP } else { crate::files::NETWORK_LOCK_NFTABLES }),
         plugins_entry: Some(Default::default()),
         dump_criu_run_id: Some(run_id.to_string()),
         ..Default::default()

@@ -1,18 +1,20 @@
 //! Established TCP connections, with TCP_REPAIR (`--tcp-established`). Dump: the
 //! connection is locked in CRIU's nftables table for the dump (`inet CRIU-<run id>`,
-//! dropping its packets both ways; `inventory.network_lock_method` says nftables), the socket is put in repair mode and its sequence numbers,
-//! queues (sent-but-unacknowledged, unsent, received-but-unread), options and window
-//! are read into tcp-stream-INODE.img. A socket closed in repair mode goes silently, so
-//! the killed target sends no FIN or RST; after a failed dump (or `--leave-running`)
-//! repair mode is left and the lock removed. Restore builds the socket in repair mode
-//! (sequence numbers, bind, connect without a handshake, options, queues, window),
-//! leaves repair mode and, once the tree runs, removes the lock (CRIU's table, or the
-//! iptables rules of CRIU's default lock, or the table of an older crust dump): the
-//! peer's retransmissions arrive and nothing was lost.
+//! dropping its packets both ways; made, kept and removed by `netlock.rs`;
+//! `inventory.network_lock_method` says nftables), the socket is put in repair mode and
+//! its sequence numbers, queues (sent-but-unacknowledged, unsent, received-but-unread),
+//! options and window are read into tcp-stream-INODE.img, and repair mode is left at
+//! once: while the dump goes on the socket is ordinary (frozen and locked, it cannot
+//! change), so a crust that dies meanwhile leaves a working connection. Just before the
+//! tree is killed (or left stopped) every socket goes into repair mode again: closed in
+//! repair mode it goes silently, so the killed target sends no FIN or RST. After a
+//! failed dump (or `--leave-running`) the lock is removed. Restore builds the socket in
+//! repair mode (sequence numbers, bind, connect without a handshake, options, queues,
+//! window), leaves repair mode and, once the tree runs, removes the lock the inventory
+//! names (CRIU's table, or the iptables rules of CRIU's default lock, or the tables of
+//! an older crust dump): the peer's retransmissions arrive and nothing was lost.
 
-use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::process::{Command, Stdio};
 
 use super::{file_io, FileError};
 use crust_images::pb;
@@ -41,10 +43,6 @@ const TCPOPT_WINDOW: u32 = 3;
 const TCPOPT_SACK_PERM: u32 = 4;
 const TCPOPT_TIMESTAMP: u32 = 8;
 
-/// CRIU's mark for packets that pass a lock (`meta mark` in the table, `--mark` in the
-/// iptables rules): the restoring tool's own traffic.
-const LOCK_MARK: u32 = 0xC114;
-
 /// The nftables table that locks the TCP connections of dump `run_id`, as CRIU names
 /// it (`inventory.dump_criu_run_id`): `CRIU-` and the run id's first 21 characters. One
 /// table per dump, whichever tool made it: either tool's restore lifts the other's lock.
@@ -53,129 +51,20 @@ pub(crate) fn lock_table(run_id: &str) -> String {
     format!("CRIU-{short}")
 }
 
-fn nft(script: &str) -> Result<(), FileError> {
-    let mut child = Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(file_io("run nft (install nftables)"))?;
-    child.stdin.take().expect("piped").write_all(script.as_bytes()).map_err(file_io("write to nft"))?;
-    let output = child.wait_with_output().map_err(file_io("wait for nft"))?;
-    if !output.status.success() {
-        return Err(FileError::refused(format!("nft: {}", String::from_utf8_lossy(&output.stderr).trim())));
-    }
-    Ok(())
+/// The table crust locked the connection of socket `ino` with before it used CRIU's
+/// table for the whole dump: `crust_tcp_INODE`, of the inet family (netlink, dumps of
+/// 2026-12-06 without `network_lock_method`) or of ip/ip6 (earlier dumps).
+pub(crate) fn old_crust_lock_table(ino: u32) -> String {
+    format!("crust_tcp_{ino}")
 }
 
-fn ip_text(address: &InetAddress) -> String {
-    if address.family == libc::AF_INET {
-        address.addr.iter().take(4).map(|b| b.to_string()).collect::<Vec<_>>().join(".")
-    } else {
-        let mut bytes = [0u8; 16];
-        bytes.copy_from_slice(&address.addr[..16]);
-        std::net::Ipv6Addr::from(bytes).to_string()
-    }
-}
-
-/// The address as the lock matches packets: an IPv4-mapped address of an IPv6 socket
-/// carries IPv4 packets.
-fn on_the_wire(address: &InetAddress) -> InetAddress {
-    let mapped = address.family == libc::AF_INET6 && address.addr.len() == 16 && address.addr[..10].iter().all(|&b| b == 0) && address.addr[10..12] == [0xff, 0xff];
-    if mapped {
-        InetAddress { family: libc::AF_INET, addr: address.addr[12..].to_vec(), port: address.port }
-    } else {
-        address.clone()
-    }
-}
-
-/// The set of CRIU's lock table that holds a connection of this family.
-fn conns_set(family: i32) -> &'static str {
-    if family == libc::AF_INET { "conns4" } else { "conns6" }
-}
-
-/// The connection local↔peer as the elements of CRIU's set: one per direction.
-fn conns_elements(local: &InetAddress, peer: &InetAddress) -> String {
-    let (local, peer) = (on_the_wire(local), on_the_wire(peer));
-    let (l, p) = (ip_text(&local), ip_text(&peer));
-    format!("{l} . {} . {p} . {}, {p} . {} . {l} . {}", local.port, peer.port, peer.port, local.port)
-}
-
-/// Drops every packet of the connection local↔peer, both ways, until the table of dump
-/// `run_id` goes. The table is CRIU's (sets `conns4`/`conns6` of address-port tuples,
-/// chains on the input and output hooks that let marked packets through and drop the
-/// set's); it is made (or made again, the same) in the same transaction that adds the
-/// connection, so it is never there half-built.
-pub(crate) fn lock(run_id: &str, local: &InetAddress, peer: &InetAddress) -> Result<(), FileError> {
-    let table = lock_table(run_id);
-    let mut script = format!(
-        "add table inet {table}\n\
-         add set inet {table} conns4 {{ type ipv4_addr . inet_service . ipv4_addr . inet_service; }}\n\
-         add set inet {table} conns6 {{ type ipv6_addr . inet_service . ipv6_addr . inet_service; }}\n"
-    );
-    for (chain, hook) in [("output", "output"), ("input", "input")] {
-        script.push_str(&format!(
-            "add chain inet {table} {chain} {{ type filter hook {hook} priority filter; policy accept; }}\n\
-             flush chain inet {table} {chain}\n\
-             add rule inet {table} {chain} meta mark {LOCK_MARK:#010x} accept\n\
-             add rule inet {table} {chain} ip saddr . tcp sport . ip daddr . tcp dport @conns4 drop\n\
-             add rule inet {table} {chain} ip6 saddr . tcp sport . ip6 daddr . tcp dport @conns6 drop\n"
-        ));
-    }
-    script.push_str(&format!("add element inet {table} {} {{ {} }}\n", conns_set(on_the_wire(local).family), conns_elements(local, peer)));
-    nft(&script)
-}
-
-/// Lets the connection local↔peer through again, leaving the dump's other connections
-/// locked (a dump that failed on this one).
-pub(crate) fn unlock_connection(run_id: &str, local: &InetAddress, peer: &InetAddress) -> Result<(), FileError> {
-    nft(&format!("delete element inet {} {} {{ {} }}\n", lock_table(run_id), conns_set(on_the_wire(local).family), conns_elements(local, peer)))
-}
-
-/// Removes the lock table of dump `run_id`: every connection it locked flows again.
-/// `Ok(false)`: there was none (the dump left its tree running, or it was lifted by
-/// hand).
-pub(crate) fn remove_lock(run_id: &str) -> Result<bool, FileError> {
-    match nft(&format!("delete table inet {}\n", lock_table(run_id))) {
-        Err(error) if error.to_string().contains("No such file or directory") => Ok(false),
-        Err(error) => Err(error),
-        Ok(()) => Ok(true),
-    }
-}
-
-/// Removes the table crust locked a connection with before it used CRIU's (one table
-/// per connection, `ip crust_tcp_INODE` or `ip6 ...`), for dumps of crust before
-/// 2026-12-06. `Ok(false)`: there was none.
-pub(crate) fn remove_old_crust_lock(ino: u32, family: i32) -> Result<bool, FileError> {
-    let family = if family == libc::AF_INET { "ip" } else { "ip6" };
-    match nft(&format!("delete table {family} crust_tcp_{ino}\n")) {
-        Err(error) if error.to_string().contains("No such file or directory") => Ok(false),
-        Err(error) => Err(error),
-        Ok(()) => Ok(true),
-    }
-}
-
-/// Removes the iptables rules CRIU's default lock (`--network-lock iptables`) put on
-/// the connection local↔peer: one DROP rule in INPUT (peer to local) and one in OUTPUT
-/// (local to peer), each letting marked packets through. `Ok(false)`: none was there.
-pub(crate) fn remove_iptables_lock(local: &InetAddress, peer: &InetAddress) -> Result<bool, FileError> {
-    let (local, peer) = (&on_the_wire(local), &on_the_wire(peer));
-    let tool = if local.family == libc::AF_INET { "iptables" } else { "ip6tables" };
-    let mut removed = false;
-    for (chain, from, to) in [("INPUT", peer, local), ("OUTPUT", local, peer)] {
-        let output = Command::new(tool)
-            .args(["-w", "-t", "filter", "-D", chain, "--protocol", "tcp", "-m", "mark", "!", "--mark", &format!("{LOCK_MARK:#X}")])
-            .args(["--source", &ip_text(from), "--sport", &from.port.to_string(), "--destination", &ip_text(to), "--dport", &to.port.to_string()])
-            .args(["-j", "DROP"])
-            .stdin(Stdio::null())
-            .output()
-            .map_err(file_io(format!("run {tool} (install iptables)")))?;
-        if output.status.success() {
-            removed = true;
-        } else {
-            log::debug!("{tool} -D {chain}: {}", String::from_utf8_lossy(&output.stderr).trim());
-        }
+/// Removes the lock of socket `ino` of a dump that names no lock method (crust before
+/// CRIU's table): its inet table, or the ip/ip6 one. `Ok(false)`: none was there.
+pub(crate) fn remove_old_crust_lock(ino: u32) -> Result<bool, FileError> {
+    let table = old_crust_lock_table(ino);
+    let mut removed = super::netlock::remove_table(&table)?;
+    for family in [libc::AF_INET, libc::AF_INET6] {
+        removed |= super::netlock::remove_table_of_family(family, &table)?;
     }
     Ok(removed)
 }
@@ -191,6 +80,18 @@ fn get(fd: RawFd, name: i32) -> Result<i32, FileError> {
 /// Puts the (locked) socket in repair mode or takes it out.
 pub(crate) fn set_repair(socket: &OwnedFd, on: bool) -> Result<(), FileError> {
     set(socket.as_raw_fd(), TCP_REPAIR, on as i32)
+}
+
+/// Takes the socket out of repair mode without the window probe the kernel sends then
+/// (TCP_REPAIR_OFF_NO_WP, Linux 4.17; plain off before): its state was read, and until
+/// the tree is killed it is an ordinary socket again, so a crust that dies meanwhile
+/// leaves the target's connection working (the lock goes with crust).
+pub(crate) fn leave_repair(socket: &OwnedFd) -> Result<(), FileError> {
+    const TCP_REPAIR_OFF_NO_WP: i32 = -1;
+    match set(socket.as_raw_fd(), TCP_REPAIR, TCP_REPAIR_OFF_NO_WP) {
+        Err(FileError::Io { source, .. }) if source.raw_os_error() == Some(libc::EINVAL) => set_repair(socket, false),
+        other => other,
+    }
 }
 
 fn read_queue(fd: RawFd, queue: i32, len: usize) -> Result<(u32, Vec<u8>), FileError> {

@@ -37,7 +37,9 @@ pub(crate) fn handling(kind: ImageKind) -> Handling {
 
 /// What inventory.img may say that this restore cannot honour: an image layout older
 /// than CRIU's current one (`img_version` 2, fdinfo and namespace images named by id),
-/// a dump that needs a CRIU plugin, or one made with uprobes allowed. Pure.
+/// a dump that needs a CRIU plugin, one made with uprobes allowed, or a TCP lock it
+/// cannot lift (an unknown `network_lock_method`, nftables without the run id that
+/// names the table). Pure.
 pub(crate) fn check_inventory(inventory: &pb::InventoryEntry) -> Result<(), ImagesError> {
     let refuse = |what: String| Err(ImagesError::BadImage { image: ImageKind::Inventory.file_name(0), what });
     if inventory.img_version != 2 {
@@ -51,6 +53,14 @@ pub(crate) fn check_inventory(inventory: &pb::InventoryEntry) -> Result<(), Imag
     }
     if inventory.allow_uprobes == Some(true) {
         return refuse("a dump made with uprobes allowed (allow_uprobes) is not supported yet".into());
+    }
+    // How the TCP lock is lifted after the restore (files::restore::dump_lock).
+    use crate::files::{NETWORK_LOCK_IPTABLES, NETWORK_LOCK_NFTABLES, NETWORK_LOCK_SKIP};
+    match inventory.network_lock_method {
+        None | Some(NETWORK_LOCK_IPTABLES) | Some(NETWORK_LOCK_SKIP) => {}
+        Some(NETWORK_LOCK_NFTABLES) if inventory.dump_criu_run_id.is_some() => {}
+        Some(NETWORK_LOCK_NFTABLES) => return refuse("network_lock_method nftables without dump_criu_run_id, which names the lock table".into()),
+        Some(other) => return refuse(format!("network_lock_method {other} is not known (0 iptables, 1 nftables, 2 skip)")),
     }
     Ok(())
 }
@@ -99,6 +109,13 @@ mod tests {
         );
         assert!(check_inventory(&pb::InventoryEntry { img_version: 1, ..inventory() }).is_err());
         assert!(check_inventory(&pb::InventoryEntry { fdinfo_per_id: None, ..inventory() }).is_err());
+        for method in [0, 2] {
+            check_inventory(&pb::InventoryEntry { network_lock_method: Some(method), ..inventory() }).expect("iptables, skip");
+        }
+        let nftables = pb::InventoryEntry { network_lock_method: Some(1), ..inventory() };
+        assert!(check_inventory(&nftables).is_err(), "nftables names its table by the run id");
+        check_inventory(&pb::InventoryEntry { dump_criu_run_id: Some("a6f832d8-fea2-41e3-91a2-c84fb3431983".into()), ..nftables }).expect("nftables");
+        assert!(check_inventory(&pb::InventoryEntry { network_lock_method: Some(3), ..inventory() }).is_err());
     }
 
     #[test]

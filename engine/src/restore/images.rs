@@ -259,3 +259,19 @@ pub(crate) fn check_files(images: &Images) -> Result<(), ImagesError> {
     }
     Ok(())
 }
+
+impl Images {
+    /// Whether the dumped tree had a network namespace of its own (its root's net
+    /// namespace id differs from the inventory's): where CRIU's restore reaches
+    /// network-unlock.
+    pub(crate) fn own_net_namespace(&self) -> bool {
+        let inventory: Option<pb::InventoryEntry> = self.dir.read_single(ImageKind::Inventory, 0).ok();
+        let host = inventory.and_then(|i| i.root_ids).and_then(|ids| ids.net_ns_id);
+        let root = self.processes.first();
+        let tree = root.and_then(|p| p.cores[0].ids.and_then(|ids| ids.net_ns_id)).or_else(|| {
+            let ids: Option<pb::TaskKobjIdsEntry> = root.and_then(|p| self.dir.read_single(ImageKind::Ids, p.pid() as u64).ok());
+            ids.and_then(|ids| ids.net_ns_id)
+        });
+        matches!((host, tree), (Some(host), Some(tree)) if host != tree)
+    }
+}

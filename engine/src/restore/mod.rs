@@ -20,6 +20,7 @@ use crust_arch::{Host, HostArch};
 
 use crate::error::io_failure;
 use crate::model::TASK_STOPPED;
+use crate::stages::{Stage, StageFailure, Stages};
 use crate::sys;
 
 pub(crate) mod child;
@@ -52,6 +53,18 @@ pub struct RestoreOptions {
     pub pidfile: Option<PathBuf>,
     /// Keep the caller's session and process group.
     pub shell_job: bool,
+    /// Leave every restored process stopped (SIGSTOP) instead of running
+    /// (`--leave-stopped`).
+    pub leave_stopped: bool,
+    /// Create the root as crust's sibling (CLONE_PARENT): it is the child of crust's
+    /// parent, which waits for it (`--restore-sibling`, runc's way).
+    pub restore_sibling: bool,
+    /// Files the caller passes in instead of crust opening them (`--inherit-fd
+    /// fd[N]:KEY`): crust's fd N stands for the file whose key is KEY (`pipe:[INO]`,
+    /// `socket:[INO]`, or a path as the images name it).
+    pub inherit_fds: Vec<(i32, String)>,
+    /// The caller's stage callback (pre-restore ... post-resume, orphan-pts-master).
+    pub stages: Stages,
 }
 
 /// How a restore ended.
@@ -85,6 +98,9 @@ pub enum RestoreError {
     Plan(#[from] PlanError),
     #[error(transparent)]
     Finish(#[from] FinishError),
+    /// The caller's listener failed at a point; the tree (if any) was killed.
+    #[error("restore: {stage}: {source}")]
+    Stage { stage: Stage, source: StageFailure },
 }
 io_failure!(RestoreError);
 
@@ -92,7 +108,21 @@ io_failure!(RestoreError);
 
 /// Restores the process tree dumped in `options.dir`.
 pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
+    let restored = restore_tree(options);
+    if restored.is_err() {
+        // The dumped connections stay blocked for another restore: say how to let
+        // them go instead.
+        for (table, command) in crate::files::kept_lock_tables(&options.dir) {
+            log::warn!("restore failed: the TCP lock table {table} stays, so the dumped connections stay blocked for another restore; to let them go: {command}");
+        }
+    }
+    restored
+}
+
+fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
     let started = Instant::now();
+    let stage = |stage: Stage, root: Option<i32>| options.stages.reach(stage, root).map_err(|source| RestoreError::Stage { stage, source });
+    stage(Stage::PreRestore, None)?;
     let images = images::load(&options.dir, sys::page_size())?;
     image_set::check(&options.dir)?;
     let root = images.processes[0].pid();
@@ -128,7 +158,7 @@ pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> 
         sys::reserve_at(start, (end - start) as usize).map_err(io_err(root, format!("reserve the premap arena {start:#x}-{end:#x}")))?;
     }
     sys::raise_nofile_limit().map_err(io_err(root, "raise RLIMIT_NOFILE"))?;
-    let broker = crate::files::Broker::open(&images.files, &images.ghosts, &options.dir, images.broker_ids(), tree.broker_base)
+    let broker = crate::files::Broker::open(&images.files, &images.ghosts, &options.dir, images.broker_ids(), tree.broker_base, &options.inherit_fds)
         .map_err(|what| RestoreError::Child { pid: root, what: what.to_string() })?;
     for (&shmid, &(number, size)) in &tree.shmem {
         let created = sys::create_shared_anon(size).and_then(|fd| {
@@ -146,7 +176,7 @@ pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> 
 
     let (sync_read, sync_write) = finish::pipe(root)?;
     let (error_read, error_write) = finish::pipe(root)?;
-    let forked = sys::fork_root(root, new_pid_ns, tree.new_ipc_ns);
+    let forked = sys::fork_root(root, new_pid_ns, tree.new_ipc_ns, options.restore_sibling);
     let child = match forked {
         Ok(0) => {
             drop(sync_write);
@@ -156,6 +186,9 @@ pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> 
         }
         Ok(child) => child,
         Err(error) if error.raw_os_error() == Some(libc::EEXIST) => return Err(RestoreError::PidBusy { pid: root }),
+        Err(error) if options.restore_sibling && error.raw_os_error() == Some(libc::EINVAL) => {
+            return Err(RestoreError::Io { pid: root, what: "clone3 with CLONE_PARENT (--restore-sibling: crust must not be a pid namespace's init)".into(), source: error })
+        }
         Err(error) => return Err(RestoreError::Io { pid: root, what: "clone3 with set_tid".into(), source: error }),
     };
     drop(sync_read);
@@ -181,6 +214,12 @@ pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> 
         // Filters installed by the restorer must not see the tracer's calls after them.
         | if uses_seccomp { sys::PTRACE_O_SUSPEND_SECCOMP } else { 0 };
     sys::seize_thread(child, options_word).map_err(io_err(root, "seize restored root"))?;
+    // The root exists in its namespaces and waits for the go below (CRIU reaches these
+    // only for a tree with namespaces of its own).
+    if new_pid_ns || tree.new_ipc_ns {
+        stage(Stage::SetupNamespaces, Some(child))?;
+        stage(Stage::PostSetupNamespaces, Some(child))?;
+    }
     let mut sync_write = fs::File::from(sync_write);
     sync_write.write_all(b"g").map_err(io_err(root, "release child"))?;
     drop(sync_write);
@@ -192,9 +231,12 @@ pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> 
             fs::write(&path, adj.to_string()).map_err(io_err(process.pid(), format!("write {path}")))?;
         }
     }
+    // Every task is restored and still stopped; a failure here kills the tree.
+    stage(Stage::PostRestore, Some(child))?;
+    let mut ready = Vec::new();
     for (process, plan) in images.processes.iter().zip(&plans) {
         if let Some(plan) = plan {
-            finish::finish_process(process, plan, &host)?;
+            ready.extend(finish::finish_process(process, plan, &host, options.leave_stopped)?);
         }
     }
     // Segments removed while attached go again, now that every process has attached them.
@@ -202,10 +244,16 @@ pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> 
         let removed = crate::ipc::removed_segments(&options.dir, ns_id).map_err(|what| RestoreError::BadImage { image: "ipcns-shm".into(), what: what.to_string() })?;
         crate::ipc::remove_segments(child, &removed).map_err(|what| RestoreError::Child { pid: root, what: what.to_string() })?;
     }
-    // The tree runs: let the traffic of its TCP connections through again.
+    // The sockets are out of repair mode: let the traffic of their TCP connections
+    // through again, just before the tree runs (as CRIU).
+    if images.own_net_namespace() {
+        stage(Stage::NetworkUnlock, Some(child))?;
+    }
     crate::files::unlock_tcp(&options.dir).map_err(|what| RestoreError::Child { pid: root, what: what.to_string() })?;
+    stage(Stage::PreResume, Some(child))?;
+    finish::release(ready)?;
     // Return only once the stopped ones are stopped (their stop is already pending).
-    for process in images.processes.iter().filter(|p| p.task_state() == TASK_STOPPED) {
+    for process in images.processes.iter().filter(|p| !p.is_zombie() && (options.leave_stopped || p.task_state() == TASK_STOPPED)) {
         for &tid in process.pstree.threads.iter().skip(process.acting_thread()) {
             finish::wait_until_stopped(process.pid(), host[&(tid as i32)])?;
         }
@@ -217,7 +265,9 @@ pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> 
         fs::write(pidfile, format!("{root}")).map_err(io_err(root, format!("write {}", pidfile.display())))?;
     }
     let total = started.elapsed();
-    let exit_code = if options.detach {
+    stage(Stage::PostResume, Some(root))?;
+    // A sibling root is its parent's to wait for, not crust's.
+    let exit_code = if options.detach || options.restore_sibling {
         None
     } else {
         match sys::wait_thread(root).map_err(io_err(root, "wait for restored process"))? {
