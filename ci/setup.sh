@@ -5,10 +5,10 @@
 #   ci/setup.sh [--ci]   the set .ci/run needs: cross compilers with their libc and
 #                        binutils, qemu-user-static (cargo xtest arch), debootstrap (for
 #                        ci/criu-reference.sh), nftables, iptables (restore lifts CRIU's
-#                        default TCP lock with it), qemu for CI's VM smoke run
-#                        (aarch64), the kernel fetch's xz, go and go-criu (the RPC test's
-#                        go-criu client), rustup cross targets, rust-src, cargo-fuzz on
-#                        nightly
+#                        default TCP lock with it), util-linux and procps (restore-fuzz's
+#                        unshare and kill), qemu for CI's VM smoke run (aarch64), the
+#                        kernel fetch's xz, go and go-criu (the RPC test's go-criu
+#                        client), rustup cross targets, rust-src, cargo-fuzz on nightly
 #   ci/setup.sh --full   the --ci set plus what every other verb runs: qemu for all four
 #                        VM architectures (`cargo xtest zdtm --arch A`, `nightly`), the
 #                        language runtimes of `cargo xtest zdtm --group runtime`
@@ -47,6 +47,7 @@ ci_apt_packages=(
     qemu-user-static
     nftables
     iptables
+    util-linux procps
     iproute2
     xz-utils
     qemu-system-arm

@@ -14,6 +14,8 @@
 //!   `rule-N` images), typed with netlink-packet-route.
 //! - [`tar`]: GNU tar archives (raw `tmpfs-dev-N.tar.gz` images): a writer and a
 //!   reader of the format CRIU's `tar` invocation makes, sparse files included.
+//! - [`checksums`]: `crust-checksums.img`, crust's own image (no CRIU kind): the
+//!   list of images of a dump and the CRC-32C of every run of pages.
 //!
 //! Invariant: this crate knows nothing about ptrace or live processes; every parser is
 //! pure (`&[u8]` in, types out) and the file helpers are thin wrappers around them.
@@ -34,6 +36,7 @@
 //! ```
 #![deny(unsafe_code)]
 
+pub mod checksums;
 pub mod dir;
 pub mod error;
 pub mod image;

@@ -38,7 +38,8 @@ pub const SMOKE_TESTS: &str = "sig,anon_4k,pipe_data";
 /// reference CRIU dumping and crust restoring and the reverse (the core group in the
 /// host flavor, about a minute each), a few zdtm tests in a VM of another architecture
 /// (so a tool the VM runs need shows missing at once), the fuzz regression fixtures,
-/// and a short run of every fuzz target.
+/// a short run of every fuzz target, and a short restore fuzz (mutated zdtm dumps
+/// through `crust restore`).
 const STEPS: &[Step] = &[
     Step { args: &["test", "--workspace"], slow: false },
     Step { args: &["xtest", "arch"], slow: true },
@@ -52,6 +53,7 @@ const STEPS: &[Step] = &[
     },
     Step { args: &["xtest", "fuzz", "--replay"], slow: true },
     Step { args: &["xtest", "fuzz", "--time", "10"], slow: true },
+    Step { args: &["xtest", "restore-fuzz", "--time", "90"], slow: true },
 ];
 
 /// How long what a step started may take to finish exiting before it counts as left.

@@ -200,7 +200,10 @@ fn config_files(program: Program, command_line: &CriuOptions) -> anyhow::Result<
 fn enter_work_dir(options: &mut CriuOptions, create_images: bool) -> anyhow::Result<()> {
     let images = options.images_dir();
     if create_images {
-        std::fs::create_dir_all(&images).with_context(|| format!("create images directory {}", images.display()))?;
+        // Images hold process memory: a new directory is 0700, and none that others
+        // can write is used.
+        crust_engine::private::create_dir(&images).with_context(|| format!("create images directory {}", images.display()))?;
+        crust_engine::private::check_dir(&images).map_err(|e| anyhow!("images directory {e}"))?;
     }
     let images = images.canonicalize().with_context(|| format!("images directory {}", images.display()))?;
     let work = options.work_dir.clone().unwrap_or_else(|| images.clone());
@@ -213,7 +216,9 @@ fn dump(program: Program, verb: Verb, mut options: CriuOptions) -> anyhow::Resul
     if let Some(refusal) = options.refusal(verb) {
         bail!(refusal);
     }
-    options.dump_options(verb).map_err(|e| anyhow!(e))?;
+    let target = options.dump_options(verb).map_err(|e| anyhow!(e))?.pid;
+    // A refused dump leaves nothing behind: no images directory, no log.
+    crust_engine::dump::check_access(target)?;
     enter_work_dir(&mut options, true)?;
     logging::init(&options)?;
     let scripts = Arc::new(ActionScripts::new(program, &options));
@@ -264,6 +269,7 @@ fn restore(program: Program, mut options: CriuOptions, command: &[String]) -> an
     if options.exec_cmd && command.is_empty() {
         bail!("--exec-cmd needs the command after --: restore --exec-cmd -- COMMAND [ARGS]");
     }
+    crust_engine::restore::check_access()?;
     enter_work_dir(&mut options, false)?;
     logging::init(&options)?;
     let scripts = Arc::new(ActionScripts::new(program, &options));

@@ -326,6 +326,7 @@ pub struct CriuOptions {
     pub no_default_config: bool,
     // crust's own.
     pub frozen_copy: bool,
+    pub skip_checksums: bool,
     pub fault_inject: Option<DumpStep>,
 }
 
@@ -417,6 +418,7 @@ impl Default for CriuOptions {
             config: None,
             no_default_config: false,
             frozen_copy: false,
+            skip_checksums: false,
             fault_inject: None,
         }
     }
@@ -642,6 +644,7 @@ impl CriuOptions {
             "ghost-fiemap" => self.ghost_fiemap = on,
             "allow-uprobes" => self.allow_uprobes = on,
             "frozen-copy" => self.frozen_copy = on,
+            "skip-checksums" => self.skip_checksums = on,
             "fault-inject" => {
                 self.fault_inject = Some(DumpStep::from_name(&value).ok_or_else(|| format!("unknown dump step {value}"))?)
             }
@@ -766,6 +769,7 @@ impl CriuOptions {
             detach: true,
             pidfile: self.pidfile.clone(),
             shell_job: self.shell_job,
+            skip_checksums: self.skip_checksums,
             leave_stopped: self.leave_stopped,
             restore_sibling: self.restore_sibling,
             // Checked when set (`parse_inherit_fd`).

@@ -681,6 +681,14 @@ pub static OPTIONS: &[Spec] = &[
         "with --leave-running: keep the tree frozen while its pages are copied, instead of the copy-on-write snapshot",
         Implemented,
     ),
+    spec(
+        "skip-checksums",
+        None,
+        Flag,
+        Crust,
+        "restore without verifying the pages against the CRC-32C checksums crust's dump wrote (crust-checksums.img), nor the images against its list: for a dump known to be damaged",
+        Implemented,
+    ),
     Spec {
         long: "fault-inject",
         short: None,

@@ -443,6 +443,7 @@ mod tests {
         "allow-uprobes",
         "frozen-copy",
         "fault-inject",
+        "skip-checksums",
     ];
 
     #[test]

@@ -4,7 +4,7 @@
  * The root fills 8 MiB with a pattern derived from its pid, keeps a pipe and a unix
  * socket pair with unread data, a file open at an offset, a pty pair with its own
  * control characters, a thread asleep on a condition variable and one in nanosleep,
- * and a child (in a process group of its own) that sleeps in pause(). It writes its pid
+ * and a child (in a process group of its own) that sleeps in sigsuspend(). It writes its pid
  * on fd 3, closes it and blocks in read() on a pipe of its own; SIGUSR1 (SA_RESTART,
  * blocked in the other threads)
  * makes the handler write one byte there, so the read restarts and returns it only if
@@ -76,8 +76,13 @@ static int child_main(uint64_t *mem, uint64_t seed) {
         mem[i] = ~word(seed, i);
     struct sigaction sa = { .sa_handler = on_usr2 };
     sigaction(SIGUSR2, &sa, NULL);
+    /* SIGUSR2 came blocked from the fork: one sent before the handler was set (the
+     * dump may stop the child before that) waits, and sigsuspend takes it. */
+    sigset_t waiting;
+    sigprocmask(SIG_SETMASK, NULL, &waiting);
+    sigdelset(&waiting, SIGUSR2);
     while (!child_checked)
-        pause();
+        sigsuspend(&waiting);
     for (size_t i = 0; i < MEM / 8; i += 512)
         if (mem[i] != ~word(seed, i))
             return 1;
@@ -119,12 +124,17 @@ int main(int argc, char **argv) {
     if (tcsetattr(slave, TCSANOW, &tio))
         return 2;
 
+    sigset_t usr2, before_fork;
+    sigemptyset(&usr2);
+    sigaddset(&usr2, SIGUSR2);
+    sigprocmask(SIG_BLOCK, &usr2, &before_fork);
     pid_t child = fork();
     if (child == 0) {
         close(3); /* the ready pipe is the parent's to close */
         setpgid(0, 0);
         _exit(child_main(mem, seed));
     }
+    sigprocmask(SIG_SETMASK, &before_fork, NULL);
     setpgid(child, child);
 
     /* SIGUSR1 is for the main thread's read alone; SIGUSR2 wakes the sleeper. */

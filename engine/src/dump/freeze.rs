@@ -131,10 +131,10 @@ fn seize_one(pid: i32, tid: i32, deadline: Option<(Instant, Duration)>) -> Resul
     let suspended = match sys::seize_thread(tid, libc::PTRACE_O_TRACESYSGOOD | sys::PTRACE_O_SUSPEND_SECCOMP) {
         Ok(()) => true,
         Err(error) if error.raw_os_error() == Some(libc::EPERM) => {
-            sys::seize_thread(tid, libc::PTRACE_O_TRACESYSGOOD).map_err(io_err(pid, format!("seize tid {tid}")))?;
+            sys::seize_thread(tid, libc::PTRACE_O_TRACESYSGOOD).map_err(|error| seize_failed(pid, tid, error))?;
             false
         }
-        Err(error) => return Err(io_err(pid, format!("seize tid {tid}"))(error)),
+        Err(error) => return Err(seize_failed(pid, tid, error)),
     };
     sys::interrupt_thread(tid).map_err(io_err(pid, format!("interrupt tid {tid}")))?;
     loop {
@@ -172,14 +172,31 @@ fn seize_one(pid: i32, tid: i32, deadline: Option<(Instant, Duration)>) -> Resul
     Ok(FrozenThread { tid, rseq, regs, sigmask, seccomp_mode, seccomp_filters })
 }
 
+/// A failed PTRACE_SEIZE, explained: a thread traced by someone else is named with its
+/// tracer (TracerPid and its comm).
+fn seize_failed(pid: i32, tid: i32, error: io::Error) -> SeizeError {
+    match crate::access::tracer_of(pid, tid) {
+        Some((tracer, comm)) if error.raw_os_error() == Some(libc::EPERM) => SeizeError::Io {
+            pid,
+            what: format!("seize tid {tid}: already traced by pid {tracer} ({comm}); a thread has one tracer at a time"),
+            source: error,
+        },
+        _ => io_err(pid, format!("seize tid {tid}"))(error),
+    }
+}
+
 impl Frozen {
     /// Seizes `root` and every descendant, each process's threads until no new one
     /// appears, parents before children (a stopped process cannot fork). Each thread
     /// must stop within `timeout` of its seize (`--timeout`), or the tree is let go.
     pub(crate) fn seize_tree(root: i32, timeout: Option<Duration>) -> Result<Frozen, SeizeError> {
         let mut frozen = Frozen { processes: Vec::new(), virt: BTreeMap::new(), own_pid_ns: false, touched: false, finished: false };
-        let ns_of = |pid: i32| fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
-        frozen.own_pid_ns = ns_of(root) != fs::read_link("/proc/self/ns/pid").ok();
+        // An unreadable link (EACCES: not crust's to read) is an error, not a namespace.
+        let ns_of = |pid: i32| {
+            let path = format!("/proc/{pid}/ns/pid");
+            fs::read_link(&path).map_err(io_err(pid, format!("read {path}")))
+        };
+        frozen.own_pid_ns = ns_of(root)? != ns_of(std::process::id() as i32)?;
         if frozen.own_pid_ns && virtual_pid(root)? != 1 {
             return Err(SeizeError::Unsupported {
                 pid: root,

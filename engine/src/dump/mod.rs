@@ -180,6 +180,12 @@ pub enum DumpError {
     Io { pid: i32, what: String, source: io::Error },
     #[error("dump pid {pid}: {what} is not supported yet")]
     Unsupported { pid: i32, what: String },
+    /// crust will not dump there, or may not dump that process.
+    #[error("dump pid {pid}: {what}")]
+    Refused { pid: i32, what: String },
+    /// crust may not dump that process (not this user's, traced already, no capability).
+    #[error("dump: {0}")]
+    Access(#[from] crate::AccessError),
     #[error(transparent)]
     Seize(#[from] SeizeError),
     #[error(transparent)]
@@ -197,6 +203,8 @@ pub enum DumpError {
     /// The caller's listener failed at a point (post-dump, network-lock).
     #[error("dump pid {pid}: {stage}: {source}")]
     Stage { pid: i32, stage: Stage, source: StageFailure },
+    #[error("dump pid {pid}: page checksums: {source}")]
+    Checksums { pid: i32, source: crate::memory::ChecksumError },
     #[error("dump pid {pid}: fault injected after step {step}")]
     FaultInjected { pid: i32, step: &'static str },
     /// The copy after a copy-on-write release failed; `frozen`: how long the tree had
@@ -205,6 +213,14 @@ pub enum DumpError {
     Snapshot { pid: i32, source: CopyError, frozen: Duration },
 }
 io_failure!(DumpError);
+/// Whether crust may dump `pid` (it exists, is this user's or crust has
+/// CAP_SYS_PTRACE, nobody traces it, crust has CAP_SYS_ADMIN or
+/// CAP_CHECKPOINT_RESTORE): asked before anything is created, so that a refused dump
+/// leaves nothing behind. [`dump`] asks it first too.
+pub fn check_access(pid: i32) -> Result<(), DumpError> {
+    Ok(crate::access::dump(pid)?)
+}
+
 /// Dumps the process tree rooted at `options.pid` into `options.dir`.
 pub fn dump(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     match dump_once(options) {
@@ -233,7 +249,14 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
         }
         Ok(())
     };
-    fs::create_dir_all(&options.dir).map_err(io_err(root, format!("create {}", options.dir.display())))?;
+    check_access(root)?;
+    crate::private::create_dir(&options.dir).map_err(io_err(root, format!("create {}", options.dir.display())))?;
+    crate::private::check_dir(&options.dir).map_err(|error| DumpError::Refused { pid: root, what: error.to_string() })?;
+    match crate::private::remove_earlier_images(&options.dir) {
+        Ok(0) => {}
+        Ok(removed) => log::info!("{}: removed {removed} images of an earlier dump", options.dir.display()),
+        Err(error) => return Err(io_err(root, format!("remove earlier images from {}", options.dir.display()))(error)),
+    }
     let parent_dir = options.parent.as_ref().map(|p| link_parent(root, &options.dir, p)).transpose()?;
     if freeze::read_stat(root)?.state == 'Z' && !freeze::list_threads(root)?.iter().any(|&t| t != root) {
         return Err(DumpError::Unsupported { pid: root, what: "a zombie as the root of the tree".into() });
@@ -282,7 +305,7 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     file_table.tcp.run_id = run_id.clone();
     let cow = options.leave_running && !options.frozen_copy;
     let memory_started = Instant::now();
-    let memory::DumpedMemory { vmas: mut memory, pages, vma_count, snapshot } =
+    let memory::DumpedMemory { vmas: mut memory, pages, vma_count, snapshot, mut pieces } =
         memory::dump_tree_memory(&frozen, &collected, &options.dir, parent_dir.as_deref(), cow, &mut file_table)?;
     let memdump = memory_started.elapsed();
     for vmas in &mut memory {
@@ -316,6 +339,11 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     };
     let dumped_pages_scanned: u64 = dumped.memory.iter().flatten().map(|v| (v.end - v.start) / sys::page_size()).sum();
     write::write_images(root, &options.dir, dumped)?;
+    // With every page written (unless the snapshot copies them later): the checksums
+    // and the list of images, before the tree is let go or killed.
+    if snapshot.is_empty() {
+        crate::memory::checksums::write(&options.dir, &pieces, sys::page_size()).map_err(|source| DumpError::Checksums { pid: root, source })?;
+    }
     fault(DumpStep::Images)?;
     // A failure here releases the tree alive and fails the dump, as CRIU.
     options.stages.reach(Stage::PostDump, Some(root)).map_err(|source| DumpError::Stage { pid: root, stage: Stage::PostDump, source })?;
@@ -351,10 +379,14 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
             copy_options.fail_after_pages = Some(pages / 2);
             copy_options.kill_instead = options.fail_after == Some(DumpStep::PagesKilled);
         }
-        snapshot.copy(copy_options).map_err(|source| match source {
+        let (_, copied) = snapshot.copy(copy_options).map_err(|source| match source {
             CopyError::FaultInjected => DumpError::FaultInjected { pid: root, step: DumpStep::Pages.name() },
             source => DumpError::Snapshot { pid: root, source, frozen: frozen_for },
         })?;
+        for (pages_file, copied) in copied {
+            pieces.entry(pages_file).or_default().extend(copied);
+        }
+        crate::memory::checksums::write(&options.dir, &pieces, sys::page_size()).map_err(|source| DumpError::Checksums { pid: root, source })?;
     }
     let pages_scanned = dumped_pages_scanned;
     let stats = write::DumpStats { freezing: frozen_at - seize_started, frozen: frozen_for, memdump, pages_scanned, pages_written: pages };

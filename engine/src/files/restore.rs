@@ -398,7 +398,7 @@ impl Broker {
         let ids: Vec<u32> = ids.into_iter().collect();
         // Created fds sit at the lowest free numbers, perhaps where the broker's go:
         // move them above every broker number first (inherited ones too, copied).
-        let above = base + ids.len() as i32 + 8;
+        let above = base.saturating_add(i32::try_from(ids.len()).unwrap_or(i32::MAX)).saturating_add(8);
         let (inherited, _inherited_copies) = inherited_files(dir, inherited, above)?;
         let (made, epolls, late, dead_pidfd_flags, deferred, controlling) = create_special_files(dir, files)?;
         let mut made_high = BTreeMap::new();

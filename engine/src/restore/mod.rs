@@ -33,6 +33,7 @@ pub(crate) mod namespaces;
 pub(crate) mod plan;
 pub(crate) mod program;
 pub(crate) mod tree;
+pub(crate) mod validate;
 
 #[cfg(test)]
 mod fixtures;
@@ -41,6 +42,7 @@ pub use finish::FinishError;
 pub use images::ImagesError;
 pub use layout::HostLayout;
 pub use plan::PlanError;
+pub use validate::ValidateError;
 
 /// What `crust restore` was asked to do.
 #[derive(Clone, Debug, Default)]
@@ -65,6 +67,9 @@ pub struct RestoreOptions {
     pub inherit_fds: Vec<(i32, String)>,
     /// The caller's stage callback (pre-restore ... post-resume, orphan-pts-master).
     pub stages: Stages,
+    /// Do not verify the pages against `crust-checksums.img` (nor the images against
+    /// its list) before restoring (`--skip-checksums`).
+    pub skip_checksums: bool,
 }
 
 /// How a restore ended.
@@ -94,6 +99,12 @@ pub enum RestoreError {
     Child { pid: i32, what: String },
     #[error(transparent)]
     Images(#[from] ImagesError),
+    #[error("restore: {0}")]
+    Access(#[from] crate::AccessError),
+    #[error(transparent)]
+    Validate(#[from] ValidateError),
+    #[error("restore: {0}")]
+    Checksums(#[from] crate::memory::ChecksumError),
     #[error(transparent)]
     Plan(#[from] PlanError),
     #[error(transparent)]
@@ -105,6 +116,12 @@ pub enum RestoreError {
 io_failure!(RestoreError);
 
 
+
+/// Whether crust may restore (CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE, for clone3's
+/// set_tid); [`restore`] asks it first.
+pub fn check_access() -> Result<(), RestoreError> {
+    Ok(crate::access::restore()?)
+}
 
 /// Restores the process tree dumped in `options.dir`.
 pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
@@ -122,9 +139,12 @@ pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> 
 fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
     let started = Instant::now();
     let stage = |stage: Stage, root: Option<i32>| options.stages.reach(stage, root).map_err(|source| RestoreError::Stage { stage, source });
+    check_access()?;
     stage(Stage::PreRestore, None)?;
-    let images = images::load(&options.dir, sys::page_size())?;
+    let images = images::load_with(&options.dir, sys::page_size(), !options.skip_checksums)?;
     image_set::check(&options.dir)?;
+    // Nothing is created before every image is known good.
+    validate::validate(&images, &validate::Limits::read())?;
     let root = images.processes[0].pid();
     // A tree dumped in its own pid namespace comes back in a new one, where its pids are
     // always free; otherwise every pid and tid must be free here.
@@ -142,6 +162,20 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
         }
     }
     images::check_files(&images)?;
+    // Every page read before the first fork: a damaged image fails here, naming the run.
+    if options.skip_checksums {
+        log::info!("page checksums not verified (--skip-checksums)");
+    } else {
+        let verifying = Instant::now();
+        let verified = crate::memory::checksums::verify(&options.dir, sys::page_size())?;
+        log::info!(
+            "page checksums verified: {} MiB in {} dumps{} in {:?}",
+            verified.bytes >> 20,
+            verified.dumps,
+            if verified.without > 0 { format!(" ({} without checksums, made by CRIU)", verified.without) } else { String::new() },
+            verifying.elapsed()
+        );
+    }
     // Planning is pure: the host is read once, here.
     let layout = HostLayout::read(root, HostArch::restorer_blob().len() as u64)?;
     let tree = tree::plan_tree::<HostArch>(&images, &layout, options.shell_job)?;
