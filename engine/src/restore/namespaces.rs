@@ -119,9 +119,23 @@ mod tests {
         let mut ns = HOST;
         ns[0] = Some(11);
         ns[2] = Some(31);
-        assert_eq!(plan(&[ns, ns], |id| id == 10).expect("plan"), TreeNamespaces { new_pid_ns: true, ipc_ns_id: Some(10) });
+        assert_eq!(plan(&[ns, ns], |id| id == 10).expect("plan"), TreeNamespaces { new_pid_ns: true, ipc_ns_id: Some(10), net_ns_id: None });
         let error = plan(&[ns, ns], |_| false).expect_err("no ipc images").to_string();
         assert_eq!(error, "restore: ipcns-var-10.img: missing, but the tree had an IPC namespace of its own (ids.ipc_ns_id 10)");
+    }
+
+    #[test]
+    fn an_own_network_namespace_is_made_again_when_its_images_are_there() {
+        let mut ns = HOST;
+        ns[1] = Some(21);
+        let ids = number(&HOST, &[ns, ns]);
+        let processes: Vec<(u32, &pb::TaskKobjIdsEntry)> = ids.processes.iter().enumerate().map(|(i, p)| (i as u32 + 1, p)).collect();
+        let planned = plan_namespaces(&processes, Some(&ids.root), |_| true, |id| id == 9).expect("plan");
+        assert_eq!(planned, TreeNamespaces { net_ns_id: Some(9), ..Default::default() });
+        let error = plan_namespaces(&processes, Some(&ids.root), |_| true, |_| false).expect_err("no netns image").to_string();
+        assert_eq!(error, "restore: netns-9.img: missing, but the tree had a network namespace of its own (ids.net_ns_id 9)");
+        let error = plan(&[HOST, ns], |_| true).expect_err("child in another netns").to_string();
+        assert_eq!(error, "restore: ids-2.img: a network namespace (net_ns_id 9) other than the tree root's is not supported yet");
     }
 
     #[test]
