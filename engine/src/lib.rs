@@ -19,6 +19,7 @@ mod infect;
 mod ipc;
 mod memory;
 mod model;
+mod parasite;
 mod sys;
 
 /// Fast page transfer and the pure run building over pagemap entries (`memory/pages.rs`).

@@ -11,7 +11,6 @@ use std::io;
 use crust_arch::{Abi, Host, HostArch, ThreadRegs};
 
 use crate::error::io_failure;
-use crate::infect;
 use crate::model::SECCOMP_MODE_FILTER;
 use crate::procfs;
 use crate::sys;
@@ -97,8 +96,6 @@ pub(crate) struct Frozen {
     pub(crate) virt: BTreeMap<i32, i32>,
     /// The tree runs in a pid namespace of its own, whose init is the root.
     pub(crate) own_pid_ns: bool,
-    /// Registers were changed by remote syscalls and must be put back.
-    pub(crate) touched: bool,
     finished: bool,
 }
 
@@ -153,7 +150,7 @@ impl Frozen {
     /// Seizes `root` and every descendant, each process's threads until no new one
     /// appears, parents before children (a stopped process cannot fork).
     pub(crate) fn seize_tree(root: i32) -> Result<Frozen, SeizeError> {
-        let mut frozen = Frozen { processes: Vec::new(), virt: BTreeMap::new(), own_pid_ns: false, touched: false, finished: false };
+        let mut frozen = Frozen { processes: Vec::new(), virt: BTreeMap::new(), own_pid_ns: false, finished: false };
         let ns_of = |pid: i32| fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
         frozen.own_pid_ns = ns_of(root) != fs::read_link("/proc/self/ns/pid").ok();
         if frozen.own_pid_ns && virtual_pid(root)? != 1 {
@@ -210,20 +207,12 @@ impl Frozen {
         Ok(frozen)
     }
 
-    /// Puts registers and masks back and detaches every thread.
+    /// Detaches every thread. Each is in the PTRACE_EVENT_STOP of its seize, or back in
+    /// one with its own registers and mask (the parasite's guarantee), so the kernel
+    /// restarts an interrupted syscall exactly as it would have without the dump.
     pub(crate) fn release(&mut self) {
         for process in &self.processes {
             for thread in &process.threads {
-                if self.touched {
-                    // The thread stopped at an injected syscall's exit: restart what it
-                    // was doing the way the kernel would have.
-                    let resume = HostArch::resume_regs(&thread.regs.gpr, true);
-                    let restarts = HostArch::ip(&resume) != HostArch::ip(&thread.regs.gpr);
-                    if infect::release_thread(thread.tid, &resume, restarts, thread.sigmask, 0).is_ok() {
-                        continue;
-                    }
-                }
-                let _ = sys::write_sigmask(thread.tid, thread.sigmask);
                 let _ = sys::detach_thread(thread.tid, 0);
             }
             if process.stopped {

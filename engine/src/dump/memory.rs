@@ -1,6 +1,6 @@
 //! The memory stage of a dump: for each live process, its areas and the pages worth
 //! writing (`memory/`), copied while frozen through pipes the target fills itself
-//! (`memory/remote_pipes.rs`), compared with a parent dump (`memory/incremental.rs`),
+//! (`memory/remote_pipes.rs`, through its parasite), compared with a parent dump (`memory/incremental.rs`),
 //! or left to the copy-on-write snapshot (`memory/snapshot.rs`) with
 //! `--leave-running`.
 
@@ -10,13 +10,13 @@ use std::path::Path;
 
 use crust_images::pb;
 
-use crate::dump::freeze::{Frozen, FrozenProcess, OutsideNamespace};
+use crate::dump::freeze::{Frozen, OutsideNamespace};
 use crate::error::io_failure;
 use crate::files::FileTable;
-use crate::infect;
 use crate::memory::snapshot::Snapshot;
 use crate::memory::{self, MemDumpError};
 use crate::model::Collected;
+use crate::parasite::Parasite;
 use crate::sys;
 
 /// Why the memory of the tree could not be dumped.
@@ -42,11 +42,14 @@ pub(crate) struct DumpedMemory {
     pub(crate) snapshot: Snapshot,
 }
 
-/// Dumps the memory of every live process of `frozen` into `dir`. `parent_dir`: the
-/// parent dump's link (`--prev-images-dir`); `cow`: use the copy-on-write snapshot.
+/// Dumps the memory of every live process of `frozen` into `dir` (`parasites`: each
+/// live process's, in the same order). `parent_dir`: the parent dump's link
+/// (`--prev-images-dir`); `cow`: use the copy-on-write snapshot.
+#[allow(clippy::too_many_arguments)] // one caller, each argument a different thing it owns
 pub(crate) fn dump_tree_memory(
     frozen: &Frozen,
     collected: &[Collected],
+    parasites: &mut [Parasite],
     dir: &Path,
     parent_dir: Option<&Path>,
     cow: bool,
@@ -58,7 +61,8 @@ pub(crate) fn dump_tree_memory(
     // Processes whose pages are copied after the release (copy-on-write snapshot); their
     // userfaultfds close (lifting every protection) on every error path.
     let mut armed = Vec::new();
-    for (index, (process, collected)) in frozen.processes.iter().filter(|p| !p.is_zombie()).zip(collected).enumerate() {
+    let live = frozen.processes.iter().filter(|p| !p.is_zombie());
+    for (index, ((process, collected), parasite)) in live.zip(collected).zip(parasites.iter_mut()).enumerate() {
         let pid = process.proc_pid();
         let mem = fs::File::open(format!("/proc/{pid}/mem")).map_err(io_err(pid, "open /proc/PID/mem"))?;
         // Images name processes by their pid in the tree's own namespace.
@@ -70,7 +74,7 @@ pub(crate) fn dump_tree_memory(
         };
         // Pages compared with a parent dump are read while frozen: no snapshot then.
         if cow && parent.is_none() {
-            match open_snapshot(process, collected, &mem) {
+            match crate::memory::snapshot::Arming::open(parasite) {
                 Ok(arming) => {
                     let (vmas, written, process_armed) =
                         memory::dump::dump_memory_armed(pid, dir, collected, &mem, files, index as u32 + 1, image_pid, arming)?;
@@ -83,7 +87,7 @@ pub(crate) fn dump_tree_memory(
                 Err(error) => log::info!("pid {pid}: no copy-on-write snapshot, pages copied while frozen: {error}"),
             }
         }
-        let pipes = if parent.is_some() { None } else { open_page_pipes(process, collected, &mem) };
+        let pipes = if parent.is_some() { None } else { open_page_pipes(pid, parasite) };
         let (vmas, written) =
             memory::dump::dump_memory(pid, dir, collected, &mem, files, index as u32 + 1, image_pid, pipes, parent.as_ref())?;
         pages += written;
@@ -99,52 +103,23 @@ pub(crate) fn dump_tree_memory(
 const PIPES_FROM_RESIDENT: u64 = 16 << 20;
 
 /// Pipes the target fills with its own pages (`remote_pipes.rs`), or `None` where they
-/// cannot be made (no vDSO, no free fd, ...): its pages are then copied through crust.
+/// cannot be made (no free fd, ...): its pages are then copied through crust.
 fn open_page_pipes(
-    process: &FrozenProcess,
-    collected: &Collected,
-    mem: &fs::File,
-) -> Option<(crate::memory::remote_pipes::RemotePipes, Vec<std::os::fd::OwnedFd>)> {
-    let pid = process.proc_pid();
-    // Setting the pipes up costs about 14 injected syscalls: not worth it for a small
-    // process (its resident pages from /proc/PID/statm).
+    pid: i32,
+    parasite: &mut Parasite,
+) -> Option<(crate::memory::remote_pipes::RemotePipes<'_>, Vec<std::os::fd::OwnedFd>)> {
+    // Setting the pipes up costs three round trips: not worth it for a small process
+    // (its resident pages from /proc/PID/statm).
     let statm = fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
     let resident_pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     if resident_pages * sys::page_size() < PIPES_FROM_RESIDENT {
         return None;
     }
-    let leader = process.threads.first()?;
-    let vdso = collected.smaps.iter().find(|e| e.map.name == "[vdso]")?;
-    let opened = infect::find_syscall_in_vdso(leader.tid, mem, vdso.map.start, vdso.map.end)
-        .map_err(std::io::Error::other)
-        .and_then(|syscall_ip| crate::memory::remote_pipes::RemotePipes::open(pid, leader.tid, syscall_ip, leader.regs.gpr));
-    match opened {
+    match crate::memory::remote_pipes::RemotePipes::open(parasite) {
         Ok(pipes) => Some(pipes),
         Err(error) => {
             log::debug!("pid {pid}: pages copied through crust, no pipes in the target: {error}");
             None
         }
     }
-}
-
-/// Why a process gets no copy-on-write snapshot (its pages are then copied while frozen).
-#[derive(Debug, thiserror::Error)]
-enum NoSnapshot {
-    #[error("no thread")]
-    NoThread,
-    #[error("no vdso")]
-    NoVdso,
-    #[error(transparent)]
-    Infect(#[from] infect::InfectError),
-    #[error("userfaultfd: {0}")]
-    Userfaultfd(io::Error),
-}
-
-/// The process's userfaultfd for the copy-on-write snapshot (`snapshot.rs`), made in its
-/// leader; an error where it cannot have one (then its pages are copied while frozen).
-fn open_snapshot(process: &FrozenProcess, collected: &Collected, mem: &fs::File) -> Result<crate::memory::snapshot::Arming, NoSnapshot> {
-    let leader = process.threads.first().ok_or(NoSnapshot::NoThread)?;
-    let vdso = collected.smaps.iter().find(|e| e.map.name == "[vdso]").ok_or(NoSnapshot::NoVdso)?;
-    let syscall_ip = infect::find_syscall_in_vdso(leader.tid, mem, vdso.map.start, vdso.map.end)?;
-    crate::memory::snapshot::Arming::open(process.proc_pid(), leader.tid, syscall_ip, leader.regs.gpr).map_err(NoSnapshot::Userfaultfd)
 }

@@ -122,6 +122,9 @@ pub struct DumpReport {
     pub processes: usize,
     /// Threads dumped.
     pub threads: usize,
+    /// The longest of the parasite's windows (its area's injected mmap and munmap),
+    /// the only moments a killed crust could leave a thread harmed.
+    pub window_longest: Duration,
 }
 
 /// Why a dump failed. The target was released unchanged. Each stage's error keeps its
@@ -206,17 +209,34 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     }
     fault(DumpStep::Collect)?;
 
-    frozen.touched = true;
+    // Each live process's parasite, from here to the end of the memory stage; dropped
+    // (cured: every thread home, the area unmapped) before `frozen` on every path.
+    let mut parasites = Vec::new();
     let mut queries = Vec::new();
     for (process, collected) in frozen.processes.iter().filter(|p| !p.is_zombie()).zip(&collected) {
-        queries.push(queries::query_process(process, collected)?);
+        let (process_queries, parasite) = queries::query_process(process, collected)?;
+        queries.push(process_queries);
+        parasites.push(parasite);
     }
     fault(DumpStep::Parasite)?;
 
     let mut file_table = FileTable { tcp_established: options.tcp_established, ..Default::default() };
     let cow = options.leave_running && !options.frozen_copy;
     let memory::DumpedMemory { vmas: memory, pages, vma_count, snapshot } =
-        memory::dump_tree_memory(&frozen, &collected, &options.dir, parent_dir.as_deref(), cow, &mut file_table)?;
+        memory::dump_tree_memory(&frozen, &collected, &mut parasites, &options.dir, parent_dir.as_deref(), cow, &mut file_table)?;
+    let mut window_longest = Duration::ZERO;
+    for parasite in parasites.drain(..) {
+        let pid = parasite.pid();
+        let stats = parasite.cure().map_err(|source| QueryError::Parasite { pid, source })?;
+        log::info!(
+            "pid {pid}: parasite: {} round trips, {} threads; windows (injected mmap and munmap) {} us and {} us",
+            stats.round_trips,
+            stats.threads,
+            stats.map_window.as_micros(),
+            stats.unmap_window.as_micros()
+        );
+        window_longest = window_longest.max(stats.map_window).max(stats.unmap_window);
+    }
     fault(DumpStep::Memory)?;
 
     let process_files = files::dump_tree_files(&frozen, &collected, options.shell_job, &mut file_table)?;
@@ -271,7 +291,7 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
             source => DumpError::Snapshot { pid: root, source, frozen: frozen_for },
         })?;
     }
-    Ok(DumpReport { frozen: frozen_for, total: started.elapsed(), pages, vmas: vma_count, processes, threads })
+    Ok(DumpReport { frozen: frozen_for, total: started.elapsed(), pages, vmas: vma_count, processes, threads, window_longest })
 }
 
 /// Links `dir/parent` to the parent dump `parent` (kept as given, like CRIU, so a
