@@ -10,6 +10,7 @@
 
 pub mod check;
 pub mod dump;
+pub mod interrupt;
 pub mod procfs;
 pub mod restore;
 

@@ -139,4 +139,16 @@ mod tests {
         regs.ext.truncate(100);
         assert_eq!(build(&regs, 0, 0x7f00_0000), Err(SigframeError::ExtTooShort { len: 100, need: 528 }));
     }
+
+    #[test]
+    fn mismatch_names_the_register() {
+        let expected = sample();
+        assert_eq!(mismatch(&expected, &expected), None);
+        let mut found = expected.clone();
+        found.gpr.x[7] = 1;
+        assert_eq!(mismatch(&expected, &found).as_deref(), Some("x7 (0x1, not 0xa007)"));
+        let mut found = expected.clone();
+        found.ext[ext::FPSIMD + 512] ^= 1;
+        assert_eq!(mismatch(&expected, &found).as_deref(), Some("extended state byte 512 of 632"));
+    }
 }

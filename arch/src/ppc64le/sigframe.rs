@@ -189,4 +189,20 @@ mod tests {
             Err(SigframeError::Unrestorable { what: "a transaction in flight (MSR[TS])" })
         );
     }
+
+    #[test]
+    fn mismatch_leaves_the_kernels_msr_bits_softe_and_trap_alone() {
+        let expected = sample();
+        assert_eq!(mismatch(&expected, &expected), None);
+        let mut found = expected.clone();
+        found.gpr.msr ^= 1 << 13 | MSR_VEC;
+        found.gpr.trap = 0xc10;
+        found.gpr.softe ^= 1;
+        assert_eq!(mismatch(&expected, &found), None);
+        found.gpr.link += 4;
+        assert!(mismatch(&expected, &found).unwrap().starts_with("lr "));
+        let mut found = expected.clone();
+        found.ext[ext::VMX] ^= 1;
+        assert!(mismatch(&expected, &found).unwrap().starts_with("vmx byte"));
+    }
 }

@@ -147,4 +147,15 @@ mod tests {
         assert_eq!(be64(&b, 296), 0);
         assert!(b[808..].iter().all(|&x| x == 0));
     }
+
+    #[test]
+    fn mismatch_leaves_the_syscall_state_alone() {
+        let expected = sample();
+        assert_eq!(mismatch(&expected, &expected), None);
+        let mut found = expected.clone();
+        (found.gpr.orig_gpr2, found.gpr.system_call) = (1, 0x2_0004);
+        assert_eq!(mismatch(&expected, &found), None);
+        found.gpr.acrs[1] ^= 1;
+        assert!(mismatch(&expected, &found).unwrap().starts_with("a1 "));
+    }
 }

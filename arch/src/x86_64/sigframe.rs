@@ -292,6 +292,25 @@ mod tests {
     }
 
     #[test]
+    fn mismatch_names_the_register_and_ignores_xstate_bv() {
+        let expected = sample();
+        assert_eq!(mismatch(&expected, &expected), None);
+        let mut found = expected.clone();
+        found.ext[512] ^= 0x04;
+        assert_eq!(mismatch(&expected, &found), None, "XSTATE_BV alone");
+        found.ext[600] ^= 1;
+        assert_eq!(mismatch(&expected, &found).as_deref(), Some("xsave area byte 600 of 11008"));
+        let mut found = expected.clone();
+        found.gpr.r13 += 1;
+        assert_eq!(mismatch(&expected, &found).as_deref(), Some("r13 (0x11110003, not 0x11110002)"));
+        found.ext.truncate(4096);
+        assert!(mismatch(&expected, &found).unwrap().starts_with("r13"));
+        let mut short = expected.clone();
+        short.ext.truncate(4096);
+        assert_eq!(mismatch(&expected, &short).as_deref(), Some("xsave area byte 4096 of 11008"));
+    }
+
+    #[test]
     fn misaligned_address_is_refused() {
         assert_eq!(
             build(&sample(), 0, 0x7000_0020, &xsave::intel_layout()),

@@ -219,7 +219,18 @@ fn dump(program: Program, verb: Verb, mut options: CriuOptions) -> anyhow::Resul
     scripts.warn_unrun(verb);
     let dump = options.dump_options(verb).map_err(|e| anyhow!(e))?;
     scripts.hook(Hook::at(HookPoint::PreDump, Some(dump.pid)))?;
-    let report = crust_engine::dump::dump(&dump).inspect_err(|e| log::error!("{e}"))?;
+    crate::sys::catch_stop_signals().context("catch SIGTERM, SIGINT and SIGHUP")?;
+    let dumped = crust_engine::dump::dump(&dump);
+    crate::sys::default_stop_signals();
+    let report = match dumped {
+        // One line, naming the verb the user ran.
+        Err(crust_engine::dump::DumpError::Interrupted { pid, signal }) => {
+            let line = format!("{} interrupted by {}; pid {pid} released unchanged", verb.name(), crust_engine::interrupt::signal_name(signal));
+            log::error!("{line}");
+            bail!(line)
+        }
+        other => other.inspect_err(|e| log::error!("{e}"))?,
+    };
     log::info!(
         "dumped pid {}: {} processes, {} threads, {} vmas, {} pages, frozen {:?}, total {:?}",
         dump.pid, report.processes, report.threads, report.vmas, report.pages, report.frozen, report.total
@@ -261,7 +272,11 @@ fn restore(program: Program, mut options: CriuOptions, command: &[String]) -> an
     let scripts = ActionScripts::new(program, &options);
     scripts.warn_unrun(Verb::Restore);
     scripts.hook(Hook::at(HookPoint::PreRestore, None))?;
-    let report = crust_engine::restore::restore(&options.restore_options()).inspect_err(|e| log::error!("{e}"))?;
+    crate::sys::catch_stop_signals().context("catch SIGTERM, SIGINT and SIGHUP")?;
+    let restored = crust_engine::restore::restore(&options.restore_options());
+    // From here a signal ends crust as usual; the restored tree runs on.
+    crate::sys::default_stop_signals();
+    let report = restored.inspect_err(|e| log::error!("{e}"))?;
     log::info!("restored pid {} ({} processes) in {:?}", report.pid, report.processes, report.total);
     // The tree runs: as in CRIU, a failed post-resume script is reported, not undone.
     scripts.hook(Hook::at(HookPoint::PostResume, Some(report.pid)))?;

@@ -64,6 +64,10 @@ pub(crate) fn dump_tree_memory(
     let live = frozen.processes.iter().filter(|p| !p.is_zombie());
     for (index, ((process, collected), parasite)) in live.zip(collected).zip(parasites.iter_mut()).enumerate() {
         let pid = process.proc_pid();
+        if crate::interrupt::stop_requested().is_some() {
+            // `dump` names the stop as the cause.
+            return Err(MemoryError::Io { pid, what: "memory stage".into(), source: io::Error::from_raw_os_error(libc::EINTR) });
+        }
         let mem = fs::File::open(format!("/proc/{pid}/mem")).map_err(io_err(pid, "open /proc/PID/mem"))?;
         // Images name processes by their pid in the tree's own namespace.
         let image_pid = frozen.to_virtual(process.pid, "pid")?;

@@ -152,6 +152,10 @@ pub enum DumpError {
     Write(#[from] WriteError),
     #[error("dump pid {pid}: fault injected after step {step}")]
     FaultInjected { pid: i32, step: &'static str },
+    /// A stop request (SIGTERM, SIGINT, SIGHUP: `interrupt.rs`) came before the dump
+    /// was done; the tree was released exactly as it was.
+    #[error("dump interrupted by {}; pid {pid} released unchanged", crate::interrupt::signal_name(*.signal))]
+    Interrupted { pid: i32, signal: i32 },
     /// The copy after a copy-on-write release failed; `frozen`: how long the tree had
     /// been frozen before that release.
     #[error("dump pid {pid}: {source}")]
@@ -160,6 +164,18 @@ pub enum DumpError {
 io_failure!(DumpError);
 /// Dumps the process tree rooted at `options.pid` into `options.dir`.
 pub fn dump(options: &DumpOptions) -> Result<DumpReport, DumpError> {
+    let result = dump_again_if_broken(options);
+    match (result, crate::interrupt::stop_requested()) {
+        // Whatever failed on the way out (a wait cut short), the stop is the cause.
+        (Err(error), Some(signal)) => {
+            log::debug!("dump pid {}: stopped by {}: {error}", options.pid, crate::interrupt::signal_name(signal));
+            Err(DumpError::Interrupted { pid: options.pid, signal })
+        }
+        (result, _) => result,
+    }
+}
+
+fn dump_again_if_broken(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     match dump_once(options) {
         Err(DumpError::Snapshot { pid, source: source @ CopyError::Broken { .. }, frozen }) => {
             // The target runs on unharmed; a dump that copies while frozen does not
@@ -177,6 +193,9 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     let root = options.pid;
     let started = Instant::now();
     let fault = |step: DumpStep| -> Result<(), DumpError> {
+        if let Some(signal) = crate::interrupt::stop_requested() {
+            return Err(DumpError::Interrupted { pid: root, signal });
+        }
         if options.fail_after == Some(step) {
             if step == DumpStep::PagesKilled {
                 // What the kernel does with the target when crust dies right here.
@@ -214,6 +233,9 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     let mut parasites = Vec::new();
     let mut queries = Vec::new();
     for (process, collected) in frozen.processes.iter().filter(|p| !p.is_zombie()).zip(&collected) {
+        if let Some(signal) = crate::interrupt::stop_requested() {
+            return Err(DumpError::Interrupted { pid: root, signal });
+        }
         let (process_queries, parasite) = queries::query_process(process, collected)?;
         queries.push(process_queries);
         parasites.push(parasite);

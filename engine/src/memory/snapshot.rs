@@ -73,6 +73,9 @@ pub enum CopyError {
     /// A fault injected by a test.
     #[error("fault injected while pages were copied")]
     FaultInjected,
+    /// A stop request (`interrupt.rs`) came during the copy; the tree runs on.
+    #[error("stopped while pages were copied")]
+    Interrupted,
 }
 
 /// A userfaultfd of one process, made while the process is frozen, for [`Arming::protect`].
@@ -500,6 +503,9 @@ fn copy_runs(
             while first < run.pages {
                 if let Some(reason) = process.state().broken.clone() {
                     return Err(CopyError::Broken { pid, reason });
+                }
+                if crate::interrupt::stop_requested().is_some() {
+                    return Err(CopyError::Interrupted);
                 }
                 if options.fail_after_pages.is_some_and(|limit| visited >= limit) {
                     if options.kill_instead {

@@ -556,6 +556,7 @@ impl Parasite {
             if found != home.regs {
                 return Err(self.put_back(home, "registers (put back by ptrace)".into()));
             }
+            log::trace!("tid {tid}: home by ptrace (its syscall restarts through the restart block)");
             return Ok(());
         }
         // rt_sigreturn's entry; a trap pending for when it leaves the syscall.
@@ -572,6 +573,7 @@ impl Parasite {
         if mask != home.sigmask {
             return Err(self.put_back(home, format!("signal mask ({mask:#x}, not {:#x})", home.sigmask)));
         }
+        log::trace!("tid {tid}: home by rt_sigreturn, registers and mask checked");
         if expected.gpr != home.regs.gpr {
             // In a syscall when seized: the seized registers again, so that the kernel
             // restarts it (or not, for a handler) as it would have.
@@ -716,6 +718,13 @@ fn wait_event_stop(tid: i32) -> Result<Vec<i32>, ParasiteError> {
 /// long the thread was neither in its own state nor in the parasite's.
 fn window(pid: i32, home: &Home, syscall_ip: u64, mem: &File, call: Sys, args: [u64; 6]) -> Result<(i64, Duration), ParasiteError> {
     let tid = home.tid;
+    // A thread that has not run for a while can wait milliseconds for a CPU when the
+    // machine is busy: it runs once first (in the kernel only: it stops again in
+    // get_signal before any instruction of its own), so that the window's two wake-ups
+    // find it warm.
+    sys::interrupt_thread(tid).map_err(io_error(tid, "PTRACE_INTERRUPT"))?;
+    sys::continue_thread(tid, 0).map_err(io_error(tid, "PTRACE_CONT"))?;
+    wait_event_stop(tid)?;
     let opened = Instant::now();
     sys::write_sigmask(tid, !0).map_err(io_error(tid, "PTRACE_SETSIGMASK"))?;
     let mut remote = RemoteThread::new(tid, syscall_ip, home.regs.gpr);

@@ -83,6 +83,10 @@ pub enum RestoreError {
     Plan(#[from] PlanError),
     #[error(transparent)]
     Finish(#[from] FinishError),
+    /// A stop request (SIGTERM, SIGINT, SIGHUP: `interrupt.rs`) came before the tree
+    /// ran; every process the restore had created was killed.
+    #[error("restore interrupted by {}; the processes it had created are killed", crate::interrupt::signal_name(*.signal))]
+    Interrupted { signal: i32 },
 }
 io_failure!(RestoreError);
 
@@ -90,6 +94,22 @@ io_failure!(RestoreError);
 
 /// Restores the process tree dumped in `options.dir`.
 pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
+    match (restore_tree(options), crate::interrupt::stop_requested()) {
+        // Whatever failed on the way out (a wait cut short), the stop is the cause.
+        (Err(error), Some(signal)) => {
+            log::debug!("restore stopped by {}: {error}", crate::interrupt::signal_name(signal));
+            Err(RestoreError::Interrupted { signal })
+        }
+        (result, _) => result,
+    }
+}
+
+/// Fails once a stop was requested.
+fn stop_point() -> Result<(), RestoreError> {
+    crate::interrupt::stop_requested().map_or(Ok(()), |signal| Err(RestoreError::Interrupted { signal }))
+}
+
+fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
     let started = Instant::now();
     let images = images::load(&options.dir, sys::page_size())?;
     let root = images.processes[0].pid();
@@ -124,6 +144,7 @@ pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> 
     if let Some((start, end)) = tree.premap_arena {
         sys::reserve_at(start, (end - start) as usize).map_err(io_err(root, format!("reserve the premap arena {start:#x}-{end:#x}")))?;
     }
+    stop_point()?;
     sys::raise_nofile_limit().map_err(io_err(root, "raise RLIMIT_NOFILE"))?;
     let broker = crate::files::Broker::open(&images.files, &images.ghosts, &options.dir, images.broker_ids(), tree.broker_base)
         .map_err(|what| RestoreError::Child { pid: root, what: what.to_string() })?;
@@ -183,6 +204,7 @@ pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> 
     drop(sync_write);
 
     let host = finish::wait_for_restorers(&tree, &plans, &images, error_read)?;
+    stop_point()?;
     for process in images.processes.iter().filter(|p| !p.is_zombie()) {
         if let Some(adj) = process.cores[0].tc.as_ref().and_then(|t| t.oom_score_adj) {
             let path = format!("/proc/{}/oom_score_adj", host[&process.pid()]);
@@ -191,6 +213,7 @@ pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> 
     }
     for (process, plan) in images.processes.iter().zip(&plans) {
         if let Some(plan) = plan {
+            stop_point()?;
             finish::finish_process(process, plan, &host)?;
         }
     }
@@ -207,6 +230,8 @@ pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> 
             finish::wait_until_stopped(process.pid(), host[&(tid as i32)])?;
         }
     }
+    // The last moment a stop can still undo the restore.
+    stop_point()?;
     guard.released = true;
     // From here on, the root is named by its pid on this host.
     let root = child;
