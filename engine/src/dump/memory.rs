@@ -16,7 +16,7 @@ use crate::files::FileTable;
 use crate::memory::snapshot::Snapshot;
 use crate::memory::{self, MemDumpError};
 use crate::model::Collected;
-use crate::parasite::Parasite;
+use crate::parasite::{Parasite, ParasiteError};
 use crate::sys;
 
 /// Why the memory of the tree could not be dumped.
@@ -30,6 +30,8 @@ pub enum MemoryError {
     OutsideNamespace(#[from] OutsideNamespace),
     #[error("dump pid {pid}: read the parent dump: {source}")]
     Parent { pid: i32, source: memory::PageSourcesError },
+    #[error("dump pid {pid}: parasite: {source}")]
+    Parasite { pid: i32, source: ParasiteError },
 }
 io_failure!(MemoryError);
 
@@ -40,16 +42,20 @@ pub(crate) struct DumpedMemory {
     pub(crate) pages: u64,
     pub(crate) vma_count: usize,
     pub(crate) snapshot: Snapshot,
+    /// The longest of the parasites' windows.
+    pub(crate) window_longest: std::time::Duration,
 }
 
 /// Dumps the memory of every live process of `frozen` into `dir` (`parasites`: each
-/// live process's, in the same order). `parent_dir`: the parent dump's link
-/// (`--prev-images-dir`); `cow`: use the copy-on-write snapshot.
+/// live process's, in the same order, each cured as soon as its process needs it no
+/// more: before its pages are copied, or after, when the target fills pipes with
+/// them). `parent_dir`: the parent dump's link (`--prev-images-dir`); `cow`: use the
+/// copy-on-write snapshot.
 #[allow(clippy::too_many_arguments)] // one caller, each argument a different thing it owns
 pub(crate) fn dump_tree_memory(
     frozen: &Frozen,
     collected: &[Collected],
-    parasites: &mut [Parasite],
+    parasites: Vec<Parasite>,
     dir: &Path,
     parent_dir: Option<&Path>,
     cow: bool,
@@ -61,8 +67,22 @@ pub(crate) fn dump_tree_memory(
     // Processes whose pages are copied after the release (copy-on-write snapshot); their
     // userfaultfds close (lifting every protection) on every error path.
     let mut armed = Vec::new();
+    let mut window_longest = std::time::Duration::ZERO;
+    let mut cure = |parasite: Parasite| -> Result<(), MemoryError> {
+        let pid = parasite.pid();
+        let stats = parasite.cure().map_err(|source| MemoryError::Parasite { pid, source })?;
+        log::info!(
+            "pid {pid}: parasite: {} round trips, {} threads; windows (injected mmap and munmap) {} us and {} us",
+            stats.round_trips,
+            stats.threads,
+            stats.map_window.as_micros(),
+            stats.unmap_window.as_micros()
+        );
+        window_longest = window_longest.max(stats.map_window).max(stats.unmap_window);
+        Ok(())
+    };
     let live = frozen.processes.iter().filter(|p| !p.is_zombie());
-    for (index, ((process, collected), parasite)) in live.zip(collected).zip(parasites.iter_mut()).enumerate() {
+    for (index, ((process, collected), mut parasite)) in live.zip(collected).zip(parasites).enumerate() {
         let pid = process.proc_pid();
         if crate::interrupt::stop_requested().is_some() {
             // `dump` names the stop as the cause.
@@ -78,8 +98,9 @@ pub(crate) fn dump_tree_memory(
         };
         // Pages compared with a parent dump are read while frozen: no snapshot then.
         if cow && parent.is_none() {
-            match crate::memory::snapshot::Arming::open(parasite) {
+            match crate::memory::snapshot::Arming::open(&mut parasite) {
                 Ok(arming) => {
+                    cure(parasite)?;
                     let (vmas, written, process_armed) =
                         memory::dump::dump_memory_armed(pid, dir, collected, &mem, files, index as u32 + 1, image_pid, arming)?;
                     pages += written;
@@ -91,9 +112,18 @@ pub(crate) fn dump_tree_memory(
                 Err(error) => log::info!("pid {pid}: no copy-on-write snapshot, pages copied while frozen: {error}"),
             }
         }
-        let pipes = if parent.is_some() { None } else { open_page_pipes(pid, parasite) };
-        let (vmas, written) =
-            memory::dump::dump_memory(pid, dir, collected, &mem, files, index as u32 + 1, image_pid, pipes, parent.as_ref())?;
+        let pipes = if parent.is_some() { None } else { open_page_pipes(pid, &mut parasite) };
+        let pages_id = index as u32 + 1;
+        let (vmas, written) = if pipes.is_some() {
+            // The target fills the pipes: its parasite lives until they are closed.
+            let dumped = memory::dump::dump_memory(pid, dir, collected, &mem, files, pages_id, image_pid, pipes, parent.as_ref());
+            cure(parasite)?;
+            dumped?
+        } else {
+            drop(pipes);
+            cure(parasite)?;
+            memory::dump::dump_memory(pid, dir, collected, &mem, files, pages_id, image_pid, None, parent.as_ref())?
+        };
         pages += written;
         vma_count += vmas.len();
         memory.push(vmas);
@@ -101,7 +131,7 @@ pub(crate) fn dump_tree_memory(
     // The fault handler runs from here on: the tree stays frozen until the images are
     // written, but a thread leaving its stop may already write a protected page.
     let snapshot = Snapshot::start(armed).map_err(io_err(root, "start the userfaultfd handler"))?;
-    Ok(DumpedMemory { vmas: memory, pages, vma_count, snapshot })
+    Ok(DumpedMemory { vmas: memory, pages, vma_count, snapshot, window_longest })
 }
 
 const PIPES_FROM_RESIDENT: u64 = 16 << 20;

@@ -228,8 +228,9 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     }
     fault(DumpStep::Collect)?;
 
-    // Each live process's parasite, from here to the end of the memory stage; dropped
-    // (cured: every thread home, the area unmapped) before `frozen` on every path.
+    // Each live process's parasite, from here into the memory stage, which cures each
+    // as soon as its process needs it no more; on every error path they are dropped
+    // (cured: every thread home, the area unmapped) before `frozen`.
     let mut parasites = Vec::new();
     let mut queries = Vec::new();
     for (process, collected) in frozen.processes.iter().filter(|p| !p.is_zombie()).zip(&collected) {
@@ -244,21 +245,8 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
 
     let mut file_table = FileTable { tcp_established: options.tcp_established, ..Default::default() };
     let cow = options.leave_running && !options.frozen_copy;
-    let memory::DumpedMemory { vmas: memory, pages, vma_count, snapshot } =
-        memory::dump_tree_memory(&frozen, &collected, &mut parasites, &options.dir, parent_dir.as_deref(), cow, &mut file_table)?;
-    let mut window_longest = Duration::ZERO;
-    for parasite in parasites.drain(..) {
-        let pid = parasite.pid();
-        let stats = parasite.cure().map_err(|source| QueryError::Parasite { pid, source })?;
-        log::info!(
-            "pid {pid}: parasite: {} round trips, {} threads; windows (injected mmap and munmap) {} us and {} us",
-            stats.round_trips,
-            stats.threads,
-            stats.map_window.as_micros(),
-            stats.unmap_window.as_micros()
-        );
-        window_longest = window_longest.max(stats.map_window).max(stats.unmap_window);
-    }
+    let memory::DumpedMemory { vmas: memory, pages, vma_count, snapshot, window_longest } =
+        memory::dump_tree_memory(&frozen, &collected, parasites, &options.dir, parent_dir.as_deref(), cow, &mut file_table)?;
     fault(DumpStep::Memory)?;
 
     let process_files = files::dump_tree_files(&frozen, &collected, options.shell_job, &mut file_table)?;
