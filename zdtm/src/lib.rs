@@ -21,6 +21,7 @@
 pub mod catalog;
 pub mod demo;
 pub mod harness;
+pub mod kill;
 pub mod procfs;
 pub mod reaper;
 pub mod report;
@@ -84,6 +85,24 @@ pub fn run_suite(config: Config) -> anyhow::Result<Report> {
             flavor: flavor.name(),
             outcome,
         };
+        println!("{}", report::table_row(&result));
+        if let Verdict::Failed(error) = &result.outcome.verdict {
+            for line in format!("{error:#}").lines().skip(1) {
+                println!("    {line}");
+            }
+        }
+        report.results.push(result);
+    }
+    // The random-kill test, after the others (host flavor; in the core group).
+    let kill_wanted = filter.as_deref().is_none_or(|filter| kill::NAME.contains(filter) || filter == "core")
+        && group.as_deref().is_none_or(|group| group == "core" || group == "all");
+    if kill_wanted && flavor == catalog::Flavor::Host && harness.config.kill_trials > 0 {
+        let test = kill::KillTest { trials: harness.config.kill_trials, seed: harness.config.kill_seed };
+        let outcome = match test.can_run(&host) {
+            Err(reason) => harness::TestOutcome { verdict: Verdict::Skipped(reason), dump_ms: None, restore_ms: None },
+            Ok(()) => test.run(&harness, flavor),
+        };
+        let result = TestResult { name: kill::NAME.to_string(), flavor: flavor.name(), outcome };
         println!("{}", report::table_row(&result));
         if let Verdict::Failed(error) = &result.outcome.verdict {
             for line in format!("{error:#}").lines().skip(1) {

@@ -1,6 +1,6 @@
 //! `zdtm-runner`: the harness binary `cargo xtest zdtm` and `cargo xtest demo` exec.
 //!
-//! zdtm-runner run --engine PATH --workdir DIR [--filter S] [--iters N] [--snap] [--pre-dump] [--keep] [--big] [--json PATH] [--flavor host|ns|all] [--group core|runtime|all]
+//! zdtm-runner run --engine PATH --workdir DIR [--filter S] [--iters N] [--snap] [--pre-dump] [--keep] [--big] [--json PATH] [--flavor host|ns|all] [--group core|runtime|all] [--kill-trials N] [--kill-seed S]
 //! zdtm-runner demo --engine PATH --workdir DIR
 //! zdtm-runner list
 #![deny(unsafe_code)]
@@ -57,6 +57,8 @@ fn parse_config(args: &[String]) -> anyhow::Result<Config> {
         json: None,
         flavors: vec![Flavor::Host],
         group: None,
+        kill_trials: crust_zdtm::kill::DEFAULT_TRIALS,
+        kill_seed: None,
     };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -87,6 +89,8 @@ fn parse_config(args: &[String]) -> anyhow::Result<Config> {
                 }
             }
             "--group" => config.group = Some(value("--group")?),
+            "--kill-trials" => config.kill_trials = value("--kill-trials")?.parse().context("--kill-trials takes a number")?,
+            "--kill-seed" => config.kill_seed = Some(value("--kill-seed")?.parse().context("--kill-seed takes a number")?),
             "--snap" => config.snap = true,
             "--pre-dump" => config.pre_dump = true,
             "--keep" => config.keep = true,
