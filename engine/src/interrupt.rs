@@ -6,10 +6,70 @@
 //! The front end's handler calls [`request_stop`], one atomic store, so it is
 //! async-signal-safe; the pipelines look at [`stop_requested`] between their steps and
 //! in their long loops (the parasite's waits, the copy-on-write copy).
+//!
+//! Hold points, for tests of what a killed crust leaves behind: [`hold_at`] names one
+//! of [`HOLD_POINTS`]; the first time the work reaches it, crust says so on stderr
+//! (`crust: held at POINT until stdin closes`) and waits until its stdin reaches end of
+//! file or a stop is requested. A test reads that line and kills crust there.
 
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::OnceLock;
 
 static REQUESTED: AtomicI32 = AtomicI32::new(0);
+static HOLD: OnceLock<&'static str> = OnceLock::new();
+static HELD: AtomicBool = AtomicBool::new(false);
+
+/// The moments a dump or restore can be held at, in the order they come.
+pub const HOLD_POINTS: &[&str] = &[
+    // dump and pre-dump
+    "seize",
+    "collect",
+    "parasite-leader",
+    "parasite-threads",
+    "parasite",
+    "memory-pipes",
+    "memory",
+    "files",
+    "images",
+    "pages",
+    // restore
+    "restore-forked",
+    "restore-seized",
+    "restore-restorers",
+    "restore-finished",
+];
+
+/// Holds the work at `point` (one of [`HOLD_POINTS`]) the first time it gets there.
+pub fn hold_at(point: &str) -> Result<(), String> {
+    let known = HOLD_POINTS.iter().find(|p| **p == point).ok_or_else(|| format!("unknown hold point {point} (known: {})", HOLD_POINTS.join(", ")))?;
+    HOLD.set(known).map_err(|_| "a hold point is already set".to_string())
+}
+
+/// If `point` is the hold point and not yet held at: says so on stderr and waits for
+/// stdin's end of file or a stop request (which the caller's next stop check sees).
+pub(crate) fn hold(point: &str) {
+    if HOLD.get() != Some(&point) || HELD.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    eprintln!("crust: held at {point} until stdin closes");
+    let stdin = std::io::stdin();
+    let mut buffer = [0u8; 256];
+    while stop_requested().is_none() {
+        let mut polled = [nix::poll::PollFd::new(stdin.as_fd(), nix::poll::PollFlags::POLLIN)];
+        // poll is never restarted after a handler: a stop request ends the wait.
+        match nix::poll::poll(&mut polled, nix::poll::PollTimeout::NONE) {
+            Ok(_) => match nix::unistd::read(stdin.as_fd(), &mut buffer) {
+                Ok(0) => break,
+                Ok(_) | Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN) => {}
+                Err(_) => break,
+            },
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => break,
+        }
+    }
+    log::debug!("held at {point}: released");
+}
 
 /// Asks the dump or restore in progress to stop; `signal` is what asked (the first
 /// one is kept). Async-signal-safe.

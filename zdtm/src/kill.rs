@@ -451,3 +451,234 @@ fn describe_tree(root: i32) -> String {
     out
 }
 
+/// The step-kill test's name.
+pub const STEPS_NAME: &str = "kill_steps";
+
+/// The dump's hold points (`crust --fault-inject hold:POINT`, the engine's
+/// `interrupt::HOLD_POINTS`), in order; `false`: not reached by a dump that leaves the
+/// tree running (its pages go through the copy-on-write snapshot, not pipes).
+const DUMP_POINTS: &[(&str, bool)] = &[
+    ("seize", true),
+    ("collect", true),
+    ("parasite-leader", true),
+    ("parasite-threads", true),
+    ("parasite", true),
+    ("memory-pipes", false),
+    ("memory", true),
+    ("files", true),
+    ("images", true),
+    ("pages", true),
+];
+/// Points at which a parasite lives in the target (from its area's mmap to its munmap).
+const PARASITE_POINTS: &[&str] = &["parasite-leader", "parasite-threads", "parasite", "memory-pipes"];
+/// The restore's hold points.
+const RESTORE_POINTS: &[&str] = &["restore-forked", "restore-seized", "restore-restorers", "restore-finished"];
+
+/// `kill_steps`: crust held at each step of a dump and of a pre-dump (`--fault-inject
+/// hold:POINT`: it says so on stderr and waits for its stdin to close) and SIGKILLed
+/// there; the target must answer its check and show in /proc as recorded (memory,
+/// threads still computing, masks, fds, maps), untraced. Then a dump, and a restore
+/// SIGKILLed at each of its steps: no process of the tree may be left. Last, a whole
+/// restore, after which the target answers its check again. Synchronised on the pipes
+/// of crust's stdin and stderr, the target's FIFOs and the reaper's exits.
+pub struct KillSteps;
+
+impl ZdtmTest for KillSteps {
+    fn name(&self) -> &str {
+        STEPS_NAME
+    }
+
+    fn can_run(&self, host: &HostInfo) -> Result<(), String> {
+        target_spec().can_run(host)
+    }
+
+    fn run(&self, harness: &Harness, flavor: Flavor) -> TestOutcome {
+        let mut outcome = TestOutcome { verdict: Verdict::Passed, dump_ms: None, restore_ms: None };
+        if flavor != Flavor::Host {
+            outcome.verdict = Verdict::Skipped("host flavor only".into());
+            return outcome;
+        }
+        let outdir = match harness.test_dir(STEPS_NAME) {
+            Ok(dir) => dir,
+            Err(error) => {
+                outcome.verdict = Verdict::Failed(error);
+                return outcome;
+            }
+        };
+        let mut run = Run { harness, outdir: &outdir, rng: SplitMix(1), live: LiveTree::default(), target: None, tally: Tally::default() };
+        outcome.verdict = match run.steps() {
+            Ok(()) => Verdict::Passed,
+            Err(error) => Verdict::Failed(error),
+        };
+        println!(
+            "{STEPS_NAME}: {} kills at a dump step, {} at a restore step; parasite area left mapped by a kill: {}",
+            run.tally.killed, run.tally.interrupted, run.tally.areas_left
+        );
+        if let Some(target) = run.target.take() {
+            let finished = target.finish(harness);
+            if let (Verdict::Passed, Err(error)) = (&outcome.verdict, finished) {
+                outcome.verdict = Verdict::Failed(error);
+            }
+        }
+        harness.kill_tree(&run.live);
+        if !harness.config.keep && matches!(outcome.verdict, Verdict::Passed) {
+            let _ = std::fs::remove_dir_all(&outdir);
+        }
+        outcome
+    }
+}
+
+/// A crust held at a point: its pid, and its stdin (closing it lets crust go on).
+struct Held {
+    pid: i32,
+    _stdin: std::process::ChildStdin,
+}
+
+impl Run<'_> {
+    /// Starts crust with `args` and `--fault-inject hold:POINT`, and waits until it says
+    /// it is held there (its stderr, read by a thread until end of file).
+    fn start_held(&self, args: &[String], point: &str, images: &Path, stage: &str) -> anyhow::Result<Held> {
+        let mut command = Command::new(&self.harness.config.engine);
+        command.args(args).arg("--fault-inject").arg(format!("hold:{point}"));
+        command.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut child = self.harness.reaper.spawn(&mut command).context("spawn crust")?;
+        let pid = child.id() as i32;
+        let stdin = child.stdin.take().context("crust's stdin")?;
+        let stderr = child.stderr.take().context("crust's stderr")?;
+        let (lines, received) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if lines.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let wanted = format!("crust: held at {point} until stdin closes");
+        let mut said = Vec::new();
+        loop {
+            match received.recv_timeout(ENGINE_TIMEOUT) {
+                Ok(line) if line == wanted => return Ok(Held { pid, _stdin: stdin }),
+                Ok(line) => said.push(line),
+                Err(_) => {
+                    // End of file (crust is done) or no word: either way not held.
+                    self.harness.reaper.signal_child(pid, libc::SIGKILL);
+                    let status = self.harness.reaper.wait_exit(pid, ENGINE_TIMEOUT);
+                    bail!(
+                        "crust {} never held at {point} (it ended with {status:?}, stderr {said:?})\n{}",
+                        args.first().map_or("", String::as_str),
+                        crate::harness::engine_logs(images, stage)
+                    );
+                }
+            }
+        }
+    }
+
+    /// SIGKILLs a held crust and waits for its end.
+    fn kill_held(&self, held: Held, what: &str) -> anyhow::Result<()> {
+        self.harness.reaper.signal_child(held.pid, libc::SIGKILL);
+        match self.harness.reaper.wait_exit(held.pid, ENGINE_TIMEOUT) {
+            Some(ExitStatus::Signaled(libc::SIGKILL)) => Ok(()),
+            other => bail!("{what}: crust ended with {other:?}, not by SIGKILL"),
+        }
+    }
+
+    fn steps(&mut self) -> anyhow::Result<()> {
+        self.start_target()?;
+        for verb in ["dump", "pre-dump"] {
+            for &(point, with_leave_running) in DUMP_POINTS {
+                if verb == "pre-dump" && !with_leave_running {
+                    continue;
+                }
+                let what = format!("{verb} killed at {point}");
+                let pid = self.target.as_ref().expect("started").pid;
+                let images = self.outdir.join("img");
+                let _ = std::fs::remove_dir_all(&images);
+                std::fs::create_dir_all(&images).context("create the images directory")?;
+                let args: Vec<String> =
+                    [verb, "-t", &pid.to_string(), "-D", &images.display().to_string(), "-o", "dump.log", "-v4"].map(String::from).to_vec();
+                let held = self.start_held(&args, point, &images, "dump").with_context(|| what.clone())?;
+                self.kill_held(held, &what)?;
+                self.tally.killed += 1;
+                self.check_target_strict(&what, PARASITE_POINTS.contains(&point))?;
+            }
+        }
+
+        // A dump to restore from; it kills the target.
+        let target = self.target.take().expect("started");
+        let pid = target.pid;
+        let tree = crate::tree::descendants(pid);
+        let images = self.outdir.join("img");
+        let _ = std::fs::remove_dir_all(&images);
+        std::fs::create_dir_all(&images).context("create the images directory")?;
+        let dump_args: Vec<String> = ["dump", "-t", &pid.to_string(), "-D", &images.display().to_string(), "-o", "dump.log", "-v4"].map(String::from).to_vec();
+        drop(target);
+        let status = self
+            .harness
+            .reaper
+            .spawn(Command::new(&self.harness.config.engine).args(&dump_args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()))
+            .context("spawn crust dump")
+            .map(|child| self.harness.reaper.wait_exit(child.id() as i32, ENGINE_TIMEOUT))?;
+        if status != Some(ExitStatus::Exited(0)) {
+            bail!("the dump to restore from: {status:?}\n{}", crate::harness::engine_logs(&images, "dump"));
+        }
+        self.wait_tree_gone(&tree, "after the dump")?;
+
+        let restore_args: Vec<String> =
+            ["restore", "-D", &images.display().to_string(), "-d", "-o", "restore.log", "-v4"].map(String::from).to_vec();
+        for point in RESTORE_POINTS {
+            let what = format!("restore killed at {point}");
+            let held = self.start_held(&restore_args, point, &images, "restore").with_context(|| what.clone())?;
+            self.kill_held(held, &what)?;
+            self.tally.interrupted += 1;
+            self.wait_tree_gone(&tree, &what)?;
+        }
+
+        // A whole restore: the images are as good as before, the target carries on.
+        let child = self
+            .harness
+            .reaper
+            .spawn(Command::new(&self.harness.config.engine).args(&restore_args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()))
+            .context("spawn crust restore")?;
+        let status = self.harness.reaper.wait_exit(child.id() as i32, ENGINE_TIMEOUT);
+        if status != Some(ExitStatus::Exited(0)) {
+            bail!("the restore after the killed ones: {status:?}\n{}", crate::harness::engine_logs(&images, "restore"));
+        }
+        self.live = LiveTree { root: Some(pid), session: Some(pid) };
+        let fifo = |name: &str| {
+            std::fs::OpenOptions::new()
+                .read(name == "answer")
+                .write(name == "control")
+                .custom_flags(libc::O_NONBLOCK)
+                .open(self.outdir.join(name))
+                .with_context(|| format!("open the restored target's {name} FIFO"))
+        };
+        let checks = 1_000;
+        let mut restored = Target { pid, control: fifo("control")?, answer: fifo("answer")?, record: TreeSnapshot { processes: Default::default() }, checks };
+        restored.check().with_context(|| format!("the restored target\n{}", describe_tree(pid)))?;
+        self.target = Some(restored);
+        Ok(())
+    }
+
+    /// The target answers its check and /proc shows it as recorded and untraced;
+    /// `parasite_lived`: crust was killed while a parasite lived, which may leave its
+    /// area mapped (counted, and a new target started).
+    fn check_target_strict(&mut self, what: &str, parasite_lived: bool) -> anyhow::Result<()> {
+        // `check_target` forgives the area only after a SIGKILL that says so.
+        let what = if parasite_lived { format!("{what} (SIGKILL while a parasite lived)") } else { what.to_string() };
+        self.check_target(&what)
+    }
+
+    /// Waits until every pid of `tree` is reaped (or was never made again), then forgets
+    /// their exits, so that a restore can use them.
+    fn wait_tree_gone(&self, tree: &[i32], what: &str) -> anyhow::Result<()> {
+        for &pid in tree {
+            if Path::new(&format!("/proc/{pid}")).exists() && self.harness.reaper.wait_exit(pid, ENGINE_TIMEOUT).is_none() {
+                bail!("{what}: pid {pid} of the tree is still there\n{}", describe_tree(pid));
+            }
+            self.harness.reaper.forget(pid);
+        }
+        Ok(())
+    }
+}

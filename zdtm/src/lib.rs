@@ -93,16 +93,23 @@ pub fn run_suite(config: Config) -> anyhow::Result<Report> {
         }
         report.results.push(result);
     }
-    // The random-kill test, after the others (host flavor; in the core group).
-    let kill_wanted = filter.as_deref().is_none_or(|filter| kill::NAME.contains(filter) || filter == "core")
-        && group.as_deref().is_none_or(|group| group == "core" || group == "all");
-    if kill_wanted && flavor == catalog::Flavor::Host && harness.config.kill_trials > 0 {
-        let test = kill::KillTest { trials: harness.config.kill_trials, seed: harness.config.kill_seed };
+    // The kill tests, after the others (host flavor; in the core group): crust
+    // SIGKILLed at each step, then signalled at random moments.
+    let group_wanted = group.as_deref().is_none_or(|group| group == "core" || group == "all");
+    let wanted = |name: &str| filter.as_deref().is_none_or(|filter| name.contains(filter) || filter == "core") && group_wanted;
+    let mut kill_tests: Vec<Box<dyn ZdtmTest>> = Vec::new();
+    if wanted(kill::STEPS_NAME) {
+        kill_tests.push(Box::new(kill::KillSteps));
+    }
+    if wanted(kill::NAME) && harness.config.kill_trials > 0 {
+        kill_tests.push(Box::new(kill::KillTest { trials: harness.config.kill_trials, seed: harness.config.kill_seed }));
+    }
+    for test in kill_tests.iter().filter(|_| flavor == catalog::Flavor::Host) {
         let outcome = match test.can_run(&host) {
             Err(reason) => harness::TestOutcome { verdict: Verdict::Skipped(reason), dump_ms: None, restore_ms: None },
             Ok(()) => test.run(&harness, flavor),
         };
-        let result = TestResult { name: kill::NAME.to_string(), flavor: flavor.name(), outcome };
+        let result = TestResult { name: test.name().to_string(), flavor: flavor.name(), outcome };
         println!("{}", report::table_row(&result));
         if let Verdict::Failed(error) = &result.outcome.verdict {
             for line in format!("{error:#}").lines().skip(1) {

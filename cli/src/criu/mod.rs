@@ -208,6 +208,14 @@ fn enter_work_dir(options: &mut CriuOptions, create_images: bool) -> anyhow::Res
     Ok(())
 }
 
+/// `--fault-inject hold:POINT` (testing).
+fn hold(options: &CriuOptions) -> anyhow::Result<()> {
+    match &options.fault_hold {
+        Some(point) => crust_engine::interrupt::hold_at(point).map_err(|e| anyhow!(e)),
+        None => Ok(()),
+    }
+}
+
 fn dump(program: Program, verb: Verb, mut options: CriuOptions) -> anyhow::Result<i32> {
     if let Some(refusal) = options.refusal(verb) {
         bail!(refusal);
@@ -219,6 +227,7 @@ fn dump(program: Program, verb: Verb, mut options: CriuOptions) -> anyhow::Resul
     scripts.warn_unrun(verb);
     let dump = options.dump_options(verb).map_err(|e| anyhow!(e))?;
     scripts.hook(Hook::at(HookPoint::PreDump, Some(dump.pid)))?;
+    hold(&options)?;
     crate::sys::catch_stop_signals().context("catch SIGTERM, SIGINT and SIGHUP")?;
     let dumped = crust_engine::dump::dump(&dump);
     crate::sys::default_stop_signals();
@@ -272,6 +281,7 @@ fn restore(program: Program, mut options: CriuOptions, command: &[String]) -> an
     let scripts = ActionScripts::new(program, &options);
     scripts.warn_unrun(Verb::Restore);
     scripts.hook(Hook::at(HookPoint::PreRestore, None))?;
+    hold(&options)?;
     crate::sys::catch_stop_signals().context("catch SIGTERM, SIGINT and SIGHUP")?;
     let restored = crust_engine::restore::restore(&options.restore_options());
     // From here a signal ends crust as usual; the restored tree runs on.

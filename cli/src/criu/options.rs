@@ -327,6 +327,8 @@ pub struct CriuOptions {
     // crust's own.
     pub frozen_copy: bool,
     pub fault_inject: Option<DumpStep>,
+    /// `--fault-inject hold:POINT`: wait at POINT until stdin closes (`interrupt.rs`).
+    pub fault_hold: Option<String>,
 }
 
 impl Default for CriuOptions {
@@ -418,6 +420,7 @@ impl Default for CriuOptions {
             no_default_config: false,
             frozen_copy: false,
             fault_inject: None,
+            fault_hold: None,
         }
     }
 }
@@ -642,9 +645,18 @@ impl CriuOptions {
             "ghost-fiemap" => self.ghost_fiemap = on,
             "allow-uprobes" => self.allow_uprobes = on,
             "frozen-copy" => self.frozen_copy = on,
-            "fault-inject" => {
-                self.fault_inject = Some(DumpStep::from_name(&value).ok_or_else(|| format!("unknown dump step {value}"))?)
-            }
+            "fault-inject" => match value.strip_prefix("hold:") {
+                Some(point) => {
+                    if !crust_engine::interrupt::HOLD_POINTS.contains(&point) {
+                        return Err(format!(
+                            "unknown hold point {point} (known: {})",
+                            crust_engine::interrupt::HOLD_POINTS.join(", ")
+                        ));
+                    }
+                    self.fault_hold = Some(point.to_string())
+                }
+                None => self.fault_inject = Some(DumpStep::from_name(&value).ok_or_else(|| format!("unknown dump step {value}"))?),
+            },
             other => return Err(format!("option --{other} is in the table but not handled (a crust bug)")),
         }
         Ok(())
@@ -838,6 +850,8 @@ mod tests {
         assert!(options("--cpu-cap=bogus").is_err());
         assert!(options("--timeout -1").is_err());
         assert!(options("--fault-inject nowhere").is_err());
+        assert!(options("--fault-inject hold:nowhere").is_err());
+        assert_eq!(options("--fault-inject hold:parasite-threads").unwrap().fault_hold.as_deref(), Some("parasite-threads"));
     }
 
     #[test]

@@ -113,6 +113,10 @@ pub(crate) fn dump_tree_memory(
             }
         }
         let pipes = if parent.is_some() { None } else { open_page_pipes(pid, &mut parasite) };
+        if pipes.is_some() {
+            // The parasite holds pipes in the target, which it fills with its pages.
+            crate::interrupt::hold("memory-pipes");
+        }
         let pages_id = index as u32 + 1;
         let (vmas, written) = if pipes.is_some() {
             // The target fills the pipes: its parasite lives until they are closed.

@@ -193,6 +193,7 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     let root = options.pid;
     let started = Instant::now();
     let fault = |step: DumpStep| -> Result<(), DumpError> {
+        crate::interrupt::hold(step.name());
         if let Some(signal) = crate::interrupt::stop_requested() {
             return Err(DumpError::Interrupted { pid: root, signal });
         }
@@ -291,6 +292,8 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     }
     let frozen_for = frozen_at.elapsed();
     if !snapshot.is_empty() {
+        // The tree runs, its pages write-protected by crust's userfaultfd.
+        crate::interrupt::hold(DumpStep::Pages.name());
         let mut copy_options = CopyOptions::default();
         if matches!(options.fail_after, Some(DumpStep::Pages | DumpStep::PagesKilled)) {
             copy_options.fail_after_pages = Some(pages / 2);

@@ -189,6 +189,7 @@ impl Parasite {
         };
         log::debug!("pid {pid}: parasite area {:#x} ({} KiB), window one {:?}", parasite.area, layout.len >> 10, map_window);
         parasite.enter_leader()?;
+        crate::interrupt::hold("parasite-leader");
         Ok(parasite)
     }
 
@@ -477,6 +478,7 @@ impl Parasite {
                     return Err(error);
                 }
             }
+            crate::interrupt::hold("parasite-threads");
             let running: Vec<i32> = jobs.iter().map(|(home, _)| home.tid).collect();
             let longest = slots.iter().map(|s| s.assembled.bytes.len()).max().unwrap_or(0);
             for _ in 0..jobs.len() {

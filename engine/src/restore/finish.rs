@@ -211,10 +211,18 @@ pub(crate) fn wait_for_restorers(tree: &TreePlan, plans: &[Option<Plan>], images
     Ok(host)
 }
 
+/// A thread with its dumped registers, in a stop until [`release`] lets it go.
+pub(crate) struct ReadyThread {
+    tid: i32,
+    sigmask: u64,
+    detach_signal: i32,
+}
+
 /// For one process: injects each thread's own state, unmaps the restorer through one
-/// injected syscall, then sets every thread's dumped registers and signal mask and lets
-/// it go.
-pub(crate) fn finish_process(process: &ProcessImages, plan: &Plan, host: &BTreeMap<i32, i32>) -> Result<(), FinishError> {
+/// injected syscall, then sets every thread's dumped registers; each thread stays in
+/// its stop, traced, until [`release`] (a crust killed before then takes the whole tree
+/// with it through PTRACE_O_EXITKILL).
+pub(crate) fn finish_process(process: &ProcessImages, plan: &Plan, host: &BTreeMap<i32, i32>) -> Result<Vec<ReadyThread>, FinishError> {
     let syscall_ip = plan.area + HostArch::restorer_syscall_offset() as u64;
     let tids: Vec<i32> = process.pstree.threads.iter().map(|&t| host[&(t as i32)]).collect();
     // The thread that makes the process's remaining calls (the leader, unless it exits).
@@ -274,6 +282,7 @@ pub(crate) fn finish_process(process: &ProcessImages, plan: &Plan, host: &BTreeM
     // A stopped process gets its stop signal as its last thread leaves the tracer: the
     // whole group stops before any of it runs.
     let stop_signal = if process.task_state() == TASK_STOPPED { process.stop_signal() } else { 0 };
+    let mut ready = Vec::new();
     for (index, ((&tid, core), ext)) in tids.iter().zip(&process.cores).zip(&ext_templates).enumerate().skip(acting) {
         let detach_signal = if index + 1 == tids.len() { stop_signal } else { 0 };
         let dumped = HostArch::regs_from_core(core, ext)
@@ -287,7 +296,17 @@ pub(crate) fn finish_process(process: &ProcessImages, plan: &Plan, host: &BTreeM
             .and_then(|t| t.blk_sigset)
             .or(core.tc.as_ref().map(|t| t.blk_sigset))
             .unwrap_or(0);
-        crate::infect::release_thread(tid, &gpr, restarts, mask, detach_signal).map_err(|source| FinishError::Infect { pid: tid, source })?;
+        crate::infect::ready_thread(tid, &gpr, restarts).map_err(|source| FinishError::Infect { pid: tid, source })?;
+        ready.push(ReadyThread { tid, sigmask: mask, detach_signal });
+    }
+    Ok(ready)
+}
+
+/// Lets every ready thread of the tree go, with its own signal mask, in one tight loop:
+/// the only moment a killed crust leaves part of the tree running and part killed.
+pub(crate) fn release(ready: &[ReadyThread]) -> Result<(), FinishError> {
+    for thread in ready {
+        crate::infect::let_go(thread.tid, thread.sigmask, thread.detach_signal).map_err(|source| FinishError::Infect { pid: thread.tid, source })?;
     }
     Ok(())
 }

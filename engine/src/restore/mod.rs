@@ -176,6 +176,8 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
         Err(error) if error.raw_os_error() == Some(libc::EEXIST) => return Err(RestoreError::PidBusy { pid: root }),
         Err(error) => return Err(RestoreError::Io { pid: root, what: "clone3 with set_tid".into(), source: error }),
     };
+    // The root waits for its tracer on the sync pipe, untraced.
+    crate::interrupt::hold("restore-forked");
     drop(sync_read);
     drop(error_write);
     broker.close();
@@ -202,8 +204,10 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
     let mut sync_write = fs::File::from(sync_write);
     sync_write.write_all(b"g").map_err(io_err(root, "release child"))?;
     drop(sync_write);
+    crate::interrupt::hold("restore-seized");
 
     let host = finish::wait_for_restorers(&tree, &plans, &images, error_read)?;
+    crate::interrupt::hold("restore-restorers");
     stop_point()?;
     for process in images.processes.iter().filter(|p| !p.is_zombie()) {
         if let Some(adj) = process.cores[0].tc.as_ref().and_then(|t| t.oom_score_adj) {
@@ -211,10 +215,11 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
             fs::write(&path, adj.to_string()).map_err(io_err(process.pid(), format!("write {path}")))?;
         }
     }
+    let mut ready = Vec::new();
     for (process, plan) in images.processes.iter().zip(&plans) {
         if let Some(plan) = plan {
             stop_point()?;
-            finish::finish_process(process, plan, &host)?;
+            ready.extend(finish::finish_process(process, plan, &host)?);
         }
     }
     // Segments removed while attached go again, now that every process has attached them.
@@ -222,16 +227,19 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
         let removed = crate::ipc::removed_segments(&options.dir).map_err(|what| RestoreError::BadImage { image: "ipcns-shm".into(), what: what.to_string() })?;
         crate::ipc::remove_segments(child, &removed).map_err(|what| RestoreError::Child { pid: root, what: what.to_string() })?;
     }
-    // The tree runs: let the traffic of its TCP connections through again.
+    // Let the traffic of its TCP connections through again: the tree runs next (a
+    // crust killed from here kills the tree and leaves no nftables table).
     crate::files::unlock_tcp(&options.dir).map_err(|what| RestoreError::Child { pid: root, what: what.to_string() })?;
+    // The last moment a stop can still undo the restore.
+    crate::interrupt::hold("restore-finished");
+    stop_point()?;
+    finish::release(&ready)?;
     // Return only once the stopped ones are stopped (their stop is already pending).
     for process in images.processes.iter().filter(|p| p.task_state() == TASK_STOPPED) {
         for &tid in process.pstree.threads.iter().skip(process.acting_thread()) {
             finish::wait_until_stopped(process.pid(), host[&(tid as i32)])?;
         }
     }
-    // The last moment a stop can still undo the restore.
-    stop_point()?;
     guard.released = true;
     // From here on, the root is named by its pid on this host.
     let root = child;
