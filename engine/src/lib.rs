@@ -11,9 +11,12 @@
 pub mod check;
 pub mod dump;
 pub mod interrupt;
+pub mod private;
 pub mod procfs;
 pub mod restore;
+pub mod stages;
 
+mod access;
 mod error;
 mod files;
 mod infect;
@@ -22,6 +25,8 @@ mod memory;
 mod model;
 mod parasite;
 mod sys;
+
+pub use access::AccessError;
 
 /// Fast page transfer and the pure run building over pagemap entries (`memory/pages.rs`).
 pub use memory::pages as fast_pages;

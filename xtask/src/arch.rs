@@ -16,7 +16,7 @@ use std::time::Instant;
 const USER_ARCHES: [&str; 3] = ["aarch64", "ppc64le", "s390x"];
 
 /// qemu-user's binary for an architecture (`qemu-aarch64-static`, ...).
-fn qemu_user(arch: &ArchSpec) -> String {
+pub(crate) fn qemu_user(arch: &ArchSpec) -> String {
     format!("qemu-{}-static", arch.name)
 }
 
@@ -50,11 +50,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         let arch = ARCHES.iter().find(|a| a.name == name).expect("every user arch has a spec");
         let qemu = qemu_user(arch);
         let linker = format!("{}-gcc", arch.gnu);
-        for tool in [&qemu, &linker] {
-            if Command::new(tool).arg("--version").output().is_err() {
-                bail!("arch {name}: {tool} not found; run ci/setup.sh (it installs qemu-user-static and the cross compilers)");
-            }
-        }
+        crate::tools::require(&format!("arch {name}"), &crate::tools::user_arch_run(arch))?;
         let env_triple = arch.triple.to_uppercase().replace('-', "_");
         let arch_started = Instant::now();
         println!("=== arch {name}: cargo test -p crust-arch --target {} (runner {qemu})", arch.triple);

@@ -265,7 +265,7 @@ impl Run<'_> {
             Launched::Ready { pid, .. } => pid,
             Launched::Skip(reason) => bail!("the target skipped: {reason}"),
         };
-        self.live = LiveTree { root: Some(pid), session: Some(pid) };
+        self.live = LiveTree { root: Some(pid), session: Some(pid), ..LiveTree::default() };
         let fifo = |name: &str| {
             std::fs::OpenOptions::new()
                 .read(name == "answer")
@@ -645,7 +645,7 @@ impl Run<'_> {
         if status != Some(ExitStatus::Exited(0)) {
             bail!("the restore after the killed ones: {status:?}\n{}", crate::harness::engine_logs(&images, "restore"));
         }
-        self.live = LiveTree { root: Some(pid), session: Some(pid) };
+        self.live = LiveTree { root: Some(pid), session: Some(pid), ..LiveTree::default() };
         let fifo = |name: &str| {
             std::fs::OpenOptions::new()
                 .read(name == "answer")

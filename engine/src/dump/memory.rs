@@ -44,6 +44,8 @@ pub(crate) struct DumpedMemory {
     pub(crate) snapshot: Snapshot,
     /// The longest of the parasites' windows.
     pub(crate) window_longest: std::time::Duration,
+    /// The checksums taken while the pages were written, by pages file.
+    pub(crate) pieces: memory::checksums::Pieces,
 }
 
 /// Dumps the memory of every live process of `frozen` into `dir` (`parasites`: each
@@ -67,6 +69,7 @@ pub(crate) fn dump_tree_memory(
     // Processes whose pages are copied after the release (copy-on-write snapshot); their
     // userfaultfds close (lifting every protection) on every error path.
     let mut armed = Vec::new();
+    let mut pieces = memory::checksums::Pieces::new();
     let mut window_longest = std::time::Duration::ZERO;
     let mut cure = |parasite: Parasite| -> Result<(), MemoryError> {
         let pid = parasite.pid();
@@ -118,7 +121,7 @@ pub(crate) fn dump_tree_memory(
             crate::interrupt::hold("memory-pipes");
         }
         let pages_id = index as u32 + 1;
-        let (vmas, written) = if pipes.is_some() {
+        let (vmas, written, process_pieces) = if pipes.is_some() {
             // The target fills the pipes: its parasite lives until they are closed.
             let dumped = memory::dump::dump_memory(pid, dir, collected, &mem, files, pages_id, image_pid, pipes, parent.as_ref());
             cure(parasite)?;
@@ -128,6 +131,7 @@ pub(crate) fn dump_tree_memory(
             cure(parasite)?;
             memory::dump::dump_memory(pid, dir, collected, &mem, files, pages_id, image_pid, None, parent.as_ref())?
         };
+        pieces.insert(crust_images::ImageKind::Pages.file_name(pages_id.into()), process_pieces);
         pages += written;
         vma_count += vmas.len();
         memory.push(vmas);
@@ -135,7 +139,7 @@ pub(crate) fn dump_tree_memory(
     // The fault handler runs from here on: the tree stays frozen until the images are
     // written, but a thread leaving its stop may already write a protected page.
     let snapshot = Snapshot::start(armed).map_err(io_err(root, "start the userfaultfd handler"))?;
-    Ok(DumpedMemory { vmas: memory, pages, vma_count, snapshot, window_longest })
+    Ok(DumpedMemory { vmas: memory, pages, vma_count, snapshot, window_longest, pieces })
 }
 
 const PIPES_FROM_RESIDENT: u64 = 16 << 20;

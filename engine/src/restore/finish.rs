@@ -211,7 +211,9 @@ pub(crate) fn wait_for_restorers(tree: &TreePlan, plans: &[Option<Plan>], images
     Ok(host)
 }
 
-/// A thread with its dumped registers, in a stop until [`release`] lets it go.
+/// A restored thread with its dumped registers (its interrupted syscall entered again
+/// if it restarts), in a stop until [`release`] lets it go with its signal mask and the
+/// signal it is detached with (the stop signal of a stopped process, on its last thread).
 pub(crate) struct ReadyThread {
     tid: i32,
     sigmask: u64,
@@ -221,8 +223,9 @@ pub(crate) struct ReadyThread {
 /// For one process: injects each thread's own state, unmaps the restorer through one
 /// injected syscall, then sets every thread's dumped registers; each thread stays in
 /// its stop, traced, until [`release`] (a crust killed before then takes the whole tree
-/// with it through PTRACE_O_EXITKILL).
-pub(crate) fn finish_process(process: &ProcessImages, plan: &Plan, host: &BTreeMap<i32, i32>) -> Result<Vec<ReadyThread>, FinishError> {
+/// with it through PTRACE_O_EXITKILL). With `leave_stopped` the process goes stopped
+/// (SIGSTOP), as one dumped stopped.
+pub(crate) fn finish_process(process: &ProcessImages, plan: &Plan, host: &BTreeMap<i32, i32>, leave_stopped: bool) -> Result<Vec<ReadyThread>, FinishError> {
     let syscall_ip = plan.area + HostArch::restorer_syscall_offset() as u64;
     let tids: Vec<i32> = process.pstree.threads.iter().map(|&t| host[&(t as i32)]).collect();
     // The thread that makes the process's remaining calls (the leader, unless it exits).
@@ -281,7 +284,13 @@ pub(crate) fn finish_process(process: &ProcessImages, plan: &Plan, host: &BTreeM
     }
     // A stopped process gets its stop signal as its last thread leaves the tracer: the
     // whole group stops before any of it runs.
-    let stop_signal = if process.task_state() == TASK_STOPPED { process.stop_signal() } else { 0 };
+    let stop_signal = if leave_stopped {
+        libc::SIGSTOP
+    } else if process.task_state() == TASK_STOPPED {
+        process.stop_signal()
+    } else {
+        0
+    };
     let mut ready = Vec::new();
     for (index, ((&tid, core), ext)) in tids.iter().zip(&process.cores).zip(&ext_templates).enumerate().skip(acting) {
         let detach_signal = if index + 1 == tids.len() { stop_signal } else { 0 };

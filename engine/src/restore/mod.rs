@@ -20,6 +20,7 @@ use crust_arch::{Host, HostArch};
 
 use crate::error::io_failure;
 use crate::model::TASK_STOPPED;
+use crate::stages::{Stage, StageFailure, Stages};
 use crate::sys;
 
 pub(crate) mod child;
@@ -30,6 +31,7 @@ pub(crate) mod memory;
 pub(crate) mod plan;
 pub(crate) mod program;
 pub(crate) mod tree;
+pub(crate) mod validate;
 
 #[cfg(test)]
 mod fixtures;
@@ -38,6 +40,7 @@ pub use finish::FinishError;
 pub use images::ImagesError;
 pub use layout::HostLayout;
 pub use plan::PlanError;
+pub use validate::ValidateError;
 
 /// What `crust restore` was asked to do.
 #[derive(Clone, Debug, Default)]
@@ -50,6 +53,21 @@ pub struct RestoreOptions {
     pub pidfile: Option<PathBuf>,
     /// Keep the caller's session and process group.
     pub shell_job: bool,
+    /// Leave every restored process stopped (SIGSTOP) instead of running
+    /// (`--leave-stopped`).
+    pub leave_stopped: bool,
+    /// Create the root as crust's sibling (CLONE_PARENT): it is the child of crust's
+    /// parent, which waits for it (`--restore-sibling`, runc's way).
+    pub restore_sibling: bool,
+    /// Files the caller passes in instead of crust opening them (`--inherit-fd
+    /// fd[N]:KEY`): crust's fd N stands for the file whose key is KEY (`pipe:[INO]`,
+    /// `socket:[INO]`, or a path as the images name it).
+    pub inherit_fds: Vec<(i32, String)>,
+    /// The caller's stage callback (pre-restore ... post-resume, orphan-pts-master).
+    pub stages: Stages,
+    /// Do not verify the pages against `crust-checksums.img` (nor the images against
+    /// its list) before restoring (`--skip-checksums`).
+    pub skip_checksums: bool,
 }
 
 /// How a restore ended.
@@ -79,6 +97,12 @@ pub enum RestoreError {
     Child { pid: i32, what: String },
     #[error(transparent)]
     Images(#[from] ImagesError),
+    #[error("restore: {0}")]
+    Access(#[from] crate::AccessError),
+    #[error(transparent)]
+    Validate(#[from] ValidateError),
+    #[error("restore: {0}")]
+    Checksums(#[from] crate::memory::ChecksumError),
     #[error(transparent)]
     Plan(#[from] PlanError),
     #[error(transparent)]
@@ -87,21 +111,38 @@ pub enum RestoreError {
     /// ran; every process the restore had created was killed.
     #[error("restore interrupted by {}; the processes it had created are killed", crate::interrupt::signal_name(*.signal))]
     Interrupted { signal: i32 },
+    /// The caller's listener failed at a point; the tree (if any) was killed.
+    #[error("restore: {stage}: {source}")]
+    Stage { stage: Stage, source: StageFailure },
 }
 io_failure!(RestoreError);
 
 
 
+/// Whether crust may restore (CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE, for clone3's
+/// set_tid); [`restore`] asks it first.
+pub fn check_access() -> Result<(), RestoreError> {
+    Ok(crate::access::restore()?)
+}
+
 /// Restores the process tree dumped in `options.dir`.
 pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
-    match (restore_tree(options), crate::interrupt::stop_requested()) {
+    let restored = match (restore_tree(options), crate::interrupt::stop_requested()) {
         // Whatever failed on the way out (a wait cut short), the stop is the cause.
         (Err(error), Some(signal)) => {
             log::debug!("restore stopped by {}: {error}", crate::interrupt::signal_name(signal));
             Err(RestoreError::Interrupted { signal })
         }
         (result, _) => result,
+    };
+    if restored.is_err() {
+        // The dumped connections stay blocked for another restore: say how to let
+        // them go instead.
+        for (table, command) in crate::files::kept_lock_tables(&options.dir) {
+            log::warn!("restore failed: the TCP lock table {table} stays, so the dumped connections stay blocked for another restore; to let them go: {command}");
+        }
     }
+    restored
 }
 
 /// Fails once a stop was requested.
@@ -111,7 +152,12 @@ fn stop_point() -> Result<(), RestoreError> {
 
 fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
     let started = Instant::now();
-    let images = images::load(&options.dir, sys::page_size())?;
+    let stage = |stage: Stage, root: Option<i32>| options.stages.reach(stage, root).map_err(|source| RestoreError::Stage { stage, source });
+    check_access()?;
+    stage(Stage::PreRestore, None)?;
+    let images = images::load_with(&options.dir, sys::page_size(), !options.skip_checksums)?;
+    // Nothing is created before every image is known good.
+    validate::validate(&images, &validate::Limits::read())?;
     let root = images.processes[0].pid();
     // A tree dumped in its own pid namespace comes back in a new one, where its pids are
     // always free; otherwise every pid and tid must be free here.
@@ -129,6 +175,20 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
         }
     }
     images::check_files(&images)?;
+    // Every page read before the first fork: a damaged image fails here, naming the run.
+    if options.skip_checksums {
+        log::info!("page checksums not verified (--skip-checksums)");
+    } else {
+        let verifying = Instant::now();
+        let verified = crate::memory::checksums::verify(&options.dir, sys::page_size())?;
+        log::info!(
+            "page checksums verified: {} MiB in {} dumps{} in {:?}",
+            verified.bytes >> 20,
+            verified.dumps,
+            if verified.without > 0 { format!(" ({} without checksums, made by CRIU)", verified.without) } else { String::new() },
+            verifying.elapsed()
+        );
+    }
     // Planning is pure: the host is read once, here.
     let layout = HostLayout::read(root, HostArch::restorer_blob().len() as u64)?;
     let tree = tree::plan_tree::<HostArch>(&images, &layout, options.shell_job)?;
@@ -146,7 +206,7 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
     }
     stop_point()?;
     sys::raise_nofile_limit().map_err(io_err(root, "raise RLIMIT_NOFILE"))?;
-    let broker = crate::files::Broker::open(&images.files, &images.ghosts, &options.dir, images.broker_ids(), tree.broker_base)
+    let broker = crate::files::Broker::open(&images.files, &images.ghosts, &options.dir, images.broker_ids(), tree.broker_base, &options.inherit_fds)
         .map_err(|what| RestoreError::Child { pid: root, what: what.to_string() })?;
     for (&shmid, &(number, size)) in &tree.shmem {
         let created = sys::create_shared_anon(size).and_then(|fd| {
@@ -164,7 +224,7 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
 
     let (sync_read, sync_write) = finish::pipe(root)?;
     let (error_read, error_write) = finish::pipe(root)?;
-    let forked = sys::fork_root(root, new_pid_ns, tree.new_ipc_ns);
+    let forked = sys::fork_root(root, new_pid_ns, tree.new_ipc_ns, options.restore_sibling);
     let child = match forked {
         Ok(0) => {
             drop(sync_write);
@@ -174,6 +234,9 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
         }
         Ok(child) => child,
         Err(error) if error.raw_os_error() == Some(libc::EEXIST) => return Err(RestoreError::PidBusy { pid: root }),
+        Err(error) if options.restore_sibling && error.raw_os_error() == Some(libc::EINVAL) => {
+            return Err(RestoreError::Io { pid: root, what: "clone3 with CLONE_PARENT (--restore-sibling: crust must not be a pid namespace's init)".into(), source: error })
+        }
         Err(error) => return Err(RestoreError::Io { pid: root, what: "clone3 with set_tid".into(), source: error }),
     };
     // The root waits for its tracer on the sync pipe, untraced.
@@ -201,6 +264,12 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
         // Filters installed by the restorer must not see the tracer's calls after them.
         | if uses_seccomp { sys::PTRACE_O_SUSPEND_SECCOMP } else { 0 };
     sys::seize_thread(child, options_word).map_err(io_err(root, "seize restored root"))?;
+    // The root exists in its namespaces and waits for the go below (CRIU reaches these
+    // only for a tree with namespaces of its own).
+    if new_pid_ns || tree.new_ipc_ns {
+        stage(Stage::SetupNamespaces, Some(child))?;
+        stage(Stage::PostSetupNamespaces, Some(child))?;
+    }
     let mut sync_write = fs::File::from(sync_write);
     sync_write.write_all(b"g").map_err(io_err(root, "release child"))?;
     drop(sync_write);
@@ -215,11 +284,13 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
             fs::write(&path, adj.to_string()).map_err(io_err(process.pid(), format!("write {path}")))?;
         }
     }
+    // Every task is restored and still stopped; a failure here kills the tree.
+    stage(Stage::PostRestore, Some(child))?;
     let mut ready = Vec::new();
     for (process, plan) in images.processes.iter().zip(&plans) {
         if let Some(plan) = plan {
             stop_point()?;
-            ready.extend(finish::finish_process(process, plan, &host)?);
+            ready.extend(finish::finish_process(process, plan, &host, options.leave_stopped)?);
         }
     }
     // Segments removed while attached go again, now that every process has attached them.
@@ -227,15 +298,20 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
         let removed = crate::ipc::removed_segments(&options.dir).map_err(|what| RestoreError::BadImage { image: "ipcns-shm".into(), what: what.to_string() })?;
         crate::ipc::remove_segments(child, &removed).map_err(|what| RestoreError::Child { pid: root, what: what.to_string() })?;
     }
-    // Let the traffic of its TCP connections through again: the tree runs next (a
-    // crust killed from here kills the tree and leaves no nftables table).
+    // The sockets are out of repair mode: let the traffic of their TCP connections
+    // through again, just before the tree runs (as CRIU); a crust killed from here on
+    // still kills the tree, and leaves no nftables table.
+    if images.own_net_namespace() {
+        stage(Stage::NetworkUnlock, Some(child))?;
+    }
     crate::files::unlock_tcp(&options.dir).map_err(|what| RestoreError::Child { pid: root, what: what.to_string() })?;
+    stage(Stage::PreResume, Some(child))?;
     // The last moment a stop can still undo the restore.
     crate::interrupt::hold("restore-finished");
     stop_point()?;
     finish::release(&ready)?;
     // Return only once the stopped ones are stopped (their stop is already pending).
-    for process in images.processes.iter().filter(|p| p.task_state() == TASK_STOPPED) {
+    for process in images.processes.iter().filter(|p| !p.is_zombie() && (options.leave_stopped || p.task_state() == TASK_STOPPED)) {
         for &tid in process.pstree.threads.iter().skip(process.acting_thread()) {
             finish::wait_until_stopped(process.pid(), host[&(tid as i32)])?;
         }
@@ -247,7 +323,9 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
         fs::write(pidfile, format!("{root}")).map_err(io_err(root, format!("write {}", pidfile.display())))?;
     }
     let total = started.elapsed();
-    let exit_code = if options.detach {
+    stage(Stage::PostResume, Some(root))?;
+    // A sibling root is its parent's to wait for, not crust's.
+    let exit_code = if options.detach || options.restore_sibling {
         None
     } else {
         match sys::wait_thread(root).map_err(io_err(root, "wait for restored process"))? {

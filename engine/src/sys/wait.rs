@@ -35,8 +35,8 @@ pub fn wait_thread(tid: i32) -> io::Result<WaitEvent> {
     Ok(decode_status(status))
 }
 
-/// `waitpid(tid, __WALL | WNOHANG)`: the thread's next change if it already happened.
-#[doc(alias = "waitpid")]
+/// `waitpid(tid, __WALL | WNOHANG)`: the next change of a traced or child thread if
+/// there is one already, without waiting.
 pub fn try_wait_thread(tid: i32) -> io::Result<Option<WaitEvent>> {
     let mut status = 0;
     loop {
@@ -49,7 +49,7 @@ pub fn try_wait_thread(tid: i32) -> io::Result<Option<WaitEvent>> {
             }
             return Err(error);
         }
-        return Ok((rc > 0).then(|| decode_status(status)));
+        return Ok((rc != 0).then(|| decode_status(status)));
     }
 }
 
