@@ -275,6 +275,19 @@ impl Frozen {
             }
         }
         self.finished = true;
+        if leave_stopped {
+            // Return once the tree is stopped, not merely sent its SIGSTOP (a thread
+            // running on a busy CPU takes it a moment later).
+            let deadline = Instant::now() + Duration::from_secs(2);
+            for thread in self.processes.iter().filter(|p| !p.is_zombie()).flat_map(|p| &p.threads) {
+                while fs::read_to_string(format!("/proc/{}/stat", thread.tid))
+                    .is_ok_and(|text| procfs::parse_stat(&text).is_ok_and(|stat| stat.state == 'R' || stat.state == 'S' || stat.state == 'D'))
+                    && Instant::now() < deadline
+                {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            }
+        }
     }
 
     /// Kills the tree after a good dump and waits until every thread is gone.
