@@ -44,6 +44,24 @@ pub fn check_dir(path: &Path) -> Result<(), DirError> {
     Ok(())
 }
 
+/// Removes the images an earlier dump left in `dir` (files named as CRIU names images,
+/// and crust's checksums), so that the new dump's image set is its own: a stale
+/// `pagemap-OLDPID.img` would point into the new `pages-1.img`. Logs, the `parent`
+/// link and anything else are left. Returns how many were removed.
+pub fn remove_earlier_images(dir: &Path) -> io::Result<usize> {
+    let mut removed = 0;
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let Ok(name) = entry.file_name().into_string() else { continue };
+        let is_image = name == crust_images::checksums::CHECKSUMS_FILE || crust_images::ImageKind::from_file_name(&name).is_some();
+        if is_image && entry.file_type()?.is_file() {
+            fs::remove_file(entry.path())?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 /// Creates (or truncates) the image `path`, 0600, for writing.
 pub fn create_file(path: &Path) -> io::Result<File> {
     let file = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(FILE_MODE).open(path)?;
@@ -61,6 +79,21 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_dump_starts_without_the_images_of_an_earlier_one() {
+        let dir = std::env::temp_dir().join(format!("crust-earlier-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        create_dir(&dir).unwrap();
+        for name in ["pagemap-7.img", "pages-1.img", "core-7.img", "crust-checksums.img", "dump.log", "notes.txt"] {
+            fs::write(dir.join(name), b"x").unwrap();
+        }
+        assert_eq!(remove_earlier_images(&dir).unwrap(), 4);
+        let mut left: Vec<String> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        left.sort();
+        assert_eq!(left, ["dump.log", "notes.txt"]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn images_and_their_directory_are_private() {

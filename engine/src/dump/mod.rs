@@ -275,6 +275,11 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     check_access(root)?;
     crate::private::create_dir(&options.dir).map_err(io_err(root, format!("create {}", options.dir.display())))?;
     crate::private::check_dir(&options.dir).map_err(|error| DumpError::Refused { pid: root, what: error.to_string() })?;
+    match crate::private::remove_earlier_images(&options.dir) {
+        Ok(0) => {}
+        Ok(removed) => log::info!("{}: removed {removed} images of an earlier dump", options.dir.display()),
+        Err(error) => return Err(io_err(root, format!("remove earlier images from {}", options.dir.display()))(error)),
+    }
     let parent_dir = options.parent.as_ref().map(|p| link_parent(root, &options.dir, p)).transpose()?;
     if freeze::read_stat(root)?.state == 'Z' && !freeze::list_threads(root)?.iter().any(|&t| t != root) {
         return Err(DumpError::Unsupported { pid: root, what: "a zombie as the root of the tree".into() });
