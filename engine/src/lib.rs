@@ -10,6 +10,7 @@
 
 pub mod check;
 pub mod dump;
+pub mod interrupt;
 pub mod private;
 pub mod procfs;
 pub mod restore;
@@ -24,6 +25,7 @@ mod ipc;
 mod memory;
 mod model;
 mod ns;
+mod parasite;
 mod sys;
 
 pub use access::AccessError;
