@@ -10,6 +10,7 @@
 
 pub mod check;
 pub mod dump;
+pub mod interrupt;
 pub mod private;
 pub mod procfs;
 pub mod restore;
@@ -25,6 +26,7 @@ mod memory;
 mod model;
 mod net;
 mod ns;
+mod parasite;
 mod sys;
 
 pub use access::AccessError;

@@ -328,6 +328,8 @@ pub struct CriuOptions {
     pub frozen_copy: bool,
     pub skip_checksums: bool,
     pub fault_inject: Option<DumpStep>,
+    /// `--fault-inject hold:POINT`: wait at POINT until stdin closes (`interrupt.rs`).
+    pub fault_hold: Option<String>,
 }
 
 impl Default for CriuOptions {
@@ -420,6 +422,7 @@ impl Default for CriuOptions {
             frozen_copy: false,
             skip_checksums: false,
             fault_inject: None,
+            fault_hold: None,
         }
     }
 }
@@ -644,10 +647,19 @@ impl CriuOptions {
             "ghost-fiemap" => self.ghost_fiemap = on,
             "allow-uprobes" => self.allow_uprobes = on,
             "frozen-copy" => self.frozen_copy = on,
+            "fault-inject" => match value.strip_prefix("hold:") {
+                Some(point) => {
+                    if !crust_engine::interrupt::HOLD_POINTS.contains(&point) {
+                        return Err(format!(
+                            "unknown hold point {point} (known: {})",
+                            crust_engine::interrupt::HOLD_POINTS.join(", ")
+                        ));
+                    }
+                    self.fault_hold = Some(point.to_string())
+                }
+                None => self.fault_inject = Some(DumpStep::from_name(&value).ok_or_else(|| format!("unknown dump step {value}"))?),
+            },
             "skip-checksums" => self.skip_checksums = on,
-            "fault-inject" => {
-                self.fault_inject = Some(DumpStep::from_name(&value).ok_or_else(|| format!("unknown dump step {value}"))?)
-            }
             other => return Err(format!("option --{other} is in the table but not handled (a crust bug)")),
         }
         Ok(())
@@ -864,6 +876,8 @@ mod tests {
         assert!(options("--cpu-cap=bogus").is_err());
         assert!(options("--timeout -1").is_err());
         assert!(options("--fault-inject nowhere").is_err());
+        assert!(options("--fault-inject hold:nowhere").is_err());
+        assert_eq!(options("--fault-inject hold:parasite-threads").unwrap().fault_hold.as_deref(), Some("parasite-threads"));
     }
 
     #[test]

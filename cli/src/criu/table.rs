@@ -695,7 +695,9 @@ pub static OPTIONS: &[Spec] = &[
         arg: Req("STEP"),
         negatable: false,
         group: Crust,
-        help: "testing: fail the dump right after STEP (seize, collect, parasite, memory, files, images, pages, pages-killed)",
+        help: "testing: fail the dump right after STEP (seize, collect, parasite, memory, files, images, pages, pages-killed); \
+               hold:POINT waits at POINT (a dump step, or parasite-leader, parasite-threads, memory-pipes, restore-forked, \
+               restore-seized, restore-restorers, restore-finished) until stdin closes, saying so on stderr",
         state: Implemented,
         hidden: true,
     },

@@ -169,6 +169,9 @@ pub struct DumpReport {
     pub processes: usize,
     /// Threads dumped.
     pub threads: usize,
+    /// The longest of the parasite's windows (its area's injected mmap and munmap),
+    /// the only moments a killed crust could leave a thread harmed.
+    pub window_longest: Duration,
 }
 
 /// Why a dump failed. The target was released unchanged. Each stage's error keeps its
@@ -209,6 +212,10 @@ pub enum DumpError {
     Checksums { pid: i32, source: crate::memory::ChecksumError },
     #[error("dump pid {pid}: fault injected after step {step}")]
     FaultInjected { pid: i32, step: &'static str },
+    /// A stop request (SIGTERM, SIGINT, SIGHUP: `interrupt.rs`) came before the dump
+    /// was done; the tree was released exactly as it was.
+    #[error("dump interrupted by {}; pid {pid} released unchanged", crate::interrupt::signal_name(*.signal))]
+    Interrupted { pid: i32, signal: i32 },
     /// The copy after a copy-on-write release failed; `frozen`: how long the tree had
     /// been frozen before that release.
     #[error("dump pid {pid}: {source}")]
@@ -225,6 +232,18 @@ pub fn check_access(pid: i32) -> Result<(), DumpError> {
 
 /// Dumps the process tree rooted at `options.pid` into `options.dir`.
 pub fn dump(options: &DumpOptions) -> Result<DumpReport, DumpError> {
+    let result = dump_again_if_broken(options);
+    match (result, crate::interrupt::stop_requested()) {
+        // Whatever failed on the way out (a wait cut short), the stop is the cause.
+        (Err(error), Some(signal)) => {
+            log::debug!("dump pid {}: stopped by {}: {error}", options.pid, crate::interrupt::signal_name(signal));
+            Err(DumpError::Interrupted { pid: options.pid, signal })
+        }
+        (result, _) => result,
+    }
+}
+
+fn dump_again_if_broken(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     match dump_once(options) {
         Err(DumpError::Snapshot { pid, source: source @ CopyError::Broken { .. }, frozen }) => {
             // The target runs on unharmed; a dump that copies while frozen does not
@@ -242,6 +261,10 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     let root = options.pid;
     let started = Instant::now();
     let fault = |step: DumpStep| -> Result<(), DumpError> {
+        crate::interrupt::hold(step.name());
+        if let Some(signal) = crate::interrupt::stop_requested() {
+            return Err(DumpError::Interrupted { pid: root, signal });
+        }
         if options.fail_after == Some(step) {
             if step == DumpStep::PagesKilled {
                 // What the kernel does with the target when crust dies right here.
@@ -292,10 +315,18 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     }
     fault(DumpStep::Collect)?;
 
-    frozen.touched = true;
+    // Each live process's parasite, from here into the memory stage, which cures each
+    // as soon as its process needs it no more; on every error path they are dropped
+    // (cured: every thread home, the area unmapped) before `frozen`.
+    let mut parasites = Vec::new();
     let mut queries = Vec::new();
     for (process, collected) in frozen.processes.iter().filter(|p| !p.is_zombie()).zip(&collected) {
-        queries.push(queries::query_process(process, collected)?);
+        if let Some(signal) = crate::interrupt::stop_requested() {
+            return Err(DumpError::Interrupted { pid: root, signal });
+        }
+        let (process_queries, parasite) = queries::query_process(process, collected)?;
+        queries.push(process_queries);
+        parasites.push(parasite);
     }
     fault(DumpStep::Parasite)?;
 
@@ -311,8 +342,8 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     file_table.tcp.run_id = run_id.clone();
     let cow = options.leave_running && !options.frozen_copy;
     let memory_started = Instant::now();
-    let memory::DumpedMemory { vmas: mut memory, pages, vma_count, snapshot, mut pieces } =
-        memory::dump_tree_memory(&frozen, &collected, &options.dir, parent_dir.as_deref(), cow, &mut file_table)?;
+    let memory::DumpedMemory { vmas: mut memory, pages, vma_count, snapshot, window_longest, mut pieces } =
+        memory::dump_tree_memory(&frozen, &collected, parasites, &options.dir, parent_dir.as_deref(), cow, &mut file_table)?;
     let memdump = memory_started.elapsed();
     for vmas in &mut memory {
         crate::memory::special_areas_as_criu(vmas);
@@ -392,6 +423,8 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     }
     let frozen_for = frozen_at.elapsed();
     if !snapshot.is_empty() {
+        // The tree runs, its pages write-protected by crust's userfaultfd.
+        crate::interrupt::hold(DumpStep::Pages.name());
         let mut copy_options = CopyOptions::default();
         if matches!(options.fail_after, Some(DumpStep::Pages | DumpStep::PagesKilled)) {
             copy_options.fail_after_pages = Some(pages / 2);
@@ -409,7 +442,7 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     let pages_scanned = dumped_pages_scanned;
     let stats = write::DumpStats { freezing: frozen_at - seize_started, frozen: frozen_for, memdump, pages_scanned, pages_written: pages };
     write::write_stats(root, &options.dir, &stats)?;
-    Ok(DumpReport { frozen: frozen_for, total: started.elapsed(), pages, vmas: vma_count, processes, threads })
+    Ok(DumpReport { frozen: frozen_for, total: started.elapsed(), pages, vmas: vma_count, processes, threads, window_longest })
 }
 
 /// A fresh id for this dump (a random UUID, as CRIU's `dump_criu_run_id`).

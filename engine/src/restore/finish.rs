@@ -218,29 +218,20 @@ pub(crate) fn wait_for_restorers(tree: &TreePlan, plans: &[Option<Plan>], images
     Ok(host)
 }
 
-/// A restored thread, still stopped, and what it gets as it goes: its dumped registers
-/// (whether its interrupted syscall restarts), signal mask and the signal it is
-/// detached with (the stop signal of a stopped process, on its last thread).
+/// A restored thread with its dumped registers (its interrupted syscall entered again
+/// if it restarts), in a stop until [`release`] lets it go with its signal mask and the
+/// signal it is detached with (the stop signal of a stopped process, on its last thread).
 pub(crate) struct ReadyThread {
     tid: i32,
-    gpr: <HostArch as Abi>::Regs,
-    restarts: bool,
-    mask: u64,
+    sigmask: u64,
     detach_signal: i32,
 }
 
-/// Lets the restored threads go: each gets its registers and mask and is detached.
-pub(crate) fn release(threads: Vec<ReadyThread>) -> Result<(), FinishError> {
-    for thread in threads {
-        crate::infect::release_thread(thread.tid, &thread.gpr, thread.restarts, thread.mask, thread.detach_signal)
-            .map_err(|source| FinishError::Infect { pid: thread.tid, source })?;
-    }
-    Ok(())
-}
-
-/// For one process: injects each thread's own state and unmaps the restorer through one
-/// injected syscall; returns its threads ready to go ([`release`]), still stopped.
-/// With `leave_stopped` the process goes stopped (SIGSTOP), as one dumped stopped.
+/// For one process: injects each thread's own state, unmaps the restorer through one
+/// injected syscall, then sets every thread's dumped registers; each thread stays in
+/// its stop, traced, until [`release`] (a crust killed before then takes the whole tree
+/// with it through PTRACE_O_EXITKILL). With `leave_stopped` the process goes stopped
+/// (SIGSTOP), as one dumped stopped.
 pub(crate) fn finish_process(process: &ProcessImages, plan: &Plan, host: &BTreeMap<i32, i32>, leave_stopped: bool) -> Result<Vec<ReadyThread>, FinishError> {
     let syscall_ip = plan.area + HostArch::restorer_syscall_offset() as u64;
     let tids: Vec<i32> = process.pstree.threads.iter().map(|&t| host[&(t as i32)]).collect();
@@ -325,7 +316,17 @@ pub(crate) fn finish_process(process: &ProcessImages, plan: &Plan, host: &BTreeM
             .and_then(|t| t.blk_sigset)
             .or(core.tc.as_ref().map(|t| t.blk_sigset))
             .unwrap_or(0);
-        ready.push(ReadyThread { tid, gpr, restarts, mask, detach_signal });
+        crate::infect::ready_thread(tid, &gpr, restarts).map_err(|source| FinishError::Infect { pid: tid, source })?;
+        ready.push(ReadyThread { tid, sigmask: mask, detach_signal });
     }
     Ok(ready)
+}
+
+/// Lets every ready thread of the tree go, with its own signal mask, in one tight loop:
+/// the only moment a killed crust leaves part of the tree running and part killed.
+pub(crate) fn release(ready: &[ReadyThread]) -> Result<(), FinishError> {
+    for thread in ready {
+        crate::infect::let_go(thread.tid, thread.sigmask, thread.detach_signal).map_err(|source| FinishError::Infect { pid: thread.tid, source })?;
+    }
+    Ok(())
 }

@@ -112,6 +112,10 @@ pub enum RestoreError {
     Plan(#[from] PlanError),
     #[error(transparent)]
     Finish(#[from] FinishError),
+    /// A stop request (SIGTERM, SIGINT, SIGHUP: `interrupt.rs`) came before the tree
+    /// ran; every process the restore had created was killed.
+    #[error("restore interrupted by {}; the processes it had created are killed", crate::interrupt::signal_name(*.signal))]
+    Interrupted { signal: i32 },
     /// The caller's listener failed at a point; the tree (if any) was killed.
     #[error("restore: {stage}: {source}")]
     Stage { stage: Stage, source: StageFailure },
@@ -128,7 +132,14 @@ pub fn check_access() -> Result<(), RestoreError> {
 
 /// Restores the process tree dumped in `options.dir`.
 pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
-    let restored = restore_tree(options);
+    let restored = match (restore_tree(options), crate::interrupt::stop_requested()) {
+        // Whatever failed on the way out (a wait cut short), the stop is the cause.
+        (Err(error), Some(signal)) => {
+            log::debug!("restore stopped by {}: {error}", crate::interrupt::signal_name(signal));
+            Err(RestoreError::Interrupted { signal })
+        }
+        (result, _) => result,
+    };
     if restored.is_err() {
         // The dumped connections stay blocked for another restore: say how to let
         // them go instead.
@@ -137,6 +148,11 @@ pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> 
         }
     }
     restored
+}
+
+/// Fails once a stop was requested.
+fn stop_point() -> Result<(), RestoreError> {
+    crate::interrupt::stop_requested().map_or(Ok(()), |signal| Err(RestoreError::Interrupted { signal }))
 }
 
 fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
@@ -194,6 +210,7 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
     if let Some((start, end)) = tree.premap_arena {
         sys::reserve_at(start, (end - start) as usize).map_err(io_err(root, format!("reserve the premap arena {start:#x}-{end:#x}")))?;
     }
+    stop_point()?;
     sys::raise_nofile_limit().map_err(io_err(root, "raise RLIMIT_NOFILE"))?;
     // A tree with a network namespace of its own: crust's main thread makes it and stays
     // in it until the root is cloned, so that the sockets the broker opens and the root
@@ -243,6 +260,8 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
         }
         Err(error) => return Err(RestoreError::Io { pid: root, what: "clone3 with set_tid".into(), source: error }),
     };
+    // The root waits for its tracer on the sync pipe, untraced.
+    crate::interrupt::hold("restore-forked");
     drop(sync_read);
     drop(error_write);
     broker.close();
@@ -284,8 +303,11 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
     let mut sync_write = fs::File::from(sync_write);
     sync_write.write_all(b"g").map_err(io_err(root, "release child"))?;
     drop(sync_write);
+    crate::interrupt::hold("restore-seized");
 
     let host = finish::wait_for_restorers(&tree, &plans, &images, error_read)?;
+    crate::interrupt::hold("restore-restorers");
+    stop_point()?;
     for process in images.processes.iter().filter(|p| !p.is_zombie()) {
         if let Some(adj) = process.cores[0].tc.as_ref().and_then(|t| t.oom_score_adj) {
             let path = format!("/proc/{}/oom_score_adj", host[&process.pid()]);
@@ -297,6 +319,7 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
     let mut ready = Vec::new();
     for (process, plan) in images.processes.iter().zip(&plans) {
         if let Some(plan) = plan {
+            stop_point()?;
             ready.extend(finish::finish_process(process, plan, &host, options.leave_stopped)?);
         }
     }
@@ -306,13 +329,17 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
         crate::ipc::remove_segments(child, &removed).map_err(|what| RestoreError::Child { pid: root, what: what.to_string() })?;
     }
     // The sockets are out of repair mode: let the traffic of their TCP connections
-    // through again, just before the tree runs (as CRIU).
+    // through again, just before the tree runs (as CRIU); a crust killed from here on
+    // still kills the tree, and leaves no nftables table.
     if images.own_net_namespace() {
         stage(Stage::NetworkUnlock, Some(child))?;
     }
     crate::files::unlock_tcp(&options.dir).map_err(|what| RestoreError::Child { pid: root, what: what.to_string() })?;
     stage(Stage::PreResume, Some(child))?;
-    finish::release(ready)?;
+    // The last moment a stop can still undo the restore.
+    crate::interrupt::hold("restore-finished");
+    stop_point()?;
+    finish::release(&ready)?;
     // Return only once the stopped ones are stopped (their stop is already pending).
     for process in images.processes.iter().filter(|p| !p.is_zombie() && (options.leave_stopped || p.task_state() == TASK_STOPPED)) {
         for &tid in process.pstree.threads.iter().skip(process.acting_thread()) {

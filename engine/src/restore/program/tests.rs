@@ -230,4 +230,7 @@ impl Abi for BigX86 {
     fn sigreturn_frame(regs: &crust_arch::ThreadRegs<Self::Regs>, sigmask: u64, address: u64) -> Result<crust_arch::SigreturnFrame, crust_arch::SigframeError> {
         X86_64::sigreturn_frame(regs, sigmask, address)
     }
+    fn sigreturn_mismatch(expected: &crust_arch::ThreadRegs<Self::Regs>, found: &crust_arch::ThreadRegs<Self::Regs>) -> Option<String> {
+        X86_64::sigreturn_mismatch(expected, found)
+    }
 }
