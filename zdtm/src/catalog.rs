@@ -210,6 +210,8 @@ pub const TESTS: &[TestSpec] = &[
     TestSpec { requirements: &[Requirement::Root], ..c("sysv_ipc") },
     c("sysv_shm_host"),
     c("cow_shared"),
+    // Issue 18: memory that must come back exactly.
+    c("shm_anon_mremap"),
     c("pidfds"),
     c("unix_scm"),
     c("pty_pair"),

@@ -14,6 +14,7 @@ use crate::dump::freeze::{Frozen, FrozenProcess, OutsideNamespace};
 use crate::error::io_failure;
 use crate::files::FileTable;
 use crate::infect;
+use crate::memory::shmem::SharedAnonObjects;
 use crate::memory::snapshot::Snapshot;
 use crate::memory::{self, MemDumpError};
 use crate::model::Collected;
@@ -30,15 +31,19 @@ pub enum MemoryError {
     OutsideNamespace(#[from] OutsideNamespace),
     #[error("dump pid {pid}: read the parent dump: {source}")]
     Parent { pid: i32, source: memory::PageSourcesError },
+    #[error("dump pid {pid}: {source}")]
+    SharedAnon { pid: i32, source: crate::files::FileError },
 }
 io_failure!(MemoryError);
 
 /// What the memory stage made: each live process's areas (in tree order), the pages
-/// written, and the snapshot whose pages are copied once the tree runs again.
+/// written, how many pages images the shared anonymous objects took (after the
+/// processes' own), and the snapshot whose pages are copied once the tree runs again.
 pub(crate) struct DumpedMemory {
     pub(crate) vmas: Vec<Vec<pb::VmaEntry>>,
     pub(crate) pages: u64,
     pub(crate) vma_count: usize,
+    pub(crate) shared_anon_pages_ids: u32,
     pub(crate) snapshot: Snapshot,
 }
 
@@ -58,6 +63,7 @@ pub(crate) fn dump_tree_memory(
     // Processes whose pages are copied after the release (copy-on-write snapshot); their
     // userfaultfds close (lifting every protection) on every error path.
     let mut armed = Vec::new();
+    let mut shared_anon = SharedAnonObjects::default();
     for (index, (process, collected)) in frozen.processes.iter().filter(|p| !p.is_zombie()).zip(collected).enumerate() {
         let pid = process.proc_pid();
         let mem = fs::File::open(format!("/proc/{pid}/mem")).map_err(io_err(pid, "open /proc/PID/mem"))?;
@@ -76,6 +82,7 @@ pub(crate) fn dump_tree_memory(
                         memory::dump::dump_memory_armed(pid, dir, collected, &mem, files, index as u32 + 1, image_pid, arming)?;
                     pages += written;
                     vma_count += vmas.len();
+                    shared_anon.add_areas(pid, &vmas);
                     memory.push(vmas);
                     armed.push(process_armed);
                     continue;
@@ -88,12 +95,18 @@ pub(crate) fn dump_tree_memory(
             memory::dump::dump_memory(pid, dir, collected, &mem, files, index as u32 + 1, image_pid, pipes, parent.as_ref())?;
         pages += written;
         vma_count += vmas.len();
+        shared_anon.add_areas(pid, &vmas);
         memory.push(vmas);
     }
+    // Shared anonymous objects once each, from the objects themselves, while frozen;
+    // their pages images come after the processes'.
+    shared_anon
+        .write(dir, memory.len() as u32 + 1)
+        .map_err(|source| MemoryError::SharedAnon { pid: root, source })?;
     // The fault handler runs from here on: the tree stays frozen until the images are
     // written, but a thread leaving its stop may already write a protected page.
     let snapshot = Snapshot::start(armed).map_err(io_err(root, "start the userfaultfd handler"))?;
-    Ok(DumpedMemory { vmas: memory, pages, vma_count, snapshot })
+    Ok(DumpedMemory { vmas: memory, pages, vma_count, shared_anon_pages_ids: shared_anon.len(), snapshot })
 }
 
 const PIPES_FROM_RESIDENT: u64 = 16 << 20;

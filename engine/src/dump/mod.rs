@@ -215,7 +215,7 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
 
     let mut file_table = FileTable { tcp_established: options.tcp_established, ..Default::default() };
     let cow = options.leave_running && !options.frozen_copy;
-    let memory::DumpedMemory { vmas: memory, pages, vma_count, snapshot } =
+    let memory::DumpedMemory { vmas: memory, pages, vma_count, shared_anon_pages_ids, snapshot } =
         memory::dump_tree_memory(&frozen, &collected, &options.dir, parent_dir.as_deref(), cow, &mut file_table)?;
     fault(DumpStep::Memory)?;
 
@@ -239,6 +239,7 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
         files: &file_table,
         process_files: &process_files,
         memory,
+        shared_anon_pages_ids,
         own_ipc_ns,
     };
     write::write_images(root, &options.dir, dumped)?;

@@ -56,13 +56,15 @@ pub(crate) struct Dumped<'a> {
     pub(crate) process_files: &'a [ProcessFiles],
     /// Each live process's areas, in tree order.
     pub(crate) memory: Vec<Vec<pb::VmaEntry>>,
+    /// Pages images the memory stage gave shared anonymous objects, after the processes'.
+    pub(crate) shared_anon_pages_ids: u32,
     pub(crate) own_ipc_ns: bool,
 }
 
 /// Writes the images of the tree rooted at `root` into `dir`: inventory, seccomp,
 /// pstree, core, mm, fdinfo, fs, ids and the files' images.
 pub(crate) fn write_images(root: i32, dir: &Path, dumped: Dumped) -> Result<(), WriteError> {
-    let Dumped { frozen, collected, queries, files, process_files, memory, own_ipc_ns } = dumped;
+    let Dumped { frozen, collected, queries, files, process_files, memory, shared_anon_pages_ids, own_ipc_ns } = dumped;
     let image = |pid: i32| move |source| WriteError::Image { pid, source };
     let pid_ns_id = frozen.own_pid_ns.then_some(1);
     let ids_of = |index: usize| {
@@ -269,6 +271,7 @@ pub(crate) fn write_images(root: i32, dir: &Path, dumped: Dumped) -> Result<(), 
         w.write_entry(&ids).map_err(image(pid))?;
         w.finish().map_err(image(pid))?;
     }
-    crate::files::write_images(root, dir, files, collected.len() as u32 + 1)?;
+    // memfd data takes the pages ids after the processes' and the shared anonymous objects'.
+    crate::files::write_images(root, dir, files, collected.len() as u32 + shared_anon_pages_ids + 1)?;
     Ok(())
 }

@@ -319,13 +319,14 @@ const PE_PRESENT: u32 = 1 << 2;
 const PE_PARENT: u32 = 1 << 0;
 
 /// Whether a page with pagemap entry `bits`, in an area of VMA status `status`, goes into
-/// the image: present or swapped pages, but never what a file or the kernel holds (the
-/// vDSO, shared file pages, unmodified pages of a private file mapping).
+/// the image: present or swapped pages, but never what a file, a shared object or the
+/// kernel holds (the vDSO, shared file pages, unmodified pages of a private file mapping,
+/// shared anonymous memory, whose object is written once, `shmem.rs`).
 fn wants_page(status: u32, bits: u64) -> bool {
     let present = bits & (1 << 63) != 0;
     let swapped = bits & (1 << 62) != 0;
     let file_or_shared = bits & (1 << 61) != 0;
-    if status & (vs::VDSO | vs::VVAR | vs::VSYSCALL | vs::SYSVIPC) != 0 || status & vs::FILE_SHARED != 0 {
+    if status & (vs::VDSO | vs::VVAR | vs::VSYSCALL | vs::SYSVIPC | vs::ANON_SHARED) != 0 || status & vs::FILE_SHARED != 0 {
         false
     } else if status & vs::FILE_PRIVATE != 0 {
         (present && !file_or_shared) || swapped

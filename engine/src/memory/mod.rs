@@ -3,9 +3,10 @@
 //!   keeping into `pages-N.img` with `pagemap-PID.img`; `pages.rs` moves them
 //!   (process_vm_readv and a writer thread, or splice from pipes the target fills
 //!   itself, `remote_pipes.rs`); `incremental.rs` compares them with a parent dump;
-//!   `snapshot.rs` is the copy-on-write snapshot of `--leave-running`;
+//!   `snapshot.rs` is the copy-on-write snapshot of `--leave-running`; `shmem.rs`
+//!   writes each shared anonymous object once, from the object;
 //! - restore: `page_sources.rs` finds each dumped page through the chain of parent
-//!   dumps. The restorer's memory ops are planned by `restore/program/memory.rs`.
+//!   dumps; `shmem.rs` fills each shared anonymous object before the first fork. The restorer's memory ops are planned by `restore/program/memory.rs`.
 //!
 //! Invariant: imports no pipeline.
 
@@ -18,6 +19,7 @@ pub(crate) mod incremental;
 pub(crate) mod page_sources;
 pub mod pages;
 pub(crate) mod remote_pipes;
+pub(crate) mod shmem;
 pub(crate) mod snapshot;
 
 pub use page_sources::PageSourcesError;

@@ -120,14 +120,14 @@ pub fn protect(addr: u64, len: usize, prot: i32) -> io::Result<()> {
 /// A new shared anonymous memory object of `size` bytes, as an fd: mapped
 /// MAP_SHARED|MAP_ANONYMOUS, reopened through /proc/self/map_files (so areas mapped from
 /// it show as `/dev/zero (deleted)` like the original), then unmapped.
-pub fn create_shared_anon(size: u64) -> io::Result<i32> {
+pub fn create_shared_anon(size: u64) -> io::Result<std::fs::File> {
     let len = size.max(1) as usize;
     // SAFETY: a fresh mapping at an address the kernel picks; nothing else uses it.
     let ptr = unsafe { mman::mmap_anonymous(None, length(len)?, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE, MapFlags::MAP_SHARED) }?;
     let start = ptr.as_ptr() as u64;
     let page = super::page_size();
     let end = start + (len as u64).div_ceil(page) * page;
-    let opened = super::open_raw(std::path::Path::new(&format!("/proc/self/map_files/{start:x}-{end:x}")), libc::O_RDWR, 0);
+    let opened = std::fs::OpenOptions::new().read(true).write(true).open(format!("/proc/self/map_files/{start:x}-{end:x}"));
     // SAFETY: unmaps exactly the mapping made above, which nothing refers to.
     let _ = unsafe { mman::munmap(ptr, len) };
     opened
