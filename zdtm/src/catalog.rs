@@ -212,6 +212,7 @@ pub const TESTS: &[TestSpec] = &[
     c("cow_shared"),
     // Issue 18: memory that must come back exactly.
     c("shm_anon_mremap"),
+    c("ghost_shared"),
     c("pidfds"),
     c("unix_scm"),
     c("pty_pair"),

@@ -168,9 +168,11 @@ fn dump_fd(pid: i32, fd: u32, shell_job: bool, files: &mut FileTable) -> Result<
             if let Some(original) =
                 link_text.strip_suffix(" (deleted)").filter(|_| meta.mode() & libc::S_IFMT == libc::S_IFREG && meta.nlink() == 0)
             {
-                let ghost_id = files.ghosts.len() as u32 + 1;
+                // One ghost per inode: every description of it (and every mapping)
+                // names the same one, so they are one file again after restore.
+                let ghost_id = files.ghost_of(fd_path, meta.clone());
                 files.entries.push(FileTable::reg_entry(id, Path::new(original), open_flags, info.pos, Some(&meta)));
-                files.ghosts.push((id, ghost_id, fd_path, meta));
+                files.ghost_remaps.push((id, ghost_id));
             } else {
                 files.entries.push(FileTable::reg_entry(id, &link, open_flags, info.pos, Some(&meta)));
             }

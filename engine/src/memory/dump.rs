@@ -4,7 +4,7 @@
 
 use std::fs::File;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 
 use crust_images::pb;
@@ -443,9 +443,11 @@ fn classify_vma(
             vma.status |= if map.shared { vs::FILE_SHARED } else { vs::FILE_PRIVATE };
         }
         _ if name.starts_with('/') && name.ends_with(" (deleted)") && !name.starts_with("/memfd:") && !name.starts_with("/SYSV") && !name.starts_with("/dev/zero") => {
-            // crust recreates the file, so it can always open it for writing; every area
-            // mapping the inode shares one ghost.
-            let open_flags = libc::O_RDWR;
+            // Every area mapping the inode shares its one ghost; each is opened as its own
+            // file was (the map_files link's mode is the file's f_mode, as CRIU reads it).
+            let link = format!("/proc/{pid}/map_files/{:x}-{:x}", map.start, map.end);
+            let link_mode = std::fs::symlink_metadata(&link).map_err(io_err(pid, format!("lstat {link}")))?.mode();
+            let open_flags = if link_mode & libc::S_IWUSR != 0 { libc::O_RDWR } else { libc::O_RDONLY };
             let id = files.add_deleted_mapping(pid, map.start, map.end, name, open_flags)?;
             vma.shmid = id as u64;
             vma.fdflags = Some(open_flags as u32);

@@ -247,9 +247,20 @@ fn process_main(run: &Run, index: usize) -> ! {
         for &child_index in others {
             fork_child(child_index)?;
         }
-        for &(number, id) in &plan.broker_helpers {
-            let source = broker.fds.get(&id).ok_or_else(|| ChildError::refused(format!("mapped file id {id} was not opened")))?;
-            sys::place_fd(*source, number, true).map_err(child_io(format!("place mapped file {id}")))?;
+        for &(number, id, reopen) in &plan.broker_helpers {
+            let source = *broker.fds.get(&id).ok_or_else(|| ChildError::refused(format!("mapped file id {id} was not opened")))?;
+            match reopen {
+                None => sys::place_fd(source, number, true).map_err(child_io(format!("place mapped file {id}")))?,
+                Some(flags) => {
+                    let path = PathBuf::from(format!("/proc/self/fd/{source}"));
+                    let fd = sys::open_raw(&path, flags | libc::O_CLOEXEC, 0).map_err(child_io(format!("open mapped file {id} with flags {flags:#o}")))?;
+                    if fd != number {
+                        let placed = sys::place_fd(fd, number, true);
+                        sys::close_fd(fd);
+                        placed.map_err(child_io(format!("place mapped file {id}")))?;
+                    }
+                }
+            }
         }
         broker.close();
         broker.take_locks()?;

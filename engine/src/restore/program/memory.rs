@@ -29,8 +29,10 @@ const POPULATE_AT_LEAST: u64 = 64 << 10;
 pub(crate) struct Helpers {
     /// (number, path, open flags), opened by path.
     pub(crate) opened: Vec<(i32, PathBuf, i32)>,
-    /// (number, file id), copied from the broker (unlinked mapped files, memfds).
-    pub(crate) from_broker: Vec<(i32, u32)>,
+    /// (number, file id, open flags to reopen it with), copied from the broker
+    /// (unlinked mapped files, memfds); reopened through /proc/self/fd where the area's
+    /// own open flags (`fdflags`) differ from the description's.
+    pub(crate) from_broker: Vec<(i32, u32, Option<i32>)>,
     /// File id → helper fd of each mapped file.
     pub(crate) file_fds: BTreeMap<u32, i32>,
     pub(crate) exe_fd: i32,
@@ -55,10 +57,18 @@ pub(crate) fn helper_fds(images: &Images, process: &ProcessImages, base: i32) ->
             continue;
         }
         let fd = base + 1 + file_fds.len() as i32;
-        // Unlinked files and memfds cannot be opened by name: the broker has them.
+        // Unlinked files and memfds cannot be opened by name: the broker has them. A
+        // ghost's area is opened as its own file was (CRIU writes a mapping's reg entry
+        // read-only and the mode in the area's fdflags).
         if images.ghosts.contains_key(&id) || !images.files.contains_key(&id) {
             file_fds.insert(id, fd);
-            from_broker.push((fd, id));
+            let wanted = vma.fdflags.map(|f| f as i32 & libc::O_ACCMODE);
+            let opened = images.files.get(&id).map(|reg| reg.flags as i32 & libc::O_ACCMODE);
+            let reopen = match (wanted, opened) {
+                (Some(wanted), Some(opened)) if wanted != opened => Some(wanted),
+                _ => None,
+            };
+            from_broker.push((fd, id, reopen));
             continue;
         }
         let reg = images.files.get(&id).ok_or_else(|| PlanError::BadImage {

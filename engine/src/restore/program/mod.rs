@@ -54,8 +54,9 @@ pub(crate) struct Plan {
     pub(crate) descriptions: Vec<String>,
     /// Helper fds: (number, path, open flags) opened in the child before the restorer.
     pub(crate) helpers: Vec<(i32, PathBuf, i32)>,
-    /// Helper fds copied from the broker (unlinked mapped files): (number, file id).
-    pub(crate) broker_helpers: Vec<(i32, u32)>,
+    /// Helper fds copied from the broker (unlinked mapped files, memfds): (number, file
+    /// id, open flags where it is opened again with other flags).
+    pub(crate) broker_helpers: Vec<(i32, u32, Option<i32>)>,
     /// Shared anonymous objects this process maps (their fds are closed by the restorer).
     pub(crate) shmem_used: Vec<u64>,
     /// Per thread (the leader first): syscalls the tracer injects before release.
