@@ -213,6 +213,8 @@ pub const TESTS: &[TestSpec] = &[
     // Issue 18: memory that must come back exactly.
     c("shm_anon_mremap"),
     c("ghost_shared"),
+    c("droppable"),
+    c("wipeonfork"),
     c("pidfds"),
     c("unix_scm"),
     c("pty_pair"),

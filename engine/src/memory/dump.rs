@@ -53,7 +53,7 @@ pub(crate) fn dump_memory(
         let map = &entry.map;
         let Some(mut vma) = classify_vma(pid, map, &entry.vm_flags, files)? else { continue };
         let status = vma.status;
-        let npages = (map.end - map.start) / page;
+        let npages = if keeps_no_pages(&vma) { 0 } else { (map.end - map.start) / page };
         let mut index = 0u64;
         const CHUNK: u64 = 65536;
         while index < npages {
@@ -135,7 +135,8 @@ pub(crate) fn dump_memory_armed(
         let map = &entry.map;
         let Some(mut vma) = classify_vma(pid, map, &entry.vm_flags, files)? else { continue };
         vma.fd = -1;
-        let registered = snapshot_can_protect(vma.status, map.shared, &entry.vm_flags)
+        let registered = !keeps_no_pages(&vma)
+            && snapshot_can_protect(vma.status, map.shared, &entry.vm_flags)
             && match arming.register(map.start, map.end) {
                 Ok(()) => true,
                 Err(error) => {
@@ -164,10 +165,12 @@ pub(crate) fn dump_memory_armed(
         let walked = (|| -> Result<(), MemDumpError> {
             for (map, vma, registered) in &areas {
                 let mut runs = Vec::new();
-                for_each_run(pid, &pagemap, map.start, map.end, vma.status, |addr, pages| {
-                    runs.push(Run { addr, pages, offset });
-                    offset += pages * page;
-                })?;
+                if !keeps_no_pages(vma) {
+                    for_each_run(pid, &pagemap, map.start, map.end, vma.status, |addr, pages| {
+                        runs.push(Run { addr, pages, offset });
+                        offset += pages * page;
+                    })?;
+                }
                 for run in &runs {
                     pagemap_out
                         .write_entry(&pb::PagemapEntry::run(run.addr, run.pages, PE_PRESENT))
@@ -335,6 +338,16 @@ fn wants_page(status: u32, bits: u64) -> bool {
     }
 }
 
+/// Whether an area's pages are never written, whatever the pagemap says: MAP_DROPPABLE
+/// memory, which the kernel may empty at any moment (CRIU restores it empty too).
+fn keeps_no_pages(vma: &pb::VmaEntry) -> bool {
+    vma.flags as i32 & MAP_TYPE == libc::MAP_DROPPABLE
+}
+
+/// The map-type bits of mmap's flags (`MAP_SHARED`, `MAP_PRIVATE`, `MAP_SHARED_VALIDATE`,
+/// `MAP_DROPPABLE`).
+const MAP_TYPE: i32 = 0x0f;
+
 /// madvise bits CRIU records, keyed by smaps VmFlags.
 const MADV_BY_FLAG: [(&str, u32); 7] = [
     ("sr", libc::MADV_SEQUENTIAL as u32),
@@ -363,7 +376,15 @@ fn classify_vma(
     if map.exec {
         prot |= libc::PROT_EXEC;
     }
-    let mut flags = if map.shared { libc::MAP_SHARED } else { libc::MAP_PRIVATE };
+    // MAP_DROPPABLE is a map type of its own (in MAP_TYPE's bits, where MAP_PRIVATE
+    // would be), as CRIU records it; the kernel sets `wf` and `dd` on it by itself.
+    let mut flags = if map.shared {
+        libc::MAP_SHARED
+    } else if has("dp") {
+        libc::MAP_DROPPABLE
+    } else {
+        libc::MAP_PRIVATE
+    };
     if has("gd") {
         flags |= libc::MAP_GROWSDOWN;
     }

@@ -15,6 +15,9 @@ use crate::restore::images::{Images, ProcessImages};
 use crate::restore::memory::{Premap, PremapSlots, SysvAttach, SHM_REMAP};
 use crate::restore::plan::PlanError;
 
+/// The map-type bits of mmap's flags: shared, private, shared-validate, droppable.
+const MAP_TYPE: i32 = 0x0f;
+
 /// `mremap` flags.
 const MREMAP_MAYMOVE: u64 = 1;
 const MREMAP_FIXED: u64 = 2;
@@ -223,7 +226,8 @@ pub(crate) fn map_areas<A: Abi>(
             continue;
         }
         let map_prot = if runs.is_empty() { prot } else { prot | libc::PROT_WRITE };
-        let keep = libc::MAP_SHARED | libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_GROWSDOWN | libc::MAP_NORESERVE;
+        // The map type (shared, private, droppable) and the flags that shape the area.
+        let keep = MAP_TYPE | libc::MAP_ANONYMOUS | libc::MAP_GROWSDOWN | libc::MAP_NORESERVE;
         let mut flags = (vma.flags as i32 & keep) | libc::MAP_FIXED;
         let fd = if vma.status & (vs::FILE_PRIVATE | vs::FILE_SHARED) != 0 {
             helpers.file_fds[&(vma.shmid as u32)] as i64 as u64
@@ -235,12 +239,13 @@ pub(crate) fn map_areas<A: Abi>(
             u64::MAX
         };
         let offset = if fd == u64::MAX { 0 } else { vma.pgoff };
+        let droppable = if flags & MAP_TYPE == libc::MAP_DROPPABLE { " MAP_DROPPABLE (Linux 6.11)" } else { "" };
         program.call(
             Sys::Mmap,
             [vma.start, len, map_prot as u64, flags as u64, fd, offset],
             RestorerOp::CHECK_EQ,
             vma.start,
-            format!("map vma {:#x}-{:#x}", vma.start, vma.end),
+            format!("map vma {:#x}-{:#x}{droppable}", vma.start, vma.end),
         );
         let madv = vma.madv.unwrap_or(0);
         // MADV_NOHUGEPAGE before the pages are faulted in, so that a THP "always" kernel
