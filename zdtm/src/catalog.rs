@@ -215,6 +215,7 @@ pub const TESTS: &[TestSpec] = &[
     c("ghost_shared"),
     c("droppable"),
     c("wipeonfork"),
+    c("cow_file_shared"),
     c("pidfds"),
     c("unix_scm"),
     c("pty_pair"),

@@ -91,6 +91,32 @@ pub fn map_private_anon_over_reservation(addr: u64, len: usize, noreserve: bool)
     Ok(())
 }
 
+/// Maps `len` bytes of the file open at fd number `fd`, from byte `offset`, private and
+/// read-write at exactly `addr`, over (part of) a reservation made by [`reserve_at`]
+/// (inherited through fork): pages not written read through to the file.
+#[doc(alias = "mmap")]
+pub fn map_private_file_over_reservation(addr: u64, len: usize, fd: i32, offset: u64, noreserve: bool) -> io::Result<()> {
+    let mut flags = MapFlags::MAP_PRIVATE | MapFlags::MAP_FIXED;
+    if noreserve {
+        flags |= MapFlags::MAP_NORESERVE;
+    }
+    // SAFETY: `fd` is an open fd number of this process for the duration of the call.
+    let file = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    // SAFETY: the caller names a range of the premap reservation, which holds no memory
+    // anything in this program refers to; MAP_FIXED replaces only that.
+    unsafe {
+        mman::mmap(
+            NonZeroUsize::new(addr as usize),
+            length(len)?,
+            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+            flags,
+            file,
+            offset as libc::off_t,
+        )
+    }?;
+    Ok(())
+}
+
 /// `madvise(addr, len, advice)` on memory this program mapped for a restored process.
 #[doc(alias = "madvise")]
 pub fn advise(addr: u64, len: usize, advice: MmapAdvise) -> io::Result<()> {

@@ -12,7 +12,7 @@ use super::{Program, Shmem};
 use crate::memory::page_sources::Run;
 use crate::model::vma as vs;
 use crate::restore::images::{Images, ProcessImages};
-use crate::restore::memory::{Premap, PremapSlots, SysvAttach, SHM_REMAP};
+use crate::restore::memory::{Premap, PremapFile, PremapSlots, SysvAttach, SHM_REMAP};
 use crate::restore::plan::PlanError;
 
 /// The map-type bits of mmap's flags: shared, private, shared-validate, droppable.
@@ -147,9 +147,11 @@ pub(crate) fn attach_sysv<A: Abi>(program: &mut Program<A>, attaches: &[SysvAtta
 
 /// Every memory area, with its pages; premapped ones are moved into place (and
 /// returned, for the child to fill before it forks).
+/// `parent`: the process's parent, whose runs an inherited slot already holds.
 pub(crate) fn map_areas<A: Abi>(
     program: &mut Program<A>,
     process: &ProcessImages,
+    parent: Option<&ProcessImages>,
     helpers: &super::memory::Helpers,
     shmem: &Shmem,
     premapped: &PremapSlots,
@@ -192,12 +194,42 @@ pub(crate) fn map_areas<A: Abi>(
         let prot = vma.prot as i32;
         if let Some(&(slot, inherited)) = premapped.get(&vma.start) {
             let madv = vma.madv.unwrap_or(0);
+            let parent_runs = match parent.filter(|_| inherited) {
+                Some(parent) => {
+                    let runs = &parent.pages.runs;
+                    let first = runs.partition_point(|r| r.vaddr + r.bytes <= vma.start);
+                    runs[first..]
+                        .iter()
+                        .take_while(|r| r.vaddr < vma.end)
+                        .map(|r| (r.vaddr.max(vma.start), (r.vaddr + r.bytes).min(vma.end) - r.vaddr.max(vma.start)))
+                        .collect()
+                }
+                None => Vec::new(),
+            };
+            let file = if vma.status & vs::FILE_PRIVATE != 0 {
+                let id = vma.shmid as u32;
+                let number = helpers.file_fds[&id];
+                let source = if helpers.from_broker.iter().any(|h| h.1 == id) {
+                    PremapFile::Broker(id)
+                } else {
+                    let path = helpers.opened.iter().find(|h| h.0 == number).map(|h| h.1.clone()).ok_or_else(|| PlanError::BadImage {
+                        image: format!("mm-{pid}.img"),
+                        what: format!("vma {:#x} names file id {id} that has no path", vma.start),
+                    })?;
+                    PremapFile::Path(path)
+                };
+                Some((source, vma.pgoff))
+            } else {
+                None
+            };
             premap.push(Premap {
                 slot,
                 start: vma.start,
                 end: vma.end,
                 inherited,
                 runs,
+                parent_runs,
+                file,
                 noreserve: vma.flags as i32 & libc::MAP_NORESERVE != 0,
                 no_huge: madv & (1 << libc::MADV_NOHUGEPAGE) != 0,
             });

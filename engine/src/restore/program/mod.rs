@@ -216,7 +216,8 @@ pub(crate) fn plan_process<A: Abi>(
         }
     }
     memory::attach_sysv(&mut program, &attaches);
-    let premap = memory::map_areas(&mut program, process, &helpers, &tree.shmem, premapped)?;
+    let parent = images.processes.iter().find(|p| p.pstree.pid == process.pstree.ppid && index > 0);
+    let premap = memory::map_areas(&mut program, process, parent, &helpers, &tree.shmem, premapped)?;
     task::set_mm(&mut program, mm, helpers.exe_fd);
     let sigtrap_action = task::process_state(&mut program, process, layout)?;
 

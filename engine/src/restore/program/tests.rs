@@ -71,6 +71,13 @@ fn render<A: Abi>(images: &Images, plan: &Plan, index: usize) -> String {
     }
     for premap in &plan.premap {
         let _ = writeln!(out, "premap {:#x}-{:#x} slot {:#x} inherited {} runs {:x?}", premap.start, premap.end, premap.slot, premap.inherited, premap.runs);
+        if let Some((file, offset)) = &premap.file {
+            let file = match file {
+                crate::restore::memory::PremapFile::Path(path) => path.display().to_string().replace(&dir, "DIR"),
+                crate::restore::memory::PremapFile::Broker(id) => format!("broker file {id}"),
+            };
+            let _ = writeln!(out, "  of {file} from {offset:#x}, parent's runs {:x?}", premap.parent_runs);
+        }
     }
     let _ = writeln!(out, "ops ({} bytes, fnv {:#018x}):", plan.ops_bytes.len(), fnv(&plan.ops_bytes));
     for (index, (op, description)) in plan.ops.iter().zip(&plan.descriptions).enumerate() {
