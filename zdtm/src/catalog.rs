@@ -216,6 +216,7 @@ pub const TESTS: &[TestSpec] = &[
     c("droppable"),
     c("wipeonfork"),
     c("cow_file_shared"),
+    TestSpec { requirements: &[Requirement::TransparentHugePages], ..c("madv_state") },
     c("pidfds"),
     c("unix_scm"),
     c("pty_pair"),

@@ -391,6 +391,11 @@ fn classify_vma(
     if has("nr") {
         flags |= libc::MAP_NORESERVE;
     }
+    // mlock: CRIU records it as MAP_LOCKED, which the restore maps with (mlock2's
+    // MLOCK_ONFAULT, `lf`, has no field: such an area comes back locked and populated).
+    if has("lo") {
+        flags |= libc::MAP_LOCKED;
+    }
     let mut madv = 0u64;
     for (flag, advice) in MADV_BY_FLAG {
         if has(flag) {

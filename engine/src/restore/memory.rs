@@ -49,12 +49,13 @@ pub(crate) enum PremapFile {
 }
 
 /// Whether an area may be premapped: private memory, anonymous or of a file, that is not
-/// a stack or the kernel's.
+/// a stack or the kernel's, nor locked (mlock populates it writable, so its pages were
+/// never shared with a parent; a child does not inherit the lock).
 pub(crate) fn premappable(v: &pb::VmaEntry) -> bool {
     v.status & (vs::ANON_PRIVATE | vs::FILE_PRIVATE) != 0
         && v.status & (vs::STACK | vs::VDSO | vs::VVAR | vs::VSYSCALL | vs::SYSVIPC) == 0
         && v.flags as i32 & MAP_TYPE == libc::MAP_PRIVATE
-        && v.flags as i32 & libc::MAP_GROWSDOWN == 0
+        && v.flags as i32 & (libc::MAP_GROWSDOWN | libc::MAP_LOCKED) == 0
 }
 
 /// The map-type bits of mmap's flags.
@@ -263,5 +264,6 @@ mod tests {
         assert!(premappable(&area(vs::REGULAR | vs::FILE_PRIVATE, libc::MAP_PRIVATE)));
         assert!(!premappable(&area(vs::REGULAR | vs::FILE_SHARED, libc::MAP_SHARED)));
         assert!(!premappable(&area(vs::REGULAR | vs::ANON_PRIVATE, libc::MAP_DROPPABLE | libc::MAP_ANONYMOUS)));
+        assert!(!premappable(&area(vs::REGULAR | vs::ANON_PRIVATE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_LOCKED)));
     }
 }

@@ -258,8 +258,10 @@ pub(crate) fn map_areas<A: Abi>(
             continue;
         }
         let map_prot = if runs.is_empty() { prot } else { prot | libc::PROT_WRITE };
-        // The map type (shared, private, droppable) and the flags that shape the area.
-        let keep = MAP_TYPE | libc::MAP_ANONYMOUS | libc::MAP_GROWSDOWN | libc::MAP_NORESERVE;
+        // The map type (shared, private, droppable) and the flags that shape the area;
+        // MAP_LOCKED as CRIU maps it (crust's restore has CAP_IPC_LOCK at this point, so
+        // RLIMIT_MEMLOCK does not limit it).
+        let keep = MAP_TYPE | libc::MAP_ANONYMOUS | libc::MAP_GROWSDOWN | libc::MAP_NORESERVE | libc::MAP_LOCKED;
         let mut flags = (vma.flags as i32 & keep) | libc::MAP_FIXED;
         let fd = if vma.status & (vs::FILE_PRIVATE | vs::FILE_SHARED) != 0 {
             helpers.file_fds[&(vma.shmid as u32)] as i64 as u64
@@ -286,11 +288,9 @@ pub(crate) fn map_areas<A: Abi>(
         // compaction under defrag=madvise) against 0.85-1.0 s as small pages.
         let no_huge = libc::MADV_NOHUGEPAGE as u64;
         if madv & (1 << no_huge) != 0 && !runs.is_empty() {
-            program.call(
+            program.call_logged(
                 Sys::Madvise,
                 [vma.start, len, no_huge, 0, 0, 0],
-                RestorerOp::CHECK_NONE,
-                0,
                 format!("madvise({no_huge}) vma {:#x}-{:#x} before its pages", vma.start, vma.end),
             );
         }
@@ -328,19 +328,19 @@ pub(crate) fn map_areas<A: Abi>(
     Ok(premap)
 }
 
-/// The madvise calls that give area `vma` its advice bits.
+/// The madvise calls that give area `vma` its advice bits. HUGEPAGE and NOHUGEPAGE do not
+/// stop the restore where the kernel refuses them (no transparent huge pages here): the
+/// failure is logged (`Program::call_logged`).
 fn add_madvise<A: Abi>(program: &mut Program<A>, vma: &pb::VmaEntry, len: u64) {
     let madv = vma.madv.unwrap_or(0);
     for advice in 0..64u64 {
         if madv & (1 << advice) != 0 {
-            let lenient = advice == libc::MADV_HUGEPAGE as u64 || advice == libc::MADV_NOHUGEPAGE as u64;
-            program.call(
-                Sys::Madvise,
-                [vma.start, len, advice, 0, 0, 0],
-                if lenient { RestorerOp::CHECK_NONE } else { RestorerOp::CHECK_EQ },
-                0,
-                format!("madvise({advice}) vma {:#x}-{:#x}", vma.start, vma.end),
-            );
+            let description = format!("madvise({advice}) vma {:#x}-{:#x}", vma.start, vma.end);
+            if advice == libc::MADV_HUGEPAGE as u64 || advice == libc::MADV_NOHUGEPAGE as u64 {
+                program.call_logged(Sys::Madvise, [vma.start, len, advice, 0, 0, 0], description);
+            } else {
+                program.call(Sys::Madvise, [vma.start, len, advice, 0, 0, 0], RestorerOp::CHECK_EQ, 0, description);
+            }
         }
     }
 }
