@@ -217,6 +217,7 @@ pub const TESTS: &[TestSpec] = &[
     c("wipeonfork"),
     c("cow_file_shared"),
     TestSpec { requirements: &[Requirement::TransparentHugePages], ..c("madv_state") },
+    c("guard_regions"),
     c("pidfds"),
     c("unix_scm"),
     c("pty_pair"),

@@ -22,6 +22,9 @@ const MAP_TYPE: i32 = 0x0f;
 const MREMAP_MAYMOVE: u64 = 1;
 const MREMAP_FIXED: u64 = 2;
 
+/// `madvise` advice that makes a range guard pages (Linux 6.13), `<linux/mman.h>`.
+const MADV_GUARD_INSTALL: u64 = 102;
+
 /// `madvise` advice that faults a range in for writing (Linux 5.14), `<linux/mman.h>`.
 const MADV_POPULATE_WRITE: u64 = 23;
 /// Runs of pages at least this long are populated before their pread.
@@ -111,7 +114,7 @@ pub(crate) fn unmap_all_but<A: Abi>(
     if A::MOVES_OWN_VDSO {
         keep.extend(own_block.iter().copied());
     }
-    for vma in mm.vmas.iter().filter(|v| premapped.contains_key(&v.start)) {
+    for vma in mm.vmas.iter().filter(|v| premapped.contains_key(&v.start) && v.status & vs::GUARD == 0) {
         let slot = premapped[&vma.start].0;
         keep.push((slot, slot + vma.end - vma.start));
     }
@@ -159,8 +162,15 @@ pub(crate) fn map_areas<A: Abi>(
     let pid = process.pid();
     let sources = &process.pages;
     let mut premap = Vec::new();
+    let mut guards = Vec::new();
     let mut pagemap: VecDeque<Run> = sources.runs.iter().copied().collect();
     for vma in &process.mm.vmas {
+        if vma.status & vs::GUARD != 0 {
+            // Guard pages inside the areas (CRIU lists them after all of them): installed
+            // once every area is in place.
+            guards.push(vma);
+            continue;
+        }
         if vma.status & (vs::VDSO | vs::VVAR | vs::VSYSCALL) != 0 {
             // The kernel's own pages (CRIU dumps the vDSO's): this kernel's are mapped.
             while pagemap.front().is_some_and(|r| r.vaddr >= vma.start && r.vaddr + r.bytes <= vma.end) {
@@ -324,6 +334,21 @@ pub(crate) fn map_areas<A: Abi>(
     }
     if !pagemap.is_empty() {
         return Err(PlanError::BadImage { image: "pagemap".into(), what: "entries outside every vma".into() });
+    }
+    for guard in guards {
+        if guard.end <= guard.start {
+            return Err(PlanError::BadImage {
+                image: format!("mm-{pid}.img"),
+                what: format!("guard region {:#x}-{:#x} (vma_entry with VMA_AREA_GUARD)", guard.start, guard.end),
+            });
+        }
+        program.call(
+            Sys::Madvise,
+            [guard.start, guard.end - guard.start, MADV_GUARD_INSTALL, 0, 0, 0],
+            RestorerOp::CHECK_EQ,
+            0,
+            format!("install guard pages {:#x}-{:#x} (MADV_GUARD_INSTALL: Linux 6.13, file mappings 6.15)", guard.start, guard.end),
+        );
     }
     Ok(premap)
 }
