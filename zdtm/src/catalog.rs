@@ -218,6 +218,9 @@ pub const TESTS: &[TestSpec] = &[
     c("cow_file_shared"),
     TestSpec { requirements: &[Requirement::TransparentHugePages], ..c("madv_state") },
     c("guard_regions"),
+    // Four processes write shared memory while they are dumped: run it with --iters 10,
+    // --snap and --pre-dump too.
+    TestSpec { at_dump: AtDump::Running, ..c("shm_stress") },
     c("pidfds"),
     c("unix_scm"),
     c("pty_pair"),
