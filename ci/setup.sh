@@ -2,12 +2,20 @@
 # ci/setup.sh: installs what a fresh Debian bookworm machine (root, rustup stable +
 # nightly) needs to build and test crust. Idempotent and fast when all is there.
 #
-#   ci/setup.sh [--ci]   the set .ci/run needs: cross compilers with their libc
-#                        headers, debootstrap (for ci/criu-reference.sh), nftables,
-#                        rustup cross targets, rust-src, cargo-fuzz on nightly
-#   ci/setup.sh --full   the --ci set plus optional tools (qemu system emulators for
-#                        `cargo xtest qemu`, gdb, strace)
+#   ci/setup.sh [--ci]   the set .ci/run needs: cross compilers with their libc and
+#                        binutils, qemu-user-static (cargo xtest arch), debootstrap (for
+#                        ci/criu-reference.sh), nftables, qemu for CI's VM smoke run
+#                        (aarch64), the kernel fetch's xz, go and go-criu (the RPC test's
+#                        go-criu client), rustup cross targets, rust-src, cargo-fuzz on
+#                        nightly
+#   ci/setup.sh --full   the --ci set plus what every other verb runs: qemu for all four
+#                        VM architectures (`cargo xtest zdtm --arch A`, `nightly`), the
+#                        language runtimes of `cargo xtest zdtm --group runtime`
+#                        (python3, java, node, go), and gdb, strace
 #   ci/setup.sh --no-fuzz  skip building cargo-fuzz (it takes minutes the first time)
+#
+# xtask/src/tools.rs names, per verb, each program it runs and the package and flag
+# here that installs it; its unit test fails when these lists lose one.
 set -euo pipefail
 
 want_full=0
@@ -17,7 +25,7 @@ for arg in "$@"; do
         --ci) ;;
         --full) want_full=1 ;;
         --no-fuzz) want_fuzz=0 ;;
-        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
         *) echo "setup.sh: unknown option $arg" >&2; exit 2 ;;
     esac
 done
@@ -27,21 +35,29 @@ done
 # go-criu build the go-criu client of cli/tests/rpc.rs (offline, GOPATH mode).
 ci_apt_packages=(
     ca-certificates
-    gcc g++
+    apt dpkg
+    gcc g++ binutils-x86-64-linux-gnu
     libc6-dev
     pkg-config
     debootstrap
-    gcc-aarch64-linux-gnu libc6-dev-arm64-cross
-    gcc-powerpc64le-linux-gnu libc6-dev-ppc64el-cross
-    gcc-s390x-linux-gnu libc6-dev-s390x-cross
+    gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu libc6-dev-arm64-cross
+    gcc-powerpc64le-linux-gnu binutils-powerpc64le-linux-gnu libc6-dev-ppc64el-cross
+    gcc-s390x-linux-gnu binutils-s390x-linux-gnu libc6-dev-s390x-cross
+    qemu-user-static
     nftables
+    util-linux procps
     iproute2
+    xz-utils
+    qemu-system-arm
     golang-go golang-github-checkpoint-restore-go-criu-dev
+    # GNU tar and gzip (essential in Debian, named for what uses them): the tmpfs
+    # archive interop tests run GNU tar, `cargo xtest fuzz` seeds with `gzip -dc`
+    tar gzip
 )
-# Packages only the nightly/optional jobs need.
+# Packages of the verbs CI does not run: the other VM architectures, the runtime group.
 full_apt_packages=(
     qemu-system-x86 qemu-system-arm qemu-system-ppc qemu-system-misc
-    qemu-user-static
+    python3 default-jre-headless nodejs golang-go
     gdb strace
 )
 rust_targets=(aarch64-unknown-linux-gnu powerpc64le-unknown-linux-gnu s390x-unknown-linux-gnu)

@@ -13,11 +13,17 @@
 pub mod aarch64;
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "powerpc64", target_arch = "s390x"))]
 mod regset;
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "powerpc64", target_arch = "s390x"))]
+mod restorer;
 pub mod ppc64le;
 pub mod s390x;
+pub mod sigframe;
+pub mod vdso;
 pub mod x86_64;
 
 use std::fmt::Debug;
+
+pub use sigframe::{SigframeError, SigreturnFrame};
 
 /// The syscalls the engine injects or asks the restorer to run, by meaning.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,6 +78,13 @@ pub enum Sys {
     Exit,
     /// `userfaultfd(2)`: the copy-on-write snapshot of `dump --leave-running`.
     Userfaultfd,
+    /// `rt_sigreturn`: the parasite's return to the thread's own context (the
+    /// restorer's [`RestorerOp::SIGRETURN`] op runs it).
+    RtSigreturn,
+    /// `write`: the parasite's replies on its control socket.
+    Write,
+    /// `socketpair`: the parasite's control channel.
+    Socketpair,
 }
 
 /// Pure ABI of one architecture: compiles and is tested on every host.
@@ -153,13 +166,32 @@ pub trait Abi {
     fn clear_tid_address(core: &crust_images::pb::CoreEntry) -> Option<u64>;
     /// Reads a thread's registers back from `core`; `ext_template` is the host's own
     /// extended-state area (its size and layout), into which the image's parts go.
-    fn regs_from_core(core: &crust_images::pb::CoreEntry, ext_template: &[u8]) -> Result<ThreadRegs<Self::Regs>, String>;
+    fn regs_from_core(core: &crust_images::pb::CoreEntry, ext_template: &[u8]) -> Result<ThreadRegs<Self::Regs>, RegsFromCoreError>;
+    /// Reads how the restorer program stopped from its trapped thread's registers
+    /// (`program_address`: where the op program starts in the thread's memory).
+    fn restorer_outcome(regs: &Self::Regs, program_address: u64) -> RestorerOutcome;
+    /// Alignment the address of a sigreturn frame must have.
+    const SIGFRAME_ALIGN: u64;
+    /// The kernel's rt_sigreturn frame (`struct rt_sigframe`) that puts a thread back to
+    /// `regs` (GPRs and the extended state as [`Host::read_regs`] reads them) with
+    /// signal mask `sigmask`, built to be written at `address` (a multiple of
+    /// [`Abi::SIGFRAME_ALIGN`]), in the target's byte order, with the stack pointer the
+    /// thread must hold when it runs rt_sigreturn. Each backend's `sigframe.rs` says
+    /// what the frame restores and what rt_sigreturn cannot put back.
+    fn sigreturn_frame(regs: &ThreadRegs<Self::Regs>, sigmask: u64, address: u64) -> Result<SigreturnFrame, SigframeError>;
 }
 
 /// One operation of the restorer's syscall program: run syscall `nr` with `args`, then
-/// check its result, store it, and go on; a check that fails stops the program.
+/// store its result, check it, and go on; a check that fails stops the program.
 ///
-/// The layout is shared with the restorer blobs of every architecture: ten u64 words.
+/// The same interpreter runs the restore program (which ends in [`RestorerOp::END`] and
+/// traps for the tracer) and a dump-time parasite program, which must be safe to run to
+/// its end with no tracer at all: it loops with [`RestorerOp::CHECK_BRANCH_POSITIVE`]
+/// and ends in [`RestorerOp::SIGRETURN`], and uses only the checks that never trap
+/// ([`RestorerOp::CHECK_NONE`] and the branch), since a trap kills an untraced thread.
+///
+/// The layout is shared with the restorer blobs of every architecture: ten u64 words,
+/// in the target's byte order.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RestorerOp {
@@ -176,8 +208,15 @@ pub struct RestorerOp {
 }
 
 impl RestorerOp {
-    /// Number that ends the program.
+    /// Number that ends the program: the interpreter traps for the tracer.
     pub const END: u64 = u64::MAX;
+    /// Number of the op that leaves the program for good: the interpreter sets the
+    /// stack pointer to `args[0]` and runs rt_sigreturn, which takes the thread back to
+    /// the context in the frame there ([`Abi::sigreturn_frame`] builds it and gives the
+    /// stack pointer). It does not return; should the kernel refuse the frame, it kills
+    /// the thread with SIGSEGV (and if rt_sigreturn ever returned, the op would count as
+    /// failed).
+    pub const SIGRETURN: u64 = u64::MAX - 1;
     /// The result must equal `expect`.
     pub const CHECK_EQ: u64 = 0;
     /// The result must not be an error (-4095..-1).
@@ -187,13 +226,37 @@ impl RestorerOp {
     /// A clone: in the new thread (result 0) trap at once as [`RestorerOutcome::NewThread`];
     /// in the caller the result must equal `expect` (the new thread's tid).
     pub const CHECK_CLONE: u64 = 3;
+    /// A branch: if the result, as a signed number, is greater than zero, the program
+    /// goes on at op index `expect` (counted from the program's start); otherwise at the
+    /// next op. A parasite's `read` of its control socket uses it to loop over commands
+    /// and to fall through to its [`RestorerOp::SIGRETURN`] epilogue on end of file or
+    /// error; a `write` reply uses it to jump back to that read.
+    pub const CHECK_BRANCH_POSITIVE: u64 = 4;
     /// Size of one op in bytes.
     pub const SIZE: usize = 80;
 
-    /// The op as bytes in native order, for copying into the restorer's area.
+    /// The op as bytes in native order, for copying into the host's own restorer area.
     pub fn to_ne_bytes(&self) -> [u8; Self::SIZE] {
         let mut out = [0u8; Self::SIZE];
-        let words = [
+        for (index, word) in self.words().iter().enumerate() {
+            out[index * 8..index * 8 + 8].copy_from_slice(&word.to_ne_bytes());
+        }
+        out
+    }
+
+    /// The op as bytes in architecture `A`'s byte order, for a program built on one
+    /// host for any architecture.
+    pub fn to_bytes<A: Abi>(&self) -> [u8; Self::SIZE] {
+        let mut out = [0u8; Self::SIZE];
+        for (index, word) in self.words().iter().enumerate() {
+            out[index * 8..index * 8 + 8].copy_from_slice(&A::word_bytes(*word));
+        }
+        out
+    }
+
+    /// The ten words in layout order.
+    fn words(&self) -> [u64; 10] {
+        [
             self.nr,
             self.args[0],
             self.args[1],
@@ -204,11 +267,7 @@ impl RestorerOp {
             self.check,
             self.expect,
             self.result,
-        ];
-        for (index, word) in words.iter().enumerate() {
-            out[index * 8..index * 8 + 8].copy_from_slice(&word.to_ne_bytes());
-        }
-        out
+        ]
     }
 }
 
@@ -221,6 +280,30 @@ pub enum RestorerOutcome {
     Failed { index: u64, result: i64 },
     /// A thread created by a [`RestorerOp::CHECK_CLONE`] op, trapped at its first step.
     NewThread,
+}
+
+/// Why a thread's registers could not be read back from its image
+/// ([`Abi::regs_from_core`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegsFromCoreError {
+    /// The core carries no thread info for this architecture.
+    #[error("core has no {info}")]
+    MissingThreadInfo { info: &'static str },
+    /// A register array of the thread info has the wrong length.
+    #[error("{info} has {found} {what}, not {expected}")]
+    WrongCount { info: &'static str, what: &'static str, found: usize, expected: usize },
+    /// Only part of a register set that comes in parts is present.
+    #[error("{info} has an incomplete {what}")]
+    Incomplete { info: &'static str, what: &'static str },
+    /// State the image carries that crust cannot put back.
+    #[error("{info} has {what}, which is not supported")]
+    Unsupported { info: &'static str, what: &'static str },
+    /// The host's XSAVE area is smaller than the legacy FXSAVE region.
+    #[error("host XSAVE area is only {len} bytes")]
+    XsaveAreaTooSmall { len: usize },
+    /// The image has an XSAVE component the host's area has no room for.
+    #[error("image has XSAVE feature {bit} (xstate_bv {xstate_bv:#x}) that this CPU's {len}-byte XSAVE area lacks")]
+    XsaveFeatureMissing { bit: u32, xstate_bv: u64, len: usize },
 }
 
 /// Errors of host register access.
@@ -258,8 +341,6 @@ pub trait Host: Abi {
     /// Offset in the blob of a lone syscall instruction the tracer can use to inject
     /// a syscall into the restored thread.
     fn restorer_syscall_offset() -> usize;
-    /// Reads how the restorer program stopped from its trapped thread's registers.
-    fn restorer_outcome(regs: &Self::Regs, program_address: u64) -> RestorerOutcome;
     /// The calling thread's thread pointer (x86_64: the fs base).
     fn thread_pointer() -> u64;
     /// Jumps to the restorer at `entry` with `program` as its argument; never returns.
@@ -278,3 +359,47 @@ pub type HostArch = ppc64le::Ppc64le;
 /// The host architecture's backend: the only `cfg(target_arch)` the engine sees.
 #[cfg(target_arch = "s390x")]
 pub type HostArch = s390x::S390x;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ops_are_written_in_the_targets_byte_order() {
+        let op = RestorerOp { nr: 0x0102_0304_0506_0708, check: RestorerOp::CHECK_BRANCH_POSITIVE, expect: 3, ..Default::default() };
+        let little = op.to_bytes::<x86_64::X86_64>();
+        let big = op.to_bytes::<s390x::S390x>();
+        assert_eq!(little[..8], [8, 7, 6, 5, 4, 3, 2, 1]);
+        assert_eq!(big[..8], [1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!((little[56], big[63], little[64], big[71]), (4, 4, 3, 3));
+        assert_eq!(op.to_bytes::<aarch64::Aarch64>(), op.to_bytes::<ppc64le::Ppc64le>());
+    }
+
+    #[test]
+    fn special_op_numbers_and_checks_are_distinct() {
+        assert_eq!((RestorerOp::END, RestorerOp::SIGRETURN), (u64::MAX, u64::MAX - 1));
+        let checks = [
+            RestorerOp::CHECK_EQ,
+            RestorerOp::CHECK_OK,
+            RestorerOp::CHECK_NONE,
+            RestorerOp::CHECK_CLONE,
+            RestorerOp::CHECK_BRANCH_POSITIVE,
+        ];
+        assert_eq!(checks, [0, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn parasite_syscalls_exist_everywhere() {
+        let numbers = |sys| {
+            [
+                x86_64::X86_64::syscall_number(sys),
+                aarch64::Aarch64::syscall_number(sys),
+                ppc64le::Ppc64le::syscall_number(sys),
+                s390x::S390x::syscall_number(sys),
+            ]
+        };
+        assert_eq!(numbers(Sys::RtSigreturn), [Some(15), Some(139), Some(172), Some(173)]);
+        assert_eq!(numbers(Sys::Write), [Some(1), Some(64), Some(4), Some(4)]);
+        assert_eq!(numbers(Sys::Socketpair), [Some(53), Some(199), Some(333), Some(360)]);
+    }
+}

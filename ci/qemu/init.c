@@ -1,7 +1,8 @@
 /* /init of the crust test VMs (cargo xtest zdtm --arch ...): mounts the pseudo
  * filesystems, runs the zdtm harness with the arguments listed in /crust/args (one per
  * line), prints its JSON report to the console between markers (and, when /crust/export
- * names a directory, its image files in hex), and powers off. Before the harness it loads
+ * names a directory, its image files in hex; when /crust/keep names one, the logs under
+ * it), and powers off. Before the harness it loads
  * the modules in /modules (sock_diag) and brings the loopback interface up.
  * Built static with the target's cross gcc by xtask/src/qemu.rs. */
 #include <dirent.h>
@@ -72,16 +73,46 @@ static void print_logs(const char *dir, int depth)
 	closedir(d);
 }
 
-/* Prints every *.img file of dir in hex between markers (`cargo xtest qemu export`
- * turns them back into files): "CRUST-FILE name size", 32 bytes a line, "CRUST-FILE-END". */
-static void export_images(const char *dir)
+static int has_suffix(const char *name, const char *suffix)
+{
+	size_t len = strlen(name), suffix_len = strlen(suffix);
+
+	return len > suffix_len && !strcmp(name + len - suffix_len, suffix);
+}
+
+/* Prints the regular file path in hex between markers, under the relative name name
+ * (xtask turns it back into a file): "CRUST-FILE name size", 32 bytes a line,
+ * "CRUST-FILE-END". */
+static void export_file(const char *path, const char *name)
 {
 	static const char digits[] = "0123456789abcdef";
-	struct dirent *entry;
-	char path[2048], line[80];
+	char line[80];
 	unsigned char buf[32];
 	struct stat st;
 	ssize_t n;
+	int fd;
+
+	if (stat(path, &st) || !S_ISREG(st.st_mode) || (fd = open(path, O_RDONLY)) < 0)
+		return;
+	printf("CRUST-FILE %s %lld\n", name, (long long)st.st_size);
+	while ((n = read(fd, buf, sizeof(buf))) > 0) {
+		for (ssize_t i = 0; i < n; i++) {
+			line[2 * i] = digits[buf[i] >> 4];
+			line[2 * i + 1] = digits[buf[i] & 15];
+		}
+		line[2 * n] = '\n';
+		if (write(1, line, 2 * n + 1) != 2 * n + 1)
+			break;
+	}
+	close(fd);
+	printf("CRUST-FILE-END\n");
+}
+
+/* Every *.img file of dir (`cargo xtest qemu export`). */
+static void export_images(const char *dir)
+{
+	struct dirent *entry;
+	char path[2048];
 	DIR *d = opendir(dir);
 
 	if (!d) {
@@ -89,28 +120,53 @@ static void export_images(const char *dir)
 		return;
 	}
 	while ((entry = readdir(d))) {
-		size_t len = strlen(entry->d_name);
-		int fd;
-
-		if (len < 5 || strcmp(entry->d_name + len - 4, ".img"))
+		if (!has_suffix(entry->d_name, ".img"))
 			continue;
 		snprintf(path, sizeof(path), "%s/%s", dir, entry->d_name);
-		if (stat(path, &st) || !S_ISREG(st.st_mode) || (fd = open(path, O_RDONLY)) < 0)
-			continue;
-		printf("CRUST-FILE %s %lld\n", entry->d_name, (long long)st.st_size);
-		while ((n = read(fd, buf, sizeof(buf))) > 0) {
-			for (ssize_t i = 0; i < n; i++) {
-				line[2 * i] = digits[buf[i] >> 4];
-				line[2 * i + 1] = digits[buf[i] & 15];
-			}
-			line[2 * n] = '\n';
-			if (write(1, line, 2 * n + 1) != 2 * n + 1)
-				break;
-		}
-		close(fd);
-		printf("CRUST-FILE-END\n");
+		export_file(path, entry->d_name);
 	}
 	closedir(d);
+}
+
+/* Every log, stderr capture, verdict and pid file under dir, named by its path below
+ * the top (`--keep`): TEST/TEST.log, TEST/img-0/dump.log, ... The images stay behind. */
+static void export_logs(const char *dir, const char *relative, int depth)
+{
+	struct dirent *entry;
+	char path[2048], name[1024];
+	DIR *d;
+
+	if (depth > 3 || !(d = opendir(dir)))
+		return;
+	while ((entry = readdir(d))) {
+		if (entry->d_name[0] == '.' || (depth == 0 && !strcmp(entry->d_name, "bin")))
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, entry->d_name);
+		snprintf(name, sizeof(name), "%s%s%s", relative, *relative ? "/" : "", entry->d_name);
+		if (entry->d_type == DT_DIR)
+			export_logs(path, name, depth + 1);
+		else if (has_suffix(entry->d_name, ".log") || has_suffix(entry->d_name, ".stderr") ||
+			 has_suffix(entry->d_name, ".out") || has_suffix(entry->d_name, ".pid"))
+			export_file(path, name);
+	}
+	closedir(d);
+}
+
+/* The first line of file, or "" (static buffer). */
+static const char *first_line(const char *file)
+{
+	static char text[1024];
+	ssize_t got;
+	int fd = open(file, O_RDONLY);
+
+	text[0] = 0;
+	if (fd < 0)
+		return text;
+	got = read(fd, text, sizeof(text) - 1);
+	close(fd);
+	text[got > 0 ? got : 0] = 0;
+	text[strcspn(text, "\n")] = 0;
+	return text;
 }
 
 /* Loads every module under /modules in name order (the sock_diag modules, which
@@ -225,18 +281,11 @@ int main(void)
 	if (status != 0)
 		print_logs("/tmp/zdtm", 0);
 	/* /crust/export names a directory of images to hand back to the host. */
-	fd = open("/crust/export", O_RDONLY);
-	if (fd >= 0) {
-		static char export_dir[1024];
-		ssize_t got = read(fd, export_dir, sizeof(export_dir) - 1);
-
-		close(fd);
-		if (got > 0) {
-			export_dir[got] = 0;
-			export_dir[strcspn(export_dir, "\n")] = 0;
-			export_images(export_dir);
-		}
-	}
+	if (*first_line("/crust/export"))
+		export_images(first_line("/crust/export"));
+	/* /crust/keep names the harness's work directory, whose logs go back (--keep). */
+	if (*first_line("/crust/keep"))
+		export_logs(first_line("/crust/keep"), "", 0);
 	printf("CRUST-ZDTM-JSON-BEGIN\n");
 	print_file("/tmp/zdtm-report.json");
 	printf("\nCRUST-ZDTM-JSON-END\n");

@@ -2,10 +2,12 @@
 //! option of CRIU 4.2, its configuration files and exit codes; the same under the name
 //! `criu`), CRIU's RPC server (`rpc/`: `swrk`, `service`) and crit's verbs (show,
 //! decode, encode, x, info), each a thin layer over `crust-engine` and `crust-images`.
+//! `hooks` holds the points of a dump or restore both CRIU front ends report.
 #![deny(unsafe_code)]
 
 mod crit;
 mod criu;
+mod hooks;
 mod rpc;
 mod sys;
 

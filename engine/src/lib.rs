@@ -10,9 +10,12 @@
 
 pub mod check;
 pub mod dump;
+pub mod private;
 pub mod procfs;
 pub mod restore;
+pub mod stages;
 
+mod access;
 mod error;
 mod files;
 mod infect;
@@ -20,6 +23,8 @@ mod ipc;
 mod memory;
 mod model;
 mod sys;
+
+pub use access::AccessError;
 
 /// Fast page transfer and the pure run building over pagemap entries (`memory/pages.rs`).
 pub use memory::pages as fast_pages;

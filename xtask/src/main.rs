@@ -1,12 +1,24 @@
-//! `cargo xtest VERB`: the project's task runner (zdtm, demo, fuzz, bench, qemu).
+//! `cargo xtest VERB`: the project's task runner (zdtm, demo, fuzz, bench, qemu, arch).
 
+mod arch;
 mod bench;
 mod ci;
 mod fuzz;
+mod newc;
 mod qemu;
+mod restore_fuzz;
+mod tools;
 mod zdtm;
 
-fn main() -> anyhow::Result<()> {
+fn main() {
+    // One line per error, whatever RUST_BACKTRACE says: the messages name what to do.
+    if let Err(error) = run() {
+        eprintln!("xtask: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some((verb, rest)) = args.split_first() else {
         print_usage();
@@ -14,12 +26,18 @@ fn main() -> anyhow::Result<()> {
     };
     match verb.as_str() {
         "ci" => ci::run(rest),
+        "arch" => arch::run(rest),
         "zdtm" => zdtm::run_zdtm(rest),
         "demo" => zdtm::run_demo(rest),
         "fuzz" => fuzz::run(rest),
+        "restore-fuzz" => restore_fuzz::run(rest),
         "bench" => bench::run(rest),
         "qemu" => qemu::run_qemu_verb(rest),
-        "nightly" => qemu::run_nightly(rest),
+        "nightly" => {
+            // The long restore fuzz first (the VMs take the machine after it).
+            restore_fuzz::run(&["--time".into(), "600".into()])?;
+            qemu::run_nightly(rest)
+        }
         "help" | "--help" | "-h" => {
             print_usage();
             Ok(())
@@ -39,10 +57,13 @@ fn print_usage() {
          ci [--quick]         the test command: unit tests, zdtm, fuzz replay and a short fuzz run\n  \
          demo                 build crust, checkpoint a live counter, restore it, show it going on\n  \
          zdtm [options]       run the zdtm suite (--filter, --iters N, --snap, --pre-dump, --keep, --json PATH)\n  \
-         zdtm --arch A|all    the same inside a qemu-system VM (aarch64, ppc64le, s390x, x86_64)\n  \
-         nightly              zdtm on all four architectures in VMs, kernels refreshed\n  \
+         zdtm --arch A|all    the same inside a qemu-system VM (aarch64, ppc64le, s390x, x86_64), same\n                       options; --json PATH (with {{arch}} in it for several), --keep brings the logs back\n  \
+         arch [--arch A|all]  the arch crate's tests (with the live sigreturn test) for aarch64,\n                       \
+         ppc64le and s390x under qemu-user\n  \
+         nightly              restore-fuzz for 10 minutes, then zdtm on all four architectures in VMs, kernels refreshed\n  \
          qemu fetch A|all     fetch and cache the VM kernels\n  \
          fuzz [--target T] [--time S]   run the cargo-fuzz targets\n  \
+         restore-fuzz [--time S] [--seed N]   mutated zdtm dumps through crust restore in throwaway namespaces\n  \
          bench [--quick] [--vs-criu PATH] [--sizes 64M,1G] [--criterion]   freeze/dump/restore figures, docs/bench/"
     );
 }

@@ -3,11 +3,14 @@
 //!
 //! Per architecture: a Debian kernel fetched once with apt against a private state
 //! directory and cached under `.cache/qemu/ARCH/`; static cross builds of `crust` and
-//! the zdtm programs (`target/cross/TRIPLE/release`); an initramfs (cpio `newc`) holding
-//! a static `/init` (`ci/qemu/init.c`), those binaries, the C tests at the path the
-//! harness was built to look in, and the cross libc for them. qemu's exit code says
-//! nothing, so the verdict is read from the console: `/init` prints the harness's JSON
-//! report between markers and powers off. Every run is bounded by a timeout.
+//! the zdtm programs (`target/cross/TRIPLE/release`); an initramfs (cpio `newc`, written
+//! by `newc.rs`) holding a static `/init` (`ci/qemu/init.c`), those binaries, the C tests
+//! at the path the harness was built to look in, and the cross libc for them. qemu's exit
+//! code says nothing, so the verdict is read from the console: `/init` prints the
+//! harness's JSON report between markers and powers off; xtask writes it to
+//! `target/cross/zdtm-ARCH.json` and where `--json` says. Every run is bounded by a
+//! timeout. Before any of it, the programs and files a run needs are checked
+//! (`tools.rs`), each missing one named with the `ci/setup.sh` flag that installs it.
 //!
 //! qemu-user cannot run the tests (it has no ptrace), and /dev/kvm here cannot boot a
 //! stock kernel, so every architecture, x86_64 included, runs under TCG.
@@ -41,7 +44,35 @@ pub struct ArchSpec {
     pub kernel_prefix: &'static str,
     /// The dynamic loader the cross toolchain's binaries ask for.
     pub interpreter: &'static str,
+    /// Debian package of `qemu`.
+    pub qemu_package: &'static str,
+    /// Debian package of `GNU-gcc`.
+    pub cross_gcc_package: &'static str,
+    /// Debian package of `GNU-strip` (a dependency of the gcc package).
+    pub cross_binutils_package: &'static str,
+    /// Debian package of the libc (`libc.a`, `libc.so.6`, the loader) in [`Self::sysroot`].
+    pub cross_libc_package: &'static str,
 }
+
+impl ArchSpec {
+    /// Where the cross toolchain's libc lives: `/usr/GNU/lib`, or the host's own
+    /// multiarch directory for the host's architecture.
+    pub fn sysroot(&self) -> PathBuf {
+        if self.name == std::env::consts::ARCH {
+            PathBuf::from(format!("/usr/lib/{}", self.gnu))
+        } else {
+            PathBuf::from(format!("/usr/{}/lib", self.gnu))
+        }
+    }
+}
+
+/// The architecture CI's VM smoke run uses (`cargo xtest ci`). Measured on 2026-12-06
+/// (2 cores, load 7-19 from other builds), VM time of the smoke tests with the builds
+/// done: aarch64 15 and 20 s, ppc64le 19 and 16 s, s390x 29 and 30 s; of 33 thread, anon
+/// and tree tests: aarch64 175 and 114 s, ppc64le 98 and 159 s. aarch64 and ppc64le tie,
+/// s390x is slowest. `ci/setup.sh --ci` installs this arch's qemu; the others come with
+/// `--full`.
+pub const SMOKE_ARCH: &str = "aarch64";
 
 /// Every architecture, in the order `--arch all` runs them.
 pub const ARCHES: &[ArchSpec] = &[
@@ -57,6 +88,10 @@ pub const ARCHES: &[ArchSpec] = &[
         console: "ttyAMA0",
         kernel_prefix: "vmlinuz-",
         interpreter: "/lib/ld-linux-aarch64.so.1",
+        qemu_package: "qemu-system-arm",
+        cross_gcc_package: "gcc-aarch64-linux-gnu",
+        cross_binutils_package: "binutils-aarch64-linux-gnu",
+        cross_libc_package: "libc6-dev-arm64-cross",
     },
     ArchSpec {
         name: "ppc64le",
@@ -70,6 +105,10 @@ pub const ARCHES: &[ArchSpec] = &[
         console: "hvc0",
         kernel_prefix: "vmlinux-",
         interpreter: "/lib64/ld64.so.2",
+        qemu_package: "qemu-system-ppc",
+        cross_gcc_package: "gcc-powerpc64le-linux-gnu",
+        cross_binutils_package: "binutils-powerpc64le-linux-gnu",
+        cross_libc_package: "libc6-dev-ppc64el-cross",
     },
     ArchSpec {
         name: "s390x",
@@ -82,6 +121,10 @@ pub const ARCHES: &[ArchSpec] = &[
         console: "ttysclp0",
         kernel_prefix: "vmlinuz-",
         interpreter: "/lib/ld64.so.1",
+        qemu_package: "qemu-system-misc",
+        cross_gcc_package: "gcc-s390x-linux-gnu",
+        cross_binutils_package: "binutils-s390x-linux-gnu",
+        cross_libc_package: "libc6-dev-s390x-cross",
     },
     ArchSpec {
         name: "x86_64",
@@ -94,6 +137,10 @@ pub const ARCHES: &[ArchSpec] = &[
         console: "ttyS0",
         kernel_prefix: "vmlinuz-",
         interpreter: "/lib64/ld-linux-x86-64.so.2",
+        qemu_package: "qemu-system-x86",
+        cross_gcc_package: "gcc",
+        cross_binutils_package: "binutils-x86-64-linux-gnu",
+        cross_libc_package: "libc6-dev",
     },
 ];
 
@@ -114,7 +161,22 @@ pub struct VmOptions {
     /// A directory of images inside the VM whose files `/init` prints to the console,
     /// and the host directory they are written to (`qemu export`).
     pub export: Option<(String, PathBuf)>,
+    /// `--keep`: every test's logs come back from the VM to `target/cross/qemu-ARCH/zdtm/`.
+    pub keep_logs: bool,
 }
+
+/// The harness options a VM run passes on, and whether each takes a value. `--engine`
+/// and `--workdir` are the VM's own; `--json` is written on the host.
+const HARNESS_OPTIONS: &[(&str, bool)] = &[
+    ("--filter", true),
+    ("--iters", true),
+    ("--group", true),
+    ("--flavor", true),
+    ("--snap", false),
+    ("--pre-dump", false),
+    ("--keep", false),
+    ("--big", false),
+];
 
 /// What one architecture's run gave.
 #[derive(Debug)]
@@ -139,11 +201,15 @@ pub fn zdtm_with_arch(args: &[String]) -> Option<anyhow::Result<()>> {
 }
 
 /// `cargo xtest nightly`: the whole suite on all four architectures, kernels refreshed,
-/// after `ci/qemu-setup.sh` made sure qemu and the cross toolchains are there (so it
-/// runs from a fresh clone).
+/// after `ci/setup.sh --full --no-fuzz` made sure qemu and the cross toolchains are
+/// there (so it runs from a fresh clone).
 pub fn run_nightly(args: &[String]) -> anyhow::Result<()> {
-    let setup = workspace_root().join("ci/qemu-setup.sh");
-    let status = Command::new("sh").arg(&setup).status().with_context(|| format!("run {}", setup.display()))?;
+    let setup = workspace_root().join("ci/setup.sh");
+    let status = Command::new("bash")
+        .arg(&setup)
+        .args(["--full", "--no-fuzz"])
+        .status()
+        .with_context(|| format!("run {}", setup.display()))?;
     if !status.success() {
         bail!("{}: {status}", setup.display());
     }
@@ -176,8 +242,9 @@ pub fn run_qemu_verb(args: &[String]) -> anyhow::Result<()> {
                 timeout: Duration::from_secs(1800),
                 refresh_kernel: false,
                 export: Some((format!("/tmp/zdtm/{test}/img-0"), out.clone())),
+                keep_logs: false,
             };
-            let result = run_one(&workspace_root(), spec, &options)?;
+            let (result, _) = run_one(&workspace_root(), spec, &options)?;
             println!("{}: {} passed, {} failed; images in {}", spec.name, result.passed, result.failed, out.display());
             Ok(())
         }
@@ -197,10 +264,17 @@ fn select(arch: &str) -> anyhow::Result<Vec<&'static ArchSpec>> {
         .collect()
 }
 
-fn run_arches(arch: &str, args: Vec<String>) -> anyhow::Result<()> {
-    let specs = select(arch)?;
-    let mut options =
-        VmOptions { harness_args: Vec::new(), timeout: Duration::from_secs(1800), refresh_kernel: false, export: None };
+/// The options of a VM run besides `--arch`: the harness's own (checked here, before
+/// anything is built), `--json PATH`, `--timeout SECONDS` and `--refresh-kernel`.
+pub fn parse_vm_args(args: Vec<String>) -> anyhow::Result<(VmOptions, Option<String>)> {
+    let mut options = VmOptions {
+        harness_args: Vec::new(),
+        timeout: Duration::from_secs(1800),
+        refresh_kernel: false,
+        export: None,
+        keep_logs: false,
+    };
+    let mut json = None;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -210,15 +284,56 @@ fn run_arches(arch: &str, args: Vec<String>) -> anyhow::Result<()> {
                 )
             }
             "--refresh-kernel" => options.refresh_kernel = true,
-            "--engine" | "--workdir" | "--json" => bail!("{arg} is chosen by the VM run"),
-            _ => options.harness_args.push(arg),
+            "--json" => json = Some(args.next().context("--json needs a path")?),
+            "--engine" => bail!("--engine: a VM run checkpoints with the crust it cross-builds for the VM"),
+            "--workdir" => bail!("--workdir: a VM run works in target/cross/qemu-ARCH (and /tmp/zdtm inside the VM)"),
+            _ => {
+                let Some(&(_, takes_value)) = HARNESS_OPTIONS.iter().find(|(name, _)| *name == arg) else {
+                    bail!("unknown option {arg} (a VM run takes --json, --timeout, --refresh-kernel and {})", HARNESS_OPTIONS.iter().map(|(name, _)| *name).collect::<Vec<_>>().join(", "));
+                };
+                options.keep_logs |= arg == "--keep";
+                options.harness_args.push(arg.clone());
+                if takes_value {
+                    options.harness_args.push(args.next().with_context(|| format!("{arg} needs a value"))?);
+                }
+            }
         }
+    }
+    Ok((options, json))
+}
+
+/// Where `--json TEMPLATE` puts `arch`'s report: `{arch}` in the template becomes the
+/// architecture's name (required when several run).
+pub fn json_path_for(template: &str, arch: &str, several: bool) -> anyhow::Result<PathBuf> {
+    if several && !template.contains("{arch}") {
+        bail!("--json {template}: several architectures run, put {{arch}} in the path (e.g. zdtm-{{arch}}.json)");
+    }
+    Ok(PathBuf::from(template.replace("{arch}", arch)))
+}
+
+fn run_arches(arch: &str, args: Vec<String>) -> anyhow::Result<()> {
+    let specs = select(arch)?;
+    let (options, json) = parse_vm_args(args)?;
+    let several = specs.len() > 1;
+    if let Some(template) = &json {
+        json_path_for(template, "", several)?;
+    }
+    for spec in &specs {
+        crate::tools::require(&format!("zdtm --arch {}", spec.name), &crate::tools::vm_run(spec))?;
     }
     let workspace = workspace_root();
     let mut results = Vec::new();
     for spec in specs {
         let started = Instant::now();
-        let result = run_one(&workspace, spec, &options).unwrap_or_else(|error| ArchResult {
+        let json_path = json.as_deref().map(|template| json_path_for(template, spec.name, several)).transpose()?;
+        let result = run_one(&workspace, spec, &options).and_then(|(result, report)| {
+            if let Some(path) = &json_path {
+                std::fs::write(path, serde_json::to_vec_pretty(&report)?).with_context(|| format!("write {}", path.display()))?;
+                println!("== {}: report in {}", spec.name, path.display());
+            }
+            Ok(result)
+        });
+        let result = result.unwrap_or_else(|error| ArchResult {
             arch: spec.name,
             passed: 0,
             failed: 0,
@@ -248,24 +363,49 @@ fn run_arches(arch: &str, args: Vec<String>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Build, pack, boot and read the report of one architecture.
-fn run_one(workspace: &Path, spec: &ArchSpec, options: &VmOptions) -> anyhow::Result<ArchResult> {
+/// Build, pack, boot and read the report of one architecture; returns the counts and
+/// the harness's JSON report.
+fn run_one(workspace: &Path, spec: &ArchSpec, options: &VmOptions) -> anyhow::Result<(ArchResult, serde_json::Value)> {
+    crate::tools::require(&format!("zdtm --arch {}", spec.name), &crate::tools::vm_run(spec))?;
     let started = Instant::now();
     let (kernel, version) = ensure_kernel(workspace, spec, options.refresh_kernel)?;
+    let kernel_done = Instant::now();
     let release = cross_build(workspace, spec)?;
     let work = cross_target_dir(workspace).join(format!("qemu-{}", spec.name));
-    let initrd = pack_initramfs(workspace, spec, &release, &work, &options.harness_args, options.export.as_ref())?;
+    let initrd = pack_initramfs(workspace, spec, &release, &work, options)?;
+    let build_done = Instant::now();
     println!("== {}: booting {version} in {} ({}s limit)", spec.name, spec.qemu, options.timeout.as_secs());
     let console = work.join("console.log");
     let lines = boot(spec, &kernel, &initrd, &console, options.timeout)?;
-    if let Some((_, out)) = &options.export {
+    println!(
+        "== {}: kernel {:.0}s, cross build and initramfs {:.0}s, VM {:.0}s",
+        spec.name,
+        (kernel_done - started).as_secs_f64(),
+        (build_done - kernel_done).as_secs_f64(),
+        build_done.elapsed().as_secs_f64()
+    );
+    let exported_to = match &options.export {
+        Some((_, out)) => Some(out.clone()),
+        None if options.keep_logs => Some(work.join("zdtm")),
+        None => None,
+    };
+    if let Some(out) = exported_to {
         let files = parse_exported_files(&lines);
-        if files.is_empty() {
+        if files.is_empty() && options.export.is_some() {
             bail!("{}: no exported images on the console (see {})", spec.name, console.display());
         }
-        std::fs::create_dir_all(out).with_context(|| format!("create {}", out.display()))?;
+        if options.keep_logs {
+            let _ = std::fs::remove_dir_all(&out);
+        }
         for (name, bytes) in files {
-            std::fs::write(out.join(&name), bytes).with_context(|| format!("write {}/{name}", out.display()))?;
+            let path = out.join(&name);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).with_context(|| format!("create {}", parent.display()))?;
+            }
+            std::fs::write(&path, bytes).with_context(|| format!("write {}", path.display()))?;
+        }
+        if options.keep_logs {
+            println!("== {}: the tests' logs are in {}", spec.name, out.display());
         }
     }
     let report = parse_report(&lines)
@@ -273,14 +413,15 @@ fn run_one(workspace: &Path, spec: &ArchSpec, options: &VmOptions) -> anyhow::Re
     let json_path = cross_target_dir(workspace).join(format!("zdtm-{}.json", spec.name));
     std::fs::write(&json_path, serde_json::to_vec_pretty(&report)?).with_context(|| format!("write {}", json_path.display()))?;
     let count = |key: &str| report.get(key).and_then(|v| v.as_u64()).unwrap_or(0);
-    Ok(ArchResult {
+    let result = ArchResult {
         arch: spec.name,
         passed: count("passed"),
         failed: count("failed"),
         skipped: count("skipped"),
         wall: started.elapsed(),
         error: None,
-    })
+    };
+    Ok((result, report))
 }
 
 /// The JSON report between the markers.
@@ -292,7 +433,8 @@ pub fn parse_report(lines: &[String]) -> Option<serde_json::Value> {
 }
 
 /// The files `/init` printed in hex: `CRUST-FILE NAME SIZE`, hex lines, `CRUST-FILE-END`.
-/// A file whose bytes do not add up to its size is left out.
+/// NAME is relative (`TEST/img-0/dump.log`); one that is absolute or climbs (`..`) is
+/// left out, and so is a file whose bytes do not add up to its size.
 pub fn parse_exported_files(lines: &[String]) -> Vec<(String, Vec<u8>)> {
     let mut files = Vec::new();
     let mut current: Option<(String, usize, Vec<u8>)> = None;
@@ -301,8 +443,10 @@ pub fn parse_exported_files(lines: &[String]) -> Vec<(String, Vec<u8>)> {
         if let Some(rest) = line.strip_prefix("CRUST-FILE ") {
             let mut words = rest.split(' ');
             if let (Some(name), Some(Ok(size))) = (words.next(), words.next().map(str::parse)) {
-                // Only plain names: nothing is written outside the output directory.
-                if !name.contains('/') && !name.starts_with('.') {
+                // Only relative names that stay inside the output directory.
+                let inside = !name.is_empty()
+                    && name.split('/').all(|part| !part.is_empty() && part != "." && part != "..");
+                if inside {
                     current = Some((name.to_string(), size, Vec::with_capacity(size)));
                 }
             }
@@ -464,6 +608,9 @@ fn cross_build(workspace: &Path, spec: &ArchSpec) -> anyhow::Result<PathBuf> {
         .env(format!("CARGO_TARGET_{upper}_LINKER"), &gcc)
         .env(format!("CARGO_TARGET_{upper}_RUSTFLAGS"), "-C target-feature=+crt-static")
         .env(format!("CC_{}", spec.triple.replace('-', "_")), &gcc)
+        // The binaries are stripped into the initramfs: debug info would only cost
+        // build time.
+        .env("CARGO_PROFILE_RELEASE_DEBUG", "0")
         .env("CARGO_TARGET_DIR", build_target_dir(workspace, spec))
         .args(["build", "--release", "-p", "crust", "-p", "crust-zdtm", "--target", spec.triple])
         .status()
@@ -486,14 +633,7 @@ fn build_target_dir(workspace: &Path, spec: &ArchSpec) -> PathBuf {
 }
 
 /// Lays out the VM's root and packs it as a `newc` cpio; returns the archive.
-fn pack_initramfs(
-    workspace: &Path,
-    spec: &ArchSpec,
-    release: &Path,
-    work: &Path,
-    harness_args: &[String],
-    export: Option<&(String, PathBuf)>,
-) -> anyhow::Result<PathBuf> {
+fn pack_initramfs(workspace: &Path, spec: &ArchSpec, release: &Path, work: &Path, options: &VmOptions) -> anyhow::Result<PathBuf> {
     let root = work.join("root");
     if root.exists() {
         std::fs::remove_dir_all(&root).with_context(|| format!("remove {}", root.display()))?;
@@ -520,11 +660,14 @@ fn pack_initramfs(
     }
     let mut args = vec!["run".to_string(), "--engine".into(), "/crust/crust".into()];
     args.extend(["--workdir".into(), "/tmp/zdtm".into(), "--json".into(), "/tmp/zdtm-report.json".into()]);
-    args.extend(harness_args.iter().cloned());
+    args.extend(options.harness_args.iter().cloned());
     std::fs::write(crust_dir.join("args"), args.join("\n") + "\n")?;
-    let export_file = crust_dir.join("export");
-    if let Some((dir, _)) = export {
-        std::fs::write(&export_file, format!("{dir}\n"))?;
+    if let Some((dir, _)) = &options.export {
+        std::fs::write(crust_dir.join("export"), format!("{dir}\n"))?;
+    }
+    if options.keep_logs {
+        // /init prints every test's logs (not the images: too slow over the console).
+        std::fs::write(crust_dir.join("keep"), "/tmp/zdtm\n")?;
     }
     // The C tests where the harness was built to find them (an absolute build path).
     let runner = std::fs::read(release.join("zdtm-runner")).context("read zdtm-runner")?;
@@ -541,7 +684,7 @@ fn pack_initramfs(
         std::fs::copy(entry.path(), c_dest.join(entry.file_name()))?;
     }
     // The cross libc for the dynamically linked C tests.
-    let sysroot = if spec.triple.starts_with("x86_64") { PathBuf::from("/lib/x86_64-linux-gnu") } else { PathBuf::from(format!("/usr/{}/lib", spec.gnu)) };
+    let sysroot = spec.sysroot();
     let interpreter_name = Path::new(spec.interpreter).file_name().expect("interpreter has a name");
     let lib_dir = root.join("lib").join(spec.gnu);
     std::fs::create_dir_all(&lib_dir)?;
@@ -563,15 +706,7 @@ fn pack_initramfs(
         std::fs::create_dir_all(root.join(dir))?;
     }
     let initrd = work.join("initrd.cpio");
-    let status = Command::new("sh")
-        .arg("-c")
-        .arg(format!("find . | LC_ALL=C sort | cpio --quiet -o -H newc > '{}'", initrd.display()))
-        .current_dir(&root)
-        .status()
-        .context("run cpio")?;
-    if !status.success() {
-        bail!("cpio: {status}");
-    }
+    crate::newc::pack_dir(&root, &initrd)?;
     Ok(initrd)
 }
 
@@ -602,7 +737,7 @@ fn boot(spec: &ArchSpec, kernel: &Path, initrd: &Path, console_log: &Path, timeo
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
-    let mut child = command.spawn().with_context(|| format!("run {} (ci/qemu-setup.sh installs it)", spec.qemu))?;
+    let mut child = command.spawn().with_context(|| format!("run {} (ci/setup.sh --full installs it)", spec.qemu))?;
     let stdout = child.stdout.take().expect("stdout is piped");
     let log_path = console_log.to_path_buf();
     let reader = std::thread::spawn(move || -> Vec<String> {
@@ -694,11 +829,53 @@ mod tests {
             "CRUST-FILE ../evil.img 1",
             "00",
             "CRUST-FILE-END",
+            "CRUST-FILE /etc/evil 1",
+            "00",
+            "CRUST-FILE-END",
+            "CRUST-FILE sigmask/img-0/dump.log 2",
+            "6f6b",
+            "CRUST-FILE-END",
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
-        assert_eq!(parse_exported_files(&lines), vec![("core-1.img".to_string(), vec![0x0a, 0x0b, 0xff])]);
+        assert_eq!(
+            parse_exported_files(&lines),
+            vec![
+                ("core-1.img".to_string(), vec![0x0a, 0x0b, 0xff]),
+                ("sigmask/img-0/dump.log".to_string(), b"ok".to_vec()),
+            ]
+        );
+    }
+
+    fn strings(words: &[&str]) -> Vec<String> {
+        words.iter().map(|w| w.to_string()).collect()
+    }
+
+    #[test]
+    fn vm_runs_take_the_native_runs_options() {
+        let (options, json) = parse_vm_args(strings(&[
+            "--filter", "sig", "--iters", "2", "--group", "all", "--flavor", "ns", "--snap", "--pre-dump", "--keep",
+            "--json", "out.json", "--timeout", "60",
+        ]))
+        .unwrap();
+        assert_eq!(
+            options.harness_args,
+            strings(&["--filter", "sig", "--iters", "2", "--group", "all", "--flavor", "ns", "--snap", "--pre-dump", "--keep"])
+        );
+        assert_eq!(json.as_deref(), Some("out.json"));
+        assert!(options.keep_logs);
+        assert_eq!(options.timeout, Duration::from_secs(60));
+        for bad in [&["--engine", "x"][..], &["--workdir", "x"], &["--frobnicate"], &["--filter"], &["--json"]] {
+            assert!(parse_vm_args(strings(bad)).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn json_paths_name_the_arch_when_several_run() {
+        assert_eq!(json_path_for("r.json", "s390x", false).unwrap(), PathBuf::from("r.json"));
+        assert_eq!(json_path_for("r-{arch}.json", "s390x", true).unwrap(), PathBuf::from("r-s390x.json"));
+        assert!(json_path_for("r.json", "s390x", true).is_err());
     }
 
     #[test]

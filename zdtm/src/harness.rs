@@ -1,7 +1,9 @@
 //! The zdtm harness: starts a test program, waits for it to be ready, records its /proc
 //! state, dumps it with `crust dump`, restores it with `crust restore -d`, compares the
 //! restored process's /proc state with the record, asks the test to check itself
-//! (SIGTERM) and collects its verdict.
+//! (SIGTERM) and collects its verdict. After every test it looks for what the test left
+//! (`leftovers`): processes, crust's nftables lock tables for its connections, mounts
+//! under its directory; it removes them and fails the test that left them.
 //!
 //! Unsafe here: one `pre_exec` hook that clears FD_CLOEXEC on the ready pipe's write end
 //! in the forked child, and `poll` on the read end. Guarantee: the hook calls only the
@@ -9,6 +11,7 @@
 #![allow(unsafe_code)]
 
 use crate::catalog::{AtDump, Flavor, Program, Requirement, TestSpec};
+use crate::leftovers::{self, Leftovers};
 use crate::reaper::{ExitStatus, Reaper};
 use crate::tree::{ns_pid_of, TreeSnapshot};
 use crate::testlib::{OUTDIR_ENV, READY_FD_ENV};
@@ -155,6 +158,8 @@ const VERDICT_TIMEOUT: Duration = Duration::from_secs(120);
 // A hung restore (seen with killed-by-signal zombies) must not stall the suite.
 const ENGINE_TIMEOUT: Duration = Duration::from_secs(120);
 const GONE_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a passed test's processes (a peer finishing its exit) may take to go.
+const LEFTOVER_GRACE: Duration = Duration::from_secs(10);
 
 /// A started test program after its ready message.
 #[derive(Debug)]
@@ -181,6 +186,11 @@ pub struct Harness {
     rust_tests_exe: PathBuf,
     c_tests_dir: PathBuf,
     runtime_dir: PathBuf,
+    /// `<workdir>/bin`: every test program runs from a copy in here.
+    bin_dir: PathBuf,
+    /// Why the runtime group cannot run here, when its sources are not on this machine
+    /// (a VM has the binaries, not the source tree).
+    runtime_unavailable: Option<String>,
     /// Interpreters (`py`) and built programs (`go`) resolved before the reaper started.
     runtimes: std::collections::HashMap<&'static str, Result<Vec<String>, String>>,
     /// Host pid of the ns init of the test being launched, once it reported itself.
@@ -240,10 +250,12 @@ impl Harness {
         // sources come from the source tree, which only runs that want them need (a VM
         // has the binaries, not the tree).
         let wants_runtimes = matches!(config.group.as_deref(), Some("runtime" | "all"))
-            || config.filter.as_deref().is_some_and(|f| f == "runtime" || f.starts_with("rt"));
+            || config.filter.as_deref().is_some_and(|f| f.split(',').any(|word| word == "runtime" || word.starts_with("rt")));
         let mut runtimes = std::collections::HashMap::new();
-        if wants_runtimes {
-            let runtime_sources = Path::new(env!("CARGO_MANIFEST_DIR")).join("runtime");
+        let runtime_sources = Path::new(env!("CARGO_MANIFEST_DIR")).join("runtime");
+        let runtime_unavailable = (!runtime_sources.is_dir())
+            .then(|| format!("runtime sources {} not on this machine", runtime_sources.display()));
+        if wants_runtimes && runtime_unavailable.is_none() {
             for entry in std::fs::read_dir(&runtime_sources)
                 .with_context(|| format!("list {}", runtime_sources.display()))?
             {
@@ -264,6 +276,8 @@ impl Harness {
             rust_tests_exe,
             c_tests_dir,
             runtime_dir,
+            bin_dir,
+            runtime_unavailable,
             pending_init: std::cell::Cell::new(None),
             _workdir_lock: workdir_lock,
         })
@@ -275,6 +289,9 @@ impl Harness {
             Program::Rust(test) => Ok((self.rust_tests_exe.clone(), vec![test.to_string()])),
             Program::C(test) => Ok((self.c_tests_dir.join(test), Vec::new())),
             Program::Runtime(file) => {
+                if let Some(reason) = &self.runtime_unavailable {
+                    return Err(reason.clone());
+                }
                 let script = self.runtime_dir.join(file);
                 let interpreter: Vec<String> = match file.rsplit_once('.').map(|(_, ext)| ext) {
                     Some("py") => self.runtime("py")?,
@@ -456,7 +473,21 @@ impl Harness {
         if let Some(init) = self.pending_init.take() {
             live.root.get_or_insert(init);
         }
+        // A test that passed ends with nothing of it running (but an ns flavor's init,
+        // which the harness kills): what has not exited after a grace period leaked.
+        let mut leftovers = Leftovers::default();
+        if !matches!(outcome.verdict, Verdict::Failed(_)) {
+            let expected: Vec<i32> = live.root.into_iter().collect();
+            leftovers.processes = self.wait_strays_gone(&expected, LEFTOVER_GRACE);
+        }
         self.kill_tree(&live);
+        self.remove_leftovers(&live, &outdir, &mut leftovers);
+        if !leftovers.is_empty() {
+            outcome.verdict = match std::mem::replace(&mut outcome.verdict, Verdict::Passed) {
+                Verdict::Failed(error) => Verdict::Failed(anyhow::anyhow!("{error:#}\n{}", leftovers.describe())),
+                _ => Verdict::Failed(anyhow::anyhow!("{}", leftovers.describe())),
+            };
+        }
         if !self.config.keep {
             let _ = std::fs::remove_dir_all(&outdir);
         }
@@ -464,7 +495,8 @@ impl Harness {
     }
 
     /// SIGKILLs what is left of a test: the root (the ns init takes its namespace with
-    /// it), every descendant, and whatever still sits in the test's session.
+    /// it), every descendant, and whatever still sits in the test's session; returns
+    /// once they are all dead.
     fn kill_tree(&self, live: &LiveTree) {
         let mut victims = Vec::new();
         if let Some(root) = live.root {
@@ -483,6 +515,72 @@ impl Harness {
         if let Some(root) = live.root {
             self.reaper.kill_and_reap(root);
         }
+        let _ = wait_dead(&victims, GONE_TIMEOUT);
+    }
+
+    /// Waits up to `grace` until no process of the test is left but `expected`; returns
+    /// those still there.
+    fn wait_strays_gone(&self, expected: &[i32], grace: Duration) -> Vec<leftovers::StrayProcess> {
+        let deadline = Instant::now() + grace;
+        loop {
+            let strays = leftovers::stray_processes(std::process::id() as i32, &self.bin_dir, expected);
+            if strays.is_empty() || Instant::now() >= deadline {
+                return strays;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// After `kill_tree`: SIGKILLs every process still under the harness or running a
+    /// test program, deletes crust's lock tables for the test's connections and detaches
+    /// mounts under `outdir`, adding each to `found`.
+    fn remove_leftovers(&self, live: &LiveTree, outdir: &Path, found: &mut Leftovers) {
+        let strays = leftovers::stray_processes(std::process::id() as i32, &self.bin_dir, &[]);
+        for stray in &strays {
+            // SAFETY: kill takes integers only; the pid is under the harness or runs one
+            // of this run's test programs.
+            unsafe { libc::kill(stray.pid, libc::SIGKILL) };
+        }
+        for stray in &strays {
+            self.reaper.kill_and_reap(stray.pid);
+        }
+        let pids: Vec<i32> = strays.iter().map(|stray| stray.pid).collect();
+        let _ = wait_dead(&pids, GONE_TIMEOUT);
+        for stray in strays {
+            if !found.processes.iter().any(|known| known.pid == stray.pid) {
+                found.processes.push(stray);
+            }
+        }
+        if !live.sockets.is_empty() {
+            if let Some(listing) = self.nft(&["list", "tables"]) {
+                for table in leftovers::tables_of(&leftovers::parse_tables(&listing), &live.sockets) {
+                    if self.nft(&["delete", "table", &table.family, &table.name]).is_none() {
+                        eprintln!("zdtm: could not delete nftables table {} {}", table.family, table.name);
+                    }
+                    found.tables.push(table);
+                }
+            }
+        }
+        for mount in leftovers::own_mounts_under(outdir) {
+            if let Err(error) = leftovers::detach_mount(&mount) {
+                eprintln!("zdtm: could not detach {}: {error}", mount.display());
+            }
+            found.mounts.push(mount);
+        }
+    }
+
+    /// `nft ARGS`'s output, or `None` when nft is not installed (then crust cannot have
+    /// made a table either) or fails.
+    fn nft(&self, args: &[&str]) -> Option<String> {
+        let nft = which("nft").ok()?;
+        let mut child = self
+            .reaper
+            .spawn(Command::new(nft).args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null()))
+            .ok()?;
+        let mut text = String::new();
+        let read = child.stdout.take().map(|mut out| out.read_to_string(&mut text));
+        let status = self.reaper.wait_exit(child.id() as i32, ENGINE_TIMEOUT);
+        (status == Some(ExitStatus::Exited(0)) && matches!(read, Some(Ok(_)))).then_some(text)
     }
 
     fn drive(
@@ -532,6 +630,9 @@ impl Harness {
                 .context("record state before dump")?;
 
             let old_tree = crate::tree::descendants(root);
+            // A dump with --tcp-established locks each connection in a table named
+            // after its socket: remember the sockets, to find a table left behind.
+            live.sockets.extend(leftovers::socket_inodes(&old_tree));
             let mut dump_args: Vec<String> = ["dump", "-t", &root.to_string(), "-D"]
                 .map(String::from)
                 .to_vec();
@@ -698,6 +799,8 @@ pub struct LiveTree {
     pub root: Option<i32>,
     /// The test's session (it calls setsid), host pid.
     pub session: Option<i32>,
+    /// Inodes of the sockets the tree held at each dump.
+    pub sockets: std::collections::BTreeSet<u64>,
 }
 
 /// Host pids whose session (field 6 of /proc/PID/stat) is `session`.
@@ -718,6 +821,28 @@ fn processes_in_session(session: i32) -> Vec<i32> {
                 == Some(session)
         })
         .collect()
+}
+
+/// Waits until each of `pids` is gone or a zombie.
+fn wait_dead(pids: &[i32], timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let alive: Vec<i32> = pids
+            .iter()
+            .copied()
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .is_ok_and(|stat| stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()) != Some("Z"))
+            })
+            .collect();
+        if alive.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("pids {alive:?} still alive {}s after SIGKILL", timeout.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
 }
 
 /// Waits until none of `pids` exists any more (or is a zombie nobody reaps yet).
@@ -762,7 +887,20 @@ fn which(program: &str) -> Result<String, String> {
         .map(|dir| dir.join(program))
         .find(|candidate| candidate.is_file())
         .map(|found| found.display().to_string())
-        .ok_or_else(|| format!("{program} not installed"))
+        .ok_or_else(|| format!("{program} not installed{}", install_hint(program)))
+}
+
+/// ` (ci/setup.sh SET installs it)`: nft for --tcp-established is in the CI set, the
+/// language runtimes are not. Empty off the build machine (in a VM, where the harness
+/// finds no source tree, setup.sh installs nothing).
+fn install_hint(program: &str) -> &'static str {
+    if !Path::new(env!("CARGO_MANIFEST_DIR")).is_dir() {
+        return "";
+    }
+    match program {
+        "nft" => " (ci/setup.sh --ci installs it)",
+        _ => " (ci/setup.sh --full installs it)",
+    }
 }
 
 /// The real python3 executable (not a pyenv shim script).
@@ -783,7 +921,7 @@ fn find_python() -> Result<String, String> {
 fn build_go(source: &Path) -> Result<PathBuf, String> {
     let go = which("go").or_else(|_| {
         let debian = "/usr/lib/go/bin/go";
-        if Path::new(debian).exists() { Ok(debian.to_string()) } else { Err("go not installed".to_string()) }
+        if Path::new(debian).exists() { Ok(debian.to_string()) } else { Err(format!("go not installed{}", install_hint("go"))) }
     })?;
     let output = source.with_extension("");
     if output.exists() {

@@ -21,6 +21,7 @@
 pub mod catalog;
 pub mod demo;
 pub mod harness;
+pub mod leftovers;
 pub mod procfs;
 pub mod reaper;
 pub mod report;
@@ -31,6 +32,12 @@ pub mod tree;
 use anyhow::Context;
 use harness::{Config, Harness, HostInfo, Verdict, ZdtmTest};
 use report::{Report, TestResult};
+
+/// Whether `--filter` picks `spec`: one of its comma-separated words is part of the
+/// test's name or names its group.
+pub fn filter_matches(filter: &str, spec: &catalog::TestSpec) -> bool {
+    filter.split(',').filter(|word| !word.is_empty()).any(|word| spec.name.contains(word) || word == spec.group)
+}
 
 /// Runs the suite with `config`; prints the table and summary; returns the report.
 pub fn run_suite(config: Config) -> anyhow::Result<Report> {
@@ -45,15 +52,12 @@ pub fn run_suite(config: Config) -> anyhow::Result<Report> {
     println!("{}", report::table_header());
     for flavor in flavors {
     for spec in catalog::TESTS {
-        if filter
-            .as_deref()
-            .is_some_and(|filter| !spec.name.contains(filter) && filter != spec.group)
-        {
+        if filter.as_deref().is_some_and(|filter| !filter_matches(filter, spec)) {
             continue;
         }
         // The runtime group is slow: it runs when asked for by group or filter.
         let wanted_group = group.as_deref().unwrap_or(match filter.as_deref() {
-            Some(filter) if filter == spec.group || spec.name.contains(filter) => spec.group,
+            Some(filter) if filter_matches(filter, spec) => spec.group,
             _ => "core",
         });
         if wanted_group != "all" && wanted_group != spec.group {

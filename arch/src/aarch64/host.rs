@@ -3,11 +3,12 @@
 //!
 //! Guarantees: every ptrace call passes buffers that outlive the call and whose size the
 //! kernel is told; the restorer blob is position independent, uses no stack and no
-//! memory but the op program it is given.
+//! memory but the op program it is given (and, for its SIGRETURN op, the frame the
+//! op points at).
 #![allow(unsafe_code)]
 
 use super::{ext, Aarch64, Regs, REGS_WORDS};
-use crate::{Host, HostError, RestorerOp, RestorerOutcome, ThreadRegs};
+use crate::{Host, HostError, RestorerOp, ThreadRegs};
 
 const NT_PRSTATUS: libc::c_int = 1;
 const NT_PRFPREG: libc::c_int = 2;
@@ -20,17 +21,22 @@ const NT_ARM_PAC_ENABLED_KEYS: libc::c_int = 0x40a;
 // kept in x20. For each op: load nr into x8 and six args into x0..x5, svc, store x0,
 // check it. At the END marker x19 = 0 and brk; on a failed check x19 = 1 and brk, with
 // x20 on the op and x0 its result; in a thread just created by a CHECK_CLONE op (result
-// 0) x19 = 2 and brk.
+// 0) x19 = 2 and brk. The program's start stays in x21: CHECK_BRANCH_POSITIVE
+// continues at op `expect` when the result is > 0. SIGRETURN: sp = args[0],
+// rt_sigreturn (if it ever returns, the op failed).
 std::arch::global_asm!(
     ".pushsection .text.crust_restorer,\"ax\",%progbits",
     ".balign 16",
-    ".globl crust_aarch64_restorer_start",
-    "crust_aarch64_restorer_start:",
+    ".globl crust_restorer_start",
+    "crust_restorer_start:",
     "    mov x20, x0",
+    "    mov x21, x0",
     "2:",
     "    ldr x8, [x20]",
     "    cmn x8, #1",
     "    b.eq 5f",
+    "    cmn x8, #2",
+    "    b.eq 9f",
     "    ldp x0, x1, [x20, #8]",
     "    ldp x2, x3, [x20, #24]",
     "    ldp x4, x5, [x20, #40]",
@@ -41,6 +47,8 @@ std::arch::global_asm!(
     "    b.eq 4f",
     "    cmp x9, #1",
     "    b.eq 3f",
+    "    cmp x9, #{branch}",
+    "    b.eq 8f",
     "    cmp x9, #3",
     "    b.ne 7f",
     "    cbnz x0, 7f",
@@ -65,29 +73,32 @@ std::arch::global_asm!(
     "6:",
     "    mov x19, #1",
     "    brk #0",
-    ".globl crust_aarch64_restorer_syscall",
-    "crust_aarch64_restorer_syscall:",
+    // CHECK_BRANCH_POSITIVE: a signed result > 0 goes to op `expect`.
+    "8:",
+    "    cmp x0, #0",
+    "    b.le 4b",
+    "    ldr x10, [x20, #64]",
+    "    mov x11, #80",
+    "    madd x20, x10, x11, x21",
+    "    b 2b",
+    // SIGRETURN: the frame's context replaces this one.
+    "9:",
+    "    ldr x9, [x20, #8]",
+    "    mov sp, x9",
+    "    mov x8, #{nr_rt_sigreturn}",
+    "    svc #0",
+    "    str x0, [x20, #72]",
+    "    b 6b",
+    ".globl crust_restorer_syscall",
+    "crust_restorer_syscall:",
     "    svc #0",
     "    brk #0",
-    ".globl crust_aarch64_restorer_end",
-    "crust_aarch64_restorer_end:",
+    ".globl crust_restorer_end",
+    "crust_restorer_end:",
     ".popsection",
+    branch = const RestorerOp::CHECK_BRANCH_POSITIVE,
+    nr_rt_sigreturn = const super::NR_RT_SIGRETURN,
 );
-
-extern "C" {
-    static crust_aarch64_restorer_start: u8;
-    static crust_aarch64_restorer_syscall: u8;
-    static crust_aarch64_restorer_end: u8;
-}
-
-fn blob_bounds() -> (usize, usize, usize) {
-    // Only the addresses of the asm labels are taken, never read through.
-    (
-        std::ptr::addr_of!(crust_aarch64_restorer_start) as usize,
-        std::ptr::addr_of!(crust_aarch64_restorer_syscall) as usize,
-        std::ptr::addr_of!(crust_aarch64_restorer_end) as usize,
-    )
-}
 
 use crate::regset::{read_regset, write_regset};
 
@@ -148,32 +159,7 @@ impl Host for Aarch64 {
         Ok(())
     }
 
-    fn restorer_blob() -> &'static [u8] {
-        let (start, _, end) = blob_bounds();
-        // SAFETY: start..end is the restorer's code in this binary's text, immutable and
-        // alive for the whole program.
-        unsafe { std::slice::from_raw_parts(start as *const u8, end - start) }
-    }
-
-    fn restorer_entry_offset() -> usize {
-        0
-    }
-
-    fn restorer_syscall_offset() -> usize {
-        let (start, syscall, _) = blob_bounds();
-        syscall - start
-    }
-
-    fn restorer_outcome(regs: &Regs, program_address: u64) -> RestorerOutcome {
-        match regs.x[19] {
-            0 => RestorerOutcome::Done,
-            2 => RestorerOutcome::NewThread,
-            _ => RestorerOutcome::Failed {
-                index: regs.x[20].wrapping_sub(program_address) / RestorerOp::SIZE as u64,
-                result: regs.x[0] as i64,
-            },
-        }
-    }
+    crate::restorer::host_restorer_methods!();
 
     fn thread_pointer() -> u64 {
         let pointer: u64;

@@ -5,12 +5,16 @@
 
 #[cfg(target_arch = "aarch64")]
 mod host;
+mod sigframe;
 
-use crate::{RestorerOp, Sys, ThreadRegs};
+use crate::{RegsFromCoreError, RestorerOp, RestorerOutcome, Sys, ThreadRegs};
 use crust_images::pb;
 
 /// The aarch64 backend.
 pub struct Aarch64;
+
+/// `rt_sigreturn`, which the restorer's SIGRETURN op runs.
+pub(crate) const NR_RT_SIGRETURN: u64 = 139;
 
 /// `struct user_pt_regs`, the NT_PRSTATUS regset: x0..x30, sp, pc, pstate.
 ///
@@ -142,6 +146,9 @@ impl crate::Abi for Aarch64 {
             Sys::Shmat => 196,
             Sys::Exit => 93,
             Sys::Userfaultfd => 282,
+            Sys::RtSigreturn => NR_RT_SIGRETURN,
+            Sys::Write => 64,
+            Sys::Socketpair => 199,
         })
     }
 
@@ -179,7 +186,7 @@ impl crate::Abi for Aarch64 {
     }
 
     fn regs_to_bytes(regs: &Regs) -> Vec<u8> {
-        regs.to_words().iter().flat_map(|w| w.to_ne_bytes()).collect()
+        regs.to_words().iter().flat_map(|w| w.to_le_bytes()).collect()
     }
 
     fn regs_from_bytes(bytes: &[u8]) -> Option<Regs> {
@@ -188,7 +195,7 @@ impl crate::Abi for Aarch64 {
         }
         let mut words = [0u64; REGS_WORDS];
         for (index, word) in words.iter_mut().enumerate() {
-            *word = u64::from_ne_bytes(bytes[index * 8..index * 8 + 8].try_into().ok()?);
+            *word = u64::from_le_bytes(bytes[index * 8..index * 8 + 8].try_into().ok()?);
         }
         Some(Regs::from_words(words))
     }
@@ -196,7 +203,7 @@ impl crate::Abi for Aarch64 {
     const MOVES_OWN_VDSO: bool = true;
 
     fn map_vdso_ops(target_block_start: u64, own_block: &[(u64, u64)], scratch: u64) -> Vec<RestorerOp> {
-        crate::aarch64::move_vdso_block_ops(Self::syscall_number(Sys::Mremap).expect("mremap exists"), target_block_start, own_block, scratch)
+        crate::vdso::move_vdso_block_ops(Self::syscall_number(Sys::Mremap).expect("mremap exists"), target_block_start, own_block, scratch)
     }
 
     /// 48-bit user addresses (4 KiB and 64 KiB pages alike; 52 bits only on request).
@@ -216,33 +223,33 @@ impl crate::Abi for Aarch64 {
         core.ti_aarch64.as_ref().map(|t| t.clear_tid_addr).filter(|&a| a != 0)
     }
 
-    fn regs_from_core(core: &pb::CoreEntry, _ext_template: &[u8]) -> Result<ThreadRegs<Regs>, String> {
-        let info = core.ti_aarch64.as_ref().ok_or("core has no thread_info_aarch64")?;
+    fn regs_from_core(core: &pb::CoreEntry, _ext_template: &[u8]) -> Result<ThreadRegs<Regs>, RegsFromCoreError> {
+        let info = core.ti_aarch64.as_ref().ok_or(RegsFromCoreError::MissingThreadInfo { info: INFO })?;
         thread_regs(info)
+    }
+
+    const SIGFRAME_ALIGN: u64 = sigframe::ALIGN;
+
+    fn sigreturn_frame(regs: &ThreadRegs<Regs>, sigmask: u64, address: u64) -> Result<crate::SigreturnFrame, crate::SigframeError> {
+        sigframe::build(regs, sigmask, address)
+    }
+
+    /// The restorer leaves its status in x19 (0 done, 1 failed, 2 new thread), the
+    /// failed op's address in x20 and its result in x0.
+    fn restorer_outcome(regs: &Regs, program_address: u64) -> RestorerOutcome {
+        match regs.x[19] {
+            0 => RestorerOutcome::Done,
+            2 => RestorerOutcome::NewThread,
+            _ => RestorerOutcome::Failed {
+                index: regs.x[20].wrapping_sub(program_address) / RestorerOp::SIZE as u64,
+                result: regs.x[0] as i64,
+            },
+        }
     }
 }
 
-/// Restorer ops that move crust's own vvar/vDSO block (`own_block`, sorted areas) so it
-/// starts at `target_block_start`, keeping the areas' relative placement: each area is
-/// first moved to `scratch` (free, as large as the block) and then to its place, since
-/// the old and new places may overlap and mremap refuses overlapping moves.
-pub(crate) fn move_vdso_block_ops(mremap_nr: u64, target_block_start: u64, own_block: &[(u64, u64)], scratch: u64) -> Vec<RestorerOp> {
-    const MREMAP_MAYMOVE: u64 = 1;
-    const MREMAP_FIXED: u64 = 2;
-    let Some(own_start) = own_block.iter().map(|a| a.0).min() else { return Vec::new() };
-    let hop = |from: u64, to: u64, len: u64| RestorerOp {
-        nr: mremap_nr,
-        args: [from, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, to, 0],
-        check: RestorerOp::CHECK_EQ,
-        expect: to,
-        ..Default::default()
-    };
-    let first = own_block.iter().map(|&(start, end)| hop(start, scratch + (start - own_start), end - start));
-    let second = own_block
-        .iter()
-        .map(|&(start, end)| hop(scratch + (start - own_start), target_block_start + (start - own_start), end - start));
-    first.chain(second).collect()
-}
+/// The image message's name, for errors.
+const INFO: &str = "thread_info_aarch64";
 
 fn word_at(bytes: &[u8], offset: usize) -> u64 {
     bytes.get(offset..offset + 8).map(|s| u64::from_le_bytes(s.try_into().expect("8 bytes"))).unwrap_or(0)
@@ -297,13 +304,13 @@ pub fn thread_info(regs: &ThreadRegs<Regs>, clear_tid_addr: u64) -> pb::ThreadIn
 }
 
 /// A thread's registers from the image.
-pub fn thread_regs(info: &pb::ThreadInfoAarch64) -> Result<ThreadRegs<Regs>, String> {
+pub fn thread_regs(info: &pb::ThreadInfoAarch64) -> Result<ThreadRegs<Regs>, RegsFromCoreError> {
     let g = &info.gpregs;
-    if g.regs.len() != 31 {
-        return Err(format!("thread_info_aarch64 has {} general registers, not 31", g.regs.len()));
-    }
-    if info.fpsimd.vregs.len() != 64 {
-        return Err(format!("thread_info_aarch64 has {} fpsimd words, not 64", info.fpsimd.vregs.len()));
+    let count = |what, found, expected| {
+        (found != expected).then_some(RegsFromCoreError::WrongCount { info: INFO, what, found, expected })
+    };
+    if let Some(error) = count("general registers", g.regs.len(), 31).or(count("fpsimd words", info.fpsimd.vregs.len(), 64)) {
+        return Err(error);
     }
     let mut gpr = Regs { sp: g.sp, pc: g.pc, pstate: g.pstate, ..Default::default() };
     gpr.x.copy_from_slice(&g.regs);
@@ -398,7 +405,11 @@ mod tests {
     fn bad_image_is_an_error() {
         let mut info = thread_info(&sample(), 0);
         info.gpregs.regs.pop();
-        assert!(thread_regs(&info).unwrap_err().contains("30 general registers"));
+        assert_eq!(thread_regs(&info).unwrap_err().to_string(), "thread_info_aarch64 has 30 general registers, not 31");
+        assert_eq!(
+            Aarch64::regs_from_core(&pb::CoreEntry::default(), &[]).unwrap_err(),
+            RegsFromCoreError::MissingThreadInfo { info: INFO }
+        );
     }
 
     #[test]
@@ -427,20 +438,26 @@ mod tests {
     }
 
     #[test]
-    fn vdso_block_moves_in_two_hops() {
+    fn vdso_block_moves_with_mremap() {
         let own = [(0x7000_0000, 0x7000_2000), (0x7000_2000, 0x7000_3000)];
         let ops = Aarch64::map_vdso_ops(0x5000_0000, &own, 0x9000_0000);
-        let moves: Vec<(u64, u64, u64)> = ops.iter().map(|o| (o.args[0], o.args[1], o.args[4])).collect();
-        assert_eq!(
-            moves,
-            [
-                (0x7000_0000, 0x2000, 0x9000_0000),
-                (0x7000_2000, 0x1000, 0x9000_2000),
-                (0x9000_0000, 0x2000, 0x5000_0000),
-                (0x9000_2000, 0x1000, 0x5000_2000),
-            ]
-        );
-        assert!(ops.iter().all(|o| o.nr == 216 && o.args[3] == 3 && o.check == RestorerOp::CHECK_EQ && o.expect == o.args[4]));
-        assert!(Aarch64::map_vdso_ops(0x5000_0000, &[], 0x9000_0000).is_empty());
+        assert_eq!(ops, crate::vdso::move_vdso_block_ops(216, 0x5000_0000, &own, 0x9000_0000));
+    }
+
+    #[test]
+    fn regs_bytes_are_little_endian_on_any_host() {
+        let regs = Regs { pc: 0x0102_0304_0506_0708, ..Default::default() };
+        let bytes = Aarch64::regs_to_bytes(&regs);
+        assert_eq!(bytes[32 * 8..33 * 8], [0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01]);
+    }
+
+    #[test]
+    fn restorer_outcome_reads_x19_x20_x0() {
+        let mut regs = Regs::default();
+        assert_eq!(Aarch64::restorer_outcome(&regs, 0x1000), RestorerOutcome::Done);
+        regs.x[19] = 2;
+        assert_eq!(Aarch64::restorer_outcome(&regs, 0x1000), RestorerOutcome::NewThread);
+        (regs.x[19], regs.x[20], regs.x[0]) = (1, 0x1000 + 5 * 80, (-2i64) as u64);
+        assert_eq!(Aarch64::restorer_outcome(&regs, 0x1000), RestorerOutcome::Failed { index: 5, result: -2 });
     }
 }

@@ -3,11 +3,12 @@
 //!
 //! Guarantees: every ptrace call passes buffers that outlive the call and whose size the
 //! kernel is told; the restorer blob is position independent, uses no stack and no
-//! memory but the op program it is given.
+//! memory but the op program it is given (and, for its SIGRETURN op, the frame the
+//! op points at).
 #![allow(unsafe_code)]
 
 use super::{ext, Ppc64le, Regs, REGSET_SIZE};
-use crate::{Host, HostError, RestorerOp, RestorerOutcome, ThreadRegs};
+use crate::{Host, HostError, RestorerOp, ThreadRegs};
 
 const NT_PRSTATUS: libc::c_int = 1;
 const NT_PRFPREG: libc::c_int = 2;
@@ -18,17 +19,22 @@ const NT_PPC_VSX: libc::c_int = 0x102;
 // kept in r15 (non-volatile across `sc`). For each op: nr into r0, six args into r3..r8,
 // sc, turn an error (CR0.SO) into -errno, store r3, check it. At the END marker r14 = 0
 // and trap; on a failed check r14 = 1 and trap, with r15 on the op and r3 its result; in
-// a thread just created by a CHECK_CLONE op (result 0) r14 = 2 and trap.
+// a thread just created by a CHECK_CLONE op (result 0) r14 = 2 and trap. The program's
+// start stays in r16: CHECK_BRANCH_POSITIVE continues at op `expect` when the result is
+// > 0. SIGRETURN: r1 = args[0], rt_sigreturn (if it ever returns, the op failed).
 std::arch::global_asm!(
     ".pushsection .text.crust_restorer,\"ax\",@progbits",
     ".balign 16",
-    ".globl crust_ppc64le_restorer_start",
-    "crust_ppc64le_restorer_start:",
+    ".globl crust_restorer_start",
+    "crust_restorer_start:",
     "    mr 15, 3",
+    "    mr 16, 3",
     "2:",
     "    ld 0, 0(15)",
     "    cmpdi 0, -1",
     "    beq 5f",
+    "    cmpdi 0, -2",
+    "    beq 9f",
     "    ld 3, 8(15)",
     "    ld 4, 16(15)",
     "    ld 5, 24(15)",
@@ -45,6 +51,8 @@ std::arch::global_asm!(
     "    beq 4f",
     "    cmpdi 9, 1",
     "    beq 3f",
+    "    cmpdi 9, {branch}",
+    "    beq 10f",
     "    cmpdi 9, 3",
     "    bne 7f",
     "    cmpdi 3, 0",
@@ -71,29 +79,34 @@ std::arch::global_asm!(
     "6:",
     "    li 14, 1",
     "    trap",
-    ".globl crust_ppc64le_restorer_syscall",
-    "crust_ppc64le_restorer_syscall:",
+    // CHECK_BRANCH_POSITIVE: a signed result > 0 goes to op `expect`.
+    "10:",
+    "    cmpdi 3, 0",
+    "    ble 4b",
+    "    ld 10, 64(15)",
+    "    mulli 10, 10, 80",
+    "    add 15, 16, 10",
+    "    b 2b",
+    // SIGRETURN: the frame's context replaces this one.
+    "9:",
+    "    ld 1, 8(15)",
+    "    li 0, {nr_rt_sigreturn}",
+    "    sc",
+    "    bns 11f",
+    "    neg 3, 3",
+    "11:",
+    "    std 3, 72(15)",
+    "    b 6b",
+    ".globl crust_restorer_syscall",
+    "crust_restorer_syscall:",
     "    sc",
     "    trap",
-    ".globl crust_ppc64le_restorer_end",
-    "crust_ppc64le_restorer_end:",
+    ".globl crust_restorer_end",
+    "crust_restorer_end:",
     ".popsection",
+    branch = const RestorerOp::CHECK_BRANCH_POSITIVE,
+    nr_rt_sigreturn = const super::NR_RT_SIGRETURN,
 );
-
-extern "C" {
-    static crust_ppc64le_restorer_start: u8;
-    static crust_ppc64le_restorer_syscall: u8;
-    static crust_ppc64le_restorer_end: u8;
-}
-
-fn blob_bounds() -> (usize, usize, usize) {
-    // Only the addresses of the asm labels are taken, never read through.
-    (
-        std::ptr::addr_of!(crust_ppc64le_restorer_start) as usize,
-        std::ptr::addr_of!(crust_ppc64le_restorer_syscall) as usize,
-        std::ptr::addr_of!(crust_ppc64le_restorer_end) as usize,
-    )
-}
 
 use crate::regset::{read_regset, write_regset};
 
@@ -149,32 +162,7 @@ impl Host for Ppc64le {
         Ok(())
     }
 
-    fn restorer_blob() -> &'static [u8] {
-        let (start, _, end) = blob_bounds();
-        // SAFETY: start..end is the restorer's code in this binary's text, immutable and
-        // alive for the whole program.
-        unsafe { std::slice::from_raw_parts(start as *const u8, end - start) }
-    }
-
-    fn restorer_entry_offset() -> usize {
-        0
-    }
-
-    fn restorer_syscall_offset() -> usize {
-        let (start, syscall, _) = blob_bounds();
-        syscall - start
-    }
-
-    fn restorer_outcome(regs: &Regs, program_address: u64) -> RestorerOutcome {
-        match regs.gpr[14] {
-            0 => RestorerOutcome::Done,
-            2 => RestorerOutcome::NewThread,
-            _ => RestorerOutcome::Failed {
-                index: regs.gpr[15].wrapping_sub(program_address) / RestorerOp::SIZE as u64,
-                result: regs.gpr[3] as i64,
-            },
-        }
-    }
+    crate::restorer::host_restorer_methods!();
 
     /// r13, which glibc's `__rseq_offset` is relative to.
     fn thread_pointer() -> u64 {

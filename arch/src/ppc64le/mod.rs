@@ -6,12 +6,16 @@
 
 #[cfg(target_arch = "powerpc64")]
 mod host;
+mod sigframe;
 
-use crate::{RestorerOp, Sys, ThreadRegs};
+use crate::{RegsFromCoreError, RestorerOp, RestorerOutcome, Sys, ThreadRegs};
 use crust_images::pb;
 
 /// The ppc64le backend.
 pub struct Ppc64le;
+
+/// `rt_sigreturn`, which the restorer's SIGRETURN op runs.
+pub(crate) const NR_RT_SIGRETURN: u64 = 172;
 
 /// The NT_PRSTATUS regset: `struct pt_regs` of the uapi (44 words; the regset is
 /// ELF_NGREG = 48 words, the last four unused).
@@ -169,6 +173,9 @@ impl crate::Abi for Ppc64le {
             Sys::Shmat => 397,
             Sys::Exit => 1,
             Sys::Userfaultfd => 364,
+            Sys::RtSigreturn => NR_RT_SIGRETURN,
+            Sys::Write => 4,
+            Sys::Socketpair => 333,
         })
     }
 
@@ -235,7 +242,7 @@ impl crate::Abi for Ppc64le {
     }
 
     fn regs_to_bytes(regs: &Regs) -> Vec<u8> {
-        let mut bytes: Vec<u8> = regs.to_words().iter().flat_map(|w| w.to_ne_bytes()).collect();
+        let mut bytes: Vec<u8> = regs.to_words().iter().flat_map(|w| w.to_le_bytes()).collect();
         bytes.resize(REGSET_SIZE, 0);
         bytes
     }
@@ -246,7 +253,7 @@ impl crate::Abi for Ppc64le {
         }
         let mut words = [0u64; REGS_WORDS];
         for (index, word) in words.iter_mut().enumerate() {
-            *word = u64::from_ne_bytes(bytes[index * 8..index * 8 + 8].try_into().ok()?);
+            *word = u64::from_le_bytes(bytes[index * 8..index * 8 + 8].try_into().ok()?);
         }
         Some(Regs::from_words(words))
     }
@@ -254,7 +261,7 @@ impl crate::Abi for Ppc64le {
     const MOVES_OWN_VDSO: bool = true;
 
     fn map_vdso_ops(target_block_start: u64, own_block: &[(u64, u64)], scratch: u64) -> Vec<RestorerOp> {
-        crate::aarch64::move_vdso_block_ops(Self::syscall_number(Sys::Mremap).expect("mremap exists"), target_block_start, own_block, scratch)
+        crate::vdso::move_vdso_block_ops(Self::syscall_number(Sys::Mremap).expect("mremap exists"), target_block_start, own_block, scratch)
     }
 
     /// The default 128 TiB map window; higher addresses are only handed out on request.
@@ -286,11 +293,33 @@ impl crate::Abi for Ppc64le {
         core.ti_ppc64.as_ref().map(|t| t.clear_tid_addr).filter(|&a| a != 0)
     }
 
-    fn regs_from_core(core: &pb::CoreEntry, _ext_template: &[u8]) -> Result<ThreadRegs<Regs>, String> {
-        let info = core.ti_ppc64.as_ref().ok_or("core has no thread_info_ppc64")?;
+    fn regs_from_core(core: &pb::CoreEntry, _ext_template: &[u8]) -> Result<ThreadRegs<Regs>, RegsFromCoreError> {
+        let info = core.ti_ppc64.as_ref().ok_or(RegsFromCoreError::MissingThreadInfo { info: INFO })?;
         thread_regs(info)
     }
+
+    const SIGFRAME_ALIGN: u64 = sigframe::ALIGN;
+
+    fn sigreturn_frame(regs: &ThreadRegs<Regs>, sigmask: u64, address: u64) -> Result<crate::SigreturnFrame, crate::SigframeError> {
+        sigframe::build(regs, sigmask, address)
+    }
+
+    /// The restorer leaves its status in r14 (0 done, 1 failed, 2 new thread), the
+    /// failed op's address in r15 and its result (already -errno) in r3.
+    fn restorer_outcome(regs: &Regs, program_address: u64) -> RestorerOutcome {
+        match regs.gpr[14] {
+            0 => RestorerOutcome::Done,
+            2 => RestorerOutcome::NewThread,
+            _ => RestorerOutcome::Failed {
+                index: regs.gpr[15].wrapping_sub(program_address) / RestorerOp::SIZE as u64,
+                result: regs.gpr[3] as i64,
+            },
+        }
+    }
 }
+
+/// The image message's name, for errors.
+const INFO: &str = "thread_info_ppc64";
 
 fn word_at(bytes: &[u8], offset: usize) -> u64 {
     bytes.get(offset..offset + 8).map(|s| u64::from_le_bytes(s.try_into().expect("8 bytes"))).unwrap_or(0)
@@ -341,13 +370,15 @@ pub fn thread_info(regs: &ThreadRegs<Regs>, clear_tid_addr: u64) -> pb::ThreadIn
 }
 
 /// A thread's registers from the image.
-pub fn thread_regs(info: &pb::ThreadInfoPpc64) -> Result<ThreadRegs<Regs>, String> {
+pub fn thread_regs(info: &pb::ThreadInfoPpc64) -> Result<ThreadRegs<Regs>, RegsFromCoreError> {
+    let count = |what, found, expected| match found == expected {
+        true => Ok(()),
+        false => Err(RegsFromCoreError::WrongCount { info: INFO, what, found, expected }),
+    };
     let g = &info.gpregs;
-    if g.gpr.len() != 32 {
-        return Err(format!("thread_info_ppc64 has {} general registers, not 32", g.gpr.len()));
-    }
+    count("general registers", g.gpr.len(), 32)?;
     if info.tmstate.is_some() {
-        return Err("thread_info_ppc64 has a transaction in flight (tmstate), which is not supported".into());
+        return Err(RegsFromCoreError::Unsupported { info: INFO, what: "a transaction in flight (tmstate)" });
     }
     let mut gpr = Regs {
         nip: g.nip,
@@ -364,23 +395,17 @@ pub fn thread_regs(info: &pb::ThreadInfoPpc64) -> Result<ThreadRegs<Regs>, Strin
     let mut x = vec![0u8; ext::SIZE];
     let mut flags = 0u64;
     if let Some(fp) = &info.fpstate {
-        if fp.fpregs.len() != 33 {
-            return Err(format!("thread_info_ppc64 has {} fp words, not 33", fp.fpregs.len()));
-        }
+        count("fp words", fp.fpregs.len(), 33)?;
         put_words(&mut x, ext::FPR, &fp.fpregs);
     }
     if let Some(vr) = &info.vrstate {
-        if vr.vrregs.len() != 66 {
-            return Err(format!("thread_info_ppc64 has {} vmx words, not 66", vr.vrregs.len()));
-        }
+        count("vmx words", vr.vrregs.len(), 66)?;
         flags |= ext::HAS_VMX;
         put_words(&mut x, ext::VMX, &vr.vrregs);
         x[ext::VMX + 33 * 16..ext::VMX + 33 * 16 + 4].copy_from_slice(&vr.vrsave.to_le_bytes());
     }
     if let Some(vsx) = &info.vsxstate {
-        if vsx.vsxregs.len() != 32 {
-            return Err(format!("thread_info_ppc64 has {} vsx words, not 32", vsx.vsxregs.len()));
-        }
+        count("vsx words", vsx.vsxregs.len(), 32)?;
         flags |= ext::HAS_VSX;
         put_words(&mut x, ext::VSX, &vsx.vsxregs);
     }
@@ -443,6 +468,36 @@ mod tests {
         assert_eq!(info.vrstate.as_ref().unwrap().vrregs.len(), 66);
         assert_eq!(Ppc64le::clear_tid_address(&core), Some(0x77f0));
         assert_eq!(Ppc64le::regs_from_core(&core, &[]).unwrap(), regs);
+    }
+
+    #[test]
+    fn regs_bytes_are_little_endian_on_any_host() {
+        let regs = Regs { nip: 0x0102_0304_0506_0708, ..Default::default() };
+        let bytes = Ppc64le::regs_to_bytes(&regs);
+        assert_eq!(bytes[32 * 8..33 * 8], [0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01]);
+        assert!(bytes[REGS_WORDS * 8..].iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn restorer_outcome_reads_r14_r15_r3() {
+        let mut regs = Regs::default();
+        assert_eq!(Ppc64le::restorer_outcome(&regs, 0x1000), RestorerOutcome::Done);
+        regs.gpr[14] = 2;
+        assert_eq!(Ppc64le::restorer_outcome(&regs, 0x1000), RestorerOutcome::NewThread);
+        (regs.gpr[14], regs.gpr[15], regs.gpr[3]) = (1, 0x1000 + 80, (-9i64) as u64);
+        assert_eq!(Ppc64le::restorer_outcome(&regs, 0x1000), RestorerOutcome::Failed { index: 1, result: -9 });
+    }
+
+    #[test]
+    fn bad_image_is_a_typed_error() {
+        let mut info = thread_info(&sample(), 0);
+        info.vrstate.as_mut().unwrap().vrregs.pop();
+        assert_eq!(thread_regs(&info).unwrap_err().to_string(), "thread_info_ppc64 has 65 vmx words, not 66");
+        info.tmstate = Some(Default::default());
+        assert_eq!(
+            thread_regs(&info).unwrap_err(),
+            RegsFromCoreError::Unsupported { info: INFO, what: "a transaction in flight (tmstate)" }
+        );
     }
 
     #[test]

@@ -3,11 +3,12 @@
 //!
 //! Guarantees: every ptrace call passes buffers that outlive the call and whose size the
 //! kernel is told; the restorer blob is position independent, uses no stack and no
-//! memory but the op program it is given.
+//! memory but the op program it is given (and, for its SIGRETURN op, the frame the
+//! op points at).
 #![allow(unsafe_code)]
 
 use super::{ext, Regs, S390x, REGSET_SIZE};
-use crate::{Host, HostError, RestorerOp, RestorerOutcome, ThreadRegs};
+use crate::{Host, HostError, RestorerOp, ThreadRegs};
 
 const NT_PRSTATUS: libc::c_int = 1;
 const NT_PRFPREG: libc::c_int = 2;
@@ -21,17 +22,22 @@ const NT_S390_VXRS_HIGH: libc::c_int = 0x30a;
 // store r2, check it. At the END marker r8 = 0 and trap (0x0001, which the kernel turns
 // into SIGTRAP for a traced task); on a failed check r8 = 1 and trap, with r9 on the op
 // and r2 its result; in a thread just created by a CHECK_CLONE op (result 0) r8 = 2 and
-// trap.
+// trap. The program's start stays in r10: CHECK_BRANCH_POSITIVE continues at op
+// `expect` when the result is > 0. SIGRETURN: r15 = args[0], rt_sigreturn (if it ever
+// returns, the op failed).
 std::arch::global_asm!(
     ".pushsection .text.crust_restorer,\"ax\",@progbits",
     ".balign 16",
-    ".globl crust_s390x_restorer_start",
-    "crust_s390x_restorer_start:",
+    ".globl crust_restorer_start",
+    "crust_restorer_start:",
     "    lgr %r9, %r2",
+    "    lgr %r10, %r2",
     "2:",
     "    lg %r1, 0(%r9)",
     "    cghi %r1, -1",
     "    je 5f",
+    "    cghi %r1, -2",
+    "    je 9f",
     "    lg %r2, 8(%r9)",
     "    lg %r3, 16(%r9)",
     "    lg %r4, 24(%r9)",
@@ -49,6 +55,8 @@ std::arch::global_asm!(
     "    je 4f",
     "    cghi %r0, 1",
     "    je 3f",
+    "    cghi %r0, {branch}",
+    "    je 10f",
     "    cghi %r0, 3",
     "    jne 7f",
     "    cghi %r2, 0",
@@ -74,29 +82,32 @@ std::arch::global_asm!(
     "6:",
     "    lghi %r8, 1",
     "    .short 0x0001",
-    ".globl crust_s390x_restorer_syscall",
-    "crust_s390x_restorer_syscall:",
+    // CHECK_BRANCH_POSITIVE: a signed result > 0 goes to op `expect`.
+    "10:",
+    "    cghi %r2, 0",
+    "    jle 4b",
+    "    lg %r11, 64(%r9)",
+    "    mghi %r11, 80",
+    "    lgr %r9, %r10",
+    "    agr %r9, %r11",
+    "    j 2b",
+    // SIGRETURN: the frame's context replaces this one.
+    "9:",
+    "    lg %r15, 8(%r9)",
+    "    lghi %r1, {nr_rt_sigreturn}",
+    "    svc 0",
+    "    stg %r2, 72(%r9)",
+    "    j 6b",
+    ".globl crust_restorer_syscall",
+    "crust_restorer_syscall:",
     "    svc 0",
     "    .short 0x0001",
-    ".globl crust_s390x_restorer_end",
-    "crust_s390x_restorer_end:",
+    ".globl crust_restorer_end",
+    "crust_restorer_end:",
     ".popsection",
+    branch = const RestorerOp::CHECK_BRANCH_POSITIVE,
+    nr_rt_sigreturn = const super::NR_RT_SIGRETURN,
 );
-
-extern "C" {
-    static crust_s390x_restorer_start: u8;
-    static crust_s390x_restorer_syscall: u8;
-    static crust_s390x_restorer_end: u8;
-}
-
-fn blob_bounds() -> (usize, usize, usize) {
-    // Only the addresses of the asm labels are taken, never read through.
-    (
-        std::ptr::addr_of!(crust_s390x_restorer_start) as usize,
-        std::ptr::addr_of!(crust_s390x_restorer_syscall) as usize,
-        std::ptr::addr_of!(crust_s390x_restorer_end) as usize,
-    )
-}
 
 use crate::regset::{read_regset, write_regset};
 
@@ -117,7 +128,7 @@ impl Host for S390x {
         let flags = if low.is_ok() && high.is_ok() { ext::HAS_VXRS } else { 0 };
         x[ext::FLAGS..ext::FLAGS + 8].copy_from_slice(&flags.to_be_bytes());
         let mut gpr = <S390x as crate::Abi>::regs_from_bytes(&gpr).expect("buffer has REGSET_SIZE bytes");
-        gpr.system_call = u32::from_ne_bytes(system_call);
+        gpr.system_call = u32::from_be_bytes(system_call);
         Ok(ThreadRegs { gpr, ext: x })
     }
 
@@ -127,7 +138,7 @@ impl Host for S390x {
         let bytes = <S390x as crate::Abi>::regs_to_bytes(regs);
         write_regset(tid, NT_PRSTATUS, &bytes)
             .map_err(|source| HostError::Ptrace { op: "PTRACE_SETREGSET(NT_PRSTATUS)", tid, source })?;
-        write_regset(tid, NT_S390_SYSTEM_CALL, &regs.system_call.to_ne_bytes())
+        write_regset(tid, NT_S390_SYSTEM_CALL, &regs.system_call.to_be_bytes())
             .map_err(|source| HostError::Ptrace { op: "PTRACE_SETREGSET(NT_S390_SYSTEM_CALL)", tid, source })
     }
 
@@ -150,32 +161,7 @@ impl Host for S390x {
         Ok(())
     }
 
-    fn restorer_blob() -> &'static [u8] {
-        let (start, _, end) = blob_bounds();
-        // SAFETY: start..end is the restorer's code in this binary's text, immutable and
-        // alive for the whole program.
-        unsafe { std::slice::from_raw_parts(start as *const u8, end - start) }
-    }
-
-    fn restorer_entry_offset() -> usize {
-        0
-    }
-
-    fn restorer_syscall_offset() -> usize {
-        let (start, syscall, _) = blob_bounds();
-        syscall - start
-    }
-
-    fn restorer_outcome(regs: &Regs, program_address: u64) -> RestorerOutcome {
-        match regs.gprs[8] {
-            0 => RestorerOutcome::Done,
-            2 => RestorerOutcome::NewThread,
-            _ => RestorerOutcome::Failed {
-                index: regs.gprs[9].wrapping_sub(program_address) / RestorerOp::SIZE as u64,
-                result: regs.gprs[2] as i64,
-            },
-        }
-    }
+    crate::restorer::host_restorer_methods!();
 
     /// Access registers a0 (high half) and a1 (low half).
     fn thread_pointer() -> u64 {

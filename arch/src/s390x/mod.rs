@@ -11,12 +11,16 @@
 
 #[cfg(target_arch = "s390x")]
 mod host;
+mod sigframe;
 
-use crate::{RestorerOp, Sys, ThreadRegs};
+use crate::{RegsFromCoreError, RestorerOp, RestorerOutcome, Sys, ThreadRegs};
 use crust_images::pb;
 
 /// The s390x backend.
 pub struct S390x;
+
+/// `rt_sigreturn`, which the restorer's SIGRETURN op runs.
+pub(crate) const NR_RT_SIGRETURN: u64 = 173;
 
 /// The NT_PRSTATUS regset (`s390_regs`), followed by `system_call`, which ptrace shows
 /// through NT_S390_SYSTEM_CALL: the interrupted syscall's interruption code (ilc << 16
@@ -125,6 +129,9 @@ impl crate::Abi for S390x {
             Sys::Shmat => 397,
             Sys::Exit => 1,
             Sys::Userfaultfd => 355,
+            Sys::RtSigreturn => NR_RT_SIGRETURN,
+            Sys::Write => 4,
+            Sys::Socketpair => 360,
         })
     }
 
@@ -174,29 +181,29 @@ impl crate::Abi for S390x {
         out
     }
 
-    /// The NT_PRSTATUS bytes (without `system_call`).
+    /// The NT_PRSTATUS bytes (without `system_call`), big endian.
     fn regs_to_bytes(regs: &Regs) -> Vec<u8> {
         let mut bytes = Vec::with_capacity(REGSET_SIZE);
-        bytes.extend_from_slice(&regs.psw_mask.to_ne_bytes());
-        bytes.extend_from_slice(&regs.psw_addr.to_ne_bytes());
-        regs.gprs.iter().for_each(|g| bytes.extend_from_slice(&g.to_ne_bytes()));
-        regs.acrs.iter().for_each(|a| bytes.extend_from_slice(&a.to_ne_bytes()));
-        bytes.extend_from_slice(&regs.orig_gpr2.to_ne_bytes());
+        bytes.extend_from_slice(&regs.psw_mask.to_be_bytes());
+        bytes.extend_from_slice(&regs.psw_addr.to_be_bytes());
+        regs.gprs.iter().for_each(|g| bytes.extend_from_slice(&g.to_be_bytes()));
+        regs.acrs.iter().for_each(|a| bytes.extend_from_slice(&a.to_be_bytes()));
+        bytes.extend_from_slice(&regs.orig_gpr2.to_be_bytes());
         bytes
     }
 
-    /// Registers from NT_PRSTATUS bytes; `system_call` is 0.
+    /// Registers from big-endian NT_PRSTATUS bytes; `system_call` is 0.
     fn regs_from_bytes(bytes: &[u8]) -> Option<Regs> {
         if bytes.len() < REGSET_SIZE {
             return None;
         }
-        let word = |offset: usize| u64::from_ne_bytes(bytes[offset..offset + 8].try_into().expect("8 bytes"));
+        let word = |offset: usize| u64::from_be_bytes(bytes[offset..offset + 8].try_into().expect("8 bytes"));
         let mut regs = Regs { psw_mask: word(0), psw_addr: word(8), orig_gpr2: word(208), ..Default::default() };
         for (i, g) in regs.gprs.iter_mut().enumerate() {
             *g = word(16 + i * 8);
         }
         for (i, a) in regs.acrs.iter_mut().enumerate() {
-            *a = u32::from_ne_bytes(bytes[144 + i * 4..148 + i * 4].try_into().expect("4 bytes"));
+            *a = u32::from_be_bytes(bytes[144 + i * 4..148 + i * 4].try_into().expect("4 bytes"));
         }
         Some(regs)
     }
@@ -204,7 +211,7 @@ impl crate::Abi for S390x {
     const MOVES_OWN_VDSO: bool = true;
 
     fn map_vdso_ops(target_block_start: u64, own_block: &[(u64, u64)], scratch: u64) -> Vec<RestorerOp> {
-        crate::aarch64::move_vdso_block_ops(Self::syscall_number(Sys::Mremap).expect("mremap exists"), target_block_start, own_block, scratch)
+        crate::vdso::move_vdso_block_ops(Self::syscall_number(Sys::Mremap).expect("mremap exists"), target_block_start, own_block, scratch)
     }
 
     /// STACK_TOP of a 64-bit task (_REGION2_SIZE): the default layout stays below it;
@@ -225,11 +232,33 @@ impl crate::Abi for S390x {
         core.ti_s390.as_ref().map(|t| t.clear_tid_addr).filter(|&a| a != 0)
     }
 
-    fn regs_from_core(core: &pb::CoreEntry, _ext_template: &[u8]) -> Result<ThreadRegs<Regs>, String> {
-        let info = core.ti_s390.as_ref().ok_or("core has no thread_info_s390")?;
+    fn regs_from_core(core: &pb::CoreEntry, _ext_template: &[u8]) -> Result<ThreadRegs<Regs>, RegsFromCoreError> {
+        let info = core.ti_s390.as_ref().ok_or(RegsFromCoreError::MissingThreadInfo { info: INFO })?;
         thread_regs(info)
     }
+
+    const SIGFRAME_ALIGN: u64 = sigframe::ALIGN;
+
+    fn sigreturn_frame(regs: &ThreadRegs<Regs>, sigmask: u64, address: u64) -> Result<crate::SigreturnFrame, crate::SigframeError> {
+        sigframe::build(regs, sigmask, address)
+    }
+
+    /// The restorer leaves its status in r8 (0 done, 1 failed, 2 new thread), the failed
+    /// op's address in r9 and its result in r2.
+    fn restorer_outcome(regs: &Regs, program_address: u64) -> RestorerOutcome {
+        match regs.gprs[8] {
+            0 => RestorerOutcome::Done,
+            2 => RestorerOutcome::NewThread,
+            _ => RestorerOutcome::Failed {
+                index: regs.gprs[9].wrapping_sub(program_address) / RestorerOp::SIZE as u64,
+                result: regs.gprs[2] as i64,
+            },
+        }
+    }
 }
+
+/// The image message's name, for errors.
+const INFO: &str = "thread_info_s390";
 
 fn word_at(bytes: &[u8], offset: usize) -> u64 {
     bytes.get(offset..offset + 8).map(|s| u64::from_be_bytes(s.try_into().expect("8 bytes"))).unwrap_or(0)
@@ -272,16 +301,17 @@ pub fn thread_info(regs: &ThreadRegs<Regs>, clear_tid_addr: u64) -> pb::ThreadIn
 }
 
 /// A thread's registers from the image.
-pub fn thread_regs(info: &pb::ThreadInfoS390) -> Result<ThreadRegs<Regs>, String> {
+pub fn thread_regs(info: &pb::ThreadInfoS390) -> Result<ThreadRegs<Regs>, RegsFromCoreError> {
+    let count = |what, found, expected| match found == expected {
+        true => Ok(()),
+        false => Err(RegsFromCoreError::WrongCount { info: INFO, what, found, expected }),
+    };
     let g = &info.gpregs;
-    if g.gprs.len() != 16 || g.acrs.len() != 16 {
-        return Err(format!("thread_info_s390 has {} gprs and {} acrs, not 16 each", g.gprs.len(), g.acrs.len()));
-    }
-    if info.fpregs.fprs.len() != 16 {
-        return Err(format!("thread_info_s390 has {} fprs, not 16", info.fpregs.fprs.len()));
-    }
+    count("gprs", g.gprs.len(), 16)?;
+    count("acrs", g.acrs.len(), 16)?;
+    count("fprs", info.fpregs.fprs.len(), 16)?;
     if info.gs_cb.is_some() || info.ri_cb.as_ref().is_some_and(|ri| ri.ri_on != 0) {
-        return Err("thread_info_s390 has guarded-storage or runtime-instrumentation state, which is not supported".into());
+        return Err(RegsFromCoreError::Unsupported { info: INFO, what: "guarded-storage or runtime-instrumentation state" });
     }
     let mut gpr = Regs {
         psw_mask: g.psw_mask,
@@ -303,7 +333,7 @@ pub fn thread_regs(info: &pb::ThreadInfoS390) -> Result<ThreadRegs<Regs>, String
             put_words(&mut x, ext::VXRS_HIGH, &high.regs);
         }
         (None, None) => {}
-        _ => return Err("thread_info_s390 has an incomplete vector register set".into()),
+        _ => return Err(RegsFromCoreError::Incomplete { info: INFO, what: "vector register set" }),
     }
     put_words(&mut x, ext::FLAGS, &[flags]);
     Ok(ThreadRegs { gpr, ext: x })
@@ -316,7 +346,7 @@ mod tests {
 
     #[test]
     fn mmap_arguments_are_a_big_endian_block() {
-        assert!(S390x::MMAP_ARGS_IN_MEMORY);
+        const { assert!(S390x::MMAP_ARGS_IN_MEMORY) };
         let block = S390x::mmap_arg_block([0x1000, 0x2000, 3, 0x22, u64::MAX, 0]);
         assert_eq!(block.len(), 48);
         assert_eq!(&block[..8], &[0, 0, 0, 0, 0, 0, 0x10, 0]);
@@ -375,6 +405,38 @@ mod tests {
         let info = thread_info(&regs, 0);
         assert_eq!(info.fpregs.fpc, 3);
         assert_eq!(f64::from_bits(info.fpregs.fprs[0]), std::f64::consts::PI);
+    }
+
+    #[test]
+    fn regs_bytes_are_big_endian_on_any_host() {
+        let regs = Regs { system_call: 0, ..sample().gpr };
+        let bytes = S390x::regs_to_bytes(&regs);
+        assert_eq!(bytes[..8], [0x07, 0x05, 0, 0, 0x80, 0, 0, 0]);
+        assert_eq!(bytes[8..16], [0, 0, 0x02, 0xaa, 0, 0, 0x10, 0]);
+        // gprs[15] = 0x300f, then acrs[0] = 0x100 as a big-endian u32.
+        assert_eq!(bytes[16 + 15 * 8..16 + 16 * 8], [0, 0, 0, 0, 0, 0, 0x30, 0x0f]);
+        assert_eq!(bytes[144..148], [0, 0, 0x01, 0x00]);
+        assert_eq!(bytes[208..216], [0, 0, 0, 0, 0, 0, 0, 0x42]);
+        assert_eq!(S390x::regs_from_bytes(&bytes), Some(regs));
+    }
+
+    #[test]
+    fn restorer_outcome_reads_r8_r9_r2() {
+        let mut regs = Regs::default();
+        assert_eq!(S390x::restorer_outcome(&regs, 0x1000), RestorerOutcome::Done);
+        regs.gprs[8] = 2;
+        assert_eq!(S390x::restorer_outcome(&regs, 0x1000), RestorerOutcome::NewThread);
+        (regs.gprs[8], regs.gprs[9], regs.gprs[2]) = (1, 0x1000 + 7 * 80, (-12i64) as u64);
+        assert_eq!(S390x::restorer_outcome(&regs, 0x1000), RestorerOutcome::Failed { index: 7, result: -12 });
+    }
+
+    #[test]
+    fn bad_image_is_a_typed_error() {
+        let mut info = thread_info(&sample(), 0);
+        info.vxrs_high = None;
+        assert_eq!(thread_regs(&info).unwrap_err().to_string(), "thread_info_s390 has an incomplete vector register set");
+        info.gpregs.acrs.pop();
+        assert_eq!(thread_regs(&info).unwrap_err().to_string(), "thread_info_s390 has 15 acrs, not 16");
     }
 
     #[test]

@@ -2,31 +2,37 @@
 //!
 //! Guarantees: every ptrace call passes buffers that outlive the call and whose size the
 //! kernel is told; the restorer blob is position independent, uses no stack and no
-//! memory but the op program it is given.
+//! memory but the op program it is given (and, for its SIGRETURN op, the frame the
+//! op points at).
 #![allow(unsafe_code)]
 
 use super::{Regs, X86_64, REGS_WORDS};
-use crate::{Host, HostError, RestorerOp, RestorerOutcome, ThreadRegs};
+use crate::{Host, HostError, RestorerOp, ThreadRegs};
 
 const NT_PRSTATUS: libc::c_int = 1;
 const NT_X86_XSTATE: libc::c_int = 0x202;
 /// Upper bound of the XSAVE area (AVX-512 + PKRU + AMX would be larger; 16 KiB covers all).
 const XSTATE_MAX: usize = 16384;
 
-// The restorer: rdi = address of the op program (an array of RestorerOp, 80 bytes each).
-// For each op: load nr and six args, syscall, store the result, check it. At the END
-// marker set r12 = 0 and trap; on a failed check set r12 = 1 and trap, with rbx on the op;
-// in a thread just created by a CHECK_CLONE op (result 0) set r12 = 2 and trap.
+// The restorer: rdi = address of the op program (an array of RestorerOp, 80 bytes each),
+// kept in r13; rbx walks the ops. For each op: load nr and six args, syscall, store the
+// result, check it. At the END marker set r12 = 0 and trap; on a failed check set r12 =
+// 1 and trap, with rbx on the op; in a thread just created by a CHECK_CLONE op (result 0)
+// set r12 = 2 and trap. CHECK_BRANCH_POSITIVE: a result > 0 continues at op `expect`.
+// SIGRETURN: rsp = args[0], rt_sigreturn (if it ever returns, the op failed).
 std::arch::global_asm!(
     ".pushsection .text.crust_restorer,\"ax\",@progbits",
     ".balign 16",
-    ".globl crust_x86_64_restorer_start",
-    "crust_x86_64_restorer_start:",
+    ".globl crust_restorer_start",
+    "crust_restorer_start:",
     "    mov rbx, rdi",
+    "    mov r13, rdi",
     "2:",
     "    mov rax, [rbx]",
     "    cmp rax, -1",
     "    je 5f",
+    "    cmp rax, {sigreturn_op}",
+    "    je 9f",
     "    mov rdi, [rbx + 8]",
     "    mov rsi, [rbx + 16]",
     "    mov rdx, [rbx + 24]",
@@ -40,6 +46,8 @@ std::arch::global_asm!(
     "    je 4f",
     "    cmp rcx, 1",
     "    je 3f",
+    "    cmp rcx, {branch}",
+    "    je 8f",
     "    cmp rcx, 3",
     "    jne 7f",
     "    test rax, rax",
@@ -66,30 +74,32 @@ std::arch::global_asm!(
     "    mov r12, 1",
     "    int3",
     "    ud2",
-    ".globl crust_x86_64_restorer_syscall",
-    "crust_x86_64_restorer_syscall:",
+    // CHECK_BRANCH_POSITIVE: a signed result > 0 goes to op `expect`.
+    "8:",
+    "    test rax, rax",
+    "    jle 4b",
+    "    imul rbx, [rbx + 64], 80",
+    "    add rbx, r13",
+    "    jmp 2b",
+    // SIGRETURN: the frame's context replaces this one.
+    "9:",
+    "    mov rsp, [rbx + 8]",
+    "    mov eax, {nr_rt_sigreturn}",
+    "    syscall",
+    "    mov [rbx + 72], rax",
+    "    jmp 6b",
+    ".globl crust_restorer_syscall",
+    "crust_restorer_syscall:",
     "    syscall",
     "    int3",
     "    ud2",
-    ".globl crust_x86_64_restorer_end",
-    "crust_x86_64_restorer_end:",
+    ".globl crust_restorer_end",
+    "crust_restorer_end:",
     ".popsection",
+    sigreturn_op = const RestorerOp::SIGRETURN as i64,
+    branch = const RestorerOp::CHECK_BRANCH_POSITIVE,
+    nr_rt_sigreturn = const super::NR_RT_SIGRETURN,
 );
-
-extern "C" {
-    static crust_x86_64_restorer_start: u8;
-    static crust_x86_64_restorer_syscall: u8;
-    static crust_x86_64_restorer_end: u8;
-}
-
-fn blob_bounds() -> (usize, usize, usize) {
-    // Only the addresses of the asm labels are taken, never read through.
-    (
-        std::ptr::addr_of!(crust_x86_64_restorer_start) as usize,
-        std::ptr::addr_of!(crust_x86_64_restorer_syscall) as usize,
-        std::ptr::addr_of!(crust_x86_64_restorer_end) as usize,
-    )
-}
 
 use crate::regset::{read_regset as get_regset, write_regset as set_regset};
 
@@ -117,34 +127,7 @@ impl Host for X86_64 {
             .map_err(|source| HostError::Ptrace { op: "PTRACE_SETREGSET(NT_X86_XSTATE)", tid, source })
     }
 
-    fn restorer_blob() -> &'static [u8] {
-        let (start, _, end) = blob_bounds();
-        // SAFETY: start..end is the restorer's code in this binary's text, immutable and
-        // alive for the whole program.
-        unsafe { std::slice::from_raw_parts(start as *const u8, end - start) }
-    }
-
-    fn restorer_entry_offset() -> usize {
-        0
-    }
-
-    fn restorer_syscall_offset() -> usize {
-        let (start, syscall, _) = blob_bounds();
-        syscall - start
-    }
-
-    fn restorer_outcome(regs: &Regs, program_address: u64) -> RestorerOutcome {
-        if regs.r12 == 0 {
-            RestorerOutcome::Done
-        } else if regs.r12 == 2 {
-            RestorerOutcome::NewThread
-        } else {
-            RestorerOutcome::Failed {
-                index: regs.bx.wrapping_sub(program_address) / RestorerOp::SIZE as u64,
-                result: regs.ax as i64,
-            }
-        }
-    }
+    crate::restorer::host_restorer_methods!();
 
     fn thread_pointer() -> u64 {
         let pointer: u64;

@@ -2,7 +2,7 @@
 //! XSAVE area split into CRIU's legacy FPU fields and per-component xsave fields.
 
 use super::{xsave, Regs};
-use crate::ThreadRegs;
+use crate::{RegsFromCoreError, ThreadRegs};
 use crust_images::pb;
 
 fn u16_at(b: &[u8], off: usize) -> u32 {
@@ -80,7 +80,11 @@ pub fn thread_info(regs: &ThreadRegs<Regs>, clear_tid_addr: u64, layout: &xsave:
 
 /// A thread's registers from the image; the extended state is laid into a copy of
 /// `ext_template` (the host's own XSAVE area, for its size).
-pub fn thread_regs(info: &pb::ThreadInfoX86, ext_template: &[u8], layout: &xsave::Layout) -> Result<ThreadRegs<Regs>, String> {
+pub fn thread_regs(
+    info: &pb::ThreadInfoX86,
+    ext_template: &[u8],
+    layout: &xsave::Layout,
+) -> Result<ThreadRegs<Regs>, RegsFromCoreError> {
     let g = &info.gpregs;
     let gpr = Regs {
         r15: g.r15, r14: g.r14, r13: g.r13, r12: g.r12, bp: g.bp, bx: g.bx, r11: g.r11,
@@ -91,7 +95,7 @@ pub fn thread_regs(info: &pb::ThreadInfoX86, ext_template: &[u8], layout: &xsave
     let f = &info.fpregs;
     let mut x = ext_template.to_vec();
     if x.len() < xsave::LEGACY_SIZE {
-        return Err(format!("host XSAVE area is only {} bytes", x.len()));
+        return Err(RegsFromCoreError::XsaveAreaTooSmall { len: x.len() });
     }
     put(&mut x, 0, &(f.cwd as u16).to_le_bytes());
     put(&mut x, 2, &(f.swd as u16).to_le_bytes());
@@ -110,13 +114,7 @@ pub fn thread_regs(info: &pb::ThreadInfoX86, ext_template: &[u8], layout: &xsave
         for &bit in xsave::BITS.iter().filter(|&&bit| bv & (1 << bit) != 0) {
             match layout.iter().find(|c| c.0 == bit) {
                 Some(&(_, off, size)) if x.len() >= off + size => {}
-                _ => {
-                    return Err(format!(
-                        "image has XSAVE feature {bit} (xstate_bv {:#x}) that this CPU's {}-byte XSAVE area lacks",
-                        xs.xstate_bv,
-                        x.len()
-                    ))
-                }
+                _ => return Err(RegsFromCoreError::XsaveFeatureMissing { bit, xstate_bv: xs.xstate_bv, len: x.len() }),
             }
         }
         put(&mut x, xsave::HEADER_OFFSET, &bv.to_le_bytes());

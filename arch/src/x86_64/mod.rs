@@ -4,11 +4,15 @@
 #[cfg(target_arch = "x86_64")]
 mod host;
 mod image;
+mod sigframe;
 
-use crate::Sys;
+use crate::{RegsFromCoreError, RestorerOp, RestorerOutcome, Sys};
 
 /// The x86_64 backend.
 pub struct X86_64;
+
+/// `rt_sigreturn`, which the restorer's SIGRETURN op runs.
+pub(crate) const NR_RT_SIGRETURN: u64 = 15;
 
 /// `struct user_regs_struct` of x86_64, the NT_PRSTATUS regset.
 #[repr(C)]
@@ -135,6 +139,9 @@ impl crate::Abi for X86_64 {
             Sys::Shmat => 30,
             Sys::Exit => 60,
             Sys::Userfaultfd => 323,
+            Sys::RtSigreturn => NR_RT_SIGRETURN,
+            Sys::Write => 1,
+            Sys::Socketpair => 53,
         })
     }
 
@@ -194,7 +201,7 @@ impl crate::Abi for X86_64 {
     }
 
     fn regs_to_bytes(regs: &Regs) -> Vec<u8> {
-        regs.to_words().iter().flat_map(|w| w.to_ne_bytes()).collect()
+        regs.to_words().iter().flat_map(|w| w.to_le_bytes()).collect()
     }
 
     fn regs_from_bytes(bytes: &[u8]) -> Option<Regs> {
@@ -203,7 +210,7 @@ impl crate::Abi for X86_64 {
         }
         let mut words = [0u64; REGS_WORDS];
         for (index, word) in words.iter_mut().enumerate() {
-            *word = u64::from_ne_bytes(bytes[index * 8..index * 8 + 8].try_into().ok()?);
+            *word = u64::from_le_bytes(bytes[index * 8..index * 8 + 8].try_into().ok()?);
         }
         Some(Regs::from_words(words))
     }
@@ -237,9 +244,31 @@ impl crate::Abi for X86_64 {
         core.thread_info.as_ref().map(|t| t.clear_tid_addr).filter(|&a| a != 0)
     }
 
-    fn regs_from_core(core: &crust_images::pb::CoreEntry, ext_template: &[u8]) -> Result<crate::ThreadRegs<Regs>, String> {
-        let info = core.thread_info.as_ref().ok_or("core has no x86 thread_info")?;
+    fn regs_from_core(
+        core: &crust_images::pb::CoreEntry,
+        ext_template: &[u8],
+    ) -> Result<crate::ThreadRegs<Regs>, RegsFromCoreError> {
+        let info = core.thread_info.as_ref().ok_or(RegsFromCoreError::MissingThreadInfo { info: "x86 thread_info" })?;
         image::thread_regs(info, ext_template, &xsave::host_layout())
+    }
+
+    const SIGFRAME_ALIGN: u64 = sigframe::ALIGN;
+
+    fn sigreturn_frame(regs: &crate::ThreadRegs<Regs>, sigmask: u64, address: u64) -> Result<crate::SigreturnFrame, crate::SigframeError> {
+        sigframe::build(regs, sigmask, address, &xsave::host_layout())
+    }
+
+    /// The restorer leaves its status in r12 (0 done, 1 failed, 2 new thread), the
+    /// failed op's address in rbx and its result in rax.
+    fn restorer_outcome(regs: &Regs, program_address: u64) -> RestorerOutcome {
+        match regs.r12 {
+            0 => RestorerOutcome::Done,
+            2 => RestorerOutcome::NewThread,
+            _ => RestorerOutcome::Failed {
+                index: regs.bx.wrapping_sub(program_address) / RestorerOp::SIZE as u64,
+                result: regs.ax as i64,
+            },
+        }
     }
 }
 
@@ -253,13 +282,27 @@ pub mod xsave {
     /// halves), MPX BNDREGS and BNDCSR, AVX-512 opmask, ZMM_Hi256 and Hi16_ZMM, PKRU.
     pub const BITS: [u32; 7] = [2, 3, 4, 5, 6, 7, 9];
 
+    /// Every user component a thread's area can hold: [`BITS`] plus AMX TILECFG and
+    /// TILEDATA (17, 18), which a signal frame must size for.
+    pub const USER_BITS: [u32; 9] = [2, 3, 4, 5, 6, 7, 9, 17, 18];
+
     /// (feature bit, offset, size) of each component in the standard (non-compacted)
     /// XSAVE format.
     pub type Layout = Vec<(u32, usize, usize)>;
 
     /// Intel's offsets, used where the CPU cannot be asked (tests, other hosts).
     pub fn intel_layout() -> Layout {
-        vec![(2, 576, 256), (3, 960, 64), (4, 1024, 64), (5, 1088, 64), (6, 1152, 512), (7, 1664, 1024), (9, 2688, 8)]
+        vec![
+            (2, 576, 256),
+            (3, 960, 64),
+            (4, 1024, 64),
+            (5, 1088, 64),
+            (6, 1152, 512),
+            (7, 1664, 1024),
+            (9, 2688, 8),
+            (17, 2752, 64),
+            (18, 2816, 8192),
+        ]
     }
 
     /// The running CPU's layout from CPUID leaf 0xD (AMD, for one, has no MPX hole).
@@ -269,7 +312,7 @@ pub mod xsave {
             static LAYOUT: std::sync::OnceLock<Layout> = std::sync::OnceLock::new();
             LAYOUT
                 .get_or_init(|| {
-                    BITS.iter()
+                    USER_BITS.iter()
                         .filter_map(|&bit| {
                             // CPUID exists on every x86_64 CPU and has no side effects.
                             let leaf = std::arch::x86_64::__cpuid_count(0xd, bit);
@@ -326,6 +369,32 @@ mod tests {
     fn user_space_regs_untouched() {
         let regs = Regs { orig_ax: u64::MAX, ax: 7, ip: 0x3000, ..Default::default() };
         assert_eq!(X86_64::resume_regs(&regs, false), regs);
+    }
+
+    #[test]
+    fn regs_bytes_are_little_endian_on_any_host() {
+        let regs = Regs { r15: 0x0102_0304_0506_0708, ip: 0x0040_1000, ..Default::default() };
+        let bytes = X86_64::regs_to_bytes(&regs);
+        assert_eq!(bytes[..8], [0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01]);
+        assert_eq!(bytes[16 * 8..16 * 8 + 8], [0x00, 0x10, 0x40, 0, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn restorer_outcome_reads_r12_rbx_rax() {
+        let done = Regs { r12: 0, ..Default::default() };
+        assert_eq!(X86_64::restorer_outcome(&done, 0x1000), RestorerOutcome::Done);
+        let thread = Regs { r12: 2, ..Default::default() };
+        assert_eq!(X86_64::restorer_outcome(&thread, 0x1000), RestorerOutcome::NewThread);
+        let failed = Regs { r12: 1, bx: 0x1000 + 3 * 80, ax: (-17i64) as u64, ..Default::default() };
+        assert_eq!(X86_64::restorer_outcome(&failed, 0x1000), RestorerOutcome::Failed { index: 3, result: -17 });
+    }
+
+    #[test]
+    fn core_without_thread_info_is_a_typed_error() {
+        let core = crust_images::pb::CoreEntry::default();
+        let error = X86_64::regs_from_core(&core, &[0; 1024]).unwrap_err();
+        assert_eq!(error, RegsFromCoreError::MissingThreadInfo { info: "x86 thread_info" });
+        assert_eq!(error.to_string(), "core has no x86 thread_info");
     }
 
     #[test]

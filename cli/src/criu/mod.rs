@@ -9,18 +9,20 @@
 
 mod check;
 mod help;
-mod hooks;
 mod logging;
 pub mod options;
 pub mod parse;
+mod scripts;
 pub mod table;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context};
 
-use hooks::{Action, ActionScripts};
+use crate::hooks::{self, Hook, HookPoint, HookSink};
 use options::{CriuOptions, Verb};
+use scripts::ActionScripts;
 
 /// The name the binary was called by.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,9 +98,7 @@ fn run(program: Program, args: &[String]) -> anyhow::Result<i32> {
     }
     let mut options = CriuOptions::default();
     for (path, text) in config_files(program, &command_line)? {
-        for setting in parse::parse_config(&text, &path)? {
-            options.apply(&setting).map_err(|e| anyhow!("{}: {e}", setting.origin))?;
-        }
+        options.apply_config(&text, &path).map_err(|e| anyhow!(e))?;
     }
     for setting in &line.settings {
         options.apply(setting).map_err(|e| anyhow!(e))?;
@@ -141,14 +141,19 @@ fn run(program: Program, args: &[String]) -> anyhow::Result<i32> {
         Verb::Swrk => {
             let word = line.positionals.get(used).ok_or_else(|| anyhow!("swrk needs the fd number of its socket (swrk FD)"))?;
             let fd = word.parse().map_err(|_| anyhow!("swrk {word}: not an fd number"))?;
-            crate::rpc::run(crate::rpc::RpcCmd::Swrk { fd })
+            // Each request starts from these options (the configuration files' and the
+            // command line's), as CRIU's requests do.
+            crate::rpc::run(crate::rpc::RpcCmd::Swrk { fd }, options)
         }
-        Verb::Service => crate::rpc::run(crate::rpc::RpcCmd::Service(crate::rpc::service::ServiceArgs {
-            address: options.address.clone().unwrap_or_else(|| "criu_service.socket".into()).into(),
-            daemon: options.daemon,
-            pidfile: options.pidfile.clone(),
-            status_fd: options.status_fd,
-        })),
+        Verb::Service => {
+            let args = crate::rpc::service::ServiceArgs {
+                address: options.address.clone().unwrap_or_else(|| "criu_service.socket".into()).into(),
+                daemon: options.daemon,
+                pidfile: options.pidfile.clone(),
+                status_fd: options.status_fd,
+            };
+            crate::rpc::run(crate::rpc::RpcCmd::Service(args), options)
+        }
         Verb::PageServer | Verb::LazyPages | Verb::Dedup | Verb::CpuinfoDump | Verb::CpuinfoCheck => {
             bail!("{} is not supported yet", verb.name())
         }
@@ -195,7 +200,10 @@ fn config_files(program: Program, command_line: &CriuOptions) -> anyhow::Result<
 fn enter_work_dir(options: &mut CriuOptions, create_images: bool) -> anyhow::Result<()> {
     let images = options.images_dir();
     if create_images {
-        std::fs::create_dir_all(&images).with_context(|| format!("create images directory {}", images.display()))?;
+        // Images hold process memory: a new directory is 0700, and none that others
+        // can write is used.
+        crust_engine::private::create_dir(&images).with_context(|| format!("create images directory {}", images.display()))?;
+        crust_engine::private::check_dir(&images).map_err(|e| anyhow!("images directory {e}"))?;
     }
     let images = images.canonicalize().with_context(|| format!("images directory {}", images.display()))?;
     let work = options.work_dir.clone().unwrap_or_else(|| images.clone());
@@ -208,18 +216,18 @@ fn dump(program: Program, verb: Verb, mut options: CriuOptions) -> anyhow::Resul
     if let Some(refusal) = options.refusal(verb) {
         bail!(refusal);
     }
-    options.dump_options(verb).map_err(|e| anyhow!(e))?;
+    let target = options.dump_options(verb).map_err(|e| anyhow!(e))?.pid;
+    // A refused dump leaves nothing behind: no images directory, no log.
+    crust_engine::dump::check_access(target)?;
     enter_work_dir(&mut options, true)?;
     logging::init(&options)?;
-    if let Some(cgroup) = &options.freeze_cgroup {
-        if !cgroup.exists() {
-            bail!("--freeze-cgroup {}: no such cgroup", cgroup.display());
-        }
+    let scripts = Arc::new(ActionScripts::new(program, &options));
+    let mut dump = options.dump_options(verb).map_err(|e| anyhow!(e))?;
+    if verb == Verb::Dump {
+        // CRIU's pre-dump verb reaches no point inside the dump.
+        dump.stages = hooks::engine_stages(scripts.clone());
     }
-    let scripts = ActionScripts::new(&options);
-    scripts.warn_unrun(verb);
-    let dump = options.dump_options(verb).map_err(|e| anyhow!(e))?;
-    scripts.run(Action::PreDump, Some(dump.pid)).map_err(|e| anyhow!(e))?;
+    scripts.hook(Hook::at(HookPoint::PreDump, Some(dump.pid)))?;
     let report = crust_engine::dump::dump(&dump).inspect_err(|e| log::error!("{e}"))?;
     log::info!(
         "dumped pid {}: {} processes, {} threads, {} vmas, {} pages, frozen {:?}, total {:?}",
@@ -254,21 +262,21 @@ fn restore(program: Program, mut options: CriuOptions, command: &[String]) -> an
     if let Some(refusal) = options.refusal(Verb::Restore) {
         bail!(refusal);
     }
+    if options.restore_sibling && !options.restore_detached {
+        // As CRIU: the root becomes the child of crust's parent, which waits for it.
+        bail!("--restore-sibling only makes sense with --restore-detached (-d)");
+    }
     if options.exec_cmd && command.is_empty() {
         bail!("--exec-cmd needs the command after --: restore --exec-cmd -- COMMAND [ARGS]");
     }
+    crust_engine::restore::check_access()?;
     enter_work_dir(&mut options, false)?;
     logging::init(&options)?;
-    let scripts = ActionScripts::new(&options);
-    scripts.warn_unrun(Verb::Restore);
-    scripts.run(Action::PreRestore, None).map_err(|e| anyhow!(e))?;
-    let report = crust_engine::restore::restore(&options.restore_options()).inspect_err(|e| log::error!("{e}"))?;
+    let scripts = Arc::new(ActionScripts::new(program, &options));
+    let mut restore = options.restore_options();
+    restore.stages = hooks::engine_stages(scripts);
+    let report = crust_engine::restore::restore(&restore).inspect_err(|e| log::error!("{e}"))?;
     log::info!("restored pid {} ({} processes) in {:?}", report.pid, report.processes, report.total);
-    if let Err(error) = scripts.run(Action::PostResume, Some(report.pid)) {
-        // The tree runs: as in CRIU, a failed post-resume script is reported, not undone.
-        log::error!("{error}");
-        eprintln!("{}: {error}", program.name());
-    }
     if options.display_stats {
         print!(
             "Displaying restore stats:\nRestore time: {} us\nProcesses: {}\n",

@@ -2,18 +2,19 @@
 //! engine's `DumpOptions`/`RestoreOptions` or refuses them.
 //!
 //! Everything that sets options goes through `CriuOptions`: the command line and the
-//! configuration files (`apply`, one `Setting` at a time, in CRIU's order of
-//! precedence), and CRIU's RPC (a server sets the same fields from a request's
-//! `criu_opts`). Then `refusal` says, for a verb, which option crust cannot honour
-//! (the same one-line answer on every path), and `dump_options`/`restore_options`
-//! build what the engine takes.
+//! configuration files (`apply`, one `Setting` at a time, and `apply_config`, in CRIU's
+//! order of precedence), and CRIU's RPC (`rpc/options.rs` sets the same fields from a
+//! request's `criu_opts`). Then `refusals` says, for a verb, which options crust cannot
+//! honour or use (the same answer on every path, each naming the option by its long
+//! name, which the RPC server turns into its field name), and
+//! `dump_options`/`restore_options` build what the engine takes.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crust_engine::dump::{DumpOptions, DumpStep};
 use crust_engine::restore::RestoreOptions;
 
-use super::parse::Setting;
+use super::parse::{self, Setting};
 
 /// CRIU's default for `--ghost-limit`: 1 MiB.
 pub const DEFAULT_GHOST_LIMIT: u64 = 1 << 20;
@@ -207,9 +208,21 @@ impl CpuCaps {
         Ok(CpuCaps(bits))
     }
 
+    /// From CRIU's bits (RPC's `cpu_cap`), which are these: FPU 1, CPU 2, INS 4.
+    pub fn from_bits(bits: u32) -> Self {
+        CpuCaps((bits & u32::from(Self::ALL)) as u8)
+    }
+
     /// Checks beyond the FPU state, which need cpuinfo.img.
     pub fn needs_cpuinfo(self) -> bool {
         self.0 & (Self::CPU | Self::INS) != 0
+    }
+
+    /// The capabilities that need cpuinfo.img, as `--cpu-cap` writes them (`cpu,ins`).
+    fn needing_cpuinfo(self) -> String {
+        let names: Vec<&str> =
+            [(Self::CPU, "cpu"), (Self::INS, "ins")].iter().filter(|(bit, _)| self.0 & bit != 0).map(|(_, name)| *name).collect();
+        names.join(",")
     }
 }
 
@@ -313,6 +326,7 @@ pub struct CriuOptions {
     pub no_default_config: bool,
     // crust's own.
     pub frozen_copy: bool,
+    pub skip_checksums: bool,
     pub fault_inject: Option<DumpStep>,
 }
 
@@ -404,23 +418,49 @@ impl Default for CriuOptions {
             config: None,
             no_default_config: false,
             frozen_copy: false,
+            skip_checksums: false,
             fault_inject: None,
         }
     }
 }
 
-/// An option crust cannot honour: `crust: {option} is not supported yet ({why})`.
+/// An option that stops a verb before the engine runs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Refusal {
-    /// The option as the user wrote it (`--lazy-pages`, `--network-lock skip`).
-    pub option: String,
-    /// What it would need.
+    /// The option's long name, as in the table (`lazy-pages`, `network-lock`).
+    pub option: &'static str,
+    /// The value refused, for an option refused only for some values (`skip`, `soft`).
+    pub value: Option<String>,
+    /// What it would need, or what is wrong with the value.
     pub why: String,
+    pub kind: RefusalKind,
+}
+
+/// Why an option stops a verb.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefusalKind {
+    /// crust cannot honour it yet: `--opt is not supported yet (why)`.
+    NotYet,
+    /// Its value cannot be used here: `--opt VALUE: why`.
+    Unusable,
+}
+
+impl Refusal {
+    /// The option as a command line writes it: `--network-lock skip`.
+    pub fn shown(&self) -> String {
+        match &self.value {
+            Some(value) => format!("--{} {value}", self.option),
+            None => format!("--{}", self.option),
+        }
+    }
 }
 
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} is not supported yet ({})", self.option, self.why)
+        match self.kind {
+            RefusalKind::NotYet => write!(f, "{} is not supported yet ({})", self.shown(), self.why),
+            RefusalKind::Unusable => write!(f, "{}: {}", self.shown(), self.why),
+        }
     }
 }
 
@@ -604,6 +644,7 @@ impl CriuOptions {
             "ghost-fiemap" => self.ghost_fiemap = on,
             "allow-uprobes" => self.allow_uprobes = on,
             "frozen-copy" => self.frozen_copy = on,
+            "skip-checksums" => self.skip_checksums = on,
             "fault-inject" => {
                 self.fault_inject = Some(DumpStep::from_name(&value).ok_or_else(|| format!("unknown dump step {value}"))?)
             }
@@ -612,55 +653,79 @@ impl CriuOptions {
         Ok(())
     }
 
-    /// The first option crust cannot honour for `verb`, as the user would write it.
-    /// Options a verb does not use are ignored, as CRIU ignores them.
+    /// Applies a configuration file's text (CRIU's format, read by
+    /// `parse::parse_config`); an error names the file and the line.
+    pub fn apply_config(&mut self, text: &str, path: &Path) -> Result<(), String> {
+        for setting in parse::parse_config(text, path).map_err(|error| error.0)? {
+            self.apply(&setting).map_err(|error| format!("{}: {error}", setting.origin))?;
+        }
+        Ok(())
+    }
+
+    /// The first of [`Self::refusals`]: what the command line answers.
     pub fn refusal(&self, verb: Verb) -> Option<Refusal> {
-        let refuse = |option: &str, why: &str| Some(Refusal { option: option.to_string(), why: why.to_string() });
+        self.refusals(verb).into_iter().next()
+    }
+
+    /// Every option that stops `verb`: the ones crust cannot honour yet, in the
+    /// table's order, then the ones whose value cannot be used (a `--freeze-cgroup`
+    /// that is not there). Options a verb does not use are ignored, as CRIU ignores
+    /// them.
+    pub fn refusals(&self, verb: Verb) -> Vec<Refusal> {
+        let mut out = Vec::new();
+        let mut refuse = |option: &'static str, value: Option<String>, why: &str| {
+            out.push(Refusal { option, value, why: why.to_string(), kind: RefusalKind::NotYet })
+        };
         let dumps = verb.dumps();
         let restores = verb == Verb::Restore;
         if !(dumps || restores) {
-            return None;
+            return out;
         }
         const CGROUPS: &str = "crust neither dumps nor restores cgroups";
         const MOUNTS: &str = "crust neither dumps nor restores mount namespaces";
-        let checks: [(bool, &str, &str); 23] = [
-            (self.leave_stopped, "--leave-stopped", "needs the engine to leave the tasks stopped"),
-            (restores && self.restore_sibling, "--restore-sibling", "needs the engine to create the root with CLONE_PARENT"),
-            (self.lazy_pages, "--lazy-pages", "needs a lazy-pages daemon"),
-            (self.stream, "--stream", "needs criu-image-streamer's protocol"),
-            (self.page_server, "--page-server", "needs a page server"),
-            (self.auto_dedup, "--auto-dedup", "needs deduplication"),
-            (self.tcp_close, "--tcp-close", "needs the engine to dump established connections closed"),
-            (self.ext_unix_sk.is_some(), "--ext-unix-sk", "needs the engine to dump a unix socket whose peer is outside the tree"),
-            (!self.external.is_empty(), "--external", "needs external-resource support in the engine"),
-            (restores && !self.inherit_fd.is_empty(), "--inherit-fd", "needs the engine to take an inherited fd for a file"),
-            (restores && !self.join_ns.is_empty(), "--join-ns", "needs namespace support in the engine"),
-            (restores && self.empty_ns.is_some(), "--empty-ns", "needs network namespace support in the engine"),
-            (restores && !self.veth_pairs.is_empty(), "--veth-pair", "needs network namespace support in the engine"),
-            (!self.ext_mount_map.is_empty(), "--ext-mount-map", MOUNTS),
-            (restores && self.lsm_profile.is_some(), "--lsm-profile", "crust does not restore LSM profiles"),
-            (restores && self.lsm_mount_context.is_some(), "--lsm-mount-context", MOUNTS),
-            (self.network_lock == NetworkLock::Skip, "--network-lock skip", "crust always locks the connections it dumps"),
-            (!self.cgroup_root.is_empty(), "--cgroup-root", CGROUPS),
-            (self.cgroup_props.is_some(), "--cgroup-props", CGROUPS),
-            (self.cgroup_props_file.is_some(), "--cgroup-props-file", CGROUPS),
-            (!self.cgroup_dump_controller.is_empty(), "--cgroup-dump-controller", CGROUPS),
-            (self.cgroup_yard.is_some(), "--cgroup-yard", CGROUPS),
-            (self.file_validation.is_some(), "--file-validation", "crust checks only that each file exists"),
+        let checks: [(bool, &'static str, Option<&str>, &str); 18] = [
+            (self.lazy_pages, "lazy-pages", None, "needs a lazy-pages daemon"),
+            (self.stream, "stream", None, "needs criu-image-streamer's protocol"),
+            (self.page_server, "page-server", None, "needs a page server"),
+            (self.auto_dedup, "auto-dedup", None, "needs deduplication"),
+            (self.ext_unix_sk.is_some(), "ext-unix-sk", None, "needs the engine to dump a unix socket whose peer is outside the tree"),
+            (!self.external.is_empty(), "external", None, "needs external-resource support in the engine"),
+            (restores && !self.join_ns.is_empty(), "join-ns", None, "needs namespace support in the engine"),
+            (restores && self.empty_ns.is_some(), "empty-ns", None, "needs network namespace support in the engine"),
+            (restores && !self.veth_pairs.is_empty(), "veth-pair", None, "needs network namespace support in the engine"),
+            (!self.ext_mount_map.is_empty(), "ext-mount-map", None, MOUNTS),
+            (restores && self.lsm_profile.is_some(), "lsm-profile", None, "crust does not restore LSM profiles"),
+            (restores && self.lsm_mount_context.is_some(), "lsm-mount-context", None, MOUNTS),
+            (!self.cgroup_root.is_empty(), "cgroup-root", None, CGROUPS),
+            (self.cgroup_props.is_some(), "cgroup-props", None, CGROUPS),
+            (self.cgroup_props_file.is_some(), "cgroup-props-file", None, CGROUPS),
+            (!self.cgroup_dump_controller.is_empty(), "cgroup-dump-controller", None, CGROUPS),
+            (self.cgroup_yard.is_some(), "cgroup-yard", None, CGROUPS),
+            (self.file_validation.is_some(), "file-validation", None, "crust checks only that each file exists"),
         ];
-        if let Some((_, option, why)) = checks.iter().find(|(given, _, _)| *given) {
-            return refuse(option, why);
+        for (given, option, value, why) in checks {
+            if given {
+                refuse(option, value.map(str::to_string), why);
+            }
         }
         if let Some(mode) = self.manage_cgroups.filter(|m| *m != CgroupMode::Ignore) {
-            return refuse(&format!("--manage-cgroups={}", mode.name()), "crust neither dumps nor restores cgroups; only ignore");
+            refuse("manage-cgroups", Some(mode.name().to_string()), "crust neither dumps nor restores cgroups; only ignore");
         }
-        if let Some(root) = self.root.as_ref().filter(|r| r.as_path() != std::path::Path::new("/")) {
-            return refuse(&format!("--root {}", root.display()), "crust does not restore mount namespaces; only /");
+        if let Some(root) = self.root.as_ref().filter(|r| r.as_path() != Path::new("/")) {
+            refuse("root", Some(root.display().to_string()), "crust does not restore mount namespaces; only /");
         }
-        if self.cpu_caps.is_some_and(|caps| caps.needs_cpuinfo()) {
-            return refuse("--cpu-cap with cpu or ins", "needs cpuinfo.img; only none and fpu");
+        if let Some(caps) = self.cpu_caps.filter(|caps| caps.needs_cpuinfo()) {
+            refuse("cpu-cap", Some(caps.needing_cpuinfo()), "needs cpuinfo.img; only none and fpu");
         }
-        None
+        if let Some(cgroup) = self.freeze_cgroup.as_ref().filter(|cgroup| dumps && !cgroup.exists()) {
+            out.push(Refusal {
+                option: "freeze-cgroup",
+                value: Some(cgroup.display().to_string()),
+                why: "no such cgroup".to_string(),
+                kind: RefusalKind::Unusable,
+            });
+        }
+        out
     }
 
     /// The images directory (CRIU's default: the current directory).
@@ -672,15 +737,25 @@ impl CriuOptions {
     /// engine. Call `refusal` first.
     pub fn dump_options(&self, verb: Verb) -> Result<DumpOptions, String> {
         let pid = self.tree.ok_or_else(|| format!("{} needs the tree's root: -t PID", verb.name()))?;
+        let leave_running = self.leave_running || verb == Verb::PreDump;
         Ok(DumpOptions {
             pid,
             dir: self.images_dir(),
-            leave_running: self.leave_running || verb == Verb::PreDump,
+            leave_running,
             tcp_established: self.tcp_established,
             shell_job: self.shell_job,
             frozen_copy: self.frozen_copy,
             fail_after: self.fault_inject,
             parent: self.prev_images_dir.clone(),
+            leave_stopped: self.leave_stopped && !leave_running,
+            file_locks: self.file_locks,
+            ghost_limit: self.ghost_limit,
+            network_lock_skip: self.network_lock == NetworkLock::Skip,
+            tcp_close: self.tcp_close,
+            skip_in_flight: self.skip_in_flight,
+            // CRIU's --timeout 0 waits without a bound.
+            timeout: (self.timeout > 0).then(|| std::time::Duration::from_secs(u64::from(self.timeout))),
+            stages: Default::default(),
         })
     }
 
@@ -694,6 +769,16 @@ impl CriuOptions {
             detach: true,
             pidfile: self.pidfile.clone(),
             shell_job: self.shell_job,
+            skip_checksums: self.skip_checksums,
+            leave_stopped: self.leave_stopped,
+            restore_sibling: self.restore_sibling,
+            // Checked when set (`parse_inherit_fd`).
+            inherit_fds: self
+                .inherit_fd
+                .iter()
+                .filter_map(|spec| parse_inherit_fd(spec).ok().map(|(fd, key)| (fd, key.to_string())))
+                .collect(),
+            ..Default::default()
         }
     }
 }
@@ -795,24 +880,59 @@ mod tests {
 
     #[test]
     fn refusals_name_the_option_and_depend_on_the_verb() {
-        let refused = |text: &str, verb| options(text).unwrap().refusal(verb).map(|r| r.option);
+        let refused = |text: &str, verb| options(text).unwrap().refusal(verb).map(|r| r.shown());
         assert_eq!(refused("--lazy-pages", Verb::Restore).as_deref(), Some("--lazy-pages"));
         assert_eq!(refused("--lazy-pages", Verb::Check), None);
         assert_eq!(refused("--network-lock nftables --tcp-established", Verb::Dump), None);
         assert_eq!(refused("--network-lock iptables", Verb::Dump), None);
-        assert_eq!(refused("--network-lock skip", Verb::Dump).as_deref(), Some("--network-lock skip"));
-        assert_eq!(refused("--manage-cgroups", Verb::Dump).as_deref(), Some("--manage-cgroups=soft"));
+        assert_eq!(refused("--network-lock skip", Verb::Dump), None);
+        assert_eq!(refused("--leave-stopped --tcp-close", Verb::Dump), None);
+        assert_eq!(refused("--manage-cgroups", Verb::Dump).as_deref(), Some("--manage-cgroups soft"));
         assert_eq!(refused("--manage-cgroups=ignore", Verb::Restore), None);
         assert_eq!(refused("--root /", Verb::Restore), None);
         assert_eq!(refused("--root /x", Verb::Restore).as_deref(), Some("--root /x"));
         assert_eq!(refused("--restore-sibling", Verb::Dump), None);
-        assert_eq!(refused("--restore-sibling", Verb::Restore).as_deref(), Some("--restore-sibling"));
+        assert_eq!(refused("--restore-sibling", Verb::Restore), None);
         assert_eq!(refused("--inherit-fd fd[3]:/x", Verb::Dump), None);
         assert_eq!(refused("--cpu-cap=none", Verb::Restore), None);
-        assert_eq!(refused("--cpu-cap", Verb::Restore).as_deref(), Some("--cpu-cap with cpu or ins"));
+        assert_eq!(refused("--cpu-cap", Verb::Restore).as_deref(), Some("--cpu-cap cpu,ins"));
+        assert_eq!(refused("--cpu-cap=fpu,ins", Verb::Restore).as_deref(), Some("--cpu-cap ins"));
         assert_eq!(refused("--tcp-close --no-tcp-close", Verb::Dump), None);
+        assert_eq!(refused("--leave-stopped", Verb::Restore), None);
         let text = options("--lazy-pages").unwrap().refusal(Verb::Restore).unwrap().to_string();
         assert_eq!(text, "--lazy-pages is not supported yet (needs a lazy-pages daemon)");
+    }
+
+    #[test]
+    fn every_refusal_is_listed_in_order_and_unusable_values_come_last() {
+        let o = options("--freeze-cgroup /nonexistent/cgroup --lazy-pages --auto-dedup --root /x").unwrap();
+        let names: Vec<&str> = o.refusals(Verb::Dump).iter().map(|r| r.option).collect();
+        assert_eq!(names, ["lazy-pages", "auto-dedup", "root", "freeze-cgroup"]);
+        let refusals = options("--freeze-cgroup /nonexistent/cgroup").unwrap().refusals(Verb::Dump);
+        assert_eq!(refusals.len(), 1);
+        assert_eq!(refusals[0].kind, RefusalKind::Unusable);
+        assert_eq!(refusals[0].to_string(), "--freeze-cgroup /nonexistent/cgroup: no such cgroup");
+        assert_eq!(options("--freeze-cgroup /nonexistent/cgroup").unwrap().refusals(Verb::Restore), vec![]);
+        assert_eq!(options("--freeze-cgroup /").unwrap().refusals(Verb::Dump), vec![]);
+    }
+
+    #[test]
+    fn config_text_applies_and_errors_name_the_line() {
+        let mut o = CriuOptions::default();
+        o.apply_config("tcp-established\nghost-limit 2M\n", Path::new("/c.conf")).unwrap();
+        assert!(o.tcp_established);
+        assert_eq!(o.ghost_limit, 2 << 20);
+        let error = o.apply_config("\nnetwork-lock pf\n", Path::new("/c.conf")).unwrap_err();
+        assert_eq!(error, "/c.conf:2: invalid value for --network-lock: pf (iptables, nftables or skip)");
+        assert_eq!(o.apply_config("bogus\n", Path::new("/c.conf")).unwrap_err(), "/c.conf:1: unknown option --bogus");
+    }
+
+    #[test]
+    fn cpu_caps_from_criu_bits() {
+        assert!(!CpuCaps::from_bits(0).needs_cpuinfo());
+        assert!(!CpuCaps::from_bits(1).needs_cpuinfo());
+        assert!(CpuCaps::from_bits(2).needs_cpuinfo());
+        assert_eq!(CpuCaps::from_bits(u32::MAX), CpuCaps::parse("all").unwrap());
     }
 
     #[test]
@@ -822,6 +942,16 @@ mod tests {
         assert_eq!((dump.pid, dump.dir.clone(), dump.leave_running, dump.tcp_established, dump.shell_job), (42, "/img".into(), true, true, true));
         assert_eq!(dump.parent, Some("../pre".into()));
         assert!(options("-t 42").unwrap().dump_options(Verb::PreDump).unwrap().leave_running);
+        let dump = options("-t 42 -s -l --ghost-limit 2M --network-lock skip --tcp-close --skip-in-flight --timeout 3").unwrap().dump_options(Verb::Dump).unwrap();
+        assert!(dump.leave_stopped && dump.file_locks && dump.network_lock_skip && dump.tcp_close && dump.skip_in_flight);
+        assert_eq!((dump.ghost_limit, dump.timeout), (2 << 20, Some(std::time::Duration::from_secs(3))));
+        let dump = options("-t 42").unwrap().dump_options(Verb::Dump).unwrap();
+        assert!(!dump.leave_stopped && !dump.file_locks && !dump.network_lock_skip);
+        assert_eq!((dump.ghost_limit, dump.timeout), (1 << 20, Some(std::time::Duration::from_secs(10))));
+        assert_eq!(options("-t 42 --timeout 0").unwrap().dump_options(Verb::Dump).unwrap().timeout, None);
+        assert!(options("-D /img -s").unwrap().restore_options().leave_stopped);
+        let inherit = options("-D /img --inherit-fd fd[7]:pipe:[4242] --inherit-fd fd[8]:/var/log/x").unwrap().restore_options().inherit_fds;
+        assert_eq!(inherit, [(7, "pipe:[4242]".to_string()), (8, "/var/log/x".to_string())]);
         assert!(options("-D /x").unwrap().dump_options(Verb::Dump).unwrap_err().contains("-t PID"));
         let restore = options("-D /img --pidfile p").unwrap().restore_options();
         assert!(restore.detach);

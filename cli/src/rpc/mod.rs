@@ -5,8 +5,9 @@
 //! - [`transport`]: one protobuf message per datagram, fds over SCM_RIGHTS, SO_PEERCRED.
 //! - [`server`]: a session: VERSION, CHECK, FEATURE_CHECK, DUMP, PRE_DUMP, RESTORE,
 //!   WAIT_PID, the NOTIFY callbacks and their acknowledgements, responses and errors.
-//! - [`options`]: the one mapping from `criu_opts` to the engine's options, with the
-//!   options crust refuses and why.
+//! - [`options`]: a request's `criu_opts` (and its `config_file`) onto the command
+//!   line's `CriuOptions`, whose refusals and builders answer for RPC too; what only
+//!   RPC has, and the `criu_opts` names refusals are told by.
 //! - [`service`]: the listener, `--daemon`, `--pidfile`, `--status-fd`, a worker per
 //!   connection.
 //! - `log`: the per-request log file; `sys`: the few raw calls (the only `unsafe`).
@@ -20,6 +21,8 @@ mod sys;
 pub mod transport;
 
 use anyhow::Context;
+
+use crate::criu::options::CriuOptions;
 
 /// CRIU's RPC verbs.
 #[derive(clap::Subcommand)]
@@ -35,13 +38,15 @@ pub enum RpcCmd {
 }
 
 /// Runs an RPC verb; returns the process exit code (0 when every request succeeded).
-pub fn run(cmd: RpcCmd) -> anyhow::Result<i32> {
+/// `base` is the server's own options (its configuration files and command line),
+/// where every request's options start, as in CRIU.
+pub fn run(cmd: RpcCmd, base: CriuOptions) -> anyhow::Result<i32> {
     log::install();
     match cmd {
         RpcCmd::Swrk { fd } => {
             let socket = sys::adopt_fd(fd, true).with_context(|| format!("swrk: fd {fd}"))?;
-            Ok(server::serve(transport::Connection::new(socket)))
+            Ok(server::serve(transport::Connection::new(socket), &base))
         }
-        RpcCmd::Service(args) => service::run(args),
+        RpcCmd::Service(args) => service::run(args, &base),
     }
 }

@@ -1,7 +1,8 @@
 //! One client's session: requests in; NOTIFY messages (each waiting for the client's
 //! acknowledgement) and one response per request out. The dump and restore requests are
-//! thin over the engine, like `crust dump` and `crust restore`; `options.rs` decides
-//! what their options mean.
+//! thin over the engine, like `crust dump` and `crust restore`: their options become
+//! the command line's `CriuOptions` (`options.rs`), which refuses what crust cannot do
+//! and builds the engine's options, and the session is the RPC's `HookSink`.
 
 use std::error::Error as StdError;
 use std::fs::File;
@@ -9,29 +10,32 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crust_images::rpc::{
     CriuDumpResp, CriuFeatures, CriuNotify, CriuOpts, CriuReq, CriuReqType, CriuResp, CriuRestoreResp, CriuVersion,
 };
-use crust_images::{pb, ImageDir, ImageKind};
 use prost::Message;
 
-use super::options::{self, Action, EngineRequest, RequestDirs};
+use super::options::{self, EngineRequest, RequestDirs};
 use super::transport::Connection;
+use crate::criu::options::{CriuOptions, Verb};
+use crate::hooks::{self, Hook, HookError, HookPoint, HookSink};
 
 /// The CRIU release whose RPC and images crust follows (and is tested against): what
 /// VERSION answers, so that clients' version checks (runc wants 3.0 or newer) pass.
 pub const CRIU_COMPAT_VERSION: (i32, i32, i32) = (4, 2, 1);
 
 /// Serves one client until it closes, or until a request without `keep_open` is
-/// answered; returns the exit code (0 when every request succeeded).
-pub fn serve(connection: Connection) -> i32 {
+/// answered; returns the exit code (0 when every request succeeded). Each request's
+/// options start from `base`, the server's own (configuration files, command line).
+pub fn serve(connection: Connection, base: &CriuOptions) -> i32 {
     let peer = connection.peer_pid().unwrap_or_else(|error| {
         let parent = nix::unistd::getppid().as_raw();
         log::warn!("SO_PEERCRED: {error}; taking the parent {parent} as the client");
         parent
     });
-    let mut session = Session { connection, peer, notify_scripts: false };
+    let mut session = Session { connection: Arc::new(connection), peer, base: base.clone(), notify_scripts: false };
     match session.run() {
         Ok(code) => code,
         Err(error) => {
@@ -87,8 +91,11 @@ struct Prepared {
 }
 
 struct Session {
-    connection: Connection,
+    /// Shared with the engine's stage callback ([`Notifier`]) while a request runs.
+    connection: Arc<Connection>,
     peer: i32,
+    /// The server's options, where each request's start.
+    base: CriuOptions,
     /// The current request asked for NOTIFY messages.
     notify_scripts: bool,
 }
@@ -110,11 +117,11 @@ impl Session {
                 Some(CriuReqType::Version) => self.version()?,
                 Some(CriuReqType::Check) => self.check()?,
                 Some(CriuReqType::FeatureCheck) => self.feature_check(request.features.unwrap_or_default())?,
-                Some(CriuReqType::Dump) => self.dump(Action::Dump, request.opts.clone())?,
+                Some(CriuReqType::Dump) => self.dump(Verb::Dump, request.opts.clone())?,
                 Some(CriuReqType::Restore) => self.restore(request.opts.clone())?,
                 Some(CriuReqType::WaitPid) => self.wait_pid(request.pid)?,
                 Some(CriuReqType::PreDump) => {
-                    if !self.dump(Action::PreDump, request.opts.clone())? {
+                    if !self.dump(Verb::PreDump, request.opts.clone())? {
                         return Ok(1);
                     }
                     // As CRIU: after a pre-dump, more pre-dumps or the final dump may
@@ -242,9 +249,9 @@ impl Session {
     }
 
     /// DUMP and PRE_DUMP.
-    fn dump(&mut self, action: Action, opts: Option<CriuOpts>) -> io::Result<bool> {
-        let kind = if action == Action::PreDump { CriuReqType::PreDump } else { CriuReqType::Dump };
-        let outcome = self.try_dump(action, opts);
+    fn dump(&mut self, verb: Verb, opts: Option<CriuOpts>) -> io::Result<bool> {
+        let kind = if verb == Verb::PreDump { CriuReqType::PreDump } else { CriuReqType::Dump };
+        let outcome = self.try_dump(verb, opts);
         let mut response = match &outcome {
             Ok(()) => succeeded(kind),
             Err(failure) => {
@@ -252,7 +259,7 @@ impl Session {
                 failed(kind, failure)
             }
         };
-        if action == Action::Dump {
+        if verb == Verb::Dump {
             // `restored` is true only in the response a self-dumped client gets after
             // its restore, which crust does not do.
             response.dump = Some(CriuDumpResp { restored: Some(false) });
@@ -261,34 +268,21 @@ impl Session {
         Ok(outcome.is_ok())
     }
 
-    fn try_dump(&mut self, action: Action, opts: Option<CriuOpts>) -> Result<(), Failure> {
-        let prepared = self.prepare(action, opts)?;
-        let EngineRequest::Dump(options) = &prepared.engine else {
+    fn try_dump(&mut self, verb: Verb, opts: Option<CriuOpts>) -> Result<(), Failure> {
+        let Prepared { engine, _held } = self.prepare(verb, opts)?;
+        let EngineRequest::Dump(mut options) = engine else {
             unreachable!("a dump action maps to a dump");
         };
         if !Path::new(&format!("/proc/{}", options.pid)).exists() {
             return Err(Failure::with_errno(format!("dump pid {}: no such process", options.pid), libc::ESRCH));
         }
-        // CRIU runs the network scripts only for a tree in a net namespace of its own.
-        let own_netns = action == Action::Dump && in_own_net_namespace(options.pid);
-        if action == Action::Dump {
-            self.notify("pre-dump", None)?;
-        }
-        // The engine has no hook after its seize yet: the lock comes just before.
-        if own_netns {
-            self.notify("network-lock", None)?;
+        if verb == Verb::Dump {
+            self.hook(Hook::at(HookPoint::PreDump, Some(options.pid)))?;
+            // network-lock, post-dump and network-unlock come from inside the engine.
+            options.stages = hooks::engine_stages(self.notifier());
         }
         log::info!("dumping pid {} into {}", options.pid, options.dir.display());
-        let result = crust_engine::dump::dump(options);
-        let report = match result {
-            Ok(report) => report,
-            Err(error) => {
-                if own_netns {
-                    self.notify_and_log("network-unlock", None);
-                }
-                return Err(Failure::from_error(&error));
-            }
-        };
+        let report = crust_engine::dump::dump(&options).map_err(|error| Failure::from_error(&error))?;
         log::info!(
             "dumped pid {}: {} processes, {} threads, {} vmas, {} pages, frozen {:.1} ms, total {:.1} ms",
             options.pid,
@@ -299,14 +293,6 @@ impl Session {
             report.frozen.as_secs_f64() * 1e3,
             report.total.as_secs_f64() * 1e3
         );
-        if action == Action::Dump {
-            // The engine has no hook between its last image and the kill or release
-            // yet: post-dump comes once the dump returned.
-            self.notify("post-dump", None)?;
-            if own_netns && options.leave_running {
-                self.notify("network-unlock", None)?;
-            }
-        }
         Ok(())
     }
 
@@ -324,48 +310,32 @@ impl Session {
         }
     }
 
-    /// Restores and returns the root's pid.
+    /// Restores and returns the root's pid. Every point from pre-restore to post-resume
+    /// comes from inside the engine; a failed hook before the resume kills the tree
+    /// there, as CRIU does.
     fn try_restore(&mut self, opts: Option<CriuOpts>) -> Result<i32, Failure> {
-        let prepared = self.prepare(Action::Restore, opts)?;
-        let EngineRequest::Restore(options) = &prepared.engine else {
+        let Prepared { engine, _held } = self.prepare(Verb::Restore, opts)?;
+        let EngineRequest::Restore(mut options) = engine else {
             unreachable!("a restore action maps to a restore");
         };
-        self.notify("pre-restore", None)?;
+        options.stages = hooks::engine_stages(self.notifier());
         log::info!("restoring from {}", options.dir.display());
-        let report = crust_engine::restore::restore(options).map_err(|error| {
+        let report = crust_engine::restore::restore(&options).map_err(|error| {
             let mut failure = Failure::from_error(&error);
             if let crust_engine::restore::RestoreError::PidBusy { .. } = error {
                 failure.errno = Some(libc::EEXIST);
             }
             failure
         })?;
-        let pid = report.pid;
-        log::info!("restored pid {pid}: {} processes in {:.1} ms", report.processes, report.total.as_secs_f64() * 1e3);
-        // The engine has no hooks inside its restore yet: the points up to the
-        // resume come once it returned, the tree already running. A client whose hook
-        // fails at one of them gets the tree killed, as CRIU kills it there.
-        let before_resume = (|| {
-            self.notify("setup-namespaces", Some(pid))?;
-            self.notify("post-setup-namespaces", None)?;
-            self.notify("post-restore", Some(pid))?;
-            if images_own_net_namespace(&options.dir) {
-                self.notify_and_log("network-unlock", None);
-            }
-            self.notify_and_log("pre-resume", None);
-            Ok(())
-        })();
-        if let Err(failure) = before_resume {
-            kill_restored_tree(&options.dir, pid);
-            return Err(failure);
-        }
-        self.notify_and_log("post-resume", None);
-        Ok(pid)
+        log::info!("restored pid {}: {} processes in {:.1} ms", report.pid, report.processes, report.total.as_secs_f64() * 1e3);
+        Ok(report.pid)
     }
 
     /// Everything a dump or restore needs before the engine runs: the client's
-    /// directories, the log, the config file, the status fd, and the engine options.
-    fn prepare(&mut self, action: Action, opts: Option<CriuOpts>) -> Result<Prepared, Failure> {
-        let mut opts = opts.ok_or_else(|| Failure::with_errno("request without criu_opts", libc::EINVAL))?;
+    /// directories, the options (the server's, the request's, its config file), the
+    /// log, the status fd, and the engine options.
+    fn prepare(&mut self, verb: Verb, opts: Option<CriuOpts>) -> Result<Prepared, Failure> {
+        let opts = opts.ok_or_else(|| Failure::with_errno("request without criu_opts", libc::EINVAL))?;
         let mut held = Vec::new();
         let images = match (&opts.images_dir, opts.images_dir_fd) {
             (Some(path), _) => PathBuf::from(path),
@@ -376,17 +346,25 @@ impl Session {
             Some(fd) if fd >= 0 => self.open_client_dir("work_dir_fd", fd, &mut held)?,
             _ => images.clone(),
         };
-        if let Some(config) = opts.config_file.clone() {
-            match std::fs::read_to_string(&config) {
-                Ok(text) => options::apply_config(&mut opts, &text).map_err(|why| Failure::with_errno(format!("config_file {config}: {why}"), libc::EINVAL))?,
+        let config = match opts.config_file.as_deref() {
+            Some(path) => match std::fs::read_to_string(path) {
+                Ok(text) => Some((Path::new(path), text)),
                 // CRIU skips a config file that is not there (runc always names one).
-                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-                Err(error) => return Err(Failure::from_error(&error).prefixed(&format!("config_file {config}"))),
-            }
-        }
-        self.open_log(&opts, &work)?;
-        if let Some(config) = &opts.config_file {
-            log::info!("config file {config} {}", if Path::new(config).exists() { "applied" } else { "not found: skipped" });
+                Err(error) if error.kind() == io::ErrorKind::NotFound => None,
+                Err(error) => return Err(Failure::from_error(&error).prefixed(&format!("config_file {path}"))),
+            },
+            None => None,
+        };
+        let request_options = options::request_options(
+            &self.base,
+            &opts,
+            &RequestDirs { images, work },
+            config.as_ref().map(|(path, text)| (*path, text.as_str())),
+        )
+        .map_err(option_failure)?;
+        self.open_log(&request_options, opts.log_to_stderr())?;
+        if let Some(path) = &opts.config_file {
+            log::info!("config file {path} {}", if config.is_some() { "applied" } else { "not found: skipped" });
         }
         // Only a page server or lazy restore writes to it (refused below); like CRIU,
         // crust holds it until the request ends.
@@ -399,8 +377,7 @@ impl Session {
             held.push(status);
         }
         self.notify_scripts = opts.notify_scripts();
-        let engine = options::engine_options(action, &opts, &RequestDirs { images })
-            .map_err(|error| Failure::with_errno(error.to_string(), libc::EOPNOTSUPP))?;
+        let engine = options::engine_request(verb, &request_options, &opts).map_err(option_failure)?;
         Ok(Prepared { engine, _held: held })
     }
 
@@ -425,60 +402,88 @@ impl Session {
         Ok(path)
     }
 
-    /// Points the log at `log_file` in the work directory (CRIU's default name
-    /// `criu.log`; no subdirectories, as CRIU).
-    fn open_log(&self, opts: &CriuOpts, work: &Path) -> Result<(), Failure> {
-        let name = opts.log_file.as_deref().unwrap_or("criu.log");
-        if name.contains('/') {
-            return Err(Failure::with_errno(format!("option log_file: {name}: no subdirectories allowed"), libc::EINVAL));
-        }
-        let path = work.join(name);
+    /// Points the log at the request's log file in the work directory (CRIU's
+    /// default name for RPC: `criu.log`).
+    fn open_log(&self, options: &CriuOptions, to_stderr: bool) -> Result<(), Failure> {
+        let name = options.log_file.clone().unwrap_or_else(|| PathBuf::from("criu.log"));
+        let path = options.work_dir.clone().unwrap_or_else(|| options.images_dir()).join(name);
         let file = File::create(&path).map_err(|error| Failure::from_error(&error).prefixed(&format!("log_file: create {}", path.display())))?;
-        super::log::configure(Some(file), opts.log_level(), opts.log_to_stderr());
+        super::log::configure(Some(file), options.verbosity, to_stderr);
         Ok(())
     }
 
-    /// Sends NOTIFY `script` (with `pid` where CRIU sends one) if the request asked for
-    /// notifications, and waits for the client's acknowledgement.
-    fn notify(&self, script: &str, pid: Option<i32>) -> Result<(), Failure> {
-        self.notify_with_fd(script, pid, None)
+    /// The NOTIFY side of this request, for the engine's stage callback.
+    fn notifier(&self) -> Arc<Notifier> {
+        Arc::new(Notifier { connection: self.connection.clone(), enabled: self.notify_scripts })
     }
+}
 
-    /// A notification whose failure CRIU only logs.
-    fn notify_and_log(&self, script: &str, pid: Option<i32>) {
-        if let Err(failure) = self.notify(script, pid) {
-            log::warn!("{}", failure.message);
-        }
+/// The RPC's listener: NOTIFY messages, when the request set `notify_scripts`.
+impl HookSink for Session {
+    fn reached(&self, hook: &Hook<'_>) -> Result<(), HookError> {
+        self.notifier().reached(hook)
     }
+}
 
-    /// [`Self::notify`] with an fd attached (orphan-pts-master hands over a pty master).
-    fn notify_with_fd(&self, script: &str, pid: Option<i32>, fd: Option<BorrowedFd<'_>>) -> Result<(), Failure> {
-        if !self.notify_scripts {
+/// NOTIFY messages on a session's connection: what the engine's stage callback reaches
+/// during a request.
+struct Notifier {
+    connection: Arc<Connection>,
+    /// The request set `notify_scripts`.
+    enabled: bool,
+}
+
+impl HookSink for Notifier {
+    /// Sends NOTIFY for `hook` and waits for the client's acknowledgement. The pid
+    /// goes with `setup-namespaces` and `post-restore` only, as CRIU sends it; an fd
+    /// (orphan-pts-master's pty master) goes over SCM_RIGHTS.
+    fn reached(&self, hook: &Hook<'_>) -> Result<(), HookError> {
+        if !self.enabled {
             return Ok(());
         }
-        log::info!("notify {script}");
+        let point = hook.point;
+        log::info!("notify {point}");
+        let pid = hook.root.filter(|_| matches!(point, HookPoint::SetupNamespaces | HookPoint::PostRestore));
         let message = CriuResp {
-            notify: Some(CriuNotify { script: Some(script.to_string()), pid }),
+            notify: Some(CriuNotify { script: Some(point.name().to_string()), pid }),
             ..succeeded(CriuReqType::Notify)
         };
-        let fds: Vec<BorrowedFd<'_>> = fd.into_iter().collect();
-        self.connection
-            .send_with_fds(&message.encode_to_vec(), &fds)
-            .map_err(|error| Failure::from_error(&error).prefixed(&format!("notify {script}: send")))?;
+        let fds: Vec<BorrowedFd<'_>> = hook.fd.into_iter().collect();
+        let io_failure = |what: &str, error: &io::Error| match error.raw_os_error() {
+            Some(errno) => HookError::with_errno(point, format!("notify {point}: {what}: {error}"), errno),
+            None => HookError::new(point, format!("notify {point}: {what}: {error}")),
+        };
+        self.connection.send_with_fds(&message.encode_to_vec(), &fds).map_err(|error| io_failure("send", &error))?;
         let ack = match self.connection.receive() {
-            Ok(Some(bytes)) => CriuReq::decode(bytes.as_slice())
-                .map_err(|error| Failure::with_errno(format!("notify {script}: acknowledgement does not decode: {error}"), libc::EINVAL))?,
-            Ok(None) => return Err(Failure::with_errno(format!("notify {script}: the client closed the connection"), libc::EPIPE)),
-            Err(error) => return Err(Failure::from_error(&error).prefixed(&format!("notify {script}: receive"))),
+            Ok(Some(bytes)) => CriuReq::decode(bytes.as_slice()).map_err(|error| {
+                HookError::with_errno(point, format!("notify {point}: acknowledgement does not decode: {error}"), libc::EINVAL)
+            })?,
+            Ok(None) => return Err(HookError::with_errno(point, format!("notify {point}: the client closed the connection"), libc::EPIPE)),
+            Err(error) => return Err(io_failure("receive", &error)),
         };
         if ack.r#type != CriuReqType::Notify as i32 {
-            return Err(Failure::with_errno(format!("notify {script}: the client answered with request type {}, not NOTIFY", ack.r#type), libc::EINVAL));
+            return Err(HookError::with_errno(
+                point,
+                format!("notify {point}: the client answered with request type {}, not NOTIFY", ack.r#type),
+                libc::EINVAL,
+            ));
         }
         if !ack.notify_success() {
-            return Err(Failure::new(format!("notify {script}: the client's hook failed")));
+            return Err(HookError::new(point, format!("notify {point}: the client's hook failed")));
         }
         Ok(())
     }
+}
+
+impl From<HookError> for Failure {
+    fn from(error: HookError) -> Self {
+        Failure { message: error.message, errno: error.errno }
+    }
+}
+
+/// A request's options that cannot be carried out, as a response says it.
+fn option_failure(error: options::OptionError) -> Failure {
+    Failure::with_errno(error.to_string(), error.errno())
 }
 
 impl Failure {
@@ -508,42 +513,6 @@ fn failed(kind: CriuReqType, failure: &Failure) -> CriuResp {
 /// parent's instead of tracking them (no soft-dirty needed), reading /proc/PID/pagemap.
 fn memory_tracking_works() -> bool {
     Path::new("/proc/self/pagemap").exists()
-}
-
-/// Whether `pid` runs in a net namespace other than crust's.
-fn in_own_net_namespace(pid: i32) -> bool {
-    let theirs = std::fs::read_link(format!("/proc/{pid}/ns/net"));
-    let ours = std::fs::read_link("/proc/self/ns/net");
-    matches!((theirs, ours), (Ok(theirs), Ok(ours)) if theirs != ours)
-}
-
-/// Whether the dump's root had a net namespace of its own (its ids differ from the
-/// inventory's root ids).
-fn images_own_net_namespace(dir: &Path) -> bool {
-    let images = ImageDir::new(dir);
-    let inventory: Option<pb::InventoryEntry> = images.read_single(ImageKind::Inventory, 0).ok();
-    let root = images
-        .read_entries::<pb::PstreeEntry>(ImageKind::Pstree, 0)
-        .ok()
-        .and_then(|entries| entries.first().map(|entry| entry.pid));
-    let core: Option<pb::CoreEntry> = root.and_then(|pid| images.read_single(ImageKind::Core, u64::from(pid)).ok());
-    let root_netns = inventory.and_then(|inventory| inventory.root_ids).and_then(|ids| ids.net_ns_id);
-    let tree_netns = core.and_then(|core| core.ids).and_then(|ids| ids.net_ns_id);
-    matches!((root_netns, tree_netns), (Some(host), Some(tree)) if host != tree)
-}
-
-/// Kills a tree restored moments ago (a client hook failed before its resume point):
-/// every process of pstree.img, or the root alone when it is a pid namespace's init.
-fn kill_restored_tree(dir: &Path, root: i32) {
-    let pids: Vec<i32> = ImageDir::new(dir)
-        .read_entries::<pb::PstreeEntry>(ImageKind::Pstree, 0)
-        .map(|entries| entries.iter().map(|entry| entry.pid as i32).collect())
-        .unwrap_or_default();
-    let targets = if pids.first() == Some(&1) || pids.is_empty() { vec![root] } else { pids };
-    for pid in &targets {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), nix::sys::signal::Signal::SIGKILL);
-    }
-    log::warn!("killed the restored tree (pids {targets:?})");
 }
 
 #[cfg(test)]
@@ -587,7 +556,8 @@ mod tests {
         use std::os::fd::AsFd;
 
         let (client, server) = super::super::transport::pair().unwrap();
-        let session = Session { connection: server, peer: std::process::id() as i32, notify_scripts: true };
+        let session =
+            Session { connection: Arc::new(server), peer: std::process::id() as i32, base: CriuOptions::default(), notify_scripts: true };
         let (mut reader, writer) = std::io::pipe().unwrap();
         let acknowledging = std::thread::spawn(move || {
             let fd = nix::sys::socket::recvmsg::<()>(
@@ -611,7 +581,7 @@ mod tests {
             let ack = CriuReq { r#type: CriuReqType::Notify as i32, notify_success: Some(true), ..CriuReq::default() };
             client.send(&ack.encode_to_vec()).unwrap();
         });
-        session.notify_with_fd("orphan-pts-master", None, Some(writer.as_fd())).unwrap();
+        session.hook(Hook { point: HookPoint::OrphanPtsMaster, root: None, fd: Some(writer.as_fd()) }).unwrap();
         drop(writer);
         acknowledging.join().unwrap();
         let mut text = String::new();
@@ -623,7 +593,7 @@ mod tests {
     fn bytes_that_are_no_request_get_an_error_and_end_the_session() {
         let (client, server) = super::super::transport::pair().unwrap();
         client.send(&[0xff, 0xff, 0xff]).unwrap();
-        let worker = std::thread::spawn(move || serve(server));
+        let worker = std::thread::spawn(move || serve(server, &CriuOptions::default()));
         let response = CriuResp::decode(client.receive().unwrap().unwrap().as_slice()).unwrap();
         assert_eq!(worker.join().unwrap(), 1);
         assert!(!response.success);
@@ -636,7 +606,7 @@ mod tests {
         let (client, server) = super::super::transport::pair().unwrap();
         let request = CriuReq { r#type: CriuReqType::Version as i32, ..CriuReq::default() };
         client.send(&request.encode_to_vec()).unwrap();
-        let worker = std::thread::spawn(move || serve(server));
+        let worker = std::thread::spawn(move || serve(server, &CriuOptions::default()));
         let response = CriuResp::decode(client.receive().unwrap().unwrap().as_slice()).unwrap();
         assert_eq!(worker.join().unwrap(), 0);
         assert!(response.success);
@@ -648,7 +618,7 @@ mod tests {
     #[test]
     fn keep_open_serves_the_next_request_and_a_bad_one_ends_the_session() {
         let (client, server) = super::super::transport::pair().unwrap();
-        let worker = std::thread::spawn(move || serve(server));
+        let worker = std::thread::spawn(move || serve(server, &CriuOptions::default()));
         let mut features = CriuReq { r#type: CriuReqType::FeatureCheck as i32, keep_open: Some(true), ..CriuReq::default() };
         features.features = Some(CriuFeatures { mem_track: Some(true), lazy_pages: Some(true), pidfd_store: Some(true) });
         client.send(&features.encode_to_vec()).unwrap();

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 
 use super::sys::{self, Forked};
+use crate::criu::options::CriuOptions;
 use super::transport::Listener;
 
 /// `crust service` flags (CRIU's).
@@ -28,8 +29,9 @@ pub struct ServiceArgs {
     pub status_fd: Option<i32>,
 }
 
-/// Runs the service until SIGTERM or SIGINT (then removes the socket).
-pub fn run(args: ServiceArgs) -> anyhow::Result<i32> {
+/// Runs the service until SIGTERM or SIGINT (then removes the socket). Each
+/// connection's requests start from `base`, the service's own options.
+pub fn run(args: ServiceArgs, base: &CriuOptions) -> anyhow::Result<i32> {
     let listener = Listener::bind(&args.address).with_context(|| format!("service: listen on {}", args.address.display()))?;
     if args.daemon {
         match sys::fork_process().context("service: fork the daemon")? {
@@ -63,7 +65,7 @@ pub fn run(args: ServiceArgs) -> anyhow::Result<i32> {
         match sys::fork_process() {
             Ok(Forked::Child) => {
                 let code = match sys::worker_signals() {
-                    Ok(()) => super::server::serve(connection),
+                    Ok(()) => super::server::serve(connection, base),
                     Err(error) => {
                         log::error!("service worker: signal dispositions: {error}");
                         1

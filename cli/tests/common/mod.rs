@@ -35,11 +35,44 @@ pub fn subreaper() {
 }
 
 /// A fresh scratch directory for test `name`.
-pub fn tempdir(name: &str) -> PathBuf {
+pub fn tempdir(name: &str) -> TempDir {
     let dir = std::env::temp_dir().join(format!("crust-test-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    TempDir(dir)
+}
+
+/// A test's scratch directory: removed when the test ends well (images hold memory and
+/// add up), kept with its path printed when the test fails, for a look at its logs.
+pub struct TempDir(PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = PathBuf;
+    fn deref(&self) -> &PathBuf {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TempDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for TempDir {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.as_os_str()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("kept for a look: {}", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
 }
 
 /// Compiles `tests/data/NAME.c` (with `extra` flags) into `dir/NAME`.
@@ -102,6 +135,28 @@ pub fn wait_exit(pid: i32) -> i32 {
     let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
     assert_eq!(rc, pid, "waitpid {pid}");
     status
+}
+
+/// A child that is SIGKILLed and reaped when this guard drops (a failed assertion then
+/// leaves nothing running); `disarm` once the test has ended it itself.
+pub struct KillOnDrop(pub i32);
+
+impl KillOnDrop {
+    /// The test reaped the process itself.
+    pub fn disarm(&mut self) {
+        self.0 = 0;
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if self.0 > 0 {
+            signal(self.0, libc::SIGKILL);
+            let mut status = 0;
+            // SAFETY: status is a valid out-pointer for the call.
+            unsafe { libc::waitpid(self.0, &mut status, 0) };
+        }
+    }
 }
 
 /// `kill(pid, sig)`.

@@ -6,7 +6,10 @@
 //!   `snapshot.rs` is the copy-on-write snapshot of `--leave-running`; `shmem.rs`
 //!   writes each shared anonymous object once, from the object;
 //! - restore: `page_sources.rs` finds each dumped page through the chain of parent
-//!   dumps; `shmem.rs` fills each shared anonymous object before the first fork. The restorer's memory ops are planned by `restore/program/memory.rs`.
+//!   dumps; `shmem.rs` fills each shared anonymous object before the first fork.
+//! - both: `checksums.rs`, the CRC-32C of every run of pages and the list of images
+//!   (`crust-checksums.img`), written at the end of a dump and verified before a
+//!   restore creates anything. The restorer's memory ops are planned by `restore/program/memory.rs`.
 //!
 //! Invariant: imports no pipeline.
 
@@ -14,6 +17,7 @@ use std::io;
 
 use crate::files::FileDumpError;
 
+pub(crate) mod checksums;
 pub(crate) mod dump;
 pub(crate) mod incremental;
 pub(crate) mod page_sources;
@@ -22,6 +26,7 @@ pub(crate) mod remote_pipes;
 pub(crate) mod shmem;
 pub(crate) mod snapshot;
 
+pub use checksums::ChecksumError;
 pub use page_sources::PageSourcesError;
 
 /// Why the memory of a process could not be dumped.

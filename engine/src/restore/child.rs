@@ -107,7 +107,7 @@ pub(crate) fn root_main(run: &Run, sync: OwnedFd, error: OwnedFd) -> ! {
     let result = (|| -> Result<(), ChildError> {
         // Move the pipes to their numbers (through copies above both, so neither lands on
         // the other).
-        let above = tree.broker_base + broker.fds.len() as i32 + 4096;
+        let above = tree.broker_base.saturating_add(i32::try_from(broker.fds.len()).unwrap_or(i32::MAX)).saturating_add(4096);
         let error_copy = sys::dup_at_least(error.as_raw_fd(), above).map_err(child_io("copy error pipe"))?;
         let sync_copy = sys::dup_at_least(sync.as_raw_fd(), above).map_err(child_io("copy sync pipe"))?;
         drop(error);

@@ -237,10 +237,30 @@ fn log_failed_ops(pid: i32, host_tid: i32, plan: &Plan) {
     }
 }
 
-/// For one process: injects each thread's own state, unmaps the restorer through one
-/// injected syscall, then sets every thread's dumped registers and signal mask and lets
-/// it go.
-pub(crate) fn finish_process(process: &ProcessImages, plan: &Plan, host: &BTreeMap<i32, i32>) -> Result<(), FinishError> {
+/// A restored thread, still stopped, and what it gets as it goes: its dumped registers
+/// (whether its interrupted syscall restarts), signal mask and the signal it is
+/// detached with (the stop signal of a stopped process, on its last thread).
+pub(crate) struct ReadyThread {
+    tid: i32,
+    gpr: <HostArch as Abi>::Regs,
+    restarts: bool,
+    mask: u64,
+    detach_signal: i32,
+}
+
+/// Lets the restored threads go: each gets its registers and mask and is detached.
+pub(crate) fn release(threads: Vec<ReadyThread>) -> Result<(), FinishError> {
+    for thread in threads {
+        crate::infect::release_thread(thread.tid, &thread.gpr, thread.restarts, thread.mask, thread.detach_signal)
+            .map_err(|source| FinishError::Infect { pid: thread.tid, source })?;
+    }
+    Ok(())
+}
+
+/// For one process: injects each thread's own state and unmaps the restorer through one
+/// injected syscall; returns its threads ready to go ([`release`]), still stopped.
+/// With `leave_stopped` the process goes stopped (SIGSTOP), as one dumped stopped.
+pub(crate) fn finish_process(process: &ProcessImages, plan: &Plan, host: &BTreeMap<i32, i32>, leave_stopped: bool) -> Result<Vec<ReadyThread>, FinishError> {
     let syscall_ip = plan.area + HostArch::restorer_syscall_offset() as u64;
     let tids: Vec<i32> = process.pstree.threads.iter().map(|&t| host[&(t as i32)]).collect();
     // The thread that makes the process's remaining calls (the leader, unless it exits).
@@ -288,7 +308,7 @@ pub(crate) fn finish_process(process: &ProcessImages, plan: &Plan, host: &BTreeM
     // The last injected call starts from the dumped registers, so any register the
     // kernel keeps from the syscall stop (aarch64's x7) is already the dumped one.
     let leader_dumped = HostArch::regs_from_core(&process.cores[acting], &ext_templates[acting])
-        .map_err(|what| FinishError::BadImage { image: format!("core-{}.img", process.pstree.threads[acting]), what })?;
+        .map_err(|what| FinishError::BadImage { image: format!("core-{}.img", process.pstree.threads[acting]), what: what.to_string() })?;
     let mut remote = RemoteThread::new(pid, syscall_ip, leader_dumped.gpr);
     log::debug!("pid {pid}: unmapping restorer {:#x}+{:#x}", plan.area, plan.area_size);
     let result = remote
@@ -299,11 +319,18 @@ pub(crate) fn finish_process(process: &ProcessImages, plan: &Plan, host: &BTreeM
     }
     // A stopped process gets its stop signal as its last thread leaves the tracer: the
     // whole group stops before any of it runs.
-    let stop_signal = if process.task_state() == TASK_STOPPED { process.stop_signal() } else { 0 };
+    let stop_signal = if leave_stopped {
+        libc::SIGSTOP
+    } else if process.task_state() == TASK_STOPPED {
+        process.stop_signal()
+    } else {
+        0
+    };
+    let mut ready = Vec::new();
     for (index, ((&tid, core), ext)) in tids.iter().zip(&process.cores).zip(&ext_templates).enumerate().skip(acting) {
         let detach_signal = if index + 1 == tids.len() { stop_signal } else { 0 };
         let dumped = HostArch::regs_from_core(core, ext)
-            .map_err(|what| FinishError::BadImage { image: format!("core-{tid}.img"), what })?;
+            .map_err(|what| FinishError::BadImage { image: format!("core-{tid}.img"), what: what.to_string() })?;
         let gpr = HostArch::resume_regs(&dumped.gpr, false);
         let restarts = HostArch::ip(&gpr) != HostArch::ip(&dumped.gpr);
         HostArch::write_ext(tid, &dumped.ext).map_err(|source| FinishError::Arch { pid: tid, source })?;
@@ -313,7 +340,7 @@ pub(crate) fn finish_process(process: &ProcessImages, plan: &Plan, host: &BTreeM
             .and_then(|t| t.blk_sigset)
             .or(core.tc.as_ref().map(|t| t.blk_sigset))
             .unwrap_or(0);
-        crate::infect::release_thread(tid, &gpr, restarts, mask, detach_signal).map_err(|source| FinishError::Infect { pid: tid, source })?;
+        ready.push(ReadyThread { tid, gpr, restarts, mask, detach_signal });
     }
-    Ok(())
+    Ok(ready)
 }

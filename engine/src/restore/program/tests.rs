@@ -235,7 +235,14 @@ impl Abi for BigX86 {
     fn clear_tid_address(core: &crust_images::pb::CoreEntry) -> Option<u64> {
         X86_64::clear_tid_address(core)
     }
-    fn regs_from_core(core: &crust_images::pb::CoreEntry, ext_template: &[u8]) -> Result<crust_arch::ThreadRegs<Self::Regs>, String> {
+    fn regs_from_core(core: &crust_images::pb::CoreEntry, ext_template: &[u8]) -> Result<crust_arch::ThreadRegs<Self::Regs>, crust_arch::RegsFromCoreError> {
         X86_64::regs_from_core(core, ext_template)
+    }
+    fn restorer_outcome(regs: &Self::Regs, program_address: u64) -> crust_arch::RestorerOutcome {
+        X86_64::restorer_outcome(regs, program_address)
+    }
+    const SIGFRAME_ALIGN: u64 = X86_64::SIGFRAME_ALIGN;
+    fn sigreturn_frame(regs: &crust_arch::ThreadRegs<Self::Regs>, sigmask: u64, address: u64) -> Result<crust_arch::SigreturnFrame, crust_arch::SigframeError> {
+        X86_64::sigreturn_frame(regs, sigmask, address)
     }
 }
