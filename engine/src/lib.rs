@@ -16,12 +16,14 @@ pub mod restore;
 pub mod stages;
 
 mod access;
+mod cgroups;
 mod error;
 mod files;
 mod infect;
 mod ipc;
 mod memory;
 mod model;
+mod ns;
 mod sys;
 
 pub use access::AccessError;

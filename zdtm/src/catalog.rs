@@ -80,7 +80,8 @@ pub struct TestSpec {
     /// Why the test does not fit the `ns` flavor (it compares host-visible pids, say);
     /// `None`: it runs in both.
     pub host_only: Option<&'static str>,
-    /// Extra `crust dump` flags (`--tcp-established`).
+    /// Extra `crust dump` flags (`--tcp-established`); those CRIU's restore needs too
+    /// (`cross::ALSO_ON_RESTORE`) go to the restore as well.
     pub dump_args: &'static [&'static str],
     /// The test's group (`--group`): `"runtime"` for language runtimes, else `"core"`.
     pub group: &'static str,
@@ -253,6 +254,8 @@ pub const TESTS: &[TestSpec] = &[
     rust("unix_sockets"),
     rust("event_fds"),
     rust("inet_sockets"),
+    // Both tools dump locks only when told; CRIU restores them only when told too
+    // (`cross.rs` passes the flag on restore).
     TestSpec { dump_args: &["--file-locks"], ..rust("file_locks") },
     rust("inotify_watches"),
     // Issue 4: process trees.

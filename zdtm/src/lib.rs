@@ -19,6 +19,7 @@
 #![deny(unsafe_code)]
 
 pub mod catalog;
+pub mod cross;
 pub mod demo;
 pub mod harness;
 pub mod leftovers;

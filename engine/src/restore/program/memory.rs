@@ -35,9 +35,10 @@ const POPULATE_AT_LEAST: u64 = 64 << 10;
 pub(crate) struct Helpers {
     /// (number, path, open flags), opened by path.
     pub(crate) opened: Vec<(i32, PathBuf, i32)>,
-    /// (number, file id, open flags to reopen it with), copied from the broker
-    /// (unlinked mapped files, memfds); reopened through /proc/self/fd where the area's
-    /// own open flags (`fdflags`) differ from the description's.
+    /// (number, file id, open mode), from the broker (unlinked mapped files, memfds):
+    /// a description of its own opened through the broker's fd with the area's mode
+    /// (`vma.fdflags`; CRIU's entries for mappings carry no flags of their own), or,
+    /// without one, the broker's description.
     pub(crate) from_broker: Vec<(i32, u32, Option<i32>)>,
     /// File id → helper fd of each mapped file.
     pub(crate) file_fds: BTreeMap<u32, i32>,
@@ -68,13 +69,7 @@ pub(crate) fn helper_fds(images: &Images, process: &ProcessImages, base: i32) ->
         // read-only and the mode in the area's fdflags).
         if images.ghosts.contains_key(&id) || !images.files.contains_key(&id) {
             file_fds.insert(id, fd);
-            let wanted = vma.fdflags.map(|f| f as i32 & libc::O_ACCMODE);
-            let opened = images.files.get(&id).map(|reg| reg.flags as i32 & libc::O_ACCMODE);
-            let reopen = match (wanted, opened) {
-                (Some(wanted), Some(opened)) if wanted != opened => Some(wanted),
-                _ => None,
-            };
-            from_broker.push((fd, id, reopen));
+            from_broker.push((fd, id, vma.fdflags.map(|f| f as i32 & libc::O_ACCMODE)));
             continue;
         }
         let reg = images.files.get(&id).ok_or_else(|| PlanError::BadImage {

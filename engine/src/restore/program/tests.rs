@@ -59,15 +59,8 @@ fn render<A: Abi>(images: &Images, plan: &Plan, index: usize) -> String {
     for (fd, path, flags) in &plan.helpers {
         let _ = writeln!(out, "helper fd {fd}: {} flags {flags:#o}", path.display());
     }
-    for (fd, id, reopen) in &plan.broker_helpers {
-        match reopen {
-            None => {
-                let _ = writeln!(out, "helper fd {fd}: broker file {id}");
-            }
-            Some(flags) => {
-                let _ = writeln!(out, "helper fd {fd}: broker file {id} reopened flags {flags:#o}");
-            }
-        }
+    for (fd, id, _) in &plan.broker_helpers {
+        let _ = writeln!(out, "helper fd {fd}: broker file {id}");
     }
     for premap in &plan.premap {
         let _ = writeln!(out, "premap {:#x}-{:#x} slot {:#x} inherited {} runs {:x?}", premap.start, premap.end, premap.slot, premap.inherited, premap.runs);
