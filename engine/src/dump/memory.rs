@@ -13,6 +13,7 @@ use crust_images::pb;
 use crate::dump::freeze::{Frozen, OutsideNamespace};
 use crate::error::io_failure;
 use crate::files::FileTable;
+use crate::memory::shmem::SharedAnonObjects;
 use crate::memory::snapshot::Snapshot;
 use crate::memory::{self, MemDumpError};
 use crate::model::Collected;
@@ -32,15 +33,19 @@ pub enum MemoryError {
     Parent { pid: i32, source: memory::PageSourcesError },
     #[error("dump pid {pid}: parasite: {source}")]
     Parasite { pid: i32, source: ParasiteError },
+    #[error("dump pid {pid}: {source}")]
+    SharedAnon { pid: i32, source: crate::files::FileError },
 }
 io_failure!(MemoryError);
 
 /// What the memory stage made: each live process's areas (in tree order), the pages
-/// written, and the snapshot whose pages are copied once the tree runs again.
+/// written, how many pages images the shared anonymous objects took (after the
+/// processes' own), and the snapshot whose pages are copied once the tree runs again.
 pub(crate) struct DumpedMemory {
     pub(crate) vmas: Vec<Vec<pb::VmaEntry>>,
     pub(crate) pages: u64,
     pub(crate) vma_count: usize,
+    pub(crate) shared_anon_pages_ids: u32,
     pub(crate) snapshot: Snapshot,
     /// The longest of the parasites' windows.
     pub(crate) window_longest: std::time::Duration,
@@ -69,6 +74,7 @@ pub(crate) fn dump_tree_memory(
     // Processes whose pages are copied after the release (copy-on-write snapshot); their
     // userfaultfds close (lifting every protection) on every error path.
     let mut armed = Vec::new();
+    let mut shared_anon = SharedAnonObjects::default();
     let mut pieces = memory::checksums::Pieces::new();
     let mut window_longest = std::time::Duration::ZERO;
     let mut cure = |parasite: Parasite| -> Result<(), MemoryError> {
@@ -108,6 +114,7 @@ pub(crate) fn dump_tree_memory(
                         memory::dump::dump_memory_armed(pid, dir, collected, &mem, files, index as u32 + 1, image_pid, arming)?;
                     pages += written;
                     vma_count += vmas.len();
+                    shared_anon.add_areas(pid, &vmas);
                     memory.push(vmas);
                     armed.push(process_armed);
                     continue;
@@ -134,12 +141,18 @@ pub(crate) fn dump_tree_memory(
         pieces.insert(crust_images::ImageKind::Pages.file_name(pages_id.into()), process_pieces);
         pages += written;
         vma_count += vmas.len();
+        shared_anon.add_areas(pid, &vmas);
         memory.push(vmas);
     }
+    // Shared anonymous objects once each, from the objects themselves, while frozen;
+    // their pages images come after the processes'.
+    shared_anon
+        .write(dir, memory.len() as u32 + 1)
+        .map_err(|source| MemoryError::SharedAnon { pid: root, source })?;
     // The fault handler runs from here on: the tree stays frozen until the images are
     // written, but a thread leaving its stop may already write a protected page.
     let snapshot = Snapshot::start(armed).map_err(io_err(root, "start the userfaultfd handler"))?;
-    Ok(DumpedMemory { vmas: memory, pages, vma_count, snapshot, window_longest, pieces })
+    Ok(DumpedMemory { vmas: memory, pages, vma_count, shared_anon_pages_ids: shared_anon.len(), snapshot, window_longest, pieces })
 }
 
 const PIPES_FROM_RESIDENT: u64 = 16 << 20;

@@ -342,7 +342,7 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     file_table.tcp.run_id = run_id.clone();
     let cow = options.leave_running && !options.frozen_copy;
     let memory_started = Instant::now();
-    let memory::DumpedMemory { vmas: mut memory, pages, vma_count, snapshot, window_longest, mut pieces } =
+    let memory::DumpedMemory { vmas: mut memory, pages, vma_count, shared_anon_pages_ids, snapshot, window_longest, mut pieces } =
         memory::dump_tree_memory(&frozen, &collected, parasites, &options.dir, parent_dir.as_deref(), cow, &mut file_table)?;
     let memdump = memory_started.elapsed();
     for vmas in &mut memory {
@@ -383,6 +383,7 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
         files: &file_table,
         process_files: &process_files,
         memory,
+        shared_anon_pages_ids,
         ids: &ids,
         run_id: &run_id,
     };

@@ -10,7 +10,7 @@ use std::io::{self, Read};
 use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
-use crust_arch::{Abi, Host, HostArch, RestorerOutcome, Sys};
+use crust_arch::{Abi, Host, HostArch, RestorerOp, RestorerOutcome, Sys};
 
 use crate::infect::RemoteThread;
 use crate::model::TASK_STOPPED;
@@ -173,6 +173,7 @@ pub(crate) fn wait_for_restorers(tree: &TreePlan, plans: &[Option<Plan>], images
                 let plan = plans[index].as_ref().expect("live process");
                 match HostArch::restorer_outcome(&regs.gpr, plan.area + plan.ops_offset) {
                     RestorerOutcome::Done => {
+                        log_failed_ops(tid, host_tid, plan);
                         pending_leaders.remove(&tid);
                     }
                     RestorerOutcome::NewThread => pending_threads.retain(|&t| t != tid),
@@ -216,6 +217,31 @@ pub(crate) fn wait_for_restorers(tree: &TreePlan, plans: &[Option<Plan>], images
         }
     }
     Ok(host)
+}
+
+/// Logs the ops of a finished restorer program that may fail without stopping it
+/// (`Plan::logged_ops`, madvise of huge page advice) and did, from the results the
+/// restorer stored in its op list (still mapped: the tracer unmaps it later).
+fn log_failed_ops(pid: i32, host_tid: i32, plan: &Plan) {
+    if plan.logged_ops.is_empty() {
+        return;
+    }
+    let path = format!("/proc/{host_tid}/mem");
+    let mut bytes = vec![0u8; plan.ops_bytes.len()];
+    let read = fs::File::open(&path).and_then(|mem| std::os::unix::fs::FileExt::read_exact_at(&mem, &mut bytes, plan.area + plan.ops_offset));
+    if let Err(error) = read {
+        log::warn!("restore pid {pid}: read the results of the restorer's ops from {path}: {error}");
+        return;
+    }
+    for &index in &plan.logged_ops {
+        let at = index * RestorerOp::SIZE + 9 * 8;
+        let Some(word) = bytes.get(at..at + 8) else { continue };
+        let result = i64::from_ne_bytes(word.try_into().expect("8 bytes"));
+        if (-4095..0).contains(&result) {
+            let description = plan.descriptions.get(index).map(String::as_str).unwrap_or("?");
+            log::warn!("restore pid {pid}: {description}: {}", io::Error::from_raw_os_error(-result as i32));
+        }
+    }
 }
 
 /// A restored thread with its dumped registers (its interrupted syscall entered again

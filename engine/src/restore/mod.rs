@@ -13,6 +13,7 @@
 
 use std::fs;
 use std::io::{self, Write};
+use std::os::fd::{AsRawFd, IntoRawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -229,18 +230,30 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
     };
     let broker = crate::files::Broker::open(&images.files, &images.ghosts, &options.dir, images.broker_ids(), tree.broker_base, &options.inherit_fds)
         .map_err(|what| RestoreError::Child { pid: root, what: what.to_string() })?;
+    // Each shared anonymous object once, filled before the first fork: every process
+    // inherits it and maps it from there.
+    let mut placed_objects = Vec::new();
     for (&shmid, &(number, size)) in &tree.shmem {
-        let created = sys::create_shared_anon(size).and_then(|fd| {
-            sys::place_fd(fd, number, true)?;
-            if fd != number {
-                sys::close_fd(fd);
-            }
-            Ok(())
-        });
-        if let Err(source) = created {
+        let created = sys::create_shared_anon(size)
+            .map_err(|source| RestoreError::Io { pid: root, what: format!("create shared anonymous memory {shmid} of {size} bytes"), source })
+            .and_then(|object| {
+                crate::memory::shmem::fill_object(&object, size, &options.dir, shmid)
+                    .map_err(|what| RestoreError::Child { pid: root, what: what.to_string() })?;
+                let placed = sys::place_fd(object.as_raw_fd(), number, true);
+                if object.as_raw_fd() == number {
+                    // Already where it belongs: keep it open.
+                    let _ = object.into_raw_fd();
+                }
+                placed.map_err(|source| RestoreError::Io { pid: root, what: format!("place shared anonymous memory {shmid} at fd {number}"), source })
+            });
+        if let Err(error) = created {
             broker.close();
-            return Err(RestoreError::Io { pid: root, what: format!("create shared anonymous memory {shmid} of {size} bytes"), source });
+            for &other in &placed_objects {
+                sys::close_fd(other);
+            }
+            return Err(error);
         }
+        placed_objects.push(number);
     }
 
     let (sync_read, sync_write) = finish::pipe(root)?;
