@@ -46,6 +46,10 @@ ci_apt_packages=(
     qemu-user-static
     nftables
     iproute2
+    # cargo xtest zdtm --flavor container: busybox for the containers' rootfs; iptables for
+    # the reference CRIU validating the flavor: its network lock runs iptables-restore in
+    # the container's network namespace, as it runs ip for its addresses and routes.
+    busybox-static iptables
     xz-utils
     qemu-system-arm
     golang-go golang-github-checkpoint-restore-go-criu-dev

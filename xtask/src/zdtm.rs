@@ -4,7 +4,8 @@
 //!
 //! Options of both verbs besides the harness's own: `--engine PATH` checkpoints with
 //! another binary that speaks CRIU's command line (e.g. `ci/criu`) instead of building
-//! `crust`. Everything else goes to the harness as is: `--flavor host|ns|all`,
+//! `crust`. Everything else goes to the harness as is: `--flavor
+//! host|ns|container|container-uns|all`,
 //! `--group core|runtime|all`, `--filter`, `--iters`, `--snap`, `--pre-dump`, `--keep`, `--json`.
 
 use anyhow::{bail, Context};
@@ -25,9 +26,13 @@ pub fn run_demo(args: &[String]) -> anyhow::Result<()> {
 }
 
 fn hand_over(verb: &str, args: &[String]) -> anyhow::Result<()> {
-    crate::tools::require(if verb == "run" { "zdtm" } else { verb }, &crate::tools::native_zdtm())?;
-    let workspace = workspace_root();
     let (engine, rest) = split_engine_option(args)?;
+    let mut needs = crate::tools::native_zdtm();
+    if wants_container_flavor(&rest) {
+        needs.extend(crate::tools::container_zdtm(engine.is_some()));
+    }
+    crate::tools::require(if verb == "run" { "zdtm" } else { verb }, &needs)?;
+    let workspace = workspace_root();
     let build_crust = engine.is_none();
     build(&workspace, build_crust)?;
     let release = target_dir(&workspace).join("release");
@@ -68,6 +73,11 @@ fn build(workspace: &Path, build_crust: bool) -> anyhow::Result<()> {
         bail!("cargo build --release of crust and crust-zdtm failed: {status}");
     }
     Ok(())
+}
+
+/// Whether `--flavor` names a container flavor (or `all`, which includes them).
+fn wants_container_flavor(args: &[String]) -> bool {
+    args.windows(2).any(|pair| pair[0] == "--flavor" && matches!(pair[1].as_str(), "container" | "container-uns" | "all"))
 }
 
 fn split_engine_option(args: &[String]) -> anyhow::Result<(Option<PathBuf>, Vec<String>)> {

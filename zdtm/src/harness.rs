@@ -583,6 +583,9 @@ impl Harness {
             let expected: Vec<i32> = live.root.into_iter().collect();
             leftovers.processes = self.wait_strays_gone(&expected, LEFTOVER_GRACE);
         }
+        if let (Some(run), Some(test)) = (&self.container, &container) {
+            run.thaw(test);
+        }
         self.kill_tree(&live);
         self.remove_leftovers(&live, &outdir, &mut leftovers);
         if let (Some(run), Some(test)) = (&self.container, &container) {

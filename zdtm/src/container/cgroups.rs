@@ -195,6 +195,28 @@ pub fn set_limits(hierarchy: &Hierarchy, dir: &Path) -> anyhow::Result<Vec<(Path
     Ok(set)
 }
 
+/// The freezer state file of a test's cgroup in `hierarchy` and its thawed value:
+/// `freezer.state` = `THAWED` (v1 freezer), `cgroup.freeze` = `0` (unified).
+pub fn freezer_file(hierarchy: &Hierarchy) -> Option<(&'static str, &'static str)> {
+    if hierarchy.has("freezer") {
+        Some(("freezer.state", "THAWED"))
+    } else if hierarchy.is_unified() {
+        Some(("cgroup.freeze", "0"))
+    } else {
+        None
+    }
+}
+
+/// Thaws `dir` of `hierarchy` if it is a freezer cgroup (a frozen task cannot even die).
+pub fn thaw(hierarchy: &Hierarchy, dir: &Path) {
+    if let Some((file, thawed)) = freezer_file(hierarchy) {
+        let path = dir.join(file);
+        if path.exists() {
+            let _ = std::fs::write(&path, thawed);
+        }
+    }
+}
+
 /// Pids listed in `dir/cgroup.procs`.
 pub fn processes(dir: &Path) -> Vec<i32> {
     std::fs::read_to_string(dir.join("cgroup.procs"))

@@ -80,7 +80,8 @@ pub struct ContainerTest {
     pub hostname: String,
     /// The test's cgroup in each hierarchy (same order as the run's).
     pub cgroups: Vec<PathBuf>,
-    /// Limit files set on them.
+    /// Limit files set on them, and their freezer state files: compared before the dump
+    /// and after the restore.
     pub limit_files: Vec<PathBuf>,
     /// `eth0`'s addresses.
     pub address4: Ipv4Addr,
@@ -186,6 +187,11 @@ impl ContainerRun {
             let dir = cgroups::create(hierarchy, base, name)
                 .with_context(|| format!("the test's cgroup in the {} hierarchy", hierarchy.label()))?;
             test.limit_files.extend(cgroups::set_limits(hierarchy, &dir)?.into_iter().map(|(file, _)| file));
+            if let Some((file, _)) = cgroups::freezer_file(hierarchy) {
+                if dir.join(file).exists() {
+                    test.limit_files.push(dir.join(file));
+                }
+            }
             test.cgroups.push(dir);
         }
         Ok(test)
@@ -325,6 +331,14 @@ impl ContainerRun {
         Ok(())
     }
 
+    /// Thaws the test's freezer cgroups: an engine killed while the container was frozen
+    /// leaves it so, and frozen tasks do not die until thawed.
+    pub fn thaw(&self, test: &ContainerTest) {
+        for (hierarchy, dir) in self.hierarchies.iter().zip(&test.cgroups) {
+            cgroups::thaw(hierarchy, dir);
+        }
+    }
+
     /// Records the container whose init is `init`.
     pub fn snapshot(&self, test: &ContainerTest, init: i32) -> anyhow::Result<ContainerSnapshot> {
         let processes: Vec<(i32, i32)> = crate::tree::descendants(init)
@@ -339,6 +353,7 @@ impl ContainerRun {
     /// test's cgroups and anything else below the run's cgroups. What should have gone
     /// by itself is returned (and removed).
     pub fn finish_test(&self, test: &ContainerTest) -> Leftovers {
+        self.thaw(test);
         let mut found = Leftovers::default();
         let strays = processes_in(&test.namespaces);
         for pid in &strays {
