@@ -10,16 +10,23 @@
 
 pub mod check;
 pub mod dump;
+pub mod private;
 pub mod procfs;
 pub mod restore;
+pub mod stages;
 
+mod access;
+mod cgroups;
 mod error;
 mod files;
 mod infect;
 mod ipc;
 mod memory;
 mod model;
+mod ns;
 mod sys;
+
+pub use access::AccessError;
 
 /// Fast page transfer and the pure run building over pagemap entries (`memory/pages.rs`).
 pub use memory::pages as fast_pages;

@@ -5,8 +5,10 @@
 //! Options of both verbs besides the harness's own: `--engine PATH` checkpoints with
 //! another binary that speaks CRIU's command line (e.g. `ci/criu`) instead of building
 //! `crust`. Everything else goes to the harness as is: `--flavor
-//! host|ns|container|container-uns|all`,
-//! `--group core|runtime|all`, `--filter`, `--iters`, `--snap`, `--pre-dump`, `--keep`, `--json`.
+//! host|ns|container|container-uns|all`, `--group core|runtime|all`, `--filter`, `--iters`,
+//! `--snap`, `--pre-dump`, `--keep`, `--json`, and the cross runs `--dump-with PATH` (the
+//! other binary dumps, crust restores) and `--restore-with PATH` (the reverse), their paths
+//! made absolute here.
 
 use anyhow::{bail, Context};
 use std::path::{Path, PathBuf};
@@ -23,6 +25,32 @@ pub fn run_zdtm(args: &[String]) -> anyhow::Result<()> {
 /// Entry point of the demo verb.
 pub fn run_demo(args: &[String]) -> anyhow::Result<()> {
     hand_over("demo", args)
+}
+
+/// Builds the release `crust` and the harness, for [`run_harness`].
+pub(crate) fn build_harness() -> anyhow::Result<()> {
+    build(&workspace_root(), true)
+}
+
+/// The harness (`zdtm-runner run`) with `args`, its work in `workdir` (the restore
+/// fuzzer's seeds); [`build_harness`] first.
+pub(crate) fn run_harness(args: &[String], workdir: &Path) -> anyhow::Result<()> {
+    let workspace = workspace_root();
+    let release = target_dir(&workspace).join("release");
+    let runner = release.join("zdtm-runner");
+    let status = Command::new(&runner)
+        .arg("run")
+        .arg("--engine")
+        .arg(release.join("crust"))
+        .arg("--workdir")
+        .arg(workdir)
+        .args(args)
+        .status()
+        .with_context(|| format!("run {}", runner.display()))?;
+    if !status.success() {
+        bail!("zdtm-runner {}: {status}", args.join(" "));
+    }
+    Ok(())
 }
 
 fn hand_over(verb: &str, args: &[String]) -> anyhow::Result<()> {
@@ -87,6 +115,10 @@ fn split_engine_option(args: &[String]) -> anyhow::Result<(Option<PathBuf>, Vec<
     while let Some(arg) = args.next() {
         if arg == "--engine" {
             engine = Some(PathBuf::from(args.next().context("--engine needs a path")?));
+        } else if arg == "--dump-with" || arg == "--restore-with" {
+            let path = PathBuf::from(args.next().with_context(|| format!("{arg} needs a path"))?);
+            let path = std::fs::canonicalize(&path).with_context(|| format!("{arg} {}", path.display()))?;
+            rest.extend([arg.clone(), path.display().to_string()]);
         } else {
             rest.push(arg.clone());
         }
@@ -94,14 +126,14 @@ fn split_engine_option(args: &[String]) -> anyhow::Result<(Option<PathBuf>, Vec<
     Ok((engine, rest))
 }
 
-fn workspace_root() -> PathBuf {
+pub(crate) fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask lives in the workspace root")
         .to_path_buf()
 }
 
-fn target_dir(workspace: &Path) -> PathBuf {
+pub(crate) fn target_dir(workspace: &Path) -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace.join("target"))

@@ -116,7 +116,8 @@ pub struct TestSpec {
     /// Why the test cannot work in a container (the container flavors skip it with this
     /// reason); `None`: it runs in them.
     pub container_skip: Option<&'static str>,
-    /// Extra `crust dump` flags (`--tcp-established`).
+    /// Extra `crust dump` flags (`--tcp-established`); those CRIU's restore needs too
+    /// (`cross::ALSO_ON_RESTORE`) go to the restore as well.
     pub dump_args: &'static [&'static str],
     /// The test's group (`--group`): `"runtime"` for language runtimes, else `"core"`.
     pub group: &'static str,
@@ -263,7 +264,8 @@ pub const TESTS: &[TestSpec] = &[
     rust("cwd"),
     rust("file_offsets"),
     rust("unlinked_file"),
-    c("file_flags"),
+    // Its unlinked sparse file is 256 MiB long: over CRIU's default --ghost-limit.
+    TestSpec { dump_args: &["--ghost-limit", "256M"], ..c("file_flags") },
     c("high_fd"),
     c("fds_many"),
     c("memfd_data"),
@@ -302,7 +304,9 @@ pub const TESTS: &[TestSpec] = &[
     rust("unix_sockets"),
     rust("event_fds"),
     rust("inet_sockets"),
-    rust("file_locks"),
+    // Both tools dump locks only when told; CRIU restores them only when told too
+    // (`cross.rs` passes the flag on restore).
+    TestSpec { dump_args: &["--file-locks"], ..rust("file_locks") },
     rust("inotify_watches"),
     // Issue 4: process trees.
     c("tree_child"),

@@ -153,6 +153,11 @@ pub struct Config {
     /// Only tests of this group (`--group core|runtime`); `None`: `core` unless the
     /// filter names a runtime test.
     pub group: Option<String>,
+    /// `--dump-with PATH`: dump with this binary (CRIU's command line), restore with
+    /// `engine` (`cross.rs`).
+    pub dump_with: Option<PathBuf>,
+    /// `--restore-with PATH`: dump with `engine`, restore with this binary.
+    pub restore_with: Option<PathBuf>,
 }
 
 /// How long a test may take to become ready, to check itself, and crust to work.
@@ -202,6 +207,9 @@ pub struct Harness {
     container: Option<ContainerRun>,
     /// Why the container flavors cannot run here (no busybox): their tests skip with it.
     container_unavailable: Option<String>,
+    /// In a cross run with CRIU as the other tool: what it does, for its skip table;
+    /// and why every test is skipped, when CRIU cannot do its part here at all.
+    criu_other: Option<(crate::cross::OtherDoes, Option<String>)>,
     /// `flock`ed `<workdir>/.lock`, held while this harness lives.
     _workdir_lock: std::fs::File,
 }
@@ -228,6 +236,11 @@ impl Harness {
             .with_context(|| format!("resolve {}", config.workdir.display()))?;
         config.engine = std::fs::canonicalize(&config.engine)
             .with_context(|| format!("resolve {}", config.engine.display()))?;
+        for other in [&mut config.dump_with, &mut config.restore_with].into_iter().flatten() {
+            *other = std::fs::canonicalize(&*other).with_context(|| format!("resolve {}", other.display()))?;
+        }
+        // Before the reaper starts (it would collect `output`'s child).
+        let criu_other = criu_in_cross_run(&config);
         // One run per workdir at a time: test dirs and program copies have fixed names.
         let workdir_lock = lock_workdir(&config.workdir)?;
         // Run the tests from private copies: target/release is shared with whoever builds
@@ -301,6 +314,7 @@ impl Harness {
             bin_dir,
             runtime_unavailable,
             pending_init: std::cell::Cell::new(None),
+            criu_other,
             _workdir_lock: workdir_lock,
         })
     }
@@ -510,16 +524,17 @@ impl Harness {
             .with_context(|| format!("create {}", stderr_path.display()))?;
         let stdout_file = stderr_file.try_clone().context("dup engine log fd")?;
         let started = Instant::now();
+        let binary = self.binary_for(stage);
         let child = self
             .reaper
             .spawn(
-                Command::new(&self.config.engine)
+                Command::new(binary)
                     .args(args)
                     .stdin(Stdio::null())
                     .stdout(stdout_file)
                     .stderr(stderr_file),
             )
-            .with_context(|| format!("spawn {}", self.config.engine.display()))?;
+            .with_context(|| format!("spawn {}", binary.display()))?;
         let pid = child.id() as i32;
         match self.reaper.wait_exit(pid, ENGINE_TIMEOUT) {
             Some(status) => Ok((status, started.elapsed())),
@@ -660,9 +675,9 @@ impl Harness {
                 found.processes.push(stray);
             }
         }
-        if !live.sockets.is_empty() {
+        if !live.sockets.is_empty() || !live.lock_tables.is_empty() {
             if let Some(listing) = self.nft(&["list", "tables"]) {
-                for table in leftovers::tables_of(&leftovers::parse_tables(&listing), &live.sockets) {
+                for table in leftovers::tables_of(&leftovers::parse_tables(&listing), &live.sockets, &live.lock_tables) {
                     if self.nft(&["delete", "table", &table.family, &table.name]).is_none() {
                         eprintln!("zdtm: could not delete nftables table {} {}", table.family, table.name);
                     }
@@ -701,6 +716,9 @@ impl Harness {
         outcome: &mut TestOutcome,
         mut container: Option<&mut ContainerTest>,
     ) -> anyhow::Result<Verdict> {
+        if let Some(reason) = self.cross_skip_reason(spec, flavor) {
+            return Ok(Verdict::Skipped(reason));
+        }
         let (ns_pid, init, token) = match self.launch(spec, outdir, flavor, container.as_deref())? {
             Launched::Ready { pid, init, token } => (pid, init, token),
             Launched::Skip(reason) => return Ok(Verdict::Skipped(reason)),
@@ -741,7 +759,7 @@ impl Harness {
                 args.extend(spec.dump_args.iter().map(|a| a.to_string()));
                 let (status, _) = self.run_engine(&args, &pre_dir, "dump")?;
                 if status != ExitStatus::Exited(0) {
-                    bail!("iteration {iteration}: crust pre-dump: {status}\n{}", engine_logs(&pre_dir, "dump"));
+                    bail!("iteration {iteration}: {} pre-dump: {status}\n{}", self.tool_name("dump"), engine_logs(&pre_dir, "dump"));
                 }
             }
             let before = TreeSnapshot::capture(root, spec.volatile_status)
@@ -752,8 +770,8 @@ impl Harness {
             };
 
             let old_tree = crate::tree::descendants(root);
-            // A dump with --tcp-established locks each connection in a table named
-            // after its socket: remember the sockets, to find a table left behind.
+            // crust before CRIU's lock table locked each connection in a table named
+            // after its socket: remember the sockets, to find such a table left behind.
             live.sockets.extend(leftovers::socket_inodes(&old_tree));
             let mut dump_args: Vec<String> = ["dump", "-t", &root.to_string(), "-D"]
                 .map(String::from)
@@ -772,9 +790,15 @@ impl Harness {
             dump_args.extend(spec.dump_args.iter().map(|a| a.to_string()));
             let (status, elapsed) = self.run_engine(&dump_args, &images, "dump")?;
             *outcome.dump_ms.get_or_insert(0) += elapsed.as_millis() as u64;
+            // The dump's TCP lock table is named after its run id (CRIU's name,
+            // whichever tool dumped): remember it, to find it left behind.
+            if let Some(run_id) = std::fs::read(images.join("inventory.img")).ok().and_then(|bytes| leftovers::run_id_of_inventory(&bytes)) {
+                live.lock_tables.insert(leftovers::lock_table_of_run(&run_id));
+            }
             if status != ExitStatus::Exited(0) {
                 bail!(
-                    "iteration {iteration}: crust dump: {status}\n{}",
+                    "iteration {iteration}: {} dump: {status}\n{}",
+                    self.tool_name("dump"),
                     engine_logs(&images, "dump")
                 );
             }
@@ -814,6 +838,7 @@ impl Harness {
             restore_args.extend(["-d", "--pidfile"].map(String::from));
             restore_args.push(pidfile.display().to_string());
             restore_args.extend(["-o", "restore.log", "-v4"].map(String::from));
+            restore_args.extend(spec.dump_args.iter().filter(|a| crate::cross::ALSO_ON_RESTORE.contains(a)).map(|a| a.to_string()));
             if let (Some(run), Some(test)) = (container_run, container.as_deref()) {
                 restore_args.extend(run.restore_args(test, outdir));
             }
@@ -832,7 +857,8 @@ impl Harness {
             }
             if status != ExitStatus::Exited(0) {
                 bail!(
-                    "iteration {iteration}: crust restore: {status}\n{}",
+                    "iteration {iteration}: {} restore: {status}\n{}",
+                    self.tool_name("restore"),
                     engine_logs(&images, "restore")
                 );
             }
@@ -921,6 +947,31 @@ impl Harness {
         Ok(Verdict::Passed)
     }
 
+    /// The binary that runs `stage` ("dump", also for pre-dumps, or "restore"): a cross
+    /// run's other binary for its half, the engine otherwise.
+    fn binary_for(&self, stage: &str) -> &Path {
+        match stage {
+            "dump" => self.config.dump_with.as_ref(),
+            "restore" => self.config.restore_with.as_ref(),
+            _ => None,
+        }
+        .unwrap_or(&self.config.engine)
+    }
+
+    /// The name errors give the binary of `stage` (`crust`, `criu`).
+    fn tool_name(&self, stage: &str) -> String {
+        self.binary_for(stage).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "engine".into())
+    }
+
+    /// Why `spec` is skipped in this cross run with CRIU (`cross.rs`), if it is.
+    fn cross_skip_reason(&self, spec: &TestSpec, flavor: Flavor) -> Option<String> {
+        if std::env::var_os(crate::cross::RUN_ALL_ENV).is_some() {
+            return None;
+        }
+        let (role, everything) = self.criu_other.as_ref()?;
+        everything.clone().or_else(|| crate::cross::criu_skip_reason(spec.name, *role, flavor))
+    }
+
     /// Ends the run's container state (bridge, cgroups, rootfs); `Some` names what was
     /// left besides them (and is removed).
     pub fn finish_run(&mut self) -> Option<Leftovers> {
@@ -940,6 +991,34 @@ impl Harness {
     }
 }
 
+/// In a cross run whose other binary is CRIU (its `--version` says `Version: `, and not
+/// crust's second line): what
+/// CRIU does, and why no test can run when CRIU cannot pre-dump here.
+fn criu_in_cross_run(config: &Config) -> Option<(crate::cross::OtherDoes, Option<String>)> {
+    let (other, role) = match (&config.dump_with, &config.restore_with) {
+        (Some(other), _) => (other, crate::cross::OtherDoes::Dump),
+        (None, Some(other)) => (other, crate::cross::OtherDoes::Restore),
+        (None, None) => return None,
+    };
+    let version = Command::new(other).arg("--version").stdin(Stdio::null()).output().ok()?;
+    let version = String::from_utf8_lossy(&version.stdout);
+    // crust answers as CRIU 4.2 too, and names itself on the next line.
+    if !version.starts_with("Version: ") || version.contains("crust") {
+        return None;
+    }
+    let mut everything = None;
+    if config.pre_dump && role == crate::cross::OtherDoes::Dump {
+        let check = Command::new(other).args(["check", "--feature", "mem_dirty_track"]).stdin(Stdio::null()).output();
+        if !check.is_ok_and(|c| c.status.success()) {
+            everything = Some(
+                "CRIU cannot pre-dump here: no soft-dirty (`check --feature mem_dirty_track` fails; `criu pre-dump` aborts with \"BUG at criu/mem.c:46\")"
+                    .to_string(),
+            );
+        }
+    }
+    Some((role, everything))
+}
+
 /// What is left to kill after a test.
 #[derive(Debug, Default)]
 pub struct LiveTree {
@@ -949,6 +1028,8 @@ pub struct LiveTree {
     pub session: Option<i32>,
     /// Inodes of the sockets the tree held at each dump.
     pub sockets: std::collections::BTreeSet<u64>,
+    /// The TCP lock tables of the test's dumps (`CRIU-<run id>`, inet family).
+    pub lock_tables: std::collections::BTreeSet<String>,
 }
 
 /// Host pids whose session (field 6 of /proc/PID/stat) is `session`.

@@ -20,6 +20,7 @@
 
 pub mod catalog;
 pub mod container;
+pub mod cross;
 pub mod demo;
 pub mod harness;
 pub mod leftovers;

@@ -8,10 +8,13 @@ use super::{file_io, FileError};
 use crust_images::pb;
 
 
-/// CRIU's lock kinds (`file_lock_entry.flag`), the kernel's FL_* values.
+/// CRIU's lock kinds (`file_lock_entry.flag`): POSIX and flock as the kernel's FL_*
+/// values, OFD locks as CRIU numbers them (4; the kernel's FL_OFDLCK is 1024, which
+/// crust wrote before 2026-12-06 and still reads).
 pub(crate) const FL_POSIX: u32 = 1;
 pub(crate) const FL_FLOCK: u32 = 2;
-pub(crate) const FL_OFDLCK: u32 = 1024;
+pub(crate) const FL_OFDLCK: u32 = 4;
+const FL_OFDLCK_KERNEL: u32 = 1024;
 
 /// One `lock:` line: kind, read or write, owner pid, start and length (0: to EOF).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,6 +24,20 @@ pub(crate) struct LockLine {
     pub(crate) pid: i32,
     pub(crate) start: i64,
     pub(crate) len: i64,
+}
+
+impl LockLine {
+    /// The lock in words: `a POSIX write lock on bytes 0..EOF`.
+    pub(crate) fn describe(&self) -> String {
+        let kind = match self.flag {
+            FL_POSIX => "POSIX",
+            FL_FLOCK => "flock",
+            _ => "OFD",
+        };
+        let mode = if self.write { "write" } else { "read" };
+        let end = if self.len == 0 { "EOF".to_string() } else { (self.start + self.len - 1).to_string() };
+        format!("a {kind} {mode} lock on bytes {}..{end} (owner pid {})", self.start, self.pid)
+    }
 }
 
 /// Parses the `lock:` lines of an fdinfo text. Pure. `Err` names an unsupported lock.
@@ -64,7 +81,7 @@ pub(crate) fn take_lock(lock: &pb::FileLockEntry) -> Result<(), FileError> {
     let write = lock.r#type == libc::F_WRLCK as u32;
     match lock.flag {
         FL_FLOCK => sys::fd::flock(fd, if write { libc::LOCK_EX } else { libc::LOCK_SH }),
-        FL_POSIX | FL_OFDLCK => {
+        FL_POSIX | FL_OFDLCK | FL_OFDLCK_KERNEL => {
             let command = if lock.flag == FL_POSIX { libc::F_SETLK } else { libc::F_OFD_SETLK };
             sys::fd::fcntl_lock(fd, command, if write { libc::F_WRLCK } else { libc::F_RDLCK }, lock.start, lock.len)
         }

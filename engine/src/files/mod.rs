@@ -7,7 +7,8 @@
 //!
 //! One module per kind: `anon` (eventfd, signalfd, timerfd, epoll), `inet`, `tcp`
 //! (`--tcp-established`), `unix`, `pipe` (and FIFOs), `memfd`, `pty`, `inotify`,
-//! `locks`. A new kind of file goes here, next to them.
+//! `locks`. A new kind of file goes here, next to them. `netlock` is the TCP lock of a
+//! dump: one table as CRIU names it, made, kept and removed there only.
 //!
 //! Invariant: imports no pipeline; the kernel calls go through `sys/`.
 
@@ -27,6 +28,7 @@ mod dump;
 mod inet;
 mod inotify;
 mod locks;
+mod netlock;
 pub(crate) mod memfd;
 mod pipe;
 mod pty;
@@ -36,7 +38,8 @@ mod unix;
 mod write;
 
 pub(crate) use dump::{check_tree, collect_fds, finish_ptys, resolve_pidfds};
-pub(crate) use restore::{broker_ids, in_flight_ids, unlock_tcp, Broker};
+pub(crate) use netlock::{NETWORK_LOCK_IPTABLES, NETWORK_LOCK_NFTABLES, NETWORK_LOCK_SKIP};
+pub(crate) use restore::{broker_ids, in_flight_ids, kept_lock_tables, unlock_tcp, Broker};
 pub(crate) use write::{write_fdinfo, write_images};
 
 /// Why the files of a process could not be dumped.
@@ -50,6 +53,10 @@ pub enum FileDumpError {
     Image { pid: i32, source: crust_images::ImageError },
     #[error("dump pid {pid}: {what} is not supported yet")]
     Unsupported { pid: i32, what: String },
+    /// Something the options ask crust to refuse (a file lock without `--file-locks`,
+    /// an unlinked file over `--ghost-limit`); `what` says which option lets it through.
+    #[error("dump pid {pid}: {what}")]
+    Refused { pid: i32, what: String },
 }
 io_failure!(FileDumpError);
 
@@ -135,33 +142,78 @@ pub(crate) struct FileTable {
     pub(crate) pidfds: Vec<(i32, u32, u32, i32)>,
     /// Dump established TCP connections (`--tcp-established`).
     pub(crate) tcp_established: bool,
+    /// Dump file locks (`--file-locks`); without it a lock fails the dump.
+    pub(crate) file_locks: bool,
+    /// The largest unlinked file carried in a ghost image (`--ghost-limit`); `None`:
+    /// any size.
+    pub(crate) ghost_limit: Option<u64>,
+    /// Leave connections unlocked (`--network-lock skip`).
+    pub(crate) network_lock_skip: bool,
+    /// Dump established connections closed (`--tcp-close`).
+    pub(crate) tcp_close: bool,
+    /// Leave out a listener's connections waiting for accept (`--skip-in-flight`).
+    pub(crate) skip_in_flight: bool,
     /// Pty ends: (pid, fd, file id, pty index, is the master), and a copy of each
     /// master by index (its state is read through it once every fd is collected).
     pub(crate) pty_files: Vec<(i32, u32, u32, u32, bool)>,
     pub(crate) pty_masters: BTreeMap<u32, std::os::fd::OwnedFd>,
     /// tty-info.img entries.
     pub(crate) tty_infos: Vec<pb::TtyInfoEntry>,
-    /// Established connections taken in repair mode.
+    /// Established connections taken in repair mode, and the dump's lock.
     pub(crate) tcp: TcpRepairGuard,
 }
 
-/// Established TCP connections in repair mode and locked during a dump. Dropped without
-/// `keep_locked` (a failed dump), each leaves repair mode and is unlocked: the target
-/// goes on as before. After `keep_locked` (the target is killed) the sockets close in
-/// repair mode, sending nothing, and the locks stay until the restore.
+/// Established TCP connections in repair mode and locked during a dump, and the dump's
+/// one lock table (`tcp::lock_table` of the run id, CRIU's name). Dropped without
+/// `keep_locked` (a failed dump), each leaves repair mode and the table goes: the
+/// target goes on as before. After `keep_locked` (the target is killed) the sockets
+/// close in repair mode, sending nothing, and the table stays until the restore.
 #[derive(Default)]
 pub(crate) struct TcpRepairGuard {
     pub(crate) connections: Vec<(u32, inet::Established)>,
     pub(crate) keep_locked: bool,
+    /// The dump's id (`inventory.dump_criu_run_id`): the lock table is named after it.
+    pub(crate) run_id: String,
+    /// The lock table, made with the first connection it locks (none with `--network-lock
+    /// skip`, or without an established connection).
+    network_lock: Option<netlock::NetworkLock>,
 }
 
 impl TcpRepairGuard {
+    /// Locks the connection local↔peer in the dump's table (made with the first one).
+    pub(crate) fn lock(&mut self, local: &crate::sys::socket::InetAddress, peer: &crate::sys::socket::InetAddress) -> Result<(), FileError> {
+        let table = tcp::lock_table(&self.run_id);
+        self.network_lock.get_or_insert_with(|| netlock::NetworkLock::new(&table)).add(local, peer)
+    }
+
     pub(crate) fn release(&mut self) {
-        for (ino, connection) in self.connections.drain(..) {
+        for (_, connection) in self.connections.drain(..) {
             let _ = tcp::set_repair(&connection.socket, false);
-            if let Err(e) = tcp::unlock(ino, connection.family) {
-                log::warn!("unlock TCP connection of socket {ino}: {e}");
+        }
+        if let Some(mut lock) = self.network_lock.take() {
+            if let Err(e) = lock.remove() {
+                log::warn!("unlock the TCP connections (table inet {}): {e}", tcp::lock_table(&self.run_id));
             }
+        }
+    }
+
+    /// Puts every socket in repair mode again, so that it closes silently with the
+    /// killed tree. `Err` names the first that could not (the dump fails, the tree runs
+    /// on).
+    fn silence(&mut self) -> Result<(), (u32, FileError)> {
+        for (ino, connection) in &self.connections {
+            tcp::set_repair(&connection.socket, true).map_err(|e| (*ino, e))?;
+        }
+        Ok(())
+    }
+
+    /// Keeps the lock table past crust's exit (the tree is killed or left stopped): the
+    /// restore lifts it. `Err`: it could not be kept.
+    fn keep(&mut self) -> Result<(), FileError> {
+        self.keep_locked = true;
+        match self.network_lock.as_mut() {
+            Some(lock) => lock.keep(),
+            None => Ok(()),
         }
     }
 }
@@ -175,16 +227,39 @@ impl Drop for TcpRepairGuard {
 }
 
 impl FileTable {
+    /// What the options say about TCP sockets.
+    pub(crate) fn tcp_options(&self) -> inet::TcpOptions {
+        inet::TcpOptions {
+            established: self.tcp_established,
+            close: self.tcp_close,
+            lock: !self.network_lock_skip,
+            skip_in_flight: self.skip_in_flight,
+        }
+    }
+
     /// After a good dump that leaves the target running: its connections leave repair
     /// mode and are unlocked (before the target runs again).
     pub(crate) fn release_tcp(&mut self) {
         self.tcp.release();
     }
 
-    /// After a good dump that kills the target: its connections stay locked for the
-    /// restore and close silently (in repair mode).
-    pub(crate) fn keep_tcp_locked(&mut self) {
-        self.tcp.keep_locked = true;
+    /// After a good dump, just before the tree is killed (or left stopped): its TCP
+    /// sockets go into repair mode again, to close without a word.
+    pub(crate) fn silence_tcp(&mut self, pid: i32) -> Result<(), FileDumpError> {
+        self.tcp.silence().map_err(|(ino, error)| FileDumpError::Refused {
+            pid,
+            what: format!("TCP connection socket:[{ino}]: repair mode before the tree is killed: {error}"),
+        })
+    }
+
+    /// After a good dump, once the tree is killed (or left stopped): its connections
+    /// stay locked for the restore, past crust's exit, and close silently (in repair
+    /// mode). `Err`: a lock could not be kept (the connection is lost to the restore).
+    pub(crate) fn keep_tcp_locked(&mut self, pid: i32) -> Result<(), FileDumpError> {
+        self.tcp.keep().map_err(|error| FileDumpError::Refused {
+            pid,
+            what: format!("keeping the TCP lock table inet {} for the restore: {error}", tcp::lock_table(&self.tcp.run_id)),
+        })
     }
 }
 

@@ -107,7 +107,7 @@ pub(crate) fn root_main(run: &Run, sync: OwnedFd, error: OwnedFd) -> ! {
     let result = (|| -> Result<(), ChildError> {
         // Move the pipes to their numbers (through copies above both, so neither lands on
         // the other).
-        let above = tree.broker_base + broker.fds.len() as i32 + 4096;
+        let above = tree.broker_base.saturating_add(i32::try_from(broker.fds.len()).unwrap_or(i32::MAX)).saturating_add(4096);
         let error_copy = sys::dup_at_least(error.as_raw_fd(), above).map_err(child_io("copy error pipe"))?;
         let sync_copy = sys::dup_at_least(sync.as_raw_fd(), above).map_err(child_io("copy sync pipe"))?;
         drop(error);
@@ -122,8 +122,8 @@ pub(crate) fn root_main(run: &Run, sync: OwnedFd, error: OwnedFd) -> ! {
         close_all_but(&keep)?;
         broker.make_dead_pidfds()?;
         // The tree's IPC objects, before any process attaches a segment.
-        if tree.new_ipc_ns {
-            crate::ipc::restore_namespace(images.dir.path()).map_err(ChildError::IpcNamespace)?;
+        if let Some(ns_id) = images.namespaces.ipc_ns_id {
+            crate::ipc::restore_namespace(images.dir.path(), ns_id).map_err(ChildError::IpcNamespace)?;
         }
         // Wait until the tracer has seized us.
         let mut byte = [0u8; 1];
@@ -247,9 +247,20 @@ fn process_main(run: &Run, index: usize) -> ! {
         for &child_index in others {
             fork_child(child_index)?;
         }
-        for &(number, id) in &plan.broker_helpers {
+        for &(number, id, mode) in &plan.broker_helpers {
             let source = broker.fds.get(&id).ok_or_else(|| ChildError::refused(format!("mapped file id {id} was not opened")))?;
-            sys::place_fd(*source, number, true).map_err(child_io(format!("place mapped file {id}")))?;
+            match mode {
+                Some(mode) => {
+                    // The same file, opened again through the broker's fd for the area.
+                    let path = std::path::PathBuf::from(format!("/proc/self/fd/{source}"));
+                    let fd = sys::open_raw(&path, mode | libc::O_CLOEXEC, 0).map_err(child_io(format!("open mapped file {id} again for its area")))?;
+                    if fd != number {
+                        sys::place_fd(fd, number, true).map_err(child_io(format!("place mapped file {id}")))?;
+                        sys::close_fd(fd);
+                    }
+                }
+                None => sys::place_fd(*source, number, true).map_err(child_io(format!("place mapped file {id}")))?,
+            }
         }
         broker.close();
         broker.take_locks()?;

@@ -89,6 +89,13 @@ pub(crate) fn pipe(pid: i32) -> Result<(OwnedFd, OwnedFd), FinishError> {
     Ok((OwnedFd::from(read), OwnedFd::from(write)))
 }
 
+/// Whether the instruction at `ip` of stopped thread `tid` is the syscall instruction.
+fn syscall_insn_at(tid: i32, ip: u64) -> bool {
+    let mut code = vec![0u8; HostArch::SYSCALL_INSN.len()];
+    let read = std::fs::File::open(format!("/proc/{tid}/mem")).and_then(|mem| std::os::unix::fs::FileExt::read_exact_at(&mem, &mut code, ip));
+    read.is_ok() && code == HostArch::SYSCALL_INSN
+}
+
 /// Has the stopped, traced thread `tid` call exit(0) from the syscall instruction at
 /// `syscall_ip`, and lets it go once it is past user space (PTRACE_EVENT_EXIT): a leader
 /// whose threads live on stays a zombie, as it was at dump time.
@@ -211,10 +218,30 @@ pub(crate) fn wait_for_restorers(tree: &TreePlan, plans: &[Option<Plan>], images
     Ok(host)
 }
 
-/// For one process: injects each thread's own state, unmaps the restorer through one
-/// injected syscall, then sets every thread's dumped registers and signal mask and lets
-/// it go.
-pub(crate) fn finish_process(process: &ProcessImages, plan: &Plan, host: &BTreeMap<i32, i32>) -> Result<(), FinishError> {
+/// A restored thread, still stopped, and what it gets as it goes: its dumped registers
+/// (whether its interrupted syscall restarts), signal mask and the signal it is
+/// detached with (the stop signal of a stopped process, on its last thread).
+pub(crate) struct ReadyThread {
+    tid: i32,
+    gpr: <HostArch as Abi>::Regs,
+    restarts: bool,
+    mask: u64,
+    detach_signal: i32,
+}
+
+/// Lets the restored threads go: each gets its registers and mask and is detached.
+pub(crate) fn release(threads: Vec<ReadyThread>) -> Result<(), FinishError> {
+    for thread in threads {
+        crate::infect::release_thread(thread.tid, &thread.gpr, thread.restarts, thread.mask, thread.detach_signal)
+            .map_err(|source| FinishError::Infect { pid: thread.tid, source })?;
+    }
+    Ok(())
+}
+
+/// For one process: injects each thread's own state and unmaps the restorer through one
+/// injected syscall; returns its threads ready to go ([`release`]), still stopped.
+/// With `leave_stopped` the process goes stopped (SIGSTOP), as one dumped stopped.
+pub(crate) fn finish_process(process: &ProcessImages, plan: &Plan, host: &BTreeMap<i32, i32>, leave_stopped: bool) -> Result<Vec<ReadyThread>, FinishError> {
     let syscall_ip = plan.area + HostArch::restorer_syscall_offset() as u64;
     let tids: Vec<i32> = process.pstree.threads.iter().map(|&t| host[&(t as i32)]).collect();
     // The thread that makes the process's remaining calls (the leader, unless it exits).
@@ -273,13 +300,24 @@ pub(crate) fn finish_process(process: &ProcessImages, plan: &Plan, host: &BTreeM
     }
     // A stopped process gets its stop signal as its last thread leaves the tracer: the
     // whole group stops before any of it runs.
-    let stop_signal = if process.task_state() == TASK_STOPPED { process.stop_signal() } else { 0 };
+    let stop_signal = if leave_stopped {
+        libc::SIGSTOP
+    } else if process.task_state() == TASK_STOPPED {
+        process.stop_signal()
+    } else {
+        0
+    };
+    let mut ready = Vec::new();
     for (index, ((&tid, core), ext)) in tids.iter().zip(&process.cores).zip(&ext_templates).enumerate().skip(acting) {
         let detach_signal = if index + 1 == tids.len() { stop_signal } else { 0 };
         let dumped = HostArch::regs_from_core(core, ext)
             .map_err(|what| FinishError::BadImage { image: format!("core-{tid}.img"), what: what.to_string() })?;
         let gpr = HostArch::resume_regs(&dumped.gpr, false);
-        let restarts = HostArch::ip(&gpr) != HostArch::ip(&dumped.gpr);
+        // Registers stored the raw way (crust before 2026-12-06) restart here; those
+        // stored with the restart applied (CRIU's way, and crust's) sit on the syscall
+        // instruction already: either way the thread re-enters the syscall first.
+        let restarts = HostArch::ip(&gpr) != HostArch::ip(&dumped.gpr)
+            || (HostArch::restart_applied(&dumped.gpr) && syscall_insn_at(tid, HostArch::ip(&gpr)));
         HostArch::write_ext(tid, &dumped.ext).map_err(|source| FinishError::Arch { pid: tid, source })?;
         let mask = core
             .thread_core
@@ -287,7 +325,7 @@ pub(crate) fn finish_process(process: &ProcessImages, plan: &Plan, host: &BTreeM
             .and_then(|t| t.blk_sigset)
             .or(core.tc.as_ref().map(|t| t.blk_sigset))
             .unwrap_or(0);
-        crate::infect::release_thread(tid, &gpr, restarts, mask, detach_signal).map_err(|source| FinishError::Infect { pid: tid, source })?;
+        ready.push(ReadyThread { tid, gpr, restarts, mask, detach_signal });
     }
-    Ok(())
+    Ok(ready)
 }

@@ -1,6 +1,6 @@
 //! `zdtm-runner`: the harness binary `cargo xtest zdtm` and `cargo xtest demo` exec.
 //!
-//! zdtm-runner run --engine PATH --workdir DIR [--filter S] [--iters N] [--snap] [--pre-dump] [--keep] [--big] [--json PATH] [--flavor host|ns|container|container-uns|all] [--group core|runtime|all]
+//! zdtm-runner run --engine PATH --workdir DIR [--filter S] [--iters N] [--snap] [--pre-dump] [--keep] [--big] [--json PATH] [--flavor host|ns|container|container-uns|all] [--group core|runtime|all] [--dump-with PATH | --restore-with PATH]
 //! zdtm-runner demo --engine PATH --workdir DIR
 //! zdtm-runner list
 #![deny(unsafe_code)]
@@ -57,6 +57,8 @@ fn parse_config(args: &[String]) -> anyhow::Result<Config> {
         json: None,
         flavors: vec![Flavor::Host],
         group: None,
+        dump_with: None,
+        restore_with: None,
     };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -84,6 +86,8 @@ fn parse_config(args: &[String]) -> anyhow::Result<Config> {
                     .with_context(|| format!("--flavor takes host, ns, container, container-uns or all, not {name}"))?;
             }
             "--group" => config.group = Some(value("--group")?),
+            "--dump-with" => config.dump_with = Some(PathBuf::from(value("--dump-with")?)),
+            "--restore-with" => config.restore_with = Some(PathBuf::from(value("--restore-with")?)),
             "--snap" => config.snap = true,
             "--pre-dump" => config.pre_dump = true,
             "--keep" => config.keep = true,
@@ -93,6 +97,9 @@ fn parse_config(args: &[String]) -> anyhow::Result<Config> {
     }
     if config.engine.as_os_str().is_empty() {
         bail!("--engine PATH is required");
+    }
+    if config.dump_with.is_some() && config.restore_with.is_some() {
+        bail!("--dump-with and --restore-with: one of them (the engine does the other half)");
     }
     Ok(config)
 }
