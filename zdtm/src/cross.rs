@@ -15,6 +15,10 @@ pub enum OtherDoes {
     Dump,
     /// `--restore-with`: the engine dumps, it restores.
     Restore,
+    /// It does both halves (`--engine ci/criu`, or both cross options naming it): the
+    /// run checks the harness itself (the container flavors against a tool that
+    /// supports containers), and every limit of CRIU's own applies.
+    Both,
 }
 
 /// Whose the limit is.
@@ -44,6 +48,11 @@ pub struct CriuLimit {
 const fn limit(test: &'static str, role: OtherDoes, flavor: Option<Flavor>, reason: &'static str) -> CriuLimit {
     CriuLimit { test, role, flavor, cause: Cause::Criu, reason }
 }
+
+/// CRIU's `--freeze-cgroup` through a v1 freezer with a stopped task in it (observed
+/// 2026-12-06, Linux 6.18 hybrid).
+const FROZEN_STOPPED: &str = "with --freeze-cgroup on a v1 freezer and a stopped task in it, CRIU hangs in the kernel's \
+    ptrace_attach right after \"SEIZE N (comm stopped): success\", until the harness's 120 s engine timeout";
 
 /// What crust lacks for CRIU to restore a tree with shared anonymous memory.
 const SHARED_ANON: &str = "crust writes shared anonymous memory into each process's pagemap, where CRIU's restore wants \
@@ -178,6 +187,14 @@ pub const CRIU_LIMITS: &[CriuLimit] = &[
         Some(Flavor::Ns),
         "CRIU writes a garbage notify_thread_id (-1911041888) for a SIGEV_THREAD_ID timer in a pid namespace, which no timer_create takes (EINVAL; CRIU restoring its own: \"Can't create posix timer - 3: -22\")",
     ),
+    // The container flavors freeze through the test's freezer cgroup, as runc does: the
+    // v1 freezer on a hybrid host.
+    limit("stopped_sigstop", Dump, Some(Flavor::Container), FROZEN_STOPPED),
+    limit("stopped_sigstop", Dump, Some(Flavor::ContainerUserns), FROZEN_STOPPED),
+    limit("stopped_sigtstp", Dump, Some(Flavor::Container), FROZEN_STOPPED),
+    limit("stopped_sigtstp", Dump, Some(Flavor::ContainerUserns), FROZEN_STOPPED),
+    limit("stopped_mixed", Dump, Some(Flavor::Container), FROZEN_STOPPED),
+    limit("stopped_mixed", Dump, Some(Flavor::ContainerUserns), FROZEN_STOPPED),
     waits("shared_anon"),
     waits("tree_shm"),
     waits("tree_cow"),
@@ -192,9 +209,13 @@ pub const CRIU_LIMITS: &[CriuLimit] = &[
 pub fn criu_skip_reason(test: &str, role: OtherDoes, flavor: Flavor) -> Option<String> {
     CRIU_LIMITS
         .iter()
-        .find(|l| l.test == test && l.role == role && l.flavor.is_none_or(|f| f == flavor))
+        // The ns flavor's limits hold in the container flavors too (an init in pid and
+        // IPC namespaces of its own, and more).
+        .filter(|l| l.test == test && l.flavor.is_none_or(|f| f == flavor || (f == Flavor::Ns && flavor.has_init())))
+        // With CRIU on both halves crust plays no part: only CRIU's own limits count.
+        .find(|l| l.role == role || (role == OtherDoes::Both && l.cause == Cause::Criu))
         .map(|l| match l.cause {
-            Cause::Criu => format!("CRIU 4.2 {}: {}", if role == Dump { "dumping" } else { "restoring" }, l.reason),
+            Cause::Criu => format!("CRIU 4.2 {}: {}", if l.role == Dump { "dumping" } else { "restoring" }, l.reason),
             Cause::Crust => format!("waits on crust: {}", l.reason),
         })
 }
@@ -224,5 +245,16 @@ mod tests {
         assert!(criu_skip_reason("sysv_shm_host", OtherDoes::Dump, Flavor::Ns).is_none());
         assert!(criu_skip_reason("sysv_shm_host", OtherDoes::Dump, Flavor::Host).unwrap().starts_with("CRIU 4.2 dumping: "));
         assert!(criu_skip_reason("anon_4k", OtherDoes::Restore, Flavor::Host).is_none());
+    }
+
+    #[test]
+    fn criu_on_both_halves_skips_its_own_limits_of_either_half_only() {
+        assert!(criu_skip_reason("threads_leader_gone", OtherDoes::Both, Flavor::Container).unwrap().starts_with("CRIU 4.2 dumping: "));
+        assert!(criu_skip_reason("tree_creds", OtherDoes::Both, Flavor::Ns).is_some());
+        assert!(criu_skip_reason("sysv_shm_host", OtherDoes::Both, Flavor::Container).unwrap().contains("SHM_RDONLY"));
+        assert!(criu_skip_reason("sysv_shm_host", OtherDoes::Both, Flavor::Host).unwrap().contains("doesn't live in IPC ns"));
+        assert!(criu_skip_reason("sysv_shm_host", OtherDoes::Dump, Flavor::Container).is_none());
+        // A wait on crust is no limit of CRIU's.
+        assert!(criu_skip_reason("shared_anon", OtherDoes::Both, Flavor::Host).is_none());
     }
 }

@@ -759,7 +759,12 @@ impl Harness {
                 args.extend(spec.dump_args.iter().map(|a| a.to_string()));
                 let (status, _) = self.run_engine(&args, &pre_dir, "dump")?;
                 if status != ExitStatus::Exited(0) {
-                    bail!("iteration {iteration}: {} pre-dump: {status}\n{}", self.tool_name("dump"), engine_logs(&pre_dir, "dump"));
+                    bail!(
+                        "iteration {iteration}: {} pre-dump: {status}{}\n{}",
+                        self.tool_name("dump"),
+                        first_error_suffix(&pre_dir, "dump"),
+                        engine_logs(&pre_dir, "dump")
+                    );
                 }
             }
             let before = TreeSnapshot::capture(root, spec.volatile_status)
@@ -797,8 +802,9 @@ impl Harness {
             }
             if status != ExitStatus::Exited(0) {
                 bail!(
-                    "iteration {iteration}: {} dump: {status}\n{}",
+                    "iteration {iteration}: {} dump: {status}{}\n{}",
                     self.tool_name("dump"),
+                    first_error_suffix(&images, "dump"),
                     engine_logs(&images, "dump")
                 );
             }
@@ -857,8 +863,9 @@ impl Harness {
             }
             if status != ExitStatus::Exited(0) {
                 bail!(
-                    "iteration {iteration}: {} restore: {status}\n{}",
+                    "iteration {iteration}: {} restore: {status}{}\n{}",
                     self.tool_name("restore"),
+                    first_error_suffix(&images, "restore"),
                     engine_logs(&images, "restore")
                 );
             }
@@ -899,16 +906,16 @@ impl Harness {
             }
             let after = TreeSnapshot::capture(root, spec.volatile_status)
                 .context("record state after restore")?;
-            let mut differences = before.differences(&after);
+            // The container's own state (mounts, network, uts, cgroups, id maps) first:
+            // a namespace that came back wrong explains what differs in its processes.
+            let mut differences = Vec::new();
             if let (Some(run), Some(test), Some(container_before)) = (container_run, container.as_deref(), &container_before) {
                 let container_after = run.snapshot(test, root).context("record the container after restore")?;
                 differences.extend(container_before.differences(&container_after));
             }
+            differences.extend(before.differences(&after));
             if !differences.is_empty() {
-                bail!(
-                    "iteration {iteration}: restored /proc state differs:\n  {}",
-                    differences.join("\n  ")
-                );
+                bail!("iteration {iteration}: {}", describe_differences(&differences));
             }
         }
 
@@ -991,23 +998,21 @@ impl Harness {
     }
 }
 
-/// In a cross run whose other binary is CRIU (its `--version` says `Version: `, and not
-/// crust's second line): what
+/// In a run where CRIU does one half or both (`--dump-with`, `--restore-with`, or the
+/// engine itself: its `--version` says `Version: `, and not crust's second line): what
 /// CRIU does, and why no test can run when CRIU cannot pre-dump here.
 fn criu_in_cross_run(config: &Config) -> Option<(crate::cross::OtherDoes, Option<String>)> {
-    let (other, role) = match (&config.dump_with, &config.restore_with) {
-        (Some(other), _) => (other, crate::cross::OtherDoes::Dump),
-        (None, Some(other)) => (other, crate::cross::OtherDoes::Restore),
-        (None, None) => return None,
+    let dumper = config.dump_with.as_ref().unwrap_or(&config.engine);
+    let restorer = config.restore_with.as_ref().unwrap_or(&config.engine);
+    let (dumps, restores) = (is_criu(dumper), is_criu(restorer));
+    let (other, role) = match (dumps, restores) {
+        (true, true) => (dumper, crate::cross::OtherDoes::Both),
+        (true, false) => (dumper, crate::cross::OtherDoes::Dump),
+        (false, true) => (restorer, crate::cross::OtherDoes::Restore),
+        (false, false) => return None,
     };
-    let version = Command::new(other).arg("--version").stdin(Stdio::null()).output().ok()?;
-    let version = String::from_utf8_lossy(&version.stdout);
-    // crust answers as CRIU 4.2 too, and names itself on the next line.
-    if !version.starts_with("Version: ") || version.contains("crust") {
-        return None;
-    }
     let mut everything = None;
-    if config.pre_dump && role == crate::cross::OtherDoes::Dump {
+    if config.pre_dump && role != crate::cross::OtherDoes::Restore {
         let check = Command::new(other).args(["check", "--feature", "mem_dirty_track"]).stdin(Stdio::null()).output();
         if !check.is_ok_and(|c| c.status.success()) {
             everything = Some(
@@ -1017,6 +1022,14 @@ fn criu_in_cross_run(config: &Config) -> Option<(crate::cross::OtherDoes, Option
         }
     }
     Some((role, everything))
+}
+
+/// Whether `binary` is CRIU itself: its `--version` says `Version: ` (crust answers as
+/// CRIU 4.2 too, and names itself on the next line).
+fn is_criu(binary: &Path) -> bool {
+    let Ok(output) = Command::new(binary).arg("--version").stdin(Stdio::null()).output() else { return false };
+    let version = String::from_utf8_lossy(&output.stdout);
+    version.starts_with("Version: ") && !version.contains("crust")
 }
 
 /// What is left to kill after a test.
@@ -1365,6 +1378,36 @@ pub fn engine_logs(images: &Path, stage: &str) -> String {
     )
 }
 
+/// `: FIRST ERROR` of the engine's log for `stage` (`dump.log`, `restore.log`: crust's
+/// `ERROR:` lines, CRIU's `Error (FILE:LINE):` ones), else of its stderr; empty when
+/// neither says anything. The table row of a failed test shows this one line.
+fn first_error_suffix(images: &Path, stage: &str) -> String {
+    let log = std::fs::read_to_string(images.join(format!("{stage}.log"))).unwrap_or_default();
+    let stderr = std::fs::read_to_string(images.join(format!("{stage}.stderr"))).unwrap_or_default();
+    first_error(&log, &stderr).map(|line| format!(": {line}")).unwrap_or_default()
+}
+
+/// The first error line of an engine log, its level and time stamp cut off, else the
+/// first non-empty line of its stderr.
+pub fn first_error(log: &str, stderr: &str) -> Option<String> {
+    let from_log = log.lines().find_map(|line| {
+        if let Some((_, message)) = line.split_once(") ERROR: ") {
+            return Some(message.trim().to_string());
+        }
+        let at = line.find("Error (")?;
+        Some(line[at..].trim().to_string())
+    });
+    from_log.or_else(|| stderr.lines().map(str::trim).find(|line| !line.is_empty()).map(str::to_string))
+}
+
+/// `restored state differs in N items, first: ITEM` and then every item, one a line.
+pub fn describe_differences(differences: &[String]) -> String {
+    let first = differences.first().map(String::as_str).unwrap_or("");
+    let count = differences.len();
+    let items = if count == 1 { "item" } else { "items" };
+    format!("restored state differs in {count} {items}, first: {first}\n  {}", differences.join("\n  "))
+}
+
 /// `--- what (last lines) ---` and the last 20 lines of a file.
 pub fn log_tail(path: &Path, what: &str) -> String {
     match std::fs::read_to_string(path) {
@@ -1380,6 +1423,23 @@ pub fn log_tail(path: &Path, what: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn first_errors_of_both_engines_logs() {
+        let crust = "(  0.000100) INFO: dumping pid 7\n(  0.002000) ERROR: dump pid 7: mount namespace not supported\n(  0.003000) ERROR: later\n";
+        assert_eq!(first_error(crust, "").as_deref(), Some("dump pid 7: mount namespace not supported"));
+        let criu = "(00.001) Warn  (criu/x.c:1): w\n(00.002) Error (criu/mount.c:99): mnt: no root\n";
+        assert_eq!(first_error(criu, "").as_deref(), Some("Error (criu/mount.c:99): mnt: no root"));
+        assert_eq!(first_error("", "\n  crust: restore: bad image\n").as_deref(), Some("crust: restore: bad image"));
+        assert_eq!(first_error("(0.1) INFO: fine\n", ""), None);
+    }
+
+    #[test]
+    fn differences_name_the_first_item() {
+        let text = describe_differences(&["mount - 1 / tmpfs".to_string(), "link - 2 eth0".to_string()]);
+        assert_eq!(text.lines().next(), Some("restored state differs in 2 items, first: mount - 1 / tmpfs"));
+        assert_eq!(text.lines().count(), 3);
+    }
 
     #[test]
     fn ready_messages() {
