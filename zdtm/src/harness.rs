@@ -976,7 +976,10 @@ impl Harness {
             return None;
         }
         let (role, everything) = self.criu_other.as_ref()?;
-        everything.clone().or_else(|| crate::cross::criu_skip_reason(spec.name, *role, flavor))
+        everything
+            .clone()
+            .or_else(|| crate::cross::criu_flavor_skip_reason(*role, flavor))
+            .or_else(|| crate::cross::criu_skip_reason(spec.name, *role, flavor))
     }
 
     /// Ends the run's container state (bridge, cgroups, rootfs); `Some` names what was
@@ -1387,18 +1390,27 @@ fn first_error_suffix(images: &Path, stage: &str) -> String {
     first_error(&log, &stderr).map(|line| format!(": {line}")).unwrap_or_default()
 }
 
-/// The first error line of an engine log, its level and time stamp cut off, else the
-/// first non-empty line of its stderr.
+/// The error that ended an engine's run: the first error line of the log's last
+/// [`FATAL_TAIL`] lines (an engine stops soon after the error that ends it; CRIU logs
+/// errors it goes on from, such as failing to raise its own RLIMIT_NOFILE, early on),
+/// else the log's first, its level and time stamp cut off; else the first non-empty
+/// line of its stderr.
 pub fn first_error(log: &str, stderr: &str) -> Option<String> {
-    let from_log = log.lines().find_map(|line| {
+    let error_of = |line: &str| {
         if let Some((_, message)) = line.split_once(") ERROR: ") {
             return Some(message.trim().to_string());
         }
         let at = line.find("Error (")?;
         Some(line[at..].trim().to_string())
-    });
+    };
+    let lines: Vec<&str> = log.lines().collect();
+    let tail = &lines[lines.len().saturating_sub(FATAL_TAIL)..];
+    let from_log = tail.iter().find_map(|line| error_of(line)).or_else(|| lines.iter().find_map(|line| error_of(line)));
     from_log.or_else(|| stderr.lines().map(str::trim).find(|line| !line.is_empty()).map(str::to_string))
 }
+
+/// How many last lines of an engine log [`first_error`] looks at first.
+const FATAL_TAIL: usize = 40;
 
 /// `restored state differs in N items, first: ITEM` and then every item, one a line.
 pub fn describe_differences(differences: &[String]) -> String {
@@ -1432,6 +1444,11 @@ mod tests {
         assert_eq!(first_error(criu, "").as_deref(), Some("Error (criu/mount.c:99): mnt: no root"));
         assert_eq!(first_error("", "\n  crust: restore: bad image\n").as_deref(), Some("crust: restore: bad image"));
         assert_eq!(first_error("(0.1) INFO: fine\n", ""), None);
+        // An error the engine went on from, long before the one that ended it.
+        let mut long = String::from("(00.07) Error (criu/util.c:1534): rlimit: Can't setup RLIMIT_NOFILE for self\n");
+        long.push_str(&"(00.08) mnt: something\n".repeat(100));
+        long.push_str("(00.12) 1: Error (criu/net.c:1737): net: couldn't restore veth\n(00.13) Error (criu/cr-restore.c:2331): Restoring FAILED.\n");
+        assert_eq!(first_error(&long, "").as_deref(), Some("Error (criu/net.c:1737): net: couldn't restore veth"));
     }
 
     #[test]
