@@ -764,12 +764,14 @@ fn pack_initramfs(workspace: &Path, spec: &ArchSpec, release: &Path, work: &Path
             std::fs::copy(entry.path(), modules_dest.join(entry.file_name()))?;
         }
     }
-    // The container flavor's rootfs: the arch's static busybox at the path the harness
-    // looks for it.
-    let busybox = ensure_busybox(workspace, spec)?;
-    std::fs::create_dir_all(root.join("bin"))?;
-    std::fs::copy(&busybox, root.join("bin/busybox")).with_context(|| format!("copy {}", busybox.display()))?;
-    std::fs::set_permissions(root.join("bin/busybox"), std::fs::Permissions::from_mode(0o755))?;
+    // The container flavors' rootfs, when one is asked for: the arch's static busybox at
+    // the path the harness looks for it.
+    if crate::zdtm::wants_container_flavor(&options.harness_args) {
+        let busybox = ensure_busybox(workspace, spec)?;
+        std::fs::create_dir_all(root.join("bin"))?;
+        std::fs::copy(&busybox, root.join("bin/busybox")).with_context(|| format!("copy {}", busybox.display()))?;
+        std::fs::set_permissions(root.join("bin/busybox"), std::fs::Permissions::from_mode(0o755))?;
+    }
     for dir in ["proc", "sys", "dev", "tmp", "run"] {
         std::fs::create_dir_all(root.join(dir))?;
     }

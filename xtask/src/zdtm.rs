@@ -104,7 +104,7 @@ fn build(workspace: &Path, build_crust: bool) -> anyhow::Result<()> {
 }
 
 /// Whether `--flavor` names a container flavor (or `all`, which includes them).
-fn wants_container_flavor(args: &[String]) -> bool {
+pub fn wants_container_flavor(args: &[String]) -> bool {
     args.windows(2).any(|pair| pair[0] == "--flavor" && matches!(pair[1].as_str(), "container" | "container-uns" | "all"))
 }
 
@@ -137,4 +137,22 @@ pub(crate) fn target_dir(workspace: &Path) -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace.join("target"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(words: &[&str]) -> Vec<String> {
+        words.iter().map(|w| w.to_string()).collect()
+    }
+
+    #[test]
+    fn container_needs_only_when_a_container_flavor_is_asked() {
+        assert!(!wants_container_flavor(&[]));
+        assert!(!wants_container_flavor(&args(&["--flavor", "ns", "--filter", "container"])));
+        assert!(wants_container_flavor(&args(&["--flavor", "container"])));
+        assert!(wants_container_flavor(&args(&["--filter", "x", "--flavor", "container-uns"])));
+        assert!(wants_container_flavor(&args(&["--flavor", "all"])));
+    }
 }
