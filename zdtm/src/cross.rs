@@ -61,6 +61,15 @@ const FROZEN_STOPPED: &str = "with --freeze-cgroup on a v1 freezer and a stopped
 const SHARED_ANON: &str = "crust writes shared anonymous memory into each process's pagemap, where CRIU's restore wants \
     it once in pagemap-shmem-SHMID.img: \"Error (criu/mem.c:1184): Trying to restore page for non-private VMA\"";
 
+/// What CRIU's restore makes of crust's shared anonymous objects (pagemap-shmem) today.
+const SHARED_ANON_AS_MEMFD: &str = "CRIU's restore of crust's dump maps the shared anonymous areas as memfd mappings \
+    (\"/memfd: (deleted)\" where the dump had \"/dev/zero (deleted)\"; CRIU's own dump restores right): crust's \
+    shmem entries differ from CRIU's in a way not found yet (2026-12-06)";
+
+const fn memfd_restored(test: &'static str) -> CriuLimit {
+    CriuLimit { test, role: Restore, flavor: None, cause: Cause::Crust, reason: SHARED_ANON_AS_MEMFD }
+}
+
 const fn waits(test: &'static str) -> CriuLimit {
     CriuLimit { test, role: Restore, flavor: None, cause: Cause::Crust, reason: SHARED_ANON }
 }
@@ -70,6 +79,21 @@ use OtherDoes::{Dump, Restore};
 /// The tests CRIU 4.2.1 refuses, or gets wrong on its own (CRIU dump and CRIU restore
 /// fail the same way).
 pub const CRIU_LIMITS: &[CriuLimit] = &[
+    memfd_restored("shm_anon_mremap"),
+    memfd_restored("madv_state"),
+    memfd_restored("shm_stress"),
+    limit(
+        "cow_file_shared",
+        Restore,
+        None,
+        "CRIU keeps no copy-on-write sharing of a private file mapping's written pages between parent and child (CRIU dump and restore: \"FAIL: 0 of 1024 pages shared after restore, 992 before\", 2026-12-06)",
+    ),
+    limit(
+        "guard_regions",
+        Restore,
+        None,
+        "CRIU restores a guarded area merged with its anonymous neighbour, so the guard flag covers 19 pages instead of 16 (CRIU dump and restore alike; the test's own checks pass, 2026-12-06)",
+    ),
     limit(
         "cow_file_shared",
         Dump,
