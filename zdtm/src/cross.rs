@@ -57,21 +57,14 @@ const fn limit(test: &'static str, role: OtherDoes, flavor: Option<Flavor>, reas
 const FROZEN_STOPPED: &str = "with --freeze-cgroup on a v1 freezer and a stopped task in it, CRIU hangs in the kernel's \
     ptrace_attach right after \"SEIZE N (comm stopped): success\", until the harness's 120 s engine timeout";
 
-/// What crust lacks for CRIU to restore a tree with shared anonymous memory.
-const SHARED_ANON: &str = "crust writes shared anonymous memory into each process's pagemap, where CRIU's restore wants \
-    it once in pagemap-shmem-SHMID.img: \"Error (criu/mem.c:1184): Trying to restore page for non-private VMA\"";
-
 /// What CRIU's restore makes of crust's shared anonymous objects (pagemap-shmem) today.
-const SHARED_ANON_AS_MEMFD: &str = "CRIU's restore of crust's dump maps the shared anonymous areas as memfd mappings \
-    (\"/memfd: (deleted)\" where the dump had \"/dev/zero (deleted)\"; CRIU's own dump restores right): crust's \
-    shmem entries differ from CRIU's in a way not found yet (2026-12-06)";
+const SHARED_ANON_AS_MEMFD: &str = "CRIU's restore maps crust's VMA_ANON_SHARED areas (shmem in pagemap-shmem-ID.img) as memfd \
+    mappings, \"/memfd: (deleted)\" where the dump had \"/dev/zero (deleted)\"; CRIU 4.2.1's own dump of the same area on \
+    Linux 6.18 is VMA_FILE_SHARED | VMA_AREA_MEMFD with a memfd entry, which its restore brings back as the harness \
+    expects: crust should write what CRIU writes there (2026-12-06)";
 
 const fn memfd_restored(test: &'static str) -> CriuLimit {
     CriuLimit { test, role: Restore, flavor: None, cause: Cause::Crust, reason: SHARED_ANON_AS_MEMFD }
-}
-
-const fn waits(test: &'static str) -> CriuLimit {
-    CriuLimit { test, role: Restore, flavor: None, cause: Cause::Crust, reason: SHARED_ANON }
 }
 
 use OtherDoes::{Dump, Restore};
@@ -228,13 +221,13 @@ pub const CRIU_LIMITS: &[CriuLimit] = &[
     limit("stopped_sigtstp", Dump, Some(Flavor::ContainerUserns), FROZEN_STOPPED),
     limit("stopped_mixed", Dump, Some(Flavor::Container), FROZEN_STOPPED),
     limit("stopped_mixed", Dump, Some(Flavor::ContainerUserns), FROZEN_STOPPED),
-    waits("shared_anon"),
-    waits("tree_shm"),
-    waits("tree_cow"),
-    waits("tree_creds"),
-    waits("tree_prctl"),
-    waits("tree_itimers"),
-    waits("posix_timers"),
+    memfd_restored("shared_anon"),
+    memfd_restored("tree_shm"),
+    memfd_restored("tree_cow"),
+    memfd_restored("tree_creds"),
+    memfd_restored("tree_prctl"),
+    memfd_restored("tree_itimers"),
+    memfd_restored("posix_timers"),
 ];
 
 /// Why test `test` is skipped in a cross run where the other tool, CRIU, does `role`,
