@@ -19,7 +19,9 @@ mod infect;
 mod ipc;
 mod memory;
 mod model;
+mod mounts;
 mod sys;
+mod uts;
 
 /// Fast page transfer and the pure run building over pagemap entries (`memory/pages.rs`).
 pub use memory::pages as fast_pages;

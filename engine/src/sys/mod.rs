@@ -15,7 +15,8 @@
 //! - [`fd`]: requests on fd numbers (the fd table a restored process is given);
 //! - [`file`]: requests on fds crust owns (pipes, memfd, eventfd, timerfd, ...);
 //! - [`socket`], [`netlink`] (sock_diag), [`tty`], [`kcmp`];
-//! - [`sysv`]: System V IPC; [`uffd`]: userfaultfd.
+//! - [`sysv`]: System V IPC; [`uffd`]: userfaultfd;
+//! - [`mount`]: the new mount API, mount_setattr, pivot_root (mount namespaces).
 
 use std::io;
 
@@ -23,6 +24,7 @@ pub(crate) mod fd;
 pub(crate) mod file;
 pub(crate) mod kcmp;
 pub(crate) mod memory;
+pub(crate) mod mount;
 pub(crate) mod netlink;
 pub(crate) mod process;
 pub(crate) mod ptrace;

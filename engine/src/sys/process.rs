@@ -303,3 +303,17 @@ pub fn die_by_signal(signal: i32) {
         libc::raise(signal);
     }
 }
+
+/// `sethostname(name)`: the host name of the caller's UTS namespace.
+pub fn set_host_name(name: &str) -> io::Result<()> {
+    nix::unistd::sethostname(name).map_err(|e| io::Error::from_raw_os_error(e as i32))
+}
+
+/// `setdomainname(name)`: the NIS domain name of the caller's UTS namespace (nix has
+/// no function for it).
+#[doc(alias = "setdomainname")]
+pub fn set_domain_name(name: &str) -> io::Result<()> {
+    // SAFETY: the pointer and length describe `name`'s bytes, which live across the
+    // call; the kernel only reads them.
+    check(unsafe { libc::setdomainname(name.as_ptr().cast(), name.len()) } as libc::c_long).map(|_| ())
+}
