@@ -54,9 +54,14 @@ pub(crate) fn dump(pid: i32, dir: &Path, ns_id: u32) -> Result<pb::UtsnsEntry, U
     Ok(entry)
 }
 
-/// Reads `utsns-<ns_id>.img`.
-pub(crate) fn read(dir: &Path, ns_id: u32) -> Result<pb::UtsnsEntry, UtsError> {
-    Ok(crust_images::ImageDir::new(dir).read_single(ImageKind::Utsns, u64::from(ns_id))?)
+/// The names of the tree's own UTS namespace, if it has one: the root's `uts_ns_id`
+/// names a `utsns-<id>.img` (dumps write it only for a namespace of the tree's own).
+pub(crate) fn read_for_restore(dir: &Path, uts_ns_id: Option<u32>) -> Result<Option<pb::UtsnsEntry>, UtsError> {
+    let images = crust_images::ImageDir::new(dir);
+    match uts_ns_id.filter(|&id| images.exists(ImageKind::Utsns, u64::from(id))) {
+        Some(id) => Ok(Some(images.read_single(ImageKind::Utsns, u64::from(id))?)),
+        None => Ok(None),
+    }
 }
 
 /// In the restored root, in its new UTS namespace: sets the host and domain name.

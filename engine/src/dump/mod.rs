@@ -1,6 +1,7 @@
 //! The dump pipeline: what happens in which order, and nothing else. The stages are
 //! modules of their own: [`freeze`] (seize the tree), [`collect`] (/proc), [`queries`]
-//! (the parasite: syscalls injected into the stopped threads), [`memory`], [`files`]
+//! (the parasite: syscalls injected into the stopped threads), [`namespaces`] (the
+//! tree's own mount and UTS namespaces, `mounts/`, `uts.rs`), [`memory`], [`files`]
 //! (and the System V IPC namespace, `ipc/`), [`write`] (the images); then the tree is
 //! killed or released, and with a copy-on-write snapshot its pages are copied.
 //!
@@ -24,12 +25,15 @@ pub(crate) mod collect;
 pub(crate) mod files;
 pub(crate) mod freeze;
 pub(crate) mod memory;
+pub(crate) mod namespaces;
 pub(crate) mod queries;
 pub(crate) mod write;
 
 pub use collect::CollectError;
 pub use freeze::{OutsideNamespace, SeizeError};
 pub use memory::MemoryError;
+pub use namespaces::NamespaceError;
+pub use crate::mounts::DumpMountOptions;
 pub use queries::QueryError;
 pub use write::WriteError;
 
@@ -55,6 +59,8 @@ pub struct DumpOptions {
     /// An earlier dump (a pre-dump) this one builds on, relative to `dir` unless
     /// absolute: pages equal to its pages are not written again (`--prev-images-dir`).
     pub parent: Option<PathBuf>,
+    /// External and skipped mounts of a tree in a mount namespace of its own.
+    pub mounts: DumpMountOptions,
 }
 
 /// The steps of a dump, in order (fault injection names them).
@@ -143,6 +149,8 @@ pub enum DumpError {
     Memory(#[from] MemoryError),
     #[error(transparent)]
     Files(#[from] FileDumpError),
+    #[error(transparent)]
+    Namespace(#[from] NamespaceError),
     #[error("dump pid {pid}: IPC namespace: {source}")]
     IpcNamespace { pid: i32, source: IpcError },
     #[error(transparent)]
@@ -199,6 +207,7 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     fault(DumpStep::Seize)?;
     let live: Vec<i32> = frozen.processes.iter().filter(|p| !p.is_zombie()).map(|p| p.proc_pid()).collect();
     let own_ipc_ns = crate::ipc::tree_has_own_namespace(&live).map_err(|e| DumpError::Unsupported { pid: e.pid, what: e.to_string() })?;
+    let namespaces = namespaces::collect(&frozen, &options.mounts)?;
 
     let mut collected = Vec::new();
     for process in frozen.processes.iter().filter(|p| !p.is_zombie()) {
@@ -213,7 +222,7 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     }
     fault(DumpStep::Parasite)?;
 
-    let mut file_table = FileTable { tcp_established: options.tcp_established, ..Default::default() };
+    let mut file_table = FileTable { tcp_established: options.tcp_established, mount_view: namespaces.mount_view(), ..Default::default() };
     let cow = options.leave_running && !options.frozen_copy;
     let memory::DumpedMemory { vmas: memory, pages, vma_count, snapshot } =
         memory::dump_tree_memory(&frozen, &collected, &options.dir, parent_dir.as_deref(), cow, &mut file_table)?;
@@ -232,6 +241,7 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
             dumped.queues
         );
     }
+    namespaces.write(&options.dir)?;
     let dumped = write::Dumped {
         frozen: &frozen,
         collected: &collected,
@@ -240,6 +250,7 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
         process_files: &process_files,
         memory,
         own_ipc_ns,
+        mnt_uts_ns_ids: namespaces.ids(),
     };
     write::write_images(root, &options.dir, dumped)?;
     fault(DumpStep::Images)?;

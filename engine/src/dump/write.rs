@@ -57,18 +57,20 @@ pub(crate) struct Dumped<'a> {
     /// Each live process's areas, in tree order.
     pub(crate) memory: Vec<Vec<pb::VmaEntry>>,
     pub(crate) own_ipc_ns: bool,
+    /// `mnt_ns_id` and `uts_ns_id` of the tree's own mount and UTS namespaces.
+    pub(crate) mnt_uts_ns_ids: (Option<u32>, Option<u32>),
 }
 
 /// Writes the images of the tree rooted at `root` into `dir`: inventory, seccomp,
 /// pstree, core, mm, fdinfo, fs, ids and the files' images.
 pub(crate) fn write_images(root: i32, dir: &Path, dumped: Dumped) -> Result<(), WriteError> {
-    let Dumped { frozen, collected, queries, files, process_files, memory, own_ipc_ns } = dumped;
+    let Dumped { frozen, collected, queries, files, process_files, memory, own_ipc_ns, mnt_uts_ns_ids: (mnt_ns_id, uts_ns_id) } = dumped;
     let image = |pid: i32| move |source| WriteError::Image { pid, source };
     let pid_ns_id = frozen.own_pid_ns.then_some(1);
     let ids_of = |index: usize| {
         let id = index as u32 + 1;
         let ipc_ns_id = own_ipc_ns.then_some(crate::ipc::NS_ID);
-        pb::TaskKobjIdsEntry { vm_id: id, files_id: id, fs_id: id, sighand_id: id, pid_ns_id, ipc_ns_id, ..Default::default() }
+        pb::TaskKobjIdsEntry { vm_id: id, files_id: id, fs_id: id, sighand_id: id, pid_ns_id, ipc_ns_id, mnt_ns_id, uts_ns_id, ..Default::default() }
     };
     let v = |host: i32, what: &str| frozen.to_virtual(host, what);
 

@@ -185,6 +185,9 @@ pub(crate) fn classify(tree: &[MountInfo], host: &[MountInfo], options: &DumpMou
     let mut rest: Vec<usize> = (0..tree.len()).filter(|&i| classes[i].is_none()).collect();
     rest.sort_by_key(|&i| (tree[i].root.len(), i));
     let keys: Vec<(u32, &str)> = tree.iter().map(|m| (m.device(), m.root.as_str())).collect();
+    // Of several mounts crust cannot take, the message names the first in the
+    // namespace's order.
+    let mut refused: Option<(usize, Refused)> = None;
     for index in rest {
         let mount = &tree[index];
         let primary: Vec<bool> = classes.iter().map(|c| matches!(c, Some(MountClass::Root | MountClass::External { .. }))).collect();
@@ -192,24 +195,26 @@ pub(crate) fn classify(tree: &[MountInfo], host: &[MountInfo], options: &DumpMou
             classes[index] = Some(MountClass::Bind { source });
             continue;
         }
-        if fstype_number(&mount.fstype) != 0 {
-            return Err(Refused(format!("{}: {} mounts are not supported yet", describe(mount), mount.fstype)));
-        }
-        if !options.auto_externals {
-            return Err(Refused(format!(
+        let why = if fstype_number(&mount.fstype) != 0 {
+            format!("{}: {} mounts are not supported yet", describe(mount), mount.fstype)
+        } else if !options.auto_externals {
+            format!(
                 "{} is a bind from outside the tree: pass --external mnt[{}]:KEY (and mnt[KEY]:PATH at restore), or --external mnt[]",
                 describe(mount),
                 mount.mountpoint
-            )));
+            )
+        } else if let Some(host_path) = host_path_of(mount, host) {
+            classes[index] = Some(MountClass::External { key: AUTO_EXTERNAL_KEY.to_string(), host_path: Some(host_path) });
+            continue;
+        } else {
+            format!("{} is a bind from outside the tree that no mount of crust's namespace shows: pass --external mnt[{}]:KEY", describe(mount), mount.mountpoint)
+        };
+        if refused.as_ref().is_none_or(|(first, _)| index < *first) {
+            refused = Some((index, Refused(why)));
         }
-        let host_path = host_path_of(mount, host).ok_or_else(|| {
-            Refused(format!(
-                "{} is a bind from outside the tree that no mount of crust's namespace shows: pass --external mnt[{}]:KEY",
-                describe(mount),
-                mount.mountpoint
-            ))
-        })?;
-        classes[index] = Some(MountClass::External { key: AUTO_EXTERNAL_KEY.to_string(), host_path: Some(host_path) });
+    }
+    if let Some((_, refused)) = refused {
+        return Err(refused);
     }
     Ok(classes.into_iter().map(|c| c.expect("every mount classified")).collect())
 }

@@ -32,7 +32,8 @@ mod restore;
 pub use classify::DumpMountOptions;
 pub(crate) use dump::{collect, write_image, DumpedMounts};
 pub use plan::RestoreMountOptions;
-pub(crate) use restore::{finish_namespace, prepare, setup_in_root, PreparedMounts};
+pub(crate) use plan::{plan_for_restore, MountPlan};
+pub(crate) use restore::{finish_namespace, path_from, prepare, setup_in_root, PreparedMounts};
 
 /// Why the mounts of a tree could not be dumped or restored. Every message names the
 /// mount, the image or the path.

@@ -57,7 +57,7 @@ pub(crate) struct MountPlan {
     pub(crate) image: String,
     /// In the namespace's order (the image's, reversed).
     pub(crate) mounts: Vec<PlannedMount>,
-    /// Order of making them: every source before the binds of it.
+    /// Order of making them: the namespace's, every source before the binds of it.
     pub(crate) create_order: Vec<usize>,
     /// Order of placing them in the tree: the root, then the namespace's order with
     /// every mount after its parent.
@@ -107,6 +107,30 @@ pub(crate) fn attributes(flags: u32) -> (u64, u64) {
 /// or `..` components.
 fn plain_path(path: &str) -> bool {
     path.starts_with('/') && Path::new(path).components().all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
+}
+
+/// The plan of the tree's own mount namespace, if it has one: the root's `mnt_ns_id`
+/// names a `mountpoints-<id>.img` (dumps write it only for a namespace of the tree's
+/// own, never for the dumping tool's).
+pub(crate) fn plan_for_restore(dir: &Path, mnt_ns_id: Option<u32>, options: &RestoreMountOptions) -> Result<Option<MountPlan>, MountError> {
+    let image = mnt_ns_id.map(|id| crust_images::ImageKind::Mnts.file_name(u64::from(id)));
+    let Some(image) = image.filter(|image| dir.join(image).exists()) else {
+        if options.root.as_ref().is_some_and(|r| r != Path::new("/")) || !options.externals.is_empty() {
+            log::warn!("restore: the tree shares the dumping tool's mount namespace: --root and --external mnt[...] do not apply");
+        }
+        return Ok(None);
+    };
+    let entries = crust_images::read_entries::<pb::MntEntry>(&dir.join(&image))?;
+    // The root is made and pivoted into from other working directories: absolute.
+    let mut options = options.clone();
+    if let Some(root) = options.root.take() {
+        let canonical = root.canonicalize().map_err(super::mount_io(format!("restore: --root {}", root.display())))?;
+        if canonical == Path::new("/") {
+            return Err(MountError::refused(format!("restore: the tree has a mount namespace of its own ({image}): --root / cannot be its root; give the directory of its root")));
+        }
+        options.root = Some(canonical);
+    }
+    plan(&image, &entries, &options).map(Some)
 }
 
 /// Plans the namespace of `image` (its file name) from its entries in the image's order.
@@ -198,8 +222,22 @@ pub(crate) fn plan(image: &str, entries: &[pb::MntEntry], options: &RestoreMount
             }
         })
         .collect();
-    let mut create_order: Vec<usize> = (0..mounts.len()).filter(|&i| !matches!(mounts[i].source, Source::Bind { .. })).collect();
-    create_order.extend((0..mounts.len()).filter(|&i| matches!(mounts[i].source, Source::Bind { .. })));
+    // The namespace's order, but a bind waits for its source (binds are only of
+    // sources, which wait for nothing, so one pass over the rest finishes it).
+    let mut create_order: Vec<usize> = Vec::with_capacity(mounts.len());
+    let mut waiting = Vec::new();
+    for index in 0..mounts.len() {
+        match mounts[index].source {
+            Source::Bind { from, .. } if !create_order.contains(&from) => waiting.push(index),
+            _ => {
+                create_order.push(index);
+                let (ready, still): (Vec<usize>, Vec<usize>) = waiting.iter().partition(|&&w| matches!(mounts[w].source, Source::Bind { from, .. } if create_order.contains(&from)));
+                create_order.extend(ready);
+                waiting = still;
+            }
+        }
+    }
+    create_order.extend(waiting);
     let mut place_order = vec![root];
     let mut placed = vec![false; mounts.len()];
     placed[root] = true;
@@ -301,6 +339,20 @@ mod tests {
         ]);
         let plan = plan("mountpoints-9.img", &entries, &options()).expect("plan");
         assert_eq!(plan.place_order, [0, 2, 1]);
+    }
+
+    #[test]
+    fn binds_wait_for_their_source() {
+        let entries = image(vec![
+            entry(10, 1, "/ct", "/", MS_RELATIME, None),
+            entry(30, 10, "/d/x", "/x", MS_RELATIME, None),
+            entry(12, 10, "/d", "/data", MS_RELATIME, Some("data")),
+            entry(31, 10, "/ct/y", "/y", MS_RELATIME, None),
+        ]);
+        let plan = plan("mountpoints-9.img", &entries, &options()).expect("plan");
+        assert_eq!(plan.mounts[1].source, Source::Bind { from: 2, rel: "x".into() });
+        assert_eq!(plan.create_order, [0, 2, 1, 3]);
+        assert_eq!(plan.place_order, [0, 1, 2, 3]);
     }
 
     #[test]

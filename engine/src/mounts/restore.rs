@@ -88,8 +88,9 @@ fn make_mountpoint(path: &Path, dir: bool) -> std::io::Result<()> {
 
 /// In the restored root, just forked into a new mount namespace: builds the tree of
 /// `plan` from the clones crust `prepared` and returns the path of its root (in this
-/// namespace), for the caller to chroot into. Closes the clones.
-pub(crate) fn setup_in_root(plan: &MountPlan, prepared: PreparedMounts) -> Result<PathBuf, MountError> {
+/// namespace), for the caller to chroot into. Closes the clones (this process's copies:
+/// the `PreparedMounts` value itself stays crust's, inherited through fork).
+pub(crate) fn setup_in_root(plan: &MountPlan, prepared: &PreparedMounts) -> Result<PathBuf, MountError> {
     mnt::make_private_recursive(Path::new("/")).map_err(mount_io("make / private (recursively) in the new mount namespace"))?;
     let yard_mount = mnt::new_tmpfs(&[("mode", "0700"), ("size", "1m")]).map_err(mount_io("make the yard (a tmpfs): fsopen/fsmount"))?;
     let yard = plan.root_dir.clone();
@@ -120,7 +121,9 @@ pub(crate) fn setup_in_root(plan: &MountPlan, prepared: PreparedMounts) -> Resul
         make_mountpoint(&at, dir).map_err(mount_io(format!("{name}: make its place {} in the yard", at.display())))?;
         mnt::attach(fd, &at).map_err(mount_io(format!("{name}: attach at {} (move_mount)", at.display())))?;
     }
-    drop(prepared);
+    for number in prepared.numbers() {
+        sys::close_fd(number);
+    }
     let tree = yard.join("root");
     for &index in plan.place_order.iter().filter(|&&i| plan.mounts[i].parent.is_some()) {
         let name = plan.describe(index);
@@ -142,6 +145,27 @@ fn rel_or_root(rel: &str) -> String {
     }
 }
 
+/// `target` as a path relative to the directory `base` (both absolute and canonical):
+/// the tree's processes, chrooted into the tree, reach the dump's files (pages images,
+/// also of parent dumps) by such paths from their working directory, the images
+/// directory.
+pub(crate) fn path_from(base: &Path, target: &Path) -> PathBuf {
+    let base: Vec<_> = base.components().collect();
+    let target: Vec<_> = target.components().collect();
+    let common = base.iter().zip(&target).take_while(|(a, b)| a == b).count();
+    let mut out = PathBuf::new();
+    for _ in common..base.len() {
+        out.push("..");
+    }
+    for part in &target[common..] {
+        out.push(part);
+    }
+    if out.as_os_str().is_empty() {
+        out.push(".");
+    }
+    out
+}
+
 /// Once every process of the tree has opened its files: in a thread of crust that
 /// enters the namespace of `root_pid` (the restored root, on this host), makes the
 /// tree the namespace's root (`pivot_root`) and detaches the old root and the yard.
@@ -160,4 +184,18 @@ pub(crate) fn finish_namespace(root_pid: i32, plan: &MountPlan) -> Result<(), Mo
             .join()
             .unwrap_or_else(|_| Err(MountError::refused("the thread that pivots the mount namespace panicked")))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_from_the_images_directory() {
+        let images = Path::new("/work/img/2");
+        assert_eq!(path_from(images, Path::new("/work/img/2/pages-1.img")), Path::new("pages-1.img"));
+        assert_eq!(path_from(images, Path::new("/work/img/1/pages-3.img")), Path::new("../1/pages-3.img"));
+        assert_eq!(path_from(images, Path::new("/elsewhere/pages-1.img")), Path::new("../../../elsewhere/pages-1.img"));
+        assert_eq!(path_from(images, images), Path::new("."));
+    }
 }

@@ -38,6 +38,8 @@ pub use finish::FinishError;
 pub use images::ImagesError;
 pub use layout::HostLayout;
 pub use plan::PlanError;
+pub use crate::mounts::{MountError, RestoreMountOptions};
+pub use crate::uts::UtsError;
 
 /// What `crust restore` was asked to do.
 #[derive(Clone, Debug, Default)]
@@ -50,6 +52,8 @@ pub struct RestoreOptions {
     pub pidfile: Option<PathBuf>,
     /// Keep the caller's session and process group.
     pub shell_job: bool,
+    /// `--root` and the external mounts of a tree in a mount namespace of its own.
+    pub mounts: RestoreMountOptions,
 }
 
 /// How a restore ended.
@@ -83,6 +87,10 @@ pub enum RestoreError {
     Plan(#[from] PlanError),
     #[error(transparent)]
     Finish(#[from] FinishError),
+    #[error(transparent)]
+    Mounts(#[from] MountError),
+    #[error("restore: UTS namespace: {0}")]
+    Uts(#[from] UtsError),
 }
 io_failure!(RestoreError);
 
@@ -108,7 +116,15 @@ pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> 
             }
         }
     }
-    images::check_files(&images)?;
+    // The tree's own mount and UTS namespaces: planned here, made by the root.
+    let root_ids = images.processes[0].cores[0].ids.clone().unwrap_or_default();
+    let mount_plan = crate::mounts::plan_for_restore(images.dir.path(), root_ids.mnt_ns_id, &options.mounts)?;
+    let uts = crate::uts::read_for_restore(images.dir.path(), root_ids.uts_ns_id)?;
+    // Files of a tree with a mount namespace of its own are named as it sees them: the
+    // root opens them there, and names any that is missing.
+    if mount_plan.is_none() {
+        images::check_files(&images)?;
+    }
     // Planning is pure: the host is read once, here.
     let layout = HostLayout::read(root, HostArch::restorer_blob().len() as u64)?;
     let tree = tree::plan_tree::<HostArch>(&images, &layout, options.shell_job)?;
@@ -116,6 +132,18 @@ pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> 
     let mut plans = Vec::new();
     for (index, process) in images.processes.iter().enumerate() {
         plans.push(if process.is_zombie() { None } else { Some(program::plan_process::<HostArch>(&images, index, &tree, &sysv, &layout)?) });
+    }
+    // In a mount namespace of its own the tree's processes reach the pages images from
+    // their working directory, the images directory, by relative paths.
+    let images_dir = match &mount_plan {
+        Some(_) => Some(images.dir.path().canonicalize().map_err(io_err(root, format!("resolve {}", images.dir.path().display())))?),
+        None => None,
+    };
+    if let Some(images_dir) = &images_dir {
+        for plan in plans.iter_mut().flatten() {
+            plan.reach_pages_files(|path| Ok(crate::mounts::path_from(images_dir, &path.canonicalize()?)))
+                .map_err(io_err(root, "resolve the pages images"))?;
+        }
     }
     // The premap arena is reserved at once (inaccessible, no memory): nothing crust maps
     // from here on (a buffer, a thread stack) may land where the slots go. The tree
@@ -125,8 +153,13 @@ pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> 
         sys::reserve_at(start, (end - start) as usize).map_err(io_err(root, format!("reserve the premap arena {start:#x}-{end:#x}")))?;
     }
     sys::raise_nofile_limit().map_err(io_err(root, "raise RLIMIT_NOFILE"))?;
-    let broker = crate::files::Broker::open(&images.files, &images.ghosts, &options.dir, images.broker_ids(), tree.broker_base)
-        .map_err(|what| RestoreError::Child { pid: root, what: what.to_string() })?;
+    // With a mount namespace of its own the root opens the files, in that namespace.
+    let broker = if mount_plan.is_some() {
+        crate::files::Broker::default()
+    } else {
+        crate::files::Broker::open(&images.files, &images.ghosts, &options.dir, images.broker_ids(), tree.broker_base)
+            .map_err(|what| RestoreError::Child { pid: root, what: what.to_string() })?
+    };
     for (&shmid, &(number, size)) in &tree.shmem {
         let created = sys::create_shared_anon(size).and_then(|fd| {
             sys::place_fd(fd, number, true)?;
@@ -141,14 +174,25 @@ pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> 
         }
     }
 
+    let prepared = match &mount_plan {
+        Some(plan) => Some(crate::mounts::prepare(plan, tree.helper_base + 8192).inspect_err(|_| broker.close())?),
+        None => None,
+    };
+    let namespaces = child::RootNamespaces {
+        mounts: mount_plan.as_ref().zip(prepared.as_ref()),
+        uts: uts.as_ref(),
+        images_dir: images_dir.as_deref(),
+    };
+    let more_namespaces = if mount_plan.is_some() { libc::CLONE_NEWNS as u64 } else { 0 } | if uts.is_some() { libc::CLONE_NEWUTS as u64 } else { 0 };
+
     let (sync_read, sync_write) = finish::pipe(root)?;
     let (error_read, error_write) = finish::pipe(root)?;
-    let forked = sys::fork_root(root, new_pid_ns, tree.new_ipc_ns);
+    let forked = sys::fork_root(root, new_pid_ns, tree.new_ipc_ns, more_namespaces);
     let child = match forked {
         Ok(0) => {
             drop(sync_write);
             drop(error_read);
-            let run = child::Run { tree: &tree, plans: &plans, images: &images, broker: &broker, shell_job: options.shell_job };
+            let run = child::Run { tree: &tree, plans: &plans, images: &images, broker: &broker, shell_job: options.shell_job, namespaces: &namespaces };
             child::root_main(&run, sync_read, error_write)
         }
         Ok(child) => child,
@@ -158,6 +202,7 @@ pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> 
     drop(sync_read);
     drop(error_write);
     broker.close();
+    drop(prepared);
     if let Some((start, end)) = tree.premap_arena {
         sys::release_reservation(start, (end - start) as usize);
     }
@@ -183,6 +228,10 @@ pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> 
     drop(sync_write);
 
     let host = finish::wait_for_restorers(&tree, &plans, &images, error_read)?;
+    // Every process has opened its files: the tree becomes its namespace's root.
+    if let Some(plan) = &mount_plan {
+        crate::mounts::finish_namespace(child, plan)?;
+    }
     for process in images.processes.iter().filter(|p| !p.is_zombie()) {
         if let Some(adj) = process.cores[0].tc.as_ref().and_then(|t| t.oom_score_adj) {
             let path = format!("/proc/{}/oom_score_adj", host[&process.pid()]);

@@ -83,11 +83,12 @@ pub fn fork_with_pid(pid: i32) -> io::Result<i32> {
 }
 
 /// The restored root's fork: `pid` (1 in a new pid namespace when `new_pid_ns`), in a
-/// new IPC namespace when `new_ipc_ns`. Returns 0 in the child and its pid (on this
-/// host) in the parent.
+/// new IPC namespace when `new_ipc_ns`, and in the new namespaces of `more`
+/// (`CLONE_NEWNS`, `CLONE_NEWUTS`). Returns 0 in the child and its pid (on this host)
+/// in the parent.
 #[doc(alias = "clone3")]
-pub fn fork_root(pid: i32, new_pid_ns: bool, new_ipc_ns: bool) -> io::Result<i32> {
-    let mut flags = 0u64;
+pub fn fork_root(pid: i32, new_pid_ns: bool, new_ipc_ns: bool, more: u64) -> io::Result<i32> {
+    let mut flags = more;
     if new_pid_ns {
         flags |= libc::CLONE_NEWPID as u64;
     }
