@@ -10,54 +10,10 @@
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
-use common::{crust, signal, skip_reason, start_with_pipes, subreaper, tempdir, wait_exit, KillOnDrop};
-
-/// The tree's files: ROOT (with the static program), the host directory, file and
-/// read-only directory bound into it.
-struct Tree {
-    root: PathBuf,
-    hostdir: PathBuf,
-    hostfile: PathBuf,
-    rodir: PathBuf,
-}
-
-fn make_tree(dir: &Path) -> Option<Tree> {
-    let root = dir.join("root");
-    for sub in ["data", "etc", "ro", "inner", "sub"] {
-        fs::create_dir_all(root.join(sub)).unwrap();
-    }
-    fs::write(root.join("etc/bound"), "").unwrap();
-    fs::write(root.join("alias"), "").unwrap();
-    fs::write(root.join("sub/x"), "inner\n").unwrap();
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/mnt_tree.c");
-    let status = Command::new("cc").args(["-O2", "-static", "-o"]).arg(root.join("mnt_tree")).arg(&source).status().unwrap();
-    if !status.success() {
-        return None;
-    }
-    let hostdir = dir.join("hostdir");
-    fs::create_dir_all(&hostdir).unwrap();
-    fs::write(hostdir.join("f"), "data\n").unwrap();
-    fs::write(hostdir.join("alias-source"), "alias\n").unwrap();
-    let hostfile = dir.join("hostfile");
-    fs::write(&hostfile, "bound\n").unwrap();
-    let rodir = dir.join("rodir");
-    fs::create_dir_all(&rodir).unwrap();
-    fs::write(rodir.join("file"), "ro\n").unwrap();
-    Some(Tree { root, hostdir, hostfile, rodir })
-}
-
-/// Starts the tree; returns its pid once it is ready.
-fn launch(tree: &Tree) -> i32 {
-    let mut command = Command::new(tree.root.join("mnt_tree"));
-    command.arg("launch").args([&tree.root, &tree.hostdir, &tree.hostfile, &tree.rodir]);
-    let (child, text, _) = start_with_pipes(&mut command, 0);
-    let pid: i32 = text.trim().parse().unwrap_or_else(|_| panic!("mnt_tree did not get ready: {text:?}, log: {:?}", fs::read_to_string(tree.root.join("log"))));
-    assert_eq!(pid, child.id() as i32);
-    pid
-}
+use common::mnt_tree::{launch, make_tree, DUMP_KEYS};
+use common::{crust, signal, skip_reason, subreaper, tempdir, wait_exit, KillOnDrop};
 
 /// The mountpoints and per-mount options of `pid`'s namespace.
 fn mounts_of(pid: i32) -> Vec<(String, String)> {
@@ -103,7 +59,8 @@ fn binds_and_names_come_back_in_a_mount_namespace_of_their_own() {
     let dumped = crust()
         .args(["dump", "-t", &pid.to_string(), "-D"])
         .arg(&images)
-        .args(["--external", "mnt[/data]:data", "--ext-mount-map", "/etc/bound:bound", "--external", "mnt[/ro]:ro", "-v4", "-o", "dump.log"])
+        .args(DUMP_KEYS)
+        .args(["-v4", "-o", "dump.log"])
         .output()
         .unwrap();
     assert!(dumped.status.success(), "dump: {} {:?}", String::from_utf8_lossy(&dumped.stderr), fs::read_to_string(images.join("dump.log")));
@@ -113,21 +70,12 @@ fn binds_and_names_come_back_in_a_mount_namespace_of_their_own() {
     assert!(images.join("mountpoints-10.img").exists() && images.join("utsns-9.img").exists());
 
     // Restore refusals: no --root; a key without a path. Nothing is left running.
-    let keys = ["--external", "mnt[data]:", "--ext-mount-map", "bound:", "--external", "mnt[ro]:"];
-    let with_paths = |keys: &[&str]| -> Vec<String> {
-        let paths = [&tree.hostdir, &tree.hostfile, &tree.rodir];
-        let mut out = Vec::new();
-        for (index, pair) in keys.chunks(2).enumerate() {
-            out.push(pair[0].to_string());
-            out.push(format!("{}{}", pair[1], paths[index].display()));
-        }
-        out
-    };
-    let output = crust().args(["restore", "-d", "-D"]).arg(&images).args(with_paths(&keys)).output().unwrap();
+    let keys = tree.restore_keys();
+    let output = crust().args(["restore", "-d", "-D"]).arg(&images).args(&keys).output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success() && stderr.contains("give its root with --root"), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
-    let output = crust().args(["restore", "-d", "-D"]).arg(&images).arg("--root").arg(&tree.root).args(with_paths(&keys[..4])).output().unwrap();
+    let output = crust().args(["restore", "-d", "-D"]).arg(&images).arg("--root").arg(&tree.root).args(&keys[..4]).output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success() && stderr.contains("is external with key \"ro\": pass --external mnt[ro]:PATH"), "{stderr}");
     assert!(!Path::new(&format!("/proc/{pid}")).exists(), "nothing left of pid {pid}");
@@ -137,7 +85,7 @@ fn binds_and_names_come_back_in_a_mount_namespace_of_their_own() {
         .arg(&images)
         .arg("--root")
         .arg(&tree.root)
-        .args(with_paths(&keys))
+        .args(&keys)
         .args(["-v4", "-o", "restore.log"])
         .output()
         .unwrap();

@@ -35,6 +35,8 @@ pub(crate) struct ProcessImages {
     pub(crate) pstree: pb::PstreeEntry,
     /// One core per thread, in `pstree.threads` order (the leader first).
     pub(crate) cores: Vec<pb::CoreEntry>,
+    /// Kernel-object and namespace ids (ids-PID.img, or the core's; a zombie has none).
+    pub(crate) ids: pb::TaskKobjIdsEntry,
     /// Everything below is empty for a zombie.
     pub(crate) mm: pb::MmEntry,
     pub(crate) pages_id: u32,
@@ -155,6 +157,7 @@ pub(crate) fn load(dir: &Path, page_size: u64) -> Result<Images, ImagesError> {
             processes.push(ProcessImages {
                 pstree,
                 cores,
+                ids: Default::default(),
                 mm: Default::default(),
                 pages_id: 0,
                 pagemap: Vec::new(),
@@ -186,7 +189,7 @@ pub(crate) fn load(dir: &Path, page_size: u64) -> Result<Images, ImagesError> {
         let fds = read_all(&dir, ImageKind::Fdinfo, ids.files_id as u64)?;
         let fs = read_one(&dir, ImageKind::Fs, pid)?;
         let pages = page_sources::resolve(dir.path(), pid, page_size)?;
-        processes.push(ProcessImages { pstree, cores, mm, pages_id: head.pages_id, pagemap, pages, fds, fs });
+        processes.push(ProcessImages { pstree, cores, ids, mm, pages_id: head.pages_id, pagemap, pages, fds, fs });
     }
     let file_entries = read_all::<pb::FileEntry>(&dir, ImageKind::Files, 0)?;
     let pidfds = file_entries.iter().filter_map(|f| f.pidfd.map(|p| (f.id, p))).collect();

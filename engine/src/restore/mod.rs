@@ -117,7 +117,7 @@ pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> 
         }
     }
     // The tree's own mount and UTS namespaces: planned here, made by the root.
-    let root_ids = images.processes[0].cores[0].ids.clone().unwrap_or_default();
+    let root_ids = &images.processes[0].ids;
     let mount_plan = crate::mounts::plan_for_restore(images.dir.path(), root_ids.mnt_ns_id, &options.mounts)?;
     let uts = crate::uts::read_for_restore(images.dir.path(), root_ids.uts_ns_id)?;
     // Files of a tree with a mount namespace of its own are named as it sees them: the
