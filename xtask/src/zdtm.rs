@@ -4,7 +4,7 @@
 //!
 //! Options of both verbs besides the harness's own: `--engine PATH` checkpoints with
 //! another binary that speaks CRIU's command line (e.g. `ci/criu`) instead of building
-//! `crust`. Everything else goes to the harness as is: `--flavor host|ns|all`,
+//! `crust`. Everything else goes to the harness as is: `--flavor host|ns|container|all`,
 //! `--group core|runtime|all`, `--filter`, `--iters`, `--snap`, `--pre-dump`, `--keep`, `--json`.
 
 use anyhow::{bail, Context};

@@ -22,15 +22,30 @@ pub enum Flavor {
     /// Under a tiny init (`c/ns_init.c`) that is pid 1 of a new pid namespace; the init
     /// and everything under it is dumped and restored into a new pid namespace.
     Ns,
+    /// Under `c/ct_init.c`, pid 1 of new pid, IPC, mount and UTS namespaces, in a root
+    /// of its own (the harness's read-only rootfs: the test programs, their libraries,
+    /// `/dev/null`) with the test's directory bound at `/zdtm` and a host name
+    /// `zdtm-<test>`; dumped with `/zdtm` as an external mount and restored with
+    /// `--root` and the directory given back by key. So far (issue 15, M1) it has no
+    /// /proc, /dev, network or cgroup namespace: it runs the tests that need namespaces
+    /// of their own ([`Requirement::ContainerFlavor`]) and skips the others.
+    Container,
 }
 
 impl Flavor {
-    /// `host` or `ns`.
+    /// `host`, `ns` or `container`.
     pub fn name(self) -> &'static str {
         match self {
             Flavor::Host => "host",
             Flavor::Ns => "ns",
+            Flavor::Container => "container",
         }
+    }
+
+    /// Whether the test runs under an init of a new pid namespace (found by its
+    /// namespace pid, the init is the dumped root).
+    pub fn has_init(self) -> bool {
+        self != Flavor::Host
     }
 }
 
@@ -47,6 +62,10 @@ pub enum Requirement {
     TransparentHugePages,
     /// A program crust runs, found in `PATH` (`nft` for `--tcp-established`).
     Program(&'static str),
+    /// Namespaces of its own (mount, UTS, ...), which the container flavor gives each
+    /// test; the host and ns flavors skip it (checked by the suite, which knows the
+    /// flavor).
+    ContainerFlavor,
 }
 
 /// What the test does between its ready message and the dump; the harness waits for it
@@ -297,6 +316,11 @@ pub const TESTS: &[TestSpec] = &[
     TestSpec { args: &["filter"], requirements: &[Requirement::Root], ..cas("seccomp_filter", "seccomp") },
     TestSpec { args: &["strict"], requirements: &[Requirement::Root], ..cas("seccomp_strict", "seccomp") },
     TestSpec { args: &["posix_timers"], volatile_status: &["SigPnd", "ShdPnd"], ..cas("posix_timers", "tree_state") },
+    // Issue 15, M1: mounts and UTS names of a tree's own (the container flavor).
+    TestSpec { args: &["dir"], requirements: &[Requirement::Root, Requirement::ContainerFlavor], ..cas("mnt_bind_dir", "mnt_binds") },
+    TestSpec { args: &["file"], requirements: &[Requirement::Root, Requirement::ContainerFlavor], ..cas("mnt_bind_file", "mnt_binds") },
+    TestSpec { args: &["ro"], requirements: &[Requirement::Root, Requirement::ContainerFlavor], ..cas("mnt_ro_bind", "mnt_binds") },
+    TestSpec { requirements: &[Requirement::Root, Requirement::ContainerFlavor], ..c("uts_names") },
     // Issue 4: real language runtimes (`--group runtime`).
     runtime("rt_python", "threads.py"),
     TestSpec {

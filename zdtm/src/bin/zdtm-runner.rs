@@ -1,6 +1,6 @@
 //! `zdtm-runner`: the harness binary `cargo xtest zdtm` and `cargo xtest demo` exec.
 //!
-//! zdtm-runner run --engine PATH --workdir DIR [--filter S] [--iters N] [--snap] [--pre-dump] [--keep] [--big] [--json PATH] [--flavor host|ns|all] [--group core|runtime|all]
+//! zdtm-runner run --engine PATH --workdir DIR [--filter S] [--iters N] [--snap] [--pre-dump] [--keep] [--big] [--json PATH] [--flavor host|ns|container|all] [--group core|runtime|all]
 //! zdtm-runner demo --engine PATH --workdir DIR
 //! zdtm-runner list
 #![deny(unsafe_code)]
@@ -82,8 +82,9 @@ fn parse_config(args: &[String]) -> anyhow::Result<Config> {
                 config.flavors = match value("--flavor")?.as_str() {
                     "host" => vec![Flavor::Host],
                     "ns" => vec![Flavor::Ns],
-                    "all" => vec![Flavor::Host, Flavor::Ns],
-                    other => bail!("--flavor takes host, ns or all, not {other}"),
+                    "container" => vec![Flavor::Container],
+                    "all" => vec![Flavor::Host, Flavor::Ns, Flavor::Container],
+                    other => bail!("--flavor takes host, ns, container or all, not {other}"),
                 }
             }
             "--group" => config.group = Some(value("--group")?),
