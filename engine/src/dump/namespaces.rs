@@ -26,8 +26,13 @@ pub enum NamespaceError {
 /// The kinds of /proc/PID/ns, in CRIU's numbering order (ids 1..8 are the dumping
 /// tool's own, in this order; `inventory.root_ids`).
 const KINDS: [&str; 8] = ["pid", "net", "ipc", "uts", "time", "mnt", "user", "cgroup"];
-const UTS: usize = 3;
-const MNT: usize = 5;
+pub(crate) const UTS: usize = 3;
+pub(crate) const MNT: usize = 5;
+
+/// The id of the dumping tool's own namespace of kind `kind` (index into `KINDS`): 1..8.
+pub(crate) const fn dumper_id(kind: usize) -> u32 {
+    kind as u32 + 1
+}
 
 /// The namespaces of the tree that the dump takes along.
 pub(crate) struct TreeNamespaces {
@@ -144,5 +149,7 @@ mod tests {
         let own = [false, false, false, true, false, true, false, false];
         assert_eq!(own_namespace_ids(own)[UTS], Some(9));
         assert_eq!(own_namespace_ids(own)[MNT], Some(10));
+        // And crust's own, which inventory.root_ids names: uts 4, mnt 6.
+        assert_eq!((dumper_id(UTS), dumper_id(MNT)), (4, 6));
     }
 }

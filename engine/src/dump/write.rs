@@ -78,7 +78,21 @@ pub(crate) fn write_images(root: i32, dir: &Path, dumped: Dumped) -> Result<(), 
     w.write_entry(&pb::InventoryEntry {
         img_version: 2,
         fdinfo_per_id: Some(true),
-        root_ids: Some(ids_of(0)),
+        // CRIU reads root_ids as the dumping tool's own ids: the root task's namespace
+        // of a kind is new on restore where its id differs, and a root task whose
+        // files_id equals root_ids' is refused as "image corruption on kIDs data".
+        // crust's own memory, files, fs and signal handlers are 0 (the tree's start at
+        // 1); the tree's own mount and UTS namespaces differ from crust's (ids 6 and 4
+        // in CRIU's numbering).
+        root_ids: Some(pb::TaskKobjIdsEntry {
+            vm_id: 0,
+            files_id: 0,
+            fs_id: 0,
+            sighand_id: 0,
+            mnt_ns_id: mnt_ns_id.map(|_| crate::dump::namespaces::dumper_id(crate::dump::namespaces::MNT)),
+            uts_ns_id: uts_ns_id.map(|_| crate::dump::namespaces::dumper_id(crate::dump::namespaces::UTS)),
+            ..ids_of(0)
+        }),
         ns_per_id: Some(true),
         lsmtype: Some(pb::Lsmtype::NoLsm as i32),
         ..Default::default()

@@ -393,8 +393,14 @@ fn classify_vma(
     let name = map.name.as_str();
     match name {
         "[vsyscall]" => return Ok(None),
-        "[vdso]" => vma.status |= vs::VDSO,
-        "[vvar]" | "[vvar_vclock]" => vma.status |= vs::VVAR,
+        // The kernel's special mappings are private anonymous memory to CRIU (status
+        // and MAP_ANONYMOUS as CRIU writes them); its restorer maps any area without
+        // MAP_ANONYMOUS from a file.
+        "[vdso]" | "[vvar]" | "[vvar_vclock]" => {
+            vma.status |= vs::ANON_PRIVATE | if name == "[vdso]" { vs::VDSO } else { vs::VVAR };
+            vma.flags |= libc::MAP_ANONYMOUS as u32;
+            vma.pgoff = 0;
+        }
         "[stack]" | "[heap]" | "" => {
             vma.status |= vs::ANON_PRIVATE;
             if name == "[stack]" {
