@@ -45,10 +45,14 @@ ci_apt_packages=(
     gcc-s390x-linux-gnu binutils-s390x-linux-gnu libc6-dev-s390x-cross
     qemu-user-static
     nftables
+    util-linux procps
     iproute2
     xz-utils
     qemu-system-arm
     golang-go golang-github-checkpoint-restore-go-criu-dev
+    # GNU tar and gzip (essential in Debian, named for what uses them): the tmpfs
+    # archive interop tests run GNU tar, `cargo xtest fuzz` seeds with `gzip -dc`
+    tar gzip
 )
 # Packages of the verbs CI does not run: the other VM architectures, the runtime group.
 full_apt_packages=(

@@ -150,7 +150,13 @@ fn decode(
     options: JsonOptions,
 ) -> anyhow::Result<i32> {
     let (name, bytes) = read_input(input)?;
-    let json = match json::image_to_json(&name, &bytes, &options) {
+    // crust's own image, which crit does not know.
+    let decoded = if crust_images::checksums::is_checksums_image(&bytes) {
+        crust_images::checksums::decode(&name, &bytes).map(|entries| crust_images::checksums::to_json(&entries)).map_err(json::JsonError::Image)
+    } else {
+        json::image_to_json(&name, &bytes, &options)
+    };
+    let json = match decoded {
         Ok(json) => json,
         Err(json::JsonError::Image(crust_images::ImageError::BadMagic { magic, .. })) => {
             eprintln!(
@@ -177,8 +183,12 @@ fn encode(input: Option<&Path>, output: Option<&Path>) -> anyhow::Result<i32> {
     let (name, bytes) = read_input(input)?;
     let json: serde_json::Value = serde_json::from_slice(&bytes)
         .with_context(|| format!("{name}: cannot read JSON; encode expects JSON input"))?;
-    let image = json::json_to_image(&json, ByteOrder::native())
-        .with_context(|| format!("encode {name}"))?;
+    let image = if json.get("magic").and_then(|m| m.as_str()) == Some(crust_images::checksums::JSON_MAGIC) {
+        let entries = crust_images::checksums::from_json(&json).map_err(|e| anyhow::anyhow!("encode {name}: {e}"))?;
+        crust_images::checksums::encode(&entries, ByteOrder::native())
+    } else {
+        json::json_to_image(&json, ByteOrder::native()).with_context(|| format!("encode {name}"))?
+    };
     match output {
         Some(path) => {
             std::fs::write(path, image).with_context(|| format!("write {}", path.display()))?

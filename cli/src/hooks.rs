@@ -4,18 +4,22 @@
 //! (`criu/scripts.rs`), the RPC server by NOTIFY messages that wait for the client's
 //! acknowledgement (`rpc/server.rs`).
 //!
-//! The engine has no stage callback yet (2026-12-06): each front end reaches the points
-//! it can see from outside the engine, before or after the engine call. When the
-//! engine reports its stages, they map onto [`HookPoint`] here and reach both front
-//! ends through the same trait.
+//! The points inside a dump or restore come from the engine's stage callback
+//! (`crust_engine::stages`): [`engine_stages`] hangs a sink on it, each engine
+//! [`Stage`] mapped onto its [`HookPoint`]. The points outside the engine (pre-dump)
+//! are reached by the front ends themselves.
 
 use std::fmt;
+use std::io;
 use std::os::fd::BorrowedFd;
+use std::sync::Arc;
+
+use crust_engine::stages::{Stage, StageEvent, StageFailure, StageListener, Stages};
 
 /// A point of a dump or restore, named as CRIU names it to action scripts
 /// (CRTOOLS_SCRIPT_ACTION) and RPC clients (`criu_notify.script`). All of CRIU's are
-/// named; the ones no front end reaches yet wait for the engine's stage callback and
-/// for the page server and lazy pages.
+/// named; query-ext-files, status-ready and pre-stream wait for external files, the page
+/// server and lazy pages, and the image streamer.
 #[allow(dead_code)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HookPoint {
@@ -98,6 +102,23 @@ impl HookPoint {
     }
 }
 
+impl From<Stage> for HookPoint {
+    fn from(stage: Stage) -> Self {
+        match stage {
+            Stage::NetworkLock => HookPoint::NetworkLock,
+            Stage::PostDump => HookPoint::PostDump,
+            Stage::NetworkUnlock => HookPoint::NetworkUnlock,
+            Stage::PreRestore => HookPoint::PreRestore,
+            Stage::SetupNamespaces => HookPoint::SetupNamespaces,
+            Stage::PostSetupNamespaces => HookPoint::PostSetupNamespaces,
+            Stage::PostRestore => HookPoint::PostRestore,
+            Stage::PreResume => HookPoint::PreResume,
+            Stage::PostResume => HookPoint::PostResume,
+            Stage::OrphanPtsMaster => HookPoint::OrphanPtsMaster,
+        }
+    }
+}
+
 impl fmt::Display for HookPoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
@@ -173,6 +194,21 @@ pub trait HookSink {
     }
 }
 
+/// The engine's stage callback for `sink`: every stage the engine reaches becomes a
+/// [`Hook`] at its [`HookPoint`], with CRIU's rule for failures ([`HookSink::hook`]).
+pub fn engine_stages<S: HookSink + Send + Sync + 'static>(sink: Arc<S>) -> Stages {
+    Stages::new(Arc::new(SinkListener(sink)))
+}
+
+struct SinkListener<S>(Arc<S>);
+
+impl<S: HookSink + Send + Sync> StageListener for SinkListener<S> {
+    fn reached(&self, event: &StageEvent<'_>) -> Result<(), StageFailure> {
+        let hook = Hook { point: HookPoint::from(event.stage), root: event.root, fd: event.fd };
+        self.0.hook(hook).map_err(|error| StageFailure { message: error.message, os_error: error.errno.map(io::Error::from_raw_os_error) })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::cell::RefCell;
@@ -209,6 +245,27 @@ mod tests {
         }
         for name in ["pre-restore", "post-restore", "pre-resume", "post-resume", "orphan-pts-master", "status-ready"] {
             assert!(names.contains(&name), "{name}");
+        }
+    }
+
+    #[test]
+    fn every_engine_stage_has_the_point_of_its_name() {
+        let stages = [
+            Stage::NetworkLock,
+            Stage::PostDump,
+            Stage::NetworkUnlock,
+            Stage::PreRestore,
+            Stage::SetupNamespaces,
+            Stage::PostSetupNamespaces,
+            Stage::PostRestore,
+            Stage::PreResume,
+            Stage::PostResume,
+            Stage::OrphanPtsMaster,
+        ];
+        for stage in stages {
+            let point = HookPoint::from(stage);
+            assert_eq!(point.name(), stage.name());
+            assert_eq!(point.failure_stops(), stage.failure_stops(), "{point}");
         }
     }
 

@@ -59,14 +59,17 @@ fn round_trip(dir: &Path, binary: &Path, config: &Path, how: &str) {
         command.env("HOME", dir).env_remove("CRIU_CONFIG_FILE");
     };
 
-    // Without the file: the connection fails the dump, and the target runs on.
-    let mut plain = crust();
-    plain.args(["dump", "-t", &pid.to_string(), "-D"]).arg(&images).arg("--no-default-config");
-    isolated(&mut plain);
-    let output = plain.output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success() && stderr.contains("--tcp-established"), "dump without the file: {stderr}");
-    assert_eq!(ask(&mut peer, b'b'), b'c', "the target answers after the refused dump");
+    // Without the file: the lock fails the dump (and with --file-locks alone, the
+    // connection), and the target runs on.
+    for (extra, needed) in [(None, "--file-locks"), (Some("--file-locks"), "--tcp-established")] {
+        let mut plain = crust();
+        plain.args(["dump", "-t", &pid.to_string(), "-D"]).arg(&images).arg("--no-default-config").args(extra);
+        isolated(&mut plain);
+        let output = plain.output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success() && stderr.contains(needed), "dump without the file ({extra:?}): {stderr}");
+    }
+    assert_eq!(ask(&mut peer, b'b'), b'c', "the target answers after the refused dumps");
 
     let with_config = |command: &mut Command| {
         isolated(command);
@@ -155,8 +158,8 @@ fn config_files_in_criu_order() {
     file(".criu/default.conf", "network-lock pf\n");
     let broken = file("broken.conf", "\nnetwork-lock pf\n");
     let good = file("good.conf", "tcp-established\n");
-    let skip = file("skip.conf", "network-lock skip\n");
-    let nftables = file("nftables.conf", "network-lock nftables\n");
+    let refused = file("refused.conf", "cpu-cap cpu\n");
+    let accepted = file("accepted.conf", "cpu-cap none\n");
     let run = |verb: &[&str], args: &[&Path], env_file: Option<&Path>| {
         let mut command = crust();
         command.args(verb).env("HOME", &dir);
@@ -182,14 +185,14 @@ fn config_files_in_criu_order() {
     let (_, stderr) = run(&check, &[Path::new("--config"), &broken], None);
     assert!(stderr.contains("broken.conf:2:"), "{stderr}");
     // A later source wins. The restore of a directory that is not there fails on it,
-    // unless a refused --network-lock skip stops it first.
+    // unless a refused --cpu-cap cpu stops it first.
     let restore = ["restore", "-D", "/nonexistent", "--no-default-config"];
-    let (_, stderr) = run(&restore, &[Path::new("--config"), &skip], None);
-    assert!(stderr.contains("--network-lock skip is not supported yet"), "the file applies: {stderr}");
-    let (_, stderr) = run(&restore, &[Path::new("--config"), &skip, Path::new("--network-lock"), Path::new("nftables")], None);
+    let (_, stderr) = run(&restore, &[Path::new("--config"), &refused], None);
+    assert!(stderr.contains("--cpu-cap cpu is not supported yet"), "the file applies: {stderr}");
+    let (_, stderr) = run(&restore, &[Path::new("--config"), &refused, Path::new("--cpu-cap=none")], None);
     assert!(stderr.contains("images directory /nonexistent"), "the command line wins over --config: {stderr}");
-    let (_, stderr) = run(&restore, &[Path::new("--config"), &nftables], Some(&skip));
+    let (_, stderr) = run(&restore, &[Path::new("--config"), &accepted], Some(&refused));
     assert!(stderr.contains("images directory /nonexistent"), "--config wins over CRIU_CONFIG_FILE: {stderr}");
-    let (_, stderr) = run(&restore, &[Path::new("--config"), &skip], Some(&nftables));
-    assert!(stderr.contains("--network-lock skip"), "--config wins over CRIU_CONFIG_FILE: {stderr}");
+    let (_, stderr) = run(&restore, &[Path::new("--config"), &refused], Some(&accepted));
+    assert!(stderr.contains("--cpu-cap cpu"), "--config wins over CRIU_CONFIG_FILE: {stderr}");
 }

@@ -282,6 +282,9 @@ fn every_criu_option_goes_through_dump_and_restore() {
         assert_no_usage_error(&format!("restore {what}"), &output);
         if output.status.success() && std::path::Path::new(&format!("/proc/{}", target.pid)).exists() {
             restored += 1;
+            if words[0] == "-s" || words[0] == "--leave-stopped" {
+                signal(target.pid, libc::SIGCONT);
+            }
             target.reaped = false;
             target.check_restored(&format!("restore {what}"));
         } else {
@@ -364,8 +367,10 @@ fn unknown_options_and_words_are_one_line_errors() {
     }
 }
 
-/// `--action-script` runs at pre-dump, pre-restore and post-resume with CRIU's
-/// environment; a failing pre-dump script fails the dump before the tree is touched.
+/// `--action-script` runs at every point the reference CRIU 4.2.1 runs it at for a tree
+/// in crust's namespaces (pre-dump, post-dump; pre-restore, post-restore, pre-resume,
+/// post-resume), with CRIU's environment; a failing pre-dump script fails the dump
+/// before the tree is touched.
 #[test]
 fn action_scripts_get_criu_s_environment() {
     if let Some(reason) = skip_reason() {
@@ -423,9 +428,296 @@ fn action_scripts_get_criu_s_environment() {
     let dir = images.display();
     assert_eq!(
         std::fs::read_to_string(&record).unwrap(),
-        format!("pre-dump {dir} {pid}\npre-dump {dir} {pid}\npre-restore {dir} none\npost-resume {dir} {pid}\n")
+        format!(
+            "pre-dump {dir} {pid}\npre-dump {dir} {pid}\npost-dump {dir} {pid}\n\
+             pre-restore {dir} none\npost-restore {dir} {pid}\npre-resume {dir} {pid}\npost-resume {dir} {pid}\n"
+        )
     );
-    // The steps crust cannot run yet are named in the log.
-    let log = std::fs::read_to_string(images.join("restore.log")).unwrap();
-    assert!(log.contains("action scripts are not run at setup-namespaces, post-setup-namespaces, post-restore, pre-resume yet"), "{log}");
+}
+
+impl Target {
+    /// Starts `binary OUT ARGS...` (tests/data/holder.c).
+    fn start_with(binary: &Path, out: PathBuf, args: &[&str]) -> Target {
+        let mut command = std::process::Command::new(binary);
+        command.arg(&out).args(args);
+        let (child, text, _) = common::start_with_pipes(&mut command, 0);
+        assert_eq!(text.trim(), child.id().to_string(), "target wrote its pid");
+        Target { pid: child.id() as i32, out, reaped: false }
+    }
+
+    /// The state letter of /proc/PID/stat (R, S, T, ...).
+    fn state(&self) -> char {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
+        stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next()).unwrap_or('?')
+    }
+}
+
+fn dump_of(target: &Target, images: &Path, extra: &[&str]) -> Output {
+    let mut dump = crust();
+    dump.args(["dump", "-t", &target.pid.to_string(), "-D"]).arg(images).args(["-o", "dump.log"]).args(extra);
+    output_within(dump, "dump")
+}
+
+fn restore_of(images: &Path, extra: &[&str]) -> Output {
+    let mut restore = crust();
+    restore.args(["restore", "-d", "-D"]).arg(images).args(["-o", "restore.log"]).args(extra);
+    output_within(restore, "restore")
+}
+
+fn stderr_of(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).trim().to_string()
+}
+
+/// The points inside the engine keep CRIU's rules for failures: a failed post-dump
+/// script fails the dump and the tree runs on, not stopped, not killed; a failed
+/// post-restore script fails the restore and kills the restored tree.
+#[test]
+fn failed_post_dump_releases_and_failed_post_restore_kills() {
+    if let Some(reason) = skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    subreaper();
+    let scratch = tempdir("hook-failures");
+    let binary = compile(&scratch, "pattern", &[]);
+    let hook = scratch.join("hook.sh");
+    let fail_at = scratch.join("fail-at");
+    std::fs::write(&hook, format!("#!/bin/sh\n[ \"$CRTOOLS_SCRIPT_ACTION\" != \"$(cat {} 2>/dev/null)\" ]\n", fail_at.display())).unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let hook_arg = format!("--action-script={}", hook.display());
+    let mut target = Target::start(&binary, scratch.join("out"));
+    let images = scratch.join("img");
+
+    std::fs::write(&fail_at, "post-dump").unwrap();
+    let output = dump_of(&target, &images, &[&hook_arg]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr_of(&output));
+    assert!(stderr_of(&output).contains("post-dump"), "{}", stderr_of(&output));
+    assert!(target.ended().is_none(), "the tree runs on after a failed post-dump");
+    assert!(matches!(target.state(), 'S' | 'R'), "not stopped or traced: {}", target.state());
+
+    std::fs::write(&fail_at, "post-restore").unwrap();
+    let output = dump_of(&target, &images, &[&hook_arg]);
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    wait_exit(target.pid);
+    let output = restore_of(&images, &[&hook_arg]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr_of(&output));
+    assert!(stderr_of(&output).contains("post-restore"), "{}", stderr_of(&output));
+    assert!(!Path::new(&format!("/proc/{}", target.pid)).exists(), "the restored tree was killed");
+
+    std::fs::remove_file(&fail_at).unwrap();
+    let output = restore_of(&images, &[&hook_arg]);
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    target.reaped = false;
+    target.check_restored("restore after the failed one");
+}
+
+/// `--file-locks`: without it a tree holding a lock fails the dump in one line naming
+/// the pid, fd and lock, and runs on untouched; with it the lock is dumped and held
+/// again after the restore.
+#[test]
+fn file_locks_are_dumped_only_when_asked() {
+    if let Some(reason) = skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    subreaper();
+    let scratch = tempdir("file-locks");
+    let binary = compile(&scratch, "holder", &[]);
+    let locked = scratch.join("locked");
+    let mut target = Target::start_with(&binary, scratch.join("out"), &["lock", &locked.display().to_string()]);
+    let images = scratch.join("img");
+    let output = dump_of(&target, &images, &[]);
+    let stderr = stderr_of(&output);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let pid = target.pid;
+    assert!(
+        stderr.contains(&format!("dump pid {pid}: fd 5 ({})", locked.display())) && stderr.contains("flock write lock") && stderr.contains("--file-locks"),
+        "{stderr}"
+    );
+    assert!(target.ended().is_none() && matches!(target.state(), 'S' | 'R'), "the target runs on: {}", target.state());
+    let output = dump_of(&target, &images, &["--file-locks"]);
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    wait_exit(target.pid);
+    let output = restore_of(&images, &["-l"]);
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    target.reaped = false;
+    target.check_restored("restore with --file-locks");
+}
+
+/// `--ghost-limit`: an unlinked file over the limit (CRIU's default 1 MiB) fails the
+/// dump naming it and the limit it needs; a raised limit carries it.
+#[test]
+fn ghost_limit_is_enforced() {
+    if let Some(reason) = skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    subreaper();
+    let scratch = tempdir("ghost-limit");
+    let binary = compile(&scratch, "holder", &[]);
+    let file = scratch.join("unlinked");
+    let size = (2 << 20) + 5;
+    let mut target = Target::start_with(&binary, scratch.join("out"), &["ghost", &file.display().to_string(), &size.to_string()]);
+    let images = scratch.join("img");
+    let output = dump_of(&target, &images, &[]);
+    let stderr = stderr_of(&output);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("unlinked file {}", file.display())) && stderr.contains(&format!("is {size} bytes")), "{stderr}");
+    assert!(stderr.contains("--ghost-limit 3M"), "{stderr}");
+    assert!(target.ended().is_none(), "the target runs on");
+    let output = dump_of(&target, &images, &["--ghost-limit", "2M"]);
+    assert_eq!(output.status.code(), Some(1), "2M is still too small: {}", stderr_of(&output));
+    let output = dump_of(&target, &images, &["--ghost-limit", "3M"]);
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    wait_exit(target.pid);
+    let output = restore_of(&images, &[]);
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    target.reaped = false;
+    target.check_restored("restore of the ghost file");
+}
+
+/// `--leave-stopped`: after a dump the tree is alive and stopped; after a restore the
+/// restored tree is stopped until SIGCONT, then carries on.
+#[test]
+fn leave_stopped_after_dump_and_restore() {
+    if let Some(reason) = skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    subreaper();
+    let scratch = tempdir("leave-stopped");
+    let binary = compile(&scratch, "pattern", &[]);
+    let mut target = Target::start(&binary, scratch.join("out"));
+    let images = scratch.join("img");
+    let output = dump_of(&target, &images, &["--leave-stopped"]);
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    assert!(target.ended().is_none(), "alive after dump -s");
+    assert_eq!(target.state(), 'T', "stopped after dump -s");
+    target.kill();
+    let output = restore_of(&images, &["-s"]);
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    assert_eq!(target.state(), 'T', "stopped after restore -s");
+    signal(target.pid, libc::SIGCONT);
+    target.reaped = false;
+    target.check_restored("restore -s, then SIGCONT");
+}
+
+/// `--timeout`: a thread that cannot stop (a vfork parent waits uninterruptibly for its
+/// child) fails the dump after the time given, and the tree is let go unchanged.
+#[test]
+fn timeout_bounds_the_seize() {
+    if let Some(reason) = skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    subreaper();
+    let scratch = tempdir("timeout");
+    let binary = compile(&scratch, "holder", &[]);
+    let mut target = Target::start_with(&binary, scratch.join("out"), &["vfork"]);
+    let images = scratch.join("img");
+    let started = std::time::Instant::now();
+    let output = dump_of(&target, &images, &["--timeout", "1"]);
+    let stderr = stderr_of(&output);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("did not stop within 1 s") && stderr.contains("--timeout 1"), "{stderr}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "bounded: {:?}", started.elapsed());
+    assert!(target.ended().is_none(), "the tree is let go");
+    assert_eq!(target.state(), 'D', "still waiting for its vfork child");
+    // The vfork child is the target's: kill both (the subreaper reaps the child).
+    let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", target.pid)).unwrap_or_default();
+    for child in children.split_whitespace() {
+        signal(child.parse().unwrap(), libc::SIGKILL);
+    }
+    target.kill();
+    for child in children.split_whitespace() {
+        wait_exit(child.parse().unwrap());
+    }
+}
+
+/// `--restore-sibling`: the restored root is the child of crust's parent (here the
+/// test), which reaps it; without `-d` the restore is refused as CRIU refuses it.
+#[test]
+fn restore_sibling_makes_the_root_the_caller_s_child() {
+    if let Some(reason) = skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    subreaper();
+    let scratch = tempdir("sibling");
+    let binary = compile(&scratch, "pattern", &[]);
+    let mut target = Target::start(&binary, scratch.join("out"));
+    let images = scratch.join("img");
+    let output = dump_of(&target, &images, &[]);
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    wait_exit(target.pid);
+    let mut restore = crust();
+    restore.args(["restore", "--restore-sibling", "-D"]).arg(&images);
+    let output = output_within(restore, "restore without -d");
+    assert_eq!(stderr_of(&output), "crust: --restore-sibling only makes sense with --restore-detached (-d)");
+    // Through a shell: the root must be the shell's child, not crust's (orphaned when
+    // crust exits, it would go to the test, a subreaper).
+    let crust_path = env!("CARGO_BIN_EXE_crust");
+    let script = format!("\"$0\" restore -d --restore-sibling -D {} || exit 1; cut -d' ' -f4 /proc/{}/stat; echo $$", images.display(), target.pid);
+    let output = std::process::Command::new("sh").arg("-c").arg(&script).arg(crust_path).output().unwrap();
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    let lines: Vec<String> = String::from_utf8_lossy(&output.stdout).lines().map(String::from).collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0], lines[1], "the restored root is the child of crust's parent");
+    target.reaped = false;
+    target.check_restored("restore --restore-sibling");
+}
+
+/// `--inherit-fd fd[N]:pipe:[INO]`, runc's way of handing a restored container new
+/// stdio: the dumped pipe's end is crust's fd N in the restored process, so what it
+/// writes reaches the new pipe.
+#[test]
+fn inherit_fd_stands_for_a_dumped_pipe() {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    if let Some(reason) = skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    subreaper();
+    let scratch = tempdir("inherit-fd");
+    let binary = compile(&scratch, "holder", &[]);
+    let mut command = std::process::Command::new(&binary);
+    command.arg(scratch.join("out")).arg("pipe");
+    let (child, text, mut readers) = common::start_with_pipes(&mut command, 2);
+    let mut target = Target { pid: child.id() as i32, out: scratch.join("out"), reaped: false };
+    assert_eq!(text.trim(), target.pid.to_string());
+    let link = std::fs::read_link(format!("/proc/{}/fd/5", target.pid)).unwrap().display().to_string();
+    assert!(link.starts_with("pipe:["), "{link}");
+    let images = scratch.join("img");
+    let output = dump_of(&target, &images, &[]);
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    wait_exit(target.pid);
+
+    let (mut fresh_r, fresh_w) = std::io::pipe().unwrap();
+    let mut restore = crust();
+    restore.args(["restore", "-d", "-D"]).arg(&images).args(["-o", "restore.log", "--inherit-fd", &format!("fd[7]:{link}")]);
+    let fd = fresh_w.as_raw_fd();
+    // SAFETY: the closure only calls dup2 and fcntl, which are async-signal-safe.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        restore.pre_exec(move || {
+            // dup2 onto itself would keep close-on-exec.
+            let rc = if fd == 7 { libc::fcntl(7, libc::F_SETFD, 0) } else { libc::dup2(fd, 7) };
+            if rc < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
+        });
+    }
+    let output = output_within(restore, "restore --inherit-fd");
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    drop(fresh_w);
+    target.reaped = false;
+    signal(target.pid, libc::SIGUSR1);
+    let status = wait_exit(target.pid);
+    target.reaped = true;
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "status {status:#x}");
+    let mut text = String::new();
+    fresh_r.read_to_string(&mut text).unwrap();
+    assert_eq!(text, format!("hello from {}\n", target.pid), "the restored fd 5 is the inherited pipe");
+    let mut old = String::new();
+    readers[1].read_to_string(&mut old).unwrap();
+    assert_eq!(old, "", "nothing went to the dumped pipe");
 }

@@ -10,9 +10,12 @@
 
 pub mod check;
 pub mod dump;
+pub mod private;
 pub mod procfs;
 pub mod restore;
+pub mod stages;
 
+mod access;
 mod error;
 mod files;
 mod infect;
@@ -22,6 +25,8 @@ mod model;
 mod mounts;
 mod sys;
 mod uts;
+
+pub use access::AccessError;
 
 /// Fast page transfer and the pure run building over pagemap entries (`memory/pages.rs`).
 pub use memory::pages as fast_pages;

@@ -13,7 +13,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use crust_images::iproute::SaveStream;
 use crust_images::json::{image_to_json, json_to_image, JsonOptions};
+use crust_images::tar::{gzip_reader, ArchiveReader, ArchiveWriter, Entry, EntryKind, Extent, FileContents, FileLayout};
 use crust_images::pagemap::read_head_and_entries;
 use crust_images::{parse, parse_header, pb, ByteOrder, ImageDir, ImageKind, ImageReader, PagemapReader};
 use prost::Message;
@@ -114,6 +116,136 @@ pub fn fuzz_json(bytes: &[u8]) {
         .unwrap_or_else(|error| panic!("{file}: decoded JSON does not encode: {error}"));
     assert_eq!(image, again, "{file}: JSON -> image -> JSON -> image changed the bytes");
     check_pretty_round_trip(&file, &image, ByteOrder::Little);
+}
+
+/// Reads a tar archive with every file's data (gzipped when the input starts with
+/// gzip's magic, plain otherwise). An archive that reads cleanly must survive crust's
+/// writer: its entries and data written back read to the same entries and data, and
+/// writing those again gives the same bytes.
+pub fn fuzz_tar(bytes: &[u8]) {
+    let members = if bytes.starts_with(&GZIP_MAGIC) {
+        read_tar(gzip_reader("fuzz.tar.gz", bytes))
+    } else {
+        read_tar(ArchiveReader::new("fuzz.tar", bytes))
+    };
+    let Some(members) = members else { return };
+    let rewritten = write_tar(&members);
+    let again = read_tar(ArchiveReader::new("rewritten.tar", rewritten.as_slice()))
+        .unwrap_or_else(|| panic!("crust's archive of a readable archive does not read back"));
+    assert_eq!(normalized(&members), normalized(&again), "entries or data changed through the writer");
+    assert!(write_tar(&again) == rewritten, "writing the re-read archive gave other bytes");
+}
+
+/// Parses an iproute2 save stream; one that parses must write back to bytes that parse
+/// to the same messages, and (padding aside) to its own bytes. Each message, pushed
+/// again as bytes, must be accepted.
+pub fn fuzz_iproute(bytes: &[u8]) {
+    let Ok(stream) = SaveStream::parse("fuzz.img", bytes) else { return };
+    let _ = (stream.addresses().count(), stream.routes().count(), stream.rules().count());
+    let encoded = stream.to_bytes();
+    assert_eq!(encoded.len(), bytes.len(), "a stream wrote back to another length");
+    let again = SaveStream::parse("fuzz.img", &encoded)
+        .unwrap_or_else(|error| panic!("written stream does not parse: {error}"));
+    assert_eq!(again, stream, "messages changed through writing and parsing");
+    let mut rebuilt = SaveStream::new(stream.kind);
+    for message in stream.messages() {
+        rebuilt.push_raw(message.bytes()).unwrap_or_else(|error| panic!("a parsed message is refused: {error}"));
+    }
+    assert_eq!(rebuilt, stream);
+}
+
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+/// Most file data a tar input may carry into the round trip (a small gzip input can
+/// inflate to far more).
+const MAX_TAR_DATA: usize = 64 << 20;
+
+/// One archive member and the data pieces read for it, by file offset.
+#[derive(Debug, PartialEq, Eq)]
+struct TarMember {
+    entry: Entry,
+    pieces: Vec<(u64, Vec<u8>)>,
+}
+
+fn read_tar<R: std::io::Read>(mut reader: ArchiveReader<R>) -> Option<Vec<TarMember>> {
+    let mut members = Vec::new();
+    let mut total = 0usize;
+    while let Some(entry) = reader.next_entry().ok()? {
+        let mut pieces: Vec<(u64, Vec<u8>)> = Vec::new();
+        let mut last_end = 0u64;
+        reader
+            .read_data(|offset, bytes| {
+                assert!(offset >= last_end, "data pieces out of order");
+                if let EntryKind::File(layout) = &entry.kind {
+                    assert!(offset + bytes.len() as u64 <= layout.size, "data past the file's size");
+                }
+                last_end = offset + bytes.len() as u64;
+                total += bytes.len();
+                if total > MAX_TAR_DATA {
+                    return Err(std::io::Error::other("fuzz: data over the round-trip limit"));
+                }
+                pieces.push((offset, bytes.to_vec()));
+                Ok(())
+            })
+            .ok()?;
+        members.push(TarMember { entry, pieces });
+    }
+    Some(members)
+}
+
+fn write_tar(members: &[TarMember]) -> Vec<u8> {
+    let mut writer = ArchiveWriter::new(Vec::new());
+    for member in members {
+        writer
+            .append_file(&member.entry, &mut Pieces(&member.pieces))
+            .unwrap_or_else(|error| panic!("an entry the reader gave is refused by the writer: {error}"));
+    }
+    writer.finish().expect("a Vec sink does not fail")
+}
+
+/// Entries with adjacent data extents merged and the data as one run per extent: the
+/// writer archives a file whose extents leave no hole as a plain file.
+fn normalized(members: &[TarMember]) -> Vec<(Entry, Vec<u8>)> {
+    members
+        .iter()
+        .map(|member| {
+            let mut entry = member.entry.clone();
+            if let EntryKind::File(layout) = &mut entry.kind {
+                let mut merged: Vec<Extent> = Vec::new();
+                for extent in &layout.data {
+                    match merged.last_mut() {
+                        Some(last) if last.end() == extent.offset => last.length += extent.length,
+                        _ => merged.push(*extent),
+                    }
+                }
+                *layout = FileLayout { size: layout.size, data: merged };
+            }
+            let data: Vec<u8> = member.pieces.iter().flat_map(|(_, bytes)| bytes.iter().copied()).collect();
+            (entry, data)
+        })
+        .collect()
+}
+
+/// A file's contents served from the pieces read for it.
+struct Pieces<'a>(&'a [(u64, Vec<u8>)]);
+
+impl FileContents for Pieces<'_> {
+    fn read_exact_at(&mut self, offset: u64, buffer: &mut [u8]) -> std::io::Result<()> {
+        let mut filled = 0;
+        while filled < buffer.len() {
+            let at = offset + filled as u64;
+            let index = self.0.partition_point(|(start, _)| *start <= at);
+            let missing = || std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
+            let (start, bytes) = index.checked_sub(1).map(|index| &self.0[index]).ok_or_else(missing)?;
+            let within = usize::try_from(at - start).map_err(|_| missing())?;
+            if within >= bytes.len() {
+                return Err(missing());
+            }
+            let count = (bytes.len() - within).min(buffer.len() - filled);
+            buffer[filled..filled + count].copy_from_slice(&bytes[within..within + count]);
+            filled += count;
+        }
+        Ok(())
+    }
 }
 
 /// Most files a dump-directory input may hold; the rest is ignored.
@@ -263,6 +395,34 @@ mod tests {
     fn truncated_archive_takes_what_is_left() {
         let files = decode_dump_archive(b"\x01a\xff\0\0\0xyz");
         assert_eq!(files, vec![("a".to_string(), &b"xyz"[..])]);
+    }
+
+    /// The tmpfs archives and iproute2 streams among the fixtures pass their targets,
+    /// gzipped and plain.
+    #[test]
+    fn fixtures_pass_the_tar_and_iproute_targets() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../images/tests/fixtures");
+        let mut checked = 0;
+        for (directory, target) in [("tmpfs", fuzz_tar as fn(&[u8])), ("netns", fuzz_iproute)] {
+            let Ok(entries) = fs::read_dir(root.join(directory)) else { continue };
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let bytes = fs::read(entry.path()).expect("read fixture");
+                if name.ends_with(".gz") || name.ends_with(".gz.img") {
+                    let mut plain = Vec::new();
+                    std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(bytes.as_slice()), &mut plain).expect("gunzip");
+                    assert!(read_tar(ArchiveReader::new(name.as_str(), plain.as_slice())).is_some(), "{name}");
+                    target(&plain);
+                } else if !name.ends_with(".img") && !name.ends_with(".tar") {
+                    continue;
+                }
+                target(&bytes);
+                checked += 1;
+            }
+        }
+        if checked == 0 {
+            eprintln!("skipped: no tmpfs or netns fixtures under {}", root.display());
+        }
     }
 
     /// Every fixture image goes through the image target without tripping it.

@@ -134,4 +134,14 @@ pub enum ImageError {
         /// its length in pages
         nr_pages: u64,
     },
+    /// An entry that decodes but does not hold together with the rest.
+    #[error("{file}: entry {index}: {what}")]
+    Invalid {
+        /// file name
+        file: String,
+        /// index of the entry
+        index: usize,
+        /// what is wrong
+        what: String,
+    },
 }

@@ -488,12 +488,26 @@ impl ImageWriter<BufWriter<File>> {
         ImageWriter::create_path(&dir.join(kind.file_name(id)), kind)
     }
 
-    /// Creates the image at an explicit path.
+    /// Creates the image at an explicit path, readable and writable by its owner only
+    /// (0600: images hold process memory and credentials; an existing file is made
+    /// 0600 too).
     pub fn create_path(path: &Path, kind: ImageKind) -> Result<ImageWriter, ImageError> {
-        let file = File::create(path).map_err(|source| ImageError::WriteFile {
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+        let write_error = |source| ImageError::WriteFile {
             path: path.to_owned(),
             source,
-        })?;
+        };
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(write_error)?;
+        if file.metadata().map_err(write_error)?.mode() & 0o077 != 0 {
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .map_err(write_error)?;
+        }
         let mut writer = ImageWriter::with_sink(
             BufWriter::new(file),
             path.display().to_string(),

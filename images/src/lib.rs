@@ -10,6 +10,12 @@
 //! - [`pagemap`]: [`PagemapReader`], from virtual addresses to offsets in `pages-N.img`.
 //! - [`dir`]: [`ImageDir`], typed access to one dump directory, and [`PagesWriter`].
 //! - [`json`]: crit's JSON, both directions.
+//! - [`iproute`]: iproute2 save streams (raw `ifaddr-N`, `route-N`, `route6-N`,
+//!   `rule-N` images), typed with netlink-packet-route.
+//! - [`tar`]: GNU tar archives (raw `tmpfs-dev-N.tar.gz` images): a writer and a
+//!   reader of the format CRIU's `tar` invocation makes, sparse files included.
+//! - [`checksums`]: `crust-checksums.img`, crust's own image (no CRIU kind): the
+//!   list of images of a dump and the CRC-32C of every run of pages.
 //!
 //! Invariant: this crate knows nothing about ptrace or live processes; every parser is
 //! pure (`&[u8]` in, types out) and the file helpers are thin wrappers around them.
@@ -30,12 +36,15 @@
 //! ```
 #![deny(unsafe_code)]
 
+pub mod checksums;
 pub mod dir;
 pub mod error;
 pub mod image;
+pub mod iproute;
 pub mod json;
 pub mod magic;
 pub mod pagemap;
+pub mod tar;
 
 /// Generated protobuf types (package `criu`), e.g. [`pb::CoreEntry`].
 #[allow(missing_docs, clippy::all, clippy::pedantic)]

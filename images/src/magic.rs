@@ -197,6 +197,31 @@ image_kinds! {
     BinfmtMisc = (0x6734_3323, "BINFMT_MISC", Common, "binfmt-misc-{}.img"),
     /// pidfd.img: pidfds (crit 4.2 has no handler for it).
     Pidfd = (0x5443_5556, "PIDFD", Common, "pidfd.img"),
+    /// ifaddr-N.img: raw, `ip addr save` output (iproute2's own magic, then
+    /// `RTM_NEWADDR` messages); see [`crate::iproute`].
+    Ifaddr = (0, "IFADDR", Raw, "ifaddr-{}.img"),
+    /// route-N.img: raw, `ip route save` output (IPv4 routes); see [`crate::iproute`].
+    Route = (0, "ROUTE", Raw, "route-{}.img"),
+    /// route6-N.img: raw, `ip -6 route save` output; see [`crate::iproute`].
+    Route6 = (0, "ROUTE6", Raw, "route6-{}.img"),
+    /// rule-N.img: raw, `ip rule save` output; see [`crate::iproute`].
+    Rule = (0, "RULE", Raw, "rule-{}.img"),
+    /// iptables-N.img: raw, `iptables-save` text.
+    Iptables = (0, "IPTABLES", Raw, "iptables-{}.img"),
+    /// ip6tables-N.img: raw, `ip6tables-save` text.
+    Ip6tables = (0, "IP6TABLES", Raw, "ip6tables-{}.img"),
+    /// nftables-N.img: raw, `nft list ruleset` text.
+    Nftables = (0, "NFTABLES", Raw, "nftables-{}.img"),
+    /// netns-ct-N.img: raw conntrack entries.
+    NetnsCt = (0, "NETNF_CT", Raw, "netns-ct-{}.img"),
+    /// netns-exp-N.img: raw conntrack expectations.
+    NetnsExp = (0, "NETNF_EXP", Raw, "netns-exp-{}.img"),
+    /// tmpfs-dev-N.tar.gz.img: raw, a tmpfs superblock's contents as gzipped GNU tar;
+    /// N is the superblock's `s_dev` in the kernel's encoding (`major << 20 | minor`);
+    /// see [`crate::tar`].
+    TmpfsDev = (0, "TMPFS_DEV", Raw, "tmpfs-dev-{}.tar.gz.img"),
+    /// tmpfs-N.tar.gz.img: the older name of a tmpfs archive, by mount id (read only).
+    TmpfsImg = (0, "TMPFS_IMG", Raw, "tmpfs-{}.tar.gz.img"),
     /// stats-dump (no .img suffix, as CRIU names it)
     StatsDump = (0x5709_3306, "STATS", Service, "stats-dump"),
     /// stats-restore; same magic as [`ImageKind::StatsDump`].
@@ -235,6 +260,13 @@ impl ImageKind {
         } else {
             pattern.replace("{}", &id.to_string())
         }
+    }
+
+    /// Whether the file holds raw data with no CRIU header (pages, tmpfs archives,
+    /// iproute2 streams, firewall text); crit cannot decode these and neither does
+    /// [`crate::json`].
+    pub fn is_raw(self) -> bool {
+        self.framing() == Framing::Raw
     }
 
     /// Whether the file name depends on an id.
@@ -308,6 +340,26 @@ mod tests {
             Some((ImageKind::Pagemap, 12))
         );
         assert_eq!(ImageKind::from_file_name("core-.img"), None);
+        assert_eq!(
+            ImageKind::from_file_name("tmpfs-dev-42.tar.gz.img"),
+            Some((ImageKind::TmpfsDev, 42))
+        );
+        assert_eq!(
+            ImageKind::from_file_name("tmpfs-68.tar.gz.img"),
+            Some((ImageKind::TmpfsImg, 68))
+        );
+        assert_eq!(
+            ImageKind::from_file_name("route6-10.img"),
+            Some((ImageKind::Route6, 10))
+        );
+        assert_eq!(
+            ImageKind::from_file_name("netns-ct-10.img"),
+            Some((ImageKind::NetnsCt, 10))
+        );
+        assert_eq!(
+            ImageKind::from_file_name("netns-10.img"),
+            Some((ImageKind::Netns, 10))
+        );
     }
 
     #[test]

@@ -35,7 +35,8 @@ pub const SMOKE_TESTS: &str = "sig,anon_4k,pipe_data";
 /// ppc64le and s390x under qemu-user (about 80 s of CPU once the host's build scripts
 /// are built, 2026-12-06), the fuzz crate's own tests, the zdtm suite, a few zdtm tests
 /// in a VM of another architecture (so a tool the VM runs need shows missing at once),
-/// the fuzz regression fixtures, and a short run of every fuzz target.
+/// the fuzz regression fixtures, a short run of every fuzz target, and a short restore
+/// fuzz (mutated zdtm dumps through `crust restore`).
 const STEPS: &[Step] = &[
     Step { args: &["test", "--workspace"], slow: false },
     Step { args: &["xtest", "arch"], slow: true },
@@ -47,6 +48,7 @@ const STEPS: &[Step] = &[
     },
     Step { args: &["xtest", "fuzz", "--replay"], slow: true },
     Step { args: &["xtest", "fuzz", "--time", "10"], slow: true },
+    Step { args: &["xtest", "restore-fuzz", "--time", "90"], slow: true },
 ];
 
 /// How long what a step started may take to finish exiting before it counts as left.

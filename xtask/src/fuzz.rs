@@ -461,6 +461,10 @@ enum SeedSource {
     DumpDirectories,
     /// crit's JSON decoding of images (`*.json` beside the fixtures).
     Json,
+    /// Tar archives: plain ones (`*.tar`) as they are, gzipped ones (`*.tar.gz`,
+    /// `*.tar.gz.img`) also decompressed with `gzip -dc` so the fuzzer mutates the tar
+    /// structure behind the gzip checksum.
+    TarArchives,
 }
 
 /// Seeds of each target. A target missing here starts from an empty corpus. The
@@ -525,6 +529,8 @@ fn seed_source(target: &str) -> Option<SeedSource> {
         ]),
         "dump_dir" => SeedSource::DumpDirectories,
         "json" => SeedSource::Json,
+        "tar" => SeedSource::TarArchives,
+        "iproute" => SeedSource::ImageFiles(&["ifaddr-", "route-", "route6-", "rule-"]),
         _ => return None,
     })
 }
@@ -553,6 +559,11 @@ fn seed_corpus(layout: &FuzzLayout, target: &str) -> anyhow::Result<usize> {
                         && prefixes.iter().any(|prefix| name.starts_with(prefix))
                 }
                 SeedSource::Json => name.ends_with(".json") || name.ends_with(".snap"),
+                SeedSource::TarArchives => {
+                    name.ends_with(".tar")
+                        || name.ends_with(".tar.gz")
+                        || name.ends_with(".tar.gz.img")
+                }
                 SeedSource::DumpDirectories => false,
             };
             if wanted {
@@ -560,6 +571,9 @@ fn seed_corpus(layout: &FuzzLayout, target: &str) -> anyhow::Result<usize> {
                     fs::read(&file).with_context(|| format!("fuzz: read {}", file.display()))?;
                 if name.ends_with(".snap") {
                     bytes = snapshot_body(&bytes).to_vec();
+                }
+                if matches!(source, SeedSource::TarArchives) && !name.ends_with(".tar") {
+                    seeds.push((format!("{}.plain", seed_name(&root, &file)), gunzip(&file)?));
                 }
                 seeds.push((seed_name(&root, &file), bytes));
             }
@@ -576,6 +590,23 @@ fn seed_corpus(layout: &FuzzLayout, target: &str) -> anyhow::Result<usize> {
         fs::write(&path, bytes).with_context(|| format!("fuzz: write {}", path.display()))?;
     }
     Ok(seeds.len())
+}
+
+/// `gzip -dc FILE` (gzip is in every Debian base system).
+fn gunzip(file: &Path) -> anyhow::Result<Vec<u8>> {
+    let output = Command::new("gzip")
+        .arg("-dc")
+        .arg(file)
+        .output()
+        .with_context(|| format!("fuzz: run gzip -dc {}", file.display()))?;
+    if !output.status.success() {
+        bail!(
+            "fuzz: gzip -dc {}: {}",
+            file.display(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(output.stdout)
 }
 
 /// What an insta snapshot file holds after its `---` metadata header (crit JSON in

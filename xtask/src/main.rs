@@ -6,6 +6,7 @@ mod ci;
 mod fuzz;
 mod newc;
 mod qemu;
+mod restore_fuzz;
 mod tools;
 mod zdtm;
 
@@ -29,9 +30,14 @@ fn run() -> anyhow::Result<()> {
         "zdtm" => zdtm::run_zdtm(rest),
         "demo" => zdtm::run_demo(rest),
         "fuzz" => fuzz::run(rest),
+        "restore-fuzz" => restore_fuzz::run(rest),
         "bench" => bench::run(rest),
         "qemu" => qemu::run_qemu_verb(rest),
-        "nightly" => qemu::run_nightly(rest),
+        "nightly" => {
+            // The long restore fuzz first (the VMs take the machine after it).
+            restore_fuzz::run(&["--time".into(), "600".into()])?;
+            qemu::run_nightly(rest)
+        }
         "help" | "--help" | "-h" => {
             print_usage();
             Ok(())
@@ -54,9 +60,10 @@ fn print_usage() {
          zdtm --arch A|all    the same inside a qemu-system VM (aarch64, ppc64le, s390x, x86_64), same\n                       options; --json PATH (with {{arch}} in it for several), --keep brings the logs back\n  \
          arch [--arch A|all]  the arch crate's tests (with the live sigreturn test) for aarch64,\n                       \
          ppc64le and s390x under qemu-user\n  \
-         nightly              zdtm on all four architectures in VMs, kernels refreshed\n  \
+         nightly              restore-fuzz for 10 minutes, then zdtm on all four architectures in VMs, kernels refreshed\n  \
          qemu fetch A|all     fetch and cache the VM kernels\n  \
          fuzz [--target T] [--time S]   run the cargo-fuzz targets\n  \
+         restore-fuzz [--time S] [--seed N]   mutated zdtm dumps through crust restore in throwaway namespaces\n  \
          bench [--quick] [--vs-criu PATH] [--sizes 64M,1G] [--criterion]   freeze/dump/restore figures, docs/bench/"
     );
 }

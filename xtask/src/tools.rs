@@ -88,6 +88,12 @@ pub fn native_zdtm() -> Vec<Need> {
     vec![Need::command("cc", "gcc", SETUP_CI)]
 }
 
+/// `cargo xtest restore-fuzz`: the seed dumps come from the native zdtm run (cc), each
+/// case runs under `unshare` and a stuck one is ended with `kill`.
+pub fn restore_fuzz() -> Vec<Need> {
+    vec![Need::command("cc", "gcc", SETUP_CI), Need::command("unshare", "util-linux", SETUP_CI), Need::command("kill", "procps", SETUP_CI)]
+}
+
 /// A VM run of `spec`: the host's cc, the kernel fetch (apt against a private state directory, dpkg-deb,
 /// xz for compressed modules), the static cross build (the cross gcc, its strip and its
 /// libc) and qemu-system.

@@ -24,6 +24,32 @@ pub fn run_demo(args: &[String]) -> anyhow::Result<()> {
     hand_over("demo", args)
 }
 
+/// Builds the release `crust` and the harness, for [`run_harness`].
+pub(crate) fn build_harness() -> anyhow::Result<()> {
+    build(&workspace_root(), true)
+}
+
+/// The harness (`zdtm-runner run`) with `args`, its work in `workdir` (the restore
+/// fuzzer's seeds); [`build_harness`] first.
+pub(crate) fn run_harness(args: &[String], workdir: &Path) -> anyhow::Result<()> {
+    let workspace = workspace_root();
+    let release = target_dir(&workspace).join("release");
+    let runner = release.join("zdtm-runner");
+    let status = Command::new(&runner)
+        .arg("run")
+        .arg("--engine")
+        .arg(release.join("crust"))
+        .arg("--workdir")
+        .arg(workdir)
+        .args(args)
+        .status()
+        .with_context(|| format!("run {}", runner.display()))?;
+    if !status.success() {
+        bail!("zdtm-runner {}: {status}", args.join(" "));
+    }
+    Ok(())
+}
+
 fn hand_over(verb: &str, args: &[String]) -> anyhow::Result<()> {
     crate::tools::require(if verb == "run" { "zdtm" } else { verb }, &crate::tools::native_zdtm())?;
     let workspace = workspace_root();
@@ -84,14 +110,14 @@ fn split_engine_option(args: &[String]) -> anyhow::Result<(Option<PathBuf>, Vec<
     Ok((engine, rest))
 }
 
-fn workspace_root() -> PathBuf {
+pub(crate) fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask lives in the workspace root")
         .to_path_buf()
 }
 
-fn target_dir(workspace: &Path) -> PathBuf {
+pub(crate) fn target_dir(workspace: &Path) -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace.join("target"))

@@ -23,7 +23,8 @@ pub fn init(options: &CriuOptions) -> anyhow::Result<()> {
             if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
                 std::fs::create_dir_all(parent).with_context(|| format!("create log directory for {}", path.display()))?;
             }
-            let file = std::fs::File::create(path).with_context(|| format!("create log file {}", path.display()))?;
+            // The log is private, as the images beside it are.
+            let file = crust_engine::private::create_file(path).with_context(|| format!("create log file {}", path.display()))?;
             Sink::File(std::sync::Mutex::new(file))
         }
         None => Sink::WarningsToStderr,

@@ -16,10 +16,11 @@ mod scripts;
 pub mod table;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context};
 
-use crate::hooks::{Hook, HookPoint, HookSink};
+use crate::hooks::{self, Hook, HookPoint, HookSink};
 use options::{CriuOptions, Verb};
 use scripts::ActionScripts;
 
@@ -199,7 +200,10 @@ fn config_files(program: Program, command_line: &CriuOptions) -> anyhow::Result<
 fn enter_work_dir(options: &mut CriuOptions, create_images: bool) -> anyhow::Result<()> {
     let images = options.images_dir();
     if create_images {
-        std::fs::create_dir_all(&images).with_context(|| format!("create images directory {}", images.display()))?;
+        // Images hold process memory: a new directory is 0700, and none that others
+        // can write is used.
+        crust_engine::private::create_dir(&images).with_context(|| format!("create images directory {}", images.display()))?;
+        crust_engine::private::check_dir(&images).map_err(|e| anyhow!("images directory {e}"))?;
     }
     let images = images.canonicalize().with_context(|| format!("images directory {}", images.display()))?;
     let work = options.work_dir.clone().unwrap_or_else(|| images.clone());
@@ -212,12 +216,17 @@ fn dump(program: Program, verb: Verb, mut options: CriuOptions) -> anyhow::Resul
     if let Some(refusal) = options.refusal(verb) {
         bail!(refusal);
     }
-    options.dump_options(verb).map_err(|e| anyhow!(e))?;
+    let target = options.dump_options(verb).map_err(|e| anyhow!(e))?.pid;
+    // A refused dump leaves nothing behind: no images directory, no log.
+    crust_engine::dump::check_access(target)?;
     enter_work_dir(&mut options, true)?;
     logging::init(&options)?;
-    let scripts = ActionScripts::new(program, &options);
-    scripts.warn_unrun(verb);
-    let dump = options.dump_options(verb).map_err(|e| anyhow!(e))?;
+    let scripts = Arc::new(ActionScripts::new(program, &options));
+    let mut dump = options.dump_options(verb).map_err(|e| anyhow!(e))?;
+    if verb == Verb::Dump {
+        // CRIU's pre-dump verb reaches no point inside the dump.
+        dump.stages = hooks::engine_stages(scripts.clone());
+    }
     scripts.hook(Hook::at(HookPoint::PreDump, Some(dump.pid)))?;
     let report = crust_engine::dump::dump(&dump).inspect_err(|e| log::error!("{e}"))?;
     log::info!(
@@ -253,18 +262,21 @@ fn restore(program: Program, mut options: CriuOptions, command: &[String]) -> an
     if let Some(refusal) = options.refusal(Verb::Restore) {
         bail!(refusal);
     }
+    if options.restore_sibling && !options.restore_detached {
+        // As CRIU: the root becomes the child of crust's parent, which waits for it.
+        bail!("--restore-sibling only makes sense with --restore-detached (-d)");
+    }
     if options.exec_cmd && command.is_empty() {
         bail!("--exec-cmd needs the command after --: restore --exec-cmd -- COMMAND [ARGS]");
     }
+    crust_engine::restore::check_access()?;
     enter_work_dir(&mut options, false)?;
     logging::init(&options)?;
-    let scripts = ActionScripts::new(program, &options);
-    scripts.warn_unrun(Verb::Restore);
-    scripts.hook(Hook::at(HookPoint::PreRestore, None))?;
-    let report = crust_engine::restore::restore(&options.restore_options()).inspect_err(|e| log::error!("{e}"))?;
+    let scripts = Arc::new(ActionScripts::new(program, &options));
+    let mut restore = options.restore_options();
+    restore.stages = hooks::engine_stages(scripts);
+    let report = crust_engine::restore::restore(&restore).inspect_err(|e| log::error!("{e}"))?;
     log::info!("restored pid {} ({} processes) in {:?}", report.pid, report.processes, report.total);
-    // The tree runs: as in CRIU, a failed post-resume script is reported, not undone.
-    scripts.hook(Hook::at(HookPoint::PostResume, Some(report.pid)))?;
     if options.display_stats {
         print!(
             "Displaying restore stats:\nRestore time: {} us\nProcesses: {}\n",

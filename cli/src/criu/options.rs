@@ -326,6 +326,7 @@ pub struct CriuOptions {
     pub no_default_config: bool,
     // crust's own.
     pub frozen_copy: bool,
+    pub skip_checksums: bool,
     pub fault_inject: Option<DumpStep>,
 }
 
@@ -417,6 +418,7 @@ impl Default for CriuOptions {
             config: None,
             no_default_config: false,
             frozen_copy: false,
+            skip_checksums: false,
             fault_inject: None,
         }
     }
@@ -643,6 +645,7 @@ impl CriuOptions {
             "ghost-fiemap" => self.ghost_fiemap = on,
             "allow-uprobes" => self.allow_uprobes = on,
             "frozen-copy" => self.frozen_copy = on,
+            "skip-checksums" => self.skip_checksums = on,
             "fault-inject" => {
                 self.fault_inject = Some(DumpStep::from_name(&value).ok_or_else(|| format!("unknown dump step {value}"))?)
             }
@@ -680,14 +683,11 @@ impl CriuOptions {
             return out;
         }
         const CGROUPS: &str = "crust neither dumps nor restores cgroups";
-        let checks: [(bool, &'static str, Option<&str>, &str); 23] = [
-            (self.leave_stopped, "leave-stopped", None, "needs the engine to leave the tasks stopped"),
-            (restores && self.restore_sibling, "restore-sibling", None, "needs the engine to create the root with CLONE_PARENT"),
+        let checks: [(bool, &'static str, Option<&str>, &str); 18] = [
             (self.lazy_pages, "lazy-pages", None, "needs a lazy-pages daemon"),
             (self.stream, "stream", None, "needs criu-image-streamer's protocol"),
             (self.page_server, "page-server", None, "needs a page server"),
             (self.auto_dedup, "auto-dedup", None, "needs deduplication"),
-            (self.tcp_close, "tcp-close", None, "needs the engine to dump established connections closed"),
             (self.ext_unix_sk.is_some(), "ext-unix-sk", None, "needs the engine to dump a unix socket whose peer is outside the tree"),
             (
                 self.external.iter().any(|e| !e.starts_with("mnt[")),
@@ -696,13 +696,11 @@ impl CriuOptions {
                 "crust takes only mount externals (mnt[...]) yet",
             ),
             (!self.enable_fs.is_empty(), "enable-fs", None, "crust dumps no filesystem mounts yet (binds of the root and of external mounts only)"),
-            (restores && !self.inherit_fd.is_empty(), "inherit-fd", None, "needs the engine to take an inherited fd for a file"),
             (restores && !self.join_ns.is_empty(), "join-ns", None, "needs namespace support in the engine"),
             (restores && self.empty_ns.is_some(), "empty-ns", None, "needs network namespace support in the engine"),
             (restores && !self.veth_pairs.is_empty(), "veth-pair", None, "needs network namespace support in the engine"),
             (restores && self.lsm_profile.is_some(), "lsm-profile", None, "crust does not restore LSM profiles"),
             (restores && self.lsm_mount_context.is_some(), "lsm-mount-context", None, "crust does not set SELinux contexts on the mounts it makes"),
-            (self.network_lock == NetworkLock::Skip, "network-lock", Some("skip"), "crust always locks the connections it dumps"),
             (!self.cgroup_root.is_empty(), "cgroup-root", None, CGROUPS),
             (self.cgroup_props.is_some(), "cgroup-props", None, CGROUPS),
             (self.cgroup_props_file.is_some(), "cgroup-props-file", None, CGROUPS),
@@ -744,16 +742,26 @@ impl CriuOptions {
     /// engine. Call `refusal` first.
     pub fn dump_options(&self, verb: Verb) -> Result<DumpOptions, String> {
         let pid = self.tree.ok_or_else(|| format!("{} needs the tree's root: -t PID", verb.name()))?;
+        let leave_running = self.leave_running || verb == Verb::PreDump;
         Ok(DumpOptions {
             pid,
             dir: self.images_dir(),
-            leave_running: self.leave_running || verb == Verb::PreDump,
+            leave_running,
             tcp_established: self.tcp_established,
             shell_job: self.shell_job,
             frozen_copy: self.frozen_copy,
             fail_after: self.fault_inject,
             parent: self.prev_images_dir.clone(),
             mounts: self.dump_mount_options()?,
+            leave_stopped: self.leave_stopped && !leave_running,
+            file_locks: self.file_locks,
+            ghost_limit: self.ghost_limit,
+            network_lock_skip: self.network_lock == NetworkLock::Skip,
+            tcp_close: self.tcp_close,
+            skip_in_flight: self.skip_in_flight,
+            // CRIU's --timeout 0 waits without a bound.
+            timeout: (self.timeout > 0).then(|| std::time::Duration::from_secs(u64::from(self.timeout))),
+            stages: Default::default(),
         })
     }
 
@@ -807,6 +815,16 @@ impl CriuOptions {
             shell_job: self.shell_job,
             // A malformed mount map is one of `refusals`, reported before this is called.
             mounts: self.restore_mount_options().unwrap_or_default(),
+            skip_checksums: self.skip_checksums,
+            leave_stopped: self.leave_stopped,
+            restore_sibling: self.restore_sibling,
+            // Checked when set (`parse_inherit_fd`).
+            inherit_fds: self
+                .inherit_fd
+                .iter()
+                .filter_map(|spec| parse_inherit_fd(spec).ok().map(|(fd, key)| (fd, key.to_string())))
+                .collect(),
+            ..Default::default()
         }
     }
 }
@@ -913,27 +931,31 @@ mod tests {
         assert_eq!(refused("--lazy-pages", Verb::Check), None);
         assert_eq!(refused("--network-lock nftables --tcp-established", Verb::Dump), None);
         assert_eq!(refused("--network-lock iptables", Verb::Dump), None);
-        assert_eq!(refused("--network-lock skip", Verb::Dump).as_deref(), Some("--network-lock skip"));
+        assert_eq!(refused("--network-lock skip", Verb::Dump), None);
+        assert_eq!(refused("--leave-stopped --tcp-close", Verb::Dump), None);
         assert_eq!(refused("--manage-cgroups", Verb::Dump).as_deref(), Some("--manage-cgroups soft"));
         assert_eq!(refused("--manage-cgroups=ignore", Verb::Restore), None);
         assert_eq!(refused("--root /", Verb::Restore), None);
-        assert_eq!(refused("--root /x", Verb::Restore).as_deref(), Some("--root /x"));
+        assert_eq!(refused("--root /x", Verb::Restore), None);
+        assert_eq!(refused("--external mnt[/data]:data --ext-mount-map /etc/x:x --skip-mnt /proc", Verb::Dump), None);
+        assert_eq!(refused("--external veth[eth0]:v0", Verb::Restore).as_deref(), Some("--external veth[eth0]:v0"));
         assert_eq!(refused("--restore-sibling", Verb::Dump), None);
-        assert_eq!(refused("--restore-sibling", Verb::Restore).as_deref(), Some("--restore-sibling"));
+        assert_eq!(refused("--restore-sibling", Verb::Restore), None);
         assert_eq!(refused("--inherit-fd fd[3]:/x", Verb::Dump), None);
         assert_eq!(refused("--cpu-cap=none", Verb::Restore), None);
         assert_eq!(refused("--cpu-cap", Verb::Restore).as_deref(), Some("--cpu-cap cpu,ins"));
         assert_eq!(refused("--cpu-cap=fpu,ins", Verb::Restore).as_deref(), Some("--cpu-cap ins"));
         assert_eq!(refused("--tcp-close --no-tcp-close", Verb::Dump), None);
+        assert_eq!(refused("--leave-stopped", Verb::Restore), None);
         let text = options("--lazy-pages").unwrap().refusal(Verb::Restore).unwrap().to_string();
         assert_eq!(text, "--lazy-pages is not supported yet (needs a lazy-pages daemon)");
     }
 
     #[test]
     fn every_refusal_is_listed_in_order_and_unusable_values_come_last() {
-        let o = options("--freeze-cgroup /nonexistent/cgroup --lazy-pages --auto-dedup --root /x").unwrap();
+        let o = options("--freeze-cgroup /nonexistent/cgroup --lazy-pages --auto-dedup --enable-fs tmpfs").unwrap();
         let names: Vec<&str> = o.refusals(Verb::Dump).iter().map(|r| r.option).collect();
-        assert_eq!(names, ["lazy-pages", "auto-dedup", "root", "freeze-cgroup"]);
+        assert_eq!(names, ["lazy-pages", "auto-dedup", "enable-fs", "freeze-cgroup"]);
         let refusals = options("--freeze-cgroup /nonexistent/cgroup").unwrap().refusals(Verb::Dump);
         assert_eq!(refusals.len(), 1);
         assert_eq!(refusals[0].kind, RefusalKind::Unusable);
@@ -968,6 +990,16 @@ mod tests {
         assert_eq!((dump.pid, dump.dir.clone(), dump.leave_running, dump.tcp_established, dump.shell_job), (42, "/img".into(), true, true, true));
         assert_eq!(dump.parent, Some("../pre".into()));
         assert!(options("-t 42").unwrap().dump_options(Verb::PreDump).unwrap().leave_running);
+        let dump = options("-t 42 -s -l --ghost-limit 2M --network-lock skip --tcp-close --skip-in-flight --timeout 3").unwrap().dump_options(Verb::Dump).unwrap();
+        assert!(dump.leave_stopped && dump.file_locks && dump.network_lock_skip && dump.tcp_close && dump.skip_in_flight);
+        assert_eq!((dump.ghost_limit, dump.timeout), (2 << 20, Some(std::time::Duration::from_secs(3))));
+        let dump = options("-t 42").unwrap().dump_options(Verb::Dump).unwrap();
+        assert!(!dump.leave_stopped && !dump.file_locks && !dump.network_lock_skip);
+        assert_eq!((dump.ghost_limit, dump.timeout), (1 << 20, Some(std::time::Duration::from_secs(10))));
+        assert_eq!(options("-t 42 --timeout 0").unwrap().dump_options(Verb::Dump).unwrap().timeout, None);
+        assert!(options("-D /img -s").unwrap().restore_options().leave_stopped);
+        let inherit = options("-D /img --inherit-fd fd[7]:pipe:[4242] --inherit-fd fd[8]:/var/log/x").unwrap().restore_options().inherit_fds;
+        assert_eq!(inherit, [(7, "pipe:[4242]".to_string()), (8, "/var/log/x".to_string())]);
         assert!(options("-D /x").unwrap().dump_options(Verb::Dump).unwrap_err().contains("-t PID"));
         let restore = options("-D /img --pidfile p").unwrap().restore_options();
         assert!(restore.detach);

@@ -4,32 +4,21 @@
 //! CRTOOLS_IMAGE_DIR (the images directory) and, once the tree's root is known,
 //! CRTOOLS_INIT_PID. A script that exits non-zero fails the point.
 //!
-//! crust runs the points its command line sees happen: pre-dump (before the tree is
-//! touched), pre-restore (before anything is created) and post-resume (the restored
-//! tree runs). The others happen inside the engine's pipelines and need the engine's
-//! stage callback: post-dump (images written, tree still frozen), setup-namespaces and
-//! post-setup-namespaces (root created), post-restore and pre-resume (tree built, not
-//! yet running). network-lock/network-unlock are CRIU's for a tree with a network
-//! namespace of its own, which crust does not dump; orphan-pts-master, query-ext-files
+//! The engine's stage callback reaches the scripts at the points inside a dump or
+//! restore (`hooks::engine_stages`): network-lock, post-dump and network-unlock of a
+//! dump; pre-restore, setup-namespaces, post-setup-namespaces, post-restore,
+//! network-unlock, pre-resume and post-resume of a restore. The command line itself
+//! runs pre-dump, before the engine is called. network-lock and network-unlock come
+//! only for a tree in a network namespace of its own, and the namespace points only for
+//! a tree with namespaces of its own, as in CRIU; orphan-pts-master, query-ext-files
 //! and status-ready belong to RPC and the servers.
 
 use std::path::PathBuf;
 use std::process::Command;
 
-use super::options::{CriuOptions, Verb};
+use super::options::CriuOptions;
 use super::Program;
-use crate::hooks::{Hook, HookError, HookPoint, HookSink};
-
-/// The points of a verb that CRIU's command line runs scripts at but crust does not yet.
-fn not_run(verb: Verb) -> &'static [HookPoint] {
-    match verb {
-        Verb::Dump | Verb::PreDump => &[HookPoint::PostDump],
-        Verb::Restore => {
-            &[HookPoint::SetupNamespaces, HookPoint::PostSetupNamespaces, HookPoint::PostRestore, HookPoint::PreResume]
-        }
-        _ => &[],
-    }
-}
+use crate::hooks::{Hook, HookError, HookSink};
 
 /// The `--action-script`s of one command.
 pub struct ActionScripts {
@@ -41,16 +30,6 @@ pub struct ActionScripts {
 impl ActionScripts {
     pub fn new(program: Program, options: &CriuOptions) -> Self {
         ActionScripts { program, scripts: options.action_scripts.clone(), images_dir: options.images_dir() }
-    }
-
-    /// Warns once that this verb's scripts will not hear of some points.
-    pub fn warn_unrun(&self, verb: Verb) {
-        let skipped = not_run(verb);
-        if self.scripts.is_empty() || skipped.is_empty() {
-            return;
-        }
-        let names: Vec<&str> = skipped.iter().map(|point| point.name()).collect();
-        log::warn!("action scripts are not run at {} yet (crust runs pre-dump, pre-restore and post-resume)", names.join(", "));
     }
 }
 

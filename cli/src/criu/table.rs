@@ -145,7 +145,7 @@ pub static OPTIONS: &[Spec] = &[
         Flag,
         Generic,
         "leave the tasks stopped after a dump or a restore instead of killing or resuming them",
-        NotYet("needs the engine to release (dump) or detach (restore) the tree with SIGSTOP"),
+        ImplementedNote("a restored task is detached with SIGSTOP and runs no instruction; after a dump each process gets SIGSTOP as crust detaches it, and its TCP connections stay locked, as in CRIU"),
     ),
     spec("leave-running", Some('R'), Flag, Generic, "leave the tasks running after a dump", Implemented),
     negatable(spec(
@@ -162,7 +162,7 @@ pub static OPTIONS: &[Spec] = &[
         Flag,
         Generic,
         "restore the root task as a sibling of crust (a child of crust's parent)",
-        NotYet("needs the engine to create the root with CLONE_PARENT"),
+        ImplementedNote("the root is created with CLONE_PARENT and still traced by crust until it runs; needs -d, as in CRIU"),
     )),
     negatable(spec(
         "daemon",
@@ -214,8 +214,10 @@ pub static OPTIONS: &[Spec] = &[
         Special,
         "checkpoint and restore established TCP connections",
         ImplementedNote(
-            "dump: TCP_REPAIR, each connection locked by an nftables table (crust_tcp_INODE) until the restore; \
-             restore rebuilds every connection the images hold, with or without it",
+            "dump: TCP_REPAIR, each connection locked by an nftables table (inet crust_tcp_INODE, CRIU's layout) until \
+             the restore; the table is crust's over netlink (NFT_TABLE_F_OWNER), so a crust killed mid-dump takes it \
+             along, and it is kept (NFT_TABLE_F_PERSIST, Linux 6.9) only once the tree is killed; older kernels get it \
+             from the nft command; restore rebuilds every connection the images hold, with or without it",
         ),
     )),
     spec("close", None, Req("FD"), Other, "close file descriptor FD before doing anything", Implemented),
@@ -286,7 +288,7 @@ pub static OPTIONS: &[Spec] = &[
         Flag,
         Special,
         "dump and restore file locks (flock, POSIX, OFD)",
-        ImplementedNote("without it crust still dumps and restores the locks, where CRIU refuses a tree that holds one"),
+        ImplementedNote("without it a tree holding a lock fails the dump, naming the pid, fd and lock, as in CRIU; restore takes back the locks the images hold, with or without it"),
     )),
     negatable(spec(
         "page-server",
@@ -388,7 +390,7 @@ pub static OPTIONS: &[Spec] = &[
         Req("fd[NUM]:RES"),
         External,
         "restore: use crust's fd NUM for the resource RES (tty[rdev:dev], pipe[inode], socket[inode], file[mnt_id:inode], path)",
-        NotYet("needs the engine to take an inherited fd in place of opening a file"),
+        ImplementedNote("keys pipe:[INO], socket:[INO] and a file's path; tty[...] and file[mnt_id:inode] match nothing crust dumps (logged); dump ignores it, as CRIU"),
     ),
     spec(
         "feature",
@@ -444,7 +446,7 @@ pub static OPTIONS: &[Spec] = &[
         Req("SIZE"),
         Special,
         "largest unlinked file carried in the images (K, M, G suffixes; default 1M)",
-        Accepted("parsed and checked; crust copies unlinked files of any size, it does not enforce the limit yet"),
+        Implemented,
     ),
     spec(
         "irmap-scan-path",
@@ -468,7 +470,7 @@ pub static OPTIONS: &[Spec] = &[
         Req("SECONDS"),
         Generic,
         "dump: time limit for collecting the tasks (default 10)",
-        Accepted("crust's seizing waits on no settling state that a time limit would bound"),
+        ImplementedNote("bounds the wait for each thread to stop after it is seized (a task in uninterruptible sleep); 0 waits without a bound"),
     ),
     spec(
         "external",
@@ -506,7 +508,7 @@ pub static OPTIONS: &[Spec] = &[
         Flag,
         Special,
         "ignore TCP connections that are not established yet instead of failing",
-        Accepted("a dump with no connection in flight is the same; a listener with connections waiting for accept still fails the dump, naming it"),
+        ImplementedNote("a listener's connections still waiting for accept are left out (logged); without it they fail the dump, naming the listener"),
     )),
     negatable(spec(
         "deprecated",
@@ -546,7 +548,7 @@ pub static OPTIONS: &[Spec] = &[
         Flag,
         Special,
         "do not dump established TCP connections; restore them closed",
-        NotYet("an established connection without --tcp-established fails the dump; needs the engine to dump it closed"),
+        ImplementedNote("dump: no repair mode and no lock; the socket is recorded closed with its addresses and restored as a fresh socket, not bound"),
     )),
     spec(
         "verbosity",
@@ -631,7 +633,7 @@ pub static OPTIONS: &[Spec] = &[
              lock: the connection's packets are dropped by crust's nftables table instead of iptables rules, and where \
              iptables is iptables-nft (Debian 10 and later; on the machine of 2026-12-06, CRIU 4.2.1's own iptables lock \
              shows in `nft list ruleset` as rules of table ip filter) both are nf_tables rules dropping the same packets; \
-             skip not yet (crust always locks the connections it dumps)",
+             skip implemented (connections are not locked: the caller locks the network)",
         ),
     ),
     negatable(spec(
@@ -673,6 +675,14 @@ pub static OPTIONS: &[Spec] = &[
         Flag,
         Crust,
         "with --leave-running: keep the tree frozen while its pages are copied, instead of the copy-on-write snapshot",
+        Implemented,
+    ),
+    spec(
+        "skip-checksums",
+        None,
+        Flag,
+        Crust,
+        "restore without verifying the pages against the CRC-32C checksums crust's dump wrote (crust-checksums.img), nor the images against its list: for a dump known to be damaged",
         Implemented,
     ),
     Spec {

@@ -443,6 +443,7 @@ mod tests {
         "allow-uprobes",
         "frozen-copy",
         "fault-inject",
+        "skip-checksums",
     ];
 
     #[test]
@@ -504,16 +505,16 @@ mod tests {
     #[test]
     fn every_refused_option_is_named_by_its_field() {
         let opts = CriuOpts {
-            rst_sibling: Some(true),
+            lsm_profile: Some("apparmor:x".into()),
             lazy_pages: Some(true),
-            ext_mnt: vec![crust_images::rpc::ExtMountMap { key: "/a".into(), val: "/a".into() }],
+            external: vec!["veth[eth0]:v0".into()],
             manage_cgroups: Some(true),
             exec_cmd: vec!["/bin/true".into()],
             ..CriuOpts::default()
         };
         let error = request(Verb::Restore, &opts).unwrap_err();
         let text = error.to_string();
-        for field in ["rst_sibling", "lazy_pages", "ext_mnt", "manage_cgroups soft", "exec_cmd"] {
+        for field in ["lsm_profile", "lazy_pages", "external", "manage_cgroups soft", "exec_cmd"] {
             assert!(text.contains(field), "{field} in {text}");
         }
         assert!(text.starts_with("options not supported yet: "), "{text}");
@@ -559,8 +560,7 @@ mod tests {
         let error = request(Verb::Dump, &opts).unwrap_err();
         assert_eq!(
             error.to_string(),
-            "options not supported yet: network_lock skip (crust always locks the connections it dumps), \
-             cpu_cap cpu (needs cpuinfo.img; only none and fpu)"
+            "option not supported yet: cpu_cap cpu (needs cpuinfo.img; only none and fpu)"
         );
     }
 

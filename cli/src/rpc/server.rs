@@ -10,17 +10,17 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crust_images::rpc::{
     CriuDumpResp, CriuFeatures, CriuNotify, CriuOpts, CriuReq, CriuReqType, CriuResp, CriuRestoreResp, CriuVersion,
 };
-use crust_images::{pb, ImageDir, ImageKind};
 use prost::Message;
 
 use super::options::{self, EngineRequest, RequestDirs};
 use super::transport::Connection;
 use crate::criu::options::{CriuOptions, Verb};
-use crate::hooks::{Hook, HookError, HookPoint, HookSink};
+use crate::hooks::{self, Hook, HookError, HookPoint, HookSink};
 
 /// The CRIU release whose RPC and images crust follows (and is tested against): what
 /// VERSION answers, so that clients' version checks (runc wants 3.0 or newer) pass.
@@ -35,7 +35,7 @@ pub fn serve(connection: Connection, base: &CriuOptions) -> i32 {
         log::warn!("SO_PEERCRED: {error}; taking the parent {parent} as the client");
         parent
     });
-    let mut session = Session { connection, peer, base: base.clone(), notify_scripts: false };
+    let mut session = Session { connection: Arc::new(connection), peer, base: base.clone(), notify_scripts: false };
     match session.run() {
         Ok(code) => code,
         Err(error) => {
@@ -91,7 +91,8 @@ struct Prepared {
 }
 
 struct Session {
-    connection: Connection,
+    /// Shared with the engine's stage callback ([`Notifier`]) while a request runs.
+    connection: Arc<Connection>,
     peer: i32,
     /// The server's options, where each request's start.
     base: CriuOptions,
@@ -268,34 +269,20 @@ impl Session {
     }
 
     fn try_dump(&mut self, verb: Verb, opts: Option<CriuOpts>) -> Result<(), Failure> {
-        let prepared = self.prepare(verb, opts)?;
-        let EngineRequest::Dump(options) = &prepared.engine else {
+        let Prepared { engine, _held } = self.prepare(verb, opts)?;
+        let EngineRequest::Dump(mut options) = engine else {
             unreachable!("a dump action maps to a dump");
         };
         if !Path::new(&format!("/proc/{}", options.pid)).exists() {
             return Err(Failure::with_errno(format!("dump pid {}: no such process", options.pid), libc::ESRCH));
         }
-        let root = Some(options.pid);
-        // CRIU runs the network scripts only for a tree in a net namespace of its own.
-        let own_netns = verb == Verb::Dump && in_own_net_namespace(options.pid);
         if verb == Verb::Dump {
-            self.hook(Hook::at(HookPoint::PreDump, root))?;
-        }
-        // The engine has no stage callback yet: the lock comes just before its seize.
-        if own_netns {
-            self.hook(Hook::at(HookPoint::NetworkLock, root))?;
+            self.hook(Hook::at(HookPoint::PreDump, Some(options.pid)))?;
+            // network-lock, post-dump and network-unlock come from inside the engine.
+            options.stages = hooks::engine_stages(self.notifier());
         }
         log::info!("dumping pid {} into {}", options.pid, options.dir.display());
-        let result = crust_engine::dump::dump(options);
-        let report = match result {
-            Ok(report) => report,
-            Err(error) => {
-                if own_netns {
-                    self.hook(Hook::at(HookPoint::NetworkUnlock, root))?;
-                }
-                return Err(Failure::from_error(&error));
-            }
-        };
+        let report = crust_engine::dump::dump(&options).map_err(|error| Failure::from_error(&error))?;
         log::info!(
             "dumped pid {}: {} processes, {} threads, {} vmas, {} pages, frozen {:.1} ms, total {:.1} ms",
             options.pid,
@@ -306,14 +293,6 @@ impl Session {
             report.frozen.as_secs_f64() * 1e3,
             report.total.as_secs_f64() * 1e3
         );
-        if verb == Verb::Dump {
-            // The engine has no stage callback between its last image and the kill or
-            // release yet: post-dump comes once the dump returned.
-            self.hook(Hook::at(HookPoint::PostDump, root))?;
-            if own_netns && options.leave_running {
-                self.hook(Hook::at(HookPoint::NetworkUnlock, root))?;
-            }
-        }
         Ok(())
     }
 
@@ -331,42 +310,25 @@ impl Session {
         }
     }
 
-    /// Restores and returns the root's pid.
+    /// Restores and returns the root's pid. Every point from pre-restore to post-resume
+    /// comes from inside the engine; a failed hook before the resume kills the tree
+    /// there, as CRIU does.
     fn try_restore(&mut self, opts: Option<CriuOpts>) -> Result<i32, Failure> {
-        let prepared = self.prepare(Verb::Restore, opts)?;
-        let EngineRequest::Restore(options) = &prepared.engine else {
+        let Prepared { engine, _held } = self.prepare(Verb::Restore, opts)?;
+        let EngineRequest::Restore(mut options) = engine else {
             unreachable!("a restore action maps to a restore");
         };
-        self.hook(Hook::at(HookPoint::PreRestore, None))?;
+        options.stages = hooks::engine_stages(self.notifier());
         log::info!("restoring from {}", options.dir.display());
-        let report = crust_engine::restore::restore(options).map_err(|error| {
+        let report = crust_engine::restore::restore(&options).map_err(|error| {
             let mut failure = Failure::from_error(&error);
             if let crust_engine::restore::RestoreError::PidBusy { .. } = error {
                 failure.errno = Some(libc::EEXIST);
             }
             failure
         })?;
-        let pid = report.pid;
-        let root = Some(pid);
-        log::info!("restored pid {pid}: {} processes in {:.1} ms", report.processes, report.total.as_secs_f64() * 1e3);
-        // The engine has no stage callback inside its restore yet: the points up to
-        // the resume come once it returned, the tree already running. A client whose
-        // hook fails at one of them gets the tree killed, as CRIU kills it there.
-        let before_resume = (|| {
-            self.hook(Hook::at(HookPoint::SetupNamespaces, root))?;
-            self.hook(Hook::at(HookPoint::PostSetupNamespaces, root))?;
-            self.hook(Hook::at(HookPoint::PostRestore, root))?;
-            if images_own_net_namespace(&options.dir) {
-                self.hook(Hook::at(HookPoint::NetworkUnlock, root))?;
-            }
-            self.hook(Hook::at(HookPoint::PreResume, root))
-        })();
-        if let Err(error) = before_resume {
-            kill_restored_tree(&options.dir, pid);
-            return Err(error.into());
-        }
-        self.hook(Hook::at(HookPoint::PostResume, root))?;
-        Ok(pid)
+        log::info!("restored pid {}: {} processes in {:.1} ms", report.pid, report.processes, report.total.as_secs_f64() * 1e3);
+        Ok(report.pid)
     }
 
     /// Everything a dump or restore needs before the engine runs: the client's
@@ -450,10 +412,35 @@ impl Session {
         Ok(())
     }
 
+    /// The NOTIFY side of this request, for the engine's stage callback.
+    fn notifier(&self) -> Arc<Notifier> {
+        Arc::new(Notifier { connection: self.connection.clone(), enabled: self.notify_scripts })
+    }
+}
+
+/// The RPC's listener: NOTIFY messages, when the request set `notify_scripts`.
+impl HookSink for Session {
+    fn reached(&self, hook: &Hook<'_>) -> Result<(), HookError> {
+        self.notifier().reached(hook)
+    }
+}
+
+/// NOTIFY messages on a session's connection: what the engine's stage callback reaches
+/// during a request.
+struct Notifier {
+    connection: Arc<Connection>,
+    /// The request set `notify_scripts`.
+    enabled: bool,
+}
+
+impl HookSink for Notifier {
     /// Sends NOTIFY for `hook` and waits for the client's acknowledgement. The pid
     /// goes with `setup-namespaces` and `post-restore` only, as CRIU sends it; an fd
     /// (orphan-pts-master's pty master) goes over SCM_RIGHTS.
-    fn notify(&self, hook: &Hook<'_>) -> Result<(), HookError> {
+    fn reached(&self, hook: &Hook<'_>) -> Result<(), HookError> {
+        if !self.enabled {
+            return Ok(());
+        }
         let point = hook.point;
         log::info!("notify {point}");
         let pid = hook.root.filter(|_| matches!(point, HookPoint::SetupNamespaces | HookPoint::PostRestore));
@@ -485,16 +472,6 @@ impl Session {
             return Err(HookError::new(point, format!("notify {point}: the client's hook failed")));
         }
         Ok(())
-    }
-}
-
-/// The RPC's listener: NOTIFY messages, when the request set `notify_scripts`.
-impl HookSink for Session {
-    fn reached(&self, hook: &Hook<'_>) -> Result<(), HookError> {
-        if !self.notify_scripts {
-            return Ok(());
-        }
-        self.notify(hook)
     }
 }
 
@@ -536,42 +513,6 @@ fn failed(kind: CriuReqType, failure: &Failure) -> CriuResp {
 /// parent's instead of tracking them (no soft-dirty needed), reading /proc/PID/pagemap.
 fn memory_tracking_works() -> bool {
     Path::new("/proc/self/pagemap").exists()
-}
-
-/// Whether `pid` runs in a net namespace other than crust's.
-fn in_own_net_namespace(pid: i32) -> bool {
-    let theirs = std::fs::read_link(format!("/proc/{pid}/ns/net"));
-    let ours = std::fs::read_link("/proc/self/ns/net");
-    matches!((theirs, ours), (Ok(theirs), Ok(ours)) if theirs != ours)
-}
-
-/// Whether the dump's root had a net namespace of its own (its ids differ from the
-/// inventory's root ids).
-fn images_own_net_namespace(dir: &Path) -> bool {
-    let images = ImageDir::new(dir);
-    let inventory: Option<pb::InventoryEntry> = images.read_single(ImageKind::Inventory, 0).ok();
-    let root = images
-        .read_entries::<pb::PstreeEntry>(ImageKind::Pstree, 0)
-        .ok()
-        .and_then(|entries| entries.first().map(|entry| entry.pid));
-    let core: Option<pb::CoreEntry> = root.and_then(|pid| images.read_single(ImageKind::Core, u64::from(pid)).ok());
-    let root_netns = inventory.and_then(|inventory| inventory.root_ids).and_then(|ids| ids.net_ns_id);
-    let tree_netns = core.and_then(|core| core.ids).and_then(|ids| ids.net_ns_id);
-    matches!((root_netns, tree_netns), (Some(host), Some(tree)) if host != tree)
-}
-
-/// Kills a tree restored moments ago (a client hook failed before its resume point):
-/// every process of pstree.img, or the root alone when it is a pid namespace's init.
-fn kill_restored_tree(dir: &Path, root: i32) {
-    let pids: Vec<i32> = ImageDir::new(dir)
-        .read_entries::<pb::PstreeEntry>(ImageKind::Pstree, 0)
-        .map(|entries| entries.iter().map(|entry| entry.pid as i32).collect())
-        .unwrap_or_default();
-    let targets = if pids.first() == Some(&1) || pids.is_empty() { vec![root] } else { pids };
-    for pid in &targets {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), nix::sys::signal::Signal::SIGKILL);
-    }
-    log::warn!("killed the restored tree (pids {targets:?})");
 }
 
 #[cfg(test)]
@@ -616,7 +557,7 @@ mod tests {
 
         let (client, server) = super::super::transport::pair().unwrap();
         let session =
-            Session { connection: server, peer: std::process::id() as i32, base: CriuOptions::default(), notify_scripts: true };
+            Session { connection: Arc::new(server), peer: std::process::id() as i32, base: CriuOptions::default(), notify_scripts: true };
         let (mut reader, writer) = std::io::pipe().unwrap();
         let acknowledging = std::thread::spawn(move || {
             let fd = nix::sys::socket::recvmsg::<()>(

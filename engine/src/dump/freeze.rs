@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io;
+use std::time::{Duration, Instant};
 
 use crust_arch::{Abi, Host, HostArch, ThreadRegs};
 
@@ -29,6 +30,9 @@ pub enum SeizeError {
     Arch { pid: i32, source: crust_arch::HostError },
     #[error("dump pid {pid}: {what} is not supported yet")]
     Unsupported { pid: i32, what: String },
+    /// A thread did not stop within `--timeout` (in uninterruptible sleep, say).
+    #[error("dump pid {pid}: tid {tid} did not stop within {seconds} s of PTRACE_INTERRUPT (--timeout {seconds}; state {state}); the tree was let go")]
+    Timeout { pid: i32, tid: i32, seconds: u64, state: char },
 }
 io_failure!(SeizeError);
 
@@ -102,20 +106,39 @@ pub(crate) struct Frozen {
     finished: bool,
 }
 
-fn seize_one(pid: i32, tid: i32) -> Result<FrozenThread, SeizeError> {
+/// The next ptrace stop (or exit) of `tid`, waiting until `deadline` at most.
+fn wait_stop(pid: i32, tid: i32, deadline: Option<(Instant, Duration)>) -> Result<sys::WaitEvent, SeizeError> {
+    let Some((deadline, timeout)) = deadline else {
+        return sys::wait_thread(tid).map_err(io_err(pid, format!("wait tid {tid}")));
+    };
+    let mut pause = Duration::from_micros(20);
+    loop {
+        if let Some(event) = sys::try_wait_thread(tid).map_err(io_err(pid, format!("wait tid {tid}")))? {
+            return Ok(event);
+        }
+        if Instant::now() >= deadline {
+            let state = read_stat(pid).map(|s| s.state).unwrap_or('?');
+            return Err(SeizeError::Timeout { pid, tid, seconds: timeout.as_secs(), state });
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(5));
+    }
+}
+
+fn seize_one(pid: i32, tid: i32, deadline: Option<(Instant, Duration)>) -> Result<FrozenThread, SeizeError> {
     // Seccomp filters must not see the injected syscalls (strict mode would kill the
     // target at the first one): suspend them while seized, if crust may (CAP_SYS_ADMIN).
     let suspended = match sys::seize_thread(tid, libc::PTRACE_O_TRACESYSGOOD | sys::PTRACE_O_SUSPEND_SECCOMP) {
         Ok(()) => true,
         Err(error) if error.raw_os_error() == Some(libc::EPERM) => {
-            sys::seize_thread(tid, libc::PTRACE_O_TRACESYSGOOD).map_err(io_err(pid, format!("seize tid {tid}")))?;
+            sys::seize_thread(tid, libc::PTRACE_O_TRACESYSGOOD).map_err(|error| seize_failed(pid, tid, error))?;
             false
         }
-        Err(error) => return Err(io_err(pid, format!("seize tid {tid}"))(error)),
+        Err(error) => return Err(seize_failed(pid, tid, error)),
     };
     sys::interrupt_thread(tid).map_err(io_err(pid, format!("interrupt tid {tid}")))?;
     loop {
-        match sys::wait_thread(tid).map_err(io_err(pid, format!("wait tid {tid}")))? {
+        match wait_stop(pid, tid, deadline)? {
             sys::WaitEvent::Stopped { event, .. } if event == libc::PTRACE_EVENT_STOP => break,
             sys::WaitEvent::Stopped { signal, .. } => {
                 // A signal arrived first: keep it for the thread, stop again.
@@ -149,13 +172,31 @@ fn seize_one(pid: i32, tid: i32) -> Result<FrozenThread, SeizeError> {
     Ok(FrozenThread { tid, rseq, regs, sigmask, seccomp_mode, seccomp_filters })
 }
 
+/// A failed PTRACE_SEIZE, explained: a thread traced by someone else is named with its
+/// tracer (TracerPid and its comm).
+fn seize_failed(pid: i32, tid: i32, error: io::Error) -> SeizeError {
+    match crate::access::tracer_of(pid, tid) {
+        Some((tracer, comm)) if error.raw_os_error() == Some(libc::EPERM) => SeizeError::Io {
+            pid,
+            what: format!("seize tid {tid}: already traced by pid {tracer} ({comm}); a thread has one tracer at a time"),
+            source: error,
+        },
+        _ => io_err(pid, format!("seize tid {tid}"))(error),
+    }
+}
+
 impl Frozen {
     /// Seizes `root` and every descendant, each process's threads until no new one
-    /// appears, parents before children (a stopped process cannot fork).
-    pub(crate) fn seize_tree(root: i32) -> Result<Frozen, SeizeError> {
+    /// appears, parents before children (a stopped process cannot fork). Each thread
+    /// must stop within `timeout` of its seize (`--timeout`), or the tree is let go.
+    pub(crate) fn seize_tree(root: i32, timeout: Option<Duration>) -> Result<Frozen, SeizeError> {
         let mut frozen = Frozen { processes: Vec::new(), virt: BTreeMap::new(), own_pid_ns: false, touched: false, finished: false };
-        let ns_of = |pid: i32| fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
-        frozen.own_pid_ns = ns_of(root) != fs::read_link("/proc/self/ns/pid").ok();
+        // An unreadable link (EACCES: not crust's to read) is an error, not a namespace.
+        let ns_of = |pid: i32| {
+            let path = format!("/proc/{pid}/ns/pid");
+            fs::read_link(&path).map_err(io_err(pid, format!("read {path}")))
+        };
+        frozen.own_pid_ns = ns_of(root)? != ns_of(std::process::id() as i32)?;
         if frozen.own_pid_ns && virtual_pid(root)? != 1 {
             return Err(SeizeError::Unsupported {
                 pid: root,
@@ -193,7 +234,8 @@ impl Frozen {
                     break;
                 }
                 for tid in fresh {
-                    let thread = seize_one(pid, tid)?;
+                    let deadline = timeout.map(|t| (Instant::now() + t, t));
+                    let thread = seize_one(pid, tid, deadline)?;
                     frozen.processes[index].threads.push(thread);
                 }
             }
@@ -212,6 +254,17 @@ impl Frozen {
 
     /// Puts registers and masks back and detaches every thread.
     pub(crate) fn release(&mut self) {
+        self.release_with(false);
+    }
+
+    /// Like `release`, but every process is left stopped: `--leave-stopped`. SIGSTOP
+    /// goes to each process once its threads are detached (queued before, a thread
+    /// run to its syscall's restart would take it as a ptrace stop instead).
+    pub(crate) fn release_stopped(&mut self) {
+        self.release_with(true);
+    }
+
+    fn release_with(&mut self, leave_stopped: bool) {
         for process in &self.processes {
             for thread in &process.threads {
                 if self.touched {
@@ -226,7 +279,9 @@ impl Frozen {
                 let _ = sys::write_sigmask(thread.tid, thread.sigmask);
                 let _ = sys::detach_thread(thread.tid, 0);
             }
-            if process.stopped {
+            if leave_stopped && !process.is_zombie() {
+                let _ = sys::send_signal(process.pid, libc::SIGSTOP);
+            } else if process.stopped {
                 let _ = sys::send_signal(process.pid, process.stop_signal());
             }
         }

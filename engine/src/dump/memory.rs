@@ -40,6 +40,8 @@ pub(crate) struct DumpedMemory {
     pub(crate) pages: u64,
     pub(crate) vma_count: usize,
     pub(crate) snapshot: Snapshot,
+    /// The checksums taken while the pages were written, by pages file.
+    pub(crate) pieces: memory::checksums::Pieces,
 }
 
 /// Dumps the memory of every live process of `frozen` into `dir`. `parent_dir`: the
@@ -58,6 +60,7 @@ pub(crate) fn dump_tree_memory(
     // Processes whose pages are copied after the release (copy-on-write snapshot); their
     // userfaultfds close (lifting every protection) on every error path.
     let mut armed = Vec::new();
+    let mut pieces = memory::checksums::Pieces::new();
     for (index, (process, collected)) in frozen.processes.iter().filter(|p| !p.is_zombie()).zip(collected).enumerate() {
         let pid = process.proc_pid();
         let mem = fs::File::open(format!("/proc/{pid}/mem")).map_err(io_err(pid, "open /proc/PID/mem"))?;
@@ -84,8 +87,10 @@ pub(crate) fn dump_tree_memory(
             }
         }
         let pipes = if parent.is_some() { None } else { open_page_pipes(process, collected, &mem) };
-        let (vmas, written) =
-            memory::dump::dump_memory(pid, dir, collected, &mem, files, index as u32 + 1, image_pid, pipes, parent.as_ref())?;
+        let pages_id = index as u32 + 1;
+        let (vmas, written, process_pieces) =
+            memory::dump::dump_memory(pid, dir, collected, &mem, files, pages_id, image_pid, pipes, parent.as_ref())?;
+        pieces.insert(crust_images::ImageKind::Pages.file_name(pages_id.into()), process_pieces);
         pages += written;
         vma_count += vmas.len();
         memory.push(vmas);
@@ -93,7 +98,7 @@ pub(crate) fn dump_tree_memory(
     // The fault handler runs from here on: the tree stays frozen until the images are
     // written, but a thread leaving its stop may already write a protected page.
     let snapshot = Snapshot::start(armed).map_err(io_err(root, "start the userfaultfd handler"))?;
-    Ok(DumpedMemory { vmas: memory, pages, vma_count, snapshot })
+    Ok(DumpedMemory { vmas: memory, pages, vma_count, snapshot, pieces })
 }
 
 const PIPES_FROM_RESIDENT: u64 = 16 << 20;

@@ -19,6 +19,7 @@ use crate::error::io_failure;
 use crate::files::{FileDumpError, FileTable};
 use crate::ipc::IpcError;
 use crate::memory::snapshot::{CopyError, CopyOptions};
+use crate::stages::{Stage, StageFailure, Stages};
 use crate::sys;
 
 pub(crate) mod collect;
@@ -38,7 +39,7 @@ pub use queries::QueryError;
 pub use write::WriteError;
 
 /// What `crust dump` was asked to do.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct DumpOptions {
     /// The process to dump.
     pub pid: i32,
@@ -61,6 +62,53 @@ pub struct DumpOptions {
     pub parent: Option<PathBuf>,
     /// External and skipped mounts of a tree in a mount namespace of its own.
     pub mounts: DumpMountOptions,
+    /// After a good dump, leave the tree stopped (SIGSTOP) instead of killing it; its
+    /// TCP connections stay locked (`--leave-stopped`, CRIU's `-s`).
+    pub leave_stopped: bool,
+    /// File locks are dumped; without it a tree holding one fails the dump, naming the
+    /// lock (`--file-locks`).
+    pub file_locks: bool,
+    /// The largest unlinked file carried in the images, in bytes (`--ghost-limit`).
+    pub ghost_limit: u64,
+    /// Connections are not locked (`--network-lock skip`): the caller locks them.
+    pub network_lock_skip: bool,
+    /// Established TCP connections are dumped closed: no repair, no lock; restore
+    /// gives them back closed (`--tcp-close`).
+    pub tcp_close: bool,
+    /// A listener's connections still waiting for accept() are left out
+    /// (`--skip-in-flight`).
+    pub skip_in_flight: bool,
+    /// How long seizing may wait for a task to stop (`--timeout`); `None`: no bound.
+    pub timeout: Option<Duration>,
+    /// The caller's stage callback (network-lock, post-dump, network-unlock).
+    pub stages: Stages,
+}
+
+/// CRIU's default for `--ghost-limit`: 1 MiB.
+pub const DEFAULT_GHOST_LIMIT: u64 = 1 << 20;
+
+impl Default for DumpOptions {
+    fn default() -> Self {
+        DumpOptions {
+            pid: 0,
+            dir: PathBuf::new(),
+            leave_running: false,
+            tcp_established: false,
+            shell_job: false,
+            frozen_copy: false,
+            fail_after: None,
+            parent: None,
+            leave_stopped: false,
+            file_locks: false,
+            ghost_limit: DEFAULT_GHOST_LIMIT,
+            network_lock_skip: false,
+            tcp_close: false,
+            skip_in_flight: false,
+            timeout: None,
+            stages: Stages::default(),
+            mounts: DumpMountOptions::default(),
+        }
+    }
 }
 
 /// The steps of a dump, in order (fault injection names them).
@@ -139,6 +187,12 @@ pub enum DumpError {
     Io { pid: i32, what: String, source: io::Error },
     #[error("dump pid {pid}: {what} is not supported yet")]
     Unsupported { pid: i32, what: String },
+    /// crust will not dump there, or may not dump that process.
+    #[error("dump pid {pid}: {what}")]
+    Refused { pid: i32, what: String },
+    /// crust may not dump that process (not this user's, traced already, no capability).
+    #[error("dump: {0}")]
+    Access(#[from] crate::AccessError),
     #[error(transparent)]
     Seize(#[from] SeizeError),
     #[error(transparent)]
@@ -155,6 +209,11 @@ pub enum DumpError {
     IpcNamespace { pid: i32, source: IpcError },
     #[error(transparent)]
     Write(#[from] WriteError),
+    /// The caller's listener failed at a point (post-dump, network-lock).
+    #[error("dump pid {pid}: {stage}: {source}")]
+    Stage { pid: i32, stage: Stage, source: StageFailure },
+    #[error("dump pid {pid}: page checksums: {source}")]
+    Checksums { pid: i32, source: crate::memory::ChecksumError },
     #[error("dump pid {pid}: fault injected after step {step}")]
     FaultInjected { pid: i32, step: &'static str },
     /// The copy after a copy-on-write release failed; `frozen`: how long the tree had
@@ -163,6 +222,14 @@ pub enum DumpError {
     Snapshot { pid: i32, source: CopyError, frozen: Duration },
 }
 io_failure!(DumpError);
+/// Whether crust may dump `pid` (it exists, is this user's or crust has
+/// CAP_SYS_PTRACE, nobody traces it, crust has CAP_SYS_ADMIN or
+/// CAP_CHECKPOINT_RESTORE): asked before anything is created, so that a refused dump
+/// leaves nothing behind. [`dump`] asks it first too.
+pub fn check_access(pid: i32) -> Result<(), DumpError> {
+    Ok(crate::access::dump(pid)?)
+}
+
 /// Dumps the process tree rooted at `options.pid` into `options.dir`.
 pub fn dump(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     match dump_once(options) {
@@ -191,13 +258,20 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
         }
         Ok(())
     };
-    fs::create_dir_all(&options.dir).map_err(io_err(root, format!("create {}", options.dir.display())))?;
+    check_access(root)?;
+    crate::private::create_dir(&options.dir).map_err(io_err(root, format!("create {}", options.dir.display())))?;
+    crate::private::check_dir(&options.dir).map_err(|error| DumpError::Refused { pid: root, what: error.to_string() })?;
+    match crate::private::remove_earlier_images(&options.dir) {
+        Ok(0) => {}
+        Ok(removed) => log::info!("{}: removed {removed} images of an earlier dump", options.dir.display()),
+        Err(error) => return Err(io_err(root, format!("remove earlier images from {}", options.dir.display()))(error)),
+    }
     let parent_dir = options.parent.as_ref().map(|p| link_parent(root, &options.dir, p)).transpose()?;
     if freeze::read_stat(root)?.state == 'Z' && !freeze::list_threads(root)?.iter().any(|&t| t != root) {
         return Err(DumpError::Unsupported { pid: root, what: "a zombie as the root of the tree".into() });
     }
 
-    let mut frozen = freeze::Frozen::seize_tree(root)?;
+    let mut frozen = freeze::Frozen::seize_tree(root, options.timeout)?;
     let frozen_at = Instant::now();
     log::info!(
         "seized {} processes, {} threads",
@@ -205,6 +279,9 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
         frozen.processes.iter().map(|p| p.threads.len()).sum::<usize>()
     );
     fault(DumpStep::Seize)?;
+    // Dropped before `frozen`: a failed dump lets the network flow again before the
+    // tree runs, as CRIU's network-unlock comes before the release.
+    let mut network = NetworkStages::lock(&options.stages, root)?;
     let live: Vec<i32> = frozen.processes.iter().filter(|p| !p.is_zombie()).map(|p| p.proc_pid()).collect();
     let own_ipc_ns = crate::ipc::tree_has_own_namespace(&live).map_err(|e| DumpError::Unsupported { pid: e.pid, what: e.to_string() })?;
     let namespaces = namespaces::collect(&frozen, &options.mounts)?;
@@ -222,9 +299,18 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     }
     fault(DumpStep::Parasite)?;
 
-    let mut file_table = FileTable { tcp_established: options.tcp_established, mount_view: namespaces.mount_view(), ..Default::default() };
+    let mut file_table = FileTable {
+        tcp_established: options.tcp_established,
+        file_locks: options.file_locks,
+        ghost_limit: Some(options.ghost_limit),
+        network_lock_skip: options.network_lock_skip,
+        tcp_close: options.tcp_close,
+        skip_in_flight: options.skip_in_flight,
+        mount_view: namespaces.mount_view(),
+        ..Default::default()
+    };
     let cow = options.leave_running && !options.frozen_copy;
-    let memory::DumpedMemory { vmas: memory, pages, vma_count, snapshot } =
+    let memory::DumpedMemory { vmas: memory, pages, vma_count, snapshot, mut pieces } =
         memory::dump_tree_memory(&frozen, &collected, &options.dir, parent_dir.as_deref(), cow, &mut file_table)?;
     fault(DumpStep::Memory)?;
 
@@ -253,7 +339,14 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
         mnt_uts_ns_ids: namespaces.ids(),
     };
     write::write_images(root, &options.dir, dumped)?;
+    // With every page written (unless the snapshot copies them later): the checksums
+    // and the list of images, before the tree is let go or killed.
+    if snapshot.is_empty() {
+        crate::memory::checksums::write(&options.dir, &pieces, sys::page_size()).map_err(|source| DumpError::Checksums { pid: root, source })?;
+    }
     fault(DumpStep::Images)?;
+    // A failure here releases the tree alive and fails the dump, as CRIU.
+    options.stages.reach(Stage::PostDump, Some(root)).map_err(|source| DumpError::Stage { pid: root, stage: Stage::PostDump, source })?;
 
     let processes = frozen.processes.len();
     let threads = frozen.processes.iter().map(|p| p.threads.len()).sum();
@@ -263,12 +356,21 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
             fault(DumpStep::PagesKilled)?;
         }
         file_table.release_tcp();
+        network.unlock();
         frozen.release();
     } else {
         fault(DumpStep::Pages)?;
         fault(DumpStep::PagesKilled)?;
-        file_table.keep_tcp_locked();
-        frozen.kill();
+        network.keep_locked();
+        file_table.silence_tcp(root)?;
+        if options.leave_stopped {
+            frozen.release_stopped();
+        } else {
+            frozen.kill();
+        }
+        // Only now may the locks outlive crust: a crust killed before this point takes
+        // them with it, and the tree runs on (released by the kernel) or is gone.
+        file_table.keep_tcp_locked(root)?;
     }
     let frozen_for = frozen_at.elapsed();
     if !snapshot.is_empty() {
@@ -277,12 +379,53 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
             copy_options.fail_after_pages = Some(pages / 2);
             copy_options.kill_instead = options.fail_after == Some(DumpStep::PagesKilled);
         }
-        snapshot.copy(copy_options).map_err(|source| match source {
+        let (_, copied) = snapshot.copy(copy_options).map_err(|source| match source {
             CopyError::FaultInjected => DumpError::FaultInjected { pid: root, step: DumpStep::Pages.name() },
             source => DumpError::Snapshot { pid: root, source, frozen: frozen_for },
         })?;
+        for (pages_file, copied) in copied {
+            pieces.entry(pages_file).or_default().extend(copied);
+        }
+        crate::memory::checksums::write(&options.dir, &pieces, sys::page_size()).map_err(|source| DumpError::Checksums { pid: root, source })?;
     }
     Ok(DumpReport { frozen: frozen_for, total: started.elapsed(), pages, vmas: vma_count, processes, threads })
+}
+
+/// The network points of a dump: network-lock once the tree is seized (for a tree in a
+/// network namespace of its own, as CRIU), and network-unlock when the tree goes on
+/// running: `unlock` after `--leave-running`, or on drop after a failure. A tree that
+/// is killed or left stopped stays locked.
+struct NetworkStages<'a> {
+    stages: &'a Stages,
+    root: i32,
+    locked: bool,
+}
+
+impl<'a> NetworkStages<'a> {
+    fn lock(stages: &'a Stages, root: i32) -> Result<Self, DumpError> {
+        // A failed network-lock is followed by network-unlock (on drop), as in CRIU.
+        let network = NetworkStages { stages, root, locked: crate::stages::own_net_namespace(root) };
+        if network.locked {
+            stages.reach(Stage::NetworkLock, Some(root)).map_err(|source| DumpError::Stage { pid: root, stage: Stage::NetworkLock, source })?;
+        }
+        Ok(network)
+    }
+
+    fn unlock(&mut self) {
+        if std::mem::take(&mut self.locked) {
+            let _ = self.stages.reach(Stage::NetworkUnlock, Some(self.root));
+        }
+    }
+
+    fn keep_locked(&mut self) {
+        self.locked = false;
+    }
+}
+
+impl Drop for NetworkStages<'_> {
+    fn drop(&mut self) {
+        self.unlock();
+    }
 }
 
 /// Links `dir/parent` to the parent dump `parent` (kept as given, like CRIU, so a

@@ -133,6 +133,13 @@ fn dump_fd(pid: i32, fd: u32, shell_job: bool, files: &mut FileTable) -> Result<
     if info_text.contains("\nlock:") {
         let lines = locks::parse_lock_lines(&info_text)
             .map_err(|what| FileDumpError::Unsupported { pid, what: format!("fd {fd} ({link_text}): {what}") })?;
+        if let Some(lock) = lines.first().filter(|_| !files.file_locks) {
+            // As CRIU: a tree holding locks is dumped only when asked to.
+            return Err(FileDumpError::Refused {
+                pid,
+                what: format!("fd {fd} ({link_text}) holds {}; dump file locks with --file-locks", lock.describe()),
+            });
+        }
         let owner = namespace_pid(pid).map_err(io_err(pid, "read NSpid"))?;
         for lock in lines {
             // POSIX locks belong to the process (listed on each of its fds of the
@@ -250,7 +257,8 @@ fn dump_fd(pid: i32, fd: u32, shell_job: bool, files: &mut FileTable) -> Result<
                 if !description.starts_with("inet") {
                     return Err(unsupported(description));
                 }
-                let (isk, queue) = inet::dump_socket(pid, fd, id, meta.ino() as u32, open_flags, &mut files.tcp_listeners, files.tcp_established, &mut files.tcp.connections)
+                let tcp = files.tcp_options();
+                let (isk, queue) = inet::dump_socket(pid, fd, id, meta.ino() as u32, open_flags, &mut files.tcp_listeners, tcp, &mut files.tcp.connections)
                     .map_err(|what| unsupported(format!("{description}: {what}")))?;
                 files.sk_queues.extend(queue.into_iter().map(|message| (id, message, Vec::new())));
                 kind = pb::FdTypes::Inetsk;
@@ -425,6 +433,7 @@ pub(crate) fn resolve_pidfds(files: &mut FileTable, virtual_of: impl Fn(i32) -> 
 /// Checks, once every process's fds are collected, that each connected unix socket's
 /// peer was dumped too or has a name to connect to again.
 pub(crate) fn check_tree(files: &FileTable) -> Result<(), FileDumpError> {
+    check_ghost_limit(files)?;
     let dumped: std::collections::BTreeSet<u32> = files.unix_dumped.iter().map(|u| u.2).collect();
     let diag = |ino: u32| files.unix_diag.as_ref().and_then(|d| d.get(&ino));
     for &(pid, fd, ino, peer) in &files.unix_dumped {
@@ -444,3 +453,33 @@ pub(crate) fn check_tree(files: &FileTable) -> Result<(), FileDumpError> {
     Ok(())
 }
 
+
+/// `--ghost-limit`: an unlinked file larger than the limit fails the dump (CRIU's rule;
+/// its default is 1 MiB), naming the file, its size and the limit that would take it.
+fn check_ghost_limit(files: &FileTable) -> Result<(), FileDumpError> {
+    let Some(limit) = files.ghost_limit else { return Ok(()) };
+    for ghost in &files.ghosts {
+        let (reg_id, source, meta) = (ghost.0, &ghost.2, &ghost.3);
+        if meta.len() <= limit {
+            continue;
+        }
+        // The source is /proc/PID/fd/N or /proc/PID/map_files/RANGE of the holder.
+        let pid = source.iter().nth(2).and_then(|p| p.to_str()).and_then(|p| p.parse().ok()).unwrap_or(0);
+        let name = files
+            .entries
+            .iter()
+            .find(|e| e.id == reg_id)
+            .and_then(|e| e.reg.as_ref())
+            .map_or_else(|| source.display().to_string(), |r| r.name.clone());
+        let needed = meta.len().div_ceil(1 << 20);
+        return Err(FileDumpError::Refused {
+            pid,
+            what: format!(
+                "unlinked file {name} ({}) is {} bytes, more than the ghost limit of {limit} bytes; raise it with --ghost-limit {needed}M",
+                source.display(),
+                meta.len()
+            ),
+        });
+    }
+    Ok(())
+}

@@ -50,10 +50,24 @@ fn address(family: u32, words: &[u32], port: u32) -> InetAddress {
 /// in repair mode, until the dump ends) and its stream state.
 pub(crate) struct Established {
     pub(crate) socket: OwnedFd,
-    pub(crate) family: i32,
     pub(crate) stream: pb::TcpStreamEntry,
     pub(crate) inq: Vec<u8>,
     pub(crate) outq: Vec<u8>,
+    /// Its lock (none with `--network-lock skip`).
+    pub(crate) lock: Option<super::netlock::NetworkLock>,
+}
+
+/// How a dump treats TCP sockets (CRIU's options).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TcpOptions {
+    /// Established connections are dumped with TCP_REPAIR (`--tcp-established`).
+    pub(crate) established: bool,
+    /// Established connections are dumped closed: no repair, no lock (`--tcp-close`).
+    pub(crate) close: bool,
+    /// Connections are locked while dumped (not `--network-lock skip`).
+    pub(crate) lock: bool,
+    /// A listener's connections waiting for accept are left out (`--skip-in-flight`).
+    pub(crate) skip_in_flight: bool,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -64,7 +78,7 @@ pub(crate) fn dump_socket(
     ino: u32,
     flags: i32,
     listeners: &mut Option<BTreeMap<u32, (u32, u32)>>,
-    tcp_established: bool,
+    tcp: TcpOptions,
     established: &mut Vec<(u32, Established)>,
 ) -> Result<(pb::InetSkEntry, Vec<Vec<u8>>), FileError> {
     let socket = sys::process::borrow_fd(pid, fd).map_err(file_io("pidfd_getfd"))?;
@@ -83,33 +97,45 @@ pub(crate) fn dump_socket(
     let peer = sys::socket::inet_name(raw, true).map_err(file_io("getpeername"))?;
     let mut queue = Vec::new();
     let (state, backlog) = if what == "tcp" {
-        if let Some(peer) = &peer {
-            if !tcp_established {
-                return Err(FileError::refused("established TCP connection (dump with --tcp-established)"));
+        if let (Some(_), true) = (&peer, tcp.close) {
+            // As CRIU's --tcp-close: the connection is not kept; the socket comes back
+            // closed (its addresses are recorded, no stream state, nothing locked).
+            log::info!("TCP connection of socket {ino}: dumped closed (--tcp-close)");
+            (TCP_CLOSE, 0)
+        } else if let Some(peer) = &peer {
+            if !tcp.established {
+                return Err(FileError::refused("established TCP connection (dump with --tcp-established, or --tcp-close to restore it closed)"));
             }
             let mut info = [0u8; 8];
             sys::socket::socket_option_bytes(raw, libc::IPPROTO_TCP, libc::TCP_INFO, &mut info).map_err(file_io("TCP_INFO"))?;
             if info[0] as u32 != TCP_ESTABLISHED {
                 return Err(FileError::refused(format!("TCP connection in state {} (only established ones are dumped)", info[0])));
             }
-            super::tcp::lock(ino, &local, peer).map_err(file_within("lock the connection"))?;
+            // Until it is in the dump's guard, a failure drops the lock (its table goes).
+            let lock = if tcp.lock {
+                let mut lock = super::netlock::NetworkLock::new(&super::tcp::lock_table(ino));
+                lock.add(&local, peer).map_err(file_within("lock the connection"))?;
+                Some(lock)
+            } else {
+                log::info!("TCP connection of socket {ino}: not locked (--network-lock skip)");
+                None
+            };
             let socket = socket.try_clone().map_err(file_io("dup socket"))?;
             if let Err(e) = super::tcp::set_repair(&socket, true) {
-                let _ = super::tcp::unlock(ino, family);
                 return Err(FileError::refused(format!("TCP_REPAIR: {e}")));
             }
             // From here the dump's guard takes repair mode off and the lock away again
             // if the dump fails.
             let dumped = super::tcp::dump_stream(&socket);
-            let (stream, inq, outq) = match dumped {
-                Ok(parts) => parts,
-                Err(e) => {
+            let left = super::tcp::leave_repair(&socket);
+            let (stream, inq, outq) = match (dumped, left) {
+                (Ok(parts), Ok(())) => parts,
+                (Err(e), _) | (_, Err(e)) => {
                     let _ = super::tcp::set_repair(&socket, false);
-                    let _ = super::tcp::unlock(ino, family);
                     return Err(e);
                 }
             };
-            established.push((ino, Established { socket, family, stream, inq, outq }));
+            established.push((ino, Established { socket, stream, inq, outq, lock }));
             (TCP_ESTABLISHED, 0)
         } else if listening {
             if listeners.is_none() {
@@ -121,8 +147,12 @@ pub(crate) fn dump_socket(
                 *listeners = Some(all);
             }
             let (waiting, backlog) = listeners.as_ref().and_then(|l| l.get(&ino)).copied().unwrap_or((0, 128));
-            if waiting > 0 {
-                return Err(FileError::refused(format!("TCP listener with {waiting} connections waiting for accept")));
+            if waiting > 0 && tcp.skip_in_flight {
+                log::warn!("TCP listener socket {ino}: {waiting} connections waiting for accept are left out (--skip-in-flight)");
+            } else if waiting > 0 {
+                return Err(FileError::refused(format!(
+                    "TCP listener with {waiting} connections waiting for accept (--skip-in-flight leaves them out)"
+                )));
             }
             (TCP_LISTEN, backlog)
         } else {
@@ -178,7 +208,10 @@ pub(crate) fn create_socket(
     set(libc::SOL_SOCKET, libc::SO_REUSEADDR, entry.opts.reuseaddr.unwrap_or(false)).map_err(file_io(format!("{what}: SO_REUSEADDR")))?;
     set(libc::SOL_SOCKET, libc::SO_REUSEPORT, entry.opts.so_reuseport.unwrap_or(false)).map_err(file_io(format!("{what}: SO_REUSEPORT")))?;
     let local = address(entry.family, &entry.src_addr, entry.src_port);
-    let bound = entry.src_port != 0;
+    // A connection dumped closed (`--tcp-close`) comes back as a fresh socket: its old
+    // local port is not bound again.
+    let dumped_closed = entry.proto == libc::IPPROTO_TCP as u32 && entry.state == TCP_CLOSE && entry.dst_port != 0;
+    let bound = entry.src_port != 0 && !dumped_closed;
     let repaired = entry.proto == libc::IPPROTO_TCP as u32 && entry.state == TCP_ESTABLISHED;
     if bound && !repaired {
         sys::socket::inet_bind_or_connect(raw, &local, false)

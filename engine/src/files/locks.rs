@@ -23,6 +23,20 @@ pub(crate) struct LockLine {
     pub(crate) len: i64,
 }
 
+impl LockLine {
+    /// The lock in words: `a POSIX write lock on bytes 0..EOF`.
+    pub(crate) fn describe(&self) -> String {
+        let kind = match self.flag {
+            FL_POSIX => "POSIX",
+            FL_FLOCK => "flock",
+            _ => "OFD",
+        };
+        let mode = if self.write { "write" } else { "read" };
+        let end = if self.len == 0 { "EOF".to_string() } else { (self.start + self.len - 1).to_string() };
+        format!("a {kind} {mode} lock on bytes {}..{end} (owner pid {})", self.start, self.pid)
+    }
+}
+
 /// Parses the `lock:` lines of an fdinfo text. Pure. `Err` names an unsupported lock.
 pub(crate) fn parse_lock_lines(fdinfo: &str) -> Result<Vec<LockLine>, FileError> {
     let mut out = Vec::new();

@@ -90,7 +90,7 @@ pub(crate) fn write_shmem_pages(file: &File, size: u64, dir: &Path, shmid: u64, 
     let mut pagemap = ImageWriter::create(dir, ImageKind::PagemapShmem, shmid)?;
     pagemap.write_entry(&pb::PagemapHead { pages_id })?;
     let pages_path = dir.join(ImageKind::Pages.file_name(pages_id as u64));
-    let pages = File::create(&pages_path).map_err(file_io(format!("create {}", pages_path.display())))?;
+    let pages = crate::private::create_file(&pages_path).map_err(file_io(format!("create {}", pages_path.display())))?;
     let end = size.div_ceil(page) * page;
     let (mut at, mut written) = (0u64, 0u64);
     let mut buf = Vec::new();

@@ -27,6 +27,7 @@ mod dump;
 mod inet;
 mod inotify;
 mod locks;
+mod netlock;
 pub(crate) mod memfd;
 mod pipe;
 mod pty;
@@ -36,7 +37,7 @@ mod unix;
 mod write;
 
 pub(crate) use dump::{check_tree, collect_fds, finish_ptys, resolve_pidfds};
-pub(crate) use restore::{broker_ids, in_flight_ids, unlock_tcp, Broker};
+pub(crate) use restore::{broker_ids, in_flight_ids, kept_lock_tables, unlock_tcp, Broker};
 pub(crate) use write::{write_fdinfo, write_images};
 
 /// Why the files of a process could not be dumped.
@@ -50,6 +51,10 @@ pub enum FileDumpError {
     Image { pid: i32, source: crust_images::ImageError },
     #[error("dump pid {pid}: {what} is not supported yet")]
     Unsupported { pid: i32, what: String },
+    /// Something the options ask crust to refuse (a file lock without `--file-locks`,
+    /// an unlinked file over `--ghost-limit`); `what` says which option lets it through.
+    #[error("dump pid {pid}: {what}")]
+    Refused { pid: i32, what: String },
 }
 io_failure!(FileDumpError);
 
@@ -135,6 +140,17 @@ pub(crate) struct FileTable {
     pub(crate) pidfds: Vec<(i32, u32, u32, i32)>,
     /// Dump established TCP connections (`--tcp-established`).
     pub(crate) tcp_established: bool,
+    /// Dump file locks (`--file-locks`); without it a lock fails the dump.
+    pub(crate) file_locks: bool,
+    /// The largest unlinked file carried in a ghost image (`--ghost-limit`); `None`:
+    /// any size.
+    pub(crate) ghost_limit: Option<u64>,
+    /// Leave connections unlocked (`--network-lock skip`).
+    pub(crate) network_lock_skip: bool,
+    /// Dump established connections closed (`--tcp-close`).
+    pub(crate) tcp_close: bool,
+    /// Leave out a listener's connections waiting for accept (`--skip-in-flight`).
+    pub(crate) skip_in_flight: bool,
     /// Pty ends: (pid, fd, file id, pty index, is the master), and a copy of each
     /// master by index (its state is read through it once every fd is collected).
     pub(crate) pty_files: Vec<(i32, u32, u32, u32, bool)>,
@@ -192,12 +208,34 @@ pub(crate) struct TcpRepairGuard {
 
 impl TcpRepairGuard {
     pub(crate) fn release(&mut self) {
-        for (ino, connection) in self.connections.drain(..) {
+        for (ino, mut connection) in self.connections.drain(..) {
             let _ = tcp::set_repair(&connection.socket, false);
-            if let Err(e) = tcp::unlock(ino, connection.family) {
+            if let Some(Err(e)) = connection.lock.as_mut().map(|lock| lock.remove()) {
                 log::warn!("unlock TCP connection of socket {ino}: {e}");
             }
         }
+    }
+
+    /// Puts every socket in repair mode again, so that it closes silently with the
+    /// killed tree. `Err` names the first that could not (the dump fails, the tree runs
+    /// on).
+    fn silence(&mut self) -> Result<(), (u32, FileError)> {
+        for (ino, connection) in &self.connections {
+            tcp::set_repair(&connection.socket, true).map_err(|e| (*ino, e))?;
+        }
+        Ok(())
+    }
+
+    /// Keeps every lock past crust's exit (the tree is killed or left stopped): the
+    /// restore lifts them. `Err` names the first that could not be kept.
+    fn keep(&mut self) -> Result<(), (u32, FileError)> {
+        self.keep_locked = true;
+        for (ino, connection) in &mut self.connections {
+            if let Some(lock) = connection.lock.as_mut() {
+                lock.keep().map_err(|e| (*ino, e))?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -210,16 +248,39 @@ impl Drop for TcpRepairGuard {
 }
 
 impl FileTable {
+    /// What the options say about TCP sockets.
+    pub(crate) fn tcp_options(&self) -> inet::TcpOptions {
+        inet::TcpOptions {
+            established: self.tcp_established,
+            close: self.tcp_close,
+            lock: !self.network_lock_skip,
+            skip_in_flight: self.skip_in_flight,
+        }
+    }
+
     /// After a good dump that leaves the target running: its connections leave repair
     /// mode and are unlocked (before the target runs again).
     pub(crate) fn release_tcp(&mut self) {
         self.tcp.release();
     }
 
-    /// After a good dump that kills the target: its connections stay locked for the
-    /// restore and close silently (in repair mode).
-    pub(crate) fn keep_tcp_locked(&mut self) {
-        self.tcp.keep_locked = true;
+    /// After a good dump, just before the tree is killed (or left stopped): its TCP
+    /// sockets go into repair mode again, to close without a word.
+    pub(crate) fn silence_tcp(&mut self, pid: i32) -> Result<(), FileDumpError> {
+        self.tcp.silence().map_err(|(ino, error)| FileDumpError::Refused {
+            pid,
+            what: format!("TCP connection socket:[{ino}]: repair mode before the tree is killed: {error}"),
+        })
+    }
+
+    /// After a good dump, once the tree is killed (or left stopped): its connections
+    /// stay locked for the restore, past crust's exit, and close silently (in repair
+    /// mode). `Err`: a lock could not be kept (the connection is lost to the restore).
+    pub(crate) fn keep_tcp_locked(&mut self, pid: i32) -> Result<(), FileDumpError> {
+        self.tcp.keep().map_err(|(ino, error)| FileDumpError::Refused {
+            pid,
+            what: format!("keeping the lock of TCP connection socket:[{ino}] for the restore: {error}"),
+        })
     }
 }
 

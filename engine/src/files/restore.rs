@@ -110,10 +110,28 @@ pub(crate) fn unlock_tcp(dir: &Path) -> Result<(), FileError> {
     let entries = crust_images::read_entries::<pb::FileEntry>(&path)?;
     for isk in entries.iter().filter_map(|e| e.isk.as_ref()) {
         if isk.proto == libc::IPPROTO_TCP as u32 && isk.state == 1 {
-            tcp::unlock(isk.ino, isk.family as i32).map_err(file_within(format!("unlock TCP connection of socket {}", isk.ino)))?;
+            tcp::unlock(isk.ino).map_err(file_within(format!("unlock TCP connection of socket {}", isk.ino)))?;
         }
     }
     Ok(())
+}
+
+/// The lock tables of the dump's TCP connections that are there now, each with the
+/// command that removes it by hand (what a failed restore leaves, on purpose: the
+/// connections stay blocked for another restore).
+pub(crate) fn kept_lock_tables(dir: &Path) -> Vec<(String, String)> {
+    let Ok(entries) = crust_images::read_entries::<pb::FileEntry>(&dir.join(ImageKind::Files.file_name(0))) else { return Vec::new() };
+    entries
+        .iter()
+        .filter_map(|e| e.isk.as_ref())
+        .filter(|isk| isk.proto == libc::IPPROTO_TCP as u32 && isk.state == 1)
+        .map(|isk| tcp::lock_table(isk.ino))
+        .filter(|table| super::netlock::table_exists(table))
+        .map(|table| {
+            let command = super::netlock::delete_command(&table);
+            (format!("inet {table}"), command)
+        })
+        .collect()
 }
 
 /// Creates every pipe, FIFO, socket and anon-inode file of files.img: file id → fd.
@@ -126,6 +144,64 @@ type SpecialFiles = (
     Vec<(u32, Vec<(Vec<u8>, Vec<u32>)>)>,
     Vec<(u32, u32, u32)>,
 );
+
+/// Whether `key` (CRIU's `--inherit-fd` key) names the file of `entry`: `pipe:[INO]` a
+/// pipe, `socket:[INO]` a unix or inet socket, a path a regular file (with or without
+/// its leading `/`, as CRIU keeps file names without it). Pure.
+pub(crate) fn inherit_key_matches(entry: &pb::FileEntry, key: &str) -> bool {
+    if let Some(pipe) = &entry.pipe {
+        return key == format!("pipe:[{}]", pipe.pipe_id);
+    }
+    let socket_ino = entry.usk.as_ref().map(|u| u.ino).or(entry.isk.as_ref().map(|i| i.ino));
+    if let Some(ino) = socket_ino {
+        return key == format!("socket:[{ino}]");
+    }
+    if let Some(reg) = &entry.reg {
+        let name = reg.name.trim_start_matches('/');
+        return !name.is_empty() && key.trim_start_matches('/') == name;
+    }
+    false
+}
+
+/// The file ids `--inherit-fd` gives an fd of crust's: file id → a copy of that fd at
+/// `above` or higher (where no broker number goes), and the copies, which the caller
+/// closes. A key that names no file of the dump is only logged (CRIU ignores it too);
+/// an fd that is not open fails the restore.
+fn inherited_files(dir: &Path, inherited: &[(i32, String)], above: i32) -> Result<(BTreeMap<u32, i32>, FdCopies), FileError> {
+    let mut out = BTreeMap::new();
+    let mut copies = FdCopies(Vec::new());
+    if inherited.is_empty() {
+        return Ok((out, copies));
+    }
+    let entries = crust_images::read_entries::<pb::FileEntry>(&dir.join(ImageKind::Files.file_name(0)))?;
+    for (fd, key) in inherited {
+        if !sys::fd_is_open(*fd) {
+            return Err(FileError::refused(format!("--inherit-fd fd[{fd}]:{key}: fd {fd} is not open in crust")));
+        }
+        let matched: Vec<u32> = entries.iter().filter(|entry| inherit_key_matches(entry, key)).map(|entry| entry.id).collect();
+        if matched.is_empty() {
+            log::warn!("--inherit-fd fd[{fd}]:{key}: no file of the dump has that key");
+            continue;
+        }
+        let copy = sys::dup_at_least(*fd, above).map_err(file_io(format!("--inherit-fd fd[{fd}]:{key}: dup")))?;
+        copies.0.push(copy);
+        for id in matched {
+            out.insert(id, copy);
+        }
+    }
+    Ok((out, copies))
+}
+
+/// crust's copies of inherited fds, closed when the broker is built (or failed).
+struct FdCopies(Vec<i32>);
+
+impl Drop for FdCopies {
+    fn drop(&mut self) {
+        for &fd in &self.0 {
+            sys::close_fd(fd);
+        }
+    }
+}
 
 fn create_special_files(dir: &Path, regs: &BTreeMap<u32, pb::RegFileEntry>) -> Result<SpecialFiles, FileError> {
     let path = dir.join(ImageKind::Files.file_name(0));
@@ -239,18 +315,22 @@ impl Broker {
     /// `base + 1`, ... Runs in crust: errors name the file and leave nothing behind.
     /// Pipes, sockets and anon-inode files are created first (both ends of a pipe or a
     /// socketpair at once), then every description is put at its number.
+    /// `inherited`: crust's fds that stand for files of the dump (`--inherit-fd
+    /// fd[N]:KEY`), used instead of opening or creating them.
     pub(crate) fn open(
         files: &BTreeMap<u32, pb::RegFileEntry>,
         ghosts: &BTreeMap<u32, u32>,
         dir: &Path,
         ids: impl IntoIterator<Item = u32>,
         base: i32,
+        inherited: &[(i32, String)],
     ) -> Result<Broker, FileError> {
         let ids: Vec<u32> = ids.into_iter().collect();
-        let (made, epolls, late, dead_pidfd_flags, deferred, controlling) = create_special_files(dir, files)?;
         // Created fds sit at the lowest free numbers, perhaps where the broker's go:
-        // move them above every broker number first.
-        let above = base + ids.len() as i32 + 8;
+        // move them above every broker number first (inherited ones too, copied).
+        let above = base.saturating_add(i32::try_from(ids.len()).unwrap_or(i32::MAX)).saturating_add(8);
+        let (inherited, _inherited_copies) = inherited_files(dir, inherited, above)?;
+        let (made, epolls, late, dead_pidfd_flags, deferred, controlling) = create_special_files(dir, files)?;
         let mut made_high = BTreeMap::new();
         for (id, fd) in made {
             made_high.insert(id, sys::file::move_above(fd, above).map_err(file_io(format!("move file {id} above {above}")))?);
@@ -264,6 +344,16 @@ impl Broker {
         let mut broker = Broker { fds: BTreeMap::new(), epolls, locks, late, dead_pidfds: Vec::new(), controlling };
         for id in ids {
             if broker.fds.contains_key(&id) || broker.late.contains(&id) {
+                continue;
+            }
+            if let Some(&fd) = inherited.get(&id) {
+                let number = base + broker.fds.len() as i32;
+                if let Err(e) = sys::place_fd(fd, number, true) {
+                    broker.close();
+                    return Err(FileError::Io { what: format!("place inherited fd {fd} (file {id}) at fd {number}"), source: e });
+                }
+                log::info!("file {id}: crust's fd {fd} stands for it (--inherit-fd)");
+                broker.fds.insert(id, number);
                 continue;
             }
             if let Some(&flags) = dead_pidfd_flags.get(&id) {
@@ -517,3 +607,22 @@ fn open_ghost(dir: &Path, ghost_id: u32, reg: &pb::RegFileEntry, flags: i32) -> 
 }
 
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inherit_keys_are_criu_s() {
+        let pipe = pb::FileEntry { r#type: pb::FdTypes::Pipe as i32, id: 1, pipe: Some(pb::PipeEntry { id: 1, pipe_id: 4242, ..Default::default() }), ..Default::default() };
+        assert!(inherit_key_matches(&pipe, "pipe:[4242]"));
+        assert!(!inherit_key_matches(&pipe, "pipe:[424]"));
+        assert!(!inherit_key_matches(&pipe, "socket:[4242]"));
+        let socket = pb::FileEntry { r#type: pb::FdTypes::Unixsk as i32, id: 2, usk: Some(pb::UnixSkEntry { id: 2, ino: 77, ..Default::default() }), ..Default::default() };
+        assert!(inherit_key_matches(&socket, "socket:[77]"));
+        let reg = super::super::FileTable::reg_entry(3, Path::new("/var/log/x.log"), 0, 0, None);
+        assert!(inherit_key_matches(&reg, "/var/log/x.log"));
+        assert!(inherit_key_matches(&reg, "var/log/x.log"));
+        assert!(!inherit_key_matches(&reg, "/var/log/y.log"));
+    }
+}

@@ -1,17 +1,18 @@
 //! Established TCP connections, with TCP_REPAIR (`--tcp-established`). Dump: the
-//! connection is locked with an nftables table of its own (`crust_tcp_INODE`, dropping
-//! its packets both ways), the socket is put in repair mode and its sequence numbers,
+//! connection is locked with an nftables table of its own (`inet crust_tcp_INODE`,
+//! dropping its packets both ways; made, kept and removed by `netlock.rs`), the socket is put in repair mode and its sequence numbers,
 //! queues (sent-but-unacknowledged, unsent, received-but-unread), options and window
-//! are read into tcp-stream-INODE.img. A socket closed in repair mode goes silently, so
-//! the killed target sends no FIN or RST; after a failed dump (or `--leave-running`)
-//! repair mode is left and the lock removed. Restore builds the socket in repair mode
+//! are read into tcp-stream-INODE.img, and repair mode is left at once: while the dump
+//! goes on the socket is ordinary (frozen and locked, it cannot change), so a crust that
+//! dies meanwhile leaves a working connection. Just before the tree is killed (or left
+//! stopped) every socket goes into repair mode again: closed in repair mode it goes
+//! silently, so the killed target sends no FIN or RST. After a failed dump (or
+//! `--leave-running`) the lock is removed. Restore builds the socket in repair mode
 //! (sequence numbers, bind, connect without a handshake, options, queues, window),
 //! leaves repair mode and, once the tree runs, removes the lock: the peer's
 //! retransmissions arrive and nothing was lost.
 
-use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::process::{Command, Stdio};
 
 use super::{file_io, FileError};
 use crust_images::pb;
@@ -40,64 +41,25 @@ const TCPOPT_WINDOW: u32 = 3;
 const TCPOPT_SACK_PERM: u32 = 4;
 const TCPOPT_TIMESTAMP: u32 = 8;
 
-/// The nftables table that locks the connection of socket `ino`.
+/// The nftables table (inet family, `files/netlock.rs`) that locks the connection of
+/// socket `ino`.
 pub(crate) fn lock_table(ino: u32) -> String {
     format!("crust_tcp_{ino}")
 }
 
-fn nft(script: &str) -> Result<(), FileError> {
-    let mut child = Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(file_io("run nft (install nftables)"))?;
-    child.stdin.take().expect("piped").write_all(script.as_bytes()).map_err(file_io("write to nft"))?;
-    let output = child.wait_with_output().map_err(file_io("wait for nft"))?;
-    if !output.status.success() {
-        return Err(FileError::refused(format!("nft: {}", String::from_utf8_lossy(&output.stderr).trim())));
-    }
-    Ok(())
-}
-
-fn ip_text(address: &InetAddress) -> String {
-    if address.family == libc::AF_INET {
-        address.addr.iter().map(|b| b.to_string()).collect::<Vec<_>>().join(".")
-    } else {
-        let mut bytes = [0u8; 16];
-        bytes.copy_from_slice(&address.addr[..16]);
-        std::net::Ipv6Addr::from(bytes).to_string()
-    }
-}
-
-/// Drops every packet of the connection local↔peer, both ways, until `unlock`.
-pub(crate) fn lock(ino: u32, local: &InetAddress, peer: &InetAddress) -> Result<(), FileError> {
-    let (family, ip) = if local.family == libc::AF_INET { ("ip", "ip") } else { ("ip6", "ip6") };
+/// Removes the lock of socket `ino`: its inet table, or the ip/ip6 one of a dump made
+/// before the lock moved to netlink (2026-12-06). `Ok(false)`: none was there (the dump
+/// left the tree running, or the lock was lifted by hand).
+pub(crate) fn unlock(ino: u32) -> Result<bool, FileError> {
     let table = lock_table(ino);
-    let (l, p) = (ip_text(local), ip_text(peer));
-    nft(&format!(
-        "table {family} {table} {{\n\
-         chain in {{ type filter hook input priority -150; policy accept; {ip} saddr {p} tcp sport {pp} {ip} daddr {l} tcp dport {lp} drop; }}\n\
-         chain out {{ type filter hook output priority -150; policy accept; {ip} saddr {l} tcp sport {lp} {ip} daddr {p} tcp dport {pp} drop; }}\n\
-         }}\n",
-        pp = peer.port,
-        lp = local.port,
-    ))
-}
-
-/// Removes the lock of socket `ino` (IPv4 or IPv6 table, whichever exists).
-pub(crate) fn unlock(ino: u32, family: i32) -> Result<(), FileError> {
-    let family = if family == libc::AF_INET { "ip" } else { "ip6" };
-    match nft(&format!("delete table {family} {}\n", lock_table(ino))) {
-        // No lock: the dump left the tree running (`--leave-running` unlocks at once),
-        // or the lock was lifted by hand.
-        Err(error) if error.to_string().contains("No such file or directory") => {
-            log::debug!("TCP connection of socket {ino}: no lock table to remove");
-            Ok(())
-        }
-        other => other,
+    let mut removed = super::netlock::remove_table(&table)?;
+    for family in [libc::AF_INET, libc::AF_INET6] {
+        removed |= super::netlock::remove_table_of_family(family, &table)?;
     }
+    if !removed {
+        log::debug!("TCP connection of socket {ino}: no lock table to remove");
+    }
+    Ok(removed)
 }
 
 fn set(fd: RawFd, name: i32, value: i32) -> Result<(), FileError> {
@@ -111,6 +73,18 @@ fn get(fd: RawFd, name: i32) -> Result<i32, FileError> {
 /// Puts the (locked) socket in repair mode or takes it out.
 pub(crate) fn set_repair(socket: &OwnedFd, on: bool) -> Result<(), FileError> {
     set(socket.as_raw_fd(), TCP_REPAIR, on as i32)
+}
+
+/// Takes the socket out of repair mode without the window probe the kernel sends then
+/// (TCP_REPAIR_OFF_NO_WP, Linux 4.17; plain off before): its state was read, and until
+/// the tree is killed it is an ordinary socket again, so a crust that dies meanwhile
+/// leaves the target's connection working (the lock goes with crust).
+pub(crate) fn leave_repair(socket: &OwnedFd) -> Result<(), FileError> {
+    const TCP_REPAIR_OFF_NO_WP: i32 = -1;
+    match set(socket.as_raw_fd(), TCP_REPAIR, TCP_REPAIR_OFF_NO_WP) {
+        Err(FileError::Io { source, .. }) if source.raw_os_error() == Some(libc::EINVAL) => set_repair(socket, false),
+        other => other,
+    }
 }
 
 fn read_queue(fd: RawFd, queue: i32, len: usize) -> Result<(u32, Vec<u8>), FileError> {

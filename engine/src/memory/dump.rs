@@ -10,6 +10,7 @@ use std::path::Path;
 use crust_images::pb;
 use crust_images::{ImageKind, ImageWriter};
 
+use super::checksums::Piece;
 use super::incremental::Parent;
 use super::pages::{page_runs, PageCopier};
 use super::remote_pipes::RemotePipes;
@@ -35,7 +36,7 @@ pub(crate) fn dump_memory(
     image_pid: i32,
     pipes: Option<(RemotePipes, Vec<OwnedFd>)>,
     parent: Option<&Parent>,
-) -> Result<(Vec<pb::VmaEntry>, u64), MemDumpError> {
+) -> Result<(Vec<pb::VmaEntry>, u64, Vec<Piece>), MemDumpError> {
     let (mut remote_pipes, read_ends) = match pipes {
         Some((remote, read_ends)) => (Some(remote), read_ends),
         None => (None, Vec::new()),
@@ -99,13 +100,14 @@ pub(crate) fn dump_memory(
         vma.fd = -1;
         vmas.push(vma);
     }
+    let pieces = pages_out.take_pieces();
     // The writer has emptied every pipe once it finished: only then may they close.
     pages_out.finish().map_err(io_err(pid, "write pages"))?;
     if let Some(remote) = remote_pipes {
         remote.close().map_err(io_err(pid, "close the page pipes in the target"))?;
     }
     pagemap_out.finish().map_err(|source| MemDumpError::Image { pid, source })?;
-    Ok((vmas, total_pages))
+    Ok((vmas, total_pages, pieces))
 }
 
 /// Dumps every memory area like [`dump_memory`], for a process that stays frozen only
@@ -153,6 +155,7 @@ pub(crate) fn dump_memory_armed(
     let mut total_pages = 0u64;
     let mut offset = 0u64;
     let mut buffer = Vec::new();
+    let mut frozen_pieces = Vec::new();
     let timer = std::time::Instant::now();
     let arming_ref = &arming;
     let (protect_results, protect_time, area_runs) = std::thread::scope(|scope| -> Result<_, MemDumpError> {
@@ -176,7 +179,7 @@ pub(crate) fn dump_memory_armed(
                 }
                 if !registered {
                     for run in &runs {
-                        copy_now(pid, mem, &pages_file, run, map.read, &mut buffer)?;
+                        copy_now(pid, mem, &pages_file, run, map.read, &mut buffer, &mut frozen_pieces)?;
                     }
                 }
                 area_runs.push(runs);
@@ -202,7 +205,7 @@ pub(crate) fn dump_memory_armed(
                 Err(error) => {
                     log::info!("pid {pid}: area {:#x}-{:#x} copied while frozen: not write-protected: {error}", map.start, map.end);
                     for run in &runs {
-                        copy_now(pid, mem, &pages_file, run, map.read, &mut buffer)?;
+                        copy_now(pid, mem, &pages_file, run, map.read, &mut buffer, &mut frozen_pieces)?;
                     }
                 }
             }
@@ -216,7 +219,8 @@ pub(crate) fn dump_memory_armed(
         arming.pages()
     );
     let own_mem = File::open(format!("/proc/{pid}/mem")).map_err(io_err(pid, "open /proc/PID/mem"))?;
-    Ok((vmas, total_pages, arming.finish(pages_file, own_mem)))
+    let pages_name = ImageKind::Pages.file_name(pages_id.into());
+    Ok((vmas, total_pages, arming.finish(pages_file, own_mem, pages_name, frozen_pieces)))
 }
 
 /// Whether an area's pages may be left to the copy-on-write snapshot: private anonymous
@@ -280,8 +284,9 @@ fn for_each_run(
     Ok(())
 }
 
-/// Copies a run of a stopped process into the pages file at the run's offset.
-fn copy_now(pid: i32, mem: &File, out: &File, run: &Run, readable: bool, buffer: &mut Vec<u8>) -> Result<(), MemDumpError> {
+/// Copies a run of a stopped process into the pages file at the run's offset, with the
+/// checksum of each piece.
+fn copy_now(pid: i32, mem: &File, out: &File, run: &Run, readable: bool, buffer: &mut Vec<u8>, pieces: &mut Vec<Piece>) -> Result<(), MemDumpError> {
     let page = sys::page_size();
     let len = run.pages * page;
     let mut done = 0u64;
@@ -296,6 +301,7 @@ fn copy_now(pid: i32, mem: &File, out: &File, run: &Run, readable: bool, buffer:
                 .map_err(io_err(pid, format!("read pages at {:#x}", addr + read as u64)))?;
         }
         out.write_all_at(target, run.offset + done).map_err(io_err(pid, "write pages"))?;
+        pieces.push(Piece { offset: run.offset + done, len: step as u64, crc: super::checksums::crc32c(target) });
         done += step as u64;
     }
     Ok(())
@@ -306,7 +312,7 @@ fn copy_now(pid: i32, mem: &File, out: &File, run: &Run, readable: bool, buffer:
 fn open_outputs(pid: i32, dir: &Path, pages_id: u32, image_pid: i32) -> Result<(File, File, ImageWriter), MemDumpError> {
     let pagemap = File::open(format!("/proc/{pid}/pagemap")).map_err(io_err(pid, "open pagemap"))?;
     let pages_path = dir.join(ImageKind::Pages.file_name(pages_id as u64));
-    let pages_file = File::create(&pages_path).map_err(io_err(pid, format!("create {}", pages_path.display())))?;
+    let pages_file = crate::private::create_file(&pages_path).map_err(io_err(pid, format!("create {}", pages_path.display())))?;
     let mut pagemap_out =
         ImageWriter::create(dir, ImageKind::Pagemap, image_pid as u64).map_err(|source| MemDumpError::Image { pid, source })?;
     pagemap_out.write_entry(&pb::PagemapHead { pages_id }).map_err(|source| MemDumpError::Image { pid, source })?;

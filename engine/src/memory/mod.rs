@@ -5,7 +5,10 @@
 //!   itself, `remote_pipes.rs`); `incremental.rs` compares them with a parent dump;
 //!   `snapshot.rs` is the copy-on-write snapshot of `--leave-running`;
 //! - restore: `page_sources.rs` finds each dumped page through the chain of parent
-//!   dumps. The restorer's memory ops are planned by `restore/program/memory.rs`.
+//!   dumps.
+//! - both: `checksums.rs`, the CRC-32C of every run of pages and the list of images
+//!   (`crust-checksums.img`), written at the end of a dump and verified before a
+//!   restore creates anything. The restorer's memory ops are planned by `restore/program/memory.rs`.
 //!
 //! Invariant: imports no pipeline.
 
@@ -13,6 +16,7 @@ use std::io;
 
 use crate::files::FileDumpError;
 
+pub(crate) mod checksums;
 pub(crate) mod dump;
 pub(crate) mod incremental;
 pub(crate) mod page_sources;
@@ -20,6 +24,7 @@ pub mod pages;
 pub(crate) mod remote_pipes;
 pub(crate) mod snapshot;
 
+pub use checksums::ChecksumError;
 pub use page_sources::PageSourcesError;
 
 /// Why the memory of a process could not be dumped.

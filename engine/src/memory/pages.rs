@@ -26,6 +26,7 @@ use std::sync::mpsc::{channel, sync_channel, Receiver, SyncSender};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+use super::checksums::{crc32c, crc32c_combine, Piece};
 use crate::sys;
 pub(crate) use crate::sys::read_remote;
 
@@ -88,6 +89,13 @@ pub struct PageCopier {
     copied: u64,
     started: Instant,
     next_progress: u64,
+    /// The CRC-32C of each piece appended (`checksums.rs`), taken while its bytes are
+    /// in the cache; offsets from the start of the file.
+    pieces: Vec<Piece>,
+    /// Where spliced pages are read once more for their checksum.
+    scratch: Vec<u8>,
+    /// Time spent on checksums (logged, for the bench).
+    checksum_time: std::time::Duration,
 }
 
 impl PageCopier {
@@ -123,6 +131,9 @@ impl PageCopier {
             copied: 0,
             started: Instant::now(),
             next_progress: PROGRESS_EVERY,
+            pieces: Vec::new(),
+            scratch: Vec::new(),
+            checksum_time: std::time::Duration::ZERO,
         })
     }
 
@@ -144,6 +155,9 @@ impl PageCopier {
                 // kernel's forced access through /proc/PID/mem, whose error names it.
                 mem.read_exact_at(&mut target[read..], addr + done + read as u64)?;
             }
+            let timer = Instant::now();
+            self.pieces.push(Piece { offset: self.copied, len: step as u64, crc: crc32c(target) });
+            self.checksum_time += timer.elapsed();
             self.filled += step;
             done += step as u64;
             self.copied += step as u64;
@@ -187,6 +201,12 @@ impl PageCopier {
                     return self.copy(mem, addr + done, len - done, readable);
                 }
             };
+            // The checksum of what the pipe holds, read from the stopped target now,
+            // which also brings the pages into the cache for the splice that copies them.
+            let timer = Instant::now();
+            let crc = self.checksum_remote(mem, addr + done, spliced)?;
+            self.checksum_time += timer.elapsed();
+            self.pieces.push(Piece { offset: self.copied, len: spliced, crc });
             let sender = self.to_writer.as_ref().expect("sender lives until finish");
             if sender.send(Job::Pipe(index, spliced as usize)).is_err() {
                 return Err(self.writer_error());
@@ -196,6 +216,31 @@ impl PageCopier {
         }
         self.log_progress();
         Ok(())
+    }
+
+    /// The CRC-32C of `len` bytes of the target at `addr`, read in 256 KiB steps.
+    fn checksum_remote(&mut self, mem: &File, addr: u64, len: u64) -> io::Result<u32> {
+        self.scratch.resize(WRITE_CHUNK, 0);
+        let mut crc: Option<u32> = None;
+        let mut done = 0u64;
+        while done < len {
+            let step = (len - done).min(WRITE_CHUNK as u64) as usize;
+            let target = &mut self.scratch[..step];
+            let read = read_remote(self.pid, target, addr + done).unwrap_or(0);
+            if read < step {
+                mem.read_exact_at(&mut target[read..], addr + done + read as u64)?;
+            }
+            let piece = crc32c(target);
+            crc = Some(crc.map_or(piece, |before| crc32c_combine(before, piece, step as u64)));
+            done += step as u64;
+        }
+        Ok(crc.unwrap_or_else(|| crc32c(&[])))
+    }
+
+    /// The checksums of what was appended so far, by piece.
+    pub(crate) fn take_pieces(&mut self) -> Vec<Piece> {
+        log::info!("pid {}: page checksums of {} MiB took {:?}", self.pid, self.copied >> 20, self.checksum_time);
+        std::mem::take(&mut self.pieces)
     }
 
     fn log_progress(&mut self) {

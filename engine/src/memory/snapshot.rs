@@ -48,6 +48,7 @@ use std::time::{Duration, Instant};
 
 use crust_arch::{Abi, HostArch, Sys};
 
+use super::checksums::{crc32c, Piece, Pieces};
 use crate::infect::RemoteThread;
 use crate::sys;
 use crate::sys::uffd;
@@ -153,10 +154,11 @@ impl Arming {
         self.areas.iter().flat_map(|a| &a.runs).map(|r| r.pages).sum()
     }
 
-    /// The armed process, whose pages [`Snapshot::copy`] writes into `out` (`mem`: its
-    /// /proc/PID/mem, for areas without PROT_READ).
-    pub(crate) fn finish(self, out: File, mem: File) -> ArmedProcess {
-        ArmedProcess { pid: self.pid, uffd: self.uffd, out, mem, areas: self.areas }
+    /// The armed process, whose pages [`Snapshot::copy`] writes into `out`, the pages
+    /// file `pages_name` (`mem`: its /proc/PID/mem, for areas without PROT_READ);
+    /// `pieces`: the checksums of what was copied into it while frozen.
+    pub(crate) fn finish(self, out: File, mem: File, pages_name: String, pieces: Vec<Piece>) -> ArmedProcess {
+        ArmedProcess { pid: self.pid, uffd: self.uffd, out, mem, areas: self.areas, pages_name, pieces }
     }
 }
 
@@ -168,6 +170,8 @@ pub(crate) struct ArmedProcess {
     out: File,
     mem: File,
     areas: Vec<ArmedArea>,
+    pages_name: String,
+    pieces: Vec<Piece>,
 }
 
 /// Options of [`Snapshot::copy`].
@@ -213,8 +217,9 @@ impl Snapshot {
     }
 
     /// Copies the pages of every armed process (the tree runs meanwhile) and lifts the
-    /// protection; pages written over all processes.
-    pub(crate) fn copy(mut self, options: CopyOptions) -> Result<u64, CopyError> {
+    /// protection; pages written over all processes, and the checksum of every piece
+    /// written (`checksums.rs`) by pages file.
+    pub(crate) fn copy(mut self, options: CopyOptions) -> Result<(u64, Pieces), CopyError> {
         let started = Instant::now();
         let mut result = Ok(0);
         for process in &self.shared {
@@ -244,9 +249,14 @@ impl Snapshot {
             result.as_ref().copied().unwrap_or(0),
             started.elapsed()
         );
+        let pieces: Pieces = self
+            .shared
+            .iter()
+            .map(|process| (process.pages_name.clone(), std::mem::take(&mut *process.pieces.lock().unwrap_or_else(|p| p.into_inner()))))
+            .collect();
         // Dropping `self` closes the userfaultfds: every area unregistered, every waiting
         // thread woken.
-        result
+        result.map(|pages| (pages, pieces))
     }
 
     /// Stops the handler thread; the faults it served.
@@ -299,6 +309,9 @@ struct Shared {
     out: File,
     mem: File,
     page: u64,
+    pages_name: String,
+    /// The checksum of every piece written, by whoever wrote it.
+    pieces: Mutex<Vec<Piece>>,
     state: Mutex<PagesState>,
     /// Signalled when pages become done or the snapshot breaks.
     changed: Condvar,
@@ -331,6 +344,8 @@ impl Shared {
             out: process.out,
             mem: process.mem,
             page,
+            pages_name: process.pages_name,
+            pieces: Mutex::new(process.pieces),
             state: Mutex::new(PagesState { areas, broken: None, left }),
             changed: Condvar::new(),
         }
@@ -532,6 +547,12 @@ fn copy_runs(
                         (claim_count * page) as usize,
                     ));
                 }
+                // Their checksums while the bytes are in the cache.
+                let crcs: Vec<Piece> = pieces
+                    .iter()
+                    .map(|&(from, offset, len)| Piece { offset, len: len as u64, crc: crc32c(&buffer[from..from + len]) })
+                    .collect();
+                process.pieces.lock().unwrap_or_else(|p| p.into_inner()).extend(crcs);
                 {
                     let mut state = process.state();
                     for &(claim_first, claim_count) in &claimed {
@@ -675,10 +696,13 @@ fn finish_block(process: &Shared, block: ReadBlock) -> Option<ReadBlock> {
         process.break_snapshot(format!("unprotect {addr:#x}: {error}"));
         return None;
     }
-    if let Err(error) = process.out.write_all_at(&block.data, block.run.offset + block.first * page) {
+    let offset = block.run.offset + block.first * page;
+    if let Err(error) = process.out.write_all_at(&block.data, offset) {
         process.break_snapshot(format!("write pages: {error}"));
         return None;
     }
+    let piece = Piece { offset, len: block.data.len() as u64, crc: crc32c(&block.data) };
+    process.pieces.lock().unwrap_or_else(|p| p.into_inner()).push(piece);
     process.state().mark_done(block.area_index, block.run_index, block.first, block.count);
     process.changed.notify_all();
     None

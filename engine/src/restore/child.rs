@@ -62,6 +62,9 @@ pub(crate) struct RootNamespaces<'a> {
     pub(crate) mounts: Option<(&'a crate::mounts::MountPlan, &'a crate::mounts::PreparedMounts)>,
     pub(crate) uts: Option<&'a crust_images::pb::UtsnsEntry>,
     pub(crate) images_dir: Option<&'a Path>,
+    /// `--inherit-fd`: crust's fds that stand for files of the dump, which the root
+    /// (their copy inherited through the fork) places when it opens the files.
+    pub(crate) inherit_fds: &'a [(i32, String)],
 }
 
 /// What every process of the tree works from after the fork.
@@ -122,7 +125,7 @@ pub(crate) fn root_main(run: &Run, sync: OwnedFd, error: OwnedFd) -> ! {
     let result = (|| -> Result<(), ChildError> {
         // Move the pipes to their numbers (through copies above both, so neither lands on
         // the other).
-        let above = tree.broker_base + broker.fds.len() as i32 + 4096;
+        let above = tree.broker_base.saturating_add(i32::try_from(broker.fds.len()).unwrap_or(i32::MAX)).saturating_add(4096);
         let error_copy = sys::dup_at_least(error.as_raw_fd(), above).map_err(child_io("copy error pipe"))?;
         let sync_copy = sys::dup_at_least(sync.as_raw_fd(), above).map_err(child_io("copy sync pipe"))?;
         drop(error);
@@ -135,6 +138,9 @@ pub(crate) fn root_main(run: &Run, sync: OwnedFd, error: OwnedFd) -> ! {
         keep.extend([tree.error_fd, tree.sync_fd]);
         keep.extend(tree.shmem.values().map(|s| s.0));
         keep.extend(namespaces.mounts.iter().flat_map(|(_, prepared)| prepared.numbers()));
+        if namespaces.mounts.is_some() {
+            keep.extend(namespaces.inherit_fds.iter().map(|(fd, _)| *fd));
+        }
         close_all_but(&keep)?;
         broker.make_dead_pidfds()?;
         // The tree's IPC objects, before any process attaches a segment.
@@ -150,7 +156,7 @@ pub(crate) fn root_main(run: &Run, sync: OwnedFd, error: OwnedFd) -> ! {
             std::env::set_current_dir(images_dir).map_err(child_io(format!("chdir {}", images_dir.display())))?;
             let root = crate::mounts::setup_in_root(plan, prepared)?;
             sys::change_root(&root).map_err(child_io(format!("chroot {}", root.display())))?;
-            let opened = Broker::open(&images.files, &images.ghosts, Path::new("."), images.broker_ids(), tree.broker_base)?;
+            let opened = Broker::open(&images.files, &images.ghosts, Path::new("."), images.broker_ids(), tree.broker_base, namespaces.inherit_fds)?;
             opened.make_dead_pidfds()?;
             opened_here = Some(opened);
         }

@@ -211,10 +211,30 @@ pub(crate) fn wait_for_restorers(tree: &TreePlan, plans: &[Option<Plan>], images
     Ok(host)
 }
 
-/// For one process: injects each thread's own state, unmaps the restorer through one
-/// injected syscall, then sets every thread's dumped registers and signal mask and lets
-/// it go.
-pub(crate) fn finish_process(process: &ProcessImages, plan: &Plan, host: &BTreeMap<i32, i32>) -> Result<(), FinishError> {
+/// A restored thread, still stopped, and what it gets as it goes: its dumped registers
+/// (whether its interrupted syscall restarts), signal mask and the signal it is
+/// detached with (the stop signal of a stopped process, on its last thread).
+pub(crate) struct ReadyThread {
+    tid: i32,
+    gpr: <HostArch as Abi>::Regs,
+    restarts: bool,
+    mask: u64,
+    detach_signal: i32,
+}
+
+/// Lets the restored threads go: each gets its registers and mask and is detached.
+pub(crate) fn release(threads: Vec<ReadyThread>) -> Result<(), FinishError> {
+    for thread in threads {
+        crate::infect::release_thread(thread.tid, &thread.gpr, thread.restarts, thread.mask, thread.detach_signal)
+            .map_err(|source| FinishError::Infect { pid: thread.tid, source })?;
+    }
+    Ok(())
+}
+
+/// For one process: injects each thread's own state and unmaps the restorer through one
+/// injected syscall; returns its threads ready to go ([`release`]), still stopped.
+/// With `leave_stopped` the process goes stopped (SIGSTOP), as one dumped stopped.
+pub(crate) fn finish_process(process: &ProcessImages, plan: &Plan, host: &BTreeMap<i32, i32>, leave_stopped: bool) -> Result<Vec<ReadyThread>, FinishError> {
     let syscall_ip = plan.area + HostArch::restorer_syscall_offset() as u64;
     let tids: Vec<i32> = process.pstree.threads.iter().map(|&t| host[&(t as i32)]).collect();
     // The thread that makes the process's remaining calls (the leader, unless it exits).
@@ -273,7 +293,14 @@ pub(crate) fn finish_process(process: &ProcessImages, plan: &Plan, host: &BTreeM
     }
     // A stopped process gets its stop signal as its last thread leaves the tracer: the
     // whole group stops before any of it runs.
-    let stop_signal = if process.task_state() == TASK_STOPPED { process.stop_signal() } else { 0 };
+    let stop_signal = if leave_stopped {
+        libc::SIGSTOP
+    } else if process.task_state() == TASK_STOPPED {
+        process.stop_signal()
+    } else {
+        0
+    };
+    let mut ready = Vec::new();
     for (index, ((&tid, core), ext)) in tids.iter().zip(&process.cores).zip(&ext_templates).enumerate().skip(acting) {
         let detach_signal = if index + 1 == tids.len() { stop_signal } else { 0 };
         let dumped = HostArch::regs_from_core(core, ext)
@@ -287,7 +314,7 @@ pub(crate) fn finish_process(process: &ProcessImages, plan: &Plan, host: &BTreeM
             .and_then(|t| t.blk_sigset)
             .or(core.tc.as_ref().map(|t| t.blk_sigset))
             .unwrap_or(0);
-        crate::infect::release_thread(tid, &gpr, restarts, mask, detach_signal).map_err(|source| FinishError::Infect { pid: tid, source })?;
+        ready.push(ReadyThread { tid, gpr, restarts, mask, detach_signal });
     }
-    Ok(())
+    Ok(ready)
 }

@@ -18,9 +18,10 @@ use crate::model::{TASK_ALIVE, TASK_DEAD};
 /// Why the images could not be read, or do not hold together.
 #[derive(Debug, thiserror::Error)]
 pub enum ImagesError {
-    #[error("restore: {image}: {source}", image = image.rsplit_once('/').map(|d| d.0).unwrap_or("."))]
+    /// `source` names the file.
+    #[error("restore: {source}")]
     Image { image: String, source: crust_images::ImageError },
-    #[error("restore: {image}: {what}")]
+    #[error("restore: {image}{}{what}", if image.is_empty() { "" } else { ": " })]
     BadImage { image: String, what: String },
     /// The pages of a process could not be found (the error names the pagemap).
     #[error("restore: {0}")]
@@ -35,8 +36,6 @@ pub(crate) struct ProcessImages {
     pub(crate) pstree: pb::PstreeEntry,
     /// One core per thread, in `pstree.threads` order (the leader first).
     pub(crate) cores: Vec<pb::CoreEntry>,
-    /// Kernel-object and namespace ids (ids-PID.img, or the core's; a zombie has none).
-    pub(crate) ids: pb::TaskKobjIdsEntry,
     /// Everything below is empty for a zombie.
     pub(crate) mm: pb::MmEntry,
     pub(crate) pages_id: u32,
@@ -45,6 +44,9 @@ pub(crate) struct ProcessImages {
     pub(crate) pages: PageSources,
     pub(crate) fds: Vec<pb::FdinfoEntry>,
     pub(crate) fs: pb::FsEntry,
+    /// The kernel object and namespace ids: from the leader's core (crust) or
+    /// `ids-PID.img` (CRIU); a zombie has none.
+    pub(crate) ids: pb::TaskKobjIdsEntry,
 }
 
 impl ProcessImages {
@@ -101,6 +103,18 @@ pub(crate) struct Images {
     pub(crate) in_flight: BTreeSet<u32>,
     /// The dump holds an IPC namespace of its own (ipcns-var.img).
     pub(crate) ipc_namespace: bool,
+    /// inventory.img.
+    pub(crate) inventory: pb::InventoryEntry,
+    /// Every entry of files.img as (id, type), in image order (duplicates kept, for
+    /// the validation to name them).
+    pub(crate) file_entries: Vec<(u32, i32)>,
+    /// Unix sockets' names by file id (sun_path holds 108 bytes).
+    pub(crate) unix_names: BTreeMap<u32, usize>,
+    /// The names of the files in the images directory.
+    pub(crate) names: BTreeSet<String>,
+    /// The images crust's `crust-checksums.img` says the dump wrote (none for a CRIU
+    /// dump, or with `--skip-checksums`).
+    pub(crate) listed: Option<Vec<String>>,
 }
 
 impl Images {
@@ -118,8 +132,18 @@ impl Images {
 }
 
 fn read_all<M: prost::Message + Default>(dir: &ImageDir, kind: ImageKind, id: u64) -> Result<Vec<M>, ImagesError> {
-    dir.read_entries::<M>(kind, id)
-        .map_err(|source| ImagesError::Image { image: dir.image_path(kind, id).display().to_string(), source })
+    dir.read_entries::<M>(kind, id).map_err(|source| image_error(dir, kind.file_name(id), source))
+}
+
+/// An image that could not be read: a missing one named as such, else the reader's
+/// error (which names the file).
+fn image_error(dir: &ImageDir, name: String, source: crust_images::ImageError) -> ImagesError {
+    match source {
+        crust_images::ImageError::ReadFile { source, .. } if source.kind() == io::ErrorKind::NotFound => {
+            ImagesError::BadImage { image: name, what: format!("missing from {}", dir.path().display()) }
+        }
+        source => ImagesError::Image { image: name, source },
+    }
 }
 
 fn read_one<M: prost::Message + Default>(dir: &ImageDir, kind: ImageKind, id: u64) -> Result<M, ImagesError> {
@@ -135,42 +159,69 @@ fn read_one<M: prost::Message + Default>(dir: &ImageDir, kind: ImageKind, id: u6
 
 /// Reads the images of the tree in `dir`; `page_size`: the pages' size, to resolve
 /// each process's pages through its parent dumps.
+#[cfg(test)]
 pub(crate) fn load(dir: &Path, page_size: u64) -> Result<Images, ImagesError> {
+    load_with(dir, page_size, true)
+}
+
+/// [`load`], reading crust's list of images (`crust-checksums.img`) unless `listed`
+/// is false (`--skip-checksums`).
+pub(crate) fn load_with(dir: &Path, page_size: u64, listed: bool) -> Result<Images, ImagesError> {
     let dir = ImageDir::new(dir);
+    let names: BTreeSet<String> = std::fs::read_dir(dir.path())
+        .map_err(|source| ImagesError::Missing { pid: 0, what: format!("read the images directory {}", dir.path().display()), source })?
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .collect();
+    // CRIU reads inventory.img first and refuses a dump without it; so does crust.
+    let inventory: pb::InventoryEntry = read_one(&dir, ImageKind::Inventory, 0)?;
     let pstrees: Vec<pb::PstreeEntry> = read_all(&dir, ImageKind::Pstree, 0)?;
     if pstrees.is_empty() {
         let image = dir.image_path(ImageKind::Pstree, 0).display().to_string();
         return Err(ImagesError::BadImage { image, what: "no process".into() });
     }
     let mut processes = Vec::new();
-    for pstree in pstrees {
+    for mut pstree in pstrees {
         let pid = pstree.pid as u64;
+        // The process's own core first: a zombie has only that one (CRIU 4.2 writes
+        // whatever it had in memory as a zombie's thread id).
+        let own = read_one::<pb::CoreEntry>(&dir, ImageKind::Core, pid)?;
         let mut cores = Vec::new();
-        for &tid in &pstree.threads {
-            cores.push(read_one::<pb::CoreEntry>(&dir, ImageKind::Core, tid as u64)?);
-        }
-        if cores.is_empty() {
-            cores.push(read_one::<pb::CoreEntry>(&dir, ImageKind::Core, pid)?);
+        if own.tc.as_ref().is_some_and(|t| t.task_state == TASK_DEAD) || pstree.threads.is_empty() {
+            if own.tc.as_ref().is_some_and(|t| t.task_state == TASK_DEAD) {
+                pstree.threads = vec![pstree.pid];
+            }
+            cores.push(own);
+        } else {
+            let mut own = Some(own);
+            for &tid in &pstree.threads {
+                match own.take() {
+                    Some(core) if u64::from(tid) == pid => cores.push(core),
+                    other => {
+                        own = other;
+                        cores.push(read_one::<pb::CoreEntry>(&dir, ImageKind::Core, tid as u64)?);
+                    }
+                }
+            }
         }
         let zombie = cores[0].tc.as_ref().is_some_and(|t| t.task_state == TASK_DEAD);
         if zombie {
             processes.push(ProcessImages {
                 pstree,
                 cores,
-                ids: Default::default(),
                 mm: Default::default(),
                 pages_id: 0,
                 pagemap: Vec::new(),
                 pages: PageSources::default(),
                 fds: Vec::new(),
                 fs: Default::default(),
+                ids: Default::default(),
             });
             continue;
         }
         let mm: pb::MmEntry = read_one(&dir, ImageKind::Mm, pid)?;
         let pagemap_path = dir.image_path(ImageKind::Pagemap, pid);
-        let pagemap_name = pagemap_path.display().to_string();
-        let image_err = |source| ImagesError::Image { image: pagemap_name.clone(), source };
+        let pagemap_name = ImageKind::Pagemap.file_name(pid);
+        let image_err = |source| image_error(&dir, ImageKind::Pagemap.file_name(pid), source);
         let mut reader = ImageReader::open(&pagemap_path).map_err(image_err)?;
         let head: pb::PagemapHead = reader
             .next_entry()
@@ -180,18 +231,29 @@ pub(crate) fn load(dir: &Path, page_size: u64) -> Result<Images, ImagesError> {
         while let Some(entry) = reader.next_entry::<pb::PagemapEntry>().map_err(image_err)? {
             pagemap.push(entry);
         }
-        // crust keeps the ids in the core; CRIU in ids-PID.img.
+        // crust keeps the ids in the core; CRIU in ids-PID.img. Without them nothing
+        // says which fd table, memory or fs the process had.
         let ids = match cores[0].ids {
             Some(ids) => ids,
             None if dir.exists(ImageKind::Ids, pid) => read_one::<pb::TaskKobjIdsEntry>(&dir, ImageKind::Ids, pid)?,
-            None => Default::default(),
+            None => {
+                return Err(ImagesError::BadImage {
+                    image: ImageKind::Ids.file_name(pid),
+                    what: format!("missing, and {} has no ids either (core_entry.ids)", ImageKind::Core.file_name(pid)),
+                })
+            }
         };
-        let fds = read_all(&dir, ImageKind::Fdinfo, ids.files_id as u64)?;
+        // CRIU writes no image without entries: a process without fds has no fdinfo.
+        let fds = if dir.exists(ImageKind::Fdinfo, ids.files_id as u64) { read_all(&dir, ImageKind::Fdinfo, ids.files_id as u64)? } else { Vec::new() };
         let fs = read_one(&dir, ImageKind::Fs, pid)?;
         let pages = page_sources::resolve(dir.path(), pid, page_size)?;
-        processes.push(ProcessImages { pstree, cores, ids, mm, pages_id: head.pages_id, pagemap, pages, fds, fs });
+        processes.push(ProcessImages { pstree, cores, mm, pages_id: head.pages_id, pagemap, pages, fds, fs, ids });
     }
-    let file_entries = read_all::<pb::FileEntry>(&dir, ImageKind::Files, 0)?;
+    // No files.img means no file (CRIU writes no empty image); the validation finds
+    // the fds that name one.
+    let file_entries = if dir.exists(ImageKind::Files, 0) { read_all::<pb::FileEntry>(&dir, ImageKind::Files, 0)? } else { Vec::new() };
+    let file_kinds = file_entries.iter().map(|f| (f.id, f.r#type)).collect();
+    let unix_names = file_entries.iter().filter_map(|f| Some((f.id, f.usk.as_ref()?.name.len()))).collect();
     let pidfds = file_entries.iter().filter_map(|f| f.pidfd.map(|p| (f.id, p))).collect();
     let files = file_entries.into_iter().filter_map(|f| f.reg.map(|reg| (f.id, reg))).collect();
     let ghosts = if dir.exists(ImageKind::RemapFpath, 0) {
@@ -206,7 +268,14 @@ pub(crate) fn load(dir: &Path, page_size: u64) -> Result<Images, ImagesError> {
     };
     let in_flight = crate::files::in_flight_ids(dir.path()).map_err(|what| ImagesError::BadImage { image: "sk-queues.img".into(), what: what.to_string() })?;
     let ipc_namespace = crate::ipc::image_has_namespace(dir.path());
-    Ok(Images { dir, processes, files, ghosts, seccomp, pidfds, in_flight, ipc_namespace })
+    let listed = if listed {
+        crate::memory::checksums::read(dir.path())
+            .map_err(|error| ImagesError::BadImage { image: String::new(), what: error.to_string() })?
+            .map(|checksums| checksums.images)
+    } else {
+        None
+    };
+    Ok(Images { dir, processes, files, ghosts, seccomp, pidfds, in_flight, ipc_namespace, inventory, file_entries: file_kinds, unix_names, names, listed })
 }
 
 /// Checks that every file the tree maps or holds open (not an unlinked one, which
@@ -242,4 +311,20 @@ pub(crate) fn check_files(images: &Images) -> Result<(), ImagesError> {
         }
     }
     Ok(())
+}
+
+impl Images {
+    /// Whether the dumped tree had a network namespace of its own (its root's net
+    /// namespace id differs from the inventory's): where CRIU's restore reaches
+    /// network-unlock.
+    pub(crate) fn own_net_namespace(&self) -> bool {
+        let inventory: Option<pb::InventoryEntry> = self.dir.read_single(ImageKind::Inventory, 0).ok();
+        let host = inventory.and_then(|i| i.root_ids).and_then(|ids| ids.net_ns_id);
+        let root = self.processes.first();
+        let tree = root.and_then(|p| p.cores[0].ids.and_then(|ids| ids.net_ns_id)).or_else(|| {
+            let ids: Option<pb::TaskKobjIdsEntry> = root.and_then(|p| self.dir.read_single(ImageKind::Ids, p.pid() as u64).ok());
+            ids.and_then(|ids| ids.net_ns_id)
+        });
+        matches!((host, tree), (Some(host), Some(tree)) if host != tree)
+    }
 }

@@ -20,6 +20,7 @@ use crust_arch::{Host, HostArch};
 
 use crate::error::io_failure;
 use crate::model::TASK_STOPPED;
+use crate::stages::{Stage, StageFailure, Stages};
 use crate::sys;
 
 pub(crate) mod child;
@@ -30,6 +31,7 @@ pub(crate) mod memory;
 pub(crate) mod plan;
 pub(crate) mod program;
 pub(crate) mod tree;
+pub(crate) mod validate;
 
 #[cfg(test)]
 mod fixtures;
@@ -40,6 +42,7 @@ pub use layout::HostLayout;
 pub use plan::PlanError;
 pub use crate::mounts::{MountError, RestoreMountOptions};
 pub use crate::uts::UtsError;
+pub use validate::ValidateError;
 
 /// What `crust restore` was asked to do.
 #[derive(Clone, Debug, Default)]
@@ -54,6 +57,21 @@ pub struct RestoreOptions {
     pub shell_job: bool,
     /// `--root` and the external mounts of a tree in a mount namespace of its own.
     pub mounts: RestoreMountOptions,
+    /// Leave every restored process stopped (SIGSTOP) instead of running
+    /// (`--leave-stopped`).
+    pub leave_stopped: bool,
+    /// Create the root as crust's sibling (CLONE_PARENT): it is the child of crust's
+    /// parent, which waits for it (`--restore-sibling`, runc's way).
+    pub restore_sibling: bool,
+    /// Files the caller passes in instead of crust opening them (`--inherit-fd
+    /// fd[N]:KEY`): crust's fd N stands for the file whose key is KEY (`pipe:[INO]`,
+    /// `socket:[INO]`, or a path as the images name it).
+    pub inherit_fds: Vec<(i32, String)>,
+    /// The caller's stage callback (pre-restore ... post-resume, orphan-pts-master).
+    pub stages: Stages,
+    /// Do not verify the pages against `crust-checksums.img` (nor the images against
+    /// its list) before restoring (`--skip-checksums`).
+    pub skip_checksums: bool,
 }
 
 /// How a restore ended.
@@ -83,6 +101,12 @@ pub enum RestoreError {
     Child { pid: i32, what: String },
     #[error(transparent)]
     Images(#[from] ImagesError),
+    #[error("restore: {0}")]
+    Access(#[from] crate::AccessError),
+    #[error(transparent)]
+    Validate(#[from] ValidateError),
+    #[error("restore: {0}")]
+    Checksums(#[from] crate::memory::ChecksumError),
     #[error(transparent)]
     Plan(#[from] PlanError),
     #[error(transparent)]
@@ -91,15 +115,41 @@ pub enum RestoreError {
     Mounts(#[from] MountError),
     #[error("restore: UTS namespace: {0}")]
     Uts(#[from] UtsError),
+    /// The caller's listener failed at a point; the tree (if any) was killed.
+    #[error("restore: {stage}: {source}")]
+    Stage { stage: Stage, source: StageFailure },
 }
 io_failure!(RestoreError);
 
 
 
+/// Whether crust may restore (CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE, for clone3's
+/// set_tid); [`restore`] asks it first.
+pub fn check_access() -> Result<(), RestoreError> {
+    Ok(crate::access::restore()?)
+}
+
 /// Restores the process tree dumped in `options.dir`.
 pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
+    let restored = restore_tree(options);
+    if restored.is_err() {
+        // The dumped connections stay blocked for another restore: say how to let
+        // them go instead.
+        for (table, command) in crate::files::kept_lock_tables(&options.dir) {
+            log::warn!("restore failed: the TCP lock table {table} stays, so the dumped connections stay blocked for another restore; to let them go: {command}");
+        }
+    }
+    restored
+}
+
+fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
     let started = Instant::now();
-    let images = images::load(&options.dir, sys::page_size())?;
+    let stage = |stage: Stage, root: Option<i32>| options.stages.reach(stage, root).map_err(|source| RestoreError::Stage { stage, source });
+    check_access()?;
+    stage(Stage::PreRestore, None)?;
+    let images = images::load_with(&options.dir, sys::page_size(), !options.skip_checksums)?;
+    // Nothing is created before every image is known good.
+    validate::validate(&images, &validate::Limits::read())?;
     let root = images.processes[0].pid();
     // A tree dumped in its own pid namespace comes back in a new one, where its pids are
     // always free; otherwise every pid and tid must be free here.
@@ -124,6 +174,20 @@ pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> 
     // root opens them there, and names any that is missing.
     if mount_plan.is_none() {
         images::check_files(&images)?;
+    }
+    // Every page read before the first fork: a damaged image fails here, naming the run.
+    if options.skip_checksums {
+        log::info!("page checksums not verified (--skip-checksums)");
+    } else {
+        let verifying = Instant::now();
+        let verified = crate::memory::checksums::verify(&options.dir, sys::page_size())?;
+        log::info!(
+            "page checksums verified: {} MiB in {} dumps{} in {:?}",
+            verified.bytes >> 20,
+            verified.dumps,
+            if verified.without > 0 { format!(" ({} without checksums, made by CRIU)", verified.without) } else { String::new() },
+            verifying.elapsed()
+        );
     }
     // Planning is pure: the host is read once, here.
     let layout = HostLayout::read(root, HostArch::restorer_blob().len() as u64)?;
@@ -153,11 +217,12 @@ pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> 
         sys::reserve_at(start, (end - start) as usize).map_err(io_err(root, format!("reserve the premap arena {start:#x}-{end:#x}")))?;
     }
     sys::raise_nofile_limit().map_err(io_err(root, "raise RLIMIT_NOFILE"))?;
-    // With a mount namespace of its own the root opens the files, in that namespace.
+    // With a mount namespace of its own the root opens the files, in that namespace
+    // (crust's inherited fds are handed to it by number).
     let broker = if mount_plan.is_some() {
         crate::files::Broker::default()
     } else {
-        crate::files::Broker::open(&images.files, &images.ghosts, &options.dir, images.broker_ids(), tree.broker_base)
+        crate::files::Broker::open(&images.files, &images.ghosts, &options.dir, images.broker_ids(), tree.broker_base, &options.inherit_fds)
             .map_err(|what| RestoreError::Child { pid: root, what: what.to_string() })?
     };
     for (&shmid, &(number, size)) in &tree.shmem {
@@ -182,12 +247,13 @@ pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> 
         mounts: mount_plan.as_ref().zip(prepared.as_ref()),
         uts: uts.as_ref(),
         images_dir: images_dir.as_deref(),
+        inherit_fds: &options.inherit_fds,
     };
     let more_namespaces = if mount_plan.is_some() { libc::CLONE_NEWNS as u64 } else { 0 } | if uts.is_some() { libc::CLONE_NEWUTS as u64 } else { 0 };
 
     let (sync_read, sync_write) = finish::pipe(root)?;
     let (error_read, error_write) = finish::pipe(root)?;
-    let forked = sys::fork_root(root, new_pid_ns, tree.new_ipc_ns, more_namespaces);
+    let forked = sys::fork_root(root, new_pid_ns, tree.new_ipc_ns, more_namespaces, options.restore_sibling);
     let child = match forked {
         Ok(0) => {
             drop(sync_write);
@@ -197,6 +263,9 @@ pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> 
         }
         Ok(child) => child,
         Err(error) if error.raw_os_error() == Some(libc::EEXIST) => return Err(RestoreError::PidBusy { pid: root }),
+        Err(error) if options.restore_sibling && error.raw_os_error() == Some(libc::EINVAL) => {
+            return Err(RestoreError::Io { pid: root, what: "clone3 with CLONE_PARENT (--restore-sibling: crust must not be a pid namespace's init)".into(), source: error })
+        }
         Err(error) => return Err(RestoreError::Io { pid: root, what: "clone3 with set_tid".into(), source: error }),
     };
     drop(sync_read);
@@ -223,6 +292,12 @@ pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> 
         // Filters installed by the restorer must not see the tracer's calls after them.
         | if uses_seccomp { sys::PTRACE_O_SUSPEND_SECCOMP } else { 0 };
     sys::seize_thread(child, options_word).map_err(io_err(root, "seize restored root"))?;
+    // The root exists in its namespaces and waits for the go below (CRIU reaches these
+    // only for a tree with namespaces of its own).
+    if new_pid_ns || tree.new_ipc_ns || more_namespaces != 0 {
+        stage(Stage::SetupNamespaces, Some(child))?;
+        stage(Stage::PostSetupNamespaces, Some(child))?;
+    }
     let mut sync_write = fs::File::from(sync_write);
     sync_write.write_all(b"g").map_err(io_err(root, "release child"))?;
     drop(sync_write);
@@ -238,9 +313,12 @@ pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> 
             fs::write(&path, adj.to_string()).map_err(io_err(process.pid(), format!("write {path}")))?;
         }
     }
+    // Every task is restored and still stopped; a failure here kills the tree.
+    stage(Stage::PostRestore, Some(child))?;
+    let mut ready = Vec::new();
     for (process, plan) in images.processes.iter().zip(&plans) {
         if let Some(plan) = plan {
-            finish::finish_process(process, plan, &host)?;
+            ready.extend(finish::finish_process(process, plan, &host, options.leave_stopped)?);
         }
     }
     // Segments removed while attached go again, now that every process has attached them.
@@ -248,10 +326,16 @@ pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> 
         let removed = crate::ipc::removed_segments(&options.dir).map_err(|what| RestoreError::BadImage { image: "ipcns-shm".into(), what: what.to_string() })?;
         crate::ipc::remove_segments(child, &removed).map_err(|what| RestoreError::Child { pid: root, what: what.to_string() })?;
     }
-    // The tree runs: let the traffic of its TCP connections through again.
+    // The sockets are out of repair mode: let the traffic of their TCP connections
+    // through again, just before the tree runs (as CRIU).
+    if images.own_net_namespace() {
+        stage(Stage::NetworkUnlock, Some(child))?;
+    }
     crate::files::unlock_tcp(&options.dir).map_err(|what| RestoreError::Child { pid: root, what: what.to_string() })?;
+    stage(Stage::PreResume, Some(child))?;
+    finish::release(ready)?;
     // Return only once the stopped ones are stopped (their stop is already pending).
-    for process in images.processes.iter().filter(|p| p.task_state() == TASK_STOPPED) {
+    for process in images.processes.iter().filter(|p| !p.is_zombie() && (options.leave_stopped || p.task_state() == TASK_STOPPED)) {
         for &tid in process.pstree.threads.iter().skip(process.acting_thread()) {
             finish::wait_until_stopped(process.pid(), host[&(tid as i32)])?;
         }
@@ -263,7 +347,9 @@ pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> 
         fs::write(pidfile, format!("{root}")).map_err(io_err(root, format!("write {}", pidfile.display())))?;
     }
     let total = started.elapsed();
-    let exit_code = if options.detach {
+    stage(Stage::PostResume, Some(root))?;
+    // A sibling root is its parent's to wait for, not crust's.
+    let exit_code = if options.detach || options.restore_sibling {
         None
     } else {
         match sys::wait_thread(root).map_err(io_err(root, "wait for restored process"))? {

@@ -40,19 +40,27 @@ pub(crate) struct TreePlan {
 /// Plans the tree: fd numbers kept for crust, the shared anonymous objects, the
 /// stand-ins for exited session and group leaders, the premap arena.
 pub(crate) fn plan_tree<A: Abi>(images: &Images, layout: &HostLayout, shell_job: bool) -> Result<TreePlan, PlanError> {
-    let max_fd = images.processes.iter().flat_map(|p| p.fds.iter().map(|f| f.fd as i32)).max().unwrap_or(2).max(2);
-    let error_fd = max_fd + 1;
-    let sync_fd = max_fd + 2;
-    let broker_base = max_fd + 3;
+    // The validation keeps every fd below fs.nr_open with room above it; the sums are
+    // checked all the same, so no image can make them wrap.
+    let max_fd = images.processes.iter().flat_map(|p| p.fds.iter().map(|f| i64::from(f.fd))).max().unwrap_or(2).max(2);
     let descriptions = images.broker_ids();
+    let fd_number = |n: i64, what: &str| -> Result<i32, PlanError> {
+        i32::try_from(n).map_err(|_| PlanError::BadImage { image: "fdinfo".into(), what: format!("{what}: fd {n} above the highest fd {max_fd} does not fit an fd number") })
+    };
+    let error_fd = fd_number(max_fd + 1, "error pipe")?;
+    let sync_fd = fd_number(max_fd + 2, "sync pipe")?;
+    let broker_base = fd_number(max_fd + 3, "files broker")?;
     let mut shmem: BTreeMap<u64, (i32, u64)> = BTreeMap::new();
     for vma in images.processes.iter().flat_map(|p| p.mm.vmas.iter()).filter(|v| v.status & vs::ANON_SHARED != 0) {
-        let end = vma.pgoff + (vma.end - vma.start);
-        let next = broker_base + descriptions.len() as i32 + shmem.len() as i32;
+        let end = vma.end.checked_sub(vma.start).and_then(|size| size.checked_add(vma.pgoff)).ok_or_else(|| PlanError::BadImage {
+            image: "mm".into(),
+            what: format!("area {:#x}-{:#x} with pgoff {:#x} wraps", vma.start, vma.end, vma.pgoff),
+        })?;
+        let next = fd_number(i64::from(broker_base) + descriptions.len() as i64 + shmem.len() as i64, "shared memory")?;
         let entry = shmem.entry(vma.shmid).or_insert((next, 0));
         entry.1 = entry.1.max(end);
     }
-    let helper_base = broker_base + descriptions.len() as i32 + shmem.len() as i32;
+    let helper_base = fd_number(i64::from(broker_base) + descriptions.len() as i64 + shmem.len() as i64, "helpers")?;
     let helpers = plan_helpers(images, shell_job)?;
     let (premaps, arena) = plan_premaps::<A>(images, layout)?;
     let new_ipc_ns = images.processes[0].cores[0].ids.as_ref().and_then(|i| i.ipc_ns_id).is_some();

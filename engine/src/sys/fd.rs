@@ -26,6 +26,13 @@ pub fn place_fd(old: i32, new: i32, cloexec: bool) -> io::Result<()> {
     Ok(())
 }
 
+/// Whether `fd` is open in this process (`fcntl(fd, F_GETFD)` succeeds).
+#[doc(alias = "F_GETFD")]
+pub fn fd_is_open(fd: i32) -> bool {
+    // SAFETY: no pointers; F_GETFD only reads the fd's flags.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
+}
+
 /// `close(fd)`, errors ignored.
 #[doc(alias = "close")]
 pub fn close_fd(fd: i32) {

@@ -71,17 +71,23 @@ pub(crate) fn diag_done(bytes: &[u8]) -> bool {
 
 /// The netlink messages of a reply: (type, payload).
 pub(crate) fn netlink_messages(bytes: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    netlink_messages_with_seq(bytes).map(|(kind, _, payload)| (kind, payload))
+}
+
+/// The netlink messages of a reply: (type, sequence number, payload).
+pub(crate) fn netlink_messages_with_seq(bytes: &[u8]) -> impl Iterator<Item = (u16, u32, &[u8])> {
     let mut at = 0usize;
     std::iter::from_fn(move || {
         let header = bytes.get(at..at + 16)?;
         let len = u32::from_ne_bytes(header[0..4].try_into().expect("4 bytes")) as usize;
         let kind = u16::from_ne_bytes(header[4..6].try_into().expect("2 bytes"));
+        let seq = u32::from_ne_bytes(header[8..12].try_into().expect("4 bytes"));
         if len < 16 || at + len > bytes.len() {
             return None;
         }
         let payload = &bytes[at + 16..at + len];
         at += (len + 3) & !3;
-        Some((kind, payload))
+        Some((kind, seq, payload))
     })
 }
 

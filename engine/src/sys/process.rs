@@ -61,7 +61,9 @@ fn clone_fork(flags: u64, set_tid: Option<i32>) -> io::Result<i32> {
     let tids = [set_tid.unwrap_or(0) as libc::pid_t];
     let args = CloneArgs {
         flags,
-        exit_signal: libc::SIGCHLD as u64,
+        // clone3 takes no exit signal with CLONE_PARENT: the child gets this process's
+        // own (the one its parent expects of a child).
+        exit_signal: if flags & libc::CLONE_PARENT as u64 != 0 { 0 } else { libc::SIGCHLD as u64 },
         set_tid: if set_tid.is_some() { tids.as_ptr() as u64 } else { 0 },
         set_tid_size: u64::from(set_tid.is_some()),
         ..Default::default()
@@ -83,12 +85,15 @@ pub fn fork_with_pid(pid: i32) -> io::Result<i32> {
 }
 
 /// The restored root's fork: `pid` (1 in a new pid namespace when `new_pid_ns`), in a
-/// new IPC namespace when `new_ipc_ns`, and in the new namespaces of `more`
-/// (`CLONE_NEWNS`, `CLONE_NEWUTS`). Returns 0 in the child and its pid (on this host)
-/// in the parent.
+/// new IPC namespace when `new_ipc_ns`, in the new namespaces of `more` (`CLONE_NEWNS`,
+/// `CLONE_NEWUTS`), and with `sibling` a child of this process's parent
+/// (CLONE_PARENT). Returns 0 in the child and its pid (on this host) in the parent.
 #[doc(alias = "clone3")]
-pub fn fork_root(pid: i32, new_pid_ns: bool, new_ipc_ns: bool, more: u64) -> io::Result<i32> {
+pub fn fork_root(pid: i32, new_pid_ns: bool, new_ipc_ns: bool, more: u64, sibling: bool) -> io::Result<i32> {
     let mut flags = more;
+    if sibling {
+        flags |= libc::CLONE_PARENT as u64;
+    }
     if new_pid_ns {
         flags |= libc::CLONE_NEWPID as u64;
     }

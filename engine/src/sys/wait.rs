@@ -35,6 +35,24 @@ pub fn wait_thread(tid: i32) -> io::Result<WaitEvent> {
     Ok(decode_status(status))
 }
 
+/// `waitpid(tid, __WALL | WNOHANG)`: the next change of a traced or child thread if
+/// there is one already, without waiting.
+pub fn try_wait_thread(tid: i32) -> io::Result<Option<WaitEvent>> {
+    let mut status = 0;
+    loop {
+        // SAFETY: the kernel writes the status word into `status`.
+        let rc = unsafe { libc::waitpid(tid, &mut status, libc::__WALL | libc::WNOHANG) };
+        if rc < 0 {
+            let error = io::Error::last_os_error();
+            if error.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(error);
+        }
+        return Ok((rc != 0).then(|| decode_status(status)));
+    }
+}
+
 /// `waitpid(-1, __WALL)`: waits for the next change of any traced task or child.
 pub fn wait_any() -> io::Result<(i32, WaitEvent)> {
     let mut status = 0;

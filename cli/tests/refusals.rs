@@ -1,0 +1,297 @@
+//! What crust refuses, end to end: an unprivileged user dumping root's process or
+//! restoring (each refusal says what is missing and leaves no images directory), a
+//! process another tracer holds (named with its comm), a dump into a directory others
+//! can write; that images are private; and the damaged images of issue 13 that a
+//! restore once accepted, each now a one-line refusal before anything is created.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use common::{crust, signal, skip_reason, subreaper, tempdir, wait_exit};
+
+/// nobody's uid and gid.
+const NOBODY: u32 = 65534;
+
+fn one_line(output: &Output) -> String {
+    let text = String::from_utf8_lossy(&output.stderr).trim().to_string();
+    assert_eq!(text.lines().count(), 1, "one line: {text}");
+    text
+}
+
+/// A `crust` run as nobody (no capabilities; std drops the supplementary groups when
+/// root sets a uid), with a HOME it may read.
+fn crust_as_nobody() -> Command {
+    let mut command = crust();
+    command.env("HOME", "/").uid(NOBODY).gid(NOBODY);
+    command
+}
+
+/// A process to dump: `sleep`, in a session of its own.
+fn sleeper() -> std::process::Child {
+    let mut command = Command::new("sleep");
+    command.arg("1000").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).process_group(0);
+    command.spawn().unwrap()
+}
+
+#[test]
+fn unprivileged_user_is_told_what_is_missing_and_nothing_is_left() {
+    if let Some(reason) = skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let base = tempdir("unprivileged");
+    std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let own = base.join("nobody");
+    std::fs::create_dir(&own).unwrap();
+    std::os::unix::fs::chown(&own, Some(NOBODY), Some(NOBODY)).unwrap();
+    let mut target = sleeper();
+    let pid = target.id() as i32;
+
+    // Root's process.
+    let images = own.join("images");
+    let output = crust_as_nobody().args(["dump", "-t", &pid.to_string(), "-D"]).arg(&images).args(["-o", "dump.log", "-v4"]).output().unwrap();
+    assert!(!output.status.success());
+    assert_eq!(
+        one_line(&output),
+        format!("crust: dump: pid {pid} is not your process (it runs as uid 0, you are uid {NOBODY}): dumping another user's process needs CAP_SYS_PTRACE (run crust as root)")
+    );
+    assert!(!images.exists(), "a refused dump leaves no images directory (not even dump.log)");
+
+    // nobody's own process: crust has no capability.
+    let mut own_target = Command::new("sleep");
+    own_target.arg("1000").uid(NOBODY).gid(NOBODY).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    let mut own_target = own_target.spawn().unwrap();
+    let output = crust_as_nobody().args(["dump", "-t", &own_target.id().to_string(), "-D"]).arg(&images).output().unwrap();
+    assert!(!output.status.success());
+    assert!(one_line(&output).starts_with("crust: dump: crust needs CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE to dump"), "{output:?}");
+    assert!(!images.exists());
+
+    // A restore needs a capability as well.
+    let output = crust_as_nobody().args(["restore", "-d", "-D"]).arg(&own).output().unwrap();
+    assert!(!output.status.success());
+    assert!(one_line(&output).starts_with("crust: restore: crust needs CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE to restore"), "{output:?}");
+
+    let _ = own_target.kill();
+    let _ = own_target.wait();
+    let _ = target.kill();
+    let _ = target.wait();
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+#[test]
+fn a_traced_process_names_its_tracer() {
+    if let Some(reason) = skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let base = tempdir("traced");
+    // The test traces the target itself (PTRACE_TRACEME before exec: it stops at the
+    // exec with SIGTRAP, traced by this process).
+    let mut command = Command::new("sleep");
+    command.arg("1000").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    // SAFETY: ptrace(PTRACE_TRACEME) is async-signal-safe and takes no pointers.
+    unsafe {
+        command.pre_exec(|| if libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) });
+    }
+    let target = command.spawn().unwrap();
+    let pid = target.id() as i32;
+    let mut status = 0;
+    // SAFETY: a valid out-pointer.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid, "the exec stop");
+    let images = base.join("images");
+    let output = crust().args(["dump", "-t", &pid.to_string(), "-D"]).arg(&images).output().unwrap();
+    assert!(!output.status.success());
+    // The tracer is this test's thread, named by its tid and its own comm.
+    // SAFETY: gettid takes no arguments.
+    let tracer = unsafe { libc::gettid() };
+    let tracer_comm = std::fs::read_to_string(format!("/proc/{tracer}/comm")).unwrap();
+    assert_eq!(
+        one_line(&output),
+        format!(
+            "crust: dump: pid {pid} is already traced by pid {tracer} ({}): a process has one tracer at a time; wait until that one detaches (another crust or criu dumping it, a debugger, strace)",
+            tracer_comm.trim_end()
+        )
+    );
+    assert!(!images.exists());
+    signal(pid, libc::SIGKILL);
+    wait_exit(pid);
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+#[test]
+fn images_are_private_and_a_shared_directory_is_refused() {
+    if let Some(reason) = skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let base = tempdir("private");
+    let shared = base.join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let mut target = sleeper();
+    let pid = target.id().to_string();
+    let output = crust().args(["dump", "-t", &pid, "-D"]).arg(&shared).output().unwrap();
+    assert!(!output.status.success());
+    assert!(one_line(&output).contains("others can write to it (mode 777)"), "{output:?}");
+    assert_eq!(std::fs::read_dir(&shared).unwrap().count(), 0, "nothing written there");
+
+    let images = base.join("images");
+    let output = crust().args(["dump", "-t", &pid, "-D"]).arg(&images).args(["-o", "dump.log"]).output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(std::fs::metadata(&images).unwrap().permissions().mode() & 0o777, 0o700);
+    for entry in std::fs::read_dir(&images).unwrap() {
+        let entry = entry.unwrap();
+        let mode = entry.metadata().unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", entry.file_name().to_string_lossy());
+    }
+    let _ = target.wait();
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+/// Edits one image through `crust show` / `crust encode` (crit's JSON).
+fn edit(dir: &Path, image: &str, change: impl FnOnce(&mut serde_json::Value)) {
+    let shown = crust().arg("show").arg(dir.join(image)).output().unwrap();
+    assert!(shown.status.success(), "{shown:?}");
+    let mut json: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    change(&mut json);
+    let json_path = dir.join("edit.json");
+    std::fs::write(&json_path, serde_json::to_vec(&json).unwrap()).unwrap();
+    let encoded = crust().arg("encode").arg("-i").arg(&json_path).arg("-o").arg(dir.join(image)).output().unwrap();
+    assert!(encoded.status.success(), "{encoded:?}");
+    std::fs::remove_file(json_path).unwrap();
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+/// The ten damaged dumps a restore once accepted (issue 13): each is now refused with
+/// one line naming the image and the field, before any process is created.
+#[test]
+fn damaged_images_are_refused_in_one_line() {
+    if let Some(reason) = skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    subreaper();
+    let base = tempdir("damaged");
+    // A shell with a file on fd 3 and a pipe to a child: pipes-data.img, two fdinfo
+    // images, core, ids and pages.
+    let mut command = Command::new("sh");
+    command.args(["-c", "exec 3</etc/passwd; sleep 1000 | cat"]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).process_group(0);
+    let mut target = command.spawn().unwrap();
+    let pid = target.id();
+    // Wait until both children run.
+    let mut children = Vec::new();
+    for _ in 0..2000 {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        children = text.split_whitespace().filter_map(|c| c.parse::<i32>().ok()).collect();
+        if children.len() == 2 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let dump = base.join("dump");
+    let output = crust().args(["dump", "-t", &pid.to_string(), "-D"]).arg(&dump).output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let _ = target.wait();
+    // The killed children came to this subreaper: reap them, freeing their pids.
+    for child in children {
+        wait_exit(child);
+    }
+    let core = format!("core-{pid}.img");
+    let fdinfo = std::fs::read_dir(&dump)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .find(|name| name.starts_with("fdinfo-"))
+        .expect("an fdinfo image");
+
+    type Damage = Box<dyn Fn(&Path)>;
+    let flip = |offset: u64| -> Damage {
+        Box::new(move |dir: &Path| {
+            use std::os::unix::fs::FileExt;
+            let file = std::fs::OpenOptions::new().read(true).write(true).open(dir.join("pages-1.img")).unwrap();
+            let mut byte = [0u8];
+            file.read_exact_at(&mut byte, offset).unwrap();
+            file.write_all_at(&[byte[0] ^ 0x10], offset).unwrap();
+        })
+    };
+    let remove = |name: String| -> Damage { Box::new(move |dir: &Path| std::fs::remove_file(dir.join(&name)).unwrap()) };
+    let core_for_state = core.clone();
+    let core_for_comm = core.clone();
+    let core_for_sigactions = core.clone();
+    let fdinfo_for_dup = fdinfo.clone();
+    let cases: Vec<(&str, Damage, String)> = vec![
+        ("a byte flip in pages-1.img", flip(100), "crust: restore: pages-1.img: offset 0: pages 0x".into()),
+        ("another byte flip in pages-1.img", flip(4096 + 7), "crust: restore: pages-1.img: offset ".into()),
+        (
+            "an fdinfo entry duplicated onto fd 0",
+            Box::new(move |dir: &Path| {
+                edit(dir, &fdinfo_for_dup, |json| {
+                    let entries = json["entries"].as_array_mut().unwrap();
+                    let mut copy = entries.last().unwrap().clone();
+                    copy["fd"] = 0.into();
+                    entries.push(copy);
+                })
+            }),
+            format!("crust: restore: {fdinfo}: entry "),
+        ),
+        ("a missing inventory.img", remove("inventory.img".into()), "crust: restore: inventory.img: missing from ".into()),
+        (
+            "a missing ids image",
+            remove(format!("ids-{pid}.img")),
+            format!("crust: restore: ids-{pid}.img: missing: crust-checksums.img lists it among the images this dump wrote"),
+        ),
+        (
+            "a missing pipes-data.img",
+            remove("pipes-data.img".into()),
+            "crust: restore: pipes-data.img: missing: crust-checksums.img lists it among the images this dump wrote".into(),
+        ),
+        (
+            "task_state 77",
+            Box::new(move |dir: &Path| edit(dir, &core_for_state, |json| json["entries"][0]["tc"]["task_state"] = 77.into())),
+            format!("crust: restore: {core}: tc.task_state 77 is not a task state (1 alive, 2 dead, 3 stopped)"),
+        ),
+        (
+            "a 5,000-character comm",
+            Box::new(move |dir: &Path| edit(dir, &core_for_comm, |json| json["entries"][0]["tc"]["comm"] = "x".repeat(5000).into())),
+            format!("crust: restore: {core}: tc.comm is 5000 bytes: the kernel keeps at most 15 (TASK_COMM_LEN), and no NUL"),
+        ),
+        (
+            "40 times the sigaction entries",
+            Box::new(move |dir: &Path| {
+                edit(dir, &core_for_sigactions, |json| {
+                    let actions = json["entries"][0]["tc"]["sigactions"].as_array().unwrap().clone();
+                    json["entries"][0]["tc"]["sigactions"] = (0..40).flat_map(|_| actions.iter().cloned()).collect::<Vec<_>>().into();
+                })
+            }),
+            format!("crust: restore: {core}: tc.sigactions has 2480 entries: a task has 62 signal actions (64 signals but SIGKILL and SIGSTOP)"),
+        ),
+    ];
+    for (what, damage, expected) in cases {
+        let dir = base.join("case");
+        let _ = std::fs::remove_dir_all(&dir);
+        copy_dir(&dump, &dir);
+        damage(&dir);
+        // The pids are free (the target was killed by the dump): a restore that
+        // accepted the images would create processes, which the check below would see.
+        let output = crust().args(["restore", "-d", "-D"]).arg(&dir).output().unwrap();
+        let line = String::from_utf8_lossy(&output.stderr).trim().to_string();
+        let restored = std::path::Path::new(&format!("/proc/{pid}")).exists();
+        if restored {
+            signal(pid as i32, libc::SIGKILL);
+        }
+        assert!(!output.status.success() && !restored, "{what}: accepted ({line})");
+        assert_eq!(line.lines().count(), 1, "{what}: one line: {line}");
+        assert!(line.starts_with(&expected), "{what}: {line}\n  expected: {expected}...");
+    }
+    let _ = std::fs::remove_dir_all(&base);
+}
