@@ -386,7 +386,7 @@ fn unsupported_options_are_refused_by_name() {
     assert!(notes.is_empty(), "refused before the pre-dump point: {notes:?}");
     let message = response.cr_errmsg.unwrap_or_default();
     // The command line's refusals (`--external veth[...]`), named by their criu_opts fields.
-    assert!(message.contains("external (") && message.contains("lazy_pages ("), "{message}");
+    assert!(message.contains("external veth[eth0]:v0 (") && message.contains("lazy_pages ("), "{message}");
     assert_eq!(response.cr_errno, Some(libc::EOPNOTSUPP));
     assert!(!client.finish().unwrap().success(), "swrk exits non-zero after a failed request");
 
