@@ -4,10 +4,11 @@
 #
 #   ci/setup.sh [--ci]   the set .ci/run needs: cross compilers with their libc and
 #                        binutils, qemu-user-static (cargo xtest arch), debootstrap (for
-#                        ci/criu-reference.sh), nftables, qemu for CI's VM smoke run
-#                        (aarch64), the kernel fetch's xz, go and go-criu (the RPC test's
-#                        go-criu client), rustup cross targets, rust-src, cargo-fuzz on
-#                        nightly
+#                        ci/criu-reference.sh), nftables, iptables (restore lifts CRIU's
+#                        default TCP lock with it), util-linux and procps (restore-fuzz's
+#                        unshare and kill), qemu for CI's VM smoke run (aarch64), the
+#                        kernel fetch's xz, go and go-criu (the RPC test's go-criu
+#                        client), rustup cross targets, rust-src, cargo-fuzz on nightly
 #   ci/setup.sh --full   the --ci set plus what every other verb runs: qemu for all four
 #                        VM architectures (`cargo xtest zdtm --arch A`, `nightly`), the
 #                        language runtimes of `cargo xtest zdtm --group runtime`
@@ -45,6 +46,7 @@ ci_apt_packages=(
     gcc-s390x-linux-gnu binutils-s390x-linux-gnu libc6-dev-s390x-cross
     qemu-user-static
     nftables
+    iptables
     util-linux procps
     iproute2
     xz-utils

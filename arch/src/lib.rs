@@ -118,6 +118,20 @@ pub trait Abi {
     /// does while the thread lives; it does not across a restore, where the original
     /// syscall is re-executed instead).
     fn resume_regs(regs: &Self::Regs, restart_block_usable: bool) -> Self::Regs;
+    /// Registers as a dump image keeps them (CRIU's convention): a thread caught
+    /// inside an interrupted syscall is stored with the restart already applied, so that
+    /// a restore that only sets the registers back (CRIU's) resumes it correctly. The
+    /// default keeps them as they are (architectures whose kernel applies the restart
+    /// before the ptrace stop).
+    fn image_regs(regs: &Self::Regs) -> Self::Regs {
+        *regs
+    }
+    /// Whether registers read from an image may be a restart applied at dump time
+    /// ([`Abi::image_regs`]): the caller still checks that the instruction at the
+    /// pointer is [`Abi::SYSCALL_INSN`] before it re-enters the syscall as a restart.
+    fn restart_applied(_regs: &Self::Regs) -> bool {
+        false
+    }
     /// Registers as raw bytes in the kernel's layout (NT_PRSTATUS).
     fn regs_to_bytes(regs: &Self::Regs) -> Vec<u8>;
     /// Registers from the kernel's layout.

@@ -603,8 +603,17 @@ fn info_dir(dump: &mut Dump, out: &mut impl Write) -> anyhow::Result<()> {
         .collect();
     writeln!(out, "files: {} ({})", files.len(), types.join(", "))?;
 
-    // System V IPC of the tree's own IPC namespace (ids.ipc_ns_id names its images).
-    let ipc_ns = tree.first().and_then(|root| dump.core(root.pid).ok()).and_then(|core| core.ids).and_then(|ids| ids.ipc_ns_id);
+    // System V IPC of the tree's own IPC namespace (ids.ipc_ns_id names its images): the
+    // root's id when it differs from the dumping tool's own (inventory.root_ids), or,
+    // in crust's dumps before 2026-12-06 (root_ids were the root task's), when present.
+    let root_ids = read_entries::<pb::InventoryEntry>(&dump.path(ImageKind::Inventory, 0)).ok().and_then(|i| i.into_iter().next()).and_then(|i| i.root_ids);
+    let task_ids = tree.first().and_then(|root| {
+        read_single::<pb::TaskKobjIdsEntry>(&dump.path(ImageKind::Ids, root.pid.into())).ok().or_else(|| dump.core(root.pid).ok().and_then(|core| core.ids))
+    });
+    let ipc_ns = task_ids.and_then(|ids| {
+        let legacy = root_ids.is_some_and(|r| r.files_id == ids.files_id);
+        ids.ipc_ns_id.filter(|&id| legacy || root_ids.and_then(|r| r.ipc_ns_id) != Some(id))
+    });
     if let Some(ns) = ipc_ns {
         let count = |kind: ImageKind| -> String {
             let path = dump.path(kind, ns.into());

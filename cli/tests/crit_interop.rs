@@ -474,6 +474,8 @@ const TREE_PROGRAM: &str = r#"
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <sys/syscall.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -504,10 +506,18 @@ int main(int argc, char **argv) {
     raise(SIGUSR1);
     struct itimerval timer = { .it_interval = { 1000, 0 }, .it_value = { 1000, 0 } };
     setitimer(ITIMER_REAL, &timer, NULL);
-    if (fork() == 0) {
+    /* An OFD lock (filelocks.img), a pty pair (two tty-info entries), a pidfd. */
+    struct flock lock = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 4 };
+    if (fcntl(kept, F_OFD_SETLK, &lock)) return 1;
+    int master = posix_openpt(O_RDWR | O_NOCTTY);
+    if (master < 0 || grantpt(master) || unlockpt(master)) return 1;
+    if (open(ptsname(master), O_RDWR | O_NOCTTY) < 0) return 1;
+    pid_t child = fork();
+    if (child == 0) {
         close(3);
         for (;;) pause();
     }
+    if (syscall(SYS_pidfd_open, child, 0) < 0) return 1;
     pthread_t thread;
     pthread_create(&thread, NULL, sleeper, NULL);
     dprintf(3, "%d\n", getpid());
@@ -591,7 +601,10 @@ fn start_tree(binary: &Path, files: &Path) -> (i32, std::process::Child) {
 }
 
 /// (a) crit reads a real `crust dump` of a process tree with threads as crust does; crit's
-/// JSON encodes back (through crust) to the bytes crust dumped.
+/// JSON encodes back (through crust) to the bytes crust dumped. The tree also holds what
+/// CRIU's image set has besides (an OFD lock, a pty pair, a pidfd), so every image kind
+/// crust writes for CRIU 4.2 (seccomp, timens, stats-dump, tty-info with both sides,
+/// filelocks) is compared.
 #[test]
 fn crit_reads_a_crust_dump_as_crust_does() {
     if let Some(reason) = dump_skip_reason() {
@@ -618,10 +631,11 @@ fn crit_reads_a_crust_dump_as_crust_does() {
     let (pid, mut child) = start_tree(&binary, &files);
     let guard = TreeGuard(pid);
     let images = dir.join("img");
+    // The OFD lock is dumped only when asked, as CRIU's.
     let output = crust()
         .args(["dump", "-t", &pid.to_string(), "-D"])
         .arg(&images)
-        .args(["-o", "dump.log", "-v4"])
+        .args(["-o", "dump.log", "-v4", "--file-locks"])
         .output()
         .expect("run crust dump");
     assert!(
@@ -665,6 +679,7 @@ fn crit_reads_a_crust_dump_as_crust_does() {
     for required in [
         "core",
         "fdinfo",
+        "filelocks",
         "files",
         "fs",
         "ghost-file",
@@ -674,6 +689,10 @@ fn crit_reads_a_crust_dump_as_crust_does() {
         "pagemap",
         "pstree",
         "remap-fpath",
+        "seccomp",
+        "stats-dump",
+        "timens",
+        "tty-info",
     ] {
         assert!(
             kinds.contains_key(required),

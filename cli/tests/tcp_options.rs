@@ -49,6 +49,18 @@ fn socket_inode(pid: i32, fd: i32) -> String {
     link.to_string_lossy().trim_start_matches("socket:[").trim_end_matches(']').to_string()
 }
 
+/// The inventory of the dump in `images`.
+fn inventory(images: &Path) -> crust_images::pb::InventoryEntry {
+    crust_images::read_entries::<crust_images::pb::InventoryEntry>(&images.join("inventory.img")).unwrap().remove(0)
+}
+
+/// The TCP lock table of the dump in `images`, as CRIU names it: `CRIU-` and the first
+/// 21 characters of the inventory's run id.
+fn lock_table(images: &Path) -> String {
+    let run_id = inventory(images).dump_criu_run_id.expect("the inventory has a run id");
+    format!("CRIU-{}", &run_id[..21])
+}
+
 /// `--network-lock skip`: the connection is dumped in repair mode but no lock table is
 /// made (the caller locks the network); with no traffic meanwhile it restores and
 /// carries on.
@@ -72,9 +84,11 @@ fn network_lock_skip_makes_no_lock() {
     wait_exit(pid);
     let log = std::fs::read_to_string(images.join("dump.log")).unwrap();
     assert!(log.contains(&format!("TCP connection of socket {inode}: not locked (--network-lock skip)")), "{log}");
+    assert_eq!(inventory(&images).network_lock_method, Some(2), "the inventory says skip, as CRIU's");
     if let Ok(tables) = Command::new("nft").args(["list", "tables"]).output() {
         let tables = String::from_utf8_lossy(&tables.stdout);
-        assert!(!tables.contains(&inode), "no lock table names socket {inode}:\n{tables}");
+        let table = lock_table(&images);
+        assert!(!tables.contains(&inode) && !tables.contains(&table), "no lock table ({table}, socket {inode}):\n{tables}");
     }
     let output = run(crust().args(["restore", "-d", "-l", "--tcp-established", "-D"]).arg(&images).args(["-o", "restore.log"]));
     assert!(output.status.success(), "{}", stderr_of(&output));
@@ -159,8 +173,9 @@ fn has_nft() -> bool {
     std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join("nft").is_file()))
 }
 
-/// The TCP lock dies with crust: a dump killed (SIGKILL, by itself) after its images,
-/// before the tree is killed, leaves no lock table.
+/// The TCP lock (the dump's table, named as CRIU names it) dies with crust: a dump
+/// killed (SIGKILL, by itself) after its images, before the tree is killed, leaves no
+/// lock table.
 /// A dump that finishes keeps the table past its exit; a failed restore says which
 /// table it keeps and how to remove it; a good restore removes it.
 #[test]
@@ -177,7 +192,6 @@ fn the_tcp_lock_dies_with_crust_until_the_tree_is_killed() {
     let dir = tempdir("lock-owner");
     let binary = compile(&dir, "tcp_lock", &[]);
     let (pid, peer) = connected_target(&dir, &binary);
-    let table = format!("crust_tcp_{}", socket_inode(pid, 5));
     let images = dir.join("img");
     let dump = |extra: &[&str]| {
         run(crust()
@@ -188,6 +202,7 @@ fn the_tcp_lock_dies_with_crust_until_the_tree_is_killed() {
     };
     let output = dump(&["--fault-inject", "pages-killed"]);
     assert_eq!(output.status.signal(), Some(libc::SIGKILL), "crust killed itself: {}", stderr_of(&output));
+    let table = lock_table(&images);
     let log = std::fs::read_to_string(images.join("dump.log")).unwrap_or_default();
     if log.contains("made with the nft command") {
         eprintln!("skipped the rest: the kernel has no NFT_TABLE_F_PERSIST (Linux 6.9), the lock is not tied to crust");
@@ -206,7 +221,6 @@ fn the_tcp_lock_dies_with_crust_until_the_tree_is_killed() {
     drop(peer);
 
     let (pid, mut peer) = connected_target(&dir, &binary);
-    let table = format!("crust_tcp_{}", socket_inode(pid, 5));
     let dump = |extra: &[&str]| {
         run(crust()
             .args(["dump", "-t", &pid.to_string(), "-D"])
@@ -217,6 +231,8 @@ fn the_tcp_lock_dies_with_crust_until_the_tree_is_killed() {
     let output = dump(&[]);
     assert!(output.status.success(), "{}", stderr_of(&output));
     wait_exit(pid);
+    assert_eq!(inventory(&images).network_lock_method, Some(1), "the inventory says nftables, as CRIU's");
+    let table = lock_table(&images);
     assert!(nft_tables().contains(&format!("table inet {table}")), "the lock outlives the dump:\n{}", nft_tables());
     let hook = dir.join("fail.sh");
     std::fs::write(&hook, "#!/bin/sh\n[ \"$CRTOOLS_SCRIPT_ACTION\" != pre-restore ]\n").unwrap();

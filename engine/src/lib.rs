@@ -16,6 +16,7 @@ pub mod restore;
 pub mod stages;
 
 mod access;
+mod cgroups;
 mod error;
 mod files;
 mod infect;
@@ -23,6 +24,7 @@ mod ipc;
 mod memory;
 mod model;
 mod mounts;
+mod ns;
 mod sys;
 mod uts;
 

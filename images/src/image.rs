@@ -1002,6 +1002,13 @@ impl StreamReader {
         Ok(())
     }
 
+    /// How many bytes of the file are left after what was read (a payload that runs to
+    /// the end of the file, like CRIU's small ghost files).
+    pub fn remaining(&self) -> Result<u64, ImageError> {
+        let size = self.inner.get_ref().metadata().map_err(|source| ImageError::ReadFile { path: PathBuf::from(self.file.clone()), source })?.len();
+        Ok(size.saturating_sub(self.position))
+    }
+
     /// Hands the `len` payload bytes after the last entry to `sink`, a piece (at most
     /// 1 MiB) at a time; the payload is never whole in memory.
     pub fn copy_payload(&mut self, len: u64, mut sink: impl FnMut(&[u8]) -> std::io::Result<()>) -> Result<(), ImageError> {

@@ -4,7 +4,8 @@
 //! Nothing may be left behind. The ci verb is the child subreaper of everything its
 //! steps start, so whatever a step leaves running ends up as its child. After each step
 //! it looks for what the step left: processes (its own descendants, and anything running
-//! a program from the target directory), nftables tables named `crust_*` that appeared
+//! a program from the target directory), nftables tables named `crust_*` or `CRIU-*`
+//! (a dump's TCP lock, named as CRIU names it, whichever tool made it) that appeared
 //! during the step, mounts under the workspace or crust's scratch directories in
 //! `$TMPDIR`. It removes them and fails the run, naming the step. A table is removed
 //! only under CI (`CI=true`): on a machine shared with other runs it may be theirs, so
@@ -33,15 +34,19 @@ pub const SMOKE_TESTS: &str = "sig,anon_4k,pipe_data";
 
 /// The test steps: unit and integration tests, the arch crate's tests for aarch64,
 /// ppc64le and s390x under qemu-user (about 80 s of CPU once the host's build scripts
-/// are built, 2026-12-06), the fuzz crate's own tests, the zdtm suite, a few zdtm tests
-/// in a VM of another architecture (so a tool the VM runs need shows missing at once),
-/// the fuzz regression fixtures, a short run of every fuzz target, and a short restore
-/// fuzz (mutated zdtm dumps through `crust restore`).
+/// are built, 2026-12-06), the fuzz crate's own tests, the zdtm suite, the same with the
+/// reference CRIU dumping and crust restoring and the reverse (the core group in the
+/// host flavor, about a minute each), a few zdtm tests in a VM of another architecture
+/// (so a tool the VM runs need shows missing at once), the fuzz regression fixtures,
+/// a short run of every fuzz target, and a short restore fuzz (mutated zdtm dumps
+/// through `crust restore`).
 const STEPS: &[Step] = &[
     Step { args: &["test", "--workspace"], slow: false },
     Step { args: &["xtest", "arch"], slow: true },
     Step { args: &["test", "--manifest-path", "fuzz/Cargo.toml"], slow: true },
     Step { args: &["xtest", "zdtm"], slow: false },
+    Step { args: &["xtest", "zdtm", "--dump-with", "ci/criu"], slow: false },
+    Step { args: &["xtest", "zdtm", "--restore-with", "ci/criu"], slow: false },
     Step {
         args: &["xtest", "zdtm", "--arch", crate::qemu::SMOKE_ARCH, "--filter", SMOKE_TESTS, "--json", "target/cross/zdtm-smoke.json"],
         slow: true,
@@ -204,7 +209,8 @@ impl LeftoverScope {
     }
 }
 
-/// `nft list tables`' tables named `crust_*` as (family, name); none without nft.
+/// `nft list tables`' lock tables (`crust_*`, `CRIU-*`) as (family, name); none
+/// without nft.
 fn crust_tables() -> Vec<(String, String)> {
     let Ok(output) = Command::new("nft").args(["list", "tables"]).stderr(Stdio::null()).output() else {
         return Vec::new();
@@ -212,11 +218,12 @@ fn crust_tables() -> Vec<(String, String)> {
     parse_crust_tables(&String::from_utf8_lossy(&output.stdout))
 }
 
-/// The `crust_*` tables of `nft list tables` output.
+/// The lock tables of `nft list tables` output: crust's own (`crust_*`) and those named
+/// as CRIU names a dump's lock (`CRIU-<run id>`), which crust makes too.
 fn parse_crust_tables(text: &str) -> Vec<(String, String)> {
     text.lines()
         .filter_map(|line| match line.split_whitespace().collect::<Vec<_>>()[..] {
-            ["table", family, name] if name.starts_with("crust_") => Some((family.to_string(), name.to_string())),
+            ["table", family, name] if name.starts_with("crust_") || name.starts_with("CRIU-") => Some((family.to_string(), name.to_string())),
             _ => None,
         })
         .collect()
@@ -299,10 +306,14 @@ mod tests {
 
     #[test]
     fn only_crust_tables_count() {
-        let listing = "table inet filter\ntable ip crust_tcp_4711\ntable ip6 crust_tcp_9\ntable ip crustacean\n";
+        let listing = "table inet filter\ntable ip crust_tcp_4711\ntable ip6 crust_tcp_9\ntable ip crustacean\ntable inet CRIU-a6f832d8-fea2-41e3-91\n";
         assert_eq!(
             parse_crust_tables(listing),
-            vec![("ip".to_string(), "crust_tcp_4711".to_string()), ("ip6".to_string(), "crust_tcp_9".to_string())]
+            vec![
+                ("ip".to_string(), "crust_tcp_4711".to_string()),
+                ("ip6".to_string(), "crust_tcp_9".to_string()),
+                ("inet".to_string(), "CRIU-a6f832d8-fea2-41e3-91".to_string())
+            ]
         );
     }
 

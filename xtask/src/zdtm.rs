@@ -4,8 +4,10 @@
 //!
 //! Options of both verbs besides the harness's own: `--engine PATH` checkpoints with
 //! another binary that speaks CRIU's command line (e.g. `ci/criu`) instead of building
-//! `crust`. Everything else goes to the harness as is: `--flavor host|ns|container|all`,
-//! `--group core|runtime|all`, `--filter`, `--iters`, `--snap`, `--pre-dump`, `--keep`, `--json`.
+//! `crust`. Everything else goes to the harness as is: `--flavor host|ns|mntns|all`,
+//! `--group core|runtime|all`, `--filter`, `--iters`, `--snap`, `--pre-dump`, `--keep`,
+//! `--json`, and the cross runs `--dump-with PATH` (the other binary dumps, crust
+//! restores) and `--restore-with PATH` (the reverse), their paths made absolute here.
 
 use anyhow::{bail, Context};
 use std::path::{Path, PathBuf};
@@ -103,6 +105,10 @@ fn split_engine_option(args: &[String]) -> anyhow::Result<(Option<PathBuf>, Vec<
     while let Some(arg) = args.next() {
         if arg == "--engine" {
             engine = Some(PathBuf::from(args.next().context("--engine needs a path")?));
+        } else if arg == "--dump-with" || arg == "--restore-with" {
+            let path = PathBuf::from(args.next().with_context(|| format!("{arg} needs a path"))?);
+            let path = std::fs::canonicalize(&path).with_context(|| format!("{arg} {}", path.display()))?;
+            rest.extend([arg.clone(), path.display().to_string()]);
         } else {
             rest.push(arg.clone());
         }

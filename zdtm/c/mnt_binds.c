@@ -1,4 +1,4 @@
-/* mnt_binds: bind mounts made by the test in its own mount namespace (the container
+/* mnt_binds: bind mounts made by the test in its own mount namespace (the mntns
  * flavor), kept across the dump: `dir` binds a directory, `file` a single file, `ro` a
  * directory read-only, each within the test's directory. Before the dump it opens the
  * file through the bind. After the restore, seen from inside (the flavor has no /proc,
@@ -8,7 +8,7 @@
  * shows in its source (the same directory, not a copy), a write through a file bind
  * lands in its source, and `ro` refuses writes with EROFS while its source takes them.
  * A restore that puts the process back without its mount namespace fails every one.
- * Refuses to run outside the container flavor (host name not zdtm-...). */
+ * Refuses to run outside the mntns flavor (host name not zdtm-...). */
 #define _GNU_SOURCE
 #include "zdtmtst.h"
 
@@ -65,7 +65,7 @@ int main(int argc, char **argv)
 	char host[256] = "";
 	gethostname(host, sizeof host);
 	if (strncmp(host, "zdtm-", 5))
-		test_skip("not in the container flavor's namespaces (the host name is not zdtm-...)");
+		test_skip("not in the mntns flavor's namespaces (the host name is not zdtm-...)");
 
 	char src[4096], dst[4096], name[64];
 	snprintf(name, sizeof name, "mnt_binds-%s.src", mode);

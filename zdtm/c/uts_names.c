@@ -1,4 +1,4 @@
-/* uts_names: the host and domain name of the test's own UTS namespace (the container
+/* uts_names: the host and domain name of the test's own UTS namespace (the mntns
  * flavor names the host zdtm-...; the test sets a domain name of its own) are the same
  * after the restore. Refuses to run with the host's names. */
 #define _GNU_SOURCE

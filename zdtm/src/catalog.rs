@@ -22,23 +22,24 @@ pub enum Flavor {
     /// Under a tiny init (`c/ns_init.c`) that is pid 1 of a new pid namespace; the init
     /// and everything under it is dumped and restored into a new pid namespace.
     Ns,
-    /// Under `c/ct_init.c`, pid 1 of new pid, IPC, mount and UTS namespaces, in a root
+    /// Under `c/mntns_init.c`, pid 1 of new pid, IPC, mount and UTS namespaces, in a root
     /// of its own (the harness's read-only rootfs: the test programs, their libraries,
     /// `/dev/null`) with the test's directory bound at `/zdtm` and a host name
     /// `zdtm-<test>`; dumped with `/zdtm` as an external mount and restored with
     /// `--root` and the directory given back by key. So far (issue 15, M1) it has no
-    /// /proc, /dev, network or cgroup namespace: it runs the tests that need namespaces
-    /// of their own ([`Requirement::ContainerFlavor`]) and skips the others.
-    Container,
+    /// /proc, /dev, network or cgroup namespace: it lists only the tests that need
+    /// namespaces of their own ([`Requirement::MntnsFlavor`]), which the other flavors do
+    /// not list.
+    Mntns,
 }
 
 impl Flavor {
-    /// `host`, `ns` or `container`.
+    /// `host`, `ns` or `mntns`.
     pub fn name(self) -> &'static str {
         match self {
             Flavor::Host => "host",
             Flavor::Ns => "ns",
-            Flavor::Container => "container",
+            Flavor::Mntns => "mntns",
         }
     }
 
@@ -62,10 +63,9 @@ pub enum Requirement {
     TransparentHugePages,
     /// A program crust runs, found in `PATH` (`nft` for `--tcp-established`).
     Program(&'static str),
-    /// Namespaces of its own (mount, UTS, ...), which the container flavor gives each
-    /// test; the host and ns flavors skip it (checked by the suite, which knows the
-    /// flavor).
-    ContainerFlavor,
+    /// Namespaces of its own (mount, UTS, ...), which the mntns flavor gives each test;
+    /// only that flavor lists it (checked by the suite, which knows the flavor).
+    MntnsFlavor,
 }
 
 /// What the test does between its ready message and the dump; the harness waits for it
@@ -99,7 +99,8 @@ pub struct TestSpec {
     /// Why the test does not fit the `ns` flavor (it compares host-visible pids, say);
     /// `None`: it runs in both.
     pub host_only: Option<&'static str>,
-    /// Extra `crust dump` flags (`--tcp-established`).
+    /// Extra `crust dump` flags (`--tcp-established`); those CRIU's restore needs too
+    /// (`cross::ALSO_ON_RESTORE`) go to the restore as well.
     pub dump_args: &'static [&'static str],
     /// The test's group (`--group`): `"runtime"` for language runtimes, else `"core"`.
     pub group: &'static str,
@@ -261,6 +262,8 @@ pub const TESTS: &[TestSpec] = &[
     rust("unix_sockets"),
     rust("event_fds"),
     rust("inet_sockets"),
+    // Both tools dump locks only when told; CRIU restores them only when told too
+    // (`cross.rs` passes the flag on restore).
     TestSpec { dump_args: &["--file-locks"], ..rust("file_locks") },
     rust("inotify_watches"),
     // Issue 4: process trees.
@@ -317,11 +320,11 @@ pub const TESTS: &[TestSpec] = &[
     TestSpec { args: &["filter"], requirements: &[Requirement::Root], ..cas("seccomp_filter", "seccomp") },
     TestSpec { args: &["strict"], requirements: &[Requirement::Root], ..cas("seccomp_strict", "seccomp") },
     TestSpec { args: &["posix_timers"], volatile_status: &["SigPnd", "ShdPnd"], ..cas("posix_timers", "tree_state") },
-    // Issue 15, M1: mounts and UTS names of a tree's own (the container flavor).
-    TestSpec { args: &["dir"], requirements: &[Requirement::Root, Requirement::ContainerFlavor], ..cas("mnt_bind_dir", "mnt_binds") },
-    TestSpec { args: &["file"], requirements: &[Requirement::Root, Requirement::ContainerFlavor], ..cas("mnt_bind_file", "mnt_binds") },
-    TestSpec { args: &["ro"], requirements: &[Requirement::Root, Requirement::ContainerFlavor], ..cas("mnt_ro_bind", "mnt_binds") },
-    TestSpec { requirements: &[Requirement::Root, Requirement::ContainerFlavor], ..c("uts_names") },
+    // Issue 15, M1: mounts and UTS names of a tree's own (the mntns flavor).
+    TestSpec { args: &["dir"], requirements: &[Requirement::Root, Requirement::MntnsFlavor], ..cas("mnt_bind_dir", "mnt_binds") },
+    TestSpec { args: &["file"], requirements: &[Requirement::Root, Requirement::MntnsFlavor], ..cas("mnt_bind_file", "mnt_binds") },
+    TestSpec { args: &["ro"], requirements: &[Requirement::Root, Requirement::MntnsFlavor], ..cas("mnt_ro_bind", "mnt_binds") },
+    TestSpec { requirements: &[Requirement::Root, Requirement::MntnsFlavor], ..c("uts_names") },
     // Issue 4: real language runtimes (`--group runtime`).
     runtime("rt_python", "threads.py"),
     TestSpec {

@@ -6,7 +6,7 @@
 //! under its directory; it removes them and fails the test that left them.
 //!
 //! Unsafe here: one `pre_exec` hook that clears FD_CLOEXEC on the ready pipe's write end
-//! in the forked child, `poll` on the read end, and `mknod` of the container rootfs's
+//! in the forked child, `poll` on the read end, and `mknod` of the mntns rootfs's
 //! `/dev/null`. Guarantee: the hook calls only the async-signal-safe `fcntl`.
 #![allow(unsafe_code)]
 
@@ -145,11 +145,16 @@ pub struct Config {
     pub big: bool,
     /// Write the JSON report here.
     pub json: Option<PathBuf>,
-    /// Flavors to run each test in (`--flavor host|ns|container|all`).
+    /// Flavors to run each test in (`--flavor host|ns|mntns|all`).
     pub flavors: Vec<Flavor>,
     /// Only tests of this group (`--group core|runtime`); `None`: `core` unless the
     /// filter names a runtime test.
     pub group: Option<String>,
+    /// `--dump-with PATH`: dump with this binary (CRIU's command line), restore with
+    /// `engine` (`cross.rs`).
+    pub dump_with: Option<PathBuf>,
+    /// `--restore-with PATH`: dump with `engine`, restore with this binary.
+    pub restore_with: Option<PathBuf>,
 }
 
 /// How long a test may take to become ready, to check itself, and crust to work.
@@ -193,11 +198,14 @@ pub struct Harness {
     runtime_unavailable: Option<String>,
     /// Interpreters (`py`) and built programs (`go`) resolved before the reaper started.
     runtimes: std::collections::HashMap<&'static str, Result<Vec<String>, String>>,
-    /// The container flavor's root filesystem (`<workdir>/bin/rootfs`), or why it could
+    /// The mntns flavor's root filesystem (`<workdir>/bin/rootfs`), or why it could
     /// not be built.
     rootfs: Result<PathBuf, String>,
     /// Host pid of the ns init of the test being launched, once it reported itself.
     pending_init: std::cell::Cell<Option<i32>>,
+    /// In a cross run with CRIU as the other tool: what it does, for its skip table;
+    /// and why every test is skipped, when CRIU cannot do its part here at all.
+    criu_other: Option<(crate::cross::OtherDoes, Option<String>)>,
     /// `flock`ed `<workdir>/.lock`, held while this harness lives.
     _workdir_lock: std::fs::File,
 }
@@ -224,6 +232,11 @@ impl Harness {
             .with_context(|| format!("resolve {}", config.workdir.display()))?;
         config.engine = std::fs::canonicalize(&config.engine)
             .with_context(|| format!("resolve {}", config.engine.display()))?;
+        for other in [&mut config.dump_with, &mut config.restore_with].into_iter().flatten() {
+            *other = std::fs::canonicalize(&*other).with_context(|| format!("resolve {}", other.display()))?;
+        }
+        // Before the reaper starts (it would collect `output`'s child).
+        let criu_other = criu_in_cross_run(&config);
         // One run per workdir at a time: test dirs and program copies have fixed names.
         let workdir_lock = lock_workdir(&config.workdir)?;
         // Run the tests from private copies: target/release is shared with whoever builds
@@ -272,10 +285,10 @@ impl Harness {
             );
         }
         // ldd runs before the reaper, like the runtimes' commands.
-        let rootfs = if config.flavors.contains(&Flavor::Container) {
+        let rootfs = if config.flavors.contains(&Flavor::Mntns) {
             build_rootfs(&bin_dir)
         } else {
-            Err("the container flavor was not asked for".to_string())
+            Err("the mntns flavor was not asked for".to_string())
         };
         let reaper = Reaper::start()?;
         Ok(Harness {
@@ -289,6 +302,7 @@ impl Harness {
             bin_dir,
             runtime_unavailable,
             pending_init: std::cell::Cell::new(None),
+            criu_other,
             _workdir_lock: workdir_lock,
         })
     }
@@ -363,25 +377,25 @@ impl Harness {
                 args.insert(0, exe.display().to_string());
                 exe = self.c_tests_dir.join("ns_init");
             }
-            Flavor::Container => {
+            Flavor::Mntns => {
                 let rootfs = match &self.rootfs {
                     Ok(rootfs) => rootfs,
                     Err(reason) => return Ok(Launched::Skip(reason.clone())),
                 };
                 // The program by its path inside the rootfs, which holds the copies.
                 let Ok(inside) = exe.strip_prefix(&self.bin_dir) else {
-                    return Ok(Launched::Skip(format!("{} is not in the container's rootfs", exe.display())));
+                    return Ok(Launched::Skip(format!("{} is not in the mntns rootfs", exe.display())));
                 };
                 let mut front = vec![
                     rootfs.display().to_string(),
                     outdir.display().to_string(),
-                    container_hostname(spec.name),
+                    mntns_hostname(spec.name),
                     Path::new("/").join(inside).display().to_string(),
                 ];
                 front.append(&mut args);
                 args = front;
-                exe = self.c_tests_dir.join("ct_init");
-                test_outdir = PathBuf::from(CONTAINER_OUTDIR);
+                exe = self.c_tests_dir.join("mntns_init");
+                test_outdir = PathBuf::from(MNTNS_OUTDIR);
             }
         }
         let (mut ready_reader, ready_writer) = cloexec_pipe().context("create ready pipe")?;
@@ -457,16 +471,17 @@ impl Harness {
             .with_context(|| format!("create {}", stderr_path.display()))?;
         let stdout_file = stderr_file.try_clone().context("dup engine log fd")?;
         let started = Instant::now();
+        let binary = self.binary_for(stage);
         let child = self
             .reaper
             .spawn(
-                Command::new(&self.config.engine)
+                Command::new(binary)
                     .args(args)
                     .stdin(Stdio::null())
                     .stdout(stdout_file)
                     .stderr(stderr_file),
             )
-            .with_context(|| format!("spawn {}", self.config.engine.display()))?;
+            .with_context(|| format!("spawn {}", binary.display()))?;
         let pid = child.id() as i32;
         match self.reaper.wait_exit(pid, ENGINE_TIMEOUT) {
             Some(status) => Ok((status, started.elapsed())),
@@ -585,9 +600,9 @@ impl Harness {
                 found.processes.push(stray);
             }
         }
-        if !live.sockets.is_empty() {
+        if !live.sockets.is_empty() || !live.lock_tables.is_empty() {
             if let Some(listing) = self.nft(&["list", "tables"]) {
-                for table in leftovers::tables_of(&leftovers::parse_tables(&listing), &live.sockets) {
+                for table in leftovers::tables_of(&leftovers::parse_tables(&listing), &live.sockets, &live.lock_tables) {
                     if self.nft(&["delete", "table", &table.family, &table.name]).is_none() {
                         eprintln!("zdtm: could not delete nftables table {} {}", table.family, table.name);
                     }
@@ -625,6 +640,9 @@ impl Harness {
         live: &mut LiveTree,
         outcome: &mut TestOutcome,
     ) -> anyhow::Result<Verdict> {
+        if let Some(reason) = self.cross_skip_reason(spec, flavor) {
+            return Ok(Verdict::Skipped(reason));
+        }
         let (ns_pid, init, token) = match self.launch(spec, outdir, flavor)? {
             Launched::Ready { pid, init, token } => (pid, init, token),
             Launched::Skip(reason) => return Ok(Verdict::Skipped(reason)),
@@ -657,15 +675,15 @@ impl Harness {
                 args.extend(spec.dump_args.iter().map(|a| a.to_string()));
                 let (status, _) = self.run_engine(&args, &pre_dir, "dump")?;
                 if status != ExitStatus::Exited(0) {
-                    bail!("iteration {iteration}: crust pre-dump: {status}\n{}", engine_logs(&pre_dir, "dump"));
+                    bail!("iteration {iteration}: {} pre-dump: {status}\n{}", self.tool_name("dump"), engine_logs(&pre_dir, "dump"));
                 }
             }
             let before = TreeSnapshot::capture(root, spec.volatile_status)
                 .context("record state before dump")?;
 
             let old_tree = crate::tree::descendants(root);
-            // A dump with --tcp-established locks each connection in a table named
-            // after its socket: remember the sockets, to find a table left behind.
+            // crust before CRIU's lock table locked each connection in a table named
+            // after its socket: remember the sockets, to find such a table left behind.
             live.sockets.extend(leftovers::socket_inodes(&old_tree));
             let mut dump_args: Vec<String> = ["dump", "-t", &root.to_string(), "-D"]
                 .map(String::from)
@@ -679,16 +697,22 @@ impl Harness {
                 dump_args.extend(["--prev-images-dir".to_string(), format!("../img-{iteration}-pre")]);
             }
             dump_args.extend(spec.dump_args.iter().map(|a| a.to_string()));
-            if flavor == Flavor::Container {
+            if flavor == Flavor::Mntns {
                 // The test's directory is the host's: external, given back by key.
-                dump_args.extend(["--ext-mount-map".to_string(), format!("{CONTAINER_OUTDIR}:{CONTAINER_OUTDIR_KEY}")]);
+                dump_args.extend(["--ext-mount-map".to_string(), format!("{MNTNS_OUTDIR}:{MNTNS_OUTDIR_KEY}")]);
             }
-            let mounts_before = (flavor == Flavor::Container).then(|| mount_shape(root)).transpose()?;
+            let mounts_before = (flavor == Flavor::Mntns).then(|| mount_shape(root)).transpose()?;
             let (status, elapsed) = self.run_engine(&dump_args, &images, "dump")?;
             *outcome.dump_ms.get_or_insert(0) += elapsed.as_millis() as u64;
+            // The dump's TCP lock table is named after its run id (CRIU's name,
+            // whichever tool dumped): remember it, to find it left behind.
+            if let Some(run_id) = std::fs::read(images.join("inventory.img")).ok().and_then(|bytes| leftovers::run_id_of_inventory(&bytes)) {
+                live.lock_tables.insert(leftovers::lock_table_of_run(&run_id));
+            }
             if status != ExitStatus::Exited(0) {
                 bail!(
-                    "iteration {iteration}: crust dump: {status}\n{}",
+                    "iteration {iteration}: {} dump: {status}\n{}",
+                    self.tool_name("dump"),
                     engine_logs(&images, "dump")
                 );
             }
@@ -725,10 +749,11 @@ impl Harness {
             restore_args.extend(["-d", "--pidfile"].map(String::from));
             restore_args.push(pidfile.display().to_string());
             restore_args.extend(["-o", "restore.log", "-v4"].map(String::from));
-            if let (Flavor::Container, Ok(rootfs)) = (flavor, &self.rootfs) {
+            if let (Flavor::Mntns, Ok(rootfs)) = (flavor, &self.rootfs) {
                 restore_args.extend(["--root".to_string(), rootfs.display().to_string()]);
-                restore_args.extend(["--ext-mount-map".to_string(), format!("{CONTAINER_OUTDIR_KEY}:{}", outdir.display())]);
+                restore_args.extend(["--ext-mount-map".to_string(), format!("{MNTNS_OUTDIR_KEY}:{}", outdir.display())]);
             }
+            restore_args.extend(spec.dump_args.iter().filter(|a| crate::cross::ALSO_ON_RESTORE.contains(a)).map(|a| a.to_string()));
             let (status, elapsed) = self.run_engine(&restore_args, &images, "restore")?;
             *outcome.restore_ms.get_or_insert(0) += elapsed.as_millis() as u64;
             let restored_root = std::fs::read_to_string(&pidfile)
@@ -741,7 +766,8 @@ impl Harness {
             }
             if status != ExitStatus::Exited(0) {
                 bail!(
-                    "iteration {iteration}: crust restore: {status}\n{}",
+                    "iteration {iteration}: {} restore: {status}\n{}",
+                    self.tool_name("restore"),
                     engine_logs(&images, "restore")
                 );
             }
@@ -749,11 +775,11 @@ impl Harness {
                 (Flavor::Host, Some(restored)) if restored != root => bail!(
                     "iteration {iteration}: restored pid {restored} differs from dumped pid {root}"
                 ),
-                (Flavor::Ns | Flavor::Container, None) => bail!(
+                (Flavor::Ns | Flavor::Mntns, None) => bail!(
                     "iteration {iteration}: no pid in {} after restore",
                     pidfile.display()
                 ),
-                (Flavor::Ns | Flavor::Container, Some(restored)) => root = restored,
+                (Flavor::Ns | Flavor::Mntns, Some(restored)) => root = restored,
                 _ => {}
             }
             if !self.reaper.is_alive_child(root) {
@@ -806,7 +832,7 @@ impl Harness {
         let status = match flavor {
             Flavor::Host => self.reaper.wait_exit(pid, VERDICT_TIMEOUT),
             // The test is the init's child: the init reaps it; its status stays inside.
-            Flavor::Ns | Flavor::Container => wait_all_gone(&[pid], VERDICT_TIMEOUT).ok().map(|()| ExitStatus::Exited(0)),
+            Flavor::Ns | Flavor::Mntns => wait_all_gone(&[pid], VERDICT_TIMEOUT).ok().map(|()| ExitStatus::Exited(0)),
         };
         if flavor == Flavor::Host && status.is_some() {
             live.root = None;
@@ -834,37 +860,62 @@ impl Harness {
         Ok(Verdict::Passed)
     }
 
+    /// The binary that runs `stage` ("dump", also for pre-dumps, or "restore"): a cross
+    /// run's other binary for its half, the engine otherwise.
+    fn binary_for(&self, stage: &str) -> &Path {
+        match stage {
+            "dump" => self.config.dump_with.as_ref(),
+            "restore" => self.config.restore_with.as_ref(),
+            _ => None,
+        }
+        .unwrap_or(&self.config.engine)
+    }
+
+    /// The name errors give the binary of `stage` (`crust`, `criu`).
+    fn tool_name(&self, stage: &str) -> String {
+        self.binary_for(stage).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "engine".into())
+    }
+
+    /// Why `spec` is skipped in this cross run with CRIU (`cross.rs`), if it is.
+    fn cross_skip_reason(&self, spec: &TestSpec, flavor: Flavor) -> Option<String> {
+        if std::env::var_os(crate::cross::RUN_ALL_ENV).is_some() {
+            return None;
+        }
+        let (role, everything) = self.criu_other.as_ref()?;
+        everything.clone().or_else(|| crate::cross::criu_skip_reason(spec.name, *role, flavor))
+    }
+
     /// Host pid of the test: itself in the host flavor, found under the init by its
     /// namespace pid in the `ns` flavor.
     fn locate(&self, flavor: Flavor, root: i32, ns_pid: i32) -> anyhow::Result<i32> {
         match flavor {
             Flavor::Host => Ok(root),
-            Flavor::Ns | Flavor::Container => crate::tree::find_by_ns_pid(root, ns_pid)
+            Flavor::Ns | Flavor::Mntns => crate::tree::find_by_ns_pid(root, ns_pid)
                 .with_context(|| format!("no process with namespace pid {ns_pid} under init {root}")),
         }
     }
 }
 
-/// Where the container flavor's test finds its directory (`ZDTM_OUTDIR`), and the key
+/// Where the mntns flavor's test finds its directory (`ZDTM_OUTDIR`), and the key
 /// of that external mount in the images.
-const CONTAINER_OUTDIR: &str = "/zdtm";
-const CONTAINER_OUTDIR_KEY: &str = "zdtm";
+const MNTNS_OUTDIR: &str = "/zdtm";
+const MNTNS_OUTDIR_KEY: &str = "zdtm";
 
-/// The container flavor's host name for a test: `zdtm-<test>`, cut to the kernel's 64
+/// The mntns flavor's host name for a test: `zdtm-<test>`, cut to the kernel's 64
 /// bytes.
-fn container_hostname(test: &str) -> String {
+fn mntns_hostname(test: &str) -> String {
     let mut name = format!("zdtm-{test}");
     name.truncate(64);
     name
 }
 
-/// The container flavor's root filesystem, `<bin_dir>/rootfs`: the test programs of
+/// The mntns flavor's root filesystem, `<bin_dir>/rootfs`: the test programs of
 /// `bin_dir` at the same relative paths (hard links), the shared libraries `ldd` names
 /// for them at their own paths, `/dev/null`, and the empty mountpoint `/zdtm`.
 /// `Err(reason)`, a skip reason, when it cannot be made.
 fn build_rootfs(bin_dir: &Path) -> Result<PathBuf, String> {
     let rootfs = bin_dir.join("rootfs");
-    let fail = |what: &str, path: &Path, error: std::io::Error| format!("container rootfs: {what} {}: {error}", path.display());
+    let fail = |what: &str, path: &Path, error: std::io::Error| format!("mntns rootfs: {what} {}: {error}", path.display());
     let mut programs = Vec::new();
     for sub in ["c-tests", "."] {
         let dir = bin_dir.join(sub);
@@ -885,7 +936,7 @@ fn build_rootfs(bin_dir: &Path) -> Result<PathBuf, String> {
         }
         std::fs::hard_link(program, &target).map_err(|e| fail("link", &target, e))?;
     }
-    let ldd = which("ldd").map_err(|reason| format!("container rootfs: {reason}"))?;
+    let ldd = which("ldd").map_err(|reason| format!("mntns rootfs: {reason}"))?;
     let output = Command::new(ldd).args(&programs).output().map_err(|e| fail("run", Path::new("ldd"), e))?;
     // `libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)`, `/lib64/ld-linux-x86-64.so.2
     // (0x...)`; each program's own `PATH:` header line is left out.
@@ -895,7 +946,7 @@ fn build_rootfs(bin_dir: &Path) -> Result<PathBuf, String> {
         .map(str::to_string)
         .collect();
     if libraries.is_empty() {
-        return Err("container rootfs: ldd named no library for the test programs".into());
+        return Err("mntns rootfs: ldd named no library for the test programs".into());
     }
     for library in libraries {
         let target = rootfs.join(library.trim_start_matches('/'));
@@ -908,7 +959,7 @@ fn build_rootfs(bin_dir: &Path) -> Result<PathBuf, String> {
         std::fs::create_dir_all(rootfs.join(dir)).map_err(|e| fail("create", &rootfs.join(dir), e))?;
     }
     let null = rootfs.join("dev/null");
-    let c_path = std::ffi::CString::new(null.as_os_str().as_encoded_bytes()).map_err(|_| format!("container rootfs: {} has a NUL", null.display()))?;
+    let c_path = std::ffi::CString::new(null.as_os_str().as_encoded_bytes()).map_err(|_| format!("mntns rootfs: {} has a NUL", null.display()))?;
     // SAFETY: mknod reads the NUL-terminated path, which lives across the call.
     if unsafe { libc::mknod(c_path.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 3)) } != 0 {
         return Err(fail("mknod", &null, std::io::Error::last_os_error()));
@@ -949,6 +1000,34 @@ fn mount_shape(pid: i32) -> anyhow::Result<Vec<String>> {
         .collect()
 }
 
+/// In a cross run whose other binary is CRIU (its `--version` says `Version: `, and not
+/// crust's second line): what
+/// CRIU does, and why no test can run when CRIU cannot pre-dump here.
+fn criu_in_cross_run(config: &Config) -> Option<(crate::cross::OtherDoes, Option<String>)> {
+    let (other, role) = match (&config.dump_with, &config.restore_with) {
+        (Some(other), _) => (other, crate::cross::OtherDoes::Dump),
+        (None, Some(other)) => (other, crate::cross::OtherDoes::Restore),
+        (None, None) => return None,
+    };
+    let version = Command::new(other).arg("--version").stdin(Stdio::null()).output().ok()?;
+    let version = String::from_utf8_lossy(&version.stdout);
+    // crust answers as CRIU 4.2 too, and names itself on the next line.
+    if !version.starts_with("Version: ") || version.contains("crust") {
+        return None;
+    }
+    let mut everything = None;
+    if config.pre_dump && role == crate::cross::OtherDoes::Dump {
+        let check = Command::new(other).args(["check", "--feature", "mem_dirty_track"]).stdin(Stdio::null()).output();
+        if !check.is_ok_and(|c| c.status.success()) {
+            everything = Some(
+                "CRIU cannot pre-dump here: no soft-dirty (`check --feature mem_dirty_track` fails; `criu pre-dump` aborts with \"BUG at criu/mem.c:46\")"
+                    .to_string(),
+            );
+        }
+    }
+    Some((role, everything))
+}
+
 /// What is left to kill after a test.
 #[derive(Debug, Default)]
 pub struct LiveTree {
@@ -958,6 +1037,8 @@ pub struct LiveTree {
     pub session: Option<i32>,
     /// Inodes of the sockets the tree held at each dump.
     pub sockets: std::collections::BTreeSet<u64>,
+    /// The TCP lock tables of the test's dumps (`CRIU-<run id>`, inet family).
+    pub lock_tables: std::collections::BTreeSet<String>,
 }
 
 /// Host pids whose session (field 6 of /proc/PID/stat) is `session`.

@@ -1,10 +1,13 @@
 //! What a test may leave behind, which the harness looks for after every test: processes
 //! (anything still under the harness, which is their subreaper, or running a program
-//! from the run's `bin/`), nftables tables crust made to lock the test's TCP connections
-//! (`crust_tcp_INODE`, INODE a socket the test held at a dump), and mounts under the
-//! test's directory. The harness removes each one and fails the test that left it.
+//! from the run's `bin/`), the nftables tables that lock the test's TCP connections
+//! (`inet CRIU-<run id>`, named as CRIU names a dump's lock after the dump's
+//! `inventory.dump_criu_run_id`, whichever tool dumped; `crust_tcp_INODE` of older crust,
+//! INODE a socket the test held at a dump), and mounts under the test's directory. The
+//! harness removes each one and fails the test that left it.
 //!
-//! The parsers (`nft list tables`, mountinfo) are pure; the finders read /proc.
+//! The parsers (`nft list tables`, inventory.img's run id, mountinfo) are pure; the
+//! finders read /proc.
 //!
 //! Unsafe here: `umount2`. Guarantee: called with a NUL-terminated path that lives for
 //! the call and `MNT_DETACH` only.
@@ -134,9 +137,66 @@ pub fn locked_socket(table: &NftTable) -> Option<u64> {
     table.name.strip_prefix("crust_tcp_")?.parse().ok()
 }
 
-/// crust's tables among `tables` that lock one of `sockets`.
-pub fn tables_of(tables: &[NftTable], sockets: &BTreeSet<u64>) -> Vec<NftTable> {
-    tables.iter().filter(|t| locked_socket(t).is_some_and(|inode| sockets.contains(&inode))).cloned().collect()
+/// The lock tables among `tables`: crust's older ones that lock one of `sockets`, and
+/// the inet tables named in `lock_tables` (the test's dumps').
+pub fn tables_of(tables: &[NftTable], sockets: &BTreeSet<u64>, lock_tables: &BTreeSet<String>) -> Vec<NftTable> {
+    tables
+        .iter()
+        .filter(|t| locked_socket(t).is_some_and(|inode| sockets.contains(&inode)) || (t.family == "inet" && lock_tables.contains(&t.name)))
+        .cloned()
+        .collect()
+}
+
+/// The lock table of dump `run_id`, as CRIU names it: `CRIU-` and the run id's first 21
+/// characters.
+pub fn lock_table_of_run(run_id: &str) -> String {
+    format!("CRIU-{}", run_id.chars().take(21).collect::<String>())
+}
+
+/// `dump_criu_run_id` (field 13) of inventory.img's bytes: its magic (CRIU's common
+/// magic before it in other tools' images), the entry's size (u32), the entry.
+/// `None` when the image has none or is not one.
+pub fn run_id_of_inventory(bytes: &[u8]) -> Option<String> {
+    const IMG_COMMON_MAGIC: u32 = 0x5456_4319;
+    const IMG_SERVICE_MAGIC: u32 = 0x5510_5940;
+    let word = |at: usize| Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?));
+    let mut at = if matches!(word(0)?, IMG_COMMON_MAGIC | IMG_SERVICE_MAGIC) { 8 } else { 4 };
+    let size = word(at)? as usize;
+    at += 4;
+    let mut entry = bytes.get(at..at.checked_add(size)?)?;
+    fn varint(input: &mut &[u8]) -> Option<u64> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let (&byte, rest) = input.split_first()?;
+            *input = rest;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Some(value);
+            }
+        }
+        None
+    }
+    while !entry.is_empty() {
+        let key = varint(&mut entry)?;
+        let skip = match key & 7 {
+            0 => {
+                varint(&mut entry)?;
+                0
+            }
+            1 => 8,
+            2 => {
+                let len = varint(&mut entry)? as usize;
+                if key >> 3 == 13 {
+                    return String::from_utf8(entry.get(..len)?.to_vec()).ok();
+                }
+                len
+            }
+            5 => 4,
+            _ => return None,
+        };
+        entry = entry.get(skip..)?;
+    }
+    None
 }
 
 /// Mount points at or under `dir` in /proc/PID/mountinfo text, deepest first (the order
@@ -203,9 +263,31 @@ mod tests {
         assert_eq!(locked_socket(&tables[0]), None);
         assert_eq!(locked_socket(&tables[3]), None);
         let ours: BTreeSet<u64> = [99, 5].into();
-        assert_eq!(tables_of(&tables, &ours), vec![tables[2].clone()]);
+        assert_eq!(tables_of(&tables, &ours, &BTreeSet::new()), vec![tables[2].clone()]);
+        let listing = "table inet CRIU-a6f832d8-fea2-41e3-91\ntable ip CRIU-a6f832d8-fea2-41e3-91\ntable inet CRIU-other\n";
+        let tables = parse_tables(listing);
+        let runs: BTreeSet<String> = [lock_table_of_run("a6f832d8-fea2-41e3-91a2-c84fb3431983")].into();
+        assert_eq!(tables_of(&tables, &BTreeSet::new(), &runs), vec![tables[0].clone()]);
         assert_eq!(socket_inode("socket:[4711]"), Some(4711));
         assert_eq!(socket_inode("pipe:[4711]"), None);
+    }
+
+    #[test]
+    fn the_run_id_is_read_from_inventory_img() {
+        // INVENTORY magic, the entry's size, then img_version 2 (field 1), root_ids
+        // (field 5, a nested message), network_lock_method 1 (field 11), the run id
+        // (field 13).
+        let run_id = b"a6f832d8-fea2-41e3-91a2-c84fb3431983";
+        let mut entry = vec![0x08, 2, 0x2a, 2, 0x08, 1, 0x58, 1, 0x6a, run_id.len() as u8];
+        entry.extend_from_slice(run_id);
+        let mut image = 0x5831_3116u32.to_le_bytes().to_vec();
+        image.extend_from_slice(&(entry.len() as u32).to_le_bytes());
+        image.extend_from_slice(&entry);
+        assert_eq!(run_id_of_inventory(&image).as_deref(), Some("a6f832d8-fea2-41e3-91a2-c84fb3431983"));
+        assert_eq!(lock_table_of_run("a6f832d8-fea2-41e3-91a2-c84fb3431983"), "CRIU-a6f832d8-fea2-41e3-91");
+        assert_eq!(run_id_of_inventory(&image[..image.len() - 3]), None, "truncated");
+        let without = [&image[..4], &4u32.to_le_bytes(), &[0x08, 2, 0x58, 1][..]].concat();
+        assert_eq!(run_id_of_inventory(&without), None);
     }
 
     #[test]

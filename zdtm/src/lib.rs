@@ -19,6 +19,7 @@
 #![deny(unsafe_code)]
 
 pub mod catalog;
+pub mod cross;
 pub mod demo;
 pub mod harness;
 pub mod leftovers;
@@ -39,18 +40,12 @@ pub fn filter_matches(filter: &str, spec: &catalog::TestSpec) -> bool {
     filter.split(',').filter(|word| !word.is_empty()).any(|word| spec.name.contains(word) || word == spec.group)
 }
 
-/// Why `spec` does not run in `flavor`: a test that needs namespaces of its own runs in
-/// the container flavor only, and the container flavor (so far without /proc and /dev,
-/// issue 15's M1) runs only those.
-pub fn flavor_skip(spec: &catalog::TestSpec, flavor: catalog::Flavor) -> Option<String> {
-    let wants_container = spec.requirements.contains(&catalog::Requirement::ContainerFlavor);
-    match (flavor, wants_container) {
-        (catalog::Flavor::Container, false) => {
-            Some("the container flavor has no /proc or /dev yet: it runs the tests that need namespaces of their own".into())
-        }
-        (catalog::Flavor::Host | catalog::Flavor::Ns, true) => Some("needs namespaces of its own (the container flavor)".into()),
-        _ => None,
-    }
+/// Whether `flavor` lists `spec`: a test that needs namespaces of its own is listed in
+/// the mntns flavor only, and the mntns flavor (so far without /proc and /dev, issue 15's
+/// M1) lists only those. A test a flavor does not list is neither run nor counted as
+/// skipped there.
+pub fn flavor_lists(spec: &catalog::TestSpec, flavor: catalog::Flavor) -> bool {
+    spec.requirements.contains(&catalog::Requirement::MntnsFlavor) == (flavor == catalog::Flavor::Mntns)
 }
 
 /// Runs the suite with `config`; prints the table and summary; returns the report.
@@ -77,20 +72,17 @@ pub fn run_suite(config: Config) -> anyhow::Result<Report> {
         if wanted_group != "all" && wanted_group != spec.group {
             continue;
         }
-        let flavor_reason = flavor_skip(spec, flavor);
+        if !flavor_lists(spec, flavor) {
+            continue;
+        }
         let outcome = match (spec.can_run(&host), flavor, spec.host_only) {
             (Err(reason), _, _) => harness::TestOutcome {
                 verdict: Verdict::Skipped(reason),
                 dump_ms: None,
                 restore_ms: None,
             },
-            (Ok(()), catalog::Flavor::Ns | catalog::Flavor::Container, Some(reason)) => harness::TestOutcome {
+            (Ok(()), catalog::Flavor::Ns | catalog::Flavor::Mntns, Some(reason)) => harness::TestOutcome {
                 verdict: Verdict::Skipped(format!("not in a pid namespace: {reason}")),
-                dump_ms: None,
-                restore_ms: None,
-            },
-            (Ok(()), _, _) if flavor_reason.is_some() => harness::TestOutcome {
-                verdict: Verdict::Skipped(flavor_reason.unwrap_or_default()),
                 dump_ms: None,
                 restore_ms: None,
             },

@@ -173,6 +173,24 @@ impl crate::Abi for X86_64 {
         regs.ax as i64
     }
 
+    /// CRIU's form: ERESTARTSYS, ERESTARTNOINTR and ERESTARTNOHAND become `ax =
+    /// orig_ax` and `ip` back on the syscall instruction; ERESTART_RESTARTBLOCK the
+    /// same (the syscall runs again from its own arguments, as [`Abi::resume_regs`]
+    /// does across a restore; CRIU stores -EINTR there), or -EINTR when the interrupted
+    /// call was already restart_syscall. `orig_ax` stays.
+    fn image_regs(regs: &Regs) -> Regs {
+        let mut out = <Self as crate::Abi>::resume_regs(regs, false);
+        out.orig_ax = regs.orig_ax;
+        out
+    }
+
+    /// `ax == orig_ax` with a syscall number there: what [`Abi::image_regs`] leaves of
+    /// a restart (a finished syscall's result rarely equals its own number, and the
+    /// caller checks the instruction).
+    fn restart_applied(regs: &Regs) -> bool {
+        (regs.orig_ax as i64) >= 0 && regs.ax == regs.orig_ax
+    }
+
     fn resume_regs(regs: &Regs, restart_block_usable: bool) -> Regs {
         let mut out = *regs;
         out.orig_ax = u64::MAX;
@@ -363,6 +381,24 @@ mod tests {
         assert_eq!(X86_64::resume_regs(&regs, true).ax, NR_RESTART_SYSCALL);
         let restored = X86_64::resume_regs(&regs, false);
         assert_eq!((restored.ax, restored.ip), (35, 0x2000));
+    }
+
+    #[test]
+    fn images_keep_registers_with_the_restart_applied_as_criu_does() {
+        let read = Regs { orig_ax: 0, ax: (-ERESTARTSYS) as u64, ip: 0x1002, ..Default::default() };
+        let image = X86_64::image_regs(&read);
+        assert_eq!((image.ax, image.ip, image.orig_ax), (0, 0x1000, 0));
+        assert!(X86_64::restart_applied(&image));
+        // A restore sets them back as they are: nothing left to restart.
+        assert_eq!(X86_64::resume_regs(&image, false).ip, 0x1000);
+        let sleep = Regs { orig_ax: 35, ax: (-ERESTART_RESTARTBLOCK) as u64, ip: 0x2002, ..Default::default() };
+        let image = X86_64::image_regs(&sleep);
+        assert_eq!((image.ax, image.ip, image.orig_ax), (35, 0x2000, 35));
+        let user = Regs { orig_ax: u64::MAX, ax: 7, ip: 0x3000, ..Default::default() };
+        assert_eq!(X86_64::image_regs(&user), user);
+        assert!(!X86_64::restart_applied(&user));
+        // A finished syscall: its result, not its number.
+        assert!(!X86_64::restart_applied(&Regs { orig_ax: 1, ax: 5, ..Default::default() }));
     }
 
     #[test]

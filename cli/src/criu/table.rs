@@ -214,10 +214,11 @@ pub static OPTIONS: &[Spec] = &[
         Special,
         "checkpoint and restore established TCP connections",
         ImplementedNote(
-            "dump: TCP_REPAIR, each connection locked by an nftables table (inet crust_tcp_INODE, CRIU's layout) until \
-             the restore; the table is crust's over netlink (NFT_TABLE_F_OWNER), so a crust killed mid-dump takes it \
-             along, and it is kept (NFT_TABLE_F_PERSIST, Linux 6.9) only once the tree is killed; older kernels get it \
-             from the nft command; restore rebuilds every connection the images hold, with or without it",
+            "dump: TCP_REPAIR, the connections locked in CRIU's nftables table for the dump (inet CRIU-<run id>) \
+             until the restore; the table is crust's over netlink (NFT_TABLE_F_OWNER), so a crust killed mid-dump takes \
+             it along, and it is kept (NFT_TABLE_F_PERSIST, Linux 6.9) only once the tree is killed; older kernels get \
+             it from the nft command; restore rebuilds every connection the images hold, with or without it, and lifts \
+             the dump's lock (crust's or CRIU's, nftables or iptables)",
         ),
     )),
     spec("close", None, Req("FD"), Other, "close file descriptor FD before doing anything", Implemented),
@@ -629,11 +630,13 @@ pub static OPTIONS: &[Spec] = &[
         Generic,
         "how TCP connections are locked between dump and restore: iptables (CRIU's default), nftables or skip",
         ByValue(
-            "nftables implemented (crust's lock: an nftables table per connection); iptables accepted with the same \
-             lock: the connection's packets are dropped by crust's nftables table instead of iptables rules, and where \
+            "nftables implemented (CRIU's lock: one nftables table for the dump, inet CRIU-<run id>, which CRIU's \
+             restore lifts, as crust's restore lifts CRIU's nftables or iptables lock); iptables accepted with the same \
+             lock: the connection's packets are dropped by the nftables table instead of iptables rules, and where \
              iptables is iptables-nft (Debian 10 and later; on the machine of 2026-12-06, CRIU 4.2.1's own iptables lock \
-             shows in `nft list ruleset` as rules of table ip filter) both are nf_tables rules dropping the same packets; \
-             skip implemented (connections are not locked: the caller locks the network)",
+             shows in `nft list ruleset` as rules of table ip filter) both are nf_tables rules dropping the same packets, \
+             and the inventory says nftables; skip implemented (connections are not locked: the caller locks the \
+             network; the inventory says skip, as CRIU's, and the restore lifts nothing)",
         ),
     ),
     negatable(spec(

@@ -30,7 +30,7 @@ pub(crate) fn collect(pid: i32) -> Result<Collected, CollectError> {
     let status = procfs::parse_key_values(&read("status")?);
     let smaps = procfs::parse_smaps(&read("smaps")?).map_err(|source| CollectError::Parse { pid, source })?;
     let auxv_bytes = fs::read(format!("/proc/{pid}/auxv")).map_err(io_err(pid, "read auxv"))?;
-    let auxv = auxv_entries(&auxv_bytes);
+    let auxv = auxv_bytes.chunks_exact(8).map(|c| u64::from_ne_bytes(c.try_into().expect("8 bytes"))).collect();
     let personality = u32::from_str_radix(read("personality")?.trim(), 16).unwrap_or(0);
     let mut rlimits = Vec::new();
     for resource in 0..16u32 {
@@ -56,24 +56,4 @@ pub(crate) fn collect(pid: i32) -> Result<Collected, CollectError> {
         personality,
         rlimits,
     })
-}
-
-/// The words of /proc/PID/auxv up to, not including, its AT_NULL pair, as CRIU keeps
-/// them (`mm_saved_auxv`): CRIU refuses to restore more than its AT_VECTOR_SIZE (44 on
-/// x86_64) words, which Linux 6.18's 22 entries fill exactly; the kernel terminates a
-/// restored vector itself.
-fn auxv_entries(bytes: &[u8]) -> Vec<u64> {
-    let words: Vec<u64> = bytes.chunks_exact(8).map(|c| u64::from_ne_bytes(c.try_into().expect("8 bytes"))).collect();
-    let end = words.chunks_exact(2).position(|pair| pair[0] == 0).map_or(words.len() / 2 * 2, |pairs| pairs * 2);
-    words[..end].to_vec()
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn auxv_is_kept_without_its_terminator() {
-        let bytes: Vec<u8> = [6u64, 4096, 25, 0x7ffe, 0, 0].iter().flat_map(|w| w.to_ne_bytes()).collect();
-        assert_eq!(super::auxv_entries(&bytes), [6, 4096, 25, 0x7ffe]);
-        assert!(super::auxv_entries(&[]).is_empty());
-    }
 }

@@ -271,6 +271,7 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
         return Err(DumpError::Unsupported { pid: root, what: "a zombie as the root of the tree".into() });
     }
 
+    let seize_started = Instant::now();
     let mut frozen = freeze::Frozen::seize_tree(root, options.timeout)?;
     let frozen_at = Instant::now();
     log::info!(
@@ -284,7 +285,10 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     let mut network = NetworkStages::lock(&options.stages, root)?;
     let live: Vec<i32> = frozen.processes.iter().filter(|p| !p.is_zombie()).map(|p| p.proc_pid()).collect();
     let own_ipc_ns = crate::ipc::tree_has_own_namespace(&live).map_err(|e| DumpError::Unsupported { pid: e.pid, what: e.to_string() })?;
-    let namespaces = namespaces::collect(&frozen, &options.mounts)?;
+    let live_inodes: Vec<crate::ns::NsInodes> = live.iter().map(|pid| crate::ns::read_inodes(&pid.to_string())).collect();
+    let ids = crate::ns::number(&crate::ns::read_inodes("self"), &live_inodes);
+    let namespaces = namespaces::collect(&frozen, &ids, &options.mounts)?;
+    let run_id = new_run_id().map_err(io_err(root, "read /proc/sys/kernel/random/uuid"))?;
 
     let mut collected = Vec::new();
     for process in frozen.processes.iter().filter(|p| !p.is_zombie()) {
@@ -309,16 +313,23 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
         mount_view: namespaces.mount_view(),
         ..Default::default()
     };
+    file_table.tcp.run_id = run_id.clone();
     let cow = options.leave_running && !options.frozen_copy;
-    let memory::DumpedMemory { vmas: memory, pages, vma_count, snapshot, mut pieces } =
+    let memory_started = Instant::now();
+    let memory::DumpedMemory { vmas: mut memory, pages, vma_count, snapshot, mut pieces } =
         memory::dump_tree_memory(&frozen, &collected, &options.dir, parent_dir.as_deref(), cow, &mut file_table)?;
+    let memdump = memory_started.elapsed();
+    for vmas in &mut memory {
+        crate::memory::special_areas_as_criu(vmas);
+    }
     fault(DumpStep::Memory)?;
 
     let process_files = files::dump_tree_files(&frozen, &collected, options.shell_job, &mut file_table)?;
     fault(DumpStep::Files)?;
 
     if own_ipc_ns {
-        let dumped = crate::ipc::dump_namespace(frozen.processes[0].proc_pid(), &options.dir)
+        let ns_id = ids.processes[0].ipc_ns_id.unwrap_or_default();
+        let dumped = crate::ipc::dump_namespace(frozen.processes[0].proc_pid(), &options.dir, ns_id)
             .map_err(|source| DumpError::IpcNamespace { pid: root, source })?;
         log::info!(
             "IPC namespace: {} shared memory segments, {} semaphore sets, {} message queues",
@@ -335,9 +346,10 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
         files: &file_table,
         process_files: &process_files,
         memory,
-        own_ipc_ns,
-        mnt_uts_ns_ids: namespaces.ids(),
+        ids: &ids,
+        run_id: &run_id,
     };
+    let dumped_pages_scanned: u64 = dumped.memory.iter().flatten().map(|v| (v.end - v.start) / sys::page_size()).sum();
     write::write_images(root, &options.dir, dumped)?;
     // With every page written (unless the snapshot copies them later): the checksums
     // and the list of images, before the tree is let go or killed.
@@ -388,7 +400,15 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
         }
         crate::memory::checksums::write(&options.dir, &pieces, sys::page_size()).map_err(|source| DumpError::Checksums { pid: root, source })?;
     }
+    let pages_scanned = dumped_pages_scanned;
+    let stats = write::DumpStats { freezing: frozen_at - seize_started, frozen: frozen_for, memdump, pages_scanned, pages_written: pages };
+    write::write_stats(root, &options.dir, &stats)?;
     Ok(DumpReport { frozen: frozen_for, total: started.elapsed(), pages, vmas: vma_count, processes, threads })
+}
+
+/// A fresh id for this dump (a random UUID, as CRIU's `dump_criu_run_id`).
+fn new_run_id() -> io::Result<String> {
+    Ok(fs::read_to_string("/proc/sys/kernel/random/uuid")?.trim().to_string())
 }
 
 /// The network points of a dump: network-lock once the tree is seized (for a tree in a

@@ -10,6 +10,7 @@ use std::path::Path;
 use crate::dump::freeze::Frozen;
 use crate::files::MountView;
 use crate::mounts::{DumpMountOptions, DumpedMounts, MountError};
+use crate::ns::{NsKind, TreeIds};
 use crate::uts::UtsError;
 
 /// Why the namespaces of the tree cannot be dumped.
@@ -21,17 +22,6 @@ pub enum NamespaceError {
     Mounts { pid: i32, source: MountError },
     #[error("dump pid {pid}: UTS namespace: {source}")]
     Uts { pid: i32, source: UtsError },
-}
-
-/// The kinds of /proc/PID/ns, in CRIU's numbering order (ids 1..8 are the dumping
-/// tool's own, in this order; `inventory.root_ids`).
-const KINDS: [&str; 8] = ["pid", "net", "ipc", "uts", "time", "mnt", "user", "cgroup"];
-pub(crate) const UTS: usize = 3;
-pub(crate) const MNT: usize = 5;
-
-/// The id of the dumping tool's own namespace of kind `kind` (index into `KINDS`): 1..8.
-pub(crate) const fn dumper_id(kind: usize) -> u32 {
-    kind as u32 + 1
 }
 
 /// The namespaces of the tree that the dump takes along.
@@ -51,11 +41,6 @@ impl TreeNamespaces {
         self.mounts.as_ref().map(|m| MountView { root: m.view_root.clone(), mounts: m.mount_ids() })
     }
 
-    /// `ids-PID.img`'s `mnt_ns_id` and `uts_ns_id` for every process of the tree.
-    pub(crate) fn ids(&self) -> (Option<u32>, Option<u32>) {
-        (self.mounts.as_ref().map(|m| m.ns_id), self.uts_id)
-    }
-
     /// Writes `mountpoints-<id>.img` and `utsns-<id>.img`.
     pub(crate) fn write(&self, dir: &Path) -> Result<(), NamespaceError> {
         let pid = self.root;
@@ -71,60 +56,17 @@ impl TreeNamespaces {
     }
 }
 
-/// The namespace ids of a process (`None`: no such link on this kernel).
-fn inodes(pid: &str) -> [Option<String>; 8] {
-    KINDS.map(|kind| std::fs::read_link(format!("/proc/{pid}/ns/{kind}")).ok().map(|l| l.to_string_lossy().into_owned()))
-}
-
-/// The ids CRIU gives the tree's namespaces when each kind has at most one of the
-/// tree's own (`own[kind]`): the dumping tool's are 1..8, the tree's own ones 9, 10,
-/// ... in kind order. Only the mount and UTS ids are used from here; the tool's own
-/// numbering of every kind replaces this once it lands (`ns::number`).
-pub(crate) fn own_namespace_ids(own: [bool; 8]) -> [Option<u32>; 8] {
-    let mut next = 9;
-    own.map(|own| {
-        own.then(|| {
-            next += 1;
-            next - 1
-        })
-    })
-}
-
-/// Compares the namespaces of every live process of `frozen` with crust's: refuses the
-/// kinds crust does not dump yet, and reads the tree's mount namespace (the dump stops
-/// here if a mount cannot be taken).
-pub(crate) fn collect(frozen: &Frozen, options: &DumpMountOptions) -> Result<TreeNamespaces, NamespaceError> {
+/// Compares the namespaces of every live process of `frozen` (numbered in `ids`,
+/// `ns::number`) with crust's: refuses the kinds crust does not dump yet, and reads the
+/// tree's mount namespace (the dump stops here if a mount cannot be taken).
+pub(crate) fn collect(frozen: &Frozen, ids: &TreeIds, options: &DumpMountOptions) -> Result<TreeNamespaces, NamespaceError> {
     let live: Vec<i32> = frozen.processes.iter().filter(|p| !p.is_zombie()).map(|p| p.proc_pid()).collect();
     let root = live.first().copied().unwrap_or(frozen.processes[0].proc_pid());
-    let own_links = inodes("self");
-    let root_links = inodes(&root.to_string());
-    for &pid in &live {
-        let links = inodes(&pid.to_string());
-        for (index, kind) in KINDS.iter().enumerate() {
-            let (mine, theirs, roots) = (&own_links[index], &links[index], &root_links[index]);
-            let describe = match *kind {
-                "net" => "a network namespace",
-                "user" => "a user namespace",
-                "cgroup" => "a cgroup namespace",
-                "time" => "a time namespace",
-                "mnt" => "a mount namespace",
-                "uts" => "a UTS namespace",
-                _ => continue,
-            };
-            if matches!(*kind, "net" | "user" | "cgroup" | "time") && theirs != mine {
-                return Err(NamespaceError::Refused { pid, what: format!("{describe} of its own ({}) is not supported yet", theirs.as_deref().unwrap_or("?")) });
-            }
-            if theirs != roots {
-                return Err(NamespaceError::Refused {
-                    pid,
-                    what: format!("{describe} other than the tree root's ({} here, {} in the root): not supported yet", theirs.as_deref().unwrap_or("?"), roots.as_deref().unwrap_or("?")),
-                });
-            }
-        }
+    if let Some((pid, what)) = refused(&live, ids) {
+        return Err(NamespaceError::Refused { pid, what });
     }
-    let own: [bool; 8] = std::array::from_fn(|i| root_links[i].is_some() && root_links[i] != own_links[i]);
-    let ids = own_namespace_ids(own);
-    let mounts = match ids[MNT] {
+    let own = |kind: NsKind| ids.processes.first().and_then(|first| kind.id(first)).filter(|&id| Some(id) != kind.id(&ids.root));
+    let mounts = match own(NsKind::Mnt) {
         Some(id) => Some(crate::mounts::collect(root, id, options).map_err(|source| NamespaceError::Mounts { pid: root, source })?),
         None => {
             if options != &DumpMountOptions::default() {
@@ -133,23 +75,53 @@ pub(crate) fn collect(frozen: &Frozen, options: &DumpMountOptions) -> Result<Tre
             None
         }
     };
-    Ok(TreeNamespaces { mounts, uts_id: ids[UTS], root })
+    Ok(TreeNamespaces { mounts, uts_id: own(NsKind::Uts), root })
+}
+
+/// The first namespace of the live processes `live` (ids in `ids.processes`, same
+/// order) that crust cannot dump yet: a network, user, cgroup or time namespace other
+/// than crust's, or a mount or UTS namespace other than the tree root's. Pure.
+fn refused(live: &[i32], ids: &TreeIds) -> Option<(i32, String)> {
+    let first = ids.processes.first()?;
+    for (&pid, process) in live.iter().zip(&ids.processes) {
+        for kind in [NsKind::Net, NsKind::Time, NsKind::User, NsKind::Cgroup] {
+            if let Some(id) = kind.id(process).filter(|&id| Some(id) != kind.id(&ids.root)) {
+                return Some((pid, format!("{} of its own ({} {id}) is not supported yet", kind.describe(), kind.field())));
+            }
+        }
+        for kind in [NsKind::Uts, NsKind::Mnt] {
+            if kind.id(process) != kind.id(first) {
+                let show = |id: Option<u32>| id.map_or_else(|| "none".to_string(), |id| id.to_string());
+                return Some((
+                    pid,
+                    format!("{} other than the tree root's ({} {} here, {} in the root): not supported yet", kind.describe(), kind.field(), show(kind.id(process)), show(kind.id(first))),
+                ));
+            }
+        }
+    }
+    None
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ns::{number, NsInodes};
+
+    const HOST: NsInodes = [Some(10), Some(20), Some(30), Some(40), Some(50), Some(60), Some(70), Some(80)];
 
     #[test]
-    fn own_namespaces_are_numbered_from_9_in_kind_order() {
+    fn mount_and_uts_namespaces_of_the_trees_own_pass_others_are_refused() {
         // pid, ipc, uts and mnt of its own (the ns flavor plus mount and UTS).
-        let own = [true, false, true, true, false, true, false, false];
-        assert_eq!(own_namespace_ids(own), [Some(9), None, Some(10), Some(11), None, Some(12), None, None]);
-        // Mount and UTS only: as CRIU numbered `unshare -m -u` (uts 9, mnt 10).
-        let own = [false, false, false, true, false, true, false, false];
-        assert_eq!(own_namespace_ids(own)[UTS], Some(9));
-        assert_eq!(own_namespace_ids(own)[MNT], Some(10));
-        // And crust's own, which inventory.root_ids names: uts 4, mnt 6.
-        assert_eq!((dumper_id(UTS), dumper_id(MNT)), (4, 6));
+        let mut tree = HOST;
+        for (index, inode) in [(0, 11), (2, 31), (3, 41), (5, 61)] {
+            tree[index] = Some(inode);
+        }
+        assert_eq!(refused(&[100, 101], &number(&HOST, &[tree, tree])), None);
+        let mut net = tree;
+        net[1] = Some(21);
+        let error = refused(&[100, 101], &number(&HOST, &[tree, net])).expect("net").1;
+        assert_eq!(error, "a network namespace of its own (net_ns_id 13) is not supported yet");
+        let error = refused(&[100, 101], &number(&HOST, &[tree, HOST])).expect("mnt").1;
+        assert_eq!(error, "a UTS namespace other than the tree root's (uts_ns_id 4 here, 11 in the root): not supported yet");
     }
 }

@@ -1,13 +1,16 @@
 //! The write stage of a dump: the images of the tree, from what the earlier stages
-//! found (inventory, seccomp, pstree, core, mm, fdinfo, fs, ids, and the files'
-//! images through `files/`).
+//! found (inventory, seccomp, timens, pstree, core, mm, fdinfo, fs, ids, and the
+//! files' images through `files/`; stats-dump once the dump is over). The set and its
+//! cross-references are CRIU 4.2's, so that CRIU restores what crust dumps: ids as
+//! `ns.rs` numbers them (kernel-object ids only in ids-PID.img, none in the cores),
+//! fdinfo-N.img named by the files id.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::path::Path;
 
-use crust_arch::{Abi, HostArch};
+use crust_arch::{Abi, HostArch, ThreadRegs};
 use crust_images::pb;
 use crust_images::{ImageKind, ImageWriter};
 
@@ -17,6 +20,7 @@ use crate::dump::queries::ProcessQueries;
 use crate::error::io_failure;
 use crate::files::{FileDumpError, FileTable};
 use crate::model::{Collected, SIGINFO_SIZE, TASK_ALIVE, TASK_DEAD, TASK_STOPPED};
+use crate::ns::TreeIds;
 use crate::procfs;
 
 /// Why the images could not be written.
@@ -56,52 +60,53 @@ pub(crate) struct Dumped<'a> {
     pub(crate) process_files: &'a [ProcessFiles],
     /// Each live process's areas, in tree order.
     pub(crate) memory: Vec<Vec<pb::VmaEntry>>,
-    pub(crate) own_ipc_ns: bool,
-    /// `mnt_ns_id` and `uts_ns_id` of the tree's own mount and UTS namespaces.
-    pub(crate) mnt_uts_ns_ids: (Option<u32>, Option<u32>),
+    /// crust's own ids and each live process's, in tree order (`ns::number`).
+    pub(crate) ids: &'a TreeIds,
+    /// This dump's id (a UUID): `inventory.dump_criu_run_id`, and the name of the
+    /// nftables table that locks its TCP connections.
+    pub(crate) run_id: &'a str,
+}
+
+
+/// The auxiliary vector as CRIU keeps it: without the terminating AT_NULL pair (the
+/// kernel's vector holds at most 44 words besides it on x86_64, and CRIU's restore
+/// refuses a longer one; the kernel puts the terminator back itself).
+pub(crate) fn auxv_without_terminator(mut auxv: Vec<u64>) -> Vec<u64> {
+    while auxv.len() >= 2 && auxv[auxv.len() - 2] == 0 {
+        auxv.truncate(auxv.len() - 2);
+    }
+    auxv
 }
 
 /// Writes the images of the tree rooted at `root` into `dir`: inventory, seccomp,
-/// pstree, core, mm, fdinfo, fs, ids and the files' images.
+/// timens, pstree, core, mm, fdinfo, fs, ids and the files' images.
 pub(crate) fn write_images(root: i32, dir: &Path, dumped: Dumped) -> Result<(), WriteError> {
-    let Dumped { frozen, collected, queries, files, process_files, memory, own_ipc_ns, mnt_uts_ns_ids: (mnt_ns_id, uts_ns_id) } = dumped;
+    let Dumped { frozen, collected, queries, files, process_files, memory, ids: tree_ids, run_id } = dumped;
     let image = |pid: i32| move |source| WriteError::Image { pid, source };
-    let pid_ns_id = frozen.own_pid_ns.then_some(1);
-    let ids_of = |index: usize| {
-        let id = index as u32 + 1;
-        let ipc_ns_id = own_ipc_ns.then_some(crate::ipc::NS_ID);
-        pb::TaskKobjIdsEntry { vm_id: id, files_id: id, fs_id: id, sighand_id: id, pid_ns_id, ipc_ns_id, mnt_ns_id, uts_ns_id, ..Default::default() }
-    };
     let v = |host: i32, what: &str| frozen.to_virtual(host, what);
 
     let mut w = ImageWriter::create(dir, ImageKind::Inventory, 0).map_err(image(root))?;
     w.write_entry(&pb::InventoryEntry {
         img_version: 2,
         fdinfo_per_id: Some(true),
-        // CRIU reads root_ids as the dumping tool's own ids: the root task's namespace
-        // of a kind is new on restore where its id differs, and a root task whose
-        // files_id equals root_ids' is refused as "image corruption on kIDs data".
-        // crust's own memory, files, fs and signal handlers are 0 (the tree's start at
-        // 1); the tree's own mount and UTS namespaces differ from crust's (ids 6 and 4
-        // in CRIU's numbering).
-        root_ids: Some(pb::TaskKobjIdsEntry {
-            vm_id: 0,
-            files_id: 0,
-            fs_id: 0,
-            sighand_id: 0,
-            mnt_ns_id: mnt_ns_id.map(|_| crate::dump::namespaces::dumper_id(crate::dump::namespaces::MNT)),
-            uts_ns_id: uts_ns_id.map(|_| crate::dump::namespaces::dumper_id(crate::dump::namespaces::UTS)),
-            ..ids_of(0)
-        }),
+        root_ids: Some(tree_ids.root),
         ns_per_id: Some(true),
+        // crust's own cgroups; a process elsewhere names a set of cgroup.img.
+        root_cg_set: Some(crate::cgroups::OWN_SET),
         lsmtype: Some(pb::Lsmtype::NoLsm as i32),
+        // How the TCP connections were locked: with nftables in CRIU's table
+        // (`files::netlock`), so CRIU's restore lifts crust's lock and crust's CRIU's;
+        // not at all with `--network-lock skip`, recorded as CRIU records it.
+        network_lock_method: Some(if files.network_lock_skip { crate::files::NETWORK_LOCK_SKIP } else { crate::files::NETWORK_LOCK_NFTABLES }),
+        plugins_entry: Some(Default::default()),
+        dump_criu_run_id: Some(run_id.to_string()),
         ..Default::default()
     })
     .map_err(image(root))?;
     w.finish().map_err(image(root))?;
 
-    // seccomp.img: every distinct filter once, chained to the one before it; a thread
-    // names its newest.
+    // seccomp.img (always, as CRIU writes it): every distinct filter once, chained to
+    // the one before it; a thread names its newest.
     let mut seccomp = pb::SeccompEntry::default();
     let mut seccomp_index: BTreeMap<(Option<u32>, &[u8]), u32> = BTreeMap::new();
     let mut newest_filter: BTreeMap<i32, u32> = BTreeMap::new();
@@ -118,11 +123,21 @@ pub(crate) fn write_images(root: i32, dir: &Path, dumped: Dumped) -> Result<(), 
             newest_filter.insert(thread.tid, index);
         }
     }
-    if !seccomp.seccomp_filters.is_empty() {
-        let mut w = ImageWriter::create(dir, ImageKind::Seccomp, 0).map_err(image(root))?;
-        w.write_entry(&seccomp).map_err(image(root))?;
-        w.finish().map_err(image(root))?;
-    }
+    let mut w = ImageWriter::create(dir, ImageKind::Seccomp, 0).map_err(image(root))?;
+    w.write_entry(&seccomp).map_err(image(root))?;
+    w.finish().map_err(image(root))?;
+
+    // timens-0.img: the clocks at dump, which a restore into a new time namespace
+    // offsets to (CRIU writes it for every dump, always under id 0).
+    let clock = |id: nix::time::ClockId| {
+        nix::time::clock_gettime(id)
+            .map(|t| pb::Timespec { tv_sec: t.tv_sec() as u64, tv_nsec: t.tv_nsec() as u64 })
+            .map_err(|errno| WriteError::Io { pid: root, what: format!("clock_gettime({id})"), source: errno.into() })
+    };
+    let mut w = ImageWriter::create(dir, ImageKind::Timens, 0).map_err(image(root))?;
+    w.write_entry(&pb::TimensEntry { monotonic: clock(nix::time::ClockId::CLOCK_MONOTONIC)?, boottime: clock(nix::time::ClockId::CLOCK_BOOTTIME)? })
+        .map_err(image(root))?;
+    w.finish().map_err(image(root))?;
 
     let mut w = ImageWriter::create(dir, ImageKind::Pstree, 0).map_err(image(root))?;
     for process in &frozen.processes {
@@ -166,10 +181,20 @@ pub(crate) fn write_images(root: i32, dir: &Path, dumped: Dumped) -> Result<(), 
         w.finish().map_err(image(process.pid))?;
     }
 
+    // cgroup.img, when a process is outside crust's own cgroups (CRIU's rule).
+    let memberships: Vec<crate::cgroups::Membership> =
+        frozen.processes.iter().filter(|p| !p.is_zombie()).map(|p| crate::cgroups::read(&p.proc_pid().to_string())).collect();
+    let cgroup_sets = crate::cgroups::sets(&crate::cgroups::read("self"), &memberships);
+    if let Some(entry) = &cgroup_sets.image {
+        let mut w = ImageWriter::create(dir, ImageKind::Cgroup, 0).map_err(image(root))?;
+        w.write_entry(entry).map_err(image(root))?;
+        w.finish().map_err(image(root))?;
+    }
+
     let live = frozen.processes.iter().filter(|p| !p.is_zombie());
     for (index, (((process, collected), queries), vmas)) in live.zip(collected).zip(queries).zip(memory).enumerate() {
         let pid = process.pid;
-        let ids = ids_of(index);
+        let ids = tree_ids.processes[index];
         let stat = &collected.stat;
         let mut posix_timers = queries.posix_timers.clone();
         for timer in &mut posix_timers {
@@ -206,7 +231,6 @@ pub(crate) fn write_images(root: i32, dir: &Path, dumped: Dumped) -> Result<(), 
             let comm = fs::read_to_string(format!("/proc/{pid}/task/{pid}/comm")).map(|c| c.trim_end_matches('\n').to_string()).ok();
             let core = pb::CoreEntry {
                 mtype: HostArch::CORE_MTYPE,
-                ids: Some(ids),
                 tc: Some(tc.clone()),
                 thread_core: Some(pb::ThreadCoreEntry { comm, ..Default::default() }),
                 ..Default::default()
@@ -218,7 +242,6 @@ pub(crate) fn write_images(root: i32, dir: &Path, dumped: Dumped) -> Result<(), 
         for (thread_index, (thread, tq)) in process.threads.iter().zip(&queries.threads).enumerate() {
             let mut core = pb::CoreEntry {
                 mtype: HostArch::CORE_MTYPE,
-                ids: Some(ids),
                 thread_core: Some(pb::ThreadCoreEntry {
                     futex_rla: tq.robust_list.0,
                     futex_rla_len: tq.robust_list.1 as u32,
@@ -230,6 +253,7 @@ pub(crate) fn write_images(root: i32, dir: &Path, dumped: Dumped) -> Result<(), 
                     comm: Some(tq.comm.clone()),
                     seccomp_mode: (thread.seccomp_mode != 0).then_some(thread.seccomp_mode as i32),
                     seccomp_filter: newest_filter.get(&thread.tid).copied(),
+                    cg_set: Some(cgroup_sets.per_process[index]),
                     rseq_entry: thread.rseq.map(|r| pb::RseqEntry {
                         rseq_abi_pointer: r.pointer,
                         rseq_abi_size: r.size,
@@ -243,7 +267,9 @@ pub(crate) fn write_images(root: i32, dir: &Path, dumped: Dumped) -> Result<(), 
             if thread_index == 0 && !process.leader_gone {
                 core.tc = Some(tc.clone());
             }
-            HostArch::regs_to_core(&mut core, &thread.regs, tq.clear_tid_addr);
+            // Inside an interrupted syscall: stored ready to resume, as CRIU stores it.
+            let regs = ThreadRegs { gpr: HostArch::image_regs(&thread.regs.gpr), ext: thread.regs.ext.clone() };
+            HostArch::regs_to_core(&mut core, &regs, tq.clear_tid_addr);
             let mut w = ImageWriter::create(dir, ImageKind::Core, v(thread.tid, "tid")? as u64).map_err(image(pid))?;
             w.write_entry(&core).map_err(image(pid))?;
             w.finish().map_err(image(pid))?;
@@ -263,7 +289,7 @@ pub(crate) fn write_images(root: i32, dir: &Path, dumped: Dumped) -> Result<(), 
             mm_env_start: stat.env_start,
             mm_env_end: stat.env_end,
             exe_file_id: *exe_id,
-            mm_saved_auxv: collected.auxv.clone(),
+            mm_saved_auxv: auxv_without_terminator(collected.auxv.clone()),
             vmas,
             dumpable: Some(queries.dumpable),
             thp_disabled: Some(queries.thp_disabled),
@@ -286,5 +312,42 @@ pub(crate) fn write_images(root: i32, dir: &Path, dumped: Dumped) -> Result<(), 
         w.finish().map_err(image(pid))?;
     }
     crate::files::write_images(root, dir, files, collected.len() as u32 + 1)?;
+    Ok(())
+}
+
+/// What stats-dump records of a finished dump.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct DumpStats {
+    pub(crate) freezing: std::time::Duration,
+    pub(crate) frozen: std::time::Duration,
+    /// The memory stage (crust writes pages as it reads them: no separate write time).
+    pub(crate) memdump: std::time::Duration,
+    /// Pages of every area of every process.
+    pub(crate) pages_scanned: u64,
+    pub(crate) pages_written: u64,
+}
+
+/// Writes stats-dump, CRIU's record of a dump's timings (µs) and page counts.
+pub(crate) fn write_stats(root: i32, dir: &Path, stats: &DumpStats) -> Result<(), WriteError> {
+    let micros = |d: std::time::Duration| d.as_micros().min(u32::MAX as u128) as u32;
+    let entry = pb::StatsEntry {
+        dump: Some(pb::DumpStatsEntry {
+            freezing_time: micros(stats.freezing),
+            frozen_time: micros(stats.frozen),
+            memdump_time: micros(stats.memdump),
+            memwrite_time: 0,
+            pages_scanned: stats.pages_scanned,
+            // Pages a parent dump holds are not counted apart yet.
+            pages_skipped_parent: 0,
+            pages_written: stats.pages_written,
+            irmap_resolve: Some(0),
+            pages_lazy: 0,
+            ..Default::default()
+        }),
+        restore: None,
+    };
+    let mut w = ImageWriter::create(dir, ImageKind::StatsDump, 0).map_err(|source| WriteError::Image { pid: root, source })?;
+    w.write_entry(&entry).map_err(|source| WriteError::Image { pid: root, source })?;
+    w.finish().map_err(|source| WriteError::Image { pid: root, source })?;
     Ok(())
 }

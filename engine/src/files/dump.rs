@@ -206,8 +206,11 @@ fn dump_fd(pid: i32, fd: u32, shell_job: bool, files: &mut FileTable) -> Result<
             };
             files.pty_files.push((pid, fd, id, index, master));
             // The path is a reg entry of its own, as CRIU writes it.
+            // Each end names its own side's tty-info entry.
+            let (slave_info, master_info) = pty::info_ids(index);
+            let tty_info_id = if master { master_info } else { slave_info };
             files.entries.push(pb::FileEntry {
-                tty: Some(pb::TtyFileEntry { id, tty_info_id: index, flags: open_flags as u32, fown: Default::default(), regf_id: Some(id + 1) }),
+                tty: Some(pb::TtyFileEntry { id, tty_info_id, flags: open_flags as u32, fown: Default::default(), regf_id: Some(id + 1) }),
                 ..entry(kind)
             });
             files.entries.push(FileTable::reg_entry(id + 1, &link, open_flags, 0, Some(&meta)));
@@ -222,7 +225,9 @@ fn dump_fd(pid: i32, fd: u32, shell_job: bool, files: &mut FileTable) -> Result<
             }
             files.pidfds.push((pid, fd, id, target));
             files.entries.push(pb::FileEntry {
-                pidfd: Some(pb::PidfdEntry { id, ino: meta.ino() as u32, flags: open_flags as u32, nspid: target, fown: Default::default() }),
+                // The flags pidfd_open takes (CRIU passes them to it as they are): the
+                // file's O_RDWR is not one of them.
+                pidfd: Some(pb::PidfdEntry { id, ino: meta.ino() as u32, flags: (open_flags & (libc::O_NONBLOCK | libc::O_EXCL)) as u32, nspid: target, fown: Default::default() }),
                 ..entry(kind)
             });
         }
@@ -258,7 +263,7 @@ fn dump_fd(pid: i32, fd: u32, shell_job: bool, files: &mut FileTable) -> Result<
                     return Err(unsupported(description));
                 }
                 let tcp = files.tcp_options();
-                let (isk, queue) = inet::dump_socket(pid, fd, id, meta.ino() as u32, open_flags, &mut files.tcp_listeners, tcp, &mut files.tcp.connections)
+                let (isk, queue) = inet::dump_socket(pid, fd, id, meta.ino() as u32, open_flags, &mut files.tcp_listeners, tcp, &mut files.tcp)
                     .map_err(|what| unsupported(format!("{description}: {what}")))?;
                 files.sk_queues.extend(queue.into_iter().map(|message| (id, message, Vec::new())));
                 kind = pb::FdTypes::Inetsk;
@@ -405,6 +410,8 @@ pub(crate) fn finish_ptys(files: &mut FileTable, shell_job: bool, virtual_of: im
                 })? as u32;
             }
         }
+        let master_side = pty::master_info(&mut info);
+        files.tty_infos.push(master_side);
         files.tty_infos.push(info);
     }
     Ok(())

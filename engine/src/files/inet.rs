@@ -40,7 +40,7 @@ fn words(address: &InetAddress) -> Vec<u32> {
     address.addr.chunks(4).map(|c| u32::from_ne_bytes(c.try_into().expect("4-byte chunks"))).collect()
 }
 
-fn address(family: u32, words: &[u32], port: u32) -> InetAddress {
+pub(crate) fn address(family: u32, words: &[u32], port: u32) -> InetAddress {
     InetAddress { family: family as i32, addr: words.iter().flat_map(|w| w.to_ne_bytes()).collect(), port: port as u16 }
 }
 
@@ -53,8 +53,6 @@ pub(crate) struct Established {
     pub(crate) stream: pb::TcpStreamEntry,
     pub(crate) inq: Vec<u8>,
     pub(crate) outq: Vec<u8>,
-    /// Its lock (none with `--network-lock skip`).
-    pub(crate) lock: Option<super::netlock::NetworkLock>,
 }
 
 /// How a dump treats TCP sockets (CRIU's options).
@@ -79,7 +77,7 @@ pub(crate) fn dump_socket(
     flags: i32,
     listeners: &mut Option<BTreeMap<u32, (u32, u32)>>,
     tcp: TcpOptions,
-    established: &mut Vec<(u32, Established)>,
+    established: &mut super::TcpRepairGuard,
 ) -> Result<(pb::InetSkEntry, Vec<Vec<u8>>), FileError> {
     let socket = sys::process::borrow_fd(pid, fd).map_err(file_io("pidfd_getfd"))?;
     let raw = socket.as_raw_fd();
@@ -111,15 +109,13 @@ pub(crate) fn dump_socket(
             if info[0] as u32 != TCP_ESTABLISHED {
                 return Err(FileError::refused(format!("TCP connection in state {} (only established ones are dumped)", info[0])));
             }
-            // Until it is in the dump's guard, a failure drops the lock (its table goes).
-            let lock = if tcp.lock {
-                let mut lock = super::netlock::NetworkLock::new(&super::tcp::lock_table(ino));
-                lock.add(&local, peer).map_err(file_within("lock the connection"))?;
-                Some(lock)
+            // The dump's one lock table (made with its first connection) is in the
+            // dump's guard: a failure from here removes it, this connection's with it.
+            if tcp.lock {
+                established.lock(&local, peer).map_err(file_within("lock the connection"))?;
             } else {
                 log::info!("TCP connection of socket {ino}: not locked (--network-lock skip)");
-                None
-            };
+            }
             let socket = socket.try_clone().map_err(file_io("dup socket"))?;
             if let Err(e) = super::tcp::set_repair(&socket, true) {
                 return Err(FileError::refused(format!("TCP_REPAIR: {e}")));
@@ -135,7 +131,7 @@ pub(crate) fn dump_socket(
                     return Err(e);
                 }
             };
-            established.push((ino, Established { socket, stream, inq, outq, lock }));
+            established.connections.push((ino, Established { socket, stream, inq, outq }));
             (TCP_ESTABLISHED, 0)
         } else if listening {
             if listeners.is_none() {

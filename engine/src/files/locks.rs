@@ -8,10 +8,13 @@ use super::{file_io, FileError};
 use crust_images::pb;
 
 
-/// CRIU's lock kinds (`file_lock_entry.flag`), the kernel's FL_* values.
+/// CRIU's lock kinds (`file_lock_entry.flag`): POSIX and flock as the kernel's FL_*
+/// values, OFD locks as CRIU numbers them (4; the kernel's FL_OFDLCK is 1024, which
+/// crust wrote before 2026-12-06 and still reads).
 pub(crate) const FL_POSIX: u32 = 1;
 pub(crate) const FL_FLOCK: u32 = 2;
-pub(crate) const FL_OFDLCK: u32 = 1024;
+pub(crate) const FL_OFDLCK: u32 = 4;
+const FL_OFDLCK_KERNEL: u32 = 1024;
 
 /// One `lock:` line: kind, read or write, owner pid, start and length (0: to EOF).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -78,7 +81,7 @@ pub(crate) fn take_lock(lock: &pb::FileLockEntry) -> Result<(), FileError> {
     let write = lock.r#type == libc::F_WRLCK as u32;
     match lock.flag {
         FL_FLOCK => sys::fd::flock(fd, if write { libc::LOCK_EX } else { libc::LOCK_SH }),
-        FL_POSIX | FL_OFDLCK => {
+        FL_POSIX | FL_OFDLCK | FL_OFDLCK_KERNEL => {
             let command = if lock.flag == FL_POSIX { libc::F_SETLK } else { libc::F_OFD_SETLK };
             sys::fd::fcntl_lock(fd, command, if write { libc::F_WRLCK } else { libc::F_RDLCK }, lock.start, lock.len)
         }

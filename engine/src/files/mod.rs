@@ -7,7 +7,8 @@
 //!
 //! One module per kind: `anon` (eventfd, signalfd, timerfd, epoll), `inet`, `tcp`
 //! (`--tcp-established`), `unix`, `pipe` (and FIFOs), `memfd`, `pty`, `inotify`,
-//! `locks`. A new kind of file goes here, next to them.
+//! `locks`. A new kind of file goes here, next to them. `netlock` is the TCP lock of a
+//! dump: one table as CRIU names it, made, kept and removed there only.
 //!
 //! Invariant: imports no pipeline; the kernel calls go through `sys/`.
 
@@ -37,6 +38,7 @@ mod unix;
 mod write;
 
 pub(crate) use dump::{check_tree, collect_fds, finish_ptys, resolve_pidfds};
+pub(crate) use netlock::{NETWORK_LOCK_IPTABLES, NETWORK_LOCK_NFTABLES, NETWORK_LOCK_SKIP};
 pub(crate) use restore::{broker_ids, in_flight_ids, kept_lock_tables, unlock_tcp, Broker};
 pub(crate) use write::{write_fdinfo, write_images};
 
@@ -157,7 +159,7 @@ pub(crate) struct FileTable {
     pub(crate) pty_masters: BTreeMap<u32, std::os::fd::OwnedFd>,
     /// tty-info.img entries.
     pub(crate) tty_infos: Vec<pb::TtyInfoEntry>,
-    /// Established connections taken in repair mode.
+    /// Established connections taken in repair mode, and the dump's lock.
     pub(crate) tcp: TcpRepairGuard,
     /// The tree's own mount namespace, when it has one: paths are that namespace's
     /// view, every file must be on one of its dumped mounts, and reg entries name it.
@@ -196,22 +198,36 @@ impl MountView {
     }
 }
 
-/// Established TCP connections in repair mode and locked during a dump. Dropped without
-/// `keep_locked` (a failed dump), each leaves repair mode and is unlocked: the target
-/// goes on as before. After `keep_locked` (the target is killed) the sockets close in
-/// repair mode, sending nothing, and the locks stay until the restore.
+/// Established TCP connections in repair mode and locked during a dump, and the dump's
+/// one lock table (`tcp::lock_table` of the run id, CRIU's name). Dropped without
+/// `keep_locked` (a failed dump), each leaves repair mode and the table goes: the
+/// target goes on as before. After `keep_locked` (the target is killed) the sockets
+/// close in repair mode, sending nothing, and the table stays until the restore.
 #[derive(Default)]
 pub(crate) struct TcpRepairGuard {
     pub(crate) connections: Vec<(u32, inet::Established)>,
     pub(crate) keep_locked: bool,
+    /// The dump's id (`inventory.dump_criu_run_id`): the lock table is named after it.
+    pub(crate) run_id: String,
+    /// The lock table, made with the first connection it locks (none with `--network-lock
+    /// skip`, or without an established connection).
+    network_lock: Option<netlock::NetworkLock>,
 }
 
 impl TcpRepairGuard {
+    /// Locks the connection local↔peer in the dump's table (made with the first one).
+    pub(crate) fn lock(&mut self, local: &crate::sys::socket::InetAddress, peer: &crate::sys::socket::InetAddress) -> Result<(), FileError> {
+        let table = tcp::lock_table(&self.run_id);
+        self.network_lock.get_or_insert_with(|| netlock::NetworkLock::new(&table)).add(local, peer)
+    }
+
     pub(crate) fn release(&mut self) {
-        for (ino, mut connection) in self.connections.drain(..) {
+        for (_, connection) in self.connections.drain(..) {
             let _ = tcp::set_repair(&connection.socket, false);
-            if let Some(Err(e)) = connection.lock.as_mut().map(|lock| lock.remove()) {
-                log::warn!("unlock TCP connection of socket {ino}: {e}");
+        }
+        if let Some(mut lock) = self.network_lock.take() {
+            if let Err(e) = lock.remove() {
+                log::warn!("unlock the TCP connections (table inet {}): {e}", tcp::lock_table(&self.run_id));
             }
         }
     }
@@ -226,16 +242,14 @@ impl TcpRepairGuard {
         Ok(())
     }
 
-    /// Keeps every lock past crust's exit (the tree is killed or left stopped): the
-    /// restore lifts them. `Err` names the first that could not be kept.
-    fn keep(&mut self) -> Result<(), (u32, FileError)> {
+    /// Keeps the lock table past crust's exit (the tree is killed or left stopped): the
+    /// restore lifts it. `Err`: it could not be kept.
+    fn keep(&mut self) -> Result<(), FileError> {
         self.keep_locked = true;
-        for (ino, connection) in &mut self.connections {
-            if let Some(lock) = connection.lock.as_mut() {
-                lock.keep().map_err(|e| (*ino, e))?;
-            }
+        match self.network_lock.as_mut() {
+            Some(lock) => lock.keep(),
+            None => Ok(()),
         }
-        Ok(())
     }
 }
 
@@ -277,9 +291,9 @@ impl FileTable {
     /// stay locked for the restore, past crust's exit, and close silently (in repair
     /// mode). `Err`: a lock could not be kept (the connection is lost to the restore).
     pub(crate) fn keep_tcp_locked(&mut self, pid: i32) -> Result<(), FileDumpError> {
-        self.tcp.keep().map_err(|(ino, error)| FileDumpError::Refused {
+        self.tcp.keep().map_err(|error| FileDumpError::Refused {
             pid,
-            what: format!("keeping the lock of TCP connection socket:[{ino}] for the restore: {error}"),
+            what: format!("keeping the TCP lock table inet {} for the restore: {error}", tcp::lock_table(&self.tcp.run_id)),
         })
     }
 }

@@ -12,6 +12,9 @@
 //! outlives crust and holds the connections for the restore, which removes it by name.
 //! NFT_TABLE_F_PERSIST came in Linux 6.9; where the kernel lacks it, the table is made
 //! with the `nft` command as before, and the log says that a killed crust leaves it.
+//!
+//! The restore side also removes CRIU's default lock (`--network-lock iptables`): a
+//! pair of iptables DROP rules per connection.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -21,9 +24,15 @@ use super::{file_io, FileError};
 use crate::sys::nftables::{NftMessage, NftSocket};
 use crate::sys::socket::InetAddress;
 
-/// CRIU's mark for packets that pass a lock (`meta mark` in the table): the restoring
-/// tool's own traffic.
-pub(crate) const LOCK_MARK: u32 = 0xC114;
+/// CRIU's mark for packets that pass a lock (`meta mark` in the table, `--mark` in the
+/// iptables rules): the restoring tool's own traffic.
+const LOCK_MARK: u32 = 0xC114;
+
+/// CRIU's numbers for `inventory.network_lock_method`: how a dump locked its TCP
+/// connections (the restore lifts that lock).
+pub(crate) const NETWORK_LOCK_IPTABLES: u32 = 0;
+pub(crate) const NETWORK_LOCK_NFTABLES: u32 = 1;
+pub(crate) const NETWORK_LOCK_SKIP: u32 = 2;
 
 /// How a lock table is made.
 enum Made {
@@ -148,6 +157,32 @@ fn remove(nfproto: u8, family: &str, name: &str) -> Result<bool, FileError> {
         Err(error) if error.raw_os_error() == Some(libc::ENOENT) => Ok(false),
         Err(error) => Err(FileError::Io { what: format!("remove lock table {family} {name}"), source: error }),
     }
+}
+
+/// Removes the iptables rules CRIU's default lock (`--network-lock iptables`) put on
+/// the connection local↔peer: one DROP rule in INPUT (peer to local) and one in OUTPUT
+/// (local to peer), each letting packets with CRIU's mark through. `Ok(false)`: none
+/// was there.
+pub(crate) fn remove_iptables_rules(local: &InetAddress, peer: &InetAddress) -> Result<bool, FileError> {
+    let (local, peer) = (&on_the_wire(local), &on_the_wire(peer));
+    let tool = if local.family == libc::AF_INET { "iptables" } else { "ip6tables" };
+    let mut removed = false;
+    for (chain, from, to) in [("INPUT", peer, local), ("OUTPUT", local, peer)] {
+        let output = Command::new(tool)
+            .args(["-w", "-t", "filter", "-D", chain, "--protocol", "tcp", "-m", "mark", "!", "--mark", &format!("{LOCK_MARK:#X}")])
+            .args(["--source", &ip_text(from), "--sport", &from.port.to_string(), "--destination", &ip_text(to), "--dport", &to.port.to_string()])
+            .args(["-j", "DROP"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(file_io(format!("run {tool} (install iptables)")))?;
+        if output.status.success() {
+            log::info!("TCP lock: {tool} rule of {chain} removed");
+            removed = true;
+        } else {
+            log::debug!("{tool} -D {chain}: {}", String::from_utf8_lossy(&output.stderr).trim());
+        }
+    }
+    Ok(removed)
 }
 
 /// Whether table `inet NAME` exists (NFT_MSG_GETTABLE); `false` when that cannot be

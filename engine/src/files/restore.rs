@@ -11,8 +11,10 @@ use super::{file_io, file_within, FileError};
 use crust_images::pb;
 use crust_images::{ImageKind, ImageReader};
 
+use super::netlock::{NETWORK_LOCK_IPTABLES, NETWORK_LOCK_NFTABLES, NETWORK_LOCK_SKIP};
 use super::{anon, inet, inotify, locks, memfd, pipe, pty, tcp, unix};
 use crate::sys;
+use crate::sys::socket::InetAddress;
 
 /// Every open file description of a restored tree, opened once by crust before the
 /// first fork, at fd numbers above every fd of the tree: each restored process inherits
@@ -104,13 +106,37 @@ fn read_tcp_stream(dir: &Path, ino: u32) -> Result<(pb::TcpStreamEntry, Vec<u8>,
     Ok((stream, inq, outq))
 }
 
-/// Removes the locks of the restored established TCP connections: their traffic flows.
+/// Removes the lock of the restored established TCP connections: their traffic flows.
+/// The inventory says how the dump locked them (`dump_lock`). A lock already gone is
+/// only logged (lifted by hand, or a dump that left its tree running).
 pub(crate) fn unlock_tcp(dir: &Path) -> Result<(), FileError> {
-    let path = dir.join(ImageKind::Files.file_name(0));
-    let entries = crust_images::read_entries::<pb::FileEntry>(&path)?;
-    for isk in entries.iter().filter_map(|e| e.isk.as_ref()) {
-        if isk.proto == libc::IPPROTO_TCP as u32 && isk.state == 1 {
-            tcp::unlock(isk.ino).map_err(file_within(format!("unlock TCP connection of socket {}", isk.ino)))?;
+    match dump_lock(dir)? {
+        DumpLock::Nothing => {}
+        DumpLock::Table(table) => {
+            if !super::netlock::remove_table(&table).map_err(file_within(format!("remove the TCP lock table inet {table}")))? {
+                log::debug!("no TCP lock table inet {table} to remove");
+            }
+        }
+        DumpLock::Iptables(connections) => {
+            for (ino, local, peer) in connections {
+                let removed = super::netlock::remove_iptables_rules(&local, &peer).map_err(file_within(format!("unlock TCP connection of socket {ino}")))?;
+                if !removed {
+                    log::debug!("TCP connection of socket {ino}: no iptables lock to remove");
+                }
+            }
+        }
+        DumpLock::OldCrust(connections) => {
+            for (ino, local, peer) in connections {
+                if tcp::remove_old_crust_lock(ino).map_err(file_within(format!("unlock TCP connection of socket {ino}")))? {
+                    continue;
+                }
+                // A dump of another tool that records no method: CRIU's default.
+                match super::netlock::remove_iptables_rules(&local, &peer) {
+                    Ok(true) => {}
+                    Ok(false) => log::debug!("TCP connection of socket {ino}: no lock to remove"),
+                    Err(error) => log::debug!("TCP connection of socket {ino}: no lock found ({error})"),
+                }
+            }
         }
     }
     Ok(())
@@ -120,18 +146,62 @@ pub(crate) fn unlock_tcp(dir: &Path) -> Result<(), FileError> {
 /// command that removes it by hand (what a failed restore leaves, on purpose: the
 /// connections stay blocked for another restore).
 pub(crate) fn kept_lock_tables(dir: &Path) -> Vec<(String, String)> {
-    let Ok(entries) = crust_images::read_entries::<pb::FileEntry>(&dir.join(ImageKind::Files.file_name(0))) else { return Vec::new() };
-    entries
-        .iter()
-        .filter_map(|e| e.isk.as_ref())
-        .filter(|isk| isk.proto == libc::IPPROTO_TCP as u32 && isk.state == 1)
-        .map(|isk| tcp::lock_table(isk.ino))
+    let tables = match dump_lock(dir) {
+        Ok(DumpLock::Table(table)) => vec![table],
+        Ok(DumpLock::OldCrust(connections)) => connections.iter().map(|(ino, _, _)| tcp::old_crust_lock_table(*ino)).collect(),
+        _ => Vec::new(),
+    };
+    tables
+        .into_iter()
         .filter(|table| super::netlock::table_exists(table))
         .map(|table| {
             let command = super::netlock::delete_command(&table);
             (format!("inet {table}"), command)
         })
         .collect()
+}
+
+/// How the dump in a directory locked its established TCP connections (socket inode,
+/// local and peer address of each).
+enum DumpLock {
+    /// Nothing to lift: no established connection, or `--network-lock skip`.
+    Nothing,
+    /// CRIU's nftables table for the whole dump, named after its run id
+    /// (`network_lock_method` nftables: crust's dumps, CRIU's with `--network-lock
+    /// nftables`).
+    Table(String),
+    /// CRIU's default lock: a pair of iptables rules per connection.
+    Iptables(Vec<(u32, InetAddress, InetAddress)>),
+    /// No method recorded: crust before it used CRIU's table, one table per connection.
+    OldCrust(Vec<(u32, InetAddress, InetAddress)>),
+}
+
+/// What inventory.img and files.img of `dir` say about the TCP lock.
+fn dump_lock(dir: &Path) -> Result<DumpLock, FileError> {
+    let path = dir.join(ImageKind::Files.file_name(0));
+    let entries = crust_images::read_entries::<pb::FileEntry>(&path)?;
+    let established: Vec<(u32, InetAddress, InetAddress)> = entries
+        .iter()
+        .filter_map(|e| e.isk.as_ref())
+        .filter(|isk| isk.proto == libc::IPPROTO_TCP as u32 && isk.state == 1)
+        .map(|isk| (isk.ino, inet::address(isk.family, &isk.src_addr, isk.src_port), inet::address(isk.family, &isk.dst_addr, isk.dst_port)))
+        .collect();
+    if established.is_empty() {
+        return Ok(DumpLock::Nothing);
+    }
+    let inventory = crust_images::read_entries::<pb::InventoryEntry>(&dir.join(ImageKind::Inventory.file_name(0)))?;
+    let inventory = inventory.first();
+    let run_id = inventory.and_then(|i| i.dump_criu_run_id.as_deref());
+    Ok(match (inventory.and_then(|i| i.network_lock_method), run_id) {
+        (None, _) => DumpLock::OldCrust(established),
+        (Some(NETWORK_LOCK_IPTABLES), _) => DumpLock::Iptables(established),
+        (Some(NETWORK_LOCK_NFTABLES), Some(run_id)) => DumpLock::Table(tcp::lock_table(run_id)),
+        (Some(NETWORK_LOCK_NFTABLES), None) => {
+            return Err(FileError::refused("inventory.img: network_lock_method nftables without dump_criu_run_id, which names the lock table"))
+        }
+        (Some(NETWORK_LOCK_SKIP), _) => DumpLock::Nothing,
+        (Some(other), _) => return Err(FileError::refused(format!("inventory.img: network_lock_method {other} is not known (0 iptables, 1 nftables, 2 skip)"))),
+    })
 }
 
 /// Creates every pipe, FIFO, socket and anon-inode file of files.img: file id → fd.
@@ -256,20 +326,22 @@ fn create_special_files(dir: &Path, regs: &BTreeMap<u32, pb::RegFileEntry>) -> R
     if !ttys.is_empty() {
         let path = dir.join(ImageKind::TtyInfo.file_name(0));
         let infos = crust_images::read_entries::<pb::TtyInfoEntry>(&path)?;
+        if let Some(info) = infos.iter().find(|i| i.r#type != pb::TtyType::Pty as i32) {
+            return Err(FileError::refused(format!("{}: tty {} of type {} is not supported (tty_info_entry.type)", path.display(), info.id, info.r#type)));
+        }
+        let (ptys, index_of) = pty::merge_infos(&infos).map_err(file_within(path.display().to_string()))?;
         let mut masters = BTreeMap::new();
-        for info in &infos {
-            if info.r#type != pb::TtyType::Pty as i32 {
-                return Err(FileError::refused(format!("{}: tty {} of type {} is not supported (tty_info_entry.type)", path.display(), info.id, info.r#type)));
-            }
-            masters.insert(info.id, pty::create(info)?);
+        for (&index, info) in &ptys {
+            masters.insert(index, pty::create(info)?);
             if info.sid != 0 {
-                controlling.push((info.sid, info.pgrp, info.pty.as_ref().map(|p| p.index).unwrap_or(info.id)));
+                controlling.push((info.sid, info.pgrp, index));
             }
         }
         for tty in &ttys {
             let name = tty.regf_id.and_then(|r| regs.get(&r)).map(|r| r.name.clone()).ok_or_else(|| FileError::refused(format!("tty file {} has no path (tty_file_entry.regf_id)", tty.id)))?;
             let fd = if pty::is_master(&name) {
-                masters.remove(&tty.tty_info_id).ok_or_else(|| FileError::refused(format!("tty file {}: pty {} has no state in tty-info.img, or a second master", tty.id, tty.tty_info_id)))?
+                let index = index_of.get(&tty.tty_info_id).copied();
+                index.and_then(|i| masters.remove(&i)).ok_or_else(|| FileError::refused(format!("tty file {}: tty-info {} has no state in tty-info.img, or a second master", tty.id, tty.tty_info_id)))?
             } else {
                 let flags = tty.flags as i32 & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_CLOEXEC);
                 sys::file::open_path(&name, flags | libc::O_NOCTTY).map_err(file_io(format!("open {name}")))?
@@ -593,7 +665,13 @@ fn open_ghost(dir: &Path, ghost_id: u32, reg: &pb::RegFileEntry, flags: i32) -> 
                 reader.copy_payload(chunk.len, write_at(chunk.off))?;
             }
         } else {
-            reader.copy_payload(size, write_at(0))?;
+            // The bytes follow the entry: `size` of them, or (CRIU, files up to 8 KiB,
+            // whose entry has no size) everything to the end of the image.
+            let len = match entry.size {
+                Some(size) => size,
+                None => reader.remaining()?,
+            };
+            reader.copy_payload(len, write_at(0))?;
         }
         Ok(())
     })();

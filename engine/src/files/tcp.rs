@@ -1,16 +1,18 @@
 //! Established TCP connections, with TCP_REPAIR (`--tcp-established`). Dump: the
-//! connection is locked with an nftables table of its own (`inet crust_tcp_INODE`,
-//! dropping its packets both ways; made, kept and removed by `netlock.rs`), the socket is put in repair mode and its sequence numbers,
-//! queues (sent-but-unacknowledged, unsent, received-but-unread), options and window
-//! are read into tcp-stream-INODE.img, and repair mode is left at once: while the dump
-//! goes on the socket is ordinary (frozen and locked, it cannot change), so a crust that
-//! dies meanwhile leaves a working connection. Just before the tree is killed (or left
-//! stopped) every socket goes into repair mode again: closed in repair mode it goes
-//! silently, so the killed target sends no FIN or RST. After a failed dump (or
-//! `--leave-running`) the lock is removed. Restore builds the socket in repair mode
-//! (sequence numbers, bind, connect without a handshake, options, queues, window),
-//! leaves repair mode and, once the tree runs, removes the lock: the peer's
-//! retransmissions arrive and nothing was lost.
+//! connection is locked in CRIU's nftables table for the dump (`inet CRIU-<run id>`,
+//! dropping its packets both ways; made, kept and removed by `netlock.rs`;
+//! `inventory.network_lock_method` says nftables), the socket is put in repair mode and
+//! its sequence numbers, queues (sent-but-unacknowledged, unsent, received-but-unread),
+//! options and window are read into tcp-stream-INODE.img, and repair mode is left at
+//! once: while the dump goes on the socket is ordinary (frozen and locked, it cannot
+//! change), so a crust that dies meanwhile leaves a working connection. Just before the
+//! tree is killed (or left stopped) every socket goes into repair mode again: closed in
+//! repair mode it goes silently, so the killed target sends no FIN or RST. After a
+//! failed dump (or `--leave-running`) the lock is removed. Restore builds the socket in
+//! repair mode (sequence numbers, bind, connect without a handshake, options, queues,
+//! window), leaves repair mode and, once the tree runs, removes the lock the inventory
+//! names (CRIU's table, or the iptables rules of CRIU's default lock, or the tables of
+//! an older crust dump): the peer's retransmissions arrive and nothing was lost.
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
@@ -41,23 +43,28 @@ const TCPOPT_WINDOW: u32 = 3;
 const TCPOPT_SACK_PERM: u32 = 4;
 const TCPOPT_TIMESTAMP: u32 = 8;
 
-/// The nftables table (inet family, `files/netlock.rs`) that locks the connection of
-/// socket `ino`.
-pub(crate) fn lock_table(ino: u32) -> String {
+/// The nftables table that locks the TCP connections of dump `run_id`, as CRIU names
+/// it (`inventory.dump_criu_run_id`): `CRIU-` and the run id's first 21 characters. One
+/// table per dump, whichever tool made it: either tool's restore lifts the other's lock.
+pub(crate) fn lock_table(run_id: &str) -> String {
+    let short: String = run_id.chars().take(21).collect();
+    format!("CRIU-{short}")
+}
+
+/// The table crust locked the connection of socket `ino` with before it used CRIU's
+/// table for the whole dump: `crust_tcp_INODE`, of the inet family (netlink, dumps of
+/// 2026-12-06 without `network_lock_method`) or of ip/ip6 (earlier dumps).
+pub(crate) fn old_crust_lock_table(ino: u32) -> String {
     format!("crust_tcp_{ino}")
 }
 
-/// Removes the lock of socket `ino`: its inet table, or the ip/ip6 one of a dump made
-/// before the lock moved to netlink (2026-12-06). `Ok(false)`: none was there (the dump
-/// left the tree running, or the lock was lifted by hand).
-pub(crate) fn unlock(ino: u32) -> Result<bool, FileError> {
-    let table = lock_table(ino);
+/// Removes the lock of socket `ino` of a dump that names no lock method (crust before
+/// CRIU's table): its inet table, or the ip/ip6 one. `Ok(false)`: none was there.
+pub(crate) fn remove_old_crust_lock(ino: u32) -> Result<bool, FileError> {
+    let table = old_crust_lock_table(ino);
     let mut removed = super::netlock::remove_table(&table)?;
     for family in [libc::AF_INET, libc::AF_INET6] {
         removed |= super::netlock::remove_table_of_family(family, &table)?;
-    }
-    if !removed {
-        log::debug!("TCP connection of socket {ino}: no lock table to remove");
     }
     Ok(removed)
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use crust_images::{pb, ImageKind, ImageWriter};
 
-use super::{in_namespace_of, ipc_io, ns_link, read_one, read_optional, read_sysctl, shmem_file, IpcError, CHUNK, NS_ID};
+use super::{in_namespace_of, ipc_io, ns_link, read_one, read_optional, read_sysctl, shmem_file, IpcError, CHUNK};
 use crate::sys::sysv;
 
 /// A process of the tree in an IPC namespace other than the root's.
@@ -65,9 +65,10 @@ fn read_var() -> Result<pb::IpcVarEntry, IpcError> {
         mq_msgsize_max: u32_of(read_one("fs/mqueue/msgsize_max")?),
         mq_msg_default: read_optional("fs/mqueue/msg_default")?.map(u32_of),
         mq_msgsize_default: read_optional("fs/mqueue/msgsize_default")?.map(u32_of),
-        msg_next_id: read_optional("kernel/msg_next_id")?.map(u32_of),
-        sem_next_id: read_optional("kernel/sem_next_id")?.map(u32_of),
-        shm_next_id: read_optional("kernel/shm_next_id")?.map(u32_of),
+        // -1: none set, which CRIU leaves out (its restore cannot write -1 back).
+        msg_next_id: read_optional("kernel/msg_next_id")?.filter(|&v| v >= 0).map(u32_of),
+        sem_next_id: read_optional("kernel/sem_next_id")?.filter(|&v| v >= 0).map(u32_of),
+        shm_next_id: read_optional("kernel/shm_next_id")?.filter(|&v| v >= 0).map(u32_of),
     })
 }
 
@@ -78,8 +79,9 @@ pub(crate) struct Dumped {
     pub queues: usize,
 }
 
-/// Writes every object of `root`'s IPC namespace and its limits into `dir`.
-pub(crate) fn dump_namespace(root: i32, dir: &Path) -> Result<Dumped, IpcError> {
+/// Writes every object of `root`'s IPC namespace and its limits into `dir`, in images
+/// named after the namespace's id `ns_id` (`ids.ipc_ns_id`).
+pub(crate) fn dump_namespace(root: i32, dir: &Path, ns_id: u32) -> Result<Dumped, IpcError> {
     in_namespace_of(root, || {
         let var = read_var()?;
         // POSIX message queues live in the namespace too, and crust cannot take them:
@@ -95,12 +97,12 @@ pub(crate) fn dump_namespace(root: i32, dir: &Path) -> Result<Dumped, IpcError> 
             Ok(_) => {}
             Err(e) => log::warn!("could not list the POSIX message queues of the tree's IPC namespace: {e}"),
         }
-        let mut w = ImageWriter::create(dir, ImageKind::IpcVar, NS_ID as u64)?;
+        let mut w = ImageWriter::create(dir, ImageKind::IpcVar, ns_id as u64)?;
         w.write_entry(&var)?;
         w.finish()?;
 
         let segments = sysv::list_shm().map_err(ipc_io("list shared memory segments"))?;
-        let mut w = ImageWriter::create(dir, ImageKind::IpcnsShm, NS_ID as u64)?;
+        let mut w = ImageWriter::create(dir, ImageKind::IpcnsShm, ns_id as u64)?;
         for shm in &segments {
             // The data follows the entry, as crit reads it (it does not know in_pagemaps).
             let entry = pb::IpcShmEntry { desc: desc(shm.id, &shm.perm), size: shm.size, in_pagemaps: None, hugetlb_flag: None };
@@ -128,7 +130,7 @@ pub(crate) fn dump_namespace(root: i32, dir: &Path) -> Result<Dumped, IpcError> 
         w.finish()?;
 
         let sets = sysv::list_sem().map_err(ipc_io("list semaphore sets"))?;
-        let mut w = ImageWriter::create(dir, ImageKind::IpcnsSem, NS_ID as u64)?;
+        let mut w = ImageWriter::create(dir, ImageKind::IpcnsSem, ns_id as u64)?;
         for set in &sets {
             let values = sysv::sem_values(set.id, set.nsems).map_err(ipc_io(format!("GETALL of semaphore set {}", set.id)))?;
             w.write_entry(&pb::IpcSemEntry { desc: desc(set.id, &set.perm), nsems: set.nsems })?;
@@ -139,7 +141,7 @@ pub(crate) fn dump_namespace(root: i32, dir: &Path) -> Result<Dumped, IpcError> 
         w.finish()?;
 
         let queues = sysv::list_msg().map_err(ipc_io("list message queues"))?;
-        let mut w = ImageWriter::create(dir, ImageKind::IpcnsMsg, NS_ID as u64)?;
+        let mut w = ImageWriter::create(dir, ImageKind::IpcnsMsg, ns_id as u64)?;
         // No message is longer than msgmax was when it was sent; allow for a lowered limit.
         let max = (var.msg_ctlmax as usize).max(var.msg_ctlmnb as usize).max(1 << 16);
         for queue in &queues {

@@ -61,9 +61,6 @@ fn ipc_io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> IpcError {
 const CHUNK: u64 = 1 << 20;
 
 
-/// The id crust gives the tree's IPC namespace in its images (`ids.ipc_ns_id`).
-pub(crate) const NS_ID: u32 = 2;
-
 fn ns_link(pid: i32) -> Option<std::path::PathBuf> {
     fs::read_link(format!("/proc/{pid}/ns/ipc")).ok()
 }
@@ -121,8 +118,8 @@ fn shmem_file(id: i32, size: u64, writable: bool) -> Result<File, IpcError> {
     options.open(&path).map_err(ipc_io(format!("open {path} (System V shared memory {id})")))
 }
 
-/// Whether the dump in `dir` holds an IPC namespace.
-pub(crate) fn image_has_namespace(dir: &Path) -> bool {
-    dir.join(ImageKind::IpcVar.file_name(NS_ID as u64)).exists()
+/// Whether the dump in `dir` holds IPC namespace `ns_id`.
+pub(crate) fn image_has_namespace(dir: &Path, ns_id: u32) -> bool {
+    dir.join(ImageKind::IpcVar.file_name(ns_id as u64)).exists()
 }
 

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use crust_images::{pb, ImageKind, ImageReader, StreamReader};
 
-use super::{in_namespace_of, ipc_io, shmem_file, write_sysctl, IpcError, NS_ID};
+use super::{in_namespace_of, ipc_io, shmem_file, write_sysctl, IpcError};
 use crate::files::memfd::fill_shmem_pages;
 use crate::sys::sysv::{self, SHM_DEST, SHM_LOCKED};
 
@@ -45,8 +45,8 @@ fn write_var(var: &pb::IpcVarEntry) -> Result<(), IpcError> {
     Ok(())
 }
 
-fn read_raw(dir: &Path, kind: ImageKind) -> Result<Option<crust_images::RawImage>, IpcError> {
-    let path = dir.join(kind.file_name(NS_ID as u64));
+fn read_raw(dir: &Path, kind: ImageKind, ns_id: u32) -> Result<Option<crust_images::RawImage>, IpcError> {
+    let path = dir.join(kind.file_name(ns_id as u64));
     if !path.exists() {
         return Ok(None);
     }
@@ -55,23 +55,24 @@ fn read_raw(dir: &Path, kind: ImageKind) -> Result<Option<crust_images::RawImage
     Ok(Some(crust_images::parse(&name, &bytes)?))
 }
 
-fn decode<M: prost::Message + Default>(kind: ImageKind, index: usize, bytes: &[u8]) -> Result<M, IpcError> {
-    M::decode(bytes).map_err(|e| IpcError::refused(format!("{}: entry {index}: {e}", kind.file_name(NS_ID as u64))))
+fn decode<M: prost::Message + Default>(kind: ImageKind, ns_id: u32, index: usize, bytes: &[u8]) -> Result<M, IpcError> {
+    M::decode(bytes).map_err(|e| IpcError::refused(format!("{}: entry {index}: {e}", kind.file_name(ns_id as u64))))
 }
 
-/// Creates every object of the dumped IPC namespace in the calling process's (new,
-/// empty) namespace, under its old id, then sets the namespace's limits.
-pub(crate) fn restore_namespace(dir: &Path) -> Result<(), IpcError> {
-    let var_path = dir.join(ImageKind::IpcVar.file_name(NS_ID as u64));
+/// Creates every object of the dumped IPC namespace `ns_id` (its images are named after
+/// it) in the calling process's (new, empty) namespace, under its old id, then sets the
+/// namespace's limits.
+pub(crate) fn restore_namespace(dir: &Path, ns_id: u32) -> Result<(), IpcError> {
+    let var_path = dir.join(ImageKind::IpcVar.file_name(ns_id as u64));
     let var: pb::IpcVarEntry = {
         let mut reader = ImageReader::open(&var_path)?;
         reader.next_entry()?.ok_or_else(|| IpcError::refused(format!("{}: no entry", var_path.display())))?
     };
     let wrong_id = |kind: ImageKind, index: usize, want: u32, got: i32| {
-        IpcError::refused(format!("{}: entry {index}: created with id {got}, not {want} (ipc_desc_entry.id; is the namespace new?)", kind.file_name(NS_ID as u64)))
+        IpcError::refused(format!("{}: entry {index}: created with id {got}, not {want} (ipc_desc_entry.id; is the namespace new?)", kind.file_name(ns_id as u64)))
     };
 
-    let shm_path = dir.join(ImageKind::IpcnsShm.file_name(NS_ID as u64));
+    let shm_path = dir.join(ImageKind::IpcnsShm.file_name(ns_id as u64));
     if shm_path.exists() {
         let mut reader = StreamReader::open(&shm_path)?;
         let mut index = 0;
@@ -108,14 +109,14 @@ pub(crate) fn restore_namespace(dir: &Path) -> Result<(), IpcError> {
         }
     }
 
-    if let Some(image) = read_raw(dir, ImageKind::IpcnsSem)? {
+    if let Some(image) = read_raw(dir, ImageKind::IpcnsSem, ns_id)? {
         for (index, raw) in image.entries.iter().enumerate() {
-            let entry: pb::IpcSemEntry = decode(ImageKind::IpcnsSem, index, &raw.message)?;
+            let entry: pb::IpcSemEntry = decode(ImageKind::IpcnsSem, ns_id, index, &raw.message)?;
             let d = &entry.desc;
             let name = format!("semaphore set {} (key {:#x})", d.id, d.key);
             let data = raw.payload.as_deref().unwrap_or(&[]);
             if data.len() < entry.nsems as usize * 2 {
-                return Err(IpcError::refused(format!("{}: entry {index}: {} bytes of values for {} semaphores (ipc_sem_entry.nsems)", ImageKind::IpcnsSem.file_name(NS_ID as u64), data.len(), entry.nsems)));
+                return Err(IpcError::refused(format!("{}: entry {index}: {} bytes of values for {} semaphores (ipc_sem_entry.nsems)", ImageKind::IpcnsSem.file_name(ns_id as u64), data.len(), entry.nsems)));
             }
             let values: Vec<u16> = data[..entry.nsems as usize * 2].chunks_exact(2).map(|c| u16::from_ne_bytes([c[0], c[1]])).collect();
             write_sysctl("kernel/sem_next_id", &(d.id as i32).to_string())?;
@@ -128,13 +129,13 @@ pub(crate) fn restore_namespace(dir: &Path) -> Result<(), IpcError> {
         }
     }
 
-    if let Some(image) = read_raw(dir, ImageKind::IpcnsMsg)? {
+    if let Some(image) = read_raw(dir, ImageKind::IpcnsMsg, ns_id)? {
         for (index, raw) in image.entries.iter().enumerate() {
-            let entry: pb::IpcMsgEntry = decode(ImageKind::IpcnsMsg, index, &raw.message)?;
+            let entry: pb::IpcMsgEntry = decode(ImageKind::IpcnsMsg, ns_id, index, &raw.message)?;
             let d = &entry.desc;
             let name = format!("message queue {} (key {:#x})", d.id, d.key);
             let messages = split_messages(raw.payload.as_deref().unwrap_or(&[]), entry.qnum).map_err(|what| {
-                IpcError::refused(format!("{}: entry {index}: {what}", ImageKind::IpcnsMsg.file_name(NS_ID as u64)))
+                IpcError::refused(format!("{}: entry {index}: {what}", ImageKind::IpcnsMsg.file_name(ns_id as u64)))
             })?;
             // A new queue's byte limit is msgmnb's; the limit itself may go above msgmnb
             // only with CAP_SYS_RESOURCE, so msgmnb is raised while the queue is made.
@@ -175,8 +176,8 @@ fn split_messages(mut data: &[u8], qnum: u32) -> Result<Vec<(i64, Vec<u8>)>, Ipc
 }
 
 /// The segment entries of the dumped namespace, their data skipped.
-fn shm_entries(dir: &Path) -> Result<Vec<pb::IpcShmEntry>, IpcError> {
-    let path = dir.join(ImageKind::IpcnsShm.file_name(NS_ID as u64));
+fn shm_entries(dir: &Path, ns_id: u32) -> Result<Vec<pb::IpcShmEntry>, IpcError> {
+    let path = dir.join(ImageKind::IpcnsShm.file_name(ns_id as u64));
     if !path.exists() {
         return Ok(Vec::new());
     }
@@ -193,8 +194,8 @@ fn shm_entries(dir: &Path) -> Result<Vec<pb::IpcShmEntry>, IpcError> {
 
 /// Ids of the segments the dump found already removed (still attached), to remove again
 /// once every process has attached them.
-pub(crate) fn removed_segments(dir: &Path) -> Result<Vec<i32>, IpcError> {
-    Ok(shm_entries(dir)?.iter().filter(|e| e.desc.mode & SHM_DEST != 0).map(|e| e.desc.id as i32).collect())
+pub(crate) fn removed_segments(dir: &Path, ns_id: u32) -> Result<Vec<i32>, IpcError> {
+    Ok(shm_entries(dir, ns_id)?.iter().filter(|e| e.desc.mode & SHM_DEST != 0).map(|e| e.desc.id as i32).collect())
 }
 
 /// Removes segments `ids` in `pid`'s IPC namespace.
@@ -211,8 +212,8 @@ pub(crate) fn remove_segments(pid: i32, ids: &[i32]) -> Result<(), IpcError> {
 }
 
 /// The size of every segment of the dumped namespace, by id.
-pub(crate) fn segment_sizes(dir: &Path) -> Result<BTreeMap<i32, u64>, IpcError> {
-    Ok(shm_entries(dir)?.iter().map(|e| (e.desc.id as i32, e.size)).collect())
+pub(crate) fn segment_sizes(dir: &Path, ns_id: u32) -> Result<BTreeMap<i32, u64>, IpcError> {
+    Ok(shm_entries(dir, ns_id)?.iter().map(|e| (e.desc.id as i32, e.size)).collect())
 }
 
 /// The size of segment `id` of crust's own IPC namespace, which a tree sharing that

@@ -326,12 +326,17 @@ const PE_PARENT: u32 = 1 << 0;
 
 /// Whether a page with pagemap entry `bits`, in an area of VMA status `status`, goes into
 /// the image: present or swapped pages, but never what a file or the kernel holds (the
-/// vDSO, shared file pages, unmodified pages of a private file mapping).
+/// vvar pages, shared file pages, unmodified pages of a private file mapping); the
+/// vDSO's pages always.
 fn wants_page(status: u32, bits: u64) -> bool {
     let present = bits & (1 << 63) != 0;
     let swapped = bits & (1 << 62) != 0;
     let file_or_shared = bits & (1 << 61) != 0;
-    if status & (vs::VDSO | vs::VVAR | vs::VSYSCALL | vs::SYSVIPC) != 0 || status & vs::FILE_SHARED != 0 {
+    if status & vs::VDSO != 0 {
+        // Every page of the vDSO, as CRIU writes it: its restore reads the dumped vDSO's
+        // symbols to tell whether the running one is the same.
+        true
+    } else if status & (vs::VVAR | vs::VSYSCALL | vs::SYSVIPC) != 0 || status & vs::FILE_SHARED != 0 {
         false
     } else if status & vs::FILE_PRIVATE != 0 {
         (present && !file_or_shared) || swapped
@@ -399,13 +404,10 @@ fn classify_vma(
     let name = map.name.as_str();
     match name {
         "[vsyscall]" => return Ok(None),
-        // The kernel's special mappings are private anonymous memory to CRIU (status
-        // and MAP_ANONYMOUS as CRIU writes them); its restorer maps any area without
-        // MAP_ANONYMOUS from a file.
+        // CRIU's form: private anonymous areas of a special kind.
         "[vdso]" | "[vvar]" | "[vvar_vclock]" => {
-            vma.status |= vs::ANON_PRIVATE | if name == "[vdso]" { vs::VDSO } else { vs::VVAR };
+            vma.status |= (if name == "[vdso]" { vs::VDSO } else { vs::VVAR }) | vs::ANON_PRIVATE;
             vma.flags |= libc::MAP_ANONYMOUS as u32;
-            vma.pgoff = 0;
         }
         "[stack]" | "[heap]" | "" => {
             vma.status |= vs::ANON_PRIVATE;
@@ -435,7 +437,9 @@ fn classify_vma(
         // A System V shared memory attach: "/SYSV<key> (deleted)", the inode is the
         // segment's id. Its pages belong to the segment (ipc.rs), not to the process.
         _ if map.shared && name.starts_with("/SYSV") => {
-            vma.status |= vs::SYSVIPC;
+            // CRIU's form: a shared anonymous area of the System V kind.
+            vma.status |= vs::SYSVIPC | vs::ANON_SHARED;
+            vma.flags |= libc::MAP_ANONYMOUS as u32;
             vma.shmid = map.inode;
             vma.fdflags = Some(if has("mw") { libc::O_RDWR } else { libc::O_RDONLY } as u32);
         }
@@ -472,3 +476,17 @@ fn classify_vma(
     Ok(Some(vma))
 }
 
+
+/// Gives a process's special areas the shape CRIU 4.2 writes: `[vvar]` and
+/// `[vvar_vclock]` (Linux 6.13 and later) as one VVAR area, as CRIU keeps them (two
+/// areas make CRIU's restore think the vDSO changed and put a proxy in its place).
+pub(crate) fn special_areas_as_criu(vmas: &mut Vec<pb::VmaEntry>) {
+    let mut merged: Vec<pb::VmaEntry> = Vec::with_capacity(vmas.len());
+    for vma in vmas.drain(..) {
+        match merged.last_mut() {
+            Some(last) if last.status & vs::VVAR != 0 && vma.status & vs::VVAR != 0 && last.end == vma.start => last.end = vma.end,
+            _ => merged.push(vma),
+        }
+    }
+    *vmas = merged;
+}

@@ -26,6 +26,7 @@ pub(crate) mod snapshot;
 
 pub use checksums::ChecksumError;
 pub use page_sources::PageSourcesError;
+pub(crate) use dump::special_areas_as_criu;
 
 /// Why the memory of a process could not be dumped.
 #[derive(Debug, thiserror::Error)]

@@ -144,8 +144,8 @@ pub(crate) fn root_main(run: &Run, sync: OwnedFd, error: OwnedFd) -> ! {
         close_all_but(&keep)?;
         broker.make_dead_pidfds()?;
         // The tree's IPC objects, before any process attaches a segment.
-        if tree.new_ipc_ns {
-            crate::ipc::restore_namespace(images.dir.path()).map_err(ChildError::IpcNamespace)?;
+        if let Some(ns_id) = images.namespaces.ipc_ns_id {
+            crate::ipc::restore_namespace(images.dir.path(), ns_id).map_err(ChildError::IpcNamespace)?;
         }
         if let Some(names) = namespaces.uts {
             crate::uts::apply(names)?;
@@ -285,9 +285,20 @@ fn process_main(run: &Run, index: usize) -> ! {
         for &child_index in others {
             fork_child(child_index)?;
         }
-        for &(number, id) in &plan.broker_helpers {
+        for &(number, id, mode) in &plan.broker_helpers {
             let source = broker.fds.get(&id).ok_or_else(|| ChildError::refused(format!("mapped file id {id} was not opened")))?;
-            sys::place_fd(*source, number, true).map_err(child_io(format!("place mapped file {id}")))?;
+            match mode {
+                Some(mode) => {
+                    // The same file, opened again through the broker's fd for the area.
+                    let path = std::path::PathBuf::from(format!("/proc/self/fd/{source}"));
+                    let fd = sys::open_raw(&path, mode | libc::O_CLOEXEC, 0).map_err(child_io(format!("open mapped file {id} again for its area")))?;
+                    if fd != number {
+                        sys::place_fd(fd, number, true).map_err(child_io(format!("place mapped file {id}")))?;
+                        sys::close_fd(fd);
+                    }
+                }
+                None => sys::place_fd(*source, number, true).map_err(child_io(format!("place mapped file {id}")))?,
+            }
         }
         broker.close();
         broker.take_locks()?;

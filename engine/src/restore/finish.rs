@@ -89,6 +89,13 @@ pub(crate) fn pipe(pid: i32) -> Result<(OwnedFd, OwnedFd), FinishError> {
     Ok((OwnedFd::from(read), OwnedFd::from(write)))
 }
 
+/// Whether the instruction at `ip` of stopped thread `tid` is the syscall instruction.
+fn syscall_insn_at(tid: i32, ip: u64) -> bool {
+    let mut code = vec![0u8; HostArch::SYSCALL_INSN.len()];
+    let read = std::fs::File::open(format!("/proc/{tid}/mem")).and_then(|mem| std::os::unix::fs::FileExt::read_exact_at(&mem, &mut code, ip));
+    read.is_ok() && code == HostArch::SYSCALL_INSN
+}
+
 /// Has the stopped, traced thread `tid` call exit(0) from the syscall instruction at
 /// `syscall_ip`, and lets it go once it is past user space (PTRACE_EVENT_EXIT): a leader
 /// whose threads live on stays a zombie, as it was at dump time.
@@ -306,7 +313,11 @@ pub(crate) fn finish_process(process: &ProcessImages, plan: &Plan, host: &BTreeM
         let dumped = HostArch::regs_from_core(core, ext)
             .map_err(|what| FinishError::BadImage { image: format!("core-{tid}.img"), what: what.to_string() })?;
         let gpr = HostArch::resume_regs(&dumped.gpr, false);
-        let restarts = HostArch::ip(&gpr) != HostArch::ip(&dumped.gpr);
+        // Registers stored the raw way (crust before 2026-12-06) restart here; those
+        // stored with the restart applied (CRIU's way, and crust's) sit on the syscall
+        // instruction already: either way the thread re-enters the syscall first.
+        let restarts = HostArch::ip(&gpr) != HostArch::ip(&dumped.gpr)
+            || (HostArch::restart_applied(&dumped.gpr) && syscall_insn_at(tid, HostArch::ip(&gpr)));
         HostArch::write_ext(tid, &dumped.ext).map_err(|source| FinishError::Arch { pid: tid, source })?;
         let mask = core
             .thread_core

@@ -14,6 +14,8 @@ use crust_images::{ImageDir, ImageKind, ImageReader};
 use crate::memory::page_sources::{self, PageSources, PageSourcesError};
 use crate::model::vma as vs;
 use crate::model::{TASK_ALIVE, TASK_DEAD};
+use crate::ns::NsKind;
+use crate::restore::namespaces::{plan_namespaces, TreeNamespaces};
 
 /// Why the images could not be read, or do not hold together.
 #[derive(Debug, thiserror::Error)]
@@ -34,8 +36,12 @@ pub enum ImagesError {
 #[derive(Clone)]
 pub(crate) struct ProcessImages {
     pub(crate) pstree: pb::PstreeEntry,
-    /// One core per thread, in `pstree.threads` order (the leader first).
+    /// One core per thread, in `pstree.threads` order (the leader first); a zombie's
+    /// one core.
     pub(crate) cores: Vec<pb::CoreEntry>,
+    /// Kernel-object and namespace ids (ids-PID.img, CRIU's place and crust's; the
+    /// leader's core in crust's dumps before 2026-12-06; a zombie has none).
+    pub(crate) ids: pb::TaskKobjIdsEntry,
     /// Everything below is empty for a zombie.
     pub(crate) mm: pb::MmEntry,
     pub(crate) pages_id: u32,
@@ -44,9 +50,6 @@ pub(crate) struct ProcessImages {
     pub(crate) pages: PageSources,
     pub(crate) fds: Vec<pb::FdinfoEntry>,
     pub(crate) fs: pb::FsEntry,
-    /// The kernel object and namespace ids: from the leader's core (crust) or
-    /// `ids-PID.img` (CRIU); a zombie has none.
-    pub(crate) ids: pb::TaskKobjIdsEntry,
 }
 
 impl ProcessImages {
@@ -101,8 +104,8 @@ pub(crate) struct Images {
     pub(crate) pidfds: BTreeMap<u32, pb::PidfdEntry>,
     /// Files in flight in socket queues (SCM_RIGHTS), which no process holds.
     pub(crate) in_flight: BTreeSet<u32>,
-    /// The dump holds an IPC namespace of its own (ipcns-var.img).
-    pub(crate) ipc_namespace: bool,
+    /// The namespaces of the tree's own that the restore makes again.
+    pub(crate) namespaces: TreeNamespaces,
     /// inventory.img.
     pub(crate) inventory: pb::InventoryEntry,
     /// Every entry of files.img as (id, type), in image order (duplicates kept, for
@@ -112,9 +115,6 @@ pub(crate) struct Images {
     pub(crate) unix_names: BTreeMap<u32, usize>,
     /// The names of the files in the images directory.
     pub(crate) names: BTreeSet<String>,
-    /// The images crust's `crust-checksums.img` says the dump wrote (none for a CRIU
-    /// dump, or with `--skip-checksums`).
-    pub(crate) listed: Option<Vec<String>>,
 }
 
 impl Images {
@@ -174,11 +174,27 @@ pub(crate) fn load_with(dir: &Path, page_size: u64, listed: bool) -> Result<Imag
         .collect();
     // CRIU reads inventory.img first and refuses a dump without it; so does crust.
     let inventory: pb::InventoryEntry = read_one(&dir, ImageKind::Inventory, 0)?;
+    // crust's list of the images its dump wrote: one missing is named as such before
+    // any is read (an ids image, say, which an older dump could do without).
+    let listed = if listed {
+        crate::memory::checksums::read(dir.path())
+            .map_err(|error| ImagesError::BadImage { image: String::new(), what: error.to_string() })?
+            .map(|checksums| checksums.images)
+    } else {
+        None
+    };
+    if let Some(missing) = listed.iter().flatten().find(|name| !names.contains(*name)) {
+        return Err(ImagesError::BadImage {
+            image: missing.clone(),
+            what: format!("missing: {} lists it among the images this dump wrote", crust_images::checksums::CHECKSUMS_FILE),
+        });
+    }
     let pstrees: Vec<pb::PstreeEntry> = read_all(&dir, ImageKind::Pstree, 0)?;
     if pstrees.is_empty() {
         let image = dir.image_path(ImageKind::Pstree, 0).display().to_string();
         return Err(ImagesError::BadImage { image, what: "no process".into() });
     }
+    let root_ids = inventory.root_ids;
     let mut processes = Vec::new();
     for mut pstree in pstrees {
         let pid = pstree.pid as u64;
@@ -231,11 +247,12 @@ pub(crate) fn load_with(dir: &Path, page_size: u64, listed: bool) -> Result<Imag
         while let Some(entry) = reader.next_entry::<pb::PagemapEntry>().map_err(image_err)? {
             pagemap.push(entry);
         }
-        // crust keeps the ids in the core; CRIU in ids-PID.img. Without them nothing
-        // says which fd table, memory or fs the process had.
+        // ids-PID.img (CRIU's place, and crust's); crust before 2026-12-06 kept them in
+        // the core. Without them nothing says which fd table, memory or fs the process
+        // had.
         let ids = match cores[0].ids {
+            _ if dir.exists(ImageKind::Ids, pid) => read_one::<pb::TaskKobjIdsEntry>(&dir, ImageKind::Ids, pid)?,
             Some(ids) => ids,
-            None if dir.exists(ImageKind::Ids, pid) => read_one::<pb::TaskKobjIdsEntry>(&dir, ImageKind::Ids, pid)?,
             None => {
                 return Err(ImagesError::BadImage {
                     image: ImageKind::Ids.file_name(pid),
@@ -247,7 +264,7 @@ pub(crate) fn load_with(dir: &Path, page_size: u64, listed: bool) -> Result<Imag
         let fds = if dir.exists(ImageKind::Fdinfo, ids.files_id as u64) { read_all(&dir, ImageKind::Fdinfo, ids.files_id as u64)? } else { Vec::new() };
         let fs = read_one(&dir, ImageKind::Fs, pid)?;
         let pages = page_sources::resolve(dir.path(), pid, page_size)?;
-        processes.push(ProcessImages { pstree, cores, mm, pages_id: head.pages_id, pagemap, pages, fds, fs, ids });
+        processes.push(ProcessImages { pstree, cores, ids, mm, pages_id: head.pages_id, pagemap, pages, fds, fs });
     }
     // No files.img means no file (CRIU writes no empty image); the validation finds
     // the fds that name one.
@@ -267,15 +284,14 @@ pub(crate) fn load_with(dir: &Path, page_size: u64, listed: bool) -> Result<Imag
         Vec::new()
     };
     let in_flight = crate::files::in_flight_ids(dir.path()).map_err(|what| ImagesError::BadImage { image: "sk-queues.img".into(), what: what.to_string() })?;
-    let ipc_namespace = crate::ipc::image_has_namespace(dir.path());
-    let listed = if listed {
-        crate::memory::checksums::read(dir.path())
-            .map_err(|error| ImagesError::BadImage { image: String::new(), what: error.to_string() })?
-            .map(|checksums| checksums.images)
-    } else {
-        None
-    };
-    Ok(Images { dir, processes, files, ghosts, seccomp, pidfds, in_flight, ipc_namespace, inventory, file_entries: file_kinds, unix_names, names, listed })
+    let live: Vec<(u32, &pb::TaskKobjIdsEntry)> = processes.iter().filter(|p| !p.is_zombie()).map(|p| (p.pstree.pid, &p.ids)).collect();
+    let namespaces = plan_namespaces(&live, root_ids.as_ref(), |kind, id| match kind {
+        NsKind::Ipc => crate::ipc::image_has_namespace(dir.path(), id),
+        NsKind::Mnt => dir.exists(ImageKind::Mnts, u64::from(id)),
+        _ => dir.exists(ImageKind::Utsns, u64::from(id)),
+    })
+        .map_err(|refused| ImagesError::BadImage { image: refused.image, what: refused.what })?;
+    Ok(Images { dir, processes, files, ghosts, seccomp, pidfds, in_flight, namespaces, inventory, file_entries: file_kinds, unix_names, names })
 }
 
 /// Checks that every file the tree maps or holds open (not an unlinked one, which

@@ -122,6 +122,8 @@ impl HostLayout {
 
     /// Checks that this kernel's vDSO and vvar pages have the sizes and relative places
     /// the image recorded, and returns where the block of vvar and vDSO pages starts.
+    /// Adjacent vvar areas count as one on both sides: CRIU 4.2 writes `[vvar]` and
+    /// `[vvar_vclock]` as one area, as crust does too.
     pub fn check_vdso_layout(&self, pid: i32, mm: &pb::MmEntry) -> Result<Option<u64>, PlanError> {
         let image_special: Vec<(u64, u64, bool)> = mm
             .vmas
@@ -131,17 +133,15 @@ impl HostLayout {
             .collect();
         let Some(&(vdso_start, _, _)) = image_special.iter().find(|v| v.2) else { return Ok(None) };
         let own_vdso = self.own_special.iter().find(|v| v.2).map(|v| v.0).unwrap_or(0);
-        // Adjacent vvar areas count as one: CRIU 4.2 dumps Linux 6.x's vvar and
-        // vvar_vclock as a single VVAR area, and the block moves as a whole.
         let relative = |list: &[(u64, u64, bool)], base: u64| -> Vec<(i64, u64, bool)> {
-            let mut merged: Vec<(u64, u64, bool)> = Vec::new();
+            let mut out: Vec<(i64, u64, bool)> = Vec::new();
             for &(s, e, is_vdso) in list {
-                match merged.last_mut() {
-                    Some(last) if !is_vdso && !last.2 && last.1 == s => last.1 = e,
-                    _ => merged.push((s, e, is_vdso)),
+                match out.last_mut() {
+                    Some(last) if !last.2 && !is_vdso && last.0 + last.1 as i64 == s as i64 - base as i64 => last.1 += e - s,
+                    _ => out.push((s as i64 - base as i64, e - s, is_vdso)),
                 }
             }
-            merged.iter().map(|&(s, e, is_vdso)| (s as i64 - base as i64, e - s, is_vdso)).collect()
+            out
         };
         if relative(&image_special, vdso_start) != relative(&self.own_special, own_vdso) {
             return Err(PlanError::Unsupported {
@@ -205,9 +205,10 @@ mod tests {
         let error = other.check_vdso_layout(3, &mm).expect_err("other layout").to_string();
         assert!(error.starts_with("restore pid 3: a vdso/vvar layout"), "{error}");
         assert_eq!(same.check_vdso_layout(3, &pb::MmEntry::default()).expect("no vdso"), None);
-        // CRIU's dump on Linux 6.x: vvar and vvar_vclock as one area; the kernel's two.
-        let criu = pb::MmEntry { vmas: vec![special(0x7000_0000, 0x7000_6000, false), special(0x7000_6000, 0x7000_8000, true)], ..Default::default() };
-        let split = layout(vec![], vec![(0x9000_0000, 0x9000_4000, false), (0x9000_4000, 0x9000_6000, false), (0x9000_6000, 0x9000_8000, true)]);
-        assert_eq!(split.check_vdso_layout(3, &criu).expect("merged vvar areas"), Some(0x7000_0000));
+        // [vvar] and [vvar_vclock] in one area (CRIU 4.2's form, and crust's) against
+        // this kernel's two.
+        let split = layout(Vec::new(), vec![(0x1000_0000, 0x1000_4000, false), (0x1000_4000, 0x1000_6000, false), (0x1000_6000, 0x1000_8000, true)]);
+        let merged = pb::MmEntry { vmas: vec![special(0x7000_0000, 0x7000_6000, false), special(0x7000_6000, 0x7000_8000, true)], ..Default::default() };
+        assert_eq!(split.check_vdso_layout(3, &merged).expect("merged vvar"), Some(0x7000_0000));
     }
 }

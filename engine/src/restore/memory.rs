@@ -155,8 +155,8 @@ pub(crate) fn segment_sizes(images: &Images) -> Result<SegmentSizes, PlanError> 
     if attaching.is_empty() {
         return Ok(SegmentSizes::Host(BTreeMap::new()));
     }
-    if images.ipc_namespace {
-        let sizes = crate::ipc::segment_sizes(images.dir.path()).map_err(|what| PlanError::BadImage { image: "ipcns-shm".into(), what: what.to_string() })?;
+    if let Some(ns_id) = images.namespaces.ipc_ns_id {
+        let sizes = crate::ipc::segment_sizes(images.dir.path(), ns_id).map_err(|what| PlanError::BadImage { image: "ipcns-shm".into(), what: what.to_string() })?;
         return Ok(SegmentSizes::Dumped(sizes));
     }
     let mut sizes = BTreeMap::new();

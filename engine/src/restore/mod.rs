@@ -25,9 +25,11 @@ use crate::sys;
 
 pub(crate) mod child;
 pub(crate) mod finish;
+pub(crate) mod image_set;
 pub(crate) mod images;
 pub mod layout;
 pub(crate) mod memory;
+pub(crate) mod namespaces;
 pub(crate) mod plan;
 pub(crate) mod program;
 pub(crate) mod tree;
@@ -148,12 +150,13 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
     check_access()?;
     stage(Stage::PreRestore, None)?;
     let images = images::load_with(&options.dir, sys::page_size(), !options.skip_checksums)?;
+    image_set::check(&options.dir)?;
     // Nothing is created before every image is known good.
     validate::validate(&images, &validate::Limits::read())?;
     let root = images.processes[0].pid();
     // A tree dumped in its own pid namespace comes back in a new one, where its pids are
     // always free; otherwise every pid and tid must be free here.
-    let new_pid_ns = images.processes[0].cores[0].ids.as_ref().and_then(|i| i.pid_ns_id).is_some();
+    let new_pid_ns = images.namespaces.new_pid_ns;
     if new_pid_ns && root != 1 {
         return Err(RestoreError::BadImage { image: "pstree.img".into(), what: format!("pid namespace root has pid {root}, not 1") });
     }
@@ -167,9 +170,8 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
         }
     }
     // The tree's own mount and UTS namespaces: planned here, made by the root.
-    let root_ids = &images.processes[0].ids;
-    let mount_plan = crate::mounts::plan_for_restore(images.dir.path(), root_ids.mnt_ns_id, &options.mounts)?;
-    let uts = crate::uts::read_for_restore(images.dir.path(), root_ids.uts_ns_id)?;
+    let mount_plan = crate::mounts::plan_for_restore(images.dir.path(), images.namespaces.mnt_ns_id, &options.mounts)?;
+    let uts = crate::uts::read_for_restore(images.dir.path(), images.namespaces.uts_ns_id)?;
     // Files of a tree with a mount namespace of its own are named as it sees them: the
     // root opens them there, and names any that is missing.
     if mount_plan.is_none() {
@@ -322,8 +324,8 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
         }
     }
     // Segments removed while attached go again, now that every process has attached them.
-    if tree.new_ipc_ns {
-        let removed = crate::ipc::removed_segments(&options.dir).map_err(|what| RestoreError::BadImage { image: "ipcns-shm".into(), what: what.to_string() })?;
+    if let Some(ns_id) = images.namespaces.ipc_ns_id {
+        let removed = crate::ipc::removed_segments(&options.dir, ns_id).map_err(|what| RestoreError::BadImage { image: "ipcns-shm".into(), what: what.to_string() })?;
         crate::ipc::remove_segments(child, &removed).map_err(|what| RestoreError::Child { pid: root, what: what.to_string() })?;
     }
     // The sockets are out of repair mode: let the traffic of their TCP connections

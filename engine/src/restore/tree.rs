@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 
 use crust_arch::Abi;
-use crust_images::ImageKind;
 
 use crate::model::vma as vs;
 use crate::restore::images::{Images, ProcessImages};
@@ -51,7 +50,7 @@ pub(crate) fn plan_tree<A: Abi>(images: &Images, layout: &HostLayout, shell_job:
     let sync_fd = fd_number(max_fd + 2, "sync pipe")?;
     let broker_base = fd_number(max_fd + 3, "files broker")?;
     let mut shmem: BTreeMap<u64, (i32, u64)> = BTreeMap::new();
-    for vma in images.processes.iter().flat_map(|p| p.mm.vmas.iter()).filter(|v| v.status & vs::ANON_SHARED != 0) {
+    for vma in images.processes.iter().flat_map(|p| p.mm.vmas.iter()).filter(|v| v.status & vs::ANON_SHARED != 0 && v.status & vs::SYSVIPC == 0) {
         let end = vma.end.checked_sub(vma.start).and_then(|size| size.checked_add(vma.pgoff)).ok_or_else(|| PlanError::BadImage {
             image: "mm".into(),
             what: format!("area {:#x}-{:#x} with pgoff {:#x} wraps", vma.start, vma.end, vma.pgoff),
@@ -63,13 +62,7 @@ pub(crate) fn plan_tree<A: Abi>(images: &Images, layout: &HostLayout, shell_job:
     let helper_base = fd_number(i64::from(broker_base) + descriptions.len() as i64 + shmem.len() as i64, "helpers")?;
     let helpers = plan_helpers(images, shell_job)?;
     let (premaps, arena) = plan_premaps::<A>(images, layout)?;
-    let new_ipc_ns = images.processes[0].cores[0].ids.as_ref().and_then(|i| i.ipc_ns_id).is_some();
-    if new_ipc_ns && !images.ipc_namespace {
-        return Err(PlanError::BadImage {
-            image: ImageKind::IpcVar.file_name(crate::ipc::NS_ID as u64),
-            what: "missing, but the tree had an IPC namespace of its own (ids.ipc_ns_id)".into(),
-        });
-    }
+    let new_ipc_ns = images.namespaces.ipc_ns_id.is_some();
     Ok(TreePlan { helpers, error_fd, sync_fd, broker_base, helper_base, shmem, new_ipc_ns, premap_arena: arena, premaps })
 }
 

@@ -417,11 +417,8 @@ fn implied_images(images: &Images, files: &BTreeMap<u32, pb::FdTypes>) -> Result
     if files.values().any(|&kind| kind == pb::FdTypes::Tty) && !has(&ImageKind::TtyInfo.file_name(0)) {
         return Err(refuse(ImageKind::TtyInfo.file_name(0), format!("missing, but {} holds a tty", ImageKind::Files.file_name(0))));
     }
-    if let Some(listed) = &images.listed {
-        if let Some(missing) = listed.iter().find(|name| !has(name)) {
-            return Err(refuse(missing, format!("missing: {} lists it among the images this dump wrote", crust_images::checksums::CHECKSUMS_FILE)));
-        }
-    }
+    // An image crust-checksums.img lists and the directory lacks is refused when the
+    // images are loaded (`images::load_with`), before any is read.
     if files.values().any(|&kind| kind == pb::FdTypes::Memfd) && !has(&ImageKind::MemfdInode.file_name(0)) {
         return Err(refuse(ImageKind::MemfdInode.file_name(0), format!("missing, but {} holds a memfd", ImageKind::Files.file_name(0))));
     }

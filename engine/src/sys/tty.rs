@@ -1,6 +1,6 @@
 //! Terminal requests on ptys: the TIOC* ioctls that read and set a pty's index, lock,
 //! packet mode, exclusive mode, controlling terminal and foreground group, and its
-//! termios and window size. nix has no safe function for these ioctls (its
+//! termios (and locked termios) and window size. nix has no safe function for these ioctls (its
 //! `ioctl_*!` macros make `unsafe fn`s), so each is one typed function here; blocking
 //! SIGTTOU goes through nix.
 //!
@@ -48,6 +48,24 @@ pub fn set_terminal_state(fd: RawFd, termios: &libc::termios, winsize: &libc::wi
         check(libc::ioctl(fd, libc::TCSETS as _, termios as *const libc::termios) as libc::c_long)?;
         check(libc::ioctl(fd, libc::TIOCSWINSZ as _, winsize as *const libc::winsize) as libc::c_long)?;
     }
+    Ok(())
+}
+
+/// The locked terminal attributes (`TIOCGLCKTRMIOS`): bits and characters that
+/// TCSETS may not change.
+#[doc(alias = "TIOCGLCKTRMIOS")]
+pub fn locked_termios(fd: RawFd) -> io::Result<libc::termios> {
+    let mut termios = zeroed_termios();
+    // SAFETY: the kernel fills at most one termios at the pointer, a local.
+    check(unsafe { libc::ioctl(fd, libc::TIOCGLCKTRMIOS as _, &mut termios as *mut libc::termios) } as libc::c_long)?;
+    Ok(termios)
+}
+
+/// Sets the locked terminal attributes (`TIOCSLCKTRMIOS`, needs CAP_SYS_ADMIN).
+#[doc(alias = "TIOCSLCKTRMIOS")]
+pub fn set_locked_termios(fd: RawFd, termios: &libc::termios) -> io::Result<()> {
+    // SAFETY: the kernel reads one termios at the pointer, which lives across the call.
+    check(unsafe { libc::ioctl(fd, libc::TIOCSLCKTRMIOS as _, termios as *const libc::termios) } as libc::c_long)?;
     Ok(())
 }
 

@@ -1,6 +1,6 @@
 //! `zdtm-runner`: the harness binary `cargo xtest zdtm` and `cargo xtest demo` exec.
 //!
-//! zdtm-runner run --engine PATH --workdir DIR [--filter S] [--iters N] [--snap] [--pre-dump] [--keep] [--big] [--json PATH] [--flavor host|ns|container|all] [--group core|runtime|all]
+//! zdtm-runner run --engine PATH --workdir DIR [--filter S] [--iters N] [--snap] [--pre-dump] [--keep] [--big] [--json PATH] [--flavor host|ns|mntns|all] [--group core|runtime|all] [--dump-with PATH | --restore-with PATH]
 //! zdtm-runner demo --engine PATH --workdir DIR
 //! zdtm-runner list
 #![deny(unsafe_code)]
@@ -57,6 +57,8 @@ fn parse_config(args: &[String]) -> anyhow::Result<Config> {
         json: None,
         flavors: vec![Flavor::Host],
         group: None,
+        dump_with: None,
+        restore_with: None,
     };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -82,12 +84,14 @@ fn parse_config(args: &[String]) -> anyhow::Result<Config> {
                 config.flavors = match value("--flavor")?.as_str() {
                     "host" => vec![Flavor::Host],
                     "ns" => vec![Flavor::Ns],
-                    "container" => vec![Flavor::Container],
-                    "all" => vec![Flavor::Host, Flavor::Ns, Flavor::Container],
-                    other => bail!("--flavor takes host, ns, container or all, not {other}"),
+                    "mntns" => vec![Flavor::Mntns],
+                    "all" => vec![Flavor::Host, Flavor::Ns, Flavor::Mntns],
+                    other => bail!("--flavor takes host, ns, mntns or all, not {other}"),
                 }
             }
             "--group" => config.group = Some(value("--group")?),
+            "--dump-with" => config.dump_with = Some(PathBuf::from(value("--dump-with")?)),
+            "--restore-with" => config.restore_with = Some(PathBuf::from(value("--restore-with")?)),
             "--snap" => config.snap = true,
             "--pre-dump" => config.pre_dump = true,
             "--keep" => config.keep = true,
@@ -97,6 +101,9 @@ fn parse_config(args: &[String]) -> anyhow::Result<Config> {
     }
     if config.engine.as_os_str().is_empty() {
         bail!("--engine PATH is required");
+    }
+    if config.dump_with.is_some() && config.restore_with.is_some() {
+        bail!("--dump-with and --restore-with: one of them (the engine does the other half)");
     }
     Ok(config)
 }

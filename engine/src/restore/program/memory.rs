@@ -29,8 +29,11 @@ const POPULATE_AT_LEAST: u64 = 64 << 10;
 pub(crate) struct Helpers {
     /// (number, path, open flags), opened by path.
     pub(crate) opened: Vec<(i32, PathBuf, i32)>,
-    /// (number, file id), copied from the broker (unlinked mapped files, memfds).
-    pub(crate) from_broker: Vec<(i32, u32)>,
+    /// (number, file id, open mode), from the broker (unlinked mapped files, memfds):
+    /// a description of its own opened through the broker's fd with the area's mode
+    /// (`vma.fdflags`; CRIU's entries for mappings carry no flags of their own), or,
+    /// without one, the broker's description.
+    pub(crate) from_broker: Vec<(i32, u32, Option<i32>)>,
     /// File id → helper fd of each mapped file.
     pub(crate) file_fds: BTreeMap<u32, i32>,
     pub(crate) exe_fd: i32,
@@ -58,7 +61,7 @@ pub(crate) fn helper_fds(images: &Images, process: &ProcessImages, base: i32) ->
         // Unlinked files and memfds cannot be opened by name: the broker has them.
         if images.ghosts.contains_key(&id) || !images.files.contains_key(&id) {
             file_fds.insert(id, fd);
-            from_broker.push((fd, id));
+            from_broker.push((fd, id, vma.fdflags.map(|f| f as i32 & libc::O_ACCMODE)));
             continue;
         }
         let reg = images.files.get(&id).ok_or_else(|| PlanError::BadImage {

@@ -54,8 +54,9 @@ pub(crate) struct Plan {
     pub(crate) descriptions: Vec<String>,
     /// Helper fds: (number, path, open flags) opened in the child before the restorer.
     pub(crate) helpers: Vec<(i32, PathBuf, i32)>,
-    /// Helper fds copied from the broker (unlinked mapped files): (number, file id).
-    pub(crate) broker_helpers: Vec<(i32, u32)>,
+    /// Helper fds from the broker (unlinked mapped files, memfds): (number, file id,
+    /// open mode of a description of its own, `None`: the broker's).
+    pub(crate) broker_helpers: Vec<(i32, u32, Option<i32>)>,
     /// Shared anonymous objects this process maps (their fds are closed by the restorer).
     pub(crate) shmem_used: Vec<u64>,
     /// Per thread (the leader first): syscalls the tracer injects before release.
@@ -240,7 +241,7 @@ pub(crate) fn plan_process<A: Abi>(
 
     // Close the helpers, then drop privileges last.
     let shmem_used: Vec<u64> = {
-        let mut used: Vec<u64> = mm.vmas.iter().filter(|v| v.status & crate::model::vma::ANON_SHARED != 0).map(|v| v.shmid).collect();
+        let mut used: Vec<u64> = mm.vmas.iter().filter(|v| v.status & crate::model::vma::ANON_SHARED != 0 && v.status & crate::model::vma::SYSVIPC == 0).map(|v| v.shmid).collect();
         used.sort_unstable();
         used.dedup();
         used

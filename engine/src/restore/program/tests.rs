@@ -59,7 +59,7 @@ fn render<A: Abi>(images: &Images, plan: &Plan, index: usize) -> String {
     for (fd, path, flags) in &plan.helpers {
         let _ = writeln!(out, "helper fd {fd}: {} flags {flags:#o}", path.display());
     }
-    for (fd, id) in &plan.broker_helpers {
+    for (fd, id, _) in &plan.broker_helpers {
         let _ = writeln!(out, "helper fd {fd}: broker file {id}");
     }
     for premap in &plan.premap {

@@ -1,13 +1,13 @@
-/* ct_init.c: not a test. The `container` flavor's init, so far with the namespaces of
- * issue 15's M1: `ct_init ROOTFS OUTDIR HOSTNAME PROGRAM ARGS...` unshares new pid, IPC,
+/* mntns_init.c: not a test. The `mntns` flavor's init, so far with the namespaces of
+ * issue 15's M1: `mntns_init ROOTFS OUTDIR HOSTNAME PROGRAM ARGS...` unshares new pid, IPC,
  * mount and UTS namespaces and forks their pid 1, writes "nsinit <host pid of it>" into
  * the ready pipe and exits. The init makes every mount private, binds ROOTFS onto itself
- * read-only (the container's root), binds OUTDIR at ROOTFS/zdtm, pivots into ROOTFS and
+ * read-only (the test's root), binds OUTDIR at ROOTFS/zdtm, pivots into ROOTFS and
  * drops the old root, sets the host name and re-executes itself from the rootfs
- * (`/c-tests/ct_init --reap PROGRAM ARGS...`: nothing of the init may come from outside
- * the container). Then, like ns_init, it starts PROGRAM (a path inside ROOTFS; the test
+ * (`/c-tests/mntns_init --reap PROGRAM ARGS...`: nothing of the init may come from outside
+ * the new root). Then, like ns_init, it starts PROGRAM (a path inside ROOTFS; the test
  * daemonizes under it as usual, with ZDTM_OUTDIR=/zdtm) and reaps whatever ends up as
- * its child, forever. Its stdio is /zdtm/ct_init.log. Errors before the test runs are
+ * its child, forever. Its stdio is /zdtm/mntns_init.log. Errors before the test runs are
  * reported on the ready pipe as text the harness shows as a failed launch. */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -25,11 +25,11 @@ static int ready_fd = -1;
 
 static void die(const char *what, const char *path)
 {
-	dprintf(ready_fd, "ct_init: %s %s: %s\n", what, path, strerror(errno));
+	dprintf(ready_fd, "mntns_init: %s %s: %s\n", what, path, strerror(errno));
 	_exit(2);
 }
 
-/* Inside the container: start the test, then reap forever. */
+/* inside the namespaces: start the test, then reap forever. */
 static int reap(char **argv)
 {
 	pid_t test = fork();
@@ -53,7 +53,7 @@ int main(int argc, char **argv)
 	if (argc >= 3 && ready_fd >= 0 && !strcmp(argv[1], "--reap"))
 		return reap(argv + 2);
 	if (argc < 5 || ready_fd < 0) {
-		fprintf(stderr, "usage: ZDTM_READY_FD=N ct_init ROOTFS OUTDIR HOSTNAME PROGRAM ARGS...\n");
+		fprintf(stderr, "usage: ZDTM_READY_FD=N mntns_init ROOTFS OUTDIR HOSTNAME PROGRAM ARGS...\n");
 		return 2;
 	}
 	const char *rootfs = argv[1], *outdir = argv[2], *hostname = argv[3];
@@ -91,9 +91,9 @@ int main(int argc, char **argv)
 		die("chdir", "/zdtm");
 	if (sethostname(hostname, strlen(hostname)))
 		die("sethostname", hostname);
-	int log = open("/zdtm/ct_init.log", O_WRONLY | O_CREAT | O_APPEND, 0644);
+	int log = open("/zdtm/mntns_init.log", O_WRONLY | O_CREAT | O_APPEND, 0644);
 	if (log < 0)
-		die("open", "/zdtm/ct_init.log");
+		die("open", "/zdtm/mntns_init.log");
 	dup2(log, 0);
 	dup2(log, 1);
 	dup2(log, 2);
@@ -102,7 +102,7 @@ int main(int argc, char **argv)
 	if (setenv("ZDTM_OUTDIR", "/zdtm", 1))
 		die("setenv", "ZDTM_OUTDIR");
 	/* argv[3] (the host name, used) becomes "--reap" before PROGRAM. */
-	argv[2] = "/c-tests/ct_init";
+	argv[2] = "/c-tests/mntns_init";
 	argv[3] = "--reap";
 	execv(argv[2], argv + 2);
 	die("exec", argv[2]);

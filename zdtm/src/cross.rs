@@ -1,0 +1,228 @@
+//! Cross runs: `--dump-with PATH` dumps with another binary that speaks CRIU's command
+//! line and restores with the engine, `--restore-with PATH` the reverse. With the
+//! reference CRIU as the other tool, the tests CRIU itself refuses, or gets wrong on its
+//! own (CRIU dumping and restoring fails the same way), are skipped with CRIU's words:
+//! a failure there says nothing about crust. A few more wait on crust (`Cause::Crust`,
+//! said so in the skip). Measured with CRIU 4.2.1 on Linux 6.18 (no soft-dirty, no
+//! CAP_SYS_RESOURCE), 2026-12-06; `ZDTM_CROSS_RUN_ALL=1` runs them all to check again.
+
+use crate::catalog::Flavor;
+
+/// What the other tool does in a cross run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OtherDoes {
+    /// `--dump-with`: it dumps, the engine restores.
+    Dump,
+    /// `--restore-with`: the engine dumps, it restores.
+    Restore,
+}
+
+/// Whose the limit is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cause {
+    /// CRIU refuses the test, or gets it wrong on its own.
+    Criu,
+    /// crust does not yet write or read what CRIU needs for it.
+    Crust,
+}
+
+/// A test that cannot pass with the reference CRIU in one role.
+#[derive(Clone, Copy, Debug)]
+pub struct CriuLimit {
+    /// The test's name.
+    pub test: &'static str,
+    /// CRIU's role where it fails.
+    pub role: OtherDoes,
+    /// Only in this flavor (`None`: both).
+    pub flavor: Option<Flavor>,
+    /// Whose limit it is.
+    pub cause: Cause,
+    /// What CRIU says or does, in its words where it says something.
+    pub reason: &'static str,
+}
+
+const fn limit(test: &'static str, role: OtherDoes, flavor: Option<Flavor>, reason: &'static str) -> CriuLimit {
+    CriuLimit { test, role, flavor, cause: Cause::Criu, reason }
+}
+
+/// What crust lacks for CRIU to restore a tree with shared anonymous memory.
+const SHARED_ANON: &str = "crust writes shared anonymous memory into each process's pagemap, where CRIU's restore wants \
+    it once in pagemap-shmem-SHMID.img: \"Error (criu/mem.c:1184): Trying to restore page for non-private VMA\"";
+
+const fn waits(test: &'static str) -> CriuLimit {
+    CriuLimit { test, role: Restore, flavor: None, cause: Cause::Crust, reason: SHARED_ANON }
+}
+
+use OtherDoes::{Dump, Restore};
+
+/// The tests CRIU 4.2.1 refuses, or gets wrong on its own (CRIU dump and CRIU restore
+/// fail the same way).
+pub const CRIU_LIMITS: &[CriuLimit] = &[
+    limit(
+        "threads_leader_gone",
+        Dump,
+        None,
+        "CRIU dumps no thread group whose leader exited: \"Unable to interrupt task: N (Operation not permitted)\", \"Unable to detach from N: No such process\", \"Dumping FAILED.\"",
+    ),
+    limit(
+        "threads_leader_gone",
+        Restore,
+        None,
+        "CRIU restores no thread group whose leader exited: \"Error (criu/cr-restore.c:877): Core info data missed for non-zombie\"",
+    ),
+    limit(
+        "sysv_shm_host",
+        Dump,
+        Some(Flavor::Host),
+        "CRIU refuses an attach of the host's System V memory: \"Task N with SysVIPC shmem map @ADDR doesn't live in IPC ns\"",
+    ),
+    limit(
+        "sysv_shm_host",
+        Restore,
+        Some(Flavor::Host),
+        "CRIU restores no attach of a segment of its own IPC namespace: \"Error (criu/shmem.c:306): Can't find sysv shmem for N\"",
+    ),
+    limit(
+        "tree_creds",
+        Dump,
+        None,
+        "CRIU cannot dump another user's task without CAP_SYS_RESOURCE: \"Error (criu/cr-dump.c:389): Can't get rlimit 0: Operation not permitted\"",
+    ),
+    limit(
+        "personality",
+        Dump,
+        None,
+        "CRIU reads /proc/PID/personality (hex) as a decimal number: 0x00260000 dumped as 260000, \"status personality: 00260000 -> 0003f7a0\"",
+    ),
+    limit(
+        "tree_misc",
+        Dump,
+        None,
+        "CRIU reads /proc/PID/personality (hex) as a decimal number: \"status personality: 00600000 -> 000927c0\"",
+    ),
+    limit(
+        "personality",
+        Restore,
+        None,
+        "CRIU restores personality 0 (\"status personality: 00260000 -> 00000000\", CRIU dumping and restoring too)",
+    ),
+    limit(
+        "tree_misc",
+        Restore,
+        None,
+        "CRIU restores personality 0 (\"00600000 -> 0\", \"00040000 -> 0\", CRIU dumping and restoring too)",
+    ),
+    limit(
+        "event_fds",
+        Dump,
+        None,
+        "CRIU's dump drops EFD_SEMAPHORE (eventfd flags 2050 where the file has 2051): \"semaphore eventfd read is not 1\"",
+    ),
+    limit(
+        "event_fds",
+        Restore,
+        None,
+        "CRIU's restore makes the eventfd without EFD_SEMAPHORE: \"semaphore eventfd read is not 1\" (CRIU dumping and restoring too)",
+    ),
+    limit(
+        "inet_sockets",
+        Dump,
+        None,
+        "CRIU dumps no UDP receive queue: \"recv queued datagram: Resource temporarily unavailable\"",
+    ),
+    limit(
+        "inet_sockets",
+        Restore,
+        None,
+        "CRIU restores no UDP receive queue: \"recv queued datagram: Resource temporarily unavailable\" (CRIU dumping and restoring too)",
+    ),
+    limit(
+        "sysv_ipc",
+        Restore,
+        None,
+        "CRIU maps a SHM_RDONLY attach back as [me mr ms mw rd sh] instead of [me mr ms rd] (CRIU dumping and restoring too)",
+    ),
+    limit(
+        "sysv_shm_host",
+        Restore,
+        Some(Flavor::Ns),
+        "CRIU maps a SHM_RDONLY attach back as [me mr ms mw rd sh] instead of [me mr ms rd] (CRIU dumping and restoring too)",
+    ),
+    limit(
+        "zombie_exit",
+        Restore,
+        None,
+        "CRIU's restore gets an exit code of 128 or more wrong: \"status 0x1100, expected exit 145\" (CRIU dumping and restoring too)",
+    ),
+    limit(
+        "zombie_nested",
+        Restore,
+        None,
+        "CRIU's restore gets an exit code of 128 or more wrong: \"status 0x2500, expected exit 165\" (CRIU dumping and restoring too)",
+    ),
+    limit(
+        "tree_session_gone",
+        Restore,
+        Some(Flavor::Host),
+        "CRIU restores a session whose leader exited outside the tree, reparented to init: \"missing after restore\" (CRIU dumping and restoring too)",
+    ),
+    limit(
+        "tree_session_gone",
+        Restore,
+        Some(Flavor::Ns),
+        "CRIU refuses a session whose leader exited: \"Error (criu/pstree.c:801): Can't find a session leader for 4\" (CRIU dumping and restoring too)",
+    ),
+    limit(
+        "posix_timers",
+        Dump,
+        Some(Flavor::Ns),
+        "CRIU writes a garbage notify_thread_id (-1911041888) for a SIGEV_THREAD_ID timer in a pid namespace, which no timer_create takes (EINVAL; CRIU restoring its own: \"Can't create posix timer - 3: -22\")",
+    ),
+    waits("shared_anon"),
+    waits("tree_shm"),
+    waits("tree_cow"),
+    waits("tree_creds"),
+    waits("tree_prctl"),
+    waits("tree_itimers"),
+    waits("posix_timers"),
+];
+
+/// Why test `test` is skipped in a cross run where the other tool, CRIU, does `role`,
+/// in `flavor`; `None`: it runs.
+pub fn criu_skip_reason(test: &str, role: OtherDoes, flavor: Flavor) -> Option<String> {
+    CRIU_LIMITS
+        .iter()
+        .find(|l| l.test == test && l.role == role && l.flavor.is_none_or(|f| f == flavor))
+        .map(|l| match l.cause {
+            Cause::Criu => format!("CRIU 4.2 {}: {}", if role == Dump { "dumping" } else { "restoring" }, l.reason),
+            Cause::Crust => format!("waits on crust: {}", l.reason),
+        })
+}
+
+/// Set (to anything) in the environment, the table is not applied: every test runs, to
+/// see whether a limit still holds (a newer CRIU, another machine).
+pub const RUN_ALL_ENV: &str = "ZDTM_CROSS_RUN_ALL";
+
+/// Options of a crust dump CRIU's restore needs as well (CRIU restores no established
+/// connection, and takes no lock, without being told).
+pub const ALSO_ON_RESTORE: &[&str] = &["--tcp-established", "--file-locks"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_limit_names_a_test_of_the_catalog() {
+        for limit in CRIU_LIMITS {
+            assert!(crate::catalog::TESTS.iter().any(|t| t.name == limit.test), "{} is not a test", limit.test);
+        }
+    }
+
+    #[test]
+    fn skips_follow_role_and_flavor() {
+        assert!(criu_skip_reason("threads_leader_gone", OtherDoes::Dump, Flavor::Ns).is_some());
+        assert!(criu_skip_reason("sysv_shm_host", OtherDoes::Dump, Flavor::Ns).is_none());
+        assert!(criu_skip_reason("sysv_shm_host", OtherDoes::Dump, Flavor::Host).unwrap().starts_with("CRIU 4.2 dumping: "));
+        assert!(criu_skip_reason("anon_4k", OtherDoes::Restore, Flavor::Host).is_none());
+    }
+}
