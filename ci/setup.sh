@@ -49,6 +49,8 @@ ci_apt_packages=(
     iptables
     util-linux procps
     iproute2
+    # nsenter: cli/tests/cr_netns.rs builds and reads a network namespace with it
+    util-linux
     xz-utils
     qemu-system-arm
     golang-go golang-github-checkpoint-restore-go-criu-dev

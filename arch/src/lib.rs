@@ -193,6 +193,13 @@ pub trait Abi {
     /// thread must hold when it runs rt_sigreturn. Each backend's `sigframe.rs` says
     /// what the frame restores and what rt_sigreturn cannot put back.
     fn sigreturn_frame(regs: &ThreadRegs<Self::Regs>, sigmask: u64, address: u64) -> Result<SigreturnFrame, SigframeError>;
+    /// After rt_sigreturn on a frame [`Abi::sigreturn_frame`] built from `expected`,
+    /// with the thread's registers `found` read at its next ptrace stop that is not a
+    /// syscall stop: the first register that differs, named, among every register the
+    /// thread can see, except the few the kernel keeps for itself (each backend's
+    /// `sigframe.rs` lists them: they are not in the frame and a parasite never changes
+    /// them); `None` when the thread is back exactly. A mismatch is a bug in the frame.
+    fn sigreturn_mismatch(expected: &ThreadRegs<Self::Regs>, found: &ThreadRegs<Self::Regs>) -> Option<String>;
 }
 
 /// One operation of the restorer's syscall program: run syscall `nr` with `args`, then

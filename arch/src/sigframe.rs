@@ -106,3 +106,25 @@ pub(crate) fn check_ext_len(ext: &[u8], need: usize) -> Result<(), SigframeError
         false => Err(SigframeError::ExtTooShort { len: ext.len(), need }),
     }
 }
+
+/// The name of the first word that differs between `expected` and `found` (same
+/// length as `names`), for the backends' `mismatch`.
+pub(crate) fn first_differing_word(names: &[&str], expected: &[u64], found: &[u64]) -> Option<String> {
+    names
+        .iter()
+        .zip(expected.iter().zip(found))
+        .find(|(_, (e, f))| e != f)
+        .map(|(name, (e, f))| format!("{name} ({f:#x}, not {e:#x})"))
+}
+
+/// The first byte offset in `range` where `expected` and `found` differ (or where one
+/// of them ends), named `what` and the offset.
+pub(crate) fn first_differing_byte(what: &str, expected: &[u8], found: &[u8], range: std::ops::Range<usize>) -> Option<String> {
+    let end = range.end;
+    for offset in range {
+        if expected.get(offset) != found.get(offset) {
+            return Some(format!("{what} byte {offset} of {end}"));
+        }
+    }
+    None
+}

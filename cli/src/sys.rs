@@ -557,3 +557,43 @@ pub fn map_file(file: &std::fs::File, length: usize) -> io::Result<usize> {
     }
     Ok(address as usize)
 }
+
+/// The signals that stop a dump or restore cleanly.
+const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
+
+extern "C" fn on_stop_signal(signal: libc::c_int) {
+    crust_engine::interrupt::request_stop(signal);
+}
+
+/// `sigaction` of SIGTERM, SIGINT and SIGHUP: each asks the dump or restore in progress
+/// to stop and undo what it did (`crust_engine::interrupt`), instead of killing crust
+/// halfway. SA_RESTART: the syscalls the engine is in finish (its waits are short and
+/// it looks at the request between steps), so the undoing itself is never cut short by
+/// a second signal.
+#[doc(alias = "sigaction")]
+pub fn catch_stop_signals() -> io::Result<()> {
+    for signal in STOP_SIGNALS {
+        // SAFETY: `action` is fully initialised (zeroed, then handler, flags and an empty
+        // mask); the handler makes one atomic store, which is async-signal-safe.
+        let rc = unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_stop_signal as extern "C" fn(libc::c_int) as usize;
+            action.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(signal, &action, std::ptr::null_mut())
+        };
+        check(rc as libc::c_long)?;
+    }
+    Ok(())
+}
+
+/// SIGTERM, SIGINT and SIGHUP back to their default action (once the engine is done:
+/// a signal then ends crust as usual, and a restored tree runs on).
+#[doc(alias = "signal")]
+pub fn default_stop_signals() {
+    for signal in STOP_SIGNALS {
+        // SAFETY: SIG_DFL takes no handler code; the call only changes this process's
+        // disposition.
+        unsafe { libc::signal(signal, libc::SIG_DFL) };
+    }
+}

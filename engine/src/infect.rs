@@ -111,16 +111,15 @@ pub fn find_syscall_in_vdso(tid: i32, mem: &File, vdso_start: u64, vdso_end: u64
 }
 
 
-/// Lets a stopped thread go with `regs` and `sigmask`.
+/// Makes a stopped thread ready to go with `regs`; [`let_go`] then releases it. Until
+/// then it stays in a stop, traced (a tracer that dies takes it along with EXITKILL).
 ///
 /// When `regs` re-enter an interrupted syscall (`restarts` true), the thread is first
 /// run, with every signal blocked, to that syscall's entry, and released there: a signal
 /// sent right after the release then interrupts the syscall exactly as it would have
 /// without the checkpoint, instead of being handled in user space just before the
 /// syscall starts again (and then sleeping through it).
-/// `detach_signal` (0: none) is sent to the thread as it leaves its syscall stop: a
-/// stop signal there stops it before it runs a single user instruction.
-pub fn release_thread(tid: i32, regs: &Regs, restarts: bool, sigmask: u64, detach_signal: i32) -> Result<(), InfectError> {
+pub fn ready_thread(tid: i32, regs: &Regs, restarts: bool) -> Result<(), InfectError> {
     HostArch::write_gpr(tid, regs).map_err(|e| InfectError::Arch(e, tid))?;
     if restarts {
         sys::write_sigmask(tid, !0u64).map_err(|source| InfectError::Io { tid, op: "PTRACE_SETSIGMASK", source })?;
@@ -133,6 +132,13 @@ pub fn release_thread(tid: i32, regs: &Regs, restarts: bool, sigmask: u64, detac
             _ => return Err(InfectError::Exited { tid, call: Sys::Getpid }),
         }
     }
+    Ok(())
+}
+
+/// Lets a thread made ready by [`ready_thread`] go with `sigmask`. `detach_signal` (0:
+/// none) is sent to the thread as it leaves its stop: a stop signal there stops it
+/// before it runs a single user instruction.
+pub fn let_go(tid: i32, sigmask: u64, detach_signal: i32) -> Result<(), InfectError> {
     sys::write_sigmask(tid, sigmask).map_err(|source| InfectError::Io { tid, op: "PTRACE_SETSIGMASK", source })?;
     sys::detach_thread(tid, detach_signal).map_err(|source| InfectError::Io { tid, op: "PTRACE_DETACH", source })?;
     Ok(())

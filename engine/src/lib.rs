@@ -10,6 +10,7 @@
 
 pub mod check;
 pub mod dump;
+pub mod interrupt;
 pub mod private;
 pub mod procfs;
 pub mod restore;
@@ -24,7 +25,9 @@ mod ipc;
 mod memory;
 mod model;
 mod mounts;
+mod net;
 mod ns;
+mod parasite;
 mod sys;
 mod uts;
 

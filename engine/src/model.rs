@@ -38,6 +38,9 @@ pub mod vma {
     pub const SYSVIPC: u32 = 1 << 10;
     pub const VVAR: u32 = 1 << 12;
     pub const MEMFD: u32 = 1 << 14;
+    /// A run of guard pages (MADV_GUARD_INSTALL) inside the areas before it: CRIU lists
+    /// them after every real area.
+    pub const GUARD: u32 = 1 << 16;
 }
 
 /// What /proc tells about a stopped process (the collect stage of a dump).

@@ -63,9 +63,9 @@ static void child_ready(void)
 }
 
 /* In a child: log why it fails and return the failing exit code. */
-#define CHILD_FAIL(...)                                                       \
+#define CHILD_FAIL(fmt, ...)                                                  \
 	do {                                                                  \
-		test_log("child %d: " __VA_ARGS__);                           \
+		test_log("child %d: " fmt, (int)getpid(), ##__VA_ARGS__);     \
 		return 1;                                                     \
 	} while (0)
 

@@ -231,6 +231,17 @@ pub const TESTS: &[TestSpec] = &[
     TestSpec { requirements: &[Requirement::Root], ..c("sysv_ipc") },
     c("sysv_shm_host"),
     c("cow_shared"),
+    // Issue 18: memory that must come back exactly.
+    c("shm_anon_mremap"),
+    c("ghost_shared"),
+    c("droppable"),
+    c("wipeonfork"),
+    c("cow_file_shared"),
+    TestSpec { requirements: &[Requirement::TransparentHugePages], ..c("madv_state") },
+    c("guard_regions"),
+    // Four processes write shared memory while they are dumped: run it with --iters 10,
+    // --snap and --pre-dump too.
+    TestSpec { at_dump: AtDump::Running, ..c("shm_stress") },
     c("pidfds"),
     c("unix_scm"),
     c("pty_pair"),

@@ -155,6 +155,10 @@ pub struct Config {
     pub dump_with: Option<PathBuf>,
     /// `--restore-with PATH`: dump with `engine`, restore with this binary.
     pub restore_with: Option<PathBuf>,
+    /// Trials of `kill_random` (`--kill-trials`, `kill.rs`).
+    pub kill_trials: u32,
+    /// Seed of `kill_random`'s randomness (`--kill-seed`); `None`: from the clock.
+    pub kill_seed: Option<u64>,
 }
 
 /// How long a test may take to become ready, to check itself, and crust to work.
@@ -546,7 +550,7 @@ impl Harness {
     /// SIGKILLs what is left of a test: the root (the ns init takes its namespace with
     /// it), every descendant, and whatever still sits in the test's session; returns
     /// once they are all dead.
-    fn kill_tree(&self, live: &LiveTree) {
+    pub(crate) fn kill_tree(&self, live: &LiveTree) {
         let mut victims = Vec::new();
         if let Some(root) = live.root {
             victims.extend(crate::tree::descendants(root).into_iter().rev());

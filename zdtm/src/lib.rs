@@ -22,6 +22,7 @@ pub mod catalog;
 pub mod cross;
 pub mod demo;
 pub mod harness;
+pub mod kill;
 pub mod leftovers;
 pub mod procfs;
 pub mod reaper;
@@ -100,6 +101,33 @@ pub fn run_suite(config: Config) -> anyhow::Result<Report> {
             flavor: flavor.name(),
             outcome,
         };
+        println!("{}", report::table_row(&result));
+        if let Verdict::Failed(error) = &result.outcome.verdict {
+            for line in format!("{error:#}").lines().skip(1) {
+                println!("    {line}");
+            }
+        }
+        report.results.push(result);
+    }
+    // The kill tests, after the others (host flavor; in the core group): crust
+    // SIGKILLed at each step, then signalled at random moments.
+    let group_wanted = group.as_deref().is_none_or(|group| group == "core" || group == "all");
+    let wanted = |name: &str| filter.as_deref().is_none_or(|filter| name.contains(filter) || filter == "core") && group_wanted;
+    let mut kill_tests: Vec<Box<dyn ZdtmTest>> = Vec::new();
+    if wanted(kill::STEPS_NAME) {
+        kill_tests.push(Box::new(kill::KillSteps));
+    }
+    if wanted(kill::NAME) && harness.config.kill_trials > 0 {
+        kill_tests.push(Box::new(kill::KillTest { trials: harness.config.kill_trials, seed: harness.config.kill_seed }));
+    }
+    for test in kill_tests.iter().filter(|_| flavor == catalog::Flavor::Host) {
+        let cross = harness.config.dump_with.is_some() || harness.config.restore_with.is_some();
+        let can_run = if cross { Err("a cross run: the kill tests hold and kill crust itself at its own points".into()) } else { test.can_run(&host) };
+        let outcome = match can_run {
+            Err(reason) => harness::TestOutcome { verdict: Verdict::Skipped(reason), dump_ms: None, restore_ms: None },
+            Ok(()) => test.run(&harness, flavor),
+        };
+        let result = TestResult { name: test.name().to_string(), flavor: flavor.name(), outcome };
         println!("{}", report::table_row(&result));
         if let Verdict::Failed(error) = &result.outcome.verdict {
             for line in format!("{error:#}").lines().skip(1) {

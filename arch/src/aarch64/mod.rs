@@ -234,6 +234,10 @@ impl crate::Abi for Aarch64 {
         sigframe::build(regs, sigmask, address)
     }
 
+    fn sigreturn_mismatch(expected: &ThreadRegs<Regs>, found: &ThreadRegs<Regs>) -> Option<String> {
+        sigframe::mismatch(expected, found)
+    }
+
     /// The restorer leaves its status in x19 (0 done, 1 failed, 2 new thread), the
     /// failed op's address in x20 and its result in x0.
     fn restorer_outcome(regs: &Regs, program_address: u64) -> RestorerOutcome {

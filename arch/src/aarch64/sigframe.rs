@@ -65,6 +65,24 @@ pub fn build(regs: &ThreadRegs<Regs>, sigmask: u64, address: u64) -> Result<Sigr
     Ok(SigreturnFrame { bytes: frame.into_bytes(), sp: address })
 }
 
+/// Names of the NT_PRSTATUS words (`Regs::to_words`).
+const REG_NAMES: [&str; super::REGS_WORDS] = [
+    "x0", "x1", "x2", "x3", "x4", "x5", "x6", "x7", "x8", "x9", "x10", "x11", "x12", "x13", "x14", "x15", "x16",
+    "x17", "x18", "x19", "x20", "x21", "x22", "x23", "x24", "x25", "x26", "x27", "x28", "x29", "x30", "sp", "pc",
+    "pstate",
+];
+
+/// [`Abi::sigreturn_mismatch`](crate::Abi::sigreturn_mismatch) for aarch64: x0..x30, sp,
+/// pc, pstate, and the whole extended area (FPSIMD, which the frame restores; TLS and
+/// the pointer-authentication keys, which a parasite never changes). Read at a stop
+/// that is not a syscall stop: at those the kernel shows x7 as the stop's direction.
+pub fn mismatch(expected: &ThreadRegs<Regs>, found: &ThreadRegs<Regs>) -> Option<String> {
+    crate::sigframe::first_differing_word(&REG_NAMES, &expected.gpr.to_words(), &found.gpr.to_words()).or_else(|| {
+        let len = expected.ext.len().max(found.ext.len()).max(ext::SIZE);
+        crate::sigframe::first_differing_byte("extended state", &expected.ext, &found.ext, 0..len)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,5 +138,17 @@ mod tests {
         let mut regs = sample();
         regs.ext.truncate(100);
         assert_eq!(build(&regs, 0, 0x7f00_0000), Err(SigframeError::ExtTooShort { len: 100, need: 528 }));
+    }
+
+    #[test]
+    fn mismatch_names_the_register() {
+        let expected = sample();
+        assert_eq!(mismatch(&expected, &expected), None);
+        let mut found = expected.clone();
+        found.gpr.x[7] = 1;
+        assert_eq!(mismatch(&expected, &found).as_deref(), Some("x7 (0x1, not 0xa007)"));
+        let mut found = expected.clone();
+        found.ext[ext::FPSIMD + 512] ^= 1;
+        assert_eq!(mismatch(&expected, &found).as_deref(), Some("extended state byte 512 of 632"));
     }
 }

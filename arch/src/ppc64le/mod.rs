@@ -304,6 +304,10 @@ impl crate::Abi for Ppc64le {
         sigframe::build(regs, sigmask, address)
     }
 
+    fn sigreturn_mismatch(expected: &ThreadRegs<Regs>, found: &ThreadRegs<Regs>) -> Option<String> {
+        sigframe::mismatch(expected, found)
+    }
+
     /// The restorer leaves its status in r14 (0 done, 1 failed, 2 new thread), the
     /// failed op's address in r15 and its result (already -errno) in r3.
     fn restorer_outcome(regs: &Regs, program_address: u64) -> RestorerOutcome {

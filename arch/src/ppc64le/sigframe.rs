@@ -83,6 +83,43 @@ pub fn build(regs: &ThreadRegs<Regs>, sigmask: u64, address: u64) -> Result<Sigr
     Ok(SigreturnFrame { bytes: frame.into_bytes(), sp: address })
 }
 
+/// MSR bits the kernel sets and clears by itself: FP, VMX and VSX availability (cleared
+/// by rt_sigreturn to force a reload) and the FP exception mode (set from the thread's
+/// mode at that reload).
+const MSR_KERNEL_MANAGED: u64 = 1 << 13 | 1 << 11 | 1 << 8 | MSR_VEC | MSR_VSX;
+
+/// [`Abi::sigreturn_mismatch`](crate::Abi::sigreturn_mismatch) for ppc64le: r0..r31,
+/// nip, ctr, lr, xer, cr, orig_gpr3, dar, dsisr, result, the MSR but the bits the
+/// kernel manages (`MSR_KERNEL_MANAGED`), and the FPR, VMX and VSX regsets the
+/// thread has. Not compared: softe and trap, which belong to the kernel.
+pub fn mismatch(expected: &ThreadRegs<Regs>, found: &ThreadRegs<Regs>) -> Option<String> {
+    let (e, f) = (&expected.gpr, &found.gpr);
+    let mut names: Vec<String> = (0..32).map(|i| format!("r{i}")).collect();
+    names.extend(["nip", "msr", "orig_gpr3", "ctr", "lr", "xer", "cr", "softe", "trap", "dar", "dsisr", "result"].map(String::from));
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let words = |r: &Regs| {
+        let mut w = r.to_words();
+        w[33] &= !MSR_KERNEL_MANAGED;
+        // softe and trap.
+        (w[39], w[40]) = (0, 0);
+        w
+    };
+    debug_assert_eq!(names.len(), REGS_WORDS);
+    crate::sigframe::first_differing_word(&names, &words(e), &words(f)).or_else(|| {
+        let flags = u64::from_le_bytes(expected.ext[ext::FLAGS..ext::FLAGS + 8].try_into().ok()?);
+        let mut regions = vec![("flags", ext::FLAGS, 8), ("fpr", ext::FPR, ext::FPR_SIZE)];
+        if flags & ext::HAS_VMX != 0 {
+            regions.push(("vmx", ext::VMX, ext::VMX_SIZE));
+        }
+        if flags & ext::HAS_VSX != 0 {
+            regions.push(("vsx", ext::VSX, ext::VSX_SIZE));
+        }
+        regions.into_iter().find_map(|(what, start, len)| {
+            crate::sigframe::first_differing_byte(what, &expected.ext, &found.ext, start..start + len)
+        })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,5 +188,21 @@ mod tests {
             build(&regs, 0, 0x7fff_0000),
             Err(SigframeError::Unrestorable { what: "a transaction in flight (MSR[TS])" })
         );
+    }
+
+    #[test]
+    fn mismatch_leaves_the_kernels_msr_bits_softe_and_trap_alone() {
+        let expected = sample();
+        assert_eq!(mismatch(&expected, &expected), None);
+        let mut found = expected.clone();
+        found.gpr.msr ^= 1 << 13 | MSR_VEC;
+        found.gpr.trap = 0xc10;
+        found.gpr.softe ^= 1;
+        assert_eq!(mismatch(&expected, &found), None);
+        found.gpr.link += 4;
+        assert!(mismatch(&expected, &found).unwrap().starts_with("lr "));
+        let mut found = expected.clone();
+        found.ext[ext::VMX] ^= 1;
+        assert!(mismatch(&expected, &found).unwrap().starts_with("vmx byte"));
     }
 }

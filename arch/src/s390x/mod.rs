@@ -243,6 +243,10 @@ impl crate::Abi for S390x {
         sigframe::build(regs, sigmask, address)
     }
 
+    fn sigreturn_mismatch(expected: &ThreadRegs<Regs>, found: &ThreadRegs<Regs>) -> Option<String> {
+        sigframe::mismatch(expected, found)
+    }
+
     /// The restorer leaves its status in r8 (0 done, 1 failed, 2 new thread), the failed
     /// op's address in r9 and its result in r2.
     fn restorer_outcome(regs: &Regs, program_address: u64) -> RestorerOutcome {

@@ -69,6 +69,27 @@ pub fn build(regs: &ThreadRegs<Regs>, sigmask: u64, address: u64) -> Result<Sigr
     Ok(SigreturnFrame { bytes: frame.into_bytes(), sp: address })
 }
 
+/// [`Abi::sigreturn_mismatch`](crate::Abi::sigreturn_mismatch) for s390x: the PSW mask
+/// and address, r0..r15, a0..a15, and the whole extended area (fpc, FPRs, vector
+/// registers). Not compared: orig_gpr2 and `system_call`, which describe a syscall in
+/// progress (none after rt_sigreturn).
+pub fn mismatch(expected: &ThreadRegs<Regs>, found: &ThreadRegs<Regs>) -> Option<String> {
+    let words = |r: &Regs| {
+        let mut w = vec![r.psw_mask, r.psw_addr];
+        w.extend_from_slice(&r.gprs);
+        w.extend(r.acrs.iter().map(|&a| u64::from(a)));
+        w
+    };
+    let mut names: Vec<String> = vec!["psw mask".into(), "psw address".into()];
+    names.extend((0..16).map(|i| format!("r{i}")));
+    names.extend((0..16).map(|i| format!("a{i}")));
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    crate::sigframe::first_differing_word(&names, &words(&expected.gpr), &words(&found.gpr)).or_else(|| {
+        let len = expected.ext.len().max(found.ext.len()).max(ext::SIZE);
+        crate::sigframe::first_differing_byte("extended state", &expected.ext, &found.ext, 0..len)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,5 +146,16 @@ mod tests {
         let b = build(&regs, 0, 0x3ff_ffff_0000).unwrap().bytes;
         assert_eq!(be64(&b, 296), 0);
         assert!(b[808..].iter().all(|&x| x == 0));
+    }
+
+    #[test]
+    fn mismatch_leaves_the_syscall_state_alone() {
+        let expected = sample();
+        assert_eq!(mismatch(&expected, &expected), None);
+        let mut found = expected.clone();
+        (found.gpr.orig_gpr2, found.gpr.system_call) = (1, 0x2_0004);
+        assert_eq!(mismatch(&expected, &found), None);
+        found.gpr.acrs[1] ^= 1;
+        assert!(mismatch(&expected, &found).unwrap().starts_with("a1 "));
     }
 }

@@ -276,6 +276,10 @@ impl crate::Abi for X86_64 {
         sigframe::build(regs, sigmask, address, &xsave::host_layout())
     }
 
+    fn sigreturn_mismatch(expected: &crate::ThreadRegs<Regs>, found: &crate::ThreadRegs<Regs>) -> Option<String> {
+        sigframe::mismatch(expected, found)
+    }
+
     /// The restorer leaves its status in r12 (0 done, 1 failed, 2 new thread), the
     /// failed op's address in rbx and its result in rax.
     fn restorer_outcome(regs: &Regs, program_address: u64) -> RestorerOutcome {

@@ -136,6 +136,29 @@ pub fn build(regs: &ThreadRegs<Regs>, sigmask: u64, address: u64, layout: &xsave
     Ok(SigreturnFrame { bytes: frame.into_bytes(), sp: address + UCONTEXT as u64 })
 }
 
+/// Names of the NT_PRSTATUS words in kernel order (`Regs::to_words`).
+const REG_NAMES: [&str; super::REGS_WORDS] = [
+    "r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax", "rcx", "rdx", "rsi", "rdi",
+    "orig_rax", "rip", "cs", "eflags", "rsp", "ss", "fs_base", "gs_base", "ds", "es", "fs", "gs",
+];
+
+/// [`Abi::sigreturn_mismatch`](crate::Abi::sigreturn_mismatch) for x86_64: every
+/// NT_PRSTATUS word (the frame's registers are the resume registers, orig_rax -1,
+/// and what the frame does not carry, fs/gs bases and the data selectors, is never
+/// changed by a parasite), and the whole NT_X86_XSTATE area but its XSTATE_BV word:
+/// ptrace fills a component not in use with its initial value, and whether a
+/// component left in its initial value counts as in use after XRSTOR is the CPU's
+/// choice, so the register values are compared, not that bit.
+pub fn mismatch(expected: &ThreadRegs<Regs>, found: &ThreadRegs<Regs>) -> Option<String> {
+    let words = crate::sigframe::first_differing_word(&REG_NAMES, &expected.gpr.to_words(), &found.gpr.to_words());
+    words.or_else(|| {
+        let (e, f) = (&expected.ext, &found.ext);
+        let len = e.len().max(f.len());
+        crate::sigframe::first_differing_byte("xsave area", e, f, 0..fp::XSTATE_BV)
+            .or_else(|| crate::sigframe::first_differing_byte("xsave area", e, f, fp::XSTATE_BV + 8..len))
+    })
+}
+
 /// Bytes of the XSAVE area up to the end of the last component in use (at least the
 /// legacy region and the header).
 fn xstate_size(ext: &[u8], layout: &xsave::Layout) -> Result<usize, SigframeError> {
@@ -266,6 +289,25 @@ mod tests {
         let mut unknown = sample();
         unknown.ext[512..520].copy_from_slice(&(0xe7u64 | 1 << 14).to_le_bytes());
         assert_eq!(build(&unknown, 0, 0, &amd), Err(SigframeError::UnknownXsaveComponent { bit: 14 }));
+    }
+
+    #[test]
+    fn mismatch_names_the_register_and_ignores_xstate_bv() {
+        let expected = sample();
+        assert_eq!(mismatch(&expected, &expected), None);
+        let mut found = expected.clone();
+        found.ext[512] ^= 0x04;
+        assert_eq!(mismatch(&expected, &found), None, "XSTATE_BV alone");
+        found.ext[600] ^= 1;
+        assert_eq!(mismatch(&expected, &found).as_deref(), Some("xsave area byte 600 of 11008"));
+        let mut found = expected.clone();
+        found.gpr.r13 += 1;
+        assert_eq!(mismatch(&expected, &found).as_deref(), Some("r13 (0x11110003, not 0x11110002)"));
+        found.ext.truncate(4096);
+        assert!(mismatch(&expected, &found).unwrap().starts_with("r13"));
+        let mut short = expected.clone();
+        short.ext.truncate(4096);
+        assert_eq!(mismatch(&expected, &short).as_deref(), Some("xsave area byte 4096 of 11008"));
     }
 
     #[test]

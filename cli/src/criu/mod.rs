@@ -212,6 +212,14 @@ fn enter_work_dir(options: &mut CriuOptions, create_images: bool) -> anyhow::Res
     Ok(())
 }
 
+/// `--fault-inject hold:POINT` (testing).
+fn hold(options: &CriuOptions) -> anyhow::Result<()> {
+    match &options.fault_hold {
+        Some(point) => crust_engine::interrupt::hold_at(point).map_err(|e| anyhow!(e)),
+        None => Ok(()),
+    }
+}
+
 fn dump(program: Program, verb: Verb, mut options: CriuOptions) -> anyhow::Result<i32> {
     if let Some(refusal) = options.refusal(verb) {
         bail!(refusal);
@@ -228,7 +236,19 @@ fn dump(program: Program, verb: Verb, mut options: CriuOptions) -> anyhow::Resul
         dump.stages = hooks::engine_stages(scripts.clone());
     }
     scripts.hook(Hook::at(HookPoint::PreDump, Some(dump.pid)))?;
-    let report = crust_engine::dump::dump(&dump).inspect_err(|e| log::error!("{e}"))?;
+    hold(&options)?;
+    crate::sys::catch_stop_signals().context("catch SIGTERM, SIGINT and SIGHUP")?;
+    let dumped = crust_engine::dump::dump(&dump);
+    crate::sys::default_stop_signals();
+    let report = match dumped {
+        // One line, naming the verb the user ran.
+        Err(crust_engine::dump::DumpError::Interrupted { pid, signal }) => {
+            let line = format!("{} interrupted by {}; pid {pid} released unchanged", verb.name(), crust_engine::interrupt::signal_name(signal));
+            log::error!("{line}");
+            bail!(line)
+        }
+        other => other.inspect_err(|e| log::error!("{e}"))?,
+    };
     log::info!(
         "dumped pid {}: {} processes, {} threads, {} vmas, {} pages, frozen {:?}, total {:?}",
         dump.pid, report.processes, report.threads, report.vmas, report.pages, report.frozen, report.total
@@ -275,7 +295,12 @@ fn restore(program: Program, mut options: CriuOptions, command: &[String]) -> an
     let scripts = Arc::new(ActionScripts::new(program, &options));
     let mut restore = options.restore_options();
     restore.stages = hooks::engine_stages(scripts);
-    let report = crust_engine::restore::restore(&restore).inspect_err(|e| log::error!("{e}"))?;
+    hold(&options)?;
+    crate::sys::catch_stop_signals().context("catch SIGTERM, SIGINT and SIGHUP")?;
+    let restored = crust_engine::restore::restore(&restore);
+    // From here a signal ends crust as usual; the restored tree runs on.
+    crate::sys::default_stop_signals();
+    let report = restored.inspect_err(|e| log::error!("{e}"))?;
     log::info!("restored pid {} ({} processes) in {:?}", report.pid, report.processes, report.total);
     if options.display_stats {
         print!(

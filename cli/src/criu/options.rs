@@ -328,6 +328,8 @@ pub struct CriuOptions {
     pub frozen_copy: bool,
     pub skip_checksums: bool,
     pub fault_inject: Option<DumpStep>,
+    /// `--fault-inject hold:POINT`: wait at POINT until stdin closes (`interrupt.rs`).
+    pub fault_hold: Option<String>,
 }
 
 impl Default for CriuOptions {
@@ -420,6 +422,7 @@ impl Default for CriuOptions {
             frozen_copy: false,
             skip_checksums: false,
             fault_inject: None,
+            fault_hold: None,
         }
     }
 }
@@ -645,10 +648,19 @@ impl CriuOptions {
             "ghost-fiemap" => self.ghost_fiemap = on,
             "allow-uprobes" => self.allow_uprobes = on,
             "frozen-copy" => self.frozen_copy = on,
+            "fault-inject" => match value.strip_prefix("hold:") {
+                Some(point) => {
+                    if !crust_engine::interrupt::HOLD_POINTS.contains(&point) {
+                        return Err(format!(
+                            "unknown hold point {point} (known: {})",
+                            crust_engine::interrupt::HOLD_POINTS.join(", ")
+                        ));
+                    }
+                    self.fault_hold = Some(point.to_string())
+                }
+                None => self.fault_inject = Some(DumpStep::from_name(&value).ok_or_else(|| format!("unknown dump step {value}"))?),
+            },
             "skip-checksums" => self.skip_checksums = on,
-            "fault-inject" => {
-                self.fault_inject = Some(DumpStep::from_name(&value).ok_or_else(|| format!("unknown dump step {value}"))?)
-            }
             other => return Err(format!("option --{other} is in the table but not handled (a crust bug)")),
         }
         Ok(())
@@ -683,22 +695,21 @@ impl CriuOptions {
             return out;
         }
         const CGROUPS: &str = "crust neither dumps nor restores cgroups";
-        let checks: [(bool, &'static str, Option<&str>, &str); 18] = [
+        let checks: [(bool, &'static str, Option<&str>, &str); 17] = [
             (self.lazy_pages, "lazy-pages", None, "needs a lazy-pages daemon"),
             (self.stream, "stream", None, "needs criu-image-streamer's protocol"),
             (self.page_server, "page-server", None, "needs a page server"),
             (self.auto_dedup, "auto-dedup", None, "needs deduplication"),
             (self.ext_unix_sk.is_some(), "ext-unix-sk", None, "needs the engine to dump a unix socket whose peer is outside the tree"),
             (
-                self.external.iter().any(|e| !e.starts_with("mnt[")),
+                self.external.iter().any(|e| !e.starts_with("mnt[") && !e.starts_with("veth[")),
                 "external",
-                self.external.iter().find(|e| !e.starts_with("mnt[")).map(String::as_str),
-                "crust takes only mount externals (mnt[...]) yet",
+                self.external.iter().find(|e| !e.starts_with("mnt[") && !e.starts_with("veth[")).map(String::as_str),
+                "crust takes only mount (mnt[...]) and veth (veth[IN]:OUT[@BRIDGE]) externals yet",
             ),
             (!self.enable_fs.is_empty(), "enable-fs", None, "crust dumps no filesystem mounts yet (binds of the root and of external mounts only)"),
             (restores && !self.join_ns.is_empty(), "join-ns", None, "needs namespace support in the engine"),
             (restores && self.empty_ns.is_some(), "empty-ns", None, "needs network namespace support in the engine"),
-            (restores && !self.veth_pairs.is_empty(), "veth-pair", None, "needs network namespace support in the engine"),
             (restores && self.lsm_profile.is_some(), "lsm-profile", None, "crust does not restore LSM profiles"),
             (restores && self.lsm_mount_context.is_some(), "lsm-mount-context", None, "crust does not set SELinux contexts on the mounts it makes"),
             (!self.cgroup_root.is_empty(), "cgroup-root", None, CGROUPS),
@@ -815,6 +826,7 @@ impl CriuOptions {
             shell_job: self.shell_job,
             // A malformed mount map is one of `refusals`, reported before this is called.
             mounts: self.restore_mount_options().unwrap_or_default(),
+            veths: self.veths(),
             skip_checksums: self.skip_checksums,
             leave_stopped: self.leave_stopped,
             restore_sibling: self.restore_sibling,
@@ -826,6 +838,14 @@ impl CriuOptions {
                 .collect(),
             ..Default::default()
         }
+    }
+
+    /// The veth host ends asked for: `--veth-pair IN=OUT[@BR]` and `--external
+    /// veth[IN]:OUT[@BR]`, as (IN, OUT[@BR]).
+    pub fn veths(&self) -> Vec<(String, String)> {
+        let pairs = self.veth_pairs.iter().filter_map(|pair| pair.split_once('='));
+        let external = self.external.iter().filter_map(|resource| resource.strip_prefix("veth[")?.split_once("]:"));
+        pairs.chain(external).map(|(inner, outer)| (inner.to_string(), outer.to_string())).collect()
     }
 }
 
@@ -902,6 +922,8 @@ mod tests {
         assert!(options("--cpu-cap=bogus").is_err());
         assert!(options("--timeout -1").is_err());
         assert!(options("--fault-inject nowhere").is_err());
+        assert!(options("--fault-inject hold:nowhere").is_err());
+        assert_eq!(options("--fault-inject hold:parasite-threads").unwrap().fault_hold.as_deref(), Some("parasite-threads"));
     }
 
     #[test]
@@ -938,7 +960,8 @@ mod tests {
         assert_eq!(refused("--root /", Verb::Restore), None);
         assert_eq!(refused("--root /x", Verb::Restore), None);
         assert_eq!(refused("--external mnt[/data]:data --ext-mount-map /etc/x:x --skip-mnt /proc", Verb::Dump), None);
-        assert_eq!(refused("--external veth[eth0]:v0", Verb::Restore).as_deref(), Some("--external veth[eth0]:v0"));
+        assert_eq!(refused("--external veth[eth0]:v0", Verb::Restore), None);
+        assert_eq!(refused("--external unix[123]", Verb::Restore).as_deref(), Some("--external unix[123]"));
         assert_eq!(refused("--restore-sibling", Verb::Dump), None);
         assert_eq!(refused("--restore-sibling", Verb::Restore), None);
         assert_eq!(refused("--inherit-fd fd[3]:/x", Verb::Dump), None);

@@ -252,8 +252,8 @@ pub static OPTIONS: &[Spec] = &[
         None,
         Req("IN=OUT"),
         External,
-        "restore: names of the outside ends of veth devices",
-        NotYet("needs network namespace support in the engine"),
+        "restore: name OUT[@BRIDGE] for the host end of the tree's veth IN (its peer was outside the dump), made in crust's network namespace and enslaved to BRIDGE; the same as --external veth[IN]:OUT[@BRIDGE]",
+        Implemented,
     ),
     spec(
         "action-script",
@@ -264,7 +264,7 @@ pub static OPTIONS: &[Spec] = &[
         Accepted(
             "runs at pre-dump, pre-restore and post-resume with CRIU's environment; post-dump, setup-namespaces, \
              post-setup-namespaces, post-restore and pre-resume need hook points inside the engine and are not run yet \
-             (a warning says so); network-lock/unlock run only for a tree with its own network namespace in CRIU, which crust does not dump",
+             (a warning says so); network-lock/unlock run only for a tree with its own network namespace, as in CRIU",
         ),
     ),
     negatable(spec(
@@ -479,7 +479,7 @@ pub static OPTIONS: &[Spec] = &[
         Req("RES"),
         External,
         "dump or restore this object as external: tty[rdev:dev], file[mnt_id:inode], dev[maj/min]:NAME, unix[ino], mnt[...], net[ino]:NAME, pid[ino]:NAME, veth[...], macvlan[...]",
-        ByValue("mnt[MOUNTPOINT]:KEY (dump), mnt[KEY]:PATH (restore) and mnt[] (auto-detection) implemented; every other kind not yet"),
+        ByValue("mnt[MOUNTPOINT]:KEY (dump), mnt[KEY]:PATH (restore), mnt[] (auto-detection) and veth[IN]:OUT[@BRIDGE] (restore) implemented; every other kind not yet"),
     ),
     spec(
         "empty-ns",
@@ -694,7 +694,9 @@ pub static OPTIONS: &[Spec] = &[
         arg: Req("STEP"),
         negatable: false,
         group: Crust,
-        help: "testing: fail the dump right after STEP (seize, collect, parasite, memory, files, images, pages, pages-killed)",
+        help: "testing: fail the dump right after STEP (seize, collect, parasite, memory, files, images, pages, pages-killed); \
+               hold:POINT waits at POINT (a dump step, or parasite-leader, parasite-threads, memory-pipes, restore-forked, \
+               restore-seized, restore-restorers, restore-finished) until stdin closes, saying so on stderr",
         state: Implemented,
         hidden: true,
     },

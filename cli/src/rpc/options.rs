@@ -507,7 +507,7 @@ mod tests {
         let opts = CriuOpts {
             lsm_profile: Some("apparmor:x".into()),
             lazy_pages: Some(true),
-            external: vec!["veth[eth0]:v0".into()],
+            external: vec!["unix[123]".into()],
             manage_cgroups: Some(true),
             exec_cmd: vec!["/bin/true".into()],
             ..CriuOpts::default()

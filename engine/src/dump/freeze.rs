@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use crust_arch::{Abi, Host, HostArch, ThreadRegs};
 
 use crate::error::io_failure;
-use crate::infect;
 use crate::model::SECCOMP_MODE_FILTER;
 use crate::procfs;
 use crate::sys;
@@ -101,8 +100,6 @@ pub(crate) struct Frozen {
     pub(crate) virt: BTreeMap<i32, i32>,
     /// The tree runs in a pid namespace of its own, whose init is the root.
     pub(crate) own_pid_ns: bool,
-    /// Registers were changed by remote syscalls and must be put back.
-    pub(crate) touched: bool,
     finished: bool,
 }
 
@@ -190,7 +187,7 @@ impl Frozen {
     /// appears, parents before children (a stopped process cannot fork). Each thread
     /// must stop within `timeout` of its seize (`--timeout`), or the tree is let go.
     pub(crate) fn seize_tree(root: i32, timeout: Option<Duration>) -> Result<Frozen, SeizeError> {
-        let mut frozen = Frozen { processes: Vec::new(), virt: BTreeMap::new(), own_pid_ns: false, touched: false, finished: false };
+        let mut frozen = Frozen { processes: Vec::new(), virt: BTreeMap::new(), own_pid_ns: false, finished: false };
         // An unreadable link (EACCES: not crust's to read) is an error, not a namespace.
         let ns_of = |pid: i32| {
             let path = format!("/proc/{pid}/ns/pid");
@@ -252,7 +249,9 @@ impl Frozen {
         Ok(frozen)
     }
 
-    /// Puts registers and masks back and detaches every thread.
+    /// Detaches every thread. Each is in the PTRACE_EVENT_STOP of its seize, or back in
+    /// one with its own registers and mask (the parasite's guarantee), so the kernel
+    /// restarts an interrupted syscall exactly as it would have without the dump.
     pub(crate) fn release(&mut self) {
         self.release_with(false);
     }
@@ -267,16 +266,6 @@ impl Frozen {
     fn release_with(&mut self, leave_stopped: bool) {
         for process in &self.processes {
             for thread in &process.threads {
-                if self.touched {
-                    // The thread stopped at an injected syscall's exit: restart what it
-                    // was doing the way the kernel would have.
-                    let resume = HostArch::resume_regs(&thread.regs.gpr, true);
-                    let restarts = HostArch::ip(&resume) != HostArch::ip(&thread.regs.gpr);
-                    if infect::release_thread(thread.tid, &resume, restarts, thread.sigmask, 0).is_ok() {
-                        continue;
-                    }
-                }
-                let _ = sys::write_sigmask(thread.tid, thread.sigmask);
                 let _ = sys::detach_thread(thread.tid, 0);
             }
             if leave_stopped && !process.is_zombie() {
@@ -286,6 +275,19 @@ impl Frozen {
             }
         }
         self.finished = true;
+        if leave_stopped {
+            // Return once the tree is stopped, not merely sent its SIGSTOP (a thread
+            // running on a busy CPU takes it a moment later).
+            let deadline = Instant::now() + Duration::from_secs(2);
+            for thread in self.processes.iter().filter(|p| !p.is_zombie()).flat_map(|p| &p.threads) {
+                while fs::read_to_string(format!("/proc/{}/stat", thread.tid))
+                    .is_ok_and(|text| procfs::parse_stat(&text).is_ok_and(|stat| stat.state == 'R' || stat.state == 'S' || stat.state == 'D'))
+                    && Instant::now() < deadline
+                {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            }
+        }
     }
 
     /// Kills the tree after a good dump and waits until every thread is gone.

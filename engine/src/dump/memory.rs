@@ -1,6 +1,6 @@
 //! The memory stage of a dump: for each live process, its areas and the pages worth
 //! writing (`memory/`), copied while frozen through pipes the target fills itself
-//! (`memory/remote_pipes.rs`), compared with a parent dump (`memory/incremental.rs`),
+//! (`memory/remote_pipes.rs`, through its parasite), compared with a parent dump (`memory/incremental.rs`),
 //! or left to the copy-on-write snapshot (`memory/snapshot.rs`) with
 //! `--leave-running`.
 
@@ -10,13 +10,14 @@ use std::path::Path;
 
 use crust_images::pb;
 
-use crate::dump::freeze::{Frozen, FrozenProcess, OutsideNamespace};
+use crate::dump::freeze::{Frozen, OutsideNamespace};
 use crate::error::io_failure;
 use crate::files::FileTable;
-use crate::infect;
+use crate::memory::shmem::SharedAnonObjects;
 use crate::memory::snapshot::Snapshot;
 use crate::memory::{self, MemDumpError};
 use crate::model::Collected;
+use crate::parasite::{Parasite, ParasiteError};
 use crate::sys;
 
 /// Why the memory of the tree could not be dumped.
@@ -30,25 +31,38 @@ pub enum MemoryError {
     OutsideNamespace(#[from] OutsideNamespace),
     #[error("dump pid {pid}: read the parent dump: {source}")]
     Parent { pid: i32, source: memory::PageSourcesError },
+    #[error("dump pid {pid}: parasite: {source}")]
+    Parasite { pid: i32, source: ParasiteError },
+    #[error("dump pid {pid}: {source}")]
+    SharedAnon { pid: i32, source: crate::files::FileError },
 }
 io_failure!(MemoryError);
 
 /// What the memory stage made: each live process's areas (in tree order), the pages
-/// written, and the snapshot whose pages are copied once the tree runs again.
+/// written, how many pages images the shared anonymous objects took (after the
+/// processes' own), and the snapshot whose pages are copied once the tree runs again.
 pub(crate) struct DumpedMemory {
     pub(crate) vmas: Vec<Vec<pb::VmaEntry>>,
     pub(crate) pages: u64,
     pub(crate) vma_count: usize,
+    pub(crate) shared_anon_pages_ids: u32,
     pub(crate) snapshot: Snapshot,
+    /// The longest of the parasites' windows.
+    pub(crate) window_longest: std::time::Duration,
     /// The checksums taken while the pages were written, by pages file.
     pub(crate) pieces: memory::checksums::Pieces,
 }
 
-/// Dumps the memory of every live process of `frozen` into `dir`. `parent_dir`: the
-/// parent dump's link (`--prev-images-dir`); `cow`: use the copy-on-write snapshot.
+/// Dumps the memory of every live process of `frozen` into `dir` (`parasites`: each
+/// live process's, in the same order, each cured as soon as its process needs it no
+/// more: before its pages are copied, or after, when the target fills pipes with
+/// them). `parent_dir`: the parent dump's link (`--prev-images-dir`); `cow`: use the
+/// copy-on-write snapshot.
+#[allow(clippy::too_many_arguments)] // one caller, each argument a different thing it owns
 pub(crate) fn dump_tree_memory(
     frozen: &Frozen,
     collected: &[Collected],
+    parasites: Vec<Parasite>,
     dir: &Path,
     parent_dir: Option<&Path>,
     cow: bool,
@@ -60,9 +74,29 @@ pub(crate) fn dump_tree_memory(
     // Processes whose pages are copied after the release (copy-on-write snapshot); their
     // userfaultfds close (lifting every protection) on every error path.
     let mut armed = Vec::new();
+    let mut shared_anon = SharedAnonObjects::default();
     let mut pieces = memory::checksums::Pieces::new();
-    for (index, (process, collected)) in frozen.processes.iter().filter(|p| !p.is_zombie()).zip(collected).enumerate() {
+    let mut window_longest = std::time::Duration::ZERO;
+    let mut cure = |parasite: Parasite| -> Result<(), MemoryError> {
+        let pid = parasite.pid();
+        let stats = parasite.cure().map_err(|source| MemoryError::Parasite { pid, source })?;
+        log::info!(
+            "pid {pid}: parasite: {} round trips, {} threads; windows (injected mmap and munmap) {} us and {} us",
+            stats.round_trips,
+            stats.threads,
+            stats.map_window.as_micros(),
+            stats.unmap_window.as_micros()
+        );
+        window_longest = window_longest.max(stats.map_window).max(stats.unmap_window);
+        Ok(())
+    };
+    let live = frozen.processes.iter().filter(|p| !p.is_zombie());
+    for (index, ((process, collected), mut parasite)) in live.zip(collected).zip(parasites).enumerate() {
         let pid = process.proc_pid();
+        if crate::interrupt::stop_requested().is_some() {
+            // `dump` names the stop as the cause.
+            return Err(MemoryError::Io { pid, what: "memory stage".into(), source: io::Error::from_raw_os_error(libc::EINTR) });
+        }
         let mem = fs::File::open(format!("/proc/{pid}/mem")).map_err(io_err(pid, "open /proc/PID/mem"))?;
         // Images name processes by their pid in the tree's own namespace.
         let image_pid = frozen.to_virtual(process.pid, "pid")?;
@@ -73,12 +107,14 @@ pub(crate) fn dump_tree_memory(
         };
         // Pages compared with a parent dump are read while frozen: no snapshot then.
         if cow && parent.is_none() {
-            match open_snapshot(process, collected, &mem) {
+            match crate::memory::snapshot::Arming::open(&mut parasite) {
                 Ok(arming) => {
+                    cure(parasite)?;
                     let (vmas, written, process_armed) =
                         memory::dump::dump_memory_armed(pid, dir, collected, &mem, files, index as u32 + 1, image_pid, arming)?;
                     pages += written;
                     vma_count += vmas.len();
+                    shared_anon.add_areas(pid, &vmas);
                     memory.push(vmas);
                     armed.push(process_armed);
                     continue;
@@ -86,70 +122,59 @@ pub(crate) fn dump_tree_memory(
                 Err(error) => log::info!("pid {pid}: no copy-on-write snapshot, pages copied while frozen: {error}"),
             }
         }
-        let pipes = if parent.is_some() { None } else { open_page_pipes(process, collected, &mem) };
+        let pipes = if parent.is_some() { None } else { open_page_pipes(pid, &mut parasite) };
+        if pipes.is_some() {
+            // The parasite holds pipes in the target, which it fills with its pages.
+            crate::interrupt::hold("memory-pipes");
+        }
         let pages_id = index as u32 + 1;
-        let (vmas, written, process_pieces) =
-            memory::dump::dump_memory(pid, dir, collected, &mem, files, pages_id, image_pid, pipes, parent.as_ref())?;
+        let (vmas, written, process_pieces) = if pipes.is_some() {
+            // The target fills the pipes: its parasite lives until they are closed.
+            let dumped = memory::dump::dump_memory(pid, dir, collected, &mem, files, pages_id, image_pid, pipes, parent.as_ref());
+            cure(parasite)?;
+            dumped?
+        } else {
+            drop(pipes);
+            cure(parasite)?;
+            memory::dump::dump_memory(pid, dir, collected, &mem, files, pages_id, image_pid, None, parent.as_ref())?
+        };
         pieces.insert(crust_images::ImageKind::Pages.file_name(pages_id.into()), process_pieces);
         pages += written;
         vma_count += vmas.len();
+        shared_anon.add_areas(pid, &vmas);
         memory.push(vmas);
     }
+    // Shared anonymous objects once each, from the objects themselves, while frozen;
+    // their pages images come after the processes'.
+    shared_anon
+        .write(dir, memory.len() as u32 + 1)
+        .map_err(|source| MemoryError::SharedAnon { pid: root, source })?;
     // The fault handler runs from here on: the tree stays frozen until the images are
     // written, but a thread leaving its stop may already write a protected page.
     let snapshot = Snapshot::start(armed).map_err(io_err(root, "start the userfaultfd handler"))?;
-    Ok(DumpedMemory { vmas: memory, pages, vma_count, snapshot, pieces })
+    Ok(DumpedMemory { vmas: memory, pages, vma_count, shared_anon_pages_ids: shared_anon.len(), snapshot, window_longest, pieces })
 }
 
 const PIPES_FROM_RESIDENT: u64 = 16 << 20;
 
 /// Pipes the target fills with its own pages (`remote_pipes.rs`), or `None` where they
-/// cannot be made (no vDSO, no free fd, ...): its pages are then copied through crust.
+/// cannot be made (no free fd, ...): its pages are then copied through crust.
 fn open_page_pipes(
-    process: &FrozenProcess,
-    collected: &Collected,
-    mem: &fs::File,
-) -> Option<(crate::memory::remote_pipes::RemotePipes, Vec<std::os::fd::OwnedFd>)> {
-    let pid = process.proc_pid();
-    // Setting the pipes up costs about 14 injected syscalls: not worth it for a small
-    // process (its resident pages from /proc/PID/statm).
+    pid: i32,
+    parasite: &mut Parasite,
+) -> Option<(crate::memory::remote_pipes::RemotePipes<'_>, Vec<std::os::fd::OwnedFd>)> {
+    // Setting the pipes up costs three round trips: not worth it for a small process
+    // (its resident pages from /proc/PID/statm).
     let statm = fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
     let resident_pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     if resident_pages * sys::page_size() < PIPES_FROM_RESIDENT {
         return None;
     }
-    let leader = process.threads.first()?;
-    let vdso = collected.smaps.iter().find(|e| e.map.name == "[vdso]")?;
-    let opened = infect::find_syscall_in_vdso(leader.tid, mem, vdso.map.start, vdso.map.end)
-        .map_err(std::io::Error::other)
-        .and_then(|syscall_ip| crate::memory::remote_pipes::RemotePipes::open(pid, leader.tid, syscall_ip, leader.regs.gpr));
-    match opened {
+    match crate::memory::remote_pipes::RemotePipes::open(parasite) {
         Ok(pipes) => Some(pipes),
         Err(error) => {
             log::debug!("pid {pid}: pages copied through crust, no pipes in the target: {error}");
             None
         }
     }
-}
-
-/// Why a process gets no copy-on-write snapshot (its pages are then copied while frozen).
-#[derive(Debug, thiserror::Error)]
-enum NoSnapshot {
-    #[error("no thread")]
-    NoThread,
-    #[error("no vdso")]
-    NoVdso,
-    #[error(transparent)]
-    Infect(#[from] infect::InfectError),
-    #[error("userfaultfd: {0}")]
-    Userfaultfd(io::Error),
-}
-
-/// The process's userfaultfd for the copy-on-write snapshot (`snapshot.rs`), made in its
-/// leader; an error where it cannot have one (then its pages are copied while frozen).
-fn open_snapshot(process: &FrozenProcess, collected: &Collected, mem: &fs::File) -> Result<crate::memory::snapshot::Arming, NoSnapshot> {
-    let leader = process.threads.first().ok_or(NoSnapshot::NoThread)?;
-    let vdso = collected.smaps.iter().find(|e| e.map.name == "[vdso]").ok_or(NoSnapshot::NoVdso)?;
-    let syscall_ip = infect::find_syscall_in_vdso(leader.tid, mem, vdso.map.start, vdso.map.end)?;
-    crate::memory::snapshot::Arming::open(process.proc_pid(), leader.tid, syscall_ip, leader.regs.gpr).map_err(NoSnapshot::Userfaultfd)
 }

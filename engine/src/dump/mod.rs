@@ -176,6 +176,9 @@ pub struct DumpReport {
     pub processes: usize,
     /// Threads dumped.
     pub threads: usize,
+    /// The longest of the parasite's windows (its area's injected mmap and munmap),
+    /// the only moments a killed crust could leave a thread harmed.
+    pub window_longest: Duration,
 }
 
 /// Why a dump failed. The target was released unchanged. Each stage's error keeps its
@@ -207,6 +210,8 @@ pub enum DumpError {
     Namespace(#[from] NamespaceError),
     #[error("dump pid {pid}: IPC namespace: {source}")]
     IpcNamespace { pid: i32, source: IpcError },
+    #[error("dump pid {pid}: network namespace: {source}")]
+    NetNamespace { pid: i32, source: crate::net::NetError },
     #[error(transparent)]
     Write(#[from] WriteError),
     /// The caller's listener failed at a point (post-dump, network-lock).
@@ -216,6 +221,10 @@ pub enum DumpError {
     Checksums { pid: i32, source: crate::memory::ChecksumError },
     #[error("dump pid {pid}: fault injected after step {step}")]
     FaultInjected { pid: i32, step: &'static str },
+    /// A stop request (SIGTERM, SIGINT, SIGHUP: `interrupt.rs`) came before the dump
+    /// was done; the tree was released exactly as it was.
+    #[error("dump interrupted by {}; pid {pid} released unchanged", crate::interrupt::signal_name(*.signal))]
+    Interrupted { pid: i32, signal: i32 },
     /// The copy after a copy-on-write release failed; `frozen`: how long the tree had
     /// been frozen before that release.
     #[error("dump pid {pid}: {source}")]
@@ -232,6 +241,18 @@ pub fn check_access(pid: i32) -> Result<(), DumpError> {
 
 /// Dumps the process tree rooted at `options.pid` into `options.dir`.
 pub fn dump(options: &DumpOptions) -> Result<DumpReport, DumpError> {
+    let result = dump_again_if_broken(options);
+    match (result, crate::interrupt::stop_requested()) {
+        // Whatever failed on the way out (a wait cut short), the stop is the cause.
+        (Err(error), Some(signal)) => {
+            log::debug!("dump pid {}: stopped by {}: {error}", options.pid, crate::interrupt::signal_name(signal));
+            Err(DumpError::Interrupted { pid: options.pid, signal })
+        }
+        (result, _) => result,
+    }
+}
+
+fn dump_again_if_broken(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     match dump_once(options) {
         Err(DumpError::Snapshot { pid, source: source @ CopyError::Broken { .. }, frozen }) => {
             // The target runs on unharmed; a dump that copies while frozen does not
@@ -249,6 +270,10 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     let root = options.pid;
     let started = Instant::now();
     let fault = |step: DumpStep| -> Result<(), DumpError> {
+        crate::interrupt::hold(step.name());
+        if let Some(signal) = crate::interrupt::stop_requested() {
+            return Err(DumpError::Interrupted { pid: root, signal });
+        }
         if options.fail_after == Some(step) {
             if step == DumpStep::PagesKilled {
                 // What the kernel does with the target when crust dies right here.
@@ -289,6 +314,10 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     let ids = crate::ns::number(&crate::ns::read_inodes("self"), &live_inodes);
     let namespaces = namespaces::collect(&frozen, &ids, &options.mounts)?;
     let run_id = new_run_id().map_err(io_err(root, "read /proc/sys/kernel/random/uuid"))?;
+    // A network namespace of the tree's own (all its processes in it) is dumped under
+    // the id `ns::number` gave it.
+    let own_net_ns = crate::net::dump::tree_has_own_namespace(&live).map_err(|(pid, e)| DumpError::Unsupported { pid, what: e.to_string() })?;
+    let net_ns_id = if own_net_ns { ids.processes.first().and_then(|p| p.net_ns_id) } else { None };
 
     let mut collected = Vec::new();
     for process in frozen.processes.iter().filter(|p| !p.is_zombie()) {
@@ -296,10 +325,18 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     }
     fault(DumpStep::Collect)?;
 
-    frozen.touched = true;
+    // Each live process's parasite, from here into the memory stage, which cures each
+    // as soon as its process needs it no more; on every error path they are dropped
+    // (cured: every thread home, the area unmapped) before `frozen`.
+    let mut parasites = Vec::new();
     let mut queries = Vec::new();
     for (process, collected) in frozen.processes.iter().filter(|p| !p.is_zombie()).zip(&collected) {
-        queries.push(queries::query_process(process, collected)?);
+        if let Some(signal) = crate::interrupt::stop_requested() {
+            return Err(DumpError::Interrupted { pid: root, signal });
+        }
+        let (process_queries, parasite) = queries::query_process(process, collected)?;
+        queries.push(process_queries);
+        parasites.push(parasite);
     }
     fault(DumpStep::Parasite)?;
 
@@ -316,8 +353,8 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     file_table.tcp.run_id = run_id.clone();
     let cow = options.leave_running && !options.frozen_copy;
     let memory_started = Instant::now();
-    let memory::DumpedMemory { vmas: mut memory, pages, vma_count, snapshot, mut pieces } =
-        memory::dump_tree_memory(&frozen, &collected, &options.dir, parent_dir.as_deref(), cow, &mut file_table)?;
+    let memory::DumpedMemory { vmas: mut memory, pages, vma_count, shared_anon_pages_ids, snapshot, window_longest, mut pieces } =
+        memory::dump_tree_memory(&frozen, &collected, parasites, &options.dir, parent_dir.as_deref(), cow, &mut file_table)?;
     let memdump = memory_started.elapsed();
     for vmas in &mut memory {
         crate::memory::special_areas_as_criu(vmas);
@@ -339,6 +376,18 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
         );
     }
     namespaces.write(&options.dir)?;
+    if let Some(ns_id) = net_ns_id {
+        let dumped = crate::net::dump::dump_namespace(frozen.processes[0].proc_pid(), ns_id, &options.dir)
+            .map_err(|source| DumpError::NetNamespace { pid: root, source })?;
+        log::info!(
+            "network namespace {ns_id}: {} links, {} addresses, {} routes, {} rules, nftables ruleset of {} bytes",
+            dumped.links,
+            dumped.addresses,
+            dumped.routes,
+            dumped.rules,
+            dumped.nftables_bytes
+        );
+    }
     let dumped = write::Dumped {
         frozen: &frozen,
         collected: &collected,
@@ -346,6 +395,7 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
         files: &file_table,
         process_files: &process_files,
         memory,
+        shared_anon_pages_ids,
         ids: &ids,
         run_id: &run_id,
     };
@@ -386,6 +436,8 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     }
     let frozen_for = frozen_at.elapsed();
     if !snapshot.is_empty() {
+        // The tree runs, its pages write-protected by crust's userfaultfd.
+        crate::interrupt::hold(DumpStep::Pages.name());
         let mut copy_options = CopyOptions::default();
         if matches!(options.fail_after, Some(DumpStep::Pages | DumpStep::PagesKilled)) {
             copy_options.fail_after_pages = Some(pages / 2);
@@ -403,7 +455,7 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     let pages_scanned = dumped_pages_scanned;
     let stats = write::DumpStats { freezing: frozen_at - seize_started, frozen: frozen_for, memdump, pages_scanned, pages_written: pages };
     write::write_stats(root, &options.dir, &stats)?;
-    Ok(DumpReport { frozen: frozen_for, total: started.elapsed(), pages, vmas: vma_count, processes, threads })
+    Ok(DumpReport { frozen: frozen_for, total: started.elapsed(), pages, vmas: vma_count, processes, threads, window_longest })
 }
 
 /// A fresh id for this dump (a random UUID, as CRIU's `dump_criu_run_id`).

@@ -1,9 +1,9 @@
 //! The namespaces stage of a dump, right after the seize: which namespaces the tree
 //! has of its own, compared with crust's. A mount namespace (`mounts/`) and a UTS
-//! namespace (`uts.rs`) of its own are dumped; network, user, cgroup and time
-//! namespaces of its own are refused in one line until crust dumps them, as are
-//! processes of one tree in different mount or UTS namespaces. (pid and IPC
-//! namespaces are the seize's and `ipc/`'s.)
+//! namespace (`uts.rs`) of its own are dumped; user, cgroup and time namespaces of its
+//! own are refused in one line until crust dumps them, as are processes of one tree in
+//! different mount or UTS namespaces. (pid, IPC and network namespaces are the seize's,
+//! `ipc/`'s and `net/`'s.)
 
 use std::path::Path;
 
@@ -79,12 +79,12 @@ pub(crate) fn collect(frozen: &Frozen, ids: &TreeIds, options: &DumpMountOptions
 }
 
 /// The first namespace of the live processes `live` (ids in `ids.processes`, same
-/// order) that crust cannot dump yet: a network, user, cgroup or time namespace other
-/// than crust's, or a mount or UTS namespace other than the tree root's. Pure.
+/// order) that crust cannot dump yet: a user, cgroup or time namespace other than
+/// crust's, or a mount or UTS namespace other than the tree root's. Pure.
 fn refused(live: &[i32], ids: &TreeIds) -> Option<(i32, String)> {
     let first = ids.processes.first()?;
     for (&pid, process) in live.iter().zip(&ids.processes) {
-        for kind in [NsKind::Net, NsKind::Time, NsKind::User, NsKind::Cgroup] {
+        for kind in [NsKind::Time, NsKind::User, NsKind::Cgroup] {
             if let Some(id) = kind.id(process).filter(|&id| Some(id) != kind.id(&ids.root)) {
                 return Some((pid, format!("{} of its own ({} {id}) is not supported yet", kind.describe(), kind.field())));
             }
@@ -117,10 +117,10 @@ mod tests {
             tree[index] = Some(inode);
         }
         assert_eq!(refused(&[100, 101], &number(&HOST, &[tree, tree])), None);
-        let mut net = tree;
-        net[1] = Some(21);
-        let error = refused(&[100, 101], &number(&HOST, &[tree, net])).expect("net").1;
-        assert_eq!(error, "a network namespace of its own (net_ns_id 13) is not supported yet");
+        let mut user = tree;
+        user[6] = Some(71);
+        let error = refused(&[100, 101], &number(&HOST, &[tree, user])).expect("user").1;
+        assert_eq!(error, "a user namespace of its own (user_ns_id 13) is not supported yet");
         let error = refused(&[100, 101], &number(&HOST, &[tree, HOST])).expect("mnt").1;
         assert_eq!(error, "a UTS namespace other than the tree root's (uts_ns_id 4 here, 11 in the root): not supported yet");
     }

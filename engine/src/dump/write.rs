@@ -60,6 +60,8 @@ pub(crate) struct Dumped<'a> {
     pub(crate) process_files: &'a [ProcessFiles],
     /// Each live process's areas, in tree order.
     pub(crate) memory: Vec<Vec<pb::VmaEntry>>,
+    /// Pages images the memory stage gave shared anonymous objects, after the processes'.
+    pub(crate) shared_anon_pages_ids: u32,
     /// crust's own ids and each live process's, in tree order (`ns::number`).
     pub(crate) ids: &'a TreeIds,
     /// This dump's id (a UUID): `inventory.dump_criu_run_id`, and the name of the
@@ -81,7 +83,7 @@ pub(crate) fn auxv_without_terminator(mut auxv: Vec<u64>) -> Vec<u64> {
 /// Writes the images of the tree rooted at `root` into `dir`: inventory, seccomp,
 /// timens, pstree, core, mm, fdinfo, fs, ids and the files' images.
 pub(crate) fn write_images(root: i32, dir: &Path, dumped: Dumped) -> Result<(), WriteError> {
-    let Dumped { frozen, collected, queries, files, process_files, memory, ids: tree_ids, run_id } = dumped;
+    let Dumped { frozen, collected, queries, files, process_files, memory, shared_anon_pages_ids, ids: tree_ids, run_id } = dumped;
     let image = |pid: i32| move |source| WriteError::Image { pid, source };
     let v = |host: i32, what: &str| frozen.to_virtual(host, what);
 
@@ -311,7 +313,8 @@ pub(crate) fn write_images(root: i32, dir: &Path, dumped: Dumped) -> Result<(), 
         w.write_entry(&ids).map_err(image(pid))?;
         w.finish().map_err(image(pid))?;
     }
-    crate::files::write_images(root, dir, files, collected.len() as u32 + 1)?;
+    // memfd data takes the pages ids after the processes' and the shared anonymous objects'.
+    crate::files::write_images(root, dir, files, collected.len() as u32 + shared_anon_pages_ids + 1)?;
     Ok(())
 }
 

@@ -178,9 +178,11 @@ fn dump_fd(pid: i32, fd: u32, shell_job: bool, files: &mut FileTable) -> Result<
             if let Some(original) =
                 link_text.strip_suffix(" (deleted)").filter(|_| meta.mode() & libc::S_IFMT == libc::S_IFREG && meta.nlink() == 0)
             {
-                let ghost_id = files.ghosts.len() as u32 + 1;
+                // One ghost per inode: every description of it (and every mapping)
+                // names the same one, so they are one file again after restore.
+                let ghost_id = files.ghost_of(fd_path, meta.clone());
                 files.entries.push(FileTable::reg_entry(id, Path::new(original), open_flags, info.pos, Some(&meta)));
-                files.ghosts.push((id, ghost_id, fd_path, meta));
+                files.ghost_remaps.push((id, ghost_id));
             } else {
                 files.entries.push(FileTable::reg_entry(id, &link, open_flags, info.pos, Some(&meta)));
             }
@@ -460,22 +462,22 @@ pub(crate) fn check_tree(files: &FileTable) -> Result<(), FileDumpError> {
     Ok(())
 }
 
-
 /// `--ghost-limit`: an unlinked file larger than the limit fails the dump (CRIU's rule;
 /// its default is 1 MiB), naming the file, its size and the limit that would take it.
 fn check_ghost_limit(files: &FileTable) -> Result<(), FileDumpError> {
     let Some(limit) = files.ghost_limit else { return Ok(()) };
-    for ghost in &files.ghosts {
-        let (reg_id, source, meta) = (ghost.0, &ghost.2, &ghost.3);
+    for (ghost_id, source, meta) in &files.ghosts {
         if meta.len() <= limit {
             continue;
         }
-        // The source is /proc/PID/fd/N or /proc/PID/map_files/RANGE of the holder.
+        // The source is /proc/PID/fd/N or /proc/PID/map_files/RANGE of the holder; the
+        // name, that of the first reg entry naming the ghost.
         let pid = source.iter().nth(2).and_then(|p| p.to_str()).and_then(|p| p.parse().ok()).unwrap_or(0);
+        let reg_id = files.ghost_remaps.iter().find(|(_, ghost)| ghost == ghost_id).map(|(reg, _)| *reg);
         let name = files
             .entries
             .iter()
-            .find(|e| e.id == reg_id)
+            .find(|e| Some(e.id) == reg_id)
             .and_then(|e| e.reg.as_ref())
             .map_or_else(|| source.display().to_string(), |r| r.name.clone());
         let needed = meta.len().div_ceil(1 << 20);

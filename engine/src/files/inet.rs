@@ -109,6 +109,13 @@ pub(crate) fn dump_socket(
             if info[0] as u32 != TCP_ESTABLISHED {
                 return Err(FileError::refused(format!("TCP connection in state {} (only established ones are dumped)", info[0])));
             }
+            // crust's lock table lives in crust's own network namespace, where it does
+            // not see a connection of another one.
+            if tcp.lock && crate::net::dump::tree_has_own_namespace(&[pid]).unwrap_or(true) {
+                return Err(FileError::refused(
+                    "established TCP connection in a network namespace of the tree's own: locking it there is not supported yet (--tcp-close restores it closed)",
+                ));
+            }
             // The dump's one lock table (made with its first connection) is in the
             // dump's guard: a failure from here removes it, this connection's with it.
             if tcp.lock {

@@ -109,10 +109,15 @@ pub(crate) struct FileTable {
     /// Every dumped fd of every process so far, by (dev, inode) of its file: only fds of
     /// one file can share an open file description, so kcmp runs within these.
     pub(crate) by_inode: BTreeMap<(u64, u64), Vec<FdOfFile>>,
-    /// (reg file id, ghost id, source to copy from)
-    pub(crate) ghosts: Vec<(u32, u32, PathBuf, fs::Metadata)>,
-    /// Ghosts of mapped unlinked files, by (dev, inode).
+    /// Unlinked files, one ghost per inode: (ghost id, source to copy from, metadata).
+    pub(crate) ghosts: Vec<(u32, PathBuf, fs::Metadata)>,
+    /// Every reg entry of an unlinked file and its ghost (remap-fpath.img): (reg file
+    /// id, ghost id). fds and mappings of one inode all name one ghost.
+    pub(crate) ghost_remaps: Vec<(u32, u32)>,
+    /// The ghost of each unlinked inode, by (dev, inode).
     pub(crate) ghost_by_inode: BTreeMap<(u64, u64), u32>,
+    /// Reg entries made for mappings of unlinked files, by (ghost id, open flags).
+    pub(crate) ghost_mappings: BTreeMap<(u32, i32), u32>,
     /// Unread data of pipes (pipes-data.img) and FIFOs (fifo-data.img), once per pipe.
     pub(crate) pipe_data: BTreeMap<u32, pipe::PipeContents>,
     pub(crate) fifo_data: BTreeMap<u32, pipe::PipeContents>,
@@ -346,21 +351,35 @@ impl FileTable {
         Ok(id)
     }
 
-    /// A mapped file that was unlinked: its contents are copied into a ghost image from
-    /// `/proc/PID/map_files/START-END`; one ghost per inode, whoever maps it.
+    /// The ghost of the unlinked file `meta` describes, made on its first use: its
+    /// contents are copied from `source` (a /proc fd or map_files link of the frozen
+    /// target) when the images are written.
+    pub(crate) fn ghost_of(&mut self, source: PathBuf, meta: fs::Metadata) -> u32 {
+        let key = (meta.dev(), meta.ino());
+        if let Some(&ghost_id) = self.ghost_by_inode.get(&key) {
+            return ghost_id;
+        }
+        let ghost_id = self.ghosts.len() as u32 + 1;
+        self.ghosts.push((ghost_id, source, meta));
+        self.ghost_by_inode.insert(key, ghost_id);
+        ghost_id
+    }
+
+    /// A mapped file that was unlinked, opened with `flags` (the mapping's own file's
+    /// mode): a reg entry per inode and flags, whoever maps it, naming the inode's one
+    /// ghost, whose contents come from `/proc/PID/map_files/START-END`.
     pub(crate) fn add_deleted_mapping(&mut self, pid: i32, start: u64, end: u64, name: &str, flags: i32) -> Result<u32, FileDumpError> {
         let source = PathBuf::from(format!("/proc/{pid}/map_files/{start:x}-{end:x}"));
         let meta = fs::metadata(&source).map_err(io_err(pid, format!("stat {}", source.display())))?;
-        let key = (meta.dev(), meta.ino());
-        if let Some(&id) = self.ghost_by_inode.get(&key) {
+        let ghost_id = self.ghost_of(source, meta.clone());
+        if let Some(&id) = self.ghost_mappings.get(&(ghost_id, flags)) {
             return Ok(id);
         }
         let original = name.strip_suffix(" (deleted)").unwrap_or(name);
         let id = self.next_id();
-        let ghost_id = self.ghosts.len() as u32 + 1;
         self.entries.push(Self::reg_entry(id, Path::new(original), flags, 0, Some(&meta)));
-        self.ghosts.push((id, ghost_id, source, meta));
-        self.ghost_by_inode.insert(key, id);
+        self.ghost_remaps.push((id, ghost_id));
+        self.ghost_mappings.insert((ghost_id, flags), id);
         Ok(id)
     }
 }

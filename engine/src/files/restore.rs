@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use super::{file_io, file_within, FileError};
@@ -414,6 +415,9 @@ impl Broker {
             Vec::new()
         };
         let mut broker = Broker { fds: BTreeMap::new(), epolls, locks, late, dead_pidfds: Vec::new(), controlling };
+        // Each ghost is made once; every description of it is opened from that file,
+        // kept above every broker number meanwhile.
+        let mut ghost_files = GhostFiles { made: BTreeMap::new(), above };
         for id in ids {
             if broker.fds.contains_key(&id) || broker.late.contains(&id) {
                 continue;
@@ -445,7 +449,7 @@ impl Broker {
                 continue;
             }
             let number = base + broker.fds.len() as i32;
-            let opened = match open_regular(files, ghosts, dir, id) {
+            let opened = match open_regular(files, ghosts, &mut ghost_files, dir, id) {
                 Ok(fd) => fd,
                 Err(error) => {
                     broker.close();
@@ -556,7 +560,7 @@ impl Broker {
             let source = match (self.fds.get(&fd.id), private.get(&fd.id)) {
                 (Some(&source), _) | (None, Some(&source)) => source,
                 (None, None) if files.contains_key(&fd.id) => {
-                    let opened = open_regular(files, &BTreeMap::new(), dir, fd.id).map_err(file_within(format!("fd {number}")))?;
+                    let opened = open_regular(files, &BTreeMap::new(), &mut GhostFiles::default(), dir, fd.id).map_err(file_within(format!("fd {number}")))?;
                     let placed = sys::place_fd(opened, number, cloexec).map_err(file_io(format!("fd {number}")));
                     if opened != number {
                         sys::close_fd(opened);
@@ -606,13 +610,32 @@ pub(crate) fn broker_ids<'a>(
     ids
 }
 
-/// Opens regular file `id` (or brings back its ghost) with its dumped flags and offset,
-/// at the lowest free fd.
-fn open_regular(files: &BTreeMap<u32, pb::RegFileEntry>, ghosts: &BTreeMap<u32, u32>, dir: &Path, id: u32) -> Result<i32, FileError> {
+/// The ghosts made so far in this restore, by ghost id: the unlinked file, open at a
+/// number of at least `above` (where no fd being placed goes).
+#[derive(Default)]
+struct GhostFiles {
+    made: BTreeMap<u32, OwnedFd>,
+    above: i32,
+}
+
+/// Opens regular file `id` with its dumped flags and offset, at the lowest free fd. An
+/// unlinked one is opened from its ghost (`ghosts`: reg-file id → ghost id), which is
+/// made on first use and kept in `made`: every description of one inode opens the one
+/// file again, as they were one file at dump time.
+fn open_regular(files: &BTreeMap<u32, pb::RegFileEntry>, ghosts: &BTreeMap<u32, u32>, made: &mut GhostFiles, dir: &Path, id: u32) -> Result<i32, FileError> {
     let reg = files.get(&id).ok_or_else(|| FileError::refused(format!("file id {id} is not in files.img")))?;
     let flags = reg.flags as i32 & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_CLOEXEC);
     let opened = match ghosts.get(&id) {
-        Some(ghost_id) => open_ghost(dir, *ghost_id, reg, flags)?,
+        Some(&ghost_id) => {
+            if !made.made.contains_key(&ghost_id) {
+                let created = create_ghost(dir, ghost_id, reg)?;
+                let moved = sys::file::move_above(created, made.above).map_err(file_io(format!("move ghost {ghost_id} above fd {}", made.above)))?;
+                made.made.insert(ghost_id, moved);
+            }
+            let ghost = &made.made[&ghost_id];
+            let reopened = sys::file::reopen(ghost, flags).map_err(file_io(format!("open ghost {ghost_id} of {} as file {id}", reg.name)))?;
+            std::os::fd::IntoRawFd::into_raw_fd(reopened)
+        }
         None => sys::open_raw(Path::new(&reg.name), flags, 0).map_err(file_io(format!("open {}", reg.name)))?,
     };
     if reg.pos != 0 {
@@ -624,9 +647,10 @@ fn open_regular(files: &BTreeMap<u32, pb::RegFileEntry>, ghosts: &BTreeMap<u32, 
     Ok(opened)
 }
 
-/// Recreates an unlinked file from its ghost image: written beside its old name,
-/// opened with the dumped flags, then unlinked again.
-fn open_ghost(dir: &Path, ghost_id: u32, reg: &pb::RegFileEntry, flags: i32) -> Result<i32, FileError> {
+/// Recreates an unlinked file from its ghost image: written beside its old name (that of
+/// `reg`, the first entry that names it), then unlinked again; the file stays open
+/// read-write, each description is opened from it through /proc/self/fd.
+fn create_ghost(dir: &Path, ghost_id: u32, reg: &pb::RegFileEntry) -> Result<OwnedFd, FileError> {
     use std::os::unix::fs::FileExt;
     let image = dir.join(ImageKind::GhostFile.file_name(ghost_id as u64));
     let name = image.display().to_string();
@@ -640,15 +664,16 @@ fn open_ghost(dir: &Path, ghost_id: u32, reg: &pb::RegFileEntry, flags: i32) -> 
     if path.exists() {
         path = PathBuf::from(format!("{}.crust-ghost-{ghost_id}", reg.name));
     }
-    let filled = (|| -> Result<(), FileError> {
+    let filled = (|| -> Result<fs::File, FileError> {
         use std::os::unix::fs::OpenOptionsExt;
-        let file = fs::OpenOptions::new()
+        let created = fs::OpenOptions::new()
+            .read(true)
             .write(true)
             .create_new(true)
             .mode(entry.mode & 0o7777)
             .open(&path)
             .map_err(file_io(format!("create ghost {}", path.display())))?;
-        let file = &file;
+        let file = &created;
         let write_at = |mut at: u64| {
             move |piece: &[u8]| -> io::Result<()> {
                 file.write_all_at(piece, at)?;
@@ -673,15 +698,10 @@ fn open_ghost(dir: &Path, ghost_id: u32, reg: &pb::RegFileEntry, flags: i32) -> 
             };
             reader.copy_payload(len, write_at(0))?;
         }
-        Ok(())
+        Ok(created)
     })();
-    if let Err(error) = filled {
-        let _ = fs::remove_file(&path);
-        return Err(error);
-    }
-    let fd = sys::open_raw(&path, flags, 0).map_err(file_io(format!("open ghost {}", path.display())));
     let _ = fs::remove_file(&path);
-    fd
+    Ok(OwnedFd::from(filled?))
 }
 
 

@@ -86,14 +86,13 @@ pub(crate) fn write_images(pid: i32, dir: &Path, files: &FileTable, first_shmem_
     }
 
     if !files.ghosts.is_empty() {
-        let mut remap = ImageWriter::create(dir, ImageKind::RemapFpath, 0).map_err(image)?;
-        for (reg_id, ghost_id, source, meta) in &files.ghosts {
+        for (ghost_id, source, meta) in &files.ghosts {
             let mut w = ImageWriter::create(dir, ImageKind::GhostFile, *ghost_id as u64).map_err(image)?;
             w.write_entry(&pb::GhostFileEntry {
                 uid: meta.uid(),
                 gid: meta.gid(),
                 mode: meta.mode(),
-                dev: Some(meta.dev() as u32),
+                dev: Some(kernel_dev(meta.dev())),
                 ino: Some(meta.ino()),
                 size: Some(meta.len()),
                 chunks: Some(true),
@@ -123,16 +122,33 @@ pub(crate) fn write_images(pid: i32, dir: &Path, files: &FileTable, first_shmem_
                 at = hole;
             }
             w.finish().map_err(image)?;
+        }
+        let mut remap = ImageWriter::create(dir, ImageKind::RemapFpath, 0).map_err(image)?;
+        for &(reg_id, ghost_id) in &files.ghost_remaps {
             remap
-                .write_entry(&pb::RemapFilePathEntry {
-                    orig_id: *reg_id,
-                    remap_id: *ghost_id,
-                    remap_type: Some(pb::RemapType::Ghost as i32),
-                })
+                .write_entry(&pb::RemapFilePathEntry { orig_id: reg_id, remap_id: ghost_id, remap_type: Some(pb::RemapType::Ghost as i32) })
                 .map_err(image)?;
         }
         remap.finish().map_err(image)?;
     }
     Ok(())
+}
+
+/// A device number as the kernel encodes it (`major << 20 | minor`, `new_encode_dev`'s
+/// inverse of `MKDEV`), which CRIU's ghost_file_entry.dev holds, from the user-space
+/// `dev_t` that stat gives.
+fn kernel_dev(dev: u64) -> u32 {
+    (libc::major(dev) << 20) | libc::minor(dev)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ghost_devices_are_in_the_kernel_encoding() {
+        // 254:0 (a device-mapper disk) and 8:17, as stat's dev_t and as CRIU writes them.
+        assert_eq!(super::kernel_dev(libc::makedev(254, 0)), 254 << 20);
+        assert_eq!(super::kernel_dev(libc::makedev(8, 17)), (8 << 20) | 17);
+        assert_eq!(super::kernel_dev(libc::makedev(0, 65)), 65);
+    }
 }
 

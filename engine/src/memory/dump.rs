@@ -4,7 +4,7 @@
 
 use std::fs::File;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 
 use crust_images::pb;
@@ -47,6 +47,7 @@ pub(crate) fn dump_memory(
         PageCopier::with_pipes(pid, pages_file, read_ends).map_err(io_err(pid, "start the pages writer"))?;
 
     let mut vmas = Vec::new();
+    let mut guards = GuardRuns::default();
     let mut total_pages = 0u64;
     let mut bytes = Vec::new();
     let mut entries = Vec::new();
@@ -54,6 +55,7 @@ pub(crate) fn dump_memory(
         let map = &entry.map;
         let Some(mut vma) = classify_vma(pid, map, &entry.vm_flags, files)? else { continue };
         let status = vma.status;
+        let no_pages = keeps_no_pages(&vma);
         let npages = (map.end - map.start) / page;
         let mut index = 0u64;
         const CHUNK: u64 = 65536;
@@ -65,7 +67,10 @@ pub(crate) fn dump_memory(
                 .map_err(io_err(pid, format!("read pagemap at {:#x}", map.start + index * page)))?;
             entries.clear();
             entries.extend(bytes.chunks_exact(8).map(|b| u64::from_ne_bytes(b.try_into().expect("8 bytes"))));
-            for (first, run) in page_runs(&entries, |bits| wants_page(status, bits)) {
+            for (first, run) in page_runs(&entries, is_guard) {
+                guards.add(map.start + (index + first) * page, run * page);
+            }
+            for (first, run) in page_runs(&entries, |bits| !no_pages && wants_page(status, bits)) {
                 let addr = map.start + (index + first) * page;
                 if let Some(parent) = parent {
                     // Pages equal to the parent dump's are not written again.
@@ -74,7 +79,7 @@ pub(crate) fn dump_memory(
                         .map_err(io_err(pid, format!("compare pages {:#x}-{:#x} with the parent dump", addr, addr + run * page)))?;
                     for (start, bytes, same) in pieces {
                         if !same {
-                            pages_out.copy(mem, start, bytes, map.read).map_err(io_err(pid, format!("copy pages {:#x}-{:#x}", start, start + bytes)))?;
+                            pages_out.copy(mem, start, bytes, map.read).map_err(copy_failed(pid, entry, start, bytes))?;
                             total_pages += bytes / page;
                         }
                         let flags = if same { PE_PARENT } else { PE_PRESENT };
@@ -88,8 +93,7 @@ pub(crate) fn dump_memory(
                     }),
                     None => pages_out.copy(mem, addr, run * page, map.read),
                 };
-                copied
-                    .map_err(io_err(pid, format!("copy pages {:#x}-{:#x}", addr, addr + run * page)))?;
+                copied.map_err(copy_failed(pid, entry, addr, run * page))?;
                 pagemap_out
                     .write_entry(&pb::PagemapEntry::run(addr, run, PE_PRESENT))
                     .map_err(|source| MemDumpError::Image { pid, source })?;
@@ -100,6 +104,7 @@ pub(crate) fn dump_memory(
         vma.fd = -1;
         vmas.push(vma);
     }
+    vmas.extend(guards.into_vmas());
     let pieces = pages_out.take_pieces();
     // The writer has emptied every pipe once it finished: only then may they close.
     pages_out.finish().map_err(io_err(pid, "write pages"))?;
@@ -137,7 +142,8 @@ pub(crate) fn dump_memory_armed(
         let map = &entry.map;
         let Some(mut vma) = classify_vma(pid, map, &entry.vm_flags, files)? else { continue };
         vma.fd = -1;
-        let registered = snapshot_can_protect(vma.status, map.shared, &entry.vm_flags)
+        let registered = !keeps_no_pages(&vma)
+            && snapshot_can_protect(vma.status, map.shared, &entry.vm_flags)
             && match arming.register(map.start, map.end) {
                 Ok(()) => true,
                 Err(error) => {
@@ -155,6 +161,7 @@ pub(crate) fn dump_memory_armed(
     let mut total_pages = 0u64;
     let mut offset = 0u64;
     let mut buffer = Vec::new();
+    let mut guards = GuardRuns::default();
     let mut frozen_pieces = Vec::new();
     let timer = std::time::Instant::now();
     let arming_ref = &arming;
@@ -167,7 +174,7 @@ pub(crate) fn dump_memory_armed(
         let walked = (|| -> Result<(), MemDumpError> {
             for (map, vma, registered) in &areas {
                 let mut runs = Vec::new();
-                for_each_run(pid, &pagemap, map.start, map.end, vma.status, |addr, pages| {
+                for_each_run(pid, &pagemap, map.start, map.end, vma.status, !keeps_no_pages(vma), &mut guards, |addr, pages| {
                     runs.push(Run { addr, pages, offset });
                     offset += pages * page;
                 })?;
@@ -212,6 +219,7 @@ pub(crate) fn dump_memory_armed(
         }
         vmas.push(vma);
     }
+    vmas.extend(guards.into_vmas());
     pagemap_out.finish().map_err(|source| MemDumpError::Image { pid, source })?;
     log::info!(
         "pid {pid}: {} of {total_pages} pages left to copy after release (frozen: pagemap read and other \
@@ -239,13 +247,17 @@ fn snapshot_can_protect(status: u32, shared: bool, vm_flags: &[String]) -> bool 
 }
 
 /// Reads the pagemap of `start..end` and calls `run(addr, pages)` for each run of pages
-/// the image keeps ([`wants_page`]).
+/// the image keeps ([`wants_page`]; none without `keeps_pages`), and notes its guard
+/// regions in `guards`.
+#[allow(clippy::too_many_arguments)] // two callers, each argument a different thing
 fn for_each_run(
     pid: i32,
     pagemap: &File,
     start: u64,
     end: u64,
     status: u32,
+    keeps_pages: bool,
+    guards: &mut GuardRuns,
     mut run: impl FnMut(u64, u64),
 ) -> Result<(), MemDumpError> {
     let page = sys::page_size();
@@ -264,7 +276,10 @@ fn for_each_run(
             .map_err(io_err(pid, format!("read pagemap at {:#x}", start + index * page)))?;
         entries.clear();
         entries.extend(bytes.chunks_exact(8).map(|b| u64::from_ne_bytes(b.try_into().expect("8 bytes"))));
-        for (first, pages) in page_runs(&entries, |bits| wants_page(status, bits)) {
+        for (first, pages) in page_runs(&entries, is_guard) {
+            guards.add(start + (index + first) * page, pages * page);
+        }
+        for (first, pages) in page_runs(&entries, |bits| keeps_pages && wants_page(status, bits)) {
             let addr = start + (index + first) * page;
             match open.as_mut() {
                 Some((open_addr, open_pages)) if *open_addr + *open_pages * page == addr => *open_pages += pages,
@@ -324,11 +339,23 @@ fn open_outputs(pid: i32, dir: &Path, pages_id: u32, image_pid: i32) -> Result<(
 const PE_PRESENT: u32 = 1 << 2;
 const PE_PARENT: u32 = 1 << 0;
 
+/// `/proc/PID/pagemap`: the page is a guard region (MADV_GUARD_INSTALL), bit 58 since
+/// Linux 6.15; its entry also has the swap bit (a PTE marker), but it holds nothing.
+const PM_GUARD_REGION: u64 = 1 << 58;
+
+fn is_guard(bits: u64) -> bool {
+    bits & PM_GUARD_REGION != 0
+}
+
 /// Whether a page with pagemap entry `bits`, in an area of VMA status `status`, goes into
-/// the image: present or swapped pages, but never what a file or the kernel holds (the
-/// vvar pages, shared file pages, unmodified pages of a private file mapping); the
-/// vDSO's pages always.
+/// the image: present or swapped pages, but never what a file, a shared object or the
+/// kernel holds (the vvar pages, shared file pages, unmodified pages of a private file
+/// mapping, shared anonymous memory, whose object is written once, `shmem.rs`), nor a
+/// guard page; the vDSO's pages always.
 fn wants_page(status: u32, bits: u64) -> bool {
+    if is_guard(bits) {
+        return false;
+    }
     let present = bits & (1 << 63) != 0;
     let swapped = bits & (1 << 62) != 0;
     let file_or_shared = bits & (1 << 61) != 0;
@@ -336,7 +363,7 @@ fn wants_page(status: u32, bits: u64) -> bool {
         // Every page of the vDSO, as CRIU writes it: its restore reads the dumped vDSO's
         // symbols to tell whether the running one is the same.
         true
-    } else if status & (vs::VVAR | vs::VSYSCALL | vs::SYSVIPC) != 0 || status & vs::FILE_SHARED != 0 {
+    } else if status & (vs::VVAR | vs::VSYSCALL | vs::SYSVIPC | vs::ANON_SHARED) != 0 || status & vs::FILE_SHARED != 0 {
         false
     } else if status & vs::FILE_PRIVATE != 0 {
         (present && !file_or_shared) || swapped
@@ -344,6 +371,68 @@ fn wants_page(status: u32, bits: u64) -> bool {
         present || swapped
     }
 }
+
+/// The guard regions of a process (MADV_GUARD_INSTALL), from its pagemap, in maximal
+/// runs: no page of them is copied; each run is recorded as CRIU does, as one more vma
+/// after the real ones (status VMA_AREA_GUARD, nothing else), and installed again by
+/// the restorer once every area is in place.
+#[derive(Default)]
+struct GuardRuns {
+    runs: Vec<(u64, u64)>,
+}
+
+impl GuardRuns {
+    /// Guard pages at `start..start + len`, met in address order.
+    fn add(&mut self, start: u64, len: u64) {
+        match self.runs.last_mut() {
+            Some(last) if last.1 == start => last.1 = start + len,
+            _ => self.runs.push((start, start + len)),
+        }
+    }
+
+    fn into_vmas(self) -> impl Iterator<Item = pb::VmaEntry> {
+        self.runs.into_iter().map(|(start, end)| pb::VmaEntry {
+            start,
+            end,
+            pgoff: 0,
+            shmid: 0,
+            prot: 0,
+            flags: 0,
+            status: vs::GUARD,
+            fd: -1,
+            madv: None,
+            fdflags: None,
+        })
+    }
+}
+
+/// For `map_err` of a page copy in the area of `entry`: a copy that hits EIO in an area
+/// with guard regions (VmFlags `gu`) that the pagemap did not mark (Linux 6.13 and 6.14
+/// have guards but no pagemap bit for them) is refused in one line naming the cause.
+fn copy_failed(pid: i32, entry: &crate::procfs::SmapsEntry, addr: u64, len: u64) -> impl FnOnce(std::io::Error) -> MemDumpError {
+    let guarded = entry.vm_flags.iter().any(|f| f == "gu");
+    let (start, end) = (entry.map.start, entry.map.end);
+    move |source| {
+        if guarded && source.raw_os_error() == Some(libc::EIO) {
+            MemDumpError::Unsupported {
+                pid,
+                what: format!("memory area {start:#x}-{end:#x} with guard regions (MADV_GUARD_INSTALL) this kernel's pagemap does not mark (Linux 6.15 does, in bit 58)"),
+            }
+        } else {
+            MemDumpError::Io { pid, what: format!("copy pages {:#x}-{:#x}", addr, addr + len), source }
+        }
+    }
+}
+
+/// Whether an area's pages are never written, whatever the pagemap says: MAP_DROPPABLE
+/// memory, which the kernel may empty at any moment (CRIU restores it empty too).
+fn keeps_no_pages(vma: &pb::VmaEntry) -> bool {
+    vma.flags as i32 & MAP_TYPE == libc::MAP_DROPPABLE
+}
+
+/// The map-type bits of mmap's flags (`MAP_SHARED`, `MAP_PRIVATE`, `MAP_SHARED_VALIDATE`,
+/// `MAP_DROPPABLE`).
+const MAP_TYPE: i32 = 0x0f;
 
 /// madvise bits CRIU records, keyed by smaps VmFlags.
 const MADV_BY_FLAG: [(&str, u32); 7] = [
@@ -373,12 +462,25 @@ fn classify_vma(
     if map.exec {
         prot |= libc::PROT_EXEC;
     }
-    let mut flags = if map.shared { libc::MAP_SHARED } else { libc::MAP_PRIVATE };
+    // MAP_DROPPABLE is a map type of its own (in MAP_TYPE's bits, where MAP_PRIVATE
+    // would be), as CRIU records it; the kernel sets `wf` and `dd` on it by itself.
+    let mut flags = if map.shared {
+        libc::MAP_SHARED
+    } else if has("dp") {
+        libc::MAP_DROPPABLE
+    } else {
+        libc::MAP_PRIVATE
+    };
     if has("gd") {
         flags |= libc::MAP_GROWSDOWN;
     }
     if has("nr") {
         flags |= libc::MAP_NORESERVE;
+    }
+    // mlock: CRIU records it as MAP_LOCKED, which the restore maps with (mlock2's
+    // MLOCK_ONFAULT, `lf`, has no field: such an area comes back locked and populated).
+    if has("lo") {
+        flags |= libc::MAP_LOCKED;
     }
     let mut madv = 0u64;
     for (flag, advice) in MADV_BY_FLAG {
@@ -458,9 +560,11 @@ fn classify_vma(
             vma.status |= if map.shared { vs::FILE_SHARED } else { vs::FILE_PRIVATE };
         }
         _ if name.starts_with('/') && name.ends_with(" (deleted)") && !name.starts_with("/memfd:") && !name.starts_with("/SYSV") && !name.starts_with("/dev/zero") => {
-            // crust recreates the file, so it can always open it for writing; every area
-            // mapping the inode shares one ghost.
-            let open_flags = libc::O_RDWR;
+            // Every area mapping the inode shares its one ghost; each is opened as its own
+            // file was (the map_files link's mode is the file's f_mode, as CRIU reads it).
+            let link = format!("/proc/{pid}/map_files/{:x}-{:x}", map.start, map.end);
+            let link_mode = std::fs::symlink_metadata(&link).map_err(io_err(pid, format!("lstat {link}")))?.mode();
+            let open_flags = if link_mode & libc::S_IWUSR != 0 { libc::O_RDWR } else { libc::O_RDONLY };
             let id = files.add_deleted_mapping(pid, map.start, map.end, name, open_flags)?;
             vma.shmid = id as u64;
             vma.fdflags = Some(open_flags as u32);
@@ -489,4 +593,27 @@ pub(crate) fn special_areas_as_criu(vmas: &mut Vec<pb::VmaEntry>) {
         }
     }
     *vmas = merged;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guard_pages_are_never_copied_and_runs_merge() {
+        // What this 6.18 kernel shows for a guard page: swap bit, guard bit, a marker.
+        let guard = 0x4400_0000_0000_009f_u64;
+        let present = 1u64 << 63;
+        for status in [vs::REGULAR | vs::ANON_PRIVATE, vs::REGULAR | vs::FILE_PRIVATE, vs::REGULAR | vs::FILE_SHARED] {
+            assert!(!wants_page(status, guard));
+        }
+        assert!(wants_page(vs::REGULAR | vs::ANON_PRIVATE, present));
+        assert!(!wants_page(vs::REGULAR | vs::ANON_SHARED, present));
+        let mut runs = GuardRuns::default();
+        runs.add(0x10000, 0x2000);
+        runs.add(0x12000, 0x1000);
+        runs.add(0x20000, 0x1000);
+        let vmas: Vec<_> = runs.into_vmas().map(|v| (v.start, v.end, v.status, v.flags, v.prot)).collect();
+        assert_eq!(vmas, vec![(0x10000, 0x13000, vs::GUARD, 0, 0), (0x20000, 0x21000, vs::GUARD, 0, 0)]);
+    }
 }

@@ -3,9 +3,10 @@
 //!   keeping into `pages-N.img` with `pagemap-PID.img`; `pages.rs` moves them
 //!   (process_vm_readv and a writer thread, or splice from pipes the target fills
 //!   itself, `remote_pipes.rs`); `incremental.rs` compares them with a parent dump;
-//!   `snapshot.rs` is the copy-on-write snapshot of `--leave-running`;
+//!   `snapshot.rs` is the copy-on-write snapshot of `--leave-running`; `shmem.rs`
+//!   writes each shared anonymous object once, from the object;
 //! - restore: `page_sources.rs` finds each dumped page through the chain of parent
-//!   dumps.
+//!   dumps; `shmem.rs` fills each shared anonymous object before the first fork.
 //! - both: `checksums.rs`, the CRC-32C of every run of pages and the list of images
 //!   (`crust-checksums.img`), written at the end of a dump and verified before a
 //!   restore creates anything. The restorer's memory ops are planned by `restore/program/memory.rs`.
@@ -22,6 +23,7 @@ pub(crate) mod incremental;
 pub(crate) mod page_sources;
 pub mod pages;
 pub(crate) mod remote_pipes;
+pub(crate) mod shmem;
 pub(crate) mod snapshot;
 
 pub use checksums::ChecksumError;

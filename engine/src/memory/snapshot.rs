@@ -46,14 +46,12 @@ use std::sync::mpsc::{channel, sync_channel, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crust_arch::{Abi, HostArch, Sys};
+use crust_arch::Sys;
 
 use super::checksums::{crc32c, Piece, Pieces};
-use crate::infect::RemoteThread;
+use crate::parasite::{Arg, Batch, Parasite};
 use crate::sys;
 use crate::sys::uffd;
-
-type Regs = <HostArch as Abi>::Regs;
 
 /// Bytes the copier reads (and unprotects) at a time.
 const CHUNK: u64 = 1 << 20;
@@ -76,6 +74,9 @@ pub enum CopyError {
     /// A fault injected by a test.
     #[error("fault injected while pages were copied")]
     FaultInjected,
+    /// A stop request (`interrupt.rs`) came during the copy; the tree runs on.
+    #[error("stopped while pages were copied")]
+    Interrupted,
 }
 
 /// A userfaultfd of one process, made while the process is frozen, for [`Arming::protect`].
@@ -101,22 +102,26 @@ struct ArmedArea {
 }
 
 impl Arming {
-    /// Makes the process's userfaultfd: `userfaultfd(O_CLOEXEC|O_NONBLOCK)` injected into
-    /// its stopped thread `tid` (every signal blocked) from the syscall instruction at
-    /// `syscall_ip`, taken with pidfd_getfd, closed in the target, and its API enabled with
-    /// the remap, remove and unmap events. Without CAP_SYS_PTRACE in the target (or
-    /// vm.unprivileged_userfaultfd) the kernel refuses: crust does not fall back to
-    /// UFFD_USER_MODE_ONLY, under which a write by the kernel (`read(2)` into a protected
-    /// page) would fail with EFAULT in the target instead of waiting.
-    pub(crate) fn open(pid: i32, tid: i32, syscall_ip: u64, regs: Regs) -> io::Result<Arming> {
-        let mut remote = RemoteThread::new(tid, syscall_ip, regs);
+    /// Makes the process's userfaultfd: `userfaultfd(O_CLOEXEC|O_NONBLOCK)` run by its
+    /// parasite (every signal blocked), taken with pidfd_getfd, closed in the target, and
+    /// its API enabled with the remap, remove and unmap events. Without CAP_SYS_PTRACE
+    /// in the target (or vm.unprivileged_userfaultfd) the kernel refuses: crust does not
+    /// fall back to UFFD_USER_MODE_ONLY, under which a write by the kernel (`read(2)`
+    /// into a protected page) would fail with EFAULT in the target instead of waiting.
+    pub(crate) fn open(parasite: &mut Parasite) -> io::Result<Arming> {
+        let pid = parasite.pid();
+        let expected = parasite.expect_fds(1).map_err(io::Error::other)?;
+        let mut batch = Batch::new();
         let flags = (libc::O_CLOEXEC | libc::O_NONBLOCK) as u64;
-        let fd = remote.syscall(Sys::Userfaultfd, [flags, 0, 0, 0, 0, 0]).map_err(io::Error::other)?;
-        if (-4095..0).contains(&fd) {
+        let call = batch.call(Sys::Userfaultfd, &[Arg::V(flags)]);
+        let fd = parasite.run(&batch).map_err(io::Error::other)?.result(call);
+        let made = if fd < 0 { -1 } else { fd as i32 };
+        parasite.check_fds("userfaultfd", &expected, &[made]).map_err(io::Error::other)?;
+        if fd < 0 {
             return Err(io::Error::from_raw_os_error(-fd as i32));
         }
-        let borrowed = crate::sys::process::borrow_fd(pid, fd as u32);
-        let closed = remote.syscall(Sys::Close, [fd as u64, 0, 0, 0, 0, 0]).map_err(io::Error::other);
+        let borrowed = parasite.borrow_fd(made).map_err(io::Error::other);
+        let closed = parasite.close_fds(&[made]).map_err(io::Error::other);
         let uffd = borrowed?;
         closed?;
         let features = uffd::enable_api(uffd.as_fd(), FEATURES)?;
@@ -513,6 +518,9 @@ fn copy_runs(
             while first < run.pages {
                 if let Some(reason) = process.state().broken.clone() {
                     return Err(CopyError::Broken { pid, reason });
+                }
+                if crate::interrupt::stop_requested().is_some() {
+                    return Err(CopyError::Interrupted);
                 }
                 if options.fail_after_pages.is_some_and(|limit| visited >= limit) {
                     if options.kill_instead {

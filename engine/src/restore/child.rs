@@ -18,7 +18,7 @@ use crust_arch::{Host, HostArch};
 
 use crate::files::Broker;
 use crate::restore::images::Images;
-use crate::restore::memory::Premap;
+use crate::restore::memory::{Premap, PremapFile};
 use crate::restore::program::Plan;
 use crate::restore::tree::{fork_order, HelperPlan, TreePlan};
 use crate::sys;
@@ -246,7 +246,7 @@ fn process_main(run: &Run, index: usize) -> ! {
         }
         let plan = plans[index].as_ref().expect("live processes have a plan");
         // Areas shared copy-on-write with children: filled before they are forked.
-        fill_premapped(&plan.premap, &plan.page_files)?;
+        fill_premapped(&plan.premap, &plan.page_files, broker)?;
         // Children, group leaders first, then the helpers of exited leaders (which fork
         // their members and exit, leaving them to us); they inherit the broker too.
         let by_helper: Vec<usize> = tree.helpers.iter().flat_map(|h| h.members.iter().copied()).collect();
@@ -355,10 +355,13 @@ fn process_main(run: &Run, index: usize) -> ! {
 }
 
 /// Fills this process's premapped slots (crust code, before the children are forked): a
-/// slot of its own is mapped and its pages read in; an inherited one keeps every page
-/// whose contents are already right (still shared with the parent), gets the others
-/// written, and drops the pages this process did not have.
-fn fill_premapped(premap: &[Premap], page_files: &[PathBuf]) -> Result<(), ChildError> {
+/// slot of its own is mapped (anonymous, or a private mapping of the area's file) and its
+/// pages read in; an inherited one keeps every page whose contents are already right
+/// (still shared with the parent), gets the others written, and drops the pages this
+/// process did not have. A page the parent's slot did not have is written even when its
+/// bytes are equal: there the slot holds the file's page (or the zero page), and this
+/// process had a private copy.
+fn fill_premapped(premap: &[Premap], page_files: &[PathBuf], broker: &Broker) -> Result<(), ChildError> {
     if premap.is_empty() {
         return Ok(());
     }
@@ -372,7 +375,19 @@ fn fill_premapped(premap: &[Premap], page_files: &[PathBuf]) -> Result<(), Child
         let len = area.end - area.start;
         let at = |addr: u64| area.slot + (addr - area.start);
         if !area.inherited {
-            sys::map_private_anon_over_reservation(area.slot, len as usize, area.noreserve).map_err(child_io(format!("premap {:#x}-{:#x} at {:#x}", area.start, area.end, area.slot)))?;
+            let what = || format!("premap {:#x}-{:#x} at {:#x}", area.start, area.end, area.slot);
+            match &area.file {
+                None => sys::map_private_anon_over_reservation(area.slot, len as usize, area.noreserve).map_err(child_io(what()))?,
+                Some((PremapFile::Broker(id), offset)) => {
+                    let fd = *broker.fds.get(id).ok_or_else(|| ChildError::refused(format!("{}: file id {id} was not opened", what())))?;
+                    sys::map_private_file_over_reservation(area.slot, len as usize, fd, *offset, area.noreserve).map_err(child_io(what()))?;
+                }
+                Some((PremapFile::Path(path), offset)) => {
+                    let file = fs::File::open(path).map_err(child_io(format!("{}: open {}", what(), path.display())))?;
+                    sys::map_private_file_over_reservation(area.slot, len as usize, file.as_raw_fd(), *offset, area.noreserve)
+                        .map_err(child_io(format!("{} from {}", what(), path.display())))?;
+                }
+            }
             if area.no_huge {
                 sys::advise(area.slot, len as usize, nix::sys::mman::MmapAdvise::MADV_NOHUGEPAGE).map_err(child_io(format!("premap {:#x}: MADV_NOHUGEPAGE", area.slot)))?;
             }
@@ -398,8 +413,9 @@ fn fill_premapped(premap: &[Premap], page_files: &[PathBuf]) -> Result<(), Child
             while done < target.len() {
                 let n = buf.len().min(target.len() - done);
                 pages.read_exact_at(&mut buf[..n], offset + done as u64).map_err(child_io(format!("read pages {addr:#x}+{bytes} from {}", pages_path.display())))?;
-                for (mine, want) in target[done..done + n].chunks_mut(page as usize).zip(buf[..n].chunks(page as usize)) {
-                    if mine != want {
+                for (index, (mine, want)) in target[done..done + n].chunks_mut(page as usize).zip(buf[..n].chunks(page as usize)).enumerate() {
+                    let page_addr = addr + done as u64 + index as u64 * page;
+                    if mine != want || !parent_had(&area.parent_runs, page_addr) {
                         mine.copy_from_slice(want);
                     }
                 }
@@ -411,6 +427,12 @@ fn fill_premapped(premap: &[Premap], page_files: &[PathBuf]) -> Result<(), Child
         }
     }
     Ok(())
+}
+
+/// Whether `addr` is in one of `runs` (address, bytes), sorted by address.
+fn parent_had(runs: &[(u64, u64)], addr: u64) -> bool {
+    let at = runs.partition_point(|&(start, bytes)| start + bytes <= addr);
+    runs.get(at).is_some_and(|&(start, _)| start <= addr)
 }
 
 /// A `File` over a raw fd the restore child owns for the rest of its life.

@@ -10,7 +10,7 @@ use std::io::{self, Read};
 use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
-use crust_arch::{Abi, Host, HostArch, RestorerOutcome, Sys};
+use crust_arch::{Abi, Host, HostArch, RestorerOp, RestorerOutcome, Sys};
 
 use crate::infect::RemoteThread;
 use crate::model::TASK_STOPPED;
@@ -173,6 +173,7 @@ pub(crate) fn wait_for_restorers(tree: &TreePlan, plans: &[Option<Plan>], images
                 let plan = plans[index].as_ref().expect("live process");
                 match HostArch::restorer_outcome(&regs.gpr, plan.area + plan.ops_offset) {
                     RestorerOutcome::Done => {
+                        log_failed_ops(tid, host_tid, plan);
                         pending_leaders.remove(&tid);
                     }
                     RestorerOutcome::NewThread => pending_threads.retain(|&t| t != tid),
@@ -218,29 +219,45 @@ pub(crate) fn wait_for_restorers(tree: &TreePlan, plans: &[Option<Plan>], images
     Ok(host)
 }
 
-/// A restored thread, still stopped, and what it gets as it goes: its dumped registers
-/// (whether its interrupted syscall restarts), signal mask and the signal it is
-/// detached with (the stop signal of a stopped process, on its last thread).
+/// Logs the ops of a finished restorer program that may fail without stopping it
+/// (`Plan::logged_ops`, madvise of huge page advice) and did, from the results the
+/// restorer stored in its op list (still mapped: the tracer unmaps it later).
+fn log_failed_ops(pid: i32, host_tid: i32, plan: &Plan) {
+    if plan.logged_ops.is_empty() {
+        return;
+    }
+    let path = format!("/proc/{host_tid}/mem");
+    let mut bytes = vec![0u8; plan.ops_bytes.len()];
+    let read = fs::File::open(&path).and_then(|mem| std::os::unix::fs::FileExt::read_exact_at(&mem, &mut bytes, plan.area + plan.ops_offset));
+    if let Err(error) = read {
+        log::warn!("restore pid {pid}: read the results of the restorer's ops from {path}: {error}");
+        return;
+    }
+    for &index in &plan.logged_ops {
+        let at = index * RestorerOp::SIZE + 9 * 8;
+        let Some(word) = bytes.get(at..at + 8) else { continue };
+        let result = i64::from_ne_bytes(word.try_into().expect("8 bytes"));
+        if (-4095..0).contains(&result) {
+            let description = plan.descriptions.get(index).map(String::as_str).unwrap_or("?");
+            log::warn!("restore pid {pid}: {description}: {}", io::Error::from_raw_os_error(-result as i32));
+        }
+    }
+}
+
+/// A restored thread with its dumped registers (its interrupted syscall entered again
+/// if it restarts), in a stop until [`release`] lets it go with its signal mask and the
+/// signal it is detached with (the stop signal of a stopped process, on its last thread).
 pub(crate) struct ReadyThread {
     tid: i32,
-    gpr: <HostArch as Abi>::Regs,
-    restarts: bool,
-    mask: u64,
+    sigmask: u64,
     detach_signal: i32,
 }
 
-/// Lets the restored threads go: each gets its registers and mask and is detached.
-pub(crate) fn release(threads: Vec<ReadyThread>) -> Result<(), FinishError> {
-    for thread in threads {
-        crate::infect::release_thread(thread.tid, &thread.gpr, thread.restarts, thread.mask, thread.detach_signal)
-            .map_err(|source| FinishError::Infect { pid: thread.tid, source })?;
-    }
-    Ok(())
-}
-
-/// For one process: injects each thread's own state and unmaps the restorer through one
-/// injected syscall; returns its threads ready to go ([`release`]), still stopped.
-/// With `leave_stopped` the process goes stopped (SIGSTOP), as one dumped stopped.
+/// For one process: injects each thread's own state, unmaps the restorer through one
+/// injected syscall, then sets every thread's dumped registers; each thread stays in
+/// its stop, traced, until [`release`] (a crust killed before then takes the whole tree
+/// with it through PTRACE_O_EXITKILL). With `leave_stopped` the process goes stopped
+/// (SIGSTOP), as one dumped stopped.
 pub(crate) fn finish_process(process: &ProcessImages, plan: &Plan, host: &BTreeMap<i32, i32>, leave_stopped: bool) -> Result<Vec<ReadyThread>, FinishError> {
     let syscall_ip = plan.area + HostArch::restorer_syscall_offset() as u64;
     let tids: Vec<i32> = process.pstree.threads.iter().map(|&t| host[&(t as i32)]).collect();
@@ -325,7 +342,17 @@ pub(crate) fn finish_process(process: &ProcessImages, plan: &Plan, host: &BTreeM
             .and_then(|t| t.blk_sigset)
             .or(core.tc.as_ref().map(|t| t.blk_sigset))
             .unwrap_or(0);
-        ready.push(ReadyThread { tid, gpr, restarts, mask, detach_signal });
+        crate::infect::ready_thread(tid, &gpr, restarts).map_err(|source| FinishError::Infect { pid: tid, source })?;
+        ready.push(ReadyThread { tid, sigmask: mask, detach_signal });
     }
     Ok(ready)
+}
+
+/// Lets every ready thread of the tree go, with its own signal mask, in one tight loop:
+/// the only moment a killed crust leaves part of the tree running and part killed.
+pub(crate) fn release(ready: &[ReadyThread]) -> Result<(), FinishError> {
+    for thread in ready {
+        crate::infect::let_go(thread.tid, thread.sigmask, thread.detach_signal).map_err(|source| FinishError::Infect { pid: thread.tid, source })?;
+    }
+    Ok(())
 }

@@ -287,8 +287,10 @@ pub(crate) fn load_with(dir: &Path, page_size: u64, listed: bool) -> Result<Imag
     let live: Vec<(u32, &pb::TaskKobjIdsEntry)> = processes.iter().filter(|p| !p.is_zombie()).map(|p| (p.pstree.pid, &p.ids)).collect();
     let namespaces = plan_namespaces(&live, root_ids.as_ref(), |kind, id| match kind {
         NsKind::Ipc => crate::ipc::image_has_namespace(dir.path(), id),
+        NsKind::Net => crate::net::restore::has_namespace(dir.path(), id),
         NsKind::Mnt => dir.exists(ImageKind::Mnts, u64::from(id)),
-        _ => dir.exists(ImageKind::Utsns, u64::from(id)),
+        NsKind::Uts => dir.exists(ImageKind::Utsns, u64::from(id)),
+        _ => false,
     })
         .map_err(|refused| ImagesError::BadImage { image: refused.image, what: refused.what })?;
     Ok(Images { dir, processes, files, ghosts, seccomp, pidfds, in_flight, namespaces, inventory, file_entries: file_kinds, unix_names, names })

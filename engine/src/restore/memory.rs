@@ -1,7 +1,7 @@
-//! The memory plan of a restore: which private anonymous areas are premapped (shared
-//! copy-on-write between a parent and a child at dump time, so filled once before the
-//! fork), and the System V shared memory attaches to make again. Pure, but for
-//! [`segment_sizes`], which asks the IPC namespace once before planning.
+//! The memory plan of a restore: which private areas (anonymous, or of a file) are
+//! premapped (shared copy-on-write between a parent and a child at dump time, so filled
+//! once before the fork), and the System V shared memory attaches to make again. Pure,
+//! but for [`segment_sizes`], which asks the IPC namespace once before planning.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -13,11 +13,13 @@ use crate::restore::images::{Images, ProcessImages};
 use crate::restore::layout::HostLayout;
 use crate::restore::plan::PlanError;
 
-/// A private anonymous area shared copy-on-write with a parent or child at dump time: it
-/// is filled in a slot of the premap arena before the children are forked, so that they
-/// inherit its pages; a child that inherited the slot rewrites only the pages whose
-/// contents differ, drops the pages it did not have, and so keeps sharing the rest. The
-/// restorer moves the slot into place with mremap.
+/// A private area (anonymous, or a private mapping of a file) shared copy-on-write with a
+/// parent or child at dump time: it is filled in a slot of the premap arena before the
+/// children are forked, so that they inherit its pages; a child that inherited the slot
+/// rewrites only the pages whose contents differ (and every page its parent's slot did
+/// not have, which is the file's page or the zero page there), drops the pages it did not
+/// have, and so keeps sharing the rest. The restorer moves the slot into place with
+/// mremap.
 #[derive(Debug)]
 pub(crate) struct Premap {
     pub(crate) slot: u64,
@@ -28,16 +30,48 @@ pub(crate) struct Premap {
     /// The area's runs of dumped pages: (address, bytes, index of the pages image in
     /// `Plan::page_files`, offset in it).
     pub(crate) runs: Vec<(u64, u64, usize, u64)>,
+    /// In an inherited slot: the parent's runs in the area, (address, bytes), which the
+    /// slot holds already.
+    pub(crate) parent_runs: Vec<(u64, u64)>,
+    /// The file a private file area maps, and from which byte (`None`: anonymous).
+    pub(crate) file: Option<(PremapFile, u64)>,
     pub(crate) noreserve: bool,
     pub(crate) no_huge: bool,
 }
 
-/// Whether an area may be premapped: private anonymous memory that is not a stack.
+/// Where the file of a premapped private file area comes from in the restored process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum PremapFile {
+    /// Opened by path (read-only is enough for a private mapping).
+    Path(std::path::PathBuf),
+    /// The broker's description of this file id (an unlinked file, a memfd).
+    Broker(u32),
+}
+
+/// Whether an area may be premapped: private memory, anonymous or of a file, that is not
+/// a stack or the kernel's, nor locked (mlock populates it writable, so its pages were
+/// never shared with a parent; a child does not inherit the lock).
 pub(crate) fn premappable(v: &pb::VmaEntry) -> bool {
-    v.status & vs::ANON_PRIVATE != 0
+    v.status & (vs::ANON_PRIVATE | vs::FILE_PRIVATE) != 0
         && v.status & (vs::STACK | vs::VDSO | vs::VVAR | vs::VSYSCALL | vs::SYSVIPC) == 0
-        && v.flags as i32 & libc::MAP_PRIVATE != 0
-        && v.flags as i32 & libc::MAP_GROWSDOWN == 0
+        && v.flags as i32 & MAP_TYPE == libc::MAP_PRIVATE
+        && v.flags as i32 & (libc::MAP_GROWSDOWN | libc::MAP_LOCKED) == 0
+}
+
+/// The map-type bits of mmap's flags.
+const MAP_TYPE: i32 = 0x0f;
+
+/// What makes two processes' areas one area shared through fork, as CRIU matches them:
+/// the same range, and for a file area the same file and offset.
+type AreaKey = (u64, u64, bool, u64, u64);
+
+fn area_key(v: &pb::VmaEntry) -> AreaKey {
+    let file = v.status & vs::FILE_PRIVATE != 0;
+    if file {
+        (v.start, v.end, true, v.shmid, v.pgoff)
+    } else {
+        (v.start, v.end, false, 0, 0)
+    }
 }
 
 /// Per process: premapped area start → (slot address, inherited from the parent).
@@ -48,16 +82,21 @@ pub(crate) type PremapPlan = (Vec<PremapSlots>, Option<(u64, u64)>);
 
 /// The premap arena of the tree: per process, the slot of each premapped area (by its
 /// start) and whether it is inherited from the parent; and the arena's range. An area
-/// is premapped when the parent or a child has an area of the same range (fork left
-/// them sharing pages); one that is not inherited gets a slot of its own.
+/// is premapped when the parent or a child has the same area (same range, and for a file
+/// the same file and offset: fork left them sharing pages); one that is not inherited
+/// gets a slot of its own. A file area gets a slot only where its process has dumped
+/// pages in it: without them there is nothing private to share (the file's pages are
+/// shared anyway).
 pub(crate) fn plan_premaps<A: Abi>(images: &Images, layout: &HostLayout) -> Result<PremapPlan, PlanError> {
     let pid = images.processes[0].pid();
     let page = layout.page_size;
     let live = |p: &ProcessImages| !p.is_zombie();
     let index_of: BTreeMap<u32, usize> = images.processes.iter().enumerate().map(|(i, p)| (p.pstree.pid, i)).collect();
-    let ranges = |p: &ProcessImages| -> BTreeSet<(u64, u64)> {
-        p.mm.vmas.iter().filter(|v| premappable(v)).map(|v| (v.start, v.end)).collect()
+    let has_pages = |p: &ProcessImages, start: u64, end: u64| {
+        let at = p.pages.runs.partition_point(|r| r.vaddr + r.bytes <= start);
+        p.pages.runs.get(at).is_some_and(|r| r.vaddr < end)
     };
+    let ranges = |p: &ProcessImages| -> BTreeSet<AreaKey> { p.mm.vmas.iter().filter(|v| premappable(v)).map(area_key).collect() };
     let all_ranges: Vec<_> = images.processes.iter().map(|p| if live(p) { ranges(p) } else { Default::default() }).collect();
     // Offsets inside the arena first; addresses once its size is known.
     let mut slots: Vec<PremapSlots> = vec![BTreeMap::new(); images.processes.len()];
@@ -68,11 +107,12 @@ pub(crate) fn plan_premaps<A: Abi>(images: &Images, layout: &HostLayout) -> Resu
         }
         let parent = index_of.get(&process.pstree.ppid).copied().filter(|&i| i < index);
         let children: Vec<usize> = images.processes.iter().enumerate().filter(|(i, c)| *i > index && c.pstree.ppid == process.pstree.pid && live(c)).map(|(i, _)| i).collect();
-        for &(start, end) in &all_ranges[index] {
-            let from_parent = parent.and_then(|p| slots[p].get(&start).copied()).filter(|_| parent.is_some_and(|p| all_ranges[p].contains(&(start, end))));
+        for &key in &all_ranges[index] {
+            let (start, end, file, _, _) = key;
+            let from_parent = parent.and_then(|p| slots[p].get(&start).copied()).filter(|_| parent.is_some_and(|p| all_ranges[p].contains(&key)));
             if let Some((offset, _)) = from_parent {
                 slots[index].insert(start, (offset, true));
-            } else if children.iter().any(|&c| all_ranges[c].contains(&(start, end))) {
+            } else if children.iter().any(|&c| all_ranges[c].contains(&key)) && (!file || has_pages(process, start, end)) {
                 slots[index].insert(start, (arena_len, false));
                 arena_len += end - start + page;
             }
@@ -221,6 +261,9 @@ mod tests {
         assert!(!premappable(&area(vs::REGULAR | vs::ANON_PRIVATE | vs::STACK, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS)));
         assert!(!premappable(&area(vs::REGULAR | vs::ANON_PRIVATE, libc::MAP_PRIVATE | libc::MAP_GROWSDOWN)));
         assert!(!premappable(&area(vs::REGULAR | vs::ANON_SHARED, libc::MAP_SHARED | libc::MAP_ANONYMOUS)));
-        assert!(!premappable(&area(vs::REGULAR | vs::FILE_PRIVATE, libc::MAP_PRIVATE)));
+        assert!(premappable(&area(vs::REGULAR | vs::FILE_PRIVATE, libc::MAP_PRIVATE)));
+        assert!(!premappable(&area(vs::REGULAR | vs::FILE_SHARED, libc::MAP_SHARED)));
+        assert!(!premappable(&area(vs::REGULAR | vs::ANON_PRIVATE, libc::MAP_DROPPABLE | libc::MAP_ANONYMOUS)));
+        assert!(!premappable(&area(vs::REGULAR | vs::ANON_PRIVATE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_LOCKED)));
     }
 }

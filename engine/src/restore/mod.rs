@@ -13,6 +13,7 @@
 
 use std::fs;
 use std::io::{self, Write};
+use std::os::fd::{AsRawFd, IntoRawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -59,6 +60,9 @@ pub struct RestoreOptions {
     pub shell_job: bool,
     /// `--root` and the external mounts of a tree in a mount namespace of its own.
     pub mounts: RestoreMountOptions,
+    /// Host ends of the tree's veths whose peer was outside the dump: (inner name,
+    /// `NAME[@BRIDGE]`), from `--veth-pair IN=OUT[@BR]` / `--external veth[IN]:OUT[@BR]`.
+    pub veths: Vec<(String, String)>,
     /// Leave every restored process stopped (SIGSTOP) instead of running
     /// (`--leave-stopped`).
     pub leave_stopped: bool,
@@ -117,6 +121,10 @@ pub enum RestoreError {
     Mounts(#[from] MountError),
     #[error("restore: UTS namespace: {0}")]
     Uts(#[from] UtsError),
+    /// A stop request (SIGTERM, SIGINT, SIGHUP: `interrupt.rs`) came before the tree
+    /// ran; every process the restore had created was killed.
+    #[error("restore interrupted by {}; the processes it had created are killed", crate::interrupt::signal_name(*.signal))]
+    Interrupted { signal: i32 },
     /// The caller's listener failed at a point; the tree (if any) was killed.
     #[error("restore: {stage}: {source}")]
     Stage { stage: Stage, source: StageFailure },
@@ -133,7 +141,14 @@ pub fn check_access() -> Result<(), RestoreError> {
 
 /// Restores the process tree dumped in `options.dir`.
 pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
-    let restored = restore_tree(options);
+    let restored = match (restore_tree(options), crate::interrupt::stop_requested()) {
+        // Whatever failed on the way out (a wait cut short), the stop is the cause.
+        (Err(error), Some(signal)) => {
+            log::debug!("restore stopped by {}: {error}", crate::interrupt::signal_name(signal));
+            Err(RestoreError::Interrupted { signal })
+        }
+        (result, _) => result,
+    };
     if restored.is_err() {
         // The dumped connections stay blocked for another restore: say how to let
         // them go instead.
@@ -142,6 +157,11 @@ pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> 
         }
     }
     restored
+}
+
+/// Fails once a stop was requested.
+fn stop_point() -> Result<(), RestoreError> {
+    crate::interrupt::stop_requested().map_or(Ok(()), |signal| Err(RestoreError::Interrupted { signal }))
 }
 
 fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> {
@@ -218,7 +238,23 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
     if let Some((start, end)) = tree.premap_arena {
         sys::reserve_at(start, (end - start) as usize).map_err(io_err(root, format!("reserve the premap arena {start:#x}-{end:#x}")))?;
     }
+    stop_point()?;
     sys::raise_nofile_limit().map_err(io_err(root, "raise RLIMIT_NOFILE"))?;
+    // A tree with a network namespace of its own: crust's main thread makes it and stays
+    // in it until the root is cloned, so that the sockets the broker opens and the root
+    // are in it.
+    let net_images = match images.namespaces.net_ns_id {
+        Some(id) => Some(crate::net::restore::read(&options.dir, id).map_err(|e| RestoreError::BadImage { image: format!("netns-{id}.img"), what: e.to_string() })?),
+        None => None,
+    };
+    let host_ends = crate::net::restore::host_ends(&options.veths);
+    if net_images.is_none() && !host_ends.is_empty() {
+        return Err(RestoreError::BadImage { image: "ids".into(), what: "veth host ends are named, but the tree had no network namespace of its own".into() });
+    }
+    let entered_netns = match &net_images {
+        Some(net) => Some(net.make(&host_ends).map_err(|e| RestoreError::Child { pid: root, what: format!("network namespace {}: {e}", net.ns_id) })?),
+        None => None,
+    };
     // With a mount namespace of its own the root opens the files, in that namespace
     // (crust's inherited fds are handed to it by number).
     let broker = if mount_plan.is_some() {
@@ -227,18 +263,30 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
         crate::files::Broker::open(&images.files, &images.ghosts, &options.dir, images.broker_ids(), tree.broker_base, &options.inherit_fds)
             .map_err(|what| RestoreError::Child { pid: root, what: what.to_string() })?
     };
+    // Each shared anonymous object once, filled before the first fork: every process
+    // inherits it and maps it from there.
+    let mut placed_objects = Vec::new();
     for (&shmid, &(number, size)) in &tree.shmem {
-        let created = sys::create_shared_anon(size).and_then(|fd| {
-            sys::place_fd(fd, number, true)?;
-            if fd != number {
-                sys::close_fd(fd);
-            }
-            Ok(())
-        });
-        if let Err(source) = created {
+        let created = sys::create_shared_anon(size)
+            .map_err(|source| RestoreError::Io { pid: root, what: format!("create shared anonymous memory {shmid} of {size} bytes"), source })
+            .and_then(|object| {
+                crate::memory::shmem::fill_object(&object, size, &options.dir, shmid)
+                    .map_err(|what| RestoreError::Child { pid: root, what: what.to_string() })?;
+                let placed = sys::place_fd(object.as_raw_fd(), number, true);
+                if object.as_raw_fd() == number {
+                    // Already where it belongs: keep it open.
+                    let _ = object.into_raw_fd();
+                }
+                placed.map_err(|source| RestoreError::Io { pid: root, what: format!("place shared anonymous memory {shmid} at fd {number}"), source })
+            });
+        if let Err(error) = created {
             broker.close();
-            return Err(RestoreError::Io { pid: root, what: format!("create shared anonymous memory {shmid} of {size} bytes"), source });
+            for &other in &placed_objects {
+                sys::close_fd(other);
+            }
+            return Err(error);
         }
+        placed_objects.push(number);
     }
 
     let prepared = match &mount_plan {
@@ -270,10 +318,21 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
         }
         Err(error) => return Err(RestoreError::Io { pid: root, what: "clone3 with set_tid".into(), source: error }),
     };
+    // The root waits for its tracer on the sync pipe, untraced.
+    crate::interrupt::hold("restore-forked");
     drop(sync_read);
     drop(error_write);
     broker.close();
     drop(prepared);
+    if let Some(entered) = entered_netns {
+        for (inner, outer) in &entered.host_ends {
+            log::info!("network namespace: veth {inner}'s host end is {outer}");
+        }
+        if let Err(e) = entered.leave() {
+            let _ = sys::send_signal(child, libc::SIGKILL);
+            return Err(RestoreError::Child { pid: root, what: e.to_string() });
+        }
+    }
     if let Some((start, end)) = tree.premap_arena {
         sys::release_reservation(start, (end - start) as usize);
     }
@@ -296,19 +355,22 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
     sys::seize_thread(child, options_word).map_err(io_err(root, "seize restored root"))?;
     // The root exists in its namespaces and waits for the go below (CRIU reaches these
     // only for a tree with namespaces of its own).
-    if new_pid_ns || tree.new_ipc_ns || more_namespaces != 0 {
+    if new_pid_ns || tree.new_ipc_ns || net_images.is_some() || more_namespaces != 0 {
         stage(Stage::SetupNamespaces, Some(child))?;
         stage(Stage::PostSetupNamespaces, Some(child))?;
     }
     let mut sync_write = fs::File::from(sync_write);
     sync_write.write_all(b"g").map_err(io_err(root, "release child"))?;
     drop(sync_write);
+    crate::interrupt::hold("restore-seized");
 
     let host = finish::wait_for_restorers(&tree, &plans, &images, error_read)?;
     // Every process has opened its files: the tree becomes its namespace's root.
     if let Some(plan) = &mount_plan {
         crate::mounts::finish_namespace(child, plan)?;
     }
+    crate::interrupt::hold("restore-restorers");
+    stop_point()?;
     for process in images.processes.iter().filter(|p| !p.is_zombie()) {
         if let Some(adj) = process.cores[0].tc.as_ref().and_then(|t| t.oom_score_adj) {
             let path = format!("/proc/{}/oom_score_adj", host[&process.pid()]);
@@ -320,6 +382,7 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
     let mut ready = Vec::new();
     for (process, plan) in images.processes.iter().zip(&plans) {
         if let Some(plan) = plan {
+            stop_point()?;
             ready.extend(finish::finish_process(process, plan, &host, options.leave_stopped)?);
         }
     }
@@ -329,13 +392,17 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
         crate::ipc::remove_segments(child, &removed).map_err(|what| RestoreError::Child { pid: root, what: what.to_string() })?;
     }
     // The sockets are out of repair mode: let the traffic of their TCP connections
-    // through again, just before the tree runs (as CRIU).
+    // through again, just before the tree runs (as CRIU); a crust killed from here on
+    // still kills the tree, and leaves no nftables table.
     if images.own_net_namespace() {
         stage(Stage::NetworkUnlock, Some(child))?;
     }
     crate::files::unlock_tcp(&options.dir).map_err(|what| RestoreError::Child { pid: root, what: what.to_string() })?;
     stage(Stage::PreResume, Some(child))?;
-    finish::release(ready)?;
+    // The last moment a stop can still undo the restore.
+    crate::interrupt::hold("restore-finished");
+    stop_point()?;
+    finish::release(&ready)?;
     // Return only once the stopped ones are stopped (their stop is already pending).
     for process in images.processes.iter().filter(|p| !p.is_zombie() && (options.leave_stopped || p.task_state() == TASK_STOPPED)) {
         for &tid in process.pstree.threads.iter().skip(process.acting_thread()) {

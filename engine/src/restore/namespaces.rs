@@ -1,10 +1,10 @@
 //! Which namespaces a restore makes, from the dump's ids (`ns.rs`): a namespace is the
 //! tree's own when its id differs from the dumping tool's (`inventory.root_ids`), and
 //! only then is a new one made. crust makes a new pid namespace (its init the tree's
-//! root) and new IPC, mount and UTS namespaces (every process of the tree in them); a
-//! namespace of any other kind of the tree's own, or a second pid, IPC, mount or UTS
-//! namespace inside the tree, is refused here, in one line, before anything is
-//! created. Pure.
+//! root) and new IPC, network, mount and UTS namespaces (every process of the tree in
+//! them); a namespace of any other kind of the tree's own, or a second pid, IPC,
+//! network, mount or UTS namespace inside the tree, is refused here, in one line, before
+//! anything is created. Pure.
 
 use crust_images::pb;
 
@@ -26,6 +26,8 @@ pub(crate) struct TreeNamespaces {
     pub(crate) new_pid_ns: bool,
     /// The id of the tree's own IPC namespace (its images are named after it).
     pub(crate) ipc_ns_id: Option<u32>,
+    /// The id of the tree's own network namespace (netns-ID.img and the others).
+    pub(crate) net_ns_id: Option<u32>,
     /// The id of the tree's own mount namespace (`mountpoints-ID.img`).
     pub(crate) mnt_ns_id: Option<u32>,
     /// The id of the tree's own UTS namespace (`utsns-ID.img`).
@@ -35,7 +37,7 @@ pub(crate) struct TreeNamespaces {
 /// Decides the namespaces of the tree whose live processes have `processes` (pid and
 /// ids, pstree order, the root first) and whose inventory holds `root_ids`;
 /// `has_image(kind, id)`: whether the image of the namespace `id` of `kind` is there
-/// (ipcns-var-ID.img, mountpoints-ID.img, utsns-ID.img).
+/// (ipcns-var-ID.img, netns-ID.img, mountpoints-ID.img, utsns-ID.img).
 pub(crate) fn plan_namespaces(
     processes: &[(u32, &pb::TaskKobjIdsEntry)],
     root_ids: Option<&pb::TaskKobjIdsEntry>,
@@ -51,11 +53,11 @@ pub(crate) fn plan_namespaces(
             let own = rule.own(kind, ids);
             let same_as_root = own == root_own;
             match kind {
-                NsKind::Pid | NsKind::Ipc | NsKind::Mnt | NsKind::Uts if same_as_root => {}
+                NsKind::Pid | NsKind::Ipc | NsKind::Net | NsKind::Mnt | NsKind::Uts if same_as_root => {}
                 NsKind::Pid => {
                     return Err(refuse(process, format!("a pid namespace ({} {}) other than the tree root's, nested in the tree", kind.field(), show(own))))
                 }
-                NsKind::Ipc | NsKind::Mnt | NsKind::Uts => {
+                NsKind::Ipc | NsKind::Net | NsKind::Mnt | NsKind::Uts => {
                     return Err(refuse(process, format!("{} ({} {}) other than the tree root's", kind.describe(), kind.field(), show(own))))
                 }
                 _ => {
@@ -67,10 +69,11 @@ pub(crate) fn plan_namespaces(
         }
         match (kind, root_own) {
             (NsKind::Pid, Some(_)) => plan.new_pid_ns = true,
-            (NsKind::Ipc | NsKind::Mnt | NsKind::Uts, Some(id)) => {
+            (NsKind::Ipc | NsKind::Net | NsKind::Mnt | NsKind::Uts, Some(id)) => {
                 if !has_image(kind, id) {
                     let image = match kind {
                         NsKind::Ipc => crust_images::ImageKind::IpcVar,
+                        NsKind::Net => crust_images::ImageKind::Netns,
                         NsKind::Mnt => crust_images::ImageKind::Mnts,
                         _ => crust_images::ImageKind::Utsns,
                     };
@@ -81,6 +84,7 @@ pub(crate) fn plan_namespaces(
                 }
                 match kind {
                     NsKind::Ipc => plan.ipc_ns_id = Some(id),
+                    NsKind::Net => plan.net_ns_id = Some(id),
                     NsKind::Mnt => plan.mnt_ns_id = Some(id),
                     _ => plan.uts_ns_id = Some(id),
                 }
@@ -137,15 +141,29 @@ mod tests {
     }
 
     #[test]
+    fn an_own_network_namespace_is_made_again_when_its_images_are_there() {
+        let mut ns = HOST;
+        ns[1] = Some(21);
+        let ids = number(&HOST, &[ns, ns]);
+        let processes: Vec<(u32, &pb::TaskKobjIdsEntry)> = ids.processes.iter().enumerate().map(|(i, p)| (i as u32 + 1, p)).collect();
+        let planned = plan_namespaces(&processes, Some(&ids.root), |kind, id| kind != NsKind::Net || id == 9).expect("plan");
+        assert_eq!(planned, TreeNamespaces { net_ns_id: Some(9), ..Default::default() });
+        let error = plan_namespaces(&processes, Some(&ids.root), |kind, _| kind != NsKind::Net).expect_err("no netns image").to_string();
+        assert_eq!(error, "restore: netns-9.img: missing, but the tree had a network namespace of its own (ids.net_ns_id 9)");
+        let error = plan(&[HOST, ns], |_| true).expect_err("child in another netns").to_string();
+        assert_eq!(error, "restore: ids-2.img: a network namespace (net_ns_id 9) other than the tree root's is not supported yet");
+    }
+
+    #[test]
     fn other_kinds_and_nested_namespaces_are_refused_in_one_line() {
         let mut uts = HOST;
         uts[3] = Some(41);
         let error = plan(&[HOST, uts], |_| true).expect_err("uts").to_string();
         assert_eq!(error, "restore: ids-2.img: a UTS namespace (uts_ns_id 9) other than the tree root's is not supported yet");
-        let mut net = HOST;
-        net[1] = Some(21);
-        let error = plan(&[net], |_| true).expect_err("net").to_string();
-        assert_eq!(error, "restore: ids-1.img: a network namespace of the tree's own (net_ns_id 9) is not supported yet");
+        let mut user = HOST;
+        user[6] = Some(71);
+        let error = plan(&[user], |_| true).expect_err("user").to_string();
+        assert_eq!(error, "restore: ids-1.img: a user namespace of the tree's own (user_ns_id 9) is not supported yet");
         let mut pid = HOST;
         pid[0] = Some(11);
         let error = plan(&[HOST, pid], |_| true).expect_err("nested pid ns").to_string();

@@ -96,8 +96,8 @@ const KNOWN_VMA_STATUS: u32 = vs::REGULAR
     | vs::VVAR
     | 1 << 13 // VMA_AREA_AIORING
     | vs::MEMFD
-    | 1 << 15 // VMA_AREA_GUARD
-    | 1 << 16 // VMA_EXT_PLUGIN
+    | 1 << 15 // VMA_AREA_SHSTK
+    | vs::GUARD
     | 1 << 27 // VMA_CLOSE
     | 1 << 28 // VMA_NO_PROT_WRITE
     | 1 << 29 // VMA_PREMMAPED
@@ -333,11 +333,27 @@ fn memory(process: &ProcessImages) -> Result<(), ValidateError> {
         return Err(refuse(&image, format!("mm_saved_auxv has {} words: pairs, at most {AUXV_WORDS} (AT_VECTOR_SIZE)", mm.mm_saved_auxv.len())));
     }
     let mut previous_end = 0u64;
+    // Guard runs (VMA_AREA_GUARD) come after every area, in order, each inside areas.
+    let mut guards_end = None;
     for (index, vma) in mm.vmas.iter().enumerate() {
         let area = format!("vmas[{index}] {:#x}-{:#x}", vma.start, vma.end);
         // 4 KiB is the smallest page of every architecture crust restores.
         if vma.start >= vma.end || vma.start % 4096 != 0 || vma.end % 4096 != 0 {
             return Err(refuse(&image, format!("{area}: start must be below end, both page aligned")));
+        }
+        if vma.status & vs::GUARD != 0 {
+            let after = guards_end.unwrap_or(0);
+            if vma.start < after {
+                return Err(refuse(&image, format!("{area}: guard run overlaps or precedes the guard run before it (ending at {after:#x})")));
+            }
+            if !covered(&mm.vmas, vma.start, vma.end) {
+                return Err(refuse(&image, format!("{area}: guard run outside every area")));
+            }
+            guards_end = Some(vma.end);
+            continue;
+        }
+        if guards_end.is_some() {
+            return Err(refuse(&image, format!("{area}: an area after the guard runs (VMA_AREA_GUARD entries come last)")));
         }
         if vma.start < previous_end {
             return Err(refuse(&image, format!("{area} overlaps or precedes the area before it (ending at {previous_end:#x})")));
@@ -354,6 +370,21 @@ fn memory(process: &ProcessImages) -> Result<(), ValidateError> {
         }
     }
     Ok(())
+}
+
+/// Whether the areas of `vmas` (guard runs left out; in address order, checked before)
+/// cover `start..end` without a gap.
+fn covered(vmas: &[pb::VmaEntry], start: u64, end: u64) -> bool {
+    let mut at = start;
+    for vma in vmas.iter().filter(|v| v.status & vs::GUARD == 0) {
+        if vma.start <= at && at < vma.end {
+            at = vma.end;
+        }
+        if at >= end {
+            return true;
+        }
+    }
+    false
 }
 
 /// fdinfo: every fd once, below `nr_open` with room for crust's own above it, of a
@@ -550,6 +581,32 @@ mod tests {
             vmas[1].start = vmas[0].start;
         });
         assert!(message.starts_with("restore: mm-11769.img: vmas[1] "), "{message}");
+    }
+
+    #[test]
+    fn guard_runs_inside_areas_after_them() {
+        let guard = |start: u64, end: u64| pb::VmaEntry { start, end, pgoff: 0, shmid: 0, prot: 0, flags: 0, status: vs::GUARD, fd: -1, madv: None, fdflags: None };
+        let mut images = fixtures::load("criu-fixtures/pipe");
+        let vmas = &mut images.processes[0].mm.vmas;
+        let big = vmas.iter().find(|v| v.end - v.start > 2 * 4096).expect("an area of 3 pages or more");
+        let (start, end) = (big.start, big.end);
+        vmas.push(guard(start, start + 4096));
+        vmas.push(guard(end - 4096, end));
+        if let Err(error) = validate(&images, &Limits { pid_max: 4 << 20, nr_open: 1 << 20 }) {
+            panic!("guard runs inside an area refused: {error}");
+        }
+        let message = refusal("criu-fixtures/pipe", |images| {
+            let vmas = &mut images.processes[0].mm.vmas;
+            let gap = vmas.windows(2).find(|w| w[0].end < w[1].start).expect("a gap between areas")[0].end;
+            vmas.push(guard(gap, gap + 4096));
+        });
+        assert!(message.contains("guard run outside every area"), "{message}");
+        let message = refusal("criu-fixtures/pipe", |images| {
+            let vmas = &mut images.processes[0].mm.vmas;
+            let first = vmas[0];
+            vmas.insert(1, guard(first.start, first.start + 4096));
+        });
+        assert!(message.contains("an area after the guard runs"), "{message}");
     }
 
     #[test]

@@ -91,6 +91,32 @@ pub fn map_private_anon_over_reservation(addr: u64, len: usize, noreserve: bool)
     Ok(())
 }
 
+/// Maps `len` bytes of the file open at fd number `fd`, from byte `offset`, private and
+/// read-write at exactly `addr`, over (part of) a reservation made by [`reserve_at`]
+/// (inherited through fork): pages not written read through to the file.
+#[doc(alias = "mmap")]
+pub fn map_private_file_over_reservation(addr: u64, len: usize, fd: i32, offset: u64, noreserve: bool) -> io::Result<()> {
+    let mut flags = MapFlags::MAP_PRIVATE | MapFlags::MAP_FIXED;
+    if noreserve {
+        flags |= MapFlags::MAP_NORESERVE;
+    }
+    // SAFETY: `fd` is an open fd number of this process for the duration of the call.
+    let file = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    // SAFETY: the caller names a range of the premap reservation, which holds no memory
+    // anything in this program refers to; MAP_FIXED replaces only that.
+    unsafe {
+        mman::mmap(
+            NonZeroUsize::new(addr as usize),
+            length(len)?,
+            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+            flags,
+            file,
+            offset as libc::off_t,
+        )
+    }?;
+    Ok(())
+}
+
 /// `madvise(addr, len, advice)` on memory this program mapped for a restored process.
 #[doc(alias = "madvise")]
 pub fn advise(addr: u64, len: usize, advice: MmapAdvise) -> io::Result<()> {
@@ -120,14 +146,14 @@ pub fn protect(addr: u64, len: usize, prot: i32) -> io::Result<()> {
 /// A new shared anonymous memory object of `size` bytes, as an fd: mapped
 /// MAP_SHARED|MAP_ANONYMOUS, reopened through /proc/self/map_files (so areas mapped from
 /// it show as `/dev/zero (deleted)` like the original), then unmapped.
-pub fn create_shared_anon(size: u64) -> io::Result<i32> {
+pub fn create_shared_anon(size: u64) -> io::Result<std::fs::File> {
     let len = size.max(1) as usize;
     // SAFETY: a fresh mapping at an address the kernel picks; nothing else uses it.
     let ptr = unsafe { mman::mmap_anonymous(None, length(len)?, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE, MapFlags::MAP_SHARED) }?;
     let start = ptr.as_ptr() as u64;
     let page = super::page_size();
     let end = start + (len as u64).div_ceil(page) * page;
-    let opened = super::open_raw(std::path::Path::new(&format!("/proc/self/map_files/{start:x}-{end:x}")), libc::O_RDWR, 0);
+    let opened = std::fs::OpenOptions::new().read(true).write(true).open(format!("/proc/self/map_files/{start:x}-{end:x}"));
     // SAFETY: unmaps exactly the mapping made above, which nothing refers to.
     let _ = unsafe { mman::munmap(ptr, len) };
     opened

@@ -14,7 +14,8 @@
 //! - [`memory`]: mappings crust makes, reading another process's memory, splice;
 //! - [`fd`]: requests on fd numbers (the fd table a restored process is given);
 //! - [`file`]: requests on fds crust owns (pipes, memfd, eventfd, timerfd, ...);
-//! - [`socket`], [`netlink`] (sock_diag), [`nftables`] (nf_tables batches), [`tty`], [`kcmp`];
+//! - [`socket`], [`netlink`] (sock_diag), [`nftables`] (nf_tables batches), [`netns`]
+//!   (network namespaces and programs run in one), [`tty`], [`kcmp`];
 //! - [`sysv`]: System V IPC; [`uffd`]: userfaultfd;
 //! - [`mount`]: the new mount API, mount_setattr, pivot_root (mount namespaces).
 
@@ -26,6 +27,7 @@ pub(crate) mod kcmp;
 pub(crate) mod memory;
 pub(crate) mod mount;
 pub(crate) mod netlink;
+pub(crate) mod netns;
 pub(crate) mod nftables;
 pub(crate) mod process;
 pub(crate) mod ptrace;

@@ -28,6 +28,14 @@ pub fn send_signal(pid: i32, signal: i32) -> io::Result<()> {
     Ok(signal::kill(Pid::from_raw(pid), signal)?)
 }
 
+/// `tgkill(pid, tid, signal)`: any signal (real-time ones too) to one thread.
+#[doc(alias = "tgkill")]
+pub fn signal_thread(pid: i32, tid: i32, signal: i32) -> io::Result<()> {
+    // SAFETY: no pointers.
+    check(unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, signal) })?;
+    Ok(())
+}
+
 /// `prlimit64(pid, resource, NULL, &old)`: reads one resource limit of another process.
 #[doc(alias = "prlimit64")]
 pub fn read_rlimit(pid: i32, resource: u32) -> io::Result<(u64, u64)> {
@@ -115,8 +123,9 @@ pub fn pidfd_open(pid: i32, flags: i32) -> io::Result<OwnedFd> {
 /// whose leader exited), `pidfd_open(tid, PIDFD_THREAD)`.
 pub fn open_pidfd(pid: i32) -> io::Result<OwnedFd> {
     match pidfd_open(pid, 0) {
-        // PIDFD_THREAD is O_EXCL (Linux 6.9).
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => pidfd_open(pid, libc::O_EXCL),
+        // PIDFD_THREAD is O_EXCL (Linux 6.9). A thread that is not a leader gets EINVAL,
+        // or ENOENT from 6.15 on.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOENT)) => pidfd_open(pid, libc::O_EXCL),
         other => other,
     }
 }

@@ -252,3 +252,10 @@ pub fn ioctl_int(fd: RawFd, request: u64) -> io::Result<i32> {
 pub fn peek_bytes(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     Ok(socket::recv(fd, buf, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT)?)
 }
+
+/// `recv(fd, buf, MSG_DONTWAIT | MSG_TRUNC)`: one message; its whole length, which is
+/// more than `buf` holds when it was cut.
+#[doc(alias = "recv")]
+pub fn receive_message(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    Ok(socket::recv(fd, buf, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC)?)
+}

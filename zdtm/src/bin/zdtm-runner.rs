@@ -1,6 +1,6 @@
 //! `zdtm-runner`: the harness binary `cargo xtest zdtm` and `cargo xtest demo` exec.
 //!
-//! zdtm-runner run --engine PATH --workdir DIR [--filter S] [--iters N] [--snap] [--pre-dump] [--keep] [--big] [--json PATH] [--flavor host|ns|mntns|all] [--group core|runtime|all] [--dump-with PATH | --restore-with PATH]
+//! zdtm-runner run --engine PATH --workdir DIR [--filter S] [--iters N] [--snap] [--pre-dump] [--keep] [--big] [--json PATH] [--flavor host|ns|mntns|all] [--group core|runtime|all] [--dump-with PATH | --restore-with PATH] [--kill-trials N] [--kill-seed S]
 //! zdtm-runner demo --engine PATH --workdir DIR
 //! zdtm-runner list
 #![deny(unsafe_code)]
@@ -59,6 +59,8 @@ fn parse_config(args: &[String]) -> anyhow::Result<Config> {
         group: None,
         dump_with: None,
         restore_with: None,
+        kill_trials: crust_zdtm::kill::DEFAULT_TRIALS,
+        kill_seed: None,
     };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -92,6 +94,8 @@ fn parse_config(args: &[String]) -> anyhow::Result<Config> {
             "--group" => config.group = Some(value("--group")?),
             "--dump-with" => config.dump_with = Some(PathBuf::from(value("--dump-with")?)),
             "--restore-with" => config.restore_with = Some(PathBuf::from(value("--restore-with")?)),
+            "--kill-trials" => config.kill_trials = value("--kill-trials")?.parse().context("--kill-trials takes a number")?,
+            "--kill-seed" => config.kill_seed = Some(value("--kill-seed")?.parse().context("--kill-seed takes a number")?),
             "--snap" => config.snap = true,
             "--pre-dump" => config.pre_dump = true,
             "--keep" => config.keep = true,

@@ -12,12 +12,18 @@ use super::{Program, Shmem};
 use crate::memory::page_sources::Run;
 use crate::model::vma as vs;
 use crate::restore::images::{Images, ProcessImages};
-use crate::restore::memory::{Premap, PremapSlots, SysvAttach, SHM_REMAP};
+use crate::restore::memory::{Premap, PremapFile, PremapSlots, SysvAttach, SHM_REMAP};
 use crate::restore::plan::PlanError;
+
+/// The map-type bits of mmap's flags: shared, private, shared-validate, droppable.
+const MAP_TYPE: i32 = 0x0f;
 
 /// `mremap` flags.
 const MREMAP_MAYMOVE: u64 = 1;
 const MREMAP_FIXED: u64 = 2;
+
+/// `madvise` advice that makes a range guard pages (Linux 6.13), `<linux/mman.h>`.
+const MADV_GUARD_INSTALL: u64 = 102;
 
 /// `madvise` advice that faults a range in for writing (Linux 5.14), `<linux/mman.h>`.
 const MADV_POPULATE_WRITE: u64 = 23;
@@ -58,7 +64,9 @@ pub(crate) fn helper_fds(images: &Images, process: &ProcessImages, base: i32) ->
             continue;
         }
         let fd = base + 1 + file_fds.len() as i32;
-        // Unlinked files and memfds cannot be opened by name: the broker has them.
+        // Unlinked files and memfds cannot be opened by name: the broker has them. A
+        // ghost's area is opened as its own file was (CRIU writes a mapping's reg entry
+        // read-only and the mode in the area's fdflags).
         if images.ghosts.contains_key(&id) || !images.files.contains_key(&id) {
             file_fds.insert(id, fd);
             from_broker.push((fd, id, vma.fdflags.map(|f| f as i32 & libc::O_ACCMODE)));
@@ -101,7 +109,7 @@ pub(crate) fn unmap_all_but<A: Abi>(
     if A::MOVES_OWN_VDSO {
         keep.extend(own_block.iter().copied());
     }
-    for vma in mm.vmas.iter().filter(|v| premapped.contains_key(&v.start)) {
+    for vma in mm.vmas.iter().filter(|v| premapped.contains_key(&v.start) && v.status & vs::GUARD == 0) {
         let slot = premapped[&vma.start].0;
         keep.push((slot, slot + vma.end - vma.start));
     }
@@ -137,9 +145,11 @@ pub(crate) fn attach_sysv<A: Abi>(program: &mut Program<A>, attaches: &[SysvAtta
 
 /// Every memory area, with its pages; premapped ones are moved into place (and
 /// returned, for the child to fill before it forks).
+/// `parent`: the process's parent, whose runs an inherited slot already holds.
 pub(crate) fn map_areas<A: Abi>(
     program: &mut Program<A>,
     process: &ProcessImages,
+    parent: Option<&ProcessImages>,
     helpers: &super::memory::Helpers,
     shmem: &Shmem,
     premapped: &PremapSlots,
@@ -147,8 +157,15 @@ pub(crate) fn map_areas<A: Abi>(
     let pid = process.pid();
     let sources = &process.pages;
     let mut premap = Vec::new();
+    let mut guards = Vec::new();
     let mut pagemap: VecDeque<Run> = sources.runs.iter().copied().collect();
     for vma in &process.mm.vmas {
+        if vma.status & vs::GUARD != 0 {
+            // Guard pages inside the areas (CRIU lists them after all of them): installed
+            // once every area is in place.
+            guards.push(vma);
+            continue;
+        }
         if vma.status & (vs::VDSO | vs::VVAR | vs::VSYSCALL) != 0 {
             // The kernel's own pages (CRIU dumps the vDSO's): this kernel's are mapped.
             while pagemap.front().is_some_and(|r| r.vaddr >= vma.start && r.vaddr + r.bytes <= vma.end) {
@@ -182,12 +199,42 @@ pub(crate) fn map_areas<A: Abi>(
         let prot = vma.prot as i32;
         if let Some(&(slot, inherited)) = premapped.get(&vma.start) {
             let madv = vma.madv.unwrap_or(0);
+            let parent_runs = match parent.filter(|_| inherited) {
+                Some(parent) => {
+                    let runs = &parent.pages.runs;
+                    let first = runs.partition_point(|r| r.vaddr + r.bytes <= vma.start);
+                    runs[first..]
+                        .iter()
+                        .take_while(|r| r.vaddr < vma.end)
+                        .map(|r| (r.vaddr.max(vma.start), (r.vaddr + r.bytes).min(vma.end) - r.vaddr.max(vma.start)))
+                        .collect()
+                }
+                None => Vec::new(),
+            };
+            let file = if vma.status & vs::FILE_PRIVATE != 0 {
+                let id = vma.shmid as u32;
+                let number = helpers.file_fds[&id];
+                let source = if helpers.from_broker.iter().any(|h| h.1 == id) {
+                    PremapFile::Broker(id)
+                } else {
+                    let path = helpers.opened.iter().find(|h| h.0 == number).map(|h| h.1.clone()).ok_or_else(|| PlanError::BadImage {
+                        image: format!("mm-{pid}.img"),
+                        what: format!("vma {:#x} names file id {id} that has no path", vma.start),
+                    })?;
+                    PremapFile::Path(path)
+                };
+                Some((source, vma.pgoff))
+            } else {
+                None
+            };
             premap.push(Premap {
                 slot,
                 start: vma.start,
                 end: vma.end,
                 inherited,
                 runs,
+                parent_runs,
+                file,
                 noreserve: vma.flags as i32 & libc::MAP_NORESERVE != 0,
                 no_huge: madv & (1 << libc::MADV_NOHUGEPAGE) != 0,
             });
@@ -216,7 +263,10 @@ pub(crate) fn map_areas<A: Abi>(
             continue;
         }
         let map_prot = if runs.is_empty() { prot } else { prot | libc::PROT_WRITE };
-        let keep = libc::MAP_SHARED | libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_GROWSDOWN | libc::MAP_NORESERVE;
+        // The map type (shared, private, droppable) and the flags that shape the area;
+        // MAP_LOCKED as CRIU maps it (crust's restore has CAP_IPC_LOCK at this point, so
+        // RLIMIT_MEMLOCK does not limit it).
+        let keep = MAP_TYPE | libc::MAP_ANONYMOUS | libc::MAP_GROWSDOWN | libc::MAP_NORESERVE | libc::MAP_LOCKED;
         let mut flags = (vma.flags as i32 & keep) | libc::MAP_FIXED;
         let fd = if vma.status & (vs::FILE_PRIVATE | vs::FILE_SHARED) != 0 {
             helpers.file_fds[&(vma.shmid as u32)] as i64 as u64
@@ -228,12 +278,13 @@ pub(crate) fn map_areas<A: Abi>(
             u64::MAX
         };
         let offset = if fd == u64::MAX { 0 } else { vma.pgoff };
+        let droppable = if flags & MAP_TYPE == libc::MAP_DROPPABLE { " MAP_DROPPABLE (Linux 6.11)" } else { "" };
         program.call(
             Sys::Mmap,
             [vma.start, len, map_prot as u64, flags as u64, fd, offset],
             RestorerOp::CHECK_EQ,
             vma.start,
-            format!("map vma {:#x}-{:#x}", vma.start, vma.end),
+            format!("map vma {:#x}-{:#x}{droppable}", vma.start, vma.end),
         );
         let madv = vma.madv.unwrap_or(0);
         // MADV_NOHUGEPAGE before the pages are faulted in, so that a THP "always" kernel
@@ -242,11 +293,9 @@ pub(crate) fn map_areas<A: Abi>(
         // compaction under defrag=madvise) against 0.85-1.0 s as small pages.
         let no_huge = libc::MADV_NOHUGEPAGE as u64;
         if madv & (1 << no_huge) != 0 && !runs.is_empty() {
-            program.call(
+            program.call_logged(
                 Sys::Madvise,
                 [vma.start, len, no_huge, 0, 0, 0],
-                RestorerOp::CHECK_NONE,
-                0,
                 format!("madvise({no_huge}) vma {:#x}-{:#x} before its pages", vma.start, vma.end),
             );
         }
@@ -281,22 +330,37 @@ pub(crate) fn map_areas<A: Abi>(
     if !pagemap.is_empty() {
         return Err(PlanError::BadImage { image: "pagemap".into(), what: "entries outside every vma".into() });
     }
+    for guard in guards {
+        if guard.end <= guard.start {
+            return Err(PlanError::BadImage {
+                image: format!("mm-{pid}.img"),
+                what: format!("guard region {:#x}-{:#x} (vma_entry with VMA_AREA_GUARD)", guard.start, guard.end),
+            });
+        }
+        program.call(
+            Sys::Madvise,
+            [guard.start, guard.end - guard.start, MADV_GUARD_INSTALL, 0, 0, 0],
+            RestorerOp::CHECK_EQ,
+            0,
+            format!("install guard pages {:#x}-{:#x} (MADV_GUARD_INSTALL: Linux 6.13, file mappings 6.15)", guard.start, guard.end),
+        );
+    }
     Ok(premap)
 }
 
-/// The madvise calls that give area `vma` its advice bits.
+/// The madvise calls that give area `vma` its advice bits. HUGEPAGE and NOHUGEPAGE do not
+/// stop the restore where the kernel refuses them (no transparent huge pages here): the
+/// failure is logged (`Program::call_logged`).
 fn add_madvise<A: Abi>(program: &mut Program<A>, vma: &pb::VmaEntry, len: u64) {
     let madv = vma.madv.unwrap_or(0);
     for advice in 0..64u64 {
         if madv & (1 << advice) != 0 {
-            let lenient = advice == libc::MADV_HUGEPAGE as u64 || advice == libc::MADV_NOHUGEPAGE as u64;
-            program.call(
-                Sys::Madvise,
-                [vma.start, len, advice, 0, 0, 0],
-                if lenient { RestorerOp::CHECK_NONE } else { RestorerOp::CHECK_EQ },
-                0,
-                format!("madvise({advice}) vma {:#x}-{:#x}", vma.start, vma.end),
-            );
+            let description = format!("madvise({advice}) vma {:#x}-{:#x}", vma.start, vma.end);
+            if advice == libc::MADV_HUGEPAGE as u64 || advice == libc::MADV_NOHUGEPAGE as u64 {
+                program.call_logged(Sys::Madvise, [vma.start, len, advice, 0, 0, 0], description);
+            } else {
+                program.call(Sys::Madvise, [vma.start, len, advice, 0, 0, 0], RestorerOp::CHECK_EQ, 0, description);
+            }
         }
     }
 }

@@ -52,6 +52,8 @@ pub(crate) struct Plan {
     #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) ops: Vec<RestorerOp>,
     pub(crate) descriptions: Vec<String>,
+    /// Indices of the ops whose failure is logged, not fatal (`Program::call_logged`).
+    pub(crate) logged_ops: Vec<usize>,
     /// Helper fds: (number, path, open flags) opened in the child before the restorer.
     pub(crate) helpers: Vec<(i32, PathBuf, i32)>,
     /// Helper fds from the broker (unlinked mapped files, memfds): (number, file id,
@@ -101,6 +103,9 @@ pub(crate) struct Program<A: Abi> {
     pub(crate) ops: Vec<RestorerOp>,
     /// What each op does, for error messages.
     pub(crate) descriptions: Vec<String>,
+    /// Ops that may fail without stopping the program, whose failure is logged once the
+    /// restorer is done (`Plan::logged_ops`).
+    pub(crate) logged: Vec<usize>,
     /// The first syscall `A` has no number for.
     missing: Option<Sys>,
     abi: PhantomData<A>,
@@ -109,7 +114,7 @@ pub(crate) struct Program<A: Abi> {
 impl<A: Abi> Program<A> {
     /// A new program whose data arena starts at `data_base`.
     pub(crate) fn new(data_base: u64) -> Self {
-        Program { data_base, data: Vec::new(), ops: Vec::new(), descriptions: Vec::new(), missing: None, abi: PhantomData }
+        Program { data_base, data: Vec::new(), ops: Vec::new(), descriptions: Vec::new(), logged: Vec::new(), missing: None, abi: PhantomData }
     }
 
     /// Puts `bytes` in the arena (16-byte aligned) and returns their future address.
@@ -138,6 +143,13 @@ impl<A: Abi> Program<A> {
             }
         };
         self.raw(RestorerOp { nr, args, check, expect, result: 0 }, description);
+    }
+
+    /// Appends a syscall op whose failure does not stop the program but is logged by the
+    /// tracer afterwards, from the result the restorer stored.
+    pub(crate) fn call_logged(&mut self, call: Sys, args: [u64; 6], description: String) {
+        self.logged.push(self.ops.len());
+        self.call(call, args, RestorerOp::CHECK_NONE, 0, description);
     }
 
     /// Appends a ready-made op.
@@ -235,7 +247,8 @@ pub(crate) fn plan_process<A: Abi>(
         }
     }
     memory::attach_sysv(&mut program, &attaches);
-    let premap = memory::map_areas(&mut program, process, &helpers, &tree.shmem, premapped)?;
+    let parent = images.processes.iter().find(|p| p.pstree.pid == process.pstree.ppid && index > 0);
+    let premap = memory::map_areas(&mut program, process, parent, &helpers, &tree.shmem, premapped)?;
     task::set_mm(&mut program, mm, helpers.exe_fd);
     let sigtrap_action = task::process_state(&mut program, process, layout)?;
 
@@ -283,6 +296,7 @@ pub(crate) fn plan_process<A: Abi>(
         ops_bytes,
         ops: program.ops,
         descriptions: program.descriptions,
+        logged_ops: program.logged,
         helpers: helpers.opened,
         broker_helpers: helpers.from_broker,
         shmem_used,

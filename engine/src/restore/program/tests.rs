@@ -64,11 +64,19 @@ fn render<A: Abi>(images: &Images, plan: &Plan, index: usize) -> String {
     }
     for premap in &plan.premap {
         let _ = writeln!(out, "premap {:#x}-{:#x} slot {:#x} inherited {} runs {:x?}", premap.start, premap.end, premap.slot, premap.inherited, premap.runs);
+        if let Some((file, offset)) = &premap.file {
+            let file = match file {
+                crate::restore::memory::PremapFile::Path(path) => path.display().to_string().replace(&dir, "DIR"),
+                crate::restore::memory::PremapFile::Broker(id) => format!("broker file {id}"),
+            };
+            let _ = writeln!(out, "  of {file} from {offset:#x}, parent's runs {:x?}", premap.parent_runs);
+        }
     }
     let _ = writeln!(out, "ops ({} bytes, fnv {:#018x}):", plan.ops_bytes.len(), fnv(&plan.ops_bytes));
     for (index, (op, description)) in plan.ops.iter().zip(&plan.descriptions).enumerate() {
         let args: Vec<String> = op.args.iter().map(|a| format!("{a:#x}")).collect();
-        let _ = writeln!(out, "  {index:3} {}({}) {}  # {description}", name_of::<A>(op.nr), args.join(", "), check_of(op));
+        let logged = if plan.logged_ops.contains(&index) { " logged" } else { "" };
+        let _ = writeln!(out, "  {index:3} {}({}) {}{logged}  # {description}", name_of::<A>(op.nr), args.join(", "), check_of(op));
     }
     for (thread, ops) in plan.thread_ops.iter().enumerate() {
         let _ = writeln!(out, "thread {thread}:");
@@ -229,5 +237,8 @@ impl Abi for BigX86 {
     const SIGFRAME_ALIGN: u64 = X86_64::SIGFRAME_ALIGN;
     fn sigreturn_frame(regs: &crust_arch::ThreadRegs<Self::Regs>, sigmask: u64, address: u64) -> Result<crust_arch::SigreturnFrame, crust_arch::SigframeError> {
         X86_64::sigreturn_frame(regs, sigmask, address)
+    }
+    fn sigreturn_mismatch(expected: &crust_arch::ThreadRegs<Self::Regs>, found: &crust_arch::ThreadRegs<Self::Regs>) -> Option<String> {
+        X86_64::sigreturn_mismatch(expected, found)
     }
 }

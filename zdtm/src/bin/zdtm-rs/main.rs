@@ -8,6 +8,7 @@
 
 mod fds;
 mod files;
+mod kill;
 mod memory;
 mod process;
 mod registers;
@@ -54,6 +55,7 @@ const TESTS: &[(&str, TestBody)] = &[
     ("inet_sockets", fds::inet_sockets),
     ("file_locks", fds::file_locks),
     ("inotify_watches", fds::inotify_watches),
+    ("kill_target", kill::kill_target),
 ];
 
 fn main() {
