@@ -21,6 +21,8 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value as Json;
 
+mod common;
+
 /// Images where crit, not crust, is wrong; compared with the named adjustment.
 const CRIT_QUIRKS: &[(&str, &str)] = &[
     (
@@ -701,6 +703,66 @@ fn crit_reads_a_crust_dump_as_crust_does() {
         "crust dump: {} images ({kinds:?}), {comparisons} show/decode outputs equal crit's",
         kinds.values().sum::<usize>()
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// (a) crit reads the images of a tree in a mount and UTS namespace of its own
+/// (`mountpoints-N.img`, `utsns-N.img`, reg files with `mnt_id`) as crust does, and its
+/// JSON encodes back to crust's bytes.
+#[test]
+fn crit_reads_a_mount_namespace_dump_as_crust_does() {
+    let test = "crit_reads_a_mount_namespace_dump_as_crust_does";
+    if let Some(reason) = dump_skip_reason() {
+        assert!(!in_ci(), "CI=true must run {test}: {reason}");
+        eprintln!("{test}: skipped: {reason}");
+        return;
+    }
+    let Some(crit) = reference_crit(test) else {
+        return;
+    };
+    let dir = tempdir("mntns");
+    let Some(tree) = common::mnt_tree::make_tree(&dir) else {
+        eprintln!("{test}: skipped: needs a static C library (cc -static)");
+        return;
+    };
+    let pid = common::mnt_tree::launch(&tree);
+    let mut guard = common::KillOnDrop(pid);
+    let images = dir.join("img");
+    let output = crust()
+        .args(["dump", "-t", &pid.to_string(), "-D"])
+        .arg(&images)
+        .args(common::mnt_tree::DUMP_KEYS)
+        .output()
+        .expect("run crust dump");
+    assert!(output.status.success(), "crust dump: {}", String::from_utf8_lossy(&output.stderr));
+    common::wait_exit(pid);
+    guard.disarm();
+    let scratch = dir.join("re-encoded");
+    std::fs::create_dir_all(&scratch).expect("scratch dir");
+    let mut kinds = Vec::new();
+    for image in images_in(&images) {
+        compare_show_and_decode(&crit, &image);
+        let name = file_name(&image);
+        kinds.push(image_kind(name).to_string());
+        let crit_json = scratch.join(format!("{name}.json"));
+        run(Command::new(&crit).arg("decode").arg("-i").arg(&image).arg("-o").arg(&crit_json));
+        let encoded = scratch.join(name);
+        run(crust().arg("encode").arg("-i").arg(&crit_json).arg("-o").arg(&encoded));
+        assert!(
+            std::fs::read(&encoded).expect("encoded") == std::fs::read(&image).expect("image"),
+            "crust encode of crit's JSON of {name} differs from what crust dumped"
+        );
+    }
+    for required in ["mountpoints", "utsns"] {
+        assert!(kinds.iter().any(|k| k == required), "no {required} image: {kinds:?}");
+    }
+    // The files are named as the namespace sees them, on its mounts.
+    let files = json_of(&run(Command::new(&crit).arg("show").arg(images.join("files.img"))), "crit");
+    let data = files["entries"].as_array().expect("entries").iter().find(|e| e["reg"]["name"] == "/data/f").expect("/data/f in files.img");
+    let mounts = json_of(&run(Command::new(&crit).arg("show").arg(images.join("mountpoints-10.img"))), "crit");
+    let data_mount = mounts["entries"].as_array().expect("entries").iter().find(|e| e["mountpoint"] == "/data").expect("/data mount");
+    assert_eq!(data["reg"]["mnt_id"], data_mount["mnt_id"], "{data} on {data_mount}");
+    assert_eq!(data_mount["ext_key"], "data");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -315,18 +315,24 @@ fn restore_waits_for_the_root() {
     wait_exit(target.pid);
     use std::os::fd::AsRawFd;
     let (mut ready, ready_w) = std::io::pipe().unwrap();
-    // The post-resume script tells the test the tree runs (and which pid it has).
+    // The post-resume script tells the test the tree runs (and which pid it has), on fd
+    // 9: dash takes one digit after `>&`, and the pipe's own fd may have two when other
+    // tests run alongside (then the hook fails and the read below waits forever).
     let hook = scratch.join("hook.sh");
-    std::fs::write(&hook, format!("#!/bin/sh\n[ \"$CRTOOLS_SCRIPT_ACTION\" = post-resume ] && echo $CRTOOLS_INIT_PID >&{}\nexit 0\n", ready_w.as_raw_fd())).unwrap();
+    std::fs::write(&hook, "#!/bin/sh\n[ \"$CRTOOLS_SCRIPT_ACTION\" = post-resume ] && echo $CRTOOLS_INIT_PID >&9\nexit 0\n").unwrap();
     std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let mut restore = crust();
     restore.args(["restore", "-D"]).arg(&images).arg("--action-script").arg(&hook);
     let fd = ready_w.as_raw_fd();
-    // SAFETY: the closure only clears FD_CLOEXEC on one fd (fcntl is async-signal-safe).
+    // SAFETY: the closure only duplicates one fd onto fd 9, without FD_CLOEXEC (dup2 is
+    // async-signal-safe).
     unsafe {
         use std::os::unix::process::CommandExt;
         restore.pre_exec(move || {
-            libc::fcntl(fd, libc::F_SETFD, 0);
+            // dup2 onto itself keeps FD_CLOEXEC: clear it then.
+            if (fd == 9 && libc::fcntl(fd, libc::F_SETFD, 0) < 0) || libc::dup2(fd, 9) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
             Ok(())
         });
     }

@@ -377,7 +377,7 @@ fn unsupported_options_are_refused_by_name() {
     let client = Client::swrk(&crust_binary());
     let mut dump = request(CriuReqType::Dump);
     dump.opts = Some(CriuOpts {
-        ext_mnt: vec![crust_images::rpc::ExtMountMap { key: "/a".into(), val: "/a".into() }],
+        external: vec!["veth[eth0]:v0".into()],
         lazy_pages: Some(true),
         ..dump_opts(pid, &images)
     });
@@ -385,8 +385,8 @@ fn unsupported_options_are_refused_by_name() {
     assert!(!response.success && response.r#type == CriuReqType::Dump as i32);
     assert!(notes.is_empty(), "refused before the pre-dump point: {notes:?}");
     let message = response.cr_errmsg.unwrap_or_default();
-    // The command line's refusals (`--ext-mount-map`), named by their criu_opts fields.
-    assert!(message.contains("ext_mnt (") && message.contains("lazy_pages ("), "{message}");
+    // The command line's refusals (`--external veth[...]`), named by their criu_opts fields.
+    assert!(message.contains("external veth[eth0]:v0 (") && message.contains("lazy_pages ("), "{message}");
     assert_eq!(response.cr_errno, Some(libc::EOPNOTSUPP));
     assert!(!client.finish().unwrap().success(), "swrk exits non-zero after a failed request");
 

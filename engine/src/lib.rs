@@ -24,10 +24,12 @@ mod infect;
 mod ipc;
 mod memory;
 mod model;
+mod mounts;
 mod net;
 mod ns;
 mod parasite;
 mod sys;
+mod uts;
 
 pub use access::AccessError;
 

@@ -29,23 +29,33 @@ pub enum Flavor {
     /// [`Flavor::Container`] inside a new user namespace (root of the container is host
     /// uid and gid [`crate::container::USERNS_FIRST_ID`]).
     ContainerUserns,
+    /// Under `c/mntns_init.c`, pid 1 of new pid, IPC, mount and UTS namespaces, in a root
+    /// of its own (the harness's read-only rootfs: the test programs, their libraries,
+    /// `/dev/null`) with the test's directory bound at `/zdtm` and a host name
+    /// `zdtm-<test>`; dumped with `/zdtm` as an external mount and restored with
+    /// `--root` and the directory given back by key. So far (issue 15, M1) it has no
+    /// /proc, /dev, network or cgroup namespace: it lists only the tests that need
+    /// namespaces of their own ([`Requirement::MntnsFlavor`]), which the other flavors do
+    /// not list.
+    Mntns,
 }
 
 impl Flavor {
     /// Every flavor.
-    pub const ALL: [Flavor; 4] = [Flavor::Host, Flavor::Ns, Flavor::Container, Flavor::ContainerUserns];
+    pub const ALL: [Flavor; 5] = [Flavor::Host, Flavor::Ns, Flavor::Mntns, Flavor::Container, Flavor::ContainerUserns];
 
     /// What `--flavor all` runs: the process flavors. The container flavors run when named
     /// (`--flavor container`, `--flavor container-uns`): crust does not restore a
     /// container's mounts, cgroups and network together yet (issue 15), so under crust
     /// every container test fails at its first refused option (checked 2026-12-06).
-    pub const ALL_RUN: [Flavor; 2] = [Flavor::Host, Flavor::Ns];
+    pub const ALL_RUN: [Flavor; 3] = [Flavor::Host, Flavor::Ns, Flavor::Mntns];
 
-    /// `host`, `ns`, `container` or `container-uns`.
+    /// `host`, `ns`, `mntns`, `container` or `container-uns`.
     pub fn name(self) -> &'static str {
         match self {
             Flavor::Host => "host",
             Flavor::Ns => "ns",
+            Flavor::Mntns => "mntns",
             Flavor::Container => "container",
             Flavor::ContainerUserns => "container-uns",
         }
@@ -86,6 +96,9 @@ pub enum Requirement {
     /// Namespaces of its own (mount, network, UTS, cgroup, time): runs only in the
     /// container flavors, skipped in `host` and `ns` with "needs namespaces of its own".
     ContainerFlavor,
+    /// Namespaces of its own (mount, UTS, ...), which the mntns flavor gives each test;
+    /// only that flavor lists it (checked by the suite, which knows the flavor).
+    MntnsFlavor,
 }
 
 /// What the test does between its ready message and the dump; the harness waits for it
@@ -137,7 +150,7 @@ impl TestSpec {
         match flavor {
             Flavor::Host | Flavor::Ns if needs_container => Some("needs namespaces of its own: runs in the container flavors".into()),
             Flavor::Host => None,
-            Flavor::Ns => self.host_only.map(|reason| format!("not in a pid namespace: {reason}")),
+            Flavor::Ns | Flavor::Mntns => self.host_only.map(|reason| format!("not in a pid namespace: {reason}")),
             Flavor::Container | Flavor::ContainerUserns => {
                 if let Some(reason) = self.container_skip {
                     Some(format!("not in a container: {reason}"))
@@ -379,6 +392,11 @@ pub const TESTS: &[TestSpec] = &[
     TestSpec { args: &["filter"], requirements: &[Requirement::Root], ..cas("seccomp_filter", "seccomp") },
     TestSpec { args: &["strict"], requirements: &[Requirement::Root], ..cas("seccomp_strict", "seccomp") },
     TestSpec { args: &["posix_timers"], volatile_status: &["SigPnd", "ShdPnd"], ..cas("posix_timers", "tree_state") },
+    // Issue 15, M1: mounts and UTS names of a tree's own (the mntns flavor).
+    TestSpec { args: &["dir"], requirements: &[Requirement::Root, Requirement::MntnsFlavor], ..cas("mnt_bind_dir", "mnt_binds") },
+    TestSpec { args: &["file"], requirements: &[Requirement::Root, Requirement::MntnsFlavor], ..cas("mnt_bind_file", "mnt_binds") },
+    TestSpec { args: &["ro"], requirements: &[Requirement::Root, Requirement::MntnsFlavor], ..cas("mnt_ro_bind", "mnt_binds") },
+    TestSpec { requirements: &[Requirement::Root, Requirement::MntnsFlavor], ..c("uts_names") },
     // Issue 4: real language runtimes (`--group runtime`).
     runtime("rt_python", "threads.py"),
     TestSpec {

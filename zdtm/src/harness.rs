@@ -8,8 +8,9 @@
 //! (rootfs, network, cgroups, engine options, comparison) live in `container`.
 //!
 //! Unsafe here: one `pre_exec` hook that clears FD_CLOEXEC on the ready pipe's write end
-//! (and the container flavor's go pipe's read end) in the forked child, and `poll` on the
-//! read end. Guarantee: the hook calls only the async-signal-safe `fcntl`.
+//! (and the container flavor's go pipe's read end) in the forked child, `poll` on the
+//! read end, and `mknod` of the mntns rootfs's `/dev/null`. Guarantee: the hook calls
+//! only the async-signal-safe `fcntl`.
 #![allow(unsafe_code)]
 
 use crate::catalog::{AtDump, Flavor, Program, Requirement, TestSpec};
@@ -148,7 +149,7 @@ pub struct Config {
     pub big: bool,
     /// Write the JSON report here.
     pub json: Option<PathBuf>,
-    /// Flavors to run each test in (`--flavor host|ns|container|container-uns|all`).
+    /// Flavors to run each test in (`--flavor host|ns|mntns|container|container-uns|all`).
     pub flavors: Vec<Flavor>,
     /// Only tests of this group (`--group core|runtime`); `None`: `core` unless the
     /// filter names a runtime test.
@@ -205,6 +206,9 @@ pub struct Harness {
     runtime_unavailable: Option<String>,
     /// Interpreters (`py`) and built programs (`go`) resolved before the reaper started.
     runtimes: std::collections::HashMap<&'static str, Result<Vec<String>, String>>,
+    /// The mntns flavor's root filesystem (`<workdir>/bin/rootfs`), or why it could
+    /// not be built.
+    rootfs: Result<PathBuf, String>,
     /// Host pid of the ns init of the test being launched, once it reported itself.
     pending_init: std::cell::Cell<Option<i32>>,
     /// The container flavors' per-run state, when one of them runs and can run here.
@@ -305,10 +309,17 @@ impl Harness {
         } else {
             (None, None)
         };
+        // ldd runs before the reaper, like the runtimes' commands.
+        let rootfs = if config.flavors.contains(&Flavor::Mntns) {
+            build_rootfs(&bin_dir)
+        } else {
+            Err("the mntns flavor was not asked for".to_string())
+        };
         let reaper = Reaper::start()?;
         Ok(Harness {
             container,
             container_unavailable,
+            rootfs,
             runtimes,
             config,
             reaper,
@@ -394,6 +405,7 @@ impl Harness {
                 exe.display()
             )));
         }
+        let mut test_outdir = outdir.to_path_buf();
         let mut env: Vec<(String, String)> = Vec::new();
         let mut go_pipe = None;
         match (flavor, container, &self.container) {
@@ -413,6 +425,26 @@ impl Harness {
                     crate::container::sys::chown(outdir, id, id)?;
                 }
             }
+            (Flavor::Mntns, _, _) => {
+                let rootfs = match &self.rootfs {
+                    Ok(rootfs) => rootfs,
+                    Err(reason) => return Ok(Launched::Skip(reason.clone())),
+                };
+                // The program by its path inside the rootfs, which holds the copies.
+                let Ok(inside) = exe.strip_prefix(&self.bin_dir) else {
+                    return Ok(Launched::Skip(format!("{} is not in the mntns rootfs", exe.display())));
+                };
+                let mut front = vec![
+                    rootfs.display().to_string(),
+                    outdir.display().to_string(),
+                    mntns_hostname(spec.name),
+                    Path::new("/").join(inside).display().to_string(),
+                ];
+                front.append(&mut args);
+                args = front;
+                exe = self.c_tests_dir.join("mntns_init");
+                test_outdir = PathBuf::from(MNTNS_OUTDIR);
+            }
             (Flavor::Host, _, _) => {}
             _ => bail!("{} flavor without its container state", flavor.name()),
         }
@@ -424,7 +456,7 @@ impl Harness {
             .args(&args)
             .envs(env)
             .env(READY_FD_ENV, writer_fd.to_string())
-            .env(OUTDIR_ENV, outdir)
+            .env(OUTDIR_ENV, &test_outdir)
             .env("ZDTM_NAME", spec.name)
             .current_dir(outdir)
             .stdin(Stdio::null())
@@ -481,7 +513,7 @@ impl Harness {
             }
         }
         if flavor.has_init() && init.is_none() {
-            bail!("{} did not report its pid (got {message:?})", exe.display());
+            bail!("the {} flavor's init did not report its pid (got {message:?})", flavor.name());
         }
         Ok(match parse_ready_message(&rest)? {
             Launched::Ready { pid, token, .. } => Launched::Ready { pid, init, token },
@@ -797,6 +829,11 @@ impl Harness {
                 dump_args.extend(run.dump_args(test));
             }
             dump_args.extend(spec.dump_args.iter().map(|a| a.to_string()));
+            if flavor == Flavor::Mntns {
+                // The test's directory is the host's: external, given back by key.
+                dump_args.extend(["--ext-mount-map".to_string(), format!("{MNTNS_OUTDIR}:{MNTNS_OUTDIR_KEY}")]);
+            }
+            let mounts_before = (flavor == Flavor::Mntns).then(|| mount_shape(root)).transpose()?;
             let (status, elapsed) = self.run_engine(&dump_args, &images, "dump")?;
             *outcome.dump_ms.get_or_insert(0) += elapsed.as_millis() as u64;
             // The dump's TCP lock table is named after its run id (CRIU's name,
@@ -848,6 +885,10 @@ impl Harness {
             restore_args.extend(["-d", "--pidfile"].map(String::from));
             restore_args.push(pidfile.display().to_string());
             restore_args.extend(["-o", "restore.log", "-v4"].map(String::from));
+            if let (Flavor::Mntns, Ok(rootfs)) = (flavor, &self.rootfs) {
+                restore_args.extend(["--root".to_string(), rootfs.display().to_string()]);
+                restore_args.extend(["--ext-mount-map".to_string(), format!("{MNTNS_OUTDIR_KEY}:{}", outdir.display())]);
+            }
             restore_args.extend(spec.dump_args.iter().filter(|a| crate::cross::ALSO_ON_RESTORE.contains(a)).map(|a| a.to_string()));
             if let (Some(run), Some(test)) = (container_run, container.as_deref()) {
                 restore_args.extend(run.restore_args(test, outdir));
@@ -918,6 +959,16 @@ impl Harness {
                 differences.extend(container_before.differences(&container_after));
             }
             differences.extend(before.differences(&after));
+            if let Some(mounts_before) = &mounts_before {
+                let mounts_after = mount_shape(root)?;
+                if &mounts_after != mounts_before {
+                    differences.push(format!(
+                        "mounts of the namespace (mountpoint, root, options, propagation, fs, source, super options; parents by position):\n    before: {}\n    after:  {}",
+                        mounts_before.join("\n            "),
+                        mounts_after.join("\n            ")
+                    ));
+                }
+            }
             if !differences.is_empty() {
                 bail!("iteration {iteration}: {}", describe_differences(&differences));
             }
@@ -928,7 +979,7 @@ impl Harness {
         let status = match flavor {
             Flavor::Host => self.reaper.wait_exit(pid, VERDICT_TIMEOUT),
             // The test is the init's child: the init reaps it; its status stays inside.
-            Flavor::Ns | Flavor::Container | Flavor::ContainerUserns => {
+            Flavor::Ns | Flavor::Mntns | Flavor::Container | Flavor::ContainerUserns => {
                 wait_all_gone(&[pid], VERDICT_TIMEOUT).ok().map(|()| ExitStatus::Exited(0))
             }
         };
@@ -999,10 +1050,114 @@ impl Harness {
     fn locate(&self, flavor: Flavor, root: i32, ns_pid: i32) -> anyhow::Result<i32> {
         match flavor {
             Flavor::Host => Ok(root),
-            Flavor::Ns | Flavor::Container | Flavor::ContainerUserns => crate::tree::find_by_ns_pid(root, ns_pid)
+            Flavor::Ns | Flavor::Mntns | Flavor::Container | Flavor::ContainerUserns => crate::tree::find_by_ns_pid(root, ns_pid)
                 .with_context(|| format!("no process with namespace pid {ns_pid} under init {root}")),
         }
     }
+}
+
+/// Where the mntns flavor's test finds its directory (`ZDTM_OUTDIR`), and the key
+/// of that external mount in the images.
+const MNTNS_OUTDIR: &str = "/zdtm";
+const MNTNS_OUTDIR_KEY: &str = "zdtm";
+
+/// The mntns flavor's host name for a test: `zdtm-<test>`, cut to the kernel's 64
+/// bytes.
+fn mntns_hostname(test: &str) -> String {
+    let mut name = format!("zdtm-{test}");
+    name.truncate(64);
+    name
+}
+
+/// The mntns flavor's root filesystem, `<bin_dir>/rootfs`: the test programs of
+/// `bin_dir` at the same relative paths (hard links), the shared libraries `ldd` names
+/// for them at their own paths, `/dev/null`, and the empty mountpoint `/zdtm`.
+/// `Err(reason)`, a skip reason, when it cannot be made.
+fn build_rootfs(bin_dir: &Path) -> Result<PathBuf, String> {
+    let rootfs = bin_dir.join("rootfs");
+    let fail = |what: &str, path: &Path, error: std::io::Error| format!("mntns rootfs: {what} {}: {error}", path.display());
+    let mut programs = Vec::new();
+    for sub in ["c-tests", "."] {
+        let dir = bin_dir.join(sub);
+        let entries = std::fs::read_dir(&dir).map_err(|e| fail("list", &dir, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| fail("list", &dir, e))?;
+            let path = entry.path();
+            if entry.file_type().map_err(|e| fail("stat", &path, e))?.is_file() {
+                programs.push(path);
+            }
+        }
+    }
+    for program in &programs {
+        let relative = program.strip_prefix(bin_dir).unwrap_or(program);
+        let target = rootfs.join(relative);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| fail("create", parent, e))?;
+        }
+        std::fs::hard_link(program, &target).map_err(|e| fail("link", &target, e))?;
+    }
+    let ldd = which("ldd").map_err(|reason| format!("mntns rootfs: {reason}"))?;
+    let output = Command::new(ldd).args(&programs).output().map_err(|e| fail("run", Path::new("ldd"), e))?;
+    // `libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)`, `/lib64/ld-linux-x86-64.so.2
+    // (0x...)`; each program's own `PATH:` header line is left out.
+    let libraries: std::collections::BTreeSet<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| line.split_whitespace().find(|word| word.starts_with('/') && !word.ends_with(':')))
+        .map(str::to_string)
+        .collect();
+    if libraries.is_empty() {
+        return Err("mntns rootfs: ldd named no library for the test programs".into());
+    }
+    for library in libraries {
+        let target = rootfs.join(library.trim_start_matches('/'));
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| fail("create", parent, e))?;
+        }
+        std::fs::copy(&library, &target).map_err(|e| fail("copy", Path::new(&library), e))?;
+    }
+    for dir in ["zdtm", "dev", "tmp"] {
+        std::fs::create_dir_all(rootfs.join(dir)).map_err(|e| fail("create", &rootfs.join(dir), e))?;
+    }
+    let null = rootfs.join("dev/null");
+    let c_path = std::ffi::CString::new(null.as_os_str().as_encoded_bytes()).map_err(|_| format!("mntns rootfs: {} has a NUL", null.display()))?;
+    // SAFETY: mknod reads the NUL-terminated path, which lives across the call.
+    if unsafe { libc::mknod(c_path.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 3)) } != 0 {
+        return Err(fail("mknod", &null, std::io::Error::last_os_error()));
+    }
+    // mknod's mode is cut by the umask.
+    std::fs::set_permissions(&null, std::os::unix::fs::PermissionsExt::from_mode(0o666)).map_err(|e| fail("chmod", &null, e))?;
+    Ok(rootfs)
+}
+
+/// The mounts of `pid`'s namespace as it sees them, one line each, without what a
+/// restore renumbers: mount ids become positions (the parent of each by its position,
+/// `-` outside), peer group numbers are dropped. Mountpoint, root, per-mount options,
+/// propagation kind, filesystem, source and super options stay.
+fn mount_shape(pid: i32) -> anyhow::Result<Vec<String>> {
+    let path = format!("/proc/{pid}/mountinfo");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
+    let lines: Vec<Vec<&str>> = text.lines().map(|line| line.split(' ').collect()).collect();
+    let ids: Vec<&str> = lines.iter().map(|fields| fields.first().copied().unwrap_or("")).collect();
+    lines
+        .iter()
+        .map(|fields| {
+            let dash = fields.iter().position(|field| *field == "-").filter(|&dash| dash >= 6 && fields.len() >= dash + 4);
+            let Some(dash) = dash else { bail!("{path}: bad line {:?}", fields.join(" ")) };
+            let parent = ids.iter().position(|id| *id == fields[1]).map_or("-".to_string(), |index| index.to_string());
+            let propagation: Vec<&str> = fields[6..dash].iter().map(|tag| tag.split(':').next().unwrap_or(tag)).collect();
+            Ok(format!(
+                "{parent} {} {} {} [{}] {} {} {} {}",
+                fields[4],
+                fields[3],
+                fields[5],
+                propagation.join(" "),
+                fields[dash + 1],
+                fields[dash + 2],
+                fields[dash + 3],
+                fields[2]
+            ))
+        })
+        .collect()
 }
 
 /// In a run where CRIU does one half or both (`--dump-with`, `--restore-with`, or the

@@ -11,8 +11,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crust_engine::dump::{DumpOptions, DumpStep};
-use crust_engine::restore::RestoreOptions;
+use crust_engine::dump::{DumpMountOptions, DumpOptions, DumpStep};
+use crust_engine::restore::{RestoreMountOptions, RestoreOptions};
 
 use super::parse::{self, Setting};
 
@@ -540,8 +540,9 @@ impl CriuOptions {
             "force-irmap" => self.force_irmap = on,
             "ext-mount-map" => {
                 let map = text()?;
-                if !map.contains(':') {
-                    return Err(format!("option --ext-mount-map takes KEY:VALUE, not {map:?}"));
+                // `auto` is CRIU's old spelling of `--external mnt[]`.
+                if !map.contains(':') && map != "auto" {
+                    return Err(format!("option --ext-mount-map takes KEY:VALUE or auto, not {map:?}"));
                 }
                 self.ext_mount_map.push(map);
             }
@@ -694,19 +695,23 @@ impl CriuOptions {
             return out;
         }
         const CGROUPS: &str = "crust neither dumps nor restores cgroups";
-        const MOUNTS: &str = "crust neither dumps nor restores mount namespaces";
         let checks: [(bool, &'static str, Option<&str>, &str); 17] = [
             (self.lazy_pages, "lazy-pages", None, "needs a lazy-pages daemon"),
             (self.stream, "stream", None, "needs criu-image-streamer's protocol"),
             (self.page_server, "page-server", None, "needs a page server"),
             (self.auto_dedup, "auto-dedup", None, "needs deduplication"),
             (self.ext_unix_sk.is_some(), "ext-unix-sk", None, "needs the engine to dump a unix socket whose peer is outside the tree"),
-            (self.external.iter().any(|r| !r.starts_with("veth[")), "external", None, "needs external-resource support in the engine (only veth[IN]:OUT[@BRIDGE] is done)"),
+            (
+                self.external.iter().any(|e| !e.starts_with("mnt[") && !e.starts_with("veth[")),
+                "external",
+                self.external.iter().find(|e| !e.starts_with("mnt[") && !e.starts_with("veth[")).map(String::as_str),
+                "crust takes only mount (mnt[...]) and veth (veth[IN]:OUT[@BRIDGE]) externals yet",
+            ),
+            (!self.enable_fs.is_empty(), "enable-fs", None, "crust dumps no filesystem mounts yet (binds of the root and of external mounts only)"),
             (restores && !self.join_ns.is_empty(), "join-ns", None, "needs namespace support in the engine"),
             (restores && self.empty_ns.is_some(), "empty-ns", None, "needs network namespace support in the engine"),
-            (!self.ext_mount_map.is_empty(), "ext-mount-map", None, MOUNTS),
             (restores && self.lsm_profile.is_some(), "lsm-profile", None, "crust does not restore LSM profiles"),
-            (restores && self.lsm_mount_context.is_some(), "lsm-mount-context", None, MOUNTS),
+            (restores && self.lsm_mount_context.is_some(), "lsm-mount-context", None, "crust does not set SELinux contexts on the mounts it makes"),
             (!self.cgroup_root.is_empty(), "cgroup-root", None, CGROUPS),
             (self.cgroup_props.is_some(), "cgroup-props", None, CGROUPS),
             (self.cgroup_props_file.is_some(), "cgroup-props-file", None, CGROUPS),
@@ -722,11 +727,11 @@ impl CriuOptions {
         if let Some(mode) = self.manage_cgroups.filter(|m| *m != CgroupMode::Ignore) {
             refuse("manage-cgroups", Some(mode.name().to_string()), "crust neither dumps nor restores cgroups; only ignore");
         }
-        if let Some(root) = self.root.as_ref().filter(|r| r.as_path() != Path::new("/")) {
-            refuse("root", Some(root.display().to_string()), "crust does not restore mount namespaces; only /");
-        }
         if let Some(caps) = self.cpu_caps.filter(|caps| caps.needs_cpuinfo()) {
             refuse("cpu-cap", Some(caps.needing_cpuinfo()), "needs cpuinfo.img; only none and fpu");
+        }
+        if let Err(why) = self.mount_maps() {
+            out.push(Refusal { option: "external", value: None, why, kind: RefusalKind::Unusable });
         }
         if let Some(cgroup) = self.freeze_cgroup.as_ref().filter(|cgroup| dumps && !cgroup.exists()) {
             out.push(Refusal {
@@ -758,6 +763,7 @@ impl CriuOptions {
             frozen_copy: self.frozen_copy,
             fail_after: self.fault_inject,
             parent: self.prev_images_dir.clone(),
+            mounts: self.dump_mount_options()?,
             leave_stopped: self.leave_stopped && !leave_running,
             file_locks: self.file_locks,
             ghost_limit: self.ghost_limit,
@@ -770,6 +776,44 @@ impl CriuOptions {
         })
     }
 
+    /// `--external mnt[...]` and `--ext-mount-map` entries as (key, value) pairs, and
+    /// whether `mnt[]` (or `--ext-mount-map auto`) asks for auto-detection.
+    fn mount_maps(&self) -> Result<(Vec<(String, String)>, bool), String> {
+        let mut pairs = Vec::new();
+        let mut auto = false;
+        for external in self.external.iter().filter(|e| e.starts_with("mnt[")) {
+            let (inside, value) = external["mnt[".len()..].split_once(']').ok_or_else(|| format!("option --external {external}: no closing ]"))?;
+            match (inside, value) {
+                // `mnt[]` and `mnt[]:FLAGS` (s, m: external sharing and masters).
+                ("", value) if value.is_empty() || value.strip_prefix(':').is_some_and(|f| f.chars().all(|c| c == 's' || c == 'm')) => auto = true,
+                (key, value) if !key.is_empty() && value.len() > 1 && value.starts_with(':') => pairs.push((key.to_string(), value[1..].to_string())),
+                _ => return Err(format!("option --external takes mnt[KEY]:VALUE or mnt[], not {external:?}")),
+            }
+        }
+        for map in &self.ext_mount_map {
+            match map.split_once(':') {
+                Some((key, value)) if !key.is_empty() && !value.is_empty() => pairs.push((key.to_string(), value.to_string())),
+                None if map == "auto" => auto = true,
+                _ => return Err(format!("option --ext-mount-map takes KEY:VALUE, not {map:?}")),
+            }
+        }
+        Ok((pairs, auto))
+    }
+
+    /// What a dump does with the tree's mounts: externals by mountpoint (`mnt[MP]:KEY`,
+    /// `--ext-mount-map MP:KEY`), auto-detection, skipped mountpoints.
+    pub fn dump_mount_options(&self) -> Result<DumpMountOptions, String> {
+        let (externals, auto_externals) = self.mount_maps()?;
+        Ok(DumpMountOptions { externals, auto_externals, skip: self.skip_mnt.clone() })
+    }
+
+    /// What a restore does with the tree's mounts: `--root`, externals by key
+    /// (`mnt[KEY]:PATH`, `--ext-mount-map KEY:PATH`).
+    pub fn restore_mount_options(&self) -> Result<RestoreMountOptions, String> {
+        let (pairs, _) = self.mount_maps()?;
+        Ok(RestoreMountOptions { root: self.root.clone(), externals: pairs.into_iter().map(|(key, path)| (key, PathBuf::from(path))).collect() })
+    }
+
     /// What `crust restore` asks the engine. The engine always returns once the tree
     /// runs: without `-d` the caller waits for the root itself, after the post-resume
     /// scripts (and `--exec-cmd`'s command becomes the parent instead). Call `refusal`
@@ -780,6 +824,8 @@ impl CriuOptions {
             detach: true,
             pidfile: self.pidfile.clone(),
             shell_job: self.shell_job,
+            // A malformed mount map is one of `refusals`, reported before this is called.
+            mounts: self.restore_mount_options().unwrap_or_default(),
             veths: self.veths(),
             skip_checksums: self.skip_checksums,
             leave_stopped: self.leave_stopped,
@@ -912,7 +958,10 @@ mod tests {
         assert_eq!(refused("--manage-cgroups", Verb::Dump).as_deref(), Some("--manage-cgroups soft"));
         assert_eq!(refused("--manage-cgroups=ignore", Verb::Restore), None);
         assert_eq!(refused("--root /", Verb::Restore), None);
-        assert_eq!(refused("--root /x", Verb::Restore).as_deref(), Some("--root /x"));
+        assert_eq!(refused("--root /x", Verb::Restore), None);
+        assert_eq!(refused("--external mnt[/data]:data --ext-mount-map /etc/x:x --skip-mnt /proc", Verb::Dump), None);
+        assert_eq!(refused("--external veth[eth0]:v0", Verb::Restore), None);
+        assert_eq!(refused("--external unix[123]", Verb::Restore).as_deref(), Some("--external unix[123]"));
         assert_eq!(refused("--restore-sibling", Verb::Dump), None);
         assert_eq!(refused("--restore-sibling", Verb::Restore), None);
         assert_eq!(refused("--inherit-fd fd[3]:/x", Verb::Dump), None);
@@ -927,9 +976,9 @@ mod tests {
 
     #[test]
     fn every_refusal_is_listed_in_order_and_unusable_values_come_last() {
-        let o = options("--freeze-cgroup /nonexistent/cgroup --lazy-pages --auto-dedup --root /x").unwrap();
+        let o = options("--freeze-cgroup /nonexistent/cgroup --lazy-pages --auto-dedup --enable-fs tmpfs").unwrap();
         let names: Vec<&str> = o.refusals(Verb::Dump).iter().map(|r| r.option).collect();
-        assert_eq!(names, ["lazy-pages", "auto-dedup", "root", "freeze-cgroup"]);
+        assert_eq!(names, ["lazy-pages", "auto-dedup", "enable-fs", "freeze-cgroup"]);
         let refusals = options("--freeze-cgroup /nonexistent/cgroup").unwrap().refusals(Verb::Dump);
         assert_eq!(refusals.len(), 1);
         assert_eq!(refusals[0].kind, RefusalKind::Unusable);

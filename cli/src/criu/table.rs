@@ -132,7 +132,6 @@ use Arg::{None as Flag, Optional as Opt, Required as Req};
 use Group::*;
 use State::*;
 
-const NO_MOUNTS: &str = "crust neither dumps nor restores mount namespaces: the tree is restored in crust's";
 const NO_CGROUPS: &str =
     "crust neither dumps nor restores cgroups (the restored tree joins crust's own cgroup); needs cgroup.img support";
 const PAGE_SERVER_ONLY: &str = "only used with --page-server, which is not supported yet";
@@ -197,7 +196,7 @@ pub static OPTIONS: &[Spec] = &[
         Req("PATH"),
         Special,
         "restore with PATH as the root of the mount namespace",
-        ByValue("`/` accepted (the root does not change); any other path not yet: crust does not restore mount namespaces"),
+        ImplementedNote("needed to restore a tree with a mount namespace of its own, whose root mount is made of PATH; ignored (with a warning) for a tree in crust's"),
     ),
     spec(
         "ext-unix-sk",
@@ -360,7 +359,7 @@ pub static OPTIONS: &[Spec] = &[
         Req("KEY:VALUE"),
         External,
         "external bind mounts (old form of --external mnt[]...)",
-        NotYet(NO_MOUNTS),
+        ImplementedNote("dump: MOUNTPOINT:KEY, or auto (= --external mnt[]); restore: KEY:PATH"),
     ),
     spec(
         "exec-cmd",
@@ -408,7 +407,7 @@ pub static OPTIONS: &[Spec] = &[
         Req("PATH"),
         External,
         "ignore this mount point when dumping the mount namespace",
-        Accepted("crust dumps no mount namespace, so every mount point is left out"),
+        ImplementedNote("the mounts below it are left out too; a file of the tree on them fails the dump naming it"),
     ),
     spec(
         "enable-fs",
@@ -416,7 +415,7 @@ pub static OPTIONS: &[Spec] = &[
         Req("FSNAMES"),
         External,
         "dump and restore mounts of these filesystems (comma-separated, or all) even if unsupported",
-        Accepted("crust dumps no mounts, so no filesystem is refused"),
+        NotYet("crust dumps no filesystem mounts yet (binds of the root and of external mounts only)"),
     ),
     spec(
         "enable-external-sharing",
@@ -424,7 +423,7 @@ pub static OPTIONS: &[Spec] = &[
         Flag,
         External,
         "allow external shared mounts (old form of --external mnt[]:s)",
-        Accepted("crust dumps no mounts"),
+        Accepted("crust refuses every shared mount of a dumped mount namespace for now, so the flag changes nothing"),
     ),
     spec(
         "enable-external-masters",
@@ -432,7 +431,7 @@ pub static OPTIONS: &[Spec] = &[
         Flag,
         External,
         "allow external slave mounts (old form of --external mnt[]:m)",
-        Accepted("crust dumps no mounts"),
+        Accepted("crust refuses every slave mount of a dumped mount namespace for now, so the flag changes nothing"),
     ),
     spec(
         "freeze-cgroup",
@@ -480,7 +479,7 @@ pub static OPTIONS: &[Spec] = &[
         Req("RES"),
         External,
         "dump or restore this object as external: tty[rdev:dev], file[mnt_id:inode], dev[maj/min]:NAME, unix[ino], mnt[...], net[ino]:NAME, pid[ino]:NAME, veth[...], macvlan[...]",
-        NotYet("needs external-resource support in the engine"),
+        ByValue("mnt[MOUNTPOINT]:KEY (dump), mnt[KEY]:PATH (restore), mnt[] (auto-detection) and veth[IN]:OUT[@BRIDGE] (restore) implemented; every other kind not yet"),
     ),
     spec(
         "empty-ns",
@@ -622,7 +621,7 @@ pub static OPTIONS: &[Spec] = &[
         Req("CTX"),
         Special,
         "restore: SELinux context for restored mounts",
-        NotYet(NO_MOUNTS),
+        NotYet("crust does not set SELinux contexts on the mounts it makes"),
     ),
     spec(
         "network-lock",
@@ -646,7 +645,7 @@ pub static OPTIONS: &[Spec] = &[
         Flag,
         Generic,
         "use CRIU's older mount restore engine",
-        Accepted(NO_MOUNTS),
+        Accepted("crust has one way of restoring mounts (the new mount API), which it uses either way"),
     )),
     negatable(spec(
         "unprivileged",

@@ -507,14 +507,14 @@ mod tests {
         let opts = CriuOpts {
             lsm_profile: Some("apparmor:x".into()),
             lazy_pages: Some(true),
-            ext_mnt: vec![crust_images::rpc::ExtMountMap { key: "/a".into(), val: "/a".into() }],
+            external: vec!["unix[123]".into()],
             manage_cgroups: Some(true),
             exec_cmd: vec!["/bin/true".into()],
             ..CriuOpts::default()
         };
         let error = request(Verb::Restore, &opts).unwrap_err();
         let text = error.to_string();
-        for field in ["lsm_profile", "lazy_pages", "ext_mnt", "manage_cgroups soft", "exec_cmd"] {
+        for field in ["lsm_profile", "lazy_pages", "external", "manage_cgroups soft", "exec_cmd"] {
             assert!(text.contains(field), "{field} in {text}");
         }
         assert!(text.starts_with("options not supported yet: "), "{text}");

@@ -4,6 +4,8 @@
 #![allow(dead_code)] // each test file uses a part
 #![allow(unsafe_code)]
 
+pub mod mnt_tree;
+
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};

@@ -1,6 +1,7 @@
 //! The dump pipeline: what happens in which order, and nothing else. The stages are
 //! modules of their own: [`freeze`] (seize the tree), [`collect`] (/proc), [`queries`]
-//! (the parasite: syscalls injected into the stopped threads), [`memory`], [`files`]
+//! (the parasite: syscalls injected into the stopped threads), [`namespaces`] (the
+//! tree's own mount and UTS namespaces, `mounts/`, `uts.rs`), [`memory`], [`files`]
 //! (and the System V IPC namespace, `ipc/`), [`write`] (the images); then the tree is
 //! killed or released, and with a copy-on-write snapshot its pages are copied.
 //!
@@ -25,12 +26,15 @@ pub(crate) mod collect;
 pub(crate) mod files;
 pub(crate) mod freeze;
 pub(crate) mod memory;
+pub(crate) mod namespaces;
 pub(crate) mod queries;
 pub(crate) mod write;
 
 pub use collect::CollectError;
 pub use freeze::{OutsideNamespace, SeizeError};
 pub use memory::MemoryError;
+pub use namespaces::NamespaceError;
+pub use crate::mounts::DumpMountOptions;
 pub use queries::QueryError;
 pub use write::WriteError;
 
@@ -56,6 +60,8 @@ pub struct DumpOptions {
     /// An earlier dump (a pre-dump) this one builds on, relative to `dir` unless
     /// absolute: pages equal to its pages are not written again (`--prev-images-dir`).
     pub parent: Option<PathBuf>,
+    /// External and skipped mounts of a tree in a mount namespace of its own.
+    pub mounts: DumpMountOptions,
     /// After a good dump, leave the tree stopped (SIGSTOP) instead of killing it; its
     /// TCP connections stay locked (`--leave-stopped`, CRIU's `-s`).
     pub leave_stopped: bool,
@@ -100,6 +106,7 @@ impl Default for DumpOptions {
             skip_in_flight: false,
             timeout: None,
             stages: Stages::default(),
+            mounts: DumpMountOptions::default(),
         }
     }
 }
@@ -199,6 +206,8 @@ pub enum DumpError {
     Memory(#[from] MemoryError),
     #[error(transparent)]
     Files(#[from] FileDumpError),
+    #[error(transparent)]
+    Namespace(#[from] NamespaceError),
     #[error("dump pid {pid}: IPC namespace: {source}")]
     IpcNamespace { pid: i32, source: IpcError },
     #[error("dump pid {pid}: network namespace: {source}")]
@@ -303,6 +312,7 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     let own_ipc_ns = crate::ipc::tree_has_own_namespace(&live).map_err(|e| DumpError::Unsupported { pid: e.pid, what: e.to_string() })?;
     let live_inodes: Vec<crate::ns::NsInodes> = live.iter().map(|pid| crate::ns::read_inodes(&pid.to_string())).collect();
     let ids = crate::ns::number(&crate::ns::read_inodes("self"), &live_inodes);
+    let namespaces = namespaces::collect(&frozen, &ids, &options.mounts)?;
     let run_id = new_run_id().map_err(io_err(root, "read /proc/sys/kernel/random/uuid"))?;
     // A network namespace of the tree's own (all its processes in it) is dumped under
     // the id `ns::number` gave it.
@@ -337,6 +347,7 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
         network_lock_skip: options.network_lock_skip,
         tcp_close: options.tcp_close,
         skip_in_flight: options.skip_in_flight,
+        mount_view: namespaces.mount_view(),
         ..Default::default()
     };
     file_table.tcp.run_id = run_id.clone();
@@ -364,6 +375,7 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
             dumped.queues
         );
     }
+    namespaces.write(&options.dir)?;
     if let Some(ns_id) = net_ns_id {
         let dumped = crate::net::dump::dump_namespace(frozen.processes[0].proc_pid(), ns_id, &options.dir)
             .map_err(|source| DumpError::NetNamespace { pid: root, source })?;

@@ -104,6 +104,9 @@ fn dump_fd(pid: i32, fd: u32, shell_job: bool, files: &mut FileTable) -> Result<
         pid,
         what: format!("fd {fd} ({link_text}, {what})"),
     })?;
+    if let Some(view) = files.mount_view.as_ref().filter(|_| matches!(kind, pb::FdTypes::Reg | pb::FdTypes::Fifo | pb::FdTypes::Tty)) {
+        view.check(info.mnt_id, &format!("fd {fd} ({link_text})")).map_err(|what| FileDumpError::Unsupported { pid, what })?;
+    }
     let cloexec = info.flags & libc::O_CLOEXEC as u32 != 0;
     let open_flags = (info.flags & !(libc::O_CLOEXEC as u32)) as i32;
     // An fd sharing its open file description with an earlier one (dup, fork)
@@ -301,6 +304,12 @@ fn dump_fd(pid: i32, fd: u32, shell_job: bool, files: &mut FileTable) -> Result<
             });
         }
         _ => unreachable!("classify returns only the kinds handled here"),
+    }
+    if files.mount_view.is_some() {
+        // The path of a file, FIFO or tty is that of a mount of the tree's namespace.
+        for reg in files.entries.iter_mut().rev().take(2).filter(|e| e.id == id || e.id == id + 1).filter_map(|e| e.reg.as_mut()) {
+            reg.mnt_id = Some(info.mnt_id);
+        }
     }
     Ok(DumpedFd { fd, id, cloexec, kind })
 }

@@ -166,6 +166,41 @@ pub(crate) struct FileTable {
     pub(crate) tty_infos: Vec<pb::TtyInfoEntry>,
     /// Established connections taken in repair mode, and the dump's lock.
     pub(crate) tcp: TcpRepairGuard,
+    /// The tree's own mount namespace, when it has one: paths are that namespace's
+    /// view, every file must be on one of its dumped mounts, and reg entries name it.
+    pub(crate) mount_view: Option<MountView>,
+}
+
+/// How the files of a tree in a mount namespace of its own are reached and checked.
+pub(crate) struct MountView {
+    /// `/proc/ROOT/root`: the namespace's paths, joined below it, reach its files.
+    pub(crate) root: PathBuf,
+    /// The dumped mounts (by mountinfo id).
+    pub(crate) mounts: std::collections::BTreeSet<u32>,
+}
+
+impl MountView {
+    /// Where crust reaches `path` of the namespace.
+    pub(crate) fn reach(&self, path: &Path) -> PathBuf {
+        self.root.join(path.strip_prefix("/").unwrap_or(path))
+    }
+
+    /// The mount `reached` is on (`mnt_id` of its fdinfo, through an O_PATH fd).
+    pub(crate) fn mount_of(reached: &Path) -> io::Result<i32> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = fs::OpenOptions::new().read(true).custom_flags(libc::O_PATH).open(reached)?;
+        let text = fs::read_to_string(format!("/proc/self/fdinfo/{}", file.as_raw_fd()))?;
+        procfs::parse_fdinfo(&text).map(|info| info.mnt_id).map_err(io::Error::other)
+    }
+
+    /// Checks that a file of the tree (`what`) is on a dumped mount.
+    pub(crate) fn check(&self, mnt_id: i32, what: &str) -> Result<(), String> {
+        if u32::try_from(mnt_id).is_ok_and(|id| self.mounts.contains(&id)) {
+            return Ok(());
+        }
+        Err(format!("{what} on mount {mnt_id}, outside the tree's mount namespace or on a --skip-mnt mount,"))
+    }
 }
 
 /// Established TCP connections in repair mode and locked during a dump, and the dump's
@@ -296,9 +331,22 @@ impl FileTable {
         if let Some(&id) = self.by_path.get(&(path.to_path_buf(), flags)) {
             return Ok(id);
         }
-        let meta = fs::metadata(path).map_err(io_err(pid, format!("stat {}", path.display())))?;
+        let (reached, mnt_id) = match &self.mount_view {
+            Some(view) => {
+                let reached = view.reach(path);
+                let mnt_id = MountView::mount_of(&reached).map_err(io_err(pid, format!("find the mount of {}", path.display())))?;
+                view.check(mnt_id, &format!("file {}", path.display())).map_err(|what| FileDumpError::Unsupported { pid, what })?;
+                (reached, Some(mnt_id))
+            }
+            None => (path.to_path_buf(), None),
+        };
+        let meta = fs::metadata(&reached).map_err(io_err(pid, format!("stat {}", path.display())))?;
         let id = self.next_id();
-        self.entries.push(Self::reg_entry(id, path, flags, 0, Some(&meta)));
+        let mut entry = Self::reg_entry(id, path, flags, 0, Some(&meta));
+        if let Some(reg) = entry.reg.as_mut() {
+            reg.mnt_id = mnt_id;
+        }
+        self.entries.push(entry);
         self.by_path.insert((path.to_path_buf(), flags), id);
         Ok(id)
     }

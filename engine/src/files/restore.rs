@@ -21,6 +21,8 @@ use crate::sys::socket::InetAddress;
 /// first fork, at fd numbers above every fd of the tree: each restored process inherits
 /// them all through fork, installs the ones it holds at their numbers, and closes the
 /// rest. Descriptions shared between fds, or between processes, so stay shared.
+/// (`Default`: none yet, the parent's when the restored root opens them itself.)
+#[derive(Default)]
 pub(crate) struct Broker {
     /// file id → broker fd
     pub(crate) fds: BTreeMap<u32, i32>,

@@ -34,6 +34,10 @@ pub(crate) enum ChildError {
     Files(#[from] crate::files::FileError),
     #[error("System V IPC namespace: {0}")]
     IpcNamespace(crate::ipc::IpcError),
+    #[error("mount namespace: {0}")]
+    Mounts(#[from] crate::mounts::MountError),
+    #[error("UTS namespace: {0}")]
+    Uts(#[from] crate::uts::UtsError),
     /// A pid taken, a helper that did not end well.
     #[error("{what}")]
     Refused { what: String },
@@ -51,6 +55,18 @@ fn child_io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ChildErro
     move |source| ChildError::Io { what, source }
 }
 
+/// The namespaces the root makes besides pid and IPC: its mount namespace (the plan
+/// and the clones crust opened for it), its UTS names, and the images directory (its
+/// working directory while the tree opens its files, chrooted into its mounts).
+pub(crate) struct RootNamespaces<'a> {
+    pub(crate) mounts: Option<(&'a crate::mounts::MountPlan, &'a crate::mounts::PreparedMounts)>,
+    pub(crate) uts: Option<&'a crust_images::pb::UtsnsEntry>,
+    pub(crate) images_dir: Option<&'a Path>,
+    /// `--inherit-fd`: crust's fds that stand for files of the dump, which the root
+    /// (their copy inherited through the fork) places when it opens the files.
+    pub(crate) inherit_fds: &'a [(i32, String)],
+}
+
 /// What every process of the tree works from after the fork.
 #[derive(Clone, Copy)]
 pub(crate) struct Run<'a> {
@@ -61,6 +77,7 @@ pub(crate) struct Run<'a> {
     pub(crate) broker: &'a Broker,
     /// Keep the caller's session and process group for the root.
     pub(crate) shell_job: bool,
+    pub(crate) namespaces: &'a RootNamespaces<'a>,
 }
 
 /// Makes a just-forked child the leader of its group from the parent's side, so that
@@ -103,7 +120,8 @@ fn helper_main(run: &Run, helper: &HelperPlan) -> ! {
 /// The restored root's first life: crust code, forked with the root's PID. Moves its
 /// pipes out of the way, waits until the tracer has seized it, and becomes the root.
 pub(crate) fn root_main(run: &Run, sync: OwnedFd, error: OwnedFd) -> ! {
-    let Run { tree, images, broker, .. } = *run;
+    let Run { tree, images, broker, namespaces, .. } = *run;
+    let mut opened_here = None;
     let result = (|| -> Result<(), ChildError> {
         // Move the pipes to their numbers (through copies above both, so neither lands on
         // the other).
@@ -119,11 +137,28 @@ pub(crate) fn root_main(run: &Run, sync: OwnedFd, error: OwnedFd) -> ! {
         let mut keep = broker.numbers();
         keep.extend([tree.error_fd, tree.sync_fd]);
         keep.extend(tree.shmem.values().map(|s| s.0));
+        keep.extend(namespaces.mounts.iter().flat_map(|(_, prepared)| prepared.numbers()));
+        if namespaces.mounts.is_some() {
+            keep.extend(namespaces.inherit_fds.iter().map(|(fd, _)| *fd));
+        }
         close_all_but(&keep)?;
         broker.make_dead_pidfds()?;
         // The tree's IPC objects, before any process attaches a segment.
         if let Some(ns_id) = images.namespaces.ipc_ns_id {
             crate::ipc::restore_namespace(images.dir.path(), ns_id).map_err(ChildError::IpcNamespace)?;
+        }
+        if let Some(names) = namespaces.uts {
+            crate::uts::apply(names)?;
+        }
+        // The tree's mounts; then every file is opened by its path in them, and the
+        // dump's own files by relative paths from the images directory.
+        if let (Some((plan, prepared)), Some(images_dir)) = (namespaces.mounts, namespaces.images_dir) {
+            std::env::set_current_dir(images_dir).map_err(child_io(format!("chdir {}", images_dir.display())))?;
+            let root = crate::mounts::setup_in_root(plan, prepared)?;
+            sys::change_root(&root).map_err(child_io(format!("chroot {}", root.display())))?;
+            let opened = Broker::open(&images.files, &images.ghosts, Path::new("."), images.broker_ids(), tree.broker_base, namespaces.inherit_fds)?;
+            opened.make_dead_pidfds()?;
+            opened_here = Some(opened);
         }
         // Wait until the tracer has seized us.
         let mut byte = [0u8; 1];
@@ -132,9 +167,10 @@ pub(crate) fn root_main(run: &Run, sync: OwnedFd, error: OwnedFd) -> ! {
         std::mem::forget(sync_file);
         Ok(())
     })();
-    match result {
-        Ok(()) => process_main(run, 0),
-        Err(message) => die(tree, images.processes[0].pid(), &message.to_string()),
+    match (result, &opened_here) {
+        (Ok(()), Some(broker)) => process_main(&Run { broker, ..*run }, 0),
+        (Ok(()), None) => process_main(run, 0),
+        (Err(message), _) => die(tree, images.processes[0].pid(), &message.to_string()),
     }
 }
 
@@ -146,25 +182,27 @@ pub(crate) fn die(tree: &TreePlan, pid: i32, message: &str) -> ! {
     sys::exit_now(1)
 }
 
-/// Closes every fd of this process but `keep`.
+/// Closes every fd of this process but `keep` (close_range over the gaps: a process of
+/// a tree with a mount namespace of its own may have no /proc to list its fds).
 fn close_all_but(keep: &[i32]) -> Result<(), ChildError> {
-    let open: Vec<i32> = fs::read_dir("/proc/self/fd")
-        .map_err(child_io("list own fds"))?
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
-    for fd in open {
-        if !keep.contains(&fd) {
-            sys::close_fd(fd);
+    let mut keep: Vec<u32> = keep.iter().filter_map(|&fd| u32::try_from(fd).ok()).collect();
+    keep.sort_unstable();
+    keep.dedup();
+    let mut first = 0u32;
+    for &kept in &keep {
+        if kept > first {
+            sys::close_range(first, kept - 1).map_err(child_io(format!("close fds {first}..{}", kept - 1)))?;
         }
+        first = kept + 1;
     }
-    Ok(())
+    sys::close_range(first, u32::MAX).map_err(child_io(format!("close fds from {first}")))
 }
 
 /// One process of the tree, in crust code with its dumped PID: session and group, fds
 /// (installed from the broker's descriptions, inherited through fork), children, then
 /// the restorer. Never returns.
 fn process_main(run: &Run, index: usize) -> ! {
-    let Run { tree, plans, images, broker, shell_job } = *run;
+    let Run { tree, plans, images, broker, shell_job, .. } = *run;
     let process = &images.processes[index];
     let pid = process.pid();
     let result = (|| -> Result<(), ChildError> {

@@ -1,7 +1,7 @@
 //! The check that every image of a dump is one this restore reads (or may leave
-//! unread), and that the inventory asks for nothing it cannot do, so that a CRIU dump holding state crust cannot restore yet (a mount tree, a
-//! network namespace, a tty's unread data, ...) fails in one line naming the image,
-//! before anything is created, instead of coming back without it.
+//! unread), and that the inventory asks for nothing it cannot do, so that a CRIU dump
+//! holding state crust cannot restore yet (a user namespace, a tty's unread data, ...)
+//! fails in one line naming the image, before anything is created, instead of coming back without it.
 
 use std::path::Path;
 
@@ -26,7 +26,8 @@ pub(crate) fn handling(kind: ImageKind) -> Handling {
     match kind {
         Inventory | Pstree | Core | Ids | Mm | Pagemap | PagemapShmem | Pages | Fdinfo | Files | Fs | Seccomp | PipesData
         | FifoData | SkQueues | TcpStream | TtyInfo | MemfdInode | FileLocks | RemapFpath | GhostFile | IpcVar | IpcnsShm
-        | IpcnsMsg | IpcnsSem | Netns | Netdev | Ifaddr | Route | Route6 | Rule | Iptables | Ip6tables | Nftables => Handling::Restored,
+        | IpcnsMsg | IpcnsSem | Netns | Netdev | Ifaddr | Route | Route6 | Rule | Iptables | Ip6tables | Nftables | Mnts
+        | Utsns => Handling::Restored,
         Timens => Handling::Unread("the clocks a new time namespace would be set to; the tree shares this one (ids checked)"),
         StatsDump | StatsRestore => Handling::Unread("statistics of the dump or of a restore"),
         IrmapCache => Handling::Unread("a cache of the dumping tool"),
@@ -129,9 +130,13 @@ mod tests {
             std::fs::write(dir.join(name), b"").expect("file");
         }
         check(&dir).expect("all read or harmless");
-        std::fs::write(dir.join("mountpoints-12.img"), b"").expect("file");
-        let error = check(&dir).expect_err("mounts").to_string();
-        assert_eq!(error, "restore: mountpoints-12.img: MNTS images are not supported yet");
+        for name in ["mountpoints-12.img", "utsns-11.img"] {
+            std::fs::write(dir.join(name), b"").expect("file");
+        }
+        check(&dir).expect("mount and UTS namespaces are restored");
+        std::fs::write(dir.join("userns-13.img"), b"").expect("file");
+        let error = check(&dir).expect_err("user namespace").to_string();
+        assert_eq!(error, "restore: userns-13.img: USERNS images are not supported yet");
         std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 }

@@ -14,6 +14,7 @@ use crust_images::{ImageDir, ImageKind, ImageReader};
 use crate::memory::page_sources::{self, PageSources, PageSourcesError};
 use crate::model::vma as vs;
 use crate::model::{TASK_ALIVE, TASK_DEAD};
+use crate::ns::NsKind;
 use crate::restore::namespaces::{plan_namespaces, TreeNamespaces};
 
 /// Why the images could not be read, or do not hold together.
@@ -284,8 +285,12 @@ pub(crate) fn load_with(dir: &Path, page_size: u64, listed: bool) -> Result<Imag
     };
     let in_flight = crate::files::in_flight_ids(dir.path()).map_err(|what| ImagesError::BadImage { image: "sk-queues.img".into(), what: what.to_string() })?;
     let live: Vec<(u32, &pb::TaskKobjIdsEntry)> = processes.iter().filter(|p| !p.is_zombie()).map(|p| (p.pstree.pid, &p.ids)).collect();
-    let namespaces = plan_namespaces(&live, root_ids.as_ref(), |id| crate::ipc::image_has_namespace(dir.path(), id), |id| {
-        crate::net::restore::has_namespace(dir.path(), id)
+    let namespaces = plan_namespaces(&live, root_ids.as_ref(), |kind, id| match kind {
+        NsKind::Ipc => crate::ipc::image_has_namespace(dir.path(), id),
+        NsKind::Net => crate::net::restore::has_namespace(dir.path(), id),
+        NsKind::Mnt => dir.exists(ImageKind::Mnts, u64::from(id)),
+        NsKind::Uts => dir.exists(ImageKind::Utsns, u64::from(id)),
+        _ => false,
     })
         .map_err(|refused| ImagesError::BadImage { image: refused.image, what: refused.what })?;
     Ok(Images { dir, processes, files, ghosts, seccomp, pidfds, in_flight, namespaces, inventory, file_entries: file_kinds, unix_names, names })

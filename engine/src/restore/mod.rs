@@ -43,6 +43,8 @@ pub use finish::FinishError;
 pub use images::ImagesError;
 pub use layout::HostLayout;
 pub use plan::PlanError;
+pub use crate::mounts::{MountError, RestoreMountOptions};
+pub use crate::uts::UtsError;
 pub use validate::ValidateError;
 
 /// What `crust restore` was asked to do.
@@ -56,6 +58,8 @@ pub struct RestoreOptions {
     pub pidfile: Option<PathBuf>,
     /// Keep the caller's session and process group.
     pub shell_job: bool,
+    /// `--root` and the external mounts of a tree in a mount namespace of its own.
+    pub mounts: RestoreMountOptions,
     /// Host ends of the tree's veths whose peer was outside the dump: (inner name,
     /// `NAME[@BRIDGE]`), from `--veth-pair IN=OUT[@BR]` / `--external veth[IN]:OUT[@BR]`.
     pub veths: Vec<(String, String)>,
@@ -113,6 +117,10 @@ pub enum RestoreError {
     Plan(#[from] PlanError),
     #[error(transparent)]
     Finish(#[from] FinishError),
+    #[error(transparent)]
+    Mounts(#[from] MountError),
+    #[error("restore: UTS namespace: {0}")]
+    Uts(#[from] UtsError),
     /// A stop request (SIGTERM, SIGINT, SIGHUP: `interrupt.rs`) came before the tree
     /// ran; every process the restore had created was killed.
     #[error("restore interrupted by {}; the processes it had created are killed", crate::interrupt::signal_name(*.signal))]
@@ -181,7 +189,14 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
             }
         }
     }
-    images::check_files(&images)?;
+    // The tree's own mount and UTS namespaces: planned here, made by the root.
+    let mount_plan = crate::mounts::plan_for_restore(images.dir.path(), images.namespaces.mnt_ns_id, &options.mounts)?;
+    let uts = crate::uts::read_for_restore(images.dir.path(), images.namespaces.uts_ns_id)?;
+    // Files of a tree with a mount namespace of its own are named as it sees them: the
+    // root opens them there, and names any that is missing.
+    if mount_plan.is_none() {
+        images::check_files(&images)?;
+    }
     // Every page read before the first fork: a damaged image fails here, naming the run.
     if options.skip_checksums {
         log::info!("page checksums not verified (--skip-checksums)");
@@ -203,6 +218,18 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
     let mut plans = Vec::new();
     for (index, process) in images.processes.iter().enumerate() {
         plans.push(if process.is_zombie() { None } else { Some(program::plan_process::<HostArch>(&images, index, &tree, &sysv, &layout)?) });
+    }
+    // In a mount namespace of its own the tree's processes reach the pages images from
+    // their working directory, the images directory, by relative paths.
+    let images_dir = match &mount_plan {
+        Some(_) => Some(images.dir.path().canonicalize().map_err(io_err(root, format!("resolve {}", images.dir.path().display())))?),
+        None => None,
+    };
+    if let Some(images_dir) = &images_dir {
+        for plan in plans.iter_mut().flatten() {
+            plan.reach_pages_files(|path| Ok(crate::mounts::path_from(images_dir, &path.canonicalize()?)))
+                .map_err(io_err(root, "resolve the pages images"))?;
+        }
     }
     // The premap arena is reserved at once (inaccessible, no memory): nothing crust maps
     // from here on (a buffer, a thread stack) may land where the slots go. The tree
@@ -228,8 +255,14 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
         Some(net) => Some(net.make(&host_ends).map_err(|e| RestoreError::Child { pid: root, what: format!("network namespace {}: {e}", net.ns_id) })?),
         None => None,
     };
-    let broker = crate::files::Broker::open(&images.files, &images.ghosts, &options.dir, images.broker_ids(), tree.broker_base, &options.inherit_fds)
-        .map_err(|what| RestoreError::Child { pid: root, what: what.to_string() })?;
+    // With a mount namespace of its own the root opens the files, in that namespace
+    // (crust's inherited fds are handed to it by number).
+    let broker = if mount_plan.is_some() {
+        crate::files::Broker::default()
+    } else {
+        crate::files::Broker::open(&images.files, &images.ghosts, &options.dir, images.broker_ids(), tree.broker_base, &options.inherit_fds)
+            .map_err(|what| RestoreError::Child { pid: root, what: what.to_string() })?
+    };
     // Each shared anonymous object once, filled before the first fork: every process
     // inherits it and maps it from there.
     let mut placed_objects = Vec::new();
@@ -256,14 +289,26 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
         placed_objects.push(number);
     }
 
+    let prepared = match &mount_plan {
+        Some(plan) => Some(crate::mounts::prepare(plan, tree.helper_base + 8192).inspect_err(|_| broker.close())?),
+        None => None,
+    };
+    let namespaces = child::RootNamespaces {
+        mounts: mount_plan.as_ref().zip(prepared.as_ref()),
+        uts: uts.as_ref(),
+        images_dir: images_dir.as_deref(),
+        inherit_fds: &options.inherit_fds,
+    };
+    let more_namespaces = if mount_plan.is_some() { libc::CLONE_NEWNS as u64 } else { 0 } | if uts.is_some() { libc::CLONE_NEWUTS as u64 } else { 0 };
+
     let (sync_read, sync_write) = finish::pipe(root)?;
     let (error_read, error_write) = finish::pipe(root)?;
-    let forked = sys::fork_root(root, new_pid_ns, tree.new_ipc_ns, options.restore_sibling);
+    let forked = sys::fork_root(root, new_pid_ns, tree.new_ipc_ns, more_namespaces, options.restore_sibling);
     let child = match forked {
         Ok(0) => {
             drop(sync_write);
             drop(error_read);
-            let run = child::Run { tree: &tree, plans: &plans, images: &images, broker: &broker, shell_job: options.shell_job };
+            let run = child::Run { tree: &tree, plans: &plans, images: &images, broker: &broker, shell_job: options.shell_job, namespaces: &namespaces };
             child::root_main(&run, sync_read, error_write)
         }
         Ok(child) => child,
@@ -278,6 +323,7 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
     drop(sync_read);
     drop(error_write);
     broker.close();
+    drop(prepared);
     if let Some(entered) = entered_netns {
         for (inner, outer) in &entered.host_ends {
             log::info!("network namespace: veth {inner}'s host end is {outer}");
@@ -309,7 +355,7 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
     sys::seize_thread(child, options_word).map_err(io_err(root, "seize restored root"))?;
     // The root exists in its namespaces and waits for the go below (CRIU reaches these
     // only for a tree with namespaces of its own).
-    if new_pid_ns || tree.new_ipc_ns || net_images.is_some() {
+    if new_pid_ns || tree.new_ipc_ns || net_images.is_some() || more_namespaces != 0 {
         stage(Stage::SetupNamespaces, Some(child))?;
         stage(Stage::PostSetupNamespaces, Some(child))?;
     }
@@ -319,6 +365,10 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
     crate::interrupt::hold("restore-seized");
 
     let host = finish::wait_for_restorers(&tree, &plans, &images, error_read)?;
+    // Every process has opened its files: the tree becomes its namespace's root.
+    if let Some(plan) = &mount_plan {
+        crate::mounts::finish_namespace(child, plan)?;
+    }
     crate::interrupt::hold("restore-restorers");
     stop_point()?;
     for process in images.processes.iter().filter(|p| !p.is_zombie()) {

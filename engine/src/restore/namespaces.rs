@@ -1,9 +1,10 @@
 //! Which namespaces a restore makes, from the dump's ids (`ns.rs`): a namespace is the
 //! tree's own when its id differs from the dumping tool's (`inventory.root_ids`), and
 //! only then is a new one made. crust makes a new pid namespace (its init the tree's
-//! root), a new IPC namespace and a new network namespace (every process of the tree
-//! in it); a namespace of any other kind of the tree's own, or a second pid or IPC namespace inside the tree, is
-//! refused here, in one line, before anything is created. Pure.
+//! root) and new IPC, network, mount and UTS namespaces (every process of the tree in
+//! them); a namespace of any other kind of the tree's own, or a second pid, IPC,
+//! network, mount or UTS namespace inside the tree, is refused here, in one line, before
+//! anything is created. Pure.
 
 use crust_images::pb;
 
@@ -27,17 +28,20 @@ pub(crate) struct TreeNamespaces {
     pub(crate) ipc_ns_id: Option<u32>,
     /// The id of the tree's own network namespace (netns-ID.img and the others).
     pub(crate) net_ns_id: Option<u32>,
+    /// The id of the tree's own mount namespace (`mountpoints-ID.img`).
+    pub(crate) mnt_ns_id: Option<u32>,
+    /// The id of the tree's own UTS namespace (`utsns-ID.img`).
+    pub(crate) uts_ns_id: Option<u32>,
 }
 
 /// Decides the namespaces of the tree whose live processes have `processes` (pid and
 /// ids, pstree order, the root first) and whose inventory holds `root_ids`;
-/// `has_ipc_images(id)`: whether ipcns-var-ID.img is there; `has_net_images(id)`:
-/// whether netns-ID.img is.
+/// `has_image(kind, id)`: whether the image of the namespace `id` of `kind` is there
+/// (ipcns-var-ID.img, netns-ID.img, mountpoints-ID.img, utsns-ID.img).
 pub(crate) fn plan_namespaces(
     processes: &[(u32, &pb::TaskKobjIdsEntry)],
     root_ids: Option<&pb::TaskKobjIdsEntry>,
-    has_ipc_images: impl Fn(u32) -> bool,
-    has_net_images: impl Fn(u32) -> bool,
+    has_image: impl Fn(NsKind, u32) -> bool,
 ) -> Result<TreeNamespaces, Refused> {
     let Some(&(_, root)) = processes.first() else { return Ok(TreeNamespaces::default()) };
     let rule = OwnRule::new(root_ids, root);
@@ -49,15 +53,12 @@ pub(crate) fn plan_namespaces(
             let own = rule.own(kind, ids);
             let same_as_root = own == root_own;
             match kind {
-                NsKind::Pid | NsKind::Ipc | NsKind::Net if same_as_root => {}
-                NsKind::Net => {
-                    return Err(refuse(process, format!("a network namespace ({} {}) other than the tree root's", kind.field(), show(own))))
-                }
+                NsKind::Pid | NsKind::Ipc | NsKind::Net | NsKind::Mnt | NsKind::Uts if same_as_root => {}
                 NsKind::Pid => {
                     return Err(refuse(process, format!("a pid namespace ({} {}) other than the tree root's, nested in the tree", kind.field(), show(own))))
                 }
-                NsKind::Ipc => {
-                    return Err(refuse(process, format!("an IPC namespace ({} {}) other than the tree root's", kind.field(), show(own))))
+                NsKind::Ipc | NsKind::Net | NsKind::Mnt | NsKind::Uts => {
+                    return Err(refuse(process, format!("{} ({} {}) other than the tree root's", kind.describe(), kind.field(), show(own))))
                 }
                 _ => {
                     if let Some(id) = own {
@@ -68,23 +69,25 @@ pub(crate) fn plan_namespaces(
         }
         match (kind, root_own) {
             (NsKind::Pid, Some(_)) => plan.new_pid_ns = true,
-            (NsKind::Ipc, Some(id)) => {
-                if !has_ipc_images(id) {
+            (NsKind::Ipc | NsKind::Net | NsKind::Mnt | NsKind::Uts, Some(id)) => {
+                if !has_image(kind, id) {
+                    let image = match kind {
+                        NsKind::Ipc => crust_images::ImageKind::IpcVar,
+                        NsKind::Net => crust_images::ImageKind::Netns,
+                        NsKind::Mnt => crust_images::ImageKind::Mnts,
+                        _ => crust_images::ImageKind::Utsns,
+                    };
                     return Err(Refused {
-                        image: crust_images::ImageKind::IpcVar.file_name(id as u64),
-                        what: format!("missing, but the tree had an IPC namespace of its own (ids.ipc_ns_id {id})"),
+                        image: image.file_name(id as u64),
+                        what: format!("missing, but the tree had {} of its own (ids.{} {id})", kind.describe(), kind.field()),
                     });
                 }
-                plan.ipc_ns_id = Some(id);
-            }
-            (NsKind::Net, Some(id)) => {
-                if !has_net_images(id) {
-                    return Err(Refused {
-                        image: crust_images::ImageKind::Netns.file_name(id as u64),
-                        what: format!("missing, but the tree had a network namespace of its own (ids.net_ns_id {id})"),
-                    });
+                match kind {
+                    NsKind::Ipc => plan.ipc_ns_id = Some(id),
+                    NsKind::Net => plan.net_ns_id = Some(id),
+                    NsKind::Mnt => plan.mnt_ns_id = Some(id),
+                    _ => plan.uts_ns_id = Some(id),
                 }
-                plan.net_ns_id = Some(id);
             }
             _ => {}
         }
@@ -104,9 +107,10 @@ mod tests {
     const HOST: NsInodes = [Some(10), Some(20), Some(30), Some(40), Some(50), Some(60), Some(70), Some(80)];
 
     fn plan(inodes: &[NsInodes], has_ipc_images: impl Fn(u32) -> bool) -> Result<TreeNamespaces, Refused> {
+        let has_image = |kind: NsKind, id: u32| kind != NsKind::Ipc || has_ipc_images(id);
         let ids = number(&HOST, inodes);
         let processes: Vec<(u32, &pb::TaskKobjIdsEntry)> = ids.processes.iter().enumerate().map(|(i, p)| (i as u32 + 1, p)).collect();
-        plan_namespaces(&processes, Some(&ids.root), has_ipc_images, |_| true)
+        plan_namespaces(&processes, Some(&ids.root), has_image)
     }
 
     #[test]
@@ -119,9 +123,21 @@ mod tests {
         let mut ns = HOST;
         ns[0] = Some(11);
         ns[2] = Some(31);
-        assert_eq!(plan(&[ns, ns], |id| id == 10).expect("plan"), TreeNamespaces { new_pid_ns: true, ipc_ns_id: Some(10), net_ns_id: None });
+        assert_eq!(plan(&[ns, ns], |id| id == 10).expect("plan"), TreeNamespaces { new_pid_ns: true, ipc_ns_id: Some(10), ..Default::default() });
         let error = plan(&[ns, ns], |_| false).expect_err("no ipc images").to_string();
         assert_eq!(error, "restore: ipcns-var-10.img: missing, but the tree had an IPC namespace of its own (ids.ipc_ns_id 10)");
+    }
+
+    #[test]
+    fn own_mount_and_uts_namespaces_are_made_again() {
+        let mut ns = HOST;
+        ns[3] = Some(41);
+        ns[5] = Some(61);
+        let made = plan(&[ns, ns], |_| true).expect("plan");
+        assert_eq!(made, TreeNamespaces { uts_ns_id: Some(9), mnt_ns_id: Some(10), ..Default::default() });
+        let ids = number(&HOST, &[ns]);
+        let error = plan_namespaces(&[(1, &ids.processes[0])], Some(&ids.root), |kind, _| kind != NsKind::Mnt).expect_err("no mountpoints");
+        assert_eq!(error.to_string(), "restore: mountpoints-10.img: missing, but the tree had a mount namespace of its own (ids.mnt_ns_id 10)");
     }
 
     #[test]
@@ -130,9 +146,9 @@ mod tests {
         ns[1] = Some(21);
         let ids = number(&HOST, &[ns, ns]);
         let processes: Vec<(u32, &pb::TaskKobjIdsEntry)> = ids.processes.iter().enumerate().map(|(i, p)| (i as u32 + 1, p)).collect();
-        let planned = plan_namespaces(&processes, Some(&ids.root), |_| true, |id| id == 9).expect("plan");
+        let planned = plan_namespaces(&processes, Some(&ids.root), |kind, id| kind != NsKind::Net || id == 9).expect("plan");
         assert_eq!(planned, TreeNamespaces { net_ns_id: Some(9), ..Default::default() });
-        let error = plan_namespaces(&processes, Some(&ids.root), |_| true, |_| false).expect_err("no netns image").to_string();
+        let error = plan_namespaces(&processes, Some(&ids.root), |kind, _| kind != NsKind::Net).expect_err("no netns image").to_string();
         assert_eq!(error, "restore: netns-9.img: missing, but the tree had a network namespace of its own (ids.net_ns_id 9)");
         let error = plan(&[HOST, ns], |_| true).expect_err("child in another netns").to_string();
         assert_eq!(error, "restore: ids-2.img: a network namespace (net_ns_id 9) other than the tree root's is not supported yet");
@@ -143,7 +159,11 @@ mod tests {
         let mut uts = HOST;
         uts[3] = Some(41);
         let error = plan(&[HOST, uts], |_| true).expect_err("uts").to_string();
-        assert_eq!(error, "restore: ids-2.img: a UTS namespace of the tree's own (uts_ns_id 9) is not supported yet");
+        assert_eq!(error, "restore: ids-2.img: a UTS namespace (uts_ns_id 9) other than the tree root's is not supported yet");
+        let mut user = HOST;
+        user[6] = Some(71);
+        let error = plan(&[user], |_| true).expect_err("user").to_string();
+        assert_eq!(error, "restore: ids-1.img: a user namespace of the tree's own (user_ns_id 9) is not supported yet");
         let mut pid = HOST;
         pid[0] = Some(11);
         let error = plan(&[HOST, pid], |_| true).expect_err("nested pid ns").to_string();

@@ -16,7 +16,8 @@
 //! - [`file`]: requests on fds crust owns (pipes, memfd, eventfd, timerfd, ...);
 //! - [`socket`], [`netlink`] (sock_diag), [`nftables`] (nf_tables batches), [`netns`]
 //!   (network namespaces and programs run in one), [`tty`], [`kcmp`];
-//! - [`sysv`]: System V IPC; [`uffd`]: userfaultfd.
+//! - [`sysv`]: System V IPC; [`uffd`]: userfaultfd;
+//! - [`mount`]: the new mount API, mount_setattr, pivot_root (mount namespaces).
 
 use std::io;
 
@@ -24,6 +25,7 @@ pub(crate) mod fd;
 pub(crate) mod file;
 pub(crate) mod kcmp;
 pub(crate) mod memory;
+pub(crate) mod mount;
 pub(crate) mod netlink;
 pub(crate) mod netns;
 pub(crate) mod nftables;

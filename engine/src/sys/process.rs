@@ -93,12 +93,12 @@ pub fn fork_with_pid(pid: i32) -> io::Result<i32> {
 }
 
 /// The restored root's fork: `pid` (1 in a new pid namespace when `new_pid_ns`), in a
-/// new IPC namespace when `new_ipc_ns`, and with `sibling` a child of this process's
-/// parent (CLONE_PARENT). Returns 0 in the child and its pid (on this host) in the
-/// parent.
+/// new IPC namespace when `new_ipc_ns`, in the new namespaces of `more` (`CLONE_NEWNS`,
+/// `CLONE_NEWUTS`), and with `sibling` a child of this process's parent
+/// (CLONE_PARENT). Returns 0 in the child and its pid (on this host) in the parent.
 #[doc(alias = "clone3")]
-pub fn fork_root(pid: i32, new_pid_ns: bool, new_ipc_ns: bool, sibling: bool) -> io::Result<i32> {
-    let mut flags = 0u64;
+pub fn fork_root(pid: i32, new_pid_ns: bool, new_ipc_ns: bool, more: u64, sibling: bool) -> io::Result<i32> {
+    let mut flags = more;
     if sibling {
         flags |= libc::CLONE_PARENT as u64;
     }
@@ -317,4 +317,18 @@ pub fn die_by_signal(signal: i32) {
         libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
         libc::raise(signal);
     }
+}
+
+/// `sethostname(name)`: the host name of the caller's UTS namespace.
+pub fn set_host_name(name: &str) -> io::Result<()> {
+    nix::unistd::sethostname(name).map_err(|e| io::Error::from_raw_os_error(e as i32))
+}
+
+/// `setdomainname(name)`: the NIS domain name of the caller's UTS namespace (nix has
+/// no function for it).
+#[doc(alias = "setdomainname")]
+pub fn set_domain_name(name: &str) -> io::Result<()> {
+    // SAFETY: the pointer and length describe `name`'s bytes, which live across the
+    // call; the kernel only reads them.
+    check(unsafe { libc::setdomainname(name.as_ptr().cast(), name.len()) } as libc::c_long).map(|_| ())
 }

@@ -17,7 +17,7 @@
 
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crust_arch::{Abi, RestorerOp, Sys};
 use crust_images::pb;
@@ -71,6 +71,25 @@ pub(crate) struct Plan {
     /// The pages images this process's pages are in (this dump's first, then parent
     /// dumps'), as `Premap` runs name them.
     pub(crate) page_files: Vec<PathBuf>,
+}
+
+impl Plan {
+    /// Re-expresses the paths of the pages images (this dump's and its parents') for a
+    /// process that opens them from elsewhere, through `reach` (in a mount namespace of
+    /// the tree's own: relative to the images directory, its working directory there).
+    pub(crate) fn reach_pages_files(&mut self, reach: impl Fn(&Path) -> std::io::Result<PathBuf>) -> std::io::Result<()> {
+        let mut reached = Vec::new();
+        for path in &self.page_files {
+            reached.push(reach(path)?);
+        }
+        for helper in &mut self.helpers {
+            if let Some(index) = self.page_files.iter().position(|p| p == &helper.1) {
+                helper.1 = reached[index].clone();
+            }
+        }
+        self.page_files = reached;
+        Ok(())
+    }
 }
 
 /// A restorer program under construction for architecture `A`, whose data arena is

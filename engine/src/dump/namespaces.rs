@@ -1,0 +1,127 @@
+//! The namespaces stage of a dump, right after the seize: which namespaces the tree
+//! has of its own, compared with crust's. A mount namespace (`mounts/`) and a UTS
+//! namespace (`uts.rs`) of its own are dumped; user, cgroup and time namespaces of its
+//! own are refused in one line until crust dumps them, as are processes of one tree in
+//! different mount or UTS namespaces. (pid, IPC and network namespaces are the seize's,
+//! `ipc/`'s and `net/`'s.)
+
+use std::path::Path;
+
+use crate::dump::freeze::Frozen;
+use crate::files::MountView;
+use crate::mounts::{DumpMountOptions, DumpedMounts, MountError};
+use crate::ns::{NsKind, TreeIds};
+use crate::uts::UtsError;
+
+/// Why the namespaces of the tree cannot be dumped.
+#[derive(Debug, thiserror::Error)]
+pub enum NamespaceError {
+    #[error("dump pid {pid}: {what}")]
+    Refused { pid: i32, what: String },
+    #[error("dump pid {pid}: mount namespace: {source}")]
+    Mounts { pid: i32, source: MountError },
+    #[error("dump pid {pid}: UTS namespace: {source}")]
+    Uts { pid: i32, source: UtsError },
+}
+
+/// The namespaces of the tree that the dump takes along.
+pub(crate) struct TreeNamespaces {
+    /// The tree's own mount namespace, read and classified.
+    pub(crate) mounts: Option<DumpedMounts>,
+    /// The id of the tree's own UTS namespace.
+    pub(crate) uts_id: Option<u32>,
+    /// The host pid of the tree's root.
+    root: i32,
+}
+
+impl TreeNamespaces {
+    /// How the files stage reaches and checks the tree's files: through the
+    /// namespace's root, on its dumped mounts.
+    pub(crate) fn mount_view(&self) -> Option<MountView> {
+        self.mounts.as_ref().map(|m| MountView { root: m.view_root.clone(), mounts: m.mount_ids() })
+    }
+
+    /// Writes `mountpoints-<id>.img` and `utsns-<id>.img`.
+    pub(crate) fn write(&self, dir: &Path) -> Result<(), NamespaceError> {
+        let pid = self.root;
+        if let Some(mounts) = &self.mounts {
+            crate::mounts::write_image(dir, mounts).map_err(|source| NamespaceError::Mounts { pid, source })?;
+            log::info!("mount namespace {}: {} mounts ({} skipped)", mounts.ns_id, mounts.entries.len(), mounts.skipped.len());
+        }
+        if let Some(id) = self.uts_id {
+            let entry = crate::uts::dump(pid, dir, id).map_err(|source| NamespaceError::Uts { pid, source })?;
+            log::info!("UTS namespace {id}: host name {:?}, domain name {:?}", entry.nodename, entry.domainname);
+        }
+        Ok(())
+    }
+}
+
+/// Compares the namespaces of every live process of `frozen` (numbered in `ids`,
+/// `ns::number`) with crust's: refuses the kinds crust does not dump yet, and reads the
+/// tree's mount namespace (the dump stops here if a mount cannot be taken).
+pub(crate) fn collect(frozen: &Frozen, ids: &TreeIds, options: &DumpMountOptions) -> Result<TreeNamespaces, NamespaceError> {
+    let live: Vec<i32> = frozen.processes.iter().filter(|p| !p.is_zombie()).map(|p| p.proc_pid()).collect();
+    let root = live.first().copied().unwrap_or(frozen.processes[0].proc_pid());
+    if let Some((pid, what)) = refused(&live, ids) {
+        return Err(NamespaceError::Refused { pid, what });
+    }
+    let own = |kind: NsKind| ids.processes.first().and_then(|first| kind.id(first)).filter(|&id| Some(id) != kind.id(&ids.root));
+    let mounts = match own(NsKind::Mnt) {
+        Some(id) => Some(crate::mounts::collect(root, id, options).map_err(|source| NamespaceError::Mounts { pid: root, source })?),
+        None => {
+            if options != &DumpMountOptions::default() {
+                log::warn!("dump pid {root}: the tree shares crust's mount namespace: --external mnt[...], --ext-mount-map and --skip-mnt do not apply");
+            }
+            None
+        }
+    };
+    Ok(TreeNamespaces { mounts, uts_id: own(NsKind::Uts), root })
+}
+
+/// The first namespace of the live processes `live` (ids in `ids.processes`, same
+/// order) that crust cannot dump yet: a user, cgroup or time namespace other than
+/// crust's, or a mount or UTS namespace other than the tree root's. Pure.
+fn refused(live: &[i32], ids: &TreeIds) -> Option<(i32, String)> {
+    let first = ids.processes.first()?;
+    for (&pid, process) in live.iter().zip(&ids.processes) {
+        for kind in [NsKind::Time, NsKind::User, NsKind::Cgroup] {
+            if let Some(id) = kind.id(process).filter(|&id| Some(id) != kind.id(&ids.root)) {
+                return Some((pid, format!("{} of its own ({} {id}) is not supported yet", kind.describe(), kind.field())));
+            }
+        }
+        for kind in [NsKind::Uts, NsKind::Mnt] {
+            if kind.id(process) != kind.id(first) {
+                let show = |id: Option<u32>| id.map_or_else(|| "none".to_string(), |id| id.to_string());
+                return Some((
+                    pid,
+                    format!("{} other than the tree root's ({} {} here, {} in the root): not supported yet", kind.describe(), kind.field(), show(kind.id(process)), show(kind.id(first))),
+                ));
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ns::{number, NsInodes};
+
+    const HOST: NsInodes = [Some(10), Some(20), Some(30), Some(40), Some(50), Some(60), Some(70), Some(80)];
+
+    #[test]
+    fn mount_and_uts_namespaces_of_the_trees_own_pass_others_are_refused() {
+        // pid, ipc, uts and mnt of its own (the ns flavor plus mount and UTS).
+        let mut tree = HOST;
+        for (index, inode) in [(0, 11), (2, 31), (3, 41), (5, 61)] {
+            tree[index] = Some(inode);
+        }
+        assert_eq!(refused(&[100, 101], &number(&HOST, &[tree, tree])), None);
+        let mut user = tree;
+        user[6] = Some(71);
+        let error = refused(&[100, 101], &number(&HOST, &[tree, user])).expect("user").1;
+        assert_eq!(error, "a user namespace of its own (user_ns_id 13) is not supported yet");
+        let error = refused(&[100, 101], &number(&HOST, &[tree, HOST])).expect("mnt").1;
+        assert_eq!(error, "a UTS namespace other than the tree root's (uts_ns_id 4 here, 11 in the root): not supported yet");
+    }
+}

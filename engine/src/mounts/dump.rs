@@ -1,0 +1,134 @@
+//! The dump half of mounts: the mountinfo of the tree's root task (mountpoints as its
+//! root sees them) classified against crust's own, into CRIU's `mnt_entry`s for
+//! `mountpoints-<mnt ns id>.img`.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crust_images::{pb, ImageKind, ImageWriter};
+
+use super::classify::{classify, fstype_number, DumpMountOptions, MountClass};
+use super::mountinfo::{self, MountInfo};
+use super::{mount_io, MountError};
+
+/// The dumped mount namespace of a tree.
+#[derive(Clone, Debug)]
+pub(crate) struct DumpedMounts {
+    /// The namespace's id: the image is `mountpoints-<ns_id>.img`.
+    pub(crate) ns_id: u32,
+    /// One per dumped mount, in the namespace's order (the image holds them reversed).
+    pub(crate) entries: Vec<pb::MntEntry>,
+    /// Ids of the mounts left out with `--skip-mnt`.
+    pub(crate) skipped: BTreeSet<u32>,
+    /// Where crust reaches the tree's files by their paths in the namespace:
+    /// `/proc/ROOT/root`.
+    pub(crate) view_root: PathBuf,
+}
+
+impl DumpedMounts {
+    /// Ids of the dumped mounts: a file of the tree must be on one of them.
+    pub(crate) fn mount_ids(&self) -> BTreeSet<u32> {
+        self.entries.iter().map(|e| e.mnt_id).collect()
+    }
+}
+
+/// Reads and classifies the mount namespace of `root` (a stopped task whose root is the
+/// namespace's root), as namespace `ns_id`.
+pub(crate) fn collect(root: i32, ns_id: u32, options: &DumpMountOptions) -> Result<DumpedMounts, MountError> {
+    let root_link = format!("/proc/{root}/root");
+    let seen_root = fs::read_link(&root_link).map_err(mount_io(format!("readlink {root_link}")))?;
+    if seen_root != Path::new("/") {
+        return Err(MountError::refused(format!(
+            "the tree's root task is chrooted inside its mount namespace (its root is {}): not supported yet",
+            seen_root.display()
+        )));
+    }
+    let read = |path: &str| -> Result<Vec<MountInfo>, MountError> {
+        let text = fs::read_to_string(path).map_err(mount_io(format!("read {path}")))?;
+        mountinfo::parse(&text).map_err(|source| MountError::Parse { source })
+    };
+    let tree = read(&format!("/proc/{root}/mountinfo"))?;
+    let host = read("/proc/self/mountinfo")?;
+    let classes = classify(&tree, &host, options).map_err(|refused| MountError::refused(refused.0))?;
+    let mut entries = Vec::new();
+    let mut skipped = BTreeSet::new();
+    for (mount, class) in tree.iter().zip(&classes) {
+        let (ext_key, source) = match class {
+            MountClass::Skipped => {
+                skipped.insert(mount.id);
+                continue;
+            }
+            MountClass::External { key, host_path } => (Some(key.clone()), host_path.clone().unwrap_or_else(|| mount.source.clone())),
+            MountClass::Root | MountClass::Bind { .. } => (None, mount.source.clone()),
+        };
+        entries.push(entry(mount, source, ext_key));
+    }
+    for entry in &entries {
+        log::debug!("mount {} {} at {} from {} (parent {}, flags {:#x}, key {:?})", entry.mnt_id, entry.fstype, entry.mountpoint, entry.root, entry.parent_mnt_id, entry.flags, entry.ext_key);
+    }
+    Ok(DumpedMounts { ns_id, entries, skipped, view_root: PathBuf::from(root_link) })
+}
+
+/// The `mnt_entry` of one mount, as CRIU writes it.
+fn entry(mount: &MountInfo, source: String, ext_key: Option<String>) -> pb::MntEntry {
+    let (sb_flags, options) = mount.super_flags_and_options();
+    pb::MntEntry {
+        fstype: fstype_number(&mount.fstype),
+        mnt_id: mount.id,
+        root_dev: mount.device(),
+        parent_mnt_id: mount.parent,
+        flags: mount.flags(),
+        root: mount.root.clone(),
+        mountpoint: mount.mountpoint.clone(),
+        source,
+        options,
+        shared_id: Some(mount.shared.unwrap_or(0)),
+        master_id: Some(mount.master.unwrap_or(0)),
+        sb_flags: Some(sb_flags),
+        ext_key,
+        ..Default::default()
+    }
+}
+
+/// Writes `mountpoints-<ns_id>.img`: the entries in reverse order, as CRIU does.
+pub(crate) fn write_image(dir: &Path, mounts: &DumpedMounts) -> Result<(), MountError> {
+    let mut writer = ImageWriter::create(dir, ImageKind::Mnts, u64::from(mounts.ns_id))?;
+    for entry in mounts.entries.iter().rev() {
+        writer.write_entry(entry)?;
+    }
+    writer.finish()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_are_criu_s() {
+        let tree = mountinfo::parse(include_str!("fixtures/runc-container.mountinfo")).expect("tree");
+        let bound = tree.iter().find(|m| m.id == 86).expect("/etc/bound");
+        let made = entry(bound, bound.source.clone(), Some("/etc/bound".into()));
+        // As CRIU wrote it (decoded/runc-dump/mountpoints-13.json).
+        assert_eq!(
+            made,
+            pb::MntEntry {
+                fstype: 0,
+                mnt_id: 86,
+                root_dev: 0x0fe0_0000,
+                parent_mnt_id: 68,
+                flags: 0x20_0001,
+                root: "/work/research/containers/b1/hostfile".into(),
+                mountpoint: "/etc/bound".into(),
+                source: "/dev/vda".into(),
+                options: "discard,no_prefetch_block_bitmaps,resv_strict,resuid=65534,resgid=65534".into(),
+                shared_id: Some(0),
+                master_id: Some(0),
+                sb_flags: Some(0),
+                ext_key: Some("/etc/bound".into()),
+                ..Default::default()
+            }
+        );
+    }
+}

@@ -1,0 +1,201 @@
+//! The restore half of mounts, in three places:
+//! 1. crust, before the tree's root is forked ([`prepare`]): the `--root` directory and
+//!    every external source become detached clones (`open_tree(OPEN_TREE_CLONE)`),
+//!    which only work on mounts of crust's own namespace; the root inherits them.
+//! 2. the root, first thing in its new mount namespace ([`setup_in_root`]): it makes
+//!    the namespace private, mounts a small tmpfs "yard" over the `--root` directory
+//!    (only this namespace sees it), attaches each mount alone in the yard (`root`,
+//!    `mnt-<id>`: binds are cloned from their source there, which needs the source
+//!    attached), sets each mount's flags with `mount_setattr`, then moves them into
+//!    the tree under `root` in the namespace's order. The caller then chroots into the
+//!    tree, so every process of the tree opens its files by the paths its images name
+//!    (the namespace's view), while its working directory, the images directory,
+//!    keeps the dump's files in reach by relative paths.
+//! 3. crust, once every process of the tree has opened its files and waits in its
+//!    restorer ([`finish_namespace`]): a thread of crust enters the namespace, pivots
+//!    its root to the tree and detaches the old root with the yard. The tree's
+//!    processes had their root at the tree's root already; now the namespace holds
+//!    the tree's mounts alone.
+//!
+//! Works on Linux 6.1 (the VMs): attaching into a detached tree (6.15) is not used.
+
+use std::fs;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use super::plan::{MountPlan, Source};
+use super::{mount_io, MountError};
+use crate::sys;
+use crate::sys::mount as mnt;
+
+/// The clones of the root and external sources crust made for the restored root, by
+/// index into the plan's mounts, at fd numbers above every fd the tree uses.
+pub(crate) struct PreparedMounts {
+    pub(crate) fds: Vec<(usize, OwnedFd)>,
+}
+
+impl PreparedMounts {
+    /// The fd numbers, which the root keeps open until it has attached them.
+    pub(crate) fn numbers(&self) -> Vec<i32> {
+        self.fds.iter().map(|(_, fd)| fd.as_raw_fd()).collect()
+    }
+
+    fn get(&self, index: usize) -> Option<&OwnedFd> {
+        self.fds.iter().find(|(i, _)| *i == index).map(|(_, fd)| fd)
+    }
+}
+
+/// Opens the `--root` directory and every external source of `plan` as detached clones
+/// (crust's namespace), each at a number of at least `above`.
+pub(crate) fn prepare(plan: &MountPlan, above: i32) -> Result<PreparedMounts, MountError> {
+    let mut fds = Vec::new();
+    for (index, mount) in plan.mounts.iter().enumerate() {
+        let (path, what) = match &mount.source {
+            Source::Root(path) => (path, "--root".to_string()),
+            Source::Host { key, path } => (path, format!("external source (key {key:?})")),
+            Source::Bind { .. } => continue,
+        };
+        let clone = mnt::clone_tree(path).map_err(mount_io(format!("restore: {}: {what} {}: open_tree", plan.describe(index), path.display())))?;
+        let clone = sys::file::move_above(clone, above).map_err(mount_io(format!("restore: {}: move the clone of {} above fd {above}", plan.describe(index), path.display())))?;
+        fds.push((index, clone));
+    }
+    Ok(PreparedMounts { fds })
+}
+
+/// Where mount `index` sits in the yard while the tree is assembled.
+fn place(yard: &Path, plan: &MountPlan, index: usize) -> PathBuf {
+    match plan.mounts[index].source {
+        Source::Root(_) => yard.join("root"),
+        _ => yard.join(format!("mnt-{}", plan.mounts[index].mnt_id)),
+    }
+}
+
+/// Makes `path` a mountpoint for a mount whose root is a directory (`dir`) or a file:
+/// creates it, and the directories above it, if it is not there.
+fn make_mountpoint(path: &Path, dir: bool) -> std::io::Result<()> {
+    if fs::symlink_metadata(path).is_ok() {
+        return Ok(());
+    }
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    if dir {
+        fs::create_dir(path)
+    } else {
+        fs::OpenOptions::new().write(true).create_new(true).open(path).map(drop)
+    }
+}
+
+/// In the restored root, just forked into a new mount namespace: builds the tree of
+/// `plan` from the clones crust `prepared` and returns the path of its root (in this
+/// namespace), for the caller to chroot into. Closes the clones (this process's copies:
+/// the `PreparedMounts` value itself stays crust's, inherited through fork).
+pub(crate) fn setup_in_root(plan: &MountPlan, prepared: &PreparedMounts) -> Result<PathBuf, MountError> {
+    mnt::make_private_recursive(Path::new("/")).map_err(mount_io("make / private (recursively) in the new mount namespace"))?;
+    let yard_mount = mnt::new_tmpfs(&[("mode", "0700"), ("size", "1m")]).map_err(mount_io("make the yard (a tmpfs): fsopen/fsmount"))?;
+    let yard = plan.root_dir.clone();
+    mnt::attach(&yard_mount, &yard).map_err(mount_io(format!("attach the yard over {}", yard.display())))?;
+    drop(yard_mount);
+    for &index in &plan.create_order {
+        let mount = &plan.mounts[index];
+        let name = plan.describe(index);
+        let cloned;
+        let fd = match &mount.source {
+            Source::Root(_) | Source::Host { .. } => prepared.get(index).ok_or_else(|| MountError::refused(format!("{name}: its source was not opened")))?,
+            Source::Bind { from, rel } => {
+                let source = if rel.is_empty() { place(&yard, plan, *from) } else { place(&yard, plan, *from).join(rel) };
+                cloned = mnt::clone_tree(&source).map_err(mount_io(format!("{name}: clone {} (bind of {}): open_tree", rel_or_root(rel), plan.describe(*from))))?;
+                &cloned
+            }
+        };
+        mnt::set_mount_attributes(fd, mount.set, mount.clear)
+            .map_err(mount_io(format!("{name}: set its flags (mount_setattr set {:#x} clear {:#x})", mount.set, mount.clear)))?;
+        let dir = nix::sys::stat::fstat(fd.as_fd()).map(|s| s.st_mode & libc::S_IFMT == libc::S_IFDIR).map_err(|e| MountError::Io {
+            what: format!("{name}: stat its root"),
+            source: std::io::Error::from_raw_os_error(e as i32),
+        })?;
+        let at = place(&yard, plan, index);
+        if matches!(mount.source, Source::Root(_)) && !dir {
+            return Err(MountError::refused(format!("{name}: --root {} is not a directory", plan.root_dir.display())));
+        }
+        make_mountpoint(&at, dir).map_err(mount_io(format!("{name}: make its place {} in the yard", at.display())))?;
+        mnt::attach(fd, &at).map_err(mount_io(format!("{name}: attach at {} (move_mount)", at.display())))?;
+    }
+    for number in prepared.numbers() {
+        sys::close_fd(number);
+    }
+    let tree = yard.join("root");
+    for &index in plan.place_order.iter().filter(|&&i| plan.mounts[i].parent.is_some()) {
+        let name = plan.describe(index);
+        let from = place(&yard, plan, index);
+        let target = tree.join(plan.mounts[index].mountpoint.trim_start_matches('/'));
+        let dir = fs::metadata(&from).map(|m| m.is_dir()).map_err(mount_io(format!("{name}: stat {}", from.display())))?;
+        make_mountpoint(&target, dir).map_err(mount_io(format!("{name}: make its mountpoint {}", plan.mounts[index].mountpoint)))?;
+        mnt::move_attached(&from, &target).map_err(mount_io(format!("{name}: move into the tree (move_mount)")))?;
+    }
+    log::debug!("mount namespace of {}: {} mounts assembled under {}", plan.image, plan.mounts.len(), tree.display());
+    Ok(tree)
+}
+
+fn rel_or_root(rel: &str) -> String {
+    if rel.is_empty() {
+        "its root".into()
+    } else {
+        format!("/{rel}")
+    }
+}
+
+/// `target` as a path relative to the directory `base` (both absolute and canonical):
+/// the tree's processes, chrooted into the tree, reach the dump's files (pages images,
+/// also of parent dumps) by such paths from their working directory, the images
+/// directory.
+pub(crate) fn path_from(base: &Path, target: &Path) -> PathBuf {
+    let base: Vec<_> = base.components().collect();
+    let target: Vec<_> = target.components().collect();
+    let common = base.iter().zip(&target).take_while(|(a, b)| a == b).count();
+    let mut out = PathBuf::new();
+    for _ in common..base.len() {
+        out.push("..");
+    }
+    for part in &target[common..] {
+        out.push(part);
+    }
+    if out.as_os_str().is_empty() {
+        out.push(".");
+    }
+    out
+}
+
+/// Once every process of the tree has opened its files: in a thread of crust that
+/// enters the namespace of `root_pid` (the restored root, on this host), makes the
+/// tree the namespace's root (`pivot_root`) and detaches the old root and the yard.
+pub(crate) fn finish_namespace(root_pid: i32, plan: &MountPlan) -> Result<(), MountError> {
+    let ns_path = format!("/proc/{root_pid}/ns/mnt");
+    let ns = fs::File::open(&ns_path).map_err(mount_io(format!("open {ns_path}")))?;
+    let tree = plan.root_dir.join("root");
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| -> Result<(), MountError> {
+                mnt::enter_mount_namespace(&ns).map_err(mount_io(format!("enter the mount namespace of pid {root_pid} (setns)")))?;
+                std::env::set_current_dir(&tree).map_err(mount_io(format!("chdir {} in the new mount namespace", tree.display())))?;
+                mnt::pivot_root(Path::new("."), Path::new(".")).map_err(mount_io("make the tree the namespace's root (pivot_root)"))?;
+                mnt::detach(Path::new(".")).map_err(mount_io("detach the old root (umount2 MNT_DETACH)"))
+            })
+            .join()
+            .unwrap_or_else(|_| Err(MountError::refused("the thread that pivots the mount namespace panicked")))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_from_the_images_directory() {
+        let images = Path::new("/work/img/2");
+        assert_eq!(path_from(images, Path::new("/work/img/2/pages-1.img")), Path::new("pages-1.img"));
+        assert_eq!(path_from(images, Path::new("/work/img/1/pages-3.img")), Path::new("../1/pages-3.img"));
+        assert_eq!(path_from(images, Path::new("/elsewhere/pages-1.img")), Path::new("../../../elsewhere/pages-1.img"));
+        assert_eq!(path_from(images, images), Path::new("."));
+    }
+}

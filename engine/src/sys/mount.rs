@@ -1,0 +1,128 @@
+//! Mount calls: the new mount API (open_tree, move_mount, fsopen/fsconfig/fsmount)
+//! through rustix, which has safe functions for them; `mount_setattr`, which neither
+//! rustix nor nix has, raw; mount propagation, pivot_root, umount2, chroot, setns and
+//! unshare through nix.
+//!
+//! Every function works on the calling thread's mount namespace (a detached mount made
+//! by `clone_tree` belongs to no namespace until `attach` puts it in the caller's).
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::Path;
+
+use nix::mount::{MntFlags, MsFlags};
+use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, OpenTreeFlags};
+
+use super::check;
+
+/// `MOUNT_ATTR_*` bits of `mount_setattr`'s `struct mount_attr` (linux/mount.h).
+pub(crate) const MOUNT_ATTR_RDONLY: u64 = 0x1;
+pub(crate) const MOUNT_ATTR_NOSUID: u64 = 0x2;
+pub(crate) const MOUNT_ATTR_NODEV: u64 = 0x4;
+pub(crate) const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+/// The atime mode's bits: clear them to set one of the three modes.
+pub(crate) const MOUNT_ATTR_ATIME: u64 = 0x70;
+pub(crate) const MOUNT_ATTR_RELATIME: u64 = 0x0;
+pub(crate) const MOUNT_ATTR_NOATIME: u64 = 0x10;
+pub(crate) const MOUNT_ATTR_STRICTATIME: u64 = 0x20;
+pub(crate) const MOUNT_ATTR_NODIRATIME: u64 = 0x80;
+
+fn os(error: rustix::io::Errno) -> io::Error {
+    io::Error::from_raw_os_error(error.raw_os_error())
+}
+
+fn nix_os(error: nix::Error) -> io::Error {
+    io::Error::from_raw_os_error(error as i32)
+}
+
+/// `open_tree(AT_FDCWD, path, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC)`: a detached copy of
+/// the mount at `path` with that directory (or file) as its root, without the mounts
+/// below it. `path` must be in the caller's mount namespace.
+#[doc(alias = "open_tree")]
+pub(crate) fn clone_tree(path: &Path) -> io::Result<OwnedFd> {
+    rustix::mount::open_tree(rustix::fs::CWD, path, OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC).map_err(os)
+}
+
+/// `move_mount(fd, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH)`: attaches the
+/// detached mount `fd` at `target` in the caller's mount namespace.
+#[doc(alias = "move_mount")]
+pub(crate) fn attach(mount: impl AsFd, target: &Path) -> io::Result<()> {
+    rustix::mount::move_mount(mount, "", rustix::fs::CWD, target, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH).map_err(os)
+}
+
+/// `move_mount(AT_FDCWD, from, AT_FDCWD, to, 0)`: moves the mount at `from` (and what
+/// is mounted below it) to `to`.
+#[doc(alias = "move_mount")]
+pub(crate) fn move_attached(from: &Path, to: &Path) -> io::Result<()> {
+    rustix::mount::move_mount(rustix::fs::CWD, from, rustix::fs::CWD, to, MoveMountFlags::empty()).map_err(os)
+}
+
+/// `fsopen("tmpfs")`, `fsconfig(SET_STRING key value)` for each option,
+/// `fsconfig(CMD_CREATE)`, `fsmount`: a new detached tmpfs.
+#[doc(alias = "fsopen")]
+#[doc(alias = "fsmount")]
+pub(crate) fn new_tmpfs(options: &[(&str, &str)]) -> io::Result<OwnedFd> {
+    let context = rustix::mount::fsopen("tmpfs", FsOpenFlags::FSOPEN_CLOEXEC).map_err(os)?;
+    for (key, value) in options {
+        rustix::mount::fsconfig_set_string(&context, *key, *value).map_err(os)?;
+    }
+    rustix::mount::fsconfig_create(&context).map_err(os)?;
+    rustix::mount::fsmount(&context, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty()).map_err(os)
+}
+
+/// The kernel's `struct mount_attr` (MOUNT_ATTR_SIZE_VER0, 32 bytes).
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// `mount_setattr(fd, "", AT_EMPTY_PATH, {set, clear})`: sets and clears `MOUNT_ATTR_*`
+/// bits of the mount `fd` (attached or detached), that mount alone.
+#[doc(alias = "mount_setattr")]
+pub(crate) fn set_mount_attributes(mount: impl AsFd, set: u64, clear: u64) -> io::Result<()> {
+    let attr = MountAttr { attr_set: set, attr_clr: clear, propagation: 0, userns_fd: 0 };
+    // SAFETY: the path is a NUL-terminated empty string and `attr` a live struct of the
+    // size passed; the kernel only reads both.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            mount.as_fd().as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    })
+    .map(|_| ())
+}
+
+/// `mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL)`: nothing mounted in the caller's
+/// namespace from here on propagates anywhere else, nor the other way.
+#[doc(alias = "mount")]
+pub(crate) fn make_private_recursive(path: &Path) -> io::Result<()> {
+    nix::mount::mount(None::<&str>, path, None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>).map_err(nix_os)
+}
+
+/// `pivot_root(new_root, put_old)`.
+pub(crate) fn pivot_root(new_root: &Path, put_old: &Path) -> io::Result<()> {
+    nix::unistd::pivot_root(new_root, put_old).map_err(nix_os)
+}
+
+/// `umount2(path, MNT_DETACH)`: detaches the mount at `path` and everything below it.
+#[doc(alias = "umount2")]
+pub(crate) fn detach(path: &Path) -> io::Result<()> {
+    nix::mount::umount2(path, MntFlags::MNT_DETACH).map_err(nix_os)
+}
+
+/// `unshare(CLONE_FS)` then `setns(fd, CLONE_NEWNS)`: the calling thread (which must
+/// not share its fs_struct afterwards, so a thread of its own) enters the mount
+/// namespace `ns`; its root and working directory become that namespace's root.
+#[doc(alias = "setns")]
+pub(crate) fn enter_mount_namespace(ns: impl AsFd) -> io::Result<()> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS).map_err(nix_os)?;
+    nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNS).map_err(nix_os)
+}
