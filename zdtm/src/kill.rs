@@ -12,8 +12,9 @@
 //! - crust's end: killed by the signal, or exit 1 with the one line
 //!   `crust: dump interrupted by SIGNAL; pid N released unchanged`, or (the dump was
 //!   done first) exit 0, after which a dump without `--leave-running` has killed the
-//!   target by design and a new one is started; a SIGKILL that comes after such a
-//!   dump killed the target (its images complete: the engine writes `stats-dump.img`
+//!   target by design and a new one is started; a signal that ends crust after such
+//!   a dump killed the target (SIGKILL, or SIGTERM/SIGINT once crust let them go on
+//!   its way out) (its images complete: the engine writes `stats-dump`
 //!   last, before the kill) is that case too, told apart by the target's own end:
 //!   it answers no check and was killed by SIGKILL;
 //! - the target answers `check N` on its FIFO (every word of its memory, the pipe's
@@ -161,7 +162,7 @@ impl Tally {
     fn summary(&self) -> String {
         format!(
             "{} trials (SIGKILL {}, SIGTERM {}, SIGINT {}; {} with --leave-running): {} stopped mid-dump by SIGTERM/SIGINT, \
-             {} killed by SIGKILL ({} of them after the dump had killed the target), {} signalled before crust caught signals, \
+             {} killed by SIGKILL, {} ended by the signal after the dump had killed the target, {} signalled before crust caught signals, \
              {} dumps done before the signal; parasite area left mapped by a SIGKILL: {}",
             self.trials,
             self.by_signal[0],
@@ -179,7 +180,7 @@ impl Tally {
 }
 
 /// The image a dump writes last (CRIU's dump statistics).
-const STATS_IMAGE: &str = "stats-dump.img";
+const STATS_IMAGE: &str = "stats-dump";
 
 /// A mapping the parasite's area leaves: private, anonymous, read-write-execute.
 fn is_parasite_area(difference: &str) -> bool {
@@ -357,11 +358,13 @@ impl Run<'_> {
                 Some(ExitStatus::Signaled(got)) if got == signal => {
                     if signal == libc::SIGKILL {
                         self.tally.killed += 1;
-                        if !leave_running && images.join(STATS_IMAGE).exists() && self.killed_by_the_dump(&what)? {
-                            continue;
-                        }
                     } else {
+                        // Before crust caught signals, or after it let them go again
+                        // on its way out.
                         self.tally.before_handlers += 1
+                    }
+                    if !leave_running && images.join(STATS_IMAGE).exists() && self.killed_by_the_dump(&what)? {
+                        continue;
                     }
                 }
                 other => bail!(
@@ -414,8 +417,9 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// After a SIGKILL of a dump without `--leave-running` whose images were complete
-    /// (the engine writes `stats-dump.img`, its last image, before it kills the tree):
+    /// After a dump without `--leave-running` whose images were complete ended by the
+    /// signal (SIGKILL, or SIGTERM/SIGINT once crust no longer catches them)
+    /// (the engine writes `stats-dump`, its last image, before it kills the tree):
     /// crust may have died after its kill of the target, which is the dump's end, not
     /// harm. Then the target cannot answer its check and must have ended by SIGKILL; a
     /// new target is started and `true` returned. A target that answers was not killed

@@ -413,7 +413,7 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
         fault(DumpStep::PagesKilled)?;
         network.keep_locked();
         file_table.silence_tcp(root)?;
-        // stats-dump.img is the dump's last image and is written before the tree is
+        // stats-dump is the dump's last image and is written before the tree is
         // killed: a crust killed after the kill (which waits for every thread's exit,
         // tens of ms for a big tree) leaves whole images, so a dead target always has
         // them (zdtm kill_steps holds at "killed", kill_random checks it).
