@@ -49,8 +49,10 @@ ci_apt_packages=(
     iptables
     util-linux procps
     iproute2
-    # nsenter: cli/tests/cr_netns.rs builds and reads a network namespace with it
-    util-linux
+    # cargo xtest zdtm --flavor container: busybox for the containers' rootfs; iptables for
+    # the reference CRIU validating the flavor: its network lock runs iptables-restore in
+    # the container's network namespace, as it runs ip for its addresses and routes.
+    busybox-static
     xz-utils
     qemu-system-arm
     golang-go golang-github-checkpoint-restore-go-criu-dev

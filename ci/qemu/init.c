@@ -1,5 +1,7 @@
-/* /init of the crust test VMs (cargo xtest zdtm --arch ...): mounts the pseudo
- * filesystems, runs the zdtm harness with the arguments listed in /crust/args (one per
+/* /init of the crust test VMs (cargo xtest zdtm --arch ...): moves the root onto a bind
+ * mount of the initramfs (pivot_root, which the container flavor's init uses, refuses a
+ * root on the initramfs itself), mounts the pseudo filesystems and cgroup2, runs the
+ * zdtm harness with the arguments listed in /crust/args (one per
  * line), prints its JSON report to the console between markers (and, when /crust/export
  * names a directory, its image files in hex; when /crust/keep names one, the logs under
  * it), and powers off. Before the harness it loads
@@ -212,6 +214,16 @@ static void loopback_up(void)
 		close(fd);
 }
 
+/* pivot_root(2) refuses a caller whose root is the initramfs (rootfs has no parent
+ * mount): make the root a bind mount of it, the way switch_root moves a real root in. */
+static void root_on_a_mount(void)
+{
+	mkdir("/.root", 0755);
+	if (mount("/", "/.root", NULL, MS_BIND | MS_REC, NULL) != 0 || chdir("/.root") != 0 ||
+	    mount(".", "/", NULL, MS_MOVE, NULL) != 0 || chroot(".") != 0 || chdir("/") != 0)
+		printf("crust-init: root on a bind mount: %s\n", strerror(errno));
+}
+
 int main(void)
 {
 	char *argv[64];
@@ -221,6 +233,7 @@ int main(void)
 	pid_t pid;
 	int fd;
 
+	root_on_a_mount();
 	must_mount("proc", "/proc", "proc");
 	must_mount("sysfs", "/sys", "sysfs");
 	must_mount("devtmpfs", "/dev", "devtmpfs");
@@ -230,6 +243,9 @@ int main(void)
 		printf("crust-init: mount devpts on /dev/pts: %s\n", strerror(errno));
 	if (access("/dev/ptmx", F_OK) != 0 && symlink("pts/ptmx", "/dev/ptmx") != 0)
 		printf("crust-init: /dev/ptmx: %s\n", strerror(errno));
+	/* The container flavor's per-test cgroups (memory, pids) and freezer: cgroup v2. */
+	if (mount("cgroup2", "/sys/fs/cgroup", "cgroup2", 0, NULL) != 0)
+		printf("crust-init: mount cgroup2 on /sys/fs/cgroup: %s\n", strerror(errno));
 	/* /tmp stays on the initramfs (already a tmpfs): the C tests may live under it. */
 	mkdir("/tmp", 01777);
 	setvbuf(stdout, NULL, _IONBF, 0);

@@ -17,6 +17,7 @@
 
 use anyhow::{bail, Context};
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -471,48 +472,101 @@ pub fn parse_exported_files(lines: &[String]) -> Vec<(String, Vec<u8>)> {
     files
 }
 
-/// The cached kernel of `spec` and its package version, fetched if missing.
+/// `apt-get`/`apt-cache` options for `spec`'s architecture with a private state
+/// directory under `.cache/qemu/apt-DEBIANARCH` (created here).
+fn apt_options(workspace: &Path, spec: &ArchSpec) -> anyhow::Result<Vec<String>> {
+    let state = workspace.join(".cache/qemu").join(format!("apt-{}", spec.debian));
+    for dir in ["lists/partial", "cache/archives/partial"] {
+        std::fs::create_dir_all(state.join(dir)).with_context(|| format!("create {}", state.join(dir).display()))?;
+    }
+    Ok([
+        format!("APT::Architecture={}", spec.debian),
+        format!("APT::Architectures::={}", spec.debian),
+        format!("Dir::State::Lists={}", state.join("lists").display()),
+        format!("Dir::Cache={}", state.join("cache").display()),
+        "Dir::State::status=/dev/null".to_string(),
+        "Debug::NoLocking=1".to_string(),
+    ]
+    .into_iter()
+    .flat_map(|option| ["-o".to_string(), option])
+    .collect())
+}
+
+/// `apt-get update` of `spec`'s private lists.
+fn apt_update(workspace: &Path, spec: &ArchSpec) -> anyhow::Result<()> {
+    println!("== {}: apt-get update ({})", spec.name, spec.debian);
+    let mut update = Command::new("apt-get");
+    update.args(apt_options(workspace, spec)?);
+    // A mirror caught mid-sync fails one index now and then; what was fetched is enough
+    // as long as the packages resolve afterwards.
+    if let Err(error) = run_quiet(update.args(["-q", "update"]), "apt-get update") {
+        println!("== {}: {error:#}; going on with the lists that arrived", spec.name);
+    }
+    Ok(())
+}
+
+/// Downloads `package` for `spec`'s architecture into `dir` and unpacks it into
+/// `dir/x`; returns the .deb.
+fn download_and_unpack(workspace: &Path, spec: &ArchSpec, package: &str, dir: &Path) -> anyhow::Result<PathBuf> {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    let mut download = Command::new("apt-get");
+    download.args(apt_options(workspace, spec)?);
+    run_quiet(download.current_dir(dir).args(["-q", "download", &format!("{package}:{}", spec.debian)]), "apt-get download")?;
+    let deb = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .context("apt-get download left no .deb")?;
+    run_quiet(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(dir.join("x")), "dpkg-deb -x")?;
+    Ok(deb)
+}
+
+/// The cached static busybox of `spec` (Debian's busybox-static for its architecture),
+/// fetched if missing: the container flavor's rootfs in the VM.
+fn ensure_busybox(workspace: &Path, spec: &ArchSpec) -> anyhow::Result<PathBuf> {
+    let cache = workspace.join(".cache/qemu").join(spec.name);
+    let busybox = cache.join("busybox");
+    if busybox.is_file() {
+        return Ok(busybox);
+    }
+    std::fs::create_dir_all(&cache).with_context(|| format!("create {}", cache.display()))?;
+    let lists = workspace.join(".cache/qemu").join(format!("apt-{}/lists", spec.debian));
+    let have_lists = std::fs::read_dir(&lists).is_ok_and(|mut entries| entries.any(|e| e.is_ok_and(|e| e.path().is_file())));
+    if !have_lists {
+        apt_update(workspace, spec)?;
+    }
+    let debs = cache.join("deb-busybox");
+    download_and_unpack(workspace, spec, "busybox-static", &debs)?;
+    let unpacked = ["bin/busybox", "usr/bin/busybox"]
+        .iter()
+        .map(|path| debs.join("x").join(path))
+        .find(|path| path.is_file())
+        .context("busybox-static has no bin/busybox")?;
+    let partial = cache.join("busybox.partial");
+    std::fs::copy(&unpacked, &partial).with_context(|| format!("copy {}", unpacked.display()))?;
+    std::fs::rename(&partial, &busybox).with_context(|| format!("rename {}", partial.display()))?;
+    let _ = std::fs::remove_dir_all(&debs);
+    Ok(busybox)
+}
+
+/// The cached kernel of `spec` and its package version, fetched if missing (or if the
+/// cached modules are not [`VM_MODULES`]).
 fn ensure_kernel(workspace: &Path, spec: &ArchSpec, refresh: bool) -> anyhow::Result<(PathBuf, String)> {
     let cache = workspace.join(".cache/qemu").join(spec.name);
     let kernel = cache.join("kernel");
     let version_file = cache.join("kernel.version");
     let modules = cache.join("modules");
-    if !refresh && kernel.exists() && modules.is_dir() {
+    let module_set = std::fs::read_to_string(modules.join(MODULE_SET_FILE)).unwrap_or_default();
+    if !refresh && kernel.exists() && modules.is_dir() && module_set == VM_MODULES.join("\n") {
         if let Ok(version) = std::fs::read_to_string(&version_file) {
             return Ok((kernel, version.trim().to_string()));
         }
     }
     std::fs::create_dir_all(&cache).with_context(|| format!("create {}", cache.display()))?;
-    let state = workspace.join(".cache/qemu").join(format!("apt-{}", spec.debian));
-    for dir in ["lists/partial", "cache/archives/partial"] {
-        std::fs::create_dir_all(state.join(dir)).with_context(|| format!("create {}", state.join(dir).display()))?;
-    }
-    let apt_options = |command: &mut Command| {
-        command
-            .arg("-o")
-            .arg(format!("APT::Architecture={}", spec.debian))
-            .arg("-o")
-            .arg(format!("APT::Architectures::={}", spec.debian))
-            .arg("-o")
-            .arg(format!("Dir::State::Lists={}", state.join("lists").display()))
-            .arg("-o")
-            .arg(format!("Dir::Cache={}", state.join("cache").display()))
-            .arg("-o")
-            .arg("Dir::State::status=/dev/null")
-            .arg("-o")
-            .arg("Debug::NoLocking=1");
-    };
-    println!("== {}: apt-get update ({})", spec.name, spec.debian);
-    let mut update = Command::new("apt-get");
-    apt_options(&mut update);
-    // A mirror caught mid-sync fails one index now and then; what was fetched is enough
-    // as long as the metapackage resolves below.
-    if let Err(error) = run_quiet(update.args(["-q", "update"]), "apt-get update") {
-        println!("== {}: {error:#}; going on with the lists that arrived", spec.name);
-    }
+    apt_update(workspace, spec)?;
     // The metapackage names the current ABI; point releases remove older ones.
     let mut depends = Command::new("apt-cache");
-    apt_options(&mut depends);
+    depends.args(apt_options(workspace, spec)?);
     let output = depends.args(["depends", &format!("linux-image-{}", spec.flavour)]).output().context("run apt-cache")?;
     let text = String::from_utf8_lossy(&output.stdout);
     let package = text
@@ -522,17 +576,8 @@ fn ensure_kernel(workspace: &Path, spec: &ArchSpec, refresh: bool) -> anyhow::Re
         .find(|p| p.starts_with("linux-image-") && !p.ends_with("-unsigned"))
         .with_context(|| format!("linux-image-{} has no linux-image dependency: {text}", spec.flavour))?;
     let debs = cache.join("deb");
-    let _ = std::fs::remove_dir_all(&debs);
-    std::fs::create_dir_all(&debs)?;
-    let mut download = Command::new("apt-get");
-    apt_options(&mut download);
-    run_quiet(download.current_dir(&debs).args(["-q", "download", &format!("{package}:{}", spec.debian)]), "apt-get download")?;
-    let deb = std::fs::read_dir(&debs)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|e| e == "deb"))
-        .context("apt-get download left no .deb")?;
+    let deb = download_and_unpack(workspace, spec, &package, &debs)?;
     let extracted = debs.join("x");
-    run_quiet(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&extracted), "dpkg-deb -x")?;
     let boot = extracted.join("boot");
     let image = std::fs::read_dir(&boot)
         .with_context(|| format!("list {}", boot.display()))?
@@ -540,21 +585,35 @@ fn ensure_kernel(workspace: &Path, spec: &ArchSpec, refresh: bool) -> anyhow::Re
         .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(spec.kernel_prefix)))
         .with_context(|| format!("no {}* in {}", spec.kernel_prefix, boot.display()))?;
     std::fs::copy(&image, &kernel).with_context(|| format!("copy {}", image.display()))?;
-    copy_diag_modules(&extracted, &modules)?;
+    copy_vm_modules(&extracted, &modules)?;
     let version = deb.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or(package);
     std::fs::write(&version_file, &version)?;
     let _ = std::fs::remove_dir_all(&debs);
     Ok((kernel, version))
 }
 
-/// The sock_diag modules crust's dump of sockets needs, in load order (Debian builds
-/// them as modules; the VM has no modprobe, so `/init` loads them from `/modules`).
-const DIAG_MODULES: &[&str] = &["net/ipv4/inet_diag", "net/ipv4/tcp_diag", "net/ipv4/udp_diag", "net/unix/unix_diag"];
+/// The modules the VM loads, in load order (Debian builds them as modules; the VM has no
+/// modprobe, so `/init` loads them from `/modules`): the sock_diag ones crust's dump of
+/// sockets needs, and the bridge (with its dependencies) and veth the container flavor's
+/// network needs.
+const VM_MODULES: &[&str] = &[
+    "net/ipv4/inet_diag",
+    "net/ipv4/tcp_diag",
+    "net/ipv4/udp_diag",
+    "net/unix/unix_diag",
+    "net/llc/llc",
+    "net/802/stp",
+    "net/bridge/bridge",
+    "drivers/net/veth",
+];
 
-/// Copies [`DIAG_MODULES`] from the unpacked kernel package to `dest` as `N-NAME.ko`
-/// (uncompressed), N giving the load order. A module built into the kernel is simply
-/// not there.
-fn copy_diag_modules(extracted: &Path, dest: &Path) -> anyhow::Result<()> {
+/// The file in the cached modules directory listing the [`VM_MODULES`] it was made for.
+const MODULE_SET_FILE: &str = "module-set";
+
+/// Copies [`VM_MODULES`] from the unpacked kernel package to `dest` as `N-NAME.ko`
+/// (uncompressed), N giving the load order, and writes [`MODULE_SET_FILE`]. A module
+/// built into the kernel is simply not there.
+fn copy_vm_modules(extracted: &Path, dest: &Path) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(dest);
     std::fs::create_dir_all(dest).with_context(|| format!("create {}", dest.display()))?;
     let Some(release_dir) = std::fs::read_dir(extracted.join("lib/modules"))
@@ -563,7 +622,7 @@ fn copy_diag_modules(extracted: &Path, dest: &Path) -> anyhow::Result<()> {
     else {
         return Ok(());
     };
-    for (index, module) in DIAG_MODULES.iter().enumerate() {
+    for (index, module) in VM_MODULES.iter().enumerate() {
         let base = release_dir.join("kernel").join(module);
         let name = Path::new(module).file_name().expect("module has a name").to_string_lossy().into_owned();
         let placed = dest.join(format!("{index}-{name}.ko"));
@@ -579,6 +638,7 @@ fn copy_diag_modules(extracted: &Path, dest: &Path) -> anyhow::Result<()> {
             std::fs::write(&placed, output.stdout)?;
         }
     }
+    std::fs::write(dest.join(MODULE_SET_FILE), VM_MODULES.join("\n")).with_context(|| format!("write {}", dest.join(MODULE_SET_FILE).display()))?;
     Ok(())
 }
 
@@ -700,9 +760,19 @@ fn pack_initramfs(workspace: &Path, spec: &ArchSpec, release: &Path, work: &Path
     std::fs::create_dir_all(&modules_dest)?;
     for entry in std::fs::read_dir(&modules).with_context(|| format!("list {}", modules.display()))? {
         let entry = entry?;
-        std::fs::copy(entry.path(), modules_dest.join(entry.file_name()))?;
+        if entry.path().extension().is_some_and(|ext| ext == "ko") {
+            std::fs::copy(entry.path(), modules_dest.join(entry.file_name()))?;
+        }
     }
-    for dir in ["proc", "sys", "dev", "tmp"] {
+    // The container flavors' rootfs, when one is asked for: the arch's static busybox at
+    // the path the harness looks for it.
+    if crate::zdtm::wants_container_flavor(&options.harness_args) {
+        let busybox = ensure_busybox(workspace, spec)?;
+        std::fs::create_dir_all(root.join("bin"))?;
+        std::fs::copy(&busybox, root.join("bin/busybox")).with_context(|| format!("copy {}", busybox.display()))?;
+        std::fs::set_permissions(root.join("bin/busybox"), std::fs::Permissions::from_mode(0o755))?;
+    }
+    for dir in ["proc", "sys", "dev", "tmp", "run"] {
         std::fs::create_dir_all(root.join(dir))?;
     }
     let initrd = work.join("initrd.cpio");

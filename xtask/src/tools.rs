@@ -88,6 +88,19 @@ pub fn native_zdtm() -> Vec<Need> {
     vec![Need::command("cc", "gcc", SETUP_CI)]
 }
 
+/// The container flavors (`--flavor container|container-uns|all`): busybox for the
+/// containers' rootfs. With `--engine` (the reference CRIU validating the flavor), what
+/// it runs for a container's network namespace: `ip` (addresses, routes and rules are
+/// dumped with `ip ... save`) and `iptables-restore` (its network lock).
+pub fn container_zdtm(external_engine: bool) -> Vec<Need> {
+    let mut needs = vec![Need::command("busybox", "busybox-static", SETUP_CI)];
+    if external_engine {
+        needs.push(Need::command("ip", "iproute2", SETUP_CI));
+        needs.push(Need::command("iptables-restore", "iptables", SETUP_CI));
+    }
+    needs
+}
+
 /// `cargo xtest restore-fuzz`: the seed dumps come from the native zdtm run (cc), each
 /// case runs under `unshare` and a stuck one is ended with `kill`.
 pub fn restore_fuzz() -> Vec<Need> {
@@ -153,6 +166,7 @@ mod tests {
     fn setup_installs_every_need_with_the_named_flag() {
         let (ci, full) = setup_lists();
         let mut needs = native_zdtm();
+        needs.extend(container_zdtm(true));
         for spec in crate::qemu::ARCHES {
             needs.extend(vm_run(spec));
             needs.extend(user_arch_run(spec));

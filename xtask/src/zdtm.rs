@@ -4,10 +4,11 @@
 //!
 //! Options of both verbs besides the harness's own: `--engine PATH` checkpoints with
 //! another binary that speaks CRIU's command line (e.g. `ci/criu`) instead of building
-//! `crust`. Everything else goes to the harness as is: `--flavor host|ns|all`,
-//! `--group core|runtime|all`, `--filter`, `--iters`, `--snap`, `--pre-dump`, `--keep`,
-//! `--json`, and the cross runs `--dump-with PATH` (the other binary dumps, crust
-//! restores) and `--restore-with PATH` (the reverse), their paths made absolute here.
+//! `crust`. Everything else goes to the harness as is: `--flavor
+//! host|ns|container|container-uns|all`, `--group core|runtime|all`, `--filter`, `--iters`,
+//! `--snap`, `--pre-dump`, `--keep`, `--json`, and the cross runs `--dump-with PATH` (the
+//! other binary dumps, crust restores) and `--restore-with PATH` (the reverse), their paths
+//! made absolute here.
 
 use anyhow::{bail, Context};
 use std::path::{Path, PathBuf};
@@ -53,9 +54,13 @@ pub(crate) fn run_harness(args: &[String], workdir: &Path) -> anyhow::Result<()>
 }
 
 fn hand_over(verb: &str, args: &[String]) -> anyhow::Result<()> {
-    crate::tools::require(if verb == "run" { "zdtm" } else { verb }, &crate::tools::native_zdtm())?;
-    let workspace = workspace_root();
     let (engine, rest) = split_engine_option(args)?;
+    let mut needs = crate::tools::native_zdtm();
+    if wants_container_flavor(&rest) {
+        needs.extend(crate::tools::container_zdtm(engine.is_some()));
+    }
+    crate::tools::require(if verb == "run" { "zdtm" } else { verb }, &needs)?;
+    let workspace = workspace_root();
     let build_crust = engine.is_none();
     build(&workspace, build_crust)?;
     let release = target_dir(&workspace).join("release");
@@ -98,6 +103,11 @@ fn build(workspace: &Path, build_crust: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether `--flavor` names a container flavor (or `all`, which includes them).
+pub fn wants_container_flavor(args: &[String]) -> bool {
+    args.windows(2).any(|pair| pair[0] == "--flavor" && matches!(pair[1].as_str(), "container" | "container-uns" | "all"))
+}
+
 fn split_engine_option(args: &[String]) -> anyhow::Result<(Option<PathBuf>, Vec<String>)> {
     let mut engine = None;
     let mut rest = Vec::new();
@@ -127,4 +137,22 @@ pub(crate) fn target_dir(workspace: &Path) -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace.join("target"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(words: &[&str]) -> Vec<String> {
+        words.iter().map(|w| w.to_string()).collect()
+    }
+
+    #[test]
+    fn container_needs_only_when_a_container_flavor_is_asked() {
+        assert!(!wants_container_flavor(&[]));
+        assert!(!wants_container_flavor(&args(&["--flavor", "ns", "--filter", "container"])));
+        assert!(wants_container_flavor(&args(&["--flavor", "container"])));
+        assert!(wants_container_flavor(&args(&["--filter", "x", "--flavor", "container-uns"])));
+        assert!(wants_container_flavor(&args(&["--flavor", "all"])));
+    }
 }

@@ -3,20 +3,23 @@
 //! restored process's /proc state with the record, asks the test to check itself
 //! (SIGTERM) and collects its verdict. After every test it looks for what the test left
 //! (`leftovers`): processes, crust's nftables lock tables for its connections, mounts
-//! under its directory; it removes them and fails the test that left them.
+//! under its directory, and in the container flavors the test's veth and cgroups; it
+//! removes them and fails the test that left them. The container flavors' own parts
+//! (rootfs, network, cgroups, engine options, comparison) live in `container`.
 //!
 //! Unsafe here: one `pre_exec` hook that clears FD_CLOEXEC on the ready pipe's write end
-//! in the forked child, and `poll` on the read end. Guarantee: the hook calls only the
-//! async-signal-safe `fcntl`.
+//! (and the container flavor's go pipe's read end) in the forked child, and `poll` on the
+//! read end. Guarantee: the hook calls only the async-signal-safe `fcntl`.
 #![allow(unsafe_code)]
 
 use crate::catalog::{AtDump, Flavor, Program, Requirement, TestSpec};
+use crate::container::{ContainerRun, ContainerTest};
 use crate::leftovers::{self, Leftovers};
 use crate::reaper::{ExitStatus, Reaper};
 use crate::tree::{ns_pid_of, TreeSnapshot};
 use crate::testlib::{OUTDIR_ENV, READY_FD_ENV};
 use anyhow::{bail, Context};
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -145,7 +148,7 @@ pub struct Config {
     pub big: bool,
     /// Write the JSON report here.
     pub json: Option<PathBuf>,
-    /// Flavors to run each test in (`--flavor host|ns|all`).
+    /// Flavors to run each test in (`--flavor host|ns|container|container-uns|all`).
     pub flavors: Vec<Flavor>,
     /// Only tests of this group (`--group core|runtime`); `None`: `core` unless the
     /// filter names a runtime test.
@@ -204,6 +207,10 @@ pub struct Harness {
     runtimes: std::collections::HashMap<&'static str, Result<Vec<String>, String>>,
     /// Host pid of the ns init of the test being launched, once it reported itself.
     pending_init: std::cell::Cell<Option<i32>>,
+    /// The container flavors' per-run state, when one of them runs and can run here.
+    container: Option<ContainerRun>,
+    /// Why the container flavors cannot run here (no busybox): their tests skip with it.
+    container_unavailable: Option<String>,
     /// In a cross run with CRIU as the other tool: what it does, for its skip table;
     /// and why every test is skipped, when CRIU cannot do its part here at all.
     criu_other: Option<(crate::cross::OtherDoes, Option<String>)>,
@@ -285,8 +292,23 @@ impl Harness {
                 build_go(&runtime_dir.join("threads.go")).map(|exe| vec![exe.display().to_string()]),
             );
         }
+        // The container rootfs runs `busybox --list`: before the reaper takes every child.
+        let (container, container_unavailable) = if config.flavors.iter().any(|flavor| flavor.is_container()) {
+            match crate::container::rootfs::find_busybox() {
+                None => (None, Some(format!("busybox not installed{}", install_hint("busybox")))),
+                Some(busybox) => {
+                    let run = ContainerRun::setup(&config.workdir, &bin_dir, &busybox, config.keep)
+                        .context("set up the container flavor")?;
+                    (Some(run), None)
+                }
+            }
+        } else {
+            (None, None)
+        };
         let reaper = Reaper::start()?;
         Ok(Harness {
+            container,
+            container_unavailable,
             runtimes,
             config,
             reaper,
@@ -350,8 +372,16 @@ impl Harness {
 
     /// Starts a test program with the ready pipe and output dir in its env, and reads the
     /// pipe until EOF (the daemon closes it once its state is built). In the `ns` flavor
-    /// the program runs under `ns_init`, which reports `nsinit <host pid>` first.
-    pub fn launch(&self, spec: &TestSpec, outdir: &Path, flavor: Flavor) -> anyhow::Result<Launched> {
+    /// the program runs under `ns_init`, which reports `nsinit <host pid>` first; in the
+    /// container flavors under `ct_init`, which reports the same and then waits on the
+    /// go pipe until the harness has given the container its network.
+    pub fn launch(
+        &self,
+        spec: &TestSpec,
+        outdir: &Path,
+        flavor: Flavor,
+        container: Option<&ContainerTest>,
+    ) -> anyhow::Result<Launched> {
         let (mut exe, mut args) = match self.command_for(spec.program, spec.name) {
             Ok(command) => command,
             Err(reason) => return Ok(Launched::Skip(reason)),
@@ -364,15 +394,35 @@ impl Harness {
                 exe.display()
             )));
         }
-        if flavor == Flavor::Ns {
-            args.insert(0, exe.display().to_string());
-            exe = self.c_tests_dir.join("ns_init");
+        let mut env: Vec<(String, String)> = Vec::new();
+        let mut go_pipe = None;
+        match (flavor, container, &self.container) {
+            (Flavor::Ns, _, _) => {
+                args.insert(0, exe.display().to_string());
+                exe = self.c_tests_dir.join("ns_init");
+            }
+            (_, Some(test), Some(run)) => {
+                args.insert(0, crate::container::program_path(&self.bin_dir, &exe)?);
+                exe = self.c_tests_dir.join("ct_init");
+                env = run.launcher_env(test, outdir);
+                go_pipe = Some(cloexec_pipe().context("create go pipe")?);
+                if test.userns {
+                    // Root of the container is this host uid: the test writes its log and
+                    // verdict into its directory.
+                    let id = crate::container::USERNS_FIRST_ID;
+                    crate::container::sys::chown(outdir, id, id)?;
+                }
+            }
+            (Flavor::Host, _, _) => {}
+            _ => bail!("{} flavor without its container state", flavor.name()),
         }
         let (mut ready_reader, ready_writer) = cloexec_pipe().context("create ready pipe")?;
         let writer_fd = ready_writer.as_raw_fd();
+        let go_fd = go_pipe.as_ref().map_or(-1, |(reader, _)| reader.as_raw_fd());
         let mut command = Command::new(&exe);
         command
             .args(&args)
+            .envs(env)
             .env(READY_FD_ENV, writer_fd.to_string())
             .env(OUTDIR_ENV, outdir)
             .env("ZDTM_NAME", spec.name)
@@ -380,12 +430,17 @@ impl Harness {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
+        if go_fd >= 0 {
+            command.env("ZDTM_GO_FD", go_fd.to_string());
+        }
         // SAFETY: runs in the forked child before exec; fcntl is async-signal-safe and
-        // touches only the pipe's write end, which the child inherited.
+        // touches only the pipe ends the child inherited.
         unsafe {
             command.pre_exec(move || {
-                if libc::fcntl(writer_fd, libc::F_SETFD, 0) != 0 {
-                    return Err(std::io::Error::last_os_error());
+                for fd in [writer_fd, go_fd] {
+                    if fd >= 0 && libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
                 }
                 Ok(())
             });
@@ -397,7 +452,13 @@ impl Harness {
         let launcher_pid = launcher.id() as i32;
         drop(ready_writer);
 
-        let message = read_to_eof_with_timeout(&mut ready_reader, READY_TIMEOUT);
+        let message = match go_pipe {
+            None => read_to_eof_with_timeout(&mut ready_reader, READY_TIMEOUT),
+            Some((go_reader, go_writer)) => {
+                drop(go_reader);
+                self.connect_container(&mut ready_reader, go_writer, container)
+            }
+        };
         // The init reports itself first: remember it even when the test then fails, so
         // the caller can kill the namespace.
         let (init, rest) = split_init_line(message.as_deref().unwrap_or(""));
@@ -419,13 +480,39 @@ impl Harness {
                 bail!("launcher of {} did not exit", spec.name)
             }
         }
-        if flavor == Flavor::Ns && init.is_none() {
-            bail!("ns_init did not report its pid (got {message:?})");
+        if flavor.has_init() && init.is_none() {
+            bail!("{} did not report its pid (got {message:?})", exe.display());
         }
         Ok(match parse_ready_message(&rest)? {
             Launched::Ready { pid, token, .. } => Launched::Ready { pid, init, token },
             skip => skip,
         })
+    }
+
+    /// Container flavors: reads the init's `nsinit PID` line, gives the container its
+    /// network, writes `go`, then reads the rest of the ready pipe to EOF. Returns
+    /// everything read.
+    fn connect_container(
+        &self,
+        ready: &mut std::fs::File,
+        mut go: std::fs::File,
+        container: Option<&ContainerTest>,
+    ) -> anyhow::Result<String> {
+        let (Some(run), Some(test)) = (&self.container, container) else {
+            bail!("container flavor without its container state");
+        };
+        let first = read_line_with_timeout(ready, READY_TIMEOUT)?;
+        let (init, _) = split_init_line(&first);
+        let Some(init) = init else {
+            // The launcher failed before it forked the init: what it said is all there is.
+            let rest = read_to_eof_with_timeout(ready, READY_TIMEOUT).unwrap_or_default();
+            return Ok(first + &rest);
+        };
+        self.pending_init.set(Some(init));
+        run.connect(test, init).context("set up the container's network")?;
+        go.write_all(b"go").context("write the go pipe")?;
+        drop(go);
+        Ok(first + &read_to_eof_with_timeout(ready, READY_TIMEOUT)?)
     }
 
     /// Runs `engine ARGS`, stdout and stderr into `<log_dir>/<stage>.stderr`; returns the
@@ -481,7 +568,23 @@ impl Harness {
         };
         let mut live = LiveTree::default();
         self.pending_init.set(None);
-        outcome.verdict = match self.drive(spec, flavor, &outdir, &mut live, &mut outcome) {
+        let mut container = None;
+        if flavor.is_container() {
+            let Some(run) = &self.container else {
+                let reason = self.container_unavailable.clone().unwrap_or_else(|| "container flavor not set up".into());
+                outcome.verdict = Verdict::Skipped(reason);
+                return outcome;
+            };
+            match run.start_test(spec.name, flavor == Flavor::ContainerUserns) {
+                Ok(test) => container = Some(test),
+                Err(error) => {
+                    outcome.verdict = Verdict::Failed(error);
+                    let _ = std::fs::remove_dir_all(&outdir);
+                    return outcome;
+                }
+            }
+        }
+        outcome.verdict = match self.drive(spec, flavor, &outdir, &mut live, &mut outcome, container.as_mut()) {
             Ok(verdict) => verdict,
             Err(error) => {
                 let tail = log_tail(&outdir.join(format!("{}.log", spec.name)), "test log");
@@ -499,8 +602,14 @@ impl Harness {
             let expected: Vec<i32> = live.root.into_iter().collect();
             leftovers.processes = self.wait_strays_gone(&expected, LEFTOVER_GRACE);
         }
+        if let (Some(run), Some(test)) = (&self.container, &container) {
+            run.thaw(test);
+        }
         self.kill_tree(&live);
         self.remove_leftovers(&live, &outdir, &mut leftovers);
+        if let (Some(run), Some(test)) = (&self.container, &container) {
+            leftovers.merge(run.finish_test(test));
+        }
         if !leftovers.is_empty() {
             outcome.verdict = match std::mem::replace(&mut outcome.verdict, Verdict::Passed) {
                 Verdict::Failed(error) => Verdict::Failed(anyhow::anyhow!("{error:#}\n{}", leftovers.describe())),
@@ -609,18 +718,24 @@ impl Harness {
         outdir: &Path,
         live: &mut LiveTree,
         outcome: &mut TestOutcome,
+        mut container: Option<&mut ContainerTest>,
     ) -> anyhow::Result<Verdict> {
         if let Some(reason) = self.cross_skip_reason(spec, flavor) {
             return Ok(Verdict::Skipped(reason));
         }
-        let (ns_pid, init, token) = match self.launch(spec, outdir, flavor)? {
+        let (ns_pid, init, token) = match self.launch(spec, outdir, flavor, container.as_deref())? {
             Launched::Ready { pid, init, token } => (pid, init, token),
             Launched::Skip(reason) => return Ok(Verdict::Skipped(reason)),
         };
-        // Host flavor: the test is the dumped root and the harness's child. Ns flavor:
-        // the init is, and the test is found under it by its namespace pid.
+        // Host flavor: the test is the dumped root and the harness's child. Ns and
+        // container flavors: the init is, and the test is found under it by its
+        // namespace pid.
         let mut root = init.unwrap_or(ns_pid);
         live.root = Some(root);
+        let container_run = self.container.as_ref().filter(|_| flavor.is_container());
+        if let (Some(run), Some(test)) = (container_run, container.as_deref_mut()) {
+            run.note_init(test, root);
+        }
         let mut pid = self.locate(flavor, root, ns_pid)?;
         live.session = Some(pid);
         if !self.reaper.is_alive_child(root) {
@@ -633,7 +748,7 @@ impl Harness {
             let images = outdir.join(format!("img-{iteration}"));
             std::fs::create_dir_all(&images)
                 .with_context(|| format!("create {}", images.display()))?;
-            if flavor == Flavor::Ns {
+            if flavor.has_init() {
                 wait_init_reaped(root, READY_TIMEOUT)?;
             }
             let pre_dir = outdir.join(format!("img-{iteration}-pre"));
@@ -642,14 +757,26 @@ impl Harness {
                 let mut args: Vec<String> = ["pre-dump", "-t", &root.to_string(), "-D"].map(String::from).to_vec();
                 args.push(pre_dir.display().to_string());
                 args.extend(["-o", "dump.log", "-v4"].map(String::from));
+                if let (Some(run), Some(test)) = (container_run, container.as_deref()) {
+                    args.extend(run.dump_args(test));
+                }
                 args.extend(spec.dump_args.iter().map(|a| a.to_string()));
                 let (status, _) = self.run_engine(&args, &pre_dir, "dump")?;
                 if status != ExitStatus::Exited(0) {
-                    bail!("iteration {iteration}: {} pre-dump: {status}\n{}", self.tool_name("dump"), engine_logs(&pre_dir, "dump"));
+                    bail!(
+                        "iteration {iteration}: {} pre-dump: {status}{}\n{}",
+                        self.tool_name("dump"),
+                        first_error_suffix(&pre_dir, "dump"),
+                        engine_logs(&pre_dir, "dump")
+                    );
                 }
             }
             let before = TreeSnapshot::capture(root, spec.volatile_status)
                 .context("record state before dump")?;
+            let container_before = match (container_run, container.as_deref()) {
+                (Some(run), Some(test)) => Some(run.snapshot(test, root).context("record the container before dump")?),
+                _ => None,
+            };
 
             let old_tree = crate::tree::descendants(root);
             // crust before CRIU's lock table locked each connection in a table named
@@ -666,6 +793,9 @@ impl Harness {
             if self.config.pre_dump {
                 dump_args.extend(["--prev-images-dir".to_string(), format!("../img-{iteration}-pre")]);
             }
+            if let (Some(run), Some(test)) = (container_run, container.as_deref()) {
+                dump_args.extend(run.dump_args(test));
+            }
             dump_args.extend(spec.dump_args.iter().map(|a| a.to_string()));
             let (status, elapsed) = self.run_engine(&dump_args, &images, "dump")?;
             *outcome.dump_ms.get_or_insert(0) += elapsed.as_millis() as u64;
@@ -676,8 +806,9 @@ impl Harness {
             }
             if status != ExitStatus::Exited(0) {
                 bail!(
-                    "iteration {iteration}: {} dump: {status}\n{}",
+                    "iteration {iteration}: {} dump: {status}{}\n{}",
                     self.tool_name("dump"),
+                    first_error_suffix(&images, "dump"),
                     engine_logs(&images, "dump")
                 );
             }
@@ -707,6 +838,9 @@ impl Harness {
             wait_all_gone(&old_tree, GONE_TIMEOUT)
                 .with_context(|| format!("iteration {iteration}: after dump"))?;
             self.reaper.forget(root);
+            if let (Some(run), Some(test)) = (container_run, container.as_deref()) {
+                run.after_dump(test).with_context(|| format!("iteration {iteration}"))?;
+            }
 
             let pidfile = images.join("restore.pid");
             let mut restore_args: Vec<String> = ["restore", "-D"].map(String::from).to_vec();
@@ -715,20 +849,27 @@ impl Harness {
             restore_args.push(pidfile.display().to_string());
             restore_args.extend(["-o", "restore.log", "-v4"].map(String::from));
             restore_args.extend(spec.dump_args.iter().filter(|a| crate::cross::ALSO_ON_RESTORE.contains(a)).map(|a| a.to_string()));
+            if let (Some(run), Some(test)) = (container_run, container.as_deref()) {
+                restore_args.extend(run.restore_args(test, outdir));
+            }
             let (status, elapsed) = self.run_engine(&restore_args, &images, "restore")?;
             *outcome.restore_ms.get_or_insert(0) += elapsed.as_millis() as u64;
             let restored_root = std::fs::read_to_string(&pidfile)
                 .ok()
                 .and_then(|text| text.trim().parse::<i32>().ok());
             if let Some(restored) = restored_root {
-                if flavor == Flavor::Ns {
+                if flavor.has_init() {
                     live.root = Some(restored);
+                    if let (Some(run), Some(test)) = (container_run, container.as_deref_mut()) {
+                        run.note_init(test, restored);
+                    }
                 }
             }
             if status != ExitStatus::Exited(0) {
                 bail!(
-                    "iteration {iteration}: {} restore: {status}\n{}",
+                    "iteration {iteration}: {} restore: {status}{}\n{}",
                     self.tool_name("restore"),
+                    first_error_suffix(&images, "restore"),
                     engine_logs(&images, "restore")
                 );
             }
@@ -736,11 +877,11 @@ impl Harness {
                 (Flavor::Host, Some(restored)) if restored != root => bail!(
                     "iteration {iteration}: restored pid {restored} differs from dumped pid {root}"
                 ),
-                (Flavor::Ns, None) => bail!(
+                (_, None) if flavor.has_init() => bail!(
                     "iteration {iteration}: no pid in {} after restore",
                     pidfile.display()
                 ),
-                (Flavor::Ns, Some(restored)) => root = restored,
+                (_, Some(restored)) if flavor.has_init() => root = restored,
                 _ => {}
             }
             if !self.reaper.is_alive_child(root) {
@@ -749,7 +890,7 @@ impl Harness {
                     engine_logs(&images, "restore")
                 );
             }
-            if flavor == Flavor::Ns {
+            if flavor.has_init() {
                 match ns_pid_of(root) {
                     Some(1) => {}
                     other => bail!(
@@ -769,12 +910,16 @@ impl Harness {
             }
             let after = TreeSnapshot::capture(root, spec.volatile_status)
                 .context("record state after restore")?;
-            let differences = before.differences(&after);
+            // The container's own state (mounts, network, uts, cgroups, id maps) first:
+            // a namespace that came back wrong explains what differs in its processes.
+            let mut differences = Vec::new();
+            if let (Some(run), Some(test), Some(container_before)) = (container_run, container.as_deref(), &container_before) {
+                let container_after = run.snapshot(test, root).context("record the container after restore")?;
+                differences.extend(container_before.differences(&container_after));
+            }
+            differences.extend(before.differences(&after));
             if !differences.is_empty() {
-                bail!(
-                    "iteration {iteration}: restored /proc state differs:\n  {}",
-                    differences.join("\n  ")
-                );
+                bail!("iteration {iteration}: {}", describe_differences(&differences));
             }
         }
 
@@ -783,7 +928,9 @@ impl Harness {
         let status = match flavor {
             Flavor::Host => self.reaper.wait_exit(pid, VERDICT_TIMEOUT),
             // The test is the init's child: the init reaps it; its status stays inside.
-            Flavor::Ns => wait_all_gone(&[pid], VERDICT_TIMEOUT).ok().map(|()| ExitStatus::Exited(0)),
+            Flavor::Ns | Flavor::Container | Flavor::ContainerUserns => {
+                wait_all_gone(&[pid], VERDICT_TIMEOUT).ok().map(|()| ExitStatus::Exited(0))
+            }
         };
         if flavor == Flavor::Host && status.is_some() {
             live.root = None;
@@ -833,7 +980,18 @@ impl Harness {
             return None;
         }
         let (role, everything) = self.criu_other.as_ref()?;
-        everything.clone().or_else(|| crate::cross::criu_skip_reason(spec.name, *role, flavor))
+        everything
+            .clone()
+            .or_else(|| crate::cross::criu_flavor_skip_reason(*role, flavor))
+            .or_else(|| crate::cross::criu_skip_reason(spec.name, *role, flavor))
+    }
+
+    /// Ends the run's container state (bridge, cgroups, rootfs); `Some` names what was
+    /// left besides them (and is removed).
+    pub fn finish_run(&mut self) -> Option<Leftovers> {
+        let run = self.container.take()?;
+        let left = run.teardown();
+        (!left.is_empty()).then_some(left)
     }
 
     /// Host pid of the test: itself in the host flavor, found under the init by its
@@ -841,29 +999,27 @@ impl Harness {
     fn locate(&self, flavor: Flavor, root: i32, ns_pid: i32) -> anyhow::Result<i32> {
         match flavor {
             Flavor::Host => Ok(root),
-            Flavor::Ns => crate::tree::find_by_ns_pid(root, ns_pid)
+            Flavor::Ns | Flavor::Container | Flavor::ContainerUserns => crate::tree::find_by_ns_pid(root, ns_pid)
                 .with_context(|| format!("no process with namespace pid {ns_pid} under init {root}")),
         }
     }
 }
 
-/// In a cross run whose other binary is CRIU (its `--version` says `Version: `, and not
-/// crust's second line): what
+/// In a run where CRIU does one half or both (`--dump-with`, `--restore-with`, or the
+/// engine itself: its `--version` says `Version: `, and not crust's second line): what
 /// CRIU does, and why no test can run when CRIU cannot pre-dump here.
 fn criu_in_cross_run(config: &Config) -> Option<(crate::cross::OtherDoes, Option<String>)> {
-    let (other, role) = match (&config.dump_with, &config.restore_with) {
-        (Some(other), _) => (other, crate::cross::OtherDoes::Dump),
-        (None, Some(other)) => (other, crate::cross::OtherDoes::Restore),
-        (None, None) => return None,
+    let dumper = config.dump_with.as_ref().unwrap_or(&config.engine);
+    let restorer = config.restore_with.as_ref().unwrap_or(&config.engine);
+    let (dumps, restores) = (is_criu(dumper), is_criu(restorer));
+    let (other, role) = match (dumps, restores) {
+        (true, true) => (dumper, crate::cross::OtherDoes::Both),
+        (true, false) => (dumper, crate::cross::OtherDoes::Dump),
+        (false, true) => (restorer, crate::cross::OtherDoes::Restore),
+        (false, false) => return None,
     };
-    let version = Command::new(other).arg("--version").stdin(Stdio::null()).output().ok()?;
-    let version = String::from_utf8_lossy(&version.stdout);
-    // crust answers as CRIU 4.2 too, and names itself on the next line.
-    if !version.starts_with("Version: ") || version.contains("crust") {
-        return None;
-    }
     let mut everything = None;
-    if config.pre_dump && role == crate::cross::OtherDoes::Dump {
+    if config.pre_dump && role != crate::cross::OtherDoes::Restore {
         let check = Command::new(other).args(["check", "--feature", "mem_dirty_track"]).stdin(Stdio::null()).output();
         if !check.is_ok_and(|c| c.status.success()) {
             everything = Some(
@@ -873,6 +1029,14 @@ fn criu_in_cross_run(config: &Config) -> Option<(crate::cross::OtherDoes, Option
         }
     }
     Some((role, everything))
+}
+
+/// Whether `binary` is CRIU itself: its `--version` says `Version: ` (crust answers as
+/// CRIU 4.2 too, and names itself on the next line).
+fn is_criu(binary: &Path) -> bool {
+    let Ok(output) = Command::new(binary).arg("--version").stdin(Stdio::null()).output() else { return false };
+    let version = String::from_utf8_lossy(&output.stdout);
+    version.starts_with("Version: ") && !version.contains("crust")
 }
 
 /// What is left to kill after a test.
@@ -983,7 +1147,7 @@ fn install_hint(program: &str) -> &'static str {
         return "";
     }
     match program {
-        "nft" => " (ci/setup.sh --ci installs it)",
+        "nft" | "busybox" => " (ci/setup.sh --ci installs it)",
         _ => " (ci/setup.sh --full installs it)",
     }
 }
@@ -1108,6 +1272,10 @@ fn copy_file(from: &Path, to: &Path) -> anyhow::Result<()> {
 
 /// Parses `<pid> <token>` or `skip <reason>`.
 pub fn parse_ready_message(message: &str) -> anyhow::Result<Launched> {
+    // A launcher's failed step (`error ct_init: mount ...: EPERM`).
+    if let Some(error) = message.lines().find_map(|line| line.strip_prefix("error ")) {
+        bail!("{error}");
+    }
     let line = message.trim_end_matches('\n');
     if let Some(reason) = line.strip_prefix("skip ") {
         return Ok(Launched::Skip(reason.to_string()));
@@ -1143,13 +1311,24 @@ fn read_to_eof_with_timeout(
     reader: &mut std::fs::File,
     timeout: Duration,
 ) -> anyhow::Result<String> {
+    read_with_timeout(reader, timeout, false)
+}
+
+/// Reads one line (up to and with its newline, or to EOF), failing if that takes longer
+/// than `timeout`.
+fn read_line_with_timeout(reader: &mut std::fs::File, timeout: Duration) -> anyhow::Result<String> {
+    read_with_timeout(reader, timeout, true)
+}
+
+fn read_with_timeout(reader: &mut std::fs::File, timeout: Duration, one_line: bool) -> anyhow::Result<String> {
     let deadline = Instant::now() + timeout;
     let mut bytes = Vec::new();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             bail!(
-                "no EOF on the ready pipe after {}s (got {:?})",
+                "no {} on the ready pipe after {}s (got {:?})",
+                if one_line { "line" } else { "EOF" },
                 timeout.as_secs(),
                 String::from_utf8_lossy(&bytes)
             );
@@ -1177,12 +1356,17 @@ fn read_to_eof_with_timeout(
         if ready == 0 {
             continue;
         }
+        // A line is read a byte at a time, so nothing after it is taken from the pipe.
         let mut chunk = [0u8; 256];
-        let got = reader.read(&mut chunk).context("read ready pipe")?;
+        let want = if one_line { 1 } else { chunk.len() };
+        let got = reader.read(&mut chunk[..want]).context("read ready pipe")?;
         if got == 0 {
             return Ok(String::from_utf8_lossy(&bytes).into_owned());
         }
         bytes.extend_from_slice(&chunk[..got]);
+        if one_line && bytes.ends_with(b"\n") {
+            return Ok(String::from_utf8_lossy(&bytes).into_owned());
+        }
     }
 }
 
@@ -1201,6 +1385,45 @@ pub fn engine_logs(images: &Path, stage: &str) -> String {
     )
 }
 
+/// `: FIRST ERROR` of the engine's log for `stage` (`dump.log`, `restore.log`: crust's
+/// `ERROR:` lines, CRIU's `Error (FILE:LINE):` ones), else of its stderr; empty when
+/// neither says anything. The table row of a failed test shows this one line.
+fn first_error_suffix(images: &Path, stage: &str) -> String {
+    let log = std::fs::read_to_string(images.join(format!("{stage}.log"))).unwrap_or_default();
+    let stderr = std::fs::read_to_string(images.join(format!("{stage}.stderr"))).unwrap_or_default();
+    first_error(&log, &stderr).map(|line| format!(": {line}")).unwrap_or_default()
+}
+
+/// The error that ended an engine's run: the first error line of the log's last
+/// [`FATAL_TAIL`] lines (an engine stops soon after the error that ends it; CRIU logs
+/// errors it goes on from, such as failing to raise its own RLIMIT_NOFILE, early on),
+/// else the log's first, its level and time stamp cut off; else the first non-empty
+/// line of its stderr.
+pub fn first_error(log: &str, stderr: &str) -> Option<String> {
+    let error_of = |line: &str| {
+        if let Some((_, message)) = line.split_once(") ERROR: ") {
+            return Some(message.trim().to_string());
+        }
+        let at = line.find("Error (")?;
+        Some(line[at..].trim().to_string())
+    };
+    let lines: Vec<&str> = log.lines().collect();
+    let tail = &lines[lines.len().saturating_sub(FATAL_TAIL)..];
+    let from_log = tail.iter().find_map(|line| error_of(line)).or_else(|| lines.iter().find_map(|line| error_of(line)));
+    from_log.or_else(|| stderr.lines().map(str::trim).find(|line| !line.is_empty()).map(str::to_string))
+}
+
+/// How many last lines of an engine log [`first_error`] looks at first.
+const FATAL_TAIL: usize = 40;
+
+/// `restored state differs in N items, first: ITEM` and then every item, one a line.
+pub fn describe_differences(differences: &[String]) -> String {
+    let first = differences.first().map(String::as_str).unwrap_or("");
+    let count = differences.len();
+    let items = if count == 1 { "item" } else { "items" };
+    format!("restored state differs in {count} {items}, first: {first}\n  {}", differences.join("\n  "))
+}
+
 /// `--- what (last lines) ---` and the last 20 lines of a file.
 pub fn log_tail(path: &Path, what: &str) -> String {
     match std::fs::read_to_string(path) {
@@ -1216,6 +1439,28 @@ pub fn log_tail(path: &Path, what: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn first_errors_of_both_engines_logs() {
+        let crust = "(  0.000100) INFO: dumping pid 7\n(  0.002000) ERROR: dump pid 7: mount namespace not supported\n(  0.003000) ERROR: later\n";
+        assert_eq!(first_error(crust, "").as_deref(), Some("dump pid 7: mount namespace not supported"));
+        let criu = "(00.001) Warn  (criu/x.c:1): w\n(00.002) Error (criu/mount.c:99): mnt: no root\n";
+        assert_eq!(first_error(criu, "").as_deref(), Some("Error (criu/mount.c:99): mnt: no root"));
+        assert_eq!(first_error("", "\n  crust: restore: bad image\n").as_deref(), Some("crust: restore: bad image"));
+        assert_eq!(first_error("(0.1) INFO: fine\n", ""), None);
+        // An error the engine went on from, long before the one that ended it.
+        let mut long = String::from("(00.07) Error (criu/util.c:1534): rlimit: Can't setup RLIMIT_NOFILE for self\n");
+        long.push_str(&"(00.08) mnt: something\n".repeat(100));
+        long.push_str("(00.12) 1: Error (criu/net.c:1737): net: couldn't restore veth\n(00.13) Error (criu/cr-restore.c:2331): Restoring FAILED.\n");
+        assert_eq!(first_error(&long, "").as_deref(), Some("Error (criu/net.c:1737): net: couldn't restore veth"));
+    }
+
+    #[test]
+    fn differences_name_the_first_item() {
+        let text = describe_differences(&["mount - 1 / tmpfs".to_string(), "link - 2 eth0".to_string()]);
+        assert_eq!(text.lines().next(), Some("restored state differs in 2 items, first: mount - 1 / tmpfs"));
+        assert_eq!(text.lines().count(), 3);
+    }
 
     #[test]
     fn ready_messages() {
@@ -1248,6 +1493,7 @@ mod tests {
             volatile_status: &[],
             at_dump: AtDump::Asleep,
             host_only: None,
+            container_skip: None,
             dump_args: &[],
             group: "core",
         };

@@ -70,6 +70,7 @@ fn target_spec() -> TestSpec {
         volatile_status: &[],
         at_dump: AtDump::Running,
         host_only: Some("the harness signals crust, whose pid is in the host's namespace"),
+        container_skip: Some("the harness signals crust, whose pid is in the host's namespace"),
         dump_args: &[],
         group: "core",
     }
@@ -270,7 +271,7 @@ const SIGNALS: [(i32, &str); 3] = [(libc::SIGKILL, "SIGKILL"), (libc::SIGTERM, "
 impl Run<'_> {
     fn start_target(&mut self) -> anyhow::Result<()> {
         let spec = target_spec();
-        let pid = match self.harness.launch(&spec, self.outdir, Flavor::Host)? {
+        let pid = match self.harness.launch(&spec, self.outdir, Flavor::Host, None)? {
             Launched::Ready { pid, .. } => pid,
             Launched::Skip(reason) => bail!("the target skipped: {reason}"),
         };

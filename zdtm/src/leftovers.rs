@@ -1,10 +1,12 @@
 //! What a test may leave behind, which the harness looks for after every test: processes
-//! (anything still under the harness, which is their subreaper, or running a program
-//! from the run's `bin/`), the nftables tables that lock the test's TCP connections
-//! (`inet CRIU-<run id>`, named as CRIU names a dump's lock after the dump's
-//! `inventory.dump_criu_run_id`, whichever tool dumped; `crust_tcp_INODE` of older crust,
-//! INODE a socket the test held at a dump), and mounts under the test's directory. The
-//! harness removes each one and fails the test that left it.
+//! (anything still under the harness, which is their subreaper, running a program from
+//! the run's `bin/`, or, in the container flavors, in one of the test's namespaces), the
+//! nftables tables that lock the test's TCP connections (`inet CRIU-<run id>`, named as
+//! CRIU names a dump's lock after the dump's `inventory.dump_criu_run_id`, whichever tool
+//! dumped; `crust_tcp_INODE` of older crust, INODE a socket the test held at a dump),
+//! mounts under the test's directory (and the container rootfs), and in the container
+//! flavors network links (the test's veth) and cgroups. The harness removes each one and
+//! fails the test that left it.
 //!
 //! The parsers (`nft list tables`, inventory.img's run id, mountinfo) are pure; the
 //! finders read /proc.
@@ -45,12 +47,45 @@ pub struct Leftovers {
     pub tables: Vec<NftTable>,
     /// Mount points under the test's directory.
     pub mounts: Vec<PathBuf>,
+    /// Network links of the host (a container's veth, a bridge), by name.
+    pub links: Vec<String>,
+    /// cgroup directories.
+    pub cgroups: Vec<PathBuf>,
 }
 
 impl Leftovers {
     /// Nothing was left.
     pub fn is_empty(&self) -> bool {
-        self.processes.is_empty() && self.tables.is_empty() && self.mounts.is_empty()
+        self.processes.is_empty() && self.tables.is_empty() && self.mounts.is_empty() && self.links.is_empty() && self.cgroups.is_empty()
+    }
+
+    /// Adds what `other` found, leaving out what is already listed.
+    pub fn merge(&mut self, other: Leftovers) {
+        for process in other.processes {
+            if !self.processes.iter().any(|known| known.pid == process.pid) {
+                self.processes.push(process);
+            }
+        }
+        for table in other.tables {
+            if !self.tables.contains(&table) {
+                self.tables.push(table);
+            }
+        }
+        for mount in other.mounts {
+            if !self.mounts.contains(&mount) {
+                self.mounts.push(mount);
+            }
+        }
+        for link in other.links {
+            if !self.links.contains(&link) {
+                self.links.push(link);
+            }
+        }
+        for cgroup in other.cgroups {
+            if !self.cgroups.contains(&cgroup) {
+                self.cgroups.push(cgroup);
+            }
+        }
     }
 
     /// `left behind: pid 12 (tcp_established, /x/bin/c-tests/tcp_established); nftables
@@ -66,6 +101,8 @@ impl Leftovers {
             .collect();
         parts.extend(self.tables.iter().map(|t| format!("nftables table {} {}", t.family, t.name)));
         parts.extend(self.mounts.iter().map(|m| format!("mount {}", m.display())));
+        parts.extend(self.links.iter().map(|l| format!("link {l}")));
+        parts.extend(self.cgroups.iter().map(|c| format!("cgroup {}", c.display())));
         format!("left behind (removed since): {}", parts.join("; "))
     }
 }
@@ -311,12 +348,19 @@ mod tests {
             processes: vec![StrayProcess { pid: 12, name: "peer".into(), exe: Some("/b/peer".into()) }],
             tables: vec![NftTable { family: "ip".into(), name: "crust_tcp_7".into() }],
             mounts: vec![PathBuf::from("/w/t/m")],
+            links: vec!["zdtm0v3".into()],
+            cgroups: vec![PathBuf::from("/sys/fs/cgroup/pids/crust-zdtm-0/x")],
         };
         assert!(!leftovers.is_empty());
         assert_eq!(
             leftovers.describe(),
-            "left behind (removed since): pid 12 (peer, /b/peer); nftables table ip crust_tcp_7; mount /w/t/m"
+            "left behind (removed since): pid 12 (peer, /b/peer); nftables table ip crust_tcp_7; mount /w/t/m; \
+             link zdtm0v3; cgroup /sys/fs/cgroup/pids/crust-zdtm-0/x"
         );
         assert!(Leftovers::default().is_empty());
+        let mut merged = Leftovers { links: vec!["a".into()], ..Leftovers::default() };
+        merged.merge(Leftovers { links: vec!["a".into(), "b".into()], cgroups: vec![PathBuf::from("/c")], ..Leftovers::default() });
+        assert_eq!(merged.links, vec!["a".to_string(), "b".to_string()]);
+        assert_eq!(merged.cgroups, vec![PathBuf::from("/c")]);
     }
 }

@@ -19,6 +19,7 @@
 #![deny(unsafe_code)]
 
 pub mod catalog;
+pub mod container;
 pub mod cross;
 pub mod demo;
 pub mod harness;
@@ -46,7 +47,7 @@ pub fn run_suite(config: Config) -> anyhow::Result<Report> {
     let host = HostInfo::probe(config.big);
     let json_path = config.json.clone();
     let filter = config.filter.clone();
-    let harness = Harness::new(config)?;
+    let mut harness = Harness::new(config)?;
     let flavors = harness.config.flavors.clone();
     let group = harness.config.group.clone();
     let config_snap = harness.config.snap;
@@ -65,25 +66,20 @@ pub fn run_suite(config: Config) -> anyhow::Result<Report> {
         if wanted_group != "all" && wanted_group != spec.group {
             continue;
         }
-        let outcome = match (spec.can_run(&host), flavor, spec.host_only) {
-            (Err(reason), _, _) => harness::TestOutcome {
+        let outcome = match (spec.can_run(&host), spec.flavor_skip(flavor)) {
+            (Err(reason), _) | (Ok(()), Some(reason)) => harness::TestOutcome {
                 verdict: Verdict::Skipped(reason),
-                dump_ms: None,
-                restore_ms: None,
-            },
-            (Ok(()), catalog::Flavor::Ns, Some(reason)) => harness::TestOutcome {
-                verdict: Verdict::Skipped(format!("not in a pid namespace: {reason}")),
                 dump_ms: None,
                 restore_ms: None,
             },
             // A connection cannot live on in two processes: killing the original after
             // `--leave-running` resets it under the restored one.
-            (Ok(()), _, _) if config_snap && spec.dump_args.contains(&"--tcp-established") => harness::TestOutcome {
+            (Ok(()), None) if config_snap && spec.dump_args.contains(&"--tcp-established") => harness::TestOutcome {
                 verdict: Verdict::Skipped("--snap: killing the original resets its TCP connection".into()),
                 dump_ms: None,
                 restore_ms: None,
             },
-            (Ok(()), _, _) => spec.run(&harness, flavor),
+            (Ok(()), None) => spec.run(&harness, flavor),
         };
         let result = TestResult {
             name: spec.name.to_string(),
@@ -125,6 +121,21 @@ pub fn run_suite(config: Config) -> anyhow::Result<Report> {
         }
         report.results.push(result);
     }
+    }
+    // What the container flavors' run left besides its bridge, cgroups and rootfs
+    // counts as a failure of its own.
+    if let Some(left) = harness.finish_run() {
+        let result = TestResult {
+            name: "container-run-teardown".to_string(),
+            flavor: "container",
+            outcome: harness::TestOutcome {
+                verdict: Verdict::Failed(anyhow::anyhow!("the run {}", left.describe())),
+                dump_ms: None,
+                restore_ms: None,
+            },
+        };
+        println!("{}", report::table_row(&result));
+        report.results.push(result);
     }
     let skipped: Vec<&TestResult> = report
         .results

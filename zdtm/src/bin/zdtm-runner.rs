@@ -1,6 +1,6 @@
 //! `zdtm-runner`: the harness binary `cargo xtest zdtm` and `cargo xtest demo` exec.
 //!
-//! zdtm-runner run --engine PATH --workdir DIR [--filter S] [--iters N] [--snap] [--pre-dump] [--keep] [--big] [--json PATH] [--flavor host|ns|all] [--group core|runtime|all] [--dump-with PATH | --restore-with PATH] [--kill-trials N] [--kill-seed S]
+//! zdtm-runner run --engine PATH --workdir DIR [--filter S] [--iters N] [--snap] [--pre-dump] [--keep] [--big] [--json PATH] [--flavor host|ns|container|container-uns|all] [--group core|runtime|all] [--dump-with PATH | --restore-with PATH] [--kill-trials N] [--kill-seed S]
 //! zdtm-runner demo --engine PATH --workdir DIR
 //! zdtm-runner list
 #![deny(unsafe_code)]
@@ -83,12 +83,9 @@ fn parse_config(args: &[String]) -> anyhow::Result<Config> {
             }
             "--json" => config.json = Some(PathBuf::from(value("--json")?)),
             "--flavor" => {
-                config.flavors = match value("--flavor")?.as_str() {
-                    "host" => vec![Flavor::Host],
-                    "ns" => vec![Flavor::Ns],
-                    "all" => vec![Flavor::Host, Flavor::Ns],
-                    other => bail!("--flavor takes host, ns or all, not {other}"),
-                }
+                let name = value("--flavor")?;
+                config.flavors = Flavor::parse_list(&name)
+                    .with_context(|| format!("--flavor takes host, ns, container, container-uns or all, not {name}"))?;
             }
             "--group" => config.group = Some(value("--group")?),
             "--dump-with" => config.dump_with = Some(PathBuf::from(value("--dump-with")?)),
