@@ -40,8 +40,10 @@ pub(crate) struct Helpers {
     /// (`vma.fdflags`; CRIU's entries for mappings carry no flags of their own), or,
     /// without one, the broker's description.
     pub(crate) from_broker: Vec<(i32, u32, Option<i32>)>,
-    /// File id → helper fd of each mapped file.
-    pub(crate) file_fds: BTreeMap<u32, i32>,
+    /// (file id, access mode) → helper fd of each mapped file: one file mapped through
+    /// a read-only and a read-write description (CRIU names both areas by the one file
+    /// id, with the mode in `fdflags`) gets a helper of each mode ([`file_key`]).
+    pub(crate) file_fds: BTreeMap<(u32, i32), i32>,
     pub(crate) exe_fd: i32,
     /// The helper fd of each pages file of `ProcessImages::pages`.
     pub(crate) page_fds: Vec<i32>,
@@ -56,11 +58,12 @@ pub(crate) fn helper_fds(images: &Images, process: &ProcessImages, base: i32) ->
     let pages_path = images.dir.image_path(ImageKind::Pages, process.pages_id as u64);
     let pages_fd = base;
     opened.push((pages_fd, pages_path, libc::O_RDONLY));
-    let mut file_fds: BTreeMap<u32, i32> = BTreeMap::new();
+    let mut file_fds: BTreeMap<(u32, i32), i32> = BTreeMap::new();
     let mut from_broker = Vec::new();
     for vma in &mm.vmas {
         let id = vma.shmid as u32;
-        if vma.status & (vs::FILE_PRIVATE | vs::FILE_SHARED) == 0 || file_fds.contains_key(&id) {
+        let key = file_key(vma);
+        if vma.status & (vs::FILE_PRIVATE | vs::FILE_SHARED) == 0 || file_fds.contains_key(&key) {
             continue;
         }
         let fd = base + 1 + file_fds.len() as i32;
@@ -68,7 +71,7 @@ pub(crate) fn helper_fds(images: &Images, process: &ProcessImages, base: i32) ->
         // ghost's area is opened as its own file was (CRIU writes a mapping's reg entry
         // read-only and the mode in the area's fdflags).
         if images.ghosts.contains_key(&id) || !images.files.contains_key(&id) {
-            file_fds.insert(id, fd);
+            file_fds.insert(key, fd);
             from_broker.push((fd, id, vma.fdflags.map(|f| f as i32 & libc::O_ACCMODE)));
             continue;
         }
@@ -76,7 +79,7 @@ pub(crate) fn helper_fds(images: &Images, process: &ProcessImages, base: i32) ->
             image: format!("mm-{pid}.img"),
             what: format!("vma {:#x} names file id {} that files.img lacks", vma.start, vma.shmid),
         })?;
-        file_fds.insert(id, fd);
+        file_fds.insert(key, fd);
         opened.push((fd, PathBuf::from(&reg.name), (vma.fdflags.unwrap_or(0) as i32) & libc::O_ACCMODE));
     }
     let exe_fd = base + 1 + file_fds.len() as i32;
@@ -94,6 +97,12 @@ pub(crate) fn helper_fds(images: &Images, process: &ProcessImages, base: i32) ->
         page_fds.push(fd);
     }
     Ok(Helpers { opened, from_broker, file_fds, exe_fd, page_fds })
+}
+
+/// The key of a mapped file's helper fd: its file id and the access mode its area was
+/// mapped with (`-1`: the area names none).
+pub(crate) fn file_key(vma: &pb::VmaEntry) -> (u32, i32) {
+    (vma.shmid as u32, vma.fdflags.map_or(-1, |f| f as i32 & libc::O_ACCMODE))
 }
 
 /// Drops everything but `area` (and, where the architecture moves it, crust's own
@@ -213,7 +222,7 @@ pub(crate) fn map_areas<A: Abi>(
             };
             let file = if vma.status & vs::FILE_PRIVATE != 0 {
                 let id = vma.shmid as u32;
-                let number = helpers.file_fds[&id];
+                let number = helpers.file_fds[&file_key(vma)];
                 let source = if helpers.from_broker.iter().any(|h| h.1 == id) {
                     PremapFile::Broker(id)
                 } else {
@@ -269,7 +278,7 @@ pub(crate) fn map_areas<A: Abi>(
         let keep = MAP_TYPE | libc::MAP_ANONYMOUS | libc::MAP_GROWSDOWN | libc::MAP_NORESERVE | libc::MAP_LOCKED;
         let mut flags = (vma.flags as i32 & keep) | libc::MAP_FIXED;
         let fd = if vma.status & (vs::FILE_PRIVATE | vs::FILE_SHARED) != 0 {
-            helpers.file_fds[&(vma.shmid as u32)] as i64 as u64
+            helpers.file_fds[&file_key(vma)] as i64 as u64
         } else if vma.status & vs::ANON_SHARED != 0 {
             // One shmem object per shmid, shared by every process (and area) mapping it.
             flags &= !libc::MAP_ANONYMOUS;
