@@ -33,6 +33,9 @@ pub const HOLD_POINTS: &[&str] = &[
     "files",
     "images",
     "pages",
+    // a dump without --leave-running: images complete, the tree killed (or left
+    // stopped), crust not yet exited
+    "killed",
     // restore
     "restore-forked",
     "restore-seized",

@@ -12,7 +12,11 @@
 //! - crust's end: killed by the signal, or exit 1 with the one line
 //!   `crust: dump interrupted by SIGNAL; pid N released unchanged`, or (the dump was
 //!   done first) exit 0, after which a dump without `--leave-running` has killed the
-//!   target by design and a new one is started;
+//!   target by design and a new one is started; a signal that ends crust after such
+//!   a dump killed the target (SIGKILL, or SIGTERM/SIGINT once crust let them go on
+//!   its way out) (its images complete: the engine writes `stats-dump`
+//!   last, before the kill) is that case too, told apart by the target's own end:
+//!   it answers no check and was killed by SIGKILL;
 //! - the target answers `check N` on its FIFO (every word of its memory, the pipe's
 //!   bytes, the child and both threads answering): synchronised on the FIFOs, so the
 //!   threads that were in the parasite when crust died are back in their own code;
@@ -150,6 +154,7 @@ struct Tally {
     killed: u32,
     finished_first: u32,
     before_handlers: u32,
+    killed_after_done: u32,
     areas_left: u32,
     dump_ms: Option<u64>,
 }
@@ -158,8 +163,8 @@ impl Tally {
     fn summary(&self) -> String {
         format!(
             "{} trials (SIGKILL {}, SIGTERM {}, SIGINT {}; {} with --leave-running): {} stopped mid-dump by SIGTERM/SIGINT, \
-             {} killed by SIGKILL, {} signalled before crust caught signals, {} dumps done before the signal; \
-             parasite area left mapped by a SIGKILL: {}",
+             {} killed by SIGKILL, {} ended by the signal after the dump had killed the target, {} signalled before crust caught signals, \
+             {} dumps done before the signal; parasite area left mapped by a SIGKILL: {}",
             self.trials,
             self.by_signal[0],
             self.by_signal[1],
@@ -167,12 +172,16 @@ impl Tally {
             self.leave_running,
             self.interrupted,
             self.killed,
+            self.killed_after_done,
             self.before_handlers,
             self.finished_first,
             self.areas_left
         )
     }
 }
+
+/// The image a dump writes last (CRIU's dump statistics).
+const STATS_IMAGE: &str = "stats-dump";
 
 /// A mapping the parasite's area leaves: private, anonymous, read-write-execute.
 fn is_parasite_area(difference: &str) -> bool {
@@ -349,9 +358,14 @@ impl Run<'_> {
                 }
                 Some(ExitStatus::Signaled(got)) if got == signal => {
                     if signal == libc::SIGKILL {
-                        self.tally.killed += 1
+                        self.tally.killed += 1;
                     } else {
+                        // Before crust caught signals, or after it let them go again
+                        // on its way out.
                         self.tally.before_handlers += 1
+                    }
+                    if !leave_running && images.join(STATS_IMAGE).exists() && self.killed_by_the_dump(&what)? {
+                        continue;
                     }
                 }
                 other => bail!(
@@ -402,6 +416,30 @@ impl Run<'_> {
             self.start_target().with_context(|| format!("{what}: start a new target"))?;
         }
         Ok(())
+    }
+
+    /// After a dump without `--leave-running` whose images were complete ended by the
+    /// signal (SIGKILL, or SIGTERM/SIGINT once crust no longer catches them)
+    /// (the engine writes `stats-dump`, its last image, before it kills the tree):
+    /// crust may have died after its kill of the target, which is the dump's end, not
+    /// harm. Then the target cannot answer its check and must have ended by SIGKILL; a
+    /// new target is started and `true` returned. A target that answers was not killed
+    /// (`false`: the caller checks it as usual).
+    fn killed_by_the_dump(&mut self, what: &str) -> anyhow::Result<bool> {
+        let target = self.target.as_mut().expect("started");
+        if target.check().is_ok() {
+            return Ok(false);
+        }
+        let pid = target.pid;
+        match self.harness.reaper.wait_exit(pid, ENGINE_TIMEOUT) {
+            Some(ExitStatus::Signaled(libc::SIGKILL)) => {}
+            other => bail!("{what}: the images were complete and the target stopped answering, but it ended with {other:?}, not by the dump's SIGKILL\n{}", describe_tree(pid)),
+        }
+        self.tally.killed_after_done += 1;
+        self.target = None;
+        self.harness.kill_tree(&self.live);
+        self.start_target().with_context(|| format!("{what}: start a new target"))?;
+        Ok(true)
     }
 
     fn wait_gone(&mut self, pid: i32) -> anyhow::Result<()> {
@@ -606,7 +644,9 @@ impl Run<'_> {
             }
         }
 
-        // A dump to restore from; it kills the target.
+        // A dump to restore from; it kills the target, and crust is SIGKILLed after that
+        // kill (held at "killed"): the tree is gone, the images whole (the restores
+        // below use them).
         let target = self.target.take().expect("started");
         let pid = target.pid;
         let tree = crate::tree::descendants(pid);
@@ -615,16 +655,14 @@ impl Run<'_> {
         std::fs::create_dir_all(&images).context("create the images directory")?;
         let dump_args: Vec<String> = ["dump", "-t", &pid.to_string(), "-D", &images.display().to_string(), "-o", "dump.log", "-v4"].map(String::from).to_vec();
         drop(target);
-        let status = self
-            .harness
-            .reaper
-            .spawn(Command::new(&self.harness.config.engine).args(&dump_args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()))
-            .context("spawn crust dump")
-            .map(|child| self.harness.reaper.wait_exit(child.id() as i32, ENGINE_TIMEOUT))?;
-        if status != Some(ExitStatus::Exited(0)) {
-            bail!("the dump to restore from: {status:?}\n{}", crate::harness::engine_logs(&images, "dump"));
+        let what = "dump killed at killed (after its kill of the target)";
+        let held = self.start_held(&dump_args, "killed", &images, "dump").context(what)?;
+        self.kill_held(held, what)?;
+        self.tally.killed += 1;
+        if !images.join(STATS_IMAGE).exists() {
+            bail!("{what}: the target is killed but {STATS_IMAGE} is missing\n{}", crate::harness::engine_logs(&images, "dump"));
         }
-        self.wait_tree_gone(&tree, "after the dump")?;
+        self.wait_tree_gone(&tree, what)?;
 
         let restore_args: Vec<String> =
             ["restore", "-D", &images.display().to_string(), "-d", "-o", "restore.log", "-v4"].map(String::from).to_vec();

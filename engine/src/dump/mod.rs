@@ -425,6 +425,13 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
         fault(DumpStep::PagesKilled)?;
         network.keep_locked();
         file_table.silence_tcp(root)?;
+        // stats-dump is the dump's last image and is written before the tree is
+        // killed: a crust killed after the kill (which waits for every thread's exit,
+        // tens of ms for a big tree) leaves whole images, so a dead target always has
+        // them (zdtm kill_steps holds at "killed", kill_random checks it).
+        let frozen_for = frozen_at.elapsed();
+        let stats = write::DumpStats { freezing: frozen_at - seize_started, frozen: frozen_for, memdump, pages_scanned: dumped_pages_scanned, pages_written: pages };
+        write::write_stats(root, &options.dir, &stats)?;
         if options.leave_stopped {
             frozen.release_stopped();
         } else {
@@ -433,6 +440,8 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
         // Only now may the locks outlive crust: a crust killed before this point takes
         // them with it, and the tree runs on (released by the kernel) or is gone.
         file_table.keep_tcp_locked(root)?;
+        crate::interrupt::hold("killed");
+        return Ok(DumpReport { frozen: frozen_for, total: started.elapsed(), pages, vmas: vma_count, processes, threads, window_longest });
     }
     let frozen_for = frozen_at.elapsed();
     if !snapshot.is_empty() {
