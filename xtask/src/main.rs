@@ -36,7 +36,11 @@ fn run() -> anyhow::Result<()> {
         "nightly" => {
             // The long restore fuzz first (the VMs take the machine after it).
             restore_fuzz::run(&["--time".into(), "600".into()])?;
-            qemu::run_nightly(rest)
+            // crust signalled at 200 random moments of dumps (none in the default run).
+            let kill_random = ["--filter", "kill_random", "--kill-trials", "200"].map(String::from);
+            let killed = zdtm::run_zdtm(&kill_random);
+            qemu::run_nightly(rest)?;
+            killed
         }
         "help" | "--help" | "-h" => {
             print_usage();
@@ -60,7 +64,7 @@ fn print_usage() {
          zdtm --arch A|all    the same inside a qemu-system VM (aarch64, ppc64le, s390x, x86_64), same\n                       options; --json PATH (with {{arch}} in it for several), --keep brings the logs back\n  \
          arch [--arch A|all]  the arch crate's tests (with the live sigreturn test) for aarch64,\n                       \
          ppc64le and s390x under qemu-user\n  \
-         nightly              restore-fuzz for 10 minutes, then zdtm on all four architectures in VMs, kernels refreshed\n  \
+         nightly              restore-fuzz for 10 minutes, kill_random with 200 trials, then zdtm on all four architectures in VMs, kernels refreshed\n  \
          qemu fetch A|all     fetch and cache the VM kernels\n  \
          fuzz [--target T] [--time S]   run the cargo-fuzz targets\n  \
          restore-fuzz [--time S] [--seed N]   mutated zdtm dumps through crust restore in throwaway namespaces\n  \

@@ -49,8 +49,12 @@ use crate::tree::TreeSnapshot;
 
 /// The test's name.
 pub const NAME: &str = "kill_random";
-/// Trials when not told otherwise (`--kill-trials`).
-pub const DEFAULT_TRIALS: u32 = 24;
+/// Trials when not told otherwise (`--kill-trials`): none. A SIGKILL inside one of the
+/// parasite's two injected-syscall windows still harms the target (issue 13; on a loaded
+/// machine a window lasted 4 ms, and CI's run of 2026-12-06 hit one 8.5 ms into a
+/// `--leave-running` dump), so the random trials run when asked (`cargo xtest nightly`
+/// runs 200) and the default run keeps the deterministic `kill_steps`.
+pub const DEFAULT_TRIALS: u32 = 0;
 
 const ENGINE_TIMEOUT: Duration = Duration::from_secs(120);
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
