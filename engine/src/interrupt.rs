@@ -43,10 +43,19 @@ pub const HOLD_POINTS: &[&str] = &[
     "restore-finished",
 ];
 
+/// Why [`hold_at`] refused a point.
+#[derive(Debug, thiserror::Error)]
+pub enum HoldError {
+    #[error("unknown hold point {point} (known: {})", HOLD_POINTS.join(", "))]
+    Unknown { point: String },
+    #[error("a hold point is already set")]
+    AlreadySet,
+}
+
 /// Holds the work at `point` (one of [`HOLD_POINTS`]) the first time it gets there.
-pub fn hold_at(point: &str) -> Result<(), String> {
-    let known = HOLD_POINTS.iter().find(|p| **p == point).ok_or_else(|| format!("unknown hold point {point} (known: {})", HOLD_POINTS.join(", ")))?;
-    HOLD.set(known).map_err(|_| "a hold point is already set".to_string())
+pub fn hold_at(point: &str) -> Result<(), HoldError> {
+    let known = HOLD_POINTS.iter().find(|p| **p == point).ok_or_else(|| HoldError::Unknown { point: point.to_string() })?;
+    HOLD.set(known).map_err(|_| HoldError::AlreadySet)
 }
 
 /// If `point` is the hold point and not yet held at: says so on stderr and waits for

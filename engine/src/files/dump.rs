@@ -105,7 +105,7 @@ fn dump_fd(pid: i32, fd: u32, shell_job: bool, files: &mut FileTable) -> Result<
         what: format!("fd {fd} ({link_text}, {what})"),
     })?;
     if let Some(view) = files.mount_view.as_ref().filter(|_| matches!(kind, pb::FdTypes::Reg | pb::FdTypes::Fifo | pb::FdTypes::Tty)) {
-        view.check(info.mnt_id, &format!("fd {fd} ({link_text})")).map_err(|what| FileDumpError::Unsupported { pid, what })?;
+        view.check(info.mnt_id, &format!("fd {fd} ({link_text})")).map_err(|outside| FileDumpError::Unsupported { pid, what: outside.to_string() })?;
     }
     let cloexec = info.flags & libc::O_CLOEXEC as u32 != 0;
     let open_flags = (info.flags & !(libc::O_CLOEXEC as u32)) as i32;

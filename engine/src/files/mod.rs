@@ -195,12 +195,20 @@ impl MountView {
     }
 
     /// Checks that a file of the tree (`what`) is on a dumped mount.
-    pub(crate) fn check(&self, mnt_id: i32, what: &str) -> Result<(), String> {
+    pub(crate) fn check(&self, mnt_id: i32, what: &str) -> Result<(), OutsideMounts> {
         if u32::try_from(mnt_id).is_ok_and(|id| self.mounts.contains(&id)) {
             return Ok(());
         }
-        Err(format!("{what} on mount {mnt_id}, outside the tree's mount namespace or on a --skip-mnt mount,"))
+        Err(OutsideMounts { what: what.to_string(), mnt_id })
     }
+}
+
+/// A file of the tree on a mount the dump does not hold.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} on mount {mnt_id}, outside the tree's mount namespace or on a --skip-mnt mount,")]
+pub(crate) struct OutsideMounts {
+    what: String,
+    mnt_id: i32,
 }
 
 /// Established TCP connections in repair mode and locked during a dump, and the dump's
@@ -335,7 +343,7 @@ impl FileTable {
             Some(view) => {
                 let reached = view.reach(path);
                 let mnt_id = MountView::mount_of(&reached).map_err(io_err(pid, format!("find the mount of {}", path.display())))?;
-                view.check(mnt_id, &format!("file {}", path.display())).map_err(|what| FileDumpError::Unsupported { pid, what })?;
+                view.check(mnt_id, &format!("file {}", path.display())).map_err(|outside| FileDumpError::Unsupported { pid, what: outside.to_string() })?;
                 (reached, Some(mnt_id))
             }
             None => (path.to_path_buf(), None),

@@ -124,8 +124,8 @@ fn parse_line(text: &str, line: usize) -> Result<MountInfo, ParseError> {
     let device = next("major:minor")?;
     let (major, minor) = device.split_once(':').ok_or_else(|| bad(format!("bad major:minor {device:?}")))?;
     let (major, minor) = (number(major, "major")?, number(minor, "minor")?);
-    let root = unescape(next("root")?).map_err(&bad)?;
-    let mountpoint = unescape(next("mount point")?).map_err(&bad)?;
+    let root = unescape(next("root")?, line)?;
+    let mountpoint = unescape(next("mount point")?, line)?;
     let mount_options = next("mount options")?.to_string();
     let (mut shared, mut master, mut propagate_from, mut unbindable) = (None, None, None, false);
     for optional in fields {
@@ -141,7 +141,7 @@ fn parse_line(text: &str, line: usize) -> Result<MountInfo, ParseError> {
     }
     let mut tail = tail.splitn(3, ' ');
     let fstype = tail.next().filter(|f| !f.is_empty()).ok_or_else(|| bad("no filesystem type".into()))?;
-    let source = unescape(tail.next().ok_or_else(|| bad("no source".into()))?).map_err(&bad)?;
+    let source = unescape(tail.next().ok_or_else(|| bad("no source".into()))?, line)?;
     let super_options = tail.next().ok_or_else(|| bad("no super options".into()))?.to_string();
     let (fstype, subtype) = match fstype.split_once('.') {
         Some((fstype, subtype)) => (fstype.to_string(), Some(subtype.to_string())),
@@ -167,23 +167,24 @@ fn parse_line(text: &str, line: usize) -> Result<MountInfo, ParseError> {
 }
 
 /// Decodes the kernel's `\ooo` escapes (seq_file's `mangle_path`).
-fn unescape(text: &str) -> Result<String, String> {
+fn unescape(text: &str, line: usize) -> Result<String, ParseError> {
+    let bad = |reason: String| ParseError { what: "mountinfo", line, reason };
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut at = 0;
     while at < bytes.len() {
         if bytes[at] == b'\\' {
             let digits = bytes.get(at + 1..at + 4).filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
-            let Some(digits) = digits else { return Err(format!("bad escape in {text:?}")) };
+            let Some(digits) = digits else { return Err(bad(format!("bad escape in {text:?}"))) };
             let value = digits.iter().fold(0u32, |v, d| v * 8 + u32::from(d - b'0'));
-            out.push(u8::try_from(value).map_err(|_| format!("bad escape in {text:?}"))?);
+            out.push(u8::try_from(value).map_err(|_| bad(format!("bad escape in {text:?}")))?);
             at += 4;
         } else {
             out.push(bytes[at]);
             at += 1;
         }
     }
-    String::from_utf8(out).map_err(|_| format!("{text:?} is not UTF-8"))
+    String::from_utf8(out).map_err(|_| bad(format!("{text:?} is not UTF-8")))
 }
 
 /// `path` with the kernel's escapes (space, tab, newline, backslash), for messages

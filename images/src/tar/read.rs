@@ -234,7 +234,7 @@ impl<R: Read> ArchiveReader<R> {
                 ));
             }
             check_checksum(&block)
-                .map_err(|reason| self.bad_header(header_offset, &block, &reason))?;
+                .map_err(|reason| self.bad_header(header_offset, &block, &reason.to_string()))?;
             if is_ustar && long_name.is_none() {
                 let prefix = header::text(&block[header::USTAR_PREFIX]);
                 if !prefix.is_empty() {
@@ -796,22 +796,25 @@ impl Fields {
     }
 }
 
+/// Why a header's checksum is refused.
+#[derive(Debug, thiserror::Error)]
+enum ChecksumError {
+    #[error("checksum field {0:?} is not a number")]
+    NotANumber(String),
+    #[error("checksum {stored:o} does not match the header's {unsigned:o}")]
+    Mismatch { stored: i128, unsigned: i128 },
+}
+
 /// The stored checksum must equal the unsigned (GNU, POSIX) or signed (old tars) sum.
-fn check_checksum(block: &[u8; BLOCK]) -> Result<(), String> {
-    let stored = header::parse_number(&block[header::CHECKSUM]).map_err(|_| {
-        format!(
-            "checksum field {:?} is not a number",
-            String::from_utf8_lossy(&block[header::CHECKSUM])
-        )
-    })?;
+fn check_checksum(block: &[u8; BLOCK]) -> Result<(), ChecksumError> {
+    let stored = header::parse_number(&block[header::CHECKSUM])
+        .map_err(|_| ChecksumError::NotANumber(String::from_utf8_lossy(&block[header::CHECKSUM]).into_owned()))?;
     let unsigned = i128::from(header::checksum(block));
     let signed = i128::from(header::signed_checksum(block));
     if stored == unsigned || stored == signed {
         Ok(())
     } else {
-        Err(format!(
-            "checksum {stored:o} does not match the header's {unsigned:o}"
-        ))
+        Err(ChecksumError::Mismatch { stored, unsigned })
     }
 }
 
