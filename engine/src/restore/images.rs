@@ -283,7 +283,11 @@ pub(crate) fn load_with(dir: &Path, page_size: u64, listed: bool) -> Result<Imag
     } else {
         Vec::new()
     };
-    let in_flight = crate::files::in_flight_ids(dir.path()).map_err(|what| ImagesError::BadImage { image: "sk-queues.img".into(), what: what.to_string() })?;
+    let in_flight = crate::files::in_flight_ids(dir.path()).map_err(|error| match error {
+        // The image error names the file already.
+        crate::files::FileError::Image(source) => ImagesError::Image { image: "sk-queues.img".into(), source },
+        other => ImagesError::BadImage { image: "sk-queues.img".into(), what: other.to_string() },
+    })?;
     let live: Vec<(u32, &pb::TaskKobjIdsEntry)> = processes.iter().filter(|p| !p.is_zombie()).map(|p| (p.pstree.pid, &p.ids)).collect();
     let namespaces = plan_namespaces(&live, root_ids.as_ref(), |kind, id| match kind {
         NsKind::Ipc => crate::ipc::image_has_namespace(dir.path(), id),
