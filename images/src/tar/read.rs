@@ -184,6 +184,14 @@ pub struct ArchiveReader<R: Read> {
 }
 
 impl<R: Read> ArchiveReader<R> {
+    /// Fills `buffer` as far as the archive goes (short only at its end), the offset
+    /// moved past what was read; a read error names the file and the offset.
+    fn read_at_offset(&mut self, buffer: &mut [u8]) -> Result<usize, TarReadError> {
+        let got = read_full(&mut self.source, buffer).map_err(|source| TarReadError::Read { file: self.file.clone(), offset: self.offset, source })?;
+        self.offset += got as u64;
+        Ok(got)
+    }
+
     /// A reader of the plain tar stream `source`; `file` names the image in errors.
     pub fn new(file: impl Into<String>, source: R) -> ArchiveReader<R> {
         ArchiveReader {
@@ -384,14 +392,7 @@ impl<R: Read> ArchiveReader<R> {
                 continue;
             }
             let now = run.length.min(chunk.len() as u64) as usize;
-            let got = read_full(&mut self.source, &mut chunk[..now]).map_err(|source| {
-                TarReadError::Read {
-                    file: self.file.clone(),
-                    offset: self.offset,
-                    source,
-                }
-            })?;
-            self.offset += got as u64;
+            let got = self.read_at_offset(&mut chunk[..now])?;
             if got < now {
                 let needed = self
                     .data_left
@@ -467,12 +468,7 @@ impl<R: Read> ArchiveReader<R> {
         in_long_name: bool,
     ) -> Result<Option<[u8; BLOCK]>, TarReadError> {
         let mut block = [0u8; BLOCK];
-        let got = read_full(&mut self.source, &mut block).map_err(|source| TarReadError::Read {
-            file: self.file.clone(),
-            offset: self.offset,
-            source,
-        })?;
-        self.offset += got as u64;
+        let got = self.read_at_offset(&mut block)?;
         if got == 0 && !in_long_name {
             return Err(TarReadError::MissingEnd {
                 file: self.file.clone(),
@@ -605,14 +601,7 @@ impl<R: Read> ArchiveReader<R> {
         let mut extended = fields.block[header::IS_EXTENDED] != 0;
         while extended {
             let mut extension = [0u8; BLOCK];
-            let got = read_full(&mut self.source, &mut extension).map_err(|source| {
-                TarReadError::Read {
-                    file: self.file.clone(),
-                    offset: self.offset,
-                    source,
-                }
-            })?;
-            self.offset += got as u64;
+            let got = self.read_at_offset(&mut extension)?;
             if got < BLOCK {
                 return Err(TarReadError::Truncated {
                     file: self.file.clone(),
