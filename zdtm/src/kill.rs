@@ -80,6 +80,14 @@ fn target_spec() -> TestSpec {
     }
 }
 
+/// The kill tests' directory, or the verdict when they cannot run (host flavor only).
+fn test_dir(harness: &Harness, flavor: Flavor, name: &str) -> Result<std::path::PathBuf, Verdict> {
+    if flavor != Flavor::Host {
+        return Err(Verdict::Skipped("host flavor only".into()));
+    }
+    harness.test_dir(name).map_err(Verdict::Failed)
+}
+
 impl ZdtmTest for KillTest {
     fn name(&self) -> &str {
         NAME
@@ -91,14 +99,10 @@ impl ZdtmTest for KillTest {
 
     fn run(&self, harness: &Harness, flavor: Flavor) -> TestOutcome {
         let mut outcome = TestOutcome { verdict: Verdict::Passed, dump_ms: None, restore_ms: None };
-        if flavor != Flavor::Host {
-            outcome.verdict = Verdict::Skipped("host flavor only".into());
-            return outcome;
-        }
-        let outdir = match harness.test_dir(NAME) {
+        let outdir = match test_dir(harness, flavor, NAME) {
             Ok(dir) => dir,
-            Err(error) => {
-                outcome.verdict = Verdict::Failed(error);
+            Err(verdict) => {
+                outcome.verdict = verdict;
                 return outcome;
             }
         };
@@ -537,14 +541,10 @@ impl ZdtmTest for KillSteps {
 
     fn run(&self, harness: &Harness, flavor: Flavor) -> TestOutcome {
         let mut outcome = TestOutcome { verdict: Verdict::Passed, dump_ms: None, restore_ms: None };
-        if flavor != Flavor::Host {
-            outcome.verdict = Verdict::Skipped("host flavor only".into());
-            return outcome;
-        }
-        let outdir = match harness.test_dir(STEPS_NAME) {
+        let outdir = match test_dir(harness, flavor, STEPS_NAME) {
             Ok(dir) => dir,
-            Err(error) => {
-                outcome.verdict = Verdict::Failed(error);
+            Err(verdict) => {
+                outcome.verdict = verdict;
                 return outcome;
             }
         };
