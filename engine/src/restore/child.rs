@@ -212,6 +212,8 @@ fn process_main(run: &Run, index: usize) -> ! {
                 sys::new_session().map_err(child_io("setsid"))?;
             } else if p.pgid == p.pid {
                 sys::set_process_group(0).map_err(child_io("setpgid"))?;
+            } else if p.pgid == 0 {
+                // A group led outside the dumped pid namespace: inherited from the parent.
             } else {
                 sys::set_process_group(p.pgid as i32).map_err(child_io(format!("setpgid {}", p.pgid)))?;
             }

@@ -103,11 +103,12 @@ pub(crate) fn plan_helpers(images: &Images, shell_job: bool) -> Result<Vec<Helpe
             if index == 0 || !gone(p.sid) {
                 return Err(PlanError::Unsupported {
                     pid: p.pid as i32,
-                    what: format!(
-                        "session {} whose leader is not its parent's session{}",
-                        p.sid,
-                        if index == 0 { " (try --shell-job)" } else { "" }
-                    ),
+                    what: match (p.sid, index) {
+                        (0, 0) => "a session led outside the dumped pid namespace (try --shell-job)".to_string(),
+                        (0, _) => "a session led outside the dumped pid namespace, under a parent in another session".to_string(),
+                        (sid, 0) => format!("session {sid} whose leader is not its parent's session (try --shell-job)"),
+                        (sid, _) => format!("session {sid} whose leader is not its parent's session"),
+                    },
                 });
             }
             helper = Some((p.sid, true));
@@ -235,6 +236,19 @@ mod tests {
         let error = plan_helpers(&images, false).expect_err("session led outside").to_string();
         assert!(error.contains("session 5 whose leader is not its parent's session (try --shell-job)"), "{error}");
         assert!(plan_helpers(&images, true).is_ok());
+    }
+
+    #[test]
+    fn a_session_outside_the_pid_namespace_is_inherited_with_shell_job() {
+        // The kernel reports sid and pgid 0 for leaders outside the dumped pid namespace.
+        let mut images = fixtures::parent_and_child();
+        for process in &mut images.processes {
+            process.pstree.sid = 0;
+            process.pstree.pgid = 0;
+        }
+        let error = plan_helpers(&images, false).expect_err("session led outside").to_string();
+        assert!(error.contains("a session led outside the dumped pid namespace (try --shell-job)"), "{error}");
+        assert_eq!(plan_helpers(&images, true).expect("inherited"), vec![]);
     }
 
     #[test]

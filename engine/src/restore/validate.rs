@@ -158,8 +158,14 @@ fn tree(images: &Images, limits: &Limits) -> Result<(), ValidateError> {
             return Err(refuse(&pstree, format!("entry {index}: pid {} appears twice (entry {first} has it as {whose})", p.pid)));
         }
         owner.insert(p.pid, index);
-        check_id("pgid", p.pgid)?;
-        check_id("sid", p.sid)?;
+        // 0 is what the kernel reports for a group or session led outside the dumped
+        // pid namespace (a tree started under a container's init, for one).
+        if p.pgid != 0 {
+            check_id("pgid", p.pgid)?;
+        }
+        if p.sid != 0 {
+            check_id("sid", p.sid)?;
+        }
         if p.threads.is_empty() && !process.is_zombie() {
             return Err(refuse(&pstree, format!("entry {index}: pid {} lists no thread: a live process has at least its leader", p.pid)));
         }
@@ -559,6 +565,14 @@ mod tests {
     fn pid_above_pid_max() {
         let message = refusal("criu-fixtures/pipe", |images| images.processes[0].pstree.pid = 5 << 20);
         assert!(message.starts_with("restore: pstree.img: entry 0: pid 5242880 is outside 1..4194304"), "{message}");
+    }
+
+    #[test]
+    fn session_and_group_outside_the_pid_namespace_are_accepted() {
+        let mut images = fixtures::load("criu-fixtures/pipe");
+        images.processes[0].pstree.sid = 0;
+        images.processes[0].pstree.pgid = 0;
+        assert!(validate(&images, &Limits::KERNEL).is_ok());
     }
 
     #[test]
