@@ -11,7 +11,8 @@
 //! and 8.5 ms (v2), so its every runc checkpoint sleeps ~100 ms.)
 //!
 //! The state before the dump is kept: [`Freezer`]'s Drop puts it back (thawed, or
-//! frozen again for a tree that was frozen), on every path.
+//! frozen again for a tree that was frozen), on every path; a guard process forked
+//! before the freeze puts it back if crust is killed (SIGKILL) meanwhile.
 
 use std::fs::File;
 use std::io::{Read, Seek};
@@ -60,6 +61,9 @@ pub(crate) struct Freezer {
     kind: Kind,
     origin: String,
     dev_inode: (u64, u64),
+    /// A guard process that puts the state back if crust dies (SIGKILL) while the
+    /// cgroup is frozen (`sys::spawn_state_guard`): the write end of its pipe, its pid.
+    guard: Option<(std::os::fd::OwnedFd, i32)>,
 }
 
 impl Freezer {
@@ -78,7 +82,8 @@ impl Freezer {
         };
         let origin = read(dir, kind.file())?;
         let dev_inode = sys::cgroup::dev_inode(dir).map_err(cg_io(format!("stat {}", dir.display())))?;
-        let freezer = Freezer { dir: dir.to_path_buf(), kind, origin, dev_inode };
+        let mut freezer = Freezer { dir: dir.to_path_buf(), kind, origin, dev_inode, guard: None };
+        freezer.guard = Some(freezer.spawn_guard()?);
         let started = Instant::now();
         write(dir, kind.file(), kind.frozen())?;
         match kind {
@@ -87,6 +92,26 @@ impl Freezer {
         }
         log::info!("froze cgroup {} ({}) in {:?}", dir.display(), kind.file(), started.elapsed());
         Ok(freezer)
+    }
+
+    /// The guard that puts the state back if crust dies (SIGKILL) with the cgroup frozen.
+    fn spawn_guard(&self) -> Result<(std::os::fd::OwnedFd, i32), CgroupError> {
+        let path = self.dir.join(self.kind.file());
+        let file = std::fs::OpenOptions::new().write(true).open(&path).map_err(cg_io(format!("open {}", path.display())))?;
+        let (read, write) = std::io::pipe().map_err(cg_io("pipe"))?;
+        let read = std::os::fd::OwnedFd::from(read);
+        let file = std::os::fd::OwnedFd::from(file);
+        let pid = sys::spawn_state_guard(&read, &file, self.put_back().as_bytes()).map_err(cg_io("fork the freezer's guard"))?;
+        Ok((std::os::fd::OwnedFd::from(write), pid))
+    }
+
+    /// The state to put back: the one before the dump.
+    fn put_back(&self) -> &'static str {
+        if self.origin == self.kind.thawed() {
+            self.kind.thawed()
+        } else {
+            self.kind.frozen()
+        }
     }
 
     fn wait_v1(&self, timeout: Duration) -> Result<(), CgroupError> {
@@ -184,9 +209,13 @@ impl Freezer {
 
 impl Drop for Freezer {
     fn drop(&mut self) {
-        let state = if self.origin == self.kind.thawed() { self.kind.thawed() } else { self.kind.frozen() };
+        let state = self.put_back();
         if let Err(error) = write(&self.dir, self.kind.file(), state) {
             log::warn!("--freeze-cgroup {}: put back {state}: {error}", self.dir.display());
+        }
+        if let Some((pipe, pid)) = self.guard.take() {
+            let _ = std::io::Write::write_all(&mut std::fs::File::from(pipe), b"d");
+            let _ = sys::wait_thread(pid);
         }
     }
 }
