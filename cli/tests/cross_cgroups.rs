@@ -5,7 +5,8 @@
 //! Each tool dumps with `--manage-cgroups`, the cgroups are removed, the other restores
 //! with `--manage-cgroups`: the cgroups, their limits, every process's membership and
 //! the init's view from inside its cgroup namespace must come back. crust on both
-//! halves is checked the same way. Without root, the reference CRIU or the hierarchies
+//! halves is checked the same way, and with `--cgroup-root` per hierarchy (the tree and
+//! its limits below the new roots). Without root, the reference CRIU or the hierarchies
 //! the test says `skipped: <reason>`.
 
 mod common;
@@ -34,6 +35,9 @@ fn reference_criu() -> Result<PathBuf, String> {
 /// with the limit file of each.
 struct Cgroups {
     dirs: Vec<(PathBuf, PathBuf, &'static str)>,
+    /// Per hierarchy: its controllers as `--cgroup-root` names them and the test's
+    /// cgroup path in it.
+    paths: Vec<(&'static str, String)>,
 }
 
 impl Cgroups {
@@ -43,6 +47,7 @@ impl Cgroups {
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| e.to_string())?;
         let own = std::fs::read_to_string("/proc/self/cgroup").map_err(|e| e.to_string())?;
         let mut dirs = Vec::new();
+        let mut paths = Vec::new();
         for line in mountinfo.lines() {
             let Some((head, tail)) = line.split_once(" - ") else { continue };
             let fields: Vec<&str> = head.split(' ').collect();
@@ -64,7 +69,9 @@ impl Cgroups {
                 continue;
             };
             let Some(below) = path.strip_prefix(root.trim_end_matches('/')) else { continue };
-            let base = Path::new(mount).join(below.trim_start_matches('/')).join(format!("crust-cgtest-{}-{name}", std::process::id()));
+            let leaf = format!("crust-cgtest-{}-{name}", std::process::id());
+            let base = Path::new(mount).join(below.trim_start_matches('/')).join(&leaf);
+            paths.push((controllers, format!("{}/{leaf}", path.trim_end_matches('/'))));
             let sub = base.join("sub");
             std::fs::create_dir_all(&sub).map_err(|e| format!("create {}: {e}", sub.display()))?;
             std::fs::write(base.join(limit), "9").map_err(|e| format!("write {limit}: {e}"))?;
@@ -74,27 +81,37 @@ impl Cgroups {
         if dirs.is_empty() {
             return Err("neither a v1 pids hierarchy nor the unified one is mounted".into());
         }
-        Ok(Cgroups { dirs })
+        Ok(Cgroups { dirs, paths })
     }
 
     fn remove(&self) {
         for (base, sub, _) in &self.dirs {
             let _ = std::fs::remove_dir(sub);
             let _ = std::fs::remove_dir(base);
+            let moved = moved(base);
+            let _ = std::fs::remove_dir(moved.join("sub"));
+            let _ = std::fs::remove_dir(moved);
         }
     }
 
-    /// The limits, as `file = value` lines.
-    fn limits(&self) -> Vec<String> {
+    /// The limits, as `file = value` lines (`moved`: below the new roots).
+    fn limits(&self, moved_root: bool) -> Vec<String> {
         let mut out = Vec::new();
         for (base, sub, limit) in &self.dirs {
-            for dir in [base, sub] {
+            let (base, sub) = if moved_root { (moved(base), moved(base).join("sub")) } else { (base.clone(), sub.clone()) };
+            for dir in [&base, &sub] {
                 let value = std::fs::read_to_string(dir.join(limit)).map(|v| v.trim().to_string()).unwrap_or_else(|e| format!("unreadable: {e}"));
                 out.push(format!("{} = {value}", dir.join(limit).display()));
             }
         }
         out
     }
+}
+
+/// Where `--cgroup-root` puts the test's cgroup `path` (a path or a directory).
+fn moved<P: AsRef<Path>>(path: P) -> PathBuf {
+    let path = path.as_ref();
+    path.with_file_name(format!("{}-moved", path.file_name().unwrap_or_default().to_string_lossy()))
 }
 
 impl Drop for Cgroups {
@@ -105,7 +122,7 @@ impl Drop for Cgroups {
 
 /// What must come back: each process's cgroups, the init's view from inside its cgroup
 /// namespace, the limits.
-fn state(root: i32, cgroups: &Cgroups) -> Vec<String> {
+fn state(root: i32, cgroups: &Cgroups, moved_root: bool) -> Vec<String> {
     let child: i32 = std::fs::read_to_string(format!("/proc/{root}/task/{root}/children")).unwrap().trim().parse().expect("one child");
     let mut out = Vec::new();
     for pid in [root, child] {
@@ -113,11 +130,13 @@ fn state(root: i32, cgroups: &Cgroups) -> Vec<String> {
         let inside = Command::new("nsenter").args(["-t", &root.to_string(), "-C", "cat", &format!("/proc/{pid}/cgroup")]).output().unwrap();
         out.push(format!("inside: {}", String::from_utf8_lossy(&inside.stdout).replace('\n', " ")));
     }
-    out.extend(cgroups.limits());
+    out.extend(cgroups.limits(moved_root));
     out
 }
 
-fn cross(name: &str, dumper: &mut dyn FnMut() -> Command, restorer: &mut dyn FnMut() -> Command) {
+/// `move_root`: the restore gets `--cgroup-root CONTROLLER:NEW` for each hierarchy and
+/// the tree must come back below NEW.
+fn cross(name: &str, dumper: &mut dyn FnMut() -> Command, restorer: &mut dyn FnMut() -> Command, move_root: bool) {
     if let Some(reason) = skip_reason() {
         eprintln!("{name}: skipped: {reason}");
         return;
@@ -144,7 +163,7 @@ fn cross(name: &str, dumper: &mut dyn FnMut() -> Command, restorer: &mut dyn FnM
         assert!(std::time::Instant::now() < deadline, "the child did not join its cgroup");
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    let before = state(root, &cgroups);
+    let mut before = state(root, &cgroups, false);
 
     let images = dir.join("img");
     std::fs::create_dir_all(&images).unwrap();
@@ -161,9 +180,21 @@ fn cross(name: &str, dumper: &mut dyn FnMut() -> Command, restorer: &mut dyn FnM
     }
 
     let pidfile = dir.join("restored.pid");
+    let mut roots = Vec::new();
+    if move_root {
+        let leaf = format!("crust-cgtest-{}-{name}", std::process::id());
+        for line in &mut before {
+            *line = line.replace(&leaf, &format!("{leaf}-moved"));
+        }
+        for (controllers, path) in &cgroups.paths {
+            roots.push("--cgroup-root".to_string());
+            roots.push(format!("{controllers}:{}", moved(path).display()));
+        }
+    }
     let restored = restorer()
         .args(["restore", "-D"])
         .arg(&images)
+        .args(&roots)
         .args(["-d", "--manage-cgroups", "--pidfile"])
         .arg(&pidfile)
         .args(["-o", "restore.log", "-v4"])
@@ -171,7 +202,7 @@ fn cross(name: &str, dumper: &mut dyn FnMut() -> Command, restorer: &mut dyn FnM
         .unwrap();
     assert!(restored.status.success(), "restore: {}\n{}", String::from_utf8_lossy(&restored.stderr), log("restore.log"));
     let restored_root: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
-    let after = state(restored_root, &cgroups);
+    let after = state(restored_root, &cgroups, move_root);
     common::signal(restored_root, libc::SIGKILL);
     wait_exit(restored_root);
     assert_eq!(after, before, "cgroups after the restore");
@@ -180,13 +211,18 @@ fn cross(name: &str, dumper: &mut dyn FnMut() -> Command, restorer: &mut dyn FnM
 
 #[test]
 fn crust_dumps_and_restores_cgroups() {
-    cross("crust-cg", &mut crust, &mut crust);
+    cross("crust-cg", &mut crust, &mut crust, false);
+}
+
+#[test]
+fn crust_restores_cgroups_under_a_new_root() {
+    cross("crust-cg-root", &mut crust, &mut crust, true);
 }
 
 #[test]
 fn crust_dumps_criu_restores_cgroups() {
     match reference_criu() {
-        Ok(criu) => cross("crust-to-criu-cg", &mut crust, &mut || Command::new(&criu)),
+        Ok(criu) => cross("crust-to-criu-cg", &mut crust, &mut || Command::new(&criu), false),
         Err(reason) => eprintln!("crust_dumps_criu_restores_cgroups: skipped: {reason}"),
     }
 }
@@ -194,7 +230,7 @@ fn crust_dumps_criu_restores_cgroups() {
 #[test]
 fn criu_dumps_crust_restores_cgroups() {
     match reference_criu() {
-        Ok(criu) => cross("criu-to-crust-cg", &mut || Command::new(&criu), &mut crust),
+        Ok(criu) => cross("criu-to-crust-cg", &mut || Command::new(&criu), &mut crust, false),
         Err(reason) => eprintln!("criu_dumps_crust_restores_cgroups: skipped: {reason}"),
     }
 }
