@@ -437,7 +437,7 @@ pub static OPTIONS: &[Spec] = &[
         Req("PATH"),
         Generic,
         "dump: use the cgroup freezer at PATH to stop the processes",
-        ImplementedNote("v1 freezer.state or unified cgroup.freeze, waited for in 1-20 ms steps (v1) or with poll on cgroup.events (v2), not CRIU's 100 ms; every task of the cgroup must be in the tree; its state before the dump is put back on every path"),
+        ImplementedNote("v1 freezer.state or unified cgroup.freeze, waited for in 0.2-5 ms steps (v1) or with poll on cgroup.events (v2), not CRIU's 100 ms; every task of the cgroup must be in the tree; its state before the dump is put back on every path"),
     ),
     spec(
         "ghost-limit",

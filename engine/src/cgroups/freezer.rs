@@ -1,9 +1,9 @@
 //! `--freeze-cgroup PATH`: the tree stopped through its cgroup's freezer before it is
 //! seized, so that no task forks or clones while crust seizes the others.
 //!
-//! - v1 (`freezer.state`): `FROZEN` written, then the state read in short steps (1 ms
-//!   doubling to 20 ms; `FROZEN` written again every 10 reads, a v1 freeze can stall
-//!   in FREEZING) until it reads `FROZEN`. A frozen v1 task takes PTRACE_INTERRUPT's
+//! - v1 (`freezer.state`): `FROZEN` written, then the state read in short steps (200 µs
+//!   doubling to 5 ms; `FROZEN` written again every 10 reads, a v1 freeze can stall in
+//!   FREEZING) until it reads `FROZEN`. A frozen v1 task takes PTRACE_INTERRUPT's
 //!   stop only once thawed, so the seize interrupts every thread, thaws, then waits.
 //! - unified (`cgroup.freeze`): `1` written, then `cgroup.events` waited on with
 //!   poll(POLLPRI) until it says `frozen 1`.
@@ -116,7 +116,7 @@ impl Freezer {
 
     fn wait_v1(&self, timeout: Duration) -> Result<(), CgroupError> {
         let deadline = Instant::now() + timeout;
-        let mut pause = Duration::from_millis(1);
+        let mut pause = Duration::from_micros(200);
         for round in 1.. {
             let state = read(&self.dir, "freezer.state")?;
             if state == "FROZEN" {
@@ -129,7 +129,7 @@ impl Freezer {
                 write(&self.dir, "freezer.state", "FROZEN")?;
             }
             std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(20));
+            pause = (pause * 2).min(Duration::from_millis(5));
         }
         Ok(())
     }
