@@ -681,7 +681,7 @@ impl CriuOptions {
             (dumps && self.cgroup_props.is_some(), "cgroup-props", None, "crust records its built-in property lists only"),
             (dumps && self.cgroup_props_file.is_some(), "cgroup-props-file", None, "crust records its built-in property lists only"),
             (dumps && !self.cgroup_dump_controller.is_empty(), "cgroup-dump-controller", None, "crust records every hierarchy"),
-            (restores && self.cgroup_yard.is_some(), "cgroup-yard", None, "crust mounts the hierarchies itself (detached mounts)"),
+            (self.cgroup_yard.is_some(), "cgroup-yard", None, "crust mounts the hierarchies itself (detached mounts)"),
             (self.file_validation.is_some(), "file-validation", None, "crust checks only that each file exists"),
         ];
         for (given, option, value, why) in checks {
@@ -947,7 +947,7 @@ mod tests {
         assert_eq!(refused("--manage-cgroups=strict --cgroup-root cpu:/x --cgroup-root /y", Verb::Restore), None);
         assert_eq!(refused("--cgroup-root /x", Verb::Dump).as_deref(), Some("--cgroup-root"));
         assert_eq!(refused("--cgroup-yard /y", Verb::Restore).as_deref(), Some("--cgroup-yard"));
-        assert_eq!(refused("--cgroup-yard /y", Verb::Dump), None);
+        assert_eq!(refused("--cgroup-yard /y", Verb::Dump).as_deref(), Some("--cgroup-yard"));
         assert_eq!(refused("--cgroup-props-file /p", Verb::Dump).as_deref(), Some("--cgroup-props-file"));
         assert_eq!(refused("--cgroup-dump-controller pids", Verb::Dump).as_deref(), Some("--cgroup-dump-controller"));
         assert_eq!(refused("--manage-cgroups=ignore", Verb::Restore), None);
