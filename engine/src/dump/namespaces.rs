@@ -1,8 +1,9 @@
 //! The namespaces stage of a dump, right after the seize: which namespaces the tree
 //! has of its own, compared with crust's. A mount namespace (`mounts/`) and a UTS
-//! namespace (`uts.rs`) of its own are dumped; user, cgroup and time namespaces of its
-//! own are refused in one line until crust dumps them, as are processes of one tree in
-//! different mount or UTS namespaces. (pid, IPC and network namespaces are the seize's,
+//! namespace (`uts.rs`) of its own are dumped; a cgroup namespace of its own needs no
+//! image (restore unshares one in the root, as CRIU does, after the cgroup moves); user
+//! and time namespaces of its own are refused in one line until crust dumps them, as
+//! are processes of one tree in different mount, UTS or cgroup namespaces. (pid, IPC and network namespaces are the seize's,
 //! `ipc/`'s and `net/`'s.)
 
 use std::path::Path;
@@ -84,12 +85,12 @@ pub(crate) fn collect(frozen: &Frozen, ids: &TreeIds, options: &DumpMountOptions
 fn refused(live: &[i32], ids: &TreeIds) -> Option<(i32, String)> {
     let first = ids.processes.first()?;
     for (&pid, process) in live.iter().zip(&ids.processes) {
-        for kind in [NsKind::Time, NsKind::User, NsKind::Cgroup] {
+        for kind in [NsKind::Time, NsKind::User] {
             if let Some(id) = kind.id(process).filter(|&id| Some(id) != kind.id(&ids.root)) {
                 return Some((pid, format!("{} of its own ({} {id}) is not supported yet", kind.describe(), kind.field())));
             }
         }
-        for kind in [NsKind::Uts, NsKind::Mnt] {
+        for kind in [NsKind::Uts, NsKind::Mnt, NsKind::Cgroup] {
             if kind.id(process) != kind.id(first) {
                 let show = |id: Option<u32>| id.map_or_else(|| "none".to_string(), |id| id.to_string());
                 return Some((

@@ -10,7 +10,7 @@ use std::path::{Component, Path, PathBuf};
 
 use crust_images::pb;
 
-use super::classify::{bind_sources, fstype_number, is_under, relative, AUTO_EXTERNAL_KEY, EXTERNAL_DEVICE_KEY};
+use super::classify::{bind_sources, fs_kind_name, fs_mounts, fstype_number, is_under, relative, AUTO_EXTERNAL_KEY, EXTERNAL_DEVICE_KEY};
 use super::mountinfo::{MS_NOATIME, MS_NODEV, MS_NODIRATIME, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_RELATIME, MS_STRICTATIME};
 use super::MountError;
 use crate::sys::mount as attr;
@@ -34,6 +34,38 @@ pub(crate) enum Source {
     /// `rel` below the root of mount `from` (an index into the plan's mounts), once
     /// that is made.
     Bind { from: usize, rel: String },
+    /// A new mount of a kernel filesystem, made by the restored root in the tree's
+    /// namespaces.
+    Fs(NewFs),
+}
+
+/// A kernel filesystem to mount anew.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct NewFs {
+    /// `proc`, `tmpfs`, ... (`fsopen`'s name).
+    pub(crate) fstype: String,
+    /// The mount's source (`mnt_entry.source`).
+    pub(crate) source: String,
+    /// The superblock's options, `key=value` or a flag (`mnt_entry.options`).
+    pub(crate) options: Vec<(String, Option<String>)>,
+    /// The superblock is read-only (`sb_flags` MS_RDONLY): set after the contents.
+    pub(crate) read_only: bool,
+    /// The directory of the new mount that is the mount's root (`""`: its root).
+    pub(crate) rel: String,
+    /// A tmpfs's contents: the archive image.
+    pub(crate) archive: Option<String>,
+}
+
+/// `mnt_entry.options` as `fsconfig` takes them: `key=value` strings and flags.
+pub(crate) fn fs_options(options: &str) -> Vec<(String, Option<String>)> {
+    options
+        .split(',')
+        .filter(|o| !o.is_empty())
+        .map(|o| match o.split_once('=') {
+            Some((key, value)) => (key.to_string(), Some(value.to_string())),
+            None => (o.to_string(), None),
+        })
+        .collect()
 }
 
 /// One mount to make.
@@ -130,7 +162,22 @@ pub(crate) fn plan_for_restore(dir: &Path, mnt_ns_id: Option<u32>, options: &Res
         }
         options.root = Some(canonical);
     }
-    plan(&image, &entries, &options).map(Some)
+    let mut planned = plan(&image, &entries, &options)?;
+    // A tmpfs's archive by its superblock (`tmpfs-dev-N`), or by the older name of its
+    // mount (`tmpfs-<mnt_id>`).
+    for index in 0..planned.mounts.len() {
+        let mnt_id = planned.mounts[index].mnt_id;
+        if let Source::Fs(NewFs { archive: Some(archive), .. }) = &mut planned.mounts[index].source {
+            if !dir.join(&*archive).exists() {
+                let old = crust_images::ImageKind::TmpfsImg.file_name(u64::from(mnt_id));
+                if !dir.join(&old).exists() {
+                    return Err(MountError::refused(format!("restore: {image}: mount {mnt_id} is a tmpfs, but its contents ({archive}) are not in the images")));
+                }
+                *archive = old;
+            }
+        }
+    }
+    Ok(Some(planned))
 }
 
 /// Plans the namespace of `image` (its file name) from its entries in the image's order.
@@ -188,6 +235,28 @@ pub(crate) fn plan(image: &str, entries: &[pb::MntEntry], options: &RestoreMount
         sources[index] = Some(Source::Host { key: key.clone(), path });
     }
     let keys: Vec<(u32, &str)> = entries.iter().map(|e| (e.root_dev, e.root.as_str())).collect();
+    // Kernel filesystems: one new mount per superblock, the rest binds of it.
+    let candidate: Vec<bool> = entries.iter().zip(&sources).map(|(e, s)| s.is_none() && fs_kind_name(e.fstype).is_some()).collect();
+    let primary: Vec<bool> = sources.iter().map(Option::is_some).collect();
+    for (index, fs) in fs_mounts(&keys, &candidate, &primary).into_iter().enumerate() {
+        if !fs {
+            continue;
+        }
+        let entry = entries[index];
+        let fstype = fs_kind_name(entry.fstype).expect("a candidate has a known kind");
+        let archive = (fstype == "tmpfs").then(|| crust_images::ImageKind::TmpfsDev.file_name(u64::from(entry.root_dev)));
+        if archive.is_some() && entry.root != "/" {
+            return Err(MountError::refused(format!("restore: {image}: {}: a directory ({}) of a tmpfs whose root is not in the image is not supported", name(entry), entry.root)));
+        }
+        sources[index] = Some(Source::Fs(NewFs {
+            fstype: fstype.to_string(),
+            source: entry.source.clone(),
+            options: fs_options(&entry.options),
+            read_only: entry.sb_flags.unwrap_or(0) & MS_RDONLY != 0,
+            rel: relative(&entry.root, "/"),
+            archive,
+        }));
+    }
     let primary: Vec<bool> = sources.iter().map(Option::is_some).collect();
     for (index, from) in bind_sources(&keys, &primary).into_iter().enumerate() {
         if primary[index] {
@@ -356,12 +425,52 @@ mod tests {
     }
 
     #[test]
-    fn the_criu_container_image_names_the_first_mount_it_cannot_make() {
+    fn the_criu_container_image_is_planned_whole() {
         let json = include_str!("fixtures/runc-mountpoints-13.json");
         let entries = from_crit_json(json);
         let externals = vec![("/data".into(), "/host/data".into()), ("/etc/bound".into(), "/host/file".into()), ("/dev/null".into(), "/dev/null".into())];
-        let error = plan("mountpoints-13.img", &entries, &RestoreMountOptions { root: Some("/r".into()), externals }).expect_err("proc");
-        assert_eq!(error.to_string(), "restore: mountpoints-13.img: mount 69 (/proc): proc mounts are not supported yet");
+        let planned = plan("mountpoints-13.img", &entries, &RestoreMountOptions { root: Some("/r".into()), externals }).expect("plan");
+        let at = |mountpoint: &str| planned.mounts.iter().position(|m| m.mountpoint == mountpoint).expect("mount");
+        let source = |mountpoint: &str| &planned.mounts[at(mountpoint)].source;
+        let new_fs = |mountpoint: &str| match source(mountpoint) {
+            Source::Fs(fs) => fs.clone(),
+            other => panic!("{mountpoint}: {other:?}"),
+        };
+        assert_eq!(source("/proc/bus"), &Source::Bind { from: at("/proc"), rel: "bus".into() });
+        assert_eq!(source("/proc/keys"), &Source::Host { key: "/dev/null".into(), path: "/dev/null".into() });
+        let dev = new_fs("/dev");
+        assert_eq!((dev.fstype.as_str(), dev.archive.as_deref()), ("tmpfs", Some("tmpfs-dev-42.tar.gz.img")));
+        assert_eq!(dev.options, [("size".to_string(), Some("65536k".to_string())), ("mode".to_string(), Some("755".to_string()))]);
+        let pts = new_fs("/dev/pts");
+        assert_eq!(pts.options.last(), Some(&("newinstance".to_string(), None)));
+        assert!(new_fs("/sys").read_only && new_fs("/sys/firmware").read_only && !new_fs("/proc").read_only);
+        let cpu = new_fs("/sys/fs/cgroup/cpu");
+        assert_eq!((cpu.fstype.as_str(), cpu.options.as_slice(), cpu.rel.as_str()), ("cgroup", &[("cpu".to_string(), None)][..], ""));
+        assert_eq!(new_fs("/dev/mqueue").fstype, "mqueue");
+        // Every kernel filesystem is made before the binds of it, parents placed first.
+        assert!(planned.create_order.iter().position(|&i| i == at("/proc")) < planned.create_order.iter().position(|&i| i == at("/proc/sys")));
+        assert_eq!(planned.place_order[0], at("/"));
+    }
+
+    #[test]
+    fn a_cgroup_mount_of_a_directory_is_that_directory_of_a_new_mount() {
+        let mut cgroup = entry(11, 10, "/crust/b1", "/sys/fs/cgroup", MS_RDONLY, None);
+        cgroup.fstype = fstype_number("cgroup2");
+        cgroup.root_dev = 30;
+        cgroup.options = "nsdelegate".into();
+        let entries = image(vec![entry(10, 1, "/ct", "/", MS_RELATIME, None), cgroup]);
+        let planned = plan("m.img", &entries, &options()).expect("plan");
+        assert_eq!(
+            planned.mounts[1].source,
+            Source::Fs(NewFs {
+                fstype: "cgroup2".into(),
+                source: "/dev/vda".into(),
+                options: vec![("nsdelegate".into(), None)],
+                read_only: false,
+                rel: "crust/b1".into(),
+                archive: None
+            })
+        );
     }
 
     #[test]

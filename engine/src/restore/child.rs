@@ -150,6 +150,12 @@ pub(crate) fn root_main(run: &Run, sync: OwnedFd, error: OwnedFd) -> ! {
         if let Some(names) = namespaces.uts {
             crate::uts::apply(names)?;
         }
+        // The tree's cgroup namespace: rooted at the cgroups the root is in now (the
+        // cgroup moves come before this), and before the mounts, whose cgroup
+        // filesystems show that root as `/`.
+        if images.namespaces.new_cgroup_ns {
+            sys::mount::new_cgroup_namespace().map_err(child_io("make the tree's cgroup namespace (unshare CLONE_NEWCGROUP)"))?;
+        }
         // The tree's mounts; then every file is opened by its path in them, and the
         // dump's own files by relative paths from the images directory.
         if let (Some((plan, prepared)), Some(images_dir)) = (namespaces.mounts, namespaces.images_dir) {

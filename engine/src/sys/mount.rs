@@ -71,6 +71,52 @@ pub(crate) fn new_tmpfs(options: &[(&str, &str)]) -> io::Result<OwnedFd> {
     rustix::mount::fsmount(&context, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty()).map_err(os)
 }
 
+/// `fsopen(fstype)`, `fsconfig(SET_STRING "source" source)`, one `fsconfig` per option
+/// (`SET_STRING key value`, or `SET_FLAG key` for one without a value),
+/// `fsconfig(CMD_CREATE)`, `fsmount`: a new detached mount of a new (or, for kinds that
+/// share one per namespace, the namespace's) superblock, as the calling task's
+/// namespaces make it (proc its pid namespace's, sysfs its network namespace's).
+#[doc(alias = "fsopen")]
+#[doc(alias = "fsconfig")]
+#[doc(alias = "fsmount")]
+pub(crate) fn new_mount(fstype: &str, source: &str, options: &[(String, Option<String>)]) -> Result<OwnedFd, (String, io::Error)> {
+    let step = |what: String| move |e: rustix::io::Errno| (what, os(e));
+    let context = rustix::mount::fsopen(fstype, FsOpenFlags::FSOPEN_CLOEXEC).map_err(step(format!("fsopen {fstype}")))?;
+    if !source.is_empty() {
+        rustix::mount::fsconfig_set_string(&context, "source", source).map_err(step(format!("fsconfig source={source}")))?;
+    }
+    for (key, value) in options {
+        match value {
+            Some(value) => rustix::mount::fsconfig_set_string(&context, key.as_str(), value.as_str()).map_err(step(format!("fsconfig {key}={value}")))?,
+            None => rustix::mount::fsconfig_set_flag(&context, key.as_str()).map_err(step(format!("fsconfig {key}")))?,
+        }
+    }
+    rustix::mount::fsconfig_create(&context).map_err(step("fsconfig create".into()))?;
+    rustix::mount::fsmount(&context, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty()).map_err(step("fsmount".into()))
+}
+
+/// `fspick(fd, "", FSPICK_EMPTY_PATH)`, `fsconfig(SET_FLAG "ro")`,
+/// `fsconfig(CMD_RECONFIGURE)`: makes the superblock of the mount `fd` read-only (the
+/// mount's own flags stay).
+#[doc(alias = "fspick")]
+pub(crate) fn make_superblock_readonly(mount: impl AsFd) -> io::Result<()> {
+    let context = rustix::mount::fspick(mount, "", rustix::mount::FsPickFlags::FSPICK_EMPTY_PATH | rustix::mount::FsPickFlags::FSPICK_CLOEXEC).map_err(os)?;
+    rustix::mount::fsconfig_set_flag(&context, "ro").map_err(os)?;
+    rustix::mount::fsconfig_reconfigure(&context).map_err(os)
+}
+
+/// `open_tree(fd, rel, OPEN_TREE_CLONE)` (`AT_EMPTY_PATH` for an empty `rel`): a
+/// detached copy of the mount `fd` (attached or detached) with its directory or file
+/// `rel` as the root.
+#[doc(alias = "open_tree")]
+pub(crate) fn clone_below(mount: impl AsFd, rel: &str) -> io::Result<OwnedFd> {
+    let mut flags = OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC;
+    if rel.is_empty() {
+        flags |= OpenTreeFlags::AT_EMPTY_PATH;
+    }
+    rustix::mount::open_tree(mount, rel, flags).map_err(os)
+}
+
 /// The kernel's `struct mount_attr` (MOUNT_ATTR_SIZE_VER0, 32 bytes).
 #[repr(C)]
 struct MountAttr {
@@ -125,4 +171,18 @@ pub(crate) fn detach(path: &Path) -> io::Result<()> {
 pub(crate) fn enter_mount_namespace(ns: impl AsFd) -> io::Result<()> {
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS).map_err(nix_os)?;
     nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNS).map_err(nix_os)
+}
+
+/// `unshare(CLONE_NEWCGROUP)`: the caller's current cgroups become the root of a new
+/// cgroup namespace (a cgroup fs it mounts then shows them as `/`).
+#[doc(alias = "unshare")]
+pub(crate) fn new_cgroup_namespace() -> io::Result<()> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP).map_err(nix_os)
+}
+
+/// `setns(fd, CLONE_NEWCGROUP)`: the calling thread enters the cgroup namespace `ns`
+/// (what /proc shows of cgroup paths and cgroup mounts' roots is then relative to it).
+#[doc(alias = "setns")]
+pub(crate) fn enter_cgroup_namespace(ns: impl AsFd) -> io::Result<()> {
+    nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWCGROUP).map_err(nix_os)
 }
