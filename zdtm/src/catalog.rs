@@ -397,6 +397,9 @@ pub const TESTS: &[TestSpec] = &[
     TestSpec { args: &["file"], requirements: &[Requirement::Root, Requirement::MntnsFlavor], ..cas("mnt_bind_file", "mnt_binds") },
     TestSpec { args: &["ro"], requirements: &[Requirement::Root, Requirement::MntnsFlavor], ..cas("mnt_ro_bind", "mnt_binds") },
     TestSpec { requirements: &[Requirement::Root, Requirement::MntnsFlavor], ..c("uts_names") },
+    TestSpec { args: &["tmpfs"], requirements: &[Requirement::Root, Requirement::MntnsFlavor], ..cas("mnt_tmpfs", "mnt_shapes") },
+    TestSpec { args: &["propagation"], requirements: &[Requirement::Root, Requirement::MntnsFlavor], ..cas("mnt_propagation", "mnt_shapes") },
+    TestSpec { args: &["overmount"], requirements: &[Requirement::Root, Requirement::MntnsFlavor], ..cas("mnt_overmount", "mnt_shapes") },
     // Issue 4: real language runtimes (`--group runtime`).
     runtime("rt_python", "threads.py"),
     TestSpec {

@@ -200,11 +200,17 @@ pub(crate) fn classify(tree: &[MountInfo], host: &[MountInfo], options: &DumpMou
         if mount.deleted_root().is_some() {
             return Err(Refused(format!("{} is a bind of a deleted file or directory: not supported yet", describe(mount))));
         }
-        if let Some(group) = mount.shared {
-            return Err(Refused(format!("{} is shared (peer group {group}): mount propagation is not supported yet", describe(mount))));
+        if let Some(group) = mount.shared.filter(|&group| host.iter().any(|h| h.shared == Some(group))) {
+            return Err(Refused(format!(
+                "{} is shared with a mount of crust's namespace (peer group {group}): propagation across the tree's border is not supported yet",
+                describe(mount)
+            )));
         }
-        if let Some(group) = mount.master {
-            return Err(Refused(format!("{} is a slave (of peer group {group}): mount propagation is not supported yet", describe(mount))));
+        if let Some(group) = mount.master.filter(|&group| !tree.iter().any(|m| m.shared == Some(group))) {
+            return Err(Refused(format!(
+                "{} is a slave of peer group {group}, which no mount of the tree is in (an external master): not supported yet",
+                describe(mount)
+            )));
         }
         if !in_tree(mount.parent) {
             classes[index] = Some(MountClass::Root);
@@ -399,11 +405,13 @@ mod tests {
 
     #[test]
     fn refusals_name_the_mount() {
-        let shared = parse("10 1 254:0 / / rw shared:3 - ext4 /dev/vda rw\n").expect("tree");
+        let shared = parse("10 1 254:0 / / rw shared:1 - ext4 /dev/vda rw\n").expect("tree");
         assert_eq!(
-            classify(&shared, &host(), &DumpMountOptions::default()).expect_err("shared").0,
-            "mount 10 (/, ext4 /) is shared (peer group 3): mount propagation is not supported yet"
+            classify(&shared, &parse("1 0 254:0 / / rw shared:1 - ext4 /dev/vda rw\n").expect("host"), &DumpMountOptions::default()).expect_err("shared").0,
+            "mount 10 (/, ext4 /) is shared with a mount of crust's namespace (peer group 1): propagation across the tree's border is not supported yet"
         );
+        let slave = parse("10 1 254:0 / / rw - ext4 /dev/vda rw\n11 10 0:60 / /t rw master:900 - tmpfs t rw\n").expect("tree");
+        assert!(classify(&slave, &host(), &DumpMountOptions::default()).expect_err("slave").0.contains("a slave of peer group 900, which no mount of the tree is in"));
         let chrooted = parse("10 1 254:0 / /a rw - ext4 /dev/vda rw\n11 2 254:0 / /b rw - ext4 /dev/vda rw\n").expect("tree");
         assert!(classify(&chrooted, &host(), &DumpMountOptions::default()).expect_err("chroot").0.contains("chroot"));
         let tree = parse(include_str!("fixtures/pivoted.mountinfo")).expect("tree");

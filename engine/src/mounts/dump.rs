@@ -91,14 +91,25 @@ pub(crate) fn collect(root: i32, ns_id: u32, options: &DumpMountOptions) -> Resu
         let mnt_ns = fs::File::open(&mnt_ns_path).map_err(mount_io(format!("open {mnt_ns_path}")))?;
         in_thread(|| {
             crate::sys::mount::enter_mount_namespace(&mnt_ns).map_err(mount_io(format!("enter the mount namespace of pid {root} (setns)")))?;
-            tmpfs_mounts
-                .iter()
-                .map(|mount| {
+            // A copy of the namespace of this thread's own, made private (nothing done
+            // in it propagates to the tree's), where the mounts are detached from the
+            // last one up: each is then the topmost at its path when it is cloned, so
+            // a tmpfs covered by a later mount is read, not the one covering it.
+            crate::sys::mount::new_mount_namespace().map_err(mount_io("copy the tree's mount namespace (unshare CLONE_NEWNS)"))?;
+            crate::sys::mount::make_private_recursive(Path::new("/")).map_err(mount_io("make the copy of the tree's mount namespace private"))?;
+            let mut clones = Vec::new();
+            for mount in tree.iter().rev() {
+                if tmpfs_mounts.iter().any(|m| m.id == mount.id) {
                     let name = describe(mount);
                     let clone = crate::sys::mount::clone_tree(Path::new(&mount.mountpoint)).map_err(mount_io(format!("{name}: clone it to read its files (open_tree)")))?;
-                    Ok((mount.device(), name, clone))
-                })
-                .collect::<Result<Vec<_>, MountError>>()
+                    clones.push((mount.device(), name, clone));
+                }
+                if tree.iter().any(|m| m.id == mount.parent) {
+                    crate::sys::mount::detach(Path::new(&mount.mountpoint)).map_err(mount_io(format!("{}: detach it in the copy of the namespace", describe(mount))))?;
+                }
+            }
+            clones.reverse();
+            Ok(clones)
         })?
     };
     Ok(DumpedMounts { ns_id, entries, skipped, view_root: PathBuf::from(root_link), tmpfs })

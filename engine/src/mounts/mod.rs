@@ -21,8 +21,10 @@
 //! external sources and of kernel filesystems, and new mounts of proc, sysfs, tmpfs
 //! (with its files), devpts, mqueue, cgroup and cgroup2, made by the restored root in
 //! the tree's pid, network, IPC and cgroup namespaces (one per superblock, the other
-//! mounts of a superblock binds of it). Overlay and other filesystems, propagation and
-//! mounts of deleted files are refused at dump, naming the mount.
+//! mounts of a superblock binds of it); overmounts; propagation (peer groups, slaves of
+//! a group in the tree, unbindable), set once the whole tree is in place. Overlay and
+//! other filesystems, a master or peer outside the tree and mounts of deleted files are
+//! refused at dump, naming the mount.
 //!
 //! Invariant: imports no pipeline; the kernel calls go through `sys/mount.rs`.
 

@@ -11,7 +11,7 @@ use std::path::{Component, Path, PathBuf};
 use crust_images::pb;
 
 use super::classify::{bind_sources, fs_kind_name, fs_mounts, fstype_number, is_under, relative, AUTO_EXTERNAL_KEY, EXTERNAL_DEVICE_KEY};
-use super::mountinfo::{MS_NOATIME, MS_NODEV, MS_NODIRATIME, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_RELATIME, MS_STRICTATIME};
+use super::mountinfo::{MS_NOATIME, MS_NODEV, MS_UNBINDABLE, MS_NODIRATIME, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_RELATIME, MS_STRICTATIME};
 use super::MountError;
 use crate::sys::mount as attr;
 
@@ -96,6 +96,102 @@ pub(crate) struct MountPlan {
     pub(crate) place_order: Vec<usize>,
     /// The `--root` directory; the yard is mounted over it in the new namespace.
     pub(crate) root_dir: PathBuf,
+    /// Mount propagation, set once every mount is in the tree (earlier, later mounts
+    /// would propagate copies), in this order.
+    pub(crate) propagation: Vec<Propagation>,
+}
+
+/// One step of setting the tree's propagation (indices into the plan's mounts).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Propagation {
+    /// `mount_setattr(MS_SHARED)`: the mount starts a new peer group.
+    Shared(usize),
+    /// `move_mount(from, to, MOVE_MOUNT_SET_GROUP)`: `to` (private) takes `from`'s peer
+    /// group and master.
+    SetGroup { from: usize, to: usize },
+    /// `mount_setattr(MS_SLAVE)`: a shared mount becomes a slave of its peer group.
+    Slave(usize),
+    /// `mount_setattr(MS_UNBINDABLE)`.
+    Unbindable(usize),
+}
+
+/// The steps that give every mount its dumped peer group (`shared`, 0 for none),
+/// master group (`master`, 0 for none) and unbindable flag (`mounts[i]`: device,
+/// root, shared, master, unbindable), for mounts made private. A group's leader is
+/// its member with the shortest root (`MOVE_MOUNT_SET_GROUP` needs the other's root
+/// under the leader's, on one superblock); a group is made after its master group. A
+/// master group none of the tree's mounts is in, a group spanning superblocks or one
+/// whose members' roots are not under its leader's are refused. Pure.
+pub(crate) fn propagation(mounts: &[(u32, &str, u32, u32, bool)]) -> Result<Vec<Propagation>, String> {
+    use std::collections::BTreeSet;
+    let members = |group: u32| -> Vec<usize> { (0..mounts.len()).filter(|&i| mounts[i].2 == group).collect() };
+    let leader_of = |group: u32| -> Option<usize> { members(group).into_iter().min_by_key(|&i| (mounts[i].1.len(), i)) };
+    // A source in master group `group` for a slave whose root is `root` on `device`.
+    let master_source = |group: u32, device: u32, root: &str| -> Option<usize> {
+        members(group).into_iter().filter(|&i| mounts[i].0 == device && is_under(root, mounts[i].1)).min_by_key(|&i| (mounts[i].1.len(), i))
+    };
+    let mut steps = Vec::new();
+    let mut done: BTreeSet<u32> = BTreeSet::new();
+    let groups: BTreeSet<u32> = mounts.iter().map(|m| m.2).filter(|&g| g != 0).collect();
+    for &(_, _, _, master, _) in mounts {
+        if master != 0 && !groups.contains(&master) {
+            return Err(format!("a slave of peer group {master}, which no mount of the tree is in (an external master)"));
+        }
+    }
+    // Slave of `master` for mount `index`: a peer of the master first, then a slave.
+    let enslave = |index: usize, master: u32, steps: &mut Vec<Propagation>| -> Result<(), String> {
+        let (device, root, ..) = mounts[index];
+        let from = master_source(master, device, root)
+            .ok_or_else(|| format!("mount {index}: no mount of its master group {master} on its superblock holds its root {root}"))?;
+        steps.push(Propagation::SetGroup { from, to: index });
+        steps.push(Propagation::Slave(index));
+        Ok(())
+    };
+    while done.len() < groups.len() {
+        let before = done.len();
+        for &group in &groups {
+            if done.contains(&group) {
+                continue;
+            }
+            let leader = leader_of(group).expect("a group has members");
+            let master = mounts[leader].3;
+            if master != 0 && master != group && !done.contains(&master) {
+                continue;
+            }
+            if master != 0 && master != group {
+                enslave(leader, master, &mut steps)?;
+            }
+            steps.push(Propagation::Shared(leader));
+            for member in members(group).into_iter().filter(|&m| m != leader) {
+                let (device, root, _, member_master, _) = mounts[member];
+                if device != mounts[leader].0 {
+                    return Err(format!("peer group {group} spans two superblocks (a corrupt image)"));
+                }
+                if member_master != master {
+                    return Err(format!("peer group {group}: its members have different masters ({member_master} and {master})"));
+                }
+                if !is_under(root, mounts[leader].1) {
+                    return Err(format!("peer group {group}: the root {root} of a member is not under its leader's {}", mounts[leader].1));
+                }
+                steps.push(Propagation::SetGroup { from: leader, to: member });
+            }
+            done.insert(group);
+        }
+        if done.len() == before {
+            return Err("peer groups whose masters form a loop".into());
+        }
+    }
+    for (index, &(_, _, shared, master, _)) in mounts.iter().enumerate() {
+        if shared == 0 && master != 0 {
+            enslave(index, master, &mut steps)?;
+        }
+    }
+    for (index, mount) in mounts.iter().enumerate() {
+        if mount.4 {
+            steps.push(Propagation::Unbindable(index));
+        }
+    }
+    Ok(steps)
 }
 
 impl MountPlan {
@@ -208,9 +304,6 @@ pub(crate) fn plan(image: &str, entries: &[pb::MntEntry], options: &RestoreMount
     let name = |entry: &pb::MntEntry| format!("mount {} ({})", entry.mnt_id, entry.mountpoint);
     let mut sources: Vec<Option<Source>> = vec![None; entries.len()];
     for (index, entry) in entries.iter().enumerate() {
-        if entry.shared_id.unwrap_or(0) != 0 || entry.master_id.unwrap_or(0) != 0 {
-            return Err(MountError::refused(format!("restore: {image}: {}: mount propagation (shared_id, master_id) is not supported yet", name(entry))));
-        }
         if entry.deleted == Some(true) {
             return Err(MountError::refused(format!("restore: {image}: {}: a mount of a deleted file is not supported yet", name(entry))));
         }
@@ -322,7 +415,12 @@ pub(crate) fn plan(image: &str, entries: &[pb::MntEntry], options: &RestoreMount
             return Err(corrupt("mounts whose parents form a loop (mnt_entry.parent_mnt_id)".into()));
         }
     }
-    Ok(MountPlan { image: image.to_string(), mounts, create_order, place_order, root_dir })
+    let shape: Vec<(u32, &str, u32, u32, bool)> = entries
+        .iter()
+        .map(|e| (e.root_dev, e.root.as_str(), e.shared_id.unwrap_or(0), e.master_id.unwrap_or(0), e.flags & MS_UNBINDABLE != 0))
+        .collect();
+    let propagation = propagation(&shape).map_err(|what| corrupt(format!("mount propagation: {what} (mnt_entry.shared_id, master_id)")))?;
+    Ok(MountPlan { image: image.to_string(), mounts, create_order, place_order, root_dir, propagation })
 }
 
 fn fstype_name(entry: &pb::MntEntry) -> String {
@@ -471,6 +569,38 @@ mod tests {
                 archive: None
             })
         );
+    }
+
+    #[test]
+    fn propagation_is_set_leaders_first_masters_before_their_slaves() {
+        // a shared:5, b its peer, c a slave of 5, d shared:6 and a slave of 5 with a
+        // peer e below it, f unbindable; listed with the slaves' group first.
+        let mounts = [
+            (1, "/", 6, 5, false),    // 0: d
+            (1, "/", 5, 0, false),    // 1: a
+            (1, "/sub", 5, 0, false), // 2: b
+            (1, "/", 0, 5, false),    // 3: c
+            (1, "/x", 6, 5, false),   // 4: e
+            (1, "/", 0, 0, true),     // 5: f
+        ];
+        assert_eq!(
+            propagation(&mounts).expect("steps"),
+            [
+                Propagation::Shared(1),
+                Propagation::SetGroup { from: 1, to: 2 },
+                Propagation::SetGroup { from: 1, to: 0 },
+                Propagation::Slave(0),
+                Propagation::Shared(0),
+                Propagation::SetGroup { from: 0, to: 4 },
+                Propagation::SetGroup { from: 1, to: 3 },
+                Propagation::Slave(3),
+                Propagation::Unbindable(5),
+            ]
+        );
+        assert!(propagation(&[(1, "/", 0, 9, false)]).expect_err("external master").contains("peer group 9, which no mount of the tree is in"));
+        assert!(propagation(&[(1, "/", 3, 0, false), (2, "/", 3, 0, false)]).expect_err("two superblocks").contains("spans two superblocks"));
+        assert!(propagation(&[(1, "/a", 3, 0, false), (1, "/b", 3, 0, false)]).expect_err("roots").contains("is not under its leader's"));
+        assert!(propagation(&[(1, "/", 3, 4, false), (1, "/", 4, 3, false)]).expect_err("loop").contains("loop"));
     }
 
     #[test]

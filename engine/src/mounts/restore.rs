@@ -23,7 +23,7 @@ use std::fs;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use super::plan::{MountPlan, NewFs, Source};
+use super::plan::{MountPlan, NewFs, Propagation, Source};
 use super::{mount_io, MountError};
 use crate::sys;
 use crate::sys::mount as mnt;
@@ -129,13 +129,39 @@ pub(crate) fn setup_in_root(plan: &MountPlan, prepared: &PreparedMounts) -> Resu
         sys::close_fd(number);
     }
     let tree = yard.join("root");
-    for &index in plan.place_order.iter().filter(|&&i| plan.mounts[i].parent.is_some()) {
+    // Each mount's root, held once it is in the tree (a later mount may cover its path).
+    let mut held: Vec<Option<OwnedFd>> = (0..plan.mounts.len()).map(|_| None).collect();
+    let hold = |path: &Path, name: &str| -> Result<OwnedFd, MountError> {
+        rustix::fs::open(path, rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC, rustix::fs::Mode::empty())
+            .map_err(|e| MountError::Io { what: format!("{name}: open its root in the tree"), source: std::io::Error::from_raw_os_error(e.raw_os_error()) })
+    };
+    for &index in &plan.place_order {
         let name = plan.describe(index);
+        if plan.mounts[index].parent.is_none() {
+            held[index] = Some(hold(&tree, &name)?);
+            continue;
+        }
         let from = place(&yard, plan, index);
         let target = tree.join(plan.mounts[index].mountpoint.trim_start_matches('/'));
         let dir = fs::metadata(&from).map(|m| m.is_dir()).map_err(mount_io(format!("{name}: stat {}", from.display())))?;
         make_mountpoint(&target, dir).map_err(mount_io(format!("{name}: make its mountpoint {}", plan.mounts[index].mountpoint)))?;
         mnt::move_attached(&from, &target).map_err(mount_io(format!("{name}: move into the tree (move_mount)")))?;
+        held[index] = Some(hold(&target, &name)?);
+    }
+    // Propagation once the whole tree is there: set earlier, placing the later mounts
+    // would propagate copies of them.
+    let root_of = |index: usize| held[index].as_ref().expect("every mount was placed");
+    for step in &plan.propagation {
+        let done = match *step {
+            Propagation::Shared(index) => mnt::set_propagation(root_of(index), mnt::PROPAGATION_SHARED).map_err(mount_io(format!("{}: make it shared (mount_setattr)", plan.describe(index)))),
+            Propagation::Slave(index) => mnt::set_propagation(root_of(index), mnt::PROPAGATION_SLAVE).map_err(mount_io(format!("{}: make it a slave (mount_setattr)", plan.describe(index)))),
+            Propagation::Unbindable(index) => {
+                mnt::set_propagation(root_of(index), mnt::PROPAGATION_UNBINDABLE).map_err(mount_io(format!("{}: make it unbindable (mount_setattr)", plan.describe(index))))
+            }
+            Propagation::SetGroup { from, to } => mnt::join_peer_group(root_of(from), root_of(to))
+                .map_err(mount_io(format!("{}: join the peer group of {} (move_mount MOVE_MOUNT_SET_GROUP)", plan.describe(to), plan.describe(from)))),
+        };
+        done?;
     }
     log::debug!("mount namespace of {}: {} mounts assembled under {}", plan.image, plan.mounts.len(), tree.display());
     Ok(tree)

@@ -146,6 +146,46 @@ pub(crate) fn set_mount_attributes(mount: impl AsFd, set: u64, clear: u64) -> io
     .map(|_| ())
 }
 
+/// Propagation types of `struct mount_attr`'s `propagation` (MS_* values).
+pub(crate) const PROPAGATION_UNBINDABLE: u64 = 1 << 17;
+pub(crate) const PROPAGATION_SLAVE: u64 = 1 << 19;
+pub(crate) const PROPAGATION_SHARED: u64 = 1 << 20;
+
+/// `mount_setattr(fd, "", AT_EMPTY_PATH, {propagation})`: makes the mount `fd` shared
+/// (a new peer group), a slave, or unbindable (`PROPAGATION_*`), that mount alone.
+#[doc(alias = "mount_setattr")]
+pub(crate) fn set_propagation(mount: impl AsFd, propagation: u64) -> io::Result<()> {
+    let attr = MountAttr { attr_set: 0, attr_clr: 0, propagation, userns_fd: 0 };
+    // SAFETY: as in `set_mount_attributes`: an empty NUL-terminated path and a live
+    // struct of the size passed, only read by the kernel.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            mount.as_fd().as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    })
+    .map(|_| ())
+}
+
+/// `move_mount(from, "", to, "", MOVE_MOUNT_SET_GROUP | F_EMPTY_PATH | T_EMPTY_PATH)`:
+/// the private mount `to` joins the peer group (and master) of `from`, a mount of the
+/// same superblock whose root holds `to`'s.
+#[doc(alias = "move_mount")]
+pub(crate) fn join_peer_group(from: impl AsFd, to: impl AsFd) -> io::Result<()> {
+    rustix::mount::move_mount(
+        from,
+        "",
+        to,
+        "",
+        MoveMountFlags::MOVE_MOUNT_SET_GROUP | MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+    )
+    .map_err(os)
+}
+
 /// `mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL)`: nothing mounted in the caller's
 /// namespace from here on propagates anywhere else, nor the other way.
 #[doc(alias = "mount")]
@@ -171,6 +211,13 @@ pub(crate) fn detach(path: &Path) -> io::Result<()> {
 pub(crate) fn enter_mount_namespace(ns: impl AsFd) -> io::Result<()> {
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS).map_err(nix_os)?;
     nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNS).map_err(nix_os)
+}
+
+/// `unshare(CLONE_NEWNS)`: the calling thread (which must not share its fs_struct)
+/// gets a copy of its mount namespace of its own.
+#[doc(alias = "unshare")]
+pub(crate) fn new_mount_namespace() -> io::Result<()> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).map_err(nix_os)
 }
 
 /// `unshare(CLONE_NEWCGROUP)`: the caller's current cgroups become the root of a new
