@@ -408,6 +408,9 @@ pub const TESTS: &[TestSpec] = &[
     // `own_cgroups.rs`), the tree frozen through its cgroup.
     TestSpec { requirements: &[Requirement::Root, Requirement::OwnCgroups], ..cas("cg_sleep", "sleep_pause") },
     TestSpec { args: &["children", "2"], requirements: &[Requirement::Root, Requirement::OwnCgroups], ..cas("cg_threads", "threads") },
+    TestSpec { args: &["tmpfs"], requirements: &[Requirement::Root, Requirement::MntnsFlavor], ..cas("mnt_tmpfs", "mnt_shapes") },
+    TestSpec { args: &["propagation"], requirements: &[Requirement::Root, Requirement::MntnsFlavor], ..cas("mnt_propagation", "mnt_shapes") },
+    TestSpec { args: &["overmount"], requirements: &[Requirement::Root, Requirement::MntnsFlavor], ..cas("mnt_overmount", "mnt_shapes") },
     // Issue 4: real language runtimes (`--group runtime`).
     runtime("rt_python", "threads.py"),
     TestSpec {

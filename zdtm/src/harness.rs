@@ -1182,9 +1182,22 @@ fn mount_shape(pid: i32) -> anyhow::Result<Vec<String>> {
     let text = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
     let lines: Vec<Vec<&str>> = text.lines().map(|line| line.split(' ').collect()).collect();
     let ids: Vec<&str> = lines.iter().map(|fields| fields.first().copied().unwrap_or("")).collect();
+    // Anonymous superblocks (major 0: tmpfs, proc, ...) get new numbers in a restore:
+    // named by first appearance, so which mounts share one is still compared.
+    let mut anonymous: Vec<&str> = Vec::new();
     lines
         .iter()
         .map(|fields| {
+            let device = fields.get(2).copied().unwrap_or("");
+            let device = if device.starts_with("0:") {
+                let position = anonymous.iter().position(|d| *d == device).unwrap_or_else(|| {
+                    anonymous.push(device);
+                    anonymous.len() - 1
+                });
+                format!("anon{position}")
+            } else {
+                device.to_string()
+            };
             let dash = fields.iter().position(|field| *field == "-").filter(|&dash| dash >= 6 && fields.len() >= dash + 4);
             let Some(dash) = dash else { bail!("{path}: bad line {:?}", fields.join(" ")) };
             let parent = ids.iter().position(|id| *id == fields[1]).map_or("-".to_string(), |index| index.to_string());
@@ -1198,7 +1211,7 @@ fn mount_shape(pid: i32) -> anyhow::Result<Vec<String>> {
                 fields[dash + 1],
                 fields[dash + 2],
                 fields[dash + 3],
-                fields[2]
+                device
             ))
         })
         .collect()

@@ -672,7 +672,7 @@ impl CriuOptions {
                 self.external.iter().find(|e| !e.starts_with("mnt[") && !e.starts_with("veth[")).map(String::as_str),
                 "crust takes only mount (mnt[...]) and veth (veth[IN]:OUT[@BRIDGE]) externals yet",
             ),
-            (!self.enable_fs.is_empty(), "enable-fs", None, "crust dumps no filesystem mounts yet (binds of the root and of external mounts only)"),
+            (!self.enable_fs.is_empty(), "enable-fs", None, "crust makes anew only proc, sysfs, tmpfs, devpts, mqueue, cgroup and cgroup2 mounts, which need no --enable-fs"),
             (restores && !self.join_ns.is_empty(), "join-ns", None, "needs namespace support in the engine"),
             (restores && self.empty_ns.is_some(), "empty-ns", None, "needs network namespace support in the engine"),
             (restores && self.lsm_profile.is_some(), "lsm-profile", None, "crust does not restore LSM profiles"),

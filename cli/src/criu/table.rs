@@ -413,7 +413,7 @@ pub static OPTIONS: &[Spec] = &[
         Req("FSNAMES"),
         External,
         "dump and restore mounts of these filesystems (comma-separated, or all) even if unsupported",
-        NotYet("crust dumps no filesystem mounts yet (binds of the root and of external mounts only)"),
+        NotYet("crust makes anew only proc, sysfs, tmpfs, devpts, mqueue, cgroup and cgroup2 mounts, which need no --enable-fs"),
     ),
     spec(
         "enable-external-sharing",

@@ -148,6 +148,8 @@ pub(crate) fn root_main(run: &Run, sync: OwnedFd, error: OwnedFd) -> ! {
         }
         close_all_but(&keep)?;
         broker.make_dead_pidfds()?;
+        // The tree's cgroup namespace, rooted at the cgroups crust has moved the root
+        // into, and made before the mounts, whose cgroup filesystems show that root as `/`.
         if namespaces.cgroup_ns {
             let mut byte = [0u8; 1];
             let mut sync_file = fd_file(tree.sync_fd);

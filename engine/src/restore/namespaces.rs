@@ -3,7 +3,7 @@
 //! only then is a new one made. crust makes a new pid namespace (its init the tree's
 //! root) and new IPC, network, mount, UTS and cgroup namespaces (every process of the
 //! tree in them); a namespace of any other kind of the tree's own, or a second pid, IPC,
-//! network, mount or UTS namespace inside the tree, is refused here, in one line, before
+//! network, mount, UTS or cgroup namespace inside the tree, is refused here, in one line, before
 //! anything is created. Pure.
 
 use crust_images::pb;
