@@ -421,7 +421,7 @@ impl Run<'_> {
                     crate::harness::engine_logs(&images, "dump")
                 ),
             }
-            self.check_target(&what)?;
+            self.check_target(&what).with_context(|| format!("crust's stderr (and its guardian's): {stderr:?}"))?;
         }
         Ok(None)
     }

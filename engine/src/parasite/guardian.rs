@@ -8,18 +8,21 @@
 //! window, crust starts the guardian (the crust binary again, `crust __guardian`, in a
 //! process group of its own so that a Ctrl-C or a kill of crust's group does not reach
 //! it) with a pipe on its stdin, and tells it each step in one line:
-//! - `map PID LEN A...`: window one is about to map LEN bytes in PID, where the areas
-//!   at A... are already mapped with the same length and protection (not ours);
+//! - `map PID LEN SITE TRAMPOLINE A...`: window one is about to map LEN bytes in PID,
+//!   chained through the syscall instruction at SITE and the trampoline (0 0: not
+//!   chained), where the areas at A... are already mapped with the same length and
+//!   protection (not ours);
 //! - `area PID ADDR LEN`: window one mapped the area at ADDR;
 //! - `gone PID`: window two unmapped it (or window one failed);
 //! - `exit`: crust is done; the guardian ends without doing anything.
 //!
 //! End of file without `exit` means crust died. For each process with an area (or a
 //! `map` without its `area`: the mmap may have run), the guardian seizes every thread
-//! (waiting until the dead crust's ptrace links are gone), steps any thread still in
-//! the area out of it (its program ends in rt_sigreturn once crust's end of the control
-//! socket is closed), unmaps the area with a chained window, and lets the threads go
-//! as they were. An area is recognised by its place, length, protection, and its first
+//! (waiting until the dead crust's ptrace links are gone), steps every thread out of
+//! the area and of crust's chained windows (a parasite program ends in rt_sigreturn
+//! once crust's end of the control socket is closed; a thread let go inside window one
+//! runs its mmap first, one inside window two its munmap), then looks for the area,
+//! unmaps it with a chained window, and lets the threads go as they were. An area is recognised by its place, length, protection, and its first
 //! bytes (the restorer blob, or zeros when crust died before writing it), so a mapping
 //! the process made of its own after the window is never touched. A guardian that finds
 //! a process gone or a thread it cannot seize gives up on that process, and says so on
@@ -36,9 +39,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crust_arch::{Abi, Host, HostArch, Sys};
+use crust_arch::{Abi, ChainPoints, Host, HostArch, Sys};
 
-use super::{step_syscall, wait_event_stop, window, Home, ParasiteError, Route};
+use super::{wait_event_stop, window, Home, ParasiteError, Route};
 use crate::infect;
 use crate::procfs::{self, MapsLine};
 use crate::sys;
@@ -76,11 +79,13 @@ impl Watch {
         }
     }
 
-    /// Window one is about to map `len` bytes in `pid`, where `existing` areas of the
-    /// same length and protection are already mapped.
-    pub(crate) fn mapping(&self, pid: i32, len: u64, existing: &[u64]) {
+    /// Window one is about to map `len` bytes in `pid` (chained through `chain`, if
+    /// any), where `existing` areas of the same length and protection are already
+    /// mapped.
+    pub(crate) fn mapping(&self, pid: i32, len: u64, chain: Option<&ChainPoints>, existing: &[u64]) {
         let existing: String = existing.iter().map(|a| format!(" {a:#x}")).collect();
-        self.say(&format!("map {pid} {len:#x}{existing}"));
+        let (site, trampoline) = chain.map_or((0, 0), |c| (c.syscall_ip, c.trampoline));
+        self.say(&format!("map {pid} {len:#x} {site:#x} {trampoline:#x}{existing}"));
     }
 
     /// Window one mapped the area.
@@ -139,6 +144,8 @@ impl Drop for Guardian {
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Entry {
     len: u64,
+    /// The chained windows' syscall instruction and trampoline.
+    chain: Option<(u64, u64)>,
     existing: Vec<u64>,
     area: Option<u64>,
 }
@@ -165,9 +172,10 @@ impl Ledger {
         match words.next() {
             Some("exit") => self.done = true,
             Some("map") => {
-                let (Some(pid), Some(len)) = (number(words.next()), number(words.next())) else { return };
+                let (Some(pid), Some(len), Some(site), Some(trampoline)) = (number(words.next()), number(words.next()), number(words.next()), number(words.next())) else { return };
+                let chain = (site != 0).then_some((site, trampoline));
                 let existing = words.filter_map(|w| number(Some(w))).collect();
-                self.entries.insert(pid as i32, Entry { len, existing, area: None });
+                self.entries.insert(pid as i32, Entry { len, chain, existing, area: None });
             }
             Some("area") => {
                 let (Some(pid), Some(address), Some(len)) = (number(words.next()), number(words.next()), number(words.next())) else { return };
@@ -234,8 +242,12 @@ fn find_area(maps: &[MapsLine], entry: &Entry) -> Option<u64> {
 /// Seizes every thread of `pid`, takes them out of the area, unmaps it and lets them
 /// go. `Ok(None)`: nothing of ours was mapped.
 fn repair(pid: i32, entry: &Entry) -> Result<Option<u64>, String> {
-    let threads = seize_all(pid)?;
-    let result = repair_seized(pid, entry, &threads);
+    if !Path::new(&format!("/proc/{pid}")).exists() {
+        // Gone with its area.
+        return Ok(None);
+    }
+    let mut threads = seize_all(pid)?;
+    let result = repair_seized(pid, entry, &mut threads);
     for (tid, held) in &threads {
         let _ = sys::detach_thread(*tid, 0);
         for signal in held {
@@ -245,7 +257,15 @@ fn repair(pid: i32, entry: &Entry) -> Result<Option<u64>, String> {
     result
 }
 
-fn repair_seized(pid: i32, entry: &Entry, threads: &[(i32, Vec<i32>)]) -> Result<Option<u64>, String> {
+fn repair_seized(pid: i32, entry: &Entry, threads: &mut [(i32, Vec<i32>)]) -> Result<Option<u64>, String> {
+    // First every thread out of the area and of crust's chained windows: one let go
+    // inside window one has yet to run its mmap (after which the area is there), one
+    // inside window two its munmap (which, run late, could hit a mapping made since).
+    let mut busy: Vec<(u64, u64)> = entry.chain.iter().flat_map(|&(site, trampoline)| [(site, site + CHAIN_SPAN), (trampoline, trampoline + CHAIN_SPAN)]).collect();
+    busy.extend(entry.area.map(|area| (area, area + entry.len)));
+    for (tid, held) in threads.iter_mut() {
+        held.extend(step_out(*tid, &busy)?);
+    }
     let maps_text = fs::read_to_string(format!("/proc/{pid}/maps")).map_err(|e| format!("read /proc/{pid}/maps: {e}"))?;
     let maps = procfs::parse_maps(&maps_text).map_err(|e| format!("/proc/{pid}/maps: {e}"))?;
     let Some(area) = find_area(&maps, entry) else { return Ok(None) };
@@ -255,26 +275,11 @@ fn repair_seized(pid: i32, entry: &Entry, threads: &[(i32, Vec<i32>)]) -> Result
     if head != HostArch::restorer_blob()[..head.len()] && head.iter().any(|b| *b != 0) {
         return Err(format!("the mapping at {area:#x} does not hold the parasite; left alone"));
     }
-    let inside = |tid: i32| -> Result<bool, String> {
-        let regs = HostArch::read_regs(tid).map_err(|e| format!("tid {tid}: {e}"))?;
-        let ip = HostArch::ip(&regs.gpr);
-        Ok((area..area + entry.len).contains(&ip))
-    };
-    for (tid, _) in threads {
-        let tid = *tid;
-        let mut steps = 0;
-        while inside(tid)? {
-            steps += 1;
-            if steps > MAX_STEPS {
-                return Err(format!("tid {tid} did not leave the area in {MAX_STEPS} syscalls"));
-            }
-            step_syscall(tid).map_err(|e| e.to_string())?;
-        }
-        if steps > 0 {
-            // Out of the area at a syscall stop: to a PTRACE_EVENT_STOP.
-            sys::interrupt_thread(tid).map_err(|e| format!("tid {tid}: PTRACE_INTERRUPT: {e}"))?;
-            sys::continue_thread(tid, 0).map_err(|e| format!("tid {tid}: PTRACE_CONT: {e}"))?;
-            wait_event_stop(tid).map_err(|e| e.to_string())?;
+    if entry.area.is_none() {
+        // Found now: its threads must be out of it too (none can be: the parasite
+        // starts after crust said where the area is).
+        for (tid, held) in threads.iter_mut() {
+            held.extend(step_out(*tid, &[(area, area + entry.len)])?);
         }
     }
     let (tid, _) = threads.first().ok_or("no thread")?;
@@ -289,6 +294,41 @@ fn repair_seized(pid: i32, entry: &Entry, threads: &[(i32, Vec<i32>)]) -> Result
     let route = Route { syscall_ip, chain };
     window(pid, &home, &route, &mem, Sys::Munmap, [area, entry.len, 0, 0, 0, 0]).map_err(|e: ParasiteError| e.to_string())?;
     Ok(Some(area))
+}
+
+/// Bytes from a chain's syscall instruction (or trampoline) within which a thread is
+/// on the chain's path (the longest epilogue followed is shorter).
+const CHAIN_SPAN: u64 = 128;
+
+/// Runs a stopped thread from syscall stop to syscall stop until its instruction
+/// pointer is in none of `busy` (start, end), then brings it to a PTRACE_EVENT_STOP;
+/// the signals that stopped it meanwhile are held back and returned.
+fn step_out(tid: i32, busy: &[(u64, u64)]) -> Result<Vec<i32>, String> {
+    let inside = |tid: i32| -> Result<bool, String> {
+        let regs = HostArch::read_regs(tid).map_err(|e| format!("tid {tid}: {e}"))?;
+        let ip = HostArch::ip(&regs.gpr);
+        Ok(busy.iter().any(|&(start, end)| (start..end).contains(&ip)))
+    };
+    let mut held = Vec::new();
+    let mut steps = 0;
+    while inside(tid)? {
+        steps += 1;
+        if steps > MAX_STEPS {
+            return Err(format!("tid {tid} did not leave the parasite's area or crust's window in {MAX_STEPS} stops"));
+        }
+        sys::continue_to_syscall(tid).map_err(|e| format!("tid {tid}: PTRACE_SYSCALL: {e}"))?;
+        match sys::wait_thread(tid).map_err(|e| format!("tid {tid}: waitpid: {e}"))? {
+            sys::WaitEvent::Stopped { signal, event: 0 } if signal != (libc::SIGTRAP | 0x80) => held.push(signal),
+            sys::WaitEvent::Stopped { .. } => {}
+            _ => return Err(format!("tid {tid} exited")),
+        }
+    }
+    if steps > 0 {
+        sys::interrupt_thread(tid).map_err(|e| format!("tid {tid}: PTRACE_INTERRUPT: {e}"))?;
+        sys::continue_thread(tid, 0).map_err(|e| format!("tid {tid}: PTRACE_CONT: {e}"))?;
+        held.extend(wait_event_stop(tid).map_err(|e| e.to_string())?);
+    }
+    Ok(held)
 }
 
 /// Seizes and stops every thread of `pid` (until no new one appears), retrying while
@@ -356,11 +396,13 @@ mod tests {
     #[test]
     fn the_ledger_follows_crusts_lines() {
         let mut ledger = Ledger::default();
-        for line in ["map 10 0x23000 0x7f0000", "map 11 0x23000", "area 11 0x7f1000 0x23000", "gone 10", "bogus line", "area x y"] {
+        for line in ["map 10 0x23000 0x947 0x3c050 0x7f0000", "map 11 0x23000 0 0", "area 11 0x7f1000 0x23000", "gone 10", "bogus line", "area x y", "map 12 0x1000"] {
             ledger.take(line);
         }
-        assert_eq!(ledger.entries.len(), 1);
-        assert_eq!(ledger.entries[&11], Entry { len: 0x23000, existing: vec![], area: Some(0x7f1000) });
+        assert_eq!(ledger.entries.len(), 1, "{ledger:?}");
+        assert_eq!(ledger.entries[&11], Entry { len: 0x23000, chain: None, existing: vec![], area: Some(0x7f1000) });
+        ledger.take("map 13 0x23000 0x947 0x3c050 0x7f0000");
+        assert_eq!(ledger.entries[&13], Entry { len: 0x23000, chain: Some((0x947, 0x3c050)), existing: vec![0x7f0000], area: None });
         assert!(!ledger.done);
         ledger.take("exit");
         assert!(ledger.done);
@@ -374,11 +416,11 @@ mod tests {
             map(0x9000, 0xb000, "rw-p", ""),
             map(0xc000, 0xe000, "rwxp", "/usr/lib/x"),
         ];
-        let known = Entry { len: 0x2000, existing: vec![], area: Some(0x5000) };
+        let known = Entry { len: 0x2000, chain: None, existing: vec![], area: Some(0x5000) };
         assert_eq!(find_area(&maps, &known), Some(0x5000));
         // Unmapped already (window two ran): the place no longer holds it.
         assert_eq!(find_area(&maps, &Entry { area: Some(0x9000), ..known }), None);
-        let guessed = Entry { len: 0x2000, existing: vec![0x1000], area: None };
+        let guessed = Entry { len: 0x2000, chain: None, existing: vec![0x1000], area: None };
         assert_eq!(find_area(&maps, &guessed), Some(0x5000));
         // Two new ones: not ours to choose.
         assert_eq!(find_area(&maps, &Entry { existing: vec![], ..guessed }), None);

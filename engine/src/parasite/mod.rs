@@ -176,7 +176,7 @@ impl Parasite {
         let layout = Layout::new(HostArch::restorer_blob().len() as u64, frame_len, align, threads as u64, page);
         let prot = (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u64;
         let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
-        watch.mapping(pid, layout.len, &area_shaped_now(pid, layout.len));
+        watch.mapping(pid, layout.len, route.chain.as_ref(), &area_shaped_now(pid, layout.len));
         let (area, map_window, chained) = match window(pid, &leader, &route, &mem, Sys::Mmap, [0, layout.len, prot, flags, u64::MAX, 0]) {
             Ok(mapped) => mapped,
             Err(error) => {
