@@ -33,6 +33,7 @@ mod uts;
 
 pub use access::AccessError;
 pub use parasite::guardian::{guardian_main, GUARDIAN_VERB};
+pub use cgroups::{CgroupError, CgroupMode};
 
 /// Fast page transfer and the pure run building over pagemap entries (`memory/pages.rs`).
 pub use memory::pages as fast_pages;
