@@ -11,6 +11,7 @@
 #![deny(unsafe_code)]
 
 pub mod aarch64;
+pub mod chain;
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "powerpc64", target_arch = "s390x"))]
 mod regset;
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "powerpc64", target_arch = "s390x"))]
@@ -23,6 +24,7 @@ pub mod x86_64;
 
 use std::fmt::Debug;
 
+pub use chain::{ChainPoints, Chained, ReturnPath};
 pub use sigframe::{SigframeError, SigreturnFrame};
 
 /// The syscalls the engine injects or asks the restorer to run, by meaning.
@@ -200,6 +202,30 @@ pub trait Abi {
     /// `sigframe.rs` lists them: they are not in the frame and a parasite never changes
     /// them); `None` when the thread is back exactly. A mismatch is a bug in the frame.
     fn sigreturn_mismatch(expected: &ThreadRegs<Self::Regs>, found: &ThreadRegs<Self::Regs>) -> Option<String>;
+    /// Byte sequences that run rt_sigreturn when a thread enters them at their first
+    /// byte, whatever surrounds them (searched for in the target's executable
+    /// mappings, for [`chain`]ed syscalls). Empty where the backend chains no syscall.
+    const SIGRETURN_TRAMPOLINES: &'static [&'static [u8]] = &[];
+    /// How the code right after a syscall instruction (`code`: its bytes) returns, where
+    /// this backend can follow it for a [`chain`]ed syscall; `None` otherwise.
+    fn return_path(_code: &[u8]) -> Option<ReturnPath> {
+        None
+    }
+    /// A [`chain`]ed syscall `nr` with `args` from `points.syscall_ip`, starting from
+    /// `saved`: the registers, and the stack memory holding `frame` (built for
+    /// `frame_address`, [`chain::frame_address`] below the thread's stack pointer,
+    /// [`ReturnPath::below_frame`] bytes above anything else the path reads) that takes
+    /// the thread home when it is left alone. `None` where the backend has no chains.
+    fn chained_syscall(
+        _saved: &Self::Regs,
+        _points: &ChainPoints,
+        _nr: u64,
+        _args: [u64; 6],
+        _frame: &SigreturnFrame,
+        _frame_address: u64,
+    ) -> Option<Chained<Self::Regs>> {
+        None
+    }
 }
 
 /// One operation of the restorer's syscall program: run syscall `nr` with `args`, then

@@ -39,6 +39,10 @@ fn main() {
             }
         }
     }
+    if args.first().is_some_and(|verb| verb == crust_engine::GUARDIAN_VERB) {
+        // The dump's guardian (started by the engine itself, never by a user).
+        std::process::exit(crust_engine::guardian_main(std::io::stdin().lock()));
+    }
     if program == Program::Crust && args.first().is_some_and(|verb| CRIT_VERBS.contains(&verb.as_str())) {
         std::process::exit(crit_main(&args));
     }

@@ -8,7 +8,7 @@
 //! to its arguments, a 48-byte block below the stack pointer, put back after the call). While a session is open every signal is
 //! blocked in the thread, so nothing is delivered (or lost) behind the engine's back.
 
-use crust_arch::{Abi, Host, HostArch, Sys};
+use crust_arch::{Abi, ChainPoints, Host, HostArch, Sys};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -110,6 +110,80 @@ pub fn find_syscall_in_vdso(tid: i32, mem: &File, vdso_start: u64, vdso_end: u64
         .ok_or(InfectError::NoSyscallInsn { tid, vdso: vdso_start })
 }
 
+
+/// The most bytes of executable mappings read while looking for an rt_sigreturn
+/// trampoline (a libc's text is 1-2 MiB; a big static binary is not read whole).
+const TRAMPOLINE_SEARCH_LIMIT: u64 = 64 << 20;
+
+/// Finds the points of a chained syscall ([`crust_arch::chain`]) in a target: a
+/// syscall instruction whose following code the backend can follow, and an
+/// rt_sigreturn trampoline, both searched in its vDSO (`vdso`: start and end) first,
+/// then in `executable` (start and end of each executable mapping, in the order to
+/// search: the libc first). `None` where the backend chains no syscall or the target
+/// has no such instruction or trampoline (the injected syscall is then not chained).
+pub fn find_chain_points(mem: &File, vdso: (u64, u64), executable: &[(u64, u64)]) -> Option<ChainPoints> {
+    if HostArch::SIGRETURN_TRAMPOLINES.is_empty() || HostArch::MMAP_ARGS_IN_MEMORY {
+        return None;
+    }
+    let mut places = vec![vdso];
+    places.extend(executable.iter().copied().filter(|place| *place != vdso));
+    let trampoline = search(mem, &places, |text| {
+        HostArch::SIGRETURN_TRAMPOLINES.iter().find_map(|pattern| text.windows(pattern.len()).position(|w| w == *pattern))
+    })?;
+    let insn = HostArch::SYSCALL_INSN;
+    let syscall_ip = search(mem, &places, |text| {
+        text.windows(insn.len()).enumerate().filter(|(_, window)| *window == insn).find_map(|(offset, _)| {
+            let after = &text[offset + insn.len()..];
+            // A site too near the end of this read is found again in the next one.
+            (after.len() >= SEARCH_OVERLAP - insn.len() && HostArch::return_path(after).is_some()).then_some(offset)
+        })
+    })?;
+    let mut code = vec![0u8; SEARCH_OVERLAP];
+    mem.read_exact_at(&mut code, syscall_ip + insn.len() as u64).ok()?;
+    let path = HostArch::return_path(&code)?;
+    Some(ChainPoints { syscall_ip, path, trampoline })
+}
+
+/// Bytes each read of a search shares with the next, so that nothing this long is
+/// missed at a boundary (a trampoline, or a syscall instruction and the code after it).
+const SEARCH_OVERLAP: usize = 256;
+
+/// The address of the first place in `places` (start and end of each) where `find`
+/// finds something in the text (an offset into it), reading at most
+/// [`TRAMPOLINE_SEARCH_LIMIT`] bytes.
+fn search(mem: &File, places: &[(u64, u64)], find: impl Fn(&[u8]) -> Option<usize>) -> Option<u64> {
+    const CHUNK: u64 = 1 << 20;
+    let mut budget = TRAMPOLINE_SEARCH_LIMIT;
+    let mut buffer = Vec::new();
+    for &(start, end) in places {
+        let mut at = start;
+        while at < end && budget > 0 {
+            let len = (end - at).min(CHUNK + SEARCH_OVERLAP as u64);
+            buffer.resize(len as usize, 0);
+            if mem.read_exact_at(&mut buffer, at).is_err() {
+                break;
+            }
+            budget = budget.saturating_sub(len);
+            // The last read of a place: its tail counts too.
+            let whole = at + len >= end;
+            if let Some(offset) = find(&buffer) {
+                if whole || (offset as u64) < CHUNK {
+                    return Some(at + offset as u64);
+                }
+            }
+            at += CHUNK;
+        }
+    }
+    None
+}
+
+/// The executable mappings of `maps` in the order a chain's points are searched for
+/// (after the vDSO): the C library's first, then the others as mapped.
+pub fn trampoline_search_order(maps: &[crate::procfs::MapsLine]) -> Vec<(u64, u64)> {
+    let executable = || maps.iter().filter(|m| m.exec && m.end <= HostArch::TASK_SIZE && m.name != "[vsyscall]" && m.name != "[vdso]");
+    let libc = |m: &&crate::procfs::MapsLine| m.name.rsplit('/').next().is_some_and(|file| file.starts_with("libc.") || file.starts_with("libc-") || file.starts_with("ld-musl"));
+    executable().filter(libc).chain(executable().filter(|m| !libc(m))).map(|m| (m.start, m.end)).collect()
+}
 
 /// Makes a stopped thread ready to go with `regs`; [`let_go`] then releases it. Until
 /// then it stays in a stop, traced (a tracer that dies takes it along with EXITKILL).

@@ -3,6 +3,7 @@
 //! carried in [`ThreadRegs::ext`], the image's `thread_info_aarch64`, and (on an
 //! aarch64 host) ptrace register access and the restorer blob.
 
+mod chain;
 #[cfg(target_arch = "aarch64")]
 mod host;
 mod sigframe;
@@ -236,6 +237,23 @@ impl crate::Abi for Aarch64 {
 
     fn sigreturn_mismatch(expected: &ThreadRegs<Regs>, found: &ThreadRegs<Regs>) -> Option<String> {
         sigframe::mismatch(expected, found)
+    }
+
+    const SIGRETURN_TRAMPOLINES: &'static [&'static [u8]] = chain::TRAMPOLINES;
+
+    fn return_path(code: &[u8]) -> Option<crate::ReturnPath> {
+        chain::return_path(code)
+    }
+
+    fn chained_syscall(
+        saved: &Regs,
+        points: &crate::ChainPoints,
+        nr: u64,
+        args: [u64; 6],
+        frame: &crate::SigreturnFrame,
+        frame_address: u64,
+    ) -> Option<crate::Chained<Regs>> {
+        chain::chained_syscall(saved, points, nr, args, frame, frame_address)
     }
 
     /// The restorer leaves its status in x19 (0 done, 1 failed, 2 new thread), the

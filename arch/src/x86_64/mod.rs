@@ -1,6 +1,7 @@
 //! x86_64: register layout, syscall numbers, syscall restart rules, and (on an x86_64
 //! host) ptrace register access and the restorer blob.
 
+mod chain;
 #[cfg(target_arch = "x86_64")]
 mod host;
 mod image;
@@ -278,6 +279,23 @@ impl crate::Abi for X86_64 {
 
     fn sigreturn_mismatch(expected: &crate::ThreadRegs<Regs>, found: &crate::ThreadRegs<Regs>) -> Option<String> {
         sigframe::mismatch(expected, found)
+    }
+
+    const SIGRETURN_TRAMPOLINES: &'static [&'static [u8]] = chain::TRAMPOLINES;
+
+    fn return_path(code: &[u8]) -> Option<crate::ReturnPath> {
+        chain::return_path(code)
+    }
+
+    fn chained_syscall(
+        saved: &Regs,
+        points: &crate::ChainPoints,
+        nr: u64,
+        args: [u64; 6],
+        frame: &crate::SigreturnFrame,
+        frame_address: u64,
+    ) -> Option<crate::Chained<Regs>> {
+        chain::chained_syscall(saved, points, nr, args, frame, frame_address)
     }
 
     /// The restorer leaves its status in r12 (0 done, 1 failed, 2 new thread), the

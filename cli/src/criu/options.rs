@@ -737,6 +737,8 @@ impl CriuOptions {
             // CRIU's --timeout 0 waits without a bound.
             timeout: (self.timeout > 0).then(|| std::time::Duration::from_secs(u64::from(self.timeout))),
             stages: Default::default(),
+            // This binary again, as `crust __guardian`.
+            guardian: std::env::current_exe().ok(),
         })
     }
 

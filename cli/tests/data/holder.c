@@ -4,13 +4,15 @@
  *   holder OUT lock PATH       an exclusive flock on PATH (fd 5)
  *   holder OUT ghost PATH SIZE an unlinked file of SIZE bytes of a pattern (fd 5)
  *   holder OUT vfork           a vfork child that never execs: the parent stays in
- *                              uninterruptible sleep (it cannot stop for a tracer)
+ *                              uninterruptible sleep (it cannot stop for a tracer);
+ *                              ready (fd 3 closed) only once it sleeps there
  *   holder OUT pipe            writes "hello from PID" into fd 5 (a pipe the test gives
  *                              it) on SIGUSR1
  *   holder OUT listen PORTFILE a TCP listener on 127.0.0.1 (fd 5) that accepts nothing
  *                              until SIGUSR1; its port goes to PORTFILE */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
+#include <sched.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -62,9 +64,18 @@ int main(int argc, char **argv) {
         fclose(port);
     } else if (!strcmp(argv[2], "vfork")) {
         dprintf(3, "%d\n", getpid());
-        close(3);
-        if (vfork() == 0) {
-            /* The child shares the parent's memory: only raw syscalls here. */
+        /* vfork's clone, with the fd table shared too: the child closes fd 3 (the
+         * test's "ready") only once the parent waits for it, uninterruptibly. The child
+         * shares the parent's memory: only raw syscalls here (the parent never runs
+         * again until the test kills the child). */
+        long flags = CLONE_VM | CLONE_VFORK | CLONE_FILES | SIGCHLD;
+#if defined(__s390x__)
+        long child = syscall(SYS_clone, 0L, flags, 0L, 0L, 0L);
+#else
+        long child = syscall(SYS_clone, flags, 0L, 0L, 0L, 0L);
+#endif
+        if (child == 0) {
+            syscall(SYS_close, 3);
             for (;;) syscall(SYS_pause);
         }
         return 0;

@@ -81,13 +81,16 @@ pub(crate) fn dump_tree_memory(
         let pid = parasite.pid();
         let stats = parasite.cure().map_err(|source| MemoryError::Parasite { pid, source })?;
         log::info!(
-            "pid {pid}: parasite: {} round trips, {} threads; windows (injected mmap and munmap) {} us and {} us",
+            "pid {pid}: parasite: {} round trips, {} threads; windows (injected mmap and munmap) {} us and {} us, {}",
             stats.round_trips,
             stats.threads,
             stats.map_window.as_micros(),
-            stats.unmap_window.as_micros()
+            stats.unmap_window.as_micros(),
+            if stats.chained { "chained (a thread let go in them goes home by itself)" } else { "not chained (a thread let go in them runs on with crust's registers)" }
         );
-        window_longest = window_longest.max(stats.map_window).max(stats.unmap_window);
+        if !stats.chained {
+            window_longest = window_longest.max(stats.map_window).max(stats.unmap_window);
+        }
         Ok(())
     };
     let live = frozen.processes.iter().filter(|p| !p.is_zombie());

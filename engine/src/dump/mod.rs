@@ -82,6 +82,10 @@ pub struct DumpOptions {
     pub timeout: Option<Duration>,
     /// The caller's stage callback (network-lock, post-dump, network-unlock).
     pub stages: Stages,
+    /// The program run as the guardian (`PROGRAM __guardian`, the crust binary), which
+    /// takes the parasite's area out of a target whose crust was killed; `None`: no
+    /// guardian (a killed crust may leave the area mapped).
+    pub guardian: Option<PathBuf>,
     /// `--manage-cgroups` (`ignore`: membership only, no properties).
     pub cgroup_mode: crate::cgroups::CgroupMode,
     /// `--freeze-cgroup`: the tree's cgroup, frozen before the seize.
@@ -114,6 +118,7 @@ impl Default for DumpOptions {
             skip_in_flight: false,
             timeout: None,
             stages: Stages::default(),
+            guardian: None,
             mounts: DumpMountOptions::default(),
             cgroup_mode: Default::default(),
             freeze_cgroup: None,
@@ -186,8 +191,9 @@ pub struct DumpReport {
     pub processes: usize,
     /// Threads dumped.
     pub threads: usize,
-    /// The longest of the parasite's windows (its area's injected mmap and munmap),
-    /// the only moments a killed crust could leave a thread harmed.
+    /// The longest of the parasite's windows (its area's injected mmap and munmap) that
+    /// were not chained, the only moments a killed crust could leave a thread harmed
+    /// (zero when every window was chained).
     pub window_longest: Duration,
 }
 
@@ -365,13 +371,21 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     // Each live process's parasite, from here into the memory stage, which cures each
     // as soon as its process needs it no more; on every error path they are dropped
     // (cured: every thread home, the area unmapped) before `frozen`.
+    let guardian = options.guardian.as_deref().and_then(|program| match crate::parasite::guardian::Guardian::start(program) {
+        Ok(guardian) => Some(guardian),
+        Err(error) => {
+            log::warn!("no guardian ({}: {error}): a crust killed while a parasite lives leaves its area mapped", program.display());
+            None
+        }
+    });
+    let watch = guardian.as_ref().map_or_else(crate::parasite::guardian::Watch::none, |g| g.watch());
     let mut parasites = Vec::new();
     let mut queries = Vec::new();
     for (process, collected) in frozen.processes.iter().filter(|p| !p.is_zombie()).zip(&collected) {
         if let Some(signal) = crate::interrupt::stop_requested() {
             return Err(DumpError::Interrupted { pid: root, signal });
         }
-        let (process_queries, parasite) = queries::query_process(process, collected)?;
+        let (process_queries, parasite) = queries::query_process(process, collected, &watch)?;
         queries.push(process_queries);
         parasites.push(parasite);
     }

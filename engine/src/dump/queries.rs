@@ -17,6 +17,7 @@ use crate::dump::freeze::{FrozenProcess, FrozenThread};
 use crate::error::io_failure;
 use crate::infect;
 use crate::model::{Collected, SIGEV_THREAD_ID, SIGINFO_SIZE};
+use crate::parasite::guardian::Watch;
 use crate::parasite::{Answer, Arg, Batch, Buffer, Call, Home, Parasite, ParasiteError};
 use crate::procfs;
 use crate::sys;
@@ -71,7 +72,7 @@ fn home(thread: &FrozenThread) -> Home {
 
 /// Starts the parasite of a live process (window one: the area's mmap in its first
 /// thread, from the vDSO's syscall instruction).
-fn start_parasite(process: &FrozenProcess, collected: &Collected) -> Result<Parasite, QueryError> {
+fn start_parasite(process: &FrozenProcess, collected: &Collected, watch: &Watch) -> Result<Parasite, QueryError> {
     let pid = process.proc_pid();
     let leader = &process.threads[0];
     let mem = fs::File::open(format!("/proc/{pid}/mem")).map_err(io_err(pid, "open /proc/PID/mem"))?;
@@ -82,7 +83,13 @@ fn start_parasite(process: &FrozenProcess, collected: &Collected) -> Result<Para
         .ok_or_else(|| QueryError::Unsupported { pid, what: "a process without a vdso".into() })?;
     let syscall_ip = infect::find_syscall_in_vdso(leader.tid, &mem, vdso.map.start, vdso.map.end)
         .map_err(|source| QueryError::Infect { pid, source })?;
-    Parasite::start(pid, home(leader), syscall_ip, process.threads.len() - 1).map_err(|source| QueryError::Parasite { pid, source })
+    let maps: Vec<_> = collected.smaps.iter().map(|e| e.map.clone()).collect();
+    let chain = infect::find_chain_points(&mem, (vdso.map.start, vdso.map.end), &infect::trampoline_search_order(&maps));
+    if chain.is_none() {
+        log::info!("pid {pid}: no chained syscalls (no rt_sigreturn trampoline found, or none on this architecture): a crust killed inside the parasite's two windows would harm it");
+    }
+    let route = crate::parasite::Route { syscall_ip, chain };
+    Parasite::start(pid, home(leader), route, watch.clone(), process.threads.len() - 1).map_err(|source| QueryError::Parasite { pid, source })
 }
 
 /// The calls of one thread's own queries.
@@ -153,7 +160,7 @@ fn thread_queries(
 /// Asks a process everything only it can tell: what ptrace tells first (while every
 /// thread is stopped), then its parasite: one batch in its first thread, one program in
 /// each other thread. The parasite is returned for the memory stage.
-pub(crate) fn query_process(process: &FrozenProcess, collected: &Collected) -> Result<(ProcessQueries, Parasite), QueryError> {
+pub(crate) fn query_process(process: &FrozenProcess, collected: &Collected, watch: &Watch) -> Result<(ProcessQueries, Parasite), QueryError> {
     let pid = process.proc_pid();
     let leader = &process.threads[0];
     let parasite_error = |source| QueryError::Parasite { pid, source };
@@ -163,7 +170,7 @@ pub(crate) fn query_process(process: &FrozenProcess, collected: &Collected) -> R
     for thread in &process.threads {
         private_pending.push(sys::peek_pending_signals(thread.tid, false).map_err(io_err(pid, "PTRACE_PEEKSIGINFO"))?);
     }
-    let mut parasite = start_parasite(process, collected)?;
+    let mut parasite = start_parasite(process, collected, watch)?;
 
     let mut batch = Batch::new();
     let mut sigaction_calls = Vec::new();

@@ -41,6 +41,7 @@
 //! fds a call will get are predicted (the lowest free numbers of a frozen fd table) and
 //! checked after it.
 
+pub(crate) mod guardian;
 pub(crate) mod program;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -50,7 +51,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
-use crust_arch::{Abi, Host, HostArch, RestorerOp, SigframeError, Sys, ThreadRegs};
+use crust_arch::{chain, Abi, ChainPoints, Host, HostArch, RestorerOp, SigframeError, Sys, ThreadRegs};
 
 use crate::infect::{InfectError, RemoteThread};
 use crate::sys;
@@ -101,6 +102,8 @@ pub enum ParasiteError {
     Closed { tid: i32 },
     #[error("tid {tid}: the parasite's {what} got fds {found:?}, not the expected {expected:?}")]
     FdPrediction { tid: i32, what: &'static str, expected: Vec<i32>, found: Vec<i32> },
+    #[error("tid {tid}: a chained {call:?} did not reach its rt_sigreturn trampoline (stopped at {ip:#x}; the thread was put back)")]
+    Chain { tid: i32, call: Sys, ip: u64 },
     #[error("tid {tid}: a reply of {len} bytes matches no program")]
     StrayReply { tid: i32, len: usize },
 }
@@ -117,6 +120,8 @@ pub(crate) struct Stats {
     pub(crate) round_trips: u32,
     /// Threads that ran a program of their own (the leader not counted).
     pub(crate) threads: u32,
+    /// Both windows were chained: a thread let go inside them went home by itself.
+    pub(crate) chained: bool,
 }
 
 /// The parasite of one process, from window one to window two.
@@ -124,7 +129,9 @@ pub(crate) struct Parasite {
     pid: i32,
     leader: Home,
     mem: File,
-    syscall_ip: u64,
+    route: Route,
+    /// The guardian's pipe: told of the area's mmap and munmap.
+    watch: guardian::Watch,
     area: u64,
     layout: Layout,
     /// crust's end of the control socket, and the target's.
@@ -156,7 +163,7 @@ impl Parasite {
     /// Maps the parasite's area in `leader` (window one, from the syscall instruction at
     /// `syscall_ip`) and starts its program; `threads`: how many other threads will run
     /// programs of their own.
-    pub(crate) fn start(pid: i32, leader: Home, syscall_ip: u64, threads: usize) -> Result<Parasite, ParasiteError> {
+    pub(crate) fn start(pid: i32, leader: Home, route: Route, watch: guardian::Watch, threads: usize) -> Result<Parasite, ParasiteError> {
         let tid = leader.tid;
         let mem = File::options().read(true).write(true).open(format!("/proc/{pid}/mem")).map_err(io_error(tid, "open /proc/PID/mem"))?;
         let used_fds = open_fds(pid).map_err(io_error(tid, "list /proc/PID/fd"))?;
@@ -169,12 +176,24 @@ impl Parasite {
         let layout = Layout::new(HostArch::restorer_blob().len() as u64, frame_len, align, threads as u64, page);
         let prot = (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u64;
         let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
-        let (area, map_window) = window(pid, &leader, syscall_ip, &mem, Sys::Mmap, [0, layout.len, prot, flags, u64::MAX, 0])?;
+        watch.mapping(pid, layout.len, route.chain.as_ref(), &area_shaped_now(pid, layout.len));
+        let (area, map_window, chained) = match window(pid, &leader, &route, &mem, Sys::Mmap, [0, layout.len, prot, flags, u64::MAX, 0]) {
+            Ok(mapped) => mapped,
+            Err(error) => {
+                if matches!(error, ParasiteError::Window { .. }) {
+                    // The mmap failed: nothing mapped.
+                    watch.gone(pid);
+                }
+                return Err(error);
+            }
+        };
+        watch.mapped(pid, area as u64, layout.len);
         let mut parasite = Parasite {
             pid,
             leader,
             mem,
-            syscall_ip,
+            route,
+            watch,
             area: area as u64,
             layout,
             ctl: None,
@@ -184,7 +203,7 @@ impl Parasite {
             leader_frame_sp: 0,
             leader_inside: false,
             stopped: BTreeMap::new(),
-            stats: Stats { map_window, ..Stats::default() },
+            stats: Stats { map_window, chained, ..Stats::default() },
             cured: false,
         };
         log::debug!("pid {pid}: parasite area {:#x} ({} KiB), window one {:?}", parasite.area, layout.len >> 10, map_window);
@@ -621,8 +640,12 @@ impl Parasite {
             self.leader_inside = false;
         }
         self.ctl = None;
-        match window(self.pid, &self.leader, self.syscall_ip, &self.mem, Sys::Munmap, [self.area, self.layout.len, 0, 0, 0, 0]) {
-            Ok((_, duration)) => self.stats.unmap_window = duration,
+        match window(self.pid, &self.leader, &self.route, &self.mem, Sys::Munmap, [self.area, self.layout.len, 0, 0, 0, 0]) {
+            Ok((_, duration, chained)) => {
+                self.watch.gone(self.pid);
+                self.stats.unmap_window = duration;
+                self.stats.chained &= chained;
+            }
             Err(error) => {
                 first_error.get_or_insert(error);
             }
@@ -663,6 +686,13 @@ impl Answer {
     pub(crate) fn bytes(&self, buffer: Buffer) -> &[u8] {
         self.reply.bytes(buffer)
     }
+}
+
+/// The start of every mapping of `pid` shaped like a parasite area of `len` bytes
+/// (told to the guardian, so that it never takes one of them for the area).
+fn area_shaped_now(pid: i32, len: u64) -> Vec<u64> {
+    let maps = fs::read_to_string(format!("/proc/{pid}/maps")).ok().and_then(|text| crate::procfs::parse_maps(&text).ok()).unwrap_or_default();
+    maps.iter().filter(|m| guardian::area_shaped(m, len)).map(|m| m.start).collect()
 }
 
 /// The registers a thread's frame carries: its own, with an interrupted syscall set to
@@ -714,19 +744,144 @@ fn wait_event_stop(tid: i32) -> Result<Vec<i32>, ParasiteError> {
     }
 }
 
+/// Where a process's injected syscalls run from: a syscall instruction of its vDSO,
+/// and the points of a chained syscall when the target has them.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Route {
+    pub(crate) syscall_ip: u64,
+    pub(crate) chain: Option<ChainPoints>,
+}
+
 /// One syscall injected into `home`'s thread (in its own state, in a
-/// PTRACE_EVENT_STOP) from the syscall instruction at `syscall_ip`, with every signal
-/// blocked, and its own registers and mask back: a window. Returns the result and how
-/// long the thread was neither in its own state nor in the parasite's.
-fn window(pid: i32, home: &Home, syscall_ip: u64, mem: &File, call: Sys, args: [u64; 6]) -> Result<(i64, Duration), ParasiteError> {
+/// PTRACE_EVENT_STOP), and its own registers and mask back: a window. Chained
+/// ([`crust_arch::chain`]) where `route` has the points and the thread's stack takes the
+/// frame: then a thread let go at any moment (crust killed) goes home by itself, and the
+/// window is zero. Returns the result, how long the thread was away from its own state
+/// (in a chained window: never unprotected) and whether it was chained.
+fn window(pid: i32, home: &Home, route: &Route, mem: &File, call: Sys, args: [u64; 6]) -> Result<(i64, Duration, bool), ParasiteError> {
     let tid = home.tid;
     // A thread that has not run for a while can wait milliseconds for a CPU when the
     // machine is busy: it runs once first (in the kernel only: it stops again in
-    // get_signal before any instruction of its own), so that the window's two wake-ups
+    // get_signal before any instruction of its own), so that the window's wake-ups
     // find it warm.
     sys::interrupt_thread(tid).map_err(io_error(tid, "PTRACE_INTERRUPT"))?;
     sys::continue_thread(tid, 0).map_err(io_error(tid, "PTRACE_CONT"))?;
     wait_event_stop(tid)?;
+    if let Some(points) = &route.chain {
+        if let Some((result, duration)) = chained_window(pid, home, points, mem, call, args)? {
+            return Ok((result, duration, true));
+        }
+    }
+    let (result, duration) = plain_window(pid, home, route.syscall_ip, mem, call, args)?;
+    Ok((result, duration, false))
+}
+
+/// A chained window; `None` (nothing changed) where the frame does not fit on the
+/// thread's stack or the backend does not chain this call.
+fn chained_window(pid: i32, home: &Home, points: &ChainPoints, mem: &File, call: Sys, args: [u64; 6]) -> Result<Option<(i64, Duration)>, ParasiteError> {
+    let tid = home.tid;
+    let frame_error = |source| ParasiteError::Frame { tid, source };
+    let nr = HostArch::syscall_number(call).ok_or(InfectError::NoSyscall { tid, call })?;
+    let expected = frame_regs(home);
+    let frame_len = HostArch::sigreturn_frame(&expected, home.sigmask, 0).map_err(frame_error)?.bytes.len() as u64;
+    let below = points.path.below_frame();
+    let Some(frame_address) = chain::frame_address(HostArch::sp(&home.regs.gpr), HostArch::STACK_RED_ZONE, frame_len, HostArch::SIGFRAME_ALIGN)
+        .filter(|address| *address > below)
+    else {
+        return Ok(None);
+    };
+    let frame = HostArch::sigreturn_frame(&expected, home.sigmask, frame_address).map_err(frame_error)?;
+    let Some(chained) = HostArch::chained_syscall(&home.regs.gpr, points, nr, args, &frame, frame_address) else {
+        return Ok(None);
+    };
+    // The stack below the red zone belongs to no code of the thread's (a signal frame
+    // goes there); what it held is put back anyway once the thread is home.
+    let mut covered = vec![0u8; chained.bytes.len()];
+    if mem.read_exact_at(&mut covered, chained.address).is_err() {
+        log::debug!("tid {tid}: no stack for a chained {call:?} below {:#x}: not chained", HostArch::sp(&home.regs.gpr));
+        return Ok(None);
+    }
+    if mem.write_all_at(&chained.bytes, chained.address).is_err() {
+        let _ = mem.write_all_at(&covered, chained.address);
+        log::debug!("tid {tid}: stack at {:#x} not writable: {call:?} not chained", chained.address);
+        return Ok(None);
+    }
+    let opened = Instant::now();
+    let by_ptrace = keeps_restart_block(&home.regs.gpr);
+    // From this write on, a thread let go runs the call and the path home.
+    let run = || -> Result<i64, ParasiteError> {
+        HostArch::write_gpr(tid, &chained.regs).map_err(arch_error(tid))?;
+        sys::write_sigmask(tid, !0).map_err(io_error(tid, "PTRACE_SETSIGMASK"))?;
+        step_syscall(tid)?;
+        step_syscall(tid)?;
+        let after = HostArch::read_regs(tid).map_err(arch_error(tid))?;
+        let result = HostArch::syscall_result(&after.gpr);
+        if by_ptrace {
+            // rt_sigreturn would reset the restart block its sleep needs: home by
+            // ptrace (the mask first: until the registers too are back, a thread let
+            // go still takes the path, whose frame has that mask).
+            sys::write_sigmask(tid, home.sigmask).map_err(io_error(tid, "PTRACE_SETSIGMASK"))?;
+            sys::interrupt_thread(tid).map_err(io_error(tid, "PTRACE_INTERRUPT"))?;
+            HostArch::write_gpr(tid, &home.regs.gpr).map_err(arch_error(tid))?;
+            return Ok(result);
+        }
+        // Along the path to the trampoline's rt_sigreturn.
+        step_syscall(tid)?;
+        let at = HostArch::ip(&HostArch::read_regs(tid).map_err(arch_error(tid))?.gpr);
+        if !(points.trampoline..points.trampoline + 16).contains(&at) {
+            return Err(ParasiteError::Chain { tid, call, ip: at });
+        }
+        sys::interrupt_thread(tid).map_err(io_error(tid, "PTRACE_INTERRUPT"))?;
+        Ok(result)
+    };
+    let ran = run();
+    let came = match &ran {
+        Ok(_) => sys::continue_thread(tid, 0).map_err(io_error(tid, "PTRACE_CONT")).and_then(|()| wait_event_stop(tid)),
+        Err(_) => {
+            // Wherever it stopped: its own registers and mask by ptrace, then to a
+            // PTRACE_EVENT_STOP (a signal the path raised is dropped).
+            let _ = HostArch::write_gpr(tid, &home.regs.gpr);
+            let _ = HostArch::write_ext(tid, &home.regs.ext);
+            let _ = sys::write_sigmask(tid, home.sigmask);
+            let _ = sys::interrupt_thread(tid);
+            sys::continue_thread(tid, 0).map_err(io_error(tid, "PTRACE_CONT")).and_then(|()| wait_event_stop(tid))
+        }
+    };
+    let duration = opened.elapsed();
+    let result = ran?;
+    let held = came?;
+    if !by_ptrace {
+        let found = HostArch::read_regs(tid).map_err(arch_error(tid))?;
+        let mismatch = HostArch::sigreturn_mismatch(&expected, &found).or_else(|| {
+            let mask = sys::read_sigmask(tid).ok()?;
+            (mask != home.sigmask).then(|| format!("signal mask ({mask:#x}, not {:#x})", home.sigmask))
+        });
+        if let Some(what) = mismatch {
+            let _ = HostArch::write_gpr(tid, &home.regs.gpr);
+            let _ = HostArch::write_ext(tid, &home.regs.ext);
+            let _ = sys::write_sigmask(tid, home.sigmask);
+            return Err(ParasiteError::Mismatch { tid, what: format!("{what} (after a chained {call:?})") });
+        }
+        if expected.gpr != home.regs.gpr {
+            // In a syscall when seized: the seized registers, so that the kernel
+            // restarts it as it would have.
+            HostArch::write_gpr(tid, &home.regs.gpr).map_err(arch_error(tid))?;
+        }
+    }
+    let _ = mem.write_all_at(&covered, chained.address);
+    for signal in held {
+        let _ = sys::signal_thread(pid, tid, signal);
+    }
+    if (-4095..0).contains(&result) {
+        return Err(ParasiteError::Window { tid, call, errno: -result });
+    }
+    Ok(Some((result, duration)))
+}
+
+/// A window from the vDSO's syscall instruction with crust's registers, not chained: a
+/// thread let go inside it runs on from the instruction after the syscall with them.
+fn plain_window(pid: i32, home: &Home, syscall_ip: u64, mem: &File, call: Sys, args: [u64; 6]) -> Result<(i64, Duration), ParasiteError> {
+    let tid = home.tid;
     let opened = Instant::now();
     sys::write_sigmask(tid, !0).map_err(io_error(tid, "PTRACE_SETSIGMASK"))?;
     let mut remote = RemoteThread::new(tid, syscall_ip, home.regs.gpr);
