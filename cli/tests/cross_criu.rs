@@ -134,7 +134,10 @@ fn lock_present(images: &Path, port: u16) -> (u32, bool) {
 /// `--tcp-established` by `dumper` (with `dump_extra`) and restored by `restorer`: the
 /// dump leaves the connection locked, the restore lifts that lock and the restored
 /// process answers on its connection. Returns the lock method the inventory named.
-fn cross_tcp(name: &str, dumper: &mut dyn FnMut() -> Command, dump_extra: &[&str], restorer: &mut dyn FnMut() -> Command) -> u32 {
+/// `fail_first`: a first restore is made to fail (a pre-restore hook that fails); it
+/// must name each lock it leaves (`the TCP lock ...`) and the command that lifts it,
+/// and leave the connection locked for the restore that follows.
+fn cross_tcp(name: &str, dumper: &mut dyn FnMut() -> Command, dump_extra: &[&str], restorer: &mut dyn FnMut() -> Command, fail_first: Option<&[&str]>) -> u32 {
     subreaper();
     let dir = tempdir(name);
     let binary = compile(&dir, "tcp_lock", &[]);
@@ -169,6 +172,20 @@ fn cross_tcp(name: &str, dumper: &mut dyn FnMut() -> Command, dump_extra: &[&str
     let (method, locked) = lock_present(&images, port);
     assert!(locked, "the dump left the connection locked (network_lock_method {method})");
 
+    if let Some(expected) = fail_first {
+        let hook = dir.join("fail.sh");
+        std::fs::write(&hook, "#!/bin/sh\n[ \"$CRTOOLS_SCRIPT_ACTION\" != pre-restore ]\n").unwrap();
+        std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let failed = restorer().args(["restore", "-d", "--tcp-established", "--file-locks", "-D"]).arg(&images).arg("--action-script").arg(&hook).output().unwrap();
+        assert_eq!(failed.status.code(), Some(1), "the hook fails the restore");
+        let stderr = String::from_utf8_lossy(&failed.stderr);
+        for text in expected {
+            let text = text.replace("PORT", &port.to_string());
+            assert!(stderr.contains(&text), "the failed restore's message has {text:?}:\n{stderr}");
+        }
+        assert!(lock_present(&images, port).1, "a failed restore keeps the lock");
+    }
+
     let pidfile = dir.join("restored.pid");
     let restored = restorer()
         .args(["restore", "-D"])
@@ -198,14 +215,14 @@ fn cross_tcp(name: &str, dumper: &mut dyn FnMut() -> Command, dump_extra: &[&str
 #[test]
 fn crust_dumps_criu_restores_a_tcp_connection() {
     let Some(criu) = reference_criu("crust_dumps_criu_restores_a_tcp_connection") else { return };
-    let method = cross_tcp("tcp-crust-to-criu", &mut crust, &[], &mut || Command::new(&criu));
+    let method = cross_tcp("tcp-crust-to-criu", &mut crust, &[], &mut || Command::new(&criu), None);
     assert_eq!(method, 1, "crust locks with nftables, in CRIU's table");
 }
 
 #[test]
 fn criu_dumps_crust_restores_a_tcp_connection_locked_with_nftables() {
     let Some(criu) = reference_criu("criu_dumps_crust_restores_a_tcp_connection_locked_with_nftables") else { return };
-    cross_tcp("tcp-criu-nft-to-crust", &mut || Command::new(&criu), &["--network-lock", "nftables"], &mut crust);
+    cross_tcp("tcp-criu-nft-to-crust", &mut || Command::new(&criu), &["--network-lock", "nftables"], &mut crust, Some(&["the TCP lock table inet CRIU-", "nft delete table inet CRIU-"]));
 }
 
 #[test]
@@ -215,6 +232,14 @@ fn criu_dumps_crust_restores_a_tcp_connection_locked_with_iptables() {
         eprintln!("criu_dumps_crust_restores_a_tcp_connection_locked_with_iptables: skipped: needs iptables (ci/setup.sh installs it)");
         return;
     }
-    let method = cross_tcp("tcp-criu-ipt-to-crust", &mut || Command::new(&criu), &[], &mut crust);
+    // The program's connection goes to 127.0.0.1:PORT; CRIU locks each direction.
+    let expected: &[&str] = &[
+        "restore failed: the TCP lock rule `iptables -A INPUT --protocol tcp -m mark ! --mark 0xC114 --source 127.0.0.1 --sport PORT --destination 127.0.0.1",
+        "restore failed: the TCP lock rule `iptables -A OUTPUT --protocol tcp -m mark ! --mark 0xC114 --source 127.0.0.1 --sport",
+        "--destination 127.0.0.1 --dport PORT -j DROP` stays",
+        "to let them go: iptables -w -t filter -D INPUT --protocol tcp",
+        "to let them go: iptables -w -t filter -D OUTPUT --protocol tcp",
+    ];
+    let method = cross_tcp("tcp-criu-ipt-to-crust", &mut || Command::new(&criu), &[], &mut crust, Some(expected));
     assert_eq!(method, 0, "CRIU's default lock is iptables");
 }

@@ -39,7 +39,7 @@ mod write;
 
 pub(crate) use dump::{check_tree, collect_fds, finish_ptys, resolve_pidfds};
 pub(crate) use netlock::{NETWORK_LOCK_IPTABLES, NETWORK_LOCK_NFTABLES, NETWORK_LOCK_SKIP};
-pub(crate) use restore::{broker_ids, in_flight_ids, kept_lock_tables, unlock_tcp, Broker};
+pub(crate) use restore::{broker_ids, in_flight_ids, kept_locks, unlock_tcp, Broker};
 pub(crate) use write::{write_fdinfo, write_images};
 
 /// Why the files of a process could not be dumped.

@@ -143,13 +143,22 @@ pub(crate) fn unlock_tcp(dir: &Path) -> Result<(), FileError> {
     Ok(())
 }
 
-/// The lock tables of the dump's TCP connections that are there now, each with the
-/// command that removes it by hand (what a failed restore leaves, on purpose: the
-/// connections stay blocked for another restore).
-pub(crate) fn kept_lock_tables(dir: &Path) -> Vec<(String, String)> {
+/// The locks of the dump's TCP connections that are there now, each named (`the TCP
+/// lock table inet NAME`, `the TCP lock rule iptables -A INPUT ...`) with the command
+/// that removes it by hand (what a failed restore leaves, on purpose: the connections
+/// stay blocked for another restore).
+pub(crate) fn kept_locks(dir: &Path) -> Vec<(String, String)> {
     let tables = match dump_lock(dir) {
         Ok(DumpLock::Table(table)) => vec![table],
         Ok(DumpLock::OldCrust(connections)) => connections.iter().map(|(ino, _, _)| tcp::old_crust_lock_table(*ino)).collect(),
+        Ok(DumpLock::Iptables(connections)) => {
+            // CRIU's default lock: two iptables rules per connection.
+            return connections
+                .iter()
+                .flat_map(|(_, local, peer)| super::netlock::kept_iptables_rules(local, peer))
+                .map(|(rule, command)| (format!("the TCP lock rule `{rule}`"), command))
+                .collect();
+        }
         _ => Vec::new(),
     };
     tables
@@ -157,7 +166,7 @@ pub(crate) fn kept_lock_tables(dir: &Path) -> Vec<(String, String)> {
         .filter(|table| super::netlock::table_exists(table))
         .map(|table| {
             let command = super::netlock::delete_command(&table);
-            (format!("inet {table}"), command)
+            (format!("the TCP lock table inet {table}"), command)
         })
         .collect()
 }
