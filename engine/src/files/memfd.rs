@@ -50,7 +50,7 @@ impl MemfdInodes {
         if let Some(&id) = self.by_ino.get(&meta.ino()) {
             return Ok(id);
         }
-        if meta.blksize() > sys::page_size() {
+        if sys::file::is_hugetlbfs(&file).map_err(file_io(format!("fstatfs {}", source.display())))? {
             return Err(FileError::refused("hugetlb memfd"));
         }
         // Without MFD_ALLOW_SEALING the kernel reports F_SEAL_SEAL: recreated the same.
