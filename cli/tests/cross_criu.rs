@@ -51,9 +51,20 @@ fn children(pid: i32) -> Vec<i32> {
     out
 }
 
+/// The names /proc/PID/maps gives the shared writable areas of `pid` (`rw-s`).
+fn shared_area_names(pid: i32) -> Vec<String> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    maps.lines()
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .filter(|fields| fields.get(1) == Some(&"rw-s"))
+        .map(|fields| fields[5..].join(" "))
+        .collect()
+}
+
 /// Dumps the interop program with `dumper` and restores it with `restorer`, then lets
-/// it check itself.
-fn cross(name: &str, dumper: &mut dyn FnMut() -> Command, restorer: &mut dyn FnMut() -> Command) {
+/// it check itself. `shared_name`: what /proc/PID/maps must call its shared anonymous
+/// area after the restore (crust maps shared anonymous memory again, CRIU a memfd).
+fn cross(name: &str, dumper: &mut dyn FnMut() -> Command, restorer: &mut dyn FnMut() -> Command, shared_name: &str) {
     subreaper();
     let dir = tempdir(name);
     let binary = compile(&dir, "interop", &["-lpthread"]);
@@ -65,6 +76,7 @@ fn cross(name: &str, dumper: &mut dyn FnMut() -> Command, restorer: &mut dyn FnM
     assert_eq!(text.trim(), pid.to_string(), "the program wrote its pid");
     let grandchildren = children(pid);
     assert_eq!(grandchildren.len(), 1, "one child of {pid}");
+    assert_eq!(shared_area_names(pid), ["/dev/zero (deleted)"], "the program's shared anonymous area");
 
     let images = dir.join("img");
     std::fs::create_dir_all(&images).unwrap();
@@ -90,6 +102,7 @@ fn cross(name: &str, dumper: &mut dyn FnMut() -> Command, restorer: &mut dyn FnM
     assert!(restored.status.success(), "restore: {}\n{}", String::from_utf8_lossy(&restored.stderr), log("restore.log"));
     let root: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
     assert_eq!(root, pid, "restored under its pid");
+    assert_eq!(shared_area_names(root), [shared_name], "the shared anonymous area after the restore");
     signal(root, libc::SIGUSR1);
     let status = wait_exit(root);
     let verdict = std::fs::read_to_string(&out).unwrap_or_default();
@@ -101,13 +114,14 @@ fn cross(name: &str, dumper: &mut dyn FnMut() -> Command, restorer: &mut dyn FnM
 #[test]
 fn crust_dumps_criu_restores() {
     let Some(criu) = reference_criu("crust_dumps_criu_restores") else { return };
-    cross("crust-to-criu", &mut crust, &mut || Command::new(&criu));
+    // CRIU maps shared anonymous memory from a memfd named /dev/zero, crust's dumps as its own.
+    cross("crust-to-criu", &mut crust, &mut || Command::new(&criu), "/memfd:/dev/zero (deleted)");
 }
 
 #[test]
 fn criu_dumps_crust_restores() {
     let Some(criu) = reference_criu("criu_dumps_crust_restores") else { return };
-    cross("criu-to-crust", &mut || Command::new(&criu), &mut crust);
+    cross("criu-to-crust", &mut || Command::new(&criu), &mut crust, "/dev/zero (deleted)");
 }
 
 /// How the dump locked its connection, as the inventory says, and whether that lock is
