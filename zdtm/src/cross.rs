@@ -213,6 +213,12 @@ pub const CRIU_LIMITS: &[CriuLimit] = &[
         Some(Flavor::Ns),
         "CRIU writes a garbage notify_thread_id (-1911041888) for a SIGEV_THREAD_ID timer in a pid namespace, which no timer_create takes (EINVAL; CRIU restoring its own: \"Can't create posix timer - 3: -22\")",
     ),
+    limit(
+        "mnt_propagation",
+        Restore,
+        Some(Flavor::Mntns),
+        "CRIU restores no shared mount of the tree's propagation groups here: \"Error (criu/mount-v2.c:991): mnt-v2: Failed to make mount N shared: No such file or directory\" (CRIU dumping and restoring too, 2026-12-06)",
+    ),
     // The container flavors freeze through the test's freezer cgroup, as runc does: the
     // v1 freezer on a hybrid host.
     limit("stopped_sigstop", Dump, Some(Flavor::Container), FROZEN_STOPPED),
