@@ -51,9 +51,20 @@ fn children(pid: i32) -> Vec<i32> {
     out
 }
 
+/// The names /proc/PID/maps gives the shared writable areas of `pid` (`rw-s`).
+fn shared_area_names(pid: i32) -> Vec<String> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    maps.lines()
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .filter(|fields| fields.get(1) == Some(&"rw-s"))
+        .map(|fields| fields[5..].join(" "))
+        .collect()
+}
+
 /// Dumps the interop program with `dumper` and restores it with `restorer`, then lets
-/// it check itself.
-fn cross(name: &str, dumper: &mut dyn FnMut() -> Command, restorer: &mut dyn FnMut() -> Command) {
+/// it check itself. `shared_name`: what /proc/PID/maps must call its shared anonymous
+/// area after the restore (crust maps shared anonymous memory again, CRIU a memfd).
+fn cross(name: &str, dumper: &mut dyn FnMut() -> Command, restorer: &mut dyn FnMut() -> Command, shared_name: &str) {
     subreaper();
     let dir = tempdir(name);
     let binary = compile(&dir, "interop", &["-lpthread"]);
@@ -65,6 +76,7 @@ fn cross(name: &str, dumper: &mut dyn FnMut() -> Command, restorer: &mut dyn FnM
     assert_eq!(text.trim(), pid.to_string(), "the program wrote its pid");
     let grandchildren = children(pid);
     assert_eq!(grandchildren.len(), 1, "one child of {pid}");
+    assert_eq!(shared_area_names(pid), ["/dev/zero (deleted)"], "the program's shared anonymous area");
 
     let images = dir.join("img");
     std::fs::create_dir_all(&images).unwrap();
@@ -90,6 +102,7 @@ fn cross(name: &str, dumper: &mut dyn FnMut() -> Command, restorer: &mut dyn FnM
     assert!(restored.status.success(), "restore: {}\n{}", String::from_utf8_lossy(&restored.stderr), log("restore.log"));
     let root: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
     assert_eq!(root, pid, "restored under its pid");
+    assert_eq!(shared_area_names(root), [shared_name], "the shared anonymous area after the restore");
     signal(root, libc::SIGUSR1);
     let status = wait_exit(root);
     let verdict = std::fs::read_to_string(&out).unwrap_or_default();
@@ -101,13 +114,14 @@ fn cross(name: &str, dumper: &mut dyn FnMut() -> Command, restorer: &mut dyn FnM
 #[test]
 fn crust_dumps_criu_restores() {
     let Some(criu) = reference_criu("crust_dumps_criu_restores") else { return };
-    cross("crust-to-criu", &mut crust, &mut || Command::new(&criu));
+    // CRIU maps shared anonymous memory from a memfd named /dev/zero, crust's dumps as its own.
+    cross("crust-to-criu", &mut crust, &mut || Command::new(&criu), "/memfd:/dev/zero (deleted)");
 }
 
 #[test]
 fn criu_dumps_crust_restores() {
     let Some(criu) = reference_criu("criu_dumps_crust_restores") else { return };
-    cross("criu-to-crust", &mut || Command::new(&criu), &mut crust);
+    cross("criu-to-crust", &mut || Command::new(&criu), &mut crust, "/dev/zero (deleted)");
 }
 
 /// How the dump locked its connection, as the inventory says, and whether that lock is
@@ -134,7 +148,10 @@ fn lock_present(images: &Path, port: u16) -> (u32, bool) {
 /// `--tcp-established` by `dumper` (with `dump_extra`) and restored by `restorer`: the
 /// dump leaves the connection locked, the restore lifts that lock and the restored
 /// process answers on its connection. Returns the lock method the inventory named.
-fn cross_tcp(name: &str, dumper: &mut dyn FnMut() -> Command, dump_extra: &[&str], restorer: &mut dyn FnMut() -> Command) -> u32 {
+/// `fail_first`: a first restore is made to fail (a pre-restore hook that fails); it
+/// must name each lock it leaves (`the TCP lock ...`) and the command that lifts it,
+/// and leave the connection locked for the restore that follows.
+fn cross_tcp(name: &str, dumper: &mut dyn FnMut() -> Command, dump_extra: &[&str], restorer: &mut dyn FnMut() -> Command, fail_first: Option<&[&str]>) -> u32 {
     subreaper();
     let dir = tempdir(name);
     let binary = compile(&dir, "tcp_lock", &[]);
@@ -169,6 +186,20 @@ fn cross_tcp(name: &str, dumper: &mut dyn FnMut() -> Command, dump_extra: &[&str
     let (method, locked) = lock_present(&images, port);
     assert!(locked, "the dump left the connection locked (network_lock_method {method})");
 
+    if let Some(expected) = fail_first {
+        let hook = dir.join("fail.sh");
+        std::fs::write(&hook, "#!/bin/sh\n[ \"$CRTOOLS_SCRIPT_ACTION\" != pre-restore ]\n").unwrap();
+        std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let failed = restorer().args(["restore", "-d", "--tcp-established", "--file-locks", "-D"]).arg(&images).arg("--action-script").arg(&hook).output().unwrap();
+        assert_eq!(failed.status.code(), Some(1), "the hook fails the restore");
+        let stderr = String::from_utf8_lossy(&failed.stderr);
+        for text in expected {
+            let text = text.replace("PORT", &port.to_string());
+            assert!(stderr.contains(&text), "the failed restore's message has {text:?}:\n{stderr}");
+        }
+        assert!(lock_present(&images, port).1, "a failed restore keeps the lock");
+    }
+
     let pidfile = dir.join("restored.pid");
     let restored = restorer()
         .args(["restore", "-D"])
@@ -198,14 +229,14 @@ fn cross_tcp(name: &str, dumper: &mut dyn FnMut() -> Command, dump_extra: &[&str
 #[test]
 fn crust_dumps_criu_restores_a_tcp_connection() {
     let Some(criu) = reference_criu("crust_dumps_criu_restores_a_tcp_connection") else { return };
-    let method = cross_tcp("tcp-crust-to-criu", &mut crust, &[], &mut || Command::new(&criu));
+    let method = cross_tcp("tcp-crust-to-criu", &mut crust, &[], &mut || Command::new(&criu), None);
     assert_eq!(method, 1, "crust locks with nftables, in CRIU's table");
 }
 
 #[test]
 fn criu_dumps_crust_restores_a_tcp_connection_locked_with_nftables() {
     let Some(criu) = reference_criu("criu_dumps_crust_restores_a_tcp_connection_locked_with_nftables") else { return };
-    cross_tcp("tcp-criu-nft-to-crust", &mut || Command::new(&criu), &["--network-lock", "nftables"], &mut crust);
+    cross_tcp("tcp-criu-nft-to-crust", &mut || Command::new(&criu), &["--network-lock", "nftables"], &mut crust, Some(&["the TCP lock table inet CRIU-", "nft delete table inet CRIU-"]));
 }
 
 #[test]
@@ -215,6 +246,14 @@ fn criu_dumps_crust_restores_a_tcp_connection_locked_with_iptables() {
         eprintln!("criu_dumps_crust_restores_a_tcp_connection_locked_with_iptables: skipped: needs iptables (ci/setup.sh installs it)");
         return;
     }
-    let method = cross_tcp("tcp-criu-ipt-to-crust", &mut || Command::new(&criu), &[], &mut crust);
+    // The program's connection goes to 127.0.0.1:PORT; CRIU locks each direction.
+    let expected: &[&str] = &[
+        "restore failed: the TCP lock rule `iptables -A INPUT --protocol tcp -m mark ! --mark 0xC114 --source 127.0.0.1 --sport PORT --destination 127.0.0.1",
+        "restore failed: the TCP lock rule `iptables -A OUTPUT --protocol tcp -m mark ! --mark 0xC114 --source 127.0.0.1 --sport",
+        "--destination 127.0.0.1 --dport PORT -j DROP` stays",
+        "to let them go: iptables -w -t filter -D INPUT --protocol tcp",
+        "to let them go: iptables -w -t filter -D OUTPUT --protocol tcp",
+    ];
+    let method = cross_tcp("tcp-criu-ipt-to-crust", &mut || Command::new(&criu), &[], &mut crust, Some(expected));
     assert_eq!(method, 0, "CRIU's default lock is iptables");
 }

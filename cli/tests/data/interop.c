@@ -8,7 +8,9 @@
  * on fd 3, closes it and blocks in read() on a pipe of its own; SIGUSR1 (SA_RESTART,
  * blocked in the other threads)
  * makes the handler write one byte there, so the read restarts and returns it only if
- * the restore resumed the interrupted syscall properly. Then every piece of state is
+ * the restore resumed the interrupted syscall properly. A shared anonymous area of
+ * SHARED bytes (MAP_SHARED|MAP_ANONYMOUS) holds a pattern from before the fork; the
+ * child writes a word into it after the restore, which the parent must see. Then every piece of state is
  * checked, the child is asked to check its own memory, and OUT gets PASS or FAIL with
  * the first difference; the exit code is 0 or 1. */
 #define _GNU_SOURCE
@@ -29,6 +31,7 @@
 #include <unistd.h>
 
 #define MEM (8u << 20)
+#define SHARED (3u << 20)
 
 static int wake[2];
 static volatile sig_atomic_t child_checked;
@@ -70,7 +73,7 @@ static void *sleeper(void *arg) {
     return (void *)0x52;
 }
 
-static int child_main(uint64_t *mem, uint64_t seed) {
+static int child_main(uint64_t *mem, uint64_t *shared, uint64_t seed) {
     /* Its own copy of the pattern (copy-on-write after fork), flipped. */
     for (size_t i = 0; i < MEM / 8; i += 512)
         mem[i] = ~word(seed, i);
@@ -86,6 +89,10 @@ static int child_main(uint64_t *mem, uint64_t seed) {
     for (size_t i = 0; i < MEM / 8; i += 512)
         if (mem[i] != ~word(seed, i))
             return 1;
+    for (size_t i = 2; i < SHARED / 8; i += 512)
+        if (shared[i] != word(~seed, i))
+            return 3;
+    shared[1] = 0x5ea1ed;
     return getpgrp() == getpid() ? 0 : 2;
 }
 
@@ -101,6 +108,11 @@ int main(int argc, char **argv) {
     uint64_t seed = (uint64_t)getpid() * 0x9E3779B97F4A7C15ull;
     for (size_t i = 0; i < MEM / 8; i++)
         mem[i] = word(seed, i);
+    uint64_t *shared = mmap(NULL, SHARED, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (shared == MAP_FAILED)
+        return 2;
+    for (size_t i = 2; i < SHARED / 8; i += 512)
+        shared[i] = word(~seed, i);
 
     int data_pipe[2], pair[2];
     if (pipe(data_pipe) || socketpair(AF_UNIX, SOCK_STREAM, 0, pair) || pipe(wake))
@@ -132,7 +144,7 @@ int main(int argc, char **argv) {
     if (child == 0) {
         close(3); /* the ready pipe is the parent's to close */
         setpgid(0, 0);
-        _exit(child_main(mem, seed));
+        _exit(child_main(mem, shared, seed));
     }
     sigprocmask(SIG_SETMASK, &before_fork, NULL);
     setpgid(child, child);
@@ -196,6 +208,13 @@ int main(int argc, char **argv) {
     int status = 0;
     if (waitpid(child, &status, 0) != child || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
         fail("child");
+    else if (shared[1] != 0x5ea1ed)
+        fail("shared anonymous memory: the child's write is not seen");
+    for (size_t i = 2; i < SHARED / 8; i += 512)
+        if (shared[i] != word(~seed, i)) {
+            fail("shared anonymous memory pattern");
+            break;
+        }
 
     FILE *out = fopen(argv[1], "w");
     if (failure[0])

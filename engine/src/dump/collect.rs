@@ -16,7 +16,13 @@ pub enum CollectError {
     Io { pid: i32, what: String, source: io::Error },
     #[error("dump pid {pid}: {source}")]
     Parse { pid: i32, source: procfs::ParseError },
+    #[error("dump pid {pid}: {what} is not supported yet")]
+    Unsupported { pid: i32, what: String },
 }
+
+/// The kernel's own areas, which it may seal itself (CONFIG_MSEAL_SYSTEM_MAPPINGS) and
+/// maps again on restore.
+const SYSTEM_MAPPINGS: [&str; 6] = ["[vdso]", "[vvar]", "[vvar_vclock]", "[vsyscall]", "[uprobes]", "[sigpage]"];
 io_failure!(CollectError);
 
 pub(crate) fn collect(pid: i32) -> Result<Collected, CollectError> {
@@ -29,6 +35,17 @@ pub(crate) fn collect(pid: i32) -> Result<Collected, CollectError> {
     let stat = procfs::parse_stat(&read("stat")?).map_err(|source| CollectError::Parse { pid, source })?;
     let status = procfs::parse_key_values(&read("status")?);
     let smaps = procfs::parse_smaps(&read("smaps")?).map_err(|source| CollectError::Parse { pid, source })?;
+    // A seal (mseal, VmFlags `sl`) has no field in CRIU's images: such an area would come
+    // back unsealed (CRIU 4.2 restores it so), so the dump is refused before anything is
+    // injected.
+    if let Some(sealed) = smaps.iter().find(|e| e.vm_flags.iter().any(|f| f == "sl") && !SYSTEM_MAPPINGS.contains(&e.map.name.as_str())) {
+        let (start, end) = (sealed.map.start, sealed.map.end);
+        let name = if sealed.map.name.is_empty() { "anonymous" } else { sealed.map.name.as_str() };
+        return Err(CollectError::Unsupported {
+            pid,
+            what: format!("memory area {start:#x}-{end:#x} ({name}) sealed with mseal (no image field keeps a seal; CRIU 4.2 restores such an area unsealed)"),
+        });
+    }
     let auxv_bytes = fs::read(format!("/proc/{pid}/auxv")).map_err(io_err(pid, "read auxv"))?;
     let auxv = auxv_bytes.chunks_exact(8).map(|c| u64::from_ne_bytes(c.try_into().expect("8 bytes"))).collect();
     let personality = u32::from_str_radix(read("personality")?.trim(), 16).unwrap_or(0);

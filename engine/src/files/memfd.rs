@@ -15,6 +15,12 @@ use crust_images::{pb, ImageKind, ImageReader, ImageWriter};
 
 use crate::sys;
 
+/// The memfd name under which CRIU 4.2 records a shared anonymous object
+/// (MAP_SHARED|MAP_ANONYMOUS, or /dev/zero mapped MAP_SHARED): its areas are MEMFD file
+/// mappings of an inode of this name (`memory/shmem.rs` reads them back as shared
+/// anonymous memory).
+pub(crate) const SHARED_ANON_NAME: &str = "/dev/zero";
+
 /// CRIU's pagemap entry flag: the pages are in this image's pages file.
 const PE_PRESENT: u32 = 1 << 2;
 /// Largest read or write of memfd data at once.
@@ -32,17 +38,23 @@ impl MemfdInodes {
     /// The inode id of the memfd behind `source` (a /proc/PID/fd or map_files link of the
     /// target); `link` is its name as /proc shows it (`/memfd:NAME (deleted)`).
     pub(crate) fn add(&mut self, source: &Path, link: &str) -> Result<u32, FileError> {
+        let name = link.strip_prefix("/memfd:").map(|n| n.strip_suffix(" (deleted)").unwrap_or(n)).unwrap_or(link);
+        self.add_named(source, name)
+    }
+
+    /// [`MemfdInodes::add`] for an inode recorded under `name` (memfd_inode_entry.name):
+    /// a shared anonymous object is the memfd [`SHARED_ANON_NAME`], as CRIU 4.2 writes it.
+    pub(crate) fn add_named(&mut self, source: &Path, name: &str) -> Result<u32, FileError> {
         let file = File::open(source).map_err(file_io(format!("open {}", source.display())))?;
         let meta = file.metadata().map_err(file_io(format!("stat {}", source.display())))?;
         if let Some(&id) = self.by_ino.get(&meta.ino()) {
             return Ok(id);
         }
-        if meta.blksize() > sys::page_size() {
+        if sys::file::is_hugetlbfs(&file).map_err(file_io(format!("fstatfs {}", source.display())))? {
             return Err(FileError::refused("hugetlb memfd"));
         }
         // Without MFD_ALLOW_SEALING the kernel reports F_SEAL_SEAL: recreated the same.
         let seals = sys::file::seals(&file).map_err(file_io("F_GET_SEALS"))?;
-        let name = link.strip_prefix("/memfd:").map(|n| n.strip_suffix(" (deleted)").unwrap_or(n)).unwrap_or(link);
         let id = self.entries.len() as u32 + 1;
         self.entries.push((
             pb::MemfdInodeEntry {
@@ -163,16 +175,17 @@ pub(crate) fn fill_shmem_pages(file: &File, size: u64, dir: &Path, shmid: u64, w
     Ok(())
 }
 
-/// Creates every inode of memfd.img with its data, owner, mode and seals: inode id → fd.
-pub(crate) fn create_inodes(dir: &Path) -> Result<BTreeMap<u32, OwnedFd>, FileError> {
+/// Creates the inodes of memfd.img named in `wanted` with their data, owner, mode and
+/// seals: inode id → fd.
+pub(crate) fn create_inodes(dir: &Path, wanted: &std::collections::BTreeSet<u32>) -> Result<BTreeMap<u32, OwnedFd>, FileError> {
     let path = dir.join(ImageKind::MemfdInode.file_name(0));
     let mut made = BTreeMap::new();
     if !path.exists() {
         return Ok(made);
     }
     let entries = crust_images::read_entries::<pb::MemfdInodeEntry>(&path)?;
-    for entry in entries {
-        let fd = create_inode(dir, &entry)?;
+    for entry in entries.iter().filter(|e| wanted.contains(&(e.inode_id as u32))) {
+        let fd = create_inode(dir, entry)?;
         made.insert(entry.inode_id as u32, fd);
     }
     Ok(made)

@@ -39,7 +39,7 @@ mod write;
 
 pub(crate) use dump::{check_tree, collect_fds, finish_ptys, resolve_pidfds};
 pub(crate) use netlock::{NETWORK_LOCK_IPTABLES, NETWORK_LOCK_NFTABLES, NETWORK_LOCK_SKIP};
-pub(crate) use restore::{broker_ids, in_flight_ids, kept_lock_tables, unlock_tcp, Broker};
+pub(crate) use restore::{broker_ids, in_flight_ids, kept_locks, unlock_tcp, Broker};
 pub(crate) use write::{write_fdinfo, write_images};
 
 /// Why the files of a process could not be dumped.
@@ -401,8 +401,27 @@ impl FileTable {
             .memfds
             .add(&source, name)
             .map_err(|what| FileDumpError::Unsupported { pid, what: format!("memory area {start:#x}-{end:#x} ({name}): {what}") })?;
+        Ok(self.memfd_mapping_entry(inode_id, flags))
+    }
+
+    /// A shared anonymous area (MAP_SHARED|MAP_ANONYMOUS, or /dev/zero mapped shared),
+    /// recorded as CRIU 4.2 records it: a mapping of a memfd inode named
+    /// [`memfd::SHARED_ANON_NAME`], one per object (its inode), with the object's size,
+    /// seals and data; a MEMFD file entry opened with `flags`.
+    pub(crate) fn add_shared_anon_mapping(&mut self, pid: i32, start: u64, end: u64, flags: i32) -> Result<u32, FileDumpError> {
+        let source = PathBuf::from(format!("/proc/{pid}/map_files/{start:x}-{end:x}"));
+        let inode_id = self
+            .memfds
+            .add_named(&source, memfd::SHARED_ANON_NAME)
+            .map_err(|what| FileDumpError::Unsupported { pid, what: format!("shared anonymous memory area {start:#x}-{end:#x}: {what}") })?;
+        Ok(self.memfd_mapping_entry(inode_id, flags))
+    }
+
+    /// The MEMFD file entry for mappings of memfd inode `inode_id` opened with `flags`:
+    /// one per inode and flags, whoever maps it.
+    fn memfd_mapping_entry(&mut self, inode_id: u32, flags: i32) -> u32 {
         if let Some(&id) = self.memfd_mappings.get(&(inode_id, flags)) {
-            return Ok(id);
+            return id;
         }
         let id = self.next_id();
         self.entries.push(pb::FileEntry {
@@ -412,7 +431,7 @@ impl FileTable {
             ..Default::default()
         });
         self.memfd_mappings.insert((inode_id, flags), id);
-        Ok(id)
+        id
     }
 }
 

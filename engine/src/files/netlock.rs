@@ -164,14 +164,11 @@ fn remove(nfproto: u8, family: &str, name: &str) -> Result<bool, FileError> {
 /// (local to peer), each letting packets with CRIU's mark through. `Ok(false)`: none
 /// was there.
 pub(crate) fn remove_iptables_rules(local: &InetAddress, peer: &InetAddress) -> Result<bool, FileError> {
-    let (local, peer) = (&on_the_wire(local), &on_the_wire(peer));
-    let tool = if local.family == libc::AF_INET { "iptables" } else { "ip6tables" };
     let mut removed = false;
-    for (chain, from, to) in [("INPUT", peer, local), ("OUTPUT", local, peer)] {
+    for (tool, chain, rule) in iptables_rules(local, peer) {
         let output = Command::new(tool)
-            .args(["-w", "-t", "filter", "-D", chain, "--protocol", "tcp", "-m", "mark", "!", "--mark", &format!("{LOCK_MARK:#X}")])
-            .args(["--source", &ip_text(from), "--sport", &from.port.to_string(), "--destination", &ip_text(to), "--dport", &to.port.to_string()])
-            .args(["-j", "DROP"])
+            .args(["-w", "-t", "filter", "-D", chain])
+            .args(&rule)
             .stdin(Stdio::null())
             .output()
             .map_err(file_io(format!("run {tool} (install iptables)")))?;
@@ -183,6 +180,40 @@ pub(crate) fn remove_iptables_rules(local: &InetAddress, peer: &InetAddress) -> 
         }
     }
     Ok(removed)
+}
+
+/// The iptables rules of CRIU's default lock on the connection local↔peer that are
+/// there now (`iptables -C`), each as (the rule as an `iptables -A` command, the
+/// command that removes it by hand). None when iptables cannot be run.
+pub(crate) fn kept_iptables_rules(local: &InetAddress, peer: &InetAddress) -> Vec<(String, String)> {
+    iptables_rules(local, peer)
+        .into_iter()
+        .filter(|(tool, chain, rule)| {
+            let check = Command::new(tool).args(["-w", "-t", "filter", "-C", chain]).args(rule).stdin(Stdio::null()).output();
+            check.is_ok_and(|c| c.status.success())
+        })
+        .map(|(tool, chain, rule)| {
+            let rule = rule.join(" ");
+            (format!("{tool} -A {chain} {rule}"), format!("{tool} -w -t filter -D {chain} {rule}"))
+        })
+        .collect()
+}
+
+/// CRIU's default lock on the connection local↔peer as iptables arguments after the
+/// chain: the tool (iptables or ip6tables), the chain, the rule. One DROP rule in INPUT
+/// (peer to local) and one in OUTPUT (local to peer), each letting packets with CRIU's
+/// mark through.
+fn iptables_rules(local: &InetAddress, peer: &InetAddress) -> [(&'static str, &'static str, Vec<String>); 2] {
+    let (local, peer) = (&on_the_wire(local), &on_the_wire(peer));
+    let tool = if local.family == libc::AF_INET { "iptables" } else { "ip6tables" };
+    let rule = |from: &InetAddress, to: &InetAddress| -> Vec<String> {
+        let mut args: Vec<String> = ["--protocol", "tcp", "-m", "mark", "!", "--mark"].iter().map(|a| a.to_string()).collect();
+        args.push(format!("{LOCK_MARK:#X}"));
+        args.extend(["--source".to_string(), ip_text(from), "--sport".to_string(), from.port.to_string()]);
+        args.extend(["--destination".to_string(), ip_text(to), "--dport".to_string(), to.port.to_string(), "-j".to_string(), "DROP".to_string()]);
+        args
+    };
+    [(tool, "INPUT", rule(peer, local)), (tool, "OUTPUT", rule(local, peer))]
 }
 
 /// Whether table `inet NAME` exists (NFT_MSG_GETTABLE); `false` when that cannot be

@@ -143,13 +143,22 @@ pub(crate) fn unlock_tcp(dir: &Path) -> Result<(), FileError> {
     Ok(())
 }
 
-/// The lock tables of the dump's TCP connections that are there now, each with the
-/// command that removes it by hand (what a failed restore leaves, on purpose: the
-/// connections stay blocked for another restore).
-pub(crate) fn kept_lock_tables(dir: &Path) -> Vec<(String, String)> {
+/// The locks of the dump's TCP connections that are there now, each named (`the TCP
+/// lock table inet NAME`, `the TCP lock rule iptables -A INPUT ...`) with the command
+/// that removes it by hand (what a failed restore leaves, on purpose: the connections
+/// stay blocked for another restore).
+pub(crate) fn kept_locks(dir: &Path) -> Vec<(String, String)> {
     let tables = match dump_lock(dir) {
         Ok(DumpLock::Table(table)) => vec![table],
         Ok(DumpLock::OldCrust(connections)) => connections.iter().map(|(ino, _, _)| tcp::old_crust_lock_table(*ino)).collect(),
+        Ok(DumpLock::Iptables(connections)) => {
+            // CRIU's default lock: two iptables rules per connection.
+            return connections
+                .iter()
+                .flat_map(|(_, local, peer)| super::netlock::kept_iptables_rules(local, peer))
+                .map(|(rule, command)| (format!("the TCP lock rule `{rule}`"), command))
+                .collect();
+        }
         _ => Vec::new(),
     };
     tables
@@ -157,7 +166,7 @@ pub(crate) fn kept_lock_tables(dir: &Path) -> Vec<(String, String)> {
         .filter(|table| super::netlock::table_exists(table))
         .map(|table| {
             let command = super::netlock::delete_command(&table);
-            (format!("inet {table}"), command)
+            (format!("the TCP lock table inet {table}"), command)
         })
         .collect()
 }
@@ -274,7 +283,9 @@ impl Drop for FdCopies {
     }
 }
 
-fn create_special_files(dir: &Path, regs: &BTreeMap<u32, pb::RegFileEntry>) -> Result<SpecialFiles, FileError> {
+/// `wanted`: the file ids the broker opens; a memfd description no one wants (a
+/// mapping turned back into shared anonymous memory, `memory/shmem.rs`) is not made.
+fn create_special_files(dir: &Path, regs: &BTreeMap<u32, pb::RegFileEntry>, wanted: &[u32]) -> Result<SpecialFiles, FileError> {
     let path = dir.join(ImageKind::Files.file_name(0));
     let entries = crust_images::read_entries::<pb::FileEntry>(&path)?;
     let (mut pipes, mut fifos, mut sockets, mut inet_sockets) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -305,7 +316,12 @@ fn create_special_files(dir: &Path, regs: &BTreeMap<u32, pb::RegFileEntry>) -> R
             pb::FdTypes::Inotify => {
                 made.insert(entry.id, inotify::create_inotify(entry.ify.as_ref().ok_or_else(missing)?)?);
             }
-            pb::FdTypes::Memfd => memfds.push(entry.memfd.ok_or_else(missing)?),
+            pb::FdTypes::Memfd => {
+                let memfd = entry.memfd.ok_or_else(missing)?;
+                if wanted.contains(&entry.id) {
+                    memfds.push(memfd);
+                }
+            }
             pb::FdTypes::Tty => ttys.push(entry.tty.ok_or_else(missing)?),
             pb::FdTypes::Pidfd => {
                 let pidfd = entry.pidfd.ok_or_else(missing)?;
@@ -351,7 +367,7 @@ fn create_special_files(dir: &Path, regs: &BTreeMap<u32, pb::RegFileEntry>) -> R
         }
     }
     if !memfds.is_empty() {
-        let inodes = memfd::create_inodes(dir)?;
+        let inodes = memfd::create_inodes(dir, &memfds.iter().map(|m| m.inode_id).collect())?;
         for entry in &memfds {
             made.insert(entry.id, memfd::open_description(&inodes, entry)?);
         }
@@ -403,7 +419,7 @@ impl Broker {
         // move them above every broker number first (inherited ones too, copied).
         let above = base.saturating_add(i32::try_from(ids.len()).unwrap_or(i32::MAX)).saturating_add(8);
         let (inherited, _inherited_copies) = inherited_files(dir, inherited, above)?;
-        let (made, epolls, late, dead_pidfd_flags, deferred, controlling) = create_special_files(dir, files)?;
+        let (made, epolls, late, dead_pidfd_flags, deferred, controlling) = create_special_files(dir, files, &ids)?;
         let mut made_high = BTreeMap::new();
         for (id, fd) in made {
             made_high.insert(id, sys::file::move_above(fd, above).map_err(file_io(format!("move file {id} above {above}")))?);

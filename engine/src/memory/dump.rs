@@ -522,8 +522,7 @@ fn classify_vma(
             vma.flags |= libc::MAP_ANONYMOUS as u32;
             vma.pgoff = 0;
             if map.shared {
-                vma.status = vs::REGULAR | vs::ANON_SHARED;
-                vma.shmid = map.inode;
+                shared_anon_as_memfd(pid, map, has("mw"), &mut vma, files)?;
             }
         }
         _ if name.starts_with("[anon:") => {
@@ -531,11 +530,7 @@ fn classify_vma(
             vma.flags |= libc::MAP_ANONYMOUS as u32;
             vma.pgoff = 0;
         }
-        _ if map.shared && name.starts_with("/dev/zero") => {
-            vma.status |= vs::ANON_SHARED;
-            vma.flags |= libc::MAP_ANONYMOUS as u32;
-            vma.shmid = map.inode;
-        }
+        _ if map.shared && name.starts_with("/dev/zero") => shared_anon_as_memfd(pid, map, has("mw"), &mut vma, files)?,
         // A System V shared memory attach: "/SYSV<key> (deleted)", the inode is the
         // segment's id. Its pages belong to the segment (ipc.rs), not to the process.
         _ if map.shared && name.starts_with("/SYSV") => {
@@ -580,6 +575,22 @@ fn classify_vma(
     Ok(Some(vma))
 }
 
+/// A shared anonymous area (MAP_SHARED|MAP_ANONYMOUS, or /dev/zero mapped shared) in
+/// the form CRIU 4.2.1 dumps it on Linux 6.18: a shared mapping (`VMA_FILE_SHARED |
+/// VMA_AREA_MEMFD`, flags without MAP_ANONYMOUS, the offset kept) of a MEMFD file
+/// entry whose inode is the object, named `/dev/zero` in memfd.img, its data in
+/// pagemap-shmem-INODE.img. crust's restore maps such an area as shared anonymous memory
+/// again (`memory/shmem.rs`); CRIU's restore maps the memfd.
+fn shared_anon_as_memfd(pid: i32, map: &MapsLine, may_write: bool, vma: &mut pb::VmaEntry, files: &mut FileTable) -> Result<(), MemDumpError> {
+    let open_flags = if may_write { libc::O_RDWR } else { libc::O_RDONLY };
+    let id = files.add_shared_anon_mapping(pid, map.start, map.end, open_flags)?;
+    vma.status = vs::REGULAR | vs::FILE_SHARED | vs::MEMFD;
+    vma.flags &= !(libc::MAP_ANONYMOUS as u32);
+    vma.pgoff = map.offset;
+    vma.shmid = id as u64;
+    vma.fdflags = Some(open_flags as u32);
+    Ok(())
+}
 
 /// Gives a process's special areas the shape CRIU 4.2 writes: `[vvar]` and
 /// `[vvar_vclock]` (Linux 6.13 and later) as one VVAR area, as CRIU keeps them (two

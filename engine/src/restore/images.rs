@@ -115,6 +115,9 @@ pub(crate) struct Images {
     pub(crate) unix_names: BTreeMap<u32, usize>,
     /// The names of the files in the images directory.
     pub(crate) names: BTreeSet<String>,
+    /// Shared anonymous objects written as memfds named `/dev/zero` (CRIU 4.2's form,
+    /// turned back by `memory/shmem.rs`): each one's size, by shmid.
+    pub(crate) shared_anon_sizes: BTreeMap<u64, u64>,
 }
 
 impl Images {
@@ -269,6 +272,20 @@ pub(crate) fn load_with(dir: &Path, page_size: u64, listed: bool) -> Result<Imag
     // No files.img means no file (CRIU writes no empty image); the validation finds
     // the fds that name one.
     let file_entries = if dir.exists(ImageKind::Files, 0) { read_all::<pb::FileEntry>(&dir, ImageKind::Files, 0)? } else { Vec::new() };
+    let in_flight = crate::files::in_flight_ids(dir.path()).map_err(|error| match error {
+        // The image error names the file already.
+        crate::files::FileError::Image(source) => ImagesError::Image { image: "sk-queues.img".into(), source },
+        other => ImagesError::BadImage { image: "sk-queues.img".into(), what: other.to_string() },
+    })?;
+    // Areas of memfds named /dev/zero that no fd holds: shared anonymous memory as CRIU
+    // 4.2 writes it (crust too), mapped as such again.
+    let shared_anon_sizes = if dir.exists(ImageKind::MemfdInode, 0) {
+        let inodes: Vec<pb::MemfdInodeEntry> = read_all(&dir, ImageKind::MemfdInode, 0)?;
+        let held: BTreeSet<u32> = processes.iter().flat_map(|p| p.fds.iter().map(|f| f.id)).chain(in_flight.iter().copied()).collect();
+        crate::memory::shmem::memfd_areas_as_shared_anon(processes.iter_mut().flat_map(|p| p.mm.vmas.iter_mut()), &file_entries, &inodes, &held)
+    } else {
+        BTreeMap::new()
+    };
     let file_kinds = file_entries.iter().map(|f| (f.id, f.r#type)).collect();
     let unix_names = file_entries.iter().filter_map(|f| Some((f.id, f.usk.as_ref()?.name.len()))).collect();
     let pidfds = file_entries.iter().filter_map(|f| f.pidfd.map(|p| (f.id, p))).collect();
@@ -283,11 +300,6 @@ pub(crate) fn load_with(dir: &Path, page_size: u64, listed: bool) -> Result<Imag
     } else {
         Vec::new()
     };
-    let in_flight = crate::files::in_flight_ids(dir.path()).map_err(|error| match error {
-        // The image error names the file already.
-        crate::files::FileError::Image(source) => ImagesError::Image { image: "sk-queues.img".into(), source },
-        other => ImagesError::BadImage { image: "sk-queues.img".into(), what: other.to_string() },
-    })?;
     let live: Vec<(u32, &pb::TaskKobjIdsEntry)> = processes.iter().filter(|p| !p.is_zombie()).map(|p| (p.pstree.pid, &p.ids)).collect();
     let namespaces = plan_namespaces(&live, root_ids.as_ref(), |kind, id| match kind {
         NsKind::Ipc => crate::ipc::image_has_namespace(dir.path(), id),
@@ -297,7 +309,7 @@ pub(crate) fn load_with(dir: &Path, page_size: u64, listed: bool) -> Result<Imag
         _ => false,
     })
         .map_err(|refused| ImagesError::BadImage { image: refused.image, what: refused.what })?;
-    Ok(Images { dir, processes, files, ghosts, seccomp, pidfds, in_flight, namespaces, inventory, file_entries: file_kinds, unix_names, names })
+    Ok(Images { dir, processes, files, ghosts, seccomp, pidfds, in_flight, namespaces, inventory, file_entries: file_kinds, unix_names, names, shared_anon_sizes })
 }
 
 /// Checks that every file the tree maps or holds open (not an unlinked one, which

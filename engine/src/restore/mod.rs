@@ -160,8 +160,8 @@ pub fn restore(options: &RestoreOptions) -> Result<RestoreReport, RestoreError> 
     if restored.is_err() {
         // The dumped connections stay blocked for another restore: say how to let
         // them go instead.
-        for (table, command) in crate::files::kept_lock_tables(&options.dir) {
-            log::warn!("restore failed: the TCP lock table {table} stays, so the dumped connections stay blocked for another restore; to let them go: {command}");
+        for (lock, command) in crate::files::kept_locks(&options.dir) {
+            log::warn!("restore failed: {lock} stays, so the dumped connections stay blocked for another restore; to let them go: {command}");
         }
     }
     restored

@@ -56,7 +56,8 @@ pub(crate) fn plan_tree<A: Abi>(images: &Images, layout: &HostLayout, shell_job:
             what: format!("area {:#x}-{:#x} with pgoff {:#x} wraps", vma.start, vma.end, vma.pgoff),
         })?;
         let next = fd_number(i64::from(broker_base) + descriptions.len() as i64 + shmem.len() as i64, "shared memory")?;
-        let entry = shmem.entry(vma.shmid).or_insert((next, 0));
+        // At least the object's own size where the images give it (CRIU 4.2's memfd form).
+        let entry = shmem.entry(vma.shmid).or_insert((next, images.shared_anon_sizes.get(&vma.shmid).copied().unwrap_or(0)));
         entry.1 = entry.1.max(end);
     }
     let helper_base = fd_number(i64::from(broker_base) + descriptions.len() as i64 + shmem.len() as i64, "helpers")?;

@@ -3,7 +3,8 @@
 //!
 //! Through nix: open, pipe2, tee, fcntl (F_SETFL, F_GETPIPE_SZ, F_SETPIPE_SZ,
 //! F_DUPFD_CLOEXEC, F_GET_SEALS, F_ADD_SEALS), read, write, lseek (SEEK_DATA/HOLE),
-//! fchown, fchmod, memfd_create, eventfd, timerfd, epoll_create1, inotify_init1.
+//! fchown, fchmod, memfd_create, eventfd, timerfd, epoll_create1, inotify_init1,
+//! fstatfs.
 //! Wrapped here, where nix has no safe API: open_by_handle_at, inotify_add_watch and
 //! inotify_rm_watch (nix hides the watch descriptor's number, which restore must give
 //! back), signalfd (nix's `SigSet` cannot hold real-time signals, a signalfd's mask
@@ -210,6 +211,14 @@ pub fn seals(fd: impl AsFd) -> io::Result<u32> {
     Ok(fcntl(fd, FcntlArg::F_GET_SEALS)? as u32)
 }
 
+/// Whether `fd` is a file of hugetlbfs (`fstatfs`): a hugetlb memfd, whose st_blksize
+/// is the huge page size (so is a shmem file's where transparent huge pages are enabled
+/// for shmem, which is no hugetlb file).
+#[doc(alias = "fstatfs")]
+pub fn is_hugetlbfs(fd: impl AsFd) -> io::Result<bool> {
+    Ok(nix::sys::statfs::fstatfs(fd)?.filesystem_type() == nix::sys::statfs::HUGETLBFS_MAGIC)
+}
+
 /// `fcntl(fd, F_ADD_SEALS, seals)`.
 #[doc(alias = "F_ADD_SEALS")]
 pub fn add_seals(fd: impl AsFd, seals: u32) -> io::Result<()> {
@@ -236,4 +245,20 @@ pub fn set_owner_and_mode(fd: impl AsFd, uid: u32, gid: u32, mode: u32) -> io::R
     nix::unistd::fchown(fd, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))?;
     nix::sys::stat::fchmod(fd, Mode::from_bits_retain(mode as libc::mode_t))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_hugetlb_memfd_is_on_hugetlbfs() {
+        let plain = create_memfd("plain", libc::MFD_CLOEXEC).unwrap();
+        assert!(!is_hugetlbfs(&plain).unwrap());
+        // MFD_HUGETLB needs the kernel's hugetlbfs; without it there is nothing to tell.
+        match create_memfd("huge", libc::MFD_CLOEXEC | libc::MFD_HUGETLB) {
+            Ok(huge) => assert!(is_hugetlbfs(&huge).unwrap()),
+            Err(error) => eprintln!("no hugetlb memfd here ({error}): half of the test skipped"),
+        }
+    }
 }
