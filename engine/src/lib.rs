@@ -11,6 +11,7 @@
 pub mod check;
 pub mod dump;
 pub mod interrupt;
+pub mod page_server;
 pub mod private;
 pub mod procfs;
 pub mod restore;

@@ -154,7 +154,8 @@ fn run(program: Program, args: &[String]) -> anyhow::Result<i32> {
             };
             crate::rpc::run(crate::rpc::RpcCmd::Service(args), options)
         }
-        Verb::PageServer | Verb::LazyPages | Verb::Dedup | Verb::CpuinfoDump | Verb::CpuinfoCheck => {
+        Verb::PageServer => page_server(options),
+        Verb::LazyPages | Verb::Dedup | Verb::CpuinfoDump | Verb::CpuinfoCheck => {
             bail!("{} is not supported yet", verb.name())
         }
     }
@@ -275,6 +276,49 @@ fn dump(program: Program, verb: Verb, mut options: CriuOptions) -> anyhow::Resul
             report.pages
         );
     }
+    Ok(0)
+}
+
+/// `crust page-server`: listens on `--address` (default: every address) and `--port`
+/// (0 or none: any free port, logged), and writes the pages of the first connection
+/// into the images directory (`crust_engine::page_server`), as CRIU's page server.
+fn page_server(mut options: CriuOptions) -> anyhow::Result<i32> {
+    if options.tls {
+        bail!("--tls is not supported yet (page server connections over TLS)");
+    }
+    if options.ps_socket.is_some() {
+        bail!("--ps-socket is not supported yet (a page server socket handed over as an fd)");
+    }
+    enter_work_dir(&mut options, true)?;
+    logging::init(&options)?;
+    let address = options.address.clone().unwrap_or_else(|| "0.0.0.0".into());
+    let port = options.port.unwrap_or(0);
+    let listener = std::net::TcpListener::bind((address.as_str(), port)).with_context(|| format!("page server: listen on {address}:{port}"))?;
+    let local = listener.local_addr().context("page server: the listening address")?;
+    log::info!("page server listening on {local}, images into {}", options.images_dir().display());
+    if options.daemon {
+        if let Some(daemon) = crate::sys::fork_daemon().context("page server: fork the daemon")? {
+            if let Some(pidfile) = &options.pidfile {
+                std::fs::write(pidfile, format!("{daemon}")).with_context(|| format!("write {}", pidfile.display()))?;
+            }
+            return Ok(0);
+        }
+    } else if let Some(pidfile) = &options.pidfile {
+        std::fs::write(pidfile, format!("{}", std::process::id())).with_context(|| format!("write {}", pidfile.display()))?;
+    }
+    if let Some(fd) = options.status_fd {
+        crate::sys::report_ready(fd).with_context(|| format!("--status-fd {fd}"))?;
+    }
+    let serve = crust_engine::page_server::ServeOptions { dir: options.images_dir(), parent: options.prev_images_dir.clone() };
+    let report = crust_engine::page_server::server::serve_one(&listener, &serve).inspect_err(|e| log::error!("{e}"))?;
+    log::info!(
+        "page server: {} pagemaps, {} pages received ({:.0} MiB/s), {} pages in the parent dump, in {:?}",
+        report.destinations,
+        report.pages,
+        (report.pages * crate::sys::page_size() as u64) as f64 / (1 << 20) as f64 / report.elapsed.as_secs_f64().max(1e-9),
+        report.parent_pages,
+        report.elapsed
+    );
     Ok(0)
 }
 

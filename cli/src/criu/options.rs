@@ -695,10 +695,12 @@ impl CriuOptions {
             return out;
         }
         const CGROUPS: &str = "crust neither dumps nor restores cgroups";
-        let checks: [(bool, &'static str, Option<&str>, &str); 17] = [
+        let checks: [(bool, &'static str, Option<&str>, &str); 19] = [
             (self.lazy_pages, "lazy-pages", None, "needs a lazy-pages daemon"),
             (self.stream, "stream", None, "needs criu-image-streamer's protocol"),
-            (self.page_server, "page-server", None, "needs a page server"),
+            (verb == Verb::Restore && self.page_server, "page-server", None, "restore reads pages from the images directory only; the lazy-pages daemon fetches them from a page server"),
+            (self.tls, "tls", None, "page server connections over TLS"),
+            (self.ps_socket.is_some(), "ps-socket", None, "a page server socket handed over as an fd"),
             (self.auto_dedup, "auto-dedup", None, "needs deduplication"),
             (self.ext_unix_sk.is_some(), "ext-unix-sk", None, "needs the engine to dump a unix socket whose peer is outside the tree"),
             (
@@ -729,6 +731,9 @@ impl CriuOptions {
         }
         if let Some(caps) = self.cpu_caps.filter(|caps| caps.needs_cpuinfo()) {
             refuse("cpu-cap", Some(caps.needing_cpuinfo()), "needs cpuinfo.img; only none and fpu");
+        }
+        if dumps && self.page_server && self.port.is_none() {
+            out.push(Refusal { option: "page-server", value: None, why: "needs the page server's --port (and --address, default 127.0.0.1)".into(), kind: RefusalKind::Unusable });
         }
         if let Err(why) = self.mount_maps() {
             out.push(Refusal { option: "external", value: None, why, kind: RefusalKind::Unusable });
@@ -773,6 +778,13 @@ impl CriuOptions {
             // CRIU's --timeout 0 waits without a bound.
             timeout: (self.timeout > 0).then(|| std::time::Duration::from_secs(u64::from(self.timeout))),
             stages: Default::default(),
+            page_server: match (self.page_server, self.port) {
+                (true, Some(port)) => Some(crust_engine::dump::PageServerAddress {
+                    address: self.address.clone().unwrap_or_else(|| "127.0.0.1".into()),
+                    port,
+                }),
+                _ => None,
+            },
         })
     }
 
@@ -1060,6 +1072,7 @@ mod tests {
             "empty-ns" => "net",
             "ext-unix-sk" => "1",
             "file-validation" => "filesize",
+            "ps-socket" => "3",
             _ => "x",
         }
     }

@@ -32,6 +32,7 @@ pub(crate) mod nftables;
 pub(crate) mod process;
 pub(crate) mod ptrace;
 pub(crate) mod socket;
+pub(crate) mod stream;
 pub(crate) mod sysv;
 pub(crate) mod tty;
 pub(crate) mod uffd;
