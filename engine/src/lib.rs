@@ -23,6 +23,7 @@ mod error;
 mod files;
 mod infect;
 mod ipc;
+pub mod lazy;
 mod memory;
 mod model;
 mod mounts;

@@ -155,7 +155,8 @@ fn run(program: Program, args: &[String]) -> anyhow::Result<i32> {
             crate::rpc::run(crate::rpc::RpcCmd::Service(args), options)
         }
         Verb::PageServer => page_server(options),
-        Verb::LazyPages | Verb::Dedup | Verb::CpuinfoDump | Verb::CpuinfoCheck => {
+        Verb::LazyPages => lazy_pages(options),
+        Verb::Dedup | Verb::CpuinfoDump | Verb::CpuinfoCheck => {
             bail!("{} is not supported yet", verb.name())
         }
     }
@@ -317,6 +318,52 @@ fn page_server(mut options: CriuOptions) -> anyhow::Result<i32> {
         report.pages,
         (report.pages * crate::sys::page_size() as u64) as f64 / (1 << 20) as f64 / report.elapsed.as_secs_f64().max(1e-9),
         report.parent_pages,
+        report.elapsed
+    );
+    Ok(0)
+}
+
+/// `crust lazy-pages`: listens on `lazy-pages.socket` in the work directory, takes the
+/// userfaultfds of the tree that `crust restore --lazy-pages` (same work directory)
+/// restores, and fills its memory from the images (`crust_engine::lazy`); exits once
+/// every page is in.
+fn lazy_pages(mut options: CriuOptions) -> anyhow::Result<i32> {
+    if options.page_server {
+        bail!("--page-server is not supported yet for lazy-pages (pages from a remote source; the images directory only)");
+    }
+    enter_work_dir(&mut options, false)?;
+    logging::init(&options)?;
+    let socket = Path::new(options::LAZY_PAGES_SOCKET);
+    if socket.exists() {
+        if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+            bail!("lazy-pages: {} in {} is served by another daemon", socket.display(), std::env::current_dir().unwrap_or_default().display());
+        }
+        std::fs::remove_file(socket).with_context(|| format!("remove the stale {}", socket.display()))?;
+    }
+    let listener = std::os::unix::net::UnixListener::bind(socket).with_context(|| format!("lazy-pages: listen on {}", socket.display()))?;
+    log::info!("lazy-pages daemon listening on {} in {}", socket.display(), std::env::current_dir().unwrap_or_default().display());
+    if options.daemon {
+        if let Some(daemon) = crate::sys::fork_daemon().context("lazy-pages: fork the daemon")? {
+            if let Some(pidfile) = &options.pidfile {
+                std::fs::write(pidfile, format!("{daemon}")).with_context(|| format!("write {}", pidfile.display()))?;
+            }
+            return Ok(0);
+        }
+    } else if let Some(pidfile) = &options.pidfile {
+        std::fs::write(pidfile, format!("{}", std::process::id())).with_context(|| format!("write {}", pidfile.display()))?;
+    }
+    if let Some(fd) = options.status_fd {
+        crate::sys::report_ready(fd).with_context(|| format!("--status-fd {fd}"))?;
+    }
+    let served = crust_engine::lazy::serve(&listener);
+    let _ = std::fs::remove_file(socket);
+    let report = served.inspect_err(|e| log::error!("{e}"))?;
+    log::info!(
+        "lazy pages: {} processes; {} pages on faults, {} prefetched, {} zero pages, in {:?}",
+        report.processes,
+        report.faulted,
+        report.prefetched,
+        report.zero,
         report.elapsed
     );
     Ok(0)

@@ -696,7 +696,7 @@ impl CriuOptions {
         }
         const CGROUPS: &str = "crust neither dumps nor restores cgroups";
         let checks: [(bool, &'static str, Option<&str>, &str); 19] = [
-            (self.lazy_pages, "lazy-pages", None, "needs a lazy-pages daemon"),
+            (dumps && self.lazy_pages, "lazy-pages", None, "a dump that leaves its pages at the source for a remote lazy-pages daemon"),
             (self.stream, "stream", None, "needs criu-image-streamer's protocol"),
             (verb == Verb::Restore && self.page_server, "page-server", None, "restore reads pages from the images directory only; the lazy-pages daemon fetches them from a page server"),
             (self.tls, "tls", None, "page server connections over TLS"),
@@ -840,6 +840,8 @@ impl CriuOptions {
             mounts: self.restore_mount_options().unwrap_or_default(),
             veths: self.veths(),
             skip_checksums: self.skip_checksums,
+            // The daemon's socket in the work directory (the restore runs there).
+            lazy_pages: self.lazy_pages.then(|| PathBuf::from(LAZY_PAGES_SOCKET)),
             leave_stopped: self.leave_stopped,
             restore_sibling: self.restore_sibling,
             // Checked when set (`parse_inherit_fd`).
@@ -860,6 +862,10 @@ impl CriuOptions {
         pairs.chain(external).map(|(inner, outer)| (inner.to_string(), outer.to_string())).collect()
     }
 }
+
+/// The lazy-pages daemon's socket, in the work directory of both `crust lazy-pages`
+/// and `crust restore --lazy-pages` (as CRIU names it).
+pub const LAZY_PAGES_SOCKET: &str = "lazy-pages.socket";
 
 /// `--ghost-limit`'s size: a number of bytes with an optional K, M or G (powers of 1024).
 pub fn parse_size(text: &str) -> Result<u64, String> {
@@ -961,7 +967,8 @@ mod tests {
     #[test]
     fn refusals_name_the_option_and_depend_on_the_verb() {
         let refused = |text: &str, verb| options(text).unwrap().refusal(verb).map(|r| r.shown());
-        assert_eq!(refused("--lazy-pages", Verb::Restore).as_deref(), Some("--lazy-pages"));
+        assert_eq!(refused("--lazy-pages", Verb::Dump).as_deref(), Some("--lazy-pages"));
+        assert_eq!(refused("--lazy-pages", Verb::Restore), None);
         assert_eq!(refused("--lazy-pages", Verb::Check), None);
         assert_eq!(refused("--network-lock nftables --tcp-established", Verb::Dump), None);
         assert_eq!(refused("--network-lock iptables", Verb::Dump), None);
@@ -982,8 +989,8 @@ mod tests {
         assert_eq!(refused("--cpu-cap=fpu,ins", Verb::Restore).as_deref(), Some("--cpu-cap ins"));
         assert_eq!(refused("--tcp-close --no-tcp-close", Verb::Dump), None);
         assert_eq!(refused("--leave-stopped", Verb::Restore), None);
-        let text = options("--lazy-pages").unwrap().refusal(Verb::Restore).unwrap().to_string();
-        assert_eq!(text, "--lazy-pages is not supported yet (needs a lazy-pages daemon)");
+        let text = options("--lazy-pages").unwrap().refusal(Verb::Dump).unwrap().to_string();
+        assert_eq!(text, "--lazy-pages is not supported yet (a dump that leaves its pages at the source for a remote lazy-pages daemon)");
     }
 
     #[test]
