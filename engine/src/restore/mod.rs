@@ -207,7 +207,7 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
     let mut lazy = options.lazy_pages.as_deref().map(crate::lazy::handoff::Handoff::connect).transpose()?;
     // Every page read before the first fork: a damaged image fails here, naming the run.
     if options.skip_checksums || lazy.is_some() {
-        log::info!("page checksums not verified (--skip-checksums)");
+        log::info!("page checksums not verified ({})", if lazy.is_some() { "--lazy-pages: the daemon reads the pages" } else { "--skip-checksums" });
     } else {
         let verifying = Instant::now();
         let verified = crate::memory::checksums::verify(&options.dir, sys::page_size())?;
