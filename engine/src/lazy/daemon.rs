@@ -80,7 +80,10 @@ pub fn serve_restore(mut stream: UnixStream) -> Result<LazyReport, LazyError> {
         if connected {
             fds.push(stream.as_fd());
         }
-        let ready = uffd::poll_readable(&fds, if work_left { 0 } else { -1 }).map_err(|source| LazyError::Io { what: "poll".into(), source })?;
+        // Prefetching starts once the restore has handed every process over: until
+        // then faults come from crust's own injected calls, which wait on them.
+        let prefetch = work_left && !connected;
+        let ready = uffd::poll_readable(&fds, if prefetch { 0 } else { -1 }).map_err(|source| LazyError::Io { what: "poll".into(), source })?;
         drop(fds);
         if connected && ready[processes.len()] {
             match handoff::receive(&mut stream)? {
@@ -122,7 +125,7 @@ pub fn serve_restore(mut stream: UnixStream) -> Result<LazyReport, LazyError> {
             }
         }
         processes.extend(forked);
-        if !any_message && work_left {
+        if !any_message && prefetch {
             if let Some(process) = processes.iter_mut().find(|p| !p.complete()) {
                 process.prefetch(&mut files, &mut buffer, &mut report);
             }
