@@ -94,42 +94,8 @@ impl Verb {
     }
 }
 
-/// `--manage-cgroups` modes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CgroupMode {
-    None,
-    Props,
-    Soft,
-    Full,
-    Strict,
-    Ignore,
-}
-
-impl CgroupMode {
-    /// A mode by CRIU's name.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        Ok(match text {
-            "none" => CgroupMode::None,
-            "props" => CgroupMode::Props,
-            "soft" => CgroupMode::Soft,
-            "full" => CgroupMode::Full,
-            "strict" => CgroupMode::Strict,
-            "ignore" => CgroupMode::Ignore,
-            other => return Err(format!("unknown cgroups mode `{other}' (none, props, soft, full, strict, ignore)")),
-        })
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            CgroupMode::None => "none",
-            CgroupMode::Props => "props",
-            CgroupMode::Soft => "soft",
-            CgroupMode::Full => "full",
-            CgroupMode::Strict => "strict",
-            CgroupMode::Ignore => "ignore",
-        }
-    }
-}
+/// `--manage-cgroups` modes (the engine's).
+pub use crust_engine::CgroupMode;
 
 /// `--network-lock` methods.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -694,7 +660,6 @@ impl CriuOptions {
         if !(dumps || restores) {
             return out;
         }
-        const CGROUPS: &str = "crust neither dumps nor restores cgroups";
         let checks: [(bool, &'static str, Option<&str>, &str); 19] = [
             (dumps && self.lazy_pages, "lazy-pages", None, "a dump that leaves its pages at the source for a remote lazy-pages daemon"),
             (self.stream, "stream", None, "needs criu-image-streamer's protocol"),
@@ -709,25 +674,22 @@ impl CriuOptions {
                 self.external.iter().find(|e| !e.starts_with("mnt[") && !e.starts_with("veth[")).map(String::as_str),
                 "crust takes only mount (mnt[...]) and veth (veth[IN]:OUT[@BRIDGE]) externals yet",
             ),
-            (!self.enable_fs.is_empty(), "enable-fs", None, "crust dumps no filesystem mounts yet (binds of the root and of external mounts only)"),
+            (!self.enable_fs.is_empty(), "enable-fs", None, "crust makes anew only proc, sysfs, tmpfs, devpts, mqueue, cgroup and cgroup2 mounts, which need no --enable-fs"),
             (restores && !self.join_ns.is_empty(), "join-ns", None, "needs namespace support in the engine"),
             (restores && self.empty_ns.is_some(), "empty-ns", None, "needs network namespace support in the engine"),
             (restores && self.lsm_profile.is_some(), "lsm-profile", None, "crust does not restore LSM profiles"),
             (restores && self.lsm_mount_context.is_some(), "lsm-mount-context", None, "crust does not set SELinux contexts on the mounts it makes"),
-            (!self.cgroup_root.is_empty(), "cgroup-root", None, CGROUPS),
-            (self.cgroup_props.is_some(), "cgroup-props", None, CGROUPS),
-            (self.cgroup_props_file.is_some(), "cgroup-props-file", None, CGROUPS),
-            (!self.cgroup_dump_controller.is_empty(), "cgroup-dump-controller", None, CGROUPS),
-            (self.cgroup_yard.is_some(), "cgroup-yard", None, CGROUPS),
+            (dumps && !self.cgroup_root.is_empty(), "cgroup-root", None, "crust's dump records every cgroup path as it is; --cgroup-root moves them on restore"),
+            (dumps && self.cgroup_props.is_some(), "cgroup-props", None, "crust records its built-in property lists only"),
+            (dumps && self.cgroup_props_file.is_some(), "cgroup-props-file", None, "crust records its built-in property lists only"),
+            (dumps && !self.cgroup_dump_controller.is_empty(), "cgroup-dump-controller", None, "crust records every hierarchy"),
+            (self.cgroup_yard.is_some(), "cgroup-yard", None, "crust mounts the hierarchies itself (detached mounts)"),
             (self.file_validation.is_some(), "file-validation", None, "crust checks only that each file exists"),
         ];
         for (given, option, value, why) in checks {
             if given {
                 refuse(option, value.map(str::to_string), why);
             }
-        }
-        if let Some(mode) = self.manage_cgroups.filter(|m| *m != CgroupMode::Ignore) {
-            refuse("manage-cgroups", Some(mode.name().to_string()), "crust neither dumps nor restores cgroups; only ignore");
         }
         if let Some(caps) = self.cpu_caps.filter(|caps| caps.needs_cpuinfo()) {
             refuse("cpu-cap", Some(caps.needing_cpuinfo()), "needs cpuinfo.img; only none and fpu");
@@ -775,6 +737,8 @@ impl CriuOptions {
             network_lock_skip: self.network_lock == NetworkLock::Skip,
             tcp_close: self.tcp_close,
             skip_in_flight: self.skip_in_flight,
+            cgroup_mode: self.manage_cgroups.unwrap_or_default(),
+            freeze_cgroup: self.freeze_cgroup.clone(),
             // CRIU's --timeout 0 waits without a bound.
             timeout: (self.timeout > 0).then(|| std::time::Duration::from_secs(u64::from(self.timeout))),
             stages: Default::default(),
@@ -850,6 +814,8 @@ impl CriuOptions {
                 .iter()
                 .filter_map(|spec| parse_inherit_fd(spec).ok().map(|(fd, key)| (fd, key.to_string())))
                 .collect(),
+            cgroup_mode: self.manage_cgroups.unwrap_or_default(),
+            cgroup_roots: self.cgroup_root.iter().map(|root| parse_cgroup_root(root)).collect(),
             ..Default::default()
         }
     }
@@ -866,6 +832,15 @@ impl CriuOptions {
 /// The lazy-pages daemon's socket, in the work directory of both `crust lazy-pages`
 /// and `crust restore --lazy-pages` (as CRIU names it).
 pub const LAZY_PAGES_SOCKET: &str = "lazy-pages.socket";
+
+/// `--cgroup-root [CONTROLLER:]PATH` as (controller, path): `:PATH` names the unified
+/// hierarchy (runc's `cg_root` with an empty `ctrl`), a bare PATH every hierarchy.
+pub fn parse_cgroup_root(text: &str) -> (Option<String>, String) {
+    match text.split_once(':') {
+        Some((controller, path)) if !text.starts_with('/') => (Some(controller.to_string()), path.to_string()),
+        _ => (None, text.to_string()),
+    }
+}
 
 /// `--ghost-limit`'s size: a number of bytes with an optional K, M or G (powers of 1024).
 pub fn parse_size(text: &str) -> Result<u64, String> {
@@ -956,6 +931,19 @@ mod tests {
     }
 
     #[test]
+    fn cgroup_roots_and_modes_reach_the_engine() {
+        assert_eq!(parse_cgroup_root("/a/b"), (None, "/a/b".to_string()));
+        assert_eq!(parse_cgroup_root("cpu,cpuacct:/a"), (Some("cpu,cpuacct".to_string()), "/a".to_string()));
+        assert_eq!(parse_cgroup_root(":/u"), (Some(String::new()), "/u".to_string()));
+        let restore = options("--manage-cgroups=full --cgroup-root name=systemd:/s").unwrap().restore_options();
+        assert_eq!(restore.cgroup_mode, CgroupMode::Full);
+        assert_eq!(restore.cgroup_roots, [(Some("name=systemd".to_string()), "/s".to_string())]);
+        let dump = options("-t 1 --freeze-cgroup /sys/fs/cgroup/freezer/x").unwrap().dump_options(Verb::Dump).unwrap();
+        assert_eq!(dump.cgroup_mode, CgroupMode::Soft);
+        assert_eq!(dump.freeze_cgroup.as_deref(), Some(Path::new("/sys/fs/cgroup/freezer/x")));
+    }
+
+    #[test]
     fn cpu_caps() {
         assert!(CpuCaps::parse("").unwrap().needs_cpuinfo());
         assert!(!CpuCaps::parse("none").unwrap().needs_cpuinfo());
@@ -974,7 +962,13 @@ mod tests {
         assert_eq!(refused("--network-lock iptables", Verb::Dump), None);
         assert_eq!(refused("--network-lock skip", Verb::Dump), None);
         assert_eq!(refused("--leave-stopped --tcp-close", Verb::Dump), None);
-        assert_eq!(refused("--manage-cgroups", Verb::Dump).as_deref(), Some("--manage-cgroups soft"));
+        assert_eq!(refused("--manage-cgroups", Verb::Dump), None);
+        assert_eq!(refused("--manage-cgroups=strict --cgroup-root cpu:/x --cgroup-root /y", Verb::Restore), None);
+        assert_eq!(refused("--cgroup-root /x", Verb::Dump).as_deref(), Some("--cgroup-root"));
+        assert_eq!(refused("--cgroup-yard /y", Verb::Restore).as_deref(), Some("--cgroup-yard"));
+        assert_eq!(refused("--cgroup-yard /y", Verb::Dump).as_deref(), Some("--cgroup-yard"));
+        assert_eq!(refused("--cgroup-props-file /p", Verb::Dump).as_deref(), Some("--cgroup-props-file"));
+        assert_eq!(refused("--cgroup-dump-controller pids", Verb::Dump).as_deref(), Some("--cgroup-dump-controller"));
         assert_eq!(refused("--manage-cgroups=ignore", Verb::Restore), None);
         assert_eq!(refused("--root /", Verb::Restore), None);
         assert_eq!(refused("--root /x", Verb::Restore), None);

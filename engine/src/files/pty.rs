@@ -151,12 +151,14 @@ pub(crate) fn dump_info(index: u32, master: &OwnedFd) -> Result<pb::TtyInfoEntry
     // On the master these tell the slave's session and foreground group.
     let sid = get(libc::TIOCGSID).unwrap_or(0).max(0) as u32;
     let pgrp = get(libc::TIOCGPGRP).unwrap_or(0).max(0) as u32;
+    // The slave through its master (TIOCGPTPEER), not by path: the pty may be of a
+    // devpts instance of the tree's own, which crust's /dev/pts does not show.
     let path = format!("/dev/pts/{index}");
-    let slave = sys::file::open_path(&path, libc::O_RDWR | libc::O_NOCTTY | libc::O_NONBLOCK).map_err(file_io(format!("open {path}")))?;
+    let slave = sys::tty::open_peer(m, libc::O_RDWR | libc::O_NOCTTY | libc::O_NONBLOCK).map_err(file_io(format!("open {path} through its master (TIOCGPTPEER)")))?;
     let exclusive = sys::tty::ioctl_int_arg(slave.as_raw_fd(), libc::TIOCGEXCL, 0).map_err(file_io("TIOCGEXCL"))? != 0;
     let (termios, winsize) = sys::tty::terminal_state(slave.as_raw_fd()).map_err(file_io(format!("{path}: termios")))?;
     let locked_termios = sys::tty::locked_termios(slave.as_raw_fd()).map_err(file_io(format!("{path}: locked termios")))?;
-    let meta = std::fs::metadata(&path).map_err(file_io(format!("stat {path}")))?;
+    let meta = std::fs::File::from(slave).metadata().map_err(file_io(format!("stat {path}")))?;
     use std::os::unix::fs::MetadataExt;
     Ok(pb::TtyInfoEntry {
         id: info_ids(index).0,

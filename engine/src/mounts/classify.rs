@@ -39,8 +39,41 @@ pub(crate) enum MountClass {
     /// A mount the restore gets from the host by `key`; `host_path`: for one found by
     /// `--external mnt[]`, where crust's namespace shows its root (written as `source`).
     External { key: String, host_path: Option<String> },
+    /// A new mount of a kernel filesystem ([`FS_KINDS`]): made again with its options by
+    /// the restored root, in the tree's namespaces; a tmpfs with its contents. A root
+    /// other than the filesystem's `/` is that directory of the new mount.
+    Fs,
     /// `--skip-mnt`, or under such a mount: not dumped.
     Skipped,
+}
+
+/// The filesystems crust makes anew at restore (fstype names as mountinfo shows them).
+pub(crate) const FS_KINDS: [&str; 7] = ["proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup", "cgroup2"];
+
+/// The name of `mnt_entry.fstype` `number` among [`FS_KINDS`].
+pub(crate) fn fs_kind_name(number: u32) -> Option<&'static str> {
+    FS_KINDS.iter().copied().find(|name| fstype_number(name) == number)
+}
+
+/// Which mounts are made as new mounts of their filesystem (`candidate[i]`: a mount of
+/// one of [`FS_KINDS`] not yet given a source; `primary[i]`: the root and external
+/// mounts): a candidate is made anew unless a primary or another candidate of the same
+/// superblock (`device`) has a root holding its root (the shorter root, then the
+/// first, wins); those become binds. Pure; the dump and the restore use it alike.
+pub(crate) fn fs_mounts(mounts: &[(u32, &str)], candidate: &[bool], primary: &[bool]) -> Vec<bool> {
+    (0..mounts.len())
+        .map(|index| {
+            let (device, root) = mounts[index];
+            candidate[index]
+                && !(0..mounts.len()).any(|other| {
+                    let (other_device, other_root) = mounts[other];
+                    other != index
+                        && other_device == device
+                        && is_under(root, other_root)
+                        && (primary[other] || (candidate[other] && (other_root.len(), other) < (root.len(), index)))
+                })
+        })
+        .collect()
 }
 
 /// Why a mount cannot be dumped, in one line naming it.
@@ -53,8 +86,8 @@ pub(crate) fn describe(mount: &MountInfo) -> String {
     format!("mount {} ({}, {} {})", mount.id, mount.mountpoint, mount.fstype, mount.root)
 }
 
-/// Filesystems CRIU dumps by kind (`fstype` numbers of `mnt.proto`); crust restores
-/// none of them yet, only binds of the root and of external mounts.
+/// Filesystems CRIU dumps by kind (`fstype` numbers of `mnt.proto`); crust makes
+/// [`FS_KINDS`] of them again.
 pub(crate) fn fstype_number(fstype: &str) -> u32 {
     match fstype {
         "proc" => 1,
@@ -167,11 +200,17 @@ pub(crate) fn classify(tree: &[MountInfo], host: &[MountInfo], options: &DumpMou
         if mount.deleted_root().is_some() {
             return Err(Refused(format!("{} is a bind of a deleted file or directory: not supported yet", describe(mount))));
         }
-        if let Some(group) = mount.shared {
-            return Err(Refused(format!("{} is shared (peer group {group}): mount propagation is not supported yet", describe(mount))));
+        if let Some(group) = mount.shared.filter(|&group| host.iter().any(|h| h.shared == Some(group))) {
+            return Err(Refused(format!(
+                "{} is shared with a mount of crust's namespace (peer group {group}): propagation across the tree's border is not supported yet",
+                describe(mount)
+            )));
         }
-        if let Some(group) = mount.master {
-            return Err(Refused(format!("{} is a slave (of peer group {group}): mount propagation is not supported yet", describe(mount))));
+        if let Some(group) = mount.master.filter(|&group| !tree.iter().any(|m| m.shared == Some(group))) {
+            return Err(Refused(format!(
+                "{} is a slave of peer group {group}, which no mount of the tree is in (an external master): not supported yet",
+                describe(mount)
+            )));
         }
         if !in_tree(mount.parent) {
             classes[index] = Some(MountClass::Root);
@@ -182,15 +221,31 @@ pub(crate) fn classify(tree: &[MountInfo], host: &[MountInfo], options: &DumpMou
     // The rest: binds of a source already known, or external by --external mnt[], or
     // refused. Shorter roots first, so that a directory the host shares once and the
     // tree binds twice becomes one external mount and a bind of it.
+    let keys: Vec<(u32, &str)> = tree.iter().map(|m| (m.device(), m.root.as_str())).collect();
+    // Kernel filesystems: one new mount per superblock, the rest binds of it.
+    let candidate: Vec<bool> = tree.iter().zip(&classes).map(|(m, c)| c.is_none() && FS_KINDS.contains(&m.fstype.as_str())).collect();
+    let primary: Vec<bool> = classes.iter().map(|c| matches!(c, Some(MountClass::Root | MountClass::External { .. }))).collect();
+    for (index, fs) in fs_mounts(&keys, &candidate, &primary).into_iter().enumerate() {
+        if !fs {
+            continue;
+        }
+        let mount = &tree[index];
+        if mount.fstype == "tmpfs" && mount.root != "/" {
+            return Err(Refused(format!(
+                "{} is a directory of a tmpfs whose root is not mounted in the tree: its contents cannot be dumped whole (not supported yet)",
+                describe(mount)
+            )));
+        }
+        classes[index] = Some(MountClass::Fs);
+    }
     let mut rest: Vec<usize> = (0..tree.len()).filter(|&i| classes[i].is_none()).collect();
     rest.sort_by_key(|&i| (tree[i].root.len(), i));
-    let keys: Vec<(u32, &str)> = tree.iter().map(|m| (m.device(), m.root.as_str())).collect();
     // Of several mounts crust cannot take, the message names the first in the
     // namespace's order.
     let mut refused: Option<(usize, Refused)> = None;
     for index in rest {
         let mount = &tree[index];
-        let primary: Vec<bool> = classes.iter().map(|c| matches!(c, Some(MountClass::Root | MountClass::External { .. }))).collect();
+        let primary: Vec<bool> = classes.iter().map(|c| matches!(c, Some(MountClass::Root | MountClass::External { .. } | MountClass::Fs))).collect();
         if let Some(source) = bind_sources(&keys, &primary)[index] {
             classes[index] = Some(MountClass::Bind { source });
             continue;
@@ -291,14 +346,32 @@ mod tests {
     }
 
     #[test]
-    fn the_runc_container_names_what_m1_cannot_take() {
+    fn the_runc_container_is_kernel_filesystems_binds_and_externals() {
         let tree = parse(include_str!("fixtures/runc-container.mountinfo")).expect("tree");
         let options = DumpMountOptions {
             externals: vec![("/data".into(), "/data".into()), ("/etc/bound".into(), "/etc/bound".into())],
             ..Default::default()
         };
-        let refused = classify(&tree, &host(), &options).expect_err("proc");
-        assert_eq!(refused.0, "mount 69 (/proc, proc /): proc mounts are not supported yet");
+        let classes = classify(&tree, &host(), &options).expect("classify");
+        let index = |id: u32| tree.iter().position(|m| m.id == id).expect("mount");
+        let by_id: Vec<(u32, MountClass)> = tree.iter().map(|m| m.id).zip(classes).collect();
+        let expected: Vec<(u32, MountClass)> = tree
+            .iter()
+            .map(|m| {
+                let class = match m.id {
+                    68 => MountClass::Root,
+                    85 => MountClass::External { key: "/data".into(), host_path: None },
+                    86 => MountClass::External { key: "/etc/bound".into(), host_path: None },
+                    // /proc/bus, /proc/fs, /proc/irq, /proc/sys: directories of /proc.
+                    47..=50 => MountClass::Bind { source: index(69) },
+                    // runc's masked files: /null of the container's /dev.
+                    52 | 53 => MountClass::Bind { source: index(70) },
+                    _ => MountClass::Fs,
+                };
+                (m.id, class)
+            })
+            .collect();
+        assert_eq!(by_id, expected);
         // Skipping every kernel filesystem leaves the root and the two externals.
         let skip = ["/proc", "/dev", "/sys", "/tmp"].map(String::from).to_vec();
         let classes = classify(&tree, &host(), &DumpMountOptions { skip, ..options }).expect("classify");
@@ -314,12 +387,31 @@ mod tests {
     }
 
     #[test]
+    fn one_new_mount_per_superblock() {
+        // Two proc mounts of one superblock: the one with the shorter root is made, the
+        // other is a bind of it; a tmpfs whose root is not mounted is refused.
+        let text = "10 1 254:0 /ct / rw - ext4 /dev/vda rw\n\
+                    11 10 0:50 /sys /a rw - proc proc rw\n\
+                    12 10 0:50 / /proc rw - proc proc rw\n\
+                    13 10 0:51 /x /t rw - tmpfs tmpfs rw\n";
+        let tree = parse(text).expect("tree");
+        let refused = classify(&tree, &host(), &DumpMountOptions::default()).expect_err("tmpfs subdir");
+        assert!(refused.0.starts_with("mount 13 (/t, tmpfs /x) is a directory of a tmpfs whose root is not mounted"), "{}", refused.0);
+        let classes = classify(&tree[..3], &host(), &DumpMountOptions::default()).expect("classify");
+        assert_eq!(classes, [MountClass::Root, MountClass::Bind { source: 2 }, MountClass::Fs]);
+        let overlay = parse("10 1 254:0 /ct / rw - ext4 /dev/vda rw\n11 10 0:52 / /o rw - overlay overlay rw,lowerdir=/a\n").expect("tree");
+        assert_eq!(classify(&overlay, &host(), &DumpMountOptions::default()).expect_err("overlay").0, "mount 11 (/o, overlay /): overlay mounts are not supported yet");
+    }
+
+    #[test]
     fn refusals_name_the_mount() {
-        let shared = parse("10 1 254:0 / / rw shared:3 - ext4 /dev/vda rw\n").expect("tree");
+        let shared = parse("10 1 254:0 / / rw shared:1 - ext4 /dev/vda rw\n").expect("tree");
         assert_eq!(
-            classify(&shared, &host(), &DumpMountOptions::default()).expect_err("shared").0,
-            "mount 10 (/, ext4 /) is shared (peer group 3): mount propagation is not supported yet"
+            classify(&shared, &parse("1 0 254:0 / / rw shared:1 - ext4 /dev/vda rw\n").expect("host"), &DumpMountOptions::default()).expect_err("shared").0,
+            "mount 10 (/, ext4 /) is shared with a mount of crust's namespace (peer group 1): propagation across the tree's border is not supported yet"
         );
+        let slave = parse("10 1 254:0 / / rw - ext4 /dev/vda rw\n11 10 0:60 / /t rw master:900 - tmpfs t rw\n").expect("tree");
+        assert!(classify(&slave, &host(), &DumpMountOptions::default()).expect_err("slave").0.contains("a slave of peer group 900, which no mount of the tree is in"));
         let chrooted = parse("10 1 254:0 / /a rw - ext4 /dev/vda rw\n11 2 254:0 / /b rw - ext4 /dev/vda rw\n").expect("tree");
         assert!(classify(&chrooted, &host(), &DumpMountOptions::default()).expect_err("chroot").0.contains("chroot"));
         let tree = parse(include_str!("fixtures/pivoted.mountinfo")).expect("tree");

@@ -4,16 +4,17 @@
 
 use std::collections::BTreeSet;
 use std::fs;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use crust_images::{pb, ImageKind, ImageWriter};
 
-use super::classify::{classify, fstype_number, DumpMountOptions, MountClass};
+use super::classify::{classify, describe, fstype_number, DumpMountOptions, MountClass};
 use super::mountinfo::{self, MountInfo};
 use super::{mount_io, MountError};
 
 /// The dumped mount namespace of a tree.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub(crate) struct DumpedMounts {
     /// The namespace's id: the image is `mountpoints-<ns_id>.img`.
     pub(crate) ns_id: u32,
@@ -24,6 +25,10 @@ pub(crate) struct DumpedMounts {
     /// Where crust reaches the tree's files by their paths in the namespace:
     /// `/proc/ROOT/root`.
     pub(crate) view_root: PathBuf,
+    /// Each tmpfs superblock of the tree: its `root_dev`, how messages name it, and a
+    /// detached clone of its mount (that mount alone), archived when the images are
+    /// written.
+    pub(crate) tmpfs: Vec<(u32, String, OwnedFd)>,
 }
 
 impl DumpedMounts {
@@ -34,7 +39,9 @@ impl DumpedMounts {
 }
 
 /// Reads and classifies the mount namespace of `root` (a stopped task whose root is the
-/// namespace's root), as namespace `ns_id`.
+/// namespace's root), as namespace `ns_id`. The mountinfo is read from a thread in the
+/// root's cgroup namespace, so cgroup mounts' roots are the tree's view (CRIU's); each
+/// tmpfs is cloned from a thread in the tree's mount namespace.
 pub(crate) fn collect(root: i32, ns_id: u32, options: &DumpMountOptions) -> Result<DumpedMounts, MountError> {
     let root_link = format!("/proc/{root}/root");
     let seen_root = fs::read_link(&root_link).map_err(mount_io(format!("readlink {root_link}")))?;
@@ -48,11 +55,17 @@ pub(crate) fn collect(root: i32, ns_id: u32, options: &DumpMountOptions) -> Resu
         let text = fs::read_to_string(path).map_err(mount_io(format!("read {path}")))?;
         mountinfo::parse(&text).map_err(|source| MountError::Parse { source })
     };
-    let tree = read(&format!("/proc/{root}/mountinfo"))?;
     let host = read("/proc/self/mountinfo")?;
+    let cgroup_ns_path = format!("/proc/{root}/ns/cgroup");
+    let cgroup_ns = fs::File::open(&cgroup_ns_path).map_err(mount_io(format!("open {cgroup_ns_path}")))?;
+    let tree = in_thread(|| {
+        crate::sys::mount::enter_cgroup_namespace(&cgroup_ns).map_err(mount_io(format!("enter the cgroup namespace of pid {root} (setns)")))?;
+        read(&format!("/proc/{root}/mountinfo"))
+    })?;
     let classes = classify(&tree, &host, options).map_err(|refused| MountError::refused(refused.0))?;
     let mut entries = Vec::new();
     let mut skipped = BTreeSet::new();
+    let mut tmpfs_mounts = Vec::new();
     for (mount, class) in tree.iter().zip(&classes) {
         let (ext_key, source) = match class {
             MountClass::Skipped => {
@@ -60,19 +73,60 @@ pub(crate) fn collect(root: i32, ns_id: u32, options: &DumpMountOptions) -> Resu
                 continue;
             }
             MountClass::External { key, host_path } => (Some(key.clone()), host_path.clone().unwrap_or_else(|| mount.source.clone())),
-            MountClass::Root | MountClass::Bind { .. } => (None, mount.source.clone()),
+            MountClass::Fs if mount.fstype == "tmpfs" => {
+                tmpfs_mounts.push(mount);
+                (None, mount.source.clone())
+            }
+            MountClass::Root | MountClass::Bind { .. } | MountClass::Fs => (None, mount.source.clone()),
         };
         entries.push(entry(mount, source, ext_key));
     }
     for entry in &entries {
         log::debug!("mount {} {} at {} from {} (parent {}, flags {:#x}, key {:?})", entry.mnt_id, entry.fstype, entry.mountpoint, entry.root, entry.parent_mnt_id, entry.flags, entry.ext_key);
     }
-    Ok(DumpedMounts { ns_id, entries, skipped, view_root: PathBuf::from(root_link) })
+    let tmpfs = if tmpfs_mounts.is_empty() {
+        Vec::new()
+    } else {
+        let mnt_ns_path = format!("/proc/{root}/ns/mnt");
+        let mnt_ns = fs::File::open(&mnt_ns_path).map_err(mount_io(format!("open {mnt_ns_path}")))?;
+        in_thread(|| {
+            crate::sys::mount::enter_mount_namespace(&mnt_ns).map_err(mount_io(format!("enter the mount namespace of pid {root} (setns)")))?;
+            // A copy of the namespace of this thread's own, made private (nothing done
+            // in it propagates to the tree's), where the mounts are detached from the
+            // last one up: each is then the topmost at its path when it is cloned, so
+            // a tmpfs covered by a later mount is read, not the one covering it.
+            crate::sys::mount::new_mount_namespace().map_err(mount_io("copy the tree's mount namespace (unshare CLONE_NEWNS)"))?;
+            crate::sys::mount::make_private_recursive(Path::new("/")).map_err(mount_io("make the copy of the tree's mount namespace private"))?;
+            let mut clones = Vec::new();
+            for mount in tree.iter().rev() {
+                if tmpfs_mounts.iter().any(|m| m.id == mount.id) {
+                    let name = describe(mount);
+                    let clone = crate::sys::mount::clone_tree(Path::new(&mount.mountpoint)).map_err(mount_io(format!("{name}: clone it to read its files (open_tree)")))?;
+                    clones.push((mount.device(), name, clone));
+                }
+                if tree.iter().any(|m| m.id == mount.parent) {
+                    crate::sys::mount::detach(Path::new(&mount.mountpoint)).map_err(mount_io(format!("{}: detach it in the copy of the namespace", describe(mount))))?;
+                }
+            }
+            clones.reverse();
+            Ok(clones)
+        })?
+    };
+    Ok(DumpedMounts { ns_id, entries, skipped, view_root: PathBuf::from(root_link), tmpfs })
+}
+
+/// Runs `work` in a thread of its own (one that may enter namespaces) and waits for it.
+fn in_thread<T: Send>(work: impl FnOnce() -> Result<T, MountError> + Send) -> Result<T, MountError> {
+    std::thread::scope(|scope| scope.spawn(work).join().unwrap_or_else(|_| Err(MountError::refused("a thread reading the tree's mounts panicked"))))
 }
 
 /// The `mnt_entry` of one mount, as CRIU writes it.
 fn entry(mount: &MountInfo, source: String, ext_key: Option<String>) -> pb::MntEntry {
-    let (sb_flags, options) = mount.super_flags_and_options();
+    let (sb_flags, mut options) = mount.super_flags_and_options();
+    // A devpts is always a new instance (CRIU writes the option).
+    if mount.fstype == "devpts" && !options.split(',').any(|o| o == "newinstance") {
+        options = if options.is_empty() { "newinstance".into() } else { format!("{options},newinstance") };
+    }
     pb::MntEntry {
         fstype: fstype_number(&mount.fstype),
         mnt_id: mount.id,
@@ -98,6 +152,15 @@ pub(crate) fn write_image(dir: &Path, mounts: &DumpedMounts) -> Result<(), Mount
         writer.write_entry(entry)?;
     }
     writer.finish()?;
+    for (device, name, clone) in &mounts.tmpfs {
+        let file_name = ImageKind::TmpfsDev.file_name(u64::from(*device));
+        let path = dir.join(&file_name);
+        let file = fs::File::create(&path).map_err(mount_io(format!("create {}", path.display())))?;
+        let mut out = std::io::BufWriter::new(file);
+        let entries = super::tmpfs::archive(clone.as_fd(), name, &mut out)?;
+        out.into_inner().map_err(|e| MountError::Io { what: format!("write {}", path.display()), source: e.into_error() })?;
+        log::info!("{name}: {entries} files and directories in {file_name}");
+    }
     Ok(())
 }
 

@@ -14,10 +14,17 @@
 //!   process of the tree has opened its files, crust pivots the namespace into the tree
 //!   and drops the old root.
 //!
-//! What M1 of `docs/containers.md` covers: a tree whose mounts are its root and binds
-//! (of directories and single files) of the root or of external sources. Kernel
-//! filesystems (proc, sysfs, tmpfs, devpts, mqueue, cgroup, overlay), propagation and
-//! mounts of deleted files are refused at dump, naming the mount.
+//! - `tmpfs` (`tmpfs.rs`): a tmpfs's files as CRIU's `tmpfs-dev-<s_dev>.tar.gz.img`,
+//!   archived from a clone of the mount and extracted into the new one, by fd.
+//!
+//! What is covered: the root, binds (of directories and single files) of the root, of
+//! external sources and of kernel filesystems, and new mounts of proc, sysfs, tmpfs
+//! (with its files), devpts, mqueue, cgroup and cgroup2, made by the restored root in
+//! the tree's pid, network, IPC and cgroup namespaces (one per superblock, the other
+//! mounts of a superblock binds of it); overmounts; propagation (peer groups, slaves of
+//! a group in the tree, unbindable), set once the whole tree is in place. Overlay and
+//! other filesystems, a master or peer outside the tree and mounts of deleted files are
+//! refused at dump, naming the mount.
 //!
 //! Invariant: imports no pipeline; the kernel calls go through `sys/mount.rs`.
 
@@ -28,6 +35,7 @@ mod dump;
 pub(crate) mod mountinfo;
 pub(crate) mod plan;
 mod restore;
+mod tmpfs;
 
 pub use classify::DumpMountOptions;
 pub(crate) use dump::{collect, write_image, DumpedMounts};

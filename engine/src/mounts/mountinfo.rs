@@ -65,6 +65,9 @@ impl MountInfo {
         if flags & (MS_NOATIME | MS_RELATIME) == 0 {
             flags |= MS_STRICTATIME;
         }
+        if self.unbindable {
+            flags |= MS_UNBINDABLE;
+        }
         flags
     }
 
@@ -104,6 +107,8 @@ pub(crate) const MS_MANDLOCK: u32 = 0x40;
 pub(crate) const MS_DIRSYNC: u32 = 0x80;
 pub(crate) const MS_NOATIME: u32 = 0x400;
 pub(crate) const MS_NODIRATIME: u32 = 0x800;
+/// Kept in `mnt_entry.flags` for a mount shown `unbindable`.
+pub(crate) const MS_UNBINDABLE: u32 = 0x2_0000;
 pub(crate) const MS_RELATIME: u32 = 0x20_0000;
 pub(crate) const MS_STRICTATIME: u32 = 0x100_0000;
 pub(crate) const MS_LAZYTIME: u32 = 0x200_0000;
@@ -247,7 +252,7 @@ mod tests {
         assert!(mounts[1].unbindable);
         assert_eq!((mounts[1].fstype.as_str(), mounts[1].subtype.as_deref()), ("fuse", Some("sshfs")));
         assert_eq!(mounts[1].source, "me@host:/dir");
-        assert_eq!(mounts[1].flags(), MS_STRICTATIME);
+        assert_eq!(mounts[1].flags(), MS_STRICTATIME | MS_UNBINDABLE);
     }
 
     #[test]

@@ -10,8 +10,8 @@ use std::path::{Component, Path, PathBuf};
 
 use crust_images::pb;
 
-use super::classify::{bind_sources, fstype_number, is_under, relative, AUTO_EXTERNAL_KEY, EXTERNAL_DEVICE_KEY};
-use super::mountinfo::{MS_NOATIME, MS_NODEV, MS_NODIRATIME, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_RELATIME, MS_STRICTATIME};
+use super::classify::{bind_sources, fs_kind_name, fs_mounts, fstype_number, is_under, relative, AUTO_EXTERNAL_KEY, EXTERNAL_DEVICE_KEY};
+use super::mountinfo::{MS_NOATIME, MS_NODEV, MS_UNBINDABLE, MS_NODIRATIME, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_RELATIME, MS_STRICTATIME};
 use super::MountError;
 use crate::sys::mount as attr;
 
@@ -34,6 +34,38 @@ pub(crate) enum Source {
     /// `rel` below the root of mount `from` (an index into the plan's mounts), once
     /// that is made.
     Bind { from: usize, rel: String },
+    /// A new mount of a kernel filesystem, made by the restored root in the tree's
+    /// namespaces.
+    Fs(NewFs),
+}
+
+/// A kernel filesystem to mount anew.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct NewFs {
+    /// `proc`, `tmpfs`, ... (`fsopen`'s name).
+    pub(crate) fstype: String,
+    /// The mount's source (`mnt_entry.source`).
+    pub(crate) source: String,
+    /// The superblock's options, `key=value` or a flag (`mnt_entry.options`).
+    pub(crate) options: Vec<(String, Option<String>)>,
+    /// The superblock is read-only (`sb_flags` MS_RDONLY): set after the contents.
+    pub(crate) read_only: bool,
+    /// The directory of the new mount that is the mount's root (`""`: its root).
+    pub(crate) rel: String,
+    /// A tmpfs's contents: the archive image.
+    pub(crate) archive: Option<String>,
+}
+
+/// `mnt_entry.options` as `fsconfig` takes them: `key=value` strings and flags.
+pub(crate) fn fs_options(options: &str) -> Vec<(String, Option<String>)> {
+    options
+        .split(',')
+        .filter(|o| !o.is_empty())
+        .map(|o| match o.split_once('=') {
+            Some((key, value)) => (key.to_string(), Some(value.to_string())),
+            None => (o.to_string(), None),
+        })
+        .collect()
 }
 
 /// One mount to make.
@@ -64,6 +96,102 @@ pub(crate) struct MountPlan {
     pub(crate) place_order: Vec<usize>,
     /// The `--root` directory; the yard is mounted over it in the new namespace.
     pub(crate) root_dir: PathBuf,
+    /// Mount propagation, set once every mount is in the tree (earlier, later mounts
+    /// would propagate copies), in this order.
+    pub(crate) propagation: Vec<Propagation>,
+}
+
+/// One step of setting the tree's propagation (indices into the plan's mounts).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Propagation {
+    /// `mount_setattr(MS_SHARED)`: the mount starts a new peer group.
+    Shared(usize),
+    /// `move_mount(from, to, MOVE_MOUNT_SET_GROUP)`: `to` (private) takes `from`'s peer
+    /// group and master.
+    SetGroup { from: usize, to: usize },
+    /// `mount_setattr(MS_SLAVE)`: a shared mount becomes a slave of its peer group.
+    Slave(usize),
+    /// `mount_setattr(MS_UNBINDABLE)`.
+    Unbindable(usize),
+}
+
+/// The steps that give every mount its dumped peer group (`shared`, 0 for none),
+/// master group (`master`, 0 for none) and unbindable flag (`mounts[i]`: device,
+/// root, shared, master, unbindable), for mounts made private. A group's leader is
+/// its member with the shortest root (`MOVE_MOUNT_SET_GROUP` needs the other's root
+/// under the leader's, on one superblock); a group is made after its master group. A
+/// master group none of the tree's mounts is in, a group spanning superblocks or one
+/// whose members' roots are not under its leader's are refused. Pure.
+pub(crate) fn propagation(mounts: &[(u32, &str, u32, u32, bool)]) -> Result<Vec<Propagation>, String> {
+    use std::collections::BTreeSet;
+    let members = |group: u32| -> Vec<usize> { (0..mounts.len()).filter(|&i| mounts[i].2 == group).collect() };
+    let leader_of = |group: u32| -> Option<usize> { members(group).into_iter().min_by_key(|&i| (mounts[i].1.len(), i)) };
+    // A source in master group `group` for a slave whose root is `root` on `device`.
+    let master_source = |group: u32, device: u32, root: &str| -> Option<usize> {
+        members(group).into_iter().filter(|&i| mounts[i].0 == device && is_under(root, mounts[i].1)).min_by_key(|&i| (mounts[i].1.len(), i))
+    };
+    let mut steps = Vec::new();
+    let mut done: BTreeSet<u32> = BTreeSet::new();
+    let groups: BTreeSet<u32> = mounts.iter().map(|m| m.2).filter(|&g| g != 0).collect();
+    for &(_, _, _, master, _) in mounts {
+        if master != 0 && !groups.contains(&master) {
+            return Err(format!("a slave of peer group {master}, which no mount of the tree is in (an external master)"));
+        }
+    }
+    // Slave of `master` for mount `index`: a peer of the master first, then a slave.
+    let enslave = |index: usize, master: u32, steps: &mut Vec<Propagation>| -> Result<(), String> {
+        let (device, root, ..) = mounts[index];
+        let from = master_source(master, device, root)
+            .ok_or_else(|| format!("mount {index}: no mount of its master group {master} on its superblock holds its root {root}"))?;
+        steps.push(Propagation::SetGroup { from, to: index });
+        steps.push(Propagation::Slave(index));
+        Ok(())
+    };
+    while done.len() < groups.len() {
+        let before = done.len();
+        for &group in &groups {
+            if done.contains(&group) {
+                continue;
+            }
+            let leader = leader_of(group).expect("a group has members");
+            let master = mounts[leader].3;
+            if master != 0 && master != group && !done.contains(&master) {
+                continue;
+            }
+            if master != 0 && master != group {
+                enslave(leader, master, &mut steps)?;
+            }
+            steps.push(Propagation::Shared(leader));
+            for member in members(group).into_iter().filter(|&m| m != leader) {
+                let (device, root, _, member_master, _) = mounts[member];
+                if device != mounts[leader].0 {
+                    return Err(format!("peer group {group} spans two superblocks (a corrupt image)"));
+                }
+                if member_master != master {
+                    return Err(format!("peer group {group}: its members have different masters ({member_master} and {master})"));
+                }
+                if !is_under(root, mounts[leader].1) {
+                    return Err(format!("peer group {group}: the root {root} of a member is not under its leader's {}", mounts[leader].1));
+                }
+                steps.push(Propagation::SetGroup { from: leader, to: member });
+            }
+            done.insert(group);
+        }
+        if done.len() == before {
+            return Err("peer groups whose masters form a loop".into());
+        }
+    }
+    for (index, &(_, _, shared, master, _)) in mounts.iter().enumerate() {
+        if shared == 0 && master != 0 {
+            enslave(index, master, &mut steps)?;
+        }
+    }
+    for (index, mount) in mounts.iter().enumerate() {
+        if mount.4 {
+            steps.push(Propagation::Unbindable(index));
+        }
+    }
+    Ok(steps)
 }
 
 impl MountPlan {
@@ -130,7 +258,22 @@ pub(crate) fn plan_for_restore(dir: &Path, mnt_ns_id: Option<u32>, options: &Res
         }
         options.root = Some(canonical);
     }
-    plan(&image, &entries, &options).map(Some)
+    let mut planned = plan(&image, &entries, &options)?;
+    // A tmpfs's archive by its superblock (`tmpfs-dev-N`), or by the older name of its
+    // mount (`tmpfs-<mnt_id>`).
+    for index in 0..planned.mounts.len() {
+        let mnt_id = planned.mounts[index].mnt_id;
+        if let Source::Fs(NewFs { archive: Some(archive), .. }) = &mut planned.mounts[index].source {
+            if !dir.join(&*archive).exists() {
+                let old = crust_images::ImageKind::TmpfsImg.file_name(u64::from(mnt_id));
+                if !dir.join(&old).exists() {
+                    return Err(MountError::refused(format!("restore: {image}: mount {mnt_id} is a tmpfs, but its contents ({archive}) are not in the images")));
+                }
+                *archive = old;
+            }
+        }
+    }
+    Ok(Some(planned))
 }
 
 /// Plans the namespace of `image` (its file name) from its entries in the image's order.
@@ -161,9 +304,6 @@ pub(crate) fn plan(image: &str, entries: &[pb::MntEntry], options: &RestoreMount
     let name = |entry: &pb::MntEntry| format!("mount {} ({})", entry.mnt_id, entry.mountpoint);
     let mut sources: Vec<Option<Source>> = vec![None; entries.len()];
     for (index, entry) in entries.iter().enumerate() {
-        if entry.shared_id.unwrap_or(0) != 0 || entry.master_id.unwrap_or(0) != 0 {
-            return Err(MountError::refused(format!("restore: {image}: {}: mount propagation (shared_id, master_id) is not supported yet", name(entry))));
-        }
         if entry.deleted == Some(true) {
             return Err(MountError::refused(format!("restore: {image}: {}: a mount of a deleted file is not supported yet", name(entry))));
         }
@@ -188,6 +328,28 @@ pub(crate) fn plan(image: &str, entries: &[pb::MntEntry], options: &RestoreMount
         sources[index] = Some(Source::Host { key: key.clone(), path });
     }
     let keys: Vec<(u32, &str)> = entries.iter().map(|e| (e.root_dev, e.root.as_str())).collect();
+    // Kernel filesystems: one new mount per superblock, the rest binds of it.
+    let candidate: Vec<bool> = entries.iter().zip(&sources).map(|(e, s)| s.is_none() && fs_kind_name(e.fstype).is_some()).collect();
+    let primary: Vec<bool> = sources.iter().map(Option::is_some).collect();
+    for (index, fs) in fs_mounts(&keys, &candidate, &primary).into_iter().enumerate() {
+        if !fs {
+            continue;
+        }
+        let entry = entries[index];
+        let fstype = fs_kind_name(entry.fstype).expect("a candidate has a known kind");
+        let archive = (fstype == "tmpfs").then(|| crust_images::ImageKind::TmpfsDev.file_name(u64::from(entry.root_dev)));
+        if archive.is_some() && entry.root != "/" {
+            return Err(MountError::refused(format!("restore: {image}: {}: a directory ({}) of a tmpfs whose root is not in the image is not supported", name(entry), entry.root)));
+        }
+        sources[index] = Some(Source::Fs(NewFs {
+            fstype: fstype.to_string(),
+            source: entry.source.clone(),
+            options: fs_options(&entry.options),
+            read_only: entry.sb_flags.unwrap_or(0) & MS_RDONLY != 0,
+            rel: relative(&entry.root, "/"),
+            archive,
+        }));
+    }
     let primary: Vec<bool> = sources.iter().map(Option::is_some).collect();
     for (index, from) in bind_sources(&keys, &primary).into_iter().enumerate() {
         if primary[index] {
@@ -253,7 +415,12 @@ pub(crate) fn plan(image: &str, entries: &[pb::MntEntry], options: &RestoreMount
             return Err(corrupt("mounts whose parents form a loop (mnt_entry.parent_mnt_id)".into()));
         }
     }
-    Ok(MountPlan { image: image.to_string(), mounts, create_order, place_order, root_dir })
+    let shape: Vec<(u32, &str, u32, u32, bool)> = entries
+        .iter()
+        .map(|e| (e.root_dev, e.root.as_str(), e.shared_id.unwrap_or(0), e.master_id.unwrap_or(0), e.flags & MS_UNBINDABLE != 0))
+        .collect();
+    let propagation = propagation(&shape).map_err(|what| corrupt(format!("mount propagation: {what} (mnt_entry.shared_id, master_id)")))?;
+    Ok(MountPlan { image: image.to_string(), mounts, create_order, place_order, root_dir, propagation })
 }
 
 fn fstype_name(entry: &pb::MntEntry) -> String {
@@ -356,12 +523,84 @@ mod tests {
     }
 
     #[test]
-    fn the_criu_container_image_names_the_first_mount_it_cannot_make() {
+    fn the_criu_container_image_is_planned_whole() {
         let json = include_str!("fixtures/runc-mountpoints-13.json");
         let entries = from_crit_json(json);
         let externals = vec![("/data".into(), "/host/data".into()), ("/etc/bound".into(), "/host/file".into()), ("/dev/null".into(), "/dev/null".into())];
-        let error = plan("mountpoints-13.img", &entries, &RestoreMountOptions { root: Some("/r".into()), externals }).expect_err("proc");
-        assert_eq!(error.to_string(), "restore: mountpoints-13.img: mount 69 (/proc): proc mounts are not supported yet");
+        let planned = plan("mountpoints-13.img", &entries, &RestoreMountOptions { root: Some("/r".into()), externals }).expect("plan");
+        let at = |mountpoint: &str| planned.mounts.iter().position(|m| m.mountpoint == mountpoint).expect("mount");
+        let source = |mountpoint: &str| &planned.mounts[at(mountpoint)].source;
+        let new_fs = |mountpoint: &str| match source(mountpoint) {
+            Source::Fs(fs) => fs.clone(),
+            other => panic!("{mountpoint}: {other:?}"),
+        };
+        assert_eq!(source("/proc/bus"), &Source::Bind { from: at("/proc"), rel: "bus".into() });
+        assert_eq!(source("/proc/keys"), &Source::Host { key: "/dev/null".into(), path: "/dev/null".into() });
+        let dev = new_fs("/dev");
+        assert_eq!((dev.fstype.as_str(), dev.archive.as_deref()), ("tmpfs", Some("tmpfs-dev-42.tar.gz.img")));
+        assert_eq!(dev.options, [("size".to_string(), Some("65536k".to_string())), ("mode".to_string(), Some("755".to_string()))]);
+        let pts = new_fs("/dev/pts");
+        assert_eq!(pts.options.last(), Some(&("newinstance".to_string(), None)));
+        assert!(new_fs("/sys").read_only && new_fs("/sys/firmware").read_only && !new_fs("/proc").read_only);
+        let cpu = new_fs("/sys/fs/cgroup/cpu");
+        assert_eq!((cpu.fstype.as_str(), cpu.options.as_slice(), cpu.rel.as_str()), ("cgroup", &[("cpu".to_string(), None)][..], ""));
+        assert_eq!(new_fs("/dev/mqueue").fstype, "mqueue");
+        // Every kernel filesystem is made before the binds of it, parents placed first.
+        assert!(planned.create_order.iter().position(|&i| i == at("/proc")) < planned.create_order.iter().position(|&i| i == at("/proc/sys")));
+        assert_eq!(planned.place_order[0], at("/"));
+    }
+
+    #[test]
+    fn a_cgroup_mount_of_a_directory_is_that_directory_of_a_new_mount() {
+        let mut cgroup = entry(11, 10, "/crust/b1", "/sys/fs/cgroup", MS_RDONLY, None);
+        cgroup.fstype = fstype_number("cgroup2");
+        cgroup.root_dev = 30;
+        cgroup.options = "nsdelegate".into();
+        let entries = image(vec![entry(10, 1, "/ct", "/", MS_RELATIME, None), cgroup]);
+        let planned = plan("m.img", &entries, &options()).expect("plan");
+        assert_eq!(
+            planned.mounts[1].source,
+            Source::Fs(NewFs {
+                fstype: "cgroup2".into(),
+                source: "/dev/vda".into(),
+                options: vec![("nsdelegate".into(), None)],
+                read_only: false,
+                rel: "crust/b1".into(),
+                archive: None
+            })
+        );
+    }
+
+    #[test]
+    fn propagation_is_set_leaders_first_masters_before_their_slaves() {
+        // a shared:5, b its peer, c a slave of 5, d shared:6 and a slave of 5 with a
+        // peer e below it, f unbindable; listed with the slaves' group first.
+        let mounts = [
+            (1, "/", 6, 5, false),    // 0: d
+            (1, "/", 5, 0, false),    // 1: a
+            (1, "/sub", 5, 0, false), // 2: b
+            (1, "/", 0, 5, false),    // 3: c
+            (1, "/x", 6, 5, false),   // 4: e
+            (1, "/", 0, 0, true),     // 5: f
+        ];
+        assert_eq!(
+            propagation(&mounts).expect("steps"),
+            [
+                Propagation::Shared(1),
+                Propagation::SetGroup { from: 1, to: 2 },
+                Propagation::SetGroup { from: 1, to: 0 },
+                Propagation::Slave(0),
+                Propagation::Shared(0),
+                Propagation::SetGroup { from: 0, to: 4 },
+                Propagation::SetGroup { from: 1, to: 3 },
+                Propagation::Slave(3),
+                Propagation::Unbindable(5),
+            ]
+        );
+        assert!(propagation(&[(1, "/", 0, 9, false)]).expect_err("external master").contains("peer group 9, which no mount of the tree is in"));
+        assert!(propagation(&[(1, "/", 3, 0, false), (2, "/", 3, 0, false)]).expect_err("two superblocks").contains("spans two superblocks"));
+        assert!(propagation(&[(1, "/a", 3, 0, false), (1, "/b", 3, 0, false)]).expect_err("roots").contains("is not under its leader's"));
+        assert!(propagation(&[(1, "/", 3, 4, false), (1, "/", 4, 3, false)]).expect_err("loop").contains("loop"));
     }
 
     #[test]

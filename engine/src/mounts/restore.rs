@@ -23,7 +23,7 @@ use std::fs;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use super::plan::{MountPlan, Source};
+use super::plan::{MountPlan, NewFs, Propagation, Source};
 use super::{mount_io, MountError};
 use crate::sys;
 use crate::sys::mount as mnt;
@@ -53,7 +53,7 @@ pub(crate) fn prepare(plan: &MountPlan, above: i32) -> Result<PreparedMounts, Mo
         let (path, what) = match &mount.source {
             Source::Root(path) => (path, "--root".to_string()),
             Source::Host { key, path } => (path, format!("external source (key {key:?})")),
-            Source::Bind { .. } => continue,
+            Source::Bind { .. } | Source::Fs(_) => continue,
         };
         let clone = mnt::clone_tree(path).map_err(mount_io(format!("restore: {}: {what} {}: open_tree", plan.describe(index), path.display())))?;
         let clone = sys::file::move_above(clone, above).map_err(mount_io(format!("restore: {}: move the clone of {} above fd {above}", plan.describe(index), path.display())))?;
@@ -99,13 +99,17 @@ pub(crate) fn setup_in_root(plan: &MountPlan, prepared: &PreparedMounts) -> Resu
     for &index in &plan.create_order {
         let mount = &plan.mounts[index];
         let name = plan.describe(index);
-        let cloned;
+        let made;
         let fd = match &mount.source {
             Source::Root(_) | Source::Host { .. } => prepared.get(index).ok_or_else(|| MountError::refused(format!("{name}: its source was not opened")))?,
             Source::Bind { from, rel } => {
                 let source = if rel.is_empty() { place(&yard, plan, *from) } else { place(&yard, plan, *from).join(rel) };
-                cloned = mnt::clone_tree(&source).map_err(mount_io(format!("{name}: clone {} (bind of {}): open_tree", rel_or_root(rel), plan.describe(*from))))?;
-                &cloned
+                made = mnt::clone_tree(&source).map_err(mount_io(format!("{name}: clone {} (bind of {}): open_tree", rel_or_root(rel), plan.describe(*from))))?;
+                &made
+            }
+            Source::Fs(fs) => {
+                made = new_filesystem(&name, fs)?;
+                &made
             }
         };
         mnt::set_mount_attributes(fd, mount.set, mount.clear)
@@ -125,16 +129,63 @@ pub(crate) fn setup_in_root(plan: &MountPlan, prepared: &PreparedMounts) -> Resu
         sys::close_fd(number);
     }
     let tree = yard.join("root");
-    for &index in plan.place_order.iter().filter(|&&i| plan.mounts[i].parent.is_some()) {
+    // Each mount's root, held once it is in the tree (a later mount may cover its path).
+    let mut held: Vec<Option<OwnedFd>> = (0..plan.mounts.len()).map(|_| None).collect();
+    let hold = |path: &Path, name: &str| -> Result<OwnedFd, MountError> {
+        rustix::fs::open(path, rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC, rustix::fs::Mode::empty())
+            .map_err(|e| MountError::Io { what: format!("{name}: open its root in the tree"), source: std::io::Error::from_raw_os_error(e.raw_os_error()) })
+    };
+    for &index in &plan.place_order {
         let name = plan.describe(index);
+        if plan.mounts[index].parent.is_none() {
+            held[index] = Some(hold(&tree, &name)?);
+            continue;
+        }
         let from = place(&yard, plan, index);
         let target = tree.join(plan.mounts[index].mountpoint.trim_start_matches('/'));
         let dir = fs::metadata(&from).map(|m| m.is_dir()).map_err(mount_io(format!("{name}: stat {}", from.display())))?;
         make_mountpoint(&target, dir).map_err(mount_io(format!("{name}: make its mountpoint {}", plan.mounts[index].mountpoint)))?;
         mnt::move_attached(&from, &target).map_err(mount_io(format!("{name}: move into the tree (move_mount)")))?;
+        held[index] = Some(hold(&target, &name)?);
+    }
+    // Propagation once the whole tree is there: set earlier, placing the later mounts
+    // would propagate copies of them.
+    let root_of = |index: usize| held[index].as_ref().expect("every mount was placed");
+    for step in &plan.propagation {
+        let done = match *step {
+            Propagation::Shared(index) => mnt::set_propagation(root_of(index), mnt::PROPAGATION_SHARED).map_err(mount_io(format!("{}: make it shared (mount_setattr)", plan.describe(index)))),
+            Propagation::Slave(index) => mnt::set_propagation(root_of(index), mnt::PROPAGATION_SLAVE).map_err(mount_io(format!("{}: make it a slave (mount_setattr)", plan.describe(index)))),
+            Propagation::Unbindable(index) => {
+                mnt::set_propagation(root_of(index), mnt::PROPAGATION_UNBINDABLE).map_err(mount_io(format!("{}: make it unbindable (mount_setattr)", plan.describe(index))))
+            }
+            Propagation::SetGroup { from, to } => mnt::join_peer_group(root_of(from), root_of(to))
+                .map_err(mount_io(format!("{}: join the peer group of {} (move_mount MOVE_MOUNT_SET_GROUP)", plan.describe(to), plan.describe(from)))),
+        };
+        done?;
     }
     log::debug!("mount namespace of {}: {} mounts assembled under {}", plan.image, plan.mounts.len(), tree.display());
     Ok(tree)
+}
+
+/// A new detached mount of a kernel filesystem (in the calling task's namespaces), a
+/// tmpfs filled from its archive (read from the working directory, the images
+/// directory), its superblock made read-only if it was; the directory `fs.rel` of it
+/// when that is the mount's root.
+fn new_filesystem(name: &str, fs: &NewFs) -> Result<OwnedFd, MountError> {
+    let made = mnt::new_mount(&fs.fstype, &fs.source, &fs.options)
+        .map_err(|(step, source)| MountError::Io { what: format!("{name}: mount a new {} ({step})", fs.fstype), source })?;
+    if let Some(archive) = &fs.archive {
+        let file = fs::File::open(archive).map_err(mount_io(format!("{name}: open {archive}")))?;
+        let entries = super::tmpfs::extract(made.as_fd(), archive, name, std::io::BufReader::new(file))?;
+        log::debug!("{name}: {entries} files and directories from {archive}");
+    }
+    if fs.read_only {
+        mnt::make_superblock_readonly(&made).map_err(mount_io(format!("{name}: make its {} read-only (fspick, fsconfig ro)", fs.fstype)))?;
+    }
+    if fs.rel.is_empty() {
+        return Ok(made);
+    }
+    mnt::clone_below(&made, &fs.rel).map_err(mount_io(format!("{name}: clone /{} of the new {} (open_tree)", fs.rel, fs.fstype)))
 }
 
 fn rel_or_root(rel: &str) -> String {

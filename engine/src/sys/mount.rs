@@ -71,6 +71,52 @@ pub(crate) fn new_tmpfs(options: &[(&str, &str)]) -> io::Result<OwnedFd> {
     rustix::mount::fsmount(&context, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty()).map_err(os)
 }
 
+/// `fsopen(fstype)`, `fsconfig(SET_STRING "source" source)`, one `fsconfig` per option
+/// (`SET_STRING key value`, or `SET_FLAG key` for one without a value),
+/// `fsconfig(CMD_CREATE)`, `fsmount`: a new detached mount of a new (or, for kinds that
+/// share one per namespace, the namespace's) superblock, as the calling task's
+/// namespaces make it (proc its pid namespace's, sysfs its network namespace's).
+#[doc(alias = "fsopen")]
+#[doc(alias = "fsconfig")]
+#[doc(alias = "fsmount")]
+pub(crate) fn new_mount(fstype: &str, source: &str, options: &[(String, Option<String>)]) -> Result<OwnedFd, (String, io::Error)> {
+    let step = |what: String| move |e: rustix::io::Errno| (what, os(e));
+    let context = rustix::mount::fsopen(fstype, FsOpenFlags::FSOPEN_CLOEXEC).map_err(step(format!("fsopen {fstype}")))?;
+    if !source.is_empty() {
+        rustix::mount::fsconfig_set_string(&context, "source", source).map_err(step(format!("fsconfig source={source}")))?;
+    }
+    for (key, value) in options {
+        match value {
+            Some(value) => rustix::mount::fsconfig_set_string(&context, key.as_str(), value.as_str()).map_err(step(format!("fsconfig {key}={value}")))?,
+            None => rustix::mount::fsconfig_set_flag(&context, key.as_str()).map_err(step(format!("fsconfig {key}")))?,
+        }
+    }
+    rustix::mount::fsconfig_create(&context).map_err(step("fsconfig create".into()))?;
+    rustix::mount::fsmount(&context, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty()).map_err(step("fsmount".into()))
+}
+
+/// `fspick(fd, "", FSPICK_EMPTY_PATH)`, `fsconfig(SET_FLAG "ro")`,
+/// `fsconfig(CMD_RECONFIGURE)`: makes the superblock of the mount `fd` read-only (the
+/// mount's own flags stay).
+#[doc(alias = "fspick")]
+pub(crate) fn make_superblock_readonly(mount: impl AsFd) -> io::Result<()> {
+    let context = rustix::mount::fspick(mount, "", rustix::mount::FsPickFlags::FSPICK_EMPTY_PATH | rustix::mount::FsPickFlags::FSPICK_CLOEXEC).map_err(os)?;
+    rustix::mount::fsconfig_set_flag(&context, "ro").map_err(os)?;
+    rustix::mount::fsconfig_reconfigure(&context).map_err(os)
+}
+
+/// `open_tree(fd, rel, OPEN_TREE_CLONE)` (`AT_EMPTY_PATH` for an empty `rel`): a
+/// detached copy of the mount `fd` (attached or detached) with its directory or file
+/// `rel` as the root.
+#[doc(alias = "open_tree")]
+pub(crate) fn clone_below(mount: impl AsFd, rel: &str) -> io::Result<OwnedFd> {
+    let mut flags = OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC;
+    if rel.is_empty() {
+        flags |= OpenTreeFlags::AT_EMPTY_PATH;
+    }
+    rustix::mount::open_tree(mount, rel, flags).map_err(os)
+}
+
 /// The kernel's `struct mount_attr` (MOUNT_ATTR_SIZE_VER0, 32 bytes).
 #[repr(C)]
 struct MountAttr {
@@ -100,6 +146,46 @@ pub(crate) fn set_mount_attributes(mount: impl AsFd, set: u64, clear: u64) -> io
     .map(|_| ())
 }
 
+/// Propagation types of `struct mount_attr`'s `propagation` (MS_* values).
+pub(crate) const PROPAGATION_UNBINDABLE: u64 = 1 << 17;
+pub(crate) const PROPAGATION_SLAVE: u64 = 1 << 19;
+pub(crate) const PROPAGATION_SHARED: u64 = 1 << 20;
+
+/// `mount_setattr(fd, "", AT_EMPTY_PATH, {propagation})`: makes the mount `fd` shared
+/// (a new peer group), a slave, or unbindable (`PROPAGATION_*`), that mount alone.
+#[doc(alias = "mount_setattr")]
+pub(crate) fn set_propagation(mount: impl AsFd, propagation: u64) -> io::Result<()> {
+    let attr = MountAttr { attr_set: 0, attr_clr: 0, propagation, userns_fd: 0 };
+    // SAFETY: as in `set_mount_attributes`: an empty NUL-terminated path and a live
+    // struct of the size passed, only read by the kernel.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            mount.as_fd().as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    })
+    .map(|_| ())
+}
+
+/// `move_mount(from, "", to, "", MOVE_MOUNT_SET_GROUP | F_EMPTY_PATH | T_EMPTY_PATH)`:
+/// the private mount `to` joins the peer group (and master) of `from`, a mount of the
+/// same superblock whose root holds `to`'s.
+#[doc(alias = "move_mount")]
+pub(crate) fn join_peer_group(from: impl AsFd, to: impl AsFd) -> io::Result<()> {
+    rustix::mount::move_mount(
+        from,
+        "",
+        to,
+        "",
+        MoveMountFlags::MOVE_MOUNT_SET_GROUP | MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+    )
+    .map_err(os)
+}
+
 /// `mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL)`: nothing mounted in the caller's
 /// namespace from here on propagates anywhere else, nor the other way.
 #[doc(alias = "mount")]
@@ -125,4 +211,18 @@ pub(crate) fn detach(path: &Path) -> io::Result<()> {
 pub(crate) fn enter_mount_namespace(ns: impl AsFd) -> io::Result<()> {
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS).map_err(nix_os)?;
     nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNS).map_err(nix_os)
+}
+
+/// `unshare(CLONE_NEWNS)`: the calling thread (which must not share its fs_struct)
+/// gets a copy of its mount namespace of its own.
+#[doc(alias = "unshare")]
+pub(crate) fn new_mount_namespace() -> io::Result<()> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).map_err(nix_os)
+}
+
+/// `setns(fd, CLONE_NEWCGROUP)`: the calling thread enters the cgroup namespace `ns`
+/// (what /proc shows of cgroup paths and cgroup mounts' roots is then relative to it).
+#[doc(alias = "setns")]
+pub(crate) fn enter_cgroup_namespace(ns: impl AsFd) -> io::Result<()> {
+    nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWCGROUP).map_err(nix_os)
 }

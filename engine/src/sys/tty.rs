@@ -29,6 +29,17 @@ pub fn ioctl_value(fd: RawFd, request: u64, value: u64) -> io::Result<()> {
     Ok(())
 }
 
+/// `ioctl(master, TIOCGPTPEER, flags)`: a new fd on the slave side of the pty whose
+/// master is `master`, whatever mount namespace or devpts instance it lives in.
+#[doc(alias = "TIOCGPTPEER")]
+pub fn open_peer(master: RawFd, flags: i32) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: the request takes its argument (open flags) by value, no pointer.
+    let fd = check(unsafe { libc::ioctl(master, libc::TIOCGPTPEER as _, flags as libc::c_ulong) } as libc::c_long)?;
+    // SAFETY: on success the kernel returned a new fd that nothing else owns.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
 /// Terminal attributes (TCGETS) and window size (TIOCGWINSZ).
 pub fn terminal_state(fd: RawFd) -> io::Result<(libc::termios, libc::winsize)> {
     // SAFETY: termios and winsize are plain data; the kernel fills at most their size.
