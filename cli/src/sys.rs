@@ -597,3 +597,36 @@ pub fn default_stop_signals() {
         unsafe { libc::signal(signal, libc::SIG_DFL) };
     }
 }
+
+/// `fork()` then, in the child, `setsid()` and stdin/stdout/stderr on /dev/null: the
+/// background copy of a server (`page-server --daemon`, `lazy-pages --daemon`). The
+/// child's pid in the parent, `None` in the child. Only while single-threaded.
+#[doc(alias = "fork")]
+pub fn fork_daemon() -> io::Result<Option<i32>> {
+    single_threaded()?;
+    // SAFETY: crust has one thread here (checked above), so the child may run any code.
+    match unsafe { nix::unistd::fork() }? {
+        nix::unistd::ForkResult::Parent { child } => Ok(Some(child.as_raw())),
+        nix::unistd::ForkResult::Child => {
+            nix::unistd::setsid()?;
+            let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null")?;
+            nix::unistd::dup2_stdin(&null)?;
+            nix::unistd::dup2_stdout(&null)?;
+            nix::unistd::dup2_stderr(&null)?;
+            Ok(None)
+        }
+    }
+}
+
+/// `--status-fd N`: writes one zero byte to inherited fd N and closes it (the server is
+/// ready).
+pub fn report_ready(fd: RawFd) -> io::Result<()> {
+    if fd < 0 {
+        return Err(io::Error::from_raw_os_error(libc::EBADF));
+    }
+    // SAFETY: fstat only reads the fd's metadata; a number that is not open fails.
+    nix::sys::stat::fstat(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) })?;
+    // SAFETY: the fd is open and was inherited for this one use: it gets one owner.
+    let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    std::io::Write::write_all(&mut file, &[0])
+}

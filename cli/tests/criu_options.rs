@@ -363,7 +363,7 @@ fn unknown_options_and_words_are_one_line_errors() {
         (&["restore", "--manage-cgroups=sometimes"], "crust: unknown cgroups mode `sometimes' (none, props, soft, full, strict, ignore)"),
         (&["restore", "--network-lock", "pf"], "crust: invalid value for --network-lock: pf (iptables, nftables or skip)"),
         (&["frob"], "crust: unknown command frob (crust --help lists them)"),
-        (&["lazy-pages"], "crust: lazy-pages is not supported yet"),
+        (&["dedup"], "crust: dedup is not supported yet"),
         (&["dump"], "crust: dump needs the tree's root: -t PID"),
     ] {
         let output = crust().args(args).env("HOME", "/nonexistent").output().unwrap();

@@ -11,6 +11,7 @@
 pub mod check;
 pub mod dump;
 pub mod interrupt;
+pub mod page_server;
 pub mod private;
 pub mod procfs;
 pub mod restore;
@@ -22,6 +23,7 @@ mod error;
 mod files;
 mod infect;
 mod ipc;
+pub mod lazy;
 mod memory;
 mod model;
 mod mounts;

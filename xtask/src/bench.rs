@@ -3,7 +3,8 @@
 //! `docs/bench/report.md` and `docs/bench/time_vs_size.svg`.
 //!
 //! Options (passed through): `--quick`, `--vs-criu PATH` (e.g. `ci/criu`),
-//! `--sizes 64M,256M,1G,4G`, `--reps N`, `--only NAME,...`, `--out DIR`. `--criterion`
+//! `--sizes 64M,256M,1G,4G`, `--reps N`, `--only NAME,...`, `--out DIR`, `--page-server`
+//! (page server throughput on loopback instead of the dump/restore table). `--criterion`
 //! runs the criterion benches of the pure hot paths instead.
 
 use anyhow::{bail, Context};

@@ -5,7 +5,7 @@
 //! Options of both verbs besides the harness's own: `--engine PATH` checkpoints with
 //! another binary that speaks CRIU's command line (e.g. `ci/criu`) instead of building
 //! `crust`. Everything else goes to the harness as is: `--flavor host|ns|mntns|container|container-uns|all`,
-//! `--group core|runtime|all`, `--filter`, `--iters`, `--snap`, `--pre-dump`, `--keep`,
+//! `--group core|runtime|all`, `--filter`, `--iters`, `--snap`, `--pre-dump`, `--lazy`, `--keep`,
 //! `--json`, and the cross runs `--dump-with PATH` (the other binary dumps, crust
 //! restores) and `--restore-with PATH` (the reverse), their paths made absolute here.
 

@@ -143,6 +143,9 @@ pub struct Config {
     /// Pre-dump first (`crust pre-dump` into `img-N-pre`), then dump with
     /// `--prev-images-dir` on it: the restore reads unchanged pages from the pre-dump.
     pub pre_dump: bool,
+    /// Restore lazily: `ENGINE lazy-pages` in the images directory first, then
+    /// `restore --lazy-pages`; the daemon must end (every page in) after the restore.
+    pub lazy: bool,
     /// Keep every test's images and logs (else they are removed).
     pub keep: bool,
     /// Also run tests gated behind `Requirement::Big`.
@@ -586,6 +589,28 @@ impl Harness {
         }
     }
 
+    /// Starts `ENGINE lazy-pages` on `images` (its log `lazy.log`) and waits until it
+    /// listens (its `--status-fd 1`); its pid.
+    fn start_lazy_daemon(&self, images: &Path) -> anyhow::Result<i32> {
+        let stderr_path = images.join("lazy.stderr");
+        let stderr_file = std::fs::File::create(&stderr_path).with_context(|| format!("create {}", stderr_path.display()))?;
+        let binary = self.binary_for("restore");
+        let mut child = self
+            .reaper
+            .spawn(
+                Command::new(binary)
+                    .args(["lazy-pages", "-o", "lazy.log", "-v4", "--status-fd", "1", "-D"])
+                    .arg(images)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(stderr_file),
+            )
+            .with_context(|| format!("spawn {} lazy-pages", binary.display()))?;
+        let mut ready = [0u8; 1];
+        let _ = std::io::Read::read(&mut child.stdout.take().context("the daemon's stdout")?, &mut ready);
+        Ok(child.id() as i32)
+    }
+
     /// The standard test: launch, `iters` × (record, dump, restore, compare), check.
     pub fn run_program_test(&self, spec: &TestSpec, flavor: Flavor) -> TestOutcome {
         let mut outcome = TestOutcome {
@@ -927,8 +952,29 @@ impl Harness {
             if let Some(own) = own_cgroups.as_deref() {
                 restore_args.extend(own.restore_args());
             }
+            let lazy_daemon = if self.config.lazy {
+                restore_args.push("--lazy-pages".into());
+                Some(self.start_lazy_daemon(&images)?)
+            } else {
+                None
+            };
             let (status, elapsed) = self.run_engine(&restore_args, &images, "restore")?;
             *outcome.restore_ms.get_or_insert(0) += elapsed.as_millis() as u64;
+            if let Some(daemon) = lazy_daemon {
+                if status != ExitStatus::Exited(0) {
+                    self.reaper.kill_and_reap(daemon);
+                } else {
+                    // Every page comes in (faults and prefetch) whatever the test does.
+                    match self.reaper.wait_exit(daemon, ENGINE_TIMEOUT) {
+                        Some(ExitStatus::Exited(0)) => {}
+                        Some(other) => bail!("iteration {iteration}: lazy-pages daemon: {other}{}\n{}", first_error_suffix(&images, "lazy"), engine_logs(&images, "lazy")),
+                        None => {
+                            self.reaper.kill_and_reap(daemon);
+                            bail!("iteration {iteration}: lazy-pages daemon did not finish in {}s", ENGINE_TIMEOUT.as_secs());
+                        }
+                    }
+                }
+            }
             let restored_root = std::fs::read_to_string(&pidfile)
                 .ok()
                 .and_then(|text| text.trim().parse::<i32>().ok());

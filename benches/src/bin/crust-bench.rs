@@ -4,7 +4,12 @@
 //! ```text
 //! crust-bench --crust PATH [--quick] [--vs-criu PATH] [--sizes 64M,256M,1G] [--reps N]
 //!             [--only NAME,...] [--out DIR] [--scratch DIR] [--leave-running] [--frozen-copy]
+//!             [--page-server]
 //! ```
+//!
+//! `--page-server` measures page server throughput on loopback instead
+//! (`crust_benches::page_server`): for each size, crust's dump to crust's page server
+//! (and CRIU's to CRIU's with `--vs-criu`), a table of GB/s.
 //!
 //! `--leave-running` adds an `anon-SIZE-R` workload per size, dumped with
 //! `--leave-running`; `--frozen-copy` passes crust's `--frozen-copy` (its pages copied
@@ -33,6 +38,7 @@ struct Options {
     scratch: PathBuf,
     leave_running: bool,
     frozen_copy: bool,
+    page_server: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -45,6 +51,20 @@ fn main() -> anyhow::Result<()> {
         engines.push(Engine { kind: EngineKind::Criu, path: criu.clone(), dump_args: Vec::new() });
     }
     std::fs::create_dir_all(&options.scratch).with_context(|| format!("create {}", options.scratch.display()))?;
+    if options.page_server {
+        let mut transfers = Vec::new();
+        for _ in 0..options.reps {
+            for &size in &options.sizes {
+                for engine in &engines {
+                    let transfer = crust_benches::page_server::measure(engine, size, &options.scratch)?;
+                    eprintln!("{:<5} {:>5} {:.2} GB/s", engine.name(), crust_benches::workload::size_label(size), transfer.gb_per_s());
+                    transfers.push(transfer);
+                }
+            }
+        }
+        println!("{}", crust_benches::page_server::markdown(&transfers));
+        return Ok(());
+    }
     let place = RoundPlace { scratch: &options.scratch };
 
     // outcomes[workload][engine]
@@ -155,6 +175,7 @@ fn parse_options(args: Vec<String>) -> anyhow::Result<Options> {
     let mut scratch = PathBuf::from("target/bench");
     let mut leave_running = false;
     let mut frozen_copy = false;
+    let mut page_server = false;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().with_context(|| format!("{name} needs a value"));
@@ -171,6 +192,7 @@ fn parse_options(args: Vec<String>) -> anyhow::Result<Options> {
             "--scratch" => scratch = PathBuf::from(value("--scratch")?),
             "--leave-running" => leave_running = true,
             "--frozen-copy" => frozen_copy = true,
+            "--page-server" => page_server = true,
             other => bail!("crust-bench: unknown option {other}"),
         }
     }
@@ -191,6 +213,7 @@ fn parse_options(args: Vec<String>) -> anyhow::Result<Options> {
         scratch: std::path::absolute(&scratch).unwrap_or(scratch),
         leave_running,
         frozen_copy,
+        page_server,
     })
 }
 

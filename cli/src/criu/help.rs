@@ -124,7 +124,7 @@ mod tests {
         for spec in OPTIONS.iter().filter(|s| !s.hidden) {
             assert!(help.contains(&option_head(spec)), "--{} missing", spec.long);
         }
-        assert!(help.contains("not yet: needs lazy pages"));
+        assert!(help.contains("not yet: page server connections over TLS"));
         assert!(!help.contains("fault-inject"));
         assert!(text(Program::Criu).starts_with("Usage:\n  criu dump"));
     }

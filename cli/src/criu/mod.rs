@@ -154,7 +154,9 @@ fn run(program: Program, args: &[String]) -> anyhow::Result<i32> {
             };
             crate::rpc::run(crate::rpc::RpcCmd::Service(args), options)
         }
-        Verb::PageServer | Verb::LazyPages | Verb::Dedup | Verb::CpuinfoDump | Verb::CpuinfoCheck => {
+        Verb::PageServer => page_server(options),
+        Verb::LazyPages => lazy_pages(options),
+        Verb::Dedup | Verb::CpuinfoDump | Verb::CpuinfoCheck => {
             bail!("{} is not supported yet", verb.name())
         }
     }
@@ -275,6 +277,95 @@ fn dump(program: Program, verb: Verb, mut options: CriuOptions) -> anyhow::Resul
             report.pages
         );
     }
+    Ok(0)
+}
+
+/// `crust page-server`: listens on `--address` (default: every address) and `--port`
+/// (0 or none: any free port, logged), and writes the pages of the first connection
+/// into the images directory (`crust_engine::page_server`), as CRIU's page server.
+fn page_server(mut options: CriuOptions) -> anyhow::Result<i32> {
+    if options.tls {
+        bail!("--tls is not supported yet (page server connections over TLS)");
+    }
+    if options.ps_socket.is_some() {
+        bail!("--ps-socket is not supported yet (a page server socket handed over as an fd)");
+    }
+    enter_work_dir(&mut options, true)?;
+    logging::init(&options)?;
+    let address = options.address.clone().unwrap_or_else(|| "0.0.0.0".into());
+    let port = options.port.unwrap_or(0);
+    let listener = std::net::TcpListener::bind((address.as_str(), port)).with_context(|| format!("page server: listen on {address}:{port}"))?;
+    let local = listener.local_addr().context("page server: the listening address")?;
+    log::info!("page server listening on {local}, images into {}", options.images_dir().display());
+    if options.daemon {
+        if let Some(daemon) = crate::sys::fork_daemon().context("page server: fork the daemon")? {
+            if let Some(pidfile) = &options.pidfile {
+                std::fs::write(pidfile, format!("{daemon}")).with_context(|| format!("write {}", pidfile.display()))?;
+            }
+            return Ok(0);
+        }
+    } else if let Some(pidfile) = &options.pidfile {
+        std::fs::write(pidfile, format!("{}", std::process::id())).with_context(|| format!("write {}", pidfile.display()))?;
+    }
+    if let Some(fd) = options.status_fd {
+        crate::sys::report_ready(fd).with_context(|| format!("--status-fd {fd}"))?;
+    }
+    let serve = crust_engine::page_server::ServeOptions { dir: options.images_dir(), parent: options.prev_images_dir.clone() };
+    let report = crust_engine::page_server::server::serve_one(&listener, &serve).inspect_err(|e| log::error!("{e}"))?;
+    log::info!(
+        "page server: {} pagemaps, {} pages received ({:.0} MiB/s), {} pages in the parent dump, in {:?}",
+        report.destinations,
+        report.pages,
+        (report.pages * crate::sys::page_size() as u64) as f64 / (1 << 20) as f64 / report.elapsed.as_secs_f64().max(1e-9),
+        report.parent_pages,
+        report.elapsed
+    );
+    Ok(0)
+}
+
+/// `crust lazy-pages`: listens on `lazy-pages.socket` in the work directory, takes the
+/// userfaultfds of the tree that `crust restore --lazy-pages` (same work directory)
+/// restores, and fills its memory from the images (`crust_engine::lazy`); exits once
+/// every page is in.
+fn lazy_pages(mut options: CriuOptions) -> anyhow::Result<i32> {
+    if options.page_server {
+        bail!("--page-server is not supported yet for lazy-pages (pages from a remote source; the images directory only)");
+    }
+    enter_work_dir(&mut options, false)?;
+    logging::init(&options)?;
+    let socket = Path::new(options::LAZY_PAGES_SOCKET);
+    if socket.exists() {
+        if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+            bail!("lazy-pages: {} in {} is served by another daemon", socket.display(), std::env::current_dir().unwrap_or_default().display());
+        }
+        std::fs::remove_file(socket).with_context(|| format!("remove the stale {}", socket.display()))?;
+    }
+    let listener = std::os::unix::net::UnixListener::bind(socket).with_context(|| format!("lazy-pages: listen on {}", socket.display()))?;
+    log::info!("lazy-pages daemon listening on {} in {}", socket.display(), std::env::current_dir().unwrap_or_default().display());
+    if options.daemon {
+        if let Some(daemon) = crate::sys::fork_daemon().context("lazy-pages: fork the daemon")? {
+            if let Some(pidfile) = &options.pidfile {
+                std::fs::write(pidfile, format!("{daemon}")).with_context(|| format!("write {}", pidfile.display()))?;
+            }
+            return Ok(0);
+        }
+    } else if let Some(pidfile) = &options.pidfile {
+        std::fs::write(pidfile, format!("{}", std::process::id())).with_context(|| format!("write {}", pidfile.display()))?;
+    }
+    if let Some(fd) = options.status_fd {
+        crate::sys::report_ready(fd).with_context(|| format!("--status-fd {fd}"))?;
+    }
+    let served = crust_engine::lazy::serve(&listener);
+    let _ = std::fs::remove_file(socket);
+    let report = served.inspect_err(|e| log::error!("{e}"))?;
+    log::info!(
+        "lazy pages: {} processes; {} pages on faults, {} prefetched, {} zero pages, in {:?}",
+        report.processes,
+        report.faulted,
+        report.prefetched,
+        report.zero,
+        report.elapsed
+    );
     Ok(0)
 }
 

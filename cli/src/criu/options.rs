@@ -660,10 +660,12 @@ impl CriuOptions {
         if !(dumps || restores) {
             return out;
         }
-        let checks: [(bool, &'static str, Option<&str>, &str); 17] = [
-            (self.lazy_pages, "lazy-pages", None, "needs a lazy-pages daemon"),
+        let checks: [(bool, &'static str, Option<&str>, &str); 19] = [
+            (dumps && self.lazy_pages, "lazy-pages", None, "a dump that leaves its pages at the source for a remote lazy-pages daemon"),
             (self.stream, "stream", None, "needs criu-image-streamer's protocol"),
-            (self.page_server, "page-server", None, "needs a page server"),
+            (verb == Verb::Restore && self.page_server, "page-server", None, "restore reads pages from the images directory only; the lazy-pages daemon fetches them from a page server"),
+            (self.tls, "tls", None, "page server connections over TLS"),
+            (self.ps_socket.is_some(), "ps-socket", None, "a page server socket handed over as an fd"),
             (self.auto_dedup, "auto-dedup", None, "needs deduplication"),
             (self.ext_unix_sk.is_some(), "ext-unix-sk", None, "needs the engine to dump a unix socket whose peer is outside the tree"),
             (
@@ -691,6 +693,9 @@ impl CriuOptions {
         }
         if let Some(caps) = self.cpu_caps.filter(|caps| caps.needs_cpuinfo()) {
             refuse("cpu-cap", Some(caps.needing_cpuinfo()), "needs cpuinfo.img; only none and fpu");
+        }
+        if dumps && self.page_server && self.port.is_none() {
+            out.push(Refusal { option: "page-server", value: None, why: "needs the page server's --port (and --address, default 127.0.0.1)".into(), kind: RefusalKind::Unusable });
         }
         if let Err(why) = self.mount_maps() {
             out.push(Refusal { option: "external", value: None, why, kind: RefusalKind::Unusable });
@@ -739,6 +744,13 @@ impl CriuOptions {
             stages: Default::default(),
             // This binary again, as `crust __guardian`.
             guardian: std::env::current_exe().ok(),
+            page_server: match (self.page_server, self.port) {
+                (true, Some(port)) => Some(crust_engine::dump::PageServerAddress {
+                    address: self.address.clone().unwrap_or_else(|| "127.0.0.1".into()),
+                    port,
+                }),
+                _ => None,
+            },
         })
     }
 
@@ -794,6 +806,8 @@ impl CriuOptions {
             mounts: self.restore_mount_options().unwrap_or_default(),
             veths: self.veths(),
             skip_checksums: self.skip_checksums,
+            // The daemon's socket in the work directory (the restore runs there).
+            lazy_pages: self.lazy_pages.then(|| PathBuf::from(LAZY_PAGES_SOCKET)),
             leave_stopped: self.leave_stopped,
             restore_sibling: self.restore_sibling,
             // Checked when set (`parse_inherit_fd`).
@@ -816,6 +830,10 @@ impl CriuOptions {
         pairs.chain(external).map(|(inner, outer)| (inner.to_string(), outer.to_string())).collect()
     }
 }
+
+/// The lazy-pages daemon's socket, in the work directory of both `crust lazy-pages`
+/// and `crust restore --lazy-pages` (as CRIU names it).
+pub const LAZY_PAGES_SOCKET: &str = "lazy-pages.socket";
 
 /// `--cgroup-root [CONTROLLER:]PATH` as (controller, path): `:PATH` names the unified
 /// hierarchy (runc's `cg_root` with an empty `ctrl`), a bare PATH every hierarchy.
@@ -939,7 +957,8 @@ mod tests {
     #[test]
     fn refusals_name_the_option_and_depend_on_the_verb() {
         let refused = |text: &str, verb| options(text).unwrap().refusal(verb).map(|r| r.shown());
-        assert_eq!(refused("--lazy-pages", Verb::Restore).as_deref(), Some("--lazy-pages"));
+        assert_eq!(refused("--lazy-pages", Verb::Dump).as_deref(), Some("--lazy-pages"));
+        assert_eq!(refused("--lazy-pages", Verb::Restore), None);
         assert_eq!(refused("--lazy-pages", Verb::Check), None);
         assert_eq!(refused("--network-lock nftables --tcp-established", Verb::Dump), None);
         assert_eq!(refused("--network-lock iptables", Verb::Dump), None);
@@ -966,8 +985,8 @@ mod tests {
         assert_eq!(refused("--cpu-cap=fpu,ins", Verb::Restore).as_deref(), Some("--cpu-cap ins"));
         assert_eq!(refused("--tcp-close --no-tcp-close", Verb::Dump), None);
         assert_eq!(refused("--leave-stopped", Verb::Restore), None);
-        let text = options("--lazy-pages").unwrap().refusal(Verb::Restore).unwrap().to_string();
-        assert_eq!(text, "--lazy-pages is not supported yet (needs a lazy-pages daemon)");
+        let text = options("--lazy-pages").unwrap().refusal(Verb::Dump).unwrap().to_string();
+        assert_eq!(text, "--lazy-pages is not supported yet (a dump that leaves its pages at the source for a remote lazy-pages daemon)");
     }
 
     #[test]
@@ -1056,6 +1075,7 @@ mod tests {
             "empty-ns" => "net",
             "ext-unix-sk" => "1",
             "file-validation" => "filesize",
+            "ps-socket" => "3",
             _ => "x",
         }
     }

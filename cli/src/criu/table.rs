@@ -132,7 +132,7 @@ use Arg::{None as Flag, Optional as Opt, Required as Req};
 use Group::*;
 use State::*;
 
-const PAGE_SERVER_ONLY: &str = "only used with --page-server, which is not supported yet";
+const TLS_ONLY: &str = "only used with --tls, which crust refuses";
 
 /// Every option crust's command line takes, CRIU's first, in CRIU's getopt order.
 pub static OPTIONS: &[Spec] = &[
@@ -168,7 +168,7 @@ pub static OPTIONS: &[Spec] = &[
         Flag,
         Server,
         "page-server, lazy-pages, service: run in the background",
-        Accepted("no effect on dump and restore, as in CRIU; the verbs that use it are not supported yet"),
+        Accepted("no effect on dump and restore, as in CRIU"),
     )),
     spec("images-dir", Some('D'), Req("DIR"), Generic, "directory of the image files (default: the current directory)", Implemented),
     spec(
@@ -294,11 +294,11 @@ pub static OPTIONS: &[Spec] = &[
         None,
         Flag,
         Memory,
-        "send the pages to a page server",
-        NotYet("needs a page server"),
+        "dump, pre-dump: send the pages to a page server (--address, --port) instead of writing them",
+        ImplementedNote("CRIU's wire protocol, to `crust page-server` or `criu page-server`; the images without the pages stay in -D, and crust-checksums.img is not written (the pages are elsewhere); with --prev-images-dir, pages equal to the parent dump's (compared by their XXH3-128 digests, kept in the parent's directory as crust-page-digests-PID) are sent as in the parent"),
     )),
-    spec("address", None, Req("ADDR"), Server, "address of the page server or service", Accepted(PAGE_SERVER_ONLY)),
-    spec("port", None, Req("PORT"), Server, "port of the page server", Accepted(PAGE_SERVER_ONLY)),
+    spec("address", None, Req("ADDR"), Server, "address of the page server (page-server: to listen on, default all) or the service's socket", Implemented),
+    spec("port", None, Req("PORT"), Server, "port of the page server", Implemented),
     spec(
         "prev-images-dir",
         None,
@@ -492,8 +492,8 @@ pub static OPTIONS: &[Spec] = &[
         None,
         Flag,
         Generic,
-        "restore pages on demand (with `crust lazy-pages`)",
-        NotYet("needs lazy pages (userfaultfd page server)"),
+        "restore: the tree runs once its memory layout is in place; `crust lazy-pages` (started first, same work directory) fills its memory as it touches it",
+        ByValue("restore: implemented (private anonymous memory through userfaultfd; lazy-pages.socket in the work directory); dump and pre-dump: not yet (pages left at the source for a remote lazy-pages daemon)"),
     ),
     negatable(spec("extra", None, Flag, Check, "check: also check the features some trees need (CRIU's category 2)", Implemented)),
     negatable(spec("experimental", None, Flag, Check, "check: also check the experimental features (category 3)", Implemented)),
@@ -557,7 +557,7 @@ pub static OPTIONS: &[Spec] = &[
         "log level: -v0 none, -v1 errors, -v2 warnings (default), -v3 information, -v4 debug; -v, -vv... add one each",
         Implemented,
     ),
-    spec("ps-socket", None, Req("FD"), Server, "use FD as the page server's socket", Accepted(PAGE_SERVER_ONLY)),
+    spec("ps-socket", None, Req("FD"), Server, "use FD as the page server's socket", NotYet("a page server socket handed over as an fd")),
     negatable(spec(
         "stream",
         None,
@@ -575,12 +575,12 @@ pub static OPTIONS: &[Spec] = &[
         "do not read /etc/criu/default.conf and ~/.criu/default.conf",
         Implemented,
     ),
-    spec("tls-cacert", None, Req("FILE"), Server, "trust only certificates signed by this CA", Accepted(PAGE_SERVER_ONLY)),
-    spec("tls-cacrl", None, Req("FILE"), Server, "certificate revocation list", Accepted(PAGE_SERVER_ONLY)),
-    spec("tls-cert", None, Req("FILE"), Server, "TLS certificate", Accepted(PAGE_SERVER_ONLY)),
-    spec("tls-key", None, Req("FILE"), Server, "TLS private key", Accepted(PAGE_SERVER_ONLY)),
-    negatable(spec("tls", None, Flag, Server, "use TLS for the page server connection", Accepted(PAGE_SERVER_ONLY))),
-    spec("tls-no-cn-verify", None, Flag, Server, "do not verify the server certificate's common name", Accepted(PAGE_SERVER_ONLY)),
+    spec("tls-cacert", None, Req("FILE"), Server, "trust only certificates signed by this CA", Accepted(TLS_ONLY)),
+    spec("tls-cacrl", None, Req("FILE"), Server, "certificate revocation list", Accepted(TLS_ONLY)),
+    spec("tls-cert", None, Req("FILE"), Server, "TLS certificate", Accepted(TLS_ONLY)),
+    spec("tls-key", None, Req("FILE"), Server, "TLS private key", Accepted(TLS_ONLY)),
+    negatable(spec("tls", None, Flag, Server, "use TLS for the page server connection", NotYet("page server connections over TLS"))),
+    spec("tls-no-cn-verify", None, Flag, Server, "do not verify the server certificate's common name", Accepted(TLS_ONLY)),
     spec(
         "cgroup-yard",
         None,

@@ -193,6 +193,9 @@ fn rpc_refusals(verb: Verb, opts: &CriuOpts) -> Vec<RpcRefusal> {
     if dumps && opts.pidfd_store_sk.is_some() {
         out.push(RpcRefusal::not_yet("pidfd_store_sk", "no pidfd store"));
     }
+    if verb == Verb::Restore && opts.lazy_pages == Some(true) {
+        out.push(RpcRefusal::not_yet("lazy_pages", "a lazy restore over RPC (the command line's restore --lazy-pages finds the daemon in its work directory)"));
+    }
     if verb == Verb::Restore && !opts.exec_cmd.is_empty() {
         out.push(RpcRefusal::not_yet("exec_cmd", "the RPC server runs no command after a restore"));
     }

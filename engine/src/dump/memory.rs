@@ -35,6 +35,8 @@ pub enum MemoryError {
     Parasite { pid: i32, source: ParasiteError },
     #[error("dump pid {pid}: {source}")]
     SharedAnon { pid: i32, source: crate::files::FileError },
+    #[error(transparent)]
+    PageServer(#[from] crate::page_server::PageServerError),
 }
 io_failure!(MemoryError);
 
@@ -67,6 +69,7 @@ pub(crate) fn dump_tree_memory(
     parent_dir: Option<&Path>,
     cow: bool,
     files: &mut FileTable,
+    mut server: Option<&mut crate::memory::to_server::Session>,
 ) -> Result<DumpedMemory, MemoryError> {
     let root = frozen.processes[0].pid;
     let mut memory = Vec::new();
@@ -103,6 +106,23 @@ pub(crate) fn dump_tree_memory(
         let mem = fs::File::open(format!("/proc/{pid}/mem")).map_err(io_err(pid, "open /proc/PID/mem"))?;
         // Images name processes by their pid in the tree's own namespace.
         let image_pid = frozen.to_virtual(process.pid, "pid")?;
+        if let Some(session) = server.as_deref_mut() {
+            // To a page server: copied while frozen, through crust (process_vm_readv
+            // into the copier's buffers, then the socket). The target's page pipes are
+            // not used: their pieces would be read once more for checksums a page
+            // server has no use for (445 ms of the 2.9 s of 1 GiB, measured under load
+            // on 2026-12-06); without them the same GiB took 1.26 s at 812 MiB/s.
+            let mut sender = session.open_process(image_pid as u64)?;
+            cure(parasite)?;
+            let dumped = memory::dump::dump_memory(pid, dir, collected, &mem, files, 0, image_pid, None, None, Some(&mut sender));
+            let (vmas, written, _) = dumped?;
+            session.close_process(sender)?;
+            pages += written;
+            vma_count += vmas.len();
+            shared_anon.add_areas(pid, &vmas);
+            memory.push(vmas);
+            continue;
+        }
         let parent = match parent_dir {
             Some(dir) => memory::incremental::Parent::open(dir, image_pid as u64, sys::page_size())
                 .map_err(|source| MemoryError::Parent { pid, source })?,
@@ -133,13 +153,13 @@ pub(crate) fn dump_tree_memory(
         let pages_id = index as u32 + 1;
         let (vmas, written, process_pieces) = if pipes.is_some() {
             // The target fills the pipes: its parasite lives until they are closed.
-            let dumped = memory::dump::dump_memory(pid, dir, collected, &mem, files, pages_id, image_pid, pipes, parent.as_ref());
+            let dumped = memory::dump::dump_memory(pid, dir, collected, &mem, files, pages_id, image_pid, pipes, parent.as_ref(), None);
             cure(parasite)?;
             dumped?
         } else {
             drop(pipes);
             cure(parasite)?;
-            memory::dump::dump_memory(pid, dir, collected, &mem, files, pages_id, image_pid, None, parent.as_ref())?
+            memory::dump::dump_memory(pid, dir, collected, &mem, files, pages_id, image_pid, None, parent.as_ref(), None)?
         };
         pieces.insert(crust_images::ImageKind::Pages.file_name(pages_id.into()), process_pieces);
         pages += written;

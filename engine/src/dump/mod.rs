@@ -90,6 +90,16 @@ pub struct DumpOptions {
     pub cgroup_mode: crate::cgroups::CgroupMode,
     /// `--freeze-cgroup`: the tree's cgroup, frozen before the seize.
     pub freeze_cgroup: Option<PathBuf>,
+    /// Send the pages to this page server instead of writing them
+    /// (`--page-server --address A --port P`, `page_server/`).
+    pub page_server: Option<PageServerAddress>,
+}
+
+/// Where a page server listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PageServerAddress {
+    pub address: String,
+    pub port: u16,
 }
 
 /// How long `--freeze-cgroup` waits for the freeze without `--timeout` (CRIU's default
@@ -120,6 +130,7 @@ impl Default for DumpOptions {
             stages: Stages::default(),
             guardian: None,
             mounts: DumpMountOptions::default(),
+            page_server: None,
             cgroup_mode: Default::default(),
             freeze_cgroup: None,
         }
@@ -310,6 +321,14 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
         Err(error) => return Err(io_err(root, format!("remove earlier images from {}", options.dir.display()))(error)),
     }
     let parent_dir = options.parent.as_ref().map(|p| link_parent(root, &options.dir, p)).transpose()?;
+    // A page server that cannot be reached fails the dump before anything is frozen.
+    let mut page_server = match &options.page_server {
+        Some(target) => Some(
+            crate::memory::to_server::Session::connect(&target.address, target.port, &options.dir, parent_dir.as_deref(), options.leave_running)
+                .map_err(|source| DumpError::Memory(source.into()))?,
+        ),
+        None => None,
+    };
     if freeze::read_stat(root)?.state == 'Z' && !freeze::list_threads(root)?.iter().any(|&t| t != root) {
         return Err(DumpError::Unsupported { pid: root, what: "a zombie as the root of the tree".into() });
     }
@@ -402,10 +421,10 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
         ..Default::default()
     };
     file_table.tcp.run_id = run_id.clone();
-    let cow = options.leave_running && !options.frozen_copy;
+    let cow = options.leave_running && !options.frozen_copy && page_server.is_none();
     let memory_started = Instant::now();
     let memory::DumpedMemory { vmas: mut memory, pages, vma_count, shared_anon_pages_ids, snapshot, window_longest, mut pieces } =
-        memory::dump_tree_memory(&frozen, &collected, parasites, &options.dir, parent_dir.as_deref(), cow, &mut file_table)?;
+        memory::dump_tree_memory(&frozen, &collected, parasites, &options.dir, parent_dir.as_deref(), cow, &mut file_table, page_server.as_mut())?;
     let memdump = memory_started.elapsed();
     for vmas in &mut memory {
         crate::memory::special_areas_as_criu(vmas);
@@ -464,9 +483,14 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     };
     let dumped_pages_scanned: u64 = dumped.memory.iter().flatten().map(|v| (v.end - v.start) / sys::page_size()).sum();
     write::write_images(root, &options.dir, dumped)?;
+    if let Some(session) = page_server.as_mut() {
+        // Shared memory and memfd pages were written here; they go too, then the
+        // server confirms it has written everything. No checksums: the pages are not here.
+        session.ship_local_pagemaps().and_then(|()| session.flush()).map_err(|source| DumpError::Memory(source.into()))?;
+    }
     // With every page written (unless the snapshot copies them later): the checksums
     // and the list of images, before the tree is let go or killed.
-    if snapshot.is_empty() {
+    if snapshot.is_empty() && page_server.is_none() {
         crate::memory::checksums::write(&options.dir, &pieces, sys::page_size()).map_err(|source| DumpError::Checksums { pid: root, source })?;
     }
     fault(DumpStep::Images)?;

@@ -15,6 +15,7 @@ use super::incremental::Parent;
 use super::pages::{page_runs, PageCopier};
 use super::remote_pipes::RemotePipes;
 use super::snapshot::{ArmedProcess, Arming, Run};
+use super::to_server::ProcessSender;
 use super::MemDumpError;
 use super::io_err;
 use crate::files::FileTable;
@@ -36,13 +37,25 @@ pub(crate) fn dump_memory(
     image_pid: i32,
     pipes: Option<(RemotePipes, Vec<OwnedFd>)>,
     parent: Option<&Parent>,
+    mut server: Option<&mut ProcessSender>,
 ) -> Result<(Vec<pb::VmaEntry>, u64, Vec<Piece>), MemDumpError> {
     let (mut remote_pipes, read_ends) = match pipes {
         Some((remote, read_ends)) => (Some(remote), read_ends),
         None => (None, Vec::new()),
     };
     let page = sys::page_size();
-    let (pagemap, pages_file, mut pagemap_out) = open_outputs(pid, dir, pages_id, image_pid)?;
+    // To a page server (`to_server.rs`): headers and pages go into its socket, nothing
+    // is written here.
+    let (pagemap, pages_file, mut pagemap_out) = match server.as_ref() {
+        Some(sender) => {
+            let pagemap = File::open(format!("/proc/{pid}/pagemap")).map_err(io_err(pid, "open pagemap"))?;
+            (pagemap, sender.stream().map_err(io_err(pid, "dup the page server's socket"))?, None)
+        }
+        None => {
+            let (pagemap, pages_file, pagemap_out) = open_outputs(pid, dir, pages_id, image_pid)?;
+            (pagemap, pages_file, Some(pagemap_out))
+        }
+    };
     let mut pages_out =
         PageCopier::with_pipes(pid, pages_file, read_ends).map_err(io_err(pid, "start the pages writer"))?;
 
@@ -72,6 +85,13 @@ pub(crate) fn dump_memory(
             }
             for (first, run) in page_runs(&entries, |bits| !no_pages && wants_page(status, bits)) {
                 let addr = map.start + (index + first) * page;
+                if let Some(sender) = server.as_deref_mut() {
+                    total_pages += sender
+                        .send_run(&mut pages_out, pid, mem, addr, run, map.read, remote_pipes.as_mut())
+                        .map_err(copy_failed(pid, entry, addr, run * page))?;
+                    continue;
+                }
+                let pagemap_out = pagemap_out.as_mut().expect("a local dump writes its pagemap");
                 if let Some(parent) = parent {
                     // Pages equal to the parent dump's are not written again.
                     let pieces = parent
@@ -111,8 +131,10 @@ pub(crate) fn dump_memory(
     if let Some(remote) = remote_pipes {
         remote.close().map_err(io_err(pid, "close the page pipes in the target"))?;
     }
-    pagemap_out.finish().map_err(|source| MemDumpError::Image { pid, source })?;
-    Ok((vmas, total_pages, pieces))
+    if let Some(pagemap_out) = pagemap_out {
+        pagemap_out.finish().map_err(|source| MemDumpError::Image { pid, source })?;
+    }
+    Ok((vmas, total_pages, if server.is_some() { Vec::new() } else { pieces }))
 }
 
 /// Dumps every memory area like [`dump_memory`], for a process that stays frozen only

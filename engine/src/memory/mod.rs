@@ -4,7 +4,8 @@
 //!   (process_vm_readv and a writer thread, or splice from pipes the target fills
 //!   itself, `remote_pipes.rs`); `incremental.rs` compares them with a parent dump;
 //!   `snapshot.rs` is the copy-on-write snapshot of `--leave-running`; `shmem.rs`
-//!   writes each shared anonymous object once, from the object;
+//!   writes each shared anonymous object once, from the object; `to_server.rs` sends
+//!   the pages to a page server instead (`page_server/`);
 //! - restore: `page_sources.rs` finds each dumped page through the chain of parent
 //!   dumps; `shmem.rs` fills each shared anonymous object before the first fork.
 //! - both: `checksums.rs`, the CRC-32C of every run of pages and the list of images
@@ -25,6 +26,7 @@ pub mod pages;
 pub(crate) mod remote_pipes;
 pub(crate) mod shmem;
 pub(crate) mod snapshot;
+pub(crate) mod to_server;
 
 pub use checksums::ChecksumError;
 pub use page_sources::PageSourcesError;

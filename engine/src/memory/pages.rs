@@ -218,6 +218,23 @@ impl PageCopier {
         Ok(())
     }
 
+    /// Appends `bytes` that are not the target's memory read now (a page server's
+    /// header, pages read already), in order with the pages around them; not counted in
+    /// [`PageCopier::copied`] and not checksummed (a stream to a page server has neither).
+    pub fn append_bytes(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            if self.filled == READ_BUFFER {
+                self.send_current()?;
+            }
+            let step = rest.len().min(READ_BUFFER - self.filled);
+            self.current[self.filled..self.filled + step].copy_from_slice(&rest[..step]);
+            self.filled += step;
+            rest = &rest[step..];
+        }
+        Ok(())
+    }
+
     /// The CRC-32C of `len` bytes of the target at `addr`, read in 256 KiB steps.
     fn checksum_remote(&mut self, mem: &File, addr: u64, len: u64) -> io::Result<u32> {
         self.scratch.resize(WRITE_CHUNK, 0);

@@ -674,6 +674,11 @@ fn handle_message(process: &Shared, message: uffd::Message, waiting: &mut Vec<Re
             }
             0
         }
+        uffd::Message::Fork { .. } => {
+            // Not asked for (no UFFD_FEATURE_EVENT_FORK here).
+            process.break_snapshot("unexpected userfaultfd fork event".into());
+            0
+        }
         uffd::Message::Other(event) => {
             process.break_snapshot(format!("unexpected userfaultfd event {event:#x}"));
             0

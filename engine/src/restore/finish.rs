@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Read};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use crust_arch::{Abi, Host, HostArch, RestorerOp, RestorerOutcome, Sys};
@@ -262,6 +262,33 @@ fn log_failed_ops(pid: i32, host_tid: i32, plan: &Plan) {
     }
 }
 
+/// Lazy restore: makes a userfaultfd in process `pid` (one injected call, then taken
+/// with pidfd_getfd and closed there), registers the plan's lazy areas on it (missing
+/// pages, with the fork, remap, remove and unmap events) and hands it to the daemon.
+fn hand_over_lazy_areas(pid: i32, syscall_ip: u64, plan: &Plan, handoff: &mut crate::lazy::handoff::Handoff) -> Result<(), FinishError> {
+    use crate::sys::uffd;
+    let now = HostArch::read_regs(pid).map_err(|source| FinishError::Arch { pid, source })?;
+    let mut remote = RemoteThread::new(pid, syscall_ip, now.gpr);
+    let flags = (libc::O_CLOEXEC | libc::O_NONBLOCK) as u64;
+    let fd = remote.syscall(Sys::Userfaultfd, [flags, 0, 0, 0, 0, 0]).map_err(|source| FinishError::Infect { pid, source })?;
+    if (-4095..0).contains(&fd) {
+        return Err(FinishError::Child { pid, what: format!("userfaultfd for lazy pages: {}", io::Error::from_raw_os_error(-fd as i32)) });
+    }
+    let borrowed = crate::sys::borrow_fd(pid, fd as u32);
+    let closed = remote.syscall(Sys::Close, [fd as u64, 0, 0, 0, 0, 0]).map_err(|source| FinishError::Infect { pid, source });
+    let uffd = borrowed.map_err(|e| FinishError::Child { pid, what: format!("take its userfaultfd: {e}") })?;
+    closed?;
+    let features = uffd::FEATURE_EVENT_FORK | uffd::FEATURE_EVENT_REMAP | uffd::FEATURE_EVENT_REMOVE | uffd::FEATURE_EVENT_UNMAP;
+    uffd::enable_api(uffd.as_fd(), features).map_err(|e| FinishError::Child { pid, what: format!("userfaultfd API with events {features:#x}: {e}") })?;
+    for area in &plan.lazy_areas {
+        uffd::register_missing(uffd.as_fd(), area.start, area.end - area.start)
+            .map_err(|e| FinishError::Child { pid, what: format!("register lazy area {:#x}-{:#x}: {e}", area.start, area.end) })?;
+    }
+    handoff.send(pid, &uffd, &plan.lazy_areas).map_err(|e| FinishError::Child { pid, what: e.to_string() })?;
+    log::info!("pid {pid}: {} lazy areas handed to the lazy-pages daemon", plan.lazy_areas.len());
+    Ok(())
+}
+
 /// A restored thread with its dumped registers (its interrupted syscall entered again
 /// if it restarts), in a stop until [`release`] lets it go with its signal mask and the
 /// signal it is detached with (the stop signal of a stopped process, on its last thread).
@@ -276,12 +303,22 @@ pub(crate) struct ReadyThread {
 /// its stop, traced, until [`release`] (a crust killed before then takes the whole tree
 /// with it through PTRACE_O_EXITKILL). With `leave_stopped` the process goes stopped
 /// (SIGSTOP), as one dumped stopped.
-pub(crate) fn finish_process(process: &ProcessImages, plan: &Plan, host: &BTreeMap<i32, i32>, leave_stopped: bool) -> Result<Vec<ReadyThread>, FinishError> {
+pub(crate) fn finish_process(
+    process: &ProcessImages,
+    plan: &Plan,
+    host: &BTreeMap<i32, i32>,
+    leave_stopped: bool,
+    lazy: Option<&mut crate::lazy::handoff::Handoff>,
+) -> Result<Vec<ReadyThread>, FinishError> {
     let syscall_ip = plan.area + HostArch::restorer_syscall_offset() as u64;
     let tids: Vec<i32> = process.pstree.threads.iter().map(|&t| host[&(t as i32)]).collect();
     // The thread that makes the process's remaining calls (the leader, unless it exits).
     let acting = process.acting_thread();
     let pid = tids[acting];
+    // Lazy areas go to the daemon before any injected call can touch them.
+    if let (Some(handoff), false) = (lazy, plan.lazy_areas.is_empty()) {
+        hand_over_lazy_areas(pid, syscall_ip, plan, handoff)?;
+    }
     // pidfds first: every process of the tree exists now. pidfd_open puts the fd at the
     // lowest free number; dup3 moves it to its own.
     if !plan.pidfds.is_empty() {

@@ -78,6 +78,9 @@ pub struct RestoreOptions {
     /// Do not verify the pages against `crust-checksums.img` (nor the images against
     /// its list) before restoring (`--skip-checksums`).
     pub skip_checksums: bool,
+    /// Lazy restore (`--lazy-pages`): the lazy-pages daemon's socket; private anonymous
+    /// memory is filled by the daemon as the tree touches it (`lazy/`).
+    pub lazy_pages: Option<PathBuf>,
     /// `--manage-cgroups`: which cgroups are made and which get properties (`ignore`:
     /// the tree stays in crust's cgroups).
     pub cgroup_mode: crate::cgroups::CgroupMode,
@@ -123,6 +126,8 @@ pub enum RestoreError {
     Plan(#[from] PlanError),
     #[error(transparent)]
     Finish(#[from] FinishError),
+    #[error(transparent)]
+    Lazy(#[from] crate::lazy::LazyError),
     #[error(transparent)]
     Mounts(#[from] MountError),
     #[error("restore: UTS namespace: {0}")]
@@ -220,9 +225,12 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
     if mount_plan.is_none() {
         images::check_files(&images)?;
     }
+    // A lazy restore hands its memory to a daemon that must be there before anything
+    // is created.
+    let mut lazy = options.lazy_pages.as_deref().map(crate::lazy::handoff::Handoff::connect).transpose()?;
     // Every page read before the first fork: a damaged image fails here, naming the run.
-    if options.skip_checksums {
-        log::info!("page checksums not verified (--skip-checksums)");
+    if options.skip_checksums || lazy.is_some() {
+        log::info!("page checksums not verified ({})", if lazy.is_some() { "--lazy-pages: the daemon reads the pages" } else { "--skip-checksums" });
     } else {
         let verifying = Instant::now();
         let verified = crate::memory::checksums::verify(&options.dir, sys::page_size())?;
@@ -236,7 +244,8 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
     }
     // Planning is pure: the host is read once, here.
     let layout = HostLayout::read(root, HostArch::restorer_blob().len() as u64)?;
-    let tree = tree::plan_tree::<HostArch>(&images, &layout, options.shell_job)?;
+    let mut tree = tree::plan_tree::<HostArch>(&images, &layout, options.shell_job)?;
+    tree.lazy_pages = lazy.is_some();
     let sysv = memory::segment_sizes(&images)?;
     let mut plans = Vec::new();
     for (index, process) in images.processes.iter().enumerate() {
@@ -436,7 +445,7 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
     for (process, plan) in images.processes.iter().zip(&plans) {
         if let Some(plan) = plan {
             stop_point()?;
-            ready.extend(finish::finish_process(process, plan, &host, options.leave_stopped)?);
+            ready.extend(finish::finish_process(process, plan, &host, options.leave_stopped, lazy.as_mut())?);
         }
     }
     // Segments removed while attached go again, now that every process has attached them.
@@ -455,6 +464,8 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
     // The last moment a stop can still undo the restore.
     crate::interrupt::hold("restore-finished");
     stop_point()?;
+    // The daemon has every process: the restore's end of the connection closes.
+    drop(lazy);
     finish::release(&ready)?;
     // Return only once the stopped ones are stopped (their stop is already pending).
     for process in images.processes.iter().filter(|p| !p.is_zombie() && (options.leave_stopped || p.task_state() == TASK_STOPPED)) {

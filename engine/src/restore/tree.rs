@@ -34,6 +34,9 @@ pub(crate) struct TreePlan {
     pub(crate) premap_arena: Option<(u64, u64)>,
     /// Per process: the slot of each premapped area.
     pub(crate) premaps: Vec<PremapSlots>,
+    /// Lazy restore (`--lazy-pages`): private anonymous areas are mapped empty, their
+    /// pages left to the lazy-pages daemon (`lazy/`).
+    pub(crate) lazy_pages: bool,
 }
 
 /// Plans the tree: fd numbers kept for crust, the shared anonymous objects, the
@@ -64,7 +67,7 @@ pub(crate) fn plan_tree<A: Abi>(images: &Images, layout: &HostLayout, shell_job:
     let helpers = plan_helpers(images, shell_job)?;
     let (premaps, arena) = plan_premaps::<A>(images, layout)?;
     let new_ipc_ns = images.namespaces.ipc_ns_id.is_some();
-    Ok(TreePlan { helpers, error_fd, sync_fd, broker_base, helper_base, shmem, new_ipc_ns, premap_arena: arena, premaps })
+    Ok(TreePlan { helpers, error_fd, sync_fd, broker_base, helper_base, shmem, new_ipc_ns, premap_arena: arena, premaps, lazy_pages: false })
 }
 
 /// A session or process group whose leader had exited at dump time. A helper process

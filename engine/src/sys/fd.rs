@@ -11,6 +11,7 @@
 
 use std::io;
 use std::os::unix::ffi::OsStrExt;
+use std::os::fd::{FromRawFd, OwnedFd};
 
 use super::check;
 
@@ -99,4 +100,12 @@ pub fn epoll_add(epfd: i32, fd: i32, events: u32, data: u64) -> io::Result<()> {
 pub fn close_range(first: u32, last: u32) -> io::Result<()> {
     // SAFETY: no pointers; closing fd numbers of this process.
     check(unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) }).map(|_| ())
+}
+
+/// Takes ownership of fd `number`, which the kernel has just installed in crust for it
+/// (a userfaultfd of a fork event, read from its parent's userfaultfd).
+pub fn own_received_fd(number: i32) -> OwnedFd {
+    // SAFETY: the kernel installed the fd for the caller alone as it delivered the
+    // message naming it; nothing else in crust refers to it.
+    unsafe { OwnedFd::from_raw_fd(number) }
 }

@@ -33,6 +33,7 @@ pub(crate) mod cgroup;
 pub(crate) mod process;
 pub(crate) mod ptrace;
 pub(crate) mod socket;
+pub(crate) mod stream;
 pub(crate) mod sysv;
 pub(crate) mod tty;
 pub(crate) mod uffd;

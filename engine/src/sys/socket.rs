@@ -259,3 +259,33 @@ pub fn peek_bytes(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
 pub fn receive_message(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     Ok(socket::recv(fd, buf, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC)?)
 }
+
+/// `recvmsg(fd, buf, MSG_CMSG_CLOEXEC)`, blocking: bytes read and the first fd that came
+/// with them (SCM_RIGHTS; any others are closed).
+#[doc(alias = "recvmsg")]
+pub fn receive_with_fd(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, Option<OwnedFd>)> {
+    let mut control = nix::cmsg_space!([RawFd; 4]);
+    let mut iov = [IoSliceMut::new(buf)];
+    let message = loop {
+        match socket::recvmsg::<()>(fd, &mut iov, Some(&mut control), MsgFlags::MSG_CMSG_CLOEXEC) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => break other?,
+        }
+    };
+    let mut first = None;
+    if let Ok(cmsgs) = message.cmsgs() {
+        for cmsg in cmsgs {
+            if let ControlMessageOwned::ScmRights(received) = cmsg {
+                for raw in received {
+                    // SAFETY: each fd was just installed in this process by the kernel
+                    // for this message; nobody else owns it.
+                    let owned = unsafe { OwnedFd::from_raw_fd(raw) };
+                    if first.is_none() {
+                        first = Some(owned);
+                    }
+                }
+            }
+        }
+    }
+    Ok((message.bytes, first))
+}

@@ -23,8 +23,14 @@ const UFFDIO_REGISTER_NR: u8 = 0x00;
 const UFFDIO_WRITEPROTECT_NR: u8 = 0x06;
 const UFFDIO_API_NR: u8 = 0x3F;
 const UFFDIO_REGISTER_MODE_WP: u64 = 1 << 1;
+const UFFDIO_REGISTER_MODE_MISSING: u64 = 1 << 0;
+const UFFDIO_COPY_NR: u8 = 0x03;
+const UFFDIO_ZEROPAGE_NR: u8 = 0x04;
 const UFFDIO_WRITEPROTECT_MODE_WP: u64 = 1 << 0;
 
+/// `UFFD_FEATURE_EVENT_FORK`: a fork of the process is reported, with a userfaultfd
+/// for the child (lazy restore).
+pub const FEATURE_EVENT_FORK: u64 = 1 << 1;
 /// `UFFD_FEATURE_EVENT_REMAP`: mremap of a registered area is reported.
 pub const FEATURE_EVENT_REMAP: u64 = 1 << 2;
 /// `UFFD_FEATURE_EVENT_REMOVE`: madvise(DONTNEED/FREE/REMOVE) is reported before it zaps.
@@ -59,6 +65,22 @@ struct UffdioRegister {
 struct UffdioWriteprotect {
     range: UffdioRange,
     mode: u64,
+}
+
+#[repr(C)]
+struct UffdioCopy {
+    dst: u64,
+    src: u64,
+    len: u64,
+    mode: u64,
+    copy: i64,
+}
+
+#[repr(C)]
+struct UffdioZeropage {
+    range: UffdioRange,
+    mode: u64,
+    zeropage: i64,
 }
 
 fn request(nr: u8, size: usize) -> libc::c_ulong {
@@ -111,6 +133,52 @@ pub fn write_protect(uffd: BorrowedFd, start: u64, len: u64, protect: bool) -> i
     Ok(())
 }
 
+/// `ioctl(uffd, UFFDIO_REGISTER, {start, len, UFFDIO_REGISTER_MODE_MISSING})`: faults on
+/// pages of the range that are not there go to the userfaultfd (lazy restore).
+#[doc(alias = "UFFDIO_REGISTER")]
+pub fn register_missing(uffd: BorrowedFd, start: u64, len: u64) -> io::Result<()> {
+    let mut register = UffdioRegister { range: UffdioRange { start, len }, mode: UFFDIO_REGISTER_MODE_MISSING, ioctls: 0 };
+    // SAFETY: `register` is a live uffdio_register, the size the request encodes.
+    let rc = unsafe {
+        libc::ioctl(uffd.as_raw_fd(), request(UFFDIO_REGISTER_NR, size_of::<UffdioRegister>()), &mut register)
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `ioctl(uffd, UFFDIO_COPY, {dst, bytes, len})`: puts `bytes` at `dst` of the
+/// userfaultfd's process (pages that were missing) and wakes the threads waiting
+/// there. The bytes copied: less than asked when it stopped at a page already there
+/// (EEXIST after none) or at a pending event (EAGAIN after none).
+#[doc(alias = "UFFDIO_COPY")]
+pub fn copy_pages(uffd: BorrowedFd, dst: u64, bytes: &[u8]) -> io::Result<u64> {
+    let mut copy = UffdioCopy { dst, src: bytes.as_ptr() as u64, len: bytes.len() as u64, mode: 0, copy: 0 };
+    // SAFETY: `copy` is a live uffdio_copy, the size the request encodes; `src` points at
+    // `bytes`, `len` long, which the kernel only reads during the call.
+    let rc = unsafe { libc::ioctl(uffd.as_raw_fd(), request(UFFDIO_COPY_NR, size_of::<UffdioCopy>()), &mut copy) };
+    if rc < 0 {
+        let error = io::Error::last_os_error();
+        return if copy.copy > 0 { Ok(copy.copy as u64) } else { Err(error) };
+    }
+    Ok(copy.copy.max(0) as u64)
+}
+
+/// `ioctl(uffd, UFFDIO_ZEROPAGE, {start, len})`: maps zero pages where pages were
+/// missing and wakes the threads waiting there; the bytes done.
+#[doc(alias = "UFFDIO_ZEROPAGE")]
+pub fn zero_pages(uffd: BorrowedFd, start: u64, len: u64) -> io::Result<u64> {
+    let mut zero = UffdioZeropage { range: UffdioRange { start, len }, mode: 0, zeropage: 0 };
+    // SAFETY: `zero` is a live uffdio_zeropage, the size the request encodes.
+    let rc = unsafe { libc::ioctl(uffd.as_raw_fd(), request(UFFDIO_ZEROPAGE_NR, size_of::<UffdioZeropage>()), &mut zero) };
+    if rc < 0 {
+        let error = io::Error::last_os_error();
+        return if zero.zeropage > 0 { Ok(zero.zeropage as u64) } else { Err(error) };
+    }
+    Ok(zero.zeropage.max(0) as u64)
+}
+
 /// `read(uffd, buf)` on a non-blocking userfaultfd: bytes of whole messages read, 0
 /// when none is waiting.
 #[doc(alias = "read")]
@@ -152,11 +220,14 @@ pub enum Message {
     Remove { start: u64, end: u64 },
     /// `start..end` was unmapped.
     Unmap { start: u64, end: u64 },
+    /// The process forked; `uffd` is the child's userfaultfd, now an fd of the reader.
+    Fork { uffd: i32 },
     /// Any other event (its number).
     Other(u8),
 }
 
 const UFFD_EVENT_PAGEFAULT: u8 = 0x12;
+const UFFD_EVENT_FORK: u8 = 0x13;
 const UFFD_EVENT_REMAP: u8 = 0x14;
 const UFFD_EVENT_REMOVE: u8 = 0x15;
 const UFFD_EVENT_UNMAP: u8 = 0x16;
@@ -170,6 +241,7 @@ pub fn parse_message(bytes: &[u8; MESSAGE_SIZE]) -> Message {
         UFFD_EVENT_PAGEFAULT => {
             Message::PageFault { address: word(1), write_protect: word(0) & UFFD_PAGEFAULT_FLAG_WP != 0 }
         }
+        UFFD_EVENT_FORK => Message::Fork { uffd: word(0) as u32 as i32 },
         UFFD_EVENT_REMAP => Message::Remap { from: word(0), to: word(1), len: word(2) },
         UFFD_EVENT_REMOVE => Message::Remove { start: word(0), end: word(1) },
         UFFD_EVENT_UNMAP => Message::Unmap { start: word(0), end: word(1) },
@@ -203,7 +275,8 @@ mod tests {
         assert_eq!(parse_message(&message(0x14, [0x1000, 0x9000, 0x2000])), Message::Remap { from: 0x1000, to: 0x9000, len: 0x2000 });
         assert_eq!(parse_message(&message(0x15, [0x1000, 0x3000, 0])), Message::Remove { start: 0x1000, end: 0x3000 });
         assert_eq!(parse_message(&message(0x16, [0x1000, 0x3000, 0])), Message::Unmap { start: 0x1000, end: 0x3000 });
-        assert_eq!(parse_message(&message(0x13, [5, 0, 0])), Message::Other(0x13));
+        assert_eq!(parse_message(&message(0x13, [5, 0, 0])), Message::Fork { uffd: 5 });
+        assert_eq!(parse_message(&message(0x17, [5, 0, 0])), Message::Other(0x17));
     }
 
     #[test]
@@ -216,5 +289,8 @@ mod tests {
         assert_eq!(request(UFFDIO_API_NR, 24), 0xc018_aa3f);
         assert_eq!(request(UFFDIO_REGISTER_NR, 32), 0xc020_aa00);
         assert_eq!(request(UFFDIO_WRITEPROTECT_NR, 24), 0xc018_aa06);
+        assert_eq!(std::mem::size_of::<UffdioCopy>(), 40);
+        assert_eq!(request(UFFDIO_COPY_NR, 40), 0xc028_aa03);
+        assert_eq!(request(UFFDIO_ZEROPAGE_NR, 32), 0xc020_aa04);
     }
 }

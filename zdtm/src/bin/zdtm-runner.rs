@@ -1,6 +1,6 @@
 //! `zdtm-runner`: the harness binary `cargo xtest zdtm` and `cargo xtest demo` exec.
 //!
-//! zdtm-runner run --engine PATH --workdir DIR [--filter S] [--iters N] [--snap] [--pre-dump] [--keep] [--big] [--json PATH] [--flavor host|ns|mntns|container|container-uns|all] [--group core|runtime|all] [--dump-with PATH | --restore-with PATH] [--kill-trials N] [--kill-seed S]
+//! zdtm-runner run --engine PATH --workdir DIR [--filter S] [--iters N] [--snap] [--pre-dump] [--lazy] [--keep] [--big] [--json PATH] [--flavor host|ns|mntns|container|container-uns|all] [--group core|runtime|all] [--dump-with PATH | --restore-with PATH] [--kill-trials N] [--kill-seed S]
 //! zdtm-runner demo --engine PATH --workdir DIR
 //! zdtm-runner list
 #![deny(unsafe_code)]
@@ -52,6 +52,7 @@ fn parse_config(args: &[String]) -> anyhow::Result<Config> {
         iters: 1,
         snap: false,
         pre_dump: false,
+        lazy: false,
         keep: false,
         big: false,
         json: None,
@@ -94,6 +95,7 @@ fn parse_config(args: &[String]) -> anyhow::Result<Config> {
             "--kill-seed" => config.kill_seed = Some(value("--kill-seed")?.parse().context("--kill-seed takes a number")?),
             "--snap" => config.snap = true,
             "--pre-dump" => config.pre_dump = true,
+            "--lazy" => config.lazy = true,
             "--keep" => config.keep = true,
             "--big" => config.big = true,
             other => bail!("unknown option {other}"),

@@ -162,6 +162,7 @@ pub(crate) fn map_areas<A: Abi>(
     helpers: &super::memory::Helpers,
     shmem: &Shmem,
     premapped: &PremapSlots,
+    mut lazy: Option<&mut Vec<crate::lazy::LazyArea>>,
 ) -> Result<Vec<Premap>, PlanError> {
     let pid = process.pid();
     let sources = &process.pages;
@@ -183,7 +184,7 @@ pub(crate) fn map_areas<A: Abi>(
             continue;
         }
         let len = vma.end - vma.start;
-        let mut runs = Vec::new();
+        let mut runs: Vec<(u64, u64, usize, u64)> = Vec::new();
         while let Some(entry) = pagemap.front().copied() {
             if entry.vaddr >= vma.end {
                 break;
@@ -270,6 +271,22 @@ pub(crate) fn map_areas<A: Abi>(
             program.call(Sys::Mprotect, [vma.start, len, prot as u64, 0, 0, 0], RestorerOp::CHECK_EQ, 0, format!("protect vma {:#x}-{:#x}", vma.start, vma.end));
             add_madvise(program, vma, len);
             continue;
+        }
+        // Lazy restore: a private anonymous area (not locked: MAP_LOCKED would fault
+        // every page in at mmap) is mapped empty; the lazy-pages daemon fills it.
+        let lazy_area = !runs.is_empty()
+            && vma.status & vs::ANON_PRIVATE != 0
+            && vma.status & (vs::ANON_SHARED | vs::FILE_PRIVATE | vs::FILE_SHARED | vs::SYSVIPC) == 0
+            && vma.flags as i32 & (libc::MAP_LOCKED | MAP_TYPE) == libc::MAP_PRIVATE;
+        if let (true, Some(lazy)) = (lazy_area, lazy.as_deref_mut()) {
+            lazy.push(crate::lazy::LazyArea {
+                start: vma.start,
+                end: vma.end,
+                runs: std::mem::take(&mut runs)
+                    .into_iter()
+                    .map(|(addr, bytes, file, offset)| crate::lazy::LazyRun { addr, bytes, file: sources.files[file].clone(), offset })
+                    .collect(),
+            });
         }
         let map_prot = if runs.is_empty() { prot } else { prot | libc::PROT_WRITE };
         // The map type (shared, private, droppable) and the flags that shape the area;

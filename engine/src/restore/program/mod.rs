@@ -71,6 +71,8 @@ pub(crate) struct Plan {
     /// The pages images this process's pages are in (this dump's first, then parent
     /// dumps'), as `Premap` runs name them.
     pub(crate) page_files: Vec<PathBuf>,
+    /// Lazy restore: the areas mapped empty, whose pages the lazy-pages daemon fills.
+    pub(crate) lazy_areas: Vec<crate::lazy::LazyArea>,
 }
 
 impl Plan {
@@ -248,7 +250,9 @@ pub(crate) fn plan_process<A: Abi>(
     }
     memory::attach_sysv(&mut program, &attaches);
     let parent = images.processes.iter().find(|p| p.pstree.pid == process.pstree.ppid && index > 0);
-    let premap = memory::map_areas(&mut program, process, parent, &helpers, &tree.shmem, premapped)?;
+    let mut lazy_areas = Vec::new();
+    let lazy = tree.lazy_pages.then_some(&mut lazy_areas);
+    let premap = memory::map_areas(&mut program, process, parent, &helpers, &tree.shmem, premapped, lazy)?;
     task::set_mm(&mut program, mm, helpers.exe_fd);
     let sigtrap_action = task::process_state(&mut program, process, layout)?;
 
@@ -303,6 +307,7 @@ pub(crate) fn plan_process<A: Abi>(
         thread_ops,
         premap,
         page_files: process.pages.files.clone(),
+        lazy_areas,
     })
 }
 

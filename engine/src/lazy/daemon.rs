@@ -1,0 +1,423 @@
+//! `crust lazy-pages`: the daemon that fills a lazily restored tree's memory.
+//!
+//! One restore connects (`handoff.rs`) and hands over each process's userfaultfd with
+//! its areas; from then on one loop polls the connection and every userfaultfd:
+//! - a fault is served first: the run of missing pages around it (at most
+//!   [`FAULT_BLOCK`], within its area) from the pages images (UFFDIO_COPY), zero pages
+//!   where the dump held none (UFFDIO_ZEROPAGE); a page the tree dropped since
+//!   (madvise DONTNEED) faults in as zeros, as it would have;
+//! - between faults the rest is prefetched, [`PREFETCH_BLOCK`] at a time, from the
+//!   last fault on (the pages the tree is touching), then in address order;
+//! - events: a fork gives the child's userfaultfd (the child starts with its parent's
+//!   state: what the parent had is in the child too), mremap moves the bookkeeping,
+//!   munmap drops it, madvise(DONTNEED/REMOVE) marks the pages done (zeros from now on);
+//! - a page that cannot be read (an image gone or damaged) kills the process it is for,
+//!   with a log line, instead of leaving it waiting for ever.
+//! It ends when every page is in (or every process gone) and the restore has closed
+//! the connection.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::FileExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{handoff, LazyArea, LazyError, LazyRun};
+use crate::sys;
+use crate::sys::uffd::{self, Message};
+
+/// Bytes served around a fault.
+pub const FAULT_BLOCK: u64 = 64 << 10;
+/// Bytes prefetched at a time between faults.
+pub const PREFETCH_BLOCK: u64 = 1 << 20;
+
+/// What `crust lazy-pages` was asked to do.
+#[derive(Clone, Debug, Default)]
+pub struct LazyOptions {
+    /// The socket the restore connects to.
+    pub socket: PathBuf,
+}
+
+/// What the daemon did.
+#[derive(Clone, Debug, Default)]
+pub struct LazyReport {
+    pub processes: usize,
+    /// Pages copied on a fault, prefetched, and zero pages mapped.
+    pub faulted: u64,
+    pub prefetched: u64,
+    pub zero: u64,
+    /// From the first process handed over until every page was in.
+    pub elapsed: Duration,
+}
+
+/// Serves the one restore that connects to `listener` and returns once its tree has
+/// every page.
+pub fn serve(listener: &UnixListener) -> Result<LazyReport, LazyError> {
+    let (stream, _) = listener.accept().map_err(|source| LazyError::Io { what: "accept the restore".into(), source })?;
+    serve_restore(stream)
+}
+
+/// Serves one restore's connection.
+pub fn serve_restore(mut stream: UnixStream) -> Result<LazyReport, LazyError> {
+    let page = sys::page_size();
+    let mut report = LazyReport::default();
+    let mut processes: Vec<Process> = Vec::new();
+    let mut files = Files::default();
+    let mut connected = true;
+    let mut started: Option<Instant> = None;
+    let mut buffer = vec![0u8; PREFETCH_BLOCK as usize];
+    loop {
+        processes.retain(|p| !p.gone);
+        let work_left = processes.iter().any(|p| !p.complete());
+        if !connected && !work_left {
+            break;
+        }
+        let mut fds: Vec<BorrowedFd> = processes.iter().map(|p| p.uffd.as_fd()).collect();
+        if connected {
+            fds.push(stream.as_fd());
+        }
+        // Prefetching starts once the restore has handed every process over: until
+        // then faults come from crust's own injected calls, which wait on them.
+        let prefetch = work_left && !connected;
+        let ready = uffd::poll_readable(&fds, if prefetch { 0 } else { -1 }).map_err(|source| LazyError::Io { what: "poll".into(), source })?;
+        drop(fds);
+        if connected && ready[processes.len()] {
+            match handoff::receive(&mut stream)? {
+                Some((pid, fd, areas)) => {
+                    started.get_or_insert_with(Instant::now);
+                    let pages: u64 = areas.iter().map(|a| (a.end - a.start) / page).sum();
+                    log::info!("pid {pid}: {} lazy areas, {pages} pages", areas.len());
+                    processes.push(Process::new(pid, fd, &areas, page));
+                    report.processes += 1;
+                }
+                None => {
+                    log::info!("the restore has handed over every process");
+                    connected = false;
+                }
+            }
+            continue;
+        }
+        let mut any_message = false;
+        let mut forked = Vec::new();
+        for index in 0..processes.len() {
+            if !ready[index] {
+                continue;
+            }
+            let mut raw = [0u8; uffd::MESSAGE_SIZE * 16];
+            let read = match uffd::read_messages(processes[index].uffd.as_fd(), &mut raw) {
+                Ok(read) => read,
+                Err(error) => {
+                    log::info!("pid {}: userfaultfd: {error}; done with it", processes[index].pid);
+                    processes[index].gone = true;
+                    continue;
+                }
+            };
+            for message in raw[..read].chunks_exact(uffd::MESSAGE_SIZE) {
+                any_message = true;
+                let message = uffd::parse_message(message.try_into().expect("message size"));
+                if let Some(child) = processes[index].handle(message, &mut files, &mut buffer, &mut report) {
+                    forked.push(child);
+                }
+            }
+        }
+        processes.extend(forked);
+        if !any_message && prefetch {
+            if let Some(process) = processes.iter_mut().find(|p| !p.complete()) {
+                process.prefetch(&mut files, &mut buffer, &mut report);
+            }
+        }
+    }
+    report.elapsed = started.map(|s| s.elapsed()).unwrap_or_default();
+    Ok(report)
+}
+
+/// The pages images, opened once each.
+#[derive(Default)]
+struct Files {
+    open: HashMap<PathBuf, File>,
+}
+
+impl Files {
+    fn read(&mut self, path: &PathBuf, offset: u64, into: &mut [u8]) -> io::Result<()> {
+        if !self.open.contains_key(path) {
+            self.open.insert(path.clone(), File::open(path)?);
+        }
+        self.open[path].read_exact_at(into, offset)
+    }
+}
+
+/// A stretch of a lazy area as it is now (after mremaps), `origin` its first byte's
+/// address at the dump; one bit per page: done (copied, zeroed, or dropped by the tree).
+#[derive(Clone)]
+struct Region {
+    start: u64,
+    end: u64,
+    origin: u64,
+    done: Vec<u64>,
+    left: u64,
+}
+
+impl Region {
+    fn is_done(&self, index: u64) -> bool {
+        self.done[(index / 64) as usize] & (1 << (index % 64)) != 0
+    }
+
+    fn set_done(&mut self, index: u64) {
+        if !self.is_done(index) {
+            self.done[(index / 64) as usize] |= 1 << (index % 64);
+            self.left -= 1;
+        }
+    }
+
+    /// The part `from..to` of this region (inside it), with its bits.
+    fn part(&self, from: u64, to: u64, page: u64) -> Region {
+        let first = (from - self.start) / page;
+        let count = (to - from) / page;
+        let mut part = Region { start: from, end: to, origin: self.origin + (from - self.start), done: vec![0; count.div_ceil(64) as usize], left: count };
+        for index in 0..count {
+            if self.is_done(first + index) {
+                part.done[(index / 64) as usize] |= 1 << (index % 64);
+                part.left -= 1;
+            }
+        }
+        part
+    }
+}
+
+struct Process {
+    pid: i32,
+    uffd: OwnedFd,
+    regions: Vec<Region>,
+    /// Every run of the images, by address at the dump.
+    runs: Arc<Vec<LazyRun>>,
+    page: u64,
+    /// Where prefetching goes on: the last fault.
+    cursor: u64,
+    gone: bool,
+}
+
+impl Process {
+    fn new(pid: i32, uffd: OwnedFd, areas: &[LazyArea], page: u64) -> Process {
+        let mut runs: Vec<LazyRun> = areas.iter().flat_map(|a| a.runs.iter().cloned()).collect();
+        runs.sort_by_key(|r| r.addr);
+        let regions = areas
+            .iter()
+            .map(|a| {
+                let count = (a.end - a.start) / page;
+                Region { start: a.start, end: a.end, origin: a.start, done: vec![0; count.div_ceil(64) as usize], left: count }
+            })
+            .collect();
+        Process { pid, uffd, regions, runs: Arc::new(runs), page, cursor: 0, gone: false }
+    }
+
+    fn complete(&self) -> bool {
+        self.regions.iter().all(|r| r.left == 0)
+    }
+
+    /// Handles one message; a fork's child process.
+    fn handle(&mut self, message: Message, files: &mut Files, buffer: &mut [u8], report: &mut LazyReport) -> Option<Process> {
+        let page = self.page;
+        match message {
+            Message::PageFault { address, .. } => {
+                let address = address & !(page - 1);
+                self.cursor = address;
+                self.serve_fault(address, files, buffer, report);
+            }
+            Message::Fork { uffd } => {
+                // The kernel installed the child's userfaultfd in this process as it
+                // delivered the message: this is its one owner.
+                let fd = sys::fd::own_received_fd(uffd);
+                log::info!("pid {}: forked; the child's pages follow its parent's", self.pid);
+                return Some(Process { pid: 0, uffd: fd, regions: self.regions.clone(), runs: self.runs.clone(), page, cursor: 0, gone: false });
+            }
+            Message::Remap { from, to, len } => self.remap(from, to, len),
+            Message::Remove { start, end } => {
+                for region in self.regions.iter_mut().filter(|r| r.start < end && start < r.end) {
+                    let (from, to) = (start.max(region.start), end.min(region.end));
+                    for index in (from - region.start) / page..(to - region.start) / page {
+                        region.set_done(index);
+                    }
+                }
+            }
+            Message::Unmap { start, end } => self.cut(start, end),
+            Message::Other(_) => {}
+        }
+        None
+    }
+
+    fn serve_fault(&mut self, address: u64, files: &mut Files, buffer: &mut [u8], report: &mut LazyReport) {
+        let page = self.page;
+        let Some(at) = self.regions.iter().position(|r| r.start <= address && address < r.end) else {
+            // Not ours (an area the tree mapped since): wake it with a zero page.
+            let _ = uffd::zero_pages(self.uffd.as_fd(), address, page);
+            return;
+        };
+        let region = &self.regions[at];
+        let index = (address - region.start) / page;
+        if region.is_done(index) {
+            // Dropped by the tree since (DONTNEED): zeros, as without userfaultfd.
+            match uffd::zero_pages(self.uffd.as_fd(), address, page) {
+                Ok(_) => report.zero += 1,
+                Err(error) => self.failed(address, error),
+            }
+            return;
+        }
+        let block_start = (address & !(FAULT_BLOCK - 1)).max(region.start);
+        let block_end = (block_start + FAULT_BLOCK).min(region.end);
+        let (mut from, mut to) = (address, address + page);
+        while from > block_start && !region.is_done((from - page - region.start) / page) {
+            from -= page;
+        }
+        while to < block_end && !region.is_done((to - region.start) / page) {
+            to += page;
+        }
+        let served = self.serve(at, from, to, files, buffer, report);
+        report.faulted += served;
+    }
+
+    fn prefetch(&mut self, files: &mut Files, buffer: &mut [u8], report: &mut LazyReport) {
+        let page = self.page;
+        // The first missing page at or after the cursor, else the first one.
+        let find = |regions: &[Region], from: u64| -> Option<(usize, u64)> {
+            for (at, region) in regions.iter().enumerate().filter(|(_, r)| r.end > from && r.left > 0) {
+                let first = from.max(region.start);
+                for index in (first - region.start) / page..(region.end - region.start) / page {
+                    if !region.is_done(index) {
+                        return Some((at, region.start + index * page));
+                    }
+                }
+            }
+            None
+        };
+        let Some((at, from)) = find(&self.regions, self.cursor).or_else(|| find(&self.regions, 0)) else { return };
+        let region = &self.regions[at];
+        let mut to = from;
+        while to < region.end && to - from < PREFETCH_BLOCK && !region.is_done((to - region.start) / page) {
+            to += page;
+        }
+        self.cursor = to;
+        let served = self.serve(at, from, to, files, buffer, report);
+        report.prefetched += served;
+    }
+
+    /// Fills `from..to` of region `at` (pages not done): the images' bytes, zeros where
+    /// they hold none. Pages served.
+    fn serve(&mut self, at: usize, from: u64, to: u64, files: &mut Files, buffer: &mut [u8], report: &mut LazyReport) -> u64 {
+        let page = self.page;
+        let origin_of = |region: &Region, address: u64| region.origin + (address - region.start);
+        let mut address = from;
+        let mut served = 0;
+        while address < to {
+            let region = &self.regions[at];
+            let origin = origin_of(region, address);
+            let index = self.runs.partition_point(|r| r.addr + r.bytes <= origin);
+            let run = self.runs.get(index).filter(|r| r.addr <= origin);
+            let result = match run {
+                Some(run) => {
+                    let len = (to - address).min(run.addr + run.bytes - origin).min(buffer.len() as u64);
+                    let bytes = &mut buffer[..len as usize];
+                    match files.read(&run.file, run.offset + (origin - run.addr), bytes) {
+                        Ok(()) => uffd::copy_pages(self.uffd.as_fd(), address, bytes),
+                        Err(error) => {
+                            log::error!("pid {}: read {} at {:#x} for {address:#x}: {error}; killing pid {} (its memory cannot be complete)", self.pid, run.file.display(), run.offset + (origin - run.addr), self.pid);
+                            self.kill();
+                            return served;
+                        }
+                    }
+                }
+                None => {
+                    // Up to the next run: never written at the dump.
+                    let next = self.runs.get(index).map(|r| r.addr).unwrap_or(u64::MAX);
+                    let len = (to - address).min(next.saturating_sub(origin));
+                    let zeroed = uffd::zero_pages(self.uffd.as_fd(), address, len);
+                    if let Ok(n) = zeroed {
+                        report.zero += n / page;
+                    }
+                    zeroed
+                }
+            };
+            let done = match result {
+                Ok(0) => page,
+                Ok(n) => n,
+                // Already there (the tree wrote it first: a page it created itself).
+                Err(error) if error.raw_os_error() == Some(libc::EEXIST) => page,
+                // An event is pending: it is read first, the fault comes again.
+                Err(error) if error.raw_os_error() == Some(libc::EAGAIN) => return served,
+                Err(error) => {
+                    self.failed(address, error);
+                    return served;
+                }
+            };
+            let region = &mut self.regions[at];
+            for i in 0..done / page {
+                region.set_done((address - region.start) / page + i);
+            }
+            served += done / page;
+            address += done;
+        }
+        served
+    }
+
+    fn failed(&mut self, address: u64, error: io::Error) {
+        match error.raw_os_error() {
+            // The process is gone.
+            Some(libc::ESRCH) | Some(libc::ENOENT) => self.gone = true,
+            _ => {
+                log::error!("pid {}: fill {address:#x}: {error}; killing it (its memory cannot be complete)", self.pid);
+                self.kill();
+            }
+        }
+    }
+
+    fn kill(&mut self) {
+        if self.pid > 0 {
+            let _ = sys::send_signal(self.pid, libc::SIGKILL);
+        }
+        self.gone = true;
+    }
+
+    /// mremap moved `from..from+len` to `to`.
+    fn remap(&mut self, from: u64, to: u64, len: u64) {
+        let page = self.page;
+        let moved: Vec<Region> = self
+            .regions
+            .iter()
+            .filter(|r| r.start < from + len && from < r.end)
+            .map(|r| {
+                let mut part = r.part(from.max(r.start), (from + len).min(r.end), page);
+                let delta = part.start - from;
+                part.end = to + delta + (part.end - part.start);
+                part.start = to + delta;
+                part
+            })
+            .collect();
+        self.cut(from, from + len);
+        // The kernel unmapped whatever was at the destination.
+        self.cut(to, to + len);
+        self.regions.extend(moved);
+        self.regions.sort_by_key(|r| r.start);
+    }
+
+    /// Drops `start..end` from the regions.
+    fn cut(&mut self, start: u64, end: u64) {
+        let page = self.page;
+        let mut out = Vec::new();
+        for region in self.regions.drain(..) {
+            if region.end <= start || end <= region.start {
+                out.push(region);
+                continue;
+            }
+            if region.start < start {
+                out.push(region.part(region.start, start, page));
+            }
+            if end < region.end {
+                out.push(region.part(end, region.end, page));
+            }
+        }
+        self.regions = out;
+    }
+}
