@@ -53,6 +53,9 @@ ci_apt_packages=(
     # the reference CRIU validating the flavor: its network lock runs iptables-restore in
     # the container's network namespace, as it runs ip for its addresses and routes.
     busybox-static
+    # cargo xtest containers: runc (Debian's 1.1.5) and podman 4.3 over it, with conmon
+    # (podman pulls in containers-common and the CNI plugins; the flows use --network none)
+    runc podman conmon
     xz-utils
     qemu-system-arm
     golang-go golang-github-checkpoint-restore-go-criu-dev

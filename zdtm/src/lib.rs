@@ -28,6 +28,7 @@ pub mod leftovers;
 pub mod procfs;
 pub mod reaper;
 pub mod report;
+pub mod runtimes;
 pub mod snapshot;
 pub mod testlib;
 pub mod tree;
