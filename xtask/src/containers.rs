@@ -6,6 +6,11 @@
 //!   cargo xtest containers --vs-criu ci/criu        the same with crust and the reference
 //!                                                   side by side, wall times of both
 //!   cargo xtest containers --engine ci/criu         only the given criu (crust is not built)
+//!   cargo xtest containers --criu-config FILE       every container names FILE as its criu
+//!                                                   configuration (runc's org.criu.config
+//!                                                   annotation, which wins over runc's
+//!                                                   options): a probe to look past a refusal,
+//!                                                   e.g. `manage-cgroups ignore`
 //!
 //! crust runs as `criu`: the install step [`install_criu_link`] makes
 //! `target/release/as-criu/criu`, a link to the release `crust`; runc gets it as
@@ -28,7 +33,11 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             "--engine" => engine = Some(PathBuf::from(args.next().context("--engine needs a path")?)),
             "--vs-criu" => versus = Some(PathBuf::from(args.next().context("--vs-criu needs a path")?)),
             "--filter" => rest.extend([arg.clone(), args.next().context("--filter needs a value")?.clone()]),
-            other => bail!("containers: unknown option {other} (--filter S, --vs-criu PATH, --engine PATH)"),
+            "--criu-config" => {
+                let file = absolute(Path::new(args.next().context("--criu-config needs a file")?))?;
+                rest.extend([arg.clone(), file.display().to_string()]);
+            }
+            other => bail!("containers: unknown option {other} (--filter S, --vs-criu PATH, --engine PATH, --criu-config FILE)"),
         }
     }
     crate::tools::require("containers", &crate::tools::containers())?;

@@ -162,13 +162,21 @@ mod tests {
     /// The packages of one bash array `NAME=( ... )` in ci/setup.sh.
     fn setup_array(text: &str, name: &str) -> Vec<String> {
         let start = text.find(&format!("{name}=(")).unwrap_or_else(|| panic!("ci/setup.sh has no {name}"));
+        // The array ends at the first `)` outside a comment (comments may hold one).
         let body = &text[start + name.len() + 2..];
-        let body = &body[..body.find(')').expect("array closes")];
-        body.lines()
-            .map(|line| line.split('#').next().unwrap_or(""))
-            .flat_map(str::split_whitespace)
-            .map(str::to_string)
-            .collect()
+        let mut words = Vec::new();
+        for line in body.lines() {
+            let code = line.split('#').next().unwrap_or("");
+            let (inside, closed) = match code.find(')') {
+                Some(end) => (&code[..end], true),
+                None => (code, false),
+            };
+            words.extend(inside.split_whitespace().map(str::to_string));
+            if closed {
+                return words;
+            }
+        }
+        panic!("ci/setup.sh: {name} does not close")
     }
 
     fn setup_lists() -> (Vec<String>, Vec<String>) {

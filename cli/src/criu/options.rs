@@ -23,6 +23,10 @@ pub const DEFAULT_TIMEOUT: u32 = 10;
 /// CRIU's default log level (`-v2`: errors and warnings).
 pub const DEFAULT_VERBOSITY: i32 = 2;
 
+/// The prefixes of the `--external` resources crust takes: mounts, veth host ends,
+/// network namespaces.
+const TAKEN_EXTERNALS: [&str; 3] = ["mnt[", "veth[", "net["];
+
 /// The verbs of CRIU's command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verb {
@@ -695,21 +699,20 @@ impl CriuOptions {
             return out;
         }
         const CGROUPS: &str = "crust neither dumps nor restores cgroups";
-        let checks: [(bool, &'static str, Option<&str>, &str); 17] = [
+        let checks: [(bool, &'static str, Option<&str>, &str); 16] = [
             (self.lazy_pages, "lazy-pages", None, "needs a lazy-pages daemon"),
             (self.stream, "stream", None, "needs criu-image-streamer's protocol"),
             (self.page_server, "page-server", None, "needs a page server"),
             (self.auto_dedup, "auto-dedup", None, "needs deduplication"),
             (self.ext_unix_sk.is_some(), "ext-unix-sk", None, "needs the engine to dump a unix socket whose peer is outside the tree"),
             (
-                self.external.iter().any(|e| !e.starts_with("mnt[") && !e.starts_with("veth[")),
+                self.external.iter().any(|e| !TAKEN_EXTERNALS.iter().any(|taken| e.starts_with(taken))),
                 "external",
-                self.external.iter().find(|e| !e.starts_with("mnt[") && !e.starts_with("veth[")).map(String::as_str),
-                "crust takes only mount (mnt[...]) and veth (veth[IN]:OUT[@BRIDGE]) externals yet",
+                self.external.iter().find(|e| !TAKEN_EXTERNALS.iter().any(|taken| e.starts_with(taken))).map(String::as_str),
+                "crust takes only mount (mnt[...]), veth (veth[IN]:OUT[@BRIDGE]) and network namespace (net[INODE]:KEY) externals yet",
             ),
             (!self.enable_fs.is_empty(), "enable-fs", None, "crust dumps no filesystem mounts yet (binds of the root and of external mounts only)"),
             (restores && !self.join_ns.is_empty(), "join-ns", None, "needs namespace support in the engine"),
-            (restores && self.empty_ns.is_some(), "empty-ns", None, "needs network namespace support in the engine"),
             (restores && self.lsm_profile.is_some(), "lsm-profile", None, "crust does not restore LSM profiles"),
             (restores && self.lsm_mount_context.is_some(), "lsm-mount-context", None, "crust does not set SELinux contexts on the mounts it makes"),
             (!self.cgroup_root.is_empty(), "cgroup-root", None, CGROUPS),
@@ -731,6 +734,9 @@ impl CriuOptions {
             refuse("cpu-cap", Some(caps.needing_cpuinfo()), "needs cpuinfo.img; only none and fpu");
         }
         if let Err(why) = self.mount_maps() {
+            out.push(Refusal { option: "external", value: None, why, kind: RefusalKind::Unusable });
+        }
+        if let Err(why) = self.net_externals() {
             out.push(Refusal { option: "external", value: None, why, kind: RefusalKind::Unusable });
         }
         if let Some(cgroup) = self.freeze_cgroup.as_ref().filter(|cgroup| dumps && !cgroup.exists()) {
@@ -773,7 +779,26 @@ impl CriuOptions {
             // CRIU's --timeout 0 waits without a bound.
             timeout: (self.timeout > 0).then(|| std::time::Duration::from_secs(u64::from(self.timeout))),
             stages: Default::default(),
+            empty_net: self.empty_ns.is_some(),
+            // A malformed one is one of `refusals`, reported before this is called.
+            external_net: self.net_externals().unwrap_or_default(),
         })
+    }
+
+    /// `--external net[INODE]:KEY` entries as (INODE, KEY).
+    fn net_externals(&self) -> Result<Vec<(u64, String)>, String> {
+        let mut found = Vec::new();
+        for external in self.external.iter().filter(|e| e.starts_with("net[")) {
+            let parsed = external["net[".len()..]
+                .split_once("]:")
+                .and_then(|(inode, key)| Some((inode.parse::<u64>().ok()?, key)))
+                .filter(|(_, key)| !key.is_empty());
+            match parsed {
+                Some((inode, key)) => found.push((inode, key.to_string())),
+                None => return Err(format!("option --external takes net[INODE]:KEY, not {external:?}")),
+            }
+        }
+        Ok(found)
     }
 
     /// `--external mnt[...]` and `--ext-mount-map` entries as (key, value) pairs, and
@@ -828,6 +853,7 @@ impl CriuOptions {
             mounts: self.restore_mount_options().unwrap_or_default(),
             veths: self.veths(),
             skip_checksums: self.skip_checksums,
+            empty_net: self.empty_ns.is_some(),
             leave_stopped: self.leave_stopped,
             restore_sibling: self.restore_sibling,
             // Checked when set (`parse_inherit_fd`).

@@ -2,7 +2,7 @@
 //!
 //! zdtm-runner run --engine PATH --workdir DIR [--filter S] [--iters N] [--snap] [--pre-dump] [--keep] [--big] [--json PATH] [--flavor host|ns|mntns|container|container-uns|all] [--group core|runtime|all] [--dump-with PATH | --restore-with PATH] [--kill-trials N] [--kill-seed S]
 //! zdtm-runner demo --engine PATH --workdir DIR
-//! zdtm-runner runtimes --criu LABEL=PATH [--criu LABEL=PATH] --workdir DIR [--filter S]
+//! zdtm-runner runtimes --criu LABEL=PATH [--criu LABEL=PATH] --workdir DIR [--filter S] [--criu-config FILE]
 //! zdtm-runner list
 #![deny(unsafe_code)]
 
@@ -51,7 +51,7 @@ fn run() -> anyhow::Result<i32> {
 
 /// `runtimes --criu LABEL=PATH [--criu LABEL=PATH] --workdir DIR [--filter S]`.
 fn parse_runtimes(args: &[String]) -> anyhow::Result<crust_zdtm::runtimes::Config> {
-    let mut config = crust_zdtm::runtimes::Config { crius: Vec::new(), workdir: PathBuf::from("target/runtimes"), filter: None };
+    let mut config = crust_zdtm::runtimes::Config { crius: Vec::new(), workdir: PathBuf::from("target/runtimes"), filter: None, criu_config: None };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().cloned().with_context(|| format!("{name} needs a value"));
@@ -63,6 +63,7 @@ fn parse_runtimes(args: &[String]) -> anyhow::Result<crust_zdtm::runtimes::Confi
             }
             "--workdir" => config.workdir = PathBuf::from(value("--workdir")?),
             "--filter" => config.filter = Some(value("--filter")?),
+            "--criu-config" => config.criu_config = Some(PathBuf::from(value("--criu-config")?)),
             other => bail!("unknown option {other}"),
         }
     }

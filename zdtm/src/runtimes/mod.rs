@@ -48,6 +48,10 @@ pub struct Config {
     pub crius: Vec<(String, PathBuf)>,
     pub workdir: PathBuf,
     pub filter: Option<String>,
+    /// A criu configuration file every container names (runc's `org.criu.config`
+    /// annotation; it wins over runc's options): a probe to look past an option the
+    /// criu under test refuses, e.g. `manage-cgroups ignore`. Not for passing runs.
+    pub criu_config: Option<PathBuf>,
 }
 
 /// One flow: its name and what it runs.
@@ -132,6 +136,8 @@ pub struct RunContext {
     pub cgroup_parent: String,
     /// Containers are named `PREFIX-FLOW`.
     pub name_prefix: String,
+    /// See [`Config::criu_config`].
+    pub criu_config: Option<PathBuf>,
     pub guard: Guard,
 }
 
@@ -170,6 +176,7 @@ pub fn run(config: &Config) -> anyhow::Result<Vec<FlowResult>> {
         podman_dir: workdir.join("podman"),
         cgroup_parent: cgroup_parent.clone(),
         name_prefix: format!("crust-{pid}"),
+        criu_config: config.criu_config.clone(),
         guard: Guard::new(reaper, workdir.clone(), cgroup_parent),
         workdir: workdir.clone(),
     };
@@ -269,10 +276,13 @@ fn print_side_by_side(results: &[FlowResult]) {
 /// finds `criu` in `PATH`): itself when it is called so, else a script in the run's
 /// directory that execs it.
 fn criu_as_named(workdir: &Path, label: &str, path: &Path) -> anyhow::Result<Criu> {
-    let path = path.canonicalize().with_context(|| format!("criu {label}: {}", path.display()))?;
-    let named = path.file_name().is_some_and(|n| n == "criu");
-    // A link named criu keeps its name (crust answers as criu under it).
-    if named {
+    // Absolute but not resolved: a link named criu keeps its name (crust answers as
+    // criu under it).
+    let path = if path.is_absolute() { path.to_path_buf() } else { std::env::current_dir().context("current directory")?.join(path) };
+    if !path.exists() {
+        bail!("criu {label}: {}: no such file", path.display());
+    }
+    if path.file_name().is_some_and(|n| n == "criu") {
         let dir = path.parent().context("criu's directory")?.to_path_buf();
         return Ok(Criu { label: label.to_string(), path, dir });
     }

@@ -92,7 +92,12 @@ pub fn run_flow(ctx: &FlowContext, export: bool) -> anyhow::Result<Timing> {
     let script = super::counter::counting_script("/log");
     let parent = format!("/{}/podman", ctx.run.cgroup_parent);
     ctx.run.guard.podman_container(&name);
-    let run_args = ["run", "-d", "--name", &name, "--network", "none", "--cgroup-parent", &parent, IMAGE, "/bin/sh", "-c", &script];
+    let annotation = ctx.run.criu_config.as_ref().map(|file| format!("org.criu.config={}", file.display()));
+    let mut run_args = vec!["run", "-d", "--name", &name, "--network", "none", "--cgroup-parent", &parent];
+    if let Some(annotation) = &annotation {
+        run_args.extend(["--annotation", annotation]);
+    }
+    run_args.extend([IMAGE, "/bin/sh", "-c", &script]);
     exec::run_ok(&ctx.run.reaper, &mut cmd(&run_args), &ctx.dir, COMMAND_TIMEOUT).map_err(|e| anyhow::anyhow!("start: {e}"))?;
     let log = rootfs_of(ctx, &cmd, &name)?.join("log");
     exec::wait_for_log(&log, COUNTS, LOG_TIMEOUT)?;

@@ -240,6 +240,9 @@ fn write_config(ctx: &FlowContext, bundle: &Path, script: &str, hostdir: Option<
             "destination": "/data", "type": "bind", "source": hostdir.display().to_string(), "options": ["rbind", "rw"]
         }));
     }
+    if let Some(file) = &ctx.run.criu_config {
+        config["annotations"]["org.criu.config"] = file.display().to_string().into();
+    }
     if let Some(netns) = netns {
         let namespaces = config["linux"]["namespaces"].as_array_mut().context("config.json has namespaces")?;
         for namespace in namespaces.iter_mut().filter(|ns| ns["type"] == "network") {
