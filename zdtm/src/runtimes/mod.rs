@@ -183,6 +183,10 @@ pub fn run(config: &Config) -> anyhow::Result<Vec<FlowResult>> {
     let tables_before = nft_tables();
     let mut crius = Vec::new();
     for (label, path) in &config.crius {
+        // Labels name containers, cgroups and directories.
+        if label.is_empty() || !label.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            bail!("--criu {label}=...: a label is letters, digits, _ and - only");
+        }
         crius.push(criu_as_named(&workdir, label, path)?);
     }
     if wants_podman {

@@ -116,6 +116,7 @@ pub fn run_flow(ctx: &FlowContext, export: bool) -> anyhow::Result<Timing> {
         bail!("podman container checkpoint: {}{}", podman_error(&ran.stderr), criu_log_of(ctx, &cmd, &name, "dump.log"));
     }
     timing.checkpoint = Some(ran.elapsed);
+    let ran_checkpoint = ran.elapsed.as_secs_f64();
     let state = inspect(ctx, &cmd, &name, "{{.State.Status}}")?;
     if state == "running" {
         bail!("the container still runs after the checkpoint");
@@ -134,7 +135,7 @@ pub fn run_flow(ctx: &FlowContext, export: bool) -> anyhow::Result<Timing> {
     }
     let ran = exec::run(&ctx.run.reaper, &mut cmd(&args), &ctx.dir, COMMAND_TIMEOUT)?;
     if !ran.success() {
-        bail!("podman container restore: {}{}", podman_error(&ran.stderr), criu_log_of(ctx, &cmd, &restored_name, "restore.log"));
+        bail!("checkpoint passed in {:.2} s; podman container restore: {}{}", ran_checkpoint, podman_error(&ran.stderr), criu_log_of(ctx, &cmd, &restored_name, "restore.log"));
     }
     timing.restore = Some(ran.elapsed);
 
@@ -156,6 +157,12 @@ pub fn run_flow(ctx: &FlowContext, export: bool) -> anyhow::Result<Timing> {
 /// "Error: `/usr/sbin/runc checkpoint --image-path ... ID` failed: exit status 1"
 /// becomes "runc checkpoint failed: exit status 1".
 fn podman_error(stderr: &str) -> String {
+    // runc's own words when criu failed ("criu failed: type RESTORE errno 95", its log
+    // file's name on the next line).
+    if let Some(at) = stderr.find("criu failed: ") {
+        let line = stderr[at..].lines().next().unwrap_or_default();
+        return line.split("\\n").next().unwrap_or(line).trim_end_matches('"').trim().to_string();
+    }
     let line = exec::last_line(stderr);
     let Some(quoted) = line.strip_prefix("Error: `") else { return line };
     let Some((command, rest)) = quoted.split_once('`') else { return line };
@@ -203,5 +210,7 @@ mod tests {
         let stderr = "Error: `/usr/sbin/runc checkpoint --image-path /x/checkpoint --work-path /x 70d5` failed: exit status 1\n";
         assert_eq!(podman_error(stderr), "runc checkpoint failed: exit status 1");
         assert_eq!(podman_error("Error: no such container x\n"), "Error: no such container x");
+        let stderr = "Error: OCI runtime error: runc: criu failed: type RESTORE errno 95\nlog file: /x/restore.log\n";
+        assert_eq!(podman_error(stderr), "criu failed: type RESTORE errno 95");
     }
 }

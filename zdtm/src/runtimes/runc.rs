@@ -149,7 +149,9 @@ pub fn run_flow(ctx: &FlowContext, flow: RuncFlow) -> anyhow::Result<Timing> {
     }
     args.push(&id);
     let ran = exec::run_detached(&ctx.run.reaper, &mut runc(&args), &ctx.dir, COMMAND_TIMEOUT)?;
-    check_ran(ctx, &ran, "restore", &ctx.dir.join("restore-work"), "restore.log")?;
+    let checkpointed = timing.checkpoint.unwrap_or_default().as_secs_f64();
+    check_ran(ctx, &ran, "restore", &ctx.dir.join("restore-work"), "restore.log")
+        .map_err(|e| anyhow::anyhow!("checkpoint passed in {checkpointed:.2} s; {e}"))?;
     timing.restore = Some(ran.elapsed);
 
     let counted = exec::wait_for_log(&log, cut + COUNTS, LOG_TIMEOUT).map_err(|e| anyhow::anyhow!("after the restore: {e}"))?;
