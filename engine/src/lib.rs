@@ -32,6 +32,7 @@ mod sys;
 mod uts;
 
 pub use access::AccessError;
+pub use cgroups::{CgroupError, CgroupMode};
 
 /// Fast page transfer and the pure run building over pagemap entries (`memory/pages.rs`).
 pub use memory::pages as fast_pages;

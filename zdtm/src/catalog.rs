@@ -99,6 +99,10 @@ pub enum Requirement {
     /// Namespaces of its own (mount, UTS, ...), which the mntns flavor gives each test;
     /// only that flavor lists it (checked by the suite, which knows the flavor).
     MntnsFlavor,
+    /// Cgroups of its own: in the `ns` flavor the harness puts the init into cgroups of
+    /// the test's with limits and a cgroup namespace (`own_cgroups.rs`); the container
+    /// flavors give every test that; skipped in `host`.
+    OwnCgroups,
 }
 
 /// What the test does between its ready message and the dump; the harness waits for it
@@ -149,6 +153,9 @@ impl TestSpec {
         let needs_container = self.requirements.contains(&Requirement::ContainerFlavor);
         match flavor {
             Flavor::Host | Flavor::Ns if needs_container => Some("needs namespaces of its own: runs in the container flavors".into()),
+            Flavor::Host if self.requirements.contains(&Requirement::OwnCgroups) => {
+                Some("needs cgroups and a cgroup namespace of its own: runs in the ns and container flavors".into())
+            }
             Flavor::Host => None,
             Flavor::Ns | Flavor::Mntns => self.host_only.map(|reason| format!("not in a pid namespace: {reason}")),
             Flavor::Container | Flavor::ContainerUserns => {
@@ -397,6 +404,10 @@ pub const TESTS: &[TestSpec] = &[
     TestSpec { args: &["file"], requirements: &[Requirement::Root, Requirement::MntnsFlavor], ..cas("mnt_bind_file", "mnt_binds") },
     TestSpec { args: &["ro"], requirements: &[Requirement::Root, Requirement::MntnsFlavor], ..cas("mnt_ro_bind", "mnt_binds") },
     TestSpec { requirements: &[Requirement::Root, Requirement::MntnsFlavor], ..c("uts_names") },
+    // Issue 15, M4: cgroups and a cgroup namespace of the tree's own (ns flavor:
+    // `own_cgroups.rs`), the tree frozen through its cgroup.
+    TestSpec { requirements: &[Requirement::Root, Requirement::OwnCgroups], ..cas("cg_sleep", "sleep_pause") },
+    TestSpec { args: &["children", "2"], requirements: &[Requirement::Root, Requirement::OwnCgroups], ..cas("cg_threads", "threads") },
     // Issue 4: real language runtimes (`--group runtime`).
     runtime("rt_python", "threads.py"),
     TestSpec {
@@ -449,6 +460,10 @@ mod tests {
             assert_eq!(own_namespaces.flavor_skip(flavor).as_deref(), Some("needs namespaces of its own: runs in the container flavors"));
         }
         assert_eq!(own_namespaces.flavor_skip(Flavor::Container), None);
+        let cgroups = TESTS.iter().find(|spec| spec.name == "cg_threads").expect("in the catalog");
+        assert!(cgroups.flavor_skip(Flavor::Host).is_some_and(|r| r.starts_with("needs cgroups and a cgroup namespace of its own")));
+        assert_eq!(cgroups.flavor_skip(Flavor::Ns), None);
+        assert_eq!(cgroups.flavor_skip(Flavor::Container), None);
     }
 
     /// Issue 15: at least 90 % of the host flavor's default group runs in the container

@@ -29,7 +29,7 @@ pub fn run_demo(config: Config) -> anyhow::Result<()> {
         "demo: starting the counter (adds 1 every 100 ms, appends `count N` to {})",
         log_path.display()
     );
-    let pid = match harness.launch(&DEMO_COUNTER, &outdir, crate::catalog::Flavor::Host, None)? {
+    let pid = match harness.launch(&DEMO_COUNTER, &outdir, crate::catalog::Flavor::Host, None, &[])? {
         Launched::Ready { pid, .. } => pid,
         Launched::Skip(reason) => bail!("counter refused to start: {reason}"),
     };

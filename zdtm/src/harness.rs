@@ -392,6 +392,7 @@ impl Harness {
         outdir: &Path,
         flavor: Flavor,
         container: Option<&ContainerTest>,
+        extra_env: &[(String, String)],
     ) -> anyhow::Result<Launched> {
         let (mut exe, mut args) = match self.command_for(spec.program, spec.name) {
             Ok(command) => command,
@@ -412,6 +413,7 @@ impl Harness {
             (Flavor::Ns, _, _) => {
                 args.insert(0, exe.display().to_string());
                 exe = self.c_tests_dir.join("ns_init");
+                env.extend(extra_env.iter().cloned());
             }
             (_, Some(test), Some(run)) => {
                 args.insert(0, crate::container::program_path(&self.bin_dir, &exe)?);
@@ -616,7 +618,18 @@ impl Harness {
                 }
             }
         }
-        outcome.verdict = match self.drive(spec, flavor, &outdir, &mut live, &mut outcome, container.as_mut()) {
+        let mut own_cgroups = None;
+        if flavor == Flavor::Ns && spec.requirements.contains(&crate::catalog::Requirement::OwnCgroups) {
+            match crate::own_cgroups::OwnCgroups::create(spec.name) {
+                Ok(own) => own_cgroups = Some(own),
+                Err(error) => {
+                    outcome.verdict = Verdict::Failed(error);
+                    let _ = std::fs::remove_dir_all(&outdir);
+                    return outcome;
+                }
+            }
+        }
+        outcome.verdict = match self.drive(spec, flavor, &outdir, &mut live, &mut outcome, container.as_mut(), own_cgroups.as_mut()) {
             Ok(verdict) => verdict,
             Err(error) => {
                 let tail = log_tail(&outdir.join(format!("{}.log", spec.name)), "test log");
@@ -641,6 +654,9 @@ impl Harness {
         self.remove_leftovers(&live, &outdir, &mut leftovers);
         if let (Some(run), Some(test)) = (&self.container, &container) {
             leftovers.merge(run.finish_test(test));
+        }
+        if let Some(own) = &own_cgroups {
+            leftovers.cgroups.extend(own.finish());
         }
         if !leftovers.is_empty() {
             outcome.verdict = match std::mem::replace(&mut outcome.verdict, Verdict::Passed) {
@@ -751,11 +767,13 @@ impl Harness {
         live: &mut LiveTree,
         outcome: &mut TestOutcome,
         mut container: Option<&mut ContainerTest>,
+        mut own_cgroups: Option<&mut crate::own_cgroups::OwnCgroups>,
     ) -> anyhow::Result<Verdict> {
         if let Some(reason) = self.cross_skip_reason(spec, flavor) {
             return Ok(Verdict::Skipped(reason));
         }
-        let (ns_pid, init, token) = match self.launch(spec, outdir, flavor, container.as_deref())? {
+        let extra_env: Vec<(String, String)> = own_cgroups.as_deref().map(|own| own.launcher_env()).into_iter().collect();
+        let (ns_pid, init, token) = match self.launch(spec, outdir, flavor, container.as_deref(), &extra_env)? {
             Launched::Ready { pid, init, token } => (pid, init, token),
             Launched::Skip(reason) => return Ok(Verdict::Skipped(reason)),
         };
@@ -770,6 +788,9 @@ impl Harness {
         }
         let mut pid = self.locate(flavor, root, ns_pid)?;
         live.session = Some(pid);
+        if let Some(own) = own_cgroups.as_deref_mut() {
+            own.split(pid).context("move the test into its sub-cgroup")?;
+        }
         if !self.reaper.is_alive_child(root) {
             bail!("root pid {root} is not alive as the harness's child after ready");
         }
@@ -809,6 +830,10 @@ impl Harness {
                 (Some(run), Some(test)) => Some(run.snapshot(test, root).context("record the container before dump")?),
                 _ => None,
             };
+            let cgroups_before = match own_cgroups.as_deref() {
+                Some(own) => Some(own.snapshot(root, &tree_processes(root)).context("record the cgroups before dump")?),
+                None => None,
+            };
 
             let old_tree = crate::tree::descendants(root);
             // crust before CRIU's lock table locked each connection in a table named
@@ -827,6 +852,9 @@ impl Harness {
             }
             if let (Some(run), Some(test)) = (container_run, container.as_deref()) {
                 dump_args.extend(run.dump_args(test));
+            }
+            if let Some(own) = own_cgroups.as_deref() {
+                dump_args.extend(own.dump_args());
             }
             dump_args.extend(spec.dump_args.iter().map(|a| a.to_string()));
             if flavor == Flavor::Mntns {
@@ -878,6 +906,9 @@ impl Harness {
             if let (Some(run), Some(test)) = (container_run, container.as_deref()) {
                 run.after_dump(test).with_context(|| format!("iteration {iteration}"))?;
             }
+            if let Some(own) = own_cgroups.as_deref() {
+                own.after_dump().with_context(|| format!("iteration {iteration}"))?;
+            }
 
             let pidfile = images.join("restore.pid");
             let mut restore_args: Vec<String> = ["restore", "-D"].map(String::from).to_vec();
@@ -892,6 +923,9 @@ impl Harness {
             restore_args.extend(spec.dump_args.iter().filter(|a| crate::cross::ALSO_ON_RESTORE.contains(a)).map(|a| a.to_string()));
             if let (Some(run), Some(test)) = (container_run, container.as_deref()) {
                 restore_args.extend(run.restore_args(test, outdir));
+            }
+            if let Some(own) = own_cgroups.as_deref() {
+                restore_args.extend(own.restore_args());
             }
             let (status, elapsed) = self.run_engine(&restore_args, &images, "restore")?;
             *outcome.restore_ms.get_or_insert(0) += elapsed.as_millis() as u64;
@@ -957,6 +991,16 @@ impl Harness {
             if let (Some(run), Some(test), Some(container_before)) = (container_run, container.as_deref(), &container_before) {
                 let container_after = run.snapshot(test, root).context("record the container after restore")?;
                 differences.extend(container_before.differences(&container_after));
+            }
+            if let (Some(own), Some(cgroups_before)) = (own_cgroups.as_deref(), &cgroups_before) {
+                let cgroups_after = own.snapshot(root, &tree_processes(root)).context("record the cgroups after restore")?;
+                for (what, value) in cgroups_before {
+                    match cgroups_after.get(what) {
+                        Some(now) if now == value => {}
+                        Some(now) => differences.push(format!("{what}: {value} -> {now}")),
+                        None => differences.push(format!("{what}: {value} -> gone")),
+                    }
+                }
             }
             differences.extend(before.differences(&after));
             if let Some(mounts_before) = &mounts_before {
@@ -1205,6 +1249,11 @@ pub struct LiveTree {
     pub sockets: std::collections::BTreeSet<u64>,
     /// The TCP lock tables of the test's dumps (`CRIU-<run id>`, inet family).
     pub lock_tables: std::collections::BTreeSet<String>,
+}
+
+/// (host pid, namespace pid) of `root` and every descendant.
+fn tree_processes(root: i32) -> Vec<(i32, i32)> {
+    crate::tree::descendants(root).into_iter().filter_map(|pid| crate::tree::ns_pid_of(pid).map(|ns_pid| (pid, ns_pid))).collect()
 }
 
 /// Host pids whose session (field 6 of /proc/PID/stat) is `session`.

@@ -279,7 +279,7 @@ const SIGNALS: [(i32, &str); 3] = [(libc::SIGKILL, "SIGKILL"), (libc::SIGTERM, "
 impl Run<'_> {
     fn start_target(&mut self) -> anyhow::Result<()> {
         let spec = target_spec();
-        let pid = match self.harness.launch(&spec, self.outdir, Flavor::Host, None)? {
+        let pid = match self.harness.launch(&spec, self.outdir, Flavor::Host, None, &[])? {
             Launched::Ready { pid, .. } => pid,
             Launched::Skip(reason) => bail!("the target skipped: {reason}"),
         };

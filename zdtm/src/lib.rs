@@ -25,6 +25,7 @@ pub mod demo;
 pub mod harness;
 pub mod kill;
 pub mod leftovers;
+pub mod own_cgroups;
 pub mod procfs;
 pub mod reaper;
 pub mod report;

@@ -98,42 +98,8 @@ impl Verb {
     }
 }
 
-/// `--manage-cgroups` modes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CgroupMode {
-    None,
-    Props,
-    Soft,
-    Full,
-    Strict,
-    Ignore,
-}
-
-impl CgroupMode {
-    /// A mode by CRIU's name.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        Ok(match text {
-            "none" => CgroupMode::None,
-            "props" => CgroupMode::Props,
-            "soft" => CgroupMode::Soft,
-            "full" => CgroupMode::Full,
-            "strict" => CgroupMode::Strict,
-            "ignore" => CgroupMode::Ignore,
-            other => return Err(format!("unknown cgroups mode `{other}' (none, props, soft, full, strict, ignore)")),
-        })
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            CgroupMode::None => "none",
-            CgroupMode::Props => "props",
-            CgroupMode::Soft => "soft",
-            CgroupMode::Full => "full",
-            CgroupMode::Strict => "strict",
-            CgroupMode::Ignore => "ignore",
-        }
-    }
-}
+/// `--manage-cgroups` modes (the engine's).
+pub use crust_engine::CgroupMode;
 
 /// `--network-lock` methods.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -698,7 +664,6 @@ impl CriuOptions {
         if !(dumps || restores) {
             return out;
         }
-        const CGROUPS: &str = "crust neither dumps nor restores cgroups";
         let checks: [(bool, &'static str, Option<&str>, &str); 16] = [
             (self.lazy_pages, "lazy-pages", None, "needs a lazy-pages daemon"),
             (self.stream, "stream", None, "needs criu-image-streamer's protocol"),
@@ -715,20 +680,17 @@ impl CriuOptions {
             (restores && !self.join_ns.is_empty(), "join-ns", None, "needs namespace support in the engine"),
             (restores && self.lsm_profile.is_some(), "lsm-profile", None, "crust does not restore LSM profiles"),
             (restores && self.lsm_mount_context.is_some(), "lsm-mount-context", None, "crust does not set SELinux contexts on the mounts it makes"),
-            (!self.cgroup_root.is_empty(), "cgroup-root", None, CGROUPS),
-            (self.cgroup_props.is_some(), "cgroup-props", None, CGROUPS),
-            (self.cgroup_props_file.is_some(), "cgroup-props-file", None, CGROUPS),
-            (!self.cgroup_dump_controller.is_empty(), "cgroup-dump-controller", None, CGROUPS),
-            (self.cgroup_yard.is_some(), "cgroup-yard", None, CGROUPS),
+            (dumps && !self.cgroup_root.is_empty(), "cgroup-root", None, "crust's dump records every cgroup path as it is; --cgroup-root moves them on restore"),
+            (dumps && self.cgroup_props.is_some(), "cgroup-props", None, "crust records its built-in property lists only"),
+            (dumps && self.cgroup_props_file.is_some(), "cgroup-props-file", None, "crust records its built-in property lists only"),
+            (dumps && !self.cgroup_dump_controller.is_empty(), "cgroup-dump-controller", None, "crust records every hierarchy"),
+            (self.cgroup_yard.is_some(), "cgroup-yard", None, "crust mounts the hierarchies itself (detached mounts)"),
             (self.file_validation.is_some(), "file-validation", None, "crust checks only that each file exists"),
         ];
         for (given, option, value, why) in checks {
             if given {
                 refuse(option, value.map(str::to_string), why);
             }
-        }
-        if let Some(mode) = self.manage_cgroups.filter(|m| *m != CgroupMode::Ignore) {
-            refuse("manage-cgroups", Some(mode.name().to_string()), "crust neither dumps nor restores cgroups; only ignore");
         }
         if let Some(caps) = self.cpu_caps.filter(|caps| caps.needs_cpuinfo()) {
             refuse("cpu-cap", Some(caps.needing_cpuinfo()), "needs cpuinfo.img; only none and fpu");
@@ -776,6 +738,8 @@ impl CriuOptions {
             network_lock_skip: self.network_lock == NetworkLock::Skip,
             tcp_close: self.tcp_close,
             skip_in_flight: self.skip_in_flight,
+            cgroup_mode: self.manage_cgroups.unwrap_or_default(),
+            freeze_cgroup: self.freeze_cgroup.clone(),
             // CRIU's --timeout 0 waits without a bound.
             timeout: (self.timeout > 0).then(|| std::time::Duration::from_secs(u64::from(self.timeout))),
             stages: Default::default(),
@@ -862,6 +826,8 @@ impl CriuOptions {
                 .iter()
                 .filter_map(|spec| parse_inherit_fd(spec).ok().map(|(fd, key)| (fd, key.to_string())))
                 .collect(),
+            cgroup_mode: self.manage_cgroups.unwrap_or_default(),
+            cgroup_roots: self.cgroup_root.iter().map(|root| parse_cgroup_root(root)).collect(),
             ..Default::default()
         }
     }
@@ -872,6 +838,15 @@ impl CriuOptions {
         let pairs = self.veth_pairs.iter().filter_map(|pair| pair.split_once('='));
         let external = self.external.iter().filter_map(|resource| resource.strip_prefix("veth[")?.split_once("]:"));
         pairs.chain(external).map(|(inner, outer)| (inner.to_string(), outer.to_string())).collect()
+    }
+}
+
+/// `--cgroup-root [CONTROLLER:]PATH` as (controller, path): `:PATH` names the unified
+/// hierarchy (runc's `cg_root` with an empty `ctrl`), a bare PATH every hierarchy.
+pub fn parse_cgroup_root(text: &str) -> (Option<String>, String) {
+    match text.split_once(':') {
+        Some((controller, path)) if !text.starts_with('/') => (Some(controller.to_string()), path.to_string()),
+        _ => (None, text.to_string()),
     }
 }
 
@@ -964,6 +939,19 @@ mod tests {
     }
 
     #[test]
+    fn cgroup_roots_and_modes_reach_the_engine() {
+        assert_eq!(parse_cgroup_root("/a/b"), (None, "/a/b".to_string()));
+        assert_eq!(parse_cgroup_root("cpu,cpuacct:/a"), (Some("cpu,cpuacct".to_string()), "/a".to_string()));
+        assert_eq!(parse_cgroup_root(":/u"), (Some(String::new()), "/u".to_string()));
+        let restore = options("--manage-cgroups=full --cgroup-root name=systemd:/s").unwrap().restore_options();
+        assert_eq!(restore.cgroup_mode, CgroupMode::Full);
+        assert_eq!(restore.cgroup_roots, [(Some("name=systemd".to_string()), "/s".to_string())]);
+        let dump = options("-t 1 --freeze-cgroup /sys/fs/cgroup/freezer/x").unwrap().dump_options(Verb::Dump).unwrap();
+        assert_eq!(dump.cgroup_mode, CgroupMode::Soft);
+        assert_eq!(dump.freeze_cgroup.as_deref(), Some(Path::new("/sys/fs/cgroup/freezer/x")));
+    }
+
+    #[test]
     fn cpu_caps() {
         assert!(CpuCaps::parse("").unwrap().needs_cpuinfo());
         assert!(!CpuCaps::parse("none").unwrap().needs_cpuinfo());
@@ -981,7 +969,13 @@ mod tests {
         assert_eq!(refused("--network-lock iptables", Verb::Dump), None);
         assert_eq!(refused("--network-lock skip", Verb::Dump), None);
         assert_eq!(refused("--leave-stopped --tcp-close", Verb::Dump), None);
-        assert_eq!(refused("--manage-cgroups", Verb::Dump).as_deref(), Some("--manage-cgroups soft"));
+        assert_eq!(refused("--manage-cgroups", Verb::Dump), None);
+        assert_eq!(refused("--manage-cgroups=strict --cgroup-root cpu:/x --cgroup-root /y", Verb::Restore), None);
+        assert_eq!(refused("--cgroup-root /x", Verb::Dump).as_deref(), Some("--cgroup-root"));
+        assert_eq!(refused("--cgroup-yard /y", Verb::Restore).as_deref(), Some("--cgroup-yard"));
+        assert_eq!(refused("--cgroup-yard /y", Verb::Dump).as_deref(), Some("--cgroup-yard"));
+        assert_eq!(refused("--cgroup-props-file /p", Verb::Dump).as_deref(), Some("--cgroup-props-file"));
+        assert_eq!(refused("--cgroup-dump-controller pids", Verb::Dump).as_deref(), Some("--cgroup-dump-controller"));
         assert_eq!(refused("--manage-cgroups=ignore", Verb::Restore), None);
         assert_eq!(refused("--root /", Verb::Restore), None);
         assert_eq!(refused("--root /x", Verb::Restore), None);

@@ -132,8 +132,6 @@ use Arg::{None as Flag, Optional as Opt, Required as Req};
 use Group::*;
 use State::*;
 
-const NO_CGROUPS: &str =
-    "crust neither dumps nor restores cgroups (the restored tree joins crust's own cgroup); needs cgroup.img support";
 const PAGE_SERVER_ONLY: &str = "only used with --page-server, which is not supported yet";
 
 /// Every option crust's command line takes, CRIU's first, in CRIU's getopt order.
@@ -375,7 +373,7 @@ pub static OPTIONS: &[Spec] = &[
         Opt("MODE"),
         Special,
         "dump and restore the tree's cgroups; MODE is none, props, soft (the default), full, strict or ignore",
-        ByValue("ignore implemented (crust's behaviour: cgroups are left alone); the other modes not yet: crust neither dumps nor restores cgroups"),
+        ImplementedNote("every mode; a hierarchy's root cgroup never gets properties, and below a root crust records the tree's cgroups only, not the whole host hierarchy as CRIU does; v2 controller limits (memory.max, pids.max, ...) are recorded too"),
     ),
     spec(
         "cgroup-root",
@@ -383,7 +381,7 @@ pub static OPTIONS: &[Spec] = &[
         Req("[CONTROLLER:]/NEWROOT"),
         Special,
         "change the root cgroup of a controller (dump: what is dumped; restore: where the tree goes)",
-        NotYet(NO_CGROUPS),
+        ByValue("restore: the tree's top cgroup of each hierarchy (CONTROLLER, or every other one) is replaced by PATH; dump: refused, crust records every path as it is"),
     ),
     spec(
         "inherit-fd",
@@ -439,7 +437,7 @@ pub static OPTIONS: &[Spec] = &[
         Req("PATH"),
         Generic,
         "dump: use the cgroup freezer at PATH to stop the processes",
-        Accepted("crust stops the tree with ptrace, seizing until no new task appears, which gives the same frozen set; PATH must exist"),
+        ImplementedNote("v1 freezer.state or unified cgroup.freeze, waited for in 0.2-5 ms steps (v1) or with poll on cgroup.events (v2), not CRIU's 100 ms; every task of the cgroup must be in the tree; its state before the dump is put back on every path"),
     ),
     spec(
         "ghost-limit",
@@ -500,9 +498,9 @@ pub static OPTIONS: &[Spec] = &[
     negatable(spec("extra", None, Flag, Check, "check: also check the features some trees need (CRIU's category 2)", Implemented)),
     negatable(spec("experimental", None, Flag, Check, "check: also check the experimental features (category 3)", Implemented)),
     spec("all", None, Flag, Check, "check: --extra and --experimental", Implemented),
-    spec("cgroup-props", None, Req("STRING"), Special, "cgroup controllers and properties to dump, in CRIU's YAML form", NotYet(NO_CGROUPS)),
-    spec("cgroup-props-file", None, Req("FILE"), Special, "the same, read from FILE", NotYet(NO_CGROUPS)),
-    spec("cgroup-dump-controller", None, Req("NAME"), Special, "dump only this cgroup controller", NotYet(NO_CGROUPS)),
+    spec("cgroup-props", None, Req("STRING"), Special, "cgroup controllers and properties to dump, in CRIU's YAML form", NotYet("crust records its built-in property lists only")),
+    spec("cgroup-props-file", None, Req("FILE"), Special, "the same, read from FILE", NotYet("crust records its built-in property lists only")),
+    spec("cgroup-dump-controller", None, Req("NAME"), Special, "dump only this cgroup controller", NotYet("crust records every hierarchy")),
     negatable(spec(
         "skip-in-flight",
         None,
@@ -589,7 +587,7 @@ pub static OPTIONS: &[Spec] = &[
         Req("PATH"),
         Special,
         "a directory with the cgroup hierarchies already mounted",
-        NotYet(NO_CGROUPS),
+        NotYet("crust mounts the hierarchies itself (detached mounts)"),
     ),
     spec(
         "pre-dump-mode",

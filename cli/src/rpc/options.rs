@@ -508,13 +508,12 @@ mod tests {
             lsm_profile: Some("apparmor:x".into()),
             lazy_pages: Some(true),
             external: vec!["unix[123]".into()],
-            manage_cgroups: Some(true),
             exec_cmd: vec!["/bin/true".into()],
             ..CriuOpts::default()
         };
         let error = request(Verb::Restore, &opts).unwrap_err();
         let text = error.to_string();
-        for field in ["lsm_profile", "lazy_pages", "external", "manage_cgroups soft", "exec_cmd"] {
+        for field in ["lsm_profile", "lazy_pages", "external", "exec_cmd"] {
             assert!(text.contains(field), "{field} in {text}");
         }
         assert!(text.starts_with("options not supported yet: "), "{text}");
@@ -531,14 +530,15 @@ mod tests {
     }
 
     #[test]
-    fn cgroup_modes_crust_has_are_accepted() {
+    fn every_cgroup_mode_is_accepted() {
         for (flag, mode, refused_as) in [
-            (Some(false), None, None),
-            (Some(true), None, Some("manage_cgroups")),
+            (Some(false), None, None::<&str>),
+            (Some(true), None, None),
             (Some(true), Some(CriuCgMode::Ignore), None),
-            (Some(true), Some(CriuCgMode::CgNone), Some("manage_cgroups_mode")),
-            (Some(true), Some(CriuCgMode::Soft), Some("manage_cgroups_mode")),
-            (None, Some(CriuCgMode::Default), Some("manage_cgroups_mode")),
+            (Some(true), Some(CriuCgMode::CgNone), None),
+            (Some(true), Some(CriuCgMode::Soft), None),
+            (None, Some(CriuCgMode::Default), None),
+            (None, Some(CriuCgMode::Strict), None),
             (None, None, None),
         ] {
             let mut opts = CriuOpts { pid: Some(1), manage_cgroups: flag, ..CriuOpts::default() };
@@ -578,10 +578,9 @@ mod tests {
     }
 
     /// What runc 1.1.5 sends for `runc checkpoint` and `runc restore` of a busybox
-    /// container (`runc --debug`, 2026-12-06): every option is taken but the cgroup
-    /// ones, which crust does not dump or restore yet.
+    /// container (`runc --debug`, 2026-12-06): every option is taken.
     #[test]
-    fn runc_s_checkpoint_and_restore_are_refused_only_for_cgroups() {
+    fn runc_s_checkpoint_pre_dump_and_restore_options_are_all_taken() {
         use crust_images::rpc::{CgroupRoot, ExtMountMap, InheritFd};
         let map = |key: &str, val: &str| ExtMountMap { key: key.into(), val: val.into() };
         let runc_common = CriuOpts {
@@ -614,9 +613,9 @@ mod tests {
             ext_mnt: vec![map("/data", "/data"), map("/proc/keys", "/dev/null"), map("/dev/null", "/dev/null")],
             ..runc_common.clone()
         };
-        assert_eq!(refused(Verb::Dump, &dump), ["manage_cgroups"]);
+        assert_eq!(refused(Verb::Dump, &dump), Vec::<String>::new());
         let pre_dump = CriuOpts { parent_img: Some("../pre".into()), track_mem: Some(true), ext_mnt: Vec::new(), ..dump.clone() };
-        assert_eq!(refused(Verb::PreDump, &pre_dump), ["manage_cgroups"]);
+        assert_eq!(refused(Verb::PreDump, &pre_dump), Vec::<String>::new());
         let restore = CriuOpts {
             log_file: Some("restore.log".into()),
             root: Some("/run/runc/ct1/criu-root".into()),
@@ -627,13 +626,13 @@ mod tests {
             inherit_fd: vec![InheritFd { key: "pipe:[33030]".into(), fd: 0 }, InheritFd { key: "extRootNetNS".into(), fd: 9 }],
             ..runc_common
         };
-        assert_eq!(refused(Verb::Restore, &restore), ["cg_root", "manage_cgroups"]);
-        let EngineRequest::Restore(options) = request(Verb::Restore, &CriuOpts { manage_cgroups: Some(false), cg_root: Vec::new(), ..restore }).unwrap() else {
+        assert_eq!(refused(Verb::Restore, &restore), Vec::<String>::new());
+        let EngineRequest::Restore(options) = request(Verb::Restore, &restore).unwrap() else {
             panic!("a restore")
         };
         assert!(options.empty_net && options.restore_sibling && options.detach);
         assert_eq!(options.inherit_fds, [(0, "pipe:[33030]".to_string()), (9, "extRootNetNS".to_string())]);
-        let EngineRequest::Dump(options) = request(Verb::Dump, &CriuOpts { manage_cgroups: Some(false), ..dump }).unwrap() else { panic!("a dump") };
+        let EngineRequest::Dump(options) = request(Verb::Dump, &dump).unwrap() else { panic!("a dump") };
         assert!(options.empty_net);
     }
 

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use crust_arch::{Abi, Host, HostArch, ThreadRegs};
 
 use crate::error::io_failure;
+use crate::cgroups::freezer::Freezer;
 use crate::model::SECCOMP_MODE_FILTER;
 use crate::procfs;
 use crate::sys;
@@ -29,6 +30,9 @@ pub enum SeizeError {
     Arch { pid: i32, source: crust_arch::HostError },
     #[error("dump pid {pid}: {what} is not supported yet")]
     Unsupported { pid: i32, what: String },
+    /// `--freeze-cgroup`'s cgroup could not be thawed.
+    #[error("dump pid {pid}: {what}")]
+    Freezer { pid: i32, what: String },
     /// A thread did not stop within `--timeout` (in uninterruptible sleep, say).
     #[error("dump pid {pid}: tid {tid} did not stop within {seconds} s of PTRACE_INTERRUPT (--timeout {seconds}; state {state}); the tree was let go")]
     Timeout { pid: i32, tid: i32, seconds: u64, state: char },
@@ -123,6 +127,13 @@ fn wait_stop(pid: i32, tid: i32, deadline: Option<(Instant, Duration)>) -> Resul
 }
 
 fn seize_one(pid: i32, tid: i32, deadline: Option<(Instant, Duration)>) -> Result<FrozenThread, SeizeError> {
+    let suspended = seize_start(pid, tid)?;
+    seize_finish(pid, tid, suspended, deadline)
+}
+
+/// PTRACE_SEIZE and PTRACE_INTERRUPT of `tid`, without waiting for its stop; true when
+/// its seccomp filters are suspended.
+fn seize_start(pid: i32, tid: i32) -> Result<bool, SeizeError> {
     // Seccomp filters must not see the injected syscalls (strict mode would kill the
     // target at the first one): suspend them while seized, if crust may (CAP_SYS_ADMIN).
     let suspended = match sys::seize_thread(tid, libc::PTRACE_O_TRACESYSGOOD | sys::PTRACE_O_SUSPEND_SECCOMP) {
@@ -134,6 +145,11 @@ fn seize_one(pid: i32, tid: i32, deadline: Option<(Instant, Duration)>) -> Resul
         Err(error) => return Err(seize_failed(pid, tid, error)),
     };
     sys::interrupt_thread(tid).map_err(io_err(pid, format!("interrupt tid {tid}")))?;
+    Ok(suspended)
+}
+
+/// Waits for the stop of a thread `seize_start` seized and reads what its release needs.
+fn seize_finish(pid: i32, tid: i32, suspended: bool, deadline: Option<(Instant, Duration)>) -> Result<FrozenThread, SeizeError> {
     loop {
         match wait_stop(pid, tid, deadline)? {
             sys::WaitEvent::Stopped { event, .. } if event == libc::PTRACE_EVENT_STOP => break,
@@ -186,8 +202,30 @@ impl Frozen {
     /// Seizes `root` and every descendant, each process's threads until no new one
     /// appears, parents before children (a stopped process cannot fork). Each thread
     /// must stop within `timeout` of its seize (`--timeout`), or the tree is let go.
-    pub(crate) fn seize_tree(root: i32, timeout: Option<Duration>) -> Result<Frozen, SeizeError> {
+    /// With a `freezer` (`--freeze-cgroup`, the tree frozen already) every thread is
+    /// seized and interrupted first, the cgroup thawed (a v1 freezer holds the stops
+    /// back until then), and only then are the stops waited for.
+    pub(crate) fn seize_tree(root: i32, timeout: Option<Duration>, freezer: Option<&Freezer>) -> Result<Frozen, SeizeError> {
         let mut frozen = Frozen { processes: Vec::new(), virt: BTreeMap::new(), own_pid_ns: false, finished: false };
+        // Threads seized and interrupted whose stop is not waited for yet (freezer):
+        // (process index, tid, seccomp suspended).
+        let mut pending: Vec<(usize, i32, bool)> = Vec::new();
+        let seized = frozen.seize_all(root, timeout, freezer, &mut pending);
+        if let Err(error) = seized {
+            abandon(&pending, freezer);
+            return Err(error);
+        }
+        for process in &frozen.processes {
+            frozen.virt.insert(process.pid, virtual_pid(process.pid)?);
+            for thread in &process.threads {
+                frozen.virt.insert(thread.tid, virtual_pid_of_thread(process.pid, thread.tid)?);
+            }
+        }
+        Ok(frozen)
+    }
+
+    fn seize_all(&mut self, root: i32, timeout: Option<Duration>, freezer: Option<&Freezer>, pending: &mut Vec<(usize, i32, bool)>) -> Result<(), SeizeError> {
+        let frozen = self;
         // An unreadable link (EACCES: not crust's to read) is an error, not a namespace.
         let ns_of = |pid: i32| {
             let path = format!("/proc/{pid}/ns/pid");
@@ -223,30 +261,42 @@ impl Frozen {
             }
             frozen.processes.push(process);
             let index = frozen.processes.len() - 1;
+            let mut tids: Vec<i32> = Vec::new();
             loop {
-                let known: Vec<i32> = frozen.processes[index].threads.iter().map(|t| t.tid).collect();
                 let gone = frozen.processes[index].leader_gone;
-                let fresh: Vec<i32> = list_threads(pid)?.into_iter().filter(|t| !known.contains(t) && (!gone || *t != pid)).collect();
+                let fresh: Vec<i32> = list_threads(pid)?.into_iter().filter(|t| !tids.contains(t) && (!gone || *t != pid)).collect();
                 if fresh.is_empty() {
                     break;
                 }
                 for tid in fresh {
-                    let deadline = timeout.map(|t| (Instant::now() + t, t));
-                    let thread = seize_one(pid, tid, deadline)?;
-                    frozen.processes[index].threads.push(thread);
+                    tids.push(tid);
+                    if freezer.is_some() {
+                        let suspended = seize_start(pid, tid)?;
+                        pending.push((index, tid, suspended));
+                    } else {
+                        let deadline = timeout.map(|t| (Instant::now() + t, t));
+                        let thread = seize_one(pid, tid, deadline)?;
+                        frozen.processes[index].threads.push(thread);
+                    }
                 }
             }
-            for child in children_of(pid, &frozen.processes[index].threads)? {
+            for child in children_of(pid, &tids)? {
                 queue.push_back((child, pid));
             }
         }
-        for process in &frozen.processes {
-            frozen.virt.insert(process.pid, virtual_pid(process.pid)?);
-            for thread in &process.threads {
-                frozen.virt.insert(thread.tid, virtual_pid_of_thread(process.pid, thread.tid)?);
+        if let Some(freezer) = freezer {
+            if freezer.delays_stops() {
+                freezer.thaw().map_err(|e| SeizeError::Freezer { pid: root, what: e.to_string() })?;
             }
+            while let Some(&(index, tid, suspended)) = pending.first() {
+                let deadline = timeout.map(|t| (Instant::now() + t, t));
+                let thread = seize_finish(frozen.processes[index].pid, tid, suspended, deadline)?;
+                frozen.processes[index].threads.push(thread);
+                pending.remove(0);
+            }
+            freezer.thaw().map_err(|e| SeizeError::Freezer { pid: root, what: e.to_string() })?;
         }
-        Ok(frozen)
+        Ok(())
     }
 
     /// Detaches every thread. Each is in the PTRACE_EVENT_STOP of its seize, or back in
@@ -315,6 +365,19 @@ impl Drop for Frozen {
     }
 }
 
+/// A failed freezer seize: the cgroup is thawed, and each thread seized but not yet
+/// waited for is waited for (its interrupt's stop comes once it runs) and detached.
+fn abandon(pending: &[(usize, i32, bool)], freezer: Option<&Freezer>) {
+    if let Some(freezer) = freezer {
+        let _ = freezer.thaw();
+    }
+    for &(_, tid, _) in pending {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let _ = wait_stop(tid, tid, Some((deadline, Duration::from_secs(2))));
+        let _ = sys::detach_thread(tid, 0);
+    }
+}
+
 /// A pid as its own (innermost) pid namespace sees it: the last `NSpid:` field.
 fn virtual_pid(pid: i32) -> Result<i32, SeizeError> {
     virtual_pid_of_thread(pid, pid)
@@ -358,11 +421,11 @@ pub(crate) fn list_threads(pid: i32) -> Result<Vec<i32>, SeizeError> {
     Ok(tids)
 }
 
-/// The children of every thread of a stopped process, in pid order.
-fn children_of(pid: i32, threads: &[FrozenThread]) -> Result<Vec<i32>, SeizeError> {
+/// The children of every thread `tids` of a stopped process, in pid order.
+fn children_of(pid: i32, tids: &[i32]) -> Result<Vec<i32>, SeizeError> {
     let mut children = Vec::new();
-    for thread in threads {
-        let path = format!("/proc/{pid}/task/{}/children", thread.tid);
+    for tid in tids {
+        let path = format!("/proc/{pid}/task/{tid}/children");
         let text = fs::read_to_string(&path).map_err(io_err(pid, format!("read {path}")))?;
         children.extend(text.split_whitespace().filter_map(|c| c.parse::<i32>().ok()));
     }

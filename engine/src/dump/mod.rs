@@ -90,7 +90,15 @@ pub struct DumpOptions {
     /// KEY, and a restore joins the namespace its caller passes as `--inherit-fd
     /// fd[N]:KEY`.
     pub external_net: Vec<(u64, String)>,
+    /// `--manage-cgroups` (`ignore`: membership only, no properties).
+    pub cgroup_mode: crate::cgroups::CgroupMode,
+    /// `--freeze-cgroup`: the tree's cgroup, frozen before the seize.
+    pub freeze_cgroup: Option<PathBuf>,
 }
+
+/// How long `--freeze-cgroup` waits for the freeze without `--timeout` (CRIU's default
+/// timeout).
+pub const DEFAULT_FREEZE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// CRIU's default for `--ghost-limit`: 1 MiB.
 pub const DEFAULT_GHOST_LIMIT: u64 = 1 << 20;
@@ -117,6 +125,8 @@ impl Default for DumpOptions {
             mounts: DumpMountOptions::default(),
             empty_net: false,
             external_net: Vec::new(),
+            cgroup_mode: Default::default(),
+            freeze_cgroup: None,
         }
     }
 }
@@ -222,6 +232,8 @@ pub enum DumpError {
     IpcNamespace { pid: i32, source: IpcError },
     #[error("dump pid {pid}: network namespace: {source}")]
     NetNamespace { pid: i32, source: crate::net::NetError },
+    #[error("dump pid {pid}: cgroups: {source}")]
+    Cgroups { pid: i32, source: crate::cgroups::CgroupError },
     #[error(transparent)]
     Write(#[from] WriteError),
     /// The caller's listener failed at a point (post-dump, network-lock).
@@ -307,7 +319,32 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     }
 
     let seize_started = Instant::now();
-    let mut frozen = freeze::Frozen::seize_tree(root, options.timeout)?;
+    // Declared before `frozen`, dropped after it: the tree is released, then its cgroup
+    // goes back to the state it had (thawed, or frozen again).
+    let freezer = match &options.freeze_cgroup {
+        Some(dir) => Some(
+            crate::cgroups::freezer::Freezer::freeze(dir, options.timeout.unwrap_or(DEFAULT_FREEZE_TIMEOUT))
+                .map_err(|source| DumpError::Cgroups { pid: root, source })?,
+        ),
+        None => None,
+    };
+    let mut frozen = freeze::Frozen::seize_tree(root, options.timeout, freezer.as_ref())?;
+    if let Some(freezer) = &freezer {
+        let seized: std::collections::BTreeSet<i32> = frozen.processes.iter().flat_map(|p| p.threads.iter().map(|t| t.tid)).collect();
+        let strangers: Vec<String> = freezer
+            .tasks()
+            .map_err(|source| DumpError::Cgroups { pid: root, source })?
+            .into_iter()
+            .filter(|tid| !seized.contains(tid))
+            .map(|tid| tid.to_string())
+            .collect();
+        if !strangers.is_empty() {
+            return Err(DumpError::Refused {
+                pid: root,
+                what: format!("--freeze-cgroup {} holds tasks outside the tree: {}", freezer.path().display(), strangers.join(", ")),
+            });
+        }
+    }
     let frozen_at = Instant::now();
     log::info!(
         "seized {} processes, {} threads",
@@ -408,7 +445,19 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
             dumped.nftables_bytes
         );
     }
+    // Every thread's cgroups (leaders that exited are not asked: they have none).
+    let tasks: Vec<(i32, i32)> = frozen.processes.iter().filter(|p| !p.is_zombie()).flat_map(|p| p.threads.iter().map(move |t| (p.pid, t.tid))).collect();
+    let cgroup_options = crate::cgroups::dump::Options {
+        properties: options.cgroup_mode != crate::cgroups::CgroupMode::Ignore,
+        freezer: freezer.as_ref().map(|f| f.origin()),
+    };
+    let cgroups = crate::cgroups::dump::dump(&tasks, namespaces.cgroup_ns.then_some(frozen.processes[0].proc_pid()), &cgroup_options)
+        .map_err(|source| DumpError::Cgroups { pid: root, source })?;
+    if let Some(image) = &cgroups.image {
+        log::info!("cgroups: {} sets, {} hierarchies", image.sets.len(), image.controllers.len());
+    }
     let dumped = write::Dumped {
+        cgroups: &cgroups,
         frozen: &frozen,
         collected: &collected,
         queries: &queries,

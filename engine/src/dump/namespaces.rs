@@ -1,8 +1,9 @@
 //! The namespaces stage of a dump, right after the seize: which namespaces the tree
 //! has of its own, compared with crust's. A mount namespace (`mounts/`) and a UTS
-//! namespace (`uts.rs`) of its own are dumped; user, cgroup and time namespaces of its
-//! own are refused in one line until crust dumps them, as are processes of one tree in
-//! different mount or UTS namespaces. (pid, IPC and network namespaces are the seize's,
+//! namespace (`uts.rs`) of its own are dumped, a cgroup namespace through the cgroup
+//! sets (`cgroups/`); user and time namespaces of its own are refused in one line until
+//! crust dumps them, as are processes of one tree in different mount, UTS or cgroup
+//! namespaces. (pid, IPC and network namespaces are the seize's,
 //! `ipc/`'s and `net/`'s.)
 
 use std::path::Path;
@@ -30,6 +31,9 @@ pub(crate) struct TreeNamespaces {
     pub(crate) mounts: Option<DumpedMounts>,
     /// The id of the tree's own UTS namespace.
     pub(crate) uts_id: Option<u32>,
+    /// The tree has a cgroup namespace of its own (`cgroups/`: its root is in the
+    /// sets' `cgns_prefix`).
+    pub(crate) cgroup_ns: bool,
     /// The host pid of the tree's root.
     root: i32,
 }
@@ -75,21 +79,21 @@ pub(crate) fn collect(frozen: &Frozen, ids: &TreeIds, options: &DumpMountOptions
             None
         }
     };
-    Ok(TreeNamespaces { mounts, uts_id: own(NsKind::Uts), root })
+    Ok(TreeNamespaces { mounts, uts_id: own(NsKind::Uts), cgroup_ns: own(NsKind::Cgroup).is_some(), root })
 }
 
 /// The first namespace of the live processes `live` (ids in `ids.processes`, same
-/// order) that crust cannot dump yet: a user, cgroup or time namespace other than
-/// crust's, or a mount or UTS namespace other than the tree root's. Pure.
+/// order) that crust cannot dump yet: a user or time namespace other than crust's, or a
+/// mount, UTS or cgroup namespace other than the tree root's. Pure.
 fn refused(live: &[i32], ids: &TreeIds) -> Option<(i32, String)> {
     let first = ids.processes.first()?;
     for (&pid, process) in live.iter().zip(&ids.processes) {
-        for kind in [NsKind::Time, NsKind::User, NsKind::Cgroup] {
+        for kind in [NsKind::Time, NsKind::User] {
             if let Some(id) = kind.id(process).filter(|&id| Some(id) != kind.id(&ids.root)) {
                 return Some((pid, format!("{} of its own ({} {id}) is not supported yet", kind.describe(), kind.field())));
             }
         }
-        for kind in [NsKind::Uts, NsKind::Mnt] {
+        for kind in [NsKind::Uts, NsKind::Mnt, NsKind::Cgroup] {
             if kind.id(process) != kind.id(first) {
                 let show = |id: Option<u32>| id.map_or_else(|| "none".to_string(), |id| id.to_string());
                 return Some((

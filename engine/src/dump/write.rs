@@ -53,6 +53,8 @@ fn ns_group_id(frozen: &Frozen, pid: i32, host_id: i32, key: &str, what: &str) -
 
 /// Everything the earlier stages found, for [`write_images`].
 pub(crate) struct Dumped<'a> {
+    /// Every thread's cgroup set and cgroup.img's entry.
+    pub(crate) cgroups: &'a crate::cgroups::dump::Dumped,
     pub(crate) frozen: &'a Frozen,
     pub(crate) collected: &'a [Collected],
     pub(crate) queries: &'a [ProcessQueries],
@@ -83,7 +85,7 @@ pub(crate) fn auxv_without_terminator(mut auxv: Vec<u64>) -> Vec<u64> {
 /// Writes the images of the tree rooted at `root` into `dir`: inventory, seccomp,
 /// timens, pstree, core, mm, fdinfo, fs, ids and the files' images.
 pub(crate) fn write_images(root: i32, dir: &Path, dumped: Dumped) -> Result<(), WriteError> {
-    let Dumped { frozen, collected, queries, files, process_files, memory, shared_anon_pages_ids, ids: tree_ids, run_id } = dumped;
+    let Dumped { cgroups, frozen, collected, queries, files, process_files, memory, shared_anon_pages_ids, ids: tree_ids, run_id } = dumped;
     let image = |pid: i32| move |source| WriteError::Image { pid, source };
     let v = |host: i32, what: &str| frozen.to_virtual(host, what);
 
@@ -183,11 +185,8 @@ pub(crate) fn write_images(root: i32, dir: &Path, dumped: Dumped) -> Result<(), 
         w.finish().map_err(image(process.pid))?;
     }
 
-    // cgroup.img, when a process is outside crust's own cgroups (CRIU's rule).
-    let memberships: Vec<crate::cgroups::Membership> =
-        frozen.processes.iter().filter(|p| !p.is_zombie()).map(|p| crate::cgroups::read(&p.proc_pid().to_string())).collect();
-    let cgroup_sets = crate::cgroups::sets(&crate::cgroups::read("self"), &memberships);
-    if let Some(entry) = &cgroup_sets.image {
+    // cgroup.img, when a task is outside crust's own cgroups (CRIU's rule).
+    if let Some(entry) = &cgroups.image {
         let mut w = ImageWriter::create(dir, ImageKind::Cgroup, 0).map_err(image(root))?;
         w.write_entry(entry).map_err(image(root))?;
         w.finish().map_err(image(root))?;
@@ -255,7 +254,7 @@ pub(crate) fn write_images(root: i32, dir: &Path, dumped: Dumped) -> Result<(), 
                     comm: Some(tq.comm.clone()),
                     seccomp_mode: (thread.seccomp_mode != 0).then_some(thread.seccomp_mode as i32),
                     seccomp_filter: newest_filter.get(&thread.tid).copied(),
-                    cg_set: Some(cgroup_sets.per_process[index]),
+                    cg_set: Some(cgroups.set_of(thread.tid)),
                     rseq_entry: thread.rseq.map(|r| pb::RseqEntry {
                         rseq_abi_pointer: r.pointer,
                         rseq_abi_size: r.size,

@@ -65,6 +65,11 @@ pub(crate) struct RootNamespaces<'a> {
     /// `--inherit-fd`: crust's fds that stand for files of the dump, which the root
     /// (their copy inherited through the fork) places when it opens the files.
     pub(crate) inherit_fds: &'a [(i32, String)],
+    /// The tree has a cgroup namespace of its own: once crust has moved the root into
+    /// the namespace's roots (a `c` on the sync pipe), the root unshares one, before it
+    /// mounts anything (a cgroup filesystem shows the cgroups from its mounter's
+    /// namespace root).
+    pub(crate) cgroup_ns: bool,
 }
 
 /// What every process of the tree works from after the fork.
@@ -106,7 +111,7 @@ fn helper_main(run: &Run, helper: &HelperPlan) -> ! {
                 Ok(0) => process_main(run, index),
                 Ok(host) => lead_group_early(images, index, host),
                 Err(e) if e.raw_os_error() == Some(libc::EEXIST) => return Err(ChildError::refused(format!("pid {member} is busy"))),
-                Err(e) => return Err(ChildError::refused(format!("fork {member}: {e}"))),
+                Err(e) => return Err(ChildError::refused(format!("fork {member}: {e}{}", eagain_hint(&e)))),
             }
         }
         Ok(())
@@ -143,6 +148,14 @@ pub(crate) fn root_main(run: &Run, sync: OwnedFd, error: OwnedFd) -> ! {
         }
         close_all_but(&keep)?;
         broker.make_dead_pidfds()?;
+        if namespaces.cgroup_ns {
+            let mut byte = [0u8; 1];
+            let mut sync_file = fd_file(tree.sync_fd);
+            let read = sync_file.read_exact(&mut byte);
+            std::mem::forget(sync_file);
+            read.map_err(child_io("wait to be moved into the cgroup namespace's roots"))?;
+            sys::cgroup::new_cgroup_namespace().map_err(child_io("unshare(CLONE_NEWCGROUP)"))?;
+        }
         // The tree's IPC objects, before any process attaches a segment.
         if let Some(ns_id) = images.namespaces.ipc_ns_id {
             crate::ipc::restore_namespace(images.dir.path(), ns_id).map_err(ChildError::IpcNamespace)?;
@@ -171,6 +184,17 @@ pub(crate) fn root_main(run: &Run, sync: OwnedFd, error: OwnedFd) -> ! {
         (Ok(()), Some(broker)) => process_main(&Run { broker, ..*run }, 0),
         (Ok(()), None) => process_main(run, 0),
         (Err(message), _) => die(tree, images.processes[0].pid(), &message.to_string()),
+    }
+}
+
+/// What EAGAIN from a fork or clone means here: a cgroup's pids.max (runc restores
+/// inside the container's cgroups, where crust's own threads count too) or
+/// RLIMIT_NPROC.
+pub(crate) fn eagain_hint(error: &std::io::Error) -> &'static str {
+    if error.raw_os_error() == Some(libc::EAGAIN) {
+        " (EAGAIN: the cgroup's pids.max or RLIMIT_NPROC is reached)"
+    } else {
+        ""
     }
 }
 
@@ -266,7 +290,7 @@ fn process_main(run: &Run, index: usize) -> ! {
                     Ok(())
                 }
                 Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Err(ChildError::refused(format!("child pid {} is busy", child.pid()))),
-                Err(e) => Err(ChildError::refused(format!("fork child {}: {e}", child.pid()))),
+                Err(e) => Err(ChildError::refused(format!("fork child {}: {e}{}", child.pid(), eagain_hint(&e)))),
             }
         };
         for &child_index in leaders {
@@ -281,7 +305,7 @@ fn process_main(run: &Run, index: usize) -> ! {
                     Err(e) => return Err(ChildError::refused(format!("wait for helper {}: {e}", helper.pid))),
                 },
                 Err(e) if e.raw_os_error() == Some(libc::EEXIST) => return Err(ChildError::refused(format!("pid {} (exited session or group leader) is busy", helper.pid))),
-                Err(e) => return Err(ChildError::refused(format!("fork helper {}: {e}", helper.pid))),
+                Err(e) => return Err(ChildError::refused(format!("fork helper {}: {e}{}", helper.pid, eagain_hint(&e)))),
             }
         }
         for &child_index in others {

@@ -118,7 +118,14 @@ fn exit_thread(tid: i32, syscall_ip: u64) -> Result<(), FinishError> {
 
 /// Runs the tree until every live process's restorer has finished and every new thread
 /// has trapped; zombies are counted as they exit.
-pub(crate) fn wait_for_restorers(tree: &TreePlan, plans: &[Option<Plan>], images: &Images, error_read: OwnedFd) -> Result<BTreeMap<i32, i32>, FinishError> {
+/// With `placement`, each task is put in its cgroups at its first stop.
+pub(crate) fn wait_for_restorers(
+    tree: &TreePlan,
+    plans: &[Option<Plan>],
+    images: &Images,
+    error_read: OwnedFd,
+    mut placement: Option<&mut crate::cgroups::restore::Placement>,
+) -> Result<BTreeMap<i32, i32>, FinishError> {
     // Tasks are reported by host tid; images name them by their tid in their own pid
     // namespace (the same number outside a new namespace).
     let mut host: BTreeMap<i32, i32> = BTreeMap::new();
@@ -165,6 +172,9 @@ pub(crate) fn wait_for_restorers(tree: &TreePlan, plans: &[Option<Plan>], images
         };
         match event {
             sys::WaitEvent::Stopped { signal, event: 0 } if signal == libc::SIGTRAP => {
+                if let Some(placement) = placement.as_deref_mut() {
+                    placement.place(tid, host_tid).map_err(|e| FinishError::Child { pid: tid, what: format!("cgroups: {e}") })?;
+                }
                 let regs = HostArch::read_regs(host_tid).map_err(|source| FinishError::Arch { pid: tid, source })?;
                 let owner = images.processes.iter().position(|p| p.pstree.threads.contains(&(tid as u32)));
                 let Some(index) = owner else {
@@ -182,13 +192,21 @@ pub(crate) fn wait_for_restorers(tree: &TreePlan, plans: &[Option<Plan>], images
                             pid: tid,
                             index: op,
                             description: plan.descriptions.get(op as usize).cloned().unwrap_or_default(),
-                            errno: io::Error::from_raw_os_error(-result as i32).to_string(),
+                            errno: format!(
+                                "{}{}",
+                                io::Error::from_raw_os_error(-result as i32),
+                                if -result == i64::from(libc::EAGAIN) { " (EAGAIN: the cgroup's pids.max or RLIMIT_NPROC is reached)" } else { "" }
+                            ),
                         })
                     }
                 }
             }
             // Fork/clone events, and the first stop of auto-attached tasks: let them run.
             sys::WaitEvent::Stopped { event, .. } if event != 0 => {
+                // A new task's first stop comes before it runs: its cgroups now.
+                if let Some(placement) = placement.as_deref_mut() {
+                    placement.place(tid, host_tid).map_err(|e| FinishError::Child { pid: tid, what: format!("cgroups: {e}") })?;
+                }
                 sys::continue_thread(host_tid, 0).map_err(io_err(tid, "continue"))?;
             }
             // A zombie killing itself with its dumped signal: let the signal through.

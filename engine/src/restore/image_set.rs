@@ -27,11 +27,11 @@ pub(crate) fn handling(kind: ImageKind) -> Handling {
         Inventory | Pstree | Core | Ids | Mm | Pagemap | PagemapShmem | Pages | Fdinfo | Files | Fs | Seccomp | PipesData
         | FifoData | SkQueues | TcpStream | TtyInfo | MemfdInode | FileLocks | RemapFpath | GhostFile | IpcVar | IpcnsShm
         | IpcnsMsg | IpcnsSem | Netns | Netdev | Ifaddr | Route | Route6 | Rule | Iptables | Ip6tables | Nftables | Mnts
-        | Utsns => Handling::Restored,
+        | Utsns | Cgroup => Handling::Restored,
         Timens => Handling::Unread("the clocks a new time namespace would be set to; the tree shares this one (ids checked)"),
         StatsDump | StatsRestore => Handling::Unread("statistics of the dump or of a restore"),
         IrmapCache => Handling::Unread("a cache of the dumping tool"),
-        Cgroup => Handling::Unread("cgroups are not managed yet: the tree is restored into crust's own"),
+        
         _ => Handling::Refused,
     }
 }

@@ -81,6 +81,12 @@ pub struct RestoreOptions {
     /// The tree's own network namespace is made empty, whatever its images hold
     /// (`--empty-ns net`; a dump with it wrote none).
     pub empty_net: bool,
+    /// `--manage-cgroups`: which cgroups are made and which get properties (`ignore`:
+    /// the tree stays in crust's cgroups).
+    pub cgroup_mode: crate::cgroups::CgroupMode,
+    /// `--cgroup-root [CONTROLLER:]PATH` (RPC `cg_root`): (controller, new root of the
+    /// tree's cgroups); no controller is every other hierarchy.
+    pub cgroup_roots: Vec<(Option<String>, String)>,
 }
 
 /// How a restore ended.
@@ -124,6 +130,8 @@ pub enum RestoreError {
     Mounts(#[from] MountError),
     #[error("restore: UTS namespace: {0}")]
     Uts(#[from] UtsError),
+    #[error("restore: cgroups: {0}")]
+    Cgroups(#[from] crate::cgroups::CgroupError),
     /// A stop request (SIGTERM, SIGINT, SIGHUP: `interrupt.rs`) came before the tree
     /// ran; every process the restore had created was killed.
     #[error("restore interrupted by {}; the processes it had created are killed", crate::interrupt::signal_name(*.signal))]
@@ -195,6 +203,21 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
     // The tree's own mount and UTS namespaces: planned here, made by the root.
     let mount_plan = crate::mounts::plan_for_restore(images.dir.path(), images.namespaces.mnt_ns_id, &options.mounts)?;
     let uts = crate::uts::read_for_restore(images.dir.path(), images.namespaces.uts_ns_id)?;
+    let cgroup_options = crate::cgroups::restore::Options { mode: options.cgroup_mode, roots: options.cgroup_roots.clone() };
+    let cgroup_plan = crate::cgroups::restore::read_plan(images.dir.path(), &cgroup_options)?;
+    // Each task's cgroup set (a task of the dumping tool's set stays in crust's).
+    let root_cg_set = images.inventory.root_cg_set.unwrap_or(crate::cgroups::OWN_SET);
+    let task_sets: Vec<(i32, u32, bool)> = images
+        .processes
+        .iter()
+        .filter(|p| !p.is_zombie())
+        .flat_map(|p| {
+            p.pstree.threads.iter().zip(&p.cores).enumerate().map(move |(index, (&tid, core))| {
+                let set = core.thread_core.as_ref().and_then(|t| t.cg_set).or(core.tc.as_ref().and_then(|t| t.cg_set)).unwrap_or(root_cg_set);
+                (tid as i32, set, index == 0)
+            })
+        })
+        .collect();
     // Files of a tree with a mount namespace of its own are named as it sees them: the
     // root opens them there, and names any that is missing.
     if mount_plan.is_none() {
@@ -322,9 +345,16 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
         uts: uts.as_ref(),
         images_dir: images_dir.as_deref(),
         inherit_fds: &options.inherit_fds,
+        cgroup_ns: images.namespaces.cgroup_ns,
     };
     let more_namespaces = if mount_plan.is_some() { libc::CLONE_NEWNS as u64 } else { 0 } | if uts.is_some() { libc::CLONE_NEWUTS as u64 } else { 0 };
 
+    // The tree's cgroups made (and what a task needs before it joins) before the root
+    // exists; dropped after the tree's guard, it removes them if the restore fails.
+    let yard = match cgroup_plan {
+        Some(plan) => Some(crate::cgroups::restore::Yard::prepare(plan).inspect_err(|_| broker.close())?),
+        None => None,
+    };
     let (sync_read, sync_write) = finish::pipe(root)?;
     let (error_read, error_write) = finish::pipe(root)?;
     let forked = sys::fork_root(root, new_pid_ns, tree.new_ipc_ns, more_namespaces, options.restore_sibling);
@@ -340,8 +370,25 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
         Err(error) if options.restore_sibling && error.raw_os_error() == Some(libc::EINVAL) => {
             return Err(RestoreError::Io { pid: root, what: "clone3 with CLONE_PARENT (--restore-sibling: crust must not be a pid namespace's init)".into(), source: error })
         }
+        Err(error) if error.raw_os_error() == Some(libc::EAGAIN) => {
+            return Err(RestoreError::Io { pid: root, what: "clone3 with set_tid (EAGAIN: crust's cgroup is at its pids.max, or RLIMIT_NPROC is reached)".into(), source: error })
+        }
         Err(error) => return Err(RestoreError::Io { pid: root, what: "clone3 with set_tid".into(), source: error }),
     };
+    // The root into its cgroups (with a cgroup namespace of its own: that namespace's
+    // roots, then it unshares it and the tracer moves it on at its first stop).
+    let mut sync_write = fs::File::from(sync_write);
+    let root_set = task_sets.first().map(|&(_, set, _)| set).unwrap_or(root_cg_set);
+    if let Some(yard) = &yard {
+        if let Err(error) = yard.place_root(child, root_set, images.namespaces.cgroup_ns) {
+            let _ = sys::send_signal(child, libc::SIGKILL);
+            let _ = sys::wait_thread(child);
+            return Err(error.into());
+        }
+    }
+    if images.namespaces.cgroup_ns {
+        sync_write.write_all(b"c").map_err(io_err(root, "let the root unshare its cgroup namespace"))?;
+    }
     // The root waits for its tracer on the sync pipe, untraced.
     crate::interrupt::hold("restore-forked");
     drop(sync_read);
@@ -383,12 +430,18 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
         stage(Stage::SetupNamespaces, Some(child))?;
         stage(Stage::PostSetupNamespaces, Some(child))?;
     }
-    let mut sync_write = fs::File::from(sync_write);
     sync_write.write_all(b"g").map_err(io_err(root, "release child"))?;
     drop(sync_write);
     crate::interrupt::hold("restore-seized");
 
-    let host = finish::wait_for_restorers(&tree, &plans, &images, error_read)?;
+    let mut placement = yard.as_ref().map(|yard| crate::cgroups::restore::Placement::new(yard, task_sets.iter().copied()));
+    let host = finish::wait_for_restorers(&tree, &plans, &images, error_read, placement.as_mut())?;
+    if let (Some(yard), Some(placement)) = (&yard, &placement) {
+        log::info!("cgroups: {} moves of tasks into their cgroups", placement.moves);
+        // Every task is restored: the limits now (the restore itself may need more).
+        yard.finish()?;
+    }
+    drop(placement);
     // Every process has opened its files: the tree becomes its namespace's root.
     if let Some(plan) = &mount_plan {
         crate::mounts::finish_namespace(child, plan)?;
@@ -434,6 +487,12 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
         }
     }
     guard.released = true;
+    // The tree runs: the freezer states last.
+    if let Some(yard) = yard {
+        if let Err(error) = yard.resume() {
+            log::warn!("restore: cgroups: {error} (the tree runs)");
+        }
+    }
     // From here on, the root is named by its pid on this host.
     let root = child;
     if let Some(pidfile) = &options.pidfile {

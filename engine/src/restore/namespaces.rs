@@ -1,8 +1,8 @@
 //! Which namespaces a restore makes, from the dump's ids (`ns.rs`): a namespace is the
 //! tree's own when its id differs from the dumping tool's (`inventory.root_ids`), and
 //! only then is a new one made. crust makes a new pid namespace (its init the tree's
-//! root) and new IPC, network, mount and UTS namespaces (every process of the tree in
-//! them); a namespace of any other kind of the tree's own, or a second pid, IPC,
+//! root) and new IPC, network, mount, UTS and cgroup namespaces (every process of the
+//! tree in them); a namespace of any other kind of the tree's own, or a second pid, IPC,
 //! network, mount or UTS namespace inside the tree, is refused here, in one line, before
 //! anything is created. Pure.
 
@@ -32,6 +32,9 @@ pub(crate) struct TreeNamespaces {
     pub(crate) mnt_ns_id: Option<u32>,
     /// The id of the tree's own UTS namespace (`utsns-ID.img`).
     pub(crate) uts_ns_id: Option<u32>,
+    /// The tree has a cgroup namespace of its own: the root unshares one once crust
+    /// has put it in the namespace's root cgroups (cgroup.img's `cgns_prefix`).
+    pub(crate) cgroup_ns: bool,
 }
 
 /// Decides the namespaces of the tree whose live processes have `processes` (pid and
@@ -53,11 +56,11 @@ pub(crate) fn plan_namespaces(
             let own = rule.own(kind, ids);
             let same_as_root = own == root_own;
             match kind {
-                NsKind::Pid | NsKind::Ipc | NsKind::Net | NsKind::Mnt | NsKind::Uts if same_as_root => {}
+                NsKind::Pid | NsKind::Ipc | NsKind::Net | NsKind::Mnt | NsKind::Uts | NsKind::Cgroup if same_as_root => {}
                 NsKind::Pid => {
                     return Err(refuse(process, format!("a pid namespace ({} {}) other than the tree root's, nested in the tree", kind.field(), show(own))))
                 }
-                NsKind::Ipc | NsKind::Net | NsKind::Mnt | NsKind::Uts => {
+                NsKind::Ipc | NsKind::Net | NsKind::Mnt | NsKind::Uts | NsKind::Cgroup => {
                     return Err(refuse(process, format!("{} ({} {}) other than the tree root's", kind.describe(), kind.field(), show(own))))
                 }
                 _ => {
@@ -69,6 +72,7 @@ pub(crate) fn plan_namespaces(
         }
         match (kind, root_own) {
             (NsKind::Pid, Some(_)) => plan.new_pid_ns = true,
+            (NsKind::Cgroup, Some(_)) => plan.cgroup_ns = true,
             (NsKind::Ipc | NsKind::Net | NsKind::Mnt | NsKind::Uts, Some(id)) => {
                 if !has_image(kind, id) {
                     let image = match kind {

@@ -29,6 +29,7 @@ pub(crate) mod mount;
 pub(crate) mod netlink;
 pub(crate) mod netns;
 pub(crate) mod nftables;
+pub(crate) mod cgroup;
 pub(crate) mod process;
 pub(crate) mod ptrace;
 pub(crate) mod socket;

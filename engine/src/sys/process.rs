@@ -332,3 +332,43 @@ pub fn set_domain_name(name: &str) -> io::Result<()> {
     // call; the kernel only reads them.
     check(unsafe { libc::setdomainname(name.as_ptr().cast(), name.len()) } as libc::c_long).map(|_| ())
 }
+
+/// Forks a guard for a state crust changed and must put back if it dies: the child
+/// starts a session of its own (a signal to crust's group does not reach it), keeps
+/// only `pipe` (the read end of a pipe whose write end crust holds) and `file`, and
+/// blocks reading the pipe. A byte means crust put the state back itself: it exits. End
+/// of file without one means crust died: it writes `value` into `file` and exits. Only
+/// async-signal-safe calls run in the child (crust is multithreaded). Returns the
+/// child's pid.
+#[doc(alias = "clone3")]
+pub fn spawn_state_guard(pipe: &OwnedFd, file: &OwnedFd, value: &[u8]) -> io::Result<i32> {
+    let (pipe, file) = (pipe.as_raw_fd(), file.as_raw_fd());
+    let child = clone_fork(0, None)?;
+    if child != 0 {
+        return Ok(child);
+    }
+    // SAFETY: in the forked child of a multithreaded process: only raw syscalls on fd
+    // numbers and a buffer of this process's copied memory, then _exit.
+    unsafe {
+        libc::setsid();
+        let (low, high) = if pipe < file { (pipe, file) } else { (file, pipe) };
+        if low > 0 {
+            libc::syscall(libc::SYS_close_range, 0, low - 1, 0);
+        }
+        if high > low + 1 {
+            libc::syscall(libc::SYS_close_range, low + 1, high - 1, 0);
+        }
+        libc::syscall(libc::SYS_close_range, high + 1, u32::MAX, 0);
+        let mut byte = 0u8;
+        let read = loop {
+            let n = libc::read(pipe, (&mut byte as *mut u8).cast(), 1);
+            if n >= 0 || *libc::__errno_location() != libc::EINTR {
+                break n;
+            }
+        };
+        if read != 1 {
+            libc::write(file, value.as_ptr().cast(), value.len());
+        }
+        libc::_exit(0)
+    }
+}
