@@ -8,7 +8,8 @@
 #                        default TCP lock with it), util-linux and procps (restore-fuzz's
 #                        unshare and kill), qemu for CI's VM smoke run (aarch64), the
 #                        kernel fetch's xz, go and go-criu (the RPC test's go-criu
-#                        client), rustup cross targets, rust-src, cargo-fuzz on nightly
+#                        client), runc, podman and conmon (cargo xtest containers),
+#                        rustup cross targets, rust-src, cargo-fuzz on nightly
 #   ci/setup.sh --full   the --ci set plus what every other verb runs: qemu for all four
 #                        VM architectures (`cargo xtest zdtm --arch A`, `nightly`), the
 #                        language runtimes of `cargo xtest zdtm --group runtime`
@@ -26,7 +27,7 @@ for arg in "$@"; do
         --ci) ;;
         --full) want_full=1 ;;
         --no-fuzz) want_fuzz=0 ;;
-        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
         *) echo "setup.sh: unknown option $arg" >&2; exit 2 ;;
     esac
 done
@@ -53,6 +54,9 @@ ci_apt_packages=(
     # the reference CRIU validating the flavor: its network lock runs iptables-restore in
     # the container's network namespace, as it runs ip for its addresses and routes.
     busybox-static
+    # cargo xtest containers: runc, Debian's 1.1.5, and podman 4.3 over it, with conmon;
+    # podman pulls in containers-common and the CNI plugins, the flows use --network none
+    runc podman conmon
     xz-utils
     qemu-system-arm
     golang-go golang-github-checkpoint-restore-go-criu-dev

@@ -191,3 +191,145 @@ fn namespace_links_addresses_routes_and_bound_sockets_come_back() {
     guard.disarm();
     wait_link_gone(&host_end);
 }
+
+/// The network namespace inode of `pid` (`net:[INODE]`).
+fn net_inode(pid: i32) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/{pid}/ns/net")).unwrap_or_else(|e| panic!("ns/net of {pid}: {e}")).ino()
+}
+
+/// Starts the pattern target (its memory a pattern of its pid) under `wrapper` (which
+/// puts it in a network namespace and execs it: same pid); returns its pid.
+fn start_pattern_in(dir: &Path, wrapper: &[&str], out: &Path) -> i32 {
+    let binary = dir.join("pattern");
+    if !binary.exists() {
+        compile(dir, "pattern", &[]);
+    }
+    let mut command = Command::new(wrapper[0]);
+    command.args(&wrapper[1..]).arg(&binary).arg(out).arg("4");
+    let (child, text, _) = common::start_with_pipes(&mut command, 0);
+    assert_eq!(text.trim(), child.id().to_string(), "target wrote its pid");
+    child.id() as i32
+}
+
+/// SIGUSR1: the target checks every byte of its memory and writes PASS.
+fn check_pattern(pid: i32, out: &Path) {
+    signal(pid, libc::SIGUSR1);
+    let status = wait_exit(pid);
+    assert_eq!(std::fs::read_to_string(out).unwrap_or_default(), "PASS\n", "the restored target's memory check");
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "status {status:#x}");
+}
+
+/// runc's way with a network namespace: `--empty-ns net` at dump writes no network
+/// image, and at restore makes the namespace again, empty (loopback down); without it
+/// the restore refuses in one line naming the missing image.
+#[test]
+fn empty_ns_net_leaves_the_namespace_out_and_makes_it_empty() {
+    if let Some(reason) = skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    subreaper();
+    let dir = tempdir("netns-empty");
+    let out = dir.join("pattern.out");
+    let pid = start_pattern_in(&dir, &["unshare", "--net", "--"], &out);
+    let mut guard = KillOnDrop(pid);
+    let host = net_inode(std::process::id() as i32);
+    assert_ne!(net_inode(pid), host, "the target has a namespace of its own");
+    let images = dir.join("img");
+    let dumped = crust().args(["dump", "-t", &pid.to_string(), "--empty-ns", "net", "-o", "dump.log", "-v4", "-D"]).arg(&images).output().unwrap();
+    assert!(dumped.status.success(), "dump: {}", String::from_utf8_lossy(&dumped.stderr));
+    wait_exit(pid);
+    guard.disarm();
+    let network_images: Vec<String> = std::fs::read_dir(&images)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|name| ["netns-", "netdev-", "ifaddr-", "route-", "nftables-"].iter().any(|p| name.starts_with(p)))
+        .collect();
+    assert!(network_images.is_empty(), "no network image with --empty-ns net: {network_images:?}");
+
+    let refused = crust().args(["restore", "-d", "-D"]).arg(&images).output().unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "restore without --empty-ns succeeded");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains("netns-") && stderr.contains("missing"), "{stderr}");
+
+    let restored = crust().args(["restore", "-d", "--empty-ns", "net", "-o", "restore.log", "-v4", "-D"]).arg(&images).output().unwrap();
+    assert!(restored.status.success(), "restore: {}", String::from_utf8_lossy(&restored.stderr));
+    let mut guard = KillOnDrop(pid);
+    assert_ne!(net_inode(pid), host, "restored into a namespace of its own");
+    let links = std::fs::read_to_string(format!("/proc/{pid}/net/dev")).unwrap();
+    let names: Vec<&str> = links.lines().skip(2).filter_map(|l| l.split(':').next()).map(str::trim).collect();
+    assert_eq!(names, ["lo"], "an empty namespace has only its loopback");
+    let lo = run("nsenter", &["-t", &pid.to_string(), "-n", "ip", "-o", "link", "show", "lo"]);
+    assert!(lo.contains("<LOOPBACK>"), "the loopback of an empty namespace is down: {lo}");
+    check_pattern(pid, &out);
+    guard.disarm();
+}
+
+/// An external network namespace (`--external net[INODE]:KEY` at dump): only
+/// `netns-N.img` with the key is written; the restore joins the namespace the caller
+/// passes as `--inherit-fd fd[N]:KEY`, and refuses in one line without it.
+#[test]
+fn an_external_network_namespace_is_joined_from_an_inherited_fd() {
+    if let Some(reason) = skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    if Command::new("ip").arg("-V").stdout(Stdio::null()).stderr(Stdio::null()).status().is_err() {
+        eprintln!("skipped: needs ip to make a named network namespace");
+        return;
+    }
+    subreaper();
+    let dir = tempdir("netns-external");
+    let out = dir.join("pattern.out");
+    let name = format!("crust-ext-{}", std::process::id());
+    run("ip", &["netns", "add", &name]);
+    struct Netns(String);
+    impl Drop for Netns {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "delete", &self.0]).status();
+        }
+    }
+    let _netns = Netns(name.clone());
+    let path = format!("/run/netns/{name}");
+    let pid = start_pattern_in(&dir, &["nsenter", &format!("--net={path}"), "--"], &out);
+    let mut guard = KillOnDrop(pid);
+    let inode = net_inode(pid);
+    let images = dir.join("img");
+    let external = format!("net[{inode}]:extNet");
+    let dumped = crust().args(["dump", "-t", &pid.to_string(), "--external", &external, "-o", "dump.log", "-v4", "-D"]).arg(&images).output().unwrap();
+    assert!(dumped.status.success(), "dump: {}", String::from_utf8_lossy(&dumped.stderr));
+    wait_exit(pid);
+    guard.disarm();
+    let netns_images: Vec<String> = std::fs::read_dir(&images)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|name| name.starts_with("net") || name.starts_with("ifaddr-"))
+        .collect();
+    assert_eq!(netns_images.len(), 1, "only netns-N.img: {netns_images:?}");
+    let decoded = crust().arg("show").arg(images.join(&netns_images[0])).output().unwrap();
+    assert!(String::from_utf8_lossy(&decoded.stdout).contains("extNet"), "ext_key in {}", String::from_utf8_lossy(&decoded.stdout));
+
+    let refused = crust().args(["restore", "-d", "-D"]).arg(&images).output().unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "restore without the namespace succeeded");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains("--inherit-fd fd[N]:extNet"), "{stderr}");
+
+    let held = std::fs::File::open(&path).unwrap();
+    let held_fd = std::os::fd::AsRawFd::as_raw_fd(&held);
+    let mut restore = crust();
+    restore.args(["restore", "-d", "--inherit-fd", "fd[7]:extNet", "-o", "restore.log", "-v4", "-D"]).arg(&images);
+    // SAFETY: dup2 is async-signal-safe; fd 7 is the namespace for the restore only.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        restore.pre_exec(move || if libc::dup2(held_fd, 7) < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) });
+    }
+    let restored = restore.output().unwrap();
+    assert!(restored.status.success(), "restore: {}", String::from_utf8_lossy(&restored.stderr));
+    let mut guard = KillOnDrop(pid);
+    assert_eq!(net_inode(pid), inode, "the restored target is in the external namespace");
+    check_pattern(pid, &out);
+    guard.disarm();
+}

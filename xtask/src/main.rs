@@ -3,6 +3,7 @@
 mod arch;
 mod bench;
 mod ci;
+mod containers;
 mod fuzz;
 mod newc;
 mod qemu;
@@ -28,6 +29,7 @@ fn run() -> anyhow::Result<()> {
         "ci" => ci::run(rest),
         "arch" => arch::run(rest),
         "zdtm" => zdtm::run_zdtm(rest),
+        "containers" => containers::run(rest),
         "demo" => zdtm::run_demo(rest),
         "fuzz" => fuzz::run(rest),
         "restore-fuzz" => restore_fuzz::run(rest),
@@ -59,6 +61,7 @@ fn print_usage() {
         "usage: cargo xtest <verb> [options]\n\
          verbs:\n  \
          ci [--quick]         the test command: unit tests, zdtm, fuzz replay and a short fuzz run\n  \
+         containers [--filter S] [--vs-criu PATH] [--engine PATH]   runc and podman checkpoint/restore a\n                       counting container with crust as criu (and the reference side by side)\n  \
          demo                 build crust, checkpoint a live counter, restore it, show it going on\n  \
          zdtm [options]       run the zdtm suite (--filter, --iters N, --snap, --pre-dump, --keep, --json PATH)\n  \
          zdtm --arch A|all    the same inside a qemu-system VM (aarch64, ppc64le, s390x, x86_64), same\n                       options; --json PATH (with {{arch}} in it for several), --keep brings the logs back\n  \

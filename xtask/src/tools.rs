@@ -101,6 +101,21 @@ pub fn container_zdtm(external_engine: bool) -> Vec<Need> {
     needs
 }
 
+/// `cargo xtest containers`: runc and podman (over runc), busybox for the rootfs, GNU
+/// tar for the tarball `podman import` takes, ip for the TCP flow's network namespace,
+/// nft for the leftover check.
+pub fn containers() -> Vec<Need> {
+    vec![
+        Need::command("runc", "runc", SETUP_CI),
+        Need::command("podman", "podman", SETUP_CI),
+        Need::command("conmon", "conmon", SETUP_CI),
+        Need::command("busybox", "busybox-static", SETUP_CI),
+        Need::command("tar", "tar", SETUP_CI),
+        Need::command("ip", "iproute2", SETUP_CI),
+        Need::command("nft", "nftables", SETUP_CI),
+    ]
+}
+
 /// `cargo xtest restore-fuzz`: the seed dumps come from the native zdtm run (cc), each
 /// case runs under `unshare` and a stuck one is ended with `kill`.
 pub fn restore_fuzz() -> Vec<Need> {
@@ -147,13 +162,21 @@ mod tests {
     /// The packages of one bash array `NAME=( ... )` in ci/setup.sh.
     fn setup_array(text: &str, name: &str) -> Vec<String> {
         let start = text.find(&format!("{name}=(")).unwrap_or_else(|| panic!("ci/setup.sh has no {name}"));
+        // The array ends at the first `)` outside a comment (comments may hold one).
         let body = &text[start + name.len() + 2..];
-        let body = &body[..body.find(')').expect("array closes")];
-        body.lines()
-            .map(|line| line.split('#').next().unwrap_or(""))
-            .flat_map(str::split_whitespace)
-            .map(str::to_string)
-            .collect()
+        let mut words = Vec::new();
+        for line in body.lines() {
+            let code = line.split('#').next().unwrap_or("");
+            let (inside, closed) = match code.find(')') {
+                Some(end) => (&code[..end], true),
+                None => (code, false),
+            };
+            words.extend(inside.split_whitespace().map(str::to_string));
+            if closed {
+                return words;
+            }
+        }
+        panic!("ci/setup.sh: {name} does not close")
     }
 
     fn setup_lists() -> (Vec<String>, Vec<String>) {
@@ -167,6 +190,7 @@ mod tests {
         let (ci, full) = setup_lists();
         let mut needs = native_zdtm();
         needs.extend(container_zdtm(true));
+        needs.extend(containers());
         for spec in crate::qemu::ARCHES {
             needs.extend(vm_run(spec));
             needs.extend(user_arch_run(spec));

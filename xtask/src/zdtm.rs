@@ -31,6 +31,11 @@ pub(crate) fn build_harness() -> anyhow::Result<()> {
     build(&workspace_root(), true)
 }
 
+/// Builds the release harness only (another binary is the criu).
+pub(crate) fn build_runner() -> anyhow::Result<()> {
+    build(&workspace_root(), false)
+}
+
 /// The harness (`zdtm-runner run`) with `args`, its work in `workdir` (the restore
 /// fuzzer's seeds); [`build_harness`] first.
 pub(crate) fn run_harness(args: &[String], workdir: &Path) -> anyhow::Result<()> {

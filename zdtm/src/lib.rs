@@ -29,6 +29,7 @@ pub mod own_cgroups;
 pub mod procfs;
 pub mod reaper;
 pub mod report;
+pub mod runtimes;
 pub mod snapshot;
 pub mod testlib;
 pub mod tree;

@@ -23,6 +23,10 @@ pub const DEFAULT_TIMEOUT: u32 = 10;
 /// CRIU's default log level (`-v2`: errors and warnings).
 pub const DEFAULT_VERBOSITY: i32 = 2;
 
+/// The prefixes of the `--external` resources crust takes: mounts, veth host ends,
+/// network namespaces.
+const TAKEN_EXTERNALS: [&str; 3] = ["mnt[", "veth[", "net["];
+
 /// The verbs of CRIU's command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verb {
@@ -660,7 +664,7 @@ impl CriuOptions {
         if !(dumps || restores) {
             return out;
         }
-        let checks: [(bool, &'static str, Option<&str>, &str); 19] = [
+        let checks: Vec<(bool, &'static str, Option<&str>, &str)> = vec![
             (dumps && self.lazy_pages, "lazy-pages", None, "a dump that leaves its pages at the source for a remote lazy-pages daemon"),
             (self.stream, "stream", None, "needs criu-image-streamer's protocol"),
             (verb == Verb::Restore && self.page_server, "page-server", None, "restore reads pages from the images directory only; the lazy-pages daemon fetches them from a page server"),
@@ -669,14 +673,13 @@ impl CriuOptions {
             (self.auto_dedup, "auto-dedup", None, "needs deduplication"),
             (self.ext_unix_sk.is_some(), "ext-unix-sk", None, "needs the engine to dump a unix socket whose peer is outside the tree"),
             (
-                self.external.iter().any(|e| !e.starts_with("mnt[") && !e.starts_with("veth[")),
+                self.external.iter().any(|e| !TAKEN_EXTERNALS.iter().any(|taken| e.starts_with(taken))),
                 "external",
-                self.external.iter().find(|e| !e.starts_with("mnt[") && !e.starts_with("veth[")).map(String::as_str),
-                "crust takes only mount (mnt[...]) and veth (veth[IN]:OUT[@BRIDGE]) externals yet",
+                self.external.iter().find(|e| !TAKEN_EXTERNALS.iter().any(|taken| e.starts_with(taken))).map(String::as_str),
+                "crust takes only mount (mnt[...]), veth (veth[IN]:OUT[@BRIDGE]) and network namespace (net[INODE]:KEY) externals yet",
             ),
             (!self.enable_fs.is_empty(), "enable-fs", None, "crust makes anew only proc, sysfs, tmpfs, devpts, mqueue, cgroup and cgroup2 mounts, which need no --enable-fs"),
             (restores && !self.join_ns.is_empty(), "join-ns", None, "needs namespace support in the engine"),
-            (restores && self.empty_ns.is_some(), "empty-ns", None, "needs network namespace support in the engine"),
             (restores && self.lsm_profile.is_some(), "lsm-profile", None, "crust does not restore LSM profiles"),
             (restores && self.lsm_mount_context.is_some(), "lsm-mount-context", None, "crust does not set SELinux contexts on the mounts it makes"),
             (dumps && !self.cgroup_root.is_empty(), "cgroup-root", None, "crust's dump records every cgroup path as it is; --cgroup-root moves them on restore"),
@@ -698,6 +701,9 @@ impl CriuOptions {
             out.push(Refusal { option: "page-server", value: None, why: "needs the page server's --port (and --address, default 127.0.0.1)".into(), kind: RefusalKind::Unusable });
         }
         if let Err(why) = self.mount_maps() {
+            out.push(Refusal { option: "external", value: None, why, kind: RefusalKind::Unusable });
+        }
+        if let Err(why) = self.net_externals() {
             out.push(Refusal { option: "external", value: None, why, kind: RefusalKind::Unusable });
         }
         if let Some(cgroup) = self.freeze_cgroup.as_ref().filter(|cgroup| dumps && !cgroup.exists()) {
@@ -751,7 +757,26 @@ impl CriuOptions {
                 }),
                 _ => None,
             },
+            empty_net: self.empty_ns.is_some(),
+            // A malformed one is one of `refusals`, reported before this is called.
+            external_net: self.net_externals().unwrap_or_default(),
         })
+    }
+
+    /// `--external net[INODE]:KEY` entries as (INODE, KEY).
+    fn net_externals(&self) -> Result<Vec<(u64, String)>, String> {
+        let mut found = Vec::new();
+        for external in self.external.iter().filter(|e| e.starts_with("net[")) {
+            let parsed = external["net[".len()..]
+                .split_once("]:")
+                .and_then(|(inode, key)| Some((inode.parse::<u64>().ok()?, key)))
+                .filter(|(_, key)| !key.is_empty());
+            match parsed {
+                Some((inode, key)) => found.push((inode, key.to_string())),
+                None => return Err(format!("option --external takes net[INODE]:KEY, not {external:?}")),
+            }
+        }
+        Ok(found)
     }
 
     /// `--external mnt[...]` and `--ext-mount-map` entries as (key, value) pairs, and
@@ -808,6 +833,7 @@ impl CriuOptions {
             skip_checksums: self.skip_checksums,
             // The daemon's socket in the work directory (the restore runs there).
             lazy_pages: self.lazy_pages.then(|| PathBuf::from(LAZY_PAGES_SOCKET)),
+            empty_net: self.empty_ns.is_some(),
             leave_stopped: self.leave_stopped,
             restore_sibling: self.restore_sibling,
             // Checked when set (`parse_inherit_fd`).

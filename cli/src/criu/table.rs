@@ -477,7 +477,7 @@ pub static OPTIONS: &[Spec] = &[
         Req("RES"),
         External,
         "dump or restore this object as external: tty[rdev:dev], file[mnt_id:inode], dev[maj/min]:NAME, unix[ino], mnt[...], net[ino]:NAME, pid[ino]:NAME, veth[...], macvlan[...]",
-        ByValue("mnt[MOUNTPOINT]:KEY (dump), mnt[KEY]:PATH (restore), mnt[] (auto-detection) and veth[IN]:OUT[@BRIDGE] (restore) implemented; every other kind not yet"),
+        ByValue("mnt[MOUNTPOINT]:KEY (dump), mnt[KEY]:PATH (restore), mnt[] (auto-detection), veth[IN]:OUT[@BRIDGE] (restore) and net[INODE]:KEY (dump; the restore joins --inherit-fd fd[N]:KEY) implemented; every other kind not yet"),
     ),
     spec(
         "empty-ns",
@@ -485,7 +485,7 @@ pub static OPTIONS: &[Spec] = &[
         Req("net"),
         External,
         "restore: create the network namespace but leave it empty for the action scripts",
-        NotYet("needs network namespace support in the engine"),
+        Implemented,
     ),
     spec(
         "lazy-pages",

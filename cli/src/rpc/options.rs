@@ -580,6 +580,65 @@ mod tests {
         assert_eq!((error.to_string().as_str(), error.errno()), ("freeze_cgroup /nonexistent/freezer: no such cgroup", libc::EINVAL));
     }
 
+    /// What runc 1.1.5 sends for `runc checkpoint` and `runc restore` of a busybox
+    /// container (`runc --debug`, 2026-12-06): every option is taken.
+    #[test]
+    fn runc_s_checkpoint_pre_dump_and_restore_options_are_all_taken() {
+        use crust_images::rpc::{CgroupRoot, ExtMountMap, InheritFd};
+        let map = |key: &str, val: &str| ExtMountMap { key: key.into(), val: val.into() };
+        let runc_common = CriuOpts {
+            images_dir_fd: 7,
+            work_dir_fd: Some(8),
+            log_level: Some(4),
+            notify_scripts: Some(true),
+            manage_cgroups: Some(true),
+            empty_ns: Some(libc::CLONE_NEWNET as u32),
+            orphan_pts_master: Some(true),
+            config_file: Some("/etc/criu/runc.conf".into()),
+            leave_running: Some(false),
+            ext_unix_sk: Some(false),
+            tcp_established: Some(false),
+            shell_job: Some(false),
+            file_locks: Some(false),
+            auto_dedup: Some(false),
+            lazy_pages: Some(false),
+            track_mem: Some(false),
+            link_remap: Some(false),
+            cpu_cap: Some(u32::MAX),
+            ghost_limit: Some(1 << 20),
+            ..CriuOpts::default()
+        };
+        let dump = CriuOpts {
+            pid: Some(29442),
+            log_file: Some("dump.log".into()),
+            root: Some("/bundle/rootfs".into()),
+            freeze_cgroup: Some("/".into()),
+            ext_mnt: vec![map("/data", "/data"), map("/proc/keys", "/dev/null"), map("/dev/null", "/dev/null")],
+            ..runc_common.clone()
+        };
+        assert_eq!(refused(Verb::Dump, &dump), Vec::<String>::new());
+        let pre_dump = CriuOpts { parent_img: Some("../pre".into()), track_mem: Some(true), ext_mnt: Vec::new(), ..dump.clone() };
+        assert_eq!(refused(Verb::PreDump, &pre_dump), Vec::<String>::new());
+        let restore = CriuOpts {
+            log_file: Some("restore.log".into()),
+            root: Some("/run/runc/ct1/criu-root".into()),
+            evasive_devices: Some(true),
+            rst_sibling: Some(true),
+            ext_mnt: vec![map("/data", "/bundle/hostdir"), map("/dev/null", "/dev/null")],
+            cg_root: vec![CgroupRoot { ctrl: Some("memory".into()), path: "/crust-research/b1".into() }, CgroupRoot { ctrl: None, path: "/crust-research/b1".into() }],
+            inherit_fd: vec![InheritFd { key: "pipe:[33030]".into(), fd: 0 }, InheritFd { key: "extRootNetNS".into(), fd: 9 }],
+            ..runc_common
+        };
+        assert_eq!(refused(Verb::Restore, &restore), Vec::<String>::new());
+        let EngineRequest::Restore(options) = request(Verb::Restore, &restore).unwrap() else {
+            panic!("a restore")
+        };
+        assert!(options.empty_net && options.restore_sibling && options.detach);
+        assert_eq!(options.inherit_fds, [(0, "pipe:[33030]".to_string()), (9, "extRootNetNS".to_string())]);
+        let EngineRequest::Dump(options) = request(Verb::Dump, &dump).unwrap() else { panic!("a dump") };
+        assert!(options.empty_net);
+    }
+
     /// CRIU's order for RPC: the server's configuration, then the request, then the
     /// request's config_file.
     #[test]

@@ -86,6 +86,14 @@ pub struct DumpOptions {
     /// takes the parasite's area out of a target whose crust was killed; `None`: no
     /// guardian (a killed crust may leave the area mapped).
     pub guardian: Option<PathBuf>,
+    /// The tree's network namespace is left out (`--empty-ns net`): no network images;
+    /// its restore makes an empty one (`--empty-ns net` there too).
+    pub empty_net: bool,
+    /// Network namespaces outside the dump, by inode (`--external net[INODE]:KEY`):
+    /// the tree's, when listed, is written as a `netns-N.img` holding only `ext_key`
+    /// KEY, and a restore joins the namespace its caller passes as `--inherit-fd
+    /// fd[N]:KEY`.
+    pub external_net: Vec<(u64, String)>,
     /// `--manage-cgroups` (`ignore`: membership only, no properties).
     pub cgroup_mode: crate::cgroups::CgroupMode,
     /// `--freeze-cgroup`: the tree's cgroup, frozen before the seize.
@@ -131,6 +139,8 @@ impl Default for DumpOptions {
             guardian: None,
             mounts: DumpMountOptions::default(),
             page_server: None,
+            empty_net: false,
+            external_net: Vec::new(),
             cgroup_mode: Default::default(),
             freeze_cgroup: None,
         }
@@ -446,7 +456,17 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
         );
     }
     namespaces.write(&options.dir)?;
-    if let Some(ns_id) = net_ns_id {
+    let external_net = match net_ns_id {
+        Some(_) => crate::net::dump::external_key(frozen.processes[0].proc_pid(), &options.external_net)
+            .map_err(|source| DumpError::NetNamespace { pid: root, source })?,
+        None => None,
+    };
+    if let (Some(ns_id), true) = (net_ns_id, options.empty_net) {
+        log::info!("network namespace {ns_id}: left out (--empty-ns net), a restore makes it again empty");
+    } else if let (Some(ns_id), Some(key)) = (net_ns_id, external_net) {
+        crate::net::dump::write_external(&options.dir, ns_id, &key).map_err(|source| DumpError::NetNamespace { pid: root, source })?;
+        log::info!("network namespace {ns_id}: external, key {key:?}");
+    } else if let Some(ns_id) = net_ns_id {
         let dumped = crate::net::dump::dump_namespace(frozen.processes[0].proc_pid(), ns_id, &options.dir)
             .map_err(|source| DumpError::NetNamespace { pid: root, source })?;
         log::info!(

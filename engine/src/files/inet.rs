@@ -113,7 +113,7 @@ pub(crate) fn dump_socket(
             // not see a connection of another one.
             if tcp.lock && crate::net::dump::tree_has_own_namespace(&[pid]).unwrap_or(true) {
                 return Err(FileError::refused(
-                    "established TCP connection in a network namespace of the tree's own: locking it there is not supported yet (--tcp-close restores it closed)",
+                    "locking an established TCP connection in a network namespace of the tree's own (--tcp-close restores it closed)",
                 ));
             }
             // The dump's one lock table (made with its first connection) is in the

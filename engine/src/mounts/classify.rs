@@ -186,9 +186,12 @@ pub(crate) fn classify(tree: &[MountInfo], host: &[MountInfo], options: &DumpMou
             break;
         }
     }
+    // As CRIU: a key for a mountpoint that is no mount is unused, not an error. runc
+    // names every device node of its config this way (`/dev/null:/dev/null`), mounted
+    // or (as root, where it makes them with mknod) not.
     for (mountpoint, _) in &options.externals {
         if !tree.iter().any(|m| &m.mountpoint == mountpoint) {
-            return Err(Refused(format!("--external mnt[{mountpoint}]: no mount there in the tree's mount namespace")));
+            log::info!("--external mnt[{mountpoint}]: no mount there in the tree's mount namespace: unused");
         }
     }
     let mut classes: Vec<Option<MountClass>> = vec![None; tree.len()];

@@ -9,7 +9,7 @@ use std::fs;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use crust_images::{ImageKind, ImageWriter};
+use crust_images::{pb, ImageKind, ImageWriter};
 
 use super::streams::{self, Stream};
 use super::sysctl::{self, Family};
@@ -43,6 +43,26 @@ pub(crate) fn tree_has_own_namespace(pids: &[i32]) -> Result<bool, (i32, NetErro
     }
     let own = Namespace::own().map_err(|e| (root, e))?;
     Ok(own.inode != roots)
+}
+
+/// The key of `pid`'s network namespace when `externals` (`--external
+/// net[INODE]:KEY`, as (INODE, KEY)) lists it.
+pub(crate) fn external_key(pid: i32, externals: &[(u64, String)]) -> Result<Option<String>, NetError> {
+    if externals.is_empty() {
+        return Ok(None);
+    }
+    let namespace = Namespace::of(pid)?;
+    Ok(externals.iter().find(|(inode, _)| *inode == namespace.inode).map(|(_, key)| key.clone()))
+}
+
+/// Writes namespace `ns_id` as an external one: `netns-N.img` with only `ext_key`, as
+/// CRIU writes it; no other network image.
+pub(crate) fn write_external(dir: &Path, ns_id: u32, key: &str) -> Result<(), NetError> {
+    let name = ImageKind::Netns.file_name(ns_id as u64);
+    let write_error = |error: crust_images::ImageError| NetError::refused(format!("write {name}: {error}"));
+    let mut w = ImageWriter::create(dir, ImageKind::Netns, ns_id as u64).map_err(write_error)?;
+    w.write_entry(&pb::NetnsEntry { ext_key: Some(key.to_string()), ..Default::default() }).map_err(write_error)?;
+    w.finish().map_err(write_error)
 }
 
 /// Dumps the network namespace of `pid` as namespace `ns_id` into `dir`.

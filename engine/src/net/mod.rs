@@ -11,7 +11,11 @@
 //!   values (positional lists, CRIU's order), `net.unix.max_dgram_qlen`,
 //!   `net.ipv4.ping_group_range`;
 //! - [`dump`] and [`restore`]: the two halves, each entered in one place by the
-//!   pipelines; the nftables ruleset goes through the `nft` program (text).
+//!   pipelines; the nftables ruleset goes through the `nft` program (text). Two other
+//!   ways a runtime asks for: a namespace left out (`--empty-ns net`, runc's every
+//!   checkpoint: no image, the restore makes an empty one) and an external one
+//!   (`--external net[INODE]:KEY`: `netns-N.img` holds only the key, the restore joins
+//!   the namespace its caller passes as `--inherit-fd fd[N]:KEY`).
 //!
 //! Everything that reads or changes the namespace runs in a crust thread that entered
 //! it ([`in_namespace`]); programs run in a child that entered it before exec.

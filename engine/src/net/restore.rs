@@ -38,6 +38,32 @@ pub(crate) fn has_namespace(dir: &Path, ns_id: u32) -> bool {
     dir.join(ImageKind::Netns.file_name(ns_id as u64)).exists()
 }
 
+/// The key of namespace `ns_id` when the dump left it outside (`netns-N.img` with
+/// `ext_key`, `--external net[INODE]:KEY`); `None` for a namespace dumped whole.
+pub(crate) fn external_key(dir: &Path, ns_id: u32) -> Result<Option<String>, NetError> {
+    let netns: pb::NetnsEntry = ImageDir::new(dir)
+        .read_single(ImageKind::Netns, ns_id as u64)
+        .map_err(|e| NetError::bad_image(ImageKind::Netns.file_name(ns_id as u64), e.to_string()))?;
+    Ok(netns.ext_key)
+}
+
+/// Gives crust's main thread a new, empty network namespace (`--empty-ns net`: only a
+/// loopback, down, as the kernel makes it) and leaves it there until the root is
+/// cloned.
+pub(crate) fn make_empty() -> Result<Entered, NetError> {
+    let crust = Namespace::own()?;
+    sys::netns::enter_new_net_namespace().map_err(net_io("make a new network namespace"))?;
+    Ok(Entered { crust: Some(crust), host_ends: Vec::new() })
+}
+
+/// Puts crust's main thread into the network namespace of `fd` (an external one the
+/// caller passed with `--inherit-fd fd[N]:KEY`) until the root is cloned.
+pub(crate) fn join(fd: i32) -> Result<Entered, NetError> {
+    let crust = Namespace::own()?;
+    sys::netns::enter_inherited_net_namespace(fd).map_err(net_io(format!("enter the external network namespace of fd {fd}")))?;
+    Ok(Entered { crust: Some(crust), host_ends: Vec::new() })
+}
+
 /// Reads the images of network namespace `ns_id` from `dir`.
 pub(crate) fn read(dir: &Path, ns_id: u32) -> Result<NetImages, NetError> {
     let images = ImageDir::new(dir);

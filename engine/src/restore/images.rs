@@ -164,12 +164,12 @@ fn read_one<M: prost::Message + Default>(dir: &ImageDir, kind: ImageKind, id: u6
 /// each process's pages through its parent dumps.
 #[cfg(test)]
 pub(crate) fn load(dir: &Path, page_size: u64) -> Result<Images, ImagesError> {
-    load_with(dir, page_size, true)
+    load_with(dir, page_size, true, false)
 }
 
 /// [`load`], reading crust's list of images (`crust-checksums.img`) unless `listed`
 /// is false (`--skip-checksums`).
-pub(crate) fn load_with(dir: &Path, page_size: u64, listed: bool) -> Result<Images, ImagesError> {
+pub(crate) fn load_with(dir: &Path, page_size: u64, listed: bool, empty_net: bool) -> Result<Images, ImagesError> {
     let dir = ImageDir::new(dir);
     let names: BTreeSet<String> = std::fs::read_dir(dir.path())
         .map_err(|source| ImagesError::Missing { pid: 0, what: format!("read the images directory {}", dir.path().display()), source })?
@@ -303,7 +303,7 @@ pub(crate) fn load_with(dir: &Path, page_size: u64, listed: bool) -> Result<Imag
     let live: Vec<(u32, &pb::TaskKobjIdsEntry)> = processes.iter().filter(|p| !p.is_zombie()).map(|p| (p.pstree.pid, &p.ids)).collect();
     let namespaces = plan_namespaces(&live, root_ids.as_ref(), |kind, id| match kind {
         NsKind::Ipc => crate::ipc::image_has_namespace(dir.path(), id),
-        NsKind::Net => crate::net::restore::has_namespace(dir.path(), id),
+        NsKind::Net => empty_net || crate::net::restore::has_namespace(dir.path(), id),
         NsKind::Mnt => dir.exists(ImageKind::Mnts, u64::from(id)),
         NsKind::Uts => dir.exists(ImageKind::Utsns, u64::from(id)),
         _ => false,

@@ -81,6 +81,9 @@ pub struct RestoreOptions {
     /// Lazy restore (`--lazy-pages`): the lazy-pages daemon's socket; private anonymous
     /// memory is filled by the daemon as the tree touches it (`lazy/`).
     pub lazy_pages: Option<PathBuf>,
+    /// The tree's own network namespace is made empty, whatever its images hold
+    /// (`--empty-ns net`; a dump with it wrote none).
+    pub empty_net: bool,
     /// `--manage-cgroups`: which cgroups are made and which get properties (`ignore`:
     /// the tree stays in crust's cgroups).
     pub cgroup_mode: crate::cgroups::CgroupMode,
@@ -182,7 +185,7 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
     let stage = |stage: Stage, root: Option<i32>| options.stages.reach(stage, root).map_err(|source| RestoreError::Stage { stage, source });
     check_access()?;
     stage(Stage::PreRestore, None)?;
-    let images = images::load_with(&options.dir, sys::page_size(), !options.skip_checksums)?;
+    let images = images::load_with(&options.dir, sys::page_size(), !options.skip_checksums, options.empty_net)?;
     image_set::check(&options.dir)?;
     // Nothing is created before every image is known good.
     validate::validate(&images, &validate::Limits::read())?;
@@ -275,17 +278,38 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
     // A tree with a network namespace of its own: crust's main thread makes it and stays
     // in it until the root is cloned, so that the sockets the broker opens and the root
     // are in it.
+    let host_ends = crate::net::restore::host_ends(&options.veths);
     let net_images = match images.namespaces.net_ns_id {
-        Some(id) => Some(crate::net::restore::read(&options.dir, id).map_err(|e| RestoreError::BadImage { image: format!("netns-{id}.img"), what: e.to_string() })?),
+        Some(_) if options.empty_net => None,
+        Some(id) => match crate::net::restore::external_key(&options.dir, id).map_err(|e| RestoreError::BadImage { image: format!("netns-{id}.img"), what: e.to_string() })? {
+            Some(_) => None,
+            None => Some(crate::net::restore::read(&options.dir, id).map_err(|e| RestoreError::BadImage { image: format!("netns-{id}.img"), what: e.to_string() })?),
+        },
         None => None,
     };
-    let host_ends = crate::net::restore::host_ends(&options.veths);
     if net_images.is_none() && !host_ends.is_empty() {
         return Err(RestoreError::BadImage { image: "ids".into(), what: "veth host ends are named, but the tree had no network namespace of its own".into() });
     }
-    let entered_netns = match &net_images {
-        Some(net) => Some(net.make(&host_ends).map_err(|e| RestoreError::Child { pid: root, what: format!("network namespace {}: {e}", net.ns_id) })?),
-        None => None,
+    // The tree's own network namespace: made from its images, made empty (`--empty-ns
+    // net`), or joined (external: the fd the caller passes under the dump's key).
+    let entered_netns = match (&net_images, images.namespaces.net_ns_id) {
+        (Some(net), _) => Some(net.make(&host_ends).map_err(|e| RestoreError::Child { pid: root, what: format!("network namespace {}: {e}", net.ns_id) })?),
+        (None, Some(id)) if options.empty_net => {
+            log::info!("network namespace {id}: made empty (--empty-ns net)");
+            Some(crate::net::restore::make_empty().map_err(|e| RestoreError::Child { pid: root, what: format!("network namespace {id}: {e}") })?)
+        }
+        (None, Some(id)) => {
+            let key = crate::net::restore::external_key(&options.dir, id).ok().flatten().unwrap_or_default();
+            let Some(&(fd, _)) = options.inherit_fds.iter().find(|(_, k)| *k == key) else {
+                return Err(RestoreError::BadImage {
+                    image: format!("netns-{id}.img"),
+                    what: format!("the network namespace is external (key {key:?}): pass it with --inherit-fd fd[N]:{key}"),
+                });
+            };
+            log::info!("network namespace {id}: joins the external one of key {key:?} (fd {fd})");
+            Some(crate::net::restore::join(fd).map_err(|e| RestoreError::Child { pid: root, what: format!("network namespace {id}: {e}") })?)
+        }
+        (None, None) => None,
     };
     // With a mount namespace of its own the root opens the files, in that namespace
     // (crust's inherited fds are handed to it by number).
@@ -411,7 +435,7 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
     sys::seize_thread(child, options_word).map_err(io_err(root, "seize restored root"))?;
     // The root exists in its namespaces and waits for the go below (CRIU reaches these
     // only for a tree with namespaces of its own).
-    if new_pid_ns || tree.new_ipc_ns || net_images.is_some() || more_namespaces != 0 {
+    if new_pid_ns || tree.new_ipc_ns || images.namespaces.net_ns_id.is_some() || more_namespaces != 0 {
         stage(Stage::SetupNamespaces, Some(child))?;
         stage(Stage::PostSetupNamespaces, Some(child))?;
     }

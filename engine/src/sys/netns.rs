@@ -31,6 +31,18 @@ pub fn enter_net_namespace(netns: impl AsFd) -> io::Result<()> {
     Ok(nix::sched::setns(netns, CloneFlags::CLONE_NEWNET)?)
 }
 
+/// Moves the calling thread into the network namespace of inherited fd `fd` (`setns(fd,
+/// CLONE_NEWNET)`): one the caller passed by number with `--inherit-fd fd[N]:KEY`.
+#[doc(alias = "setns")]
+pub fn enter_inherited_net_namespace(fd: RawFd) -> io::Result<()> {
+    // SAFETY: setns takes two integers; a number that is not an open namespace fd fails
+    // with EBADF or EINVAL, nothing is dereferenced.
+    if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Gives the calling thread a new, empty network namespace (`unshare(CLONE_NEWNET)`).
 #[doc(alias = "unshare")]
 pub fn enter_new_net_namespace() -> io::Result<()> {

@@ -2,6 +2,7 @@
 //!
 //! zdtm-runner run --engine PATH --workdir DIR [--filter S] [--iters N] [--snap] [--pre-dump] [--lazy] [--keep] [--big] [--json PATH] [--flavor host|ns|mntns|container|container-uns|all] [--group core|runtime|all] [--dump-with PATH | --restore-with PATH] [--kill-trials N] [--kill-seed S]
 //! zdtm-runner demo --engine PATH --workdir DIR
+//! zdtm-runner runtimes --criu LABEL=PATH [--criu LABEL=PATH] --workdir DIR [--filter S] [--criu-config FILE]
 //! zdtm-runner list
 #![deny(unsafe_code)]
 
@@ -23,7 +24,7 @@ fn main() {
 fn run() -> anyhow::Result<i32> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some((verb, rest)) = args.split_first() else {
-        bail!("usage: zdtm-runner run|demo|list [options]");
+        bail!("usage: zdtm-runner run|demo|runtimes|list [options]");
     };
     match verb.as_str() {
         "list" => {
@@ -36,12 +37,40 @@ fn run() -> anyhow::Result<i32> {
             let report = crust_zdtm::run_suite(parse_config(rest)?)?;
             Ok(if report.counts().1 == 0 { 0 } else { 1 })
         }
+        "runtimes" => {
+            let results = crust_zdtm::runtimes::run(&parse_runtimes(rest)?)?;
+            Ok(if results.iter().any(|result| result.outcome.failed()) { 1 } else { 0 })
+        }
         "demo" => {
             crust_zdtm::demo::run_demo(parse_config(rest)?)?;
             Ok(0)
         }
         other => bail!("unknown verb {other}"),
     }
+}
+
+/// `runtimes --criu LABEL=PATH [--criu LABEL=PATH] --workdir DIR [--filter S]`.
+fn parse_runtimes(args: &[String]) -> anyhow::Result<crust_zdtm::runtimes::Config> {
+    let mut config = crust_zdtm::runtimes::Config { crius: Vec::new(), workdir: PathBuf::from("target/runtimes"), filter: None, criu_config: None };
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| args.next().cloned().with_context(|| format!("{name} needs a value"));
+        match arg.as_str() {
+            "--criu" => {
+                let pair = value("--criu")?;
+                let (label, path) = pair.split_once('=').with_context(|| format!("--criu takes LABEL=PATH, not {pair}"))?;
+                config.crius.push((label.to_string(), PathBuf::from(path)));
+            }
+            "--workdir" => config.workdir = PathBuf::from(value("--workdir")?),
+            "--filter" => config.filter = Some(value("--filter")?),
+            "--criu-config" => config.criu_config = Some(PathBuf::from(value("--criu-config")?)),
+            other => bail!("unknown option {other}"),
+        }
+    }
+    if config.crius.is_empty() {
+        bail!("--criu LABEL=PATH is required");
+    }
+    Ok(config)
 }
 
 fn parse_config(args: &[String]) -> anyhow::Result<Config> {
