@@ -56,10 +56,8 @@ pub(crate) fn collect(root: i32, ns_id: u32, options: &DumpMountOptions) -> Resu
         mountinfo::parse(&text).map_err(|source| MountError::Parse { source })
     };
     let host = read("/proc/self/mountinfo")?;
-    let cgroup_ns_path = format!("/proc/{root}/ns/cgroup");
-    let cgroup_ns = fs::File::open(&cgroup_ns_path).map_err(mount_io(format!("open {cgroup_ns_path}")))?;
     let tree = in_thread(|| {
-        crate::sys::mount::enter_cgroup_namespace(&cgroup_ns).map_err(mount_io(format!("enter the cgroup namespace of pid {root} (setns)")))?;
+        crate::sys::cgroup::enter_cgroup_namespace_of(root).map_err(mount_io(format!("enter the cgroup namespace of pid {root} (setns)")))?;
         read(&format!("/proc/{root}/mountinfo"))
     })?;
     let classes = classify(&tree, &host, options).map_err(|refused| MountError::refused(refused.0))?;

@@ -130,7 +130,11 @@ struct MountAttr {
 /// bits of the mount `fd` (attached or detached), that mount alone.
 #[doc(alias = "mount_setattr")]
 pub(crate) fn set_mount_attributes(mount: impl AsFd, set: u64, clear: u64) -> io::Result<()> {
-    let attr = MountAttr { attr_set: set, attr_clr: clear, propagation: 0, userns_fd: 0 };
+    mount_setattr(mount, &MountAttr { attr_set: set, attr_clr: clear, propagation: 0, userns_fd: 0 })
+}
+
+/// `mount_setattr(fd, "", AT_EMPTY_PATH, attr)` on the mount `fd` alone.
+fn mount_setattr(mount: impl AsFd, attr: &MountAttr) -> io::Result<()> {
     // SAFETY: the path is a NUL-terminated empty string and `attr` a live struct of the
     // size passed; the kernel only reads both.
     check(unsafe {
@@ -139,7 +143,7 @@ pub(crate) fn set_mount_attributes(mount: impl AsFd, set: u64, clear: u64) -> io
             mount.as_fd().as_raw_fd(),
             c"".as_ptr(),
             libc::AT_EMPTY_PATH,
-            &attr as *const MountAttr,
+            attr as *const MountAttr,
             std::mem::size_of::<MountAttr>(),
         )
     })
@@ -155,20 +159,7 @@ pub(crate) const PROPAGATION_SHARED: u64 = 1 << 20;
 /// (a new peer group), a slave, or unbindable (`PROPAGATION_*`), that mount alone.
 #[doc(alias = "mount_setattr")]
 pub(crate) fn set_propagation(mount: impl AsFd, propagation: u64) -> io::Result<()> {
-    let attr = MountAttr { attr_set: 0, attr_clr: 0, propagation, userns_fd: 0 };
-    // SAFETY: as in `set_mount_attributes`: an empty NUL-terminated path and a live
-    // struct of the size passed, only read by the kernel.
-    check(unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            mount.as_fd().as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    })
-    .map(|_| ())
+    mount_setattr(mount, &MountAttr { attr_set: 0, attr_clr: 0, propagation, userns_fd: 0 })
 }
 
 /// `move_mount(from, "", to, "", MOVE_MOUNT_SET_GROUP | F_EMPTY_PATH | T_EMPTY_PATH)`:
@@ -220,9 +211,3 @@ pub(crate) fn new_mount_namespace() -> io::Result<()> {
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).map_err(nix_os)
 }
 
-/// `setns(fd, CLONE_NEWCGROUP)`: the calling thread enters the cgroup namespace `ns`
-/// (what /proc shows of cgroup paths and cgroup mounts' roots is then relative to it).
-#[doc(alias = "setns")]
-pub(crate) fn enter_cgroup_namespace(ns: impl AsFd) -> io::Result<()> {
-    nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWCGROUP).map_err(nix_os)
-}
