@@ -233,7 +233,17 @@ fn process_main(run: &Run, index: usize) -> ! {
     let pid = process.pid();
     let result = (|| -> Result<(), ChildError> {
         let p = &process.pstree;
-        if !(index == 0 && shell_job) {
+        let root = &images.processes[0].pstree;
+        if shell_job && index == 0 {
+            // --shell-job: the root stays in crust's session; a group leader stays one.
+            if p.pgid == p.pid {
+                sys::set_process_group(0).map_err(child_io("setpgid"))?;
+            }
+        } else if shell_job && root.pgid != root.pid && p.pgid == root.pgid {
+            // The root's group was crust's caller's: it is crust's now, the root's.
+            let group = sys::process_group_of(root.pid as i32).map_err(child_io(format!("getpgid {}", root.pid)))?;
+            sys::set_process_group(group).map_err(child_io(format!("setpgid {group} (the root's group)")))?;
+        } else {
             if p.sid == p.pid {
                 sys::new_session().map_err(child_io("setsid"))?;
             } else if p.pgid == p.pid {

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -150,10 +150,7 @@ pub(crate) fn wait_for_restorers(
     }
     let mut error_read = Some(error_read);
     let child_error = |error_read: &mut Option<OwnedFd>, pid: i32, fallback: String| -> FinishError {
-        let mut message = String::new();
-        if let Some(fd) = error_read.take() {
-            let _ = fs::File::from(fd).read_to_string(&mut message);
-        }
+        let message = error_read.take().map(|fd| read_reported(&fd)).unwrap_or_default();
         if message.trim().is_empty() {
             FinishError::Child { pid, what: fallback }
         } else {
@@ -235,6 +232,21 @@ pub(crate) fn wait_for_restorers(
         }
     }
     Ok(host)
+}
+
+/// What the tree's processes wrote to the error pipe so far. Read without blocking: the
+/// process that failed wrote its line before it exited, and the others (stopped, or still
+/// in crust code) hold the pipe's write end open, so it never reaches end of file.
+fn read_reported(fd: &OwnedFd) -> String {
+    if sys::file::set_status_flags(fd, libc::O_NONBLOCK).is_err() {
+        return String::new();
+    }
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n @ 1..) = sys::file::read_some(fd, &mut buf) {
+        bytes.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 /// Logs the ops of a finished restorer program that may fail without stopping it

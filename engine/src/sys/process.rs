@@ -171,6 +171,11 @@ pub fn set_process_group(pgid: i32) -> io::Result<()> {
     Ok(nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(pgid))?)
 }
 
+/// `getpgid(pid)`.
+pub fn process_group_of(pid: i32) -> io::Result<i32> {
+    Ok(nix::unistd::getpgid(Some(Pid::from_raw(pid)))?.as_raw())
+}
+
 /// `setpgid(pid, pgid)` on a child that has not exec'd.
 pub fn set_child_process_group(pid: i32, pgid: i32) -> io::Result<()> {
     Ok(nix::unistd::setpgid(Pid::from_raw(pid), Pid::from_raw(pgid))?)
