@@ -328,6 +328,7 @@ pub const TESTS: &[TestSpec] = &[
     rust("rust_std"),
     rust("umask"),
     c("personality"),
+    c("sched_attrs"),
     rust("rlimits"),
     rust("comm"),
     TestSpec {

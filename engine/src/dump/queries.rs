@@ -38,6 +38,9 @@ pub enum QueryError {
 }
 io_failure!(QueryError);
 
+/// `SCHED_DEADLINE` (uapi linux/sched.h).
+const SCHED_DEADLINE: i32 = 6;
+
 /// Per-thread state only the thread itself can tell, asked through remote syscalls.
 pub(crate) struct ThreadQueries {
     pub(crate) altstack: pb::ThreadSasEntry,
@@ -47,6 +50,7 @@ pub(crate) struct ThreadQueries {
     pub(crate) comm: String,
     pub(crate) creds: pb::CredsEntry,
     pub(crate) pdeath_sig: u32,
+    pub(crate) scheduling: sys::Scheduling,
 }
 
 /// Per-process state asked through remote syscalls (in the leader).
@@ -154,7 +158,13 @@ fn thread_queries(
     creds.secbits = checked(pid, answer, calls.securebits, Sys::Prctl)? as u32;
     checked(pid, answer, calls.pdeath.0, Sys::Prctl)?;
     let pdeath_sig = int(answer.bytes(calls.pdeath.1), 0);
-    Ok(ThreadQueries { altstack, clear_tid_addr, private_pending, robust_list, comm, creds, pdeath_sig })
+    let scheduling = sys::scheduling_of(thread.tid).map_err(io_err(pid, format!("scheduling of thread {}", thread.tid)))?;
+    if scheduling.policy & !libc::SCHED_RESET_ON_FORK == SCHED_DEADLINE {
+        // sched_setscheduler cannot give it back (it takes sched_setattr's runtime,
+        // deadline and period, which CRIU's images have no field for).
+        return Err(QueryError::Unsupported { pid, what: format!("thread {} under SCHED_DEADLINE", thread.tid) });
+    }
+    Ok(ThreadQueries { altstack, clear_tid_addr, private_pending, robust_list, comm, creds, pdeath_sig, scheduling })
 }
 
 /// Asks a process everything only it can tell: what ptrace tells first (while every

@@ -11,6 +11,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use crust_arch::{Abi, Host, HostArch, RestorerOp, RestorerOutcome, Sys};
+use crust_images::pb;
 
 use crate::infect::RemoteThread;
 use crate::model::TASK_STOPPED;
@@ -391,6 +392,12 @@ pub(crate) fn finish_process(
     } else {
         0
     };
+    for ((&tid, &dumped_tid), core) in tids.iter().zip(&process.pstree.threads).zip(&process.cores).skip(acting) {
+        if let Some(scheduling) = core.thread_core.as_ref().and_then(scheduling) {
+            sys::set_scheduling(tid, scheduling)
+                .map_err(io_err(dumped_tid as i32, format!("scheduling policy {:#x}, priority {}, nice {}", scheduling.policy, scheduling.rt_priority, scheduling.nice)))?;
+        }
+    }
     let mut ready = Vec::new();
     for (index, ((&tid, core), ext)) in tids.iter().zip(&process.cores).zip(&ext_templates).enumerate().skip(acting) {
         let detach_signal = if index + 1 == tids.len() { stop_signal } else { 0 };
@@ -413,6 +420,19 @@ pub(crate) fn finish_process(
         ready.push(ReadyThread { tid, sigmask: mask, detach_signal });
     }
     Ok(ready)
+}
+
+/// A thread's dumped scheduling, if its core says anything of it (a thread restored
+/// without it keeps crust's: SCHED_OTHER, and crust's nice value).
+fn scheduling(thread: &pb::ThreadCoreEntry) -> Option<sys::Scheduling> {
+    if thread.sched_policy.is_none() && thread.sched_prio.is_none() && thread.sched_nice.is_none() {
+        return None;
+    }
+    Some(sys::Scheduling {
+        policy: thread.sched_policy.unwrap_or(0) as i32,
+        rt_priority: thread.sched_prio.unwrap_or(0) as i32,
+        nice: thread.sched_nice.unwrap_or(0),
+    })
 }
 
 /// Lets every ready thread of the tree go, with its own signal mask, in one tight loop:
