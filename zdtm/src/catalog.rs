@@ -329,6 +329,7 @@ pub const TESTS: &[TestSpec] = &[
     rust("umask"),
     c("personality"),
     c("sched_attrs"),
+    c("loginuid"),
     rust("rlimits"),
     rust("comm"),
     TestSpec {

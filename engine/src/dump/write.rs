@@ -224,6 +224,9 @@ pub(crate) fn write_images(root: i32, dir: &Path, dumped: Dumped) -> Result<(), 
             stop_signo: process.stopped.then_some(process.stop_signal() as u32),
             child_subreaper: Some(queries.child_subreaper),
             oom_score_adj: fs::read_to_string(format!("/proc/{}/oom_score_adj", process.proc_pid())).ok().and_then(|v| v.trim().parse().ok()),
+            // The audit login uid (4294967295: never set); the session id that goes
+            // with it is the kernel's to number and has no field.
+            loginuid: fs::read_to_string(format!("/proc/{}/loginuid", process.proc_pid())).ok().and_then(|v| v.trim().parse().ok()),
             ..Default::default()
         };
         if process.leader_gone {

@@ -260,6 +260,9 @@ fn process_main(run: &Run, index: usize) -> ! {
         if !(index == 0 && shell_job) {
             broker.terminals(p.pid, p.sid, p.pgid)?;
         }
+        if let Some(loginuid) = process.cores[0].tc.as_ref().and_then(|t| t.loginuid) {
+            restore_loginuid(loginuid)?;
+        }
         if process.is_zombie() {
             if let Some(tc) = &process.cores[0].tc {
                 let _ = sys::set_comm(&tc.comm);
@@ -390,6 +393,18 @@ fn process_main(run: &Run, index: usize) -> ! {
         Ok(()) => die(tree, pid, "restorer returned"),
         Err(message) => die(tree, pid, &message.to_string()),
     }
+}
+
+/// Gives this process its audit login uid when it differs from the one it inherited
+/// (only the process itself can write /proc/self/loginuid; its threads, made later,
+/// inherit it). The kernel gives it a new session id, as it does for CRIU.
+fn restore_loginuid(loginuid: u32) -> Result<(), ChildError> {
+    let path = "/proc/self/loginuid";
+    let now = fs::read_to_string(path).ok().and_then(|v| v.trim().parse::<u32>().ok());
+    if now == Some(loginuid) {
+        return Ok(());
+    }
+    fs::write(path, loginuid.to_string()).map_err(child_io(format!("write {path} ({loginuid})")))
 }
 
 /// Fills this process's premapped slots (crust code, before the children are forked): a
