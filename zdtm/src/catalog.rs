@@ -330,6 +330,7 @@ pub const TESTS: &[TestSpec] = &[
     c("personality"),
     c("sched_attrs"),
     c("loginuid"),
+    c("membarrier"),
     rust("rlimits"),
     rust("comm"),
     TestSpec {

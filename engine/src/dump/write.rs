@@ -223,6 +223,7 @@ pub(crate) fn write_images(root: i32, dir: &Path, dumped: Dumped) -> Result<(), 
             sigactions: queries.sigactions.clone(),
             stop_signo: process.stopped.then_some(process.stop_signal() as u32),
             child_subreaper: Some(queries.child_subreaper),
+            membarrier_registration_mask: queries.membarrier.filter(|&mask| mask != 0),
             oom_score_adj: fs::read_to_string(format!("/proc/{}/oom_score_adj", process.proc_pid())).ok().and_then(|v| v.trim().parse().ok()),
             // The audit login uid (4294967295: never set); the session id that goes
             // with it is the kernel's to number and has no field.

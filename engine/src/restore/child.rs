@@ -263,6 +263,12 @@ fn process_main(run: &Run, index: usize) -> ! {
         if let Some(loginuid) = process.cores[0].tc.as_ref().and_then(|t| t.loginuid) {
             restore_loginuid(loginuid)?;
         }
+        // Registrations belong to the mm, which the restorer keeps: made here, they hold
+        // for every thread it creates. Each bit of the mask is its register command.
+        let membarrier = process.cores[0].tc.as_ref().and_then(|t| t.membarrier_registration_mask).unwrap_or(0);
+        for bit in (0..32).map(|b| 1u32 << b).filter(|bit| membarrier & bit != 0) {
+            sys::membarrier(bit).map_err(child_io(format!("membarrier register command {bit:#x}")))?;
+        }
         if process.is_zombie() {
             if let Some(tc) = &process.cores[0].tc {
                 let _ = sys::set_comm(&tc.comm);

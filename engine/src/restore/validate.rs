@@ -230,6 +230,10 @@ fn fd_type(raw: i32) -> Option<pb::FdTypes> {
 }
 
 /// Each thread's core: task state, comm, signal actions, limits, credentials, seccomp.
+/// The membarrier register commands (uapi linux/membarrier.h): GLOBAL_EXPEDITED,
+/// PRIVATE_EXPEDITED, PRIVATE_EXPEDITED_SYNC_CORE, PRIVATE_EXPEDITED_RSEQ.
+const MEMBARRIER_REGISTRATIONS: u32 = (1 << 2) | (1 << 4) | (1 << 6) | (1 << 8);
+
 fn cores(images: &Images, process: &ProcessImages) -> Result<(), ValidateError> {
     let threads: Vec<u32> = if process.pstree.threads.is_empty() || process.is_zombie() { vec![process.pstree.pid] } else { process.pstree.threads.clone() };
     for (&tid, core) in threads.iter().zip(&process.cores) {
@@ -252,6 +256,13 @@ fn cores(images: &Images, process: &ProcessImages) -> Result<(), ValidateError> 
                 if rlimits.rlimits.len() > RLIMITS {
                     return Err(refuse(&image, format!("tc.rlimits has {} entries, the kernel has {RLIMITS} (RLIM_NLIMITS)", rlimits.rlimits.len())));
                 }
+            }
+            let membarrier = tc.membarrier_registration_mask.unwrap_or(0);
+            if membarrier & !MEMBARRIER_REGISTRATIONS != 0 {
+                return Err(refuse(
+                    &image,
+                    format!("tc.membarrier_registration_mask {membarrier:#x} has bits of no register command (known: {MEMBARRIER_REGISTRATIONS:#x})"),
+                ));
             }
             if tc.task_state == TASK_DEAD && tc.exit_code > 0xffff {
                 return Err(refuse(&image, format!("tc.exit_code {:#x} is not a wait status", tc.exit_code)));

@@ -70,6 +70,13 @@ pub fn set_scheduling(tid: i32, scheduling: Scheduling) -> io::Result<()> {
     Ok(())
 }
 
+/// `membarrier(cmd, 0, 0)` in the calling process.
+pub fn membarrier(cmd: u32) -> io::Result<()> {
+    // SAFETY: no pointers.
+    check(unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0u32, 0i32) })?;
+    Ok(())
+}
+
 /// `prlimit64(pid, resource, NULL, &old)`: reads one resource limit of another process.
 #[doc(alias = "prlimit64")]
 pub fn read_rlimit(pid: i32, resource: u32) -> io::Result<(u64, u64)> {
