@@ -331,6 +331,7 @@ pub const TESTS: &[TestSpec] = &[
     c("sched_attrs"),
     c("loginuid"),
     c("membarrier"),
+    c("sockopts"),
     rust("rlimits"),
     rust("comm"),
     TestSpec {
