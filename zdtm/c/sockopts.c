@@ -3,7 +3,7 @@
  *   a TCP listener on loopback: SO_KEEPALIVE with TCP_KEEPCNT/KEEPIDLE/KEEPINTVL,
  *     SO_LINGER, SO_PRIORITY, SO_MARK, SO_RCVLOWAT, SO_SNDTIMEO, SO_RCVTIMEO, SO_SNDBUF
  *     (and with it SO_BUF_LOCK), SO_BINDTODEVICE lo, SO_REUSEADDR, SO_REUSEPORT,
- *     SO_OOBINLINE, IP_TOS, IP_TTL;
+ *     SO_OOBINLINE, TCP_NODELAY, IP_TOS, IP_TTL;
  *   a UDP socket with IP_FREEBIND bound to an address the machine does not have
  *     (192.0.2.77), SO_BROADCAST, IP_PKTINFO, and a classic BPF filter (SO_ATTACH_FILTER);
  *   a unix datagram pair with SO_PASSCRED and SO_RCVBUF on one end. */
@@ -97,6 +97,7 @@ int main(int argc, char **argv)
 	if (setsockopt(tcp, SOL_SOCKET, SO_BINDTODEVICE, "lo", 3))
 		fail("SO_BINDTODEVICE lo: %m");
 	setint(tcp, SOL_SOCKET, SO_OOBINLINE, "SO_OOBINLINE", 1);
+	setint(tcp, IPPROTO_TCP, TCP_NODELAY, "TCP_NODELAY", 1);
 	setint(tcp, IPPROTO_IP, IP_TOS, "IP_TOS", 0x10);
 	setint(tcp, IPPROTO_IP, IP_TTL, "IP_TTL", 2 + (r >> 58) % 60);
 	struct sockaddr_in addr = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
@@ -119,6 +120,7 @@ int main(int argc, char **argv)
 	watch(tcp, SOL_SOCKET, SO_BUF_LOCK, "SO_BUF_LOCK", 4);
 	watch(tcp, SOL_SOCKET, SO_BINDTODEVICE, "SO_BINDTODEVICE", 16);
 	watch(tcp, SOL_SOCKET, SO_OOBINLINE, "SO_OOBINLINE", 4);
+	watch(tcp, IPPROTO_TCP, TCP_NODELAY, "TCP_NODELAY", 4);
 	watch(tcp, IPPROTO_IP, IP_TOS, "IP_TOS", 4);
 	watch(tcp, IPPROTO_IP, IP_TTL, "IP_TTL", 4);
 

@@ -25,7 +25,7 @@ pub(crate) enum Kind {
     Inet { tcp: bool },
 }
 
-/// The TCP keepalive settings of a TCP socket, where CRIU 4.2 writes them
+/// The TCP keepalive settings, TCP_NODELAY and TCP_CORK of a TCP socket, where CRIU 4.2 writes them
 /// (`inet_sk_entry.tcp_opts`; sk_opts' tcp_keep* fields are left empty, as CRIU does).
 pub(crate) fn read_tcp(socket: &OwnedFd) -> pb::TcpOptsEntry {
     let int = |name: i32| sys::socket::socket_option(socket.as_raw_fd(), libc::IPPROTO_TCP, name).ok().map(|v| v as u32);
@@ -33,7 +33,8 @@ pub(crate) fn read_tcp(socket: &OwnedFd) -> pb::TcpOptsEntry {
         keepcnt: int(libc::TCP_KEEPCNT),
         keepidle: int(libc::TCP_KEEPIDLE),
         keepintvl: int(libc::TCP_KEEPINTVL),
-        ..Default::default()
+        nodelay: int(libc::TCP_NODELAY).map(|v| v != 0),
+        cork: int(libc::TCP_CORK).map(|v| v != 0),
     }
 }
 
@@ -182,6 +183,11 @@ pub(crate) fn apply(fd: &OwnedFd, opts: &pb::SkOptsEntry, tcp_opts: Option<&pb::
         for (value, name, option) in keep {
             if let Some(value) = value.filter(|&v| v > 0) {
                 set(libc::IPPROTO_TCP, name, value as i32, option)?;
+            }
+        }
+        for (value, name, option) in [(tcp_opts.and_then(|t| t.nodelay), libc::TCP_NODELAY, "TCP_NODELAY"), (tcp_opts.and_then(|t| t.cork), libc::TCP_CORK, "TCP_CORK")] {
+            if value == Some(true) {
+                set(libc::IPPROTO_TCP, name, 1, option)?;
             }
         }
     }
