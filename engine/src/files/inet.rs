@@ -75,7 +75,7 @@ pub(crate) fn dump_socket(
     id: u32,
     ino: u32,
     flags: i32,
-    listeners: &mut Option<BTreeMap<u32, (u32, u32)>>,
+    (listeners, listeners_read): (&mut BTreeMap<u32, (u32, u32)>, &mut std::collections::BTreeSet<u64>),
     tcp: TcpOptions,
     established: &mut super::TcpRepairGuard,
 ) -> Result<(pb::InetSkEntry, Vec<Vec<u8>>), FileError> {
@@ -141,15 +141,11 @@ pub(crate) fn dump_socket(
             established.connections.push((ino, Established { socket, stream, inq, outq }));
             (TCP_ESTABLISHED, 0)
         } else if listening {
-            if listeners.is_none() {
-                let mut all = BTreeMap::new();
-                for family in [libc::AF_INET, libc::AF_INET6] {
-                    let bytes = sys::netlink::tcp_listener_diag_dump(family).map_err(file_io("inet_diag"))?;
-                    all.extend(parse_listeners(&bytes));
-                }
-                *listeners = Some(all);
+            let requests = [libc::AF_INET, libc::AF_INET6].map(sys::netlink::tcp_listener_diag_request);
+            for bytes in super::diag_in_socket_namespace(&socket, listeners_read, &requests)?.unwrap_or_default() {
+                listeners.extend(parse_listeners(&bytes));
             }
-            let (waiting, backlog) = listeners.as_ref().and_then(|l| l.get(&ino)).copied().unwrap_or((0, 128));
+            let (waiting, backlog) = listeners.get(&ino).copied().unwrap_or((0, 128));
             if waiting > 0 && tcp.skip_in_flight {
                 log::warn!("TCP listener socket {ino}: {waiting} connections waiting for accept are left out (--skip-in-flight)");
             } else if waiting > 0 {

@@ -92,6 +92,27 @@ pub(crate) fn file_within<E: Into<FileError>>(what: impl Into<String>) -> impl F
     move |source| FileError::Within { what, source: Box::new(source.into()) }
 }
 
+/// sock_diag's answers to `requests` in the network namespace `socket` belongs to
+/// (`SIOCGSKNS`: a container's sockets are listed in the container's namespace, not in
+/// crust's), or `None` when `read` already holds that namespace: each is read once.
+pub(crate) fn diag_in_socket_namespace(
+    socket: &std::os::fd::OwnedFd,
+    read: &mut std::collections::BTreeSet<u64>,
+    requests: &[Vec<u8>],
+) -> Result<Option<Vec<Vec<u8>>>, FileError> {
+    use std::os::fd::{AsFd, AsRawFd};
+    let netns = crate::sys::socket::socket_net_namespace(socket.as_raw_fd()).map_err(file_io("SIOCGSKNS"))?;
+    let inode = crate::sys::netns::namespace_inode(&netns).map_err(file_io("stat the socket's network namespace"))?;
+    if !read.insert(inode) {
+        return Ok(None);
+    }
+    let mut answers = Vec::with_capacity(requests.len());
+    for request in requests {
+        answers.push(crate::sys::netlink::sock_diag_dump_in(netns.as_fd(), request).map_err(file_io(format!("sock_diag in net:[{inode}]")))?);
+    }
+    Ok(Some(answers))
+}
+
 /// For `map_err`: step `what` on a file failed.
 pub(crate) fn file_io(what: impl Into<String>) -> impl FnOnce(io::Error) -> FileError {
     let what = what.into();
@@ -121,8 +142,11 @@ pub(crate) struct FileTable {
     /// Unread data of pipes (pipes-data.img) and FIFOs (fifo-data.img), once per pipe.
     pub(crate) pipe_data: BTreeMap<u32, pipe::PipeContents>,
     pub(crate) fifo_data: BTreeMap<u32, pipe::PipeContents>,
-    /// Every AF_UNIX socket of the network namespace, read once per dump.
-    pub(crate) unix_diag: Option<BTreeMap<u32, unix::UnixDiag>>,
+    /// Every AF_UNIX socket of the network namespaces the dumped unix sockets belong to,
+    /// by inode (socket inodes are unique across namespaces).
+    pub(crate) unix_diag: BTreeMap<u32, unix::UnixDiag>,
+    /// The network namespaces (by inode) whose unix sockets are in `unix_diag`.
+    pub(crate) unix_diag_read: std::collections::BTreeSet<u64>,
     /// Queued messages of unix sockets (sk-queues.img): (socket file id, message, file
     /// ids of the fds in flight with it).
     pub(crate) sk_queues: Vec<(u32, Vec<u8>, Vec<u32>)>,
@@ -136,7 +160,9 @@ pub(crate) struct FileTable {
     pub(crate) locks: Vec<pb::FileLockEntry>,
     pub(crate) posix_locks_seen: std::collections::BTreeSet<(i32, u64, u64, i64, i64)>,
     /// TCP listeners by inode: (connections waiting, backlog), read once per dump.
-    pub(crate) tcp_listeners: Option<BTreeMap<u32, (u32, u32)>>,
+    pub(crate) tcp_listeners: BTreeMap<u32, (u32, u32)>,
+    /// The network namespaces (by inode) whose TCP listeners are in `tcp_listeners`.
+    pub(crate) tcp_listeners_read: std::collections::BTreeSet<u64>,
     /// Unix sockets dumped: (pid, fd, inode, peer inode), to check every peer is dumped.
     pub(crate) unix_dumped: Vec<(i32, u32, u32, u32)>,
     /// memfd inodes (memfd.img) and the MEMFD file entries made for mappings, by
