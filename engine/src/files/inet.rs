@@ -68,6 +68,15 @@ pub(crate) struct TcpOptions {
     pub(crate) skip_in_flight: bool,
 }
 
+/// The network namespace `socket` belongs to (`SIOCGSKNS`) when it is not crust's own:
+/// its inode and fd.
+fn foreign_namespace(socket: &OwnedFd) -> Result<Option<(u64, OwnedFd)>, FileError> {
+    let netns = sys::socket::socket_net_namespace(socket.as_raw_fd()).map_err(file_io("SIOCGSKNS"))?;
+    let inode = sys::netns::namespace_inode(&netns).map_err(file_io("stat the socket's network namespace"))?;
+    let own = sys::netns::open_own_net_namespace().and_then(sys::netns::namespace_inode).map_err(file_io("stat crust's network namespace"))?;
+    Ok((inode != own).then_some((inode, netns)))
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn dump_socket(
     pid: i32,
@@ -109,17 +118,12 @@ pub(crate) fn dump_socket(
             if info[0] as u32 != TCP_ESTABLISHED {
                 return Err(FileError::refused(format!("TCP connection in state {} (only established ones are dumped)", info[0])));
             }
-            // crust's lock table lives in crust's own network namespace, where it does
-            // not see a connection of another one.
-            if tcp.lock && crate::net::dump::tree_has_own_namespace(&[pid]).unwrap_or(true) {
-                return Err(FileError::refused(
-                    "locking an established TCP connection in a network namespace of the tree's own (--tcp-close restores it closed)",
-                ));
-            }
-            // The dump's one lock table (made with its first connection) is in the
-            // dump's guard: a failure from here removes it, this connection's with it.
+            // The dump's lock table of the connection's network namespace (made there
+            // with its first connection: a container's connections are locked inside
+            // the container) is in the dump's guard: a failure from here removes it,
+            // this connection's with it.
             if tcp.lock {
-                established.lock(&local, peer).map_err(file_within("lock the connection"))?;
+                established.lock(&local, peer, foreign_namespace(&socket)?).map_err(file_within("lock the connection"))?;
             } else {
                 log::info!("TCP connection of socket {ino}: not locked (--network-lock skip)");
             }

@@ -248,23 +248,39 @@ pub(crate) struct TcpRepairGuard {
     pub(crate) keep_locked: bool,
     /// The dump's id (`inventory.dump_criu_run_id`): the lock table is named after it.
     pub(crate) run_id: String,
-    /// The lock table, made with the first connection it locks (none with `--network-lock
-    /// skip`, or without an established connection).
-    network_lock: Option<netlock::NetworkLock>,
+    /// The lock tables, one per network namespace with connections (by the namespace's
+    /// inode, `None` for crust's own), each made with the first connection it locks
+    /// (none with `--network-lock skip`, or without an established connection).
+    network_locks: Vec<(Option<u64>, netlock::NetworkLock)>,
 }
 
 impl TcpRepairGuard {
-    /// Locks the connection local↔peer in the dump's table (made with the first one).
-    pub(crate) fn lock(&mut self, local: &crate::sys::socket::InetAddress, peer: &crate::sys::socket::InetAddress) -> Result<(), FileError> {
-        let table = tcp::lock_table(&self.run_id);
-        self.network_lock.get_or_insert_with(|| netlock::NetworkLock::new(&table)).add(local, peer)
+    /// Locks the connection local↔peer in the dump's table of the connection's network
+    /// namespace (`netns`: its inode and fd, `None` for crust's own), made with the
+    /// namespace's first connection.
+    pub(crate) fn lock(
+        &mut self,
+        local: &crate::sys::socket::InetAddress,
+        peer: &crate::sys::socket::InetAddress,
+        netns: Option<(u64, std::os::fd::OwnedFd)>,
+    ) -> Result<(), FileError> {
+        let inode = netns.as_ref().map(|(inode, _)| *inode);
+        let index = match self.network_locks.iter().position(|(key, _)| *key == inode) {
+            Some(index) => index,
+            None => {
+                let table = tcp::lock_table(&self.run_id);
+                self.network_locks.push((inode, netlock::NetworkLock::new(&table, netns.map(|(_, fd)| fd))));
+                self.network_locks.len() - 1
+            }
+        };
+        self.network_locks[index].1.add(local, peer)
     }
 
     pub(crate) fn release(&mut self) {
         for (_, connection) in self.connections.drain(..) {
             let _ = tcp::set_repair(&connection.socket, false);
         }
-        if let Some(mut lock) = self.network_lock.take() {
+        for (_, mut lock) in self.network_locks.drain(..) {
             if let Err(e) = lock.remove() {
                 log::warn!("unlock the TCP connections (table inet {}): {e}", tcp::lock_table(&self.run_id));
             }
@@ -285,10 +301,7 @@ impl TcpRepairGuard {
     /// restore lifts it. `Err`: it could not be kept.
     fn keep(&mut self) -> Result<(), FileError> {
         self.keep_locked = true;
-        match self.network_lock.as_mut() {
-            Some(lock) => lock.keep(),
-            None => Ok(()),
-        }
+        self.network_locks.iter_mut().try_for_each(|(_, lock)| lock.keep())
     }
 }
 

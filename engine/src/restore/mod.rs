@@ -483,7 +483,12 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
     if images.own_net_namespace() {
         stage(Stage::NetworkUnlock, Some(child))?;
     }
-    crate::files::unlock_tcp(&options.dir).map_err(|what| RestoreError::Child { pid: root, what: what.to_string() })?;
+    let tree_netns = match images.own_net_namespace() {
+        true => Some(crate::sys::netns::open_net_namespace(child).map_err(io_err(root, "open the tree's network namespace"))?),
+        false => None,
+    };
+    crate::files::unlock_tcp(&options.dir, tree_netns.as_ref().map(std::os::fd::AsFd::as_fd))
+        .map_err(|what| RestoreError::Child { pid: root, what: what.to_string() })?;
     stage(Stage::PreResume, Some(child))?;
     // The last moment a stop can still undo the restore.
     crate::interrupt::hold("restore-finished");
