@@ -279,12 +279,16 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
     // in it until the root is cloned, so that the sockets the broker opens and the root
     // are in it.
     let host_ends = crate::net::restore::host_ends(&options.veths);
+    // An external namespace (the images name its key) is joined whatever `--empty-ns
+    // net` says, as CRIU does: runc sends both for a configured namespace path.
+    let external_net = match images.namespaces.net_ns_id {
+        Some(id) if crate::net::restore::has_namespace(&options.dir, id) => crate::net::restore::external_key(&options.dir, id)
+            .map_err(|e| RestoreError::BadImage { image: format!("netns-{id}.img"), what: e.to_string() })?,
+        _ => None,
+    };
     let net_images = match images.namespaces.net_ns_id {
-        Some(_) if options.empty_net => None,
-        Some(id) => match crate::net::restore::external_key(&options.dir, id).map_err(|e| RestoreError::BadImage { image: format!("netns-{id}.img"), what: e.to_string() })? {
-            Some(_) => None,
-            None => Some(crate::net::restore::read(&options.dir, id).map_err(|e| RestoreError::BadImage { image: format!("netns-{id}.img"), what: e.to_string() })?),
-        },
+        Some(_) if external_net.is_some() || options.empty_net => None,
+        Some(id) => Some(crate::net::restore::read(&options.dir, id).map_err(|e| RestoreError::BadImage { image: format!("netns-{id}.img"), what: e.to_string() })?),
         None => None,
     };
     if net_images.is_none() && !host_ends.is_empty() {
@@ -294,12 +298,12 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
     // net`), or joined (external: the fd the caller passes under the dump's key).
     let entered_netns = match (&net_images, images.namespaces.net_ns_id) {
         (Some(net), _) => Some(net.make(&host_ends).map_err(|e| RestoreError::Child { pid: root, what: format!("network namespace {}: {e}", net.ns_id) })?),
-        (None, Some(id)) if options.empty_net => {
+        (None, Some(id)) if options.empty_net && external_net.is_none() => {
             log::info!("network namespace {id}: made empty (--empty-ns net)");
             Some(crate::net::restore::make_empty().map_err(|e| RestoreError::Child { pid: root, what: format!("network namespace {id}: {e}") })?)
         }
         (None, Some(id)) => {
-            let key = crate::net::restore::external_key(&options.dir, id).ok().flatten().unwrap_or_default();
+            let key = external_net.clone().unwrap_or_default();
             let Some(&(fd, _)) = options.inherit_fds.iter().find(|(_, k)| *k == key) else {
                 return Err(RestoreError::BadImage {
                     image: format!("netns-{id}.img"),
