@@ -327,6 +327,14 @@ pub const TESTS: &[TestSpec] = &[
     c("static_rust"),
     rust("rust_std"),
     rust("umask"),
+    TestSpec {
+        requirements: &[Requirement::Root],
+        // Only a tree's root may have a time namespace of its own: under an init the
+        // test's would be a second one.
+        host_only: Some("it makes a time namespace of its own, which only the tree's root may have"),
+        container_skip: Some("it makes a time namespace of its own, which only the tree's root may have"),
+        ..rust("timens_monotonic")
+    },
     c("personality"),
     rust("rlimits"),
     rust("comm"),

@@ -353,7 +353,17 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
         Some(plan) => Some(crate::mounts::prepare(plan, tree.helper_base + 8192).inspect_err(|_| broker.close())?),
         None => None,
     };
+    let time = match images.namespaces.time_ns_id {
+        Some(id) => Some(
+            images
+                .dir
+                .read_single::<crust_images::pb::TimensEntry>(crust_images::ImageKind::Timens, u64::from(id))
+                .map_err(|e| RestoreError::BadImage { image: crust_images::ImageKind::Timens.file_name(u64::from(id)), what: e.to_string() })?,
+        ),
+        None => None,
+    };
     let namespaces = child::RootNamespaces {
+        time: time.as_ref(),
         mounts: mount_plan.as_ref().zip(prepared.as_ref()),
         uts: uts.as_ref(),
         images_dir: images_dir.as_deref(),
