@@ -631,5 +631,11 @@ mod tests {
         assert!(table_exists(&name, Some(netns.as_fd())), "a kept table outlives its socket");
         assert!(!remove_table(&name, None).unwrap(), "crust's namespace has no such table");
         assert!(remove_table(&name, Some(netns.as_fd())).unwrap());
+
+        // A failed dump drops its lock without keeping it: the table goes.
+        let mut lock = NetworkLock::new(&name, Some(netns.try_clone().unwrap()));
+        lock.add(&local, &peer).unwrap();
+        drop(lock);
+        assert!(!table_exists(&name, Some(netns.as_fd())), "a lock dropped without keep removes its table");
     }
 }
