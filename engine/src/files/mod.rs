@@ -38,7 +38,7 @@ mod unix;
 mod write;
 
 pub(crate) use dump::{check_tree, collect_fds, finish_ptys, resolve_pidfds};
-pub(crate) use netlock::{NETWORK_LOCK_IPTABLES, NETWORK_LOCK_NFTABLES, NETWORK_LOCK_SKIP};
+pub(crate) use netlock::{namespace_lock_ruleset, NETWORK_LOCK_IPTABLES, NETWORK_LOCK_NFTABLES, NETWORK_LOCK_SKIP};
 pub(crate) use restore::{broker_ids, in_flight_ids, kept_locks, unlock_tcp, Broker};
 pub(crate) use write::{write_fdinfo, write_images};
 

@@ -144,6 +144,18 @@ impl Drop for NetworkLock {
     }
 }
 
+/// The table that locks a whole restored network namespace whose dump (CRIU's) locked
+/// it whole: every packet but those with CRIU's mark dropped, both ways.
+pub(crate) const NAMESPACE_LOCK_TABLE: &str = "crust-restore-lock";
+
+/// [`NAMESPACE_LOCK_TABLE`] as `nft -f` text. Pure.
+pub(crate) fn namespace_lock_ruleset() -> String {
+    let chain = |name: &str, hook: &str| {
+        format!("\tchain {name} {{\n\t\ttype filter hook {hook} priority filter; policy accept;\n\t\tmeta mark {LOCK_MARK:#010x} accept\n\t\tdrop\n\t}}\n")
+    };
+    format!("table inet {NAMESPACE_LOCK_TABLE} {{\n{}{}}}\n", chain("input", "input"), chain("output", "output"))
+}
+
 /// Removes lock table `inet NAME` (a kept one, CRIU's, or one made with nft) of network
 /// namespace `netns` (crust's own with `None`): `Ok(false)` when there was none.
 pub(crate) fn remove_table(name: &str, netns: Option<BorrowedFd<'_>>) -> Result<bool, FileError> {
@@ -531,6 +543,14 @@ mod tests {
 
     fn v4(a: [u8; 4], port: u16) -> InetAddress {
         InetAddress { family: libc::AF_INET, addr: a.to_vec(), port }
+    }
+
+    #[test]
+    fn a_whole_namespace_lock_lets_criu_s_mark_through() {
+        assert_eq!(
+            namespace_lock_ruleset(),
+            "table inet crust-restore-lock {\n\tchain input {\n\t\ttype filter hook input priority filter; policy accept;\n\t\tmeta mark 0x0000c114 accept\n\t\tdrop\n\t}\n\tchain output {\n\t\ttype filter hook output priority filter; policy accept;\n\t\tmeta mark 0x0000c114 accept\n\t\tdrop\n\t}\n}\n"
+        );
     }
 
     #[test]

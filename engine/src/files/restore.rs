@@ -113,6 +113,13 @@ fn read_tcp_stream(dir: &Path, ino: u32) -> Result<(pb::TcpStreamEntry, Vec<u8>,
 /// restored tree's own network namespace, where a lock table of its connections is
 /// (the dumped ruleset brings it back there); `None` when it shares crust's.
 pub(crate) fn unlock_tcp(dir: &Path, netns: Option<std::os::fd::BorrowedFd<'_>>) -> Result<(), FileError> {
+    // A restored namespace locked whole (its dump, CRIU's, locked it whole).
+    if let Some(netns) = netns {
+        let table = super::netlock::NAMESPACE_LOCK_TABLE;
+        if super::netlock::remove_table(table, Some(netns)).map_err(file_within(format!("remove the network namespace's lock table inet {table}")))? {
+            log::info!("network namespace unlocked (table inet {table} removed)");
+        }
+    }
     match dump_lock(dir)? {
         DumpLock::Nothing => {}
         DumpLock::Table(table) => {

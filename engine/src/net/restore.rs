@@ -188,7 +188,15 @@ impl NetImages {
             log::info!("network namespace {}: {made} {} made, {existed} there already", self.ns_id, stream.describe());
         }
         if let Some(text) = &self.nftables {
-            load_ruleset(&without_criu_lock(text))?;
+            let mut ruleset = without_criu_lock(text);
+            // CRIU locked the whole namespace (its chains, left out above): so does
+            // the restore, until it lifts the lock (`files::unlock_tcp`), or a restored
+            // socket's first packet meets a peer not restored yet and is answered RST.
+            if ruleset.len() != text.len() && text.contains("chain CRIU {") {
+                ruleset.push_str(&crate::files::namespace_lock_ruleset());
+                log::info!("network namespace {}: locked whole until the restore ends (CRIU's dump locked it so)", self.ns_id);
+            }
+            load_ruleset(&ruleset)?;
         }
         Ok(entered)
     }
