@@ -337,6 +337,9 @@ pub const TESTS: &[TestSpec] = &[
         ..rust("timens_monotonic")
     },
     c("personality"),
+    c("sched_attrs"),
+    c("loginuid"),
+    c("membarrier"),
     rust("rlimits"),
     rust("comm"),
     TestSpec {
