@@ -31,6 +31,7 @@ mod net;
 mod ns;
 mod parasite;
 mod sys;
+mod timens;
 mod uts;
 
 pub use access::AccessError;

@@ -310,6 +310,44 @@ pub fn parse_timers(text: &str) -> Result<Vec<PosixTimer>, ParseError> {
     Ok(timers)
 }
 
+/// A time namespace's offsets (/proc/PID/timens_offsets), each (seconds, nanoseconds).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct TimensOffsets {
+    pub(crate) monotonic: (i64, i64),
+    pub(crate) boottime: (i64, i64),
+}
+
+/// Parses /proc/PID/timens_offsets (`monotonic S NS` and `boottime S NS` lines; a
+/// clock may be named by number, 1 and 7). Pure.
+pub(crate) fn parse_timens_offsets(text: &str) -> Result<TimensOffsets, String> {
+    let mut offsets = TimensOffsets::default();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let [clock, sec, nsec] = words[..] else { return Err(format!("timens_offsets line {line:?}: not CLOCK SECONDS NANOSECONDS")) };
+        let value = (
+            sec.parse::<i64>().map_err(|_| format!("timens_offsets line {line:?}: bad seconds"))?,
+            nsec.parse::<i64>().map_err(|_| format!("timens_offsets line {line:?}: bad nanoseconds"))?,
+        );
+        match clock {
+            "monotonic" | "1" => offsets.monotonic = value,
+            "boottime" | "7" => offsets.boottime = value,
+            _ => return Err(format!("timens_offsets line {line:?}: unknown clock {clock}")),
+        }
+    }
+    Ok(offsets)
+}
+
+/// `time + offset`, nanoseconds normalised to 0..1e9. Pure.
+pub(crate) fn add_offset(time: (i64, i64), offset: (i64, i64)) -> (i64, i64) {
+    let total = (time.0 + offset.0) as i128 * 1_000_000_000 + (time.1 + offset.1) as i128;
+    (total.div_euclid(1_000_000_000) as i64, total.rem_euclid(1_000_000_000) as i64)
+}
+
+/// `a - b`, nanoseconds normalised to 0..1e9 (the form timens_offsets takes). Pure.
+pub(crate) fn sub_time(a: (i64, i64), b: (i64, i64)) -> (i64, i64) {
+    add_offset(a, (-b.0, -b.1))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -408,5 +446,15 @@ VmFlags: rd mr pf io de dd
         assert!(parse_timers("").unwrap().is_empty());
         assert!(parse_timers("signal: 1/0\n").is_err());
         assert!(parse_timers("ID: 1\nnotify: bogus/pid.1\n").is_err());
+    }
+
+    #[test]
+    fn timens_offsets_parse_and_normalise() {
+        let offsets = parse_timens_offsets("monotonic   1000         0\nboottime      -2       500\n").unwrap();
+        assert_eq!(offsets, TimensOffsets { monotonic: (1000, 0), boottime: (-2, 500) });
+        assert_eq!(parse_timens_offsets("1 5 0\n7 6 1\n").unwrap(), TimensOffsets { monotonic: (5, 0), boottime: (6, 1) });
+        assert!(parse_timens_offsets("realtime 1 0\n").is_err());
+        assert_eq!(add_offset((10, 900_000_000), (1, 200_000_000)), (12, 100_000_000));
+        assert_eq!(sub_time((10, 100), (12, 200)), (-3, 999_999_900));
     }
 }

@@ -383,13 +383,15 @@ impl Yard {
             if membership_path(&current, &hierarchy.controllers).as_deref() == Some(path.as_str()) {
                 continue;
             }
-            let file = match (process, hierarchy.unified()) {
-                (true, _) => "cgroup.procs",
-                (false, false) => "tasks",
-                (false, true) => "cgroup.threads",
+            let dir = sys::cgroup::open_dir(&self.mounts[*h], path.trim_start_matches('/'))
+                .map_err(cg_io(format!("cgroup {}:{path}: open to move task {tid} in", hierarchy.label())))?;
+            let cgroup_type = if !process && hierarchy.unified() {
+                sys::cgroup::read_file(&dir, "cgroup.type").ok().map(|(text, ..)| text.trim().to_string())
+            } else {
+                None
             };
+            let file = membership_file(process, hierarchy.unified(), cgroup_type.as_deref());
             let what = || format!("cgroup {}:{path}: move task {tid} in ({file})", hierarchy.label());
-            let dir = sys::cgroup::open_dir(&self.mounts[*h], path.trim_start_matches('/')).map_err(cg_io(what()))?;
             sys::cgroup::write_file(&dir, file, &tid.to_string()).map_err(|source| {
                 let hint = match source.raw_os_error() {
                     Some(libc::EAGAIN) => " (the cgroup's pids.max is reached)",
@@ -446,6 +448,22 @@ impl Drop for Yard {
                 log::warn!("restore failed: cgroup {}:/{path} it made stays: {error}", self.plan.hierarchies[*h].label());
             }
         }
+    }
+}
+
+/// The file a task is written into to join a cgroup: a process (its leader) into
+/// `cgroup.procs`; another thread into `tasks` in a v1 hierarchy and into
+/// `cgroup.threads` of a threaded unified cgroup (`cgroup_type` "threaded" or "domain
+/// threaded"). A unified domain cgroup takes whole processes only (`cgroup.threads`
+/// there is EOPNOTSUPP), so the thread goes in through `cgroup.procs`, which moves its
+/// whole thread group: every thread of a process is in one domain cgroup anyway (a
+/// process whose leader is gone has only such threads to name it by).
+fn membership_file(process: bool, unified: bool, cgroup_type: Option<&str>) -> &'static str {
+    match (process, unified, cgroup_type) {
+        (true, ..) => "cgroup.procs",
+        (false, false, _) => "tasks",
+        (false, true, Some("threaded" | "domain threaded")) => "cgroup.threads",
+        (false, true, _) => "cgroup.procs",
     }
 }
 
@@ -523,6 +541,18 @@ mod tests {
                 pb::CgControllerEntry { cnames: vec![String::new()], dirs: vec![dir("crust-research/b1", &[("cgroup.max.descendants", "7")], vec![])], is_threaded: Some(false) },
             ],
         }
+    }
+
+    #[test]
+    fn a_thread_joins_a_domain_cgroup_with_its_process() {
+        assert_eq!(membership_file(true, true, None), "cgroup.procs");
+        assert_eq!(membership_file(true, false, None), "cgroup.procs");
+        assert_eq!(membership_file(false, false, None), "tasks");
+        assert_eq!(membership_file(false, true, Some("threaded")), "cgroup.threads");
+        assert_eq!(membership_file(false, true, Some("domain threaded")), "cgroup.threads");
+        // A domain cgroup refuses cgroup.threads (EOPNOTSUPP): the thread group moves.
+        assert_eq!(membership_file(false, true, Some("domain")), "cgroup.procs");
+        assert_eq!(membership_file(false, true, None), "cgroup.procs");
     }
 
     #[test]

@@ -242,14 +242,19 @@ impl Frozen {
         while let Some((pid, ppid)) = queue.pop_front() {
             let stat = read_stat(pid)?;
             let leader_gone = stat.state == 'Z' && list_threads(pid)?.iter().any(|&t| t != pid);
-            let process = FrozenProcess { pid, ppid, stopped: stat.state == 'T', stat, threads: Vec::new(), leader_gone };
+            let stopped = stat.state == 'T' || (freezer.is_some() && stopped_while_frozen(pid, stat.state));
+            let process = FrozenProcess { pid, ppid, stopped, stat, threads: Vec::new(), leader_gone };
             if process.is_zombie() {
                 frozen.processes.push(process);
                 continue;
             }
             // A stopped (SIGSTOP/SIGTSTP) process would re-enter its group stop before any
             // injected syscall ran: continue it first, and stop it again on release (the
-            // images record it as stopped, so restore stops it too).
+            // images record it as stopped, so restore stops it too). In a frozen cgroup
+            // this matters twice: PTRACE_SEIZE of a stopped task waits until the task runs
+            // to take its trap (JOBCTL_TRAPPING), which a frozen task never does; SIGCONT
+            // takes the stop away at once, frozen or not, and the task carries on from
+            // its group stop only once thawed, by then seized and interrupted.
             if process.stopped {
                 sys::send_signal(pid, libc::SIGCONT).map_err(io_err(pid, "SIGCONT a stopped process"))?;
                 for _ in 0..2000 {
@@ -363,6 +368,13 @@ impl Drop for Frozen {
             self.release();
         }
     }
+}
+
+/// Whether process `pid`, in a frozen cgroup, is group-stopped (SIGSTOP, SIGTSTP). A
+/// frozen task reads `D` in /proc/PID/stat whatever it did before, so its stop shows
+/// only in where it sleeps: `do_signal_stop` (/proc/PID/wchan).
+fn stopped_while_frozen(pid: i32, state: char) -> bool {
+    state == 'D' && fs::read_to_string(format!("/proc/{pid}/wchan")).is_ok_and(|wchan| wchan.trim() == "do_signal_stop")
 }
 
 /// A failed freezer seize: the cgroup is thawed, and each thread seized but not yet

@@ -461,11 +461,13 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
             .map_err(|source| DumpError::NetNamespace { pid: root, source })?,
         None => None,
     };
-    if let (Some(ns_id), true) = (net_ns_id, options.empty_net) {
-        log::info!("network namespace {ns_id}: left out (--empty-ns net), a restore makes it again empty");
-    } else if let (Some(ns_id), Some(key)) = (net_ns_id, external_net) {
+    // An external namespace wins over `--empty-ns net` (runc sends both for a
+    // configured namespace path): the restore joins it, as CRIU's does.
+    if let (Some(ns_id), Some(key)) = (net_ns_id, external_net) {
         crate::net::dump::write_external(&options.dir, ns_id, &key).map_err(|source| DumpError::NetNamespace { pid: root, source })?;
         log::info!("network namespace {ns_id}: external, key {key:?}");
+    } else if let (Some(ns_id), true) = (net_ns_id, options.empty_net) {
+        log::info!("network namespace {ns_id}: left out (--empty-ns net), a restore makes it again empty");
     } else if let Some(ns_id) = net_ns_id {
         let dumped = crate::net::dump::dump_namespace(frozen.processes[0].proc_pid(), ns_id, &options.dir)
             .map_err(|source| DumpError::NetNamespace { pid: root, source })?;

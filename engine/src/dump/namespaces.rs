@@ -83,17 +83,17 @@ pub(crate) fn collect(frozen: &Frozen, ids: &TreeIds, options: &DumpMountOptions
 }
 
 /// The first namespace of the live processes `live` (ids in `ids.processes`, same
-/// order) that crust cannot dump yet: a user or time namespace other than crust's, or a
-/// mount, UTS or cgroup namespace other than the tree root's. Pure.
+/// order) that crust cannot dump yet: a user namespace other than crust's, or a mount,
+/// UTS, cgroup or time namespace other than the tree root's. Pure.
 fn refused(live: &[i32], ids: &TreeIds) -> Option<(i32, String)> {
     let first = ids.processes.first()?;
     for (&pid, process) in live.iter().zip(&ids.processes) {
-        for kind in [NsKind::Time, NsKind::User] {
+        for kind in [NsKind::User] {
             if let Some(id) = kind.id(process).filter(|&id| Some(id) != kind.id(&ids.root)) {
                 return Some((pid, format!("{} of its own ({} {id}) is not supported yet", kind.describe(), kind.field())));
             }
         }
-        for kind in [NsKind::Uts, NsKind::Mnt, NsKind::Cgroup] {
+        for kind in [NsKind::Uts, NsKind::Mnt, NsKind::Cgroup, NsKind::Time] {
             if kind.id(process) != kind.id(first) {
                 let show = |id: Option<u32>| id.map_or_else(|| "none".to_string(), |id| id.to_string());
                 return Some((

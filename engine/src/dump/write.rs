@@ -132,15 +132,33 @@ pub(crate) fn write_images(root: i32, dir: &Path, dumped: Dumped) -> Result<(), 
     w.finish().map_err(image(root))?;
 
     // timens-0.img: the clocks at dump, which a restore into a new time namespace
-    // offsets to (CRIU writes it for every dump, always under id 0).
-    let clock = |id: nix::time::ClockId| {
+    // offsets to (CRIU writes it for every dump, under id 0 when the tree shares the
+    // dumper's time namespace). A tree in a time namespace of its own gets
+    // timens-ID.img with the clocks as its tasks read them: crust's plus the
+    // namespace's offsets (/proc/PID/timens_offsets; crust, multithreaded, cannot
+    // enter a time namespace to read them).
+    let tree_time_ns = tree_ids.processes.first().and_then(|ids| ids.time_ns_id).filter(|&id| Some(id) != tree_ids.root.time_ns_id);
+    let offsets = match tree_time_ns {
+        Some(_) => {
+            let pid = frozen.processes.iter().find(|p| !p.is_zombie()).map_or(root, |p| p.proc_pid());
+            let text = std::fs::read_to_string(format!("/proc/{pid}/timens_offsets"))
+                .map_err(|source| WriteError::Io { pid, what: "read /proc/PID/timens_offsets".into(), source })?;
+            crate::procfs::parse_timens_offsets(&text).map_err(|what| WriteError::Io { pid, what, source: std::io::Error::from_raw_os_error(libc::EINVAL) })?
+        }
+        None => Default::default(),
+    };
+    let clock = |id: nix::time::ClockId, offset: (i64, i64)| {
         nix::time::clock_gettime(id)
-            .map(|t| pb::Timespec { tv_sec: t.tv_sec() as u64, tv_nsec: t.tv_nsec() as u64 })
+            .map(|t| crate::procfs::add_offset((t.tv_sec() as i64, t.tv_nsec() as i64), offset))
+            .map(|(sec, nsec)| pb::Timespec { tv_sec: sec as u64, tv_nsec: nsec as u64 })
             .map_err(|errno| WriteError::Io { pid: root, what: format!("clock_gettime({id})"), source: errno.into() })
     };
-    let mut w = ImageWriter::create(dir, ImageKind::Timens, 0).map_err(image(root))?;
-    w.write_entry(&pb::TimensEntry { monotonic: clock(nix::time::ClockId::CLOCK_MONOTONIC)?, boottime: clock(nix::time::ClockId::CLOCK_BOOTTIME)? })
-        .map_err(image(root))?;
+    let mut w = ImageWriter::create(dir, ImageKind::Timens, u64::from(tree_time_ns.unwrap_or(0))).map_err(image(root))?;
+    w.write_entry(&pb::TimensEntry {
+        monotonic: clock(nix::time::ClockId::CLOCK_MONOTONIC, offsets.monotonic)?,
+        boottime: clock(nix::time::ClockId::CLOCK_BOOTTIME, offsets.boottime)?,
+    })
+    .map_err(image(root))?;
     w.finish().map_err(image(root))?;
 
     let mut w = ImageWriter::create(dir, ImageKind::Pstree, 0).map_err(image(root))?;

@@ -265,7 +265,7 @@ fn dump_fd(pid: i32, fd: u32, shell_job: bool, files: &mut FileTable) -> Result<
                     return Err(unsupported(description));
                 }
                 let tcp = files.tcp_options();
-                let (isk, queue) = inet::dump_socket(pid, fd, id, meta.ino() as u32, open_flags, &mut files.tcp_listeners, tcp, &mut files.tcp)
+                let (isk, queue) = inet::dump_socket(pid, fd, id, meta.ino() as u32, open_flags, (&mut files.tcp_listeners, &mut files.tcp_listeners_read), tcp, &mut files.tcp)
                     .map_err(|what| unsupported(format!("{description}: {what}")))?;
                 files.sk_queues.extend(queue.into_iter().map(|message| (id, message, Vec::new())));
                 kind = pb::FdTypes::Inetsk;
@@ -340,11 +340,14 @@ fn dump_in_flight(files: &mut FileTable) -> Result<(), FileDumpError> {
 /// pidfd_getfd); its queued messages go to `files.sk_queues`. `Err(None)`: not a unix
 /// socket (the caller names what it is).
 fn unix_entry(pid: i32, fd: u32, id: u32, ino: u32, flags: i32, files: &mut FileTable) -> Result<pb::UnixSkEntry, Option<FileError>> {
-    if files.unix_diag.is_none() {
-        let bytes = sys::netlink::unix_diag_dump().map_err(|e| Some(file_io("sock_diag")(e)))?;
-        files.unix_diag = Some(unix::parse_diag(&bytes).map_err(Some)?);
+    let socket = sys::process::borrow_fd(pid, fd).map_err(|e| Some(file_io("pidfd_getfd")(e)))?;
+    let request = [sys::netlink::unix_diag_request()];
+    if let Some(answers) = super::diag_in_socket_namespace(&socket, &mut files.unix_diag_read, &request).map_err(Some)? {
+        for bytes in answers {
+            files.unix_diag.extend(unix::parse_diag(&bytes).map_err(Some)?);
+        }
     }
-    let diag = files.unix_diag.as_ref().and_then(|d| d.get(&ino)).cloned().ok_or(None)?;
+    let diag = files.unix_diag.get(&ino).cloned().ok_or(None)?;
     if !matches!(diag.kind as i32, libc::SOCK_STREAM | libc::SOCK_DGRAM | libc::SOCK_SEQPACKET) {
         return Err(Some(FileError::refused(format!("unix socket of type {}", diag.kind))));
     }
@@ -354,7 +357,6 @@ fn unix_entry(pid: i32, fd: u32, id: u32, ino: u32, flags: i32, files: &mut File
     if diag.name.first().is_some_and(|b| *b != 0) && !diag.name.starts_with(b"/") {
         return Err(Some(FileError::refused("unix socket bound to a relative path")));
     }
-    let socket = sys::process::borrow_fd(pid, fd).map_err(|e| Some(file_io("pidfd_getfd")(e)))?;
     if diag.state != unix::STATE_LISTEN {
         for (message, fds) in unix::peek_queue(&socket).map_err(Some)? {
             if !fds.is_empty() {
@@ -444,7 +446,7 @@ pub(crate) fn resolve_pidfds(files: &mut FileTable, virtual_of: impl Fn(i32) -> 
 pub(crate) fn check_tree(files: &FileTable) -> Result<(), FileDumpError> {
     check_ghost_limit(files)?;
     let dumped: std::collections::BTreeSet<u32> = files.unix_dumped.iter().map(|u| u.2).collect();
-    let diag = |ino: u32| files.unix_diag.as_ref().and_then(|d| d.get(&ino));
+    let diag = |ino: u32| files.unix_diag.get(&ino);
     for &(pid, fd, ino, peer) in &files.unix_dumped {
         if peer == 0 || dumped.contains(&peer) {
             continue;

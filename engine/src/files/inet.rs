@@ -68,6 +68,15 @@ pub(crate) struct TcpOptions {
     pub(crate) skip_in_flight: bool,
 }
 
+/// The network namespace `socket` belongs to (`SIOCGSKNS`) when it is not crust's own:
+/// its inode and fd.
+fn foreign_namespace(socket: &OwnedFd) -> Result<Option<(u64, OwnedFd)>, FileError> {
+    let netns = sys::socket::socket_net_namespace(socket.as_raw_fd()).map_err(file_io("SIOCGSKNS"))?;
+    let inode = sys::netns::namespace_inode(&netns).map_err(file_io("stat the socket's network namespace"))?;
+    let own = sys::netns::open_own_net_namespace().and_then(sys::netns::namespace_inode).map_err(file_io("stat crust's network namespace"))?;
+    Ok((inode != own).then_some((inode, netns)))
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn dump_socket(
     pid: i32,
@@ -75,7 +84,7 @@ pub(crate) fn dump_socket(
     id: u32,
     ino: u32,
     flags: i32,
-    listeners: &mut Option<BTreeMap<u32, (u32, u32)>>,
+    (listeners, listeners_read): (&mut BTreeMap<u32, (u32, u32)>, &mut std::collections::BTreeSet<u64>),
     tcp: TcpOptions,
     established: &mut super::TcpRepairGuard,
 ) -> Result<(pb::InetSkEntry, Vec<Vec<u8>>), FileError> {
@@ -109,17 +118,12 @@ pub(crate) fn dump_socket(
             if info[0] as u32 != TCP_ESTABLISHED {
                 return Err(FileError::refused(format!("TCP connection in state {} (only established ones are dumped)", info[0])));
             }
-            // crust's lock table lives in crust's own network namespace, where it does
-            // not see a connection of another one.
-            if tcp.lock && crate::net::dump::tree_has_own_namespace(&[pid]).unwrap_or(true) {
-                return Err(FileError::refused(
-                    "locking an established TCP connection in a network namespace of the tree's own (--tcp-close restores it closed)",
-                ));
-            }
-            // The dump's one lock table (made with its first connection) is in the
-            // dump's guard: a failure from here removes it, this connection's with it.
+            // The dump's lock table of the connection's network namespace (made there
+            // with its first connection: a container's connections are locked inside
+            // the container) is in the dump's guard: a failure from here removes it,
+            // this connection's with it.
             if tcp.lock {
-                established.lock(&local, peer).map_err(file_within("lock the connection"))?;
+                established.lock(&local, peer, foreign_namespace(&socket)?).map_err(file_within("lock the connection"))?;
             } else {
                 log::info!("TCP connection of socket {ino}: not locked (--network-lock skip)");
             }
@@ -141,15 +145,11 @@ pub(crate) fn dump_socket(
             established.connections.push((ino, Established { socket, stream, inq, outq }));
             (TCP_ESTABLISHED, 0)
         } else if listening {
-            if listeners.is_none() {
-                let mut all = BTreeMap::new();
-                for family in [libc::AF_INET, libc::AF_INET6] {
-                    let bytes = sys::netlink::tcp_listener_diag_dump(family).map_err(file_io("inet_diag"))?;
-                    all.extend(parse_listeners(&bytes));
-                }
-                *listeners = Some(all);
+            let requests = [libc::AF_INET, libc::AF_INET6].map(sys::netlink::tcp_listener_diag_request);
+            for bytes in super::diag_in_socket_namespace(&socket, listeners_read, &requests)?.unwrap_or_default() {
+                listeners.extend(parse_listeners(&bytes));
             }
-            let (waiting, backlog) = listeners.as_ref().and_then(|l| l.get(&ino)).copied().unwrap_or((0, 128));
+            let (waiting, backlog) = listeners.get(&ino).copied().unwrap_or((0, 128));
             if waiting > 0 && tcp.skip_in_flight {
                 log::warn!("TCP listener socket {ino}: {waiting} connections waiting for accept are left out (--skip-in-flight)");
             } else if waiting > 0 {

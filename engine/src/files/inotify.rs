@@ -69,13 +69,31 @@ pub(crate) fn watched_path(pid: i32, watch: &WatchLine) -> Result<String, FileEr
         };
         match sys::file::open_by_handle(mount.as_raw_fd(), watch.handle_type, &watch.handle) {
             Ok(file) => {
+                // The link is the path in the tree's mount namespace, but only if the file
+                // lies below the mount's root: a handle opens on any mount of its
+                // superblock, and one whose root is elsewhere (a container's rootfs bind,
+                // when the file is on a bind of another directory of the same disk)
+                // yields a path that is not the file's. The path must lead back to it.
                 let link = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).map_err(file_io("readlink"))?;
-                return Ok(link.to_string_lossy().into_owned());
+                let path = link.to_string_lossy().into_owned();
+                if path.ends_with(" (deleted)") || leads_to(pid, &path, watch) {
+                    return Ok(path);
+                }
+                last_error = format!("the file is not below mount {mount_point} ({path} through it is another)");
             }
             Err(e) => last_error = format!("open_by_handle_at on {mount_point}: {e}"),
         }
     }
     Err(FileError::refused(format!("watch {}: {last_error}", watch.wd)))
+}
+
+/// Whether `path` of process `pid`'s mount namespace is the watched file (its inode and
+/// device).
+fn leads_to(pid: i32, path: &str, watch: &WatchLine) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(format!("/proc/{pid}/root{path}")) else { return false };
+    let (major, minor) = (watch.sdev >> 20, watch.sdev & 0xf_ffff);
+    meta.ino() == watch.ino && libc::major(meta.dev()) == major && libc::minor(meta.dev()) == minor
 }
 
 /// An inotify entry from its fdinfo; `Err` names what failed.

@@ -39,7 +39,7 @@ mod unix;
 mod write;
 
 pub(crate) use dump::{check_tree, collect_fds, finish_ptys, resolve_pidfds};
-pub(crate) use netlock::{NETWORK_LOCK_IPTABLES, NETWORK_LOCK_NFTABLES, NETWORK_LOCK_SKIP};
+pub(crate) use netlock::{namespace_lock_ruleset, NETWORK_LOCK_IPTABLES, NETWORK_LOCK_NFTABLES, NETWORK_LOCK_SKIP};
 pub(crate) use restore::{broker_ids, in_flight_ids, kept_locks, unlock_tcp, Broker};
 pub(crate) use write::{write_fdinfo, write_images};
 
@@ -93,6 +93,27 @@ pub(crate) fn file_within<E: Into<FileError>>(what: impl Into<String>) -> impl F
     move |source| FileError::Within { what, source: Box::new(source.into()) }
 }
 
+/// sock_diag's answers to `requests` in the network namespace `socket` belongs to
+/// (`SIOCGSKNS`: a container's sockets are listed in the container's namespace, not in
+/// crust's), or `None` when `read` already holds that namespace: each is read once.
+pub(crate) fn diag_in_socket_namespace(
+    socket: &std::os::fd::OwnedFd,
+    read: &mut std::collections::BTreeSet<u64>,
+    requests: &[Vec<u8>],
+) -> Result<Option<Vec<Vec<u8>>>, FileError> {
+    use std::os::fd::{AsFd, AsRawFd};
+    let netns = crate::sys::socket::socket_net_namespace(socket.as_raw_fd()).map_err(file_io("SIOCGSKNS"))?;
+    let inode = crate::sys::netns::namespace_inode(&netns).map_err(file_io("stat the socket's network namespace"))?;
+    if !read.insert(inode) {
+        return Ok(None);
+    }
+    let mut answers = Vec::with_capacity(requests.len());
+    for request in requests {
+        answers.push(crate::sys::netlink::sock_diag_dump_in(netns.as_fd(), request).map_err(file_io(format!("sock_diag in net:[{inode}]")))?);
+    }
+    Ok(Some(answers))
+}
+
 /// For `map_err`: step `what` on a file failed.
 pub(crate) fn file_io(what: impl Into<String>) -> impl FnOnce(io::Error) -> FileError {
     let what = what.into();
@@ -122,8 +143,11 @@ pub(crate) struct FileTable {
     /// Unread data of pipes (pipes-data.img) and FIFOs (fifo-data.img), once per pipe.
     pub(crate) pipe_data: BTreeMap<u32, pipe::PipeContents>,
     pub(crate) fifo_data: BTreeMap<u32, pipe::PipeContents>,
-    /// Every AF_UNIX socket of the network namespace, read once per dump.
-    pub(crate) unix_diag: Option<BTreeMap<u32, unix::UnixDiag>>,
+    /// Every AF_UNIX socket of the network namespaces the dumped unix sockets belong to,
+    /// by inode (socket inodes are unique across namespaces).
+    pub(crate) unix_diag: BTreeMap<u32, unix::UnixDiag>,
+    /// The network namespaces (by inode) whose unix sockets are in `unix_diag`.
+    pub(crate) unix_diag_read: std::collections::BTreeSet<u64>,
     /// Queued messages of unix sockets (sk-queues.img): (socket file id, message, file
     /// ids of the fds in flight with it).
     pub(crate) sk_queues: Vec<(u32, Vec<u8>, Vec<u32>)>,
@@ -137,7 +161,9 @@ pub(crate) struct FileTable {
     pub(crate) locks: Vec<pb::FileLockEntry>,
     pub(crate) posix_locks_seen: std::collections::BTreeSet<(i32, u64, u64, i64, i64)>,
     /// TCP listeners by inode: (connections waiting, backlog), read once per dump.
-    pub(crate) tcp_listeners: Option<BTreeMap<u32, (u32, u32)>>,
+    pub(crate) tcp_listeners: BTreeMap<u32, (u32, u32)>,
+    /// The network namespaces (by inode) whose TCP listeners are in `tcp_listeners`.
+    pub(crate) tcp_listeners_read: std::collections::BTreeSet<u64>,
     /// Unix sockets dumped: (pid, fd, inode, peer inode), to check every peer is dumped.
     pub(crate) unix_dumped: Vec<(i32, u32, u32, u32)>,
     /// memfd inodes (memfd.img) and the MEMFD file entries made for mappings, by
@@ -223,23 +249,39 @@ pub(crate) struct TcpRepairGuard {
     pub(crate) keep_locked: bool,
     /// The dump's id (`inventory.dump_criu_run_id`): the lock table is named after it.
     pub(crate) run_id: String,
-    /// The lock table, made with the first connection it locks (none with `--network-lock
-    /// skip`, or without an established connection).
-    network_lock: Option<netlock::NetworkLock>,
+    /// The lock tables, one per network namespace with connections (by the namespace's
+    /// inode, `None` for crust's own), each made with the first connection it locks
+    /// (none with `--network-lock skip`, or without an established connection).
+    network_locks: Vec<(Option<u64>, netlock::NetworkLock)>,
 }
 
 impl TcpRepairGuard {
-    /// Locks the connection local↔peer in the dump's table (made with the first one).
-    pub(crate) fn lock(&mut self, local: &crate::sys::socket::InetAddress, peer: &crate::sys::socket::InetAddress) -> Result<(), FileError> {
-        let table = tcp::lock_table(&self.run_id);
-        self.network_lock.get_or_insert_with(|| netlock::NetworkLock::new(&table)).add(local, peer)
+    /// Locks the connection local↔peer in the dump's table of the connection's network
+    /// namespace (`netns`: its inode and fd, `None` for crust's own), made with the
+    /// namespace's first connection.
+    pub(crate) fn lock(
+        &mut self,
+        local: &crate::sys::socket::InetAddress,
+        peer: &crate::sys::socket::InetAddress,
+        netns: Option<(u64, std::os::fd::OwnedFd)>,
+    ) -> Result<(), FileError> {
+        let inode = netns.as_ref().map(|(inode, _)| *inode);
+        let index = match self.network_locks.iter().position(|(key, _)| *key == inode) {
+            Some(index) => index,
+            None => {
+                let table = tcp::lock_table(&self.run_id);
+                self.network_locks.push((inode, netlock::NetworkLock::new(&table, netns.map(|(_, fd)| fd))));
+                self.network_locks.len() - 1
+            }
+        };
+        self.network_locks[index].1.add(local, peer)
     }
 
     pub(crate) fn release(&mut self) {
         for (_, connection) in self.connections.drain(..) {
             let _ = tcp::set_repair(&connection.socket, false);
         }
-        if let Some(mut lock) = self.network_lock.take() {
+        for (_, mut lock) in self.network_locks.drain(..) {
             if let Err(e) = lock.remove() {
                 log::warn!("unlock the TCP connections (table inet {}): {e}", tcp::lock_table(&self.run_id));
             }
@@ -260,10 +302,7 @@ impl TcpRepairGuard {
     /// restore lifts it. `Err`: it could not be kept.
     fn keep(&mut self) -> Result<(), FileError> {
         self.keep_locked = true;
-        match self.network_lock.as_mut() {
-            Some(lock) => lock.keep(),
-            None => Ok(()),
-        }
+        self.network_locks.iter_mut().try_for_each(|(_, lock)| lock.keep())
     }
 }
 

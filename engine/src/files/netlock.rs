@@ -17,6 +17,7 @@
 //! pair of iptables DROP rules per connection.
 
 use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
@@ -48,15 +49,23 @@ enum Made {
 /// removed (the connections flow again).
 pub(crate) struct NetworkLock {
     table: String,
+    /// The network namespace the connections are in, when not crust's own (a
+    /// container's): the table is made there, by a socket made there.
+    netns: Option<OwnedFd>,
     made: Made,
     connections: Vec<(InetAddress, InetAddress)>,
     kept: bool,
 }
 
 impl NetworkLock {
-    /// A lock table named `table` (inet family), made with its first connection.
-    pub(crate) fn new(table: &str) -> NetworkLock {
-        NetworkLock { table: table.to_string(), made: Made::Nothing, connections: Vec::new(), kept: false }
+    /// A lock table named `table` (inet family) in network namespace `netns` (crust's
+    /// own with `None`), made with its first connection.
+    pub(crate) fn new(table: &str, netns: Option<OwnedFd>) -> NetworkLock {
+        NetworkLock { table: table.to_string(), netns, made: Made::Nothing, connections: Vec::new(), kept: false }
+    }
+
+    fn netns(&self) -> Option<BorrowedFd<'_>> {
+        self.netns.as_ref().map(|fd| fd.as_fd())
     }
 
     /// Drops every packet of the connection local↔peer, both ways, until the table goes.
@@ -65,24 +74,25 @@ impl NetworkLock {
         let (local, peer) = (on_the_wire(local), on_the_wire(peer));
         match &mut self.made {
             Made::Nothing if persist_supported() => {
-                let mut socket = NftSocket::open().map_err(file_io("open a NETLINK_NETFILTER socket"))?;
+                let mut socket = NftSocket::open_in(self.netns()).map_err(file_io("open a NETLINK_NETFILTER socket"))?;
                 let mut batch = structure(&self.table, NFT_TABLE_F_OWNER);
                 batch.push(elements(&self.table, &local, &peer, false));
                 socket.transact(&batch).map_err(file_io(format!("make lock table inet {}", self.table)))?;
-                log::info!("TCP lock: table inet {} made over netlink, owned by crust (it goes if crust dies)", self.table);
+                let place = if self.netns.is_some() { "in the tree's network namespace, " } else { "" };
+                log::info!("TCP lock: table inet {} made over netlink, {place}owned by crust (it goes if crust dies)", self.table);
                 self.made = Made::Owned(socket);
             }
             Made::Nothing => {
                 warn_no_persist();
                 let mut script = command_structure(&self.table);
                 script.push_str(&command_element(&self.table, &local, &peer, "add"));
-                nft(&script)?;
+                nft(&script, self.netns())?;
                 self.made = Made::Command;
             }
             Made::Owned(socket) => {
                 socket.transact(&[elements(&self.table, &local, &peer, false)]).map_err(file_io(format!("lock a connection in table inet {}", self.table)))?;
             }
-            Made::Command => nft(&command_element(&self.table, &local, &peer, "add"))?,
+            Made::Command => nft(&command_element(&self.table, &local, &peer, "add"), self.netns())?,
         }
         self.connections.push((local, peer));
         Ok(())
@@ -112,7 +122,7 @@ impl NetworkLock {
             Made::Owned(mut socket) => socket
                 .transact(&[table_message(NFT_MSG_DELTABLE, &self.table, 0, 0)])
                 .map_err(file_io(format!("remove lock table inet {}", self.table))),
-            Made::Command => remove_table(&self.table).map(|_| ()),
+            Made::Command => remove_table(&self.table, self.netns()).map(|_| ()),
         }
     }
 
@@ -134,22 +144,34 @@ impl Drop for NetworkLock {
     }
 }
 
-/// Removes lock table `inet NAME` (a kept one, CRIU's, or one made with nft): `Ok(false)`
-/// when there was none.
-pub(crate) fn remove_table(name: &str) -> Result<bool, FileError> {
-    remove(NFPROTO_INET, "inet", name)
+/// The table that locks a whole restored network namespace whose dump (CRIU's) locked
+/// it whole: every packet but those with CRIU's mark dropped, both ways.
+pub(crate) const NAMESPACE_LOCK_TABLE: &str = "crust-restore-lock";
+
+/// [`NAMESPACE_LOCK_TABLE`] as `nft -f` text. Pure.
+pub(crate) fn namespace_lock_ruleset() -> String {
+    let chain = |name: &str, hook: &str| {
+        format!("\tchain {name} {{\n\t\ttype filter hook {hook} priority filter; policy accept;\n\t\tmeta mark {LOCK_MARK:#010x} accept\n\t\tdrop\n\t}}\n")
+    };
+    format!("table inet {NAMESPACE_LOCK_TABLE} {{\n{}{}}}\n", chain("input", "input"), chain("output", "output"))
+}
+
+/// Removes lock table `inet NAME` (a kept one, CRIU's, or one made with nft) of network
+/// namespace `netns` (crust's own with `None`): `Ok(false)` when there was none.
+pub(crate) fn remove_table(name: &str, netns: Option<BorrowedFd<'_>>) -> Result<bool, FileError> {
+    remove(NFPROTO_INET, "inet", name, netns)
 }
 
 /// Removes table `NAME` of the ip (`AF_INET`) or ip6 family: crust's per-connection
 /// lock tables before they moved to inet.
 pub(crate) fn remove_table_of_family(family: i32, name: &str) -> Result<bool, FileError> {
-    if family == libc::AF_INET { remove(NFPROTO_IPV4, "ip", name) } else { remove(NFPROTO_IPV6, "ip6", name) }
+    if family == libc::AF_INET { remove(NFPROTO_IPV4, "ip", name, None) } else { remove(NFPROTO_IPV6, "ip6", name, None) }
 }
 
-fn remove(nfproto: u8, family: &str, name: &str) -> Result<bool, FileError> {
+fn remove(nfproto: u8, family: &str, name: &str, netns: Option<BorrowedFd<'_>>) -> Result<bool, FileError> {
     let mut message = table_message(NFT_MSG_DELTABLE, name, 0, 0);
     message.family = nfproto;
-    match NftSocket::open().and_then(|mut socket| socket.transact(&[message])) {
+    match NftSocket::open_in(netns).and_then(|mut socket| socket.transact(&[message])) {
         Ok(()) => {
             log::info!("TCP lock: table {family} {name} removed");
             Ok(true)
@@ -216,10 +238,10 @@ fn iptables_rules(local: &InetAddress, peer: &InetAddress) -> [(&'static str, &'
     [(tool, "INPUT", rule(peer, local)), (tool, "OUTPUT", rule(local, peer))]
 }
 
-/// Whether table `inet NAME` exists (NFT_MSG_GETTABLE); `false` when that cannot be
-/// told.
-pub(crate) fn table_exists(name: &str) -> bool {
-    NftSocket::open().and_then(|mut socket| socket.request(&table_message(NFT_MSG_GETTABLE, name, 0, 0))).is_ok()
+/// Whether table `inet NAME` exists in network namespace `netns` (crust's own with
+/// `None`) (NFT_MSG_GETTABLE); `false` when that cannot be told.
+pub(crate) fn table_exists(name: &str, netns: Option<BorrowedFd<'_>>) -> bool {
+    NftSocket::open_in(netns).and_then(|mut socket| socket.request(&table_message(NFT_MSG_GETTABLE, name, 0, 0))).is_ok()
 }
 
 /// The command to lift a lock table by hand.
@@ -498,12 +520,13 @@ fn command_element(table: &str, local: &InetAddress, peer: &InetAddress, verb: &
     )
 }
 
-fn nft(script: &str) -> Result<(), FileError> {
-    let mut child = Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+fn nft(script: &str, netns: Option<BorrowedFd<'_>>) -> Result<(), FileError> {
+    let mut command = Command::new("nft");
+    command.args(["-f", "-"]).stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped());
+    if let Some(netns) = netns {
+        crate::sys::netns::run_in_net_namespace(&mut command, netns.as_raw_fd());
+    }
+    let mut child = command
         .spawn()
         .map_err(file_io("run nft (install nftables)"))?;
     child.stdin.take().expect("piped").write_all(script.as_bytes()).map_err(file_io("write to nft"))?;
@@ -520,6 +543,14 @@ mod tests {
 
     fn v4(a: [u8; 4], port: u16) -> InetAddress {
         InetAddress { family: libc::AF_INET, addr: a.to_vec(), port }
+    }
+
+    #[test]
+    fn a_whole_namespace_lock_lets_criu_s_mark_through() {
+        assert_eq!(
+            namespace_lock_ruleset(),
+            "table inet crust-restore-lock {\n\tchain input {\n\t\ttype filter hook input priority filter; policy accept;\n\t\tmeta mark 0x0000c114 accept\n\t\tdrop\n\t}\n\tchain output {\n\t\ttype filter hook output priority filter; policy accept;\n\t\tmeta mark 0x0000c114 accept\n\t\tdrop\n\t}\n}\n"
+        );
     }
 
     #[test]
@@ -560,27 +591,71 @@ mod tests {
         let pid = std::process::id();
         let (local, peer) = (v4([127, 0, 0, 1], 1), v4([127, 0, 0, 1], 2));
         let name = format!("crust-test-{pid}-owned");
-        let mut lock = NetworkLock::new(&name);
+        let mut lock = NetworkLock::new(&name, None);
         lock.add(&local, &peer).unwrap();
         lock.add(&v4([127, 0, 0, 1], 3), &v4([127, 0, 0, 1], 4)).unwrap();
-        assert!(table_exists(&name));
+        assert!(table_exists(&name, None));
         lock.abandon();
-        assert!(!table_exists(&name), "the kernel deleted the owned table with its socket");
+        assert!(!table_exists(&name, None), "the kernel deleted the owned table with its socket");
 
         let name = format!("crust-test-{pid}-kept");
-        let mut lock = NetworkLock::new(&name);
+        let mut lock = NetworkLock::new(&name, None);
         lock.add(&local, &peer).unwrap();
         lock.keep().unwrap();
         drop(lock);
-        assert!(table_exists(&name), "a kept table outlives its socket");
-        assert!(remove_table(&name).unwrap());
-        assert!(!table_exists(&name));
-        assert!(!remove_table(&name).unwrap(), "nothing left to remove");
+        assert!(table_exists(&name, None), "a kept table outlives its socket");
+        assert!(remove_table(&name, None).unwrap());
+        assert!(!table_exists(&name, None));
+        assert!(!remove_table(&name, None).unwrap(), "nothing left to remove");
 
         let name = format!("crust-test-{pid}-dropped");
-        let mut lock = NetworkLock::new(&name);
+        let mut lock = NetworkLock::new(&name, None);
         lock.add(&local, &peer).unwrap();
         drop(lock);
-        assert!(!table_exists(&name), "a lock dropped without keep removes its table");
+        assert!(!table_exists(&name, None), "a lock dropped without keep removes its table");
+    }
+
+    /// A tree in a network namespace of its own (a container) is locked there: the
+    /// table is in that namespace, not in crust's, and still dies with crust's socket.
+    #[test]
+    fn a_lock_in_another_network_namespace_is_made_there_and_dies_with_its_socket() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN) for nftables and a network namespace");
+            return;
+        }
+        if !persist_supported() {
+            eprintln!("skipped: the kernel has no NFT_TABLE_F_PERSIST (Linux 6.9)");
+            return;
+        }
+        // A new namespace, held by its fd only (the thread that made it ends).
+        let netns = std::thread::spawn(|| -> std::io::Result<OwnedFd> {
+            crate::sys::netns::enter_new_net_namespace()?;
+            crate::sys::netns::open_own_net_namespace()
+        })
+        .join()
+        .unwrap()
+        .unwrap();
+        let name = format!("crust-test-{}-netns", std::process::id());
+        let (local, peer) = (v4([10, 0, 0, 1], 1), v4([10, 0, 0, 2], 2));
+        let mut lock = NetworkLock::new(&name, Some(netns.try_clone().unwrap()));
+        lock.add(&local, &peer).unwrap();
+        assert!(table_exists(&name, Some(netns.as_fd())), "the table is in the tree's namespace");
+        assert!(!table_exists(&name, None), "and not in crust's");
+        lock.abandon();
+        assert!(!table_exists(&name, Some(netns.as_fd())), "the kernel deleted the owned table with its socket");
+
+        let mut lock = NetworkLock::new(&name, Some(netns.try_clone().unwrap()));
+        lock.add(&local, &peer).unwrap();
+        lock.keep().unwrap();
+        drop(lock);
+        assert!(table_exists(&name, Some(netns.as_fd())), "a kept table outlives its socket");
+        assert!(!remove_table(&name, None).unwrap(), "crust's namespace has no such table");
+        assert!(remove_table(&name, Some(netns.as_fd())).unwrap());
+
+        // A failed dump drops its lock without keeping it: the table goes.
+        let mut lock = NetworkLock::new(&name, Some(netns.try_clone().unwrap()));
+        lock.add(&local, &peer).unwrap();
+        drop(lock);
+        assert!(!table_exists(&name, Some(netns.as_fd())), "a lock dropped without keep removes its table");
     }
 }

@@ -109,12 +109,21 @@ fn read_tcp_stream(dir: &Path, ino: u32) -> Result<(pb::TcpStreamEntry, Vec<u8>,
 
 /// Removes the lock of the restored established TCP connections: their traffic flows.
 /// The inventory says how the dump locked them (`dump_lock`). A lock already gone is
-/// only logged (lifted by hand, or a dump that left its tree running).
-pub(crate) fn unlock_tcp(dir: &Path) -> Result<(), FileError> {
+/// only logged (lifted by hand, or a dump that left its tree running). `netns`: the
+/// restored tree's own network namespace, where a lock table of its connections is
+/// (the dumped ruleset brings it back there); `None` when it shares crust's.
+pub(crate) fn unlock_tcp(dir: &Path, netns: Option<std::os::fd::BorrowedFd<'_>>) -> Result<(), FileError> {
+    // A restored namespace locked whole (its dump, CRIU's, locked it whole).
+    if let Some(netns) = netns {
+        let table = super::netlock::NAMESPACE_LOCK_TABLE;
+        if super::netlock::remove_table(table, Some(netns)).map_err(file_within(format!("remove the network namespace's lock table inet {table}")))? {
+            log::info!("network namespace unlocked (table inet {table} removed)");
+        }
+    }
     match dump_lock(dir)? {
         DumpLock::Nothing => {}
         DumpLock::Table(table) => {
-            if !super::netlock::remove_table(&table).map_err(file_within(format!("remove the TCP lock table inet {table}")))? {
+            if !super::netlock::remove_table(&table, netns).map_err(file_within(format!("remove the TCP lock table inet {table}")))? {
                 log::debug!("no TCP lock table inet {table} to remove");
             }
         }
@@ -163,7 +172,7 @@ pub(crate) fn kept_locks(dir: &Path) -> Vec<(String, String)> {
     };
     tables
         .into_iter()
-        .filter(|table| super::netlock::table_exists(table))
+        .filter(|table| super::netlock::table_exists(table, None))
         .map(|table| {
             let command = super::netlock::delete_command(&table);
             (format!("the TCP lock table inet {table}"), command)

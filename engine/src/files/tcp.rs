@@ -62,7 +62,7 @@ pub(crate) fn old_crust_lock_table(ino: u32) -> String {
 /// CRIU's table): its inet table, or the ip/ip6 one. `Ok(false)`: none was there.
 pub(crate) fn remove_old_crust_lock(ino: u32) -> Result<bool, FileError> {
     let table = old_crust_lock_table(ino);
-    let mut removed = super::netlock::remove_table(&table)?;
+    let mut removed = super::netlock::remove_table(&table, None)?;
     for family in [libc::AF_INET, libc::AF_INET6] {
         removed |= super::netlock::remove_table_of_family(family, &table)?;
     }

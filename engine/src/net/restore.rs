@@ -188,7 +188,15 @@ impl NetImages {
             log::info!("network namespace {}: {made} {} made, {existed} there already", self.ns_id, stream.describe());
         }
         if let Some(text) = &self.nftables {
-            load_ruleset(&without_criu_lock(text))?;
+            let mut ruleset = without_criu_lock(text);
+            // CRIU locked the whole namespace (its chains, left out above): so does
+            // the restore, until it lifts the lock (`files::unlock_tcp`), or a restored
+            // socket's first packet meets a peer not restored yet and is answered RST.
+            if ruleset.len() != text.len() && text.contains("chain CRIU {") {
+                ruleset.push_str(&crate::files::namespace_lock_ruleset());
+                log::info!("network namespace {}: locked whole until the restore ends (CRIU's dump locked it so)", self.ns_id);
+            }
+            load_ruleset(&ruleset)?;
         }
         Ok(entered)
     }
@@ -197,12 +205,24 @@ impl NetImages {
 /// The ruleset without CRIU's network lock: a dump made by CRIU holds, in the `ip` and
 /// `ip6` `filter` tables, its chain `CRIU` (accept CRIU's mark, drop the rest) and a
 /// `jump CRIU` rule in each base chain, which CRIU removes after its own restore; loaded
-/// as they are, they would drop every packet of the namespace. Pure.
+/// as they are, they would drop every packet of the namespace. The per-connection lock
+/// table of a dump (`inet CRIU-RUNID`, crust's, or CRIU's with `--network-lock
+/// nftables`) stays, so the restored connections are locked until the restore lifts it
+/// by name; its `owner` flag goes (an owned table would die with nft's socket at once).
+/// Pure.
 pub(crate) fn without_criu_lock(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut in_lock_chain = false;
+    let mut in_lock_table = false;
     for line in text.lines() {
         let trimmed = line.trim();
+        if line.starts_with("table inet CRIU-") {
+            in_lock_table = true;
+        } else if line == "}" {
+            in_lock_table = false;
+        } else if in_lock_table && trimmed.starts_with("flags ") && trimmed.contains("owner") {
+            continue;
+        }
         if in_lock_chain {
             if trimmed == "}" {
                 in_lock_chain = false;
@@ -255,5 +275,15 @@ mod tests {
             "table ip filter {\n\n\tchain INPUT {\n\t\ttype filter hook input priority filter; policy accept;\n\t}\n}\ntable inet t1 {\n\tchain c1 {\n\t\ttype filter hook input priority filter; policy accept;\n\t\ttcp dport 9 drop\n\t}\n}\n"
         );
         assert_eq!(without_criu_lock(&kept), kept, "a ruleset without the lock stays as it is");
+    }
+
+    #[test]
+    fn a_dump_s_lock_table_stays_without_its_owner_flag() {
+        // As crust writes it for a container's connections (nft list ruleset).
+        let text = "table inet CRIU-be4825df-920d-4a14-83 { # progname crust\n\tflags owner\n\n\tset conns4 {\n\t\ttype ipv4_addr . inet_service . ipv4_addr . inet_service\n\t}\n}\ntable inet t1 {\n\tflags owner\n}\n";
+        assert_eq!(
+            without_criu_lock(text),
+            "table inet CRIU-be4825df-920d-4a14-83 { # progname crust\n\n\tset conns4 {\n\t\ttype ipv4_addr . inet_service . ipv4_addr . inet_service\n\t}\n}\ntable inet t1 {\n\tflags owner\n}\n"
+        );
     }
 }

@@ -65,6 +65,9 @@ pub(crate) struct RootNamespaces<'a> {
     /// `--inherit-fd`: crust's fds that stand for files of the dump, which the root
     /// (their copy inherited through the fork) places when it opens the files.
     pub(crate) inherit_fds: &'a [(i32, String)],
+    /// The clocks of the tree's own time namespace at dump (`timens-ID.img`): the root
+    /// makes a new one that carries on from them, first thing.
+    pub(crate) time: Option<&'a crust_images::pb::TimensEntry>,
     /// The tree has a cgroup namespace of its own: once crust has moved the root into
     /// the namespace's roots (a `c` on the sync pipe), the root unshares one, before it
     /// mounts anything (a cgroup filesystem shows the cgroups from its mounter's
@@ -128,6 +131,10 @@ pub(crate) fn root_main(run: &Run, sync: OwnedFd, error: OwnedFd) -> ! {
     let Run { tree, images, broker, namespaces, .. } = *run;
     let mut opened_here = None;
     let result = (|| -> Result<(), ChildError> {
+        // The tree's time namespace, while the root is the only task that will be in it.
+        if let Some(clocks) = namespaces.time {
+            crate::timens::enter_new(clocks).map_err(child_io("make the tree's time namespace"))?;
+        }
         // Move the pipes to their numbers (through copies above both, so neither lands on
         // the other).
         let above = tree.broker_base.saturating_add(i32::try_from(broker.fds.len()).unwrap_or(i32::MAX)).saturating_add(4096);

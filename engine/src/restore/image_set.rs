@@ -27,8 +27,7 @@ pub(crate) fn handling(kind: ImageKind) -> Handling {
         Inventory | Pstree | Core | Ids | Mm | Pagemap | PagemapShmem | Pages | Fdinfo | Files | Fs | Seccomp | PipesData
         | FifoData | SkQueues | TcpStream | TtyInfo | MemfdInode | FileLocks | RemapFpath | GhostFile | IpcVar | IpcnsShm
         | IpcnsMsg | IpcnsSem | Netns | Netdev | Ifaddr | Route | Route6 | Rule | Iptables | Ip6tables | Nftables | Mnts
-        | Utsns | Cgroup | TmpfsDev | TmpfsImg => Handling::Restored,
-        Timens => Handling::Unread("the clocks a new time namespace would be set to; the tree shares this one (ids checked)"),
+        | Utsns | Cgroup | TmpfsDev | TmpfsImg | Timens => Handling::Restored,
         StatsDump | StatsRestore => Handling::Unread("statistics of the dump or of a restore"),
         IrmapCache => Handling::Unread("a cache of the dumping tool"),
         

@@ -279,12 +279,16 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
     // in it until the root is cloned, so that the sockets the broker opens and the root
     // are in it.
     let host_ends = crate::net::restore::host_ends(&options.veths);
+    // An external namespace (the images name its key) is joined whatever `--empty-ns
+    // net` says, as CRIU does: runc sends both for a configured namespace path.
+    let external_net = match images.namespaces.net_ns_id {
+        Some(id) if crate::net::restore::has_namespace(&options.dir, id) => crate::net::restore::external_key(&options.dir, id)
+            .map_err(|e| RestoreError::BadImage { image: format!("netns-{id}.img"), what: e.to_string() })?,
+        _ => None,
+    };
     let net_images = match images.namespaces.net_ns_id {
-        Some(_) if options.empty_net => None,
-        Some(id) => match crate::net::restore::external_key(&options.dir, id).map_err(|e| RestoreError::BadImage { image: format!("netns-{id}.img"), what: e.to_string() })? {
-            Some(_) => None,
-            None => Some(crate::net::restore::read(&options.dir, id).map_err(|e| RestoreError::BadImage { image: format!("netns-{id}.img"), what: e.to_string() })?),
-        },
+        Some(_) if external_net.is_some() || options.empty_net => None,
+        Some(id) => Some(crate::net::restore::read(&options.dir, id).map_err(|e| RestoreError::BadImage { image: format!("netns-{id}.img"), what: e.to_string() })?),
         None => None,
     };
     if net_images.is_none() && !host_ends.is_empty() {
@@ -294,12 +298,12 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
     // net`), or joined (external: the fd the caller passes under the dump's key).
     let entered_netns = match (&net_images, images.namespaces.net_ns_id) {
         (Some(net), _) => Some(net.make(&host_ends).map_err(|e| RestoreError::Child { pid: root, what: format!("network namespace {}: {e}", net.ns_id) })?),
-        (None, Some(id)) if options.empty_net => {
+        (None, Some(id)) if options.empty_net && external_net.is_none() => {
             log::info!("network namespace {id}: made empty (--empty-ns net)");
             Some(crate::net::restore::make_empty().map_err(|e| RestoreError::Child { pid: root, what: format!("network namespace {id}: {e}") })?)
         }
         (None, Some(id)) => {
-            let key = crate::net::restore::external_key(&options.dir, id).ok().flatten().unwrap_or_default();
+            let key = external_net.clone().unwrap_or_default();
             let Some(&(fd, _)) = options.inherit_fds.iter().find(|(_, k)| *k == key) else {
                 return Err(RestoreError::BadImage {
                     image: format!("netns-{id}.img"),
@@ -349,7 +353,17 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
         Some(plan) => Some(crate::mounts::prepare(plan, tree.helper_base + 8192).inspect_err(|_| broker.close())?),
         None => None,
     };
+    let time = match images.namespaces.time_ns_id {
+        Some(id) => Some(
+            images
+                .dir
+                .read_single::<crust_images::pb::TimensEntry>(crust_images::ImageKind::Timens, u64::from(id))
+                .map_err(|e| RestoreError::BadImage { image: crust_images::ImageKind::Timens.file_name(u64::from(id)), what: e.to_string() })?,
+        ),
+        None => None,
+    };
     let namespaces = child::RootNamespaces {
+        time: time.as_ref(),
         mounts: mount_plan.as_ref().zip(prepared.as_ref()),
         uts: uts.as_ref(),
         images_dir: images_dir.as_deref(),
@@ -483,7 +497,12 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
     if images.own_net_namespace() {
         stage(Stage::NetworkUnlock, Some(child))?;
     }
-    crate::files::unlock_tcp(&options.dir).map_err(|what| RestoreError::Child { pid: root, what: what.to_string() })?;
+    let tree_netns = match images.own_net_namespace() {
+        true => Some(crate::sys::netns::open_net_namespace(child).map_err(io_err(root, "open the tree's network namespace"))?),
+        false => None,
+    };
+    crate::files::unlock_tcp(&options.dir, tree_netns.as_ref().map(std::os::fd::AsFd::as_fd))
+        .map_err(|what| RestoreError::Child { pid: root, what: what.to_string() })?;
     stage(Stage::PreResume, Some(child))?;
     // The last moment a stop can still undo the restore.
     crate::interrupt::hold("restore-finished");

@@ -1,9 +1,9 @@
 //! Which namespaces a restore makes, from the dump's ids (`ns.rs`): a namespace is the
 //! tree's own when its id differs from the dumping tool's (`inventory.root_ids`), and
 //! only then is a new one made. crust makes a new pid namespace (its init the tree's
-//! root) and new IPC, network, mount, UTS and cgroup namespaces (every process of the
-//! tree in them); a namespace of any other kind of the tree's own, or a second pid, IPC,
-//! network, mount, UTS or cgroup namespace inside the tree, is refused here, in one line, before
+//! root) and new IPC, network, mount, UTS, cgroup and time namespaces (every process of
+//! the tree in them); a user namespace of the tree's own, or a second pid, IPC, network,
+//! mount, UTS, cgroup or time namespace inside the tree, is refused here, in one line, before
 //! anything is created. Pure.
 
 use crust_images::pb;
@@ -35,6 +35,9 @@ pub(crate) struct TreeNamespaces {
     /// The tree has a cgroup namespace of its own: the root unshares one once crust
     /// has put it in the namespace's root cgroups (cgroup.img's `cgns_prefix`).
     pub(crate) cgroup_ns: bool,
+    /// The id of the tree's own time namespace (`timens-ID.img`: its clocks at dump,
+    /// which the new one's offsets carry on from).
+    pub(crate) time_ns_id: Option<u32>,
 }
 
 /// Decides the namespaces of the tree whose live processes have `processes` (pid and
@@ -56,11 +59,11 @@ pub(crate) fn plan_namespaces(
             let own = rule.own(kind, ids);
             let same_as_root = own == root_own;
             match kind {
-                NsKind::Pid | NsKind::Ipc | NsKind::Net | NsKind::Mnt | NsKind::Uts | NsKind::Cgroup if same_as_root => {}
+                NsKind::Pid | NsKind::Ipc | NsKind::Net | NsKind::Mnt | NsKind::Uts | NsKind::Cgroup | NsKind::Time if same_as_root => {}
                 NsKind::Pid => {
                     return Err(refuse(process, format!("a pid namespace ({} {}) other than the tree root's, nested in the tree", kind.field(), show(own))))
                 }
-                NsKind::Ipc | NsKind::Net | NsKind::Mnt | NsKind::Uts | NsKind::Cgroup => {
+                NsKind::Ipc | NsKind::Net | NsKind::Mnt | NsKind::Uts | NsKind::Cgroup | NsKind::Time => {
                     return Err(refuse(process, format!("{} ({} {}) other than the tree root's", kind.describe(), kind.field(), show(own))))
                 }
                 _ => {
@@ -73,12 +76,13 @@ pub(crate) fn plan_namespaces(
         match (kind, root_own) {
             (NsKind::Pid, Some(_)) => plan.new_pid_ns = true,
             (NsKind::Cgroup, Some(_)) => plan.cgroup_ns = true,
-            (NsKind::Ipc | NsKind::Net | NsKind::Mnt | NsKind::Uts, Some(id)) => {
+            (NsKind::Ipc | NsKind::Net | NsKind::Mnt | NsKind::Uts | NsKind::Time, Some(id)) => {
                 if !has_image(kind, id) {
                     let image = match kind {
                         NsKind::Ipc => crust_images::ImageKind::IpcVar,
                         NsKind::Net => crust_images::ImageKind::Netns,
                         NsKind::Mnt => crust_images::ImageKind::Mnts,
+                        NsKind::Time => crust_images::ImageKind::Timens,
                         _ => crust_images::ImageKind::Utsns,
                     };
                     return Err(Refused {
@@ -90,6 +94,7 @@ pub(crate) fn plan_namespaces(
                     NsKind::Ipc => plan.ipc_ns_id = Some(id),
                     NsKind::Net => plan.net_ns_id = Some(id),
                     NsKind::Mnt => plan.mnt_ns_id = Some(id),
+                    NsKind::Time => plan.time_ns_id = Some(id),
                     _ => plan.uts_ns_id = Some(id),
                 }
             }

@@ -4,7 +4,7 @@
 //! (pure, tested on fixtures in `files/unix.rs` and `files/inet.rs`).
 
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, BorrowedFd};
 
 use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType};
 
@@ -38,9 +38,25 @@ pub fn sock_diag_dump(request: &[u8]) -> io::Result<Vec<u8>> {
     Ok(out)
 }
 
-/// One sock_diag request for every AF_UNIX socket of this network namespace, with names,
+/// [`sock_diag_dump`] in the network namespace `netns`: sock_diag lists the sockets of
+/// the namespace its netlink socket was made in, so a thread of crust enters `netns`,
+/// makes the socket there and asks (crust's other threads stay where they are).
+pub fn sock_diag_dump_in(netns: BorrowedFd<'_>, request: &[u8]) -> io::Result<Vec<u8>> {
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("crust-sock-diag".into())
+            .spawn_scoped(scope, || {
+                super::netns::enter_net_namespace(netns)?;
+                sock_diag_dump(request)
+            })?
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the sock_diag thread panicked")))
+    })
+}
+
+/// The sock_diag request for every AF_UNIX socket of a network namespace, with names,
 /// peers, queue lengths and shutdown state.
-pub fn unix_diag_dump() -> io::Result<Vec<u8>> {
+pub fn unix_diag_request() -> Vec<u8> {
     // UDIAG_SHOW_NAME | PEER | ICONS | RQLEN
     const SHOW: u32 = 0x1 | 0x4 | 0x8 | 0x10;
     let mut request = Vec::with_capacity(24);
@@ -49,15 +65,15 @@ pub fn unix_diag_dump() -> io::Result<Vec<u8>> {
     request.extend_from_slice(&0u32.to_ne_bytes());
     request.extend_from_slice(&SHOW.to_ne_bytes());
     request.extend_from_slice(&[0xff; 8]);
-    sock_diag_dump(&request)
+    request
 }
 
-/// One inet_diag request for the TCP listeners of one family (inet_diag_req_v2).
-pub fn tcp_listener_diag_dump(family: i32) -> io::Result<Vec<u8>> {
+/// The inet_diag request (inet_diag_req_v2) for the TCP listeners of one family.
+pub fn tcp_listener_diag_request(family: i32) -> Vec<u8> {
     let mut request = vec![family as u8, libc::IPPROTO_TCP as u8, 0, 0];
     request.extend_from_slice(&(1u32 << 10).to_ne_bytes());
     request.extend_from_slice(&[0u8; 48]);
-    sock_diag_dump(&request)
+    request
 }
 
 

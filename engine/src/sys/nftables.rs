@@ -5,7 +5,7 @@
 //! bytes built by the caller (`files/netlock.rs`, pure); socket calls go through nix.
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
 use nix::sys::socket::{self, sockopt, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType};
@@ -42,6 +42,23 @@ impl NftSocket {
         socket::bind(socket.as_raw_fd(), &NetlinkAddr::new(0, 0))?;
         socket::setsockopt(&socket, sockopt::ReceiveTimeout, &TimeVal::from(libc::timeval { tv_sec: Duration::from_secs(10).as_secs() as libc::time_t, tv_usec: 0 }))?;
         Ok(NftSocket { socket, seq: 1 })
+    }
+
+    /// [`NftSocket::open`] in the network namespace `netns` (crust's own with `None`): a
+    /// thread of crust enters it and makes the socket there, which stays in that
+    /// namespace for its life (crust's threads stay where they are).
+    pub fn open_in(netns: Option<BorrowedFd<'_>>) -> io::Result<NftSocket> {
+        let Some(netns) = netns else { return NftSocket::open() };
+        std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name("crust-nft".into())
+                .spawn_scoped(scope, || {
+                    super::netns::enter_net_namespace(netns)?;
+                    NftSocket::open()
+                })?
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("the nftables socket's thread panicked")))
+        })
     }
 
     /// Sends `messages` as one batch and waits for the kernel's answer to each. `Err`:

@@ -418,3 +418,21 @@ pub fn spawn_state_guard(pipe: &OwnedFd, file: &OwnedFd, value: &[u8]) -> io::Re
         libc::_exit(0)
     }
 }
+
+/// Gives the calling process's future children a new time namespace
+/// (`unshare(CLONE_NEWTIME)`); the caller stays in its own until
+/// [`enter_time_namespace_for_children`].
+#[doc(alias = "unshare")]
+pub fn new_time_namespace_for_children() -> io::Result<()> {
+    Ok(nix::sched::unshare(nix::sched::CloneFlags::from_bits_retain(libc::CLONE_NEWTIME))?)
+}
+
+/// Moves the calling, single-threaded process into the time namespace its children
+/// get (`setns(/proc/self/ns/time_for_children, CLONE_NEWTIME)`); the kernel remaps
+/// its vvar pages to the namespace's.
+#[doc(alias = "setns")]
+pub fn enter_time_namespace_for_children() -> io::Result<()> {
+    let namespace = std::fs::File::open("/proc/self/ns/time_for_children")?;
+    Ok(nix::sched::setns(namespace, nix::sched::CloneFlags::from_bits_retain(libc::CLONE_NEWTIME))?)
+}
+

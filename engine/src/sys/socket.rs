@@ -280,6 +280,19 @@ pub fn ioctl_int(fd: RawFd, request: u64) -> io::Result<i32> {
     Ok(value)
 }
 
+/// The network namespace a socket belongs to, as an fd (`ioctl(fd, SIOCGSKNS)`): the
+/// namespace it was created in, whichever namespace its holder is in now.
+#[doc(alias = "SIOCGSKNS")]
+pub fn socket_net_namespace(fd: RawFd) -> io::Result<OwnedFd> {
+    const SIOCGSKNS: libc::c_ulong = 0x894C;
+    // SAFETY: SIOCGSKNS takes no argument and returns a new fd or -1.
+    let ns = unsafe { libc::ioctl(fd, SIOCGSKNS as _) };
+    check(ns as libc::c_long)?;
+    // SAFETY: the kernel just installed `ns` in this process for this call; nobody else
+    // owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(ns) })
+}
+
 /// `recv(fd, buf, MSG_PEEK | MSG_DONTWAIT)`: bytes copied without consuming them.
 #[doc(alias = "recv")]
 pub fn peek_bytes(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {

@@ -43,6 +43,7 @@ const TESTS: &[(&str, TestBody)] = &[
     ("unlinked_file", files::unlinked_file),
     ("rust_std", process::rust_std),
     ("umask", process::umask),
+    ("timens_monotonic", process::timens_monotonic),
     ("rlimits", process::rlimits),
     ("comm", process::comm),
     ("caps_ids", process::caps_ids),

@@ -454,3 +454,43 @@ pub fn prctl_flags(test: &mut Test) -> Result<(), String> {
     ensure(subreaper == 1, || "child subreaper flag lost".into())?;
     ensure(thp_disabled == 1, || "THP disable lost".into())
 }
+
+/// A time namespace of the tree's own: the test enters a new one whose CLOCK_MONOTONIC
+/// and CLOCK_BOOTTIME run 1000 s and 2000 s ahead of crust's. After the restore its
+/// clocks carry on from the dump's values: never behind what it read before the dump
+/// (a restore into crust's time namespace puts them 1000 s and 2000 s back), and ahead
+/// of them by no more than the wall-clock time that passed.
+pub fn timens_monotonic(test: &mut Test) -> Result<(), String> {
+    const NEWTIME: libc::c_int = libc::CLONE_NEWTIME;
+    // SAFETY: unshare takes flags only.
+    if unsafe { libc::unshare(NEWTIME) } != 0 {
+        return Err(format!("unshare(CLONE_NEWTIME): {}", std::io::Error::last_os_error()));
+    }
+    std::fs::write("/proc/self/timens_offsets", "monotonic 1000 0\nboottime 2000 0\n").map_err(|e| format!("write timens_offsets: {e}"))?;
+    let namespace = std::fs::File::open("/proc/self/ns/time_for_children").map_err(|e| format!("open time_for_children: {e}"))?;
+    // SAFETY: setns takes an fd this function holds open and a flag.
+    if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&namespace), NEWTIME) } != 0 {
+        return Err(format!("setns(time_for_children): {}", std::io::Error::last_os_error()));
+    }
+    drop(namespace);
+    let now = |clock: libc::clockid_t| -> f64 {
+        let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: clock_gettime writes one timespec into `t`.
+        unsafe { libc::clock_gettime(clock, &mut t) };
+        t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
+    };
+    let clocks = || (now(libc::CLOCK_MONOTONIC), now(libc::CLOCK_BOOTTIME), now(libc::CLOCK_REALTIME));
+    let (monotonic, boottime, realtime) = clocks();
+    test.ready();
+    test.wait_for_term();
+    let (monotonic_after, boottime_after, realtime_after) = clocks();
+    let passed = realtime_after - realtime;
+    for (name, before, after) in [("CLOCK_MONOTONIC", monotonic, monotonic_after), ("CLOCK_BOOTTIME", boottime, boottime_after)] {
+        ensure(after >= before, || format!("{name} went back from {before:.3} to {after:.3}"))?;
+        // A little slack: the clocks are read one after the other.
+        ensure(after - before <= passed + 0.05, || {
+            format!("{name} moved {:.3} s while {passed:.3} s of wall-clock time passed", after - before)
+        })?;
+    }
+    Ok(())
+}
