@@ -65,6 +65,8 @@ int main(int argc, char **argv)
 	uint64_t bytes = strtoull(argv[1], NULL, 0), rate = strtoull(argv[2], NULL, 0);
 	const char *path = argv[3];
 	uint64_t pages = bytes / PAGE;
+	/* A session of its own: the pid namespace holds its whole tree. */
+	setsid();
 	signal(SIGUSR1, on_usr1);
 	uint64_t *area = mmap(NULL, pages * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (area == MAP_FAILED)
