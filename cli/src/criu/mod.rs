@@ -343,7 +343,7 @@ fn lazy_pages(mut options: CriuOptions) -> anyhow::Result<i32> {
     let source = if options.page_server {
         let Some(port) = options.port else { bail!("lazy-pages --page-server: --port is required (the source's `dump --lazy-pages --port`)") };
         let address = options.address.clone().unwrap_or_else(|| "127.0.0.1".into());
-        Some(crust_engine::lazy::Source::connect(&address, port).inspect_err(|e| log::error!("{e}"))?)
+        Some(crust_engine::lazy::Source::connect(&address, port, &options.images_dir()).inspect_err(|e| log::error!("{e}"))?)
     } else {
         None
     };
@@ -373,12 +373,13 @@ fn lazy_pages(mut options: CriuOptions) -> anyhow::Result<i32> {
     let _ = std::fs::remove_file(socket);
     let report = served.inspect_err(|e| log::error!("{e}"))?;
     log::info!(
-        "lazy pages: {} processes; {} pages on faults, {} prefetched, {} zero pages, {} from the source, in {:?}",
+        "lazy pages: {} processes; {} pages on faults, {} prefetched, {} zero pages, {} from the source, {} unchanged from the parent dump, in {:?}",
         report.processes,
         report.faulted,
         report.prefetched,
         report.zero,
         report.from_source,
+        report.from_parent,
         report.elapsed
     );
     Ok(0)

@@ -144,10 +144,15 @@ pub(crate) fn dump_tree_memory(
             let (vmas, written, process_pieces) =
                 memory::dump::dump_memory(pid, dir, collected, &mem, files, pages_id, image_pid, None, parent.as_ref(), None, Some(&mut lazy_dump))?;
             log::info!(
-                "pid {pid}: {} pages left at the source for the lazy-pages daemon, {} in the parent dump, {written} written",
+                "pid {pid}: {} pages left at the source for the lazy-pages daemon ({}), {} in the parent dump, {written} written",
                 lazy_dump.left.bytes() / sys::page_size(),
+                if lazy_dump.left.parent.is_some() { "compared with the parent's digests for the destination" } else { "every one fetched" },
                 lazy_dump.in_parent
             );
+            if lazy_dump.left.parent.is_some() {
+                let marker = dir.join(crate::page_server::source::PARENT_MARKER);
+                crate::private::write_file(&marker, b"CHANGED\n").map_err(io_err(pid, format!("write {}", marker.display())))?;
+            }
             left.push(lazy_dump.left);
             pieces.insert(crust_images::ImageKind::Pages.file_name(pages_id.into()), process_pieces);
             pages += written;

@@ -23,7 +23,7 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -48,14 +48,18 @@ pub struct LazyOptions {
 /// the source (`lazy-pages --page-server --address A --port P`).
 pub struct Source {
     client: Client,
+    /// The images directory: when the dump left `crust-lazy-parent` there, its pages are
+    /// compared with the parent dump's at the source (`CHANGED`) and only the changed
+    /// ones fetched; the others come from the parent dump (`DIR/parent`).
+    images: PathBuf,
 }
 
 impl Source {
     /// Connects to the source (before the restore starts, so a source that cannot be
     /// reached fails at once).
-    pub fn connect(address: &str, port: u16) -> Result<Source, LazyError> {
+    pub fn connect(address: &str, port: u16, images: &Path) -> Result<Source, LazyError> {
         let client = Client::connect(address, port).map_err(|e| LazyError::Protocol { what: e.to_string() })?;
-        Ok(Source { client })
+        Ok(Source { client, images: images.to_path_buf() })
     }
 }
 
@@ -69,6 +73,9 @@ pub struct LazyReport {
     pub zero: u64,
     /// Pages fetched from the source (faulted or prefetched).
     pub from_source: u64,
+    /// Pages left at the source that the source said are unchanged since the parent
+    /// dump, taken from it here.
+    pub from_parent: u64,
     /// From the first process handed over until every page was in.
     pub elapsed: Duration,
 }
@@ -86,6 +93,10 @@ pub fn serve_restore(mut stream: UnixStream, source: Option<Source>) -> Result<L
     let page = sys::page_size();
     let mut report = LazyReport::default();
     let mut processes: Vec<Process> = Vec::new();
+    let parent_dir = source
+        .as_ref()
+        .filter(|s| s.images.join(crate::page_server::source::PARENT_MARKER).exists())
+        .map(|s| s.images.join(crate::memory::page_sources::PARENT_LINK));
     let mut files = Files { open: HashMap::new(), source: source.map(|s| s.client), page };
     let mut connected = true;
     let mut started: Option<Instant> = None;
@@ -117,7 +128,15 @@ pub fn serve_restore(mut stream: UnixStream, source: Option<Source>) -> Result<L
                             what: format!("pid {pid}: {at_source} pages were left at the source (dump --lazy-pages): start lazy-pages with --page-server --address A --port P"),
                         });
                     }
-                    processes.push(Process::new(pid, image_pid, fd, &areas, page));
+                    let mut process = Process::new(pid, image_pid, fd, &areas, page);
+                    if let (Some(dir), true) = (&parent_dir, at_source > 0) {
+                        // The source compares; unchanged pages come from the parent dump here.
+                        match crate::memory::page_sources::resolve(dir, image_pid, page) {
+                            Ok(sources) => process.parent = Some(Arc::new(sources)),
+                            Err(error) => log::warn!("pid {pid}: every page at the source fetched: the parent dump {}: {error}", dir.display()),
+                        }
+                    }
+                    processes.push(process);
                     report.processes += 1;
                 }
                 None => {
@@ -183,6 +202,74 @@ impl Files {
         self.open[path].read_exact_at(into, offset)
     }
 
+    /// Fills `into` with process `id`'s pages from `vaddr` on: the ones the source says
+    /// changed since the parent dump from the source, the others from `parent`. Pages
+    /// (from the source, from the parent).
+    fn fetch_changed(&mut self, id: u64, vaddr: u64, into: &mut [u8], parent: &crate::memory::page_sources::PageSources) -> Result<(u64, u64), String> {
+        let page = self.page;
+        let pages = into.len() as u64 / page;
+        let (mut from_source, mut from_parent) = (0, 0);
+        let mut done = 0u64;
+        while done < pages {
+            let client = self.source.as_mut().ok_or_else(|| "no source to ask".to_string())?;
+            let (bits, answered) = client.changed(id, vaddr + done * page, pages - done).map_err(|e| e.to_string())?;
+            let bit = |i: u64| bits[(i / 8) as usize] & (1 << (i % 8)) != 0;
+            let mut i = 0;
+            while i < answered {
+                let changed = bit(i);
+                let mut j = i;
+                while j < answered && bit(j) == changed {
+                    j += 1;
+                }
+                let (first, count) = (done + i, j - i);
+                let slice = &mut into[(first * page) as usize..((first + count) * page) as usize];
+                let at = vaddr + first * page;
+                if changed {
+                    self.fetch(id, at, slice)?;
+                    from_source += count;
+                } else {
+                    let (source, parent_pages) = self.read_parent(id, at, slice, parent)?;
+                    from_source += source;
+                    from_parent += parent_pages;
+                }
+                i = j;
+            }
+            done += answered;
+        }
+        Ok((from_source, from_parent))
+    }
+
+    /// Fills `into` from the parent dump's pages at `vaddr`; what the parent lacks comes
+    /// from the source. Pages (from the source, from the parent).
+    fn read_parent(&mut self, id: u64, vaddr: u64, into: &mut [u8], parent: &crate::memory::page_sources::PageSources) -> Result<(u64, u64), String> {
+        let page = self.page;
+        let end = vaddr + into.len() as u64;
+        let (mut from_source, mut from_parent) = (0, 0);
+        let mut at = vaddr;
+        while at < end {
+            let index = parent.runs.partition_point(|r| r.vaddr + r.bytes <= at);
+            let run = parent.runs.get(index).filter(|r| r.vaddr <= at && r.file != crate::memory::page_sources::AT_SOURCE);
+            let to = match run {
+                Some(run) => (run.vaddr + run.bytes).min(end),
+                None => parent.runs.get(index).map(|r| r.vaddr.max(at + page)).unwrap_or(end).min(end),
+            };
+            let slice = &mut into[(at - vaddr) as usize..(to - vaddr) as usize];
+            match run {
+                Some(run) => {
+                    let path = &parent.files[run.file];
+                    self.read(path, run.offset + (at - run.vaddr), slice).map_err(|e| format!("read {}: {e}", path.display()))?;
+                    from_parent += (to - at) / page;
+                }
+                None => {
+                    self.fetch(id, at, slice)?;
+                    from_source += (to - at) / page;
+                }
+            }
+            at = to;
+        }
+        Ok((from_source, from_parent))
+    }
+
     /// Fills `into` with process `id`'s pages from `vaddr` on, from the source.
     fn fetch(&mut self, id: u64, vaddr: u64, into: &mut [u8]) -> Result<(), String> {
         let page = self.page;
@@ -242,6 +329,8 @@ struct Process {
     regions: Vec<Region>,
     /// Every run of the images, by address at the dump.
     runs: Arc<Vec<LazyRun>>,
+    /// The parent dump's pages, for the pages left at the source that did not change.
+    parent: Option<Arc<crate::memory::page_sources::PageSources>>,
     page: u64,
     /// Where prefetching goes on: the last fault.
     cursor: u64,
@@ -259,7 +348,7 @@ impl Process {
                 Region { start: a.start, end: a.end, origin: a.start, done: vec![0; count.div_ceil(64) as usize], left: count }
             })
             .collect();
-        Process { pid, id, uffd, regions, runs: Arc::new(runs), page, cursor: 0, gone: false }
+        Process { pid, id, uffd, regions, runs: Arc::new(runs), parent: None, page, cursor: 0, gone: false }
     }
 
     fn complete(&self) -> bool {
@@ -280,7 +369,7 @@ impl Process {
                 // delivered the message: this is its one owner.
                 let fd = sys::fd::own_received_fd(uffd);
                 log::info!("pid {}: forked; the child's pages follow its parent's", self.pid);
-                return Some(Process { pid: 0, id: self.id, uffd: fd, regions: self.regions.clone(), runs: self.runs.clone(), page, cursor: 0, gone: false });
+                return Some(Process { pid: 0, id: self.id, uffd: fd, regions: self.regions.clone(), runs: self.runs.clone(), parent: self.parent.clone(), page, cursor: 0, gone: false });
             }
             Message::Remap { from, to, len } => self.remap(from, to, len),
             Message::Remove { start, end } => {
@@ -373,11 +462,16 @@ impl Process {
                             .read(file, run.offset + (origin - run.addr), bytes)
                             .map_err(|error| format!("read {} at {:#x} for {address:#x}: {error}", file.display(), run.offset + (origin - run.addr))),
                         None => {
-                            let fetched = files.fetch(self.id, origin, bytes).map_err(|error| format!("fetch {len:#x} bytes at {origin:#x} from the source: {error}"));
-                            if fetched.is_ok() {
-                                report.from_source += len / page;
-                            }
+                            let fetched = match self.parent.as_deref() {
+                                Some(parent) => files.fetch_changed(self.id, origin, bytes, parent),
+                                None => files.fetch(self.id, origin, bytes).map(|()| (len / page, 0)),
+                            };
                             fetched
+                                .map(|(from_source, from_parent)| {
+                                    report.from_source += from_source;
+                                    report.from_parent += from_parent;
+                                })
+                                .map_err(|error| format!("fetch {len:#x} bytes at {origin:#x} from the source: {error}"))
                         }
                     };
                     match filled {

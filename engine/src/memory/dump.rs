@@ -172,7 +172,10 @@ pub(crate) struct LazyDump {
 
 impl LazyDump {
     pub(crate) fn new(id: u64, pid: i32, digests: Option<crate::page_server::digests::Digests>) -> LazyDump {
-        LazyDump { digests, left: crate::page_server::source::LeftAtSource { id, pid, runs: Vec::new() }, in_parent: 0, buffer: Vec::new() }
+        // The parent's digests go with the pages left at the source: the comparison is
+        // made there for the destination (`CHANGED`) once the tree runs at the
+        // destination, not while it is frozen here.
+        LazyDump { digests: None, left: crate::page_server::source::LeftAtSource { id, pid, runs: Vec::new(), parent: digests }, in_parent: 0, buffer: Vec::new() }
     }
 
     /// Splits `len` bytes at `addr` into runs equal to the parent dump's (`true`: by

@@ -9,7 +9,11 @@
 //! address and id, the number of pages sent: up to the end of the run the address is
 //! in) and the pages, read from the frozen process (`/proc/PID/mem`). A request for
 //! pages the dump did not leave here is answered with zero pages, which ends the
-//! daemon's work on them. The daemon's `FLUSH` (every page is in) is answered and the
+//! daemon's work on them. When the dump had a parent whose pages are digests here (a
+//! pre-dump sent to a page server), it leaves the comparison with them out of the freeze:
+//! every page is PE_LAZY, the dump writes `crust-lazy-parent` beside the images, and a
+//! crust daemon asks which pages changed (crust's own `CHANGED`), fetching only those and
+//! taking the rest from the parent dump it has. CRIU's daemon fetches every page. The daemon's `FLUSH` (every page is in) is answered and the
 //! connection's end lets the dump go on: it kills the tree (or lets it run with
 //! `--leave-running`).
 
@@ -23,6 +27,10 @@ use super::proto::{self, Header, HEADER_SIZE, PE_PRESENT};
 use super::PageServerError;
 use crate::sys;
 
+/// The file a `dump --lazy-pages` writes beside its images when its source answers
+/// [`proto::CHANGED`] (its pages to be compared with the parent dump's at the destination).
+pub const PARENT_MARKER: &str = "crust-lazy-parent";
+
 /// The most bytes one reply carries.
 const MAX_REPLY: u64 = 4 << 20;
 
@@ -35,6 +43,9 @@ pub struct LeftAtSource {
     pub pid: i32,
     /// `start..end` of each run, sorted, apart.
     pub runs: Vec<(u64, u64)>,
+    /// The parent dump's page digests, when the dump left the comparison with them to
+    /// the destination ([`proto::CHANGED`]) instead of making it while frozen.
+    pub parent: Option<super::digests::Digests>,
 }
 
 impl LeftAtSource {
@@ -64,6 +75,8 @@ impl LeftAtSource {
 pub struct SourceReport {
     pub requests: u64,
     pub pages: u64,
+    /// Pages compared with the parent's digests for the destination.
+    pub compared: u64,
     /// From the daemon's connection until it ended it.
     pub elapsed: Duration,
 }
@@ -118,6 +131,31 @@ pub fn serve_left_pages(listener: &TcpListener, processes: &[LeftAtSource]) -> R
                 stream.write_all(bytes).map_err(io(format!("send {pages} pages at {:#x}", header.vaddr)))?;
                 report.pages += pages;
             }
+            proto::CHANGED => {
+                report.requests += 1;
+                let found = processes.iter().position(|p| p.id == header.dst_id).and_then(|index| {
+                    let end = processes[index].run_end(header.vaddr)?;
+                    let pages = header.nr_pages.min((end - header.vaddr) / page).min(MAX_REPLY / page);
+                    (pages > 0).then_some((index, pages))
+                });
+                let Some((index, pages)) = found else {
+                    return Err(PageServerError::Protocol { address: peer, what: format!("CHANGED of pages at {:#x} of pid {}, not left at the source", header.vaddr, header.dst_id) });
+                };
+                let bytes = &mut buffer[..(pages * page) as usize];
+                mems[index].read_exact_at(bytes, header.vaddr).map_err(io(format!("read {pages} pages at {:#x} of pid {}", header.vaddr, processes[index].pid)))?;
+                let mut bits = vec![0u8; pages.div_ceil(8) as usize];
+                let parent = processes[index].parent.as_ref();
+                for (at, bytes) in bytes.chunks(page as usize).enumerate() {
+                    let same = parent.and_then(|p| p.get(header.vaddr + at as u64 * page)) == Some(super::digests::digest(bytes));
+                    if !same {
+                        bits[at / 8] |= 1 << (at % 8);
+                    }
+                }
+                let reply = Header { command: proto::CHANGED, flags: 0, nr_pages: pages, vaddr: header.vaddr, dst_id: header.dst_id };
+                stream.write_all(&reply.encode()).map_err(io("answer CHANGED".into()))?;
+                stream.write_all(&bits).map_err(io("answer CHANGED".into()))?;
+                report.compared += pages;
+            }
             proto::FLUSH | proto::FLUSH_N_CLOSE => {
                 stream.write_all(&0u32.to_ne_bytes()).map_err(io("reply to FLUSH".into()))?;
                 if header.command == proto::FLUSH_N_CLOSE {
@@ -154,7 +192,7 @@ mod tests {
 
     #[test]
     fn runs_join_and_answer_where_they_end() {
-        let mut left = LeftAtSource { id: 1, pid: 1, runs: Vec::new() };
+        let mut left = LeftAtSource { id: 1, pid: 1, runs: Vec::new(), parent: None };
         left.push(0x1000, 0x3000);
         left.push(0x3000, 0x5000);
         left.push(0x8000, 0x9000);
