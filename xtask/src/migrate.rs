@@ -15,8 +15,9 @@
 //! fails) and the figures are printed: bytes and time per round, downtime (from the
 //! final dump's start, and from its freeze, until `restore` returned with the tree
 //! running) and the time until every page had arrived. Without soft-dirty bits
-//! (missing on this kernel) crust finds the changed pages by comparing page digests,
-//! which reads the whole memory in each freeze.
+//! (missing on this kernel) crust finds the changed pages by comparing page digests:
+//! each pre-dump reads the whole memory in its freeze; the final dump does not, its
+//! source compares when the destination asks (`CHANGED`, `page_server/source.rs`).
 //!
 //! `--vs-criu ci/criu` runs the same flow with CRIU and prints its figures, or its
 //! own words where it fails.
@@ -148,7 +149,7 @@ impl Figures {
             println!("{engine}: pre-dump round {}: {:.1} MiB sent in {:.0} ms", index + 1, *bytes as f64 / (1 << 20) as f64, took.as_secs_f64() * 1e3);
         }
         if let Some(bytes) = self.lazy_bytes {
-            println!("{engine}: final dump --lazy-pages: {:.1} MiB left at the source, fetched by the destination", bytes as f64 / (1 << 20) as f64);
+            println!("{engine}: final dump --lazy-pages: {:.1} MiB sent by the source on request (changed since the last round; the rest from the pre-dumps)", bytes as f64 / (1 << 20) as f64);
         }
         let from_freeze = self.downtime_from_freeze.map(|d| format!(", {:.0} ms from the freeze", d.as_secs_f64() * 1e3)).unwrap_or_default();
         println!("{engine}: downtime {:.0} ms from the final dump's start{from_freeze} (restore-to-running {:.1} ms)", self.downtime.as_secs_f64() * 1e3, self.restore.as_secs_f64() * 1e3);
