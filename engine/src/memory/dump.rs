@@ -59,6 +59,9 @@ pub(crate) fn dump_memory(
     };
     let mut pages_out =
         PageCopier::with_pipes(pid, pages_file, read_ends).map_err(io_err(pid, "start the pages writer"))?;
+    if server.is_some() {
+        pages_out = pages_out.without_checksums();
+    }
 
     let mut vmas = Vec::new();
     let mut guards = GuardRuns::default();
