@@ -328,6 +328,9 @@ pub const TESTS: &[TestSpec] = &[
     rust("rust_std"),
     rust("umask"),
     c("personality"),
+    c("sched_attrs"),
+    c("loginuid"),
+    c("membarrier"),
     rust("rlimits"),
     rust("comm"),
     TestSpec {
