@@ -561,7 +561,8 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
         if let Some(ready) = &lazy.ready {
             ready();
         }
-        let served = crate::page_server::source::serve_left_pages(listener, &left_at_source).map_err(|source| DumpError::Memory(source.into()))?;
+        let stopped = || crate::interrupt::stop_requested().is_some();
+        let served = crate::page_server::source::serve_left_pages(listener, &left_at_source, &stopped).map_err(|source| DumpError::Memory(source.into()))?;
         log::info!("lazy pages: {} pages sent in {} requests over {:?}", served.pages, served.requests, served.elapsed);
     }
 

@@ -82,10 +82,28 @@ pub struct SourceReport {
 }
 
 /// Serves the first connection `listener` accepts (the destination's lazy-pages
-/// daemon) until it ends it.
-pub fn serve_left_pages(listener: &TcpListener, processes: &[LeftAtSource]) -> Result<SourceReport, PageServerError> {
+/// daemon) until it ends it. `stopped`: asked while no daemon has connected yet; when
+/// it says so the wait ends with EINTR (the dump then lets the tree go on, as nothing
+/// restored it yet). Once the daemon is connected the tree may run at the destination:
+/// the source serves on until the daemon ends.
+pub fn serve_left_pages(listener: &TcpListener, processes: &[LeftAtSource], stopped: &dyn Fn() -> bool) -> Result<SourceReport, PageServerError> {
     let local = listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
-    let (mut stream, peer) = listener.accept().map_err(|source| PageServerError::Io { address: local.clone(), what: "accept the lazy-pages daemon".into(), source })?;
+    let accept_error = |source| PageServerError::Io { address: local.clone(), what: "accept the lazy-pages daemon".into(), source };
+    listener.set_nonblocking(true).map_err(accept_error)?;
+    let (mut stream, peer) = loop {
+        match listener.accept() {
+            Ok(accepted) => break accepted,
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                if stopped() {
+                    return Err(accept_error(std::io::Error::from_raw_os_error(libc::EINTR)));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(accept_error(error)),
+        }
+    };
+    stream.set_nonblocking(false).map_err(|source| PageServerError::Io { address: local.clone(), what: "set the connection blocking".into(), source })?;
     let peer = peer.to_string();
     log::info!("lazy pages: the destination's daemon connected from {peer}");
     let _ = stream.set_nodelay(true);
