@@ -45,7 +45,8 @@ fn criu_messages_and_verbs() {
         (output.status.code(), String::from_utf8_lossy(&output.stdout).to_string(), String::from_utf8_lossy(&output.stderr).trim().to_string())
     };
     assert_eq!(run(&["dump", "--bogus"]), (Some(1), String::new(), "criu: unknown option --bogus".into()));
-    assert_eq!(run(&["dump", "-t", "1", "--lazy-pages"]).2, "criu: --lazy-pages is not supported yet (a dump that leaves its pages at the source for a remote lazy-pages daemon)");
+    assert_eq!(run(&["dump", "-t", "1", "--lazy-pages"]).2, "criu: --lazy-pages: needs the --port to serve the pages on (and --address, default every address)");
+    assert_eq!(run(&["pre-dump", "-t", "1", "--lazy-pages", "--port", "1"]).2, "criu: --lazy-pages is not supported yet (a pre-dump that leaves its pages at the source (dump --lazy-pages does))");
     assert_eq!(run(&["page-server", "--tls"]).2, "criu: --tls is not supported yet (page server connections over TLS)");
     assert_eq!(run(&["dedup"]).2, "criu: dedup is not supported yet");
     assert_eq!(run(&["swrk", "x"]).2, "criu: swrk x: not an fd number");

@@ -5,6 +5,7 @@ mod bench;
 mod ci;
 mod containers;
 mod fuzz;
+mod migrate;
 mod newc;
 mod qemu;
 mod restore_fuzz;
@@ -34,6 +35,7 @@ fn run() -> anyhow::Result<()> {
         "fuzz" => fuzz::run(rest),
         "restore-fuzz" => restore_fuzz::run(rest),
         "bench" => bench::run(rest),
+        "migrate" => migrate::run(rest),
         "qemu" => qemu::run_qemu_verb(rest),
         "nightly" => {
             // The long restore fuzz first (the VMs take the machine after it).
@@ -71,6 +73,7 @@ fn print_usage() {
          qemu fetch A|all     fetch and cache the VM kernels\n  \
          fuzz [--target T] [--time S]   run the cargo-fuzz targets\n  \
          restore-fuzz [--time S] [--seed N]   mutated zdtm dumps through crust restore in throwaway namespaces\n  \
-         bench [--quick] [--vs-criu PATH] [--sizes 64M,1G] [--criterion]   freeze/dump/restore figures, docs/bench/"
+         bench [--quick] [--vs-criu PATH] [--sizes 64M,1G] [--criterion]   freeze/dump/restore figures, docs/bench/\n  \
+         migrate [--vs-criu PATH] [--size B] [--rate B/s] [--rounds N]   live migration of a 1 GiB writer into a new\n                       pid namespace: pre-dumps over the page server, dump --lazy-pages, lazy restore; its figures"
     );
 }

@@ -122,6 +122,12 @@ pub fn restore_fuzz() -> Vec<Need> {
     vec![Need::command("cc", "gcc", SETUP_CI), Need::command("unshare", "util-linux", SETUP_CI), Need::command("kill", "procps", SETUP_CI)]
 }
 
+/// `cargo xtest migrate`: the writer is compiled with `cc` and starts under `unshare
+/// --pid --fork`.
+pub fn migrate() -> Vec<Need> {
+    vec![Need::command("cc", "gcc", SETUP_CI), Need::command("unshare", "util-linux", SETUP_CI)]
+}
+
 /// A VM run of `spec`: the host's cc, the kernel fetch (apt against a private state directory, dpkg-deb,
 /// xz for compressed modules), the static cross build (the cross gcc, its strip and its
 /// libc) and qemu-system.
@@ -191,6 +197,7 @@ mod tests {
         let mut needs = native_zdtm();
         needs.extend(container_zdtm(true));
         needs.extend(containers());
+        needs.extend(migrate());
         for spec in crate::qemu::ARCHES {
             needs.extend(vm_run(spec));
             needs.extend(user_arch_run(spec));

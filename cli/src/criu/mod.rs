@@ -237,6 +237,14 @@ fn dump(program: Program, verb: Verb, mut options: CriuOptions) -> anyhow::Resul
         // CRIU's pre-dump verb reaches no point inside the dump.
         dump.stages = hooks::engine_stages(scripts.clone());
     }
+    if let (Some(lazy), Some(fd)) = (dump.lazy_pages.as_mut(), options.status_fd) {
+        // `--status-fd`: a zero byte once the images are written and the lazy pages served.
+        lazy.ready = Some(Arc::new(move || {
+            if let Err(error) = crate::sys::report_ready(fd) {
+                log::warn!("--status-fd {fd}: {error}");
+            }
+        }));
+    }
     scripts.hook(Hook::at(HookPoint::PreDump, Some(dump.pid)))?;
     hold(&options)?;
     crate::sys::catch_stop_signals().context("catch SIGTERM, SIGINT and SIGHUP")?;
@@ -328,11 +336,17 @@ fn page_server(mut options: CriuOptions) -> anyhow::Result<i32> {
 /// restores, and fills its memory from the images (`crust_engine::lazy`); exits once
 /// every page is in.
 fn lazy_pages(mut options: CriuOptions) -> anyhow::Result<i32> {
-    if options.page_server {
-        bail!("--page-server is not supported yet for lazy-pages (pages from a remote source; the images directory only)");
-    }
     enter_work_dir(&mut options, false)?;
     logging::init(&options)?;
+    // Pages a `dump --lazy-pages` left at the source come from its page server; it is
+    // reached before anything else, so an unreachable source fails here.
+    let source = if options.page_server {
+        let Some(port) = options.port else { bail!("lazy-pages --page-server: --port is required (the source's `dump --lazy-pages --port`)") };
+        let address = options.address.clone().unwrap_or_else(|| "127.0.0.1".into());
+        Some(crust_engine::lazy::Source::connect(&address, port, &options.images_dir()).inspect_err(|e| log::error!("{e}"))?)
+    } else {
+        None
+    };
     let socket = Path::new(options::LAZY_PAGES_SOCKET);
     if socket.exists() {
         if std::os::unix::net::UnixStream::connect(socket).is_ok() {
@@ -355,15 +369,17 @@ fn lazy_pages(mut options: CriuOptions) -> anyhow::Result<i32> {
     if let Some(fd) = options.status_fd {
         crate::sys::report_ready(fd).with_context(|| format!("--status-fd {fd}"))?;
     }
-    let served = crust_engine::lazy::serve(&listener);
+    let served = crust_engine::lazy::serve(&listener, source);
     let _ = std::fs::remove_file(socket);
     let report = served.inspect_err(|e| log::error!("{e}"))?;
     log::info!(
-        "lazy pages: {} processes; {} pages on faults, {} prefetched, {} zero pages, in {:?}",
+        "lazy pages: {} processes; {} pages on faults, {} prefetched, {} zero pages, {} from the source, {} unchanged from the parent dump, in {:?}",
         report.processes,
         report.faulted,
         report.prefetched,
         report.zero,
+        report.from_source,
+        report.from_parent,
         report.elapsed
     );
     Ok(0)

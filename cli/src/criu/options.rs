@@ -665,7 +665,8 @@ impl CriuOptions {
             return out;
         }
         let checks: Vec<(bool, &'static str, Option<&str>, &str)> = vec![
-            (dumps && self.lazy_pages, "lazy-pages", None, "a dump that leaves its pages at the source for a remote lazy-pages daemon"),
+            (verb == Verb::PreDump && self.lazy_pages, "lazy-pages", None, "a pre-dump that leaves its pages at the source (dump --lazy-pages does)"),
+            (verb == Verb::Dump && self.lazy_pages && self.page_server, "lazy-pages", None, "--lazy-pages with --page-server on dump (the pages not left at the source sent to a page server); dump --lazy-pages writes them into the images directory"),
             (self.stream, "stream", None, "needs criu-image-streamer's protocol"),
             (verb == Verb::Restore && self.page_server, "page-server", None, "restore reads pages from the images directory only; the lazy-pages daemon fetches them from a page server"),
             (self.tls, "tls", None, "page server connections over TLS"),
@@ -696,6 +697,9 @@ impl CriuOptions {
         }
         if let Some(caps) = self.cpu_caps.filter(|caps| caps.needs_cpuinfo()) {
             refuse("cpu-cap", Some(caps.needing_cpuinfo()), "needs cpuinfo.img; only none and fpu");
+        }
+        if verb == Verb::Dump && self.lazy_pages && !self.page_server && self.port.is_none() {
+            out.push(Refusal { option: "lazy-pages", value: None, why: "needs the --port to serve the pages on (and --address, default every address)".into(), kind: RefusalKind::Unusable });
         }
         if dumps && self.page_server && self.port.is_none() {
             out.push(Refusal { option: "page-server", value: None, why: "needs the page server's --port (and --address, default 127.0.0.1)".into(), kind: RefusalKind::Unusable });
@@ -754,6 +758,13 @@ impl CriuOptions {
                 (true, Some(port)) => Some(crust_engine::dump::PageServerAddress {
                     address: self.address.clone().unwrap_or_else(|| "127.0.0.1".into()),
                     port,
+                }),
+                _ => None,
+            },
+            lazy_pages: match (verb == Verb::Dump && self.lazy_pages, self.port) {
+                (true, Some(port)) => Some(crust_engine::dump::LazyPagesSource {
+                    address: crust_engine::dump::PageServerAddress { address: self.address.clone().unwrap_or_else(|| "0.0.0.0".into()), port },
+                    ready: None,
                 }),
                 _ => None,
             },
@@ -984,6 +995,9 @@ mod tests {
     fn refusals_name_the_option_and_depend_on_the_verb() {
         let refused = |text: &str, verb| options(text).unwrap().refusal(verb).map(|r| r.shown());
         assert_eq!(refused("--lazy-pages", Verb::Dump).as_deref(), Some("--lazy-pages"));
+        assert_eq!(refused("--lazy-pages --port 1", Verb::Dump), None);
+        assert_eq!(refused("--lazy-pages --port 1", Verb::PreDump).as_deref(), Some("--lazy-pages"));
+        assert_eq!(refused("--lazy-pages --page-server --port 1", Verb::Dump).as_deref(), Some("--lazy-pages"));
         assert_eq!(refused("--lazy-pages", Verb::Restore), None);
         assert_eq!(refused("--lazy-pages", Verb::Check), None);
         assert_eq!(refused("--network-lock nftables --tcp-established", Verb::Dump), None);
@@ -1012,7 +1026,7 @@ mod tests {
         assert_eq!(refused("--tcp-close --no-tcp-close", Verb::Dump), None);
         assert_eq!(refused("--leave-stopped", Verb::Restore), None);
         let text = options("--lazy-pages").unwrap().refusal(Verb::Dump).unwrap().to_string();
-        assert_eq!(text, "--lazy-pages is not supported yet (a dump that leaves its pages at the source for a remote lazy-pages daemon)");
+        assert!(text.contains("--lazy-pages") && text.contains("--port"), "{text}");
     }
 
     #[test]

@@ -269,7 +269,8 @@ fn set_fields(options: &mut CriuOptions, opts: &CriuOpts) -> Result<(), OptionEr
         |text| Some(text.to_string()),
     );
     if let Some(ps) = &opts.ps {
-        options.page_server = true;
+        // With lazy_pages, ps is where the dump serves the pages it leaves (as CRIU reads it).
+        options.page_server = opts.lazy_pages != Some(true);
         options.address = ps.address.clone().or(options.address.take());
         options.port = ps.port.and_then(|port| u16::try_from(port).ok()).or(options.port);
     }

@@ -70,6 +70,7 @@ pub(crate) fn dump_tree_memory(
     cow: bool,
     files: &mut FileTable,
     mut server: Option<&mut crate::memory::to_server::Session>,
+    mut lazy: Option<&mut Vec<crate::page_server::source::LeftAtSource>>,
 ) -> Result<DumpedMemory, MemoryError> {
     let root = frozen.processes[0].pid;
     let mut memory = Vec::new();
@@ -107,14 +108,23 @@ pub(crate) fn dump_tree_memory(
         // Images name processes by their pid in the tree's own namespace.
         let image_pid = frozen.to_virtual(process.pid, "pid")?;
         if let Some(session) = server.as_deref_mut() {
-            // To a page server: copied while frozen, through crust (process_vm_readv
-            // into the copier's buffers, then the socket). The target's page pipes are
-            // not used: their pieces would be read once more for checksums a page
-            // server has no use for (445 ms of the 2.9 s of 1 GiB, measured under load
-            // on 2026-12-06); without them the same GiB took 1.26 s at 812 MiB/s.
+            // To a page server: copied while frozen, without checksums (a page server
+            // keeps none). Where no digests are taken, through the target's page pipes
+            // (its parasite vmsplices the pages in, the writer splices them into the
+            // socket: no copy through crust); otherwise process_vm_readv into the
+            // copier's buffers, whose pages are digested, then the socket.
             let mut sender = session.open_process(image_pid as u64)?;
-            cure(parasite)?;
-            let dumped = memory::dump::dump_memory(pid, dir, collected, &mem, files, 0, image_pid, None, None, Some(&mut sender));
+            let pipes = if sender.streams_plainly() { open_page_pipes(pid, &mut parasite) } else { None };
+            let dumped = if pipes.is_some() {
+                crate::interrupt::hold("memory-pipes");
+                let dumped = memory::dump::dump_memory(pid, dir, collected, &mem, files, 0, image_pid, pipes, None, Some(&mut sender), None);
+                cure(parasite)?;
+                dumped
+            } else {
+                drop(pipes);
+                cure(parasite)?;
+                memory::dump::dump_memory(pid, dir, collected, &mem, files, 0, image_pid, None, None, Some(&mut sender), None)
+            };
             let (vmas, written, _) = dumped?;
             session.close_process(sender)?;
             pages += written;
@@ -128,6 +138,38 @@ pub(crate) fn dump_tree_memory(
                 .map_err(|source| MemoryError::Parent { pid, source })?,
             None => None,
         };
+        if let Some(left) = lazy.as_deref_mut() {
+            // `--lazy-pages`: private anonymous pages stay in the frozen tree (PE_LAZY)
+            // unless the parent dump has them (its pages here, or the digests a
+            // pre-dump to a page server kept); the rest is written here.
+            let digests = match parent_dir {
+                Some(dir) => crate::page_server::digests::Digests::read(dir, image_pid as u64)
+                    .map_err(io_err(pid, format!("read {}", dir.join(crate::page_server::digests::file_name(image_pid as u64)).display())))?,
+                None => None,
+            };
+            let mut lazy_dump = memory::dump::LazyDump::new(image_pid as u64, pid, digests);
+            cure(parasite)?;
+            let pages_id = index as u32 + 1;
+            let (vmas, written, process_pieces) =
+                memory::dump::dump_memory(pid, dir, collected, &mem, files, pages_id, image_pid, None, parent.as_ref(), None, Some(&mut lazy_dump))?;
+            log::info!(
+                "pid {pid}: {} pages left at the source for the lazy-pages daemon ({}), {} in the parent dump, {written} written",
+                lazy_dump.left.bytes() / sys::page_size(),
+                if lazy_dump.left.parent.is_some() { "compared with the parent's digests for the destination" } else { "every one fetched" },
+                lazy_dump.in_parent
+            );
+            if lazy_dump.left.parent.is_some() {
+                let marker = dir.join(crate::page_server::source::PARENT_MARKER);
+                crate::private::write_file(&marker, b"CHANGED\n").map_err(io_err(pid, format!("write {}", marker.display())))?;
+            }
+            left.push(lazy_dump.left);
+            pieces.insert(crust_images::ImageKind::Pages.file_name(pages_id.into()), process_pieces);
+            pages += written;
+            vma_count += vmas.len();
+            shared_anon.add_areas(pid, &vmas);
+            memory.push(vmas);
+            continue;
+        }
         // Pages compared with a parent dump are read while frozen: no snapshot then.
         if cow && parent.is_none() {
             match crate::memory::snapshot::Arming::open(&mut parasite) {
@@ -153,13 +195,13 @@ pub(crate) fn dump_tree_memory(
         let pages_id = index as u32 + 1;
         let (vmas, written, process_pieces) = if pipes.is_some() {
             // The target fills the pipes: its parasite lives until they are closed.
-            let dumped = memory::dump::dump_memory(pid, dir, collected, &mem, files, pages_id, image_pid, pipes, parent.as_ref(), None);
+            let dumped = memory::dump::dump_memory(pid, dir, collected, &mem, files, pages_id, image_pid, pipes, parent.as_ref(), None, None);
             cure(parasite)?;
             dumped?
         } else {
             drop(pipes);
             cure(parasite)?;
-            memory::dump::dump_memory(pid, dir, collected, &mem, files, pages_id, image_pid, None, parent.as_ref(), None)?
+            memory::dump::dump_memory(pid, dir, collected, &mem, files, pages_id, image_pid, None, parent.as_ref(), None, None)?
         };
         pieces.insert(crust_images::ImageKind::Pages.file_name(pages_id.into()), process_pieces);
         pages += written;

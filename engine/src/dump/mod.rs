@@ -11,6 +11,7 @@
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crust_images::ImageKind;
@@ -101,6 +102,25 @@ pub struct DumpOptions {
     /// Send the pages to this page server instead of writing them
     /// (`--page-server --address A --port P`, `page_server/`).
     pub page_server: Option<PageServerAddress>,
+    /// Leave the private anonymous pages in the frozen tree and serve them to the
+    /// destination's lazy-pages daemon (`--lazy-pages --address A --port P`,
+    /// `page_server/source.rs`); the tree is killed (or released) once it has them all.
+    pub lazy_pages: Option<LazyPagesSource>,
+}
+
+/// Where `dump --lazy-pages` serves the pages it left in the tree, and whom it tells
+/// once every image is written and it listens.
+#[derive(Clone)]
+pub struct LazyPagesSource {
+    pub address: PageServerAddress,
+    /// Called once the images are written and the source listens (`--status-fd`).
+    pub ready: Option<Arc<dyn Fn() + Send + Sync>>,
+}
+
+impl std::fmt::Debug for LazyPagesSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LazyPagesSource({}:{})", self.address.address, self.address.port)
+    }
 }
 
 /// Where a page server listens.
@@ -139,6 +159,7 @@ impl Default for DumpOptions {
             guardian: None,
             mounts: DumpMountOptions::default(),
             page_server: None,
+            lazy_pages: None,
             empty_net: false,
             external_net: Vec::new(),
             cgroup_mode: Default::default(),
@@ -339,6 +360,14 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
         ),
         None => None,
     };
+    // The lazy pages' listener too: a port in use fails the dump before the freeze.
+    let lazy_listener = match &options.lazy_pages {
+        Some(lazy) => {
+            let name = format!("{}:{}", lazy.address.address, lazy.address.port);
+            Some(std::net::TcpListener::bind((lazy.address.address.as_str(), lazy.address.port)).map_err(io_err(root, format!("--lazy-pages: listen on {name}")))?)
+        }
+        None => None,
+    };
     if freeze::read_stat(root)?.state == 'Z' && !freeze::list_threads(root)?.iter().any(|&t| t != root) {
         return Err(DumpError::Unsupported { pid: root, what: "a zombie as the root of the tree".into() });
     }
@@ -431,10 +460,12 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
         ..Default::default()
     };
     file_table.tcp.run_id = run_id.clone();
-    let cow = options.leave_running && !options.frozen_copy && page_server.is_none();
+    let cow = options.leave_running && !options.frozen_copy && page_server.is_none() && lazy_listener.is_none();
     let memory_started = Instant::now();
+    let mut left_at_source = Vec::new();
+    let lazy = lazy_listener.is_some().then_some(&mut left_at_source);
     let memory::DumpedMemory { vmas: mut memory, pages, vma_count, shared_anon_pages_ids, snapshot, window_longest, mut pieces } =
-        memory::dump_tree_memory(&frozen, &collected, parasites, &options.dir, parent_dir.as_deref(), cow, &mut file_table, page_server.as_mut())?;
+        memory::dump_tree_memory(&frozen, &collected, parasites, &options.dir, parent_dir.as_deref(), cow, &mut file_table, page_server.as_mut(), lazy)?;
     let memdump = memory_started.elapsed();
     for vmas in &mut memory {
         crate::memory::special_areas_as_criu(vmas);
@@ -518,6 +549,24 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     fault(DumpStep::Images)?;
     // A failure here releases the tree alive and fails the dump, as CRIU.
     options.stages.reach(Stage::PostDump, Some(root)).map_err(|source| DumpError::Stage { pid: root, stage: Stage::PostDump, source })?;
+    if let (Some(listener), Some(lazy)) = (&lazy_listener, &options.lazy_pages) {
+        // The tree stays frozen while the destination fetches what was left in it.
+        let bytes: u64 = left_at_source.iter().map(|l| l.bytes()).sum();
+        log::info!(
+            "lazy pages: images written in {:?} frozen; serving {} pages of {} processes on {}:{}",
+            frozen_at.elapsed(),
+            bytes / sys::page_size(),
+            left_at_source.len(),
+            lazy.address.address,
+            lazy.address.port
+        );
+        if let Some(ready) = &lazy.ready {
+            ready();
+        }
+        let stopped = || crate::interrupt::stop_requested().is_some();
+        let served = crate::page_server::source::serve_left_pages(listener, &left_at_source, &stopped).map_err(|source| DumpError::Memory(source.into()))?;
+        log::info!("lazy pages: {} pages sent in {} requests over {:?}", served.pages, served.requests, served.elapsed);
+    }
 
     let processes = frozen.processes.len();
     let threads = frozen.processes.iter().map(|p| p.threads.len()).sum();

@@ -3,16 +3,17 @@
 //! One restore connects (`handoff.rs`) and hands over each process's userfaultfd with
 //! its areas; from then on one loop polls the connection and every userfaultfd:
 //! - a fault is served first: the run of missing pages around it (at most
-//!   [`FAULT_BLOCK`], within its area) from the pages images (UFFDIO_COPY), zero pages
-//!   where the dump held none (UFFDIO_ZEROPAGE); a page the tree dropped since
+//!   [`FAULT_BLOCK`], within its area) from the pages images (UFFDIO_COPY), or from
+//!   the source's page server for pages the dump left there (PE_LAZY: a GET request),
+//!   zero pages where the dump held none (UFFDIO_ZEROPAGE); a page the tree dropped since
 //!   (madvise DONTNEED) faults in as zeros, as it would have;
 //! - between faults the rest is prefetched, [`PREFETCH_BLOCK`] at a time, from the
 //!   last fault on (the pages the tree is touching), then in address order;
 //! - events: a fork gives the child's userfaultfd (the child starts with its parent's
 //!   state: what the parent had is in the child too), mremap moves the bookkeeping,
 //!   munmap drops it, madvise(DONTNEED/REMOVE) marks the pages done (zeros from now on);
-//! - a page that cannot be read (an image gone or damaged) kills the process it is for,
-//!   with a log line, instead of leaving it waiting for ever.
+//! - a page that cannot be read (an image gone or damaged, the source gone) kills the
+//!   process it is for, with a log line, instead of leaving it waiting for ever.
 //! It ends when every page is in (or every process gone) and the restore has closed
 //! the connection.
 
@@ -22,11 +23,12 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{handoff, LazyArea, LazyError, LazyRun};
+use crate::page_server::Client;
 use crate::sys;
 use crate::sys::uffd::{self, Message};
 
@@ -42,6 +44,25 @@ pub struct LazyOptions {
     pub socket: PathBuf,
 }
 
+/// The dumping side's page server, which holds the pages a `dump --lazy-pages` left at
+/// the source (`lazy-pages --page-server --address A --port P`).
+pub struct Source {
+    client: Client,
+    /// The images directory: when the dump left `crust-lazy-parent` there, its pages are
+    /// compared with the parent dump's at the source (`CHANGED`) and only the changed
+    /// ones fetched; the others come from the parent dump (`DIR/parent`).
+    images: PathBuf,
+}
+
+impl Source {
+    /// Connects to the source (before the restore starts, so a source that cannot be
+    /// reached fails at once).
+    pub fn connect(address: &str, port: u16, images: &Path) -> Result<Source, LazyError> {
+        let client = Client::connect(address, port).map_err(|e| LazyError::Protocol { what: e.to_string() })?;
+        Ok(Source { client, images: images.to_path_buf() })
+    }
+}
+
 /// What the daemon did.
 #[derive(Clone, Debug, Default)]
 pub struct LazyReport {
@@ -50,23 +71,33 @@ pub struct LazyReport {
     pub faulted: u64,
     pub prefetched: u64,
     pub zero: u64,
+    /// Pages fetched from the source (faulted or prefetched).
+    pub from_source: u64,
+    /// Pages left at the source that the source said are unchanged since the parent
+    /// dump, taken from it here.
+    pub from_parent: u64,
     /// From the first process handed over until every page was in.
     pub elapsed: Duration,
 }
 
 /// Serves the one restore that connects to `listener` and returns once its tree has
 /// every page.
-pub fn serve(listener: &UnixListener) -> Result<LazyReport, LazyError> {
+/// `source`: where the pages the dump left at the source come from.
+pub fn serve(listener: &UnixListener, source: Option<Source>) -> Result<LazyReport, LazyError> {
     let (stream, _) = listener.accept().map_err(|source| LazyError::Io { what: "accept the restore".into(), source })?;
-    serve_restore(stream)
+    serve_restore(stream, source)
 }
 
 /// Serves one restore's connection.
-pub fn serve_restore(mut stream: UnixStream) -> Result<LazyReport, LazyError> {
+pub fn serve_restore(mut stream: UnixStream, source: Option<Source>) -> Result<LazyReport, LazyError> {
     let page = sys::page_size();
     let mut report = LazyReport::default();
     let mut processes: Vec<Process> = Vec::new();
-    let mut files = Files::default();
+    let parent_dir = source
+        .as_ref()
+        .filter(|s| s.images.join(crate::page_server::source::PARENT_MARKER).exists())
+        .map(|s| s.images.join(crate::memory::page_sources::PARENT_LINK));
+    let mut files = Files { open: HashMap::new(), source: source.map(|s| s.client), page };
     let mut connected = true;
     let mut started: Option<Instant> = None;
     let mut buffer = vec![0u8; PREFETCH_BLOCK as usize];
@@ -87,11 +118,25 @@ pub fn serve_restore(mut stream: UnixStream) -> Result<LazyReport, LazyError> {
         drop(fds);
         if connected && ready[processes.len()] {
             match handoff::receive(&mut stream)? {
-                Some((pid, fd, areas)) => {
+                Some((pid, image_pid, fd, areas)) => {
                     started.get_or_insert_with(Instant::now);
                     let pages: u64 = areas.iter().map(|a| (a.end - a.start) / page).sum();
-                    log::info!("pid {pid}: {} lazy areas, {pages} pages", areas.len());
-                    processes.push(Process::new(pid, fd, &areas, page));
+                    let at_source: u64 = areas.iter().flat_map(|a| &a.runs).filter(|r| r.file.is_none()).map(|r| r.bytes / page).sum();
+                    log::info!("pid {pid} ({image_pid} in the images): {} lazy areas, {pages} pages, {at_source} of them at the source", areas.len());
+                    if at_source > 0 && files.source.is_none() {
+                        return Err(LazyError::Protocol {
+                            what: format!("pid {pid}: {at_source} pages were left at the source (dump --lazy-pages): start lazy-pages with --page-server --address A --port P"),
+                        });
+                    }
+                    let mut process = Process::new(pid, image_pid, fd, &areas, page);
+                    if let (Some(dir), true) = (&parent_dir, at_source > 0) {
+                        // The source compares; unchanged pages come from the parent dump here.
+                        match crate::memory::page_sources::resolve(dir, image_pid, page) {
+                            Ok(sources) => process.parent = Some(Arc::new(sources)),
+                            Err(error) => log::warn!("pid {pid}: every page at the source fetched: the parent dump {}: {error}", dir.display()),
+                        }
+                    }
+                    processes.push(process);
                     report.processes += 1;
                 }
                 None => {
@@ -132,13 +177,21 @@ pub fn serve_restore(mut stream: UnixStream) -> Result<LazyReport, LazyError> {
         }
     }
     report.elapsed = started.map(|s| s.elapsed()).unwrap_or_default();
+    if let Some(mut client) = files.source.take() {
+        // Every page is in: the source may let its tree go (CRIU's daemon says so with FLUSH).
+        match client.flush() {
+            Ok(()) => log::info!("page server {}: every page fetched; the source is let go", client.address()),
+            Err(error) => log::warn!("{error}"),
+        }
+    }
     Ok(report)
 }
 
-/// The pages images, opened once each.
-#[derive(Default)]
+/// Where pages come from: the pages images (opened once each), and the source.
 struct Files {
     open: HashMap<PathBuf, File>,
+    source: Option<Client>,
+    page: u64,
 }
 
 impl Files {
@@ -147,6 +200,86 @@ impl Files {
             self.open.insert(path.clone(), File::open(path)?);
         }
         self.open[path].read_exact_at(into, offset)
+    }
+
+    /// Fills `into` with process `id`'s pages from `vaddr` on: the ones the source says
+    /// changed since the parent dump from the source, the others from `parent`. Pages
+    /// (from the source, from the parent).
+    fn fetch_changed(&mut self, id: u64, vaddr: u64, into: &mut [u8], parent: &crate::memory::page_sources::PageSources) -> Result<(u64, u64), String> {
+        let page = self.page;
+        let pages = into.len() as u64 / page;
+        let (mut from_source, mut from_parent) = (0, 0);
+        let mut done = 0u64;
+        while done < pages {
+            let client = self.source.as_mut().ok_or_else(|| "no source to ask".to_string())?;
+            let (bits, answered) = client.changed(id, vaddr + done * page, pages - done).map_err(|e| e.to_string())?;
+            let bit = |i: u64| bits[(i / 8) as usize] & (1 << (i % 8)) != 0;
+            let mut i = 0;
+            while i < answered {
+                let changed = bit(i);
+                let mut j = i;
+                while j < answered && bit(j) == changed {
+                    j += 1;
+                }
+                let (first, count) = (done + i, j - i);
+                let slice = &mut into[(first * page) as usize..((first + count) * page) as usize];
+                let at = vaddr + first * page;
+                if changed {
+                    self.fetch(id, at, slice)?;
+                    from_source += count;
+                } else {
+                    let (source, parent_pages) = self.read_parent(id, at, slice, parent)?;
+                    from_source += source;
+                    from_parent += parent_pages;
+                }
+                i = j;
+            }
+            done += answered;
+        }
+        Ok((from_source, from_parent))
+    }
+
+    /// Fills `into` from the parent dump's pages at `vaddr`; what the parent lacks comes
+    /// from the source. Pages (from the source, from the parent).
+    fn read_parent(&mut self, id: u64, vaddr: u64, into: &mut [u8], parent: &crate::memory::page_sources::PageSources) -> Result<(u64, u64), String> {
+        let page = self.page;
+        let end = vaddr + into.len() as u64;
+        let (mut from_source, mut from_parent) = (0, 0);
+        let mut at = vaddr;
+        while at < end {
+            let index = parent.runs.partition_point(|r| r.vaddr + r.bytes <= at);
+            let run = parent.runs.get(index).filter(|r| r.vaddr <= at && r.file != crate::memory::page_sources::AT_SOURCE);
+            let to = match run {
+                Some(run) => (run.vaddr + run.bytes).min(end),
+                None => parent.runs.get(index).map(|r| r.vaddr.max(at + page)).unwrap_or(end).min(end),
+            };
+            let slice = &mut into[(at - vaddr) as usize..(to - vaddr) as usize];
+            match run {
+                Some(run) => {
+                    let path = &parent.files[run.file];
+                    self.read(path, run.offset + (at - run.vaddr), slice).map_err(|e| format!("read {}: {e}", path.display()))?;
+                    from_parent += (to - at) / page;
+                }
+                None => {
+                    self.fetch(id, at, slice)?;
+                    from_source += (to - at) / page;
+                }
+            }
+            at = to;
+        }
+        Ok((from_source, from_parent))
+    }
+
+    /// Fills `into` with process `id`'s pages from `vaddr` on, from the source.
+    fn fetch(&mut self, id: u64, vaddr: u64, into: &mut [u8]) -> Result<(), String> {
+        let page = self.page;
+        let client = self.source.as_mut().ok_or_else(|| "no source to fetch them from (lazy-pages without --page-server)".to_string())?;
+        let mut done = 0usize;
+        while done < into.len() {
+            let got = client.get(id, vaddr + done as u64, &mut into[done..], page).map_err(|e| e.to_string())?;
+            done += (got * page) as usize;
+        }
+        Ok(())
     }
 }
 
@@ -190,10 +323,14 @@ impl Region {
 
 struct Process {
     pid: i32,
+    /// Its pid in the images (names it to the source).
+    id: u64,
     uffd: OwnedFd,
     regions: Vec<Region>,
     /// Every run of the images, by address at the dump.
     runs: Arc<Vec<LazyRun>>,
+    /// The parent dump's pages, for the pages left at the source that did not change.
+    parent: Option<Arc<crate::memory::page_sources::PageSources>>,
     page: u64,
     /// Where prefetching goes on: the last fault.
     cursor: u64,
@@ -201,7 +338,7 @@ struct Process {
 }
 
 impl Process {
-    fn new(pid: i32, uffd: OwnedFd, areas: &[LazyArea], page: u64) -> Process {
+    fn new(pid: i32, id: u64, uffd: OwnedFd, areas: &[LazyArea], page: u64) -> Process {
         let mut runs: Vec<LazyRun> = areas.iter().flat_map(|a| a.runs.iter().cloned()).collect();
         runs.sort_by_key(|r| r.addr);
         let regions = areas
@@ -211,7 +348,7 @@ impl Process {
                 Region { start: a.start, end: a.end, origin: a.start, done: vec![0; count.div_ceil(64) as usize], left: count }
             })
             .collect();
-        Process { pid, uffd, regions, runs: Arc::new(runs), page, cursor: 0, gone: false }
+        Process { pid, id, uffd, regions, runs: Arc::new(runs), parent: None, page, cursor: 0, gone: false }
     }
 
     fn complete(&self) -> bool {
@@ -232,7 +369,7 @@ impl Process {
                 // delivered the message: this is its one owner.
                 let fd = sys::fd::own_received_fd(uffd);
                 log::info!("pid {}: forked; the child's pages follow its parent's", self.pid);
-                return Some(Process { pid: 0, uffd: fd, regions: self.regions.clone(), runs: self.runs.clone(), page, cursor: 0, gone: false });
+                return Some(Process { pid: 0, id: self.id, uffd: fd, regions: self.regions.clone(), runs: self.runs.clone(), parent: self.parent.clone(), page, cursor: 0, gone: false });
             }
             Message::Remap { from, to, len } => self.remap(from, to, len),
             Message::Remove { start, end } => {
@@ -320,10 +457,27 @@ impl Process {
                 Some(run) => {
                     let len = (to - address).min(run.addr + run.bytes - origin).min(buffer.len() as u64);
                     let bytes = &mut buffer[..len as usize];
-                    match files.read(&run.file, run.offset + (origin - run.addr), bytes) {
+                    let filled = match &run.file {
+                        Some(file) => files
+                            .read(file, run.offset + (origin - run.addr), bytes)
+                            .map_err(|error| format!("read {} at {:#x} for {address:#x}: {error}", file.display(), run.offset + (origin - run.addr))),
+                        None => {
+                            let fetched = match self.parent.as_deref() {
+                                Some(parent) => files.fetch_changed(self.id, origin, bytes, parent),
+                                None => files.fetch(self.id, origin, bytes).map(|()| (len / page, 0)),
+                            };
+                            fetched
+                                .map(|(from_source, from_parent)| {
+                                    report.from_source += from_source;
+                                    report.from_parent += from_parent;
+                                })
+                                .map_err(|error| format!("fetch {len:#x} bytes at {origin:#x} from the source: {error}"))
+                        }
+                    };
+                    match filled {
                         Ok(()) => uffd::copy_pages(self.uffd.as_fd(), address, bytes),
                         Err(error) => {
-                            log::error!("pid {}: read {} at {:#x} for {address:#x}: {error}; killing pid {} (its memory cannot be complete)", self.pid, run.file.display(), run.offset + (origin - run.addr), self.pid);
+                            log::error!("pid {}: {error}; killing pid {} (its memory cannot be complete)", self.pid, self.pid);
                             self.kill();
                             return served;
                         }

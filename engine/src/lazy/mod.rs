@@ -16,6 +16,12 @@
 //!   state and its own userfaultfd), mremap, madvise(DONTNEED) and munmap, and exits
 //!   once every page is in or every process is gone.
 //!
+//! - remote pages (`crust lazy-pages --page-server --address A --port P`): runs the dump
+//!   left at the source (`dump --lazy-pages`, PE_LAZY) are fetched from the dumping
+//!   side's page server with CRIU's GET request (`page_server/`), faults first, the
+//!   rest in the background; the daemon ends the connection (FLUSH) once every page is
+//!   in, which lets the source go.
+//!
 //! Invariant: imports no pipeline; the kernel calls are `sys/uffd.rs`'s and
 //! `sys/socket.rs`'s.
 
@@ -24,15 +30,16 @@ use std::path::PathBuf;
 pub mod daemon;
 pub(crate) mod handoff;
 
-pub use daemon::{serve, LazyOptions, LazyReport};
+pub use daemon::{serve, LazyOptions, LazyReport, Source};
 
 /// A run of pages of a lazy area and where its bytes are.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LazyRun {
     pub addr: u64,
     pub bytes: u64,
-    /// The pages image (this dump's or a parent's).
-    pub file: PathBuf,
+    /// The pages image (this dump's or a parent's); `None`: left at the source
+    /// (PE_LAZY), fetched from its page server.
+    pub file: Option<PathBuf>,
     pub offset: u64,
 }
 

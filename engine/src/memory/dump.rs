@@ -38,6 +38,7 @@ pub(crate) fn dump_memory(
     pipes: Option<(RemotePipes, Vec<OwnedFd>)>,
     parent: Option<&Parent>,
     mut server: Option<&mut ProcessSender>,
+    mut lazy: Option<&mut LazyDump>,
 ) -> Result<(Vec<pb::VmaEntry>, u64, Vec<Piece>), MemDumpError> {
     let (mut remote_pipes, read_ends) = match pipes {
         Some((remote, read_ends)) => (Some(remote), read_ends),
@@ -58,6 +59,9 @@ pub(crate) fn dump_memory(
     };
     let mut pages_out =
         PageCopier::with_pipes(pid, pages_file, read_ends).map_err(io_err(pid, "start the pages writer"))?;
+    if server.is_some() {
+        pages_out = pages_out.without_checksums();
+    }
 
     let mut vmas = Vec::new();
     let mut guards = GuardRuns::default();
@@ -69,6 +73,7 @@ pub(crate) fn dump_memory(
         let Some(mut vma) = classify_vma(pid, map, &entry.vm_flags, files)? else { continue };
         let status = vma.status;
         let no_pages = keeps_no_pages(&vma);
+        let left_at_source = lazy.is_some() && super::can_be_lazy(&vma);
         let npages = (map.end - map.start) / page;
         let mut index = 0u64;
         const CHUNK: u64 = 65536;
@@ -85,6 +90,25 @@ pub(crate) fn dump_memory(
             }
             for (first, run) in page_runs(&entries, |bits| !no_pages && wants_page(status, bits)) {
                 let addr = map.start + (index + first) * page;
+                if let (true, Some(lazy)) = (left_at_source, lazy.as_deref_mut()) {
+                    // Left in the frozen tree for the destination's daemon (PE_LAZY),
+                    // but what the parent dump already has.
+                    let pagemap_out = pagemap_out.as_mut().expect("a lazy dump writes its pagemap");
+                    let pieces = lazy
+                        .split(pid, mem, parent, addr, run * page, map.read)
+                        .map_err(io_err(pid, format!("compare pages {:#x}-{:#x} with the parent dump", addr, addr + run * page)))?;
+                    for (start, bytes, same) in pieces {
+                        let flags = if same {
+                            lazy.in_parent += bytes / page;
+                            PE_PARENT
+                        } else {
+                            lazy.left.push(start, start + bytes);
+                            PE_LAZY
+                        };
+                        pagemap_out.write_entry(&pb::PagemapEntry::run(start, bytes / page, flags)).map_err(|source| MemDumpError::Image { pid, source })?;
+                    }
+                    continue;
+                }
                 if let Some(sender) = server.as_deref_mut() {
                     total_pages += sender
                         .send_run(&mut pages_out, pid, mem, addr, run, map.read, remote_pipes.as_mut())
@@ -135,6 +159,60 @@ pub(crate) fn dump_memory(
         pagemap_out.finish().map_err(|source| MemDumpError::Image { pid, source })?;
     }
     Ok((vmas, total_pages, if server.is_some() { Vec::new() } else { pieces }))
+}
+
+/// `dump --lazy-pages`: what one process's dump leaves in the frozen tree, for the
+/// source to serve (`page_server/source.rs`).
+pub(crate) struct LazyDump {
+    /// The parent dump's page digests (a pre-dump sent to a page server): pages equal
+    /// to them are in the destination's parent dump (PE_PARENT).
+    pub(crate) digests: Option<crate::page_server::digests::Digests>,
+    pub(crate) left: crate::page_server::source::LeftAtSource,
+    /// Pages marked PE_PARENT.
+    pub(crate) in_parent: u64,
+    buffer: Vec<u8>,
+}
+
+impl LazyDump {
+    pub(crate) fn new(id: u64, pid: i32, digests: Option<crate::page_server::digests::Digests>) -> LazyDump {
+        // The parent's digests go with the pages left at the source: the comparison is
+        // made there for the destination (`CHANGED`) once the tree runs at the
+        // destination, not while it is frozen here.
+        LazyDump { digests: None, left: crate::page_server::source::LeftAtSource { id, pid, runs: Vec::new(), parent: digests }, in_parent: 0, buffer: Vec::new() }
+    }
+
+    /// Splits `len` bytes at `addr` into runs equal to the parent dump's (`true`: by
+    /// digest, or by bytes with a parent dump here) or not.
+    fn split(&mut self, pid: i32, mem: &File, parent: Option<&Parent>, addr: u64, len: u64, readable: bool) -> std::io::Result<Vec<(u64, u64, bool)>> {
+        let page = sys::page_size();
+        let Some(digests) = self.digests.as_ref() else {
+            return match parent {
+                Some(parent) => parent.split(mem, addr, len, page),
+                None => Ok(vec![(addr, len, false)]),
+            };
+        };
+        let mut out: Vec<(u64, u64, bool)> = Vec::new();
+        let mut done = 0u64;
+        while done < len {
+            let step = (super::pages::READ_BUFFER as u64).min(len - done);
+            let start = addr + done;
+            self.buffer.resize(step as usize, 0);
+            let read = if readable { super::pages::read_remote(pid, &mut self.buffer, start).unwrap_or(0) } else { 0 };
+            if read < self.buffer.len() {
+                mem.read_exact_at(&mut self.buffer[read..], start + read as u64)?;
+            }
+            for (index, bytes) in self.buffer.chunks(page as usize).enumerate() {
+                let at = start + index as u64 * page;
+                let same = digests.get(at) == Some(crate::page_server::digests::digest(bytes));
+                match out.last_mut() {
+                    Some(last) if last.2 == same && last.0 + last.1 == at => last.1 += page,
+                    _ => out.push((at, page, same)),
+                }
+            }
+            done += step;
+        }
+        Ok(out)
+    }
 }
 
 /// Dumps every memory area like [`dump_memory`], for a process that stays frozen only
@@ -360,6 +438,7 @@ fn open_outputs(pid: i32, dir: &Path, pages_id: u32, image_pid: i32) -> Result<(
 /// parent dump's.
 const PE_PRESENT: u32 = 1 << 2;
 const PE_PARENT: u32 = 1 << 0;
+const PE_LAZY: u32 = 1 << 1;
 
 /// `/proc/PID/pagemap`: the page is a guard region (MADV_GUARD_INSTALL), bit 58 since
 /// Linux 6.15; its entry also has the swap bit (a PTE marker), but it holds nothing.

@@ -56,6 +56,13 @@ impl Parent {
                 push(at, end - at, false);
                 break;
             };
+            if run.file == page_sources::AT_SOURCE {
+                // Left at the source by a lazy dump: nothing here to compare with.
+                let to = (run.vaddr + run.bytes).min(end);
+                push(at, to - at, false);
+                at = to;
+                continue;
+            }
             if run.vaddr > at {
                 push(at, run.vaddr - at, false);
                 at = run.vaddr;

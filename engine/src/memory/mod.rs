@@ -32,6 +32,18 @@ pub use checksums::ChecksumError;
 pub use page_sources::PageSourcesError;
 pub(crate) use dump::special_areas_as_criu;
 
+/// Whether a lazy restore maps area `vma` empty and leaves its pages to the lazy-pages
+/// daemon (and so whether `dump --lazy-pages` leaves them at the source): private
+/// anonymous memory, not locked (MAP_LOCKED would fault every page in at mmap), not
+/// the kernel's own pages.
+pub(crate) fn can_be_lazy(vma: &crust_images::pb::VmaEntry) -> bool {
+    use crate::model::vma as vs;
+    const MAP_TYPE: i32 = 0x0f;
+    vma.status & vs::ANON_PRIVATE != 0
+        && vma.status & (vs::ANON_SHARED | vs::FILE_PRIVATE | vs::FILE_SHARED | vs::SYSVIPC | vs::VDSO | vs::VVAR | vs::VSYSCALL | vs::GUARD) == 0
+        && vma.flags as i32 & (libc::MAP_LOCKED | MAP_TYPE) == libc::MAP_PRIVATE
+}
+
 /// Why the memory of a process could not be dumped.
 #[derive(Debug, thiserror::Error)]
 pub enum MemDumpError {

@@ -1,10 +1,12 @@
 //! Where the bytes of each dumped page are: in this dump's pages file, or, for a run
 //! marked PE_PARENT, in an earlier dump's (a pre-dump), found through the `parent` link
-//! of the images directory and followed as far as the chain goes.
+//! of the images directory and followed as far as the chain goes. A run marked PE_LAZY
+//! (`dump --lazy-pages`) has its bytes in the source's frozen tree, not in any file:
+//! its [`Run::file`] is [`AT_SOURCE`], and only a lazy restore may use it.
 
 use std::path::{Path, PathBuf};
 
-use crust_images::{PagemapReader, PE_PARENT};
+use crust_images::{PagemapReader, PE_LAZY, PE_PARENT};
 
 /// Why the pages of a process cannot be found. Each message names the pagemap (or the
 /// directory) it is about.
@@ -27,7 +29,12 @@ pub enum PageSourcesError {
 /// The longest chain of parent dumps followed (a loop of links ends here too).
 const MAX_DEPTH: usize = 64;
 
-/// One run of pages with its bytes in `files[file]` at `offset`.
+/// The `file` of a run whose pages stayed at the source (PE_LAZY): a lazy-pages daemon
+/// fetches them from the dumping side's page server.
+pub(crate) const AT_SOURCE: usize = usize::MAX;
+
+/// One run of pages with its bytes in `files[file]` at `offset` (or left at the source:
+/// `file` is [`AT_SOURCE`], `offset` 0).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Run {
     pub vaddr: u64,
@@ -79,6 +86,10 @@ fn resolve_in(dir: &Path, id: u64, page: u64, depth: usize, files: &mut Vec<Path
             continue;
         }
         let pagemap_name = || dir.join(crust_images::ImageKind::Pagemap.file_name(id)).display().to_string();
+        if run.flags & PE_LAZY != 0 && run.flags & PE_PARENT == 0 {
+            runs.push(Run { vaddr: run.vaddr, bytes, file: AT_SOURCE, offset: 0 });
+            continue;
+        }
         if run.flags & PE_PARENT == 0 {
             return Err(PageSourcesError::NotDumped { pagemap: pagemap_name(), vaddr: run.vaddr, flags: run.flags });
         }
@@ -98,7 +109,8 @@ fn resolve_in(dir: &Path, id: u64, page: u64, depth: usize, files: &mut Vec<Path
                 break;
             }
             let take_end = (piece.vaddr + piece.bytes).min(end);
-            runs.push(Run { vaddr: at, bytes: take_end - at, file: piece.file, offset: piece.offset + (at - piece.vaddr) });
+            let offset = if piece.file == AT_SOURCE { 0 } else { piece.offset + (at - piece.vaddr) };
+            runs.push(Run { vaddr: at, bytes: take_end - at, file: piece.file, offset });
             at = take_end;
         }
         if at < end {

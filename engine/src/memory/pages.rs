@@ -96,6 +96,8 @@ pub struct PageCopier {
     scratch: Vec<u8>,
     /// Time spent on checksums (logged, for the bench).
     checksum_time: std::time::Duration,
+    /// Take the checksums (off for a stream to a page server, which has no use for them).
+    checksums: bool,
 }
 
 impl PageCopier {
@@ -134,7 +136,14 @@ impl PageCopier {
             pieces: Vec::new(),
             scratch: Vec::new(),
             checksum_time: std::time::Duration::ZERO,
+            checksums: true,
         })
+    }
+
+    /// No checksums: the pages go to a page server, which keeps none.
+    pub fn without_checksums(mut self) -> PageCopier {
+        self.checksums = false;
+        self
     }
 
     /// Appends `len` bytes of the target's memory at `addr`. `readable`: the area has
@@ -155,9 +164,11 @@ impl PageCopier {
                 // kernel's forced access through /proc/PID/mem, whose error names it.
                 mem.read_exact_at(&mut target[read..], addr + done + read as u64)?;
             }
-            let timer = Instant::now();
-            self.pieces.push(Piece { offset: self.copied, len: step as u64, crc: crc32c(target) });
-            self.checksum_time += timer.elapsed();
+            if self.checksums {
+                let timer = Instant::now();
+                self.pieces.push(Piece { offset: self.copied, len: step as u64, crc: crc32c(target) });
+                self.checksum_time += timer.elapsed();
+            }
             self.filled += step;
             done += step as u64;
             self.copied += step as u64;
@@ -203,10 +214,12 @@ impl PageCopier {
             };
             // The checksum of what the pipe holds, read from the stopped target now,
             // which also brings the pages into the cache for the splice that copies them.
-            let timer = Instant::now();
-            let crc = self.checksum_remote(mem, addr + done, spliced)?;
-            self.checksum_time += timer.elapsed();
-            self.pieces.push(Piece { offset: self.copied, len: spliced, crc });
+            if self.checksums {
+                let timer = Instant::now();
+                let crc = self.checksum_remote(mem, addr + done, spliced)?;
+                self.checksum_time += timer.elapsed();
+                self.pieces.push(Piece { offset: self.copied, len: spliced, crc });
+            }
             let sender = self.to_writer.as_ref().expect("sender lives until finish");
             if sender.send(Job::Pipe(index, spliced as usize)).is_err() {
                 return Err(self.writer_error());

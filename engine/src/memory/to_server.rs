@@ -173,6 +173,12 @@ pub(crate) struct ProcessSender {
 }
 
 impl ProcessSender {
+    /// Whether pages go out as they are, without digests (then they may come through the
+    /// target's page pipes).
+    pub(crate) fn streams_plainly(&self) -> bool {
+        self.parent.is_none() && self.digests.is_none()
+    }
+
     /// The socket, for the page copier to write to.
     pub(crate) fn stream(&self) -> io::Result<File> {
         self.stream.try_clone()

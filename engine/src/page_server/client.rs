@@ -85,6 +85,48 @@ impl Client {
         }
     }
 
+    /// `GET` (lazy restore): asks the dumping side for the pages of process `id` (its
+    /// pid in the images) from `vaddr` (its address at the dump) on, as many as fit in
+    /// `into`; the server answers with a header naming how many it sends (fewer when
+    /// its run ends first), then the pages. Returns the pages received.
+    pub fn get(&mut self, id: u64, vaddr: u64, into: &mut [u8], page: u64) -> Result<u64, PageServerError> {
+        let wanted = into.len() as u64 / page;
+        // CRIU names the process by its plain id in GET and its reply (no type byte).
+        let request = Header { command: proto::GET, flags: 0, nr_pages: wanted, vaddr, dst_id: id };
+        self.send(&request)?;
+        let mut bytes = [0u8; proto::HEADER_SIZE];
+        self.stream.read_exact(&mut bytes).map_err(self.io(format!("read the reply to GET of {wanted} pages at {vaddr:#x} of pid {id}")))?;
+        let reply = Header::decode(&bytes);
+        if reply.nr_pages == 0 || reply.nr_pages > wanted || reply.vaddr != vaddr {
+            return Err(PageServerError::Protocol {
+                address: self.address.clone(),
+                what: format!("GET of {wanted} pages at {vaddr:#x} of pid {id} answered with {} pages at {:#x}", reply.nr_pages, reply.vaddr),
+            });
+        }
+        let len = (reply.nr_pages * page) as usize;
+        self.stream.read_exact(&mut into[..len]).map_err(self.io(format!("read {} pages at {vaddr:#x} of pid {id}", reply.nr_pages)))?;
+        Ok(reply.nr_pages)
+    }
+
+    /// [`proto::CHANGED`]: which of process `id`'s pages from `vaddr` on (at most
+    /// `pages`) differ from the parent dump's; one bit per page answered (LSB first), and
+    /// how many were answered.
+    pub fn changed(&mut self, id: u64, vaddr: u64, pages: u64) -> Result<(Vec<u8>, u64), PageServerError> {
+        self.send(&Header { command: proto::CHANGED, flags: 0, nr_pages: pages, vaddr, dst_id: id })?;
+        let mut bytes = [0u8; proto::HEADER_SIZE];
+        self.stream.read_exact(&mut bytes).map_err(self.io(format!("read the reply to CHANGED of {pages} pages at {vaddr:#x} of pid {id}")))?;
+        let reply = Header::decode(&bytes);
+        if reply.command != proto::CHANGED || reply.nr_pages == 0 || reply.nr_pages > pages || reply.vaddr != vaddr {
+            return Err(PageServerError::Protocol {
+                address: self.address.clone(),
+                what: format!("CHANGED of {pages} pages at {vaddr:#x} of pid {id} answered with {} pages at {:#x}", reply.nr_pages, reply.vaddr),
+            });
+        }
+        let mut bits = vec![0u8; reply.nr_pages.div_ceil(8) as usize];
+        self.stream.read_exact(&mut bits).map_err(self.io(format!("read CHANGED's bits at {vaddr:#x} of pid {id}")))?;
+        Ok((bits, reply.nr_pages))
+    }
+
     fn io(&self, what: String) -> impl FnOnce(std::io::Error) -> PageServerError {
         let address = self.address.clone();
         move |source| PageServerError::Io { address, what, source }

@@ -5,6 +5,8 @@
 //! - [`proto`]: the wire format (pure): a 32-byte header per command, pages after it;
 //! - [`client`]: the sending end (a connection, its commands and their replies);
 //! - [`server`]: the receiving end (`crust page-server`);
+//! - [`source`]: the dumping side of a lazy migration (`dump --lazy-pages`), which
+//!   answers the destination's `GET` requests from the frozen tree;
 //! - [`digests`]: what an incremental dump over the wire compares pages with, since
 //!   the parent dump's pages are on the other machine (a digest per page, kept in the
 //!   sending side's images directory).
@@ -21,6 +23,7 @@ pub mod client;
 pub mod digests;
 pub mod proto;
 pub mod server;
+pub mod source;
 
 pub use client::Client;
 pub use server::{ServeOptions, ServeReport};

@@ -33,6 +33,11 @@ pub const PARENT: u16 = 5;
 pub const ADD_F: u16 = 6;
 /// Lazy restore: send these pages (the server answers with a header and the pages).
 pub const GET: u16 = 7;
+/// crust's own, to a `dump --lazy-pages` source that wrote `crust-lazy-parent` (never
+/// sent to CRIU): which of these pages differ from the parent dump's; the reply is a
+/// header (the same command, address and id, the number of pages answered) and one bit
+/// per page (1: changed, fetch it; 0: the parent dump's copy is right), LSB first.
+pub const CHANGED: u16 = 0x2001;
 /// Everything sent so far is written; a u32 reply (0).
 pub const FLUSH: u16 = 0x1023;
 /// The same, and the connection ends.

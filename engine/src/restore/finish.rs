@@ -278,7 +278,7 @@ fn log_failed_ops(pid: i32, host_tid: i32, plan: &Plan) {
 /// Lazy restore: makes a userfaultfd in process `pid` (one injected call, then taken
 /// with pidfd_getfd and closed there), registers the plan's lazy areas on it (missing
 /// pages, with the fork, remap, remove and unmap events) and hands it to the daemon.
-fn hand_over_lazy_areas(pid: i32, syscall_ip: u64, plan: &Plan, handoff: &mut crate::lazy::handoff::Handoff) -> Result<(), FinishError> {
+fn hand_over_lazy_areas(pid: i32, image_pid: u64, syscall_ip: u64, plan: &Plan, handoff: &mut crate::lazy::handoff::Handoff) -> Result<(), FinishError> {
     use crate::sys::uffd;
     let now = HostArch::read_regs(pid).map_err(|source| FinishError::Arch { pid, source })?;
     let mut remote = RemoteThread::new(pid, syscall_ip, now.gpr);
@@ -297,7 +297,7 @@ fn hand_over_lazy_areas(pid: i32, syscall_ip: u64, plan: &Plan, handoff: &mut cr
         uffd::register_missing(uffd.as_fd(), area.start, area.end - area.start)
             .map_err(|e| FinishError::Child { pid, what: format!("register lazy area {:#x}-{:#x}: {e}", area.start, area.end) })?;
     }
-    handoff.send(pid, &uffd, &plan.lazy_areas).map_err(|e| FinishError::Child { pid, what: e.to_string() })?;
+    handoff.send(pid, image_pid, &uffd, &plan.lazy_areas).map_err(|e| FinishError::Child { pid, what: e.to_string() })?;
     log::info!("pid {pid}: {} lazy areas handed to the lazy-pages daemon", plan.lazy_areas.len());
     Ok(())
 }
@@ -330,7 +330,7 @@ pub(crate) fn finish_process(
     let pid = tids[acting];
     // Lazy areas go to the daemon before any injected call can touch them.
     if let (Some(handoff), false) = (lazy, plan.lazy_areas.is_empty()) {
-        hand_over_lazy_areas(pid, syscall_ip, plan, handoff)?;
+        hand_over_lazy_areas(pid, u64::from(process.pid() as u32), syscall_ip, plan, handoff)?;
     }
     // pidfds first: every process of the tree exists now. pidfd_open puts the fd at the
     // lowest free number; dup3 moves it to its own.

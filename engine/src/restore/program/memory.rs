@@ -9,7 +9,7 @@ use crust_arch::{Abi, RestorerOp, Sys};
 use crust_images::{pb, ImageKind};
 
 use super::{Program, Shmem};
-use crate::memory::page_sources::Run;
+use crate::memory::page_sources::{Run, AT_SOURCE};
 use crate::model::vma as vs;
 use crate::restore::images::{Images, ProcessImages};
 use crate::restore::memory::{Premap, PremapFile, PremapSlots, SysvAttach, SHM_REMAP};
@@ -208,6 +208,9 @@ pub(crate) fn map_areas<A: Abi>(
         }
         let prot = vma.prot as i32;
         if let Some(&(slot, inherited)) = premapped.get(&vma.start) {
+            if let Some(&(addr, bytes, _, _)) = runs.iter().find(|r| r.2 == AT_SOURCE) {
+                return Err(left_at_source(pid, vma, addr, bytes, lazy.is_some()));
+            }
             let madv = vma.madv.unwrap_or(0);
             let parent_runs = match parent.filter(|_| inherited) {
                 Some(parent) => {
@@ -274,19 +277,19 @@ pub(crate) fn map_areas<A: Abi>(
         }
         // Lazy restore: a private anonymous area (not locked: MAP_LOCKED would fault
         // every page in at mmap) is mapped empty; the lazy-pages daemon fills it.
-        let lazy_area = !runs.is_empty()
-            && vma.status & vs::ANON_PRIVATE != 0
-            && vma.status & (vs::ANON_SHARED | vs::FILE_PRIVATE | vs::FILE_SHARED | vs::SYSVIPC) == 0
-            && vma.flags as i32 & (libc::MAP_LOCKED | MAP_TYPE) == libc::MAP_PRIVATE;
+        let lazy_area = !runs.is_empty() && crate::memory::can_be_lazy(vma);
         if let (true, Some(lazy)) = (lazy_area, lazy.as_deref_mut()) {
             lazy.push(crate::lazy::LazyArea {
                 start: vma.start,
                 end: vma.end,
                 runs: std::mem::take(&mut runs)
                     .into_iter()
-                    .map(|(addr, bytes, file, offset)| crate::lazy::LazyRun { addr, bytes, file: sources.files[file].clone(), offset })
+                    .map(|(addr, bytes, file, offset)| crate::lazy::LazyRun { addr, bytes, file: sources.files.get(file).cloned(), offset })
                     .collect(),
             });
+        }
+        if let Some(&(addr, bytes, _, _)) = runs.iter().find(|r| r.2 == AT_SOURCE) {
+            return Err(left_at_source(pid, vma, addr, bytes, lazy.is_some()));
         }
         let map_prot = if runs.is_empty() { prot } else { prot | libc::PROT_WRITE };
         // The map type (shared, private, droppable) and the flags that shape the area;
@@ -372,6 +375,19 @@ pub(crate) fn map_areas<A: Abi>(
         );
     }
     Ok(premap)
+}
+
+/// Pages the dump left at the source (PE_LAZY) in an area this restore fills itself.
+fn left_at_source(pid: i32, vma: &pb::VmaEntry, addr: u64, bytes: u64, lazy: bool) -> PlanError {
+    let why = if lazy {
+        "an area crust's lazy restore does not map empty (shared with another process through fork, or not private anonymous memory); restore from a dump without --lazy-pages"
+    } else {
+        "restore with --lazy-pages and `crust lazy-pages --page-server --address A --port P` fetching them from the source"
+    };
+    PlanError::BadImage {
+        image: format!("pagemap-{pid}.img"),
+        what: format!("pages {:#x}-{:#x} of vma {:#x}-{:#x} were left at the source (PE_LAZY): {why}", addr, addr + bytes, vma.start, vma.end),
+    }
 }
 
 /// The madvise calls that give area `vma` its advice bits. HUGEPAGE and NOHUGEPAGE do not
