@@ -36,10 +36,11 @@ pub const SMOKE_TESTS: &str = "sig,anon_4k,pipe_data";
 /// ppc64le and s390x under qemu-user (about 80 s of CPU once the host's build scripts
 /// are built, 2026-12-06), the fuzz crate's own tests, the zdtm suite, the same with the
 /// reference CRIU dumping and crust restoring and the reverse (the core group in the
-/// host flavor, about a minute each), a few zdtm tests in a VM of another architecture
+/// host flavor, about a minute each), runc's and podman's checkpoint and restore with
+/// crust as their criu (`containers`), a few zdtm tests in a VM of another architecture
 /// (so a tool the VM runs need shows missing at once), the fuzz regression fixtures,
-/// a short run of every fuzz target, and a short restore fuzz (mutated zdtm dumps
-/// through `crust restore`).
+/// 5 s of every fuzz target, and a minute of restore fuzz (mutated zdtm dumps through
+/// `crust restore`; longer runs: `cargo xtest restore-fuzz --time S`).
 const STEPS: &[Step] = &[
     Step { args: &["test", "--workspace"], slow: false },
     Step { args: &["xtest", "arch"], slow: true },
@@ -47,13 +48,14 @@ const STEPS: &[Step] = &[
     Step { args: &["xtest", "zdtm"], slow: false },
     Step { args: &["xtest", "zdtm", "--dump-with", "ci/criu"], slow: false },
     Step { args: &["xtest", "zdtm", "--restore-with", "ci/criu"], slow: false },
+    Step { args: &["xtest", "containers"], slow: false },
     Step {
         args: &["xtest", "zdtm", "--arch", crate::qemu::SMOKE_ARCH, "--filter", SMOKE_TESTS, "--json", "target/cross/zdtm-smoke.json"],
         slow: true,
     },
     Step { args: &["xtest", "fuzz", "--replay"], slow: true },
-    Step { args: &["xtest", "fuzz", "--time", "10"], slow: true },
-    Step { args: &["xtest", "restore-fuzz", "--time", "90"], slow: true },
+    Step { args: &["xtest", "fuzz", "--time", "5"], slow: true },
+    Step { args: &["xtest", "restore-fuzz", "--time", "60"], slow: true },
 ];
 
 /// How long what a step started may take to finish exiting before it counts as left.
