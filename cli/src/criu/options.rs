@@ -1033,7 +1033,7 @@ mod tests {
     fn every_refusal_is_listed_in_order_and_unusable_values_come_last() {
         let o = options("--freeze-cgroup /nonexistent/cgroup --lazy-pages --auto-dedup --enable-fs tmpfs").unwrap();
         let names: Vec<&str> = o.refusals(Verb::Dump).iter().map(|r| r.option).collect();
-        assert_eq!(names, ["lazy-pages", "auto-dedup", "enable-fs", "freeze-cgroup"]);
+        assert_eq!(names, ["auto-dedup", "enable-fs", "lazy-pages", "freeze-cgroup"]);
         let refusals = options("--freeze-cgroup /nonexistent/cgroup").unwrap().refusals(Verb::Dump);
         assert_eq!(refusals.len(), 1);
         assert_eq!(refusals[0].kind, RefusalKind::Unusable);

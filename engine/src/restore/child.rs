@@ -86,6 +86,8 @@ pub(crate) struct Run<'a> {
     /// Keep the caller's session and process group for the root.
     pub(crate) shell_job: bool,
     pub(crate) namespaces: &'a RootNamespaces<'a>,
+    /// crust's own audit login uid, which the root inherits.
+    pub(crate) loginuid: Option<u32>,
 }
 
 /// Makes a just-forked child the leader of its group from the parent's side, so that
@@ -268,7 +270,9 @@ fn process_main(run: &Run, index: usize) -> ! {
             broker.terminals(p.pid, p.sid, p.pgid)?;
         }
         if let Some(loginuid) = process.cores[0].tc.as_ref().and_then(|t| t.loginuid) {
-            restore_loginuid(loginuid)?;
+            if Some(loginuid) != inherited_loginuid(run, index) {
+                restore_loginuid(loginuid)?;
+            }
         }
         // Registrations belong to the mm, which the restorer keeps: made here, they hold
         // for every thread it creates. Each bit of the mask is its register command.
@@ -408,16 +412,26 @@ fn process_main(run: &Run, index: usize) -> ! {
     }
 }
 
-/// Gives this process its audit login uid when it differs from the one it inherited
-/// (only the process itself can write /proc/self/loginuid; its threads, made later,
-/// inherit it). The kernel gives it a new session id, as it does for CRIU.
+/// The audit login uid process `index` inherited: its nearest ancestor's in the images
+/// (each process gives itself its own before it forks its children), or crust's.
+fn inherited_loginuid(run: &Run, index: usize) -> Option<u32> {
+    let processes = &run.images.processes;
+    let mut ppid = processes[index].pstree.ppid;
+    while let Some(parent) = processes.iter().find(|p| p.pstree.pid == ppid && ppid != 0) {
+        if let Some(loginuid) = parent.cores[0].tc.as_ref().and_then(|t| t.loginuid) {
+            return Some(loginuid);
+        }
+        ppid = parent.pstree.ppid;
+    }
+    run.loginuid
+}
+
+/// Gives this process its audit login uid (only the process itself can write
+/// /proc/self/loginuid; its threads, made later, inherit it). The kernel gives it a new
+/// session id, as it does for CRIU.
 fn restore_loginuid(loginuid: u32) -> Result<(), ChildError> {
     let path = "/proc/self/loginuid";
-    let now = fs::read_to_string(path).ok().and_then(|v| v.trim().parse::<u32>().ok());
-    if now == Some(loginuid) {
-        return Ok(());
-    }
-    fs::write(path, loginuid.to_string()).map_err(child_io(format!("write {path} ({loginuid})")))
+    fs::write(path, loginuid.to_string()).map_err(child_io(format!("write {path} ({loginuid}, the dumped audit login uid; a tree in a mount namespace without /proc needs it equal to crust's)")))
 }
 
 /// Fills this process's premapped slots (crust code, before the children are forked): a

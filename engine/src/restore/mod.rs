@@ -380,12 +380,13 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
     };
     let (sync_read, sync_write) = finish::pipe(root)?;
     let (error_read, error_write) = finish::pipe(root)?;
+    let own_loginuid = fs::read_to_string("/proc/self/loginuid").ok().and_then(|v| v.trim().parse::<u32>().ok());
     let forked = sys::fork_root(root, new_pid_ns, tree.new_ipc_ns, more_namespaces, options.restore_sibling);
     let child = match forked {
         Ok(0) => {
             drop(sync_write);
             drop(error_read);
-            let run = child::Run { tree: &tree, plans: &plans, images: &images, broker: &broker, shell_job: options.shell_job, namespaces: &namespaces };
+            let run = child::Run { tree: &tree, plans: &plans, images: &images, broker: &broker, shell_job: options.shell_job, namespaces: &namespaces, loginuid: own_loginuid };
             child::root_main(&run, sync_read, error_write)
         }
         Ok(child) => child,
