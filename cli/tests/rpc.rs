@@ -378,13 +378,13 @@ fn unsupported_options_are_refused_by_name() {
 
     let client = Client::swrk(&crust_binary());
     let mut dump = request(CriuReqType::Dump);
-    dump.opts = Some(CriuOpts { lazy_pages: Some(true), ..dump_opts(pid, &images) });
+    dump.opts = Some(CriuOpts { auto_dedup: Some(true), ..dump_opts(pid, &images) });
     let (response, notes) = client.call(&dump, |_| true);
     assert!(!response.success && response.r#type == CriuReqType::Dump as i32);
     assert!(notes.is_empty(), "refused before the pre-dump point: {notes:?}");
     let message = response.cr_errmsg.unwrap_or_default();
     // The command line's refusals, named by their criu_opts fields.
-    assert!(message.contains("lazy_pages ("), "{message}");
+    assert!(message.contains("auto_dedup ("), "{message}");
     assert_eq!(response.cr_errno, Some(libc::EOPNOTSUPP));
     assert!(!client.finish().unwrap().success(), "swrk exits non-zero after a failed request");
 
