@@ -143,3 +143,141 @@ fn restore_names_a_missing_file_and_leaves_nothing() {
     assert_eq!(wait_exit(pid), 0);
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "PASS\n");
 }
+
+/// Where a signals test holds crust (`--fault-inject hold:POINT`) and the step it then
+/// fails at: every step of a dump, and inside the parasite (the leader running its
+/// program, then every thread running one).
+const HELD_FAULTS: &[(&str, &str)] = &[
+    ("seize", "seize"),
+    ("collect", "collect"),
+    ("parasite-leader", "parasite"),
+    ("parasite-threads", "parasite"),
+    ("parasite", "parasite"),
+    ("memory", "memory"),
+    ("files", "files"),
+    ("images", "images"),
+    ("pages", "pages"),
+];
+
+/// Signals sent while crust holds the target at each step of a dump that then fails
+/// reach the target exactly as they do without crust: each once, with the sender's
+/// siginfo (si_code, si_pid, si_value), to the thread it was meant for, interrupting
+/// the syscall that thread waits in; the threads' masks and tracer as before. The first
+/// round runs without crust and must give the same record.
+#[test]
+fn signals_sent_while_a_failing_dump_holds_the_target_arrive_as_without_it() {
+    if let Some(reason) = skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    subreaper();
+    let dir = tempdir("signals");
+    let binary = compile(&dir, "signals", &["-lpthread"]);
+    let rounds = std::iter::once(None).chain(HELD_FAULTS.iter().map(Some));
+    for (round, held) in rounds.enumerate() {
+        let what = held.map_or("without crust".to_string(), |(point, step)| format!("held at {point}, failing at {step}"));
+        let out = dir.join(format!("round-{round}.out"));
+        let fifo = dir.join(format!("round-{round}.fifo"));
+        let fifo_c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo_c.as_ptr(), 0o600) }, 0, "mkfifo");
+        let mut command = std::process::Command::new(&binary);
+        command.arg(&out).arg(&fifo);
+        let (child, text, _) = common::start_with_pipes(&mut command, 0);
+        let mut guard = common::KillOnDrop(child.id() as i32);
+        let ids: Vec<i32> = text.split_whitespace().map(|w| w.parse().unwrap()).collect();
+        let (pid, second) = (ids[0], ids[1]);
+        let masks_before = [thread_field(pid, pid, "SigBlk:"), thread_field(pid, second, "SigBlk:")];
+        let crust_run = held.map(|(point, step)| {
+            let mut child = crust()
+                .args(["dump", "-t", &pid.to_string(), "-D"])
+                .arg(dir.join(format!("img-{round}")))
+                .args(["-o", "dump.log", "-v4", "--fault-inject", step, "--fault-inject", &format!("hold:{point}")])
+                .stdin(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+            let wanted = format!("crust: held at {point} until stdin closes");
+            let mut said = String::new();
+            loop {
+                let mut line = String::new();
+                let read = std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+                assert!(read > 0, "{what}: crust never held: {said}");
+                if line.trim_end() == wanted {
+                    break;
+                }
+                said.push_str(&line);
+            }
+            (child, stderr)
+        });
+        send_the_signals(pid, second);
+        if let Some((mut child, mut stderr)) = crust_run {
+            drop(child.stdin.take());
+            let mut rest = String::new();
+            std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+            let status = child.wait().unwrap();
+            let step = held.unwrap().1;
+            assert!(!status.success(), "{what}: the dump must fail");
+            assert!(rest.contains(&format!("fault injected after step {step}")), "{what}: {rest}");
+            for tid in [pid, second] {
+                assert_eq!(thread_field(pid, tid, "TracerPid:"), "0", "{what}: tid {tid} still traced");
+            }
+            assert_eq!([thread_field(pid, pid, "SigBlk:"), thread_field(pid, second, "SigBlk:")], masks_before, "{what}: masks");
+        }
+        std::fs::write(&fifo, "report\n").unwrap();
+        let status = wait_exit(pid);
+        guard.disarm();
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "{what}: target status {status:#x}");
+        let record = std::fs::read_to_string(&out).unwrap();
+        assert_eq!(sorted_record(&record), expected_record(), "{what}: the target's record:\n{record}");
+    }
+}
+
+/// What `signals.c` sends itself: SIGUSR1 with kill(), SIGRTMIN+3 twice with sigqueue()
+/// (values 11 and 22), and SIGUSR2 with tgkill() to the second thread.
+fn send_the_signals(pid: i32, second: i32) {
+    // SAFETY: no pointers but the sigval, passed by value.
+    unsafe {
+        assert_eq!(libc::kill(pid, libc::SIGUSR1), 0);
+        for value in [11usize, 22] {
+            let sigval = libc::sigval { sival_ptr: value as *mut libc::c_void };
+            assert_eq!(libc::sigqueue(pid, libc::SIGRTMIN() + 3, sigval), 0);
+        }
+        assert_eq!(libc::syscall(libc::SYS_tgkill, pid, second, libc::SIGUSR2), 0);
+    }
+}
+
+/// The record `signals.c` must write: every signal once with the test's siginfo, on
+/// its thread (0 main, 1 second), ordered by signal number (a thread handles pending
+/// signals of different numbers in an order of the kernel's), the real-time ones in
+/// the order they were queued; the main thread's read() interrupted.
+fn expected_record() -> Vec<String> {
+    let me = std::process::id();
+    let rt = libc::SIGRTMIN() + 3;
+    vec![
+        format!("{} 0 {me} 0 0", libc::SIGUSR1),
+        format!("{} {} {me} 0 1", libc::SIGUSR2, libc::SI_TKILL),
+        format!("{rt} {} {me} 11 0", libc::SI_QUEUE),
+        format!("{rt} {} {me} 22 0", libc::SI_QUEUE),
+        "interrupted 1".to_string(),
+    ]
+}
+
+/// The record's signal lines sorted by signal number (stable), then its last line.
+fn sorted_record(record: &str) -> Vec<String> {
+    let mut lines: Vec<String> = record.lines().map(str::to_string).collect();
+    let last = lines.pop().unwrap_or_default();
+    lines.sort_by_key(|line| line.split(' ').next().and_then(|n| n.parse::<i32>().ok()).unwrap_or(0));
+    lines.push(last);
+    lines
+}
+
+/// A field of /proc/PID/task/TID/status.
+fn thread_field(pid: i32, tid: i32, key: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_string()))
+        .unwrap_or_default()
+}

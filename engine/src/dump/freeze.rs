@@ -301,7 +301,8 @@ impl Frozen {
 
     /// Detaches every thread. Each is in the PTRACE_EVENT_STOP of its seize, or back in
     /// one with its own registers and mask (the parasite's guarantee), so the kernel
-    /// restarts an interrupted syscall exactly as it would have without the dump.
+    /// restarts an interrupted syscall exactly as it would have without the dump; a
+    /// thread that restarts one is detached at its entry (`release_thread`).
     pub(crate) fn release(&mut self) {
         self.release_with(false);
     }
@@ -316,7 +317,7 @@ impl Frozen {
     fn release_with(&mut self, leave_stopped: bool) {
         for process in &self.processes {
             for thread in &process.threads {
-                let _ = sys::detach_thread(thread.tid, 0);
+                release_thread(process.pid, thread);
             }
             if leave_stopped && !process.is_zombie() {
                 let _ = sys::send_signal(process.pid, libc::SIGSTOP);
@@ -364,6 +365,43 @@ impl Drop for Frozen {
         }
     }
 }
+
+/// Detaches `thread`, in the PTRACE_EVENT_STOP of its seize with its seized registers
+/// and mask. A thread seized inside a syscall that the kernel restarts (pause, read,
+/// futex wait, a sleep) is first let run, untouched, with PTRACE_SYSCALL: the kernel
+/// restarts the syscall as it does when any stop ends, and the thread is detached at
+/// the syscall's entry, so that a signal sent at any moment after the release
+/// interrupts the syscall as it would have without the dump. Detached in its stop, the
+/// thread would leave the stop, have the syscall restarted, and only then go back to
+/// the syscall instruction in user space: a signal arriving in between (the thread
+/// preempted on a busy machine) was handled there, before the syscall began again,
+/// which then slept through it (a lost wake-up for `while (!flag) pause();`). A signal
+/// already pending when the thread leaves its stop stops it in get_signal first
+/// (signal-delivery-stop, registers as seized): it is detached there with that signal,
+/// which the kernel then delivers with its own siginfo, the syscall interrupted.
+fn release_thread(pid: i32, thread: &FrozenThread) {
+    let tid = thread.tid;
+    let gpr = &thread.regs.gpr;
+    let restarts = HostArch::ip(&HostArch::resume_regs(gpr, true)) != HostArch::ip(gpr);
+    let mut signal = 0;
+    if restarts && sys::continue_to_syscall(tid).is_ok() {
+        let deadline = Instant::now() + RELEASE_STOP_TIMEOUT;
+        match wait_stop(pid, tid, Some((deadline, RELEASE_STOP_TIMEOUT))) {
+            Ok(sys::WaitEvent::Stopped { signal: stopped, event: 0 }) if stopped != (libc::SIGTRAP | 0x80) => signal = stopped,
+            Ok(sys::WaitEvent::Stopped { .. }) => {}
+            // Gone, or not stopped in time (frozen by someone else's freezer, say): the
+            // detach below fails, and crust's exit lets it go.
+            Ok(_) => return,
+            Err(error) => log::warn!("release tid {tid}: {error}"),
+        }
+    }
+    if let Err(error) = sys::detach_thread(tid, signal) {
+        log::debug!("release tid {tid}: PTRACE_DETACH: {error}");
+    }
+}
+
+/// How long a released thread may take from its seize stop to its syscall's entry.
+const RELEASE_STOP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A failed freezer seize: the cgroup is thawed, and each thread seized but not yet
 /// waited for is waited for (its interrupt's stop comes once it runs) and detached.
