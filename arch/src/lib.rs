@@ -202,6 +202,10 @@ pub trait Abi {
     /// `sigframe.rs` lists them: they are not in the frame and a parasite never changes
     /// them); `None` when the thread is back exactly. A mismatch is a bug in the frame.
     fn sigreturn_mismatch(expected: &ThreadRegs<Self::Regs>, found: &ThreadRegs<Self::Regs>) -> Option<String>;
+    /// The alignment every instruction has (1 on x86_64): a byte sequence searched for
+    /// in code ([`Abi::SIGRETURN_TRAMPOLINES`], [`Abi::SYSCALL_INSN`] for a chain) is an
+    /// instruction only at such an address.
+    const CODE_ALIGN: u64 = 1;
     /// Byte sequences that run rt_sigreturn when a thread enters them at their first
     /// byte, whatever surrounds them (searched for in the target's executable
     /// mappings, for [`chain`]ed syscalls). Empty where the backend chains no syscall.

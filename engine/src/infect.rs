@@ -122,17 +122,22 @@ const TRAMPOLINE_SEARCH_LIMIT: u64 = 64 << 20;
 /// search: the libc first). `None` where the backend chains no syscall or the target
 /// has no such instruction or trampoline (the injected syscall is then not chained).
 pub fn find_chain_points(mem: &File, vdso: (u64, u64), executable: &[(u64, u64)]) -> Option<ChainPoints> {
-    if HostArch::SIGRETURN_TRAMPOLINES.is_empty() || HostArch::MMAP_ARGS_IN_MEMORY {
+    if HostArch::SIGRETURN_TRAMPOLINES.is_empty() {
         return None;
     }
     let mut places = vec![vdso];
     places.extend(executable.iter().copied().filter(|place| *place != vdso));
+    // Each read starts at a mapping's start plus whole chunks (page aligned): an
+    // instruction is at an offset that is a multiple of the code alignment.
+    let aligned = |offset: &usize| *offset as u64 % HostArch::CODE_ALIGN == 0;
     let trampoline = search(mem, &places, |text| {
-        HostArch::SIGRETURN_TRAMPOLINES.iter().find_map(|pattern| text.windows(pattern.len()).position(|w| w == *pattern))
+        HostArch::SIGRETURN_TRAMPOLINES
+            .iter()
+            .find_map(|pattern| text.windows(pattern.len()).enumerate().filter(|(offset, w)| aligned(offset) && *w == *pattern).map(|(offset, _)| offset).next())
     })?;
     let insn = HostArch::SYSCALL_INSN;
     let syscall_ip = search(mem, &places, |text| {
-        text.windows(insn.len()).enumerate().filter(|(_, window)| *window == insn).find_map(|(offset, _)| {
+        text.windows(insn.len()).enumerate().filter(|(offset, window)| aligned(offset) && *window == insn).find_map(|(offset, _)| {
             let after = &text[offset + insn.len()..];
             // A site too near the end of this read is found again in the next one.
             (after.len() >= SEARCH_OVERLAP - insn.len() && HostArch::return_path(after).is_some()).then_some(offset)
