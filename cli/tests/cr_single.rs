@@ -187,36 +187,18 @@ fn signals_sent_while_a_failing_dump_holds_the_target_arrive_as_without_it() {
         let mut guard = common::KillOnDrop(child.id() as i32);
         let ids: Vec<i32> = text.split_whitespace().map(|w| w.parse().unwrap()).collect();
         let (pid, second) = (ids[0], ids[1]);
+        // Both threads asleep where they wait (the main thread in its read()).
+        wait_handled(pid, &[pid, second], &what);
+        let maps_before = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
         let masks_before = [thread_field(pid, pid, "SigBlk:"), thread_field(pid, second, "SigBlk:")];
-        let crust_run = held.map(|(point, step)| {
-            let mut child = crust()
-                .args(["dump", "-t", &pid.to_string(), "-D"])
-                .arg(dir.join(format!("img-{round}")))
-                .args(["-o", "dump.log", "-v4", "--fault-inject", step, "--fault-inject", &format!("hold:{point}")])
-                .stdin(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-            let wanted = format!("crust: held at {point} until stdin closes");
-            let mut said = String::new();
-            loop {
-                let mut line = String::new();
-                let read = std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
-                assert!(read > 0, "{what}: crust never held: {said}");
-                if line.trim_end() == wanted {
-                    break;
-                }
-                said.push_str(&line);
-            }
-            (child, stderr)
-        });
+        let crust_run = held.map(|(point, step)| start_held(pid, &dir.join(format!("img-{round}")), point, step));
         send_the_signals(pid, second);
         if let Some((mut child, mut stderr)) = crust_run {
             drop(child.stdin.take());
             let mut rest = String::new();
             std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
             let status = child.wait().unwrap();
+            assert_eq!(std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap(), maps_before, "{what}: maps");
             let step = held.unwrap().1;
             assert!(!status.success(), "{what}: the dump must fail");
             assert!(rest.contains(&format!("fault injected after step {step}")), "{what}: {rest}");
@@ -225,6 +207,7 @@ fn signals_sent_while_a_failing_dump_holds_the_target_arrive_as_without_it() {
             }
             assert_eq!([thread_field(pid, pid, "SigBlk:"), thread_field(pid, second, "SigBlk:")], masks_before, "{what}: masks");
         }
+        wait_handled(pid, &[pid, second], &what);
         std::fs::write(&fifo, "report\n").unwrap();
         let status = wait_exit(pid);
         guard.disarm();
@@ -280,4 +263,117 @@ fn thread_field(pid: i32, tid: i32, key: &str) -> String {
         .lines()
         .find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_string()))
         .unwrap_or_default()
+}
+
+/// A SIGSTOP sent while crust holds the target at each step of a dump that then fails
+/// stops the target as it would have without crust: once crust is gone every thread is
+/// stopped and untraced, and after SIGCONT the SIGUSR1 sent with the SIGSTOP reaches the
+/// main thread once, with its siginfo, interrupting its read().
+#[test]
+fn a_stop_sent_while_a_failing_dump_holds_the_target_stops_it_as_without_it() {
+    if let Some(reason) = skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    subreaper();
+    let dir = tempdir("stop");
+    let binary = compile(&dir, "signals", &["-lpthread"]);
+    let rounds = std::iter::once(None).chain(HELD_FAULTS.iter().map(Some));
+    for (round, held) in rounds.enumerate() {
+        let what = held.map_or("without crust".to_string(), |(point, step)| format!("held at {point}, failing at {step}"));
+        let out = dir.join(format!("round-{round}.out"));
+        let fifo = dir.join(format!("round-{round}.fifo"));
+        let fifo_c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo_c.as_ptr(), 0o600) }, 0, "mkfifo");
+        let mut command = std::process::Command::new(&binary);
+        command.arg(&out).arg(&fifo);
+        let (child, text, _) = common::start_with_pipes(&mut command, 0);
+        let mut guard = common::KillOnDrop(child.id() as i32);
+        let ids: Vec<i32> = text.split_whitespace().map(|w| w.parse().unwrap()).collect();
+        let (pid, second) = (ids[0], ids[1]);
+        // Both threads asleep where they wait (the main thread in its read()).
+        wait_handled(pid, &[pid, second], &what);
+        let maps_before = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+        let crust_run = held.map(|(point, step)| start_held(pid, &dir.join(format!("img-{round}")), point, step));
+        signal(pid, libc::SIGUSR1);
+        signal(pid, libc::SIGSTOP);
+        if let Some((mut child, mut stderr)) = crust_run {
+            drop(child.stdin.take());
+            let mut rest = String::new();
+            std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+            let status = child.wait().unwrap();
+            assert_eq!(std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap(), maps_before, "{what}: maps");
+            assert!(!status.success(), "{what}: the dump must fail: {rest}");
+        }
+        for tid in [pid, second] {
+            wait_for_state(pid, tid, 'T', &what);
+            assert_eq!(thread_field(pid, tid, "TracerPid:"), "0", "{what}: tid {tid} still traced");
+        }
+        signal(pid, libc::SIGCONT);
+        wait_handled(pid, &[pid, second], &what);
+        std::fs::write(&fifo, "report\n").unwrap();
+        let status = wait_exit(pid);
+        guard.disarm();
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "{what}: target status {status:#x}");
+        let record = std::fs::read_to_string(&out).unwrap();
+        let me = std::process::id();
+        assert_eq!(record, format!("{} 0 {me} 0 0\ninterrupted 1\n", libc::SIGUSR1), "{what}: the target's record");
+    }
+}
+
+/// `crust dump` of `pid` held at `point` and failing at `step`, once it says it is held.
+fn start_held(pid: i32, images: &Path, point: &str, step: &str) -> (std::process::Child, std::io::BufReader<std::process::ChildStderr>) {
+    let mut child = crust()
+        .args(["dump", "-t", &pid.to_string(), "-D"])
+        .arg(images)
+        .args(["-o", "dump.log", "-v4", "--fault-inject", step, "--fault-inject", &format!("hold:{point}")])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let wanted = format!("crust: held at {point} until stdin closes");
+    let mut said = String::new();
+    loop {
+        let mut line = String::new();
+        let read = std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+        assert!(read > 0, "held at {point}: crust never held: {said}");
+        if line.trim_end() == wanted {
+            return (child, stderr);
+        }
+        said.push_str(&line);
+    }
+}
+
+/// Waits (on /proc, for a state the kernel sets once the signal is taken) until the
+/// thread's state letter is `state`; fails after 10 s.
+fn wait_for_state(pid: i32, tid: i32, state: char, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let now = thread_field(pid, tid, "State:");
+        if now.starts_with(state) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}: tid {tid} is {now}, not {state}");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+/// Waits until every signal sent to the target was taken and its handler ran: nothing
+/// pending in `tids` (their own queues and the process's) and each asleep again (in its
+/// read() or pause(), where a handler returns to); fails after 10 s.
+fn wait_handled(pid: i32, tids: &[i32], what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let settled = tids.iter().all(|&tid| {
+            let zero = |key| thread_field(pid, tid, key).trim_start_matches('0').is_empty();
+            zero("SigPnd:") && zero("ShdPnd:") && thread_field(pid, tid, "State:").starts_with('S')
+        });
+        if settled {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}: signals still pending or threads busy after 10 s");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
 }

@@ -431,6 +431,15 @@ impl Parasite {
             for &thread in threads {
                 match sys::try_wait_thread(thread).map_err(io_error(thread, "waitpid"))? {
                     None => {}
+                    // A SIGSTOP (which no mask blocks) is the thread's: handed on, its
+                    // group stop starts, and from that stop's trap the program runs on
+                    // (the stop holds again at the release).
+                    Some(sys::WaitEvent::Stopped { signal: libc::SIGSTOP, event: 0 }) => {
+                        sys::continue_thread(thread, libc::SIGSTOP).map_err(io_error(thread, "PTRACE_CONT"))?
+                    }
+                    Some(sys::WaitEvent::Stopped { event: libc::PTRACE_EVENT_STOP, .. }) => {
+                        sys::continue_thread(thread, 0).map_err(io_error(thread, "PTRACE_CONT"))?
+                    }
                     Some(sys::WaitEvent::Stopped { signal, event }) => {
                         self.stopped.insert(thread, (signal, event));
                         return Err(ParasiteError::UnexpectedStop { tid: thread, signal, event });
@@ -714,23 +723,29 @@ fn open_fds(pid: i32) -> io::Result<BTreeSet<i32>> {
         .collect())
 }
 
-/// PTRACE_SYSCALL to the next syscall stop.
+/// PTRACE_SYSCALL to the next syscall stop (a SIGSTOP on the way is the thread's:
+/// [`crate::infect::step_to_syscall_stop`]).
 fn step_syscall(tid: i32) -> Result<(), ParasiteError> {
-    sys::continue_to_syscall(tid).map_err(io_error(tid, "PTRACE_SYSCALL"))?;
-    match sys::wait_thread(tid).map_err(io_error(tid, "waitpid"))? {
-        sys::WaitEvent::Stopped { signal, .. } if signal == (libc::SIGTRAP | 0x80) => Ok(()),
-        sys::WaitEvent::Stopped { signal, event } => Err(ParasiteError::UnexpectedStop { tid, signal, event }),
-        _ => Err(ParasiteError::Exited { tid }),
+    match crate::infect::step_to_syscall_stop(tid).map_err(|(what, source)| ParasiteError::Io { tid, what: what.into(), source })? {
+        crate::infect::Step::Syscall => Ok(()),
+        crate::infect::Step::Stop { signal, event } => Err(ParasiteError::UnexpectedStop { tid, signal, event }),
+        crate::infect::Step::Exited => Err(ParasiteError::Exited { tid }),
     }
 }
 
-/// Waits for a PTRACE_EVENT_STOP (after PTRACE_INTERRUPT); signals that arrive first
-/// are held back (the thread is continued without them) and returned, to be sent again.
+/// Waits for a PTRACE_EVENT_STOP (after PTRACE_INTERRUPT; a group stop's comes as the
+/// same trap). A SIGSTOP that arrives first is handed on to the thread, whose group
+/// stop then starts (as in [`crate::infect::step_to_syscall_stop`]); other signals that arrive
+/// first are held back (the thread is continued without them) and returned, to be
+/// sent again.
 fn wait_event_stop(tid: i32) -> Result<Vec<i32>, ParasiteError> {
     let mut held = Vec::new();
     loop {
         match sys::wait_thread(tid).map_err(io_error(tid, "waitpid"))? {
             sys::WaitEvent::Stopped { event, .. } if event == libc::PTRACE_EVENT_STOP => return Ok(held),
+            sys::WaitEvent::Stopped { signal: libc::SIGSTOP, event: 0 } => {
+                sys::continue_thread(tid, libc::SIGSTOP).map_err(io_error(tid, "PTRACE_CONT"))?;
+            }
             sys::WaitEvent::Stopped { signal, event: 0 } if signal != (libc::SIGTRAP | 0x80) => {
                 held.push(signal);
                 sys::continue_thread(tid, 0).map_err(io_error(tid, "PTRACE_CONT"))?;
