@@ -377,3 +377,74 @@ fn wait_handled(pid: i32, tids: &[i32], what: &str) {
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
 }
+
+/// A target stopped (SIGSTOP) before a dump stays stopped through it, whether the dump
+/// fails at a step or succeeds with `--leave-running`, and its parent (this test) hears
+/// of no continue and of no new stop; after SIGCONT it takes a SIGUSR1 as usual.
+#[test]
+fn a_stopped_target_stays_stopped_and_its_parent_hears_nothing() {
+    if let Some(reason) = skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    subreaper();
+    let dir = tempdir("stopped");
+    let binary = compile(&dir, "signals", &["-lpthread"]);
+    let rounds = HELD_FAULTS.iter().map(|&(point, step)| Some((point, step))).chain(std::iter::once(None));
+    for (round, held) in rounds.enumerate() {
+        let what = held.map_or("a --leave-running dump".to_string(), |(point, step)| format!("held at {point}, failing at {step}"));
+        let out = dir.join(format!("round-{round}.out"));
+        let fifo = dir.join(format!("round-{round}.fifo"));
+        let fifo_c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo_c.as_ptr(), 0o600) }, 0, "mkfifo");
+        let mut command = std::process::Command::new(&binary);
+        command.arg(&out).arg(&fifo);
+        let (child, text, _) = common::start_with_pipes(&mut command, 0);
+        let mut guard = common::KillOnDrop(child.id() as i32);
+        let ids: Vec<i32> = text.split_whitespace().map(|w| w.parse().unwrap()).collect();
+        let (pid, second) = (ids[0], ids[1]);
+        wait_handled(pid, &[pid, second], &what);
+        signal(pid, libc::SIGSTOP);
+        let mut status = 0;
+        // SAFETY: status is a valid out-pointer.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, libc::WUNTRACED) }, pid, "{what}: the stop's report");
+        assert!(libc::WIFSTOPPED(status), "{what}: stopped first");
+        let images = dir.join(format!("img-{round}"));
+        match held {
+            Some((point, step)) => {
+                let (mut child, mut stderr) = start_held(pid, &images, point, step);
+                drop(child.stdin.take());
+                let mut rest = String::new();
+                std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+                assert!(!child.wait().unwrap().success(), "{what}: the dump must fail: {rest}");
+            }
+            None => {
+                let output = crust().args(["dump", "-t", &pid.to_string(), "--leave-running", "-D"]).arg(&images).output().unwrap();
+                assert!(output.status.success(), "{what}: {}", String::from_utf8_lossy(&output.stderr));
+            }
+        }
+        for tid in [pid, second] {
+            wait_for_state(pid, tid, 'T', &what);
+            assert_eq!(thread_field(pid, tid, "TracerPid:"), "0", "{what}: tid {tid} still traced");
+        }
+        // SAFETY: status is a valid out-pointer.
+        let reported = unsafe { libc::waitpid(pid, &mut status, libc::WUNTRACED | libc::WCONTINUED | libc::WNOHANG) };
+        assert_eq!(reported, 0, "{what}: the parent was told of a change (status {status:#x})");
+        signal(pid, libc::SIGCONT);
+        signal(pid, libc::SIGUSR1);
+        wait_handled(pid, &[pid, second], &what);
+        std::fs::write(&fifo, "report\n").unwrap();
+        // SAFETY: status is a valid out-pointer.
+        let ended = loop {
+            assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+            if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
+                break status;
+            }
+        };
+        guard.disarm();
+        assert!(libc::WIFEXITED(ended) && libc::WEXITSTATUS(ended) == 0, "{what}: target status {ended:#x}");
+        let me = std::process::id();
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), format!("{} 0 {me} 0 0\ninterrupted 1\n", libc::SIGUSR1), "{what}: the target's record");
+    }
+}

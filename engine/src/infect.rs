@@ -116,7 +116,9 @@ pub enum Step {
 /// Errors name the ptrace request that failed.
 pub fn step_to_syscall_stop(tid: i32) -> Result<Step, (&'static str, io::Error)> {
     let mut hand_on = 0;
-    loop {
+    // A thread that traps again and again (no such kernel behaviour is known) is
+    // reported rather than stepped forever.
+    for _ in 0..MAX_STOP_TRAPS {
         sys::continue_to_syscall_with(tid, hand_on).map_err(|e| ("PTRACE_SYSCALL", e))?;
         hand_on = 0;
         match sys::wait_thread(tid).map_err(|e| ("waitpid", e))? {
@@ -127,7 +129,12 @@ pub fn step_to_syscall_stop(tid: i32) -> Result<Step, (&'static str, io::Error)>
             _ => return Ok(Step::Exited),
         }
     }
+    Ok(Step::Stop { signal: libc::SIGSTOP, event: libc::PTRACE_EVENT_STOP })
 }
+
+/// How many stop signals and group-stop traps in a row [`step_to_syscall_stop`] steps
+/// through.
+const MAX_STOP_TRAPS: u32 = 64;
 
 /// Finds a syscall instruction in the target's vDSO text, read through /proc/PID/mem.
 pub fn find_syscall_in_vdso(tid: i32, mem: &File, vdso_start: u64, vdso_end: u64) -> Result<u64, InfectError> {

@@ -247,18 +247,13 @@ impl Frozen {
                 frozen.processes.push(process);
                 continue;
             }
-            // A stopped (SIGSTOP/SIGTSTP) process would re-enter its group stop before any
-            // injected syscall ran: continue it first, and stop it again on release (the
-            // images record it as stopped, so restore stops it too).
-            if process.stopped {
-                sys::send_signal(pid, libc::SIGCONT).map_err(io_err(pid, "SIGCONT a stopped process"))?;
-                for _ in 0..2000 {
-                    if read_stat(pid)?.state != 'T' {
-                        break;
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(1));
-                }
-            }
+            // A stopped (SIGSTOP/SIGTSTP) process is seized in its group stop, which it
+            // reports as its PTRACE_EVENT_STOP; crust steps its threads on from such
+            // stops (`infect::step_to_syscall_stop`), and once they are detached the
+            // kernel puts them back into the group stop by itself. No SIGCONT reaches
+            // it, its parent hears of no stop or continue, and a SIGCONT sent meanwhile
+            // ends the stop as it would have. The images record it as stopped, so
+            // restore stops it too.
             frozen.processes.push(process);
             let index = frozen.processes.len() - 1;
             let mut tids: Vec<i32> = Vec::new();
@@ -321,8 +316,6 @@ impl Frozen {
             }
             if leave_stopped && !process.is_zombie() {
                 let _ = sys::send_signal(process.pid, libc::SIGSTOP);
-            } else if process.stopped {
-                let _ = sys::send_signal(process.pid, process.stop_signal());
             }
         }
         self.finished = true;
