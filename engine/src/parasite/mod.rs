@@ -584,7 +584,15 @@ impl Parasite {
             }
             let found = HostArch::read_regs(tid).map_err(arch_error(tid))?;
             if found != home.regs {
-                return Err(self.put_back(home, "registers (put back by ptrace)".into()));
+                // Words only the kernel sets (ppc64le's MSR bits, softe, result) may
+                // differ after the thread ran; every register the thread sees, and how
+                // its syscall restarts, may not.
+                let restart = |regs: &Regs| HostArch::resume_regs(regs, true);
+                let what = HostArch::sigreturn_mismatch(&home.regs, &found)
+                    .or_else(|| (restart(&found.gpr) != restart(&home.regs.gpr)).then(|| "syscall restart".to_string()));
+                if let Some(what) = what {
+                    return Err(self.put_back(home, format!("{what} (put back by ptrace)")));
+                }
             }
             log::trace!("tid {tid}: home by ptrace (its syscall restarts through the restart block)");
             return Ok(());
