@@ -310,6 +310,7 @@ impl crate::Abi for Ppc64le {
     }
 
     const CODE_ALIGN: u64 = 4;
+    const SEIZED_REGS_RESTART_AFTER_SIGRETURN: bool = false;
     const SIGRETURN_TRAMPOLINES: &'static [&'static [u8]] = chain::TRAMPOLINES;
 
     fn return_path(code: &[u8]) -> Option<crate::ReturnPath> {

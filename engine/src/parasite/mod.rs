@@ -587,9 +587,10 @@ impl Parasite {
                 // Words only the kernel sets (ppc64le's MSR bits, softe, result) may
                 // differ after the thread ran; every register the thread sees, and how
                 // its syscall restarts, may not.
-                let restart = |regs: &Regs| HostArch::resume_regs(regs, true);
-                let what = HostArch::sigreturn_mismatch(&home.regs, &found)
-                    .or_else(|| (restart(&found.gpr) != restart(&home.regs.gpr)).then(|| "syscall restart".to_string()));
+                let restarted = |regs: &ThreadRegs<Regs>| ThreadRegs { gpr: HostArch::resume_regs(&regs.gpr, true), ext: regs.ext.clone() };
+                let what = HostArch::sigreturn_mismatch(&home.regs, &found).or_else(|| {
+                    HostArch::sigreturn_mismatch(&restarted(&home.regs), &restarted(&found)).map(|what| format!("{what} once its syscall restarts"))
+                });
                 if let Some(what) = what {
                     return Err(self.put_back(home, format!("{what} (put back by ptrace)")));
                 }
@@ -612,9 +613,10 @@ impl Parasite {
             return Err(self.put_back(home, format!("signal mask ({mask:#x}, not {:#x})", home.sigmask)));
         }
         log::trace!("tid {tid}: home by rt_sigreturn, registers and mask checked");
-        if expected.gpr != home.regs.gpr {
+        if expected.gpr != home.regs.gpr && HostArch::SEIZED_REGS_RESTART_AFTER_SIGRETURN {
             // In a syscall when seized: the seized registers again, so that the kernel
-            // restarts it (or not, for a handler) as it would have.
+            // restarts it (or not, for a handler) as it would have. (ppc64le keeps the
+            // frame's, which run the syscall instruction again.)
             HostArch::write_gpr(tid, &home.regs.gpr).map_err(arch_error(tid))?;
         }
         Ok(())
@@ -885,9 +887,9 @@ fn chained_window(pid: i32, home: &Home, points: &ChainPoints, mem: &File, call:
             let _ = sys::write_sigmask(tid, home.sigmask);
             return Err(ParasiteError::Mismatch { tid, what: format!("{what} (after a chained {call:?})") });
         }
-        if expected.gpr != home.regs.gpr {
+        if expected.gpr != home.regs.gpr && HostArch::SEIZED_REGS_RESTART_AFTER_SIGRETURN {
             // In a syscall when seized: the seized registers, so that the kernel
-            // restarts it as it would have.
+            // restarts it as it would have (ppc64le keeps the frame's).
             HostArch::write_gpr(tid, &home.regs.gpr).map_err(arch_error(tid))?;
         }
     }
