@@ -435,8 +435,8 @@ fn a_stopped_target_stays_stopped_and_its_parent_hears_nothing() {
         signal(pid, libc::SIGUSR1);
         wait_handled(pid, &[pid, second], &what);
         std::fs::write(&fifo, "report\n").unwrap();
-        // SAFETY: status is a valid out-pointer.
         let ended = loop {
+            // SAFETY: status is a valid out-pointer.
             assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
             if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
                 break status;
