@@ -87,6 +87,8 @@ pub enum Sys {
     Write,
     /// `socketpair`: the parasite's control channel.
     Socketpair,
+    /// `membarrier`: the process's registrations (MEMBARRIER_CMD_GET_REGISTRATIONS).
+    Membarrier,
 }
 
 /// Pure ABI of one architecture: compiles and is tested on every host.
@@ -459,5 +461,6 @@ mod tests {
         assert_eq!(numbers(Sys::RtSigreturn), [Some(15), Some(139), Some(172), Some(173)]);
         assert_eq!(numbers(Sys::Write), [Some(1), Some(64), Some(4), Some(4)]);
         assert_eq!(numbers(Sys::Socketpair), [Some(53), Some(199), Some(333), Some(360)]);
+        assert_eq!(numbers(Sys::Membarrier), [Some(324), Some(283), Some(365), Some(356)]);
     }
 }

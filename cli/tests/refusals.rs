@@ -173,8 +173,9 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// The ten damaged dumps a restore once accepted (issue 13): each is now refused with
-/// one line naming the image and the field, before any process is created.
+/// Damaged dumps a restore once accepted (issue 13) or hung on: each is refused with one
+/// line naming the image and the field (before any process is created), or the process
+/// and what failed.
 #[test]
 fn damaged_images_are_refused_in_one_line() {
     if let Some(reason) = skip_reason() {
@@ -203,8 +204,9 @@ fn damaged_images_are_refused_in_one_line() {
     let output = crust().args(["dump", "-t", &pid.to_string(), "-D"]).arg(&dump).output().unwrap();
     assert!(output.status.success(), "{output:?}");
     let _ = target.wait();
+    let child = children[0];
     // The killed children came to this subreaper: reap them, freeing their pids.
-    for child in children {
+    for child in children.clone() {
         wait_exit(child);
     }
     let core = format!("core-{pid}.img");
@@ -229,6 +231,11 @@ fn damaged_images_are_refused_in_one_line() {
     let core_for_comm = core.clone();
     let core_for_sigactions = core.clone();
     let fdinfo_for_dup = fdinfo.clone();
+    let passwd_id = {
+        let shown = crust().arg("show").arg(dump.join("files.img")).output().unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+        json["entries"].as_array().unwrap().iter().find(|f| f["reg"]["name"] == "/etc/passwd").expect("/etc/passwd in files.img")["id"].clone()
+    };
     let cases: Vec<(&str, Damage, String)> = vec![
         ("a byte flip in pages-1.img", flip(100), "crust: restore: pages-1.img: offset 0: pages 0x".into()),
         ("another byte flip in pages-1.img", flip(4096 + 7), "crust: restore: pages-1.img: offset ".into()),
@@ -275,6 +282,13 @@ fn damaged_images_are_refused_in_one_line() {
             }),
             format!("crust: restore: {core}: tc.sigactions has 2480 entries: a task has 62 signal actions (64 signals but SIGKILL and SIGSTOP)"),
         ),
+        (
+            // Found only once a child runs, while the others wait stopped and hold the
+            // error pipe open: the restore must still end, with the child's own line.
+            "a child's cwd that is a file",
+            Box::new(move |dir: &Path| edit(dir, &format!("fs-{child}.img"), |json| json["entries"][0]["cwd_id"] = passwd_id.clone())),
+            format!("crust: restore: pid {child}: chdir /etc/passwd: Not a directory"),
+        ),
     ];
     for (what, damage, expected) in cases {
         let dir = base.join("case");
@@ -283,7 +297,7 @@ fn damaged_images_are_refused_in_one_line() {
         damage(&dir);
         // The pids are free (the target was killed by the dump): a restore that
         // accepted the images would create processes, which the check below would see.
-        let output = crust().args(["restore", "-d", "-D"]).arg(&dir).output().unwrap();
+        let output = crust().args(["restore", "-d", "--shell-job", "-D"]).arg(&dir).output().unwrap();
         let line = String::from_utf8_lossy(&output.stderr).trim().to_string();
         let restored = std::path::Path::new(&format!("/proc/{pid}")).exists();
         if restored {

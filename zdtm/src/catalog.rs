@@ -328,6 +328,10 @@ pub const TESTS: &[TestSpec] = &[
     rust("rust_std"),
     rust("umask"),
     c("personality"),
+    c("sched_attrs"),
+    c("loginuid"),
+    c("membarrier"),
+    c("sockopts"),
     rust("rlimits"),
     rust("comm"),
     TestSpec {

@@ -118,6 +118,12 @@ pub const CRIU_LIMITS: &[CriuLimit] = &[
         "CRIU restores no attach of a segment of its own IPC namespace: \"Error (criu/shmem.c:306): Can't find sysv shmem for N\"",
     ),
     limit(
+        "sockopts",
+        Restore,
+        None,
+        "CRIU restores no UDP socket bound with IP_FREEBIND to an address the machine lacks (CRIU dump and restore alike): \"Error (criu/sk-inet.c:1059): inet: Can't bind inet socket (id 7): Cannot assign requested address\" (2026-12-06)",
+    ),
+    limit(
         "tree_creds",
         Dump,
         None,

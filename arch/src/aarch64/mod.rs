@@ -150,6 +150,7 @@ impl crate::Abi for Aarch64 {
             Sys::RtSigreturn => NR_RT_SIGRETURN,
             Sys::Write => 64,
             Sys::Socketpair => 199,
+            Sys::Membarrier => 283,
         })
     }
 

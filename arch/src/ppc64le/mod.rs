@@ -177,6 +177,7 @@ impl crate::Abi for Ppc64le {
             Sys::RtSigreturn => NR_RT_SIGRETURN,
             Sys::Write => 4,
             Sys::Socketpair => 333,
+            Sys::Membarrier => 365,
         })
     }
 

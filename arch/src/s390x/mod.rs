@@ -133,6 +133,7 @@ impl crate::Abi for S390x {
             Sys::RtSigreturn => NR_RT_SIGRETURN,
             Sys::Write => 4,
             Sys::Socketpair => 360,
+            Sys::Membarrier => 356,
         })
     }
 

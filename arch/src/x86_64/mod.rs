@@ -143,6 +143,7 @@ impl crate::Abi for X86_64 {
             Sys::RtSigreturn => NR_RT_SIGRETURN,
             Sys::Write => 1,
             Sys::Socketpair => 53,
+            Sys::Membarrier => 324,
         })
     }
 

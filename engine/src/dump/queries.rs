@@ -38,6 +38,12 @@ pub enum QueryError {
 }
 io_failure!(QueryError);
 
+/// `MEMBARRIER_CMD_GET_REGISTRATIONS` (uapi linux/membarrier.h, Linux 6.3).
+const MEMBARRIER_CMD_GET_REGISTRATIONS: u64 = 1 << 9;
+
+/// `SCHED_DEADLINE` (uapi linux/sched.h).
+const SCHED_DEADLINE: i32 = 6;
+
 /// Per-thread state only the thread itself can tell, asked through remote syscalls.
 pub(crate) struct ThreadQueries {
     pub(crate) altstack: pb::ThreadSasEntry,
@@ -47,6 +53,7 @@ pub(crate) struct ThreadQueries {
     pub(crate) comm: String,
     pub(crate) creds: pb::CredsEntry,
     pub(crate) pdeath_sig: u32,
+    pub(crate) scheduling: sys::Scheduling,
 }
 
 /// Per-process state asked through remote syscalls (in the leader).
@@ -63,6 +70,9 @@ pub(crate) struct ProcessQueries {
     pub(crate) threads: Vec<ThreadQueries>,
     pub(crate) child_subreaper: bool,
     pub(crate) thp_disabled: bool,
+    /// The membarrier registrations of the process's mm (MEMBARRIER_CMD_GET_REGISTRATIONS,
+    /// Linux 6.3), None where the kernel cannot tell.
+    pub(crate) membarrier: Option<u32>,
 }
 
 /// A thread as the parasite takes it home.
@@ -154,7 +164,13 @@ fn thread_queries(
     creds.secbits = checked(pid, answer, calls.securebits, Sys::Prctl)? as u32;
     checked(pid, answer, calls.pdeath.0, Sys::Prctl)?;
     let pdeath_sig = int(answer.bytes(calls.pdeath.1), 0);
-    Ok(ThreadQueries { altstack, clear_tid_addr, private_pending, robust_list, comm, creds, pdeath_sig })
+    let scheduling = sys::scheduling_of(thread.tid).map_err(io_err(pid, format!("scheduling of thread {}", thread.tid)))?;
+    if scheduling.policy & !libc::SCHED_RESET_ON_FORK == SCHED_DEADLINE {
+        // sched_setscheduler cannot give it back (it takes sched_setattr's runtime,
+        // deadline and period, which CRIU's images have no field for).
+        return Err(QueryError::Unsupported { pid, what: format!("thread {} under SCHED_DEADLINE", thread.tid) });
+    }
+    Ok(ThreadQueries { altstack, clear_tid_addr, private_pending, robust_list, comm, creds, pdeath_sig, scheduling })
 }
 
 /// Asks a process everything only it can tell: what ptrace tells first (while every
@@ -215,6 +231,7 @@ pub(crate) fn query_process(process: &FrozenProcess, collected: &Collected, watc
     let subreaper = batch.buffer(4);
     let subreaper_call = batch.call(Sys::Prctl, &[Arg::V(libc::PR_GET_CHILD_SUBREAPER as u64), Arg::B(subreaper)]);
     let thp_call = batch.call(Sys::Prctl, &[Arg::V(libc::PR_GET_THP_DISABLE as u64)]);
+    let membarrier_call = batch.call(Sys::Membarrier, &[Arg::V(MEMBARRIER_CMD_GET_REGISTRATIONS), Arg::V(0), Arg::V(0)]);
     let answer = parasite.run(&batch).map_err(parasite_error)?;
 
     // The other threads, each in a program of its own.
@@ -276,8 +293,21 @@ pub(crate) fn query_process(process: &FrozenProcess, collected: &Collected, watc
     checked(pid, &answer, subreaper_call, Sys::Prctl)?;
     let child_subreaper = int(answer.bytes(subreaper), 0) != 0;
     let thp_disabled = checked(pid, &answer, thp_call, Sys::Prctl)? != 0;
-    let queries =
-        ProcessQueries { sigactions, itimers, rlimits, posix_timers, brk, dumpable, shared_pending, threads, child_subreaper, thp_disabled };
+    // EINVAL before Linux 6.3, ENOSYS without CONFIG_MEMBARRIER: nothing to tell.
+    let membarrier = u32::try_from(answer.result(membarrier_call)).ok();
+    let queries = ProcessQueries {
+        sigactions,
+        itimers,
+        rlimits,
+        posix_timers,
+        brk,
+        dumpable,
+        shared_pending,
+        threads,
+        child_subreaper,
+        thp_disabled,
+        membarrier,
+    };
     Ok((queries, parasite))
 }
 

@@ -223,7 +223,11 @@ pub(crate) fn write_images(root: i32, dir: &Path, dumped: Dumped) -> Result<(), 
             sigactions: queries.sigactions.clone(),
             stop_signo: process.stopped.then_some(process.stop_signal() as u32),
             child_subreaper: Some(queries.child_subreaper),
+            membarrier_registration_mask: queries.membarrier.filter(|&mask| mask != 0),
             oom_score_adj: fs::read_to_string(format!("/proc/{}/oom_score_adj", process.proc_pid())).ok().and_then(|v| v.trim().parse().ok()),
+            // The audit login uid (4294967295: never set); the session id that goes
+            // with it is the kernel's to number and has no field.
+            loginuid: fs::read_to_string(format!("/proc/{}/loginuid", process.proc_pid())).ok().and_then(|v| v.trim().parse().ok()),
             ..Default::default()
         };
         if process.leader_gone {
@@ -252,6 +256,13 @@ pub(crate) fn write_images(root: i32, dir: &Path, dumped: Dumped) -> Result<(), 
                     creds: Some(tq.creds.clone()),
                     pdeath_sig: Some(tq.pdeath_sig),
                     comm: Some(tq.comm.clone()),
+                    // As CRIU writes them: the policy and the nice value always (CRIU's
+                    // restore reads the nice value only next to a policy), the priority
+                    // of a real-time policy.
+                    sched_policy: Some(tq.scheduling.policy as u32),
+                    sched_prio: matches!(tq.scheduling.policy & !libc::SCHED_RESET_ON_FORK, libc::SCHED_FIFO | libc::SCHED_RR)
+                        .then_some(tq.scheduling.rt_priority as u32),
+                    sched_nice: Some(tq.scheduling.nice),
                     seccomp_mode: (thread.seccomp_mode != 0).then_some(thread.seccomp_mode as i32),
                     seccomp_filter: newest_filter.get(&thread.tid).copied(),
                     cg_set: Some(cgroups.set_of(thread.tid)),

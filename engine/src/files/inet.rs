@@ -166,9 +166,9 @@ pub(crate) fn dump_socket(
         (if peer.is_some() { TCP_ESTABLISHED } else { TCP_CLOSE }, 0)
     };
     let v6only = if family == libc::AF_INET6 { Some(get(libc::IPPROTO_IPV6, libc::IPV6_V6ONLY)? != 0) } else { None };
-    let mut opts = super::unix::read_options(&socket);
-    opts.reuseaddr = Some(get(libc::SOL_SOCKET, libc::SO_REUSEADDR)? != 0);
-    opts.so_reuseport = Some(get(libc::SOL_SOCKET, libc::SO_REUSEPORT)? != 0);
+    let opts = super::sockopts::read(&socket, super::sockopts::Kind::Inet { tcp: protocol == libc::IPPROTO_TCP });
+    let ip_opts = super::sockopts::read_ip(&socket, family);
+    let tcp_opts = (protocol == libc::IPPROTO_TCP).then(|| super::sockopts::read_tcp(&socket));
     let peer = peer.unwrap_or(InetAddress { family, addr: vec![0; local.addr.len()], port: 0 });
     Ok((
         pb::InetSkEntry {
@@ -186,6 +186,8 @@ pub(crate) fn dump_socket(
             dst_addr: words(&peer),
             fown: Default::default(),
             opts,
+            ip_opts: Some(ip_opts),
+            tcp_opts,
             v6only,
             ..Default::default()
         },
@@ -208,8 +210,11 @@ pub(crate) fn create_socket(
     if let Some(v6only) = entry.v6only {
         set(libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, v6only).map_err(file_io(format!("{what}: IPV6_V6ONLY")))?;
     }
-    set(libc::SOL_SOCKET, libc::SO_REUSEADDR, entry.opts.reuseaddr.unwrap_or(false)).map_err(file_io(format!("{what}: SO_REUSEADDR")))?;
-    set(libc::SOL_SOCKET, libc::SO_REUSEPORT, entry.opts.so_reuseport.unwrap_or(false)).map_err(file_io(format!("{what}: SO_REUSEPORT")))?;
+    let tcp = entry.proto == libc::IPPROTO_TCP as u32;
+    super::sockopts::apply(&fd, &entry.opts, entry.tcp_opts.as_ref(), super::sockopts::Kind::Inet { tcp }, &what)?;
+    if let Some(ip) = &entry.ip_opts {
+        super::sockopts::apply_ip(&fd, ip, family, &what)?;
+    }
     let local = address(entry.family, &entry.src_addr, entry.src_port);
     // A connection dumped closed (`--tcp-close`) comes back as a fresh socket: its old
     // local port is not bound again.

@@ -32,6 +32,7 @@ mod netlock;
 pub(crate) mod memfd;
 mod pipe;
 mod pty;
+mod sockopts;
 mod restore;
 mod tcp;
 mod unix;

@@ -104,13 +104,7 @@ pub(crate) fn peek_queue(socket: &OwnedFd) -> Result<Vec<Peeked>, FileError> {
 
 /// Socket options kept: buffer sizes (timeouts are left at their defaults).
 pub(crate) fn read_options(socket: &OwnedFd) -> pb::SkOptsEntry {
-    let get = |name| sys::socket::socket_option(socket.as_raw_fd(), libc::SOL_SOCKET, name).unwrap_or(0) as u32;
-    pb::SkOptsEntry {
-        so_sndbuf: get(libc::SO_SNDBUF),
-        so_rcvbuf: get(libc::SO_RCVBUF),
-        so_passcred: Some(get(libc::SO_PASSCRED) != 0),
-        ..Default::default()
-    }
+    super::sockopts::read(socket, super::sockopts::Kind::Unix)
 }
 
 /// Builds every unix socket of the image; returns file id → fd with status flags set.
@@ -183,7 +177,7 @@ pub(crate) fn create_sockets(
     }
     for socket in sockets {
         let fd = out.get(&socket.id).expect("every socket was created above");
-        set_buffers(fd, &socket.opts);
+        super::sockopts::apply(fd, &socket.opts, None, super::sockopts::Kind::Unix, &format!("unix socket {}", socket.id))?;
         sys::file::set_status_flags(fd, socket.flags as i32)
             .map_err(file_io(format!("unix socket {}: flags", socket.id)))?;
     }
@@ -207,18 +201,6 @@ fn bind_name(fd: &OwnedFd, name: &[u8]) -> Result<(), FileError> {
         }
     }
     sys::socket::bind_unix(fd.as_raw_fd(), name).map_err(file_io(format!("bind {}", String::from_utf8_lossy(name))))
-}
-
-fn set_buffers(fd: &OwnedFd, opts: &pb::SkOptsEntry) {
-    // The kernel doubles what is set and reports the doubled value.
-    for (name, value) in [(libc::SO_SNDBUF, opts.so_sndbuf), (libc::SO_RCVBUF, opts.so_rcvbuf)] {
-        if value > 0 {
-            let _ = sys::socket::set_socket_option(fd.as_raw_fd(), libc::SOL_SOCKET, name, (value / 2) as i32);
-        }
-    }
-    if opts.so_passcred == Some(true) {
-        let _ = sys::socket::set_socket_option(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_PASSCRED, 1);
-    }
 }
 
 #[cfg(test)]

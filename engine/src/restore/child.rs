@@ -233,7 +233,17 @@ fn process_main(run: &Run, index: usize) -> ! {
     let pid = process.pid();
     let result = (|| -> Result<(), ChildError> {
         let p = &process.pstree;
-        if !(index == 0 && shell_job) {
+        let root = &images.processes[0].pstree;
+        if shell_job && index == 0 {
+            // --shell-job: the root stays in crust's session; a group leader stays one.
+            if p.pgid == p.pid {
+                sys::set_process_group(0).map_err(child_io("setpgid"))?;
+            }
+        } else if shell_job && root.pgid != root.pid && p.pgid == root.pgid {
+            // The root's group was crust's caller's: it is crust's now, the root's.
+            let group = sys::process_group_of(root.pid as i32).map_err(child_io(format!("getpgid {}", root.pid)))?;
+            sys::set_process_group(group).map_err(child_io(format!("setpgid {group} (the root's group)")))?;
+        } else {
             if p.sid == p.pid {
                 sys::new_session().map_err(child_io("setsid"))?;
             } else if p.pgid == p.pid {
@@ -249,6 +259,15 @@ fn process_main(run: &Run, index: usize) -> ! {
         }
         if !(index == 0 && shell_job) {
             broker.terminals(p.pid, p.sid, p.pgid)?;
+        }
+        if let Some(loginuid) = process.cores[0].tc.as_ref().and_then(|t| t.loginuid) {
+            restore_loginuid(loginuid)?;
+        }
+        // Registrations belong to the mm, which the restorer keeps: made here, they hold
+        // for every thread it creates. Each bit of the mask is its register command.
+        let membarrier = process.cores[0].tc.as_ref().and_then(|t| t.membarrier_registration_mask).unwrap_or(0);
+        for bit in (0..32).map(|b| 1u32 << b).filter(|bit| membarrier & bit != 0) {
+            sys::membarrier(bit).map_err(child_io(format!("membarrier register command {bit:#x}")))?;
         }
         if process.is_zombie() {
             if let Some(tc) = &process.cores[0].tc {
@@ -380,6 +399,18 @@ fn process_main(run: &Run, index: usize) -> ! {
         Ok(()) => die(tree, pid, "restorer returned"),
         Err(message) => die(tree, pid, &message.to_string()),
     }
+}
+
+/// Gives this process its audit login uid when it differs from the one it inherited
+/// (only the process itself can write /proc/self/loginuid; its threads, made later,
+/// inherit it). The kernel gives it a new session id, as it does for CRIU.
+fn restore_loginuid(loginuid: u32) -> Result<(), ChildError> {
+    let path = "/proc/self/loginuid";
+    let now = fs::read_to_string(path).ok().and_then(|v| v.trim().parse::<u32>().ok());
+    if now == Some(loginuid) {
+        return Ok(());
+    }
+    fs::write(path, loginuid.to_string()).map_err(child_io(format!("write {path} ({loginuid})")))
 }
 
 /// Fills this process's premapped slots (crust code, before the children are forked): a

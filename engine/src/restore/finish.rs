@@ -6,11 +6,12 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use crust_arch::{Abi, Host, HostArch, RestorerOp, RestorerOutcome, Sys};
+use crust_images::pb;
 
 use crate::infect::RemoteThread;
 use crate::model::TASK_STOPPED;
@@ -150,10 +151,7 @@ pub(crate) fn wait_for_restorers(
     }
     let mut error_read = Some(error_read);
     let child_error = |error_read: &mut Option<OwnedFd>, pid: i32, fallback: String| -> FinishError {
-        let mut message = String::new();
-        if let Some(fd) = error_read.take() {
-            let _ = fs::File::from(fd).read_to_string(&mut message);
-        }
+        let message = error_read.take().map(|fd| read_reported(&fd)).unwrap_or_default();
         if message.trim().is_empty() {
             FinishError::Child { pid, what: fallback }
         } else {
@@ -235,6 +233,21 @@ pub(crate) fn wait_for_restorers(
         }
     }
     Ok(host)
+}
+
+/// What the tree's processes wrote to the error pipe so far. Read without blocking: the
+/// process that failed wrote its line before it exited, and the others (stopped, or still
+/// in crust code) hold the pipe's write end open, so it never reaches end of file.
+fn read_reported(fd: &OwnedFd) -> String {
+    if sys::file::set_status_flags(fd, libc::O_NONBLOCK).is_err() {
+        return String::new();
+    }
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n @ 1..) = sys::file::read_some(fd, &mut buf) {
+        bytes.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 /// Logs the ops of a finished restorer program that may fail without stopping it
@@ -379,6 +392,12 @@ pub(crate) fn finish_process(
     } else {
         0
     };
+    for ((&tid, &dumped_tid), core) in tids.iter().zip(&process.pstree.threads).zip(&process.cores).skip(acting) {
+        if let Some(scheduling) = core.thread_core.as_ref().and_then(scheduling) {
+            sys::set_scheduling(tid, scheduling)
+                .map_err(io_err(dumped_tid as i32, format!("scheduling policy {:#x}, priority {}, nice {}", scheduling.policy, scheduling.rt_priority, scheduling.nice)))?;
+        }
+    }
     let mut ready = Vec::new();
     for (index, ((&tid, core), ext)) in tids.iter().zip(&process.cores).zip(&ext_templates).enumerate().skip(acting) {
         let detach_signal = if index + 1 == tids.len() { stop_signal } else { 0 };
@@ -401,6 +420,19 @@ pub(crate) fn finish_process(
         ready.push(ReadyThread { tid, sigmask: mask, detach_signal });
     }
     Ok(ready)
+}
+
+/// A thread's dumped scheduling, if its core says anything of it (a thread restored
+/// without it keeps crust's: SCHED_OTHER, and crust's nice value).
+fn scheduling(thread: &pb::ThreadCoreEntry) -> Option<sys::Scheduling> {
+    if thread.sched_policy.is_none() && thread.sched_prio.is_none() && thread.sched_nice.is_none() {
+        return None;
+    }
+    Some(sys::Scheduling {
+        policy: thread.sched_policy.unwrap_or(0) as i32,
+        rt_priority: thread.sched_prio.unwrap_or(0) as i32,
+        nice: thread.sched_nice.unwrap_or(0),
+    })
 }
 
 /// Lets every ready thread of the tree go, with its own signal mask, in one tight loop:

@@ -230,6 +230,10 @@ fn fd_type(raw: i32) -> Option<pb::FdTypes> {
 }
 
 /// Each thread's core: task state, comm, signal actions, limits, credentials, seccomp.
+/// The membarrier register commands (uapi linux/membarrier.h): GLOBAL_EXPEDITED,
+/// PRIVATE_EXPEDITED, PRIVATE_EXPEDITED_SYNC_CORE, PRIVATE_EXPEDITED_RSEQ.
+const MEMBARRIER_REGISTRATIONS: u32 = (1 << 2) | (1 << 4) | (1 << 6) | (1 << 8);
+
 fn cores(images: &Images, process: &ProcessImages) -> Result<(), ValidateError> {
     let threads: Vec<u32> = if process.pstree.threads.is_empty() || process.is_zombie() { vec![process.pstree.pid] } else { process.pstree.threads.clone() };
     for (&tid, core) in threads.iter().zip(&process.cores) {
@@ -252,6 +256,13 @@ fn cores(images: &Images, process: &ProcessImages) -> Result<(), ValidateError> 
                 if rlimits.rlimits.len() > RLIMITS {
                     return Err(refuse(&image, format!("tc.rlimits has {} entries, the kernel has {RLIMITS} (RLIM_NLIMITS)", rlimits.rlimits.len())));
                 }
+            }
+            let membarrier = tc.membarrier_registration_mask.unwrap_or(0);
+            if membarrier & !MEMBARRIER_REGISTRATIONS != 0 {
+                return Err(refuse(
+                    &image,
+                    format!("tc.membarrier_registration_mask {membarrier:#x} has bits of no register command (known: {MEMBARRIER_REGISTRATIONS:#x})"),
+                ));
             }
             if tc.task_state == TASK_DEAD && tc.exit_code > 0xffff {
                 return Err(refuse(&image, format!("tc.exit_code {:#x} is not a wait status", tc.exit_code)));
@@ -300,12 +311,33 @@ fn cores(images: &Images, process: &ProcessImages) -> Result<(), ValidateError> 
                     ));
                 }
             }
+            scheduling(&image, thread)?;
             if let Some(sas) = &thread.sas {
                 if sas.ss_sp.checked_add(sas.ss_size).is_none() {
                     return Err(refuse(&image, format!("thread_core.sas: stack {:#x} of {:#x} bytes wraps the address space", sas.ss_sp, sas.ss_size)));
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// A policy sched_setscheduler takes (SCHED_OTHER, FIFO, RR, BATCH or IDLE, with or
+/// without SCHED_RESET_ON_FORK), a real-time priority in 1..=99 for FIFO and RR only, a
+/// nice value in -20..=19.
+fn scheduling(image: &str, thread: &pb::ThreadCoreEntry) -> Result<(), ValidateError> {
+    let policy = thread.sched_policy.unwrap_or(0) as i32;
+    let base = policy & !libc::SCHED_RESET_ON_FORK;
+    if ![libc::SCHED_OTHER, libc::SCHED_FIFO, libc::SCHED_RR, libc::SCHED_BATCH, libc::SCHED_IDLE].contains(&base) {
+        return Err(refuse(image, format!("thread_core.sched_policy {policy:#x} is not a policy sched_setscheduler takes (0 to 3, 5, with 0x40000000)")));
+    }
+    let real_time = base == libc::SCHED_FIFO || base == libc::SCHED_RR;
+    let priority = thread.sched_prio.unwrap_or(0);
+    if (real_time && !(1..=99).contains(&priority)) || (!real_time && priority != 0) {
+        return Err(refuse(image, format!("thread_core.sched_prio {priority} under policy {policy:#x} (1 to 99 for SCHED_FIFO and SCHED_RR, else 0)")));
+    }
+    if let Some(nice) = thread.sched_nice.filter(|n| !(-20..=19).contains(n)) {
+        return Err(refuse(image, format!("thread_core.sched_nice {nice} is outside -20..19")));
     }
     Ok(())
 }
@@ -638,6 +670,25 @@ mod tests {
     fn live_process_without_threads() {
         let message = refusal("criu-fixtures/pipe", |images| images.processes[0].pstree.threads.clear());
         assert_eq!(message, "restore: pstree.img: entry 0: pid 11769 lists no thread: a live process has at least its leader");
+    }
+
+    #[test]
+    fn scheduling_out_of_range() {
+        let thread = |images: &mut Images| images.processes[0].cores[0].thread_core.as_mut().unwrap().clone();
+        for (policy, priority, nice, expected) in [
+            (6, 0, 0, "thread_core.sched_policy 0x6 is not a policy"),
+            (1, 0, 0, "thread_core.sched_prio 0 under policy 0x1"),
+            (0x4000_0002, 100, 0, "thread_core.sched_prio 100 under policy 0x40000002"),
+            (3, 5, 0, "thread_core.sched_prio 5 under policy 0x3"),
+            (0, 0, 20, "thread_core.sched_nice 20 is outside -20..19"),
+        ] {
+            let message = refusal("criu-fixtures/pipe", |images| {
+                let mut core = thread(images);
+                (core.sched_policy, core.sched_prio, core.sched_nice) = (Some(policy), Some(priority), Some(nice));
+                images.processes[0].cores[0].thread_core = Some(core);
+            });
+            assert!(message.starts_with(&format!("restore: core-11769.img: {expected}")), "{message}");
+        }
     }
 
     #[test]

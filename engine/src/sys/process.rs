@@ -36,6 +36,47 @@ pub fn signal_thread(pid: i32, tid: i32, signal: i32) -> io::Result<()> {
     Ok(())
 }
 
+/// A thread's scheduling: its policy (with `SCHED_RESET_ON_FORK` when set), its
+/// real-time priority (0 outside SCHED_FIFO and SCHED_RR) and its nice value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scheduling {
+    pub policy: i32,
+    pub rt_priority: i32,
+    pub nice: i32,
+}
+
+/// `sched_getscheduler`, `sched_getparam` and `getpriority(PRIO_PROCESS)` of thread `tid`.
+#[doc(alias = "sched_getscheduler")]
+pub fn scheduling_of(tid: i32) -> io::Result<Scheduling> {
+    // SAFETY: no pointers.
+    let policy = check(unsafe { libc::syscall(libc::SYS_sched_getscheduler, tid) })? as i32;
+    let mut param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: the kernel writes one sched_param into `param`.
+    check(unsafe { libc::syscall(libc::SYS_sched_getparam, tid, &mut param as *mut libc::sched_param) })?;
+    // The raw call answers 20 - nice (1..40), never a negative number.
+    // SAFETY: no pointers.
+    let raw = check(unsafe { libc::syscall(libc::SYS_getpriority, libc::PRIO_PROCESS, tid) })? as i32;
+    Ok(Scheduling { policy, rt_priority: param.sched_priority, nice: 20 - raw })
+}
+
+/// Gives thread `tid` its nice value, then its policy and real-time priority.
+#[doc(alias = "sched_setscheduler")]
+pub fn set_scheduling(tid: i32, scheduling: Scheduling) -> io::Result<()> {
+    // SAFETY: no pointers.
+    check(unsafe { libc::syscall(libc::SYS_setpriority, libc::PRIO_PROCESS, tid, scheduling.nice) })?;
+    let param = libc::sched_param { sched_priority: scheduling.rt_priority };
+    // SAFETY: the kernel reads one sched_param from `param`.
+    check(unsafe { libc::syscall(libc::SYS_sched_setscheduler, tid, scheduling.policy, &param as *const libc::sched_param) })?;
+    Ok(())
+}
+
+/// `membarrier(cmd, 0, 0)` in the calling process.
+pub fn membarrier(cmd: u32) -> io::Result<()> {
+    // SAFETY: no pointers.
+    check(unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0u32, 0i32) })?;
+    Ok(())
+}
+
 /// `prlimit64(pid, resource, NULL, &old)`: reads one resource limit of another process.
 #[doc(alias = "prlimit64")]
 pub fn read_rlimit(pid: i32, resource: u32) -> io::Result<(u64, u64)> {
@@ -169,6 +210,11 @@ pub fn new_session() -> io::Result<()> {
 /// `setpgid(0, pgid)`.
 pub fn set_process_group(pgid: i32) -> io::Result<()> {
     Ok(nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(pgid))?)
+}
+
+/// `getpgid(pid)`.
+pub fn process_group_of(pid: i32) -> io::Result<i32> {
+    Ok(nix::unistd::getpgid(Some(Pid::from_raw(pid)))?.as_raw())
 }
 
 /// `setpgid(pid, pgid)` on a child that has not exec'd.

@@ -232,6 +232,39 @@ pub fn socket_option_bytes(fd: RawFd, level: i32, name: i32, buf: &mut [u8]) -> 
     Ok(len as usize)
 }
 
+/// The number of instructions of the classic BPF program attached to a socket
+/// (`getsockopt(SO_GET_FILTER)` with a length of 0), 0 for none.
+pub fn filter_length(fd: RawFd) -> io::Result<usize> {
+    let mut len: libc::socklen_t = 0;
+    // SAFETY: with a length of 0 the kernel writes only `len`.
+    check(unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_GET_FILTER, std::ptr::null_mut(), &mut len) } as libc::c_long)?;
+    Ok(len as usize)
+}
+
+/// `setsockopt(SO_ATTACH_FILTER)` of a classic BPF program given as one `struct
+/// sock_filter` per word, as CRIU packs it: code in bits 48-63, jt 40-47, jf 32-39, k
+/// 0-31.
+pub fn attach_filter(fd: RawFd, words: &[u64]) -> io::Result<()> {
+    let mut insns: Vec<libc::sock_filter> = words
+        .iter()
+        .map(|&w| libc::sock_filter { code: (w >> 48) as u16, jt: (w >> 40) as u8, jf: (w >> 32) as u8, k: w as u32 })
+        .collect();
+    let len = u16::try_from(insns.len()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let program = libc::sock_fprog { len, filter: insns.as_mut_ptr() };
+    // SAFETY: program and the instructions it points to live across the call; the size
+    // passed is the program's.
+    check(unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            (&program as *const libc::sock_fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    } as libc::c_long)?;
+    Ok(())
+}
+
 /// `setsockopt` of a structure or buffer.
 pub fn set_socket_option_bytes(fd: RawFd, level: i32, name: i32, buf: &[u8]) -> io::Result<()> {
     // SAFETY: buf is readable for its length, the size passed.
