@@ -204,6 +204,17 @@ pub trait Abi {
     /// `sigframe.rs` lists them: they are not in the frame and a parasite never changes
     /// them); `None` when the thread is back exactly. A mismatch is a bug in the frame.
     fn sigreturn_mismatch(expected: &ThreadRegs<Self::Regs>, found: &ThreadRegs<Self::Regs>) -> Option<String>;
+    /// Whether a thread's seized registers, written back by ptrace after an
+    /// rt_sigreturn, make the kernel restart the syscall it was seized in. Not on
+    /// ppc64le: rt_sigreturn sets the trap word's "no restart" flag, which ptrace cannot
+    /// clear (`set_trap` keeps TRAP_FLAGS_MASK), so the thread would return
+    /// -ERESTARTSYS to its code; there it keeps the frame's registers instead, which run
+    /// its syscall instruction again.
+    const SEIZED_REGS_RESTART_AFTER_SIGRETURN: bool = true;
+    /// The alignment every instruction has (1 on x86_64): a byte sequence searched for
+    /// in code ([`Abi::SIGRETURN_TRAMPOLINES`], [`Abi::SYSCALL_INSN`] for a chain) is an
+    /// instruction only at such an address.
+    const CODE_ALIGN: u64 = 1;
     /// Byte sequences that run rt_sigreturn when a thread enters them at their first
     /// byte, whatever surrounds them (searched for in the target's executable
     /// mappings, for [`chain`]ed syscalls). Empty where the backend chains no syscall.

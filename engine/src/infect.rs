@@ -58,14 +58,10 @@ impl RemoteThread {
         let regs = HostArch::syscall_regs(&self.base, self.syscall_ip, nr, args);
         HostArch::write_gpr(tid, &regs).map_err(|e| InfectError::Arch(e, tid))?;
         for _stage in ["entry", "exit"] {
-            sys::continue_to_syscall(tid)
-                .map_err(|source| InfectError::Io { tid, op: "PTRACE_SYSCALL", source })?;
-            match sys::wait_thread(tid).map_err(|source| InfectError::Io { tid, op: "waitpid", source })? {
-                sys::WaitEvent::Stopped { signal, .. } if signal == (libc::SIGTRAP | 0x80) => {}
-                sys::WaitEvent::Stopped { signal, event } => {
-                    return Err(InfectError::UnexpectedStop { tid, signal, event, call })
-                }
-                _ => return Err(InfectError::Exited { tid, call }),
+            match step_to_syscall_stop(tid).map_err(|(op, source)| InfectError::Io { tid, op, source })? {
+                Step::Syscall => {}
+                Step::Stop { signal, event } => return Err(InfectError::UnexpectedStop { tid, signal, event, call }),
+                Step::Exited => return Err(InfectError::Exited { tid, call }),
             }
         }
         let after = HostArch::read_regs(tid).map_err(|e| InfectError::Arch(e, tid))?;
@@ -98,6 +94,48 @@ impl RemoteThread {
     }
 }
 
+/// Where [`step_to_syscall_stop`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// At a syscall entry or exit stop.
+    Syscall,
+    /// At another stop: a signal-delivery-stop (`event` 0) of a signal other than
+    /// SIGSTOP, or a ptrace event.
+    Stop { signal: i32, event: i32 },
+    /// The thread is gone.
+    Exited,
+}
+
+/// PTRACE_SYSCALL to the thread's next syscall stop, through the stops a SIGSTOP makes
+/// on the way. SIGSTOP is the one signal a thread whose mask blocks every other can
+/// still take: at its signal-delivery-stop it is handed on to the thread, which starts
+/// the group stop the signal asked for, as it would have without crust; that stop is
+/// reported as a PTRACE_EVENT_STOP, after which a traced thread may run on (so may one
+/// whose group stop was already under way). The stop holds again once the thread is
+/// detached: the kernel puts a thread of a stopped group back into its stop then.
+/// Errors name the ptrace request that failed.
+pub fn step_to_syscall_stop(tid: i32) -> Result<Step, (&'static str, io::Error)> {
+    let mut hand_on = 0;
+    // A thread that traps again and again (no such kernel behaviour is known) is
+    // reported rather than stepped forever.
+    for _ in 0..MAX_STOP_TRAPS {
+        sys::continue_to_syscall_with(tid, hand_on).map_err(|e| ("PTRACE_SYSCALL", e))?;
+        hand_on = 0;
+        match sys::wait_thread(tid).map_err(|e| ("waitpid", e))? {
+            sys::WaitEvent::Stopped { signal, .. } if signal == (libc::SIGTRAP | 0x80) => return Ok(Step::Syscall),
+            sys::WaitEvent::Stopped { signal: libc::SIGSTOP, event: 0 } => hand_on = libc::SIGSTOP,
+            sys::WaitEvent::Stopped { event: libc::PTRACE_EVENT_STOP, .. } => {}
+            sys::WaitEvent::Stopped { signal, event } => return Ok(Step::Stop { signal, event }),
+            _ => return Ok(Step::Exited),
+        }
+    }
+    Ok(Step::Stop { signal: libc::SIGSTOP, event: libc::PTRACE_EVENT_STOP })
+}
+
+/// How many stop signals and group-stop traps in a row [`step_to_syscall_stop`] steps
+/// through.
+const MAX_STOP_TRAPS: u32 = 64;
+
 /// Finds a syscall instruction in the target's vDSO text, read through /proc/PID/mem.
 pub fn find_syscall_in_vdso(tid: i32, mem: &File, vdso_start: u64, vdso_end: u64) -> Result<u64, InfectError> {
     let mut text = vec![0u8; (vdso_end - vdso_start) as usize];
@@ -122,17 +160,22 @@ const TRAMPOLINE_SEARCH_LIMIT: u64 = 64 << 20;
 /// search: the libc first). `None` where the backend chains no syscall or the target
 /// has no such instruction or trampoline (the injected syscall is then not chained).
 pub fn find_chain_points(mem: &File, vdso: (u64, u64), executable: &[(u64, u64)]) -> Option<ChainPoints> {
-    if HostArch::SIGRETURN_TRAMPOLINES.is_empty() || HostArch::MMAP_ARGS_IN_MEMORY {
+    if HostArch::SIGRETURN_TRAMPOLINES.is_empty() {
         return None;
     }
     let mut places = vec![vdso];
     places.extend(executable.iter().copied().filter(|place| *place != vdso));
+    // Each read starts at a mapping's start plus whole chunks (page aligned): an
+    // instruction is at an offset that is a multiple of the code alignment.
+    let aligned = |offset: &usize| *offset as u64 % HostArch::CODE_ALIGN == 0;
     let trampoline = search(mem, &places, |text| {
-        HostArch::SIGRETURN_TRAMPOLINES.iter().find_map(|pattern| text.windows(pattern.len()).position(|w| w == *pattern))
+        HostArch::SIGRETURN_TRAMPOLINES
+            .iter()
+            .find_map(|pattern| text.windows(pattern.len()).enumerate().filter(|(offset, w)| aligned(offset) && *w == *pattern).map(|(offset, _)| offset).next())
     })?;
     let insn = HostArch::SYSCALL_INSN;
     let syscall_ip = search(mem, &places, |text| {
-        text.windows(insn.len()).enumerate().filter(|(_, window)| *window == insn).find_map(|(offset, _)| {
+        text.windows(insn.len()).enumerate().filter(|(offset, window)| aligned(offset) && *window == insn).find_map(|(offset, _)| {
             let after = &text[offset + insn.len()..];
             // A site too near the end of this read is found again in the next one.
             (after.len() >= SEARCH_OVERLAP - insn.len() && HostArch::return_path(after).is_some()).then_some(offset)
@@ -197,13 +240,10 @@ pub fn ready_thread(tid: i32, regs: &Regs, restarts: bool) -> Result<(), InfectE
     HostArch::write_gpr(tid, regs).map_err(|e| InfectError::Arch(e, tid))?;
     if restarts {
         sys::write_sigmask(tid, !0u64).map_err(|source| InfectError::Io { tid, op: "PTRACE_SETSIGMASK", source })?;
-        sys::continue_to_syscall(tid).map_err(|source| InfectError::Io { tid, op: "PTRACE_SYSCALL", source })?;
-        match sys::wait_thread(tid).map_err(|source| InfectError::Io { tid, op: "waitpid", source })? {
-            sys::WaitEvent::Stopped { signal, .. } if signal == (libc::SIGTRAP | 0x80) => {}
-            sys::WaitEvent::Stopped { signal, event } => {
-                return Err(InfectError::UnexpectedStop { tid, signal, event, call: Sys::Getpid })
-            }
-            _ => return Err(InfectError::Exited { tid, call: Sys::Getpid }),
+        match step_to_syscall_stop(tid).map_err(|(op, source)| InfectError::Io { tid, op, source })? {
+            Step::Syscall => {}
+            Step::Stop { signal, event } => return Err(InfectError::UnexpectedStop { tid, signal, event, call: Sys::Getpid }),
+            Step::Exited => return Err(InfectError::Exited { tid, call: Sys::Getpid }),
         }
     }
     Ok(())

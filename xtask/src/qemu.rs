@@ -177,6 +177,8 @@ const HARNESS_OPTIONS: &[(&str, bool)] = &[
     ("--pre-dump", false),
     ("--keep", false),
     ("--big", false),
+    ("--kill-trials", true),
+    ("--kill-seed", true),
 ];
 
 /// What one architecture's run gave.

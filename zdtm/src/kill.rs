@@ -51,8 +51,9 @@ use crate::tree::TreeSnapshot;
 pub const NAME: &str = "kill_random";
 /// Trials when not told otherwise (`--kill-trials`; `cargo xtest nightly` runs 200).
 /// Where crust does not chain the parasite's two injected syscalls (its dump log says
-/// "not chained": no backend but x86_64's chains them yet), a SIGKILL inside one of
-/// them harms the target, and the test skips, saying so.
+/// "not chained": the target has no rt_sigreturn trampoline or no syscall site the
+/// backend follows), a SIGKILL inside one of them harms the target, and the test
+/// skips, saying so.
 pub const DEFAULT_TRIALS: u32 = 10;
 
 /// What crust's dump log says of a parasite whose windows were not chained.

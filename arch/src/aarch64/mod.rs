@@ -240,6 +240,7 @@ impl crate::Abi for Aarch64 {
         sigframe::mismatch(expected, found)
     }
 
+    const CODE_ALIGN: u64 = 4;
     const SIGRETURN_TRAMPOLINES: &'static [&'static [u8]] = chain::TRAMPOLINES;
 
     fn return_path(code: &[u8]) -> Option<crate::ReturnPath> {

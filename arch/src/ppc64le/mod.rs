@@ -4,6 +4,7 @@
 //! [`ThreadRegs::ext`], the image's `thread_info_ppc64`, and (on a ppc64le host) ptrace
 //! register access and the restorer blob.
 
+mod chain;
 #[cfg(target_arch = "powerpc64")]
 mod host;
 mod sigframe;
@@ -307,6 +308,25 @@ impl crate::Abi for Ppc64le {
 
     fn sigreturn_mismatch(expected: &ThreadRegs<Regs>, found: &ThreadRegs<Regs>) -> Option<String> {
         sigframe::mismatch(expected, found)
+    }
+
+    const CODE_ALIGN: u64 = 4;
+    const SEIZED_REGS_RESTART_AFTER_SIGRETURN: bool = false;
+    const SIGRETURN_TRAMPOLINES: &'static [&'static [u8]] = chain::TRAMPOLINES;
+
+    fn return_path(code: &[u8]) -> Option<crate::ReturnPath> {
+        chain::return_path(code)
+    }
+
+    fn chained_syscall(
+        saved: &Regs,
+        points: &crate::ChainPoints,
+        nr: u64,
+        args: [u64; 6],
+        frame: &crate::SigreturnFrame,
+        frame_address: u64,
+    ) -> Option<crate::Chained<Regs>> {
+        chain::chained_syscall(saved, points, nr, args, frame, frame_address)
     }
 
     /// The restorer leaves its status in r14 (0 done, 1 failed, 2 new thread), the

@@ -8,13 +8,15 @@
 //! doublewords of vsr0..vsr31.
 //!
 //! rt_sigreturn restores: r0..r31, nip, ctr, lr, xer, ccr, orig_gpr3, dar, dsisr,
-//! result, the signal mask, the FPRs and fpscr, and (read from the MSR word of
+//! the signal mask, the FPRs and fpscr, and (read from the MSR word of
 //! `gp_regs`, which says which are present) the VMX registers with vscr and vrsave when
 //! MSR_VEC is set and the VSX low halves when MSR_VSX is set. The frame sets those
 //! bits from what the thread had ([`ext::HAS_VMX`], [`ext::HAS_VSX`]).
 //!
 //! Not restored: the MSR itself (only its LE bit is taken from the frame), softe, trap
-//! (set to "no restart"), the syscall restart block (see [`crate::sigframe`]), and the
+//! (set to "no restart"), `result` (the kernel's record of the last syscall's return,
+//! which user code never sees: Linux 6.1 leaves it 0 after an rt_sigreturn entered
+//! with `sc`, measured in a chained window of 2026-12-06), the syscall restart block (see [`crate::sigframe`]), and the
 //! TM, DSCR, PPR, TAR and EBB registers, which crust does not read. A thread inside a
 //! transaction (MSR[TS] set) is refused: its frame would need a second, transactional
 //! ucontext.
@@ -89,9 +91,9 @@ pub fn build(regs: &ThreadRegs<Regs>, sigmask: u64, address: u64) -> Result<Sigr
 const MSR_KERNEL_MANAGED: u64 = 1 << 13 | 1 << 11 | 1 << 8 | MSR_VEC | MSR_VSX;
 
 /// [`Abi::sigreturn_mismatch`](crate::Abi::sigreturn_mismatch) for ppc64le: r0..r31,
-/// nip, ctr, lr, xer, cr, orig_gpr3, dar, dsisr, result, the MSR but the bits the
+/// nip, ctr, lr, xer, cr, orig_gpr3, dar, dsisr, the MSR but the bits the
 /// kernel manages (`MSR_KERNEL_MANAGED`), and the FPR, VMX and VSX regsets the
-/// thread has. Not compared: softe and trap, which belong to the kernel.
+/// thread has. Not compared: softe, trap and result, which belong to the kernel.
 pub fn mismatch(expected: &ThreadRegs<Regs>, found: &ThreadRegs<Regs>) -> Option<String> {
     let (e, f) = (&expected.gpr, &found.gpr);
     let mut names: Vec<String> = (0..32).map(|i| format!("r{i}")).collect();
@@ -100,8 +102,8 @@ pub fn mismatch(expected: &ThreadRegs<Regs>, found: &ThreadRegs<Regs>) -> Option
     let words = |r: &Regs| {
         let mut w = r.to_words();
         w[33] &= !MSR_KERNEL_MANAGED;
-        // softe and trap.
-        (w[39], w[40]) = (0, 0);
+        // softe, trap and result.
+        (w[39], w[40], w[43]) = (0, 0, 0);
         w
     };
     debug_assert_eq!(names.len(), REGS_WORDS);

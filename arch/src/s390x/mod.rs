@@ -9,6 +9,7 @@
 //! passing a pointer to the op's own six arguments, a remote mmap at dump time by
 //! writing them below the thread's stack pointer ([`crate::Abi::mmap_arg_block`]).
 
+mod chain;
 #[cfg(target_arch = "s390x")]
 mod host;
 mod sigframe;
@@ -246,6 +247,24 @@ impl crate::Abi for S390x {
 
     fn sigreturn_mismatch(expected: &ThreadRegs<Regs>, found: &ThreadRegs<Regs>) -> Option<String> {
         sigframe::mismatch(expected, found)
+    }
+
+    const CODE_ALIGN: u64 = 2;
+    const SIGRETURN_TRAMPOLINES: &'static [&'static [u8]] = chain::TRAMPOLINES;
+
+    fn return_path(code: &[u8]) -> Option<crate::ReturnPath> {
+        chain::return_path(code)
+    }
+
+    fn chained_syscall(
+        saved: &Regs,
+        points: &crate::ChainPoints,
+        nr: u64,
+        args: [u64; 6],
+        frame: &crate::SigreturnFrame,
+        frame_address: u64,
+    ) -> Option<crate::Chained<Regs>> {
+        chain::chained_syscall(saved, points, nr, args, frame, frame_address)
     }
 
     /// The restorer leaves its status in r8 (0 done, 1 failed, 2 new thread), the failed

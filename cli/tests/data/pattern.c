@@ -1,9 +1,9 @@
 /* A process that fills anonymous memory with a pattern derived from its pid and an
  * address (so no other run can produce the same bytes), tells the test it is ready by
- * writing its pid on fd 3 and closing it, then sleeps in sigsuspend() until SIGUSR1
- * (blocked outside it: a SIGUSR1 that comes between the flag's test and the sleep waits
- * for the sleep, where pause() would sleep past it), checks every byte, writes PASS or
- * FAIL to argv[1] and exits 0 or 1. */
+ * writing its pid on fd 3 and closing it, then sleeps until SIGUSR1, checks every byte,
+ * writes PASS or FAIL to argv[1] and exits 0 or 1. SIGUSR1 is blocked but inside
+ * sigsuspend(), so a SIGUSR1 that comes before the sleep waits for it (with
+ * `while (!check) pause();` one handled between the test and the pause was lost). */
 #include <fcntl.h>
 #include <signal.h>
 #include <stdint.h>
@@ -26,14 +26,14 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < size / 8; i++) mem[i] = seed ^ (i * 0x2545F4914F6CDD1Dull);
     struct sigaction sa = { .sa_handler = on_usr1 };
     sigaction(SIGUSR1, &sa, NULL);
-    sigset_t usr1, waiting;
+    sigset_t usr1, during;
     sigemptyset(&usr1);
     sigaddset(&usr1, SIGUSR1);
-    sigprocmask(SIG_BLOCK, &usr1, &waiting);
-    sigdelset(&waiting, SIGUSR1);
+    sigprocmask(SIG_BLOCK, &usr1, &during);
+    sigdelset(&during, SIGUSR1);
     dprintf(3, "%d\n", getpid());
     close(3);
-    while (!check) sigsuspend(&waiting);
+    while (!check) sigsuspend(&during);
     size_t bad = 0;
     for (size_t i = 0; i < size / 8; i++) bad += mem[i] != (seed ^ (i * 0x2545F4914F6CDD1Dull));
     FILE *out = fopen(argv[1], "w");

@@ -69,6 +69,9 @@ pub(crate) struct FrozenProcess {
     pub(crate) threads: Vec<FrozenThread>,
     /// It was stopped (SIGSTOP/SIGTSTP) before the dump.
     pub(crate) stopped: bool,
+    /// Stopped in a frozen cgroup, it was sent SIGCONT to be seized: the release stops it
+    /// again.
+    pub(crate) continued: bool,
     /// Its leader thread exited (pthread_exit) while other threads run on: /proc/PID
     /// then shows a zombie with no memory or files, which only the live threads'
     /// /proc entries show.
@@ -243,26 +246,26 @@ impl Frozen {
             let stat = read_stat(pid)?;
             let leader_gone = stat.state == 'Z' && list_threads(pid)?.iter().any(|&t| t != pid);
             let stopped = stat.state == 'T' || (freezer.is_some() && stopped_while_frozen(pid, stat.state));
-            let process = FrozenProcess { pid, ppid, stopped, stat, threads: Vec::new(), leader_gone };
+            let mut process = FrozenProcess { pid, ppid, stopped, continued: false, stat, threads: Vec::new(), leader_gone };
             if process.is_zombie() {
                 frozen.processes.push(process);
                 continue;
             }
-            // A stopped (SIGSTOP/SIGTSTP) process would re-enter its group stop before any
-            // injected syscall ran: continue it first, and stop it again on release (the
-            // images record it as stopped, so restore stops it too). In a frozen cgroup
-            // this matters twice: PTRACE_SEIZE of a stopped task waits until the task runs
-            // to take its trap (JOBCTL_TRAPPING), which a frozen task never does; SIGCONT
-            // takes the stop away at once, frozen or not, and the task carries on from
-            // its group stop only once thawed, by then seized and interrupted.
-            if process.stopped {
+            // A stopped (SIGSTOP/SIGTSTP) process is seized in its group stop, which it
+            // reports as its PTRACE_EVENT_STOP; crust steps its threads on from such
+            // stops (`infect::step_to_syscall_stop`), and once they are detached the
+            // kernel puts them back into the group stop by itself. No SIGCONT reaches
+            // it, its parent hears of no stop or continue, and a SIGCONT sent meanwhile
+            // ends the stop as it would have. The images record it as stopped, so
+            // restore stops it too.
+            // In a frozen cgroup it cannot be: PTRACE_SEIZE of a stopped task waits until
+            // the task runs to take its trap (JOBCTL_TRAPPING), which a frozen task never
+            // does. There SIGCONT takes the stop away at once, the task carries on from
+            // its group stop only once thawed, by then seized and interrupted, and the
+            // release stops it again with its stop signal.
+            if process.stopped && process.stat.state != 'T' {
                 sys::send_signal(pid, libc::SIGCONT).map_err(io_err(pid, "SIGCONT a stopped process"))?;
-                for _ in 0..2000 {
-                    if read_stat(pid)?.state != 'T' {
-                        break;
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(1));
-                }
+                process.continued = true;
             }
             frozen.processes.push(process);
             let index = frozen.processes.len() - 1;
@@ -306,7 +309,8 @@ impl Frozen {
 
     /// Detaches every thread. Each is in the PTRACE_EVENT_STOP of its seize, or back in
     /// one with its own registers and mask (the parasite's guarantee), so the kernel
-    /// restarts an interrupted syscall exactly as it would have without the dump.
+    /// restarts an interrupted syscall exactly as it would have without the dump; a
+    /// thread that restarts one is detached at its entry (`release_thread`).
     pub(crate) fn release(&mut self) {
         self.release_with(false);
     }
@@ -321,11 +325,11 @@ impl Frozen {
     fn release_with(&mut self, leave_stopped: bool) {
         for process in &self.processes {
             for thread in &process.threads {
-                let _ = sys::detach_thread(thread.tid, 0);
+                release_thread(process.pid, thread);
             }
             if leave_stopped && !process.is_zombie() {
                 let _ = sys::send_signal(process.pid, libc::SIGSTOP);
-            } else if process.stopped {
+            } else if process.continued {
                 let _ = sys::send_signal(process.pid, process.stop_signal());
             }
         }
@@ -376,6 +380,43 @@ impl Drop for Frozen {
 fn stopped_while_frozen(pid: i32, state: char) -> bool {
     state == 'D' && fs::read_to_string(format!("/proc/{pid}/wchan")).is_ok_and(|wchan| wchan.trim() == "do_signal_stop")
 }
+
+/// Detaches `thread`, in the PTRACE_EVENT_STOP of its seize with its seized registers
+/// and mask. A thread seized inside a syscall that the kernel restarts (pause, read,
+/// futex wait, a sleep) is first let run, untouched, with PTRACE_SYSCALL: the kernel
+/// restarts the syscall as it does when any stop ends, and the thread is detached at
+/// the syscall's entry, so that a signal sent at any moment after the release
+/// interrupts the syscall as it would have without the dump. Detached in its stop, the
+/// thread would leave the stop, have the syscall restarted, and only then go back to
+/// the syscall instruction in user space: a signal arriving in between (the thread
+/// preempted on a busy machine) was handled there, before the syscall began again,
+/// which then slept through it (a lost wake-up for `while (!flag) pause();`). A signal
+/// already pending when the thread leaves its stop stops it in get_signal first
+/// (signal-delivery-stop, registers as seized): it is detached there with that signal,
+/// which the kernel then delivers with its own siginfo, the syscall interrupted.
+fn release_thread(pid: i32, thread: &FrozenThread) {
+    let tid = thread.tid;
+    let gpr = &thread.regs.gpr;
+    let restarts = HostArch::ip(&HostArch::resume_regs(gpr, true)) != HostArch::ip(gpr);
+    let mut signal = 0;
+    if restarts && sys::continue_to_syscall(tid).is_ok() {
+        let deadline = Instant::now() + RELEASE_STOP_TIMEOUT;
+        match wait_stop(pid, tid, Some((deadline, RELEASE_STOP_TIMEOUT))) {
+            Ok(sys::WaitEvent::Stopped { signal: stopped, event: 0 }) if stopped != (libc::SIGTRAP | 0x80) => signal = stopped,
+            Ok(sys::WaitEvent::Stopped { .. }) => {}
+            // Gone, or not stopped in time (frozen by someone else's freezer, say): the
+            // detach below fails, and crust's exit lets it go.
+            Ok(_) => return,
+            Err(error) => log::warn!("release tid {tid}: {error}"),
+        }
+    }
+    if let Err(error) = sys::detach_thread(tid, signal) {
+        log::debug!("release tid {tid}: PTRACE_DETACH: {error}");
+    }
+}
+
+/// How long a released thread may take from its seize stop to its syscall's entry.
+const RELEASE_STOP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A failed freezer seize: the cgroup is thawed, and each thread seized but not yet
 /// waited for is waited for (its interrupt's stop comes once it runs) and detached.

@@ -316,11 +316,11 @@ fn step_out(tid: i32, busy: &[(u64, u64)]) -> Result<Vec<i32>, String> {
         if steps > MAX_STEPS {
             return Err(format!("tid {tid} did not leave the parasite's area or crust's window in {MAX_STEPS} stops"));
         }
-        sys::continue_to_syscall(tid).map_err(|e| format!("tid {tid}: PTRACE_SYSCALL: {e}"))?;
-        match sys::wait_thread(tid).map_err(|e| format!("tid {tid}: waitpid: {e}"))? {
-            sys::WaitEvent::Stopped { signal, event: 0 } if signal != (libc::SIGTRAP | 0x80) => held.push(signal),
-            sys::WaitEvent::Stopped { .. } => {}
-            _ => return Err(format!("tid {tid} exited")),
+        // A SIGSTOP on the way is handed on (the thread's group stop starts).
+        match infect::step_to_syscall_stop(tid).map_err(|(what, e)| format!("tid {tid}: {what}: {e}"))? {
+            infect::Step::Stop { signal, event: 0 } => held.push(signal),
+            infect::Step::Syscall | infect::Step::Stop { .. } => {}
+            infect::Step::Exited => return Err(format!("tid {tid} exited")),
         }
     }
     if steps > 0 {

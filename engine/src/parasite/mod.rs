@@ -431,6 +431,15 @@ impl Parasite {
             for &thread in threads {
                 match sys::try_wait_thread(thread).map_err(io_error(thread, "waitpid"))? {
                     None => {}
+                    // A SIGSTOP (which no mask blocks) is the thread's: handed on, its
+                    // group stop starts, and from that stop's trap the program runs on
+                    // (the stop holds again at the release).
+                    Some(sys::WaitEvent::Stopped { signal: libc::SIGSTOP, event: 0 }) => {
+                        sys::continue_thread(thread, libc::SIGSTOP).map_err(io_error(thread, "PTRACE_CONT"))?
+                    }
+                    Some(sys::WaitEvent::Stopped { event: libc::PTRACE_EVENT_STOP, .. }) => {
+                        sys::continue_thread(thread, 0).map_err(io_error(thread, "PTRACE_CONT"))?
+                    }
                     Some(sys::WaitEvent::Stopped { signal, event }) => {
                         self.stopped.insert(thread, (signal, event));
                         return Err(ParasiteError::UnexpectedStop { tid: thread, signal, event });
@@ -575,7 +584,16 @@ impl Parasite {
             }
             let found = HostArch::read_regs(tid).map_err(arch_error(tid))?;
             if found != home.regs {
-                return Err(self.put_back(home, "registers (put back by ptrace)".into()));
+                // Words only the kernel sets (ppc64le's MSR bits, softe, result) may
+                // differ after the thread ran; every register the thread sees, and how
+                // its syscall restarts, may not.
+                let restarted = |regs: &ThreadRegs<Regs>| ThreadRegs { gpr: HostArch::resume_regs(&regs.gpr, true), ext: regs.ext.clone() };
+                let what = HostArch::sigreturn_mismatch(&home.regs, &found).or_else(|| {
+                    HostArch::sigreturn_mismatch(&restarted(&home.regs), &restarted(&found)).map(|what| format!("{what} once its syscall restarts"))
+                });
+                if let Some(what) = what {
+                    return Err(self.put_back(home, format!("{what} (put back by ptrace)")));
+                }
             }
             log::trace!("tid {tid}: home by ptrace (its syscall restarts through the restart block)");
             return Ok(());
@@ -595,9 +613,10 @@ impl Parasite {
             return Err(self.put_back(home, format!("signal mask ({mask:#x}, not {:#x})", home.sigmask)));
         }
         log::trace!("tid {tid}: home by rt_sigreturn, registers and mask checked");
-        if expected.gpr != home.regs.gpr {
+        if expected.gpr != home.regs.gpr && HostArch::SEIZED_REGS_RESTART_AFTER_SIGRETURN {
             // In a syscall when seized: the seized registers again, so that the kernel
-            // restarts it (or not, for a handler) as it would have.
+            // restarts it (or not, for a handler) as it would have. (ppc64le keeps the
+            // frame's, which run the syscall instruction again.)
             HostArch::write_gpr(tid, &home.regs.gpr).map_err(arch_error(tid))?;
         }
         Ok(())
@@ -714,23 +733,29 @@ fn open_fds(pid: i32) -> io::Result<BTreeSet<i32>> {
         .collect())
 }
 
-/// PTRACE_SYSCALL to the next syscall stop.
+/// PTRACE_SYSCALL to the next syscall stop (a SIGSTOP on the way is the thread's:
+/// [`crate::infect::step_to_syscall_stop`]).
 fn step_syscall(tid: i32) -> Result<(), ParasiteError> {
-    sys::continue_to_syscall(tid).map_err(io_error(tid, "PTRACE_SYSCALL"))?;
-    match sys::wait_thread(tid).map_err(io_error(tid, "waitpid"))? {
-        sys::WaitEvent::Stopped { signal, .. } if signal == (libc::SIGTRAP | 0x80) => Ok(()),
-        sys::WaitEvent::Stopped { signal, event } => Err(ParasiteError::UnexpectedStop { tid, signal, event }),
-        _ => Err(ParasiteError::Exited { tid }),
+    match crate::infect::step_to_syscall_stop(tid).map_err(|(what, source)| ParasiteError::Io { tid, what: what.into(), source })? {
+        crate::infect::Step::Syscall => Ok(()),
+        crate::infect::Step::Stop { signal, event } => Err(ParasiteError::UnexpectedStop { tid, signal, event }),
+        crate::infect::Step::Exited => Err(ParasiteError::Exited { tid }),
     }
 }
 
-/// Waits for a PTRACE_EVENT_STOP (after PTRACE_INTERRUPT); signals that arrive first
-/// are held back (the thread is continued without them) and returned, to be sent again.
+/// Waits for a PTRACE_EVENT_STOP (after PTRACE_INTERRUPT; a group stop's comes as the
+/// same trap). A SIGSTOP that arrives first is handed on to the thread, whose group
+/// stop then starts (as in [`crate::infect::step_to_syscall_stop`]); other signals that arrive
+/// first are held back (the thread is continued without them) and returned, to be
+/// sent again.
 fn wait_event_stop(tid: i32) -> Result<Vec<i32>, ParasiteError> {
     let mut held = Vec::new();
     loop {
         match sys::wait_thread(tid).map_err(io_error(tid, "waitpid"))? {
             sys::WaitEvent::Stopped { event, .. } if event == libc::PTRACE_EVENT_STOP => return Ok(held),
+            sys::WaitEvent::Stopped { signal: libc::SIGSTOP, event: 0 } => {
+                sys::continue_thread(tid, libc::SIGSTOP).map_err(io_error(tid, "PTRACE_CONT"))?;
+            }
             sys::WaitEvent::Stopped { signal, event: 0 } if signal != (libc::SIGTRAP | 0x80) => {
                 held.push(signal);
                 sys::continue_thread(tid, 0).map_err(io_error(tid, "PTRACE_CONT"))?;
@@ -862,9 +887,9 @@ fn chained_window(pid: i32, home: &Home, points: &ChainPoints, mem: &File, call:
             let _ = sys::write_sigmask(tid, home.sigmask);
             return Err(ParasiteError::Mismatch { tid, what: format!("{what} (after a chained {call:?})") });
         }
-        if expected.gpr != home.regs.gpr {
+        if expected.gpr != home.regs.gpr && HostArch::SEIZED_REGS_RESTART_AFTER_SIGRETURN {
             // In a syscall when seized: the seized registers, so that the kernel
-            // restarts it as it would have.
+            // restarts it as it would have (ppc64le keeps the frame's).
             HostArch::write_gpr(tid, &home.regs.gpr).map_err(arch_error(tid))?;
         }
     }

@@ -44,6 +44,15 @@ pub fn continue_to_syscall(tid: i32) -> io::Result<()> {
     Ok(ptrace::syscall(Pid::from_raw(tid), None)?)
 }
 
+/// `PTRACE_SYSCALL` with `signal` delivered (a stop signal handed on from a
+/// signal-delivery-stop; 0 for none).
+#[doc(alias = "PTRACE_SYSCALL")]
+pub fn continue_to_syscall_with(tid: i32, signal: i32) -> io::Result<()> {
+    // SAFETY: no pointers; the signal travels in the data word.
+    check(unsafe { libc::ptrace(libc::PTRACE_SYSCALL, tid, 0usize, signal as usize) })?;
+    Ok(())
+}
+
 /// `PTRACE_SETOPTIONS` for a thread whose remaining life is its exit: stop at the exit
 /// (PTRACE_O_TRACEEXIT), syscall stops marked, killed if crust dies.
 #[doc(alias = "PTRACE_SETOPTIONS")]
