@@ -72,8 +72,9 @@ pub(crate) const RLIMITS: usize = 16;
 pub(crate) const SUN_PATH: usize = 108;
 /// PATH_MAX, with its NUL.
 pub(crate) const PATH_MAX: usize = 4096;
-/// Entries of `mm->saved_auxv` (AT_VECTOR_SIZE, the largest over architectures).
-pub(crate) const AUXV_WORDS: usize = 2 * (7 + 23 + 1);
+/// Entries of `mm->saved_auxv` (AT_VECTOR_SIZE, the largest over architectures:
+/// powerpc's AT_VECTOR_SIZE_ARCH 14; a ppc64le dump has 68 words on Linux 6.1).
+pub(crate) const AUXV_WORDS: usize = 2 * (14 + 23 + 1);
 /// NGROUPS_MAX.
 pub(crate) const NGROUPS_MAX: usize = 65536;
 /// The size of a siginfo_t.
