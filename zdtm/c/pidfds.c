@@ -2,11 +2,13 @@
  * exited and was reaped, and the child holds a pidfd of the test. After restore: the
  * child's pidfd still names the child (waitid(P_PIDFD) gets the exit code it chooses
  * after restore, pidfd_send_signal reaches it), the dead one reports an exited process,
- * the child's pidfd names its parent, flags are kept. */
+ * the child's pidfd names its parent, flags are kept. A second pidfd of the exited child
+ * (PIDFD_NONBLOCK) still shares the first one's inode, as two pidfds of one pid do. */
 #define _GNU_SOURCE
 #include "tree_util.h"
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/stat.h>
 
 #ifndef PIDFD_NONBLOCK
 #define PIDFD_NONBLOCK O_NONBLOCK
@@ -63,8 +65,12 @@ int main(int argc, char **argv)
 	if (gone == 0)
 		_exit(0);
 	int dead = pidfd_open(gone, 0);
-	if (dead < 0 || waitpid(gone, NULL, 0) != gone)
+	int dead_too = pidfd_open(gone, PIDFD_NONBLOCK);
+	if (dead < 0 || dead_too < 0 || waitpid(gone, NULL, 0) != gone)
 		fail("pidfd of a child that exits: %m");
+	struct stat one, two;
+	if (fstat(dead, &one) || fstat(dead_too, &two) || one.st_ino != two.st_ino)
+		fail("two pidfds of one pid have different inodes before the dump");
 	pid_t kid = fork_child(child, NULL);
 	int live = pidfd_open(kid, PIDFD_NONBLOCK);
 	if (live < 0)
@@ -78,6 +84,10 @@ int main(int argc, char **argv)
 		fail("child's pidfd lost PIDFD_NONBLOCK");
 	if (fdinfo_pid(dead) != -1)
 		fail("pidfd of the exited child names pid %d, not -1", fdinfo_pid(dead));
+	if (fstat(dead, &one) || fstat(dead_too, &two) || one.st_ino != two.st_ino)
+		fail("the two pidfds of the exited child have inodes %lu and %lu", (unsigned long)one.st_ino, (unsigned long)two.st_ino);
+	if (!(fcntl(dead_too, F_GETFL) & O_NONBLOCK) || (fcntl(dead, F_GETFL) & O_NONBLOCK))
+		fail("the exited child's pidfds lost their flags");
 	struct pollfd p = { .fd = dead, .events = POLLIN };
 	if (poll(&p, 1, 0) != 1 || !(p.revents & POLLIN))
 		fail("pidfd of the exited child does not poll readable");

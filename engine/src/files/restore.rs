@@ -33,9 +33,10 @@ pub(crate) struct Broker {
     /// pidfds of live processes: opened in their holder once the whole tree exists
     /// (`restore::finish_process`), skipped here.
     late: BTreeSet<u32>,
-    /// pidfds of exited processes: (broker number, flags), made by the restored root in
-    /// the tree's pid namespace (`make_dead_pidfds`), whose processes may signal them.
-    dead_pidfds: Vec<(i32, i32)>,
+    /// pidfds of exited processes: (broker number, flags, dumped inode), made by the
+    /// restored root in the tree's pid namespace (`make_dead_pidfds`), whose processes may
+    /// signal them; those of one inode name one exited process.
+    dead_pidfds: Vec<(i32, i32, u32)>,
     /// Ptys that are a session's controlling terminal: (session, foreground group, index).
     controlling: Vec<(u32, u32, u32)>,
 }
@@ -229,7 +230,7 @@ type SpecialFiles = (
     BTreeMap<u32, std::os::fd::OwnedFd>,
     BTreeMap<u32, pb::EventpollFileEntry>,
     BTreeSet<u32>,
-    BTreeMap<u32, i32>,
+    BTreeMap<u32, (i32, u32)>,
     Vec<(u32, Vec<(Vec<u8>, Vec<u32>)>)>,
     Vec<(u32, u32, u32)>,
 );
@@ -335,7 +336,7 @@ fn create_special_files(dir: &Path, regs: &BTreeMap<u32, pb::RegFileEntry>, want
             pb::FdTypes::Pidfd => {
                 let pidfd = entry.pidfd.ok_or_else(missing)?;
                 if pidfd.nspid == -1 {
-                    dead_pidfds.insert(entry.id, pidfd.flags as i32 & (libc::O_NONBLOCK | libc::O_EXCL));
+                    dead_pidfds.insert(entry.id, (pidfd.flags as i32 & (libc::O_NONBLOCK | libc::O_EXCL), pidfd.ino));
                 } else {
                     late.insert(entry.id);
                 }
@@ -457,10 +458,10 @@ impl Broker {
                 broker.fds.insert(id, number);
                 continue;
             }
-            if let Some(&flags) = dead_pidfd_flags.get(&id) {
+            if let Some(&(flags, ino)) = dead_pidfd_flags.get(&id) {
                 let number = base + broker.fds.len() as i32;
                 broker.fds.insert(id, number);
-                broker.dead_pidfds.push((number, flags));
+                broker.dead_pidfds.push((number, flags, ino));
                 continue;
             }
             if let Some(fd) = made_high.get(&id) {
@@ -551,12 +552,20 @@ impl Broker {
     /// restored root, in the tree's pid namespace.
     pub(crate) fn make_dead_pidfds(&self) -> Result<(), FileError> {
         use std::os::fd::AsRawFd;
-        for &(number, flags) in &self.dead_pidfds {
-            let fd = sys::process::dead_pidfd(flags).map_err(file_io("pidfd of an exited process"))?;
-            sys::place_fd(fd.as_raw_fd(), number, true).map_err(file_io(format!("place pidfd at fd {number}")))?;
-            if fd.as_raw_fd() == number {
-                // Already where it belongs: keep it open.
-                let _ = std::os::fd::IntoRawFd::into_raw_fd(fd);
+        // Pidfds of one dead pid share its inode: one exited process stands for each inode.
+        let mut by_ino: BTreeMap<u32, Vec<(i32, i32)>> = BTreeMap::new();
+        for &(number, flags, ino) in &self.dead_pidfds {
+            by_ino.entry(ino).or_default().push((number, flags));
+        }
+        for (ino, wanted) in by_ino {
+            let flags: Vec<i32> = wanted.iter().map(|&(_, f)| f).collect();
+            let fds = sys::process::dead_pidfds(&flags).map_err(file_io(format!("pidfds of an exited process (inode {ino})")))?;
+            for (fd, &(number, _)) in fds.into_iter().zip(&wanted) {
+                sys::place_fd(fd.as_raw_fd(), number, true).map_err(file_io(format!("place pidfd at fd {number}")))?;
+                if fd.as_raw_fd() == number {
+                    // Already where it belongs: keep it open.
+                    let _ = std::os::fd::IntoRawFd::into_raw_fd(fd);
+                }
             }
         }
         Ok(())

@@ -182,18 +182,19 @@ pub fn borrow_fd(pid: i32, fd: u32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(copy as i32) })
 }
 
-/// A pidfd of a process that has exited: of a child forked for it (CLONE_UNTRACED, so a
-/// tracer of the caller sees nothing of it), which exits at once and is reaped. `flags`:
-/// PIDFD_NONBLOCK, PIDFD_THREAD. The pidfd lives in the caller's pid namespace.
-pub fn dead_pidfd(flags: i32) -> io::Result<OwnedFd> {
+/// Pidfds of one process that has exited, one per entry of `flags` (PIDFD_NONBLOCK,
+/// PIDFD_THREAD), all sharing its inode: of a child forked for them (CLONE_UNTRACED, so a
+/// tracer of the caller sees nothing of it), which exits at once and is reaped. The
+/// pidfds live in the caller's pid namespace.
+pub fn dead_pidfds(flags: &[i32]) -> io::Result<Vec<OwnedFd>> {
     let child = clone_fork(libc::CLONE_UNTRACED as u64, None)?;
     if child == 0 {
         // The child runs on a copy of this stack and calls only _exit.
         exit_now(0);
     }
-    let fd = pidfd_open(child, flags);
+    let fds = flags.iter().map(|&f| pidfd_open(child, f)).collect::<io::Result<Vec<_>>>();
     let _ = nix::sys::wait::waitpid(Pid::from_raw(child), None);
-    fd
+    fds
 }
 
 /// Blocks every signal in the calling thread (`rt_sigprocmask(SIG_SETMASK, all)`).
