@@ -349,6 +349,7 @@ pub const TESTS: &[TestSpec] = &[
     },
     rust("prctl_flags"),
     c("vdso"),
+    c("vdso_unmapped"),
     rust("pipe_data"),
     rust("fifo_data"),
     rust("unix_sockets"),

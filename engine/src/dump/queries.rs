@@ -86,18 +86,26 @@ fn start_parasite(process: &FrozenProcess, collected: &Collected, watch: &Watch)
     let pid = process.proc_pid();
     let leader = &process.threads[0];
     let mem = fs::File::open(format!("/proc/{pid}/mem")).map_err(io_err(pid, "open /proc/PID/mem"))?;
-    let vdso = collected
-        .smaps
-        .iter()
-        .find(|e| e.map.name == "[vdso]")
-        .ok_or_else(|| QueryError::Unsupported { pid, what: "a process without a vdso".into() })?;
-    let syscall_ip = infect::find_syscall_in_vdso(leader.tid, &mem, vdso.map.start, vdso.map.end)
-        .map_err(|source| QueryError::Infect { pid, source })?;
     let maps: Vec<_> = collected.smaps.iter().map(|e| e.map.clone()).collect();
-    let chain = infect::find_chain_points(&mem, (vdso.map.start, vdso.map.end), &infect::trampoline_search_order(&maps));
-    if chain.is_none() {
-        log::info!("pid {pid}: no chained syscalls (no rt_sigreturn trampoline found, or none on this architecture): a crust killed inside the parasite's two windows would harm it");
-    }
+    let order = infect::trampoline_search_order(&maps);
+    let vdso = collected.smaps.iter().find(|e| e.map.name == "[vdso]").map(|e| (e.map.start, e.map.end));
+    let (syscall_ip, chain) = match vdso {
+        Some((start, end)) => {
+            let ip = infect::find_syscall_in_vdso(leader.tid, &mem, start, end).map_err(|source| QueryError::Infect { pid, source })?;
+            (ip, infect::find_chain_points(&mem, (start, end), &order))
+        }
+        None => {
+            // A process that unmapped its vDSO: a syscall instruction of its other
+            // executable mappings (the libc first), small ones only.
+            let ip = order
+                .iter()
+                .filter(|&&(start, end)| end - start <= 64 << 20)
+                .find_map(|&(start, end)| infect::find_syscall_in_vdso(leader.tid, &mem, start, end).ok())
+                .ok_or_else(|| QueryError::Unsupported { pid, what: "a process without a vdso or any syscall instruction in its executable mappings".into() })?;
+            log::info!("pid {pid}: no vdso: the parasite enters through the syscall instruction at {ip:#x}");
+            (ip, infect::find_chain_points(&mem, (0, 0), &order))
+        }
+    };
     let route = crate::parasite::Route { syscall_ip, chain };
     Parasite::start(pid, home(leader), route, watch.clone(), process.threads.len() - 1).map_err(|source| QueryError::Parasite { pid, source })
 }
