@@ -25,6 +25,8 @@ fn classify(link: &str, mode: u32, shell_job: bool) -> Result<pb::FdTypes, FileE
         libc::S_IFSOCK => pb::FdTypes::Unixsk,
         libc::S_IFREG if link.starts_with("/memfd:") => pb::FdTypes::Memfd,
         libc::S_IFREG | libc::S_IFDIR if link.starts_with('/') => pb::FdTypes::Reg,
+        // An fd opened O_PATH|O_NOFOLLOW on a symlink: the symlink itself.
+        libc::S_IFLNK if link.starts_with('/') => pb::FdTypes::Reg,
         libc::S_IFCHR if link.starts_with('/') && (!is_tty || shell_job) => pb::FdTypes::Reg,
         libc::S_IFCHR if link.starts_with("/dev/ptmx") || link.starts_with("/dev/pts/") => {
             return Err(FileError::refused("pty (try --shell-job for the controlling terminal)"))
