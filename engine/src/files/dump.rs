@@ -176,6 +176,10 @@ fn dump_fd(pid: i32, fd: u32, shell_job: bool, files: &mut FileTable) -> Result<
     let unsupported = |what: String| FileDumpError::Unsupported { pid, what: format!("fd {fd} ({link_text}): {what}") };
     let entry = |kind: pb::FdTypes| pb::FileEntry { r#type: kind as i32, id, ..Default::default() };
     match kind {
+        pb::FdTypes::Reg if meta.is_dir() && meta.nlink() == 0 => {
+            // No ghost directories yet (CRIU 4.2.1 makes one).
+            return Err(unsupported("a removed directory".into()));
+        }
         pb::FdTypes::Reg => {
             if let Some(original) =
                 link_text.strip_suffix(" (deleted)").filter(|_| meta.mode() & libc::S_IFMT == libc::S_IFREG && meta.nlink() == 0)
