@@ -353,11 +353,11 @@ fn a_sealed_area_is_refused_and_the_target_keeps_its_seal() {
     let _ = std::fs::remove_dir_all(&base);
 }
 
-/// An fd open on a removed directory, and a removed cwd, are refused in one line naming
-/// them (crust makes no ghost directories yet; CRIU 4.2.1 does), and the target keeps
-/// running untraced.
+/// An fd open on a removed directory, a removed cwd, an unlinked FIFO and an unlinked
+/// device node are refused in one line naming them (crust makes ghosts of regular files
+/// only), and the target keeps running untraced.
 #[test]
-fn a_removed_directory_is_refused_and_the_target_keeps_running() {
+fn removed_directories_and_unlinked_nodes_are_refused_and_the_target_keeps_running() {
     use std::io::BufRead;
     if let Some(reason) = skip_reason() {
         eprintln!("skipped: {reason}");
@@ -367,6 +367,8 @@ fn a_removed_directory_is_refused_and_the_target_keeps_running() {
     for (script, what) in [
         ("mkdir gone && exec 3<gone && rmdir gone && echo ready && exec sleep 1000", "fd 3 ({}/gone (deleted)): a removed directory"),
         ("mkdir gone && cd gone && rmdir ../gone && echo ready && exec sleep 1000", "cwd {}/gone (a removed directory)"),
+        ("mkfifo gone && exec 3<>gone && echo data >&3 && rm gone && echo ready && exec sleep 1000", "fd 3 ({}/gone (deleted)): an unlinked FIFO"),
+        ("mknod gone c 1 3 && exec 3<gone && rm gone && echo ready && exec sleep 1000", "fd 3 ({}/gone (deleted)): an unlinked device node"),
     ] {
         let mut target = Command::new("sh")
             .args(["-c", script])

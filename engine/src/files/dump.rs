@@ -180,6 +180,12 @@ fn dump_fd(pid: i32, fd: u32, shell_job: bool, files: &mut FileTable) -> Result<
             // No ghost directories yet (CRIU 4.2.1 makes one).
             return Err(unsupported("a removed directory".into()));
         }
+        pb::FdTypes::Reg | pb::FdTypes::Fifo if meta.nlink() == 0 && link_text.ends_with(" (deleted)") && !meta.is_file() => {
+            // Only regular files have ghosts yet: an unlinked FIFO or device node would
+            // be reopened by a name it no longer has.
+            let node = if kind == pb::FdTypes::Fifo { "an unlinked FIFO" } else { "an unlinked device node" };
+            return Err(unsupported(node.into()));
+        }
         pb::FdTypes::Reg => {
             if let Some(original) =
                 link_text.strip_suffix(" (deleted)").filter(|_| meta.mode() & libc::S_IFMT == libc::S_IFREG && meta.nlink() == 0)
