@@ -159,6 +159,26 @@ const HELD_FAULTS: &[(&str, &str)] = &[
     ("pages", "pages"),
 ];
 
+/// Starts one round's signals program (its report in `round-N.out`, its FIFO
+/// `round-N.fifo`) and waits until both its threads sleep where they wait (the main
+/// thread in its read()): the report path, the FIFO, the pid, the second thread's tid,
+/// the guard.
+fn start_round(dir: &std::path::Path, binary: &std::path::Path, round: usize, what: &str) -> (std::path::PathBuf, std::path::PathBuf, i32, i32, common::KillOnDrop) {
+    let out = dir.join(format!("round-{round}.out"));
+    let fifo = dir.join(format!("round-{round}.fifo"));
+    let fifo_c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo_c.as_ptr(), 0o600) }, 0, "mkfifo");
+    let mut command = std::process::Command::new(binary);
+    command.arg(&out).arg(&fifo);
+    let (child, text, _) = common::start_with_pipes(&mut command, 0);
+    let guard = common::KillOnDrop(child.id() as i32);
+    let ids: Vec<i32> = text.split_whitespace().map(|w| w.parse().unwrap()).collect();
+    let (pid, second) = (ids[0], ids[1]);
+    wait_handled(pid, &[pid, second], what);
+    (out, fifo, pid, second, guard)
+}
+
 /// Signals sent while crust holds the target at each step of a dump that then fails
 /// reach the target exactly as they do without crust: each once, with the sender's
 /// siginfo (si_code, si_pid, si_value), to the thread it was meant for, interrupting
@@ -176,19 +196,7 @@ fn signals_sent_while_a_failing_dump_holds_the_target_arrive_as_without_it() {
     let rounds = std::iter::once(None).chain(HELD_FAULTS.iter().map(Some));
     for (round, held) in rounds.enumerate() {
         let what = held.map_or("without crust".to_string(), |(point, step)| format!("held at {point}, failing at {step}"));
-        let out = dir.join(format!("round-{round}.out"));
-        let fifo = dir.join(format!("round-{round}.fifo"));
-        let fifo_c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-        // SAFETY: a valid NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(fifo_c.as_ptr(), 0o600) }, 0, "mkfifo");
-        let mut command = std::process::Command::new(&binary);
-        command.arg(&out).arg(&fifo);
-        let (child, text, _) = common::start_with_pipes(&mut command, 0);
-        let mut guard = common::KillOnDrop(child.id() as i32);
-        let ids: Vec<i32> = text.split_whitespace().map(|w| w.parse().unwrap()).collect();
-        let (pid, second) = (ids[0], ids[1]);
-        // Both threads asleep where they wait (the main thread in its read()).
-        wait_handled(pid, &[pid, second], &what);
+        let (out, fifo, pid, second, mut guard) = start_round(&dir, &binary, round, &what);
         let maps_before = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
         let masks_before = [thread_field(pid, pid, "SigBlk:"), thread_field(pid, second, "SigBlk:")];
         let crust_run = held.map(|(point, step)| start_held(pid, &dir.join(format!("img-{round}")), point, step));
@@ -281,19 +289,7 @@ fn a_stop_sent_while_a_failing_dump_holds_the_target_stops_it_as_without_it() {
     let rounds = std::iter::once(None).chain(HELD_FAULTS.iter().map(Some));
     for (round, held) in rounds.enumerate() {
         let what = held.map_or("without crust".to_string(), |(point, step)| format!("held at {point}, failing at {step}"));
-        let out = dir.join(format!("round-{round}.out"));
-        let fifo = dir.join(format!("round-{round}.fifo"));
-        let fifo_c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-        // SAFETY: a valid NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(fifo_c.as_ptr(), 0o600) }, 0, "mkfifo");
-        let mut command = std::process::Command::new(&binary);
-        command.arg(&out).arg(&fifo);
-        let (child, text, _) = common::start_with_pipes(&mut command, 0);
-        let mut guard = common::KillOnDrop(child.id() as i32);
-        let ids: Vec<i32> = text.split_whitespace().map(|w| w.parse().unwrap()).collect();
-        let (pid, second) = (ids[0], ids[1]);
-        // Both threads asleep where they wait (the main thread in its read()).
-        wait_handled(pid, &[pid, second], &what);
+        let (out, fifo, pid, second, mut guard) = start_round(&dir, &binary, round, &what);
         let maps_before = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
         let crust_run = held.map(|(point, step)| start_held(pid, &dir.join(format!("img-{round}")), point, step));
         signal(pid, libc::SIGUSR1);

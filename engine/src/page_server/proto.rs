@@ -145,6 +145,21 @@ pub const PE_PARENT: u32 = 1 << 0;
 pub const PE_LAZY: u32 = 1 << 1;
 pub const PE_PRESENT: u32 = 1 << 2;
 
+/// Reads a whole header: false at a clean end of the stream (before its first byte).
+pub(super) fn read_header(stream: &mut impl std::io::Read, bytes: &mut [u8; HEADER_SIZE]) -> std::io::Result<bool> {
+    let mut got = 0;
+    while got < HEADER_SIZE {
+        match stream.read(&mut bytes[got..]) {
+            Ok(0) if got == 0 => return Ok(false),
+            Ok(0) => return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, format!("the stream ended {got} bytes into a header"))),
+            Ok(n) => got += n,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

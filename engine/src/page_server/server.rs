@@ -10,14 +10,14 @@
 //! may send runs as PE_PARENT.
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crust_images::{pb, ImageKind, ImageWriter};
 
-use super::proto::{self, Destination, Header, HEADER_SIZE};
+use super::proto::{self, read_header, Destination, Header, HEADER_SIZE};
 use super::PageServerError;
 use crate::sys;
 
@@ -167,21 +167,6 @@ impl Open {
         let path = self.destination.to_string();
         self.pagemap.finish().map_err(|source| PageServerError::Image { path: path.into(), source })
     }
-}
-
-/// Reads a whole header: false at a clean end of the stream (before its first byte).
-fn read_header(stream: &mut TcpStream, bytes: &mut [u8; HEADER_SIZE]) -> std::io::Result<bool> {
-    let mut got = 0;
-    while got < HEADER_SIZE {
-        match stream.read(&mut bytes[got..]) {
-            Ok(0) if got == 0 => return Ok(false),
-            Ok(0) => return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, format!("the stream ended {got} bytes into a header"))),
-            Ok(n) => got += n,
-            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(error) => return Err(error),
-        }
-    }
-    Ok(true)
 }
 
 /// Moves `len` bytes from the socket to the end of `pages` through the pipe (measured

@@ -18,12 +18,12 @@
 //! `--leave-running`).
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpListener;
 use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
-use super::proto::{self, Header, HEADER_SIZE, PE_PRESENT};
+use super::proto::{self, read_header, Header, HEADER_SIZE, PE_PRESENT};
 use super::PageServerError;
 use crate::sys;
 
@@ -68,6 +68,15 @@ impl LeftAtSource {
         let at = self.runs.partition_point(|r| r.1 <= vaddr);
         self.runs.get(at).filter(|r| r.0 <= vaddr).map(|r| r.1)
     }
+}
+
+/// The process and the number of pages a GET or CHANGED asks for: what of the request
+/// lies in one run left at the source, at most MAX_REPLY bytes.
+fn requested(processes: &[LeftAtSource], header: &Header, page: u64) -> Option<(usize, u64)> {
+    let index = processes.iter().position(|p| p.id == header.dst_id)?;
+    let end = processes[index].run_end(header.vaddr)?;
+    let pages = header.nr_pages.min((end - header.vaddr) / page).min(MAX_REPLY / page);
+    (pages > 0).then_some((index, pages))
 }
 
 /// What the source served.
@@ -131,11 +140,7 @@ pub fn serve_left_pages(listener: &TcpListener, processes: &[LeftAtSource], stop
         match header.command {
             proto::GET => {
                 report.requests += 1;
-                let found = processes.iter().position(|p| p.id == header.dst_id).and_then(|index| {
-                    let end = processes[index].run_end(header.vaddr)?;
-                    let pages = header.nr_pages.min((end - header.vaddr) / page).min(MAX_REPLY / page);
-                    (pages > 0).then_some((index, pages))
-                });
+                let found = requested(processes, &header, page);
                 let Some((index, pages)) = found else {
                     log::warn!("lazy pages: GET of {} pages at {:#x} of pid {}: not left at the source; answered with none", header.nr_pages, header.vaddr, header.dst_id);
                     let none = Header { command: proto::ADD_F, flags: 0, nr_pages: 0, vaddr: 0, dst_id: 0 };
@@ -151,11 +156,7 @@ pub fn serve_left_pages(listener: &TcpListener, processes: &[LeftAtSource], stop
             }
             proto::CHANGED => {
                 report.requests += 1;
-                let found = processes.iter().position(|p| p.id == header.dst_id).and_then(|index| {
-                    let end = processes[index].run_end(header.vaddr)?;
-                    let pages = header.nr_pages.min((end - header.vaddr) / page).min(MAX_REPLY / page);
-                    (pages > 0).then_some((index, pages))
-                });
+                let found = requested(processes, &header, page);
                 let Some((index, pages)) = found else {
                     return Err(PageServerError::Protocol { address: peer, what: format!("CHANGED of pages at {:#x} of pid {}, not left at the source", header.vaddr, header.dst_id) });
                 };
@@ -187,21 +188,6 @@ pub fn serve_left_pages(listener: &TcpListener, processes: &[LeftAtSource], stop
     }
     report.elapsed = started.elapsed();
     Ok(report)
-}
-
-/// Reads a whole header: false at a clean end of the stream (before its first byte).
-fn read_header(stream: &mut impl Read, bytes: &mut [u8; HEADER_SIZE]) -> std::io::Result<bool> {
-    let mut got = 0;
-    while got < HEADER_SIZE {
-        match stream.read(&mut bytes[got..]) {
-            Ok(0) if got == 0 => return Ok(false),
-            Ok(0) => return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, format!("the stream ended {got} bytes into a header"))),
-            Ok(n) => got += n,
-            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(error) => return Err(error),
-        }
-    }
-    Ok(true)
 }
 
 #[cfg(test)]
