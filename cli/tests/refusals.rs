@@ -352,3 +352,47 @@ fn a_sealed_area_is_refused_and_the_target_keeps_its_seal() {
     assert!(flags.split_whitespace().any(|f| f == "sl"), "{flags}");
     let _ = std::fs::remove_dir_all(&base);
 }
+
+/// An fd open on a removed directory, a removed cwd, an unlinked FIFO and an unlinked
+/// device node are refused in one line naming them (crust makes ghosts of regular files
+/// only), and the target keeps running untraced.
+#[test]
+fn removed_directories_and_unlinked_nodes_are_refused_and_the_target_keeps_running() {
+    use std::io::BufRead;
+    if let Some(reason) = skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let base = tempdir("removed-dir");
+    for (script, what) in [
+        ("mkdir gone && exec 3<gone && rmdir gone && echo ready && exec sleep 1000", "fd 3 ({}/gone (deleted)): a removed directory"),
+        ("mkdir gone && cd gone && rmdir ../gone && echo ready && exec sleep 1000", "cwd {}/gone (a removed directory)"),
+        ("mkfifo gone && exec 3<>gone && echo data >&3 && rm gone && echo ready && exec sleep 1000", "fd 3 ({}/gone (deleted)): an unlinked FIFO"),
+        ("mknod gone c 1 3 && exec 3<gone && rm gone && echo ready && exec sleep 1000", "fd 3 ({}/gone (deleted)): an unlinked device node"),
+    ] {
+        let mut target = Command::new("sh")
+            .args(["-c", script])
+            .current_dir(&base)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pid = target.id() as i32;
+        let _target = common::KillOnDrop(pid);
+        let mut line = String::new();
+        std::io::BufReader::new(target.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        assert_eq!(line, "ready\n");
+        let images = base.join("images");
+        let output = crust().args(["dump", "-t", &pid.to_string(), "-D"]).arg(&images).output().unwrap();
+        assert!(!output.status.success());
+        let what = what.replace("{}", &base.display().to_string());
+        assert_eq!(one_line(&output), format!("crust: dump pid {pid}: {what} is not supported yet"));
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        assert!(status.lines().any(|l| l.starts_with("State:") && (l.contains("S (sleeping)") || l.contains("R (running)"))), "{status}");
+        assert!(status.lines().any(|l| l == "TracerPid:\t0"), "{status}");
+        let _ = std::fs::remove_dir_all(&images);
+    }
+    let _ = std::fs::remove_dir_all(&base);
+}

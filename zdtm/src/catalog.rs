@@ -290,6 +290,8 @@ pub const TESTS: &[TestSpec] = &[
     rust("cwd"),
     rust("file_offsets"),
     rust("unlinked_file"),
+    c("opath_symlink"),
+    c("file_mtime"),
     // Its unlinked sparse file is 256 MiB long: over CRIU's default --ghost-limit.
     TestSpec { dump_args: &["--ghost-limit", "256M"], ..c("file_flags") },
     c("high_fd"),

@@ -25,6 +25,8 @@ fn classify(link: &str, mode: u32, shell_job: bool) -> Result<pb::FdTypes, FileE
         libc::S_IFSOCK => pb::FdTypes::Unixsk,
         libc::S_IFREG if link.starts_with("/memfd:") => pb::FdTypes::Memfd,
         libc::S_IFREG | libc::S_IFDIR if link.starts_with('/') => pb::FdTypes::Reg,
+        // An fd opened O_PATH|O_NOFOLLOW on a symlink: the symlink itself.
+        libc::S_IFLNK if link.starts_with('/') => pb::FdTypes::Reg,
         libc::S_IFCHR if link.starts_with('/') && (!is_tty || shell_job) => pb::FdTypes::Reg,
         libc::S_IFCHR if link.starts_with("/dev/ptmx") || link.starts_with("/dev/pts/") => {
             return Err(FileError::refused("pty (try --shell-job for the controlling terminal)"))
@@ -174,6 +176,16 @@ fn dump_fd(pid: i32, fd: u32, shell_job: bool, files: &mut FileTable) -> Result<
     let unsupported = |what: String| FileDumpError::Unsupported { pid, what: format!("fd {fd} ({link_text}): {what}") };
     let entry = |kind: pb::FdTypes| pb::FileEntry { r#type: kind as i32, id, ..Default::default() };
     match kind {
+        pb::FdTypes::Reg if meta.is_dir() && meta.nlink() == 0 => {
+            // No ghost directories yet (CRIU 4.2.1 makes one).
+            return Err(unsupported("a removed directory".into()));
+        }
+        pb::FdTypes::Reg | pb::FdTypes::Fifo if meta.nlink() == 0 && link_text.ends_with(" (deleted)") && !meta.is_file() => {
+            // Only regular files have ghosts yet: an unlinked FIFO or device node would
+            // be reopened by a name it no longer has.
+            let node = if kind == pb::FdTypes::Fifo { "an unlinked FIFO" } else { "an unlinked device node" };
+            return Err(unsupported(node.into()));
+        }
         pb::FdTypes::Reg => {
             if let Some(original) =
                 link_text.strip_suffix(" (deleted)").filter(|_| meta.mode() & libc::S_IFMT == libc::S_IFREG && meta.nlink() == 0)

@@ -658,7 +658,11 @@ struct GhostFiles {
 /// file again, as they were one file at dump time.
 fn open_regular(files: &BTreeMap<u32, pb::RegFileEntry>, ghosts: &BTreeMap<u32, u32>, made: &mut GhostFiles, dir: &Path, id: u32) -> Result<i32, FileError> {
     let reg = files.get(&id).ok_or_else(|| FileError::refused(format!("file id {id} is not in files.img")))?;
-    let flags = reg.flags as i32 & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_CLOEXEC);
+    let mut flags = reg.flags as i32 & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_CLOEXEC);
+    if reg.mode.is_some_and(|mode| mode & libc::S_IFMT == libc::S_IFLNK) {
+        // The fd referred to the symlink itself, which only O_PATH|O_NOFOLLOW opens.
+        flags |= libc::O_PATH | libc::O_NOFOLLOW;
+    }
     let opened = match ghosts.get(&id) {
         Some(&ghost_id) => {
             if !made.made.contains_key(&ghost_id) {
