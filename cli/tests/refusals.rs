@@ -396,3 +396,53 @@ fn removed_directories_and_unlinked_nodes_are_refused_and_the_target_keeps_runni
     }
     let _ = std::fs::remove_dir_all(&base);
 }
+
+/// A restore that finds dumped pids busy is refused in one line, and the processes that
+/// hold them live on. A shell with two children is dumped with --leave-running, then only
+/// the shell is killed: its pid is free, its children's are not. (The pids are checked
+/// before anything is forked; should one be taken between that check and its fork, the
+/// tree guard kills only tasks the restore made: crust's child or traced by crust.)
+#[test]
+fn a_restore_that_finds_pids_busy_kills_none_of_their_owners() {
+    if let Some(reason) = skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    subreaper();
+    let base = tempdir("busy-pids");
+    let mut command = Command::new("sh");
+    command.args(["-c", "sleep 1000 | cat"]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).process_group(0);
+    let mut target = command.spawn().unwrap();
+    let pid = target.id();
+    let mut children = Vec::new();
+    for _ in 0..2000 {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        children = text.split_whitespace().filter_map(|c| c.parse::<i32>().ok()).collect();
+        if children.len() == 2 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(children.len(), 2, "the shell's two children");
+    let dump = base.join("dump");
+    let output = crust().args(["dump", "--leave-running", "-t", &pid.to_string(), "-D"]).arg(&dump).output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    signal(pid as i32, libc::SIGKILL);
+    let _ = target.wait();
+    let output = crust().args(["restore", "-d", "--shell-job", "-D"]).arg(&dump).output().unwrap();
+    let line = String::from_utf8_lossy(&output.stderr).trim().to_string();
+    let alive: Vec<bool> = children.iter().map(|c| std::fs::read_to_string(format!("/proc/{c}/stat")).is_ok_and(|s| !s.contains(") Z "))).collect();
+    for &child in &children {
+        signal(child, libc::SIGKILL);
+        wait_exit(child);
+    }
+    if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        signal(pid as i32, libc::SIGKILL);
+        wait_exit(pid as i32);
+    }
+    assert!(!output.status.success(), "a restore onto busy pids succeeded: {line}");
+    assert_eq!(line.lines().count(), 1, "one line: {line}");
+    assert!(line.contains("busy"), "{line}");
+    assert_eq!(alive, [true, true], "the processes holding the dumped pids {children:?} were killed by the failed restore ({line})");
+    let _ = std::fs::remove_dir_all(&base);
+}

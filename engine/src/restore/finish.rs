@@ -77,7 +77,17 @@ impl Drop for TreeGuard {
         if self.released {
             return;
         }
-        for &pid in &self.pids {
+        // Only a task this restore made: crust's child, or traced by crust (every task
+        // of the tree is, until release). A dumped pid the restore did not get (busy:
+        // clone3 gave EEXIST) belongs to another process, which must live on.
+        let me = std::process::id().to_string();
+        let ours = |pid: i32| {
+            fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|status| {
+                let fields = procfs::parse_key_values(&status);
+                fields.get("TracerPid") == Some(&me) || fields.get("PPid") == Some(&me)
+            })
+        };
+        for &pid in self.pids.iter().filter(|&&pid| pid > 0 && ours(pid)) {
             let _ = sys::send_signal(pid, libc::SIGKILL);
         }
         // Reap (as tracer and, for the root, as parent) until nothing is left.
