@@ -173,6 +173,26 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// `sh -c SCRIPT` in a group of its own, once both children of its pipeline run: the
+/// shell and its children's pids.
+fn shell_with_two_children(script: &str) -> (std::process::Child, Vec<i32>) {
+    let mut command = Command::new("sh");
+    command.args(["-c", script]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).process_group(0);
+    let target = command.spawn().unwrap();
+    let pid = target.id();
+    let mut children = Vec::new();
+    for _ in 0..2000 {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        children = text.split_whitespace().filter_map(|c| c.parse::<i32>().ok()).collect();
+        if children.len() == 2 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(children.len(), 2, "the shell's two children");
+    (target, children)
+}
+
 /// Damaged dumps a restore once accepted (issue 13) or hung on: each is refused with one
 /// line naming the image and the field (before any process is created), or the process
 /// and what failed.
@@ -186,20 +206,8 @@ fn damaged_images_are_refused_in_one_line() {
     let base = tempdir("damaged");
     // A shell with a file on fd 3 and a pipe to a child: pipes-data.img, two fdinfo
     // images, core, ids and pages.
-    let mut command = Command::new("sh");
-    command.args(["-c", "exec 3</etc/passwd; sleep 1000 | cat"]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).process_group(0);
-    let mut target = command.spawn().unwrap();
+    let (mut target, children) = shell_with_two_children("exec 3</etc/passwd; sleep 1000 | cat");
     let pid = target.id();
-    // Wait until both children run.
-    let mut children = Vec::new();
-    for _ in 0..2000 {
-        let text = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-        children = text.split_whitespace().filter_map(|c| c.parse::<i32>().ok()).collect();
-        if children.len() == 2 {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
     let dump = base.join("dump");
     let output = crust().args(["dump", "-t", &pid.to_string(), "-D"]).arg(&dump).output().unwrap();
     assert!(output.status.success(), "{output:?}");
@@ -410,20 +418,8 @@ fn a_restore_that_finds_pids_busy_kills_none_of_their_owners() {
     }
     subreaper();
     let base = tempdir("busy-pids");
-    let mut command = Command::new("sh");
-    command.args(["-c", "sleep 1000 | cat"]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).process_group(0);
-    let mut target = command.spawn().unwrap();
+    let (mut target, children) = shell_with_two_children("sleep 1000 | cat");
     let pid = target.id();
-    let mut children = Vec::new();
-    for _ in 0..2000 {
-        let text = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-        children = text.split_whitespace().filter_map(|c| c.parse::<i32>().ok()).collect();
-        if children.len() == 2 {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    assert_eq!(children.len(), 2, "the shell's two children");
     let dump = base.join("dump");
     let output = crust().args(["dump", "--leave-running", "-t", &pid.to_string(), "-D"]).arg(&dump).output().unwrap();
     assert!(output.status.success(), "{output:?}");

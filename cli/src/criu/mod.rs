@@ -305,18 +305,8 @@ fn page_server(mut options: CriuOptions) -> anyhow::Result<i32> {
     let listener = std::net::TcpListener::bind((address.as_str(), port)).with_context(|| format!("page server: listen on {address}:{port}"))?;
     let local = listener.local_addr().context("page server: the listening address")?;
     log::info!("page server listening on {local}, images into {}", options.images_dir().display());
-    if options.daemon {
-        if let Some(daemon) = crate::sys::fork_daemon().context("page server: fork the daemon")? {
-            if let Some(pidfile) = &options.pidfile {
-                std::fs::write(pidfile, format!("{daemon}")).with_context(|| format!("write {}", pidfile.display()))?;
-            }
-            return Ok(0);
-        }
-    } else if let Some(pidfile) = &options.pidfile {
-        std::fs::write(pidfile, format!("{}", std::process::id())).with_context(|| format!("write {}", pidfile.display()))?;
-    }
-    if let Some(fd) = options.status_fd {
-        crate::sys::report_ready(fd).with_context(|| format!("--status-fd {fd}"))?;
+    if serve_in_background(&options, "page server")? {
+        return Ok(0);
     }
     let serve = crust_engine::page_server::ServeOptions { dir: options.images_dir(), parent: options.prev_images_dir.clone() };
     let report = crust_engine::page_server::server::serve_one(&listener, &serve).inspect_err(|e| log::error!("{e}"))?;
@@ -329,6 +319,26 @@ fn page_server(mut options: CriuOptions) -> anyhow::Result<i32> {
         report.elapsed
     );
     Ok(0)
+}
+
+/// What a listening server does before it serves, as CRIU's: with --daemon it forks, and
+/// the parent (true) writes the daemon's pid to --pidfile and returns; otherwise its own
+/// pid goes there. The one that serves then reports ready on --status-fd.
+fn serve_in_background(options: &CriuOptions, what: &str) -> anyhow::Result<bool> {
+    if options.daemon {
+        if let Some(daemon) = crate::sys::fork_daemon().with_context(|| format!("{what}: fork the daemon"))? {
+            if let Some(pidfile) = &options.pidfile {
+                std::fs::write(pidfile, format!("{daemon}")).with_context(|| format!("write {}", pidfile.display()))?;
+            }
+            return Ok(true);
+        }
+    } else if let Some(pidfile) = &options.pidfile {
+        std::fs::write(pidfile, format!("{}", std::process::id())).with_context(|| format!("write {}", pidfile.display()))?;
+    }
+    if let Some(fd) = options.status_fd {
+        crate::sys::report_ready(fd).with_context(|| format!("--status-fd {fd}"))?;
+    }
+    Ok(false)
 }
 
 /// `crust lazy-pages`: listens on `lazy-pages.socket` in the work directory, takes the
@@ -356,18 +366,8 @@ fn lazy_pages(mut options: CriuOptions) -> anyhow::Result<i32> {
     }
     let listener = std::os::unix::net::UnixListener::bind(socket).with_context(|| format!("lazy-pages: listen on {}", socket.display()))?;
     log::info!("lazy-pages daemon listening on {} in {}", socket.display(), std::env::current_dir().unwrap_or_default().display());
-    if options.daemon {
-        if let Some(daemon) = crate::sys::fork_daemon().context("lazy-pages: fork the daemon")? {
-            if let Some(pidfile) = &options.pidfile {
-                std::fs::write(pidfile, format!("{daemon}")).with_context(|| format!("write {}", pidfile.display()))?;
-            }
-            return Ok(0);
-        }
-    } else if let Some(pidfile) = &options.pidfile {
-        std::fs::write(pidfile, format!("{}", std::process::id())).with_context(|| format!("write {}", pidfile.display()))?;
-    }
-    if let Some(fd) = options.status_fd {
-        crate::sys::report_ready(fd).with_context(|| format!("--status-fd {fd}"))?;
+    if serve_in_background(&options, "lazy-pages")? {
+        return Ok(0);
     }
     let served = crust_engine::lazy::serve(&listener, source);
     let _ = std::fs::remove_file(socket);
