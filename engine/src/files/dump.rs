@@ -388,7 +388,7 @@ fn unix_entry(pid: i32, fd: u32, id: u32, ino: u32, flags: i32, files: &mut File
         backlog: if diag.state == unix::STATE_LISTEN { diag.wqueue } else { 0 },
         peer: diag.peer,
         fown: Default::default(),
-        opts: unix::read_options(&socket),
+        opts: super::sockopts::read(&socket),
         name: diag.name.clone(),
         shutdown: Some(diag.shutdown as i32),
         ..Default::default()

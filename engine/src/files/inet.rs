@@ -166,7 +166,7 @@ pub(crate) fn dump_socket(
         (if peer.is_some() { TCP_ESTABLISHED } else { TCP_CLOSE }, 0)
     };
     let v6only = if family == libc::AF_INET6 { Some(get(libc::IPPROTO_IPV6, libc::IPV6_V6ONLY)? != 0) } else { None };
-    let opts = super::sockopts::read(&socket, super::sockopts::Kind::Inet { tcp: protocol == libc::IPPROTO_TCP });
+    let opts = super::sockopts::read(&socket);
     let ip_opts = super::sockopts::read_ip(&socket, family);
     let tcp_opts = (protocol == libc::IPPROTO_TCP).then(|| super::sockopts::read_tcp(&socket));
     let peer = peer.unwrap_or(InetAddress { family, addr: vec![0; local.addr.len()], port: 0 });

@@ -39,7 +39,7 @@ pub(crate) fn read_tcp(socket: &OwnedFd) -> pb::TcpOptsEntry {
 }
 
 /// The shared options of `socket`. A getsockopt the kernel refuses leaves its field out.
-pub(crate) fn read(socket: &OwnedFd, _kind: Kind) -> pb::SkOptsEntry {
+pub(crate) fn read(socket: &OwnedFd) -> pb::SkOptsEntry {
     let fd = socket.as_raw_fd();
     let int = |level: i32, name: i32| sys::socket::socket_option(fd, level, name).ok();
     let flag = |name: i32| int(libc::SOL_SOCKET, name).map(|v| v != 0);

@@ -102,11 +102,6 @@ pub(crate) fn peek_queue(socket: &OwnedFd) -> Result<Vec<Peeked>, FileError> {
     result.map(|()| out)
 }
 
-/// Socket options kept: buffer sizes (timeouts are left at their defaults).
-pub(crate) fn read_options(socket: &OwnedFd) -> pb::SkOptsEntry {
-    super::sockopts::read(socket, super::sockopts::Kind::Unix)
-}
-
 /// Builds every unix socket of the image; returns file id → fd with status flags set.
 /// `queues` holds each socket's queued messages by its file id.
 pub(crate) fn create_sockets(
