@@ -61,12 +61,24 @@ impl Flavor {
         }
     }
 
-    /// The flavors `--flavor NAME` selects: one by its name, or `all`.
-    pub fn parse_list(name: &str) -> Option<Vec<Flavor>> {
-        if name == "all" {
-            return Some(Flavor::ALL_RUN.to_vec());
+    /// The flavors `--flavor LIST` selects: comma-separated names (`host,container`, each
+    /// once, in the order given), `all` standing for [`Self::ALL_RUN`]; `None` if a word
+    /// names no flavor.
+    pub fn parse_list(list: &str) -> Option<Vec<Flavor>> {
+        let mut flavors = Vec::new();
+        for word in list.split(',') {
+            let named: Vec<Flavor> = if word == "all" {
+                Flavor::ALL_RUN.to_vec()
+            } else {
+                vec![*Flavor::ALL.iter().find(|flavor| flavor.name() == word)?]
+            };
+            for flavor in named {
+                if !flavors.contains(&flavor) {
+                    flavors.push(flavor);
+                }
+            }
         }
-        Flavor::ALL.iter().find(|flavor| flavor.name() == name).map(|flavor| vec![*flavor])
+        Some(flavors)
     }
 
     /// The dumped root is an init the harness started, not the test itself.
@@ -459,6 +471,9 @@ mod tests {
         assert_eq!(Flavor::parse_list("container-uns"), Some(vec![Flavor::ContainerUserns]));
         assert_eq!(Flavor::parse_list("ns"), Some(vec![Flavor::Ns]));
         assert_eq!(Flavor::parse_list("vm"), None);
+        assert_eq!(Flavor::parse_list("host,container"), Some(vec![Flavor::Host, Flavor::Container]));
+        assert_eq!(Flavor::parse_list("container,all,host"), Some(vec![Flavor::Container, Flavor::Host, Flavor::Ns, Flavor::Mntns]));
+        assert_eq!(Flavor::parse_list("host,"), None);
         assert!(Flavor::Container.has_init() && Flavor::Ns.has_init() && !Flavor::Host.has_init());
         assert!(Flavor::ContainerUserns.is_container() && !Flavor::Ns.is_container());
     }
