@@ -111,6 +111,10 @@ pub enum Requirement {
     /// Namespaces of its own (mount, UTS, ...), which the mntns flavor gives each test;
     /// only that flavor lists it (checked by the suite, which knows the flavor).
     MntnsFlavor,
+    /// `pidfd_open(PIDFD_THREAD)` (Linux 6.9): crust reaches the fds of a process whose
+    /// leader thread exited through a pidfd of a live thread (`pidfd_getfd` of the parasite's
+    /// control socket); before 6.9 the dump of such a process fails.
+    PidfdThread,
     /// Cgroups of its own: in the `ns` flavor the harness puts the init into cgroups of
     /// the test's with limits and a cgroup namespace (`own_cgroups.rs`); the container
     /// flavors give every test that; skipped in `host`.
@@ -408,6 +412,7 @@ pub const TESTS: &[TestSpec] = &[
     TestSpec { args: &["names", "8"], ..cas("threads_names", "threads") },
     TestSpec {
         args: &["leader", "4"],
+        requirements: &[Requirement::PidfdThread],
         // The leader is a zombie: nothing to wait for.
         at_dump: AtDump::Running,
         ..cas("threads_leader_gone", "threads")

@@ -113,6 +113,15 @@ impl Namespace {
         Ok(Namespace { fd, inode })
     }
 
+    /// The same namespace with its fd moved to the lowest free number at or above
+    /// `above`: a restore holds it while it places the tree's fds at their numbers below
+    /// that (a shared anonymous object dup2'd onto it closed it, and `setns` back then
+    /// failed with EINVAL: container flavor in the aarch64 VM, 2026-12-06).
+    pub(crate) fn parked_above(self, above: i32) -> Result<Namespace, NetError> {
+        let fd = sys::file::move_above(self.fd, above).map_err(net_io(format!("move crust's network namespace fd above {above}")))?;
+        Ok(Namespace { fd, inode: self.inode })
+    }
+
     /// crust's own (its calling thread's) network namespace.
     pub(crate) fn own() -> Result<Namespace, NetError> {
         let fd = sys::netns::open_own_net_namespace().map_err(net_io("open crust's own network namespace"))?;
