@@ -117,9 +117,16 @@ impl Namespace {
     /// `above`: a restore holds it while it places the tree's fds at their numbers below
     /// that (a shared anonymous object dup2'd onto it closed it, and `setns` back then
     /// failed with EINVAL: container flavor in the aarch64 VM, 2026-12-06).
+    /// Where the fd limit does not reach `above`, it stays where it is, with a warning.
     pub(crate) fn parked_above(self, above: i32) -> Result<Namespace, NetError> {
-        let fd = sys::file::move_above(self.fd, above).map_err(net_io(format!("move crust's network namespace fd above {above}")))?;
-        Ok(Namespace { fd, inode: self.inode })
+        let copy = self.fd.try_clone().map_err(net_io("duplicate crust's network namespace fd"))?;
+        match sys::file::move_above(copy, above) {
+            Ok(fd) => Ok(Namespace { fd, inode: self.inode }),
+            Err(error) => {
+                log::warn!("crust's network namespace fd stays below the tree's fd numbers: move above {above}: {error}");
+                Ok(self)
+            }
+        }
     }
 
     /// crust's own (its calling thread's) network namespace.
