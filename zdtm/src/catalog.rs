@@ -342,6 +342,9 @@ pub const TESTS: &[TestSpec] = &[
     c("sched_attrs"),
     c("loginuid"),
     c("membarrier"),
+    // Two threads nearly always inside an rseq critical section: the dump catches them
+    // there, and they must resume at the abort handler (in the running tree too).
+    TestSpec { at_dump: AtDump::Running, ..c("rseq_cs") },
     c("sockopts"),
     rust("rlimits"),
     rust("comm"),
