@@ -3,7 +3,8 @@
 //! namespace (`uts.rs`) of its own are dumped, a cgroup namespace through the cgroup
 //! sets (`cgroups/`); user and time namespaces of its own are refused in one line until
 //! crust dumps them, as are processes of one tree in different mount, UTS or cgroup
-//! namespaces. (pid, IPC and network namespaces are the seize's,
+//! namespaces, and a process whose children would start in a time namespace other
+//! than its own (CRIU 4.2 refuses it too). (pid, IPC and network namespaces are the seize's,
 //! `ipc/`'s and `net/`'s.)
 
 use std::path::Path;
