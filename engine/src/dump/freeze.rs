@@ -2,7 +2,9 @@
 //! before children, and keep what is needed to let each go exactly as it was.
 //!
 //! Invariant: [`Frozen`]'s Drop releases every thread unchanged (registers, signal mask,
-//! stop state) unless the tree was released or killed on purpose.
+//! stop state) unless the tree was released or killed on purpose; a thread seized
+//! inside an rseq critical section is released at the section's abort handler, where
+//! the kernel would have sent it (`rseq.rs`).
 
 use std::collections::BTreeMap;
 use std::fs;
