@@ -6,7 +6,11 @@
 //! loads (HASH names their set); static cross builds of `crust` and
 //! the zdtm programs (`target/cross/TRIPLE/release`); an initramfs (cpio `newc`, written
 //! by `newc.rs`) holding a static `/init` (`ci/qemu/init.c`), those binaries, the C tests
-//! at the path the harness was built to look in, and the cross libc for them. qemu's exit
+//! at the path the harness was built to look in, and the cross libc for them; with a
+//! container flavor (`--flavor container`, `host,container`), the arch's busybox-static
+//! (Debian's .deb, cached as `.cache/qemu/ARCH/busybox`) for the containers' rootfs.
+//! The VM mounts cgroup2 only, so the container flavor runs there on a v2-only host;
+//! `nft` is not in it (`tcp_established` skips). qemu's exit
 //! code says nothing, so the verdict is read from the console: `/init` prints the
 //! harness's JSON report between markers and powers off; xtask writes it to
 //! `target/cross/zdtm-ARCH.json` and where `--json` says. Every run is bounded by a
