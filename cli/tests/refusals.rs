@@ -405,6 +405,42 @@ fn removed_directories_and_unlinked_nodes_are_refused_and_the_target_keeps_runni
     let _ = std::fs::remove_dir_all(&base);
 }
 
+/// Sockets crust does not dump are refused in one line naming the fd and what it holds,
+/// and the target keeps running untraced: a unix listener with a connection waiting for
+/// accept, a UDP socket corked with a datagram pending (CRIU refuses it too), and a
+/// packet socket with a receive ring mapped.
+#[test]
+fn sockets_crust_does_not_dump_are_refused_and_the_target_keeps_running() {
+    if let Some(reason) = skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let base = tempdir("sockets-refused");
+    let binary = common::compile(&base, "sockets", &[]);
+    for (mode, what) in [
+        ("unix-backlog", "listening unix socket with 1 connections waiting for accept"),
+        ("udp-cork", "inet datagram socket: UDP socket corked with"),
+        ("packet-ring", "packet raw socket: packet socket with a PACKET_RX_RING"),
+    ] {
+        let mut command = Command::new(&binary);
+        command.arg(mode).process_group(0);
+        let (target, said, _) = common::start_with_pipes(&mut command, 0);
+        let pid = target.id() as i32;
+        let _target = common::KillOnDrop(pid);
+        assert_eq!(said.trim(), "ready", "{mode}");
+        let images = base.join(format!("images-{mode}"));
+        let output = crust().args(["dump", "-t", &pid.to_string(), "-D"]).arg(&images).output().unwrap();
+        assert!(!output.status.success(), "{mode}: dumped");
+        let line = one_line(&output);
+        assert!(line.starts_with(&format!("crust: dump pid {pid}: fd 4 (socket:[")), "{mode}: {line}");
+        assert!(line.contains(what) && line.ends_with("is not supported yet"), "{mode}: {line}");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        assert!(status.lines().any(|l| l.starts_with("State:") && (l.contains("S (sleeping)") || l.contains("R (running)"))), "{status}");
+        assert!(status.lines().any(|l| l == "TracerPid:\t0"), "{status}");
+    }
+    let _ = std::fs::remove_dir_all(&base);
+}
+
 /// A restore that finds dumped pids busy is refused in one line, and the processes that
 /// hold them live on. A shell with two children is dumped with --leave-running, then only
 /// the shell is killed: its pid is free, its children's are not. (The pids are checked

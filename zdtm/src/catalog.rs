@@ -313,6 +313,7 @@ pub const TESTS: &[TestSpec] = &[
     TestSpec { at_dump: AtDump::Running, ..c("shm_stress") },
     c("pidfds"),
     c("unix_scm"),
+    c("unix_scm_gone"),
     c("pty_pair"),
     TestSpec {
         dump_args: &["--tcp-established"],
@@ -343,6 +344,13 @@ pub const TESTS: &[TestSpec] = &[
     c("loginuid"),
     c("membarrier"),
     c("sockopts"),
+    // Issue 18: socket states.
+    c("sk_shutdown"),
+    c("unix_unconnected"),
+    c("unix_names"),
+    TestSpec { requirements: &[Requirement::Root], ..c("sk_raw_udplite") },
+    c("sk_netlink"),
+    TestSpec { requirements: &[Requirement::Root], ..c("sk_packet") },
     rust("rlimits"),
     rust("comm"),
     TestSpec {
