@@ -5,8 +5,10 @@
  *   a stream listener bound to an absolute path whose socket file was then unlinked,
  *   a datagram socket bound in a directory that was then removed (file and directory),
  *     with a datagram queued.
- * After restore every socket has its name (getsockname), the relative ones are still in
- * the working directory and take a new connection or datagram through it; the unlinked
+ * The relative datagram socket's file has a mode of its own.
+ * After restore every socket has its name (getsockname) and that file its mode, the
+ * relative ones are still in the working directory and take a new connection or
+ * datagram through it; the unlinked
  * names and the removed directory are still gone; the listener whose file is gone still
  * listens; the queued datagrams read back and the client still sends to its server. */
 #define _GNU_SOURCE
@@ -98,6 +100,9 @@ int main(int argc, char **argv)
 	if (listen(rel_listener, 4))
 		fail("listen: %m");
 	int rel_dgram = bound(SOCK_DGRAM, "datagram socket bound to a relative path", "rel-dgram.sock");
+	mode_t mode = 0600 | (mode_t)(r % 8) << 3;
+	if (chmod("rel-dgram.sock", mode))
+		fail("chmod: %m");
 	int client = connected(SOCK_DGRAM, "rel-dgram.sock");
 	sendtext(client, first);
 
@@ -129,6 +134,9 @@ int main(int argc, char **argv)
 		if (len != n->len || memcmp(&name, &n->name, len))
 			fail("%s: named %.*s after restore, was %.*s", n->what, (int)(len - 2), name.sun_path, (int)(n->len - 2), n->name.sun_path);
 	}
+	struct stat st;
+	if (stat("rel-dgram.sock", &st) || (st.st_mode & 07777) != mode)
+		fail("rel-dgram.sock: mode %o after restore, was %o (%m)", st.st_mode & 07777, mode);
 	gone(unlinked);
 	gone(removed_dir);
 	int listening = 0;

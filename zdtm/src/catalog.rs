@@ -346,10 +346,14 @@ pub const TESTS: &[TestSpec] = &[
     c("sockopts"),
     // Issue 18: socket states.
     c("sk_shutdown"),
+    // Variants without what CRIU 4.2.1 keeps no image of, for the cross runs.
+    TestSpec { args: &["no-udp-queue"], ..cas("sk_shutdown_noq", "sk_shutdown") },
     c("unix_unconnected"),
     c("unix_names"),
     TestSpec { requirements: &[Requirement::Root], ..c("sk_raw_udplite") },
+    TestSpec { args: &["no-queue"], requirements: &[Requirement::Root], ..cas("sk_raw_udplite_noq", "sk_raw_udplite") },
     c("sk_netlink"),
+    TestSpec { args: &["low"], ..cas("sk_netlink_low", "sk_netlink") },
     TestSpec { requirements: &[Requirement::Root], ..c("sk_packet") },
     rust("rlimits"),
     rust("comm"),

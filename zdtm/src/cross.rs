@@ -76,6 +76,54 @@ use OtherDoes::{Dump, Restore};
 /// fail the same way).
 pub const CRIU_LIMITS: &[CriuLimit] = &[
     limit(
+        "sk_shutdown",
+        Dump,
+        None,
+        "CRIU dumps no queued UDP datagrams: the UDP socket's datagram is gone after restore (\"FAIL: udp socket that shut writing: poll events 0x4, were 0x5\", 2026-12-06)",
+    ),
+    limit(
+        "sk_shutdown",
+        Restore,
+        None,
+        "CRIU restores no queued UDP datagrams (sk-queues.img entries of an inet socket): \"FAIL: udp socket that shut writing: poll events 0x4, were 0x5\" (2026-12-06)",
+    ),
+    limit(
+        "sk_raw_udplite",
+        Dump,
+        None,
+        "CRIU dumps no queued UDP-Lite datagrams: \"FAIL: bound UDP-Lite socket: poll events 0x4, were 0x5\" (2026-12-06)",
+    ),
+    limit(
+        "sk_raw_udplite",
+        Restore,
+        None,
+        "CRIU restores no queued UDP-Lite datagrams (sk-queues.img entries of an inet socket): \"FAIL: bound UDP-Lite socket: poll events 0x4, were 0x5\" (2026-12-06)",
+    ),
+    limit(
+        "sk_netlink",
+        Dump,
+        None,
+        "CRIU dumps no netlink socket in a group above 32: \"Error (criu/sk-netlink.c:133): netlink: 8 1\" (2026-12-06)",
+    ),
+    limit(
+        "sk_netlink",
+        Restore,
+        None,
+        "CRIU restores no netlink socket in a group above 32: \"Error (criu/sk-netlink.c:218): netlink: Groups above 32 are not supported yet\" (2026-12-06)",
+    ),
+    limit(
+        "sk_packet",
+        Dump,
+        None,
+        "CRIU dumps no packet socket holding a membership twice: \"Error (criu/sk-packet.c:71): packet: Multiple MC membership not supported (but can be)\" (2026-12-06)",
+    ),
+    limit(
+        "unix_scm_gone",
+        Restore,
+        None,
+        "CRIU restores a datagram socket whose peer was closed as an unconnected one: \"FAIL: a datagram to the gone peer gave -1 (Transport endpoint is not connected), not ECONNREFUSED\" (2026-12-06)",
+    ),
+    limit(
         "cow_file_shared",
         Restore,
         None,

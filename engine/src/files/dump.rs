@@ -379,7 +379,7 @@ fn unix_entry(pid: i32, fd: u32, id: u32, ino: u32, flags: i32, files: &mut File
     if diag.state == unix::STATE_LISTEN && diag.rqueue > 0 {
         return Err(Some(FileError::refused(format!("listening unix socket with {} connections waiting for accept", diag.rqueue))));
     }
-    let (name_dir, deleted) = unix::resolve_path_name(pid, &diag).map_err(Some)?;
+    let path_name = unix::resolve_path_name(pid, &diag).map_err(Some)?;
     // A stream or seqpacket socket that never connected has no queue (reading it fails
     // with EINVAL or ENOTCONN); a datagram socket takes datagrams connected or not.
     if diag.kind as i32 == libc::SOCK_DGRAM || diag.state == unix::STATE_ESTABLISHED {
@@ -403,9 +403,11 @@ fn unix_entry(pid: i32, fd: u32, id: u32, ino: u32, flags: i32, files: &mut File
         fown: Default::default(),
         opts: super::sockopts::read(&socket),
         name: diag.name.clone(),
-        shutdown: Some(diag.shutdown as i32),
-        name_dir,
-        deleted: deleted.then_some(true),
+        // Written only when shut, as CRIU writes it.
+        shutdown: (diag.shutdown != 0).then_some(diag.shutdown as i32),
+        file_perms: path_name.perms,
+        name_dir: path_name.name_dir,
+        deleted: path_name.deleted.then_some(true),
         ..Default::default()
     })
 }

@@ -228,10 +228,11 @@ pub(crate) fn dump_socket(
         }
         (if peer.is_some() { TCP_ESTABLISHED } else { TCP_CLOSE }, 0)
     };
-    let shutdown = (what == "udp").then(|| shutdowns.get(&ino).copied().unwrap_or(0) as i32);
+    // Written only when shut (as CRIU: its restore takes a present field as a shutdown).
+    let shutdown = shutdowns.get(&ino).copied().filter(|&bits| what == "udp" && bits != 0).map(i32::from);
     let mut ip_opts = super::sockopts::read_ip(&socket, family);
     if what == "raw" && family == libc::AF_INET {
-        let int = |name| sys::socket::socket_option(raw, libc::IPPROTO_IP, name).ok().map(|v| v != 0);
+        let int = |name| sys::socket::socket_option(raw, libc::IPPROTO_IP, name).ok().filter(|&v| v != 0).map(|_| true);
         ip_opts.raw = Some(pb::IpOptsRawEntry { hdrincl: int(libc::IP_HDRINCL), nodefrag: int(IP_NODEFRAG), ..Default::default() });
     }
     let v6only = if family == libc::AF_INET6 { Some(get(libc::IPPROTO_IPV6, libc::IPV6_V6ONLY)? != 0) } else { None };

@@ -125,7 +125,8 @@ pub(crate) fn dump_socket(
     Ok(pb::PacketSockEntry {
         id,
         r#type: found.kind as u32,
-        protocol: found.protocol as u32,
+        // In network byte order, as socket(2) takes it (and CRIU writes it).
+        protocol: found.protocol.to_be() as u32,
         flags: flags as u32,
         ifindex: info[0],
         fown: Default::default(),
@@ -152,9 +153,10 @@ pub(crate) fn create_socket(entry: &pb::PacketSockEntry) -> Result<OwnedFd, File
     if entry.rx_ring.is_some() || entry.tx_ring.is_some() {
         return Err(FileError::refused(format!("{what}: rings (packet_sock_entry.rx_ring, tx_ring) are not supported yet")));
     }
-    let protocol = (entry.protocol as u16).to_be() as i32;
-    let fd = sys::socket::create_socket_with_protocol(libc::AF_PACKET, entry.r#type as i32, protocol)
-        .map_err(file_io(format!("{what}: socket (type {}, protocol {:#x})", entry.r#type, entry.protocol)))?;
+    // The protocol is in network byte order, as socket(2) takes it.
+    let protocol = entry.protocol as u16;
+    let fd = sys::socket::create_socket_with_protocol(libc::AF_PACKET, entry.r#type as i32, protocol as i32)
+        .map_err(file_io(format!("{what}: socket (type {}, protocol {:#x})", entry.r#type, u16::from_be(protocol))))?;
     let raw = fd.as_raw_fd();
     let set = |name: i32, value: u32, option: &str| {
         sys::socket::set_socket_option(raw, libc::SOL_PACKET, name, value as i32).map_err(file_io(format!("{what}: {option} {value}")))
@@ -183,7 +185,7 @@ pub(crate) fn create_socket(entry: &pb::PacketSockEntry) -> Result<OwnedFd, File
         set(PACKET_COPY_THRESH, entry.copy_thresh, "PACKET_COPY_THRESH")?;
     }
     if entry.ifindex != 0 {
-        sys::socket::packet_bind(raw, entry.protocol as u16, entry.ifindex as i32)
+        sys::socket::packet_bind(raw, u16::from_be(protocol), entry.ifindex as i32)
             .map_err(file_io(format!("{what}: bind to interface {}", entry.ifindex)))?;
     }
     for membership in &entry.mclist {

@@ -82,35 +82,49 @@ pub(crate) fn parse_diag(bytes: &[u8]) -> Result<BTreeMap<u32, UnixDiag>, FileEr
     Ok(out)
 }
 
-/// Where the path a socket is bound to leads now: for a relative name, the directory it
-/// is bound in (the process's working directory: CRIU's `name_dir`); and whether the
-/// name no longer leads to this socket (its file was unlinked or its directory removed:
-/// CRIU's `deleted`), which restore binds and unlinks again. Sockets without a path
-/// name: `(None, false)`.
-pub(crate) fn resolve_path_name(pid: i32, diag: &UnixDiag) -> Result<(Option<String>, bool), FileError> {
+/// What the image says of a socket bound to a path (CRIU's fields).
+#[derive(Debug, Default)]
+pub(crate) struct PathName {
+    /// For a relative name, the directory it is bound in: the process's working
+    /// directory (`name_dir`).
+    pub(crate) name_dir: Option<String>,
+    /// The name no longer leads to this socket: its file was unlinked or its directory
+    /// removed (`deleted`); restore binds and unlinks it again.
+    pub(crate) deleted: bool,
+    /// Mode, owner and group of the socket file (`file_perms`), set again at restore.
+    pub(crate) perms: Option<pb::FilePermsEntry>,
+}
+
+/// Where the path a socket is bound to leads now (see [`PathName`]); sockets without a
+/// path name get the default.
+pub(crate) fn resolve_path_name(pid: i32, diag: &UnixDiag) -> Result<PathName, FileError> {
     use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let name = diag.name.split(|b| *b == 0).next().unwrap_or(&[]);
     if name.is_empty() {
-        return Ok((None, false));
+        return Ok(PathName::default());
     }
     let shown = String::from_utf8_lossy(name);
-    let leads_here = |path: &std::path::Path| {
-        std::fs::metadata(path).is_ok_and(|m| m.file_type().is_socket() && m.ino() == diag.vfs_ino as u64)
+    let perms_here = |path: &std::path::Path| {
+        std::fs::metadata(path)
+            .ok()
+            .filter(|m| m.file_type().is_socket() && m.ino() == diag.vfs_ino as u64)
+            .map(|m| pb::FilePermsEntry { mode: m.mode(), uid: m.uid(), gid: m.gid() })
     };
     let relative = std::path::Path::new(std::ffi::OsStr::from_bytes(name));
     if name[0] != b'/' {
         let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).map_err(file_io("read the working directory"))?;
-        if !leads_here(&std::path::Path::new(&format!("/proc/{pid}/cwd")).join(relative)) {
+        let Some(perms) = perms_here(&std::path::Path::new(&format!("/proc/{pid}/cwd")).join(relative)) else {
             return Err(FileError::refused(format!(
                 "unix socket bound to the relative path {shown}, which does not lead to it from the working directory {}",
                 cwd.display()
             )));
-        }
-        return Ok((Some(cwd.to_string_lossy().into_owned()), false));
+        };
+        return Ok(PathName { name_dir: Some(cwd.to_string_lossy().into_owned()), deleted: false, perms: Some(perms) });
     }
     let through_root = std::path::Path::new(&format!("/proc/{pid}/root")).join(relative.strip_prefix("/").unwrap_or(relative));
-    Ok((None, !leads_here(&through_root)))
+    let perms = perms_here(&through_root);
+    Ok(PathName { name_dir: None, deleted: perms.is_none(), perms })
 }
 
 /// A message peeked from a queue and crust's copies of the fds in flight with it.
@@ -319,7 +333,15 @@ fn bind_name(fd: &OwnedFd, socket: &pb::UnixSkEntry, unlink_after: &mut Vec<Vec<
         }
     }
     let raw = fd.as_raw_fd();
-    in_name_dir(socket, || sys::socket::bind_unix(raw, name).map_err(file_io(format!("bind {}", String::from_utf8_lossy(name)))))
+    in_name_dir(socket, || sys::socket::bind_unix(raw, name).map_err(file_io(format!("bind {}", String::from_utf8_lossy(name)))))?;
+    if let (Some(perms), Some(path), false) = (&socket.file_perms, name_path(socket), deleted) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(perms.mode & 0o7777))
+            .map_err(file_io(format!("chmod {} {:o}", path.display(), perms.mode & 0o7777)))?;
+        std::os::unix::fs::lchown(&path, Some(perms.uid), Some(perms.gid))
+            .map_err(file_io(format!("chown {} {}:{}", path.display(), perms.uid, perms.gid)))?;
+    }
+    Ok(())
 }
 
 /// Connects to `peer`'s name (relative ones from the peer's `name_dir`).
