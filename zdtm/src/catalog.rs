@@ -355,6 +355,7 @@ pub const TESTS: &[TestSpec] = &[
     c("sk_netlink"),
     TestSpec { args: &["low"], ..cas("sk_netlink_low", "sk_netlink") },
     TestSpec { requirements: &[Requirement::Root], ..c("sk_packet") },
+    TestSpec { args: &["single"], requirements: &[Requirement::Root], ..cas("sk_packet_single", "sk_packet") },
     rust("rlimits"),
     rust("comm"),
     TestSpec {

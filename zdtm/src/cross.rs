@@ -112,6 +112,12 @@ pub const CRIU_LIMITS: &[CriuLimit] = &[
         "CRIU restores no netlink socket in a group above 32: \"Error (criu/sk-netlink.c:218): netlink: Groups above 32 are not supported yet\" (2026-12-06)",
     ),
     limit(
+        "sk_netlink_low",
+        Restore,
+        None,
+        "CRIU connects a netlink socket to the group mask 1 << (dst_group - 1) even when dst_group is 0, so the peer's nl_groups comes back 0x80000000 (CRIU dump and restore alike: \"FAIL: usersock socket connected to the other: peer N, was N\", 2026-12-06)",
+    ),
+    limit(
         "sk_packet",
         Dump,
         None,

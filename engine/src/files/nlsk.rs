@@ -16,8 +16,11 @@ use crate::sys;
 const SOL_NETLINK: i32 = 270;
 const NETLINK_ADD_MEMBERSHIP: i32 = 1;
 const NETLINK_LIST_MEMBERSHIPS: i32 = 9;
-/// `netlink_sk_entry.state` of a connected socket (NETLINK_CONNECTED).
+/// `netlink_sk_entry.state` (the kernel's sk_state, as netlink_diag gives it): a
+/// connected socket (NETLINK_CONNECTED), one never connected (TCP_CLOSE, sock_init_data's
+/// state; CRIU writes 0 for an unbound one, which netlink_diag does not list).
 const CONNECTED: u32 = 1;
+const NEVER_CONNECTED: u32 = 7;
 
 /// A netlink socket's entry (`pid`'s fd `fd`, file id `id`, open flags `flags`).
 pub(crate) fn dump_socket(pid: i32, fd: u32, id: u32, ino: u32, flags: i32) -> Result<pb::NetlinkSkEntry, FileError> {
@@ -44,7 +47,13 @@ pub(crate) fn dump_socket(pid: i32, fd: u32, id: u32, ino: u32, flags: i32) -> R
         id,
         ino,
         protocol: protocol as u32,
-        state: if dst_portid != 0 || dst_group != 0 { CONNECTED } else { 0 },
+        state: if dst_portid != 0 || dst_group != 0 {
+            CONNECTED
+        } else if port_id != 0 {
+            NEVER_CONNECTED
+        } else {
+            0
+        },
         flags: flags as u32,
         portid: port_id,
         groups,
