@@ -2,6 +2,9 @@
  *   unix-backlog  a unix stream listener with a connection waiting for accept
  *   udp-cork      a UDP socket corked (UDP_CORK) with a datagram pending
  *   packet-ring   a packet socket with a PACKET_RX_RING mapped into memory
+ *   dgram-outside a unix datagram socket connected to an unnamed one held by a process
+ *                 outside its tree (a grandchild whose parent exited: it is the
+ *                 caller's, a subreaper's, child now; its pid is written after "ready")
  * then writes "ready" on fd 3, closes it and sleeps in pause(). */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -9,12 +12,14 @@
 #include <net/ethernet.h>
 #include <netinet/in.h>
 #include <netinet/udp.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static void die(const char *what)
@@ -48,6 +53,37 @@ int main(int argc, char **argv)
 			die("PACKET_RX_RING");
 		if (mmap(NULL, 4 * 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) == MAP_FAILED)
 			die("mmap the ring");
+	} else if (!strcmp(mode, "dgram-outside")) {
+		int sv[2], report[2];
+		if (socketpair(AF_UNIX, SOCK_DGRAM, 0, sv) || pipe(report))
+			die("socketpair");
+		pid_t child = fork();
+		if (child < 0)
+			die("fork");
+		if (child == 0) {
+			pid_t grandchild = fork();
+			if (grandchild == 0) {
+				close(3);
+				close(sv[0]);
+				close(report[0]);
+				close(report[1]);
+				for (;;)
+					pause();
+			}
+			dprintf(report[1], "%d", grandchild);
+			_exit(0);
+		}
+		close(report[1]);
+		char pid_text[16] = { 0 };
+		if (read(report[0], pid_text, sizeof(pid_text) - 1) <= 0)
+			die("read the grandchild's pid");
+		close(report[0]);
+		close(sv[1]);
+		waitpid(child, NULL, 0);
+		dprintf(3, "ready %s\n", pid_text);
+		close(3);
+		for (;;)
+			pause();
 	} else {
 		dprintf(3, "error unknown mode %s\n", mode);
 		return 2;
