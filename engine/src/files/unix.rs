@@ -208,7 +208,10 @@ pub(crate) fn create_sockets(
             out.insert(peer.id, theirs);
             continue;
         }
-        let fd = if socket.state as u8 == STATE_LISTEN || (!socket.name.is_empty() && socket.peer == 0) {
+        // A connected stream or seqpacket socket with a name and no peer (an accepted
+        // one shares its listener's name) lost its peer: it is not bound again below.
+        let lost_peer = kind != libc::SOCK_DGRAM && socket.state as u8 == STATE_ESTABLISHED && socket.peer == 0;
+        let fd = if socket.state as u8 == STATE_LISTEN || (!socket.name.is_empty() && socket.peer == 0 && !lost_peer) {
             let fd = sys::socket::create_socket(libc::AF_UNIX, kind).map_err(file_io(format!("{what}: socket")))?;
             bind_name(&fd, socket, &mut unlink_after).map_err(file_within(what.clone()))?;
             if socket.state as u8 == STATE_LISTEN {
