@@ -357,4 +357,27 @@ mod tests {
         bytes.extend(message);
         assert_eq!(parse_listeners(&bytes)[&4242], (2, 64));
     }
+
+    #[test]
+    fn shutdown_bits_by_inode() {
+        let mut message = vec![0u8; 72];
+        message[68..72].copy_from_slice(&777u32.to_ne_bytes());
+        // INET_DIAG_SHUTDOWN (8): one byte, padded.
+        message.extend_from_slice(&5u16.to_ne_bytes());
+        message.extend_from_slice(&8u16.to_ne_bytes());
+        message.extend_from_slice(&[2, 0, 0, 0]);
+        let mut open = vec![0u8; 72];
+        open[68..72].copy_from_slice(&778u32.to_ne_bytes());
+        open.extend_from_slice(&[5, 0, 8, 0, 0, 0, 0, 0]);
+        let mut bytes = Vec::new();
+        for payload in [message, open] {
+            bytes.extend_from_slice(&(16 + payload.len() as u32).to_ne_bytes());
+            bytes.extend_from_slice(&20u16.to_ne_bytes());
+            bytes.extend_from_slice(&[0; 10]);
+            bytes.extend_from_slice(&payload);
+        }
+        let shut = parse_shutdowns(&bytes);
+        assert_eq!(shut.get(&777), Some(&2));
+        assert_eq!(shut.get(&778), None);
+    }
 }
