@@ -361,6 +361,48 @@ fn a_sealed_area_is_refused_and_the_target_keeps_its_seal() {
     let _ = std::fs::remove_dir_all(&base);
 }
 
+/// A process with a time namespace for its children only (unshare(CLONE_NEWTIME), no
+/// execve since) is refused in one line, as CRIU 4.2 refuses it, and keeps running
+/// untraced with its pending namespace.
+#[test]
+fn a_time_namespace_for_children_only_is_refused_and_the_target_keeps_it() {
+    if let Some(reason) = skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let base = tempdir("timens-children");
+    let binary = common::compile(&base, "timens_children", &[]);
+    let mut command = Command::new(&binary);
+    command.process_group(0);
+    let (target, said, _) = common::start_with_pipes(&mut command, 0);
+    let pid = target.id() as i32;
+    let _target = common::KillOnDrop(pid);
+    if said != "ready" {
+        eprintln!("skipped: unshare(CLONE_NEWTIME) failed here ({said}; Linux 5.6 has time namespaces)");
+        return;
+    }
+    let link = |name: &str| std::fs::read_link(format!("/proc/{pid}/ns/{name}")).unwrap().to_string_lossy().into_owned();
+    let inode = |name: &str| link(name).trim_start_matches("time:[").trim_end_matches(']').to_string();
+    let (time, for_children) = (link("time"), link("time_for_children"));
+    assert_ne!(time, for_children);
+    let images = base.join("images");
+    let output = crust().args(["dump", "-t", &pid.to_string(), "-D"]).arg(&images).output().unwrap();
+    assert!(!output.status.success());
+    assert_eq!(
+        one_line(&output),
+        format!(
+            "crust: dump pid {pid}: a time namespace for its children only (time_for_children {} differs from time {}: unshare(CLONE_NEWTIME) without execve) is not supported, as in CRIU 4.2",
+            inode("time_for_children"),
+            inode("time")
+        )
+    );
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(status.lines().any(|l| l.starts_with("State:") && (l.contains("S (sleeping)") || l.contains("R (running)"))), "{status}");
+    assert!(status.lines().any(|l| l == "TracerPid:\t0"), "{status}");
+    assert_eq!((link("time"), link("time_for_children")), (time, for_children));
+    let _ = std::fs::remove_dir_all(&base);
+}
+
 /// An fd open on a removed directory, a removed cwd, an unlinked FIFO and an unlinked
 /// device node are refused in one line naming them (crust makes ghosts of regular files
 /// only), and the target keeps running untraced.
@@ -484,5 +526,82 @@ fn a_restore_that_finds_pids_busy_kills_none_of_their_owners() {
     assert_eq!(line.lines().count(), 1, "one line: {line}");
     assert!(line.contains("busy"), "{line}");
     assert_eq!(alive, [true, true], "the processes holding the dumped pids {children:?} were killed by the failed restore ({line})");
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+/// Processes that share an fd table (CLONE_FILES) or a cwd, root and umask (CLONE_FS)
+/// are refused in one line naming both, and both keep running untraced.
+#[test]
+fn shared_fd_tables_and_fs_info_are_refused_and_the_target_keeps_running() {
+    if let Some(reason) = skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let base = tempdir("shared-tables");
+    let binary = common::compile(&base, "shared_tables", &[]);
+    for (kind, what) in [("files", "an fd table shared with pid {} (CLONE_FILES)"), ("fs", "a cwd, root and umask shared with pid {} (CLONE_FS)")] {
+        let mut command = Command::new(&binary);
+        command.arg(kind).process_group(0);
+        let (target, said, _) = common::start_with_pipes(&mut command, 0);
+        let pid = target.id() as i32;
+        let _target = common::KillOnDrop(pid);
+        let child: i32 = said.trim().parse().unwrap();
+        let images = base.join("images");
+        let output = crust().args(["dump", "-t", &pid.to_string(), "-D"]).arg(&images).output().unwrap();
+        assert!(!output.status.success());
+        assert_eq!(one_line(&output), format!("crust: dump pid {child}: {} is not supported yet", what.replace("{}", &pid.to_string())));
+        for process in [pid, child] {
+            let status = std::fs::read_to_string(format!("/proc/{process}/status")).unwrap();
+            assert!(status.lines().any(|l| l.starts_with("State:") && (l.contains("S (sleeping)") || l.contains("R (running)"))), "{status}");
+            assert!(status.lines().any(|l| l == "TracerPid:\t0"), "{status}");
+        }
+        let _ = std::fs::remove_dir_all(&images);
+    }
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+/// Issue 18's files crust refuses, each in one line naming it, with the target left
+/// running untraced: an epoll watch whose fd number no longer holds the file, an AIO
+/// context, a fanotify group, a hugetlb memfd, a namespace file, an unlinked file whose
+/// directory was removed too, /dev/tty of a session of the tree.
+#[test]
+fn issue_18_file_refusals_leave_the_target_running() {
+    if let Some(reason) = skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let base = tempdir("refused-state");
+    let binary = common::compile(&base, "refused_state", &[]);
+    for (mode, what) in [
+        ("epoll", "epoll watch of fd "),
+        ("aio", "AIO context (io_setup) ring at "),
+        ("fanotify", "fanotify"),
+        ("hugetlb", "hugetlb memfd"),
+        ("nsfs", "(uts:["),
+        ("ghost-dir", "gone/file): an unlinked file whose directory "),
+        ("devtty", "(/dev/tty, the controlling terminal through /dev/tty"),
+    ] {
+        let mut command = Command::new(&binary);
+        command.arg(mode).arg(&base).process_group(0);
+        let (target, said, _) = common::start_with_pipes(&mut command, 0);
+        let pid = target.id() as i32;
+        let _target = common::KillOnDrop(pid);
+        if let Some(reason) = said.strip_prefix("skip ") {
+            eprintln!("{mode}: skipped: {reason}");
+            continue;
+        }
+        let holder: i32 = said.strip_prefix("ready ").and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("{mode}: {said}"));
+        let images = base.join("images");
+        let output = crust().args(["dump", "-t", &pid.to_string(), "-D"]).arg(&images).output().unwrap();
+        assert!(!output.status.success(), "{mode}: the dump succeeded");
+        let line = one_line(&output);
+        assert!(line.starts_with(&format!("crust: dump pid {holder}: ")) && line.contains(what) && line.ends_with("is not supported yet"), "{mode}: {line}");
+        for process in [pid, holder] {
+            let status = std::fs::read_to_string(format!("/proc/{process}/status")).unwrap();
+            assert!(status.lines().any(|l| l.starts_with("State:") && (l.contains("S (sleeping)") || l.contains("R (running)"))), "{mode}: {status}");
+            assert!(status.lines().any(|l| l == "TracerPid:\t0"), "{mode}: {status}");
+        }
+        let _ = std::fs::remove_dir_all(&images);
+    }
     let _ = std::fs::remove_dir_all(&base);
 }

@@ -292,6 +292,11 @@ pub const TESTS: &[TestSpec] = &[
     rust("unlinked_file"),
     c("opath_symlink"),
     c("file_mtime"),
+    c("proc_files"),
+    c("devzero_shared"),
+    c("memfd_exec"),
+    c("file_owners"),
+    TestSpec { requirements: &[Requirement::Root], ..c("chroot_sub") },
     // Its unlinked sparse file is 256 MiB long: over CRIU's default --ghost-limit.
     TestSpec { dump_args: &["--ghost-limit", "256M"], ..c("file_flags") },
     c("high_fd"),
@@ -343,6 +348,9 @@ pub const TESTS: &[TestSpec] = &[
     c("sched_attrs"),
     c("loginuid"),
     c("membarrier"),
+    // Two threads nearly always inside an rseq critical section: the dump catches them
+    // there, and they must resume at the abort handler (in the running tree too).
+    TestSpec { at_dump: AtDump::Running, ..c("rseq_cs") },
     c("sockopts"),
     // Issue 18: socket states.
     c("sk_shutdown"),
@@ -389,9 +397,11 @@ pub const TESTS: &[TestSpec] = &[
     TestSpec { args: &["exit"], ..cas("zombie_exit", "zombies") },
     TestSpec { args: &["signal"], ..cas("zombie_signal", "zombies") },
     TestSpec { args: &["nested"], ..cas("zombie_nested", "zombies") },
+    TestSpec { args: &["group_gone"], ..cas("zombie_group_gone", "zombies") },
     TestSpec { args: &["SIGSTOP"], ..cas("stopped_sigstop", "stopped") },
     TestSpec { args: &["SIGTSTP"], ..cas("stopped_sigtstp", "stopped") },
     TestSpec { args: &["mixed"], ..cas("stopped_mixed", "stopped") },
+    TestSpec { args: &["wnowait"], ..cas("stopped_wnowait", "stopped") },
     // Issue 4: threads.
     TestSpec {
         args: &["spin", "16"],
@@ -427,6 +437,10 @@ pub const TESTS: &[TestSpec] = &[
     TestSpec { args: &["itimers"], ..cas("tree_itimers", "tree_state") },
     TestSpec { args: &["filter"], requirements: &[Requirement::Root], ..cas("seccomp_filter", "seccomp") },
     TestSpec { args: &["strict"], requirements: &[Requirement::Root], ..cas("seccomp_strict", "seccomp") },
+    // Issue 18: a child with SIGTERM at its default action dies of it after restore
+    // (asserted through a pidfd), under TSYNC seccomp filters or holding a pty pair.
+    TestSpec { args: &["seccomp_tsync"], requirements: &[Requirement::Root], ..cas("sigterm_seccomp_tsync", "sigterm_exit") },
+    TestSpec { args: &["pty"], ..cas("sigterm_pty", "sigterm_exit") },
     TestSpec { args: &["posix_timers"], volatile_status: &["SigPnd", "ShdPnd"], ..cas("posix_timers", "tree_state") },
     // Issue 15, M1: mounts and UTS names of a tree's own (the mntns flavor).
     TestSpec { args: &["dir"], requirements: &[Requirement::Root, Requirement::MntnsFlavor], ..cas("mnt_bind_dir", "mnt_binds") },

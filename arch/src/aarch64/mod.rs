@@ -151,11 +151,17 @@ impl crate::Abi for Aarch64 {
             Sys::Write => 64,
             Sys::Socketpair => 199,
             Sys::Membarrier => 283,
+            Sys::Openat => 56,
+            Sys::Lseek => 62,
         })
     }
 
     fn ip(regs: &Regs) -> u64 {
         regs.pc
+    }
+
+    fn with_ip(regs: &Regs, ip: u64) -> Regs {
+        Regs { pc: ip, ..*regs }
     }
 
     fn sp(regs: &Regs) -> u64 {

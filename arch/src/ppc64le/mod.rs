@@ -178,11 +178,17 @@ impl crate::Abi for Ppc64le {
             Sys::Write => 4,
             Sys::Socketpair => 333,
             Sys::Membarrier => 365,
+            Sys::Openat => 286,
+            Sys::Lseek => 19,
         })
     }
 
     fn ip(regs: &Regs) -> u64 {
         regs.nip
+    }
+
+    fn with_ip(regs: &Regs, ip: u64) -> Regs {
+        Regs { nip: ip, ..*regs }
     }
 
     fn sp(regs: &Regs) -> u64 {

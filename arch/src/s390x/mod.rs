@@ -134,11 +134,17 @@ impl crate::Abi for S390x {
             Sys::Write => 4,
             Sys::Socketpair => 360,
             Sys::Membarrier => 356,
+            Sys::Openat => 288,
+            Sys::Lseek => 19,
         })
     }
 
     fn ip(regs: &Regs) -> u64 {
         regs.psw_addr
+    }
+
+    fn with_ip(regs: &Regs, ip: u64) -> Regs {
+        Regs { psw_addr: ip, ..*regs }
     }
 
     fn sp(regs: &Regs) -> u64 {

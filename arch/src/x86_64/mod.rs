@@ -144,11 +144,17 @@ impl crate::Abi for X86_64 {
             Sys::Write => 1,
             Sys::Socketpair => 53,
             Sys::Membarrier => 324,
+            Sys::Openat => 257,
+            Sys::Lseek => 8,
         })
     }
 
     fn ip(regs: &Regs) -> u64 {
         regs.ip
+    }
+
+    fn with_ip(regs: &Regs, ip: u64) -> Regs {
+        Regs { ip: ip, ..*regs }
     }
 
     fn sp(regs: &Regs) -> u64 {
