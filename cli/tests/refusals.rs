@@ -447,6 +447,50 @@ fn removed_directories_and_unlinked_nodes_are_refused_and_the_target_keeps_runni
     let _ = std::fs::remove_dir_all(&base);
 }
 
+/// Sockets crust does not dump are refused in one line naming the fd and what it holds,
+/// and the target keeps running untraced: a unix listener with a connection waiting for
+/// accept, a UDP socket corked with a datagram pending (CRIU refuses it too), a packet
+/// socket with a receive ring mapped, and a unix datagram socket connected to an
+/// unnamed one outside the dumped tree.
+#[test]
+fn sockets_crust_does_not_dump_are_refused_and_the_target_keeps_running() {
+    if let Some(reason) = skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    // The grandchild holding dgram-outside's peer comes to this test when its parent exits.
+    subreaper();
+    let base = tempdir("sockets-refused");
+    let binary = common::compile(&base, "sockets", &[]);
+    for (mode, what) in [
+        ("unix-backlog", "listening unix socket with 1 connections waiting for accept"),
+        ("udp-cork", "inet datagram socket: UDP socket corked with"),
+        // The ring's mapping is met before the fd.
+        ("packet-ring", "(a packet socket's PACKET_RX_RING or PACKET_TX_RING mapped)"),
+        ("dgram-outside", "unix socket connected to socket:["),
+    ] {
+        let mut command = Command::new(&binary);
+        command.arg(mode).process_group(0);
+        let (target, said, _) = common::start_with_pipes(&mut command, 0);
+        let pid = target.id() as i32;
+        let _target = common::KillOnDrop(pid);
+        // dgram-outside: the holder of the peer, a grandchild that is this test's now.
+        let outside = said.trim().strip_prefix("ready ").and_then(|pid| pid.parse().ok()).map(common::KillOnDrop);
+        assert!(said.trim() == "ready" || outside.is_some(), "{mode}: {said}");
+        let images = base.join(format!("images-{mode}"));
+        let output = crust().args(["dump", "-t", &pid.to_string(), "-D"]).arg(&images).output().unwrap();
+        assert!(!output.status.success(), "{mode}: dumped");
+        let line = one_line(&output);
+        let names_it = if mode == "packet-ring" { "memory area 0x" } else { "fd 4 (" };
+        assert!(line.starts_with(&format!("crust: dump pid {pid}: {names_it}")), "{mode}: {line}");
+        assert!(line.contains(what) && line.ends_with("is not supported yet"), "{mode}: {line}");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        assert!(status.lines().any(|l| l.starts_with("State:") && (l.contains("S (sleeping)") || l.contains("R (running)"))), "{status}");
+        assert!(status.lines().any(|l| l == "TracerPid:\t0"), "{status}");
+    }
+    let _ = std::fs::remove_dir_all(&base);
+}
+
 /// A restore that finds dumped pids busy is refused in one line, and the processes that
 /// hold them live on. A shell with two children is dumped with --leave-running, then only
 /// the shell is killed: its pid is free, its children's are not. (The pids are checked

@@ -334,6 +334,7 @@ pub const TESTS: &[TestSpec] = &[
     TestSpec { at_dump: AtDump::Running, ..c("shm_stress") },
     c("pidfds"),
     c("unix_scm"),
+    c("unix_scm_gone"),
     c("pty_pair"),
     TestSpec {
         dump_args: &["--tcp-established"],
@@ -367,6 +368,18 @@ pub const TESTS: &[TestSpec] = &[
     // there, and they must resume at the abort handler (in the running tree too).
     TestSpec { at_dump: AtDump::Running, ..c("rseq_cs") },
     c("sockopts"),
+    // Issue 18: socket states.
+    c("sk_shutdown"),
+    // Variants without what CRIU 4.2.1 keeps no image of, for the cross runs.
+    TestSpec { args: &["no-udp-queue"], ..cas("sk_shutdown_noq", "sk_shutdown") },
+    c("unix_unconnected"),
+    c("unix_names"),
+    TestSpec { requirements: &[Requirement::Root], ..c("sk_raw_udplite") },
+    TestSpec { args: &["no-queue"], requirements: &[Requirement::Root], ..cas("sk_raw_udplite_noq", "sk_raw_udplite") },
+    c("sk_netlink"),
+    TestSpec { args: &["low"], ..cas("sk_netlink_low", "sk_netlink") },
+    TestSpec { requirements: &[Requirement::Root], ..c("sk_packet") },
+    TestSpec { args: &["single"], requirements: &[Requirement::Root], ..cas("sk_packet_single", "sk_packet") },
     rust("rlimits"),
     rust("comm"),
     TestSpec {

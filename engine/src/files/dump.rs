@@ -283,11 +283,24 @@ fn dump_fd(pid: i32, fd: u32, shell_job: bool, files: &mut FileTable) -> Result<
             Err(Some(what)) => return Err(unsupported(what.to_string())),
             Err(None) => {
                 let description = socket_description(pid, fd);
+                if description.starts_with("netlink") {
+                    let nlsk = super::nlsk::dump_socket(pid, fd, id, meta.ino() as u32, open_flags).map_err(|what| unsupported(what.to_string()))?;
+                    kind = pb::FdTypes::Netlinksk;
+                    files.entries.push(pb::FileEntry { nlsk: Some(nlsk), ..entry(kind) });
+                    return Ok(DumpedFd { fd, id, cloexec, kind });
+                }
+                if description.starts_with("packet") {
+                    let psk = super::psk::dump_socket(pid, fd, id, meta.ino() as u32, open_flags, (&mut files.packet_diag, &mut files.packet_diag_read))
+                        .map_err(|what| unsupported(format!("{description}: {what}")))?;
+                    kind = pb::FdTypes::Packetsk;
+                    files.entries.push(pb::FileEntry { psk: Some(psk), ..entry(kind) });
+                    return Ok(DumpedFd { fd, id, cloexec, kind });
+                }
                 if !description.starts_with("inet") {
                     return Err(unsupported(description));
                 }
                 let tcp = files.tcp_options();
-                let (isk, queue) = inet::dump_socket(pid, fd, id, meta.ino() as u32, open_flags, (&mut files.tcp_listeners, &mut files.tcp_listeners_read), tcp, &mut files.tcp)
+                let (isk, queue) = inet::dump_socket(pid, fd, id, meta.ino() as u32, open_flags, (&mut files.tcp_listeners, &mut files.tcp_listeners_read), (&mut files.inet_shutdowns, &mut files.inet_shutdowns_read), tcp, &mut files.tcp)
                     .map_err(|what| unsupported(format!("{description}: {what}")))?;
                 files.sk_queues.extend(queue.into_iter().map(|message| (id, message, Vec::new())));
                 kind = pb::FdTypes::Inetsk;
@@ -389,10 +402,10 @@ fn unix_entry(pid: i32, fd: u32, id: u32, ino: u32, flags: i32, files: &mut File
     if diag.state == unix::STATE_LISTEN && diag.rqueue > 0 {
         return Err(Some(FileError::refused(format!("listening unix socket with {} connections waiting for accept", diag.rqueue))));
     }
-    if diag.name.first().is_some_and(|b| *b != 0) && !diag.name.starts_with(b"/") {
-        return Err(Some(FileError::refused("unix socket bound to a relative path")));
-    }
-    if diag.state != unix::STATE_LISTEN {
+    let path_name = unix::resolve_path_name(pid, &diag).map_err(Some)?;
+    // A stream or seqpacket socket that never connected has no queue (reading it fails
+    // with EINVAL or ENOTCONN); a datagram socket takes datagrams connected or not.
+    if diag.kind as i32 == libc::SOCK_DGRAM || diag.state == unix::STATE_ESTABLISHED {
         for (message, fds) in unix::peek_queue(&socket).map_err(Some)? {
             if !fds.is_empty() {
                 files.in_flight_pending.push((files.sk_queues.len(), fds));
@@ -413,7 +426,11 @@ fn unix_entry(pid: i32, fd: u32, id: u32, ino: u32, flags: i32, files: &mut File
         fown: Default::default(),
         opts: super::sockopts::read(&socket),
         name: diag.name.clone(),
-        shutdown: Some(diag.shutdown as i32),
+        // Written only when shut, as CRIU writes it.
+        shutdown: (diag.shutdown != 0).then_some(diag.shutdown as i32),
+        file_perms: path_name.perms,
+        name_dir: path_name.name_dir,
+        deleted: path_name.deleted.then_some(true),
         ..Default::default()
     })
 }

@@ -13,6 +13,8 @@ use crust_images::pb;
 use crate::sys;
 use crate::sys::socket::InetAddress;
 
+/// IP_NODEFRAG (linux/in.h; not in libc).
+const IP_NODEFRAG: i32 = 22;
 const TCP_ESTABLISHED: u32 = 1;
 const TCP_CLOSE: u32 = 7;
 const TCP_LISTEN: u32 = 10;
@@ -32,6 +34,35 @@ pub(crate) fn parse_listeners(bytes: &[u8]) -> BTreeMap<u32, (u32, u32)> {
             out.insert(word(68), (word(56), word(60)));
         }
         at += (len + 3) & !3;
+    }
+    out
+}
+
+/// Shutdown state (INET_DIAG_SHUTDOWN: 1 reading, 2 writing) by inode, from inet_diag
+/// replies; sockets not shut down are left out. Pure.
+pub(crate) fn parse_shutdowns(bytes: &[u8]) -> BTreeMap<u32, u8> {
+    const INET_DIAG_SHUTDOWN: u16 = 8;
+    let mut out = BTreeMap::new();
+    for (kind, message) in sys::netlink::netlink_messages(bytes) {
+        if kind == sys::netlink::NLMSG_DONE || kind == sys::netlink::NLMSG_ERROR {
+            break;
+        }
+        let Some(head) = message.get(..72) else { continue };
+        let ino = u32::from_ne_bytes(head[68..72].try_into().expect("4 bytes"));
+        let mut at = 72;
+        while let Some(attr) = message.get(at..at + 4) {
+            let len = u16::from_ne_bytes([attr[0], attr[1]]) as usize;
+            let attr_kind = u16::from_ne_bytes([attr[2], attr[3]]);
+            if len < 4 {
+                break;
+            }
+            if attr_kind == INET_DIAG_SHUTDOWN {
+                if let Some(&bits) = message.get(at + 4).filter(|b| **b != 0) {
+                    out.insert(ino, bits);
+                }
+            }
+            at += (len + 3) & !3;
+        }
     }
     out
 }
@@ -85,6 +116,7 @@ pub(crate) fn dump_socket(
     ino: u32,
     flags: i32,
     (listeners, listeners_read): (&mut BTreeMap<u32, (u32, u32)>, &mut std::collections::BTreeSet<u64>),
+    (shutdowns, shutdowns_read): (&mut BTreeMap<u32, u8>, &mut std::collections::BTreeSet<u64>),
     tcp: TcpOptions,
     established: &mut super::TcpRepairGuard,
 ) -> Result<(pb::InetSkEntry, Vec<Vec<u8>>), FileError> {
@@ -98,6 +130,14 @@ pub(crate) fn dump_socket(
     let what = match (family, kind) {
         (libc::AF_INET | libc::AF_INET6, libc::SOCK_STREAM) if protocol == libc::IPPROTO_TCP => "tcp",
         (libc::AF_INET | libc::AF_INET6, libc::SOCK_DGRAM) if protocol == libc::IPPROTO_UDP => "udp",
+        (libc::AF_INET | libc::AF_INET6, libc::SOCK_DGRAM) if protocol == libc::IPPROTO_UDPLITE => "udp",
+        (libc::AF_INET | libc::AF_INET6, libc::SOCK_RAW) => "raw",
+        (libc::AF_INET, libc::SOCK_DGRAM) if protocol == libc::IPPROTO_ICMP => {
+            return Err(FileError::refused("ICMP ping socket (SOCK_DGRAM, IPPROTO_ICMP)"))
+        }
+        (libc::AF_INET6, libc::SOCK_DGRAM) if protocol == libc::IPPROTO_ICMPV6 => {
+            return Err(FileError::refused("ICMPv6 ping socket (SOCK_DGRAM, IPPROTO_ICMPV6)"))
+        }
         _ => return Err(FileError::refused(format!("inet socket of type {kind} protocol {protocol}"))),
     };
     let local = sys::socket::inet_name(raw, false).map_err(file_io("getsockname"))?.unwrap_or_default();
@@ -161,13 +201,42 @@ pub(crate) fn dump_socket(
         } else {
             (TCP_CLOSE, 0)
         }
+    } else if what == "raw" {
+        // A raw socket sees every packet of its protocol: what is queued is traffic of
+        // the moment, not the program's state, and is not kept (as a packet lost).
+        let queued = sys::socket::ioctl_int(raw, libc::FIONREAD as u64).unwrap_or(0);
+        if queued > 0 {
+            log::info!("raw socket {ino}: its queued packets are not kept");
+        }
+        (TCP_CLOSE, 0)
     } else {
+        // Data held back by UDP_CORK or MSG_MORE is in no image field (CRIU refuses it).
+        let pending = sys::socket::ioctl_int(raw, libc::TIOCOUTQ as u64).map_err(file_io("SIOCOUTQ"))?;
+        if pending > 0 {
+            return Err(FileError::refused(format!("UDP socket corked with {pending} bytes pending (UDP_CORK or MSG_MORE)")));
+        }
         queue = super::unix::peek_queue(&socket)?.into_iter().map(|(data, _)| data).collect();
+        // Once per network namespace, for both datagram protocols.
+        let mut requests = Vec::new();
+        for family in [libc::AF_INET, libc::AF_INET6] {
+            for protocol in [libc::IPPROTO_UDP, libc::IPPROTO_UDPLITE] {
+                requests.push(sys::netlink::inet_diag_request(family, protocol, u32::MAX));
+            }
+        }
+        for bytes in super::diag_in_socket_namespace(&socket, shutdowns_read, &requests)?.unwrap_or_default() {
+            shutdowns.extend(parse_shutdowns(&bytes));
+        }
         (if peer.is_some() { TCP_ESTABLISHED } else { TCP_CLOSE }, 0)
     };
+    // Written only when shut (as CRIU: its restore takes a present field as a shutdown).
+    let shutdown = shutdowns.get(&ino).copied().filter(|&bits| what == "udp" && bits != 0).map(i32::from);
+    let mut ip_opts = super::sockopts::read_ip(&socket, family);
+    if what == "raw" && family == libc::AF_INET {
+        let int = |name| sys::socket::socket_option(raw, libc::IPPROTO_IP, name).ok().filter(|&v| v != 0).map(|_| true);
+        ip_opts.raw = Some(pb::IpOptsRawEntry { hdrincl: int(libc::IP_HDRINCL), nodefrag: int(IP_NODEFRAG), ..Default::default() });
+    }
     let v6only = if family == libc::AF_INET6 { Some(get(libc::IPPROTO_IPV6, libc::IPV6_V6ONLY)? != 0) } else { None };
     let opts = super::sockopts::read(&socket);
-    let ip_opts = super::sockopts::read_ip(&socket, family);
     let tcp_opts = (protocol == libc::IPPROTO_TCP).then(|| super::sockopts::read_tcp(&socket));
     let peer = peer.unwrap_or(InetAddress { family, addr: vec![0; local.addr.len()], port: 0 });
     Ok((
@@ -189,6 +258,7 @@ pub(crate) fn dump_socket(
             ip_opts: Some(ip_opts),
             tcp_opts,
             v6only,
+            shutdown,
             ..Default::default()
         },
         queue,
@@ -204,9 +274,17 @@ pub(crate) fn create_socket(
 ) -> Result<OwnedFd, FileError> {
     let what = format!("inet socket {} (ino {})", entry.id, entry.ino);
     let family = entry.family as i32;
-    let fd = sys::socket::create_socket(family, entry.r#type as i32).map_err(file_io(format!("{what}: socket")))?;
+    let fd = sys::socket::create_socket_with_protocol(family, entry.r#type as i32, entry.proto as i32)
+        .map_err(file_io(format!("{what}: socket (type {}, protocol {})", entry.r#type, entry.proto)))?;
     let raw = fd.as_raw_fd();
     let set = |level, name, value: bool| sys::socket::set_socket_option(raw, level, name, value as i32);
+    if let Some(options) = entry.ip_opts.as_ref().and_then(|ip| ip.raw.as_ref()) {
+        for (name, value, option) in [(libc::IP_HDRINCL, options.hdrincl, "IP_HDRINCL"), (IP_NODEFRAG, options.nodefrag, "IP_NODEFRAG")] {
+            if let Some(value) = value {
+                set(libc::IPPROTO_IP, name, value).map_err(file_io(format!("{what}: {option}")))?;
+            }
+        }
+    }
     if let Some(v6only) = entry.v6only {
         set(libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, v6only).map_err(file_io(format!("{what}: IPV6_V6ONLY")))?;
     }
@@ -232,20 +310,31 @@ pub(crate) fn create_socket(
         let stream = stream.ok_or_else(|| FileError::refused(format!("{what}: established TCP connection without its tcp-stream image")))?;
         let peer = address(entry.family, &entry.dst_addr, entry.dst_port);
         super::tcp::restore_stream(&fd, &local, &peer, &stream.0, &stream.1, &stream.2).map_err(file_within(what.clone()))?;
-    } else if entry.state == TCP_ESTABLISHED && entry.dst_port != 0 {
-        let peer = address(entry.family, &entry.dst_addr, entry.dst_port);
-        sys::socket::inet_bind_or_connect(raw, &peer, true).map_err(file_io(format!("{what}: connect port {}", peer.port)))?;
     }
+    // Queued datagrams first: once connected, the socket takes datagrams from its peer
+    // only.
     if !queue.is_empty() && bound {
         let mut target = local.clone();
         if target.addr.iter().all(|b| *b == 0) {
             // Bound to any address: send over loopback.
             target.addr = if family == libc::AF_INET { vec![127, 0, 0, 1] } else { [0u8; 15].iter().copied().chain([1]).collect() };
         }
-        let sender = sys::socket::create_socket(family, libc::SOCK_DGRAM).map_err(file_io(format!("{what}: socket")))?;
+        // Of the socket's own protocol: a UDP datagram does not reach a UDP-Lite socket.
+        let sender = sys::socket::create_socket_with_protocol(family, libc::SOCK_DGRAM, entry.proto as i32)
+            .map_err(file_io(format!("{what}: socket")))?;
         for datagram in queue {
             sys::socket::send_to(sender.as_raw_fd(), datagram, &target).map_err(file_io(format!("{what}: requeue datagram")))?;
         }
+    }
+    if entry.proto != libc::IPPROTO_TCP as u32 && entry.state == TCP_ESTABLISHED && entry.dst_port != 0 {
+        let peer = address(entry.family, &entry.dst_addr, entry.dst_port);
+        sys::socket::inet_bind_or_connect(raw, &peer, true).map_err(file_io(format!("{what}: connect port {}", peer.port)))?;
+    }
+    let bits = entry.shutdown.unwrap_or(0) as u32;
+    match sys::socket::shut_down(raw, bits) {
+        // An unconnected datagram socket is shut down all the same, and says ENOTCONN.
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) && entry.state == TCP_CLOSE => {}
+        other => other.map_err(file_io(format!("{what}: shutdown {bits}")))?,
     }
     sys::file::set_status_flags(&fd, entry.flags as i32).map_err(file_io(format!("{what}: flags")))?;
     Ok(fd)
@@ -267,5 +356,28 @@ mod tests {
         message[68..72].copy_from_slice(&4242u32.to_ne_bytes());
         bytes.extend(message);
         assert_eq!(parse_listeners(&bytes)[&4242], (2, 64));
+    }
+
+    #[test]
+    fn shutdown_bits_by_inode() {
+        let mut message = vec![0u8; 72];
+        message[68..72].copy_from_slice(&777u32.to_ne_bytes());
+        // INET_DIAG_SHUTDOWN (8): one byte, padded.
+        message.extend_from_slice(&5u16.to_ne_bytes());
+        message.extend_from_slice(&8u16.to_ne_bytes());
+        message.extend_from_slice(&[2, 0, 0, 0]);
+        let mut open = vec![0u8; 72];
+        open[68..72].copy_from_slice(&778u32.to_ne_bytes());
+        open.extend_from_slice(&[5, 0, 8, 0, 0, 0, 0, 0]);
+        let mut bytes = Vec::new();
+        for payload in [message, open] {
+            bytes.extend_from_slice(&(16 + payload.len() as u32).to_ne_bytes());
+            bytes.extend_from_slice(&20u16.to_ne_bytes());
+            bytes.extend_from_slice(&[0; 10]);
+            bytes.extend_from_slice(&payload);
+        }
+        let shut = parse_shutdowns(&bytes);
+        assert_eq!(shut.get(&777), Some(&2));
+        assert_eq!(shut.get(&778), None);
     }
 }

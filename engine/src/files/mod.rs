@@ -6,7 +6,7 @@
 //!   crust before the first fork, each restored process installs its fds from it.
 //!
 //! One module per kind: `anon` (eventfd, signalfd, timerfd, epoll), `inet`, `tcp`
-//! (`--tcp-established`), `unix`, `pipe` (and FIFOs), `memfd`, `pty`, `inotify`,
+//! (`--tcp-established`), `unix`, `nlsk` (netlink), `psk` (packet), `pipe` (and FIFOs), `memfd`, `pty`, `inotify`,
 //! `locks`. A new kind of file goes here, next to them. `netlock` is the TCP lock of a
 //! dump: one table as CRIU names it, made, kept and removed there only.
 //!
@@ -35,6 +35,8 @@ mod pty;
 mod sockopts;
 mod restore;
 mod tcp;
+mod nlsk;
+mod psk;
 mod unix;
 mod write;
 
@@ -164,6 +166,15 @@ pub(crate) struct FileTable {
     pub(crate) tcp_listeners: BTreeMap<u32, (u32, u32)>,
     /// The network namespaces (by inode) whose TCP listeners are in `tcp_listeners`.
     pub(crate) tcp_listeners_read: std::collections::BTreeSet<u64>,
+    /// Every packet socket of the network namespaces the dumped ones belong to (packet_diag).
+    pub(crate) packet_diag: BTreeMap<u32, psk::PacketDiag>,
+    /// The network namespaces (by inode) whose packet sockets are in `packet_diag`.
+    pub(crate) packet_diag_read: std::collections::BTreeSet<u64>,
+    /// Datagram inet sockets (UDP, UDP-Lite) that are shut down, by inode: their
+    /// shutdown bits (inet_diag).
+    pub(crate) inet_shutdowns: BTreeMap<u32, u8>,
+    /// The network namespaces (by inode) whose datagram sockets are in `inet_shutdowns`.
+    pub(crate) inet_shutdowns_read: std::collections::BTreeSet<u64>,
     /// Unix sockets dumped: (pid, fd, inode, peer inode), to check every peer is dumped.
     pub(crate) unix_dumped: Vec<(i32, u32, u32, u32)>,
     /// memfd inodes (memfd.img) and the MEMFD file entries made for mappings, by

@@ -13,7 +13,7 @@ use crust_images::pb;
 use crust_images::{ImageKind, ImageReader};
 
 use super::netlock::{NETWORK_LOCK_IPTABLES, NETWORK_LOCK_NFTABLES, NETWORK_LOCK_SKIP};
-use super::{anon, inet, inotify, locks, memfd, pipe, pty, tcp, unix};
+use super::{anon, inet, inotify, locks, memfd, nlsk, pipe, psk, pty, tcp, unix};
 use crate::sys;
 use crate::sys::socket::InetAddress;
 
@@ -231,9 +231,17 @@ type SpecialFiles = (
     BTreeMap<u32, pb::EventpollFileEntry>,
     BTreeSet<u32>,
     BTreeMap<u32, (i32, u32)>,
-    Vec<(u32, Vec<(Vec<u8>, Vec<u32>)>)>,
+    Vec<(Sender, Vec<(Vec<u8>, Vec<u32>)>)>,
     Vec<(u32, u32, u32)>,
+    Vec<(u32, u32)>,
 );
+
+/// Who sends a queue with fds in flight again: the receiving socket's peer (a file id of
+/// the broker), or a stand-in for a peer that was gone at dump time, closed once sent.
+enum Sender {
+    File(u32),
+    StandIn(u32, OwnedFd),
+}
 
 /// Whether `key` (CRIU's `--inherit-fd` key) names the file of `entry`: `pipe:[INO]` a
 /// pipe, `socket:[INO]` a unix or inet socket, a path a regular file (with or without
@@ -242,7 +250,7 @@ pub(crate) fn inherit_key_matches(entry: &pb::FileEntry, key: &str) -> bool {
     if let Some(pipe) = &entry.pipe {
         return key == format!("pipe:[{}]", pipe.pipe_id);
     }
-    let socket_ino = entry.usk.as_ref().map(|u| u.ino).or(entry.isk.as_ref().map(|i| i.ino));
+    let socket_ino = entry.usk.as_ref().map(|u| u.ino).or(entry.isk.as_ref().map(|i| i.ino)).or(entry.nlsk.as_ref().map(|n| n.ino));
     if let Some(ino) = socket_ino {
         return key == format!("socket:[{ino}]");
     }
@@ -314,6 +322,12 @@ fn create_special_files(dir: &Path, regs: &BTreeMap<u32, pb::RegFileEntry>, want
             pb::FdTypes::Fifo => fifos.push(entry.fifo.ok_or_else(missing)?),
             pb::FdTypes::Unixsk => sockets.push(entry.usk.ok_or_else(missing)?),
             pb::FdTypes::Inetsk => inet_sockets.push(entry.isk.ok_or_else(missing)?),
+            pb::FdTypes::Packetsk => {
+                made.insert(entry.id, psk::create_socket(entry.psk.as_ref().ok_or_else(missing)?)?);
+            }
+            pb::FdTypes::Netlinksk => {
+                made.insert(entry.id, nlsk::create_socket(entry.nlsk.as_ref().ok_or_else(missing)?)?);
+            }
             pb::FdTypes::Eventfd => {
                 made.insert(entry.id, anon::create_eventfd(entry.efd.as_ref().ok_or_else(missing)?)?);
             }
@@ -389,24 +403,33 @@ fn create_special_files(dir: &Path, regs: &BTreeMap<u32, pb::RegFileEntry>, want
         made.extend(pipe::open_fifos(&fifos, regs, &read_pipe_data(dir, ImageKind::FifoData)?)?);
     }
     let (queues, deferred_queues) = if sockets.is_empty() && inet_sockets.is_empty() { Default::default() } else { read_sk_queues(dir)? };
+    let mut stand_ins = BTreeMap::new();
+    let mut shutdowns = Vec::new();
     if !sockets.is_empty() {
-        made.extend(unix::create_sockets(&sockets, &queues)?);
+        let built = unix::create_sockets(&sockets, &queues, &deferred_queues.keys().copied().collect())?;
+        made.extend(built.fds);
+        stand_ins = built.stand_ins;
+        shutdowns = built.shutdowns;
     }
     // Queues with fds in flight are sent by the socket's peer once every file exists.
     let mut deferred = Vec::new();
     for (id, messages) in deferred_queues {
         let socket = sockets.iter().find(|s| s.id == id).ok_or_else(|| FileError::refused(format!("fds in flight to socket {id}, which is not a unix socket of files.img")))?;
+        if let Some(stand_in) = stand_ins.remove(&id) {
+            deferred.push((Sender::StandIn(id, stand_in), messages));
+            continue;
+        }
         let peer = sockets
             .iter()
             .find(|s| s.ino == socket.peer && socket.peer != 0)
             .ok_or_else(|| FileError::refused(format!("unix socket {id} has fds in flight but its peer (ino {}) is not in the dump", socket.peer)))?;
-        deferred.push((peer.id, messages));
+        deferred.push((Sender::File(peer.id), messages));
     }
     for socket in &inet_sockets {
         let stream = if socket.proto == libc::IPPROTO_TCP as u32 && socket.state == 1 { Some(read_tcp_stream(dir, socket.ino)?) } else { None };
         made.insert(socket.id, inet::create_socket(socket, queues.get(&socket.id).map(Vec::as_slice).unwrap_or(&[]), stream.as_ref())?);
     }
-    Ok((made, epolls, late, dead_pidfds, deferred, controlling))
+    Ok((made, epolls, late, dead_pidfds, deferred, controlling, shutdowns))
 }
 
 impl Broker {
@@ -429,11 +452,23 @@ impl Broker {
         // move them above every broker number first (inherited ones too, copied).
         let above = base.saturating_add(i32::try_from(ids.len()).unwrap_or(i32::MAX)).saturating_add(8);
         let (inherited, _inherited_copies) = inherited_files(dir, inherited, above)?;
-        let (made, epolls, late, dead_pidfd_flags, deferred, controlling) = create_special_files(dir, files, &ids)?;
+        let (made, epolls, late, dead_pidfd_flags, deferred, controlling, shutdowns) = create_special_files(dir, files, &ids)?;
         let mut made_high = BTreeMap::new();
         for (id, fd) in made {
             made_high.insert(id, sys::file::move_above(fd, above).map_err(file_io(format!("move file {id} above {above}")))?);
         }
+        // Stand-ins for gone peers too: a broker number placed over one would close it.
+        let mut deferred_high = Vec::with_capacity(deferred.len());
+        for (sender, messages) in deferred {
+            let sender = match sender {
+                Sender::StandIn(id, fd) => {
+                    Sender::StandIn(id, sys::file::move_above(fd, above).map_err(file_io(format!("move the stand-in peer of socket {id} above {above}")))?)
+                }
+                file => file,
+            };
+            deferred_high.push((sender, messages));
+        }
+        let deferred = deferred_high;
         let locks_path = dir.join(ImageKind::FileLocks.file_name(0));
         let locks = if locks_path.exists() {
             crust_images::read_entries::<pb::FileLockEntry>(&locks_path)?
@@ -495,17 +530,29 @@ impl Broker {
         // Messages with fds in flight, sent from the peer with the broker's copies.
         for (sender, messages) in deferred {
             let result = (|| -> Result<(), FileError> {
-                let from = *broker.fds.get(&sender).ok_or_else(|| FileError::refused(format!("socket {sender} (sender of fds in flight) was not opened")))?;
+                use std::os::fd::AsRawFd;
+                let (from, sender) = match &sender {
+                    Sender::File(id) => (*broker.fds.get(id).ok_or_else(|| FileError::refused(format!("socket {id} (sender of fds in flight) was not opened")))?, format!("socket {id}")),
+                    Sender::StandIn(id, fd) => (fd.as_raw_fd(), format!("the stand-in for the gone peer of socket {id}")),
+                };
                 for (data, ids) in &messages {
                     let fds = ids
                         .iter()
                         .map(|id| broker.fds.get(id).copied().ok_or_else(|| FileError::refused(format!("file {id} in flight was not opened"))))
                         .collect::<Result<Vec<i32>, FileError>>()?;
-                    sys::socket::send_with_fds(from, data, &fds).map_err(file_io(format!("requeue {} bytes with {} fds from socket {sender}", data.len(), fds.len())))?;
+                    sys::socket::send_with_fds(from, data, &fds).map_err(file_io(format!("requeue {} bytes with {} fds from {sender}", data.len(), fds.len())))?;
                 }
                 Ok(())
             })();
             if let Err(error) = result {
+                broker.close();
+                return Err(error);
+            }
+        }
+        // Every queue is filled: the sockets are shut down as dumped.
+        for (id, bits) in shutdowns {
+            let Some(&fd) = broker.fds.get(&id) else { continue };
+            if let Err(error) = unix::shut_down(fd, id, bits) {
                 broker.close();
                 return Err(error);
             }

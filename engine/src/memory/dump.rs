@@ -677,9 +677,12 @@ fn classify_vma(
             vma.status |= if map.shared { vs::FILE_SHARED } else { vs::FILE_PRIVATE };
         }
         _ => {
+            // A socket mapped into memory is a packet socket's ring (PACKET_RX_RING,
+            // PACKET_TX_RING), the only sockets that mmap.
+            let why = if name.starts_with("socket:[") { " (a packet socket's PACKET_RX_RING or PACKET_TX_RING mapped)" } else { "" };
             return Err(MemDumpError::Unsupported {
                 pid,
-                what: format!("memory area {:#x}-{:#x} {name:?}", map.start, map.end),
+                what: format!("memory area {:#x}-{:#x} {name:?}{why}", map.start, map.end),
             })
         }
     }

@@ -57,8 +57,8 @@ pub fn sock_diag_dump_in(netns: BorrowedFd<'_>, request: &[u8]) -> io::Result<Ve
 /// The sock_diag request for every AF_UNIX socket of a network namespace, with names,
 /// peers, queue lengths and shutdown state.
 pub fn unix_diag_request() -> Vec<u8> {
-    // UDIAG_SHOW_NAME | PEER | ICONS | RQLEN
-    const SHOW: u32 = 0x1 | 0x4 | 0x8 | 0x10;
+    // UDIAG_SHOW_NAME | VFS | PEER | ICONS | RQLEN
+    const SHOW: u32 = 0x1 | 0x2 | 0x4 | 0x8 | 0x10;
     let mut request = Vec::with_capacity(24);
     request.extend_from_slice(&[libc::AF_UNIX as u8, 0, 0, 0]);
     request.extend_from_slice(&u32::MAX.to_ne_bytes());
@@ -68,10 +68,29 @@ pub fn unix_diag_request() -> Vec<u8> {
     request
 }
 
+/// The packet_diag request (packet_diag_req) for every packet socket of a network
+/// namespace, with info, memberships, ring settings and fanout.
+pub fn packet_diag_request() -> Vec<u8> {
+    // PACKET_SHOW_INFO | MCLIST | RING_CFG | FANOUT
+    const SHOW: u32 = 0x1 | 0x2 | 0x4 | 0x8;
+    let mut request = vec![libc::AF_PACKET as u8, 0, 0, 0];
+    request.extend_from_slice(&0u32.to_ne_bytes());
+    request.extend_from_slice(&SHOW.to_ne_bytes());
+    request.extend_from_slice(&[0xff; 8]);
+    request
+}
+
 /// The inet_diag request (inet_diag_req_v2) for the TCP listeners of one family.
 pub fn tcp_listener_diag_request(family: i32) -> Vec<u8> {
-    let mut request = vec![family as u8, libc::IPPROTO_TCP as u8, 0, 0];
-    request.extend_from_slice(&(1u32 << 10).to_ne_bytes());
+    inet_diag_request(family, libc::IPPROTO_TCP, 1 << 10)
+}
+
+/// The inet_diag request (inet_diag_req_v2) for every socket of one family and protocol
+/// (UDP, UDP-Lite) in the states of the bit mask `states` (`u32::MAX`: all); each reply
+/// carries the socket's shutdown state (INET_DIAG_SHUTDOWN).
+pub fn inet_diag_request(family: i32, protocol: i32, states: u32) -> Vec<u8> {
+    let mut request = vec![family as u8, protocol as u8, 0, 0];
+    request.extend_from_slice(&states.to_ne_bytes());
     request.extend_from_slice(&[0u8; 48]);
     request
 }

@@ -111,6 +111,15 @@ pub fn create_socket(domain: i32, kind: i32) -> io::Result<OwnedFd> {
     Ok(socket::socket(family, kind, SockFlag::SOCK_CLOEXEC, None)?)
 }
 
+/// `socket(domain, type | SOCK_CLOEXEC, protocol)`: raw sockets, UDP-Lite.
+#[doc(alias = "socket")]
+pub fn create_socket_with_protocol(domain: i32, kind: i32, protocol: i32) -> io::Result<OwnedFd> {
+    // SAFETY: no pointers.
+    let fd = check(unsafe { libc::socket(domain, kind | libc::SOCK_CLOEXEC, protocol) } as libc::c_long)?;
+    // SAFETY: the kernel just made this fd for us; nobody else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
 /// `socketpair(domain, type | SOCK_CLOEXEC, 0)`.
 #[doc(alias = "socketpair")]
 pub fn create_socketpair(domain: i32, kind: i32) -> io::Result<(OwnedFd, OwnedFd)> {
@@ -147,6 +156,19 @@ pub fn listen(fd: RawFd, backlog: u32) -> io::Result<()> {
     // SAFETY: no pointers.
     check(unsafe { libc::listen(fd, backlog as libc::c_int) } as libc::c_long)?;
     Ok(())
+}
+
+/// `shutdown(fd, how)` with the kernel's shutdown bits (1: reading, 2: writing, 3: both;
+/// CRIU's `sk_shutdown` numbers are the same); 0 does nothing.
+#[doc(alias = "shutdown")]
+pub fn shut_down(fd: RawFd, bits: u32) -> io::Result<()> {
+    let how = match bits & 3 {
+        0 => return Ok(()),
+        1 => socket::Shutdown::Read,
+        2 => socket::Shutdown::Write,
+        _ => socket::Shutdown::Both,
+    };
+    Ok(socket::shutdown(fd, how)?)
 }
 
 /// `send(fd, buf, MSG_DONTWAIT)`: one message (datagram) or bytes (stream), all of it.
@@ -202,6 +224,60 @@ pub fn inet_name(fd: RawFd, peer: bool) -> io::Result<Option<InetAddress>> {
         Err(nix::errno::Errno::ENOTCONN) if peer => Ok(None),
         Err(error) => Err(error.into()),
     }
+}
+
+/// `getsockname(fd)` (`peer`: `getpeername`) of a netlink socket: (port id, the first
+/// 32 groups as a bit mask).
+#[doc(alias = "getsockname")]
+#[doc(alias = "getpeername")]
+pub fn netlink_name(fd: RawFd, peer: bool) -> io::Result<(u32, u32)> {
+    let name = if peer { socket::getpeername::<socket::NetlinkAddr>(fd)? } else { socket::getsockname::<socket::NetlinkAddr>(fd)? };
+    Ok((name.pid(), name.groups()))
+}
+
+/// `bind(fd, sockaddr_nl)` (`connect`: `connect(fd, sockaddr_nl)`) for a netlink socket.
+#[doc(alias = "bind")]
+#[doc(alias = "connect")]
+pub fn netlink_bind_or_connect(fd: RawFd, port_id: u32, groups: u32, connect: bool) -> io::Result<()> {
+    let address = socket::NetlinkAddr::new(port_id, groups);
+    if connect {
+        socket::connect(fd, &address)?;
+    } else {
+        socket::bind(fd, &address)?;
+    }
+    Ok(())
+}
+
+/// `bind(fd, sockaddr_ll)` of a packet socket: `protocol` (host byte order) on the
+/// interface `ifindex`.
+#[doc(alias = "bind")]
+pub fn packet_bind(fd: RawFd, protocol: u16, ifindex: i32) -> io::Result<()> {
+    // SAFETY: sockaddr_ll is plain data; all zeros is a valid value.
+    let mut address: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    address.sll_family = libc::AF_PACKET as u16;
+    address.sll_protocol = protocol.to_be();
+    address.sll_ifindex = ifindex;
+    let len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+    // SAFETY: address lives across the call and len is its size.
+    check(unsafe { libc::bind(fd, (&address as *const libc::sockaddr_ll).cast(), len) } as libc::c_long)?;
+    Ok(())
+}
+
+/// `setsockopt(fd, SOL_PACKET, option, packet_mreq)`: a membership (PACKET_ADD_MEMBERSHIP)
+/// of type `kind` on interface `ifindex` with an address of up to 8 bytes.
+#[doc(alias = "PACKET_ADD_MEMBERSHIP")]
+pub fn packet_add_membership(fd: RawFd, option: i32, ifindex: i32, kind: u16, address: &[u8]) -> io::Result<()> {
+    // SAFETY: packet_mreq is plain data; all zeros is a valid value.
+    let mut request: libc::packet_mreq = unsafe { std::mem::zeroed() };
+    request.mr_ifindex = ifindex;
+    request.mr_type = kind;
+    let length = address.len().min(request.mr_address.len());
+    request.mr_alen = length as u16;
+    request.mr_address[..length].copy_from_slice(&address[..length]);
+    let len = std::mem::size_of::<libc::packet_mreq>() as libc::socklen_t;
+    // SAFETY: request lives across the call and len is its size.
+    check(unsafe { libc::setsockopt(fd, libc::SOL_PACKET, option, (&request as *const libc::packet_mreq).cast(), len) } as libc::c_long)?;
+    Ok(())
 }
 
 /// `bind(fd, address)` (`connect`: `connect(fd, address)`) for an inet socket.
