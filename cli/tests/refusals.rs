@@ -22,6 +22,14 @@ fn one_line(output: &Output) -> String {
     text
 }
 
+/// The target is running (in its wait, or just let go and on its way back there),
+/// neither stopped nor traced. `what` says which case, in the message.
+fn assert_running_untraced(pid: i32, what: &str) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(status.lines().any(|l| l.starts_with("State:") && (l.contains("S (sleeping)") || l.contains("R (running)"))), "{what}: {status}");
+    assert!(status.lines().any(|l| l == "TracerPid:\t0"), "{what}: {status}");
+}
+
 /// A `crust` run as nobody (no capabilities; std drops the supplementary groups when
 /// root sets a uid), with a HOME it may read.
 fn crust_as_nobody() -> Command {
@@ -351,9 +359,7 @@ fn a_sealed_area_is_refused_and_the_target_keeps_its_seal() {
     );
     // Still running (in pause(), or just let go and on its way back there), neither
     // stopped nor traced, and still sealed.
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    assert!(status.lines().any(|l| l.starts_with("State:") && (l.contains("S (sleeping)") || l.contains("R (running)"))), "{status}");
-    assert!(status.lines().any(|l| l == "TracerPid:\t0"), "{status}");
+    assert_running_untraced(pid, "");
     let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
     let area = smaps.split_once(&format!("{start:x}-")).map(|(_, rest)| rest).unwrap();
     let flags = area.lines().find(|l| l.starts_with("VmFlags:")).unwrap();
@@ -396,9 +402,7 @@ fn a_time_namespace_for_children_only_is_refused_and_the_target_keeps_it() {
             inode("time")
         )
     );
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    assert!(status.lines().any(|l| l.starts_with("State:") && (l.contains("S (sleeping)") || l.contains("R (running)"))), "{status}");
-    assert!(status.lines().any(|l| l == "TracerPid:\t0"), "{status}");
+    assert_running_untraced(pid, "");
     assert_eq!((link("time"), link("time_for_children")), (time, for_children));
     let _ = std::fs::remove_dir_all(&base);
 }
@@ -439,9 +443,7 @@ fn removed_directories_and_unlinked_nodes_are_refused_and_the_target_keeps_runni
         assert!(!output.status.success());
         let what = what.replace("{}", &base.display().to_string());
         assert_eq!(one_line(&output), format!("crust: dump pid {pid}: {what} is not supported yet"));
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        assert!(status.lines().any(|l| l.starts_with("State:") && (l.contains("S (sleeping)") || l.contains("R (running)"))), "{status}");
-        assert!(status.lines().any(|l| l == "TracerPid:\t0"), "{status}");
+        assert_running_untraced(pid, &what);
         let _ = std::fs::remove_dir_all(&images);
     }
     let _ = std::fs::remove_dir_all(&base);
@@ -484,9 +486,7 @@ fn sockets_crust_does_not_dump_are_refused_and_the_target_keeps_running() {
         let names_it = if mode == "packet-ring" { "memory area 0x" } else { "fd 4 (" };
         assert!(line.starts_with(&format!("crust: dump pid {pid}: {names_it}")), "{mode}: {line}");
         assert!(line.contains(what) && line.ends_with("is not supported yet"), "{mode}: {line}");
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        assert!(status.lines().any(|l| l.starts_with("State:") && (l.contains("S (sleeping)") || l.contains("R (running)"))), "{status}");
-        assert!(status.lines().any(|l| l == "TracerPid:\t0"), "{status}");
+        assert_running_untraced(pid, mode);
     }
     let _ = std::fs::remove_dir_all(&base);
 }
@@ -551,9 +551,7 @@ fn shared_fd_tables_and_fs_info_are_refused_and_the_target_keeps_running() {
         assert!(!output.status.success());
         assert_eq!(one_line(&output), format!("crust: dump pid {child}: {} is not supported yet", what.replace("{}", &pid.to_string())));
         for process in [pid, child] {
-            let status = std::fs::read_to_string(format!("/proc/{process}/status")).unwrap();
-            assert!(status.lines().any(|l| l.starts_with("State:") && (l.contains("S (sleeping)") || l.contains("R (running)"))), "{status}");
-            assert!(status.lines().any(|l| l == "TracerPid:\t0"), "{status}");
+            assert_running_untraced(process, "");
         }
         let _ = std::fs::remove_dir_all(&images);
     }
@@ -597,9 +595,7 @@ fn issue_18_file_refusals_leave_the_target_running() {
         let line = one_line(&output);
         assert!(line.starts_with(&format!("crust: dump pid {holder}: ")) && line.contains(what) && line.ends_with("is not supported yet"), "{mode}: {line}");
         for process in [pid, holder] {
-            let status = std::fs::read_to_string(format!("/proc/{process}/status")).unwrap();
-            assert!(status.lines().any(|l| l.starts_with("State:") && (l.contains("S (sleeping)") || l.contains("R (running)"))), "{mode}: {status}");
-            assert!(status.lines().any(|l| l == "TracerPid:\t0"), "{mode}: {status}");
+            assert_running_untraced(process, mode);
         }
         let _ = std::fs::remove_dir_all(&images);
     }
