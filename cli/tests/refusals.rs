@@ -23,6 +23,16 @@ fn one_line(output: &Output) -> String {
 }
 
 /// The target is running (in its wait, or just let go and on its way back there),
+/// Starts a test program in a process group of its own with `args`, and waits for
+/// its first line: its pid, that line, and the guard that kills and reaps it.
+fn start_target(binary: &std::path::Path, args: &[&std::ffi::OsStr]) -> (i32, String, common::KillOnDrop) {
+    let mut command = Command::new(binary);
+    command.args(args).process_group(0);
+    let (target, said, _) = common::start_with_pipes(&mut command, 0);
+    let pid = target.id() as i32;
+    (pid, said, common::KillOnDrop(pid))
+}
+
 /// neither stopped nor traced. `what` says which case, in the message.
 fn assert_running_untraced(pid: i32, what: &str) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -336,12 +346,8 @@ fn a_sealed_area_is_refused_and_the_target_keeps_its_seal() {
     }
     let base = tempdir("sealed");
     let binary = common::compile(&base, "sealed", &[]);
-    let mut command = Command::new(&binary);
-    command.process_group(0);
-    let (target, said, _) = common::start_with_pipes(&mut command, 0);
-    let pid = target.id() as i32;
     // Killed and reaped however the test ends.
-    let _target = common::KillOnDrop(pid);
+    let (pid, said, _target) = start_target(&binary, &[]);
     let Some(addr) = said.strip_prefix("sealed ") else {
         eprintln!("skipped: mseal failed here ({said}; Linux 6.10 has it)");
         return;
@@ -378,11 +384,8 @@ fn a_time_namespace_for_children_only_is_refused_and_the_target_keeps_it() {
     }
     let base = tempdir("timens-children");
     let binary = common::compile(&base, "timens_children", &[]);
-    let mut command = Command::new(&binary);
-    command.process_group(0);
-    let (target, said, _) = common::start_with_pipes(&mut command, 0);
-    let pid = target.id() as i32;
-    let _target = common::KillOnDrop(pid);
+    // Killed and reaped however the test ends.
+    let (pid, said, _target) = start_target(&binary, &[]);
     if said != "ready" {
         eprintln!("skipped: unshare(CLONE_NEWTIME) failed here ({said}; Linux 5.6 has time namespaces)");
         return;
@@ -471,11 +474,8 @@ fn sockets_crust_does_not_dump_are_refused_and_the_target_keeps_running() {
         ("packet-ring", "(a packet socket's PACKET_RX_RING or PACKET_TX_RING mapped)"),
         ("dgram-outside", "unix socket connected to socket:["),
     ] {
-        let mut command = Command::new(&binary);
-        command.arg(mode).process_group(0);
-        let (target, said, _) = common::start_with_pipes(&mut command, 0);
-        let pid = target.id() as i32;
-        let _target = common::KillOnDrop(pid);
+        // Killed and reaped however the test ends.
+        let (pid, said, _target) = start_target(&binary, &[mode.as_ref()]);
         // dgram-outside: the holder of the peer, a grandchild that is this test's now.
         let outside = said.trim().strip_prefix("ready ").and_then(|pid| pid.parse().ok()).map(common::KillOnDrop);
         assert!(said.trim() == "ready" || outside.is_some(), "{mode}: {said}");
@@ -540,11 +540,8 @@ fn shared_fd_tables_and_fs_info_are_refused_and_the_target_keeps_running() {
     let base = tempdir("shared-tables");
     let binary = common::compile(&base, "shared_tables", &[]);
     for (kind, what) in [("files", "an fd table shared with pid {} (CLONE_FILES)"), ("fs", "a cwd, root and umask shared with pid {} (CLONE_FS)")] {
-        let mut command = Command::new(&binary);
-        command.arg(kind).process_group(0);
-        let (target, said, _) = common::start_with_pipes(&mut command, 0);
-        let pid = target.id() as i32;
-        let _target = common::KillOnDrop(pid);
+        // Killed and reaped however the test ends.
+        let (pid, said, _target) = start_target(&binary, &[kind.as_ref()]);
         let child: i32 = said.trim().parse().unwrap();
         let images = base.join("images");
         let output = crust().args(["dump", "-t", &pid.to_string(), "-D"]).arg(&images).output().unwrap();
@@ -579,11 +576,8 @@ fn issue_18_file_refusals_leave_the_target_running() {
         ("ghost-dir", "gone/file): an unlinked file whose directory "),
         ("devtty", "(/dev/tty, the controlling terminal through /dev/tty"),
     ] {
-        let mut command = Command::new(&binary);
-        command.arg(mode).arg(&base).process_group(0);
-        let (target, said, _) = common::start_with_pipes(&mut command, 0);
-        let pid = target.id() as i32;
-        let _target = common::KillOnDrop(pid);
+        // Killed and reaped however the test ends.
+        let (pid, said, _target) = start_target(&binary, &[mode.as_ref(), base.as_os_str()]);
         if let Some(reason) = said.strip_prefix("skip ") {
             eprintln!("{mode}: skipped: {reason}");
             continue;
