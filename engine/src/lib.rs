@@ -32,6 +32,7 @@ mod ns;
 mod parasite;
 mod sys;
 mod timens;
+mod userns;
 mod uts;
 
 pub use access::AccessError;

@@ -44,11 +44,8 @@ impl Flavor {
     /// Every flavor.
     pub const ALL: [Flavor; 5] = [Flavor::Host, Flavor::Ns, Flavor::Mntns, Flavor::Container, Flavor::ContainerUserns];
 
-    /// What `--flavor all` runs: the process flavors. The container flavors run when named
-    /// (`--flavor container`, `--flavor container-uns`): crust does not restore a
-    /// container's mounts, cgroups and network together yet (issue 15), so under crust
-    /// every container test fails at its first refused option (checked 2026-12-06).
-    pub const ALL_RUN: [Flavor; 3] = [Flavor::Host, Flavor::Ns, Flavor::Mntns];
+    /// What `--flavor all` runs: every flavor.
+    pub const ALL_RUN: [Flavor; 5] = Flavor::ALL;
 
     /// `host`, `ns`, `mntns`, `container` or `container-uns`.
     pub fn name(self) -> &'static str {
@@ -456,6 +453,7 @@ mod tests {
     #[test]
     fn flavors_are_named_and_listed() {
         assert_eq!(Flavor::parse_list("all"), Some(Flavor::ALL_RUN.to_vec()));
+        assert!(Flavor::ALL_RUN.contains(&Flavor::Container) && Flavor::ALL_RUN.contains(&Flavor::ContainerUserns));
         assert_eq!(Flavor::parse_list("container-uns"), Some(vec![Flavor::ContainerUserns]));
         assert_eq!(Flavor::parse_list("ns"), Some(vec![Flavor::Ns]));
         assert_eq!(Flavor::parse_list("vm"), None);

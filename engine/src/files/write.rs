@@ -89,8 +89,8 @@ pub(crate) fn write_images(pid: i32, dir: &Path, files: &FileTable, first_shmem_
         for (ghost_id, source, meta) in &files.ghosts {
             let mut w = ImageWriter::create(dir, ImageKind::GhostFile, *ghost_id as u64).map_err(image)?;
             w.write_entry(&pb::GhostFileEntry {
-                uid: meta.uid(),
-                gid: meta.gid(),
+                uid: files.id_maps.as_ref().map_or(meta.uid(), |maps| maps.uid_inside(meta.uid())),
+                gid: files.id_maps.as_ref().map_or(meta.gid(), |maps| maps.gid_inside(meta.gid())),
                 mode: meta.mode(),
                 dev: Some(kernel_dev(meta.dev())),
                 ino: Some(meta.ino()),
