@@ -192,7 +192,14 @@ pub(crate) fn setup_in_root(plan: &MountPlan, prepared: &PreparedMounts, archive
 /// directory), its superblock made read-only if it was; the directory `fs.rel` of it
 /// when that is the mount's root.
 fn new_filesystem(name: &str, fs: &NewFs, archives: &BTreeMap<String, fs::File>) -> Result<OwnedFd, MountError> {
-    let made = mnt::new_mount(&fs.fstype, &fs.source, &fs.options)
+    // A read-only superblock without contents to put in is made read-only at once: in a
+    // user namespace, making a sysfs read-only afterwards is refused (EPERM).
+    let read_only_now = fs.read_only && fs.archive.is_none();
+    let mut options = fs.options.clone();
+    if read_only_now {
+        options.push(("ro".to_string(), None));
+    }
+    let made = mnt::new_mount(&fs.fstype, &fs.source, &options)
         .map_err(|(step, source)| MountError::Io { what: format!("{name}: mount a new {} ({step})", fs.fstype), source })?;
     if let Some(archive) = &fs.archive {
         let mut file = archives.get(archive).ok_or_else(|| MountError::refused(format!("{name}: {archive} was not opened")))?;
@@ -201,7 +208,7 @@ fn new_filesystem(name: &str, fs: &NewFs, archives: &BTreeMap<String, fs::File>)
         let entries = super::tmpfs::extract(made.as_fd(), archive, name, std::io::BufReader::new(file))?;
         log::debug!("{name}: {entries} files and directories from {archive}");
     }
-    if fs.read_only {
+    if fs.read_only && !read_only_now {
         mnt::make_superblock_readonly(&made).map_err(mount_io(format!("{name}: make its {} read-only (fspick, fsconfig ro)", fs.fstype)))?;
     }
     if fs.rel.is_empty() {

@@ -217,6 +217,14 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
         ),
         None => None,
     };
+    if let (Some(id), false) = (images.namespaces.user_ns_id, new_pid_ns) {
+        // Its tasks could not choose their pids in crust's pid namespace (clone3's set_tid
+        // needs CAP_CHECKPOINT_RESTORE where the pid is chosen).
+        return Err(RestoreError::BadImage {
+            image: crust_images::ImageKind::Userns.file_name(u64::from(id)),
+            what: "a user namespace of the tree's own without a pid namespace of its own: not supported yet".into(),
+        });
+    }
     let cgroup_options = crate::cgroups::restore::Options { mode: options.cgroup_mode, roots: options.cgroup_roots.clone() };
     let cgroup_plan = crate::cgroups::restore::read_plan(images.dir.path(), &cgroup_options)?;
     // Each task's cgroup set (a task of the dumping tool's set stays in crust's).
