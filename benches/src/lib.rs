@@ -8,5 +8,6 @@
 pub mod engine;
 pub mod page_server;
 pub mod report;
+pub mod scaling;
 pub mod sys;
 pub mod workload;

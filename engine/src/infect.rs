@@ -195,13 +195,18 @@ const SEARCH_OVERLAP: usize = 256;
 /// finds something in the text (an offset into it), reading at most
 /// [`TRAMPOLINE_SEARCH_LIMIT`] bytes.
 fn search(mem: &File, places: &[(u64, u64)], find: impl Fn(&[u8]) -> Option<usize>) -> Option<u64> {
-    const CHUNK: u64 = 1 << 20;
+    // Reads start small and double: what is sought is usually in the first tens of KiB
+    // of the libc's text (the sigreturn trampoline of glibc 2.36 is 88 KiB in), and each
+    // process of a tree is searched.
+    const FIRST_CHUNK: u64 = 64 << 10;
+    const LAST_CHUNK: u64 = 1 << 20;
     let mut budget = TRAMPOLINE_SEARCH_LIMIT;
     let mut buffer = Vec::new();
     for &(start, end) in places {
         let mut at = start;
+        let mut chunk = FIRST_CHUNK;
         while at < end && budget > 0 {
-            let len = (end - at).min(CHUNK + SEARCH_OVERLAP as u64);
+            let len = (end - at).min(chunk + SEARCH_OVERLAP as u64);
             buffer.resize(len as usize, 0);
             if mem.read_exact_at(&mut buffer, at).is_err() {
                 break;
@@ -210,11 +215,12 @@ fn search(mem: &File, places: &[(u64, u64)], find: impl Fn(&[u8]) -> Option<usiz
             // The last read of a place: its tail counts too.
             let whole = at + len >= end;
             if let Some(offset) = find(&buffer) {
-                if whole || (offset as u64) < CHUNK {
+                if whole || (offset as u64) < chunk {
                     return Some(at + offset as u64);
                 }
             }
-            at += CHUNK;
+            at += chunk;
+            chunk = (chunk * 2).min(LAST_CHUNK);
         }
     }
     None

@@ -4,7 +4,8 @@
 //!
 //! Options (passed through): `--quick`, `--vs-criu PATH` (e.g. `ci/criu`),
 //! `--sizes 64M,256M,1G,4G`, `--reps N`, `--only NAME,...`, `--out DIR`, `--page-server`
-//! (page server throughput on loopback instead of the dump/restore table). `--criterion`
+//! (page server throughput on loopback instead of the dump/restore table), `--scaling`
+//! (time against VMAs, threads, processes and fds: `docs/bench/scaling.md` and `.svg`). `--criterion`
 //! runs the criterion benches of the pure hot paths instead.
 
 use anyhow::{bail, Context};

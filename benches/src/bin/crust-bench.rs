@@ -4,12 +4,17 @@
 //! ```text
 //! crust-bench --crust PATH [--quick] [--vs-criu PATH] [--sizes 64M,256M,1G] [--reps N]
 //!             [--only NAME,...] [--out DIR] [--scratch DIR] [--leave-running] [--frozen-copy]
-//!             [--page-server]
+//!             [--page-server] [--scaling]
 //! ```
 //!
 //! `--page-server` measures page server throughput on loopback instead
 //! (`crust_benches::page_server`): for each size, crust's dump to crust's page server
 //! (and CRIU's to CRIU's with `--vs-criu`), a table of GB/s.
+//!
+//! `--scaling` measures dump and restore time against the count of VMAs (10 to 100,000),
+//! threads and processes (1 to 1,000) and fds (10 to 100,000) instead, one round per point
+//! (`--reps N` for medians), and writes `scaling.md` and `scaling.svg`
+//! (`crust_benches::scaling`); `--quick` runs two counts of each.
 //!
 //! `--leave-running` adds an `anon-SIZE-R` workload per size, dumped with
 //! `--leave-running`; `--frozen-copy` passes crust's `--frozen-copy` (its pages copied
@@ -39,6 +44,7 @@ struct Options {
     leave_running: bool,
     frozen_copy: bool,
     page_server: bool,
+    scaling: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -66,6 +72,9 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let place = RoundPlace { scratch: &options.scratch };
+    if options.scaling {
+        return run_scaling(&options, &engines, &place);
+    }
 
     // outcomes[workload][engine]
     let mut outcomes: Vec<Vec<Vec<Outcome>>> = vec![vec![Vec::new(); engines.len()]; workloads.len()];
@@ -130,6 +139,83 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--scaling`: every count of every dimension this machine can run, each engine, then
+/// `scaling.md` and `scaling.svg` in the output directory.
+fn run_scaling(options: &Options, engines: &[Engine], place: &RoundPlace<'_>) -> anyhow::Result<()> {
+    use crust_benches::scaling::{dimensions, machine_limit, machine_limits, markdown, svg, Curve, Point};
+    let (max_map_count, nofile_hard) = machine_limits();
+    let mut curves = Vec::new();
+    for dimension in dimensions(options.quick) {
+        if let Some(only) = &options.only {
+            if !only.iter().any(|name| name == dimension.kind) {
+                continue;
+            }
+        }
+        let mut curve = Curve { dimension: dimension.clone(), points: Vec::new(), skipped: Vec::new() };
+        for &count in &dimension.counts {
+            if let Some(reason) = machine_limit(dimension.kind, count, max_map_count, nofile_hard) {
+                eprintln!("{:<8} {:>7} not run: {reason}", dimension.kind, count);
+                curve.skipped.push(reason);
+                continue;
+            }
+            let workload = Workload::counted(dimension.kind, count);
+            let mut per_engine: Vec<Vec<Outcome>> = vec![Vec::new(); engines.len()];
+            for rep in 0..options.reps {
+                let mut order: Vec<usize> = (0..engines.len()).collect();
+                if rep % 2 == 1 {
+                    order.reverse();
+                }
+                for e in order {
+                    let outcome = run_round(&engines[e], &workload, place).unwrap_or_else(|error| Outcome::Failed(format!("harness: {error:#}")));
+                    eprintln!("[{}/{}] {:<8} {:>7} {:<5} {}", rep + 1, options.reps, dimension.kind, count, engines[e].name(), describe(&outcome));
+                    per_engine[e].push(outcome);
+                }
+            }
+            curve.points.push(Point {
+                count,
+                crust: Summary::from_outcomes(&per_engine[0]),
+                criu: (engines.len() > 1).then(|| Summary::from_outcomes(&per_engine[1])),
+            });
+        }
+        curves.push(curve);
+    }
+    let out = options.out.clone().unwrap_or_else(|| {
+        if options.quick {
+            options.scratch.join("report")
+        } else {
+            PathBuf::from("docs/bench")
+        }
+    });
+    std::fs::create_dir_all(&out).with_context(|| format!("create {}", out.display()))?;
+    let text = markdown(&curves, &scaling_header(options));
+    print!("{text}");
+    std::fs::write(out.join("scaling.md"), &text).with_context(|| format!("write {}/scaling.md", out.display()))?;
+    std::fs::write(out.join("scaling.svg"), svg(&curves)).with_context(|| format!("write {}/scaling.svg", out.display()))?;
+    eprintln!("wrote {}/scaling.md and scaling.svg", out.display());
+    let broken = curves.iter().flat_map(|c| &c.points).any(|p| matches!(p.crust, Summary::Failed(_)));
+    if broken {
+        bail!("a crust round failed (see scaling.md)");
+    }
+    Ok(())
+}
+
+fn scaling_header(options: &Options) -> String {
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let commit = std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    format!(
+        "Written by `cargo xtest bench --scaling{}`. {} round(s) per point (median), engines alternating; kernel {}, crust {}.",
+        if options.criu.is_some() { " --vs-criu ci/criu" } else { "" },
+        options.reps,
+        kernel.trim(),
+        if commit.is_empty() { "?" } else { &commit }
+    )
+}
+
 fn describe(outcome: &Outcome) -> String {
     match outcome {
         Outcome::Measured(f) => format!(
@@ -176,6 +262,7 @@ fn parse_options(args: Vec<String>) -> anyhow::Result<Options> {
     let mut leave_running = false;
     let mut frozen_copy = false;
     let mut page_server = false;
+    let mut scaling = false;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().with_context(|| format!("{name} needs a value"));
@@ -193,6 +280,7 @@ fn parse_options(args: Vec<String>) -> anyhow::Result<Options> {
             "--leave-running" => leave_running = true,
             "--frozen-copy" => frozen_copy = true,
             "--page-server" => page_server = true,
+            "--scaling" => scaling = true,
             other => bail!("crust-bench: unknown option {other}"),
         }
     }
@@ -207,13 +295,14 @@ fn parse_options(args: Vec<String>) -> anyhow::Result<Options> {
         criu,
         quick,
         sizes: sizes.unwrap_or(default_sizes),
-        reps: reps.unwrap_or(if quick { 1 } else { 3 }),
+        reps: reps.unwrap_or(if quick || scaling { 1 } else { 3 }),
         only,
         out,
         scratch: std::path::absolute(&scratch).unwrap_or(scratch),
         leave_running,
         frozen_copy,
         page_server,
+        scaling,
     })
 }
 

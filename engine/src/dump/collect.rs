@@ -25,6 +25,29 @@ pub enum CollectError {
 const SYSTEM_MAPPINGS: [&str; 6] = ["[vdso]", "[vvar]", "[vvar_vclock]", "[vsyscall]", "[uprobes]", "[sigpage]"];
 io_failure!(CollectError);
 
+/// [`collect`] of each pid, in order, on up to one thread per core (at most 8): the
+/// processes are stopped, and what is read of one depends on no other, nor on the tracer
+/// thread. A tree of 100 processes spends most of its collect stage in these reads.
+pub(crate) fn collect_all(pids: &[i32]) -> Result<Vec<Collected>, CollectError> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+    if cores < 2 || pids.len() < 8 {
+        return pids.iter().map(|&pid| collect(pid)).collect();
+    }
+    let per_worker = pids.len().div_ceil(cores);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = pids
+            .chunks(per_worker)
+            .map(|part| (part[0], scope.spawn(move || part.iter().map(|&pid| collect(pid)).collect::<Result<Vec<_>, _>>())))
+            .collect();
+        let mut all = Vec::with_capacity(pids.len());
+        for (first, worker) in workers {
+            let part = worker.join().map_err(|_| CollectError::Io { pid: first, what: "collect worker".into(), source: io::Error::other("panicked") })?;
+            all.extend(part?);
+        }
+        Ok(all)
+    })
+}
+
 pub(crate) fn collect(pid: i32) -> Result<Collected, CollectError> {
     let read = |name: &str| {
         fs::read_to_string(format!("/proc/{pid}/{name}")).map_err(io_err(pid, format!("read /proc/{pid}/{name}")))

@@ -420,10 +420,8 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     let own_net_ns = crate::net::dump::tree_has_own_namespace(&live).map_err(|(pid, e)| DumpError::Unsupported { pid, what: e.to_string() })?;
     let net_ns_id = if own_net_ns { ids.processes.first().and_then(|p| p.net_ns_id) } else { None };
 
-    let mut collected = Vec::new();
-    for process in frozen.processes.iter().filter(|p| !p.is_zombie()) {
-        collected.push(collect::collect(process.proc_pid())?);
-    }
+    let live_pids: Vec<i32> = frozen.processes.iter().filter(|p| !p.is_zombie()).map(|p| p.proc_pid()).collect();
+    let collected = collect::collect_all(&live_pids)?;
     fault(DumpStep::Collect)?;
 
     // Each live process's parasite, from here into the memory stage, which cures each

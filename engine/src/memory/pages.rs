@@ -75,8 +75,12 @@ enum Job {
 /// Copies ranges of a stopped process's memory to the end of a pages image, in order.
 pub struct PageCopier {
     pid: i32,
-    /// Always `READ_BUFFER` long (zeroed once, never again); `filled` bytes hold pages.
+    /// At most `READ_BUFFER` long, grown (zeroed once, never again) as pages come, so a
+    /// process with little memory zeroes little; `filled` bytes hold pages.
     current: Vec<u8>,
+    /// Buffers made so far (at most `BUFFERS`): more are made only while the writer has
+    /// none to give back.
+    made: usize,
     filled: usize,
     to_writer: Option<SyncSender<Job>>,
     /// Pipes (by index) the writer has emptied; only the writer sends, so a writer that
@@ -110,9 +114,6 @@ impl PageCopier {
     pub fn with_pipes(pid: i32, out: File, pipes: Vec<OwnedFd>) -> io::Result<PageCopier> {
         let (to_writer, filled) = sync_channel::<Job>(BUFFERS + pipes.len());
         let (give_back, free_buffers) = channel::<Vec<u8>>();
-        for _ in 1..BUFFERS {
-            give_back.send(vec![0; READ_BUFFER]).expect("receiver is alive here");
-        }
         let (pipe_back, free_pipes) = channel::<usize>();
         for index in 0..pipes.len() {
             pipe_back.send(index).expect("receiver is alive here");
@@ -123,7 +124,8 @@ impl PageCopier {
             .spawn(move || write_jobs(out, filled, give_back, pipes, pipe_back))?;
         Ok(PageCopier {
             pid,
-            current: vec![0; READ_BUFFER],
+            current: Vec::new(),
+            made: 1,
             filled: 0,
             to_writer: Some(to_writer),
             free_pipes,
@@ -157,6 +159,7 @@ impl PageCopier {
             }
             let room = (READ_BUFFER - self.filled) as u64;
             let step = room.min(len - done) as usize;
+            self.make_room(step);
             let target = &mut self.current[self.filled..self.filled + step];
             let read = if readable { read_remote(self.pid, target, addr + done).unwrap_or(0) } else { 0 };
             if read < step {
@@ -241,6 +244,7 @@ impl PageCopier {
                 self.send_current()?;
             }
             let step = rest.len().min(READ_BUFFER - self.filled);
+            self.make_room(step);
             self.current[self.filled..self.filled + step].copy_from_slice(&rest[..step]);
             self.filled += step;
             rest = &rest[step..];
@@ -302,11 +306,33 @@ impl PageCopier {
         Ok(self.copied)
     }
 
+    /// Grows the current buffer to hold `step` more bytes: at least doubled, at least
+    /// 64 KiB, at most `READ_BUFFER`.
+    fn make_room(&mut self, step: usize) {
+        let needed = self.filled + step;
+        if self.current.len() < needed {
+            let grown = needed.max(self.current.len() * 2).max(64 << 10).min(READ_BUFFER);
+            self.current.resize(grown, 0);
+        }
+    }
+
     fn send_current(&mut self) -> io::Result<()> {
-        let next = match self.free_buffers.recv() {
-            Ok(buffer) => buffer,
+        let given_back = match self.free_buffers.try_recv() {
+            Ok(buffer) => Some(buffer),
+            Err(std::sync::mpsc::TryRecvError::Empty) => None,
             // The writer ended: it failed.
-            Err(_) => return Err(self.writer_error()),
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => return Err(self.writer_error()),
+        };
+        let next = match given_back {
+            Some(buffer) => buffer,
+            None if self.made < BUFFERS => {
+                self.made += 1;
+                Vec::new()
+            }
+            None => match self.free_buffers.recv() {
+                Ok(buffer) => buffer,
+                Err(_) => return Err(self.writer_error()),
+            },
         };
         let full = std::mem::replace(&mut self.current, next);
         let filled = std::mem::take(&mut self.filled);
