@@ -136,6 +136,9 @@ pub struct TestSpec {
     /// Why the test cannot work in a container (the container flavors skip it with this
     /// reason); `None`: it runs in them.
     pub container_skip: Option<&'static str>,
+    /// Why the test cannot work in a user namespace of its own (`container-uns` skips
+    /// it with this reason); `None`: it runs there.
+    pub userns_skip: Option<&'static str>,
     /// Extra `crust dump` flags (`--tcp-established`); those CRIU's restore needs too
     /// (`cross::ALSO_ON_RESTORE`) go to the restore as well.
     pub dump_args: &'static [&'static str],
@@ -158,6 +161,8 @@ impl TestSpec {
             Flavor::Container | Flavor::ContainerUserns => {
                 if let Some(reason) = self.container_skip {
                     Some(format!("not in a container: {reason}"))
+                } else if let (Flavor::ContainerUserns, Some(reason)) = (flavor, self.userns_skip) {
+                    Some(format!("not in a user namespace: {reason}"))
                 } else if matches!(self.program, Program::Runtime(_)) {
                     Some("not in a container: language runtimes need /usr, which the container's rootfs (busybox and the test programs) does not have".into())
                 } else {
@@ -185,6 +190,7 @@ const fn rust(name: &'static str) -> TestSpec {
         at_dump: AtDump::Asleep,
         host_only: None,
         container_skip: None,
+        userns_skip: None,
         dump_args: &[],
         group: "core",
     }
@@ -200,6 +206,7 @@ const fn c(name: &'static str) -> TestSpec {
         at_dump: AtDump::Asleep,
         host_only: None,
         container_skip: None,
+        userns_skip: None,
         dump_args: &[],
         group: "core",
     }
@@ -221,6 +228,11 @@ const fn runtime(name: &'static str, file: &'static str) -> TestSpec {
         ..c(name)
     }
 }
+
+/// Why the System V shared memory tests skip in `container-uns`: crust fills a segment
+/// through /proc/self/map_files, which needs CAP_CHECKPOINT_RESTORE of the initial user
+/// namespace, from the restored root inside the tree's (another way is not written yet).
+const SHM_IN_USERNS: &str = "waits on crust: it fills System V shared memory through /proc/self/map_files, which needs CAP_CHECKPOINT_RESTORE of the initial user namespace";
 
 /// Every test, in the order they run.
 pub const TESTS: &[TestSpec] = &[
@@ -294,8 +306,8 @@ pub const TESTS: &[TestSpec] = &[
     c("high_fd"),
     c("fds_many"),
     c("memfd_data"),
-    TestSpec { requirements: &[Requirement::Root], ..c("sysv_ipc") },
-    c("sysv_shm_host"),
+    TestSpec { requirements: &[Requirement::Root], userns_skip: Some(SHM_IN_USERNS), ..c("sysv_ipc") },
+    TestSpec { userns_skip: Some(SHM_IN_USERNS), ..c("sysv_shm_host") },
     c("cow_shared"),
     // Issue 18: memory that must come back exactly.
     c("shm_anon_mremap"),
@@ -336,11 +348,11 @@ pub const TESTS: &[TestSpec] = &[
         ..rust("timens_monotonic")
     },
     c("personality"),
-    c("sched_attrs"),
-    c("loginuid"),
+    TestSpec { userns_skip: Some("real-time policies need CAP_SYS_NICE of the initial user namespace: the test cannot set them up there"), ..c("sched_attrs") },
+    TestSpec { userns_skip: Some("only the process itself may set its audit login uid, with CAP_AUDIT_CONTROL of the initial user namespace, which a restored process in another has not"), ..c("loginuid") },
     c("membarrier"),
     c("sockopts"),
-    rust("rlimits"),
+    TestSpec { userns_skip: Some("raising a hard limit needs CAP_SYS_RESOURCE of the initial user namespace: the test cannot set its limits up there"), ..rust("rlimits") },
     rust("comm"),
     TestSpec {
         requirements: &[Requirement::Root],

@@ -1757,6 +1757,7 @@ mod tests {
             at_dump: AtDump::Asleep,
             host_only: None,
             container_skip: None,
+            userns_skip: None,
             dump_args: &[],
             group: "core",
         };
