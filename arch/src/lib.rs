@@ -109,6 +109,9 @@ pub trait Abi {
     fn syscall_number(call: Sys) -> Option<u64>;
     /// Instruction pointer.
     fn ip(regs: &Self::Regs) -> u64;
+    /// The same registers with the instruction pointer at `ip` (a thread caught inside
+    /// an rseq critical section resumes at the section's abort handler).
+    fn with_ip(regs: &Self::Regs, ip: u64) -> Self::Regs;
     /// Stack pointer.
     fn sp(regs: &Self::Regs) -> u64;
     /// Registers that run syscall `nr` with `args` from the instruction at `syscall_ip`,

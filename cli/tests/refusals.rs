@@ -361,6 +361,48 @@ fn a_sealed_area_is_refused_and_the_target_keeps_its_seal() {
     let _ = std::fs::remove_dir_all(&base);
 }
 
+/// A process with a time namespace for its children only (unshare(CLONE_NEWTIME), no
+/// execve since) is refused in one line, as CRIU 4.2 refuses it, and keeps running
+/// untraced with its pending namespace.
+#[test]
+fn a_time_namespace_for_children_only_is_refused_and_the_target_keeps_it() {
+    if let Some(reason) = skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let base = tempdir("timens-children");
+    let binary = common::compile(&base, "timens_children", &[]);
+    let mut command = Command::new(&binary);
+    command.process_group(0);
+    let (target, said, _) = common::start_with_pipes(&mut command, 0);
+    let pid = target.id() as i32;
+    let _target = common::KillOnDrop(pid);
+    if said != "ready" {
+        eprintln!("skipped: unshare(CLONE_NEWTIME) failed here ({said}; Linux 5.6 has time namespaces)");
+        return;
+    }
+    let link = |name: &str| std::fs::read_link(format!("/proc/{pid}/ns/{name}")).unwrap().to_string_lossy().into_owned();
+    let inode = |name: &str| link(name).trim_start_matches("time:[").trim_end_matches(']').to_string();
+    let (time, for_children) = (link("time"), link("time_for_children"));
+    assert_ne!(time, for_children);
+    let images = base.join("images");
+    let output = crust().args(["dump", "-t", &pid.to_string(), "-D"]).arg(&images).output().unwrap();
+    assert!(!output.status.success());
+    assert_eq!(
+        one_line(&output),
+        format!(
+            "crust: dump pid {pid}: a time namespace for its children only (time_for_children {} differs from time {}: unshare(CLONE_NEWTIME) without execve) is not supported, as in CRIU 4.2",
+            inode("time_for_children"),
+            inode("time")
+        )
+    );
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(status.lines().any(|l| l.starts_with("State:") && (l.contains("S (sleeping)") || l.contains("R (running)"))), "{status}");
+    assert!(status.lines().any(|l| l == "TracerPid:\t0"), "{status}");
+    assert_eq!((link("time"), link("time_for_children")), (time, for_children));
+    let _ = std::fs::remove_dir_all(&base);
+}
+
 /// An fd open on a removed directory, a removed cwd, an unlinked FIFO and an unlinked
 /// device node are refused in one line naming them (crust makes ghosts of regular files
 /// only), and the target keeps running untraced.

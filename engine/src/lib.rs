@@ -30,6 +30,7 @@ mod mounts;
 mod net;
 mod ns;
 mod parasite;
+mod rseq;
 mod sys;
 mod timens;
 mod userns;

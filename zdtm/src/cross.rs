@@ -202,6 +202,12 @@ pub const CRIU_LIMITS: &[CriuLimit] = &[
         "CRIU's restore gets an exit code of 128 or more wrong: \"status 0x2500, expected exit 165\" (CRIU dumping and restoring too)",
     ),
     limit(
+        "zombie_group_gone",
+        Restore,
+        None,
+        "CRIU's restore gets an exit code of 128 or more wrong: \"zombie status 0x7a00, expected exit 250\" (CRIU dumping and restoring too, 2026-12-06)",
+    ),
+    limit(
         "tree_session_gone",
         Restore,
         Some(Flavor::Host),

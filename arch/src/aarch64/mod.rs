@@ -158,6 +158,10 @@ impl crate::Abi for Aarch64 {
         regs.pc
     }
 
+    fn with_ip(regs: &Regs, ip: u64) -> Regs {
+        Regs { pc: ip, ..*regs }
+    }
+
     fn sp(regs: &Regs) -> u64 {
         regs.sp
     }

@@ -185,6 +185,10 @@ impl crate::Abi for Ppc64le {
         regs.nip
     }
 
+    fn with_ip(regs: &Regs, ip: u64) -> Regs {
+        Regs { nip: ip, ..*regs }
+    }
+
     fn sp(regs: &Regs) -> u64 {
         regs.gpr[1]
     }

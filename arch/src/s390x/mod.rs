@@ -141,6 +141,10 @@ impl crate::Abi for S390x {
         regs.psw_addr
     }
 
+    fn with_ip(regs: &Regs, ip: u64) -> Regs {
+        Regs { psw_addr: ip, ..*regs }
+    }
+
     fn sp(regs: &Regs) -> u64 {
         regs.gprs[15]
     }

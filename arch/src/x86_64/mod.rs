@@ -151,6 +151,10 @@ impl crate::Abi for X86_64 {
         regs.ip
     }
 
+    fn with_ip(regs: &Regs, ip: u64) -> Regs {
+        Regs { ip: ip, ..*regs }
+    }
+
     fn sp(regs: &Regs) -> u64 {
         regs.sp
     }

@@ -2,7 +2,9 @@
 //! before children, and keep what is needed to let each go exactly as it was.
 //!
 //! Invariant: [`Frozen`]'s Drop releases every thread unchanged (registers, signal mask,
-//! stop state) unless the tree was released or killed on purpose.
+//! stop state) unless the tree was released or killed on purpose; a thread seized
+//! inside an rseq critical section is released at the section's abort handler, where
+//! the kernel would have sent it (`rseq.rs`).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -15,6 +17,7 @@ use crate::error::io_failure;
 use crate::cgroups::freezer::Freezer;
 use crate::model::SECCOMP_MODE_FILTER;
 use crate::procfs;
+use crate::rseq;
 use crate::sys;
 
 type Regs = <HostArch as Abi>::Regs;
@@ -169,9 +172,17 @@ fn seize_finish(pid: i32, tid: i32, suspended: bool, deadline: Option<(Instant, 
             }
         }
     }
-    let regs = HostArch::read_regs(tid).map_err(|source| SeizeError::Arch { pid, source })?;
+    let mut regs = HostArch::read_regs(tid).map_err(|source| SeizeError::Arch { pid, source })?;
     let sigmask = sys::read_sigmask(tid).map_err(io_err(pid, "PTRACE_GETSIGMASK"))?;
     let rseq = sys::read_rseq_config(tid).map_err(io_err(pid, "PTRACE_GET_RSEQ_CONFIGURATION"))?;
+    if let Some(abort_ip) = rseq.and_then(|config| rseq_abort_ip(tid, config, HostArch::ip(&regs.gpr))) {
+        // Moved now, before any injected call, as the kernel would move it on its way
+        // back to user space: the release and the image both take these registers.
+        let moved = HostArch::with_ip(&regs.gpr, abort_ip);
+        HostArch::write_gpr(tid, &moved).map_err(|source| SeizeError::Arch { pid, source })?;
+        log::info!("dump pid {pid}: tid {tid} was inside an rseq critical section at {:#x}: resumes at its abort handler {abort_ip:#x}", HostArch::ip(&regs.gpr));
+        regs.gpr = moved;
+    }
     let status = fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).map_err(io_err(pid, "read thread status"))?;
     let seccomp_mode: u32 = procfs::parse_key_values(&status).get("Seccomp").and_then(|v| v.parse().ok()).unwrap_or(0);
     let mut seccomp_filters = Vec::new();
@@ -186,6 +197,23 @@ fn seize_finish(pid: i32, tid: i32, suspended: bool, deadline: Option<(Instant, 
         }
     }
     Ok(FrozenThread { tid, rseq, regs, sigmask, seccomp_mode, seccomp_filters })
+}
+
+/// The abort handler of the rseq critical section thread `tid` is stopped inside, if
+/// any (`rseq.rs`). The area or the section unreadable: none (the kernel would kill the
+/// thread with SIGSEGV at its next return to user space; that stays the kernel's call).
+fn rseq_abort_ip(tid: i32, config: sys::RseqConfig, ip: u64) -> Option<u64> {
+    let mut pointer = [0u8; 8];
+    let read = sys::read_remote(tid, &mut pointer, config.pointer + rseq::RSEQ_CS_FIELD_OFFSET).ok()?;
+    let section_at = u64::from_ne_bytes(pointer);
+    if read != pointer.len() || section_at == 0 {
+        return None;
+    }
+    let mut section = [0u8; rseq::RSEQ_CS_SIZE];
+    if sys::read_remote(tid, &mut section, section_at).ok()? != section.len() {
+        return None;
+    }
+    rseq::CriticalSection::parse(&section).resume_ip(ip)
 }
 
 /// A failed PTRACE_SEIZE, explained: a thread traced by someone else is named with its

@@ -3,8 +3,9 @@
 //! namespace (`uts.rs`) of its own are dumped, a cgroup namespace through the cgroup
 //! sets (`cgroups/`), a user namespace of its own (`userns.rs`) when its parent is
 //! crust's. A nested user namespace is refused in one line, as are processes of one
-//! tree in different mount, UTS, cgroup, time or user namespaces. (pid, IPC and
-//! network namespaces are the seize's, `ipc/`'s and `net/`'s.)
+//! tree in different mount, UTS, cgroup, time or user namespaces, and a process whose
+//! children would start in a time namespace other than its own (CRIU 4.2 refuses it
+//! too). (pid, IPC and network namespaces are the seize's, `ipc/`'s and `net/`'s.)
 
 use std::path::Path;
 
@@ -84,6 +85,12 @@ pub(crate) fn collect(frozen: &Frozen, ids: &TreeIds, options: &DumpMountOptions
     if let Some((pid, what)) = refused(&live, ids) {
         return Err(NamespaceError::Refused { pid, what });
     }
+    for &pid in &live {
+        let inode = |name: &str| std::fs::read_link(format!("/proc/{pid}/ns/{name}")).ok().and_then(|l| crate::ns::parse_ns_link(&l.to_string_lossy()));
+        if let Some(what) = time_for_children_refused(inode("time"), inode("time_for_children")) {
+            return Err(NamespaceError::Refused { pid, what });
+        }
+    }
     let own = |kind: NsKind| ids.processes.first().and_then(|first| kind.id(first)).filter(|&id| Some(id) != kind.id(&ids.root));
     let user = match own(NsKind::User) {
         Some(id) => Some((id, crate::userns::read(root).map_err(|source| NamespaceError::Userns { pid: root, source })?)),
@@ -121,6 +128,19 @@ fn refused(live: &[i32], ids: &TreeIds) -> Option<(i32, String)> {
     None
 }
 
+/// Why a process whose children would start in another time namespace than its own is
+/// refused: one that called unshare(CLONE_NEWTIME) and has not run execve or forked into
+/// it since. No image field keeps a pending time namespace (CRIU 4.2 refuses it too:
+/// "Can't dump nested time namespace"). Pure.
+fn time_for_children_refused(time: Option<u64>, for_children: Option<u64>) -> Option<String> {
+    match (time, for_children) {
+        (Some(time), Some(for_children)) if time != for_children => Some(format!(
+            "a time namespace for its children only (time_for_children {for_children} differs from time {time}: unshare(CLONE_NEWTIME) without execve) is not supported, as in CRIU 4.2"
+        )),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,5 +163,13 @@ mod tests {
         assert_eq!(error, "a user namespace other than the tree root's (user_ns_id 13 here, 7 in the root): not supported yet");
         let error = refused(&[100, 101], &number(&HOST, &[tree, HOST])).expect("mnt").1;
         assert_eq!(error, "a UTS namespace other than the tree root's (uts_ns_id 4 here, 11 in the root): not supported yet");
+    }
+
+    #[test]
+    fn a_time_namespace_for_children_only_is_refused() {
+        assert_eq!(time_for_children_refused(Some(5), Some(5)), None);
+        assert_eq!(time_for_children_refused(None, None), None);
+        let error = time_for_children_refused(Some(4026531834), Some(4026532174)).expect("refused");
+        assert!(error.starts_with("a time namespace for its children only (time_for_children 4026532174 differs from time 4026531834"), "{error}");
     }
 }

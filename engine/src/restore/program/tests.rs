@@ -198,6 +198,9 @@ impl Abi for BigX86 {
     fn ip(regs: &Self::Regs) -> u64 {
         X86_64::ip(regs)
     }
+    fn with_ip(regs: &Self::Regs, ip: u64) -> Self::Regs {
+        X86_64::with_ip(regs, ip)
+    }
     fn sp(regs: &Self::Regs) -> u64 {
         X86_64::sp(regs)
     }

@@ -72,14 +72,14 @@ pub(crate) fn thread_ops<A: Abi>(
         // CAP_SYS_ADMIN or no_new_privs); the tracer suspends them for what follows.
         let seccomp_mode = tcore.seccomp_mode.unwrap_or(0) as u32;
         if seccomp_mode == SECCOMP_MODE_FILTER {
-            for filter in seccomp_chain(&images.seccomp, tid, tcore.seccomp_filter)? {
+            for (filter, flags) in seccomp_chain(&images.seccomp, tid, tcore.seccomp_filter)? {
                 let code = program.data(filter);
                 // `struct sock_fprog`: u16 length, padding, then the pointer.
                 let mut fprog = [0u8; 16];
                 fprog[0..2].copy_from_slice(&u16_bytes::<A>((filter.len() / 8) as u16));
                 fprog[8..16].copy_from_slice(&A::word_bytes(code));
                 let fprog = program.data(&fprog);
-                ops.push((Sys::Seccomp, [SECCOMP_SET_MODE_FILTER, 0, fprog, 0, 0, 0], format!("tid {tid}: seccomp filter")));
+                ops.push((Sys::Seccomp, [SECCOMP_SET_MODE_FILTER, flags as u64, fprog, 0, 0, 0], format!("tid {tid}: seccomp filter")));
             }
         } else if seccomp_mode > SECCOMP_MODE_FILTER {
             return Err(PlanError::BadImage { image: format!("core-{tid}.img"), what: format!("unknown seccomp mode {seccomp_mode} (thread_core.seccomp_mode)") });
@@ -107,9 +107,17 @@ pub(crate) fn thread_ops<A: Abi>(
     Ok(thread_ops)
 }
 
-/// A thread's seccomp filters, oldest first: from its newest (`newest`, an index into
-/// seccomp.img) back through each filter's `prev`.
-fn seccomp_chain(filters: &[pb::SeccompFilter], tid: u32, newest: Option<u32>) -> Result<Vec<&[u8]>, PlanError> {
+/// The flags of seccomp.img's filters that installing one again takes: TSYNC, LOG and
+/// SPEC_ALLOW. CRIU 4.2 writes a filter chain that every thread of a process shares
+/// once, on the leader, with TSYNC, and nothing in the other threads' cores: installed
+/// with TSYNC, the kernel gives it to every thread (crust's own dumps write each
+/// thread's chain and no flags).
+const SECCOMP_REINSTALL_FLAGS: u32 = 0x1 | 0x2 | 0x4;
+
+/// A thread's seccomp filters, oldest first, each with the flags it is installed with:
+/// from its newest (`newest`, an index into seccomp.img) back through each filter's
+/// `prev`.
+fn seccomp_chain(filters: &[pb::SeccompFilter], tid: u32, newest: Option<u32>) -> Result<Vec<(&[u8], u32)>, PlanError> {
     let bad = |what: String| PlanError::BadImage { image: "seccomp.img".into(), what };
     let mut chain = Vec::new();
     let mut next = Some(newest.ok_or_else(|| bad(format!("thread {tid} in filter mode names no filter (thread_core.seccomp_filter)")))?);
@@ -122,7 +130,7 @@ fn seccomp_chain(filters: &[pb::SeccompFilter], tid: u32, newest: Option<u32>) -
         if chain.len() >= filters.len() {
             return Err(bad(format!("filter {index} is part of a loop (seccomp_filters.prev)")));
         }
-        chain.push(filter.filter.as_slice());
+        chain.push((filter.filter.as_slice(), filter.flags.unwrap_or(0) & SECCOMP_REINSTALL_FLAGS));
         next = filter.prev;
     }
     chain.reverse();
