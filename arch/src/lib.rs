@@ -89,6 +89,9 @@ pub enum Sys {
     Socketpair,
     /// `membarrier`: the process's registrations (MEMBARRIER_CMD_GET_REGISTRATIONS).
     Membarrier,
+    /// `openat(2)`: a restored process opens a file under /proc/PID of the tree.
+    Openat,
+    Lseek,
 }
 
 /// Pure ABI of one architecture: compiles and is tested on every host.
@@ -464,6 +467,8 @@ mod tests {
         assert_eq!(numbers(Sys::RtSigreturn), [Some(15), Some(139), Some(172), Some(173)]);
         assert_eq!(numbers(Sys::Write), [Some(1), Some(64), Some(4), Some(4)]);
         assert_eq!(numbers(Sys::Socketpair), [Some(53), Some(199), Some(333), Some(360)]);
+        assert_eq!(numbers(Sys::Openat), [Some(257), Some(56), Some(286), Some(288)]);
+        assert_eq!(numbers(Sys::Lseek), [Some(8), Some(62), Some(19), Some(19)]);
         assert_eq!(numbers(Sys::Membarrier), [Some(324), Some(283), Some(365), Some(356)]);
     }
 }

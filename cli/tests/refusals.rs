@@ -484,3 +484,80 @@ fn a_restore_that_finds_pids_busy_kills_none_of_their_owners() {
     assert_eq!(alive, [true, true], "the processes holding the dumped pids {children:?} were killed by the failed restore ({line})");
     let _ = std::fs::remove_dir_all(&base);
 }
+
+/// Processes that share an fd table (CLONE_FILES) or a cwd, root and umask (CLONE_FS)
+/// are refused in one line naming both, and both keep running untraced.
+#[test]
+fn shared_fd_tables_and_fs_info_are_refused_and_the_target_keeps_running() {
+    if let Some(reason) = skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let base = tempdir("shared-tables");
+    let binary = common::compile(&base, "shared_tables", &[]);
+    for (kind, what) in [("files", "an fd table shared with pid {} (CLONE_FILES)"), ("fs", "a cwd, root and umask shared with pid {} (CLONE_FS)")] {
+        let mut command = Command::new(&binary);
+        command.arg(kind).process_group(0);
+        let (target, said, _) = common::start_with_pipes(&mut command, 0);
+        let pid = target.id() as i32;
+        let _target = common::KillOnDrop(pid);
+        let child: i32 = said.trim().parse().unwrap();
+        let images = base.join("images");
+        let output = crust().args(["dump", "-t", &pid.to_string(), "-D"]).arg(&images).output().unwrap();
+        assert!(!output.status.success());
+        assert_eq!(one_line(&output), format!("crust: dump pid {child}: {} is not supported yet", what.replace("{}", &pid.to_string())));
+        for process in [pid, child] {
+            let status = std::fs::read_to_string(format!("/proc/{process}/status")).unwrap();
+            assert!(status.lines().any(|l| l.starts_with("State:") && (l.contains("S (sleeping)") || l.contains("R (running)"))), "{status}");
+            assert!(status.lines().any(|l| l == "TracerPid:\t0"), "{status}");
+        }
+        let _ = std::fs::remove_dir_all(&images);
+    }
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+/// Issue 18's files crust refuses, each in one line naming it, with the target left
+/// running untraced: an epoll watch whose fd number no longer holds the file, an AIO
+/// context, a fanotify group, a hugetlb memfd, a namespace file, an unlinked file whose
+/// directory was removed too, /dev/tty of a session of the tree.
+#[test]
+fn issue_18_file_refusals_leave_the_target_running() {
+    if let Some(reason) = skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let base = tempdir("refused-state");
+    let binary = common::compile(&base, "refused_state", &[]);
+    for (mode, what) in [
+        ("epoll", "epoll watch of fd "),
+        ("aio", "AIO context (io_setup) ring at "),
+        ("fanotify", "fanotify"),
+        ("hugetlb", "hugetlb memfd"),
+        ("nsfs", "(uts:["),
+        ("ghost-dir", "gone/file): an unlinked file whose directory "),
+        ("devtty", "(/dev/tty, the controlling terminal through /dev/tty"),
+    ] {
+        let mut command = Command::new(&binary);
+        command.arg(mode).arg(&base).process_group(0);
+        let (target, said, _) = common::start_with_pipes(&mut command, 0);
+        let pid = target.id() as i32;
+        let _target = common::KillOnDrop(pid);
+        if let Some(reason) = said.strip_prefix("skip ") {
+            eprintln!("{mode}: skipped: {reason}");
+            continue;
+        }
+        let holder: i32 = said.strip_prefix("ready ").and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("{mode}: {said}"));
+        let images = base.join("images");
+        let output = crust().args(["dump", "-t", &pid.to_string(), "-D"]).arg(&images).output().unwrap();
+        assert!(!output.status.success(), "{mode}: the dump succeeded");
+        let line = one_line(&output);
+        assert!(line.starts_with(&format!("crust: dump pid {holder}: ")) && line.contains(what) && line.ends_with("is not supported yet"), "{mode}: {line}");
+        for process in [pid, holder] {
+            let status = std::fs::read_to_string(format!("/proc/{process}/status")).unwrap();
+            assert!(status.lines().any(|l| l.starts_with("State:") && (l.contains("S (sleeping)") || l.contains("R (running)"))), "{mode}: {status}");
+            assert!(status.lines().any(|l| l == "TracerPid:\t0"), "{mode}: {status}");
+        }
+        let _ = std::fs::remove_dir_all(&images);
+    }
+    let _ = std::fs::remove_dir_all(&base);
+}

@@ -307,6 +307,11 @@ pub const TESTS: &[TestSpec] = &[
     rust("unlinked_file"),
     c("opath_symlink"),
     c("file_mtime"),
+    c("proc_files"),
+    c("devzero_shared"),
+    c("memfd_exec"),
+    c("file_owners"),
+    TestSpec { requirements: &[Requirement::Root], ..c("chroot_sub") },
     // Its unlinked sparse file is 256 MiB long: over CRIU's default --ghost-limit.
     TestSpec { dump_args: &["--ghost-limit", "256M"], ..c("file_flags") },
     c("high_fd"),

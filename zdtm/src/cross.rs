@@ -231,6 +231,18 @@ pub const CRIU_LIMITS: &[CriuLimit] = &[
         Some(Flavor::Mntns),
         "CRIU restores no shared mount of the tree's propagation groups here: \"Error (criu/mount-v2.c:991): mnt-v2: Failed to make mount N shared: No such file or directory\" (CRIU dumping and restoring too, 2026-12-06)",
     ),
+    limit(
+        "proc_files",
+        Restore,
+        None,
+        "CRIU restores a directory fd without O_DIRECTORY (fdinfo flags 0300000 -> 0100000, of /proc/PID and of /tmp alike, with CRIU dumping too, 2026-12-06)",
+    ),
+    limit(
+        "proc_files",
+        Dump,
+        Some(Flavor::Ns),
+        "CRIU names a /proc file of a tree that shares the host's /proc by the host pid (/proc/HOSTPID/stat), which no restored process has: crust's restore fails with \"file /proc/5764/stat for fd 3: No such file or directory\" (2026-12-06)",
+    ),
     // The container flavors freeze through the test's freezer cgroup, as runc does: the
     // v1 freezer on a hybrid host.
     limit("stopped_sigstop", Dump, Some(Flavor::Container), FROZEN_STOPPED),

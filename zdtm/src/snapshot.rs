@@ -20,6 +20,22 @@ pub struct ProcSnapshot {
     pub links: BTreeMap<&'static str, String>,
 }
 
+/// A file under /proc/PID named by the pid the process has in its own pid namespace
+/// (NSpid's last field): in the ns flavor the restored tree gets new host pids, and the
+/// harness's /proc numbers them so.
+fn proc_file_in_tree_numbers(target: String) -> String {
+    let Some(rest) = target.strip_prefix("/proc/") else { return target };
+    let end = rest.find('/').unwrap_or(rest.len());
+    let Ok(host_pid) = rest[..end].parse::<i32>() else { return target };
+    let own = std::fs::read_to_string(format!("/proc/{host_pid}/status"))
+        .ok()
+        .and_then(|status| procfs::parse_key_values(&status).get("NSpid").and_then(|v| v.split_whitespace().last().map(str::to_string)));
+    match own {
+        Some(own) => format!("/proc/[{own}]{}", &rest[end..]),
+        None => target,
+    }
+}
+
 impl ProcSnapshot {
     /// Reads `/proc/PID/{maps,smaps,status,fd,fdinfo,cwd,root,exe}`.
     pub fn capture(pid: i32) -> anyhow::Result<Self> {
@@ -98,7 +114,7 @@ impl ProcSnapshot {
             // A restored pipe or socket is a new object: its inode number differs.
             let target = match target.split_once(":[") {
                 Some((kind @ ("pipe" | "socket"), _)) => format!("{kind}:[]"),
-                _ => target,
+                _ => proc_file_in_tree_numbers(target),
             };
             let fdinfo = procfs::parse_fdinfo(&read(&format!("fdinfo/{fd}"))?)?;
             fds.insert(fd, (target, fdinfo));

@@ -151,6 +151,8 @@ impl crate::Abi for Aarch64 {
             Sys::Write => 64,
             Sys::Socketpair => 199,
             Sys::Membarrier => 283,
+            Sys::Openat => 56,
+            Sys::Lseek => 62,
         })
     }
 

@@ -178,6 +178,8 @@ impl crate::Abi for Ppc64le {
             Sys::Write => 4,
             Sys::Socketpair => 333,
             Sys::Membarrier => 365,
+            Sys::Openat => 286,
+            Sys::Lseek => 19,
         })
     }
 

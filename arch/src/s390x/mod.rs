@@ -134,6 +134,8 @@ impl crate::Abi for S390x {
             Sys::Write => 4,
             Sys::Socketpair => 360,
             Sys::Membarrier => 356,
+            Sys::Openat => 288,
+            Sys::Lseek => 19,
         })
     }
 

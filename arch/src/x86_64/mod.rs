@@ -144,6 +144,8 @@ impl crate::Abi for X86_64 {
             Sys::Write => 1,
             Sys::Socketpair => 53,
             Sys::Membarrier => 324,
+            Sys::Openat => 257,
+            Sys::Lseek => 8,
         })
     }
 

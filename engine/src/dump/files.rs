@@ -14,6 +14,24 @@ pub(crate) struct ProcessFiles {
     pub(crate) exe_id: u32,
 }
 
+/// Refuses processes of the tree that share an fd table (`CLONE_FILES`) or fs info
+/// (`CLONE_FS`) with another: each is restored with its own (CRIU restores the sharing).
+fn check_unshared(frozen: &Frozen) -> Result<(), FileDumpError> {
+    use crate::sys::kcmp::{share, Shared};
+    let live: Vec<i32> = frozen.processes.iter().filter(|p| !p.is_zombie()).map(|p| p.proc_pid()).collect();
+    for (index, &pid) in live.iter().enumerate() {
+        for &earlier in &live[..index] {
+            for (what, name) in [(Shared::FdTable, "an fd table shared with pid {} (CLONE_FILES)"), (Shared::FsInfo, "a cwd, root and umask shared with pid {} (CLONE_FS)")] {
+                let shared = share(pid, earlier, what).map_err(|source| FileDumpError::Io { pid, what: format!("kcmp with pid {earlier}"), source })?;
+                if shared {
+                    return Err(FileDumpError::Unsupported { pid, what: name.replace("{}", &earlier.to_string()) });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Collects the files of every live process of `frozen` (in tree order) into `table`.
 pub(crate) fn dump_tree_files(
     frozen: &Frozen,
@@ -21,6 +39,7 @@ pub(crate) fn dump_tree_files(
     shell_job: bool,
     table: &mut FileTable,
 ) -> Result<Vec<ProcessFiles>, FileDumpError> {
+    check_unshared(frozen)?;
     let mut process_files = Vec::new();
     for (process, collected) in frozen.processes.iter().filter(|p| !p.is_zombie()).zip(collected) {
         let pid = process.proc_pid();
@@ -42,6 +61,8 @@ pub(crate) fn dump_tree_files(
         in_tree.then(|| frozen.to_virtual(host, "pid").ok()).flatten()
     };
     files::resolve_pidfds(table, virtual_of)?;
+    files::resolve_proc_files(table, virtual_of)?;
+    files::resolve_owners(table, virtual_of)?;
     files::finish_ptys(table, shell_job, virtual_of)?;
     Ok(process_files)
 }

@@ -31,6 +31,9 @@ fn classify(link: &str, mode: u32, shell_job: bool) -> Result<pb::FdTypes, FileE
         libc::S_IFCHR if link.starts_with("/dev/ptmx") || link.starts_with("/dev/pts/") => {
             return Err(FileError::refused("pty (try --shell-job for the controlling terminal)"))
         }
+        // /dev/tty is whatever terminal controls the opener's session: reopened by name,
+        // it would be crust's terminal (--shell-job), not a pty of the tree.
+        libc::S_IFCHR if link == "/dev/tty" => return Err(FileError::refused("the controlling terminal through /dev/tty (--shell-job reopens it as the caller's terminal)")),
         libc::S_IFCHR => return Err(FileError::refused("tty (try --shell-job)")),
         _ => match link {
             "anon_inode:[eventfd]" => pb::FdTypes::Eventfd,
@@ -43,6 +46,7 @@ fn classify(link: &str, mode: u32, shell_job: bool) -> Result<pb::FdTypes, FileE
             "anon_inode:[io_uring]" => return Err(FileError::refused("io_uring")),
             "anon_inode:bpf-map" | "anon_inode:bpf-prog" => return Err(FileError::refused("bpf")),
             _ if link.starts_with("anon_inode:") => return Err(FileError::refused(link.trim_start_matches("anon_inode:"))),
+            _ if crate::ns::parse_ns_link(link).is_some() => return Err(FileError::refused("a namespace file (nsfs)")),
             _ => return Err(FileError::refused("file of an unknown kind")),
         },
     })
@@ -190,12 +194,18 @@ fn dump_fd(pid: i32, fd: u32, shell_job: bool, files: &mut FileTable) -> Result<
             if let Some(original) =
                 link_text.strip_suffix(" (deleted)").filter(|_| meta.mode() & libc::S_IFMT == libc::S_IFREG && meta.nlink() == 0)
             {
+                files.check_ghost_dir(pid, &format!("fd {fd}"), Path::new(original))?;
                 // One ghost per inode: every description of it (and every mapping)
                 // names the same one, so they are one file again after restore.
                 let ghost_id = files.ghost_of(fd_path, meta.clone());
                 files.entries.push(FileTable::reg_entry(id, Path::new(original), open_flags, info.pos, Some(&meta)));
                 files.ghost_remaps.push((id, ghost_id));
             } else {
+                if let Some((number, _)) = super::proc_pid_path(&link_text).filter(|_| is_crusts_proc(&meta)) {
+                    // A file of a process of crust's /proc: renamed with the tree's
+                    // number of that process once the tree is known (`resolve_proc_files`).
+                    files.proc_files.push((pid, fd, id, number));
+                }
                 files.entries.push(FileTable::reg_entry(id, &link, open_flags, info.pos, Some(&meta)));
             }
         }
@@ -317,6 +327,19 @@ fn dump_fd(pid: i32, fd: u32, shell_job: bool, files: &mut FileTable) -> Result<
         }
         _ => unreachable!("classify returns only the kinds handled here"),
     }
+    // Who gets SIGIO/SIGURG (F_SETOWN): on a regular file only with O_ASYNC, so that
+    // 10,000 files need no pidfd_getfd each.
+    if kind != pb::FdTypes::Reg || open_flags & libc::O_ASYNC != 0 {
+        let copy = sys::process::borrow_fd(pid, fd).map_err(|e| unsupported(format!("pidfd_getfd: {e}")))?;
+        let (pid_type, owner, signum) = sys::file::owner(&copy).map_err(io_err(pid, format!("F_GETOWN_EX fd {fd}")))?;
+        if owner != 0 || signum != 0 {
+            let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            let uids = procfs::parse_key_values(&status).get("Uid").cloned().unwrap_or_default();
+            let mut ids = uids.split_whitespace().map(|v| v.parse::<u32>().unwrap_or(0));
+            let (uid, euid) = (ids.next().unwrap_or(0), ids.next().unwrap_or(0));
+            files.owners.push((pid, fd, id, pb::FownEntry { uid, euid, signum: signum as u32, pid_type: pid_type as u32, pid: owner as u32 }));
+        }
+    }
     if files.mount_view.is_some() {
         // The path of a file, FIFO or tty is that of a mount of the tree's namespace.
         for reg in files.entries.iter_mut().rev().take(2).filter(|e| e.id == id || e.id == id + 1).filter_map(|e| e.reg.as_mut()) {
@@ -429,6 +452,46 @@ pub(crate) fn finish_ptys(files: &mut FileTable, shell_job: bool, virtual_of: im
         let master_side = pty::master_info(&mut info);
         files.tty_infos.push(master_side);
         files.tty_infos.push(info);
+    }
+    Ok(())
+}
+
+/// Whether a file is on crust's own /proc (one procfs instance: the same device).
+fn is_crusts_proc(meta: &fs::Metadata) -> bool {
+    fs::metadata("/proc").is_ok_and(|proc| proc.dev() == meta.dev())
+}
+
+/// Names the process of each file under /proc/PID as the dumped tree numbers it
+/// (`virtual_of`: the tree's number of a host pid or tid), so that restore reopens it
+/// for the restored process; a file of a process outside the tree fails the dump.
+pub(crate) fn resolve_proc_files(files: &mut FileTable, virtual_of: impl Fn(i32) -> Option<i32>) -> Result<(), FileDumpError> {
+    for &(pid, fd, id, number) in &files.proc_files {
+        let Some(entry) = files.entries.iter_mut().find(|e| e.id == id).and_then(|e| e.reg.as_mut()) else { continue };
+        let tree_number = virtual_of(number).ok_or_else(|| FileDumpError::Unsupported {
+            pid,
+            what: format!("fd {fd} ({}, a /proc file of process {number}, outside the dumped tree)", entry.name),
+        })?;
+        let rest = super::proc_pid_path(&entry.name).map(|(_, rest)| rest.to_string()).unwrap_or_default();
+        entry.name = format!("/proc/{tree_number}{rest}");
+    }
+    Ok(())
+}
+
+/// Writes each file's owner (F_SETOWN) into its entry, its pid (a process, thread or
+/// process group) as the dumped tree numbers it; an owner outside the tree fails the
+/// dump naming it.
+pub(crate) fn resolve_owners(files: &mut FileTable, virtual_of: impl Fn(i32) -> Option<i32>) -> Result<(), FileDumpError> {
+    for (pid, fd, id, fown) in std::mem::take(&mut files.owners) {
+        let mut fown = fown;
+        if fown.pid != 0 {
+            fown.pid = virtual_of(fown.pid as i32).ok_or_else(|| FileDumpError::Unsupported {
+                pid,
+                what: format!("fd {fd} whose owner (F_SETOWN) {} is outside the dumped tree", fown.pid),
+            })? as u32;
+        }
+        if let Some(owner) = files.entries.iter_mut().find(|e| e.id == id).and_then(super::owner_of) {
+            *owner = fown;
+        }
     }
     Ok(())
 }

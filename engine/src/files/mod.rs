@@ -38,7 +38,7 @@ mod tcp;
 mod unix;
 mod write;
 
-pub(crate) use dump::{check_tree, collect_fds, finish_ptys, resolve_pidfds};
+pub(crate) use dump::{check_tree, collect_fds, finish_ptys, resolve_owners, resolve_pidfds, resolve_proc_files};
 pub(crate) use netlock::{namespace_lock_ruleset, NETWORK_LOCK_IPTABLES, NETWORK_LOCK_NFTABLES, NETWORK_LOCK_SKIP};
 pub(crate) use restore::{broker_ids, in_flight_ids, kept_locks, unlock_tcp, Broker};
 pub(crate) use write::{write_fdinfo, write_images};
@@ -172,6 +172,13 @@ pub(crate) struct FileTable {
     pub(crate) memfd_mappings: BTreeMap<(u32, i32), u32>,
     /// pidfds: (holder pid, fd, file id, target as this host numbers it, -1: exited).
     pub(crate) pidfds: Vec<(i32, u32, u32, i32)>,
+    /// Files under /proc/PID of crust's own /proc: (holder pid, fd, file id, PID as
+    /// this host numbers it); renamed with the tree's number once the tree is known.
+    pub(crate) proc_files: Vec<(i32, u32, u32, i32)>,
+    /// Owners of files (F_SETOWN, F_SETOWN_EX, F_SETSIG): (holder pid, fd, file id,
+    /// owner with its pid as this host numbers it); renamed with the tree's numbers once
+    /// the tree is known.
+    pub(crate) owners: Vec<(i32, u32, u32, pb::FownEntry)>,
     /// Dump established TCP connections (`--tcp-established`).
     pub(crate) tcp_established: bool,
     /// Dump file locks (`--file-locks`); without it a lock fails the dump.
@@ -427,6 +434,7 @@ impl FileTable {
             return Ok(id);
         }
         let original = name.strip_suffix(" (deleted)").unwrap_or(name);
+        self.check_ghost_dir(pid, &format!("memory area {start:#x}-{end:x}"), Path::new(original))?;
         let id = self.next_id();
         self.entries.push(Self::reg_entry(id, Path::new(original), flags, 0, Some(&meta)));
         self.ghost_remaps.push((id, ghost_id));
@@ -436,6 +444,18 @@ impl FileTable {
 }
 
 impl FileTable {
+    /// Refuses an unlinked file whose directory is gone too (`what` names the fd or
+    /// area): its ghost is made beside its old name at restore (CRIU 4.2.1 makes the
+    /// missing directories for the time of the restore).
+    pub(crate) fn check_ghost_dir(&self, pid: i32, what: &str, original: &Path) -> Result<(), FileDumpError> {
+        let Some(dir) = original.parent() else { return Ok(()) };
+        let reached = self.mount_view.as_ref().map_or_else(|| dir.to_path_buf(), |view| view.reach(dir));
+        if reached.is_dir() {
+            return Ok(());
+        }
+        Err(FileDumpError::Unsupported { pid, what: format!("{what} ({}): an unlinked file whose directory {} was removed too", original.display(), dir.display()) })
+    }
+
     /// A mapped memfd (`name` as /proc/PID/maps shows it): a MEMFD file entry opened
     /// with `flags`, one per inode and flags, whoever maps it.
     pub(crate) fn add_memfd_mapping(&mut self, pid: i32, start: u64, end: u64, name: &str, flags: i32) -> Result<u32, FileDumpError> {
@@ -486,3 +506,48 @@ pub(crate) struct DumpedFd {
     pub(crate) kind: pb::FdTypes,
 }
 
+
+/// `/proc/N/REST` → (N, `/REST`, maybe empty): a file of process or thread N, as a /proc
+/// mount numbers it. Pure.
+pub(crate) fn proc_pid_path(name: &str) -> Option<(i32, &str)> {
+    let rest = name.strip_prefix("/proc/")?;
+    let end = rest.find('/').unwrap_or(rest.len());
+    let digits = &rest[..end];
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((digits.parse().ok()?, &rest[end..]))
+}
+
+#[cfg(test)]
+mod proc_path_tests {
+    use super::proc_pid_path;
+
+    #[test]
+    fn proc_pid_paths_split_into_pid_and_rest() {
+        assert_eq!(proc_pid_path("/proc/4711/stat"), Some((4711, "/stat")));
+        assert_eq!(proc_pid_path("/proc/12/task/13/maps"), Some((12, "/task/13/maps")));
+        assert_eq!(proc_pid_path("/proc/12"), Some((12, "")));
+        assert_eq!(proc_pid_path("/proc/self/stat"), None);
+        assert_eq!(proc_pid_path("/proc/meminfo"), None);
+        assert_eq!(proc_pid_path("/proc/1x/stat"), None);
+        assert_eq!(proc_pid_path("/procx/1/stat"), None);
+    }
+}
+
+/// The owner (fown) of a file entry of any kind that has one.
+pub(crate) fn owner_of(entry: &mut pb::FileEntry) -> Option<&mut pb::FownEntry> {
+    if let Some(e) = entry.reg.as_mut() { return Some(&mut e.fown) }
+    if let Some(e) = entry.pipe.as_mut() { return Some(&mut e.fown) }
+    if let Some(e) = entry.usk.as_mut() { return Some(&mut e.fown) }
+    if let Some(e) = entry.isk.as_mut() { return Some(&mut e.fown) }
+    if let Some(e) = entry.efd.as_mut() { return Some(&mut e.fown) }
+    if let Some(e) = entry.sgfd.as_mut() { return Some(&mut e.fown) }
+    if let Some(e) = entry.tfd.as_mut() { return Some(&mut e.fown) }
+    if let Some(e) = entry.epfd.as_mut() { return Some(&mut e.fown) }
+    if let Some(e) = entry.ify.as_mut() { return Some(&mut e.fown) }
+    if let Some(e) = entry.tty.as_mut() { return Some(&mut e.fown) }
+    if let Some(e) = entry.memfd.as_mut() { return Some(&mut e.fown) }
+    if let Some(e) = entry.pidfd.as_mut() { return Some(&mut e.fown) }
+    None
+}

@@ -586,9 +586,11 @@ impl Broker {
     /// Installs one process's fds at their numbers, with their close-on-exec flags. A
     /// regular file only this process holds is not in the broker (see [`broker_ids`]):
     /// it is opened here, once, and its other fds are copies of the first.
-    pub(crate) fn install(&self, fds: &[pb::FdinfoEntry], files: &BTreeMap<u32, pb::RegFileEntry>, dir: &Path) -> Result<(), FileError> {
+    /// Files under /proc/PID of the tree (`deferred`, by file id) are left to
+    /// `restore::finish_process`, once the process they name exists.
+    pub(crate) fn install<T>(&self, fds: &[pb::FdinfoEntry], files: &BTreeMap<u32, pb::RegFileEntry>, dir: &Path, deferred: &BTreeMap<u32, T>) -> Result<(), FileError> {
         let mut private: BTreeMap<u32, i32> = BTreeMap::new();
-        for fd in fds.iter().filter(|fd| !self.late.contains(&fd.id)) {
+        for fd in fds.iter().filter(|fd| !self.late.contains(&fd.id) && !deferred.contains_key(&fd.id)) {
             let number = fd.fd as i32;
             let cloexec = fd.flags & libc::FD_CLOEXEC as u32 != 0;
             let source = match (self.fds.get(&fd.id), private.get(&fd.id)) {

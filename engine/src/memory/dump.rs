@@ -607,6 +607,16 @@ fn classify_vma(
     let name = map.name.as_str();
     match name {
         "[vsyscall]" => return Ok(None),
+        // Huge pages of hugetlbfs (MAP_HUGETLB, a hugetlb memfd or file): no image field
+        // of crust's keeps the page size yet (CRIU's VMA_AREA_HUGETLB).
+        _ if has("ht") => {
+            return Err(MemDumpError::Unsupported { pid, what: format!("memory area {:#x}-{:#x} ({name}) of hugetlb pages", map.start, map.end) });
+        }
+        // An AIO context's ring (io_setup): CRIU rebuilds the context; crust would take
+        // it for an unlinked file.
+        "/[aio] (deleted)" => {
+            return Err(MemDumpError::Unsupported { pid, what: format!("AIO context (io_setup) ring at {:#x}-{:#x}", map.start, map.end) });
+        }
         // CRIU's form: private anonymous areas of a special kind.
         "[vdso]" | "[vvar]" | "[vvar_vclock]" => {
             vma.status |= (if name == "[vdso]" { vs::VDSO } else { vs::VVAR }) | vs::ANON_PRIVATE;

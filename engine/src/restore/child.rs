@@ -347,7 +347,7 @@ fn process_main(run: &Run, index: usize) -> ! {
         keep.push(tree.error_fd);
         keep.extend(tree.shmem.values().map(|s| s.0));
         close_all_but(&keep)?;
-        broker.install(&process.fds, &images.files, images.dir.path())?;
+        broker.install(&process.fds, &images.files, images.dir.path(), &images.proc_files)?;
         let earlier = images.processes[..index].iter().flat_map(|p| p.fds.iter().map(|f| f.id)).collect();
         broker.after_install(&process.fds, &earlier)?;
         // Orphans of a helper come here only if this process is a subreaper already.
@@ -427,11 +427,13 @@ fn process_main(run: &Run, index: usize) -> ! {
         }
         let cwd = images.files.get(&process.fs.cwd_id).map(|r| PathBuf::from(&r.name));
         let root = images.files.get(&process.fs.root_id).map(|r| PathBuf::from(&r.name));
-        if let Some(root) = root.filter(|r| r != Path::new("/")) {
-            sys::change_root(&root).map_err(child_io(format!("chroot {}", root.display())))?;
-        }
+        // The cwd first: both paths are as crust sees them, and a cwd may lie outside
+        // the root (chroot does not move it).
         if let Some(cwd) = cwd {
             std::env::set_current_dir(&cwd).map_err(child_io(format!("chdir {}", cwd.display())))?;
+        }
+        if let Some(root) = root.filter(|r| r != Path::new("/")) {
+            sys::change_root(&root).map_err(child_io(format!("chroot {}", root.display())))?;
         }
         if let Some(umask) = process.fs.umask {
             sys::set_umask(umask);

@@ -312,6 +312,93 @@ fn hand_over_lazy_areas(pid: i32, image_pid: u64, syscall_ip: u64, plan: &Plan, 
     Ok(())
 }
 
+/// Once every process exists, in process `pid`: opens its files under /proc/PID of the
+/// tree, each path naming the restored process as this host numbers it (the tree reads
+/// crust's /proc), then sets its files' owners (F_SETOWN_EX, the owner as the tree
+/// numbers it: the process is in the tree's pid namespace) and signals (F_SETSIG). Paths
+/// and `struct f_owner_ex` are written on a page mapped for the purpose (through
+/// `/proc/PID/mem`) and unmapped at the end; each /proc file is opened with openat,
+/// moved to its number with dup3 and sought to its offset.
+fn open_proc_files_and_set_owners(pid: i32, syscall_ip: u64, plan: &Plan, host: &BTreeMap<i32, i32>) -> Result<(), FinishError> {
+    use std::os::unix::fs::FileExt;
+    let now = HostArch::read_regs(pid).map_err(|source| FinishError::Arch { pid, source })?;
+    let mut remote = RemoteThread::new(pid, syscall_ip, now.gpr);
+    let mem = fs::OpenOptions::new().read(true).write(true).open(format!("/proc/{pid}/mem")).map_err(|source| FinishError::Io { pid, what: "open its /proc/PID/mem".into(), source })?;
+    let page = 4096u64;
+    let mapped = remote
+        .mmap(&mem, [0, page, (libc::PROT_READ | libc::PROT_WRITE) as u64, (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64, -1i64 as u64, 0])
+        .map_err(|source| FinishError::Infect { pid, source })?;
+    if (-4095..0).contains(&mapped) {
+        return Err(FinishError::Child { pid, what: format!("map a page for /proc paths: {}", io::Error::from_raw_os_error(-mapped as i32)) });
+    }
+    let scratch = mapped as u64;
+    let result = (|| -> Result<(), FinishError> {
+        for file in &plan.proc_files {
+            let number = file.fd;
+            let target = *host.get(&file.pid).ok_or_else(|| FinishError::Child { pid, what: format!("fd {number}: /proc/{}{}: no such process in the tree", file.pid, file.rest) })?;
+            let path = format!("/proc/{target}{}", file.rest);
+            let mut bytes = path.clone().into_bytes();
+            bytes.push(0);
+            if bytes.len() as u64 > page {
+                return Err(FinishError::Unsupported { pid, what: format!("fd {number}: a /proc path of {} bytes", bytes.len()) });
+            }
+            mem.write_all_at(&bytes, scratch).map_err(|source| FinishError::Io { pid, what: format!("write path {path}"), source })?;
+            let mut call = |call: Sys, args: [u64; 6], what: &str| -> Result<i64, FinishError> {
+                let result = remote.syscall(call, args).map_err(|source| FinishError::Infect { pid, source })?;
+                if (-4095..0).contains(&result) {
+                    return Err(FinishError::Child { pid, what: format!("fd {number}: {what} {path}: {}", io::Error::from_raw_os_error(-result as i32)) });
+                }
+                Ok(result)
+            };
+            let fd = call(Sys::Openat, [libc::AT_FDCWD as i64 as u64, scratch, file.flags as u32 as u64, 0, 0, 0], "open")?;
+            let cloexec_flag = if file.cloexec { libc::O_CLOEXEC as u64 } else { 0 };
+            if fd != i64::from(number) {
+                call(Sys::Dup3, [fd as u64, number as u64, cloexec_flag, 0, 0, 0], "dup3")?;
+                call(Sys::Close, [fd as u64, 0, 0, 0, 0, 0], "close")?;
+            } else if file.cloexec {
+                call(Sys::Fcntl, [number as u64, libc::F_SETFD as u64, libc::FD_CLOEXEC as u64, 0, 0, 0], "set close-on-exec of")?;
+            }
+            if file.pos != 0 {
+                call(Sys::Lseek, [number as u64, file.pos, libc::SEEK_SET as u64, 0, 0, 0], "seek")?;
+            }
+        }
+        const F_SETSIG: u64 = 10;
+        const F_SETOWN_EX: u64 = 15;
+        for (number, owner) in &plan.owners {
+            let mut call = |call: Sys, args: [u64; 6], what: &str| -> Result<i64, FinishError> {
+                let result = remote.syscall(call, args).map_err(|source| FinishError::Infect { pid, source })?;
+                if (-4095..0).contains(&result) {
+                    return Err(FinishError::Child { pid, what: format!("fd {number}: {what}: {}", io::Error::from_raw_os_error(-result as i32)) });
+                }
+                Ok(result)
+            };
+            if owner.pid != 0 {
+                let mut bytes = (owner.pid_type as i32).to_ne_bytes().to_vec();
+                bytes.extend((owner.pid as i32).to_ne_bytes());
+                mem.write_all_at(&bytes, scratch).map_err(|source| FinishError::Io { pid, what: format!("fd {number}: write its owner"), source })?;
+                call(Sys::Fcntl, [*number as u64, F_SETOWN_EX, scratch, 0, 0, 0], &format!("F_SETOWN_EX type {} pid {}", owner.pid_type, owner.pid))?;
+            }
+            if owner.signum != 0 {
+                call(Sys::Fcntl, [*number as u64, F_SETSIG, u64::from(owner.signum), 0, 0, 0], &format!("F_SETSIG {}", owner.signum))?;
+            }
+            // O_ASYNC set again from this fd: the signal's si_fd is the number O_ASYNC
+            // was set through, which for a description opened by the broker was its own.
+            let flags = call(Sys::Fcntl, [*number as u64, libc::F_GETFL as u64, 0, 0, 0, 0], "F_GETFL")? as u64;
+            if flags & libc::O_ASYNC as u64 != 0 {
+                call(Sys::Fcntl, [*number as u64, libc::F_SETFL as u64, flags & !(libc::O_ASYNC as u64), 0, 0, 0], "F_SETFL without O_ASYNC")?;
+                call(Sys::Fcntl, [*number as u64, libc::F_SETFL as u64, flags, 0, 0, 0], "F_SETFL with O_ASYNC")?;
+            }
+        }
+        Ok(())
+    })();
+    let unmapped = remote.syscall(Sys::Munmap, [scratch, page, 0, 0, 0, 0]).map_err(|source| FinishError::Infect { pid, source });
+    result?;
+    match unmapped? {
+        0 => Ok(()),
+        error => Err(FinishError::Child { pid, what: format!("unmap the page for /proc paths: {}", io::Error::from_raw_os_error(-error as i32)) }),
+    }
+}
+
 /// A restored thread with its dumped registers (its interrupted syscall entered again
 /// if it restarts), in a stop until [`release`] lets it go with its signal mask and the
 /// signal it is detached with (the stop signal of a stopped process, on its last thread).
@@ -364,6 +451,9 @@ pub(crate) fn finish_process(
                 call(Sys::Fcntl, [number as u64, libc::F_SETFD as u64, 0, 0, 0, 0], "clear close-on-exec of pidfd")?;
             }
         }
+    }
+    if !plan.proc_files.is_empty() || !plan.owners.is_empty() {
+        open_proc_files_and_set_owners(pid, syscall_ip, plan, host)?;
     }
     let mut ext_templates = Vec::new();
     for (&tid, ops) in tids.iter().zip(&plan.thread_ops) {

@@ -118,6 +118,13 @@ pub(crate) struct Images {
     /// Shared anonymous objects written as memfds named `/dev/zero` (CRIU 4.2's form,
     /// turned back by `memory/shmem.rs`): each one's size, by shmid.
     pub(crate) shared_anon_sizes: BTreeMap<u64, u64>,
+    /// Files under /proc/PID of a process or thread of the tree (as the tree numbers
+    /// it), by file id: (PID, the rest of the path). Reopened for the restored process
+    /// once the whole tree exists, by each process that holds them.
+    pub(crate) proc_files: BTreeMap<u32, (i32, String)>,
+    /// Owners of files (F_SETOWN, F_SETOWN_EX, F_SETSIG) by file id: set again by each
+    /// holder once the whole tree exists.
+    pub(crate) owners: BTreeMap<u32, pb::FownEntry>,
 }
 
 impl Images {
@@ -130,6 +137,7 @@ impl Images {
             vs::FILE_PRIVATE | vs::FILE_SHARED,
         );
         ids.extend(self.in_flight.iter().copied());
+        ids.retain(|id| !self.proc_files.contains_key(id));
         ids
     }
 }
@@ -287,9 +295,17 @@ pub(crate) fn load_with(dir: &Path, page_size: u64, listed: bool, empty_net: boo
         BTreeMap::new()
     };
     let file_kinds = file_entries.iter().map(|f| (f.id, f.r#type)).collect();
+    let owners: BTreeMap<u32, pb::FownEntry> = file_entries
+        .iter()
+        .filter_map(|entry| {
+            let mut entry = entry.clone();
+            let id = entry.id;
+            crate::files::owner_of(&mut entry).filter(|o| o.pid != 0 || o.signum != 0).map(|o| (id, *o))
+        })
+        .collect();
     let unix_names = file_entries.iter().filter_map(|f| Some((f.id, f.usk.as_ref()?.name.len()))).collect();
     let pidfds = file_entries.iter().filter_map(|f| f.pidfd.map(|p| (f.id, p))).collect();
-    let files = file_entries.into_iter().filter_map(|f| f.reg.map(|reg| (f.id, reg))).collect();
+    let files: BTreeMap<u32, pb::RegFileEntry> = file_entries.into_iter().filter_map(|f| f.reg.map(|reg| (f.id, reg))).collect();
     let ghosts = if dir.exists(ImageKind::RemapFpath, 0) {
         read_all::<pb::RemapFilePathEntry>(&dir, ImageKind::RemapFpath, 0)?.into_iter().map(|r| (r.orig_id, r.remap_id)).collect()
     } else {
@@ -301,6 +317,23 @@ pub(crate) fn load_with(dir: &Path, page_size: u64, listed: bool, empty_net: boo
         Vec::new()
     };
     let live: Vec<(u32, &pb::TaskKobjIdsEntry)> = processes.iter().filter(|p| !p.is_zombie()).map(|p| (p.pstree.pid, &p.ids)).collect();
+    // Processes that shared an fd table (CLONE_FILES) or fs info (CLONE_FS) name one
+    // files_id or fs_id: each would be restored with its own.
+    for (index, (pid, ids)) in live.iter().enumerate() {
+        for (other, other_ids) in &live[..index] {
+            let shared = if ids.files_id == other_ids.files_id {
+                Some(("fd table (CLONE_FILES)", ids.files_id))
+            } else {
+                (ids.fs_id == other_ids.fs_id).then_some(("cwd, root and umask (CLONE_FS)", ids.fs_id))
+            };
+            if let Some((what, id)) = shared {
+                return Err(ImagesError::BadImage {
+                    image: ImageKind::Ids.file_name(u64::from(*pid)),
+                    what: format!("pid {pid} shares its {what} with pid {other} (id {id}), which crust does not restore yet"),
+                });
+            }
+        }
+    }
     let namespaces = plan_namespaces(&live, root_ids.as_ref(), |kind, id| match kind {
         NsKind::Ipc => crate::ipc::image_has_namespace(dir.path(), id),
         NsKind::Net => empty_net || crate::net::restore::has_namespace(dir.path(), id),
@@ -311,7 +344,15 @@ pub(crate) fn load_with(dir: &Path, page_size: u64, listed: bool, empty_net: boo
         _ => false,
     })
         .map_err(|refused| ImagesError::BadImage { image: refused.image, what: refused.what })?;
-    Ok(Images { dir, processes, files, ghosts, seccomp, pidfds, in_flight, namespaces, inventory, file_entries: file_kinds, unix_names, names, shared_anon_sizes })
+    let tree_tids: BTreeSet<i32> = processes.iter().flat_map(|p| p.pstree.threads.iter().copied().chain([p.pstree.pid])).map(|t| t as i32).collect();
+    let proc_files = files
+        .iter()
+        .filter_map(|(&id, reg): (&u32, &pb::RegFileEntry)| {
+            let (number, rest) = crate::files::proc_pid_path(&reg.name)?;
+            tree_tids.contains(&number).then(|| (id, (number, rest.to_string())))
+        })
+        .collect();
+    Ok(Images { dir, processes, files, ghosts, seccomp, pidfds, in_flight, namespaces, inventory, file_entries: file_kinds, unix_names, names, shared_anon_sizes, proc_files, owners })
 }
 
 /// Checks that every file the tree maps or holds open (not an unlinked one, which
@@ -337,7 +378,7 @@ pub(crate) fn check_files(images: &Images) -> Result<(), ImagesError> {
         }
         for fd in process.fds.iter().filter(|fd| fd.r#type == pb::FdTypes::Reg as i32) {
             let Some(reg) = images.files.get(&fd.id) else { continue };
-            if !images.ghosts.contains_key(&fd.id) && !Path::new(&reg.name).exists() {
+            if !images.ghosts.contains_key(&fd.id) && !images.proc_files.contains_key(&fd.id) && !Path::new(&reg.name).exists() {
                 return Err(ImagesError::Missing {
                     pid,
                     what: format!("file {} for fd {}", reg.name, fd.fd),

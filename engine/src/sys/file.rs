@@ -262,3 +262,23 @@ mod tests {
         }
     }
 }
+
+/// `fcntl(fd, F_GETOWN_EX)` and `fcntl(fd, F_GETSIG)`: who gets the file's SIGIO/SIGURG
+/// (`F_OWNER_TID` 0, `F_OWNER_PID` 1, `F_OWNER_PGRP` 2, and the id, 0 for none, as the
+/// caller's pid namespace numbers it) and which signal (0: SIGIO).
+#[doc(alias = "F_GETOWN_EX")]
+pub fn owner(fd: impl AsFd) -> io::Result<(i32, i32, i32)> {
+    const F_GETOWN_EX: libc::c_int = 16;
+    const F_GETSIG: libc::c_int = 11;
+    #[repr(C)]
+    struct OwnerEx {
+        kind: libc::c_int,
+        pid: libc::pid_t,
+    }
+    let mut owner = OwnerEx { kind: 0, pid: 0 };
+    // SAFETY: owner is a struct f_owner_ex the kernel fills, alive across the call.
+    check(unsafe { libc::fcntl(fd.as_fd().as_raw_fd(), F_GETOWN_EX, &mut owner as *mut OwnerEx) } as i64)?;
+    // SAFETY: F_GETSIG takes no pointer.
+    let signal = check(unsafe { libc::fcntl(fd.as_fd().as_raw_fd(), F_GETSIG) } as i64)?;
+    Ok((owner.kind, owner.pid, signal as i32))
+}

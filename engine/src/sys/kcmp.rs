@@ -37,3 +37,25 @@ pub fn epoll_watches_file(pid: i32, epfd: u32, tfd: u32, fd: u32) -> io::Result<
     Ok(rc == 0)
 }
 
+
+/// The kernel objects two processes may share, for [`share`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shared {
+    /// The fd table (`KCMP_FILES`, shared by `CLONE_FILES`).
+    FdTable,
+    /// The cwd, root and umask (`KCMP_FS`, shared by `CLONE_FS`).
+    FsInfo,
+}
+
+/// `kcmp(pid1, pid2, KCMP_FILES or KCMP_FS, 0, 0)`: whether two processes share one fd
+/// table or one fs info.
+#[doc(alias = "kcmp")]
+pub fn share(pid1: i32, pid2: i32, what: Shared) -> io::Result<bool> {
+    let kind: libc::c_long = match what {
+        Shared::FdTable => 2,
+        Shared::FsInfo => 3,
+    };
+    // SAFETY: KCMP_FILES and KCMP_FS take no pointers.
+    let rc = check(unsafe { libc::syscall(libc::SYS_kcmp, pid1, pid2, kind, 0 as libc::c_long, 0 as libc::c_long) })?;
+    Ok(rc == 0)
+}

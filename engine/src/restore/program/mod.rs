@@ -39,6 +39,19 @@ mod tests;
 /// and what it does (for errors).
 pub(crate) type InjectedCall = (Sys, [u64; 6], String);
 
+/// An fd on a file under /proc/PID of a process or thread of the tree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ProcFileFd {
+    pub(crate) fd: i32,
+    /// The process or thread, as the tree numbers it.
+    pub(crate) pid: i32,
+    /// The path below /proc/PID (`/stat`, empty for the directory itself).
+    pub(crate) rest: String,
+    pub(crate) flags: i32,
+    pub(crate) pos: u64,
+    pub(crate) cloexec: bool,
+}
+
 /// What one live process needs, computed before the first fork.
 pub(crate) struct Plan {
     pub(crate) area: u64,
@@ -66,6 +79,11 @@ pub(crate) struct Plan {
     /// pidfds of live processes of the tree, opened by the leader once every process
     /// exists: (fd number, pid as the tree numbers it, pidfd_open flags, close-on-exec).
     pub(crate) pidfds: Vec<(i32, i32, u64, bool)>,
+    /// Files under /proc/PID of the tree, opened by the leader once every process exists.
+    pub(crate) proc_files: Vec<ProcFileFd>,
+    /// Owners of this process's files (F_SETOWN_EX, F_SETSIG), set by the leader once
+    /// every process exists: (fd number, owner as the tree numbers it), one fd per file.
+    pub(crate) owners: Vec<(i32, pb::FownEntry)>,
     /// Private anonymous areas filled before the children are forked (`premap`).
     pub(crate) premap: Vec<Premap>,
     /// The pages images this process's pages are in (this dump's first, then parent
@@ -290,8 +308,26 @@ pub(crate) fn plan_process<A: Abi>(
             Some((fd.fd as i32, entry.nspid, flags, fd.flags & libc::FD_CLOEXEC as u32 != 0))
         })
         .collect();
+    let proc_files = process
+        .fds
+        .iter()
+        .filter_map(|fd| {
+            let (pid, rest) = images.proc_files.get(&fd.id)?;
+            let reg = images.files.get(&fd.id)?;
+            let flags = reg.flags as i32 & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_CLOEXEC);
+            Some(ProcFileFd { fd: fd.fd as i32, pid: *pid, rest: rest.clone(), flags, pos: reg.pos, cloexec: fd.flags & libc::FD_CLOEXEC as u32 != 0 })
+        })
+        .collect();
+    let mut owned = std::collections::BTreeSet::new();
+    let owners = process
+        .fds
+        .iter()
+        .filter_map(|fd| Some((fd.fd as i32, *images.owners.get(&fd.id).filter(|_| owned.insert(fd.id))?)))
+        .collect();
     Ok(Plan {
         pidfds,
+        proc_files,
+        owners,
         area,
         area_size: estimate,
         code_size,
