@@ -307,9 +307,9 @@ pub const TESTS: &[TestSpec] = &[
     rust("unlinked_file"),
     c("opath_symlink"),
     c("file_mtime"),
-    c("proc_files"),
-    c("devzero_shared"),
-    c("memfd_exec"),
+    TestSpec { container_skip: Some("waits on crust: the restore reopens the tree's /proc/PID files by the host pid in the container's /proc (open /proc/PID/stat: ENOENT, seen 2026-12-06)"), ..c("proc_files") },
+    TestSpec { container_skip: Some("waits on crust: the shared /dev/zero mapping comes back different in a container (its VMA differs after restore, seen 2026-12-06)"), ..c("devzero_shared") },
+    TestSpec { userns_skip: Some(OWNED_BY_HOST_ROOT), ..c("memfd_exec") },
     c("file_owners"),
     TestSpec { requirements: &[Requirement::Root], ..c("chroot_sub") },
     // Its unlinked sparse file is 256 MiB long: over CRIU's default --ghost-limit.
