@@ -5,7 +5,8 @@
  * line), prints its JSON report to the console between markers (and, when /crust/export
  * names a directory, its image files in hex; when /crust/keep names one, the logs under
  * it), and powers off. Before the harness it loads
- * the modules in /modules (sock_diag) and brings the loopback interface up.
+ * the modules in /modules (sock_diag, bridge, veth, nf_tables) and brings the loopback
+ * interface up.
  * Built static with the target's cross gcc by xtask/src/qemu.rs. */
 #include <dirent.h>
 #include <errno.h>
@@ -171,8 +172,9 @@ static const char *first_line(const char *file)
 	return text;
 }
 
-/* Loads every module under /modules in name order (the sock_diag modules, which
- * Debian builds as modules; xtask numbers them in load order). */
+/* Loads every module under /modules in name order (what Debian builds as modules and
+ * the tests need: sock_diag, bridge, veth, nf_tables; xtask numbers them in load
+ * order). */
 static void load_modules(void)
 {
 	struct dirent **entries;

@@ -2,10 +2,15 @@
 //! qemu-system VM of another (or the same) architecture.
 //!
 //! Per architecture: a Debian kernel fetched once with apt against a private state
-//! directory and cached under `.cache/qemu/ARCH/`; static cross builds of `crust` and
+//! directory and cached under `.cache/qemu/ARCH/kernel-HASH/` with the modules the VM
+//! loads (HASH names their set); static cross builds of `crust` and
 //! the zdtm programs (`target/cross/TRIPLE/release`); an initramfs (cpio `newc`, written
 //! by `newc.rs`) holding a static `/init` (`ci/qemu/init.c`), those binaries, the C tests
-//! at the path the harness was built to look in, and the cross libc for them. qemu's exit
+//! at the path the harness was built to look in, and the cross libc for them; with a
+//! container flavor (`--flavor container`, `host,container`), the arch's busybox-static
+//! (Debian's .deb, cached as `.cache/qemu/ARCH/busybox`) for the containers' rootfs.
+//! The VM mounts cgroup2 only, so the container flavor runs there on a v2-only host;
+//! `nft` is not in it (`tcp_established` skips). qemu's exit
 //! code says nothing, so the verdict is read from the console: `/init` prints the
 //! harness's JSON report between markers and powers off; xtask writes it to
 //! `target/cross/zdtm-ARCH.json` and where `--json` says. Every run is bounded by a
@@ -554,7 +559,7 @@ fn ensure_busybox(workspace: &Path, spec: &ArchSpec) -> anyhow::Result<PathBuf> 
 /// The cached kernel of `spec` and its package version, fetched if missing (or if the
 /// cached modules are not [`VM_MODULES`]).
 fn ensure_kernel(workspace: &Path, spec: &ArchSpec, refresh: bool) -> anyhow::Result<(PathBuf, String)> {
-    let cache = workspace.join(".cache/qemu").join(spec.name);
+    let cache = kernel_cache(workspace, spec);
     let kernel = cache.join("kernel");
     let version_file = cache.join("kernel.version");
     let modules = cache.join("modules");
@@ -596,8 +601,10 @@ fn ensure_kernel(workspace: &Path, spec: &ArchSpec, refresh: bool) -> anyhow::Re
 
 /// The modules the VM loads, in load order (Debian builds them as modules; the VM has no
 /// modprobe, so `/init` loads them from `/modules`): the sock_diag ones crust's dump of
-/// sockets needs, and the bridge (with its dependencies) and veth the container flavor's
-/// network needs.
+/// sockets needs, the bridge (with its dependencies) and veth the container flavor's
+/// network needs, and nf_tables (after nfnetlink and libcrc32c, whose crc32c the kernel
+/// would ask modprobe for): a restored network namespace is unlocked through it. The
+/// cgroup controllers and the v1 freezer are built into Debian's kernels (6.1).
 const VM_MODULES: &[&str] = &[
     "net/ipv4/inet_diag",
     "net/ipv4/tcp_diag",
@@ -607,14 +614,34 @@ const VM_MODULES: &[&str] = &[
     "net/802/stp",
     "net/bridge/bridge",
     "drivers/net/veth",
+    "crypto/crc32c_generic",
+    "lib/libcrc32c",
+    "net/netfilter/nfnetlink",
+    "net/netfilter/nf_tables",
 ];
+
+/// Where `spec`'s kernel, its version and its [`VM_MODULES`] are cached:
+/// `.cache/qemu/ARCH/kernel-HASH`, HASH (FNV-1a) naming the module set. `.cache` may be
+/// shared by several worktrees: one whose set differs keeps a directory of its own
+/// instead of fetching the kernel again over the others' modules.
+fn kernel_cache(workspace: &Path, spec: &ArchSpec) -> PathBuf {
+    let set = VM_MODULES.join("\n");
+    let hash = set.bytes().fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| (hash ^ byte as u64).wrapping_mul(0x0100_0000_01b3));
+    workspace.join(".cache/qemu").join(spec.name).join(format!("kernel-{:08x}", hash as u32))
+}
+
+/// The name of the `index`th module of [`VM_MODULES`] in the VM's `/modules`: names
+/// sort in load order.
+fn module_file_name(index: usize, name: &str) -> String {
+    format!("{index:02}-{name}.ko")
+}
 
 /// The file in the cached modules directory listing the [`VM_MODULES`] it was made for.
 const MODULE_SET_FILE: &str = "module-set";
 
-/// Copies [`VM_MODULES`] from the unpacked kernel package to `dest` as `N-NAME.ko`
-/// (uncompressed), N giving the load order, and writes [`MODULE_SET_FILE`]. A module
-/// built into the kernel is simply not there.
+/// Copies [`VM_MODULES`] from the unpacked kernel package to `dest` as `NN-NAME.ko`
+/// (uncompressed), NN (two digits: `/init` loads in name order) giving the load order,
+/// and writes [`MODULE_SET_FILE`]. A module built into the kernel is simply not there.
 fn copy_vm_modules(extracted: &Path, dest: &Path) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(dest);
     std::fs::create_dir_all(dest).with_context(|| format!("create {}", dest.display()))?;
@@ -627,7 +654,7 @@ fn copy_vm_modules(extracted: &Path, dest: &Path) -> anyhow::Result<()> {
     for (index, module) in VM_MODULES.iter().enumerate() {
         let base = release_dir.join("kernel").join(module);
         let name = Path::new(module).file_name().expect("module has a name").to_string_lossy().into_owned();
-        let placed = dest.join(format!("{index}-{name}.ko"));
+        let placed = dest.join(module_file_name(index, &name));
         let plain = base.with_extension("ko");
         let xz = base.with_extension("ko.xz");
         if plain.exists() {
@@ -757,7 +784,7 @@ fn pack_initramfs(workspace: &Path, spec: &ArchSpec, release: &Path, work: &Path
     for lib in ["libc.so.6", "libm.so.6"] {
         std::fs::copy(sysroot.join(lib), lib_dir.join(lib)).with_context(|| format!("copy {}", sysroot.join(lib).display()))?;
     }
-    let modules = workspace.join(".cache/qemu").join(spec.name).join("modules");
+    let modules = kernel_cache(workspace, spec).join("modules");
     let modules_dest = root.join("modules");
     std::fs::create_dir_all(&modules_dest)?;
     for entry in std::fs::read_dir(&modules).with_context(|| format!("list {}", modules.display()))? {
@@ -948,6 +975,21 @@ mod tests {
         assert_eq!(json_path_for("r.json", "s390x", false).unwrap(), PathBuf::from("r.json"));
         assert_eq!(json_path_for("r-{arch}.json", "s390x", true).unwrap(), PathBuf::from("r-s390x.json"));
         assert!(json_path_for("r.json", "s390x", true).is_err());
+    }
+
+    #[test]
+    fn module_files_sort_in_load_order() {
+        let names: Vec<String> = VM_MODULES
+            .iter()
+            .enumerate()
+            .map(|(index, module)| module_file_name(index, module.rsplit('/').next().unwrap()))
+            .collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(sorted, names);
+        assert!(VM_MODULES.len() <= 100);
+        let position = |name: &str| VM_MODULES.iter().position(|m| m.ends_with(name)).unwrap();
+        assert!(position("/libcrc32c") < position("/nf_tables") && position("/nfnetlink") < position("/nf_tables"));
     }
 
     #[test]

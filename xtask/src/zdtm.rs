@@ -4,7 +4,7 @@
 //!
 //! Options of both verbs besides the harness's own: `--engine PATH` checkpoints with
 //! another binary that speaks CRIU's command line (e.g. `ci/criu`) instead of building
-//! `crust`. Everything else goes to the harness as is: `--flavor host|ns|mntns|container|container-uns|all`,
+//! `crust`. Everything else goes to the harness as is: `--flavor host|ns|mntns|container|container-uns|all` (or a comma-separated list of them),
 //! `--group core|runtime|all`, `--filter`, `--iters`, `--snap`, `--pre-dump`, `--lazy`, `--keep`,
 //! `--json`, and the cross runs `--dump-with PATH` (the other binary dumps, crust
 //! restores) and `--restore-with PATH` (the reverse), their paths made absolute here.
@@ -107,9 +107,12 @@ fn build(workspace: &Path, build_crust: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Whether `--flavor` names a container flavor (or `all`, which includes them).
+/// Whether `--flavor` names a container flavor among its comma-separated words (or
+/// `all`, which may come to include them).
 pub fn wants_container_flavor(args: &[String]) -> bool {
-    args.windows(2).any(|pair| pair[0] == "--flavor" && matches!(pair[1].as_str(), "container" | "container-uns" | "all"))
+    args.windows(2).any(|pair| {
+        pair[0] == "--flavor" && pair[1].split(',').any(|word| matches!(word, "container" | "container-uns" | "all"))
+    })
 }
 
 fn split_engine_option(args: &[String]) -> anyhow::Result<(Option<PathBuf>, Vec<String>)> {
@@ -158,5 +161,7 @@ mod tests {
         assert!(wants_container_flavor(&args(&["--flavor", "container"])));
         assert!(wants_container_flavor(&args(&["--filter", "x", "--flavor", "container-uns"])));
         assert!(wants_container_flavor(&args(&["--flavor", "all"])));
+        assert!(wants_container_flavor(&args(&["--flavor", "host,container"])));
+        assert!(!wants_container_flavor(&args(&["--flavor", "host,ns"])));
     }
 }

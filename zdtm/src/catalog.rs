@@ -58,12 +58,24 @@ impl Flavor {
         }
     }
 
-    /// The flavors `--flavor NAME` selects: one by its name, or `all`.
-    pub fn parse_list(name: &str) -> Option<Vec<Flavor>> {
-        if name == "all" {
-            return Some(Flavor::ALL_RUN.to_vec());
+    /// The flavors `--flavor LIST` selects: comma-separated names (`host,container`, each
+    /// once, in the order given), `all` standing for [`Self::ALL_RUN`]; `None` if a word
+    /// names no flavor.
+    pub fn parse_list(list: &str) -> Option<Vec<Flavor>> {
+        let mut flavors = Vec::new();
+        for word in list.split(',') {
+            let named: Vec<Flavor> = if word == "all" {
+                Flavor::ALL_RUN.to_vec()
+            } else {
+                vec![*Flavor::ALL.iter().find(|flavor| flavor.name() == word)?]
+            };
+            for flavor in named {
+                if !flavors.contains(&flavor) {
+                    flavors.push(flavor);
+                }
+            }
         }
-        Flavor::ALL.iter().find(|flavor| flavor.name() == name).map(|flavor| vec![*flavor])
+        Some(flavors)
     }
 
     /// The dumped root is an init the harness started, not the test itself.
@@ -96,6 +108,10 @@ pub enum Requirement {
     /// Namespaces of its own (mount, UTS, ...), which the mntns flavor gives each test;
     /// only that flavor lists it (checked by the suite, which knows the flavor).
     MntnsFlavor,
+    /// `pidfd_open(PIDFD_THREAD)` (Linux 6.9): crust reaches the fds of a process whose
+    /// leader thread exited through a pidfd of a live thread (`pidfd_getfd` of the parasite's
+    /// control socket); before 6.9 the dump of such a process fails.
+    PidfdThread,
     /// Cgroups of its own: in the `ns` flavor the harness puts the init into cgroups of
     /// the test's with limits and a cgroup namespace (`own_cgroups.rs`); the container
     /// flavors give every test that; skipped in `host`.
@@ -421,6 +437,7 @@ pub const TESTS: &[TestSpec] = &[
     TestSpec { args: &["names", "8"], ..cas("threads_names", "threads") },
     TestSpec {
         args: &["leader", "4"],
+        requirements: &[Requirement::PidfdThread],
         // The leader is a zombie: nothing to wait for.
         at_dump: AtDump::Running,
         ..cas("threads_leader_gone", "threads")
@@ -489,6 +506,9 @@ mod tests {
         assert_eq!(Flavor::parse_list("container-uns"), Some(vec![Flavor::ContainerUserns]));
         assert_eq!(Flavor::parse_list("ns"), Some(vec![Flavor::Ns]));
         assert_eq!(Flavor::parse_list("vm"), None);
+        assert_eq!(Flavor::parse_list("host,container"), Some(vec![Flavor::Host, Flavor::Container]));
+        assert_eq!(Flavor::parse_list("container,all,host"), Some(vec![Flavor::Container, Flavor::Host, Flavor::Ns, Flavor::Mntns]));
+        assert_eq!(Flavor::parse_list("host,"), None);
         assert!(Flavor::Container.has_init() && Flavor::Ns.has_init() && !Flavor::Host.has_init());
         assert!(Flavor::ContainerUserns.is_container() && !Flavor::Ns.is_container());
     }

@@ -71,6 +71,8 @@ pub struct HostInfo {
     pub big: bool,
     /// `/sys/kernel/mm/transparent_hugepage` exists.
     pub transparent_huge_pages: bool,
+    /// The kernel takes `pidfd_open(PIDFD_THREAD)` (Linux 6.9).
+    pub pidfd_thread: bool,
 }
 
 impl HostInfo {
@@ -93,6 +95,7 @@ impl HostInfo {
             big,
             transparent_huge_pages: Path::new("/sys/kernel/mm/transparent_hugepage/enabled")
                 .exists(),
+            pidfd_thread: crate::container::sys::has_pidfd_thread(),
         }
     }
 }
@@ -114,6 +117,9 @@ impl ZdtmTest for TestSpec {
                 Requirement::Big if !host.big => return Err("big test: run with --big".into()),
                 Requirement::TransparentHugePages if !host.transparent_huge_pages => {
                     return Err("kernel has no transparent huge pages".into());
+                }
+                Requirement::PidfdThread if !host.pidfd_thread => {
+                    return Err("pidfd_open refuses PIDFD_THREAD (Linux 6.9): crust cannot reach the fds of a process whose leader exited".into());
                 }
                 Requirement::Program(program) => which(program).map(|_| ())?,
                 _ => {}
@@ -1747,6 +1753,7 @@ mod tests {
             cpu_flags: vec!["avx".into()],
             big: false,
             transparent_huge_pages: true,
+            pidfd_thread: true,
         };
         let spec = TestSpec {
             name: "x",

@@ -177,6 +177,13 @@ fn remove(nfproto: u8, family: &str, name: &str, netns: Option<BorrowedFd<'_>>) 
             Ok(true)
         }
         Err(error) if error.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+        // A kernel without nfnetlink (EPROTONOSUPPORT from the socket) or nf_tables
+        // (EOPNOTSUPP from nfnetlink) holds no table: nothing to remove. Seen on
+        // Debian's 6.1 kernels before their modules are loaded.
+        Err(error) if matches!(error.raw_os_error(), Some(libc::EPROTONOSUPPORT | libc::EOPNOTSUPP)) => {
+            log::debug!("no nf_tables in this kernel ({error}): no table {family} {name} to remove");
+            Ok(false)
+        }
         Err(error) => Err(FileError::Io { what: format!("remove lock table {family} {name}"), source: error }),
     }
 }

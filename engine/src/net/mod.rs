@@ -113,6 +113,22 @@ impl Namespace {
         Ok(Namespace { fd, inode })
     }
 
+    /// The same namespace with its fd moved to the lowest free number at or above
+    /// `above`: a restore holds it while it places the tree's fds at their numbers below
+    /// that (a shared anonymous object dup2'd onto it closed it, and `setns` back then
+    /// failed with EINVAL: container flavor in the aarch64 VM, 2026-12-06).
+    /// Where the fd limit does not reach `above`, it stays where it is, with a warning.
+    pub(crate) fn parked_above(self, above: i32) -> Result<Namespace, NetError> {
+        let copy = self.fd.try_clone().map_err(net_io("duplicate crust's network namespace fd"))?;
+        match sys::file::move_above(copy, above) {
+            Ok(fd) => Ok(Namespace { fd, inode: self.inode }),
+            Err(error) => {
+                log::warn!("crust's network namespace fd stays below the tree's fd numbers: move above {above}: {error}");
+                Ok(self)
+            }
+        }
+    }
+
     /// crust's own (its calling thread's) network namespace.
     pub(crate) fn own() -> Result<Namespace, NetError> {
         let fd = sys::netns::open_own_net_namespace().map_err(net_io("open crust's own network namespace"))?;

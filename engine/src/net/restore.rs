@@ -53,16 +53,16 @@ pub(crate) fn external_key(dir: &Path, ns_id: u32) -> Result<Option<String>, Net
 /// Gives crust's main thread a new, empty network namespace (`--empty-ns net`: only a
 /// loopback, down, as the kernel makes it) and leaves it there until the root is
 /// cloned.
-pub(crate) fn make_empty() -> Result<Entered, NetError> {
-    let crust = Namespace::own()?;
+pub(crate) fn make_empty(above: i32) -> Result<Entered, NetError> {
+    let crust = Namespace::own()?.parked_above(above)?;
     sys::netns::enter_new_net_namespace().map_err(net_io("make a new network namespace"))?;
     Ok(Entered { crust: Some(crust), host_ends: Vec::new() })
 }
 
 /// Puts crust's main thread into the network namespace of `fd` (an external one the
 /// caller passed with `--inherit-fd fd[N]:KEY`) until the root is cloned.
-pub(crate) fn join(fd: i32) -> Result<Entered, NetError> {
-    let crust = Namespace::own()?;
+pub(crate) fn join(fd: i32, above: i32) -> Result<Entered, NetError> {
+    let crust = Namespace::own()?.parked_above(above)?;
     sys::netns::enter_inherited_net_namespace(fd).map_err(net_io(format!("enter the external network namespace of fd {fd}")))?;
     Ok(Entered { crust: Some(crust), host_ends: Vec::new() })
 }
@@ -164,9 +164,9 @@ pub(crate) fn host_ends(pairs: &[(String, String)]) -> BTreeMap<String, HostEnd>
 
 impl NetImages {
     /// Makes the namespace and leaves the calling thread in it (see the module doc).
-    pub(crate) fn make(&self, host_ends: &BTreeMap<String, HostEnd>) -> Result<Entered, NetError> {
+    pub(crate) fn make(&self, host_ends: &BTreeMap<String, HostEnd>, above: i32) -> Result<Entered, NetError> {
         self.check_host_ends(host_ends)?;
-        let crust = Namespace::own()?;
+        let crust = Namespace::own()?.parked_above(above)?;
         let mut host = Netlink::route().map_err(net_io("open an rtnetlink socket"))?;
         sys::netns::enter_new_net_namespace().map_err(net_io("make a new network namespace"))?;
         let entered = Entered { crust: Some(crust), host_ends: Vec::new() };
@@ -177,9 +177,9 @@ impl NetImages {
     /// root of a tree with a user namespace of its own, cloned into both, so that its
     /// user namespace owns it), from the calling thread, which stays in it until
     /// [`Entered::leave`].
-    pub(crate) fn make_in(&self, pid: i32, host_ends: &BTreeMap<String, HostEnd>) -> Result<Entered, NetError> {
+    pub(crate) fn make_in(&self, pid: i32, host_ends: &BTreeMap<String, HostEnd>, above: i32) -> Result<Entered, NetError> {
         self.check_host_ends(host_ends)?;
-        let crust = Namespace::own()?;
+        let crust = Namespace::own()?.parked_above(above)?;
         let mut host = Netlink::route().map_err(net_io("open an rtnetlink socket"))?;
         let tree = Namespace::of(pid)?;
         sys::netns::enter_net_namespace(tree.fd).map_err(net_io(format!("enter the network namespace of pid {pid} (setns)")))?;

@@ -335,12 +335,15 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
     }
     // The tree's own network namespace: made from its images, made empty (`--empty-ns
     // net`), or joined (external: the fd the caller passes under the dump's key).
+    // crust's own namespace is held on an fd above every number the tree's fds and
+    // objects are placed at.
+    let parked = tree.helper_base + 8192;
     let entered_netns = match (&net_images, images.namespaces.net_ns_id) {
         _ if net_after_clone => None,
-        (Some(net), _) => Some(net.make(&host_ends).map_err(|e| RestoreError::Child { pid: root, what: format!("network namespace {}: {e}", net.ns_id) })?),
+        (Some(net), _) => Some(net.make(&host_ends, parked).map_err(|e| RestoreError::Child { pid: root, what: format!("network namespace {}: {e}", net.ns_id) })?),
         (None, Some(id)) if options.empty_net && external_net.is_none() => {
             log::info!("network namespace {id}: made empty (--empty-ns net)");
-            Some(crate::net::restore::make_empty().map_err(|e| RestoreError::Child { pid: root, what: format!("network namespace {id}: {e}") })?)
+            Some(crate::net::restore::make_empty(parked).map_err(|e| RestoreError::Child { pid: root, what: format!("network namespace {id}: {e}") })?)
         }
         (None, Some(id)) => {
             let key = external_net.clone().unwrap_or_default();
@@ -351,7 +354,7 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
                 });
             };
             log::info!("network namespace {id}: joins the external one of key {key:?} (fd {fd})");
-            Some(crate::net::restore::join(fd).map_err(|e| RestoreError::Child { pid: root, what: format!("network namespace {id}: {e}") })?)
+            Some(crate::net::restore::join(fd, parked).map_err(|e| RestoreError::Child { pid: root, what: format!("network namespace {id}: {e}") })?)
         }
         (None, None) => None,
     };
@@ -454,7 +457,7 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
             .map_err(|e| RestoreError::Child { pid: root, what: format!("user namespace: {e}") })
             .and_then(|()| match (&net_images, net_after_clone) {
                 (Some(net), true) => net
-                    .make_in(child, &host_ends)
+                    .make_in(child, &host_ends, parked)
                     .map(Some)
                     .map_err(|e| RestoreError::Child { pid: root, what: format!("network namespace {}: {e}", net.ns_id) }),
                 _ => Ok(None),

@@ -1,6 +1,6 @@
 //! `zdtm-runner`: the harness binary `cargo xtest zdtm` and `cargo xtest demo` exec.
 //!
-//! zdtm-runner run --engine PATH --workdir DIR [--filter S] [--iters N] [--snap] [--pre-dump] [--lazy] [--keep] [--big] [--json PATH] [--flavor host|ns|mntns|container|container-uns|all] [--group core|runtime|all] [--dump-with PATH | --restore-with PATH] [--kill-trials N] [--kill-seed S]
+//! zdtm-runner run --engine PATH --workdir DIR [--filter S] [--iters N] [--snap] [--pre-dump] [--lazy] [--keep] [--big] [--json PATH] [--flavor host|ns|mntns|container|container-uns|all[,...]] [--group core|runtime|all] [--dump-with PATH | --restore-with PATH] [--kill-trials N] [--kill-seed S]
 //! zdtm-runner demo --engine PATH --workdir DIR
 //! zdtm-runner runtimes --criu LABEL=PATH [--criu LABEL=PATH] --workdir DIR [--filter S] [--criu-config FILE]
 //! zdtm-runner list
@@ -115,7 +115,7 @@ fn parse_config(args: &[String]) -> anyhow::Result<Config> {
             "--flavor" => {
                 let name = value("--flavor")?;
                 config.flavors = Flavor::parse_list(&name)
-                    .with_context(|| format!("--flavor takes host, ns, mntns, container, container-uns or all, not {name}"))?;
+                    .with_context(|| format!("--flavor takes host, ns, mntns, container, container-uns or all, or a comma-separated list of them, not {name}"))?;
             }
             "--group" => config.group = Some(value("--group")?),
             "--dump-with" => config.dump_with = Some(PathBuf::from(value("--dump-with")?)),

@@ -164,20 +164,22 @@ pub fn create(hierarchy: &Hierarchy, parent: &Path, name: &str) -> anyhow::Resul
         }
     }
     if hierarchy.is_unified() {
-        enable_unified_controllers(parent, &dir);
+        enable_unified_controllers(parent);
     }
     Ok(dir)
 }
 
-/// Enables the [`UNIFIED_CONTROLLERS`] that `parent` offers in `parent` (for `dir`) and
-/// in `dir` (for its children). A cgroup with processes of its own cannot delegate
-/// controllers (the harness's, when it is not the root), so failures leave the
-/// controllers off and the v2 limits out.
-fn enable_unified_controllers(parent: &Path, dir: &Path) {
+/// Enables the [`UNIFIED_CONTROLLERS`] that `parent` offers in `parent`'s
+/// `cgroup.subtree_control`, for the child just made there. Never in the child itself:
+/// a non-root cgroup that delegates a controller takes no process (the test's cgroup
+/// refused its init with EBUSY on a v2-only host whose harness sits in the root,
+/// 2026-12-06). A cgroup with processes of its own cannot delegate controllers either
+/// (the harness's, when it is not the root), so failures leave the controllers off and
+/// the v2 limits out.
+fn enable_unified_controllers(parent: &Path) {
     let offered = std::fs::read_to_string(parent.join("cgroup.controllers")).unwrap_or_default();
     for controller in UNIFIED_CONTROLLERS.iter().filter(|c| offered.split_whitespace().any(|o| o == **c)) {
         let _ = std::fs::write(parent.join("cgroup.subtree_control"), format!("+{controller}"));
-        let _ = std::fs::write(dir.join("cgroup.subtree_control"), format!("+{controller}"));
     }
 }
 

@@ -2,12 +2,14 @@
 //! process: a scoped thread `setns`es into `/proc/PID/ns/KIND` and runs it there, so the
 //! harness's other threads stay where they are (threads may enter network, UTS and
 //! cgroup namespaces; a mount or user namespace needs a single-threaded caller).
-//! `uname`, `flock` of the run's slot lock, `chown` of a test's directory, `kill`.
+//! `uname`, `flock` of the run's slot lock, `chown` of a test's directory, `kill`, and
+//! the probe for `pidfd_open(PIDFD_THREAD)` (every flavor's requirements).
 //!
-//! Unsafe here: `setns`, `uname`, `flock`, `chown`, `kill`. Guarantee: `setns` gets an fd
+//! Unsafe here: `setns`, `uname`, `flock`, `chown`, `kill`, `pidfd_open`. Guarantee: `setns` gets an fd
 //! this module opened and one `CLONE_NEW*` flag, and changes only the calling thread,
 //! which ends with the closure; `uname` writes into a zeroed `utsname` on the stack;
-//! `flock` and `kill` take integers; `chown` a NUL-terminated path that outlives the call.
+//! `flock`, `kill` and `pidfd_open` take integers (the pidfd is closed at once); `chown` a
+//! NUL-terminated path that outlives the call.
 #![allow(unsafe_code)]
 
 use anyhow::Context;
@@ -114,4 +116,17 @@ pub fn chown(path: &std::path::Path, uid: u32, gid: u32) -> anyhow::Result<()> {
 pub fn kill_hard(pid: i32) {
     // SAFETY: kill takes integers only.
     unsafe { libc::kill(pid, libc::SIGKILL) };
+}
+
+/// Whether the kernel takes `pidfd_open(pid, PIDFD_THREAD)` (Linux 6.9; the flag's value
+/// is O_EXCL), with which crust reaches the fds of a process whose leader thread exited.
+pub fn has_pidfd_thread() -> bool {
+    // SAFETY: pidfd_open takes two integers; the fd it returns is ours and closed here.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, std::process::id() as libc::c_long, libc::O_EXCL as libc::c_long) };
+    if fd < 0 {
+        return false;
+    }
+    // SAFETY: fd was just returned to us and nothing else holds it.
+    drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) });
+    true
 }

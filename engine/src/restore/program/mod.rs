@@ -260,7 +260,10 @@ pub(crate) fn plan_process<A: Abi>(
     let scratch = layout.find_gap::<A>(pid, mm, block_size, &used)?;
     let mut program = Program::<A>::new(area + code_size);
 
-    memory::unmap_all_but(&mut program, mm, premapped, (area, area + estimate), &own_block);
+    // crust's own vDSO block is kept only to be moved where the image had one: a process
+    // that unmapped its vDSO comes back without one (aarch64 kept it, and [vvar] with it).
+    let kept_block: &[(u64, u64)] = if check_vdso.is_some() { &own_block } else { &[] };
+    memory::unmap_all_but(&mut program, mm, premapped, (area, area + estimate), kept_block);
     if let Some(block_start) = check_vdso {
         for op in A::map_vdso_ops(block_start, &own_block, scratch) {
             program.raw(op, format!("map vdso block at {block_start:#x}"));
