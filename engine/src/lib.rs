@@ -33,6 +33,7 @@ mod parasite;
 mod rseq;
 mod sys;
 mod timens;
+mod userns;
 mod uts;
 
 pub use access::AccessError;

@@ -1764,6 +1764,7 @@ mod tests {
             at_dump: AtDump::Asleep,
             host_only: None,
             container_skip: None,
+            userns_skip: None,
             dump_args: &[],
             group: "core",
         };

@@ -78,6 +78,7 @@ fn target_spec() -> TestSpec {
         at_dump: AtDump::Running,
         host_only: Some("the harness signals crust, whose pid is in the host's namespace"),
         container_skip: Some("the harness signals crust, whose pid is in the host's namespace"),
+        userns_skip: None,
         dump_args: &[],
         group: "core",
     }

@@ -445,6 +445,13 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
         queries.push(process_queries);
         parasites.push(parasite);
     }
+    // crust reads the creds in its own view; a tree in a user namespace of its own keeps
+    // them in that namespace's (root in it is uid 0), as CRIU records them.
+    if let Some(maps) = namespaces.id_maps() {
+        for thread in queries.iter_mut().flat_map(|q| q.threads.iter_mut()) {
+            maps.creds_inside(&mut thread.creds);
+        }
+    }
     fault(DumpStep::Parasite)?;
 
     let mut file_table = FileTable {
@@ -455,6 +462,7 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
         tcp_close: options.tcp_close,
         skip_in_flight: options.skip_in_flight,
         mount_view: namespaces.mount_view(),
+        id_maps: namespaces.id_maps().cloned(),
         ..Default::default()
     };
     file_table.tcp.run_id = run_id.clone();
@@ -475,7 +483,7 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
 
     if own_ipc_ns {
         let ns_id = ids.processes[0].ipc_ns_id.unwrap_or_default();
-        let dumped = crate::ipc::dump_namespace(frozen.processes[0].proc_pid(), &options.dir, ns_id)
+        let dumped = crate::ipc::dump_namespace(frozen.processes[0].proc_pid(), &options.dir, ns_id, namespaces.id_maps())
             .map_err(|source| DumpError::IpcNamespace { pid: root, source })?;
         log::info!(
             "IPC namespace: {} shared memory segments, {} semaphore sets, {} message queues",

@@ -1,11 +1,11 @@
 //! The namespaces stage of a dump, right after the seize: which namespaces the tree
 //! has of its own, compared with crust's. A mount namespace (`mounts/`) and a UTS
 //! namespace (`uts.rs`) of its own are dumped, a cgroup namespace through the cgroup
-//! sets (`cgroups/`); user and time namespaces of its own are refused in one line until
-//! crust dumps them, as are processes of one tree in different mount, UTS or cgroup
-//! namespaces, and a process whose children would start in a time namespace other
-//! than its own (CRIU 4.2 refuses it too). (pid, IPC and network namespaces are the seize's,
-//! `ipc/`'s and `net/`'s.)
+//! sets (`cgroups/`), a user namespace of its own (`userns.rs`) when its parent is
+//! crust's. A nested user namespace is refused in one line, as are processes of one
+//! tree in different mount, UTS, cgroup, time or user namespaces, and a process whose
+//! children would start in a time namespace other than its own (CRIU 4.2 refuses it
+//! too). (pid, IPC and network namespaces are the seize's, `ipc/`'s and `net/`'s.)
 
 use std::path::Path;
 
@@ -13,6 +13,7 @@ use crate::dump::freeze::Frozen;
 use crate::files::MountView;
 use crate::mounts::{DumpMountOptions, DumpedMounts, MountError};
 use crate::ns::{NsKind, TreeIds};
+use crate::userns::IdMaps;
 use crate::uts::UtsError;
 
 /// Why the namespaces of the tree cannot be dumped.
@@ -24,6 +25,8 @@ pub enum NamespaceError {
     Mounts { pid: i32, source: MountError },
     #[error("dump pid {pid}: UTS namespace: {source}")]
     Uts { pid: i32, source: UtsError },
+    #[error("dump pid {pid}: user namespace: {source}")]
+    Userns { pid: i32, source: crate::userns::UsernsError },
 }
 
 /// The namespaces of the tree that the dump takes along.
@@ -35,6 +38,9 @@ pub(crate) struct TreeNamespaces {
     /// The tree has a cgroup namespace of its own (`cgroups/`: its root is in the
     /// sets' `cgns_prefix`).
     pub(crate) cgroup_ns: bool,
+    /// The tree's own user namespace: its id and maps (what crust reads of the tree in
+    /// its own view goes through them into the tree's).
+    pub(crate) user: Option<(u32, IdMaps)>,
     /// The host pid of the tree's root.
     root: i32,
 }
@@ -46,9 +52,18 @@ impl TreeNamespaces {
         self.mounts.as_ref().map(|m| MountView { root: m.view_root.clone(), mounts: m.mount_ids() })
     }
 
-    /// Writes `mountpoints-<id>.img` and `utsns-<id>.img`.
+    /// The maps of the tree's own user namespace, if it has one.
+    pub(crate) fn id_maps(&self) -> Option<&IdMaps> {
+        self.user.as_ref().map(|(_, maps)| maps)
+    }
+
+    /// Writes `mountpoints-<id>.img`, `utsns-<id>.img` and `userns-<id>.img`.
     pub(crate) fn write(&self, dir: &Path) -> Result<(), NamespaceError> {
         let pid = self.root;
+        if let Some((id, maps)) = &self.user {
+            crate::userns::write(dir, *id, maps).map_err(|source| NamespaceError::Userns { pid, source })?;
+            log::info!("user namespace {id}: uid_map {:?}, gid_map {:?}", crate::userns::map_text(&maps.uid), crate::userns::map_text(&maps.gid));
+        }
         if let Some(mounts) = &self.mounts {
             crate::mounts::write_image(dir, mounts).map_err(|source| NamespaceError::Mounts { pid, source })?;
             log::info!("mount namespace {}: {} mounts ({} skipped)", mounts.ns_id, mounts.entries.len(), mounts.skipped.len());
@@ -77,8 +92,13 @@ pub(crate) fn collect(frozen: &Frozen, ids: &TreeIds, options: &DumpMountOptions
         }
     }
     let own = |kind: NsKind| ids.processes.first().and_then(|first| kind.id(first)).filter(|&id| Some(id) != kind.id(&ids.root));
+    let user = match own(NsKind::User) {
+        Some(id) => Some((id, crate::userns::read(root).map_err(|source| NamespaceError::Userns { pid: root, source })?)),
+        None => None,
+    };
+    let maps = user.as_ref().map(|(_, maps)| maps);
     let mounts = match own(NsKind::Mnt) {
-        Some(id) => Some(crate::mounts::collect(root, id, options).map_err(|source| NamespaceError::Mounts { pid: root, source })?),
+        Some(id) => Some(crate::mounts::collect(root, id, options, maps).map_err(|source| NamespaceError::Mounts { pid: root, source })?),
         None => {
             if options != &DumpMountOptions::default() {
                 log::warn!("dump pid {root}: the tree shares crust's mount namespace: --external mnt[...], --ext-mount-map and --skip-mnt do not apply");
@@ -86,21 +106,16 @@ pub(crate) fn collect(frozen: &Frozen, ids: &TreeIds, options: &DumpMountOptions
             None
         }
     };
-    Ok(TreeNamespaces { mounts, uts_id: own(NsKind::Uts), cgroup_ns: own(NsKind::Cgroup).is_some(), root })
+    Ok(TreeNamespaces { mounts, uts_id: own(NsKind::Uts), cgroup_ns: own(NsKind::Cgroup).is_some(), user, root })
 }
 
 /// The first namespace of the live processes `live` (ids in `ids.processes`, same
-/// order) that crust cannot dump yet: a user namespace other than crust's, or a mount,
-/// UTS, cgroup or time namespace other than the tree root's. Pure.
+/// order) that crust cannot dump yet: a mount, UTS, cgroup, time or user namespace
+/// other than the tree root's. Pure.
 fn refused(live: &[i32], ids: &TreeIds) -> Option<(i32, String)> {
     let first = ids.processes.first()?;
     for (&pid, process) in live.iter().zip(&ids.processes) {
-        for kind in [NsKind::User] {
-            if let Some(id) = kind.id(process).filter(|&id| Some(id) != kind.id(&ids.root)) {
-                return Some((pid, format!("{} of its own ({} {id}) is not supported yet", kind.describe(), kind.field())));
-            }
-        }
-        for kind in [NsKind::Uts, NsKind::Mnt, NsKind::Cgroup, NsKind::Time] {
+        for kind in [NsKind::Uts, NsKind::Mnt, NsKind::Cgroup, NsKind::Time, NsKind::User] {
             if kind.id(process) != kind.id(first) {
                 let show = |id: Option<u32>| id.map_or_else(|| "none".to_string(), |id| id.to_string());
                 return Some((
@@ -134,7 +149,7 @@ mod tests {
     const HOST: NsInodes = [Some(10), Some(20), Some(30), Some(40), Some(50), Some(60), Some(70), Some(80)];
 
     #[test]
-    fn mount_and_uts_namespaces_of_the_trees_own_pass_others_are_refused() {
+    fn namespaces_of_the_trees_own_pass_processes_in_others_are_refused() {
         // pid, ipc, uts and mnt of its own (the ns flavor plus mount and UTS).
         let mut tree = HOST;
         for (index, inode) in [(0, 11), (2, 31), (3, 41), (5, 61)] {
@@ -143,8 +158,9 @@ mod tests {
         assert_eq!(refused(&[100, 101], &number(&HOST, &[tree, tree])), None);
         let mut user = tree;
         user[6] = Some(71);
+        assert_eq!(refused(&[100, 101], &number(&HOST, &[user, user])), None);
         let error = refused(&[100, 101], &number(&HOST, &[tree, user])).expect("user").1;
-        assert_eq!(error, "a user namespace of its own (user_ns_id 13) is not supported yet");
+        assert_eq!(error, "a user namespace other than the tree root's (user_ns_id 13 here, 7 in the root): not supported yet");
         let error = refused(&[100, 101], &number(&HOST, &[tree, HOST])).expect("mnt").1;
         assert_eq!(error, "a UTS namespace other than the tree root's (uts_ns_id 4 here, 11 in the root): not supported yet");
     }

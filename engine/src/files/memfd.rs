@@ -76,13 +76,18 @@ impl MemfdInodes {
 
     /// Writes memfd.img and each inode's data: pages-N.img from `first_pages_id` on.
     /// Holes are skipped (SEEK_DATA), so sparse memfds stay sparse.
-    pub(crate) fn write(&self, dir: &Path, first_pages_id: u32) -> Result<(), FileError> {
+    /// With `owners`, the maps of the tree's own user namespace, owners are written in
+    /// its view.
+    pub(crate) fn write(&self, dir: &Path, first_pages_id: u32, owners: Option<&crate::userns::IdMaps>) -> Result<(), FileError> {
         if self.entries.is_empty() {
             return Ok(());
         }
         let mut w = ImageWriter::create(dir, ImageKind::MemfdInode, 0)?;
         for (entry, _) in &self.entries {
-            w.write_entry(entry)?;
+            match owners {
+                Some(maps) => w.write_entry(&pb::MemfdInodeEntry { uid: maps.uid_inside(entry.uid), gid: maps.gid_inside(entry.gid), ..entry.clone() })?,
+                None => w.write_entry(entry)?,
+            }
         }
         w.finish()?;
         for (index, (entry, source)) in self.entries.iter().enumerate() {

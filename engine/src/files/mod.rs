@@ -213,6 +213,9 @@ pub(crate) struct FileTable {
     pub(crate) tcp: TcpRepairGuard,
     /// The tree's own mount namespace, when it has one: paths are that namespace's
     /// view, every file must be on one of its dumped mounts, and reg entries name it.
+    /// The maps of the tree's own user namespace: owners of ghost files are written in
+    /// its view.
+    pub(crate) id_maps: Option<crate::userns::IdMaps>,
     pub(crate) mount_view: Option<MountView>,
 }
 

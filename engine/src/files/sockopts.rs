@@ -125,11 +125,18 @@ pub(crate) fn apply(fd: &OwnedFd, opts: &pb::SkOptsEntry, tcp_opts: Option<&pb::
     let set = |level: i32, name: i32, value: i32, option: &str| {
         sys::socket::set_socket_option(raw, level, name, value).map_err(file_io(format!("{what}: {option} {value}")))
     };
+    // The FORCE options need CAP_NET_ADMIN in the initial user namespace, which a process
+    // of a tree with a user namespace of its own has not: there the plain options, which
+    // the kernel caps at net.core.wmem_max/rmem_max.
+    let set_buffer = |force: i32, plain: i32, value: i32, option: &str| match sys::socket::set_socket_option(raw, libc::SOL_SOCKET, force, value) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => set(libc::SOL_SOCKET, plain, value, option),
+        other => other.map_err(file_io(format!("{what}: {option}FORCE {value}"))),
+    };
     if opts.so_sndbuf > 0 {
-        set(libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, (opts.so_sndbuf / 2) as i32, "SO_SNDBUFFORCE")?;
+        set_buffer(libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, (opts.so_sndbuf / 2) as i32, "SO_SNDBUF")?;
     }
     if opts.so_rcvbuf > 0 {
-        set(libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, (opts.so_rcvbuf / 2) as i32, "SO_RCVBUFFORCE")?;
+        set_buffer(libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, (opts.so_rcvbuf / 2) as i32, "SO_RCVBUF")?;
     }
     if let Some(lock) = opts.so_buf_lock {
         // Refused by kernels before 5.14, which cannot tell it either.

@@ -67,7 +67,7 @@ pub(crate) fn write_images(pid: i32, dir: &Path, files: &FileTable, first_shmem_
         w.finish().map_err(image)?;
     }
     // memfd data takes pages ids after every process's.
-    files.memfds.write(dir, first_shmem_pages_id).map_err(|what| FileDumpError::Unsupported { pid, what: format!("memfd data: {what}") })?;
+    files.memfds.write(dir, first_shmem_pages_id, files.id_maps.as_ref()).map_err(|what| FileDumpError::Unsupported { pid, what: format!("memfd data: {what}") })?;
     if !files.locks.is_empty() {
         let mut w = ImageWriter::create(dir, ImageKind::FileLocks, 0).map_err(image)?;
         for lock in &files.locks {
@@ -89,8 +89,8 @@ pub(crate) fn write_images(pid: i32, dir: &Path, files: &FileTable, first_shmem_
         for (ghost_id, source, meta) in &files.ghosts {
             let mut w = ImageWriter::create(dir, ImageKind::GhostFile, *ghost_id as u64).map_err(image)?;
             w.write_entry(&pb::GhostFileEntry {
-                uid: meta.uid(),
-                gid: meta.gid(),
+                uid: files.id_maps.as_ref().map_or(meta.uid(), |maps| maps.uid_inside(meta.uid())),
+                gid: files.id_maps.as_ref().map_or(meta.gid(), |maps| maps.gid_inside(meta.gid())),
                 mode: meta.mode(),
                 dev: Some(kernel_dev(meta.dev())),
                 ino: Some(meta.ino()),

@@ -9,6 +9,7 @@ use crust_images::{pb, ImageKind, ImageWriter};
 
 use super::{in_namespace_of, ipc_io, ns_link, read_one, read_optional, read_sysctl, shmem_file, IpcError, CHUNK};
 use crate::sys::sysv;
+use crate::userns::IdMaps;
 
 /// A process of the tree in an IPC namespace other than the root's.
 #[derive(Debug, thiserror::Error)]
@@ -35,13 +36,17 @@ fn show(link: &Option<std::path::PathBuf>) -> String {
     link.as_ref().map(|l| l.display().to_string()).unwrap_or_else(|| "?".into())
 }
 
-fn desc(id: i32, perm: &sysv::Perm) -> pb::IpcDescEntry {
+/// The `ipc_desc_entry` of an object; owners in the view of the tree's user namespace
+/// (`owners`: its maps), as the kernel shows them to crust in its own.
+fn desc(id: i32, perm: &sysv::Perm, owners: Option<&IdMaps>) -> pb::IpcDescEntry {
+    let uid = |id: u32| owners.map_or(id, |maps| maps.uid_inside(id));
+    let gid = |id: u32| owners.map_or(id, |maps| maps.gid_inside(id));
     pb::IpcDescEntry {
         key: perm.key as u32,
-        uid: perm.uid,
-        gid: perm.gid,
-        cuid: perm.cuid,
-        cgid: perm.cgid,
+        uid: uid(perm.uid),
+        gid: gid(perm.gid),
+        cuid: uid(perm.cuid),
+        cgid: gid(perm.cgid),
         mode: perm.mode,
         id: id as u32,
     }
@@ -80,8 +85,9 @@ pub(crate) struct Dumped {
 }
 
 /// Writes every object of `root`'s IPC namespace and its limits into `dir`, in images
-/// named after the namespace's id `ns_id` (`ids.ipc_ns_id`).
-pub(crate) fn dump_namespace(root: i32, dir: &Path, ns_id: u32) -> Result<Dumped, IpcError> {
+/// named after the namespace's id `ns_id` (`ids.ipc_ns_id`); `owners`: the maps of the
+/// tree's own user namespace.
+pub(crate) fn dump_namespace(root: i32, dir: &Path, ns_id: u32, owners: Option<&IdMaps>) -> Result<Dumped, IpcError> {
     in_namespace_of(root, || {
         let var = read_var()?;
         // POSIX message queues live in the namespace too, and crust cannot take them:
@@ -105,7 +111,7 @@ pub(crate) fn dump_namespace(root: i32, dir: &Path, ns_id: u32) -> Result<Dumped
         let mut w = ImageWriter::create(dir, ImageKind::IpcnsShm, ns_id as u64)?;
         for shm in &segments {
             // The data follows the entry, as crit reads it (it does not know in_pagemaps).
-            let entry = pb::IpcShmEntry { desc: desc(shm.id, &shm.perm), size: shm.size, in_pagemaps: None, hugetlb_flag: None };
+            let entry = pb::IpcShmEntry { desc: desc(shm.id, &shm.perm, owners), size: shm.size, in_pagemaps: None, hugetlb_flag: None };
             w.write_entry(&entry)?;
             let data = shmem_file(shm.id, shm.size, false)?;
             let padded = shm.size.next_multiple_of(4);
@@ -133,7 +139,7 @@ pub(crate) fn dump_namespace(root: i32, dir: &Path, ns_id: u32) -> Result<Dumped
         let mut w = ImageWriter::create(dir, ImageKind::IpcnsSem, ns_id as u64)?;
         for set in &sets {
             let values = sysv::sem_values(set.id, set.nsems).map_err(ipc_io(format!("GETALL of semaphore set {}", set.id)))?;
-            w.write_entry(&pb::IpcSemEntry { desc: desc(set.id, &set.perm), nsems: set.nsems })?;
+            w.write_entry(&pb::IpcSemEntry { desc: desc(set.id, &set.perm, owners), nsems: set.nsems })?;
             let mut bytes: Vec<u8> = values.iter().flat_map(|v| v.to_ne_bytes()).collect();
             bytes.resize(bytes.len().next_multiple_of(8), 0);
             w.write_payload(&bytes)?;
@@ -149,7 +155,7 @@ pub(crate) fn dump_namespace(root: i32, dir: &Path, ns_id: u32) -> Result<Dumped
             for index in 0..queue.qnum {
                 messages.push(sysv::copy_message(queue.id, index, max).map_err(ipc_io(format!("MSG_COPY of message {index} of queue {}", queue.id)))?);
             }
-            let entry = pb::IpcMsgEntry { desc: desc(queue.id, &queue.perm), qbytes: queue.qbytes as u32, qnum: messages.len() as u32 };
+            let entry = pb::IpcMsgEntry { desc: desc(queue.id, &queue.perm, owners), qbytes: queue.qbytes as u32, qnum: messages.len() as u32 };
             w.write_entry(&entry)?;
             for (mtype, text) in &messages {
                 w.write_entry(&pb::IpcMsg { mtype: *mtype as u64, msize: text.len() as u32 })?;

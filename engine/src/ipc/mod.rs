@@ -102,6 +102,12 @@ fn read_optional(name: &str) -> Result<Option<i128>, IpcError> {
 
 fn write_sysctl(name: &str, value: &str) -> Result<(), IpcError> {
     let path = format!("{SYSCTL}/{name}");
+    // A value the namespace has already is not written: in a user namespace of the
+    // tree's own only the namespace's root may write these, and the restored root keeps
+    // the host's root's ids until its restorer ends (`userns.rs`).
+    if fs::read_to_string(&path).is_ok_and(|now| now.split_whitespace().eq(value.split_whitespace())) {
+        return Ok(());
+    }
     fs::write(&path, value).map_err(ipc_io(format!("write {value} to {path}")))
 }
 

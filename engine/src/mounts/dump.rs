@@ -12,6 +12,7 @@ use crust_images::{pb, ImageKind, ImageWriter};
 use super::classify::{classify, describe, fstype_number, DumpMountOptions, MountClass};
 use super::mountinfo::{self, MountInfo};
 use super::{mount_io, MountError};
+use crate::userns::IdMaps;
 
 /// The dumped mount namespace of a tree.
 #[derive(Debug)]
@@ -29,6 +30,9 @@ pub(crate) struct DumpedMounts {
     /// detached clone of its mount (that mount alone), archived when the images are
     /// written.
     pub(crate) tmpfs: Vec<(u32, String, OwnedFd)>,
+    /// The maps of the tree's own user namespace: the owners of a tmpfs's files are
+    /// archived in its view (CRIU runs tar in the namespace).
+    pub(crate) id_maps: Option<IdMaps>,
 }
 
 impl DumpedMounts {
@@ -41,8 +45,9 @@ impl DumpedMounts {
 /// Reads and classifies the mount namespace of `root` (a stopped task whose root is the
 /// namespace's root), as namespace `ns_id`. The mountinfo is read from a thread in the
 /// root's cgroup namespace, so cgroup mounts' roots are the tree's view (CRIU's); each
-/// tmpfs is cloned from a thread in the tree's mount namespace.
-pub(crate) fn collect(root: i32, ns_id: u32, options: &DumpMountOptions) -> Result<DumpedMounts, MountError> {
+/// tmpfs is cloned from a thread in the tree's mount namespace. With the maps of the
+/// tree's own user namespace (`id_maps`), `uid=`/`gid=` options are written in its view.
+pub(crate) fn collect(root: i32, ns_id: u32, options: &DumpMountOptions, id_maps: Option<&IdMaps>) -> Result<DumpedMounts, MountError> {
     let root_link = format!("/proc/{root}/root");
     let seen_root = fs::read_link(&root_link).map_err(mount_io(format!("readlink {root_link}")))?;
     if seen_root != Path::new("/") {
@@ -77,7 +82,11 @@ pub(crate) fn collect(root: i32, ns_id: u32, options: &DumpMountOptions) -> Resu
             }
             MountClass::Root | MountClass::Bind { .. } | MountClass::Fs => (None, mount.source.clone()),
         };
-        entries.push(entry(mount, source, ext_key));
+        let mut made = entry(mount, source, ext_key);
+        if let Some(maps) = id_maps {
+            made.options = maps.options_inside(&made.options);
+        }
+        entries.push(made);
     }
     for entry in &entries {
         log::debug!("mount {} {} at {} from {} (parent {}, flags {:#x}, key {:?})", entry.mnt_id, entry.fstype, entry.mountpoint, entry.root, entry.parent_mnt_id, entry.flags, entry.ext_key);
@@ -87,8 +96,29 @@ pub(crate) fn collect(root: i32, ns_id: u32, options: &DumpMountOptions) -> Resu
     } else {
         let mnt_ns_path = format!("/proc/{root}/ns/mnt");
         let mnt_ns = fs::File::open(&mnt_ns_path).map_err(mount_io(format!("open {mnt_ns_path}")))?;
+        let covered = tmpfs_mounts.iter().any(|m| is_covered(m, &tree));
         in_thread(|| {
             crate::sys::mount::enter_mount_namespace(&mnt_ns).map_err(mount_io(format!("enter the mount namespace of pid {root} (setns)")))?;
+            if !covered {
+                // Each tmpfs is the topmost mount at its path: cloned where it is (a
+                // detached clone changes nothing in the tree's namespace). The copy
+                // below cannot be made of a namespace another user namespace owns:
+                // copied into crust's, its mounts are locked and cannot be detached.
+                let mut clones = Vec::new();
+                for mount in &tmpfs_mounts {
+                    let name = describe(mount);
+                    let clone = crate::sys::mount::clone_tree(Path::new(&mount.mountpoint)).map_err(mount_io(format!("{name}: clone it to read its files (open_tree)")))?;
+                    clones.push((mount.device(), name, clone));
+                }
+                return Ok(clones);
+            }
+            if id_maps.is_some() {
+                let names: Vec<String> = tmpfs_mounts.iter().filter(|m| is_covered(m, &tree)).map(|m| describe(m)).collect();
+                return Err(MountError::refused(format!(
+                    "{}: a tmpfs covered by a later mount in a mount namespace of a user namespace of the tree's own: not supported yet",
+                    names.join(", ")
+                )));
+            }
             // A copy of the namespace of this thread's own, made private (nothing done
             // in it propagates to the tree's), where the mounts are detached from the
             // last one up: each is then the topmost at its path when it is cloned, so
@@ -110,7 +140,15 @@ pub(crate) fn collect(root: i32, ns_id: u32, options: &DumpMountOptions) -> Resu
             Ok(clones)
         })?
     };
-    Ok(DumpedMounts { ns_id, entries, skipped, view_root: PathBuf::from(root_link), tmpfs })
+    Ok(DumpedMounts { ns_id, entries, skipped, view_root: PathBuf::from(root_link), tmpfs, id_maps: id_maps.cloned() })
+}
+
+/// Whether a later mount of `tree` hides `mount`: one at the same path or at a
+/// directory above it. Pure.
+fn is_covered(mount: &MountInfo, tree: &[MountInfo]) -> bool {
+    let Some(position) = tree.iter().position(|m| m.id == mount.id) else { return false };
+    let path = Path::new(&mount.mountpoint);
+    tree[position + 1..].iter().any(|later| path.starts_with(&later.mountpoint))
 }
 
 /// Runs `work` in a thread of its own (one that may enter namespaces) and waits for it.
@@ -155,7 +193,7 @@ pub(crate) fn write_image(dir: &Path, mounts: &DumpedMounts) -> Result<(), Mount
         let path = dir.join(&file_name);
         let file = fs::File::create(&path).map_err(mount_io(format!("create {}", path.display())))?;
         let mut out = std::io::BufWriter::new(file);
-        let entries = super::tmpfs::archive(clone.as_fd(), name, &mut out)?;
+        let entries = super::tmpfs::archive(clone.as_fd(), name, mounts.id_maps.as_ref(), &mut out)?;
         out.into_inner().map_err(|e| MountError::Io { what: format!("write {}", path.display()), source: e.into_error() })?;
         log::info!("{name}: {entries} files and directories in {file_name}");
     }
@@ -165,6 +203,15 @@ pub(crate) fn write_image(dir: &Path, mounts: &DumpedMounts) -> Result<(), Mount
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_mount_under_a_later_one_is_covered() {
+        let text = "1 0 0:1 / / rw - ext4 /dev/a rw\n2 1 0:2 / /dev rw - tmpfs tmpfs rw\n3 2 0:3 / /dev/pts rw - devpts devpts rw\n4 1 0:4 / /tmp rw - tmpfs tmpfs rw\n5 1 0:5 / /tmp rw - tmpfs tmpfs rw\n";
+        let tree = mountinfo::parse(text).expect("tree");
+        assert!(!is_covered(&tree[1], &tree), "/dev has a mount below it, not over it");
+        assert!(is_covered(&tree[3], &tree), "the first /tmp is under the second");
+        assert!(!is_covered(&tree[4], &tree));
+    }
 
     #[test]
     fn entries_are_criu_s() {

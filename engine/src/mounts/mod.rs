@@ -41,7 +41,7 @@ pub use classify::DumpMountOptions;
 pub(crate) use dump::{collect, write_image, DumpedMounts};
 pub use plan::RestoreMountOptions;
 pub(crate) use plan::{plan_for_restore, MountPlan};
-pub(crate) use restore::{finish_namespace, path_from, prepare, setup_in_root, PreparedMounts};
+pub(crate) use restore::{finish_namespace, open_archives, path_from, prepare, setup_in_root, PreparedMounts};
 
 /// Why the mounts of a tree could not be dumped or restored. Every message names the
 /// mount, the image or the path.

@@ -19,6 +19,7 @@
 //!
 //! Works on Linux 6.1 (the VMs): attaching into a detached tree (6.15) is not used.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -90,7 +91,26 @@ fn make_mountpoint(path: &Path, dir: bool) -> std::io::Result<()> {
 /// `plan` from the clones crust `prepared` and returns the path of its root (in this
 /// namespace), for the caller to chroot into. Closes the clones (this process's copies:
 /// the `PreparedMounts` value itself stays crust's, inherited through fork).
-pub(crate) fn setup_in_root(plan: &MountPlan, prepared: &PreparedMounts) -> Result<PathBuf, MountError> {
+/// The tmpfs archives of `plan`, opened (from the working directory, the images
+/// directory) by the root before it builds the tree: in a user namespace of the tree's
+/// own, the tree is built by a helper that is root of the namespace, which may not
+/// read the images (they belong to the host's root).
+pub(crate) fn open_archives(plan: &MountPlan) -> Result<BTreeMap<String, fs::File>, MountError> {
+    let mut archives = BTreeMap::new();
+    for mount in &plan.mounts {
+        if let Source::Fs(NewFs { archive: Some(archive), .. }) = &mount.source {
+            if !archives.contains_key(archive) {
+                let file = fs::File::open(archive).map_err(mount_io(format!("open {archive}")))?;
+                archives.insert(archive.clone(), file);
+            }
+        }
+    }
+    Ok(archives)
+}
+
+/// Builds the tree in the calling task's new mount namespace (see the module doc),
+/// the tmpfs contents from `archives` ([`open_archives`]); returns where the tree is.
+pub(crate) fn setup_in_root(plan: &MountPlan, prepared: &PreparedMounts, archives: &BTreeMap<String, fs::File>) -> Result<PathBuf, MountError> {
     mnt::make_private_recursive(Path::new("/")).map_err(mount_io("make / private (recursively) in the new mount namespace"))?;
     let yard_mount = mnt::new_tmpfs(&[("mode", "0700"), ("size", "1m")]).map_err(mount_io("make the yard (a tmpfs): fsopen/fsmount"))?;
     let yard = plan.root_dir.clone();
@@ -108,7 +128,7 @@ pub(crate) fn setup_in_root(plan: &MountPlan, prepared: &PreparedMounts) -> Resu
                 &made
             }
             Source::Fs(fs) => {
-                made = new_filesystem(&name, fs)?;
+                made = new_filesystem(&name, fs, archives)?;
                 &made
             }
         };
@@ -171,15 +191,24 @@ pub(crate) fn setup_in_root(plan: &MountPlan, prepared: &PreparedMounts) -> Resu
 /// tmpfs filled from its archive (read from the working directory, the images
 /// directory), its superblock made read-only if it was; the directory `fs.rel` of it
 /// when that is the mount's root.
-fn new_filesystem(name: &str, fs: &NewFs) -> Result<OwnedFd, MountError> {
-    let made = mnt::new_mount(&fs.fstype, &fs.source, &fs.options)
+fn new_filesystem(name: &str, fs: &NewFs, archives: &BTreeMap<String, fs::File>) -> Result<OwnedFd, MountError> {
+    // A read-only superblock without contents to put in is made read-only at once: in a
+    // user namespace, making a sysfs read-only afterwards is refused (EPERM).
+    let read_only_now = fs.read_only && fs.archive.is_none();
+    let mut options = fs.options.clone();
+    if read_only_now {
+        options.push(("ro".to_string(), None));
+    }
+    let made = mnt::new_mount(&fs.fstype, &fs.source, &options)
         .map_err(|(step, source)| MountError::Io { what: format!("{name}: mount a new {} ({step})", fs.fstype), source })?;
     if let Some(archive) = &fs.archive {
-        let file = fs::File::open(archive).map_err(mount_io(format!("{name}: open {archive}")))?;
+        let mut file = archives.get(archive).ok_or_else(|| MountError::refused(format!("{name}: {archive} was not opened")))?;
+        // Binds of one tmpfs share its archive: each extraction reads it whole.
+        std::io::Seek::rewind(&mut file).map_err(mount_io(format!("{name}: rewind {archive}")))?;
         let entries = super::tmpfs::extract(made.as_fd(), archive, name, std::io::BufReader::new(file))?;
         log::debug!("{name}: {entries} files and directories from {archive}");
     }
-    if fs.read_only {
+    if fs.read_only && !read_only_now {
         mnt::make_superblock_readonly(&made).map_err(mount_io(format!("{name}: make its {} read-only (fspick, fsconfig ro)", fs.fstype)))?;
     }
     if fs.rel.is_empty() {

@@ -22,13 +22,15 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, SeekFrom, Timest
 use rustix::io::Errno;
 
 use super::{mount_io, MountError};
+use crate::userns::IdMaps;
 
 /// Writes the contents of the tmpfs mounted (alone) at `mount` into `out` as a gzipped
-/// GNU tar archive; `name` names the mount in errors. Returns the entries written.
-pub(crate) fn archive(mount: BorrowedFd<'_>, name: &str, out: impl Write) -> Result<u64, MountError> {
+/// GNU tar archive; `name` names the mount in errors; with `owners`, the maps of the
+/// tree's user namespace, owners are written in its view. Returns the entries written.
+pub(crate) fn archive(mount: BorrowedFd<'_>, name: &str, owners: Option<&IdMaps>, out: impl Write) -> Result<u64, MountError> {
     let root = rustix::fs::openat(mount, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
         .map_err(errno(format!("{name}: open its root")))?;
-    let mut walk = Walk { name, writer: tar::gzip_writer(out), links: HashMap::new(), entries: 0 };
+    let mut walk = Walk { name, writer: tar::gzip_writer(out), links: HashMap::new(), entries: 0, owners };
     let stat = rustix::fs::fstat(&root).map_err(errno(format!("{name}: stat its root")))?;
     walk.put(&entry_of(Path::new(""), &stat, EntryKind::Directory), None)?;
     walk.directory(&root, Path::new(""))?;
@@ -43,10 +45,19 @@ struct Walk<'a, W: Write> {
     /// (dev, inode) of files with more than one link, by their first archived name.
     links: HashMap<(u64, u64), PathBuf>,
     entries: u64,
+    owners: Option<&'a IdMaps>,
 }
 
 impl<W: Write> Walk<'_, W> {
     fn put(&mut self, entry: &Entry, file: Option<&mut std::fs::File>) -> Result<(), MountError> {
+        let mapped;
+        let entry = match self.owners {
+            Some(maps) => {
+                mapped = Entry { uid: maps.uid_inside(entry.uid), gid: maps.gid_inside(entry.gid), ..entry.clone() };
+                &mapped
+            }
+            None => entry,
+        };
         let result = match file {
             Some(file) => self.writer.append_file(entry, file),
             None => self.writer.append(entry),
@@ -292,7 +303,7 @@ mod tests {
 
         let open = |path: &Path| rustix::fs::open(path, OFlags::PATH | OFlags::DIRECTORY, Mode::empty()).expect("open");
         let mut bytes = Vec::new();
-        let entries = archive(open(&from).as_fd(), "test", &mut bytes).expect("archive");
+        let entries = archive(open(&from).as_fd(), "test", None, &mut bytes).expect("archive");
         assert_eq!(entries, 9);
         let extracted = extract(open(&to).as_fd(), "tmpfs-dev-1.tar.gz.img", "test", bytes.as_slice()).expect("extract");
         assert_eq!(extracted, 9);

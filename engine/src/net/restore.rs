@@ -4,7 +4,10 @@
 //! name, MTU and MAC, a veth's host end in crust's namespace, link flags, addresses,
 //! routes, rules, the nftables ruleset), opens the tree's files (sockets are created in
 //! the namespace they are opened in) and clones the root, which inherits the namespace;
-//! then it goes back to its own ([`Entered::leave`], also on every error path). A
+//! then it goes back to its own ([`Entered::leave`], also on every error path). A tree
+//! with a user namespace of its own gets a network namespace that namespace owns: its
+//! root is cloned into a new, empty one, which crust's main thread then enters and
+//! builds ([`NetImages::make_in`]) before the root goes on. A
 //! failed restore leaves nothing behind: the namespace ends with the last fd on it, and
 //! a veth's host end ends with its pair.
 
@@ -162,19 +165,43 @@ pub(crate) fn host_ends(pairs: &[(String, String)]) -> BTreeMap<String, HostEnd>
 impl NetImages {
     /// Makes the namespace and leaves the calling thread in it (see the module doc).
     pub(crate) fn make(&self, host_ends: &BTreeMap<String, HostEnd>, above: i32) -> Result<Entered, NetError> {
+        self.check_host_ends(host_ends)?;
+        let crust = Namespace::own()?.parked_above(above)?;
+        let mut host = Netlink::route().map_err(net_io("open an rtnetlink socket"))?;
+        sys::netns::enter_new_net_namespace().map_err(net_io("make a new network namespace"))?;
+        let entered = Entered { crust: Some(crust), host_ends: Vec::new() };
+        self.build(entered, &mut host, host_ends)
+    }
+
+    /// Builds the namespace in the new, empty network namespace of `pid` (the restored
+    /// root of a tree with a user namespace of its own, cloned into both, so that its
+    /// user namespace owns it), from the calling thread, which stays in it until
+    /// [`Entered::leave`].
+    pub(crate) fn make_in(&self, pid: i32, host_ends: &BTreeMap<String, HostEnd>, above: i32) -> Result<Entered, NetError> {
+        self.check_host_ends(host_ends)?;
+        let crust = Namespace::own()?.parked_above(above)?;
+        let mut host = Netlink::route().map_err(net_io("open an rtnetlink socket"))?;
+        let tree = Namespace::of(pid)?;
+        sys::netns::enter_net_namespace(tree.fd).map_err(net_io(format!("enter the network namespace of pid {pid} (setns)")))?;
+        let entered = Entered { crust: Some(crust), host_ends: Vec::new() };
+        self.build(entered, &mut host, host_ends)
+    }
+
+    fn check_host_ends(&self, host_ends: &BTreeMap<String, HostEnd>) -> Result<(), NetError> {
         for inner in host_ends.keys() {
             if !self.devices.iter().any(|d| &d.name == inner && d.r#type == pb::NdType::Veth as i32 && d.peer_nsid.is_none()) {
                 return Err(NetError::refused(format!("a host end is named for veth {inner}, which the dump has not (or not with its peer outside)")));
             }
         }
-        let crust = Namespace::own()?.parked_above(above)?;
-        let mut host = Netlink::route().map_err(net_io("open an rtnetlink socket"))?;
-        sys::netns::enter_new_net_namespace().map_err(net_io("make a new network namespace"))?;
-        let mut entered = Entered { crust: Some(crust), host_ends: Vec::new() };
+        Ok(())
+    }
+
+    /// Fills the namespace the calling thread is in (`entered`: how it goes back).
+    fn build(&self, mut entered: Entered, host: &mut Netlink, host_ends: &BTreeMap<String, HostEnd>) -> Result<Entered, NetError> {
         let mut inside = Netlink::route().map_err(net_io("open an rtnetlink socket in the new namespace"))?;
         sysctl::write_namespace(&self.netns)?;
         let crust_fd = entered.crust.as_ref().expect("set above").borrow();
-        let made = links::restore_links(&mut inside, &mut host, crust_fd, &self.devices, self.ns_id, host_ends)?;
+        let made = links::restore_links(&mut inside, host, crust_fd, &self.devices, self.ns_id, host_ends)?;
         entered.host_ends = made.into_iter().map(|m| (m.inner, m.name)).collect();
         for device in &self.devices {
             sysctl::write_conf(Family::V4, &device.name, &device.conf4, &self.netns.def_conf4)?;

@@ -73,6 +73,12 @@ pub(crate) struct RootNamespaces<'a> {
     /// mounts anything (a cgroup filesystem shows the cgroups from its mounter's
     /// namespace root).
     pub(crate) cgroup_ns: bool,
+    /// The root was cloned into the tree's new user namespace: it waits first thing for
+    /// crust to write its maps (and build its network namespace), a `u` on the sync
+    /// pipe. It keeps crust's ids (the host's root, which owns the images; the restorer
+    /// gives every thread its dumped creds last), and builds the mount tree through a
+    /// helper that is root of the namespace (files it creates must have owners there).
+    pub(crate) userns: bool,
 }
 
 /// What every process of the tree works from after the fork.
@@ -133,6 +139,14 @@ pub(crate) fn root_main(run: &Run, sync: OwnedFd, error: OwnedFd) -> ! {
     let Run { tree, images, broker, namespaces, .. } = *run;
     let mut opened_here = None;
     let result = (|| -> Result<(), ChildError> {
+        // Nothing is done in the new user namespace before it has its maps.
+        if namespaces.userns {
+            let mut byte = [0u8; 1];
+            let mut sync_file = fd_file(sync.as_raw_fd());
+            let read = sync_file.read_exact(&mut byte);
+            std::mem::forget(sync_file);
+            read.map_err(child_io("wait for the user namespace's maps"))?;
+        }
         // The tree's time namespace, while the root is the only task that will be in it.
         if let Some(clocks) = namespaces.time {
             crate::timens::enter_new(clocks).map_err(child_io("make the tree's time namespace"))?;
@@ -178,7 +192,13 @@ pub(crate) fn root_main(run: &Run, sync: OwnedFd, error: OwnedFd) -> ! {
         // dump's own files by relative paths from the images directory.
         if let (Some((plan, prepared)), Some(images_dir)) = (namespaces.mounts, namespaces.images_dir) {
             std::env::set_current_dir(images_dir).map_err(child_io(format!("chdir {}", images_dir.display())))?;
-            let root = crate::mounts::setup_in_root(plan, prepared)?;
+            let archives = crate::mounts::open_archives(plan)?;
+            let root = if namespaces.userns {
+                build_mounts_as_namespace_root(run, plan, prepared, &archives)?
+            } else {
+                crate::mounts::setup_in_root(plan, prepared, &archives)?
+            };
+            drop(archives);
             sys::change_root(&root).map_err(child_io(format!("chroot {}", root.display())))?;
             let opened = Broker::open(&images.files, &images.ghosts, Path::new("."), images.broker_ids(), tree.broker_base, namespaces.inherit_fds)?;
             opened.make_dead_pidfds()?;
@@ -195,6 +215,38 @@ pub(crate) fn root_main(run: &Run, sync: OwnedFd, error: OwnedFd) -> ! {
         (Ok(()), Some(broker)) => process_main(&Run { broker, ..*run }, 0),
         (Ok(()), None) => process_main(run, 0),
         (Err(message), _) => die(tree, images.processes[0].pid(), &message.to_string()),
+    }
+}
+
+/// Builds the mount tree in a helper (forked untraced, reaped here) that becomes root of
+/// the tree's user namespace first: the filesystems it mounts and the files it creates
+/// in them (tmpfs contents, mountpoints) then belong to the namespace's root, as the
+/// dumped ones did. Errors: the helper's own line on the error pipe, and one here.
+fn build_mounts_as_namespace_root(
+    run: &Run,
+    plan: &crate::mounts::MountPlan,
+    prepared: &crate::mounts::PreparedMounts,
+    archives: &std::collections::BTreeMap<String, fs::File>,
+) -> Result<PathBuf, ChildError> {
+    let tree = run.tree;
+    let helper = sys::fork_untraced().map_err(child_io("fork the helper that builds the mount tree"))?;
+    if helper == 0 {
+        let built = crate::userns::become_namespace_root()
+            .map_err(child_io("become root of the user namespace (setgroups, setresgid, setresuid)"))
+            .and_then(|()| Ok(crate::mounts::setup_in_root(plan, prepared, archives)?));
+        match built {
+            Ok(_) => sys::exit_now(0),
+            Err(message) => die(tree, run.images.processes[0].pid(), &format!("mount namespace helper: {message}")),
+        }
+    }
+    let status = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(helper), Some(nix::sys::wait::WaitPidFlag::__WALL))
+        .map_err(|e| ChildError::Io { what: "wait for the helper that builds the mount tree".into(), source: std::io::Error::from_raw_os_error(e as i32) })?;
+    for number in prepared.numbers() {
+        sys::close_fd(number);
+    }
+    match status {
+        nix::sys::wait::WaitStatus::Exited(_, 0) => Ok(plan.root_dir.join("root")),
+        other => Err(ChildError::refused(format!("the helper that builds the mount tree ended with {other:?}"))),
     }
 }
 

@@ -27,7 +27,7 @@ pub(crate) fn handling(kind: ImageKind) -> Handling {
         Inventory | Pstree | Core | Ids | Mm | Pagemap | PagemapShmem | Pages | Fdinfo | Files | Fs | Seccomp | PipesData
         | FifoData | SkQueues | TcpStream | TtyInfo | MemfdInode | FileLocks | RemapFpath | GhostFile | IpcVar | IpcnsShm
         | IpcnsMsg | IpcnsSem | Netns | Netdev | Ifaddr | Route | Route6 | Rule | Iptables | Ip6tables | Nftables | Mnts
-        | Utsns | Cgroup | TmpfsDev | TmpfsImg | Timens => Handling::Restored,
+        | Utsns | Userns | Cgroup | TmpfsDev | TmpfsImg | Timens => Handling::Restored,
         StatsDump | StatsRestore => Handling::Unread("statistics of the dump or of a restore"),
         IrmapCache => Handling::Unread("a cache of the dumping tool"),
         
@@ -129,13 +129,13 @@ mod tests {
             std::fs::write(dir.join(name), b"").expect("file");
         }
         check(&dir).expect("all read or harmless");
-        for name in ["mountpoints-12.img", "utsns-11.img"] {
+        for name in ["mountpoints-12.img", "utsns-11.img", "userns-13.img"] {
             std::fs::write(dir.join(name), b"").expect("file");
         }
-        check(&dir).expect("mount and UTS namespaces are restored");
-        std::fs::write(dir.join("userns-13.img"), b"").expect("file");
-        let error = check(&dir).expect_err("user namespace").to_string();
-        assert_eq!(error, "restore: userns-13.img: USERNS images are not supported yet");
+        check(&dir).expect("mount, UTS and user namespaces are restored");
+        std::fs::write(dir.join("binfmt-misc-14.img"), b"").expect("file");
+        let error = check(&dir).expect_err("binfmt_misc").to_string();
+        assert_eq!(error, "restore: binfmt-misc-14.img: BINFMT_MISC images are not supported yet");
         std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 }

@@ -340,6 +340,7 @@ pub(crate) fn load_with(dir: &Path, page_size: u64, listed: bool, empty_net: boo
         NsKind::Mnt => dir.exists(ImageKind::Mnts, u64::from(id)),
         NsKind::Uts => dir.exists(ImageKind::Utsns, u64::from(id)),
         NsKind::Time => dir.exists(ImageKind::Timens, u64::from(id)),
+        NsKind::User => dir.exists(ImageKind::Userns, u64::from(id)),
         _ => false,
     })
         .map_err(|refused| ImagesError::BadImage { image: refused.image, what: refused.what })?;

@@ -208,6 +208,23 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
     // The tree's own mount and UTS namespaces: planned here, made by the root.
     let mount_plan = crate::mounts::plan_for_restore(images.dir.path(), images.namespaces.mnt_ns_id, &options.mounts)?;
     let uts = crate::uts::read_for_restore(images.dir.path(), images.namespaces.uts_ns_id)?;
+    // The tree's own user namespace: cloned with the root, which every other new
+    // namespace of the tree is then owned by; crust writes its maps from outside.
+    let userns = match images.namespaces.user_ns_id {
+        Some(id) => Some(
+            crate::userns::read_for_restore(images.dir.path(), id)
+                .map_err(|e| RestoreError::BadImage { image: crust_images::ImageKind::Userns.file_name(u64::from(id)), what: e.to_string() })?,
+        ),
+        None => None,
+    };
+    if let (Some(id), false) = (images.namespaces.user_ns_id, new_pid_ns) {
+        // Its tasks could not choose their pids in crust's pid namespace (clone3's set_tid
+        // needs CAP_CHECKPOINT_RESTORE where the pid is chosen).
+        return Err(RestoreError::BadImage {
+            image: crust_images::ImageKind::Userns.file_name(u64::from(id)),
+            what: "a user namespace of the tree's own without a pid namespace of its own: not supported yet".into(),
+        });
+    }
     let cgroup_options = crate::cgroups::restore::Options { mode: options.cgroup_mode, roots: options.cgroup_roots.clone() };
     let cgroup_plan = crate::cgroups::restore::read_plan(images.dir.path(), &cgroup_options)?;
     // Each task's cgroup set (a task of the dumping tool's set stays in crust's).
@@ -246,7 +263,13 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
         );
     }
     // Planning is pure: the host is read once, here.
-    let layout = HostLayout::read(root, HostArch::restorer_blob().len() as u64)?;
+    let mut layout = HostLayout::read(root, HostArch::restorer_blob().len() as u64)?;
+    if userns.is_some() {
+        // The tree's tasks start with crust's ids, the host's root, which has no uid or
+        // gid in their user namespace: every thread is given its dumped creds.
+        let unmapped = crate::userns::OVERFLOW_ID;
+        layout.own_creds = layout::OwnCreds { uid: [unmapped; 4], gid: [unmapped; 4], groups: vec![unmapped], ..layout.own_creds };
+    }
     let mut tree = tree::plan_tree::<HostArch>(&images, &layout, options.shell_job)?;
     tree.lazy_pages = lazy.is_some();
     let sysv = memory::segment_sizes(&images)?;
@@ -294,12 +317,29 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
     if net_images.is_none() && !host_ends.is_empty() {
         return Err(RestoreError::BadImage { image: "ids".into(), what: "veth host ends are named, but the tree had no network namespace of its own".into() });
     }
+    // With a user namespace of its own, the root is cloned into a new network namespace
+    // (so that the user namespace owns it), which crust builds once it exists; its
+    // sockets are then opened by the root, in its mount namespace.
+    let net_after_clone = userns.is_some() && images.namespaces.net_ns_id.is_some();
+    if net_after_clone && external_net.is_some() {
+        return Err(RestoreError::BadImage {
+            image: format!("netns-{}.img", images.namespaces.net_ns_id.unwrap_or_default()),
+            what: "an external network namespace joined by a tree with a user namespace of its own: not supported yet".into(),
+        });
+    }
+    if net_after_clone && mount_plan.is_none() {
+        return Err(RestoreError::BadImage {
+            image: format!("netns-{}.img", images.namespaces.net_ns_id.unwrap_or_default()),
+            what: "a network and a user namespace of the tree's own without a mount namespace of its own: not supported yet".into(),
+        });
+    }
     // The tree's own network namespace: made from its images, made empty (`--empty-ns
     // net`), or joined (external: the fd the caller passes under the dump's key).
     // crust's own namespace is held on an fd above every number the tree's fds and
     // objects are placed at.
     let parked = tree.helper_base + 8192;
     let entered_netns = match (&net_images, images.namespaces.net_ns_id) {
+        _ if net_after_clone => None,
         (Some(net), _) => Some(net.make(&host_ends, parked).map_err(|e| RestoreError::Child { pid: root, what: format!("network namespace {}: {e}", net.ns_id) })?),
         (None, Some(id)) if options.empty_net && external_net.is_none() => {
             log::info!("network namespace {id}: made empty (--empty-ns net)");
@@ -372,8 +412,12 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
         images_dir: images_dir.as_deref(),
         inherit_fds: &options.inherit_fds,
         cgroup_ns: images.namespaces.cgroup_ns,
+        userns: userns.is_some(),
     };
-    let more_namespaces = if mount_plan.is_some() { libc::CLONE_NEWNS as u64 } else { 0 } | if uts.is_some() { libc::CLONE_NEWUTS as u64 } else { 0 };
+    let more_namespaces = if mount_plan.is_some() { libc::CLONE_NEWNS as u64 } else { 0 }
+        | if uts.is_some() { libc::CLONE_NEWUTS as u64 } else { 0 }
+        | if userns.is_some() { libc::CLONE_NEWUSER as u64 } else { 0 }
+        | if net_after_clone { libc::CLONE_NEWNET as u64 } else { 0 };
 
     // The tree's cgroups made (and what a task needs before it joins) before the root
     // exists; dropped after the tree's guard, it removes them if the restore fails.
@@ -405,6 +449,33 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
     // The root into its cgroups (with a cgroup namespace of its own: that namespace's
     // roots, then it unshares it and the tracer moves it on at its first stop).
     let mut sync_write = fs::File::from(sync_write);
+    // The tree's user namespace gets its maps, and its network namespace is built,
+    // before the root does anything in them.
+    let mut entered_netns = entered_netns;
+    if let Some(maps) = &userns {
+        let made = crate::userns::write_maps(child, maps)
+            .map_err(|e| RestoreError::Child { pid: root, what: format!("user namespace: {e}") })
+            .and_then(|()| match (&net_images, net_after_clone) {
+                (Some(net), true) => net
+                    .make_in(child, &host_ends, parked)
+                    .map(Some)
+                    .map_err(|e| RestoreError::Child { pid: root, what: format!("network namespace {}: {e}", net.ns_id) }),
+                _ => Ok(None),
+            })
+            .and_then(|entered| {
+                if entered.is_some() {
+                    entered_netns = entered;
+                }
+                sync_write.write_all(b"u").map_err(io_err(root, "let the root go on in its user namespace"))
+            });
+        if let Err(error) = made {
+            drop(entered_netns.take());
+            let _ = sys::send_signal(child, libc::SIGKILL);
+            let _ = sys::wait_thread(child);
+            return Err(error);
+        }
+        log::info!("user namespace {}: uid_map {:?}, gid_map {:?}", images.namespaces.user_ns_id.unwrap_or_default(), crate::userns::map_text(&maps.uid), crate::userns::map_text(&maps.gid));
+    }
     let root_set = task_sets.first().map(|&(_, set, _)| set).unwrap_or(root_cg_set);
     if let Some(yard) = &yard {
         if let Err(error) = yard.place_root(child, root_set, images.namespaces.cgroup_ns) {

@@ -1,10 +1,9 @@
 //! Which namespaces a restore makes, from the dump's ids (`ns.rs`): a namespace is the
 //! tree's own when its id differs from the dumping tool's (`inventory.root_ids`), and
 //! only then is a new one made. crust makes a new pid namespace (its init the tree's
-//! root) and new IPC, network, mount, UTS, cgroup and time namespaces (every process of
-//! the tree in them); a user namespace of the tree's own, or a second pid, IPC, network,
-//! mount, UTS, cgroup or time namespace inside the tree, is refused here, in one line, before
-//! anything is created. Pure.
+//! root) and new user, IPC, network, mount, UTS, cgroup and time namespaces (every
+//! process of the tree in them); a second namespace of a kind inside the tree is refused
+//! here, in one line, before anything is created. Pure.
 
 use crust_images::pb;
 
@@ -38,12 +37,15 @@ pub(crate) struct TreeNamespaces {
     /// The id of the tree's own time namespace (`timens-ID.img`: its clocks at dump,
     /// which the new one's offsets carry on from).
     pub(crate) time_ns_id: Option<u32>,
+    /// The id of the tree's own user namespace (`userns-ID.img`: its maps), which owns
+    /// every other namespace of the tree.
+    pub(crate) user_ns_id: Option<u32>,
 }
 
 /// Decides the namespaces of the tree whose live processes have `processes` (pid and
 /// ids, pstree order, the root first) and whose inventory holds `root_ids`;
 /// `has_image(kind, id)`: whether the image of the namespace `id` of `kind` is there
-/// (ipcns-var-ID.img, netns-ID.img, mountpoints-ID.img, utsns-ID.img).
+/// (ipcns-var-ID.img, netns-ID.img, mountpoints-ID.img, utsns-ID.img, userns-ID.img).
 pub(crate) fn plan_namespaces(
     processes: &[(u32, &pb::TaskKobjIdsEntry)],
     root_ids: Option<&pb::TaskKobjIdsEntry>,
@@ -59,30 +61,24 @@ pub(crate) fn plan_namespaces(
             let own = rule.own(kind, ids);
             let same_as_root = own == root_own;
             match kind {
-                NsKind::Pid | NsKind::Ipc | NsKind::Net | NsKind::Mnt | NsKind::Uts | NsKind::Cgroup | NsKind::Time if same_as_root => {}
+                _ if same_as_root => {}
                 NsKind::Pid => {
                     return Err(refuse(process, format!("a pid namespace ({} {}) other than the tree root's, nested in the tree", kind.field(), show(own))))
                 }
-                NsKind::Ipc | NsKind::Net | NsKind::Mnt | NsKind::Uts | NsKind::Cgroup | NsKind::Time => {
-                    return Err(refuse(process, format!("{} ({} {}) other than the tree root's", kind.describe(), kind.field(), show(own))))
-                }
-                _ => {
-                    if let Some(id) = own {
-                        return Err(refuse(process, format!("{} of the tree's own ({} {id})", kind.describe(), kind.field())));
-                    }
-                }
+                _ => return Err(refuse(process, format!("{} ({} {}) other than the tree root's", kind.describe(), kind.field(), show(own)))),
             }
         }
         match (kind, root_own) {
             (NsKind::Pid, Some(_)) => plan.new_pid_ns = true,
             (NsKind::Cgroup, Some(_)) => plan.cgroup_ns = true,
-            (NsKind::Ipc | NsKind::Net | NsKind::Mnt | NsKind::Uts | NsKind::Time, Some(id)) => {
+            (NsKind::Ipc | NsKind::Net | NsKind::Mnt | NsKind::Uts | NsKind::Time | NsKind::User, Some(id)) => {
                 if !has_image(kind, id) {
                     let image = match kind {
                         NsKind::Ipc => crust_images::ImageKind::IpcVar,
                         NsKind::Net => crust_images::ImageKind::Netns,
                         NsKind::Mnt => crust_images::ImageKind::Mnts,
                         NsKind::Time => crust_images::ImageKind::Timens,
+                        NsKind::User => crust_images::ImageKind::Userns,
                         _ => crust_images::ImageKind::Utsns,
                     };
                     return Err(Refused {
@@ -95,6 +91,7 @@ pub(crate) fn plan_namespaces(
                     NsKind::Net => plan.net_ns_id = Some(id),
                     NsKind::Mnt => plan.mnt_ns_id = Some(id),
                     NsKind::Time => plan.time_ns_id = Some(id),
+                    NsKind::User => plan.user_ns_id = Some(id),
                     _ => plan.uts_ns_id = Some(id),
                 }
             }
@@ -171,8 +168,13 @@ mod tests {
         assert_eq!(error, "restore: ids-2.img: a UTS namespace (uts_ns_id 9) other than the tree root's is not supported yet");
         let mut user = HOST;
         user[6] = Some(71);
-        let error = plan(&[user], |_| true).expect_err("user").to_string();
-        assert_eq!(error, "restore: ids-1.img: a user namespace of the tree's own (user_ns_id 9) is not supported yet");
+        assert_eq!(plan(&[user, user], |_| true).expect("user"), TreeNamespaces { user_ns_id: Some(9), ..Default::default() });
+        let error = plan(&[user, HOST], |_| true).expect_err("user").to_string();
+        assert_eq!(error, "restore: ids-2.img: a user namespace (user_ns_id of the restoring tool) other than the tree root's is not supported yet");
+        let error = plan_namespaces(&[(1, &number(&HOST, &[user]).processes[0])], Some(&number(&HOST, &[user]).root), |kind, _| kind != NsKind::User)
+            .expect_err("no userns image")
+            .to_string();
+        assert_eq!(error, "restore: userns-9.img: missing, but the tree had a user namespace of its own (ids.user_ns_id 9)");
         let mut pid = HOST;
         pid[0] = Some(11);
         let error = plan(&[HOST, pid], |_| true).expect_err("nested pid ns").to_string();

@@ -16,7 +16,7 @@
 //! - [`file`]: requests on fds crust owns (pipes, memfd, eventfd, timerfd, ...);
 //! - [`socket`], [`netlink`] (sock_diag), [`nftables`] (nf_tables batches), [`netns`]
 //!   (network namespaces and programs run in one), [`tty`], [`kcmp`];
-//! - [`sysv`]: System V IPC; [`uffd`]: userfaultfd;
+//! - [`sysv`]: System V IPC; [`uffd`]: userfaultfd; [`userns`]: a user namespace's parent;
 //! - [`mount`]: the new mount API, mount_setattr, pivot_root (mount namespaces).
 
 use std::io;
@@ -37,6 +37,7 @@ pub(crate) mod stream;
 pub(crate) mod sysv;
 pub(crate) mod tty;
 pub(crate) mod uffd;
+pub(crate) mod userns;
 pub(crate) mod wait;
 
 pub(crate) use fd::*;

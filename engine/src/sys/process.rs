@@ -152,6 +152,14 @@ pub fn fork_root(pid: i32, new_pid_ns: bool, new_ipc_ns: bool, more: u64, siblin
     clone_fork(flags, Some(if new_pid_ns { 1 } else { pid }))
 }
 
+/// `clone3(CLONE_UNTRACED)` without a stack: forks like fork() (0 in the child, its pid
+/// in the parent), and a tracer of the caller sees nothing of the child (a helper the
+/// restored root forks before it is released).
+#[doc(alias = "clone3")]
+pub fn fork_untraced() -> io::Result<i32> {
+    clone_fork(libc::CLONE_UNTRACED as u64, None)
+}
+
 /// `pidfd_open(pid, flags)`.
 pub fn pidfd_open(pid: i32, flags: i32) -> io::Result<OwnedFd> {
     // SAFETY: no pointers.

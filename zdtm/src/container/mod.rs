@@ -92,7 +92,8 @@ pub struct ContainerTest {
     pub namespaces: BTreeSet<(String, u64)>,
 }
 
-/// The namespace kinds the container has of its own.
+/// The namespace kinds the container has of its own (and `container-uns` a user
+/// namespace).
 const OWN_NAMESPACES: &[&str] = &["pid", "mnt", "net", "uts", "ipc", "cgroup"];
 
 impl ContainerRun {
@@ -238,7 +239,8 @@ impl ContainerRun {
 
     /// Records the namespaces of the container's (new) init.
     pub fn note_init(&self, test: &mut ContainerTest, init: i32) {
-        for kind in OWN_NAMESPACES {
+        let user: &[&str] = if test.userns { &["user"] } else { &[] };
+        for kind in OWN_NAMESPACES.iter().chain(user) {
             if let Some(inode) = namespace_inode(&format!("/proc/{init}/ns/{kind}")) {
                 test.namespaces.insert((kind.to_string(), inode));
             }

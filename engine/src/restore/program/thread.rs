@@ -68,9 +68,6 @@ pub(crate) fn thread_ops<A: Abi>(
             let (signo, addr) = siginfo_data(program, &info.siginfo);
             ops.push((Sys::RtTgsigqueueinfo, [pid as u64, tid as u64, signo, addr, 0, 0], format!("tid {tid}: queue signal {signo}")));
         }
-        if let Some(signal) = tcore.pdeath_sig.filter(|&s| s != 0) {
-            ops.push((Sys::Prctl, [libc::PR_SET_PDEATHSIG as u64, signal as u64, 0, 0, 0, 0], format!("tid {tid}: pdeathsig")));
-        }
         // Filters go in while the thread is still root (installing one needs
         // CAP_SYS_ADMIN or no_new_privs); the tracer suspends them for what follows.
         let seccomp_mode = tcore.seccomp_mode.unwrap_or(0) as u32;
@@ -89,6 +86,10 @@ pub(crate) fn thread_ops<A: Abi>(
         }
         if let Some(creds) = &tcore.creds {
             ops.extend(creds_ops(program, creds, tid, &layout.own_creds, layout.cap_last_cap));
+        }
+        // After the creds: changing ids clears the parent-death signal.
+        if let Some(signal) = tcore.pdeath_sig.filter(|&s| s != 0) {
+            ops.push((Sys::Prctl, [libc::PR_SET_PDEATHSIG as u64, signal as u64, 0, 0, 0, 0], format!("tid {tid}: pdeathsig")));
         }
         if let (Some(act), true) = (sigtrap_action, tid as i32 == acting) {
             ops.push((Sys::RtSigaction, [libc::SIGTRAP as u64, act, 0, 8, 0, 0], "sigaction SIGTRAP".into()));
