@@ -387,8 +387,12 @@ pub const TESTS: &[TestSpec] = &[
     c("sk_shutdown"),
     // Variants without what CRIU 4.2.1 keeps no image of, for the cross runs.
     TestSpec { args: &["no-udp-queue"], ..cas("sk_shutdown_noq", "sk_shutdown") },
-    c("unix_unconnected"),
-    c("unix_names"),
+    TestSpec { userns_skip: Some(OWNED_BY_HOST_ROOT), ..c("unix_unconnected") },
+    TestSpec {
+        container_skip: Some("waits on crust: a process of the restored container exits with 0 during the restore of sockets bound in removed directories (seen 2026-12-06)"),
+        userns_skip: Some(OWNED_BY_HOST_ROOT),
+        ..c("unix_names")
+    },
     TestSpec { requirements: &[Requirement::Root], ..c("sk_raw_udplite") },
     TestSpec { args: &["no-queue"], requirements: &[Requirement::Root], ..cas("sk_raw_udplite_noq", "sk_raw_udplite") },
     c("sk_netlink"),

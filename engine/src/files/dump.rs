@@ -428,7 +428,12 @@ fn unix_entry(pid: i32, fd: u32, id: u32, ino: u32, flags: i32, files: &mut File
         name: diag.name.clone(),
         // Written only when shut, as CRIU writes it.
         shutdown: (diag.shutdown != 0).then_some(diag.shutdown as i32),
-        file_perms: path_name.perms,
+        // In a user namespace of the tree's own, the owner as the namespace sees it (the
+        // restore sets it from inside).
+        file_perms: path_name.perms.map(|perms| match files.id_maps.as_ref() {
+            Some(maps) => pb::FilePermsEntry { uid: maps.uid_inside(perms.uid), gid: maps.gid_inside(perms.gid), ..perms },
+            None => perms,
+        }),
         name_dir: path_name.name_dir,
         deleted: path_name.deleted.then_some(true),
         ..Default::default()
