@@ -473,6 +473,7 @@ fn sockets_crust_does_not_dump_are_refused_and_the_target_keeps_running() {
         // The ring's mapping is met before the fd.
         ("packet-ring", "(a packet socket's PACKET_RX_RING or PACKET_TX_RING mapped)"),
         ("dgram-outside", "unix socket connected to socket:["),
+        ("ping", "ICMP ping socket (SOCK_DGRAM, IPPROTO_ICMP)"),
     ] {
         // Killed and reaped however the test ends.
         let (pid, said, _target) = start_target(&binary, &[mode.as_ref()]);

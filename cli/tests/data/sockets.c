@@ -5,6 +5,9 @@
  *   dgram-outside a unix datagram socket connected to an unnamed one held by a process
  *                 outside its tree (a grandchild whose parent exited: it is the
  *                 caller's, a subreaper's, child now; its pid is written after "ready")
+ *   ping          an ICMP ping socket (SOCK_DGRAM, IPPROTO_ICMP), in a network namespace
+ *                 of its own whose net.ipv4.ping_group_range lets group 0 make one (the
+ *                 machine's setting is left alone)
  * then writes "ready" on fd 3, closes it and sleeps in pause(). */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -16,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -53,6 +57,15 @@ int main(int argc, char **argv)
 			die("PACKET_RX_RING");
 		if (mmap(NULL, 4 * 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) == MAP_FAILED)
 			die("mmap the ring");
+	} else if (!strcmp(mode, "ping")) {
+		if (unshare(CLONE_NEWNET))
+			die("unshare(CLONE_NEWNET)");
+		FILE *range = fopen("/proc/sys/net/ipv4/ping_group_range", "w");
+		if (!range || fprintf(range, "0 0\n") < 0 || fclose(range))
+			die("ping_group_range");
+		int fd = socket(AF_INET, SOCK_DGRAM, IPPROTO_ICMP);
+		if (fd != 4)
+			die("ping socket at fd 4");
 	} else if (!strcmp(mode, "dgram-outside")) {
 		int sv[2], report[2];
 		if (socketpair(AF_UNIX, SOCK_DGRAM, 0, sv) || pipe(report))
