@@ -455,8 +455,8 @@ fn removed_directories_and_unlinked_nodes_are_refused_and_the_target_keeps_runni
 /// Sockets crust does not dump are refused in one line naming the fd and what it holds,
 /// and the target keeps running untraced: a unix listener with a connection waiting for
 /// accept, a UDP socket corked with a datagram pending (CRIU refuses it too), a packet
-/// socket with a receive ring mapped, and a unix datagram socket connected to an
-/// unnamed one outside the dumped tree.
+/// socket with a receive ring mapped, a unix datagram socket connected to an unnamed
+/// one outside the dumped tree, and an ICMP ping socket.
 #[test]
 fn sockets_crust_does_not_dump_are_refused_and_the_target_keeps_running() {
     if let Some(reason) = skip_reason() {
