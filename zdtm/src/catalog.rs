@@ -524,7 +524,7 @@ mod tests {
         assert_eq!(Flavor::parse_list("ns"), Some(vec![Flavor::Ns]));
         assert_eq!(Flavor::parse_list("vm"), None);
         assert_eq!(Flavor::parse_list("host,container"), Some(vec![Flavor::Host, Flavor::Container]));
-        assert_eq!(Flavor::parse_list("container,all,host"), Some(vec![Flavor::Container, Flavor::Host, Flavor::Ns, Flavor::Mntns]));
+        assert_eq!(Flavor::parse_list("container,all,host"), Some(vec![Flavor::Container, Flavor::Host, Flavor::Ns, Flavor::Mntns, Flavor::ContainerUserns]));
         assert_eq!(Flavor::parse_list("host,"), None);
         assert!(Flavor::Container.has_init() && Flavor::Ns.has_init() && !Flavor::Host.has_init());
         assert!(Flavor::ContainerUserns.is_container() && !Flavor::Ns.is_container());
