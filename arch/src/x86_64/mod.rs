@@ -154,7 +154,7 @@ impl crate::Abi for X86_64 {
     }
 
     fn with_ip(regs: &Regs, ip: u64) -> Regs {
-        Regs { ip: ip, ..*regs }
+        Regs { ip, ..*regs }
     }
 
     fn sp(regs: &Regs) -> u64 {

@@ -119,14 +119,7 @@ fn main() -> anyhow::Result<()> {
         println!("- {note}");
     }
 
-    let out = options.out.clone().unwrap_or_else(|| {
-        if options.quick {
-            options.scratch.join("report")
-        } else {
-            PathBuf::from("docs/bench")
-        }
-    });
-    std::fs::create_dir_all(&out).with_context(|| format!("create {}", out.display()))?;
+    let out = output_dir(&options)?;
     let report = report_markdown(&options, &engines, &table, &failure_notes(&rows));
     std::fs::write(out.join("report.md"), report).with_context(|| format!("write {}/report.md", out.display()))?;
     std::fs::write(out.join("time_vs_size.svg"), time_vs_size_svg(&rows))
@@ -179,14 +172,7 @@ fn run_scaling(options: &Options, engines: &[Engine], place: &RoundPlace<'_>) ->
         }
         curves.push(curve);
     }
-    let out = options.out.clone().unwrap_or_else(|| {
-        if options.quick {
-            options.scratch.join("report")
-        } else {
-            PathBuf::from("docs/bench")
-        }
-    });
-    std::fs::create_dir_all(&out).with_context(|| format!("create {}", out.display()))?;
+    let out = output_dir(options)?;
     let text = markdown(&curves, &scaling_header(options));
     print!("{text}");
     std::fs::write(out.join("scaling.md"), &text).with_context(|| format!("write {}/scaling.md", out.display()))?;
@@ -199,14 +185,33 @@ fn run_scaling(options: &Options, engines: &[Engine], place: &RoundPlace<'_>) ->
     Ok(())
 }
 
-fn scaling_header(options: &Options) -> String {
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let commit = std::process::Command::new("git")
+/// Where the report goes (`--out`, else `docs/bench`, or under the scratch directory with
+/// `--quick`), created.
+fn output_dir(options: &Options) -> anyhow::Result<PathBuf> {
+    let out = options.out.clone().unwrap_or_else(|| {
+        if options.quick {
+            options.scratch.join("report")
+        } else {
+            PathBuf::from("docs/bench")
+        }
+    });
+    std::fs::create_dir_all(&out).with_context(|| format!("create {}", out.display()))?;
+    Ok(out)
+}
+
+/// The checkout's short commit, empty outside git.
+fn short_commit() -> String {
+    std::process::Command::new("git")
         .args(["rev-parse", "--short", "HEAD"])
         .output()
         .ok()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+fn scaling_header(options: &Options) -> String {
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let commit = short_commit();
     format!(
         "Written by `cargo xtest bench --scaling{}`. {} round(s) per point (median), engines alternating; kernel {}, crust {}.",
         if options.criu.is_some() { " --vs-criu ci/criu" } else { "" },
@@ -308,12 +313,7 @@ fn parse_options(args: Vec<String>) -> anyhow::Result<Options> {
 
 fn report_markdown(options: &Options, engines: &[Engine], table: &str, notes: &[String]) -> String {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let commit = std::process::Command::new("git")
-        .args(["rev-parse", "--short", "HEAD"])
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
+    let commit = short_commit();
     let criu_version = options
         .criu
         .as_ref()

@@ -311,7 +311,7 @@ impl PageCopier {
     fn make_room(&mut self, step: usize) {
         let needed = self.filled + step;
         if self.current.len() < needed {
-            let grown = needed.max(self.current.len() * 2).max(64 << 10).min(READ_BUFFER);
+            let grown = needed.max(self.current.len() * 2).clamp(64 << 10, READ_BUFFER);
             self.current.resize(grown, 0);
         }
     }
