@@ -23,6 +23,13 @@ fn one_line(output: &Output) -> String {
 }
 
 /// The target is running (in its wait, or just let go and on its way back there),
+/// `crust dump -t PID -D IMAGES`, which must fail: its one line.
+fn refused_dump(pid: i32, images: &std::path::Path) -> String {
+    let output = crust().args(["dump", "-t", &pid.to_string(), "-D"]).arg(images).output().unwrap();
+    assert!(!output.status.success(), "pid {pid} was dumped");
+    one_line(&output)
+}
+
 /// Starts a test program in a process group of its own with `args`, and waits for
 /// its first line: its pid, that line, and the guard that kills and reaps it.
 fn start_target(binary: &std::path::Path, args: &[&std::ffi::OsStr]) -> (i32, String, common::KillOnDrop) {
@@ -121,14 +128,13 @@ fn a_traced_process_names_its_tracer() {
     // SAFETY: a valid out-pointer.
     assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid, "the exec stop");
     let images = base.join("images");
-    let output = crust().args(["dump", "-t", &pid.to_string(), "-D"]).arg(&images).output().unwrap();
-    assert!(!output.status.success());
+    let refusal = refused_dump(pid, &images);
     // The tracer is this test's thread, named by its tid and its own comm.
     // SAFETY: gettid takes no arguments.
     let tracer = unsafe { libc::gettid() };
     let tracer_comm = std::fs::read_to_string(format!("/proc/{tracer}/comm")).unwrap();
     assert_eq!(
-        one_line(&output),
+        refusal,
         format!(
             "crust: dump: pid {pid} is already traced by pid {tracer} ({}): a process has one tracer at a time; wait until that one detaches (another crust or criu dumping it, a debugger, strace)",
             tracer_comm.trim_end()
@@ -354,10 +360,9 @@ fn a_sealed_area_is_refused_and_the_target_keeps_its_seal() {
     };
     let start = u64::from_str_radix(addr, 16).unwrap();
     let images = base.join("images");
-    let output = crust().args(["dump", "-t", &pid.to_string(), "-D"]).arg(&images).output().unwrap();
-    assert!(!output.status.success());
+    let refusal = refused_dump(pid, &images);
     assert_eq!(
-        one_line(&output),
+        refusal,
         format!(
             "crust: dump pid {pid}: memory area {start:#x}-{:#x} (anonymous) sealed with mseal (no image field keeps a seal; CRIU 4.2 restores such an area unsealed) is not supported yet",
             start + 4096
@@ -395,10 +400,9 @@ fn a_time_namespace_for_children_only_is_refused_and_the_target_keeps_it() {
     let (time, for_children) = (link("time"), link("time_for_children"));
     assert_ne!(time, for_children);
     let images = base.join("images");
-    let output = crust().args(["dump", "-t", &pid.to_string(), "-D"]).arg(&images).output().unwrap();
-    assert!(!output.status.success());
+    let refusal = refused_dump(pid, &images);
     assert_eq!(
-        one_line(&output),
+        refusal,
         format!(
             "crust: dump pid {pid}: a time namespace for its children only (time_for_children {} differs from time {}: unshare(CLONE_NEWTIME) without execve) is not supported, as in CRIU 4.2",
             inode("time_for_children"),
@@ -442,10 +446,9 @@ fn removed_directories_and_unlinked_nodes_are_refused_and_the_target_keeps_runni
         std::io::BufReader::new(target.stdout.take().unwrap()).read_line(&mut line).unwrap();
         assert_eq!(line, "ready\n");
         let images = base.join("images");
-        let output = crust().args(["dump", "-t", &pid.to_string(), "-D"]).arg(&images).output().unwrap();
-        assert!(!output.status.success());
+        let refusal = refused_dump(pid, &images);
         let what = what.replace("{}", &base.display().to_string());
-        assert_eq!(one_line(&output), format!("crust: dump pid {pid}: {what} is not supported yet"));
+        assert_eq!(refusal, format!("crust: dump pid {pid}: {what} is not supported yet"));
         assert_running_untraced(pid, &what);
         let _ = std::fs::remove_dir_all(&images);
     }
@@ -481,9 +484,7 @@ fn sockets_crust_does_not_dump_are_refused_and_the_target_keeps_running() {
         let outside = said.trim().strip_prefix("ready ").and_then(|pid| pid.parse().ok()).map(common::KillOnDrop);
         assert!(said.trim() == "ready" || outside.is_some(), "{mode}: {said}");
         let images = base.join(format!("images-{mode}"));
-        let output = crust().args(["dump", "-t", &pid.to_string(), "-D"]).arg(&images).output().unwrap();
-        assert!(!output.status.success(), "{mode}: dumped");
-        let line = one_line(&output);
+        let line = refused_dump(pid, &images);
         let names_it = if mode == "packet-ring" { "memory area 0x" } else { "fd 4 (" };
         assert!(line.starts_with(&format!("crust: dump pid {pid}: {names_it}")), "{mode}: {line}");
         assert!(line.contains(what) && line.ends_with("is not supported yet"), "{mode}: {line}");
@@ -545,9 +546,8 @@ fn shared_fd_tables_and_fs_info_are_refused_and_the_target_keeps_running() {
         let (pid, said, _target) = start_target(&binary, &[kind.as_ref()]);
         let child: i32 = said.trim().parse().unwrap();
         let images = base.join("images");
-        let output = crust().args(["dump", "-t", &pid.to_string(), "-D"]).arg(&images).output().unwrap();
-        assert!(!output.status.success());
-        assert_eq!(one_line(&output), format!("crust: dump pid {child}: {} is not supported yet", what.replace("{}", &pid.to_string())));
+        let refusal = refused_dump(pid, &images);
+        assert_eq!(refusal, format!("crust: dump pid {child}: {} is not supported yet", what.replace("{}", &pid.to_string())));
         for process in [pid, child] {
             assert_running_untraced(process, "");
         }
@@ -585,9 +585,7 @@ fn issue_18_file_refusals_leave_the_target_running() {
         }
         let holder: i32 = said.strip_prefix("ready ").and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("{mode}: {said}"));
         let images = base.join("images");
-        let output = crust().args(["dump", "-t", &pid.to_string(), "-D"]).arg(&images).output().unwrap();
-        assert!(!output.status.success(), "{mode}: the dump succeeded");
-        let line = one_line(&output);
+        let line = refused_dump(pid, &images);
         assert!(line.starts_with(&format!("crust: dump pid {holder}: ")) && line.contains(what) && line.ends_with("is not supported yet"), "{mode}: {line}");
         for process in [pid, holder] {
             assert_running_untraced(process, mode);
