@@ -8,6 +8,7 @@
  * poll as before. */
 #define _GNU_SOURCE
 #include "zdtmtst.h"
+#include "scm_fds.h"
 #include <errno.h>
 #include <poll.h>
 #include <stdio.h>
@@ -15,42 +16,6 @@
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-static void send_fds(int sock, const char *text, const int *fds, int count)
-{
-	char control[CMSG_SPACE(sizeof(int) * 4)];
-	struct iovec iov = { (void *)text, strlen(text) };
-	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
-	if (count) {
-		memset(control, 0, sizeof(control));
-		msg.msg_control = control;
-		msg.msg_controllen = CMSG_SPACE(sizeof(int) * count);
-		struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-		c->cmsg_level = SOL_SOCKET;
-		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(sizeof(int) * count);
-		memcpy(CMSG_DATA(c), fds, sizeof(int) * count);
-	}
-	if (sendmsg(sock, &msg, 0) != (ssize_t)strlen(text))
-		fail("sendmsg %s: %m", text);
-}
-
-/* Receives one message: its text must be `text`, with `count` fds into `fds`. */
-static void recv_fds(int sock, const char *text, int *fds, int count)
-{
-	char control[CMSG_SPACE(sizeof(int) * 4)], buf[64];
-	struct iovec iov = { buf, strlen(text) };
-	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control, .msg_controllen = sizeof(control) };
-	ssize_t n = recvmsg(sock, &msg, MSG_DONTWAIT);
-	if (n != (ssize_t)strlen(text) || memcmp(buf, text, n))
-		fail("message %s: got %zd bytes", text, n);
-	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-	int got = c && c->cmsg_type == SCM_RIGHTS ? (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int)) : 0;
-	if (got != count)
-		fail("message %s: %d fds, expected %d", text, got, count);
-	if (count)
-		memcpy(fds, CMSG_DATA(c), sizeof(int) * count);
-}
 
 static short poll_mask(int fd)
 {
