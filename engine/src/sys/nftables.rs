@@ -27,7 +27,7 @@ pub struct NftMessage {
     pub attributes: Vec<u8>,
 }
 
-/// A NETLINK_NETFILTER socket, bound (the kernel picks its port id).
+/// A NETLINK_NETFILTER socket, bound to a port id of its own ([`bind_unshared_port`]).
 pub struct NftSocket {
     socket: OwnedFd,
     seq: u32,
@@ -39,7 +39,7 @@ impl NftSocket {
     #[doc(alias = "NETLINK_NETFILTER")]
     pub fn open() -> io::Result<NftSocket> {
         let socket = socket::socket(AddressFamily::Netlink, SockType::Raw, SockFlag::SOCK_CLOEXEC, SockProtocol::NetlinkNetFilter)?;
-        socket::bind(socket.as_raw_fd(), &NetlinkAddr::new(0, 0))?;
+        bind_unshared_port(&socket)?;
         socket::setsockopt(&socket, sockopt::ReceiveTimeout, &TimeVal::from(libc::timeval { tv_sec: Duration::from_secs(10).as_secs() as libc::time_t, tv_usec: 0 }))?;
         Ok(NftSocket { socket, seq: 1 })
     }
@@ -100,6 +100,30 @@ impl NftSocket {
             None => Ok(()),
         }
     }
+}
+
+/// Binds `socket` to a port id of its own, never the process's: left to the kernel
+/// (port 0), every socket of crust is first given the thread group id, and a table owned
+/// by that id is deleted when *any* socket that had it is released. A socket that a
+/// child got by fork (it spawned a command) is released when that child execs, after
+/// the id is free again: the release then takes the table of the next socket that got
+/// the id. A random id above every pid (2^22) and below the kernel's own random ids
+/// (negative as i32) is not handed out again; taken (EADDRINUSE), another is tried.
+fn bind_unshared_port(socket: &OwnedFd) -> io::Result<()> {
+    use std::hash::{BuildHasher, Hasher};
+    const FIRST: u32 = 1 << 22;
+    const END: u32 = 1 << 31;
+    let mut last = io::Error::from_raw_os_error(libc::EADDRINUSE);
+    for _ in 0..64 {
+        let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+        let port = FIRST + (random % u64::from(END - FIRST)) as u32;
+        match socket::bind(socket.as_raw_fd(), &NetlinkAddr::new(port, 0)) {
+            Ok(()) => return Ok(()),
+            Err(nix::errno::Errno::EADDRINUSE) => last = io::Error::from_raw_os_error(libc::EADDRINUSE),
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Err(last)
 }
 
 impl NftSocket {
