@@ -561,11 +561,11 @@ impl Broker {
     }
 
     /// Rebuilds what depends on this process's own fd numbers, once its fds are installed:
-    /// the watches of every epoll it is the first in the tree to hold (`earlier`: the file
-    /// ids of the processes restored before it, whose fork children inherit the watches).
-    pub(crate) fn after_install(&self, fds: &[pb::FdinfoEntry], earlier: &std::collections::BTreeSet<u32>) -> Result<(), FileError> {
+    /// the watches of every epoll it is the first in the tree to hold (`earlier(id)`: a
+    /// process restored before it holds file `id`, and installed its watches).
+    pub(crate) fn after_install(&self, fds: &[pb::FdinfoEntry], earlier: impl Fn(u32) -> bool) -> Result<(), FileError> {
         for fd in fds {
-            if let Some(epoll) = self.epolls.get(&fd.id).filter(|_| !earlier.contains(&fd.id)) {
+            if let Some(epoll) = self.epolls.get(&fd.id).filter(|_| !earlier(fd.id)) {
                 anon::add_watches(fd.fd as i32, epoll)?;
             }
         }

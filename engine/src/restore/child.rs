@@ -348,8 +348,9 @@ fn process_main(run: &Run, index: usize) -> ! {
         keep.extend(tree.shmem.values().map(|s| s.0));
         close_all_but(&keep)?;
         broker.install(&process.fds, &images.files, images.dir.path(), &images.proc_files)?;
-        let earlier = images.processes[..index].iter().flat_map(|p| p.fds.iter().map(|f| f.id)).collect();
-        broker.after_install(&process.fds, &earlier)?;
+        // Whether an earlier process holds file `id` (then it installed its watches).
+        let earlier = |id: u32| images.processes[..index].iter().any(|p| p.fds.iter().any(|f| f.id == id));
+        broker.after_install(&process.fds, earlier)?;
         // Orphans of a helper come here only if this process is a subreaper already.
         if process.cores.first().and_then(|c| c.tc.as_ref()).and_then(|t| t.child_subreaper) == Some(true) {
             sys::become_child_subreaper().map_err(child_io("become child subreaper"))?;
@@ -504,7 +505,9 @@ fn fill_premapped(premap: &[Premap], page_files: &[PathBuf], broker: &Broker) ->
     for path in page_files {
         files.push(fs::File::open(path).map_err(child_io(format!("open {}", path.display())))?);
     }
-    let mut buf = vec![0u8; 1 << 20];
+    // For inherited slots: the pages read, then compared with the parent's (grown to at
+    // most 1 MiB as runs need it).
+    let mut buf = Vec::new();
     for area in premap {
         let len = area.end - area.start;
         let at = |addr: u64| area.slot + (addr - area.start);
@@ -542,6 +545,9 @@ fn fill_premapped(premap: &[Premap], page_files: &[PathBuf], broker: &Broker) ->
             if !area.inherited {
                 pages.read_exact_at(target, offset).map_err(child_io(format!("read pages {addr:#x}+{bytes} from {}", pages_path.display())))?;
                 continue;
+            }
+            if buf.len() < target.len().min(1 << 20) {
+                buf.resize(target.len().min(1 << 20), 0);
             }
             let mut done = 0usize;
             while done < target.len() {

@@ -199,7 +199,7 @@ pub(crate) fn wait_for_restorers(
                         return Err(FinishError::RestorerStep {
                             pid: tid,
                             index: op,
-                            description: plan.descriptions.get(op as usize).cloned().unwrap_or_default(),
+                            description: plan.descriptions.get(op as usize).unwrap_or_default().to_owned(),
                             errno: format!(
                                 "{}{}",
                                 io::Error::from_raw_os_error(-result as i32),
@@ -279,7 +279,7 @@ fn log_failed_ops(pid: i32, host_tid: i32, plan: &Plan) {
         let Some(word) = bytes.get(at..at + 8) else { continue };
         let result = i64::from_ne_bytes(word.try_into().expect("8 bytes"));
         if (-4095..0).contains(&result) {
-            let description = plan.descriptions.get(index).map(String::as_str).unwrap_or("?");
+            let description = plan.descriptions.get(index).unwrap_or("?");
             log::warn!("restore pid {pid}: {description}: {}", io::Error::from_raw_os_error(-result as i32));
         }
     }

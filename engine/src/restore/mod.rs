@@ -296,6 +296,7 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
     if let Some((start, end)) = tree.premap_arena {
         sys::reserve_at(start, (end - start) as usize).map_err(io_err(root, format!("reserve the premap arena {start:#x}-{end:#x}")))?;
     }
+    program::share(&mut plans, &tree.premap_arena.into_iter().collect::<Vec<_>>());
     stop_point()?;
     sys::raise_nofile_limit().map_err(io_err(root, "raise RLIMIT_NOFILE"))?;
     // A tree with a network namespace of its own: crust's main thread makes it and stays

@@ -143,6 +143,66 @@ pub fn protect(addr: u64, len: usize, prot: i32) -> io::Result<()> {
     Ok(unsafe { mman::mprotect(address(addr)?, len, ProtFlags::from_bits_retain(prot)) }?)
 }
 
+/// Gives the pages of freed heap memory back to the kernel (`malloc_trim(0)`: glibc
+/// keeps them otherwise), so that a fork does not copy their page table entries.
+pub fn release_free_heap() {
+    // SAFETY: malloc_trim only returns memory malloc holds free; no Rust value refers to it.
+    unsafe { libc::malloc_trim(0) };
+}
+
+/// Bytes kept in a shared anonymous mapping (MAP_SHARED|MAP_ANONYMOUS) of their own: a
+/// fork copies none of its page table entries (a child that reads it faults them in),
+/// so a restored process that never reads them costs nothing for them. Read-only once
+/// made; unmapped on drop.
+pub struct SharedBytes {
+    ptr: NonNull<libc::c_void>,
+    len: usize,
+}
+
+// SAFETY: the mapping is written once, in `copy_of`, before the value exists; after
+// that it is only read, from any thread.
+unsafe impl Send for SharedBytes {}
+// SAFETY: as above, no shared mutation.
+unsafe impl Sync for SharedBytes {}
+
+impl SharedBytes {
+    /// A new mapping holding `parts` one after the other.
+    #[doc(alias = "mmap")]
+    pub fn copy_of(parts: &[&[u8]]) -> io::Result<SharedBytes> {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        // SAFETY: a fresh mapping at an address the kernel picks; nothing else uses it.
+        let ptr = unsafe { mman::mmap_anonymous(None, length(len.max(1))?, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE, MapFlags::MAP_SHARED) }?;
+        let mut at = 0;
+        for part in parts {
+            // SAFETY: the mapping is len bytes long and writable, and the parts sum to len.
+            unsafe { std::ptr::copy_nonoverlapping(part.as_ptr(), (ptr.as_ptr() as *mut u8).add(at), part.len()) };
+            at += part.len();
+        }
+        Ok(SharedBytes { ptr, len })
+    }
+
+    /// The bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: ptr..ptr+len is mapped readable for the life of self and never written
+        // after `copy_of`.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr() as *const u8, self.len) }
+    }
+
+    /// The addresses the mapping takes: [start, end), whole pages.
+    pub fn range(&self) -> (u64, u64) {
+        let start = self.ptr.as_ptr() as u64;
+        (start, start + (self.len.max(1) as u64).div_ceil(super::page_size()) * super::page_size())
+    }
+}
+
+impl Drop for SharedBytes {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping `copy_of` made; the slices `as_slice` lent
+        // borrow self, so none outlives it.
+        let _ = unsafe { mman::munmap(self.ptr, self.len.max(1)) };
+    }
+}
+
 /// A new shared anonymous memory object of `size` bytes, as an fd: mapped
 /// MAP_SHARED|MAP_ANONYMOUS, reopened through /proc/self/map_files (so areas mapped from
 /// it show as `/dev/zero (deleted)` like the original), then unmapped.

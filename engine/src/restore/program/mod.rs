@@ -17,7 +17,9 @@
 
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crust_arch::{Abi, RestorerOp, Sys};
 use crust_images::pb;
@@ -58,13 +60,14 @@ pub(crate) struct Plan {
     pub(crate) area_size: u64,
     pub(crate) code_size: u64,
     /// Bytes of the data arena followed by the ops.
-    pub(crate) data: Vec<u8>,
+    pub(crate) data: Blob,
     pub(crate) ops_offset: u64,
-    pub(crate) ops_bytes: Vec<u8>,
+    pub(crate) ops_bytes: Blob,
     /// The ops, as built (`ops_bytes` is what runs).
-    #[cfg_attr(not(test), allow(dead_code))]
+    #[cfg(test)]
     pub(crate) ops: Vec<RestorerOp>,
-    pub(crate) descriptions: Vec<String>,
+    /// What each op does, for crust's messages (the restored processes never read them).
+    pub(crate) descriptions: Descriptions,
     /// Indices of the ops whose failure is logged, not fatal (`Program::call_logged`).
     pub(crate) logged_ops: Vec<usize>,
     /// Helper fds: (number, path, open flags) opened in the child before the restorer.
@@ -110,6 +113,112 @@ impl Plan {
         self.page_files = reached;
         Ok(())
     }
+}
+
+/// Bytes of a plan: built on the heap, then moved with every plan's into one shared
+/// mapping by [`share`].
+pub(crate) enum Blob {
+    Heap(Vec<u8>),
+    /// `len` bytes at `at` of a mapping shared by the plans.
+    Shared { bytes: Arc<crate::sys::SharedBytes>, at: usize, len: usize },
+}
+
+impl Deref for Blob {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Blob::Heap(bytes) => bytes,
+            Blob::Shared { bytes, at, len } => &bytes.as_slice()[*at..*at + *len],
+        }
+    }
+}
+
+impl std::fmt::Debug for Blob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} bytes", self.len())
+    }
+}
+
+/// The descriptions of a program's ops as one text (a line each), not a `String` each:
+/// about a hundred per process, read only by crust when an op fails or is logged.
+pub(crate) struct Descriptions {
+    text: Blob,
+    /// Where each line ends in `text`.
+    ends: Vec<u32>,
+}
+
+impl Descriptions {
+    fn new(lines: &[String]) -> Descriptions {
+        let mut text = Vec::with_capacity(lines.iter().map(String::len).sum());
+        let mut ends = Vec::with_capacity(lines.len());
+        for line in lines {
+            text.extend_from_slice(line.as_bytes());
+            ends.push(text.len() as u32);
+        }
+        Descriptions { text: Blob::Heap(text), ends }
+    }
+
+    /// The description of op `index`.
+    pub(crate) fn get(&self, index: usize) -> Option<&str> {
+        let end = *self.ends.get(index)? as usize;
+        let start = if index == 0 { 0 } else { self.ends[index - 1] as usize };
+        std::str::from_utf8(self.text.get(start..end)?).ok()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &str> {
+        (0..self.ends.len()).filter_map(|index| self.get(index))
+    }
+}
+
+impl PartialEq for Descriptions {
+    fn eq(&self, other: &Self) -> bool {
+        self.ends == other.ends && *self.text == *other.text
+    }
+}
+
+impl std::fmt::Debug for Descriptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries((0..self.ends.len()).filter_map(|index| self.get(index))).finish()
+    }
+}
+
+/// Moves the bytes of every plan (restorer data, ops, descriptions: about 30 KB a
+/// process) into one shared mapping, so that the forks of the tree copy none of their
+/// page table entries: each process faults in its own plan's pages alone. The plans
+/// stay as they are if the mapping takes addresses in `keep_clear` (restorer areas, the
+/// premap arena) or cannot be made.
+pub(crate) fn share(plans: &mut [Option<Plan>], keep_clear: &[(u64, u64)]) {
+    let mut parts: Vec<&[u8]> = Vec::new();
+    for plan in plans.iter().flatten() {
+        parts.extend([&*plan.data, &*plan.ops_bytes, &*plan.descriptions.text]);
+    }
+    let shared = match crate::sys::SharedBytes::copy_of(&parts) {
+        Ok(shared) => shared,
+        Err(error) => {
+            log::debug!("plans kept on the heap: no shared mapping for them ({error})");
+            return;
+        }
+    };
+    let (start, end) = shared.range();
+    let mut clear = keep_clear.iter().copied().chain(plans.iter().flatten().map(|p| (p.area, p.area + p.area_size)));
+    if let Some((s, e)) = clear.find(|&(s, e)| s < end && start < e) {
+        log::debug!("plans kept on the heap: their shared mapping {start:#x}-{end:#x} took {s:#x}-{e:#x}, which the restore needs");
+        return;
+    }
+    let shared = Arc::new(shared);
+    let mut at = 0;
+    let mut place = |blob: &mut Blob| {
+        let len = blob.len();
+        *blob = Blob::Shared { bytes: Arc::clone(&shared), at, len };
+        at += len;
+    };
+    for plan in plans.iter_mut().flatten() {
+        place(&mut plan.data);
+        place(&mut plan.ops_bytes);
+        place(&mut plan.descriptions.text);
+    }
+    crate::sys::release_free_heap();
 }
 
 /// A restorer program under construction for architecture `A`, whose data arena is
@@ -334,11 +443,12 @@ pub(crate) fn plan_process<A: Abi>(
         area,
         area_size: estimate,
         code_size,
-        data: program.data,
+        data: Blob::Heap(program.data),
         ops_offset,
-        ops_bytes,
+        ops_bytes: Blob::Heap(ops_bytes),
+        #[cfg(test)]
         ops: program.ops,
-        descriptions: program.descriptions,
+        descriptions: Descriptions::new(&program.descriptions),
         logged_ops: program.logged,
         helpers: helpers.opened,
         broker_helpers: helpers.from_broker,

@@ -73,7 +73,7 @@ fn render<A: Abi>(images: &Images, plan: &Plan, index: usize) -> String {
         }
     }
     let _ = writeln!(out, "ops ({} bytes, fnv {:#018x}):", plan.ops_bytes.len(), fnv(&plan.ops_bytes));
-    for (index, (op, description)) in plan.ops.iter().zip(&plan.descriptions).enumerate() {
+    for (index, (op, description)) in plan.ops.iter().zip(plan.descriptions.iter()).enumerate() {
         let args: Vec<String> = op.args.iter().map(|a| format!("{a:#x}")).collect();
         let logged = if plan.logged_ops.contains(&index) { " logged" } else { "" };
         let _ = writeln!(out, "  {index:3} {}({}) {}{logged}  # {description}", name_of::<A>(op.nr), args.join(", "), check_of(op));
