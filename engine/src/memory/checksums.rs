@@ -209,6 +209,7 @@ fn open_pagemap(dir: &Path, name: &str, page_size: u64) -> Result<(PagemapReader
 /// cores share a big one).
 struct Stretch {
     run: usize,
+    file: usize,
     offset: u64,
     len: u64,
 }
@@ -248,7 +249,16 @@ fn verify_one(dir: &Path, shown: Option<&Path>, checksums: &Checksums, page_size
             return Err(ChecksumError::Unlisted { pagemap: name.clone() });
         }
     }
-    let mut bytes = 0;
+    // Every pages file opened and its runs listed first, then all runs read at once on
+    // every core (a tree's thousand small pages files cost one set of threads).
+    struct Listed<'a> {
+        name: &'a String,
+        expected: &'a Vec<u32>,
+        pages_id: u32,
+        path: PathBuf,
+        runs: Vec<(u64, u64, u64, usize)>,
+    }
+    let mut listed = Vec::new();
     for (name, expected) in &checksums.pagemaps {
         let (pagemap, pages_path) = open_pagemap(dir, name, page_size)?;
         let runs: Vec<(u64, u64, u64, usize)> = pagemap
@@ -262,18 +272,24 @@ fn verify_one(dir: &Path, shown: Option<&Path>, checksums: &Checksums, page_size
         if runs.is_empty() {
             continue;
         }
-        let file = File::open(&pages_path).map_err(|source| ChecksumError::Io { what: "open", path: pages_path.clone(), source })?;
-        let found = checksum_runs(&file, &runs.iter().map(|r| (r.0, r.1)).collect::<Vec<_>>())
-            .map_err(|source| ChecksumError::Io { what: "read", path: pages_path.clone(), source })?;
-        for (((offset, len, vaddr, entry), &expected), found) in runs.iter().zip(expected).zip(found) {
+        listed.push(Listed { name, expected, pages_id: pagemap.pages_id(), path: pages_path, runs });
+    }
+    let all: Vec<(usize, u64, u64)> = listed.iter().enumerate().flat_map(|(file, l)| l.runs.iter().map(move |r| (file, r.0, r.1))).collect();
+    let paths: Vec<&Path> = listed.iter().map(|l| l.path.as_path()).collect();
+    let found = checksum_runs(&paths, &all).map_err(|(file, what, source)| ChecksumError::Io { what, path: listed[file].path.clone(), source })?;
+    let mut found = found.into_iter();
+    let mut bytes = 0;
+    for l in &listed {
+        for ((offset, len, vaddr, entry), &expected) in l.runs.iter().zip(l.expected) {
+            let found = found.next().unwrap_or_default();
             if found != expected {
-                let pages = ImageKind::Pages.file_name(pagemap.pages_id().into());
+                let pages = ImageKind::Pages.file_name(l.pages_id.into());
                 return Err(ChecksumError::Mismatch {
                     pages: shown.map_or(pages.clone(), |dir| dir.join(&pages).display().to_string()),
                     offset: *offset,
                     start: *vaddr,
                     end: vaddr + len,
-                    pagemap: name.clone(),
+                    pagemap: l.name.clone(),
                     entry: *entry,
                     expected,
                     found,
@@ -285,14 +301,16 @@ fn verify_one(dir: &Path, shown: Option<&Path>, checksums: &Checksums, page_size
     Ok(bytes)
 }
 
-/// The CRC-32C of each `(offset, len)` run of `file`, read on every core.
-fn checksum_runs(file: &File, runs: &[(u64, u64)]) -> io::Result<Vec<u32>> {
+/// The CRC-32C of each `(file, offset, len)` run, `file` an index into `paths`, read on
+/// every core (each worker holds one file open at a time). `Err`: the file that failed,
+/// what failed ("open" or "read") and why.
+fn checksum_runs(paths: &[&Path], runs: &[(usize, u64, u64)]) -> Result<Vec<u32>, (usize, &'static str, io::Error)> {
     let mut stretches = Vec::new();
-    for (run, &(offset, len)) in runs.iter().enumerate() {
+    for (run, &(file, offset, len)) in runs.iter().enumerate() {
         let mut at = 0;
         loop {
             let step = (len - at).min(STRETCH);
-            stretches.push(Stretch { run, offset: offset + at, len: step });
+            stretches.push(Stretch { run, file, offset: offset + at, len: step });
             at += step;
             if at >= len {
                 break;
@@ -301,21 +319,29 @@ fn checksum_runs(file: &File, runs: &[(u64, u64)]) -> io::Result<Vec<u32>> {
     }
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4).min(stretches.len());
     let next = AtomicUsize::new(0);
-    let results: Vec<io::Result<Vec<(usize, u32)>>> = std::thread::scope(|scope| {
+    type Done = Result<Vec<(usize, u32)>, (usize, &'static str, io::Error)>;
+    let results: Vec<Done> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|_| {
-                scope.spawn(|| -> io::Result<Vec<(usize, u32)>> {
+                scope.spawn(|| -> Done {
                     let mut buffer = Vec::new();
                     let mut done = Vec::new();
+                    let mut open: Option<(usize, File)> = None;
                     loop {
                         let index = next.fetch_add(1, Ordering::Relaxed);
                         let Some(stretch) = stretches.get(index) else { return Ok(done) };
-                        done.push((index, crc_of_range(file, stretch.offset, stretch.len, &mut buffer)?));
+                        let file = match open.take() {
+                            Some((number, file)) if number == stretch.file => file,
+                            _ => File::open(paths[stretch.file]).map_err(|e| (stretch.file, "open", e))?,
+                        };
+                        let crc = crc_of_range(&file, stretch.offset, stretch.len, &mut buffer).map_err(|e| (stretch.file, "read", e))?;
+                        open = Some((stretch.file, file));
+                        done.push((index, crc));
                     }
                 })
             })
             .collect();
-        workers.into_iter().map(|w| w.join().unwrap_or_else(|_| Err(io::Error::other("checksum thread panicked")))).collect()
+        workers.into_iter().map(|w| w.join().unwrap_or_else(|_| Err((0, "read", io::Error::other("checksum thread panicked"))))).collect()
     });
     let mut by_stretch = vec![0u32; stretches.len()];
     for result in results {
