@@ -165,6 +165,12 @@ pub fn find_chain_points(mem: &File, vdso: (u64, u64), executable: &[(u64, u64)]
     }
     let mut places = vec![vdso];
     places.extend(executable.iter().copied().filter(|place| *place != vdso));
+    // The processes of a tree mostly have their libc and vDSO where their parent has
+    // them: the points found last are checked first (two small reads, not a search).
+    let last = *LAST_FOUND.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(points) = last.filter(|points| points_hold(mem, &places, points)) {
+        return Some(points);
+    }
     // Each read starts at a mapping's start plus whole chunks (page aligned): an
     // instruction is at an offset that is a multiple of the code alignment.
     let aligned = |offset: &usize| *offset as u64 % HostArch::CODE_ALIGN == 0;
@@ -184,7 +190,27 @@ pub fn find_chain_points(mem: &File, vdso: (u64, u64), executable: &[(u64, u64)]
     let mut code = vec![0u8; SEARCH_OVERLAP];
     mem.read_exact_at(&mut code, syscall_ip + insn.len() as u64).ok()?;
     let path = HostArch::return_path(&code)?;
-    Some(ChainPoints { syscall_ip, path, trampoline })
+    let points = ChainPoints { syscall_ip, path, trampoline };
+    *LAST_FOUND.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(points);
+    Some(points)
+}
+
+/// The chain points [`find_chain_points`] found last, in whichever target.
+static LAST_FOUND: std::sync::Mutex<Option<ChainPoints>> = std::sync::Mutex::new(None);
+
+/// Whether `points` are chain points in this target too: inside its vDSO or an
+/// executable mapping of it (`places`), a syscall instruction followed by code that
+/// returns along the same path, and an rt_sigreturn trampoline.
+fn points_hold(mem: &File, places: &[(u64, u64)], points: &ChainPoints) -> bool {
+    let inside = |addr: u64, len: usize| places.iter().any(|&(start, end)| start <= addr && addr.saturating_add(len as u64) <= end);
+    let read = |addr: u64, len: usize| {
+        let mut bytes = vec![0u8; len];
+        (inside(addr, len) && mem.read_exact_at(&mut bytes, addr).is_ok()).then_some(bytes)
+    };
+    let insn = HostArch::SYSCALL_INSN;
+    let syscall_holds = read(points.syscall_ip, insn.len() + SEARCH_OVERLAP)
+        .is_some_and(|code| code.starts_with(insn) && HostArch::return_path(&code[insn.len()..]) == Some(points.path));
+    syscall_holds && HostArch::SIGRETURN_TRAMPOLINES.iter().any(|pattern| read(points.trampoline, pattern.len()).is_some_and(|bytes| bytes == *pattern))
 }
 
 /// Bytes each read of a search shares with the next, so that nothing this long is

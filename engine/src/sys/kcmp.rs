@@ -47,15 +47,20 @@ pub enum Shared {
     FsInfo,
 }
 
-/// `kcmp(pid1, pid2, KCMP_FILES or KCMP_FS, 0, 0)`: whether two processes share one fd
-/// table or one fs info.
+/// `kcmp(pid1, pid2, KCMP_FILES or KCMP_FS, 0, 0)` as an order: equal when the two
+/// processes share one fd table or one fs info; otherwise the kernel's (stable) order of
+/// the two objects, so that sharing in a tree is found by sorting.
 #[doc(alias = "kcmp")]
-pub fn share(pid1: i32, pid2: i32, what: Shared) -> io::Result<bool> {
+pub fn order_shared(pid1: i32, pid2: i32, what: Shared) -> io::Result<std::cmp::Ordering> {
     let kind: libc::c_long = match what {
         Shared::FdTable => 2,
         Shared::FsInfo => 3,
     };
     // SAFETY: KCMP_FILES and KCMP_FS take no pointers.
     let rc = check(unsafe { libc::syscall(libc::SYS_kcmp, pid1, pid2, kind, 0 as libc::c_long, 0 as libc::c_long) })?;
-    Ok(rc == 0)
+    Ok(match rc {
+        0 => std::cmp::Ordering::Equal,
+        1 => std::cmp::Ordering::Less,
+        _ => std::cmp::Ordering::Greater,
+    })
 }
