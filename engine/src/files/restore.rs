@@ -113,7 +113,7 @@ fn read_tcp_stream(dir: &Path, ino: u32) -> Result<(pb::TcpStreamEntry, Vec<u8>,
 /// only logged (lifted by hand, or a dump that left its tree running). `netns`: the
 /// restored tree's own network namespace, where a lock table of its connections is
 /// (the dumped ruleset brings it back there); `None` when it shares crust's.
-pub(crate) fn unlock_tcp(dir: &Path, netns: Option<std::os::fd::BorrowedFd<'_>>) -> Result<(), FileError> {
+pub(crate) fn unlock_tcp(dir: &Path, netns: Option<std::os::fd::BorrowedFd<'_>>, established: &[Connection]) -> Result<(), FileError> {
     // A restored namespace locked whole (its dump, CRIU's, locked it whole).
     if let Some(netns) = netns {
         let table = super::netlock::NAMESPACE_LOCK_TABLE;
@@ -121,7 +121,7 @@ pub(crate) fn unlock_tcp(dir: &Path, netns: Option<std::os::fd::BorrowedFd<'_>>)
             log::info!("network namespace unlocked (table inet {table} removed)");
         }
     }
-    match dump_lock(dir)? {
+    match dump_lock_of(dir, established.to_vec())? {
         DumpLock::Nothing => {}
         DumpLock::Table(table) => {
             if !super::netlock::remove_table(&table, netns).map_err(file_within(format!("remove the TCP lock table inet {table}")))? {
@@ -196,16 +196,27 @@ enum DumpLock {
     OldCrust(Vec<(u32, InetAddress, InetAddress)>),
 }
 
-/// What inventory.img and files.img of `dir` say about the TCP lock.
-fn dump_lock(dir: &Path) -> Result<DumpLock, FileError> {
-    let path = dir.join(ImageKind::Files.file_name(0));
-    let entries = crust_images::read_entries::<pb::FileEntry>(&path)?;
-    let established: Vec<(u32, InetAddress, InetAddress)> = entries
+/// An established TCP connection of the dump: socket inode, local and peer address.
+pub(crate) type Connection = (u32, InetAddress, InetAddress);
+
+/// The established TCP connections among files.img's `entries`.
+pub(crate) fn established_connections(entries: &[pb::FileEntry]) -> Vec<Connection> {
+    entries
         .iter()
         .filter_map(|e| e.isk.as_ref())
         .filter(|isk| isk.proto == libc::IPPROTO_TCP as u32 && isk.state == 1)
         .map(|isk| (isk.ino, inet::address(isk.family, &isk.src_addr, isk.src_port), inet::address(isk.family, &isk.dst_addr, isk.dst_port)))
-        .collect();
+        .collect()
+}
+
+/// What inventory.img and files.img of `dir` say about the TCP lock.
+fn dump_lock(dir: &Path) -> Result<DumpLock, FileError> {
+    let entries = crust_images::read_entries::<pb::FileEntry>(&dir.join(ImageKind::Files.file_name(0)))?;
+    dump_lock_of(dir, established_connections(&entries))
+}
+
+/// [`dump_lock`] with files.img's established connections read already.
+fn dump_lock_of(dir: &Path, established: Vec<Connection>) -> Result<DumpLock, FileError> {
     if established.is_empty() {
         return Ok(DumpLock::Nothing);
     }
@@ -303,9 +314,8 @@ impl Drop for FdCopies {
 
 /// `wanted`: the file ids the broker opens; a memfd description no one wants (a
 /// mapping turned back into shared anonymous memory, `memory/shmem.rs`) is not made.
-fn create_special_files(dir: &Path, regs: &BTreeMap<u32, pb::RegFileEntry>, wanted: &[u32]) -> Result<SpecialFiles, FileError> {
+fn create_special_files(dir: &Path, entries: &[pb::FileEntry], regs: &BTreeMap<u32, pb::RegFileEntry>, wanted: &[u32]) -> Result<SpecialFiles, FileError> {
     let path = dir.join(ImageKind::Files.file_name(0));
-    let entries = crust_images::read_entries::<pb::FileEntry>(&path)?;
     let (mut pipes, mut fifos, mut sockets, mut inet_sockets) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut memfds = Vec::new();
     let mut ttys = Vec::new();
@@ -313,7 +323,7 @@ fn create_special_files(dir: &Path, regs: &BTreeMap<u32, pb::RegFileEntry>, want
     let mut dead_pidfds = BTreeMap::new();
     let mut made = BTreeMap::new();
     let mut epolls = BTreeMap::new();
-    for entry in entries {
+    for entry in entries.iter().cloned() {
         let kind = pb::FdTypes::try_from(entry.r#type).unwrap_or(pb::FdTypes::Und);
         let missing = || FileError::refused(format!("{}: file {} of type {kind:?} has no {kind:?} entry", path.display(), entry.id));
         match kind {
@@ -440,6 +450,7 @@ impl Broker {
     /// `inherited`: crust's fds that stand for files of the dump (`--inherit-fd
     /// fd[N]:KEY`), used instead of opening or creating them.
     pub(crate) fn open(
+        special: &[pb::FileEntry],
         files: &BTreeMap<u32, pb::RegFileEntry>,
         ghosts: &BTreeMap<u32, u32>,
         dir: &Path,
@@ -452,7 +463,7 @@ impl Broker {
         // move them above every broker number first (inherited ones too, copied).
         let above = base.saturating_add(i32::try_from(ids.len()).unwrap_or(i32::MAX)).saturating_add(8);
         let (inherited, _inherited_copies) = inherited_files(dir, inherited, above)?;
-        let (made, epolls, late, dead_pidfd_flags, deferred, controlling, shutdowns) = create_special_files(dir, files, &ids)?;
+        let (made, epolls, late, dead_pidfd_flags, deferred, controlling, shutdowns) = create_special_files(dir, special, files, &ids)?;
         let mut made_high = BTreeMap::new();
         for (id, fd) in made {
             made_high.insert(id, sys::file::move_above(fd, above).map_err(file_io(format!("move file {id} above {above}")))?);

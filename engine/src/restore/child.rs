@@ -200,7 +200,7 @@ pub(crate) fn root_main(run: &Run, sync: OwnedFd, error: OwnedFd) -> ! {
             };
             drop(archives);
             sys::change_root(&root).map_err(child_io(format!("chroot {}", root.display())))?;
-            let opened = Broker::open(&images.files, &images.ghosts, Path::new("."), images.broker_ids(), tree.broker_base, namespaces.inherit_fds)?;
+            let opened = Broker::open(&images.special_files, &images.files, &images.ghosts, Path::new("."), images.broker_ids(), tree.broker_base, namespaces.inherit_fds)?;
             opened.make_dead_pidfds()?;
             opened_here = Some(opened);
         }

@@ -364,7 +364,7 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
     let broker = if mount_plan.is_some() {
         crate::files::Broker::default()
     } else {
-        crate::files::Broker::open(&images.files, &images.ghosts, &options.dir, images.broker_ids(), tree.broker_base, &options.inherit_fds)
+        crate::files::Broker::open(&images.special_files, &images.files, &images.ghosts, &options.dir, images.broker_ids(), tree.broker_base, &options.inherit_fds)
             .map_err(|what| RestoreError::Child { pid: root, what: what.to_string() })?
     };
     // Each shared anonymous object once, filled before the first fork: every process
@@ -577,7 +577,7 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
         true => Some(crate::sys::netns::open_net_namespace(child).map_err(io_err(root, "open the tree's network namespace"))?),
         false => None,
     };
-    crate::files::unlock_tcp(&options.dir, tree_netns.as_ref().map(std::os::fd::AsFd::as_fd))
+    crate::files::unlock_tcp(&options.dir, tree_netns.as_ref().map(std::os::fd::AsFd::as_fd), &images.established_tcp)
         .map_err(|what| RestoreError::Child { pid: root, what: what.to_string() })?;
     stage(Stage::PreResume, Some(child))?;
     // The last moment a stop can still undo the restore.
