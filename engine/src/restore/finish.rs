@@ -4,7 +4,7 @@
 //! registers and signal masks back and let every thread go (a stopped process with its
 //! stop signal). [`TreeGuard`] kills the tree on every error path.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -140,15 +140,23 @@ pub(crate) fn wait_for_restorers(
     // Tasks are reported by host tid; images name them by their tid in their own pid
     // namespace (the same number outside a new namespace).
     let mut host: BTreeMap<i32, i32> = BTreeMap::new();
+    let mut virtual_by_host: BTreeMap<i32, i32> = BTreeMap::new();
+    let new_pid_ns = images.namespaces.new_pid_ns;
     let virtual_of = |tid: i32| -> i32 {
+        if !new_pid_ns {
+            return tid;
+        }
         fs::read_to_string(format!("/proc/{tid}/status"))
             .ok()
             .and_then(|s| procfs::parse_nspid(&s))
             .unwrap_or(tid)
     };
+    // The process of each task of the images (index into `images.processes`).
+    let owners: BTreeMap<i32, usize> =
+        images.processes.iter().enumerate().flat_map(|(index, p)| p.pstree.threads.iter().map(move |&t| (t as i32, index))).collect();
     let root = images.processes[0].pid();
     let mut pending_leaders: BTreeMap<i32, usize> = BTreeMap::new();
-    let mut pending_threads: Vec<i32> = Vec::new();
+    let mut pending_threads: BTreeSet<i32> = BTreeSet::new();
     let mut pending_zombies: Vec<i32> = Vec::new();
     let mut pending_helpers: Vec<i32> = tree.helpers.iter().map(|h| h.pid as i32).collect();
     for (index, process) in images.processes.iter().enumerate() {
@@ -174,9 +182,10 @@ pub(crate) fn wait_for_restorers(
             sys::WaitEvent::Stopped { .. } => {
                 let tid = virtual_of(host_tid);
                 host.insert(tid, host_tid);
+                virtual_by_host.insert(host_tid, tid);
                 tid
             }
-            _ => host.iter().find(|(_, &h)| h == host_tid).map(|(&v, _)| v).unwrap_or(host_tid),
+            _ => virtual_by_host.get(&host_tid).copied().unwrap_or(host_tid),
         };
         match event {
             sys::WaitEvent::Stopped { signal, event: 0 } if signal == libc::SIGTRAP => {
@@ -184,7 +193,7 @@ pub(crate) fn wait_for_restorers(
                     placement.place(tid, host_tid).map_err(|e| FinishError::Child { pid: tid, what: format!("cgroups: {e}") })?;
                 }
                 let regs = HostArch::read_regs(host_tid).map_err(|source| FinishError::Arch { pid: tid, source })?;
-                let owner = images.processes.iter().position(|p| p.pstree.threads.contains(&(tid as u32)));
+                let owner = owners.get(&tid).copied();
                 let Some(index) = owner else {
                     return Err(FinishError::Child { pid: tid, what: "unexpected task in the restored tree".into() });
                 };
@@ -194,7 +203,9 @@ pub(crate) fn wait_for_restorers(
                         log_failed_ops(tid, host_tid, plan);
                         pending_leaders.remove(&tid);
                     }
-                    RestorerOutcome::NewThread => pending_threads.retain(|&t| t != tid),
+                    RestorerOutcome::NewThread => {
+                        pending_threads.remove(&tid);
+                    }
                     RestorerOutcome::Failed { index: op, result } => {
                         return Err(FinishError::RestorerStep {
                             pid: tid,
