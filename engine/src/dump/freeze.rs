@@ -60,6 +60,11 @@ pub(crate) struct FrozenThread {
     /// SECCOMP_MODE_* of the thread, and its filters oldest first (filter mode).
     pub(crate) seccomp_mode: u32,
     pub(crate) seccomp_filters: Vec<Vec<u8>>,
+    /// The tid as the thread's own (innermost) pid namespace sees it.
+    pub(crate) nspid: i32,
+    /// /proc/PID/task/TID/status, read once the thread stopped (credentials and the
+    /// rest cannot change while the tree is frozen).
+    pub(crate) status: String,
 }
 
 /// One process of the tree.
@@ -184,7 +189,8 @@ fn seize_finish(pid: i32, tid: i32, suspended: bool, deadline: Option<(Instant, 
         regs.gpr = moved;
     }
     let status = fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).map_err(io_err(pid, "read thread status"))?;
-    let seccomp_mode: u32 = procfs::parse_key_values(&status).get("Seccomp").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let seccomp_mode: u32 = status.lines().find_map(|line| line.strip_prefix("Seccomp:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+    let nspid = procfs::parse_nspid(&status).ok_or_else(|| SeizeError::Unsupported { pid, what: format!("tid {tid} without an NSpid line") })?;
     let mut seccomp_filters = Vec::new();
     if seccomp_mode != 0 && !suspended {
         return Err(SeizeError::Unsupported { pid, what: format!("tid {tid} under seccomp without CAP_SYS_ADMIN to suspend it") });
@@ -196,7 +202,7 @@ fn seize_finish(pid: i32, tid: i32, suspended: bool, deadline: Option<(Instant, 
             seccomp_filters.push(filter);
         }
     }
-    Ok(FrozenThread { tid, rseq, regs, sigmask, seccomp_mode, seccomp_filters })
+    Ok(FrozenThread { tid, rseq, regs, sigmask, seccomp_mode, seccomp_filters, nspid, status })
 }
 
 /// The abort handler of the rseq critical section thread `tid` is stopped inside, if
@@ -246,10 +252,15 @@ impl Frozen {
             abandon(&pending, freezer);
             return Err(error);
         }
+        // Each thread's was read at its seize; a zombie's is read now.
         for process in &frozen.processes {
-            frozen.virt.insert(process.pid, virtual_pid(process.pid)?);
+            let leader = process.threads.iter().find(|t| t.tid == process.pid).map(|t| t.nspid);
+            frozen.virt.insert(process.pid, match leader {
+                Some(nspid) => nspid,
+                None => virtual_pid(process.pid)?,
+            });
             for thread in &process.threads {
-                frozen.virt.insert(thread.tid, virtual_pid_of_thread(process.pid, thread.tid)?);
+                frozen.virt.insert(thread.tid, thread.nspid);
             }
         }
         Ok(frozen)

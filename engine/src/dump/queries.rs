@@ -166,9 +166,7 @@ fn thread_queries(
         .map_err(io_err(pid, "read thread comm"))?
         .trim_end_matches('\n')
         .to_string();
-    let status =
-        fs::read_to_string(format!("/proc/{pid}/task/{}/status", thread.tid)).map_err(io_err(pid, "read thread status"))?;
-    let mut creds = creds_from_status(&procfs::parse_key_values(&status));
+    let mut creds = creds_from_status(&procfs::parse_key_values(&thread.status));
     creds.secbits = checked(pid, answer, calls.securebits, Sys::Prctl)? as u32;
     checked(pid, answer, calls.pdeath.0, Sys::Prctl)?;
     let pdeath_sig = int(answer.bytes(calls.pdeath.1), 0);
