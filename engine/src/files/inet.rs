@@ -49,19 +49,9 @@ pub(crate) fn parse_shutdowns(bytes: &[u8]) -> BTreeMap<u32, u8> {
         }
         let Some(head) = message.get(..72) else { continue };
         let ino = u32::from_ne_bytes(head[68..72].try_into().expect("4 bytes"));
-        let mut at = 72;
-        while let Some(attr) = message.get(at..at + 4) {
-            let len = u16::from_ne_bytes([attr[0], attr[1]]) as usize;
-            let attr_kind = u16::from_ne_bytes([attr[2], attr[3]]);
-            if len < 4 {
-                break;
-            }
-            if attr_kind == INET_DIAG_SHUTDOWN {
-                if let Some(&bits) = message.get(at + 4).filter(|b| **b != 0) {
-                    out.insert(ino, bits);
-                }
-            }
-            at += (len + 3) & !3;
+        let shutdown = sys::netlink::netlink_attributes(&message[72..]).find(|(kind, _)| *kind == INET_DIAG_SHUTDOWN);
+        if let Some(&bits) = shutdown.and_then(|(_, data)| data.first()).filter(|b| **b != 0) {
+            out.insert(ino, bits);
         }
     }
     out

@@ -58,14 +58,7 @@ pub(crate) fn parse_diag(bytes: &[u8]) -> BTreeMap<u32, PacketDiag> {
         let Some(head) = payload.get(..16) else { continue };
         let ino = u32::from_ne_bytes(head[4..8].try_into().expect("4 bytes"));
         let mut socket = PacketDiag { kind: head[1], protocol: u16::from_ne_bytes([head[2], head[3]]), ..Default::default() };
-        let mut at = 16;
-        while let Some(attr) = payload.get(at..at + 4) {
-            let len = u16::from_ne_bytes([attr[0], attr[1]]) as usize;
-            let attr_kind = u16::from_ne_bytes([attr[2], attr[3]]);
-            if len < 4 {
-                break;
-            }
-            let data = payload.get(at + 4..at + len).unwrap_or(&[]);
+        for (attr_kind, data) in sys::netlink::netlink_attributes(&payload[16..]) {
             match attr_kind {
                 0 if data.len() >= 24 => {
                     let mut info = [0u32; 6];
@@ -91,7 +84,6 @@ pub(crate) fn parse_diag(bytes: &[u8]) -> BTreeMap<u32, PacketDiag> {
                 4 => socket.fanout = word(data, 0),
                 _ => {}
             }
-            at += (len + 3) & !3;
         }
         out.insert(ino, socket);
     }

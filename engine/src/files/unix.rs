@@ -55,11 +55,7 @@ pub(crate) fn parse_diag(bytes: &[u8]) -> Result<BTreeMap<u32, UnixDiag>, FileEr
             ino: u32::from_ne_bytes(head[4..8].try_into().expect("4 bytes")),
             ..Default::default()
         };
-        let mut at = 16;
-        while let Some(attr) = payload.get(at..at + 4) {
-            let len = u16::from_ne_bytes([attr[0], attr[1]]) as usize;
-            let attr_kind = u16::from_ne_bytes([attr[2], attr[3]]);
-            let Some(data) = payload.get(at + 4..at + len.max(4)) else { break };
+        for (attr_kind, data) in sys::netlink::netlink_attributes(&payload[16..]) {
             let word = |i: usize| data.get(i * 4..i * 4 + 4).map(|b| u32::from_ne_bytes(b.try_into().expect("4 bytes")));
             match attr_kind {
                 0 => socket.name = data.to_vec(),
@@ -72,10 +68,6 @@ pub(crate) fn parse_diag(bytes: &[u8]) -> Result<BTreeMap<u32, UnixDiag>, FileEr
                 6 => socket.shutdown = data.first().copied().unwrap_or(0),
                 _ => {}
             }
-            if len < 4 {
-                break;
-            }
-            at += (len + 3) & !3;
         }
         out.insert(socket.ino, socket);
     }

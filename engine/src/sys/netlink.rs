@@ -109,6 +109,23 @@ pub(crate) fn netlink_messages(bytes: &[u8]) -> impl Iterator<Item = (u16, &[u8]
     netlink_messages_with_seq(bytes).map(|(kind, _, payload)| (kind, payload))
 }
 
+/// The attributes (struct nlattr / rtattr) of a message body from its start: (type
+/// without the nested and byte-order bits, data). Stops at a malformed one.
+pub(crate) fn netlink_attributes(bytes: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    let mut at = 0usize;
+    std::iter::from_fn(move || {
+        let header = bytes.get(at..at + 4)?;
+        let len = u16::from_ne_bytes([header[0], header[1]]) as usize;
+        let kind = u16::from_ne_bytes([header[2], header[3]]) & 0x3fff;
+        let data = bytes.get(at + 4..at + len.max(4))?;
+        if len < 4 {
+            return None;
+        }
+        at += (len + 3) & !3;
+        Some((kind, data))
+    })
+}
+
 /// The netlink messages of a reply: (type, sequence number, payload).
 pub(crate) fn netlink_messages_with_seq(bytes: &[u8]) -> impl Iterator<Item = (u16, u32, &[u8])> {
     let mut at = 0usize;
