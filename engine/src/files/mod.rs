@@ -42,7 +42,7 @@ mod write;
 
 pub(crate) use dump::{check_tree, collect_fds, finish_ptys, resolve_owners, resolve_pidfds, resolve_proc_files};
 pub(crate) use netlock::{namespace_lock_ruleset, NETWORK_LOCK_IPTABLES, NETWORK_LOCK_NFTABLES, NETWORK_LOCK_SKIP};
-pub(crate) use restore::{broker_ids, established_connections, in_flight_ids, kept_locks, unlock_tcp, Broker, Connection};
+pub(crate) use restore::{broker_ids, established_connections, in_flight_ids, kept_locks, unlock_tcp, Broker};
 pub(crate) use write::{write_fdinfo, write_images};
 
 /// Why the files of a process could not be dumped.

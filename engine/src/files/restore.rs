@@ -121,7 +121,7 @@ pub(crate) fn unlock_tcp(dir: &Path, netns: Option<std::os::fd::BorrowedFd<'_>>,
             log::info!("network namespace unlocked (table inet {table} removed)");
         }
     }
-    match dump_lock_of(dir, established.to_vec())? {
+    match dump_lock_of(dir, established)? {
         DumpLock::Nothing => {}
         DumpLock::Table(table) => {
             if !super::netlock::remove_table(&table, netns).map_err(file_within(format!("remove the TCP lock table inet {table}")))? {
@@ -212,11 +212,11 @@ pub(crate) fn established_connections(entries: &[pb::FileEntry]) -> Vec<Connecti
 /// What inventory.img and files.img of `dir` say about the TCP lock.
 fn dump_lock(dir: &Path) -> Result<DumpLock, FileError> {
     let entries = crust_images::read_entries::<pb::FileEntry>(&dir.join(ImageKind::Files.file_name(0)))?;
-    dump_lock_of(dir, established_connections(&entries))
+    dump_lock_of(dir, &established_connections(&entries))
 }
 
 /// [`dump_lock`] with files.img's established connections read already.
-fn dump_lock_of(dir: &Path, established: Vec<Connection>) -> Result<DumpLock, FileError> {
+fn dump_lock_of(dir: &Path, established: &[Connection]) -> Result<DumpLock, FileError> {
     if established.is_empty() {
         return Ok(DumpLock::Nothing);
     }
@@ -224,8 +224,8 @@ fn dump_lock_of(dir: &Path, established: Vec<Connection>) -> Result<DumpLock, Fi
     let inventory = inventory.first();
     let run_id = inventory.and_then(|i| i.dump_criu_run_id.as_deref());
     Ok(match (inventory.and_then(|i| i.network_lock_method), run_id) {
-        (None, _) => DumpLock::OldCrust(established),
-        (Some(NETWORK_LOCK_IPTABLES), _) => DumpLock::Iptables(established),
+        (None, _) => DumpLock::OldCrust(established.to_vec()),
+        (Some(NETWORK_LOCK_IPTABLES), _) => DumpLock::Iptables(established.to_vec()),
         (Some(NETWORK_LOCK_NFTABLES), Some(run_id)) => DumpLock::Table(tcp::lock_table(run_id)),
         (Some(NETWORK_LOCK_NFTABLES), None) => {
             return Err(FileError::refused("inventory.img: network_lock_method nftables without dump_criu_run_id, which names the lock table"))

@@ -323,6 +323,15 @@ fn hand_over_lazy_areas(pid: i32, image_pid: u64, syscall_ip: u64, plan: &Plan, 
     Ok(())
 }
 
+/// An injected syscall whose failure (-errno) is an error: `what` names it.
+fn checked_call(remote: &mut RemoteThread, pid: i32, call: Sys, args: [u64; 6], what: impl FnOnce() -> String) -> Result<i64, FinishError> {
+    let result = remote.syscall(call, args).map_err(|source| FinishError::Infect { pid, source })?;
+    if (-4095..0).contains(&result) {
+        return Err(FinishError::Child { pid, what: format!("{}: {}", what(), io::Error::from_raw_os_error(-result as i32)) });
+    }
+    Ok(result)
+}
+
 /// Once every process exists, in process `pid`: opens its files under /proc/PID of the
 /// tree, each path naming the restored process as this host numbers it (the tree reads
 /// crust's /proc), then sets its files' owners (F_SETOWN_EX, the owner as the tree
@@ -354,13 +363,7 @@ fn open_proc_files_and_set_owners(pid: i32, syscall_ip: u64, plan: &Plan, host: 
                 return Err(FinishError::Unsupported { pid, what: format!("fd {number}: a /proc path of {} bytes", bytes.len()) });
             }
             mem.write_all_at(&bytes, scratch).map_err(|source| FinishError::Io { pid, what: format!("write path {path}"), source })?;
-            let mut call = |call: Sys, args: [u64; 6], what: &str| -> Result<i64, FinishError> {
-                let result = remote.syscall(call, args).map_err(|source| FinishError::Infect { pid, source })?;
-                if (-4095..0).contains(&result) {
-                    return Err(FinishError::Child { pid, what: format!("fd {number}: {what} {path}: {}", io::Error::from_raw_os_error(-result as i32)) });
-                }
-                Ok(result)
-            };
+            let mut call = |call: Sys, args: [u64; 6], what: &str| checked_call(&mut remote, pid, call, args, || format!("fd {number}: {what} {path}"));
             let fd = call(Sys::Openat, [libc::AT_FDCWD as i64 as u64, scratch, file.flags as u32 as u64, 0, 0, 0], "open")?;
             let cloexec_flag = if file.cloexec { libc::O_CLOEXEC as u64 } else { 0 };
             if fd != i64::from(number) {
@@ -376,13 +379,7 @@ fn open_proc_files_and_set_owners(pid: i32, syscall_ip: u64, plan: &Plan, host: 
         const F_SETSIG: u64 = 10;
         const F_SETOWN_EX: u64 = 15;
         for (number, owner) in &plan.owners {
-            let mut call = |call: Sys, args: [u64; 6], what: &str| -> Result<i64, FinishError> {
-                let result = remote.syscall(call, args).map_err(|source| FinishError::Infect { pid, source })?;
-                if (-4095..0).contains(&result) {
-                    return Err(FinishError::Child { pid, what: format!("fd {number}: {what}: {}", io::Error::from_raw_os_error(-result as i32)) });
-                }
-                Ok(result)
-            };
+            let mut call = |call: Sys, args: [u64; 6], what: &str| checked_call(&mut remote, pid, call, args, || format!("fd {number}: {what}"));
             if owner.pid != 0 {
                 let mut bytes = (owner.pid_type as i32).to_ne_bytes().to_vec();
                 bytes.extend((owner.pid as i32).to_ne_bytes());

@@ -98,8 +98,6 @@ pub(crate) struct Images {
     pub(crate) files: BTreeMap<u32, pb::RegFileEntry>,
     /// The other entries of files.img (pipes, sockets, ...), which the broker makes.
     pub(crate) special_files: Vec<pb::FileEntry>,
-    /// files.img's established TCP connections, whose lock the restore lifts at the end.
-    pub(crate) established_tcp: Vec<crate::files::Connection>,
     /// reg-file id → ghost id
     pub(crate) ghosts: BTreeMap<u32, u32>,
     /// seccomp.img's filters (threads name their newest by index).
@@ -309,7 +307,6 @@ pub(crate) fn load_with(dir: &Path, page_size: u64, listed: bool, empty_net: boo
         .collect();
     let unix_names = file_entries.iter().filter_map(|f| Some((f.id, f.usk.as_ref()?.name.len()))).collect();
     let pidfds = file_entries.iter().filter_map(|f| f.pidfd.map(|p| (f.id, p))).collect();
-    let established_tcp = crate::files::established_connections(&file_entries);
     let (regular, special_files): (Vec<pb::FileEntry>, Vec<pb::FileEntry>) = file_entries.into_iter().partition(|f| f.reg.is_some());
     let files: BTreeMap<u32, pb::RegFileEntry> = regular.into_iter().filter_map(|f| f.reg.map(|reg| (f.id, reg))).collect();
     let ghosts = if dir.exists(ImageKind::RemapFpath, 0) {
@@ -358,7 +355,7 @@ pub(crate) fn load_with(dir: &Path, page_size: u64, listed: bool, empty_net: boo
             tree_tids.contains(&number).then(|| (id, (number, rest.to_string())))
         })
         .collect();
-    Ok(Images { dir, processes, files, special_files, established_tcp, ghosts, seccomp, pidfds, in_flight, namespaces, inventory, file_entries: file_kinds, unix_names, names, shared_anon_sizes, proc_files, owners })
+    Ok(Images { dir, processes, files, special_files, ghosts, seccomp, pidfds, in_flight, namespaces, inventory, file_entries: file_kinds, unix_names, names, shared_anon_sizes, proc_files, owners })
 }
 
 /// Checks that every file the tree maps or holds open (not an unlinked one, which

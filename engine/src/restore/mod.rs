@@ -577,7 +577,7 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
         true => Some(crate::sys::netns::open_net_namespace(child).map_err(io_err(root, "open the tree's network namespace"))?),
         false => None,
     };
-    crate::files::unlock_tcp(&options.dir, tree_netns.as_ref().map(std::os::fd::AsFd::as_fd), &images.established_tcp)
+    crate::files::unlock_tcp(&options.dir, tree_netns.as_ref().map(std::os::fd::AsFd::as_fd), &crate::files::established_connections(&images.special_files))
         .map_err(|what| RestoreError::Child { pid: root, what: what.to_string() })?;
     stage(Stage::PreResume, Some(child))?;
     // The last moment a stop can still undo the restore.
