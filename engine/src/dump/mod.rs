@@ -372,6 +372,16 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
         return Err(DumpError::Unsupported { pid: root, what: "a zombie as the root of the tree".into() });
     }
 
+    // The guardian (for a crust killed while a parasite lives) is started before the
+    // freeze: its fork and exec are not frozen time.
+    let guardian = options.guardian.as_deref().and_then(|program| match crate::parasite::guardian::Guardian::start(program) {
+        Ok(guardian) => Some(guardian),
+        Err(error) => {
+            log::warn!("no guardian ({}: {error}): a crust killed while a parasite lives leaves its area mapped", program.display());
+            None
+        }
+    });
+    let watch = guardian.as_ref().map_or_else(crate::parasite::guardian::Watch::none, |g| g.watch());
     let seize_started = Instant::now();
     // Declared before `frozen`, dropped after it: the tree is released, then its cgroup
     // goes back to the state it had (thawed, or frozen again).
@@ -427,14 +437,6 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     // Each live process's parasite, from here into the memory stage, which cures each
     // as soon as its process needs it no more; on every error path they are dropped
     // (cured: every thread home, the area unmapped) before `frozen`.
-    let guardian = options.guardian.as_deref().and_then(|program| match crate::parasite::guardian::Guardian::start(program) {
-        Ok(guardian) => Some(guardian),
-        Err(error) => {
-            log::warn!("no guardian ({}: {error}): a crust killed while a parasite lives leaves its area mapped", program.display());
-            None
-        }
-    });
-    let watch = guardian.as_ref().map_or_else(crate::parasite::guardian::Watch::none, |g| g.watch());
     let mut parasites = Vec::new();
     let mut queries = Vec::new();
     for (process, collected) in frozen.processes.iter().filter(|p| !p.is_zombie()).zip(&collected) {

@@ -79,6 +79,34 @@ pub enum CopyError {
     Interrupted,
 }
 
+/// Ranges from this many bytes on are write-protected by several threads.
+const PROTECT_SPLIT_FROM: u64 = 64 << 20;
+/// The most threads that write-protect at once.
+const PROTECT_THREADS_MAX: usize = 4;
+
+/// Cuts `ranges` into `parts` shares of about equal bytes (page-aligned cuts), each a
+/// list of `(index of the range, start, end)`, in address order.
+fn split_shares(ranges: &[(u64, u64)], parts: usize, page: u64) -> Vec<Vec<(usize, u64, u64)>> {
+    let total: u64 = ranges.iter().map(|&(start, end)| end - start).sum();
+    let share = (total.div_ceil(parts as u64)).div_ceil(page) * page;
+    let mut shares = vec![Vec::new()];
+    let mut room = share;
+    for (index, &(start, end)) in ranges.iter().enumerate() {
+        let mut from = start;
+        while from < end {
+            if room == 0 && shares.len() < parts {
+                shares.push(Vec::new());
+                room = share;
+            }
+            let to = if shares.len() < parts { end.min(from + room) } else { end };
+            shares.last_mut().expect("one share at least").push((index, from, to));
+            room = room.saturating_sub(to - from);
+            from = to;
+        }
+    }
+    shares
+}
+
 /// A userfaultfd of one process, made while the process is frozen, for [`Arming::protect`].
 pub(crate) struct Arming {
     pid: i32,
@@ -143,9 +171,43 @@ impl Arming {
     }
 
     /// Write-protects the pages of registered areas (`ranges`); one result per range.
-    /// Takes `&self` only, so it can run beside the pagemap reads.
+    /// Takes `&self` only, so it can run beside the pagemap reads. The kernel walks
+    /// every page table entry of the ranges (about 70 ns per present 4 KiB page here,
+    /// 18 ms a GiB) under the mmap lock taken for reading, so from
+    /// [`PROTECT_SPLIT_FROM`] bytes on the ranges are cut into one share per CPU, each
+    /// protected by a thread of its own.
     pub(crate) fn write_protect(&self, ranges: &[(u64, u64)]) -> Vec<io::Result<()>> {
-        ranges.iter().map(|&(start, end)| uffd::write_protect(self.uffd.as_fd(), start, end - start, true)).collect()
+        let total: u64 = ranges.iter().map(|&(start, end)| end - start).sum();
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()).min(PROTECT_THREADS_MAX);
+        if total < PROTECT_SPLIT_FROM || cpus < 2 {
+            return ranges.iter().map(|&(start, end)| uffd::write_protect(self.uffd.as_fd(), start, end - start, true)).collect();
+        }
+        let shares = split_shares(ranges, cpus, sys::page_size());
+        let outcomes: Vec<Vec<(usize, io::Result<()>)>> = std::thread::scope(|scope| {
+            let protect = |share: &Vec<(usize, u64, u64)>| -> Vec<(usize, io::Result<()>)> {
+                share.iter().map(|&(index, start, end)| (index, uffd::write_protect(self.uffd.as_fd(), start, end - start, true))).collect()
+            };
+            let (own, others) = shares.split_first().expect("at least one share");
+            let helpers: Vec<_> = others.iter().map(|share| scope.spawn(move || protect(share))).collect();
+            let mut outcomes = vec![protect(own)];
+            for helper in helpers {
+                outcomes.push(helper.join().unwrap_or_else(|_| vec![(usize::MAX, Err(io::Error::other("write-protect thread panicked")))]));
+            }
+            outcomes
+        });
+        let mut results: Vec<io::Result<()>> = ranges.iter().map(|_| Ok(())).collect();
+        for (index, outcome) in outcomes.into_iter().flatten() {
+            if let Err(error) = outcome {
+                // A panicked share names no range: every range fails with it.
+                let targets: Vec<usize> = if index == usize::MAX { (0..results.len()).collect() } else { vec![index] };
+                for target in targets {
+                    if results[target].is_ok() {
+                        results[target] = Err(io::Error::new(error.kind(), error.to_string()));
+                    }
+                }
+            }
+        }
+        results
     }
 
     /// Hands a registered, write-protected area and its pages to dump (`runs`) to the
@@ -779,4 +841,34 @@ fn serve_fault(process: &Shared, fault_page: u64) -> Vec<ReadBlock> {
         blocks.push(ReadBlock { area_index, run_index, run, first, count, data });
     }
     blocks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_shares;
+
+    #[test]
+    fn shares_cover_every_range_once_in_order_and_near_equal() {
+        let page = 4096;
+        let ranges = [(0x10000, 0x10000 + 100 * page), (0x900000, 0x900000 + 3 * page), (0x2000000, 0x2000000 + 57 * page)];
+        for parts in 1..=5 {
+            let shares = split_shares(&ranges, parts, page);
+            assert!(shares.len() <= parts && !shares.is_empty());
+            let pieces: Vec<(usize, u64, u64)> = shares.iter().flatten().copied().collect();
+            // Glued back together, the pieces are the ranges.
+            let mut glued: Vec<(u64, u64)> = Vec::new();
+            for (index, start, end) in pieces {
+                assert!(start < end && start % page == 0 && end % page == 0);
+                assert!(ranges[index].0 <= start && end <= ranges[index].1);
+                match glued.last_mut() {
+                    Some(last) if last.1 == start => last.1 = end,
+                    _ => glued.push((start, end)),
+                }
+            }
+            assert_eq!(glued, ranges.to_vec(), "{parts} parts");
+            let sizes: Vec<u64> = shares.iter().map(|s| s.iter().map(|p| p.2 - p.1).sum()).collect();
+            let biggest = *sizes.iter().max().unwrap();
+            assert!(biggest <= (160 * page).div_ceil(parts as u64).div_ceil(page) * page, "{parts} parts: {sizes:?}");
+        }
+    }
 }
