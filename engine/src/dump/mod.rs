@@ -416,10 +416,20 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
         frozen.processes.iter().map(|p| p.threads.len()).sum::<usize>()
     );
     fault(DumpStep::Seize)?;
+    // /proc of the stopped processes (smaps above all: 10 ms a GiB of resident memory)
+    // is read on another thread while this one locks the network and reads namespaces;
+    // the collect step waits for it.
+    let live: Vec<i32> = frozen.processes.iter().filter(|p| !p.is_zombie()).map(|p| p.proc_pid()).collect();
+    let collecting = {
+        let pids = live.clone();
+        std::thread::Builder::new()
+            .name("crust-collect".into())
+            .spawn(move || collect::collect_all(&pids))
+            .map_err(io_err(root, "start the collect thread"))?
+    };
     // Dropped before `frozen`: a failed dump lets the network flow again before the
     // tree runs, as CRIU's network-unlock comes before the release.
     let mut network = NetworkStages::lock(&options.stages, root)?;
-    let live: Vec<i32> = frozen.processes.iter().filter(|p| !p.is_zombie()).map(|p| p.proc_pid()).collect();
     let own_ipc_ns = crate::ipc::tree_has_own_namespace(&live).map_err(|e| DumpError::Unsupported { pid: e.pid, what: e.to_string() })?;
     let live_inodes: Vec<crate::ns::NsInodes> = live.iter().map(|pid| crate::ns::read_inodes(&pid.to_string())).collect();
     let ids = crate::ns::number(&crate::ns::read_inodes("self"), &live_inodes);
@@ -430,8 +440,9 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     let own_net_ns = crate::net::dump::tree_has_own_namespace(&live).map_err(|(pid, e)| DumpError::Unsupported { pid, what: e.to_string() })?;
     let net_ns_id = if own_net_ns { ids.processes.first().and_then(|p| p.net_ns_id) } else { None };
 
-    let live_pids: Vec<i32> = frozen.processes.iter().filter(|p| !p.is_zombie()).map(|p| p.proc_pid()).collect();
-    let collected = collect::collect_all(&live_pids)?;
+    let collected = collecting
+        .join()
+        .map_err(|_| DumpError::Collect(collect::CollectError::Io { pid: root, what: "collect thread".into(), source: io::Error::other("panicked") }))??;
     fault(DumpStep::Collect)?;
 
     // Each live process's parasite, from here into the memory stage, which cures each
@@ -472,7 +483,7 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     let memory_started = Instant::now();
     let mut left_at_source = Vec::new();
     let lazy = lazy_listener.is_some().then_some(&mut left_at_source);
-    let memory::DumpedMemory { vmas: mut memory, pages, vma_count, shared_anon_pages_ids, snapshot, window_longest, mut pieces } =
+    let memory::DumpedMemory { vmas: mut memory, mut pages, vma_count, shared_anon_pages_ids, snapshot, window_longest, mut pieces } =
         memory::dump_tree_memory(&frozen, &collected, parasites, &options.dir, parent_dir.as_deref(), cow, &mut file_table, page_server.as_mut(), lazy)?;
     let memdump = memory_started.elapsed();
     for vmas in &mut memory {
@@ -615,13 +626,15 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
         crate::interrupt::hold(DumpStep::Pages.name());
         let mut copy_options = CopyOptions::default();
         if matches!(options.fail_after, Some(DumpStep::Pages | DumpStep::PagesKilled)) {
-            copy_options.fail_after_pages = Some(pages / 2);
+            copy_options.fail_after_pages = Some(0);
             copy_options.kill_instead = options.fail_after == Some(DumpStep::PagesKilled);
         }
-        let (_, copied) = snapshot.copy(copy_options).map_err(|source| match source {
+        let (_, copied, found) = snapshot.copy(copy_options).map_err(|source| match source {
             CopyError::FaultInjected => DumpError::FaultInjected { pid: root, step: DumpStep::Pages.name() },
             source => DumpError::Snapshot { pid: root, source, frozen: frozen_for },
         })?;
+        // Pages of areas whose pagemap was read after the release.
+        pages += found;
         for (pages_file, copied) in copied {
             pieces.entry(pages_file).or_default().extend(copied);
         }

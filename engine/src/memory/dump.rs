@@ -216,12 +216,21 @@ impl LazyDump {
 }
 
 /// Dumps every memory area like [`dump_memory`], for a process that stays frozen only
-/// until its memory is write-protected (`snapshot.rs`): the pagemap is read now, pages
-/// are placed in `pages-N.img` in pagemap order at fixed offsets, the private anonymous
-/// areas are registered with `arming`'s userfaultfd and write-protected (on a second
-/// thread, while the pagemap is read), and the pages of every other area (or of an
-/// area the kernel would not register or protect) are copied now. The armed process's pages are copied by
-/// [`super::snapshot::Snapshot::copy`] once the tree runs again.
+/// until its memory is write-protected (`snapshot.rs`): the private anonymous areas are
+/// registered with `arming`'s userfaultfd and write-protected (by other threads while
+/// this one reads the pagemap of the areas that need it now), and the pages of every
+/// other area (or of an area the kernel would not register or protect) are copied now.
+/// The armed process's pages are copied by [`super::snapshot::Snapshot::copy`] once the
+/// tree runs again.
+///
+/// Where the pages go in `pages-N.img` depends on the pagemap. For an area of
+/// [`DEFER_PAGEMAP_FROM`] bytes or more it is read after the release instead of now (it
+/// is most of the frozen time of a big process: 10 ms a GiB here, and twice that beside
+/// the write-protect): its pages at the freeze are then the ones whose entry still has
+/// the userfaultfd write-protect bit, or that the fault handler copied before it lifted
+/// that bit. The images' layout waits for that scan: what is copied now is kept in
+/// memory (up to [`FROZEN_BYTES_KEPT`], or the pagemap is read now) and the pagemap
+/// image is written after the scan, in address order as always.
 #[allow(clippy::too_many_arguments)] // one caller, each argument a different thing it owns
 pub(crate) fn dump_memory_armed(
     pid: i32,
@@ -254,42 +263,31 @@ pub(crate) fn dump_memory_armed(
         areas.push((map, vma, registered));
     }
     let protected: Vec<(u64, u64)> = areas.iter().filter(|a| a.2).map(|a| (a.0.start, a.0.end)).collect();
+    let may_defer = |map: &MapsLine, registered: bool| registered && map.end - map.start >= DEFER_PAGEMAP_FROM;
 
-    // Write-protect them on a second core while this one reads the pagemap (both only
-    // walk the page tables of the frozen process, so neither changes what the other sees)
-    // and copies the areas that stay unprotected.
-    let mut total_pages = 0u64;
-    let mut offset = 0u64;
-    let mut buffer = Vec::new();
+    // Write-protect them on other threads while this one reads the pagemap of the areas
+    // that are not deferred (both only walk the page tables of the frozen process, so
+    // neither changes what the other sees).
     let mut guards = GuardRuns::default();
-    let mut frozen_pieces = Vec::new();
     let timer = std::time::Instant::now();
     let arming_ref = &arming;
-    let (protect_results, protect_time, area_runs) = std::thread::scope(|scope| -> Result<_, MemDumpError> {
+    let (protect_results, protect_time, mut area_runs) = std::thread::scope(|scope| -> Result<_, MemDumpError> {
         let protecting = scope.spawn(move || {
             let timer = std::time::Instant::now();
             (arming_ref.write_protect(&protected), timer.elapsed())
         });
-        let mut area_runs = Vec::new();
+        let mut area_runs: Vec<Option<Vec<(u64, u64)>>> = Vec::new();
         let walked = (|| -> Result<(), MemDumpError> {
             for (map, vma, registered) in &areas {
+                if may_defer(map, *registered) {
+                    area_runs.push(None);
+                    continue;
+                }
                 let mut runs = Vec::new();
                 for_each_run(pid, &pagemap, map.start, map.end, vma.status, !keeps_no_pages(vma), &mut guards, |addr, pages| {
-                    runs.push(Run { addr, pages, offset });
-                    offset += pages * page;
+                    runs.push((addr, pages))
                 })?;
-                for run in &runs {
-                    pagemap_out
-                        .write_entry(&pb::PagemapEntry::run(run.addr, run.pages, PE_PRESENT))
-                        .map_err(|source| MemDumpError::Image { pid, source })?;
-                    total_pages += run.pages;
-                }
-                if !registered {
-                    for run in &runs {
-                        copy_now(pid, mem, &pages_file, run, map.read, &mut buffer, &mut frozen_pieces)?;
-                    }
-                }
-                area_runs.push(runs);
+                area_runs.push(Some(runs));
             }
             Ok(())
         })();
@@ -301,16 +299,98 @@ pub(crate) fn dump_memory_armed(
         walked?;
         Ok((results, protect_time, area_runs))
     })?;
-    let walk_time = timer.elapsed();
+    // An area that was registered but not protected is copied now: its pagemap too.
     let mut protect_results = protect_results.into_iter();
-    let mut vmas = Vec::new();
-    for ((map, vma, registered), runs) in areas.into_iter().zip(area_runs) {
-        if registered {
-            match protect_results.next().expect("one result per protected area") {
-                Ok(()) if !runs.is_empty() => arming.arm(map.start, map.end, map.read, runs),
-                Ok(()) => {}
+    let mut protected_ok = Vec::new();
+    for ((map, vma, registered), runs) in areas.iter().zip(area_runs.iter_mut()) {
+        let ok = *registered
+            && match protect_results.next().expect("one result per protected area") {
+                Ok(()) => true,
                 Err(error) => {
                     log::info!("pid {pid}: area {:#x}-{:#x} copied while frozen: not write-protected: {error}", map.start, map.end);
+                    false
+                }
+            };
+        if !ok && runs.is_none() {
+            let mut found = Vec::new();
+            for_each_run(pid, &pagemap, map.start, map.end, vma.status, !keeps_no_pages(vma), &mut guards, |addr, pages| found.push((addr, pages)))?;
+            *runs = Some(found);
+        }
+        protected_ok.push(ok);
+    }
+    // Deferred only while what is copied now fits in memory; otherwise the pagemap of
+    // the deferred areas is read now after all.
+    let frozen_bytes: u64 = areas
+        .iter()
+        .zip(&area_runs)
+        .zip(&protected_ok)
+        .filter(|(_, ok)| !**ok)
+        .flat_map(|((_, runs), _)| runs.iter().flatten())
+        .map(|&(_, pages)| pages * page)
+        .sum();
+    let mut defer = area_runs.iter().any(Option::is_none);
+    if defer && frozen_bytes > FROZEN_BYTES_KEPT {
+        log::info!("pid {pid}: pagemap read while frozen: {} MiB of pages copied now would wait in memory", frozen_bytes >> 20);
+        defer = false;
+        for ((map, vma, _), runs) in areas.iter().zip(area_runs.iter_mut()) {
+            if runs.is_none() {
+                let mut found = Vec::new();
+                for_each_run(pid, &pagemap, map.start, map.end, vma.status, !keeps_no_pages(vma), &mut guards, |addr, pages| found.push((addr, pages)))?;
+                *runs = Some(found);
+            }
+        }
+    }
+    let walk_time = timer.elapsed();
+
+    let mut vmas = Vec::new();
+    let mut buffer = Vec::new();
+    let mut frozen_pieces = Vec::new();
+    let mut total_pages = 0u64;
+    let mut layout = Vec::new();
+    let mut offset = 0u64;
+    for (((map, vma, _), runs), ok) in areas.into_iter().zip(area_runs).zip(protected_ok) {
+        match (runs, ok) {
+            (None, _) => layout.push(Pending::Deferred { start: map.start, end: map.end, readable: map.read }),
+            (Some(runs), true) => {
+                total_pages += runs.iter().map(|r| r.1).sum::<u64>();
+                if defer {
+                    layout.push(Pending::Armed { start: map.start, end: map.end, readable: map.read, runs });
+                } else {
+                    let runs: Vec<Run> = runs
+                        .into_iter()
+                        .map(|(addr, pages)| {
+                            let run = Run { addr, pages, offset };
+                            offset += pages * page;
+                            run
+                        })
+                        .collect();
+                    write_entries(pid, &mut pagemap_out, &runs)?;
+                    if !runs.is_empty() {
+                        arming.arm(map.start, map.end, map.read, runs);
+                    }
+                }
+            }
+            (Some(runs), false) => {
+                total_pages += runs.iter().map(|r| r.1).sum::<u64>();
+                if defer {
+                    // Kept in memory until the layout is known after the release.
+                    let mut data = Vec::new();
+                    for &(addr, pages) in &runs {
+                        let from = data.len();
+                        data.resize(from + (pages * page) as usize, 0);
+                        read_stopped(pid, mem, &mut data[from..], addr, map.read)?;
+                    }
+                    layout.push(Pending::Copied { runs, data });
+                } else {
+                    let runs: Vec<Run> = runs
+                        .into_iter()
+                        .map(|(addr, pages)| {
+                            let run = Run { addr, pages, offset };
+                            offset += pages * page;
+                            run
+                        })
+                        .collect();
+                    write_entries(pid, &mut pagemap_out, &runs)?;
                     for run in &runs {
                         copy_now(pid, mem, &pages_file, run, map.read, &mut buffer, &mut frozen_pieces)?;
                     }
@@ -320,15 +400,67 @@ pub(crate) fn dump_memory_armed(
         vmas.push(vma);
     }
     vmas.extend(guards.into_vmas());
+    let own_mem = File::open(format!("/proc/{pid}/mem")).map_err(io_err(pid, "open /proc/PID/mem"))?;
+    let pages_name = ImageKind::Pages.file_name(pages_id.into());
+    if defer {
+        log::info!(
+            "pid {pid}: pages of the big areas found after release; {total_pages} pages of the others (frozen: pagemap read \
+             and other areas read {walk_time:?}, beside it write-protect {protect_time:?})"
+        );
+        let pending = PendingLayout { pagemap, pagemap_out, areas: layout };
+        return Ok((vmas, total_pages, arming.finish_pending(pages_file, own_mem, pages_name, pending)));
+    }
     pagemap_out.finish().map_err(|source| MemDumpError::Image { pid, source })?;
     log::info!(
         "pid {pid}: {} of {total_pages} pages left to copy after release (frozen: pagemap read and other \
          areas copied {walk_time:?}, beside it write-protect {protect_time:?})",
         arming.pages()
     );
-    let own_mem = File::open(format!("/proc/{pid}/mem")).map_err(io_err(pid, "open /proc/PID/mem"))?;
-    let pages_name = ImageKind::Pages.file_name(pages_id.into());
     Ok((vmas, total_pages, arming.finish(pages_file, own_mem, pages_name, frozen_pieces)))
+}
+
+/// Areas from this size on have their pagemap read after the release
+/// ([`dump_memory_armed`]).
+const DEFER_PAGEMAP_FROM: u64 = 16 << 20;
+/// The most bytes copied while frozen that wait in memory for a deferred layout.
+const FROZEN_BYTES_KEPT: u64 = 64 << 20;
+
+/// Writes a pagemap entry per run.
+fn write_entries(pid: i32, pagemap_out: &mut ImageWriter, runs: &[Run]) -> Result<(), MemDumpError> {
+    for run in runs {
+        pagemap_out.write_entry(&pb::PagemapEntry::run(run.addr, run.pages, PE_PRESENT)).map_err(|source| MemDumpError::Image { pid, source })?;
+    }
+    Ok(())
+}
+
+/// Reads `buf.len()` bytes at `addr` of a stopped process (`/proc/PID/mem` where
+/// process_vm_readv cannot: no PROT_READ).
+fn read_stopped(pid: i32, mem: &File, buf: &mut [u8], addr: u64, readable: bool) -> Result<(), MemDumpError> {
+    let read = if readable { super::pages::read_remote(pid, buf, addr).unwrap_or(0) } else { 0 };
+    if read < buf.len() {
+        mem.read_exact_at(&mut buf[read..], addr + read as u64).map_err(io_err(pid, format!("read pages at {:#x}", addr + read as u64)))?;
+    }
+    Ok(())
+}
+
+/// The pages image's layout of an armed process whose big areas' pagemap is read after
+/// the release: every area with pages, in address order.
+pub(crate) struct PendingLayout {
+    /// The process's /proc/PID/pagemap.
+    pub pagemap: File,
+    /// `pagemap-PID.img`, its head written.
+    pub pagemap_out: ImageWriter,
+    pub areas: Vec<Pending>,
+}
+
+/// One area of a [`PendingLayout`].
+pub(crate) enum Pending {
+    /// Copied while frozen: its runs `(address, pages)` and their bytes, one after the other.
+    Copied { runs: Vec<(u64, u64)>, data: Vec<u8> },
+    /// Write-protected, its runs read while frozen.
+    Armed { start: u64, end: u64, readable: bool, runs: Vec<(u64, u64)> },
+    /// Write-protected, its runs found after the release.
+    Deferred { start: u64, end: u64, readable: bool },
 }
 
 /// Whether an area's pages may be left to the copy-on-write snapshot: private anonymous
@@ -436,13 +568,13 @@ fn open_outputs(pid: i32, dir: &Path, pages_id: u32, image_pid: i32) -> Result<(
 
 /// CRIU's pagemap entry flags: the pages are in this image's pages file, or in the
 /// parent dump's.
-const PE_PRESENT: u32 = 1 << 2;
+pub(super) const PE_PRESENT: u32 = 1 << 2;
 const PE_PARENT: u32 = 1 << 0;
 const PE_LAZY: u32 = 1 << 1;
 
 /// `/proc/PID/pagemap`: the page is a guard region (MADV_GUARD_INSTALL), bit 58 since
 /// Linux 6.15; its entry also has the swap bit (a PTE marker), but it holds nothing.
-const PM_GUARD_REGION: u64 = 1 << 58;
+pub(super) const PM_GUARD_REGION: u64 = 1 << 58;
 
 fn is_guard(bits: u64) -> bool {
     bits & PM_GUARD_REGION != 0

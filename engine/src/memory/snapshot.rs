@@ -49,6 +49,8 @@ use std::time::{Duration, Instant};
 use crust_arch::Sys;
 
 use super::checksums::{crc32c, Piece, Pieces};
+use super::dump::{Pending as LayoutArea, PendingLayout, PE_PRESENT, PM_GUARD_REGION};
+use super::pages::page_runs;
 use crate::parasite::{Arg, Batch, Parasite};
 use crate::sys;
 use crate::sys::uffd;
@@ -225,7 +227,24 @@ impl Arming {
     /// file `pages_name` (`mem`: its /proc/PID/mem, for areas without PROT_READ);
     /// `pieces`: the checksums of what was copied into it while frozen.
     pub(crate) fn finish(self, out: File, mem: File, pages_name: String, pieces: Vec<Piece>) -> ArmedProcess {
-        ArmedProcess { pid: self.pid, uffd: self.uffd, out, mem, areas: self.areas, pages_name, pieces }
+        ArmedProcess { pid: self.pid, uffd: self.uffd, out, mem, areas: self.areas, pages_name, pieces, pending: None }
+    }
+
+    /// Like [`Arming::finish`], for a process whose big areas' pagemap is read after the
+    /// release (`pending`: every area with pages, the armed ones among them; the layout,
+    /// the pagemap image and what was copied while frozen are written once it is read).
+    pub(crate) fn finish_pending(self, out: File, mem: File, pages_name: String, pending: PendingLayout) -> ArmedProcess {
+        let areas = pending
+            .areas
+            .iter()
+            .filter_map(|area| match area {
+                LayoutArea::Copied { .. } => None,
+                LayoutArea::Armed { start, end, readable, .. } | LayoutArea::Deferred { start, end, readable } => {
+                    Some(ArmedArea { start: *start, end: *end, readable: *readable, runs: Vec::new() })
+                }
+            })
+            .collect();
+        ArmedProcess { pid: self.pid, uffd: self.uffd, out, mem, areas, pages_name, pieces: Vec::new(), pending: Some(pending) }
     }
 }
 
@@ -239,12 +258,14 @@ pub(crate) struct ArmedProcess {
     areas: Vec<ArmedArea>,
     pages_name: String,
     pieces: Vec<Piece>,
+    pending: Option<PendingLayout>,
 }
 
 /// Options of [`Snapshot::copy`].
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct CopyOptions {
-    /// For tests: fail once this many pages of a process are copied.
+    /// For tests: fail once this many pages of a process are copied (0: half the pages
+    /// left once every layout is known).
     pub fail_after_pages: Option<u64>,
     /// For tests: there, crust kills itself instead.
     pub kill_instead: bool,
@@ -286,10 +307,32 @@ impl Snapshot {
     /// Copies the pages of every armed process (the tree runs meanwhile) and lifts the
     /// protection; pages written over all processes, and the checksum of every piece
     /// written (`checksums.rs`) by pages file.
-    pub(crate) fn copy(mut self, options: CopyOptions) -> Result<(u64, Pieces), CopyError> {
+    /// The third value: pages whose place was found after the release (deferred
+    /// pagemaps), which the frozen stage's count did not have.
+    pub(crate) fn copy(mut self, options: CopyOptions) -> Result<(u64, Pieces, u64), CopyError> {
         let started = Instant::now();
         let mut result = Ok(0);
+        let mut found = 0u64;
         for process in &self.shared {
+            match settle_layout(process) {
+                Ok(pages) => found += pages,
+                Err(error) => {
+                    result = Err(error);
+                    break;
+                }
+            }
+        }
+        if found > 0 {
+            log::info!("copy-on-write: {found} pages of deferred areas found after release in {:?}", started.elapsed());
+        }
+        let options = CopyOptions {
+            fail_after_pages: options.fail_after_pages.map(|pages| if pages == 0 { self.pages_left() / 2 } else { pages }),
+            ..options
+        };
+        for process in &self.shared {
+            if result.is_err() {
+                break;
+            }
             match copy_process(process, options) {
                 Ok(pages) => {
                     if let Ok(total) = result.as_mut() {
@@ -323,7 +366,12 @@ impl Snapshot {
             .collect();
         // Dropping `self` closes the userfaultfds: every area unregistered, every waiting
         // thread woken.
-        result.map(|pages| (pages, pieces))
+        result.map(|pages| (pages, pieces, found))
+    }
+
+    /// Pages not copied yet over every process.
+    fn pages_left(&self) -> u64 {
+        self.shared.iter().map(|p| p.state().left).sum()
     }
 
     /// Stops the handler thread; the faults it served.
@@ -364,14 +412,29 @@ struct AreaState {
 
 struct PagesState {
     areas: Vec<AreaState>,
+    /// While a deferred layout is not settled: the pages the fault handler copied
+    /// (they had the write-protect bit, so they were there at the freeze), which the
+    /// settled layout marks done.
+    early: Option<Vec<EarlyBlock>>,
     /// Why the snapshot cannot be kept, once it cannot.
     broken: Option<String>,
     /// Pages not done yet.
     left: u64,
 }
 
+/// Pages the fault handler copied before the layout was settled: `data.len() / page`
+/// pages at `addr`.
+struct EarlyBlock {
+    addr: u64,
+    data: Vec<u8>,
+}
+
 struct Shared {
     pid: i32,
+    /// The layout to settle after the release, and the pagemap the handler reads
+    /// meanwhile.
+    pending: Mutex<Option<PendingLayout>>,
+    pagemap: Option<File>,
     uffd: OwnedFd,
     out: File,
     mem: File,
@@ -405,15 +468,19 @@ impl Shared {
                     .collect(),
             })
             .collect();
+        let pagemap = process.pending.as_ref().and_then(|p| p.pagemap.try_clone().ok());
+        let early = process.pending.is_some().then(Vec::new);
         Shared {
             pid: process.pid,
+            pending: Mutex::new(process.pending),
+            pagemap,
             uffd: process.uffd,
             out: process.out,
             mem: process.mem,
             page,
             pages_name: process.pages_name,
             pieces: Mutex::new(process.pieces),
-            state: Mutex::new(PagesState { areas, broken: None, left }),
+            state: Mutex::new(PagesState { areas, early, broken: None, left }),
             changed: Condvar::new(),
         }
     }
@@ -490,6 +557,11 @@ impl PagesState {
             *state = PageState::Done;
         }
         self.left -= count;
+    }
+
+    /// Whether the layout is not settled yet and `start..end` meets an armed area.
+    fn touches_unsettled(&self, start: u64, end: u64) -> bool {
+        self.early.is_some() && self.areas.iter().any(|a| a.start < end && start < a.end)
     }
 
     /// Whether any page of `start..end` is not done.
@@ -725,13 +797,25 @@ fn handle_message(process: &Shared, message: uffd::Message, waiting: &mut Vec<Re
             1
         }
         uffd::Message::Remove { start, end } | uffd::Message::Unmap { start, end } => {
-            if process.state().any_not_done(start, end, page) {
+            let state = process.state();
+            let unsettled = state.touches_unsettled(start, end);
+            let not_done = state.any_not_done(start, end, page);
+            drop(state);
+            if unsettled {
+                process.break_snapshot(format!("the target dropped {start:#x}-{end:#x} before its pages were found"));
+            } else if not_done {
                 process.break_snapshot(format!("the target dropped {start:#x}-{end:#x} before it was copied"));
             }
             0
         }
         uffd::Message::Remap { from, to, len } => {
-            if process.state().any_not_done(from, from + len, page) {
+            let state = process.state();
+            let unsettled = state.touches_unsettled(from, from + len);
+            let not_done = state.any_not_done(from, from + len, page);
+            drop(state);
+            if unsettled {
+                process.break_snapshot(format!("the target moved {from:#x}-{:#x} before its pages were found", from + len));
+            } else if not_done {
                 process.break_snapshot(format!("the target moved {from:#x}-{:#x} to {to:#x} before it was copied", from + len));
             }
             0
@@ -787,6 +871,9 @@ fn finish_block(process: &Shared, block: ReadBlock) -> Option<ReadBlock> {
 /// for [`finish_block`].
 fn serve_fault(process: &Shared, fault_page: u64) -> Vec<ReadBlock> {
     let page = process.page;
+    if serve_fault_early(process, fault_page) {
+        return Vec::new();
+    }
     let mut claims = Vec::new();
     let readable;
     {
@@ -845,7 +932,34 @@ fn serve_fault(process: &Shared, fault_page: u64) -> Vec<ReadBlock> {
 
 #[cfg(test)]
 mod tests {
-    use super::split_shares;
+    use super::{split_shares, union_runs, was_there, PM_GUARD_REGION, PM_PRESENT, PM_SWAP, PM_UFFD_WP};
+
+    #[test]
+    fn a_page_was_there_at_the_freeze_while_it_keeps_the_write_protect_bit() {
+        assert!(was_there(PM_PRESENT | PM_UFFD_WP));
+        assert!(was_there(PM_SWAP | PM_UFFD_WP));
+        // Populated after the release, or copied and unprotected already.
+        assert!(!was_there(PM_PRESENT));
+        // A uffd-wp marker on an empty entry holds nothing.
+        assert!(!was_there(PM_UFFD_WP));
+        assert!(!was_there(PM_GUARD_REGION | PM_SWAP));
+    }
+
+    #[test]
+    fn runs_found_after_the_release_and_copied_on_faults_join_in_address_order() {
+        let page = 4096;
+        let base = 0x10_0000u64;
+        let scanned = [(base, 2), (base + 5 * page, 3), (base + 20 * page, 1)];
+        // Copied by the handler: one between scanned runs, one touching a run, one
+        // overlapping (seen by both before the protection was lifted).
+        let copied = [(base + 2 * page, 1), (base + 8 * page, 2), (base + 6 * page, 4), (base + 30 * page, 1)];
+        assert_eq!(
+            union_runs(&scanned, &copied, page),
+            vec![(base, 3), (base + 5 * page, 5), (base + 20 * page, 1), (base + 30 * page, 1)]
+        );
+        assert_eq!(union_runs(&[], &[], page), vec![]);
+        assert_eq!(union_runs(&scanned, &[], page), scanned.to_vec());
+    }
 
     #[test]
     fn shares_cover_every_range_once_in_order_and_near_equal() {
@@ -871,4 +985,247 @@ mod tests {
             assert!(biggest <= (160 * page).div_ceil(parts as u64).div_ceil(page) * page, "{parts} parts: {sizes:?}");
         }
     }
+}
+
+/// `/proc/PID/pagemap`: the page is write-protected by a userfaultfd (bit 57).
+const PM_UFFD_WP: u64 = 1 << 57;
+/// `/proc/PID/pagemap`: present, swapped (bits 63, 62).
+const PM_PRESENT: u64 = 1 << 63;
+const PM_SWAP: u64 = 1 << 62;
+
+/// Whether a page of an armed area with pagemap entry `bits`, read after the release,
+/// was there at the freeze and is not copied yet: it still has the write-protect bit,
+/// which only crust lifts (after copying it), and the kernel keeps through swap,
+/// migration and THP splits.
+fn was_there(bits: u64) -> bool {
+    bits & PM_UFFD_WP != 0 && bits & (PM_PRESENT | PM_SWAP) != 0
+}
+
+/// Reads the pagemap of `start..end` after the release: the runs `(address, pages)` of
+/// pages there at the freeze and not copied yet ([`was_there`]). A guard region is an
+/// error: whether it was there at the freeze cannot be told any more.
+fn scan_runs(pagemap: &File, start: u64, end: u64, page: u64) -> Result<Vec<(u64, u64)>, String> {
+    const CHUNK: u64 = 65536;
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    let mut bytes = Vec::new();
+    let mut index = 0u64;
+    let npages = (end - start) / page;
+    while index < npages {
+        let count = CHUNK.min(npages - index);
+        bytes.resize((count * 8) as usize, 0);
+        pagemap
+            .read_exact_at(&mut bytes, (start / page + index) * 8)
+            .map_err(|error| format!("read pagemap at {:#x}: {error}", start + index * page))?;
+        let entries: Vec<u64> = bytes.chunks_exact(8).map(|b| u64::from_ne_bytes(b.try_into().expect("8 bytes"))).collect();
+        if let Some(guard) = entries.iter().position(|bits| bits & PM_GUARD_REGION != 0) {
+            return Err(format!("a guard region at {:#x}, in an area whose pages are found after the release", start + (index + guard as u64) * page));
+        }
+        for (first, pages) in page_runs(&entries, was_there) {
+            push_run(&mut runs, start + (index + first) * page, pages, page);
+        }
+        index += count;
+    }
+    Ok(runs)
+}
+
+/// Appends a run, joined to the last one where they touch.
+fn push_run(runs: &mut Vec<(u64, u64)>, addr: u64, pages: u64, page: u64) {
+    match runs.last_mut() {
+        Some(last) if last.0 + last.1 * page == addr => last.1 += pages,
+        _ => runs.push((addr, pages)),
+    }
+}
+
+/// The union of two lists of runs `(address, pages)`, each in address order: sorted,
+/// overlaps and neighbours joined.
+fn union_runs(a: &[(u64, u64)], b: &[(u64, u64)], page: u64) -> Vec<(u64, u64)> {
+    let mut all: Vec<(u64, u64)> = a.iter().chain(b).copied().collect();
+    all.sort_unstable();
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for (addr, pages) in all {
+        match out.last_mut() {
+            Some(last) if addr <= last.0 + last.1 * page => {
+                let end = (last.0 + last.1 * page).max(addr + pages * page);
+                last.1 = (end - last.0) / page;
+            }
+            _ => out.push((addr, pages)),
+        }
+    }
+    out
+}
+
+/// Serves a write fault while the layout is not settled (`settle_layout`): copies the
+/// pages of the block around it that were there at the freeze ([`was_there`]) into
+/// early blocks, then lifts their protection. `false` when the layout is settled: the
+/// fault is served the usual way.
+fn serve_fault_early(process: &Shared, fault_page: u64) -> bool {
+    let page = process.page;
+    let (block_start, block_end, readable) = {
+        let state = process.state();
+        if state.early.is_none() {
+            return false;
+        }
+        let Some(area) = state.areas.iter().find(|a| a.start <= fault_page && fault_page < a.end) else {
+            drop(state);
+            // Not an area of the snapshot (moved away: the snapshot is broken already).
+            let _ = process.unprotect(fault_page, page, false);
+            return true;
+        };
+        let aligned = fault_page & !(FAULT_BLOCK - 1);
+        (aligned.max(area.start), (aligned + FAULT_BLOCK).min(area.end), area.readable)
+    };
+    let Some(pagemap) = &process.pagemap else {
+        process.break_snapshot("no pagemap to serve a fault before the layout is settled".into());
+        return true;
+    };
+    let count = (block_end - block_start) / page;
+    let mut bytes = vec![0u8; (count * 8) as usize];
+    if let Err(error) = pagemap.read_exact_at(&mut bytes, block_start / page * 8) {
+        process.break_snapshot(format!("read pagemap at {block_start:#x}: {error}"));
+        return true;
+    }
+    let entries: Vec<u64> = bytes.chunks_exact(8).map(|b| u64::from_ne_bytes(b.try_into().expect("8 bytes"))).collect();
+    let mut blocks = Vec::new();
+    for (first, pages) in page_runs(&entries, was_there) {
+        let addr = block_start + first * page;
+        let mut data = vec![0u8; (pages * page) as usize];
+        if let Err(error) = process.read(&mut data, addr, readable) {
+            process.break_snapshot(format!("read {:#x}-{:#x}: {error}", addr, addr + pages * page));
+            return true;
+        }
+        blocks.push(EarlyBlock { addr, data });
+    }
+    let fault_index = ((fault_page - block_start) / page) as usize;
+    let fault_copied = was_there(entries[fault_index]);
+    let stretches: Vec<(u64, u64)> = blocks.iter().map(|b| (b.addr, b.data.len() as u64)).collect();
+    {
+        let mut state = process.state();
+        let Some(early) = state.early.as_mut() else {
+            // Settled meanwhile, with these pages still protected: the usual way.
+            return false;
+        };
+        early.extend(blocks);
+    }
+    for (addr, len) in stretches {
+        if let Err(error) = process.unprotect(addr, len, false) {
+            process.break_snapshot(format!("unprotect {addr:#x}: {error}"));
+        }
+    }
+    if !fault_copied {
+        // Its protection is lifted already (by an earlier copy of it): wake the thread.
+        let _ = process.unprotect(fault_page, page, false);
+    }
+    true
+}
+
+/// Settles the layout of a process whose big areas' pagemap is read after the release
+/// (`dump.rs`, `dump_memory_armed`): finds their pages ([`scan_runs`], and the pages
+/// the fault handler copied meanwhile), places every run in the pages file in address
+/// order, writes the pagemap image, the pages copied while frozen and the handler's
+/// early blocks; the pages found in the deferred areas.
+fn settle_layout(process: &Shared) -> Result<u64, CopyError> {
+    let pid = process.pid;
+    let page = process.page;
+    let Some(mut pending) = process.pending.lock().unwrap_or_else(|p| p.into_inner()).take() else { return Ok(0) };
+    let broken = |reason: String| {
+        process.break_snapshot(reason.clone());
+        CopyError::Broken { pid, reason }
+    };
+    let mut scanned = Vec::new();
+    for area in &pending.areas {
+        if let LayoutArea::Deferred { start, end, .. } = area {
+            scanned.push(scan_runs(&pending.pagemap, *start, *end, page).map_err(broken)?);
+        }
+    }
+    let mut scanned = scanned.into_iter();
+    let mut state = process.state();
+    if let Some(reason) = state.broken.clone() {
+        return Err(CopyError::Broken { pid, reason });
+    }
+    let early = state.early.take().unwrap_or_default();
+    let mut early_runs: Vec<(u64, u64)> = early.iter().map(|b| (b.addr, b.data.len() as u64 / page)).collect();
+    early_runs.sort_unstable();
+    let mut pieces = Vec::new();
+    let write = |data: &[u8], at: u64, pieces: &mut Vec<Piece>| -> Result<(), CopyError> {
+        process.out.write_all_at(data, at).map_err(|source| CopyError::Write { pid, source })?;
+        pieces.push(Piece { offset: at, len: data.len() as u64, crc: crc32c(data) });
+        Ok(())
+    };
+    let entry = |pagemap_out: &mut crust_images::ImageWriter, addr: u64, pages: u64| -> Result<(), CopyError> {
+        pagemap_out
+            .write_entry(&crust_images::pb::PagemapEntry::run(addr, pages, PE_PRESENT))
+            .map_err(|source| CopyError::Write { pid, source: io::Error::other(source.to_string()) })
+    };
+    let (mut offset, mut found, mut left, mut armed) = (0u64, 0u64, 0u64, 0usize);
+    for area in std::mem::take(&mut pending.areas) {
+        let runs = match area {
+            LayoutArea::Copied { runs, data } => {
+                let mut from = 0usize;
+                for (addr, pages) in runs {
+                    let len = (pages * page) as usize;
+                    entry(&mut pending.pagemap_out, addr, pages)?;
+                    write(&data[from..from + len], offset, &mut pieces)?;
+                    from += len;
+                    offset += pages * page;
+                }
+                continue;
+            }
+            LayoutArea::Armed { runs, .. } => runs,
+            LayoutArea::Deferred { start, end, .. } => {
+                let copied: Vec<(u64, u64)> = early_runs.iter().copied().filter(|&(addr, _)| start <= addr && addr < end).collect();
+                let runs = union_runs(&scanned.next().expect("one scan per deferred area"), &copied, page);
+                found += runs.iter().map(|r| r.1).sum::<u64>();
+                runs
+            }
+        };
+        let area = &mut state.areas[armed];
+        armed += 1;
+        area.runs = runs
+            .into_iter()
+            .map(|(addr, pages)| {
+                let run = Run { addr, pages, offset };
+                offset += pages * page;
+                left += pages;
+                RunState { run, pages: vec![PageState::Pending; pages as usize] }
+            })
+            .collect();
+        for run in &area.runs {
+            entry(&mut pending.pagemap_out, run.run.addr, run.run.pages)?;
+        }
+    }
+    // The handler's early copies go to their places, done.
+    for block in &early {
+        let block_end = block.addr + block.data.len() as u64;
+        let mut placed = 0u64;
+        for area in state.areas.iter_mut().filter(|a| a.start < block_end && block.addr < a.end) {
+            for run in area.runs.iter_mut() {
+                let run_end = run.run.addr + run.run.pages * page;
+                let (from, to) = (block.addr.max(run.run.addr), block_end.min(run_end));
+                if from >= to {
+                    continue;
+                }
+                let first = (from - run.run.addr) / page;
+                let slice = &block.data[(from - block.addr) as usize..(to - block.addr) as usize];
+                write(slice, run.run.offset + first * page, &mut pieces)?;
+                for state in &mut run.pages[first as usize..((to - run.run.addr) / page) as usize] {
+                    *state = PageState::Done;
+                    left -= 1;
+                }
+                placed += (to - from) / page;
+            }
+        }
+        if placed * page != block.data.len() as u64 {
+            let reason = format!("pages at {:#x} copied on a write fault belong to no run", block.addr);
+            drop(state);
+            return Err(broken(reason));
+        }
+    }
+    state.left = left;
+    drop(state);
+    let early_pages: u64 = early.iter().map(|b| b.data.len() as u64 / page).sum();
+    log::debug!("pid {pid}: layout settled: {found} pages in the deferred areas, {early_pages} of them copied on write faults before");
+    pending.pagemap_out.finish().map_err(|source| CopyError::Write { pid, source: io::Error::other(source.to_string()) })?;
+    process.pieces.lock().unwrap_or_else(|p| p.into_inner()).extend(pieces);
+    process.changed.notify_all();
+    Ok(found)
 }

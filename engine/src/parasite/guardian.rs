@@ -104,14 +104,19 @@ impl Guardian {
     /// end of a pipe whose write end only crust holds (close-on-exec).
     pub(crate) fn start(program: &Path) -> io::Result<Guardian> {
         let (read, write): (OwnedFd, OwnedFd) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        let (ready_read, ready_write): (OwnedFd, OwnedFd) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        let started = Instant::now();
         let child = Command::new(program)
             .arg(GUARDIAN_VERB)
             .stdin(Stdio::from(read))
-            .stdout(Stdio::null())
+            .stdout(Stdio::from(ready_write))
             .stderr(Stdio::inherit())
             .process_group(0)
             .spawn()?;
-        log::debug!("guardian: pid {} ({})", child.id(), program.display());
+        // Its start (the loader, relocations) would otherwise run beside the freeze that
+        // follows: it says `ready` once it reads its stdin.
+        let ready = wait_ready(ready_read, READY_TIMEOUT);
+        log::debug!("guardian: pid {} ({}), {} after {:?}", child.id(), program.display(), if ready { "ready" } else { "not ready yet" }, started.elapsed());
         Ok(Guardian { child: Some(child), pipe: Watch(Some(Arc::new(File::from(write)))) })
     }
 
@@ -137,6 +142,41 @@ impl Guardian {
 impl Drop for Guardian {
     fn drop(&mut self) {
         self.finish();
+    }
+}
+
+/// How long crust waits for a starting guardian to say `ready`.
+const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Whether a line came on `pipe` within `timeout` (end of file or a timeout: no).
+fn wait_ready(pipe: OwnedFd, timeout: Duration) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let deadline = Instant::now() + timeout;
+    let mut file = File::from(pipe);
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let millis = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(file.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(millis)) {
+            Ok(0) => return false,
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return false,
+        }
+        let mut buf = [0u8; 16];
+        match file.read(&mut buf) {
+            Ok(0) => return false,
+            Ok(n) => {
+                seen.extend_from_slice(&buf[..n]);
+                if seen.contains(&b'\n') {
+                    return true;
+                }
+            }
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
     }
 }
 
@@ -196,6 +236,9 @@ impl Ledger {
 /// The guardian's main: reads crust's lines from `input` until end of file; repairs
 /// what a dead crust left. Returns the exit code (0: nothing to do or all repaired).
 pub fn guardian_main(input: impl Read) -> i32 {
+    // Started: crust waits for this before it freezes anything.
+    let mut stdout = io::stdout();
+    let _ = stdout.write_all(b"ready\n").and_then(|()| stdout.flush());
     let mut ledger = Ledger::default();
     for line in BufReader::new(input).lines() {
         match line {
