@@ -9,7 +9,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{compile, crust, signal, subreaper, tempdir, wait_exit};
+use common::{compile, crust, signal, subreaper, tempdir, wait_exit, KillOnDrop};
 
 /// Why this machine cannot run these tests, if it cannot.
 fn skip_reason() -> Option<String> {
@@ -72,6 +72,8 @@ fn dump_and_restore(name: &str, stamper_args: &[&str], churn: bool) {
     let binary = build_stamper(&dir);
     let out = dir.join("stamper.out");
     let pid = start_stamper(&binary, &out, stamper_args);
+    // The original, then the restored process (same pid): killed if an assertion fails.
+    let mut guard = KillOnDrop(pid);
     let images = dir.join("img");
     let status = crust()
         .args(["dump", "--leave-running", "-t", &pid.to_string(), "-D"])
@@ -100,6 +102,7 @@ fn dump_and_restore(name: &str, stamper_args: &[&str], churn: bool) {
     let status = crust().args(["restore", "-d", "-D"]).arg(&images).args(["-o", "restore.log", "-v4"]).status().unwrap();
     assert!(status.success(), "restore: {}", std::fs::read_to_string(images.join("restore.log")).unwrap_or_default());
     assert_eq!(verdict(pid, &out), "PASS\n", "the restored process; dump log: {log}");
+    guard.disarm();
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -127,6 +130,7 @@ fn failure_or_death_during_the_copy_leaves_the_target_intact() {
     for step in ["pages", "pages-killed"] {
         let out = dir.join(format!("{step}.out"));
         let pid = start_stamper(&binary, &out, &["64", "2"]);
+        let mut guard = KillOnDrop(pid);
         let maps_before = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
         let output = crust()
             .args(["dump", "--leave-running", "-t", &pid.to_string(), "-D"])
@@ -151,6 +155,7 @@ fn failure_or_death_during_the_copy_leaves_the_target_intact() {
         );
         assert!(!state(pid).contains("stopped") && !state(pid).contains("tracing"), "{step}: {}", state(pid));
         assert_eq!(verdict(pid, &out), "PASS\n", "after a fault at {step}");
+        guard.disarm();
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
