@@ -6,6 +6,7 @@
 #![deny(unsafe_code)]
 
 pub mod engine;
+pub mod floor;
 pub mod page_server;
 pub mod report;
 pub mod scaling;

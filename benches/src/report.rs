@@ -369,3 +369,47 @@ mod tests {
         assert_eq!(median(vec![3.0, 1.0, 2.0, 10.0]), 2.5);
     }
 }
+
+/// The floors table (`floor.rs`): for each memory workload with floors, the median write
+/// and read floor and each engine's dump and restore as a multiple of it; empty when no
+/// floor was measured.
+pub fn floors_table(rows: &[Row], floors: &[Vec<crate::floor::Floor>]) -> String {
+    let times = |summary: &Summary| match summary {
+        Summary::Measured { median, .. } => Some((median.dump_ms, median.restore_ms)),
+        _ => None,
+    };
+    let mut text = String::new();
+    for (row, floors) in rows.iter().zip(floors) {
+        if floors.is_empty() {
+            continue;
+        }
+        if text.is_empty() {
+            text.push_str(
+                "Floors (`benches/src/floor.rs`): the one copy neither engine avoids, timed without an engine: the \
+                 pages written into a new file of the images' filesystem (dump), and that cached file read into \
+                 fresh anonymous memory (restore). Medians of one measure per round; each engine's median as a \
+                 multiple of the floor.\n\n\
+                 | workload | write floor ms | dump: crust / CRIU (x floor) | read floor ms | restore: crust / CRIU (x floor) |\n\
+                 |---|---|---|---|---|\n",
+            );
+        }
+        let write = median(floors.iter().map(|f| f.write_ms).collect());
+        let read = median(floors.iter().map(|f| f.read_ms).collect());
+        let cell = |floor: f64, pick: fn((f64, f64)) -> f64| -> String {
+            let one = |summary: Option<&Summary>| {
+                summary.and_then(times).map_or("-".to_string(), |t| format!("{:.2}x", pick(t) / floor))
+            };
+            format!("{} / {}", one(Some(&row.crust)), one(row.criu.as_ref()))
+        };
+        let _ = writeln!(
+            text,
+            "| {} | {:.0} | {} | {:.0} | {} |",
+            row.workload.name,
+            write,
+            cell(write, |t| t.0),
+            read,
+            cell(read, |t| t.1)
+        );
+    }
+    text
+}

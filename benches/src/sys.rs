@@ -113,3 +113,27 @@ pub fn stdout_is_tty() -> bool {
     // SAFETY: isatty takes an fd number.
     unsafe { libc::isatty(1) == 1 }
 }
+
+/// `madvise(MADV_POPULATE_WRITE)` over `bytes`: every page faulted in writable at once
+/// (what crust's restorer does before it reads pages into an area).
+pub fn populate_write(bytes: &mut [u8]) -> io::Result<()> {
+    let page = 4096usize;
+    let start = (bytes.as_mut_ptr() as usize).div_ceil(page) * page;
+    let end = (bytes.as_mut_ptr() as usize + bytes.len()) / page * page;
+    if end <= start {
+        return Ok(());
+    }
+    // SAFETY: the range lies inside `bytes`, which this call borrows mutably; populating
+    // changes no byte.
+    let rc = unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_POPULATE_WRITE) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Resets this process's peak resident set (`/proc/self/clear_refs` 5): a child spawned
+/// later would otherwise report it as its own peak (exec records the old memory's).
+pub fn reset_peak_rss() -> io::Result<()> {
+    std::fs::write("/proc/self/clear_refs", b"5")
+}

@@ -78,6 +78,8 @@ fn main() -> anyhow::Result<()> {
 
     // outcomes[workload][engine]
     let mut outcomes: Vec<Vec<Vec<Outcome>>> = vec![vec![Vec::new(); engines.len()]; workloads.len()];
+    // The floor under each memory workload, measured once per round (`floor.rs`).
+    let mut floors: Vec<Vec<crust_benches::floor::Floor>> = vec![Vec::new(); workloads.len()];
     for rep in 0..options.reps {
         for (w, workload) in workloads.iter().enumerate() {
             if rep == 0 && workload.kind == "anon" && workload.count >= WARM_UP_FROM {
@@ -110,6 +112,15 @@ fn main() -> anyhow::Result<()> {
                 eprintln!("[{}/{}] {:<12} {:<5} {}", rep + 1, options.reps, workload.name, engine.name(), describe(&outcome));
                 outcomes[w][e].push(outcome);
             }
+            if workload.kind == "anon" && !workload.leave_running {
+                match crust_benches::floor::measure(workload.count, &options.scratch) {
+                    Ok(floor) => {
+                        eprintln!("[{}/{}] {:<12} floor write {:.1} ms, read {:.1} ms", rep + 1, options.reps, workload.name, floor.write_ms, floor.read_ms);
+                        floors[w].push(floor);
+                    }
+                    Err(error) => eprintln!("[{}/{}] {:<12} floor not measured: {error:#}", rep + 1, options.reps, workload.name),
+                }
+            }
         }
     }
 
@@ -122,7 +133,12 @@ fn main() -> anyhow::Result<()> {
             criu: (engines.len() > 1).then(|| Summary::from_outcomes(&per_engine[1])),
         })
         .collect();
-    let table = markdown_table(&rows);
+    let mut table = markdown_table(&rows);
+    let floor_table = crust_benches::report::floors_table(&rows, &floors);
+    if !floor_table.is_empty() {
+        table.push('\n');
+        table.push_str(&floor_table);
+    }
     println!("{table}");
     for note in failure_notes(&rows) {
         println!("- {note}");

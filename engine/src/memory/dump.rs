@@ -149,9 +149,8 @@ pub(crate) fn dump_memory(
         vmas.push(vma);
     }
     vmas.extend(guards.into_vmas());
-    let pieces = pages_out.take_pieces();
     // The writer has emptied every pipe once it finished: only then may they close.
-    pages_out.finish().map_err(io_err(pid, "write pages"))?;
+    let (_, pieces) = pages_out.finish().map_err(io_err(pid, "write pages"))?;
     if let Some(remote) = remote_pipes {
         remote.close().map_err(io_err(pid, "close the page pipes in the target"))?;
     }

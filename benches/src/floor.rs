@@ -1,0 +1,75 @@
+//! The floor under a memory workload's dump and restore on this machine: the one copy of
+//! the pages neither engine can avoid, timed in the harness itself without any engine.
+//!
+//! - write floor: the pages (already in memory, every page touched) written into a new
+//!   file of the images' filesystem in 256 KiB `write(2)`s, into fresh page cache. Both
+//!   engines' frozen dumps do at least this: CRIU and crust have the target vmsplice its
+//!   pages into pipes and splice them into the pages image, one copy by the kernel.
+//! - read floor: the same file, cached, read with `pread(2)` into fresh anonymous memory,
+//!   64 MiB at a time, the memory faulted in first with MADV_POPULATE_WRITE (as crust's
+//!   restorer does). Both engines' restores do at least this (preadv into the area where
+//!   the pages belong).
+//!
+//! A figure of an engine at 1.0x its floor cannot go lower without changing what the
+//! kernel does (huge pages, O_DIRECT, not copying at all).
+
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::Context;
+
+/// The write and read floors of one size, in ms.
+#[derive(Clone, Copy, Debug)]
+pub struct Floor {
+    pub write_ms: f64,
+    pub read_ms: f64,
+}
+
+/// Size of one `write(2)` (the page copier's, `engine/src/memory/pages.rs`).
+const WRITE_CHUNK: usize = 256 << 10;
+/// Size of one `pread(2)`.
+const READ_CHUNK: usize = 64 << 20;
+
+/// Measures both floors for `bytes` of pages, with a scratch file in `scratch`.
+pub fn measure(bytes: u64, scratch: &Path) -> anyhow::Result<Floor> {
+    let path = scratch.join("floor.pages");
+    let _ = std::fs::remove_file(&path);
+    let len = usize::try_from(bytes).context("size")?;
+    let write_ms = {
+        // Every page holds something of its own (no zero page, nothing to merge).
+        let mut pages = vec![0u8; len];
+        for (index, page) in pages.chunks_mut(4096).enumerate() {
+            page[..8].copy_from_slice(&(index as u64 + 1).to_ne_bytes());
+        }
+        let mut file = File::create(&path).with_context(|| format!("create {}", path.display()))?;
+        let started = Instant::now();
+        for chunk in pages.chunks(WRITE_CHUNK) {
+            file.write_all(chunk).with_context(|| format!("write {}", path.display()))?;
+        }
+        started.elapsed().as_secs_f64() * 1e3
+    };
+    let read_ms = {
+        let file = File::open(&path).with_context(|| format!("open {}", path.display()))?;
+        // Fresh anonymous memory (calloc's mmap), faulted in at once before the reads.
+        let mut into = vec![0u8; len];
+        let started = Instant::now();
+        crate::sys::populate_write(&mut into).context("populate the memory to read into")?;
+        let mut at = 0usize;
+        while at < len {
+            let step = (len - at).min(READ_CHUNK);
+            file.read_exact_at(&mut into[at..at + step], at as u64).with_context(|| format!("read {}", path.display()))?;
+            at += step;
+        }
+        let elapsed = started.elapsed().as_secs_f64() * 1e3;
+        // Keep the copy from being optimised away.
+        anyhow::ensure!(into[4096..4104] == 2u64.to_ne_bytes(), "read back other bytes than written");
+        elapsed
+    };
+    std::fs::remove_file(&path).with_context(|| format!("remove {}", path.display()))?;
+    // The engines spawned next must not report this process's peak as theirs.
+    crate::sys::reset_peak_rss().context("reset the peak resident set")?;
+    Ok(Floor { write_ms, read_ms })
+}
