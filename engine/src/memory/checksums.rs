@@ -219,8 +219,7 @@ const STRETCH: u64 = 8 << 20;
 
 /// Verifies the pages of the dump in `dir` and of every dump it builds on (`parent`
 /// links) against their `crust-checksums.img`; the first bad run is the error.
-/// `threads`: how many read at once (0: one per core, up to 4).
-pub(crate) fn verify(dir: &Path, page_size: u64, threads: usize) -> Result<Verified, ChecksumError> {
+pub(crate) fn verify(dir: &Path, page_size: u64) -> Result<Verified, ChecksumError> {
     let mut verified = Verified::default();
     let mut at = dir.to_path_buf();
     for _ in 0..=MAX_PARENTS {
@@ -228,7 +227,7 @@ pub(crate) fn verify(dir: &Path, page_size: u64, threads: usize) -> Result<Verif
             Some(checksums) => {
                 // A parent dump's pages are named with their directory.
                 let shown = if at == dir { None } else { Some(at.as_path()) };
-                verified.bytes += verify_one(&at, shown, &checksums, page_size, threads)?;
+                verified.bytes += verify_one(&at, shown, &checksums, page_size)?;
                 verified.dumps += 1;
             }
             None => verified.without += 1,
@@ -243,7 +242,7 @@ pub(crate) fn verify(dir: &Path, page_size: u64, threads: usize) -> Result<Verif
 }
 
 /// Verifies one dump; the bytes read.
-fn verify_one(dir: &Path, shown: Option<&Path>, checksums: &Checksums, page_size: u64, threads: usize) -> Result<u64, ChecksumError> {
+fn verify_one(dir: &Path, shown: Option<&Path>, checksums: &Checksums, page_size: u64) -> Result<u64, ChecksumError> {
     // Every pagemap with stored pages must be listed.
     for name in &checksums.images {
         if matches!(ImageKind::from_file_name(name), Some((ImageKind::Pagemap | ImageKind::PagemapShmem, _))) && !checksums.pagemaps.contains_key(name) {
@@ -277,7 +276,7 @@ fn verify_one(dir: &Path, shown: Option<&Path>, checksums: &Checksums, page_size
     }
     let all: Vec<(usize, u64, u64)> = listed.iter().enumerate().flat_map(|(file, l)| l.runs.iter().map(move |r| (file, r.0, r.1))).collect();
     let paths: Vec<&Path> = listed.iter().map(|l| l.path.as_path()).collect();
-    let found = checksum_runs(&paths, &all, threads).map_err(|(file, what, source)| ChecksumError::Io { what, path: listed[file].path.clone(), source })?;
+    let found = checksum_runs(&paths, &all).map_err(|(file, what, source)| ChecksumError::Io { what, path: listed[file].path.clone(), source })?;
     let mut found = found.into_iter();
     let mut bytes = 0;
     for l in &listed {
@@ -305,7 +304,7 @@ fn verify_one(dir: &Path, shown: Option<&Path>, checksums: &Checksums, page_size
 /// The CRC-32C of each `(file, offset, len)` run, `file` an index into `paths`, read on
 /// every core (each worker holds one file open at a time). `Err`: the file that failed,
 /// what failed ("open" or "read") and why.
-fn checksum_runs(paths: &[&Path], runs: &[(usize, u64, u64)], threads: usize) -> Result<Vec<u32>, (usize, &'static str, io::Error)> {
+fn checksum_runs(paths: &[&Path], runs: &[(usize, u64, u64)]) -> Result<Vec<u32>, (usize, &'static str, io::Error)> {
     let mut stretches = Vec::new();
     for (run, &(file, offset, len)) in runs.iter().enumerate() {
         let mut at = 0;
@@ -318,11 +317,7 @@ fn checksum_runs(paths: &[&Path], runs: &[(usize, u64, u64)], threads: usize) ->
             }
         }
     }
-    let threads = match threads {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4),
-        n => n,
-    }
-    .min(stretches.len());
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4).min(stretches.len());
     let next = AtomicUsize::new(0);
     type Done = Result<Vec<(usize, u32)>, (usize, &'static str, io::Error)>;
     let results: Vec<Done> = std::thread::scope(|scope| {
@@ -407,12 +402,12 @@ mod tests {
         let listed = read(&base).unwrap().unwrap();
         assert_eq!(listed.images, ["inventory.img", "pagemap-7.img", "pages-1.img"]);
         assert_eq!(listed.pagemaps["pagemap-7.img"], [crc32c(&data[..2 * page as usize]), crc32c(&data[2 * page as usize..])]);
-        assert_eq!(verify(&base, page, 0).unwrap(), Verified { dumps: 1, without: 0, bytes: 5 * page });
+        assert_eq!(verify(&base, page).unwrap(), Verified { dumps: 1, without: 0, bytes: 5 * page });
 
         let mut damaged = data.clone();
         damaged[3 * page as usize + 100] ^= 0x40;
         std::fs::write(base.join("pages-1.img"), &damaged).unwrap();
-        let error = verify(&base, page, 0).unwrap_err().to_string();
+        let error = verify(&base, page).unwrap_err().to_string();
         assert!(
             error.starts_with("pages-1.img: offset 8192: pages 0x30000-0x33000 (pagemap-7.img entry 3) fail their checksum"),
             "{error}"
@@ -431,9 +426,9 @@ mod tests {
         write_dump(&base.join("dump"), &[(0x10000, 2, PE_PARENT)], &[]);
         std::os::unix::fs::symlink("../pre", base.join("dump").join("parent")).unwrap();
         // The dump itself made by CRIU: no checksums there, its parent's are verified.
-        assert_eq!(verify(&base.join("dump"), page, 1).unwrap(), Verified { dumps: 1, without: 1, bytes: 2 * page });
+        assert_eq!(verify(&base.join("dump"), page).unwrap(), Verified { dumps: 1, without: 1, bytes: 2 * page });
         std::fs::write(base.join("pre/pages-1.img"), vec![8u8; 2 * page as usize]).unwrap();
-        let error = verify(&base.join("dump"), page, 1).unwrap_err().to_string();
+        let error = verify(&base.join("dump"), page).unwrap_err().to_string();
         assert!(error.contains("pages 0x10000-0x12000 (pagemap-7.img entry 1) fail their checksum"), "{error}");
         let _ = std::fs::remove_dir_all(&base);
     }

@@ -248,6 +248,20 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
     // A lazy restore hands its memory to a daemon that must be there before anything
     // is created.
     let mut lazy = options.lazy_pages.as_deref().map(crate::lazy::handoff::Handoff::connect).transpose()?;
+    // Every page read before the first fork: a damaged image fails here, naming the run.
+    if options.skip_checksums || lazy.is_some() {
+        log::info!("page checksums not verified ({})", if lazy.is_some() { "--lazy-pages: the daemon reads the pages" } else { "--skip-checksums" });
+    } else {
+        let verifying = Instant::now();
+        let verified = crate::memory::checksums::verify(&options.dir, sys::page_size())?;
+        log::info!(
+            "page checksums verified: {} MiB in {} dumps{} in {:?}",
+            verified.bytes >> 20,
+            verified.dumps,
+            if verified.without > 0 { format!(" ({} without checksums, made by CRIU)", verified.without) } else { String::new() },
+            verifying.elapsed()
+        );
+    }
     // Planning is pure: the host is read once, here.
     let mut layout = HostLayout::read(root, HostArch::restorer_blob().len() as u64)?;
     if userns.is_some() {
@@ -283,44 +297,6 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
         sys::reserve_at(start, (end - start) as usize).map_err(io_err(root, format!("reserve the premap arena {start:#x}-{end:#x}")))?;
     }
     program::share(&mut plans, &tree.premap_arena.into_iter().collect::<Vec<_>>());
-    // Every page is read by another thread while the tree is made and fills its memory
-    // (on the other cores: 88 ms a GiB here, which came before the first fork): crust
-    // waits for it before it reads what the restorers say, so a damaged image fails the
-    // restore naming the run, and the tree made so far is killed, before any process
-    // runs. It starts after the premap arena is reserved: its buffers and stack must not
-    // take addresses the plans chose.
-    let report = |verified: crate::memory::checksums::Verified, took: std::time::Duration, how: &str| {
-        log::info!(
-            "page checksums verified: {} MiB in {} dumps{} in {took:?}{how}",
-            verified.bytes >> 20,
-            verified.dumps,
-            if verified.without > 0 { format!(" ({} without checksums, made by CRIU)", verified.without) } else { String::new() },
-        );
-    };
-    let verifying = if options.skip_checksums || lazy.is_some() {
-        log::info!("page checksums not verified ({})", if lazy.is_some() { "--lazy-pages: the daemon reads the pages" } else { "--skip-checksums" });
-        None
-    } else {
-        let dir = options.dir.clone();
-        let (tell_tid, told_tid) = std::sync::mpsc::channel();
-        let thread = std::thread::Builder::new().name("crust-verify".into()).spawn(move || {
-            let _ = tell_tid.send(nix::unistd::gettid().as_raw());
-            let started = Instant::now();
-            // One thread: the restorers fill their memory on the other cores meanwhile.
-            (crate::memory::checksums::verify(&dir, sys::page_size(), 1), started.elapsed())
-        });
-        let thread = thread.map_err(io_err(root, "start the checksum thread"))?;
-        let tid = told_tid.recv().unwrap_or(0);
-        // The thread holds its tid until it ends: where that is a pid of the tree, the
-        // clone3 that gives it would find it busy, so the verification ends first.
-        if images.processes.iter().any(|p| p.pstree.threads.iter().any(|&t| t as i32 == tid)) {
-            let (verified, took) = thread.join().map_err(|_| RestoreError::Child { pid: root, what: "the checksum thread panicked".into() })?;
-            report(verified?, took, ", before the forks (its thread had a pid of the tree)");
-            None
-        } else {
-            Some(thread)
-        }
-    };
     stop_point()?;
     sys::raise_nofile_limit().map_err(io_err(root, "raise RLIMIT_NOFILE"))?;
     // A tree with a network namespace of its own: crust's main thread makes it and stays
@@ -558,10 +534,6 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
     crate::interrupt::hold("restore-seized");
 
     let mut placement = yard.as_ref().map(|yard| crate::cgroups::restore::Placement::new(yard, task_sets.iter().copied()));
-    if let Some(thread) = verifying {
-        let (verified, took) = thread.join().map_err(|_| RestoreError::Child { pid: root, what: "the checksum thread panicked".into() })?;
-        report(verified?, took, ", beside the restore");
-    }
     let host = finish::wait_for_restorers(&tree, &plans, &images, error_read, placement.as_mut())?;
     if let (Some(yard), Some(placement)) = (&yard, &placement) {
         log::info!("cgroups: {} moves of tasks into their cgroups", placement.moves);
