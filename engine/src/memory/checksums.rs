@@ -4,8 +4,8 @@
 //! `crust_images::checksums`).
 //!
 //! - dump: the page copier checksums each piece it appends while the bytes are in the
-//!   cache ([`Piece`]: the buffer it filled, or the pages the target spliced, read once
-//!   more just before the kernel copies them); [`write`] puts the pieces of each run
+//!   cache ([`Piece`]: the buffer it filled, or the pages the target spliced, read back
+//!   from the pages file by a thread of their own once spliced); [`write`] puts the pieces of each run
 //!   together (CRC-32C combines) and reads back from the pages file only the runs no
 //!   piece covers (the copy-on-write snapshot's, memfd data).
 //! - restore: [`verify`] reads every stored run of every pagemap the image lists, on

@@ -14,7 +14,9 @@
 //! `remote_pipes.rs`), [`PageCopier::copy_spliced`] skips the copy into crust: the writer
 //! `splice(2)`s the pipe into the image, so each page is copied once, by the kernel, into
 //! the page cache (measured on 1 GiB: crust's dump CPU 0.50-0.55 s with the extra
-//! `process_vm_readv` copy, see docs/bench/README.md for the figures after).
+//! `process_vm_readv` copy, see docs/bench/README.md for the figures after). Their
+//! checksums are read back from the page cache by a thread of their own once the writer
+//! has spliced them.
 //!
 //! The kernel calls (process_vm_readv, splice, F_SETPIPE_SZ) are nix's, through `sys/`.
 

@@ -6,8 +6,10 @@
 //! `userfaultfd(O_CLOEXEC|O_NONBLOCK)`, borrowed with `pidfd_getfd` and closed in the
 //! target at once, so crust holds the only reference), and crust registers each private
 //! anonymous area that has pages to dump with UFFDIO_REGISTER_MODE_WP and
-//! write-protects it ([`Arming`]). The pagemap is read in the same frozen instant, so the
-//! runs to copy and their place in `pages-N.img` are fixed before the target runs.
+//! write-protects it ([`Arming`]). The pagemap of the small areas is read in the same
+//! frozen instant; that of the big ones after the release ([`settle_layout`]: their
+//! pages at the freeze are the ones that keep the write-protect bit, or that the fault
+//! handler copied meanwhile), and then every run gets its place in `pages-N.img`.
 //! A fault handler thread is started before the tree is released ([`Snapshot::start`]),
 //! and [`Snapshot::copy`] runs once it is:
 //!
