@@ -85,22 +85,26 @@ impl Reaper {
             if exited > 0 {
                 // A spawn in progress may be about to wait for this very child itself.
                 let spawning = self.spawning.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                // Reaped and recorded under one lock: whoever sees the pid gone from
+                // /proc and then forgets its exit (a restore about to bring the pid
+                // back) finds the exit recorded, never recorded after it forgot.
+                let mut guard = exits
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
                 let mut raw_status = 0;
                 // SAFETY: waitpid writes one int into `raw_status`, which lives on this stack.
                 let pid = unsafe { libc::waitpid(exited, &mut raw_status, libc::WNOHANG | libc::__WALL) };
-                drop(spawning);
                 if pid == exited {
                     let status = if libc::WIFSIGNALED(raw_status) {
                         ExitStatus::Signaled(libc::WTERMSIG(raw_status))
                     } else {
                         ExitStatus::Exited(libc::WEXITSTATUS(raw_status))
                     };
-                    let mut guard = exits
-                        .lock()
-                        .unwrap_or_else(|poisoned| poisoned.into_inner());
                     guard.by_pid.insert(pid, status);
                     wakeup.notify_all();
                 }
+                drop(guard);
+                drop(spawning);
                 continue;
             }
             // ECHILD (no children right now) or EINTR: nothing to reap yet. Idle on the

@@ -29,6 +29,18 @@ const MADV_GUARD_INSTALL: u64 = 102;
 const MADV_POPULATE_WRITE: u64 = 23;
 /// Runs of pages at least this long are populated before their pread.
 const POPULATE_AT_LEAST: u64 = 64 << 10;
+/// The most bytes one restorer pread reads (a run of pages longer than this, which a
+/// pagemap entry may hold, is read in several).
+const READ_AT_MOST: u64 = 1 << 30;
+
+/// A run of `bytes` as the restorer reads it: `(offset in the run, length)` pieces of
+/// at most [`READ_AT_MOST`].
+fn read_pieces(bytes: u64) -> impl Iterator<Item = (u64, u64)> {
+    (0..bytes.div_ceil(READ_AT_MOST)).map(move |index| {
+        let done = index * READ_AT_MOST;
+        (done, (bytes - done).min(READ_AT_MOST))
+    })
+}
 
 /// The helper fds of one process: what the child opens (pages files, mapped files, the
 /// exe) or copies from the broker before it jumps to the restorer.
@@ -343,13 +355,17 @@ pub(crate) fn map_areas<A: Abi>(
                     format!("populate pages {:#x}-{:#x}", addr, addr + bytes),
                 );
             }
-            program.call(
-                Sys::Pread64,
-                [helpers.page_fds[file] as u64, addr, bytes, file_offset, 0, 0],
-                RestorerOp::CHECK_EQ,
-                bytes,
-                format!("read pages {:#x}-{:#x} from {}", addr, addr + bytes, sources.files[file].display()),
-            );
+            // One pread per READ_AT_MOST: the kernel moves at most 2 GiB - 4 KiB per
+            // read (MAX_RW_COUNT), and each op checks for its whole length.
+            for (done, step) in read_pieces(bytes) {
+                program.call(
+                    Sys::Pread64,
+                    [helpers.page_fds[file] as u64, addr + done, step, file_offset + done, 0, 0],
+                    RestorerOp::CHECK_EQ,
+                    step,
+                    format!("read pages {:#x}-{:#x} from {}", addr + done, addr + done + step, sources.files[file].display()),
+                );
+            }
         }
         if map_prot != prot {
             program.call(Sys::Mprotect, [vma.start, len, prot as u64, 0, 0, 0], RestorerOp::CHECK_EQ, 0, format!("protect vma {:#x}-{:#x}", vma.start, vma.end));
@@ -404,5 +420,23 @@ fn add_madvise<A: Abi>(program: &mut Program<A>, vma: &pb::VmaEntry, len: u64) {
                 program.call(Sys::Madvise, [vma.start, len, advice, 0, 0, 0], RestorerOp::CHECK_EQ, 0, description);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{read_pieces, READ_AT_MOST};
+
+    #[test]
+    fn a_run_over_a_gib_is_read_in_pieces_the_kernel_reads_whole() {
+        let gib = 1u64 << 30;
+        assert_eq!(read_pieces(4096).collect::<Vec<_>>(), vec![(0, 4096)]);
+        assert_eq!(read_pieces(gib).collect::<Vec<_>>(), vec![(0, gib)]);
+        // 4 GiB and a page: what one pagemap entry of a big area may hold.
+        let pieces: Vec<(u64, u64)> = read_pieces(4 * gib + 4096).collect();
+        assert_eq!(pieces, vec![(0, gib), (gib, gib), (2 * gib, gib), (3 * gib, gib), (4 * gib, 4096)]);
+        // Each under the kernel's MAX_RW_COUNT (2 GiB - 4 KiB).
+        assert!(pieces.iter().all(|&(_, len)| len <= READ_AT_MOST && len < (1 << 31) - 4096));
+        assert_eq!(read_pieces(0).count(), 0);
     }
 }
