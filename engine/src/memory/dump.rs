@@ -14,7 +14,8 @@ use super::checksums::Piece;
 use super::incremental::Parent;
 use super::pages::{page_runs, PageCopier};
 use super::remote_pipes::RemotePipes;
-use super::snapshot::{ArmedProcess, Arming, Run};
+use super::snapshot::{ArmedProcess, Arming, Pending, PendingLayout, Run};
+use super::{PE_PRESENT, PM_GUARD_REGION};
 use super::to_server::ProcessSender;
 use super::MemDumpError;
 use super::io_err;
@@ -348,51 +349,31 @@ pub(crate) fn dump_memory_armed(
     let mut layout = Vec::new();
     let mut offset = 0u64;
     for (((map, vma, _), runs), ok) in areas.into_iter().zip(area_runs).zip(protected_ok) {
+        if let Some(runs) = &runs {
+            total_pages += runs.iter().map(|r| r.1).sum::<u64>();
+        }
         match (runs, ok) {
             (None, _) => layout.push(Pending::Deferred { start: map.start, end: map.end, readable: map.read }),
+            (Some(runs), true) if defer => layout.push(Pending::Armed { start: map.start, end: map.end, readable: map.read, runs }),
             (Some(runs), true) => {
-                total_pages += runs.iter().map(|r| r.1).sum::<u64>();
-                if defer {
-                    layout.push(Pending::Armed { start: map.start, end: map.end, readable: map.read, runs });
-                } else {
-                    let runs: Vec<Run> = runs
-                        .into_iter()
-                        .map(|(addr, pages)| {
-                            let run = Run { addr, pages, offset };
-                            offset += pages * page;
-                            run
-                        })
-                        .collect();
-                    write_entries(pid, &mut pagemap_out, &runs)?;
-                    if !runs.is_empty() {
-                        arming.arm(map.start, map.end, map.read, runs);
-                    }
+                let runs = place_runs(pid, runs, &mut offset, &mut pagemap_out)?;
+                if !runs.is_empty() {
+                    arming.arm(map.start, map.end, map.read, runs);
                 }
             }
+            (Some(runs), false) if defer => {
+                // Kept in memory until the layout is known after the release.
+                let mut data = Vec::new();
+                for &(addr, pages) in &runs {
+                    let from = data.len();
+                    data.resize(from + (pages * page) as usize, 0);
+                    read_stopped(pid, mem, &mut data[from..], addr, map.read)?;
+                }
+                layout.push(Pending::Copied { runs, data });
+            }
             (Some(runs), false) => {
-                total_pages += runs.iter().map(|r| r.1).sum::<u64>();
-                if defer {
-                    // Kept in memory until the layout is known after the release.
-                    let mut data = Vec::new();
-                    for &(addr, pages) in &runs {
-                        let from = data.len();
-                        data.resize(from + (pages * page) as usize, 0);
-                        read_stopped(pid, mem, &mut data[from..], addr, map.read)?;
-                    }
-                    layout.push(Pending::Copied { runs, data });
-                } else {
-                    let runs: Vec<Run> = runs
-                        .into_iter()
-                        .map(|(addr, pages)| {
-                            let run = Run { addr, pages, offset };
-                            offset += pages * page;
-                            run
-                        })
-                        .collect();
-                    write_entries(pid, &mut pagemap_out, &runs)?;
-                    for run in &runs {
-                        copy_now(pid, mem, &pages_file, run, map.read, &mut buffer, &mut frozen_pieces)?;
-                    }
+                for run in &place_runs(pid, runs, &mut offset, &mut pagemap_out)? {
+                    copy_now(pid, mem, &pages_file, run, map.read, &mut buffer, &mut frozen_pieces)?;
                 }
             }
         }
@@ -424,12 +405,17 @@ const DEFER_PAGEMAP_FROM: u64 = 16 << 20;
 /// The most bytes copied while frozen that wait in memory for a deferred layout.
 const FROZEN_BYTES_KEPT: u64 = 64 << 20;
 
-/// Writes a pagemap entry per run.
-fn write_entries(pid: i32, pagemap_out: &mut ImageWriter, runs: &[Run]) -> Result<(), MemDumpError> {
-    for run in runs {
-        pagemap_out.write_entry(&pb::PagemapEntry::run(run.addr, run.pages, PE_PRESENT)).map_err(|source| MemDumpError::Image { pid, source })?;
+/// Gives each run `(address, pages)` its place in the pages file from `offset` on, and
+/// writes its pagemap entry.
+fn place_runs(pid: i32, runs: Vec<(u64, u64)>, offset: &mut u64, pagemap_out: &mut ImageWriter) -> Result<Vec<Run>, MemDumpError> {
+    let page = sys::page_size();
+    let mut placed = Vec::with_capacity(runs.len());
+    for (addr, pages) in runs {
+        pagemap_out.write_entry(&pb::PagemapEntry::run(addr, pages, PE_PRESENT)).map_err(|source| MemDumpError::Image { pid, source })?;
+        placed.push(Run { addr, pages, offset: *offset });
+        *offset += pages * page;
     }
-    Ok(())
+    Ok(placed)
 }
 
 /// Reads `buf.len()` bytes at `addr` of a stopped process (`/proc/PID/mem` where
@@ -442,25 +428,6 @@ fn read_stopped(pid: i32, mem: &File, buf: &mut [u8], addr: u64, readable: bool)
     Ok(())
 }
 
-/// The pages image's layout of an armed process whose big areas' pagemap is read after
-/// the release: every area with pages, in address order.
-pub(crate) struct PendingLayout {
-    /// The process's /proc/PID/pagemap.
-    pub pagemap: File,
-    /// `pagemap-PID.img`, its head written.
-    pub pagemap_out: ImageWriter,
-    pub areas: Vec<Pending>,
-}
-
-/// One area of a [`PendingLayout`].
-pub(crate) enum Pending {
-    /// Copied while frozen: its runs `(address, pages)` and their bytes, one after the other.
-    Copied { runs: Vec<(u64, u64)>, data: Vec<u8> },
-    /// Write-protected, its runs read while frozen.
-    Armed { start: u64, end: u64, readable: bool, runs: Vec<(u64, u64)> },
-    /// Write-protected, its runs found after the release.
-    Deferred { start: u64, end: u64, readable: bool },
-}
 
 /// Whether an area's pages may be left to the copy-on-write snapshot: private anonymous
 /// memory (heap and stacks too) that no userfaultfd of the target's own watches and that
@@ -565,15 +532,11 @@ fn open_outputs(pid: i32, dir: &Path, pages_id: u32, image_pid: i32) -> Result<(
     Ok((pagemap, pages_file, pagemap_out))
 }
 
-/// CRIU's pagemap entry flags: the pages are in this image's pages file, or in the
-/// parent dump's.
-pub(super) const PE_PRESENT: u32 = 1 << 2;
+/// CRIU's pagemap entry flags: the pages are in the parent dump's, or left at the source
+/// for a lazy restore (PE_PRESENT, in this image's pages file, is in `mod.rs`).
 const PE_PARENT: u32 = 1 << 0;
 const PE_LAZY: u32 = 1 << 1;
 
-/// `/proc/PID/pagemap`: the page is a guard region (MADV_GUARD_INSTALL), bit 58 since
-/// Linux 6.15; its entry also has the swap bit (a PTE marker), but it holds nothing.
-pub(super) const PM_GUARD_REGION: u64 = 1 << 58;
 
 fn is_guard(bits: u64) -> bool {
     bits & PM_GUARD_REGION != 0

@@ -32,6 +32,12 @@ pub use checksums::ChecksumError;
 pub use page_sources::PageSourcesError;
 pub(crate) use dump::special_areas_as_criu;
 
+/// CRIU's pagemap entry flag: the pages are in this image's pages file.
+pub(crate) const PE_PRESENT: u32 = 1 << 2;
+/// `/proc/PID/pagemap`: the page is a guard region (MADV_GUARD_INSTALL), bit 58 since
+/// Linux 6.15; its entry also has the swap bit (a PTE marker), but it holds nothing.
+pub(crate) const PM_GUARD_REGION: u64 = 1 << 58;
+
 /// Whether a lazy restore maps area `vma` empty and leaves its pages to the lazy-pages
 /// daemon (and so whether `dump --lazy-pages` leaves them at the source): private
 /// anonymous memory, not locked (MAP_LOCKED would fault every page in at mmap), not

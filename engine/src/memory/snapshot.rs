@@ -49,9 +49,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crust_arch::Sys;
+use crust_images::ImageWriter;
 
 use super::checksums::{crc32c, Piece, Pieces};
-use super::dump::{Pending as LayoutArea, PendingLayout, PE_PRESENT, PM_GUARD_REGION};
+use super::{PE_PRESENT, PM_GUARD_REGION};
 use super::pages::page_runs;
 use crate::parasite::{Arg, Batch, Parasite};
 use crate::sys;
@@ -109,6 +110,26 @@ fn split_shares(ranges: &[(u64, u64)], parts: usize, page: u64) -> Vec<Vec<(usiz
         }
     }
     shares
+}
+
+/// The pages image's layout of an armed process whose big areas' pagemap is read after
+/// the release (`dump.rs`, `dump_memory_armed`): every area with pages, in address order.
+pub(crate) struct PendingLayout {
+    /// The process's /proc/PID/pagemap.
+    pub pagemap: File,
+    /// `pagemap-PID.img`, its head written.
+    pub pagemap_out: ImageWriter,
+    pub areas: Vec<Pending>,
+}
+
+/// One area of a [`PendingLayout`].
+pub(crate) enum Pending {
+    /// Copied while frozen: its runs `(address, pages)` and their bytes, one after the other.
+    Copied { runs: Vec<(u64, u64)>, data: Vec<u8> },
+    /// Write-protected, its runs read while frozen.
+    Armed { start: u64, end: u64, readable: bool, runs: Vec<(u64, u64)> },
+    /// Write-protected, its runs found after the release.
+    Deferred { start: u64, end: u64, readable: bool },
 }
 
 /// A userfaultfd of one process, made while the process is frozen, for [`Arming::protect`].
@@ -240,8 +261,8 @@ impl Arming {
             .areas
             .iter()
             .filter_map(|area| match area {
-                LayoutArea::Copied { .. } => None,
-                LayoutArea::Armed { start, end, readable, .. } | LayoutArea::Deferred { start, end, readable } => {
+                Pending::Copied { .. } => None,
+                Pending::Armed { start, end, readable, .. } | Pending::Deferred { start, end, readable } => {
                     Some(ArmedArea { start: *start, end: *end, readable: *readable, runs: Vec::new() })
                 }
             })
@@ -1135,7 +1156,7 @@ fn settle_layout(process: &Shared) -> Result<u64, CopyError> {
     };
     let mut scanned = Vec::new();
     for area in &pending.areas {
-        if let LayoutArea::Deferred { start, end, .. } = area {
+        if let Pending::Deferred { start, end, .. } = area {
             scanned.push(scan_runs(&pending.pagemap, *start, *end, page).map_err(broken)?);
         }
     }
@@ -1161,7 +1182,7 @@ fn settle_layout(process: &Shared) -> Result<u64, CopyError> {
     let (mut offset, mut found, mut left, mut armed) = (0u64, 0u64, 0u64, 0usize);
     for area in std::mem::take(&mut pending.areas) {
         let runs = match area {
-            LayoutArea::Copied { runs, data } => {
+            Pending::Copied { runs, data } => {
                 let mut from = 0usize;
                 for (addr, pages) in runs {
                     let len = (pages * page) as usize;
@@ -1172,8 +1193,8 @@ fn settle_layout(process: &Shared) -> Result<u64, CopyError> {
                 }
                 continue;
             }
-            LayoutArea::Armed { runs, .. } => runs,
-            LayoutArea::Deferred { start, end, .. } => {
+            Pending::Armed { runs, .. } => runs,
+            Pending::Deferred { start, end, .. } => {
                 let copied: Vec<(u64, u64)> = early_runs.iter().copied().filter(|&(addr, _)| start <= addr && addr < end).collect();
                 let runs = union_runs(&scanned.next().expect("one scan per deferred area"), &copied, page);
                 found += runs.iter().map(|r| r.1).sum::<u64>();
