@@ -129,17 +129,18 @@ impl PageCopier {
         // the writer's splice and the target's vmsplice (reading them once more from the
         // target took 0.4 s a GiB on the thread that drives the target). Without a way
         // to read the file back, from the target as pages are spliced.
-        let (summer, to_summer) = match (pipes.is_empty(), reopen_for_reading(&out)) {
-            (false, Ok(file)) => {
+        let reopened = if pipes.is_empty() { None } else { Some(reopen_for_reading(&out)) };
+        let (summer, to_summer) = match reopened {
+            Some(Ok(file)) => {
                 let (to_summer, ranges) = sync_channel::<(u64, u64)>(BUFFERS + pipes.len());
                 let summer = std::thread::Builder::new().name("crust-crc".into()).spawn(move || sum_ranges(file, ranges))?;
                 (Some(summer), Some(to_summer))
             }
-            (false, Err(error)) => {
+            Some(Err(error)) => {
                 log::debug!("pid {pid}: spliced pages checksummed from the target: reopen the pages file: {error}");
                 (None, None)
             }
-            (true, _) => (None, None),
+            None => (None, None),
         };
         let writer = std::thread::Builder::new()
             .name("crust-pages".into())
