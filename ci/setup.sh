@@ -59,6 +59,9 @@ ci_apt_packages=(
     runc podman conmon
     xz-utils
     qemu-system-arm
+    # the virtio NIC's option ROM (efi-virtio.rom) that qemu-system-aarch64 loads for the
+    # VM's network device; only a recommendation of qemu-system-data
+    ipxe-qemu
     golang-go golang-github-checkpoint-restore-go-criu-dev
     # GNU tar and gzip (essential in Debian, named for what uses them): the tmpfs
     # archive interop tests run GNU tar, `cargo xtest fuzz` seeds with `gzip -dc`
