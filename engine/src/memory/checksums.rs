@@ -167,7 +167,7 @@ fn from_pieces(sorted: &[Piece], offset: u64, len: u64) -> Option<u32> {
 }
 
 /// The CRC-32C of `len` bytes at `offset` of `file`, read in 1 MiB steps.
-fn crc_of_range(file: &File, offset: u64, len: u64, buffer: &mut Vec<u8>) -> io::Result<u32> {
+pub(crate) fn crc_of_range(file: &File, offset: u64, len: u64, buffer: &mut Vec<u8>) -> io::Result<u32> {
     buffer.resize(1 << 20, 0);
     let mut crc: Option<u32> = None;
     let mut done = 0u64;

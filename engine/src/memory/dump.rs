@@ -12,7 +12,7 @@ use crust_images::{ImageKind, ImageWriter};
 
 use super::checksums::Piece;
 use super::incremental::Parent;
-use super::pages::{page_runs, PageCopier};
+use super::pages::{page_runs, pagemap_chunks, push_run, read_target, PageCopier, PagemapEntries};
 use super::remote_pipes::RemotePipes;
 use super::snapshot::{ArmedProcess, Arming, Pending, PendingLayout, Run};
 use super::{PE_PRESENT, PM_GUARD_REGION};
@@ -67,29 +67,21 @@ pub(crate) fn dump_memory(
     let mut vmas = Vec::new();
     let mut guards = GuardRuns::default();
     let mut total_pages = 0u64;
-    let mut bytes = Vec::new();
-    let mut entries = Vec::new();
+    let mut pagemap_buf = PagemapEntries::default();
     for entry in &collected.smaps {
         let map = &entry.map;
         let Some(mut vma) = classify_vma(pid, map, &entry.vm_flags, files)? else { continue };
         let status = vma.status;
         let no_pages = keeps_no_pages(&vma);
         let left_at_source = lazy.is_some() && super::can_be_lazy(&vma);
-        let npages = (map.end - map.start) / page;
-        let mut index = 0u64;
-        const CHUNK: u64 = 65536;
-        while index < npages {
-            let count = CHUNK.min(npages - index);
-            bytes.resize((count * 8) as usize, 0);
-            pagemap
-                .read_exact_at(&mut bytes, (map.start / page + index) * 8)
+        for (index, count) in pagemap_chunks((map.end - map.start) / page) {
+            let entries = pagemap_buf
+                .read(&pagemap, map.start + index * page, count, page)
                 .map_err(io_err(pid, format!("read pagemap at {:#x}", map.start + index * page)))?;
-            entries.clear();
-            entries.extend(bytes.chunks_exact(8).map(|b| u64::from_ne_bytes(b.try_into().expect("8 bytes"))));
-            for (first, run) in page_runs(&entries, is_guard) {
+            for (first, run) in page_runs(entries, is_guard) {
                 guards.add(map.start + (index + first) * page, run * page);
             }
-            for (first, run) in page_runs(&entries, |bits| !no_pages && wants_page(status, bits)) {
+            for (first, run) in page_runs(entries, |bits| !no_pages && wants_page(status, bits)) {
                 let addr = map.start + (index + first) * page;
                 if let (true, Some(lazy)) = (left_at_source, lazy.as_deref_mut()) {
                     // Left in the frozen tree for the destination's daemon (PE_LAZY),
@@ -144,7 +136,6 @@ pub(crate) fn dump_memory(
                     .map_err(|source| MemDumpError::Image { pid, source })?;
                 total_pages += run;
             }
-            index += count;
         }
         vma.fd = -1;
         vmas.push(vma);
@@ -264,6 +255,11 @@ pub(crate) fn dump_memory_armed(
     }
     let protected: Vec<(u64, u64)> = areas.iter().filter(|a| a.2).map(|a| (a.0.start, a.0.end)).collect();
     let may_defer = |map: &MapsLine, registered: bool| registered && map.end - map.start >= DEFER_PAGEMAP_FROM;
+    // An area's runs, from the pagemap read now.
+    let mut pagemap_buf = PagemapEntries::default();
+    let mut runs_now = |map: &MapsLine, vma: &pb::VmaEntry, guards: &mut GuardRuns| {
+        area_runs(pid, &pagemap, map.start, map.end, vma.status, !keeps_no_pages(vma), guards, &mut pagemap_buf)
+    };
 
     // Write-protect them on other threads while this one reads the pagemap of the areas
     // that are not deferred (both only walk the page tables of the frozen process, so
@@ -283,11 +279,7 @@ pub(crate) fn dump_memory_armed(
                     area_runs.push(None);
                     continue;
                 }
-                let mut runs = Vec::new();
-                for_each_run(pid, &pagemap, map.start, map.end, vma.status, !keeps_no_pages(vma), &mut guards, |addr, pages| {
-                    runs.push((addr, pages))
-                })?;
-                area_runs.push(Some(runs));
+                area_runs.push(Some(runs_now(map, vma, &mut guards)?));
             }
             Ok(())
         })();
@@ -312,9 +304,7 @@ pub(crate) fn dump_memory_armed(
                 }
             };
         if !ok && runs.is_none() {
-            let mut found = Vec::new();
-            for_each_run(pid, &pagemap, map.start, map.end, vma.status, !keeps_no_pages(vma), &mut guards, |addr, pages| found.push((addr, pages)))?;
-            *runs = Some(found);
+            *runs = Some(runs_now(map, vma, &mut guards)?);
         }
         protected_ok.push(ok);
     }
@@ -334,9 +324,7 @@ pub(crate) fn dump_memory_armed(
         defer = false;
         for ((map, vma, _), runs) in areas.iter().zip(area_runs.iter_mut()) {
             if runs.is_none() {
-                let mut found = Vec::new();
-                for_each_run(pid, &pagemap, map.start, map.end, vma.status, !keeps_no_pages(vma), &mut guards, |addr, pages| found.push((addr, pages)))?;
-                *runs = Some(found);
+                *runs = Some(runs_now(map, vma, &mut guards)?);
             }
         }
     }
@@ -367,7 +355,7 @@ pub(crate) fn dump_memory_armed(
                 for &(addr, pages) in &runs {
                     let from = data.len();
                     data.resize(from + (pages * page) as usize, 0);
-                    read_stopped(pid, mem, &mut data[from..], addr, map.read)?;
+                    read_target(pid, mem, &mut data[from..], addr, map.read).map_err(io_err(pid, format!("read pages at {addr:#x}")))?;
                 }
                 layout.push(Pending::Copied { runs, data });
             }
@@ -418,17 +406,6 @@ fn place_runs(pid: i32, runs: Vec<(u64, u64)>, offset: &mut u64, pagemap_out: &m
     Ok(placed)
 }
 
-/// Reads `buf.len()` bytes at `addr` of a stopped process (`/proc/PID/mem` where
-/// process_vm_readv cannot: no PROT_READ).
-fn read_stopped(pid: i32, mem: &File, buf: &mut [u8], addr: u64, readable: bool) -> Result<(), MemDumpError> {
-    let read = if readable { super::pages::read_remote(pid, buf, addr).unwrap_or(0) } else { 0 };
-    if read < buf.len() {
-        mem.read_exact_at(&mut buf[read..], addr + read as u64).map_err(io_err(pid, format!("read pages at {:#x}", addr + read as u64)))?;
-    }
-    Ok(())
-}
-
-
 /// Whether an area's pages may be left to the copy-on-write snapshot: private anonymous
 /// memory (heap and stacks too) that no userfaultfd of the target's own watches and that
 /// KSM does not merge. Everything else (file and shared memory, the vDSO) is copied
@@ -444,11 +421,11 @@ fn snapshot_can_protect(status: u32, shared: bool, vm_flags: &[String]) -> bool 
         && status & (vs::VDSO | vs::VVAR | vs::VSYSCALL) == 0
 }
 
-/// Reads the pagemap of `start..end` and calls `run(addr, pages)` for each run of pages
-/// the image keeps ([`wants_page`]; none without `keeps_pages`), and notes its guard
-/// regions in `guards`.
-#[allow(clippy::too_many_arguments)] // two callers, each argument a different thing
-fn for_each_run(
+/// Reads the pagemap of `start..end`: the runs `(address, pages)` of pages the image
+/// keeps ([`wants_page`]; none without `keeps_pages`), joined across chunks; notes its
+/// guard regions in `guards`.
+#[allow(clippy::too_many_arguments)] // three callers, each argument a different thing
+fn area_runs(
     pid: i32,
     pagemap: &File,
     start: u64,
@@ -456,45 +433,22 @@ fn for_each_run(
     status: u32,
     keeps_pages: bool,
     guards: &mut GuardRuns,
-    mut run: impl FnMut(u64, u64),
-) -> Result<(), MemDumpError> {
+    pagemap_buf: &mut PagemapEntries,
+) -> Result<Vec<(u64, u64)>, MemDumpError> {
     let page = sys::page_size();
-    let npages = (end - start) / page;
-    let mut bytes = Vec::new();
-    let mut entries = Vec::new();
-    let mut index = 0u64;
-    const CHUNK: u64 = 65536;
-    // A run that goes on across a chunk boundary is reported once.
-    let mut open: Option<(u64, u64)> = None;
-    while index < npages {
-        let count = CHUNK.min(npages - index);
-        bytes.resize((count * 8) as usize, 0);
-        pagemap
-            .read_exact_at(&mut bytes, (start / page + index) * 8)
+    let mut runs = Vec::new();
+    for (index, count) in pagemap_chunks((end - start) / page) {
+        let entries = pagemap_buf
+            .read(pagemap, start + index * page, count, page)
             .map_err(io_err(pid, format!("read pagemap at {:#x}", start + index * page)))?;
-        entries.clear();
-        entries.extend(bytes.chunks_exact(8).map(|b| u64::from_ne_bytes(b.try_into().expect("8 bytes"))));
-        for (first, pages) in page_runs(&entries, is_guard) {
+        for (first, pages) in page_runs(entries, is_guard) {
             guards.add(start + (index + first) * page, pages * page);
         }
-        for (first, pages) in page_runs(&entries, |bits| keeps_pages && wants_page(status, bits)) {
-            let addr = start + (index + first) * page;
-            match open.as_mut() {
-                Some((open_addr, open_pages)) if *open_addr + *open_pages * page == addr => *open_pages += pages,
-                _ => {
-                    if let Some((a, p)) = open.take() {
-                        run(a, p);
-                    }
-                    open = Some((addr, pages));
-                }
-            }
+        for (first, pages) in page_runs(entries, |bits| keeps_pages && wants_page(status, bits)) {
+            push_run(&mut runs, start + (index + first) * page, pages, page);
         }
-        index += count;
     }
-    if let Some((a, p)) = open {
-        run(a, p);
-    }
-    Ok(())
+    Ok(runs)
 }
 
 /// Copies a run of a stopped process into the pages file at the run's offset, with the
@@ -508,11 +462,7 @@ fn copy_now(pid: i32, mem: &File, out: &File, run: &Run, readable: bool, buffer:
         let step = (len - done).min(buffer.len() as u64) as usize;
         let target = &mut buffer[..step];
         let addr = run.addr + done;
-        let read = if readable { super::pages::read_remote(pid, target, addr).unwrap_or(0) } else { 0 };
-        if read < step {
-            mem.read_exact_at(&mut target[read..], addr + read as u64)
-                .map_err(io_err(pid, format!("read pages at {:#x}", addr + read as u64)))?;
-        }
+        read_target(pid, mem, target, addr, readable).map_err(io_err(pid, format!("read pages at {addr:#x}")))?;
         out.write_all_at(target, run.offset + done).map_err(io_err(pid, "write pages"))?;
         pieces.push(Piece { offset: run.offset + done, len: step as u64, crc: super::checksums::crc32c(target) });
         done += step as u64;
@@ -536,7 +486,6 @@ fn open_outputs(pid: i32, dir: &Path, pages_id: u32, image_pid: i32) -> Result<(
 /// for a lazy restore (PE_PRESENT, in this image's pages file, is in `mod.rs`).
 const PE_PARENT: u32 = 1 << 0;
 const PE_LAZY: u32 = 1 << 1;
-
 
 fn is_guard(bits: u64) -> bool {
     bits & PM_GUARD_REGION != 0

@@ -66,6 +66,54 @@ pub fn page_runs(entries: &[u64], want: impl Fn(u64) -> bool) -> Vec<(u64, u64)>
     runs
 }
 
+/// Appends a run `(address, pages)` to `runs`, joined to the last one where they touch.
+pub(crate) fn push_run(runs: &mut Vec<(u64, u64)>, addr: u64, pages: u64, page: u64) {
+    match runs.last_mut() {
+        Some(last) if last.0 + last.1 * page == addr => last.1 += pages,
+        _ => runs.push((addr, pages)),
+    }
+}
+
+/// Pages whose /proc/PID/pagemap entries are read at a time (512 KiB of entries).
+const PAGEMAP_CHUNK: u64 = 65536;
+
+/// `npages` pages as the pagemap is read: `(first page, pages)` chunks.
+pub(crate) fn pagemap_chunks(npages: u64) -> impl Iterator<Item = (u64, u64)> {
+    (0..npages.div_ceil(PAGEMAP_CHUNK)).map(move |chunk| {
+        let first = chunk * PAGEMAP_CHUNK;
+        (first, PAGEMAP_CHUNK.min(npages - first))
+    })
+}
+
+/// /proc/PID/pagemap entries, read into buffers kept from one read to the next.
+#[derive(Default)]
+pub(crate) struct PagemapEntries {
+    bytes: Vec<u8>,
+    entries: Vec<u64>,
+}
+
+impl PagemapEntries {
+    /// The entries of the `count` pages from `addr` (page-aligned) of `pagemap`.
+    pub(crate) fn read(&mut self, pagemap: &File, addr: u64, count: u64, page: u64) -> io::Result<&[u64]> {
+        self.bytes.resize((count * 8) as usize, 0);
+        pagemap.read_exact_at(&mut self.bytes, addr / page * 8)?;
+        self.entries.clear();
+        self.entries.extend(self.bytes.chunks_exact(8).map(|b| u64::from_ne_bytes(b.try_into().expect("8 bytes"))));
+        Ok(&self.entries)
+    }
+}
+
+/// Reads `buf.len()` bytes at `addr` of process `pid` (stopped, or a page it cannot
+/// change meanwhile): `process_vm_readv` where the area is `readable`, `mem` (its
+/// /proc/PID/mem, which reads with FOLL_FORCE) for the rest.
+pub(crate) fn read_target(pid: i32, mem: &File, buf: &mut [u8], addr: u64, readable: bool) -> io::Result<()> {
+    let read = if readable { read_remote(pid, buf, addr).unwrap_or(0) } else { 0 };
+    if read < buf.len() {
+        mem.read_exact_at(&mut buf[read..], addr + read as u64)?;
+    }
+    Ok(())
+}
+
 /// What the writer thread appends next.
 enum Job {
     /// `len` bytes at the start of the buffer (which then goes back to the reader).
@@ -185,12 +233,9 @@ impl PageCopier {
             let step = room.min(len - done) as usize;
             self.make_room(step);
             let target = &mut self.current[self.filled..self.filled + step];
-            let read = if readable { read_remote(self.pid, target, addr + done).unwrap_or(0) } else { 0 };
-            if read < step {
-                // What process_vm_readv would not read (not readable, or a fault): the
-                // kernel's forced access through /proc/PID/mem, whose error names it.
-                mem.read_exact_at(&mut target[read..], addr + done + read as u64)?;
-            }
+            // What process_vm_readv would not read (not readable, or a fault) goes
+            // through /proc/PID/mem, whose error names it.
+            read_target(self.pid, mem, target, addr + done, readable)?;
             if self.checksums {
                 let timer = Instant::now();
                 self.pieces.push(Piece { offset: self.copied, len: step as u64, crc: crc32c(target) });
@@ -418,18 +463,9 @@ fn reopen_for_reading(out: &File) -> io::Result<File> {
 /// from the page cache the writer just filled.
 fn sum_ranges(file: File, ranges: Receiver<(u64, u64)>) -> io::Result<Vec<Piece>> {
     let mut pieces = Vec::new();
-    let mut buffer = vec![0u8; WRITE_CHUNK];
+    let mut buffer = Vec::new();
     while let Ok((offset, len)) = ranges.recv() {
-        let mut crc: Option<u32> = None;
-        let mut done = 0u64;
-        while done < len {
-            let step = (len - done).min(WRITE_CHUNK as u64) as usize;
-            file.read_exact_at(&mut buffer[..step], offset + done)?;
-            let piece = crc32c(&buffer[..step]);
-            crc = Some(crc.map_or(piece, |before| crc32c_combine(before, piece, step as u64)));
-            done += step as u64;
-        }
-        pieces.push(Piece { offset, len, crc: crc.unwrap_or_else(|| crc32c(&[])) });
+        pieces.push(Piece { offset, len, crc: super::checksums::crc_of_range(&file, offset, len, &mut buffer)? });
     }
     Ok(pieces)
 }

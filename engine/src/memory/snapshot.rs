@@ -53,7 +53,7 @@ use crust_images::ImageWriter;
 
 use super::checksums::{crc32c, Piece, Pieces};
 use super::{PE_PRESENT, PM_GUARD_REGION};
-use super::pages::page_runs;
+use super::pages::{page_runs, pagemap_chunks, push_run, PagemapEntries};
 use crate::parasite::{Arg, Batch, Parasite};
 use crate::sys;
 use crate::sys::uffd;
@@ -115,11 +115,17 @@ fn split_shares(ranges: &[(u64, u64)], parts: usize, page: u64) -> Vec<Vec<(usiz
 /// The pages image's layout of an armed process whose big areas' pagemap is read after
 /// the release (`dump.rs`, `dump_memory_armed`): every area with pages, in address order.
 pub(crate) struct PendingLayout {
-    /// The process's /proc/PID/pagemap.
+    /// The process's /proc/PID/pagemap, read once the tree runs.
     pub pagemap: File,
     /// `pagemap-PID.img`, its head written.
     pub pagemap_out: ImageWriter,
     pub areas: Vec<Pending>,
+}
+
+/// A [`PendingLayout`] in the snapshot, its pagemap kept beside it.
+struct Layout {
+    pagemap_out: ImageWriter,
+    areas: Vec<Pending>,
 }
 
 /// One area of a [`PendingLayout`].
@@ -208,28 +214,26 @@ impl Arming {
             return ranges.iter().map(|&(start, end)| uffd::write_protect(self.uffd.as_fd(), start, end - start, true)).collect();
         }
         let shares = split_shares(ranges, cpus, sys::page_size());
-        let outcomes: Vec<Vec<(usize, io::Result<()>)>> = std::thread::scope(|scope| {
-            let protect = |share: &Vec<(usize, u64, u64)>| -> Vec<(usize, io::Result<()>)> {
-                share.iter().map(|&(index, start, end)| (index, uffd::write_protect(self.uffd.as_fd(), start, end - start, true))).collect()
-            };
+        let protect = |share: &Vec<(usize, u64, u64)>| -> Vec<(usize, io::Result<()>)> {
+            share.iter().map(|&(index, start, end)| (index, uffd::write_protect(self.uffd.as_fd(), start, end - start, true))).collect()
+        };
+        let outcomes: Vec<(usize, io::Result<()>)> = std::thread::scope(|scope| {
             let (own, others) = shares.split_first().expect("at least one share");
-            let helpers: Vec<_> = others.iter().map(|share| scope.spawn(move || protect(share))).collect();
-            let mut outcomes = vec![protect(own)];
-            for helper in helpers {
-                outcomes.push(helper.join().unwrap_or_else(|_| vec![(usize::MAX, Err(io::Error::other("write-protect thread panicked")))]));
+            let helpers: Vec<_> = others.iter().map(|share| (share, scope.spawn(move || protect(share)))).collect();
+            let mut outcomes = protect(own);
+            for (share, helper) in helpers {
+                // A share whose thread panicked fails each of its ranges.
+                outcomes.extend(helper.join().unwrap_or_else(|_| {
+                    share.iter().map(|&(index, ..)| (index, Err(io::Error::other("write-protect thread panicked")))).collect()
+                }));
             }
             outcomes
         });
+        // A range cut into pieces fails with its first piece that failed.
         let mut results: Vec<io::Result<()>> = ranges.iter().map(|_| Ok(())).collect();
-        for (index, outcome) in outcomes.into_iter().flatten() {
-            if let Err(error) = outcome {
-                // A panicked share names no range: every range fails with it.
-                let targets: Vec<usize> = if index == usize::MAX { (0..results.len()).collect() } else { vec![index] };
-                for target in targets {
-                    if results[target].is_ok() {
-                        results[target] = Err(io::Error::new(error.kind(), error.to_string()));
-                    }
-                }
+        for (index, outcome) in outcomes {
+            if let (Err(error), true) = (outcome, results[index].is_ok()) {
+                results[index] = Err(error);
             }
         }
         results
@@ -454,9 +458,8 @@ struct EarlyBlock {
 
 struct Shared {
     pid: i32,
-    /// The layout to settle after the release, and the pagemap the handler reads
-    /// meanwhile.
-    pending: Mutex<Option<PendingLayout>>,
+    /// The layout to settle after the release, and the pagemap it and the handler read.
+    pending: Mutex<Option<Layout>>,
     pagemap: Option<File>,
     uffd: OwnedFd,
     out: File,
@@ -491,11 +494,14 @@ impl Shared {
                     .collect(),
             })
             .collect();
-        let pagemap = process.pending.as_ref().and_then(|p| p.pagemap.try_clone().ok());
-        let early = process.pending.is_some().then(Vec::new);
+        let (pending, pagemap) = match process.pending {
+            Some(PendingLayout { pagemap, pagemap_out, areas }) => (Some(Layout { pagemap_out, areas }), Some(pagemap)),
+            None => (None, None),
+        };
+        let early = pending.is_some().then(Vec::new);
         Shared {
             pid: process.pid,
-            pending: Mutex::new(process.pending),
+            pending: Mutex::new(pending),
             pagemap,
             uffd: process.uffd,
             out: process.out,
@@ -527,13 +533,26 @@ impl Shared {
         self.changed.notify_all();
     }
 
+    /// Gives the snapshot up where the target `what` (dropped or moved `start..end`)
+    /// before its pages were copied, or before the layout that finds them was settled.
+    fn break_if_lost(&self, start: u64, end: u64, what: &str) {
+        let state = self.state();
+        let reason = if state.touches_unsettled(start, end) {
+            Some("before its pages were found")
+        } else if state.any_not_done(start, end, self.page) {
+            Some("before it was copied")
+        } else {
+            None
+        };
+        drop(state);
+        if let Some(reason) = reason {
+            self.break_snapshot(format!("the target {what} {reason}"));
+        }
+    }
+
     /// Reads `buf.len()` bytes at `addr` of the target.
     fn read(&self, buf: &mut [u8], addr: u64, readable: bool) -> io::Result<()> {
-        let read = if readable { super::pages::read_remote(self.pid, buf, addr).unwrap_or(0) } else { 0 };
-        if read < buf.len() {
-            self.mem.read_exact_at(&mut buf[read..], addr + read as u64)?;
-        }
-        Ok(())
+        super::pages::read_target(self.pid, &self.mem, buf, addr, readable)
     }
 
     /// Lifts the protection of `addr..addr+len` and wakes its waiters, retrying while the
@@ -820,27 +839,11 @@ fn handle_message(process: &Shared, message: uffd::Message, waiting: &mut Vec<Re
             1
         }
         uffd::Message::Remove { start, end } | uffd::Message::Unmap { start, end } => {
-            let state = process.state();
-            let unsettled = state.touches_unsettled(start, end);
-            let not_done = state.any_not_done(start, end, page);
-            drop(state);
-            if unsettled {
-                process.break_snapshot(format!("the target dropped {start:#x}-{end:#x} before its pages were found"));
-            } else if not_done {
-                process.break_snapshot(format!("the target dropped {start:#x}-{end:#x} before it was copied"));
-            }
+            process.break_if_lost(start, end, &format!("dropped {start:#x}-{end:#x}"));
             0
         }
         uffd::Message::Remap { from, to, len } => {
-            let state = process.state();
-            let unsettled = state.touches_unsettled(from, from + len);
-            let not_done = state.any_not_done(from, from + len, page);
-            drop(state);
-            if unsettled {
-                process.break_snapshot(format!("the target moved {from:#x}-{:#x} before its pages were found", from + len));
-            } else if not_done {
-                process.break_snapshot(format!("the target moved {from:#x}-{:#x} to {to:#x} before it was copied", from + len));
-            }
+            process.break_if_lost(from, from + len, &format!("moved {from:#x}-{:#x} to {to:#x}", from + len));
             0
         }
         uffd::Message::Fork { .. } => {
@@ -953,63 +956,6 @@ fn serve_fault(process: &Shared, fault_page: u64) -> Vec<ReadBlock> {
     blocks
 }
 
-#[cfg(test)]
-mod tests {
-    use super::{split_shares, union_runs, was_there, PM_GUARD_REGION, PM_PRESENT, PM_SWAP, PM_UFFD_WP};
-
-    #[test]
-    fn a_page_was_there_at_the_freeze_while_it_keeps_the_write_protect_bit() {
-        assert!(was_there(PM_PRESENT | PM_UFFD_WP));
-        assert!(was_there(PM_SWAP | PM_UFFD_WP));
-        // Populated after the release, or copied and unprotected already.
-        assert!(!was_there(PM_PRESENT));
-        // A uffd-wp marker on an empty entry holds nothing.
-        assert!(!was_there(PM_UFFD_WP));
-        assert!(!was_there(PM_GUARD_REGION | PM_SWAP));
-    }
-
-    #[test]
-    fn runs_found_after_the_release_and_copied_on_faults_join_in_address_order() {
-        let page = 4096;
-        let base = 0x10_0000u64;
-        let scanned = [(base, 2), (base + 5 * page, 3), (base + 20 * page, 1)];
-        // Copied by the handler: one between scanned runs, one touching a run, one
-        // overlapping (seen by both before the protection was lifted).
-        let copied = [(base + 2 * page, 1), (base + 8 * page, 2), (base + 6 * page, 4), (base + 30 * page, 1)];
-        assert_eq!(
-            union_runs(&scanned, &copied, page),
-            vec![(base, 3), (base + 5 * page, 5), (base + 20 * page, 1), (base + 30 * page, 1)]
-        );
-        assert_eq!(union_runs(&[], &[], page), vec![]);
-        assert_eq!(union_runs(&scanned, &[], page), scanned.to_vec());
-    }
-
-    #[test]
-    fn shares_cover_every_range_once_in_order_and_near_equal() {
-        let page = 4096;
-        let ranges = [(0x10000, 0x10000 + 100 * page), (0x900000, 0x900000 + 3 * page), (0x2000000, 0x2000000 + 57 * page)];
-        for parts in 1..=5 {
-            let shares = split_shares(&ranges, parts, page);
-            assert!(shares.len() <= parts && !shares.is_empty());
-            let pieces: Vec<(usize, u64, u64)> = shares.iter().flatten().copied().collect();
-            // Glued back together, the pieces are the ranges.
-            let mut glued: Vec<(u64, u64)> = Vec::new();
-            for (index, start, end) in pieces {
-                assert!(start < end && start % page == 0 && end % page == 0);
-                assert!(ranges[index].0 <= start && end <= ranges[index].1);
-                match glued.last_mut() {
-                    Some(last) if last.1 == start => last.1 = end,
-                    _ => glued.push((start, end)),
-                }
-            }
-            assert_eq!(glued, ranges.to_vec(), "{parts} parts");
-            let sizes: Vec<u64> = shares.iter().map(|s| s.iter().map(|p| p.2 - p.1).sum()).collect();
-            let biggest = *sizes.iter().max().unwrap();
-            assert!(biggest <= (160 * page).div_ceil(parts as u64).div_ceil(page) * page, "{parts} parts: {sizes:?}");
-        }
-    }
-}
-
 /// `/proc/PID/pagemap`: the page is write-protected by a userfaultfd (bit 57).
 const PM_UFFD_WP: u64 = 1 << 57;
 /// `/proc/PID/pagemap`: present, swapped (bits 63, 62).
@@ -1028,35 +974,20 @@ fn was_there(bits: u64) -> bool {
 /// pages there at the freeze and not copied yet ([`was_there`]). A guard region is an
 /// error: whether it was there at the freeze cannot be told any more.
 fn scan_runs(pagemap: &File, start: u64, end: u64, page: u64) -> Result<Vec<(u64, u64)>, String> {
-    const CHUNK: u64 = 65536;
     let mut runs: Vec<(u64, u64)> = Vec::new();
-    let mut bytes = Vec::new();
-    let mut index = 0u64;
-    let npages = (end - start) / page;
-    while index < npages {
-        let count = CHUNK.min(npages - index);
-        bytes.resize((count * 8) as usize, 0);
-        pagemap
-            .read_exact_at(&mut bytes, (start / page + index) * 8)
+    let mut pagemap_buf = PagemapEntries::default();
+    for (index, count) in pagemap_chunks((end - start) / page) {
+        let entries = pagemap_buf
+            .read(pagemap, start + index * page, count, page)
             .map_err(|error| format!("read pagemap at {:#x}: {error}", start + index * page))?;
-        let entries: Vec<u64> = bytes.chunks_exact(8).map(|b| u64::from_ne_bytes(b.try_into().expect("8 bytes"))).collect();
         if let Some(guard) = entries.iter().position(|bits| bits & PM_GUARD_REGION != 0) {
             return Err(format!("a guard region at {:#x}, in an area whose pages are found after the release", start + (index + guard as u64) * page));
         }
-        for (first, pages) in page_runs(&entries, was_there) {
+        for (first, pages) in page_runs(entries, was_there) {
             push_run(&mut runs, start + (index + first) * page, pages, page);
         }
-        index += count;
     }
     Ok(runs)
-}
-
-/// Appends a run, joined to the last one where they touch.
-fn push_run(runs: &mut Vec<(u64, u64)>, addr: u64, pages: u64, page: u64) {
-    match runs.last_mut() {
-        Some(last) if last.0 + last.1 * page == addr => last.1 += pages,
-        _ => runs.push((addr, pages)),
-    }
 }
 
 /// The union of two lists of runs `(address, pages)`, each in address order: sorted,
@@ -1101,15 +1032,16 @@ fn serve_fault_early(process: &Shared, fault_page: u64) -> bool {
         process.break_snapshot("no pagemap to serve a fault before the layout is settled".into());
         return true;
     };
-    let count = (block_end - block_start) / page;
-    let mut bytes = vec![0u8; (count * 8) as usize];
-    if let Err(error) = pagemap.read_exact_at(&mut bytes, block_start / page * 8) {
-        process.break_snapshot(format!("read pagemap at {block_start:#x}: {error}"));
-        return true;
-    }
-    let entries: Vec<u64> = bytes.chunks_exact(8).map(|b| u64::from_ne_bytes(b.try_into().expect("8 bytes"))).collect();
+    let mut pagemap_buf = PagemapEntries::default();
+    let entries = match pagemap_buf.read(pagemap, block_start, (block_end - block_start) / page, page) {
+        Ok(entries) => entries,
+        Err(error) => {
+            process.break_snapshot(format!("read pagemap at {block_start:#x}: {error}"));
+            return true;
+        }
+    };
     let mut blocks = Vec::new();
-    for (first, pages) in page_runs(&entries, was_there) {
+    for (first, pages) in page_runs(entries, was_there) {
         let addr = block_start + first * page;
         let mut data = vec![0u8; (pages * page) as usize];
         if let Err(error) = process.read(&mut data, addr, readable) {
@@ -1157,7 +1089,8 @@ fn settle_layout(process: &Shared) -> Result<u64, CopyError> {
     let mut scanned = Vec::new();
     for area in &pending.areas {
         if let Pending::Deferred { start, end, .. } = area {
-            scanned.push(scan_runs(&pending.pagemap, *start, *end, page).map_err(broken)?);
+            let pagemap = process.pagemap.as_ref().expect("a pending layout keeps its pagemap");
+            scanned.push(scan_runs(pagemap, *start, *end, page).map_err(broken)?);
         }
     }
     let mut scanned = scanned.into_iter();
@@ -1251,4 +1184,61 @@ fn settle_layout(process: &Shared) -> Result<u64, CopyError> {
     process.pieces.lock().unwrap_or_else(|p| p.into_inner()).extend(pieces);
     process.changed.notify_all();
     Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{split_shares, union_runs, was_there, PM_GUARD_REGION, PM_PRESENT, PM_SWAP, PM_UFFD_WP};
+
+    #[test]
+    fn a_page_was_there_at_the_freeze_while_it_keeps_the_write_protect_bit() {
+        assert!(was_there(PM_PRESENT | PM_UFFD_WP));
+        assert!(was_there(PM_SWAP | PM_UFFD_WP));
+        // Populated after the release, or copied and unprotected already.
+        assert!(!was_there(PM_PRESENT));
+        // A uffd-wp marker on an empty entry holds nothing.
+        assert!(!was_there(PM_UFFD_WP));
+        assert!(!was_there(PM_GUARD_REGION | PM_SWAP));
+    }
+
+    #[test]
+    fn runs_found_after_the_release_and_copied_on_faults_join_in_address_order() {
+        let page = 4096;
+        let base = 0x10_0000u64;
+        let scanned = [(base, 2), (base + 5 * page, 3), (base + 20 * page, 1)];
+        // Copied by the handler: one between scanned runs, one touching a run, one
+        // overlapping (seen by both before the protection was lifted).
+        let copied = [(base + 2 * page, 1), (base + 8 * page, 2), (base + 6 * page, 4), (base + 30 * page, 1)];
+        assert_eq!(
+            union_runs(&scanned, &copied, page),
+            vec![(base, 3), (base + 5 * page, 5), (base + 20 * page, 1), (base + 30 * page, 1)]
+        );
+        assert_eq!(union_runs(&[], &[], page), vec![]);
+        assert_eq!(union_runs(&scanned, &[], page), scanned.to_vec());
+    }
+
+    #[test]
+    fn shares_cover_every_range_once_in_order_and_near_equal() {
+        let page = 4096;
+        let ranges = [(0x10000, 0x10000 + 100 * page), (0x900000, 0x900000 + 3 * page), (0x2000000, 0x2000000 + 57 * page)];
+        for parts in 1..=5 {
+            let shares = split_shares(&ranges, parts, page);
+            assert!(shares.len() <= parts && !shares.is_empty());
+            let pieces: Vec<(usize, u64, u64)> = shares.iter().flatten().copied().collect();
+            // Glued back together, the pieces are the ranges.
+            let mut glued: Vec<(u64, u64)> = Vec::new();
+            for (index, start, end) in pieces {
+                assert!(start < end && start % page == 0 && end % page == 0);
+                assert!(ranges[index].0 <= start && end <= ranges[index].1);
+                match glued.last_mut() {
+                    Some(last) if last.1 == start => last.1 = end,
+                    _ => glued.push((start, end)),
+                }
+            }
+            assert_eq!(glued, ranges.to_vec(), "{parts} parts");
+            let sizes: Vec<u64> = shares.iter().map(|s| s.iter().map(|p| p.2 - p.1).sum()).collect();
+            let biggest = *sizes.iter().max().unwrap();
+            assert!(biggest <= (160 * page).div_ceil(parts as u64).div_ceil(page) * page, "{parts} parts: {sizes:?}");
+        }
+    }
 }

@@ -148,36 +148,16 @@ impl Drop for Guardian {
 /// How long crust waits for a starting guardian to say `ready`.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Whether a line came on `pipe` within `timeout` (end of file or a timeout: no).
+/// Whether the guardian wrote on `pipe` within `timeout` (its one write is `ready`; end
+/// of file or a timeout: no).
 fn wait_ready(pipe: OwnedFd, timeout: Duration) -> bool {
-    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     use std::os::fd::AsFd;
-    let deadline = Instant::now() + timeout;
-    let mut file = File::from(pipe);
-    let mut seen = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let millis = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
-        let mut fds = [PollFd::new(file.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, PollTimeout::from(millis)) {
-            Ok(0) => return false,
-            Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(_) => return false,
-        }
-        let mut buf = [0u8; 16];
-        match file.read(&mut buf) {
-            Ok(0) => return false,
-            Ok(n) => {
-                seen.extend_from_slice(&buf[..n]);
-                if seen.contains(&b'\n') {
-                    return true;
-                }
-            }
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return false,
-        }
+    let millis = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    if !sys::uffd::poll_readable(&[pipe.as_fd()], millis).is_ok_and(|ready| ready[0]) {
+        return false;
     }
+    let mut line = [0u8; 16];
+    matches!(File::from(pipe).read(&mut line), Ok(n) if n > 0)
 }
 
 /// What the guardian knows of one process.
