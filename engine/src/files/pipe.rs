@@ -60,10 +60,7 @@ pub(crate) fn create_pipes(
     for (pipe_id, ends) in by_pipe {
         let (read_end, write_end) = sys::file::create_pipe().map_err(file_io(format!("pipe {pipe_id}: pipe2")))?;
         if let Some(contents) = contents.get(&pipe_id) {
-            sys::file::set_pipe_size(&write_end, contents.size)
-                .map_err(file_io(format!("pipe {pipe_id}: set size {}", contents.size)))?;
-            sys::file::write_all(&write_end, &contents.data)
-                .map_err(file_io(format!("pipe {pipe_id}: write {} unread bytes", contents.data.len())))?;
+            fill(&write_end, &format!("pipe {pipe_id}"), contents)?;
         }
         let (mut read_used, mut write_used) = (false, false);
         for end in ends {
@@ -84,6 +81,28 @@ pub(crate) fn create_pipes(
     Ok(out)
 }
 
+/// Gives a new pipe (or FIFO) its capacity and writes its unread data. Data the capacity
+/// cannot hold is refused: the write would wait forever for a reader (an image whose
+/// `size` is smaller than its `bytes`). A size of 0 (absent) keeps the kernel's default.
+fn fill(pipe: &OwnedFd, what: &str, contents: &PipeContents) -> Result<(), FileError> {
+    let capacity = if contents.size == 0 {
+        sys::file::pipe_size(pipe)
+    } else {
+        sys::file::set_pipe_size(pipe, contents.size)
+    }
+    .map_err(file_io(format!("{what}: set size {}", contents.size)))?;
+    let queued = sys::file::bytes_queued(pipe.as_raw_fd()).map_err(file_io(format!("{what}: FIONREAD")))?;
+    if contents.data.len() as u64 + queued as u64 > capacity as u64 {
+        return Err(FileError::refused(format!(
+            "{what}: {} unread bytes do not fit its capacity of {capacity} bytes (pipe_data_entry.size {}{})",
+            contents.data.len(),
+            contents.size,
+            if queued > 0 { format!(", {queued} bytes already queued") } else { String::new() }
+        )));
+    }
+    sys::file::write_all(pipe, &contents.data).map_err(file_io(format!("{what}: write {} unread bytes", contents.data.len())))
+}
+
 /// Opens every FIFO entry at its path with its flags; the FIFO's unread data is written
 /// first, through a read-write description held while the others open (so no open
 /// blocks waiting for the other side).
@@ -101,10 +120,7 @@ pub(crate) fn open_fifos(
             let holder = sys::file::open_path(&reg.name, libc::O_RDWR | libc::O_NONBLOCK)
                 .map_err(file_io(format!("open fifo {}", reg.name)))?;
             if let Some(contents) = contents.get(&fifo.pipe_id) {
-                sys::file::set_pipe_size(&holder, contents.size)
-                    .map_err(file_io(format!("fifo {}: set size {}", reg.name, contents.size)))?;
-                sys::file::write_all(&holder, &contents.data)
-                    .map_err(file_io(format!("fifo {}: write {} unread bytes", reg.name, contents.data.len())))?;
+                fill(&holder, &format!("fifo {}", reg.name), contents)?;
             }
             slot.insert(holder);
         }
@@ -113,4 +129,43 @@ pub(crate) fn open_fifos(
         out.insert(fifo.id, fd);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ends(pipe_id: u32) -> Vec<pb::PipeEntry> {
+        [(1, libc::O_RDONLY), (2, libc::O_WRONLY)]
+            .into_iter()
+            .map(|(id, flags)| pb::PipeEntry { id, pipe_id, flags: flags as u32, fown: Default::default() })
+            .collect()
+    }
+
+    #[test]
+    fn unread_data_beyond_the_capacity_is_refused_not_waited_on() {
+        // A dumped pipe of 256 KiB holding 8 KiB, its size edited to 77 (one page).
+        let contents = BTreeMap::from([(7, PipeContents { size: 77, data: vec![0x5a; 8192] })]);
+        let error = create_pipes(&ends(7), &contents).err().expect("8 KiB in a one-page pipe is refused");
+        let text = error.to_string();
+        assert!(text.contains("pipe 7: 8192 unread bytes do not fit its capacity of 4096 bytes"), "{text}");
+    }
+
+    #[test]
+    fn unread_data_comes_back_in_a_pipe_of_its_size() {
+        let data: Vec<u8> = (0..70_000u32).map(|i| i as u8).collect();
+        let contents = BTreeMap::from([(3, PipeContents { size: 1 << 17, data: data.clone() })]);
+        let made = create_pipes(&ends(3), &contents).expect("pipe made");
+        assert_eq!(sys::file::pipe_size(&made[&1]).unwrap(), 1 << 17);
+        let mut back = vec![0; data.len()];
+        let mut at = 0;
+        while at < back.len() {
+            at += sys::file::read_some(&made[&1], &mut back[at..]).unwrap();
+        }
+        assert_eq!(back, data);
+        // A size of 0 (absent) keeps the kernel's default capacity.
+        let contents = BTreeMap::from([(4, PipeContents { size: 0, data: vec![1; 10] })]);
+        let made = create_pipes(&ends(4), &contents).expect("pipe made");
+        assert_eq!(sys::file::pipe_size(&made[&1]).unwrap(), 65536);
+    }
 }

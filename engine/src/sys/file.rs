@@ -94,11 +94,11 @@ pub fn pipe_size(fd: impl AsFd) -> io::Result<u32> {
     Ok(fcntl(fd, FcntlArg::F_GETPIPE_SZ)? as u32)
 }
 
-/// `fcntl(fd, F_SETPIPE_SZ, size)`.
+/// `fcntl(fd, F_SETPIPE_SZ, size)`: the capacity the kernel gave (size rounded up to a
+/// power of two pages).
 #[doc(alias = "F_SETPIPE_SZ")]
-pub fn set_pipe_size(fd: impl AsFd, size: u32) -> io::Result<()> {
-    fcntl(fd, FcntlArg::F_SETPIPE_SZ(size as libc::c_int))?;
-    Ok(())
+pub fn set_pipe_size(fd: impl AsFd, size: u32) -> io::Result<u32> {
+    Ok(fcntl(fd, FcntlArg::F_SETPIPE_SZ(size as libc::c_int))? as u32)
 }
 
 /// `ioctl(fd, FIONREAD)`: bytes waiting in a pipe or socket.
