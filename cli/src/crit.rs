@@ -283,7 +283,7 @@ impl Dump {
             }
             pb::FdTypes::Unixsk => {
                 let unix = match entry {
-                    Some(entry) => entry.usk,
+                    Some(entry) => entry.usk.map(|usk| *usk),
                     None => {
                         find_by_id::<pb::UnixSkEntry>(&dir.join("unixsk.img"), id, |unix| unix.id)
                     }

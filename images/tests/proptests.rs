@@ -83,7 +83,7 @@ fn inet_socket() -> impl Strategy<Value = pb::FileEntry> {
             pb::FileEntry {
                 r#type: pb::FdTypes::Inetsk as i32,
                 id,
-                isk: Some(pb::InetSkEntry {
+                isk: Some(Box::new(pb::InetSkEntry {
                     id,
                     ino,
                     family,
@@ -97,12 +97,12 @@ fn inet_socket() -> impl Strategy<Value = pb::FileEntry> {
                         ..Default::default()
                     },
                     ..Default::default()
-                }),
-                usk: Some(pb::UnixSkEntry {
+                })),
+                usk: Some(Box::new(pb::UnixSkEntry {
                     id,
                     name,
                     ..Default::default()
-                }),
+                })),
                 ..Default::default()
             }
         })

@@ -277,7 +277,7 @@ fn dump_fd(pid: i32, fd: u32, shell_job: bool, files: &mut FileTable) -> Result<
         }
         pb::FdTypes::Unixsk => match unix_entry(pid, fd, id, meta.ino() as u32, open_flags, files) {
             Ok(usk) => {
-                files.entries.push(pb::FileEntry { usk: Some(usk), ..entry(kind) });
+                files.entries.push(pb::FileEntry { usk: Some(Box::new(usk)), ..entry(kind) });
                 dump_in_flight(files)?;
             }
             Err(Some(what)) => return Err(unsupported(what.to_string())),
@@ -286,14 +286,14 @@ fn dump_fd(pid: i32, fd: u32, shell_job: bool, files: &mut FileTable) -> Result<
                 if description.starts_with("netlink") {
                     let nlsk = super::nlsk::dump_socket(pid, fd, id, meta.ino() as u32, open_flags).map_err(|what| unsupported(what.to_string()))?;
                     kind = pb::FdTypes::Netlinksk;
-                    files.entries.push(pb::FileEntry { nlsk: Some(nlsk), ..entry(kind) });
+                    files.entries.push(pb::FileEntry { nlsk: Some(Box::new(nlsk)), ..entry(kind) });
                     return Ok(DumpedFd { fd, id, cloexec, kind });
                 }
                 if description.starts_with("packet") {
                     let psk = super::psk::dump_socket(pid, fd, id, meta.ino() as u32, open_flags, (&mut files.packet_diag, &mut files.packet_diag_read))
                         .map_err(|what| unsupported(format!("{description}: {what}")))?;
                     kind = pb::FdTypes::Packetsk;
-                    files.entries.push(pb::FileEntry { psk: Some(psk), ..entry(kind) });
+                    files.entries.push(pb::FileEntry { psk: Some(Box::new(psk)), ..entry(kind) });
                     return Ok(DumpedFd { fd, id, cloexec, kind });
                 }
                 if !description.starts_with("inet") {
@@ -304,7 +304,7 @@ fn dump_fd(pid: i32, fd: u32, shell_job: bool, files: &mut FileTable) -> Result<
                     .map_err(|what| unsupported(format!("{description}: {what}")))?;
                 files.sk_queues.extend(queue.into_iter().map(|message| (id, message, Vec::new())));
                 kind = pb::FdTypes::Inetsk;
-                files.entries.push(pb::FileEntry { isk: Some(isk), ..entry(kind) });
+                files.entries.push(pb::FileEntry { isk: Some(Box::new(isk)), ..entry(kind) });
             }
         },
         pb::FdTypes::Eventfd => {
@@ -317,11 +317,11 @@ fn dump_fd(pid: i32, fd: u32, shell_job: bool, files: &mut FileTable) -> Result<
         }
         pb::FdTypes::Timerfd => {
             let tfd = anon::parse_timerfd(id, open_flags as u32, &info_text).map_err(|e| unsupported(e.to_string()))?;
-            files.entries.push(pb::FileEntry { tfd: Some(tfd), ..entry(kind) });
+            files.entries.push(pb::FileEntry { tfd: Some(Box::new(tfd)), ..entry(kind) });
         }
         pb::FdTypes::Inotify => {
             let ify = inotify::dump_inotify(pid, id, open_flags as u32, &info_text).map_err(|e| unsupported(e.to_string()))?;
-            files.entries.push(pb::FileEntry { ify: Some(ify), ..entry(kind) });
+            files.entries.push(pb::FileEntry { ify: Some(Box::new(ify)), ..entry(kind) });
         }
         pb::FdTypes::Eventpoll => {
             let watches = anon::parse_epoll_watches(id, &info_text).map_err(|e| unsupported(e.to_string()))?;
@@ -334,7 +334,7 @@ fn dump_fd(pid: i32, fd: u32, shell_job: bool, files: &mut FileTable) -> Result<
                 }
             }
             files.entries.push(pb::FileEntry {
-                epfd: Some(pb::EventpollFileEntry { id, flags: open_flags as u32, fown: Default::default(), tfd: watches }),
+                epfd: Some(Box::new(pb::EventpollFileEntry { id, flags: open_flags as u32, fown: Default::default(), tfd: watches })),
                 ..entry(kind)
             });
         }

@@ -330,8 +330,8 @@ fn create_special_files(dir: &Path, entries: &[pb::FileEntry], regs: &BTreeMap<u
             pb::FdTypes::Reg => {}
             pb::FdTypes::Pipe => pipes.push(entry.pipe.ok_or_else(missing)?),
             pb::FdTypes::Fifo => fifos.push(entry.fifo.ok_or_else(missing)?),
-            pb::FdTypes::Unixsk => sockets.push(entry.usk.ok_or_else(missing)?),
-            pb::FdTypes::Inetsk => inet_sockets.push(entry.isk.ok_or_else(missing)?),
+            pb::FdTypes::Unixsk => sockets.push(*entry.usk.ok_or_else(missing)?),
+            pb::FdTypes::Inetsk => inet_sockets.push(*entry.isk.ok_or_else(missing)?),
             pb::FdTypes::Packetsk => {
                 made.insert(entry.id, psk::create_socket(entry.psk.as_ref().ok_or_else(missing)?)?);
             }
@@ -366,7 +366,7 @@ fn create_special_files(dir: &Path, entries: &[pb::FileEntry], regs: &BTreeMap<u
                 }
             }
             pb::FdTypes::Eventpoll => {
-                let epoll = entry.epfd.ok_or_else(missing)?;
+                let epoll = *entry.epfd.ok_or_else(missing)?;
                 made.insert(entry.id, anon::create_epoll(&epoll)?);
                 epolls.insert(entry.id, epoll);
             }
@@ -654,8 +654,9 @@ impl Broker {
             let source = match (self.fds.get(&fd.id), private.get(&fd.id)) {
                 (Some(&source), _) | (None, Some(&source)) => source,
                 (None, None) if files.contains_key(&fd.id) => {
-                    let opened = open_regular(files, &BTreeMap::new(), &mut GhostFiles::default(), dir, fd.id).map_err(file_within(format!("fd {number}")))?;
-                    let placed = sys::place_fd(opened, number, cloexec).map_err(file_io(format!("fd {number}")));
+                    // The errors' texts are made only on error: this loop runs once per fd.
+                    let opened = open_regular(files, &BTreeMap::new(), &mut GhostFiles::default(), dir, fd.id).map_err(|e| file_within(format!("fd {number}"))(e))?;
+                    let placed = sys::place_fd(opened, number, cloexec).map_err(|e| file_io(format!("fd {number}"))(e));
                     if opened != number {
                         sys::close_fd(opened);
                     }
@@ -665,7 +666,7 @@ impl Broker {
                 }
                 (None, None) => return Err(FileError::refused(format!("fd {number}: file id {} was not opened", fd.id))),
             };
-            sys::place_fd(source, number, cloexec).map_err(file_io(format!("fd {number}")))?;
+            sys::place_fd(source, number, cloexec).map_err(|e| file_io(format!("fd {number}"))(e))?;
         }
         Ok(())
     }
@@ -734,7 +735,7 @@ fn open_regular(files: &BTreeMap<u32, pb::RegFileEntry>, ghosts: &BTreeMap<u32, 
             let reopened = sys::file::reopen(ghost, flags).map_err(file_io(format!("open ghost {ghost_id} of {} as file {id}", reg.name)))?;
             std::os::fd::IntoRawFd::into_raw_fd(reopened)
         }
-        None => sys::open_raw(Path::new(&reg.name), flags, 0).map_err(file_io(format!("open {}", reg.name)))?,
+        None => sys::open_raw(Path::new(&reg.name), flags, 0).map_err(|e| file_io(format!("open {}", reg.name))(e))?,
     };
     if reg.pos != 0 {
         if let Err(e) = sys::seek_to(opened, reg.pos) {
@@ -814,7 +815,7 @@ mod tests {
         assert!(inherit_key_matches(&pipe, "pipe:[4242]"));
         assert!(!inherit_key_matches(&pipe, "pipe:[424]"));
         assert!(!inherit_key_matches(&pipe, "socket:[4242]"));
-        let socket = pb::FileEntry { r#type: pb::FdTypes::Unixsk as i32, id: 2, usk: Some(pb::UnixSkEntry { id: 2, ino: 77, ..Default::default() }), ..Default::default() };
+        let socket = pb::FileEntry { r#type: pb::FdTypes::Unixsk as i32, id: 2, usk: Some(Box::new(pb::UnixSkEntry { id: 2, ino: 77, ..Default::default() })), ..Default::default() };
         assert!(inherit_key_matches(&socket, "socket:[77]"));
         let reg = super::super::FileTable::reg_entry(3, Path::new("/var/log/x.log"), 0, 0, None);
         assert!(inherit_key_matches(&reg, "/var/log/x.log"));

@@ -281,7 +281,7 @@ pub(crate) fn load_with(dir: &Path, page_size: u64, listed: bool, empty_net: boo
     }
     // No files.img means no file (CRIU writes no empty image); the validation finds
     // the fds that name one.
-    let file_entries = if dir.exists(ImageKind::Files, 0) { read_all::<pb::FileEntry>(&dir, ImageKind::Files, 0)? } else { Vec::new() };
+    let mut file_entries = if dir.exists(ImageKind::Files, 0) { read_all::<pb::FileEntry>(&dir, ImageKind::Files, 0)? } else { Vec::new() };
     let in_flight = crate::files::in_flight_ids(dir.path()).map_err(|error| match error {
         // The image error names the file already.
         crate::files::FileError::Image(source) => ImagesError::Image { image: "sk-queues.img".into(), source },
@@ -298,17 +298,25 @@ pub(crate) fn load_with(dir: &Path, page_size: u64, listed: bool, empty_net: boo
     };
     let file_kinds = file_entries.iter().map(|f| (f.id, f.r#type)).collect();
     let owners: BTreeMap<u32, pb::FownEntry> = file_entries
-        .iter()
+        .iter_mut()
         .filter_map(|entry| {
-            let mut entry = entry.clone();
             let id = entry.id;
-            crate::files::owner_of(&mut entry).filter(|o| o.pid != 0 || o.signum != 0).map(|o| (id, *o))
+            crate::files::owner_of(entry).filter(|o| o.pid != 0 || o.signum != 0).map(|o| (id, *o))
         })
         .collect();
     let unix_names = file_entries.iter().filter_map(|f| Some((f.id, f.usk.as_ref()?.name.len()))).collect();
     let pidfds = file_entries.iter().filter_map(|f| f.pidfd.map(|p| (f.id, p))).collect();
-    let (regular, special_files): (Vec<pb::FileEntry>, Vec<pb::FileEntry>) = file_entries.into_iter().partition(|f| f.reg.is_some());
-    let files: BTreeMap<u32, pb::RegFileEntry> = regular.into_iter().filter_map(|f| f.reg.map(|reg| (f.id, reg))).collect();
+    // One pass: regular files by id, the other kinds kept whole (an entry is moved once).
+    let mut files: BTreeMap<u32, pb::RegFileEntry> = BTreeMap::new();
+    let mut special_files = Vec::new();
+    for mut entry in file_entries {
+        match entry.reg.take() {
+            Some(reg) => {
+                files.insert(entry.id, reg);
+            }
+            None => special_files.push(entry),
+        }
+    }
     let ghosts = if dir.exists(ImageKind::RemapFpath, 0) {
         read_all::<pb::RemapFilePathEntry>(&dir, ImageKind::RemapFpath, 0)?.into_iter().map(|r| (r.orig_id, r.remap_id)).collect()
     } else {
@@ -360,7 +368,10 @@ pub(crate) fn load_with(dir: &Path, page_size: u64, listed: bool, empty_net: boo
 
 /// Checks that every file the tree maps or holds open (not an unlinked one, which
 /// comes back from its ghost image) is still on this host.
-pub(crate) fn check_files(images: &Images) -> Result<(), ImagesError> {
+pub(crate) fn check_files<'a>(images: &'a Images) -> Result<(), ImagesError> {
+    // Paths found once are not looked up again (10,000 fds of /dev/null: one stat).
+    let mut present: BTreeSet<&str> = BTreeSet::new();
+    let mut exists = |name: &'a str| present.contains(name) || (Path::new(name).exists() && present.insert(name));
     for process in images.processes.iter().filter(|p| !p.is_zombie()) {
         let pid = process.pid();
         let mut seen = BTreeSet::new();
@@ -371,7 +382,7 @@ pub(crate) fn check_files(images: &Images) -> Result<(), ImagesError> {
                 continue;
             }
             let reg = &images.files[&id];
-            if !Path::new(&reg.name).exists() {
+            if !exists(&reg.name) {
                 return Err(ImagesError::Missing {
                     pid,
                     what: format!("file {} mapped at {:#x}", reg.name, vma.start),
@@ -381,7 +392,7 @@ pub(crate) fn check_files(images: &Images) -> Result<(), ImagesError> {
         }
         for fd in process.fds.iter().filter(|fd| fd.r#type == pb::FdTypes::Reg as i32) {
             let Some(reg) = images.files.get(&fd.id) else { continue };
-            if !images.ghosts.contains_key(&fd.id) && !images.proc_files.contains_key(&fd.id) && !Path::new(&reg.name).exists() {
+            if !images.ghosts.contains_key(&fd.id) && !images.proc_files.contains_key(&fd.id) && !exists(&reg.name) {
                 return Err(ImagesError::Missing {
                     pid,
                     what: format!("file {} for fd {}", reg.name, fd.fd),

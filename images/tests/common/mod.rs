@@ -826,7 +826,7 @@ fn file_entries() -> Vec<pb::FileEntry> {
         pb::FileEntry {
             r#type: pb::FdTypes::Unixsk as i32,
             id: 5,
-            usk: Some(pb::UnixSkEntry {
+            usk: Some(Box::new(pb::UnixSkEntry {
                 id: 5,
                 ino: 31337,
                 r#type: 1,
@@ -840,13 +840,13 @@ fn file_entries() -> Vec<pb::FileEntry> {
                 name: b"\0abstract=sock".to_vec(),
                 shutdown: Some(pb::SkShutdown::None as i32),
                 ..Default::default()
-            }),
+            })),
             ..Default::default()
         },
         pb::FileEntry {
             r#type: pb::FdTypes::Inetsk as i32,
             id: 6,
-            isk: Some(pb::InetSkEntry {
+            isk: Some(Box::new(pb::InetSkEntry {
                 id: 6,
                 ino: 0x1f,
                 family: 2,
@@ -862,7 +862,7 @@ fn file_entries() -> Vec<pb::FileEntry> {
                 fown: fown(),
                 opts: sk_opts(),
                 ..Default::default()
-            }),
+            })),
             ..Default::default()
         },
         pb::FileEntry {
@@ -879,7 +879,7 @@ fn file_entries() -> Vec<pb::FileEntry> {
         pb::FileEntry {
             r#type: pb::FdTypes::Inetsk as i32,
             id: 8,
-            isk: Some(pb::InetSkEntry {
+            isk: Some(Box::new(pb::InetSkEntry {
                 id: 8,
                 ino: 0x20,
                 family: 10,
@@ -896,7 +896,7 @@ fn file_entries() -> Vec<pb::FileEntry> {
                 opts: sk_opts(),
                 v6only: Some(true),
                 ..Default::default()
-            }),
+            })),
             ..Default::default()
         },
     ]
