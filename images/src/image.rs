@@ -525,6 +525,11 @@ impl ImageWriter<BufWriter<File>> {
             file.set_permissions(std::fs::Permissions::from_mode(0o600))
                 .map_err(write_error)?;
         }
+        ImageWriter::from_file(file, path, kind)
+    }
+
+    /// Writes the image into `file`, already created (empty, 0600) at `path`.
+    pub fn from_file(file: File, path: &Path, kind: ImageKind) -> Result<ImageWriter, ImageError> {
         let mut writer = ImageWriter::with_sink(
             BufWriter::new(file),
             path.display().to_string(),

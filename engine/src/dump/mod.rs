@@ -326,6 +326,11 @@ fn dump_again_if_broken(options: &DumpOptions) -> Result<DumpReport, DumpError> 
     }
 }
 
+/// Images a dump writes once for the whole tree (inventory, pstree, files, checksums,
+/// stats, namespaces...), beside each process's core, mm, pagemap, pages, fs, ids and
+/// fdinfo.
+const IMAGES_OF_A_TREE: usize = 8;
+
 fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     let root = options.pid;
     let started = Instant::now();
@@ -351,6 +356,9 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
         Ok(removed) => log::info!("{}: removed {removed} images of an earlier dump", options.dir.display()),
         Err(error) => return Err(io_err(root, format!("remove earlier images from {}", options.dir.display()))(error)),
     }
+    // Inodes for the images, made on a thread of their own from now on (7 files a
+    // process and a dozen for the tree; raised once the tree is seized).
+    let spares = crate::private::Spares::start(&options.dir, 7 + IMAGES_OF_A_TREE);
     let parent_dir = options.parent.as_ref().map(|p| link_parent(root, &options.dir, p)).transpose()?;
     // A page server that cannot be reached fails the dump before anything is frozen.
     let mut page_server = match &options.page_server {
@@ -410,6 +418,9 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
         }
     }
     let frozen_at = Instant::now();
+    if let Some(spares) = &spares {
+        spares.want(7 * frozen.processes.len() + IMAGES_OF_A_TREE);
+    }
     log::info!(
         "seized {} processes, {} threads",
         frozen.processes.len(),

@@ -12,7 +12,7 @@ use std::path::Path;
 
 use crust_arch::{Abi, HostArch, ThreadRegs};
 use crust_images::pb;
-use crust_images::{ImageKind, ImageWriter};
+use crust_images::ImageKind;
 
 use crate::dump::files::ProcessFiles;
 use crate::dump::freeze::{Frozen, OutsideNamespace};
@@ -89,7 +89,7 @@ pub(crate) fn write_images(root: i32, dir: &Path, dumped: Dumped) -> Result<(), 
     let image = |pid: i32| move |source| WriteError::Image { pid, source };
     let v = |host: i32, what: &str| frozen.to_virtual(host, what);
 
-    let mut w = ImageWriter::create(dir, ImageKind::Inventory, 0).map_err(image(root))?;
+    let mut w = crate::private::create_image(dir, ImageKind::Inventory, 0).map_err(image(root))?;
     w.write_entry(&pb::InventoryEntry {
         img_version: 2,
         fdinfo_per_id: Some(true),
@@ -127,7 +127,7 @@ pub(crate) fn write_images(root: i32, dir: &Path, dumped: Dumped) -> Result<(), 
             newest_filter.insert(thread.tid, index);
         }
     }
-    let mut w = ImageWriter::create(dir, ImageKind::Seccomp, 0).map_err(image(root))?;
+    let mut w = crate::private::create_image(dir, ImageKind::Seccomp, 0).map_err(image(root))?;
     w.write_entry(&seccomp).map_err(image(root))?;
     w.finish().map_err(image(root))?;
 
@@ -153,7 +153,7 @@ pub(crate) fn write_images(root: i32, dir: &Path, dumped: Dumped) -> Result<(), 
             .map(|(sec, nsec)| pb::Timespec { tv_sec: sec as u64, tv_nsec: nsec as u64 })
             .map_err(|errno| WriteError::Io { pid: root, what: format!("clock_gettime({id})"), source: errno.into() })
     };
-    let mut w = ImageWriter::create(dir, ImageKind::Timens, u64::from(tree_time_ns.unwrap_or(0))).map_err(image(root))?;
+    let mut w = crate::private::create_image(dir, ImageKind::Timens, u64::from(tree_time_ns.unwrap_or(0))).map_err(image(root))?;
     w.write_entry(&pb::TimensEntry {
         monotonic: clock(nix::time::ClockId::CLOCK_MONOTONIC, offsets.monotonic)?,
         boottime: clock(nix::time::ClockId::CLOCK_BOOTTIME, offsets.boottime)?,
@@ -161,7 +161,7 @@ pub(crate) fn write_images(root: i32, dir: &Path, dumped: Dumped) -> Result<(), 
     .map_err(image(root))?;
     w.finish().map_err(image(root))?;
 
-    let mut w = ImageWriter::create(dir, ImageKind::Pstree, 0).map_err(image(root))?;
+    let mut w = crate::private::create_image(dir, ImageKind::Pstree, 0).map_err(image(root))?;
     for process in &frozen.processes {
         let mut threads: Vec<u32> = if process.is_zombie() || process.leader_gone {
             vec![v(process.pid, "pid")? as u32]
@@ -198,14 +198,14 @@ pub(crate) fn write_images(root: i32, dir: &Path, dumped: Dumped) -> Result<(), 
             }),
             ..Default::default()
         };
-        let mut w = ImageWriter::create(dir, ImageKind::Core, v(process.pid, "pid")? as u64).map_err(image(process.pid))?;
+        let mut w = crate::private::create_image(dir, ImageKind::Core, v(process.pid, "pid")? as u64).map_err(image(process.pid))?;
         w.write_entry(&core).map_err(image(process.pid))?;
         w.finish().map_err(image(process.pid))?;
     }
 
     // cgroup.img, when a task is outside crust's own cgroups (CRIU's rule).
     if let Some(entry) = &cgroups.image {
-        let mut w = ImageWriter::create(dir, ImageKind::Cgroup, 0).map_err(image(root))?;
+        let mut w = crate::private::create_image(dir, ImageKind::Cgroup, 0).map_err(image(root))?;
         w.write_entry(entry).map_err(image(root))?;
         w.finish().map_err(image(root))?;
     }
@@ -258,7 +258,7 @@ pub(crate) fn write_images(root: i32, dir: &Path, dumped: Dumped) -> Result<(), 
                 thread_core: Some(pb::ThreadCoreEntry { comm, ..Default::default() }),
                 ..Default::default()
             };
-            let mut w = ImageWriter::create(dir, ImageKind::Core, v(pid, "pid")? as u64).map_err(image(pid))?;
+            let mut w = crate::private::create_image(dir, ImageKind::Core, v(pid, "pid")? as u64).map_err(image(pid))?;
             w.write_entry(&core).map_err(image(pid))?;
             w.finish().map_err(image(pid))?;
         }
@@ -300,7 +300,7 @@ pub(crate) fn write_images(root: i32, dir: &Path, dumped: Dumped) -> Result<(), 
             // Inside an interrupted syscall: stored ready to resume, as CRIU stores it.
             let regs = ThreadRegs { gpr: HostArch::image_regs(&thread.regs.gpr), ext: thread.regs.ext.clone() };
             HostArch::regs_to_core(&mut core, &regs, tq.clear_tid_addr);
-            let mut w = ImageWriter::create(dir, ImageKind::Core, v(thread.tid, "tid")? as u64).map_err(image(pid))?;
+            let mut w = crate::private::create_image(dir, ImageKind::Core, v(thread.tid, "tid")? as u64).map_err(image(pid))?;
             w.write_entry(&core).map_err(image(pid))?;
             w.finish().map_err(image(pid))?;
         }
@@ -326,18 +326,18 @@ pub(crate) fn write_images(root: i32, dir: &Path, dumped: Dumped) -> Result<(), 
             ..Default::default()
         };
         let vpid = v(pid, "pid")? as u64;
-        let mut w = ImageWriter::create(dir, ImageKind::Mm, vpid).map_err(image(pid))?;
+        let mut w = crate::private::create_image(dir, ImageKind::Mm, vpid).map_err(image(pid))?;
         w.write_entry(&mm).map_err(image(pid))?;
         w.finish().map_err(image(pid))?;
 
         crate::files::write_fdinfo(pid, dir, fds, ids.files_id)?;
 
         let umask = collected.status.get("Umask").and_then(|v| u32::from_str_radix(v, 8).ok());
-        let mut w = ImageWriter::create(dir, ImageKind::Fs, vpid).map_err(image(pid))?;
+        let mut w = crate::private::create_image(dir, ImageKind::Fs, vpid).map_err(image(pid))?;
         w.write_entry(&pb::FsEntry { cwd_id: *cwd_id, root_id: *root_id, umask }).map_err(image(pid))?;
         w.finish().map_err(image(pid))?;
 
-        let mut w = ImageWriter::create(dir, ImageKind::Ids, vpid).map_err(image(pid))?;
+        let mut w = crate::private::create_image(dir, ImageKind::Ids, vpid).map_err(image(pid))?;
         w.write_entry(&ids).map_err(image(pid))?;
         w.finish().map_err(image(pid))?;
     }
@@ -377,7 +377,7 @@ pub(crate) fn write_stats(root: i32, dir: &Path, stats: &DumpStats) -> Result<()
         }),
         restore: None,
     };
-    let mut w = ImageWriter::create(dir, ImageKind::StatsDump, 0).map_err(|source| WriteError::Image { pid: root, source })?;
+    let mut w = crate::private::create_image(dir, ImageKind::StatsDump, 0).map_err(|source| WriteError::Image { pid: root, source })?;
     w.write_entry(&entry).map_err(|source| WriteError::Image { pid: root, source })?;
     w.finish().map_err(|source| WriteError::Image { pid: root, source })?;
     Ok(())

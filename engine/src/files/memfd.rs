@@ -11,7 +11,7 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use super::{file_io, FileError};
-use crust_images::{pb, ImageKind, ImageReader, ImageWriter};
+use crust_images::{pb, ImageKind, ImageReader};
 
 use crate::sys;
 
@@ -82,7 +82,7 @@ impl MemfdInodes {
         if self.entries.is_empty() {
             return Ok(());
         }
-        let mut w = ImageWriter::create(dir, ImageKind::MemfdInode, 0)?;
+        let mut w = crate::private::create_image(dir, ImageKind::MemfdInode, 0)?;
         for (entry, _) in &self.entries {
             match owners {
                 Some(maps) => w.write_entry(&pb::MemfdInodeEntry { uid: maps.uid_inside(entry.uid), gid: maps.gid_inside(entry.gid), ..entry.clone() })?,
@@ -104,7 +104,7 @@ impl MemfdInodes {
 /// skipped (SEEK_DATA), so sparse files stay sparse.
 pub(crate) fn write_shmem_pages(file: &File, size: u64, dir: &Path, shmid: u64, pages_id: u32, what: &str) -> Result<(), FileError> {
     let page = sys::page_size();
-    let mut pagemap = ImageWriter::create(dir, ImageKind::PagemapShmem, shmid)?;
+    let mut pagemap = crate::private::create_image(dir, ImageKind::PagemapShmem, shmid)?;
     pagemap.write_entry(&pb::PagemapHead { pages_id })?;
     let pages_path = dir.join(ImageKind::Pages.file_name(pages_id as u64));
     let pages = crate::private::create_file(&pages_path).map_err(file_io(format!("create {}", pages_path.display())))?;

@@ -7,7 +7,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use crust_images::pb;
-use crust_images::{ImageKind, ImageWriter};
+use crust_images::ImageKind;
 
 use crate::sys;
 use super::{DumpedFd, FileDumpError, FileTable};
@@ -16,7 +16,7 @@ use super::io_err;
 /// Writes one process's fd table, fdinfo-N.img (N is its files id).
 pub(crate) fn write_fdinfo(pid: i32, dir: &Path, fds: &[DumpedFd], files_id: u32) -> Result<(), FileDumpError> {
     let image = |source| FileDumpError::Image { pid, source };
-    let mut w = ImageWriter::create(dir, ImageKind::Fdinfo, files_id as u64).map_err(image)?;
+    let mut w = crate::private::create_image(dir, ImageKind::Fdinfo, files_id as u64).map_err(image)?;
     for fd in fds {
         w.write_entry(&pb::FdinfoEntry {
             id: fd.id,
@@ -34,7 +34,7 @@ pub(crate) fn write_fdinfo(pid: i32, dir: &Path, fds: &[DumpedFd], files_id: u32
 /// Writes the tree's files.img and, for unlinked files, ghost-file and remap-fpath.
 pub(crate) fn write_images(pid: i32, dir: &Path, files: &FileTable, first_shmem_pages_id: u32) -> Result<(), FileDumpError> {
     let image = |source| FileDumpError::Image { pid, source };
-    let mut w = ImageWriter::create(dir, ImageKind::Files, 0).map_err(image)?;
+    let mut w = crate::private::create_image(dir, ImageKind::Files, 0).map_err(image)?;
     for entry in &files.entries {
         w.write_entry(entry).map_err(image)?;
     }
@@ -44,7 +44,7 @@ pub(crate) fn write_images(pid: i32, dir: &Path, files: &FileTable, first_shmem_
         if data.is_empty() {
             continue;
         }
-        let mut w = ImageWriter::create(dir, kind, 0).map_err(image)?;
+        let mut w = crate::private::create_image(dir, kind, 0).map_err(image)?;
         for (pipe_id, contents) in data {
             w.write_entry(&pb::PipeDataEntry { pipe_id: *pipe_id, bytes: contents.data.len() as u32, size: Some(contents.size) })
                 .map_err(image)?;
@@ -53,14 +53,14 @@ pub(crate) fn write_images(pid: i32, dir: &Path, files: &FileTable, first_shmem_
         w.finish().map_err(image)?;
     }
     if !files.tty_infos.is_empty() {
-        let mut w = ImageWriter::create(dir, ImageKind::TtyInfo, 0).map_err(image)?;
+        let mut w = crate::private::create_image(dir, ImageKind::TtyInfo, 0).map_err(image)?;
         for info in &files.tty_infos {
             w.write_entry(info).map_err(image)?;
         }
         w.finish().map_err(image)?;
     }
     for (ino, connection) in &files.tcp.connections {
-        let mut w = ImageWriter::create(dir, ImageKind::TcpStream, *ino as u64).map_err(image)?;
+        let mut w = crate::private::create_image(dir, ImageKind::TcpStream, *ino as u64).map_err(image)?;
         w.write_entry(&connection.stream).map_err(image)?;
         w.write_payload(&connection.inq).map_err(image)?;
         w.write_payload(&connection.outq).map_err(image)?;
@@ -69,14 +69,14 @@ pub(crate) fn write_images(pid: i32, dir: &Path, files: &FileTable, first_shmem_
     // memfd data takes pages ids after every process's.
     files.memfds.write(dir, first_shmem_pages_id, files.id_maps.as_ref()).map_err(|what| FileDumpError::Unsupported { pid, what: format!("memfd data: {what}") })?;
     if !files.locks.is_empty() {
-        let mut w = ImageWriter::create(dir, ImageKind::FileLocks, 0).map_err(image)?;
+        let mut w = crate::private::create_image(dir, ImageKind::FileLocks, 0).map_err(image)?;
         for lock in &files.locks {
             w.write_entry(lock).map_err(image)?;
         }
         w.finish().map_err(image)?;
     }
     if !files.sk_queues.is_empty() {
-        let mut w = ImageWriter::create(dir, ImageKind::SkQueues, 0).map_err(image)?;
+        let mut w = crate::private::create_image(dir, ImageKind::SkQueues, 0).map_err(image)?;
         for (id_for, message, in_flight) in &files.sk_queues {
             let scm = if in_flight.is_empty() { Vec::new() } else { vec![pb::ScmEntry { r#type: libc::SCM_RIGHTS as u32, rights: in_flight.clone() }] };
             w.write_entry(&pb::SkPacketEntry { id_for: *id_for, length: message.len() as u32, scm }).map_err(image)?;
@@ -87,7 +87,7 @@ pub(crate) fn write_images(pid: i32, dir: &Path, files: &FileTable, first_shmem_
 
     if !files.ghosts.is_empty() {
         for (ghost_id, source, meta) in &files.ghosts {
-            let mut w = ImageWriter::create(dir, ImageKind::GhostFile, *ghost_id as u64).map_err(image)?;
+            let mut w = crate::private::create_image(dir, ImageKind::GhostFile, *ghost_id as u64).map_err(image)?;
             w.write_entry(&pb::GhostFileEntry {
                 uid: files.id_maps.as_ref().map_or(meta.uid(), |maps| maps.uid_inside(meta.uid())),
                 gid: files.id_maps.as_ref().map_or(meta.gid(), |maps| maps.gid_inside(meta.gid())),
@@ -123,7 +123,7 @@ pub(crate) fn write_images(pid: i32, dir: &Path, files: &FileTable, first_shmem_
             }
             w.finish().map_err(image)?;
         }
-        let mut remap = ImageWriter::create(dir, ImageKind::RemapFpath, 0).map_err(image)?;
+        let mut remap = crate::private::create_image(dir, ImageKind::RemapFpath, 0).map_err(image)?;
         for &(reg_id, ghost_id) in &files.ghost_remaps {
             remap
                 .write_entry(&pb::RemapFilePathEntry { orig_id: reg_id, remap_id: ghost_id, remap_type: Some(pb::RemapType::Ghost as i32) })

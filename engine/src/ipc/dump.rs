@@ -5,7 +5,7 @@ use std::fs;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use crust_images::{pb, ImageKind, ImageWriter};
+use crust_images::{pb, ImageKind};
 
 use super::{in_namespace_of, ipc_io, ns_link, read_one, read_optional, read_sysctl, shmem_file, IpcError, CHUNK};
 use crate::sys::sysv;
@@ -103,12 +103,12 @@ pub(crate) fn dump_namespace(root: i32, dir: &Path, ns_id: u32, owners: Option<&
             Ok(_) => {}
             Err(e) => log::warn!("could not list the POSIX message queues of the tree's IPC namespace: {e}"),
         }
-        let mut w = ImageWriter::create(dir, ImageKind::IpcVar, ns_id as u64)?;
+        let mut w = crate::private::create_image(dir, ImageKind::IpcVar, ns_id as u64)?;
         w.write_entry(&var)?;
         w.finish()?;
 
         let segments = sysv::list_shm().map_err(ipc_io("list shared memory segments"))?;
-        let mut w = ImageWriter::create(dir, ImageKind::IpcnsShm, ns_id as u64)?;
+        let mut w = crate::private::create_image(dir, ImageKind::IpcnsShm, ns_id as u64)?;
         for shm in &segments {
             // The data follows the entry, as crit reads it (it does not know in_pagemaps).
             let entry = pb::IpcShmEntry { desc: desc(shm.id, &shm.perm, owners), size: shm.size, in_pagemaps: None, hugetlb_flag: None };
@@ -136,7 +136,7 @@ pub(crate) fn dump_namespace(root: i32, dir: &Path, ns_id: u32, owners: Option<&
         w.finish()?;
 
         let sets = sysv::list_sem().map_err(ipc_io("list semaphore sets"))?;
-        let mut w = ImageWriter::create(dir, ImageKind::IpcnsSem, ns_id as u64)?;
+        let mut w = crate::private::create_image(dir, ImageKind::IpcnsSem, ns_id as u64)?;
         for set in &sets {
             let values = sysv::sem_values(set.id, set.nsems).map_err(ipc_io(format!("GETALL of semaphore set {}", set.id)))?;
             w.write_entry(&pb::IpcSemEntry { desc: desc(set.id, &set.perm, owners), nsems: set.nsems })?;
@@ -147,7 +147,7 @@ pub(crate) fn dump_namespace(root: i32, dir: &Path, ns_id: u32, owners: Option<&
         w.finish()?;
 
         let queues = sysv::list_msg().map_err(ipc_io("list message queues"))?;
-        let mut w = ImageWriter::create(dir, ImageKind::IpcnsMsg, ns_id as u64)?;
+        let mut w = crate::private::create_image(dir, ImageKind::IpcnsMsg, ns_id as u64)?;
         // No message is longer than msgmax was when it was sent; allow for a lowered limit.
         let max = (var.msg_ctlmax as usize).max(var.msg_ctlmnb as usize).max(1 << 16);
         for queue in &queues {

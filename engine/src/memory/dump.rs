@@ -477,7 +477,7 @@ fn open_outputs(pid: i32, dir: &Path, pages_id: u32, image_pid: i32) -> Result<(
     let pages_path = dir.join(ImageKind::Pages.file_name(pages_id as u64));
     let pages_file = crate::private::create_file(&pages_path).map_err(io_err(pid, format!("create {}", pages_path.display())))?;
     let mut pagemap_out =
-        ImageWriter::create(dir, ImageKind::Pagemap, image_pid as u64).map_err(|source| MemDumpError::Image { pid, source })?;
+        crate::private::create_image(dir, ImageKind::Pagemap, image_pid as u64).map_err(|source| MemDumpError::Image { pid, source })?;
     pagemap_out.write_entry(&pb::PagemapHead { pages_id }).map_err(|source| MemDumpError::Image { pid, source })?;
     Ok((pagemap, pages_file, pagemap_out))
 }

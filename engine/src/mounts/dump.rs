@@ -7,7 +7,7 @@ use std::fs;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use crust_images::{pb, ImageKind, ImageWriter};
+use crust_images::{pb, ImageKind};
 
 use super::classify::{classify, describe, fstype_number, DumpMountOptions, MountClass};
 use super::mountinfo::{self, MountInfo};
@@ -183,7 +183,7 @@ fn entry(mount: &MountInfo, source: String, ext_key: Option<String>) -> pb::MntE
 
 /// Writes `mountpoints-<ns_id>.img`: the entries in reverse order, as CRIU does.
 pub(crate) fn write_image(dir: &Path, mounts: &DumpedMounts) -> Result<(), MountError> {
-    let mut writer = ImageWriter::create(dir, ImageKind::Mnts, u64::from(mounts.ns_id))?;
+    let mut writer = crate::private::create_image(dir, ImageKind::Mnts, u64::from(mounts.ns_id))?;
     for entry in mounts.entries.iter().rev() {
         writer.write_entry(entry)?;
     }

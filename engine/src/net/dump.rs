@@ -9,7 +9,7 @@ use std::fs;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use crust_images::{pb, ImageKind, ImageWriter};
+use crust_images::{pb, ImageKind};
 
 use super::streams::{self, Stream};
 use super::sysctl::{self, Family};
@@ -60,7 +60,7 @@ pub(crate) fn external_key(pid: i32, externals: &[(u64, String)]) -> Result<Opti
 pub(crate) fn write_external(dir: &Path, ns_id: u32, key: &str) -> Result<(), NetError> {
     let name = ImageKind::Netns.file_name(ns_id as u64);
     let write_error = |error: crust_images::ImageError| NetError::refused(format!("write {name}: {error}"));
-    let mut w = ImageWriter::create(dir, ImageKind::Netns, ns_id as u64).map_err(write_error)?;
+    let mut w = crate::private::create_image(dir, ImageKind::Netns, ns_id as u64).map_err(write_error)?;
     w.write_entry(&pb::NetnsEntry { ext_key: Some(key.to_string()), ..Default::default() }).map_err(write_error)?;
     w.finish().map_err(write_error)
 }
@@ -100,10 +100,10 @@ pub(crate) fn dump_namespace(pid: i32, ns_id: u32, dir: &Path) -> Result<DumpedN
         let name = image(kind);
         move |error: crust_images::ImageError| NetError::refused(format!("write {name}: {error}"))
     };
-    let mut w = ImageWriter::create(dir, ImageKind::Netns, ns_id as u64).map_err(write_error(ImageKind::Netns))?;
+    let mut w = crate::private::create_image(dir, ImageKind::Netns, ns_id as u64).map_err(write_error(ImageKind::Netns))?;
     w.write_entry(&netns).map_err(write_error(ImageKind::Netns))?;
     w.finish().map_err(write_error(ImageKind::Netns))?;
-    let mut w = ImageWriter::create(dir, ImageKind::Netdev, ns_id as u64).map_err(write_error(ImageKind::Netdev))?;
+    let mut w = crate::private::create_image(dir, ImageKind::Netdev, ns_id as u64).map_err(write_error(ImageKind::Netdev))?;
     for device in &devices {
         w.write_entry(device).map_err(write_error(ImageKind::Netdev))?;
     }

@@ -152,7 +152,7 @@ impl Open {
             Destination::Shmem(id) => (ImageKind::PagemapShmem, id),
         };
         let image_error = |source| PageServerError::Image { path: dir.join(destination.to_string()), source };
-        let mut pagemap = ImageWriter::create(dir, kind, id).map_err(image_error)?;
+        let mut pagemap = crate::private::create_image(dir, kind, id).map_err(image_error)?;
         pagemap.write_entry(&pb::PagemapHead { pages_id }).map_err(image_error)?;
         let pages_path = dir.join(ImageKind::Pages.file_name(u64::from(pages_id)));
         let pages = crate::private::create_file(&pages_path).map_err(|source| PageServerError::Io {

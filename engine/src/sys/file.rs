@@ -4,7 +4,7 @@
 //! Through nix: open, pipe2, tee, fcntl (F_SETFL, F_GETPIPE_SZ, F_SETPIPE_SZ,
 //! F_DUPFD_CLOEXEC, F_GET_SEALS, F_ADD_SEALS), read, write, lseek (SEEK_DATA/HOLE),
 //! fchown, fchmod, memfd_create, eventfd, timerfd, epoll_create1, inotify_init1,
-//! fstatfs.
+//! fstatfs, open(O_TMPFILE) and linkat (a name for an unnamed file).
 //! Wrapped here, where nix has no safe API: open_by_handle_at, inotify_add_watch and
 //! inotify_rm_watch (nix hides the watch descriptor's number, which restore must give
 //! back), signalfd (nix's `SigSet` cannot hold real-time signals, a signalfd's mask
@@ -86,6 +86,23 @@ pub fn inotify_remove(fd: RawFd, wd: i32) -> io::Result<()> {
 #[doc(alias = "pipe2")]
 pub fn create_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(nix::unistd::pipe2(OFlag::O_CLOEXEC)?)
+}
+
+/// `open(dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, mode)`: a file of `dir`'s filesystem
+/// without a name, freed on close unless [`link_unnamed`] names it.
+#[doc(alias = "O_TMPFILE")]
+pub fn create_unnamed(dir: &std::path::Path, mode: u32) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().write(true).custom_flags(libc::O_TMPFILE).mode(mode).open(dir)
+}
+
+/// `linkat(AT_FDCWD, "/proc/self/fd/N", AT_FDCWD, path, AT_SYMLINK_FOLLOW)`: gives the
+/// unnamed file `file` the name `path` (EEXIST when the name is taken).
+#[doc(alias = "linkat")]
+pub fn link_unnamed(file: &std::fs::File, path: &std::path::Path) -> io::Result<()> {
+    let own = format!("/proc/self/fd/{}", file.as_raw_fd());
+    nix::unistd::linkat(nix::fcntl::AT_FDCWD, own.as_str(), nix::fcntl::AT_FDCWD, path, nix::fcntl::AtFlags::AT_SYMLINK_FOLLOW)?;
+    Ok(())
 }
 
 /// `fcntl(fd, F_GETPIPE_SZ)`.
