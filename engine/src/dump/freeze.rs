@@ -133,7 +133,7 @@ fn wait_stop(pid: i32, tid: i32, deadline: Option<(Instant, Duration)>) -> Resul
             return Err(SeizeError::Timeout { pid, tid, seconds: timeout.as_secs(), state });
         }
         std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(5));
+        pause = (pause * 2).min(Duration::from_millis(1));
     }
 }
 
@@ -280,55 +280,83 @@ impl Frozen {
                 what: "a tree in a pid namespace whose root is not the namespace's init (pid 1)".into(),
             });
         }
-        let mut queue = std::collections::VecDeque::from([(root, 0)]);
-        while let Some((pid, ppid)) = queue.pop_front() {
-            let stat = read_stat(pid)?;
-            let leader_gone = stat.state == 'Z' && list_threads(pid)?.iter().any(|&t| t != pid);
-            let stopped = stat.state == 'T' || (freezer.is_some() && stopped_while_frozen(pid, stat.state));
-            let mut process = FrozenProcess { pid, ppid, stopped, continued: false, stat, threads: Vec::new(), leader_gone };
-            if process.is_zombie() {
-                frozen.processes.push(process);
-                continue;
-            }
-            // A stopped (SIGSTOP/SIGTSTP) process is seized in its group stop, which it
-            // reports as its PTRACE_EVENT_STOP; crust steps its threads on from such
-            // stops (`infect::step_to_syscall_stop`), and once they are detached the
-            // kernel puts them back into the group stop by itself. No SIGCONT reaches
-            // it, its parent hears of no stop or continue, and a SIGCONT sent meanwhile
-            // ends the stop as it would have. The images record it as stopped, so
-            // restore stops it too.
-            // In a frozen cgroup it cannot be: PTRACE_SEIZE of a stopped task waits until
-            // the task runs to take its trap (JOBCTL_TRAPPING), which a frozen task never
-            // does. There SIGCONT takes the stop away at once, the task carries on from
-            // its group stop only once thawed, by then seized and interrupted, and the
-            // release stops it again with its stop signal.
-            if process.stopped && process.stat.state != 'T' {
-                sys::send_signal(pid, libc::SIGCONT).map_err(io_err(pid, "SIGCONT a stopped process"))?;
-                process.continued = true;
-            }
-            frozen.processes.push(process);
-            let index = frozen.processes.len() - 1;
-            let mut tids: Vec<i32> = Vec::new();
-            loop {
-                let gone = frozen.processes[index].leader_gone;
-                let fresh: Vec<i32> = list_threads(pid)?.into_iter().filter(|t| !tids.contains(t) && (!gone || *t != pid)).collect();
-                if fresh.is_empty() {
-                    break;
+        // Level by level (parents before children): every process of a level is
+        // seized and interrupted first, then their stops are waited for, so siblings
+        // stop side by side instead of one after the other (a stop comes once the
+        // interrupted thread is scheduled: 0.1-0.2 ms each here). A process's children
+        // are listed once all its threads are stopped (a stopped process cannot fork).
+        let mut level = vec![(root, 0)];
+        while !level.is_empty() {
+            let mut started: Vec<(usize, Vec<i32>)> = Vec::new();
+            for (pid, ppid) in level.drain(..) {
+                let stat = read_stat(pid)?;
+                let leader_gone = stat.state == 'Z' && list_threads(pid)?.iter().any(|&t| t != pid);
+                let stopped = stat.state == 'T' || (freezer.is_some() && stopped_while_frozen(pid, stat.state));
+                let mut process = FrozenProcess { pid, ppid, stopped, continued: false, stat, threads: Vec::new(), leader_gone };
+                if process.is_zombie() {
+                    frozen.processes.push(process);
+                    continue;
                 }
-                for tid in fresh {
-                    tids.push(tid);
-                    if freezer.is_some() {
-                        let suspended = seize_start(pid, tid)?;
-                        pending.push((index, tid, suspended));
-                    } else {
+                // A stopped (SIGSTOP/SIGTSTP) process is seized in its group stop, which it
+                // reports as its PTRACE_EVENT_STOP; crust steps its threads on from such
+                // stops (`infect::step_to_syscall_stop`), and once they are detached the
+                // kernel puts them back into the group stop by itself. No SIGCONT reaches
+                // it, its parent hears of no stop or continue, and a SIGCONT sent meanwhile
+                // ends the stop as it would have. The images record it as stopped, so
+                // restore stops it too.
+                // In a frozen cgroup it cannot be: PTRACE_SEIZE of a stopped task waits until
+                // the task runs to take its trap (JOBCTL_TRAPPING), which a frozen task never
+                // does. There SIGCONT takes the stop away at once, the task carries on from
+                // its group stop only once thawed, by then seized and interrupted, and the
+                // release stops it again with its stop signal.
+                if process.stopped && process.stat.state != 'T' {
+                    sys::send_signal(pid, libc::SIGCONT).map_err(io_err(pid, "SIGCONT a stopped process"))?;
+                    process.continued = true;
+                }
+                frozen.processes.push(process);
+                let index = frozen.processes.len() - 1;
+                let tids: Vec<i32> = list_threads(pid)?.into_iter().filter(|&t| !leader_gone || t != pid).collect();
+                for &tid in &tids {
+                    let suspended = seize_start(pid, tid)?;
+                    pending.push((index, tid, suspended));
+                }
+                started.push((index, tids));
+            }
+            for (index, mut tids) in started {
+                let pid = frozen.processes[index].pid;
+                if freezer.is_none() {
+                    while let Some(&(pending_index, tid, suspended)) = pending.first() {
+                        if pending_index != index {
+                            break;
+                        }
                         let deadline = timeout.map(|t| (Instant::now() + t, t));
-                        let thread = seize_one(pid, tid, deadline)?;
+                        let thread = seize_finish(pid, tid, suspended, deadline)?;
                         frozen.processes[index].threads.push(thread);
+                        pending.remove(0);
                     }
                 }
-            }
-            for child in children_of(pid, &tids)? {
-                queue.push_back((child, pid));
+                // Threads made before their siblings stopped are seized until none is new.
+                loop {
+                    let gone = frozen.processes[index].leader_gone;
+                    let fresh: Vec<i32> = list_threads(pid)?.into_iter().filter(|t| !tids.contains(t) && (!gone || *t != pid)).collect();
+                    if fresh.is_empty() {
+                        break;
+                    }
+                    for tid in fresh {
+                        tids.push(tid);
+                        if freezer.is_some() {
+                            let suspended = seize_start(pid, tid)?;
+                            pending.push((index, tid, suspended));
+                        } else {
+                            let deadline = timeout.map(|t| (Instant::now() + t, t));
+                            let thread = seize_one(pid, tid, deadline)?;
+                            frozen.processes[index].threads.push(thread);
+                        }
+                    }
+                }
+                for child in children_of(pid, &tids)? {
+                    level.push((child, pid));
+                }
             }
         }
         if let Some(freezer) = freezer {
@@ -457,7 +485,7 @@ fn release_thread(pid: i32, thread: &FrozenThread) {
 /// How long a released thread may take from its seize stop to its syscall's entry.
 const RELEASE_STOP_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// A failed freezer seize: the cgroup is thawed, and each thread seized but not yet
+/// A failed seize: the cgroup (if any) is thawed, and each thread seized but not yet
 /// waited for is waited for (its interrupt's stop comes once it runs) and detached.
 fn abandon(pending: &[(usize, i32, bool)], freezer: Option<&Freezer>) {
     if let Some(freezer) = freezer {
@@ -465,8 +493,12 @@ fn abandon(pending: &[(usize, i32, bool)], freezer: Option<&Freezer>) {
     }
     for &(_, tid, _) in pending {
         let deadline = Instant::now() + Duration::from_secs(2);
-        let _ = wait_stop(tid, tid, Some((deadline, Duration::from_secs(2))));
-        let _ = sys::detach_thread(tid, 0);
+        // A signal that stopped the thread before the interrupt goes back with it.
+        let signal = match wait_stop(tid, tid, Some((deadline, Duration::from_secs(2)))) {
+            Ok(sys::WaitEvent::Stopped { event, signal, .. }) if event != libc::PTRACE_EVENT_STOP => signal,
+            _ => 0,
+        };
+        let _ = sys::detach_thread(tid, signal);
     }
 }
 

@@ -435,7 +435,10 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
         let pids = live.clone();
         std::thread::Builder::new()
             .name("crust-collect".into())
-            .spawn(move || collect::collect_all(&pids))
+            .spawn(move || {
+                let started = Instant::now();
+                collect::collect_all(&pids).map(|collected| (collected, started.elapsed()))
+            })
             .map_err(io_err(root, "start the collect thread"))?
     };
     // Dropped before `frozen`: a failed dump lets the network flow again before the
@@ -451,9 +454,11 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     let own_net_ns = crate::net::dump::tree_has_own_namespace(&live).map_err(|(pid, e)| DumpError::Unsupported { pid, what: e.to_string() })?;
     let net_ns_id = if own_net_ns { ids.processes.first().and_then(|p| p.net_ns_id) } else { None };
 
-    let collected = collecting
+    let waited = Instant::now();
+    let (collected, took) = collecting
         .join()
         .map_err(|_| DumpError::Collect(collect::CollectError::Io { pid: root, what: "collect thread".into(), source: io::Error::other("panicked") }))??;
+    log::debug!("/proc of {} processes read in {took:?} on the collect thread; {:?} waited for it", collected.len(), waited.elapsed());
     fault(DumpStep::Collect)?;
 
     // Each live process's parasite, from here into the memory stage, which cures each
