@@ -99,12 +99,13 @@ pub(crate) fn collect_fds(pid: i32, shell_job: bool, files: &mut FileTable) -> R
 /// One fd of process `pid` (crust's own pid for an fd it holds: one taken out of a
 /// socket queue): its file entry (once per open file description) and fdinfo.
 fn dump_fd(pid: i32, fd: u32, shell_job: bool, files: &mut FileTable) -> Result<DumpedFd, FileDumpError> {
+    // This runs once per fd (10,000 fds: 10,000 times): the errors' texts are made only
+    // on error.
     let fd_path = PathBuf::from(format!("/proc/{pid}/fd/{fd}"));
-    let link = fs::read_link(&fd_path).map_err(io_err(pid, format!("readlink fd {fd}")))?;
-    let info_text = fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
-        .map_err(io_err(pid, format!("read fdinfo {fd}")))?;
+    let link = fs::read_link(&fd_path).map_err(|e| io_err(pid, format!("readlink fd {fd}"))(e))?;
+    let info_text = sys::file::read_proc_text(&format!("/proc/{pid}/fdinfo/{fd}")).map_err(|e| io_err(pid, format!("read fdinfo {fd}"))(e))?;
     let info = procfs::parse_fdinfo(&info_text).map_err(|source| FileDumpError::Parse { pid, source })?;
-    let meta = fs::metadata(&fd_path).map_err(io_err(pid, format!("stat fd {fd}")))?;
+    let meta = fs::metadata(&fd_path).map_err(|e| io_err(pid, format!("stat fd {fd}"))(e))?;
     let link_text = link.to_string_lossy().into_owned();
     let kind = classify(&link_text, meta.mode(), shell_job).map_err(|what| FileDumpError::Unsupported {
         pid,
@@ -126,7 +127,7 @@ fn dump_fd(pid: i32, fd: u32, shell_job: bool, files: &mut FileTable) -> Result<
     while low < high {
         let middle = (low + high) / 2;
         let (other_pid, other_fd, other_id) = same_file[middle];
-        match sys::kcmp::order_file_descriptions(pid, fd, other_pid, other_fd).map_err(io_err(pid, format!("kcmp fd {fd}")))? {
+        match sys::kcmp::order_file_descriptions(pid, fd, other_pid, other_fd).map_err(|e| io_err(pid, format!("kcmp fd {fd}"))(e))? {
             std::cmp::Ordering::Equal => {
                 shared = Some(other_id);
                 break;

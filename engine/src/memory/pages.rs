@@ -119,8 +119,9 @@ enum Job {
     /// `len` bytes at the start of the buffer (which then goes back to the reader).
     Buffer(Vec<u8>, usize),
     /// `len` bytes waiting in pipe number `index` (which then goes back, empty); with
-    /// `checksum`, the checksum thread reads them back from the file once spliced.
-    Pipe { index: usize, len: usize, checksum: bool },
+    /// `source` (their address in the target), the checksum thread sums them there once
+    /// they are spliced.
+    Pipe { index: usize, len: usize, source: Option<u64> },
 }
 
 /// Copies ranges of a stopped process's memory to the end of a pages image, in order.
@@ -173,19 +174,21 @@ impl PageCopier {
             pipe_back.send(index).expect("receiver is alive here");
         }
         let free_pipes = (!pipes.is_empty()).then_some(free_pipes);
-        // Spliced pages are checksummed from the file on a thread of their own, beside
-        // the writer's splice and the target's vmsplice (reading them once more from the
-        // target took 0.4 s a GiB on the thread that drives the target). Without a way
-        // to read the file back, from the target as pages are spliced.
-        let reopened = if pipes.is_empty() { None } else { Some(reopen_for_reading(&out)) };
-        let (summer, to_summer) = match reopened {
-            Some(Ok(file)) => {
-                let (to_summer, ranges) = sync_channel::<(u64, u64)>(BUFFERS + pipes.len());
-                let summer = std::thread::Builder::new().name("crust-crc".into()).spawn(move || sum_ranges(file, ranges))?;
+        // Spliced pages are checksummed on a thread of their own, beside the writer's
+        // splice and the target's vmsplice (on the thread that drives the target this
+        // took 0.4 s a GiB), read from the stopped target's memory once spliced: not from
+        // the pages file, whose page cache a dump bigger than the free memory has
+        // already written out (16 GiB here: every page read back from the disk).
+        // Without /proc/PID/mem, on the driving thread.
+        let mem = if pipes.is_empty() { None } else { Some(File::open(format!("/proc/{pid}/mem"))) };
+        let (summer, to_summer) = match mem {
+            Some(Ok(mem)) => {
+                let (to_summer, ranges) = sync_channel::<(u64, u64, u64)>(BUFFERS + pipes.len());
+                let summer = std::thread::Builder::new().name("crust-crc".into()).spawn(move || sum_ranges(pid, mem, ranges))?;
                 (Some(summer), Some(to_summer))
             }
             Some(Err(error)) => {
-                log::debug!("pid {pid}: spliced pages checksummed from the target: reopen the pages file: {error}");
+                log::debug!("pid {pid}: spliced pages checksummed on the driving thread: open /proc/{pid}/mem: {error}");
                 (None, None)
             }
             None => (None, None),
@@ -284,17 +287,17 @@ impl PageCopier {
                     return self.copy(mem, addr + done, len - done, readable);
                 }
             };
-            // The checksum of what the pipe holds: from the file once spliced (the
-            // checksum thread), else read from the stopped target now.
-            let from_file = self.checksums && self.summer.is_some();
-            if self.checksums && !from_file {
+            // The checksum of what the pipe holds: on the checksum thread once spliced,
+            // else read from the stopped target now.
+            let on_thread = self.checksums && self.summer.is_some();
+            if self.checksums && !on_thread {
                 let timer = Instant::now();
                 let crc = self.checksum_remote(mem, addr + done, spliced)?;
                 self.checksum_time += timer.elapsed();
                 self.pieces.push(Piece { offset: self.copied, len: spliced, crc });
             }
             let sender = self.to_writer.as_ref().expect("sender lives until finish");
-            if sender.send(Job::Pipe { index, len: spliced as usize, checksum: from_file }).is_err() {
+            if sender.send(Job::Pipe { index, len: spliced as usize, source: on_thread.then_some(addr + done) }).is_err() {
                 return Err(self.writer_error());
             }
             done += spliced;
@@ -324,21 +327,7 @@ impl PageCopier {
 
     /// The CRC-32C of `len` bytes of the target at `addr`, read in 256 KiB steps.
     fn checksum_remote(&mut self, mem: &File, addr: u64, len: u64) -> io::Result<u32> {
-        self.scratch.resize(WRITE_CHUNK, 0);
-        let mut crc: Option<u32> = None;
-        let mut done = 0u64;
-        while done < len {
-            let step = (len - done).min(WRITE_CHUNK as u64) as usize;
-            let target = &mut self.scratch[..step];
-            let read = read_remote(self.pid, target, addr + done).unwrap_or(0);
-            if read < step {
-                mem.read_exact_at(&mut target[read..], addr + done + read as u64)?;
-            }
-            let piece = crc32c(target);
-            crc = Some(crc.map_or(piece, |before| crc32c_combine(before, piece, step as u64)));
-            done += step as u64;
-        }
-        Ok(crc.unwrap_or_else(|| crc32c(&[])))
+        crc_of_target(self.pid, mem, addr, len, &mut self.scratch)
     }
 
 
@@ -382,7 +371,7 @@ impl PageCopier {
         if self.checksums {
             let spliced: u64 = summed.iter().map(|p| p.len).sum();
             log::info!(
-                "pid {}: page checksums of {} MiB ({} MiB of them from the file, beside the splice) waited for {:?}",
+                "pid {}: page checksums of {} MiB ({} MiB of them on their own thread, beside the splice) waited for {:?}",
                 self.pid,
                 self.copied >> 20,
                 spliced >> 20,
@@ -453,19 +442,33 @@ impl Drop for PageCopier {
     }
 }
 
-/// The pages file opened once more, for reading (it was created write-only).
-fn reopen_for_reading(out: &File) -> io::Result<File> {
-    use std::os::fd::AsRawFd;
-    File::open(format!("/proc/self/fd/{}", out.as_raw_fd()))
+/// The CRC-32C of `len` bytes at `addr` in stopped process `pid` (process_vm_readv,
+/// else its /proc/PID/mem `mem`), read through `scratch`.
+fn crc_of_target(pid: i32, mem: &File, addr: u64, len: u64, scratch: &mut Vec<u8>) -> io::Result<u32> {
+    scratch.resize(WRITE_CHUNK, 0);
+    let mut crc: Option<u32> = None;
+    let mut done = 0u64;
+    while done < len {
+        let step = (len - done).min(WRITE_CHUNK as u64) as usize;
+        let target = &mut scratch[..step];
+        let read = read_remote(pid, target, addr + done).unwrap_or(0);
+        if read < step {
+            mem.read_exact_at(&mut target[read..], addr + done + read as u64)?;
+        }
+        let piece = crc32c(target);
+        crc = Some(crc.map_or(piece, |before| crc32c_combine(before, piece, step as u64)));
+        done += step as u64;
+    }
+    Ok(crc.unwrap_or_else(|| crc32c(&[])))
 }
 
-/// The checksum thread: the CRC-32C of each `(offset, len)` of `file` it is sent, read
-/// from the page cache the writer just filled.
-fn sum_ranges(file: File, ranges: Receiver<(u64, u64)>) -> io::Result<Vec<Piece>> {
+/// The checksum thread: the CRC-32C of each `(file offset, len, address)` it is sent,
+/// read at that address of the stopped target once the writer spliced it.
+fn sum_ranges(pid: i32, mem: File, ranges: Receiver<(u64, u64, u64)>) -> io::Result<Vec<Piece>> {
     let mut pieces = Vec::new();
-    let mut buffer = Vec::new();
-    while let Ok((offset, len)) = ranges.recv() {
-        pieces.push(Piece { offset, len, crc: super::checksums::crc_of_range(&file, offset, len, &mut buffer)? });
+    let mut scratch = Vec::new();
+    while let Ok((offset, len, addr)) = ranges.recv() {
+        pieces.push(Piece { offset, len, crc: crc_of_target(pid, &mem, addr, len, &mut scratch)? });
     }
     Ok(pieces)
 }
@@ -476,7 +479,7 @@ fn write_jobs(
     give_back: std::sync::mpsc::Sender<Vec<u8>>,
     pipes: Vec<OwnedFd>,
     pipe_back: std::sync::mpsc::Sender<usize>,
-    to_summer: Option<SyncSender<(u64, u64)>>,
+    to_summer: Option<SyncSender<(u64, u64, u64)>>,
 ) -> io::Result<()> {
     // Where the next bytes go: the file is written in order from its start.
     let mut offset = 0u64;
@@ -490,7 +493,7 @@ fn write_jobs(
                 // The reader may be done already: then nobody wants the buffer back.
                 let _ = give_back.send(buffer);
             }
-            Job::Pipe { index, len, checksum } => {
+            Job::Pipe { index, len, source } => {
                 let mut left = len;
                 while left > 0 {
                     let moved = sys::splice_to_file(&pipes[index], &out, left)?;
@@ -500,9 +503,9 @@ fn write_jobs(
                     left -= moved;
                 }
                 let _ = pipe_back.send(index);
-                if checksum {
-                    let summer = to_summer.as_ref().expect("a checksum thread where pipes are summed from the file");
-                    if summer.send((offset, len as u64)).is_err() {
+                if let Some(addr) = source {
+                    let summer = to_summer.as_ref().expect("a checksum thread where a source is given");
+                    if summer.send((offset, len as u64, addr)).is_err() {
                         // It failed: its error comes with the copier's finish.
                         return Ok(());
                     }

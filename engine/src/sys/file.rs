@@ -105,6 +105,29 @@ pub fn link_unnamed(file: &std::fs::File, path: &std::path::Path) -> io::Result<
     Ok(())
 }
 
+/// A small /proc file as text, in one read when it fits 4 KiB (`fs::read_to_string`
+/// sizes its buffer with a stat and reads 32, 32, 64, 128... bytes: seven calls for an
+/// fdinfo, four here).
+pub fn read_proc_text(path: &str) -> io::Result<String> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut bytes = vec![0u8; 4096];
+    let mut len = 0;
+    loop {
+        if len == bytes.len() {
+            bytes.resize(len * 2, 0);
+        }
+        match file.read(&mut bytes[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
+    bytes.truncate(len);
+    String::from_utf8(bytes).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("{path}: not UTF-8")))
+}
+
 /// `fcntl(fd, F_GETPIPE_SZ)`.
 #[doc(alias = "F_GETPIPE_SZ")]
 pub fn pipe_size(fd: impl AsFd) -> io::Result<u32> {
