@@ -551,6 +551,9 @@ const DUMP_POINTS: &[(&str, bool)] = &[
 /// Points at which a parasite lives in the target (from its area's mmap to its munmap):
 /// a kill there leaves the area to the guardian.
 const PARASITE_POINTS: &[&str] = &["parasite-leader", "parasite-threads", "parasite", "memory-pipes"];
+/// Points after the memory stage where a dump that kills its tree still has its parasites
+/// (kept to the kill, not cured): there too a kill leaves the area to the guardian.
+const KEPT_PARASITE_POINTS: &[&str] = &["memory", "files", "images", "pages"];
 /// The restore's hold points.
 const RESTORE_POINTS: &[&str] = &["restore-forked", "restore-seized", "restore-restorers", "restore-finished"];
 
@@ -673,7 +676,8 @@ impl Run<'_> {
                 let held = self.start_held(&args, point, &images, "dump").with_context(|| what.clone())?;
                 let removed = self.kill_held(held, &what)?;
                 self.tally.killed += 1;
-                if PARASITE_POINTS.contains(&point) && removed == 0 {
+                let parasite_lived = PARASITE_POINTS.contains(&point) || (verb == "dump" && KEPT_PARASITE_POINTS.contains(&point));
+                if parasite_lived && removed == 0 {
                     bail!("{what}: a parasite lived, but the guardian did not say it removed its area");
                 }
                 self.check_target(&what)?;

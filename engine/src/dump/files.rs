@@ -45,17 +45,20 @@ fn check_unshared(frozen: &Frozen) -> Result<(), FileDumpError> {
 }
 
 /// Collects the files of every live process of `frozen` (in tree order) into `table`.
+/// `parasites`: the ones still alive, whose fds are not their processes'.
 pub(crate) fn dump_tree_files(
     frozen: &Frozen,
     collected: &[Collected],
     shell_job: bool,
     table: &mut FileTable,
+    parasites: &[crate::parasite::Parasite],
 ) -> Result<Vec<ProcessFiles>, FileDumpError> {
     check_unshared(frozen)?;
     let mut process_files = Vec::new();
     for (process, collected) in frozen.processes.iter().filter(|p| !p.is_zombie()).zip(collected) {
         let pid = process.proc_pid();
-        let fds = files::collect_fds(pid, shell_job, table)?;
+        let hidden = parasites.iter().find(|p| p.pid() == pid).map_or(&[][..], |p| p.own_fds());
+        let fds = files::collect_fds(pid, shell_job, table, hidden)?;
         for (what, path) in [("cwd", &collected.cwd), ("root", &collected.root)] {
             // No ghost directories yet (CRIU 4.2.1 makes one and restores into it).
             if let Some(original) = path.to_str().and_then(|p| p.strip_suffix(" (deleted)")).filter(|_| !path.exists()) {

@@ -53,13 +53,17 @@ pub(crate) struct DumpedMemory {
     pub(crate) window_longest: std::time::Duration,
     /// The checksums taken while the pages were written, by pages file.
     pub(crate) pieces: memory::checksums::Pieces,
+    /// The parasites kept alive (`keep_parasites`), in tree order.
+    pub(crate) parasites: Vec<Parasite>,
 }
 
 /// Dumps the memory of every live process of `frozen` into `dir` (`parasites`: each
 /// live process's, in the same order, each cured as soon as its process needs it no
 /// more: before its pages are copied, or after, when the target fills pipes with
 /// them). `parent_dir`: the parent dump's link (`--prev-images-dir`); `cow`: use the
-/// copy-on-write snapshot.
+/// copy-on-write snapshot. `keep_parasites`: pages copied while frozen keep their
+/// parasite alive and handed back (a dump that kills its tree need not cure them; the
+/// files stage leaves their fds out).
 #[allow(clippy::too_many_arguments)] // one caller, each argument a different thing it owns
 pub(crate) fn dump_tree_memory(
     frozen: &Frozen,
@@ -71,6 +75,7 @@ pub(crate) fn dump_tree_memory(
     files: &mut FileTable,
     mut server: Option<&mut crate::memory::to_server::Session>,
     mut lazy: Option<&mut Vec<crate::page_server::source::LeftAtSource>>,
+    keep_parasites: bool,
 ) -> Result<DumpedMemory, MemoryError> {
     let root = frozen.processes[0].pid;
     let mut memory = Vec::new();
@@ -81,6 +86,8 @@ pub(crate) fn dump_tree_memory(
     let mut shared_anon = SharedAnonObjects::default();
     let mut pieces = memory::checksums::Pieces::new();
     let mut window_longest = std::time::Duration::ZERO;
+    // Cured on every error path (dropped) before the tree is let go.
+    let mut kept = Vec::new();
     let mut cure = |parasite: Parasite| -> Result<(), MemoryError> {
         let pid = parasite.pid();
         let stats = parasite.cure().map_err(|source| MemoryError::Parasite { pid, source })?;
@@ -193,7 +200,12 @@ pub(crate) fn dump_tree_memory(
             crate::interrupt::hold("memory-pipes");
         }
         let pages_id = index as u32 + 1;
-        let (vmas, written, process_pieces) = if pipes.is_some() {
+        let (vmas, written, process_pieces) = if keep_parasites && parent.is_none() {
+            // The parasite lives on (its area and fds are left out of the images).
+            let dumped = memory::dump::dump_memory(pid, dir, collected, &mem, files, pages_id, image_pid, pipes, None, None, None);
+            kept.push(parasite);
+            dumped?
+        } else if pipes.is_some() {
             // The target fills the pipes: its parasite lives until they are closed.
             let dumped = memory::dump::dump_memory(pid, dir, collected, &mem, files, pages_id, image_pid, pipes, parent.as_ref(), None, None);
             cure(parasite)?;
@@ -217,7 +229,7 @@ pub(crate) fn dump_tree_memory(
     // The fault handler runs from here on: the tree stays frozen until the images are
     // written, but a thread leaving its stop may already write a protected page.
     let snapshot = Snapshot::start(armed).map_err(io_err(root, "start the userfaultfd handler"))?;
-    Ok(DumpedMemory { vmas: memory, pages, vma_count, shared_anon_pages_ids: shared_anon.len(), snapshot, window_longest, pieces })
+    Ok(DumpedMemory { vmas: memory, pages, vma_count, shared_anon_pages_ids: shared_anon.len(), snapshot, window_longest, pieces, parasites: kept })
 }
 
 const PIPES_FROM_RESIDENT: u64 = 16 << 20;

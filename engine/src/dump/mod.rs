@@ -499,15 +499,19 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     let memory_started = Instant::now();
     let mut left_at_source = Vec::new();
     let lazy = lazy_listener.is_some().then_some(&mut left_at_source);
-    let memory::DumpedMemory { vmas: mut memory, mut pages, vma_count, shared_anon_pages_ids, snapshot, window_longest, mut pieces } =
-        memory::dump_tree_memory(&frozen, &collected, parasites, &options.dir, parent_dir.as_deref(), cow, &mut file_table, page_server.as_mut(), lazy)?;
+    // A dump that kills its tree keeps the parasites alive to the kill instead of curing
+    // each (0.3-0.5 ms of round trips a process); on every other end they are cured
+    // (dropped) before the tree is let go.
+    let killing = !options.leave_running && !options.leave_stopped && page_server.is_none() && lazy_listener.is_none();
+    let memory::DumpedMemory { vmas: mut memory, mut pages, vma_count, shared_anon_pages_ids, snapshot, mut window_longest, mut pieces, parasites } =
+        memory::dump_tree_memory(&frozen, &collected, parasites, &options.dir, parent_dir.as_deref(), cow, &mut file_table, page_server.as_mut(), lazy, killing)?;
     let memdump = memory_started.elapsed();
     for vmas in &mut memory {
         crate::memory::special_areas_as_criu(vmas);
     }
     fault(DumpStep::Memory)?;
 
-    let process_files = files::dump_tree_files(&frozen, &collected, options.shell_job, &mut file_table)?;
+    let process_files = files::dump_tree_files(&frozen, &collected, options.shell_job, &mut file_table, &parasites)?;
     fault(DumpStep::Files)?;
 
     if own_ipc_ns {
@@ -629,6 +633,12 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
             frozen.release_stopped();
         } else {
             frozen.kill();
+            for parasite in parasites {
+                let stats = parasite.forget_killed();
+                if !stats.chained {
+                    window_longest = window_longest.max(stats.map_window);
+                }
+            }
         }
         // Only now may the locks outlive crust: a crust killed before this point takes
         // them with it, and the tree runs on (released by the kernel) or is gone.

@@ -82,11 +82,13 @@ fn socket_description(pid: i32, fd: u32) -> String {
     format!("{family}{kind} socket")
 }
 
-pub(crate) fn collect_fds(pid: i32, shell_job: bool, files: &mut FileTable) -> Result<Vec<DumpedFd>, FileDumpError> {
+/// Every fd of process `pid` but the `hidden` ones (a live parasite's), in fd order.
+pub(crate) fn collect_fds(pid: i32, shell_job: bool, files: &mut FileTable, hidden: &[i32]) -> Result<Vec<DumpedFd>, FileDumpError> {
     let dir = format!("/proc/{pid}/fd");
     let mut numbers: Vec<u32> = fs::read_dir(&dir)
         .map_err(io_err(pid, format!("read {dir}")))?
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|fd: &u32| !hidden.contains(&(*fd as i32)))
         .collect();
     numbers.sort_unstable();
     let mut out = Vec::new();

@@ -632,6 +632,23 @@ impl Parasite {
         ParasiteError::Mismatch { tid, what }
     }
 
+    /// The fds the parasite holds in its target (its control socket, page pipes), which
+    /// are not the target's own.
+    pub(crate) fn own_fds(&self) -> &[i32] {
+        &self.open_fds
+    }
+
+    /// Drops the parasite of a process that was killed with it inside (a dump that ends
+    /// its tree): nothing is left to cure, and the guardian is told the area is gone.
+    /// Its window one.
+    pub(crate) fn forget_killed(mut self) -> Stats {
+        self.cured = true;
+        self.ctl = None;
+        self.watch.gone(self.pid);
+        log::debug!("pid {}: parasite not cured (killed with its process): window one {:?}, {} round trips", self.pid, self.stats.map_window, self.stats.round_trips);
+        self.stats
+    }
+
     /// Takes the leader home and unmaps the area (window two).
     pub(crate) fn cure(mut self) -> Result<Stats, ParasiteError> {
         self.cure_now()?;
