@@ -170,10 +170,9 @@ pub(crate) fn wait_for_restorers(
     let mut error_read = Some(error_read);
     let child_error = |error_read: &mut Option<OwnedFd>, pid: i32, fallback: String| -> FinishError {
         let message = error_read.take().map(|fd| read_reported(&fd)).unwrap_or_default();
-        if message.trim().is_empty() {
-            FinishError::Child { pid, what: fallback }
-        } else {
-            FinishError::ChildReported { what: message.trim().to_string() }
+        match first_reported(&message) {
+            None => FinishError::Child { pid, what: fallback },
+            Some(what) => FinishError::ChildReported { what },
         }
     };
     while !(pending_leaders.is_empty() && pending_threads.is_empty() && pending_zombies.is_empty() && pending_helpers.is_empty()) {
@@ -259,6 +258,21 @@ pub(crate) fn wait_for_restorers(
 /// What the tree's processes wrote to the error pipe so far. Read without blocking: the
 /// process that failed wrote its line before it exited, and the others (stopped, or still
 /// in crust code) hold the pipe's write end open, so it never reaches end of file.
+/// The error line of the first process that reported one; every other one goes to the
+/// log (several processes may fail on one damaged image: a refusal is one line).
+fn first_reported(message: &str) -> Option<String> {
+    let mut lines = message.lines().map(str::trim).filter(|line| !line.is_empty());
+    let first = lines.next()?;
+    let others: Vec<&str> = lines.collect();
+    for other in &others {
+        log::error!("also: {other}");
+    }
+    Some(match others.len() {
+        0 => first.to_string(),
+        n => format!("{first} (and {n} more process{} failed, in the log)", if n == 1 { "" } else { "es" }),
+    })
+}
+
 fn read_reported(fd: &OwnedFd) -> String {
     if sys::file::set_status_flags(fd, libc::O_NONBLOCK).is_err() {
         return String::new();
@@ -550,4 +564,19 @@ pub(crate) fn release(ready: &[ReadyThread]) -> Result<(), FinishError> {
         crate::infect::let_go(thread.tid, thread.sigmask, thread.detach_signal).map_err(|source| FinishError::Infect { pid: thread.tid, source })?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_reported;
+
+    #[test]
+    fn several_reported_errors_make_one_line() {
+        assert_eq!(first_reported(""), None);
+        assert_eq!(first_reported("\n  \n"), None);
+        assert_eq!(first_reported("pid 7: chdir /x: No such file or directory (os error 2)\n").as_deref(), Some("pid 7: chdir /x: No such file or directory (os error 2)"));
+        let two = "pid 7: chdir /x: No such file or directory (os error 2)\npid 8: chdir /x: No such file or directory (os error 2)\n";
+        assert_eq!(first_reported(two).as_deref(), Some("pid 7: chdir /x: No such file or directory (os error 2) (and 1 more process failed, in the log)"));
+        assert!(!first_reported("a\nb\nc\n").unwrap().contains('\n'));
+    }
 }
