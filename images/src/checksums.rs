@@ -83,9 +83,13 @@ impl Checksums {
         let mut checksums = Checksums::default();
         let mut expected: std::collections::BTreeMap<String, u32> = std::collections::BTreeMap::new();
         for (index, entry) in entries.into_iter().enumerate() {
+            let bad = |what: String| ImageError::Invalid { file: file.to_owned(), index, what };
+            // Every name is one an image has (the refusals that name them stay one line).
+            if let Some(name) = entry.images.iter().chain(&entry.pagemap).find(|name| crate::ImageKind::from_file_name(name).is_none()) {
+                return Err(bad(format!("lists {name:?}, which is no image's name")));
+            }
             checksums.images.extend(entry.images);
             let Some(pagemap) = entry.pagemap else { continue };
-            let bad = |what: String| ImageError::Invalid { file: file.to_owned(), index, what };
             if entry.algorithm != Some(ALGORITHM_CRC32C) {
                 return Err(bad(format!("{pagemap}: algorithm {:?} is not CRC-32C ({ALGORITHM_CRC32C})", entry.algorithm)));
             }
@@ -281,6 +285,15 @@ mod tests {
         let json = to_json(&entries);
         assert_eq!(json["entries"][1]["crc32c"][1], "0xdeadbeef");
         assert_eq!(from_json(&json).unwrap(), entries);
+    }
+
+    #[test]
+    fn a_name_that_is_no_image_is_refused_on_one_line() {
+        for (images, pagemap) in [(vec!["ids-3.img\n\t".to_string()], None), (vec![], Some("pagemap-1.img/../x".to_string())), (vec!["".to_string()], None)] {
+            let entry = ChecksumsEntry { images, pagemap, ..Default::default() };
+            let error = Checksums::from_entries(CHECKSUMS_FILE, vec![entry]).expect_err("refused").to_string();
+            assert!(error.contains("which is no image's name") && !error.contains('\n'), "{error}");
+        }
     }
 
     #[test]
