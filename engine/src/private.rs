@@ -93,8 +93,8 @@ pub use spares::Spares;
 
 /// Spare image files: a dump writes some 7 files per process, and making a file's inode
 /// is most of what writing a small image costs (ext4 without a journal, as on this
-/// project's machines, passes over every inode of the group freed in the last 30 s: 2-3 ms
-/// a file after an earlier dump of the same tree was removed). A thread makes unnamed
+/// project's machines, passes over every inode of the group freed in the last 30 s: 0.2-0.5
+/// ms a file after an earlier dump of the same tree was removed). A thread makes unnamed
 /// files (O_TMPFILE) in the images directory from the start of the dump, beside the
 /// freeze and the parasites, and [`create_file`] names one (linkat) instead of making
 /// an inode while the tree is frozen. Spares left at the end are closed, and vanish.

@@ -357,7 +357,7 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
         Err(error) => return Err(io_err(root, format!("remove earlier images from {}", options.dir.display()))(error)),
     }
     // Inodes for the images, made on a thread of their own from now on (7 files a
-    // process and a dozen for the tree; raised once the tree is seized).
+    // process and `IMAGES_OF_A_TREE`; raised once the tree is seized).
     let spares = crate::private::Spares::start(&options.dir, 7 + IMAGES_OF_A_TREE);
     let parent_dir = options.parent.as_ref().map(|p| link_parent(root, &options.dir, p)).transpose()?;
     // A page server that cannot be reached fails the dump before anything is frozen.

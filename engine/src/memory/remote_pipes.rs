@@ -17,7 +17,6 @@ use crust_arch::Sys;
 
 use crate::parasite::{Arg, Batch, Parasite, ParasiteError};
 use crate::sys;
-use crate::sys::set_pipe_size;
 
 /// Pipes in flight: the target splices into one while the writer empties another.
 const PIPES: usize = 4;
@@ -78,7 +77,7 @@ impl<'p> RemotePipes<'p> {
         for read_end in borrowed {
             let read_end = read_end?;
             // A pipe left at its default size still works: vmsplice says how much it took.
-            let size = set_pipe_size(&read_end, PIPE_BYTES).unwrap_or(page * 16);
+            let size = crate::sys::file::set_pipe_size(&read_end, PIPE_BYTES as u32).map_or(page * 16, |n| n as usize);
             pipes.capacity = pipes.capacity.min(size as u64);
             owned.push(read_end);
         }

@@ -66,7 +66,7 @@ pub fn serve_connection(mut stream: TcpStream, peer: &str, options: &ServeOption
     let parent = options.parent.as_ref().map(|p| link_parent(&options.dir, p)).transpose().map_err(io("link the parent dump".into()))?;
     let page = sys::page_size();
     let (pipe_read, pipe_write) = sys::file::create_pipe().map_err(io("create a pipe".into()))?;
-    let _ = sys::set_pipe_size(&pipe_write, 1 << 20);
+    let _ = sys::file::set_pipe_size(&pipe_write, 1 << 20);
     let mut report = ServeReport::default();
     let mut current: Option<Open> = None;
     let mut next_pages_id = FIRST_PAGES_ID;

@@ -2,8 +2,8 @@
 //! premap arena and its slots, shared anonymous objects) and reading another process's
 //! memory; moving pages between pipes and files.
 //!
-//! Through nix: mmap, munmap, mprotect, madvise, process_vm_readv, splice,
-//! F_SETPIPE_SZ. nix's mman functions are `unsafe` (they change what memory is
+//! Through nix: mmap, munmap, mprotect, madvise, process_vm_readv, splice.
+//! nix's mman functions are `unsafe` (they change what memory is
 //! mapped), so each call keeps a `// SAFETY:` line saying why no Rust value refers to
 //! the memory. Own code: copying bytes to, and a slice over, an address crust mapped.
 #![allow(unsafe_code)]
@@ -14,7 +14,7 @@ use std::num::NonZeroUsize;
 use std::os::fd::{AsFd, OwnedFd};
 use std::ptr::NonNull;
 
-use nix::fcntl::{fcntl, splice, FcntlArg, SpliceFFlags};
+use nix::fcntl::{splice, SpliceFFlags};
 use nix::sys::mman::{self, MapFlags, MmapAdvise, ProtFlags};
 use nix::sys::uio::{process_vm_readv, RemoteIoVec};
 use nix::unistd::Pid;
@@ -253,8 +253,3 @@ pub fn splice_to_file(pipe: &OwnedFd, out: &File, len: usize) -> io::Result<usiz
     }
 }
 
-/// `fcntl(pipe, F_SETPIPE_SZ, bytes)`: the pipe's new capacity in bytes.
-#[doc(alias = "F_SETPIPE_SZ")]
-pub fn set_pipe_size(pipe: impl AsFd, bytes: usize) -> io::Result<usize> {
-    Ok(fcntl(pipe, FcntlArg::F_SETPIPE_SZ(bytes as libc::c_int))? as usize)
-}
