@@ -1035,6 +1035,16 @@ impl Harness {
                 wait_until_asleep(pid, READY_TIMEOUT)
                     .with_context(|| format!("iteration {iteration}: after restore"))?;
             }
+            // CRIU's restore sends a stopped process its stop signal and returns without
+            // waiting for it to take (crust waits): record such a process once it shows T.
+            if self.config.restore_with.is_some() {
+                for (&ns, _) in before.processes.iter().filter(|(_, record)| record.state == "T") {
+                    if let Some(host) = crate::tree::find_by_ns_pid(root, ns) {
+                        wait_for_state(host, "T", Duration::from_secs(5))
+                            .with_context(|| format!("iteration {iteration}: after restore, pid {ns} dumped stopped"))?;
+                    }
+                }
+            }
             let after = TreeSnapshot::capture(root, spec.volatile_status)
                 .context("record state after restore")?;
             // The container's own state (mounts, network, uts, cgroups, id maps) first:
@@ -1489,6 +1499,11 @@ fn wait_init_reaped(init: i32, timeout: Duration) -> anyhow::Result<()> {
 }
 
 fn wait_until_asleep(pid: i32, timeout: Duration) -> anyhow::Result<()> {
+    wait_for_state(pid, "S", timeout)
+}
+
+/// Waits until `/proc/<pid>/stat` shows state `want`, for at most `timeout`.
+fn wait_for_state(pid: i32, want: &str, timeout: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -1497,12 +1512,12 @@ fn wait_until_asleep(pid: i32, timeout: Duration) -> anyhow::Result<()> {
         let state = stat
             .rsplit_once(')')
             .and_then(|(_, rest)| rest.split_whitespace().next());
-        if state == Some("S") {
+        if state == Some(want) {
             return Ok(());
         }
         if Instant::now() >= deadline {
             bail!(
-                "pid {pid} not asleep {}s after ready (state {state:?})",
+                "pid {pid} not in state {want} {}s after ready (state {state:?})",
                 timeout.as_secs()
             );
         }
