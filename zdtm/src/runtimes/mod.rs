@@ -219,13 +219,23 @@ pub fn run(config: &Config) -> anyhow::Result<Vec<FlowResult>> {
         }
     }
     let mut left = run.guard.finish(&run);
-    let new_tables: Vec<String> = nft_tables().into_iter().filter(|t| !tables_before.contains(t)).collect();
-    for table in &new_tables {
-        let words: Vec<&str> = table.split_whitespace().collect();
-        if let [family, name] = words.as_slice() {
-            let _ = Command::new("nft").args(["delete", "table", family, name]).status();
+    match (tables_before, nft_tables()) {
+        (Some(before), Some(after)) => {
+            for table in after.iter().filter(|t| !before.contains(t)) {
+                match table.split_whitespace().collect::<Vec<_>>()[..] {
+                    // A lock table (crust's, or named as CRIU names a dump's lock): the
+                    // run's own, removed.
+                    [family, name] if is_lock_table(name) => {
+                        let _ = Command::new("nft").args(["delete", "table", family, name]).status();
+                        left.push(format!("nftables table {table}"));
+                    }
+                    // Another tool's (iptables-nft makes `ip filter` on first use): not
+                    // the run's to remove.
+                    _ => println!("note: nftables table {table} appeared during the run (no lock table: left as it is)"),
+                }
+            }
         }
-        left.push(format!("nftables table {table}"));
+        _ => println!("note: `nft list tables` failed: lock tables left behind were not looked for"),
     }
     if !left.is_empty() {
         results.push(FlowResult { flow: "teardown", criu: "-".into(), outcome: Outcome::Fail(format!("the run left behind (removed): {}", left.join("; "))) });
@@ -305,14 +315,31 @@ fn find_in_path(program: &str) -> Option<PathBuf> {
     std::env::split_paths(&path).map(|dir| dir.join(program)).find(|candidate| candidate.is_file())
 }
 
-/// `nft list tables` as `FAMILY NAME` lines (empty without nft).
-fn nft_tables() -> Vec<String> {
-    let Ok(output) = Command::new("nft").args(["list", "tables"]).output() else { return Vec::new() };
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| line.strip_prefix("table "))
-        .map(str::to_string)
-        .collect()
+/// `nft list tables` as `FAMILY NAME` lines: empty without nft, `None` when it fails
+/// three times (a listing interrupted by a concurrent change fails).
+fn nft_tables() -> Option<Vec<String>> {
+    for _ in 0..3 {
+        match Command::new("nft").args(["list", "tables"]).stdin(std::process::Stdio::null()).output() {
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Some(Vec::new()),
+            Ok(output) if output.status.success() => {
+                return Some(
+                    String::from_utf8_lossy(&output.stdout)
+                        .lines()
+                        .filter_map(|line| line.strip_prefix("table "))
+                        .map(str::to_string)
+                        .collect(),
+                )
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// A lock table's name: crust's own (`crust_*`) or as CRIU names a dump's lock
+/// (`CRIU-<run id>`), which crust makes too.
+fn is_lock_table(name: &str) -> bool {
+    name.starts_with("crust_") || name.starts_with("CRIU-")
 }
 
 /// What the run's flows started, to be removed whatever happens.
