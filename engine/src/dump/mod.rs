@@ -428,19 +428,10 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     );
     fault(DumpStep::Seize)?;
     // /proc of the stopped processes (smaps above all: 10 ms a GiB of resident memory)
-    // is read on another thread while this one locks the network and reads namespaces;
-    // the collect step waits for it.
+    // is read on other threads while this one locks the network and reads namespaces,
+    // then hands each process to the parasite stage as soon as its /proc is read.
     let live: Vec<i32> = frozen.processes.iter().filter(|p| !p.is_zombie()).map(|p| p.proc_pid()).collect();
-    let collecting = {
-        let pids = live.clone();
-        std::thread::Builder::new()
-            .name("crust-collect".into())
-            .spawn(move || {
-                let started = Instant::now();
-                collect::collect_all(&pids).map(|collected| (collected, started.elapsed()))
-            })
-            .map_err(io_err(root, "start the collect thread"))?
-    };
+    let mut collecting = collect::Collecting::start(live.clone()).map_err(io_err(root, "start the collect threads"))?;
     // Dropped before `frozen`: a failed dump lets the network flow again before the
     // tree runs, as CRIU's network-unlock comes before the release.
     let mut network = NetworkStages::lock(&options.stages, root)?;
@@ -454,11 +445,6 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     let own_net_ns = crate::net::dump::tree_has_own_namespace(&live).map_err(|(pid, e)| DumpError::Unsupported { pid, what: e.to_string() })?;
     let net_ns_id = if own_net_ns { ids.processes.first().and_then(|p| p.net_ns_id) } else { None };
 
-    let waited = Instant::now();
-    let (collected, took) = collecting
-        .join()
-        .map_err(|_| DumpError::Collect(collect::CollectError::Io { pid: root, what: "collect thread".into(), source: io::Error::other("panicked") }))??;
-    log::debug!("/proc of {} processes read in {took:?} on the collect thread; {:?} waited for it", collected.len(), waited.elapsed());
     fault(DumpStep::Collect)?;
 
     // Each live process's parasite, from here into the memory stage, which cures each
@@ -466,14 +452,18 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     // (cured: every thread home, the area unmapped) before `frozen`.
     let mut parasites = Vec::new();
     let mut queries = Vec::new();
-    for (process, collected) in frozen.processes.iter().filter(|p| !p.is_zombie()).zip(&collected) {
+    let mut collected = Vec::with_capacity(live.len());
+    for (index, process) in frozen.processes.iter().filter(|p| !p.is_zombie()).enumerate() {
         if let Some(signal) = crate::interrupt::stop_requested() {
             return Err(DumpError::Interrupted { pid: root, signal });
         }
-        let (process_queries, parasite) = queries::query_process(process, collected, &watch)?;
+        collected.push(collecting.take(index)?);
+        let (process_queries, parasite) = queries::query_process(process, &collected[index], &watch)?;
         queries.push(process_queries);
         parasites.push(parasite);
     }
+    let (took, waited) = collecting.timing();
+    log::debug!("/proc of {} processes read in {took:?} on the collect threads; the parasite stage waited {waited:?} for it", collected.len());
     // crust reads the creds in its own view; a tree in a user namespace of its own keeps
     // them in that namespace's (root in it is uid 0), as CRIU records them.
     if let Some(maps) = namespaces.id_maps() {
