@@ -28,8 +28,10 @@ pub enum CollectError {
 const SYSTEM_MAPPINGS: [&str; 6] = ["[vdso]", "[vvar]", "[vvar_vclock]", "[vsyscall]", "[uprobes]", "[sigpage]"];
 io_failure!(CollectError);
 
-/// /proc of the stopped processes, read on worker threads (one per core, at most 8;
-/// one for fewer than 8 processes) in pid order while the caller goes on: the processes
+/// /proc of the stopped processes, read on worker threads (one per core but one, at most
+/// 8; one alone for fewer than 8 processes or 3 cores: the tracer and the process it
+/// waits on need a core, and two busy workers stalled them on two cores) in pid order while
+/// the caller goes on: the processes
 /// are stopped, and what is read of one depends on no other, nor on the tracer thread.
 /// [`Collecting::take`] hands out process `i`'s as soon as it is read, so the parasite
 /// stage starts on the first process while the workers read the others (a tree of 100
@@ -49,7 +51,7 @@ impl Collecting {
     /// Starts the workers on `pids`.
     pub(crate) fn start(pids: Vec<i32>) -> io::Result<Collecting> {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
-        let workers = if cores < 2 || pids.len() < 8 { 1 } else { cores };
+        let workers = if cores < 3 || pids.len() < 8 { 1 } else { cores - 1 };
         let (sender, results) = mpsc::channel();
         let shared: Arc<(Vec<i32>, AtomicUsize)> = Arc::new((pids.clone(), AtomicUsize::new(0)));
         for _ in 0..workers.min(pids.len()) {
