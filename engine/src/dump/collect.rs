@@ -28,14 +28,13 @@ pub enum CollectError {
 const SYSTEM_MAPPINGS: [&str; 6] = ["[vdso]", "[vvar]", "[vvar_vclock]", "[vsyscall]", "[uprobes]", "[sigpage]"];
 io_failure!(CollectError);
 
-/// /proc of the stopped processes, read on worker threads (one per core but one, at most
-/// 8; one alone for fewer than 8 processes or 3 cores: the tracer and the process it
-/// waits on need a core, and two busy workers stalled them on two cores) in pid order while
-/// the caller goes on: the processes
-/// are stopped, and what is read of one depends on no other, nor on the tracer thread.
-/// [`Collecting::take`] hands out process `i`'s as soon as it is read, so the parasite
-/// stage starts on the first process while the workers read the others (a tree of 100
-/// processes waited 23 ms for all of them before).
+/// /proc of the stopped processes, read in pid order on worker threads while the caller
+/// goes on (one per core but one, at most 7; one alone for fewer than 8 processes or 3
+/// cores: the tracer and the process it waits on need a core, and two busy workers
+/// stalled them on two cores). The processes are stopped, and what is read of one depends
+/// on no other, nor on the tracer thread. [`Collecting::take`] hands out process `i`'s as
+/// soon as it is read, so the parasite stage starts on the first process while the
+/// workers read the others (a tree of 100 processes waited 23 ms for all of them before).
 pub(crate) struct Collecting {
     pids: Vec<i32>,
     results: mpsc::Receiver<(usize, Result<Collected, CollectError>, Instant)>,
