@@ -60,8 +60,8 @@ impl Collecting {
                 loop {
                     let index = next.fetch_add(1, Ordering::Relaxed);
                     let Some(&pid) = pids.get(index) else { return };
-                    // The dump gave up (its receiver is gone): nothing more to read.
                     let result = collect(pid);
+                    // The dump gave up (its receiver is gone): nothing more to read.
                     if sender.send((index, result, Instant::now())).is_err() {
                         return;
                     }

@@ -255,9 +255,6 @@ pub(crate) fn wait_for_restorers(
     Ok(host)
 }
 
-/// What the tree's processes wrote to the error pipe so far. Read without blocking: the
-/// process that failed wrote its line before it exited, and the others (stopped, or still
-/// in crust code) hold the pipe's write end open, so it never reaches end of file.
 /// The error line of the first process that reported one; every other one goes to the
 /// log (several processes may fail on one damaged image: a refusal is one line).
 fn first_reported(message: &str) -> Option<String> {
@@ -273,6 +270,9 @@ fn first_reported(message: &str) -> Option<String> {
     })
 }
 
+/// What the tree's processes wrote to the error pipe so far. Read without blocking: the
+/// process that failed wrote its line before it exited, and the others (stopped, or still
+/// in crust code) hold the pipe's write end open, so it never reaches end of file.
 fn read_reported(fd: &OwnedFd) -> String {
     if sys::file::set_status_flags(fd, libc::O_NONBLOCK).is_err() {
         return String::new();

@@ -222,16 +222,16 @@ pub fn run(config: &Config) -> anyhow::Result<Vec<FlowResult>> {
     match (tables_before, nft_tables()) {
         (Some(before), Some(after)) => {
             for table in after.iter().filter(|t| !before.contains(t)) {
-                match table.split_whitespace().collect::<Vec<_>>()[..] {
+                let named = format!("{} {}", table.family, table.name);
+                if is_lock_table(&table.name) {
                     // A lock table (crust's, or named as CRIU names a dump's lock): the
                     // run's own, removed.
-                    [family, name] if is_lock_table(name) => {
-                        let _ = Command::new("nft").args(["delete", "table", family, name]).status();
-                        left.push(format!("nftables table {table}"));
-                    }
+                    let _ = Command::new("nft").args(["delete", "table", &table.family, &table.name]).status();
+                    left.push(format!("nftables table {named}"));
+                } else {
                     // Another tool's (iptables-nft makes `ip filter` on first use): not
                     // the run's to remove.
-                    _ => println!("note: nftables table {table} appeared during the run (no lock table: left as it is)"),
+                    println!("note: nftables table {named} appeared during the run (no lock table: left as it is)");
                 }
             }
         }
@@ -315,21 +315,13 @@ fn find_in_path(program: &str) -> Option<PathBuf> {
     std::env::split_paths(&path).map(|dir| dir.join(program)).find(|candidate| candidate.is_file())
 }
 
-/// `nft list tables` as `FAMILY NAME` lines: empty without nft, `None` when it fails
-/// three times (a listing interrupted by a concurrent change fails).
-fn nft_tables() -> Option<Vec<String>> {
+/// The tables `nft list tables` lists: none without nft, `None` when it fails three
+/// times (a listing interrupted by a concurrent change fails).
+fn nft_tables() -> Option<Vec<crate::leftovers::NftTable>> {
     for _ in 0..3 {
         match Command::new("nft").args(["list", "tables"]).stdin(std::process::Stdio::null()).output() {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Some(Vec::new()),
-            Ok(output) if output.status.success() => {
-                return Some(
-                    String::from_utf8_lossy(&output.stdout)
-                        .lines()
-                        .filter_map(|line| line.strip_prefix("table "))
-                        .map(str::to_string)
-                        .collect(),
-                )
-            }
+            Ok(output) if output.status.success() => return Some(crate::leftovers::parse_tables(&String::from_utf8_lossy(&output.stdout))),
             _ => {}
         }
     }
