@@ -54,4 +54,8 @@ pub(crate) struct Collected {
     pub(crate) root: PathBuf,
     pub(crate) personality: u32,
     pub(crate) rlimits: Vec<(u64, u64)>,
+    /// The inode of each of its namespaces (/proc/PID/ns), and of the time namespace its
+    /// children would start in (`time_for_children`).
+    pub(crate) ns: crate::ns::NsInodes,
+    pub(crate) time_for_children: Option<u64>,
 }

@@ -111,6 +111,11 @@ impl NsKind {
 /// [`NsKind::ALL`] order (`None`: this kernel has no such link).
 pub(crate) type NsInodes = [Option<u64>; 8];
 
+/// The inode of `kind` in `inodes`.
+pub(crate) fn inode_of(inodes: &NsInodes, kind: NsKind) -> Option<u64> {
+    NsKind::ALL.iter().position(|&k| k == kind).and_then(|index| inodes[index])
+}
+
 /// Reads the namespace inodes of `pid` (`"self"` for crust itself).
 pub(crate) fn read_inodes(pid: &str) -> NsInodes {
     let mut inodes = [None; 8];

@@ -1,5 +1,5 @@
 //! The collect stage of a dump: what /proc tells about each stopped process (stat,
-//! status, smaps, auxv, links, personality, resource limits).
+//! status, smaps, auxv, links, personality, resource limits, namespaces).
 
 use std::fs;
 use std::io;
@@ -144,5 +144,7 @@ pub(crate) fn collect(pid: i32) -> Result<Collected, CollectError> {
         root: link("root")?,
         personality,
         rlimits,
+        ns: crate::ns::read_inodes(&pid.to_string()),
+        time_for_children: fs::read_link(format!("/proc/{pid}/ns/time_for_children")).ok().and_then(|l| crate::ns::parse_ns_link(&l.to_string_lossy())),
     })
 }

@@ -1,4 +1,4 @@
-//! The namespaces stage of a dump, right after the seize: which namespaces the tree
+//! The namespaces stage of a dump, after the parasite stage: which namespaces the tree
 //! has of its own, compared with crust's. A mount namespace (`mounts/`) and a UTS
 //! namespace (`uts.rs`) of its own are dumped, a cgroup namespace through the cgroup
 //! sets (`cgroups/`), a user namespace of its own (`userns.rs`) when its parent is
@@ -11,6 +11,7 @@ use std::path::Path;
 
 use crate::dump::freeze::Frozen;
 use crate::files::MountView;
+use crate::model::Collected;
 use crate::mounts::{DumpMountOptions, DumpedMounts, MountError};
 use crate::ns::{NsKind, TreeIds};
 use crate::userns::IdMaps;
@@ -77,17 +78,17 @@ impl TreeNamespaces {
 }
 
 /// Compares the namespaces of every live process of `frozen` (numbered in `ids`,
-/// `ns::number`) with crust's: refuses the kinds crust does not dump yet, and reads the
-/// tree's mount namespace (the dump stops here if a mount cannot be taken).
-pub(crate) fn collect(frozen: &Frozen, ids: &TreeIds, options: &DumpMountOptions) -> Result<TreeNamespaces, NamespaceError> {
+/// `ns::number`; `collected`: what /proc told of each, same order) with crust's:
+/// refuses the kinds crust does not dump yet, and reads the tree's mount namespace (the
+/// dump stops here if a mount cannot be taken).
+pub(crate) fn collect(frozen: &Frozen, collected: &[Collected], ids: &TreeIds, options: &DumpMountOptions) -> Result<TreeNamespaces, NamespaceError> {
     let live: Vec<i32> = frozen.processes.iter().filter(|p| !p.is_zombie()).map(|p| p.proc_pid()).collect();
     let root = live.first().copied().unwrap_or(frozen.processes[0].proc_pid());
     if let Some((pid, what)) = refused(&live, ids) {
         return Err(NamespaceError::Refused { pid, what });
     }
-    for &pid in &live {
-        let inode = |name: &str| std::fs::read_link(format!("/proc/{pid}/ns/{name}")).ok().and_then(|l| crate::ns::parse_ns_link(&l.to_string_lossy()));
-        if let Some(what) = time_for_children_refused(inode("time"), inode("time_for_children")) {
+    for (&pid, process) in live.iter().zip(collected) {
+        if let Some(what) = time_for_children_refused(crate::ns::inode_of(&process.ns, NsKind::Time), process.time_for_children) {
             return Err(NamespaceError::Refused { pid, what });
         }
     }

@@ -107,7 +107,7 @@ fn start_parasite(process: &FrozenProcess, collected: &Collected, watch: &Watch)
         }
     };
     let route = crate::parasite::Route { syscall_ip, chain };
-    Parasite::start(pid, home(leader), route, watch.clone(), process.threads.len() - 1).map_err(|source| QueryError::Parasite { pid, source })
+    Parasite::start(pid, home(leader), route, watch.clone(), process.threads.len() - 1, &maps).map_err(|source| QueryError::Parasite { pid, source })
 }
 
 /// The calls of one thread's own queries.

@@ -26,14 +26,16 @@ pub(crate) struct DumpedNet {
     pub(crate) nftables_bytes: usize,
 }
 
-/// Whether the live processes `pids` (the root first) are in a network namespace other
-/// than crust's. Refuses a tree whose processes are in different ones.
-pub(crate) fn tree_has_own_namespace(pids: &[i32]) -> Result<bool, (i32, NetError)> {
-    let Some(&root) = pids.first() else { return Ok(false) };
-    let inode = |pid: i32| Namespace::of(pid).map(|ns| ns.inode).map_err(|e| (pid, e));
-    let roots = inode(root)?;
-    for &pid in &pids[1..] {
-        let theirs = inode(pid)?;
+/// Whether the live processes `processes` (pid and the inode of its network namespace,
+/// `None` where its link could not be read; the root first) are in a network namespace
+/// other than crust's (`own`). Refuses a tree whose processes are in different ones. Pure.
+pub(crate) fn tree_has_own_namespace(processes: &[(i32, Option<u64>)], own: Option<u64>) -> Result<bool, (i32, NetError)> {
+    let Some(&(root, _)) = processes.first() else { return Ok(false) };
+    let unread = |pid: i32| (pid, NetError::refused(format!("/proc/{pid}/ns/net could not be read")));
+    let inode = |&(pid, inode): &(i32, Option<u64>)| inode.ok_or_else(|| unread(pid));
+    let roots = inode(&processes[0])?;
+    for process in &processes[1..] {
+        let (pid, theirs) = (process.0, inode(process)?);
         if theirs != roots {
             return Err((
                 pid,
@@ -41,8 +43,8 @@ pub(crate) fn tree_has_own_namespace(pids: &[i32]) -> Result<bool, (i32, NetErro
             ));
         }
     }
-    let own = Namespace::own().map_err(|e| (root, e))?;
-    Ok(own.inode != roots)
+    let own = own.ok_or_else(|| (root, NetError::refused("/proc/self/ns/net could not be read")))?;
+    Ok(own != roots)
 }
 
 /// The key of `pid`'s network namespace when `externals` (`--external
@@ -162,4 +164,22 @@ fn nft_ruleset(namespace: &Namespace) -> Result<Option<String>, NetError> {
         )));
     }
     String::from_utf8(output.stdout).map(Some).map_err(|_| NetError::refused("nft list ruleset printed something that is not UTF-8"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tree_in_one_network_namespace_is_compared_with_crusts_and_a_split_one_refused() {
+        assert!(!tree_has_own_namespace(&[(10, Some(7)), (11, Some(7))], Some(7)).unwrap());
+        assert!(tree_has_own_namespace(&[(10, Some(8)), (11, Some(8))], Some(7)).unwrap());
+        assert!(!tree_has_own_namespace(&[], Some(7)).unwrap());
+        let (pid, error) = tree_has_own_namespace(&[(10, Some(8)), (11, Some(9))], Some(7)).unwrap_err();
+        assert_eq!(pid, 11);
+        assert!(error.to_string().contains("net:[9] other than the tree root's (net:[8])"), "{error}");
+        let (pid, error) = tree_has_own_namespace(&[(10, Some(8)), (12, None)], Some(7)).unwrap_err();
+        assert_eq!(pid, 12);
+        assert!(error.to_string().contains("/proc/12/ns/net could not be read"), "{error}");
+    }
 }

@@ -54,6 +54,7 @@ use std::time::{Duration, Instant};
 use crust_arch::{chain, Abi, ChainPoints, Host, HostArch, RestorerOp, SigframeError, Sys, ThreadRegs};
 
 use crate::infect::{InfectError, RemoteThread};
+use crate::procfs::MapsLine;
 use crate::sys;
 
 pub(crate) use program::{Arg, Batch, Buffer, Call};
@@ -162,8 +163,8 @@ fn arch_error(tid: i32) -> impl FnOnce(crust_arch::HostError) -> ParasiteError {
 impl Parasite {
     /// Maps the parasite's area in `leader` (window one, from the syscall instruction at
     /// `syscall_ip`) and starts its program; `threads`: how many other threads will run
-    /// programs of their own.
-    pub(crate) fn start(pid: i32, leader: Home, route: Route, watch: guardian::Watch, threads: usize) -> Result<Parasite, ParasiteError> {
+    /// programs of their own; `maps`: the process's mappings, read since it stopped.
+    pub(crate) fn start(pid: i32, leader: Home, route: Route, watch: guardian::Watch, threads: usize, maps: &[MapsLine]) -> Result<Parasite, ParasiteError> {
         let tid = leader.tid;
         let mem = File::options().read(true).write(true).open(format!("/proc/{pid}/mem")).map_err(io_error(tid, "open /proc/PID/mem"))?;
         let used_fds = open_fds(pid).map_err(io_error(tid, "list /proc/PID/fd"))?;
@@ -176,7 +177,7 @@ impl Parasite {
         let layout = Layout::new(HostArch::restorer_blob().len() as u64, frame_len, align, threads as u64, page);
         let prot = (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u64;
         let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
-        watch.mapping(pid, layout.len, route.chain.as_ref(), &area_shaped_now(pid, layout.len));
+        watch.mapping(pid, layout.len, route.chain.as_ref(), &areas_shaped(maps, layout.len));
         let (area, map_window, chained) = match window(pid, &leader, &route, &mem, Sys::Mmap, [0, layout.len, prot, flags, u64::MAX, 0]) {
             Ok(mapped) => mapped,
             Err(error) => {
@@ -724,10 +725,10 @@ impl Answer {
     }
 }
 
-/// The start of every mapping of `pid` shaped like a parasite area of `len` bytes
-/// (told to the guardian, so that it never takes one of them for the area).
-fn area_shaped_now(pid: i32, len: u64) -> Vec<u64> {
-    let maps = fs::read_to_string(format!("/proc/{pid}/maps")).ok().and_then(|text| crate::procfs::parse_maps(&text).ok()).unwrap_or_default();
+/// The start of every mapping of `maps` shaped like a parasite area of `len` bytes
+/// (told to the guardian, so that it never takes one of them for the area). The
+/// process is stopped: the mappings read after its stop are its mappings now.
+fn areas_shaped(maps: &[MapsLine], len: u64) -> Vec<u64> {
     maps.iter().filter(|m| guardian::area_shaped(m, len)).map(|m| m.start).collect()
 }
 
