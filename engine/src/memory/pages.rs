@@ -3,8 +3,9 @@
 //!
 //! [`PageCopier`] reads the target's pages with `process_vm_readv(2)` into 1 MiB buffers
 //! (pages pinned in batches and copied once, where `/proc/PID/mem` goes through a one-page
-//! bounce buffer) and a writer thread writes them to `pages-N.img` while the next buffer
-//! fills, in 256 KiB `write(2)`s: measured on the development machine's ext4 (kernel 6.18),
+//! bounce buffer) and a writer thread (started with the first full buffer: pages that fit
+//! in one are written by the copier itself) writes them to `pages-N.img` while the next
+//! buffer fills, in 256 KiB `write(2)`s: measured on the development machine's ext4 (kernel 6.18),
 //! writing 1 GiB of fresh file data as 8 MiB writes takes 8-11 s, as 256 KiB writes
 //! 1.5-2 s, since a big write asks for large page-cache folios whose allocation stalls.
 //! Areas the target cannot read itself (no PROT_READ) and ranges `process_vm_readv`
@@ -124,6 +125,13 @@ enum Job {
     Pipe { index: usize, len: usize, source: Option<u64> },
 }
 
+/// What [`write_jobs`] is started with.
+struct Unstarted {
+    out: File,
+    jobs: Receiver<Job>,
+    give_back: std::sync::mpsc::Sender<Vec<u8>>,
+}
+
 /// Copies ranges of a stopped process's memory to the end of a pages image, in order.
 pub struct PageCopier {
     pid: i32,
@@ -142,6 +150,11 @@ pub struct PageCopier {
     spare_pipe: Option<usize>,
     free_buffers: Receiver<Vec<u8>>,
     writer: Option<JoinHandle<io::Result<()>>>,
+    /// The writer thread's file and ends of its channels while it is not started: a
+    /// copier without pipes starts it with its first full buffer, and one whose pages
+    /// fit in one buffer writes them itself (a tree of 100 small processes spawned and
+    /// joined 100 writers).
+    unstarted: Option<Unstarted>,
     /// The thread that takes the checksums of spliced pages from the page cache, once
     /// the writer has spliced them into the file; its pieces come with [`PageCopier::finish`].
     summer: Option<JoinHandle<io::Result<Vec<Piece>>>>,
@@ -193,9 +206,14 @@ impl PageCopier {
             }
             None => (None, None),
         };
-        let writer = std::thread::Builder::new()
-            .name("crust-pages".into())
-            .spawn(move || write_jobs(out, filled, give_back, pipes, pipe_back, to_summer))?;
+        let (writer, unstarted) = if pipes.is_empty() {
+            (None, Some(Unstarted { out, jobs: filled, give_back }))
+        } else {
+            let writer = std::thread::Builder::new()
+                .name("crust-pages".into())
+                .spawn(move || write_jobs(out, filled, give_back, pipes, pipe_back, to_summer))?;
+            (Some(writer), None)
+        };
         Ok(PageCopier {
             pid,
             current: Vec::new(),
@@ -205,7 +223,8 @@ impl PageCopier {
             free_pipes,
             spare_pipe: None,
             free_buffers,
-            writer: Some(writer),
+            writer,
+            unstarted,
             summer,
             copied: 0,
             started: Instant::now(),
@@ -353,6 +372,13 @@ impl PageCopier {
     /// Writes what is left and waits for the writer and the checksum thread; the bytes
     /// appended and the checksum of every piece (`checksums.rs`), or the first error.
     pub(crate) fn finish(mut self) -> io::Result<(u64, Vec<Piece>)> {
+        if let Some(Unstarted { mut out, .. }) = self.unstarted.take() {
+            // Everything fit in one buffer: written here.
+            for chunk in self.current[..self.filled].chunks(WRITE_CHUNK) {
+                out.write_all(chunk)?;
+            }
+            self.filled = 0;
+        }
         if self.filled > 0 {
             self.send_current()?;
         }
@@ -393,6 +419,12 @@ impl PageCopier {
     }
 
     fn send_current(&mut self) -> io::Result<()> {
+        if let Some(Unstarted { out, jobs, give_back }) = self.unstarted.take() {
+            let writer = std::thread::Builder::new()
+                .name("crust-pages".into())
+                .spawn(move || write_jobs(out, jobs, give_back, Vec::new(), channel::<usize>().0, None))?;
+            self.writer = Some(writer);
+        }
         let given_back = match self.free_buffers.try_recv() {
             Ok(buffer) => Some(buffer),
             Err(std::sync::mpsc::TryRecvError::Empty) => None,
@@ -541,6 +573,23 @@ mod tests {
         copier.copy(&mem, base, 100, true).expect("small run");
         copier.copy(&mem, base + 100, (data.len() - 200) as u64, true).expect("big run");
         copier.copy(&mem, base + data.len() as u64 - 100, 100, false).expect("through /proc/self/mem");
+        let (copied, pieces) = copier.finish().expect("finish");
+        assert_eq!(copied, data.len() as u64);
+        assert_pieces_cover(&pieces, &data);
+        assert_eq!(std::fs::read(&path).expect("read back"), data);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn pages_that_fit_in_one_buffer_are_written_without_a_writer_thread() {
+        let data: Vec<u8> = (0..READ_BUFFER - 4096).map(|i| (i * 13 % 251) as u8).collect();
+        let dir = std::env::temp_dir().join(format!("crust-small-pages-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("pages.img");
+        let mem = File::open("/proc/self/mem").expect("open own mem");
+        let mut copier = PageCopier::new(std::process::id() as i32, File::create(&path).expect("create")).expect("copier");
+        copier.copy(&mem, data.as_ptr() as u64, data.len() as u64, true).expect("copy");
+        assert!(copier.writer.is_none(), "no writer thread for one buffer");
         let (copied, pieces) = copier.finish().expect("finish");
         assert_eq!(copied, data.len() as u64);
         assert_pieces_cover(&pieces, &data);
