@@ -9,6 +9,10 @@
 //!   64 MiB at a time, the memory faulted in first with MADV_POPULATE_WRITE (as crust's
 //!   restorer does). Both engines' restores do at least this (preadv into the area where
 //!   the pages belong).
+//! - exit floor: the workload itself, started with the same size, killed (SIGKILL) and
+//!   waited for: the kernel frees its memory before the wait returns. A dump without
+//!   `--leave-running` kills its target and waits for it (so that its pids are free for a
+//!   restore when the dump returns): CRIU's and crust's dump times hold this too.
 //!
 //! A figure of an engine at 1.0x its floor cannot go lower without changing what the
 //! kernel does (huge pages, O_DIRECT, not copying at all).
@@ -21,11 +25,12 @@ use std::time::Instant;
 
 use anyhow::Context;
 
-/// The write and read floors of one size, in ms.
+/// The write, read and exit floors of one size, in ms.
 #[derive(Clone, Copy, Debug)]
 pub struct Floor {
     pub write_ms: f64,
     pub read_ms: f64,
+    pub exit_ms: f64,
 }
 
 /// Size of one `write(2)` (the page copier's, `engine/src/memory/pages.rs`).
@@ -33,8 +38,16 @@ const WRITE_CHUNK: usize = 256 << 10;
 /// Size of one `pread(2)`.
 const READ_CHUNK: usize = 64 << 20;
 
-/// Measures both floors for `bytes` of pages, with a scratch file in `scratch`.
-pub fn measure(bytes: u64, scratch: &Path) -> anyhow::Result<Floor> {
+/// Measures the floors of `workload` (a memory workload of `workload.count` bytes),
+/// with a scratch file in `scratch`.
+pub fn measure(workload: &crate::workload::Workload, scratch: &Path) -> anyhow::Result<Floor> {
+    let exit_ms = {
+        let mut running = crate::workload::Running::start(workload, scratch).context("start the workload")?;
+        let started = Instant::now();
+        running.reap_after_dump();
+        started.elapsed().as_secs_f64() * 1e3
+    };
+    let bytes = workload.count;
     let path = scratch.join("floor.pages");
     let _ = std::fs::remove_file(&path);
     let len = usize::try_from(bytes).context("size")?;
@@ -71,5 +84,5 @@ pub fn measure(bytes: u64, scratch: &Path) -> anyhow::Result<Floor> {
     std::fs::remove_file(&path).with_context(|| format!("remove {}", path.display()))?;
     // The engines spawned next must not report this process's peak as theirs.
     crate::sys::reset_peak_rss().context("reset the peak resident set")?;
-    Ok(Floor { write_ms, read_ms })
+    Ok(Floor { write_ms, read_ms, exit_ms })
 }

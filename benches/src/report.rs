@@ -370,9 +370,9 @@ mod tests {
     }
 }
 
-/// The floors table (`floor.rs`): for each memory workload with floors, the median write
-/// and read floor and each engine's dump and restore as a multiple of it; empty when no
-/// floor was measured.
+/// The floors table (`floor.rs`): for each memory workload with floors, the median write,
+/// exit and read floors, each engine's dump as a multiple of write and exit, and its
+/// restore as a multiple of read; empty when no floor was measured.
 pub fn floors_table(rows: &[Row], floors: &[Vec<crate::floor::Floor>]) -> String {
     let times = |summary: &Summary| match summary {
         Summary::Measured { median, .. } => Some((median.dump_ms, median.restore_ms)),
@@ -385,15 +385,16 @@ pub fn floors_table(rows: &[Row], floors: &[Vec<crate::floor::Floor>]) -> String
         }
         if text.is_empty() {
             text.push_str(
-                "Floors (`benches/src/floor.rs`): the one copy neither engine avoids, timed without an engine: the \
-                 pages written into a new file of the images' filesystem (dump), and that cached file read into \
-                 fresh anonymous memory (restore). Medians of one measure per round; each engine's median as a \
-                 multiple of the floor.\n\n\
-                 | workload | write floor ms | dump: crust / CRIU (x floor) | read floor ms | restore: crust / CRIU (x floor) |\n\
-                 |---|---|---|---|---|\n",
+                "Floors (`benches/src/floor.rs`): what neither engine avoids, timed without an engine: the \
+                 pages written into a new file of the images' filesystem and the target killed and waited for \
+                 (dump: write + exit), and that cached file read into fresh anonymous memory (restore). Medians of \
+                 one measure per round; each engine's median as a multiple of the floor.\n\n\
+                 | workload | write floor ms | exit floor ms | dump: crust / CRIU (x write + exit) | read floor ms | restore: crust / CRIU (x floor) |\n\
+                 |---|---|---|---|---|---|\n",
             );
         }
         let write = median(floors.iter().map(|f| f.write_ms).collect());
+        let exit = median(floors.iter().map(|f| f.exit_ms).collect());
         let read = median(floors.iter().map(|f| f.read_ms).collect());
         let cell = |floor: f64, pick: fn((f64, f64)) -> f64| -> String {
             let one = |summary: Option<&Summary>| {
@@ -403,10 +404,11 @@ pub fn floors_table(rows: &[Row], floors: &[Vec<crate::floor::Floor>]) -> String
         };
         let _ = writeln!(
             text,
-            "| {} | {:.0} | {} | {:.0} | {} |",
+            "| {} | {:.0} | {:.0} | {} | {:.0} | {} |",
             row.workload.name,
             write,
-            cell(write, |t| t.0),
+            exit,
+            cell(write + exit, |t| t.0),
             read,
             cell(read, |t| t.1)
         );

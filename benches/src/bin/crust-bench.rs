@@ -113,9 +113,17 @@ fn main() -> anyhow::Result<()> {
                 outcomes[w][e].push(outcome);
             }
             if workload.kind == "anon" && !workload.leave_running {
-                match crust_benches::floor::measure(workload.count, &options.scratch) {
+                match crust_benches::floor::measure(workload, &options.scratch) {
                     Ok(floor) => {
-                        eprintln!("[{}/{}] {:<12} floor write {:.1} ms, read {:.1} ms", rep + 1, options.reps, workload.name, floor.write_ms, floor.read_ms);
+                        eprintln!(
+                            "[{}/{}] {:<12} floor write {:.1} ms, read {:.1} ms, exit {:.1} ms",
+                            rep + 1,
+                            options.reps,
+                            workload.name,
+                            floor.write_ms,
+                            floor.read_ms,
+                            floor.exit_ms
+                        );
                         floors[w].push(floor);
                     }
                     Err(error) => eprintln!("[{}/{}] {:<12} floor not measured: {error:#}", rep + 1, options.reps, workload.name),
