@@ -648,27 +648,97 @@ impl Broker {
     /// `restore::finish_process`, once the process they name exists.
     pub(crate) fn install<T>(&self, fds: &[pb::FdinfoEntry], files: &BTreeMap<u32, pb::RegFileEntry>, dir: &Path, deferred: &BTreeMap<u32, T>) -> Result<(), FileError> {
         let mut private: BTreeMap<u32, i32> = BTreeMap::new();
-        for fd in fds.iter().filter(|fd| !self.late.contains(&fd.id) && !deferred.contains_key(&fd.id)) {
-            let number = fd.fd as i32;
-            let cloexec = fd.flags & libc::FD_CLOEXEC as u32 != 0;
-            let source = match (self.fds.get(&fd.id), private.get(&fd.id)) {
-                (Some(&source), _) | (None, Some(&source)) => source,
-                (None, None) if files.contains_key(&fd.id) => {
-                    // The errors' texts are made only on error: this loop runs once per fd.
-                    let opened = open_regular(files, &BTreeMap::new(), &mut GhostFiles::default(), dir, fd.id).map_err(|e| file_within(format!("fd {number}"))(e))?;
-                    let placed = sys::place_fd(opened, number, cloexec).map_err(|e| file_io(format!("fd {number}"))(e));
-                    if opened != number {
-                        sys::close_fd(opened);
+        let mut holes = HoleFiller::new(fds);
+        let installed = (|| {
+            for fd in fds.iter().filter(|fd| !self.late.contains(&fd.id) && !deferred.contains_key(&fd.id)) {
+                let number = fd.fd as i32;
+                let cloexec = fd.flags & libc::FD_CLOEXEC as u32 != 0;
+                let source = match (self.fds.get(&fd.id), private.get(&fd.id)) {
+                    (Some(&source), _) | (None, Some(&source)) => source,
+                    (None, None) if files.contains_key(&fd.id) => {
+                        holes.fill_below(number);
+                        // The errors' texts are made only on error: this loop runs once per fd.
+                        let opened = open_regular(files, &BTreeMap::new(), &mut GhostFiles::default(), dir, fd.id).map_err(|e| file_within(format!("fd {number}"))(e))?;
+                        let placed = sys::place_opened_fd(opened, number, cloexec).map_err(|e| file_io(format!("fd {number}"))(e));
+                        if opened != number {
+                            sys::close_fd(opened);
+                        }
+                        placed?;
+                        holes.placed(number);
+                        private.insert(fd.id, number);
+                        continue;
                     }
-                    placed?;
-                    private.insert(fd.id, number);
-                    continue;
+                    (None, None) => return Err(FileError::refused(format!("fd {number}: file id {} was not opened", fd.id))),
+                };
+                sys::place_fd(source, number, cloexec).map_err(|e| file_io(format!("fd {number}"))(e))?;
+                holes.placed(number);
+            }
+            Ok(())
+        })();
+        holes.close();
+        installed
+    }
+}
+
+/// Fills the free numbers below the next fd to open while a process's fds are placed in
+/// ascending order, so that open(2), which takes the lowest free number, opens each
+/// file at its own (10,000 files from fd 100 up were each opened at fd 3, moved and
+/// closed: two calls more a file). A filler is a copy of the last fd placed, made with
+/// one F_DUPFD at the lowest free number at or above the hole, and closed once every fd
+/// is placed (before any lock is taken: a close drops the process's record locks on
+/// the file). Off where the holes outnumber the fds (a few fds at high numbers).
+struct HoleFiller {
+    /// Every number below is taken (placed, filled, or kept by the broker).
+    taken_below: i32,
+    /// The last fd placed: what fillers copy.
+    last: Option<i32>,
+    /// In ascending order.
+    fillers: Vec<i32>,
+    on: bool,
+}
+
+impl HoleFiller {
+    fn new(fds: &[pb::FdinfoEntry]) -> HoleFiller {
+        let top = fds.iter().map(|fd| fd.fd as u64 + 1).max().unwrap_or(0);
+        HoleFiller { taken_below: 0, last: None, fillers: Vec::new(), on: top.saturating_sub(fds.len() as u64) <= fds.len() as u64 }
+    }
+
+    /// Fills the free numbers from `taken_below` to `number`.
+    fn fill_below(&mut self, number: i32) {
+        let Some(source) = self.last.filter(|_| self.on) else { return };
+        let mut at = self.taken_below;
+        while at < number {
+            match sys::dup_at_least(source, at) {
+                Ok(filler) if filler < number => {
+                    self.fillers.push(filler);
+                    at = filler + 1;
                 }
-                (None, None) => return Err(FileError::refused(format!("fd {number}: file id {} was not opened", fd.id))),
-            };
-            sys::place_fd(source, number, cloexec).map_err(|e| file_io(format!("fd {number}"))(e))?;
+                Ok(beyond) => {
+                    sys::close_fd(beyond);
+                    break;
+                }
+                Err(_) => break,
+            }
         }
-        Ok(())
+        self.taken_below = self.taken_below.max(number);
+    }
+
+    /// `number` holds its fd now (where a filler held it, dup3 closed the filler: it is
+    /// no filler any more).
+    fn placed(&mut self, number: i32) {
+        if let Ok(index) = self.fillers.binary_search(&number) {
+            self.fillers.remove(index);
+        }
+        self.last = Some(number);
+        if number == self.taken_below {
+            self.taken_below = number + 1;
+        }
+    }
+
+    fn close(self) {
+        for filler in self.fillers {
+            sys::close_fd(filler);
+        }
     }
 }
 
@@ -808,6 +878,32 @@ fn create_ghost(dir: &Path, ghost_id: u32, reg: &pb::RegFileEntry) -> Result<Own
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn holes_below_the_next_fd_are_filled_and_the_fillers_closed() {
+        let entry = |fd: u32| pb::FdinfoEntry { fd, ..Default::default() };
+        // Holes 3..100 below 100 fds: filled; 3 fds at 0, 1 and 1000: not.
+        assert!(HoleFiller::new(&[0, 1, 2].into_iter().chain(100..200).map(entry).collect::<Vec<_>>()).on);
+        assert!(!HoleFiller::new(&[entry(0), entry(1), entry(1000)]).on);
+        // Numbers far above what the other tests' threads open.
+        let null = sys::open_raw(Path::new("/dev/null"), libc::O_RDONLY | libc::O_CLOEXEC, 0).expect("open /dev/null");
+        let base = 960;
+        let source = sys::dup_at_least(null, base).expect("dup");
+        sys::close_fd(null);
+        assert!((base..base + 10).all(|n| n == source || !sys::fd_is_open(n)), "numbers above {base} are free");
+        let mut holes = HoleFiller { taken_below: source + 1, last: Some(source), fillers: Vec::new(), on: true };
+        holes.fill_below(source + 6);
+        assert_eq!(holes.fillers, (source + 1..source + 6).collect::<Vec<_>>());
+        assert!(!sys::fd_is_open(source + 6), "the number asked for stays free");
+        // A filler's number given its own fd (dup3 over it) is no filler any more.
+        sys::place_fd(source, source + 3, false).expect("dup3");
+        holes.placed(source + 3);
+        holes.close();
+        assert!(sys::fd_is_open(source + 3), "the placed fd stays");
+        assert!([1, 2, 4, 5].iter().all(|&k| !sys::fd_is_open(source + k)), "the fillers are closed");
+        sys::close_fd(source + 3);
+        sys::close_fd(source);
+    }
 
     #[test]
     fn inherit_keys_are_criu_s() {
