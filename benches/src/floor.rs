@@ -1,5 +1,6 @@
-//! The floor under a memory workload's dump and restore on this machine: the one copy of
-//! the pages neither engine can avoid, timed in the harness itself without any engine.
+//! The floor under a memory workload's dump and restore on this machine: what neither
+//! engine can avoid (one copy of the pages, and the end of the killed target), timed in
+//! the harness itself without any engine.
 //!
 //! - write floor: the pages (already in memory, every page touched) written into a new
 //!   file of the images' filesystem in 256 KiB `write(2)`s, into fresh page cache. Both
@@ -42,9 +43,10 @@ const READ_CHUNK: usize = 64 << 20;
 /// with a scratch file in `scratch`.
 pub fn measure(workload: &crate::workload::Workload, scratch: &Path) -> anyhow::Result<Floor> {
     let exit_ms = {
-        let mut running = crate::workload::Running::start(workload, scratch).context("start the workload")?;
+        let running = crate::workload::Running::start(workload, scratch).context("start the workload")?;
         let started = Instant::now();
-        running.reap_after_dump();
+        // SIGKILL, then the wait for its end (its files removed too).
+        running.kill();
         started.elapsed().as_secs_f64() * 1e3
     };
     let bytes = workload.count;

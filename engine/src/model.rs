@@ -44,6 +44,7 @@ pub mod vma {
 }
 
 /// What /proc tells about a stopped process (the collect stage of a dump).
+#[cfg_attr(test, derive(Default))]
 pub(crate) struct Collected {
     pub(crate) stat: procfs::Stat,
     pub(crate) status: BTreeMap<String, String>,
@@ -54,8 +55,8 @@ pub(crate) struct Collected {
     pub(crate) root: PathBuf,
     pub(crate) personality: u32,
     pub(crate) rlimits: Vec<(u64, u64)>,
-    /// The inode of each of its namespaces (/proc/PID/ns), and of the time namespace its
-    /// children would start in (`time_for_children`).
+    /// The inode of each of its namespaces (/proc/PID/ns).
     pub(crate) ns: crate::ns::NsInodes,
+    /// The inode of the time namespace its children would start in.
     pub(crate) time_for_children: Option<u64>,
 }

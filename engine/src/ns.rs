@@ -120,11 +120,14 @@ pub(crate) fn inode_of(inodes: &NsInodes, kind: NsKind) -> Option<u64> {
 pub(crate) fn read_inodes(pid: &str) -> NsInodes {
     let mut inodes = [None; 8];
     for (slot, kind) in inodes.iter_mut().zip(NsKind::ALL) {
-        *slot = std::fs::read_link(format!("/proc/{pid}/ns/{}", kind.proc_name()))
-            .ok()
-            .and_then(|link| parse_ns_link(&link.to_string_lossy()));
+        *slot = read_link_inode(pid, kind.proc_name());
     }
     inodes
+}
+
+/// The inode of `pid`'s /proc/PID/ns/`name` link (`None`: no such link, or unreadable).
+pub(crate) fn read_link_inode(pid: &str, name: &str) -> Option<u64> {
+    std::fs::read_link(format!("/proc/{pid}/ns/{name}")).ok().and_then(|link| parse_ns_link(&link.to_string_lossy()))
 }
 
 /// The inode of a namespace link's text (`ipc:[4026531839]`).

@@ -145,6 +145,6 @@ pub(crate) fn collect(pid: i32) -> Result<Collected, CollectError> {
         personality,
         rlimits,
         ns: crate::ns::read_inodes(&pid.to_string()),
-        time_for_children: fs::read_link(format!("/proc/{pid}/ns/time_for_children")).ok().and_then(|l| crate::ns::parse_ns_link(&l.to_string_lossy())),
+        time_for_children: crate::ns::read_link_inode(&pid.to_string(), "time_for_children"),
     })
 }

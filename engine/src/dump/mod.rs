@@ -20,6 +20,8 @@ use crate::error::io_failure;
 use crate::files::{FileDumpError, FileTable};
 use crate::ipc::IpcError;
 use crate::memory::snapshot::{CopyError, CopyOptions};
+use crate::model::Collected;
+use crate::ns::{NsInodes, NsKind};
 use crate::stages::{Stage, StageFailure, Stages};
 use crate::sys;
 
@@ -436,7 +438,7 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     // Dropped before `frozen`: a failed dump lets the network flow again before the
     // tree runs, as CRIU's network-unlock comes before the release.
     let mut network = NetworkStages::lock(&options.stages, root)?;
-    let own_ipc_ns = crate::ipc::tree_has_own_namespace(&live).map_err(|e| DumpError::Unsupported { pid: e.pid, what: e.to_string() })?;
+    let own_inodes = crate::ns::read_inodes("self");
     fault(DumpStep::Collect)?;
 
     // Each live process's parasite, from here into the memory stage, which cures each
@@ -450,6 +452,8 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
             return Err(DumpError::Interrupted { pid: root, signal });
         }
         collected.push(collecting.take(index)?);
+        // Namespaces crust does not dump are refused before anything is injected.
+        refuse_foreign_namespaces(&own_inodes, &live[..=index], &collected)?;
         let (process_queries, parasite) = queries::query_process(process, &collected[index], &watch)?;
         queries.push(process_queries);
         parasites.push(parasite);
@@ -458,15 +462,13 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     log::debug!("/proc of {} processes read in {took:?} on the collect threads; the parasite stage waited {waited:?} for it", collected.len());
     // The namespaces, from the links the collect read: 8 a process, which took this
     // thread 4-8 ms for a tree of 100 before the parasite stage when it read them.
-    let own_inodes = crate::ns::read_inodes("self");
     let ids = crate::ns::number(&own_inodes, &collected.iter().map(|c| c.ns).collect::<Vec<_>>());
-    let namespaces = namespaces::collect(&frozen, &collected, &ids, &options.mounts)?;
+    let namespaces = namespaces::collect(&frozen, &ids, &options.mounts)?;
     let run_id = new_run_id().map_err(io_err(root, "read /proc/sys/kernel/random/uuid"))?;
     // A network namespace of the tree's own (all its processes in it) is dumped under
     // the id `ns::number` gave it.
-    let net_inodes: Vec<(i32, Option<u64>)> = live.iter().zip(&collected).map(|(&pid, c)| (pid, crate::ns::inode_of(&c.ns, crate::ns::NsKind::Net))).collect();
-    let own_net_ns = crate::net::dump::tree_has_own_namespace(&net_inodes, crate::ns::inode_of(&own_inodes, crate::ns::NsKind::Net))
-        .map_err(|(pid, e)| DumpError::Unsupported { pid, what: e.to_string() })?;
+    let own_net_ns = own_namespace(&own_inodes, &live, &collected, NsKind::Net)?;
+    let own_ipc_ns = own_namespace(&own_inodes, &live, &collected, NsKind::Ipc)?;
     let net_ns_id = if own_net_ns { ids.processes.first().and_then(|p| p.net_ns_id) } else { None };
     // crust reads the creds in its own view; a tree in a user namespace of its own keeps
     // them in that namespace's (root in it is uid 0), as CRIU records them.
@@ -667,6 +669,33 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
 }
 
 /// A fresh id for this dump (a random UUID, as CRIU's `dump_criu_run_id`).
+/// Refuses the newest process of `collected` (the live processes so far, the root first;
+/// `live`: their pids) before its parasite starts where a namespace of it is one crust
+/// does not dump: see [`namespaces::refuse_early`], and an IPC or network namespace other
+/// than the root's (the whole list is read only to name a refusal).
+fn refuse_foreign_namespaces(own: &NsInodes, live: &[i32], collected: &[Collected]) -> Result<(), DumpError> {
+    namespaces::refuse_early(own, live, collected)?;
+    let (Some(root), Some(newest)) = (collected.first(), collected.last()) else { return Ok(()) };
+    for kind in [NsKind::Ipc, NsKind::Net] {
+        if crate::ns::inode_of(&newest.ns, kind) != crate::ns::inode_of(&root.ns, kind) {
+            own_namespace(own, live, collected, kind)?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether the live processes `collected` (pids in `live`, the root first) are in an
+/// IPC or network namespace (`kind`) other than crust's (`own`); a tree in several is
+/// refused.
+fn own_namespace(own: &NsInodes, live: &[i32], collected: &[Collected], kind: NsKind) -> Result<bool, DumpError> {
+    let processes: Vec<(i32, Option<u64>)> = live.iter().zip(collected).map(|(&pid, c)| (pid, crate::ns::inode_of(&c.ns, kind))).collect();
+    let own = crate::ns::inode_of(own, kind);
+    match kind {
+        NsKind::Ipc => crate::ipc::tree_has_own_namespace(&processes, own).map_err(|e| DumpError::Unsupported { pid: e.pid, what: e.to_string() }),
+        _ => crate::net::dump::tree_has_own_namespace(&processes, own).map_err(|(pid, e)| DumpError::Unsupported { pid, what: e.to_string() }),
+    }
+}
+
 fn new_run_id() -> io::Result<String> {
     Ok(fs::read_to_string("/proc/sys/kernel/random/uuid")?.trim().to_string())
 }

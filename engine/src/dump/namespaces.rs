@@ -1,4 +1,5 @@
-//! The namespaces stage of a dump, after the parasite stage: which namespaces the tree
+//! The namespaces stage of a dump, each process checked before its parasite and the
+//! tree's namespaces read after the parasite stage: which namespaces the tree
 //! has of its own, compared with crust's. A mount namespace (`mounts/`) and a UTS
 //! namespace (`uts.rs`) of its own are dumped, a cgroup namespace through the cgroup
 //! sets (`cgroups/`), a user namespace of its own (`userns.rs`) when its parent is
@@ -13,7 +14,7 @@ use crate::dump::freeze::Frozen;
 use crate::files::MountView;
 use crate::model::Collected;
 use crate::mounts::{DumpMountOptions, DumpedMounts, MountError};
-use crate::ns::{NsKind, TreeIds};
+use crate::ns::{NsInodes, NsKind, TreeIds};
 use crate::userns::IdMaps;
 use crate::uts::UtsError;
 
@@ -77,21 +78,34 @@ impl TreeNamespaces {
     }
 }
 
-/// Compares the namespaces of every live process of `frozen` (numbered in `ids`,
-/// `ns::number`; `collected`: what /proc told of each, same order) with crust's:
-/// refuses the kinds crust does not dump yet, and reads the tree's mount namespace (the
-/// dump stops here if a mount cannot be taken).
-pub(crate) fn collect(frozen: &Frozen, collected: &[Collected], ids: &TreeIds, options: &DumpMountOptions) -> Result<TreeNamespaces, NamespaceError> {
-    let live: Vec<i32> = frozen.processes.iter().filter(|p| !p.is_zombie()).map(|p| p.proc_pid()).collect();
-    let root = live.first().copied().unwrap_or(frozen.processes[0].proc_pid());
-    if let Some((pid, what)) = refused(&live, ids) {
+/// Refuses the newest process of `collected` (what /proc told of the live processes so
+/// far, the root first; `live`: their pids) before its parasite starts, where it is in a
+/// mount, UTS, cgroup, time or user namespace other than the root's, which crust does not
+/// dump yet, or has a time namespace for its children only. `own`: crust's namespaces.
+/// Pure.
+pub(crate) fn refuse_early(own: &NsInodes, live: &[i32], collected: &[Collected]) -> Result<(), NamespaceError> {
+    let (Some(root), Some(newest)) = (collected.first(), collected.last()) else { return Ok(()) };
+    let pid = live[collected.len() - 1];
+    if let Some(what) = time_for_children_refused(crate::ns::inode_of(&newest.ns, NsKind::Time), newest.time_for_children) {
         return Err(NamespaceError::Refused { pid, what });
     }
-    for (&pid, process) in live.iter().zip(collected) {
-        if let Some(what) = time_for_children_refused(crate::ns::inode_of(&process.ns, NsKind::Time), process.time_for_children) {
+    // Named by the ids the whole tree's numbering gives them (the same for the processes
+    // so far), as the images would.
+    if REFUSED_KINDS.iter().any(|&kind| crate::ns::inode_of(&newest.ns, kind) != crate::ns::inode_of(&root.ns, kind)) {
+        let inodes: Vec<NsInodes> = collected.iter().map(|c| c.ns).collect();
+        if let Some((pid, what)) = refused(&live[..collected.len()], &crate::ns::number(own, &inodes)) {
             return Err(NamespaceError::Refused { pid, what });
         }
     }
+    Ok(())
+}
+
+/// Compares the namespaces of the tree (numbered in `ids`, `ns::number`; each process
+/// was checked by [`refuse_early`] before its parasite) with crust's, and reads the
+/// tree's mount namespace (the dump stops here if a mount cannot be taken).
+pub(crate) fn collect(frozen: &Frozen, ids: &TreeIds, options: &DumpMountOptions) -> Result<TreeNamespaces, NamespaceError> {
+    let live: Vec<i32> = frozen.processes.iter().filter(|p| !p.is_zombie()).map(|p| p.proc_pid()).collect();
+    let root = live.first().copied().unwrap_or(frozen.processes[0].proc_pid());
     let own = |kind: NsKind| ids.processes.first().and_then(|first| kind.id(first)).filter(|&id| Some(id) != kind.id(&ids.root));
     let user = match own(NsKind::User) {
         Some(id) => Some((id, crate::userns::read(root).map_err(|source| NamespaceError::Userns { pid: root, source })?)),
@@ -110,13 +124,16 @@ pub(crate) fn collect(frozen: &Frozen, collected: &[Collected], ids: &TreeIds, o
     Ok(TreeNamespaces { mounts, uts_id: own(NsKind::Uts), cgroup_ns: own(NsKind::Cgroup).is_some(), user, root })
 }
 
+/// The kinds a tree must have one namespace of (the root's) to be dumped.
+const REFUSED_KINDS: [NsKind; 5] = [NsKind::Uts, NsKind::Mnt, NsKind::Cgroup, NsKind::Time, NsKind::User];
+
 /// The first namespace of the live processes `live` (ids in `ids.processes`, same
 /// order) that crust cannot dump yet: a mount, UTS, cgroup, time or user namespace
 /// other than the tree root's. Pure.
 fn refused(live: &[i32], ids: &TreeIds) -> Option<(i32, String)> {
     let first = ids.processes.first()?;
     for (&pid, process) in live.iter().zip(&ids.processes) {
-        for kind in [NsKind::Uts, NsKind::Mnt, NsKind::Cgroup, NsKind::Time, NsKind::User] {
+        for kind in REFUSED_KINDS {
             if kind.id(process) != kind.id(first) {
                 let show = |id: Option<u32>| id.map_or_else(|| "none".to_string(), |id| id.to_string());
                 return Some((
@@ -145,7 +162,7 @@ fn time_for_children_refused(time: Option<u64>, for_children: Option<u64>) -> Op
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ns::{number, NsInodes};
+    use crate::ns::number;
 
     const HOST: NsInodes = [Some(10), Some(20), Some(30), Some(40), Some(50), Some(60), Some(70), Some(80)];
 
@@ -164,6 +181,25 @@ mod tests {
         assert_eq!(error, "a user namespace other than the tree root's (user_ns_id 13 here, 7 in the root): not supported yet");
         let error = refused(&[100, 101], &number(&HOST, &[tree, HOST])).expect("mnt").1;
         assert_eq!(error, "a UTS namespace other than the tree root's (uts_ns_id 4 here, 11 in the root): not supported yet");
+    }
+
+    #[test]
+    fn each_process_is_refused_before_its_parasite_with_the_trees_ids() {
+        let process = |ns: NsInodes, time_for_children: Option<u64>| Collected { ns, time_for_children, ..Default::default() };
+        let mut tree = HOST;
+        tree[3] = Some(41);
+        let mut other_uts = tree;
+        other_uts[3] = Some(42);
+        let live = [100, 101, 102];
+        let so_far = [process(tree, Some(50)), process(tree, Some(50))];
+        assert!(refuse_early(&HOST, &live, &so_far).is_ok());
+        assert!(refuse_early(&HOST, &live, &[]).is_ok());
+        let with_other = [process(tree, Some(50)), process(tree, Some(50)), process(other_uts, Some(50))];
+        let error = refuse_early(&HOST, &live, &with_other).unwrap_err().to_string();
+        assert_eq!(error, "dump pid 102: a UTS namespace other than the tree root's (uts_ns_id 10 here, 9 in the root): not supported yet");
+        let pending = [process(tree, Some(50)), process(tree, Some(51))];
+        let error = refuse_early(&HOST, &live, &pending).unwrap_err().to_string();
+        assert!(error.starts_with("dump pid 101: a time namespace for its children only (time_for_children 51 differs from time 50"), "{error}");
     }
 
     #[test]

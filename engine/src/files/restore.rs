@@ -682,13 +682,14 @@ impl Broker {
 
 /// Fills the free numbers below the next fd to open while a process's fds are placed in
 /// ascending order, so that open(2), which takes the lowest free number, opens each
-/// file at its own (10,000 files from fd 100 up were each opened at fd 3, moved and
-/// closed: two calls more a file). A filler is a copy of the last fd placed, made with
+/// file at its own (10,000 files from fd 100 up were each opened at fd 3, then moved,
+/// flagged and fd 3 closed: open, dup2, fcntl and close a file). A filler is a copy of
+/// the last fd placed, made with
 /// one F_DUPFD at the lowest free number at or above the hole, and closed once every fd
 /// is placed (before any lock is taken: a close drops the process's record locks on
 /// the file). Off where the holes outnumber the fds (a few fds at high numbers).
 struct HoleFiller {
-    /// Every number below is taken (placed, filled, or kept by the broker).
+    /// Where the next fill starts: the numbers below are not filled again.
     taken_below: i32,
     /// The last fd placed: what fillers copy.
     last: Option<i32>,
@@ -783,7 +784,8 @@ struct GhostFiles {
     above: i32,
 }
 
-/// Opens regular file `id` with its dumped flags and offset, at the lowest free fd. An
+/// Opens regular file `id` with its dumped flags and offset, at the lowest free fd,
+/// without FD_CLOEXEC (but one reopened from its ghost: `sys::file::reopen`). An
 /// unlinked one is opened from its ghost (`ghosts`: reg-file id → ghost id), which is
 /// made on first use and kept in `made`: every description of one inode opens the one
 /// file again, as they were one file at dump time.

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use crust_images::{pb, ImageKind};
 
-use super::{in_namespace_of, ipc_io, ns_link, read_one, read_optional, read_sysctl, shmem_file, IpcError, CHUNK};
+use super::{in_namespace_of, ipc_io, read_one, read_optional, read_sysctl, shmem_file, IpcError, CHUNK};
 use crate::sys::sysv;
 use crate::userns::IdMaps;
 
@@ -20,20 +20,19 @@ pub(crate) struct ForeignNamespace {
     root: String,
 }
 
-/// Whether the processes `pids` (the root first) live in an IPC namespace of their own.
-pub(crate) fn tree_has_own_namespace(pids: &[i32]) -> Result<bool, ForeignNamespace> {
-    let root = ns_link(pids[0]);
-    for &pid in &pids[1..] {
-        let ns = ns_link(pid);
-        if ns != root {
-            return Err(ForeignNamespace { pid, namespace: show(&ns), root: show(&root) });
-        }
+/// Whether the processes `processes` (pid and the inode of its IPC namespace, `None`
+/// where its link could not be read; the root first) live in an IPC namespace other than
+/// crust's (`own`). Pure.
+pub(crate) fn tree_has_own_namespace(processes: &[(i32, Option<u64>)], own: Option<u64>) -> Result<bool, ForeignNamespace> {
+    let Some(&(_, root)) = processes.first() else { return Ok(false) };
+    if let Some(&(pid, inode)) = processes[1..].iter().find(|(_, inode)| *inode != root) {
+        return Err(ForeignNamespace { pid, namespace: show(inode), root: show(root) });
     }
-    Ok(root != fs::read_link("/proc/self/ns/ipc").ok())
+    Ok(root != own)
 }
 
-fn show(link: &Option<std::path::PathBuf>) -> String {
-    link.as_ref().map(|l| l.display().to_string()).unwrap_or_else(|| "?".into())
+fn show(inode: Option<u64>) -> String {
+    inode.map_or_else(|| "?".into(), |inode| format!("ipc:[{inode}]"))
 }
 
 /// The `ipc_desc_entry` of an object; owners in the view of the tree's user namespace
@@ -169,3 +168,17 @@ pub(crate) fn dump_namespace(root: i32, dir: &Path, ns_id: u32, owners: Option<&
     })
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tree_in_one_ipc_namespace_is_compared_with_crusts_and_a_split_one_refused() {
+        assert!(!tree_has_own_namespace(&[(10, Some(7)), (11, Some(7))], Some(7)).unwrap());
+        assert!(tree_has_own_namespace(&[(10, Some(8))], Some(7)).unwrap());
+        assert!(!tree_has_own_namespace(&[], Some(7)).unwrap());
+        let error = tree_has_own_namespace(&[(10, Some(8)), (11, Some(8)), (12, None)], Some(7)).unwrap_err();
+        assert_eq!(error.pid, 12);
+        assert_eq!(error.to_string(), "an IPC namespace (?) other than the tree root's (ipc:[8])");
+    }
+}

@@ -61,10 +61,6 @@ fn ipc_io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> IpcError {
 const CHUNK: u64 = 1 << 20;
 
 
-fn ns_link(pid: i32) -> Option<std::path::PathBuf> {
-    fs::read_link(format!("/proc/{pid}/ns/ipc")).ok()
-}
-
 /// Runs `work` in a thread of its own that has entered `pid`'s IPC namespace (the
 /// namespace is a property of the thread; crust's other threads stay where they are).
 fn in_namespace_of<T: Send>(pid: i32, work: impl FnOnce() -> Result<T, IpcError> + Send) -> Result<T, IpcError> {

@@ -59,7 +59,7 @@ pub(crate) fn dump_memory(
         }
     };
     let mut pages_out =
-        PageCopier::with_pipes(pid, pages_file, read_ends).map_err(io_err(pid, "start the pages writer"))?;
+        PageCopier::with_pipes(pid, pages_file, read_ends).map_err(io_err(pid, "make the pages copier"))?;
     if server.is_some() {
         pages_out = pages_out.without_checksums();
     }

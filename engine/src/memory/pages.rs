@@ -125,7 +125,8 @@ enum Job {
     Pipe { index: usize, len: usize, source: Option<u64> },
 }
 
-/// What [`write_jobs`] is started with.
+/// What [`write_jobs`] is started with, kept by a copier without pipes until its first
+/// full buffer.
 struct Unstarted {
     out: File,
     jobs: Receiver<Job>,
@@ -173,12 +174,14 @@ pub struct PageCopier {
 }
 
 impl PageCopier {
-    /// Starts the writer thread over `out` (positioned where the pages go).
+    /// A copier into `out` (positioned where the pages go); its writer thread starts
+    /// with the first full buffer.
     pub fn new(pid: i32, out: File) -> io::Result<PageCopier> {
         PageCopier::with_pipes(pid, out, Vec::new())
     }
 
-    /// The same, with the read ends of pipes that [`PageCopier::copy_spliced`] fills.
+    /// The same, with the read ends of pipes that [`PageCopier::copy_spliced`] fills (the
+    /// writer then starts at once).
     pub fn with_pipes(pid: i32, out: File, pipes: Vec<OwnedFd>) -> io::Result<PageCopier> {
         let (to_writer, filled) = sync_channel::<Job>(BUFFERS + pipes.len());
         let (give_back, free_buffers) = channel::<Vec<u8>>();
@@ -209,10 +212,7 @@ impl PageCopier {
         let (writer, unstarted) = if pipes.is_empty() {
             (None, Some(Unstarted { out, jobs: filled, give_back }))
         } else {
-            let writer = std::thread::Builder::new()
-                .name("crust-pages".into())
-                .spawn(move || write_jobs(out, filled, give_back, pipes, pipe_back, to_summer))?;
-            (Some(writer), None)
+            (Some(spawn_writer(out, filled, give_back, pipes, pipe_back, to_summer)?), None)
         };
         Ok(PageCopier {
             pid,
@@ -374,9 +374,7 @@ impl PageCopier {
     pub(crate) fn finish(mut self) -> io::Result<(u64, Vec<Piece>)> {
         if let Some(Unstarted { mut out, .. }) = self.unstarted.take() {
             // Everything fit in one buffer: written here.
-            for chunk in self.current[..self.filled].chunks(WRITE_CHUNK) {
-                out.write_all(chunk)?;
-            }
+            write_chunks(&mut out, &self.current[..self.filled])?;
             self.filled = 0;
         }
         if self.filled > 0 {
@@ -420,10 +418,7 @@ impl PageCopier {
 
     fn send_current(&mut self) -> io::Result<()> {
         if let Some(Unstarted { out, jobs, give_back }) = self.unstarted.take() {
-            let writer = std::thread::Builder::new()
-                .name("crust-pages".into())
-                .spawn(move || write_jobs(out, jobs, give_back, Vec::new(), channel::<usize>().0, None))?;
-            self.writer = Some(writer);
+            self.writer = Some(spawn_writer(out, jobs, give_back, Vec::new(), channel().0, None)?);
         }
         let given_back = match self.free_buffers.try_recv() {
             Ok(buffer) => Some(buffer),
@@ -505,6 +500,26 @@ fn sum_ranges(pid: i32, mem: File, ranges: Receiver<(u64, u64, u64)>) -> io::Res
     Ok(pieces)
 }
 
+/// Starts [`write_jobs`] on a thread of its own.
+fn spawn_writer(
+    out: File,
+    jobs: Receiver<Job>,
+    give_back: std::sync::mpsc::Sender<Vec<u8>>,
+    pipes: Vec<OwnedFd>,
+    pipe_back: std::sync::mpsc::Sender<usize>,
+    to_summer: Option<SyncSender<(u64, u64, u64)>>,
+) -> io::Result<JoinHandle<io::Result<()>>> {
+    std::thread::Builder::new().name("crust-pages".into()).spawn(move || write_jobs(out, jobs, give_back, pipes, pipe_back, to_summer))
+}
+
+/// Appends `bytes` to `out` in `WRITE_CHUNK` writes.
+fn write_chunks(out: &mut File, bytes: &[u8]) -> io::Result<()> {
+    for chunk in bytes.chunks(WRITE_CHUNK) {
+        out.write_all(chunk)?;
+    }
+    Ok(())
+}
+
 fn write_jobs(
     mut out: File,
     jobs: Receiver<Job>,
@@ -518,9 +533,7 @@ fn write_jobs(
     while let Ok(job) = jobs.recv() {
         match job {
             Job::Buffer(buffer, len) => {
-                for chunk in buffer[..len].chunks(WRITE_CHUNK) {
-                    out.write_all(chunk)?;
-                }
+                write_chunks(&mut out, &buffer[..len])?;
                 offset += len as u64;
                 // The reader may be done already: then nobody wants the buffer back.
                 let _ = give_back.send(buffer);

@@ -727,7 +727,8 @@ impl Answer {
 
 /// The start of every mapping of `maps` shaped like a parasite area of `len` bytes
 /// (told to the guardian, so that it never takes one of them for the area). The
-/// process is stopped: the mappings read after its stop are its mappings now.
+/// process is stopped: the mappings read after its stop are its mappings now (processes
+/// sharing one mm without being threads, which crust does not dump, would not be).
 fn areas_shaped(maps: &[MapsLine], len: u64) -> Vec<u64> {
     maps.iter().filter(|m| guardian::area_shaped(m, len)).map(|m| m.start).collect()
 }
