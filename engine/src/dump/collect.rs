@@ -134,6 +134,7 @@ pub(crate) fn collect(pid: i32) -> Result<Collected, CollectError> {
             Err(error) => return Err(io_err(pid, format!("prlimit {resource}"))(error)),
         }
     }
+    let pid_text = pid.to_string();
     Ok(Collected {
         stat,
         status,
@@ -144,7 +145,7 @@ pub(crate) fn collect(pid: i32) -> Result<Collected, CollectError> {
         root: link("root")?,
         personality,
         rlimits,
-        ns: crate::ns::read_inodes(&pid.to_string()),
-        time_for_children: crate::ns::read_link_inode(&pid.to_string(), "time_for_children"),
+        ns: crate::ns::read_inodes(&pid_text),
+        time_for_children: crate::ns::read_link_inode(&pid_text, "time_for_children"),
     })
 }

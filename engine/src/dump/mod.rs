@@ -668,7 +668,6 @@ fn dump_once(options: &DumpOptions) -> Result<DumpReport, DumpError> {
     Ok(DumpReport { frozen: frozen_for, total: started.elapsed(), pages, vmas: vma_count, processes, threads, window_longest })
 }
 
-/// A fresh id for this dump (a random UUID, as CRIU's `dump_criu_run_id`).
 /// Refuses the newest process of `collected` (the live processes so far, the root first;
 /// `live`: their pids) before its parasite starts where a namespace of it is one crust
 /// does not dump: see [`namespaces::refuse_early`], and an IPC or network namespace other
@@ -696,6 +695,7 @@ fn own_namespace(own: &NsInodes, live: &[i32], collected: &[Collected], kind: Ns
     }
 }
 
+/// A fresh id for this dump (a random UUID, as CRIU's `dump_criu_run_id`).
 fn new_run_id() -> io::Result<String> {
     Ok(fs::read_to_string("/proc/sys/kernel/random/uuid")?.trim().to_string())
 }

@@ -648,35 +648,32 @@ impl Broker {
     /// `restore::finish_process`, once the process they name exists.
     pub(crate) fn install<T>(&self, fds: &[pb::FdinfoEntry], files: &BTreeMap<u32, pb::RegFileEntry>, dir: &Path, deferred: &BTreeMap<u32, T>) -> Result<(), FileError> {
         let mut private: BTreeMap<u32, i32> = BTreeMap::new();
+        // Its fillers are closed when it is dropped, on every path out of here.
         let mut holes = HoleFiller::new(fds);
-        let installed = (|| {
-            for fd in fds.iter().filter(|fd| !self.late.contains(&fd.id) && !deferred.contains_key(&fd.id)) {
-                let number = fd.fd as i32;
-                let cloexec = fd.flags & libc::FD_CLOEXEC as u32 != 0;
-                let source = match (self.fds.get(&fd.id), private.get(&fd.id)) {
-                    (Some(&source), _) | (None, Some(&source)) => source,
-                    (None, None) if files.contains_key(&fd.id) => {
-                        holes.fill_below(number);
-                        // The errors' texts are made only on error: this loop runs once per fd.
-                        let opened = open_regular(files, &BTreeMap::new(), &mut GhostFiles::default(), dir, fd.id).map_err(|e| file_within(format!("fd {number}"))(e))?;
-                        let placed = sys::place_opened_fd(opened, number, cloexec).map_err(|e| file_io(format!("fd {number}"))(e));
-                        if opened != number {
-                            sys::close_fd(opened);
-                        }
-                        placed?;
-                        holes.placed(number);
-                        private.insert(fd.id, number);
-                        continue;
+        for fd in fds.iter().filter(|fd| !self.late.contains(&fd.id) && !deferred.contains_key(&fd.id)) {
+            let number = fd.fd as i32;
+            let cloexec = fd.flags & libc::FD_CLOEXEC as u32 != 0;
+            let source = match (self.fds.get(&fd.id), private.get(&fd.id)) {
+                (Some(&source), _) | (None, Some(&source)) => source,
+                (None, None) if files.contains_key(&fd.id) => {
+                    holes.fill_below(number);
+                    // The errors' texts are made only on error: this loop runs once per fd.
+                    let opened = open_regular(files, &BTreeMap::new(), &mut GhostFiles::default(), dir, fd.id).map_err(|e| file_within(format!("fd {number}"))(e))?;
+                    let placed = sys::place_opened_fd(opened, number, cloexec).map_err(|e| file_io(format!("fd {number}"))(e));
+                    if opened != number {
+                        sys::close_fd(opened);
                     }
-                    (None, None) => return Err(FileError::refused(format!("fd {number}: file id {} was not opened", fd.id))),
-                };
-                sys::place_fd(source, number, cloexec).map_err(|e| file_io(format!("fd {number}"))(e))?;
-                holes.placed(number);
-            }
-            Ok(())
-        })();
-        holes.close();
-        installed
+                    placed?;
+                    holes.placed(number);
+                    private.insert(fd.id, number);
+                    continue;
+                }
+                (None, None) => return Err(FileError::refused(format!("fd {number}: file id {} was not opened", fd.id))),
+            };
+            sys::place_fd(source, number, cloexec).map_err(|e| file_io(format!("fd {number}"))(e))?;
+            holes.placed(number);
+        }
+        Ok(())
     }
 }
 
@@ -684,10 +681,10 @@ impl Broker {
 /// ascending order, so that open(2), which takes the lowest free number, opens each
 /// file at its own (10,000 files from fd 100 up were each opened at fd 3, then moved,
 /// flagged and fd 3 closed: open, dup2, fcntl and close a file). A filler is a copy of
-/// the last fd placed, made with
-/// one F_DUPFD at the lowest free number at or above the hole, and closed once every fd
-/// is placed (before any lock is taken: a close drops the process's record locks on
-/// the file). Off where the holes outnumber the fds (a few fds at high numbers).
+/// the last fd placed, made with one F_DUPFD at the lowest free number at or above the
+/// hole, and closed when the filler is dropped, once every fd is placed (before any lock
+/// is taken: a close drops the process's record locks on the file). Off where the holes
+/// outnumber the fds (a few fds at high numbers).
 struct HoleFiller {
     /// Where the next fill starts: the numbers below are not filled again.
     taken_below: i32,
@@ -736,8 +733,11 @@ impl HoleFiller {
         }
     }
 
-    fn close(self) {
-        for filler in self.fillers {
+}
+
+impl Drop for HoleFiller {
+    fn drop(&mut self) {
+        for &filler in &self.fillers {
             sys::close_fd(filler);
         }
     }
@@ -900,7 +900,7 @@ mod tests {
         // A filler's number given its own fd (dup3 over it) is no filler any more.
         sys::place_fd(source, source + 3, false).expect("dup3");
         holes.placed(source + 3);
-        holes.close();
+        drop(holes);
         assert!(sys::fd_is_open(source + 3), "the placed fd stays");
         assert!([1, 2, 4, 5].iter().all(|&k| !sys::fd_is_open(source + k)), "the fillers are closed");
         sys::close_fd(source + 3);

@@ -5,8 +5,8 @@
 //! (pages pinned in batches and copied once, where `/proc/PID/mem` goes through a one-page
 //! bounce buffer) and a writer thread (started with the first full buffer: pages that fit
 //! in one are written by the copier itself) writes them to `pages-N.img` while the next
-//! buffer fills, in 256 KiB `write(2)`s: measured on the development machine's ext4 (kernel 6.18),
-//! writing 1 GiB of fresh file data as 8 MiB writes takes 8-11 s, as 256 KiB writes
+//! buffer fills, in 256 KiB `write(2)`s: measured on the development machine's ext4
+//! (kernel 6.18), writing 1 GiB of fresh file data as 8 MiB writes takes 8-11 s, as 256 KiB writes
 //! 1.5-2 s, since a big write asks for large page-cache folios whose allocation stalls.
 //! Areas the target cannot read itself (no PROT_READ) and ranges `process_vm_readv`
 //! refuses go through `/proc/PID/mem`, which reads them with FOLL_FORCE.

@@ -2,8 +2,8 @@
 //! numbers, each target fd at its number, the helpers of the restorer) and the locks
 //! taken on its fds. These numbers are owned by no Rust value (they are the layout
 //! being built, or a target's), while nix's fd functions take `OwnedFd`/`AsFd`; so they
-//! are wrapped here: dup3 (F_SETFD where an fd stays in place), close, F_DUPFD, lseek, open returning the number,
-//! flock and fcntl locks, and epoll_ctl between two numbers.
+//! are wrapped here: dup3 (F_SETFD where an fd stays in place), close, F_DUPFD, lseek,
+//! open returning the number, flock and fcntl locks, and epoll_ctl between two numbers.
 //!
 //! Guarantees: every pointer handed to the kernel points at memory owned by the caller
 //! that outlives the call. Errors are errno.
