@@ -266,6 +266,7 @@ pub const TESTS: &[TestSpec] = &[
     rust("anon_4k"),
     rust("anon_64m"),
     rust("anon_256m"),
+    rust("big_area_shapes"),
     TestSpec {
         requirements: &[Requirement::Big],
         ..rust("anon_1g")

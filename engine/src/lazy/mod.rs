@@ -28,6 +28,7 @@
 use std::path::PathBuf;
 
 pub mod daemon;
+pub(crate) mod fill;
 pub(crate) mod handoff;
 
 pub use daemon::{serve, LazyOptions, LazyReport, Source};

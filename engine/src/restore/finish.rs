@@ -315,17 +315,11 @@ fn log_failed_ops(pid: i32, host_tid: i32, plan: &Plan) {
 /// pages, with the fork, remap, remove and unmap events) and hands it to the daemon.
 fn hand_over_lazy_areas(pid: i32, image_pid: u64, syscall_ip: u64, plan: &Plan, handoff: &mut crate::lazy::handoff::Handoff) -> Result<(), FinishError> {
     use crate::sys::uffd;
-    let now = HostArch::read_regs(pid).map_err(|source| FinishError::Arch { pid, source })?;
-    let mut remote = RemoteThread::new(pid, syscall_ip, now.gpr);
     let flags = (libc::O_CLOEXEC | libc::O_NONBLOCK) as u64;
-    let fd = remote.syscall(Sys::Userfaultfd, [flags, 0, 0, 0, 0, 0]).map_err(|source| FinishError::Infect { pid, source })?;
-    if (-4095..0).contains(&fd) {
-        return Err(FinishError::Child { pid, what: format!("userfaultfd for lazy pages: {}", io::Error::from_raw_os_error(-fd as i32)) });
-    }
-    let borrowed = crate::sys::borrow_fd(pid, fd as u32);
-    let closed = remote.syscall(Sys::Close, [fd as u64, 0, 0, 0, 0, 0]).map_err(|source| FinishError::Infect { pid, source });
-    let uffd = borrowed.map_err(|e| FinishError::Child { pid, what: format!("take its userfaultfd: {e}") })?;
-    closed?;
+    let uffd = match remote_userfaultfd(pid, syscall_ip, flags)? {
+        Ok(uffd) => uffd,
+        Err(error) => return Err(FinishError::Child { pid, what: format!("userfaultfd for lazy pages: {error}") }),
+    };
     let features = uffd::FEATURE_EVENT_FORK | uffd::FEATURE_EVENT_REMAP | uffd::FEATURE_EVENT_REMOVE | uffd::FEATURE_EVENT_UNMAP;
     uffd::enable_api(uffd.as_fd(), features).map_err(|e| FinishError::Child { pid, what: format!("userfaultfd API with events {features:#x}: {e}") })?;
     for area in &plan.lazy_areas {
@@ -334,6 +328,67 @@ fn hand_over_lazy_areas(pid: i32, image_pid: u64, syscall_ip: u64, plan: &Plan, 
     }
     handoff.send(pid, image_pid, &uffd, &plan.lazy_areas).map_err(|e| FinishError::Child { pid, what: e.to_string() })?;
     log::info!("pid {pid}: {} lazy areas handed to the lazy-pages daemon", plan.lazy_areas.len());
+    Ok(())
+}
+
+/// Makes a userfaultfd in process `pid` (one injected `userfaultfd(flags)`), takes it
+/// with pidfd_getfd and closes it there. The inner error: the process's call failed.
+fn remote_userfaultfd(pid: i32, syscall_ip: u64, flags: u64) -> Result<io::Result<OwnedFd>, FinishError> {
+    let now = HostArch::read_regs(pid).map_err(|source| FinishError::Arch { pid, source })?;
+    let mut remote = RemoteThread::new(pid, syscall_ip, now.gpr);
+    let fd = remote.syscall(Sys::Userfaultfd, [flags, 0, 0, 0, 0, 0]).map_err(|source| FinishError::Infect { pid, source })?;
+    if (-4095..0).contains(&fd) {
+        return Ok(Err(io::Error::from_raw_os_error(-fd as i32)));
+    }
+    let borrowed = crate::sys::borrow_fd(pid, fd as u32);
+    let closed = remote.syscall(Sys::Close, [fd as u64, 0, 0, 0, 0, 0]).map_err(|source| FinishError::Infect { pid, source });
+    let uffd = borrowed.map_err(|e| FinishError::Child { pid, what: format!("take its userfaultfd: {e}") })?;
+    closed?;
+    Ok(Ok(uffd))
+}
+
+/// Puts the pages of the plan's big areas (mapped empty) into process `pid` with
+/// `lazy/fill.rs`: through a userfaultfd made in the process, the areas registered for
+/// missing pages and unregistered when crust closes it after the fill; through its
+/// /proc/PID/mem where it cannot make one. UFFD_USER_MODE_ONLY: the process is stopped
+/// and crust alone touches the areas until the fd is closed, so no fault of the
+/// kernel's has to reach it, and the call needs no privilege for it.
+fn fill_big_areas(pid: i32, syscall_ip: u64, plan: &Plan) -> Result<(), FinishError> {
+    use crate::lazy::fill::{self, Target};
+    use crate::sys::uffd;
+    const UFFD_USER_MODE_ONLY: u64 = 1;
+    let started = Instant::now();
+    let flags = (libc::O_CLOEXEC | libc::O_NONBLOCK) as u64 | UFFD_USER_MODE_ONLY;
+    let registered = remote_userfaultfd(pid, syscall_ip, flags)?.and_then(|fd| {
+        uffd::enable_api(fd.as_fd(), 0)?;
+        for area in &plan.fill_areas {
+            uffd::register_missing(fd.as_fd(), area.start, area.end - area.start)
+                .map_err(|e| io::Error::new(e.kind(), format!("register {:#x}-{:#x}: {e}", area.start, area.end)))?;
+        }
+        Ok(fd)
+    });
+    let mem;
+    let (target, how) = match &registered {
+        Ok(fd) => (Target::Uffd(fd.as_fd()), "userfaultfd".to_string()),
+        Err(error) => {
+            mem = fs::File::options()
+                .write(true)
+                .open(format!("/proc/{pid}/mem"))
+                .map_err(|e| FinishError::Child { pid, what: format!("open /proc/{pid}/mem to put its pages in: {e}") })?;
+            (Target::Mem(&mem), format!("/proc/{pid}/mem (no userfaultfd: {error})"))
+        }
+    };
+    let filled = fill::fill(target, &plan.fill_areas).map_err(|e| FinishError::Child { pid, what: format!("put the pages of its big areas in: {e}") })?;
+    // Closing the userfaultfd unregisters the areas: pages the images do not hold fault
+    // in as zeros from now on, as they did in the dumped process.
+    drop(registered);
+    log::info!(
+        "pid {pid}: {} MiB of {} areas put in through {how} on {} threads in {:?}",
+        filled.bytes >> 20,
+        plan.fill_areas.len(),
+        filled.threads,
+        started.elapsed()
+    );
     Ok(())
 }
 
@@ -450,6 +505,9 @@ pub(crate) fn finish_process(
     // Lazy areas go to the daemon before any injected call can touch them.
     if let (Some(handoff), false) = (lazy, plan.lazy_areas.is_empty()) {
         hand_over_lazy_areas(pid, u64::from(process.pid() as u32), syscall_ip, plan, handoff)?;
+    }
+    if !plan.fill_areas.is_empty() {
+        fill_big_areas(pid, syscall_ip, plan)?;
     }
     // pidfds first: every process of the tree exists now. pidfd_open puts the fd at the
     // lowest free number; dup3 moves it to its own.

@@ -175,6 +175,7 @@ pub(crate) fn map_areas<A: Abi>(
     shmem: &Shmem,
     premapped: &PremapSlots,
     mut lazy: Option<&mut Vec<crate::lazy::LazyArea>>,
+    mut fill: Option<&mut Vec<crate::lazy::LazyArea>>,
 ) -> Result<Vec<Premap>, PlanError> {
     let pid = process.pid();
     let sources = &process.pages;
@@ -289,9 +290,17 @@ pub(crate) fn map_areas<A: Abi>(
         }
         // Lazy restore: a private anonymous area (not locked: MAP_LOCKED would fault
         // every page in at mmap) is mapped empty; the lazy-pages daemon fills it.
+        // Otherwise such an area with many pages, all in pages images, is mapped empty
+        // too, and crust fills it before the process runs (`lazy/fill.rs`).
         let lazy_area = !runs.is_empty() && crate::memory::can_be_lazy(vma);
-        if let (true, Some(lazy)) = (lazy_area, lazy.as_deref_mut()) {
-            lazy.push(crate::lazy::LazyArea {
+        let big = runs.iter().all(|r| r.2 != AT_SOURCE) && runs.iter().map(|r| r.1).sum::<u64>() >= crate::lazy::fill::FILL_AT_LEAST;
+        let emptied = match (lazy.as_deref_mut(), fill.as_deref_mut()) {
+            (Some(lazy), _) => Some(lazy),
+            (None, Some(fill)) if big => Some(fill),
+            _ => None,
+        };
+        if let (true, Some(emptied)) = (lazy_area, emptied) {
+            emptied.push(crate::lazy::LazyArea {
                 start: vma.start,
                 end: vma.end,
                 runs: std::mem::take(&mut runs)

@@ -94,6 +94,9 @@ pub(crate) struct Plan {
     pub(crate) page_files: Vec<PathBuf>,
     /// Lazy restore: the areas mapped empty, whose pages the lazy-pages daemon fills.
     pub(crate) lazy_areas: Vec<crate::lazy::LazyArea>,
+    /// The big private anonymous areas mapped empty, whose pages crust puts in before
+    /// the process runs (`lazy/fill.rs`).
+    pub(crate) fill_areas: Vec<crate::lazy::LazyArea>,
 }
 
 impl Plan {
@@ -382,7 +385,9 @@ pub(crate) fn plan_process<A: Abi>(
     let parent = images.processes.iter().find(|p| p.pstree.pid == process.pstree.ppid && index > 0);
     let mut lazy_areas = Vec::new();
     let lazy = tree.lazy_pages.then_some(&mut lazy_areas);
-    let premap = memory::map_areas(&mut program, process, parent, &helpers, &tree.shmem, premapped, lazy)?;
+    let mut fill_areas = Vec::new();
+    let fill = (!tree.lazy_pages).then_some(&mut fill_areas);
+    let premap = memory::map_areas(&mut program, process, parent, &helpers, &tree.shmem, premapped, lazy, fill)?;
     task::set_mm(&mut program, mm, helpers.exe_fd);
     let sigtrap_action = task::process_state(&mut program, process, layout)?;
 
@@ -457,6 +462,7 @@ pub(crate) fn plan_process<A: Abi>(
         premap,
         page_files: process.pages.files.clone(),
         lazy_areas,
+        fill_areas,
     })
 }
 

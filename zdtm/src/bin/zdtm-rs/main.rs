@@ -25,6 +25,7 @@ const TESTS: &[(&str, TestBody)] = &[
     ("anon_4k", memory::anon_4k),
     ("anon_64m", memory::anon_64m),
     ("anon_256m", memory::anon_256m),
+    ("big_area_shapes", memory::big_area_shapes),
     ("anon_1g", memory::anon_1g),
     ("private_file_cow", memory::private_file_cow),
     ("shared_file", memory::shared_file),

@@ -5,7 +5,7 @@
 //! here, sized here, and only viewed as `u64` words while mapped readable.
 #![allow(unsafe_code)]
 
-use crust_zdtm::testlib::{check_pattern, ensure, fill_pattern, random_u64, Test};
+use crust_zdtm::testlib::{check_pattern, ensure, fill_pattern, pattern_word, random_u64, Test};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 
@@ -232,6 +232,59 @@ pub fn shared_anon(test: &mut Test) -> Result<(), String> {
     test.wait_for_term();
     check_pattern(memory, seed)?;
     mapped_at(address as u64, len as u64, "rw-s")
+}
+
+/// 96 MiB of private anonymous memory in four areas of 16 MiB and more (which crust's
+/// restore fills from outside the process, `lazy/fill.rs`): read-write, read-only,
+/// PROT_NONE and read-write again, every seventh page never touched. Each area keeps its
+/// perms, each written page its words, each untouched page reads as zeros.
+pub fn big_area_shapes(test: &mut Test) -> Result<(), String> {
+    const MIB: usize = 1 << 20;
+    let len = 96 * MIB;
+    let address = map(len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)?;
+    let page = page_size();
+    let words_per_page = page / 8;
+    let untouched = |index: usize| index % 7 == 3;
+    let seed = random_u64();
+    for index in (0..len / page).filter(|&i| !untouched(i)) {
+        // SAFETY: one page inside the RW mapping made above; no other reference to it.
+        let words = unsafe { std::slice::from_raw_parts_mut(address.add(index * page).cast::<u64>(), words_per_page) };
+        for (at, word) in words.iter_mut().enumerate() {
+            *word = pattern_word(seed, (index * words_per_page + at) as u64);
+        }
+    }
+    let areas: &[(usize, usize, i32, &str)] = &[
+        (0, 16, libc::PROT_READ | libc::PROT_WRITE, "rw-p"),
+        (16, 24, libc::PROT_READ, "r--p"),
+        (40, 32, libc::PROT_NONE, "---p"),
+        (72, 24, libc::PROT_READ | libc::PROT_WRITE, "rw-p"),
+    ];
+    for &(first, mib, prot, _) in areas {
+        // SAFETY: the range lies inside the mapping; no Rust reference is live over it.
+        if unsafe { libc::mprotect(address.add(first * MIB).cast(), mib * MIB, prot) } != 0 {
+            return Err(format!("mprotect: {}", std::io::Error::last_os_error()));
+        }
+    }
+    test.ready();
+    test.wait_for_term();
+    for &(first, mib, _, perms) in areas {
+        mapped_at(address as u64 + (first * MIB) as u64, (mib * MIB) as u64, perms).map_err(|error| format!("{first} MiB on: {error}"))?;
+    }
+    // SAFETY: inside the mapping; makes the PROT_NONE area readable to check its pages.
+    if unsafe { libc::mprotect(address.add(40 * MIB).cast(), 32 * MIB, libc::PROT_READ) } != 0 {
+        return Err(format!("mprotect back: {}", std::io::Error::last_os_error()));
+    }
+    for index in 0..len / page {
+        // SAFETY: every page is readable now; the slice is only read.
+        let words = unsafe { std::slice::from_raw_parts(address.add(index * page).cast::<u64>(), words_per_page) };
+        for (at, &word) in words.iter().enumerate() {
+            let expected = if untouched(index) { 0 } else { pattern_word(seed, (index * words_per_page + at) as u64) };
+            if word != expected {
+                return Err(format!("page {index} word {at}: {word:#018x}, expected {expected:#018x}"));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Ten pages split into seven VMAs by mprotect; perms and content (also of the PROT_NONE
