@@ -8,8 +8,11 @@
 //!   pages into pipes and splice them into the pages image, one copy by the kernel.
 //! - read floor: the same file, cached, read with `pread(2)` into fresh anonymous memory,
 //!   64 MiB at a time, the memory faulted in first with MADV_POPULATE_WRITE (as crust's
-//!   restorer does). Both engines' restores do at least this (preadv into the area where
-//!   the pages belong).
+//!   restorer does for areas under 16 MiB of pages), on one thread. CRIU's restore does at
+//!   least this (preadv into the area where the pages belong, from the restorer, one
+//!   thread per process). crust's restore goes under it for big areas: it puts their
+//!   pages in with UFFDIO_COPY, which does not zero them first, on one thread per CPU
+//!   (`engine/src/lazy/fill.rs`).
 //! - exit floor: the workload itself, started with the same size, killed (SIGKILL) and
 //!   waited for: the kernel frees its memory before the wait returns. A dump without
 //!   `--leave-running` kills its target and waits for it (so that its pids are free for a
