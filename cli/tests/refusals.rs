@@ -342,6 +342,60 @@ fn damaged_images_are_refused_in_one_line() {
     let _ = std::fs::remove_dir_all(&base);
 }
 
+/// A damaged page in a big area (24 MiB of pages: crust fills it from outside the
+/// process and checksums it as it reads, `engine/src/lazy/fill.rs`) fails the restore in
+/// one line naming the run, and no process of the tree is left; the same images
+/// undamaged restore, and the process finds every byte.
+#[test]
+fn a_damaged_page_in_a_big_area_fails_the_restore_in_one_line() {
+    if let Some(reason) = skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    subreaper();
+    let base = tempdir("damaged-big");
+    let binary = common::compile(&base, "pattern", &[]);
+    let result = base.join("result");
+    let (pid, _, _target) = start_target(&binary, &[result.as_os_str(), "24".as_ref()]);
+    let dump = base.join("dump");
+    let output = crust().args(["dump", "-t", &pid.to_string(), "-D"]).arg(&dump).output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    wait_exit(pid);
+    let pages = dump.join("pages-1.img");
+    let len = std::fs::metadata(&pages).unwrap().len();
+    assert!(len > 24 << 20, "pages-1.img holds the area: {len} bytes");
+    let damaged = base.join("damaged");
+    std::fs::create_dir(&damaged).unwrap();
+    for entry in std::fs::read_dir(&dump).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), damaged.join(entry.file_name())).unwrap();
+    }
+    {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::OpenOptions::new().read(true).write(true).open(damaged.join("pages-1.img")).unwrap();
+        let mut byte = [0u8];
+        file.read_exact_at(&mut byte, len / 2).unwrap();
+        file.write_all_at(&[byte[0] ^ 0x04], len / 2).unwrap();
+    }
+    let output = crust().args(["restore", "-d", "--shell-job", "-D"]).arg(&damaged).output().unwrap();
+    let line = String::from_utf8_lossy(&output.stderr).trim().to_string();
+    let restored = Path::new(&format!("/proc/{pid}")).exists();
+    if restored {
+        signal(pid, libc::SIGKILL);
+    }
+    assert!(!output.status.success() && !restored, "accepted: {line}");
+    assert_eq!(line.lines().count(), 1, "one line: {line}");
+    assert!(
+        line.starts_with("crust: restore") && line.contains("put the pages of its big areas in: pages-1.img: offset ") && line.contains("fail their checksum"),
+        "{line}"
+    );
+    let output = crust().args(["restore", "-d", "--shell-job", "-D"]).arg(&dump).output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    signal(pid, libc::SIGUSR1);
+    assert_eq!(wait_exit(pid), 0);
+    assert_eq!(std::fs::read_to_string(&result).unwrap(), "PASS\n");
+}
+
 /// A sealed area (mseal) has no field in CRIU's images: the dump is refused in one line
 /// naming it, and the target keeps running with its seal.
 #[test]

@@ -10,8 +10,10 @@
 //!   piece covers (the copy-on-write snapshot's, memfd data).
 //! - restore: [`verify`] reads every stored run of every pagemap the image lists, on
 //!   all cores, and names the first whose bytes differ (image, offset, address); the
-//!   parent dumps of an incremental dump are verified the same way. A dump without the
-//!   image (CRIU's) has nothing to verify.
+//!   parent dumps of an incremental dump are verified the same way. The runs of the big
+//!   areas crust fills itself are left to the fill ([`RunCheck`], `lazy/fill.rs`), which
+//!   sums the bytes it reads anyway. A dump without the image (CRIU's) has nothing to
+//!   verify.
 //!
 //! Why CRC-32C: on 1 GiB the `crc-fast` crate's CRC-32C (carry-less multiply, every
 //! x86-64 since 2010 and every arm64 with the crypto extension) takes 12.5 ms from the
@@ -259,24 +261,67 @@ struct Stretch {
 /// Bytes one stretch reads at most.
 const STRETCH: u64 = 8 << 20;
 
+/// A stored run that [`verify`] left to be checksummed where its bytes are read anyway
+/// (the fill of big areas, `lazy/fill.rs`): its pages file as verify opened it, its
+/// place there, and what a mismatch names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct RunCheck {
+    pub(crate) path: PathBuf,
+    pub(crate) offset: u64,
+    pub(crate) len: u64,
+    expected: u32,
+    pages: String,
+    start: u64,
+    pagemap: String,
+    entry: usize,
+}
+
+impl RunCheck {
+    /// A check of `len` bytes at `offset` of `path` that expects `expected` (tests).
+    #[cfg(test)]
+    pub(crate) fn for_test(path: &Path, offset: u64, len: u64, expected: u32) -> RunCheck {
+        RunCheck { path: path.to_path_buf(), offset, len, expected, pages: "pages-1.img".into(), start: 0x1000, pagemap: "pagemap-1.img".into(), entry: 1 }
+    }
+
+    /// The run's error where `found`, the CRC-32C of its bytes, is not the stored one.
+    pub(crate) fn check(&self, found: u32) -> Result<(), ChecksumError> {
+        if found == self.expected {
+            return Ok(());
+        }
+        Err(ChecksumError::Mismatch {
+            pages: self.pages.clone(),
+            offset: self.offset,
+            start: self.start,
+            end: self.start + self.len,
+            pagemap: self.pagemap.clone(),
+            entry: self.entry,
+            expected: self.expected,
+            found,
+        })
+    }
+}
+
 /// Verifies the pages of the dump in `dir` and of every dump it builds on (`parent`
-/// links) against their `crust-checksums.img`; the first bad run is the error.
-pub(crate) fn verify(dir: &Path, page_size: u64) -> Result<Verified, ChecksumError> {
+/// links) against their `crust-checksums.img`; the first bad run is the error. A run
+/// for which `leave(pages file, offset, len)` says true is not read: it comes back as a
+/// [`RunCheck`] for whoever reads it.
+pub(crate) fn verify(dir: &Path, page_size: u64, leave: &dyn Fn(&Path, u64, u64) -> bool) -> Result<(Verified, Vec<RunCheck>), ChecksumError> {
     let mut verified = Verified::default();
+    let mut left = Vec::new();
     let mut at = dir.to_path_buf();
     for _ in 0..=MAX_PARENTS {
         match read(&at)? {
             Some(checksums) => {
                 // A parent dump's pages are named with their directory.
                 let shown = if at == dir { None } else { Some(at.as_path()) };
-                verified.bytes += verify_one(&at, shown, &checksums, page_size)?;
+                verified.bytes += verify_one(&at, shown, &checksums, page_size, leave, &mut left)?;
                 verified.dumps += 1;
             }
             None => verified.without += 1,
         }
         let parent = at.join(super::page_sources::PARENT_LINK);
         if !parent.exists() {
-            return Ok(verified);
+            return Ok((verified, left));
         }
         at = parent;
     }
@@ -284,7 +329,14 @@ pub(crate) fn verify(dir: &Path, page_size: u64) -> Result<Verified, ChecksumErr
 }
 
 /// Verifies one dump; the bytes read.
-fn verify_one(dir: &Path, shown: Option<&Path>, checksums: &Checksums, page_size: u64) -> Result<u64, ChecksumError> {
+fn verify_one(
+    dir: &Path,
+    shown: Option<&Path>,
+    checksums: &Checksums,
+    page_size: u64,
+    leave: &dyn Fn(&Path, u64, u64) -> bool,
+    left: &mut Vec<RunCheck>,
+) -> Result<u64, ChecksumError> {
     // Every pagemap with stored pages must be listed.
     for name in &checksums.images {
         if matches!(ImageKind::from_file_name(name), Some((ImageKind::Pagemap | ImageKind::PagemapShmem, _))) && !checksums.pagemaps.contains_key(name) {
@@ -316,27 +368,33 @@ fn verify_one(dir: &Path, shown: Option<&Path>, checksums: &Checksums, page_size
         }
         listed.push(Listed { name, expected, pages_id: pagemap.pages_id(), path: pages_path, runs });
     }
-    let all: Vec<(usize, u64, u64)> = listed.iter().enumerate().flat_map(|(file, l)| l.runs.iter().map(move |r| (file, r.0, r.1))).collect();
+    let all: Vec<(usize, u64, u64)> = listed
+        .iter()
+        .enumerate()
+        .flat_map(|(file, l)| l.runs.iter().filter(|r| !leave(&l.path, r.0, r.1)).map(move |r| (file, r.0, r.1)))
+        .collect();
     let paths: Vec<&Path> = listed.iter().map(|l| l.path.as_path()).collect();
     let found = checksum_runs(&paths, &all).map_err(|(file, what, source)| ChecksumError::Io { what, path: listed[file].path.clone(), source })?;
     let mut found = found.into_iter();
     let mut bytes = 0;
     for l in &listed {
-        for ((offset, len, vaddr, entry), &expected) in l.runs.iter().zip(l.expected) {
-            let found = found.next().unwrap_or_default();
-            if found != expected {
-                let pages = ImageKind::Pages.file_name(l.pages_id.into());
-                return Err(ChecksumError::Mismatch {
-                    pages: shown.map_or(pages.clone(), |dir| dir.join(&pages).display().to_string()),
-                    offset: *offset,
-                    start: *vaddr,
-                    end: vaddr + len,
-                    pagemap: l.name.clone(),
-                    entry: *entry,
-                    expected,
-                    found,
-                });
+        for (&(offset, len, start, entry), &expected) in l.runs.iter().zip(l.expected) {
+            let pages = ImageKind::Pages.file_name(l.pages_id.into());
+            let check = RunCheck {
+                path: l.path.clone(),
+                offset,
+                len,
+                expected,
+                pages: shown.map_or(pages.clone(), |dir| dir.join(&pages).display().to_string()),
+                start,
+                pagemap: l.name.clone(),
+                entry,
+            };
+            if leave(&l.path, offset, len) {
+                left.push(check);
+                continue;
             }
+            check.check(found.next().unwrap_or_default())?;
             bytes += len;
         }
     }
@@ -407,6 +465,14 @@ mod tests {
     use super::*;
     use crust_images::{ImageWriter, PE_PARENT, PE_PRESENT};
 
+    /// [`verify`] leaving no run.
+    fn verify_all(dir: &Path, page: u64) -> Result<Verified, ChecksumError> {
+        verify(dir, page, &|_, _, _| false).map(|(verified, left)| {
+            assert!(left.is_empty());
+            verified
+        })
+    }
+
     fn write_dump(dir: &Path, runs: &[(u64, u64, u32)], data: &[u8]) {
         std::fs::create_dir_all(dir).unwrap();
         let mut w = ImageWriter::create(dir, ImageKind::Pagemap, 7).unwrap();
@@ -458,16 +524,24 @@ mod tests {
         let listed = read(&base).unwrap().unwrap();
         assert_eq!(listed.images, ["inventory.img", "pagemap-7.img", "pages-1.img"]);
         assert_eq!(listed.pagemaps["pagemap-7.img"], [crc32c(&data[..2 * page as usize]), crc32c(&data[2 * page as usize..])]);
-        assert_eq!(verify(&base, page).unwrap(), Verified { dumps: 1, without: 0, bytes: 5 * page });
+        assert_eq!(verify_all(&base, page).unwrap(), Verified { dumps: 1, without: 0, bytes: 5 * page });
 
         let mut damaged = data.clone();
         damaged[3 * page as usize + 100] ^= 0x40;
         std::fs::write(base.join("pages-1.img"), &damaged).unwrap();
-        let error = verify(&base, page).unwrap_err().to_string();
+        let error = verify_all(&base, page).unwrap_err().to_string();
         assert!(
             error.starts_with("pages-1.img: offset 8192: pages 0x30000-0x33000 (pagemap-7.img entry 3) fail their checksum"),
             "{error}"
         );
+        // Left to its reader, the damaged run passes here and fails its check there,
+        // with the same words.
+        let (verified, left) = verify(&base, page, &|path, offset, _| path.ends_with("pages-1.img") && offset == 2 * page).unwrap();
+        assert_eq!(verified.bytes, 2 * page);
+        assert_eq!(left.len(), 1);
+        assert_eq!((left[0].path.clone(), left[0].offset, left[0].len), (base.join("pages-1.img"), 2 * page, 3 * page));
+        assert_eq!(left[0].check(crc32c(&damaged[2 * page as usize..])).unwrap_err().to_string(), error);
+        left[0].check(crc32c(&data[2 * page as usize..])).unwrap();
         let _ = std::fs::remove_dir_all(&base);
     }
 
@@ -482,9 +556,9 @@ mod tests {
         write_dump(&base.join("dump"), &[(0x10000, 2, PE_PARENT)], &[]);
         std::os::unix::fs::symlink("../pre", base.join("dump").join("parent")).unwrap();
         // The dump itself made by CRIU: no checksums there, its parent's are verified.
-        assert_eq!(verify(&base.join("dump"), page).unwrap(), Verified { dumps: 1, without: 1, bytes: 2 * page });
+        assert_eq!(verify_all(&base.join("dump"), page).unwrap(), Verified { dumps: 1, without: 1, bytes: 2 * page });
         std::fs::write(base.join("pre/pages-1.img"), vec![8u8; 2 * page as usize]).unwrap();
-        let error = verify(&base.join("dump"), page).unwrap_err().to_string();
+        let error = verify_all(&base.join("dump"), page).unwrap_err().to_string();
         assert!(error.contains("pages 0x10000-0x12000 (pagemap-7.img entry 1) fail their checksum"), "{error}");
         let _ = std::fs::remove_dir_all(&base);
     }

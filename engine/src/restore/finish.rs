@@ -378,16 +378,18 @@ fn fill_big_areas(pid: i32, syscall_ip: u64, plan: &Plan) -> Result<(), FinishEr
             (Target::Mem(&mem), format!("/proc/{pid}/mem (no userfaultfd: {error})"))
         }
     };
-    let filled = fill::fill(target, &plan.fill_areas).map_err(|e| FinishError::Child { pid, what: format!("put the pages of its big areas in: {e}") })?;
+    let filled = fill::fill(target, &plan.fill_areas, &plan.fill_checks)
+        .map_err(|e| FinishError::Child { pid, what: format!("put the pages of its big areas in: {e}") })?;
     // Closing the userfaultfd unregisters the areas: pages the images do not hold fault
     // in as zeros from now on, as they did in the dumped process.
     drop(registered);
     log::info!(
-        "pid {pid}: {} MiB of {} areas put in through {how} on {} threads in {:?}",
+        "pid {pid}: {} MiB of {} areas put in through {how} on {} threads in {:?}, {} MiB of them checksummed",
         filled.bytes >> 20,
         plan.fill_areas.len(),
         filled.threads,
-        started.elapsed()
+        started.elapsed(),
+        filled.checked >> 20
     );
     Ok(())
 }

@@ -248,20 +248,6 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
     // A lazy restore hands its memory to a daemon that must be there before anything
     // is created.
     let mut lazy = options.lazy_pages.as_deref().map(crate::lazy::handoff::Handoff::connect).transpose()?;
-    // Every page read before the first fork: a damaged image fails here, naming the run.
-    if options.skip_checksums || lazy.is_some() {
-        log::info!("page checksums not verified ({})", if lazy.is_some() { "--lazy-pages: the daemon reads the pages" } else { "--skip-checksums" });
-    } else {
-        let verifying = Instant::now();
-        let verified = crate::memory::checksums::verify(&options.dir, sys::page_size())?;
-        log::info!(
-            "page checksums verified: {} MiB in {} dumps{} in {:?}",
-            verified.bytes >> 20,
-            verified.dumps,
-            if verified.without > 0 { format!(" ({} without checksums, made by CRIU)", verified.without) } else { String::new() },
-            verifying.elapsed()
-        );
-    }
     // Planning is pure: the host is read once, here.
     let mut layout = HostLayout::read(root, HostArch::restorer_blob().len() as u64)?;
     if userns.is_some() {
@@ -276,6 +262,11 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
     let mut plans = Vec::new();
     for (index, process) in images.processes.iter().enumerate() {
         plans.push(if process.is_zombie() { None } else { Some(program::plan_process::<HostArch>(&images, index, &tree, &sysv, &layout)?) });
+    }
+    if options.skip_checksums || lazy.is_some() {
+        log::info!("page checksums not verified ({})", if lazy.is_some() { "--lazy-pages: the daemon reads the pages" } else { "--skip-checksums" });
+    } else {
+        verify_pages(&options.dir, &mut plans)?;
     }
     // In a mount namespace of its own the tree's processes reach the pages images from
     // their working directory, the images directory, by relative paths.
@@ -619,3 +610,45 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
     Ok(RestoreReport { pid: root, processes: images.processes.len(), total, exit_code })
 }
 
+/// Verifies the pages of the dump in `dir` (and its parents) before the first fork, so
+/// that a damaged image fails before anything is created, naming the run; but for the
+/// runs of the big areas crust fills (`lazy/fill.rs`): those the fill checksums from
+/// the bytes it reads anyway, before the tree runs (a damaged one fails the restore
+/// there, and the tree, never run, is killed). Runs are matched by their pages file
+/// (canonical path), offset and length.
+fn verify_pages(dir: &Path, plans: &mut [Option<program::Plan>]) -> Result<(), RestoreError> {
+    use crate::memory::checksums::{self, RunCheck};
+    use std::cell::RefCell;
+    use std::collections::{HashMap, HashSet};
+    let verifying = Instant::now();
+    let canonical: RefCell<HashMap<PathBuf, Option<PathBuf>>> = RefCell::new(HashMap::new());
+    let canon = |path: &Path| -> Option<PathBuf> { canonical.borrow_mut().entry(path.to_path_buf()).or_insert_with(|| path.canonicalize().ok()).clone() };
+    let key = |path: &Path, offset: u64, len: u64| canon(path).map(|path| (path, offset, len));
+    let filled: HashSet<(PathBuf, u64, u64)> = plans
+        .iter()
+        .flatten()
+        .flat_map(|plan| plan.fill_areas.iter().flat_map(|area| &area.runs))
+        .filter_map(|run| key(run.file.as_deref()?, run.offset, run.bytes))
+        .collect();
+    let leave = |path: &Path, offset: u64, len: u64| !filled.is_empty() && key(path, offset, len).is_some_and(|k| filled.contains(&k));
+    let (verified, left) = checksums::verify(dir, sys::page_size(), &leave)?;
+    let left_bytes: u64 = left.iter().map(|check| check.len).sum();
+    let left: HashMap<(PathBuf, u64, u64), RunCheck> = left.into_iter().filter_map(|check| Some((key(&check.path, check.offset, check.len)?, check))).collect();
+    for plan in plans.iter_mut().flatten().filter(|plan| !plan.fill_areas.is_empty()) {
+        plan.fill_checks = plan
+            .fill_areas
+            .iter()
+            .flat_map(|area| &area.runs)
+            .map(|run| left.get(&key(run.file.as_deref()?, run.offset, run.bytes)?).cloned())
+            .collect();
+    }
+    log::info!(
+        "page checksums verified: {} MiB in {} dumps{} in {:?}; {} MiB left to the fill of big areas",
+        verified.bytes >> 20,
+        verified.dumps,
+        if verified.without > 0 { format!(" ({} without checksums, made by CRIU)", verified.without) } else { String::new() },
+        verifying.elapsed(),
+        left_bytes >> 20
+    );
+    Ok(())
+}

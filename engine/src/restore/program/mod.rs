@@ -97,6 +97,9 @@ pub(crate) struct Plan {
     /// The big private anonymous areas mapped empty, whose pages crust puts in before
     /// the process runs (`lazy/fill.rs`).
     pub(crate) fill_areas: Vec<crate::lazy::LazyArea>,
+    /// By run of `fill_areas` in order (or empty): the stored checksum the up-front pass
+    /// left for the fill to take (`restore/mod.rs`).
+    pub(crate) fill_checks: Vec<Option<crate::memory::checksums::RunCheck>>,
 }
 
 impl Plan {
@@ -463,6 +466,7 @@ pub(crate) fn plan_process<A: Abi>(
         page_files: process.pages.files.clone(),
         lazy_areas,
         fill_areas,
+        fill_checks: Vec::new(),
     })
 }
 
