@@ -12,7 +12,7 @@
 //!   least this (preadv into the area where the pages belong, from the restorer, one
 //!   thread per process). crust's restore goes under it for big areas: it puts their
 //!   pages in with UFFDIO_COPY, which does not zero them first, on one thread per CPU
-//!   (`engine/src/lazy/fill.rs`).
+//!   (at most 4, `engine/src/lazy/fill.rs`).
 //! - exit floor: the workload itself, started with the same size, killed (SIGKILL) and
 //!   waited for: the kernel frees its memory before the wait returns. A dump without
 //!   `--leave-running` kills its target and waits for it (so that its pids are free for a

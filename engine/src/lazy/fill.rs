@@ -5,8 +5,8 @@
 //!
 //! Why: the restorer is one thread in the process, and the pages it reads land in
 //! memory the kernel zeroes first (a fault, or MADV_POPULATE_WRITE); UFFDIO_COPY puts
-//! each page in without zeroing it, and the threads share the copies out over the
-//! CPUs. 4 GiB here: populate + pread on one thread 1.63-1.65 s, pread + UFFDIO_COPY
+//! each page in without zeroing it, and the threads (one per CPU, at most 4) share the
+//! copies out over the CPUs. 4 GiB here: populate + pread on one thread 1.63-1.65 s, pread + UFFDIO_COPY
 //! 1.3-1.6 s on one thread, 0.69-0.71 s on two.
 //!
 //! Where the process could not make a userfaultfd, the same threads write the pages
@@ -26,7 +26,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use super::LazyArea;
-use crate::memory::checksums::{crc32c, crc32c_combine, RunCheck};
+use crate::memory::checksums::{combine_per_run, crc32c, RunCheck};
+use crate::memory::page_sources::file_index;
 use crate::sys::uffd;
 
 /// Private anonymous areas with at least this many bytes of pages are filled by crust.
@@ -64,13 +65,7 @@ fn pieces(areas: &[LazyArea]) -> io::Result<(Vec<Piece>, Vec<PathBuf>)> {
     let mut pieces = Vec::new();
     for (index, run) in areas.iter().flat_map(|area| &area.runs).enumerate() {
         let path = run.file.as_ref().ok_or_else(|| io::Error::other(format!("pages at {:#x} are not in a pages image", run.addr)))?;
-        let file = match files.iter().position(|known| known == path) {
-            Some(index) => index,
-            None => {
-                files.push(path.clone());
-                files.len() - 1
-            }
-        };
+        let file = file_index(&mut files, path);
         let mut done = 0;
         while done < run.bytes {
             let len = (run.bytes - done).min(CHUNK);
@@ -82,7 +77,8 @@ fn pieces(areas: &[LazyArea]) -> io::Result<(Vec<Piece>, Vec<PathBuf>)> {
 }
 
 /// Puts the pages of `areas` (every run in a pages image) into the process through
-/// `target`, on up to one thread per CPU; the first failure stops every thread.
+/// `target`, on one thread per CPU (at most [`THREADS_MAX`]); the first failure stops
+/// every thread.
 /// `checks`, by run of the areas in order (or empty): the stored checksum of a run
 /// that the up-front pass left to the fill, taken from the bytes as they are read
 /// (CRC-32C of each piece, combined per run once all are in).
@@ -142,18 +138,11 @@ pub(crate) fn fill(target: Target, areas: &[LazyArea], checks: &[Option<RunCheck
 /// checked.
 fn verify_runs(pieces: &[Piece], mut crcs: Vec<(usize, u32)>, checks: &[Option<RunCheck>]) -> io::Result<u64> {
     crcs.sort_unstable_by_key(|&(index, _)| index);
-    let mut found: Vec<Option<u32>> = vec![None; checks.len()];
-    for (index, crc) in crcs {
-        let (_, len, _, _, run) = pieces[index];
-        found[run] = Some(match found[run] {
-            None => crc,
-            Some(before) => crc32c_combine(before, crc, len),
-        });
-    }
+    let found = combine_per_run(checks.len(), crcs.into_iter().map(|(index, crc)| (pieces[index].4, pieces[index].1, crc)));
     let mut bytes = 0;
     for (check, found) in checks.iter().zip(found) {
         let Some(check) = check else { continue };
-        check.check(found.unwrap_or_else(|| crc32c(&[]))).map_err(io::Error::other)?;
+        check.check(found).map_err(io::Error::other)?;
         bytes += check.len;
     }
     Ok(bytes)
@@ -212,8 +201,6 @@ mod tests {
         assert!(pieces(&areas).is_err());
     }
 
-    /// Fills memory of this process through its own /proc/self/mem from a file on two
-    /// threads and more: every byte where the runs say, the holes untouched.
     /// A pages file of its own for each test, removed when dropped.
     struct Scratch(PathBuf);
 
@@ -231,6 +218,8 @@ mod tests {
         }
     }
 
+    /// Fills memory of this process through its own /proc/self/mem from a file on two
+    /// threads and more: every byte where the runs say, the holes untouched.
     #[test]
     fn fill_through_mem_puts_every_run_in_place() {
         let total = 3 * CHUNK as usize + 0x2000;

@@ -20,7 +20,8 @@
 //! cache and 87 ms from memory, xxh3 (`xxhash-rust`, SSE2: crust is built for plain
 //! x86-64) 52 ms and 160 ms (`cargo bench -p crust-benches --bench checksums`).
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -449,15 +450,62 @@ fn checksum_runs(paths: &[&Path], runs: &[(usize, u64, u64)]) -> Result<Vec<u32>
             by_stretch[index] = crc;
         }
     }
-    let mut crcs: Vec<Option<u32>> = vec![None; runs.len()];
-    for (stretch, crc) in stretches.iter().zip(by_stretch) {
-        let slot = &mut crcs[stretch.run];
+    Ok(combine_per_run(runs.len(), stretches.iter().zip(by_stretch).map(|(stretch, crc)| (stretch.run, stretch.len, crc))))
+}
+
+/// The CRC-32C of each of `runs` runs from the CRC-32Cs of their pieces
+/// `(run, piece length, crc)`, each run's pieces in order; a run without pieces has
+/// the CRC-32C of nothing.
+pub(crate) fn combine_per_run(runs: usize, pieces: impl Iterator<Item = (usize, u64, u32)>) -> Vec<u32> {
+    let mut crcs: Vec<Option<u32>> = vec![None; runs];
+    for (run, len, crc) in pieces {
+        let slot = &mut crcs[run];
         *slot = Some(match *slot {
             None => crc,
-            Some(before) => crc32c_combine(before, crc, stretch.len),
+            Some(before) => crc32c_combine(before, crc, len),
         });
     }
-    Ok(crcs.into_iter().map(|c| c.unwrap_or_else(|| crc32c(&[]))).collect())
+    crcs.into_iter().map(|c| c.unwrap_or_else(|| crc32c(&[]))).collect()
+}
+
+/// The runs [`verify_except`] left, by pages file (canonical path), offset and length.
+#[derive(Default)]
+pub(crate) struct LeftRuns {
+    runs: HashMap<(PathBuf, u64, u64), RunCheck>,
+    canonical: RefCell<HashMap<PathBuf, Option<PathBuf>>>,
+}
+
+impl LeftRuns {
+    /// `(canonical path, offset, len)`, the path resolved once.
+    fn key(&self, path: &Path, offset: u64, len: u64) -> Option<(PathBuf, u64, u64)> {
+        let canonical = self.canonical.borrow_mut().entry(path.to_path_buf()).or_insert_with(|| path.canonicalize().ok()).clone();
+        canonical.map(|path| (path, offset, len))
+    }
+
+    /// The check of the left run `len` bytes at `offset` of `path`, if it was left.
+    pub(crate) fn check_of(&self, path: &Path, offset: u64, len: u64) -> Option<RunCheck> {
+        self.runs.get(&self.key(path, offset, len)?).cloned()
+    }
+
+    /// Bytes of the left runs.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.runs.values().map(|check| check.len).sum()
+    }
+}
+
+/// [`verify`], leaving out the stored runs that are exactly one of `skip` (pages file,
+/// offset, length; paths compared canonical): their reader checks them.
+pub(crate) fn verify_except(dir: &Path, page_size: u64, skip: &[(&Path, u64, u64)]) -> Result<(Verified, LeftRuns), ChecksumError> {
+    let mut left = LeftRuns::default();
+    let skipped: HashSet<(PathBuf, u64, u64)> = skip.iter().filter_map(|&(path, offset, len)| left.key(path, offset, len)).collect();
+    let leave = |path: &Path, offset: u64, len: u64| !skipped.is_empty() && left.key(path, offset, len).is_some_and(|key| skipped.contains(&key));
+    let (verified, checks) = verify(dir, page_size, &leave)?;
+    for check in checks {
+        if let Some(key) = left.key(&check.path, check.offset, check.len) {
+            left.runs.insert(key, check);
+        }
+    }
+    Ok((verified, left))
 }
 
 #[cfg(test)]

@@ -61,7 +61,8 @@ pub(crate) fn resolve(dir: &Path, id: u64, page: u64) -> Result<PageSources, Pag
     Ok(sources)
 }
 
-fn file_index(files: &mut Vec<PathBuf>, path: &Path) -> usize {
+/// The index of `path` in `files`, pushed there the first time.
+pub(crate) fn file_index(files: &mut Vec<PathBuf>, path: &Path) -> usize {
     match files.iter().position(|f| f == path) {
         Some(index) => index,
         None => {

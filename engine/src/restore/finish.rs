@@ -316,10 +316,7 @@ fn log_failed_ops(pid: i32, host_tid: i32, plan: &Plan) {
 fn hand_over_lazy_areas(pid: i32, image_pid: u64, syscall_ip: u64, plan: &Plan, handoff: &mut crate::lazy::handoff::Handoff) -> Result<(), FinishError> {
     use crate::sys::uffd;
     let flags = (libc::O_CLOEXEC | libc::O_NONBLOCK) as u64;
-    let uffd = match remote_userfaultfd(pid, syscall_ip, flags)? {
-        Ok(uffd) => uffd,
-        Err(error) => return Err(FinishError::Child { pid, what: format!("userfaultfd for lazy pages: {error}") }),
-    };
+    let uffd = remote_userfaultfd(pid, syscall_ip, flags)?.map_err(|error| FinishError::Child { pid, what: format!("userfaultfd for lazy pages: {error}") })?;
     let features = uffd::FEATURE_EVENT_FORK | uffd::FEATURE_EVENT_REMAP | uffd::FEATURE_EVENT_REMOVE | uffd::FEATURE_EVENT_UNMAP;
     uffd::enable_api(uffd.as_fd(), features).map_err(|e| FinishError::Child { pid, what: format!("userfaultfd API with events {features:#x}: {e}") })?;
     for area in &plan.lazy_areas {
@@ -341,25 +338,33 @@ fn remote_userfaultfd(pid: i32, syscall_ip: u64, flags: u64) -> Result<io::Resul
         return Ok(Err(io::Error::from_raw_os_error(-fd as i32)));
     }
     let borrowed = crate::sys::borrow_fd(pid, fd as u32);
-    let closed = remote.syscall(Sys::Close, [fd as u64, 0, 0, 0, 0, 0]).map_err(|source| FinishError::Infect { pid, source });
-    let uffd = borrowed.map_err(|e| FinishError::Child { pid, what: format!("take its userfaultfd: {e}") })?;
-    closed?;
-    Ok(Ok(uffd))
+    remote.syscall(Sys::Close, [fd as u64, 0, 0, 0, 0, 0]).map_err(|source| FinishError::Infect { pid, source })?;
+    Ok(borrowed.map_err(|e| io::Error::new(e.kind(), format!("take its userfaultfd: {e}"))))
 }
 
-/// Puts the pages of the plan's big areas (mapped empty) into process `pid` with
-/// `lazy/fill.rs`: through a userfaultfd made in the process, the areas registered for
-/// missing pages and unregistered when crust closes it after the fill; through its
-/// /proc/PID/mem where it cannot make one. UFFD_USER_MODE_ONLY: the process is stopped
-/// and crust alone touches the areas until the fd is closed, so no fault of the
-/// kernel's has to reach it, and the call needs no privilege for it.
-fn fill_big_areas(pid: i32, syscall_ip: u64, plan: &Plan) -> Result<(), FinishError> {
+/// Puts the pages of the plan's big areas (mapped empty) into `process`, stopped after
+/// its restorer, with `lazy/fill.rs`: through a userfaultfd made in the process, the
+/// areas registered for missing pages and unregistered when crust closes it after the
+/// fill; through its /proc/PID/mem where it cannot make one. UFFD_USER_MODE_ONLY: crust
+/// alone touches the areas until the fd is closed, so no fault of the kernel's has to
+/// reach it, and the call needs no privilege for it (a kernel before 5.11 refuses the
+/// flag: asked again without it). Done for every process before the post-restore stage,
+/// so that nothing may look at the areas before their pages are in.
+pub(crate) fn fill_big_areas(process: &ProcessImages, plan: &Plan, host: &BTreeMap<i32, i32>) -> Result<(), FinishError> {
     use crate::lazy::fill::{self, Target};
     use crate::sys::uffd;
-    const UFFD_USER_MODE_ONLY: u64 = 1;
+    if plan.fill_areas.is_empty() {
+        return Ok(());
+    }
     let started = Instant::now();
-    let flags = (libc::O_CLOEXEC | libc::O_NONBLOCK) as u64 | UFFD_USER_MODE_ONLY;
-    let registered = remote_userfaultfd(pid, syscall_ip, flags)?.and_then(|fd| {
+    let syscall_ip = plan.area + HostArch::restorer_syscall_offset() as u64;
+    let pid = host[&(process.pstree.threads[process.acting_thread()] as i32)];
+    let flags = (libc::O_CLOEXEC | libc::O_NONBLOCK) as u64;
+    let made = match remote_userfaultfd(pid, syscall_ip, flags | uffd::USER_MODE_ONLY)? {
+        Err(error) if error.raw_os_error() == Some(libc::EINVAL) => remote_userfaultfd(pid, syscall_ip, flags)?,
+        other => other,
+    };
+    let registered = made.and_then(|fd| {
         uffd::enable_api(fd.as_fd(), 0)?;
         for area in &plan.fill_areas {
             uffd::register_missing(fd.as_fd(), area.start, area.end - area.start)
@@ -507,9 +512,6 @@ pub(crate) fn finish_process(
     // Lazy areas go to the daemon before any injected call can touch them.
     if let (Some(handoff), false) = (lazy, plan.lazy_areas.is_empty()) {
         hand_over_lazy_areas(pid, u64::from(process.pid() as u32), syscall_ip, plan, handoff)?;
-    }
-    if !plan.fill_areas.is_empty() {
-        fill_big_areas(pid, syscall_ip, plan)?;
     }
     // pidfds first: every process of the tree exists now. pidfd_open puts the fd at the
     // lowest free number; dup3 moves it to its own.

@@ -187,7 +187,8 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
     stage(Stage::PreRestore, None)?;
     let images = images::load_with(&options.dir, sys::page_size(), !options.skip_checksums, options.empty_net)?;
     image_set::check(&options.dir)?;
-    // Nothing is created before every image is known good.
+    // Nothing is created before every image is known good (the pages of big areas are
+    // checked as crust puts them in, before the tree is called restored: `verify_pages`).
     validate::validate(&images, &validate::Limits::read())?;
     let root = images.processes[0].pid();
     // A tree dumped in its own pid namespace comes back in a new one, where its pids are
@@ -538,6 +539,13 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
     }
     crate::interrupt::hold("restore-restorers");
     stop_point()?;
+    // The pages of big areas go in (and their checksums are checked) before anything may
+    // look at the tree's memory.
+    for (process, plan) in images.processes.iter().zip(&plans) {
+        if let Some(plan) = plan {
+            finish::fill_big_areas(process, plan, &host)?;
+        }
+    }
     for process in images.processes.iter().filter(|p| !p.is_zombie()) {
         if let Some(adj) = process.cores[0].tc.as_ref().and_then(|t| t.oom_score_adj) {
             let path = format!("/proc/{}/oom_score_adj", host[&process.pid()]);
@@ -612,35 +620,20 @@ fn restore_tree(options: &RestoreOptions) -> Result<RestoreReport, RestoreError>
 
 /// Verifies the pages of the dump in `dir` (and its parents) before the first fork, so
 /// that a damaged image fails before anything is created, naming the run; but for the
-/// runs of the big areas crust fills (`lazy/fill.rs`): those the fill checksums from
-/// the bytes it reads anyway, before the tree runs (a damaged one fails the restore
-/// there, and the tree, never run, is killed). Runs are matched by their pages file
-/// (canonical path), offset and length.
+/// runs of the big areas crust fills (`lazy/fill.rs`), which the fill checksums from
+/// the bytes it reads anyway, before the tree is called restored (a damaged one fails
+/// the restore there, and the tree, which never ran, is killed).
 fn verify_pages(dir: &Path, plans: &mut [Option<program::Plan>]) -> Result<(), RestoreError> {
-    use crate::memory::checksums::{self, RunCheck};
-    use std::cell::RefCell;
-    use std::collections::{HashMap, HashSet};
     let verifying = Instant::now();
-    let canonical: RefCell<HashMap<PathBuf, Option<PathBuf>>> = RefCell::new(HashMap::new());
-    let canon = |path: &Path| -> Option<PathBuf> { canonical.borrow_mut().entry(path.to_path_buf()).or_insert_with(|| path.canonicalize().ok()).clone() };
-    let key = |path: &Path, offset: u64, len: u64| canon(path).map(|path| (path, offset, len));
-    let filled: HashSet<(PathBuf, u64, u64)> = plans
+    let filled: Vec<(&Path, u64, u64)> = plans
         .iter()
         .flatten()
         .flat_map(|plan| plan.fill_areas.iter().flat_map(|area| &area.runs))
-        .filter_map(|run| key(run.file.as_deref()?, run.offset, run.bytes))
+        .filter_map(|run| Some((run.file.as_deref()?, run.offset, run.bytes)))
         .collect();
-    let leave = |path: &Path, offset: u64, len: u64| !filled.is_empty() && key(path, offset, len).is_some_and(|k| filled.contains(&k));
-    let (verified, left) = checksums::verify(dir, sys::page_size(), &leave)?;
-    let left_bytes: u64 = left.iter().map(|check| check.len).sum();
-    let left: HashMap<(PathBuf, u64, u64), RunCheck> = left.into_iter().filter_map(|check| Some((key(&check.path, check.offset, check.len)?, check))).collect();
+    let (verified, left) = crate::memory::checksums::verify_except(dir, sys::page_size(), &filled)?;
     for plan in plans.iter_mut().flatten().filter(|plan| !plan.fill_areas.is_empty()) {
-        plan.fill_checks = plan
-            .fill_areas
-            .iter()
-            .flat_map(|area| &area.runs)
-            .map(|run| left.get(&key(run.file.as_deref()?, run.offset, run.bytes)?).cloned())
-            .collect();
+        plan.fill_checks = plan.fill_areas.iter().flat_map(|area| &area.runs).map(|run| left.check_of(run.file.as_deref()?, run.offset, run.bytes)).collect();
     }
     log::info!(
         "page checksums verified: {} MiB in {} dumps{} in {:?}; {} MiB left to the fill of big areas",
@@ -648,7 +641,7 @@ fn verify_pages(dir: &Path, plans: &mut [Option<program::Plan>]) -> Result<(), R
         verified.dumps,
         if verified.without > 0 { format!(" ({} without checksums, made by CRIU)", verified.without) } else { String::new() },
         verifying.elapsed(),
-        left_bytes >> 20
+        left.bytes() >> 20
     );
     Ok(())
 }

@@ -38,6 +38,10 @@ pub const FEATURE_EVENT_REMOVE: u64 = 1 << 3;
 /// `UFFD_FEATURE_EVENT_UNMAP`: munmap (and mmap over, brk shrink) is reported.
 pub const FEATURE_EVENT_UNMAP: u64 = 1 << 6;
 
+/// `UFFD_USER_MODE_ONLY`, a flag of `userfaultfd(2)` (Linux 5.11): faults the kernel
+/// takes on the process's behalf are not reported; such a userfaultfd needs no privilege.
+pub const USER_MODE_ONLY: u64 = 1;
+
 /// Size of one `struct uffd_msg`.
 pub const MESSAGE_SIZE: usize = 32;
 

@@ -234,8 +234,9 @@ pub fn shared_anon(test: &mut Test) -> Result<(), String> {
     mapped_at(address as u64, len as u64, "rw-s")
 }
 
-/// 96 MiB of private anonymous memory in four areas of 16 MiB and more (which crust's
-/// restore fills from outside the process, `lazy/fill.rs`): read-write, read-only,
+/// 96 MiB of private anonymous memory in four areas of 20 MiB and more (each with more
+/// than 16 MiB of pages, which crust's restore fills from outside the process,
+/// `lazy/fill.rs`): read-write, read-only,
 /// PROT_NONE and read-write again, every seventh page never touched. Each area keeps its
 /// perms, each written page its words, each untouched page reads as zeros.
 pub fn big_area_shapes(test: &mut Test) -> Result<(), String> {
@@ -253,10 +254,12 @@ pub fn big_area_shapes(test: &mut Test) -> Result<(), String> {
             *word = pattern_word(seed, (index * words_per_page + at) as u64);
         }
     }
+    // 20 MiB with every seventh page untouched is 17.1 MiB of pages: each area is over
+    // the 16 MiB from which crust fills an area itself.
     let areas: &[(usize, usize, i32, &str)] = &[
-        (0, 16, libc::PROT_READ | libc::PROT_WRITE, "rw-p"),
-        (16, 24, libc::PROT_READ, "r--p"),
-        (40, 32, libc::PROT_NONE, "---p"),
+        (0, 20, libc::PROT_READ | libc::PROT_WRITE, "rw-p"),
+        (20, 24, libc::PROT_READ, "r--p"),
+        (44, 28, libc::PROT_NONE, "---p"),
         (72, 24, libc::PROT_READ | libc::PROT_WRITE, "rw-p"),
     ];
     for &(first, mib, prot, _) in areas {
@@ -271,7 +274,7 @@ pub fn big_area_shapes(test: &mut Test) -> Result<(), String> {
         mapped_at(address as u64 + (first * MIB) as u64, (mib * MIB) as u64, perms).map_err(|error| format!("{first} MiB on: {error}"))?;
     }
     // SAFETY: inside the mapping; makes the PROT_NONE area readable to check its pages.
-    if unsafe { libc::mprotect(address.add(40 * MIB).cast(), 32 * MIB, libc::PROT_READ) } != 0 {
+    if unsafe { libc::mprotect(address.add(44 * MIB).cast(), 28 * MIB, libc::PROT_READ) } != 0 {
         return Err(format!("mprotect back: {}", std::io::Error::last_os_error()));
     }
     for index in 0..len / page {
