@@ -1,6 +1,7 @@
-//! The floor under a memory workload's dump and restore on this machine: what neither
-//! engine can avoid (one copy of the pages, and the end of the killed target), timed in
-//! the harness itself without any engine.
+//! The floor under a memory workload's dump and restore on this machine, timed in the
+//! harness itself without any engine: what neither engine can avoid in a dump (one copy
+//! of the pages, and the end of the killed target), and the one copy of a restore done
+//! the usual way.
 //!
 //! - write floor: the pages (already in memory, every page touched) written into a new
 //!   file of the images' filesystem in 256 KiB `write(2)`s, into fresh page cache. Both
@@ -18,8 +19,8 @@
 //!   `--leave-running` kills its target and waits for it (so that its pids are free for a
 //!   restore when the dump returns): CRIU's and crust's dump times hold this too.
 //!
-//! A figure of an engine at 1.0x its floor cannot go lower without changing what the
-//! kernel does (huge pages, O_DIRECT, not copying at all).
+//! A dump at 1.0x its floor cannot go lower without changing what the kernel does (huge
+//! pages, O_DIRECT, not copying at all); a restore can, as crust's big areas show.
 
 use std::fs::File;
 use std::io::Write;

@@ -385,10 +385,12 @@ pub fn floors_table(rows: &[Row], floors: &[Vec<crate::floor::Floor>]) -> String
         }
         if text.is_empty() {
             text.push_str(
-                "Floors (`benches/src/floor.rs`): what neither engine avoids, timed without an engine: the \
-                 pages written into a new file of the images' filesystem and the target killed and waited for \
-                 (dump: write + exit), and that cached file read into fresh anonymous memory (restore). Medians of \
-                 one measure per round; each engine's median as a multiple of the floor.\n\n\
+                "Floors (`benches/src/floor.rs`), timed without an engine: the pages written into a new file of \
+                 the images' filesystem and the target killed and waited for (dump: write + exit, which neither \
+                 engine avoids), and that cached file read into fresh anonymous memory, faulted in first, on one \
+                 thread (restore: CRIU's way; crust puts the pages of big areas in without zeroing them first, on \
+                 every CPU, and goes under it). Medians of one measure per round; each engine's median as a \
+                 multiple of the floor.\n\n\
                  | workload | write floor ms | exit floor ms | dump: crust / CRIU (x write + exit) | read floor ms | restore: crust / CRIU (x floor) |\n\
                  |---|---|---|---|---|---|\n",
             );
