@@ -732,7 +732,6 @@ impl HoleFiller {
             self.taken_below = number + 1;
         }
     }
-
 }
 
 impl Drop for HoleFiller {

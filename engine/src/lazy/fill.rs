@@ -6,8 +6,8 @@
 //! Why: the restorer is one thread in the process, and the pages it reads land in
 //! memory the kernel zeroes first (a fault, or MADV_POPULATE_WRITE); UFFDIO_COPY puts
 //! each page in without zeroing it, and the threads (one per CPU, at most 4) share the
-//! copies out over the CPUs. 4 GiB here: populate + pread on one thread 1.63-1.65 s, pread + UFFDIO_COPY
-//! 1.3-1.6 s on one thread, 0.69-0.71 s on two.
+//! copies out over the CPUs. 4 GiB here: populate + pread on one thread 1.63-1.65 s,
+//! pread + UFFDIO_COPY 1.3-1.6 s on one thread, 0.69-0.71 s on two.
 //!
 //! Where the process could not make a userfaultfd, the same threads write the pages
 //! through its /proc/PID/mem instead (faulted in as the restorer's reads would be).

@@ -369,33 +369,44 @@ fn verify_one(
         }
         listed.push(Listed { name, expected, pages_id: pagemap.pages_id(), path: pages_path, runs });
     }
+    // Whether each run (in `listed` order) is left to its reader, asked once.
+    let leaving: Vec<bool> = listed.iter().flat_map(|l| l.runs.iter().map(|r| leave(&l.path, r.0, r.1))).collect();
     let all: Vec<(usize, u64, u64)> = listed
         .iter()
         .enumerate()
-        .flat_map(|(file, l)| l.runs.iter().filter(|r| !leave(&l.path, r.0, r.1)).map(move |r| (file, r.0, r.1)))
+        .flat_map(|(file, l)| l.runs.iter().map(move |r| (file, r.0, r.1)))
+        .zip(&leaving)
+        .filter_map(|(run, &left)| (!left).then_some(run))
         .collect();
     let paths: Vec<&Path> = listed.iter().map(|l| l.path.as_path()).collect();
     let found = checksum_runs(&paths, &all).map_err(|(file, what, source)| ChecksumError::Io { what, path: listed[file].path.clone(), source })?;
     let mut found = found.into_iter();
+    let mut leaving = leaving.into_iter();
     let mut bytes = 0;
     for l in &listed {
         for (&(offset, len, start, entry), &expected) in l.runs.iter().zip(l.expected) {
-            let pages = ImageKind::Pages.file_name(l.pages_id.into());
-            let check = RunCheck {
-                path: l.path.clone(),
-                offset,
-                len,
-                expected,
-                pages: shown.map_or(pages.clone(), |dir| dir.join(&pages).display().to_string()),
-                start,
-                pagemap: l.name.clone(),
-                entry,
+            // Made only for a run left or found damaged: this loop runs once per run.
+            let check = || {
+                let pages = ImageKind::Pages.file_name(l.pages_id.into());
+                RunCheck {
+                    path: l.path.clone(),
+                    offset,
+                    len,
+                    expected,
+                    pages: shown.map_or(pages.clone(), |dir| dir.join(&pages).display().to_string()),
+                    start,
+                    pagemap: l.name.clone(),
+                    entry,
+                }
             };
-            if leave(&l.path, offset, len) {
-                left.push(check);
+            if leaving.next().unwrap_or(false) {
+                left.push(check());
                 continue;
             }
-            check.check(found.next().unwrap_or_default())?;
+            let found = found.next().unwrap_or_default();
+            if found != expected {
+                check().check(found)?;
+            }
             bytes += len;
         }
     }

@@ -167,6 +167,9 @@ pub(crate) fn attach_sysv<A: Abi>(program: &mut Program<A>, attaches: &[SysvAtta
 /// Every memory area, with its pages; premapped ones are moved into place (and
 /// returned, for the child to fill before it forks).
 /// `parent`: the process's parent, whose runs an inherited slot already holds.
+/// `emptied`: the private anonymous areas mapped empty, whose pages crust hands to the
+/// lazy-pages daemon (`lazy`: every such area with pages) or puts in itself (the areas
+/// with [`FILL_AT_LEAST`](crate::lazy::fill::FILL_AT_LEAST) bytes of pages or more).
 pub(crate) fn map_areas<A: Abi>(
     program: &mut Program<A>,
     process: &ProcessImages,
@@ -174,8 +177,8 @@ pub(crate) fn map_areas<A: Abi>(
     helpers: &super::memory::Helpers,
     shmem: &Shmem,
     premapped: &PremapSlots,
-    mut lazy: Option<&mut Vec<crate::lazy::LazyArea>>,
-    mut fill: Option<&mut Vec<crate::lazy::LazyArea>>,
+    lazy: bool,
+    emptied: &mut Vec<crate::lazy::LazyArea>,
 ) -> Result<Vec<Premap>, PlanError> {
     let pid = process.pid();
     let sources = &process.pages;
@@ -222,7 +225,7 @@ pub(crate) fn map_areas<A: Abi>(
         let prot = vma.prot as i32;
         if let Some(&(slot, inherited)) = premapped.get(&vma.start) {
             if let Some(&(addr, bytes, _, _)) = runs.iter().find(|r| r.2 == AT_SOURCE) {
-                return Err(left_at_source(pid, vma, addr, bytes, lazy.is_some()));
+                return Err(left_at_source(pid, vma, addr, bytes, lazy));
             }
             let madv = vma.madv.unwrap_or(0);
             let parent_runs = match parent.filter(|_| inherited) {
@@ -292,14 +295,8 @@ pub(crate) fn map_areas<A: Abi>(
         // every page in at mmap) is mapped empty; the lazy-pages daemon fills it.
         // Otherwise such an area with many pages, all in pages images, is mapped empty
         // too, and crust fills it before the process runs (`lazy/fill.rs`).
-        let lazy_area = !runs.is_empty() && crate::memory::can_be_lazy(vma);
-        let big = runs.iter().all(|r| r.2 != AT_SOURCE) && runs.iter().map(|r| r.1).sum::<u64>() >= crate::lazy::fill::FILL_AT_LEAST;
-        let emptied = match (lazy.as_deref_mut(), fill.as_deref_mut()) {
-            (Some(lazy), _) => Some(lazy),
-            (None, Some(fill)) if big => Some(fill),
-            _ => None,
-        };
-        if let (true, Some(emptied)) = (lazy_area, emptied) {
+        let big = || runs.iter().all(|r| r.2 != AT_SOURCE) && runs.iter().map(|r| r.1).sum::<u64>() >= crate::lazy::fill::FILL_AT_LEAST;
+        if !runs.is_empty() && crate::memory::can_be_lazy(vma) && (lazy || big()) {
             emptied.push(crate::lazy::LazyArea {
                 start: vma.start,
                 end: vma.end,
@@ -310,7 +307,7 @@ pub(crate) fn map_areas<A: Abi>(
             });
         }
         if let Some(&(addr, bytes, _, _)) = runs.iter().find(|r| r.2 == AT_SOURCE) {
-            return Err(left_at_source(pid, vma, addr, bytes, lazy.is_some()));
+            return Err(left_at_source(pid, vma, addr, bytes, lazy));
         }
         let map_prot = if runs.is_empty() { prot } else { prot | libc::PROT_WRITE };
         // The map type (shared, private, droppable) and the flags that shape the area;

@@ -386,11 +386,9 @@ pub(crate) fn plan_process<A: Abi>(
     }
     memory::attach_sysv(&mut program, &attaches);
     let parent = images.processes.iter().find(|p| p.pstree.pid == process.pstree.ppid && index > 0);
-    let mut lazy_areas = Vec::new();
-    let lazy = tree.lazy_pages.then_some(&mut lazy_areas);
-    let mut fill_areas = Vec::new();
-    let fill = (!tree.lazy_pages).then_some(&mut fill_areas);
-    let premap = memory::map_areas(&mut program, process, parent, &helpers, &tree.shmem, premapped, lazy, fill)?;
+    let mut emptied = Vec::new();
+    let premap = memory::map_areas(&mut program, process, parent, &helpers, &tree.shmem, premapped, tree.lazy_pages, &mut emptied)?;
+    let (lazy_areas, fill_areas) = if tree.lazy_pages { (emptied, Vec::new()) } else { (Vec::new(), emptied) };
     task::set_mm(&mut program, mm, helpers.exe_fd);
     let sigtrap_action = task::process_state(&mut program, process, layout)?;
 
